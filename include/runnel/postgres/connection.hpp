@@ -1,0 +1,189 @@
+// A thin RAII layer over libpq: connections, results, transactions and parameters in
+// binary format. Every Runnel module that talks to PostgreSQL goes through it.
+//
+// Errors: every failure throws DatabaseError (an Error with code Database) carrying the
+// server's SQLSTATE when there is one, or a libpq-side class-08 code for connection
+// failures. Thread safety: a Connection (and its Transactions) belongs to one thread
+// at a time; Results are immutable and may be read from any thread.
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runnel/core/error.hpp"
+
+namespace runnel::postgres {
+
+class DatabaseError : public Error {
+ public:
+  DatabaseError(const std::string& message, std::string sqlstate)
+      : Error(ErrorCode::Database, message), sqlstate_(std::move(sqlstate)) {}
+
+  // Five characters, e.g. "42P01". "08001" when no connection could be made, "08006"
+  // when an open connection broke without the server saying why.
+  const std::string& sqlstate() const { return sqlstate_; }
+
+  // Whether the connection is gone (class 08, or the server shutting it down, 57P0x):
+  // the caller should reconnect rather than retry on the same connection.
+  bool IsConnectionLost() const;
+
+ private:
+  std::string sqlstate_;
+};
+
+struct PgConnDeleter {
+  void operator()(PGconn* conn) const { PQfinish(conn); }
+};
+struct PgResultDeleter {
+  void operator()(PGresult* result) const { PQclear(result); }
+};
+using PgConnPtr = std::unique_ptr<PGconn, PgConnDeleter>;
+using PgResultPtr = std::unique_ptr<PGresult, PgResultDeleter>;
+
+// Type OIDs of the built-in types Runnel reads and writes (pg_type.h is not in libpq-dev).
+namespace type_oid {
+inline constexpr Oid kBool = 16;
+inline constexpr Oid kBytea = 17;
+inline constexpr Oid kName = 19;
+inline constexpr Oid kInt8 = 20;
+inline constexpr Oid kInt2 = 21;
+inline constexpr Oid kInt4 = 23;
+inline constexpr Oid kText = 25;
+inline constexpr Oid kOid = 26;
+inline constexpr Oid kJson = 114;
+inline constexpr Oid kFloat4 = 700;
+inline constexpr Oid kFloat8 = 701;
+inline constexpr Oid kBpchar = 1042;
+inline constexpr Oid kVarchar = 1043;
+inline constexpr Oid kNumeric = 1700;
+inline constexpr Oid kJsonb = 3802;
+}  // namespace type_oid
+
+// Query parameters, sent in binary format with their types declared.
+class Params {
+ public:
+  Params& Add(bool value);
+  Params& Add(int16_t value);
+  Params& Add(int32_t value);
+  Params& Add(int64_t value);
+  Params& Add(float value);
+  Params& Add(double value);
+  Params& Add(std::string_view text);  // sent as text
+  Params& Add(const char* text) { return Add(std::string_view(text)); }
+  Params& AddBytes(std::string_view bytes);  // sent as bytea
+  Params& AddNull(Oid type = 0);             // 0 lets the server infer the type
+  template <typename T>
+  Params& Add(const std::optional<T>& value) {
+    return value ? Add(*value) : AddNull();
+  }
+
+  int size() const { return static_cast<int>(types_.size()); }
+  const Oid* types() const { return types_.data(); }
+  const char* const* values() const;
+  const int* lengths() const { return lengths_.data(); }
+  const int* formats() const { return formats_.data(); }
+
+ private:
+  Params& Push(Oid type, std::string bytes, bool is_null);
+
+  std::vector<Oid> types_;
+  std::vector<std::string> storage_;
+  std::vector<bool> nulls_;
+  std::vector<int> lengths_;
+  std::vector<int> formats_;
+  mutable std::vector<const char*> pointers_;
+};
+
+// The result of one statement. Values are decoded from binary or text format,
+// whichever the statement returned. Get<T> accepts: bool from bool; integers from
+// int2/int4/int8/oid (range-checked); float/double from float4/float8/numeric and the
+// integer types; std::string from any type (text format) or text-like types (binary).
+class Result {
+ public:
+  explicit Result(PgResultPtr result) : result_(std::move(result)) {}
+
+  int rows() const { return PQntuples(result_.get()); }
+  int columns() const { return PQnfields(result_.get()); }
+  std::string_view ColumnName(int column) const { return PQfname(result_.get(), column); }
+  Oid ColumnType(int column) const { return PQftype(result_.get(), column); }
+  // Throws DatabaseError naming the column when the result has none by that name.
+  int ColumnIndex(std::string_view name) const;
+  // Number of rows an INSERT/UPDATE/DELETE touched, 0 for other statements.
+  int64_t AffectedRows() const;
+
+  bool IsNull(int row, int column) const { return PQgetisnull(result_.get(), row, column) != 0; }
+  // Throws DatabaseError naming the column for NULL, a type mismatch or out-of-range value.
+  template <typename T>
+  T Get(int row, int column) const;
+  template <typename T>
+  std::optional<T> GetOptional(int row, int column) const {
+    if (IsNull(row, column)) return std::nullopt;
+    return Get<T>(row, column);
+  }
+
+  const PGresult* raw() const { return result_.get(); }  // non-owning
+
+ private:
+  PgResultPtr result_;
+};
+
+class Connection {
+ public:
+  // Connects with a libpq connection string (key=value or postgresql:// URL). Throws
+  // DatabaseError naming host, port, database and user (never the password).
+  static Connection Open(const std::string& conninfo);
+
+  // Runs one or more statements with the simple protocol (text results). Returns the
+  // last statement's result.
+  Result Exec(std::string_view sql);
+  // Runs one statement with parameters $1..$n; results come back in binary format.
+  Result Exec(std::string_view sql, const Params& params);
+
+  // Whether the connection to the server is still usable.
+  bool IsOpen() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
+  int BackendPid() const { return PQbackendPID(conn_.get()); }
+  // Human-readable target (host, port, database, user), for messages.
+  const std::string& Describe() const { return description_; }
+
+  PGconn* raw() { return conn_.get(); }  // non-owning; stays valid while *this lives
+
+ private:
+  Connection(PgConnPtr conn, std::string description)
+      : conn_(std::move(conn)), description_(std::move(description)) {}
+  Result Check(PGresult* raw, std::string_view sql);
+
+  PgConnPtr conn_;
+  std::string description_;
+};
+
+// BEGIN on construction; ROLLBACK on destruction unless committed. Destruction never
+// throws (a failed rollback on a broken connection is ignored: the server discards
+// the transaction anyway).
+class Transaction {
+ public:
+  explicit Transaction(Connection& conn);  // conn must outlive the transaction
+  ~Transaction();
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+
+  void Commit();
+  void Rollback();
+  Connection& connection() { return conn_; }
+
+ private:
+  Connection& conn_;
+  bool open_ = true;
+};
+
+// Quotes an SQL identifier ("my table" -> "\"my table\"").
+std::string QuoteIdentifier(std::string_view name);
+// Quotes an SQL string literal.
+std::string QuoteLiteral(std::string_view value);
+
+}  // namespace runnel::postgres

@@ -1,0 +1,38 @@
+// The `runnel` command line: each file registers its subcommands here. Faces only:
+// commands parse, call the library and format answers.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runnel/core/config.hpp"
+#include "runnel/postgres/cluster.hpp"
+
+namespace runnel::cli {
+
+struct CliContext {
+  std::optional<std::filesystem::path> config_file;  // --config
+  std::string log_level;                             // --log-level, empty: from config
+  Config config;                                     // loaded before a command runs
+};
+
+// Runs a parsed subcommand; returns the process exit code.
+using CommandFn = std::function<int(CliContext&)>;
+
+struct Command {
+  CLI::App* app;  // non-owning: owned by the root CLI::App
+  CommandFn run;
+};
+
+void AddDbCommands(CLI::App& root, std::vector<Command>& commands);
+void AddDemoCommand(CLI::App& root, std::vector<Command>& commands);
+
+// The embedded cluster that the configuration describes.
+postgres::ClusterOptions EmbeddedClusterOptions(const Config& config);
+
+}  // namespace runnel::cli

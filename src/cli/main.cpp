@@ -1,0 +1,72 @@
+#include <libpq-fe.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "commands.hpp"
+#include "runnel/core/error.hpp"
+#include "runnel/core/logging.hpp"
+#include "runnel/core/version.hpp"
+
+namespace runnel::cli {
+
+postgres::ClusterOptions EmbeddedClusterOptions(const Config& config) {
+  postgres::ClusterOptions options;
+  options.dir = config.EmbeddedClusterDir();
+  options.port = config.embedded_port;
+  options.bin_dir = config.pg_bin_dir;
+  return options;
+}
+
+namespace {
+
+int Run(int argc, char** argv) {
+  CLI::App app{"Runnel: real-time ML inference for rows landing in PostgreSQL"};
+  app.name("runnel");
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show help for every subcommand");
+
+  CliContext context;
+  app.add_option("--config", context.config_file, "TOML configuration file (default: $RUNNEL_CONFIG)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--log-level", context.log_level,
+                 "trace, debug, info, warn, error, critical or off (default: info, $RUNNEL_LOG_LEVEL)");
+
+  std::vector<Command> commands;
+  auto* version = app.add_subcommand("version", "Print Runnel's version and the libpq it uses");
+  commands.push_back({version, [](CliContext&) {
+                        int libpq = PQlibVersion();
+                        fmt::print("runnel {}\nlibpq {}.{}\n", kVersion, libpq / 10000, libpq % 10000);
+                        return 0;
+                      }});
+  AddDbCommands(app, commands);
+  AddDemoCommand(app, commands);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  try {
+    context.config = LoadConfig(context.config_file, ProcessEnv, ::geteuid() == 0);
+    if (!context.log_level.empty()) context.config.log_level = context.log_level;
+    InitLogging(context.config.log_level);
+    for (auto& command : commands) {
+      if (command.app->parsed()) return command.run(context);
+    }
+    std::cerr << app.help();
+    return 2;
+  } catch (const Error& e) {
+    fmt::print(stderr, "runnel: {}\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace
+}  // namespace runnel::cli
+
+int main(int argc, char** argv) { return runnel::cli::Run(argc, argv); }

@@ -1,0 +1,445 @@
+#include "runnel/postgres/cluster.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "runnel/core/error.hpp"
+#include "runnel/core/process.hpp"
+#include "runnel/postgres/connection.hpp"
+
+namespace runnel::postgres {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kRole = "runnel";
+constexpr const char* kInstallHint = "install postgresql: sudo apt-get install postgresql";
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+std::vector<std::string> ReadLines(const fs::path& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+std::string LastLines(const std::string& text, size_t count) {
+  size_t pos = text.size();
+  for (size_t i = 0; i <= count && pos != std::string::npos && pos > 0; ++i) {
+    pos = text.rfind('\n', pos - 1);
+  }
+  return pos == std::string::npos ? text : text.substr(pos + 1);
+}
+
+// A value for a libpq key=value connection string, quoted only when it must be.
+std::string ConninfoValue(std::string_view value) {
+  if (!value.empty() && value.find_first_of(" '\\\t\n") == std::string_view::npos) return std::string(value);
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "'";
+}
+
+bool PortFree(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+uint16_t EphemeralPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw Error(ErrorCode::Io, fmt::format("cannot create a socket: {}", std::strerror(errno)));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = 0;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    throw Error(ErrorCode::Io, fmt::format("cannot find a free port on 127.0.0.1: {}", std::strerror(errno)));
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// The working directory of a process, empty when it is gone or not ours to read.
+fs::path ProcessCwd(pid_t pid) {
+  std::error_code ec;
+  auto cwd = fs::read_symlink(fmt::format("/proc/{}/cwd", pid), ec);
+  return ec ? fs::path() : cwd;
+}
+
+// Processes whose working directory is `dir`: a postmaster and its backends chdir to
+// the data directory, so this finds backends orphaned by a killed postmaster.
+std::vector<pid_t> ProcessesIn(const fs::path& dir) {
+  std::vector<pid_t> pids;
+  if (dir.empty()) return pids;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    auto pid = static_cast<pid_t>(std::stol(name));
+    if (ProcessCwd(pid) == dir) pids.push_back(pid);
+  }
+  return pids;
+}
+
+std::string RandomPassword() {
+  std::random_device device;
+  std::string out;
+  for (int i = 0; i < 6; ++i) out += fmt::format("{:08x}", device());
+  return out;
+}
+
+}  // namespace
+
+fs::path FindPostgresBinDir() {
+  const fs::path root = "/usr/lib/postgresql";
+  std::vector<std::pair<int, fs::path>> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const fs::path bin = entry.path() / "bin";
+    if (fs::exists(bin / "initdb") && fs::exists(bin / "pg_ctl") && fs::exists(bin / "postgres")) {
+      int version = std::atoi(entry.path().filename().c_str());
+      found.emplace_back(version, bin);
+    }
+  }
+  if (found.empty()) {
+    throw Error(ErrorCode::NotFound,
+                fmt::format("no PostgreSQL server binaries under {}/*/bin: {}", root.string(), kInstallHint));
+  }
+  std::sort(found.begin(), found.end());
+  return found.back().second;
+}
+
+EmbeddedCluster::EmbeddedCluster(ClusterOptions options) : options_(std::move(options)) {
+  if (options_.dir.empty()) throw Error(ErrorCode::InvalidInput, "embedded cluster: no directory given");
+  options_.dir = fs::absolute(options_.dir).lexically_normal();
+  if (options_.bin_dir.empty()) options_.bin_dir = FindPostgresBinDir();
+  for (const char* tool : {"initdb", "pg_ctl", "postgres"}) {
+    const fs::path path = options_.bin_dir / tool;
+    if (::access(path.c_str(), X_OK) != 0) {
+      throw Error(ErrorCode::NotFound,
+                  fmt::format("PostgreSQL binary {} is missing or not executable: {}", path.string(), kInstallHint));
+    }
+  }
+  // Unix socket paths are limited to sizeof(sun_path) bytes, terminator included.
+  const size_t socket_path = (options_.dir / ".s.PGSQL.65535.lock").string().size();
+  if (socket_path >= sizeof(sockaddr_un{}.sun_path)) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("cluster directory {} is too long for a unix socket path ({} > {} bytes): "
+                            "choose a shorter RUNNEL_HOME",
+                            options_.dir.string(), socket_path, sizeof(sockaddr_un{}.sun_path) - 1));
+  }
+  if (::geteuid() == 0) {
+    passwd* pw = ::getpwnam(options_.service_user.c_str());
+    if (pw == nullptr) {
+      spdlog::info("creating system user '{}' to run PostgreSQL (it refuses to run as root)",
+                   options_.service_user);
+      auto result = RunProcess({"/usr/sbin/useradd", "--system", "--user-group", "--no-create-home",
+                                "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+                                options_.service_user});
+      pw = ::getpwnam(options_.service_user.c_str());
+      if (pw == nullptr) {
+        throw Error(ErrorCode::Io, fmt::format("cannot create system user '{}': {}", options_.service_user,
+                                               result.output));
+      }
+    }
+    service_owner_ = Owner{pw->pw_uid, pw->pw_gid};
+  }
+}
+
+void EmbeddedCluster::PrepareDirectory() {
+  const fs::path& dir = options_.dir;
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
+    throw Error(ErrorCode::Io, fmt::format("cluster directory {} exists and is not a directory", dir.string()));
+  }
+  fs::create_directories(dir, ec);
+  if (ec) {
+    throw Error(ErrorCode::Io, fmt::format("cannot create cluster directory {}: {}", dir.string(), ec.message()));
+  }
+  if (service_owner_) {
+    if (::chown(dir.c_str(), service_owner_->uid, service_owner_->gid) != 0) {
+      throw Error(ErrorCode::Io, fmt::format("cannot hand {} to user '{}': {}", dir.string(),
+                                             options_.service_user, std::strerror(errno)));
+    }
+    // The server user must be able to reach the directory through every parent.
+    auto probe = RunProcess({"/usr/bin/test", "-w", dir.string(), "-a", "-x", dir.string()}, AsOwner());
+    if (probe.exit_code != 0) {
+      throw Error(ErrorCode::Io,
+                  fmt::format("the PostgreSQL server user '{}' cannot enter {}: every parent directory "
+                              "must be searchable by it; set RUNNEL_HOME elsewhere (e.g. /var/lib/runnel)",
+                              options_.service_user, dir.string()));
+    }
+  } else if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    throw Error(ErrorCode::Io, fmt::format("cluster directory {} is not writable: {}", dir.string(),
+                                           std::strerror(errno)));
+  }
+  ::chmod(dir.c_str(), 0700);
+}
+
+void EmbeddedCluster::Initialize() {
+  const fs::path data = data_dir();
+  std::error_code ec;
+  if (fs::exists(data, ec) && !fs::is_empty(data, ec)) {
+    throw Error(ErrorCode::Io, fmt::format("{} exists but holds no PostgreSQL cluster (no PG_VERSION); "
+                                           "move it away or choose another RUNNEL_HOME",
+                                           data.string()));
+  }
+  const fs::path password_file = options_.dir / "password";
+  {
+    std::ofstream out(password_file, std::ios::trunc);
+    out << RandomPassword() << '\n';
+    if (!out) throw Error(ErrorCode::Io, fmt::format("cannot write {}", password_file.string()));
+  }
+  ::chmod(password_file.c_str(), 0600);
+  if (service_owner_) (void)!::chown(password_file.c_str(), service_owner_->uid, service_owner_->gid);
+
+  spdlog::info("initializing PostgreSQL cluster in {}", data.string());
+  auto result = RunProcess({(options_.bin_dir / "initdb").string(), "-D", data.string(), "-U", kRole,
+                            "--auth-local=trust", "--auth-host=scram-sha-256",
+                            "--pwfile=" + password_file.string(), "--encoding=UTF8", "--locale=C.UTF-8",
+                            "--no-sync", "--no-instructions"},
+                           AsOwner());
+  if (result.exit_code != 0) {
+    throw Error(ErrorCode::Io, fmt::format("initdb failed for {}:\n{}", data.string(), result.output));
+  }
+  // Only Runnel's role, only from this machine; the socket's mode keeps other users out.
+  {
+    std::ofstream hba(data / "pg_hba.conf", std::ios::trunc);
+    hba << "# Written by Runnel: trust the local owner on the socket, password on loopback TCP.\n"
+        << "local all " << kRole << " trust\n"
+        << "host  all " << kRole << " 127.0.0.1/32 scram-sha-256\n";
+  }
+  {
+    std::ofstream conf(data / "postgresql.conf", std::ios::app);
+    conf << "\n# Runnel's settings (port, socket, addresses)\ninclude_if_exists = 'runnel.conf'\n";
+  }
+}
+
+void EmbeddedCluster::WriteSettings(uint16_t port) {
+  std::string socket_dir;
+  for (char c : options_.dir.string()) {
+    if (c == '\'') socket_dir += '\'';
+    socket_dir += c;
+  }
+  const fs::path path = data_dir() / "runnel.conf";
+  {
+    std::ofstream conf(path, std::ios::trunc);
+    conf << "# Written by Runnel on every start.\n"
+         << "listen_addresses = '127.0.0.1'\n"
+         << "port = " << port << "\n"
+         << "unix_socket_directories = '" << socket_dir << "'\n"
+         << "unix_socket_permissions = 0700\n"
+         << "max_connections = 200\n";
+    if (!conf) throw Error(ErrorCode::Io, fmt::format("cannot write {}", path.string()));
+  }
+  if (service_owner_) (void)!::chown(path.c_str(), service_owner_->uid, service_owner_->gid);
+}
+
+uint16_t EmbeddedCluster::ConfiguredPort() const {
+  for (const auto& line : ReadLines(data_dir() / "runnel.conf")) {
+    if (line.starts_with("port = ")) return static_cast<uint16_t>(std::atoi(line.c_str() + 7));
+  }
+  return 0;
+}
+
+uint16_t EmbeddedCluster::ChoosePort() const {
+  if (options_.port != 0) {
+    if (!PortFree(options_.port)) {
+      throw Error(ErrorCode::Unavailable,
+                  fmt::format("port {} on 127.0.0.1 is already in use: choose another port or 0 for any",
+                              options_.port));
+    }
+    return options_.port;
+  }
+  uint16_t last = ConfiguredPort();
+  if (last != 0 && PortFree(last)) return last;
+  return EphemeralPort();
+}
+
+std::optional<pid_t> EmbeddedCluster::RunningPostmaster() const {
+  auto lines = ReadLines(data_dir() / "postmaster.pid");
+  if (lines.empty()) return std::nullopt;
+  auto pid = static_cast<pid_t>(std::atol(lines[0].c_str()));
+  std::error_code ec;
+  const fs::path data = fs::canonical(data_dir(), ec);
+  if (ec || pid <= 0 || !ProcessAlive(pid)) return std::nullopt;
+  // A live postmaster has chdir'd into its data directory; a reused pid has not, and
+  // a zombie has no cwd at all.
+  if (ProcessCwd(pid) == data) return pid;
+  return std::nullopt;
+}
+
+void EmbeddedCluster::ClearStalePidFile() const {
+  const fs::path pid_file = data_dir() / "postmaster.pid";
+  std::error_code ec;
+  if (!fs::exists(pid_file, ec)) return;
+  const fs::path data = fs::canonical(data_dir(), ec);
+  if (ec) return;
+  // Backends orphaned by a killed postmaster exit once they notice; wait for them so a
+  // new server never shares the data directory with old processes.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::vector<pid_t> left = ProcessesIn(data);
+  while (!left.empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    left = ProcessesIn(data);
+  }
+  if (!left.empty()) {
+    throw Error(ErrorCode::Unavailable,
+                fmt::format("processes of a crashed server still use {} (pid {}): stop them first",
+                            data.string(), left.front()));
+  }
+  spdlog::warn("removing stale {} left by a server that is no longer running", pid_file.string());
+  fs::remove(pid_file, ec);
+}
+
+ProcessOptions EmbeddedCluster::AsOwner() const {
+  ProcessOptions options;
+  if (service_owner_) options.run_as = RunAs{service_owner_->uid, service_owner_->gid};
+  return options;
+}
+
+std::string EmbeddedCluster::PgCtl(const std::vector<std::string>& args, bool check) const {
+  std::vector<std::string> argv{(options_.bin_dir / "pg_ctl").string(), "-D", data_dir().string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto result = RunProcess(argv, AsOwner());
+  if (check && result.exit_code != 0) {
+    throw Error(ErrorCode::Unavailable,
+                fmt::format("pg_ctl {} failed for {}:\n{}\nlast lines of {}:\n{}", args.front(),
+                            data_dir().string(), result.output, log_file().string(),
+                            LastLines(ReadFile(log_file()), 15)));
+  }
+  return result.output;
+}
+
+StartOutcome EmbeddedCluster::Start() {
+  PrepareDirectory();
+  if (RunningPostmaster()) return StartOutcome::AlreadyRunning;
+  ClearStalePidFile();
+  const bool fresh = !fs::exists(data_dir() / "PG_VERSION");
+  if (fresh) Initialize();
+
+  // Another process may grab the port between the check and the server's bind: retry.
+  for (int attempt = 1;; ++attempt) {
+    const uint16_t port = ChoosePort();
+    WriteSettings(port);
+    try {
+      PgCtl({"start", "-l", log_file().string(), "-w", "-s", "-t",
+             std::to_string(options_.start_timeout.count())},
+            /*check=*/true);
+      spdlog::info("PostgreSQL running on 127.0.0.1:{} and socket {}", port, options_.dir.string());
+      break;
+    } catch (const Error&) {
+      if (attempt >= 3 || options_.port != 0 || PortFree(port)) throw;
+      spdlog::warn("port {} was taken while starting; trying another", port);
+    }
+  }
+  if (service_owner_) (void)!::chown(log_file().c_str(), service_owner_->uid, service_owner_->gid);
+  if (fresh) {
+    auto conn = Connection::Open(ConnectionString("postgres"));
+    conn.Exec(fmt::format("CREATE DATABASE {}", QuoteIdentifier(kRole)));
+    return StartOutcome::Initialized;
+  }
+  return StartOutcome::Started;
+}
+
+bool EmbeddedCluster::Stop() {
+  if (!RunningPostmaster()) return false;
+  PgCtl({"stop", "-m", "fast", "-w", "-s", "-t", std::to_string(options_.start_timeout.count())},
+        /*check=*/true);
+  return true;
+}
+
+void EmbeddedCluster::Kill() {
+  auto pid = RunningPostmaster();
+  if (!pid) return;
+  ::kill(*pid, SIGKILL);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (RunningPostmaster() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+ClusterStatus EmbeddedCluster::Status() const {
+  ClusterStatus status;
+  status.initialized = fs::exists(data_dir() / "PG_VERSION");
+  if (auto pid = RunningPostmaster()) {
+    status.running = true;
+    status.pid = *pid;
+    auto lines = ReadLines(data_dir() / "postmaster.pid");
+    // postmaster.pid line 4 is the port.
+    if (lines.size() >= 4) status.port = static_cast<uint16_t>(std::atoi(lines[3].c_str()));
+  } else if (status.initialized) {
+    status.port = ConfiguredPort();
+  }
+  return status;
+}
+
+std::string EmbeddedCluster::ConnectionString(const std::string& dbname) const {
+  auto status = Status();
+  if (!status.running) {
+    throw Error(ErrorCode::Unavailable,
+                fmt::format("the embedded PostgreSQL in {} is not running: run `runnel db start`",
+                            options_.dir.string()));
+  }
+  return fmt::format("host={} port={} user={} dbname={}", ConninfoValue(options_.dir.string()), status.port,
+                     kRole, ConninfoValue(dbname));
+}
+
+std::string EmbeddedCluster::ReadPassword() const {
+  std::string password = ReadFile(options_.dir / "password");
+  while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) password.pop_back();
+  if (password.empty()) {
+    throw Error(ErrorCode::Io, fmt::format("cannot read {}", (options_.dir / "password").string()));
+  }
+  return password;
+}
+
+std::string EmbeddedCluster::TcpConnectionString(const std::string& dbname) const {
+  auto status = Status();
+  if (!status.running) {
+    throw Error(ErrorCode::Unavailable,
+                fmt::format("the embedded PostgreSQL in {} is not running: run `runnel db start`",
+                            options_.dir.string()));
+  }
+  return fmt::format("host=127.0.0.1 port={} user={} password={} dbname={}", status.port, kRole,
+                     ConninfoValue(ReadPassword()), ConninfoValue(dbname));
+}
+
+}  // namespace runnel::postgres
