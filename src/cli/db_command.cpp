@@ -67,8 +67,8 @@ void AddDbCommands(CLI::App& root, std::vector<Command>& commands) {
   url->add_option("--dbname", *dbname, "Database name (default: runnel)");
   commands.push_back({url, [tcp, dbname](CliContext& ctx) {
                         postgres::EmbeddedCluster cluster(EmbeddedClusterOptions(ctx.config));
-                        fmt::print("{}\n", *tcp ? cluster.TcpConnectionString(*dbname)
-                                                : cluster.ConnectionString(*dbname));
+                        fmt::print("{}\n",
+                                   *tcp ? cluster.TcpConnectionString(*dbname) : cluster.ConnectionString(*dbname));
                         return 0;
                       }});
 }

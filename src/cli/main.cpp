@@ -26,7 +26,7 @@ namespace {
 int Run(int argc, char** argv) {
   CLI::App app{"Runnel: real-time ML inference for rows landing in PostgreSQL"};
   app.name("runnel");
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);  // none: print help; unknown words: named by CLI11
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
 
   CliContext context;
@@ -59,7 +59,7 @@ int Run(int argc, char** argv) {
       if (command.app->parsed()) return command.run(context);
     }
     std::cerr << app.help();
-    return 2;
+    return 2;  // no subcommand given
   } catch (const Error& e) {
     fmt::print(stderr, "runnel: {}\n", e.what());
     return 1;
@@ -69,4 +69,6 @@ int Run(int argc, char** argv) {
 }  // namespace
 }  // namespace runnel::cli
 
-int main(int argc, char** argv) { return runnel::cli::Run(argc, argv); }
+int main(int argc, char** argv) {
+  return runnel::cli::Run(argc, argv);
+}

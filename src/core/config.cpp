@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 #include <fmt/std.h>
 
-#include <cstdlib>
 #include <toml++/toml.h>
+#include <cstdlib>
 
 #include "runnel/core/error.hpp"
 
@@ -17,12 +17,10 @@ std::string Where(const std::filesystem::path& file, const toml::node& node) {
 }
 
 template <typename T>
-T Required(const std::filesystem::path& file, std::string_view key, const toml::node& node,
-           std::string_view expected) {
+T Required(const std::filesystem::path& file, std::string_view key, const toml::node& node, std::string_view expected) {
   auto value = node.value<T>();
   if (!value) {
-    throw Error(ErrorCode::Config,
-                fmt::format("{}: '{}' must be {}", Where(file, node), key, expected));
+    throw Error(ErrorCode::Config, fmt::format("{}: '{}' must be {}", Where(file, node), key, expected));
   }
   return *value;
 }
@@ -36,8 +34,8 @@ void ApplyFile(const std::filesystem::path& file, Config& config) {
     if (src.begin.line == 0) {
       throw Error(ErrorCode::Io, fmt::format("{}: {}", file.string(), e.description()));
     }
-    throw Error(ErrorCode::Config, fmt::format("{}:{}:{}: {}", file.string(), src.begin.line,
-                                               src.begin.column, e.description()));
+    throw Error(ErrorCode::Config,
+                fmt::format("{}:{}:{}: {}", file.string(), src.begin.line, src.begin.column, e.description()));
   }
   for (const auto& [key, node] : root) {
     if (key == "log_level") {
@@ -87,8 +85,7 @@ std::filesystem::path DefaultHome(const EnvLookup& env, bool is_root) {
   throw Error(ErrorCode::Config, "cannot choose a home directory: set RUNNEL_HOME or HOME");
 }
 
-Config LoadConfig(const std::optional<std::filesystem::path>& file, const EnvLookup& env,
-                  bool is_root) {
+Config LoadConfig(const std::optional<std::filesystem::path>& file, const EnvLookup& env, bool is_root) {
   Config config;
   std::optional<std::filesystem::path> path = file;
   if (!path) {

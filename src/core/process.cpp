@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -42,9 +43,14 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, const ProcessOpti
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  // extra_env replaces variables of the same name (getenv would take the first).
   std::vector<std::string> env_storage;
   for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
-  for (const auto& e : options.extra_env) env_storage.push_back(e);
+  for (const auto& extra : options.extra_env) {
+    const std::string_view name = std::string_view(extra).substr(0, extra.find('=') + 1);
+    std::erase_if(env_storage, [&](const std::string& e) { return e.starts_with(name); });
+    env_storage.push_back(extra);
+  }
   std::vector<char*> envp;
   for (auto& e : env_storage) envp.push_back(e.data());
   envp.push_back(nullptr);
@@ -65,8 +71,7 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, const ProcessOpti
   if (pid < 0) throw Error(ErrorCode::Io, fmt::format("cannot fork: {}", std::strerror(errno)));
   if (pid == 0) {
     int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull < 0 || ::dup2(devnull, 0) < 0 || ::dup2(out_write.fd, 1) < 0 ||
-        ::dup2(out_write.fd, 2) < 0) {
+    if (devnull < 0 || ::dup2(devnull, 0) < 0 || ::dup2(out_write.fd, 1) < 0 || ::dup2(out_write.fd, 2) < 0) {
       ChildFail(err_write.fd, errno);
     }
     if (options.run_as) {

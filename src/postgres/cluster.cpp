@@ -168,15 +168,13 @@ EmbeddedCluster::EmbeddedCluster(ClusterOptions options) : options_(std::move(op
   if (::geteuid() == 0) {
     passwd* pw = ::getpwnam(options_.service_user.c_str());
     if (pw == nullptr) {
-      spdlog::info("creating system user '{}' to run PostgreSQL (it refuses to run as root)",
-                   options_.service_user);
-      auto result = RunProcess({"/usr/sbin/useradd", "--system", "--user-group", "--no-create-home",
-                                "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-                                options_.service_user});
+      spdlog::info("creating system user '{}' to run PostgreSQL (it refuses to run as root)", options_.service_user);
+      auto result = RunProcess({"/usr/sbin/useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+                                "/nonexistent", "--shell", "/usr/sbin/nologin", options_.service_user});
       pw = ::getpwnam(options_.service_user.c_str());
       if (pw == nullptr) {
-        throw Error(ErrorCode::Io, fmt::format("cannot create system user '{}': {}", options_.service_user,
-                                               result.output));
+        throw Error(ErrorCode::Io,
+                    fmt::format("cannot create system user '{}': {}", options_.service_user, result.output));
       }
     }
     service_owner_ = Owner{pw->pw_uid, pw->pw_gid};
@@ -195,8 +193,8 @@ void EmbeddedCluster::PrepareDirectory() {
   }
   if (service_owner_) {
     if (::chown(dir.c_str(), service_owner_->uid, service_owner_->gid) != 0) {
-      throw Error(ErrorCode::Io, fmt::format("cannot hand {} to user '{}': {}", dir.string(),
-                                             options_.service_user, std::strerror(errno)));
+      throw Error(ErrorCode::Io, fmt::format("cannot hand {} to user '{}': {}", dir.string(), options_.service_user,
+                                             std::strerror(errno)));
     }
     // The server user must be able to reach the directory through every parent.
     auto probe = RunProcess({"/usr/bin/test", "-w", dir.string(), "-a", "-x", dir.string()}, AsOwner());
@@ -207,8 +205,8 @@ void EmbeddedCluster::PrepareDirectory() {
                               options_.service_user, dir.string()));
     }
   } else if (::access(dir.c_str(), W_OK | X_OK) != 0) {
-    throw Error(ErrorCode::Io, fmt::format("cluster directory {} is not writable: {}", dir.string(),
-                                           std::strerror(errno)));
+    throw Error(ErrorCode::Io,
+                fmt::format("cluster directory {} is not writable: {}", dir.string(), std::strerror(errno)));
   }
   ::chmod(dir.c_str(), 0700);
 }
@@ -232,9 +230,8 @@ void EmbeddedCluster::Initialize() {
 
   spdlog::info("initializing PostgreSQL cluster in {}", data.string());
   auto result = RunProcess({(options_.bin_dir / "initdb").string(), "-D", data.string(), "-U", kRole,
-                            "--auth-local=trust", "--auth-host=scram-sha-256",
-                            "--pwfile=" + password_file.string(), "--encoding=UTF8", "--locale=C.UTF-8",
-                            "--no-sync", "--no-instructions"},
+                            "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile=" + password_file.string(),
+                            "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"},
                            AsOwner());
   if (result.exit_code != 0) {
     throw Error(ErrorCode::Io, fmt::format("initdb failed for {}:\n{}", data.string(), result.output));
@@ -282,9 +279,9 @@ uint16_t EmbeddedCluster::ConfiguredPort() const {
 uint16_t EmbeddedCluster::ChoosePort() const {
   if (options_.port != 0) {
     if (!PortFree(options_.port)) {
-      throw Error(ErrorCode::Unavailable,
-                  fmt::format("port {} on 127.0.0.1 is already in use: choose another port or 0 for any",
-                              options_.port));
+      throw Error(
+          ErrorCode::Unavailable,
+          fmt::format("port {} on 127.0.0.1 is already in use: choose another port or 0 for any", options_.port));
     }
     return options_.port;
   }
@@ -306,10 +303,8 @@ std::optional<pid_t> EmbeddedCluster::RunningPostmaster() const {
   return std::nullopt;
 }
 
-void EmbeddedCluster::ClearStalePidFile() const {
-  const fs::path pid_file = data_dir() / "postmaster.pid";
+void EmbeddedCluster::ClearStaleLockFiles() const {
   std::error_code ec;
-  if (!fs::exists(pid_file, ec)) return;
   const fs::path data = fs::canonical(data_dir(), ec);
   if (ec) return;
   // Backends orphaned by a killed postmaster exit once they notice; wait for them so a
@@ -322,11 +317,20 @@ void EmbeddedCluster::ClearStalePidFile() const {
   }
   if (!left.empty()) {
     throw Error(ErrorCode::Unavailable,
-                fmt::format("processes of a crashed server still use {} (pid {}): stop them first",
-                            data.string(), left.front()));
+                fmt::format("processes of a crashed server still use {} (pid {}): stop them first", data.string(),
+                            left.front()));
   }
-  spdlog::warn("removing stale {} left by a server that is no longer running", pid_file.string());
-  fs::remove(pid_file, ec);
+  // No server of ours runs, so any lock file is stale. PostgreSQL would trust a pid in
+  // them that still exists: a reused pid, or a killed postmaster left as a zombie.
+  const fs::path pid_file = data_dir() / "postmaster.pid";
+  if (fs::exists(pid_file, ec)) {
+    spdlog::warn("removing stale {} left by a server that is no longer running", pid_file.string());
+    fs::remove(pid_file, ec);
+  }
+  for (const auto& entry : fs::directory_iterator(options_.dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with(".s.PGSQL.")) fs::remove(entry.path(), ec);
+  }
 }
 
 ProcessOptions EmbeddedCluster::AsOwner() const {
@@ -341,9 +345,8 @@ std::string EmbeddedCluster::PgCtl(const std::vector<std::string>& args, bool ch
   auto result = RunProcess(argv, AsOwner());
   if (check && result.exit_code != 0) {
     throw Error(ErrorCode::Unavailable,
-                fmt::format("pg_ctl {} failed for {}:\n{}\nlast lines of {}:\n{}", args.front(),
-                            data_dir().string(), result.output, log_file().string(),
-                            LastLines(ReadFile(log_file()), 15)));
+                fmt::format("pg_ctl {} failed for {}:\n{}\nlast lines of {}:\n{}", args.front(), data_dir().string(),
+                            result.output, log_file().string(), LastLines(ReadFile(log_file()), 15)));
   }
   return result.output;
 }
@@ -351,7 +354,7 @@ std::string EmbeddedCluster::PgCtl(const std::vector<std::string>& args, bool ch
 StartOutcome EmbeddedCluster::Start() {
   PrepareDirectory();
   if (RunningPostmaster()) return StartOutcome::AlreadyRunning;
-  ClearStalePidFile();
+  ClearStaleLockFiles();
   const bool fresh = !fs::exists(data_dir() / "PG_VERSION");
   if (fresh) Initialize();
 
@@ -360,8 +363,7 @@ StartOutcome EmbeddedCluster::Start() {
     const uint16_t port = ChoosePort();
     WriteSettings(port);
     try {
-      PgCtl({"start", "-l", log_file().string(), "-w", "-s", "-t",
-             std::to_string(options_.start_timeout.count())},
+      PgCtl({"start", "-l", log_file().string(), "-w", "-s", "-t", std::to_string(options_.start_timeout.count())},
             /*check=*/true);
       spdlog::info("PostgreSQL running on 127.0.0.1:{} and socket {}", port, options_.dir.string());
       break;
@@ -414,12 +416,12 @@ ClusterStatus EmbeddedCluster::Status() const {
 std::string EmbeddedCluster::ConnectionString(const std::string& dbname) const {
   auto status = Status();
   if (!status.running) {
-    throw Error(ErrorCode::Unavailable,
-                fmt::format("the embedded PostgreSQL in {} is not running: run `runnel db start`",
-                            options_.dir.string()));
+    throw Error(
+        ErrorCode::Unavailable,
+        fmt::format("the embedded PostgreSQL in {} is not running: run `runnel db start`", options_.dir.string()));
   }
-  return fmt::format("host={} port={} user={} dbname={}", ConninfoValue(options_.dir.string()), status.port,
-                     kRole, ConninfoValue(dbname));
+  return fmt::format("host={} port={} user={} dbname={}", ConninfoValue(options_.dir.string()), status.port, kRole,
+                     ConninfoValue(dbname));
 }
 
 std::string EmbeddedCluster::ReadPassword() const {
@@ -434,9 +436,9 @@ std::string EmbeddedCluster::ReadPassword() const {
 std::string EmbeddedCluster::TcpConnectionString(const std::string& dbname) const {
   auto status = Status();
   if (!status.running) {
-    throw Error(ErrorCode::Unavailable,
-                fmt::format("the embedded PostgreSQL in {} is not running: run `runnel db start`",
-                            options_.dir.string()));
+    throw Error(
+        ErrorCode::Unavailable,
+        fmt::format("the embedded PostgreSQL in {} is not running: run `runnel db start`", options_.dir.string()));
   }
   return fmt::format("host=127.0.0.1 port={} user={} password={} dbname={}", status.port, kRole,
                      ConninfoValue(ReadPassword()), ConninfoValue(dbname));

@@ -97,8 +97,8 @@ bool IsTextLike(Oid type) {
 }
 
 [[noreturn]] void TypeMismatch(const Result& result, int column, std::string_view wanted) {
-  throw DatabaseError(fmt::format("column '{}' has type oid {}, cannot read it as {}",
-                                  result.ColumnName(column), result.ColumnType(column), wanted),
+  throw DatabaseError(fmt::format("column '{}' has type oid {}, cannot read it as {}", result.ColumnName(column),
+                                  result.ColumnType(column), wanted),
                       "42804");
 }
 
@@ -123,8 +123,7 @@ T ParseText(std::string_view text, std::string_view column, std::string_view wan
 template <typename T>
 T NarrowInteger(int64_t value, std::string_view column, std::string_view wanted) {
   if (value < std::numeric_limits<T>::min() || value > std::numeric_limits<T>::max()) {
-    throw DatabaseError(fmt::format("column '{}': value {} is out of range for {}", column, value, wanted),
-                        "22003");
+    throw DatabaseError(fmt::format("column '{}': value {} is out of range for {}", column, value, wanted), "22003");
   }
   return static_cast<T>(value);
 }
@@ -180,8 +179,7 @@ T GetFloating(const Result& result, int row, int column, std::string_view wanted
 }  // namespace
 
 bool DatabaseError::IsConnectionLost() const {
-  return sqlstate_.starts_with("08") || sqlstate_ == "57P01" || sqlstate_ == "57P02" ||
-         sqlstate_ == "57P03";
+  return sqlstate_.starts_with("08") || sqlstate_ == "57P01" || sqlstate_ == "57P02" || sqlstate_ == "57P03";
 }
 
 // ---- Params ----
@@ -195,15 +193,33 @@ Params& Params::Push(Oid type, std::string bytes, bool is_null) {
   return *this;
 }
 
-Params& Params::Add(bool value) { return Push(type_oid::kBool, std::string(1, value ? '\1' : '\0'), false); }
-Params& Params::Add(int16_t value) { return Push(type_oid::kInt2, BigEndianBytes(value), false); }
-Params& Params::Add(int32_t value) { return Push(type_oid::kInt4, BigEndianBytes(value), false); }
-Params& Params::Add(int64_t value) { return Push(type_oid::kInt8, BigEndianBytes(value), false); }
-Params& Params::Add(float value) { return Push(type_oid::kFloat4, BigEndianBytes(value), false); }
-Params& Params::Add(double value) { return Push(type_oid::kFloat8, BigEndianBytes(value), false); }
-Params& Params::Add(std::string_view text) { return Push(type_oid::kText, std::string(text), false); }
-Params& Params::AddBytes(std::string_view bytes) { return Push(type_oid::kBytea, std::string(bytes), false); }
-Params& Params::AddNull(Oid type) { return Push(type, std::string(), true); }
+Params& Params::Add(bool value) {
+  return Push(type_oid::kBool, std::string(1, value ? '\1' : '\0'), false);
+}
+Params& Params::Add(int16_t value) {
+  return Push(type_oid::kInt2, BigEndianBytes(value), false);
+}
+Params& Params::Add(int32_t value) {
+  return Push(type_oid::kInt4, BigEndianBytes(value), false);
+}
+Params& Params::Add(int64_t value) {
+  return Push(type_oid::kInt8, BigEndianBytes(value), false);
+}
+Params& Params::Add(float value) {
+  return Push(type_oid::kFloat4, BigEndianBytes(value), false);
+}
+Params& Params::Add(double value) {
+  return Push(type_oid::kFloat8, BigEndianBytes(value), false);
+}
+Params& Params::Add(std::string_view text) {
+  return Push(type_oid::kText, std::string(text), false);
+}
+Params& Params::AddBytes(std::string_view bytes) {
+  return Push(type_oid::kBytea, std::string(bytes), false);
+}
+Params& Params::AddNull(Oid type) {
+  return Push(type, std::string(), true);
+}
 
 const char* const* Params::values() const {
   // Built on demand: storage_ may have reallocated since the last call.
@@ -240,15 +256,25 @@ bool Result::Get<bool>(int row, int column) const {
 }
 
 template <>
-int16_t Result::Get<int16_t>(int row, int column) const { return GetInteger<int16_t>(*this, row, column, "int16"); }
+int16_t Result::Get<int16_t>(int row, int column) const {
+  return GetInteger<int16_t>(*this, row, column, "int16");
+}
 template <>
-int32_t Result::Get<int32_t>(int row, int column) const { return GetInteger<int32_t>(*this, row, column, "int32"); }
+int32_t Result::Get<int32_t>(int row, int column) const {
+  return GetInteger<int32_t>(*this, row, column, "int32");
+}
 template <>
-int64_t Result::Get<int64_t>(int row, int column) const { return GetInteger<int64_t>(*this, row, column, "int64"); }
+int64_t Result::Get<int64_t>(int row, int column) const {
+  return GetInteger<int64_t>(*this, row, column, "int64");
+}
 template <>
-float Result::Get<float>(int row, int column) const { return GetFloating<float>(*this, row, column, "float"); }
+float Result::Get<float>(int row, int column) const {
+  return GetFloating<float>(*this, row, column, "float");
+}
 template <>
-double Result::Get<double>(int row, int column) const { return GetFloating<double>(*this, row, column, "double"); }
+double Result::Get<double>(int row, int column) const {
+  return GetFloating<double>(*this, row, column, "double");
+}
 
 template <>
 std::string Result::Get<std::string>(int row, int column) const {
@@ -293,8 +319,8 @@ Connection Connection::Open(const std::string& conninfo) {
 Result Connection::Check(PGresult* raw, std::string_view sql) {
   PgResultPtr result(raw);
   ExecStatusType status = result ? PQresultStatus(result.get()) : PGRES_FATAL_ERROR;
-  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_COPY_IN ||
-      status == PGRES_COPY_OUT || status == PGRES_EMPTY_QUERY) {
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_COPY_IN || status == PGRES_COPY_OUT ||
+      status == PGRES_EMPTY_QUERY) {
     return Result(std::move(result));
   }
   std::string sqlstate;
@@ -318,14 +344,16 @@ Result Connection::Exec(std::string_view sql) {
 }
 
 Result Connection::Exec(std::string_view sql, const Params& params) {
-  return Check(PQexecParams(conn_.get(), std::string(sql).c_str(), params.size(), params.types(),
-                            params.values(), params.lengths(), params.formats(), /*resultFormat=*/1),
+  return Check(PQexecParams(conn_.get(), std::string(sql).c_str(), params.size(), params.types(), params.values(),
+                            params.lengths(), params.formats(), /*resultFormat=*/1),
                sql);
 }
 
 // ---- Transaction ----
 
-Transaction::Transaction(Connection& conn) : conn_(conn) { conn_.Exec("BEGIN"); }
+Transaction::Transaction(Connection& conn) : conn_(conn) {
+  conn_.Exec("BEGIN");
+}
 
 Transaction::~Transaction() {
   if (!open_) return;

@@ -28,8 +28,8 @@ std::optional<std::string> ProcessEnv(std::string_view name);
 
 struct Config {
   std::string log_level = "info";
-  std::filesystem::path home;        // never empty after LoadConfig
-  std::string db_url;                // empty: use the embedded cluster under home/pg
+  std::filesystem::path home;  // never empty after LoadConfig
+  std::string db_url;          // empty: use the embedded cluster under home/pg
   uint16_t embedded_port = 0;
   std::filesystem::path pg_bin_dir;  // empty: discover /usr/lib/postgresql/*/bin
   std::filesystem::path source;      // the file read, empty when none
@@ -46,7 +46,6 @@ std::filesystem::path DefaultHome(const EnvLookup& env, bool is_root);
 // neither, no file is read. Throws Error(Config) naming the file, line and key for a
 // syntax error, an unknown key or a value of the wrong type; Error(Io) when the file
 // cannot be read.
-Config LoadConfig(const std::optional<std::filesystem::path>& file, const EnvLookup& env,
-                  bool is_root);
+Config LoadConfig(const std::optional<std::filesystem::path>& file, const EnvLookup& env, bool is_root);
 
 }  // namespace runnel

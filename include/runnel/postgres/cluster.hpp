@@ -33,17 +33,17 @@
 namespace runnel::postgres {
 
 struct ClusterOptions {
-  std::filesystem::path dir;                // required; created when missing
-  uint16_t port = 0;                        // 0: keep the last port if free, else pick one
-  std::filesystem::path bin_dir;            // empty: FindPostgresBinDir()
-  std::string service_user = "runnel-pg";   // used only when running as root
+  std::filesystem::path dir;               // required; created when missing
+  uint16_t port = 0;                       // 0: keep the last port if free, else pick one
+  std::filesystem::path bin_dir;           // empty: FindPostgresBinDir()
+  std::string service_user = "runnel-pg";  // used only when running as root
   std::chrono::seconds start_timeout{60};
 };
 
 struct ClusterStatus {
   bool running = false;
-  pid_t pid = 0;       // postmaster pid when running
-  uint16_t port = 0;   // the port it listens on when running, else the configured one
+  pid_t pid = 0;      // postmaster pid when running
+  uint16_t port = 0;  // the port it listens on when running, else the configured one
   bool initialized = false;
 };
 
@@ -92,7 +92,7 @@ class EmbeddedCluster {
   void Initialize();
   void WriteSettings(uint16_t port);
   uint16_t ChoosePort() const;
-  void ClearStalePidFile() const;
+  void ClearStaleLockFiles() const;
   std::optional<pid_t> RunningPostmaster() const;
   std::string PgCtl(const std::vector<std::string>& args, bool check) const;
   std::string ReadPassword() const;

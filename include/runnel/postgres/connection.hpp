@@ -154,8 +154,7 @@ class Connection {
   PGconn* raw() { return conn_.get(); }  // non-owning; stays valid while *this lives
 
  private:
-  Connection(PgConnPtr conn, std::string description)
-      : conn_(std::move(conn)), description_(std::move(description)) {}
+  Connection(PgConnPtr conn, std::string description) : conn_(std::move(conn)), description_(std::move(description)) {}
   Result Check(PGresult* raw, std::string_view sql);
 
   PgConnPtr conn_;

@@ -1,0 +1,136 @@
+// The `runnel` binary as a user runs it: help, version, db lifecycle, demo and errors.
+#include <gtest/gtest.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include "../support/temp_dir.hpp"
+#include "runnel/core/process.hpp"
+#include "runnel/core/version.hpp"
+#include "runnel/postgres/connection.hpp"
+
+namespace runnel {
+namespace {
+
+using runnel::testing::TempDir;
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override { home_.OpenToAll(); }
+  void TearDown() override { Runnel({"db", "stop"}); }
+
+  ProcessResult Runnel(std::vector<std::string> args, std::vector<std::string> env = {},
+                       std::optional<RunAs> run_as = std::nullopt) {
+    args.insert(args.begin(), RUNNEL_BINARY);
+    ProcessOptions options;
+    options.extra_env = {"RUNNEL_HOME=" + home_.path().string(),
+                         "RUNNEL_CONFIG=", "RUNNEL_DB_URL=", "RUNNEL_PG_BIN=", "RUNNEL_LOG_LEVEL="};
+    options.extra_env.insert(options.extra_env.end(), env.begin(), env.end());
+    options.run_as = run_as;
+    return RunProcess(args, options);
+  }
+
+  static std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+  TempDir home_{"runnel-cli"};
+};
+
+TEST_F(CliTest, EverySubcommandHasHelp) {
+  for (const auto& args : std::vector<std::vector<std::string>>{{"--help"},
+                                                                {"version", "--help"},
+                                                                {"db", "--help"},
+                                                                {"db", "start", "--help"},
+                                                                {"db", "stop", "--help"},
+                                                                {"db", "status", "--help"},
+                                                                {"db", "url", "--help"},
+                                                                {"demo", "--help"}}) {
+    auto result = Runnel(args);
+    EXPECT_EQ(result.exit_code, 0) << args.front() << ": " << result.output;
+    EXPECT_NE(result.output.find("Usage"), std::string::npos) << result.output;
+  }
+}
+
+TEST_F(CliTest, VersionAndUsageErrors) {
+  auto version = Runnel({"version"});
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_EQ(FirstLine(version.output), std::string("runnel ") + kVersion);
+  EXPECT_NE(Runnel({}).exit_code, 0) << "a subcommand is required";
+  auto unknown = Runnel({"frobnicate"});
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_NE(unknown.output.find("frobnicate"), std::string::npos) << unknown.output;
+  EXPECT_NE(Runnel({"--log-level", "loud", "version"}).exit_code, 0);
+}
+
+TEST_F(CliTest, DatabaseLifecycle) {
+  auto before = Runnel({"db", "status"});
+  EXPECT_EQ(before.exit_code, 3);
+  EXPECT_NE(before.output.find("no cluster yet"), std::string::npos) << before.output;
+  EXPECT_NE(Runnel({"db", "url"}).exit_code, 0) << "no url while stopped";
+
+  auto start = Runnel({"db", "start"});
+  ASSERT_EQ(start.exit_code, 0) << start.output;
+  EXPECT_NE(start.output.find("created a new PostgreSQL cluster"), std::string::npos) << start.output;
+
+  auto url = Runnel({"db", "url"});
+  ASSERT_EQ(url.exit_code, 0) << url.output;
+  auto conn = postgres::Connection::Open(FirstLine(url.output));
+  EXPECT_EQ(conn.Exec("SELECT current_database()").Get<std::string>(0, 0), "runnel");
+  auto tcp = Runnel({"db", "url", "--tcp", "--dbname", "postgres"});
+  ASSERT_EQ(tcp.exit_code, 0);
+  EXPECT_EQ(postgres::Connection::Open(FirstLine(tcp.output)).Exec("SELECT current_database()").Get<std::string>(0, 0),
+            "postgres");
+
+  auto again = Runnel({"db", "start"});
+  EXPECT_EQ(again.exit_code, 0);
+  EXPECT_NE(again.output.find("already running"), std::string::npos) << again.output;
+  EXPECT_EQ(Runnel({"db", "status"}).exit_code, 0);
+
+  auto stop = Runnel({"db", "stop"});
+  EXPECT_EQ(stop.exit_code, 0);
+  EXPECT_NE(stop.output.find("stopped"), std::string::npos) << stop.output;
+  auto after = Runnel({"db", "status"});
+  EXPECT_EQ(after.exit_code, 3);
+  EXPECT_NE(after.output.find("initialized"), std::string::npos) << after.output;
+  EXPECT_NE(Runnel({"db", "stop"}).output.find("not running"), std::string::npos);
+}
+
+TEST_F(CliTest, ErrorsAreClear) {
+  testing::WriteFile(home_ / "bad.toml", "home = 1\n");
+  auto bad_config = Runnel({"--config", (home_ / "bad.toml").string(), "db", "status"});
+  EXPECT_EQ(bad_config.exit_code, 1);
+  EXPECT_NE(bad_config.output.find("bad.toml:1:"), std::string::npos) << bad_config.output;
+
+  auto no_binaries = Runnel({"db", "start"}, {"RUNNEL_PG_BIN=/nonexistent/bin"});
+  EXPECT_EQ(no_binaries.exit_code, 1);
+  EXPECT_NE(no_binaries.output.find("sudo apt-get install postgresql"), std::string::npos) << no_binaries.output;
+}
+
+TEST_F(CliTest, DemoStartsTheDatabaseAndSaysWhatItDid) {
+  auto demo = Runnel({"demo"});
+  ASSERT_EQ(demo.exit_code, 0) << demo.output;
+  EXPECT_NE(demo.output.find("created and started"), std::string::npos) << demo.output;
+  EXPECT_NE(demo.output.find("tables needs and products are in place"), std::string::npos) << demo.output;
+  auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url"}).output));
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM pg_tables WHERE tablename IN ('needs', 'products')").Get<int64_t>(0, 0), 2);
+  auto second = Runnel({"demo"});
+  EXPECT_EQ(second.exit_code, 0) << "the demo can run twice: " << second.output;
+  EXPECT_NE(second.output.find("already running"), std::string::npos) << second.output;
+}
+
+TEST_F(CliTest, WorksForAnOrdinaryUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "this process already is an ordinary user; the other tests cover it";
+  passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  ASSERT_EQ(::chown(home_.path().c_str(), nobody->pw_uid, nobody->pw_gid), 0);
+  RunAs as_nobody{nobody->pw_uid, nobody->pw_gid};
+  auto start = Runnel({"db", "start"}, {}, as_nobody);
+  ASSERT_EQ(start.exit_code, 0) << start.output;
+  auto status = Runnel({"db", "status"}, {}, as_nobody);
+  EXPECT_EQ(status.exit_code, 0) << status.output;
+  auto owner = RunProcess({"/usr/bin/stat", "-c", "%U", (home_ / "pg" / "data").string()});
+  EXPECT_EQ(owner.output, std::string(nobody->pw_name) + "\n") << "no service user without root";
+  auto stop = Runnel({"db", "stop"}, {}, as_nobody);
+  EXPECT_EQ(stop.exit_code, 0) << stop.output;
+}
+
+}  // namespace
+}  // namespace runnel

@@ -1,0 +1,244 @@
+// The embedded cluster against Debian's real PostgreSQL binaries: lifecycle, reuse,
+// two clusters side by side, crash recovery and clear errors.
+#include "runnel/postgres/cluster.hpp"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "../support/temp_dir.hpp"
+#include "runnel/core/error.hpp"
+#include "runnel/postgres/connection.hpp"
+
+namespace runnel::postgres {
+namespace {
+
+using runnel::testing::TempDir;
+
+ClusterOptions OptionsFor(const std::filesystem::path& dir) {
+  ClusterOptions options;
+  options.dir = dir;
+  return options;
+}
+
+// Stops the cluster even when an assertion fails half-way.
+struct StopOnExit {
+  EmbeddedCluster& cluster;
+  ~StopOnExit() {
+    try {
+      cluster.Stop();
+    } catch (...) {
+    }
+  }
+};
+
+int64_t QueryInt(const std::string& conninfo, const std::string& sql) {
+  auto conn = Connection::Open(conninfo);
+  return conn.Exec(sql).Get<int64_t>(0, 0);
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_.OpenToAll(); }
+  TempDir dir_{"runnel-cluster"};
+};
+
+TEST_F(ClusterTest, StartStopRestartAndReuse) {
+  EmbeddedCluster cluster(OptionsFor(dir_ / "pg"));
+  StopOnExit guard{cluster};
+  EXPECT_FALSE(cluster.Status().initialized);
+  ASSERT_EQ(cluster.Start(), StartOutcome::Initialized);
+  auto first = cluster.Status();
+  EXPECT_TRUE(first.running);
+  EXPECT_GT(first.pid, 0);
+  EXPECT_GT(first.port, 0);
+
+  {
+    auto conn = Connection::Open(cluster.ConnectionString());
+    conn.Exec("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)");
+  }
+  // Idempotent start, also from a second object (another process) on the same directory.
+  EXPECT_EQ(cluster.Start(), StartOutcome::AlreadyRunning);
+  EmbeddedCluster same_dir(OptionsFor(dir_ / "pg"));
+  EXPECT_EQ(same_dir.Start(), StartOutcome::AlreadyRunning);
+  EXPECT_EQ(same_dir.Status().pid, first.pid);
+
+  EXPECT_TRUE(cluster.Stop());
+  EXPECT_FALSE(cluster.Status().running);
+  EXPECT_TRUE(cluster.Status().initialized);
+  EXPECT_FALSE(cluster.Stop());
+  try {
+    cluster.ConnectionString();
+    ADD_FAILURE() << "ConnectionString on a stopped cluster must throw";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Unavailable);
+    EXPECT_NE(std::string(e.what()).find("runnel db start"), std::string::npos) << e.what();
+  }
+
+  EXPECT_EQ(cluster.Start(), StartOutcome::Started);
+  auto second = cluster.Status();
+  EXPECT_NE(second.pid, first.pid);
+  EXPECT_EQ(second.port, first.port) << "a restarted cluster keeps its port when it is free";
+  EXPECT_EQ(QueryInt(cluster.ConnectionString(), "SELECT x FROM kept"), 42);
+}
+
+TEST_F(ClusterTest, TwoClustersSideBySide) {
+  EmbeddedCluster a(OptionsFor(dir_ / "a"));
+  EmbeddedCluster b(OptionsFor(dir_ / "b"));
+  StopOnExit guard_a{a};
+  StopOnExit guard_b{b};
+  ASSERT_EQ(a.Start(), StartOutcome::Initialized);
+  ASSERT_EQ(b.Start(), StartOutcome::Initialized);
+  EXPECT_NE(a.Status().port, b.Status().port);
+  EXPECT_NE(a.Status().pid, b.Status().pid);
+  {
+    auto conn = Connection::Open(a.ConnectionString());
+    conn.Exec("CREATE TABLE only_in_a (x int)");
+  }
+  EXPECT_EQ(QueryInt(a.ConnectionString(), "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'"), 1);
+  EXPECT_EQ(QueryInt(b.ConnectionString(), "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'"), 0);
+  EXPECT_TRUE(a.Stop());
+  EXPECT_TRUE(b.Status().running) << "stopping one cluster must not touch the other";
+  EXPECT_TRUE(b.Stop());
+}
+
+TEST_F(ClusterTest, RecoversAfterTheServerIsKilled) {
+  EmbeddedCluster cluster(OptionsFor(dir_ / "pg"));
+  StopOnExit guard{cluster};
+  ASSERT_EQ(cluster.Start(), StartOutcome::Initialized);
+  {
+    auto conn = Connection::Open(cluster.ConnectionString());
+    conn.Exec("CREATE TABLE durable (x int); INSERT INTO durable VALUES (7)");
+  }
+  cluster.Kill();
+  EXPECT_FALSE(cluster.Status().running);
+  EXPECT_TRUE(std::filesystem::exists(cluster.data_dir() / "postmaster.pid")) << "a crash leaves the pid file";
+  EXPECT_EQ(cluster.Start(), StartOutcome::Started);
+  EXPECT_EQ(QueryInt(cluster.ConnectionString(), "SELECT x FROM durable"), 7);
+}
+
+TEST_F(ClusterTest, StalePidFileNamingAnUnrelatedLiveProcess) {
+  EmbeddedCluster cluster(OptionsFor(dir_ / "pg"));
+  StopOnExit guard{cluster};
+  ASSERT_EQ(cluster.Start(), StartOutcome::Initialized);
+  const auto pid_file = cluster.data_dir() / "postmaster.pid";
+  std::string saved;
+  {
+    std::ifstream in(pid_file);
+    std::getline(in, saved);  // first line: the pid
+    std::stringstream rest;
+    rest << in.rdbuf();
+    saved = rest.str();
+  }
+  ASSERT_TRUE(cluster.Stop());
+
+  // After a crash and a reboot the recorded pid may belong to some other program.
+  pid_t unrelated = ::fork();
+  ASSERT_GE(unrelated, 0);
+  if (unrelated == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  {
+    std::ofstream out(pid_file);
+    out << unrelated << "\n" << saved;
+  }
+  EXPECT_FALSE(cluster.Status().running) << "a pid file naming another program is not a running server";
+  EXPECT_EQ(cluster.Start(), StartOutcome::Started);
+  EXPECT_TRUE(cluster.Status().running);
+  ::kill(unrelated, SIGKILL);
+  ::waitpid(unrelated, nullptr, 0);
+}
+
+TEST_F(ClusterTest, MissingBinariesGiveTheInstallCommand) {
+  auto options = OptionsFor(dir_ / "pg");
+  options.bin_dir = dir_ / "no-binaries-here";
+  std::filesystem::create_directory(options.bin_dir);
+  try {
+    EmbeddedCluster cluster(options);
+    ADD_FAILURE() << "constructing a cluster without binaries must throw";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::NotFound);
+    EXPECT_NE(std::string(e.what()).find("sudo apt-get install postgresql"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no-binaries-here/initdb"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(ClusterTest, PortInUseIsNamed) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const uint16_t port = ntohs(addr.sin_port);
+
+  auto options = OptionsFor(dir_ / "pg");
+  options.port = port;
+  EmbeddedCluster cluster(options);
+  StopOnExit guard{cluster};
+  try {
+    cluster.Start();
+    ADD_FAILURE() << "starting on a busy port must throw";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Unavailable);
+    EXPECT_NE(std::string(e.what()).find(std::to_string(port)), std::string::npos) << e.what();
+  }
+  ::close(fd);
+}
+
+TEST_F(ClusterTest, DirectoryThatIsAFileIsNamed) {
+  const auto file = dir_ / "not-a-directory";
+  runnel::testing::WriteFile(file, "x");
+  EmbeddedCluster cluster(OptionsFor(file));
+  try {
+    cluster.Start();
+    ADD_FAILURE() << "a file as cluster directory must throw";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Io);
+    EXPECT_NE(std::string(e.what()).find(file.string()), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(ClusterTest, NonEmptyDataDirectoryWithoutClusterIsRefused) {
+  std::filesystem::create_directories(dir_ / "pg" / "data");
+  runnel::testing::WriteFile(dir_ / "pg" / "data" / "precious.txt", "user data");
+  EmbeddedCluster cluster(OptionsFor(dir_ / "pg"));
+  EXPECT_THROW(cluster.Start(), Error);
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "pg" / "data" / "precious.txt")) << "nothing is deleted";
+}
+
+TEST_F(ClusterTest, TcpNeedsThePassword) {
+  EmbeddedCluster cluster(OptionsFor(dir_ / "pg"));
+  StopOnExit guard{cluster};
+  ASSERT_EQ(cluster.Start(), StartOutcome::Initialized);
+  EXPECT_EQ(QueryInt(cluster.TcpConnectionString(), "SELECT 1"), 1);
+  const auto port = cluster.Status().port;
+  try {
+    Connection::Open(fmt::format("host=127.0.0.1 port={} user=runnel dbname=runnel password=wrong", port));
+    ADD_FAILURE() << "a wrong password must be refused over TCP";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "08001");
+    EXPECT_NE(std::string(e.what()).find("password authentication failed"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("wrong"), std::string::npos) << "the password never appears";
+  }
+}
+
+TEST_F(ClusterTest, OverlongDirectoryIsRefusedUpFront) {
+  EXPECT_THROW(EmbeddedCluster(OptionsFor(dir_ / std::string(120, 'x'))), Error);
+}
+
+}  // namespace
+}  // namespace runnel::postgres

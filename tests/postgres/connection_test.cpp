@@ -1,0 +1,232 @@
+// The libpq RAII layer against a real server: values in binary and text format, and
+// every error path (bad URL, unreachable server, SQL errors, server gone mid-query).
+#include "runnel/postgres/connection.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include "../support/pg_environment.hpp"
+
+namespace runnel::postgres {
+namespace {
+
+using runnel::testing::PostgresTest;
+
+std::string Message(const std::exception& e) {
+  return e.what();
+}
+
+TEST(ConnectionErrors, MalformedUrlIsRejectedWithLibpqReason) {
+  try {
+    Connection::Open("postgresql://[not-a-host");
+    ADD_FAILURE() << "must throw";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "08001");
+    EXPECT_TRUE(e.IsConnectionLost());
+    EXPECT_NE(Message(e).find("invalid connection string"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Connection::Open("host=localhost port"), DatabaseError);
+}
+
+TEST(ConnectionErrors, UnreachableServerNamesTargetButNotPassword) {
+  try {
+    // Port 1 on loopback: nothing listens there.
+    Connection::Open("host=127.0.0.1 port=1 dbname=nowhere user=someone password=s3cret connect_timeout=2");
+    ADD_FAILURE() << "must throw";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "08001");
+    EXPECT_NE(Message(e).find("port=1"), std::string::npos) << e.what();
+    EXPECT_NE(Message(e).find("dbname=nowhere"), std::string::npos) << e.what();
+    EXPECT_EQ(Message(e).find("s3cret"), std::string::npos) << e.what();
+  }
+}
+
+class ConnectionTest : public PostgresTest {};
+
+TEST_F(ConnectionTest, SqlErrorsCarrySqlstateAndKeepTheConnection) {
+  auto conn = Connect();
+  try {
+    conn.Exec("SELECT * FROM missing_table");
+    ADD_FAILURE() << "must throw";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "42P01");
+    EXPECT_FALSE(e.IsConnectionLost());
+    EXPECT_NE(Message(e).find("missing_table"), std::string::npos) << e.what();
+    EXPECT_NE(Message(e).find("42P01"), std::string::npos) << e.what();
+  }
+  try {
+    conn.Exec("SELECT 1 / $1", Params().Add(int32_t{0}));
+    ADD_FAILURE() << "must throw";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "22012");
+  }
+  conn.Exec("CREATE TABLE u (id int PRIMARY KEY)");
+  conn.Exec("INSERT INTO u VALUES (1)");
+  try {
+    conn.Exec("INSERT INTO u VALUES (1)");
+    ADD_FAILURE() << "must throw";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "23505");
+    EXPECT_NE(Message(e).find("Key (id)=(1) already exists"), std::string::npos) << "detail is kept: " << e.what();
+  }
+  EXPECT_TRUE(conn.IsOpen());
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM u").Get<int64_t>(0, 0), 1);
+}
+
+TEST_F(ConnectionTest, ServerGoneMidQuery) {
+  auto victim = Connect();
+  auto killer = Connect();
+  const int victim_pid = victim.BackendPid();
+  std::thread terminate([&] {
+    // Wait until the victim is inside pg_sleep, then end its backend.
+    for (int i = 0; i < 500; ++i) {
+      auto active = killer.Exec("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                                Params().Add(int32_t{victim_pid}));
+      if (active.Get<int64_t>(0, 0) == 1) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    killer.Exec("SELECT pg_terminate_backend($1)", Params().Add(int32_t{victim_pid}));
+  });
+  try {
+    victim.Exec("SELECT pg_sleep(60)");
+    ADD_FAILURE() << "must throw";
+  } catch (const DatabaseError& e) {
+    // libpq reports the server's 57P01 when it reads the FATAL message before the
+    // socket closes, else its own 08006: both mean "reconnect".
+    EXPECT_TRUE(e.IsConnectionLost()) << e.sqlstate() << " " << e.what();
+    EXPECT_TRUE(e.sqlstate() == "57P01" || e.sqlstate() == "08006") << e.what();
+  }
+  terminate.join();
+  EXPECT_FALSE(victim.IsOpen());
+  try {
+    victim.Exec("SELECT 1");
+    ADD_FAILURE() << "a dead connection must throw";
+  } catch (const DatabaseError& e) {
+    EXPECT_TRUE(e.IsConnectionLost()) << e.sqlstate() << " " << e.what();
+  }
+}
+
+TEST_F(ConnectionTest, BinaryParametersRoundTrip) {
+  auto conn = Connect();
+  Params params;
+  params.Add(true)
+      .Add(int16_t{-12})
+      .Add(int32_t{2147483647})
+      .Add(int64_t{-9007199254740993})
+      .Add(1.5f)
+      .Add(-2.25)
+      .Add("héllo 'quoted'")
+      .AddNull()
+      .AddBytes(std::string("a\0b", 3));
+  auto r = conn.Exec(
+      "SELECT $1::bool, $2::int2, $3::int4, $4::int8, $5::float4, $6::float8, $7::text, "
+      "$8::int4 AS nothing, $9::bytea",
+      params);
+  ASSERT_EQ(r.rows(), 1);
+  EXPECT_TRUE(r.Get<bool>(0, 0));
+  EXPECT_EQ(r.Get<int16_t>(0, 1), -12);
+  EXPECT_EQ(r.Get<int32_t>(0, 2), 2147483647);
+  EXPECT_EQ(r.Get<int64_t>(0, 3), -9007199254740993);
+  EXPECT_EQ(r.Get<float>(0, 4), 1.5f);
+  EXPECT_EQ(r.Get<double>(0, 5), -2.25);
+  EXPECT_EQ(r.Get<std::string>(0, 6), "héllo 'quoted'");
+  EXPECT_TRUE(r.IsNull(0, 7));
+  EXPECT_FALSE(r.GetOptional<int32_t>(0, 7).has_value());
+  EXPECT_EQ(r.Get<std::string>(0, 8), std::string("a\0b", 3));
+  // Widening reads are allowed.
+  EXPECT_EQ(r.Get<int64_t>(0, 1), -12);
+  EXPECT_EQ(r.Get<double>(0, 2), 2147483647.0);
+}
+
+TEST_F(ConnectionTest, NumericAndSpecialFloatsDecode) {
+  auto conn = Connect();
+  auto r = conn.Exec(
+      "SELECT 12345.678::numeric, -0.0005::numeric, 0::numeric, 'NaN'::numeric, "
+      "'Infinity'::float8, 100000000::numeric",
+      Params());
+  EXPECT_DOUBLE_EQ(r.Get<double>(0, 0), 12345.678);
+  EXPECT_DOUBLE_EQ(r.Get<double>(0, 1), -0.0005);
+  EXPECT_EQ(r.Get<double>(0, 2), 0.0);
+  EXPECT_TRUE(std::isnan(r.Get<double>(0, 3)));
+  EXPECT_TRUE(std::isinf(r.Get<double>(0, 4)));
+  EXPECT_EQ(r.Get<double>(0, 5), 1e8);
+}
+
+TEST_F(ConnectionTest, TextResultsDecodeToo) {
+  auto conn = Connect();
+  auto r = conn.Exec("SELECT 42 AS a, 1.5::float8 AS b, true AS c, 'x' AS d, 'NaN'::float8 AS e");
+  EXPECT_EQ(r.Get<int32_t>(0, r.ColumnIndex("a")), 42);
+  EXPECT_EQ(r.Get<double>(0, r.ColumnIndex("b")), 1.5);
+  EXPECT_TRUE(r.Get<bool>(0, r.ColumnIndex("c")));
+  EXPECT_EQ(r.Get<std::string>(0, r.ColumnIndex("d")), "x");
+  EXPECT_TRUE(std::isnan(r.Get<double>(0, r.ColumnIndex("e"))));
+}
+
+TEST_F(ConnectionTest, DecodingErrorsNameTheColumn) {
+  auto conn = Connect();
+  auto r = conn.Exec("SELECT 'abc'::text AS label, NULL::int4 AS empty, 70000::int4 AS big", Params());
+  try {
+    r.Get<int32_t>(0, 0);
+    ADD_FAILURE() << "must throw";
+  } catch (const DatabaseError& e) {
+    EXPECT_NE(Message(e).find("'label'"), std::string::npos) << e.what();
+  }
+  try {
+    r.Get<double>(0, 1);
+    ADD_FAILURE() << "must throw";
+  } catch (const DatabaseError& e) {
+    EXPECT_NE(Message(e).find("'empty' is NULL"), std::string::npos) << e.what();
+  }
+  try {
+    r.Get<int16_t>(0, 2);
+    ADD_FAILURE() << "must throw";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "22003");
+    EXPECT_NE(Message(e).find("70000"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(r.ColumnIndex("nope"), DatabaseError);
+  EXPECT_THROW(r.Get<bool>(0, 2), DatabaseError);
+}
+
+TEST_F(ConnectionTest, TransactionsCommitOrRollBack) {
+  auto conn = Connect();
+  conn.Exec("CREATE TABLE t (x int)");
+  {
+    Transaction tx(conn);
+    conn.Exec("INSERT INTO t VALUES (1)");
+    // destroyed without Commit: rolled back
+  }
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM t").Get<int64_t>(0, 0), 0);
+  {
+    Transaction tx(conn);
+    conn.Exec("INSERT INTO t VALUES (2)");
+    tx.Commit();
+  }
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM t").Get<int64_t>(0, 0), 1);
+  try {
+    Transaction tx(conn);
+    conn.Exec("INSERT INTO t VALUES (3)");
+    conn.Exec("INSERT INTO t VALUES ('not a number')");
+    tx.Commit();
+    ADD_FAILURE() << "must throw";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "22P02");
+  }
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM t").Get<int64_t>(0, 0), 1) << "the failed transaction left nothing";
+  EXPECT_EQ(conn.Exec("INSERT INTO t VALUES (4), (5)").AffectedRows(), 2);
+}
+
+TEST_F(ConnectionTest, QuotingSurvivesHostileNames) {
+  auto conn = Connect();
+  const std::string table = "we\"ird; DROP TABLE x; --";
+  const std::string value = "it's";
+  conn.Exec("CREATE TABLE " + QuoteIdentifier(table) + " (v text)");
+  conn.Exec("INSERT INTO " + QuoteIdentifier(table) + " VALUES (" + QuoteLiteral(value) + ")");
+  EXPECT_EQ(conn.Exec("SELECT v FROM " + QuoteIdentifier(table)).Get<std::string>(0, 0), value);
+}
+
+}  // namespace
+}  // namespace runnel::postgres
