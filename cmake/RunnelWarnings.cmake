@@ -1,6 +1,10 @@
 # Compile options shared by every Runnel target: warnings, optional -Werror and sanitizers.
 add_library(runnel_options INTERFACE)
 target_compile_options(runnel_options INTERFACE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor)
+if(RUNNEL_NATIVE)
+  # Runnel is built where it runs (make demo, make test): use the host's vector units.
+  target_compile_options(runnel_options INTERFACE -march=native)
+endif()
 if(RUNNEL_WERROR)
   target_compile_options(runnel_options INTERFACE -Werror)
 endif()

@@ -44,6 +44,7 @@ int Run(int argc, char** argv) {
                       }});
   AddDbCommands(app, commands);
   AddDemoCommand(app, commands);
+  AddModelCommands(app, commands);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,74 @@
+// Loading and running a model. A Model is immutable and shared read-only by every
+// worker (std::shared_ptr<const Model>); each worker owns a ModelSession holding its
+// scratch buffers, so prediction allocates nothing once the largest batch was seen.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "runnel/model/graph.hpp"
+#include "runnel/model/kernels.hpp"
+
+namespace runnel::model {
+
+enum class ModelFormat { KerasH5, KerasV3, Onnx };
+const char* ModelFormatName(ModelFormat format);
+
+struct ModelInfo {
+  ModelFormat format = ModelFormat::Onnx;
+  std::string source;    // file name, for messages
+  std::string producer;  // e.g. "Keras 2.15.0", "tf2onnx 1.16.1"
+};
+
+class Model {
+ public:
+  // Validates the graph and packs the weights. Throws Error(Model) naming the source.
+  Model(Graph graph, ModelInfo info);
+
+  const Graph& graph() const { return graph_; }
+  const ModelInfo& info() const { return info_; }
+  size_t input_width() const { return input_width_; }
+  size_t output_width() const { return output_width_; }
+  const PackedDense& packed(size_t node_index) const { return packed_[node_index]; }
+
+  // One line per node: "dense_1  Dense 9 -> 32 relu", for `runnel model inspect`.
+  std::vector<std::string> Describe() const;
+
+ private:
+  Graph graph_;
+  ModelInfo info_;
+  std::vector<PackedDense> packed_;  // per node; empty unless Dense
+  size_t input_width_ = 0;
+  size_t output_width_ = 0;
+};
+
+// Reads a model file, choosing the loader by its content (HDF5 signature, zip, else
+// ONNX protobuf). Throws Error(Model) naming the file and the layer or node at fault,
+// Error(Io) when the file cannot be read. Never crashes on malformed input.
+std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path);
+
+// Per-thread executor. Not thread-safe; create one per worker.
+class ModelSession {
+ public:
+  explicit ModelSession(std::shared_ptr<const Model> model);
+
+  // input: rows x input_width, row-major and dense; output: rows x output_width.
+  // The returned span points into the session and stays valid until the next call.
+  std::span<const float> Predict(std::span<const float> input, size_t rows);
+
+  const Model& model() const { return *model_; }
+
+ private:
+  void Reserve(size_t rows);
+
+  std::shared_ptr<const Model> model_;
+  std::vector<size_t> strides_;              // per value: padded width
+  std::vector<std::vector<float>> buffers_;  // per value
+  std::vector<float> output_;
+  size_t capacity_rows_ = 0;
+};
+
+}  // namespace runnel::model

@@ -1,0 +1,115 @@
+// `runnel model inspect` and `runnel predict`: offline use of models and pipelines.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <iostream>
+
+#include "commands.hpp"
+#include "runnel/core/error.hpp"
+#include "runnel/model/model.hpp"
+#include "runnel/pipeline/csv_scoring.hpp"
+
+namespace runnel::cli {
+namespace {
+
+char ParseDelimiter(const std::string& text) {
+  if (text == "\\t" || text == "tab") return '\t';
+  if (text.size() != 1)
+    throw Error(ErrorCode::InvalidInput, fmt::format("--delimiter must be one character, got '{}'", text));
+  return text[0];
+}
+
+std::vector<std::string> SplitColumns(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    out.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
+  auto* model = root.add_subcommand("model", "Inspect model files");
+  model->require_subcommand(1);
+  auto* inspect = model->add_subcommand("inspect", "Show a model's format, layers, shapes and parameter count");
+  auto file = std::make_shared<std::string>();
+  inspect->add_option("FILE", *file, "Keras .h5/.keras or ONNX file")->required();
+  commands.push_back({inspect, [file](CliContext&) {
+                        auto m = model::LoadModel(*file);
+                        const auto& graph = m->graph();
+                        fmt::print("file:        {}\nformat:      {}\nproducer:    {}\n", *file,
+                                   model::ModelFormatName(m->info().format), m->info().producer);
+                        fmt::print("inputs:      {} values per row\noutputs:     {} values per row\n", m->input_width(),
+                                   m->output_width());
+                        fmt::print("parameters:  {}\nmultiply-adds per row: {}\nlayers:\n", graph.ParameterCount(),
+                                   graph.MultiplyAdds());
+                        for (const auto& line : m->Describe()) fmt::print("  {}\n", line);
+                        return 0;
+                      }});
+
+  auto* predict = root.add_subcommand("predict", "Score a CSV file with a pipeline's features and a model");
+  struct PredictArgs {
+    std::string pipeline, model, input, output, columns, delimiter = ",";
+  };
+  auto args = std::make_shared<PredictArgs>();
+  predict->add_option("--pipeline", args->pipeline, "Pipeline TOML file")->required()->check(CLI::ExistingFile);
+  predict->add_option("--model", args->model, "Model file (default: the pipeline's [model].path)");
+  predict->add_option("--input", args->input, "Input CSV ('-' for standard input)")->required();
+  predict->add_option("--output", args->output, "Output CSV ('-' or omitted: standard output)");
+  predict->add_option("--columns", args->columns, "Column names of a headerless input, comma-separated");
+  predict->add_option("--delimiter", args->delimiter, "Input field delimiter (default ','; 'tab' for tabs)");
+  commands.push_back({predict, [args](CliContext&) {
+                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
+                        std::filesystem::path model_path;
+                        if (!args->model.empty()) {
+                          model_path = args->model;
+                        } else if (config.model_path) {
+                          model_path = *config.model_path;
+                        } else {
+                          throw Error(
+                              ErrorCode::InvalidInput,
+                              fmt::format("{} names no model: pass --model or set [model].path", args->pipeline));
+                        }
+                        auto m = model::LoadModel(model_path);
+                        pipeline::CsvScoringOptions options;
+                        options.delimiter = ParseDelimiter(args->delimiter);
+                        if (!args->columns.empty()) options.columns = SplitColumns(args->columns);
+                        options.input_name = args->input;
+                        std::ifstream file_in;
+                        std::istream* in = &std::cin;
+                        if (args->input != "-") {
+                          file_in.open(args->input, std::ios::binary);
+                          if (!file_in)
+                            throw Error(ErrorCode::Io, fmt::format("{}: cannot open the input", args->input));
+                          in = &file_in;
+                        }
+                        std::ofstream file_out;
+                        std::ostream* out = &std::cout;
+                        if (!args->output.empty() && args->output != "-") {
+                          file_out.open(args->output, std::ios::binary | std::ios::trunc);
+                          if (!file_out)
+                            throw Error(ErrorCode::Io, fmt::format("{}: cannot create the output", args->output));
+                          out = &file_out;
+                        }
+                        const bool tty = ::isatty(2) != 0;
+                        size_t next_report = 100000;
+                        auto summary = pipeline::ScoreCsv(config, m, *in, *out, options, [&](const auto& s) {
+                          if (s.rows >= next_report) {
+                            fmt::print(stderr, "{}scored {} rows ({} failed)", tty ? "\r" : "", s.rows, s.failed);
+                            if (!tty) fmt::print(stderr, "\n");
+                            next_report += 100000;
+                          }
+                        });
+                        fmt::print(stderr, "{}scored {} rows, {} failed\n", tty && summary.rows >= 100000 ? "\n" : "",
+                                   summary.rows, summary.failed);
+                        return 0;
+                      }});
+}
+
+}  // namespace runnel::cli

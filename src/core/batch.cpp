@@ -1,0 +1,23 @@
+#include "runnel/core/batch.hpp"
+
+namespace runnel {
+
+void ColumnBatch::Reset(const std::vector<std::string>& column_names, size_t row_count) {
+  rows = row_count;
+  names = column_names;
+  values.resize(names.size());
+  nulls.resize(names.size());
+  for (size_t c = 0; c < names.size(); ++c) {
+    values[c].assign(rows, 0.0);
+    nulls[c].assign(rows, 1);
+  }
+}
+
+std::optional<size_t> ColumnBatch::Find(std::string_view name) const {
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == name) return i;
+  }
+  return std::nullopt;
+}
+
+}  // namespace runnel

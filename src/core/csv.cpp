@@ -1,0 +1,90 @@
+#include "runnel/core/csv.hpp"
+
+#include <cctype>
+
+namespace runnel {
+
+bool CsvReader::Next(std::vector<std::string>& fields) {
+  fields.clear();
+  malformed_ = false;
+  if (first_) {
+    first_ = false;
+    if (in_.peek() == 0xEF) {
+      char bom[3];
+      in_.read(bom, 3);
+      if (!(in_.gcount() == 3 && bom[1] == '\xBB' && bom[2] == '\xBF')) {
+        in_.clear();
+        in_.seekg(0);
+      }
+    }
+  }
+  int c = in_.get();
+  if (c == EOF) return false;
+  record_line_ = line_;
+  std::string field;
+  bool quoted = false;
+  bool after_quote = false;  // inside a field that started with a quote and was closed
+  for (;; c = in_.get()) {
+    if (quoted) {
+      if (c == EOF) {
+        malformed_ = true;
+        fields.push_back(std::move(field));
+        return true;
+      }
+      if (c == '"') {
+        if (in_.peek() == '"') {
+          field += '"';
+          in_.get();
+        } else {
+          quoted = false;
+          after_quote = true;
+        }
+      } else {
+        if (c == '\n') ++line_;
+        field += static_cast<char>(c);
+      }
+      continue;
+    }
+    if (c == EOF || c == '\n' || c == '\r') {
+      if (c == '\r' && in_.peek() == '\n') in_.get();
+      if (c != EOF) ++line_;
+      fields.push_back(std::move(field));
+      return true;
+    }
+    if (c == delimiter_) {
+      fields.push_back(std::move(field));
+      field.clear();
+      after_quote = false;
+      continue;
+    }
+    if (c == '"' && field.empty() && !after_quote) {
+      quoted = true;
+      continue;
+    }
+    field += static_cast<char>(c);
+  }
+}
+
+void AppendCsvField(std::string& out, std::string_view field, char delimiter) {
+  if (field.find_first_of(std::string{'"', '\n', '\r', delimiter}) == std::string_view::npos) {
+    out += field;
+    return;
+  }
+  out += '"';
+  for (char c : field) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+}
+
+std::string NormalizeColumnName(std::string_view name) {
+  std::string out;
+  for (char c : name) {
+    if (c == '_' || c == '-' || c == ' ' || c == '\t') continue;
+    out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
+}  // namespace runnel

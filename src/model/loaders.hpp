@@ -1,0 +1,22 @@
+// Format loaders behind LoadModel. Each takes the whole file's bytes (so fuzzers and
+// zip members need no temporary files) and the name to use in messages.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "runnel/model/graph.hpp"
+#include "runnel/model/model.hpp"
+
+namespace runnel::model {
+
+struct LoadedGraph {
+  Graph graph;
+  ModelInfo info;
+};
+
+LoadedGraph LoadKerasH5(std::string_view bytes, const std::string& source);
+LoadedGraph LoadKerasV3(std::string_view bytes, const std::string& source);
+LoadedGraph LoadOnnx(std::string_view bytes, const std::string& source);
+
+}  // namespace runnel::model

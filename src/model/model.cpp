@@ -1,0 +1,194 @@
+#include "runnel/model/model.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "loaders.hpp"
+#include "runnel/core/error.hpp"
+
+namespace runnel::model {
+
+const char* ModelFormatName(ModelFormat format) {
+  switch (format) {
+    case ModelFormat::KerasH5: return "Keras HDF5 (.h5)";
+    case ModelFormat::KerasV3: return "Keras v3 (.keras)";
+    case ModelFormat::Onnx: return "ONNX";
+  }
+  return "?";
+}
+
+Model::Model(Graph graph, ModelInfo info) : graph_(std::move(graph)), info_(std::move(info)) {
+  graph_.Validate(info_.source);
+  packed_.resize(graph_.nodes.size());
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    if (graph_.nodes[i].kind == OpKind::Dense) packed_[i] = PackDense(graph_.nodes[i]);
+  }
+  input_width_ = graph_.InputWidth();
+  output_width_ = graph_.OutputWidth();
+}
+
+std::vector<std::string> Model::Describe() const {
+  std::vector<std::string> lines;
+  for (int id : graph_.inputs) {
+    lines.push_back(fmt::format("{:<28} Input      width {}", graph_.value_names[static_cast<size_t>(id)],
+                                graph_.value_widths[static_cast<size_t>(id)]));
+  }
+  for (const auto& node : graph_.nodes) {
+    const size_t out = graph_.value_widths[static_cast<size_t>(node.output)];
+    std::string what;
+    switch (node.kind) {
+      case OpKind::Dense:
+        what = fmt::format("Dense      {} -> {} {}{}", node.in_width, node.out_width,
+                           ActivationName(node.activation.kind), node.bias.empty() ? " (no bias)" : "");
+        break;
+      case OpKind::Binary: {
+        static constexpr const char* kOps[] = {"add", "sub", "mul", "div"};
+        what = fmt::format("Binary     {} width {}{}", kOps[static_cast<int>(node.binary)], out,
+                           node.inputs.size() == 1 ? " (constant)" : "");
+        break;
+      }
+      case OpKind::Affine: what = fmt::format("Affine     width {}", out); break;
+      case OpKind::Activate:
+        what = fmt::format("Activation {} width {}", ActivationName(node.activation.kind), out);
+        break;
+      case OpKind::Concat: what = fmt::format("Concat     {} inputs -> width {}", node.inputs.size(), out); break;
+      case OpKind::Identity: what = fmt::format("Identity   width {}", out); break;
+    }
+    lines.push_back(fmt::format("{:<28} {}", node.name, what));
+  }
+  return lines;
+}
+
+std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorCode::Io, fmt::format("{}: cannot open the model file", path.string()));
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error(ErrorCode::Io, fmt::format("{}: read error", path.string()));
+  const std::string source = path.string();
+  static constexpr std::string_view kHdf5Magic("\x89HDF\r\n\x1a\n", 8);
+  LoadedGraph loaded;
+  if (bytes.starts_with(kHdf5Magic)) {
+    loaded = LoadKerasH5(bytes, source);
+  } else if (bytes.starts_with("PK\x03\x04")) {
+    loaded = LoadKerasV3(bytes, source);
+  } else if (path.extension() == ".onnx" || !bytes.empty()) {
+    loaded = LoadOnnx(bytes, source);
+  } else {
+    throw Error(ErrorCode::Model, fmt::format("{}: empty file", source));
+  }
+  return std::make_shared<const Model>(std::move(loaded.graph), std::move(loaded.info));
+}
+
+// ---- ModelSession ----
+
+ModelSession::ModelSession(std::shared_ptr<const Model> model) : model_(std::move(model)) {
+  const auto& graph = model_->graph();
+  for (size_t width : graph.value_widths) strides_.push_back(PaddedWidth(width));
+  buffers_.resize(graph.value_widths.size());
+}
+
+void ModelSession::Reserve(size_t rows) {
+  if (rows <= capacity_rows_) return;
+  for (size_t i = 0; i < buffers_.size(); ++i) buffers_[i].assign(rows * strides_[i], 0.0f);
+  output_.assign(rows * model_->output_width(), 0.0f);
+  capacity_rows_ = rows;
+}
+
+std::span<const float> ModelSession::Predict(std::span<const float> input, size_t rows) {
+  const auto& graph = model_->graph();
+  if (input.size() != rows * model_->input_width()) {
+    throw Error(ErrorCode::InvalidInput, fmt::format("{}: expected {} x {} input values, got {}", model_->info().source,
+                                                     rows, model_->input_width(), input.size()));
+  }
+  Reserve(rows);
+  // Split the input row across the model's inputs.
+  size_t offset = 0;
+  for (int id : graph.inputs) {
+    const size_t width = graph.value_widths[static_cast<size_t>(id)];
+    float* dst = buffers_[static_cast<size_t>(id)].data();
+    const size_t stride = strides_[static_cast<size_t>(id)];
+    for (size_t r = 0; r < rows; ++r) {
+      std::copy_n(input.data() + r * model_->input_width() + offset, width, dst + r * stride);
+    }
+    offset += width;
+  }
+  for (size_t n = 0; n < graph.nodes.size(); ++n) {
+    const Node& node = graph.nodes[n];
+    const auto out_id = static_cast<size_t>(node.output);
+    float* y = buffers_[out_id].data();
+    const size_t ys = strides_[out_id];
+    const size_t width = graph.value_widths[out_id];
+    auto in = [&](size_t i) { return buffers_[static_cast<size_t>(node.inputs[i])].data(); };
+    auto in_stride = [&](size_t i) { return strides_[static_cast<size_t>(node.inputs[i])]; };
+    auto in_width = [&](size_t i) { return graph.value_widths[static_cast<size_t>(node.inputs[i])]; };
+    switch (node.kind) {
+      case OpKind::Dense: {
+        const Activation kind = node.activation.kind;
+        const bool fused = kind == Activation::Linear || kind == Activation::Relu;
+        DenseForward(in(0), in_stride(0), rows, model_->packed(n), fused ? kind : Activation::Linear, y, ys);
+        if (!fused) ApplyActivation(node.activation, y, ys, rows, width);
+        break;
+      }
+      case OpKind::Binary: {
+        const float* a = in(0);
+        const size_t as = in_stride(0);
+        const bool two = node.inputs.size() == 2;
+        const float* b = two ? in(1) : node.constant.data();
+        const size_t bs = two ? in_stride(1) : 0;
+        const bool a_scalar = in_width(0) == 1;
+        const bool b_scalar = two ? in_width(1) == 1 : node.constant.size() == 1;
+        const bool swap = !two && node.constant_first;
+        for (size_t r = 0; r < rows; ++r) {
+          for (size_t c = 0; c < width; ++c) {
+            float lhs = a[r * as + (a_scalar ? 0 : c)];
+            float rhs = b[r * bs + (b_scalar ? 0 : c)];
+            if (swap) std::swap(lhs, rhs);
+            float v = 0;
+            switch (node.binary) {
+              case BinaryOp::Add: v = lhs + rhs; break;
+              case BinaryOp::Sub: v = lhs - rhs; break;
+              case BinaryOp::Mul: v = lhs * rhs; break;
+              case BinaryOp::Div: v = lhs / rhs; break;
+            }
+            y[r * ys + c] = v;
+          }
+        }
+        break;
+      }
+      case OpKind::Affine:
+        for (size_t r = 0; r < rows; ++r) {
+          const float* x = in(0) + r * in_stride(0);
+          for (size_t c = 0; c < width; ++c) y[r * ys + c] = x[c] * node.scale[c] + node.shift[c];
+        }
+        break;
+      case OpKind::Activate:
+      case OpKind::Identity:
+        for (size_t r = 0; r < rows; ++r) std::copy_n(in(0) + r * in_stride(0), width, y + r * ys);
+        if (node.kind == OpKind::Activate) ApplyActivation(node.activation, y, ys, rows, width);
+        break;
+      case OpKind::Concat: {
+        size_t col = 0;
+        for (size_t i = 0; i < node.inputs.size(); ++i) {
+          for (size_t r = 0; r < rows; ++r) std::copy_n(in(i) + r * in_stride(i), in_width(i), y + r * ys + col);
+          col += in_width(i);
+        }
+        break;
+      }
+    }
+  }
+  const size_t out_width = model_->output_width();
+  size_t col = 0;
+  for (int id : graph.outputs) {
+    const size_t width = graph.value_widths[static_cast<size_t>(id)];
+    const float* src = buffers_[static_cast<size_t>(id)].data();
+    for (size_t r = 0; r < rows; ++r) {
+      std::copy_n(src + r * strides_[static_cast<size_t>(id)], width, output_.data() + r * out_width + col);
+    }
+    col += width;
+  }
+  return {output_.data(), rows * out_width};
+}
+
+}  // namespace runnel::model

@@ -1,0 +1,163 @@
+#include "runnel/pipeline/csv_scoring.hpp"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <map>
+
+#include "runnel/core/csv.hpp"
+#include "runnel/core/error.hpp"
+
+namespace runnel::pipeline {
+namespace {
+
+// Where each output column comes from: a model output or a derived feature.
+struct OutputSource {
+  bool from_model = true;
+  size_t index = 0;
+};
+
+std::optional<double> ParseNumber(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
+  double value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const model::Model> model, std::istream& in,
+                           std::ostream& out, const CsvScoringOptions& options,
+                           const std::function<void(const CsvScoringSummary&)>& progress) {
+  auto program = features::FeatureProgram::Compile(config.features, config.file.string());
+  if (model->input_width() != program.width()) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("{} takes {} inputs but pipeline {} produces {} features", model->info().source,
+                            model->input_width(), config.file.string(), program.width()));
+  }
+  if (model->output_width() != config.model_outputs.size()) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("{} produces {} outputs but pipeline {} names {} (model.outputs)", model->info().source,
+                            model->output_width(), config.file.string(), config.model_outputs.size()));
+  }
+  std::vector<OutputSource> sources;
+  for (const auto& column : config.output_columns) {
+    auto it = std::find(config.model_outputs.begin(), config.model_outputs.end(), column);
+    if (it != config.model_outputs.end()) {
+      sources.push_back({true, static_cast<size_t>(it - config.model_outputs.begin())});
+    } else {
+      sources.push_back({false, *program.DerivedIndex(column)});
+    }
+  }
+
+  CsvReader reader(in, options.delimiter);
+  std::vector<std::string> header = options.columns;
+  std::vector<std::string> fields;
+  if (header.empty()) {
+    if (!reader.Next(header))
+      throw Error(ErrorCode::InvalidInput, fmt::format("{}: empty input, no header", options.input_name));
+  }
+  std::map<std::string, size_t> by_name;
+  for (size_t i = 0; i < header.size(); ++i) by_name.emplace(NormalizeColumnName(header[i]), i);
+  auto locate = [&](const std::string& column) {
+    auto it = by_name.find(NormalizeColumnName(column));
+    if (it == by_name.end()) {
+      throw Error(ErrorCode::InvalidInput, fmt::format("{}: no column matches '{}' (columns: {})", options.input_name,
+                                                       column, fmt::join(header, ", ")));
+    }
+    return it->second;
+  };
+  const size_t key_index = locate(config.key_column);
+  std::vector<size_t> input_index;
+  for (const auto& column : program.input_columns()) input_index.push_back(locate(column));
+
+  {
+    std::string line;
+    AppendCsvField(line, config.key_column, ',');
+    for (const auto& column : config.output_columns) {
+      line += ',';
+      AppendCsvField(line, column, ',');
+    }
+    line += ",error\n";
+    out << line;
+  }
+
+  model::ModelSession session(model);
+  ColumnBatch batch;
+  features::FeatureOutput features;
+  std::vector<std::string> keys;
+  std::vector<std::string> parse_errors;
+  CsvScoringSummary summary;
+  std::string line;
+  bool done = false;
+  while (!done) {
+    batch.Reset(program.input_columns(), 0);
+    keys.clear();
+    parse_errors.clear();
+    size_t rows = 0;
+    while (rows < options.batch_size) {
+      if (!reader.Next(fields)) {
+        done = true;
+        break;
+      }
+      if (fields.size() == 1 && fields[0].empty()) continue;  // blank line
+      keys.push_back(key_index < fields.size() ? fields[key_index] : "");
+      std::string error;
+      if (reader.malformed()) {
+        error = fmt::format("line {}: unterminated quoted field", reader.line());
+      } else if (fields.size() != header.size()) {
+        error = fmt::format("line {}: {} fields, the header has {}", reader.line(), fields.size(), header.size());
+      }
+      for (size_t c = 0; c < input_index.size(); ++c) {
+        batch.values[c].push_back(0.0);
+        batch.nulls[c].push_back(1);
+        if (!error.empty() || input_index[c] >= fields.size()) continue;
+        const std::string& text = fields[input_index[c]];
+        if (text.empty()) continue;  // NULL: reported by the features
+        if (auto value = ParseNumber(text)) {
+          batch.values[c].back() = *value;
+          batch.nulls[c].back() = 0;
+        } else {
+          error =
+              fmt::format("line {}: column '{}' is not a number: '{}'", reader.line(), header[input_index[c]], text);
+        }
+      }
+      parse_errors.push_back(std::move(error));
+      ++rows;
+    }
+    if (rows == 0) break;
+    batch.rows = rows;
+    program.Evaluate(batch, features);
+    auto predictions = session.Predict(features.matrix, rows);
+    const size_t width = model->output_width();
+    for (size_t r = 0; r < rows; ++r) {
+      const std::string& error = !parse_errors[r].empty() ? parse_errors[r] : features.errors[r];
+      line.clear();
+      AppendCsvField(line, keys[r], ',');
+      for (const auto& source : sources) {
+        line += ',';
+        if (!error.empty()) continue;
+        if (source.from_model) {
+          fmt::format_to(std::back_inserter(line), "{}", predictions[r * width + source.index]);
+        } else {
+          fmt::format_to(std::back_inserter(line), "{}", static_cast<float>(features.derived[source.index][r]));
+        }
+      }
+      line += ',';
+      AppendCsvField(line, error, ',');
+      line += '\n';
+      out << line;
+      ++summary.rows;
+      if (!error.empty()) ++summary.failed;
+    }
+    if (progress) progress(summary);
+  }
+  out.flush();
+  if (!out) throw Error(ErrorCode::Io, "cannot write the output");
+  return summary;
+}
+
+}  // namespace runnel::pipeline

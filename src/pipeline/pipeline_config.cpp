@@ -1,0 +1,164 @@
+#include "runnel/pipeline/pipeline_config.hpp"
+
+#include <fmt/format.h>
+
+#include <toml++/toml.h>
+#include <algorithm>
+#include <set>
+
+#include "runnel/core/error.hpp"
+
+namespace runnel::pipeline {
+namespace {
+
+class Reader {
+ public:
+  explicit Reader(std::filesystem::path file) : file_(std::move(file)) {}
+
+  [[noreturn]] void Fail(const toml::node* node, const std::string& what) const {
+    if (node != nullptr && node->source().begin.line > 0) {
+      throw Error(ErrorCode::Config, fmt::format("{}:{}:{}: {}", file_.string(), node->source().begin.line,
+                                                 node->source().begin.column, what));
+    }
+    throw Error(ErrorCode::Config, fmt::format("{}: {}", file_.string(), what));
+  }
+
+  const toml::table& Table(const toml::table& parent, std::string_view key, bool required) const {
+    static const toml::table kEmpty;
+    const toml::node* node = parent.get(key);
+    if (node == nullptr) {
+      if (required) Fail(nullptr, fmt::format("missing table [{}]", key));
+      return kEmpty;
+    }
+    if (!node->is_table()) Fail(node, fmt::format("'{}' must be a table", key));
+    return *node->as_table();
+  }
+
+  std::string String(const toml::table& t, std::string_view path, std::string_view key, bool required) const {
+    const toml::node* node = t.get(key);
+    if (node == nullptr) {
+      if (required) Fail(nullptr, fmt::format("missing key '{}{}'", path, key));
+      return {};
+    }
+    auto value = node->value<std::string>();
+    if (!value || value->empty()) Fail(node, fmt::format("'{}{}' must be a non-empty string", path, key));
+    return *value;
+  }
+
+  std::vector<std::string> Strings(const toml::table& t, std::string_view path, std::string_view key,
+                                   bool required) const {
+    const toml::node* node = t.get(key);
+    std::vector<std::string> out;
+    if (node == nullptr) {
+      if (required) Fail(nullptr, fmt::format("missing key '{}{}'", path, key));
+      return out;
+    }
+    const auto* array = node->as_array();
+    if (array == nullptr) Fail(node, fmt::format("'{}{}' must be an array of strings", path, key));
+    for (const auto& item : *array) {
+      auto value = item.value<std::string>();
+      if (!value || value->empty()) Fail(&item, fmt::format("'{}{}' must hold non-empty strings", path, key));
+      out.push_back(*value);
+    }
+    return out;
+  }
+
+  std::vector<double> Numbers(const toml::table& t, std::string_view path, std::string_view key) const {
+    const toml::node* node = t.get(key);
+    std::vector<double> out;
+    if (node == nullptr) return out;
+    const auto* array = node->as_array();
+    if (array == nullptr) Fail(node, fmt::format("'{}{}' must be an array of numbers", path, key));
+    for (const auto& item : *array) {
+      auto value = item.value<double>();
+      if (!value) Fail(&item, fmt::format("'{}{}' must hold numbers", path, key));
+      out.push_back(*value);
+    }
+    return out;
+  }
+
+  void AllowOnly(const toml::table& t, std::string_view path, std::initializer_list<std::string_view> keys) const {
+    for (const auto& [key, node] : t) {
+      if (std::find(keys.begin(), keys.end(), key.str()) == keys.end()) {
+        Fail(&node, fmt::format("unknown key '{}{}'", path, key.str()));
+      }
+    }
+  }
+
+ private:
+  std::filesystem::path file_;
+};
+
+}  // namespace
+
+PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
+  PipelineConfig config;
+  config.file = file;
+  toml::table root;
+  try {
+    root = toml::parse_file(file.string());
+  } catch (const toml::parse_error& e) {
+    const auto& src = e.source();
+    if (src.begin.line == 0) throw Error(ErrorCode::Io, fmt::format("{}: {}", file.string(), e.description()));
+    throw Error(ErrorCode::Config,
+                fmt::format("{}:{}:{}: {}", file.string(), src.begin.line, src.begin.column, e.description()));
+  }
+  Reader reader(file);
+  reader.AllowOnly(root, "", {"name", "source", "model", "derived", "features", "output"});
+  config.name = reader.String(root, "", "name", true);
+
+  const auto& source = reader.Table(root, "source", true);
+  reader.AllowOnly(source, "source.", {"table", "key", "columns"});
+  config.table = reader.String(source, "source.", "table", false);
+  config.key_column = reader.String(source, "source.", "key", true);
+  config.features.input_columns = reader.Strings(source, "source.", "columns", true);
+
+  const auto& model = reader.Table(root, "model", true);
+  reader.AllowOnly(model, "model.", {"path", "outputs"});
+  if (auto path = reader.String(model, "model.", "path", false); !path.empty()) {
+    std::filesystem::path p(path);
+    config.model_path = p.is_absolute() ? p : std::filesystem::absolute(file).parent_path() / p;
+  }
+  config.model_outputs = reader.Strings(model, "model.", "outputs", true);
+
+  if (const toml::node* derived = root.get("derived")) {
+    const auto* array = derived->as_array();
+    if (array == nullptr) reader.Fail(derived, "'derived' must be an array of tables ([[derived]])");
+    for (const auto& item : *array) {
+      const auto* table = item.as_table();
+      if (table == nullptr) reader.Fail(&item, "each [[derived]] must be a table");
+      reader.AllowOnly(*table, "derived.", {"name", "expr"});
+      config.features.derived.push_back(
+          {reader.String(*table, "derived.", "name", true), reader.String(*table, "derived.", "expr", true)});
+    }
+  }
+
+  const auto& features = reader.Table(root, "features", true);
+  reader.AllowOnly(features, "features.", {"inputs", "means", "scales"});
+  config.features.features = reader.Strings(features, "features.", "inputs", true);
+  config.features.means = reader.Numbers(features, "features.", "means");
+  config.features.scales = reader.Numbers(features, "features.", "scales");
+
+  const auto& output = reader.Table(root, "output", true);
+  reader.AllowOnly(output, "output.", {"columns"});
+  config.output_columns = reader.Strings(output, "output.", "columns", true);
+
+  // Every output is a model output or a derived feature; names are unique.
+  std::set<std::string> known(config.model_outputs.begin(), config.model_outputs.end());
+  if (known.size() != config.model_outputs.size()) reader.Fail(nullptr, "model.outputs repeats a name");
+  for (const auto& d : config.features.derived) known.insert(d.name);
+  std::set<std::string> seen;
+  for (const auto& column : config.output_columns) {
+    if (!known.contains(column)) {
+      reader.Fail(output.get("columns"),
+                  fmt::format("output column '{}' is neither a model output nor a derived feature", column));
+    }
+    if (!seen.insert(column).second)
+      reader.Fail(output.get("columns"), fmt::format("output column '{}' is listed twice", column));
+  }
+  // Compile once here so expression errors surface when the file is loaded.
+  features::FeatureProgram::Compile(config.features, file.string());
+  return config;
+}
+
+}  // namespace runnel::pipeline
