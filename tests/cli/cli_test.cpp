@@ -3,6 +3,9 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <fstream>
+
+#include "../support/shared_fixtures.hpp"
 #include "../support/temp_dir.hpp"
 #include "runnel/core/process.hpp"
 #include "runnel/core/version.hpp"
@@ -130,6 +133,74 @@ TEST_F(CliTest, WorksForAnOrdinaryUser) {
   EXPECT_EQ(owner.output, std::string(nobody->pw_name) + "\n") << "no service user without root";
   auto stop = Runnel({"db", "stop"}, {}, as_nobody);
   EXPECT_EQ(stop.exit_code, 0) << stop.output;
+}
+
+TEST_F(CliTest, ModelInspect) {
+  RUNNEL_REQUIRE_SHARED();
+  auto inspect = Runnel({"model", "inspect", (testing::SharedDir() / "models/needs/deep_model.keras").string()});
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
+  EXPECT_NE(inspect.output.find("Keras v3 (.keras)"), std::string::npos) << inspect.output;
+  EXPECT_NE(inspect.output.find("parameters:  21211"), std::string::npos) << inspect.output;
+  EXPECT_NE(inspect.output.find("dense_33"), std::string::npos) << inspect.output;
+  testing::WriteFile(home_ / "bad.onnx", "not a model");
+  auto bad = Runnel({"model", "inspect", (home_ / "bad.onnx").string()});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("bad.onnx"), std::string::npos) << bad.output;
+}
+
+TEST_F(CliTest, PredictScoresEveryRowInOrder) {
+  RUNNEL_REQUIRE_SHARED();
+  const std::string pipeline = std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml";
+  const std::string model = (testing::SharedDir() / "models/needs/deep_model.h5").string();
+  // Headers in another spelling, a BOM, and rows that must fail without being dropped.
+  testing::WriteFile(home_ / "in.csv",
+                     "\xEF\xBB\xBFID,Age,Gender,FamilyMembers,Financial Education,Income,Wealth,IncomeInvestment,"
+                     "Accumulation-Investment\n"
+                     "21,60,0,2,0.2,68.1,53.2,0,1\n"
+                     "22,60,0,2,0.2,68.1,-5,0,1\n"
+                     "23,60,0,2,0.2,abc,53.2,0,1\n"
+                     "24,60,0,2\n"
+                     "25,60,0,2,0.2,68.1,,0,1\n"
+                     "26,33,1,2,0.3,23.2,66.3,0,1\n");
+  auto run = Runnel({"predict", "--pipeline", pipeline, "--model", model, "--input", (home_ / "in.csv").string(),
+                     "--output", (home_ / "out.csv").string()});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("scored 6 rows, 4 failed"), std::string::npos) << run.output;
+  std::ifstream in(home_ / "out.csv");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 7u);
+  EXPECT_EQ(lines[0], "id,risk_propensity,financial_status,error");
+  EXPECT_TRUE(lines[1].starts_with("21,0.")) << lines[1];
+  EXPECT_TRUE(lines[1].ends_with(",")) << "no error: " << lines[1];
+  EXPECT_EQ(lines[2], "22,,,feature 'financial_status': ln of non-positive value -5 in ln(wealth)");
+  EXPECT_EQ(lines[3], "23,,,line 4: column 'Income' is not a number: 'abc'");
+  EXPECT_EQ(lines[4], "24,,,\"line 5: 4 fields, the header has 9\"") << "a message holding a comma is quoted";
+  EXPECT_EQ(lines[5], "25,,,column 'wealth' is NULL");
+  EXPECT_TRUE(lines[6].starts_with("26,0.")) << lines[6];
+
+  // Headerless, ';'-delimited, to standard output.
+  testing::WriteFile(home_ / "raw.csv", "60;0;2;0.2;68.1;53.2;0;1;21\n");
+  auto raw = Runnel({"predict", "--pipeline", pipeline, "--model", model, "--input", (home_ / "raw.csv").string(),
+                     "--delimiter", ";", "--columns",
+                     "age,gender,family_members,financial_education,income,wealth,income_investment,"
+                     "accumulation_investment,id"});
+  ASSERT_EQ(raw.exit_code, 0) << raw.output;
+  EXPECT_NE(raw.output.find(lines[1]), std::string::npos) << "same row, same result:\n" << raw.output;
+}
+
+TEST_F(CliTest, PredictErrorsAreClear) {
+  RUNNEL_REQUIRE_SHARED();
+  const std::string pipeline = std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml";
+  testing::WriteFile(home_ / "in.csv", "id,age\n1,2\n");
+  auto no_model = Runnel({"predict", "--pipeline", pipeline, "--input", (home_ / "in.csv").string()});
+  EXPECT_EQ(no_model.exit_code, 1);
+  EXPECT_NE(no_model.output.find("pass --model"), std::string::npos) << no_model.output;
+  auto missing = Runnel({"predict", "--pipeline", pipeline, "--model",
+                         (testing::SharedDir() / "models/needs/deep_model.onnx").string(), "--input",
+                         (home_ / "in.csv").string()});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.output.find("no column matches 'gender'"), std::string::npos) << missing.output;
 }
 
 }  // namespace

@@ -1,0 +1,275 @@
+// Keras legacy HDF5 files written in the test with libhdf5 (the layout Keras 2 uses:
+// a model_config attribute, /model_weights/<layer> with weight_names): every
+// supported layer against a hand computation, Functional graphs, and hostile files.
+#include <gtest/gtest.h>
+#include <hdf5.h>
+
+#include <nlohmann/json.hpp>
+
+#include "../support/shared_fixtures.hpp"
+#include "../support/temp_dir.hpp"
+#include "runnel/core/error.hpp"
+#include "runnel/model/model.hpp"
+
+namespace runnel::model {
+namespace {
+
+using nlohmann::json;
+
+class KerasH5Writer {
+ public:
+  explicit KerasH5Writer(json model_config) : config_(std::move(model_config)) {}
+
+  void Weights(const std::string& layer,
+               std::vector<std::pair<std::string, std::pair<std::vector<hsize_t>, std::vector<float>>>> w) {
+    layers_.emplace_back(layer, std::move(w));
+  }
+
+  std::filesystem::path Write() {
+    const auto path = dir_ / "model.h5";
+    hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    StringAttr(file, "model_config", config_.dump());
+    StringAttr(file, "keras_version", "2.15.0");
+    hid_t root = H5Gcreate2(file, "model_weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    for (const auto& [layer, weights] : layers_) {
+      hid_t group = H5Gcreate2(root, layer.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      std::vector<std::string> names;
+      for (const auto& [name, tensor] : weights) {
+        names.push_back(layer + "/" + name);
+        const std::string full = layer + "/" + name;
+        hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+        H5Pset_create_intermediate_group(lcpl, 1);
+        hid_t space = H5Screate_simple(static_cast<int>(tensor.first.size()), tensor.first.data(), nullptr);
+        hid_t dataset = H5Dcreate2(group, full.c_str(), H5T_IEEE_F32LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+        H5Dwrite(dataset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, tensor.second.data());
+        H5Dclose(dataset);
+        H5Sclose(space);
+        H5Pclose(lcpl);
+      }
+      StringListAttr(group, "weight_names", names);
+      H5Gclose(group);
+    }
+    H5Gclose(root);
+    H5Fclose(file);
+    return path;
+  }
+
+  std::shared_ptr<const Model> Load() { return LoadModel(Write()); }
+  std::string LoadError() {
+    try {
+      Load();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Model) << e.what();
+      return e.what();
+    }
+    ADD_FAILURE() << "the model loaded";
+    return "";
+  }
+
+ private:
+  static void StringAttr(hid_t object, const char* name, const std::string& value) {
+    StringListAttr(object, name, {value}, true);
+  }
+  static void StringListAttr(hid_t object, const char* name, const std::vector<std::string>& values,
+                             bool scalar = false) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    hsize_t n = values.size();
+    hid_t space = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr);
+    hid_t attr = H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    std::vector<const char*> pointers;
+    for (const auto& v : values) pointers.push_back(v.c_str());
+    H5Awrite(attr, type, pointers.data());
+    H5Aclose(attr);
+    H5Sclose(space);
+    H5Tclose(type);
+  }
+
+  json config_;
+  std::vector<
+      std::pair<std::string, std::vector<std::pair<std::string, std::pair<std::vector<hsize_t>, std::vector<float>>>>>>
+      layers_;
+  runnel::testing::TempDir dir_{"runnel-keras"};
+};
+
+json Layer(const std::string& cls, json config) {
+  return {{"class_name", cls}, {"config", std::move(config)}};
+}
+
+json Sequential(std::vector<json> layers) {
+  return {{"class_name", "Sequential"}, {"config", {{"name", "seq"}, {"layers", layers}}}};
+}
+
+json Input(const std::string& name, int width) {
+  return Layer("InputLayer", {{"name", name}, {"batch_input_shape", {nullptr, width}}});
+}
+
+std::vector<float> Predict(const std::shared_ptr<const Model>& model, const std::vector<float>& input, size_t rows) {
+  ModelSession session(model);
+  auto out = session.Predict(input, rows);
+  return {out.begin(), out.end()};
+}
+
+TEST(KerasH5, SequentialDenseActivationsDropoutFlatten) {
+  KerasH5Writer w(Sequential({
+      Input("in", 2),
+      Layer("Dense", {{"name", "d1"}, {"units", 2}, {"activation", "relu"}, {"use_bias", true}}),
+      Layer("Dropout", {{"name", "drop"}, {"rate", 0.5}}),
+      Layer("Flatten", {{"name", "flat"}}),
+      Layer("Dense", {{"name", "d2"}, {"units", 1}, {"activation", "sigmoid"}, {"use_bias", false}}),
+      Layer("Activation", {{"name", "act"}, {"activation", "linear"}}),
+  }));
+  w.Weights("d1", {{"kernel:0", {{2, 2}, {1, -1, 2, -2}}}, {"bias:0", {{2}, {0, 1}}}});
+  w.Weights("d2", {{"kernel:0", {{2, 1}, {1, 1}}}});
+  // x = [1, 1]: d1 = relu([3, -3 + 1]) = [3, 0]; d2 = sigmoid(3)
+  auto out = Predict(w.Load(), {1, 1}, 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_NEAR(out[0], 1.0 / (1.0 + std::exp(-3.0)), 1e-6);
+}
+
+TEST(KerasH5, ActivationLayersAndNames) {
+  const std::pair<json, std::function<double(double)>> cases[] = {
+      {Layer("Activation", {{"name", "a"}, {"activation", "tanh"}}), [](double x) { return std::tanh(x); }},
+      {Layer("Activation", {{"name", "a"}, {"activation", "softplus"}}),
+       [](double x) { return std::log1p(std::exp(x)); }},
+      {Layer("Activation", {{"name", "a"}, {"activation", "swish"}}), [](double x) { return x / (1 + std::exp(-x)); }},
+      {Layer("Activation", {{"name", "a"}, {"activation", "elu"}}),
+       [](double x) { return x > 0 ? x : std::exp(x) - 1; }},
+      {Layer("Activation", {{"name", "a"}, {"activation", "exponential"}}), [](double x) { return std::exp(x); }},
+      {Layer("Activation", {{"name", "a"}, {"activation", "hard_sigmoid"}}),
+       [](double x) { return std::clamp(0.2 * x + 0.5, 0.0, 1.0); }},
+      {Layer("Activation", {{"name", "a"}, {"activation", "gelu"}}),
+       [](double x) { return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0))); }},
+      {Layer("Activation", {{"name", "a"}, {"activation", "selu"}}),
+       [](double x) { return 1.0507009873554805 * (x > 0 ? x : 1.6732632423543772 * (std::exp(x) - 1)); }},
+      {Layer("LeakyReLU", {{"name", "a"}, {"alpha", 0.3}}), [](double x) { return x > 0 ? x : 0.3 * x; }},
+      {Layer("ReLU", {{"name", "a"}}), [](double x) { return std::max(x, 0.0); }},
+      {Layer("ELU", {{"name", "a"}, {"alpha", 0.5}}), [](double x) { return x > 0 ? x : 0.5 * (std::exp(x) - 1); }},
+  };
+  for (const auto& [layer, expected] : cases) {
+    KerasH5Writer w(Sequential({Input("in", 2), layer}));
+    auto out = Predict(w.Load(), {-0.7f, 1.3f}, 1);
+    EXPECT_NEAR(out[0], expected(-0.7), 1e-6) << layer.dump();
+    EXPECT_NEAR(out[1], expected(1.3), 1e-6) << layer.dump();
+  }
+  KerasH5Writer softmax(Sequential({Input("in", 3), Layer("Softmax", {{"name", "s"}})}));
+  auto out = Predict(softmax.Load(), {1, 2, 3}, 1);
+  EXPECT_NEAR(out[2], 0.66524096, 1e-6);
+}
+
+TEST(KerasH5, BatchNormalizationAndNormalization) {
+  KerasH5Writer w(Sequential({
+      Input("in", 2),
+      Layer("BatchNormalization", {{"name", "bn"}, {"epsilon", 0.0}, {"axis", json::array({-1})}}),
+      Layer("Normalization", {{"name", "norm"}, {"axis", -1}}),
+  }));
+  w.Weights("bn", {{"gamma:0", {{2}, {2, 1}}},
+                   {"beta:0", {{2}, {1, 0}}},
+                   {"moving_mean:0", {{2}, {1, 2}}},
+                   {"moving_variance:0", {{2}, {4, 1}}}});
+  w.Weights("norm", {{"mean:0", {{2}, {0, 1}}}, {"variance:0", {{2}, {4, 16}}}, {"count:0", {{}, {10}}}});
+  // x = [3, 4]: bn = [(3-1)/2*2+1, (4-2)/1*1+0] = [3, 2]; norm = [(3-0)/2, (2-1)/4]
+  auto out = Predict(w.Load(), {3, 4}, 1);
+  EXPECT_NEAR(out[0], 1.5f, 1e-6);
+  EXPECT_NEAR(out[1], 0.25f, 1e-6);
+}
+
+TEST(KerasH5, FunctionalGraphWithMergeLayers) {
+  // Keras 2 inbound_nodes: [node, ...], node = [[layer, node_index, tensor_index, kwargs], ...]
+  auto ref = [](const std::string& name) {
+    return json::array({json::array({json::array({name, 0, 0, json::object()})})});
+  };
+  auto two = [](const std::string& a, const std::string& b) {
+    return json::array({json::array({json::array({a, 0, 0, json::object()}), json::array({b, 0, 0, json::object()})})});
+  };
+  json layers = json::array();
+  layers.push_back({{"class_name", "InputLayer"},
+                    {"name", "a"},
+                    {"config", {{"name", "a"}, {"batch_input_shape", {nullptr, 2}}}},
+                    {"inbound_nodes", json::array()}});
+  layers.push_back({{"class_name", "InputLayer"},
+                    {"name", "b"},
+                    {"config", {{"name", "b"}, {"batch_input_shape", {nullptr, 2}}}},
+                    {"inbound_nodes", json::array()}});
+  layers.push_back(
+      {{"class_name", "Add"}, {"name", "sum"}, {"config", {{"name", "sum"}}}, {"inbound_nodes", two("a", "b")}});
+  layers.push_back(
+      {{"class_name", "Multiply"}, {"name", "prod"}, {"config", {{"name", "prod"}}}, {"inbound_nodes", two("a", "b")}});
+  layers.push_back(
+      {{"class_name", "Subtract"}, {"name", "diff"}, {"config", {{"name", "diff"}}}, {"inbound_nodes", two("a", "b")}});
+  layers.push_back({{"class_name", "Concatenate"},
+                    {"name", "cat"},
+                    {"config", {{"name", "cat"}, {"axis", -1}}},
+                    {"inbound_nodes", json::array({json::array({json::array({"sum", 0, 0, json::object()}),
+                                                                json::array({"prod", 0, 0, json::object()}),
+                                                                json::array({"diff", 0, 0, json::object()})})})}});
+  layers.push_back({{"class_name", "Dense"},
+                    {"name", "out"},
+                    {"config", {{"name", "out"}, {"units", 1}, {"activation", "linear"}, {"use_bias", true}}},
+                    {"inbound_nodes", ref("cat")}});
+  json model = {{"class_name", "Functional"},
+                {"config",
+                 {{"name", "f"},
+                  {"layers", layers},
+                  {"input_layers", json::array({json::array({"a", 0, 0}), json::array({"b", 0, 0})})},
+                  {"output_layers", json::array({json::array({"out", 0, 0})})}}}};
+  KerasH5Writer w(model);
+  w.Weights("out", {{"kernel:0", {{6, 1}, {1, 1, 1, 1, 1, 1}}}, {"bias:0", {{1}, {0.5f}}}});
+  // a = [1, 2], b = [3, 4]: sum [4, 6], prod [3, 8], diff [-2, -2] -> 17 + 0.5
+  auto out = Predict(w.Load(), {1, 2, 3, 4}, 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_NEAR(out[0], 17.5f, 1e-5);
+}
+
+TEST(KerasH5, HostileFilesGiveClearErrors) {
+  {
+    KerasH5Writer w(
+        Sequential({Input("in", 2), Layer("Dense", {{"name", "d"}, {"units", 3}, {"activation", "relu"}})}));
+    w.Weights("d", {{"kernel:0", {{2, 2}, {1, 2, 3, 4}}}, {"bias:0", {{3}, {0, 0, 0}}}});
+    auto error = w.LoadError();
+    EXPECT_NE(error.find("layer 'd'"), std::string::npos) << error;
+    EXPECT_NE(error.find("weight 'kernel' has shape [2, 2], expected [2, 3]"), std::string::npos) << error;
+  }
+  {
+    KerasH5Writer w(Sequential({Input("in", 2), Layer("Dense", {{"name", "d"}, {"units", 1}})}));
+    auto error = w.LoadError();  // no weights at all
+    EXPECT_NE(error.find("weight 'kernel' is missing"), std::string::npos) << error;
+  }
+  {
+    KerasH5Writer w(Sequential({Input("in", 2), Layer("Conv2D", {{"name", "conv"}})}));
+    EXPECT_NE(w.LoadError().find("layer 'conv': layer class 'Conv2D' is not supported"), std::string::npos);
+  }
+  {
+    KerasH5Writer w(Sequential({Input("in", 2), Layer("Activation", {{"name", "a"}, {"activation", "mish"}})}));
+    EXPECT_NE(w.LoadError().find("activation 'mish' is not supported"), std::string::npos);
+  }
+  {
+    KerasH5Writer w(json("not a model"));
+    EXPECT_NE(w.LoadError().find("class_name"), std::string::npos);
+  }
+  {
+    KerasH5Writer w(Sequential({Layer("InputLayer", {{"name", "in"}, {"batch_input_shape", {nullptr, -3}}})}));
+    EXPECT_NE(w.LoadError().find("positive integers"), std::string::npos);
+  }
+  runnel::testing::TempDir dir;
+  runnel::testing::WriteFile(dir / "trunc.h5", std::string("\x89HDF\r\n\x1a\n\0\0\0", 11));
+  EXPECT_THROW(LoadModel(dir / "trunc.h5"), Error);
+  runnel::testing::WriteFile(dir / "trunc.keras", std::string("PK\x03\x04garbage", 11));
+  EXPECT_THROW(LoadModel(dir / "trunc.keras"), Error);
+}
+
+TEST(KerasFixtures, InspectTheSharedModels) {
+  RUNNEL_REQUIRE_SHARED();
+  for (const char* file : {"deep_model.h5", "deep_model.keras"}) {
+    auto model = LoadModel(runnel::testing::SharedDir() / "models/needs" / file);
+    EXPECT_EQ(model->input_width(), 9u);
+    EXPECT_EQ(model->output_width(), 1u);
+    EXPECT_EQ(model->graph().MultiplyAdds(), 20881u) << file;
+    EXPECT_EQ(model->info().producer, "Keras 2.15.0");
+  }
+  auto onnx = LoadModel(runnel::testing::SharedDir() / "models/needs/deep_model.onnx");
+  EXPECT_EQ(onnx->graph().nodes.size(), 9u) << "MatMul+Add+Relu fused into 9 dense layers";
+}
+
+}  // namespace
+}  // namespace runnel::model

@@ -1,0 +1,242 @@
+// ONNX models built in the test with the protobuf API: every supported operator
+// against a hand computation, both initializer encodings, and clear errors.
+#include <gtest/gtest.h>
+#include <onnx/onnx-ml.pb.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "../support/temp_dir.hpp"
+#include "runnel/core/error.hpp"
+#include "runnel/model/model.hpp"
+
+namespace runnel::model {
+namespace {
+
+class OnnxBuilder {
+ public:
+  explicit OnnxBuilder(int64_t width) {
+    model_.set_ir_version(7);
+    model_.set_producer_name("runnel-test");
+    model_.add_opset_import()->set_version(13);
+    auto* input = model_.mutable_graph()->add_input();
+    input->set_name("x");
+    auto* tensor = input->mutable_type()->mutable_tensor_type();
+    tensor->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+    tensor->mutable_shape()->add_dim()->set_dim_param("batch");
+    tensor->mutable_shape()->add_dim()->set_dim_value(width);
+  }
+  void Init(const std::string& name, std::vector<int64_t> dims, const std::vector<float>& values, bool raw = true) {
+    auto* t = model_.mutable_graph()->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto_DataType_FLOAT);
+    for (auto d : dims) t->add_dims(d);
+    if (raw) {
+      t->set_raw_data(std::string(reinterpret_cast<const char*>(values.data()), values.size() * 4));
+    } else {
+      for (float v : values) t->add_float_data(v);
+    }
+  }
+  void InitInt64(const std::string& name, const std::vector<int64_t>& values) {
+    auto* t = model_.mutable_graph()->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto_DataType_INT64);
+    t->add_dims(static_cast<int64_t>(values.size()));
+    for (auto v : values) t->add_int64_data(v);
+  }
+  onnx::NodeProto* Node(const std::string& op, std::vector<std::string> inputs, const std::string& output) {
+    auto* n = model_.mutable_graph()->add_node();
+    n->set_op_type(op);
+    n->set_name(op + "_" + output);
+    for (const auto& i : inputs) n->add_input(i);
+    n->add_output(output);
+    return n;
+  }
+  static void AttrF(onnx::NodeProto* n, const char* name, float v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto_AttributeType_FLOAT);
+    a->set_f(v);
+  }
+  static void AttrI(onnx::NodeProto* n, const char* name, int64_t v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto_AttributeType_INT);
+    a->set_i(v);
+  }
+  void Output(const std::string& name) { model_.mutable_graph()->add_output()->set_name(name); }
+
+  std::shared_ptr<const Model> Load() {
+    std::string bytes;
+    model_.SerializeToString(&bytes);
+    runnel::testing::WriteFile(dir_ / "m.onnx", bytes);
+    return LoadModel(dir_ / "m.onnx");
+  }
+  std::string LoadError() {
+    try {
+      Load();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Model);
+      return e.what();
+    }
+    ADD_FAILURE() << "the model loaded";
+    return "";
+  }
+
+ private:
+  onnx::ModelProto model_;
+  runnel::testing::TempDir dir_{"runnel-onnx"};
+};
+
+std::vector<float> Predict(const std::shared_ptr<const Model>& model, const std::vector<float>& input, size_t rows) {
+  ModelSession session(model);
+  auto out = session.Predict(input, rows);
+  return {out.begin(), out.end()};
+}
+
+TEST(OnnxLoader, GemmWithAllAttributes) {
+  OnnxBuilder b(2);
+  b.Init("W", {3, 2}, {1, 2, 3, 4, 5, 6}, /*raw=*/false);  // transB: [N=3, K=2]
+  b.Init("C", {3}, {1, 1, 1});
+  auto* gemm = b.Node("Gemm", {"x", "W", "C"}, "y");
+  OnnxBuilder::AttrI(gemm, "transB", 1);
+  OnnxBuilder::AttrF(gemm, "alpha", 2.0f);
+  OnnxBuilder::AttrF(gemm, "beta", 0.5f);
+  b.Output("y");
+  // y = 2 * x·W^T + 0.5 * C with x = [1, 1]: W rows sum to 3, 7, 11
+  EXPECT_EQ(Predict(b.Load(), {1, 1}, 1), (std::vector<float>{6.5f, 14.5f, 22.5f}));
+}
+
+TEST(OnnxLoader, MatMulAddReluFusesIntoOneDense) {
+  OnnxBuilder b(2);
+  b.Init("W", {2, 2}, {1, -1, 1, -1});
+  b.Init("B", {2}, {0.5f, 0.5f});
+  b.Node("MatMul", {"x", "W"}, "mm");
+  b.Node("Add", {"mm", "B"}, "add");
+  b.Node("Relu", {"add"}, "y");
+  b.Output("y");
+  auto model = b.Load();
+  ASSERT_EQ(model->graph().nodes.size(), 1u);
+  EXPECT_EQ(model->graph().nodes[0].activation.kind, Activation::Relu);
+  EXPECT_EQ(Predict(model, {1, 2}, 1), (std::vector<float>{3.5f, 0.0f}));
+}
+
+TEST(OnnxLoader, ElementwiseOperatorsAndActivations) {
+  OnnxBuilder b(2);
+  b.Init("two", {1}, {2});
+  b.Init("row", {1, 2}, {1, -1});
+  b.Node("Sub", {"two", "x"}, "s");  // 2 - x
+  b.Node("Mul", {"s", "row"}, "m");  // * [1, -1]
+  b.Node("Div", {"m", "two"}, "d");  // / 2
+  auto* leaky = b.Node("LeakyRelu", {"d"}, "l");
+  OnnxBuilder::AttrF(leaky, "alpha", 0.1f);
+  b.Node("Identity", {"l"}, "i");
+  b.Node("Sigmoid", {"i"}, "sg");
+  b.Node("Tanh", {"i"}, "th");
+  b.Node("Concat", {"sg", "th", "i"}, "c");
+  b.Node("Softmax", {"i"}, "sm");
+  b.Output("c");
+  b.Output("sm");
+  // x = [0, 4]: s = [2, -2]; m = [2, 2]; d = [1, 1]; leaky = [1, 1]
+  auto out = Predict(b.Load(), {0, 4}, 1);
+  ASSERT_EQ(out.size(), 8u);
+  EXPECT_NEAR(out[0], 0.7310586f, 1e-6);
+  EXPECT_NEAR(out[2], 0.7615942f, 1e-6);
+  EXPECT_EQ(out[4], 1.0f);
+  EXPECT_NEAR(out[6], 0.5f, 1e-6);
+  // x = [4, 0]: d = [-1, -1] -> leaky -0.1
+  auto neg = Predict(b.Load(), {4, 0}, 1);
+  EXPECT_NEAR(neg[4], -0.1f, 1e-6);
+}
+
+TEST(OnnxLoader, ShapeOpsCastClipAndBatchNorm) {
+  OnnxBuilder b(3);
+  b.InitInt64("shape", {-1, 3});
+  b.Init("scale", {3}, {1, 2, 1});
+  b.Init("bias", {3}, {0, 0, 1});
+  b.Init("mean", {3}, {1, 1, 1});
+  b.Init("var", {3}, {4, 4, 4});
+  b.Init("lo", {}, {0});
+  b.Init("hi", {}, {2});
+  b.Node("Flatten", {"x"}, "f");
+  b.Node("Reshape", {"f", "shape"}, "r");
+  auto* cast = b.Node("Cast", {"r"}, "c");
+  OnnxBuilder::AttrI(cast, "to", onnx::TensorProto_DataType_FLOAT);
+  auto* bn = b.Node("BatchNormalization", {"c", "scale", "bias", "mean", "var"}, "bn");
+  OnnxBuilder::AttrF(bn, "epsilon", 0.0f);
+  b.Node("Clip", {"bn", "lo", "hi"}, "y");
+  b.Output("y");
+  // x = [5, 5, -9]: bn = (x - 1) / 2 * scale + bias = [2, 4, -4]; clip to [0, 2]
+  EXPECT_EQ(Predict(b.Load(), {5, 5, -9}, 1), (std::vector<float>{2, 2, 0}));
+}
+
+TEST(OnnxLoader, ClipWithOldStyleAttributes) {
+  OnnxBuilder b(2);
+  auto* clip = b.Node("Clip", {"x"}, "y");
+  OnnxBuilder::AttrF(clip, "min", -1);
+  OnnxBuilder::AttrF(clip, "max", 1);
+  b.Output("y");
+  EXPECT_EQ(Predict(b.Load(), {-5, 0.5f}, 1), (std::vector<float>{-1, 0.5f}));
+}
+
+TEST(OnnxLoader, ErrorsNameTheNode) {
+  {
+    OnnxBuilder b(2);
+    b.Node("Conv", {"x"}, "y");
+    b.Output("y");
+    auto error = b.LoadError();
+    EXPECT_NE(error.find("node 'Conv_y'"), std::string::npos) << error;
+    EXPECT_NE(error.find("operator 'Conv' is not supported"), std::string::npos) << error;
+  }
+  {
+    OnnxBuilder b(2);
+    b.Init("W", {2, 2}, {1, 2, 3});  // 3 values for a [2, 2] tensor
+    b.Node("MatMul", {"x", "W"}, "y");
+    b.Output("y");
+    auto error = b.LoadError();
+    EXPECT_NE(error.find("initializer 'W' holds 12 bytes"), std::string::npos) << error;
+  }
+  {
+    OnnxBuilder b(2);
+    b.Init("W", {3, 2}, {1, 2, 3, 4, 5, 6});  // expects 3 inputs
+    b.Node("MatMul", {"x", "W"}, "y");
+    b.Output("y");
+    auto error = b.LoadError();
+    EXPECT_NE(error.find("weight expects 3 inputs, the node receives 2"), std::string::npos) << error;
+  }
+  {
+    OnnxBuilder b(4);
+    b.InitInt64("shape", {-1, 2, 2});
+    b.Node("Reshape", {"x", "shape"}, "y");
+    b.Output("y");
+    EXPECT_NE(b.LoadError().find("Reshape to [-1, 2, 2] is not supported"), std::string::npos);
+  }
+  {
+    OnnxBuilder b(2);
+    b.Node("Relu", {"missing"}, "y");
+    b.Output("y");
+    EXPECT_NE(b.LoadError().find("'missing' is not computed before this node"), std::string::npos);
+  }
+  {
+    OnnxBuilder b(2);
+    b.Node("Relu", {"x"}, "y");
+    b.Output("nowhere");
+    EXPECT_NE(b.LoadError().find("graph output 'nowhere'"), std::string::npos);
+  }
+}
+
+TEST(OnnxLoader, GarbageIsRejected) {
+  runnel::testing::TempDir dir;
+  runnel::testing::WriteFile(dir / "junk.onnx", std::string("\x08\x96\x01this is not protobuf\xff\xff", 24));
+  try {
+    LoadModel(dir / "junk.onnx");
+    ADD_FAILURE() << "must throw";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Model);
+    EXPECT_NE(std::string(e.what()).find("junk.onnx"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(LoadModel(dir / "does-not-exist.onnx"), Error);
+}
+
+}  // namespace
+}  // namespace runnel::model

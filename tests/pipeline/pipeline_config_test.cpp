@@ -1,0 +1,75 @@
+#include "runnel/pipeline/pipeline_config.hpp"
+
+#include <gtest/gtest.h>
+
+#include "../support/temp_dir.hpp"
+#include "runnel/core/error.hpp"
+
+namespace runnel::pipeline {
+namespace {
+
+using runnel::testing::TempDir;
+using runnel::testing::WriteFile;
+
+const char* kValid = R"(name = "t"
+[source]
+table = "t"
+key = "id"
+columns = ["a", "b"]
+[model]
+path = "m.onnx"
+outputs = ["y"]
+[[derived]]
+name = "s"
+expr = "a + b"
+[features]
+inputs = ["a", "s"]
+[output]
+columns = ["y", "s"]
+)";
+
+std::string ErrorFor(const std::string& text) {
+  TempDir dir;
+  WriteFile(dir / "p.toml", text);
+  try {
+    LoadPipelineConfig(dir / "p.toml");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "loaded:\n" << text;
+  return "";
+}
+
+std::string Replace(std::string text, const std::string& from, const std::string& to) {
+  text.replace(text.find(from), from.size(), to);
+  return text;
+}
+
+TEST(PipelineConfig, LoadsAndResolvesTheModelPath) {
+  TempDir dir;
+  WriteFile(dir / "p.toml", kValid);
+  auto config = LoadPipelineConfig(dir / "p.toml");
+  EXPECT_EQ(config.name, "t");
+  EXPECT_EQ(config.key_column, "id");
+  EXPECT_EQ(config.model_path, dir.path() / "m.onnx");
+  EXPECT_EQ(config.features.derived.size(), 1u);
+  EXPECT_EQ(config.output_columns, (std::vector<std::string>{"y", "s"}));
+}
+
+TEST(PipelineConfig, ErrorsNameFileLineAndKey) {
+  auto unknown = ErrorFor(Replace(kValid, "key = \"id\"", "key = \"id\"\nkee = 1"));
+  EXPECT_NE(unknown.find("p.toml:5:"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("unknown key 'source.kee'"), std::string::npos) << unknown;
+  EXPECT_NE(ErrorFor(Replace(kValid, "key = \"id\"\n", "")).find("missing key 'source.key'"), std::string::npos);
+  EXPECT_NE(ErrorFor(Replace(kValid, "columns = [\"y\", \"s\"]", "columns = [\"y\", \"zz\"]"))
+                .find("output column 'zz' is neither a model output nor a derived feature"),
+            std::string::npos);
+  EXPECT_NE(ErrorFor(Replace(kValid, "expr = \"a + b\"", "expr = \"a + \"")).find("derived feature 's'"),
+            std::string::npos);
+  EXPECT_NE(ErrorFor(Replace(kValid, "columns = [\"a\", \"b\"]", "columns = \"a\"")).find("must be an array"),
+            std::string::npos);
+  EXPECT_NE(ErrorFor("name = \n").find("p.toml:1:"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace runnel::pipeline
