@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo test release debug deps deps-test format lint clean
+.PHONY: demo test release debug fuzz deps deps-test format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -25,8 +25,16 @@ debug: deps-test
 	      -DRUNNEL_BUILD_TESTS=ON
 	cmake --build build/test -j $(JOBS)
 
-test: debug
+test: debug fuzz
 	cd build/test && ctest --output-on-failure -j $(CTEST_JOBS)
+
+# libFuzzer targets (clang, ASan+UBSan): every parser, FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 20
+fuzz: deps-test
+	CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRUNNEL_FUZZ=ON \
+	      -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_WERROR=ON -DRUNNEL_FUZZ_SECONDS=$(FUZZ_SECONDS)
+	cmake --build build/fuzz -j $(JOBS) --target fuzzers
+	cd build/fuzz && ctest --output-on-failure -j $(CTEST_JOBS)
 
 format:
 	clang-format -i $(SOURCES)

@@ -9,10 +9,6 @@
 #include "runnel/core/error.hpp"
 
 namespace runnel::model {
-namespace {
-
-constexpr size_t kMaxElements = size_t{1} << 28;
-constexpr size_t kMaxRank = 4;
 
 // libhdf5 (Debian builds it without thread safety) is serialised behind one lock, and
 // its error stack printing is turned off: we report errors ourselves.
@@ -20,6 +16,11 @@ std::mutex& Hdf5Mutex() {
   static std::mutex mutex;
   return mutex;
 }
+
+namespace {
+
+constexpr size_t kMaxElements = size_t{1} << 26;  // 256 MiB of float32 per tensor
+constexpr size_t kMaxRank = 4;
 
 void SilenceHdf5() {
   static std::once_flag once;

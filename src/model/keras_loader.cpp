@@ -23,6 +23,7 @@
 #include <regex>
 
 #include "hdf5_file.hpp"
+#include "isolation.hpp"
 #include "loaders.hpp"
 #include "runnel/core/error.hpp"
 
@@ -543,7 +544,9 @@ std::string ReadZipMember(zip_t* archive, const char* name, const std::string& s
 
 }  // namespace
 
-LoadedGraph LoadKerasH5(std::string_view bytes, const std::string& source) {
+namespace {
+
+LoadedGraph ParseKerasH5(std::string_view bytes, const std::string& source) {
   Hdf5File file(bytes, source);
   KerasContext ctx;
   ctx.source = source;
@@ -573,6 +576,37 @@ LoadedGraph LoadKerasH5(std::string_view bytes, const std::string& source) {
   return loaded;
 }
 
+LoadedGraph ParseKerasV3Weights(KerasContext ctx, const json& model, const std::string& version,
+                                const std::string& weights_bytes, const std::string& source) {
+  Hdf5File file(weights_bytes, source + ":model.weights.h5");
+  std::map<std::string, int> used;  // snake_case class name -> times seen
+  ctx.weights = [&file, &used](const std::string& layer, const std::string& class_name) {
+    std::string key = SnakeCase(class_name);
+    auto [it, fresh] = used.try_emplace(key, 0);
+    if (!fresh) key += "_" + std::to_string(++it->second);
+    std::string vars;
+    for (const std::string& candidate :
+         {"/layers/" + key + "/vars", "/layers/" + layer + "/vars", "/" + layer + "/vars"}) {
+      if (file.Exists(candidate)) {
+        vars = candidate;
+        break;
+      }
+    }
+    std::vector<Tensor> out;
+    if (vars.empty()) return out;
+    const auto names = file.Children(vars);
+    for (size_t i = 0; i < names.size(); ++i) out.push_back(file.ReadTensor(vars + "/" + std::to_string(i)));
+    return out;
+  };
+  return {BuildGraph(ctx, model), {ModelFormat::KerasV3, source, "Keras " + (version.empty() ? "?" : version)}};
+}
+
+}  // namespace
+
+LoadedGraph LoadKerasH5(std::string_view bytes, const std::string& source) {
+  return ParseIsolated(source, [&] { return ParseKerasH5(bytes, source); });
+}
+
 LoadedGraph LoadKerasV3(std::string_view bytes, const std::string& source) {
   zip_error_t error;
   zip_error_init(&error);
@@ -600,27 +634,7 @@ LoadedGraph LoadKerasV3(std::string_view bytes, const std::string& source) {
   ctx.keras_major = MajorVersion(version);
   json model = ParseJson(ctx, ReadZipMember(archive.get(), "config.json", source, kMaxJson), "config.json");
   const std::string weights_bytes = ReadZipMember(archive.get(), "model.weights.h5", source, kMaxWeights);
-  Hdf5File file(weights_bytes, source + ":model.weights.h5");
-  std::map<std::string, int> used;  // snake_case class name -> times seen
-  ctx.weights = [&file, &used](const std::string& layer, const std::string& class_name) {
-    std::string key = SnakeCase(class_name);
-    auto [it, fresh] = used.try_emplace(key, 0);
-    if (!fresh) key += "_" + std::to_string(++it->second);
-    std::string vars;
-    for (const std::string& candidate :
-         {"/layers/" + key + "/vars", "/layers/" + layer + "/vars", "/" + layer + "/vars"}) {
-      if (file.Exists(candidate)) {
-        vars = candidate;
-        break;
-      }
-    }
-    std::vector<Tensor> out;
-    if (vars.empty()) return out;
-    const auto names = file.Children(vars);
-    for (size_t i = 0; i < names.size(); ++i) out.push_back(file.ReadTensor(vars + "/" + std::to_string(i)));
-    return out;
-  };
-  return {BuildGraph(ctx, model), {ModelFormat::KerasV3, source, "Keras " + (version.empty() ? "?" : version)}};
+  return ParseIsolated(source, [&] { return ParseKerasV3Weights(ctx, model, version, weights_bytes, source); });
 }
 
 }  // namespace runnel::model

@@ -19,7 +19,7 @@
 namespace runnel::model {
 namespace {
 
-constexpr size_t kMaxElements = size_t{1} << 28;
+constexpr size_t kMaxElements = size_t{1} << 26;  // 256 MiB of float32 per tensor
 
 struct Constant {
   std::vector<int64_t> dims;
@@ -176,15 +176,24 @@ class OnnxBuilder {
   }
 
   bool IsConstant(const std::string& name) const { return constants_.contains(name); }
+  // The name of input `index`, or a clear error when the node has fewer inputs.
+  const std::string& InputName(const onnx::NodeProto& node, int index) const {
+    if (index < 0 || index >= node.input_size()) {
+      Fail(node.name(),
+           fmt::format("{} needs input {}, the node has {}", node.op_type(), index + 1, node.input_size()));
+    }
+    return node.input(index);
+  }
+  bool HasInput(const onnx::NodeProto& node, int index) const {
+    return index < node.input_size() && !node.input(index).empty();
+  }
   const Constant& ConstantOf(const onnx::NodeProto& node, int index) const {
-    if (index >= node.input_size()) Fail(node.name(), fmt::format("input {} is missing", index));
-    auto it = constants_.find(node.input(index));
+    auto it = constants_.find(InputName(node, index));
     if (it == constants_.end()) Fail(node.name(), fmt::format("input '{}' must be a constant", node.input(index)));
     return it->second;
   }
   int Dynamic(const onnx::NodeProto& node, int index) const {
-    if (index >= node.input_size()) Fail(node.name(), fmt::format("input {} is missing", index));
-    auto it = values_.find(node.input(index));
+    auto it = values_.find(InputName(node, index));
     if (it == values_.end()) {
       Fail(node.name(),
            IsConstant(node.input(index))
@@ -228,7 +237,8 @@ class OnnxBuilder {
     node.kind = OpKind::Activate;
     node.inputs = {Dynamic(proto, 0)};
     node.activation = spec;
-    Emit(std::move(node), proto, Width(node.inputs[0]));
+    const size_t width = Width(node.inputs[0]);  // before the move below
+    Emit(std::move(node), proto, width);
   }
 
   void AddDense(const onnx::NodeProto& proto, int x, const Constant& w, bool transpose, float alpha, const Constant* c,
@@ -260,8 +270,8 @@ class OnnxBuilder {
 
   void AddBinary(const onnx::NodeProto& proto, BinaryOp op) {
     if (proto.input_size() != 2) Fail(proto.name(), "expects two inputs");
-    const bool a_const = IsConstant(proto.input(0));
-    const bool b_const = IsConstant(proto.input(1));
+    const bool a_const = IsConstant(InputName(proto, 0));
+    const bool b_const = IsConstant(InputName(proto, 1));
     Node node;
     node.kind = OpKind::Binary;
     node.binary = op;
@@ -290,11 +300,11 @@ class OnnxBuilder {
       if (proto.output_size() < 1) Fail(proto.name(), "node has no output");
       constants_[proto.output(0)] = ReadTensor(value->t(), "constant '" + proto.output(0) + "'");
     } else if (op == "MatMul") {
-      if (IsConstant(proto.input(0))) Fail(proto.name(), "MatMul with a constant left operand is not supported");
+      if (IsConstant(InputName(proto, 0))) Fail(proto.name(), "MatMul with a constant left operand is not supported");
       AddDense(proto, Dynamic(proto, 0), ConstantOf(proto, 1), false, 1.0f, nullptr, 0.0f);
     } else if (op == "Gemm") {
       if (AttrInt(proto, "transA", 0) != 0) Fail(proto.name(), "Gemm with transA=1 is not supported");
-      const Constant* c = proto.input_size() > 2 && !proto.input(2).empty() ? &ConstantOf(proto, 2) : nullptr;
+      const Constant* c = HasInput(proto, 2) ? &ConstantOf(proto, 2) : nullptr;
       AddDense(proto, Dynamic(proto, 0), ConstantOf(proto, 1), AttrInt(proto, "transB", 0) != 0,
                AttrFloat(proto, "alpha", 1.0f), c, AttrFloat(proto, "beta", 1.0f));
     } else if (op == "Add") {
@@ -331,8 +341,8 @@ class OnnxBuilder {
       Activate(proto, {Activation::Softmax});
     } else if (op == "Clip") {
       float lo = AttrFloat(proto, "min", -INFINITY), hi = AttrFloat(proto, "max", INFINITY);
-      if (proto.input_size() > 1 && !proto.input(1).empty()) lo = ScalarOf(proto, 1);
-      if (proto.input_size() > 2 && !proto.input(2).empty()) hi = ScalarOf(proto, 2);
+      if (HasInput(proto, 1)) lo = ScalarOf(proto, 1);
+      if (HasInput(proto, 2)) hi = ScalarOf(proto, 2);
       Activate(proto, {Activation::Clip, lo, hi});
     } else if (op == "Identity" || op == "Dropout") {
       Alias(proto, Dynamic(proto, 0));

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../support/keras_h5_file.hpp"
 #include "../support/shared_fixtures.hpp"
 #include "../support/temp_dir.hpp"
 #include "runnel/core/error.hpp"
@@ -16,45 +17,11 @@ namespace {
 
 using nlohmann::json;
 
-class KerasH5Writer {
+// Writes the file and loads it, or returns the loader's error.
+class KerasH5Writer : public runnel::testing::KerasH5File {
  public:
-  explicit KerasH5Writer(json model_config) : config_(std::move(model_config)) {}
-
-  void Weights(const std::string& layer,
-               std::vector<std::pair<std::string, std::pair<std::vector<hsize_t>, std::vector<float>>>> w) {
-    layers_.emplace_back(layer, std::move(w));
-  }
-
-  std::filesystem::path Write() {
-    const auto path = dir_ / "model.h5";
-    hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    StringAttr(file, "model_config", config_.dump());
-    StringAttr(file, "keras_version", "2.15.0");
-    hid_t root = H5Gcreate2(file, "model_weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    for (const auto& [layer, weights] : layers_) {
-      hid_t group = H5Gcreate2(root, layer.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-      std::vector<std::string> names;
-      for (const auto& [name, tensor] : weights) {
-        names.push_back(layer + "/" + name);
-        const std::string full = layer + "/" + name;
-        hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-        H5Pset_create_intermediate_group(lcpl, 1);
-        hid_t space = H5Screate_simple(static_cast<int>(tensor.first.size()), tensor.first.data(), nullptr);
-        hid_t dataset = H5Dcreate2(group, full.c_str(), H5T_IEEE_F32LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-        H5Dwrite(dataset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, tensor.second.data());
-        H5Dclose(dataset);
-        H5Sclose(space);
-        H5Pclose(lcpl);
-      }
-      StringListAttr(group, "weight_names", names);
-      H5Gclose(group);
-    }
-    H5Gclose(root);
-    H5Fclose(file);
-    return path;
-  }
-
-  std::shared_ptr<const Model> Load() { return LoadModel(Write()); }
+  using KerasH5File::KerasH5File;
+  std::shared_ptr<const Model> Load() { return LoadModel(Write(dir_ / "model.h5")); }
   std::string LoadError() {
     try {
       Load();
@@ -67,28 +34,6 @@ class KerasH5Writer {
   }
 
  private:
-  static void StringAttr(hid_t object, const char* name, const std::string& value) {
-    StringListAttr(object, name, {value}, true);
-  }
-  static void StringListAttr(hid_t object, const char* name, const std::vector<std::string>& values,
-                             bool scalar = false) {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, H5T_VARIABLE);
-    hsize_t n = values.size();
-    hid_t space = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr);
-    hid_t attr = H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    std::vector<const char*> pointers;
-    for (const auto& v : values) pointers.push_back(v.c_str());
-    H5Awrite(attr, type, pointers.data());
-    H5Aclose(attr);
-    H5Sclose(space);
-    H5Tclose(type);
-  }
-
-  json config_;
-  std::vector<
-      std::pair<std::string, std::vector<std::pair<std::string, std::pair<std::vector<hsize_t>, std::vector<float>>>>>>
-      layers_;
   runnel::testing::TempDir dir_{"runnel-keras"};
 };
 

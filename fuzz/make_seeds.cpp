@@ -1,0 +1,147 @@
+// Writes the seed corpus of every fuzz target into <dir>/<target>/: small valid inputs
+// built here (no binary files live in the repository).
+#include <hdf5.h>
+#include <onnx/onnx-ml.pb.h>
+#include <zip.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "../tests/support/keras_h5_file.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+void Write(const fs::path& path, const std::string& bytes) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+std::string ReadAll(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+json Sequential() {
+  json layers = json::array();
+  layers.push_back({{"class_name", "InputLayer"}, {"config", {{"name", "in"}, {"batch_input_shape", {nullptr, 3}}}}});
+  layers.push_back({{"class_name", "Dense"}, {"config", {{"name", "d1"}, {"units", 4}, {"activation", "relu"}}}});
+  layers.push_back({{"class_name", "BatchNormalization"}, {"config", {{"name", "bn"}, {"epsilon", 0.001}}}});
+  layers.push_back({{"class_name", "Dense"}, {"config", {{"name", "d2"}, {"units", 2}, {"activation", "softmax"}}}});
+  return {{"class_name", "Sequential"}, {"config", {{"name", "seed"}, {"layers", layers}}}};
+}
+
+void OnnxSeed(const fs::path& path) {
+  onnx::ModelProto model;
+  model.set_ir_version(7);
+  model.add_opset_import()->set_version(13);
+  auto* graph = model.mutable_graph();
+  auto* input = graph->add_input();
+  input->set_name("x");
+  auto* type = input->mutable_type()->mutable_tensor_type();
+  type->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+  type->mutable_shape()->add_dim()->set_dim_param("N");
+  type->mutable_shape()->add_dim()->set_dim_value(3);
+  auto init = [&](const char* name, std::vector<int64_t> dims, std::vector<float> values) {
+    auto* t = graph->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto_DataType_FLOAT);
+    for (auto d : dims) t->add_dims(d);
+    t->set_raw_data(std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
+  };
+  init("W", {3, 2}, {1, 2, 3, 4, 5, 6});
+  init("B", {2}, {0.5f, -0.5f});
+  auto node = [&](const char* op, std::vector<std::string> in, const char* out) {
+    auto* n = graph->add_node();
+    n->set_op_type(op);
+    n->set_name(out);
+    for (auto& i : in) n->add_input(i);
+    n->add_output(out);
+    return n;
+  };
+  node("MatMul", {"x", "W"}, "mm");
+  node("Add", {"mm", "B"}, "add");
+  node("Relu", {"add"}, "relu");
+  node("Sigmoid", {"relu"}, "y");
+  graph->add_output()->set_name("y");
+  std::string bytes;
+  model.SerializeToString(&bytes);
+  Write(path, bytes);
+}
+
+void KerasV3Seed(const fs::path& dir, const fs::path& path) {
+  const fs::path weights = dir / "model.weights.h5";
+  hid_t file = H5Fcreate(weights.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  auto dataset = [&](const char* name, std::vector<hsize_t> dims, std::vector<float> values) {
+    hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+    hid_t d = H5Dcreate2(file, name, H5T_IEEE_F32LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data());
+    H5Dclose(d);
+    H5Sclose(space);
+  };
+  dataset("/layers/dense/vars/0", {3, 4}, std::vector<float>(12, 0.25f));
+  dataset("/layers/dense/vars/1", {4}, {0, 1, 2, 3});
+  dataset("/layers/batch_normalization/vars/0", {4}, {1, 1, 1, 1});
+  dataset("/layers/batch_normalization/vars/1", {4}, {0, 0, 0, 0});
+  dataset("/layers/batch_normalization/vars/2", {4}, {0, 0, 0, 0});
+  dataset("/layers/batch_normalization/vars/3", {4}, {1, 1, 1, 1});
+  dataset("/layers/dense_1/vars/0", {4, 2}, std::vector<float>(8, -0.5f));
+  dataset("/layers/dense_1/vars/1", {2}, {0, 0});
+  H5Pclose(lcpl);
+  H5Fclose(file);
+  int error = 0;
+  zip_t* archive = zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &error);
+  const std::string config = Sequential().dump();
+  const std::string metadata = R"({"keras_version": "3.3.3"})";
+  const std::string weight_bytes = ReadAll(weights);
+  for (const auto& [name, content] : {std::pair{"config.json", &config}, std::pair{"metadata.json", &metadata},
+                                      std::pair{"model.weights.h5", &weight_bytes}}) {
+    zip_source_t* src = zip_source_buffer(archive, content->data(), content->size(), 0);
+    zip_file_add(archive, name, src, ZIP_FL_OVERWRITE);
+  }
+  zip_close(archive);
+  fs::remove(weights);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s DIR\n", argv[0]);
+    return 2;
+  }
+  const fs::path dir = argv[1];
+  fs::create_directories(dir);
+  OnnxSeed(dir / "onnx/mlp.onnx");
+
+  runnel::testing::KerasH5File h5(Sequential());
+  h5.Weights("d1", {{"kernel:0", {{3, 4}, std::vector<float>(12, 0.25f)}}, {"bias:0", {{4}, {0, 1, 2, 3}}}});
+  h5.Weights("bn", {{"gamma:0", {{4}, {1, 1, 1, 1}}},
+                    {"beta:0", {{4}, {0, 0, 0, 0}}},
+                    {"moving_mean:0", {{4}, {0, 0, 0, 0}}},
+                    {"moving_variance:0", {{4}, {1, 1, 1, 1}}}});
+  h5.Weights("d2", {{"kernel:0", {{4, 2}, std::vector<float>(8, -0.5f)}}, {"bias:0", {{2}, {0, 0}}}});
+  fs::create_directories(dir / "keras_h5");
+  h5.Write(dir / "keras_h5/mlp.h5");
+
+  fs::create_directories(dir / "keras_v3");
+  KerasV3Seed(dir / "keras_v3", dir / "keras_v3/mlp.keras");
+
+  Write(dir / "features/simple", "a * 2 + b\nln(a)\nbox_cox(c, 0.3)");
+  Write(dir / "features/functions", "min(a, b, c)\nclip(a, 0, 1)\npow(b, 2) / sqrt(c)\none_hot(a, 3)");
+  Write(
+      dir / "pipeline/minimal.toml",
+      "name = \"t\"\n[source]\ntable = \"t\"\nkey = \"id\"\ncolumns = [\"a\", \"b\"]\n"
+      "[model]\npath = \"m.onnx\"\noutputs = [\"y\"]\n[[derived]]\nname = \"s\"\nexpr = \"a + b\"\n"
+      "[features]\ninputs = [\"a\", \"ln(s)\"]\nmeans = [1, 2]\nscales = [3, 4]\n[output]\ncolumns = [\"y\", \"s\"]\n");
+  Write(dir / "csv/basic", "id,a,b\n1,2,3\n2,-1,0\n3,,4\n\"4\",\"5\",x\n5,1\n");
+  Write(dir / "csv/bom", "\xEF\xBB\xBFID,A,B\r\n1,1e3,2.5\r\n");
+  return 0;
+}
