@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo test release debug fuzz deps deps-test format lint clean
+.PHONY: demo test release debug fuzz bench deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -35,6 +35,20 @@ fuzz: deps-test
 	      -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_WERROR=ON -DRUNNEL_FUZZ_SECONDS=$(FUZZ_SECONDS)
 	cmake --build build/fuzz -j $(JOBS) --target fuzzers
 	cd build/fuzz && ctest --output-on-failure -j $(CTEST_JOBS)
+
+deps-bench:
+	scripts/install-deps.sh bench
+
+# Model benchmarks on one core (taskset), PyTorch side by side: see docs/performance.md.
+BENCH_CPU ?= 1
+BENCH_MODEL ?= $(wildcard ../shared/models/needs/deep_model.h5)
+bench: deps-bench
+	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
+	cmake --build build/bench -j $(JOBS)
+	RUNNEL_BENCH_MODEL=$(BENCH_MODEL) taskset -c $(BENCH_CPU) build/bench/bench/model_bench \
+	    --benchmark_min_time=1 --benchmark_out=build/bench/model_bench.json --benchmark_out_format=json
+	taskset -c $(BENCH_CPU) /usr/bin/python3 bench/pytorch_baseline.py $(BENCH_MODEL) > build/bench/pytorch.jsonl
+	/usr/bin/python3 bench/report.py build/bench/model_bench.json build/bench/pytorch.jsonl
 
 format:
 	clang-format -i $(SOURCES)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Runnel needs, skipping those already present.
 #   scripts/install-deps.sh build   what building and running Runnel needs
-#   scripts/install-deps.sh test    that, plus the test and lint tools
+#   scripts/install-deps.sh test    that, plus the test, fuzz and lint tools
+#   scripts/install-deps.sh bench   that, plus Google Benchmark and PyTorch (baseline)
 # Works as root or as a user with sudo. Idempotent: with nothing missing it changes
 # nothing and needs no network.
 set -euo pipefail
@@ -17,10 +18,15 @@ test_packages=(
   clang clang-format clang-tidy
 )
 
+bench_packages=(
+  libbenchmark-dev python3-torch python3-h5py python3-numpy
+)
+
 case "${1:-build}" in
   build) wanted=("${build_packages[@]}") ;;
   test) wanted=("${build_packages[@]}" "${test_packages[@]}") ;;
-  *) echo "usage: $0 [build|test]" >&2; exit 2 ;;
+  bench) wanted=("${build_packages[@]}" "${bench_packages[@]}") ;;
+  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac
 
 missing=()
