@@ -46,7 +46,7 @@ std::shared_ptr<const Model> NeedsModel() {
       g.nodes.push_back(std::move(n));
     }
     g.outputs = {prev};
-    return std::make_shared<const Model>(std::move(g), ModelInfo{ModelFormat::KerasH5, "synthetic", "bench"});
+    return std::make_shared<const Model>(std::move(g), ModelInfo{ModelFormat::KerasH5, "synthetic", "bench", ""});
   }();
   return model;
 }

@@ -27,7 +27,7 @@ std::shared_ptr<const runnel::model::Model> TinyModel() {
   g.nodes.push_back(dense);
   g.outputs = {y};
   return std::make_shared<const runnel::model::Model>(
-      std::move(g), runnel::model::ModelInfo{runnel::model::ModelFormat::Onnx, "tiny", "fuzz"});
+      std::move(g), runnel::model::ModelInfo{runnel::model::ModelFormat::Onnx, "tiny", "fuzz", ""});
 }
 
 }  // namespace

@@ -45,6 +45,7 @@ int Run(int argc, char** argv) {
   AddDbCommands(app, commands);
   AddDemoCommand(app, commands);
   AddModelCommands(app, commands);
+  AddPipelineCommands(app, commands);
 
   try {
     app.parse(argc, argv);

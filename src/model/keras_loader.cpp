@@ -572,7 +572,7 @@ LoadedGraph ParseKerasH5(std::string_view bytes, const std::string& source) {
   };
   json model = ParseJson(ctx, file.StringAttribute("/", "model_config"), "model_config");
   LoadedGraph loaded{BuildGraph(ctx, model),
-                     {ModelFormat::KerasH5, source, "Keras " + (version.empty() ? "?" : version)}};
+                     {ModelFormat::KerasH5, source, "Keras " + (version.empty() ? "?" : version), ""}};
   return loaded;
 }
 
@@ -598,7 +598,7 @@ LoadedGraph ParseKerasV3Weights(KerasContext ctx, const json& model, const std::
     for (size_t i = 0; i < names.size(); ++i) out.push_back(file.ReadTensor(vars + "/" + std::to_string(i)));
     return out;
   };
-  return {BuildGraph(ctx, model), {ModelFormat::KerasV3, source, "Keras " + (version.empty() ? "?" : version)}};
+  return {BuildGraph(ctx, model), {ModelFormat::KerasV3, source, "Keras " + (version.empty() ? "?" : version), ""}};
 }
 
 }  // namespace

@@ -78,6 +78,10 @@ std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path) {
   } else {
     throw Error(ErrorCode::Model, fmt::format("{}: empty file", source));
   }
+  // FNV-1a: identifies the exact bytes that produced a result.
+  uint64_t hash = 1469598103934665603ULL;
+  for (unsigned char c : bytes) hash = (hash ^ c) * 1099511628211ULL;
+  loaded.info.version = fmt::format("{}@{:016x}", path.filename().string(), hash);
   return std::make_shared<const Model>(std::move(loaded.graph), std::move(loaded.info));
 }
 

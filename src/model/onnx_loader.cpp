@@ -426,7 +426,7 @@ LoadedGraph LoadOnnx(std::string_view bytes, const std::string& source) {
   OnnxBuilder builder(model, source);
   std::string producer = model.producer_name().empty() ? "ONNX" : model.producer_name();
   if (!model.producer_version().empty()) producer += " " + model.producer_version();
-  return {builder.Build(), {ModelFormat::Onnx, source, producer}};
+  return {builder.Build(), {ModelFormat::Onnx, source, producer, ""}};
 }
 
 }  // namespace runnel::model

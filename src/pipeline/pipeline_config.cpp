@@ -4,6 +4,7 @@
 
 #include <toml++/toml.h>
 #include <algorithm>
+#include <cctype>
 #include <set>
 
 #include "runnel/core/error.hpp"
@@ -104,13 +105,24 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
                 fmt::format("{}:{}:{}: {}", file.string(), src.begin.line, src.begin.column, e.description()));
   }
   Reader reader(file);
-  reader.AllowOnly(root, "", {"name", "source", "model", "derived", "features", "output"});
+  reader.AllowOnly(
+      root, "",
+      {"name", "source", "model", "derived", "features", "output", "quota", "capture", "write_back", "recommend"});
   config.name = reader.String(root, "", "name", true);
+  {
+    const auto& n = config.name;
+    const bool identifier =
+        !n.empty() && n.size() <= 40 && (std::islower(static_cast<unsigned char>(n[0])) || n[0] == '_') &&
+        std::all_of(n.begin(), n.end(), [](unsigned char c) { return std::islower(c) || std::isdigit(c) || c == '_'; });
+    if (!identifier)
+      reader.Fail(root.get("name"), "'name' must be a lower-case SQL identifier of at most 40 characters");
+  }
 
   const auto& source = reader.Table(root, "source", true);
-  reader.AllowOnly(source, "source.", {"table", "key", "columns"});
+  reader.AllowOnly(source, "source.", {"table", "key", "client", "columns"});
   config.table = reader.String(source, "source.", "table", false);
   config.key_column = reader.String(source, "source.", "key", true);
+  config.client_column = reader.String(source, "source.", "client", false);
   config.features.input_columns = reader.Strings(source, "source.", "columns", true);
 
   const auto& model = reader.Table(root, "model", true);
@@ -143,6 +155,44 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   reader.AllowOnly(output, "output.", {"columns"});
   config.output_columns = reader.Strings(output, "output.", "columns", true);
 
+  if (const toml::node* node = root.get("quota")) {
+    const auto& quota = reader.Table(root, "quota", true);
+    reader.AllowOnly(quota, "quota.", {"max_requests"});
+    auto max = quota.get("max_requests") ? quota.get("max_requests")->value<int64_t>() : std::nullopt;
+    if (!max || *max < 0) reader.Fail(node, "'quota.max_requests' must be a non-negative integer");
+    if (config.client_column.empty()) reader.Fail(node, "[quota] needs 'source.client', the column to count by");
+    config.quota_max_requests = *max;
+  }
+  if (root.get("capture") != nullptr) {
+    const auto& capture = reader.Table(root, "capture", true);
+    reader.AllowOnly(capture, "capture.", {"mode", "channel", "max_batch"});
+    const std::string mode = reader.String(capture, "capture.", "mode", false);
+    if (mode == "notify") {
+      config.capture = CaptureMode::Notify;
+    } else if (!mode.empty() && mode != "queue") {
+      reader.Fail(capture.get("mode"), "'capture.mode' must be \"queue\" or \"notify\"");
+    }
+    if (auto channel = reader.String(capture, "capture.", "channel", false); !channel.empty())
+      config.notify_channel = channel;
+    if (const toml::node* batch = capture.get("max_batch")) {
+      auto value = batch->value<int64_t>();
+      if (!value || *value < 1 || *value > 100000) reader.Fail(batch, "'capture.max_batch' must be 1..100000");
+      config.max_batch = static_cast<size_t>(*value);
+    }
+  }
+  if (root.get("write_back") != nullptr) {
+    const auto& write_back = reader.Table(root, "write_back", true);
+    reader.AllowOnly(write_back, "write_back.", {"columns"});
+    config.write_back = reader.Strings(write_back, "write_back.", "columns", true);
+  }
+  if (root.get("recommend") != nullptr) {
+    const auto& recommend = reader.Table(root, "recommend", true);
+    reader.AllowOnly(recommend, "recommend.", {"table", "key", "where"});
+    config.recommend = RecommendConfig{reader.String(recommend, "recommend.", "table", true),
+                                       reader.String(recommend, "recommend.", "key", true),
+                                       reader.String(recommend, "recommend.", "where", true)};
+  }
+
   // Every output is a model output or a derived feature; names are unique.
   std::set<std::string> known(config.model_outputs.begin(), config.model_outputs.end());
   if (known.size() != config.model_outputs.size()) reader.Fail(nullptr, "model.outputs repeats a name");
@@ -155,6 +205,11 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
     }
     if (!seen.insert(column).second)
       reader.Fail(output.get("columns"), fmt::format("output column '{}' is listed twice", column));
+  }
+  for (const auto& column : config.write_back) {
+    if (std::find(config.output_columns.begin(), config.output_columns.end(), column) == config.output_columns.end()) {
+      reader.Fail(nullptr, fmt::format("write_back column '{}' is not one of [output].columns", column));
+    }
   }
   // Compile once here so expression errors surface when the file is loaded.
   features::FeatureProgram::Compile(config.features, file.string());

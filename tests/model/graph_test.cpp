@@ -11,7 +11,7 @@ namespace runnel::model {
 namespace {
 
 std::vector<float> Execute(Graph graph, const std::vector<float>& input, size_t rows) {
-  auto model = std::make_shared<const Model>(std::move(graph), ModelInfo{ModelFormat::Onnx, "test", "test"});
+  auto model = std::make_shared<const Model>(std::move(graph), ModelInfo{ModelFormat::Onnx, "test", "test", ""});
   ModelSession session(model);
   auto out = session.Predict(input, rows);
   return {out.begin(), out.end()};
@@ -162,7 +162,7 @@ TEST(Graph, SessionRejectsWrongInputSizeAndReusesBuffers) {
   int y = g.AddValue("y", 2);
   g.nodes.push_back(MakeNode(OpKind::Identity, {x}, y));
   g.outputs = {y};
-  auto model = std::make_shared<const Model>(std::move(g), ModelInfo{ModelFormat::Onnx, "m", "t"});
+  auto model = std::make_shared<const Model>(std::move(g), ModelInfo{ModelFormat::Onnx, "m", "t", ""});
   ModelSession session(model);
   EXPECT_THROW(session.Predict(std::vector<float>{1, 2, 3}, 2), Error);
   auto big = session.Predict(std::vector<float>(200, 1.0f), 100);

@@ -27,7 +27,7 @@ std::string ErrorOf(const std::function<LoadedGraph()>& parse) {
 TEST(Isolation, ReturnsTheGraphBuiltInTheChild) {
   auto loaded = ParseIsolated("ok.h5", [] {
     LoadedGraph g;
-    g.info = {ModelFormat::KerasH5, "ok.h5", "Keras 2"};
+    g.info = {ModelFormat::KerasH5, "ok.h5", "Keras 2", ""};
     int x = g.graph.AddValue("x", 2);
     g.graph.inputs = {x};
     int y = g.graph.AddValue("y", 1);

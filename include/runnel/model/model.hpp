@@ -21,6 +21,7 @@ struct ModelInfo {
   ModelFormat format = ModelFormat::Onnx;
   std::string source;    // file name, for messages
   std::string producer;  // e.g. "Keras 2.15.0", "tf2onnx 1.16.1"
+  std::string version;   // file name and a hash of its bytes, e.g. "model.h5@1f2e3d4c5b6a7988"
 };
 
 class Model {

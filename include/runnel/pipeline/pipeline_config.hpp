@@ -18,6 +18,12 @@
 //   scales = [...]
 //   [output]
 //   columns = ["risk_propensity", "financial_status"]  # model outputs or derived names
+//   The real-time pipeline (`runnel run`) adds:
+//   [source] client = "client_id"      # the quota key
+//   [quota] max_requests = 1000        # per client; later requests are `throttled`
+//   [capture] mode = "queue"|"notify", channel = "table_insert", max_batch = 512
+//   [write_back] columns = ["risk_propensity", "financial_status"]
+//   [recommend] table = "products", key = "id_product", where = "p.risk <= r.risk_propensity"
 #pragma once
 
 #include <filesystem>
@@ -29,11 +35,29 @@
 
 namespace runnel::pipeline {
 
+enum class CaptureMode {
+  Queue,   // statement-level trigger into a queue table: exactly once
+  Notify,  // the reference per-row pg_notify trigger: at most once (compatibility)
+};
+
+struct RecommendConfig {
+  std::string table;       // e.g. "products", aliased p in `where`
+  std::string key_column;  // e.g. "id_product"
+  std::string where;       // SQL over p (product) and r (the scored source row)
+};
+
 struct PipelineConfig {
   std::filesystem::path file;  // the file read
-  std::string name;
+  std::string name;            // an SQL identifier: names Runnel's tables runnel_<name>_*
   std::string table;
   std::string key_column;
+  std::string client_column;                  // empty: no per-client quota
+  std::optional<int64_t> quota_max_requests;  // per client, over all time
+  CaptureMode capture = CaptureMode::Queue;
+  std::string notify_channel = "table_insert";  // Notify mode only
+  size_t max_batch = 512;
+  std::vector<std::string> write_back;  // outputs written to same-named source columns
+  std::optional<RecommendConfig> recommend;
   std::optional<std::filesystem::path> model_path;  // absolute once loaded
   std::vector<std::string> model_outputs;
   features::FeatureSpec features;

@@ -1,0 +1,42 @@
+// Runnel's objects in the user's database for one pipeline (all named runnel_<name>_*):
+//   runnel_<name>_queue            captured requests: seq, key, enqueued_at
+//   runnel_<name>_results          one row per served request: status (done, throttled,
+//                                  failed), error, model_version, the output columns,
+//                                  enqueued_at, finished_at
+//   runnel_<name>_quota            per-client request counters
+//   runnel_<name>_recommendations  (request_key, product_key, model_version)
+//   runnel_<name>_capture()        statement-level AFTER INSERT trigger function: copies
+//                                  the new keys from the transition table into the queue
+//                                  and sends one pg_notify('runnel_<name>') per statement
+// plus runnel_migrations (pipeline, version, applied_at).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "runnel/pipeline/pipeline_config.hpp"
+#include "runnel/postgres/connection.hpp"
+
+namespace runnel::pipeline {
+
+struct SchemaNames {
+  std::string queue;
+  std::string results;
+  std::string quota;
+  std::string recommendations;
+  std::string capture_function;
+  std::string trigger;
+  std::string channel;  // NOTIFY channel of queue mode
+};
+
+SchemaNames NamesFor(const PipelineConfig& config);
+
+inline constexpr int kSchemaVersion = 1;
+
+// Creates or updates the pipeline's objects; idempotent, safe to run from several
+// processes at once (serialised by an advisory lock), all in one transaction. Returns
+// one line per change made (e.g. "created index runnel_needs_key on needs (id)").
+// Throws Error(InvalidInput) naming a missing table or column, DatabaseError otherwise.
+std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config);
+
+}  // namespace runnel::pipeline

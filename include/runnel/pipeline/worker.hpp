@@ -1,0 +1,80 @@
+// The real-time pipeline: workers that serve captured requests exactly once.
+//
+// One batch is one transaction on the worker's own connection:
+//   1. claim: DELETE up to max_batch queue rows (FOR UPDATE SKIP LOCKED) and read their
+//      source rows in the same statement (binary results);
+//   2. quota: advance the per-client counters in one upsert, in client order (so two
+//      workers lock counters in the same order and cannot deadlock); requests past the
+//      threshold become `throttled`;
+//   3. features and model over the whole batch; invalid rows become `failed`;
+//   4. write-back (one UPDATE ... FROM unnest), results (one upsert), recommendations
+//      (one INSERT ... SELECT join);
+//   5. COMMIT. A crash anywhere before it leaves the claim unmade: another worker
+//      serves the request. No coordinator but PostgreSQL.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runnel/model/model.hpp"
+#include "runnel/pipeline/pipeline_config.hpp"
+#include "runnel/pipeline/schema.hpp"
+
+namespace runnel::pipeline {
+
+struct BatchResult {
+  size_t claimed = 0;
+  size_t done = 0;
+  size_t throttled = 0;
+  size_t failed = 0;
+  std::vector<double> latencies_ms;  // enqueue to commit, per served request
+};
+
+// One worker: one connection, one model session. Not thread-safe: one per thread.
+class Worker {
+ public:
+  // Connects and LISTENs. Throws DatabaseError when the database is unreachable.
+  Worker(const PipelineConfig& config, std::shared_ptr<const model::Model> model, std::string conninfo);
+  ~Worker();
+
+  // Serves up to max_batch waiting requests in one transaction; claimed == 0 when
+  // there was nothing to do. Throws DatabaseError (the transaction is rolled back).
+  BatchResult ServeBatch();
+  // Waits for a capture notification (or a notify-mode request) up to `timeout`.
+  bool WaitForWork(std::chrono::milliseconds timeout);
+  // Drops the connection and connects again (after a lost connection).
+  void Reconnect();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+struct RunOptions {
+  size_t workers = 1;
+  bool until_idle = false;                      // return once the queue stays empty
+  std::chrono::milliseconds idle_wait{250};     // how long an idle worker waits for a wake-up
+  const std::atomic<bool>* stop = nullptr;      // set to drain and return
+  std::function<void(const std::string&)> log;  // progress and reconnect messages
+};
+
+struct RunSummary {
+  size_t done = 0;
+  size_t throttled = 0;
+  size_t failed = 0;
+  size_t batches = 0;
+  std::vector<double> latencies_ms;
+  double seconds = 0;
+};
+
+// Runs `workers` threads until `stop` is set (or the queue is drained with
+// until_idle). Lost connections are retried with backoff: nothing is lost or served
+// twice. Throws Error when a worker cannot start at all.
+RunSummary RunPipeline(const PipelineConfig& config, std::shared_ptr<const model::Model> model,
+                       const std::string& conninfo, const RunOptions& options);
+
+}  // namespace runnel::pipeline

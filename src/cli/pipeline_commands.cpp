@@ -1,0 +1,273 @@
+// `runnel migrate | run | load | status`: the real-time pipeline against PostgreSQL.
+#include <signal.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "commands.hpp"
+#include "runnel/core/error.hpp"
+#include "runnel/model/model.hpp"
+#include "runnel/pipeline/schema.hpp"
+#include "runnel/pipeline/worker.hpp"
+#include "runnel/postgres/arrays.hpp"
+#include "runnel/postgres/connection.hpp"
+
+namespace runnel::cli {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void OnSignal(int) {
+  g_stop.store(true);
+}
+
+// --db, else RUNNEL_DB_URL / config, else the embedded cluster (started if needed).
+std::string DatabaseUrl(const CliContext& ctx, const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (!ctx.config.db_url.empty()) return ctx.config.db_url;
+  postgres::EmbeddedCluster cluster(EmbeddedClusterOptions(ctx.config));
+  if (cluster.Start() != postgres::StartOutcome::AlreadyRunning) {
+    spdlog::info("started the embedded PostgreSQL in {}", cluster.dir().string());
+  }
+  return cluster.ConnectionString();
+}
+
+std::shared_ptr<const model::Model> PipelineModel(const pipeline::PipelineConfig& config, const std::string& flag) {
+  if (!flag.empty()) return model::LoadModel(flag);
+  if (config.model_path) return model::LoadModel(*config.model_path);
+  throw Error(ErrorCode::InvalidInput,
+              fmt::format("{} names no model: pass --model or set [model].path", config.file.string()));
+}
+
+double Percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[std::min(values.size() - 1, static_cast<size_t>(p * static_cast<double>(values.size())))];
+}
+
+struct Counts {
+  int64_t queued = 0, done = 0, throttled = 0, failed = 0;
+  double oldest_seconds = 0;
+};
+
+Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& config) {
+  const auto names = pipeline::NamesFor(config);
+  Counts c;
+  auto q = conn.Exec(
+      fmt::format("SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(enqueued_at)), 0)::float8 "
+                  "FROM {}",
+                  postgres::QuoteIdentifier(names.queue)),
+      postgres::Params());
+  c.queued = q.Get<int64_t>(0, 0);
+  c.oldest_seconds = q.Get<double>(0, 1);
+  auto r = conn.Exec(
+      fmt::format("SELECT status, count(*) FROM {} GROUP BY status", postgres::QuoteIdentifier(names.results)),
+      postgres::Params());
+  for (int i = 0; i < r.rows(); ++i) {
+    const auto status = r.Get<std::string>(i, 0);
+    const auto count = r.Get<int64_t>(i, 1);
+    (status == "done" ? c.done : status == "throttled" ? c.throttled : c.failed) = count;
+  }
+  return c;
+}
+
+}  // namespace
+
+void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
+  struct Args {
+    std::string pipeline, db, model;
+    size_t workers = 2;
+    bool no_migrate = false, until_idle = false;
+    int64_t rows = 1000, clients = 100, rows_per_txn = 1000;
+    double rate = 0;
+    uint64_t seed = 0;
+  };
+  auto args = std::make_shared<Args>();
+  auto add_common = [&](CLI::App* app) {
+    app->add_option("--pipeline", args->pipeline, "Pipeline TOML file")->required()->check(CLI::ExistingFile);
+    app->add_option("--db", args->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
+  };
+
+  auto* migrate =
+      root.add_subcommand("migrate", "Install the pipeline's queue, trigger and result tables (idempotent)");
+  add_common(migrate);
+  commands.push_back({migrate, [args](CliContext& ctx) {
+                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
+                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
+                        auto changes = pipeline::Migrate(conn, config);
+                        for (const auto& line : changes) fmt::print("{}\n", line);
+                        fmt::print("pipeline '{}' is at schema version {}{}\n", config.name, pipeline::kSchemaVersion,
+                                   changes.empty() ? " (nothing to do)" : "");
+                        return 0;
+                      }});
+
+  auto* run = root.add_subcommand("run", "Serve every inserted row of the pipeline's table until Ctrl-C");
+  add_common(run);
+  run->add_option("--model", args->model, "Model file (default: the pipeline's [model].path)");
+  run->add_option("--workers", args->workers, "Worker threads, each with its own connection (default 2)");
+  run->add_flag("--no-migrate", args->no_migrate, "Do not run `runnel migrate` first");
+  run->add_flag("--until-idle", args->until_idle, "Exit once the queue is empty instead of waiting for more");
+  commands.push_back(
+      {run, [args](CliContext& ctx) {
+         auto config = pipeline::LoadPipelineConfig(args->pipeline);
+         auto model = PipelineModel(config, args->model);
+         const std::string url = DatabaseUrl(ctx, args->db);
+         if (!args->no_migrate) {
+           auto conn = postgres::Connection::Open(url);
+           for (const auto& line : pipeline::Migrate(conn, config)) spdlog::info("migrate: {}", line);
+         }
+         g_stop.store(false);
+         struct sigaction action {};
+         action.sa_handler = OnSignal;
+         sigaction(SIGINT, &action, nullptr);
+         sigaction(SIGTERM, &action, nullptr);
+         pipeline::RunOptions options;
+         options.workers = args->workers;
+         options.until_idle = args->until_idle;
+         options.stop = &g_stop;
+         options.log = [](const std::string& m) { spdlog::warn("{}", m); };
+         spdlog::info("serving pipeline '{}' with {} ({}), {} worker(s); Ctrl-C drains and stops", config.name,
+                      model->info().version, model->info().producer, args->workers);
+         // Progress while the workers run.
+         std::atomic<bool> finished{false};
+         std::thread progress([&] {
+           auto conn = postgres::Connection::Open(url);
+           auto last = std::chrono::steady_clock::now();
+           while (!finished.load()) {
+             std::this_thread::sleep_for(std::chrono::milliseconds(200));
+             if (std::chrono::steady_clock::now() - last < std::chrono::seconds(5)) continue;
+             last = std::chrono::steady_clock::now();
+             try {
+               auto c = ReadCounts(conn, config);
+               spdlog::info("done {} throttled {} failed {}; queue {} (oldest {:.1f} s)", c.done, c.throttled, c.failed,
+                            c.queued, c.oldest_seconds);
+             } catch (const Error&) {
+             }
+           }
+         });
+         pipeline::RunSummary summary;
+         try {
+           summary = pipeline::RunPipeline(config, model, url, options);
+         } catch (...) {
+           finished.store(true);
+           progress.join();
+           throw;
+         }
+         finished.store(true);
+         progress.join();
+         const size_t served = summary.done + summary.throttled + summary.failed;
+         fmt::print("served {} requests in {:.2f} s ({:.0f}/s) in {} batches: {} done, {} throttled, {} failed\n",
+                    served, summary.seconds, summary.seconds > 0 ? served / summary.seconds : 0.0, summary.batches,
+                    summary.done, summary.throttled, summary.failed);
+         if (!summary.latencies_ms.empty()) {
+           fmt::print("latency from insert to result (ms): p50 {:.2f}, p99 {:.2f}\n",
+                      Percentile(summary.latencies_ms, 0.50), Percentile(summary.latencies_ms, 0.99));
+         }
+         return 0;
+       }});
+
+  auto* load = root.add_subcommand("load", "Insert synthetic requests (the reference generator's distributions)");
+  add_common(load);
+  load->add_option("--rows", args->rows, "Rows to insert (default 1000)");
+  load->add_option("--clients", args->clients, "Client ids cycle over 1..N (default 100)");
+  load->add_option("--rate", args->rate, "Rows per second (default: as fast as possible)");
+  load->add_option("--rows-per-txn", args->rows_per_txn, "Rows per INSERT transaction (default 1000)");
+  load->add_option("--seed", args->seed, "Random seed (default: from the clock; printed)");
+  commands.push_back(
+      {load, [args](CliContext& ctx) {
+         auto config = pipeline::LoadPipelineConfig(args->pipeline);
+         if (args->rows < 0 || args->rows_per_txn < 1 || args->clients < 1) {
+           throw Error(ErrorCode::InvalidInput, "--rows, --rows-per-txn and --clients must be positive");
+         }
+         auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
+         const uint64_t seed = args->seed != 0
+                                   ? args->seed
+                                   : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+         std::mt19937_64 rng(seed);
+         const std::string table = postgres::QuoteIdentifier(config.table);
+         const std::string key = postgres::QuoteIdentifier(config.key_column);
+         int64_t next =
+             conn.Exec(fmt::format("SELECT coalesce(max({}), 0) + 1 FROM {}", key, table), postgres::Params())
+                 .Get<int64_t>(0, 0);
+         // The reference generator's ranges; other columns are uniform in [0, 1).
+         struct Range {
+           double lo, hi;
+           bool integer;
+         };
+         const std::map<std::string, Range> known = {
+             {"age", {18, 90, true}},
+             {"gender", {0, 1, true}},
+             {"family_members", {0, 5, true}},
+             {"financial_education", {0.036, 0.903, false}},
+             {"income", {1.54, 365.3, false}},
+             {"wealth", {1.06, 2233.2, false}},
+             {"income_investment", {0, 1, true}},
+             {"accumulation_investment", {0, 1, true}},
+         };
+         std::vector<std::string> columns = {config.key_column};
+         if (!config.client_column.empty()) columns.push_back(config.client_column);
+         for (const auto& c : config.features.input_columns) columns.push_back(c);
+         std::string names, types;
+         for (size_t i = 0; i < columns.size(); ++i) {
+           names += (i ? ", " : "") + postgres::QuoteIdentifier(columns[i]);
+           types += fmt::format("{}${}::{}", i ? ", " : "", i + 1, i < 2 ? "bigint[]" : "float8[]");
+         }
+         const std::string sql = fmt::format("INSERT INTO {} ({}) SELECT * FROM unnest({})", table, names, types);
+         fmt::print(stderr, "loading {} rows into {} from key {} (seed {})\n", args->rows, config.table, next, seed);
+         const auto start = std::chrono::steady_clock::now();
+         int64_t inserted = 0;
+         while (inserted < args->rows) {
+           const int64_t n = std::min(args->rows_per_txn, args->rows - inserted);
+           std::vector<int64_t> keys, clients;
+           std::vector<std::vector<std::optional<double>>> values(config.features.input_columns.size());
+           for (int64_t i = 0; i < n; ++i) {
+             keys.push_back(next + i);
+             clients.push_back((next + i - 1) % args->clients + 1);
+             for (size_t c = 0; c < values.size(); ++c) {
+               auto it = known.find(config.features.input_columns[c]);
+               Range range = it != known.end() ? it->second : Range{0, 1, false};
+               double v = range.integer ? static_cast<double>(std::uniform_int_distribution<int64_t>(
+                                              static_cast<int64_t>(range.lo), static_cast<int64_t>(range.hi))(rng))
+                                        : std::uniform_real_distribution<double>(range.lo, range.hi)(rng);
+               values[c].push_back(v);
+             }
+           }
+           postgres::Params params;
+           params.Add(postgres::ArrayLiteral(keys));
+           if (!config.client_column.empty()) params.Add(postgres::ArrayLiteral(clients));
+           for (const auto& v : values) params.Add(postgres::ArrayLiteral(v));
+           conn.Exec(sql, params);
+           inserted += n;
+           next += n;
+           if (args->rate > 0) {
+             const auto due = start + std::chrono::duration<double>(static_cast<double>(inserted) / args->rate);
+             std::this_thread::sleep_until(due);
+           }
+         }
+         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+         fmt::print("inserted {} rows in {:.2f} s ({:.0f} rows/s)\n", inserted, seconds,
+                    seconds > 0 ? static_cast<double>(inserted) / seconds : 0.0);
+         return 0;
+       }});
+
+  auto* status = root.add_subcommand("status", "Queue depth, served/throttled/failed counts and lag");
+  add_common(status);
+  commands.push_back({status, [args](CliContext& ctx) {
+                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
+                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
+                        auto c = ReadCounts(conn, config);
+                        fmt::print(
+                            "pipeline {}: queue {} (oldest waiting {:.1f} s); done {}, throttled {}, failed {}\n",
+                            config.name, c.queued, c.oldest_seconds, c.done, c.throttled, c.failed);
+                        return 0;
+                      }});
+}
+
+}  // namespace runnel::cli

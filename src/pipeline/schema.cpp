@@ -1,0 +1,132 @@
+#include "runnel/pipeline/schema.hpp"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <set>
+
+#include "runnel/core/error.hpp"
+
+namespace runnel::pipeline {
+
+using postgres::Params;
+using postgres::QuoteIdentifier;
+
+SchemaNames NamesFor(const PipelineConfig& config) {
+  const std::string prefix = "runnel_" + config.name;
+  return {prefix + "_queue",
+          prefix + "_results",
+          prefix + "_quota",
+          prefix + "_recommendations",
+          prefix + "_capture",
+          prefix + "_capture",
+          prefix};
+}
+
+std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config) {
+  const SchemaNames names = NamesFor(config);
+  std::vector<std::string> done;
+  const std::string table = QuoteIdentifier(config.table);
+  const std::string key = QuoteIdentifier(config.key_column);
+  postgres::Transaction tx(conn);
+  conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
+  conn.Exec(
+      "CREATE TABLE IF NOT EXISTS runnel_migrations (pipeline text NOT NULL, version int NOT NULL, "
+      "applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, version))");
+
+  // The source table and every column the pipeline names must exist.
+  if (config.table.empty()) {
+    throw Error(ErrorCode::InvalidInput, fmt::format("{}: [source].table is required to run", config.file.string()));
+  }
+  auto columns = conn.Exec(
+      "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+      "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+      Params().Add(table));
+  if (columns.rows() == 0) {
+    throw Error(ErrorCode::InvalidInput, fmt::format("{}: table '{}' does not exist: create it before `runnel migrate`",
+                                                     config.file.string(), config.table));
+  }
+  std::map<std::string, std::string> types;
+  for (int r = 0; r < columns.rows(); ++r) types[columns.Get<std::string>(r, 0)] = columns.Get<std::string>(r, 1);
+  std::vector<std::string> needed = {config.key_column};
+  if (!config.client_column.empty()) needed.push_back(config.client_column);
+  for (const auto& c : config.features.input_columns) needed.push_back(c);
+  for (const auto& c : config.write_back) needed.push_back(c);
+  for (const auto& column : needed) {
+    if (!types.contains(column)) {
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("{}: table '{}' has no column '{}'", config.file.string(), config.table, column));
+    }
+  }
+  const std::string& key_type = types[config.key_column];
+  if (key_type != "integer" && key_type != "bigint" && key_type != "smallint") {
+    throw Error(ErrorCode::InvalidInput, fmt::format("{}: key column '{}' is {}, an integer type is required",
+                                                     config.file.string(), config.key_column, key_type));
+  }
+
+  const auto version = conn.Exec("SELECT coalesce(max(version), 0) FROM runnel_migrations WHERE pipeline = $1",
+                                 Params().Add(config.name))
+                           .Get<int32_t>(0, 0);
+  if (version < 1) {
+    conn.Exec(
+        fmt::format("CREATE TABLE IF NOT EXISTS {} (seq bigserial PRIMARY KEY, key bigint NOT NULL, "
+                    "enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+                    QuoteIdentifier(names.queue)));
+    conn.Exec(fmt::format(
+        "CREATE TABLE IF NOT EXISTS {} (key bigint PRIMARY KEY, "
+        "status text NOT NULL CHECK (status IN ('done', 'throttled', 'failed')), error text, model_version text, "
+        "enqueued_at timestamptz, finished_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+        QuoteIdentifier(names.results)));
+    conn.Exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (status)", QuoteIdentifier(names.results + "_status"),
+                          QuoteIdentifier(names.results)));
+    conn.Exec(fmt::format("CREATE TABLE IF NOT EXISTS {} (client text PRIMARY KEY, requests bigint NOT NULL)",
+                          QuoteIdentifier(names.quota)));
+    conn.Exec(
+        fmt::format("CREATE TABLE IF NOT EXISTS {} (request_key bigint NOT NULL, product_key bigint NOT NULL, "
+                    "model_version text, PRIMARY KEY (request_key, product_key))",
+                    QuoteIdentifier(names.recommendations)));
+    conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 1)", Params().Add(config.name));
+    done.push_back(fmt::format("created {}, {}, {} and {} (schema version {})", names.queue, names.results, names.quota,
+                               names.recommendations, kSchemaVersion));
+  }
+  // Idempotent on every run: output columns the pipeline gained, the capture trigger.
+  for (const auto& column : config.output_columns) {
+    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} double precision", QuoteIdentifier(names.results),
+                          QuoteIdentifier(column)));
+  }
+  if (config.capture == CaptureMode::Queue) {
+    conn.Exec(
+        fmt::format("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
+                    "BEGIN\n"
+                    "  INSERT INTO {} (key) SELECT {} FROM runnel_new_rows WHERE {} IS NOT NULL;\n"
+                    "  PERFORM pg_notify({}, '');\n"
+                    "  RETURN NULL;\n"
+                    "END $runnel$",
+                    QuoteIdentifier(names.capture_function), QuoteIdentifier(names.queue), key, key,
+                    postgres::QuoteLiteral(names.channel)));
+    auto exists = conn.Exec("SELECT count(*) FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
+                            Params().Add(names.trigger).Add(table));
+    if (exists.Get<int64_t>(0, 0) == 0) {
+      conn.Exec(
+          fmt::format("CREATE TRIGGER {} AFTER INSERT ON {} REFERENCING NEW TABLE AS runnel_new_rows "
+                      "FOR EACH STATEMENT EXECUTE FUNCTION {}()",
+                      QuoteIdentifier(names.trigger), table, QuoteIdentifier(names.capture_function)));
+      done.push_back(fmt::format("installed statement-level capture trigger {} on {}", names.trigger, config.table));
+    }
+  }
+  // Write-back and the recommendation join look rows up by key.
+  auto indexed = conn.Exec(
+      "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+      "WHERE i.indrelid = to_regclass($1) AND a.attname = $2",
+      Params().Add(table).Add(config.key_column));
+  if (indexed.Get<int64_t>(0, 0) == 0) {
+    const std::string index = "runnel_" + config.name + "_key";
+    conn.Exec(fmt::format("CREATE INDEX {} ON {} ({})", QuoteIdentifier(index), table, key));
+    done.push_back(fmt::format("created index {} on {} ({}): there was none on the key column", index, config.table,
+                               config.key_column));
+  }
+  tx.Commit();
+  return done;
+}
+
+}  // namespace runnel::pipeline

@@ -1,0 +1,428 @@
+#include "runnel/pipeline/worker.hpp"
+
+#include <poll.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "runnel/core/error.hpp"
+#include "runnel/features/features.hpp"
+#include "runnel/postgres/arrays.hpp"
+#include "runnel/postgres/connection.hpp"
+
+namespace runnel::pipeline {
+
+using postgres::ArrayLiteral;
+using postgres::Params;
+using postgres::QuoteIdentifier;
+
+namespace {
+
+double NowEpochSeconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+struct Worker::State {
+  PipelineConfig config;
+  SchemaNames names;
+  std::shared_ptr<const model::Model> model;
+  std::string conninfo;
+  std::unique_ptr<postgres::Connection> conn;
+  features::FeatureProgram program;
+  model::ModelSession session;
+  std::vector<size_t> output_from_model;  // per output column: model output index, or npos
+  std::vector<size_t> output_from_derived;
+  std::vector<size_t> write_back_output;  // per write-back column: index into output_columns
+  std::string claim_sql, quota_sql, update_sql, results_sql, recommend_delete_sql, recommend_sql;
+  std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
+
+  // Reused per batch.
+  ColumnBatch batch;
+  features::FeatureOutput features;
+
+  State(const PipelineConfig& c, std::shared_ptr<const model::Model> m, std::string info)
+      : config(c),
+        names(NamesFor(c)),
+        model(std::move(m)),
+        conninfo(std::move(info)),
+        program(features::FeatureProgram::Compile(c.features, c.file.string())),
+        session(model) {}
+
+  void Connect() {
+    conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo));
+    const std::string channel = config.capture == CaptureMode::Queue ? names.channel : config.notify_channel;
+    conn->Exec("LISTEN " + QuoteIdentifier(channel));
+  }
+
+  void BuildSql() {
+    const std::string table = QuoteIdentifier(config.table);
+    const std::string key = QuoteIdentifier(config.key_column);
+    std::string select = "true AS found";
+    select += config.client_column.empty() ? ", NULL::text AS client"
+                                           : ", t." + QuoteIdentifier(config.client_column) + "::text AS client";
+    std::string columns = "r.found, r.client";
+    for (size_t i = 0; i < config.features.input_columns.size(); ++i) {
+      select += fmt::format(", t.{}::float8 AS c{}", QuoteIdentifier(config.features.input_columns[i]), i);
+      columns += fmt::format(", r.c{}", i);
+    }
+    const std::string lookup =
+        fmt::format("LEFT JOIN LATERAL (SELECT {} FROM {} t WHERE t.{} = c.key LIMIT 1) r ON true", select, table, key);
+    if (config.capture == CaptureMode::Queue) {
+      claim_sql = fmt::format(
+          "WITH claimed AS (DELETE FROM {q} WHERE seq IN (SELECT seq FROM {q} ORDER BY seq LIMIT $1 FOR UPDATE SKIP "
+          "LOCKED) RETURNING key, enqueued_at) "
+          "SELECT c.key, extract(epoch FROM c.enqueued_at)::float8, {cols} FROM claimed c {lookup} ORDER BY c.key",
+          fmt::arg("q", QuoteIdentifier(names.queue)), fmt::arg("cols", columns), fmt::arg("lookup", lookup));
+    } else {
+      claim_sql = fmt::format(
+          "SELECT c.key, extract(epoch FROM clock_timestamp())::float8, {} FROM unnest($1::bigint[]) AS c(key) {} "
+          "ORDER BY c.key",
+          columns, lookup);
+    }
+    quota_sql = fmt::format(
+        "INSERT INTO {} AS q (client, requests) SELECT v.client, v.n FROM unnest($1::text[], $2::bigint[]) AS "
+        "v(client, n) ORDER BY v.client ON CONFLICT (client) DO UPDATE SET requests = q.requests + EXCLUDED.requests "
+        "RETURNING client, requests",
+        QuoteIdentifier(names.quota));
+    if (!config.write_back.empty()) {
+      std::string sets, types, aliases;
+      for (size_t i = 0; i < config.write_back.size(); ++i) {
+        sets += fmt::format("{}{} = v.c{}", i ? ", " : "", QuoteIdentifier(config.write_back[i]), i);
+        types += fmt::format(", ${}::float8[]", i + 2);
+        aliases += fmt::format(", c{}", i);
+      }
+      update_sql = fmt::format("UPDATE {} t SET {} FROM unnest($1::bigint[]{}) AS v(key{}) WHERE t.{} = v.key", table,
+                               sets, types, aliases, key);
+    }
+    std::string out_cols, out_types, out_aliases, out_select, out_update;
+    for (size_t i = 0; i < config.output_columns.size(); ++i) {
+      const std::string col = QuoteIdentifier(config.output_columns[i]);
+      out_cols += ", " + col;
+      out_types += fmt::format(", ${}::float8[]", i + 6);
+      out_aliases += fmt::format(", o{}", i);
+      out_select += fmt::format(", v.o{}", i);
+      out_update += fmt::format(", {} = EXCLUDED.{}", col, col);
+    }
+    results_sql = fmt::format(
+        "INSERT INTO {} (key, status, error, model_version, enqueued_at, finished_at{}) "
+        "SELECT v.key, v.status, v.error, $5, to_timestamp(v.enq), clock_timestamp(){} "
+        "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[]{}) AS v(key, status, error, enq{}) "
+        "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
+        "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
+        "finished_at = EXCLUDED.finished_at{}",
+        QuoteIdentifier(names.results), out_cols, out_select, out_types, out_aliases, out_update);
+    if (config.recommend) {
+      const auto& rec = *config.recommend;
+      recommend_delete_sql =
+          fmt::format("DELETE FROM {} WHERE request_key = ANY($1::bigint[])", QuoteIdentifier(names.recommendations));
+      recommend_sql = fmt::format(
+          "INSERT INTO {} (request_key, product_key, model_version) SELECT DISTINCT r.{}, p.{}, $2 FROM {} r "
+          "JOIN {} p ON ({}) WHERE r.{} = ANY($1::bigint[]) ON CONFLICT DO NOTHING",
+          QuoteIdentifier(names.recommendations), key, QuoteIdentifier(rec.key_column), table,
+          QuoteIdentifier(rec.table), rec.where, key);
+    }
+  }
+
+  void ResolveOutputs() {
+    if (model->input_width() != program.width()) {
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("{} takes {} inputs but pipeline {} produces {} features", model->info().source,
+                              model->input_width(), config.file.string(), program.width()));
+    }
+    if (model->output_width() != config.model_outputs.size()) {
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("{} produces {} outputs but pipeline {} names {}", model->info().source,
+                              model->output_width(), config.file.string(), config.model_outputs.size()));
+    }
+    for (const auto& column : config.output_columns) {
+      auto it = std::find(config.model_outputs.begin(), config.model_outputs.end(), column);
+      output_from_model.push_back(it == config.model_outputs.end()
+                                      ? std::string::npos
+                                      : static_cast<size_t>(it - config.model_outputs.begin()));
+      output_from_derived.push_back(program.DerivedIndex(column).value_or(std::string::npos));
+    }
+    for (const auto& column : config.write_back) {
+      write_back_output.push_back(
+          static_cast<size_t>(std::find(config.output_columns.begin(), config.output_columns.end(), column) -
+                              config.output_columns.begin()));
+    }
+  }
+};
+
+Worker::Worker(const PipelineConfig& config, std::shared_ptr<const model::Model> model, std::string conninfo)
+    : state_(std::make_unique<State>(config, std::move(model), std::move(conninfo))) {
+  state_->ResolveOutputs();
+  state_->BuildSql();
+  state_->Connect();
+}
+
+Worker::~Worker() = default;
+
+void Worker::Reconnect() {
+  state_->conn.reset();
+  state_->Connect();
+}
+
+bool Worker::WaitForWork(std::chrono::milliseconds timeout) {
+  auto& s = *state_;
+  PGconn* raw = s.conn->raw();
+  auto drain = [&] {
+    bool any = false;
+    while (PGnotify* n = PQnotifies(raw)) {
+      any = true;
+      if (s.config.capture == CaptureMode::Notify) {
+        // The reference trigger's payload: {"id": ..., "client_id": ...}.
+        try {
+          auto payload = nlohmann::json::parse(n->extra);
+          if (payload.contains("id") && payload["id"].is_number_integer())
+            s.notified.push_back(payload["id"].get<int64_t>());
+        } catch (const nlohmann::json::exception& e) {
+          spdlog::warn("ignoring a malformed notification on '{}': {}", s.config.notify_channel, e.what());
+        }
+      }
+      PQfreemem(n);
+    }
+    return any;
+  };
+  if (PQconsumeInput(raw) == 0) throw postgres::DatabaseError(PQerrorMessage(raw), "08006");
+  if (drain()) return true;
+  pollfd p{PQsocket(raw), POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(timeout.count())) > 0) {
+    if (PQconsumeInput(raw) == 0) throw postgres::DatabaseError(PQerrorMessage(raw), "08006");
+  }
+  return drain();
+}
+
+BatchResult Worker::ServeBatch() {
+  auto& s = *state_;
+  const auto& cfg = s.config;
+  BatchResult result;
+  postgres::Connection& conn = *s.conn;
+  if (cfg.capture == CaptureMode::Notify && s.notified.empty()) {
+    WaitForWork(std::chrono::milliseconds(0));
+    if (s.notified.empty()) return result;
+  }
+  postgres::Transaction tx(conn);
+  Params claim_params;
+  std::vector<int64_t> taken;
+  if (cfg.capture == CaptureMode::Queue) {
+    claim_params.Add(static_cast<int64_t>(cfg.max_batch));
+  } else {
+    const size_t n = std::min(cfg.max_batch, s.notified.size());
+    taken.assign(s.notified.begin(), s.notified.begin() + static_cast<std::ptrdiff_t>(n));
+    s.notified.erase(s.notified.begin(), s.notified.begin() + static_cast<std::ptrdiff_t>(n));
+    claim_params.Add(ArrayLiteral(taken));
+  }
+  auto rows = conn.Exec(s.claim_sql, claim_params);
+
+  // Distinct keys in key order; a key queued twice is one request.
+  const size_t input_count = cfg.features.input_columns.size();
+  std::vector<int64_t> keys;
+  std::vector<double> enqueued;
+  std::vector<std::optional<std::string>> clients;
+  std::vector<bool> found;
+  s.batch.Reset(cfg.features.input_columns, 0);
+  for (int r = 0; r < rows.rows(); ++r) {
+    const auto key = rows.Get<int64_t>(r, 0);
+    if (!keys.empty() && keys.back() == key) continue;
+    keys.push_back(key);
+    enqueued.push_back(rows.Get<double>(r, 1));
+    found.push_back(!rows.IsNull(r, 2));
+    clients.push_back(rows.GetOptional<std::string>(r, 3));
+    for (size_t c = 0; c < input_count; ++c) {
+      const int column = static_cast<int>(4 + c);
+      const bool null = rows.IsNull(r, column);
+      s.batch.values[c].push_back(null ? 0.0 : rows.Get<double>(r, column));
+      s.batch.nulls[c].push_back(null ? 1 : 0);
+    }
+  }
+  const size_t n = keys.size();
+  result.claimed = n;
+  if (n == 0) {
+    tx.Commit();
+    return result;
+  }
+  s.batch.rows = n;
+
+  // Status per request, by precedence: missing row, no client, throttled, bad features.
+  std::vector<std::optional<std::string>> status(n), error(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (!found[i]) {
+      status[i] = "failed";
+      error[i] = fmt::format("row with {} = {} not found in {}", cfg.key_column, keys[i], cfg.table);
+    } else if (cfg.quota_max_requests && !clients[i]) {
+      status[i] = "failed";
+      error[i] = fmt::format("column '{}' is NULL", cfg.client_column);
+    }
+  }
+  if (cfg.quota_max_requests) {
+    std::map<std::string, int64_t> per_client;
+    for (size_t i = 0; i < n; ++i) {
+      if (!status[i]) ++per_client[*clients[i]];
+    }
+    if (!per_client.empty()) {
+      std::vector<std::optional<std::string>> names;
+      std::vector<int64_t> counts;
+      for (const auto& [client, count] : per_client) {
+        names.emplace_back(client);
+        counts.push_back(count);
+      }
+      auto counters = conn.Exec(s.quota_sql, Params().Add(ArrayLiteral(names)).Add(ArrayLiteral(counts)));
+      std::map<std::string, int64_t> seen_before;  // requests counted before this batch
+      for (int r = 0; r < counters.rows(); ++r) {
+        const auto client = counters.Get<std::string>(r, 0);
+        seen_before[client] = counters.Get<int64_t>(r, 1) - per_client[client];
+      }
+      for (size_t i = 0; i < n; ++i) {
+        if (status[i]) continue;
+        const int64_t ordinal = ++seen_before[*clients[i]];  // this request's number for its client
+        if (ordinal > *cfg.quota_max_requests) {
+          status[i] = "throttled";
+          error[i] = fmt::format("client {} is over its quota of {} requests", *clients[i], *cfg.quota_max_requests);
+        }
+      }
+    }
+  }
+
+  s.program.Evaluate(s.batch, s.features);
+  auto predictions = s.session.Predict(s.features.matrix, n);
+  const size_t model_width = s.model->output_width();
+  std::vector<std::vector<std::optional<double>>> outputs(cfg.output_columns.size(),
+                                                          std::vector<std::optional<double>>(n));
+  for (size_t i = 0; i < n; ++i) {
+    if (!status[i] && s.features.Failed(i)) {
+      status[i] = "failed";
+      error[i] = s.features.errors[i];
+    }
+    if (status[i]) continue;
+    status[i] = "done";
+    for (size_t o = 0; o < cfg.output_columns.size(); ++o) {
+      outputs[o][i] = s.output_from_model[o] != std::string::npos
+                          ? static_cast<double>(predictions[i * model_width + s.output_from_model[o]])
+                          : s.features.derived[s.output_from_derived[o]][i];
+    }
+  }
+
+  std::vector<int64_t> done_keys;
+  for (size_t i = 0; i < n; ++i) {
+    if (*status[i] == "done") done_keys.push_back(keys[i]);
+    (*status[i] == "done" ? result.done : *status[i] == "throttled" ? result.throttled : result.failed)++;
+  }
+  const std::string& version = s.model->info().version;
+  if (!s.update_sql.empty() && !done_keys.empty()) {
+    Params update;
+    update.Add(ArrayLiteral(done_keys));
+    for (size_t w = 0; w < cfg.write_back.size(); ++w) {
+      std::vector<std::optional<double>> values;
+      for (size_t i = 0; i < n; ++i) {
+        if (*status[i] == "done") values.push_back(outputs[s.write_back_output[w]][i]);
+      }
+      update.Add(ArrayLiteral(values));
+    }
+    conn.Exec(s.update_sql, update);
+  }
+  {
+    std::vector<std::optional<double>> enq(enqueued.begin(), enqueued.end());
+    Params results;
+    results.Add(ArrayLiteral(keys))
+        .Add(ArrayLiteral(status))
+        .Add(ArrayLiteral(error))
+        .Add(ArrayLiteral(enq))
+        .Add(version);
+    for (const auto& column : outputs) results.Add(ArrayLiteral(column));
+    conn.Exec(s.results_sql, results);
+  }
+  if (!s.recommend_sql.empty() && !done_keys.empty()) {
+    conn.Exec(s.recommend_delete_sql, Params().Add(ArrayLiteral(done_keys)));
+    conn.Exec(s.recommend_sql, Params().Add(ArrayLiteral(done_keys)).Add(version));
+  }
+  tx.Commit();
+  const double now = NowEpochSeconds();
+  for (size_t i = 0; i < n; ++i) result.latencies_ms.push_back((now - enqueued[i]) * 1000.0);
+  return result;
+}
+
+RunSummary RunPipeline(const PipelineConfig& config, std::shared_ptr<const model::Model> model,
+                       const std::string& conninfo, const RunOptions& options) {
+  const size_t workers = config.capture == CaptureMode::Notify ? 1 : std::max<size_t>(1, options.workers);
+  auto log = [&](const std::string& message) {
+    if (options.log) options.log(message);
+  };
+  if (config.capture == CaptureMode::Notify && options.workers > 1) {
+    log("notify capture: one worker (every listener receives every notification)");
+  }
+  // Start every worker first so that a bad model or database fails the run at once.
+  std::vector<std::unique_ptr<Worker>> pool;
+  for (size_t i = 0; i < workers; ++i) pool.push_back(std::make_unique<Worker>(config, model, conninfo));
+
+  RunSummary summary;
+  std::mutex mutex;
+  std::atomic<bool> stop_all{false};
+  std::exception_ptr fatal;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < workers; ++i) {
+    threads.emplace_back([&, i] {
+      Worker& worker = *pool[i];
+      int idle_rounds = 0;
+      auto backoff = std::chrono::milliseconds(100);
+      while ((options.stop == nullptr || !options.stop->load()) && !stop_all.load()) {
+        try {
+          BatchResult batch = worker.ServeBatch();
+          backoff = std::chrono::milliseconds(100);
+          if (batch.claimed == 0) {
+            if (options.until_idle && ++idle_rounds >= 2) break;
+            worker.WaitForWork(options.idle_wait);
+            continue;
+          }
+          idle_rounds = 0;
+          std::lock_guard lock(mutex);
+          summary.done += batch.done;
+          summary.throttled += batch.throttled;
+          summary.failed += batch.failed;
+          ++summary.batches;
+          summary.latencies_ms.insert(summary.latencies_ms.end(), batch.latencies_ms.begin(), batch.latencies_ms.end());
+        } catch (const postgres::DatabaseError& e) {
+          // Rolled back: the claimed requests are back in the queue for someone. Lost
+          // connections, deadlocks/serialization failures (class 40) and resource
+          // shortages (class 53) pass; anything else is a mistake that retrying repeats.
+          const bool transient = e.IsConnectionLost() || e.sqlstate().starts_with("40") ||
+                                 e.sqlstate().starts_with("53") || e.sqlstate() == "57014";
+          if (!transient) {
+            std::lock_guard lock(mutex);
+            if (!fatal) fatal = std::current_exception();
+            stop_all.store(true);
+            break;
+          }
+          log(fmt::format("worker {}: {}; reconnecting in {} ms", i, e.what(), backoff.count()));
+          std::this_thread::sleep_for(backoff);
+          backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+          try {
+            worker.Reconnect();
+          } catch (const Error& again) {
+            log(fmt::format("worker {}: reconnect failed: {}", i, again.what()));
+          }
+        } catch (...) {
+          std::lock_guard lock(mutex);
+          if (!fatal) fatal = std::current_exception();
+          stop_all.store(true);
+          break;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  if (fatal) std::rethrow_exception(fatal);
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return summary;
+}
+
+}  // namespace runnel::pipeline

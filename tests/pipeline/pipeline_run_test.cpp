@@ -1,0 +1,307 @@
+// The real-time pipeline against a real PostgreSQL: capture, quota, write-back,
+// recommendations, catch-up after downtime, bad rows, several processes at once.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "../support/keras_h5_file.hpp"
+#include "../support/pg_environment.hpp"
+#include "../support/random.hpp"
+#include "../support/shared_fixtures.hpp"
+#include "runnel/core/csv.hpp"
+#include "runnel/core/process.hpp"
+#include "runnel/pipeline/schema.hpp"
+#include "runnel/pipeline/worker.hpp"
+#include "runnel/postgres/arrays.hpp"
+
+namespace runnel::pipeline {
+namespace {
+
+using postgres::ArrayLiteral;
+using postgres::Params;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE needs (id integer, age integer, gender integer, family_members integer, financial_education real,
+                    risk_propensity real, income real, wealth real, income_investment integer,
+                    accumulation_investment integer, financial_status real, client_id integer);
+CREATE TABLE products (id_product integer, income integer, accumulation integer, risk real, description text);
+INSERT INTO products VALUES (1, 0, 1, 0.55, 'balanced'), (2, 1, 0, 0.3, 'income'), (3, 1, 0, 0.12, 'fixed income'),
+                            (4, 0, 1, 0.9, 'equity');
+)sql";
+
+class PipelineRunTest : public runnel::testing::PostgresTest {
+ protected:
+  void SetUp() override {
+    PostgresTest::SetUp();
+    conn_ = std::make_unique<postgres::Connection>(Connect());
+    conn_->Exec(kSchema);
+  }
+
+  // The needs example pipeline with another quota, written beside a model.
+  PipelineConfig Config(int64_t quota) {
+    std::ifstream in(std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml");
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string toml = text.str();
+    toml.replace(toml.find("max_requests = 1000"), 19, fmt::format("max_requests = {}", quota));
+    runnel::testing::WriteFile(dir_ / "pipeline.toml", toml);
+    return LoadPipelineConfig(dir_ / "pipeline.toml");
+  }
+
+  // A small Keras model: risk = 0.1 * (sum of the 9 scaled features) + 0.5.
+  std::shared_ptr<const model::Model> SmallModel() {
+    nlohmann::json layers = nlohmann::json::array();
+    layers.push_back({{"class_name", "InputLayer"}, {"config", {{"name", "in"}, {"batch_input_shape", {nullptr, 9}}}}});
+    layers.push_back({{"class_name", "Dense"}, {"config", {{"name", "d"}, {"units", 1}, {"activation", "linear"}}}});
+    runnel::testing::KerasH5File file({{"class_name", "Sequential"}, {"config", {{"name", "s"}, {"layers", layers}}}});
+    file.Weights("d", {{"kernel:0", {{9, 1}, std::vector<float>(9, 0.1f)}}, {"bias:0", {{1}, {0.5f}}}});
+    return model::LoadModel(file.Write(dir_ / "small.h5"));
+  }
+
+  void Insert(const std::vector<std::vector<double>>& rows) {  // id, client, then the 8 inputs (NaN: NULL)
+    std::vector<std::vector<std::optional<double>>> cols(10);
+    for (const auto& row : rows) {
+      for (size_t c = 0; c < 10; ++c) {
+        cols[c].push_back(std::isnan(row[c]) ? std::nullopt : std::optional<double>(row[c]));
+      }
+    }
+    Params p;
+    for (const auto& c : cols) p.Add(ArrayLiteral(c));
+    conn_->Exec(
+        "INSERT INTO needs (id, client_id, age, gender, family_members, financial_education, income, wealth, "
+        "income_investment, accumulation_investment) SELECT * FROM unnest($1::float8[], $2::float8[], $3::float8[], "
+        "$4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[])",
+        p);
+  }
+
+  static std::vector<double> Row(double id, double client, double wealth = 100) {
+    return {id, client, 40, 1, 2, 0.5, 50, wealth, 1, 0};
+  }
+
+  RunSummary Serve(const PipelineConfig& config, std::shared_ptr<const model::Model> model, size_t workers = 2) {
+    RunOptions options;
+    options.workers = workers;
+    options.until_idle = true;
+    options.idle_wait = std::chrono::milliseconds(50);
+    return RunPipeline(config, std::move(model), conninfo(), options);
+  }
+
+  std::map<int64_t, std::pair<std::string, std::string>> Results() {
+    auto r = conn_->Exec("SELECT key, status, coalesce(error, '') FROM runnel_needs_results ORDER BY key", Params());
+    std::map<int64_t, std::pair<std::string, std::string>> out;
+    for (int i = 0; i < r.rows(); ++i) out[r.Get<int64_t>(i, 0)] = {r.Get<std::string>(i, 1), r.Get<std::string>(i, 2)};
+    return out;
+  }
+
+  int64_t Count(const std::string& sql) { return conn_->Exec(sql, Params()).Get<int64_t>(0, 0); }
+
+  std::unique_ptr<postgres::Connection> conn_;
+  runnel::testing::TempDir dir_{"runnel-pipeline"};
+};
+
+TEST_F(PipelineRunTest, MigrateIsIdempotentAndNamesMissingThings) {
+  auto config = Config(10);
+  auto first = Migrate(*conn_, config);
+  EXPECT_EQ(first.size(), 3u) << "tables, trigger, and an index on needs.id";
+  EXPECT_NE(first.back().find("created index runnel_needs_key on needs (id)"), std::string::npos) << first.back();
+  EXPECT_TRUE(Migrate(*conn_, config).empty()) << "a second run changes nothing";
+  EXPECT_EQ(Count("SELECT count(*) FROM pg_trigger WHERE tgname = 'runnel_needs_capture'"), 1);
+
+  conn_->Exec("ALTER TABLE needs RENAME COLUMN wealth TO riches");
+  try {
+    Migrate(*conn_, config);
+    ADD_FAILURE() << "must throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("table 'needs' has no column 'wealth'"), std::string::npos) << e.what();
+  }
+  conn_->Exec("DROP TABLE needs");
+  try {
+    Migrate(*conn_, config);
+    ADD_FAILURE() << "must throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("table 'needs' does not exist"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(PipelineRunTest, ServesWritesBackAndRecommends) {
+  auto config = Config(1000);
+  Migrate(*conn_, config);
+  Insert({Row(1, 7), Row(2, 8)});
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 2) << "one statement, two captured keys";
+  auto summary = Serve(config, SmallModel());
+  EXPECT_EQ(summary.done, 2u);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+  // financial_status = 0.5 * ln(100); risk = 0.1 * sum(scaled features) + 0.5, computed in SQL.
+  auto row = conn_->Exec("SELECT risk_propensity, financial_status FROM needs WHERE id = 1", Params());
+  EXPECT_NEAR(row.Get<double>(0, 1), 0.5 * std::log(100.0), 1e-5);
+  const double lambda_i = 0.3026418664067109, lambda_w = 0.1336735055366279;
+  const std::vector<double> x = {40,
+                                 1,
+                                 2,
+                                 0.5,
+                                 (std::pow(50.0, lambda_i) - 1) / lambda_i,
+                                 (std::pow(100.0, lambda_w) - 1) / lambda_w,
+                                 1,
+                                 0,
+                                 0.5 * std::log(100.0)};
+  const std::vector<double> means = {55.2534,           0.492,  2.5106, 0.41912250425,     7.664003606794818,
+                                     5.650795740523163, 0.3836, 0.5132, 1.7884450179129336};
+  const std::vector<double> scales = {11.970496582849016,  0.49993599590347565, 0.7617661320904205,
+                                      0.15136821202756753, 2.4818937424620633,  1.5813522545815777,
+                                      0.4862623160393987,  0.49982572962983807, 0.8569630982206199};
+  double expected = 0.5;
+  for (size_t i = 0; i < 9; ++i) expected += 0.1 * (x[i] - means[i]) / scales[i];
+  EXPECT_NEAR(row.Get<double>(0, 0), expected, 1e-5);
+  // Recommendations follow the rule over the written-back risk.
+  const auto expected_products = Count(
+      "SELECT count(*) FROM needs r JOIN products p ON (p.income = r.income_investment OR p.accumulation = "
+      "r.accumulation_investment) AND p.risk <= r.risk_propensity WHERE r.id IN (1, 2)");
+  EXPECT_GT(expected_products, 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_recommendations"), expected_products);
+  EXPECT_EQ(
+      Count("SELECT count(DISTINCT model_version) FROM runnel_needs_results WHERE model_version LIKE 'small.h5@%'"), 1);
+}
+
+TEST_F(PipelineRunTest, QuotaBoundariesAreExact) {
+  auto config = Config(3);
+  Migrate(*conn_, config);
+  std::mt19937_64 rng(runnel::testing::TestSeed());
+  // Client 1: 5 requests, client 2: 2, spread over statements of random size.
+  std::vector<std::vector<double>> rows = {Row(1, 1), Row(2, 2), Row(3, 1), Row(4, 1), Row(5, 2), Row(6, 1), Row(7, 1)};
+  for (size_t at = 0; at < rows.size();) {
+    size_t n = std::uniform_int_distribution<size_t>(1, 3)(rng);
+    n = std::min(n, rows.size() - at);
+    Insert({rows.begin() + static_cast<std::ptrdiff_t>(at), rows.begin() + static_cast<std::ptrdiff_t>(at + n)});
+    at += n;
+  }
+  Serve(config, SmallModel());
+  auto results = Results();
+  ASSERT_EQ(results.size(), 7u);
+  // Requests count in key order: client 1's 1st-3rd (keys 1, 3, 4) are served.
+  for (int64_t key : {1, 2, 3, 4, 5}) EXPECT_EQ(results[key].first, "done") << key;
+  for (int64_t key : {6, 7}) {
+    EXPECT_EQ(results[key].first, "throttled") << key;
+    EXPECT_EQ(results[key].second, "client 1 is over its quota of 3 requests");
+  }
+  EXPECT_EQ(Count("SELECT requests FROM runnel_needs_quota WHERE client = '1'"), 5);
+  EXPECT_EQ(Count("SELECT requests FROM runnel_needs_quota WHERE client = '2'"), 2);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE id IN (6, 7) AND risk_propensity IS NOT NULL"), 0)
+      << "throttled requests are not scored";
+  Insert({Row(8, 2), Row(9, 2)});
+  Serve(config, SmallModel());
+  results = Results();
+  EXPECT_EQ(results[8].first, "done") << "client 2's third request";
+  EXPECT_EQ(results[9].first, "throttled") << "client 2's fourth request";
+}
+
+TEST_F(PipelineRunTest, BadRowsFailWithAReasonAndNothingIsLost) {
+  auto config = Config(1000);
+  Migrate(*conn_, config);
+  Insert({Row(1, 1), Row(2, 1, -5), Row(3, 1, NAN), Row(4, NAN), Row(5, 1)});
+  conn_->Exec("DELETE FROM needs WHERE id = 5");  // gone before it is served
+  Serve(config, SmallModel());
+  auto results = Results();
+  ASSERT_EQ(results.size(), 5u);
+  EXPECT_EQ(results[1].first, "done");
+  EXPECT_EQ(results[2],
+            std::make_pair(std::string("failed"),
+                           std::string("feature 'financial_status': ln of non-positive value -5 in ln(wealth)")));
+  EXPECT_EQ(results[3], std::make_pair(std::string("failed"), std::string("column 'wealth' is NULL")));
+  EXPECT_EQ(results[4], std::make_pair(std::string("failed"), std::string("column 'client_id' is NULL")));
+  EXPECT_EQ(results[5], std::make_pair(std::string("failed"), std::string("row with id = 5 not found in needs")));
+}
+
+TEST_F(PipelineRunTest, RequestsInsertedWhileDownAreServedOnStart) {
+  auto config = Config(1000);
+  Migrate(*conn_, config);
+  std::vector<std::vector<double>> rows;
+  for (int i = 1; i <= 1500; ++i) rows.push_back(Row(i, i % 10 + 1));
+  Insert(rows);  // nobody is running
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 1500);
+  auto summary = Serve(config, SmallModel(), 3);
+  EXPECT_EQ(summary.done, 1500u);
+  EXPECT_GE(summary.batches, 3u) << "batches are bounded by capture.max_batch";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 1500);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE risk_propensity IS NULL"), 0);
+}
+
+TEST_F(PipelineRunTest, ThreeProcessesServeEachRequestExactlyOnce) {
+  auto config = Config(100);
+  Migrate(*conn_, config);
+  SmallModel();  // writes small.h5
+  std::vector<std::vector<double>> rows;
+  for (int i = 1; i <= 3000; ++i) rows.push_back(Row(i, i % 20 + 1));
+  Insert(rows);
+  std::vector<ProcessResult> outcomes(3);
+  std::vector<std::thread> processes;
+  for (int p = 0; p < 3; ++p) {
+    processes.emplace_back([&, p] {
+      outcomes[static_cast<size_t>(p)] = RunProcess(
+          {RUNNEL_BINARY, "run", "--pipeline", (dir_ / "pipeline.toml").string(), "--model",
+           (dir_ / "small.h5").string(), "--db", conninfo(), "--workers", "2", "--until-idle", "--no-migrate"});
+    });
+  }
+  for (auto& t : processes) t.join();
+  size_t served = 0;
+  for (const auto& outcome : outcomes) {
+    ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
+    auto at = outcome.output.find("served ");
+    ASSERT_NE(at, std::string::npos) << outcome.output;
+    served += std::stoul(outcome.output.substr(at + 7));
+  }
+  EXPECT_EQ(served, 3000u) << "the processes' counts add up: no request was served twice";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results"), 3000);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+  // 20 clients x 150 requests, quota 100: exactly 100 done per client.
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 2000);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_quota WHERE requests = 150"), 20);
+}
+
+TEST_F(PipelineRunTest, SharedModelReproducesKerasThroughTheDatabase) {
+  RUNNEL_REQUIRE_SHARED();
+  auto config = Config(1000000);
+  Migrate(*conn_, config);
+  // The reference rows of Needs.csv, inserted as requests.
+  std::map<std::string, std::pair<double, double>> reference;
+  {
+    std::ifstream in(runnel::testing::SharedDir() / "data/needs/reference_keras.csv");
+    CsvReader reader(in, ',');
+    std::vector<std::string> f;
+    reader.Next(f);
+    while (reader.Next(f)) reference[f[0]] = {std::stod(f[1]), std::stod(f[2])};
+  }
+  std::vector<std::vector<double>> rows;
+  {
+    std::ifstream in(runnel::testing::SharedDir() / "data/needs/Needs.csv");
+    CsvReader reader(in, ',');
+    std::vector<std::string> f;
+    reader.Next(f);  // ID,Age,Gender,FamilyMembers,FinancialEducation,RiskPropensity,Income,Wealth,IncomeInv,AccInv,FS
+    while (reader.Next(f)) {
+      if (!reference.contains(f[0])) continue;
+      rows.push_back({std::stod(f[0]), 1, std::stod(f[1]), std::stod(f[2]), std::stod(f[3]), std::stod(f[4]),
+                      std::stod(f[6]), std::stod(f[7]), std::stod(f[8]), std::stod(f[9])});
+    }
+  }
+  ASSERT_EQ(rows.size(), 200u);
+  Insert(rows);
+  auto summary = Serve(config, model::LoadModel(runnel::testing::SharedDir() / "models/needs/deep_model.h5"));
+  EXPECT_EQ(summary.done, 200u);
+  auto scored = conn_->Exec("SELECT id, risk_propensity, financial_status FROM needs", Params());
+  ASSERT_EQ(scored.rows(), 200);
+  for (int i = 0; i < scored.rows(); ++i) {
+    const auto& [risk, status] = reference.at(std::to_string(scored.Get<int32_t>(i, 0)));
+    // The table stores real (float32) inputs and outputs, as the reference schema does.
+    EXPECT_NEAR(scored.Get<double>(i, 1), risk, 1e-5) << "id " << scored.Get<int32_t>(i, 0);
+    EXPECT_NEAR(scored.Get<double>(i, 2), status, 1e-5) << "id " << scored.Get<int32_t>(i, 0);
+  }
+}
+
+}  // namespace
+}  // namespace runnel::pipeline
