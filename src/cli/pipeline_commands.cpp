@@ -14,6 +14,7 @@
 #include "commands.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/model/model.hpp"
+#include "runnel/pipeline/load.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
 #include "runnel/postgres/arrays.hpp"
@@ -183,77 +184,20 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   commands.push_back(
       {load, [args](CliContext& ctx) {
          auto config = pipeline::LoadPipelineConfig(args->pipeline);
-         if (args->rows < 0 || args->rows_per_txn < 1 || args->clients < 1) {
-           throw Error(ErrorCode::InvalidInput, "--rows, --rows-per-txn and --clients must be positive");
-         }
          auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
-         const uint64_t seed = args->seed != 0
-                                   ? args->seed
-                                   : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-         std::mt19937_64 rng(seed);
-         const std::string table = postgres::QuoteIdentifier(config.table);
-         const std::string key = postgres::QuoteIdentifier(config.key_column);
-         int64_t next =
-             conn.Exec(fmt::format("SELECT coalesce(max({}), 0) + 1 FROM {}", key, table), postgres::Params())
-                 .Get<int64_t>(0, 0);
-         // The reference generator's ranges; other columns are uniform in [0, 1).
-         struct Range {
-           double lo, hi;
-           bool integer;
-         };
-         const std::map<std::string, Range> known = {
-             {"age", {18, 90, true}},
-             {"gender", {0, 1, true}},
-             {"family_members", {0, 5, true}},
-             {"financial_education", {0.036, 0.903, false}},
-             {"income", {1.54, 365.3, false}},
-             {"wealth", {1.06, 2233.2, false}},
-             {"income_investment", {0, 1, true}},
-             {"accumulation_investment", {0, 1, true}},
-         };
-         std::vector<std::string> columns = {config.key_column};
-         if (!config.client_column.empty()) columns.push_back(config.client_column);
-         for (const auto& c : config.features.input_columns) columns.push_back(c);
-         std::string names, types;
-         for (size_t i = 0; i < columns.size(); ++i) {
-           names += (i ? ", " : "") + postgres::QuoteIdentifier(columns[i]);
-           types += fmt::format("{}${}::{}", i ? ", " : "", i + 1, i < 2 ? "bigint[]" : "float8[]");
-         }
-         const std::string sql = fmt::format("INSERT INTO {} ({}) SELECT * FROM unnest({})", table, names, types);
-         fmt::print(stderr, "loading {} rows into {} from key {} (seed {})\n", args->rows, config.table, next, seed);
-         const auto start = std::chrono::steady_clock::now();
-         int64_t inserted = 0;
-         while (inserted < args->rows) {
-           const int64_t n = std::min(args->rows_per_txn, args->rows - inserted);
-           std::vector<int64_t> keys, clients;
-           std::vector<std::vector<std::optional<double>>> values(config.features.input_columns.size());
-           for (int64_t i = 0; i < n; ++i) {
-             keys.push_back(next + i);
-             clients.push_back((next + i - 1) % args->clients + 1);
-             for (size_t c = 0; c < values.size(); ++c) {
-               auto it = known.find(config.features.input_columns[c]);
-               Range range = it != known.end() ? it->second : Range{0, 1, false};
-               double v = range.integer ? static_cast<double>(std::uniform_int_distribution<int64_t>(
-                                              static_cast<int64_t>(range.lo), static_cast<int64_t>(range.hi))(rng))
-                                        : std::uniform_real_distribution<double>(range.lo, range.hi)(rng);
-               values[c].push_back(v);
-             }
-           }
-           postgres::Params params;
-           params.Add(postgres::ArrayLiteral(keys));
-           if (!config.client_column.empty()) params.Add(postgres::ArrayLiteral(clients));
-           for (const auto& v : values) params.Add(postgres::ArrayLiteral(v));
-           conn.Exec(sql, params);
-           inserted += n;
-           next += n;
-           if (args->rate > 0) {
-             const auto due = start + std::chrono::duration<double>(static_cast<double>(inserted) / args->rate);
-             std::this_thread::sleep_until(due);
-           }
-         }
-         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-         fmt::print("inserted {} rows in {:.2f} s ({:.0f} rows/s)\n", inserted, seconds,
-                    seconds > 0 ? static_cast<double>(inserted) / seconds : 0.0);
+         pipeline::LoadOptions options;
+         options.rows = args->rows;
+         options.clients = args->clients;
+         options.rows_per_txn = args->rows_per_txn;
+         options.rate = args->rate;
+         options.seed = args->seed != 0
+                            ? args->seed
+                            : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+         fmt::print(stderr, "loading {} rows into {} (seed {})\n", options.rows, config.table, options.seed);
+         auto summary = pipeline::LoadSyntheticRequests(conn, config, options);
+         fmt::print("inserted {} rows from key {} in {:.2f} s ({:.0f} rows/s)\n", summary.inserted, summary.first_key,
+                    summary.seconds,
+                    summary.seconds > 0 ? static_cast<double>(summary.inserted) / summary.seconds : 0.0);
          return 0;
        }});
 

@@ -121,13 +121,16 @@ struct Worker::State {
         QuoteIdentifier(names.results), out_cols, out_select, out_types, out_aliases, out_update);
     if (config.recommend) {
       const auto& rec = *config.recommend;
+      // Joins driven by the batch's keys: `key = ANY(array)` would test every row of
+      // an unanalysed table against every key.
       recommend_delete_sql =
-          fmt::format("DELETE FROM {} WHERE request_key = ANY($1::bigint[])", QuoteIdentifier(names.recommendations));
+          fmt::format("DELETE FROM {} x USING unnest($1::bigint[]) AS k(key) WHERE x.request_key = k.key",
+                      QuoteIdentifier(names.recommendations));
       recommend_sql = fmt::format(
-          "INSERT INTO {} (request_key, product_key, model_version) SELECT DISTINCT r.{}, p.{}, $2 FROM {} r "
-          "JOIN {} p ON ({}) WHERE r.{} = ANY($1::bigint[]) ON CONFLICT DO NOTHING",
-          QuoteIdentifier(names.recommendations), key, QuoteIdentifier(rec.key_column), table,
-          QuoteIdentifier(rec.table), rec.where, key);
+          "INSERT INTO {} (request_key, product_key, model_version) SELECT DISTINCT r.{}, p.{}, $2 "
+          "FROM unnest($1::bigint[]) AS k(key) JOIN {} r ON r.{} = k.key JOIN {} p ON ({}) ON CONFLICT DO NOTHING",
+          QuoteIdentifier(names.recommendations), key, QuoteIdentifier(rec.key_column), table, key,
+          QuoteIdentifier(rec.table), rec.where);
     }
   }
 
@@ -210,6 +213,12 @@ BatchResult Worker::ServeBatch() {
     WaitForWork(std::chrono::milliseconds(0));
     if (s.notified.empty()) return result;
   }
+  auto mark = std::chrono::steady_clock::now();
+  auto lap = [&](int stage) {
+    const auto now = std::chrono::steady_clock::now();
+    result.stage_ms[stage] += std::chrono::duration<double, std::milli>(now - mark).count();
+    mark = now;
+  };
   postgres::Transaction tx(conn);
   Params claim_params;
   std::vector<int64_t> taken;
@@ -251,6 +260,7 @@ BatchResult Worker::ServeBatch() {
     return result;
   }
   s.batch.rows = n;
+  lap(0);
 
   // Status per request, by precedence: missing row, no client, throttled, bad features.
   std::vector<std::optional<std::string>> status(n), error(n);
@@ -292,6 +302,7 @@ BatchResult Worker::ServeBatch() {
     }
   }
 
+  lap(1);
   s.program.Evaluate(s.batch, s.features);
   auto predictions = s.session.Predict(s.features.matrix, n);
   const size_t model_width = s.model->output_width();
@@ -311,6 +322,7 @@ BatchResult Worker::ServeBatch() {
     }
   }
 
+  lap(2);
   std::vector<int64_t> done_keys;
   for (size_t i = 0; i < n; ++i) {
     if (*status[i] == "done") done_keys.push_back(keys[i]);
@@ -329,6 +341,7 @@ BatchResult Worker::ServeBatch() {
     }
     conn.Exec(s.update_sql, update);
   }
+  lap(3);
   {
     std::vector<std::optional<double>> enq(enqueued.begin(), enqueued.end());
     Params results;
@@ -340,11 +353,19 @@ BatchResult Worker::ServeBatch() {
     for (const auto& column : outputs) results.Add(ArrayLiteral(column));
     conn.Exec(s.results_sql, results);
   }
+  lap(4);
   if (!s.recommend_sql.empty() && !done_keys.empty()) {
     conn.Exec(s.recommend_delete_sql, Params().Add(ArrayLiteral(done_keys)));
     conn.Exec(s.recommend_sql, Params().Add(ArrayLiteral(done_keys)).Add(version));
   }
+  lap(5);
   tx.Commit();
+  lap(6);
+  spdlog::debug(
+      "batch of {}: claim {:.2f} ms, quota {:.2f}, features+model {:.2f}, write-back {:.2f}, results {:.2f}, "
+      "recommendations {:.2f}, commit {:.2f}",
+      n, result.stage_ms[0], result.stage_ms[1], result.stage_ms[2], result.stage_ms[3], result.stage_ms[4],
+      result.stage_ms[5], result.stage_ms[6]);
   const double now = NowEpochSeconds();
   for (size_t i = 0; i < n; ++i) result.latencies_ms.push_back((now - enqueued[i]) * 1000.0);
   return result;
@@ -389,6 +410,7 @@ RunSummary RunPipeline(const PipelineConfig& config, std::shared_ptr<const model
           summary.throttled += batch.throttled;
           summary.failed += batch.failed;
           ++summary.batches;
+          for (int k = 0; k < 7; ++k) summary.stage_ms[k] += batch.stage_ms[k];
           summary.latencies_ms.insert(summary.latencies_ms.end(), batch.latencies_ms.begin(), batch.latencies_ms.end());
         } catch (const postgres::DatabaseError& e) {
           // Rolled back: the claimed requests are back in the queue for someone. Lost

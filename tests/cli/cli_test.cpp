@@ -45,7 +45,13 @@ TEST_F(CliTest, EverySubcommandHasHelp) {
                                                                 {"db", "stop", "--help"},
                                                                 {"db", "status", "--help"},
                                                                 {"db", "url", "--help"},
-                                                                {"demo", "--help"}}) {
+                                                                {"demo", "--help"},
+                                                                {"model", "inspect", "--help"},
+                                                                {"predict", "--help"},
+                                                                {"migrate", "--help"},
+                                                                {"run", "--help"},
+                                                                {"load", "--help"},
+                                                                {"status", "--help"}}) {
     auto result = Runnel(args);
     EXPECT_EQ(result.exit_code, 0) << args.front() << ": " << result.output;
     EXPECT_NE(result.output.find("Usage"), std::string::npos) << result.output;
@@ -107,16 +113,22 @@ TEST_F(CliTest, ErrorsAreClear) {
   EXPECT_NE(no_binaries.output.find("sudo apt-get install postgresql"), std::string::npos) << no_binaries.output;
 }
 
-TEST_F(CliTest, DemoStartsTheDatabaseAndSaysWhatItDid) {
+TEST_F(CliTest, DemoServesRequestsEndToEnd) {
   auto demo = Runnel({"demo"});
   ASSERT_EQ(demo.exit_code, 0) << demo.output;
   EXPECT_NE(demo.output.find("created and started"), std::string::npos) << demo.output;
-  EXPECT_NE(demo.output.find("tables needs and products are in place"), std::string::npos) << demo.output;
-  auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url"}).output));
-  EXPECT_EQ(conn.Exec("SELECT count(*) FROM pg_tables WHERE tablename IN ('needs', 'products')").Get<int64_t>(0, 0), 2);
-  auto second = Runnel({"demo"});
-  EXPECT_EQ(second.exit_code, 0) << "the demo can run twice: " << second.output;
+  // 10,000 requests from 8 clients, quota 1,000 per client: exactly 2,000 throttled.
+  EXPECT_NE(demo.output.find("served 10000 requests"), std::string::npos) << demo.output;
+  EXPECT_NE(demo.output.find("8000 done, 2000 throttled, 0 failed"), std::string::npos) << demo.output;
+  EXPECT_NE(demo.output.find("request 1 (client 1, risk "), std::string::npos) << demo.output;
+  auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url", "--dbname", "runnel_demo"}).output));
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM runnel_needs_results").Get<int64_t>(0, 0), 10000);
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM needs WHERE risk_propensity IS NOT NULL").Get<int64_t>(0, 0), 8000);
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM runnel_needs_queue").Get<int64_t>(0, 0), 0);
+  auto second = Runnel({"demo", "--requests", "100"});
+  EXPECT_EQ(second.exit_code, 0) << "the demo can run again: " << second.output;
   EXPECT_NE(second.output.find("already running"), std::string::npos) << second.output;
+  EXPECT_NE(second.output.find("served 100 requests"), std::string::npos) << second.output;
 }
 
 TEST_F(CliTest, WorksForAnOrdinaryUser) {
@@ -193,7 +205,12 @@ TEST_F(CliTest, PredictErrorsAreClear) {
   RUNNEL_REQUIRE_SHARED();
   const std::string pipeline = std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml";
   testing::WriteFile(home_ / "in.csv", "id,age\n1,2\n");
-  auto no_model = Runnel({"predict", "--pipeline", pipeline, "--input", (home_ / "in.csv").string()});
+  std::ifstream example(pipeline);
+  std::string text((std::istreambuf_iterator<char>(example)), std::istreambuf_iterator<char>());
+  text.erase(text.find("path = \"model/demo_model.h5\""), 29);
+  testing::WriteFile(home_ / "no-model.toml", text);
+  auto no_model =
+      Runnel({"predict", "--pipeline", (home_ / "no-model.toml").string(), "--input", (home_ / "in.csv").string()});
   EXPECT_EQ(no_model.exit_code, 1);
   EXPECT_NE(no_model.output.find("pass --model"), std::string::npos) << no_model.output;
   auto missing = Runnel({"predict", "--pipeline", pipeline, "--model",

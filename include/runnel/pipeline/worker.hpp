@@ -32,7 +32,13 @@ struct BatchResult {
   size_t throttled = 0;
   size_t failed = 0;
   std::vector<double> latencies_ms;  // enqueue to commit, per served request
+  // Milliseconds per stage: claim, quota, features+model, write-back, results,
+  // recommendations, commit.
+  double stage_ms[7] = {};
 };
+
+inline constexpr const char* kStageNames[7] = {"claim",   "quota",           "features+model", "write-back",
+                                               "results", "recommendations", "commit"};
 
 // One worker: one connection, one model session. Not thread-safe: one per thread.
 class Worker {
@@ -69,6 +75,7 @@ struct RunSummary {
   size_t batches = 0;
   std::vector<double> latencies_ms;
   double seconds = 0;
+  double stage_ms[7] = {};  // summed over batches and workers
 };
 
 // Runs `workers` threads until `stop` is set (or the queue is drained with

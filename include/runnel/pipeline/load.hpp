@@ -1,0 +1,34 @@
+// Synthetic requests for a pipeline's source table (`runnel load`, `runnel demo`):
+// the reference generator's ranges for the needs columns (age 18-90, gender 0-1,
+// family 0-5, financial_education 0.036-0.903, income 1.54-365.3, wealth 1.06-2233.2,
+// investments 0-1), uniform [0, 1) for other input columns; keys continue after the
+// table's largest, clients cycle over 1..clients.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "runnel/pipeline/pipeline_config.hpp"
+#include "runnel/postgres/connection.hpp"
+
+namespace runnel::pipeline {
+
+struct LoadOptions {
+  int64_t rows = 1000;
+  int64_t clients = 100;
+  int64_t rows_per_txn = 1000;  // rows per INSERT statement (one transaction each)
+  double rate = 0;              // rows per second; 0: as fast as possible
+  uint64_t seed = 1;
+  const std::function<bool()>* cancelled = nullptr;
+};
+
+struct LoadSummary {
+  int64_t inserted = 0;
+  int64_t first_key = 0;
+  double seconds = 0;
+};
+
+// Throws Error(InvalidInput) for non-positive sizes, DatabaseError from the inserts.
+LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConfig& config, const LoadOptions& options);
+
+}  // namespace runnel::pipeline
