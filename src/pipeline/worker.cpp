@@ -176,6 +176,7 @@ void Worker::Reconnect() {
 
 bool Worker::WaitForWork(std::chrono::milliseconds timeout) {
   auto& s = *state_;
+  if (!s.conn) s.Connect();  // a previous reconnect failed
   PGconn* raw = s.conn->raw();
   auto drain = [&] {
     bool any = false;
@@ -208,6 +209,7 @@ BatchResult Worker::ServeBatch() {
   auto& s = *state_;
   const auto& cfg = s.config;
   BatchResult result;
+  if (!s.conn) s.Connect();  // a previous reconnect failed
   postgres::Connection& conn = *s.conn;
   if (cfg.capture == CaptureMode::Notify && s.notified.empty()) {
     WaitForWork(std::chrono::milliseconds(0));

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <fstream>
 #include <map>
 #include <random>
@@ -262,6 +263,161 @@ TEST_F(PipelineRunTest, ThreeProcessesServeEachRequestExactlyOnce) {
   // 20 clients x 150 requests, quota 100: exactly 100 done per client.
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 2000);
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_quota WHERE requests = 150"), 20);
+}
+
+TEST_F(PipelineRunTest, NotifyModeServesTheReferenceTriggerAtMostOnce) {
+  // The reference implementations' per-row trigger, untouched.
+  conn_->Exec(R"sql(
+    CREATE FUNCTION notify_needs_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE payload TEXT;
+    BEGIN
+      payload := json_build_object('id', NEW.id, 'client_id', NEW.client_id)::TEXT;
+      PERFORM pg_notify('table_insert', payload);
+      RETURN NEW;
+    END; $$;
+    CREATE TRIGGER needs_insert_trigger AFTER INSERT ON needs FOR EACH ROW EXECUTE PROCEDURE notify_needs_insert();
+  )sql");
+  auto config = Config(1000);
+  config.capture = CaptureMode::Notify;
+  Migrate(*conn_, config);
+  EXPECT_EQ(Count("SELECT count(*) FROM pg_trigger WHERE tgname = 'runnel_needs_capture'"), 0)
+      << "notify mode installs no capture trigger";
+  Insert({Row(1, 1)});  // nobody listens yet: this notification is lost (at most once)
+  std::atomic<bool> stop{false};
+  RunOptions options;
+  options.workers = 3;  // notify mode uses one: every listener hears every notification
+  options.stop = &stop;
+  options.idle_wait = std::chrono::milliseconds(20);
+  RunSummary summary;
+  std::thread runner([&] { summary = RunPipeline(config, SmallModel(), conninfo(), options); });
+  // Wait for the LISTEN before inserting.
+  for (int i = 0; i < 200 && Count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'") == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  Insert({Row(2, 1), Row(3, 2)});
+  Insert({Row(4, 2)});
+  for (int i = 0; i < 500 && Count("SELECT count(*) FROM runnel_needs_results") < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  stop.store(true);
+  runner.join();
+  auto results = Results();
+  EXPECT_EQ(results.size(), 3u);
+  EXPECT_FALSE(results.contains(1)) << "inserted while nobody listened: lost, as with the reference implementations";
+  for (int64_t key : {2, 3, 4}) EXPECT_EQ(results[key].first, "done") << key;
+  EXPECT_EQ(summary.done, 3u) << "served once although three workers were asked for";
+}
+
+TEST_F(PipelineRunTest, CtrlCDrainsAndExitsCleanly) {
+  auto config = Config(1000);
+  Migrate(*conn_, config);
+  SmallModel();
+  Insert({Row(1, 1), Row(2, 2)});
+  const std::string command = fmt::format(
+      "{} run --pipeline {} --model {} --db '{}' --no-migrate & pid=$!; sleep 1.5; kill -INT $pid; wait $pid",
+      RUNNEL_BINARY, (dir_ / "pipeline.toml").string(), (dir_ / "small.h5").string(), conninfo());
+  auto outcome = RunProcess({"/bin/sh", "-c", command});
+  EXPECT_EQ(outcome.exit_code, 0) << outcome.output;
+  EXPECT_NE(outcome.output.find("served 2 requests"), std::string::npos) << outcome.output;
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 2);
+}
+
+TEST_F(PipelineRunTest, DatabaseRestartMidRunLosesNothing) {
+  auto config = Config(1000000);
+  config.max_batch = 16;  // many batches in flight when the server goes away
+  Migrate(*conn_, config);
+  std::atomic<bool> stop{false};
+  RunOptions options;
+  options.workers = 2;
+  options.stop = &stop;
+  options.idle_wait = std::chrono::milliseconds(20);
+  RunSummary summary;
+  std::exception_ptr failure;
+  std::thread runner([&] {
+    try {
+      summary = RunPipeline(config, SmallModel(), conninfo(), options);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  });
+  std::vector<std::vector<double>> first, second;
+  for (int i = 1; i <= 400; ++i) first.push_back(Row(i, i % 7 + 1));
+  for (int i = 401; i <= 800; ++i) second.push_back(Row(i, i % 7 + 1));
+  Insert(first);
+  // Restart the server under the workers once they are serving (fast shutdown: their
+  // connections drop, claimed batches roll back).
+  for (int i = 0; i < 1000 && Count("SELECT count(*) FROM runnel_needs_results") == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  auto& cluster = runnel::testing::PostgresEnvironment::Get().cluster();
+  conn_.reset();
+  ASSERT_TRUE(cluster.Stop());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(cluster.Start(), postgres::StartOutcome::Started);
+  conn_ = std::make_unique<postgres::Connection>(Connect());
+  Insert(second);
+  for (int i = 0; i < 1500 && Count("SELECT count(*) FROM runnel_needs_results") < 800; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  stop.store(true);
+  runner.join();
+  if (failure) {
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      FAIL() << "lost connections are retried, not fatal: " << e.what();
+    }
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 800);
+  EXPECT_EQ(Count("SELECT sum(requests)::bigint FROM runnel_needs_quota"), 800) << "each request counted once";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+}
+
+TEST_F(PipelineRunTest, SigkilledWorkersNeverLoseOrRepeatARequest) {
+  auto config = Config(150);
+  Migrate(*conn_, config);
+  SmallModel();
+  std::mt19937_64 rng(runnel::testing::TestSeed());
+  // Small batches so that kills land inside transactions.
+  std::string toml;
+  {
+    std::ifstream in(dir_ / "pipeline.toml");
+    toml.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  toml.replace(toml.find("max_batch = 512"), 15, "max_batch = 8");
+  runnel::testing::WriteFile(dir_ / "pipeline.toml", toml);
+  const std::string run =
+      fmt::format("{} run --pipeline {} --model {} --db '{}' --no-migrate --workers 2", RUNNEL_BINARY,
+                  (dir_ / "pipeline.toml").string(), (dir_ / "small.h5").string(), conninfo());
+  int next = 1;
+  constexpr int kRounds = 12;
+  for (int round = 0; round < kRounds; ++round) {
+    std::vector<std::vector<double>> rows;
+    for (int i = 0; i < 150; ++i, ++next) rows.push_back(Row(next, next % 10 + 1));
+    Insert(rows);
+    const int kill_after_ms = std::uniform_int_distribution<int>(20, 400)(rng);
+    // Two processes: one is SIGKILLed at a random moment, the other gets SIGTERM (a
+    // drain once its handler is installed, else the default action: killed as well).
+    auto outcome =
+        RunProcess({"/bin/sh", "-c",
+                    fmt::format("{r} & a=$!; {r} & b=$!; sleep {s}; kill -9 $a; kill -15 $b; wait $b; s=$?; wait $a; "
+                                "[ $s -eq 0 ] || [ $s -eq 143 ]",
+                                fmt::arg("r", run), fmt::arg("s", kill_after_ms / 1000.0))});
+    ASSERT_EQ(outcome.exit_code, 0) << "round " << round << ": " << outcome.output;
+  }
+  // Whatever is left is served by one clean run.
+  auto last = RunProcess({"/bin/sh", "-c", run + " --until-idle"});
+  ASSERT_EQ(last.exit_code, 0) << last.output;
+  const int64_t total = next - 1;
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results"), total) << "every request has exactly one result";
+  EXPECT_EQ(Count("SELECT sum(requests)::bigint FROM runnel_needs_quota"), total) << "and was counted exactly once";
+  // 10 clients x 180 requests, quota 150: exactly 150 done per client.
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 10 * 150);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs n JOIN runnel_needs_results r ON r.key = n.id "
+                  "WHERE (r.status = 'done') <> (n.risk_propensity IS NOT NULL)"),
+            0)
+      << "written back exactly for the served requests";
 }
 
 TEST_F(PipelineRunTest, SharedModelReproducesKerasThroughTheDatabase) {
