@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo test release debug fuzz bench deps deps-test deps-bench format lint clean
+.PHONY: demo test release debug fuzz bench bench-pipeline deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -49,6 +49,12 @@ bench: deps-bench
 	    --benchmark_min_time=1 --benchmark_out=build/bench/model_bench.json --benchmark_out_format=json
 	taskset -c $(BENCH_CPU) /usr/bin/python3 bench/pytorch_baseline.py $(BENCH_MODEL) > build/bench/pytorch.jsonl
 	/usr/bin/python3 bench/report.py build/bench/model_bench.json build/bench/pytorch.jsonl
+
+# The real-time pipeline: burst, SQL floor, row-by-row baseline, steady-rate latency.
+bench-pipeline: deps-bench
+	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
+	cmake --build build/bench -j $(JOBS)
+	bench/pipeline_bench.sh
 
 format:
 	clang-format -i $(SOURCES)

@@ -19,7 +19,7 @@ test_packages=(
 )
 
 bench_packages=(
-  libbenchmark-dev python3-torch python3-h5py python3-numpy
+  libbenchmark-dev python3-torch python3-h5py python3-numpy bc
 )
 
 case "${1:-build}" in

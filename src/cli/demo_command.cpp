@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "commands.hpp"
+#include "runnel/core/error.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/pipeline/load.hpp"
 #include "runnel/pipeline/schema.hpp"
@@ -18,42 +21,6 @@
 
 namespace runnel::cli {
 namespace {
-
-constexpr const char* kDemoSchema = R"sql(
-CREATE TABLE needs (
-    id                      integer PRIMARY KEY,
-    age                     integer,
-    gender                  integer,
-    family_members          integer,
-    financial_education     real,
-    risk_propensity         real,
-    income                  real,
-    wealth                  real,
-    income_investment       integer,
-    accumulation_investment integer,
-    financial_status        real,
-    client_id               integer
-);
-CREATE TABLE products (
-    id_product   integer PRIMARY KEY,
-    income       integer NOT NULL,
-    accumulation integer NOT NULL,
-    risk         real NOT NULL,
-    description  text NOT NULL
-);
--- Runnel's own demo catalogue.
-INSERT INTO products VALUES
-    (1, 1, 0, 0.10, 'Treasury bond ladder'),
-    (2, 1, 0, 0.25, 'Short-term corporate bond fund'),
-    (3, 1, 0, 0.40, 'Dividend income fund'),
-    (4, 1, 0, 0.60, 'High-yield bond fund'),
-    (5, 0, 1, 0.15, 'Capital-protected savings plan'),
-    (6, 0, 1, 0.35, 'Balanced pension fund'),
-    (7, 0, 1, 0.55, 'Global equity index fund'),
-    (8, 0, 1, 0.75, 'Emerging markets equity fund'),
-    (9, 1, 1, 0.45, 'Multi-asset income and growth fund'),
-    (10, 1, 1, 0.85, 'Thematic technology fund');
-)sql";
 
 double Percentile(std::vector<double> values, double p) {
   if (values.empty()) return 0;
@@ -96,7 +63,11 @@ void AddDemoCommand(CLI::App& root, std::vector<Command>& commands) {
          }
          const std::string url = cluster.ConnectionString("runnel_demo");
          auto conn = postgres::Connection::Open(url);
-         conn.Exec(kDemoSchema);
+         const std::filesystem::path schema_file = std::filesystem::path(RUNNEL_EXAMPLES_DIR) / "needs/schema.sql";
+         std::ifstream schema_in(schema_file);
+         if (!schema_in)
+           throw Error(ErrorCode::Io, fmt::format("{}: cannot read the demo schema", schema_file.string()));
+         conn.Exec(std::string(std::istreambuf_iterator<char>(schema_in), std::istreambuf_iterator<char>()));
          fmt::print("2. database runnel_demo: tables needs and products (10 products)\n");
          for (const auto& line : pipeline::Migrate(conn, config)) fmt::print("3. migrate: {}\n", line);
          fmt::print("4. serving with {} ({} multiply-adds per row), {} workers, quota {} requests per client\n",

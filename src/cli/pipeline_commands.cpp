@@ -167,6 +167,13 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
          fmt::print("served {} requests in {:.2f} s ({:.0f}/s) in {} batches: {} done, {} throttled, {} failed\n",
                     served, summary.seconds, summary.seconds > 0 ? served / summary.seconds : 0.0, summary.batches,
                     summary.done, summary.throttled, summary.failed);
+         if (summary.batches > 0) {
+           std::string stages;
+           for (int k = 0; k < 7; ++k) {
+             stages += fmt::format("{}{} {:.0f} ms", k ? ", " : "", pipeline::kStageNames[k], summary.stage_ms[k]);
+           }
+           fmt::print("time in stages, summed over workers: {}\n", stages);
+         }
          if (!summary.latencies_ms.empty()) {
            fmt::print("latency from insert to result (ms): p50 {:.2f}, p99 {:.2f}\n",
                       Percentile(summary.latencies_ms, 0.50), Percentile(summary.latencies_ms, 0.99));

@@ -81,10 +81,14 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
                           QuoteIdentifier(names.results)));
     conn.Exec(fmt::format("CREATE TABLE IF NOT EXISTS {} (client text PRIMARY KEY, requests bigint NOT NULL)",
                           QuoteIdentifier(names.quota)));
-    conn.Exec(
-        fmt::format("CREATE TABLE IF NOT EXISTS {} (request_key bigint NOT NULL, product_key bigint NOT NULL, "
-                    "model_version text, PRIMARY KEY (request_key, product_key))",
-                    QuoteIdentifier(names.recommendations)));
+    // No primary key: a request's rows are written once, DISTINCT, by the one worker
+    // that claimed it (rescoring deletes the old ones first), and a unique index
+    // doubles the cost of the hottest insert.
+    conn.Exec(fmt::format(
+        "CREATE TABLE IF NOT EXISTS {} (request_key bigint NOT NULL, product_key bigint NOT NULL, model_version text)",
+        QuoteIdentifier(names.recommendations)));
+    conn.Exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (request_key)",
+                          QuoteIdentifier(names.recommendations + "_request"), QuoteIdentifier(names.recommendations)));
     conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 1)", Params().Add(config.name));
     done.push_back(fmt::format("created {}, {}, {} and {} (schema version {})", names.queue, names.results, names.quota,
                                names.recommendations, kSchemaVersion));

@@ -117,7 +117,7 @@ struct Worker::State {
         "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[]{}) AS v(key, status, error, enq{}) "
         "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
         "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
-        "finished_at = EXCLUDED.finished_at{}",
+        "finished_at = EXCLUDED.finished_at{} RETURNING key, xmax <> 0",  // xmax: updated, i.e. served before
         QuoteIdentifier(names.results), out_cols, out_select, out_types, out_aliases, out_update);
     if (config.recommend) {
       const auto& rec = *config.recommend;
@@ -128,7 +128,7 @@ struct Worker::State {
                       QuoteIdentifier(names.recommendations));
       recommend_sql = fmt::format(
           "INSERT INTO {} (request_key, product_key, model_version) SELECT DISTINCT r.{}, p.{}, $2 "
-          "FROM unnest($1::bigint[]) AS k(key) JOIN {} r ON r.{} = k.key JOIN {} p ON ({}) ON CONFLICT DO NOTHING",
+          "FROM unnest($1::bigint[]) AS k(key) JOIN {} r ON r.{} = k.key JOIN {} p ON ({})",
           QuoteIdentifier(names.recommendations), key, QuoteIdentifier(rec.key_column), table, key,
           QuoteIdentifier(rec.table), rec.where);
     }
@@ -331,6 +331,7 @@ BatchResult Worker::ServeBatch() {
     (*status[i] == "done" ? result.done : *status[i] == "throttled" ? result.throttled : result.failed)++;
   }
   const std::string& version = s.model->info().version;
+  std::vector<int64_t> rescored;  // keys served before: their old recommendations go
   if (!s.update_sql.empty() && !done_keys.empty()) {
     Params update;
     update.Add(ArrayLiteral(done_keys));
@@ -353,11 +354,14 @@ BatchResult Worker::ServeBatch() {
         .Add(ArrayLiteral(enq))
         .Add(version);
     for (const auto& column : outputs) results.Add(ArrayLiteral(column));
-    conn.Exec(s.results_sql, results);
+    auto written = conn.Exec(s.results_sql, results);
+    for (int r = 0; r < written.rows(); ++r) {
+      if (written.Get<bool>(r, 1)) rescored.push_back(written.Get<int64_t>(r, 0));
+    }
   }
   lap(4);
   if (!s.recommend_sql.empty() && !done_keys.empty()) {
-    conn.Exec(s.recommend_delete_sql, Params().Add(ArrayLiteral(done_keys)));
+    if (!rescored.empty()) conn.Exec(s.recommend_delete_sql, Params().Add(ArrayLiteral(rescored)));
     conn.Exec(s.recommend_sql, Params().Add(ArrayLiteral(done_keys)).Add(version));
   }
   lap(5);

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The real-time pipeline against the floor and a row-by-row baseline, on one embedded
+# PostgreSQL (its own RUNNEL_HOME in /tmp, removed afterwards). Run by `make
+# bench-pipeline` after a Release build in build/bench; results go to docs/performance.md.
+#   (a) burst: 100,000 requests inserted in 1,000-row transactions while `runnel run`
+#       (2 workers) serves; time from the first insert until every result is committed
+#   (b) floor: the same rows, no Runnel: read them, one set-based UPDATE, one product join
+#   (c) row-by-row: fetch, predict, update, query products per request (reference style)
+#   (d) latency from insert to result at steady 1,000 and 10,000 requests/s
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${BUILD:-build/bench}
+RUNNEL=$B/src/runnel
+P=examples/needs/pipeline.toml
+export RUNNEL_HOME
+RUNNEL_HOME=$(mktemp -d /tmp/runnel-bench-XXXXXX)
+chmod 755 "$RUNNEL_HOME"
+cleanup() { "$RUNNEL" db stop >/dev/null 2>&1 || true; rm -rf "$RUNNEL_HOME"; }
+trap cleanup EXIT
+"$RUNNEL" --log-level warn db start >/dev/null
+ADMIN=$("$RUNNEL" db url --dbname postgres)
+now() { date +%s.%N; }
+fresh_db() {
+  psql "$ADMIN" -qAt -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench" >/dev/null
+  URL=$("$RUNNEL" db url --dbname bench)
+  psql "$URL" -q -f examples/needs/schema.sql >/dev/null
+}
+count() { psql "$URL" -qAt -c "SELECT count(*) FROM runnel_needs_results"; }
+wait_results() { while [ "$(count)" -lt "$1" ]; do sleep 0.05; done; }
+
+echo "== (a) burst: 100,000 requests in 1,000-row transactions, 2 workers"
+fresh_db
+"$RUNNEL" --log-level warn migrate --pipeline $P --db "$URL" >/dev/null
+"$RUNNEL" --log-level warn run --pipeline $P --db "$URL" --workers 2 --no-migrate > "$RUNNEL_HOME/run.log" 2>&1 &
+RUN=$!
+sleep 1
+t0=$(now)
+"$RUNNEL" load --pipeline $P --db "$URL" --rows 100000 --rows-per-txn 1000 --clients 100 --seed 1 2>/dev/null
+t_loaded=$(now)
+wait_results 100000
+t1=$(now)
+kill -TERM $RUN; wait $RUN || true
+BURST=$(echo "$t1 - $t0" | bc)
+echo "burst: inserts took $(echo "$t_loaded - $t0" | bc) s; all 100000 served after $BURST s ($(echo "100000 / $BURST" | bc) requests/s)"
+psql "$URL" -qAt -c "SELECT 'statuses: ' || string_agg(status || ' ' || n, ', ') FROM (SELECT status, count(*) n FROM runnel_needs_results GROUP BY 1) s"
+
+echo "== (b) floor: the same work in SQL, no Runnel"
+fresh_db
+"$RUNNEL" load --pipeline $P --db "$URL" --rows 100000 --rows-per-txn 1000 --clients 100 --seed 1 >/dev/null 2>&1
+psql "$URL" -q -c "CREATE TABLE floor_recommendations (request_key bigint, product_key bigint)"
+t0=$(now)
+psql "$URL" -q <<'SQL' >/dev/null
+BEGIN;
+\copy (SELECT id, client_id, age, gender, family_members, financial_education, income, wealth, income_investment, accumulation_investment FROM needs) TO '/dev/null'
+UPDATE needs SET financial_status = financial_education * ln(wealth), risk_propensity = 0.5 * financial_education;
+INSERT INTO floor_recommendations SELECT r.id, p.id_product FROM needs r JOIN products p
+  ON (p.income = r.income_investment OR p.accumulation = r.accumulation_investment) AND p.risk <= r.risk_propensity;
+COMMIT;
+SQL
+t1=$(now)
+FLOOR=$(echo "$t1 - $t0" | bc)
+echo "floor: $FLOOR s ($(echo "100000 / $FLOOR" | bc) requests/s)"
+
+echo "== (c) row-by-row baseline: 10,000 requests"
+fresh_db
+"$RUNNEL" load --pipeline $P --db "$URL" --rows 10000 --rows-per-txn 1000 --clients 100 --seed 1 >/dev/null 2>&1
+ROW=$("$B/bench/row_by_row_baseline" "$URL" $P 1 10000)
+echo "row-by-row: $ROW"
+
+for rate in 1000 10000; do
+  echo "== (d) steady $rate requests/s for 10 s (10-row transactions), 2 workers"
+  fresh_db
+  "$RUNNEL" --log-level warn migrate --pipeline $P --db "$URL" >/dev/null
+  "$RUNNEL" --log-level warn run --pipeline $P --db "$URL" --workers 2 --no-migrate > "$RUNNEL_HOME/run.log" 2>&1 &
+  RUN=$!
+  sleep 1
+  rows=$((rate * 10))
+  "$RUNNEL" load --pipeline $P --db "$URL" --rows $rows --rate $rate --rows-per-txn 10 --clients 100000 --seed 2 2>/dev/null
+  wait_results $rows
+  kill -TERM $RUN; wait $RUN || true
+  psql "$URL" -qAt -c "SELECT format('latency insert->result (ms): p50 %s, p99 %s, p999 %s over %s requests',
+      round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2),
+      round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2),
+      round(percentile_cont(0.999) WITHIN GROUP (ORDER BY ms)::numeric, 2), count(*))
+    FROM (SELECT extract(epoch FROM finished_at - enqueued_at) * 1000 AS ms FROM runnel_needs_results) s"
+done
