@@ -20,15 +20,7 @@
 #include "runnel/postgres/connection.hpp"
 
 namespace runnel::cli {
-namespace {
-
-double Percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  return values[std::min(values.size() - 1, static_cast<size_t>(p * static_cast<double>(values.size())))];
-}
-
-}  // namespace
+namespace {}  // namespace
 
 void AddDemoCommand(CLI::App& root, std::vector<Command>& commands) {
   auto* demo = root.add_subcommand("demo", "Serve 10,000 needs requests end to end on the embedded database");
@@ -122,7 +114,7 @@ void AddDemoCommand(CLI::App& root, std::vector<Command>& commands) {
              "failed\n",
              served, seconds, static_cast<double>(served) / seconds, summary.done, summary.throttled, summary.failed);
          fmt::print("   latency from insert commit to result commit: p50 {:.1f} ms, p99 {:.1f} ms\n",
-                    Percentile(summary.latencies_ms, 0.50), Percentile(summary.latencies_ms, 0.99));
+                    summary.LatencyPercentile(0.50), summary.LatencyPercentile(0.99));
          auto recs = conn.Exec(
              "SELECT n.id, n.client_id, n.risk_propensity::float8, coalesce(string_agg(p.description, '; ' ORDER BY "
              "p.risk), "

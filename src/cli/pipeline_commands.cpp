@@ -47,12 +47,6 @@ std::shared_ptr<const model::Model> PipelineModel(const pipeline::PipelineConfig
               fmt::format("{} names no model: pass --model or set [model].path", config.file.string()));
 }
 
-double Percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  return values[std::min(values.size() - 1, static_cast<size_t>(p * static_cast<double>(values.size())))];
-}
-
 struct Counts {
   int64_t queued = 0, done = 0, throttled = 0, failed = 0;
   double oldest_seconds = 0;
@@ -175,8 +169,8 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
            fmt::print("time in stages, summed over workers: {}\n", stages);
          }
          if (!summary.latencies_ms.empty()) {
-           fmt::print("latency from insert to result (ms): p50 {:.2f}, p99 {:.2f}\n",
-                      Percentile(summary.latencies_ms, 0.50), Percentile(summary.latencies_ms, 0.99));
+           fmt::print("latency from insert to result (ms): p50 {:.2f}, p99 {:.2f}\n", summary.LatencyPercentile(0.50),
+                      summary.LatencyPercentile(0.99));
          }
          return 0;
        }});

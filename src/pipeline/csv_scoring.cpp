@@ -1,5 +1,7 @@
 #include "runnel/pipeline/csv_scoring.hpp"
 
+#include "runnel/pipeline/outputs.hpp"
+
 #include <fmt/format.h>
 
 #include <charconv>
@@ -10,12 +12,6 @@
 
 namespace runnel::pipeline {
 namespace {
-
-// Where each output column comes from: a model output or a derived feature.
-struct OutputSource {
-  bool from_model = true;
-  size_t index = 0;
-};
 
 std::optional<double> ParseNumber(std::string_view text) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
@@ -33,25 +29,7 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
                            std::ostream& out, const CsvScoringOptions& options,
                            const std::function<void(const CsvScoringSummary&)>& progress) {
   auto program = features::FeatureProgram::Compile(config.features, config.file.string());
-  if (model->input_width() != program.width()) {
-    throw Error(ErrorCode::InvalidInput,
-                fmt::format("{} takes {} inputs but pipeline {} produces {} features", model->info().source,
-                            model->input_width(), config.file.string(), program.width()));
-  }
-  if (model->output_width() != config.model_outputs.size()) {
-    throw Error(ErrorCode::InvalidInput,
-                fmt::format("{} produces {} outputs but pipeline {} names {} (model.outputs)", model->info().source,
-                            model->output_width(), config.file.string(), config.model_outputs.size()));
-  }
-  std::vector<OutputSource> sources;
-  for (const auto& column : config.output_columns) {
-    auto it = std::find(config.model_outputs.begin(), config.model_outputs.end(), column);
-    if (it != config.model_outputs.end()) {
-      sources.push_back({true, static_cast<size_t>(it - config.model_outputs.begin())});
-    } else {
-      sources.push_back({false, *program.DerivedIndex(column)});
-    }
-  }
+  const OutputPlan plan = OutputPlan::Resolve(config, program, *model);
 
   CsvReader reader(in, options.delimiter);
   std::vector<std::string> header = options.columns;
@@ -132,18 +110,14 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
     batch.rows = rows;
     program.Evaluate(batch, features);
     auto predictions = session.Predict(features.matrix, rows);
-    const size_t width = model->output_width();
     for (size_t r = 0; r < rows; ++r) {
       const std::string& error = !parse_errors[r].empty() ? parse_errors[r] : features.errors[r];
       line.clear();
       AppendCsvField(line, keys[r], ',');
-      for (const auto& source : sources) {
+      for (size_t o = 0; o < plan.size(); ++o) {
         line += ',';
-        if (!error.empty()) continue;
-        if (source.from_model) {
-          fmt::format_to(std::back_inserter(line), "{}", predictions[r * width + source.index]);
-        } else {
-          fmt::format_to(std::back_inserter(line), "{}", static_cast<float>(features.derived[source.index][r]));
+        if (error.empty()) {
+          fmt::format_to(std::back_inserter(line), "{}", static_cast<float>(plan.Value(o, r, predictions, features)));
         }
       }
       line += ',';

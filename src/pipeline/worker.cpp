@@ -1,5 +1,7 @@
 #include "runnel/pipeline/worker.hpp"
 
+#include "runnel/pipeline/outputs.hpp"
+
 #include <poll.h>
 
 #include <fmt/format.h>
@@ -38,8 +40,7 @@ struct Worker::State {
   std::unique_ptr<postgres::Connection> conn;
   features::FeatureProgram program;
   model::ModelSession session;
-  std::vector<size_t> output_from_model;  // per output column: model output index, or npos
-  std::vector<size_t> output_from_derived;
+  OutputPlan outputs;
   std::vector<size_t> write_back_output;  // per write-back column: index into output_columns
   std::string claim_sql, quota_sql, update_sql, results_sql, recommend_delete_sql, recommend_sql;
   std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
@@ -135,23 +136,7 @@ struct Worker::State {
   }
 
   void ResolveOutputs() {
-    if (model->input_width() != program.width()) {
-      throw Error(ErrorCode::InvalidInput,
-                  fmt::format("{} takes {} inputs but pipeline {} produces {} features", model->info().source,
-                              model->input_width(), config.file.string(), program.width()));
-    }
-    if (model->output_width() != config.model_outputs.size()) {
-      throw Error(ErrorCode::InvalidInput,
-                  fmt::format("{} produces {} outputs but pipeline {} names {}", model->info().source,
-                              model->output_width(), config.file.string(), config.model_outputs.size()));
-    }
-    for (const auto& column : config.output_columns) {
-      auto it = std::find(config.model_outputs.begin(), config.model_outputs.end(), column);
-      output_from_model.push_back(it == config.model_outputs.end()
-                                      ? std::string::npos
-                                      : static_cast<size_t>(it - config.model_outputs.begin()));
-      output_from_derived.push_back(program.DerivedIndex(column).value_or(std::string::npos));
-    }
+    outputs = OutputPlan::Resolve(config, program, *model);
     for (const auto& column : config.write_back) {
       write_back_output.push_back(
           static_cast<size_t>(std::find(config.output_columns.begin(), config.output_columns.end(), column) -
@@ -307,7 +292,6 @@ BatchResult Worker::ServeBatch() {
   lap(1);
   s.program.Evaluate(s.batch, s.features);
   auto predictions = s.session.Predict(s.features.matrix, n);
-  const size_t model_width = s.model->output_width();
   std::vector<std::vector<std::optional<double>>> outputs(cfg.output_columns.size(),
                                                           std::vector<std::optional<double>>(n));
   for (size_t i = 0; i < n; ++i) {
@@ -317,11 +301,7 @@ BatchResult Worker::ServeBatch() {
     }
     if (status[i]) continue;
     status[i] = "done";
-    for (size_t o = 0; o < cfg.output_columns.size(); ++o) {
-      outputs[o][i] = s.output_from_model[o] != std::string::npos
-                          ? static_cast<double>(predictions[i * model_width + s.output_from_model[o]])
-                          : s.features.derived[s.output_from_derived[o]][i];
-    }
+    for (size_t o = 0; o < s.outputs.size(); ++o) outputs[o][i] = s.outputs.Value(o, i, predictions, s.features);
   }
 
   lap(2);
@@ -375,6 +355,14 @@ BatchResult Worker::ServeBatch() {
   const double now = NowEpochSeconds();
   for (size_t i = 0; i < n; ++i) result.latencies_ms.push_back((now - enqueued[i]) * 1000.0);
   return result;
+}
+
+double RunSummary::LatencyPercentile(double p) const {
+  if (latencies_ms.empty()) return 0;
+  std::vector<double> sorted = latencies_ms;
+  const auto at = std::min(sorted.size() - 1, static_cast<size_t>(p * static_cast<double>(sorted.size())));
+  std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(at), sorted.end());
+  return sorted[at];
 }
 
 RunSummary RunPipeline(const PipelineConfig& config, std::shared_ptr<const model::Model> model,

@@ -76,6 +76,9 @@ struct RunSummary {
   std::vector<double> latencies_ms;
   double seconds = 0;
   double stage_ms[7] = {};  // summed over batches and workers
+
+  // The p-quantile (0..1) of latencies_ms; 0 when nothing was served.
+  double LatencyPercentile(double p) const;
 };
 
 // Runs `workers` threads until `stop` is set (or the queue is drained with
