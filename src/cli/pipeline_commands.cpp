@@ -132,18 +132,23 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                       model->info().version, model->info().producer, args->workers);
          // Progress while the workers run.
          std::atomic<bool> finished{false};
+         // Progress every 5 s. Best effort: it (re)connects on its own and never
+         // throws out of the thread; the workers report real failures.
          std::thread progress([&] {
-           auto conn = postgres::Connection::Open(url);
+           std::unique_ptr<postgres::Connection> conn;
            auto last = std::chrono::steady_clock::now();
            while (!finished.load()) {
              std::this_thread::sleep_for(std::chrono::milliseconds(200));
              if (std::chrono::steady_clock::now() - last < std::chrono::seconds(5)) continue;
              last = std::chrono::steady_clock::now();
              try {
-               auto c = ReadCounts(conn, config);
+               if (!conn || !conn->IsOpen())
+                 conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(url));
+               auto c = ReadCounts(*conn, config);
                spdlog::info("done {} throttled {} failed {}; queue {} (oldest {:.1f} s)", c.done, c.throttled, c.failed,
                             c.queued, c.oldest_seconds);
-             } catch (const Error&) {
+             } catch (const Error& e) {
+               spdlog::debug("progress: {}", e.what());
              }
            }
          });

@@ -108,6 +108,12 @@ TEST_F(CliTest, ErrorsAreClear) {
   EXPECT_EQ(bad_config.exit_code, 1);
   EXPECT_NE(bad_config.output.find("bad.toml:1:"), std::string::npos) << bad_config.output;
 
+  auto unreachable = Runnel({"run", "--pipeline", std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml",
+                             "--db", "host=127.0.0.1 port=1 connect_timeout=1", "--no-migrate"});
+  EXPECT_EQ(unreachable.exit_code, 1) << unreachable.output;
+  EXPECT_NE(unreachable.output.find("cannot connect to PostgreSQL (host=127.0.0.1 port=1)"), std::string::npos)
+      << unreachable.output;
+
   auto no_binaries = Runnel({"db", "start"}, {"RUNNEL_PG_BIN=/nonexistent/bin"});
   EXPECT_EQ(no_binaries.exit_code, 1);
   EXPECT_NE(no_binaries.output.find("sudo apt-get install postgresql"), std::string::npos) << no_binaries.output;
