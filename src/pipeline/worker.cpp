@@ -365,7 +365,7 @@ double RunSummary::LatencyPercentile(double p) const {
   return sorted[at];
 }
 
-RunSummary RunPipeline(const PipelineConfig& config, std::shared_ptr<const model::Model> model,
+RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<const model::Model>& model,
                        const std::string& conninfo, const RunOptions& options) {
   const size_t workers = config.capture == CaptureMode::Notify ? 1 : std::max<size_t>(1, options.workers);
   auto log = [&](const std::string& message) {

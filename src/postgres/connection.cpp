@@ -86,7 +86,7 @@ double DecodeNumeric(const char* data, int length, std::string_view column) {
   if (sign == 0xF000) return -std::numeric_limits<double>::infinity();
   double value = 0;
   for (int i = 0; i < ndigits; ++i) {
-    value += ReadBigEndian<int16_t>(data + 8 + 2 * i) * std::pow(10000.0, weight - i);
+    value += ReadBigEndian<int16_t>(data + 8 + 2 * static_cast<std::ptrdiff_t>(i)) * std::pow(10000.0, weight - i);
   }
   return sign == 0x4000 ? -value : value;
 }

@@ -84,7 +84,7 @@ struct RunSummary {
 // Runs `workers` threads until `stop` is set (or the queue is drained with
 // until_idle). Lost connections are retried with backoff: nothing is lost or served
 // twice. Throws Error when a worker cannot start at all.
-RunSummary RunPipeline(const PipelineConfig& config, std::shared_ptr<const model::Model> model,
+RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<const model::Model>& model,
                        const std::string& conninfo, const RunOptions& options);
 
 }  // namespace runnel::pipeline
