@@ -137,6 +137,36 @@ TEST_F(CliTest, DemoServesRequestsEndToEnd) {
   EXPECT_NE(second.output.find("served 100 requests"), std::string::npos) << second.output;
 }
 
+TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
+  ASSERT_EQ(Runnel({"db", "start"}).exit_code, 0);
+  auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url"}).output));
+  std::ifstream schema(std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/schema.sql");
+  conn.Exec(std::string(std::istreambuf_iterator<char>(schema), std::istreambuf_iterator<char>()));
+  const std::string pipeline = std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml";
+
+  auto migrate = Runnel({"migrate", "--pipeline", pipeline});
+  ASSERT_EQ(migrate.exit_code, 0) << migrate.output;
+  EXPECT_NE(migrate.output.find("installed statement-level capture trigger"), std::string::npos) << migrate.output;
+  auto load = Runnel(
+      {"load", "--pipeline", pipeline, "--rows", "250", "--clients", "5", "--rows-per-txn", "100", "--seed", "7"});
+  ASSERT_EQ(load.exit_code, 0) << load.output;
+  EXPECT_NE(load.output.find("inserted 250 rows from key 1"), std::string::npos) << load.output;
+  auto queued = Runnel({"status", "--pipeline", pipeline});
+  EXPECT_NE(queued.output.find("queue 250"), std::string::npos) << queued.output;
+  EXPECT_NE(queued.output.find("done 0, throttled 0, failed 0"), std::string::npos) << queued.output;
+
+  auto run = Runnel({"run", "--pipeline", pipeline, "--until-idle"});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("served 250 requests"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("time in stages"), std::string::npos) << run.output;
+  auto served = Runnel({"status", "--pipeline", pipeline});
+  EXPECT_NE(served.output.find("queue 0"), std::string::npos) << served.output;
+  EXPECT_NE(served.output.find("done 250, throttled 0, failed 0"), std::string::npos) << served.output;
+  // New requests continue after the largest key.
+  auto again = Runnel({"load", "--pipeline", pipeline, "--rows", "1", "--seed", "7"});
+  EXPECT_NE(again.output.find("inserted 1 rows from key 251"), std::string::npos) << again.output;
+}
+
 TEST_F(CliTest, WorksForAnOrdinaryUser) {
   if (::geteuid() != 0) GTEST_SKIP() << "this process already is an ordinary user; the other tests cover it";
   passwd* nobody = ::getpwnam("nobody");
