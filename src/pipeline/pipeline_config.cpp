@@ -163,7 +163,12 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
     if (config.client_column.empty()) reader.Fail(node, "[quota] needs 'source.client', the column to count by");
     config.quota_max_requests = *max;
   }
-  if (root.get("capture") != nullptr) {
+  if (const toml::node* shorthand = root.get("capture"); shorthand != nullptr && shorthand->is_string()) {
+    // capture = "notify" | "queue": the short form of [capture] mode.
+    const std::string mode = *shorthand->value<std::string>();
+    if (mode != "notify" && mode != "queue") reader.Fail(shorthand, "'capture' must be \"queue\" or \"notify\"");
+    config.capture = mode == "notify" ? CaptureMode::Notify : CaptureMode::Queue;
+  } else if (root.get("capture") != nullptr) {
     const auto& capture = reader.Table(root, "capture", true);
     reader.AllowOnly(capture, "capture.", {"mode", "channel", "max_batch"});
     const std::string mode = reader.String(capture, "capture.", "mode", false);

@@ -56,6 +56,20 @@ TEST(PipelineConfig, LoadsAndResolvesTheModelPath) {
   EXPECT_EQ(config.output_columns, (std::vector<std::string>{"y", "s"}));
 }
 
+TEST(PipelineConfig, CaptureModeInBothSpellings) {
+  TempDir dir;
+  WriteFile(dir / "short.toml", std::string("capture = \"notify\"\n") + kValid);
+  EXPECT_EQ(LoadPipelineConfig(dir / "short.toml").capture, CaptureMode::Notify);
+  WriteFile(dir / "table.toml", std::string(kValid) + "[capture]\nmode = \"notify\"\nchannel = \"c\"\nmax_batch = 7\n");
+  auto config = LoadPipelineConfig(dir / "table.toml");
+  EXPECT_EQ(config.capture, CaptureMode::Notify);
+  EXPECT_EQ(config.notify_channel, "c");
+  EXPECT_EQ(config.max_batch, 7u);
+  EXPECT_EQ(LoadPipelineConfig(dir / "short.toml").max_batch, 512u) << "the default";
+  WriteFile(dir / "bad.toml", std::string("capture = \"trigger\"\n") + kValid);
+  EXPECT_THROW(LoadPipelineConfig(dir / "bad.toml"), Error);
+}
+
 TEST(PipelineConfig, ErrorsNameFileLineAndKey) {
   auto unknown = ErrorFor(Replace(kValid, "key = \"id\"", "key = \"id\"\nkee = 1"));
   EXPECT_NE(unknown.find("p.toml:5:"), std::string::npos) << unknown;
