@@ -173,6 +173,11 @@ TEST_F(CliTest, WorksForAnOrdinaryUser) {
   ASSERT_NE(nobody, nullptr);
   ASSERT_EQ(::chown(home_.path().c_str(), nobody->pw_uid, nobody->pw_gid), 0);
   RunAs as_nobody{nobody->pw_uid, nobody->pw_gid};
+  ProcessOptions probe;
+  probe.run_as = as_nobody;
+  if (RunProcess({"/usr/bin/test", "-x", RUNNEL_BINARY}, probe).exit_code != 0) {
+    GTEST_SKIP() << "user nobody cannot reach " << RUNNEL_BINARY << " (a parent directory is private)";
+  }
   auto start = Runnel({"db", "start"}, {}, as_nobody);
   ASSERT_EQ(start.exit_code, 0) << start.output;
   auto status = Runnel({"db", "status"}, {}, as_nobody);
