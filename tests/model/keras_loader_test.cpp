@@ -166,6 +166,44 @@ TEST(KerasH5, FunctionalGraphWithMergeLayers) {
   EXPECT_NEAR(out[0], 17.5f, 1e-5);
 }
 
+TEST(KerasH5, FunctionalGraphInKeras3Syntax) {
+  // Keras 3 writes inbound nodes as {"args": [...], "kwargs": {}} with tensors that
+  // name their producing layer in keras_history, and single endpoints unnested.
+  auto tensor = [](const std::string& layer) {
+    return json{{"class_name", "__keras_tensor__"},
+                {"config", {{"shape", {nullptr, 2}}, {"dtype", "float32"}, {"keras_history", {layer, 0, 0}}}}};
+  };
+  json layers = json::array();
+  layers.push_back({{"module", "keras.layers"},
+                    {"class_name", "InputLayer"},
+                    {"name", "x"},
+                    {"config", {{"name", "x"}, {"batch_shape", {nullptr, 2}}}},
+                    {"inbound_nodes", json::array()}});
+  layers.push_back(
+      {{"module", "keras.layers"},
+       {"class_name", "Dense"},
+       {"name", "h"},
+       {"config",
+        {{"name", "h"},
+         {"units", 2},
+         {"use_bias", true},
+         {"activation", {{"module", "keras.activations"}, {"class_name", "function"}, {"config", "relu"}}}}},
+       {"inbound_nodes", json::array({{{"args", json::array({tensor("x")})}, {"kwargs", json::object()}}})}});
+  layers.push_back({{"module", "keras.layers"},
+                    {"class_name", "Concatenate"},
+                    {"name", "cat"},
+                    {"config", {{"name", "cat"}, {"axis", -1}}},
+                    {"inbound_nodes", json::array({{{"args", json::array({json::array({tensor("x"), tensor("h")})})},
+                                                    {"kwargs", json::object()}}})}});
+  json model = {
+      {"class_name", "Functional"},
+      {"config", {{"name", "f"}, {"layers", layers}, {"input_layers", {"x", 0, 0}}, {"output_layers", {"cat", 0, 0}}}}};
+  KerasH5Writer w(model);
+  w.Weights("h", {{"kernel:0", {{2, 2}, {1, 0, 0, -1}}}, {"bias:0", {{2}, {0, 0}}}});
+  // x = [3, 4]: h = relu([3, -4]) = [3, 0]; output [x, h]
+  EXPECT_EQ(Predict(w.Load(), {3, 4}, 1), (std::vector<float>{3, 4, 3, 0}));
+}
+
 TEST(KerasH5, HostileFilesGiveClearErrors) {
   {
     KerasH5Writer w(
