@@ -15,7 +15,7 @@ build_packages=(
 )
 test_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang clang-format clang-tidy
+  clang libclang-rt-dev clang-format clang-tidy
 )
 
 bench_packages=(
