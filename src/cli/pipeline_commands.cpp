@@ -164,8 +164,8 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
          progress.join();
          const size_t served = summary.done + summary.throttled + summary.failed;
          fmt::print("served {} requests in {:.2f} s ({:.0f}/s) in {} batches: {} done, {} throttled, {} failed\n",
-                    served, summary.seconds, summary.seconds > 0 ? served / summary.seconds : 0.0, summary.batches,
-                    summary.done, summary.throttled, summary.failed);
+                    served, summary.seconds, summary.seconds > 0 ? static_cast<double>(served) / summary.seconds : 0.0,
+                    summary.batches, summary.done, summary.throttled, summary.failed);
          if (summary.batches > 0) {
            std::string stages;
            for (int k = 0; k < 7; ++k) {

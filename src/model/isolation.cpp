@@ -239,8 +239,7 @@ LoadedGraph ParseIsolated(const std::string& source, const std::function<LoadedG
                                                 : fmt::format("exit status {}", WEXITSTATUS(status))));
   }
   if (data[0] == 'E') {
-    std::string copy = data;
-    Reader r(copy);
+    Reader r(data);
     r.Pod<char>();
     auto code = static_cast<ErrorCode>(r.Pod<int>());
     throw Error(code, r.Str());

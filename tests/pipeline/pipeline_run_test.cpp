@@ -91,7 +91,7 @@ class PipelineRunTest : public runnel::testing::PostgresTest {
     options.workers = workers;
     options.until_idle = true;
     options.idle_wait = std::chrono::milliseconds(50);
-    return RunPipeline(config, std::move(model), conninfo(), options);
+    return RunPipeline(config, model, conninfo(), options);
   }
 
   std::map<int64_t, std::pair<std::string, std::string>> Results() {
