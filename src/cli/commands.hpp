@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "runnel/core/config.hpp"
+#include "runnel/model/model.hpp"
+#include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/postgres/cluster.hpp"
 
 namespace runnel::cli {
@@ -36,5 +38,9 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands);
 
 // The embedded cluster that the configuration describes.
 postgres::ClusterOptions EmbeddedClusterOptions(const Config& config);
+
+// The model to serve: `flag` (--model) when given, else the pipeline's [model].path.
+// Throws Error(InvalidInput) naming the pipeline file when neither names one.
+std::shared_ptr<const model::Model> PipelineModel(const pipeline::PipelineConfig& config, const std::string& flag);
 
 }  // namespace runnel::cli

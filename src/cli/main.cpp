@@ -21,6 +21,13 @@ postgres::ClusterOptions EmbeddedClusterOptions(const Config& config) {
   return options;
 }
 
+std::shared_ptr<const model::Model> PipelineModel(const pipeline::PipelineConfig& config, const std::string& flag) {
+  if (!flag.empty()) return model::LoadModel(flag);
+  if (config.model_path) return model::LoadModel(*config.model_path);
+  throw Error(ErrorCode::InvalidInput,
+              fmt::format("{} names no model: pass --model or set [model].path", config.file.string()));
+}
+
 namespace {
 
 int Run(int argc, char** argv) {

@@ -66,17 +66,7 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
   predict->add_option("--delimiter", args->delimiter, "Input field delimiter (default ','; 'tab' for tabs)");
   commands.push_back({predict, [args](CliContext&) {
                         auto config = pipeline::LoadPipelineConfig(args->pipeline);
-                        std::filesystem::path model_path;
-                        if (!args->model.empty()) {
-                          model_path = args->model;
-                        } else if (config.model_path) {
-                          model_path = *config.model_path;
-                        } else {
-                          throw Error(
-                              ErrorCode::InvalidInput,
-                              fmt::format("{} names no model: pass --model or set [model].path", args->pipeline));
-                        }
-                        auto m = model::LoadModel(model_path);
+                        auto m = PipelineModel(config, args->model);
                         pipeline::CsvScoringOptions options;
                         options.delimiter = ParseDelimiter(args->delimiter);
                         if (!args->columns.empty()) options.columns = SplitColumns(args->columns);

@@ -7,8 +7,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <map>
-#include <random>
 #include <thread>
 
 #include "commands.hpp"
@@ -17,7 +15,6 @@
 #include "runnel/pipeline/load.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
-#include "runnel/postgres/arrays.hpp"
 #include "runnel/postgres/connection.hpp"
 
 namespace runnel::cli {
@@ -38,13 +35,6 @@ std::string DatabaseUrl(const CliContext& ctx, const std::string& flag) {
     spdlog::info("started the embedded PostgreSQL in {}", cluster.dir().string());
   }
   return cluster.ConnectionString();
-}
-
-std::shared_ptr<const model::Model> PipelineModel(const pipeline::PipelineConfig& config, const std::string& flag) {
-  if (!flag.empty()) return model::LoadModel(flag);
-  if (config.model_path) return model::LoadModel(*config.model_path);
-  throw Error(ErrorCode::InvalidInput,
-              fmt::format("{} names no model: pass --model or set [model].path", config.file.string()));
 }
 
 struct Counts {
