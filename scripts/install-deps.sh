@@ -11,7 +11,7 @@ build_packages=(
   g++ make cmake ninja-build pkg-config git
   postgresql libpq-dev
   libfmt-dev libspdlog-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
-  libhdf5-dev libzip-dev libprotobuf-dev protobuf-compiler libonnx-dev
+  libhdf5-dev libzip-dev libprotobuf-dev protobuf-compiler libonnx-dev libcpp-httplib-dev
 )
 test_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
@@ -19,7 +19,7 @@ test_packages=(
 )
 
 bench_packages=(
-  libbenchmark-dev python3-torch python3-h5py python3-numpy bc
+  libbenchmark-dev python3-torch python3-h5py python3-numpy bc wrk
 )
 
 case "${1:-build}" in

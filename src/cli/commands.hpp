@@ -39,6 +39,10 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands);
 // The embedded cluster that the configuration describes.
 postgres::ClusterOptions EmbeddedClusterOptions(const Config& config);
 
+// --db when given, else RUNNEL_DB_URL / the config file, else the embedded cluster
+// (started if needed).
+std::string DatabaseUrl(const CliContext& ctx, const std::string& flag);
+
 // The model to serve: `flag` (--model) when given, else the pipeline's [model].path.
 // Throws Error(InvalidInput) naming the pipeline file when neither names one.
 std::shared_ptr<const model::Model> PipelineModel(const pipeline::PipelineConfig& config, const std::string& flag);

@@ -76,7 +76,7 @@ void AddDemoCommand(CLI::App& root, std::vector<Command>& commands) {
          std::exception_ptr failure;
          std::thread runner([&] {
            try {
-             summary = pipeline::RunPipeline(config, model, url, options);
+             summary = pipeline::RunPipeline(config, pipeline::ModelProvider::Fixed(model), url, options);
            } catch (...) {
              failure = std::current_exception();
            }

@@ -21,6 +21,16 @@ postgres::ClusterOptions EmbeddedClusterOptions(const Config& config) {
   return options;
 }
 
+std::string DatabaseUrl(const CliContext& ctx, const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (!ctx.config.db_url.empty()) return ctx.config.db_url;
+  postgres::EmbeddedCluster cluster(EmbeddedClusterOptions(ctx.config));
+  if (cluster.Start() != postgres::StartOutcome::AlreadyRunning) {
+    spdlog::info("started the embedded PostgreSQL in {}", cluster.dir().string());
+  }
+  return cluster.ConnectionString();
+}
+
 std::shared_ptr<const model::Model> PipelineModel(const pipeline::PipelineConfig& config, const std::string& flag) {
   if (!flag.empty()) return model::LoadModel(flag);
   if (config.model_path) return model::LoadModel(*config.model_path);

@@ -4,11 +4,15 @@
 
 #include <fstream>
 #include <iostream>
+#include <iterator>
+#include <memory>
 
 #include "commands.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/pipeline/csv_scoring.hpp"
+#include "runnel/postgres/connection.hpp"
+#include "runnel/registry/registry.hpp"
 
 namespace runnel::cli {
 namespace {
@@ -35,8 +39,72 @@ std::vector<std::string> SplitColumns(const std::string& text) {
 }  // namespace
 
 void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
-  auto* model = root.add_subcommand("model", "Inspect model files");
+  auto* model = root.add_subcommand("model", "Inspect model files; push, list and roll back registry versions");
   model->require_subcommand(1);
+  struct RegistryArgs {
+    std::string db, name, file, description, data_type;
+    bool has_data_type = false;
+  };
+  auto reg = std::make_shared<RegistryArgs>();
+
+  auto* push = model->add_subcommand("push", "Add a model version to the registry: every serving process swaps to it");
+  push->add_option("--name", reg->name, "Registry name (a pipeline's [model].name)")->required();
+  push->add_option("--file", reg->file, "Model file (.h5, .keras, .onnx)")->required()->check(CLI::ExistingFile);
+  push->add_option("--description", reg->description, "Free text shown by GET /v1/models");
+  push->add_option("--data-type", reg->data_type, "Serve records of this data type (keyed pipelines)");
+  push->add_option("--db", reg->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
+  commands.push_back({push, [reg, push](CliContext& ctx) {
+                        std::ifstream in(reg->file, std::ios::binary);
+                        if (!in) throw Error(ErrorCode::Io, fmt::format("{}: cannot open", reg->file));
+                        registry::PushRequest request;
+                        request.name = reg->name;
+                        request.bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+                        request.description = reg->description;
+                        if (push->count("--data-type") > 0) request.data_type = reg->data_type;
+                        // Check it here too: a file this process cannot load is refused
+                        // before it reaches the registry.
+                        model::LoadModel(reg->file);
+                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, reg->db));
+                        registry::MigrateRegistry(conn);
+                        auto added = registry::Push(conn, request);
+                        fmt::print("pushed {} v{} ({} bytes){}; serving processes validate and swap to it\n",
+                                   added.name, added.version, added.size,
+                                   added.data_type ? " for data type " + *added.data_type : "");
+                        return 0;
+                      }});
+
+  auto* list = model->add_subcommand("list", "List a registry model's versions with their status");
+  list->add_option("--name", reg->name, "Registry name (default: every model)");
+  list->add_option("--db", reg->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
+  commands.push_back({list, [reg](CliContext& ctx) {
+                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, reg->db));
+                        registry::MigrateRegistry(conn);
+                        auto names = reg->name.empty() ? registry::Names(conn) : std::vector<std::string>{reg->name};
+                        for (const auto& name : names) {
+                          for (const auto& v : registry::Versions(conn, name)) {
+                            fmt::print("{:<16} v{:<4} {:<12} {:<10} {:<18} {}{}\n", v.name, v.version, v.status,
+                                       v.data_type.value_or("-"), v.format.empty() ? "-" : v.format, v.description,
+                                       v.error ? " (" + *v.error + ")" : "");
+                          }
+                        }
+                        return 0;
+                      }});
+
+  auto* rollback = model->add_subcommand("rollback", "Return a registry model to its previous good version");
+  rollback->add_option("--name", reg->name, "Registry name")->required();
+  rollback->add_option("--data-type", reg->data_type, "The data type's model (keyed pipelines)");
+  rollback->add_option("--db", reg->db,
+                       "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
+  commands.push_back({rollback, [reg, rollback](CliContext& ctx) {
+                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, reg->db));
+                        registry::MigrateRegistry(conn);
+                        std::optional<std::string> type;
+                        if (rollback->count("--data-type") > 0) type = reg->data_type;
+                        auto current = registry::Rollback(conn, reg->name, type);
+                        fmt::print("{} is back at v{}\n", current.name, current.version);
+                        return 0;
+                      }});
+
   auto* inspect = model->add_subcommand("inspect", "Show a model's format, layers, shapes and parameter count");
   auto file = std::make_shared<std::string>();
   inspect->add_option("FILE", *file, "Keras .h5/.keras or ONNX file")->required();

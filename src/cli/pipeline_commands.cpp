@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -16,6 +17,7 @@
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
 #include "runnel/postgres/connection.hpp"
+#include "runnel/server/service.hpp"
 
 namespace runnel::cli {
 namespace {
@@ -24,17 +26,6 @@ std::atomic<bool> g_stop{false};
 
 void OnSignal(int) {
   g_stop.store(true);
-}
-
-// --db, else RUNNEL_DB_URL / config, else the embedded cluster (started if needed).
-std::string DatabaseUrl(const CliContext& ctx, const std::string& flag) {
-  if (!flag.empty()) return flag;
-  if (!ctx.config.db_url.empty()) return ctx.config.db_url;
-  postgres::EmbeddedCluster cluster(EmbeddedClusterOptions(ctx.config));
-  if (cluster.Start() != postgres::StartOutcome::AlreadyRunning) {
-    spdlog::info("started the embedded PostgreSQL in {}", cluster.dir().string());
-  }
-  return cluster.ConnectionString();
 }
 
 struct Counts {
@@ -67,7 +58,9 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
 
 void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   struct Args {
-    std::string pipeline, db, model;
+    std::string pipeline, db, model, http, http_token;
+    bool insecure = false;
+    size_t http_threads = 0;
     size_t workers = 2;
     bool no_migrate = false, until_idle = false;
     int64_t rows = 1000, clients = 100, rows_per_txn = 1000;
@@ -95,40 +88,61 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
 
   auto* run = root.add_subcommand("run", "Serve every inserted row of the pipeline's table until Ctrl-C");
   add_common(run);
-  run->add_option("--model", args->model, "Model file (default: the pipeline's [model].path)");
+  run->add_option("--model", args->model,
+                  "Serve this model file only (default: the registry's model stream when [model].name is set, "
+                  "else [model].path)");
   run->add_option("--workers", args->workers, "Worker threads, each with its own connection (default 2)");
   run->add_flag("--no-migrate", args->no_migrate, "Do not run `runnel migrate` first");
   run->add_flag("--until-idle", args->until_idle, "Exit once the queue is empty instead of waiting for more");
+  run->add_option("--http", args->http, "Serve the HTTP API on HOST:PORT, e.g. 127.0.0.1:8080");
+  run->add_option("--http-token", args->http_token,
+                  "Bearer token every endpoint but /healthz requires (default: $RUNNEL_HTTP_TOKEN)");
+  run->add_flag("--insecure", args->insecure, "Allow --http on a non-loopback address without a token");
+  run->add_option("--http-threads", args->http_threads, "HTTP handler threads (default 96)");
   commands.push_back(
       {run, [args](CliContext& ctx) {
          auto config = pipeline::LoadPipelineConfig(args->pipeline);
-         auto model = PipelineModel(config, args->model);
          const std::string url = DatabaseUrl(ctx, args->db);
-         if (!args->no_migrate) {
-           auto conn = postgres::Connection::Open(url);
-           for (const auto& line : pipeline::Migrate(conn, config)) spdlog::info("migrate: {}", line);
+         server::ServiceOptions options;
+         options.workers = args->workers;
+         options.until_idle = args->until_idle;
+         options.migrate = !args->no_migrate;
+         options.model_file = args->model;
+         options.log = [](const std::string& m) { spdlog::info("{}", m); };
+         if (!args->http.empty()) {
+           server::HttpOptions http;
+           server::ParseListenAddress(args->http, http);
+           http.token = args->http_token;
+           if (http.token.empty()) {
+             if (const char* env = std::getenv("RUNNEL_HTTP_TOKEN")) http.token = env;
+           }
+           http.insecure = args->insecure;
+           if (args->http_threads > 0) http.threads = args->http_threads;
+           options.http = http;
          }
          g_stop.store(false);
          struct sigaction action {};
          action.sa_handler = OnSignal;
          sigaction(SIGINT, &action, nullptr);
          sigaction(SIGTERM, &action, nullptr);
-         pipeline::RunOptions options;
-         options.workers = args->workers;
-         options.until_idle = args->until_idle;
-         options.stop = &g_stop;
-         options.log = [](const std::string& m) { spdlog::warn("{}", m); };
-         spdlog::info("serving pipeline '{}' with {} ({}), {} worker(s); Ctrl-C drains and stops", config.name,
-                      model->info().version, model->info().producer, args->workers);
-         // Progress while the workers run.
-         std::atomic<bool> finished{false};
+         server::Service service(config, url, options);
+         service.Start();
+         spdlog::info("serving pipeline '{}' with {}, {} worker(s); Ctrl-C drains and stops", config.name,
+                      service.Describe(), args->workers);
+         if (options.http) {
+           spdlog::info("HTTP API on http://{}:{}/v1 ({})", options.http->host, service.http_port(),
+                        options.http->token.empty() ? "no token" : "bearer token required");
+         }
          // Progress every 5 s. Best effort: it (re)connects on its own and never
-         // throws out of the thread; the workers report real failures.
+         // throws out of the thread; the workers report real failures. It also turns
+         // Ctrl-C into a drain.
+         std::atomic<bool> finished{false};
          std::thread progress([&] {
            std::unique_ptr<postgres::Connection> conn;
            auto last = std::chrono::steady_clock::now();
            while (!finished.load()) {
-             std::this_thread::sleep_for(std::chrono::milliseconds(200));
+             std::this_thread::sleep_for(std::chrono::milliseconds(100));
+             if (g_stop.load()) service.Stop();
              if (std::chrono::steady_clock::now() - last < std::chrono::seconds(5)) continue;
              last = std::chrono::steady_clock::now();
              try {
@@ -144,7 +158,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
          });
          pipeline::RunSummary summary;
          try {
-           summary = pipeline::RunPipeline(config, model, url, options);
+           summary = service.Wait();
          } catch (...) {
            finished.store(true);
            progress.join();

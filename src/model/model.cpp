@@ -61,28 +61,49 @@ std::vector<std::string> Model::Describe() const {
   return lines;
 }
 
+namespace {
+
+LoadedGraph LoadModelGraph(std::string_view bytes, const std::string& source) {
+  if (bytes.empty()) throw Error(ErrorCode::Model, fmt::format("{}: empty file", source));
+  switch (DetectModelFormat(bytes)) {
+    case ModelFormat::KerasH5: return LoadKerasH5(bytes, source);
+    case ModelFormat::KerasV3: return LoadKerasV3(bytes, source);
+    case ModelFormat::Onnx: return LoadOnnx(bytes, source);
+  }
+  throw Error(ErrorCode::Model, fmt::format("{}: unknown model format", source));
+}
+
+}  // namespace
+
 std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorCode::Io, fmt::format("{}: cannot open the model file", path.string()));
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) throw Error(ErrorCode::Io, fmt::format("{}: read error", path.string()));
-  const std::string source = path.string();
-  static constexpr std::string_view kHdf5Magic("\x89HDF\r\n\x1a\n", 8);
-  LoadedGraph loaded;
-  if (bytes.starts_with(kHdf5Magic)) {
-    loaded = LoadKerasH5(bytes, source);
-  } else if (bytes.starts_with("PK\x03\x04")) {
-    loaded = LoadKerasV3(bytes, source);
-  } else if (path.extension() == ".onnx" || !bytes.empty()) {
-    loaded = LoadOnnx(bytes, source);
-  } else {
-    throw Error(ErrorCode::Model, fmt::format("{}: empty file", source));
-  }
+  auto loaded = LoadModelGraph(bytes, path.string());
+  loaded.info.version = fmt::format("{}@{:016x}", path.filename().string(), ContentHash(bytes));
+  return std::make_shared<const Model>(std::move(loaded.graph), std::move(loaded.info));
+}
+
+std::shared_ptr<const Model> LoadModelFromBytes(std::string_view bytes, const std::string& source,
+                                                const std::string& version) {
+  auto loaded = LoadModelGraph(bytes, source);
+  loaded.info.version = version;
+  return std::make_shared<const Model>(std::move(loaded.graph), std::move(loaded.info));
+}
+
+uint64_t ContentHash(std::string_view bytes) {
   // FNV-1a: identifies the exact bytes that produced a result.
   uint64_t hash = 1469598103934665603ULL;
   for (unsigned char c : bytes) hash = (hash ^ c) * 1099511628211ULL;
-  loaded.info.version = fmt::format("{}@{:016x}", path.filename().string(), hash);
-  return std::make_shared<const Model>(std::move(loaded.graph), std::move(loaded.info));
+  return hash;
+}
+
+ModelFormat DetectModelFormat(std::string_view bytes) {
+  static constexpr std::string_view kHdf5Magic("\x89HDF\r\n\x1a\n", 8);
+  if (bytes.starts_with(kHdf5Magic)) return ModelFormat::KerasH5;
+  if (bytes.starts_with("PK\x03\x04")) return ModelFormat::KerasV3;
+  return ModelFormat::Onnx;
 }
 
 // ---- ModelSession ----

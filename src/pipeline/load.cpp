@@ -42,10 +42,18 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
   const std::string table = postgres::QuoteIdentifier(config.table);
   const std::string key = postgres::QuoteIdentifier(config.key_column);
   LoadSummary summary;
-  int64_t next = conn.Exec(fmt::format("SELECT coalesce(max({}), 0) + 1 FROM {}", key, table), postgres::Params())
-                     .Get<int64_t>(0, 0);
-  summary.first_key = next;
-  std::vector<std::string> columns = {config.key_column};
+  // A key with its own sequence (serial, identity) is left to it, so that rows from
+  // other writers (the HTTP API) never collide; otherwise keys continue after max().
+  const bool sequenced = !conn.Exec("SELECT pg_get_serial_sequence($1, $2)",
+                                    postgres::Params().Add(table).Add(config.key_column))
+                              .IsNull(0, 0);
+  int64_t next = sequenced ? 1
+                           : conn.Exec(fmt::format("SELECT coalesce(max({}), 0) + 1 FROM {}", key, table),
+                                       postgres::Params())
+                                 .Get<int64_t>(0, 0);
+  if (!sequenced) summary.first_key = next;
+  std::vector<std::string> columns;
+  if (!sequenced) columns.push_back(config.key_column);
   if (!config.client_column.empty()) columns.push_back(config.client_column);
   const size_t fixed = columns.size();
   for (const auto& c : config.features.input_columns) columns.push_back(c);
@@ -54,7 +62,8 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
     names += (i ? ", " : "") + postgres::QuoteIdentifier(columns[i]);
     types += fmt::format("{}${}::{}", i ? ", " : "", i + 1, i < fixed ? "bigint[]" : "float8[]");
   }
-  const std::string sql = fmt::format("INSERT INTO {} ({}) SELECT * FROM unnest({})", table, names, types);
+  const std::string sql =
+      fmt::format("INSERT INTO {} ({}) SELECT * FROM unnest({}) RETURNING {}", table, names, types, key);
   std::mt19937_64 rng(options.seed);
   const auto start = std::chrono::steady_clock::now();
   while (summary.inserted < options.rows) {
@@ -74,10 +83,11 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
       }
     }
     postgres::Params params;
-    params.Add(postgres::ArrayLiteral(keys));
+    if (!sequenced) params.Add(postgres::ArrayLiteral(keys));
     if (!config.client_column.empty()) params.Add(postgres::ArrayLiteral(clients));
     for (const auto& v : values) params.Add(postgres::ArrayLiteral(v));
-    conn.Exec(sql, params);
+    auto inserted = conn.Exec(sql, params);
+    if (summary.inserted == 0 && inserted.rows() > 0) summary.first_key = inserted.Get<int64_t>(0, 0);
     summary.inserted += n;
     next += n;
     if (options.rate > 0) {

@@ -23,6 +23,16 @@ SchemaNames NamesFor(const PipelineConfig& config) {
           prefix};
 }
 
+std::map<std::string, std::string> SourceColumns(postgres::Connection& conn, const PipelineConfig& config) {
+  auto columns = conn.Exec(
+      "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+      "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+      Params().Add(QuoteIdentifier(config.table)));
+  std::map<std::string, std::string> types;
+  for (int r = 0; r < columns.rows(); ++r) types[columns.Get<std::string>(r, 0)] = columns.Get<std::string>(r, 1);
+  return types;
+}
+
 std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config) {
   const SchemaNames names = NamesFor(config);
   std::vector<std::string> done;
@@ -38,20 +48,16 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
   if (config.table.empty()) {
     throw Error(ErrorCode::InvalidInput, fmt::format("{}: [source].table is required to run", config.file.string()));
   }
-  auto columns = conn.Exec(
-      "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-      "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
-      Params().Add(table));
-  if (columns.rows() == 0) {
+  std::map<std::string, std::string> types = SourceColumns(conn, config);
+  if (types.empty()) {
     throw Error(ErrorCode::InvalidInput, fmt::format("{}: table '{}' does not exist: create it before `runnel migrate`",
                                                      config.file.string(), config.table));
   }
-  std::map<std::string, std::string> types;
-  for (int r = 0; r < columns.rows(); ++r) types[columns.Get<std::string>(r, 0)] = columns.Get<std::string>(r, 1);
   std::vector<std::string> needed = {config.key_column};
   if (!config.client_column.empty()) needed.push_back(config.client_column);
   for (const auto& c : config.features.input_columns) needed.push_back(c);
   for (const auto& c : config.write_back) needed.push_back(c);
+  if (!config.model_type_column.empty()) needed.push_back(config.model_type_column);
   for (const auto& column : needed) {
     if (!types.contains(column)) {
       throw Error(ErrorCode::InvalidInput,
@@ -91,7 +97,21 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
                           QuoteIdentifier(names.recommendations + "_request"), QuoteIdentifier(names.recommendations)));
     conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 1)", Params().Add(config.name));
     done.push_back(fmt::format("created {}, {}, {} and {} (schema version {})", names.queue, names.results, names.quota,
-                               names.recommendations, kSchemaVersion));
+                               names.recommendations, 1));
+  }
+  if (version < 2) {
+    // Batch jobs: a queue row may belong to a job (rescoring; not counted by quota).
+    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS job bigint", QuoteIdentifier(names.queue)));
+    conn.Exec(
+        "CREATE TABLE IF NOT EXISTS runnel_jobs (id bigserial PRIMARY KEY, pipeline text NOT NULL, "
+        "filter text NOT NULL DEFAULT '', batch_size int NOT NULL, "
+        "state text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done', 'cancelled', 'failed')), "
+        "total bigint NOT NULL DEFAULT 0, enqueued bigint NOT NULL DEFAULT 0, served bigint NOT NULL DEFAULT 0, "
+        "cursor bigint, until_key bigint, enqueue_done boolean NOT NULL DEFAULT false, error text, "
+        "created_at timestamptz NOT NULL DEFAULT clock_timestamp(), updated_at timestamptz NOT NULL DEFAULT "
+        "clock_timestamp(), finished_at timestamptz)");
+    conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 2)", Params().Add(config.name));
+    done.push_back(fmt::format("added batch jobs to {} (schema version 2)", names.queue));
   }
   // Idempotent on every run: output columns the pipeline gained, the capture trigger.
   for (const auto& column : config.output_columns) {

@@ -35,27 +35,50 @@ double NowEpochSeconds() {
 struct Worker::State {
   PipelineConfig config;
   SchemaNames names;
-  std::shared_ptr<const model::Model> model;
+  std::shared_ptr<ModelProvider> provider;
   std::string conninfo;
   std::unique_ptr<postgres::Connection> conn;
   features::FeatureProgram program;
-  model::ModelSession session;
-  OutputPlan outputs;
+  // The snapshot serving now, with one session per model; replaced between batches
+  // when the provider's generation moves.
+  uint64_t generation = UINT64_MAX;
+  std::shared_ptr<const ModelSet> models;
+  std::map<const ServingModel*, std::unique_ptr<model::ModelSession>> sessions;
+  std::optional<OutputPlan> outputs;
   std::vector<size_t> write_back_output;  // per write-back column: index into output_columns
-  std::string claim_sql, quota_sql, update_sql, results_sql, recommend_delete_sql, recommend_sql;
+  std::string claim_sql, quota_sql, update_sql, results_sql, recommend_delete_sql, recommend_sql, jobs_sql;
   std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
 
   // Reused per batch.
   ColumnBatch batch;
   features::FeatureOutput features;
+  std::vector<float> predictions;  // rows x model outputs, gathered from every model used
+  std::vector<float> subset;       // feature rows of one model's group
 
-  State(const PipelineConfig& c, std::shared_ptr<const model::Model> m, std::string info)
+  State(const PipelineConfig& c, std::shared_ptr<ModelProvider> p, std::string info)
       : config(c),
         names(NamesFor(c)),
-        model(std::move(m)),
+        provider(std::move(p)),
         conninfo(std::move(info)),
-        program(features::FeatureProgram::Compile(c.features, c.file.string())),
-        session(model) {}
+        program(features::FeatureProgram::Compile(c.features, c.file.string())) {}
+
+  // Picks up a newly published model set. Every model was checked to fit the
+  // pipeline before publication (or is checked here, for fixed files).
+  void SyncModels() {
+    const uint64_t now = provider->generation();
+    if (now == generation) return;
+    generation = now;
+    models = provider->Current();
+    std::map<const ServingModel*, std::unique_ptr<model::ModelSession>> next;
+    for (const auto& serving : models->All()) {
+      auto plan = OutputPlan::Resolve(config, program, *serving->model);
+      if (!outputs) outputs = plan;
+      auto it = sessions.find(serving.get());
+      next[serving.get()] = it != sessions.end() ? std::move(it->second)
+                                                 : std::make_unique<model::ModelSession>(serving->model);
+    }
+    sessions = std::move(next);
+  }
 
   void Connect() {
     conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo));
@@ -69,7 +92,10 @@ struct Worker::State {
     std::string select = "true AS found";
     select += config.client_column.empty() ? ", NULL::text AS client"
                                            : ", t." + QuoteIdentifier(config.client_column) + "::text AS client";
-    std::string columns = "r.found, r.client";
+    select += config.model_type_column.empty()
+                  ? ", NULL::text AS dtype"
+                  : ", t." + QuoteIdentifier(config.model_type_column) + "::text AS dtype";
+    std::string columns = "r.found, r.client, r.dtype";
     for (size_t i = 0; i < config.features.input_columns.size(); ++i) {
       select += fmt::format(", t.{}::float8 AS c{}", QuoteIdentifier(config.features.input_columns[i]), i);
       columns += fmt::format(", r.c{}", i);
@@ -79,13 +105,14 @@ struct Worker::State {
     if (config.capture == CaptureMode::Queue) {
       claim_sql = fmt::format(
           "WITH claimed AS (DELETE FROM {q} WHERE seq IN (SELECT seq FROM {q} ORDER BY seq LIMIT $1 FOR UPDATE SKIP "
-          "LOCKED) RETURNING key, enqueued_at) "
-          "SELECT c.key, extract(epoch FROM c.enqueued_at)::float8, {cols} FROM claimed c {lookup} ORDER BY c.key",
+          "LOCKED) RETURNING key, enqueued_at, job) "
+          "SELECT c.key, extract(epoch FROM c.enqueued_at)::float8, c.job, {cols} FROM claimed c {lookup} "
+          "ORDER BY c.key",
           fmt::arg("q", QuoteIdentifier(names.queue)), fmt::arg("cols", columns), fmt::arg("lookup", lookup));
     } else {
       claim_sql = fmt::format(
-          "SELECT c.key, extract(epoch FROM clock_timestamp())::float8, {} FROM unnest($1::bigint[]) AS c(key) {} "
-          "ORDER BY c.key",
+          "SELECT c.key, extract(epoch FROM clock_timestamp())::float8, NULL::bigint, {} "
+          "FROM unnest($1::bigint[]) AS c(key) {} ORDER BY c.key",
           columns, lookup);
     }
     quota_sql = fmt::format(
@@ -114,8 +141,9 @@ struct Worker::State {
     }
     results_sql = fmt::format(
         "INSERT INTO {} (key, status, error, model_version, enqueued_at, finished_at{}) "
-        "SELECT v.key, v.status, v.error, $5, to_timestamp(v.enq), clock_timestamp(){} "
-        "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[]{}) AS v(key, status, error, enq{}) "
+        "SELECT v.key, v.status, v.error, v.version, to_timestamp(v.enq), clock_timestamp(){} "
+        "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::text[]{}) "
+        "AS v(key, status, error, enq, version{}) "
         "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
         "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
         "finished_at = EXCLUDED.finished_at{} RETURNING key, xmax <> 0",  // xmax: updated, i.e. served before
@@ -128,15 +156,20 @@ struct Worker::State {
           fmt::format("DELETE FROM {} x USING unnest($1::bigint[]) AS k(key) WHERE x.request_key = k.key",
                       QuoteIdentifier(names.recommendations));
       recommend_sql = fmt::format(
-          "INSERT INTO {} (request_key, product_key, model_version) SELECT DISTINCT r.{}, p.{}, $2 "
-          "FROM unnest($1::bigint[]) AS k(key) JOIN {} r ON r.{} = k.key JOIN {} p ON ({})",
+          "INSERT INTO {} (request_key, product_key, model_version) SELECT DISTINCT r.{}, p.{}, k.version "
+          "FROM unnest($1::bigint[], $2::text[]) AS k(key, version) JOIN {} r ON r.{} = k.key JOIN {} p ON ({})",
           QuoteIdentifier(names.recommendations), key, QuoteIdentifier(rec.key_column), table, key,
           QuoteIdentifier(rec.table), rec.where);
     }
+    jobs_sql =
+        "UPDATE runnel_jobs j SET served = j.served + v.n, updated_at = clock_timestamp(), "
+        "state = CASE WHEN j.state = 'running' AND j.enqueue_done AND j.served + v.n >= j.enqueued THEN 'done' "
+        "ELSE j.state END, finished_at = CASE WHEN j.state = 'running' AND j.enqueue_done AND "
+        "j.served + v.n >= j.enqueued THEN clock_timestamp() ELSE j.finished_at END "
+        "FROM unnest($1::bigint[], $2::bigint[]) AS v(id, n) WHERE j.id = v.id";
   }
 
   void ResolveOutputs() {
-    outputs = OutputPlan::Resolve(config, program, *model);
     for (const auto& column : config.write_back) {
       write_back_output.push_back(
           static_cast<size_t>(std::find(config.output_columns.begin(), config.output_columns.end(), column) -
@@ -145,8 +178,9 @@ struct Worker::State {
   }
 };
 
-Worker::Worker(const PipelineConfig& config, std::shared_ptr<const model::Model> model, std::string conninfo)
-    : state_(std::make_unique<State>(config, std::move(model), std::move(conninfo))) {
+Worker::Worker(const PipelineConfig& config, std::shared_ptr<ModelProvider> models, std::string conninfo)
+    : state_(std::make_unique<State>(config, std::move(models), std::move(conninfo))) {
+  state_->SyncModels();
   state_->ResolveOutputs();
   state_->BuildSql();
   state_->Connect();
@@ -196,6 +230,8 @@ BatchResult Worker::ServeBatch() {
   BatchResult result;
   if (!s.conn) s.Connect();  // a previous reconnect failed
   postgres::Connection& conn = *s.conn;
+  s.SyncModels();  // between batches only: one batch, one model snapshot
+  if (s.models->empty()) return result;  // nothing to serve with yet: requests wait queued
   if (cfg.capture == CaptureMode::Notify && s.notified.empty()) {
     WaitForWork(std::chrono::milliseconds(0));
     if (s.notified.empty()) return result;
@@ -220,21 +256,28 @@ BatchResult Worker::ServeBatch() {
   auto rows = conn.Exec(s.claim_sql, claim_params);
 
   // Distinct keys in key order; a key queued twice is one request.
+  constexpr int kFirstInput = 6;  // key, enqueued, job, found, client, data type
   const size_t input_count = cfg.features.input_columns.size();
   std::vector<int64_t> keys;
   std::vector<double> enqueued;
-  std::vector<std::optional<std::string>> clients;
+  std::vector<std::optional<int64_t>> jobs;
+  std::vector<std::optional<std::string>> clients, data_types;
   std::vector<bool> found;
   s.batch.Reset(cfg.features.input_columns, 0);
   for (int r = 0; r < rows.rows(); ++r) {
     const auto key = rows.Get<int64_t>(r, 0);
-    if (!keys.empty() && keys.back() == key) continue;
+    if (!keys.empty() && keys.back() == key) {
+      if (!jobs.back()) jobs.back() = rows.GetOptional<int64_t>(r, 2);
+      continue;
+    }
     keys.push_back(key);
     enqueued.push_back(rows.Get<double>(r, 1));
-    found.push_back(!rows.IsNull(r, 2));
-    clients.push_back(rows.GetOptional<std::string>(r, 3));
+    jobs.push_back(rows.GetOptional<int64_t>(r, 2));
+    found.push_back(!rows.IsNull(r, 3));
+    clients.push_back(rows.GetOptional<std::string>(r, 4));
+    data_types.push_back(rows.GetOptional<std::string>(r, 5));
     for (size_t c = 0; c < input_count; ++c) {
-      const int column = static_cast<int>(4 + c);
+      const int column = static_cast<int>(kFirstInput + c);
       const bool null = rows.IsNull(r, column);
       s.batch.values[c].push_back(null ? 0.0 : rows.Get<double>(r, column));
       s.batch.nulls[c].push_back(null ? 1 : 0);
@@ -255,15 +298,16 @@ BatchResult Worker::ServeBatch() {
     if (!found[i]) {
       status[i] = "failed";
       error[i] = fmt::format("row with {} = {} not found in {}", cfg.key_column, keys[i], cfg.table);
-    } else if (cfg.quota_max_requests && !clients[i]) {
+    } else if (cfg.quota_max_requests && !clients[i] && !jobs[i]) {
       status[i] = "failed";
       error[i] = fmt::format("column '{}' is NULL", cfg.client_column);
     }
   }
+  // Rescoring by a batch job is not a client's request: it does not count.
   if (cfg.quota_max_requests) {
     std::map<std::string, int64_t> per_client;
     for (size_t i = 0; i < n; ++i) {
-      if (!status[i]) ++per_client[*clients[i]];
+      if (!status[i] && !jobs[i]) ++per_client[*clients[i]];
     }
     if (!per_client.empty()) {
       std::vector<std::optional<std::string>> names;
@@ -279,7 +323,7 @@ BatchResult Worker::ServeBatch() {
         seen_before[client] = counters.Get<int64_t>(r, 1) - per_client[client];
       }
       for (size_t i = 0; i < n; ++i) {
-        if (status[i]) continue;
+        if (status[i] || jobs[i]) continue;
         const int64_t ordinal = ++seen_before[*clients[i]];  // this request's number for its client
         if (ordinal > *cfg.quota_max_requests) {
           status[i] = "throttled";
@@ -291,17 +335,63 @@ BatchResult Worker::ServeBatch() {
 
   lap(1);
   s.program.Evaluate(s.batch, s.features);
-  auto predictions = s.session.Predict(s.features.matrix, n);
-  std::vector<std::vector<std::optional<double>>> outputs(cfg.output_columns.size(),
-                                                          std::vector<std::optional<double>>(n));
+  // Each row's model (keyed serving: by its data type), then one Predict per model
+  // over its rows, gathered into one rows x outputs matrix.
+  std::vector<const ServingModel*> row_model(n, nullptr);
+  std::map<const ServingModel*, std::vector<size_t>> groups;
   for (size_t i = 0; i < n; ++i) {
-    if (!status[i] && s.features.Failed(i)) {
+    if (status[i]) continue;
+    if (s.features.Failed(i)) {
       status[i] = "failed";
       error[i] = s.features.errors[i];
+      continue;
     }
+    row_model[i] = s.models->For(data_types[i]);
+    if (row_model[i] == nullptr) {
+      status[i] = "failed";
+      error[i] = data_types[i] ? fmt::format("no model serves data type '{}' and there is no default model",
+                                             *data_types[i])
+                               : fmt::format("column '{}' is NULL and there is no default model",
+                                             cfg.model_type_column);
+      continue;
+    }
+    groups[row_model[i]].push_back(i);
+  }
+  const size_t width = cfg.model_outputs.size();
+  const size_t feature_width = s.program.width();
+  s.predictions.assign(n * width, 0.0f);
+  for (const auto& [serving, members] : groups) {
+    model::ModelSession& session = *s.sessions.at(serving);
+    const auto started = std::chrono::steady_clock::now();
+    std::span<const float> out;
+    if (members.size() == n) {
+      out = session.Predict(s.features.matrix, n);
+    } else {
+      s.subset.resize(members.size() * feature_width);
+      for (size_t j = 0; j < members.size(); ++j) {
+        std::copy_n(s.features.matrix.begin() + static_cast<std::ptrdiff_t>(members[j] * feature_width),
+                    feature_width, s.subset.begin() + static_cast<std::ptrdiff_t>(j * feature_width));
+      }
+      out = session.Predict(s.subset, members.size());
+    }
+    serving->stats->Record(static_cast<int64_t>(members.size()),
+                           std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                                                started)
+                               .count());
+    for (size_t j = 0; j < members.size(); ++j) {
+      std::copy_n(out.begin() + static_cast<std::ptrdiff_t>(j * width), width,
+                  s.predictions.begin() + static_cast<std::ptrdiff_t>(members[j] * width));
+    }
+  }
+  std::vector<std::vector<std::optional<double>>> outputs(cfg.output_columns.size(),
+                                                          std::vector<std::optional<double>>(n));
+  std::vector<std::optional<std::string>> versions(n);
+  for (size_t i = 0; i < n; ++i) {
     if (status[i]) continue;
     status[i] = "done";
-    for (size_t o = 0; o < s.outputs.size(); ++o) outputs[o][i] = s.outputs.Value(o, i, predictions, s.features);
+    versions[i] = row_model[i]->label();
+    for (size_t o = 0; o < s.outputs->size(); ++o)
+      outputs[o][i] = s.outputs->Value(o, i, s.predictions, s.features);
   }
 
   lap(2);
@@ -310,7 +400,6 @@ BatchResult Worker::ServeBatch() {
     if (*status[i] == "done") done_keys.push_back(keys[i]);
     (*status[i] == "done" ? result.done : *status[i] == "throttled" ? result.throttled : result.failed)++;
   }
-  const std::string& version = s.model->info().version;
   std::vector<int64_t> rescored;  // keys served before: their old recommendations go
   if (!s.update_sql.empty() && !done_keys.empty()) {
     Params update;
@@ -332,7 +421,7 @@ BatchResult Worker::ServeBatch() {
         .Add(ArrayLiteral(status))
         .Add(ArrayLiteral(error))
         .Add(ArrayLiteral(enq))
-        .Add(version);
+        .Add(ArrayLiteral(versions));
     for (const auto& column : outputs) results.Add(ArrayLiteral(column));
     auto written = conn.Exec(s.results_sql, results);
     for (int r = 0; r < written.rows(); ++r) {
@@ -342,7 +431,25 @@ BatchResult Worker::ServeBatch() {
   lap(4);
   if (!s.recommend_sql.empty() && !done_keys.empty()) {
     if (!rescored.empty()) conn.Exec(s.recommend_delete_sql, Params().Add(ArrayLiteral(rescored)));
-    conn.Exec(s.recommend_sql, Params().Add(ArrayLiteral(done_keys)).Add(version));
+    std::vector<std::optional<std::string>> done_versions;
+    for (size_t i = 0; i < n; ++i) {
+      if (*status[i] == "done") done_versions.push_back(versions[i]);
+    }
+    conn.Exec(s.recommend_sql, Params().Add(ArrayLiteral(done_keys)).Add(ArrayLiteral(done_versions)));
+  }
+  {
+    std::map<int64_t, int64_t> per_job;
+    for (const auto& job : jobs) {
+      if (job) ++per_job[*job];
+    }
+    if (!per_job.empty()) {
+      std::vector<int64_t> ids, counts;
+      for (const auto& [id, count] : per_job) {
+        ids.push_back(id);
+        counts.push_back(count);
+      }
+      conn.Exec(s.jobs_sql, Params().Add(ArrayLiteral(ids)).Add(ArrayLiteral(counts)));
+    }
   }
   lap(5);
   tx.Commit();
@@ -354,6 +461,7 @@ BatchResult Worker::ServeBatch() {
       result.stage_ms[5], result.stage_ms[6]);
   const double now = NowEpochSeconds();
   for (size_t i = 0; i < n; ++i) result.latencies_ms.push_back((now - enqueued[i]) * 1000.0);
+  result.keys = std::move(keys);
   return result;
 }
 
@@ -365,7 +473,7 @@ double RunSummary::LatencyPercentile(double p) const {
   return sorted[at];
 }
 
-RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<const model::Model>& model,
+RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<ModelProvider>& models,
                        const std::string& conninfo, const RunOptions& options) {
   const size_t workers = config.capture == CaptureMode::Notify ? 1 : std::max<size_t>(1, options.workers);
   auto log = [&](const std::string& message) {
@@ -376,7 +484,8 @@ RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<const
   }
   // Start every worker first so that a bad model or database fails the run at once.
   std::vector<std::unique_ptr<Worker>> pool;
-  for (size_t i = 0; i < workers; ++i) pool.push_back(std::make_unique<Worker>(config, model, conninfo));
+  for (size_t i = 0; i < workers; ++i) pool.push_back(std::make_unique<Worker>(config, models, conninfo));
+  if (options.on_started) options.on_started();
 
   RunSummary summary;
   std::mutex mutex;
@@ -399,6 +508,7 @@ RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<const
             continue;
           }
           idle_rounds = 0;
+          if (options.on_batch) options.on_batch(batch);
           std::lock_guard lock(mutex);
           summary.done += batch.done;
           summary.throttled += batch.throttled;

@@ -91,7 +91,7 @@ class PipelineRunTest : public runnel::testing::PostgresTest {
     options.workers = workers;
     options.until_idle = true;
     options.idle_wait = std::chrono::milliseconds(50);
-    return RunPipeline(config, model, conninfo(), options);
+    return RunPipeline(config, ModelProvider::Fixed(model), conninfo(), options);
   }
 
   std::map<int64_t, std::pair<std::string, std::string>> Results() {
@@ -289,7 +289,7 @@ TEST_F(PipelineRunTest, NotifyModeServesTheReferenceTriggerAtMostOnce) {
   options.stop = &stop;
   options.idle_wait = std::chrono::milliseconds(20);
   RunSummary summary;
-  std::thread runner([&] { summary = RunPipeline(config, SmallModel(), conninfo(), options); });
+  std::thread runner([&] { summary = RunPipeline(config, ModelProvider::Fixed(SmallModel()), conninfo(), options); });
   // Wait for the LISTEN before inserting.
   for (int i = 0; i < 200 && Count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'") == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -335,7 +335,7 @@ TEST_F(PipelineRunTest, DatabaseRestartMidRunLosesNothing) {
   std::exception_ptr failure;
   std::thread runner([&] {
     try {
-      summary = RunPipeline(config, SmallModel(), conninfo(), options);
+      summary = RunPipeline(config, ModelProvider::Fixed(SmallModel()), conninfo(), options);
     } catch (...) {
       failure = std::current_exception();
     }

@@ -7,6 +7,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runnel/model/graph.hpp"
@@ -50,6 +51,16 @@ class Model {
 // ONNX protobuf). Throws Error(Model) naming the file and the layer or node at fault,
 // Error(Io) when the file cannot be read. Never crashes on malformed input.
 std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path);
+
+// The same from bytes already in memory (a model registry row): `source` names it in
+// messages, `version` becomes info().version. Same errors as LoadModel.
+std::shared_ptr<const Model> LoadModelFromBytes(std::string_view bytes, const std::string& source,
+                                                const std::string& version);
+
+// The format LoadModel would read `bytes` as (HDF5 signature, zip, else ONNX).
+ModelFormat DetectModelFormat(std::string_view bytes);
+// FNV-1a 64 of the bytes: identifies a model file's exact content.
+uint64_t ContentHash(std::string_view bytes);
 
 // Per-thread executor. Not thread-safe; create one per worker.
 class ModelSession {

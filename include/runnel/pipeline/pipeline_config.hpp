@@ -9,6 +9,8 @@
 //   [model]
 //   path    = "model.h5"               # relative to this file; --model overrides
 //   outputs = ["risk_propensity"]      # names of the model's output columns
+//   name    = "needs"                  # optional: serve the registry's model stream
+//   type_column = "data_type"          # optional: one registry model per data type
 //   [[derived]]                        # named expressions, in order
 //   name = "financial_status"
 //   expr = "financial_education * ln(wealth)"
@@ -59,6 +61,11 @@ struct PipelineConfig {
   std::vector<std::string> write_back;  // outputs written to same-named source columns
   std::optional<RecommendConfig> recommend;
   std::optional<std::filesystem::path> model_path;  // absolute once loaded
+  // Registry name: serve the model stream's current version of this model (the file
+  // at model_path seeds the registry when it holds no version yet). Empty: file only.
+  std::string model_name;
+  // Keyed serving: the source column whose value picks the model (one per data type).
+  std::string model_type_column;
   std::vector<std::string> model_outputs;
   features::FeatureSpec features;
   std::vector<std::string> output_columns;

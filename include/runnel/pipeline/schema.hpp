@@ -1,5 +1,6 @@
 // Runnel's objects in the user's database for one pipeline (all named runnel_<name>_*):
-//   runnel_<name>_queue            captured requests: seq, key, enqueued_at
+//   runnel_<name>_queue            captured requests: seq, key, enqueued_at, job (the
+//                                  batch job that enqueued it, NULL for inserts)
 //   runnel_<name>_results          one row per served request: status (done, throttled,
 //                                  failed), error, model_version, the output columns,
 //                                  enqueued_at, finished_at
@@ -8,9 +9,11 @@
 //   runnel_<name>_capture()        statement-level AFTER INSERT trigger function: copies
 //                                  the new keys from the transition table into the queue
 //                                  and sends one pg_notify('runnel_<name>') per statement
-// plus runnel_migrations (pipeline, version, applied_at).
+// plus runnel_migrations (pipeline, version, applied_at) and runnel_jobs (batch jobs of
+// every pipeline: filter, batch size, state, total/enqueued/served counts, cursor).
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -31,7 +34,11 @@ struct SchemaNames {
 
 SchemaNames NamesFor(const PipelineConfig& config);
 
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
+
+// The source table's columns and their SQL types ("integer", "text", ...); empty when
+// the table does not exist. Throws DatabaseError.
+std::map<std::string, std::string> SourceColumns(postgres::Connection& conn, const PipelineConfig& config);
 
 // Creates or updates the pipeline's objects; idempotent, safe to run from several
 // processes at once (serialised by an advisory lock), all in one transaction. Returns

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "runnel/model/model.hpp"
+#include "runnel/pipeline/model_provider.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/pipeline/schema.hpp"
 
@@ -32,6 +33,7 @@ struct BatchResult {
   size_t throttled = 0;
   size_t failed = 0;
   std::vector<double> latencies_ms;  // enqueue to commit, per served request
+  std::vector<int64_t> keys;         // every request the batch committed, in key order
   // Milliseconds per stage: claim, quota, features+model, write-back, results,
   // recommendations, commit.
   double stage_ms[7] = {};
@@ -44,7 +46,10 @@ inline constexpr const char* kStageNames[7] = {"claim",   "quota",           "fe
 class Worker {
  public:
   // Connects and LISTENs. Throws DatabaseError when the database is unreachable.
-  Worker(const PipelineConfig& config, std::shared_ptr<const model::Model> model, std::string conninfo);
+  // `models` is shared with the model stream; the worker takes its current set before
+  // each batch, and claims nothing while the set is empty. Throws Error(InvalidInput)
+  // when a model does not fit the pipeline.
+  Worker(const PipelineConfig& config, std::shared_ptr<ModelProvider> models, std::string conninfo);
   ~Worker();
 
   // Serves up to max_batch waiting requests in one transaction; claimed == 0 when
@@ -66,6 +71,10 @@ struct RunOptions {
   std::chrono::milliseconds idle_wait{250};     // how long an idle worker waits for a wake-up
   const std::atomic<bool>* stop = nullptr;      // set to drain and return
   std::function<void(const std::string&)> log;  // progress and reconnect messages
+  // Called after each committed batch, from that worker's thread (must be thread-safe).
+  std::function<void(const BatchResult&)> on_batch;
+  // Called once every worker has connected, before serving starts.
+  std::function<void()> on_started;
 };
 
 struct RunSummary {
@@ -84,7 +93,7 @@ struct RunSummary {
 // Runs `workers` threads until `stop` is set (or the queue is drained with
 // until_idle). Lost connections are retried with backoff: nothing is lost or served
 // twice. Throws Error when a worker cannot start at all.
-RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<const model::Model>& model,
+RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<ModelProvider>& models,
                        const std::string& conninfo, const RunOptions& options);
 
 }  // namespace runnel::pipeline

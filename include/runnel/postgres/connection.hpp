@@ -110,7 +110,10 @@ class Result {
 
   int rows() const { return PQntuples(result_.get()); }
   int columns() const { return PQnfields(result_.get()); }
-  std::string_view ColumnName(int column) const { return PQfname(result_.get(), column); }
+  std::string_view ColumnName(int column) const {
+    const char* name = PQfname(result_.get(), column);  // NULL when out of range
+    return name != nullptr ? name : "?";
+  }
   Oid ColumnType(int column) const { return PQftype(result_.get(), column); }
   // Throws DatabaseError naming the column when the result has none by that name.
   int ColumnIndex(std::string_view name) const;

@@ -1,0 +1,51 @@
+// A pool of connections for request handlers: Acquire() lends one (opening it when
+// none is idle); the lease gives it back on destruction unless the connection broke.
+//
+// Thread safety: Acquire may be called from any thread; a lease and its connection
+// belong to the thread holding it.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "runnel/postgres/connection.hpp"
+
+namespace runnel::postgres {
+
+class ConnectionPool {
+ public:
+  // `max_idle`: connections kept open between uses.
+  explicit ConnectionPool(std::string conninfo, size_t max_idle = 16)
+      : conninfo_(std::move(conninfo)), max_idle_(max_idle) {}
+
+  class Lease {
+   public:
+    Lease(ConnectionPool* pool, std::unique_ptr<Connection> conn) : pool_(pool), conn_(std::move(conn)) {}
+    Lease(Lease&&) = default;
+    Lease& operator=(Lease&&) = default;
+    ~Lease() {
+      if (pool_ != nullptr && conn_) pool_->Return(std::move(conn_));
+    }
+    Connection& operator*() { return *conn_; }
+    Connection* operator->() { return conn_.get(); }
+
+   private:
+    ConnectionPool* pool_;  // non-owning; outlives the lease
+    std::unique_ptr<Connection> conn_;
+  };
+
+  // Throws DatabaseError when a new connection cannot be opened.
+  Lease Acquire();
+
+ private:
+  void Return(std::unique_ptr<Connection> conn);
+
+  std::string conninfo_;
+  size_t max_idle_;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<Connection>> idle_;
+};
+
+}  // namespace runnel::postgres

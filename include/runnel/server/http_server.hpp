@@ -1,0 +1,69 @@
+// The HTTP API of `runnel run --http` (JSON, versioned under /v1): submit requests,
+// follow and search them, run batch jobs, read quota state, manage the model registry;
+// plus /metrics (Prometheus), /healthz and /readyz. docs/http-api.md is the reference.
+//
+// Requests posted here are inserted into the pipeline's source table (group commit,
+// see ingest.hpp), so they take the same durable path as rows inserted by anyone.
+//
+// Thread safety: Start/Stop from one thread; handlers run on the server's pool.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "runnel/pipeline/model_provider.hpp"
+#include "runnel/pipeline/pipeline_config.hpp"
+#include "runnel/server/completion.hpp"
+#include "runnel/server/metrics.hpp"
+
+namespace runnel::server {
+
+struct HttpOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;        // 0: any free port (Start returns it)
+  std::string token;      // non-empty: every endpoint but /healthz needs "Bearer <token>"
+  bool insecure = false;  // allow a non-loopback address without a token
+  size_t threads = 96;    // handler threads; a keep-alive connection holds one
+  size_t max_body_bytes = 64 << 20;
+  int io_timeout_seconds = 10;   // read/write timeout per request
+  int max_wait_ms = 60000;       // cap on ?wait=
+  size_t ingest_threads = 2;     // group-commit inserters
+};
+
+// "host:port" or ":port" (loopback). Throws Error(InvalidInput).
+void ParseListenAddress(const std::string& address, HttpOptions& options);
+
+// What the API serves. The pointed-to objects must outlive the server.
+struct ServingContext {
+  const pipeline::PipelineConfig* config = nullptr;  // non-owning
+  std::string conninfo;
+  std::shared_ptr<pipeline::ModelProvider> models;
+  Metrics* metrics = nullptr;            // non-owning
+  CompletionHub* completions = nullptr;  // non-owning
+  std::string process_id;                // "host:pid"
+  std::function<bool()> workers_running;  // for /readyz
+};
+
+class HttpServer {
+ public:
+  // Throws Error(Config) for a non-loopback host without a token (unless insecure).
+  HttpServer(HttpOptions options, ServingContext context);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Reads the source table's columns, binds and starts serving on a background
+  // thread. Returns the bound port. Throws Error(Unavailable) when the address cannot
+  // be bound, DatabaseError when the database cannot be read.
+  int Start();
+  // Stops accepting, finishes requests in flight, closes. Idempotent.
+  void Stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace runnel::server

@@ -1,0 +1,61 @@
+// In-process metrics in the Prometheus text exposition format (version 0.0.4).
+// Counters and histograms are updated lock-free from worker and HTTP threads; gauges
+// that live in the database (queue depth) are read when /metrics is scraped.
+//
+// Thread safety: every member may be called from any thread.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "runnel/pipeline/worker.hpp"
+
+namespace runnel::server {
+
+// A histogram over fixed upper bounds (seconds or counts), cumulative on output.
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds);
+  void Observe(double value);
+  // Appends `name_bucket{labels,le=...}`, `name_sum`, `name_count` lines.
+  void Write(std::string& out, const std::string& name, const std::string& labels) const;
+
+ private:
+  std::vector<double> bounds_;
+  std::vector<std::atomic<int64_t>> counts_;  // one per bound, plus +Inf
+  std::atomic<int64_t> count_{0};
+  std::atomic<double> sum_{0};
+};
+
+class Metrics {
+ public:
+  explicit Metrics(std::string pipeline);
+
+  // One committed batch of the real-time pipeline.
+  void RecordBatch(const pipeline::BatchResult& batch);
+  // One HTTP response.
+  void RecordHttp(const std::string& route, int status, double seconds);
+  // Records posted through the API.
+  void RecordIngested(size_t records);
+
+  // The exposition text; `gauges` are appended as `name value` lines (already named).
+  std::string Render(const std::vector<std::pair<std::string, double>>& gauges) const;
+
+ private:
+  std::string pipeline_;
+  std::atomic<int64_t> done_{0}, throttled_{0}, failed_{0}, batches_{0}, ingested_{0};
+  Histogram latency_;                         // insert to result commit, seconds
+  Histogram batch_size_;                      // requests per batch
+  std::array<Histogram*, 7> stages_{};        // per stage, seconds (owned below)
+  std::vector<std::unique_ptr<Histogram>> stage_storage_;
+  mutable std::mutex http_mutex_;
+  std::map<std::pair<std::string, int>, int64_t> http_counts_;
+  std::map<std::string, std::unique_ptr<Histogram>> http_latency_;
+};
+
+}  // namespace runnel::server

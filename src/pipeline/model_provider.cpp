@@ -1,0 +1,55 @@
+#include "runnel/pipeline/model_provider.hpp"
+
+namespace runnel::pipeline {
+
+void ModelStats::Record(int64_t rows_scored, int64_t ns) {
+  invocations.fetch_add(1, std::memory_order_relaxed);
+  rows.fetch_add(rows_scored, std::memory_order_relaxed);
+  total_ns.fetch_add(ns, std::memory_order_relaxed);
+  int64_t seen = min_ns.load(std::memory_order_relaxed);
+  while (ns < seen && !min_ns.compare_exchange_weak(seen, ns, std::memory_order_relaxed)) {
+  }
+  seen = max_ns.load(std::memory_order_relaxed);
+  while (ns > seen && !max_ns.compare_exchange_weak(seen, ns, std::memory_order_relaxed)) {
+  }
+}
+
+const ServingModel* ModelSet::For(const std::optional<std::string>& data_type) const {
+  if (data_type) {
+    if (auto it = by_type.find(*data_type); it != by_type.end()) return it->second.get();
+  }
+  return default_model.get();
+}
+
+std::vector<std::shared_ptr<const ServingModel>> ModelSet::All() const {
+  std::vector<std::shared_ptr<const ServingModel>> all;
+  if (default_model) all.push_back(default_model);
+  for (const auto& [type, model] : by_type) all.push_back(model);
+  return all;
+}
+
+std::shared_ptr<ModelProvider> ModelProvider::Fixed(std::shared_ptr<const model::Model> model) {
+  auto serving = std::make_shared<ServingModel>();
+  serving->name = model->info().source;
+  serving->model = std::move(model);
+  auto set = std::make_shared<ModelSet>();
+  set->default_model = std::move(serving);
+  auto provider = std::make_shared<ModelProvider>();
+  provider->Publish(std::move(set));
+  return provider;
+}
+
+std::shared_ptr<const ModelSet> ModelProvider::Current() const {
+  std::lock_guard lock(mutex_);
+  return current_;
+}
+
+void ModelProvider::Publish(std::shared_ptr<const ModelSet> set) {
+  {
+    std::lock_guard lock(mutex_);
+    current_ = std::move(set);
+  }
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+}  // namespace runnel::pipeline

@@ -1,0 +1,220 @@
+#include "runnel/registry/model_stream.hpp"
+
+#include <poll.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <iterator>
+
+#include "runnel/core/error.hpp"
+#include "runnel/features/features.hpp"
+#include "runnel/model/model.hpp"
+#include "runnel/pipeline/outputs.hpp"
+#include "runnel/registry/registry.hpp"
+
+namespace runnel::registry {
+
+using postgres::Params;
+
+ModelStream::ModelStream(const pipeline::PipelineConfig& config, std::string conninfo,
+                         std::shared_ptr<pipeline::ModelProvider> provider, ModelStreamOptions options)
+    : config_(config),
+      conninfo_(std::move(conninfo)),
+      provider_(std::move(provider)),
+      options_(std::move(options)),
+      process_(ProcessId()) {}
+
+ModelStream::~ModelStream() {
+  Stop();
+}
+
+void ModelStream::Start() {
+  conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+  MigrateRegistry(*conn_);
+  conn_->Exec("LISTEN runnel_models");
+  if (config_.model_path) {
+    std::ifstream in(*config_.model_path, std::ios::binary);
+    if (!in) {
+      throw Error(ErrorCode::Io, fmt::format("{}: cannot open the model file", config_.model_path->string()));
+    }
+    PushRequest seed;
+    seed.name = config_.model_name;
+    seed.bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    seed.description = fmt::format("seeded from {}", config_.model_path->filename().string());
+    if (auto added = PushIfEmpty(*conn_, seed)) {
+      if (options_.log) options_.log(fmt::format("registry: seeded model '{}' v{} from {}", seed.name,
+                                                 added->version, config_.model_path->string()));
+    }
+  }
+  Refresh();
+  ReportState();
+}
+
+void ModelStream::Follow() {
+  if (thread_.joinable()) return;
+  stop_.store(false);
+  thread_ = std::thread([this] { Run(); });
+}
+
+void ModelStream::Stop() {
+  stop_.store(true);
+  if (thread_.joinable()) thread_.join();
+}
+
+std::shared_ptr<const pipeline::ServingModel> ModelStream::Validate(postgres::Connection& conn,
+                                                                    const std::string& status, int64_t version,
+                                                                    const std::optional<std::string>& data_type,
+                                                                    const std::string& description) {
+  const std::string label = fmt::format("{}@v{}", config_.model_name, version);
+  const std::string source = fmt::format("model '{}' v{}", config_.model_name, version);
+  std::string bytes = FetchBytes(conn, config_.model_name, version);
+  try {
+    auto model = model::LoadModelFromBytes(bytes, source, label);
+    const auto program = features::FeatureProgram::Compile(config_.features, config_.file.string());
+    pipeline::OutputPlan::Resolve(config_, program, *model);  // throws when it does not fit
+    if (status == "pending") {
+      SetValidated(conn, config_.model_name, version, true, model::ModelFormatName(model->info().format), "");
+    }
+    auto serving = std::make_shared<pipeline::ServingModel>();
+    serving->model = std::move(model);
+    serving->name = config_.model_name;
+    serving->version = version;
+    serving->data_type = data_type;
+    serving->description = description;
+    return serving;
+  } catch (const postgres::DatabaseError&) {
+    throw;
+  } catch (const Error& e) {
+    if (status == "pending") {
+      SetValidated(conn, config_.model_name, version, false, "", e.what());
+      if (options_.log) options_.log(fmt::format("registry: rejected {}: {}", label, e.what()));
+    } else {
+      // Ready elsewhere, unusable here (a different pipeline file?): skip it, loudly.
+      if (options_.log) options_.log(fmt::format("registry: cannot serve {} here: {}", label, e.what()));
+    }
+    return nullptr;
+  }
+}
+
+bool ModelStream::Refresh() {
+  if (!conn_ || !conn_->IsOpen()) {
+    conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+    conn_->Exec("LISTEN runnel_models");
+  }
+  auto& conn = *conn_;
+  auto rows = conn.Exec(
+      "SELECT version, data_type, status, description FROM runnel_models "
+      "WHERE name = $1 AND status IN ('pending', 'ready') ORDER BY version DESC",
+      Params().Add(config_.model_name));
+  const bool keyed = !config_.model_type_column.empty();
+  // Per data type (nullopt: the default model), the newest version that loads.
+  std::map<std::optional<std::string>, std::shared_ptr<const pipeline::ServingModel>> chosen;
+  std::map<std::optional<std::string>, bool> settled;
+  for (int r = 0; r < rows.rows(); ++r) {
+    const auto version = rows.Get<int64_t>(r, 0);
+    const auto data_type = rows.GetOptional<std::string>(r, 1);
+    if (data_type && !keyed) continue;  // typed models serve keyed pipelines only
+    if (settled[data_type]) continue;
+    std::shared_ptr<const pipeline::ServingModel> serving;
+    if (auto it = loaded_.find(version); it != loaded_.end()) {
+      serving = it->second;
+    } else {
+      serving = Validate(conn, rows.Get<std::string>(r, 2), version, data_type, rows.Get<std::string>(r, 3));
+    }
+    if (serving) {
+      chosen[data_type] = std::move(serving);
+      settled[data_type] = true;
+    }
+  }
+
+  std::map<int64_t, std::shared_ptr<const pipeline::ServingModel>> next;
+  auto set = std::make_shared<pipeline::ModelSet>();
+  for (auto& [type, serving] : chosen) {
+    next[serving->version] = serving;
+    if (type) {
+      set->by_type[*type] = serving;
+    } else {
+      set->default_model = serving;
+    }
+  }
+  bool changed = next.size() != loaded_.size();
+  for (const auto& [version, serving] : next) changed = changed || !loaded_.contains(version);
+  if (!changed) return false;
+  loaded_ = std::move(next);
+  provider_->Publish(std::move(set));
+  if (options_.log) {
+    std::string serving;
+    for (const auto& [version, model] : loaded_) {
+      serving += fmt::format("{}{}{}", serving.empty() ? "" : ", ", model->label(),
+                             model->data_type ? " for data type " + *model->data_type : "");
+    }
+    options_.log(serving.empty() ? fmt::format("registry: model '{}' has no usable version", config_.model_name)
+                                 : fmt::format("registry: serving {}", serving));
+  }
+  return true;
+}
+
+void ModelStream::ReportState() {
+  if (!conn_ || !conn_->IsOpen()) return;
+  std::vector<LoadedState> states;
+  for (const auto& [version, serving] : loaded_) {
+    LoadedState s;
+    s.name = serving->name;
+    s.version = version;
+    s.data_type = serving->data_type;
+    s.loaded_at = std::chrono::duration<double>(serving->loaded_at.time_since_epoch()).count();
+    const auto& stats = *serving->stats;
+    s.invocations = stats.invocations.load();
+    s.rows = stats.rows.load();
+    s.total_ms = static_cast<double>(stats.total_ns.load()) / 1e6;
+    s.min_ms = s.invocations > 0 ? static_cast<double>(stats.min_ns.load()) / 1e6 : 0.0;
+    s.max_ms = static_cast<double>(stats.max_ns.load()) / 1e6;
+    states.push_back(std::move(s));
+  }
+  registry::ReportState(*conn_, process_, config_.name, states);
+}
+
+void ModelStream::Run() {
+  auto last_poll = std::chrono::steady_clock::now();
+  auto last_report = last_poll;
+  auto backoff = std::chrono::milliseconds(100);
+  while (!stop_.load()) {
+    try {
+      if (!conn_ || !conn_->IsOpen()) {
+        Refresh();  // reconnects; a notification may have been missed meanwhile
+        last_poll = std::chrono::steady_clock::now();
+      }
+      PGconn* raw = conn_->raw();
+      pollfd p{PQsocket(raw), POLLIN, 0};
+      ::poll(&p, 1, 100);
+      if (PQconsumeInput(raw) == 0) throw postgres::DatabaseError(PQerrorMessage(raw), "08006");
+      bool notified = false;
+      while (PGnotify* n = PQnotifies(raw)) {
+        notified = true;
+        PQfreemem(n);
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (notified || now - last_poll >= options_.poll) {
+        Refresh();
+        last_poll = now;
+      }
+      if (now - last_report >= options_.heartbeat) {
+        ReportState();
+        last_report = now;
+      }
+      backoff = std::chrono::milliseconds(100);
+    } catch (const Error& e) {
+      if (options_.log) options_.log(fmt::format("model stream: {}; retrying in {} ms", e.what(), backoff.count()));
+      conn_.reset();
+      for (auto waited = std::chrono::milliseconds(0); waited < backoff && !stop_.load();
+           waited += std::chrono::milliseconds(50)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+    }
+  }
+}
+
+}  // namespace runnel::registry

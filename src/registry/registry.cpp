@@ -1,0 +1,237 @@
+#include "runnel/registry/registry.hpp"
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "runnel/core/error.hpp"
+
+namespace runnel::registry {
+
+using postgres::Params;
+
+namespace {
+
+constexpr const char* kVersionColumns =
+    "name, version, format, description, data_type, extract(epoch FROM created_at)::float8, status, error, "
+    "octet_length(bytes)::bigint";
+
+ModelVersion ReadVersion(const postgres::Result& r, int row) {
+  ModelVersion v;
+  v.name = r.Get<std::string>(row, 0);
+  v.version = r.Get<int64_t>(row, 1);
+  v.format = r.Get<std::string>(row, 2);
+  v.description = r.Get<std::string>(row, 3);
+  v.data_type = r.GetOptional<std::string>(row, 4);
+  v.created_at = r.Get<double>(row, 5);
+  v.status = r.Get<std::string>(row, 6);
+  v.error = r.GetOptional<std::string>(row, 7);
+  v.size = r.Get<int64_t>(row, 8);
+  return v;
+}
+
+void CheckRequest(const PushRequest& request) {
+  if (request.name.empty() || request.name.size() > 100)
+    throw Error(ErrorCode::InvalidInput, "model name must be 1 to 100 characters");
+  if (request.bytes.empty())
+    throw Error(ErrorCode::InvalidInput, fmt::format("model '{}': the model file is empty", request.name));
+  if (request.data_type && (request.data_type->empty() || request.data_type->size() > 100))
+    throw Error(ErrorCode::InvalidInput, fmt::format("model '{}': data type must be 1 to 100 characters", request.name));
+}
+
+ModelVersion Insert(postgres::Connection& conn, const PushRequest& request) {
+  Params params;
+  params.Add(request.name).AddBytes(request.bytes).Add(request.description);
+  if (request.data_type) {
+    params.Add(*request.data_type);
+  } else {
+    params.AddNull(postgres::type_oid::kText);
+  }
+  auto r = conn.Exec(fmt::format("INSERT INTO runnel_models (name, bytes, description, data_type) "
+                                 "VALUES ($1, $2, $3, $4) RETURNING {}",
+                                 kVersionColumns),
+                     params);
+  return ReadVersion(r, 0);
+}
+
+}  // namespace
+
+void MigrateRegistry(postgres::Connection& conn) {
+  postgres::Transaction tx(conn);
+  conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
+  conn.Exec(
+      "CREATE TABLE IF NOT EXISTS runnel_models ("
+      "  name text NOT NULL, version bigint NOT NULL, format text NOT NULL DEFAULT '', bytes bytea NOT NULL,"
+      "  description text NOT NULL DEFAULT '', data_type text,"
+      "  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
+      "  status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'ready', 'rejected', 'rolled_back')),"
+      "  error text, PRIMARY KEY (name, version))");
+  // Versions number themselves, so a plain INSERT (name, bytes) joins the stream. The
+  // advisory lock serialises two pushes of one name.
+  conn.Exec(
+      "CREATE OR REPLACE FUNCTION runnel_models_number() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
+      "BEGIN\n"
+      "  PERFORM pg_advisory_xact_lock(hashtext('runnel_models:' || NEW.name));\n"
+      "  IF NEW.version IS NULL THEN\n"
+      "    SELECT coalesce(max(version), 0) + 1 INTO NEW.version FROM runnel_models WHERE name = NEW.name;\n"
+      "  END IF;\n"
+      "  RETURN NEW;\n"
+      "END $runnel$");
+  conn.Exec(
+      "CREATE OR REPLACE FUNCTION runnel_models_notify() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
+      "BEGIN PERFORM pg_notify('runnel_models', ''); RETURN NULL; END $runnel$");
+  auto triggers = conn.Exec("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'runnel_models'::regclass");
+  if (triggers.Get<int64_t>(0, 0) == 0) {
+    conn.Exec(
+        "CREATE TRIGGER runnel_models_number BEFORE INSERT ON runnel_models FOR EACH ROW "
+        "EXECUTE FUNCTION runnel_models_number()");
+    conn.Exec(
+        "CREATE TRIGGER runnel_models_notify AFTER INSERT OR UPDATE ON runnel_models FOR EACH STATEMENT "
+        "EXECUTE FUNCTION runnel_models_notify()");
+  }
+  conn.Exec(
+      "CREATE TABLE IF NOT EXISTS runnel_model_state ("
+      "  process text NOT NULL, pipeline text NOT NULL, name text NOT NULL, version bigint NOT NULL,"
+      "  data_type text, loaded_at timestamptz NOT NULL, heartbeat timestamptz NOT NULL,"
+      "  invocations bigint NOT NULL, rows bigint NOT NULL, total_ms float8 NOT NULL, min_ms float8 NOT NULL,"
+      "  max_ms float8 NOT NULL, PRIMARY KEY (process, pipeline, name, version))");
+  tx.Commit();
+}
+
+ModelVersion Push(postgres::Connection& conn, const PushRequest& request) {
+  CheckRequest(request);
+  return Insert(conn, request);
+}
+
+std::optional<ModelVersion> PushIfEmpty(postgres::Connection& conn, const PushRequest& request) {
+  CheckRequest(request);
+  postgres::Transaction tx(conn);
+  conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_models:' || $1))", Params().Add(request.name));
+  auto count = conn.Exec("SELECT count(*) FROM runnel_models WHERE name = $1", Params().Add(request.name));
+  if (count.Get<int64_t>(0, 0) > 0) return std::nullopt;
+  auto version = Insert(conn, request);
+  tx.Commit();
+  return version;
+}
+
+std::vector<ModelVersion> Versions(postgres::Connection& conn, std::string_view name) {
+  auto r = conn.Exec(
+      fmt::format("SELECT {} FROM runnel_models WHERE name = $1 ORDER BY version DESC", kVersionColumns),
+      Params().Add(name));
+  std::vector<ModelVersion> versions;
+  for (int i = 0; i < r.rows(); ++i) versions.push_back(ReadVersion(r, i));
+  return versions;
+}
+
+std::vector<std::string> Names(postgres::Connection& conn) {
+  auto r = conn.Exec("SELECT DISTINCT name FROM runnel_models ORDER BY name", Params());
+  std::vector<std::string> names;
+  for (int i = 0; i < r.rows(); ++i) names.push_back(r.Get<std::string>(i, 0));
+  return names;
+}
+
+std::string FetchBytes(postgres::Connection& conn, std::string_view name, int64_t version) {
+  auto r = conn.Exec("SELECT bytes FROM runnel_models WHERE name = $1 AND version = $2",
+                     Params().Add(name).Add(version));
+  if (r.rows() == 0) throw Error(ErrorCode::NotFound, fmt::format("model '{}' has no version {}", name, version));
+  return r.Get<std::string>(0, 0);
+}
+
+std::string SetValidated(postgres::Connection& conn, std::string_view name, int64_t version, bool ok,
+                         std::string_view format, std::string_view error) {
+  conn.Exec(
+      "UPDATE runnel_models SET status = $3, format = $4, error = nullif($5, '') "
+      "WHERE name = $1 AND version = $2 AND status = 'pending'",
+      Params().Add(name).Add(version).Add(ok ? "ready" : "rejected").Add(format).Add(error));
+  auto r = conn.Exec("SELECT status FROM runnel_models WHERE name = $1 AND version = $2",
+                     Params().Add(name).Add(version));
+  if (r.rows() == 0) throw Error(ErrorCode::NotFound, fmt::format("model '{}' has no version {}", name, version));
+  return r.Get<std::string>(0, 0);
+}
+
+ModelVersion Rollback(postgres::Connection& conn, std::string_view name, const std::optional<std::string>& data_type) {
+  postgres::Transaction tx(conn);
+  conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_models:' || $1))", Params().Add(name));
+  Params params;
+  params.Add(name);
+  if (data_type) {
+    params.Add(*data_type);
+  } else {
+    params.AddNull(postgres::type_oid::kText);
+  }
+  auto ready = conn.Exec(
+      "SELECT version FROM runnel_models WHERE name = $1 AND data_type IS NOT DISTINCT FROM $2 AND status = 'ready' "
+      "ORDER BY version DESC LIMIT 2",
+      params);
+  const std::string what = data_type ? fmt::format("model '{}' (data type '{}')", name, *data_type)
+                                     : fmt::format("model '{}'", name);
+  if (ready.rows() == 0) throw Error(ErrorCode::NotFound, fmt::format("{} has no serving version", what));
+  if (ready.rows() < 2) {
+    throw Error(ErrorCode::Unavailable,
+                fmt::format("{} has no earlier good version to roll back to (v{} is the only one)", what,
+                            ready.Get<int64_t>(0, 0)));
+  }
+  conn.Exec("UPDATE runnel_models SET status = 'rolled_back' WHERE name = $1 AND version = $2",
+            Params().Add(name).Add(ready.Get<int64_t>(0, 0)));
+  auto r = conn.Exec(fmt::format("SELECT {} FROM runnel_models WHERE name = $1 AND version = $2", kVersionColumns),
+                     Params().Add(name).Add(ready.Get<int64_t>(1, 0)));
+  auto current = ReadVersion(r, 0);
+  tx.Commit();
+  return current;
+}
+
+void ReportState(postgres::Connection& conn, const std::string& process, const std::string& pipeline,
+                 const std::vector<LoadedState>& loaded) {
+  postgres::Transaction tx(conn);
+  conn.Exec("DELETE FROM runnel_model_state WHERE process = $1 AND pipeline = $2",
+            Params().Add(process).Add(pipeline));
+  for (const auto& s : loaded) {
+    Params params;
+    params.Add(process).Add(pipeline).Add(s.name).Add(s.version);
+    if (s.data_type) {
+      params.Add(*s.data_type);
+    } else {
+      params.AddNull(postgres::type_oid::kText);
+    }
+    params.Add(s.loaded_at).Add(s.invocations).Add(s.rows).Add(s.total_ms).Add(s.min_ms).Add(s.max_ms);
+    conn.Exec(
+        "INSERT INTO runnel_model_state (process, pipeline, name, version, data_type, loaded_at, heartbeat, "
+        "invocations, rows, total_ms, min_ms, max_ms) "
+        "VALUES ($1, $2, $3, $4, $5, to_timestamp($6), clock_timestamp(), $7, $8, $9, $10, $11)",
+        params);
+  }
+  tx.Commit();
+}
+
+std::vector<LoadedState> ReadState(postgres::Connection& conn, std::string_view name, double fresh_seconds) {
+  auto r = conn.Exec(
+      "SELECT process, pipeline, name, version, data_type, extract(epoch FROM loaded_at)::float8, invocations, rows, "
+      "total_ms, min_ms, max_ms FROM runnel_model_state "
+      "WHERE name = $1 AND heartbeat > clock_timestamp() - make_interval(secs => $2) ORDER BY version DESC, process",
+      Params().Add(name).Add(fresh_seconds));
+  std::vector<LoadedState> states;
+  for (int i = 0; i < r.rows(); ++i) {
+    LoadedState s;
+    s.process = r.Get<std::string>(i, 0);
+    s.pipeline = r.Get<std::string>(i, 1);
+    s.name = r.Get<std::string>(i, 2);
+    s.version = r.Get<int64_t>(i, 3);
+    s.data_type = r.GetOptional<std::string>(i, 4);
+    s.loaded_at = r.Get<double>(i, 5);
+    s.invocations = r.Get<int64_t>(i, 6);
+    s.rows = r.Get<int64_t>(i, 7);
+    s.total_ms = r.Get<double>(i, 8);
+    s.min_ms = r.Get<double>(i, 9);
+    s.max_ms = r.Get<double>(i, 10);
+    states.push_back(std::move(s));
+  }
+  return states;
+}
+
+std::string ProcessId() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  return fmt::format("{}:{}", host[0] ? host : "localhost", ::getpid());
+}
+
+}  // namespace runnel::registry

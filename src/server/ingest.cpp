@@ -1,0 +1,142 @@
+#include "runnel/server/ingest.hpp"
+
+#include <fmt/format.h>
+
+#include <map>
+
+#include "runnel/core/error.hpp"
+
+namespace runnel::server {
+
+using postgres::QuoteIdentifier;
+
+Ingestor::Ingestor(const pipeline::PipelineConfig& config, std::string conninfo, size_t threads,
+                   size_t max_group_records)
+    : config_(config), conninfo_(std::move(conninfo)), max_group_records_(max_group_records) {
+  for (size_t i = 0; i < std::max<size_t>(1, threads); ++i) threads_.emplace_back([this] { Run(); });
+}
+
+Ingestor::~Ingestor() {
+  Stop();
+}
+
+void Ingestor::Stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+std::vector<int64_t> Ingestor::Insert(std::vector<std::string> columns, std::vector<std::string> records) {
+  auto submission = std::make_unique<Submission>();
+  submission->columns = std::move(columns);
+  submission->records = std::move(records);
+  auto future = submission->done.get_future();
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) throw Error(ErrorCode::Unavailable, "the server is shutting down");
+    waiting_.push_back(std::move(submission));
+  }
+  cv_.notify_one();
+  return future.get();
+}
+
+std::vector<int64_t> Ingestor::InsertGroup(postgres::Connection& conn, const std::vector<std::string>& columns,
+                                           const std::vector<Submission*>& group) {
+  std::string list;
+  for (const auto& c : columns) list += (list.empty() ? "" : ", ") + QuoteIdentifier(c);
+  std::string json = "[";
+  for (const Submission* s : group) {
+    for (const auto& record : s->records) {
+      if (json.size() > 1) json += ',';
+      json += record;
+    }
+  }
+  json += ']';
+  const std::string table = QuoteIdentifier(config_.table);
+  // RETURNING follows the order rows were inserted in, which is the array's order.
+  auto r = conn.Exec(fmt::format("INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, "
+                                 "$1::jsonb) RETURNING {key}",
+                                 fmt::arg("t", table), fmt::arg("cols", list),
+                                 fmt::arg("key", QuoteIdentifier(config_.key_column))),
+                     postgres::Params().Add(json));
+  std::vector<int64_t> keys;
+  keys.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
+  return keys;
+}
+
+void Ingestor::Run() {
+  std::unique_ptr<postgres::Connection> conn;
+  while (true) {
+    std::vector<std::unique_ptr<Submission>> batch;
+    {
+      std::unique_lock lock(mutex_);
+      cv_.wait(lock, [&] { return stopping_ || !waiting_.empty(); });
+      if (waiting_.empty()) return;  // stopping, nothing left
+      size_t records = 0;
+      while (!waiting_.empty() && (batch.empty() || records + waiting_.front()->records.size() <= max_group_records_)) {
+        records += waiting_.front()->records.size();
+        batch.push_back(std::move(waiting_.front()));
+        waiting_.pop_front();
+      }
+    }
+    std::map<std::vector<std::string>, std::vector<Submission*>> groups;
+    for (auto& s : batch) groups[s->columns].push_back(s.get());
+    try {
+      if (!conn || !conn->IsOpen()) conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+    } catch (...) {
+      for (auto& s : batch) s->done.set_exception(std::current_exception());
+      continue;
+    }
+    std::map<Submission*, std::vector<int64_t>> keys;
+    bool grouped_ok = false;
+    try {
+      postgres::Transaction tx(*conn);
+      for (const auto& [columns, group] : groups) {
+        auto all = InsertGroup(*conn, columns, group);
+        size_t at = 0;
+        for (Submission* s : group) {
+          const size_t n = std::min(s->records.size(), all.size() - at);
+          keys[s].assign(all.begin() + static_cast<std::ptrdiff_t>(at),
+                         all.begin() + static_cast<std::ptrdiff_t>(at + n));
+          at += n;
+        }
+      }
+      tx.Commit();
+      grouped_ok = true;
+    } catch (const postgres::DatabaseError& e) {
+      if (e.IsConnectionLost()) {
+        conn.reset();
+        for (auto& s : batch) s->done.set_exception(std::current_exception());
+        continue;
+      }
+    } catch (...) {
+      for (auto& s : batch) s->done.set_exception(std::current_exception());
+      continue;
+    }
+    if (grouped_ok) {
+      for (auto& s : batch) s->done.set_value(std::move(keys[s.get()]));
+      continue;
+    }
+    // Someone's records broke the shared statement: each submission on its own.
+    for (auto& s : batch) {
+      try {
+        if (!conn || !conn->IsOpen())
+          conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+        postgres::Transaction tx(*conn);
+        auto own = InsertGroup(*conn, s->columns, {s.get()});
+        tx.Commit();
+        s->done.set_value(std::move(own));
+      } catch (...) {
+        s->done.set_exception(std::current_exception());
+      }
+    }
+  }
+}
+
+}  // namespace runnel::server

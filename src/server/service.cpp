@@ -1,0 +1,140 @@
+#include "runnel/server/service.hpp"
+
+#include <fmt/format.h>
+
+#include <future>
+
+#include "runnel/core/error.hpp"
+#include "runnel/model/model.hpp"
+#include "runnel/pipeline/schema.hpp"
+#include "runnel/postgres/connection.hpp"
+#include "runnel/registry/registry.hpp"
+
+namespace runnel::server {
+
+Service::Service(pipeline::PipelineConfig config, std::string conninfo, ServiceOptions options)
+    : config_(std::move(config)), conninfo_(std::move(conninfo)), options_(std::move(options)) {}
+
+Service::~Service() {
+  Stop();
+  if (workers_.joinable()) workers_.join();
+  StopServices();
+}
+
+void Service::Start() {
+  auto log = [this](const std::string& m) {
+    if (options_.log) options_.log(m);
+  };
+  {
+    auto conn = postgres::Connection::Open(conninfo_);
+    if (options_.migrate) {
+      for (const auto& line : pipeline::Migrate(conn, config_)) log(fmt::format("migrate: {}", line));
+    }
+    registry::MigrateRegistry(conn);
+  }
+  try {
+    if (!options_.model_file.empty() || config_.model_name.empty()) {
+      if (!options_.model_file.empty()) {
+        models_ = pipeline::ModelProvider::Fixed(model::LoadModel(options_.model_file));
+      } else if (config_.model_path) {
+        models_ = pipeline::ModelProvider::Fixed(model::LoadModel(*config_.model_path));
+      } else {
+        throw Error(ErrorCode::InvalidInput, fmt::format("{} names no model: pass --model, or set [model].path or "
+                                                         "[model].name",
+                                                         config_.file.string()));
+      }
+    } else {
+      models_ = std::make_shared<pipeline::ModelProvider>();
+      auto stream_options = options_.stream;
+      if (!stream_options.log) stream_options.log = options_.log;
+      stream_ = std::make_unique<registry::ModelStream>(config_, conninfo_, models_, stream_options);
+      stream_->Start();
+      stream_->Follow();
+    }
+    if (config_.capture == pipeline::CaptureMode::Queue) {
+      jobs_ = std::make_unique<pipeline::JobRunner>(config_, conninfo_, options_.log);
+      jobs_->Start();
+    }
+    metrics_ = std::make_unique<Metrics>(config_.name);
+    completions_ = std::make_unique<CompletionHub>();
+    if (options_.http) {
+      ServingContext ctx;
+      ctx.config = &config_;
+      ctx.conninfo = conninfo_;
+      ctx.models = models_;
+      ctx.metrics = metrics_.get();
+      ctx.completions = completions_.get();
+      ctx.process_id = registry::ProcessId();
+      ctx.workers_running = [this] { return workers_running_.load(); };
+      http_ = std::make_unique<HttpServer>(*options_.http, ctx);
+      http_port_ = http_->Start();
+    }
+    pipeline::RunOptions run;
+    run.workers = options_.workers;
+    run.until_idle = options_.until_idle;
+    run.stop = &stop_;
+    run.log = options_.log;
+    run.on_batch = [this](const pipeline::BatchResult& batch) {
+      completions_->Complete(batch.keys);
+      metrics_->RecordBatch(batch);
+    };
+    // Workers connect (and check the models) before Start returns.
+    workers_running_.store(true);
+    auto started = std::make_shared<std::promise<void>>();
+    auto started_future = started->get_future();
+    run.on_started = [started] { started->set_value(); };
+    workers_ = std::thread([this, run, started] {
+      try {
+        summary_ = pipeline::RunPipeline(config_, models_, conninfo_, run);
+      } catch (...) {
+        failure_ = std::current_exception();
+        workers_running_.store(false);
+        try {
+          started->set_exception(std::current_exception());
+        } catch (const std::future_error&) {
+          // already started: the failure surfaces in Wait()
+        }
+        return;
+      }
+      workers_running_.store(false);
+    });
+    started_future.get();  // rethrows a start-up failure
+  } catch (...) {
+    Stop();
+    if (workers_.joinable()) workers_.join();
+    failure_ = nullptr;
+    StopServices();
+    throw;
+  }
+}
+
+void Service::Stop() {
+  stop_.store(true);
+}
+
+void Service::StopServices() {
+  if (http_) http_->Stop();
+  if (jobs_) jobs_->Stop();
+  if (stream_) stream_->Stop();
+}
+
+pipeline::RunSummary Service::Wait() {
+  if (workers_.joinable()) workers_.join();
+  StopServices();
+  if (failure_) std::rethrow_exception(failure_);
+  return summary_;
+}
+
+std::string Service::Describe() const {
+  if (!models_) return "nothing";
+  auto set = models_->Current();
+  std::string out;
+  for (const auto& serving : set->All()) {
+    out += fmt::format("{}{}{}", out.empty() ? "" : ", ", serving->label(),
+                       serving->data_type ? " (data type " + *serving->data_type + ")" : "");
+  }
+  if (stream_) out += fmt::format("{}following the model stream of '{}'", out.empty() ? "" : "; ", config_.model_name);
+  return out;
+}
+
+}  // namespace runnel::server
