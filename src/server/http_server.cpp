@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cassert>
 #include <charconv>
 #include <chrono>
 #include <map>
@@ -907,6 +908,7 @@ struct HttpServer::Impl {
 };
 
 HttpServer::HttpServer(HttpOptions options, ServingContext context) {
+  assert(context.config != nullptr);
   if (!IsLoopback(options.host) && options.token.empty() && !options.insecure) {
     throw Error(ErrorCode::Config,
                 fmt::format("refusing to serve HTTP on {} without a token: set --http-token (or RUNNEL_HTTP_TOKEN), "
