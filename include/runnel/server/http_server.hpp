@@ -29,7 +29,7 @@ struct HttpOptions {
   size_t max_body_bytes = 64 << 20;
   int io_timeout_seconds = 10;   // read/write timeout per request
   int max_wait_ms = 60000;       // cap on ?wait=
-  size_t ingest_threads = 2;     // group-commit inserters
+  size_t ingest_threads = 1;     // group-commit inserters
 };
 
 // "host:port" or ":port" (loopback). Throws Error(InvalidInput).
