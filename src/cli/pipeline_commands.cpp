@@ -91,7 +91,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   run->add_option("--model", args->model,
                   "Serve this model file only (default: the registry's model stream when [model].name is set, "
                   "else [model].path)");
-  run->add_option("--workers", args->workers, "Worker threads, each with its own connection (default 2)");
+  run->add_option("--workers", args->workers, "Worker threads, each with its own connection (default 2; 0 with --http: API only)");
   run->add_flag("--no-migrate", args->no_migrate, "Do not run `runnel migrate` first");
   run->add_flag("--until-idle", args->until_idle, "Exit once the queue is empty instead of waiting for more");
   run->add_option("--http", args->http, "Serve the HTTP API on HOST:PORT, e.g. 127.0.0.1:8080");
@@ -125,6 +125,9 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
          action.sa_handler = OnSignal;
          sigaction(SIGINT, &action, nullptr);
          sigaction(SIGTERM, &action, nullptr);
+         if (args->workers == 0 && args->http.empty()) {
+           throw Error(ErrorCode::InvalidInput, "--workers 0 serves nothing without --http");
+         }
          server::Service service(config, url, options);
          service.Start();
          spdlog::info("serving pipeline '{}' with {}, {} worker(s); Ctrl-C drains and stops", config.name,

@@ -349,6 +349,25 @@ Result Connection::Exec(std::string_view sql, const Params& params) {
                sql);
 }
 
+int64_t Connection::CopyIn(std::string_view sql, std::string_view data) {
+  Check(PQexec(conn_.get(), std::string(sql).c_str()), sql);  // PGRES_COPY_IN
+  // Large payloads go in pieces: libpq buffers each call.
+  constexpr size_t kChunk = 1 << 20;
+  for (size_t at = 0; at < data.size(); at += kChunk) {
+    const size_t n = std::min(kChunk, data.size() - at);
+    if (PQputCopyData(conn_.get(), data.data() + at, static_cast<int>(n)) != 1) {
+      throw DatabaseError(fmt::format("COPY: {}", Trimmed(PQerrorMessage(conn_.get()))), IsOpen() ? "XX000" : "08006");
+    }
+  }
+  if (PQputCopyEnd(conn_.get(), nullptr) != 1) {
+    throw DatabaseError(fmt::format("COPY: {}", Trimmed(PQerrorMessage(conn_.get()))), IsOpen() ? "XX000" : "08006");
+  }
+  Result result = Check(PQgetResult(conn_.get()), sql);
+  // Drain to the end of the command so the connection is usable again.
+  while (PGresult* extra = PQgetResult(conn_.get())) PQclear(extra);
+  return result.AffectedRows();
+}
+
 // ---- Transaction ----
 
 Transaction::Transaction(Connection& conn) : conn_(conn) {

@@ -1,6 +1,7 @@
 #include "runnel/server/http_server.hpp"
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
 #include <httplib.h>
 
 #include <fmt/format.h>
@@ -313,7 +314,7 @@ struct HttpServer::Impl {
   }
 
   // Checks a record against the source table; appends one entry per problem.
-  void Validate(const json& record, size_t index, json& errors) const {
+  void Validate(json& record, size_t index, json& errors) const {
     auto problem = [&](const std::string& field, const std::string& message) {
       errors.push_back({{"record", index}, {"field", field}, {"error", message}});
     };
@@ -321,7 +322,7 @@ struct HttpServer::Impl {
       problem("", "a record must be a JSON object");
       return;
     }
-    for (const auto& [field, value] : record.items()) {
+    for (auto& [field, value] : record.items()) {
       auto it = columns.find(field);
       if (it == columns.end()) {
         problem(field, fmt::format("unknown column: table '{}' has no column '{}'", config.table, field));
@@ -346,6 +347,8 @@ struct HttpServer::Impl {
             problem(field, "out of range for integer");
           } else if (it->second.type == "smallint" && (value.get<double>() > 32767 || value.get<double>() < -32768)) {
             problem(field, "out of range for smallint");
+          } else if (value.is_number_float()) {
+            value = static_cast<int64_t>(value.get<double>());  // 40.0 -> 40: integer text for COPY
           }
           break;
         case ColumnKind::Number:
@@ -465,10 +468,10 @@ struct HttpServer::Impl {
     }
     std::vector<int64_t> ids(records.size());
     for (auto& [cols, members] : by_columns) {
-      std::vector<std::string> texts;
-      texts.reserve(members.size());
-      for (size_t i : members) texts.push_back(records[i].dump());
-      auto keys = ingestor->Insert(cols, std::move(texts));
+      std::vector<json> group;
+      group.reserve(members.size());
+      for (size_t i : members) group.push_back(std::move(records[i]));
+      auto keys = ingestor->Insert(cols, std::move(group));
       if (keys.size() != members.size()) throw HttpError{500, "the database returned fewer keys than records"};
       for (size_t j = 0; j < members.size(); ++j) ids[members[j]] = keys[j];
     }
@@ -993,6 +996,14 @@ int HttpServer::Start() {
                                               : fmt::format("HTTP error {}", res.status);
     Impl::ReplyError(res, {res.status, message});
   });
+  // Debian's libcpp-httplib listens with a backlog of 5: 64 clients connecting at
+  // once lose SYNs and wait a second to retry. Keep the listening socket's fd (the
+  // hook sees only it) and listen again with a real backlog once bound.
+  int listen_fd = -1;
+  s.server.set_socket_options([&listen_fd](socket_t fd) {
+    httplib::default_socket_options(fd);
+    listen_fd = fd;
+  });
   int port = s.options.port;
   if (port == 0) {
     port = s.server.bind_to_any_port(s.options.host);
@@ -1004,6 +1015,7 @@ int HttpServer::Start() {
     throw Error(ErrorCode::Unavailable,
                 fmt::format("cannot listen on {}:{}: the address is in use or not local", s.options.host, s.options.port));
   }
+  if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
   s.thread = std::thread([&s] { s.server.listen_after_bind(); });
   return port;
 }

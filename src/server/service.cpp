@@ -65,7 +65,7 @@ void Service::Start() {
       ctx.metrics = metrics_.get();
       ctx.completions = completions_.get();
       ctx.process_id = registry::ProcessId();
-      ctx.workers_running = [this] { return workers_running_.load(); };
+      if (options_.workers > 0) ctx.workers_running = [this] { return workers_running_.load(); };
       http_ = std::make_unique<HttpServer>(*options_.http, ctx);
       http_port_ = http_->Start();
     }
@@ -78,6 +78,7 @@ void Service::Start() {
       completions_->Complete(batch.keys);
       metrics_->RecordBatch(batch);
     };
+    if (options_.workers == 0) return;  // API only: other processes serve the queue
     // Workers connect (and check the models) before Start returns.
     workers_running_.store(true);
     auto started = std::make_shared<std::promise<void>>();
@@ -119,7 +120,11 @@ void Service::StopServices() {
 }
 
 pipeline::RunSummary Service::Wait() {
-  if (workers_.joinable()) workers_.join();
+  if (workers_.joinable()) {
+    workers_.join();
+  } else {
+    while (!stop_.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   StopServices();
   if (failure_) std::rethrow_exception(failure_);
   return summary_;

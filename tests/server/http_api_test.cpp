@@ -214,6 +214,67 @@ TEST_F(HttpApiTest, ArraysAndNdjsonAreQueuedThenServed) {
   EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE data_type = 'x'"), 3);
 }
 
+TEST_F(HttpApiTest, BulkSpecialTextExplicitKeysAndConflicts) {
+  Start(Config());
+  // 600 records: one direct COPY, not the group; text that COPY must escape.
+  json record = json::parse(kRecord);
+  record["age"] = 41.0;  // integral float into an integer column
+  record["data_type"] = "tab\there\\back\nslash\r\\N";
+  std::string ndjson;
+  for (int i = 0; i < 600; ++i) ndjson += record.dump() + "\n";
+  auto res = client_->Post("/v1/pipelines/needs/requests", ndjson, "application/x-ndjson");
+  ASSERT_EQ(res->status, 202) << res->body;
+  auto ids = Body(res)["ids"];
+  ASSERT_EQ(ids.size(), 600u);
+  for (size_t i = 1; i < ids.size(); ++i) ASSERT_EQ(ids[i].get<int64_t>(), ids[i - 1].get<int64_t>() + 1);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE age = 41 AND data_type = E'tab\\there\\\\back\\nslash\\r\\\\N'"),
+            600);
+  // Keys given by the client; a duplicate key fails only its own request.
+  res = client_->Post("/v1/pipelines/needs/requests", R"({"id": 900001, "client_id": 1, "age": 40, "gender": 1,
+      "family_members": 2, "financial_education": 0.5, "income": 50, "wealth": 100, "income_investment": 1,
+      "accumulation_investment": 0})", "application/json");
+  ASSERT_EQ(res->status, 202) << res->body;
+  EXPECT_EQ(Body(res)["id"], 900001);
+  std::atomic<int> conflicts{0}, accepted{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      httplib::Client c("127.0.0.1", port_);
+      auto dup = json::parse(kRecord);
+      dup["id"] = t % 2 == 0 ? 900001 : 900100 + t;  // two duplicates, two new keys
+      auto r = c.Post("/v1/pipelines/needs/requests", dup.dump(), "application/json");
+      (r && r->status == 422 ? conflicts : accepted)++;
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(conflicts.load(), 2);
+  EXPECT_EQ(accepted.load(), 2);
+  WaitServed();
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 603);
+}
+
+TEST_F(HttpApiTest, ApiOnlyProcessLeavesServingToOthers) {
+  auto config = Config();
+  ServiceOptions options;
+  options.workers = 0;
+  HttpOptions http;
+  http.port = 0;
+  options.http = http;
+  Service api(config, conninfo(), options);
+  api.Start();
+  httplib::Client c("127.0.0.1", api.http_port());
+  auto res = c.Post("/v1/pipelines/needs/requests?wait=300", kRecord, "application/json");
+  ASSERT_EQ(res->status, 202) << "nobody serves yet: " << res->body;
+  EXPECT_EQ(json::parse(res->body)["result"]["status"], "queued");
+  EXPECT_EQ(c.Get("/readyz")->status, 200);
+  Start(config);  // a worker process
+  WaitServed();
+  auto id = json::parse(res->body)["id"].get<int64_t>();
+  EXPECT_EQ(json::parse(c.Get(fmt::format("/v1/pipelines/needs/requests/{}", id))->body)["status"], "done");
+  api.Stop();
+  api.Wait();
+}
+
 TEST_F(HttpApiTest, ClientMistakesGetClearStatuses) {
   HttpOptions http;
   http.max_body_bytes = 4096;

@@ -148,6 +148,10 @@ class Connection {
   // Runs one statement with parameters $1..$n; results come back in binary format.
   Result Exec(std::string_view sql, const Params& params);
 
+  // Runs `COPY ... FROM STDIN` and sends `data` (COPY text format). Returns the rows
+  // copied. Throws DatabaseError; the rows are then not copied.
+  int64_t CopyIn(std::string_view sql, std::string_view data);
+
   // Whether the connection to the server is still usable.
   bool IsOpen() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
   int BackendPid() const { return PQbackendPID(conn_.get()); }

@@ -1,12 +1,15 @@
-// Inserting API records into the pipeline's source table with group commit: HTTP
-// threads hand over validated records and block; ingest threads insert everything
-// waiting (grouped by column set, one INSERT ... jsonb_populate_recordset per group)
-// in one transaction and one commit, then hand back each submission's keys. The
-// inserted rows take the same durable path as any other insert (capture trigger,
-// queue, workers).
+// Inserting API records into the pipeline's source table. Small submissions use group
+// commit: HTTP threads hand over validated records and block; an ingest thread inserts
+// everything waiting in one transaction and one commit, then hands back each
+// submission's keys. Large submissions (bulk NDJSON) are inserted by the calling
+// thread on a connection of its own, so several run in parallel. Either way the rows
+// take the same durable path as any other insert (capture trigger, queue, workers).
 //
-// A submission that makes the group's statement fail (a constraint) is retried on its
-// own so that only it fails. Thread safety: Insert may be called from any thread.
+// Rows are written with COPY when the key column has a sequence (keys are taken from
+// it first, so they are known without RETURNING); otherwise with INSERT ... SELECT
+// FROM jsonb_populate_recordset ... RETURNING key. A submission that makes a shared
+// statement fail (a constraint) is retried on its own so that only it fails.
+// Thread safety: Insert may be called from any thread.
 #pragma once
 
 #include <condition_variable>
@@ -21,7 +24,10 @@
 #include <vector>
 
 #include "runnel/pipeline/pipeline_config.hpp"
+#include <nlohmann/json.hpp>
+
 #include "runnel/postgres/connection.hpp"
+#include "runnel/postgres/pool.hpp"
 
 namespace runnel::server {
 
@@ -33,26 +39,34 @@ class Ingestor {
   Ingestor(const Ingestor&) = delete;
   Ingestor& operator=(const Ingestor&) = delete;
 
-  // `columns`: the columns every record sets, sorted; `records`: one JSON object text
-  // per record with exactly those keys. Returns the new rows' keys, in order, once
-  // committed. Throws DatabaseError (the submission was not inserted, or for a lost
-  // connection during commit, possibly was), Error(Unavailable) after Stop().
-  std::vector<int64_t> Insert(std::vector<std::string> columns, std::vector<std::string> records);
+  // `columns`: the columns every record sets, sorted; `records`: JSON objects with
+  // exactly those keys, validated against the table. Returns the new rows' keys, in
+  // order, once committed. Throws DatabaseError (the submission was not inserted, or
+  // for a lost connection during commit, possibly was), Error(Unavailable) after Stop().
+  std::vector<int64_t> Insert(std::vector<std::string> columns, std::vector<nlohmann::json> records);
+
+  // Submissions of at least this many records skip the group and insert directly.
+  static constexpr size_t kDirectRecords = 256;
 
   void Stop();
 
  private:
   struct Submission {
     std::vector<std::string> columns;
-    std::vector<std::string> records;
+    std::vector<nlohmann::json> records;
     std::promise<std::vector<int64_t>> done;
   };
   void Run();
   std::vector<int64_t> InsertGroup(postgres::Connection& conn, const std::vector<std::string>& columns,
                                    const std::vector<Submission*>& group);
+  // The key column's sequence, looked up once ("" when it has none).
+  const std::string& KeySequence(postgres::Connection& conn);
 
   pipeline::PipelineConfig config_;
   std::string conninfo_;
+  postgres::ConnectionPool direct_;  // for large submissions
+  std::once_flag sequence_once_;
+  std::string sequence_;
   size_t max_group_records_;
   std::mutex mutex_;
   std::condition_variable cv_;
