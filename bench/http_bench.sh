@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The HTTP API under load on one embedded PostgreSQL (its own RUNNEL_HOME in /tmp,
+# removed afterwards), with wrk and bench/http_wait_bench on loopback. Run by `make
+# bench-http` after a Release build in build/bench; results go to docs/performance.md.
+#   (a) single-record POST, 64 connections, 10 s: `runnel run --http` serving (2
+#       workers) and an API-only process (--workers 0) side by side
+#   (b) NDJSON bulk, 1,000 records per POST, 8 connections, 10 s: the same two ways
+#   (c) ?wait round trip at a steady 1,000 requests/s for 20 s (open loop)
+#   (d) the same while a new model version is pushed every 2 s (model swaps)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${BUILD:-build/bench}
+RUNNEL=$B/src/runnel
+WAIT=$B/bench/http_wait_bench
+P=examples/needs/pipeline.toml
+PORT=${PORT:-18181}
+H=http://127.0.0.1:$PORT
+export RUNNEL_HOME
+RUNNEL_HOME=$(mktemp -d /tmp/runnel-bench-XXXXXX)
+chmod 755 "$RUNNEL_HOME"
+RUN=
+cleanup() {
+  [ -n "$RUN" ] && kill -TERM "$RUN" 2>/dev/null && wait "$RUN" 2>/dev/null || true
+  "$RUNNEL" db stop >/dev/null 2>&1 || true
+  rm -rf "$RUNNEL_HOME"
+}
+trap cleanup EXIT
+"$RUNNEL" --log-level warn db start >/dev/null
+ADMIN=$("$RUNNEL" db url --dbname postgres)
+fresh_db() {
+  psql "$ADMIN" -qAt -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench" >/dev/null
+  URL=$("$RUNNEL" db url --dbname bench)
+  psql "$URL" -q -f examples/needs/schema.sql >/dev/null
+}
+serve() {  # serve WORKERS
+  "$RUNNEL" --log-level warn run --pipeline $P --db "$URL" --workers "$1" --http 127.0.0.1:$PORT \
+    > "$RUNNEL_HOME/run.log" 2>&1 &
+  RUN=$!
+  for _ in $(seq 100); do curl -sf $H/readyz >/dev/null && return; sleep 0.1; done
+  echo "runnel did not get ready:"; cat "$RUNNEL_HOME/run.log"; exit 1
+}
+stop() { kill -TERM "$RUN"; wait "$RUN" || true; RUN=; }
+wrk_summary() { grep -E "Requests/sec|^ +50%|^ +99%" | tr -s ' ' | paste -sd ' '; }
+
+LUA=$RUNNEL_HOME/lua
+mkdir -p "$LUA"
+cat > "$LUA/single.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  local body = '{"client_id":' .. (n % 100 + 1) .. ',"age":40,"gender":1,"family_members":2,'
+    .. '"financial_education":0.5,"income":50,"wealth":100,"income_investment":1,"accumulation_investment":0}'
+  return wrk.format(nil, nil, nil, body)
+end
+LUA
+/usr/bin/python3 - "$LUA/bulk.ndjson" <<'PY'
+import json, random, sys
+random.seed(1)
+with open(sys.argv[1], "w") as f:
+    for i in range(1000):
+        f.write(json.dumps({"client_id": i % 100 + 1, "age": random.randint(18, 90), "gender": random.randint(0, 1),
+                            "family_members": random.randint(0, 5), "financial_education": round(random.uniform(0.036, 0.903), 4),
+                            "income": round(random.uniform(1.54, 365.3), 3), "wealth": round(random.uniform(1.06, 2233.2), 3),
+                            "income_investment": random.randint(0, 1), "accumulation_investment": random.randint(0, 1)}) + "\n")
+PY
+cat > "$LUA/bulk.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-ndjson"
+local f = io.open("$LUA/bulk.ndjson", "r")
+wrk.body = f:read("*a")
+f:close()
+LUA
+
+for workers in 2 0; do
+  label=$([ "$workers" = 0 ] && echo "API only (--workers 0)" || echo "serving, 2 workers")
+  echo "== (a) single-record POST, 64 connections, 10 s: $label"
+  fresh_db; serve "$workers"
+  wrk -t2 -c64 -d10s --latency -s "$LUA/single.lua" $H/v1/pipelines/needs/requests | wrk_summary
+  stop
+  echo "== (b) NDJSON bulk, 1,000 records per POST, 8 connections, 10 s: $label"
+  fresh_db; serve "$workers"
+  wrk -t2 -c8 -d10s --latency -s "$LUA/bulk.lua" $H/v1/pipelines/needs/requests | wrk_summary
+  echo "   (records/s = 1,000 x Requests/sec)"
+  stop
+done
+
+echo "== (c) ?wait round trip at 1,000 requests/s, 20 s, 32 connections (after a 3 s warm-up)"
+fresh_db; serve 2
+"$WAIT" --port $PORT --rate 1000 --seconds 3 >/dev/null
+"$WAIT" --port $PORT --rate 1000 --seconds 20 --connections 32
+stop
+
+echo "== (d) the same while a new model version is pushed every 2 s"
+fresh_db; serve 2
+"$WAIT" --port $PORT --rate 1000 --seconds 3 >/dev/null
+(
+  for i in $(seq 10); do
+    sleep 2
+    "$RUNNEL" --log-level warn model push --name needs --file examples/needs/model/demo_model.h5 \
+      --description "swap $i" --db "$URL" >/dev/null
+  done
+) &
+PUSHER=$!
+"$WAIT" --port $PORT --rate 1000 --seconds 20 --connections 32
+wait $PUSHER
+psql "$URL" -qAt -c "SELECT 'model versions that served: ' || count(DISTINCT model_version) || ', requests: '
+                      || count(*) || ', not done: ' || count(*) FILTER (WHERE status <> 'done')
+                      FROM runnel_needs_results"
+stop
