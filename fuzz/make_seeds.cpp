@@ -134,6 +134,8 @@ int main(int argc, char** argv) {
   fs::create_directories(dir / "keras_v3");
   KerasV3Seed(dir / "keras_v3", dir / "keras_v3/mlp.keras");
 
+  Write(dir / "filter/simple", "age >= 18 and name = 'O''Brien'");
+  Write(dir / "filter/nulls", "status is null AND wealth IS NOT NULL and client_id != -3.5e2");
   Write(dir / "features/simple", "a * 2 + b\nln(a)\nbox_cox(c, 0.3)");
   Write(dir / "features/functions", "min(a, b, c)\nclip(a, 0, 1)\npow(b, 2) / sqrt(c)\none_hot(a, 3)");
   Write(
