@@ -98,11 +98,9 @@ int main(int argc, char** argv) {
                                      std::chrono::duration<double>(static_cast<double>(i) / args.rate));
         std::this_thread::sleep_until(due);
         std::string body = args.body;
-        if (auto at = body.find("{client}"); at != std::string::npos)
-          body.replace(at, 8, std::to_string(i % 100 + 1));
+        if (auto at = body.find("{client}"); at != std::string::npos) body.replace(at, 8, std::to_string(i % 100 + 1));
         auto res = client.Post(path, headers, body, "application/json");
-        const double ms =
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - due).count();
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - due).count();
         if (!res) {
           ++errors;
         } else if (res->status == 200) {

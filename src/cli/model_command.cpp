@@ -93,8 +93,7 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
   auto* rollback = model->add_subcommand("rollback", "Return a registry model to its previous good version");
   rollback->add_option("--name", reg->name, "Registry name")->required();
   rollback->add_option("--data-type", reg->data_type, "The data type's model (keyed pipelines)");
-  rollback->add_option("--db", reg->db,
-                       "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
+  rollback->add_option("--db", reg->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
   commands.push_back({rollback, [reg, rollback](CliContext& ctx) {
                         auto conn = postgres::Connection::Open(DatabaseUrl(ctx, reg->db));
                         registry::MigrateRegistry(conn);

@@ -5,9 +5,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "commands.hpp"
@@ -91,7 +91,8 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   run->add_option("--model", args->model,
                   "Serve this model file only (default: the registry's model stream when [model].name is set, "
                   "else [model].path)");
-  run->add_option("--workers", args->workers, "Worker threads, each with its own connection (default 2; 0 with --http: API only)");
+  run->add_option("--workers", args->workers,
+                  "Worker threads, each with its own connection (default 2; 0 with --http: API only)");
   run->add_flag("--no-migrate", args->no_migrate, "Do not run `runnel migrate` first");
   run->add_flag("--until-idle", args->until_idle, "Exit once the queue is empty instead of waiting for more");
   run->add_option("--http", args->http, "Serve the HTTP API on HOST:PORT, e.g. 127.0.0.1:8080");

@@ -61,9 +61,8 @@ JobInfo CreateJob(postgres::Connection& conn, const PipelineConfig& config, cons
   postgres::Transaction tx(conn);
   Params params;
   for (const auto& p : compiled.params) params.Add(p);
-  auto counted = conn.Exec(fmt::format("SELECT count(*), max({}) FROM {} WHERE {}", key, SourceWithResults(config),
-                                       compiled.sql),
-                           params);
+  auto counted = conn.Exec(
+      fmt::format("SELECT count(*), max({}) FROM {} WHERE {}", key, SourceWithResults(config), compiled.sql), params);
   Params insert;
   insert.Add(config.name).Add(filter).Add(batch_size).Add(counted.Get<int64_t>(0, 0));
   insert.Add(counted.GetOptional<int64_t>(0, 1));
@@ -86,9 +85,9 @@ std::optional<JobInfo> GetJob(postgres::Connection& conn, int64_t id) {
 }
 
 std::vector<JobInfo> ListJobs(postgres::Connection& conn, const std::string& pipeline) {
-  auto r = conn.Exec(fmt::format("SELECT {} FROM runnel_jobs WHERE pipeline = $1 ORDER BY id DESC LIMIT 100",
-                                 kJobColumns),
-                     Params().Add(pipeline));
+  auto r =
+      conn.Exec(fmt::format("SELECT {} FROM runnel_jobs WHERE pipeline = $1 ORDER BY id DESC LIMIT 100", kJobColumns),
+                Params().Add(pipeline));
   std::vector<JobInfo> jobs;
   for (int i = 0; i < r.rows(); ++i) jobs.push_back(ReadJob(r, i));
   return jobs;
@@ -140,13 +139,13 @@ bool AdvanceJobs(postgres::Connection& conn, const PipelineConfig& config) {
   Params params;
   params.Add(id).Add(batch_size).Add(job.GetOptional<int64_t>(0, 3)).Add(job.GetOptional<int64_t>(0, 4));
   for (const auto& p : compiled.params) params.Add(p);
-  auto enqueued = conn.Exec(
-      fmt::format("WITH picked AS (SELECT {k} AS key FROM {from} WHERE ($3::bigint IS NULL OR {k} > $3) AND "
-                  "{k} <= $4::bigint AND {filter} ORDER BY {k} LIMIT $2) "
-                  "INSERT INTO {queue} (key, job) SELECT key, $1 FROM picked ORDER BY key RETURNING key",
-                  fmt::arg("k", key), fmt::arg("from", SourceWithResults(config)), fmt::arg("filter", compiled.sql),
-                  fmt::arg("queue", QuoteIdentifier(names.queue))),
-      params);
+  auto enqueued =
+      conn.Exec(fmt::format("WITH picked AS (SELECT {k} AS key FROM {from} WHERE ($3::bigint IS NULL OR {k} > $3) AND "
+                            "{k} <= $4::bigint AND {filter} ORDER BY {k} LIMIT $2) "
+                            "INSERT INTO {queue} (key, job) SELECT key, $1 FROM picked ORDER BY key RETURNING key",
+                            fmt::arg("k", key), fmt::arg("from", SourceWithResults(config)),
+                            fmt::arg("filter", compiled.sql), fmt::arg("queue", QuoteIdentifier(names.queue))),
+                params);
   const int64_t n = enqueued.rows();
   std::optional<int64_t> cursor = job.GetOptional<int64_t>(0, 3);
   for (int r = 0; r < enqueued.rows(); ++r) cursor = std::max(cursor.value_or(INT64_MIN), enqueued.Get<int64_t>(r, 0));
@@ -177,7 +176,8 @@ void JobRunner::Start(std::chrono::milliseconds idle) {
     while (!stop_.load()) {
       bool worked = false;
       try {
-        if (!conn || !conn->IsOpen()) conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+        if (!conn || !conn->IsOpen())
+          conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
         worked = AdvanceJobs(*conn, config_);
       } catch (const Error& e) {
         if (log_) log_(fmt::format("batch jobs: {}", e.what()));

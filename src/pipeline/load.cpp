@@ -44,13 +44,13 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
   LoadSummary summary;
   // A key with its own sequence (serial, identity) is left to it, so that rows from
   // other writers (the HTTP API) never collide; otherwise keys continue after max().
-  const bool sequenced = !conn.Exec("SELECT pg_get_serial_sequence($1, $2)",
-                                    postgres::Params().Add(table).Add(config.key_column))
-                              .IsNull(0, 0);
-  int64_t next = sequenced ? 1
-                           : conn.Exec(fmt::format("SELECT coalesce(max({}), 0) + 1 FROM {}", key, table),
-                                       postgres::Params())
-                                 .Get<int64_t>(0, 0);
+  const bool sequenced =
+      !conn.Exec("SELECT pg_get_serial_sequence($1, $2)", postgres::Params().Add(table).Add(config.key_column))
+           .IsNull(0, 0);
+  int64_t next = sequenced
+                     ? 1
+                     : conn.Exec(fmt::format("SELECT coalesce(max({}), 0) + 1 FROM {}", key, table), postgres::Params())
+                           .Get<int64_t>(0, 0);
   if (!sequenced) summary.first_key = next;
   std::vector<std::string> columns;
   if (!sequenced) columns.push_back(config.key_column);

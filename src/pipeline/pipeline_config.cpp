@@ -130,7 +130,8 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   config.model_name = reader.String(model, "model.", "name", false);
   config.model_type_column = reader.String(model, "model.", "type_column", false);
   if (!config.model_type_column.empty() && config.model_name.empty())
-    reader.Fail(model.get("type_column"), "'model.type_column' needs 'model.name': typed models come from the registry");
+    reader.Fail(model.get("type_column"),
+                "'model.type_column' needs 'model.name': typed models come from the registry");
   if (auto path = reader.String(model, "model.", "path", false); !path.empty()) {
     std::filesystem::path p(path);
     config.model_path = p.is_absolute() ? p : std::filesystem::absolute(file).parent_path() / p;

@@ -74,8 +74,8 @@ struct Worker::State {
       auto plan = OutputPlan::Resolve(config, program, *serving->model);
       if (!outputs) outputs = plan;
       auto it = sessions.find(serving.get());
-      next[serving.get()] = it != sessions.end() ? std::move(it->second)
-                                                 : std::make_unique<model::ModelSession>(serving->model);
+      next[serving.get()] =
+          it != sessions.end() ? std::move(it->second) : std::make_unique<model::ModelSession>(serving->model);
     }
     sessions = std::move(next);
   }
@@ -92,9 +92,8 @@ struct Worker::State {
     std::string select = "true AS found";
     select += config.client_column.empty() ? ", NULL::text AS client"
                                            : ", t." + QuoteIdentifier(config.client_column) + "::text AS client";
-    select += config.model_type_column.empty()
-                  ? ", NULL::text AS dtype"
-                  : ", t." + QuoteIdentifier(config.model_type_column) + "::text AS dtype";
+    select += config.model_type_column.empty() ? ", NULL::text AS dtype"
+                                               : ", t." + QuoteIdentifier(config.model_type_column) + "::text AS dtype";
     std::string columns = "r.found, r.client, r.dtype";
     for (size_t i = 0; i < config.features.input_columns.size(); ++i) {
       select += fmt::format(", t.{}::float8 AS c{}", QuoteIdentifier(config.features.input_columns[i]), i);
@@ -230,7 +229,7 @@ BatchResult Worker::ServeBatch() {
   BatchResult result;
   if (!s.conn) s.Connect();  // a previous reconnect failed
   postgres::Connection& conn = *s.conn;
-  s.SyncModels();  // between batches only: one batch, one model snapshot
+  s.SyncModels();                        // between batches only: one batch, one model snapshot
   if (s.models->empty()) return result;  // nothing to serve with yet: requests wait queued
   if (cfg.capture == CaptureMode::Notify && s.notified.empty()) {
     WaitForWork(std::chrono::milliseconds(0));
@@ -349,10 +348,9 @@ BatchResult Worker::ServeBatch() {
     row_model[i] = s.models->For(data_types[i]);
     if (row_model[i] == nullptr) {
       status[i] = "failed";
-      error[i] = data_types[i] ? fmt::format("no model serves data type '{}' and there is no default model",
-                                             *data_types[i])
-                               : fmt::format("column '{}' is NULL and there is no default model",
-                                             cfg.model_type_column);
+      error[i] = data_types[i]
+                     ? fmt::format("no model serves data type '{}' and there is no default model", *data_types[i])
+                     : fmt::format("column '{}' is NULL and there is no default model", cfg.model_type_column);
       continue;
     }
     groups[row_model[i]].push_back(i);
@@ -369,15 +367,14 @@ BatchResult Worker::ServeBatch() {
     } else {
       s.subset.resize(members.size() * feature_width);
       for (size_t j = 0; j < members.size(); ++j) {
-        std::copy_n(s.features.matrix.begin() + static_cast<std::ptrdiff_t>(members[j] * feature_width),
-                    feature_width, s.subset.begin() + static_cast<std::ptrdiff_t>(j * feature_width));
+        std::copy_n(s.features.matrix.begin() + static_cast<std::ptrdiff_t>(members[j] * feature_width), feature_width,
+                    s.subset.begin() + static_cast<std::ptrdiff_t>(j * feature_width));
       }
       out = session.Predict(s.subset, members.size());
     }
-    serving->stats->Record(static_cast<int64_t>(members.size()),
-                           std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
-                                                                                started)
-                               .count());
+    serving->stats->Record(
+        static_cast<int64_t>(members.size()),
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
     for (size_t j = 0; j < members.size(); ++j) {
       std::copy_n(out.begin() + static_cast<std::ptrdiff_t>(j * width), width,
                   s.predictions.begin() + static_cast<std::ptrdiff_t>(members[j] * width));
@@ -390,8 +387,7 @@ BatchResult Worker::ServeBatch() {
     if (status[i]) continue;
     status[i] = "done";
     versions[i] = row_model[i]->label();
-    for (size_t o = 0; o < s.outputs->size(); ++o)
-      outputs[o][i] = s.outputs->Value(o, i, s.predictions, s.features);
+    for (size_t o = 0; o < s.outputs->size(); ++o) outputs[o][i] = s.outputs->Value(o, i, s.predictions, s.features);
   }
 
   lap(2);

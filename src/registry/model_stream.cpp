@@ -44,8 +44,9 @@ void ModelStream::Start() {
     seed.bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     seed.description = fmt::format("seeded from {}", config_.model_path->filename().string());
     if (auto added = PushIfEmpty(*conn_, seed)) {
-      if (options_.log) options_.log(fmt::format("registry: seeded model '{}' v{} from {}", seed.name,
-                                                 added->version, config_.model_path->string()));
+      if (options_.log)
+        options_.log(fmt::format("registry: seeded model '{}' v{} from {}", seed.name, added->version,
+                                 config_.model_path->string()));
     }
   }
   Refresh();

@@ -36,7 +36,8 @@ void CheckRequest(const PushRequest& request) {
   if (request.bytes.empty())
     throw Error(ErrorCode::InvalidInput, fmt::format("model '{}': the model file is empty", request.name));
   if (request.data_type && (request.data_type->empty() || request.data_type->size() > 100))
-    throw Error(ErrorCode::InvalidInput, fmt::format("model '{}': data type must be 1 to 100 characters", request.name));
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("model '{}': data type must be 1 to 100 characters", request.name));
 }
 
 ModelVersion Insert(postgres::Connection& conn, const PushRequest& request) {
@@ -115,9 +116,8 @@ std::optional<ModelVersion> PushIfEmpty(postgres::Connection& conn, const PushRe
 }
 
 std::vector<ModelVersion> Versions(postgres::Connection& conn, std::string_view name) {
-  auto r = conn.Exec(
-      fmt::format("SELECT {} FROM runnel_models WHERE name = $1 ORDER BY version DESC", kVersionColumns),
-      Params().Add(name));
+  auto r = conn.Exec(fmt::format("SELECT {} FROM runnel_models WHERE name = $1 ORDER BY version DESC", kVersionColumns),
+                     Params().Add(name));
   std::vector<ModelVersion> versions;
   for (int i = 0; i < r.rows(); ++i) versions.push_back(ReadVersion(r, i));
   return versions;
@@ -131,8 +131,8 @@ std::vector<std::string> Names(postgres::Connection& conn) {
 }
 
 std::string FetchBytes(postgres::Connection& conn, std::string_view name, int64_t version) {
-  auto r = conn.Exec("SELECT bytes FROM runnel_models WHERE name = $1 AND version = $2",
-                     Params().Add(name).Add(version));
+  auto r =
+      conn.Exec("SELECT bytes FROM runnel_models WHERE name = $1 AND version = $2", Params().Add(name).Add(version));
   if (r.rows() == 0) throw Error(ErrorCode::NotFound, fmt::format("model '{}' has no version {}", name, version));
   return r.Get<std::string>(0, 0);
 }
@@ -143,8 +143,8 @@ std::string SetValidated(postgres::Connection& conn, std::string_view name, int6
       "UPDATE runnel_models SET status = $3, format = $4, error = nullif($5, '') "
       "WHERE name = $1 AND version = $2 AND status = 'pending'",
       Params().Add(name).Add(version).Add(ok ? "ready" : "rejected").Add(format).Add(error));
-  auto r = conn.Exec("SELECT status FROM runnel_models WHERE name = $1 AND version = $2",
-                     Params().Add(name).Add(version));
+  auto r =
+      conn.Exec("SELECT status FROM runnel_models WHERE name = $1 AND version = $2", Params().Add(name).Add(version));
   if (r.rows() == 0) throw Error(ErrorCode::NotFound, fmt::format("model '{}' has no version {}", name, version));
   return r.Get<std::string>(0, 0);
 }
@@ -163,8 +163,8 @@ ModelVersion Rollback(postgres::Connection& conn, std::string_view name, const s
       "SELECT version FROM runnel_models WHERE name = $1 AND data_type IS NOT DISTINCT FROM $2 AND status = 'ready' "
       "ORDER BY version DESC LIMIT 2",
       params);
-  const std::string what = data_type ? fmt::format("model '{}' (data type '{}')", name, *data_type)
-                                     : fmt::format("model '{}'", name);
+  const std::string what =
+      data_type ? fmt::format("model '{}' (data type '{}')", name, *data_type) : fmt::format("model '{}'", name);
   if (ready.rows() == 0) throw Error(ErrorCode::NotFound, fmt::format("{} has no serving version", what));
   if (ready.rows() < 2) {
     throw Error(ErrorCode::Unavailable,
@@ -183,8 +183,7 @@ ModelVersion Rollback(postgres::Connection& conn, std::string_view name, const s
 void ReportState(postgres::Connection& conn, const std::string& process, const std::string& pipeline,
                  const std::vector<LoadedState>& loaded) {
   postgres::Transaction tx(conn);
-  conn.Exec("DELETE FROM runnel_model_state WHERE process = $1 AND pipeline = $2",
-            Params().Add(process).Add(pipeline));
+  conn.Exec("DELETE FROM runnel_model_state WHERE process = $1 AND pipeline = $2", Params().Add(process).Add(pipeline));
   for (const auto& s : loaded) {
     Params params;
     params.Add(process).Add(pipeline).Add(s.name).Add(s.version);

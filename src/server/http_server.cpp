@@ -1,8 +1,8 @@
 #include "runnel/server/http_server.hpp"
 
 #include <arpa/inet.h>
-#include <sys/socket.h>
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -456,8 +456,8 @@ struct HttpServer::Impl {
     json errors = json::array();
     for (size_t i = 0; i < records.size() && errors.size() < 100; ++i) Validate(records[i], i, errors);
     if (!errors.empty()) {
-      throw HttpError{422, fmt::format("{} invalid field(s); nothing was inserted", errors.size()),
-                      {{"errors", errors}}};
+      throw HttpError{
+          422, fmt::format("{} invalid field(s); nothing was inserted", errors.size()), {{"errors", errors}}};
     }
     // One submission per column set (omitted columns take their defaults).
     std::map<std::vector<std::string>, std::vector<size_t>> by_columns;
@@ -504,9 +504,9 @@ struct HttpServer::Impl {
     bool complete = false;
     auto check_database = [&] {
       auto lease = pool.Acquire();
-      auto r = lease->Exec(fmt::format("SELECT key FROM {} WHERE key = ANY($1::bigint[])",
-                                       QuoteIdentifier(names.results)),
-                           Params().Add(ArrayLiteral(waiter->Pending())));
+      auto r =
+          lease->Exec(fmt::format("SELECT key FROM {} WHERE key = ANY($1::bigint[])", QuoteIdentifier(names.results)),
+                      Params().Add(ArrayLiteral(waiter->Pending())));
       std::vector<int64_t> done;
       for (int i = 0; i < r.rows(); ++i) done.push_back(r.Get<int64_t>(i, 0));
       waiter->Satisfy(done);
@@ -574,8 +574,8 @@ struct HttpServer::Impl {
         const std::string op_name = dot == std::string::npos ? "" : name.substr(dot + 1);
         static const std::map<std::string, std::string> kOps = {
             {"", "="}, {"gte", ">="}, {"gt", ">"}, {"lte", "<="}, {"lt", "<"}};
-        const bool is_output =
-            std::find(config.output_columns.begin(), config.output_columns.end(), column) != config.output_columns.end();
+        const bool is_output = std::find(config.output_columns.begin(), config.output_columns.end(), column) !=
+                               config.output_columns.end();
         if (!is_output || !kOps.contains(op_name)) {
           throw HttpError{422, fmt::format("unknown query parameter '{}': use status, {}limit, after, or an output "
                                            "column ({}) with an optional .gte/.gt/.lte/.lt",
@@ -633,7 +633,8 @@ struct HttpServer::Impl {
   void PostJob(const httplib::Request& req, httplib::Response& res, const PathParams& m) {
     CheckPipeline(m);
     json body = req.body.empty() ? json::object() : ParseJson(req.body, 0);
-    if (!body.is_object()) throw HttpError{422, "the body must be a JSON object {\"batch_size\": N, \"where\": \"...\"}"};
+    if (!body.is_object())
+      throw HttpError{422, "the body must be a JSON object {\"batch_size\": N, \"where\": \"...\"}"};
     json errors = json::array();
     int64_t batch_size = 1000;
     std::string where;
@@ -760,8 +761,8 @@ struct HttpServer::Impl {
     out["serving"] = serving;
     // The default model's fields at top level, for the common one-model case.
     if (auto it = current.find(std::nullopt); it != current.end()) {
-      for (const auto& key : {"version", "description", "format", "loaded_since", "invocations", "inference_ms",
-                              "processes"}) {
+      for (const auto& key :
+           {"version", "description", "format", "loaded_since", "invocations", "inference_ms", "processes"}) {
         for (const auto& entry : serving) {
           if (entry["data_type"].is_null()) out[key] = entry[key];
         }
@@ -822,16 +823,13 @@ struct HttpServer::Impl {
         }
       }
     }
-    json body = {{"name", added.name},
-                 {"version", added.version},
-                 {"status", added.status},
-                 {"error", added.error ? json(*added.error) : json(nullptr)},
-                 {"format", added.format},
-                 {"size_bytes", added.size}};
+    json body = {{"name", added.name},     {"version", added.version},
+                 {"status", added.status}, {"error", added.error ? json(*added.error) : json(nullptr)},
+                 {"format", added.format}, {"size_bytes", added.size}};
     res.set_header("Location", fmt::format("/v1/models/{}", added.name));
     if (added.status == "rejected") {
-      body["error"] = fmt::format("model '{}' v{} was rejected: {}", added.name, added.version,
-                                  added.error.value_or("?"));
+      body["error"] =
+          fmt::format("model '{}' v{} was rejected: {}", added.name, added.version, added.error.value_or("?"));
       Reply(res, 422, body);
     } else {
       Reply(res, added.status == "ready" ? 201 : 202, body);
@@ -972,8 +970,8 @@ int HttpServer::Start() {
     if (s.options.token.empty() || req.path == "/healthz") return httplib::Server::HandlerResponse::Unhandled;
     const std::string header = req.get_header_value("Authorization");
     constexpr std::string_view kBearer = "Bearer ";
-    if (header.starts_with(kBearer) && ConstantTimeEquals(std::string_view(header).substr(kBearer.size()),
-                                                          s.options.token)) {
+    if (header.starts_with(kBearer) &&
+        ConstantTimeEquals(std::string_view(header).substr(kBearer.size()), s.options.token)) {
       return httplib::Server::HandlerResponse::Unhandled;
     }
     res.set_header("WWW-Authenticate", "Bearer");
@@ -1012,8 +1010,8 @@ int HttpServer::Start() {
     port = 0;
   }
   if (port == 0) {
-    throw Error(ErrorCode::Unavailable,
-                fmt::format("cannot listen on {}:{}: the address is in use or not local", s.options.host, s.options.port));
+    throw Error(ErrorCode::Unavailable, fmt::format("cannot listen on {}:{}: the address is in use or not local",
+                                                    s.options.host, s.options.port));
   }
   if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
   s.thread = std::thread([&s] { s.server.listen_after_bind(); });

@@ -156,7 +156,8 @@ void Ingestor::Run() {
     std::map<std::vector<std::string>, std::vector<Submission*>> groups;
     for (auto& s : batch) groups[s->columns].push_back(s.get());
     try {
-      if (!conn || !conn->IsOpen()) conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+      if (!conn || !conn->IsOpen())
+        conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
     } catch (...) {
       for (auto& s : batch) s->done.set_exception(std::current_exception());
       continue;

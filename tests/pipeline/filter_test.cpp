@@ -28,8 +28,8 @@ TEST(FilterTest, ResultFieldsAndNullTests) {
 }
 
 TEST(FilterTest, RefusesAnythingElseNamingTheOffset) {
-  for (const char* bad : {"nope = 1", "age = ", "age == 1", "age = 1 or age = 2", "age = 1; drop table x",
-                          "age = abc", "name = 'open", "age is maybe", "(age = 1)", "age = 1 and"}) {
+  for (const char* bad : {"nope = 1", "age = ", "age == 1", "age = 1 or age = 2", "age = 1; drop table x", "age = abc",
+                          "name = 'open", "age is maybe", "(age = 1)", "age = 1 and"}) {
     try {
       CompileFilter(bad, kColumns, 1);
       ADD_FAILURE() << "accepted: " << bad;

@@ -141,8 +141,9 @@ class HttpApiTest : public runnel::testing::PostgresTest {
 
   void WaitServed() {
     ASSERT_TRUE(Eventually([&] {
-      return Count("SELECT count(*) FROM needs s LEFT JOIN runnel_needs_results r ON r.key = s.id WHERE r.key IS "
-                   "NULL") == 0;
+      return Count(
+                 "SELECT count(*) FROM needs s LEFT JOIN runnel_needs_results r ON r.key = s.id WHERE r.key IS "
+                 "NULL") == 0;
     })) << "requests left unserved";
   }
 
@@ -232,7 +233,8 @@ TEST_F(HttpApiTest, BulkSpecialTextExplicitKeysAndConflicts) {
   // Keys given by the client; a duplicate key fails only its own request.
   res = client_->Post("/v1/pipelines/needs/requests", R"({"id": 900001, "client_id": 1, "age": 40, "gender": 1,
       "family_members": 2, "financial_education": 0.5, "income": 50, "wealth": 100, "income_investment": 1,
-      "accumulation_investment": 0})", "application/json");
+      "accumulation_investment": 0})",
+                      "application/json");
   ASSERT_EQ(res->status, 202) << res->body;
   EXPECT_EQ(Body(res)["id"], 900001);
   std::atomic<int> conflicts{0}, accepted{0};
@@ -282,7 +284,8 @@ TEST_F(HttpApiTest, ClientMistakesGetClearStatuses) {
   auto res = client_->Post("/v1/pipelines/needs/requests", R"({"age": 40,,})", "application/json");
   ASSERT_EQ(res->status, 400);
   EXPECT_EQ(Body(res)["offset"], 11) << res->body;
-  res = client_->Post("/v1/pipelines/needs/requests", std::string(kRecord).substr(0, 30) + "\n{", "application/x-ndjson");
+  res =
+      client_->Post("/v1/pipelines/needs/requests", std::string(kRecord).substr(0, 30) + "\n{", "application/x-ndjson");
   EXPECT_EQ(res->status, 400) << res->body;
 
   res = client_->Post("/v1/pipelines/needs/requests",
@@ -312,9 +315,9 @@ TEST_F(HttpApiTest, ClientMistakesGetClearStatuses) {
   EXPECT_EQ(client_->Get("/v1/pipelines/needs/requests?colour=red")->status, 422);
   EXPECT_EQ(client_->Get("/v1/pipelines/needs/requests?risk_propensity.gte=high")->status, 422);
   EXPECT_EQ(client_->Post("/v1/pipelines/needs/jobs", R"({"where": "nope = 1"})", "application/json")->status, 422);
-  EXPECT_EQ(client_->Post("/v1/pipelines/needs/jobs", R"({"where": "age = ; drop table needs"})", "application/json")
-                ->status,
-            422);
+  EXPECT_EQ(
+      client_->Post("/v1/pipelines/needs/jobs", R"({"where": "age = ; drop table needs"})", "application/json")->status,
+      422);
   EXPECT_EQ(client_->Post("/v1/pipelines/needs/jobs", R"({"batch_size": 0})", "application/json")->status, 422);
   EXPECT_EQ(client_->Post("/v1/pipelines/needs/jobs", R"({"size": 10})", "application/json")->status, 422);
   EXPECT_EQ(client_->Get("/v1/jobs/424242")->status, 404);
@@ -341,10 +344,10 @@ TEST_F(HttpApiTest, TokenIsRequiredExceptForHealth) {
   EXPECT_EQ(client_->Get("/metrics", {{"Authorization", "Bearer s3cre"}})->status, 401);
   EXPECT_EQ(client_->Get("/metrics", {{"Authorization", "Bearer s3cret!"}})->status, 401);
   EXPECT_EQ(client_->Get("/metrics", {{"Authorization", "Bearer s3cret"}})->status, 200);
-  EXPECT_EQ(client_->Post("/v1/pipelines/needs/requests", {{"Authorization", "Bearer s3cret"}}, kRecord,
-                          "application/json")
-                ->status,
-            202);
+  EXPECT_EQ(
+      client_->Post("/v1/pipelines/needs/requests", {{"Authorization", "Bearer s3cret"}}, kRecord, "application/json")
+          ->status,
+      202);
 
   HttpOptions open;
   open.host = "0.0.0.0";
@@ -371,10 +374,11 @@ TEST_F(HttpApiTest, ListingFiltersAndPagesStablyUnderConcurrentInserts) {
   std::thread writer([&] {
     auto conn = Connect();
     while (!stop.load()) {
-      conn.Exec("INSERT INTO needs (client_id, age, gender, family_members, financial_education, income, wealth, "
-                "income_investment, accumulation_investment) SELECT 5, 40, 1, 2, 0.5, 50, 100, 1, 0 "
-                "FROM generate_series(1, 7)",
-                Params());
+      conn.Exec(
+          "INSERT INTO needs (client_id, age, gender, family_members, financial_education, income, wealth, "
+          "income_investment, accumulation_investment) SELECT 5, 40, 1, 2, 0.5, 50, 100, 1, 0 "
+          "FROM generate_series(1, 7)",
+          Params());
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
   });
@@ -450,8 +454,8 @@ TEST_F(HttpApiTest, JobsRescoreWithoutQuotaAndSurviveARestart) {
             0);
 
   // Through the API: a job over rows never scored finds none; listing; cancel.
-  auto res = client_->Post("/v1/pipelines/needs/jobs", R"({"batch_size": 10, "where": "status is null"})",
-                           "application/json");
+  auto res =
+      client_->Post("/v1/pipelines/needs/jobs", R"({"batch_size": 10, "where": "status is null"})", "application/json");
   ASSERT_EQ(res->status, 201) << res->body;
   EXPECT_EQ(Body(res)["state"], "done");
   EXPECT_EQ(Body(res)["total"], 0);
@@ -477,10 +481,11 @@ TEST_F(HttpApiTest, ModelPushUnderLoadRejectsCorruptFilesAndRollsBack) {
   std::thread writer([&] {
     auto conn = Connect();
     while (!stop.load()) {
-      conn.Exec("INSERT INTO needs (client_id, age, gender, family_members, financial_education, income, wealth, "
-                "income_investment, accumulation_investment) SELECT g % 50, 40, 1, 2, 0.5, 50, 100, 1, 0 "
-                "FROM generate_series(1, 5) g",
-                Params());
+      conn.Exec(
+          "INSERT INTO needs (client_id, age, gender, family_members, financial_education, income, wealth, "
+          "income_investment, accumulation_investment) SELECT g % 50, 40, 1, 2, 0.5, 50, 100, 1, 0 "
+          "FROM generate_series(1, 5) g",
+          Params());
       inserted += 5;
       std::this_thread::sleep_for(std::chrono::milliseconds(3));
     }
@@ -569,7 +574,7 @@ TEST_F(HttpApiTest, KeyedServingPicksTheModelByDataType) {
   {
     auto conn = Connect();
     registry::MigrateRegistry(conn);
-    registry::Push(conn, {"needs", ReadBytes(WriteModel("red.h5", 10.0f)), "red wine", "red"});  // v1
+    registry::Push(conn, {"needs", ReadBytes(WriteModel("red.h5", 10.0f)), "red wine", "red"});      // v1
     registry::Push(conn, {"needs", ReadBytes((dir_ / "v1.h5").string()), "default", std::nullopt});  // v2
   }
   Start(config);
@@ -579,9 +584,10 @@ TEST_F(HttpApiTest, KeyedServingPicksTheModelByDataType) {
       "(1, 40, 1, 2, 0.5, 50, 100, 1, 0, 'white'), (1, 40, 1, 2, 0.5, 50, 100, 1, 0, NULL)",
       Params());
   WaitServed();
-  auto versions = conn_->Exec("SELECT s.data_type, r.model_version FROM needs s JOIN runnel_needs_results r ON r.key "
-                              "= s.id ORDER BY s.id",
-                              Params());
+  auto versions = conn_->Exec(
+      "SELECT s.data_type, r.model_version FROM needs s JOIN runnel_needs_results r ON r.key "
+      "= s.id ORDER BY s.id",
+      Params());
   ASSERT_EQ(versions.rows(), 3);
   EXPECT_EQ(versions.Get<std::string>(0, 1), "needs@v1") << "red has its own model";
   EXPECT_EQ(versions.Get<std::string>(1, 1), "needs@v2") << "white falls back to the default";
@@ -601,16 +607,16 @@ TEST_F(HttpApiTest, TwoProcessesConvergeOnThePushedVersion) {
   const std::string log = (dir_ / "runs.log").string();
   std::vector<std::string> pids;
   for (int p = 0; p < 2; ++p) {
-    auto started = RunProcess(
-        {"/bin/sh", "-c",
-         fmt::format("{} run --pipeline {} --db '{}' --workers 1 >>{} 2>&1 & echo $!", RUNNEL_BINARY,
-                     (dir_ / "pipeline.toml").string(), conninfo(), log)});
+    auto started = RunProcess({"/bin/sh", "-c",
+                               fmt::format("{} run --pipeline {} --db '{}' --workers 1 >>{} 2>&1 & echo $!",
+                                           RUNNEL_BINARY, (dir_ / "pipeline.toml").string(), conninfo(), log)});
     pids.push_back(started.output.substr(0, started.output.find('\n')));
   }
   auto versions_loaded = [&](int64_t version) {
-    return Count(fmt::format("SELECT count(DISTINCT process) FROM runnel_model_state WHERE version = {} AND "
-                             "heartbeat > clock_timestamp() - interval '5 seconds'",
-                             version));
+    return Count(
+        fmt::format("SELECT count(DISTINCT process) FROM runnel_model_state WHERE version = {} AND "
+                    "heartbeat > clock_timestamp() - interval '5 seconds'",
+                    version));
   };
   EXPECT_TRUE(Eventually([&] { return versions_loaded(1) == 2; })) << "both processes serve v1";
   auto push = RunProcess({RUNNEL_BINARY, "model", "push", "--name", "needs", "--file", WriteModel("v2.h5", 10.0f),

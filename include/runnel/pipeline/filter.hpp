@@ -25,7 +25,6 @@ struct CompiledFilter {
 // columns are referenced as s."name", result fields as r.status / r.model_version;
 // parameters are numbered from `first_param`. Throws Error(InvalidInput) naming the
 // offset and the problem.
-CompiledFilter CompileFilter(std::string_view text, const std::map<std::string, std::string>& columns,
-                             int first_param);
+CompiledFilter CompileFilter(std::string_view text, const std::map<std::string, std::string>& columns, int first_param);
 
 }  // namespace runnel::pipeline

@@ -68,7 +68,7 @@ class ModelStream {
   std::shared_ptr<pipeline::ModelProvider> provider_;
   ModelStreamOptions options_;
   std::string process_;
-  std::unique_ptr<postgres::Connection> conn_;  // used by one thread at a time
+  std::unique_ptr<postgres::Connection> conn_;                               // used by one thread at a time
   std::map<int64_t, std::shared_ptr<const pipeline::ServingModel>> loaded_;  // by version
   std::atomic<bool> stop_{false};
   std::thread thread_;

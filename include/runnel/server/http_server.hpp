@@ -27,9 +27,9 @@ struct HttpOptions {
   bool insecure = false;  // allow a non-loopback address without a token
   size_t threads = 96;    // handler threads; a keep-alive connection holds one
   size_t max_body_bytes = 64 << 20;
-  int io_timeout_seconds = 10;   // read/write timeout per request
-  int max_wait_ms = 60000;       // cap on ?wait=
-  size_t ingest_threads = 1;     // group-commit inserters
+  int io_timeout_seconds = 10;  // read/write timeout per request
+  int max_wait_ms = 60000;      // cap on ?wait=
+  size_t ingest_threads = 1;    // group-commit inserters
 };
 
 // "host:port" or ":port" (loopback). Throws Error(InvalidInput).
@@ -40,9 +40,9 @@ struct ServingContext {
   const pipeline::PipelineConfig* config = nullptr;  // non-owning
   std::string conninfo;
   std::shared_ptr<pipeline::ModelProvider> models;
-  Metrics* metrics = nullptr;            // non-owning
-  CompletionHub* completions = nullptr;  // non-owning
-  std::string process_id;                // "host:pid"
+  Metrics* metrics = nullptr;             // non-owning
+  CompletionHub* completions = nullptr;   // non-owning
+  std::string process_id;                 // "host:pid"
   std::function<bool()> workers_running;  // for /readyz
 };
 

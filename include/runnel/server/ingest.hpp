@@ -23,8 +23,8 @@
 #include <thread>
 #include <vector>
 
-#include "runnel/pipeline/pipeline_config.hpp"
 #include <nlohmann/json.hpp>
+#include "runnel/pipeline/pipeline_config.hpp"
 
 #include "runnel/postgres/connection.hpp"
 #include "runnel/postgres/pool.hpp"

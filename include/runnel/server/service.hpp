@@ -22,9 +22,9 @@ namespace runnel::server {
 
 struct ServiceOptions {
   size_t workers = 2;               // 0: API only (other processes run the workers)
-  bool until_idle = false;         // workers return once the queue stays empty
-  bool migrate = true;             // run pipeline::Migrate first
-  std::string model_file;          // non-empty: serve this file, not the registry
+  bool until_idle = false;          // workers return once the queue stays empty
+  bool migrate = true;              // run pipeline::Migrate first
+  std::string model_file;           // non-empty: serve this file, not the registry
   std::optional<HttpOptions> http;  // serve the API too
   registry::ModelStreamOptions stream;
   std::function<void(const std::string&)> log;
