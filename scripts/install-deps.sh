@@ -11,7 +11,7 @@ build_packages=(
   g++ make cmake ninja-build pkg-config git
   postgresql libpq-dev
   libfmt-dev libspdlog-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
-  libhdf5-dev libzip-dev libprotobuf-dev protobuf-compiler libonnx-dev libcpp-httplib-dev
+  libhdf5-dev libzip-dev libprotobuf-dev protobuf-compiler libonnx-dev libcpp-httplib-dev libpugixml-dev
 )
 test_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev

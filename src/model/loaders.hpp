@@ -18,5 +18,6 @@ struct LoadedGraph {
 LoadedGraph LoadKerasH5(std::string_view bytes, const std::string& source);
 LoadedGraph LoadKerasV3(std::string_view bytes, const std::string& source);
 LoadedGraph LoadOnnx(std::string_view bytes, const std::string& source);
+LoadedGraph LoadTfGraph(std::string_view bytes, const std::string& source);
 
 }  // namespace runnel::model

@@ -15,6 +15,8 @@ const char* ModelFormatName(ModelFormat format) {
     case ModelFormat::KerasH5: return "Keras HDF5 (.h5)";
     case ModelFormat::KerasV3: return "Keras v3 (.keras)";
     case ModelFormat::Onnx: return "ONNX";
+    case ModelFormat::Pmml: return "PMML";
+    case ModelFormat::TfGraph: return "TensorFlow GraphDef (.pb)";
   }
   return "?";
 }
@@ -29,7 +31,16 @@ Model::Model(Graph graph, ModelInfo info) : graph_(std::move(graph)), info_(std:
   output_width_ = graph_.OutputWidth();
 }
 
+Model::Model(std::shared_ptr<const pmml::PmmlModel> pmml, ModelInfo info)
+    : info_(std::move(info)), pmml_(std::move(pmml)) {
+  input_names_ = pmml_->input_names();
+  output_names_ = pmml_->output_names();
+  input_width_ = input_names_.size();
+  output_width_ = output_names_.size();
+}
+
 std::vector<std::string> Model::Describe() const {
+  if (pmml_) return pmml_->Describe();
   std::vector<std::string> lines;
   for (int id : graph_.inputs) {
     lines.push_back(fmt::format("{:<28} Input      width {}", graph_.value_names[static_cast<size_t>(id)],
@@ -69,8 +80,25 @@ LoadedGraph LoadModelGraph(std::string_view bytes, const std::string& source) {
     case ModelFormat::KerasH5: return LoadKerasH5(bytes, source);
     case ModelFormat::KerasV3: return LoadKerasV3(bytes, source);
     case ModelFormat::Onnx: return LoadOnnx(bytes, source);
+    case ModelFormat::TfGraph: return LoadTfGraph(bytes, source);
+    case ModelFormat::Pmml: break;  // not a graph: see MakeModel
   }
   throw Error(ErrorCode::Model, fmt::format("{}: unknown model format", source));
+}
+
+std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string& source, const std::string& version) {
+  if (!bytes.empty() && DetectModelFormat(bytes) == ModelFormat::Pmml) {
+    auto pmml = pmml::PmmlModel::Load(bytes, source);
+    ModelInfo info;
+    info.format = ModelFormat::Pmml;
+    info.source = source;
+    info.producer = pmml->producer();
+    info.version = version;
+    return std::make_shared<const Model>(std::move(pmml), std::move(info));
+  }
+  auto loaded = LoadModelGraph(bytes, source);
+  loaded.info.version = version;
+  return std::make_shared<const Model>(std::move(loaded.graph), std::move(loaded.info));
 }
 
 }  // namespace
@@ -80,16 +108,12 @@ std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path) {
   if (!in) throw Error(ErrorCode::Io, fmt::format("{}: cannot open the model file", path.string()));
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) throw Error(ErrorCode::Io, fmt::format("{}: read error", path.string()));
-  auto loaded = LoadModelGraph(bytes, path.string());
-  loaded.info.version = fmt::format("{}@{:016x}", path.filename().string(), ContentHash(bytes));
-  return std::make_shared<const Model>(std::move(loaded.graph), std::move(loaded.info));
+  return MakeModel(bytes, path.string(), fmt::format("{}@{:016x}", path.filename().string(), ContentHash(bytes)));
 }
 
 std::shared_ptr<const Model> LoadModelFromBytes(std::string_view bytes, const std::string& source,
                                                 const std::string& version) {
-  auto loaded = LoadModelGraph(bytes, source);
-  loaded.info.version = version;
-  return std::make_shared<const Model>(std::move(loaded.graph), std::move(loaded.info));
+  return MakeModel(bytes, source, version);
 }
 
 uint64_t ContentHash(std::string_view bytes) {
@@ -103,12 +127,21 @@ ModelFormat DetectModelFormat(std::string_view bytes) {
   static constexpr std::string_view kHdf5Magic("\x89HDF\r\n\x1a\n", 8);
   if (bytes.starts_with(kHdf5Magic)) return ModelFormat::KerasH5;
   if (bytes.starts_with("PK\x03\x04")) return ModelFormat::KerasV3;
+  // XML (after a byte-order mark and blanks): PMML.
+  std::string_view rest = bytes;
+  if (rest.starts_with("\xEF\xBB\xBF")) rest.remove_prefix(3);
+  while (!rest.empty() && (rest[0] == ' ' || rest[0] == '\n' || rest[0] == '\r' || rest[0] == '\t')) rest.remove_prefix(1);
+  if (rest.starts_with('<')) return ModelFormat::Pmml;
+  // Protobuf: an ONNX ModelProto opens with ir_version (field 1, varint: 0x08); a
+  // TensorFlow GraphDef with a node (field 1, length-delimited: 0x0A).
+  if (bytes.starts_with('\x0A')) return ModelFormat::TfGraph;
   return ModelFormat::Onnx;
 }
 
 // ---- ModelSession ----
 
 ModelSession::ModelSession(std::shared_ptr<const Model> model) : model_(std::move(model)) {
+  if (model_->pmml() != nullptr) return;
   const auto& graph = model_->graph();
   for (size_t width : graph.value_widths) strides_.push_back(PaddedWidth(width));
   buffers_.resize(graph.value_widths.size());
@@ -128,6 +161,10 @@ std::span<const float> ModelSession::Predict(std::span<const float> input, size_
                                                      rows, model_->input_width(), input.size()));
   }
   Reserve(rows);
+  if (const auto* pmml = model_->pmml()) {
+    pmml->Score(input, rows, std::span<float>(output_.data(), rows * model_->output_width()));
+    return {output_.data(), rows * model_->output_width()};
+  }
   // Split the input row across the model's inputs.
   size_t offset = 0;
   for (int id : graph.inputs) {

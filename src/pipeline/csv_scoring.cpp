@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <cmath>
 #include <map>
 
 #include "runnel/core/csv.hpp"
@@ -52,16 +53,33 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
   std::vector<size_t> input_index;
   for (const auto& column : program.input_columns()) input_index.push_back(locate(column));
 
+  // Named models (PMML) name their own outputs: the predicted value after the target
+  // and, for classifiers, one probability per class; derived outputs follow.
+  const bool named = !model->output_names().empty();
+  std::vector<std::string> columns;
+  std::vector<size_t> derived_outputs;  // indices into config.output_columns
+  if (named) {
+    columns = model->output_names();
+    for (size_t o = 0; o < config.output_columns.size(); ++o) {
+      if (program.DerivedIndex(config.output_columns[o])) {
+        columns.push_back(config.output_columns[o]);
+        derived_outputs.push_back(o);
+      }
+    }
+  } else {
+    columns = config.output_columns;
+  }
   {
     std::string line;
     AppendCsvField(line, config.key_column, ',');
-    for (const auto& column : config.output_columns) {
+    for (const auto& column : columns) {
       line += ',';
       AppendCsvField(line, column, ',');
     }
     line += ",error\n";
     out << line;
   }
+  std::vector<float> model_input, mapped;
 
   model::ModelSession session(model);
   ColumnBatch batch;
@@ -109,16 +127,26 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
     if (rows == 0) break;
     batch.rows = rows;
     program.Evaluate(batch, features);
-    auto predictions = session.Predict(features.matrix, rows);
+    auto predictions = session.Predict(plan.ModelInput(features.matrix, rows, model_input), rows);
+    mapped.resize(rows * config.model_outputs.size());
+    plan.MapOutputs(predictions, rows, mapped.data());
+    const size_t model_width = model->output_width();
     for (size_t r = 0; r < rows; ++r) {
-      const std::string& error = !parse_errors[r].empty() ? parse_errors[r] : features.errors[r];
+      std::string error = !parse_errors[r].empty() ? parse_errors[r] : features.errors[r];
+      if (error.empty() && std::isnan(predictions[r * model_width]) && named) {
+        error = "the model made no prediction for this row (a missing or invalid input)";
+      }
       line.clear();
       AppendCsvField(line, keys[r], ',');
-      for (size_t o = 0; o < plan.size(); ++o) {
+      auto put = [&](double v) {
         line += ',';
-        if (error.empty()) {
-          fmt::format_to(std::back_inserter(line), "{}", static_cast<float>(plan.Value(o, r, predictions, features)));
-        }
+        if (error.empty() && !std::isnan(v)) fmt::format_to(std::back_inserter(line), "{}", static_cast<float>(v));
+      };
+      if (named) {
+        for (size_t o = 0; o < model_width; ++o) put(predictions[r * model_width + o]);
+        for (size_t o : derived_outputs) put(error.empty() ? plan.Value(o, r, mapped, features) : 0.0);
+      } else {
+        for (size_t o = 0; o < plan.size(); ++o) put(error.empty() ? plan.Value(o, r, mapped, features) : 0.0);
       }
       line += ',';
       AppendCsvField(line, error, ',');

@@ -126,7 +126,11 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   config.features.input_columns = reader.Strings(source, "source.", "columns", true);
 
   const auto& model = reader.Table(root, "model", true);
-  reader.AllowOnly(model, "model.", {"path", "outputs", "name", "type_column"});
+  reader.AllowOnly(model, "model.", {"path", "outputs", "name", "type_column", "class_from_argmax"});
+  if (const toml::node* argmax = model.get("class_from_argmax")) {
+    if (!argmax->is_boolean()) reader.Fail(argmax, "'model.class_from_argmax' must be true or false");
+    config.class_from_argmax = *argmax->value<bool>();
+  }
   config.model_name = reader.String(model, "model.", "name", false);
   config.model_type_column = reader.String(model, "model.", "type_column", false);
   if (!config.model_type_column.empty() && config.model_name.empty())

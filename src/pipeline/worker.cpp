@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -44,7 +45,7 @@ struct Worker::State {
   uint64_t generation = UINT64_MAX;
   std::shared_ptr<const ModelSet> models;
   std::map<const ServingModel*, std::unique_ptr<model::ModelSession>> sessions;
-  std::optional<OutputPlan> outputs;
+  std::map<const ServingModel*, OutputPlan> plans;  // how each model plugs in
   std::vector<size_t> write_back_output;  // per write-back column: index into output_columns
   std::string claim_sql, quota_sql, update_sql, results_sql, recommend_delete_sql, recommend_sql, jobs_sql;
   std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
@@ -52,8 +53,10 @@ struct Worker::State {
   // Reused per batch.
   ColumnBatch batch;
   features::FeatureOutput features;
-  std::vector<float> predictions;  // rows x model outputs, gathered from every model used
+  std::vector<float> predictions;  // rows x [model].outputs, gathered from every model used
   std::vector<float> subset;       // feature rows of one model's group
+  std::vector<float> model_input;  // a named model's input columns
+  std::vector<float> mapped;       // one group's outputs in the pipeline's order
 
   State(const PipelineConfig& c, std::shared_ptr<ModelProvider> p, std::string info)
       : config(c),
@@ -70,9 +73,9 @@ struct Worker::State {
     generation = now;
     models = provider->Current();
     std::map<const ServingModel*, std::unique_ptr<model::ModelSession>> next;
+    plans.clear();
     for (const auto& serving : models->All()) {
-      auto plan = OutputPlan::Resolve(config, program, *serving->model);
-      if (!outputs) outputs = plan;
+      plans.emplace(serving.get(), OutputPlan::Resolve(config, program, *serving->model));
       auto it = sessions.find(serving.get());
       next[serving.get()] =
           it != sessions.end() ? std::move(it->second) : std::make_unique<model::ModelSession>(serving->model);
@@ -360,23 +363,26 @@ BatchResult Worker::ServeBatch() {
   s.predictions.assign(n * width, 0.0f);
   for (const auto& [serving, members] : groups) {
     model::ModelSession& session = *s.sessions.at(serving);
+    const OutputPlan& plan = s.plans.at(serving);
     const auto started = std::chrono::steady_clock::now();
-    std::span<const float> out;
-    if (members.size() == n) {
-      out = session.Predict(s.features.matrix, n);
-    } else {
+    std::span<const float> rows_in = s.features.matrix;
+    if (members.size() != n) {
       s.subset.resize(members.size() * feature_width);
       for (size_t j = 0; j < members.size(); ++j) {
-        std::copy_n(s.features.matrix.begin() + static_cast<std::ptrdiff_t>(members[j] * feature_width), feature_width,
-                    s.subset.begin() + static_cast<std::ptrdiff_t>(j * feature_width));
+        std::copy_n(s.features.matrix.begin() + static_cast<std::ptrdiff_t>(members[j] * feature_width),
+                    feature_width, s.subset.begin() + static_cast<std::ptrdiff_t>(j * feature_width));
       }
-      out = session.Predict(s.subset, members.size());
+      rows_in = s.subset;
     }
-    serving->stats->Record(
-        static_cast<int64_t>(members.size()),
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
+    auto out = session.Predict(plan.ModelInput(rows_in, members.size(), s.model_input), members.size());
+    serving->stats->Record(static_cast<int64_t>(members.size()),
+                           std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                                                started)
+                               .count());
+    s.mapped.resize(members.size() * width);
+    plan.MapOutputs(out, members.size(), s.mapped.data());
     for (size_t j = 0; j < members.size(); ++j) {
-      std::copy_n(out.begin() + static_cast<std::ptrdiff_t>(j * width), width,
+      std::copy_n(s.mapped.begin() + static_cast<std::ptrdiff_t>(j * width), width,
                   s.predictions.begin() + static_cast<std::ptrdiff_t>(members[j] * width));
     }
   }
@@ -385,9 +391,18 @@ BatchResult Worker::ServeBatch() {
   std::vector<std::optional<std::string>> versions(n);
   for (size_t i = 0; i < n; ++i) {
     if (status[i]) continue;
+    if (std::isnan(s.predictions[i * width])) {
+      status[i] = "failed";
+      error[i] = fmt::format("{} made no prediction for this row (a missing or invalid input)", row_model[i]->label());
+      continue;
+    }
     status[i] = "done";
     versions[i] = row_model[i]->label();
-    for (size_t o = 0; o < s.outputs->size(); ++o) outputs[o][i] = s.outputs->Value(o, i, s.predictions, s.features);
+    const OutputPlan& plan = s.plans.at(row_model[i]);
+    for (size_t o = 0; o < plan.size(); ++o) {
+      const double v = plan.Value(o, i, s.predictions, s.features);
+      if (!std::isnan(v)) outputs[o][i] = v;  // NaN: an output this model does not give
+    }
   }
 
   lap(2);

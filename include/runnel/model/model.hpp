@@ -12,10 +12,11 @@
 
 #include "runnel/model/graph.hpp"
 #include "runnel/model/kernels.hpp"
+#include "runnel/model/pmml.hpp"
 
 namespace runnel::model {
 
-enum class ModelFormat { KerasH5, KerasV3, Onnx };
+enum class ModelFormat { KerasH5, KerasV3, Onnx, Pmml, TfGraph };
 const char* ModelFormatName(ModelFormat format);
 
 struct ModelInfo {
@@ -25,10 +26,13 @@ struct ModelInfo {
   std::string version;   // file name and a hash of its bytes, e.g. "model.h5@1f2e3d4c5b6a7988"
 };
 
+// A model is either a graph (Keras, ONNX, TensorFlow: positional inputs and outputs)
+// or a PMML document (named inputs and outputs, see pmml.hpp).
 class Model {
  public:
   // Validates the graph and packs the weights. Throws Error(Model) naming the source.
   Model(Graph graph, ModelInfo info);
+  Model(std::shared_ptr<const pmml::PmmlModel> pmml, ModelInfo info);
 
   const Graph& graph() const { return graph_; }
   const ModelInfo& info() const { return info_; }
@@ -39,16 +43,25 @@ class Model {
   // One line per node: "dense_1  Dense 9 -> 32 relu", for `runnel model inspect`.
   std::vector<std::string> Describe() const;
 
+  // Named models (PMML): the fields each input column feeds, in order, and the names
+  // of the outputs: the predicted value (named after the target), then one
+  // "probability_<class>" per class. Both empty for positional (graph) models.
+  const std::vector<std::string>& input_names() const { return input_names_; }
+  const std::vector<std::string>& output_names() const { return output_names_; }
+  const pmml::PmmlModel* pmml() const { return pmml_.get(); }  // non-owning; null for graphs
+
  private:
   Graph graph_;
   ModelInfo info_;
   std::vector<PackedDense> packed_;  // per node; empty unless Dense
+  std::shared_ptr<const pmml::PmmlModel> pmml_;
+  std::vector<std::string> input_names_, output_names_;
   size_t input_width_ = 0;
   size_t output_width_ = 0;
 };
 
-// Reads a model file, choosing the loader by its content (HDF5 signature, zip, else
-// ONNX protobuf). Throws Error(Model) naming the file and the layer or node at fault,
+// Reads a model file, choosing the loader by its content (HDF5 signature, zip, XML for
+// PMML, a TensorFlow GraphDef, else ONNX protobuf). Throws Error(Model) naming the file and the layer or node at fault,
 // Error(Io) when the file cannot be read. Never crashes on malformed input.
 std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path);
 
@@ -57,7 +70,7 @@ std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path);
 std::shared_ptr<const Model> LoadModelFromBytes(std::string_view bytes, const std::string& source,
                                                 const std::string& version);
 
-// The format LoadModel would read `bytes` as (HDF5 signature, zip, else ONNX).
+// The format LoadModel would read `bytes` as.
 ModelFormat DetectModelFormat(std::string_view bytes);
 // FNV-1a 64 of the bytes: identifies a model file's exact content.
 uint64_t ContentHash(std::string_view bytes);

@@ -1,5 +1,13 @@
-// Where a pipeline's output columns come from — a model output or a derived feature —
-// resolved once against a model, which is checked to fit the pipeline's features.
+// How one model plugs into a pipeline, resolved once per model and checked to fit:
+//   inputs  — positional models take the feature vector as it is; named models (PMML)
+//             take the features whose names match their input fields (spaces,
+//             underscores and case aside: "fixed acidity" is feature fixed_acidity);
+//   outputs — the pipeline's [model].outputs: positional models give them in order;
+//             named models give the first (the predicted value) from their target and
+//             the others by name ("probability_5"), NULL where the model has none;
+//             with [model].class_from_argmax a positional model's predicted value is
+//             the index of its largest output (a classifier's raw scores).
+// Output columns then come from those model outputs or from derived features.
 #pragma once
 
 #include <span>
@@ -13,25 +21,40 @@ namespace runnel::pipeline {
 
 class OutputPlan {
  public:
-  // Throws Error(InvalidInput), naming both files, when the model's input width is not
-  // the features' width or its output width is not the number of model.outputs.
+  // Throws Error(InvalidInput), naming both files, when the model does not fit: input
+  // width or names, or output width / names.
   static OutputPlan Resolve(const PipelineConfig& config, const features::FeatureProgram& program,
                             const model::Model& model);
 
+  // The model's input matrix from the feature matrix (rows x program width): the
+  // features themselves, or the gathered columns (into `scratch`).
+  std::span<const float> ModelInput(std::span<const float> features, size_t rows, std::vector<float>& scratch) const;
+  // Model outputs (rows x model width) into the pipeline's model outputs (rows x
+  // [model].outputs, NaN where the model has none), written at `dst`.
+  void MapOutputs(std::span<const float> model_out, size_t rows, float* dst) const;
+
   size_t size() const { return sources_.size(); }
-  // Output column `o` of row `r`. Precondition: the row's features did not fail.
-  double Value(size_t o, size_t r, std::span<const float> predictions, const features::FeatureOutput& features) const {
+  // Output column `o` of row `r`, from the mapped predictions (rows x [model].outputs).
+  // NaN for a model output this model does not give. Precondition: the row's features
+  // did not fail.
+  double Value(size_t o, size_t r, std::span<const float> mapped, const features::FeatureOutput& features) const {
     const Source& s = sources_[o];
-    return s.from_model ? static_cast<double>(predictions[r * model_width_ + s.index]) : features.derived[s.index][r];
+    return s.from_model ? static_cast<double>(mapped[r * model_outputs_ + s.index]) : features.derived[s.index][r];
   }
 
  private:
   struct Source {
     bool from_model;
-    size_t index;  // model output or derived feature
+    size_t index;  // pipeline model output or derived feature
   };
+  static constexpr int kNone = -1;
+  static constexpr int kArgMax = -2;
   std::vector<Source> sources_;
-  size_t model_width_ = 0;
+  size_t model_outputs_ = 0;            // [model].outputs
+  size_t model_width_ = 0;              // the model's own output width
+  size_t feature_width_ = 0;
+  std::vector<size_t> input_columns_;   // named models: feature column per model input
+  std::vector<int> output_from_;        // per pipeline model output: model output, kNone or kArgMax
 };
 
 }  // namespace runnel::pipeline

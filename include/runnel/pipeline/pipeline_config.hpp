@@ -66,6 +66,9 @@ struct PipelineConfig {
   std::string model_name;
   // Keyed serving: the source column whose value picks the model (one per data type).
   std::string model_type_column;
+  // A positional model with more outputs than [model].outputs predicts the index of
+  // its largest output (a classifier's class scores); the other outputs are NULL.
+  bool class_from_argmax = false;
   std::vector<std::string> model_outputs;
   features::FeatureSpec features;
   std::vector<std::string> output_columns;
