@@ -134,6 +134,26 @@ int main(int argc, char** argv) {
   fs::create_directories(dir / "keras_v3");
   KerasV3Seed(dir / "keras_v3", dir / "keras_v3/mlp.keras");
 
+  // GraphDef { node { name: "x" op: "Placeholder" } }, encoded by hand.
+  Write(dir / "tf_graph/placeholder", std::string("\x0a\x10\x0a\x01x\x12\x0bPlaceholder", 18));
+  Write(dir / "pmml/tree",
+        "<PMML version=\"4.3\"><DataDictionary><DataField name=\"x\" optype=\"continuous\"/>"
+        "<DataField name=\"c\" optype=\"categorical\"><Value value=\"a\"/><Value value=\"b\"/></DataField>"
+        "</DataDictionary><TreeModel functionName=\"classification\" missingValueStrategy=\"lastPrediction\">"
+        "<MiningSchema><MiningField name=\"c\" usageType=\"target\"/><MiningField name=\"x\"/></MiningSchema>"
+        "<Node score=\"a\"><True/><ScoreDistribution value=\"a\" recordCount=\"2\"/>"
+        "<Node score=\"b\"><SimplePredicate field=\"x\" operator=\"lessOrEqual\" value=\"1\"/></Node>"
+        "<Node score=\"a\"><SimplePredicate field=\"x\" operator=\"greaterThan\" value=\"1\"/></Node>"
+        "</Node></TreeModel></PMML>");
+  Write(dir / "pmml/regression",
+        "<PMML version=\"4.4\"><DataDictionary><DataField name=\"x\" optype=\"continuous\"/>"
+        "<DataField name=\"y\" optype=\"continuous\"/></DataDictionary>"
+        "<TransformationDictionary><DerivedField name=\"d\"><Apply function=\"+\"><FieldRef field=\"x\"/>"
+        "<Constant>2</Constant></Apply></DerivedField></TransformationDictionary>"
+        "<RegressionModel functionName=\"regression\"><MiningSchema><MiningField name=\"y\" usageType=\"target\"/>"
+        "<MiningField name=\"x\" missingValueReplacement=\"1\"/></MiningSchema>"
+        "<RegressionTable intercept=\"1\"><NumericPredictor name=\"d\" coefficient=\"2\"/></RegressionTable>"
+        "</RegressionModel></PMML>");
   Write(dir / "filter/simple", "age >= 18 and name = 'O''Brien'");
   Write(dir / "filter/nulls", "status is null AND wealth IS NOT NULL and client_id != -3.5e2");
   Write(dir / "features/simple", "a * 2 + b\nln(a)\nbox_cox(c, 0.3)");

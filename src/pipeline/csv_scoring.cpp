@@ -49,7 +49,10 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
     }
     return it->second;
   };
-  const size_t key_index = locate(config.key_column);
+  // Without a key column (a bare data file), rows are numbered from 1.
+  const bool has_key = by_name.contains(NormalizeColumnName(config.key_column));
+  const size_t key_index = has_key ? locate(config.key_column) : 0;
+  size_t row_number = 0;
   std::vector<size_t> input_index;
   for (const auto& column : program.input_columns()) input_index.push_back(locate(column));
 
@@ -100,7 +103,8 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
         break;
       }
       if (fields.size() == 1 && fields[0].empty()) continue;  // blank line
-      keys.push_back(key_index < fields.size() ? fields[key_index] : "");
+      ++row_number;
+      keys.push_back(!has_key ? std::to_string(row_number) : key_index < fields.size() ? fields[key_index] : "");
       std::string error;
       if (reader.malformed()) {
         error = fmt::format("line {}: unterminated quoted field", reader.line());
