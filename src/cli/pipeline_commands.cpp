@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <sstream>
 #include <thread>
 
 #include "commands.hpp"
@@ -58,7 +59,8 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
 
 void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   struct Args {
-    std::string pipeline, db, model, http, http_token;
+    std::string pipeline, db, model, http, http_token, input, delimiter = ",", columns, data_type;
+    bool loop = false, reverse = false;
     bool insecure = false;
     size_t http_threads = 0;
     size_t workers = 2;
@@ -195,10 +197,47 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   load->add_option("--rate", args->rate, "Rows per second (default: as fast as possible)");
   load->add_option("--rows-per-txn", args->rows_per_txn, "Rows per INSERT transaction (default 1000)");
   load->add_option("--seed", args->seed, "Random seed (default: from the clock; printed)");
+  load->add_option("--input", args->input, "Replay this CSV file instead of synthetic rows")->check(CLI::ExistingFile);
+  load->add_option("--delimiter", args->delimiter, "--input's field delimiter (default ',')");
+  load->add_option("--columns", args->columns, "--input's column names, comma-separated (default: its header)");
+  load->add_option("--data-type", args->data_type, "Set the pipeline's [model].type_column to this on every row");
+  load->add_flag("--loop", args->loop, "--input: start over at the end, until Ctrl-C");
+  load->add_flag("--reverse", args->reverse, "--input: last row first");
   commands.push_back(
       {load, [args](CliContext& ctx) {
          auto config = pipeline::LoadPipelineConfig(args->pipeline);
          auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
+         if (!args->input.empty()) {
+           g_stop.store(false);
+           struct sigaction action {};
+           action.sa_handler = OnSignal;
+           sigaction(SIGINT, &action, nullptr);
+           sigaction(SIGTERM, &action, nullptr);
+           const std::function<bool()> cancelled = [] { return g_stop.load(); };
+           pipeline::CsvLoadOptions options;
+           options.input = args->input;
+           if (args->delimiter.size() != 1) {
+             throw Error(ErrorCode::InvalidInput,
+                         fmt::format("--delimiter must be one character, got '{}'", args->delimiter));
+           }
+           options.delimiter = args->delimiter[0];
+           if (!args->columns.empty()) {
+             std::stringstream list(args->columns);
+             std::string column;
+             while (std::getline(list, column, ',')) options.columns.push_back(column);
+           }
+           options.data_type = args->data_type;
+           options.rate = args->rate;
+           options.loop = args->loop;
+           options.reverse = args->reverse;
+           options.rows_per_txn = args->rows_per_txn;
+           options.cancelled = &cancelled;
+           std::vector<std::string> ignored;
+           auto summary = pipeline::LoadCsvRequests(conn, config, options, &ignored);
+           if (!ignored.empty()) fmt::print(stderr, "ignored columns not in {}: {}\n", config.table, fmt::join(ignored, ", "));
+           fmt::print("inserted {} rows from {} in {:.2f} s\n", summary.inserted, args->input, summary.seconds);
+           return 0;
+         }
          pipeline::LoadOptions options;
          options.rows = args->rows;
          options.clients = args->clients;

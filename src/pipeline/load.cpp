@@ -1,5 +1,13 @@
 #include "runnel/pipeline/load.hpp"
 
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <optional>
+
+#include "runnel/core/csv.hpp"
+#include "runnel/pipeline/schema.hpp"
+
 #include <fmt/format.h>
 
 #include <chrono>
@@ -90,6 +98,101 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
     if (summary.inserted == 0 && inserted.rows() > 0) summary.first_key = inserted.Get<int64_t>(0, 0);
     summary.inserted += n;
     next += n;
+    if (options.rate > 0) {
+      std::this_thread::sleep_until(
+          start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                      std::chrono::duration<double>(static_cast<double>(summary.inserted) / options.rate)));
+    }
+  }
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return summary;
+}
+
+LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& config, const CsvLoadOptions& options,
+                            std::vector<std::string>* ignored) {
+  std::ifstream in(options.input, std::ios::binary);
+  if (!in) throw Error(ErrorCode::Io, fmt::format("{}: cannot open", options.input));
+  CsvReader reader(in, options.delimiter);
+  std::vector<std::string> header = options.columns;
+  std::vector<std::string> fields;
+  if (header.empty() && !reader.Next(header))
+    throw Error(ErrorCode::InvalidInput, fmt::format("{}: empty file, no header", options.input));
+  const auto table_columns = SourceColumns(conn, config);
+  std::map<std::string, std::string> by_normal;  // normalized -> table column
+  for (const auto& [name, type] : table_columns) by_normal.emplace(NormalizeColumnName(name), name);
+  std::vector<std::pair<size_t, std::string>> used;  // file column -> table column
+  for (size_t i = 0; i < header.size(); ++i) {
+    auto it = by_normal.find(NormalizeColumnName(header[i]));
+    if (it != by_normal.end() && it->second != config.key_column) {
+      used.emplace_back(i, it->second);
+    } else if (ignored != nullptr) {
+      ignored->push_back(header[i]);
+    }
+  }
+  if (used.empty()) {
+    throw Error(ErrorCode::InvalidInput, fmt::format("{}: no column matches a column of table '{}' (file columns: {})",
+                                                     options.input, config.table, fmt::join(header, ", ")));
+  }
+  // All rows first: files replayed as streams are small, and --reverse needs them.
+  std::vector<std::vector<std::optional<std::string>>> rows;
+  while (reader.Next(fields)) {
+    if (fields.size() == 1 && fields[0].empty()) continue;
+    if (reader.malformed() || fields.size() != header.size()) {
+      throw Error(ErrorCode::InvalidInput, fmt::format("{}:{}: {} fields, expected {}", options.input, reader.line(),
+                                                       fields.size(), header.size()));
+    }
+    std::vector<std::optional<std::string>> row;
+    for (const auto& [file_column, table_column] : used) {
+      const std::string& v = fields[file_column];
+      row.push_back(v.empty() ? std::nullopt : std::optional<std::string>(v));
+    }
+    rows.push_back(std::move(row));
+  }
+  if (options.reverse) std::reverse(rows.begin(), rows.end());
+  std::string names, selects;
+  for (size_t c = 0; c < used.size(); ++c) {
+    names += (c ? ", " : "") + postgres::QuoteIdentifier(used[c].second);
+    selects += fmt::format("{}v{}::{}", c ? ", " : "", c, table_columns.at(used[c].second));
+  }
+  std::string sources;
+  for (size_t c = 0; c < used.size(); ++c) sources += fmt::format("{}${}::text[]", c ? ", " : "", c + 1);
+  std::string aliases;
+  for (size_t c = 0; c < used.size(); ++c) aliases += fmt::format("{}v{}", c ? ", " : "", c);
+  const bool typed = !options.data_type.empty() && !config.model_type_column.empty();
+  if (!options.data_type.empty() && config.model_type_column.empty()) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("--data-type needs a pipeline with [model].type_column ({} has none)", config.file.string()));
+  }
+  if (typed) {
+    names += ", " + postgres::QuoteIdentifier(config.model_type_column);
+    selects += fmt::format(", ${}", used.size() + 1);
+  }
+  const std::string sql =
+      fmt::format("INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS r({}) RETURNING {}",
+                  postgres::QuoteIdentifier(config.table), names, selects, sources, aliases,
+                  postgres::QuoteIdentifier(config.key_column));
+  const int64_t per_txn = options.rate > 0 && options.rate <= 1000 ? 1 : std::max<int64_t>(1, options.rows_per_txn);
+  LoadSummary summary;
+  const auto start = std::chrono::steady_clock::now();
+  size_t at = 0;
+  while (!rows.empty()) {
+    if (options.cancelled != nullptr && (*options.cancelled)()) break;
+    if (at >= rows.size()) {
+      if (!options.loop) break;
+      at = 0;
+    }
+    const size_t n = std::min(rows.size() - at, static_cast<size_t>(per_txn));
+    std::vector<std::vector<std::optional<std::string>>> columns(used.size());
+    for (size_t r = at; r < at + n; ++r) {
+      for (size_t c = 0; c < used.size(); ++c) columns[c].push_back(rows[r][c]);
+    }
+    postgres::Params params;
+    for (const auto& column : columns) params.Add(postgres::ArrayLiteral(column));
+    if (typed) params.Add(options.data_type);
+    auto inserted = conn.Exec(sql, params);
+    if (summary.inserted == 0 && inserted.rows() > 0) summary.first_key = inserted.Get<int64_t>(0, 0);
+    summary.inserted += static_cast<int64_t>(n);
+    at += n;
     if (options.rate > 0) {
       std::this_thread::sleep_until(
           start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(

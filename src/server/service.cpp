@@ -138,7 +138,10 @@ std::string Service::Describe() const {
     out += fmt::format("{}{}{}", out.empty() ? "" : ", ", serving->label(),
                        serving->data_type ? " (data type " + *serving->data_type + ")" : "");
   }
-  if (stream_) out += fmt::format("{}following the model stream of '{}'", out.empty() ? "" : "; ", config_.model_name);
+  if (stream_) {
+    out += fmt::format("{}following the model stream of '{}'", out.empty() ? "no model yet, " : "; ",
+                       config_.model_name);
+  }
   return out;
 }
 

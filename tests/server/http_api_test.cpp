@@ -17,8 +17,10 @@
 #include "../support/keras_h5_file.hpp"
 #include "../support/pg_environment.hpp"
 #include "../support/random.hpp"
+#include "../support/shared_fixtures.hpp"
 #include "runnel/core/process.hpp"
 #include "runnel/pipeline/jobs.hpp"
+#include "runnel/pipeline/load.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/registry/registry.hpp"
 #include "runnel/server/service.hpp"
@@ -139,11 +141,11 @@ class HttpApiTest : public runnel::testing::PostgresTest {
                 Params());
   }
 
-  void WaitServed() {
+  void WaitServed(const std::string& table = "needs") {
     ASSERT_TRUE(Eventually([&] {
-      return Count(
-                 "SELECT count(*) FROM needs s LEFT JOIN runnel_needs_results r ON r.key = s.id WHERE r.key IS "
-                 "NULL") == 0;
+      return Count(fmt::format("SELECT count(*) FROM {0} s LEFT JOIN runnel_{0}_results r ON r.key = s.id WHERE r.key "
+                               "IS NULL",
+                               table)) == 0;
     })) << "requests left unserved";
   }
 
@@ -635,6 +637,95 @@ TEST_F(HttpApiTest, TwoProcessesConvergeOnThePushedVersion) {
   std::stringstream text;
   text << in.rdbuf();
   EXPECT_NE(text.str().find("registry: serving needs@v2"), std::string::npos) << text.str();
+}
+
+// The wine workload: the stream delivers each shared model in turn (seven PMML files
+// and the TensorFlow graph), every pushed model serves the rows inserted after it, a
+// malformed PMML file is rejected while the current one keeps serving, and keyed
+// serving sends one data type to the graph.
+TEST_F(HttpApiTest, WineModelStreamServesEverySharedModelInTurn) {
+  RUNNEL_REQUIRE_SHARED();
+  conn_->Exec(ReadBytes(std::string(RUNNEL_SOURCE_DIR) + "/examples/wine/schema.sql"));
+  auto config = pipeline::LoadPipelineConfig(std::string(RUNNEL_SOURCE_DIR) + "/examples/wine/pipeline.toml");
+  Start(config);
+  const auto models = runnel::testing::SharedDir() / "models" / "wine";
+  const std::string csv = (runnel::testing::SharedDir() / "data" / "wine" / "winequality_red.csv").string();
+  const std::string columns =
+      "fixed_acidity,volatile_acidity,citric_acid,residual_sugar,chlorides,free_sulfur_dioxide,"
+      "total_sulfur_dioxide,density,ph,sulphates,alcohol,quality";
+  auto insert_wines = [&](int n, const std::string& type) {
+    pipeline::CsvLoadOptions load;
+    load.input = csv;
+    load.delimiter = ';';
+    std::stringstream list(columns);
+    for (std::string c; std::getline(list, c, ',');) load.columns.push_back(c);
+    load.data_type = type;
+    std::atomic<int> left{n};
+    const std::function<bool()> enough = [&] { return left-- <= 0; };
+    load.rows_per_txn = 1;
+    load.cancelled = &enough;
+    load.reverse = true;
+    return pipeline::LoadCsvRequests(*conn_, config, load).inserted;
+  };
+  const std::vector<std::string> files = {
+      "winequalityLinearRegression.pmml",          "winequalityGeneralizedLinearRegressionGaussian.pmml",
+      "winequalityGeneralizedLinearRegressionGamma.pmml", "winequalityDesisionTreeRegression.pmml",
+      "winequalityDecisionTreeClassification.pmml", "winequalityRandonForrestClassification.pmml",
+      "winequalityMultilayerPerceptron.pmml",      "optimized_WineQuality.pb"};
+  int version = 0;
+  for (const auto& file : files) {
+    SCOPED_TRACE(file);
+    auto res = client_->Put("/v1/models/wine?wait=20000", {{"X-Model-Description", file}},
+                            ReadBytes((models / file).string()), "application/octet-stream");
+    ASSERT_EQ(res->status, 201) << res->body;
+    version = Body(res)["version"].get<int>();
+    ASSERT_EQ(insert_wines(20, ""), 20);
+    WaitServed("wine");
+    const std::string label = fmt::format("wine@v{}", version);
+    auto served = conn_->Exec(fmt::format("SELECT count(*), count(*) FILTER (WHERE w.predicted_quality BETWEEN 2 AND 9), "
+                                          "count(w.probability_5) FROM runnel_wine_results r JOIN wine w ON w.id = r.key "
+                                          "WHERE r.model_version = '{}' AND r.status = 'done'",
+                                          label),
+                              Params());
+    EXPECT_EQ(served.Get<int64_t>(0, 0), 20) << "the rows after the push are scored by it";
+    EXPECT_EQ(served.Get<int64_t>(0, 1), 20) << "sane qualities";
+    const bool classifier = file.find("Classification") != std::string::npos ||
+                            file.find("Perceptron") != std::string::npos;
+    EXPECT_EQ(served.Get<int64_t>(0, 2), classifier ? 20 : 0) << "probabilities from classifiers only";
+  }
+  // A malformed PMML file: rejected with the line at fault; the graph keeps serving.
+  std::string broken = ReadBytes((models / "winequalityLinearRegression.pmml").string());
+  for (size_t at; (at = broken.find("RegressionTable")) != std::string::npos;) broken.replace(at, 15, "RegressionTabel");
+  auto res = client_->Put("/v1/models/wine?wait=20000", broken, "application/octet-stream");
+  ASSERT_EQ(res->status, 422) << res->body;
+  EXPECT_NE(Body(res)["error"].get<std::string>().find("RegressionTabel"), std::string::npos) << res->body;
+  ASSERT_EQ(insert_wines(10, ""), 10);
+  WaitServed("wine");
+  EXPECT_EQ(Count(fmt::format("SELECT count(*) FROM runnel_wine_results WHERE model_version = 'wine@v{}'", version)),
+            30);
+  // Keyed: the random forest for data type "forest", the graph for the rest.
+  auto forest = client_->Put("/v1/models/wine?wait=20000", {{"X-Model-Data-Type", "forest"}},
+                             ReadBytes((models / "winequalityRandonForrestClassification.pmml").string()),
+                             "application/octet-stream");
+  ASSERT_EQ(forest->status, 201) << forest->body;
+  const int forest_version = Body(forest)["version"].get<int>();
+  ASSERT_EQ(insert_wines(5, "forest"), 5);
+  ASSERT_EQ(insert_wines(5, "other"), 5);
+  WaitServed("wine");
+  EXPECT_EQ(Count(fmt::format("SELECT count(*) FROM runnel_wine_results r JOIN wine w ON w.id = r.key WHERE "
+                              "w.data_type = 'forest' AND r.model_version = 'wine@v{}'",
+                              forest_version)),
+            5);
+  EXPECT_EQ(Count(fmt::format("SELECT count(*) FROM runnel_wine_results r JOIN wine w ON w.id = r.key WHERE "
+                              "w.data_type = 'other' AND r.model_version = 'wine@v{}'",
+                              version)),
+            5);
+  ASSERT_TRUE(Eventually([&] { return Body(client_->Get("/v1/models/wine"))["invocations"].get<int64_t>() > 0; }));
+  auto state = Body(client_->Get("/v1/models/wine"));
+  EXPECT_EQ(state["description"], "optimized_WineQuality.pb");
+  EXPECT_EQ(state["format"], "TensorFlow GraphDef (.pb)");
+  EXPECT_GT(state["inference_ms"]["max"].get<double>(), 0.0);
+  EXPECT_EQ(state["serving"].size(), 2u);
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/postgres/connection.hpp"
@@ -30,5 +32,26 @@ struct LoadSummary {
 
 // Throws Error(InvalidInput) for non-positive sizes, DatabaseError from the inserts.
 LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConfig& config, const LoadOptions& options);
+
+// Replaying a CSV file as a stream of requests (`runnel load --input`), as the wine
+// reference client does: one record per second in reverse file order, forever.
+struct CsvLoadOptions {
+  std::string input;                 // file path
+  char delimiter = ',';
+  std::vector<std::string> columns;  // names of the file's columns; empty: its header row
+  std::string data_type;             // non-empty: set the pipeline's [model].type_column
+  double rate = 0;                   // rows per second; 0: as fast as possible
+  bool loop = false;                 // start over at the end, until cancelled
+  bool reverse = false;              // last row first
+  int64_t rows_per_txn = 1000;       // when not rate-limited
+  const std::function<bool()>* cancelled = nullptr;
+};
+
+// Columns matching a column of the source table (spaces, underscores and case aside)
+// are inserted; the others are ignored (and named in `ignored`). Empty fields are NULL.
+// Throws Error(InvalidInput) naming the file and line for a malformed record or a
+// file that sets no table column, Error(Io) when it cannot be read.
+LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& config, const CsvLoadOptions& options,
+                            std::vector<std::string>* ignored = nullptr);
 
 }  // namespace runnel::pipeline
