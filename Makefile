@@ -48,6 +48,8 @@ bench: deps-bench
 	RUNNEL_BENCH_MODEL=$(BENCH_MODEL) taskset -c $(BENCH_CPU) build/bench/bench/model_bench \
 	    --benchmark_min_time=1 --benchmark_out=build/bench/model_bench.json --benchmark_out_format=json
 	taskset -c $(BENCH_CPU) /usr/bin/python3 bench/pytorch_baseline.py $(BENCH_MODEL) > build/bench/pytorch.jsonl
+	taskset -c $(BENCH_CPU) build/bench/bench/pmml_bench --benchmark_min_time=0.5 \
+	    --benchmark_out=build/bench/pmml_bench.json --benchmark_out_format=json
 	/usr/bin/python3 bench/report.py build/bench/model_bench.json build/bench/pytorch.jsonl
 
 # The real-time pipeline: burst, SQL floor, row-by-row baseline, steady-rate latency.
