@@ -49,7 +49,7 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
 
   auto* push = model->add_subcommand("push", "Add a model version to the registry: every serving process swaps to it");
   push->add_option("--name", reg->name, "Registry name (a pipeline's [model].name)")->required();
-  push->add_option("--file", reg->file, "Model file (.h5, .keras, .onnx)")->required()->check(CLI::ExistingFile);
+  push->add_option("--file", reg->file, "Model file (.h5, .keras, .onnx, .pmml, .pb)")->required()->check(CLI::ExistingFile);
   push->add_option("--description", reg->description, "Free text shown by GET /v1/models");
   push->add_option("--data-type", reg->data_type, "Serve records of this data type (keyed pipelines)");
   push->add_option("--db", reg->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
@@ -106,7 +106,7 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
 
   auto* inspect = model->add_subcommand("inspect", "Show a model's format, layers, shapes and parameter count");
   auto file = std::make_shared<std::string>();
-  inspect->add_option("FILE", *file, "Keras .h5/.keras or ONNX file")->required();
+  inspect->add_option("FILE", *file, "Keras .h5/.keras, ONNX, PMML or TensorFlow .pb file")->required();
   commands.push_back({inspect, [file](CliContext&) {
                         auto m = model::LoadModel(*file);
                         const auto& graph = m->graph();
@@ -114,8 +114,11 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
                                    model::ModelFormatName(m->info().format), m->info().producer);
                         fmt::print("inputs:      {} values per row\noutputs:     {} values per row\n", m->input_width(),
                                    m->output_width());
-                        fmt::print("parameters:  {}\nmultiply-adds per row: {}\nlayers:\n", graph.ParameterCount(),
-                                   graph.MultiplyAdds());
+                        if (m->pmml() == nullptr) {
+                          fmt::print("parameters:  {}\nmultiply-adds per row: {}\n", graph.ParameterCount(),
+                                     graph.MultiplyAdds());
+                        }
+                        fmt::print("{}:\n", m->pmml() != nullptr ? "model" : "layers");
                         for (const auto& line : m->Describe()) fmt::print("  {}\n", line);
                         return 0;
                       }});

@@ -47,6 +47,9 @@ TEST_F(CliTest, EverySubcommandHasHelp) {
                                                                 {"db", "url", "--help"},
                                                                 {"demo", "--help"},
                                                                 {"model", "inspect", "--help"},
+                                                                {"model", "push", "--help"},
+                                                                {"model", "list", "--help"},
+                                                                {"model", "rollback", "--help"},
                                                                 {"predict", "--help"},
                                                                 {"migrate", "--help"},
                                                                 {"run", "--help"},
@@ -240,6 +243,50 @@ TEST_F(CliTest, PredictScoresEveryRowInOrder) {
                      "accumulation_investment,id"});
   ASSERT_EQ(raw.exit_code, 0) << raw.output;
   EXPECT_NE(raw.output.find(lines[1]), std::string::npos) << "same row, same result:\n" << raw.output;
+}
+
+// PMML and TensorFlow graphs through `runnel predict`, as the wine README shows it.
+TEST_F(CliTest, PredictWithPmmlAndTensorFlowModels) {
+  RUNNEL_REQUIRE_SHARED();
+  const std::string pipeline = std::string(RUNNEL_SOURCE_DIR) + "/examples/wine/pipeline.toml";
+  const std::string csv = (runnel::testing::SharedDir() / "data/wine/winequality_red.csv").string();
+  const std::string columns =
+      "fixed_acidity,volatile_acidity,citric_acid,residual_sugar,chlorides,free_sulfur_dioxide,"
+      "total_sulfur_dioxide,density,ph,sulphates,alcohol,quality";
+  auto read = [](const std::filesystem::path& path) {
+    std::ifstream in(path);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+  };
+  auto forest = Runnel({"predict", "--pipeline", pipeline, "--model",
+                        (runnel::testing::SharedDir() / "models/wine/winequalityRandonForrestClassification.pmml").string(),
+                        "--input", csv, "--delimiter", ";", "--columns", columns, "--output",
+                        (home_ / "forest.csv").string()});
+  ASSERT_EQ(forest.exit_code, 0) << forest.output;
+  auto lines = read(home_ / "forest.csv");
+  ASSERT_EQ(lines.size(), 1600u);
+  EXPECT_EQ(lines[0], "id,quality,probability_5,probability_6,probability_7,probability_4,probability_8,"
+                      "probability_3,error");
+  EXPECT_TRUE(lines[1].starts_with("1,5,")) << lines[1];
+  auto linear = Runnel({"predict", "--pipeline", pipeline, "--model",
+                        (runnel::testing::SharedDir() / "models/wine/winequalityLinearRegression.pmml").string(),
+                        "--input", csv, "--delimiter", ";", "--columns", columns, "--output",
+                        (home_ / "linear.csv").string()});
+  ASSERT_EQ(linear.exit_code, 0) << linear.output;
+  EXPECT_EQ(read(home_ / "linear.csv")[0], "id,quality,error");
+  auto graph = Runnel({"predict", "--pipeline", pipeline, "--model",
+                       (runnel::testing::SharedDir() / "models/wine/optimized_WineQuality.pb").string(), "--input",
+                       csv, "--delimiter", ";", "--columns", columns, "--output", (home_ / "graph.csv").string()});
+  ASSERT_EQ(graph.exit_code, 0) << graph.output;
+  lines = read(home_ / "graph.csv");
+  EXPECT_TRUE(lines[0].starts_with("id,predicted_quality,probability_3")) << lines[0];
+  EXPECT_TRUE(lines[1].starts_with("1,5,,")) << lines[1];
+  auto inspect = Runnel({"model", "inspect",
+                         (runnel::testing::SharedDir() / "models/wine/winequalityMultilayerPerceptron.pmml").string()});
+  EXPECT_EQ(inspect.exit_code, 0) << inspect.output;
+  EXPECT_NE(inspect.output.find("NeuralNetwork (classification), 11 inputs, 3 layers, 36 neurons"), std::string::npos)
+      << inspect.output;
 }
 
 TEST_F(CliTest, PredictErrorsAreClear) {
