@@ -42,6 +42,17 @@ const std::map<std::string, Range>& KnownRanges() {
 
 }  // namespace
 
+namespace {
+
+// Sleeps until `rows` rows are due at `rate` rows per second (no-op when rate is 0).
+void PaceTo(std::chrono::steady_clock::time_point start, int64_t rows, double rate) {
+  if (rate <= 0) return;
+  std::this_thread::sleep_until(start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                            std::chrono::duration<double>(static_cast<double>(rows) / rate)));
+}
+
+}  // namespace
+
 LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConfig& config,
                                   const LoadOptions& options) {
   if (options.rows < 0 || options.rows_per_txn < 1 || options.clients < 1) {
@@ -98,11 +109,7 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
     if (summary.inserted == 0 && inserted.rows() > 0) summary.first_key = inserted.Get<int64_t>(0, 0);
     summary.inserted += n;
     next += n;
-    if (options.rate > 0) {
-      std::this_thread::sleep_until(
-          start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                      std::chrono::duration<double>(static_cast<double>(summary.inserted) / options.rate)));
-    }
+    PaceTo(start, summary.inserted, options.rate);
   }
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
@@ -193,11 +200,7 @@ LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& co
     if (summary.inserted == 0 && inserted.rows() > 0) summary.first_key = inserted.Get<int64_t>(0, 0);
     summary.inserted += static_cast<int64_t>(n);
     at += n;
-    if (options.rate > 0) {
-      std::this_thread::sleep_until(
-          start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                      std::chrono::duration<double>(static_cast<double>(summary.inserted) / options.rate)));
-    }
+    PaceTo(start, summary.inserted, options.rate);
   }
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
