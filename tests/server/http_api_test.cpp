@@ -597,6 +597,28 @@ TEST_F(HttpApiTest, KeyedServingPicksTheModelByDataType) {
   auto model = Body(client_->Get("/v1/models/needs"));
   EXPECT_EQ(model["serving"].size(), 2u);
   EXPECT_EQ(model["version"], 2);
+
+  // A model for "white", uploaded as multipart/form-data.
+  httplib::MultipartFormDataItems form = {
+      {"file", ReadBytes(WriteModel("white.h5", 20.0f)), "white.h5", "application/octet-stream"},
+      {"description", "white wine", "", ""},
+      {"data_type", "white", "", ""}};
+  auto res = client_->Put("/v1/models/needs?wait=10000", form);
+  ASSERT_EQ(res->status, 201) << res->body;
+  EXPECT_EQ(Body(res)["version"], 3);
+  conn_->Exec(
+      "INSERT INTO needs (client_id, age, gender, family_members, financial_education, income, wealth, "
+      "income_investment, accumulation_investment, data_type) VALUES (1, 40, 1, 2, 0.5, 50, 100, 1, 0, 'white')",
+      Params());
+  WaitServed();
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results r JOIN needs s ON s.id = r.key WHERE s.data_type = "
+                  "'white' AND r.model_version = 'needs@v3' AND r.risk_propensity > 15"),
+            1);
+  model = Body(client_->Get("/v1/models/needs"));
+  EXPECT_EQ(model["serving"].size(), 3u);
+  bool described = false;
+  for (const auto& v : model["versions"]) described = described || v["description"] == "white wine";
+  EXPECT_TRUE(described);
 }
 
 TEST_F(HttpApiTest, TwoProcessesConvergeOnThePushedVersion) {
