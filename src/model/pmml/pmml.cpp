@@ -1602,6 +1602,13 @@ std::shared_ptr<const PmmlModel> PmmlModel::Load(std::string_view bytes, const s
       const auto* tree = dynamic_cast<const TreeModel*>(s.model.get());
       plain = plain && tree != nullptr && s.predicate.kind == Predicate::Kind::True && tree->locals.empty() &&
               tree->outputs.empty() && plain_schema(*tree) && tree->class_codes == mining->class_codes;
+      // Every node a row can end in must carry probabilities: the batch path averages
+      // them (with these strategies a row ends in a leaf or nowhere).
+      if (plain) {
+        const bool leaves_only = tree->missing == TreeModel::Missing::None && !tree->no_true_child_last;
+        for (const auto& node : tree->nodes)
+          plain = plain && ((node.child_count > 0 && leaves_only) || node.prob_offset >= 0);
+      }
     }
     if (plain) doc->forest = mining;
   }
