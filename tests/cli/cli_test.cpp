@@ -170,6 +170,57 @@ TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   EXPECT_NE(again.output.find("inserted 1 rows from key 251"), std::string::npos) << again.output;
 }
 
+// `runnel load --input` replays a CSV file; then `model push`, `list`, `rollback`.
+TEST_F(CliTest, LoadReplaysACsvFileAndModelsArePushedAndRolledBack) {
+  ASSERT_EQ(Runnel({"db", "start"}).exit_code, 0);
+  auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url"}).output));
+  std::ifstream schema(std::string(RUNNEL_SOURCE_DIR) + "/examples/wine/schema.sql");
+  conn.Exec(std::string(std::istreambuf_iterator<char>(schema), std::istreambuf_iterator<char>()));
+  const std::string pipeline = std::string(RUNNEL_SOURCE_DIR) + "/examples/wine/pipeline.toml";
+  {
+    std::ofstream csv(home_ / "wines.csv");
+    csv << "7.4;0.7;0;1.9;0.076;11;34;0.9978;3.51;0.56;9.4;5;x\n"
+           "7.8;0.88;0;2.6;0.098;25;67;0.9968;3.2;0.68;9.8;5;y\n"
+           "11.2;0.28;0.56;1.9;0.075;17;60;0.998;3.16;0.58;9.8;6;z";
+  }
+  auto load = Runnel({"load", "--pipeline", pipeline, "--input", (home_ / "wines.csv").string(), "--delimiter", ";",
+                      "--columns",
+                      "fixed acidity,volatile acidity,citric acid,residual sugar,chlorides,free sulfur dioxide,"
+                      "total sulfur dioxide,density,pH,sulphates,alcohol,quality,note",
+                      "--reverse", "--data-type", "red"});
+  ASSERT_EQ(load.exit_code, 0) << load.output;
+  EXPECT_NE(load.output.find("inserted 3 rows"), std::string::npos) << load.output;
+  EXPECT_NE(load.output.find("ignored columns not in wine: note"), std::string::npos) << load.output;
+  auto rows = conn.Exec("SELECT fixed_acidity, quality, data_type FROM wine ORDER BY id", postgres::Params());
+  ASSERT_EQ(rows.rows(), 3);
+  EXPECT_DOUBLE_EQ(rows.Get<double>(0, 0), 11.2) << "--reverse: the last line first";
+  EXPECT_EQ(rows.Get<int64_t>(0, 1), 6);
+  EXPECT_EQ(rows.Get<std::string>(2, 2), "red");
+  auto bad = Runnel({"load", "--pipeline", pipeline, "--input", (home_ / "wines.csv").string(), "--delimiter", ";"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("no column matches a column of table 'wine'"), std::string::npos) << bad.output;
+
+  // The registry from the command line; a file that does not load never gets in.
+  runnel::testing::WriteFile(home_ / "broken.pmml", "<PMML version=\"4.3\"><DataDictionary>");
+  auto refused = Runnel({"model", "push", "--name", "wine", "--file", (home_ / "broken.pmml").string()});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.output.find("broken.pmml:1: malformed XML"), std::string::npos) << refused.output;
+  const std::string model = std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/model/demo_model.h5";
+  for (const char* description : {"first", "second"}) {
+    auto push = Runnel({"model", "push", "--name", "demo", "--file", model, "--description", description});
+    ASSERT_EQ(push.exit_code, 0) << push.output;
+  }
+  conn.Exec("UPDATE runnel_models SET status = 'ready' WHERE name = 'demo'", postgres::Params());  // no server ran
+  auto list = Runnel({"model", "list", "--name", "demo"});
+  EXPECT_NE(list.output.find("demo             v2"), std::string::npos) << list.output;
+  auto rollback = Runnel({"model", "rollback", "--name", "demo"});
+  EXPECT_EQ(rollback.exit_code, 0) << rollback.output;
+  EXPECT_NE(rollback.output.find("demo is back at v1"), std::string::npos) << rollback.output;
+  auto again = Runnel({"model", "rollback", "--name", "demo"});
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_NE(again.output.find("no earlier good version"), std::string::npos) << again.output;
+}
+
 TEST_F(CliTest, WorksForAnOrdinaryUser) {
   if (::geteuid() != 0) GTEST_SKIP() << "this process already is an ordinary user; the other tests cover it";
   passwd* nobody = ::getpwnam("nobody");
