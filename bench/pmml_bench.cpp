@@ -25,9 +25,9 @@ namespace fs = std::filesystem;
 using runnel::model::Model;
 using runnel::model::ModelSession;
 
-const char* const kColumns[] = {"fixed acidity", "volatile acidity", "citric acid", "residual sugar",
-                                "chlorides",     "free sulfur dioxide", "total sulfur dioxide", "density",
-                                "pH",            "sulphates",        "alcohol"};
+const char* const kColumns[] = {
+    "fixed acidity",        "volatile acidity", "citric acid", "residual sugar", "chlorides", "free sulfur dioxide",
+    "total sulfur dioxide", "density",          "pH",          "sulphates",      "alcohol"};
 
 fs::path Shared() {
   if (const char* dir = std::getenv("RUNNEL_SHARED_DIR")) return dir;
@@ -118,14 +118,16 @@ class Interpreter {
     if (kind == "NeuralNetwork") {
       std::map<std::string, double> a;
       for (pugi::xml_node in : m.child("NeuralInputs").children("NeuralInput"))
-        a[in.attribute("id").as_string()] = f.at(in.child("DerivedField").child("FieldRef").attribute("field").as_string());
+        a[in.attribute("id").as_string()] =
+            f.at(in.child("DerivedField").child("FieldRef").attribute("field").as_string());
       for (pugi::xml_node layer : m.children("NeuralLayer")) {
         const bool softmax = std::string(layer.attribute("normalizationMethod").as_string()) == "softmax";
         double sum = 0;
         std::vector<std::string> ids;
         for (pugi::xml_node n : layer.children("Neuron")) {
           double z = n.attribute("bias").as_double();
-          for (pugi::xml_node c : n.children("Con")) z += a[c.attribute("from").as_string()] * c.attribute("weight").as_double();
+          for (pugi::xml_node c : n.children("Con"))
+            z += a[c.attribute("from").as_string()] * c.attribute("weight").as_double();
           const std::string id = n.attribute("id").as_string();
           a[id] = softmax ? std::exp(z) : 1 / (1 + std::exp(-z));
           sum += a[id];

@@ -12,8 +12,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
-    auto model = runnel::model::pmml::PmmlModel::Load(
-        std::string_view(reinterpret_cast<const char*>(data), size), "fuzz.pmml");
+    auto model =
+        runnel::model::pmml::PmmlModel::Load(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz.pmml");
     const size_t in = model->input_names().size();
     const size_t out = model->output_names().size();
     if (in > 1000) return 0;

@@ -49,7 +49,9 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
 
   auto* push = model->add_subcommand("push", "Add a model version to the registry: every serving process swaps to it");
   push->add_option("--name", reg->name, "Registry name (a pipeline's [model].name)")->required();
-  push->add_option("--file", reg->file, "Model file (.h5, .keras, .onnx, .pmml, .pb)")->required()->check(CLI::ExistingFile);
+  push->add_option("--file", reg->file, "Model file (.h5, .keras, .onnx, .pmml, .pb)")
+      ->required()
+      ->check(CLI::ExistingFile);
   push->add_option("--description", reg->description, "Free text shown by GET /v1/models");
   push->add_option("--data-type", reg->data_type, "Serve records of this data type (keyed pipelines)");
   push->add_option("--db", reg->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");

@@ -234,7 +234,8 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
            options.cancelled = &cancelled;
            std::vector<std::string> ignored;
            auto summary = pipeline::LoadCsvRequests(conn, config, options, &ignored);
-           if (!ignored.empty()) fmt::print(stderr, "ignored columns not in {}: {}\n", config.table, fmt::join(ignored, ", "));
+           if (!ignored.empty())
+             fmt::print(stderr, "ignored columns not in {}: {}\n", config.table, fmt::join(ignored, ", "));
            fmt::print("inserted {} rows from {} in {:.2f} s\n", summary.inserted, args->input, summary.seconds);
            return 0;
          }

@@ -130,7 +130,8 @@ ModelFormat DetectModelFormat(std::string_view bytes) {
   // XML (after a byte-order mark and blanks): PMML.
   std::string_view rest = bytes;
   if (rest.starts_with("\xEF\xBB\xBF")) rest.remove_prefix(3);
-  while (!rest.empty() && (rest[0] == ' ' || rest[0] == '\n' || rest[0] == '\r' || rest[0] == '\t')) rest.remove_prefix(1);
+  while (!rest.empty() && (rest[0] == ' ' || rest[0] == '\n' || rest[0] == '\r' || rest[0] == '\t'))
+    rest.remove_prefix(1);
   if (rest.starts_with('<')) return ModelFormat::Pmml;
   // Protobuf: an ONNX ModelProto opens with ir_version (field 1, varint: 0x08); a
   // TensorFlow GraphDef with a node (field 1, length-delimited: 0x0A).

@@ -205,7 +205,8 @@ class TfBuilder {
       node.out_width = out;
       node.weights.resize(in * out);
       for (size_t k = 0; k < in; ++k) {
-        for (size_t n = 0; n < out; ++n) node.weights[k * out + n] = t ? w.values[n * cols + k] : w.values[k * cols + n];
+        for (size_t n = 0; n < out; ++n)
+          node.weights[k * out + n] = t ? w.values[n * cols + k] : w.values[k * cols + n];
       }
       Emit(std::move(node), def, out);
     } else if (op == "BiasAdd" || op == "Add" || op == "AddV2") {

@@ -167,17 +167,17 @@ LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& co
   for (size_t c = 0; c < used.size(); ++c) aliases += fmt::format("{}v{}", c ? ", " : "", c);
   const bool typed = !options.data_type.empty() && !config.model_type_column.empty();
   if (!options.data_type.empty() && config.model_type_column.empty()) {
-    throw Error(ErrorCode::InvalidInput,
-                fmt::format("--data-type needs a pipeline with [model].type_column ({} has none)", config.file.string()));
+    throw Error(
+        ErrorCode::InvalidInput,
+        fmt::format("--data-type needs a pipeline with [model].type_column ({} has none)", config.file.string()));
   }
   if (typed) {
     names += ", " + postgres::QuoteIdentifier(config.model_type_column);
     selects += fmt::format(", ${}", used.size() + 1);
   }
-  const std::string sql =
-      fmt::format("INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS r({}) RETURNING {}",
-                  postgres::QuoteIdentifier(config.table), names, selects, sources, aliases,
-                  postgres::QuoteIdentifier(config.key_column));
+  const std::string sql = fmt::format("INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS r({}) RETURNING {}",
+                                      postgres::QuoteIdentifier(config.table), names, selects, sources, aliases,
+                                      postgres::QuoteIdentifier(config.key_column));
   const int64_t per_txn = options.rate > 0 && options.rate <= 1000 ? 1 : std::max<int64_t>(1, options.rows_per_txn);
   LoadSummary summary;
   const auto start = std::chrono::steady_clock::now();

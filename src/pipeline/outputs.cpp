@@ -31,10 +31,10 @@ OutputPlan OutputPlan::Resolve(const PipelineConfig& config, const features::Fea
         if (NormalizeColumnName(config.features.features[f]) == want) found = f;
       }
       if (found == config.features.features.size()) {
-        throw Error(ErrorCode::InvalidInput,
-                    fmt::format("{} needs the field '{}', which no feature of pipeline {} provides (features: {})",
-                                model.info().source, input, config.file.string(),
-                                fmt::join(config.features.features, ", ")));
+        throw Error(
+            ErrorCode::InvalidInput,
+            fmt::format("{} needs the field '{}', which no feature of pipeline {} provides (features: {})",
+                        model.info().source, input, config.file.string(), fmt::join(config.features.features, ", ")));
       }
       plan.input_columns_.push_back(found);
     }

@@ -46,7 +46,7 @@ struct Worker::State {
   std::shared_ptr<const ModelSet> models;
   std::map<const ServingModel*, std::unique_ptr<model::ModelSession>> sessions;
   std::map<const ServingModel*, OutputPlan> plans;  // how each model plugs in
-  std::vector<size_t> write_back_output;  // per write-back column: index into output_columns
+  std::vector<size_t> write_back_output;            // per write-back column: index into output_columns
   std::string claim_sql, quota_sql, update_sql, results_sql, recommend_delete_sql, recommend_sql, jobs_sql;
   std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
 
@@ -369,16 +369,15 @@ BatchResult Worker::ServeBatch() {
     if (members.size() != n) {
       s.subset.resize(members.size() * feature_width);
       for (size_t j = 0; j < members.size(); ++j) {
-        std::copy_n(s.features.matrix.begin() + static_cast<std::ptrdiff_t>(members[j] * feature_width),
-                    feature_width, s.subset.begin() + static_cast<std::ptrdiff_t>(j * feature_width));
+        std::copy_n(s.features.matrix.begin() + static_cast<std::ptrdiff_t>(members[j] * feature_width), feature_width,
+                    s.subset.begin() + static_cast<std::ptrdiff_t>(j * feature_width));
       }
       rows_in = s.subset;
     }
     auto out = session.Predict(plan.ModelInput(rows_in, members.size(), s.model_input), members.size());
-    serving->stats->Record(static_cast<int64_t>(members.size()),
-                           std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
-                                                                                started)
-                               .count());
+    serving->stats->Record(
+        static_cast<int64_t>(members.size()),
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
     s.mapped.resize(members.size() * width);
     plan.MapOutputs(out, members.size(), s.mapped.data());
     for (size_t j = 0; j < members.size(); ++j) {

@@ -687,7 +687,7 @@ struct HttpServer::Impl {
   }
 
   void GetClient(const httplib::Request&, httplib::Response& res, const PathParams& m) {
-    const std::string client = m[0];
+    const std::string& client = m[0];
     if (!config.quota_max_requests) {
       throw HttpError{404, fmt::format("pipeline '{}' keeps no per-client state (no [quota])", config.name)};
     }

@@ -139,8 +139,8 @@ std::string Service::Describe() const {
                        serving->data_type ? " (data type " + *serving->data_type + ")" : "");
   }
   if (stream_) {
-    out += fmt::format("{}following the model stream of '{}'", out.empty() ? "no model yet, " : "; ",
-                       config_.model_name);
+    out +=
+        fmt::format("{}following the model stream of '{}'", out.empty() ? "no model yet, " : "; ", config_.model_name);
   }
   return out;
 }

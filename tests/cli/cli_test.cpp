@@ -310,25 +310,26 @@ TEST_F(CliTest, PredictWithPmmlAndTensorFlowModels) {
     for (std::string line; std::getline(in, line);) lines.push_back(line);
     return lines;
   };
-  auto forest = Runnel({"predict", "--pipeline", pipeline, "--model",
-                        (runnel::testing::SharedDir() / "models/wine/winequalityRandonForrestClassification.pmml").string(),
-                        "--input", csv, "--delimiter", ";", "--columns", columns, "--output",
-                        (home_ / "forest.csv").string()});
+  auto forest =
+      Runnel({"predict", "--pipeline", pipeline, "--model",
+              (runnel::testing::SharedDir() / "models/wine/winequalityRandonForrestClassification.pmml").string(),
+              "--input", csv, "--delimiter", ";", "--columns", columns, "--output", (home_ / "forest.csv").string()});
   ASSERT_EQ(forest.exit_code, 0) << forest.output;
   auto lines = read(home_ / "forest.csv");
   ASSERT_EQ(lines.size(), 1600u);
-  EXPECT_EQ(lines[0], "id,quality,probability_5,probability_6,probability_7,probability_4,probability_8,"
-                      "probability_3,error");
+  EXPECT_EQ(lines[0],
+            "id,quality,probability_5,probability_6,probability_7,probability_4,probability_8,"
+            "probability_3,error");
   EXPECT_TRUE(lines[1].starts_with("1,5,")) << lines[1];
-  auto linear = Runnel({"predict", "--pipeline", pipeline, "--model",
-                        (runnel::testing::SharedDir() / "models/wine/winequalityLinearRegression.pmml").string(),
-                        "--input", csv, "--delimiter", ";", "--columns", columns, "--output",
-                        (home_ / "linear.csv").string()});
+  auto linear =
+      Runnel({"predict", "--pipeline", pipeline, "--model",
+              (runnel::testing::SharedDir() / "models/wine/winequalityLinearRegression.pmml").string(), "--input", csv,
+              "--delimiter", ";", "--columns", columns, "--output", (home_ / "linear.csv").string()});
   ASSERT_EQ(linear.exit_code, 0) << linear.output;
   EXPECT_EQ(read(home_ / "linear.csv")[0], "id,quality,error");
   auto graph = Runnel({"predict", "--pipeline", pipeline, "--model",
-                       (runnel::testing::SharedDir() / "models/wine/optimized_WineQuality.pb").string(), "--input",
-                       csv, "--delimiter", ";", "--columns", columns, "--output", (home_ / "graph.csv").string()});
+                       (runnel::testing::SharedDir() / "models/wine/optimized_WineQuality.pb").string(), "--input", csv,
+                       "--delimiter", ";", "--columns", columns, "--output", (home_ / "graph.csv").string()});
   ASSERT_EQ(graph.exit_code, 0) << graph.output;
   lines = read(home_ / "graph.csv");
   EXPECT_TRUE(lines[0].starts_with("id,predicted_quality,probability_3")) << lines[0];

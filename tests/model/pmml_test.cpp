@@ -120,7 +120,7 @@ TEST(PmmlTest, GeneralRegressionLinksAndMultinomial) {
   auto multi = PmmlModel::Load(Doc(dict + kClasses, R"(<GeneralRegressionModel modelType="multinomialLogistic"
       functionName="classification"><MiningSchema><MiningField name="c" usageType="target"/>
       <MiningField name="x"/><MiningField name="f"/></MiningSchema>)" +
-                                                      params + R"(<ParamMatrix>
+                                                        params + R"(<ParamMatrix>
       <PCell parameterName="p0" targetCategory="a" beta="1"/><PCell parameterName="p1" targetCategory="a" beta="2"/>
       <PCell parameterName="p0" targetCategory="b" beta="-1"/><PCell parameterName="p2" targetCategory="b" beta="3"/>
       </ParamMatrix></GeneralRegressionModel>)"),
@@ -175,8 +175,8 @@ TEST(PmmlTest, TreePredicatesDistributionsAndStrategies) {
   EXPECT_TRUE(std::isnan(Row(*t, {kNaN, 0, 0})[0])) << "none: unknown is false, no child is true";
   auto lastp = PmmlModel::Load(Tree(R"(missingValueStrategy="lastPrediction")"), "tree");
   EXPECT_EQ(Row(*lastp, {kNaN, 0, 0})[0], 0) << "the root's score";
-  auto nullp = PmmlModel::Load(Tree(R"(missingValueStrategy="nullPrediction" noTrueChildStrategy="returnLastPrediction")"),
-                               "tree");
+  auto nullp = PmmlModel::Load(
+      Tree(R"(missingValueStrategy="nullPrediction" noTrueChildStrategy="returnLastPrediction")"), "tree");
   EXPECT_TRUE(std::isnan(Row(*nullp, {kNaN, 0, 0})[0]));
   auto def = PmmlModel::Load(Tree(R"(missingValueStrategy="defaultChild")"), "tree");
   out = Row(*def, {kNaN, 0, 0});
@@ -224,14 +224,14 @@ std::string Segment(const std::string& id, const std::string& predicate, double 
 
 TEST(PmmlTest, MiningModelCombinations) {
   auto mining = [&](const std::string& method) {
-    return PmmlModel::Load(Doc(kXY + R"(<DataField name="t" optype="continuous"/>)",
-                               fmt::format(R"(<MiningModel functionName="regression"><MiningSchema>
+    return PmmlModel::Load(
+        Doc(kXY + R"(<DataField name="t" optype="continuous"/>)",
+            fmt::format(R"(<MiningModel functionName="regression"><MiningSchema>
       <MiningField name="t" usageType="target"/><MiningField name="x"/></MiningSchema>
       <Segmentation multipleModelMethod="{}">{}{}{}</Segmentation></MiningModel>)",
-                                           method, Segment("1", "<True/>", 1, 1), Segment("2", "<False/>", 5, 100),
-                                           Segment("3", R"(<SimplePredicate field="x" operator="lessThan" value="10"/>)",
-                                                   3, 5))),
-                           method);
+                        method, Segment("1", "<True/>", 1, 1), Segment("2", "<False/>", 5, 100),
+                        Segment("3", R"(<SimplePredicate field="x" operator="lessThan" value="10"/>)", 3, 5))),
+        method);
   };
   // x = 2: segments 1 (x + 1 = 3) and 3 (x + 5 = 7) apply; 2 never does.
   EXPECT_DOUBLE_EQ(Row(*mining("average"), {2})[0], 5);
@@ -243,8 +243,7 @@ TEST(PmmlTest, MiningModelCombinations) {
   EXPECT_DOUBLE_EQ(Row(*mining("average"), {20})[0], 21) << "x = 20: only segment 1";
 
   // majorityVote over three constant classifiers.
-  auto vote = PmmlModel::Load(
-      Doc(kXY + kClasses, R"(<MiningModel functionName="classification"><MiningSchema>
+  auto vote = PmmlModel::Load(Doc(kXY + kClasses, R"(<MiningModel functionName="classification"><MiningSchema>
       <MiningField name="c" usageType="target"/><MiningField name="x"/></MiningSchema>
       <Segmentation multipleModelMethod="majorityVote">
       <Segment><True/><TreeModel functionName="classification"><MiningSchema><MiningField name="x"/></MiningSchema>
@@ -254,7 +253,7 @@ TEST(PmmlTest, MiningModelCombinations) {
       <Segment><True/><TreeModel functionName="classification"><MiningSchema><MiningField name="x"/></MiningSchema>
         <Node score="b"><True/></Node></TreeModel></Segment>
       </Segmentation></MiningModel>)"),
-      "vote");
+                              "vote");
   auto out = Row(*vote, {0});
   EXPECT_EQ(out[0], 1);
   EXPECT_NEAR(out[1], 1.0 / 3, 1e-12);
@@ -277,10 +276,9 @@ TEST(PmmlTest, MiningModelCombinations) {
 }
 
 TEST(PmmlTest, TransformationsAndMissingValueTreatment) {
-  auto m = PmmlModel::Load(
-      Doc(kXY + R"(<DataField name="t" optype="continuous"/>
+  auto m = PmmlModel::Load(Doc(kXY + R"(<DataField name="t" optype="continuous"/>
       <DataField name="g" optype="categorical"><Value value="lo"/><Value value="hi"/></DataField>)",
-          R"(<RegressionModel functionName="regression">
+                               R"(<RegressionModel functionName="regression">
     <MiningSchema><MiningField name="t" usageType="target"/>
       <MiningField name="x" missingValueReplacement="4"/><MiningField name="y"/><MiningField name="g"/></MiningSchema>
     <LocalTransformations>
@@ -300,7 +298,7 @@ TEST(PmmlTest, TransformationsAndMissingValueTreatment) {
     <RegressionTable intercept="0"><NumericPredictor name="bin" coefficient="1"/>
       <NumericPredictor name="mapped" coefficient="1"/><NumericPredictor name="ratio" coefficient="1"/>
       <NumericPredictor name="ny" coefficient="1000"/></RegressionTable></RegressionModel>)"),
-      "transforms");
+                           "transforms");
   // x = 5 -> bin 20; g = hi (code 1) -> 100; y = 2 -> ratio 2.5; ny = 2.
   EXPECT_DOUBLE_EQ(Row(*m, {5, 2, 1})[0], 20 + 100 + 2.5 + 2000);
   // x missing -> 4 (bin 10, ratio 4 / 2); g = lo -> 0.
@@ -354,9 +352,9 @@ struct Wine {
   std::vector<int> quality;
 };
 
-const char* const kWineColumns[] = {"fixed acidity", "volatile acidity", "citric acid", "residual sugar",
-                                    "chlorides",     "free sulfur dioxide", "total sulfur dioxide", "density",
-                                    "pH",            "sulphates",        "alcohol"};
+const char* const kWineColumns[] = {
+    "fixed acidity",        "volatile acidity", "citric acid", "residual sugar", "chlorides", "free sulfur dioxide",
+    "total sulfur dioxide", "density",          "pH",          "sulphates",      "alcohol"};
 
 Wine ReadWine(const std::string& path) {
   Wine w;
@@ -398,14 +396,13 @@ TEST(PmmlWineTest, EverySharedModelScoresEveryRowSanely) {
   const std::string dir = (runnel::testing::SharedDir() / "models/wine").string();
   const Wine wine = ReadWine((runnel::testing::SharedDir() / "data/wine/winequality_red.csv").string());
   ASSERT_EQ(wine.rows.size(), 1599u);
-  const std::map<std::string, double> max_rmse = {
-      {"winequalityLinearRegression.pmml", 0.7},
-      {"winequalityGeneralizedLinearRegressionGaussian.pmml", 0.7},
-      {"winequalityGeneralizedLinearRegressionGamma.pmml", 0.75},
-      {"winequalityDesisionTreeRegression.pmml", 0.65},
-      {"winequalityDecisionTreeClassification.pmml", 0.8},
-      {"winequalityRandonForrestClassification.pmml", 0.8},
-      {"winequalityMultilayerPerceptron.pmml", 0.85}};
+  const std::map<std::string, double> max_rmse = {{"winequalityLinearRegression.pmml", 0.7},
+                                                  {"winequalityGeneralizedLinearRegressionGaussian.pmml", 0.7},
+                                                  {"winequalityGeneralizedLinearRegressionGamma.pmml", 0.75},
+                                                  {"winequalityDesisionTreeRegression.pmml", 0.65},
+                                                  {"winequalityDecisionTreeClassification.pmml", 0.8},
+                                                  {"winequalityRandonForrestClassification.pmml", 0.8},
+                                                  {"winequalityMultilayerPerceptron.pmml", 0.85}};
   for (const auto& [file, limit] : max_rmse) {
     SCOPED_TRACE(file);
     auto m = PmmlModel::Load(ReadFile(dir + "/" + file), file);
@@ -444,8 +441,9 @@ TEST(PmmlWineTest, EverySharedModelScoresEveryRowSanely) {
 TEST(PmmlWineTest, LinearModelsMatchTheirCoefficients) {
   RUNNEL_REQUIRE_SHARED();
   const Wine wine = ReadWine((runnel::testing::SharedDir() / "data/wine/winequality_red.csv").string());
-  for (const std::string file : {"winequalityLinearRegression.pmml", "winequalityGeneralizedLinearRegressionGaussian.pmml",
-                                 "winequalityGeneralizedLinearRegressionGamma.pmml"}) {
+  for (const std::string file :
+       {"winequalityLinearRegression.pmml", "winequalityGeneralizedLinearRegressionGaussian.pmml",
+        "winequalityGeneralizedLinearRegressionGamma.pmml"}) {
     SCOPED_TRACE(file);
     const std::string text = ReadFile((runnel::testing::SharedDir() / "models/wine" / file).string());
     pugi::xml_document xml;
@@ -529,7 +527,8 @@ TEST(PmmlWineTest, TreePathsMatchAWalkOfTheXml) {
 TEST(PmmlWineTest, MultilayerPerceptronMatchesAReferenceOfItsLayers) {
   RUNNEL_REQUIRE_SHARED();
   const Wine wine = ReadWine((runnel::testing::SharedDir() / "data/wine/winequality_red.csv").string());
-  const std::string text = ReadFile((runnel::testing::SharedDir() / "models/wine/winequalityMultilayerPerceptron.pmml").string());
+  const std::string text =
+      ReadFile((runnel::testing::SharedDir() / "models/wine/winequalityMultilayerPerceptron.pmml").string());
   pugi::xml_document xml;
   ASSERT_TRUE(xml.load_string(text.c_str()));
   auto nn = xml.child("PMML").child("NeuralNetwork");
@@ -549,7 +548,8 @@ TEST(PmmlWineTest, MultilayerPerceptronMatchesAReferenceOfItsLayers) {
       double sum = 0;
       for (auto neuron : layer.children("Neuron")) {
         double z = neuron.attribute("bias").as_double();
-        for (auto con : neuron.children("Con")) z += a[con.attribute("from").as_string()] * con.attribute("weight").as_double();
+        for (auto con : neuron.children("Con"))
+          z += a[con.attribute("from").as_string()] * con.attribute("weight").as_double();
         const std::string id = neuron.attribute("id").as_string();
         a[id] = softmax ? std::exp(z) : 1 / (1 + std::exp(-z));
         sum += a[id];

@@ -689,11 +689,14 @@ TEST_F(HttpApiTest, WineModelStreamServesEverySharedModelInTurn) {
     load.reverse = true;
     return pipeline::LoadCsvRequests(*conn_, config, load).inserted;
   };
-  const std::vector<std::string> files = {
-      "winequalityLinearRegression.pmml",          "winequalityGeneralizedLinearRegressionGaussian.pmml",
-      "winequalityGeneralizedLinearRegressionGamma.pmml", "winequalityDesisionTreeRegression.pmml",
-      "winequalityDecisionTreeClassification.pmml", "winequalityRandonForrestClassification.pmml",
-      "winequalityMultilayerPerceptron.pmml",      "optimized_WineQuality.pb"};
+  const std::vector<std::string> files = {"winequalityLinearRegression.pmml",
+                                          "winequalityGeneralizedLinearRegressionGaussian.pmml",
+                                          "winequalityGeneralizedLinearRegressionGamma.pmml",
+                                          "winequalityDesisionTreeRegression.pmml",
+                                          "winequalityDecisionTreeClassification.pmml",
+                                          "winequalityRandonForrestClassification.pmml",
+                                          "winequalityMultilayerPerceptron.pmml",
+                                          "optimized_WineQuality.pb"};
   int version = 0;
   for (const auto& file : files) {
     SCOPED_TRACE(file);
@@ -704,20 +707,22 @@ TEST_F(HttpApiTest, WineModelStreamServesEverySharedModelInTurn) {
     ASSERT_EQ(insert_wines(20, ""), 20);
     WaitServed("wine");
     const std::string label = fmt::format("wine@v{}", version);
-    auto served = conn_->Exec(fmt::format("SELECT count(*), count(*) FILTER (WHERE w.predicted_quality BETWEEN 2 AND 9), "
-                                          "count(w.probability_5) FROM runnel_wine_results r JOIN wine w ON w.id = r.key "
-                                          "WHERE r.model_version = '{}' AND r.status = 'done'",
-                                          label),
-                              Params());
+    auto served =
+        conn_->Exec(fmt::format("SELECT count(*), count(*) FILTER (WHERE w.predicted_quality BETWEEN 2 AND 9), "
+                                "count(w.probability_5) FROM runnel_wine_results r JOIN wine w ON w.id = r.key "
+                                "WHERE r.model_version = '{}' AND r.status = 'done'",
+                                label),
+                    Params());
     EXPECT_EQ(served.Get<int64_t>(0, 0), 20) << "the rows after the push are scored by it";
     EXPECT_EQ(served.Get<int64_t>(0, 1), 20) << "sane qualities";
-    const bool classifier = file.find("Classification") != std::string::npos ||
-                            file.find("Perceptron") != std::string::npos;
+    const bool classifier =
+        file.find("Classification") != std::string::npos || file.find("Perceptron") != std::string::npos;
     EXPECT_EQ(served.Get<int64_t>(0, 2), classifier ? 20 : 0) << "probabilities from classifiers only";
   }
   // A malformed PMML file: rejected with the line at fault; the graph keeps serving.
   std::string broken = ReadBytes((models / "winequalityLinearRegression.pmml").string());
-  for (size_t at; (at = broken.find("RegressionTable")) != std::string::npos;) broken.replace(at, 15, "RegressionTabel");
+  for (size_t at; (at = broken.find("RegressionTable")) != std::string::npos;)
+    broken.replace(at, 15, "RegressionTabel");
   auto res = client_->Put("/v1/models/wine?wait=20000", broken, "application/octet-stream");
   ASSERT_EQ(res->status, 422) << res->body;
   EXPECT_NE(Body(res)["error"].get<std::string>().find("RegressionTabel"), std::string::npos) << res->body;

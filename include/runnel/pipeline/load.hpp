@@ -36,7 +36,7 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
 // Replaying a CSV file as a stream of requests (`runnel load --input`), as the wine
 // reference client does: one record per second in reverse file order, forever.
 struct CsvLoadOptions {
-  std::string input;                 // file path
+  std::string input;  // file path
   char delimiter = ',';
   std::vector<std::string> columns;  // names of the file's columns; empty: its header row
   std::string data_type;             // non-empty: set the pipeline's [model].type_column

@@ -50,11 +50,11 @@ class OutputPlan {
   static constexpr int kNone = -1;
   static constexpr int kArgMax = -2;
   std::vector<Source> sources_;
-  size_t model_outputs_ = 0;            // [model].outputs
-  size_t model_width_ = 0;              // the model's own output width
+  size_t model_outputs_ = 0;  // [model].outputs
+  size_t model_width_ = 0;    // the model's own output width
   size_t feature_width_ = 0;
-  std::vector<size_t> input_columns_;   // named models: feature column per model input
-  std::vector<int> output_from_;        // per pipeline model output: model output, kNone or kArgMax
+  std::vector<size_t> input_columns_;  // named models: feature column per model input
+  std::vector<int> output_from_;       // per pipeline model output: model output, kNone or kArgMax
 };
 
 }  // namespace runnel::pipeline

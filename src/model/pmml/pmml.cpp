@@ -16,9 +16,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
-#include <optional>
 #include <limits>
 #include <map>
+#include <optional>
 #include <pugixml.hpp>
 #include <set>
 
@@ -29,6 +29,7 @@ namespace runnel::model::pmml {
 namespace internal {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
 
 bool Missing(double v) {
   return std::isnan(v);
@@ -39,8 +40,8 @@ bool Missing(double v) {
 struct Field {
   std::string name;
   bool categorical = false;
-  std::vector<std::string> labels;  // categorical: the <Value> list, in order
-  std::vector<double> codes;        // their numeric values (see the header)
+  std::vector<std::string> labels;                   // categorical: the <Value> list, in order
+  std::vector<double> codes;                         // their numeric values (see the header)
   std::vector<std::pair<double, double>> intervals;  // continuous: the valid ranges
 };
 
@@ -68,7 +69,7 @@ struct Expr {
   int outliers = 0;
   double value = kNaN;  // NormDiscrete
   struct Bin {
-    double left = -INFINITY, right = INFINITY;
+    double left = -kInf, right = kInf;
     bool left_closed = false, right_closed = false;
     double bin = kNaN;
   };
@@ -144,34 +145,68 @@ double EvalApply(const Expr& e, const double* env) {
     if (Missing(v)) return e.map_missing;
   }
   double r = kNaN;
-  if (f == "+") r = a[0] + a[1];
-  else if (f == "-") r = a[0] - a[1];
-  else if (f == "*") r = a[0] * a[1];
-  else if (f == "/") r = a[1] == 0 ? kNaN : a[0] / a[1];
-  else if (f == "min") r = *std::min_element(a.begin(), a.end());
-  else if (f == "max") r = *std::max_element(a.begin(), a.end());
-  else if (f == "sum") { r = 0; for (double v : a) r += v; }
-  else if (f == "product") { r = 1; for (double v : a) r *= v; }
-  else if (f == "avg") { r = 0; for (double v : a) r += v; r /= static_cast<double>(a.size()); }
-  else if (f == "log10") r = a[0] > 0 ? std::log10(a[0]) : kNaN;
-  else if (f == "ln") r = a[0] > 0 ? std::log(a[0]) : kNaN;
-  else if (f == "sqrt") r = a[0] >= 0 ? std::sqrt(a[0]) : kNaN;
-  else if (f == "abs") r = std::abs(a[0]);
-  else if (f == "exp") r = std::exp(a[0]);
-  else if (f == "pow") r = std::pow(a[0], a[1]);
-  else if (f == "threshold") r = a[0] > a[1] ? 1 : 0;
-  else if (f == "floor") r = std::floor(a[0]);
-  else if (f == "ceil") r = std::ceil(a[0]);
-  else if (f == "round") r = std::round(a[0]);
-  else if (f == "equal") r = a[0] == a[1];
-  else if (f == "notEqual") r = a[0] != a[1];
-  else if (f == "lessThan") r = a[0] < a[1];
-  else if (f == "lessOrEqual") r = a[0] <= a[1];
-  else if (f == "greaterThan") r = a[0] > a[1];
-  else if (f == "greaterOrEqual") r = a[0] >= a[1];
-  else if (f == "and") { r = 1; for (double v : a) r = r != 0 && v != 0; }
-  else if (f == "or") { r = 0; for (double v : a) r = r != 0 || v != 0; }
-  else if (f == "not") r = a[0] == 0;
+  if (f == "+")
+    r = a[0] + a[1];
+  else if (f == "-")
+    r = a[0] - a[1];
+  else if (f == "*")
+    r = a[0] * a[1];
+  else if (f == "/")
+    r = a[1] == 0 ? kNaN : a[0] / a[1];
+  else if (f == "min")
+    r = *std::min_element(a.begin(), a.end());
+  else if (f == "max")
+    r = *std::max_element(a.begin(), a.end());
+  else if (f == "sum") {
+    r = 0;
+    for (double v : a) r += v;
+  } else if (f == "product") {
+    r = 1;
+    for (double v : a) r *= v;
+  } else if (f == "avg") {
+    r = 0;
+    for (double v : a) r += v;
+    r /= static_cast<double>(a.size());
+  } else if (f == "log10")
+    r = a[0] > 0 ? std::log10(a[0]) : kNaN;
+  else if (f == "ln")
+    r = a[0] > 0 ? std::log(a[0]) : kNaN;
+  else if (f == "sqrt")
+    r = a[0] >= 0 ? std::sqrt(a[0]) : kNaN;
+  else if (f == "abs")
+    r = std::abs(a[0]);
+  else if (f == "exp")
+    r = std::exp(a[0]);
+  else if (f == "pow")
+    r = std::pow(a[0], a[1]);
+  else if (f == "threshold")
+    r = a[0] > a[1] ? 1 : 0;
+  else if (f == "floor")
+    r = std::floor(a[0]);
+  else if (f == "ceil")
+    r = std::ceil(a[0]);
+  else if (f == "round")
+    r = std::round(a[0]);
+  else if (f == "equal")
+    r = a[0] == a[1];
+  else if (f == "notEqual")
+    r = a[0] != a[1];
+  else if (f == "lessThan")
+    r = a[0] < a[1];
+  else if (f == "lessOrEqual")
+    r = a[0] <= a[1];
+  else if (f == "greaterThan")
+    r = a[0] > a[1];
+  else if (f == "greaterOrEqual")
+    r = a[0] >= a[1];
+  else if (f == "and") {
+    r = 1;
+    for (double v : a) r = r != 0 && v != 0;
+  } else if (f == "or") {
+    r = 0;
+    for (double v : a) r = r != 0 || v != 0;
+  } else if (f == "not")
+    r = a[0] == 0;
   if (!std::isfinite(r)) return e.default_value;
   return r;
 }
@@ -253,7 +288,7 @@ Tri Test(const Predicate& p, const double* env) {
 // ---- models ----
 
 struct Result {
-  double value = kNaN;       // regression value, or the winning label's code
+  double value = kNaN;        // regression value, or the winning label's code
   std::vector<double> probs;  // classification, per class of the target
   bool valid() const { return !Missing(value); }
 };
@@ -263,7 +298,7 @@ struct MiningField {
   double replacement = kNaN;  // missingValueReplacement
   enum class Invalid { ReturnInvalid, AsIs, AsMissing } invalid = Invalid::ReturnInvalid;
   int outliers = 0;  // 0 asIs, 1 asMissingValues, 2 asExtremeValues
-  double low = -INFINITY, high = INFINITY;
+  double low = -kInf, high = kInf;
 };
 
 struct OutputField {
@@ -274,7 +309,7 @@ struct OutputField {
 
 struct TargetSpec {
   double factor = 1, constant = 0;
-  double min = -INFINITY, max = INFINITY;
+  double min = -kInf, max = kInf;
   enum class Cast { None, Round, Ceiling, Floor } cast = Cast::None;
 };
 
@@ -282,7 +317,7 @@ struct ModelNode {
   virtual ~ModelNode() = default;
   std::string kind;  // element name, for Describe
   bool classification = false;
-  int target = -1;                 // field index, -1 when none
+  int target = -1;                  // field index, -1 when none
   std::vector<double> class_codes;  // per class (the target's labels)
   std::vector<MiningField> schema;
   std::vector<std::pair<int, Expr>> locals;  // LocalTransformations, in order
@@ -440,11 +475,11 @@ struct GeneralRegression : ModelNode {
   double link_parameter = 1;
   struct Cell {
     int field;
-    bool factor;   // factor: indicator of `value`; covariate: x^value
+    bool factor;  // factor: indicator of `value`; covariate: x^value
     double value;
   };
-  std::vector<std::vector<Cell>> params;      // per parameter: its PPMatrix cells
-  std::vector<std::vector<double>> betas;     // [class or 0][parameter]
+  std::vector<std::vector<Cell>> params;   // per parameter: its PPMatrix cells
+  std::vector<std::vector<double>> betas;  // [class or 0][parameter]
   double offset = 0;
 
   double Eta(size_t k, const double* env) const {
@@ -516,8 +551,8 @@ struct TreeModel : ModelNode {
     int first_child = 0, child_count = 0;
     int default_child = -1;  // index, for missingValueStrategy defaultChild
     Predicate predicate;
-    double score = kNaN;     // regression value or class code
-    int prob_offset = -1;    // into probs: class_codes.size() values
+    double score = kNaN;   // regression value or class code
+    int prob_offset = -1;  // into probs: class_codes.size() values
     // Fast path: children are exactly (x <= t, x > t) on one field.
     bool split = false;
     int split_field = -1;
@@ -545,7 +580,7 @@ struct TreeModel : ModelNode {
       int next = -1;
       bool unknown = false;
       for (int c = 0; c < n.child_count; ++c) {
-        const Tri t = Test(nodes[static_cast<size_t>(n.first_child + c)].predicate, env);
+        const Tri t = Test(nodes[static_cast<size_t>(n.first_child) + static_cast<size_t>(c)].predicate, env);
         if (t == Tri::True) {
           next = n.first_child + c;
           break;
@@ -591,7 +626,7 @@ struct NeuralNetwork : ModelNode {
   struct Neuron {
     double bias = 0;
     std::vector<std::pair<int, double>> from;  // activation index, weight
-    int out = -1;                               // activation index
+    int out = -1;                              // activation index
   };
   struct Layer {
     std::vector<Neuron> neurons;
@@ -639,9 +674,10 @@ struct NeuralNetwork : ModelNode {
         a[static_cast<size_t>(n.out)] = Activate(layer.activation, z, layer.threshold);
       }
       if (layer.normalization == "softmax") {
-        double mx = -INFINITY, sum = 0;
+        double mx = -kInf, sum = 0;
         for (const auto& n : layer.neurons) mx = std::max(mx, a[static_cast<size_t>(n.out)]);
-        for (const auto& n : layer.neurons) sum += (a[static_cast<size_t>(n.out)] = std::exp(a[static_cast<size_t>(n.out)] - mx));
+        for (const auto& n : layer.neurons)
+          sum += (a[static_cast<size_t>(n.out)] = std::exp(a[static_cast<size_t>(n.out)] - mx));
         for (const auto& n : layer.neurons) a[static_cast<size_t>(n.out)] /= sum;
       } else if (layer.normalization == "simplemax") {
         double sum = 0;
@@ -693,7 +729,7 @@ struct MiningModel : ModelNode {
     size_t count = 0;
     std::vector<double> values;
     std::vector<double> acc(k, 0);
-    double best_max = -INFINITY;
+    double best_max = -kInf;
     for (const auto& s : segments) {
       if (Test(s.predicate, env) != Tri::True) continue;
       Result sr = s.model->Evaluate(env);
@@ -816,9 +852,11 @@ class Parser {
 
   std::unique_ptr<Document> Parse() {
     doc_ = std::make_unique<Document>();
-    pugi::xml_parse_result ok = xml_.load_buffer(bytes_.data(), bytes_.size(), pugi::parse_default, pugi::encoding_auto);
+    pugi::xml_parse_result ok =
+        xml_.load_buffer(bytes_.data(), bytes_.size(), pugi::parse_default, pugi::encoding_auto);
     if (!ok) {
-      throw Error(ErrorCode::Model, fmt::format("{}:{}: malformed XML: {}", source_, LineAt(ok.offset), ok.description()));
+      throw Error(ErrorCode::Model,
+                  fmt::format("{}:{}: malformed XML: {}", source_, LineAt(ok.offset), ok.description()));
     }
     pugi::xml_node root = xml_.document_element();
     if (std::string_view(root.name()) != "PMML") Fail(root, "the root element must be <PMML>");
@@ -844,8 +882,10 @@ class Parser {
         Fail(n, "unsupported element");
       }
     }
-    if (!model) Fail(root, "no model element (RegressionModel, GeneralRegressionModel, TreeModel, NeuralNetwork, "
-                           "MiningModel)");
+    if (!model)
+      Fail(root,
+           "no model element (RegressionModel, GeneralRegressionModel, TreeModel, NeuralNetwork, "
+           "MiningModel)");
     doc_->model = ParseModel(model, 0);
     for (const auto& mf : doc_->model->schema) doc_->inputs.push_back(mf.field);
     doc_->width = doc_->fields.size();
@@ -862,7 +902,8 @@ class Parser {
 
   int LineAt(ptrdiff_t offset) const {
     int line = 1;
-    for (ptrdiff_t i = 0; i < offset && i < static_cast<ptrdiff_t>(bytes_.size()); ++i) line += bytes_[static_cast<size_t>(i)] == '\n';
+    for (ptrdiff_t i = 0; i < offset && i < static_cast<ptrdiff_t>(bytes_.size()); ++i)
+      line += bytes_[static_cast<size_t>(i)] == '\n';
     return line;
   }
 
@@ -940,7 +981,7 @@ class Parser {
           const std::string property = v.attribute("property").as_string("valid");
           if (property == "valid") f.labels.push_back(Text(v, "value"));
         } else if (kind == "Interval") {
-          f.intervals.emplace_back(Number(v, "leftMargin", -INFINITY), Number(v, "rightMargin", INFINITY));
+          f.intervals.emplace_back(Number(v, "leftMargin", -kInf), Number(v, "rightMargin", kInf));
         } else if (kind != "Extension" && v.type() == pugi::node_element) {
           Fail(v, "unsupported element in DataField");
         }
@@ -1007,8 +1048,8 @@ class Parser {
         if (*end != '\0' || end == value) Fail(b, fmt::format("binValue '{}' is not a number", value));
         pugi::xml_node iv = b.child("Interval");
         if (!iv) Fail(b, "an Interval is required");
-        bin.left = Number(iv, "leftMargin", -INFINITY);
-        bin.right = Number(iv, "rightMargin", INFINITY);
+        bin.left = Number(iv, "leftMargin", -kInf);
+        bin.right = Number(iv, "rightMargin", kInf);
         const std::string closure = Text(iv, "closure");
         bin.left_closed = closure.starts_with("closed");
         bin.right_closed = closure.ends_with("Closed");
@@ -1036,15 +1077,37 @@ class Parser {
     } else if (kind == "Apply") {
       e.kind = Expr::Kind::Apply;
       e.function = Text(n, "function");
-      static const std::map<std::string, std::pair<size_t, size_t>> kArity = {
-          {"+", {2, 2}},         {"-", {2, 2}},           {"*", {2, 2}},          {"/", {2, 2}},
-          {"min", {1, 1000}},    {"max", {1, 1000}},      {"sum", {1, 1000}},     {"avg", {1, 1000}},
-          {"product", {1, 1000}}, {"log10", {1, 1}},      {"ln", {1, 1}},         {"sqrt", {1, 1}},
-          {"abs", {1, 1}},       {"exp", {1, 1}},         {"pow", {2, 2}},        {"threshold", {2, 2}},
-          {"floor", {1, 1}},     {"ceil", {1, 1}},        {"round", {1, 1}},      {"equal", {2, 2}},
-          {"notEqual", {2, 2}},  {"lessThan", {2, 2}},    {"lessOrEqual", {2, 2}}, {"greaterThan", {2, 2}},
-          {"greaterOrEqual", {2, 2}}, {"and", {1, 1000}}, {"or", {1, 1000}},     {"not", {1, 1}},
-          {"isMissing", {1, 1}}, {"isNotMissing", {1, 1}}, {"if", {2, 3}}};
+      static const std::map<std::string, std::pair<size_t, size_t>> kArity = {{"+", {2, 2}},
+                                                                              {"-", {2, 2}},
+                                                                              {"*", {2, 2}},
+                                                                              {"/", {2, 2}},
+                                                                              {"min", {1, 1000}},
+                                                                              {"max", {1, 1000}},
+                                                                              {"sum", {1, 1000}},
+                                                                              {"avg", {1, 1000}},
+                                                                              {"product", {1, 1000}},
+                                                                              {"log10", {1, 1}},
+                                                                              {"ln", {1, 1}},
+                                                                              {"sqrt", {1, 1}},
+                                                                              {"abs", {1, 1}},
+                                                                              {"exp", {1, 1}},
+                                                                              {"pow", {2, 2}},
+                                                                              {"threshold", {2, 2}},
+                                                                              {"floor", {1, 1}},
+                                                                              {"ceil", {1, 1}},
+                                                                              {"round", {1, 1}},
+                                                                              {"equal", {2, 2}},
+                                                                              {"notEqual", {2, 2}},
+                                                                              {"lessThan", {2, 2}},
+                                                                              {"lessOrEqual", {2, 2}},
+                                                                              {"greaterThan", {2, 2}},
+                                                                              {"greaterOrEqual", {2, 2}},
+                                                                              {"and", {1, 1000}},
+                                                                              {"or", {1, 1000}},
+                                                                              {"not", {1, 1}},
+                                                                              {"isMissing", {1, 1}},
+                                                                              {"isNotMissing", {1, 1}},
+                                                                              {"if", {2, 3}}};
       auto arity = kArity.find(e.function);
       if (arity == kArity.end()) Fail(n, fmt::format("function '{}' is not supported", e.function));
       for (pugi::xml_node a : n.children()) {
@@ -1113,11 +1176,16 @@ class Parser {
     } else if (kind == "CompoundPredicate") {
       p.kind = Predicate::Kind::Compound;
       const std::string op = Text(n, "booleanOperator");
-      if (op == "and") p.bool_op = Predicate::Bool::And;
-      else if (op == "or") p.bool_op = Predicate::Bool::Or;
-      else if (op == "xor") p.bool_op = Predicate::Bool::Xor;
-      else if (op == "surrogate") p.bool_op = Predicate::Bool::Surrogate;
-      else Fail(n, fmt::format("unknown booleanOperator '{}'", op));
+      if (op == "and")
+        p.bool_op = Predicate::Bool::And;
+      else if (op == "or")
+        p.bool_op = Predicate::Bool::Or;
+      else if (op == "xor")
+        p.bool_op = Predicate::Bool::Xor;
+      else if (op == "surrogate")
+        p.bool_op = Predicate::Bool::Surrogate;
+      else
+        Fail(n, fmt::format("unknown booleanOperator '{}'", op));
       for (pugi::xml_node c : n.children()) {
         if (c.type() == pugi::node_element && std::string_view(c.name()) != "Extension")
           p.children.push_back(ParsePredicate(c, depth + 1));
@@ -1163,13 +1231,16 @@ class Parser {
       if (f.attribute("missingValueReplacement"))
         mf.replacement = ValueFor(f, id, f.attribute("missingValueReplacement").as_string());
       const std::string invalid = f.attribute("invalidValueTreatment").as_string("returnInvalid");
-      if (invalid == "asIs") mf.invalid = MiningField::Invalid::AsIs;
-      else if (invalid == "asMissing") mf.invalid = MiningField::Invalid::AsMissing;
-      else if (invalid != "returnInvalid") Fail(f, fmt::format("invalidValueTreatment '{}' is not supported", invalid));
+      if (invalid == "asIs")
+        mf.invalid = MiningField::Invalid::AsIs;
+      else if (invalid == "asMissing")
+        mf.invalid = MiningField::Invalid::AsMissing;
+      else if (invalid != "returnInvalid")
+        Fail(f, fmt::format("invalidValueTreatment '{}' is not supported", invalid));
       const std::string outliers = f.attribute("outliers").as_string("asIs");
       mf.outliers = outliers == "asMissingValues" ? 1 : outliers == "asExtremeValues" ? 2 : 0;
-      mf.low = Number(f, "lowValue", -INFINITY);
-      mf.high = Number(f, "highValue", INFINITY);
+      mf.low = Number(f, "lowValue", -kInf);
+      mf.high = Number(f, "highValue", kInf);
       m.schema.push_back(mf);
     }
     if (m.target < 0 && parent != nullptr) m.target = parent->target;
@@ -1184,13 +1255,17 @@ class Parser {
       for (pugi::xml_node t : targets.children("Target")) {
         m.target_spec.factor = Number(t, "rescaleFactor", 1.0);
         m.target_spec.constant = Number(t, "rescaleConstant", 0.0);
-        m.target_spec.min = Number(t, "min", -INFINITY);
-        m.target_spec.max = Number(t, "max", INFINITY);
+        m.target_spec.min = Number(t, "min", -kInf);
+        m.target_spec.max = Number(t, "max", kInf);
         const std::string cast = t.attribute("castInteger").as_string("");
-        if (cast == "round") m.target_spec.cast = TargetSpec::Cast::Round;
-        else if (cast == "ceiling") m.target_spec.cast = TargetSpec::Cast::Ceiling;
-        else if (cast == "floor") m.target_spec.cast = TargetSpec::Cast::Floor;
-        else if (!cast.empty()) Fail(t, fmt::format("castInteger '{}' is not supported", cast));
+        if (cast == "round")
+          m.target_spec.cast = TargetSpec::Cast::Round;
+        else if (cast == "ceiling")
+          m.target_spec.cast = TargetSpec::Cast::Ceiling;
+        else if (cast == "floor")
+          m.target_spec.cast = TargetSpec::Cast::Floor;
+        else if (!cast.empty())
+          Fail(t, fmt::format("castInteger '{}' is not supported", cast));
       }
     }
     if (pugi::xml_node output = n.child("Output")) {
@@ -1233,21 +1308,27 @@ class Parser {
     const size_t parent_scope = scopes_.size() - 1;
     scopes_.emplace_back();
     std::unique_ptr<ModelNode> out;
-    if (kind == "RegressionModel") out = ParseRegression(n, parent, parent_scope);
-    else if (kind == "GeneralRegressionModel") out = ParseGeneralRegression(n, parent, parent_scope);
-    else if (kind == "TreeModel") out = ParseTree(n, parent, parent_scope);
-    else if (kind == "NeuralNetwork") out = ParseNeural(n, parent, parent_scope);
-    else if (kind == "MiningModel") out = ParseMining(n, depth, parent, parent_scope);
-    else Fail(n, "unsupported model");
+    if (kind == "RegressionModel")
+      out = ParseRegression(n, parent, parent_scope);
+    else if (kind == "GeneralRegressionModel")
+      out = ParseGeneralRegression(n, parent, parent_scope);
+    else if (kind == "TreeModel")
+      out = ParseTree(n, parent, parent_scope);
+    else if (kind == "NeuralNetwork")
+      out = ParseNeural(n, parent, parent_scope);
+    else if (kind == "MiningModel")
+      out = ParseMining(n, depth, parent, parent_scope);
+    else
+      Fail(n, "unsupported model");
     out->kind = std::string(kind);
     scopes_.pop_back();
     return out;
   }
 
   void OnlyChildren(pugi::xml_node n, std::initializer_list<std::string_view> allowed) const {
-    static const std::set<std::string_view> kCommon = {"MiningSchema", "LocalTransformations", "Targets", "Output",
-                                                       "Extension",    "ModelStats",           "ModelExplanation",
-                                                       "ModelVerification"};
+    static const std::set<std::string_view> kCommon = {
+        "MiningSchema", "LocalTransformations", "Targets",          "Output",
+        "Extension",    "ModelStats",           "ModelExplanation", "ModelVerification"};
     for (pugi::xml_node c : n.children()) {
       if (c.type() != pugi::node_element) continue;
       const std::string_view name = c.name();
@@ -1261,8 +1342,8 @@ class Parser {
     ParseCommon(n, *m, parent, parent_scope);
     OnlyChildren(n, {"RegressionTable"});
     m->normalization = n.attribute("normalizationMethod").as_string("none");
-    static const std::set<std::string> kMethods = {"none", "softmax", "simplemax", "logit", "probit",
-                                                   "cloglog", "loglog", "cauchit", "exp"};
+    static const std::set<std::string> kMethods = {"none",    "softmax", "simplemax", "logit", "probit",
+                                                   "cloglog", "loglog",  "cauchit",   "exp"};
     if (!kMethods.contains(m->normalization))
       Fail(n, fmt::format("normalizationMethod '{}' is not supported", m->normalization));
     for (pugi::xml_node t : n.children("RegressionTable")) {
@@ -1381,9 +1462,8 @@ class Parser {
         t.probs.push_back(!Missing(given[c]) ? given[c] : total > 0 ? counts[c] / total : 0.0);
     }
     if (n.attribute("score")) {
-      t.nodes[index].score =
-          t.classification ? t.class_codes[static_cast<size_t>(ClassIndex(t, n, Text(n, "score")))]
-                           : Number(n, "score");
+      t.nodes[index].score = t.classification ? t.class_codes[static_cast<size_t>(ClassIndex(t, n, Text(n, "score")))]
+                                              : Number(n, "score");
     } else if (any) {
       size_t best = 0;
       for (size_t c = 1; c < classes; ++c) {
@@ -1433,10 +1513,14 @@ class Parser {
     ParseCommon(n, *t, parent, parent_scope);
     OnlyChildren(n, {"Node"});
     const std::string missing = n.attribute("missingValueStrategy").as_string("none");
-    if (missing == "lastPrediction") t->missing = TreeModel::Missing::LastPrediction;
-    else if (missing == "nullPrediction") t->missing = TreeModel::Missing::NullPrediction;
-    else if (missing == "defaultChild") t->missing = TreeModel::Missing::DefaultChild;
-    else if (missing != "none") Fail(n, fmt::format("missingValueStrategy '{}' is not supported", missing));
+    if (missing == "lastPrediction")
+      t->missing = TreeModel::Missing::LastPrediction;
+    else if (missing == "nullPrediction")
+      t->missing = TreeModel::Missing::NullPrediction;
+    else if (missing == "defaultChild")
+      t->missing = TreeModel::Missing::DefaultChild;
+    else if (missing != "none")
+      Fail(n, fmt::format("missingValueStrategy '{}' is not supported", missing));
     const std::string no_true = n.attribute("noTrueChildStrategy").as_string("returnNullPrediction");
     if (no_true != "returnNullPrediction" && no_true != "returnLastPrediction")
       Fail(n, fmt::format("noTrueChildStrategy '{}' is not supported", no_true));
@@ -1452,9 +1536,9 @@ class Parser {
     auto m = std::make_unique<NeuralNetwork>();
     ParseCommon(n, *m, parent, parent_scope);
     OnlyChildren(n, {"NeuralInputs", "NeuralLayer", "NeuralOutputs"});
-    static const std::set<std::string> kActivations = {"logistic", "tanh",   "identity", "rectifier", "threshold",
-                                                       "exponential", "reciprocal", "square", "Gauss", "sine",
-                                                       "cosine", "Elliott", "arctan"};
+    static const std::set<std::string> kActivations = {
+        "logistic", "tanh",  "identity", "rectifier", "threshold", "exponential", "reciprocal",
+        "square",   "Gauss", "sine",     "cosine",    "Elliott",   "arctan"};
     const std::string network_activation = Text(n, "activationFunction");
     if (!kActivations.contains(network_activation))
       Fail(n, fmt::format("activationFunction '{}' is not supported", network_activation));
@@ -1465,7 +1549,8 @@ class Parser {
       pugi::xml_node derived = in.child("DerivedField");
       if (!derived) Fail(in, "a NeuralInput needs a DerivedField");
       const std::string id = Text(in, "id");
-      if (!ids.emplace(id, static_cast<int>(m->inputs.size())).second) Fail(in, fmt::format("neuron id '{}' repeats", id));
+      if (!ids.emplace(id, static_cast<int>(m->inputs.size())).second)
+        Fail(in, fmt::format("neuron id '{}' repeats", id));
       m->inputs.push_back(ParseExprChild(derived, 0));
     }
     int next = static_cast<int>(m->inputs.size());
@@ -1512,10 +1597,12 @@ class Parser {
         m->value_neuron = neuron->second;
       } else if (!m->classification && kind == "NormContinuous") {
         m->value_neuron = neuron->second;
-        for (pugi::xml_node ln : e.children("LinearNorm")) m->denorm.emplace_back(Number(ln, "orig"), Number(ln, "norm"));
+        for (pugi::xml_node ln : e.children("LinearNorm"))
+          m->denorm.emplace_back(Number(ln, "orig"), Number(ln, "norm"));
         if (m->denorm.size() < 2) Fail(e, "at least two LinearNorm points are required");
       } else {
-        Fail(e, "unsupported NeuralOutput expression (NormDiscrete for classes, FieldRef or NormContinuous for values)");
+        Fail(e,
+             "unsupported NeuralOutput expression (NormDiscrete for classes, FieldRef or NormContinuous for values)");
       }
     }
     if (!m->classification && m->value_neuron < 0) Fail(n, "no NeuralOutput for the target");
@@ -1531,10 +1618,10 @@ class Parser {
     pugi::xml_node seg = n.child("Segmentation");
     if (!seg) Fail(n, "a MiningModel needs a Segmentation");
     m->method = Text(seg, "multipleModelMethod");
-    static const std::set<std::string> kRegression = {"average", "weightedAverage", "median", "max", "sum",
-                                                      "selectFirst", "modelChain"};
-    static const std::set<std::string> kClassification = {"majorityVote", "weightedMajorityVote", "average",
-                                                          "weightedAverage", "max", "selectFirst", "modelChain"};
+    static const std::set<std::string> kRegression = {"average", "weightedAverage", "median",    "max",
+                                                      "sum",     "selectFirst",     "modelChain"};
+    static const std::set<std::string> kClassification = {
+        "majorityVote", "weightedMajorityVote", "average", "weightedAverage", "max", "selectFirst", "modelChain"};
     if (!(m->classification ? kClassification : kRegression).contains(m->method))
       Fail(seg, fmt::format("multipleModelMethod '{}' is not supported for {}", m->method,
                             m->classification ? "classification" : "regression"));
