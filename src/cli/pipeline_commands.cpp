@@ -105,7 +105,6 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   commands.push_back(
       {run, [args](CliContext& ctx) {
          auto config = pipeline::LoadPipelineConfig(args->pipeline);
-         const std::string url = DatabaseUrl(ctx, args->db);
          server::ServiceOptions options;
          options.workers = args->workers;
          options.until_idle = args->until_idle;
@@ -121,16 +120,18 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
            }
            http.insecure = args->insecure;
            if (args->http_threads > 0) http.threads = args->http_threads;
+           server::CheckAccess(http);  // before anything starts
            options.http = http;
          }
+         if (args->workers == 0 && args->http.empty()) {
+           throw Error(ErrorCode::InvalidInput, "--workers 0 serves nothing without --http");
+         }
+         const std::string url = DatabaseUrl(ctx, args->db);
          g_stop.store(false);
          struct sigaction action {};
          action.sa_handler = OnSignal;
          sigaction(SIGINT, &action, nullptr);
          sigaction(SIGTERM, &action, nullptr);
-         if (args->workers == 0 && args->http.empty()) {
-           throw Error(ErrorCode::InvalidInput, "--workers 0 serves nothing without --http");
-         }
          server::Service service(config, url, options);
          service.Start();
          spdlog::info("serving pipeline '{}' with {}, {} worker(s); Ctrl-C drains and stops", config.name,

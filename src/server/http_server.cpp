@@ -937,14 +937,18 @@ struct HttpServer::Impl {
   }
 };
 
-HttpServer::HttpServer(HttpOptions options, ServingContext context) {
-  assert(context.config != nullptr);
+void CheckAccess(const HttpOptions& options) {
   if (!IsLoopback(options.host) && options.token.empty() && !options.insecure) {
     throw Error(ErrorCode::Config,
                 fmt::format("refusing to serve HTTP on {} without a token: set --http-token (or RUNNEL_HTTP_TOKEN), "
                             "or pass --insecure to accept unauthenticated requests from the network",
                             options.host));
   }
+}
+
+HttpServer::HttpServer(HttpOptions options, ServingContext context) {
+  assert(context.config != nullptr);
+  CheckAccess(options);
   impl_ = std::make_unique<Impl>(std::move(options), std::move(context));
 }
 

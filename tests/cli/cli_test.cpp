@@ -221,6 +221,20 @@ TEST_F(CliTest, LoadReplaysACsvFileAndModelsArePushedAndRolledBack) {
   EXPECT_NE(again.output.find("no earlier good version"), std::string::npos) << again.output;
 }
 
+TEST_F(CliTest, RunRefusesAnOpenNetworkAddressWithoutAToken) {
+  const std::string pipeline = std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml";
+  auto open = Runnel({"run", "--pipeline", pipeline, "--http", "0.0.0.0:0"});
+  EXPECT_EQ(open.exit_code, 1);
+  EXPECT_NE(open.output.find("refusing to serve HTTP on 0.0.0.0 without a token"), std::string::npos) << open.output;
+  EXPECT_FALSE(std::filesystem::exists(home_.path() / "pg")) << "refused before starting a database";
+  auto bad = Runnel({"run", "--pipeline", pipeline, "--http", "localhost"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("expected host:port"), std::string::npos) << bad.output;
+  auto idle = Runnel({"run", "--pipeline", pipeline, "--workers", "0"});
+  EXPECT_EQ(idle.exit_code, 1);
+  EXPECT_NE(idle.output.find("--workers 0 serves nothing without --http"), std::string::npos) << idle.output;
+}
+
 TEST_F(CliTest, WorksForAnOrdinaryUser) {
   if (::geteuid() != 0) GTEST_SKIP() << "this process already is an ordinary user; the other tests cover it";
   passwd* nobody = ::getpwnam("nobody");

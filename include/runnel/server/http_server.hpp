@@ -34,6 +34,8 @@ struct HttpOptions {
 
 // "host:port" or ":port" (loopback). Throws Error(InvalidInput).
 void ParseListenAddress(const std::string& address, HttpOptions& options);
+// Throws Error(Config) for a non-loopback host without a token unless insecure.
+void CheckAccess(const HttpOptions& options);
 
 // What the API serves. The pointed-to objects must outlive the server.
 struct ServingContext {
