@@ -630,7 +630,7 @@ struct NeuralNetwork : ModelNode {
   };
   struct Layer {
     std::vector<Neuron> neurons;
-    std::string activation;
+    int activation = 0;  // an Act
     double threshold = 0;
     std::string normalization = "none";
   };
@@ -643,26 +643,50 @@ struct NeuralNetwork : ModelNode {
   int value_neuron = -1;
   std::vector<std::pair<double, double>> denorm;  // NormContinuous points (orig, norm)
 
-  static double Activate(const std::string& f, double z, double threshold) {
-    if (f == "logistic") return 1 / (1 + std::exp(-z));
-    if (f == "tanh") return std::tanh(z);
-    if (f == "identity") return z;
-    if (f == "rectifier") return z > 0 ? z : 0;
-    if (f == "threshold") return z > threshold ? 1 : 0;
-    if (f == "exponential") return std::exp(z);
-    if (f == "reciprocal") return 1 / z;
-    if (f == "square") return z * z;
-    if (f == "Gauss") return std::exp(-z * z);
-    if (f == "sine") return std::sin(z);
-    if (f == "cosine") return std::cos(z);
-    if (f == "Elliott") return z / (1 + std::abs(z));
-    if (f == "arctan") return 2 * std::atan(z) / M_PI;
+  enum class Act {
+    Logistic,
+    Tanh,
+    Identity,
+    Rectifier,
+    Threshold,
+    Exponential,
+    Reciprocal,
+    Square,
+    Gauss,
+    Sine,
+    Cosine,
+    Elliott,
+    Arctan
+  };
+  // PMML's name of each Act, in order; parsing maps names to Acts once.
+  static constexpr const char* kActNames[] = {"logistic",    "tanh",       "identity", "rectifier", "threshold",
+                                              "exponential", "reciprocal", "square",   "Gauss",     "sine",
+                                              "cosine",      "Elliott",    "arctan"};
+
+  static double Activate(Act f, double z, double threshold) {
+    switch (f) {
+      case Act::Logistic: return 1 / (1 + std::exp(-z));
+      case Act::Tanh: return std::tanh(z);
+      case Act::Identity: return z;
+      case Act::Rectifier: return z > 0 ? z : 0;
+      case Act::Threshold: return z > threshold ? 1 : 0;
+      case Act::Exponential: return std::exp(z);
+      case Act::Reciprocal: return 1 / z;
+      case Act::Square: return z * z;
+      case Act::Gauss: return std::exp(-z * z);
+      case Act::Sine: return std::sin(z);
+      case Act::Cosine: return std::cos(z);
+      case Act::Elliott: return z / (1 + std::abs(z));
+      case Act::Arctan: return 2 * std::atan(z) / M_PI;
+    }
     return kNaN;
   }
 
   Result Score(double* env) const override {
     Result r;
-    std::vector<double> a(activations, 0);
+    // Scratch per thread: Score runs concurrently and allocates nothing per row.
+    thread_local std::vector<double> a;
+    a.assign(activations, 0.0);
     for (size_t i = 0; i < inputs.size(); ++i) {
       a[i] = Eval(inputs[i], env);
       if (Missing(a[i])) return r;
@@ -671,7 +695,7 @@ struct NeuralNetwork : ModelNode {
       for (const auto& n : layer.neurons) {
         double z = n.bias;
         for (const auto& [from, w] : n.from) z += a[static_cast<size_t>(from)] * w;
-        a[static_cast<size_t>(n.out)] = Activate(layer.activation, z, layer.threshold);
+        a[static_cast<size_t>(n.out)] = Activate(static_cast<Act>(layer.activation), z, layer.threshold);
       }
       if (layer.normalization == "softmax") {
         double mx = -kInf, sum = 0;
@@ -1556,9 +1580,12 @@ class Parser {
     int next = static_cast<int>(m->inputs.size());
     for (pugi::xml_node l : n.children("NeuralLayer")) {
       NeuralNetwork::Layer layer;
-      layer.activation = l.attribute("activationFunction").as_string(network_activation.c_str());
-      if (!kActivations.contains(layer.activation))
-        Fail(l, fmt::format("activationFunction '{}' is not supported", layer.activation));
+      const std::string activation = l.attribute("activationFunction").as_string(network_activation.c_str());
+      if (!kActivations.contains(activation))
+        Fail(l, fmt::format("activationFunction '{}' is not supported", activation));
+      for (size_t k = 0; k < std::size(NeuralNetwork::kActNames); ++k) {
+        if (activation == NeuralNetwork::kActNames[k]) layer.activation = static_cast<int>(k);
+      }
       layer.threshold = Number(l, "threshold", network_threshold);
       layer.normalization = l.attribute("normalizationMethod").as_string(network_norm.c_str());
       if (layer.normalization != "none" && layer.normalization != "softmax" && layer.normalization != "simplemax")
@@ -1726,7 +1753,8 @@ std::vector<std::string> PmmlModel::Describe() const {
 }
 
 void PmmlModel::ScoreRow(std::span<const double> input, std::span<double> output) const {
-  std::vector<double> env(doc_->width, kNaN);
+  thread_local std::vector<double> env;
+  env.assign(doc_->width, kNaN);
   for (size_t i = 0; i < doc_->inputs.size(); ++i) env[static_cast<size_t>(doc_->inputs[i])] = AsFloat(input[i]);
   Result r = doc_->EvaluateRow(env.data());
   output[0] = r.value;
