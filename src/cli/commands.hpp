@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "runnel/core/config.hpp"
-#include "runnel/model/model.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/postgres/cluster.hpp"
 
@@ -39,12 +38,13 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands);
 // The embedded cluster that the configuration describes.
 postgres::ClusterOptions EmbeddedClusterOptions(const Config& config);
 
+// --delimiter: one character, or "tab" / "\t". Throws Error(InvalidInput).
+char ParseDelimiter(const std::string& text);
+// --columns: names separated by commas, kept as written (an empty name stays).
+std::vector<std::string> SplitColumns(const std::string& text);
+
 // --db when given, else RUNNEL_DB_URL / the config file, else the embedded cluster
 // (started if needed).
 std::string DatabaseUrl(const CliContext& ctx, const std::string& flag);
-
-// The model to serve: `flag` (--model) when given, else the pipeline's [model].path.
-// Throws Error(InvalidInput) naming the pipeline file when neither names one.
-std::shared_ptr<const model::Model> PipelineModel(const pipeline::PipelineConfig& config, const std::string& flag);
 
 }  // namespace runnel::cli

@@ -8,11 +8,11 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 
 #include "commands.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/core/file.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/pipeline/load.hpp"
 #include "runnel/pipeline/schema.hpp"
@@ -56,10 +56,7 @@ void AddDemoCommand(CLI::App& root, std::vector<Command>& commands) {
          const std::string url = cluster.ConnectionString("runnel_demo");
          auto conn = postgres::Connection::Open(url);
          const std::filesystem::path schema_file = std::filesystem::path(RUNNEL_EXAMPLES_DIR) / "needs/schema.sql";
-         std::ifstream schema_in(schema_file);
-         if (!schema_in)
-           throw Error(ErrorCode::Io, fmt::format("{}: cannot read the demo schema", schema_file.string()));
-         conn.Exec(std::string(std::istreambuf_iterator<char>(schema_in), std::istreambuf_iterator<char>()));
+         conn.Exec(ReadFileBytes(schema_file, "the demo schema"));
          fmt::print("2. database runnel_demo: tables needs and products (10 products)\n");
          for (const auto& line : pipeline::Migrate(conn, config)) fmt::print("3. migrate: {}\n", line);
          fmt::print("4. serving with {} ({} multiply-adds per row), {} workers, quota {} requests per client\n",

@@ -21,6 +21,25 @@ postgres::ClusterOptions EmbeddedClusterOptions(const Config& config) {
   return options;
 }
 
+char ParseDelimiter(const std::string& text) {
+  if (text == "\\t" || text == "tab") return '\t';
+  if (text.size() != 1)
+    throw Error(ErrorCode::InvalidInput, fmt::format("--delimiter must be one character, got '{}'", text));
+  return text[0];
+}
+
+std::vector<std::string> SplitColumns(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    out.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
 std::string DatabaseUrl(const CliContext& ctx, const std::string& flag) {
   if (!flag.empty()) return flag;
   if (!ctx.config.db_url.empty()) return ctx.config.db_url;
@@ -29,13 +48,6 @@ std::string DatabaseUrl(const CliContext& ctx, const std::string& flag) {
     spdlog::info("started the embedded PostgreSQL in {}", cluster.dir().string());
   }
   return cluster.ConnectionString();
-}
-
-std::shared_ptr<const model::Model> PipelineModel(const pipeline::PipelineConfig& config, const std::string& flag) {
-  if (!flag.empty()) return model::LoadModel(flag);
-  if (config.model_path) return model::LoadModel(*config.model_path);
-  throw Error(ErrorCode::InvalidInput,
-              fmt::format("{} names no model: pass --model or set [model].path", config.file.string()));
 }
 
 namespace {

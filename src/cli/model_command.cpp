@@ -4,39 +4,18 @@
 
 #include <fstream>
 #include <iostream>
-#include <iterator>
 #include <memory>
 
 #include "commands.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/core/file.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/pipeline/csv_scoring.hpp"
+#include "runnel/pipeline/model_provider.hpp"
 #include "runnel/postgres/connection.hpp"
 #include "runnel/registry/registry.hpp"
 
 namespace runnel::cli {
-namespace {
-
-char ParseDelimiter(const std::string& text) {
-  if (text == "\\t" || text == "tab") return '\t';
-  if (text.size() != 1)
-    throw Error(ErrorCode::InvalidInput, fmt::format("--delimiter must be one character, got '{}'", text));
-  return text[0];
-}
-
-std::vector<std::string> SplitColumns(const std::string& text) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t end = text.find(',', start);
-    if (end == std::string::npos) end = text.size();
-    out.push_back(text.substr(start, end - start));
-    start = end + 1;
-  }
-  return out;
-}
-
-}  // namespace
 
 void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
   auto* model = root.add_subcommand("model", "Inspect model files; push, list and roll back registry versions");
@@ -56,11 +35,9 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
   push->add_option("--data-type", reg->data_type, "Serve records of this data type (keyed pipelines)");
   push->add_option("--db", reg->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
   commands.push_back({push, [reg, push](CliContext& ctx) {
-                        std::ifstream in(reg->file, std::ios::binary);
-                        if (!in) throw Error(ErrorCode::Io, fmt::format("{}: cannot open", reg->file));
                         registry::PushRequest request;
                         request.name = reg->name;
-                        request.bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+                        request.bytes = ReadFileBytes(reg->file);
                         request.description = reg->description;
                         if (push->count("--data-type") > 0) request.data_type = reg->data_type;
                         // Check it here too: a file this process cannot load is refused
@@ -138,7 +115,7 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
   predict->add_option("--delimiter", args->delimiter, "Input field delimiter (default ','; 'tab' for tabs)");
   commands.push_back({predict, [args](CliContext&) {
                         auto config = pipeline::LoadPipelineConfig(args->pipeline);
-                        auto m = PipelineModel(config, args->model);
+                        auto m = pipeline::LoadFileModel(config, args->model);
                         pipeline::CsvScoringOptions options;
                         options.delimiter = ParseDelimiter(args->delimiter);
                         if (!args->columns.empty()) options.columns = SplitColumns(args->columns);

@@ -8,12 +8,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
-#include <sstream>
 #include <thread>
 
 #include "commands.hpp"
 #include "runnel/core/error.hpp"
-#include "runnel/model/model.hpp"
 #include "runnel/pipeline/load.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
@@ -27,6 +25,15 @@ std::atomic<bool> g_stop{false};
 
 void OnSignal(int) {
   g_stop.store(true);
+}
+
+// Ctrl-C and SIGTERM set g_stop (cleared here): long commands drain and return.
+void InstallStopHandler() {
+  g_stop.store(false);
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
 }
 
 struct Counts {
@@ -127,11 +134,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
            throw Error(ErrorCode::InvalidInput, "--workers 0 serves nothing without --http");
          }
          const std::string url = DatabaseUrl(ctx, args->db);
-         g_stop.store(false);
-         struct sigaction action {};
-         action.sa_handler = OnSignal;
-         sigaction(SIGINT, &action, nullptr);
-         sigaction(SIGTERM, &action, nullptr);
+         InstallStopHandler();
          server::Service service(config, url, options);
          service.Start();
          spdlog::info("serving pipeline '{}' with {}, {} worker(s); Ctrl-C drains and stops", config.name,
@@ -209,24 +212,12 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
          auto config = pipeline::LoadPipelineConfig(args->pipeline);
          auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
          if (!args->input.empty()) {
-           g_stop.store(false);
-           struct sigaction action {};
-           action.sa_handler = OnSignal;
-           sigaction(SIGINT, &action, nullptr);
-           sigaction(SIGTERM, &action, nullptr);
+           InstallStopHandler();
            const std::function<bool()> cancelled = [] { return g_stop.load(); };
            pipeline::CsvLoadOptions options;
            options.input = args->input;
-           if (args->delimiter.size() != 1) {
-             throw Error(ErrorCode::InvalidInput,
-                         fmt::format("--delimiter must be one character, got '{}'", args->delimiter));
-           }
-           options.delimiter = args->delimiter[0];
-           if (!args->columns.empty()) {
-             std::stringstream list(args->columns);
-             std::string column;
-             while (std::getline(list, column, ',')) options.columns.push_back(column);
-           }
+           options.delimiter = ParseDelimiter(args->delimiter);
+           if (!args->columns.empty()) options.columns = SplitColumns(args->columns);
            options.data_type = args->data_type;
            options.rate = args->rate;
            options.loop = args->loop;

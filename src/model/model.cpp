@@ -3,10 +3,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <fstream>
 
 #include "loaders.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/core/file.hpp"
 
 namespace runnel::model {
 
@@ -104,10 +104,7 @@ std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string
 }  // namespace
 
 std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorCode::Io, fmt::format("{}: cannot open the model file", path.string()));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error(ErrorCode::Io, fmt::format("{}: read error", path.string()));
+  const std::string bytes = ReadFileBytes(path, "the model file");
   return MakeModel(bytes, path.string(), fmt::format("{}@{:016x}", path.filename().string(), ContentHash(bytes)));
 }
 

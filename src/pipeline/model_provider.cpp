@@ -1,5 +1,9 @@
 #include "runnel/pipeline/model_provider.hpp"
 
+#include <fmt/format.h>
+
+#include "runnel/core/error.hpp"
+
 namespace runnel::pipeline {
 
 void ModelStats::Record(int64_t rows_scored, int64_t ns) {
@@ -26,6 +30,13 @@ std::vector<std::shared_ptr<const ServingModel>> ModelSet::All() const {
   if (default_model) all.push_back(default_model);
   for (const auto& [type, model] : by_type) all.push_back(model);
   return all;
+}
+
+std::shared_ptr<const model::Model> LoadFileModel(const PipelineConfig& config, const std::string& override_path) {
+  if (!override_path.empty()) return model::LoadModel(override_path);
+  if (config.model_path) return model::LoadModel(*config.model_path);
+  throw Error(ErrorCode::InvalidInput,
+              fmt::format("{} names no model: pass --model or set [model].path", config.file.string()));
 }
 
 std::shared_ptr<ModelProvider> ModelProvider::Fixed(std::shared_ptr<const model::Model> model) {

@@ -5,10 +5,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <fstream>
-#include <iterator>
-
 #include "runnel/core/error.hpp"
+#include "runnel/core/file.hpp"
 #include "runnel/features/features.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/pipeline/outputs.hpp"
@@ -24,7 +22,8 @@ ModelStream::ModelStream(const pipeline::PipelineConfig& config, std::string con
       conninfo_(std::move(conninfo)),
       provider_(std::move(provider)),
       options_(std::move(options)),
-      process_(ProcessId()) {}
+      process_(ProcessId()),
+      program_(features::FeatureProgram::Compile(config_.features, config_.file.string())) {}
 
 ModelStream::~ModelStream() {
   Stop();
@@ -35,13 +34,9 @@ void ModelStream::Start() {
   MigrateRegistry(*conn_);
   conn_->Exec("LISTEN runnel_models");
   if (config_.model_path) {
-    std::ifstream in(*config_.model_path, std::ios::binary);
-    if (!in) {
-      throw Error(ErrorCode::Io, fmt::format("{}: cannot open the model file", config_.model_path->string()));
-    }
     PushRequest seed;
     seed.name = config_.model_name;
-    seed.bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    seed.bytes = ReadFileBytes(*config_.model_path, "the model file");
     seed.description = fmt::format("seeded from {}", config_.model_path->filename().string());
     if (auto added = PushIfEmpty(*conn_, seed)) {
       if (options_.log)
@@ -73,8 +68,7 @@ std::shared_ptr<const pipeline::ServingModel> ModelStream::Validate(postgres::Co
   std::string bytes = FetchBytes(conn, config_.model_name, version);
   try {
     auto model = model::LoadModelFromBytes(bytes, source, label);
-    const auto program = features::FeatureProgram::Compile(config_.features, config_.file.string());
-    pipeline::OutputPlan::Resolve(config_, program, *model);  // throws when it does not fit
+    pipeline::OutputPlan::Resolve(config_, program_, *model);  // throws when it does not fit
     if (status == "pending") {
       SetValidated(conn, config_.model_name, version, true, model::ModelFormatName(model->info().format), "");
     }

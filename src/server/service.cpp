@@ -5,7 +5,6 @@
 #include <future>
 
 #include "runnel/core/error.hpp"
-#include "runnel/model/model.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/postgres/connection.hpp"
 #include "runnel/registry/registry.hpp"
@@ -34,15 +33,7 @@ void Service::Start() {
   }
   try {
     if (!options_.model_file.empty() || config_.model_name.empty()) {
-      if (!options_.model_file.empty()) {
-        models_ = pipeline::ModelProvider::Fixed(model::LoadModel(options_.model_file));
-      } else if (config_.model_path) {
-        models_ = pipeline::ModelProvider::Fixed(model::LoadModel(*config_.model_path));
-      } else {
-        throw Error(ErrorCode::InvalidInput, fmt::format("{} names no model: pass --model, or set [model].path or "
-                                                         "[model].name",
-                                                         config_.file.string()));
-      }
+      models_ = pipeline::ModelProvider::Fixed(pipeline::LoadFileModel(config_, options_.model_file));
     } else {
       models_ = std::make_shared<pipeline::ModelProvider>();
       auto stream_options = options_.stream;
@@ -64,7 +55,6 @@ void Service::Start() {
       ctx.models = models_;
       ctx.metrics = metrics_.get();
       ctx.completions = completions_.get();
-      ctx.process_id = registry::ProcessId();
       if (options_.workers > 0) ctx.workers_running = [this] { return workers_running_.load(); };
       http_ = std::make_unique<HttpServer>(*options_.http, ctx);
       http_port_ = http_->Start();

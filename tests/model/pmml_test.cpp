@@ -16,6 +16,7 @@
 
 #include "../support/shared_fixtures.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/core/file.hpp"
 #include "runnel/model/model.hpp"
 
 namespace runnel::model::pmml {
@@ -373,13 +374,6 @@ Wine ReadWine(const std::string& path) {
   return w;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // The model's inputs from a wine row, by name.
 std::vector<double> Inputs(const PmmlModel& m, const std::vector<double>& row) {
   std::vector<double> in;
@@ -405,7 +399,7 @@ TEST(PmmlWineTest, EverySharedModelScoresEveryRowSanely) {
                                                   {"winequalityMultilayerPerceptron.pmml", 0.85}};
   for (const auto& [file, limit] : max_rmse) {
     SCOPED_TRACE(file);
-    auto m = PmmlModel::Load(ReadFile(dir + "/" + file), file);
+    auto m = PmmlModel::Load(ReadFileBytes(dir + "/" + file), file);
     const size_t width = m->input_names().size();
     const size_t out = m->output_names().size();
     std::vector<float> input;
@@ -445,7 +439,7 @@ TEST(PmmlWineTest, LinearModelsMatchTheirCoefficients) {
        {"winequalityLinearRegression.pmml", "winequalityGeneralizedLinearRegressionGaussian.pmml",
         "winequalityGeneralizedLinearRegressionGamma.pmml"}) {
     SCOPED_TRACE(file);
-    const std::string text = ReadFile((runnel::testing::SharedDir() / "models/wine" / file).string());
+    const std::string text = ReadFileBytes((runnel::testing::SharedDir() / "models/wine" / file).string());
     pugi::xml_document xml;
     ASSERT_TRUE(xml.load_string(text.c_str()));
     double intercept = 0;
@@ -491,7 +485,7 @@ TEST(PmmlWineTest, TreePathsMatchAWalkOfTheXml) {
   for (const std::string file :
        {"winequalityDecisionTreeClassification.pmml", "winequalityDesisionTreeRegression.pmml"}) {
     SCOPED_TRACE(file);
-    const std::string text = ReadFile((runnel::testing::SharedDir() / "models/wine" / file).string());
+    const std::string text = ReadFileBytes((runnel::testing::SharedDir() / "models/wine" / file).string());
     pugi::xml_document xml;
     ASSERT_TRUE(xml.load_string(text.c_str()));
     auto m = PmmlModel::Load(text, file);
@@ -528,7 +522,7 @@ TEST(PmmlWineTest, MultilayerPerceptronMatchesAReferenceOfItsLayers) {
   RUNNEL_REQUIRE_SHARED();
   const Wine wine = ReadWine((runnel::testing::SharedDir() / "data/wine/winequality_red.csv").string());
   const std::string text =
-      ReadFile((runnel::testing::SharedDir() / "models/wine/winequalityMultilayerPerceptron.pmml").string());
+      ReadFileBytes((runnel::testing::SharedDir() / "models/wine/winequalityMultilayerPerceptron.pmml").string());
   pugi::xml_document xml;
   ASSERT_TRUE(xml.load_string(text.c_str()));
   auto nn = xml.child("PMML").child("NeuralNetwork");

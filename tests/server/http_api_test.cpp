@@ -18,6 +18,7 @@
 #include "../support/pg_environment.hpp"
 #include "../support/random.hpp"
 #include "../support/shared_fixtures.hpp"
+#include "runnel/core/file.hpp"
 #include "runnel/core/process.hpp"
 #include "runnel/pipeline/jobs.hpp"
 #include "runnel/pipeline/load.hpp"
@@ -81,11 +82,6 @@ class HttpApiTest : public runnel::testing::PostgresTest {
     runnel::testing::KerasH5File file({{"class_name", "Sequential"}, {"config", {{"name", "s"}, {"layers", layers}}}});
     file.Weights("d", {{"kernel:0", {{9, 1}, std::vector<float>(9, 0.1f)}}, {"bias:0", {{1}, {bias}}}});
     return file.Write(dir_ / name).string();
-  }
-
-  static std::string ReadBytes(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   }
 
   // The needs example, served from the registry (seeded with v1.h5); `extra` is
@@ -498,7 +494,7 @@ TEST_F(HttpApiTest, ModelPushUnderLoadRejectsCorruptFilesAndRollsBack) {
   ASSERT_TRUE(Eventually([&] { return has_version("needs@v1"); }));
 
   auto res = client_->Put("/v1/models/needs?wait=10000", {{"X-Model-Description", "bias ten"}},
-                          ReadBytes(WriteModel("v2.h5", 10.0f)), "application/octet-stream");
+                          ReadFileBytes(WriteModel("v2.h5", 10.0f)), "application/octet-stream");
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 201) << res->body;
   EXPECT_EQ(Body(res)["version"], 2);
@@ -506,7 +502,7 @@ TEST_F(HttpApiTest, ModelPushUnderLoadRejectsCorruptFilesAndRollsBack) {
   ASSERT_TRUE(Eventually([&] { return has_version("needs@v2"); }));
 
   // Corrupt: a truncated HDF5 file. Rejected with the loader's error; v2 keeps serving.
-  std::string corrupt = ReadBytes(dir_ / "v2.h5");
+  std::string corrupt = ReadFileBytes(dir_ / "v2.h5");
   corrupt.resize(corrupt.size() / 3);
   res = client_->Put("/v1/models/needs?wait=10000", corrupt, "application/octet-stream");
   ASSERT_EQ(res->status, 422) << res->body;
@@ -519,7 +515,7 @@ TEST_F(HttpApiTest, ModelPushUnderLoadRejectsCorruptFilesAndRollsBack) {
     layers.push_back({{"class_name", "Dense"}, {"config", {{"name", "d"}, {"units", 1}}}});
     runnel::testing::KerasH5File file({{"class_name", "Sequential"}, {"config", {{"name", "s"}, {"layers", layers}}}});
     file.Weights("d", {{"kernel:0", {{4, 1}, std::vector<float>(4, 0.1f)}}, {"bias:0", {{1}, {0.0f}}}});
-    res = client_->Put("/v1/models/needs?wait=10000", ReadBytes(file.Write(dir_ / "narrow.h5").string()),
+    res = client_->Put("/v1/models/needs?wait=10000", ReadFileBytes(file.Write(dir_ / "narrow.h5").string()),
                        "application/octet-stream");
     ASSERT_EQ(res->status, 422) << res->body;
   }
@@ -576,8 +572,8 @@ TEST_F(HttpApiTest, KeyedServingPicksTheModelByDataType) {
   {
     auto conn = Connect();
     registry::MigrateRegistry(conn);
-    registry::Push(conn, {"needs", ReadBytes(WriteModel("red.h5", 10.0f)), "red wine", "red"});      // v1
-    registry::Push(conn, {"needs", ReadBytes((dir_ / "v1.h5").string()), "default", std::nullopt});  // v2
+    registry::Push(conn, {"needs", ReadFileBytes(WriteModel("red.h5", 10.0f)), "red wine", "red"});      // v1
+    registry::Push(conn, {"needs", ReadFileBytes((dir_ / "v1.h5").string()), "default", std::nullopt});  // v2
   }
   Start(config);
   conn_->Exec(
@@ -600,7 +596,7 @@ TEST_F(HttpApiTest, KeyedServingPicksTheModelByDataType) {
 
   // A model for "white", uploaded as multipart/form-data.
   httplib::MultipartFormDataItems form = {
-      {"file", ReadBytes(WriteModel("white.h5", 20.0f)), "white.h5", "application/octet-stream"},
+      {"file", ReadFileBytes(WriteModel("white.h5", 20.0f)), "white.h5", "application/octet-stream"},
       {"description", "white wine", "", ""},
       {"data_type", "white", "", ""}};
   auto res = client_->Put("/v1/models/needs?wait=10000", form);
@@ -667,7 +663,7 @@ TEST_F(HttpApiTest, TwoProcessesConvergeOnThePushedVersion) {
 // serving sends one data type to the graph.
 TEST_F(HttpApiTest, WineModelStreamServesEverySharedModelInTurn) {
   RUNNEL_REQUIRE_SHARED();
-  conn_->Exec(ReadBytes(std::string(RUNNEL_SOURCE_DIR) + "/examples/wine/schema.sql"));
+  conn_->Exec(ReadFileBytes(std::string(RUNNEL_SOURCE_DIR) + "/examples/wine/schema.sql"));
   auto config = pipeline::LoadPipelineConfig(std::string(RUNNEL_SOURCE_DIR) + "/examples/wine/pipeline.toml");
   Start(config);
   const auto models = runnel::testing::SharedDir() / "models" / "wine";
@@ -701,7 +697,7 @@ TEST_F(HttpApiTest, WineModelStreamServesEverySharedModelInTurn) {
   for (const auto& file : files) {
     SCOPED_TRACE(file);
     auto res = client_->Put("/v1/models/wine?wait=20000", {{"X-Model-Description", file}},
-                            ReadBytes((models / file).string()), "application/octet-stream");
+                            ReadFileBytes((models / file).string()), "application/octet-stream");
     ASSERT_EQ(res->status, 201) << res->body;
     version = Body(res)["version"].get<int>();
     ASSERT_EQ(insert_wines(20, ""), 20);
@@ -720,7 +716,7 @@ TEST_F(HttpApiTest, WineModelStreamServesEverySharedModelInTurn) {
     EXPECT_EQ(served.Get<int64_t>(0, 2), classifier ? 20 : 0) << "probabilities from classifiers only";
   }
   // A malformed PMML file: rejected with the line at fault; the graph keeps serving.
-  std::string broken = ReadBytes((models / "winequalityLinearRegression.pmml").string());
+  std::string broken = ReadFileBytes((models / "winequalityLinearRegression.pmml").string());
   for (size_t at; (at = broken.find("RegressionTable")) != std::string::npos;)
     broken.replace(at, 15, "RegressionTabel");
   auto res = client_->Put("/v1/models/wine?wait=20000", broken, "application/octet-stream");
@@ -732,7 +728,7 @@ TEST_F(HttpApiTest, WineModelStreamServesEverySharedModelInTurn) {
             30);
   // Keyed: the random forest for data type "forest", the graph for the rest.
   auto forest = client_->Put("/v1/models/wine?wait=20000", {{"X-Model-Data-Type", "forest"}},
-                             ReadBytes((models / "winequalityRandonForrestClassification.pmml").string()),
+                             ReadFileBytes((models / "winequalityRandonForrestClassification.pmml").string()),
                              "application/octet-stream");
   ASSERT_EQ(forest->status, 201) << forest->body;
   const int forest_version = Body(forest)["version"].get<int>();

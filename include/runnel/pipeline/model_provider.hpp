@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "runnel/model/model.hpp"
+#include "runnel/pipeline/pipeline_config.hpp"
 
 namespace runnel::pipeline {
 
@@ -74,5 +75,10 @@ class ModelProvider {
   std::shared_ptr<const ModelSet> current_;
   std::atomic<uint64_t> generation_{0};
 };
+
+// The one model file a pipeline serves without the registry: `override_path` (--model)
+// when given, else [model].path. Throws Error(InvalidInput) naming the pipeline file
+// when neither names one, and LoadModel's errors.
+std::shared_ptr<const model::Model> LoadFileModel(const PipelineConfig& config, const std::string& override_path);
 
 }  // namespace runnel::pipeline

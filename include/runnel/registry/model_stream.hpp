@@ -20,6 +20,7 @@
 #include <string>
 #include <thread>
 
+#include "runnel/features/features.hpp"
 #include "runnel/pipeline/model_provider.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/postgres/connection.hpp"
@@ -55,8 +56,6 @@ class ModelStream {
   // Writes this process's model state now.
   void ReportState();
 
-  const std::string& process_id() const { return process_; }
-
  private:
   void Run();
   std::shared_ptr<const pipeline::ServingModel> Validate(postgres::Connection& conn, const std::string& status,
@@ -68,7 +67,8 @@ class ModelStream {
   std::shared_ptr<pipeline::ModelProvider> provider_;
   ModelStreamOptions options_;
   std::string process_;
-  std::unique_ptr<postgres::Connection> conn_;                               // used by one thread at a time
+  features::FeatureProgram program_;            // the pipeline's features, to check models against
+  std::unique_ptr<postgres::Connection> conn_;  // used by one thread at a time
   std::map<int64_t, std::shared_ptr<const pipeline::ServingModel>> loaded_;  // by version
   std::atomic<bool> stop_{false};
   std::thread thread_;

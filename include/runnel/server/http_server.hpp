@@ -44,7 +44,6 @@ struct ServingContext {
   std::shared_ptr<pipeline::ModelProvider> models;
   Metrics* metrics = nullptr;             // non-owning
   CompletionHub* completions = nullptr;   // non-owning
-  std::string process_id;                 // "host:pid"
   std::function<bool()> workers_running;  // for /readyz
 };
 

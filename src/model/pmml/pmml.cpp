@@ -578,15 +578,13 @@ struct TreeModel : ModelNode {
         }
       }
       int next = -1;
-      bool unknown = false;
       for (int c = 0; c < n.child_count; ++c) {
         const Tri t = Test(nodes[static_cast<size_t>(n.first_child) + static_cast<size_t>(c)].predicate, env);
         if (t == Tri::True) {
           next = n.first_child + c;
           break;
         }
-        if (t == Tri::Unknown) {
-          unknown = true;
+        if (t == Tri::Unknown) {  // missingValueStrategy "none": as if false
           if (missing == Missing::LastPrediction) return at;
           if (missing == Missing::NullPrediction) return -1;
           if (missing == Missing::DefaultChild && n.default_child >= 0) {
@@ -595,7 +593,6 @@ struct TreeModel : ModelNode {
           }
         }
       }
-      (void)unknown;
       if (next < 0) return no_true_child_last ? at : -1;
       at = next;
     }
