@@ -45,7 +45,8 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
   const auto names = pipeline::NamesFor(config);
   Counts c;
   auto q = conn.Exec(
-      fmt::format("SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(enqueued_at)), 0)::float8 "
+      fmt::format("SELECT coalesce(sum(n), 0)::bigint, coalesce(extract(epoch FROM clock_timestamp() - min(enqueued_at)), "
+                  "0)::float8 "
                   "FROM {}",
                   postgres::QuoteIdentifier(names.queue)),
       postgres::Params());

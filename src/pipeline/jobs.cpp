@@ -100,14 +100,15 @@ std::optional<JobInfo> CancelJob(postgres::Connection& conn, int64_t id) {
   if (r.Get<std::string>(0, 1) == "running") {
     const std::string queue = "runnel_" + r.Get<std::string>(0, 0) + "_queue";
     // Requests a worker holds right now stay claimed and finish; the rest go.
-    auto withdrawn = conn.Exec(fmt::format("DELETE FROM {} WHERE seq IN (SELECT seq FROM {} WHERE job = $1 "
-                                           "FOR UPDATE SKIP LOCKED)",
+    auto withdrawn = conn.Exec(fmt::format("WITH gone AS (DELETE FROM {} WHERE seq IN (SELECT seq FROM {} WHERE "
+                                           "job = $1 FOR UPDATE SKIP LOCKED) RETURNING n) "
+                                           "SELECT coalesce(sum(n), 0)::bigint FROM gone",
                                            QuoteIdentifier(queue), QuoteIdentifier(queue)),
                                Params().Add(id));
     conn.Exec(
         "UPDATE runnel_jobs SET state = 'cancelled', enqueue_done = true, enqueued = enqueued - $2, "
         "finished_at = clock_timestamp(), updated_at = clock_timestamp() WHERE id = $1",
-        Params().Add(id).Add(withdrawn.AffectedRows()));
+        Params().Add(id).Add(withdrawn.Get<int64_t>(0, 0)));
   }
   auto job = GetJob(conn, id);
   tx.Commit();
@@ -139,16 +140,20 @@ bool AdvanceJobs(postgres::Connection& conn, const PipelineConfig& config) {
   Params params;
   params.Add(id).Add(batch_size).Add(job.GetOptional<int64_t>(0, 3)).Add(job.GetOptional<int64_t>(0, 4));
   for (const auto& p : compiled.params) params.Add(p);
-  auto enqueued =
-      conn.Exec(fmt::format("WITH picked AS (SELECT {k} AS key FROM {from} WHERE ($3::bigint IS NULL OR {k} > $3) AND "
-                            "{k} <= $4::bigint AND {filter} ORDER BY {k} LIMIT $2) "
-                            "INSERT INTO {queue} (key, job) SELECT key, $1 FROM picked ORDER BY key RETURNING key",
-                            fmt::arg("k", key), fmt::arg("from", SourceWithResults(config)),
-                            fmt::arg("filter", compiled.sql), fmt::arg("queue", QuoteIdentifier(names.queue))),
-                params);
-  const int64_t n = enqueued.rows();
+  // Queue rows of at most QueueChunk keys each, like the capture trigger's.
+  auto enqueued = conn.Exec(
+      fmt::format("WITH picked AS (SELECT {k}::bigint AS key FROM {from} WHERE ($3::bigint IS NULL OR {k} > $3) AND "
+                  "{k} <= $4::bigint AND {filter} ORDER BY {k} LIMIT $2), "
+                  "queued AS (INSERT INTO {queue} (keys, n, job) SELECT range_agg(int8range(key, key, '[]')), "
+                  "count(*), $1 FROM (SELECT key, (row_number() OVER (ORDER BY key) - 1) / {chunk} AS chunk "
+                  "FROM picked) p GROUP BY chunk RETURNING n) "
+                  "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM queued), (SELECT max(key) FROM picked)",
+                  fmt::arg("k", key), fmt::arg("from", SourceWithResults(config)), fmt::arg("filter", compiled.sql),
+                  fmt::arg("queue", QuoteIdentifier(names.queue)), fmt::arg("chunk", QueueChunk(config))),
+      params);
+  const int64_t n = enqueued.Get<int64_t>(0, 0);
   std::optional<int64_t> cursor = job.GetOptional<int64_t>(0, 3);
-  for (int r = 0; r < enqueued.rows(); ++r) cursor = std::max(cursor.value_or(INT64_MIN), enqueued.Get<int64_t>(r, 0));
+  if (!enqueued.IsNull(0, 1)) cursor = std::max(cursor.value_or(INT64_MIN), enqueued.Get<int64_t>(0, 1));
   const bool last = n < batch_size;
   conn.Exec(
       "UPDATE runnel_jobs SET cursor = $2, enqueued = enqueued + $3, enqueue_done = $4, "

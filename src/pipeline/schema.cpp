@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -21,6 +22,10 @@ SchemaNames NamesFor(const PipelineConfig& config) {
           prefix + "_capture",
           prefix + "_capture",
           prefix};
+}
+
+int64_t QueueChunk(const PipelineConfig& config) {
+  return std::max<int64_t>(1, static_cast<int64_t>(config.max_batch) / 4);
 }
 
 std::map<std::string, std::string> SourceColumns(postgres::Connection& conn, const PipelineConfig& config) {
@@ -113,21 +118,59 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
     conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 2)", Params().Add(config.name));
     done.push_back(fmt::format("added batch jobs to {} (schema version 2)", names.queue));
   }
+  if (version < 3) {
+    // One queue row per inserting statement (a multirange of its keys, in chunks)
+    // instead of one per request, and recommendations stored as an array in the
+    // request's result row behind a view of the old shape: per-request writes were
+    // what bounded the burst throughput (docs/performance.md).
+    const std::string queue = QuoteIdentifier(names.queue);
+    const std::string results = QuoteIdentifier(names.results);
+    const std::string recommendations = QuoteIdentifier(names.recommendations);
+    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN keys int8multirange, ADD COLUMN n integer", queue));
+    conn.Exec(fmt::format("UPDATE {} SET keys = int8multirange(int8range(key, key, '[]')), n = 1", queue));
+    conn.Exec(fmt::format("ALTER TABLE {q} ALTER keys SET NOT NULL, ALTER n SET NOT NULL, DROP COLUMN key", 
+                          fmt::arg("q", queue)));
+    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN recommended bigint[]", results));
+    conn.Exec(fmt::format(
+        "UPDATE {} r SET recommended = x.products FROM (SELECT request_key, array_agg(DISTINCT product_key) AS "
+        "products FROM {} GROUP BY request_key) x WHERE r.key = x.request_key",
+        results, recommendations));
+    conn.Exec(fmt::format("UPDATE {} SET recommended = '{{}}' WHERE status = 'done' AND recommended IS NULL", results));
+    conn.Exec(fmt::format("DROP TABLE {}", recommendations));
+    conn.Exec(fmt::format(
+        "CREATE VIEW {} AS SELECT r.key AS request_key, p.product_key, r.model_version FROM {} r "
+        "CROSS JOIN LATERAL unnest(r.recommended) AS p(product_key)",
+        recommendations, results));
+    // Most results are 'done': only the others are worth an index.
+    conn.Exec(fmt::format("DROP INDEX IF EXISTS {}", QuoteIdentifier(names.results + "_status")));
+    conn.Exec(fmt::format("CREATE INDEX {} ON {} (status) WHERE status <> 'done'",
+                          QuoteIdentifier(names.results + "_unfinished"), results));
+    conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 3)", Params().Add(config.name));
+    done.push_back(fmt::format("one queue row per inserting statement in {}, recommendations in {} (schema version 3)",
+                               names.queue, names.results));
+  }
   // Idempotent on every run: output columns the pipeline gained, the capture trigger.
   for (const auto& column : config.output_columns) {
     conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} double precision", QuoteIdentifier(names.results),
                           QuoteIdentifier(column)));
   }
   if (config.capture == CaptureMode::Queue) {
-    conn.Exec(
-        fmt::format("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
-                    "BEGIN\n"
-                    "  INSERT INTO {} (key) SELECT {} FROM runnel_new_rows WHERE {} IS NOT NULL;\n"
-                    "  PERFORM pg_notify({}, '');\n"
-                    "  RETURN NULL;\n"
-                    "END $runnel$",
-                    QuoteIdentifier(names.capture_function), QuoteIdentifier(names.queue), key, key,
-                    postgres::QuoteLiteral(names.channel)));
+    // One queue row per chunk of a statement's keys: a 1,000-row INSERT costs a few
+    // queue rows, not 1,000. Consecutive keys collapse into one range.
+    conn.Exec(fmt::format(
+        "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
+        "BEGIN\n"
+        "  INSERT INTO {queue} (keys, n)\n"
+        "    SELECT range_agg(int8range(k, k, '[]')), count(*) FROM\n"
+        "      (SELECT {key}::bigint AS k, (row_number() OVER () - 1) / {chunk} AS chunk\n"
+        "       FROM runnel_new_rows WHERE {key} IS NOT NULL) s\n"
+        "    GROUP BY chunk;\n"
+        "  PERFORM pg_notify({channel}, '');\n"
+        "  RETURN NULL;\n"
+        "END $runnel$",
+        fmt::arg("fn", QuoteIdentifier(names.capture_function)), fmt::arg("queue", QuoteIdentifier(names.queue)),
+        fmt::arg("key", key), fmt::arg("chunk", QueueChunk(config)),
+        fmt::arg("channel", postgres::QuoteLiteral(names.channel))));
     auto exists = conn.Exec("SELECT count(*) FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
                             Params().Add(names.trigger).Add(table));
     if (exists.Get<int64_t>(0, 0) == 0) {

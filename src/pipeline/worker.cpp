@@ -47,7 +47,8 @@ struct Worker::State {
   std::map<const ServingModel*, std::unique_ptr<model::ModelSession>> sessions;
   std::map<const ServingModel*, OutputPlan> plans;  // how each model plugs in
   std::vector<size_t> write_back_output;            // per write-back column: index into output_columns
-  std::string claim_sql, quota_sql, update_sql, results_sql, recommend_delete_sql, recommend_sql, jobs_sql;
+  std::string claim_sql, quota_read_sql, quota_sql, update_sql, results_sql, jobs_sql;
+  int64_t lock_rows = 4;  // queue rows to lock per claim: adapts to their size
   std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
 
   // Reused per batch.
@@ -85,6 +86,9 @@ struct Worker::State {
 
   void Connect() {
     conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo));
+    // Short statements over one batch: JIT compilation (triggered by the planner's
+    // guesses for unnest/generate_series) would cost more than it saves.
+    conn->Exec("SET jit = off");
     const std::string channel = config.capture == CaptureMode::Queue ? names.channel : config.notify_channel;
     conn->Exec("LISTEN " + QuoteIdentifier(channel));
   }
@@ -105,18 +109,27 @@ struct Worker::State {
     const std::string lookup =
         fmt::format("LEFT JOIN LATERAL (SELECT {} FROM {} t WHERE t.{} = c.key LIMIT 1) r ON true", select, table, key);
     if (config.capture == CaptureMode::Queue) {
+      // $2 queue rows are locked; of those, rows are taken in order while the batch
+      // stays within $1 keys (always the first); the rest are released at commit.
       claim_sql = fmt::format(
-          "WITH claimed AS (DELETE FROM {q} WHERE seq IN (SELECT seq FROM {q} ORDER BY seq LIMIT $1 FOR UPDATE SKIP "
-          "LOCKED) RETURNING key, enqueued_at, job) "
-          "SELECT c.key, extract(epoch FROM c.enqueued_at)::float8, c.job, {cols} FROM claimed c {lookup} "
+          "WITH locked AS (SELECT seq, n FROM {q} ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED), "
+          "picked AS (SELECT seq FROM (SELECT seq, n, sum(n) OVER (ORDER BY seq) - n AS before FROM locked) x "
+          "WHERE before = 0 OR before + n <= $1), "
+          "claimed AS (DELETE FROM {q} q USING picked WHERE q.seq = picked.seq RETURNING q.seq, q.keys, "
+          "q.enqueued_at, q.job), "
+          "c AS (SELECT g.key, c.seq, c.enqueued_at, c.job FROM claimed c CROSS JOIN LATERAL unnest(c.keys) AS "
+          "k(keys) CROSS JOIN LATERAL generate_series(lower(k.keys), upper(k.keys) - 1) AS g(key)) "
+          "SELECT c.key, extract(epoch FROM c.enqueued_at)::float8, c.job, {cols}, c.seq FROM c {lookup} "
           "ORDER BY c.key",
           fmt::arg("q", QuoteIdentifier(names.queue)), fmt::arg("cols", columns), fmt::arg("lookup", lookup));
     } else {
       claim_sql = fmt::format(
-          "SELECT c.key, extract(epoch FROM clock_timestamp())::float8, NULL::bigint, {} "
+          "SELECT c.key, extract(epoch FROM clock_timestamp())::float8, NULL::bigint, {}, NULL::bigint "
           "FROM unnest($1::bigint[]) AS c(key) {} ORDER BY c.key",
           columns, lookup);
     }
+    quota_read_sql = fmt::format("SELECT client, requests FROM {} WHERE client = ANY($1::text[])",
+                                 QuoteIdentifier(names.quota));
     quota_sql = fmt::format(
         "INSERT INTO {} AS q (client, requests) SELECT v.client, v.n FROM unnest($1::text[], $2::bigint[]) AS "
         "v(client, n) ORDER BY v.client ON CONFLICT (client) DO UPDATE SET requests = q.requests + EXCLUDED.requests "
@@ -141,28 +154,32 @@ struct Worker::State {
       out_select += fmt::format(", v.o{}", i);
       out_update += fmt::format(", {} = EXCLUDED.{}", col, col);
     }
-    results_sql = fmt::format(
-        "INSERT INTO {} (key, status, error, model_version, enqueued_at, finished_at{}) "
-        "SELECT v.key, v.status, v.error, v.version, to_timestamp(v.enq), clock_timestamp(){} "
-        "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::text[]{}) "
-        "AS v(key, status, error, enq, version{}) "
-        "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
-        "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
-        "finished_at = EXCLUDED.finished_at{} RETURNING key, xmax <> 0",  // xmax: updated, i.e. served before
-        QuoteIdentifier(names.results), out_cols, out_select, out_types, out_aliases, out_update);
+    // Recommendations are computed against the row as written back (same transaction)
+    // and stored with the result.
+    std::string recommended = "NULL::bigint[]";
+    std::string recommend_join;
     if (config.recommend) {
       const auto& rec = *config.recommend;
-      // Joins driven by the batch's keys: `key = ANY(array)` would test every row of
-      // an unanalysed table against every key.
-      recommend_delete_sql =
-          fmt::format("DELETE FROM {} x USING unnest($1::bigint[]) AS k(key) WHERE x.request_key = k.key",
-                      QuoteIdentifier(names.recommendations));
-      recommend_sql = fmt::format(
-          "INSERT INTO {} (request_key, product_key, model_version) SELECT DISTINCT r.{}, p.{}, k.version "
-          "FROM unnest($1::bigint[], $2::text[]) AS k(key, version) JOIN {} r ON r.{} = k.key JOIN {} p ON ({})",
-          QuoteIdentifier(names.recommendations), key, QuoteIdentifier(rec.key_column), table, key,
-          QuoteIdentifier(rec.table), rec.where);
+      // Per request (a lateral subquery) rather than one join for the batch: the
+      // catalogue's own indexes serve it, and there is no sort and group per batch.
+      recommended = "x.products";
+      recommend_join = fmt::format(
+          "LEFT JOIN {table} r ON v.status = 'done' AND r.{key} = v.key "
+          "LEFT JOIN LATERAL (SELECT array(SELECT p.{pkey}::bigint FROM {products} p WHERE {where}) AS products) x "
+          "ON r.{key} IS NOT NULL ",
+          fmt::arg("key", key), fmt::arg("pkey", QuoteIdentifier(rec.key_column)), fmt::arg("table", table),
+          fmt::arg("products", QuoteIdentifier(rec.table)), fmt::arg("where", rec.where));
     }
+    results_sql = fmt::format(
+        "INSERT INTO {} (key, status, error, model_version, enqueued_at, finished_at, recommended{}) "
+        "SELECT v.key, v.status, v.error, v.version, to_timestamp(v.enq), clock_timestamp(), {}{} "
+        "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::text[]{}) "
+        "AS v(key, status, error, enq, version{}) {}"
+        "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
+        "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
+        "finished_at = EXCLUDED.finished_at, recommended = EXCLUDED.recommended{}",
+        QuoteIdentifier(names.results), out_cols, recommended, out_select, out_types, out_aliases, recommend_join,
+        out_update);
     jobs_sql =
         "UPDATE runnel_jobs j SET served = j.served + v.n, updated_at = clock_timestamp(), "
         "state = CASE WHEN j.state = 'running' AND j.enqueue_done AND j.served + v.n >= j.enqueued THEN 'done' "
@@ -227,6 +244,16 @@ bool Worker::WaitForWork(std::chrono::milliseconds timeout) {
 }
 
 BatchResult Worker::ServeBatch() {
+  // Quota counters are read first and advanced last, just before COMMIT, so that a
+  // counter row is locked for the commit only and two workers serving the same
+  // clients do not wait for each other's whole batch. If another worker advanced a
+  // counter in between so that a request's throttling changes, the batch is rolled
+  // back and served again with the counters locked first.
+  if (auto served = ServeOnce(true)) return std::move(*served);
+  return std::move(*ServeOnce(false));
+}
+
+std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
   auto& s = *state_;
   const auto& cfg = s.config;
   BatchResult result;
@@ -248,7 +275,7 @@ BatchResult Worker::ServeBatch() {
   Params claim_params;
   std::vector<int64_t> taken;
   if (cfg.capture == CaptureMode::Queue) {
-    claim_params.Add(static_cast<int64_t>(cfg.max_batch));
+    claim_params.Add(static_cast<int64_t>(cfg.max_batch)).Add(s.lock_rows);
   } else {
     const size_t n = std::min(cfg.max_batch, s.notified.size());
     taken.assign(s.notified.begin(), s.notified.begin() + static_cast<std::ptrdiff_t>(n));
@@ -266,6 +293,23 @@ BatchResult Worker::ServeBatch() {
   std::vector<std::optional<std::string>> clients, data_types;
   std::vector<bool> found;
   s.batch.Reset(cfg.features.input_columns, 0);
+  const int seq_column = static_cast<int>(kFirstInput + input_count);
+  size_t queue_rows = 0;
+  {
+    std::vector<int64_t> seqs;
+    for (int r = 0; r < rows.rows(); ++r) {
+      if (!rows.IsNull(r, seq_column)) seqs.push_back(rows.Get<int64_t>(r, seq_column));
+    }
+    std::sort(seqs.begin(), seqs.end());
+    queue_rows = static_cast<size_t>(std::unique(seqs.begin(), seqs.end()) - seqs.begin());
+  }
+  if (queue_rows > 0) {
+    // Lock about as many queue rows as fill a batch at their current size.
+    const double per_row = static_cast<double>(rows.rows()) / static_cast<double>(queue_rows);
+    s.lock_rows = std::clamp<int64_t>(
+        static_cast<int64_t>(std::ceil(static_cast<double>(cfg.max_batch) / per_row)), 1,
+        static_cast<int64_t>(cfg.max_batch));
+  }
   for (int r = 0; r < rows.rows(); ++r) {
     const auto key = rows.Get<int64_t>(r, 0);
     if (!keys.empty() && keys.back() == key) {
@@ -306,31 +350,52 @@ BatchResult Worker::ServeBatch() {
     }
   }
   // Rescoring by a batch job is not a client's request: it does not count.
+  std::vector<bool> counted(n, false);         // requests of this batch that count
+  std::map<std::string, int64_t> per_client;  // and how many per client
   if (cfg.quota_max_requests) {
-    std::map<std::string, int64_t> per_client;
     for (size_t i = 0; i < n; ++i) {
-      if (!status[i] && !jobs[i]) ++per_client[*clients[i]];
+      counted[i] = !status[i] && !jobs[i];
+      if (counted[i]) ++per_client[*clients[i]];
     }
-    if (!per_client.empty()) {
-      std::vector<std::optional<std::string>> names;
-      std::vector<int64_t> counts;
-      for (const auto& [client, count] : per_client) {
-        names.emplace_back(client);
-        counts.push_back(count);
-      }
-      auto counters = conn.Exec(s.quota_sql, Params().Add(ArrayLiteral(names)).Add(ArrayLiteral(counts)));
-      std::map<std::string, int64_t> seen_before;  // requests counted before this batch
-      for (int r = 0; r < counters.rows(); ++r) {
-        const auto client = counters.Get<std::string>(r, 0);
-        seen_before[client] = counters.Get<int64_t>(r, 1) - per_client[client];
-      }
-      for (size_t i = 0; i < n; ++i) {
-        if (status[i] || jobs[i]) continue;
-        const int64_t ordinal = ++seen_before[*clients[i]];  // this request's number for its client
-        if (ordinal > *cfg.quota_max_requests) {
-          status[i] = "throttled";
-          error[i] = fmt::format("client {} is over its quota of {} requests", *clients[i], *cfg.quota_max_requests);
-        }
+  }
+  std::vector<std::optional<std::string>> quota_names;
+  std::vector<int64_t> quota_counts;
+  for (const auto& [client, count] : per_client) {
+    quota_names.emplace_back(client);
+    quota_counts.push_back(count);
+  }
+  // Throttled or not, per request: its ordinal for its client against the threshold.
+  auto throttling = [&](std::map<std::string, int64_t> seen_before) {
+    std::vector<bool> over(n, false);
+    for (size_t i = 0; i < n; ++i) {
+      if (counted[i]) over[i] = ++seen_before[*clients[i]] > *cfg.quota_max_requests;
+    }
+    return over;
+  };
+  // Counters as the upsert left them, minus this batch: what came before it.
+  auto advance = [&] {
+    auto counters = conn.Exec(s.quota_sql, Params().Add(ArrayLiteral(quota_names)).Add(ArrayLiteral(quota_counts)));
+    std::map<std::string, int64_t> before;
+    for (int r = 0; r < counters.rows(); ++r) {
+      const auto client = counters.Get<std::string>(r, 0);
+      before[client] = counters.Get<int64_t>(r, 1) - per_client[client];
+    }
+    return before;
+  };
+  std::vector<bool> over;
+  if (!per_client.empty()) {
+    if (optimistic) {
+      auto counters = conn.Exec(s.quota_read_sql, Params().Add(ArrayLiteral(quota_names)));
+      std::map<std::string, int64_t> before;
+      for (int r = 0; r < counters.rows(); ++r) before[counters.Get<std::string>(r, 0)] = counters.Get<int64_t>(r, 1);
+      over = throttling(std::move(before));
+    } else {
+      over = throttling(advance());
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (over[i]) {
+        status[i] = "throttled";
+        error[i] = fmt::format("client {} is over its quota of {} requests", *clients[i], *cfg.quota_max_requests);
       }
     }
   }
@@ -410,7 +475,6 @@ BatchResult Worker::ServeBatch() {
     if (*status[i] == "done") done_keys.push_back(keys[i]);
     (*status[i] == "done" ? result.done : *status[i] == "throttled" ? result.throttled : result.failed)++;
   }
-  std::vector<int64_t> rescored;  // keys served before: their old recommendations go
   if (!s.update_sql.empty() && !done_keys.empty()) {
     Params update;
     update.Add(ArrayLiteral(done_keys));
@@ -433,20 +497,9 @@ BatchResult Worker::ServeBatch() {
         .Add(ArrayLiteral(enq))
         .Add(ArrayLiteral(versions));
     for (const auto& column : outputs) results.Add(ArrayLiteral(column));
-    auto written = conn.Exec(s.results_sql, results);
-    for (int r = 0; r < written.rows(); ++r) {
-      if (written.Get<bool>(r, 1)) rescored.push_back(written.Get<int64_t>(r, 0));
-    }
+    conn.Exec(s.results_sql, results);
   }
   lap(4);
-  if (!s.recommend_sql.empty() && !done_keys.empty()) {
-    if (!rescored.empty()) conn.Exec(s.recommend_delete_sql, Params().Add(ArrayLiteral(rescored)));
-    std::vector<std::optional<std::string>> done_versions;
-    for (size_t i = 0; i < n; ++i) {
-      if (*status[i] == "done") done_versions.push_back(versions[i]);
-    }
-    conn.Exec(s.recommend_sql, Params().Add(ArrayLiteral(done_keys)).Add(ArrayLiteral(done_versions)));
-  }
   {
     std::map<int64_t, int64_t> per_job;
     for (const auto& job : jobs) {
@@ -461,12 +514,16 @@ BatchResult Worker::ServeBatch() {
       conn.Exec(s.jobs_sql, Params().Add(ArrayLiteral(ids)).Add(ArrayLiteral(counts)));
     }
   }
+  if (optimistic && !per_client.empty() && throttling(advance()) != over) {
+    spdlog::debug("batch of {}: quota counters moved under it; serving it again with the counters locked", n);
+    return std::nullopt;  // rolled back by tx
+  }
   lap(5);
   tx.Commit();
   lap(6);
   spdlog::debug(
-      "batch of {}: claim {:.2f} ms, quota {:.2f}, features+model {:.2f}, write-back {:.2f}, results {:.2f}, "
-      "recommendations {:.2f}, commit {:.2f}",
+      "batch of {}: claim {:.2f} ms, quota {:.2f}, features+model {:.2f}, write-back {:.2f}, "
+      "results+recommendations {:.2f}, quota+jobs {:.2f}, commit {:.2f}",
       n, result.stage_ms[0], result.stage_ms[1], result.stage_ms[2], result.stage_ms[3], result.stage_ms[4],
       result.stage_ms[5], result.stage_ms[6]);
   const double now = NowEpochSeconds();

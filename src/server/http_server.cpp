@@ -853,7 +853,7 @@ struct HttpServer::Impl {
     const std::string p = fmt::format("pipeline=\"{}\"", config.name);
     try {
       auto lease = pool.Acquire();
-      auto r = lease->Exec(fmt::format("SELECT count(*)::float8, coalesce(extract(epoch FROM clock_timestamp() - "
+      auto r = lease->Exec(fmt::format("SELECT coalesce(sum(n), 0)::float8, coalesce(extract(epoch FROM clock_timestamp() - "
                                        "min(enqueued_at)), 0)::float8 FROM {}",
                                        QuoteIdentifier(names.queue)),
                            Params());

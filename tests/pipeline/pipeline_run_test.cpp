@@ -110,7 +110,7 @@ class PipelineRunTest : public runnel::testing::PostgresTest {
 TEST_F(PipelineRunTest, MigrateIsIdempotentAndNamesMissingThings) {
   auto config = Config(10);
   auto first = Migrate(*conn_, config);
-  EXPECT_EQ(first.size(), 4u) << "tables, job support, trigger, and an index on needs.id";
+  EXPECT_EQ(first.size(), 5u) << "tables, job support, statement queue rows, trigger, and an index on needs.id";
   EXPECT_NE(first.back().find("created index runnel_needs_key on needs (id)"), std::string::npos) << first.back();
   EXPECT_TRUE(Migrate(*conn_, config).empty()) << "a second run changes nothing";
   EXPECT_EQ(Count("SELECT count(*) FROM pg_trigger WHERE tgname = 'runnel_needs_capture'"), 1);
@@ -131,11 +131,47 @@ TEST_F(PipelineRunTest, MigrateIsIdempotentAndNamesMissingThings) {
   }
 }
 
+TEST_F(PipelineRunTest, MigrateUpgradesASchemaVersion2DatabaseKeepingItsWork) {
+  // What schema version 2 left: one queue row per key, a recommendations table.
+  conn_->Exec(R"sql(
+    CREATE TABLE runnel_migrations (pipeline text NOT NULL, version int NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, version));
+    INSERT INTO runnel_migrations (pipeline, version) VALUES ('needs', 1), ('needs', 2);
+    CREATE TABLE runnel_needs_queue (seq bigserial PRIMARY KEY, key bigint NOT NULL,
+      enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp(), job bigint);
+    CREATE TABLE runnel_needs_results (key bigint PRIMARY KEY, status text NOT NULL, error text, model_version text,
+      enqueued_at timestamptz, finished_at timestamptz NOT NULL DEFAULT clock_timestamp());
+    CREATE INDEX runnel_needs_results_status ON runnel_needs_results (status);
+    CREATE TABLE runnel_needs_quota (client text PRIMARY KEY, requests bigint NOT NULL);
+    CREATE TABLE runnel_needs_recommendations (request_key bigint NOT NULL, product_key bigint NOT NULL,
+      model_version text);
+    CREATE TABLE runnel_jobs (id bigserial PRIMARY KEY);
+    INSERT INTO runnel_needs_queue (key) VALUES (3), (4);
+    INSERT INTO runnel_needs_results (key, status, model_version) VALUES (1, 'done', 'v1'), (2, 'done', 'v1');
+    INSERT INTO runnel_needs_recommendations VALUES (1, 2, 'v1'), (1, 3, 'v1');
+  )sql");
+  Insert({Row(3, 1), Row(4, 1)});  // the rows the queued keys name, from before the capture trigger
+  auto config = Config(1000);
+  auto changes = Migrate(*conn_, config);
+  ASSERT_FALSE(changes.empty());
+  EXPECT_NE(changes[0].find("schema version 3"), std::string::npos) << changes[0];
+  EXPECT_EQ(Count("SELECT sum(n) FROM runnel_needs_queue"), 2) << "the waiting requests stay queued";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_recommendations WHERE request_key = 1 AND model_version = 'v1'"),
+            2);
+  EXPECT_EQ(Count("SELECT cardinality(recommended) FROM runnel_needs_results WHERE key = 2"), 0)
+      << "a done request without products has an empty list";
+  auto summary = Serve(config, SmallModel());
+  EXPECT_EQ(summary.done, 2u);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results"), 4);
+  EXPECT_EQ(Count("SELECT max(version) FROM runnel_migrations WHERE pipeline = 'needs'"), kSchemaVersion);
+}
+
 TEST_F(PipelineRunTest, ServesWritesBackAndRecommends) {
   auto config = Config(1000);
   Migrate(*conn_, config);
   Insert({Row(1, 7), Row(2, 8)});
-  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 2) << "one statement, two captured keys";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 1) << "one statement, one queue row";
+  EXPECT_EQ(Count("SELECT sum(n) FROM runnel_needs_queue"), 2) << "two captured keys";
   auto summary = Serve(config, SmallModel());
   EXPECT_EQ(summary.done, 2u);
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
@@ -225,7 +261,10 @@ TEST_F(PipelineRunTest, RequestsInsertedWhileDownAreServedOnStart) {
   std::vector<std::vector<double>> rows;
   for (int i = 1; i <= 1500; ++i) rows.push_back(Row(i, i % 10 + 1));
   Insert(rows);  // nobody is running
-  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 1500);
+  EXPECT_EQ(Count("SELECT sum(n) FROM runnel_needs_queue"), 1500);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), (1500 + pipeline::QueueChunk(config) - 1) /
+                                                                  pipeline::QueueChunk(config))
+      << "one queue row per chunk of the statement";
   auto summary = Serve(config, SmallModel(), 3);
   EXPECT_EQ(summary.done, 1500u);
   EXPECT_GE(summary.batches, 3u) << "batches are bounded by capture.max_batch";

@@ -1,14 +1,18 @@
 // Runnel's objects in the user's database for one pipeline (all named runnel_<name>_*):
-//   runnel_<name>_queue            captured requests: seq, key, enqueued_at, job (the
-//                                  batch job that enqueued it, NULL for inserts)
+//   runnel_<name>_queue            captured requests: seq, keys (an int8multirange: the
+//                                  keys of one chunk of one INSERT statement or of one
+//                                  job batch), n (how many), enqueued_at, job (the batch
+//                                  job that enqueued it, NULL for inserts)
 //   runnel_<name>_results          one row per served request: status (done, throttled,
 //                                  failed), error, model_version, the output columns,
-//                                  enqueued_at, finished_at
+//                                  recommended (product keys), enqueued_at, finished_at
 //   runnel_<name>_quota            per-client request counters
-//   runnel_<name>_recommendations  (request_key, product_key, model_version)
-//   runnel_<name>_capture()        statement-level AFTER INSERT trigger function: copies
-//                                  the new keys from the transition table into the queue
-//                                  and sends one pg_notify('runnel_<name>') per statement
+//   runnel_<name>_recommendations  view: (request_key, product_key, model_version), one
+//                                  row per element of results.recommended
+//   runnel_<name>_capture()        statement-level AFTER INSERT trigger function: writes
+//                                  the new keys from the transition table into the queue,
+//                                  QueueChunk keys per row, and sends one
+//                                  pg_notify('runnel_<name>') per statement
 // plus runnel_migrations (pipeline, version, applied_at) and runnel_jobs (batch jobs of
 // every pipeline: filter, batch size, state, total/enqueued/served counts, cursor).
 #pragma once
@@ -34,7 +38,11 @@ struct SchemaNames {
 
 SchemaNames NamesFor(const PipelineConfig& config);
 
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
+
+// How many keys one queue row holds at most: a quarter of a batch, so that a claim
+// fills its batch from several rows.
+int64_t QueueChunk(const PipelineConfig& config);
 
 // The source table's columns and their SQL types ("integer", "text", ...); empty when
 // the table does not exist. Throws DatabaseError.

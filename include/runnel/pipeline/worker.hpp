@@ -1,22 +1,26 @@
 // The real-time pipeline: workers that serve captured requests exactly once.
 //
 // One batch is one transaction on the worker's own connection:
-//   1. claim: DELETE up to max_batch queue rows (FOR UPDATE SKIP LOCKED) and read their
-//      source rows in the same statement (binary results);
-//   2. quota: advance the per-client counters in one upsert, in client order (so two
-//      workers lock counters in the same order and cannot deadlock); requests past the
-//      threshold become `throttled`;
+//   1. claim: DELETE queue rows holding up to max_batch keys (FOR UPDATE SKIP LOCKED)
+//      and read their source rows in the same statement (binary results);
+//   2. quota: read the per-client counters; requests past the threshold become
+//      `throttled` (the counters are advanced at step 5);
 //   3. features and model over the whole batch; invalid rows become `failed`;
-//   4. write-back (one UPDATE ... FROM unnest), results (one upsert), recommendations
-//      (one INSERT ... SELECT join);
-//   5. COMMIT. A crash anywhere before it leaves the claim unmade: another worker
-//      serves the request. No coordinator but PostgreSQL.
+//   4. write-back (one UPDATE ... FROM unnest), then results with their
+//      recommendations (one upsert joining the written-back rows to the catalogue);
+//   5. advance the counters in one upsert, in client order (two workers lock counters
+//      in the same order and cannot deadlock), check that no other worker moved them
+//      in a way that changes a request's throttling (else roll back and serve the
+//      batch again with the counters advanced first), COMMIT. A crash anywhere before
+//      it leaves the claim unmade: another worker serves the request. No coordinator
+//      but PostgreSQL.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,13 +38,13 @@ struct BatchResult {
   size_t failed = 0;
   std::vector<double> latencies_ms;  // enqueue to commit, per served request
   std::vector<int64_t> keys;         // every request the batch committed, in key order
-  // Milliseconds per stage: claim, quota, features+model, write-back, results,
-  // recommendations, commit.
+  // Milliseconds per stage: claim, quota, features+model, write-back,
+  // results+recommendations, quota+jobs (the counters advanced last), commit.
   double stage_ms[7] = {};
 };
 
-inline constexpr const char* kStageNames[7] = {"claim",   "quota",           "features+model", "write-back",
-                                               "results", "recommendations", "commit"};
+inline constexpr const char* kStageNames[7] = {"claim", "quota", "features+model", "write-back",
+                                               "results+recommendations", "quota+jobs", "commit"};
 
 // One worker: one connection, one model session. Not thread-safe: one per thread.
 class Worker {
@@ -61,6 +65,10 @@ class Worker {
   void Reconnect();
 
  private:
+  // One attempt; nullopt when optimistic quota accounting met a conflicting batch
+  // (rolled back, nothing done).
+  std::optional<BatchResult> ServeOnce(bool optimistic);
+
   struct State;
   std::unique_ptr<State> state_;
 };
