@@ -181,6 +181,10 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
          fmt::print("served {} requests in {:.2f} s ({:.0f}/s) in {} batches: {} done, {} throttled, {} failed\n",
                     served, summary.seconds, summary.seconds > 0 ? static_cast<double>(served) / summary.seconds : 0.0,
                     summary.batches, summary.done, summary.throttled, summary.failed);
+         if (summary.redone > 0) {
+           fmt::print("{} batches were served again with the quota counters locked (another worker moved them)\n",
+                      summary.redone);
+         }
          if (summary.batches > 0) {
            std::string stages;
            for (int k = 0; k < 7; ++k) {

@@ -16,12 +16,10 @@
 
 #include "runnel/core/error.hpp"
 #include "runnel/features/features.hpp"
-#include "runnel/postgres/arrays.hpp"
 #include "runnel/postgres/connection.hpp"
 
 namespace runnel::pipeline {
 
-using postgres::ArrayLiteral;
 using postgres::Params;
 using postgres::QuoteIdentifier;
 
@@ -250,7 +248,9 @@ BatchResult Worker::ServeBatch() {
   // counter in between so that a request's throttling changes, the batch is rolled
   // back and served again with the counters locked first.
   if (auto served = ServeOnce(true)) return std::move(*served);
-  return std::move(*ServeOnce(false));
+  BatchResult again = std::move(*ServeOnce(false));
+  again.redone = true;
+  return again;
 }
 
 std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
@@ -280,7 +280,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
     const size_t n = std::min(cfg.max_batch, s.notified.size());
     taken.assign(s.notified.begin(), s.notified.begin() + static_cast<std::ptrdiff_t>(n));
     s.notified.erase(s.notified.begin(), s.notified.begin() + static_cast<std::ptrdiff_t>(n));
-    claim_params.Add(ArrayLiteral(taken));
+    claim_params.AddArray(taken);
   }
   auto rows = conn.Exec(s.claim_sql, claim_params);
 
@@ -374,7 +374,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
   };
   // Counters as the upsert left them, minus this batch: what came before it.
   auto advance = [&] {
-    auto counters = conn.Exec(s.quota_sql, Params().Add(ArrayLiteral(quota_names)).Add(ArrayLiteral(quota_counts)));
+    auto counters = conn.Exec(s.quota_sql, Params().AddArray(quota_names).AddArray(quota_counts));
     std::map<std::string, int64_t> before;
     for (int r = 0; r < counters.rows(); ++r) {
       const auto client = counters.Get<std::string>(r, 0);
@@ -385,7 +385,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
   std::vector<bool> over;
   if (!per_client.empty()) {
     if (optimistic) {
-      auto counters = conn.Exec(s.quota_read_sql, Params().Add(ArrayLiteral(quota_names)));
+      auto counters = conn.Exec(s.quota_read_sql, Params().AddArray(quota_names));
       std::map<std::string, int64_t> before;
       for (int r = 0; r < counters.rows(); ++r) before[counters.Get<std::string>(r, 0)] = counters.Get<int64_t>(r, 1);
       over = throttling(std::move(before));
@@ -477,13 +477,13 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
   }
   if (!s.update_sql.empty() && !done_keys.empty()) {
     Params update;
-    update.Add(ArrayLiteral(done_keys));
+    update.AddArray(done_keys);
     for (size_t w = 0; w < cfg.write_back.size(); ++w) {
       std::vector<std::optional<double>> values;
       for (size_t i = 0; i < n; ++i) {
         if (*status[i] == "done") values.push_back(outputs[s.write_back_output[w]][i]);
       }
-      update.Add(ArrayLiteral(values));
+      update.AddArray(values);
     }
     conn.Exec(s.update_sql, update);
   }
@@ -491,12 +491,12 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
   {
     std::vector<std::optional<double>> enq(enqueued.begin(), enqueued.end());
     Params results;
-    results.Add(ArrayLiteral(keys))
-        .Add(ArrayLiteral(status))
-        .Add(ArrayLiteral(error))
-        .Add(ArrayLiteral(enq))
-        .Add(ArrayLiteral(versions));
-    for (const auto& column : outputs) results.Add(ArrayLiteral(column));
+    results.AddArray(keys)
+        .AddArray(status)
+        .AddArray(error)
+        .AddArray(enq)
+        .AddArray(versions);
+    for (const auto& column : outputs) results.AddArray(column);
     conn.Exec(s.results_sql, results);
   }
   lap(4);
@@ -511,7 +511,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
         ids.push_back(id);
         counts.push_back(count);
       }
-      conn.Exec(s.jobs_sql, Params().Add(ArrayLiteral(ids)).Add(ArrayLiteral(counts)));
+      conn.Exec(s.jobs_sql, Params().AddArray(ids).AddArray(counts));
     }
   }
   if (optimistic && !per_client.empty() && throttling(advance()) != over) {
@@ -581,6 +581,7 @@ RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<Model
           summary.throttled += batch.throttled;
           summary.failed += batch.failed;
           ++summary.batches;
+          if (batch.redone) ++summary.redone;
           for (int k = 0; k < 7; ++k) summary.stage_ms[k] += batch.stage_ms[k];
           summary.latencies_ms.insert(summary.latencies_ms.end(), batch.latencies_ms.begin(), batch.latencies_ms.end());
         } catch (const postgres::DatabaseError& e) {

@@ -1,9 +1,11 @@
 #include "runnel/postgres/connection.hpp"
 
+#include <algorithm>
 #include <endian.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <bit>
 #include <charconv>
 #include <cmath>
@@ -219,6 +221,70 @@ Params& Params::AddBytes(std::string_view bytes) {
 }
 Params& Params::AddNull(Oid type) {
   return Push(type, std::string(), true);
+}
+
+namespace {
+
+// The binary array format (array_send): ndim, has-nulls flag, element type, then per
+// dimension its length and lower bound, then per element its length (-1: NULL) and
+// bytes.
+template <typename T, typename Encode>
+std::string BinaryArray(Oid element_type, const std::vector<T>& values, Encode encode) {
+  std::string out;
+  const bool has_nulls = std::any_of(values.begin(), values.end(), [](const T& v) {
+    if constexpr (requires { v.has_value(); }) {
+      return !v.has_value();
+    } else {
+      return false;
+    }
+  });
+  out += BigEndianBytes<int32_t>(values.empty() ? 0 : 1);
+  out += BigEndianBytes<int32_t>(has_nulls ? 1 : 0);
+  out += BigEndianBytes<int32_t>(static_cast<int32_t>(element_type));
+  if (!values.empty()) {
+    out += BigEndianBytes<int32_t>(static_cast<int32_t>(values.size()));
+    out += BigEndianBytes<int32_t>(1);
+  }
+  for (const auto& v : values) encode(out, v);
+  return out;
+}
+
+}  // namespace
+
+Params& Params::AddArray(const std::vector<int64_t>& values) {
+  return Push(type_oid::kInt8Array, BinaryArray(type_oid::kInt8, values, [](std::string& out, int64_t v) {
+                out += BigEndianBytes<int32_t>(8);
+                out += BigEndianBytes(v);
+              }),
+              false);
+}
+
+Params& Params::AddArray(const std::vector<std::optional<double>>& values) {
+  return Push(type_oid::kFloat8Array,
+              BinaryArray(type_oid::kFloat8, values,
+                          [](std::string& out, const std::optional<double>& v) {
+                            if (!v) {
+                              out += BigEndianBytes<int32_t>(-1);
+                              return;
+                            }
+                            out += BigEndianBytes<int32_t>(8);
+                            out += BigEndianBytes(*v);
+                          }),
+              false);
+}
+
+Params& Params::AddArray(const std::vector<std::optional<std::string>>& values) {
+  return Push(type_oid::kTextArray,
+              BinaryArray(type_oid::kText, values,
+                          [](std::string& out, const std::optional<std::string>& v) {
+                            if (!v) {
+                              out += BigEndianBytes<int32_t>(-1);
+                              return;
+                            }
+                            out += BigEndianBytes<int32_t>(static_cast<int32_t>(v->size()));
+                            out += *v;
+                          }),
+              false);
 }
 
 const char* const* Params::values() const {

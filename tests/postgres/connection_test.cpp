@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <thread>
 
 #include "../support/pg_environment.hpp"
@@ -139,6 +140,39 @@ TEST_F(ConnectionTest, BinaryParametersRoundTrip) {
   // Widening reads are allowed.
   EXPECT_EQ(r.Get<int64_t>(0, 1), -12);
   EXPECT_EQ(r.Get<double>(0, 2), 2147483647.0);
+}
+
+TEST_F(ConnectionTest, BinaryArrayParametersRoundTrip) {
+  auto conn = Connect();
+  const std::vector<int64_t> keys = {INT64_MIN, -1, 0, 42, INT64_MAX};
+  const std::vector<std::optional<double>> values = {1.5, std::nullopt, -0.0, std::numeric_limits<double>::infinity(),
+                                                     1e-310};
+  const std::vector<std::optional<std::string>> texts = {"a", std::nullopt, "", "héllo, {\"quoted\"} NULL", "x"};
+  auto r = conn.Exec(
+      "SELECT k, v, t, v IS NULL, t IS NULL, ord FROM unnest($1::bigint[], $2::float8[], $3::text[]) "
+      "WITH ORDINALITY AS u(k, v, t, ord) ORDER BY ord",
+      Params().AddArray(keys).AddArray(values).AddArray(texts));
+  ASSERT_EQ(r.rows(), 5);
+  for (int i = 0; i < 5; ++i) {
+    const auto at = static_cast<size_t>(i);
+    EXPECT_EQ(r.Get<int64_t>(i, 0), keys[at]);
+    EXPECT_EQ(r.Get<bool>(i, 3), !values[at].has_value());
+    if (values[at]) {
+      EXPECT_EQ(r.Get<double>(i, 1), *values[at]);
+    }
+    EXPECT_EQ(r.Get<bool>(i, 4), !texts[at].has_value());
+    if (texts[at]) {
+      EXPECT_EQ(r.Get<std::string>(i, 2), *texts[at]);
+    }
+  }
+  EXPECT_TRUE(std::signbit(r.Get<double>(2, 1))) << "-0.0 travels as itself";
+  // Empty arrays are zero-dimensional, as PostgreSQL's own.
+  auto empty = conn.Exec("SELECT cardinality($1::bigint[]), $2::float8[] = '{}', cardinality($3::text[])",
+                         Params().AddArray(std::vector<int64_t>{}).AddArray(std::vector<std::optional<double>>{})
+                             .AddArray(std::vector<std::optional<std::string>>{}));
+  EXPECT_EQ(empty.Get<int64_t>(0, 0), 0);
+  EXPECT_TRUE(empty.Get<bool>(0, 1));
+  EXPECT_EQ(empty.Get<int64_t>(0, 2), 0);
 }
 
 TEST_F(ConnectionTest, NumericAndSpecialFloatsDecode) {

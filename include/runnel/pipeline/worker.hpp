@@ -36,6 +36,7 @@ struct BatchResult {
   size_t done = 0;
   size_t throttled = 0;
   size_t failed = 0;
+  bool redone = false;  // served again with the counters locked: the quota counters moved under it
   std::vector<double> latencies_ms;  // enqueue to commit, per served request
   std::vector<int64_t> keys;         // every request the batch committed, in key order
   // Milliseconds per stage: claim, quota, features+model, write-back,
@@ -90,6 +91,7 @@ struct RunSummary {
   size_t throttled = 0;
   size_t failed = 0;
   size_t batches = 0;
+  size_t redone = 0;  // batches served twice because of a quota conflict (the first rolled back)
   std::vector<double> latencies_ms;
   double seconds = 0;
   double stage_ms[7] = {};  // summed over batches and workers

@@ -62,6 +62,9 @@ inline constexpr Oid kFloat8 = 701;
 inline constexpr Oid kBpchar = 1042;
 inline constexpr Oid kVarchar = 1043;
 inline constexpr Oid kNumeric = 1700;
+inline constexpr Oid kTextArray = 1009;
+inline constexpr Oid kInt8Array = 1016;
+inline constexpr Oid kFloat8Array = 1022;
 inline constexpr Oid kJsonb = 3802;
 }  // namespace type_oid
 
@@ -78,6 +81,12 @@ class Params {
   Params& Add(const char* text) { return Add(std::string_view(text)); }
   Params& AddBytes(std::string_view bytes);  // sent as bytea
   Params& AddNull(Oid type = 0);             // 0 lets the server infer the type
+  // One-dimensional arrays (bigint[], float8[], text[]) in binary format: a batch's
+  // column as one parameter, without the server parsing a text literal per element.
+  // nullopt elements are NULL.
+  Params& AddArray(const std::vector<int64_t>& values);
+  Params& AddArray(const std::vector<std::optional<double>>& values);
+  Params& AddArray(const std::vector<std::optional<std::string>>& values);
   template <typename T>
   Params& Add(const std::optional<T>& value) {
     return value ? Add(*value) : AddNull();
