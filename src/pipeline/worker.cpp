@@ -117,12 +117,12 @@ struct Worker::State {
           "q.enqueued_at, q.job), "
           "c AS (SELECT g.key, c.seq, c.enqueued_at, c.job FROM claimed c CROSS JOIN LATERAL unnest(c.keys) AS "
           "k(keys) CROSS JOIN LATERAL generate_series(lower(k.keys), upper(k.keys) - 1) AS g(key)) "
-          "SELECT c.key, extract(epoch FROM c.enqueued_at)::float8, c.job, {cols}, c.seq FROM c {lookup} "
+          "SELECT c.key, date_part('epoch', c.enqueued_at), c.job, {cols}, c.seq FROM c {lookup} "
           "ORDER BY c.key",
           fmt::arg("q", QuoteIdentifier(names.queue)), fmt::arg("cols", columns), fmt::arg("lookup", lookup));
     } else {
       claim_sql = fmt::format(
-          "SELECT c.key, extract(epoch FROM clock_timestamp())::float8, NULL::bigint, {}, NULL::bigint "
+          "SELECT c.key, date_part('epoch', clock_timestamp()), NULL::bigint, {}, NULL::bigint "
           "FROM unnest($1::bigint[]) AS c(key) {} ORDER BY c.key",
           columns, lookup);
     }
@@ -282,7 +282,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
     s.notified.erase(s.notified.begin(), s.notified.begin() + static_cast<std::ptrdiff_t>(n));
     claim_params.AddArray(taken);
   }
-  auto rows = conn.Exec(s.claim_sql, claim_params);
+  auto rows = conn.ExecPrepared(s.claim_sql, claim_params);
 
   // Distinct keys in key order; a key queued twice is one request.
   constexpr int kFirstInput = 6;  // key, enqueued, job, found, client, data type
@@ -374,7 +374,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
   };
   // Counters as the upsert left them, minus this batch: what came before it.
   auto advance = [&] {
-    auto counters = conn.Exec(s.quota_sql, Params().AddArray(quota_names).AddArray(quota_counts));
+    auto counters = conn.ExecPrepared(s.quota_sql, Params().AddArray(quota_names).AddArray(quota_counts));
     std::map<std::string, int64_t> before;
     for (int r = 0; r < counters.rows(); ++r) {
       const auto client = counters.Get<std::string>(r, 0);
@@ -385,7 +385,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
   std::vector<bool> over;
   if (!per_client.empty()) {
     if (optimistic) {
-      auto counters = conn.Exec(s.quota_read_sql, Params().AddArray(quota_names));
+      auto counters = conn.ExecPrepared(s.quota_read_sql, Params().AddArray(quota_names));
       std::map<std::string, int64_t> before;
       for (int r = 0; r < counters.rows(); ++r) before[counters.Get<std::string>(r, 0)] = counters.Get<int64_t>(r, 1);
       over = throttling(std::move(before));
@@ -485,7 +485,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
       }
       update.AddArray(values);
     }
-    conn.Exec(s.update_sql, update);
+    conn.ExecPrepared(s.update_sql, update);
   }
   lap(3);
   {
@@ -497,7 +497,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
         .AddArray(enq)
         .AddArray(versions);
     for (const auto& column : outputs) results.AddArray(column);
-    conn.Exec(s.results_sql, results);
+    conn.ExecPrepared(s.results_sql, results);
   }
   lap(4);
   {
@@ -511,7 +511,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
         ids.push_back(id);
         counts.push_back(count);
       }
-      conn.Exec(s.jobs_sql, Params().AddArray(ids).AddArray(counts));
+      conn.ExecPrepared(s.jobs_sql, Params().AddArray(ids).AddArray(counts));
     }
   }
   if (optimistic && !per_client.empty() && throttling(advance()) != over) {

@@ -415,6 +415,18 @@ Result Connection::Exec(std::string_view sql, const Params& params) {
                sql);
 }
 
+Result Connection::ExecPrepared(const std::string& sql, const Params& params) {
+  auto it = prepared_.find(sql);
+  if (it == prepared_.end()) {
+    std::string name = fmt::format("runnel_{}", prepared_.size());
+    Check(PQprepare(conn_.get(), name.c_str(), sql.c_str(), params.size(), params.types()), sql);
+    it = prepared_.emplace(sql, std::move(name)).first;
+  }
+  return Check(PQexecPrepared(conn_.get(), it->second.c_str(), params.size(), params.values(), params.lengths(),
+                              params.formats(), /*resultFormat=*/1),
+               sql);
+}
+
 int64_t Connection::CopyIn(std::string_view sql, std::string_view data) {
   Check(PQexec(conn_.get(), std::string(sql).c_str()), sql);  // PGRES_COPY_IN
   // Large payloads go in pieces: libpq buffers each call.

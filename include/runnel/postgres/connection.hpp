@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "runnel/core/error.hpp"
@@ -156,6 +157,10 @@ class Connection {
   Result Exec(std::string_view sql);
   // Runs one statement with parameters $1..$n; results come back in binary format.
   Result Exec(std::string_view sql, const Params& params);
+  // As Exec, through a server-side prepared statement made on first use of `sql` on
+  // this connection (parsed and analysed once; the server may also keep a generic
+  // plan). Every call with the same `sql` must pass parameters of the same types.
+  Result ExecPrepared(const std::string& sql, const Params& params);
 
   // Runs `COPY ... FROM STDIN` and sends `data` (COPY text format). Returns the rows
   // copied. Throws DatabaseError; the rows are then not copied.
@@ -175,6 +180,7 @@ class Connection {
 
   PgConnPtr conn_;
   std::string description_;
+  std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
 };
 
 // BEGIN on construction; ROLLBACK on destruction unless committed. Destruction never
