@@ -175,6 +175,29 @@ TEST_F(ConnectionTest, BinaryArrayParametersRoundTrip) {
   EXPECT_EQ(empty.Get<int64_t>(0, 2), 0);
 }
 
+TEST_F(ConnectionTest, PreparedStatementsArePreparedOncePerConnection) {
+  auto conn = Connect();
+  const std::string sql = "SELECT $1::bigint + 1, cardinality($2::float8[])";
+  for (int64_t i = 0; i < 8; ++i) {  // past the server's five custom plans
+    auto r = conn.ExecPrepared(sql, Params().Add(i).AddArray(std::vector<std::optional<double>>(
+                                                     static_cast<size_t>(i), 1.0)));
+    EXPECT_EQ(r.Get<int64_t>(0, 0), i + 1);
+    EXPECT_EQ(r.Get<int64_t>(0, 1), i);
+  }
+  conn.ExecPrepared("SELECT $1::text", Params().Add("x"));
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM pg_prepared_statements", Params()).Get<int64_t>(0, 0), 2);
+  try {
+    conn.ExecPrepared("SELECT * FROM no_such_table WHERE a = $1", Params().Add(int64_t{1}));
+    ADD_FAILURE() << "expected an error";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "42P01");
+  }
+  EXPECT_EQ(conn.ExecPrepared(sql, Params().Add(int64_t{41}).AddArray(std::vector<std::optional<double>>{}))
+                .Get<int64_t>(0, 0),
+            42)
+      << "a failed prepare leaves the connection and the other statements usable";
+}
+
 TEST_F(ConnectionTest, NumericAndSpecialFloatsDecode) {
   auto conn = Connect();
   auto r = conn.Exec(
