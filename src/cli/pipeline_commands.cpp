@@ -182,12 +182,13 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                     served, summary.seconds, summary.seconds > 0 ? static_cast<double>(served) / summary.seconds : 0.0,
                     summary.batches, summary.done, summary.throttled, summary.failed);
          if (summary.redone > 0) {
-           fmt::print("{} batches were served again with the quota counters locked (another worker moved them)\n",
+           fmt::print("{} batches were rolled back and served again (quota counters moved under them, or a request "
+                      "key had a result already)\n",
                       summary.redone);
          }
          if (summary.batches > 0) {
            std::string stages;
-           for (int k = 0; k < 7; ++k) {
+           for (size_t k = 0; k < pipeline::kStageCount; ++k) {
              stages += fmt::format("{}{} {:.0f} ms", k ? ", " : "", pipeline::kStageNames[k], summary.stage_ms[k]);
            }
            fmt::print("time in stages, summed over workers: {}\n", stages);

@@ -16,7 +16,6 @@
 #include <thread>
 
 #include "runnel/core/error.hpp"
-#include "runnel/postgres/arrays.hpp"
 
 namespace runnel::pipeline {
 namespace {
@@ -82,7 +81,9 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
     types += fmt::format("{}${}::{}", i ? ", " : "", i + 1, i < fixed ? "bigint[]" : "float8[]");
   }
   const std::string sql =
-      fmt::format("INSERT INTO {} ({}) SELECT * FROM unnest({}) RETURNING {}", table, names, types, key);
+      fmt::format("WITH inserted AS (INSERT INTO {} ({}) SELECT * FROM unnest({}) RETURNING {} AS key) "
+                  "SELECT min(key) FROM inserted",
+                  table, names, types, key);
   std::mt19937_64 rng(options.seed);
   const auto start = std::chrono::steady_clock::now();
   while (summary.inserted < options.rows) {
@@ -102,11 +103,11 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
       }
     }
     postgres::Params params;
-    if (!sequenced) params.Add(postgres::ArrayLiteral(keys));
-    if (!config.client_column.empty()) params.Add(postgres::ArrayLiteral(clients));
-    for (const auto& v : values) params.Add(postgres::ArrayLiteral(v));
+    if (!sequenced) params.AddArray(keys);
+    if (!config.client_column.empty()) params.AddArray(clients);
+    for (const auto& v : values) params.AddArray(v);
     auto inserted = conn.Exec(sql, params);
-    if (summary.inserted == 0 && inserted.rows() > 0) summary.first_key = inserted.Get<int64_t>(0, 0);
+    if (summary.inserted == 0 && !inserted.IsNull(0, 0)) summary.first_key = inserted.Get<int64_t>(0, 0);
     summary.inserted += n;
     next += n;
     PaceTo(start, summary.inserted, options.rate);
@@ -194,7 +195,7 @@ LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& co
       for (size_t c = 0; c < used.size(); ++c) columns[c].push_back(rows[r][c]);
     }
     postgres::Params params;
-    for (const auto& column : columns) params.Add(postgres::ArrayLiteral(column));
+    for (const auto& column : columns) params.AddArray(column);
     if (typed) params.Add(options.data_type);
     auto inserted = conn.Exec(sql, params);
     if (summary.inserted == 0 && inserted.rows() > 0) summary.first_key = inserted.Get<int64_t>(0, 0);

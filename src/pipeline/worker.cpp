@@ -45,7 +45,8 @@ struct Worker::State {
   std::map<const ServingModel*, std::unique_ptr<model::ModelSession>> sessions;
   std::map<const ServingModel*, OutputPlan> plans;  // how each model plugs in
   std::vector<size_t> write_back_output;            // per write-back column: index into output_columns
-  std::string claim_sql, quota_read_sql, quota_sql, update_sql, results_sql, jobs_sql;
+  std::string claim_sql, quota_read_sql, quota_sql, results_sql, upsert_sql, jobs_sql;
+  int upsert_batches = 0;  // after a key turned out to have a result: upsert for a while
   int64_t lock_rows = 4;  // queue rows to lock per claim: adapts to their size
   std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
 
@@ -133,16 +134,6 @@ struct Worker::State {
         "v(client, n) ORDER BY v.client ON CONFLICT (client) DO UPDATE SET requests = q.requests + EXCLUDED.requests "
         "RETURNING client, requests",
         QuoteIdentifier(names.quota));
-    if (!config.write_back.empty()) {
-      std::string sets, types, aliases;
-      for (size_t i = 0; i < config.write_back.size(); ++i) {
-        sets += fmt::format("{}{} = v.c{}", i ? ", " : "", QuoteIdentifier(config.write_back[i]), i);
-        types += fmt::format(", ${}::float8[]", i + 2);
-        aliases += fmt::format(", c{}", i);
-      }
-      update_sql = fmt::format("UPDATE {} t SET {} FROM unnest($1::bigint[]{}) AS v(key{}) WHERE t.{} = v.key", table,
-                               sets, types, aliases, key);
-    }
     std::string out_cols, out_types, out_aliases, out_select, out_update;
     for (size_t i = 0; i < config.output_columns.size(); ++i) {
       const std::string col = QuoteIdentifier(config.output_columns[i]);
@@ -152,8 +143,25 @@ struct Worker::State {
       out_select += fmt::format(", v.o{}", i);
       out_update += fmt::format(", {} = EXCLUDED.{}", col, col);
     }
-    // Recommendations are computed against the row as written back (same transaction)
-    // and stored with the result.
+    // One statement writes back, records results and recommends: the batch's columns
+    // are sent and read once, and the recommendation rule sees each row as written
+    // back (the UPDATE's RETURNING) without looking it up again.
+    std::string with = fmt::format(
+        "WITH v AS MATERIALIZED (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], "
+        "$5::text[]{}) AS v(key, status, error, enq, version{}))",
+        out_types, out_aliases);
+    std::string row_join;  // binds r to each done request's source row
+    if (!config.write_back.empty()) {
+      std::string sets;
+      for (size_t i = 0; i < config.write_back.size(); ++i) {
+        sets += fmt::format("{}{} = v.o{}", i ? ", " : "", QuoteIdentifier(config.write_back[i]), write_back_output[i]);
+      }
+      with += fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key RETURNING t.*)",
+                          table, sets, key);
+      row_join = fmt::format("LEFT JOIN w r ON r.{} = v.key ", key);
+    } else {
+      row_join = fmt::format("LEFT JOIN {} r ON v.status = 'done' AND r.{} = v.key ", table, key);
+    }
     std::string recommended = "NULL::bigint[]";
     std::string recommend_join;
     if (config.recommend) {
@@ -161,23 +169,23 @@ struct Worker::State {
       // Per request (a lateral subquery) rather than one join for the batch: the
       // catalogue's own indexes serve it, and there is no sort and group per batch.
       recommended = "x.products";
-      recommend_join = fmt::format(
-          "LEFT JOIN {table} r ON v.status = 'done' AND r.{key} = v.key "
-          "LEFT JOIN LATERAL (SELECT array(SELECT p.{pkey}::bigint FROM {products} p WHERE {where}) AS products) x "
-          "ON r.{key} IS NOT NULL ",
-          fmt::arg("key", key), fmt::arg("pkey", QuoteIdentifier(rec.key_column)), fmt::arg("table", table),
-          fmt::arg("products", QuoteIdentifier(rec.table)), fmt::arg("where", rec.where));
+      recommend_join = row_join + fmt::format(
+                                      "LEFT JOIN LATERAL (SELECT array(SELECT p.{pkey}::bigint FROM {products} p "
+                                      "WHERE {where}) AS products) x ON r.{key} IS NOT NULL ",
+                                      fmt::arg("key", key), fmt::arg("pkey", QuoteIdentifier(rec.key_column)),
+                                      fmt::arg("products", QuoteIdentifier(rec.table)), fmt::arg("where", rec.where));
     }
+    // A plain INSERT unless a key may have a result already (a batch job rescoring,
+    // or a key captured again): the upsert's conflict check costs ~20% of the statement.
     results_sql = fmt::format(
-        "INSERT INTO {} (key, status, error, model_version, enqueued_at, finished_at, recommended{}) "
-        "SELECT v.key, v.status, v.error, v.version, to_timestamp(v.enq), clock_timestamp(), {}{} "
-        "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::text[]{}) "
-        "AS v(key, status, error, enq, version{}) {}"
-        "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
-        "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
-        "finished_at = EXCLUDED.finished_at, recommended = EXCLUDED.recommended{}",
-        QuoteIdentifier(names.results), out_cols, recommended, out_select, out_types, out_aliases, recommend_join,
-        out_update);
+        "{} INSERT INTO {} (key, status, error, model_version, enqueued_at, finished_at, recommended{}) "
+        "SELECT v.key, v.status, v.error, v.version, to_timestamp(v.enq), clock_timestamp(), {}{} FROM v {}",
+        with, QuoteIdentifier(names.results), out_cols, recommended, out_select, recommend_join);
+    upsert_sql = results_sql + fmt::format(
+                                   "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
+                                   "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
+                                   "finished_at = EXCLUDED.finished_at, recommended = EXCLUDED.recommended{}",
+                                   out_update);
     jobs_sql =
         "UPDATE runnel_jobs j SET served = j.served + v.n, updated_at = clock_timestamp(), "
         "state = CASE WHEN j.state = 'running' AND j.enqueue_done AND j.served + v.n >= j.enqueued THEN 'done' "
@@ -247,13 +255,31 @@ BatchResult Worker::ServeBatch() {
   // clients do not wait for each other's whole batch. If another worker advanced a
   // counter in between so that a request's throttling changes, the batch is rolled
   // back and served again with the counters locked first.
-  if (auto served = ServeOnce(true)) return std::move(*served);
-  BatchResult again = std::move(*ServeOnce(false));
-  again.redone = true;
-  return again;
+  //
+  // Results are inserted plainly; if a request's key has a result already (a key
+  // captured twice), the batch is rolled back and served again with an upsert, as
+  // the next batches are for a while.
+  auto& s = *state_;
+  bool optimistic = true;
+  bool upsert = s.upsert_batches > 0;
+  if (upsert) --s.upsert_batches;
+  for (int attempt = 0;; ++attempt) {
+    Retry why = Retry::kNone;
+    if (auto served = ServeOnce(optimistic, upsert, &why)) {
+      served->redone = attempt > 0;
+      return std::move(*served);
+    }
+    // Each reason turns its optimism off, so there are at most three attempts.
+    if (why == Retry::kQuotaMoved) {
+      optimistic = false;
+    } else {
+      upsert = true;
+      s.upsert_batches = 100;
+    }
+  }
 }
 
-std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
+std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, Retry* why) {
   auto& s = *state_;
   const auto& cfg = s.config;
   BatchResult result;
@@ -282,6 +308,8 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
     s.notified.erase(s.notified.begin(), s.notified.begin() + static_cast<std::ptrdiff_t>(n));
     claim_params.AddArray(taken);
   }
+  // Notify mode: keys of a batch that is rolled back to be served again stay pending.
+  auto give_back = [&] { s.notified.insert(s.notified.begin(), taken.begin(), taken.end()); };
   auto rows = conn.ExecPrepared(s.claim_sql, claim_params);
 
   // Distinct keys in key order; a key queued twice is one request.
@@ -475,19 +503,6 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
     if (*status[i] == "done") done_keys.push_back(keys[i]);
     (*status[i] == "done" ? result.done : *status[i] == "throttled" ? result.throttled : result.failed)++;
   }
-  if (!s.update_sql.empty() && !done_keys.empty()) {
-    Params update;
-    update.AddArray(done_keys);
-    for (size_t w = 0; w < cfg.write_back.size(); ++w) {
-      std::vector<std::optional<double>> values;
-      for (size_t i = 0; i < n; ++i) {
-        if (*status[i] == "done") values.push_back(outputs[s.write_back_output[w]][i]);
-      }
-      update.AddArray(values);
-    }
-    conn.ExecPrepared(s.update_sql, update);
-  }
-  lap(3);
   {
     std::vector<std::optional<double>> enq(enqueued.begin(), enqueued.end());
     Params results;
@@ -497,9 +512,22 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
         .AddArray(enq)
         .AddArray(versions);
     for (const auto& column : outputs) results.AddArray(column);
-    conn.ExecPrepared(s.results_sql, results);
+    const bool rescoring = std::any_of(jobs.begin(), jobs.end(), [](const auto& job) { return job.has_value(); });
+    if (upsert || rescoring) {
+      conn.ExecPrepared(s.upsert_sql, results);
+    } else {
+      try {
+        conn.ExecPrepared(s.results_sql, results);
+      } catch (const postgres::DatabaseError& e) {
+        if (e.sqlstate() != "23505") throw;  // unique_violation: a key was served before
+        spdlog::debug("batch of {}: a request key has a result already; serving it again with an upsert", n);
+        *why = Retry::kKeyServedBefore;
+        give_back();
+        return std::nullopt;  // rolled back by tx
+      }
+    }
   }
-  lap(4);
+  lap(3);
   {
     std::map<int64_t, int64_t> per_job;
     for (const auto& job : jobs) {
@@ -516,16 +544,18 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic) {
   }
   if (optimistic && !per_client.empty() && throttling(advance()) != over) {
     spdlog::debug("batch of {}: quota counters moved under it; serving it again with the counters locked", n);
+    *why = Retry::kQuotaMoved;
+    give_back();
     return std::nullopt;  // rolled back by tx
   }
-  lap(5);
+  lap(4);
   tx.Commit();
-  lap(6);
+  lap(5);
   spdlog::debug(
-      "batch of {}: claim {:.2f} ms, quota {:.2f}, features+model {:.2f}, write-back {:.2f}, "
-      "results+recommendations {:.2f}, quota+jobs {:.2f}, commit {:.2f}",
+      "batch of {}: claim {:.2f} ms, quota {:.2f}, features+model {:.2f}, write-back+results {:.2f}, "
+      "quota+jobs {:.2f}, commit {:.2f}",
       n, result.stage_ms[0], result.stage_ms[1], result.stage_ms[2], result.stage_ms[3], result.stage_ms[4],
-      result.stage_ms[5], result.stage_ms[6]);
+      result.stage_ms[5]);
   const double now = NowEpochSeconds();
   for (size_t i = 0; i < n; ++i) result.latencies_ms.push_back((now - enqueued[i]) * 1000.0);
   result.keys = std::move(keys);
@@ -582,7 +612,7 @@ RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<Model
           summary.failed += batch.failed;
           ++summary.batches;
           if (batch.redone) ++summary.redone;
-          for (int k = 0; k < 7; ++k) summary.stage_ms[k] += batch.stage_ms[k];
+          for (size_t k = 0; k < kStageCount; ++k) summary.stage_ms[k] += batch.stage_ms[k];
           summary.latencies_ms.insert(summary.latencies_ms.end(), batch.latencies_ms.begin(), batch.latencies_ms.end());
         } catch (const postgres::DatabaseError& e) {
           // Rolled back: the claimed requests are back in the queue for someone. Lost

@@ -6,8 +6,9 @@
 //   2. quota: read the per-client counters; requests past the threshold become
 //      `throttled` (the counters are advanced at step 5);
 //   3. features and model over the whole batch; invalid rows become `failed`;
-//   4. write-back (one UPDATE ... FROM unnest), then results with their
-//      recommendations (one upsert joining the written-back rows to the catalogue);
+//   4. write-back, results and recommendations in one statement: an UPDATE ... FROM
+//      unnest whose RETURNING rows feed the results upsert and the recommendation
+//      rule (a subquery on the catalogue per done request);
 //   5. advance the counters in one upsert, in client order (two workers lock counters
 //      in the same order and cannot deadlock), check that no other worker moved them
 //      in a way that changes a request's throttling (else roll back and serve the
@@ -31,21 +32,24 @@
 
 namespace runnel::pipeline {
 
+// The stages of one batch, as timed in BatchResult::stage_ms.
+inline constexpr size_t kStageCount = 6;
+inline constexpr const char* kStageNames[kStageCount] = {
+    "claim", "quota", "features+model", "write-back+results", "quota+jobs", "commit"};
+
 struct BatchResult {
   size_t claimed = 0;
   size_t done = 0;
   size_t throttled = 0;
   size_t failed = 0;
-  bool redone = false;  // served again with the counters locked: the quota counters moved under it
+  // Served a second time after a rollback: the quota counters moved under it, or a
+  // request's key had a result already.
+  bool redone = false;
   std::vector<double> latencies_ms;  // enqueue to commit, per served request
   std::vector<int64_t> keys;         // every request the batch committed, in key order
-  // Milliseconds per stage: claim, quota, features+model, write-back,
-  // results+recommendations, quota+jobs (the counters advanced last), commit.
-  double stage_ms[7] = {};
+  // Milliseconds per stage (kStageNames).
+  double stage_ms[kStageCount] = {};
 };
-
-inline constexpr const char* kStageNames[7] = {"claim", "quota", "features+model", "write-back",
-                                               "results+recommendations", "quota+jobs", "commit"};
 
 // One worker: one connection, one model session. Not thread-safe: one per thread.
 class Worker {
@@ -66,9 +70,11 @@ class Worker {
   void Reconnect();
 
  private:
-  // One attempt; nullopt when optimistic quota accounting met a conflicting batch
-  // (rolled back, nothing done).
-  std::optional<BatchResult> ServeOnce(bool optimistic);
+  enum class Retry { kNone, kQuotaMoved, kKeyServedBefore };
+  // One attempt; nullopt (rolled back, nothing done, *why says why) when optimistic
+  // quota accounting met a conflicting batch or a plain results insert met a key that
+  // has a result already.
+  std::optional<BatchResult> ServeOnce(bool optimistic, bool upsert, Retry* why);
 
   struct State;
   std::unique_ptr<State> state_;
@@ -91,10 +97,10 @@ struct RunSummary {
   size_t throttled = 0;
   size_t failed = 0;
   size_t batches = 0;
-  size_t redone = 0;  // batches served twice because of a quota conflict (the first rolled back)
+  size_t redone = 0;  // batches served a second time (BatchResult::redone)
   std::vector<double> latencies_ms;
   double seconds = 0;
-  double stage_ms[7] = {};  // summed over batches and workers
+  double stage_ms[kStageCount] = {};  // summed over batches and workers
 
   // The p-quantile (0..1) of latencies_ms; 0 when nothing was served.
   double LatencyPercentile(double p) const;
