@@ -35,39 +35,53 @@ wait_served() {
                          PERFORM pg_sleep(0.01); END LOOP; END \$\$" >/dev/null
 }
 
-echo "== (a) burst: 100,000 requests in 1,000-row transactions, 2 workers"
-fresh_db
-"$RUNNEL" --log-level warn migrate --pipeline $P --db "$URL" >/dev/null
-"$RUNNEL" --log-level warn run --pipeline $P --db "$URL" --workers 2 --no-migrate > "$RUNNEL_HOME/run.log" 2>&1 &
-RUN=$!
-sleep 1
-t0=$(now)
-"$RUNNEL" load --pipeline $P --db "$URL" --rows 100000 --rows-per-txn 1000 --clients 100 --seed 1 2>/dev/null
-t_loaded=$(now)
-wait_served
-t1=$(now)
-[ "$(count)" -eq 100000 ] || { echo "burst: only $(count) of 100000 results" >&2; exit 1; }
-kill -TERM $RUN; wait $RUN || true
-BURST=$(echo "$t1 - $t0" | bc)
-echo "burst: inserts took $(echo "$t_loaded - $t0" | bc) s; all 100000 served after $BURST s ($(echo "100000 / $BURST" | bc) requests/s)"
-psql "$URL" -qAt -c "SELECT 'statuses: ' || string_agg(status || ' ' || n, ', ') FROM (SELECT status, count(*) n FROM runnel_needs_results GROUP BY 1) s"
-
-echo "== (b) floor: the same work in SQL, no Runnel"
-fresh_db
-"$RUNNEL" load --pipeline $P --db "$URL" --rows 100000 --rows-per-txn 1000 --clients 100 --seed 1 >/dev/null 2>&1
-psql "$URL" -q -c "CREATE TABLE floor_recommendations (request_key bigint, product_key bigint)"
-t0=$(now)
-psql "$URL" -q <<'SQL' >/dev/null
+# (a) and (b) alternate, RUNS times each (default 3): the machine's speed drifts, and
+# the ratio is taken within each pair.
+burst_once() {
+  fresh_db
+  "$RUNNEL" --log-level warn migrate --pipeline $P --db "$URL" >/dev/null
+  "$RUNNEL" --log-level warn run --pipeline $P --db "$URL" --workers 2 --no-migrate > "$RUNNEL_HOME/run.log" 2>&1 &
+  RUN=$!
+  sleep 1
+  t0=$(now)
+  "$RUNNEL" load --pipeline $P --db "$URL" --rows 100000 --rows-per-txn 1000 --clients 100 --seed 1 >/dev/null 2>&1
+  t_loaded=$(now)
+  wait_served
+  t1=$(now)
+  [ "$(count)" -eq 100000 ] || { echo "burst: only $(count) of 100000 results" >&2; exit 1; }
+  kill -TERM $RUN; wait $RUN || true
+  BURST=$(echo "$t1 - $t0" | bc)
+  echo "burst: inserts took $(echo "$t_loaded - $t0" | bc) s; all 100000 served after $BURST s ($(echo "100000 / $BURST" | bc) requests/s)"
+  psql "$URL" -qAt -c "SELECT 'statuses: ' || string_agg(status || ' ' || n, ', ') FROM (SELECT status, count(*) n FROM runnel_needs_results GROUP BY 1) s"
+}
+# Timed inside the session (clock_timestamp), without psql's start-up and connection.
+floor_once() {
+  fresh_db
+  "$RUNNEL" load --pipeline $P --db "$URL" --rows 100000 --rows-per-txn 1000 --clients 100 --seed 1 >/dev/null 2>&1
+  psql "$URL" -q -c "CREATE TABLE floor_recommendations (request_key bigint, product_key bigint)"
+  FLOOR=$(psql "$URL" -qAt <<'SQL'
+SELECT clock_timestamp() AS t0 \gset
 BEGIN;
 \copy (SELECT id, client_id, age, gender, family_members, financial_education, income, wealth, income_investment, accumulation_investment FROM needs) TO '/dev/null'
 UPDATE needs SET financial_status = financial_education * ln(wealth), risk_propensity = 0.5 * financial_education;
 INSERT INTO floor_recommendations SELECT r.id, p.id_product FROM needs r JOIN products p
   ON (p.income = r.income_investment OR p.accumulation = r.accumulation_investment) AND p.risk <= r.risk_propensity;
 COMMIT;
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz), 4);
 SQL
-t1=$(now)
-FLOOR=$(echo "$t1 - $t0" | bc)
-echo "floor: $FLOOR s ($(echo "100000 / $FLOOR" | bc) requests/s)"
+  )
+  echo "floor: $FLOOR s ($(echo "100000 / $FLOOR" | bc) requests/s)"
+}
+RATIOS=()
+for run in $(seq 1 "${RUNS:-3}"); do
+  echo "== (a) burst, run $run: 100,000 requests in 1,000-row transactions, 2 workers"
+  burst_once
+  echo "== (b) floor, run $run: the same work in SQL, no Runnel"
+  floor_once
+  RATIOS+=("$(echo "scale=3; $FLOOR / $BURST" | bc)")
+  echo "burst / floor, run $run: ${RATIOS[-1]}"
+done
+echo "burst / floor over ${#RATIOS[@]} runs: $(printf '%s\n' "${RATIOS[@]}" | sort -n | tr '\n' ' ')(median $(printf '%s\n' "${RATIOS[@]}" | sort -n | sed -n "$(( (${#RATIOS[@]} + 1) / 2 ))p"))"
 
 echo "== (c) row-by-row baseline: 10,000 requests"
 fresh_db

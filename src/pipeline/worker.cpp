@@ -116,11 +116,18 @@ struct Worker::State {
           "WHERE before = 0 OR before + n <= $1), "
           "claimed AS (DELETE FROM {q} q USING picked WHERE q.seq = picked.seq RETURNING q.seq, q.keys, "
           "q.enqueued_at, q.job), "
-          "c AS (SELECT g.key, c.seq, c.enqueued_at, c.job FROM claimed c CROSS JOIN LATERAL unnest(c.keys) AS "
-          "k(keys) CROSS JOIN LATERAL generate_series(lower(k.keys), upper(k.keys) - 1) AS g(key)) "
-          "SELECT c.key, date_part('epoch', c.enqueued_at), c.job, {cols}, c.seq FROM c {lookup} "
+          "k AS (SELECT c.seq, c.enqueued_at, c.job, k.keys FROM claimed c CROSS JOIN LATERAL unnest(c.keys) AS "
+          "k(keys)), "
+          "c AS (SELECT g.key, k.seq, k.enqueued_at, k.job FROM k CROSS JOIN LATERAL generate_series(lower(k.keys), "
+          "upper(k.keys) - 1) AS g(key)), "
+          // The source rows by key range (one index range scan per run of consecutive
+          // keys), not one index probe per key.
+          "r AS (SELECT t.{key}::bigint AS key, {select} FROM k JOIN {table} t ON t.{key} >= lower(k.keys) AND "
+          "t.{key} < upper(k.keys)) "
+          "SELECT c.key, date_part('epoch', c.enqueued_at), c.job, {cols}, c.seq FROM c LEFT JOIN r ON r.key = c.key "
           "ORDER BY c.key",
-          fmt::arg("q", QuoteIdentifier(names.queue)), fmt::arg("cols", columns), fmt::arg("lookup", lookup));
+          fmt::arg("q", QuoteIdentifier(names.queue)), fmt::arg("cols", columns), fmt::arg("key", key),
+          fmt::arg("select", select), fmt::arg("table", table));
     } else {
       claim_sql = fmt::format(
           "SELECT c.key, date_part('epoch', clock_timestamp()), NULL::bigint, {}, NULL::bigint "
