@@ -485,7 +485,7 @@ TEST_F(PipelineRunTest, SigkilledWorkersNeverLoseOrRepeatARequest) {
     std::ifstream in(dir_ / "pipeline.toml");
     toml.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  toml.replace(toml.find("max_batch = 1024"), 16, "max_batch = 8");
+  toml.replace(toml.find("max_batch = 2048"), 16, "max_batch = 8");
   runnel::testing::WriteFile(dir_ / "pipeline.toml", toml);
   const std::string run =
       fmt::format("{} run --pipeline {} --model {} --db '{}' --no-migrate --workers 2", RUNNEL_BINARY,
