@@ -83,6 +83,9 @@ for run in $(seq 1 "${RUNS:-3}"); do
 done
 echo "burst / floor over ${#RATIOS[@]} runs: $(printf '%s\n' "${RATIOS[@]}" | sort -n | tr '\n' ' ')(median $(printf '%s\n' "${RATIOS[@]}" | sort -n | sed -n "$(( (${#RATIOS[@]} + 1) / 2 ))p"))"
 
+# BURST_ONLY=1: (a) and (b) only.
+[ -n "${BURST_ONLY:-}" ] && exit 0
+
 echo "== (c) row-by-row baseline: 10,000 requests"
 fresh_db
 "$RUNNEL" load --pipeline $P --db "$URL" --rows 10000 --rows-per-txn 1000 --clients 100 --seed 1 >/dev/null 2>&1

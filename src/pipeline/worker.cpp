@@ -100,13 +100,15 @@ struct Worker::State {
                                            : ", t." + QuoteIdentifier(config.client_column) + "::text AS client";
     select += config.model_type_column.empty() ? ", NULL::text AS dtype"
                                                : ", t." + QuoteIdentifier(config.model_type_column) + "::text AS dtype";
-    std::string columns = "r.found, r.client, r.dtype";
+    std::string nulls = "NULL::bool, NULL::text, NULL::text";
     for (size_t i = 0; i < config.features.input_columns.size(); ++i) {
-      select += fmt::format(", t.{}::float8 AS c{}", QuoteIdentifier(config.features.input_columns[i]), i);
-      columns += fmt::format(", r.c{}", i);
+      select += fmt::format(", t.{}::float8", QuoteIdentifier(config.features.input_columns[i]));
+      nulls += ", NULL::float8";
     }
-    const std::string lookup =
-        fmt::format("LEFT JOIN LATERAL (SELECT {} FROM {} t WHERE t.{} = c.key LIMIT 1) r ON true", select, table, key);
+    // Two kinds of rows, told apart by the last column: one per range of claimed keys
+    // (key = its first key, hi = one past its last, the queue row's enqueue time, job
+    // and seq), and one per source row found in those ranges (hi NULL). The worker
+    // expands the ranges and matches the rows to them: keys with no row are failed.
     if (config.capture == CaptureMode::Queue) {
       // $2 queue rows are locked; of those, rows are taken in order while the batch
       // stays within $1 keys (always the first); the rest are released at commit.
@@ -116,23 +118,22 @@ struct Worker::State {
           "WHERE before = 0 OR before + n <= $1), "
           "claimed AS (DELETE FROM {q} q USING picked WHERE q.seq = picked.seq RETURNING q.seq, q.keys, "
           "q.enqueued_at, q.job), "
-          "k AS (SELECT c.seq, c.enqueued_at, c.job, k.keys FROM claimed c CROSS JOIN LATERAL unnest(c.keys) AS "
-          "k(keys)), "
-          "c AS (SELECT g.key, k.seq, k.enqueued_at, k.job FROM k CROSS JOIN LATERAL generate_series(lower(k.keys), "
-          "upper(k.keys) - 1) AS g(key)), "
-          // The source rows by key range (one index range scan per run of consecutive
-          // keys), not one index probe per key.
-          "r AS (SELECT t.{key}::bigint AS key, {select} FROM k JOIN {table} t ON t.{key} >= lower(k.keys) AND "
-          "t.{key} < upper(k.keys)) "
-          "SELECT c.key, date_part('epoch', c.enqueued_at), c.job, {cols}, c.seq FROM c LEFT JOIN r ON r.key = c.key "
-          "ORDER BY c.key",
-          fmt::arg("q", QuoteIdentifier(names.queue)), fmt::arg("cols", columns), fmt::arg("key", key),
+          "k AS (SELECT c.seq, date_part('epoch', c.enqueued_at) AS enq, c.job, lower(k.keys) AS lo, "
+          "upper(k.keys) AS hi FROM claimed c CROSS JOIN LATERAL unnest(c.keys) AS k(keys)) "
+          "SELECT k.lo, k.enq, k.job, {nulls}, k.seq, k.hi FROM k UNION ALL "
+          // The source rows by key range: one index range scan per run of keys.
+          "SELECT t.{key}::bigint, k.enq, k.job, {select}, k.seq, NULL::bigint FROM k JOIN {table} t "
+          "ON t.{key} >= k.lo AND t.{key} < k.hi",
+          fmt::arg("q", QuoteIdentifier(names.queue)), fmt::arg("nulls", nulls), fmt::arg("key", key),
           fmt::arg("select", select), fmt::arg("table", table));
     } else {
       claim_sql = fmt::format(
-          "SELECT c.key, date_part('epoch', clock_timestamp()), NULL::bigint, {}, NULL::bigint "
-          "FROM unnest($1::bigint[]) AS c(key) {} ORDER BY c.key",
-          columns, lookup);
+          "WITH k AS (SELECT DISTINCT key AS lo, key + 1 AS hi, date_part('epoch', clock_timestamp()) AS enq "
+          "FROM unnest($1::bigint[]) AS u(key)) "
+          "SELECT k.lo, k.enq, NULL::bigint, {nulls}, NULL::bigint, k.hi FROM k UNION ALL "
+          "SELECT t.{key}::bigint, k.enq, NULL::bigint, {select}, NULL::bigint, NULL::bigint FROM k JOIN {table} t "
+          "ON t.{key} = k.lo",
+          fmt::arg("nulls", nulls), fmt::arg("key", key), fmt::arg("select", select), fmt::arg("table", table));
     }
     quota_read_sql = fmt::format("SELECT client, requests FROM {} WHERE client = ANY($1::text[])",
                                  QuoteIdentifier(names.quota));
@@ -319,47 +320,76 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, Retry
   auto give_back = [&] { s.notified.insert(s.notified.begin(), taken.begin(), taken.end()); };
   auto rows = conn.ExecPrepared(s.claim_sql, claim_params);
 
-  // Distinct keys in key order; a key queued twice is one request.
+  // The claimed ranges, expanded into distinct keys in key order (a key queued twice
+  // is one request; a batch job's tag wins), matched to the source rows read.
   constexpr int kFirstInput = 6;  // key, enqueued, job, found, client, data type
   const size_t input_count = cfg.features.input_columns.size();
+  const int seq_column = static_cast<int>(kFirstInput + input_count);
+  const int hi_column = seq_column + 1;
+  struct Claimed {
+    int64_t key;
+    double enqueued;
+    std::optional<int64_t> job;
+  };
+  std::vector<Claimed> claimed;
+  std::vector<std::pair<int64_t, int>> source;  // key, row of `rows`
+  std::vector<int64_t> seqs;
+  for (int r = 0; r < rows.rows(); ++r) {
+    const auto key = rows.Get<int64_t>(r, 0);
+    if (rows.IsNull(r, hi_column)) {
+      source.emplace_back(key, r);
+      continue;
+    }
+    const auto hi = rows.Get<int64_t>(r, hi_column);
+    // The capture trigger writes at most QueueChunk keys per queue row: anything far
+    // larger was written by hand, and expanding it could exhaust memory.
+    constexpr int64_t kMaxRange = 1'000'000;
+    if (hi - key > kMaxRange) {
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("{} row seq {} holds keys [{}, {}): more than {} keys in one queue row; Runnel's "
+                              "capture writes at most {} per row",
+                              s.names.queue, rows.GetOptional<int64_t>(r, seq_column).value_or(0), key, hi, kMaxRange,
+                              QueueChunk(cfg)));
+    }
+    const double enqueued_at = rows.Get<double>(r, 1);
+    const auto job = rows.GetOptional<int64_t>(r, 2);
+    for (int64_t k = key; k < hi; ++k) claimed.push_back({k, enqueued_at, job});
+    if (!rows.IsNull(r, seq_column)) seqs.push_back(rows.Get<int64_t>(r, seq_column));
+  }
+  std::stable_sort(claimed.begin(), claimed.end(), [](const Claimed& a, const Claimed& b) { return a.key < b.key; });
+  std::stable_sort(source.begin(), source.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::sort(seqs.begin(), seqs.end());
+  const size_t queue_rows = static_cast<size_t>(std::unique(seqs.begin(), seqs.end()) - seqs.begin());
+  if (queue_rows > 0) {
+    // Lock about as many queue rows as fill a batch at their current size.
+    const double per_row = static_cast<double>(claimed.size()) / static_cast<double>(queue_rows);
+    s.lock_rows = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(static_cast<double>(cfg.max_batch) / per_row)),
+                                      1, static_cast<int64_t>(cfg.max_batch));
+  }
   std::vector<int64_t> keys;
   std::vector<double> enqueued;
   std::vector<std::optional<int64_t>> jobs;
   std::vector<std::optional<std::string>> clients, data_types;
   std::vector<bool> found;
   s.batch.Reset(cfg.features.input_columns, 0);
-  const int seq_column = static_cast<int>(kFirstInput + input_count);
-  size_t queue_rows = 0;
-  {
-    std::vector<int64_t> seqs;
-    for (int r = 0; r < rows.rows(); ++r) {
-      if (!rows.IsNull(r, seq_column)) seqs.push_back(rows.Get<int64_t>(r, seq_column));
-    }
-    std::sort(seqs.begin(), seqs.end());
-    queue_rows = static_cast<size_t>(std::unique(seqs.begin(), seqs.end()) - seqs.begin());
-  }
-  if (queue_rows > 0) {
-    // Lock about as many queue rows as fill a batch at their current size.
-    const double per_row = static_cast<double>(rows.rows()) / static_cast<double>(queue_rows);
-    s.lock_rows = std::clamp<int64_t>(
-        static_cast<int64_t>(std::ceil(static_cast<double>(cfg.max_batch) / per_row)), 1,
-        static_cast<int64_t>(cfg.max_batch));
-  }
-  for (int r = 0; r < rows.rows(); ++r) {
-    const auto key = rows.Get<int64_t>(r, 0);
-    if (!keys.empty() && keys.back() == key) {
-      if (!jobs.back()) jobs.back() = rows.GetOptional<int64_t>(r, 2);
+  auto next_source = source.begin();
+  for (const Claimed& request : claimed) {
+    if (!keys.empty() && keys.back() == request.key) {
+      if (!jobs.back()) jobs.back() = request.job;
       continue;
     }
-    keys.push_back(key);
-    enqueued.push_back(rows.Get<double>(r, 1));
-    jobs.push_back(rows.GetOptional<int64_t>(r, 2));
-    found.push_back(!rows.IsNull(r, 3));
-    clients.push_back(rows.GetOptional<std::string>(r, 4));
-    data_types.push_back(rows.GetOptional<std::string>(r, 5));
+    keys.push_back(request.key);
+    enqueued.push_back(request.enqueued);
+    jobs.push_back(request.job);
+    while (next_source != source.end() && next_source->first < request.key) ++next_source;
+    const bool has_row = next_source != source.end() && next_source->first == request.key;
+    found.push_back(has_row);
+    const int r = has_row ? next_source->second : -1;
+    clients.push_back(has_row ? rows.GetOptional<std::string>(r, 4) : std::nullopt);
+    data_types.push_back(has_row ? rows.GetOptional<std::string>(r, 5) : std::nullopt);
     for (size_t c = 0; c < input_count; ++c) {
       const int column = static_cast<int>(kFirstInput + c);
-      const bool null = rows.IsNull(r, column);
+      const bool null = !has_row || rows.IsNull(r, column);
       s.batch.values[c].push_back(null ? 0.0 : rows.Get<double>(r, column));
       s.batch.nulls[c].push_back(null ? 1 : 0);
     }

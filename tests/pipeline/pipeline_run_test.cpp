@@ -302,11 +302,12 @@ TEST_F(PipelineRunTest, AKeyCapturedAgainIsServedAgainWithItsResultReplaced) {
 TEST_F(PipelineRunTest, BadRowsFailWithAReasonAndNothingIsLost) {
   auto config = Config(1000);
   Migrate(*conn_, config);
-  Insert({Row(1, 1), Row(2, 1, -5), Row(3, 1, NAN), Row(4, NAN), Row(5, 1)});
-  conn_->Exec("DELETE FROM needs WHERE id = 5");  // gone before it is served
+  Insert({Row(1, 1), Row(2, 1, -5), Row(3, 1, NAN), Row(4, NAN), Row(5, 1), Row(6, 1)});
+  conn_->Exec("DELETE FROM needs WHERE id = 5");  // gone before it is served: a hole in the captured range
   Serve(config, SmallModel());
   auto results = Results();
-  ASSERT_EQ(results.size(), 5u);
+  ASSERT_EQ(results.size(), 6u);
+  EXPECT_EQ(results[6].first, "done");
   EXPECT_EQ(results[1].first, "done");
   EXPECT_EQ(results[2],
             std::make_pair(std::string("failed"),
@@ -314,6 +315,20 @@ TEST_F(PipelineRunTest, BadRowsFailWithAReasonAndNothingIsLost) {
   EXPECT_EQ(results[3], std::make_pair(std::string("failed"), std::string("column 'wealth' is NULL")));
   EXPECT_EQ(results[4], std::make_pair(std::string("failed"), std::string("column 'client_id' is NULL")));
   EXPECT_EQ(results[5], std::make_pair(std::string("failed"), std::string("row with id = 5 not found in needs")));
+}
+
+TEST_F(PipelineRunTest, AHandWrittenQueueRowTooLargeToExpandIsRefusedByName) {
+  auto config = Config(1000);
+  Migrate(*conn_, config);
+  conn_->Exec("INSERT INTO runnel_needs_queue (keys, n) VALUES ('{[1,100000000)}', 1)");
+  try {
+    Serve(config, SmallModel(), 1);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("runnel_needs_queue row seq"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[1, 100000000)"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 1) << "rolled back: nothing claimed, nothing lost";
 }
 
 TEST_F(PipelineRunTest, RequestsInsertedWhileDownAreServedOnStart) {
