@@ -124,7 +124,8 @@ void AddDemoCommand(CLI::App& root, std::vector<Command>& commands) {
            fmt::print("   request {} (client {}, risk {:.3f}): {}\n", recs.Get<int64_t>(i, 0), recs.Get<int64_t>(i, 1),
                       recs.Get<double>(i, 2), recs.Get<std::string>(i, 3));
          }
-         fmt::print("explore: psql \"{}\"  (tables needs, runnel_needs_results, runnel_needs_recommendations)\n", url);
+         fmt::print("explore: psql \"{}\"  (tables needs, runnel_needs_results; view runnel_needs_recommendations)\n",
+                    url);
          return 0;
        }});
 }

@@ -45,10 +45,11 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
   const auto names = pipeline::NamesFor(config);
   Counts c;
   auto q = conn.Exec(
-      fmt::format("SELECT coalesce(sum(n), 0)::bigint, coalesce(extract(epoch FROM clock_timestamp() - min(enqueued_at)), "
-                  "0)::float8 "
-                  "FROM {}",
-                  postgres::QuoteIdentifier(names.queue)),
+      fmt::format(
+          "SELECT coalesce(sum(n), 0)::bigint, coalesce(extract(epoch FROM clock_timestamp() - min(enqueued_at)), "
+          "0)::float8 "
+          "FROM {}",
+          postgres::QuoteIdentifier(names.queue)),
       postgres::Params());
   c.queued = q.Get<int64_t>(0, 0);
   c.oldest_seconds = q.Get<double>(0, 1);
@@ -182,9 +183,10 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                     served, summary.seconds, summary.seconds > 0 ? static_cast<double>(served) / summary.seconds : 0.0,
                     summary.batches, summary.done, summary.throttled, summary.failed);
          if (summary.redone > 0) {
-           fmt::print("{} batches were rolled back and served again (quota counters moved under them, or a request "
-                      "key had a result already)\n",
-                      summary.redone);
+           fmt::print(
+               "{} batches were rolled back and served again (quota counters moved under them, or a request "
+               "key had a result already)\n",
+               summary.redone);
          }
          if (summary.batches > 0) {
            std::string stages;

@@ -80,10 +80,10 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
     names += (i ? ", " : "") + postgres::QuoteIdentifier(columns[i]);
     types += fmt::format("{}${}::{}", i ? ", " : "", i + 1, i < fixed ? "bigint[]" : "float8[]");
   }
-  const std::string sql =
-      fmt::format("WITH inserted AS (INSERT INTO {} ({}) SELECT * FROM unnest({}) RETURNING {} AS key) "
-                  "SELECT min(key) FROM inserted",
-                  table, names, types, key);
+  const std::string sql = fmt::format(
+      "WITH inserted AS (INSERT INTO {} ({}) SELECT * FROM unnest({}) RETURNING {} AS key) "
+      "SELECT min(key) FROM inserted",
+      table, names, types, key);
   std::mt19937_64 rng(options.seed);
   const auto start = std::chrono::steady_clock::now();
   while (summary.inserted < options.rows) {

@@ -128,7 +128,7 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
     const std::string recommendations = QuoteIdentifier(names.recommendations);
     conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN keys int8multirange, ADD COLUMN n integer", queue));
     conn.Exec(fmt::format("UPDATE {} SET keys = int8multirange(int8range(key, key, '[]')), n = 1", queue));
-    conn.Exec(fmt::format("ALTER TABLE {q} ALTER keys SET NOT NULL, ALTER n SET NOT NULL, DROP COLUMN key", 
+    conn.Exec(fmt::format("ALTER TABLE {q} ALTER keys SET NOT NULL, ALTER n SET NOT NULL, DROP COLUMN key",
                           fmt::arg("q", queue)));
     conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN recommended bigint[]", results));
     conn.Exec(fmt::format(
@@ -137,10 +137,10 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
         results, recommendations));
     conn.Exec(fmt::format("UPDATE {} SET recommended = '{{}}' WHERE status = 'done' AND recommended IS NULL", results));
     conn.Exec(fmt::format("DROP TABLE {}", recommendations));
-    conn.Exec(fmt::format(
-        "CREATE VIEW {} AS SELECT r.key AS request_key, p.product_key, r.model_version FROM {} r "
-        "CROSS JOIN LATERAL unnest(r.recommended) AS p(product_key)",
-        recommendations, results));
+    conn.Exec(
+        fmt::format("CREATE VIEW {} AS SELECT r.key AS request_key, p.product_key, r.model_version FROM {} r "
+                    "CROSS JOIN LATERAL unnest(r.recommended) AS p(product_key)",
+                    recommendations, results));
     // Most results are 'done': only the others are worth an index.
     conn.Exec(fmt::format("DROP INDEX IF EXISTS {}", QuoteIdentifier(names.results + "_status")));
     conn.Exec(fmt::format("CREATE INDEX {} ON {} (status) WHERE status <> 'done'",
@@ -157,20 +157,20 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
   if (config.capture == CaptureMode::Queue) {
     // One queue row per chunk of a statement's keys: a 1,000-row INSERT costs a few
     // queue rows, not 1,000. Consecutive keys collapse into one range.
-    conn.Exec(fmt::format(
-        "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
-        "BEGIN\n"
-        "  INSERT INTO {queue} (keys, n)\n"
-        "    SELECT range_agg(int8range(k, k, '[]')), count(*) FROM\n"
-        "      (SELECT {key}::bigint AS k, (row_number() OVER () - 1) / {chunk} AS chunk\n"
-        "       FROM runnel_new_rows WHERE {key} IS NOT NULL) s\n"
-        "    GROUP BY chunk;\n"
-        "  PERFORM pg_notify({channel}, '');\n"
-        "  RETURN NULL;\n"
-        "END $runnel$",
-        fmt::arg("fn", QuoteIdentifier(names.capture_function)), fmt::arg("queue", QuoteIdentifier(names.queue)),
-        fmt::arg("key", key), fmt::arg("chunk", QueueChunk(config)),
-        fmt::arg("channel", postgres::QuoteLiteral(names.channel))));
+    conn.Exec(
+        fmt::format("CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
+                    "BEGIN\n"
+                    "  INSERT INTO {queue} (keys, n)\n"
+                    "    SELECT range_agg(int8range(k, k, '[]')), count(*) FROM\n"
+                    "      (SELECT {key}::bigint AS k, (row_number() OVER () - 1) / {chunk} AS chunk\n"
+                    "       FROM runnel_new_rows WHERE {key} IS NOT NULL) s\n"
+                    "    GROUP BY chunk;\n"
+                    "  PERFORM pg_notify({channel}, '');\n"
+                    "  RETURN NULL;\n"
+                    "END $runnel$",
+                    fmt::arg("fn", QuoteIdentifier(names.capture_function)),
+                    fmt::arg("queue", QuoteIdentifier(names.queue)), fmt::arg("key", key),
+                    fmt::arg("chunk", QueueChunk(config)), fmt::arg("channel", postgres::QuoteLiteral(names.channel))));
     auto exists = conn.Exec("SELECT count(*) FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
                             Params().Add(names.trigger).Add(table));
     if (exists.Get<int64_t>(0, 0) == 0) {

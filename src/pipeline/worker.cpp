@@ -46,8 +46,8 @@ struct Worker::State {
   std::map<const ServingModel*, OutputPlan> plans;  // how each model plugs in
   std::vector<size_t> write_back_output;            // per write-back column: index into output_columns
   std::string claim_sql, quota_read_sql, quota_sql, results_sql, upsert_sql, jobs_sql;
-  int upsert_batches = 0;  // after a key turned out to have a result: upsert for a while
-  int64_t lock_rows = 4;  // queue rows to lock per claim: adapts to their size
+  int upsert_batches = 0;         // after a key turned out to have a result: upsert for a while
+  int64_t lock_rows = 4;          // queue rows to lock per claim: adapts to their size
   std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
 
   // Reused per batch.
@@ -135,8 +135,8 @@ struct Worker::State {
           "ON t.{key} = k.lo",
           fmt::arg("nulls", nulls), fmt::arg("key", key), fmt::arg("select", select), fmt::arg("table", table));
     }
-    quota_read_sql = fmt::format("SELECT client, requests FROM {} WHERE client = ANY($1::text[])",
-                                 QuoteIdentifier(names.quota));
+    quota_read_sql =
+        fmt::format("SELECT client, requests FROM {} WHERE client = ANY($1::text[])", QuoteIdentifier(names.quota));
     quota_sql = fmt::format(
         "INSERT INTO {} AS q (client, requests) SELECT v.client, v.n FROM unnest($1::text[], $2::bigint[]) AS "
         "v(client, n) ORDER BY v.client ON CONFLICT (client) DO UPDATE SET requests = q.requests + EXCLUDED.requests "
@@ -363,8 +363,8 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, Retry
   if (queue_rows > 0) {
     // Lock about as many queue rows as fill a batch at their current size.
     const double per_row = static_cast<double>(claimed.size()) / static_cast<double>(queue_rows);
-    s.lock_rows = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(static_cast<double>(cfg.max_batch) / per_row)),
-                                      1, static_cast<int64_t>(cfg.max_batch));
+    s.lock_rows = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(static_cast<double>(cfg.max_batch) / per_row)), 1,
+                                      static_cast<int64_t>(cfg.max_batch));
   }
   std::vector<int64_t> keys;
   std::vector<double> enqueued;
@@ -415,7 +415,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, Retry
     }
   }
   // Rescoring by a batch job is not a client's request: it does not count.
-  std::vector<bool> counted(n, false);         // requests of this batch that count
+  std::vector<bool> counted(n, false);        // requests of this batch that count
   std::map<std::string, int64_t> per_client;  // and how many per client
   if (cfg.quota_max_requests) {
     for (size_t i = 0; i < n; ++i) {
@@ -543,11 +543,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, Retry
   {
     std::vector<std::optional<double>> enq(enqueued.begin(), enqueued.end());
     Params results;
-    results.AddArray(keys)
-        .AddArray(status)
-        .AddArray(error)
-        .AddArray(enq)
-        .AddArray(versions);
+    results.AddArray(keys).AddArray(status).AddArray(error).AddArray(enq).AddArray(versions);
     for (const auto& column : outputs) results.AddArray(column);
     const bool rescoring = std::any_of(jobs.begin(), jobs.end(), [](const auto& job) { return job.has_value(); });
     if (upsert || rescoring) {

@@ -1,9 +1,9 @@
 #include "runnel/postgres/connection.hpp"
 
-#include <algorithm>
 #include <endian.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <algorithm>
 
 #include <algorithm>
 #include <bit>
@@ -252,10 +252,12 @@ std::string BinaryArray(Oid element_type, const std::vector<T>& values, Encode e
 }  // namespace
 
 Params& Params::AddArray(const std::vector<int64_t>& values) {
-  return Push(type_oid::kInt8Array, BinaryArray(type_oid::kInt8, values, [](std::string& out, int64_t v) {
-                out += BigEndianBytes<int32_t>(8);
-                out += BigEndianBytes(v);
-              }),
+  return Push(type_oid::kInt8Array,
+              BinaryArray(type_oid::kInt8, values,
+                          [](std::string& out, int64_t v) {
+                            out += BigEndianBytes<int32_t>(8);
+                            out += BigEndianBytes(v);
+                          }),
               false);
 }
 

@@ -853,10 +853,11 @@ struct HttpServer::Impl {
     const std::string p = fmt::format("pipeline=\"{}\"", config.name);
     try {
       auto lease = pool.Acquire();
-      auto r = lease->Exec(fmt::format("SELECT coalesce(sum(n), 0)::float8, coalesce(extract(epoch FROM clock_timestamp() - "
-                                       "min(enqueued_at)), 0)::float8 FROM {}",
-                                       QuoteIdentifier(names.queue)),
-                           Params());
+      auto r =
+          lease->Exec(fmt::format("SELECT coalesce(sum(n), 0)::float8, coalesce(extract(epoch FROM clock_timestamp() - "
+                                  "min(enqueued_at)), 0)::float8 FROM {}",
+                                  QuoteIdentifier(names.queue)),
+                      Params());
       gauges.emplace_back(fmt::format("runnel_queue_depth{{{}}}", p), r.Get<double>(0, 0));
       gauges.emplace_back(fmt::format("runnel_queue_oldest_seconds{{{}}}", p), r.Get<double>(0, 1));
     } catch (const Error& e) {

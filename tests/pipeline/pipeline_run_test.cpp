@@ -257,8 +257,9 @@ TEST_F(PipelineRunTest, QuotaCountersMovedByAnotherWorkerMidBatchAreHonoured) {
   // The worker planned both requests as client 1's 1st and 2nd, and now waits on the
   // counter to advance it.
   auto waiting = [&] {
-    return Count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE "
-                 "'INSERT INTO \"runnel_needs_quota\"%'") > 0;
+    return Count(
+               "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE "
+               "'INSERT INTO \"runnel_needs_quota\"%'") > 0;
   };
   for (int i = 0; i < 500 && !waiting(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_TRUE(waiting());
@@ -338,8 +339,8 @@ TEST_F(PipelineRunTest, RequestsInsertedWhileDownAreServedOnStart) {
   for (int i = 1; i <= 1500; ++i) rows.push_back(Row(i, i % 10 + 1));
   Insert(rows);  // nobody is running
   EXPECT_EQ(Count("SELECT sum(n) FROM runnel_needs_queue"), 1500);
-  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), (1500 + pipeline::QueueChunk(config) - 1) /
-                                                                  pipeline::QueueChunk(config))
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"),
+            (1500 + pipeline::QueueChunk(config) - 1) / pipeline::QueueChunk(config))
       << "one queue row per chunk of the statement";
   auto summary = Serve(config, SmallModel(), 3);
   EXPECT_EQ(summary.done, 1500u);

@@ -168,7 +168,9 @@ TEST_F(ConnectionTest, BinaryArrayParametersRoundTrip) {
   EXPECT_TRUE(std::signbit(r.Get<double>(2, 1))) << "-0.0 travels as itself";
   // Empty arrays are zero-dimensional, as PostgreSQL's own.
   auto empty = conn.Exec("SELECT cardinality($1::bigint[]), $2::float8[] = '{}', cardinality($3::text[])",
-                         Params().AddArray(std::vector<int64_t>{}).AddArray(std::vector<std::optional<double>>{})
+                         Params()
+                             .AddArray(std::vector<int64_t>{})
+                             .AddArray(std::vector<std::optional<double>>{})
                              .AddArray(std::vector<std::optional<std::string>>{}));
   EXPECT_EQ(empty.Get<int64_t>(0, 0), 0);
   EXPECT_TRUE(empty.Get<bool>(0, 1));
@@ -179,8 +181,8 @@ TEST_F(ConnectionTest, PreparedStatementsArePreparedOncePerConnection) {
   auto conn = Connect();
   const std::string sql = "SELECT $1::bigint + 1, cardinality($2::float8[])";
   for (int64_t i = 0; i < 8; ++i) {  // past the server's five custom plans
-    auto r = conn.ExecPrepared(sql, Params().Add(i).AddArray(std::vector<std::optional<double>>(
-                                                     static_cast<size_t>(i), 1.0)));
+    auto r = conn.ExecPrepared(
+        sql, Params().Add(i).AddArray(std::vector<std::optional<double>>(static_cast<size_t>(i), 1.0)));
     EXPECT_EQ(r.Get<int64_t>(0, 0), i + 1);
     EXPECT_EQ(r.Get<int64_t>(0, 1), i);
   }

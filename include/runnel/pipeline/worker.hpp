@@ -34,8 +34,8 @@ namespace runnel::pipeline {
 
 // The stages of one batch, as timed in BatchResult::stage_ms.
 inline constexpr size_t kStageCount = 6;
-inline constexpr const char* kStageNames[kStageCount] = {
-    "claim", "quota", "features+model", "write-back+results", "quota+jobs", "commit"};
+inline constexpr const char* kStageNames[kStageCount] = {"claim",      "quota", "features+model", "write-back+results",
+                                                         "quota+jobs", "commit"};
 
 struct BatchResult {
   size_t claimed = 0;
