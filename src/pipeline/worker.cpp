@@ -159,6 +159,9 @@ struct Worker::State {
         "$5::text[]{}) AS v(key, status, error, enq, version{}))",
         out_types, out_aliases);
     std::string row_join;  // binds r to each done request's source row
+    // The upsert, used when keys may repeat, also takes one source row per key: a key
+    // column that is not unique must not make one statement insert a key twice.
+    std::string upsert_row_join;
     if (!config.write_back.empty()) {
       std::string sets;
       for (size_t i = 0; i < config.write_back.size(); ++i) {
@@ -167,8 +170,13 @@ struct Worker::State {
       with += fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key RETURNING t.*)",
                           table, sets, key);
       row_join = fmt::format("LEFT JOIN w r ON r.{} = v.key ", key);
+      upsert_row_join = fmt::format("LEFT JOIN (SELECT DISTINCT ON ({k}) * FROM w ORDER BY {k}) r ON r.{k} = v.key ",
+                                    fmt::arg("k", key));
     } else {
       row_join = fmt::format("LEFT JOIN {} r ON v.status = 'done' AND r.{} = v.key ", table, key);
+      upsert_row_join = fmt::format(
+          "LEFT JOIN LATERAL (SELECT * FROM {} t WHERE v.status = 'done' AND t.{} = v.key LIMIT 1) r ON true ", table,
+          key);
     }
     std::string recommended = "NULL::bigint[]";
     std::string recommend_join;
@@ -177,23 +185,28 @@ struct Worker::State {
       // Per request (a lateral subquery) rather than one join for the batch: the
       // catalogue's own indexes serve it, and there is no sort and group per batch.
       recommended = "x.products";
-      recommend_join = row_join + fmt::format(
-                                      "LEFT JOIN LATERAL (SELECT array(SELECT p.{pkey}::bigint FROM {products} p "
-                                      "WHERE {where}) AS products) x ON r.{key} IS NOT NULL ",
-                                      fmt::arg("key", key), fmt::arg("pkey", QuoteIdentifier(rec.key_column)),
-                                      fmt::arg("products", QuoteIdentifier(rec.table)), fmt::arg("where", rec.where));
+      recommend_join = fmt::format(
+          "LEFT JOIN LATERAL (SELECT array(SELECT p.{pkey}::bigint FROM {products} p WHERE {where}) AS products) x "
+          "ON r.{key} IS NOT NULL ",
+          fmt::arg("key", key), fmt::arg("pkey", QuoteIdentifier(rec.key_column)),
+          fmt::arg("products", QuoteIdentifier(rec.table)), fmt::arg("where", rec.where));
+    } else {
+      row_join.clear();  // nothing reads r
+      upsert_row_join.clear();
     }
     // A plain INSERT unless a key may have a result already (a batch job rescoring,
     // or a key captured again): the upsert's conflict check costs ~20% of the statement.
-    results_sql = fmt::format(
+    const std::string insert = fmt::format(
         "{} INSERT INTO {} (key, status, error, model_version, enqueued_at, finished_at, recommended{}) "
-        "SELECT v.key, v.status, v.error, v.version, to_timestamp(v.enq), clock_timestamp(), {}{} FROM v {}",
-        with, QuoteIdentifier(names.results), out_cols, recommended, out_select, recommend_join);
-    upsert_sql = results_sql + fmt::format(
-                                   "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
-                                   "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
-                                   "finished_at = EXCLUDED.finished_at, recommended = EXCLUDED.recommended{}",
-                                   out_update);
+        "SELECT v.key, v.status, v.error, v.version, to_timestamp(v.enq), clock_timestamp(), {}{} FROM v ",
+        with, QuoteIdentifier(names.results), out_cols, recommended, out_select);
+    results_sql = insert + row_join + recommend_join;
+    upsert_sql = insert + upsert_row_join + recommend_join +
+                 fmt::format(
+                     "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
+                     "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
+                     "finished_at = EXCLUDED.finished_at, recommended = EXCLUDED.recommended{}",
+                     out_update);
     jobs_sql =
         "UPDATE runnel_jobs j SET served = j.served + v.n, updated_at = clock_timestamp(), "
         "state = CASE WHEN j.state = 'running' AND j.enqueue_done AND j.served + v.n >= j.enqueued THEN 'done' "

@@ -300,6 +300,18 @@ TEST_F(PipelineRunTest, AKeyCapturedAgainIsServedAgainWithItsResultReplaced) {
   EXPECT_NEAR(row.Get<double>(0, 1), 0.5 * std::log(500.0), 1e-5);
 }
 
+TEST_F(PipelineRunTest, ATableWhoseKeyIsNotUniqueIsServedWithoutStopping) {
+  auto config = Config(1000);
+  Migrate(*conn_, config);
+  // Two rows share key 7 (needs.id has no unique constraint here), in one statement.
+  Insert({Row(6, 1), Row(7, 1), Row(7, 2, 500), Row(8, 1)});
+  auto summary = Serve(config, SmallModel(), 1);
+  EXPECT_EQ(summary.done, 3u) << "one request per key";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 3);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE risk_propensity IS NULL"), 0) << "both rows of key 7 written back";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+}
+
 TEST_F(PipelineRunTest, BadRowsFailWithAReasonAndNothingIsLost) {
   auto config = Config(1000);
   Migrate(*conn_, config);
