@@ -574,6 +574,13 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, Retry
     }
   }
   lap(3);
+  // Counters before job rows, as the pessimistic path takes them: one lock order.
+  if (optimistic && !per_client.empty() && throttling(advance()) != over) {
+    spdlog::debug("batch of {}: quota counters moved under it; serving it again with the counters locked", n);
+    *why = Retry::kQuotaMoved;
+    give_back();
+    return std::nullopt;  // rolled back by tx
+  }
   {
     std::map<int64_t, int64_t> per_job;
     for (const auto& job : jobs) {
@@ -587,12 +594,6 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, Retry
       }
       conn.ExecPrepared(s.jobs_sql, Params().AddArray(ids).AddArray(counts));
     }
-  }
-  if (optimistic && !per_client.empty() && throttling(advance()) != over) {
-    spdlog::debug("batch of {}: quota counters moved under it; serving it again with the counters locked", n);
-    *why = Retry::kQuotaMoved;
-    give_back();
-    return std::nullopt;  // rolled back by tx
   }
   lap(4);
   tx.Commit();
