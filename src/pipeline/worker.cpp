@@ -105,10 +105,10 @@ struct Worker::State {
       select += fmt::format(", t.{}::float8", QuoteIdentifier(config.features.input_columns[i]));
       nulls += ", NULL::float8";
     }
-    // Two kinds of rows, told apart by the last column: one per range of claimed keys
-    // (key = its first key, hi = one past its last, the queue row's enqueue time, job
-    // and seq), and one per source row found in those ranges (hi NULL). The worker
-    // expands the ranges and matches the rows to them: keys with no row are failed.
+    // Two kinds of rows, told apart by `found`: one per range of claimed keys (found
+    // NULL; key = its first key, hi = one past its last, the queue row's enqueue time,
+    // job and seq), and one per source row found in those ranges (found true). The
+    // worker expands the ranges and matches the rows to them: keys with no row fail.
     if (config.capture == CaptureMode::Queue) {
       // $2 queue rows are locked; of those, rows are taken in order while the batch
       // stays within $1 keys (always the first); the rest are released at commit.
@@ -348,20 +348,27 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, Retry
   std::vector<std::pair<int64_t, int>> source;  // key, row of `rows`
   std::vector<int64_t> seqs;
   for (int r = 0; r < rows.rows(); ++r) {
-    const auto key = rows.Get<int64_t>(r, 0);
-    if (rows.IsNull(r, hi_column)) {
-      source.emplace_back(key, r);
+    if (!rows.IsNull(r, 3)) {  // found: a source row
+      source.emplace_back(rows.Get<int64_t>(r, 0), r);
       continue;
     }
-    const auto hi = rows.Get<int64_t>(r, hi_column);
-    // The capture trigger writes at most QueueChunk keys per queue row: anything far
-    // larger was written by hand, and expanding it could exhaust memory.
-    constexpr int64_t kMaxRange = 1'000'000;
-    if (hi - key > kMaxRange) {
+    if (rows.IsNull(r, 0) || rows.IsNull(r, hi_column)) {
       throw Error(ErrorCode::InvalidInput,
-                  fmt::format("{} row seq {} holds keys [{}, {}): more than {} keys in one queue row; Runnel's "
-                              "capture writes at most {} per row",
-                              s.names.queue, rows.GetOptional<int64_t>(r, seq_column).value_or(0), key, hi, kMaxRange,
+                  fmt::format("{} row seq {} holds an unbounded key range; Runnel's capture writes bounded ones",
+                              s.names.queue, rows.GetOptional<int64_t>(r, seq_column).value_or(0)));
+    }
+    const auto key = rows.Get<int64_t>(r, 0);
+    const auto hi = rows.Get<int64_t>(r, hi_column);
+    // The capture trigger writes at most QueueChunk keys per queue row and a claim
+    // takes at most max_batch keys (<= 100,000): anything far larger was written by
+    // hand (or with a wrong n), and expanding it could exhaust memory.
+    constexpr uint64_t kMaxClaim = 1'000'000;
+    const uint64_t width = static_cast<uint64_t>(hi) - static_cast<uint64_t>(key);
+    if (width > kMaxClaim || claimed.size() + width > kMaxClaim) {
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("{} row seq {} holds keys [{}, {}): a claim of more than {} keys; Runnel's capture "
+                              "writes at most {} per row",
+                              s.names.queue, rows.GetOptional<int64_t>(r, seq_column).value_or(0), key, hi, kMaxClaim,
                               QueueChunk(cfg)));
     }
     const double enqueued_at = rows.Get<double>(r, 1);

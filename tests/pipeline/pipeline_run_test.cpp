@@ -342,6 +342,14 @@ TEST_F(PipelineRunTest, AHandWrittenQueueRowTooLargeToExpandIsRefusedByName) {
     EXPECT_NE(std::string(e.what()).find("[1, 100000000)"), std::string::npos) << e.what();
   }
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 1) << "rolled back: nothing claimed, nothing lost";
+  conn_->Exec("UPDATE runnel_needs_queue SET keys = '{[1,)}'");
+  try {
+    Serve(config, SmallModel(), 1);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unbounded key range"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 1);
 }
 
 TEST_F(PipelineRunTest, RequestsInsertedWhileDownAreServedOnStart) {
