@@ -3,7 +3,6 @@
 #include <endian.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <algorithm>
 
 #include <algorithm>
 #include <bit>
