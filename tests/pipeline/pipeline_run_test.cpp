@@ -166,6 +166,32 @@ TEST_F(PipelineRunTest, MigrateUpgradesASchemaVersion2DatabaseKeepingItsWork) {
   EXPECT_EQ(Count("SELECT max(version) FROM runnel_migrations WHERE pipeline = 'needs'"), kSchemaVersion);
 }
 
+TEST_F(PipelineRunTest, TheCaptureTriggerQueuesExactlyTheStatementsKeys) {
+  auto config = Config(1000);
+  Migrate(*conn_, config);
+  const int64_t chunk = QueueChunk(config);
+  auto queued = [&] {
+    return conn_->Exec("SELECT string_agg(keys::text || ':' || n, ' ' ORDER BY seq) FROM runnel_needs_queue", Params())
+        .Get<std::string>(0, 0);
+  };
+  // Consecutive keys: chunks computed from min and max.
+  std::vector<std::vector<double>> rows;
+  for (int64_t i = 1; i <= chunk + 3; ++i) rows.push_back(Row(static_cast<double>(i), 1));
+  Insert(rows);
+  EXPECT_EQ(queued(), fmt::format("{{[1,{})}}:{} {{[{},{})}}:3", chunk + 1, chunk, chunk + 1, chunk + 4));
+  conn_->Exec("DELETE FROM runnel_needs_queue");
+  // Gaps and a repeated key: exactly those keys, nothing between them.
+  Insert({Row(10, 1), Row(12, 1), Row(12, 2), Row(15, 1)});
+  EXPECT_EQ(queued(), "{[10,11),[12,13),[15,16)}:4");
+  conn_->Exec("DELETE FROM runnel_needs_queue");
+  // Keys 3, 3, 5: as many rows as [3, 5] is wide, but only two distinct keys.
+  Insert({Row(3, 1), Row(3, 1), Row(5, 1)});
+  EXPECT_EQ(queued(), "{[3,4),[5,6)}:3");
+  conn_->Exec("DELETE FROM runnel_needs_queue");
+  Insert({Row(NAN, 1)});  // a NULL key is no request
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+}
+
 TEST_F(PipelineRunTest, ServesWritesBackAndRecommends) {
   auto config = Config(1000);
   Migrate(*conn_, config);
