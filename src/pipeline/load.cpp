@@ -80,10 +80,10 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
     names += (i ? ", " : "") + postgres::QuoteIdentifier(columns[i]);
     types += fmt::format("{}${}::{}", i ? ", " : "", i + 1, i < fixed ? "bigint[]" : "float8[]");
   }
-  const std::string sql = fmt::format(
-      "WITH inserted AS (INSERT INTO {} ({}) SELECT * FROM unnest({}) RETURNING {} AS key) "
-      "SELECT min(key) FROM inserted",
-      table, names, types, key);
+  // Only the first statement reports its first key (for the summary).
+  const std::string insert = fmt::format("INSERT INTO {} ({}) SELECT * FROM unnest({})", table, names, types);
+  const std::string first_sql =
+      fmt::format("WITH inserted AS ({} RETURNING {} AS key) SELECT min(key) FROM inserted", insert, key);
   std::mt19937_64 rng(options.seed);
   const auto start = std::chrono::steady_clock::now();
   while (summary.inserted < options.rows) {
@@ -106,8 +106,12 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
     if (!sequenced) params.AddArray(keys);
     if (!config.client_column.empty()) params.AddArray(clients);
     for (const auto& v : values) params.AddArray(v);
-    auto inserted = conn.Exec(sql, params);
-    if (summary.inserted == 0 && !inserted.IsNull(0, 0)) summary.first_key = inserted.Get<int64_t>(0, 0);
+    if (summary.inserted == 0) {
+      auto inserted = conn.Exec(first_sql, params);
+      if (!inserted.IsNull(0, 0)) summary.first_key = inserted.Get<int64_t>(0, 0);
+    } else {
+      conn.Exec(insert, params);
+    }
     summary.inserted += n;
     next += n;
     PaceTo(start, summary.inserted, options.rate);

@@ -18,6 +18,7 @@
 #include "../support/shared_fixtures.hpp"
 #include "runnel/core/csv.hpp"
 #include "runnel/core/process.hpp"
+#include "runnel/pipeline/jobs.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
 #include "runnel/postgres/arrays.hpp"
@@ -230,6 +231,37 @@ TEST_F(PipelineRunTest, ServesWritesBackAndRecommends) {
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_recommendations"), expected_products);
   EXPECT_EQ(
       Count("SELECT count(DISTINCT model_version) FROM runnel_needs_results WHERE model_version LIKE 'small.h5@%'"), 1);
+}
+
+TEST_F(PipelineRunTest, ALargeCatalogueIsQueriedPerRequestWithTheSameRecommendations) {
+  auto config = Config(1000);
+  Migrate(*conn_, config);
+  // More products than are copied once per statement (1,000).
+  conn_->Exec(
+      "INSERT INTO products SELECT 100 + g, g % 2, (g + 1) % 2, (g % 100) / 100.0, 'p' || g "
+      "FROM generate_series(1, 1500) g");
+  std::vector<std::vector<double>> rows;
+  for (int i = 1; i <= 40; ++i) rows.push_back(Row(i, i % 4 + 1));
+  Insert(rows);
+  Serve(config, SmallModel(), 1);
+  const auto expected = Count(
+      "SELECT count(*) FROM needs r JOIN products p ON (p.income = r.income_investment OR p.accumulation = "
+      "r.accumulation_investment) AND p.risk <= r.risk_propensity");
+  EXPECT_GT(expected, 40 * 100);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_recommendations"), expected);
+  // The same rule over the small catalogue path: back to the four products.
+  conn_->Exec("DELETE FROM products WHERE id_product > 100");
+  auto job = CreateJob(*conn_, config, "", 100);
+  while (AdvanceJobs(*conn_, config)) {
+  }
+  RunOptions options;
+  options.until_idle = true;
+  options.idle_wait = std::chrono::milliseconds(50);
+  RunPipeline(config, ModelProvider::Fixed(SmallModel()), conninfo(), options);
+  EXPECT_EQ(GetJob(*conn_, job.id)->state, "done");
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_recommendations"),
+            Count("SELECT count(*) FROM needs r JOIN products p ON (p.income = r.income_investment OR p.accumulation "
+                  "= r.accumulation_investment) AND p.risk <= r.risk_propensity"));
 }
 
 TEST_F(PipelineRunTest, QuotaBoundariesAreExact) {
