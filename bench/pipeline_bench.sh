@@ -35,7 +35,7 @@ wait_served() {
                          PERFORM pg_sleep(0.01); END LOOP; END \$\$" >/dev/null
 }
 
-# (a) and (b) alternate, RUNS times each (default 3): the machine's speed drifts, and
+# (a) and (b) alternate, RUNS times each (default 5): the machine's speed drifts, and
 # the ratio is taken within each pair.
 burst_once() {
   fresh_db
@@ -73,7 +73,7 @@ SQL
   echo "floor: $FLOOR s ($(echo "100000 / $FLOOR" | bc) requests/s)"
 }
 RATIOS=()
-for run in $(seq 1 "${RUNS:-3}"); do
+for run in $(seq 1 "${RUNS:-5}"); do
   echo "== (a) burst, run $run: 100,000 requests in 1,000-row transactions, 2 workers"
   burst_once
   echo "== (b) floor, run $run: the same work in SQL, no Runnel"
