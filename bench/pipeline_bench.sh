@@ -4,6 +4,7 @@
 # bench-pipeline` after a Release build in build/bench; results go to docs/performance.md.
 #   (a) burst: 100,000 requests inserted in 1,000-row transactions while `runnel run`
 #       (2 workers) serves; time from the first insert until every result is committed
+#       (and (a'), the same with [capture] synchronous_commit = false)
 #   (b) floor: the same rows, no Runnel: read them, one set-based UPDATE, one product join
 #   (c) row-by-row: fetch, predict, update, query products per request (reference style)
 #   (d) latency from insert to result at steady 1,000 and 10,000 requests/s
@@ -15,7 +16,11 @@ P=examples/needs/pipeline.toml
 export RUNNEL_HOME
 RUNNEL_HOME=$(mktemp -d /tmp/runnel-bench-XXXXXX)
 chmod 755 "$RUNNEL_HOME"
-cleanup() { "$RUNNEL" db stop >/dev/null 2>&1 || true; rm -rf "$RUNNEL_HOME"; }
+# The same pipeline with [capture] synchronous_commit = false, beside it (its model
+# path is relative to the file), for the (a') bursts.
+P_ASYNC=examples/needs/.bench-async-pipeline.toml
+sed 's/^max_batch = \(.*\)$/max_batch = \1\nsynchronous_commit = false/' $P > $P_ASYNC
+cleanup() { "$RUNNEL" db stop >/dev/null 2>&1 || true; rm -rf "$RUNNEL_HOME" "$P_ASYNC"; }
 trap cleanup EXIT
 "$RUNNEL" --log-level warn db start >/dev/null
 ADMIN=$("$RUNNEL" db url --dbname postgres)
@@ -37,10 +42,11 @@ wait_served() {
 
 # (a) and (b) alternate, RUNS times each (default 5): the machine's speed drifts, and
 # the ratio is taken within each pair.
-burst_once() {
+burst_once() {  # [pipeline file]
+  local pipeline=${1:-$P}
   fresh_db
-  "$RUNNEL" --log-level warn migrate --pipeline $P --db "$URL" >/dev/null
-  "$RUNNEL" --log-level warn run --pipeline $P --db "$URL" --workers 2 --no-migrate > "$RUNNEL_HOME/run.log" 2>&1 &
+  "$RUNNEL" --log-level warn migrate --pipeline $pipeline --db "$URL" >/dev/null
+  "$RUNNEL" --log-level warn run --pipeline $pipeline --db "$URL" --workers 2 --no-migrate > "$RUNNEL_HOME/run.log" 2>&1 &
   RUN=$!
   sleep 1
   t0=$(now)
@@ -72,16 +78,24 @@ SQL
   )
   echo "floor: $FLOOR s ($(echo "100000 / $FLOOR" | bc) requests/s)"
 }
+median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 RATIOS=()
+ASYNC_RATIOS=()
 for run in $(seq 1 "${RUNS:-5}"); do
   echo "== (a) burst, run $run: 100,000 requests in 1,000-row transactions, 2 workers"
   burst_once
+  SYNC_BURST=$BURST
+  echo "== (a') the same burst with [capture] synchronous_commit = false"
+  burst_once $P_ASYNC
+  ASYNC_BURST=$BURST
   echo "== (b) floor, run $run: the same work in SQL, no Runnel"
   floor_once
-  RATIOS+=("$(echo "scale=3; $FLOOR / $BURST" | bc)")
-  echo "burst / floor, run $run: ${RATIOS[-1]}"
+  RATIOS+=("$(echo "scale=3; $FLOOR / $SYNC_BURST" | bc)")
+  ASYNC_RATIOS+=("$(echo "scale=3; $FLOOR / $ASYNC_BURST" | bc)")
+  echo "burst / floor, run $run: ${RATIOS[-1]} (synchronous_commit = false: ${ASYNC_RATIOS[-1]})"
 done
-echo "burst / floor over ${#RATIOS[@]} runs: $(printf '%s\n' "${RATIOS[@]}" | sort -n | tr '\n' ' ')(median $(printf '%s\n' "${RATIOS[@]}" | sort -n | sed -n "$(( (${#RATIOS[@]} + 1) / 2 ))p"))"
+echo "burst / floor over ${#RATIOS[@]} runs: $(printf '%s\n' "${RATIOS[@]}" | sort -n | tr '\n' ' ')(median $(median "${RATIOS[@]}"))"
+echo "the same, synchronous_commit = false: $(printf '%s\n' "${ASYNC_RATIOS[@]}" | sort -n | tr '\n' ' ')(median $(median "${ASYNC_RATIOS[@]}"))"
 
 # BURST_ONLY=1: (a) and (b) only.
 [ -n "${BURST_ONLY:-}" ] && exit 0

@@ -179,7 +179,7 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
     config.capture = mode == "notify" ? CaptureMode::Notify : CaptureMode::Queue;
   } else if (root.get("capture") != nullptr) {
     const auto& capture = reader.Table(root, "capture", true);
-    reader.AllowOnly(capture, "capture.", {"mode", "channel", "max_batch"});
+    reader.AllowOnly(capture, "capture.", {"mode", "channel", "max_batch", "synchronous_commit"});
     const std::string mode = reader.String(capture, "capture.", "mode", false);
     if (mode == "notify") {
       config.capture = CaptureMode::Notify;
@@ -192,6 +192,11 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
       auto value = batch->value<int64_t>();
       if (!value || *value < 1 || *value > 100000) reader.Fail(batch, "'capture.max_batch' must be 1..100000");
       config.max_batch = static_cast<size_t>(*value);
+    }
+    if (const toml::node* sync = capture.get("synchronous_commit")) {
+      auto value = sync->value<bool>();
+      if (!value || !sync->is_boolean()) reader.Fail(sync, "'capture.synchronous_commit' must be true or false");
+      config.synchronous_commit = *value;
     }
   }
   if (root.get("write_back") != nullptr) {

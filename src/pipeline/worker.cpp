@@ -92,6 +92,7 @@ struct Worker::State {
     // Short statements over one batch: JIT compilation (triggered by the planner's
     // guesses for unnest/generate_series) would cost more than it saves.
     conn->Exec("SET jit = off");
+    if (!config.synchronous_commit) conn->Exec("SET synchronous_commit = off");
     const std::string channel = config.capture == CaptureMode::Queue ? names.channel : config.notify_channel;
     conn->Exec("LISTEN " + QuoteIdentifier(channel));
     CheckCatalogue();

@@ -66,6 +66,17 @@ TEST(PipelineConfig, CaptureModeInBothSpellings) {
   EXPECT_EQ(config.notify_channel, "c");
   EXPECT_EQ(config.max_batch, 7u);
   EXPECT_EQ(LoadPipelineConfig(dir / "short.toml").max_batch, 512u) << "the default";
+  EXPECT_TRUE(config.synchronous_commit) << "the default";
+  WriteFile(dir / "async.toml", std::string(kValid) + "[capture]\nsynchronous_commit = false\n");
+  EXPECT_FALSE(LoadPipelineConfig(dir / "async.toml").synchronous_commit);
+  WriteFile(dir / "async_bad.toml", std::string(kValid) + "[capture]\nsynchronous_commit = \"off\"\n");
+  try {
+    LoadPipelineConfig(dir / "async_bad.toml");
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'capture.synchronous_commit' must be true or false"), std::string::npos)
+        << e.what();
+  }
   WriteFile(dir / "bad.toml", std::string("capture = \"trigger\"\n") + kValid);
   EXPECT_THROW(LoadPipelineConfig(dir / "bad.toml"), Error);
 }

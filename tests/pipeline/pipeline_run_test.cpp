@@ -264,6 +264,18 @@ TEST_F(PipelineRunTest, ALargeCatalogueIsQueriedPerRequestWithTheSameRecommendat
                   "= r.accumulation_investment) AND p.risk <= r.risk_propensity"));
 }
 
+TEST_F(PipelineRunTest, AsynchronousCommitsServeTheSame) {
+  auto config = Config(3);
+  config.synchronous_commit = false;
+  Migrate(*conn_, config);
+  Insert({Row(1, 1), Row(2, 1), Row(3, 1), Row(4, 1), Row(5, 2)});
+  auto summary = Serve(config, SmallModel(), 2);
+  EXPECT_EQ(summary.done, 4u);
+  EXPECT_EQ(summary.throttled, 1u);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE risk_propensity IS NOT NULL"), 4);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+}
+
 TEST_F(PipelineRunTest, QuotaBoundariesAreExact) {
   auto config = Config(3);
   Migrate(*conn_, config);

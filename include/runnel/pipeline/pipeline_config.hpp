@@ -23,7 +23,8 @@
 //   The real-time pipeline (`runnel run`) adds:
 //   [source] client = "client_id"      # the quota key
 //   [quota] max_requests = 1000        # per client; later requests are `throttled`
-//   [capture] mode = "queue"|"notify", channel = "table_insert", max_batch = 512
+//   [capture] mode = "queue"|"notify", channel = "table_insert", max_batch = 512,
+//             synchronous_commit = true
 //   [write_back] columns = ["risk_propensity", "financial_status"]
 //   [recommend] table = "products", key = "id_product", where = "p.risk <= r.risk_propensity"
 #pragma once
@@ -58,6 +59,11 @@ struct PipelineConfig {
   CaptureMode capture = CaptureMode::Queue;
   std::string notify_channel = "table_insert";  // Notify mode only
   size_t max_batch = 512;
+  // false: workers commit batches without waiting for the WAL flush (PostgreSQL's
+  // synchronous_commit = off). A database crash can then undo the last fraction of a
+  // second of serving — claims, results, quota and write-back together, so those
+  // requests are served again — but never a request.
+  bool synchronous_commit = true;
   std::vector<std::string> write_back;  // outputs written to same-named source columns
   std::optional<RecommendConfig> recommend;
   std::optional<std::filesystem::path> model_path;  // absolute once loaded
