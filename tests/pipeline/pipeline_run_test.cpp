@@ -403,22 +403,22 @@ TEST_F(PipelineRunTest, BadRowsFailWithAReasonAndNothingIsLost) {
 TEST_F(PipelineRunTest, AHandWrittenQueueRowTooLargeToExpandIsRefusedByName) {
   auto config = Config(1000);
   Migrate(*conn_, config);
+  auto serve_error = [&] {
+    try {
+      Serve(config, SmallModel(), 1);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
   conn_->Exec("INSERT INTO runnel_needs_queue (keys, n) VALUES ('{[1,100000000)}', 1)");
-  try {
-    Serve(config, SmallModel(), 1);
-    ADD_FAILURE() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("runnel_needs_queue row seq"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("[1, 100000000)"), std::string::npos) << e.what();
-  }
+  auto error = serve_error();
+  EXPECT_NE(error.find("runnel_needs_queue row seq"), std::string::npos) << error;
+  EXPECT_NE(error.find("[1, 100000000)"), std::string::npos) << error;
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 1) << "rolled back: nothing claimed, nothing lost";
   conn_->Exec("UPDATE runnel_needs_queue SET keys = '{[1,)}'");
-  try {
-    Serve(config, SmallModel(), 1);
-    ADD_FAILURE() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("unbounded key range"), std::string::npos) << e.what();
-  }
+  error = serve_error();
+  EXPECT_NE(error.find("unbounded key range"), std::string::npos) << error;
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 1);
 }
 
