@@ -140,16 +140,14 @@ bool AdvanceJobs(postgres::Connection& conn, const PipelineConfig& config) {
   Params params;
   params.Add(id).Add(batch_size).Add(job.GetOptional<int64_t>(0, 3)).Add(job.GetOptional<int64_t>(0, 4));
   for (const auto& p : compiled.params) params.Add(p);
-  // Queue rows of at most QueueChunk keys each, like the capture trigger's.
+  // Queue rows like the capture trigger's, tagged with the job.
   auto enqueued = conn.Exec(
       fmt::format("WITH picked AS (SELECT {k}::bigint AS key FROM {from} WHERE ($3::bigint IS NULL OR {k} > $3) AND "
                   "{k} <= $4::bigint AND {filter} ORDER BY {k} LIMIT $2), "
-                  "queued AS (INSERT INTO {queue} (keys, n, job) SELECT range_agg(int8range(key, key, '[]')), "
-                  "count(*), $1 FROM (SELECT key, (row_number() OVER (ORDER BY key) - 1) / {chunk} AS chunk "
-                  "FROM picked) p GROUP BY chunk RETURNING n) "
+                  "queued AS ({insert} RETURNING n) "
                   "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM queued), (SELECT max(key) FROM picked)",
                   fmt::arg("k", key), fmt::arg("from", SourceWithResults(config)), fmt::arg("filter", compiled.sql),
-                  fmt::arg("queue", QuoteIdentifier(names.queue)), fmt::arg("chunk", QueueChunk(config))),
+                  fmt::arg("insert", QueueInsertSql(config, "SELECT key FROM picked", "$1"))),
       params);
   const int64_t n = enqueued.Get<int64_t>(0, 0);
   std::optional<int64_t> cursor = job.GetOptional<int64_t>(0, 3);

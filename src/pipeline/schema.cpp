@@ -28,6 +28,15 @@ int64_t QueueChunk(const PipelineConfig& config) {
   return std::max<int64_t>(1, static_cast<int64_t>(config.max_batch) / 4);
 }
 
+std::string QueueInsertSql(const PipelineConfig& config, const std::string& keys_sql, const std::string& job_sql) {
+  return fmt::format(
+      "INSERT INTO {queue} (keys, n, job) SELECT range_agg(int8range(k, k, '[]')), count(*), {job} FROM "
+      "(SELECT k, (row_number() OVER (ORDER BY k) - 1) / {chunk} AS chunk FROM ({keys}) AS s(k) WHERE k IS NOT NULL) c "
+      "GROUP BY chunk",
+      fmt::arg("queue", QuoteIdentifier(NamesFor(config).queue)), fmt::arg("job", job_sql),
+      fmt::arg("chunk", QueueChunk(config)), fmt::arg("keys", keys_sql));
+}
+
 std::map<std::string, std::string> SourceColumns(postgres::Connection& conn, const PipelineConfig& config) {
   auto columns = conn.Exec(
       "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
@@ -159,31 +168,28 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
     // queue rows, not 1,000. Consecutive keys collapse into one range. When the
     // statement's keys are consecutive (a sequence's), the chunks are computed from
     // min and max; otherwise range_agg builds them (~8x the cost per row).
-    conn.Exec(
-        fmt::format("CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
-                    "DECLARE lo bigint; hi bigint; distinct_keys bigint;\n"
-                    "BEGIN\n"
-                    "  SELECT min(k), max(k), count(DISTINCT k) INTO lo, hi, distinct_keys\n"
-                    "    FROM (SELECT {key}::bigint AS k FROM runnel_new_rows) s;\n"
-                    "  IF distinct_keys = 0 THEN RETURN NULL; END IF;\n"
-                    "  IF hi::numeric - lo + 1 = distinct_keys THEN\n"
-                    "    INSERT INTO {queue} (keys, n)\n"
-                    "      SELECT int8multirange(int8range(c, least(c::numeric + {chunk}, hi::numeric + 1)::bigint)),\n"
-                    "             least(c::numeric + {chunk}, hi::numeric + 1) - c\n"
-                    "      FROM generate_series(lo, hi, {chunk}) AS c;\n"
-                    "  ELSE\n"
-                    "    INSERT INTO {queue} (keys, n)\n"
-                    "      SELECT range_agg(int8range(k, k, '[]')), count(*) FROM\n"
-                    "        (SELECT {key}::bigint AS k, (row_number() OVER () - 1) / {chunk} AS chunk\n"
-                    "         FROM runnel_new_rows WHERE {key} IS NOT NULL) s\n"
-                    "      GROUP BY chunk;\n"
-                    "  END IF;\n"
-                    "  PERFORM pg_notify({channel}, '');\n"
-                    "  RETURN NULL;\n"
-                    "END $runnel$",
-                    fmt::arg("fn", QuoteIdentifier(names.capture_function)),
-                    fmt::arg("queue", QuoteIdentifier(names.queue)), fmt::arg("key", key),
-                    fmt::arg("chunk", QueueChunk(config)), fmt::arg("channel", postgres::QuoteLiteral(names.channel))));
+    conn.Exec(fmt::format(
+        "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
+        "DECLARE lo bigint; hi bigint; distinct_keys bigint;\n"
+        "BEGIN\n"
+        "  SELECT min(k), max(k), count(DISTINCT k) INTO lo, hi, distinct_keys\n"
+        "    FROM (SELECT {key}::bigint AS k FROM runnel_new_rows) s;\n"
+        "  IF distinct_keys = 0 THEN RETURN NULL; END IF;\n"
+        "  IF hi::numeric - lo + 1 = distinct_keys THEN\n"
+        "    INSERT INTO {queue} (keys, n)\n"
+        "      SELECT int8multirange(int8range(c, least(c::numeric + {chunk}, hi::numeric + 1)::bigint)),\n"
+        "             least(c::numeric + {chunk}, hi::numeric + 1) - c\n"
+        "      FROM generate_series(lo, hi, {chunk}) AS c;\n"
+        "  ELSE\n"
+        "    {gaps};\n"
+        "  END IF;\n"
+        "  PERFORM pg_notify({channel}, '');\n"
+        "  RETURN NULL;\n"
+        "END $runnel$",
+        fmt::arg("fn", QuoteIdentifier(names.capture_function)), fmt::arg("queue", QuoteIdentifier(names.queue)),
+        fmt::arg("key", key), fmt::arg("chunk", QueueChunk(config)),
+        fmt::arg("channel", postgres::QuoteLiteral(names.channel)),
+        fmt::arg("gaps", QueueInsertSql(config, fmt::format("SELECT {}::bigint FROM runnel_new_rows", key), "NULL"))));
     auto exists = conn.Exec("SELECT count(*) FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
                             Params().Add(names.trigger).Add(table));
     if (exists.Get<int64_t>(0, 0) == 0) {

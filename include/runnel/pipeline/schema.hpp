@@ -44,6 +44,12 @@ inline constexpr int kSchemaVersion = 3;
 // fills its batch from several rows.
 int64_t QueueChunk(const PipelineConfig& config);
 
+// An `INSERT` of the keys that `keys_sql` selects (a query with one bigint column;
+// NULLs skipped) into the pipeline's queue, as rows of at most QueueChunk keys in key
+// order, each tagged with `job_sql` (an SQL expression: "NULL", or a parameter). The
+// capture trigger and batch jobs enqueue through it.
+std::string QueueInsertSql(const PipelineConfig& config, const std::string& keys_sql, const std::string& job_sql);
+
 // The source table's columns and their SQL types ("integer", "text", ...); empty when
 // the table does not exist. Throws DatabaseError.
 std::map<std::string, std::string> SourceColumns(postgres::Connection& conn, const PipelineConfig& config);
