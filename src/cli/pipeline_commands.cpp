@@ -44,15 +44,9 @@ struct Counts {
 Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& config) {
   const auto names = pipeline::NamesFor(config);
   Counts c;
-  auto q = conn.Exec(
-      fmt::format(
-          "SELECT coalesce(sum(n), 0)::bigint, coalesce(extract(epoch FROM clock_timestamp() - min(enqueued_at)), "
-          "0)::float8 "
-          "FROM {}",
-          postgres::QuoteIdentifier(names.queue)),
-      postgres::Params());
-  c.queued = q.Get<int64_t>(0, 0);
-  c.oldest_seconds = q.Get<double>(0, 1);
+  const auto queue = pipeline::ReadQueueState(conn, config);
+  c.queued = queue.requests;
+  c.oldest_seconds = queue.oldest_seconds;
   auto r = conn.Exec(
       fmt::format("SELECT status, count(*) FROM {} GROUP BY status", postgres::QuoteIdentifier(names.results)),
       postgres::Params());

@@ -37,6 +37,14 @@ std::string QueueInsertSql(const PipelineConfig& config, const std::string& keys
       fmt::arg("chunk", QueueChunk(config)), fmt::arg("keys", keys_sql));
 }
 
+QueueState ReadQueueState(postgres::Connection& conn, const PipelineConfig& config) {
+  auto r = conn.Exec(fmt::format("SELECT coalesce(sum(n), 0)::bigint, coalesce(extract(epoch FROM clock_timestamp() - "
+                                 "min(enqueued_at)), 0)::float8 FROM {}",
+                                 QuoteIdentifier(NamesFor(config).queue)),
+                     Params());
+  return {r.Get<int64_t>(0, 0), r.Get<double>(0, 1)};
+}
+
 std::map<std::string, std::string> SourceColumns(postgres::Connection& conn, const PipelineConfig& config) {
   auto columns = conn.Exec(
       "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "

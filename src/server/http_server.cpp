@@ -853,13 +853,9 @@ struct HttpServer::Impl {
     const std::string p = fmt::format("pipeline=\"{}\"", config.name);
     try {
       auto lease = pool.Acquire();
-      auto r =
-          lease->Exec(fmt::format("SELECT coalesce(sum(n), 0)::float8, coalesce(extract(epoch FROM clock_timestamp() - "
-                                  "min(enqueued_at)), 0)::float8 FROM {}",
-                                  QuoteIdentifier(names.queue)),
-                      Params());
-      gauges.emplace_back(fmt::format("runnel_queue_depth{{{}}}", p), r.Get<double>(0, 0));
-      gauges.emplace_back(fmt::format("runnel_queue_oldest_seconds{{{}}}", p), r.Get<double>(0, 1));
+      const auto queue = pipeline::ReadQueueState(*lease, config);
+      gauges.emplace_back(fmt::format("runnel_queue_depth{{{}}}", p), static_cast<double>(queue.requests));
+      gauges.emplace_back(fmt::format("runnel_queue_oldest_seconds{{{}}}", p), queue.oldest_seconds);
     } catch (const Error& e) {
       spdlog::debug("metrics: queue depth: {}", e.what());
     }

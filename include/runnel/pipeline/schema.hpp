@@ -50,6 +50,14 @@ int64_t QueueChunk(const PipelineConfig& config);
 // capture trigger and batch jobs enqueue through it.
 std::string QueueInsertSql(const PipelineConfig& config, const std::string& keys_sql, const std::string& job_sql);
 
+// What waits in the pipeline's queue: requests, and the age of the oldest queue row.
+struct QueueState {
+  int64_t requests = 0;
+  double oldest_seconds = 0;
+};
+// Throws DatabaseError.
+QueueState ReadQueueState(postgres::Connection& conn, const PipelineConfig& config);
+
 // The source table's columns and their SQL types ("integer", "text", ...); empty when
 // the table does not exist. Throws DatabaseError.
 std::map<std::string, std::string> SourceColumns(postgres::Connection& conn, const PipelineConfig& config);
