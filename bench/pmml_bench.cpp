@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../tests/support/shared_paths.hpp"
 #include "runnel/model/model.hpp"
 
 namespace {
@@ -29,15 +30,10 @@ const char* const kColumns[] = {
     "fixed acidity",        "volatile acidity", "citric acid", "residual sugar", "chlorides", "free sulfur dioxide",
     "total sulfur dioxide", "density",          "pH",          "sulphates",      "alcohol"};
 
-fs::path Shared() {
-  if (const char* dir = std::getenv("RUNNEL_SHARED_DIR")) return dir;
-  return fs::path(RUNNEL_SOURCE_DIR) / ".." / "shared";
-}
-
 const std::vector<std::vector<double>>& Wines() {
   static std::vector<std::vector<double>> rows = [] {
     std::vector<std::vector<double>> out;
-    std::ifstream in(Shared() / "data" / "wine" / "winequality_red.csv");
+    std::ifstream in(runnel::testing::SharedDir() / "data" / "wine" / "winequality_red.csv");
     for (std::string line; std::getline(in, line);) {
       if (line.empty()) continue;
       std::vector<double> v;
@@ -167,17 +163,10 @@ class Interpreter {
   pugi::xml_document doc_;
 };
 
-const std::vector<std::string> kFiles = {"winequalityLinearRegression.pmml",
-                                         "winequalityGeneralizedLinearRegressionGaussian.pmml",
-                                         "winequalityGeneralizedLinearRegressionGamma.pmml",
-                                         "winequalityDesisionTreeRegression.pmml",
-                                         "winequalityDecisionTreeClassification.pmml",
-                                         "winequalityRandonForrestClassification.pmml",
-                                         "winequalityMultilayerPerceptron.pmml",
-                                         "optimized_WineQuality.pb"};
+const std::vector<std::string>& kFiles = runnel::testing::kWineModelFiles;
 
 void BM_Runnel(benchmark::State& state, const std::string& file) {
-  const fs::path path = Shared() / "models" / "wine" / file;
+  const fs::path path = runnel::testing::SharedDir() / "models" / "wine" / file;
   if (!fs::exists(path)) {
     state.SkipWithError("../shared/models/wine is missing");
     return;
@@ -206,7 +195,7 @@ void BM_Runnel(benchmark::State& state, const std::string& file) {
 }
 
 void BM_Interpreted(benchmark::State& state, const std::string& file) {
-  const fs::path path = Shared() / "models" / "wine" / file;
+  const fs::path path = runnel::testing::SharedDir() / "models" / "wine" / file;
   if (!fs::exists(path)) {
     state.SkipWithError("../shared/models/wine is missing");
     return;

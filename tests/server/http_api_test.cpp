@@ -685,14 +685,7 @@ TEST_F(HttpApiTest, WineModelStreamServesEverySharedModelInTurn) {
     load.reverse = true;
     return pipeline::LoadCsvRequests(*conn_, config, load).inserted;
   };
-  const std::vector<std::string> files = {"winequalityLinearRegression.pmml",
-                                          "winequalityGeneralizedLinearRegressionGaussian.pmml",
-                                          "winequalityGeneralizedLinearRegressionGamma.pmml",
-                                          "winequalityDesisionTreeRegression.pmml",
-                                          "winequalityDecisionTreeClassification.pmml",
-                                          "winequalityRandonForrestClassification.pmml",
-                                          "winequalityMultilayerPerceptron.pmml",
-                                          "optimized_WineQuality.pb"};
+  const std::vector<std::string>& files = runnel::testing::kWineModelFiles;
   int version = 0;
   for (const auto& file : files) {
     SCOPED_TRACE(file);

@@ -5,23 +5,7 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <filesystem>
-#include <string>
-
-namespace runnel::testing {
-
-inline std::filesystem::path SharedDir() {
-  if (const char* dir = std::getenv("RUNNEL_SHARED_DIR"); dir != nullptr && *dir != '\0') return dir;
-  return std::filesystem::path(RUNNEL_SOURCE_DIR) / ".." / "shared";
-}
-
-inline bool InCi() {
-  const char* ci = std::getenv("CI");
-  return ci != nullptr && std::string(ci) == "true";
-}
-
-}  // namespace runnel::testing
+#include "shared_paths.hpp"
 
 // Use at the top of a test body that needs ../shared.
 #define RUNNEL_REQUIRE_SHARED()                                                                        \
