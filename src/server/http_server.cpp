@@ -665,9 +665,7 @@ struct HttpServer::Impl {
   void GetJob(const httplib::Request&, httplib::Response& res, const PathParams& m) {
     const int64_t id = KeyParam(m[0], "job id");
     auto lease = pool.Acquire();
-    auto job = pipeline::GetJob(*lease, id);
-    if (!job) throw HttpError{404, fmt::format("no job {}", id)};
-    Reply(res, 200, JobJson(*job));
+    ReplyJob(res, id, pipeline::GetJob(*lease, id));
   }
 
   void ListJobs(const httplib::Request&, httplib::Response& res, const PathParams& m) {
@@ -681,7 +679,11 @@ struct HttpServer::Impl {
   void DeleteJob(const httplib::Request&, httplib::Response& res, const PathParams& m) {
     const int64_t id = KeyParam(m[0], "job id");
     auto lease = pool.Acquire();
-    auto job = pipeline::CancelJob(*lease, id);
+    ReplyJob(res, id, pipeline::CancelJob(*lease, id));
+  }
+
+  // 200 with the job, or 404 when there is no job `id`.
+  void ReplyJob(httplib::Response& res, int64_t id, const std::optional<pipeline::JobInfo>& job) {
     if (!job) throw HttpError{404, fmt::format("no job {}", id)};
     Reply(res, 200, JobJson(*job));
   }
