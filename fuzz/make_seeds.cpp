@@ -156,6 +156,10 @@ int main(int argc, char** argv) {
         "</RegressionModel></PMML>");
   Write(dir / "filter/simple", "age >= 18 and name = 'O''Brien'");
   Write(dir / "filter/nulls", "status is null AND wealth IS NOT NULL and client_id != -3.5e2");
+  Write(
+      dir / "recommend_rule/needs",
+      "(p.income = r.income_investment OR p.accumulation = r.accumulation_investment) AND p.risk <= r.risk_propensity");
+  Write(dir / "recommend_rule/logic", "NOT (p.\"Risk\" IS NULL OR r.x <> -1.5e-3) and TRUE or p.a != .5");
   Write(dir / "features/simple", "a * 2 + b\nln(a)\nbox_cox(c, 0.3)");
   Write(dir / "features/functions", "min(a, b, c)\nclip(a, 0, 1)\npow(b, 2) / sqrt(c)\none_hot(a, 3)");
   Write(

@@ -1,6 +1,8 @@
 #include "runnel/pipeline/worker.hpp"
 
 #include "runnel/pipeline/outputs.hpp"
+#include "runnel/pipeline/recommend_rule.hpp"
+#include "runnel/pipeline/schema.hpp"
 
 #include <poll.h>
 
@@ -48,6 +50,18 @@ struct Worker::State {
   std::string claim_sql, quota_read_sql, quota_sql, jobs_sql, catalogue_sql;
   std::string results_sql[2], upsert_sql[2];  // [small catalogue]: see BuildSql
   static constexpr int64_t kSmallCatalogue = 1000;
+  // The recommendation rule evaluated here (recommend_rule.hpp) when it is inside the
+  // subset, every r column it reads is one this worker knows per request (an input or
+  // a written-back output, of the subset's types), and the catalogue, read each batch,
+  // is small and of the subset's types; otherwise PostgreSQL evaluates it per request.
+  struct RuleRequestColumn {
+    int input = -1;   // index into input_columns, or
+    int output = -1;  // index into output_columns: the value written back
+    RuleColumnKind kind = RuleColumnKind::kFloat8;
+  };
+  std::optional<RecommendRule> rule;
+  std::vector<RuleRequestColumn> rule_request;
+  std::string rule_catalogue_sql, rule_results_sql, rule_upsert_sql;
   bool small_catalogue = false;  // checked on connecting and every 256 batches
   int batches_since_check = 0;
   int upsert_batches = 0;         // after a key turned out to have a result: upsert for a while
@@ -61,6 +75,9 @@ struct Worker::State {
   std::vector<float> subset;       // feature rows of one model's group
   std::vector<float> model_input;  // a named model's input columns
   std::vector<float> mapped;       // one group's outputs in the pipeline's order
+  std::vector<int64_t> catalogue_keys, recommended_keys, recommended_from, recommended_to;
+  std::vector<double> catalogue_values, request_values;
+  std::vector<uint8_t> catalogue_nulls, request_nulls;
 
   State(const PipelineConfig& c, std::shared_ptr<ModelProvider> p, std::string info)
       : config(c),
@@ -102,6 +119,118 @@ struct Worker::State {
   void CheckCatalogue() {
     batches_since_check = 0;
     if (!catalogue_sql.empty()) small_catalogue = conn->ExecPrepared(catalogue_sql, Params()).Get<bool>(0, 0);
+  }
+
+  // Decides, once per worker, whether Runnel can evaluate the recommendation rule
+  // itself (see `rule`). Throws DatabaseError.
+  void PrepareRule() {
+    if (!config.recommend) return;
+    std::string why_not;
+    auto parsed = RecommendRule::Parse(config.recommend->where, &why_not);
+    if (!parsed) {
+      spdlog::debug("[recommend] where is evaluated by PostgreSQL: {}", why_not);
+      return;
+    }
+    const auto types = SourceColumns(*conn, config);
+    std::vector<RuleRequestColumn> columns;
+    for (const auto& name : parsed->request_columns()) {
+      RuleRequestColumn column;
+      const auto type = types.find(name);
+      const auto kind = type != types.end() ? ColumnKindFor(type->second) : std::nullopt;
+      // bigint inputs are read as float8 (inexact past 2^53); other types do not compare as doubles.
+      if (!kind || *kind == RuleColumnKind::kBigint) {
+        spdlog::debug("[recommend] where is evaluated by PostgreSQL: r.{} is {}", name,
+                      type != types.end() ? type->second : "not a column of " + config.table);
+        return;
+      }
+      column.kind = *kind;
+      const auto written = std::find(config.write_back.begin(), config.write_back.end(), name);
+      const auto& inputs = config.features.input_columns;
+      const auto input = std::find(inputs.begin(), inputs.end(), name);
+      if (written != config.write_back.end()) {
+        column.output = static_cast<int>(write_back_output[static_cast<size_t>(written - config.write_back.begin())]);
+      } else if (input != inputs.end()) {
+        column.input = static_cast<int>(input - inputs.begin());
+      } else {
+        spdlog::debug("[recommend] where is evaluated by PostgreSQL: r.{} is neither an input nor written back", name);
+        return;
+      }
+      columns.push_back(column);
+    }
+    std::string select = fmt::format("SELECT p.{}::bigint", QuoteIdentifier(config.recommend->key_column));
+    for (const auto& name : parsed->product_columns()) select += ", p." + QuoteIdentifier(name);
+    rule_catalogue_sql =
+        fmt::format("{} FROM {} p LIMIT {}", select, QuoteIdentifier(config.recommend->table), kSmallCatalogue + 1);
+    rule_request = std::move(columns);
+    rule = std::move(parsed);
+  }
+
+  // Recommends for the batch's done requests with `rule`: fills `recommended_keys` (product
+  // keys, request after request) and each request's 1-based [from, to] slice of it.
+  // Returns false, having filled nothing, when the catalogue as it is now is not for
+  // Runnel (too large, a column outside the subset, a NULL key, a bigint past 2^53):
+  // PostgreSQL then evaluates the rule for this batch. Throws DatabaseError.
+  bool Recommend(const std::vector<std::optional<std::string>>& status,
+                 const std::vector<std::vector<std::optional<double>>>& outputs) {
+    auto products = conn->ExecPrepared(rule_catalogue_sql, Params());
+    if (products.rows() > kSmallCatalogue) return false;
+    const size_t width = rule->product_columns().size();
+    constexpr Oid kInt2 = 21, kInt4 = 23, kInt8 = 20, kFloat4 = 700, kFloat8 = 701;
+    for (size_t c = 0; c < width; ++c) {
+      const Oid type = products.ColumnType(static_cast<int>(c + 1));
+      if (type != kInt2 && type != kInt4 && type != kInt8 && type != kFloat4 && type != kFloat8) return false;
+    }
+    const auto rows = static_cast<size_t>(products.rows());
+    catalogue_keys.resize(rows);
+    catalogue_values.assign(rows * width, 0.0);
+    catalogue_nulls.assign(rows * width, 0);
+    for (size_t p = 0; p < rows; ++p) {
+      if (products.IsNull(static_cast<int>(p), 0)) return false;
+      catalogue_keys[p] = products.Get<int64_t>(static_cast<int>(p), 0);
+      for (size_t c = 0; c < width; ++c) {
+        const int column = static_cast<int>(c + 1);
+        if (products.IsNull(static_cast<int>(p), column)) {
+          catalogue_nulls[p * width + c] = 1;
+          continue;
+        }
+        const double value = products.Get<double>(static_cast<int>(p), column);
+        if (products.ColumnType(column) == kInt8 && std::fabs(value) >= 9007199254740992.0) return false;
+        catalogue_values[p * width + c] = value;
+      }
+    }
+    const size_t n = status.size();
+    const size_t request_width = rule_request.size();
+    request_values.assign(request_width, 0.0);
+    request_nulls.assign(request_width, 0);
+    recommended_keys.clear();
+    recommended_from.assign(n, 1);
+    recommended_to.assign(n, 0);
+    for (size_t i = 0; i < n; ++i) {
+      if (*status[i] != "done") continue;
+      // r as written back: outputs take the column's type as the UPDATE casts them.
+      for (size_t c = 0; c < request_width; ++c) {
+        const RuleRequestColumn& column = rule_request[c];
+        std::optional<double> value;
+        if (column.output >= 0) {
+          value = outputs[static_cast<size_t>(column.output)][i];
+          if (value && column.kind == RuleColumnKind::kFloat4) value = static_cast<double>(static_cast<float>(*value));
+          if (value && column.kind == RuleColumnKind::kInteger) value = std::nearbyint(*value);
+        } else if (!batch.nulls[static_cast<size_t>(column.input)][i]) {
+          value = batch.values[static_cast<size_t>(column.input)][i];
+        }
+        request_nulls[c] = value ? 0 : 1;
+        request_values[c] = value.value_or(0.0);
+      }
+      recommended_from[i] = static_cast<int64_t>(recommended_keys.size()) + 1;
+      const RuleValues request{request_values.data(), request_nulls.data()};
+      for (size_t p = 0; p < rows; ++p) {
+        if (rule->Matches({catalogue_values.data() + p * width, catalogue_nulls.data() + p * width}, request)) {
+          recommended_keys.push_back(catalogue_keys[p]);
+        }
+      }
+      recommended_to[i] = static_cast<int64_t>(recommended_keys.size());
+    }
+    return true;
   }
 
   void BuildSql() {
@@ -164,23 +293,44 @@ struct Worker::State {
       out_update += fmt::format(", {} = EXCLUDED.{}", col, col);
     }
     // One statement writes back, records results and recommends: the batch's columns
-    // are sent and read once, and the recommendation rule sees each row as written
-    // back (the UPDATE's RETURNING) without looking it up again.
-    std::string with = fmt::format(
-        "WITH v AS MATERIALIZED (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], "
-        "$5::text[]{}) AS v(key, status, error, enq, version{}))",
-        out_types, out_aliases);
+    // are sent and read once. `extra`: more unnested arrays after the outputs.
+    auto batch_cte = [&](const std::string& extra_types, const std::string& extra_aliases) {
+      return fmt::format(
+          "WITH v AS MATERIALIZED (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], "
+          "$5::text[]{}{}) AS v(key, status, error, enq, version{}{}))",
+          out_types, extra_types, out_aliases, extra_aliases);
+    };
+    auto write_back_cte = [&](const std::string& returning) {
+      if (config.write_back.empty()) return std::string();
+      std::string sets;
+      for (size_t i = 0; i < config.write_back.size(); ++i) {
+        sets += fmt::format("{}{} = v.o{}", i ? ", " : "", QuoteIdentifier(config.write_back[i]), write_back_output[i]);
+      }
+      return fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key{})", table, sets,
+                         key, returning);
+    };
+    auto insert = [&](const std::string& with, const std::string& recommended) {
+      return fmt::format(
+          "{} INSERT INTO {} (key, status, error, model_version, enqueued_at, finished_at, recommended{}) "
+          "SELECT v.key, v.status, v.error, v.version, to_timestamp(v.enq), clock_timestamp(), {}{} FROM v ",
+          with, QuoteIdentifier(names.results), out_cols, recommended, out_select);
+    };
+    // A plain INSERT unless a key may have a result already (a batch job rescoring,
+    // or a key captured again): the upsert's conflict check costs ~20% of the statement.
+    const std::string on_conflict = fmt::format(
+        "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
+        "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
+        "finished_at = EXCLUDED.finished_at, recommended = EXCLUDED.recommended{}",
+        out_update);
+
+    // Recommendations evaluated in SQL: the rule sees each row as written back (the
+    // UPDATE's RETURNING) without looking it up again.
+    const std::string with = batch_cte("", "") + write_back_cte(" RETURNING t.*");
     std::string row_join;  // binds r to each done request's source row
     // The upsert, used when keys may repeat, also takes one source row per key: a key
     // column that is not unique must not make one statement insert a key twice.
     std::string upsert_row_join;
     if (!config.write_back.empty()) {
-      std::string sets;
-      for (size_t i = 0; i < config.write_back.size(); ++i) {
-        sets += fmt::format("{}{} = v.o{}", i ? ", " : "", QuoteIdentifier(config.write_back[i]), write_back_output[i]);
-      }
-      with += fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key RETURNING t.*)",
-                          table, sets, key);
       row_join = fmt::format("LEFT JOIN w r ON r.{} = v.key ", key);
       upsert_row_join = fmt::format("LEFT JOIN (SELECT DISTINCT ON ({k}) * FROM w ORDER BY {k}) r ON r.{k} = v.key ",
                                     fmt::arg("k", key));
@@ -213,20 +363,22 @@ struct Worker::State {
       row_join.clear();  // nothing reads r
       upsert_row_join.clear();
     }
-    // A plain INSERT unless a key may have a result already (a batch job rescoring,
-    // or a key captured again): the upsert's conflict check costs ~20% of the statement.
     for (const bool small : {false, true}) {
-      const std::string insert = fmt::format(
-          "{}{} INSERT INTO {} (key, status, error, model_version, enqueued_at, finished_at, recommended{}) "
-          "SELECT v.key, v.status, v.error, v.version, to_timestamp(v.enq), clock_timestamp(), {}{} FROM v ",
-          with, catalogue[small], QuoteIdentifier(names.results), out_cols, recommended, out_select);
-      results_sql[small] = insert + row_join + recommend_join[small];
-      upsert_sql[small] = insert + upsert_row_join + recommend_join[small] +
-                          fmt::format(
-                              "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
-                              "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
-                              "finished_at = EXCLUDED.finished_at, recommended = EXCLUDED.recommended{}",
-                              out_update);
+      results_sql[small] = insert(with + catalogue[small], recommended) + row_join + recommend_join[small];
+      upsert_sql[small] =
+          insert(with + catalogue[small], recommended) + upsert_row_join + recommend_join[small] + on_conflict;
+    }
+    if (config.recommend) {
+      // Recommendations evaluated here: each request's products are the slice
+      // [from, to] of one array of product keys (no row of w is read back).
+      const size_t first = config.output_columns.size() + 6;
+      const std::string rule_with =
+          batch_cte(fmt::format(", ${}::bigint[], ${}::bigint[]", first, first + 1), ", rec_from, rec_to") +
+          write_back_cte("");
+      const std::string sliced =
+          fmt::format("CASE WHEN v.status = 'done' THEN (${}::bigint[])[v.rec_from:v.rec_to] END", first + 2);
+      rule_results_sql = insert(rule_with, sliced);
+      rule_upsert_sql = insert(rule_with, sliced) + on_conflict;
     }
     if (config.recommend) {
       catalogue_sql = fmt::format("SELECT count(*) <= {} FROM (SELECT 1 FROM {} LIMIT {}) s", kSmallCatalogue,
@@ -255,6 +407,7 @@ Worker::Worker(const PipelineConfig& config, std::shared_ptr<ModelProvider> mode
   state_->ResolveOutputs();
   state_->BuildSql();
   state_->Connect();
+  state_->PrepareRule();
 }
 
 Worker::~Worker() = default;
@@ -592,11 +745,19 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, Retry
     results.AddArray(keys).AddArray(status).AddArray(error).AddArray(enq).AddArray(versions);
     for (const auto& column : outputs) results.AddArray(column);
     const bool rescoring = std::any_of(jobs.begin(), jobs.end(), [](const auto& job) { return job.has_value(); });
+    const std::string* insert_sql = &s.results_sql[s.small_catalogue];
+    const std::string* upsert_sql = &s.upsert_sql[s.small_catalogue];
+    if (s.rule && s.Recommend(status, outputs)) {
+      results.AddArray(s.recommended_from).AddArray(s.recommended_to).AddArray(s.recommended_keys);
+      insert_sql = &s.rule_results_sql;
+      upsert_sql = &s.rule_upsert_sql;
+      result.recommended_by_runnel = true;
+    }
     if (upsert || rescoring) {
-      conn.ExecPrepared(s.upsert_sql[s.small_catalogue], results);
+      conn.ExecPrepared(*upsert_sql, results);
     } else {
       try {
-        conn.ExecPrepared(s.results_sql[s.small_catalogue], results);
+        conn.ExecPrepared(*insert_sql, results);
       } catch (const postgres::DatabaseError& e) {
         if (e.sqlstate() != "23505") throw;  // unique_violation: a key was served before
         spdlog::debug("batch of {}: a request key has a result already; serving it again with an upsert", n);
@@ -692,6 +853,7 @@ RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<Model
           summary.failed += batch.failed;
           ++summary.batches;
           if (batch.redone) ++summary.redone;
+          if (batch.recommended_by_runnel) ++summary.recommended_by_runnel;
           for (size_t k = 0; k < kStageCount; ++k) summary.stage_ms[k] += batch.stage_ms[k];
           summary.latencies_ms.insert(summary.latencies_ms.end(), batch.latencies_ms.begin(), batch.latencies_ms.end());
         } catch (const postgres::DatabaseError& e) {

@@ -104,6 +104,32 @@ class PipelineRunTest : public runnel::testing::PostgresTest {
 
   int64_t Count(const std::string& sql) { return conn_->Exec(sql, Params()).Get<int64_t>(0, 0); }
 
+  // Done requests whose stored recommendations differ from what `rule` selects in SQL
+  // over the rows as they are now.
+  int64_t RecommendationsUnlikeSql(const std::string& rule) {
+    return Count(
+        "SELECT count(*) FROM runnel_needs_results x JOIN needs r ON r.id = x.key WHERE x.status = 'done' AND "
+        "x.recommended IS DISTINCT FROM array(SELECT p.id_product::bigint FROM products p WHERE " +
+        rule + ")");
+  }
+
+  // Every row scored again by a batch job, served until idle.
+  RunSummary Rescore(const PipelineConfig& config) {
+    auto job = CreateJob(*conn_, config, "", 100);
+    while (AdvanceJobs(*conn_, config)) {
+    }
+    RunOptions options;
+    options.until_idle = true;
+    options.idle_wait = std::chrono::milliseconds(50);
+    auto summary = RunPipeline(config, ModelProvider::Fixed(SmallModel()), conninfo(), options);
+    EXPECT_EQ(GetJob(*conn_, job.id)->state, "done");
+    return summary;
+  }
+
+  static constexpr const char* kNeedsRule =
+      "(p.income = r.income_investment OR p.accumulation = r.accumulation_investment) AND p.risk <= "
+      "r.risk_propensity";
+
   std::unique_ptr<postgres::Connection> conn_;
   runnel::testing::TempDir dir_{"runnel-pipeline"};
 };
@@ -229,6 +255,8 @@ TEST_F(PipelineRunTest, ServesWritesBackAndRecommends) {
       "r.accumulation_investment) AND p.risk <= r.risk_propensity WHERE r.id IN (1, 2)");
   EXPECT_GT(expected_products, 0);
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_recommendations"), expected_products);
+  EXPECT_EQ(RecommendationsUnlikeSql(kNeedsRule), 0);
+  EXPECT_EQ(summary.recommended_by_runnel, summary.batches) << "the rule is inside the subset Runnel evaluates";
   EXPECT_EQ(
       Count("SELECT count(DISTINCT model_version) FROM runnel_needs_results WHERE model_version LIKE 'small.h5@%'"), 1);
 }
@@ -243,7 +271,7 @@ TEST_F(PipelineRunTest, ALargeCatalogueIsQueriedPerRequestWithTheSameRecommendat
   std::vector<std::vector<double>> rows;
   for (int i = 1; i <= 40; ++i) rows.push_back(Row(i, i % 4 + 1));
   Insert(rows);
-  Serve(config, SmallModel(), 1);
+  EXPECT_EQ(Serve(config, SmallModel(), 1).recommended_by_runnel, 0u) << "too large to read per batch";
   const auto expected = Count(
       "SELECT count(*) FROM needs r JOIN products p ON (p.income = r.income_investment OR p.accumulation = "
       "r.accumulation_investment) AND p.risk <= r.risk_propensity");
@@ -262,6 +290,69 @@ TEST_F(PipelineRunTest, ALargeCatalogueIsQueriedPerRequestWithTheSameRecommendat
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_recommendations"),
             Count("SELECT count(*) FROM needs r JOIN products p ON (p.income = r.income_investment OR p.accumulation "
                   "= r.accumulation_investment) AND p.risk <= r.risk_propensity"));
+}
+
+TEST_F(PipelineRunTest, RecommendationsEvaluatedByRunnelAreThoseOfSql) {
+  auto config = Config(1000);
+  Migrate(*conn_, config);
+  std::mt19937_64 rng(runnel::testing::TestSeed());
+  std::vector<std::vector<double>> rows;
+  for (int i = 1; i <= 60; ++i) {
+    auto row = Row(i, i % 5 + 1, std::uniform_real_distribution<double>(2, 2000)(rng));
+    row[2] = std::uniform_int_distribution<int>(18, 90)(rng);  // age
+    row[8] = std::uniform_int_distribution<int>(0, 1)(rng);    // income_investment
+    row[9] = std::uniform_int_distribution<int>(0, 1)(rng);    // accumulation_investment
+    rows.push_back(row);
+  }
+  Insert(rows);
+  conn_->Exec("INSERT INTO products VALUES (99, 1, NULL, NULL, 'unknown risk'), (98, NULL, 1, 0, 'no income')");
+  auto first = Serve(config, SmallModel(), 1);
+  EXPECT_EQ(first.done, 60u);
+  EXPECT_EQ(first.recommended_by_runnel, first.batches);
+  EXPECT_EQ(RecommendationsUnlikeSql(kNeedsRule), 0);
+
+  // Products priced exactly at written-back risks: real against real, the boundary
+  // where comparing the unrounded prediction would decide otherwise.
+  conn_->Exec(
+      "UPDATE products p SET risk = r.risk_propensity FROM needs r WHERE r.id = p.id_product * 7; "
+      "INSERT INTO products SELECT 10 + r.id, r.income_investment, 1 - r.accumulation_investment, "
+      "r.risk_propensity, 'at ' || r.id FROM needs r WHERE r.id % 3 = 0");
+  auto again = Rescore(config);
+  EXPECT_EQ(again.recommended_by_runnel, again.batches);
+  EXPECT_EQ(RecommendationsUnlikeSql(kNeedsRule), 0);
+  EXPECT_GT(Count("SELECT count(*) FROM runnel_needs_results x, products p WHERE p.id_product > 10 AND "
+                  "p.id_product = ANY (x.recommended) AND x.key = p.id_product - 10"),
+            0)
+      << "a product priced at a request's own risk is recommended to it";
+
+  // The same over a derived output, a double written back to a real column: Runnel
+  // compares the value as the column holds it, not as computed.
+  conn_->Exec(
+      "DELETE FROM products WHERE id_product > 10; INSERT INTO products SELECT 10 + r.id, r.income_investment, 0, "
+      "r.financial_status, 'at ' || r.id FROM needs r WHERE r.id % 2 = 0");
+  auto derived = config;
+  derived.recommend->where = "p.income = r.income_investment AND p.risk <= r.financial_status";
+  auto by_status = Rescore(derived);
+  EXPECT_EQ(by_status.recommended_by_runnel, by_status.batches);
+  EXPECT_EQ(RecommendationsUnlikeSql(derived.recommend->where), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results x WHERE x.key % 2 = 0 AND NOT (x.key + 10 = ANY "
+                  "(x.recommended))"),
+            0)
+      << "every even request gets the product priced at its own financial status";
+
+  // A rule outside the subset is evaluated by PostgreSQL, with the same outcome.
+  auto text_rule = config;
+  text_rule.recommend->where = std::string(kNeedsRule) + " AND p.description <> ''";
+  auto by_sql = Rescore(text_rule);
+  EXPECT_EQ(by_sql.recommended_by_runnel, 0u);
+  EXPECT_EQ(RecommendationsUnlikeSql(text_rule.recommend->where), 0);
+
+  // So is a catalogue whose column left the subset's types while serving.
+  conn_->Exec("ALTER TABLE products ALTER COLUMN risk TYPE numeric");
+  auto numeric = Rescore(config);
+  EXPECT_EQ(numeric.recommended_by_runnel, 0u);
+  EXPECT_GT(numeric.batches, 0u);
+  EXPECT_EQ(RecommendationsUnlikeSql(kNeedsRule), 0);
 }
 
 TEST_F(PipelineRunTest, AsynchronousCommitsServeTheSame) {

@@ -45,6 +45,8 @@ struct BatchResult {
   // Served a second time after a rollback: the quota counters moved under it, or a
   // request's key had a result already.
   bool redone = false;
+  // Runnel evaluated [recommend].where itself (recommend_rule.hpp), not PostgreSQL.
+  bool recommended_by_runnel = false;
   std::vector<double> latencies_ms;  // enqueue to commit, per served request
   std::vector<int64_t> keys;         // every request the batch committed, in key order
   // Milliseconds per stage (kStageNames).
@@ -97,7 +99,8 @@ struct RunSummary {
   size_t throttled = 0;
   size_t failed = 0;
   size_t batches = 0;
-  size_t redone = 0;  // batches served a second time (BatchResult::redone)
+  size_t redone = 0;                 // batches served a second time (BatchResult::redone)
+  size_t recommended_by_runnel = 0;  // batches whose rule Runnel evaluated
   std::vector<double> latencies_ms;
   double seconds = 0;
   double stage_ms[kStageCount] = {};  // summed over batches and workers
