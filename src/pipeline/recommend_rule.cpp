@@ -328,7 +328,7 @@ std::optional<RecommendRule> RecommendRule::Parse(std::string_view where, std::s
 namespace {
 
 // PostgreSQL's float8 ordering: NaN equals NaN and sorts above every other value.
-int CompareFloat8(double a, double b) {
+inline int CompareFloat8(double a, double b) {
   if (std::isnan(a)) return std::isnan(b) ? 0 : 1;
   if (std::isnan(b)) return -1;
   return a < b ? -1 : (a > b ? 1 : 0);
@@ -338,26 +338,34 @@ int CompareFloat8(double a, double b) {
 
 RecommendRule::Truth RecommendRule::Evaluate(size_t index, RuleValues product, RuleValues request) const {
   const Node& node = nodes_[index];
-  // An operand's value, or nullopt for NULL.
-  auto operand = [&](size_t at) -> std::optional<double> {
+  // An operand's value; *null set for NULL. (Called per product and request: no optional.)
+  auto operand = [&](size_t at, bool* null) -> double {
     const Node& o = nodes_[at];
-    switch (o.kind) {
-      case NodeKind::kProduct:
-        return product.null[o.column] ? std::nullopt : std::optional<double>(product.value[o.column]);
-      case NodeKind::kRequest:
-        return request.null[o.column] ? std::nullopt : std::optional<double>(request.value[o.column]);
-      default: return o.constant;
+    if (o.kind == NodeKind::kProduct) {
+      *null = product.null[o.column] != 0;
+      return product.value[o.column];
     }
+    if (o.kind == NodeKind::kRequest) {
+      *null = request.null[o.column] != 0;
+      return request.value[o.column];
+    }
+    *null = false;
+    return o.constant;
   };
   switch (node.kind) {
     case NodeKind::kTrue: return Truth::kTrue;
     case NodeKind::kFalse: return Truth::kFalse;
-    case NodeKind::kIsNull: return operand(node.a).has_value() == node.negate ? Truth::kTrue : Truth::kFalse;
+    case NodeKind::kIsNull: {
+      bool null = false;
+      operand(node.a, &null);
+      return null != node.negate ? Truth::kTrue : Truth::kFalse;
+    }
     case NodeKind::kCompare: {
-      const auto a = operand(node.a);
-      const auto b = operand(node.b);
-      if (!a || !b) return Truth::kNull;
-      const int c = CompareFloat8(*a, *b);
+      bool a_null = false, b_null = false;
+      const double a = operand(node.a, &a_null);
+      const double b = operand(node.b, &b_null);
+      if (a_null || b_null) return Truth::kNull;
+      const int c = CompareFloat8(a, b);
       bool holds = false;
       switch (node.op) {
         case CompareOp::kEq: holds = c == 0; break;

@@ -141,38 +141,40 @@ std::optional<int64_t> BinaryInteger(Oid type, const char* data, int length) {
 
 template <typename T>
 T GetInteger(const Result& result, int row, int column, std::string_view wanted) {
+  // The column's name only for messages: looking it up costs a strlen per value.
   const PGresult* res = result.raw();
-  std::string_view name = result.ColumnName(column);
   if (result.IsNull(row, column)) {
-    throw DatabaseError(fmt::format("column '{}' is NULL in row {}", name, row), "22004");
+    throw DatabaseError(fmt::format("column '{}' is NULL in row {}", result.ColumnName(column), row), "22004");
   }
   const char* data = PQgetvalue(res, row, column);
   int length = PQgetlength(res, row, column);
   if (PQfformat(res, column) == 0) {
-    return ParseText<T>(std::string_view(data, static_cast<size_t>(length)), name, wanted);
+    return ParseText<T>(std::string_view(data, static_cast<size_t>(length)), result.ColumnName(column), wanted);
   }
   auto value = BinaryInteger(result.ColumnType(column), data, length);
   if (!value) TypeMismatch(result, column, wanted);
-  return NarrowInteger<T>(*value, name, wanted);
+  if (*value < std::numeric_limits<T>::min() || *value > std::numeric_limits<T>::max()) {
+    return NarrowInteger<T>(*value, result.ColumnName(column), wanted);  // throws
+  }
+  return static_cast<T>(*value);
 }
 
 template <typename T>
 T GetFloating(const Result& result, int row, int column, std::string_view wanted) {
   using namespace type_oid;
   const PGresult* res = result.raw();
-  std::string_view name = result.ColumnName(column);
   if (result.IsNull(row, column)) {
-    throw DatabaseError(fmt::format("column '{}' is NULL in row {}", name, row), "22004");
+    throw DatabaseError(fmt::format("column '{}' is NULL in row {}", result.ColumnName(column), row), "22004");
   }
   const char* data = PQgetvalue(res, row, column);
   int length = PQgetlength(res, row, column);
   if (PQfformat(res, column) == 0) {
-    return ParseText<T>(std::string_view(data, static_cast<size_t>(length)), name, wanted);
+    return ParseText<T>(std::string_view(data, static_cast<size_t>(length)), result.ColumnName(column), wanted);
   }
   Oid type = result.ColumnType(column);
   if (type == kFloat4 && length == 4) return static_cast<T>(std::bit_cast<float>(ReadBigEndian<uint32_t>(data)));
   if (type == kFloat8 && length == 8) return static_cast<T>(std::bit_cast<double>(ReadBigEndian<uint64_t>(data)));
-  if (type == kNumeric) return static_cast<T>(DecodeNumeric(data, length, name));
+  if (type == kNumeric) return static_cast<T>(DecodeNumeric(data, length, result.ColumnName(column)));
   if (auto integer = BinaryInteger(type, data, length)) return static_cast<T>(*integer);
   TypeMismatch(result, column, wanted);
 }
@@ -345,8 +347,9 @@ double Result::Get<double>(int row, int column) const {
 
 template <>
 std::string Result::Get<std::string>(int row, int column) const {
-  std::string_view name = ColumnName(column);
-  if (IsNull(row, column)) throw DatabaseError(fmt::format("column '{}' is NULL in row {}", name, row), "22004");
+  if (IsNull(row, column)) {
+    throw DatabaseError(fmt::format("column '{}' is NULL in row {}", ColumnName(column), row), "22004");
+  }
   const char* data = PQgetvalue(result_.get(), row, column);
   auto length = static_cast<size_t>(PQgetlength(result_.get(), row, column));
   if (PQfformat(result_.get(), column) == 0 || IsTextLike(ColumnType(column)) ||
