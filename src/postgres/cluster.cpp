@@ -18,10 +18,10 @@
 #include <cstring>
 #include <fstream>
 #include <random>
-#include <sstream>
 #include <thread>
 
 #include "runnel/core/error.hpp"
+#include "runnel/core/file.hpp"
 #include "runnel/core/process.hpp"
 #include "runnel/postgres/connection.hpp"
 
@@ -32,11 +32,13 @@ namespace {
 constexpr const char* kRole = "runnel";
 constexpr const char* kInstallHint = "install postgresql: sudo apt-get install postgresql";
 
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
+// The server log's contents for an error message; empty when it cannot be read.
+std::string ReadLogForMessage(const fs::path& path) {
+  try {
+    return ReadFileBytes(path);
+  } catch (const Error&) {
+    return {};
+  }
 }
 
 std::vector<std::string> ReadLines(const fs::path& path) {
@@ -346,7 +348,7 @@ std::string EmbeddedCluster::PgCtl(const std::vector<std::string>& args, bool ch
   if (check && result.exit_code != 0) {
     throw Error(ErrorCode::Unavailable,
                 fmt::format("pg_ctl {} failed for {}:\n{}\nlast lines of {}:\n{}", args.front(), data_dir().string(),
-                            result.output, log_file().string(), LastLines(ReadFile(log_file()), 15)));
+                            result.output, log_file().string(), LastLines(ReadLogForMessage(log_file()), 15)));
   }
   return result.output;
 }
@@ -425,7 +427,7 @@ std::string EmbeddedCluster::ConnectionString(const std::string& dbname) const {
 }
 
 std::string EmbeddedCluster::ReadPassword() const {
-  std::string password = ReadFile(options_.dir / "password");
+  std::string password = ReadFileBytes(options_.dir / "password", "the cluster's password file");
   while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) password.pop_back();
   if (password.empty()) {
     throw Error(ErrorCode::Io, fmt::format("cannot read {}", (options_.dir / "password").string()));
