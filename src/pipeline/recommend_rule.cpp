@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <utility>
 
 namespace runnel::pipeline {
 
@@ -164,29 +165,16 @@ class RecommendRule::Parser {
       return Add({.kind = NodeKind::kIsNull, .negate = negate, .a = lhs.node});
     }
     Skip();
-    CompareOp op;
+    // Two-character spellings first: "<=" is not "<" followed by "=".
+    static constexpr std::pair<std::string_view, CompareOp> kOperators[] = {
+        {"<>", CompareOp::kNe}, {"!=", CompareOp::kNe}, {"<=", CompareOp::kLe}, {">=", CompareOp::kGe},
+        {"=", CompareOp::kEq},  {"<", CompareOp::kLt},  {">", CompareOp::kGt}};
     const std::string_view rest = text_.substr(pos_);
-    if (rest.starts_with("<>") || rest.starts_with("!=")) {
-      op = CompareOp::kNe;
-      pos_ += 2;
-    } else if (rest.starts_with("<=")) {
-      op = CompareOp::kLe;
-      pos_ += 2;
-    } else if (rest.starts_with(">=")) {
-      op = CompareOp::kGe;
-      pos_ += 2;
-    } else if (rest.starts_with("=")) {
-      op = CompareOp::kEq;
-      pos_ += 1;
-    } else if (rest.starts_with("<")) {
-      op = CompareOp::kLt;
-      pos_ += 1;
-    } else if (rest.starts_with(">")) {
-      op = CompareOp::kGt;
-      pos_ += 1;
-    } else {
-      Reject(fmt::format("expected a comparison at position {}", pos_ + 1));
-    }
+    const auto* found = std::find_if(std::begin(kOperators), std::end(kOperators),
+                                     [&](const auto& candidate) { return rest.starts_with(candidate.first); });
+    if (found == std::end(kOperators)) Reject(fmt::format("expected a comparison at position {}", pos_ + 1));
+    const CompareOp op = found->second;
+    pos_ += found->first.size();
     // "<=>", "<<", "=>" and the like are other PostgreSQL operators.
     if (pos_ < text_.size() && std::string_view("<>=!~@#%^&|`?+-*/").find(text_[pos_]) != std::string_view::npos) {
       Reject(fmt::format("operator at position {}", pos_));
