@@ -137,7 +137,8 @@ struct Worker::State {
       RuleRequestColumn column;
       const auto type = types.find(name);
       const auto kind = type != types.end() ? ColumnKindFor(type->second) : std::nullopt;
-      // bigint inputs are read as float8 (inexact past 2^53); other types do not compare as doubles.
+      // Not bigint: inputs are read as float8 (inexact past 2^53). Other types do not
+      // compare as doubles.
       if (!kind || *kind == RuleColumnKind::kBigint) {
         spdlog::debug("[recommend] where is evaluated by PostgreSQL: r.{} is {}", name,
                       type != types.end() ? type->second : "not a column of " + config.table);
@@ -167,7 +168,7 @@ struct Worker::State {
 
   // Recommends for the batch's done requests with `rule`: fills `recommended_keys` (product
   // keys, request after request) and each request's 1-based [from, to] slice of it.
-  // Returns false, having filled nothing, when the catalogue as it is now is not for
+  // Returns false (the per-request arrays untouched) when the catalogue as it is now is not for
   // Runnel (too large, a column outside the subset, a NULL key, a bigint past 2^53):
   // PostgreSQL then evaluates the rule for this batch. Throws DatabaseError.
   bool Recommend(const std::vector<std::optional<std::string>>& status,
@@ -175,7 +176,7 @@ struct Worker::State {
     auto products = conn->ExecPrepared(rule_catalogue_sql, Params());
     if (products.rows() > kSmallCatalogue) return false;
     const size_t width = rule->product_columns().size();
-    constexpr Oid kInt2 = 21, kInt4 = 23, kInt8 = 20, kFloat4 = 700, kFloat8 = 701;
+    using namespace postgres::type_oid;
     for (size_t c = 0; c < width; ++c) {
       const Oid type = products.ColumnType(static_cast<int>(c + 1));
       if (type != kInt2 && type != kInt4 && type != kInt8 && type != kFloat4 && type != kFloat8) return false;
