@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo test release debug fuzz bench bench-pipeline bench-http deps deps-test deps-bench format lint clean
+.PHONY: demo test release debug fuzz bench bench-pipeline bench-statements bench-http deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -57,6 +57,12 @@ bench-pipeline: deps-bench
 	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
 	cmake --build build/bench -j $(JOBS)
 	bench/pipeline_bench.sh
+
+# One worker's server-side time per statement kind (docs/performance.md).
+bench-statements: deps-bench
+	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
+	cmake --build build/bench -j $(JOBS)
+	bench/pipeline_statements.sh
 
 # The HTTP API with wrk and an open-loop ?wait client: see docs/performance.md.
 bench-http: deps-bench
