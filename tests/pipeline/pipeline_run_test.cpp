@@ -17,6 +17,7 @@
 #include "../support/random.hpp"
 #include "../support/shared_fixtures.hpp"
 #include "runnel/core/csv.hpp"
+#include "runnel/core/file.hpp"
 #include "runnel/core/process.hpp"
 #include "runnel/pipeline/jobs.hpp"
 #include "runnel/pipeline/schema.hpp"
@@ -356,12 +357,26 @@ TEST_F(PipelineRunTest, RecommendationsEvaluatedByRunnelAreThoseOfSql) {
 }
 
 TEST_F(PipelineRunTest, AsynchronousCommitsServeTheSame) {
+  // The workers' sessions, seen in the server's statement log: only the configured
+  // pipeline turns synchronous commits off.
+  const auto log = runnel::testing::PostgresEnvironment::Get().cluster().log_file();
+  conn_->Exec(fmt::format("ALTER DATABASE {} SET log_statement = 'all'", postgres::QuoteIdentifier(dbname())));
+  auto logged_since = [&](size_t from) { return ReadFileBytes(log).substr(from); };
+  const std::string kAsync = "SET synchronous_commit = off";
+
   auto config = Config(3);
-  config.synchronous_commit = false;
   Migrate(*conn_, config);
-  Insert({Row(1, 1), Row(2, 1), Row(3, 1), Row(4, 1), Row(5, 2)});
+  Insert({Row(1, 1)});
+  size_t from = ReadFileBytes(log).size();
+  EXPECT_EQ(Serve(config, SmallModel(), 1).done, 1u);
+  EXPECT_EQ(logged_since(from).find(kAsync), std::string::npos) << "synchronous by default";
+
+  config.synchronous_commit = false;
+  Insert({Row(2, 1), Row(3, 1), Row(4, 1), Row(5, 2)});
+  from = ReadFileBytes(log).size();
   auto summary = Serve(config, SmallModel(), 2);
-  EXPECT_EQ(summary.done, 4u);
+  EXPECT_NE(logged_since(from).find(kAsync), std::string::npos) << "each worker session commits asynchronously";
+  EXPECT_EQ(summary.done, 3u);
   EXPECT_EQ(summary.throttled, 1u);
   EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE risk_propensity IS NOT NULL"), 4);
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
