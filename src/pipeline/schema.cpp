@@ -30,11 +30,17 @@ int64_t QueueChunk(const PipelineConfig& config) {
 
 std::string QueueInsertSql(const PipelineConfig& config, const std::string& keys_sql, const std::string& job_sql) {
   return fmt::format(
-      "INSERT INTO {queue} (keys, n, job) SELECT range_agg(int8range(k, k, '[]')), count(*), {job} FROM "
+      "INSERT INTO {queue} (keys, n, job) SELECT range_agg({range}), count(*), {job} FROM "
       "(SELECT k, (row_number() OVER (ORDER BY k) - 1) / {chunk} AS chunk FROM ({keys}) AS s(k) WHERE k IS NOT NULL) c "
       "GROUP BY chunk",
       fmt::arg("queue", QuoteIdentifier(NamesFor(config).queue)), fmt::arg("job", job_sql),
-      fmt::arg("chunk", QueueChunk(config)), fmt::arg("keys", keys_sql));
+      fmt::arg("chunk", QueueChunk(config)), fmt::arg("keys", keys_sql), fmt::arg("range", KeyRangeSql("k")));
+}
+
+std::string KeyRangeSql(const std::string& key) {
+  // '[k,k]' would be canonicalised to [k, k + 1), which overflows for the largest
+  // bigint; a range unbounded above holds exactly the keys from k to that bigint.
+  return fmt::format("int8range({k}, CASE WHEN {k} < 9223372036854775807 THEN {k} + 1 END)", fmt::arg("k", key));
 }
 
 QueueState ReadQueueState(postgres::Connection& conn, const PipelineConfig& config) {
@@ -144,7 +150,7 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
     const std::string results = QuoteIdentifier(names.results);
     const std::string recommendations = QuoteIdentifier(names.recommendations);
     conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN keys int8multirange, ADD COLUMN n integer", queue));
-    conn.Exec(fmt::format("UPDATE {} SET keys = int8multirange(int8range(key, key, '[]')), n = 1", queue));
+    conn.Exec(fmt::format("UPDATE {} SET keys = int8multirange({}), n = 1", queue, KeyRangeSql("key")));
     conn.Exec(fmt::format("ALTER TABLE {q} ALTER keys SET NOT NULL, ALTER n SET NOT NULL, DROP COLUMN key",
                           fmt::arg("q", queue)));
     conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN recommended bigint[]", results));
@@ -175,7 +181,8 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
     // One queue row per chunk of a statement's keys: a 1,000-row INSERT costs a few
     // queue rows, not 1,000. Consecutive keys collapse into one range. When the
     // statement's keys are consecutive (a sequence's), the chunks are computed from
-    // min and max; otherwise range_agg builds them (~8x the cost per row).
+    // min and max; otherwise range_agg builds them (~8x the cost per row). A chunk
+    // ending at the largest bigint is stored unbounded above (see KeyRangeSql).
     conn.Exec(fmt::format(
         "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
         "DECLARE lo bigint; hi bigint; distinct_keys bigint;\n"
@@ -185,9 +192,9 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
         "  IF distinct_keys = 0 THEN RETURN NULL; END IF;\n"
         "  IF hi::numeric - lo + 1 = distinct_keys THEN\n"
         "    INSERT INTO {queue} (keys, n)\n"
-        "      SELECT int8multirange(int8range(c, least(c::numeric + {chunk}, hi::numeric + 1)::bigint)),\n"
-        "             least(c::numeric + {chunk}, hi::numeric + 1) - c\n"
-        "      FROM generate_series(lo, hi, {chunk}) AS c;\n"
+        "      SELECT int8multirange(int8range(c, CASE WHEN u <= 9223372036854775807 THEN u::bigint END)), u - c\n"
+        "      FROM generate_series(lo, hi, {chunk}) AS c,\n"
+        "           LATERAL (SELECT least(c::numeric + {chunk}, hi::numeric + 1) AS u) b;\n"
         "  ELSE\n"
         "    {gaps};\n"
         "  END IF;\n"

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -248,7 +249,8 @@ struct Worker::State {
       nulls += ", NULL::float8";
     }
     // Two kinds of rows, told apart by `found`: one per range of claimed keys (found
-    // NULL; key = its first key, hi = one past its last, the queue row's enqueue time,
+    // NULL; key = its first key, hi = one past its last (NULL: the range runs to the
+    // largest bigint, see KeyRangeSql), the queue row's enqueue time,
     // job and seq), and one per source row found in those ranges (found true). The
     // worker expands the ranges and matches the rows to them: keys with no row fail.
     if (config.capture == CaptureMode::Queue) {
@@ -265,12 +267,13 @@ struct Worker::State {
           "SELECT k.lo, k.enq, k.job, {nulls}, k.seq, k.hi FROM k UNION ALL "
           // The source rows by key range: one index range scan per run of keys.
           "SELECT t.{key}::bigint, k.enq, k.job, {select}, k.seq, NULL::bigint FROM k JOIN {table} t "
-          "ON t.{key} >= k.lo AND t.{key} < k.hi",
+          "ON t.{key} >= k.lo AND t.{key} <= coalesce(k.hi - 1, 9223372036854775807)",
           fmt::arg("q", QuoteIdentifier(names.queue)), fmt::arg("nulls", nulls), fmt::arg("key", key),
           fmt::arg("select", select), fmt::arg("table", table));
     } else {
       claim_sql = fmt::format(
-          "WITH k AS (SELECT DISTINCT key AS lo, key + 1 AS hi, date_part('epoch', clock_timestamp()) AS enq "
+          "WITH k AS (SELECT DISTINCT key AS lo, CASE WHEN key < 9223372036854775807 THEN key + 1 END AS hi, "
+          "date_part('epoch', clock_timestamp()) AS enq "
           "FROM unnest($1::bigint[]) AS u(key)) "
           "SELECT k.lo, k.enq, NULL::bigint, {nulls}, NULL::bigint, k.hi FROM k UNION ALL "
           "SELECT t.{key}::bigint, k.enq, NULL::bigint, {select}, NULL::bigint, NULL::bigint FROM k JOIN {table} t "
@@ -532,28 +535,33 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, Retry
       source.emplace_back(rows.Get<int64_t>(r, 0), r);
       continue;
     }
-    if (rows.IsNull(r, 0) || rows.IsNull(r, hi_column)) {
+    if (rows.IsNull(r, 0)) {
       throw Error(ErrorCode::InvalidInput,
-                  fmt::format("{} row seq {} holds an unbounded key range; Runnel's capture writes bounded ones",
+                  fmt::format("{} row seq {} holds a key range unbounded below; Runnel's capture writes bounded ones",
                               s.names.queue, rows.GetOptional<int64_t>(r, seq_column).value_or(0)));
     }
     const auto key = rows.Get<int64_t>(r, 0);
-    const auto hi = rows.Get<int64_t>(r, hi_column);
+    // Unbounded above: up to the largest bigint (KeyRangeSql), inclusive.
+    const auto hi = rows.GetOptional<int64_t>(r, hi_column);
+    const int64_t last = hi ? *hi - 1 : std::numeric_limits<int64_t>::max();
     // The capture trigger writes at most QueueChunk keys per queue row and a claim
     // takes at most max_batch keys (<= 100,000): anything far larger was written by
     // hand (or with a wrong n), and expanding it could exhaust memory.
     constexpr uint64_t kMaxClaim = 1'000'000;
-    const uint64_t width = static_cast<uint64_t>(hi) - static_cast<uint64_t>(key);
-    if (width > kMaxClaim || claimed.size() + width > kMaxClaim) {
+    const uint64_t width_less_one = static_cast<uint64_t>(last) - static_cast<uint64_t>(key);
+    if (width_less_one >= kMaxClaim || claimed.size() + width_less_one + 1 > kMaxClaim) {
       throw Error(ErrorCode::InvalidInput,
-                  fmt::format("{} row seq {} holds keys [{}, {}): a claim of more than {} keys; Runnel's capture "
+                  fmt::format("{} row seq {} holds keys [{}, {}]: a claim of more than {} keys; Runnel's capture "
                               "writes at most {} per row",
-                              s.names.queue, rows.GetOptional<int64_t>(r, seq_column).value_or(0), key, hi, kMaxClaim,
+                              s.names.queue, rows.GetOptional<int64_t>(r, seq_column).value_or(0), key, last, kMaxClaim,
                               QueueChunk(cfg)));
     }
     const double enqueued_at = rows.Get<double>(r, 1);
     const auto job = rows.GetOptional<int64_t>(r, 2);
-    for (int64_t k = key; k < hi; ++k) claimed.push_back({k, enqueued_at, job});
+    for (int64_t k = key;; ++k) {
+      claimed.push_back({k, enqueued_at, job});
+      if (k == last) break;
+    }
     if (!rows.IsNull(r, seq_column)) seqs.push_back(rows.Get<int64_t>(r, seq_column));
   }
   std::stable_sort(claimed.begin(), claimed.end(), [](const Claimed& a, const Claimed& b) { return a.key < b.key; });

@@ -49,6 +49,9 @@ int64_t QueueChunk(const PipelineConfig& config);
 // order, each tagged with `job_sql` (an SQL expression: "NULL", or a parameter). The
 // capture trigger and batch jobs enqueue through it.
 std::string QueueInsertSql(const PipelineConfig& config, const std::string& keys_sql, const std::string& job_sql);
+// SQL for the int8range holding exactly the bigint `key` (an SQL expression): [k, k + 1),
+// or [k, unbounded) for the largest bigint, whose k + 1 would overflow.
+std::string KeyRangeSql(const std::string& key);
 
 // What waits in the pipeline's queue: requests, and the age of the oldest queue row.
 struct QueueState {
