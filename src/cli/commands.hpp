@@ -40,8 +40,6 @@ postgres::ClusterOptions EmbeddedClusterOptions(const Config& config);
 
 // --delimiter: one character, or "tab" / "\t". Throws Error(InvalidInput).
 char ParseDelimiter(const std::string& text);
-// --columns: names separated by commas, kept as written (an empty name stays).
-std::vector<std::string> SplitColumns(const std::string& text);
 
 // --db when given, else RUNNEL_DB_URL / the config file, else the embedded cluster
 // (started if needed).

@@ -28,18 +28,6 @@ char ParseDelimiter(const std::string& text) {
   return text[0];
 }
 
-std::vector<std::string> SplitColumns(const std::string& text) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t end = text.find(',', start);
-    if (end == std::string::npos) end = text.size();
-    out.push_back(text.substr(start, end - start));
-    start = end + 1;
-  }
-  return out;
-}
-
 std::string DatabaseUrl(const CliContext& ctx, const std::string& flag) {
   if (!flag.empty()) return flag;
   if (!ctx.config.db_url.empty()) return ctx.config.db_url;

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "commands.hpp"
+#include "runnel/core/csv.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/core/file.hpp"
 #include "runnel/model/model.hpp"
@@ -118,7 +119,7 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
                         auto m = pipeline::LoadFileModel(config, args->model);
                         pipeline::CsvScoringOptions options;
                         options.delimiter = ParseDelimiter(args->delimiter);
-                        if (!args->columns.empty()) options.columns = SplitColumns(args->columns);
+                        if (!args->columns.empty()) options.columns = SplitAt(args->columns, ',');
                         options.input_name = args->input;
                         std::ifstream file_in;
                         std::istream* in = &std::cin;

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "commands.hpp"
+#include "runnel/core/csv.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/pipeline/load.hpp"
 #include "runnel/pipeline/schema.hpp"
@@ -219,7 +220,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
            pipeline::CsvLoadOptions options;
            options.input = args->input;
            options.delimiter = ParseDelimiter(args->delimiter);
-           if (!args->columns.empty()) options.columns = SplitColumns(args->columns);
+           if (!args->columns.empty()) options.columns = SplitAt(args->columns, ',');
            options.data_type = args->data_type;
            options.rate = args->rate;
            options.loop = args->loop;

@@ -87,4 +87,16 @@ std::string NormalizeColumnName(std::string_view name) {
   return out;
 }
 
+std::vector<std::string> SplitAt(std::string_view text, char delimiter) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find(delimiter, start);
+    if (end == std::string_view::npos) end = text.size();
+    out.emplace_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
 }  // namespace runnel

@@ -16,6 +16,7 @@
 #include <set>
 #include <thread>
 
+#include "runnel/core/csv.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/pipeline/jobs.hpp"
 #include "runnel/pipeline/schema.hpp"
@@ -191,15 +192,8 @@ struct HttpServer::Impl {
   // ---- routing ----
 
   static std::vector<std::string> Split(std::string_view path) {
-    std::vector<std::string> segments;
-    size_t start = 1;  // after the leading '/'
-    while (start <= path.size()) {
-      size_t end = path.find('/', start);
-      if (end == std::string_view::npos) end = path.size();
-      segments.emplace_back(path.substr(start, end - start));
-      start = end + 1;
-    }
-    return segments;
+    if (path.empty()) return {};
+    return SplitAt(path.substr(1), '/');  // after the leading '/'
   }
 
   static bool Match(const Route& route, const std::vector<std::string>& segments, PathParams& params) {

@@ -49,5 +49,12 @@ TEST(Csv, ColumnNamesNormalise) {
   EXPECT_EQ(NormalizeColumnName("Family-Members "), "familymembers");
 }
 
+TEST(SplitAtTest, KeepsEveryFieldAsWritten) {
+  EXPECT_EQ(SplitAt("age,,wealth", ','), (std::vector<std::string>{"age", "", "wealth"}));
+  EXPECT_EQ(SplitAt("", ','), (std::vector<std::string>{""}));
+  EXPECT_EQ(SplitAt("v1/requests/", '/'), (std::vector<std::string>{"v1", "requests", ""}));
+  EXPECT_EQ(SplitAt("a \"b,c\"", ','), (std::vector<std::string>{"a \"b", "c\""})) << "no quoting";
+}
+
 }  // namespace
 }  // namespace runnel

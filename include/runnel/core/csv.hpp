@@ -32,6 +32,10 @@ class CsvReader {
 // Appends one field, quoted when it holds the delimiter, a quote or a line break.
 void AppendCsvField(std::string& out, std::string_view field, char delimiter);
 
+// Splits `text` at every `delimiter`, without quoting: "a,,b" -> {"a", "", "b"},
+// "" -> {""}. For lists written on a command line or in a URL path.
+std::vector<std::string> SplitAt(std::string_view text, char delimiter);
+
 // Header matching used by `runnel predict`: lower case without '_', '-' and spaces, so
 // "FamilyMembers", "family_members" and "Family Members" are the same column.
 std::string NormalizeColumnName(std::string_view name);
