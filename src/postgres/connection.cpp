@@ -122,9 +122,10 @@ T ParseText(std::string_view text, std::string_view column, std::string_view wan
 }
 
 template <typename T>
-T NarrowInteger(int64_t value, std::string_view column, std::string_view wanted) {
+T NarrowInteger(int64_t value, const Result& result, int column, std::string_view wanted) {
   if (value < std::numeric_limits<T>::min() || value > std::numeric_limits<T>::max()) {
-    throw DatabaseError(fmt::format("column '{}': value {} is out of range for {}", column, value, wanted), "22003");
+    throw DatabaseError(
+        fmt::format("column '{}': value {} is out of range for {}", result.ColumnName(column), value, wanted), "22003");
   }
   return static_cast<T>(value);
 }
@@ -153,10 +154,7 @@ T GetInteger(const Result& result, int row, int column, std::string_view wanted)
   }
   auto value = BinaryInteger(result.ColumnType(column), data, length);
   if (!value) TypeMismatch(result, column, wanted);
-  if (*value < std::numeric_limits<T>::min() || *value > std::numeric_limits<T>::max()) {
-    return NarrowInteger<T>(*value, result.ColumnName(column), wanted);  // throws
-  }
-  return static_cast<T>(*value);
+  return NarrowInteger<T>(*value, result, column, wanted);
 }
 
 template <typename T>
