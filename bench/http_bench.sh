@@ -9,29 +9,13 @@
 #   (d) the same while a new model version is pushed every 2 s (model swaps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=${BUILD:-build/bench}
-RUNNEL=$B/src/runnel
-WAIT=$B/bench/http_wait_bench
 P=examples/needs/pipeline.toml
 PORT=${PORT:-18181}
 H=http://127.0.0.1:$PORT
-export RUNNEL_HOME
-RUNNEL_HOME=$(mktemp -d /tmp/runnel-bench-XXXXXX)
-chmod 755 "$RUNNEL_HOME"
 RUN=
-cleanup() {
-  [ -n "$RUN" ] && kill -TERM "$RUN" 2>/dev/null && wait "$RUN" 2>/dev/null || true
-  "$RUNNEL" db stop >/dev/null 2>&1 || true
-  rm -rf "$RUNNEL_HOME"
-}
-trap cleanup EXIT
-"$RUNNEL" --log-level warn db start >/dev/null
-ADMIN=$("$RUNNEL" db url --dbname postgres)
-fresh_db() {
-  psql "$ADMIN" -qAt -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench" >/dev/null
-  URL=$("$RUNNEL" db url --dbname bench)
-  psql "$URL" -q -f examples/needs/schema.sql >/dev/null
-}
+bench_cleanup() { [ -n "$RUN" ] && kill -TERM "$RUN" 2>/dev/null && wait "$RUN" 2>/dev/null || true; }
+source bench/embedded_db.sh
+WAIT=$B/bench/http_wait_bench
 serve() {  # serve WORKERS
   "$RUNNEL" --log-level warn run --pipeline $P --db "$URL" --workers "$1" --http 127.0.0.1:$PORT \
     > "$RUNNEL_HOME/run.log" 2>&1 &

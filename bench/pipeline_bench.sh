@@ -10,26 +10,14 @@
 #   (d) latency from insert to result at steady 1,000 and 10,000 requests/s
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=${BUILD:-build/bench}
-RUNNEL=$B/src/runnel
 P=examples/needs/pipeline.toml
-export RUNNEL_HOME
-RUNNEL_HOME=$(mktemp -d /tmp/runnel-bench-XXXXXX)
-chmod 755 "$RUNNEL_HOME"
 # The same pipeline with [capture] synchronous_commit = false, beside it (its model
 # path is relative to the file), for the (a') bursts.
 P_ASYNC=examples/needs/.bench-async-pipeline.toml
+bench_cleanup() { rm -f "$P_ASYNC"; }
+source bench/embedded_db.sh
 sed 's/^max_batch = \(.*\)$/max_batch = \1\nsynchronous_commit = false/' $P > $P_ASYNC
-cleanup() { "$RUNNEL" db stop >/dev/null 2>&1 || true; rm -rf "$RUNNEL_HOME" "$P_ASYNC"; }
-trap cleanup EXIT
-"$RUNNEL" --log-level warn db start >/dev/null
-ADMIN=$("$RUNNEL" db url --dbname postgres)
 now() { date +%s.%N; }
-fresh_db() {
-  psql "$ADMIN" -qAt -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench" >/dev/null
-  URL=$("$RUNNEL" db url --dbname bench)
-  psql "$URL" -q -f examples/needs/schema.sql >/dev/null
-}
 count() { psql "$URL" -qAt -c "SELECT count(*) FROM runnel_needs_results"; }
 wait_results() { while [ "$(count)" -lt "$1" ]; do sleep 0.05; done; }
 # Once every insert has committed, an empty queue means every request is served (a

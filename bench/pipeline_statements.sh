@@ -9,21 +9,11 @@
 # RUNS=n repeats it (default 3). Needs a Release build in $BUILD (default build/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=${BUILD:-build/bench}
-RUNNEL=$B/src/runnel
 P=examples/needs/pipeline.toml  # the statement patterns below are its table names
-export RUNNEL_HOME
-RUNNEL_HOME=$(mktemp -d /tmp/runnel-bench-XXXXXX)
-chmod 755 "$RUNNEL_HOME"
-cleanup() { "$RUNNEL" db stop >/dev/null 2>&1 || true; rm -rf "$RUNNEL_HOME"; }
-trap cleanup EXIT
-"$RUNNEL" --log-level warn db start >/dev/null
-ADMIN=$("$RUNNEL" db url --dbname postgres)
+source bench/embedded_db.sh
 LOG=$RUNNEL_HOME/pg/server.log
 for run in $(seq 1 "${RUNS:-3}"); do
-  psql "$ADMIN" -qAt -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench" >/dev/null 2>&1
-  URL=$("$RUNNEL" db url --dbname bench)
-  psql "$URL" -q -f examples/needs/schema.sql >/dev/null
+  fresh_db
   "$RUNNEL" --log-level warn migrate --pipeline "$P" --db "$URL" >/dev/null
   "$RUNNEL" load --pipeline "$P" --db "$URL" --rows 100000 --rows-per-txn 1000 --clients 100 --seed 1 >/dev/null 2>&1
   psql "$URL" -q -c "VACUUM ANALYZE" -c "CHECKPOINT"
