@@ -148,6 +148,11 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
                         });
                         fmt::print(stderr, "{}scored {} rows, {} failed\n", tty && summary.rows >= 100000 ? "\n" : "",
                                    summary.rows, summary.failed);
+                        // Some failed rows are data; all of them failing is a failed job.
+                        if (summary.rows > 0 && summary.failed == summary.rows) {
+                          fmt::print(stderr, "every row failed: see the error column\n");
+                          return 1;
+                        }
                         return 0;
                       }});
 }

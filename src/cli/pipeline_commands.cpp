@@ -9,11 +9,14 @@
 #include <chrono>
 #include <cstdlib>
 #include <thread>
+#include <tuple>
 
 #include "commands.hpp"
 #include "runnel/core/csv.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/pipeline/load.hpp"
+#include "runnel/pipeline/replay.hpp"
+#include "runnel/pipeline/request_status.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
 #include "runnel/postgres/connection.hpp"
@@ -38,7 +41,7 @@ void InstallStopHandler() {
 }
 
 struct Counts {
-  int64_t queued = 0, done = 0, throttled = 0, failed = 0;
+  int64_t queued = 0, done = 0, throttled = 0, failed = 0, requeued = 0;
   double oldest_seconds = 0;
 };
 
@@ -52,9 +55,13 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
       fmt::format("SELECT status, count(*) FROM {} GROUP BY status", postgres::QuoteIdentifier(names.results)),
       postgres::Params());
   for (int i = 0; i < r.rows(); ++i) {
-    const auto status = r.Get<std::string>(i, 0);
     const auto count = r.Get<int64_t>(i, 1);
-    (status == "done" ? c.done : status == "throttled" ? c.throttled : c.failed) = count;
+    switch (pipeline::ParseRequestStatus(r.Get<std::string>(i, 0)).value_or(pipeline::RequestStatus::kFailed)) {
+      case pipeline::RequestStatus::kDone: c.done = count; break;
+      case pipeline::RequestStatus::kThrottled: c.throttled = count; break;
+      case pipeline::RequestStatus::kFailed: c.failed = count; break;
+      case pipeline::RequestStatus::kQueued: c.requeued = count; break;
+    }
   }
   return c;
 }
@@ -63,7 +70,7 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
 
 void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   struct Args {
-    std::string pipeline, db, model, http, http_token, input, delimiter = ",", columns, data_type;
+    std::string pipeline, db, model, http, http_token, input, delimiter = ",", columns, data_type, where, sqlstate;
     bool loop = false, reverse = false;
     bool insecure = false;
     size_t http_threads = 0;
@@ -146,6 +153,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
          std::atomic<bool> finished{false};
          std::thread progress([&] {
            std::unique_ptr<postgres::Connection> conn;
+           std::tuple<int64_t, int64_t, int64_t, int64_t> shown{-1, -1, -1, -1};
            auto last = std::chrono::steady_clock::now();
            while (!finished.load()) {
              std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -156,6 +164,10 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                if (!conn || !conn->IsOpen())
                  conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(url));
                auto c = ReadCounts(*conn, config);
+               // An idle server says nothing: only a change is news.
+               const auto now = std::make_tuple(c.done, c.throttled, c.failed, c.queued);
+               if (now == shown) continue;
+               shown = now;
                spdlog::info("done {} throttled {} failed {}; queue {} (oldest {:.1f} s)", c.done, c.throttled, c.failed,
                             c.queued, c.oldest_seconds);
              } catch (const Error& e) {
@@ -193,6 +205,20 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
          if (!summary.latencies_ms.empty()) {
            fmt::print("latency from insert to result (ms): p50 {:.2f}, p99 {:.2f}\n", summary.LatencyPercentile(0.50),
                       summary.LatencyPercentile(0.99));
+         }
+         if (summary.failed > 0) {
+           fmt::print("{} request(s) failed: `runnel status` lists the reasons, `runnel retry` replays them\n",
+                      summary.failed);
+         }
+         if (args->until_idle) {
+           // Its job was to drain the queue: say so when it did not.
+           for (const auto& reason : summary.paused) fmt::print(stderr, "paused: {}\n", reason);
+           auto conn = postgres::Connection::Open(url);
+           const auto left = pipeline::ReadQueueState(conn, config).requests;
+           if (left > 0) {
+             fmt::print(stderr, "{} request(s) are still queued\n", left);
+             return 1;
+           }
          }
          return 0;
        }});
@@ -257,8 +283,37 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                         auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
                         auto c = ReadCounts(conn, config);
                         fmt::print(
-                            "pipeline {}: queue {} (oldest waiting {:.1f} s); done {}, throttled {}, failed {}\n",
-                            config.name, c.queued, c.oldest_seconds, c.done, c.throttled, c.failed);
+                            "pipeline {}: queue {} (oldest waiting {:.1f} s); done {}, throttled {}, failed {}{}\n",
+                            config.name, c.queued, c.oldest_seconds, c.done, c.throttled, c.failed,
+                            c.requeued > 0 ? fmt::format(", re-queued {}", c.requeued) : "");
+                        for (const auto& p : pipeline::PausedProcesses(conn, config)) {
+                          fmt::print("paused: {} (process {}, for {:.0f} s)\n", p.reason, p.process, p.seconds);
+                        }
+                        const auto reasons = pipeline::TopFailureReasons(conn, config, 5);
+                        if (!reasons.empty()) fmt::print("failures by reason:\n");
+                        for (const auto& r : reasons) {
+                          fmt::print("  {:>8}  {}  {}\n", r.count, r.sqlstate.empty() ? "-----" : r.sqlstate, r.reason);
+                        }
+                        return 0;
+                      }});
+
+  auto* retry = root.add_subcommand("retry", "Re-queue failed requests (once each) after fixing their cause");
+  add_common(retry);
+  retry->add_option("--where", args->where,
+                    "Only failed requests whose row matches this filter, e.g. \"client_id = 7\" (docs/http-api.md)");
+  retry->add_option("--sqlstate", args->sqlstate, "Only failures with this SQLSTATE (23514) or class (23)");
+  commands.push_back({retry, [args](CliContext& ctx) {
+                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
+                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
+                        pipeline::RetryFilter filter;
+                        filter.where = args->where;
+                        if (!args->sqlstate.empty()) filter.sqlstate = args->sqlstate;
+                        auto outcome = pipeline::RetryFailed(conn, config, filter);
+                        if (outcome.job) {
+                          fmt::print("re-queued {} failed request(s) as job {}\n", outcome.requeued, *outcome.job);
+                        } else {
+                          fmt::print("no failed request matches: nothing re-queued\n");
+                        }
                         return 0;
                       }});
 }

@@ -105,9 +105,9 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
                 fmt::format("{}:{}:{}: {}", file.string(), src.begin.line, src.begin.column, e.description()));
   }
   Reader reader(file);
-  reader.AllowOnly(
-      root, "",
-      {"name", "source", "model", "derived", "features", "output", "quota", "capture", "write_back", "recommend"});
+  reader.AllowOnly(root, "",
+                   {"name", "source", "model", "derived", "features", "output", "quota", "capture", "serving",
+                    "write_back", "recommend"});
   config.name = reader.String(root, "", "name", true);
   {
     const auto& n = config.name;
@@ -197,6 +197,21 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
       auto value = sync->value<bool>();
       if (!value || !sync->is_boolean()) reader.Fail(sync, "'capture.synchronous_commit' must be true or false");
       config.synchronous_commit = *value;
+    }
+  }
+  if (root.get("serving") != nullptr) {
+    const auto& serving = reader.Table(root, "serving", true);
+    reader.AllowOnly(serving, "serving.", {"lock_timeout_ms", "max_attempts"});
+    if (const toml::node* node = serving.get("lock_timeout_ms")) {
+      auto value = node->value<int64_t>();
+      if (!value || *value < 1 || *value > 3600000)
+        reader.Fail(node, "'serving.lock_timeout_ms' must be 1..3600000 milliseconds");
+      config.lock_timeout_ms = *value;
+    }
+    if (const toml::node* node = serving.get("max_attempts")) {
+      auto value = node->value<int64_t>();
+      if (!value || *value < 1 || *value > 1000) reader.Fail(node, "'serving.max_attempts' must be 1..1000");
+      config.max_attempts = static_cast<int32_t>(*value);
     }
   }
   if (root.get("write_back") != nullptr) {

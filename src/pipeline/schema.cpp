@@ -7,6 +7,7 @@
 #include <set>
 
 #include "runnel/core/error.hpp"
+#include "runnel/pipeline/serving_stages.hpp"
 
 namespace runnel::pipeline {
 
@@ -61,6 +62,22 @@ std::map<std::string, std::string> SourceColumns(postgres::Connection& conn, con
   return types;
 }
 
+void CheckInputTypes(const PipelineConfig& config, const std::map<std::string, std::string>& types) {
+  for (const auto& column : config.features.input_columns) {
+    const auto type = types.find(column);
+    if (type == types.end()) {
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("{}: table '{}' has no column '{}'", config.file.string(), config.table, column));
+    }
+    if (!IsNumericInputType(type->second)) {
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("{}: input column '{}' of '{}' is {}; the features read numbers (smallint, integer, "
+                              "bigint, real, double precision or numeric)",
+                              config.file.string(), column, config.table, type->second));
+    }
+  }
+}
+
 std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config) {
   const SchemaNames names = NamesFor(config);
   std::vector<std::string> done;
@@ -92,6 +109,7 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
                   fmt::format("{}: table '{}' has no column '{}'", config.file.string(), config.table, column));
     }
   }
+  CheckInputTypes(config, types);
   const std::string& key_type = types[config.key_column];
   if (key_type != "integer" && key_type != "bigint" && key_type != "smallint") {
     throw Error(ErrorCode::InvalidInput, fmt::format("{}: key column '{}' is {}, an integer type is required",
@@ -171,6 +189,30 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
     conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 3)", Params().Add(config.name));
     done.push_back(fmt::format("one queue row per inserting statement in {}, recommendations in {} (schema version 3)",
                                names.queue, names.results));
+  }
+  if (version < 4) {
+    // Fault isolation: a request keeps its failure's SQLSTATE and how often it was
+    // tried; `runnel retry` re-queues failed ones (status 'queued'); a request deferred
+    // because its row stayed locked goes back to the queue with its attempts counted.
+    const std::string results = QuoteIdentifier(names.results);
+    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 0",
+                          QuoteIdentifier(names.queue)));
+    conn.Exec(fmt::format(
+        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS sqlstate text, ADD COLUMN IF NOT EXISTS attempts integer NOT NULL "
+        "DEFAULT 1",
+        results));
+    conn.Exec(fmt::format("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", results,
+                          QuoteIdentifier(names.results + "_status_check")));
+    conn.Exec(
+        fmt::format("ALTER TABLE {} ADD CONSTRAINT {} CHECK (status IN ('queued', 'done', 'throttled', 'failed'))",
+                    results, QuoteIdentifier(names.results + "_status_check")));
+    conn.Exec(
+        "CREATE TABLE IF NOT EXISTS runnel_pauses (pipeline text NOT NULL, process text NOT NULL, reason text NOT "
+        "NULL, "
+        "since timestamptz NOT NULL DEFAULT clock_timestamp(), seen_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+        "PRIMARY KEY (pipeline, process))");
+    conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 4)", Params().Add(config.name));
+    done.push_back(fmt::format("failure reasons, attempts and replay in {} (schema version 4)", names.results));
   }
   // Idempotent on every run: output columns the pipeline gained, the capture trigger.
   for (const auto& column : config.output_columns) {

@@ -1,10 +1,7 @@
 #include "runnel/pipeline/worker.hpp"
 
-#include "runnel/pipeline/outputs.hpp"
-#include "runnel/pipeline/recommend_rule.hpp"
-#include "runnel/pipeline/schema.hpp"
-
 #include <poll.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -15,11 +12,19 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <span>
 #include <thread>
 
+#include "rule_evaluator.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/features/features.hpp"
+#include "runnel/pipeline/outputs.hpp"
+#include "runnel/pipeline/request_status.hpp"
+#include "runnel/pipeline/schema.hpp"
+#include "runnel/pipeline/serving_stages.hpp"
 #include "runnel/postgres/connection.hpp"
+#include "worker_statements.hpp"
 
 namespace runnel::pipeline {
 
@@ -32,393 +37,679 @@ double NowEpochSeconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// SQLSTATEs of the failures Runnel decides itself (BatchResult::failed_sqlstates).
+constexpr const char* kRowNotFound = "02000";
+constexpr const char* kNullClient = "22004";
+constexpr const char* kInvalidData = "22000";
+constexpr const char* kOutOfRange = "22003";
+
+// Thrown inside a batch when its plain results insert met a key that has a result
+// already: the batch is served again with an upsert.
+struct KeyServedBefore {};
+
+// The requests of one batch, index i for the i-th distinct key in key order.
+struct Requests {
+  std::vector<ClaimedKey> claimed;
+  std::vector<bool> found;
+  std::vector<std::optional<std::string>> clients, data_types;
+  std::vector<std::optional<RequestStatus>> status;  // nullopt: not decided yet
+  std::vector<std::optional<std::string>> error, sqlstate;
+
+  size_t size() const { return claimed.size(); }
+  void Resize(size_t n) {
+    found.assign(n, false);
+    clients.assign(n, std::nullopt);
+    data_types.assign(n, std::nullopt);
+    status.assign(n, std::nullopt);
+    error.assign(n, std::nullopt);
+    sqlstate.assign(n, std::nullopt);
+  }
+  void Fail(size_t i, std::string_view state, std::string message) {
+    status[i] = RequestStatus::kFailed;
+    sqlstate[i] = std::string(state);
+    error[i] = std::move(message);
+  }
+  bool Deferred(size_t i) const { return status[i] == RequestStatus::kQueued; }
+};
+
+// What the model said per request.
+struct Outputs {
+  std::vector<std::vector<std::optional<double>>> values;  // [output column][request]
+  std::vector<std::optional<std::string>> versions;        // the model that scored it
+};
+
+// Which requests count against their client's quota, and the decisions.
+struct QuotaPlan {
+  std::vector<bool> counted;
+  std::map<std::string, int64_t> per_client;  // counted requests per client
+  std::vector<bool> over;
+
+  std::vector<std::optional<std::string>> Names() const {
+    std::vector<std::optional<std::string>> names;
+    for (const auto& [client, count] : per_client) names.emplace_back(client);
+    return names;
+  }
+  std::vector<int64_t> Counts() const {
+    std::vector<int64_t> counts;
+    for (const auto& [client, count] : per_client) counts.push_back(count);
+    return counts;
+  }
+};
+
+class StageClock {
+ public:
+  explicit StageClock(double* stage_ms) : stage_ms_(stage_ms) {}
+  void Lap(size_t stage) {
+    const auto now = std::chrono::steady_clock::now();
+    stage_ms_[stage] += std::chrono::duration<double, std::milli>(now - mark_).count();
+    mark_ = now;
+  }
+
+ private:
+  double* stage_ms_;
+  std::chrono::steady_clock::time_point mark_ = std::chrono::steady_clock::now();
+};
+
+std::string ProcessName() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  return fmt::format("{}:{}", host, getpid());
+}
+
 }  // namespace
 
-struct Worker::State {
-  PipelineConfig config;
-  SchemaNames names;
-  std::shared_ptr<ModelProvider> provider;
-  std::string conninfo;
-  std::unique_ptr<postgres::Connection> conn;
-  features::FeatureProgram program;
-  // The snapshot serving now, with one session per model; replaced between batches
-  // when the provider's generation moves.
-  uint64_t generation = UINT64_MAX;
-  std::shared_ptr<const ModelSet> models;
-  std::map<const ServingModel*, std::unique_ptr<model::ModelSession>> sessions;
-  std::map<const ServingModel*, OutputPlan> plans;  // how each model plugs in
-  std::vector<size_t> write_back_output;            // per write-back column: index into output_columns
-  std::string claim_sql, quota_read_sql, quota_sql, jobs_sql, catalogue_sql;
-  std::string results_sql[2], upsert_sql[2];  // [small catalogue]: see BuildSql
-  static constexpr int64_t kSmallCatalogue = 1000;
-  // The recommendation rule evaluated here (recommend_rule.hpp) when it is inside the
-  // subset, every r column it reads is one this worker knows per request (an input or
-  // a written-back output, of the subset's types), and the catalogue, read each batch,
-  // is small and of the subset's types; otherwise PostgreSQL evaluates it per request.
-  struct RuleRequestColumn {
-    int input = -1;   // index into input_columns, or
-    int output = -1;  // index into output_columns: the value written back
-    RuleColumnKind kind = RuleColumnKind::kFloat8;
-  };
-  std::optional<RecommendRule> rule;
-  std::vector<RuleRequestColumn> rule_request;
-  std::string rule_catalogue_sql, rule_results_sql, rule_upsert_sql;
-  bool small_catalogue = false;  // checked on connecting and every 256 batches
-  int batches_since_check = 0;
-  int upsert_batches = 0;         // after a key turned out to have a result: upsert for a while
-  int64_t lock_rows = 4;          // queue rows to lock per claim: adapts to their size
-  std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
+// The model snapshot serving now, with one session per model; replaced between
+// batches when the provider's generation moves.
+class ModelSnapshot {
+ public:
+  explicit ModelSnapshot(std::shared_ptr<ModelProvider> provider) : provider_(std::move(provider)) {}
 
-  // Reused per batch.
-  ColumnBatch batch;
+  // Picks up a newly published model set. Every model was checked to fit the
+  // pipeline before publication (or is checked here, for fixed files).
+  void Sync(const PipelineConfig& config, const features::FeatureProgram& program) {
+    const uint64_t now = provider_->generation();
+    if (now == generation_) return;
+    generation_ = now;
+    models_ = provider_->Current();
+    std::map<const ServingModel*, std::unique_ptr<model::ModelSession>> next;
+    plans_.clear();
+    for (const auto& serving : models_->All()) {
+      plans_.emplace(serving.get(), OutputPlan::Resolve(config, program, *serving->model));
+      auto it = sessions_.find(serving.get());
+      next[serving.get()] =
+          it != sessions_.end() ? std::move(it->second) : std::make_unique<model::ModelSession>(serving->model);
+    }
+    sessions_ = std::move(next);
+  }
+  const ModelSet& set() const { return *models_; }
+  model::ModelSession& session(const ServingModel* serving) { return *sessions_.at(serving); }
+  const OutputPlan& plan(const ServingModel* serving) const { return plans_.at(serving); }
+
+ private:
+  std::shared_ptr<ModelProvider> provider_;
+  uint64_t generation_ = UINT64_MAX;
+  std::shared_ptr<const ModelSet> models_;
+  std::map<const ServingModel*, std::unique_ptr<model::ModelSession>> sessions_;
+  std::map<const ServingModel*, OutputPlan> plans_;  // how each model plugs in
+};
+
+// Buffers reused from batch to batch.
+struct ScoringScratch {
+  ColumnBatch batch;  // the batch's input columns
   features::FeatureOutput features;
   std::vector<float> predictions;  // rows x [model].outputs, gathered from every model used
   std::vector<float> subset;       // feature rows of one model's group
   std::vector<float> model_input;  // a named model's input columns
   std::vector<float> mapped;       // one group's outputs in the pipeline's order
-  std::vector<int64_t> catalogue_keys, recommended_keys, recommended_from, recommended_to;
-  std::vector<double> catalogue_values, request_values;
-  std::vector<uint8_t> catalogue_nulls, request_nulls;
+};
+
+struct Worker::State {
+  PipelineConfig config;
+  SchemaNames names;
+  std::string conninfo;
+  features::FeatureProgram program;
+  ModelSnapshot models;
+  std::vector<size_t> write_back_output;  // per write-back column: index into output_columns
+  std::vector<ColumnLimit> write_back_limits;
+  WorkerStatements sql;
+  std::optional<RuleEvaluator> rule;
+  std::unique_ptr<postgres::Connection> conn;
+  bool small_catalogue = false;  // checked on connecting and every 256 batches
+  int batches_since_check = 0;
+  int upsert_batches = 0;         // after a key turned out to have a result: upsert for a while
+  int64_t lock_rows = 4;          // queue rows to lock per claim: adapts to their size
+  std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
+  ScoringScratch scratch;
+  const std::string process = ProcessName();
 
   State(const PipelineConfig& c, std::shared_ptr<ModelProvider> p, std::string info)
       : config(c),
         names(NamesFor(c)),
-        provider(std::move(p)),
         conninfo(std::move(info)),
-        program(features::FeatureProgram::Compile(c.features, c.file.string())) {}
-
-  // Picks up a newly published model set. Every model was checked to fit the
-  // pipeline before publication (or is checked here, for fixed files).
-  void SyncModels() {
-    const uint64_t now = provider->generation();
-    if (now == generation) return;
-    generation = now;
-    models = provider->Current();
-    std::map<const ServingModel*, std::unique_ptr<model::ModelSession>> next;
-    plans.clear();
-    for (const auto& serving : models->All()) {
-      plans.emplace(serving.get(), OutputPlan::Resolve(config, program, *serving->model));
-      auto it = sessions.find(serving.get());
-      next[serving.get()] =
-          it != sessions.end() ? std::move(it->second) : std::make_unique<model::ModelSession>(serving->model);
-    }
-    sessions = std::move(next);
-  }
-
-  void Connect() {
-    conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo));
-    // Short statements over one batch: JIT compilation (triggered by the planner's
-    // guesses for unnest/generate_series) would cost more than it saves.
-    conn->Exec("SET jit = off");
-    if (!config.synchronous_commit) conn->Exec("SET synchronous_commit = off");
-    const std::string channel = config.capture == CaptureMode::Queue ? names.channel : config.notify_channel;
-    conn->Exec("LISTEN " + QuoteIdentifier(channel));
-    CheckCatalogue();
-  }
-
-  // Whether the recommendation catalogue is small enough to copy once per statement.
-  void CheckCatalogue() {
-    batches_since_check = 0;
-    if (!catalogue_sql.empty()) small_catalogue = conn->ExecPrepared(catalogue_sql, Params()).Get<bool>(0, 0);
-  }
-
-  // Decides, once per worker, whether Runnel can evaluate the recommendation rule
-  // itself (see `rule`). Throws DatabaseError.
-  void PrepareRule() {
-    if (!config.recommend) return;
-    std::string why_not;
-    auto parsed = RecommendRule::Parse(config.recommend->where, &why_not);
-    if (!parsed) {
-      spdlog::debug("[recommend] where is evaluated by PostgreSQL: {}", why_not);
-      return;
-    }
-    const auto types = SourceColumns(*conn, config);
-    std::vector<RuleRequestColumn> columns;
-    for (const auto& name : parsed->request_columns()) {
-      RuleRequestColumn column;
-      const auto type = types.find(name);
-      const auto kind = type != types.end() ? ColumnKindFor(type->second) : std::nullopt;
-      // Not bigint: inputs are read as float8 (inexact past 2^53). Other types do not
-      // compare as doubles.
-      if (!kind || *kind == RuleColumnKind::kBigint) {
-        spdlog::debug("[recommend] where is evaluated by PostgreSQL: r.{} is {}", name,
-                      type != types.end() ? type->second : "not a column of " + config.table);
-        return;
-      }
-      column.kind = *kind;
-      const auto written = std::find(config.write_back.begin(), config.write_back.end(), name);
-      const auto& inputs = config.features.input_columns;
-      const auto input = std::find(inputs.begin(), inputs.end(), name);
-      if (written != config.write_back.end()) {
-        column.output = static_cast<int>(write_back_output[static_cast<size_t>(written - config.write_back.begin())]);
-      } else if (input != inputs.end()) {
-        column.input = static_cast<int>(input - inputs.begin());
-      } else {
-        spdlog::debug("[recommend] where is evaluated by PostgreSQL: r.{} is neither an input nor written back", name);
-        return;
-      }
-      columns.push_back(column);
-    }
-    std::string select = fmt::format("SELECT p.{}::bigint", QuoteIdentifier(config.recommend->key_column));
-    for (const auto& name : parsed->product_columns()) select += ", p." + QuoteIdentifier(name);
-    rule_catalogue_sql =
-        fmt::format("{} FROM {} p LIMIT {}", select, QuoteIdentifier(config.recommend->table), kSmallCatalogue + 1);
-    rule_request = std::move(columns);
-    rule = std::move(parsed);
-  }
-
-  // Recommends for the batch's done requests with `rule`: fills `recommended_keys` (product
-  // keys, request after request) and each request's 1-based [from, to] slice of it.
-  // Returns false (the per-request arrays untouched) when the catalogue as it is now is not for
-  // Runnel (too large, a column outside the subset, a NULL key, a bigint past 2^53):
-  // PostgreSQL then evaluates the rule for this batch. Throws DatabaseError.
-  bool Recommend(const std::vector<std::optional<std::string>>& status,
-                 const std::vector<std::vector<std::optional<double>>>& outputs) {
-    auto products = conn->ExecPrepared(rule_catalogue_sql, Params());
-    if (products.rows() > kSmallCatalogue) return false;
-    const size_t width = rule->product_columns().size();
-    using namespace postgres::type_oid;
-    for (size_t c = 0; c < width; ++c) {
-      const Oid type = products.ColumnType(static_cast<int>(c + 1));
-      if (type != kInt2 && type != kInt4 && type != kInt8 && type != kFloat4 && type != kFloat8) return false;
-    }
-    const auto rows = static_cast<size_t>(products.rows());
-    catalogue_keys.resize(rows);
-    catalogue_values.assign(rows * width, 0.0);
-    catalogue_nulls.assign(rows * width, 0);
-    for (size_t p = 0; p < rows; ++p) {
-      if (products.IsNull(static_cast<int>(p), 0)) return false;
-      catalogue_keys[p] = products.Get<int64_t>(static_cast<int>(p), 0);
-      for (size_t c = 0; c < width; ++c) {
-        const int column = static_cast<int>(c + 1);
-        if (products.IsNull(static_cast<int>(p), column)) {
-          catalogue_nulls[p * width + c] = 1;
-          continue;
-        }
-        const double value = products.Get<double>(static_cast<int>(p), column);
-        if (products.ColumnType(column) == kInt8 && std::fabs(value) >= 9007199254740992.0) return false;
-        catalogue_values[p * width + c] = value;
-      }
-    }
-    const size_t n = status.size();
-    const size_t request_width = rule_request.size();
-    request_values.assign(request_width, 0.0);
-    request_nulls.assign(request_width, 0);
-    recommended_keys.clear();
-    recommended_from.assign(n, 1);
-    recommended_to.assign(n, 0);
-    for (size_t i = 0; i < n; ++i) {
-      if (*status[i] != "done") continue;
-      // r as written back: outputs take the column's type as the UPDATE casts them.
-      for (size_t c = 0; c < request_width; ++c) {
-        const RuleRequestColumn& column = rule_request[c];
-        std::optional<double> value;
-        if (column.output >= 0) {
-          value = outputs[static_cast<size_t>(column.output)][i];
-          if (value && column.kind == RuleColumnKind::kFloat4) value = static_cast<double>(static_cast<float>(*value));
-          if (value && column.kind == RuleColumnKind::kInteger) value = std::nearbyint(*value);
-        } else if (!batch.nulls[static_cast<size_t>(column.input)][i]) {
-          value = batch.values[static_cast<size_t>(column.input)][i];
-        }
-        request_nulls[c] = value ? 0 : 1;
-        request_values[c] = value.value_or(0.0);
-      }
-      recommended_from[i] = static_cast<int64_t>(recommended_keys.size()) + 1;
-      const RuleValues request{request_values.data(), request_nulls.data()};
-      for (size_t p = 0; p < rows; ++p) {
-        if (rule->Matches({catalogue_values.data() + p * width, catalogue_nulls.data() + p * width}, request)) {
-          recommended_keys.push_back(catalogue_keys[p]);
-        }
-      }
-      recommended_to[i] = static_cast<int64_t>(recommended_keys.size());
-    }
-    return true;
-  }
-
-  void BuildSql() {
-    const std::string table = QuoteIdentifier(config.table);
-    const std::string key = QuoteIdentifier(config.key_column);
-    std::string select = "true AS found";
-    select += config.client_column.empty() ? ", NULL::text AS client"
-                                           : ", t." + QuoteIdentifier(config.client_column) + "::text AS client";
-    select += config.model_type_column.empty() ? ", NULL::text AS dtype"
-                                               : ", t." + QuoteIdentifier(config.model_type_column) + "::text AS dtype";
-    std::string nulls = "NULL::bool, NULL::text, NULL::text";
-    for (size_t i = 0; i < config.features.input_columns.size(); ++i) {
-      select += fmt::format(", t.{}::float8", QuoteIdentifier(config.features.input_columns[i]));
-      nulls += ", NULL::float8";
-    }
-    // Two kinds of rows, told apart by `found`: one per range of claimed keys (found
-    // NULL; key = its first key, hi = one past its last (NULL: the range runs to the
-    // largest bigint, see KeyRangeSql), the queue row's enqueue time,
-    // job and seq), and one per source row found in those ranges (found true). The
-    // worker expands the ranges and matches the rows to them: keys with no row fail.
-    if (config.capture == CaptureMode::Queue) {
-      // $2 queue rows are locked; of those, rows are taken in order while the batch
-      // stays within $1 keys (always the first); the rest are released at commit.
-      claim_sql = fmt::format(
-          "WITH locked AS (SELECT seq, n FROM {q} ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED), "
-          "picked AS (SELECT seq FROM (SELECT seq, n, sum(n) OVER (ORDER BY seq) - n AS before FROM locked) x "
-          "WHERE before = 0 OR before + n <= $1), "
-          "claimed AS (DELETE FROM {q} q USING picked WHERE q.seq = picked.seq RETURNING q.seq, q.keys, "
-          "q.enqueued_at, q.job), "
-          "k AS (SELECT c.seq, date_part('epoch', c.enqueued_at) AS enq, c.job, lower(k.keys) AS lo, "
-          "upper(k.keys) AS hi FROM claimed c CROSS JOIN LATERAL unnest(c.keys) AS k(keys)) "
-          "SELECT k.lo, k.enq, k.job, {nulls}, k.seq, k.hi FROM k UNION ALL "
-          // The source rows by key range: one index range scan per run of keys.
-          "SELECT t.{key}::bigint, k.enq, k.job, {select}, k.seq, NULL::bigint FROM k JOIN {table} t "
-          "ON t.{key} >= k.lo AND t.{key} <= coalesce(k.hi - 1, 9223372036854775807)",
-          fmt::arg("q", QuoteIdentifier(names.queue)), fmt::arg("nulls", nulls), fmt::arg("key", key),
-          fmt::arg("select", select), fmt::arg("table", table));
-    } else {
-      claim_sql = fmt::format(
-          "WITH k AS (SELECT DISTINCT key AS lo, CASE WHEN key < 9223372036854775807 THEN key + 1 END AS hi, "
-          "date_part('epoch', clock_timestamp()) AS enq "
-          "FROM unnest($1::bigint[]) AS u(key)) "
-          "SELECT k.lo, k.enq, NULL::bigint, {nulls}, NULL::bigint, k.hi FROM k UNION ALL "
-          "SELECT t.{key}::bigint, k.enq, NULL::bigint, {select}, NULL::bigint, NULL::bigint FROM k JOIN {table} t "
-          "ON t.{key} = k.lo",
-          fmt::arg("nulls", nulls), fmt::arg("key", key), fmt::arg("select", select), fmt::arg("table", table));
-    }
-    quota_read_sql =
-        fmt::format("SELECT client, requests FROM {} WHERE client = ANY($1::text[])", QuoteIdentifier(names.quota));
-    quota_sql = fmt::format(
-        "INSERT INTO {} AS q (client, requests) SELECT v.client, v.n FROM unnest($1::text[], $2::bigint[]) AS "
-        "v(client, n) ORDER BY v.client ON CONFLICT (client) DO UPDATE SET requests = q.requests + EXCLUDED.requests "
-        "RETURNING client, requests",
-        QuoteIdentifier(names.quota));
-    std::string out_cols, out_types, out_aliases, out_select, out_update;
-    for (size_t i = 0; i < config.output_columns.size(); ++i) {
-      const std::string col = QuoteIdentifier(config.output_columns[i]);
-      out_cols += ", " + col;
-      out_types += fmt::format(", ${}::float8[]", i + 6);
-      out_aliases += fmt::format(", o{}", i);
-      out_select += fmt::format(", v.o{}", i);
-      out_update += fmt::format(", {} = EXCLUDED.{}", col, col);
-    }
-    // One statement writes back, records results and recommends: the batch's columns
-    // are sent and read once. `extra`: more unnested arrays after the outputs.
-    auto batch_cte = [&](const std::string& extra_types, const std::string& extra_aliases) {
-      return fmt::format(
-          "WITH v AS MATERIALIZED (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], "
-          "$5::text[]{}{}) AS v(key, status, error, enq, version{}{}))",
-          out_types, extra_types, out_aliases, extra_aliases);
-    };
-    auto write_back_cte = [&](const std::string& returning) {
-      if (config.write_back.empty()) return std::string();
-      std::string sets;
-      for (size_t i = 0; i < config.write_back.size(); ++i) {
-        sets += fmt::format("{}{} = v.o{}", i ? ", " : "", QuoteIdentifier(config.write_back[i]), write_back_output[i]);
-      }
-      return fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key{})", table, sets,
-                         key, returning);
-    };
-    auto insert = [&](const std::string& with, const std::string& recommended) {
-      return fmt::format(
-          "{} INSERT INTO {} (key, status, error, model_version, enqueued_at, finished_at, recommended{}) "
-          "SELECT v.key, v.status, v.error, v.version, to_timestamp(v.enq), clock_timestamp(), {}{} FROM v ",
-          with, QuoteIdentifier(names.results), out_cols, recommended, out_select);
-    };
-    // A plain INSERT unless a key may have a result already (a batch job rescoring,
-    // or a key captured again): the upsert's conflict check costs ~20% of the statement.
-    const std::string on_conflict = fmt::format(
-        "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
-        "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
-        "finished_at = EXCLUDED.finished_at, recommended = EXCLUDED.recommended{}",
-        out_update);
-
-    // Recommendations evaluated in SQL: the rule sees each row as written back (the
-    // UPDATE's RETURNING) without looking it up again.
-    const std::string with = batch_cte("", "") + write_back_cte(" RETURNING t.*");
-    std::string row_join;  // binds r to each done request's source row
-    // The upsert, used when keys may repeat, also takes one source row per key: a key
-    // column that is not unique must not make one statement insert a key twice.
-    std::string upsert_row_join;
-    if (!config.write_back.empty()) {
-      row_join = fmt::format("LEFT JOIN w r ON r.{} = v.key ", key);
-      upsert_row_join = fmt::format("LEFT JOIN (SELECT DISTINCT ON ({k}) * FROM w ORDER BY {k}) r ON r.{k} = v.key ",
-                                    fmt::arg("k", key));
-    } else {
-      row_join = fmt::format("LEFT JOIN {} r ON v.status = 'done' AND r.{} = v.key ", table, key);
-      upsert_row_join = fmt::format(
-          "LEFT JOIN LATERAL (SELECT * FROM {} t WHERE v.status = 'done' AND t.{} = v.key LIMIT 1) r ON true ", table,
-          key);
-    }
-    std::string recommended = "NULL::bigint[]";
-    // [small]: a catalogue of at most kSmallCatalogue rows is copied once per statement
-    // (a materialised CTE) and the rule scans the copy per request: no buffer pins and
-    // visibility checks per product and request (~8% of the statement). A larger one
-    // is queried per request, where its indexes can serve the rule.
-    std::string recommend_join[2], catalogue[2];
-    if (config.recommend) {
-      const auto& rec = *config.recommend;
-      recommended = "x.products";
-      for (const bool small : {false, true}) {
-        recommend_join[small] = fmt::format(
-            "LEFT JOIN LATERAL (SELECT array(SELECT p.{pkey}::bigint FROM {products} p WHERE {where}) AS products) x "
-            "ON r.{key} IS NOT NULL ",
-            fmt::arg("key", key), fmt::arg("pkey", QuoteIdentifier(rec.key_column)),
-            fmt::arg("products", small ? std::string("runnel_catalogue") : QuoteIdentifier(rec.table)),
-            fmt::arg("where", rec.where));
-      }
-      catalogue[true] =
-          fmt::format(", runnel_catalogue AS MATERIALIZED (SELECT * FROM {})", QuoteIdentifier(rec.table));
-    } else {
-      row_join.clear();  // nothing reads r
-      upsert_row_join.clear();
-    }
-    for (const bool small : {false, true}) {
-      results_sql[small] = insert(with + catalogue[small], recommended) + row_join + recommend_join[small];
-      upsert_sql[small] =
-          insert(with + catalogue[small], recommended) + upsert_row_join + recommend_join[small] + on_conflict;
-    }
-    if (config.recommend) {
-      // Recommendations evaluated here: each request's products are the slice
-      // [from, to] of one array of product keys (no row of w is read back).
-      const size_t first = config.output_columns.size() + 6;
-      const std::string rule_with =
-          batch_cte(fmt::format(", ${}::bigint[], ${}::bigint[]", first, first + 1), ", rec_from, rec_to") +
-          write_back_cte("");
-      const std::string sliced =
-          fmt::format("CASE WHEN v.status = 'done' THEN (${}::bigint[])[v.rec_from:v.rec_to] END", first + 2);
-      rule_results_sql = insert(rule_with, sliced);
-      rule_upsert_sql = insert(rule_with, sliced) + on_conflict;
-    }
-    if (config.recommend) {
-      catalogue_sql = fmt::format("SELECT count(*) <= {} FROM (SELECT 1 FROM {} LIMIT {}) s", kSmallCatalogue,
-                                  QuoteIdentifier(config.recommend->table), kSmallCatalogue + 1);
-    }
-    jobs_sql =
-        "UPDATE runnel_jobs j SET served = j.served + v.n, updated_at = clock_timestamp(), "
-        "state = CASE WHEN j.state = 'running' AND j.enqueue_done AND j.served + v.n >= j.enqueued THEN 'done' "
-        "ELSE j.state END, finished_at = CASE WHEN j.state = 'running' AND j.enqueue_done AND "
-        "j.served + v.n >= j.enqueued THEN clock_timestamp() ELSE j.finished_at END "
-        "FROM unnest($1::bigint[], $2::bigint[]) AS v(id, n) WHERE j.id = v.id";
-  }
-
-  void ResolveOutputs() {
+        program(features::FeatureProgram::Compile(c.features, c.file.string())),
+        models(std::move(p)) {
     for (const auto& column : config.write_back) {
       write_back_output.push_back(
           static_cast<size_t>(std::find(config.output_columns.begin(), config.output_columns.end(), column) -
                               config.output_columns.begin()));
     }
+    sql = WorkerStatements::Build(config, names, write_back_output, RuleEvaluator::kSmallCatalogue);
+  }
+
+  // ---- connection and setup ----
+
+  void Connect() {
+    conn.reset();
+    auto fresh = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo));
+    // Short statements over one batch: JIT compilation (triggered by the planner's
+    // guesses for unnest/generate_series) would cost more than it saves.
+    fresh->Exec("SET jit = off");
+    if (!config.synchronous_commit) fresh->Exec("SET synchronous_commit = off");
+    fresh->Exec(fmt::format("SET lock_timeout = {}", config.lock_timeout_ms));
+    const std::string channel = config.capture == CaptureMode::Queue ? names.channel : config.notify_channel;
+    fresh->Exec("LISTEN " + QuoteIdentifier(channel));
+    CheckSchema(*fresh);
+    conn = std::move(fresh);
+    CheckCatalogue();
+  }
+
+  // The tables as serving needs them: input columns of numeric types, write-back
+  // columns and the catalogue present. Learns the write-back columns' limits.
+  // Throws Error(InvalidInput) naming what is wrong.
+  void CheckSchema(postgres::Connection& c) {
+    const auto types = SourceColumns(c, config);
+    if (types.empty()) {
+      throw Error(ErrorCode::InvalidInput, fmt::format("table '{}' does not exist", config.table));
+    }
+    CheckInputTypes(config, types);
+    write_back_limits.clear();
+    for (const auto& column : config.write_back) {
+      const auto type = types.find(column);
+      if (type == types.end()) {
+        throw Error(ErrorCode::InvalidInput,
+                    fmt::format("write-back column '{}' of '{}' does not exist", column, config.table));
+      }
+      write_back_limits.push_back(ColumnLimitFor(type->second));
+    }
+    if (config.recommend) {
+      auto exists =
+          c.Exec("SELECT to_regclass($1) IS NOT NULL", Params().Add(QuoteIdentifier(config.recommend->table)));
+      if (!exists.Get<bool>(0, 0)) {
+        throw Error(ErrorCode::InvalidInput,
+                    fmt::format("recommendation catalogue '{}' does not exist", config.recommend->table));
+      }
+    }
+  }
+
+  // Whether the recommendation catalogue is small enough to copy once per statement.
+  void CheckCatalogue() {
+    batches_since_check = 0;
+    if (!sql.catalogue.empty()) small_catalogue = conn->ExecPrepared(sql.catalogue, Params()).Get<bool>(0, 0);
+  }
+
+  // ---- stage 1: claim ----
+
+  // Claims a batch and reads its requests and their inputs (into scratch.batch).
+  Requests Claim(const std::vector<int64_t>& taken) {
+    Params params;
+    if (config.capture == CaptureMode::Queue) {
+      params.Add(static_cast<int64_t>(config.max_batch)).Add(lock_rows);
+    } else {
+      params.AddArray(taken);
+    }
+    const auto rows = conn->ExecPrepared(sql.claim, params);
+    const size_t input_count = config.features.input_columns.size();
+    const ClaimColumns columns(input_count);
+    ClaimRows claim = ReadClaim(rows, columns, names.queue);
+    if (claim.queue_rows > 0) {
+      // Lock about as many queue rows as fill a batch at their current size.
+      size_t keys = 0;
+      for (const auto& range : claim.ranges) keys += static_cast<size_t>(range.last - range.first) + 1;
+      const double per_row = static_cast<double>(keys) / static_cast<double>(claim.queue_rows);
+      lock_rows = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(static_cast<double>(config.max_batch) / per_row)),
+                                      1, static_cast<int64_t>(config.max_batch));
+    }
+    // The capture trigger writes at most QueueChunk keys per queue row and a claim
+    // takes at most max_batch keys (<= 100,000): anything far larger was written by hand.
+    Requests req;
+    req.claimed = ExpandClaim(claim.ranges, 1'000'000, names.queue);
+    const size_t n = req.size();
+    req.Resize(n);
+    CheckInputColumnTypes(rows, input_count);
+    scratch.batch.Reset(config.features.input_columns, 0);
+    auto next_source = claim.source.begin();
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t key = req.claimed[i].key;
+      while (next_source != claim.source.end() && next_source->first < key) ++next_source;
+      const bool has_row = next_source != claim.source.end() && next_source->first == key;
+      req.found[i] = has_row;
+      const int r = has_row ? next_source->second : -1;
+      if (has_row) {
+        req.clients[i] = rows.GetOptional<std::string>(r, ClaimColumns::kClient);
+        req.data_types[i] = rows.GetOptional<std::string>(r, ClaimColumns::kDataType);
+      }
+      for (size_t c = 0; c < input_count; ++c) {
+        const int column = static_cast<int>(ClaimColumns::kFirstInput + c);
+        const bool null = !has_row || rows.IsNull(r, column);
+        double value = null ? 0.0 : rows.Get<double>(r, column);
+        if (!null && std::isinf(value) && rows.ColumnType(column) == postgres::type_oid::kNumeric && !req.status[i]) {
+          req.Fail(i, kOutOfRange,
+                   fmt::format("{} = {}: the value of input column '{}' is out of range for double precision",
+                               config.key_column, key, config.features.input_columns[c]));
+          value = 0.0;
+        }
+        scratch.batch.values[c].push_back(value);
+        scratch.batch.nulls[c].push_back(null ? 1 : 0);
+      }
+    }
+    scratch.batch.rows = n;
+    return req;
+  }
+
+  // A column altered to a type the features cannot read shows in the claim's result:
+  // pause (the schema check then names the column and its type).
+  void CheckInputColumnTypes(const postgres::Result& rows, size_t input_count) const {
+    using namespace postgres::type_oid;
+    for (size_t c = 0; c < input_count; ++c) {
+      const Oid type = rows.ColumnType(static_cast<int>(ClaimColumns::kFirstInput + c));
+      if (type != kInt2 && type != kInt4 && type != kInt8 && type != kFloat4 && type != kFloat8 && type != kNumeric) {
+        throw Error(ErrorCode::InvalidInput, fmt::format("input column '{}' of '{}' is no longer numeric (type oid {})",
+                                                         config.features.input_columns[c], config.table, type));
+      }
+    }
+  }
+
+  // Requests that cannot be served whatever the model says: no row, no client.
+  void MarkUnservable(Requests& req) const {
+    for (size_t i = 0; i < req.size(); ++i) {
+      if (req.status[i]) continue;
+      if (!req.found[i]) {
+        req.Fail(i, kRowNotFound,
+                 fmt::format("row with {} = {} not found in {}", config.key_column, req.claimed[i].key, config.table));
+      } else if (config.quota_max_requests && !req.clients[i] && !req.claimed[i].job) {
+        req.Fail(
+            i, kNullClient,
+            fmt::format("{} = {}: column '{}' is NULL", config.key_column, req.claimed[i].key, config.client_column));
+      }
+    }
+  }
+
+  // ---- stage 2: quota ----
+
+  QuotaPlan PlanQuota(const Requests& req) const {
+    QuotaPlan plan;
+    plan.counted.assign(req.size(), false);
+    if (!config.quota_max_requests) return plan;
+    // Rescoring by a batch job is not a client's request: it does not count.
+    for (size_t i = 0; i < req.size(); ++i) {
+      plan.counted[i] = !req.status[i] && !req.claimed[i].job;
+      if (plan.counted[i]) ++plan.per_client[*req.clients[i]];
+    }
+    return plan;
+  }
+
+  std::map<std::string, int64_t> ReadCounters(const QuotaPlan& plan) {
+    auto counters = conn->ExecPrepared(sql.quota_read, Params().AddArray(plan.Names()));
+    std::map<std::string, int64_t> before;
+    for (int r = 0; r < counters.rows(); ++r) before[counters.Get<std::string>(r, 0)] = counters.Get<int64_t>(r, 1);
+    return before;
+  }
+
+  // Advances the counters by the plan; returns what they held before this batch.
+  std::map<std::string, int64_t> AdvanceCounters(const QuotaPlan& plan) {
+    auto counters = conn->ExecPrepared(sql.quota, Params().AddArray(plan.Names()).AddArray(plan.Counts()));
+    std::map<std::string, int64_t> before;
+    for (int r = 0; r < counters.rows(); ++r) {
+      const auto client = counters.Get<std::string>(r, 0);
+      before[client] = counters.Get<int64_t>(r, 1) - plan.per_client.at(client);
+    }
+    return before;
+  }
+
+  void ApplyThrottling(Requests& req, const QuotaPlan& plan) const {
+    for (size_t i = 0; i < req.size(); ++i) {
+      if (!plan.over[i]) continue;
+      req.status[i] = RequestStatus::kThrottled;
+      req.error[i] =
+          fmt::format("client {} is over its quota of {} requests", *req.clients[i], *config.quota_max_requests);
+    }
+  }
+
+  // Deferred requests do not count now (they count when served); then advances the
+  // counters (optimistic) or corrects them (pessimistic: advanced at stage 2). Returns
+  // false when another worker moved a counter so that a decision changes.
+  bool SettleQuota(const Requests& req, QuotaPlan& plan, bool optimistic) {
+    if (plan.per_client.empty()) return true;
+    std::map<std::string, int64_t> uncounted;
+    for (size_t i = 0; i < req.size(); ++i) {
+      if (!plan.counted[i] || !req.Deferred(i)) continue;
+      plan.counted[i] = false;
+      --plan.per_client[*req.clients[i]];
+      --uncounted[*req.clients[i]];
+    }
+    if (!optimistic) {
+      if (!uncounted.empty()) {
+        QuotaPlan correction;
+        correction.per_client = std::move(uncounted);
+        conn->ExecPrepared(sql.quota, Params().AddArray(correction.Names()).AddArray(correction.Counts()));
+      }
+      return true;
+    }
+    std::erase_if(plan.per_client, [](const auto& entry) { return entry.second == 0; });
+    if (plan.per_client.empty()) return true;
+    // Counters before job rows, as the pessimistic path takes them: one lock order.
+    const auto now = Throttle(req.clients, plan.counted, AdvanceCounters(plan), *config.quota_max_requests);
+    for (size_t i = 0; i < req.size(); ++i) {
+      if (plan.counted[i] && now[i] != plan.over[i]) return false;
+    }
+    return true;
+  }
+
+  // ---- stage 3: features, model, write-back limits ----
+
+  Outputs Score(Requests& req) {
+    const size_t n = req.size();
+    program.Evaluate(scratch.batch, scratch.features);
+    // Each row's model (keyed serving: by its data type), then one Predict per model
+    // over its rows, gathered into one rows x outputs matrix.
+    std::vector<const ServingModel*> row_model(n, nullptr);
+    std::map<const ServingModel*, std::vector<size_t>> groups;
+    for (size_t i = 0; i < n; ++i) {
+      if (req.status[i]) continue;
+      const std::string key = fmt::format("{} = {}", config.key_column, req.claimed[i].key);
+      if (scratch.features.Failed(i)) {
+        req.Fail(i, kInvalidData, fmt::format("{}: {}", key, scratch.features.errors[i]));
+        continue;
+      }
+      row_model[i] = models.set().For(req.data_types[i]);
+      if (row_model[i] == nullptr) {
+        req.Fail(i, kInvalidData,
+                 req.data_types[i] ? fmt::format("{}: no model serves data type '{}' and there is no default model",
+                                                 key, *req.data_types[i])
+                                   : fmt::format("{}: column '{}' is NULL and there is no default model", key,
+                                                 config.model_type_column));
+        continue;
+      }
+      groups[row_model[i]].push_back(i);
+    }
+    const size_t width = config.model_outputs.size();
+    scratch.predictions.assign(n * width, 0.0f);
+    for (const auto& [serving, members] : groups) Predict(serving, members, width);
+    Outputs out;
+    out.values.assign(config.output_columns.size(), std::vector<std::optional<double>>(n));
+    out.versions.assign(n, std::nullopt);
+    for (size_t i = 0; i < n; ++i) {
+      if (req.status[i]) continue;
+      if (std::isnan(scratch.predictions[i * width])) {
+        req.Fail(i, kInvalidData,
+                 fmt::format("{} = {}: {} made no prediction for this row (a missing or invalid input)",
+                             config.key_column, req.claimed[i].key, row_model[i]->label()));
+        continue;
+      }
+      req.status[i] = RequestStatus::kDone;
+      out.versions[i] = row_model[i]->label();
+      const OutputPlan& plan = models.plan(row_model[i]);
+      for (size_t o = 0; o < plan.size(); ++o) {
+        const double v = plan.Value(o, i, scratch.predictions, scratch.features);
+        if (!std::isnan(v)) out.values[o][i] = v;  // NaN: an output this model does not give
+      }
+    }
+    return out;
+  }
+
+  // One Predict over the rows `members` of one model, into scratch.predictions.
+  void Predict(const ServingModel* serving, const std::vector<size_t>& members, size_t width) {
+    const size_t feature_width = program.width();
+    const auto started = std::chrono::steady_clock::now();
+    std::span<const float> rows_in = scratch.features.matrix;
+    if (members.size() != scratch.batch.rows) {
+      scratch.subset.resize(members.size() * feature_width);
+      for (size_t j = 0; j < members.size(); ++j) {
+        std::copy_n(scratch.features.matrix.begin() + static_cast<std::ptrdiff_t>(members[j] * feature_width),
+                    feature_width, scratch.subset.begin() + static_cast<std::ptrdiff_t>(j * feature_width));
+      }
+      rows_in = scratch.subset;
+    }
+    const OutputPlan& plan = models.plan(serving);
+    auto out =
+        models.session(serving).Predict(plan.ModelInput(rows_in, members.size(), scratch.model_input), members.size());
+    serving->stats->Record(
+        static_cast<int64_t>(members.size()),
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
+    scratch.mapped.resize(members.size() * width);
+    plan.MapOutputs(out, members.size(), scratch.mapped.data());
+    for (size_t j = 0; j < members.size(); ++j) {
+      std::copy_n(scratch.mapped.begin() + static_cast<std::ptrdiff_t>(j * width), width,
+                  scratch.predictions.begin() + static_cast<std::ptrdiff_t>(members[j] * width));
+    }
+  }
+
+  // Outputs their write-back column cannot hold fail here, as PostgreSQL would refuse
+  // them, without costing the batch a failed statement. The columns' types are read
+  // again before the first refusal is recorded: they may have been altered.
+  void CheckWriteBack(Requests& req, const Outputs& out) {
+    bool fresh = false;
+    auto refusal_for = [&](size_t w, double value) {
+      auto refusal = RefusalFor(write_back_limits[w], value);
+      if (refusal && !fresh) {
+        CheckSchema(*conn);
+        fresh = true;
+        refusal = RefusalFor(write_back_limits[w], value);
+      }
+      return refusal;
+    };
+    for (size_t i = 0; i < req.size(); ++i) {
+      if (req.status[i] != RequestStatus::kDone) continue;
+      for (size_t w = 0; w < config.write_back.size(); ++w) {
+        const auto& value = out.values[write_back_output[w]][i];
+        if (!value) continue;
+        if (auto refusal = refusal_for(w, *value)) {
+          req.Fail(i, kOutOfRange,
+                   fmt::format("{} = {}: output {} = {} cannot be written back to column '{}': {}", config.key_column,
+                               req.claimed[i].key, config.write_back[w], *value, config.write_back[w], *refusal));
+          break;
+        }
+      }
+    }
+  }
+
+  // ---- stage 4: write-back, results, recommendations ----
+
+  // The results statement's parameters for the requests `rows`.
+  Params WriteParams(const Requests& req, const Outputs& out, std::span<const size_t> rows, bool by_rule) const {
+    std::vector<int64_t> keys, attempts;
+    std::vector<std::optional<std::string>> status, error, versions, sqlstate;
+    std::vector<std::optional<double>> enqueued;
+    for (size_t i : rows) {
+      keys.push_back(req.claimed[i].key);
+      status.emplace_back(RequestStatusName(*req.status[i]));
+      error.push_back(req.error[i]);
+      enqueued.emplace_back(req.claimed[i].enqueued);
+      versions.push_back(req.status[i] == RequestStatus::kDone ? out.versions[i] : std::nullopt);
+      sqlstate.push_back(req.sqlstate[i]);
+      attempts.push_back(req.claimed[i].attempts + 1);
+    }
+    Params params;
+    params.AddArray(keys).AddArray(status).AddArray(error).AddArray(enqueued).AddArray(versions).AddArray(sqlstate);
+    params.AddArray(attempts);
+    for (const auto& column : out.values) {
+      std::vector<std::optional<double>> values;
+      values.reserve(rows.size());
+      for (size_t i : rows) values.push_back(column[i]);
+      params.AddArray(values);
+    }
+    if (by_rule) {
+      // Each request's slice of the rule's product keys, re-cut for this subset.
+      std::vector<int64_t> from, to, products;
+      for (size_t i : rows) {
+        from.push_back(static_cast<int64_t>(products.size()) + 1);
+        for (int64_t k = rule->from()[i]; k <= rule->to()[i]; ++k) {
+          products.push_back(rule->keys()[static_cast<size_t>(k - 1)]);
+        }
+        to.push_back(static_cast<int64_t>(products.size()));
+      }
+      params.AddArray(from).AddArray(to).AddArray(products);
+    }
+    return params;
+  }
+
+  // Which of the done requests among `rows` wait for a row lock another transaction
+  // holds: they go back to the queue (kQueued), or fail after max_attempts. Returns
+  // whether any did.
+  bool DeferLocked(Requests& req, std::span<const size_t> rows) {
+    std::vector<int64_t> keys;
+    for (size_t i : rows) {
+      if (req.status[i] == RequestStatus::kDone) keys.push_back(req.claimed[i].key);
+    }
+    if (keys.empty()) return false;
+    auto lockable = conn->ExecPrepared(sql.probe_locked, Params().AddArray(keys));
+    std::set<int64_t> free;
+    for (int r = 0; r < lockable.rows(); ++r) free.insert(lockable.Get<int64_t>(r, 0));
+    bool any = false;
+    for (size_t i : rows) {
+      if (req.status[i] != RequestStatus::kDone || free.contains(req.claimed[i].key)) continue;
+      any = true;
+      const int32_t attempts = req.claimed[i].attempts + 1;
+      if (config.capture == CaptureMode::Queue && attempts < config.max_attempts) {
+        req.status[i] = RequestStatus::kQueued;
+        continue;
+      }
+      req.Fail(i, postgres::kLockNotAvailable,
+               fmt::format("{} = {}: the row stayed locked by another transaction through {} attempt(s) of {} ms "
+                           "(lock_timeout)",
+                           config.key_column, req.claimed[i].key, attempts, config.lock_timeout_ms));
+    }
+    return any;
+  }
+
+  // Writes the requests `rows` (skipping deferred ones) under a savepoint. Returns the
+  // database's reason when it refuses them for a reason about rows; the savepoint is
+  // then rolled back. Row locks held elsewhere defer their requests and the rest is
+  // written. Throws KeyServedBefore (plain insert only) and every other error.
+  std::optional<RowFailure> WriteRows(Requests& req, const Outputs& out, std::span<const size_t> rows, bool upsert,
+                                      bool by_rule) {
+    const std::string& statement = by_rule ? (upsert ? sql.rule_upsert : sql.rule_results)
+                                           : (upsert ? sql.upsert[small_catalogue] : sql.results[small_catalogue]);
+    for (int round = 0;; ++round) {
+      std::vector<size_t> live;
+      for (size_t i : rows) {
+        if (!req.Deferred(i)) live.push_back(i);
+      }
+      if (live.empty()) return std::nullopt;
+      conn->Exec("SAVEPOINT runnel_write");
+      try {
+        conn->ExecPrepared(statement, WriteParams(req, out, live, by_rule));
+        return std::nullopt;
+      } catch (const postgres::DatabaseError& e) {
+        if (e.IsConnectionLost()) throw;
+        conn->Exec("ROLLBACK TO SAVEPOINT runnel_write; RELEASE SAVEPOINT runnel_write");
+        if (e.sqlstate() == postgres::kLockNotAvailable && round < 3 && DeferLocked(req, live)) continue;
+        if (!upsert && e.sqlstate() == postgres::kUniqueViolation) throw KeyServedBefore{};
+        if (e.failure_class() != postgres::FailureClass::kRow) throw;
+        return RowFailure{0, e.sqlstate(), e.primary()};
+      }
+    }
+  }
+
+  // Stage 4: writes the batch; requests whose own write fails are recorded failed.
+  void Write(Requests& req, const Outputs& out, bool upsert, BatchResult& result) {
+    const bool rescoring =
+        std::any_of(req.claimed.begin(), req.claimed.end(), [](const ClaimedKey& k) { return k.job.has_value(); });
+    upsert = upsert || rescoring;
+    const bool by_rule = rule && rule->Recommend(*conn, req.status, out.values, scratch.batch);
+    result.recommended_by_runnel = by_rule;
+    std::vector<size_t> all(req.size());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+    if (!WriteRows(req, out, all, upsert, by_rule)) return;
+    std::vector<size_t> members;
+    for (size_t i : all) {
+      if (!req.Deferred(i)) members.push_back(i);
+    }
+    auto failures = IsolateFailures(
+        members, [&](std::span<const size_t> rows) { return WriteRows(req, out, rows, upsert, by_rule); });
+    std::vector<size_t> failed;
+    for (auto& failure : failures) {
+      req.Fail(failure.index, failure.sqlstate,
+               fmt::format("{} = {}: {}", config.key_column, req.claimed[failure.index].key, failure.message));
+      failed.push_back(failure.index);
+    }
+    spdlog::debug("batch of {}: {} request(s) failed in the write-back; the others were written", req.size(),
+                  failed.size());
+    // Their results, as failed: no write-back, nothing a row can refuse.
+    if (auto again = WriteRows(req, out, failed, upsert, by_rule)) {
+      throw postgres::DatabaseError(fmt::format("recording failed requests: {}", again->message), again->sqlstate);
+    }
+  }
+
+  // Deferred requests back into the queue, their attempts counted.
+  void Requeue(const Requests& req, BatchResult& result) {
+    std::vector<int64_t> keys, attempts;
+    std::vector<std::optional<std::string>> jobs;
+    std::vector<std::optional<double>> enqueued;
+    for (size_t i = 0; i < req.size(); ++i) {
+      if (!req.Deferred(i)) continue;
+      keys.push_back(req.claimed[i].key);
+      jobs.push_back(req.claimed[i].job ? std::optional(std::to_string(*req.claimed[i].job)) : std::nullopt);
+      enqueued.emplace_back(req.claimed[i].enqueued);
+      attempts.push_back(req.claimed[i].attempts + 1);
+    }
+    result.deferred = keys.size();
+    if (keys.empty()) return;
+    spdlog::info("{} request(s) deferred: their rows stay locked by another transaction", keys.size());
+    conn->ExecPrepared(sql.defer, Params().AddArray(keys).AddArray(jobs).AddArray(enqueued).AddArray(attempts));
+  }
+
+  // ---- stage 5: jobs' progress ----
+
+  void AdvanceJobs(const Requests& req) {
+    std::map<int64_t, int64_t> per_job;
+    for (size_t i = 0; i < req.size(); ++i) {
+      if (req.claimed[i].job && !req.Deferred(i)) ++per_job[*req.claimed[i].job];
+    }
+    if (per_job.empty()) return;
+    std::vector<int64_t> ids, counts;
+    for (const auto& [id, count] : per_job) {
+      ids.push_back(id);
+      counts.push_back(count);
+    }
+    conn->ExecPrepared(sql.jobs, Params().AddArray(ids).AddArray(counts));
   }
 };
 
 Worker::Worker(const PipelineConfig& config, std::shared_ptr<ModelProvider> models, std::string conninfo)
     : state_(std::make_unique<State>(config, std::move(models), std::move(conninfo))) {
-  state_->SyncModels();
-  state_->ResolveOutputs();
-  state_->BuildSql();
+  state_->models.Sync(state_->config, state_->program);
   state_->Connect();
-  state_->PrepareRule();
+  state_->rule = RuleEvaluator::Prepare(*state_->conn, state_->config, state_->write_back_output);
 }
 
 Worker::~Worker() = default;
 
 void Worker::Reconnect() {
-  state_->conn.reset();
   state_->Connect();
+}
+
+void Worker::ReportPause(const std::optional<std::string>& reason) {
+  auto& s = *state_;
+  try {
+    // The worker's own connection when it has one; a plain one otherwise (it must not
+    // become the worker's: serving connections are set up by Connect).
+    std::optional<postgres::Connection> own;
+    if (!s.conn) own.emplace(postgres::Connection::Open(s.conninfo));
+    postgres::Connection& conn = s.conn ? *s.conn : *own;
+    if (reason) {
+      conn.Exec(
+          "INSERT INTO runnel_pauses (pipeline, process, reason) VALUES ($1, $2, $3) ON CONFLICT (pipeline, process) "
+          "DO UPDATE SET reason = EXCLUDED.reason, seen_at = clock_timestamp(), since = CASE WHEN "
+          "runnel_pauses.reason = EXCLUDED.reason THEN runnel_pauses.since ELSE clock_timestamp() END",
+          Params().Add(s.config.name).Add(s.process).Add(*reason));
+    } else {
+      conn.Exec("DELETE FROM runnel_pauses WHERE pipeline = $1 AND process = $2",
+                Params().Add(s.config.name).Add(s.process));
+    }
+  } catch (const Error& e) {
+    spdlog::debug("recording the pause in runnel_pauses: {}", e.what());
+  }
 }
 
 bool Worker::WaitForWork(std::chrono::milliseconds timeout) {
@@ -485,330 +776,103 @@ BatchResult Worker::ServeBatch() {
 
 std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, Retry* why) {
   auto& s = *state_;
-  const auto& cfg = s.config;
   BatchResult result;
-  if (!s.conn) s.Connect();  // a previous reconnect failed
-  postgres::Connection& conn = *s.conn;
-  s.SyncModels();                        // between batches only: one batch, one model snapshot
-  if (s.models->empty()) return result;  // nothing to serve with yet: requests wait queued
-  if (cfg.capture == CaptureMode::Notify && s.notified.empty()) {
-    WaitForWork(std::chrono::milliseconds(0));
-    if (s.notified.empty()) return result;
-  }
-  auto mark = std::chrono::steady_clock::now();
-  auto lap = [&](int stage) {
-    const auto now = std::chrono::steady_clock::now();
-    result.stage_ms[stage] += std::chrono::duration<double, std::milli>(now - mark).count();
-    mark = now;
-  };
-  postgres::Transaction tx(conn);
-  Params claim_params;
+  if (!s.conn) s.Connect();                   // a previous reconnect failed
+  s.models.Sync(s.config, s.program);         // between batches only: one batch, one model snapshot
+  if (s.models.set().empty()) return result;  // nothing to serve with yet: requests wait queued
   std::vector<int64_t> taken;
-  if (cfg.capture == CaptureMode::Queue) {
-    claim_params.Add(static_cast<int64_t>(cfg.max_batch)).Add(s.lock_rows);
-  } else {
-    const size_t n = std::min(cfg.max_batch, s.notified.size());
+  if (s.config.capture == CaptureMode::Notify) {
+    if (s.notified.empty()) WaitForWork(std::chrono::milliseconds(0));
+    if (s.notified.empty()) return result;
+    const size_t n = std::min(s.config.max_batch, s.notified.size());
     taken.assign(s.notified.begin(), s.notified.begin() + static_cast<std::ptrdiff_t>(n));
     s.notified.erase(s.notified.begin(), s.notified.begin() + static_cast<std::ptrdiff_t>(n));
-    claim_params.AddArray(taken);
   }
-  // Notify mode: keys of a batch that is rolled back to be served again stay pending.
+  // Notify mode: keys of a batch that does not commit stay pending.
   auto give_back = [&] { s.notified.insert(s.notified.begin(), taken.begin(), taken.end()); };
-  auto rows = conn.ExecPrepared(s.claim_sql, claim_params);
-
-  // The claimed ranges, expanded into distinct keys in key order (a key queued twice
-  // is one request; a batch job's tag wins), matched to the source rows read.
-  constexpr int kFirstInput = 6;  // key, enqueued, job, found, client, data type
-  const size_t input_count = cfg.features.input_columns.size();
-  const int seq_column = static_cast<int>(kFirstInput + input_count);
-  const int hi_column = seq_column + 1;
-  struct Claimed {
-    int64_t key;
-    double enqueued;
-    std::optional<int64_t> job;
-  };
-  std::vector<Claimed> claimed;
-  std::vector<std::pair<int64_t, int>> source;  // key, row of `rows`
-  std::vector<int64_t> seqs;
-  for (int r = 0; r < rows.rows(); ++r) {
-    if (!rows.IsNull(r, 3)) {  // found: a source row
-      source.emplace_back(rows.Get<int64_t>(r, 0), r);
-      continue;
-    }
-    if (rows.IsNull(r, 0)) {
-      throw Error(ErrorCode::InvalidInput,
-                  fmt::format("{} row seq {} holds a key range unbounded below; Runnel's capture writes bounded ones",
-                              s.names.queue, rows.GetOptional<int64_t>(r, seq_column).value_or(0)));
-    }
-    const auto key = rows.Get<int64_t>(r, 0);
-    // Unbounded above: up to the largest bigint (KeyRangeSql), inclusive.
-    const auto hi = rows.GetOptional<int64_t>(r, hi_column);
-    const int64_t last = hi ? *hi - 1 : std::numeric_limits<int64_t>::max();
-    // The capture trigger writes at most QueueChunk keys per queue row and a claim
-    // takes at most max_batch keys (<= 100,000): anything far larger was written by
-    // hand (or with a wrong n), and expanding it could exhaust memory.
-    constexpr uint64_t kMaxClaim = 1'000'000;
-    const uint64_t width_less_one = static_cast<uint64_t>(last) - static_cast<uint64_t>(key);
-    if (width_less_one >= kMaxClaim || claimed.size() + width_less_one + 1 > kMaxClaim) {
-      throw Error(ErrorCode::InvalidInput,
-                  fmt::format("{} row seq {} holds keys [{}, {}]: a claim of more than {} keys; Runnel's capture "
-                              "writes at most {} per row",
-                              s.names.queue, rows.GetOptional<int64_t>(r, seq_column).value_or(0), key, last, kMaxClaim,
-                              QueueChunk(cfg)));
-    }
-    const double enqueued_at = rows.Get<double>(r, 1);
-    const auto job = rows.GetOptional<int64_t>(r, 2);
-    for (int64_t k = key;; ++k) {
-      claimed.push_back({k, enqueued_at, job});
-      if (k == last) break;
-    }
-    if (!rows.IsNull(r, seq_column)) seqs.push_back(rows.Get<int64_t>(r, seq_column));
+  StageClock clock(result.stage_ms);
+  postgres::Transaction tx(*s.conn);
+  Requests req;
+  try {
+    req = s.Claim(taken);
+  } catch (...) {
+    give_back();
+    throw;
   }
-  std::stable_sort(claimed.begin(), claimed.end(), [](const Claimed& a, const Claimed& b) { return a.key < b.key; });
-  std::stable_sort(source.begin(), source.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  std::sort(seqs.begin(), seqs.end());
-  const size_t queue_rows = static_cast<size_t>(std::unique(seqs.begin(), seqs.end()) - seqs.begin());
-  if (queue_rows > 0) {
-    // Lock about as many queue rows as fill a batch at their current size.
-    const double per_row = static_cast<double>(claimed.size()) / static_cast<double>(queue_rows);
-    s.lock_rows = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(static_cast<double>(cfg.max_batch) / per_row)), 1,
-                                      static_cast<int64_t>(cfg.max_batch));
-  }
-  std::vector<int64_t> keys;
-  std::vector<double> enqueued;
-  std::vector<std::optional<int64_t>> jobs;
-  std::vector<std::optional<std::string>> clients, data_types;
-  std::vector<bool> found;
-  s.batch.Reset(cfg.features.input_columns, 0);
-  auto next_source = source.begin();
-  for (const Claimed& request : claimed) {
-    if (!keys.empty() && keys.back() == request.key) {
-      if (!jobs.back()) jobs.back() = request.job;
-      continue;
-    }
-    keys.push_back(request.key);
-    enqueued.push_back(request.enqueued);
-    jobs.push_back(request.job);
-    while (next_source != source.end() && next_source->first < request.key) ++next_source;
-    const bool has_row = next_source != source.end() && next_source->first == request.key;
-    found.push_back(has_row);
-    const int r = has_row ? next_source->second : -1;
-    clients.push_back(has_row ? rows.GetOptional<std::string>(r, 4) : std::nullopt);
-    data_types.push_back(has_row ? rows.GetOptional<std::string>(r, 5) : std::nullopt);
-    for (size_t c = 0; c < input_count; ++c) {
-      const int column = static_cast<int>(kFirstInput + c);
-      const bool null = !has_row || rows.IsNull(r, column);
-      s.batch.values[c].push_back(null ? 0.0 : rows.Get<double>(r, column));
-      s.batch.nulls[c].push_back(null ? 1 : 0);
-    }
-  }
-  const size_t n = keys.size();
+  const size_t n = req.size();
   result.claimed = n;
   if (n == 0) {
     tx.Commit();
     return result;
   }
-  s.batch.rows = n;
-  lap(0);
+  clock.Lap(0);
 
-  // Status per request, by precedence: missing row, no client, throttled, bad features.
-  std::vector<std::optional<std::string>> status(n), error(n);
-  for (size_t i = 0; i < n; ++i) {
-    if (!found[i]) {
-      status[i] = "failed";
-      error[i] = fmt::format("row with {} = {} not found in {}", cfg.key_column, keys[i], cfg.table);
-    } else if (cfg.quota_max_requests && !clients[i] && !jobs[i]) {
-      status[i] = "failed";
-      error[i] = fmt::format("column '{}' is NULL", cfg.client_column);
-    }
+  s.MarkUnservable(req);
+  QuotaPlan quota = s.PlanQuota(req);
+  if (!quota.per_client.empty()) {
+    quota.over = Throttle(req.clients, quota.counted, optimistic ? s.ReadCounters(quota) : s.AdvanceCounters(quota),
+                          *s.config.quota_max_requests);
+    s.ApplyThrottling(req, quota);
   }
-  // Rescoring by a batch job is not a client's request: it does not count.
-  std::vector<bool> counted(n, false);        // requests of this batch that count
-  std::map<std::string, int64_t> per_client;  // and how many per client
-  if (cfg.quota_max_requests) {
-    for (size_t i = 0; i < n; ++i) {
-      counted[i] = !status[i] && !jobs[i];
-      if (counted[i]) ++per_client[*clients[i]];
-    }
-  }
-  std::vector<std::optional<std::string>> quota_names;
-  std::vector<int64_t> quota_counts;
-  for (const auto& [client, count] : per_client) {
-    quota_names.emplace_back(client);
-    quota_counts.push_back(count);
-  }
-  // Throttled or not, per request: its ordinal for its client against the threshold.
-  auto throttling = [&](std::map<std::string, int64_t> seen_before) {
-    std::vector<bool> over(n, false);
-    for (size_t i = 0; i < n; ++i) {
-      if (counted[i]) over[i] = ++seen_before[*clients[i]] > *cfg.quota_max_requests;
-    }
-    return over;
-  };
-  // Counters as the upsert left them, minus this batch: what came before it.
-  auto advance = [&] {
-    auto counters = conn.ExecPrepared(s.quota_sql, Params().AddArray(quota_names).AddArray(quota_counts));
-    std::map<std::string, int64_t> before;
-    for (int r = 0; r < counters.rows(); ++r) {
-      const auto client = counters.Get<std::string>(r, 0);
-      before[client] = counters.Get<int64_t>(r, 1) - per_client[client];
-    }
-    return before;
-  };
-  std::vector<bool> over;
-  if (!per_client.empty()) {
-    if (optimistic) {
-      auto counters = conn.ExecPrepared(s.quota_read_sql, Params().AddArray(quota_names));
-      std::map<std::string, int64_t> before;
-      for (int r = 0; r < counters.rows(); ++r) before[counters.Get<std::string>(r, 0)] = counters.Get<int64_t>(r, 1);
-      over = throttling(std::move(before));
-    } else {
-      over = throttling(advance());
-    }
-    for (size_t i = 0; i < n; ++i) {
-      if (over[i]) {
-        status[i] = "throttled";
-        error[i] = fmt::format("client {} is over its quota of {} requests", *clients[i], *cfg.quota_max_requests);
-      }
-    }
-  }
+  clock.Lap(1);
 
-  lap(1);
-  s.program.Evaluate(s.batch, s.features);
-  // Each row's model (keyed serving: by its data type), then one Predict per model
-  // over its rows, gathered into one rows x outputs matrix.
-  std::vector<const ServingModel*> row_model(n, nullptr);
-  std::map<const ServingModel*, std::vector<size_t>> groups;
-  for (size_t i = 0; i < n; ++i) {
-    if (status[i]) continue;
-    if (s.features.Failed(i)) {
-      status[i] = "failed";
-      error[i] = s.features.errors[i];
-      continue;
-    }
-    row_model[i] = s.models->For(data_types[i]);
-    if (row_model[i] == nullptr) {
-      status[i] = "failed";
-      error[i] = data_types[i]
-                     ? fmt::format("no model serves data type '{}' and there is no default model", *data_types[i])
-                     : fmt::format("column '{}' is NULL and there is no default model", cfg.model_type_column);
-      continue;
-    }
-    groups[row_model[i]].push_back(i);
-  }
-  const size_t width = cfg.model_outputs.size();
-  const size_t feature_width = s.program.width();
-  s.predictions.assign(n * width, 0.0f);
-  for (const auto& [serving, members] : groups) {
-    model::ModelSession& session = *s.sessions.at(serving);
-    const OutputPlan& plan = s.plans.at(serving);
-    const auto started = std::chrono::steady_clock::now();
-    std::span<const float> rows_in = s.features.matrix;
-    if (members.size() != n) {
-      s.subset.resize(members.size() * feature_width);
-      for (size_t j = 0; j < members.size(); ++j) {
-        std::copy_n(s.features.matrix.begin() + static_cast<std::ptrdiff_t>(members[j] * feature_width), feature_width,
-                    s.subset.begin() + static_cast<std::ptrdiff_t>(j * feature_width));
-      }
-      rows_in = s.subset;
-    }
-    auto out = session.Predict(plan.ModelInput(rows_in, members.size(), s.model_input), members.size());
-    serving->stats->Record(
-        static_cast<int64_t>(members.size()),
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
-    s.mapped.resize(members.size() * width);
-    plan.MapOutputs(out, members.size(), s.mapped.data());
-    for (size_t j = 0; j < members.size(); ++j) {
-      std::copy_n(s.mapped.begin() + static_cast<std::ptrdiff_t>(j * width), width,
-                  s.predictions.begin() + static_cast<std::ptrdiff_t>(members[j] * width));
-    }
-  }
-  std::vector<std::vector<std::optional<double>>> outputs(cfg.output_columns.size(),
-                                                          std::vector<std::optional<double>>(n));
-  std::vector<std::optional<std::string>> versions(n);
-  for (size_t i = 0; i < n; ++i) {
-    if (status[i]) continue;
-    if (std::isnan(s.predictions[i * width])) {
-      status[i] = "failed";
-      error[i] = fmt::format("{} made no prediction for this row (a missing or invalid input)", row_model[i]->label());
-      continue;
-    }
-    status[i] = "done";
-    versions[i] = row_model[i]->label();
-    const OutputPlan& plan = s.plans.at(row_model[i]);
-    for (size_t o = 0; o < plan.size(); ++o) {
-      const double v = plan.Value(o, i, s.predictions, s.features);
-      if (!std::isnan(v)) outputs[o][i] = v;  // NaN: an output this model does not give
-    }
-  }
+  const Outputs out = s.Score(req);
+  s.CheckWriteBack(req, out);
+  clock.Lap(2);
 
-  lap(2);
-  std::vector<int64_t> done_keys;
-  for (size_t i = 0; i < n; ++i) {
-    if (*status[i] == "done") done_keys.push_back(keys[i]);
-    (*status[i] == "done" ? result.done : *status[i] == "throttled" ? result.throttled : result.failed)++;
+  try {
+    s.Write(req, out, upsert, result);
+    s.Requeue(req, result);
+  } catch (const KeyServedBefore&) {
+    spdlog::debug("batch of {}: a request key has a result already; serving it again with an upsert", n);
+    *why = Retry::kKeyServedBefore;
+    give_back();
+    return std::nullopt;  // rolled back by tx
+  } catch (...) {
+    give_back();
+    throw;
   }
-  {
-    std::vector<std::optional<double>> enq(enqueued.begin(), enqueued.end());
-    Params results;
-    results.AddArray(keys).AddArray(status).AddArray(error).AddArray(enq).AddArray(versions);
-    for (const auto& column : outputs) results.AddArray(column);
-    const bool rescoring = std::any_of(jobs.begin(), jobs.end(), [](const auto& job) { return job.has_value(); });
-    const std::string* insert_sql = &s.results_sql[s.small_catalogue];
-    const std::string* upsert_sql = &s.upsert_sql[s.small_catalogue];
-    if (s.rule && s.Recommend(status, outputs)) {
-      results.AddArray(s.recommended_from).AddArray(s.recommended_to).AddArray(s.recommended_keys);
-      insert_sql = &s.rule_results_sql;
-      upsert_sql = &s.rule_upsert_sql;
-      result.recommended_by_runnel = true;
-    }
-    if (upsert || rescoring) {
-      conn.ExecPrepared(*upsert_sql, results);
-    } else {
-      try {
-        conn.ExecPrepared(*insert_sql, results);
-      } catch (const postgres::DatabaseError& e) {
-        if (e.sqlstate() != "23505") throw;  // unique_violation: a key was served before
-        spdlog::debug("batch of {}: a request key has a result already; serving it again with an upsert", n);
-        *why = Retry::kKeyServedBefore;
-        give_back();
-        return std::nullopt;  // rolled back by tx
-      }
-    }
-  }
-  lap(3);
-  // Counters before job rows, as the pessimistic path takes them: one lock order.
-  if (optimistic && !per_client.empty() && throttling(advance()) != over) {
+  clock.Lap(3);
+  if (!s.SettleQuota(req, quota, optimistic)) {
     spdlog::debug("batch of {}: quota counters moved under it; serving it again with the counters locked", n);
     *why = Retry::kQuotaMoved;
     give_back();
     return std::nullopt;  // rolled back by tx
   }
-  {
-    std::map<int64_t, int64_t> per_job;
-    for (const auto& job : jobs) {
-      if (job) ++per_job[*job];
-    }
-    if (!per_job.empty()) {
-      std::vector<int64_t> ids, counts;
-      for (const auto& [id, count] : per_job) {
-        ids.push_back(id);
-        counts.push_back(count);
-      }
-      conn.ExecPrepared(s.jobs_sql, Params().AddArray(ids).AddArray(counts));
-    }
-  }
-  lap(4);
+  s.AdvanceJobs(req);
+  clock.Lap(4);
   tx.Commit();
-  lap(5);
+  clock.Lap(5);
   spdlog::debug(
       "batch of {}: claim {:.2f} ms, quota {:.2f}, features+model {:.2f}, write-back+results {:.2f}, "
       "quota+jobs {:.2f}, commit {:.2f}",
       n, result.stage_ms[0], result.stage_ms[1], result.stage_ms[2], result.stage_ms[3], result.stage_ms[4],
       result.stage_ms[5]);
   const double now = NowEpochSeconds();
-  for (size_t i = 0; i < n; ++i) result.latencies_ms.push_back((now - enqueued[i]) * 1000.0);
-  result.keys = std::move(keys);
+  std::map<std::string, size_t> reasons;  // failed requests by SQLSTATE, for the log
+  for (size_t i = 0; i < n; ++i) {
+    if (req.Deferred(i)) continue;
+    switch (*req.status[i]) {
+      case RequestStatus::kDone: ++result.done; break;
+      case RequestStatus::kThrottled: ++result.throttled; break;
+      case RequestStatus::kFailed:
+        ++result.failed;
+        result.failed_sqlstates.push_back(req.sqlstate[i].value_or(kInvalidData));
+        ++reasons[result.failed_sqlstates.back()];
+        break;
+      case RequestStatus::kQueued: break;
+    }
+    result.latencies_ms.push_back((now - req.claimed[i].enqueued) * 1000.0);
+    result.keys.push_back(req.claimed[i].key);
+  }
+  if (result.failed > 0) {
+    const auto first = std::find(req.status.begin(), req.status.end(), RequestStatus::kFailed) - req.status.begin();
+    std::string states;
+    for (const auto& [state, count] : reasons)
+      states += fmt::format("{}{} x{}", states.empty() ? "" : ", ", state, count);
+    spdlog::warn("{} request(s) of a batch of {} failed (SQLSTATE {}), e.g. {}", result.failed, n, states,
+                 req.error[static_cast<size_t>(first)].value_or(""));
+  }
   return result;
 }
 
@@ -820,14 +884,138 @@ double RunSummary::LatencyPercentile(double p) const {
   return sorted[at];
 }
 
+namespace {
+
+// Doubling waits between retries, from 100 ms up to 5 s.
+class Backoff {
+ public:
+  std::chrono::milliseconds Next() {
+    const auto now = wait_;
+    wait_ = std::min(wait_ * 2, std::chrono::milliseconds(5000));
+    return now;
+  }
+  void Reset() { wait_ = std::chrono::milliseconds(100); }
+
+ private:
+  std::chrono::milliseconds wait_{100};
+};
+
+// Sleeps up to `wait`, returning early when asked to stop.
+void SleepUnlessStopped(std::chrono::milliseconds wait, const std::function<bool()>& stopping) {
+  const auto until = std::chrono::steady_clock::now() + wait;
+  while (!stopping() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::min(wait, std::chrono::milliseconds(50)));
+  }
+}
+
+// One worker thread's loop: serve, wait for work, and ride out errors. Data never
+// stops it: lost connections are retried, errors that are not about rows pause it.
+class ServeLoop {
+ public:
+  ServeLoop(Worker& worker, size_t index, const PipelineConfig& config, const RunOptions& options,
+            std::function<bool()> stopping)
+      : worker_(worker), index_(index), config_(config), options_(options), stopping_(std::move(stopping)) {}
+
+  // Returns when stopping, or idle with until_idle; `record` gets each committed batch.
+  void Run(const std::function<void(const BatchResult&)>& record) {
+    int idle_rounds = 0;
+    while (!stopping_()) {
+      try {
+        if (reconnect_) {
+          reconnect_ = false;
+          worker_.Reconnect();  // checks the tables: throws naming what is still wrong
+        }
+        BatchResult batch = worker_.ServeBatch();
+        Resumed();
+        if (batch.claimed == 0) {
+          if (options_.until_idle && ++idle_rounds >= 2) break;
+          worker_.WaitForWork(options_.idle_wait);
+          continue;
+        }
+        idle_rounds = 0;
+        record(batch);
+      } catch (const postgres::DatabaseError& e) {
+        // Rolled back: the claimed requests are back in the queue.
+        if (e.failure_class() == postgres::FailureClass::kTransient) {
+          Transient(e);
+        } else {
+          // A row error outside the write-back cannot be pinned on a row: the
+          // pipeline's own statements failed, which is about the setup.
+          Setup(e.what());
+        }
+      } catch (const Error& e) {
+        Setup(e.what());
+      }
+      // A run that should drain the queue and return cannot while paused: after a few
+      // tries it returns, saying why (RunSummary::paused).
+      if (options_.until_idle && paused_ && pause_rounds_ >= 3) break;
+    }
+  }
+
+  // The reason this worker is paused at its end, if it is.
+  const std::optional<std::string>& paused() const { return paused_; }
+
+ private:
+  void Transient(const postgres::DatabaseError& e) {
+    const auto wait = backoff_.Next();
+    spdlog::warn("pipeline '{}' worker {}: {} (SQLSTATE {}); retrying in {} ms", config_.name, index_, e.what(),
+                 e.sqlstate(), wait.count());
+    SleepUnlessStopped(wait, stopping_);
+    reconnect_ = true;
+  }
+
+  void Setup(const std::string& what) {
+    reconnect_ = true;
+    // Often a statement prepared before some DDL ("cached plan must not change result
+    // type"): prepared anew on a fresh connection, it runs. So the first failure
+    // reconnects at once; only a second one in a row pauses.
+    if (!paused_ && setup_failures_++ == 0) {
+      spdlog::info("pipeline '{}' worker {}: {}; preparing its statements anew", config_.name, index_, what);
+      return;
+    }
+    if (paused_ != what) {
+      spdlog::error(
+          "pipeline '{}' worker {} paused: {}. Nothing is lost: requests stay queued, and serving resumes "
+          "by itself once this is fixed (retrying with backoff up to 5 s)",
+          config_.name, index_, what);
+      paused_ = what;
+      if (options_.on_pause) options_.on_pause(index_, paused_);
+    }
+    ++pause_rounds_;
+    worker_.ReportPause(what);
+    SleepUnlessStopped(backoff_.Next(), stopping_);
+  }
+
+  void Resumed() {
+    backoff_.Reset();
+    setup_failures_ = 0;
+    pause_rounds_ = 0;
+    if (!paused_) return;
+    spdlog::warn("pipeline '{}' worker {} resumed serving (was paused: {})", config_.name, index_, *paused_);
+    paused_.reset();
+    worker_.ReportPause(std::nullopt);
+    if (options_.on_pause) options_.on_pause(index_, std::nullopt);
+  }
+
+  Worker& worker_;
+  size_t index_;
+  const PipelineConfig& config_;
+  const RunOptions& options_;
+  std::function<bool()> stopping_;
+  Backoff backoff_;
+  std::optional<std::string> paused_;
+  int setup_failures_ = 0;
+  int pause_rounds_ = 0;
+  bool reconnect_ = false;
+};
+
+}  // namespace
+
 RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<ModelProvider>& models,
                        const std::string& conninfo, const RunOptions& options) {
   const size_t workers = config.capture == CaptureMode::Notify ? 1 : std::max<size_t>(1, options.workers);
-  auto log = [&](const std::string& message) {
-    if (options.log) options.log(message);
-  };
-  if (config.capture == CaptureMode::Notify && options.workers > 1) {
-    log("notify capture: one worker (every listener receives every notification)");
+  if (config.capture == CaptureMode::Notify && options.workers > 1 && options.log) {
+    options.log("notify capture: one worker (every listener receives every notification)");
   }
   // Start every worker first so that a bad model or database fails the run at once.
   std::vector<std::unique_ptr<Worker>> pool;
@@ -839,58 +1027,36 @@ RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<Model
   std::atomic<bool> stop_all{false};
   std::exception_ptr fatal;
   const auto start = std::chrono::steady_clock::now();
+  auto stopping = [&] { return (options.stop != nullptr && options.stop->load()) || stop_all.load(); };
+  auto record = [&](const BatchResult& batch) {
+    if (options.on_batch) options.on_batch(batch);
+    std::lock_guard lock(mutex);
+    summary.done += batch.done;
+    summary.throttled += batch.throttled;
+    summary.failed += batch.failed;
+    summary.deferred += batch.deferred;
+    ++summary.batches;
+    if (batch.redone) ++summary.redone;
+    if (batch.recommended_by_runnel) ++summary.recommended_by_runnel;
+    for (size_t k = 0; k < kStageCount; ++k) summary.stage_ms[k] += batch.stage_ms[k];
+    summary.latencies_ms.insert(summary.latencies_ms.end(), batch.latencies_ms.begin(), batch.latencies_ms.end());
+  };
   std::vector<std::thread> threads;
   for (size_t i = 0; i < workers; ++i) {
     threads.emplace_back([&, i] {
-      Worker& worker = *pool[i];
-      int idle_rounds = 0;
-      auto backoff = std::chrono::milliseconds(100);
-      while ((options.stop == nullptr || !options.stop->load()) && !stop_all.load()) {
-        try {
-          BatchResult batch = worker.ServeBatch();
-          backoff = std::chrono::milliseconds(100);
-          if (batch.claimed == 0) {
-            if (options.until_idle && ++idle_rounds >= 2) break;
-            worker.WaitForWork(options.idle_wait);
-            continue;
-          }
-          idle_rounds = 0;
-          if (options.on_batch) options.on_batch(batch);
+      try {
+        ServeLoop loop(*pool[i], i, config, options, stopping);
+        loop.Run(record);
+        if (loop.paused()) {
           std::lock_guard lock(mutex);
-          summary.done += batch.done;
-          summary.throttled += batch.throttled;
-          summary.failed += batch.failed;
-          ++summary.batches;
-          if (batch.redone) ++summary.redone;
-          if (batch.recommended_by_runnel) ++summary.recommended_by_runnel;
-          for (size_t k = 0; k < kStageCount; ++k) summary.stage_ms[k] += batch.stage_ms[k];
-          summary.latencies_ms.insert(summary.latencies_ms.end(), batch.latencies_ms.begin(), batch.latencies_ms.end());
-        } catch (const postgres::DatabaseError& e) {
-          // Rolled back: the claimed requests are back in the queue for someone. Lost
-          // connections, deadlocks/serialization failures (class 40) and resource
-          // shortages (class 53) pass; anything else is a mistake that retrying repeats.
-          const bool transient = e.IsConnectionLost() || e.sqlstate().starts_with("40") ||
-                                 e.sqlstate().starts_with("53") || e.sqlstate() == "57014";
-          if (!transient) {
-            std::lock_guard lock(mutex);
-            if (!fatal) fatal = std::current_exception();
-            stop_all.store(true);
-            break;
-          }
-          log(fmt::format("worker {}: {}; reconnecting in {} ms", i, e.what(), backoff.count()));
-          std::this_thread::sleep_for(backoff);
-          backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
-          try {
-            worker.Reconnect();
-          } catch (const Error& again) {
-            log(fmt::format("worker {}: reconnect failed: {}", i, again.what()));
-          }
-        } catch (...) {
-          std::lock_guard lock(mutex);
-          if (!fatal) fatal = std::current_exception();
-          stop_all.store(true);
-          break;
+          if (std::find(summary.paused.begin(), summary.paused.end(), *loop.paused()) == summary.paused.end())
+            summary.paused.push_back(*loop.paused());
         }
+      } catch (...) {
+        // A programmer error (or memory exhausted): stop every worker and rethrow.
+        std::lock_guard lock(mutex);
+        if (!fatal) fatal = std::current_exception();
+        stop_all.store(true);
       }
     });
   }

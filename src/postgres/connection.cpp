@@ -392,19 +392,22 @@ Result Connection::Check(PGresult* raw, std::string_view sql) {
     return Result(std::move(result));
   }
   std::string sqlstate;
-  std::string message;
+  std::string message, primary_message;
   if (result) {
     const char* state = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
     if (state != nullptr) sqlstate = state;
     const char* primary = PQresultErrorField(result.get(), PG_DIAG_MESSAGE_PRIMARY);
     message = primary != nullptr ? primary : Trimmed(PQresultErrorMessage(result.get()));
+    primary_message = message;
     if (const char* detail = PQresultErrorField(result.get(), PG_DIAG_MESSAGE_DETAIL)) {
       message += fmt::format(" ({})", detail);
     }
   }
   if (message.empty()) message = Trimmed(PQerrorMessage(conn_.get()));
+  if (primary_message.empty()) primary_message = message;
   if (sqlstate.empty()) sqlstate = IsOpen() ? "XX000" : "08006";
-  throw DatabaseError(fmt::format("{} [SQLSTATE {}] in: {}", message, sqlstate, SqlExcerpt(sql)), sqlstate);
+  throw DatabaseError(fmt::format("{} [SQLSTATE {}] in: {}", message, sqlstate, SqlExcerpt(sql)), sqlstate,
+                      std::move(primary_message));
 }
 
 Result Connection::Exec(std::string_view sql) {

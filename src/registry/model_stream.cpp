@@ -84,10 +84,11 @@ std::shared_ptr<const pipeline::ServingModel> ModelStream::Validate(postgres::Co
   } catch (const Error& e) {
     if (status == "pending") {
       SetValidated(conn, config_.model_name, version, false, "", e.what());
-      if (options_.log) options_.log(fmt::format("registry: rejected {}: {}", label, e.what()));
+      // Warn level: visible with --log-level warn, like every failure.
+      spdlog::warn("registry: rejected {}: {}", label, e.what());
     } else {
       // Ready elsewhere, unusable here (a different pipeline file?): skip it, loudly.
-      if (options_.log) options_.log(fmt::format("registry: cannot serve {} here: {}", label, e.what()));
+      spdlog::warn("registry: cannot serve {} here: {}", label, e.what());
     }
     return nullptr;
   }
@@ -201,7 +202,7 @@ void ModelStream::Run() {
       }
       backoff = std::chrono::milliseconds(100);
     } catch (const Error& e) {
-      if (options_.log) options_.log(fmt::format("model stream: {}; retrying in {} ms", e.what(), backoff.count()));
+      spdlog::warn("model stream: {}; retrying in {} ms", e.what(), backoff.count());
       conn_.reset();
       for (auto waited = std::chrono::milliseconds(0); waited < backoff && !stop_.load();
            waited += std::chrono::milliseconds(50)) {

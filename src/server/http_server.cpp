@@ -19,6 +19,8 @@
 #include "runnel/core/csv.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/pipeline/jobs.hpp"
+#include "runnel/pipeline/replay.hpp"
+#include "runnel/pipeline/request_status.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/postgres/arrays.hpp"
 #include "runnel/postgres/pool.hpp"
@@ -174,11 +176,11 @@ struct HttpServer::Impl {
   // Maps Runnel's errors to statuses: the client's mistakes are 4xx, never 500.
   static HttpError FromError(const Error& e) {
     if (const auto* db = dynamic_cast<const postgres::DatabaseError*>(&e)) {
-      const std::string& state = db->sqlstate();
-      if (db->IsConnectionLost() || state.starts_with("53") || state.starts_with("57"))
-        return {503, fmt::format("database unavailable: {}", e.what())};
-      if (state.starts_with("22") || state.starts_with("23")) return {422, e.what()};
-      return {500, fmt::format("database error: {}", e.what())};
+      switch (db->failure_class()) {
+        case postgres::FailureClass::kTransient: return {503, fmt::format("database unavailable: {}", e.what())};
+        case postgres::FailureClass::kRow: return {422, e.what()};
+        case postgres::FailureClass::kSetup: return {500, fmt::format("database error: {}", e.what())};
+      }
     }
     switch (e.code()) {
       case ErrorCode::InvalidInput:
@@ -401,7 +403,8 @@ struct HttpServer::Impl {
                                         QuoteIdentifier(names.recommendations)),
                             Params().Add(ArrayLiteral(keys)));
       for (auto& [key, request] : out) {
-        if (request["status"] == "done") request["recommendations"] = json::array();
+        if (request["status"] == pipeline::RequestStatusName(pipeline::RequestStatus::kDone))
+          request["recommendations"] = json::array();
       }
       for (int i = 0; i < recs.rows(); ++i) {
         auto it = out.find(recs.Get<int64_t>(i, 0));
@@ -535,6 +538,23 @@ struct HttpServer::Impl {
     Reply(res, 200, found[id]);
   }
 
+  // Re-queues one failed request (exactly once: a second call finds it queued).
+  void RetryRequest(const httplib::Request&, httplib::Response& res, const PathParams& m) {
+    CheckPipeline(m);
+    const int64_t id = KeyParam(m[1], "request id");
+    auto lease = pool.Acquire();
+    pipeline::RetryFilter filter;
+    filter.key = id;
+    auto outcome = pipeline::RetryFailed(*lease, config, filter);
+    if (outcome.requeued == 0) {
+      auto found = FetchRequests(*lease, {id}, false);
+      if (!found.contains(id)) throw HttpError{404, fmt::format("no request {} in pipeline '{}'", id, config.name)};
+      throw HttpError{409, fmt::format("request {} is {}, not failed: only failed requests are retried", id,
+                                       found[id]["status"].get<std::string>())};
+    }
+    Reply(res, 202, {{"id", id}, {"status", "queued"}, {"job", *outcome.job}});
+  }
+
   void ListRequests(const httplib::Request& req, httplib::Response& res, const PathParams& m) {
     CheckPipeline(m);
     int64_t limit = 100;
@@ -558,7 +578,9 @@ struct HttpServer::Impl {
         static const std::set<std::string> kStatuses = {"queued", "done", "throttled", "failed"};
         if (!kStatuses.contains(value))
           throw HttpError{422, fmt::format("unknown status '{}': queued, done, throttled or failed", value)};
-        where.push_back(value == "queued" ? "r.key IS NULL" : fmt::format("r.status = {}", param(value)));
+        // Queued: never served, or re-queued by a retry (its result row says 'queued').
+        where.push_back(value == "queued" ? "(r.key IS NULL OR r.status = 'queued')"
+                                          : fmt::format("r.status = {}", param(value)));
       } else if (!config.client_column.empty() && name == config.client_column) {
         where.push_back(fmt::format("s.{}::text = {}", QuoteIdentifier(config.client_column), param(value)));
       } else {
@@ -872,6 +894,9 @@ struct HttpServer::Impl {
     std::vector<std::string> problems;
     if (ctx.models->Current()->empty()) problems.push_back("no model loaded yet");
     if (ctx.workers_running && !ctx.workers_running()) problems.push_back("workers are not running");
+    if (ctx.pauses) {
+      for (const auto& reason : ctx.pauses()) problems.push_back(fmt::format("paused: {}", reason));
+    }
     try {
       auto lease = pool.Acquire();
       lease->Exec("SELECT 1");
@@ -896,6 +921,7 @@ struct HttpServer::Impl {
     Add("POST", "/v1/pipelines/{p}/requests", bind(&Impl::PostRequests));
     Add("GET", "/v1/pipelines/{p}/requests", bind(&Impl::ListRequests));
     Add("GET", "/v1/pipelines/{p}/requests/{id}", bind(&Impl::GetRequest));
+    Add("POST", "/v1/pipelines/{p}/requests/{id}/retry", bind(&Impl::RetryRequest));
     Add("POST", "/v1/pipelines/{p}/jobs", bind(&Impl::PostJob));
     Add("GET", "/v1/pipelines/{p}/jobs", bind(&Impl::ListJobs));
     Add("GET", "/v1/jobs/{id}", bind(&Impl::GetJob));

@@ -57,6 +57,11 @@ void Metrics::RecordBatch(const pipeline::BatchResult& batch) {
   throttled_.fetch_add(static_cast<int64_t>(batch.throttled), std::memory_order_relaxed);
   failed_.fetch_add(static_cast<int64_t>(batch.failed), std::memory_order_relaxed);
   batches_.fetch_add(1, std::memory_order_relaxed);
+  deferred_.fetch_add(static_cast<int64_t>(batch.deferred), std::memory_order_relaxed);
+  if (!batch.failed_sqlstates.empty()) {
+    std::lock_guard lock(failure_mutex_);
+    for (const auto& state : batch.failed_sqlstates) ++failures_by_class_[state.substr(0, 2)];
+  }
   batch_size_.Observe(static_cast<double>(batch.claimed));
   for (size_t k = 0; k < stages_.size(); ++k) stages_[k]->Observe(batch.stage_ms[k] / 1000.0);
   for (double ms : batch.latencies_ms) latency_.Observe(ms / 1000.0);
@@ -81,6 +86,17 @@ std::string Metrics::Render(const std::vector<std::pair<std::string, double>>& g
   out += fmt::format("runnel_requests_total{{{},status=\"done\"}} {}\n", p, done_.load());
   out += fmt::format("runnel_requests_total{{{},status=\"throttled\"}} {}\n", p, throttled_.load());
   out += fmt::format("runnel_requests_total{{{},status=\"failed\"}} {}\n", p, failed_.load());
+  {
+    std::lock_guard lock(failure_mutex_);
+    out += "# HELP runnel_requests_failed_total Failed requests by SQLSTATE class (22 data, 23 constraint, ";
+    out += "55 lock, P0 raised by a trigger, 02 row not found).\n# TYPE runnel_requests_failed_total counter\n";
+    for (const auto& [cls, count] : failures_by_class_) {
+      out += fmt::format("runnel_requests_failed_total{{{},sqlstate_class=\"{}\"}} {}\n", p, cls, count);
+    }
+  }
+  out += "# HELP runnel_requests_deferred_total Requests sent back to the queue: their rows stayed locked.\n";
+  out += "# TYPE runnel_requests_deferred_total counter\n";
+  out += fmt::format("runnel_requests_deferred_total{{{}}} {}\n", p, deferred_.load());
   out += "# HELP runnel_batches_total Batches committed.\n# TYPE runnel_batches_total counter\n";
   out += fmt::format("runnel_batches_total{{{}}} {}\n", p, batches_.load());
   out += "# HELP runnel_ingested_records_total Records accepted by the HTTP API.\n";

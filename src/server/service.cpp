@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <future>
 
 #include "runnel/core/error.hpp"
@@ -56,6 +57,7 @@ void Service::Start() {
       ctx.metrics = metrics_.get();
       ctx.completions = completions_.get();
       if (options_.workers > 0) ctx.workers_running = [this] { return workers_running_.load(); };
+      ctx.pauses = [this] { return Pauses(); };
       http_ = std::make_unique<HttpServer>(*options_.http, ctx);
       http_port_ = http_->Start();
     }
@@ -64,6 +66,14 @@ void Service::Start() {
     run.until_idle = options_.until_idle;
     run.stop = &stop_;
     run.log = options_.log;
+    run.on_pause = [this](size_t worker, const std::optional<std::string>& reason) {
+      std::lock_guard lock(pause_mutex_);
+      if (reason) {
+        pauses_[worker] = *reason;
+      } else {
+        pauses_.erase(worker);
+      }
+    };
     run.on_batch = [this](const pipeline::BatchResult& batch) {
       completions_->Complete(batch.keys);
       metrics_->RecordBatch(batch);
@@ -118,6 +128,15 @@ pipeline::RunSummary Service::Wait() {
   StopServices();
   if (failure_) std::rethrow_exception(failure_);
   return summary_;
+}
+
+std::vector<std::string> Service::Pauses() const {
+  std::lock_guard lock(pause_mutex_);
+  std::vector<std::string> out;
+  for (const auto& [worker, reason] : pauses_) {
+    if (std::find(out.begin(), out.end(), reason) == out.end()) out.push_back(reason);
+  }
+  return out;
 }
 
 std::string Service::Describe() const {

@@ -308,6 +308,15 @@ TEST_F(CliTest, PredictScoresEveryRowInOrder) {
                      "accumulation_investment,id"});
   ASSERT_EQ(raw.exit_code, 0) << raw.output;
   EXPECT_NE(raw.output.find(lines[1]), std::string::npos) << "same row, same result:\n" << raw.output;
+
+  // Rows that all fail: the job failed, and the exit status says so.
+  testing::WriteFile(home_ / "bad.csv", "60;0;2;0.2;68.1;-5;0;1;21\n60;0;2;0.2;68.1;;0;1;22\n");
+  auto bad = Runnel({"predict", "--pipeline", pipeline, "--model", model, "--input", (home_ / "bad.csv").string(),
+                     "--delimiter", ";", "--columns",
+                     "age,gender,family_members,financial_education,income,wealth,income_investment,"
+                     "accumulation_investment,id"});
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("every row failed"), std::string::npos) << bad.output;
 }
 
 // PMML and TensorFlow graphs through `runnel predict`, as the wine README shows it.

@@ -7,10 +7,12 @@
 #include <atomic>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <set>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "../support/keras_h5_file.hpp"
 #include "../support/pg_environment.hpp"
@@ -20,6 +22,7 @@
 #include "runnel/core/file.hpp"
 #include "runnel/core/process.hpp"
 #include "runnel/pipeline/jobs.hpp"
+#include "runnel/pipeline/replay.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
 #include "runnel/postgres/arrays.hpp"
@@ -138,7 +141,7 @@ class PipelineRunTest : public runnel::testing::PostgresTest {
 TEST_F(PipelineRunTest, MigrateIsIdempotentAndNamesMissingThings) {
   auto config = Config(10);
   auto first = Migrate(*conn_, config);
-  EXPECT_EQ(first.size(), 5u) << "tables, job support, statement queue rows, trigger, and an index on needs.id";
+  EXPECT_EQ(first.size(), 6u) << "tables, job support, statement queue rows, failure reasons, trigger, and an index";
   EXPECT_NE(first.back().find("created index runnel_needs_key on needs (id)"), std::string::npos) << first.back();
   EXPECT_TRUE(Migrate(*conn_, config).empty()) << "a second run changes nothing";
   EXPECT_EQ(Count("SELECT count(*) FROM pg_trigger WHERE tgname = 'runnel_needs_capture'"), 1);
@@ -498,38 +501,44 @@ TEST_F(PipelineRunTest, BadRowsFailWithAReasonAndNothingIsLost) {
   ASSERT_EQ(results.size(), 6u);
   EXPECT_EQ(results[6].first, "done");
   EXPECT_EQ(results[1].first, "done");
-  EXPECT_EQ(results[2],
-            std::make_pair(std::string("failed"),
-                           std::string("feature 'financial_status': ln of non-positive value -5 in ln(wealth)")));
-  EXPECT_EQ(results[3], std::make_pair(std::string("failed"), std::string("column 'wealth' is NULL")));
-  EXPECT_EQ(results[4], std::make_pair(std::string("failed"), std::string("column 'client_id' is NULL")));
+  EXPECT_EQ(
+      results[2],
+      std::make_pair(std::string("failed"),
+                     std::string("id = 2: feature 'financial_status': ln of non-positive value -5 in ln(wealth)")));
+  EXPECT_EQ(results[3], std::make_pair(std::string("failed"), std::string("id = 3: column 'wealth' is NULL")));
+  EXPECT_EQ(results[4], std::make_pair(std::string("failed"), std::string("id = 4: column 'client_id' is NULL")));
   EXPECT_EQ(results[5], std::make_pair(std::string("failed"), std::string("row with id = 5 not found in needs")));
 }
 
-TEST_F(PipelineRunTest, AHandWrittenQueueRowTooLargeToExpandIsRefusedByName) {
+TEST_F(PipelineRunTest, AHandWrittenQueueRowTooLargeToExpandPausesServingNamingIt) {
   auto config = Config(1000);
   Migrate(*conn_, config);
-  auto serve_error = [&] {
-    try {
-      Serve(config, SmallModel(), 1);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
+  // Not a request Runnel made: serving pauses naming the row (until_idle returns
+  // with the reason) and claims nothing.
+  auto paused_for = [&] {
+    auto summary = Serve(config, SmallModel(), 1);
+    return summary.paused.empty() ? std::string("not paused") : summary.paused.front();
   };
   conn_->Exec("INSERT INTO runnel_needs_queue (keys, n) VALUES ('{[1,100000000)}', 1)");
-  auto error = serve_error();
+  auto error = paused_for();
   EXPECT_NE(error.find("runnel_needs_queue row seq"), std::string::npos) << error;
   EXPECT_NE(error.find("[1, 99999999]"), std::string::npos) << error;
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 1) << "rolled back: nothing claimed, nothing lost";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_pauses WHERE pipeline = 'needs'"), 1) << "for runnel status";
   conn_->Exec("UPDATE runnel_needs_queue SET keys = '{[1,)}'");  // 1 up to the largest bigint
-  error = serve_error();
+  error = paused_for();
   EXPECT_NE(error.find("[1, 9223372036854775807]: a claim of more than"), std::string::npos) << error;
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 1);
   conn_->Exec("UPDATE runnel_needs_queue SET keys = '{(,5)}'");
-  error = serve_error();
+  error = paused_for();
   EXPECT_NE(error.find("unbounded below"), std::string::npos) << error;
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 1);
+  // Fixed (the row deleted): serving resumes and clears its pause.
+  conn_->Exec("DELETE FROM runnel_needs_queue");
+  Insert({Row(1, 1)});
+  auto summary = Serve(config, SmallModel(), 1);
+  EXPECT_TRUE(summary.paused.empty());
+  EXPECT_EQ(summary.done, 1u);
 }
 
 TEST_F(PipelineRunTest, TheLargestBigintKeyIsCapturedAndServed) {
@@ -803,6 +812,311 @@ TEST_F(PipelineRunTest, SharedModelReproducesKerasThroughTheDatabase) {
     EXPECT_NEAR(scored.Get<double>(i, 1), risk, 1e-5) << "id " << scored.Get<int32_t>(i, 0);
     EXPECT_NEAR(scored.Get<double>(i, 2), status, 1e-5) << "id " << scored.Get<int32_t>(i, 0);
   }
+}
+
+TEST_F(PipelineRunTest, EachSetupErrorPausesServingUntilFixedLosingNothing) {
+  auto config = Config(1000000);
+  Migrate(*conn_, config);
+  std::mutex mutex;
+  std::optional<std::string> paused;  // the latest reason reported, nullopt once resumed
+  std::atomic<bool> stop{false};
+  RunOptions options;
+  options.workers = 2;
+  options.idle_wait = std::chrono::milliseconds(50);
+  options.stop = &stop;
+  options.on_pause = [&](size_t, const std::optional<std::string>& reason) {
+    std::lock_guard lock(mutex);
+    paused = reason;
+  };
+  RunSummary summary;
+  std::thread serving([&] { summary = RunPipeline(config, ModelProvider::Fixed(SmallModel()), conninfo(), options); });
+  auto eventually = [&](const std::function<bool()>& condition) {
+    for (int i = 0; i < 400 && !condition(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return condition();
+  };
+  auto reason = [&] {
+    std::lock_guard lock(mutex);
+    return paused.value_or("");
+  };
+  int64_t next = 1;
+  auto insert = [&](int n) {
+    std::vector<std::vector<double>> rows;
+    for (int i = 0; i < n; ++i, ++next) rows.push_back(Row(static_cast<double>(next), 1));
+    Insert(rows);
+  };
+  auto all_served = [&] {
+    return Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'") == next - 1;
+  };
+  // break, what the pause must say, repair
+  const std::vector<std::tuple<std::string, std::string, std::string>> causes = {
+      {"ALTER TABLE needs ALTER age TYPE text", "input column 'age' of 'needs' is text",
+       "ALTER TABLE needs ALTER age TYPE integer USING age::integer"},
+      {"ALTER TABLE products RENAME TO products_gone", "recommendation catalogue 'products' does not exist",
+       "ALTER TABLE products_gone RENAME TO products"},
+      {"ALTER TABLE needs DROP COLUMN risk_propensity", "write-back column 'risk_propensity' of 'needs' does not exist",
+       "ALTER TABLE needs ADD COLUMN risk_propensity real"},
+  };
+  insert(20);
+  ASSERT_TRUE(eventually(all_served));
+  for (const auto& [breaking, expected, repair] : causes) {
+    conn_->Exec(breaking);
+    insert(20);
+    ASSERT_TRUE(eventually([&] { return reason().find(expected) != std::string::npos; }))
+        << breaking << ": paused for '" << reason() << "'";
+    EXPECT_EQ(Count("SELECT count(*) FROM runnel_pauses WHERE pipeline = 'needs'"), 1) << breaking;
+    EXPECT_GT(Count("SELECT coalesce(sum(n), 0)::bigint FROM runnel_needs_queue"), 0) << "nothing lost: still queued";
+    conn_->Exec(repair);
+    ASSERT_TRUE(eventually(all_served)) << repair;
+    ASSERT_TRUE(eventually([&] { return reason().empty(); })) << "resumed after " << repair;
+    EXPECT_EQ(Count("SELECT count(*) FROM runnel_pauses WHERE pipeline = 'needs'"), 0);
+  }
+  // A catalogue column altered under load: the next batches fall back, nothing pauses.
+  conn_->Exec("ALTER TABLE products ALTER risk TYPE numeric");
+  insert(50);
+  ASSERT_TRUE(eventually(all_served));
+  EXPECT_EQ(reason(), "");
+  stop.store(true);
+  serving.join();
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results"), next - 1) << "each request served exactly once";
+  EXPECT_EQ(summary.failed, 0u);
+}
+
+TEST_F(PipelineRunTest, MigrateAndRunRefuseAnInputColumnOfAnotherTypeNamingIt) {
+  conn_->Exec("ALTER TABLE needs ALTER wealth TYPE text");
+  auto config = Config(1000);
+  try {
+    Migrate(*conn_, config);
+    ADD_FAILURE() << "must throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("input column 'wealth' of 'needs' is text"), std::string::npos) << e.what();
+  }
+  conn_->Exec("ALTER TABLE needs ALTER wealth TYPE real USING wealth::real");
+  Migrate(*conn_, config);
+  conn_->Exec("ALTER TABLE needs ALTER wealth TYPE timestamptz USING now()");
+  EXPECT_THROW(Worker(config, ModelProvider::Fixed(SmallModel()), conninfo()), Error) << "run refuses at start";
+}
+
+// ---- fault isolation (issue #12): no row's value stops serving ----
+
+class FaultIsolationTest : public PipelineRunTest {
+ protected:
+  // The kinds of poison: each makes PostgreSQL (or the conversion to float8) refuse
+  // exactly that row.
+  enum class Poison { kNone, kCheck, kRealOverflow, kNumericOverflow, kTrigger, kHugeNumericInput, kLocked };
+
+  void SetUp() override {
+    PipelineRunTest::SetUp();
+    conn_->Exec(R"sql(
+      ALTER TABLE needs ALTER financial_status TYPE numeric(4,2);
+      ALTER TABLE needs ALTER income TYPE numeric;
+      ALTER TABLE needs ADD CONSTRAINT scored_families_are_small
+        CHECK (risk_propensity IS NULL OR family_members <> 97);
+      CREATE FUNCTION refuse_gender_7() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.gender = 7 AND NEW.risk_propensity IS NOT NULL THEN
+          RAISE EXCEPTION 'gender 7 is refused for id %', NEW.id;
+        END IF;
+        RETURN NEW;
+      END $$;
+      CREATE TRIGGER refuse_gender_7 BEFORE UPDATE ON needs FOR EACH ROW EXECUTE FUNCTION refuse_gender_7();
+    )sql");
+  }
+
+  // A pipeline file with a short lock timeout and few attempts.
+  PipelineConfig FaultConfig(size_t max_batch) {
+    Config(1000000000);
+    std::ifstream in(dir_ / "pipeline.toml");
+    std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    toml.replace(toml.find("max_batch = 2048"), 16, fmt::format("max_batch = {}", max_batch));
+    toml += "\n[serving]\nlock_timeout_ms = 50\nmax_attempts = 3\n";
+    runnel::testing::WriteFile(dir_ / "pipeline.toml", toml);
+    return LoadPipelineConfig(dir_ / "pipeline.toml");
+  }
+
+  // Inserts rows [first, first + count) with poison drawn at `rate`; returns each key's poison.
+  std::map<int64_t, Poison> InsertWithPoison(int64_t first, int64_t count, double rate, std::mt19937_64& rng) {
+    std::map<int64_t, Poison> poison;
+    std::vector<std::vector<double>> rows;
+    std::vector<int64_t> huge;
+    for (int64_t id = first; id < first + count; ++id) {
+      auto row = Row(static_cast<double>(id), static_cast<double>(id % 10 + 1));
+      Poison kind = Poison::kNone;
+      if (std::uniform_real_distribution<double>(0, 1)(rng) < rate) {
+        kind = static_cast<Poison>(std::uniform_int_distribution<int>(1, 6)(rng));
+      }
+      // Row(): id, client, age, gender, family_members, financial_education, income, wealth, ...
+      switch (kind) {
+        case Poison::kCheck: row[4] = 97; break;
+        case Poison::kRealOverflow: row[5] = 3e38, row[7] = 1e38; break;  // 2.6e40 in a real
+        case Poison::kNumericOverflow: row[5] = 2, row[7] = 1e38; break;  // 175 in numeric(4,2)
+        case Poison::kTrigger: row[3] = 7; break;
+        case Poison::kHugeNumericInput: huge.push_back(id); break;  // income 1e400
+        case Poison::kLocked:
+        case Poison::kNone: break;
+      }
+      poison[id] = kind;
+      rows.push_back(row);
+    }
+    Insert(rows);
+    if (!huge.empty()) {
+      conn_->Exec("UPDATE needs SET income = 1e400 WHERE id = ANY($1::bigint[])", Params().Add(ArrayLiteral(huge)));
+    }
+    return poison;
+  }
+
+  // Every good request done once with its outputs written back, every poison request
+  // failed with its SQLSTATE, nothing queued.
+  void ExpectOutcome(const std::map<int64_t, Poison>& poison) {
+    static const std::map<Poison, std::string> kState = {
+        {Poison::kCheck, "23514"},   {Poison::kRealOverflow, "22003"},     {Poison::kNumericOverflow, "22003"},
+        {Poison::kTrigger, "P0001"}, {Poison::kHugeNumericInput, "22003"}, {Poison::kLocked, "55P03"}};
+    EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0) << "nothing left queued";
+    EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results"), static_cast<int64_t>(poison.size()))
+        << "every request has exactly one result";
+    auto r = conn_->Exec(
+        "SELECT r.key, r.status, coalesce(r.sqlstate, ''), coalesce(r.error, ''), n.risk_propensity IS NOT NULL, "
+        "coalesce(abs(n.financial_status - n.financial_education * ln(n.wealth)) < 0.01, false) "
+        "FROM runnel_needs_results r JOIN needs n ON n.id = r.key ORDER BY r.key",
+        Params());
+    int wrong = 0;
+    for (int i = 0; i < r.rows() && wrong < 10; ++i) {
+      const auto key = r.Get<int64_t>(i, 0);
+      const auto kind = poison.at(key);
+      const auto status = r.Get<std::string>(i, 1);
+      const auto state = r.Get<std::string>(i, 2);
+      const auto error = r.Get<std::string>(i, 3);
+      if (kind == Poison::kNone) {
+        const bool ok = status == "done" && r.Get<bool>(i, 4) && r.Get<bool>(i, 5);
+        if (!ok) ++wrong;
+        EXPECT_TRUE(ok) << "key " << key << ": " << status << " " << state << " " << error;
+      } else {
+        const bool ok = status == "failed" && state == kState.at(kind) &&
+                        error.find(fmt::format("id = {}", key)) != std::string::npos && !r.Get<bool>(i, 4);
+        if (!ok) ++wrong;
+        EXPECT_TRUE(ok) << "key " << key << " poison " << static_cast<int>(kind) << ": " << status << " " << state
+                        << " " << error;
+      }
+    }
+  }
+
+  // Holds row locks on the kLocked rows from another session until destroyed.
+  struct LockHolder {
+    postgres::Connection conn;
+    std::unique_ptr<postgres::Transaction> tx;
+    LockHolder(postgres::Connection c, const std::map<int64_t, Poison>& poison) : conn(std::move(c)) {
+      std::vector<int64_t> keys;
+      for (const auto& [key, kind] : poison) {
+        if (kind == Poison::kLocked) keys.push_back(key);
+      }
+      tx = std::make_unique<postgres::Transaction>(conn);
+      conn.Exec("SELECT id FROM needs WHERE id = ANY($1::bigint[]) FOR UPDATE", Params().Add(ArrayLiteral(keys)));
+    }
+  };
+};
+
+TEST_F(FaultIsolationTest, EachKindOfPoisonFailsOnlyItsRowAndNamesIt) {
+  auto config = FaultConfig(64);
+  Migrate(*conn_, config);
+  std::map<int64_t, Poison> poison;
+  std::vector<std::vector<double>> rows;
+  // One batch: good rows around one row of each kind.
+  std::mt19937_64 rng(1);
+  poison = InsertWithPoison(1, 40, 0.0, rng);
+  const std::vector<std::pair<int64_t, Poison>> planted = {
+      {3, Poison::kCheck},    {9, Poison::kRealOverflow},      {14, Poison::kNumericOverflow},
+      {20, Poison::kTrigger}, {27, Poison::kHugeNumericInput}, {33, Poison::kLocked}};
+  conn_->Exec("UPDATE needs SET family_members = 97 WHERE id = 3");
+  conn_->Exec("UPDATE needs SET financial_education = 3e38, wealth = 1e38 WHERE id = 9");
+  conn_->Exec("UPDATE needs SET financial_education = 2, wealth = 1e38 WHERE id = 14");
+  conn_->Exec("UPDATE needs SET gender = 7 WHERE id = 20");
+  conn_->Exec("UPDATE needs SET income = 1e400 WHERE id = 27");
+  for (const auto& [key, kind] : planted) poison[key] = kind;
+  RunSummary summary;
+  {
+    LockHolder lock(Connect(), poison);
+    summary = Serve(config, SmallModel(), 1);
+  }
+  EXPECT_TRUE(summary.paused.empty());
+  EXPECT_EQ(summary.done, 34u);
+  EXPECT_EQ(summary.failed, 6u);
+  EXPECT_EQ(summary.deferred, 2u) << "the locked row was tried three times";
+  ExpectOutcome(poison);
+  auto attempts = Count("SELECT attempts FROM runnel_needs_results WHERE key = 33");
+  EXPECT_EQ(attempts, 3);
+}
+
+TEST_F(FaultIsolationTest, PoisonRowsUnderSigkillsLeaveEveryGoodRequestServedExactlyOnce) {
+  auto config = FaultConfig(256);
+  Migrate(*conn_, config);
+  SmallModel();
+  const auto seed = runnel::testing::TestSeed();
+  std::mt19937_64 rng(seed);
+  const std::string run =
+      fmt::format("{} run --pipeline {} --model {} --db '{}' --no-migrate --workers 1", RUNNEL_BINARY,
+                  (dir_ / "pipeline.toml").string(), (dir_ / "small.h5").string(), conninfo());
+  std::map<int64_t, Poison> poison;
+  constexpr int kRounds = 4;
+  constexpr int kPerRound = 5000;
+  {
+    for (int round = 0; round < kRounds; ++round) {
+      auto more = InsertWithPoison(1 + round * kPerRound, kPerRound, 0.005, rng);
+      poison.insert(more.begin(), more.end());
+    }
+    LockHolder lock(Connect(), poison);
+    for (int round = 0; round < kRounds; ++round) {
+      const int kill_after_ms = std::uniform_int_distribution<int>(100, 1500)(rng);
+      auto outcome =
+          RunProcess({"/bin/sh", "-c",
+                      fmt::format("{r} & a=$!; {r} & b=$!; sleep {s}; kill -9 $a; kill -15 $b; wait $b; s=$?; wait $a; "
+                                  "[ $s -eq 0 ] || [ $s -eq 143 ]",
+                                  fmt::arg("r", run), fmt::arg("s", kill_after_ms / 1000.0))});
+      ASSERT_EQ(outcome.exit_code, 0) << "round " << round << ": no process exits by itself\n" << outcome.output;
+    }
+    // Whatever is left is served by one clean run; locked rows fail after their attempts.
+    auto last = RunProcess({"/bin/sh", "-c", run + " --until-idle"});
+    ASSERT_EQ(last.exit_code, 0) << last.output;
+  }
+  ExpectOutcome(poison);
+}
+
+TEST_F(FaultIsolationTest, RetryReplaysFailedRequestsExactlyOnceAfterTheCauseIsFixed) {
+  auto config = FaultConfig(64);
+  Migrate(*conn_, config);
+  std::mt19937_64 rng(2);
+  InsertWithPoison(1, 30, 0.0, rng);
+  conn_->Exec("UPDATE needs SET family_members = 97 WHERE id IN (4, 5, 6)");
+  conn_->Exec("UPDATE needs SET gender = 7 WHERE id = 10");
+  auto first = Serve(config, SmallModel(), 1);
+  EXPECT_EQ(first.failed, 4u);
+  EXPECT_EQ(first.done, 26u);
+  auto reasons = TopFailureReasons(*conn_, config, 5);
+  ASSERT_EQ(reasons.size(), 2u);
+  EXPECT_EQ(reasons[0].sqlstate, "23514");
+  EXPECT_EQ(reasons[0].count, 3);
+  EXPECT_NE(reasons[0].reason.find("scored_families_are_small"), std::string::npos) << reasons[0].reason;
+  EXPECT_EQ(reasons[1].sqlstate, "P0001");
+
+  // Fix the constraint; retry only its failures (the trigger's stays failed).
+  conn_->Exec("ALTER TABLE needs DROP CONSTRAINT scored_families_are_small");
+  EXPECT_THROW(RetryFailed(*conn_, config, {"", std::string("2351"), std::nullopt}), Error) << "not a SQLSTATE";
+  auto retried = RetryFailed(*conn_, config, {"", std::string("23"), std::nullopt});
+  EXPECT_EQ(retried.requeued, 3);
+  ASSERT_TRUE(retried.job);
+  EXPECT_EQ(RetryFailed(*conn_, config, {"", std::string("23"), std::nullopt}).requeued, 0) << "exactly once";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'queued'"), 3);
+  auto second = Serve(config, SmallModel(), 1);
+  EXPECT_EQ(second.done, 3u);
+  EXPECT_EQ(second.failed, 0u);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 29);
+  EXPECT_EQ(Count("SELECT attempts FROM runnel_needs_results WHERE key = 5"), 2) << "tried twice";
+  EXPECT_EQ(GetJob(*conn_, *retried.job)->state, "done");
+  EXPECT_EQ(Count("SELECT sum(requests)::bigint FROM runnel_needs_quota"), 30) << "a retry is not counted again";
+  // One request by key, with a filter on its source row.
+  conn_->Exec("DROP TRIGGER refuse_gender_7 ON needs");
+  EXPECT_EQ(RetryFailed(*conn_, config, {"gender = 6", std::nullopt, std::nullopt}).requeued, 0);
+  EXPECT_EQ(RetryFailed(*conn_, config, {"gender = 7", std::nullopt, 10}).requeued, 1);
+  EXPECT_EQ(Serve(config, SmallModel(), 1).done, 1u);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 30);
 }
 
 }  // namespace

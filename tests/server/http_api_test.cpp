@@ -746,3 +746,69 @@ TEST_F(HttpApiTest, WineModelStreamServesEverySharedModelInTurn) {
 
 }  // namespace
 }  // namespace runnel::server
+
+namespace runnel::server {
+namespace {
+
+// Issue #12: a record whose output overflows its write-back column fails alone; a
+// dropped write-back column pauses serving (visible in /readyz) until it is back;
+// failed requests are retried by key; /metrics counts failures by SQLSTATE class.
+TEST_F(HttpApiTest, APoisonRecordFailsAloneAPauseShowsInReadyzAndRetryReplays) {
+  Start(Config());
+  const std::string poison =
+      R"({"client_id":15,"age":40,"gender":1,"family_members":2,"financial_education":3e38,"income":50,)"
+      R"("wealth":1e38,"income_investment":1,"accumulation_investment":0})";
+  auto res = client_->Post("/v1/pipelines/needs/requests?wait=10000",
+                           fmt::format("[{}, {}, {}]", kRecord, poison, kRecord), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  auto results = Body(res)["results"];
+  ASSERT_EQ(results.size(), 3u) << res->body;
+  EXPECT_EQ(results[0]["status"], "done");
+  EXPECT_EQ(results[2]["status"], "done");
+  EXPECT_EQ(results[1]["status"], "failed");
+  const int64_t poisoned = results[1]["id"].get<int64_t>();
+  const std::string error = results[1]["error"].get<std::string>();
+  EXPECT_NE(error.find(fmt::format("id = {}", poisoned)), std::string::npos) << error;
+  EXPECT_NE(error.find("financial_status"), std::string::npos) << error;
+  EXPECT_NE(error.find("out of range"), std::string::npos) << error;
+  auto metrics = client_->Get("/metrics");
+  EXPECT_NE(metrics->body.find("runnel_requests_failed_total{pipeline=\"needs\",sqlstate_class=\"22\"} 1"),
+            std::string::npos)
+      << metrics->body;
+
+  // Retry: a done request is 409, an unknown one 404; the failed one is re-queued once.
+  EXPECT_EQ(
+      client_->Post(fmt::format("/v1/pipelines/needs/requests/{}/retry", results[0]["id"].get<int64_t>()))->status,
+      409);
+  EXPECT_EQ(client_->Post("/v1/pipelines/needs/requests/999999/retry")->status, 404);
+  conn_->Exec(
+      "ALTER TABLE needs ALTER financial_status TYPE double precision, ALTER risk_propensity TYPE "
+      "double precision");
+  auto retry = client_->Post(fmt::format("/v1/pipelines/needs/requests/{}/retry", poisoned));
+  ASSERT_EQ(retry->status, 202) << retry->body;
+  EXPECT_TRUE(Eventually([&] {
+    return Count(fmt::format("SELECT count(*) FROM runnel_needs_results WHERE key = {} AND status = 'done'",
+                             poisoned)) == 1;
+  })) << "served once the columns hold it";
+
+  // A dropped write-back column pauses serving: nothing is lost, /readyz says why.
+  conn_->Exec("ALTER TABLE needs DROP COLUMN financial_status");
+  InsertRows(5);
+  EXPECT_TRUE(Eventually([&] {
+    auto ready = client_->Get("/readyz");
+    return ready && ready->status == 503 && ready->body.find("paused") != std::string::npos &&
+           ready->body.find("financial_status") != std::string::npos;
+  })) << client_->Get("/readyz")->body;
+  EXPECT_EQ(client_->Get("/healthz")->status, 200) << "the process lives on";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_pauses WHERE pipeline = 'needs'"), 1);
+  EXPECT_EQ(Count("SELECT coalesce(sum(n), 0)::bigint FROM runnel_needs_queue"), 5) << "still queued";
+  conn_->Exec("ALTER TABLE needs ADD COLUMN financial_status real");
+  WaitServed();
+  EXPECT_TRUE(Eventually([&] { return client_->Get("/readyz")->status == 200; }));
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_pauses WHERE pipeline = 'needs'"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 8);
+}
+
+}  // namespace
+}  // namespace runnel::server

@@ -25,6 +25,7 @@
 //   [quota] max_requests = 1000        # per client; later requests are `throttled`
 //   [capture] mode = "queue"|"notify", channel = "table_insert", max_batch = 512,
 //             synchronous_commit = true
+//   [serving] lock_timeout_ms = 2000, max_attempts = 5
 //   [write_back] columns = ["risk_propensity", "financial_status"]
 //   [recommend] table = "products", key = "id_product", where = "p.risk <= r.risk_propensity"
 #pragma once
@@ -64,6 +65,11 @@ struct PipelineConfig {
   // second of serving — claims, results, quota and write-back together, so those
   // requests are served again — but never a request.
   bool synchronous_commit = true;
+  // A worker waits at most this long for a row lock another transaction holds on a
+  // source row it writes back (the session's lock_timeout); such a request is deferred
+  // to a later batch, and failed after max_attempts deferrals.
+  int64_t lock_timeout_ms = 2000;
+  int32_t max_attempts = 5;
   std::vector<std::string> write_back;  // outputs written to same-named source columns
   std::optional<RecommendConfig> recommend;
   std::optional<std::filesystem::path> model_path;  // absolute once loaded

@@ -2,10 +2,13 @@
 //   runnel_<name>_queue            captured requests: seq, keys (an int8multirange: the
 //                                  keys of one chunk of one INSERT statement or of one
 //                                  job batch), n (how many), enqueued_at, job (the batch
-//                                  job that enqueued it, NULL for inserts)
+//                                  job that enqueued it, NULL for inserts), attempts
+//                                  (deferrals of a locked row so far)
 //   runnel_<name>_results          one row per served request: status (done, throttled,
-//                                  failed), error, model_version, the output columns,
-//                                  recommended (product keys), enqueued_at, finished_at
+//                                  failed; queued when `runnel retry` re-queued it),
+//                                  error, sqlstate, attempts, model_version, the output
+//                                  columns, recommended (product keys), enqueued_at,
+//                                  finished_at
 //   runnel_<name>_quota            per-client request counters
 //   runnel_<name>_recommendations  view: (request_key, product_key, model_version), one
 //                                  row per element of results.recommended
@@ -13,7 +16,8 @@
 //                                  the new keys from the transition table into the queue,
 //                                  QueueChunk keys per row, and sends one
 //                                  pg_notify('runnel_<name>') per statement
-// plus runnel_migrations (pipeline, version, applied_at) and runnel_jobs (batch jobs of
+// plus runnel_migrations (pipeline, version, applied_at), runnel_pauses (pipeline,
+// process, reason, since, seen_at: serving processes paused by a setup error) and runnel_jobs (batch jobs of
 // every pipeline: filter, batch size, state, total/enqueued/served counts, cursor).
 #pragma once
 
@@ -38,7 +42,7 @@ struct SchemaNames {
 
 SchemaNames NamesFor(const PipelineConfig& config);
 
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 
 // How many keys one queue row holds at most: a quarter of a batch, so that a claim
 // fills its batch from several rows.
@@ -64,6 +68,10 @@ QueueState ReadQueueState(postgres::Connection& conn, const PipelineConfig& conf
 // The source table's columns and their SQL types ("integer", "text", ...); empty when
 // the table does not exist. Throws DatabaseError.
 std::map<std::string, std::string> SourceColumns(postgres::Connection& conn, const PipelineConfig& config);
+
+// Throws Error(InvalidInput) naming the first input column ([source] columns) that is
+// missing from `types` (SourceColumns) or is not of a numeric type.
+void CheckInputTypes(const PipelineConfig& config, const std::map<std::string, std::string>& types);
 
 // Creates or updates the pipeline's objects; idempotent, safe to run from several
 // processes at once (serialised by an advisory lock), all in one transaction. Returns

@@ -1,20 +1,32 @@
 // The real-time pipeline: workers that serve captured requests exactly once.
 //
-// One batch is one transaction on the worker's own connection:
+// One batch is one transaction on the worker's own connection, in stages (as timed in
+// BatchResult::stage_ms):
 //   1. claim: DELETE queue rows holding up to max_batch keys (FOR UPDATE SKIP LOCKED)
-//      and read their source rows in the same statement (binary results);
+//      and read their source rows in the same statement, values as stored (a cast
+//      there would let one row's value fail the claim); expand the key ranges;
 //   2. quota: read the per-client counters; requests past the threshold become
 //      `throttled` (the counters are advanced at step 5);
-//   3. features and model over the whole batch; invalid rows become `failed`;
-//   4. write-back, results and recommendations in one statement: an UPDATE ... FROM
-//      unnest whose RETURNING rows feed the results upsert and the recommendation
-//      rule (a subquery on the catalogue per done request);
+//   3. features and model over the whole batch; invalid rows become `failed`, and so
+//      do outputs that their write-back column cannot hold (checked here, as
+//      PostgreSQL would refuse them);
+//   4. write-back, results and recommendations in one statement under a savepoint.
+//      If PostgreSQL refuses it for a reason about rows (sqlstate.hpp: a CHECK
+//      constraint, a user trigger raising, a value out of range), the requests that
+//      fail on their own are found by bisection (IsolateFailures) and recorded failed
+//      with SQLSTATE and message; every other request of the batch is served in the
+//      same pass. When a source row stays locked past lock_timeout, the rows another
+//      transaction holds are found (SKIP LOCKED) and their requests go back to the
+//      queue (`attempts` + 1; failed after max_attempts);
 //   5. advance the counters in one upsert, in client order (two workers lock counters
 //      in the same order and cannot deadlock), check that no other worker moved them
 //      in a way that changes a request's throttling (else roll back and serve the
 //      batch again with the counters advanced first), COMMIT. A crash anywhere before
 //      it leaves the claim unmade: another worker serves the request. No coordinator
 //      but PostgreSQL.
+// Errors that are not about rows (a dropped column or table, revoked rights, changed
+// types) pause serving: RunPipeline retries with backoff, re-preparing its statements,
+// and resumes by itself once the cause is fixed; nothing claimed is lost.
 #pragma once
 
 #include <atomic>
@@ -42,6 +54,10 @@ struct BatchResult {
   size_t done = 0;
   size_t throttled = 0;
   size_t failed = 0;
+  size_t deferred = 0;  // back to the queue: their source rows stayed locked
+  // Per failed request: its SQLSTATE (Runnel's own failures use PostgreSQL's codes:
+  // 02000 row not found, 22004 NULL client, 22000 features or model, 22003 out of range).
+  std::vector<std::string> failed_sqlstates;
   // Served a second time after a rollback: the quota counters moved under it, or a
   // request's key had a result already.
   bool redone = false;
@@ -68,8 +84,13 @@ class Worker {
   BatchResult ServeBatch();
   // Waits for a capture notification (or a notify-mode request) up to `timeout`.
   bool WaitForWork(std::chrono::milliseconds timeout);
-  // Drops the connection and connects again (after a lost connection).
+  // Drops the connection and connects again (after a lost connection or DDL: the
+  // statements are prepared anew). Throws DatabaseError, or Error(InvalidInput) when
+  // the tables no longer fit the pipeline (a column dropped or of another type).
   void Reconnect();
+  // Records (reason) or clears (nullopt) this process's pause in runnel_pauses, for
+  // `runnel status`. Best effort: a failure is logged at debug and ignored.
+  void ReportPause(const std::optional<std::string>& reason);
 
  private:
   enum class Retry { kNone, kQuotaMoved, kKeyServedBefore };
@@ -84,10 +105,13 @@ class Worker {
 
 struct RunOptions {
   size_t workers = 1;
-  bool until_idle = false;                      // return once the queue stays empty
-  std::chrono::milliseconds idle_wait{250};     // how long an idle worker waits for a wake-up
-  const std::atomic<bool>* stop = nullptr;      // set to drain and return
-  std::function<void(const std::string&)> log;  // progress and reconnect messages
+  bool until_idle = false;                   // return once the queue stays empty (or a pause lasts: RunSummary::paused)
+  std::chrono::milliseconds idle_wait{250};  // how long an idle worker waits for a wake-up
+  const std::atomic<bool>* stop = nullptr;   // set to drain and return
+  std::function<void(const std::string&)> log;  // progress messages (errors go to spdlog at warn)
+  // Called from worker `worker`'s thread when it pauses on an error that is not about
+  // rows (with the reason) and when it resumes (nullopt). Must be thread-safe.
+  std::function<void(size_t worker, const std::optional<std::string>& reason)> on_pause;
   // Called after each committed batch, from that worker's thread (must be thread-safe).
   std::function<void(const BatchResult&)> on_batch;
   // Called once every worker has connected, before serving starts.
@@ -98,9 +122,13 @@ struct RunSummary {
   size_t done = 0;
   size_t throttled = 0;
   size_t failed = 0;
+  size_t deferred = 0;
   size_t batches = 0;
   size_t redone = 0;                 // batches served a second time (BatchResult::redone)
   size_t recommended_by_runnel = 0;  // batches whose rule Runnel evaluated
+  // until_idle: why workers were still paused when the run returned (then requests
+  // may be left queued).
+  std::vector<std::string> paused;
   std::vector<double> latencies_ms;
   double seconds = 0;
   double stage_ms[kStageCount] = {};  // summed over batches and workers
@@ -110,8 +138,10 @@ struct RunSummary {
 };
 
 // Runs `workers` threads until `stop` is set (or the queue is drained with
-// until_idle). Lost connections are retried with backoff: nothing is lost or served
-// twice. Throws Error when a worker cannot start at all.
+// until_idle). Lost connections are retried with backoff; errors that are not about
+// rows pause the worker until they are fixed (on_pause): nothing is lost or served
+// twice. Throws Error when a worker cannot start at all; after that only for
+// programmer errors (never for data or the database's state).
 RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<ModelProvider>& models,
                        const std::string& conninfo, const RunOptions& options);
 

@@ -18,13 +18,16 @@
 #include <vector>
 
 #include "runnel/core/error.hpp"
+#include "runnel/postgres/sqlstate.hpp"
 
 namespace runnel::postgres {
 
 class DatabaseError : public Error {
  public:
-  DatabaseError(const std::string& message, std::string sqlstate)
-      : Error(ErrorCode::Database, message), sqlstate_(std::move(sqlstate)) {}
+  DatabaseError(const std::string& message, std::string sqlstate, std::string primary = {})
+      : Error(ErrorCode::Database, message),
+        sqlstate_(std::move(sqlstate)),
+        primary_(primary.empty() ? message : std::move(primary)) {}
 
   // Five characters, e.g. "42P01". "08001" when no connection could be made, "08006"
   // when an open connection broke without the server saying why.
@@ -33,9 +36,15 @@ class DatabaseError : public Error {
   // Whether the connection is gone (class 08, or the server shutting it down, 57P0x):
   // the caller should reconnect rather than retry on the same connection.
   bool IsConnectionLost() const;
+  // The server's primary message alone (no detail, no statement), e.g. for a failed
+  // request's stored reason.
+  const std::string& primary() const { return primary_; }
+  // What the error means for the caller (sqlstate.hpp): one policy everywhere.
+  FailureClass failure_class() const { return ClassifySqlState(sqlstate_); }
 
  private:
   std::string sqlstate_;
+  std::string primary_;
 };
 
 struct PgConnDeleter {

@@ -45,6 +45,8 @@ struct ServingContext {
   Metrics* metrics = nullptr;             // non-owning
   CompletionHub* completions = nullptr;   // non-owning
   std::function<bool()> workers_running;  // for /readyz
+  // Why this process's workers are paused (one entry per paused worker), for /readyz.
+  std::function<std::vector<std::string>()> pauses;
 };
 
 class HttpServer {

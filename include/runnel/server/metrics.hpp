@@ -56,6 +56,9 @@ class Metrics {
   mutable std::mutex http_mutex_;
   std::map<std::pair<std::string, int>, int64_t> http_counts_;
   std::map<std::string, std::unique_ptr<Histogram>> http_latency_;
+  mutable std::mutex failure_mutex_;
+  std::map<std::string, int64_t> failures_by_class_;  // SQLSTATE class -> failed requests; guarded by failure_mutex_
+  std::atomic<int64_t> deferred_{0};
 };
 
 }  // namespace runnel::server

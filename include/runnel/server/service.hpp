@@ -8,7 +8,9 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -48,6 +50,9 @@ class Service {
   // What serves: "needs@v2", or "the model stream of 'needs'" before a model exists.
   std::string Describe() const;
   const std::shared_ptr<pipeline::ModelProvider>& models() const { return models_; }
+  // Why workers are paused now (one reason per paused worker); empty while serving.
+  // Thread-safe.
+  std::vector<std::string> Pauses() const;
 
  private:
   void StopServices();
@@ -67,6 +72,8 @@ class Service {
   std::thread workers_;
   pipeline::RunSummary summary_;
   std::exception_ptr failure_;
+  mutable std::mutex pause_mutex_;
+  std::map<size_t, std::string> pauses_;  // worker -> reason; guarded by pause_mutex_
 };
 
 }  // namespace runnel::server

@@ -1,0 +1,21 @@
+// A request's status as stored in runnel_<name>_results.status and shown by the API.
+#pragma once
+
+#include <optional>
+#include <string_view>
+
+namespace runnel::pipeline {
+
+enum class RequestStatus {
+  kQueued,     // captured (or re-queued by `runnel retry`) and not served yet
+  kDone,       // scored; outputs written back
+  kThrottled,  // over its client's quota: not scored
+  kFailed,     // not scored, or its write-back refused: error and sqlstate say why
+};
+
+// "queued", "done", "throttled", "failed": the stored spelling.
+std::string_view RequestStatusName(RequestStatus status);
+// The inverse of RequestStatusName; nullopt for anything else.
+std::optional<RequestStatus> ParseRequestStatus(std::string_view name);
+
+}  // namespace runnel::pipeline

@@ -1,0 +1,114 @@
+#include "runnel/pipeline/replay.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+
+#include "runnel/core/error.hpp"
+#include "runnel/pipeline/filter.hpp"
+#include "runnel/pipeline/schema.hpp"
+
+namespace runnel::pipeline {
+
+using postgres::Params;
+using postgres::QuoteIdentifier;
+
+namespace {
+
+void CheckSqlState(const std::string& state) {
+  const bool shape =
+      (state.size() == 2 || state.size() == 5) &&
+      std::all_of(state.begin(), state.end(), [](unsigned char c) { return std::isdigit(c) || std::isupper(c); });
+  if (!shape) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("'{}' is not a SQLSTATE (five characters, e.g. 23514) or its class (two, e.g. 23)", state));
+  }
+}
+
+}  // namespace
+
+RetryOutcome RetryFailed(postgres::Connection& conn, const PipelineConfig& config, const RetryFilter& filter) {
+  const auto names = NamesFor(config);
+  if (filter.sqlstate) CheckSqlState(*filter.sqlstate);
+  postgres::Transaction tx(conn);
+  const auto compiled = CompileFilter(filter.where, SourceColumns(conn, config), 2);
+  Params params;
+  std::string description =
+      filter.where.empty() ? "retry failed requests" : "retry failed requests where " + filter.where;
+  if (filter.sqlstate) description += " with SQLSTATE " + *filter.sqlstate;
+  if (filter.key) description = fmt::format("retry failed request {}", *filter.key);
+  auto job = conn.Exec(
+      "INSERT INTO runnel_jobs (pipeline, filter, batch_size, total, enqueued, enqueue_done, state) "
+      "VALUES ($1, $2, $3, 0, 0, true, 'running') RETURNING id",
+      Params().Add(config.name).Add(description).Add(static_cast<int32_t>(config.max_batch)));
+  const auto job_id = job.Get<int64_t>(0, 0);
+  params.Add(std::to_string(job_id));
+  for (const auto& value : compiled.params) params.Add(value);
+  int next = 2 + static_cast<int>(compiled.params.size());
+  std::string where = "r.status = 'failed' AND (" + compiled.sql + ")";
+  if (filter.sqlstate) {
+    params.Add(*filter.sqlstate);
+    where += fmt::format(" AND left(r.sqlstate, {}) = ${}", filter.sqlstate->size(), next++);
+  }
+  if (filter.key) {
+    params.Add(std::to_string(*filter.key));
+    where += fmt::format(" AND r.key = ${}::bigint", next++);
+  }
+  // FOR UPDATE: a concurrent retry waits, then sees 'queued' and takes nothing.
+  auto queued = conn.Exec(
+      fmt::format("WITH picked AS (SELECT r.key FROM {results} r LEFT JOIN {table} s ON s.{key} = r.key WHERE {where} "
+                  "ORDER BY r.key FOR UPDATE OF r), "
+                  "marked AS (UPDATE {results} r SET status = 'queued' FROM picked WHERE r.key = picked.key "
+                  "RETURNING r.key), "
+                  "queued AS ({insert} RETURNING n) "
+                  "SELECT coalesce(sum(n), 0)::bigint FROM queued",
+                  fmt::arg("results", QuoteIdentifier(names.results)), fmt::arg("table", QuoteIdentifier(config.table)),
+                  fmt::arg("key", QuoteIdentifier(config.key_column)), fmt::arg("where", where),
+                  fmt::arg("insert", QueueInsertSql(config, "SELECT key FROM marked", "$1::bigint"))),
+      params);
+  RetryOutcome outcome;
+  outcome.requeued = queued.Get<int64_t>(0, 0);
+  if (outcome.requeued == 0) {
+    conn.Exec("DELETE FROM runnel_jobs WHERE id = $1", Params().Add(job_id));
+  } else {
+    conn.Exec("UPDATE runnel_jobs SET total = $2, enqueued = $2 WHERE id = $1",
+              Params().Add(job_id).Add(outcome.requeued));
+    conn.Exec(fmt::format("SELECT pg_notify({}, '')", postgres::QuoteLiteral(names.channel)));
+    outcome.job = job_id;
+  }
+  tx.Commit();
+  return outcome;
+}
+
+std::vector<FailureReason> TopFailureReasons(postgres::Connection& conn, const PipelineConfig& config, int limit) {
+  // Messages start with "<key column> = <key>: "; numbers vary per request.
+  auto r =
+      conn.Exec(fmt::format("SELECT coalesce(sqlstate, ''), reason, count(*) FROM (SELECT sqlstate, "
+                            "regexp_replace(regexp_replace(coalesce(error, ''), '^[^:]* = [^:]*: ', ''), "
+                            "'-?[0-9][0-9.]*(e[+-]?[0-9]+)?', 'N', 'g') AS reason FROM {} WHERE status = 'failed') f "
+                            "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT $1",
+                            QuoteIdentifier(NamesFor(config).results)),
+                Params().Add(static_cast<int64_t>(limit)));
+  std::vector<FailureReason> out;
+  for (int i = 0; i < r.rows(); ++i) {
+    out.push_back({r.Get<std::string>(i, 0), r.Get<std::string>(i, 1), r.Get<int64_t>(i, 2)});
+  }
+  return out;
+}
+
+std::vector<PausedProcess> PausedProcesses(postgres::Connection& conn, const PipelineConfig& config) {
+  auto exists = conn.Exec("SELECT to_regclass('runnel_pauses') IS NOT NULL", Params());
+  if (!exists.Get<bool>(0, 0)) return {};
+  auto r = conn.Exec(
+      "SELECT process, reason, extract(epoch FROM clock_timestamp() - since)::float8 FROM runnel_pauses "
+      "WHERE pipeline = $1 AND seen_at > clock_timestamp() - interval '1 minute' ORDER BY process",
+      Params().Add(config.name));
+  std::vector<PausedProcess> out;
+  for (int i = 0; i < r.rows(); ++i) {
+    out.push_back({r.Get<std::string>(i, 0), r.Get<std::string>(i, 1), r.Get<double>(i, 2)});
+  }
+  return out;
+}
+
+}  // namespace runnel::pipeline

@@ -1,0 +1,168 @@
+#include "runnel/pipeline/serving_stages.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "runnel/core/error.hpp"
+#include "runnel/pipeline/request_status.hpp"
+
+namespace runnel::pipeline {
+
+std::string_view RequestStatusName(RequestStatus status) {
+  switch (status) {
+    case RequestStatus::kQueued: return "queued";
+    case RequestStatus::kDone: return "done";
+    case RequestStatus::kThrottled: return "throttled";
+    case RequestStatus::kFailed: return "failed";
+  }
+  return "failed";
+}
+
+std::optional<RequestStatus> ParseRequestStatus(std::string_view name) {
+  for (auto status :
+       {RequestStatus::kQueued, RequestStatus::kDone, RequestStatus::kThrottled, RequestStatus::kFailed}) {
+    if (RequestStatusName(status) == name) return status;
+  }
+  return std::nullopt;
+}
+
+std::vector<ClaimedKey> ExpandClaim(std::span<const ClaimedRange> ranges, uint64_t max_keys, std::string_view queue) {
+  uint64_t total = 0;
+  for (const auto& range : ranges) {
+    const uint64_t width_less_one = static_cast<uint64_t>(range.last) - static_cast<uint64_t>(range.first);
+    if (range.last < range.first || width_less_one >= max_keys || total + width_less_one + 1 > max_keys) {
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("{} row seq {} holds keys [{}, {}]: a claim of more than {} keys; Runnel's capture "
+                              "writes fewer per row (delete or fix the row)",
+                              queue, range.seq.value_or(0), range.first, range.last, max_keys));
+    }
+    total += width_less_one + 1;
+  }
+  std::vector<ClaimedKey> keys;
+  keys.reserve(total);
+  for (const auto& range : ranges) {
+    for (int64_t k = range.first;; ++k) {
+      keys.push_back({k, range.enqueued, range.job, range.attempts});
+      if (k == range.last) break;
+    }
+  }
+  std::stable_sort(keys.begin(), keys.end(), [](const ClaimedKey& a, const ClaimedKey& b) { return a.key < b.key; });
+  std::vector<ClaimedKey> distinct;
+  distinct.reserve(keys.size());
+  for (const auto& key : keys) {
+    if (!distinct.empty() && distinct.back().key == key.key) {
+      if (!distinct.back().job) distinct.back().job = key.job;
+      distinct.back().attempts = std::max(distinct.back().attempts, key.attempts);
+      continue;
+    }
+    distinct.push_back(key);
+  }
+  return distinct;
+}
+
+std::vector<bool> Throttle(const std::vector<std::optional<std::string>>& clients, const std::vector<bool>& counted,
+                           std::map<std::string, int64_t> before, int64_t max_requests) {
+  std::vector<bool> over(clients.size(), false);
+  for (size_t i = 0; i < clients.size(); ++i) {
+    if (counted[i]) over[i] = ++before[*clients[i]] > max_requests;
+  }
+  return over;
+}
+
+ColumnLimit ColumnLimitFor(std::string_view sql_type) {
+  using Kind = ColumnLimit::Kind;
+  if (sql_type == "real") return {Kind::kReal};
+  if (sql_type == "double precision") return {Kind::kDouble};
+  if (sql_type == "smallint") return {Kind::kSmallint};
+  if (sql_type == "integer") return {Kind::kInteger};
+  if (sql_type == "bigint") return {Kind::kBigint};
+  if (sql_type == "numeric") return {Kind::kNumeric};
+  int precision = 0, scale = 0;
+  if (std::sscanf(std::string(sql_type).c_str(), "numeric(%d,%d)", &precision, &scale) == 2) {
+    return {Kind::kNumeric, precision, scale};
+  }
+  return {Kind::kAny};
+}
+
+std::optional<std::string> RefusalFor(const ColumnLimit& limit, double value) {
+  using Kind = ColumnLimit::Kind;
+  // As PostgreSQL's float8 -> int casts: rint, then the range [min, -min).
+  auto integer = [&](double min, const char* type) -> std::optional<std::string> {
+    const double r = std::rint(value);
+    if (std::isnan(r) || !(r >= min && r < -min)) return fmt::format("{} out of range", type);
+    return std::nullopt;
+  };
+  switch (limit.kind) {
+    case Kind::kAny:
+    case Kind::kDouble: return std::nullopt;
+    case Kind::kReal: {
+      const auto f = static_cast<float>(value);
+      if (std::isinf(f) && !std::isinf(value)) return "value out of range: overflow";
+      if (f == 0.0f && value != 0.0) return "value out of range: underflow";
+      return std::nullopt;
+    }
+    case Kind::kSmallint: return integer(-32768.0, "smallint");
+    case Kind::kInteger: return integer(-2147483648.0, "integer");
+    case Kind::kBigint: return integer(-9223372036854775808.0, "bigint");
+    case Kind::kNumeric: {
+      if (limit.precision == 0 || std::isnan(value)) return std::nullopt;
+      if (std::isinf(value)) return "numeric field overflow";
+      // numeric(p, s) holds |v| rounded to s digits below 10^(p - s).
+      const double scaled = std::nearbyint(std::fabs(value) * std::pow(10.0, limit.scale));
+      if (scaled >= std::pow(10.0, limit.precision)) return "numeric field overflow";
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
+bool IsNumericInputType(std::string_view sql_type) {
+  if (sql_type == "smallint" || sql_type == "integer" || sql_type == "bigint" || sql_type == "real" ||
+      sql_type == "double precision" || sql_type == "numeric") {
+    return true;
+  }
+  return sql_type.starts_with("numeric(");
+}
+
+namespace {
+
+void Bisect(std::span<const size_t> members,
+            const std::function<std::optional<RowFailure>(std::span<const size_t>)>& attempt,
+            std::vector<RowFailure>& failed) {
+  // `members` failed as a whole: a single member is the culprit, else try each half.
+  if (members.size() == 1) return;
+  const size_t half = members.size() / 2;
+  for (auto part : {members.first(half), members.subspan(half)}) {
+    auto failure = attempt(part);
+    if (!failure) continue;
+    if (part.size() == 1) {
+      failure->index = part[0];
+      failed.push_back(std::move(*failure));
+    } else {
+      Bisect(part, attempt, failed);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<RowFailure> IsolateFailures(
+    std::vector<size_t> members, const std::function<std::optional<RowFailure>(std::span<const size_t>)>& attempt) {
+  std::vector<RowFailure> failed;
+  if (members.size() == 1) {
+    // Known to fail as a whole: ask once more for its own reason.
+    if (auto failure = attempt(members)) {
+      failure->index = members[0];
+      failed.push_back(std::move(*failure));
+    }
+    return failed;
+  }
+  Bisect(members, attempt, failed);
+  std::sort(failed.begin(), failed.end(), [](const RowFailure& a, const RowFailure& b) { return a.index < b.index; });
+  return failed;
+}
+
+}  // namespace runnel::pipeline

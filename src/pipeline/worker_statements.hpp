@@ -1,0 +1,55 @@
+// The statements one worker runs, built once per worker from the pipeline, and the
+// readers of their rows. See worker.hpp for the order in which a batch runs them.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runnel/pipeline/pipeline_config.hpp"
+#include "runnel/pipeline/schema.hpp"
+#include "runnel/pipeline/serving_stages.hpp"
+#include "runnel/postgres/connection.hpp"
+
+namespace runnel::pipeline {
+
+// The claim returns two kinds of rows, told apart by `found`: one per range of claimed
+// keys (found NULL: key = its first key, hi = one past its last, NULL when the range
+// runs to the largest bigint, see KeyRangeSql; the queue row's enqueue time, job, seq
+// and attempts), and one per source row found in those ranges (found true: the row's
+// key, client, data type and input columns as the table stores them). Columns by
+// position, named here.
+struct ClaimColumns {
+  static constexpr int kKey = 0, kEnqueued = 1, kJob = 2, kFound = 3, kClient = 4, kDataType = 5, kFirstInput = 6;
+  explicit ClaimColumns(size_t inputs) : seq(static_cast<int>(kFirstInput + inputs)), hi(seq + 1), attempts(seq + 2) {}
+  int seq, hi, attempts;
+};
+
+// What one claim read: the claimed ranges and the source rows by key.
+struct ClaimRows {
+  std::vector<ClaimedRange> ranges;
+  std::vector<std::pair<int64_t, int>> source;  // key, row of the result, in key order
+  size_t queue_rows = 0;                        // distinct queue rows claimed
+};
+// Reads a claim's result. Throws Error(InvalidInput) for a queue row that holds a key
+// range unbounded below (Runnel's capture writes bounded ones).
+ClaimRows ReadClaim(const postgres::Result& rows, const ClaimColumns& columns, const std::string& queue);
+
+struct WorkerStatements {
+  // The parameters of every results statement: $1 keys, $2 status, $3 error, $4
+  // enqueued (epoch s), $5 model version, $6 sqlstate, $7 attempts, then one float8[]
+  // per output column, then (Runnel-evaluated rules) from, to and the product keys.
+  static constexpr int kFirstOutputParam = 8;
+
+  std::string claim, quota_read, quota, jobs, catalogue;
+  std::string results[2], upsert[2];  // [small catalogue]: see Build
+  std::string rule_results, rule_upsert;
+  std::string defer;         // back to the queue: $1 keys, $2 jobs (text), $3 enqueued, $4 attempts
+  std::string probe_locked;  // the keys of $1 whose source rows this transaction can lock now
+
+  static WorkerStatements Build(const PipelineConfig& config, const SchemaNames& names,
+                                const std::vector<size_t>& write_back_output, int64_t small_catalogue);
+};
+
+}  // namespace runnel::pipeline
