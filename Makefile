@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo test release debug fuzz bench bench-pipeline bench-statements bench-http deps deps-test deps-bench format lint clean
+.PHONY: demo test release debug fuzz bench bench-pipeline bench-statements bench-poison bench-http deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -63,6 +63,13 @@ bench-statements: deps-bench
 	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
 	cmake --build build/bench -j $(JOBS)
 	bench/pipeline_statements.sh
+
+# Fault isolation's cost: bursts with 0.1% poison rows against clean ones; OLD_BUILD=dir
+# adds the clean burst of an older build, alternating (docs/performance.md).
+bench-poison: deps-bench
+	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
+	cmake --build build/bench -j $(JOBS)
+	bench/poison_bench.sh
 
 # The HTTP API with wrk and an open-loop ?wait client: see docs/performance.md.
 bench-http: deps-bench

@@ -864,6 +864,9 @@ TEST_F(PipelineRunTest, EachSetupErrorPausesServingUntilFixedLosingNothing) {
     ASSERT_TRUE(eventually([&] { return reason().find(expected) != std::string::npos; }))
         << breaking << ": paused for '" << reason() << "'";
     EXPECT_EQ(Count("SELECT count(*) FROM runnel_pauses WHERE pipeline = 'needs'"), 1) << breaking;
+    auto status = RunProcess({RUNNEL_BINARY, "status", "--pipeline", (dir_ / "pipeline.toml").string(), "--db",
+                              conninfo()});
+    EXPECT_NE(status.output.find("paused: " + reason()), std::string::npos) << status.output;
     EXPECT_GT(Count("SELECT coalesce(sum(n), 0)::bigint FROM runnel_needs_queue"), 0) << "nothing lost: still queued";
     conn_->Exec(repair);
     ASSERT_TRUE(eventually(all_served)) << repair;
@@ -1095,6 +1098,15 @@ TEST_F(FaultIsolationTest, RetryReplaysFailedRequestsExactlyOnceAfterTheCauseIsF
   EXPECT_EQ(reasons[0].count, 3);
   EXPECT_NE(reasons[0].reason.find("scored_families_are_small"), std::string::npos) << reasons[0].reason;
   EXPECT_EQ(reasons[1].sqlstate, "P0001");
+  auto status = RunProcess({RUNNEL_BINARY, "status", "--pipeline", (dir_ / "pipeline.toml").string(), "--db",
+                            conninfo()});
+  ASSERT_EQ(status.exit_code, 0) << status.output;
+  EXPECT_NE(status.output.find("failed 4"), std::string::npos) << status.output;
+  EXPECT_NE(status.output.find("failures by reason:"), std::string::npos) << status.output;
+  EXPECT_NE(status.output.find("3  23514  new row for relation \"needs\" violates check constraint "
+                               "\"scored_families_are_small\""),
+            std::string::npos)
+      << status.output;
 
   // Fix the constraint; retry only its failures (the trigger's stays failed).
   conn_->Exec("ALTER TABLE needs DROP CONSTRAINT scored_families_are_small");

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Fault isolation's cost (issue #12), on one embedded PostgreSQL: 100,000-request
+# bursts (1,000-row insert transactions, `runnel run` with 2 workers), three kinds
+# alternating RUNS times (default 5), since the machine's speed drifts:
+#   (c) clean burst, this build
+#   (p) the same burst with 0.1% poison rows: a CHECK constraint that the write-back of
+#       every 1,000th key violates (the costly kind: PostgreSQL refuses the batch's
+#       statement and the worker bisects it under savepoints)
+#   (o) clean burst, the build named by OLD_BUILD (a build directory of the code before
+#       the change), when given
+# Ratios are taken within each round; medians are printed. Results: docs/performance.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+P=examples/needs/pipeline.toml
+source bench/embedded_db.sh
+now() { date +%s.%N; }
+count() { psql "$URL" -qAt -c "SELECT count(*) FROM runnel_needs_results"; }
+wait_served() {
+  psql "$URL" -qAt -c "DO \$\$ BEGIN LOOP EXIT WHEN NOT EXISTS (SELECT 1 FROM runnel_needs_queue);
+                         PERFORM pg_sleep(0.01); END LOOP; END \$\$" >/dev/null
+}
+burst_once() {  # binary, poison (0/1)
+  local runnel=$1 poison=$2
+  fresh_db
+  if [ "$poison" = 1 ]; then
+    psql "$URL" -q -c "ALTER TABLE needs ADD CONSTRAINT poison CHECK (risk_propensity IS NULL OR id % 1000 <> 7)"
+  fi
+  "$runnel" --log-level error migrate --pipeline $P --db "$URL" >/dev/null
+  "$runnel" --log-level error run --pipeline $P --db "$URL" --workers 2 --no-migrate > "$RUNNEL_HOME/run.log" 2>&1 &
+  RUN=$!
+  sleep 1
+  t0=$(now)
+  "$RUNNEL" load --pipeline $P --db "$URL" --rows 100000 --rows-per-txn 1000 --clients 100 --seed 1 >/dev/null 2>&1
+  wait_served
+  t1=$(now)
+  [ "$(count)" -eq 100000 ] || { echo "burst: only $(count) of 100000 results" >&2; exit 1; }
+  kill -TERM $RUN; wait $RUN || true
+  BURST=$(echo "$t1 - $t0" | bc)
+  local failed
+  failed=$(psql "$URL" -qAt -c "SELECT count(*) FROM runnel_needs_results WHERE sqlstate = '23514'")
+  echo "  $(echo "100000 / $BURST" | bc) requests/s ($BURST s; $failed failed by the CHECK)"
+}
+median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
+POISON_RATIOS=()
+OLD_RATIOS=()
+for run in $(seq 1 "${RUNS:-5}"); do
+  echo "== round $run"
+  echo "(c) clean burst, this build"; burst_once "$RUNNEL" 0; CLEAN=$BURST
+  echo "(p) 0.1% poison rows, this build"; burst_once "$RUNNEL" 1; POISON=$BURST
+  POISON_RATIOS+=("$(echo "scale=3; $CLEAN / $POISON" | bc)")
+  if [ -n "${OLD_BUILD:-}" ]; then
+    echo "(o) clean burst, $OLD_BUILD"; burst_once "$OLD_BUILD/src/runnel" 0; OLD=$BURST
+    OLD_RATIOS+=("$(echo "scale=3; $OLD / $CLEAN" | bc)")
+  fi
+done
+echo "poisoned/clean throughput per round: ${POISON_RATIOS[*]}; median $(median "${POISON_RATIOS[@]}")"
+if [ -n "${OLD_BUILD:-}" ]; then
+  echo "this build/old build clean throughput per round: ${OLD_RATIOS[*]}; median $(median "${OLD_RATIOS[@]}")"
+fi
