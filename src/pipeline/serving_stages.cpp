@@ -150,19 +150,30 @@ void Bisect(std::span<const size_t> members,
 }  // namespace
 
 std::vector<RowFailure> IsolateFailures(
-    std::vector<size_t> members, const std::function<std::optional<RowFailure>(std::span<const size_t>)>& attempt) {
+    const std::vector<size_t>& members, size_t chunk,
+    const std::function<std::optional<RowFailure>(std::span<const size_t>)>& attempt) {
   std::vector<RowFailure> failed;
-  if (members.size() == 1) {
-    // Known to fail as a whole: ask once more for its own reason.
-    if (auto failure = attempt(members)) {
-      failure->index = members[0];
+  const std::span<const size_t> all(members);
+  chunk = std::max<size_t>(chunk, 1);
+  for (size_t at = 0; at < all.size(); at += chunk) {
+    const auto part = all.subspan(at, std::min(chunk, all.size() - at));
+    auto failure = attempt(part);
+    if (!failure) continue;
+    if (part.size() == 1) {
+      failure->index = part[0];
       failed.push_back(std::move(*failure));
+    } else {
+      Bisect(part, attempt, failed);
     }
-    return failed;
   }
-  Bisect(members, attempt, failed);
   std::sort(failed.begin(), failed.end(), [](const RowFailure& a, const RowFailure& b) { return a.index < b.index; });
   return failed;
+}
+
+size_t IsolationChunk(double failure_rate, size_t n) {
+  if (n == 0 || failure_rate * static_cast<double>(n) < 0.5) return std::max<size_t>(n, 1);
+  const double best = std::sqrt(kStatementRows / failure_rate);
+  return std::clamp<size_t>(static_cast<size_t>(best), std::min<size_t>(16, n), n);
 }
 
 }  // namespace runnel::pipeline

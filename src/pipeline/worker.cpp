@@ -46,6 +46,10 @@ constexpr const char* kOutOfRange = "22003";
 // Thrown inside a batch when its plain results insert met a key that has a result
 // already: the batch is served again with an upsert.
 struct KeyServedBefore {};
+// Thrown inside a batch written without a savepoint (no failure expected) when
+// PostgreSQL refused it for a row's sake or a row lock: the transaction is lost, and
+// the batch is served again carefully (chunks under savepoints).
+struct RowsRefused {};
 
 // The requests of one batch, index i for the i-th distinct key in key order.
 struct Requests {
@@ -178,6 +182,7 @@ struct Worker::State {
   int batches_since_check = 0;
   int upsert_batches = 0;         // after a key turned out to have a result: upsert for a while
   int64_t lock_rows = 4;          // queue rows to lock per claim: adapts to their size
+  double write_failure_rate = 0;  // of requests failing at write-back, decaying over batches
   std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
   ScoringScratch scratch;
   const std::string process = ProcessName();
@@ -416,17 +421,18 @@ struct Worker::State {
     std::map<const ServingModel*, std::vector<size_t>> groups;
     for (size_t i = 0; i < n; ++i) {
       if (req.status[i]) continue;
-      const std::string key = fmt::format("{} = {}", config.key_column, req.claimed[i].key);
+      // Formatted only for a failure.
+      auto key = [&] { return fmt::format("{} = {}", config.key_column, req.claimed[i].key); };
       if (scratch.features.Failed(i)) {
-        req.Fail(i, kInvalidData, fmt::format("{}: {}", key, scratch.features.errors[i]));
+        req.Fail(i, kInvalidData, fmt::format("{}: {}", key(), scratch.features.errors[i]));
         continue;
       }
       row_model[i] = models.set().For(req.data_types[i]);
       if (row_model[i] == nullptr) {
         req.Fail(i, kInvalidData,
                  req.data_types[i] ? fmt::format("{}: no model serves data type '{}' and there is no default model",
-                                                 key, *req.data_types[i])
-                                   : fmt::format("{}: column '{}' is NULL and there is no default model", key,
+                                                 key(), *req.data_types[i])
+                                   : fmt::format("{}: column '{}' is NULL and there is no default model", key(),
                                                  config.model_type_column));
         continue;
       }
@@ -563,11 +569,11 @@ struct Worker::State {
     }
     if (keys.empty()) return false;
     auto lockable = conn->ExecPrepared(sql.probe_locked, Params().AddArray(keys));
-    std::set<int64_t> free;
-    for (int r = 0; r < lockable.rows(); ++r) free.insert(lockable.Get<int64_t>(r, 0));
+    std::set<int64_t> lockable_keys;
+    for (int r = 0; r < lockable.rows(); ++r) lockable_keys.insert(lockable.Get<int64_t>(r, 0));
     bool any = false;
     for (size_t i : rows) {
-      if (req.status[i] != RequestStatus::kDone || free.contains(req.claimed[i].key)) continue;
+      if (req.status[i] != RequestStatus::kDone || lockable_keys.contains(req.claimed[i].key)) continue;
       any = true;
       const int32_t attempts = req.claimed[i].attempts + 1;
       if (config.capture == CaptureMode::Queue && attempts < config.max_attempts) {
@@ -611,30 +617,56 @@ struct Worker::State {
     }
   }
 
+  // Writes the requests `rows` in one statement, without a savepoint. Throws
+  // RowsRefused (the transaction is then lost) when PostgreSQL refuses them for a
+  // row's sake or a row lock, KeyServedBefore (plain insert only), and the rest.
+  void WriteWhole(Requests& req, const Outputs& out, std::span<const size_t> rows, bool upsert, bool by_rule) {
+    const std::string& statement = by_rule ? (upsert ? sql.rule_upsert : sql.rule_results)
+                                           : (upsert ? sql.upsert[small_catalogue] : sql.results[small_catalogue]);
+    try {
+      conn->ExecPrepared(statement, WriteParams(req, out, rows, by_rule));
+    } catch (const postgres::DatabaseError& e) {
+      if (e.IsConnectionLost()) throw;
+      if (!upsert && e.sqlstate() == postgres::kUniqueViolation) throw KeyServedBefore{};
+      if (e.sqlstate() == postgres::kLockNotAvailable || e.failure_class() == postgres::FailureClass::kRow) {
+        spdlog::debug("batch of {}: {}; serving it again in chunks under savepoints", rows.size(), e.what());
+        write_failure_rate = std::max(write_failure_rate, 1.0 / static_cast<double>(rows.size()));
+        throw RowsRefused{};
+      }
+      throw;
+    }
+  }
+
   // Stage 4: writes the batch; requests whose own write fails are recorded failed.
-  void Write(Requests& req, const Outputs& out, bool upsert, BatchResult& result) {
+  // While recent batches had such requests, it is written in chunks from the start
+  // (IsolationChunk), so that a failure wastes a chunk, not the whole batch.
+  void Write(Requests& req, const Outputs& out, bool upsert, bool careful, BatchResult& result) {
     const bool rescoring =
         std::any_of(req.claimed.begin(), req.claimed.end(), [](const ClaimedKey& k) { return k.job.has_value(); });
     upsert = upsert || rescoring;
     const bool by_rule = rule && rule->Recommend(*conn, req.status, out.values, scratch.batch);
     result.recommended_by_runnel = by_rule;
-    std::vector<size_t> all(req.size());
-    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-    if (!WriteRows(req, out, all, upsert, by_rule)) return;
-    std::vector<size_t> members;
-    for (size_t i : all) {
-      if (!req.Deferred(i)) members.push_back(i);
+    const size_t n = req.size();
+    std::vector<size_t> all(n);
+    for (size_t i = 0; i < n; ++i) all[i] = i;
+    auto attempt = [&](std::span<const size_t> rows) { return WriteRows(req, out, rows, upsert, by_rule); };
+    std::vector<RowFailure> failures;
+    const size_t chunk = IsolationChunk(write_failure_rate, n);
+    if (chunk < n || careful) {
+      failures = IsolateFailures(all, chunk, attempt);
+    } else {
+      // No failure expected: one statement without a savepoint, as fast as it gets.
+      WriteWhole(req, out, all, upsert, by_rule);
     }
-    auto failures = IsolateFailures(
-        members, [&](std::span<const size_t> rows) { return WriteRows(req, out, rows, upsert, by_rule); });
+    write_failure_rate = 0.5 * write_failure_rate + 0.5 * static_cast<double>(failures.size()) / static_cast<double>(n);
+    if (failures.empty()) return;
     std::vector<size_t> failed;
     for (auto& failure : failures) {
       req.Fail(failure.index, failure.sqlstate,
                fmt::format("{} = {}: {}", config.key_column, req.claimed[failure.index].key, failure.message));
       failed.push_back(failure.index);
     }
-    spdlog::debug("batch of {}: {} request(s) failed in the write-back; the others were written", req.size(),
-                  failed.size());
+    spdlog::debug("batch of {}: {} request(s) failed in the write-back; the others were written", n, failed.size());
     // Their results, as failed: no write-back, nothing a row can refuse.
     if (auto again = WriteRows(req, out, failed, upsert, by_rule)) {
       throw postgres::DatabaseError(fmt::format("recording failed requests: {}", again->message), again->sqlstate);
@@ -756,25 +788,29 @@ BatchResult Worker::ServeBatch() {
   auto& s = *state_;
   if (s.conn && ++s.batches_since_check >= 256) s.CheckCatalogue();
   bool optimistic = true;
+  bool careful = false;
   bool upsert = s.upsert_batches > 0;
   if (upsert) --s.upsert_batches;
   for (int attempt = 0;; ++attempt) {
     Retry why = Retry::kNone;
-    if (auto served = ServeOnce(optimistic, upsert, &why)) {
+    if (auto served = ServeOnce(optimistic, upsert, careful, &why)) {
       served->redone = attempt > 0;
       return std::move(*served);
     }
-    // Each reason turns its optimism off, so there are at most three attempts.
-    if (why == Retry::kQuotaMoved) {
-      optimistic = false;
-    } else {
-      upsert = true;
-      s.upsert_batches = 100;
+    // Each reason turns its optimism off, so there are at most four attempts.
+    switch (why) {
+      case Retry::kQuotaMoved: optimistic = false; break;
+      case Retry::kRowsRefused: careful = true; break;
+      case Retry::kKeyServedBefore:
+      case Retry::kNone:
+        upsert = true;
+        s.upsert_batches = 100;
+        break;
     }
   }
 }
 
-std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, Retry* why) {
+std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, bool careful, Retry* why) {
   auto& s = *state_;
   BatchResult result;
   if (!s.conn) s.Connect();                   // a previous reconnect failed
@@ -821,8 +857,12 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, Retry
   clock.Lap(2);
 
   try {
-    s.Write(req, out, upsert, result);
+    s.Write(req, out, upsert, careful, result);
     s.Requeue(req, result);
+  } catch (const RowsRefused&) {
+    *why = Retry::kRowsRefused;
+    give_back();
+    return std::nullopt;  // rolled back by tx
   } catch (const KeyServedBefore&) {
     spdlog::debug("batch of {}: a request key has a result already; serving it again with an upsert", n);
     *why = Retry::kKeyServedBefore;

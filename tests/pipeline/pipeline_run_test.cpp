@@ -864,8 +864,8 @@ TEST_F(PipelineRunTest, EachSetupErrorPausesServingUntilFixedLosingNothing) {
     ASSERT_TRUE(eventually([&] { return reason().find(expected) != std::string::npos; }))
         << breaking << ": paused for '" << reason() << "'";
     EXPECT_EQ(Count("SELECT count(*) FROM runnel_pauses WHERE pipeline = 'needs'"), 1) << breaking;
-    auto status = RunProcess({RUNNEL_BINARY, "status", "--pipeline", (dir_ / "pipeline.toml").string(), "--db",
-                              conninfo()});
+    auto status =
+        RunProcess({RUNNEL_BINARY, "status", "--pipeline", (dir_ / "pipeline.toml").string(), "--db", conninfo()});
     EXPECT_NE(status.output.find("paused: " + reason()), std::string::npos) << status.output;
     EXPECT_GT(Count("SELECT coalesce(sum(n), 0)::bigint FROM runnel_needs_queue"), 0) << "nothing lost: still queued";
     conn_->Exec(repair);
@@ -1059,15 +1059,18 @@ TEST_F(FaultIsolationTest, PoisonRowsUnderSigkillsLeaveEveryGoodRequestServedExa
                   (dir_ / "pipeline.toml").string(), (dir_ / "small.h5").string(), conninfo());
   std::map<int64_t, Poison> poison;
   constexpr int kRounds = 4;
-  constexpr int kPerRound = 5000;
+  constexpr int kPerRound = 25000;  // 100,000 requests
   {
     for (int round = 0; round < kRounds; ++round) {
-      auto more = InsertWithPoison(1 + round * kPerRound, kPerRound, 0.005, rng);
+      auto more = InsertWithPoison(1 + round * kPerRound, kPerRound, 0.001, rng);
       poison.insert(more.begin(), more.end());
     }
+    std::map<Poison, int> kinds;
+    for (const auto& [key, kind] : poison) ++kinds[kind];
+    ASSERT_EQ(kinds.size(), 7u) << "every kind of poison among the requests";
     LockHolder lock(Connect(), poison);
     for (int round = 0; round < kRounds; ++round) {
-      const int kill_after_ms = std::uniform_int_distribution<int>(100, 1500)(rng);
+      const int kill_after_ms = std::uniform_int_distribution<int>(300, 3000)(rng);
       auto outcome =
           RunProcess({"/bin/sh", "-c",
                       fmt::format("{r} & a=$!; {r} & b=$!; sleep {s}; kill -9 $a; kill -15 $b; wait $b; s=$?; wait $a; "
@@ -1098,8 +1101,8 @@ TEST_F(FaultIsolationTest, RetryReplaysFailedRequestsExactlyOnceAfterTheCauseIsF
   EXPECT_EQ(reasons[0].count, 3);
   EXPECT_NE(reasons[0].reason.find("scored_families_are_small"), std::string::npos) << reasons[0].reason;
   EXPECT_EQ(reasons[1].sqlstate, "P0001");
-  auto status = RunProcess({RUNNEL_BINARY, "status", "--pipeline", (dir_ / "pipeline.toml").string(), "--db",
-                            conninfo()});
+  auto status =
+      RunProcess({RUNNEL_BINARY, "status", "--pipeline", (dir_ / "pipeline.toml").string(), "--db", conninfo()});
   ASSERT_EQ(status.exit_code, 0) << status.output;
   EXPECT_NE(status.output.find("failed 4"), std::string::npos) << status.output;
   EXPECT_NE(status.output.find("failures by reason:"), std::string::npos) << status.output;

@@ -120,7 +120,8 @@ TEST(IsolateFailures, FindsExactlyTheRowsThatFailAloneAndWritesEveryOtherOnce) {
     };
     std::vector<size_t> members(n);
     for (size_t i = 0; i < n; ++i) members[i] = i;
-    auto failed = IsolateFailures(members, attempt);
+    const size_t chunk = round % 2 == 0 ? n : std::uniform_int_distribution<size_t>(1, n)(rng);
+    auto failed = IsolateFailures(members, chunk, attempt);
     std::set<size_t> found;
     for (const auto& f : failed) {
       EXPECT_EQ(f.sqlstate, "23514");
@@ -128,9 +129,20 @@ TEST(IsolateFailures, FindsExactlyTheRowsThatFailAloneAndWritesEveryOtherOnce) {
     }
     ASSERT_EQ(found, poison) << "seed " << seed << " round " << round;
     for (size_t i = 0; i < n; ++i) ASSERT_EQ(written[i], poison.contains(i) ? 0 : 1) << "row " << i;
-    // Bisection: about 2 k log2(n) attempts, never one per row.
-    EXPECT_LE(attempts, 2 * k * (static_cast<size_t>(std::log2(static_cast<double>(n))) + 2)) << n << " rows";
+    // Chunks, then bisection of the failing ones: never one attempt per row.
+    const size_t chunks = (n + chunk - 1) / chunk;
+    EXPECT_LE(attempts, chunks + 2 * k * (static_cast<size_t>(std::log2(static_cast<double>(chunk))) + 2))
+        << n << " rows in chunks of " << chunk;
   }
+}
+
+TEST(IsolationChunk, WholeWhenNoFailureIsExpectedElseBalanced) {
+  EXPECT_EQ(IsolationChunk(0, 2048), 2048u);
+  EXPECT_EQ(IsolationChunk(0.0001, 2048), 2048u) << "0.2 failures expected";
+  EXPECT_EQ(IsolationChunk(0.001, 2048), 223u);
+  EXPECT_EQ(IsolationChunk(0.5, 2048), 16u) << "never below 16";
+  EXPECT_EQ(IsolationChunk(0.5, 4), 4u);
+  EXPECT_EQ(IsolationChunk(1, 0), 1u);
 }
 
 TEST(SqlStatePolicy, OneClassificationForWorkersAndTheApi) {

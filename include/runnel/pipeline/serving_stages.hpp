@@ -67,11 +67,21 @@ struct RowFailure {
   std::string sqlstate;
   std::string message;
 };
-// Finds the requests among `members` (a set whose write as a whole failed) that fail
-// on their own: bisects, calling `attempt` on halves; `attempt` writes the subset (and
-// keeps it written) and returns the failure, or nullopt on success. Every member not
-// returned has been written by some successful attempt. Exceptions from `attempt` pass.
+// Finds the requests among `members` that fail on their own: writes them in chunks of
+// `chunk` members (all at once when chunk >= their number) by calling `attempt`, and
+// bisects each chunk that fails. `attempt` writes the subset (and keeps it written)
+// and returns the failure, or nullopt on success. Every member not returned has been
+// written by some successful attempt; failures come in member order. Exceptions from
+// `attempt` pass.
 std::vector<RowFailure> IsolateFailures(
-    std::vector<size_t> members, const std::function<std::optional<RowFailure>(std::span<const size_t>)>& attempt);
+    const std::vector<size_t>& members, size_t chunk,
+    const std::function<std::optional<RowFailure>(std::span<const size_t>)>& attempt);
+
+// The chunk size that makes isolating failures cheapest for a batch of `n` requests
+// when a fraction `failure_rate` of them fails at write-back: n when fewer than half a
+// failure is expected; else about sqrt(kStatementRows / rate), balancing a statement's
+// fixed cost (worth ~kStatementRows rows) against the rows a failed chunk wastes.
+inline constexpr double kStatementRows = 50;
+size_t IsolationChunk(double failure_rate, size_t n);
 
 }  // namespace runnel::pipeline

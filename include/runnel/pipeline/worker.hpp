@@ -10,14 +10,16 @@
 //   3. features and model over the whole batch; invalid rows become `failed`, and so
 //      do outputs that their write-back column cannot hold (checked here, as
 //      PostgreSQL would refuse them);
-//   4. write-back, results and recommendations in one statement under a savepoint.
-//      If PostgreSQL refuses it for a reason about rows (sqlstate.hpp: a CHECK
-//      constraint, a user trigger raising, a value out of range), the requests that
-//      fail on their own are found by bisection (IsolateFailures) and recorded failed
-//      with SQLSTATE and message; every other request of the batch is served in the
-//      same pass. When a source row stays locked past lock_timeout, the rows another
-//      transaction holds are found (SKIP LOCKED) and their requests go back to the
-//      queue (`attempts` + 1; failed after max_attempts);
+//   4. write-back, results and recommendations in one statement. If PostgreSQL
+//      refuses it for a reason about rows (sqlstate.hpp: a CHECK constraint, a user
+//      trigger raising, a value out of range), the batch is rolled back and served
+//      again carefully: in chunks under savepoints, each failing chunk bisected
+//      (IsolateFailures), so that the requests that fail on their own are recorded
+//      failed with SQLSTATE and message and every other request of the batch is
+//      served. While recent batches had such requests, batches are written that way
+//      from the start (IsolationChunk sizes the chunks from the failure rate). When a source row stays locked past
+//      lock_timeout, the rows another transaction holds are found (SKIP LOCKED) and their requests go back to the queue
+//      (`attempts` + 1; failed after max_attempts);
 //   5. advance the counters in one upsert, in client order (two workers lock counters
 //      in the same order and cannot deadlock), check that no other worker moved them
 //      in a way that changes a request's throttling (else roll back and serve the
@@ -93,11 +95,12 @@ class Worker {
   void ReportPause(const std::optional<std::string>& reason);
 
  private:
-  enum class Retry { kNone, kQuotaMoved, kKeyServedBefore };
+  enum class Retry { kNone, kQuotaMoved, kKeyServedBefore, kRowsRefused };
   // One attempt; nullopt (rolled back, nothing done, *why says why) when optimistic
-  // quota accounting met a conflicting batch or a plain results insert met a key that
-  // has a result already.
-  std::optional<BatchResult> ServeOnce(bool optimistic, bool upsert, Retry* why);
+  // quota accounting met a conflicting batch, a plain results insert met a key that
+  // has a result already, or a write without savepoints (not `careful`) was refused
+  // for a row's sake.
+  std::optional<BatchResult> ServeOnce(bool optimistic, bool upsert, bool careful, Retry* why);
 
   struct State;
   std::unique_ptr<State> state_;
