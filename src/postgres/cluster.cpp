@@ -18,11 +18,13 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "runnel/core/error.hpp"
 #include "runnel/core/file.hpp"
 #include "runnel/core/process.hpp"
+#include "runnel/core/safe_dir.hpp"
 #include "runnel/postgres/connection.hpp"
 
 namespace runnel::postgres {
@@ -32,23 +34,33 @@ namespace {
 constexpr const char* kRole = "runnel";
 constexpr const char* kInstallHint = "install postgresql: sudo apt-get install postgresql";
 
-// The server log's contents for an error message; empty when it cannot be read.
-std::string ReadLogForMessage(const fs::path& path) {
+// Every file of the cluster directory is read without following links
+// (core/safe_dir.hpp): the directory belongs to the server user, and a link planted
+// there must not make root read (and print) a file of its own.
+// The contents of `path`, a file in a directory; nullopt when absent or unreadable.
+std::optional<std::string> ReadOwnFile(const fs::path& path, size_t max_bytes = 1 << 20) {
   try {
-    return ReadFileBytes(path);
-  } catch (const Error&) {
-    return {};
+    return SafeDir::Open(path.parent_path()).Read(path.filename().string(), max_bytes);
+  } catch (const Error& e) {
+    spdlog::debug("{}", e.what());
+    return std::nullopt;
   }
 }
 
+// The server log's contents for an error message; empty when it cannot be read.
+std::string ReadLogForMessage(const fs::path& path) {
+  return ReadOwnFile(path, 16 << 20).value_or("");
+}
+
 std::vector<std::string> ReadLines(const fs::path& path) {
-  std::ifstream in(path);
   std::vector<std::string> lines;
+  std::istringstream in(ReadOwnFile(path).value_or(""));
   for (std::string line; std::getline(in, line);) lines.push_back(line);
   return lines;
 }
 
 std::string LastLines(const std::string& text, size_t count) {
+  if (text.empty()) return text;
   size_t pos = text.size();
   for (size_t i = 0; i <= count && pos != std::string::npos && pos > 0; ++i) {
     pos = text.rfind('\n', pos - 1);
@@ -193,11 +205,10 @@ void EmbeddedCluster::PrepareDirectory() {
   if (ec) {
     throw Error(ErrorCode::Io, fmt::format("cannot create cluster directory {}: {}", dir.string(), ec.message()));
   }
+  const SafeDir cluster = SafeDir::Open(dir);  // refuses a symbolic link
   if (service_owner_) {
-    if (::chown(dir.c_str(), service_owner_->uid, service_owner_->gid) != 0) {
-      throw Error(ErrorCode::Io, fmt::format("cannot hand {} to user '{}': {}", dir.string(), options_.service_user,
-                                             std::strerror(errno)));
-    }
+    CheckRootSafe(cluster);
+    cluster.Chown(FileOwner{service_owner_->uid, service_owner_->gid});
     // The server user must be able to reach the directory through every parent.
     auto probe = RunProcess({"/usr/bin/test", "-w", dir.string(), "-a", "-x", dir.string()}, AsOwner());
     if (probe.exit_code != 0) {
@@ -210,7 +221,31 @@ void EmbeddedCluster::PrepareDirectory() {
     throw Error(ErrorCode::Io,
                 fmt::format("cluster directory {} is not writable: {}", dir.string(), std::strerror(errno)));
   }
-  ::chmod(dir.c_str(), 0700);
+  cluster.Chmod(0700);
+}
+
+// As root, the cluster directory is handed to the server user; whoever can act as that
+// user (any SQL superuser, through COPY ... TO PROGRAM) controls what is inside it. So
+// the directory must not be someone else's, and its parent must not let anyone but
+// root replace it.
+void EmbeddedCluster::CheckRootSafe(const SafeDir& cluster) const {
+  const uid_t owner = cluster.owner_uid();
+  if (owner != 0 && owner != service_owner_->uid) {
+    throw Error(ErrorCode::Io, fmt::format("cluster directory {} belongs to uid {}, neither root nor '{}': "
+                                           "refusing to hand it to the server user; choose another RUNNEL_HOME",
+                                           options_.dir.string(), owner, options_.service_user));
+  }
+  struct stat parent {};
+  const fs::path above = options_.dir.parent_path().empty() ? fs::path(".") : options_.dir.parent_path();
+  if (::stat(above.c_str(), &parent) != 0) {
+    throw Error(ErrorCode::Io, fmt::format("{}: cannot stat: {}", above.string(), std::strerror(errno)));
+  }
+  const bool others_replace = (parent.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (parent.st_mode & S_ISVTX) == 0;
+  if (others_replace || (parent.st_uid != 0 && parent.st_uid != ::geteuid())) {
+    throw Error(ErrorCode::Io, fmt::format("{} (the cluster directory's parent) can be changed by users other than "
+                                           "root (owner uid {}, mode {:o}): choose a RUNNEL_HOME only root can write",
+                                           above.string(), parent.st_uid, parent.st_mode & 07777));
+  }
 }
 
 void EmbeddedCluster::Initialize() {
@@ -221,16 +256,11 @@ void EmbeddedCluster::Initialize() {
                                            "move it away or choose another RUNNEL_HOME",
                                            data.string()));
   }
-  const fs::path password_file = options_.dir / "password";
-  {
-    std::ofstream out(password_file, std::ios::trunc);
-    out << RandomPassword() << '\n';
-    if (!out) throw Error(ErrorCode::Io, fmt::format("cannot write {}", password_file.string()));
-  }
-  ::chmod(password_file.c_str(), 0600);
-  if (service_owner_) (void)!::chown(password_file.c_str(), service_owner_->uid, service_owner_->gid);
+  const SafeDir cluster = SafeDir::Open(options_.dir);
+  cluster.Write("password", RandomPassword() + "\n", 0600, FileOwnerOf());
 
   spdlog::info("initializing PostgreSQL cluster in {}", data.string());
+  const fs::path password_file = options_.dir / "password";
   auto result = RunProcess({(options_.bin_dir / "initdb").string(), "-D", data.string(), "-U", kRole,
                             "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile=" + password_file.string(),
                             "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"},
@@ -238,17 +268,23 @@ void EmbeddedCluster::Initialize() {
   if (result.exit_code != 0) {
     throw Error(ErrorCode::Io, fmt::format("initdb failed for {}:\n{}", data.string(), result.output));
   }
+  const SafeDir data_files = cluster.Sub("data");
   // Only Runnel's role, only from this machine; the socket's mode keeps other users out.
-  {
-    std::ofstream hba(data / "pg_hba.conf", std::ios::trunc);
-    hba << "# Written by Runnel: trust the local owner on the socket, password on loopback TCP.\n"
-        << "local all " << kRole << " trust\n"
-        << "host  all " << kRole << " 127.0.0.1/32 scram-sha-256\n";
-  }
-  {
-    std::ofstream conf(data / "postgresql.conf", std::ios::app);
-    conf << "\n# Runnel's settings (port, socket, addresses)\ninclude_if_exists = 'runnel.conf'\n";
-  }
+  data_files.Write("pg_hba.conf",
+                   fmt::format("# Written by Runnel: trust the local owner on the socket, password on loopback TCP.\n"
+                               "local all {0} trust\nhost  all {0} 127.0.0.1/32 scram-sha-256\n",
+                               kRole),
+                   0600, FileOwnerOf());
+  auto conf = data_files.Read("postgresql.conf", 16 << 20);
+  if (!conf) throw Error(ErrorCode::Io, fmt::format("initdb left no {}", (data / "postgresql.conf").string()));
+  data_files.Write("postgresql.conf",
+                   *conf + "\n# Runnel's settings (port, socket, addresses)\ninclude_if_exists = 'runnel.conf'\n", 0600,
+                   FileOwnerOf());
+}
+
+std::optional<FileOwner> EmbeddedCluster::FileOwnerOf() const {
+  if (!service_owner_) return std::nullopt;
+  return FileOwner{service_owner_->uid, service_owner_->gid};
 }
 
 void EmbeddedCluster::WriteSettings(uint16_t port) {
@@ -257,18 +293,13 @@ void EmbeddedCluster::WriteSettings(uint16_t port) {
     if (c == '\'') socket_dir += '\'';
     socket_dir += c;
   }
-  const fs::path path = data_dir() / "runnel.conf";
-  {
-    std::ofstream conf(path, std::ios::trunc);
-    conf << "# Written by Runnel on every start.\n"
-         << "listen_addresses = '127.0.0.1'\n"
-         << "port = " << port << "\n"
-         << "unix_socket_directories = '" << socket_dir << "'\n"
-         << "unix_socket_permissions = 0700\n"
-         << "max_connections = 200\n";
-    if (!conf) throw Error(ErrorCode::Io, fmt::format("cannot write {}", path.string()));
-  }
-  if (service_owner_) (void)!::chown(path.c_str(), service_owner_->uid, service_owner_->gid);
+  SafeDir::Open(options_.dir)
+      .Sub("data")
+      .Write("runnel.conf",
+             fmt::format("# Written by Runnel on every start.\nlisten_addresses = '127.0.0.1'\nport = {}\n"
+                         "unix_socket_directories = '{}'\nunix_socket_permissions = 0700\nmax_connections = 200\n",
+                         port, socket_dir),
+             0600, FileOwnerOf());
 }
 
 uint16_t EmbeddedCluster::ConfiguredPort() const {
@@ -374,7 +405,9 @@ StartOutcome EmbeddedCluster::Start() {
       spdlog::warn("port {} was taken while starting; trying another", port);
     }
   }
-  if (service_owner_) (void)!::chown(log_file().c_str(), service_owner_->uid, service_owner_->gid);
+  // pg_ctl wrote the log as the server user; an older one of root's is handed over,
+  // a link is refused.
+  if (service_owner_) SafeDir::Open(options_.dir).ChownEntry(log_file().filename().string(), *FileOwnerOf());
   if (fresh) {
     auto conn = Connection::Open(ConnectionString("postgres"));
     conn.Exec(fmt::format("CREATE DATABASE {}", QuoteIdentifier(kRole)));
@@ -427,7 +460,7 @@ std::string EmbeddedCluster::ConnectionString(const std::string& dbname) const {
 }
 
 std::string EmbeddedCluster::ReadPassword() const {
-  std::string password = ReadFileBytes(options_.dir / "password", "the cluster's password file");
+  std::string password = SafeDir::Open(options_.dir).Read("password", 4096).value_or("");
   while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) password.pop_back();
   if (password.empty()) {
     throw Error(ErrorCode::Io, fmt::format("cannot read {}", (options_.dir / "password").string()));

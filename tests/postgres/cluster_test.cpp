@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -238,6 +239,111 @@ TEST_F(ClusterTest, TcpNeedsThePassword) {
 
 TEST_F(ClusterTest, OverlongDirectoryIsRefusedUpFront) {
   EXPECT_THROW(EmbeddedCluster(OptionsFor(dir_ / std::string(120, 'x'))), Error);
+}
+
+}  // namespace
+}  // namespace runnel::postgres
+
+namespace runnel::postgres {
+namespace {
+
+// Issue #14: whoever can act as the server user (any SQL superuser, through COPY ...
+// TO PROGRAM) controls the files inside the cluster directory. A link planted there
+// must not make root's `db start` (or `db url --tcp`) write, chown or read a file of
+// root's.
+class RootSafetyTest : public ClusterTest {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "the server runs as another user only when started by root";
+    ClusterTest::SetUp();
+    target_ = dir_ / "root-secret";
+    runnel::testing::WriteFile(target_, "root's own\n");
+    ::chmod(target_.c_str(), 0600);
+  }
+
+  // The target as it was: root's, mode 0600, same content.
+  void ExpectTargetUntouched(const std::string& what) {
+    struct stat st {};
+    ASSERT_EQ(::lstat(target_.c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 0u) << what << ": chowned";
+    EXPECT_EQ(st.st_mode & 07777, 0600u) << what << ": chmodded";
+    std::ifstream in(target_);
+    std::stringstream text;
+    text << in.rdbuf();
+    EXPECT_EQ(text.str(), "root's own\n") << what << ": written";
+  }
+
+  void Plant(const std::filesystem::path& link) {
+    std::filesystem::remove(link);
+    std::filesystem::create_symlink(target_, link);
+  }
+
+  std::filesystem::path target_;
+};
+
+TEST_F(RootSafetyTest, PlantedLinksNeverRedirectRootsWritesChownsOrReads) {
+  EmbeddedCluster cluster(OptionsFor(dir_ / "pg"));
+  StopOnExit guard{cluster};
+  ASSERT_EQ(cluster.Start(), StartOutcome::Initialized);
+  ASSERT_TRUE(cluster.Stop());
+
+  // Rewritten on every start: the link is replaced, its target untouched.
+  Plant(cluster.data_dir() / "runnel.conf");
+  ASSERT_EQ(cluster.Start(), StartOutcome::Started);
+  ExpectTargetUntouched("runnel.conf");
+  EXPECT_TRUE(std::filesystem::is_regular_file(std::filesystem::symlink_status(cluster.data_dir() / "runnel.conf")));
+
+  // The password file is read by `db url --tcp`: a link is refused, nothing leaks.
+  Plant(dir_ / "pg" / "password");
+  try {
+    cluster.TcpConnectionString();
+    ADD_FAILURE() << "must refuse the link";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("symbolic link"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("root's own"), std::string::npos) << e.what();
+  }
+  ExpectTargetUntouched("password");
+
+  // The log is chowned after a start: a link is refused, not followed.
+  ASSERT_TRUE(cluster.Stop());
+  Plant(dir_ / "pg" / "server.log");
+  try {
+    cluster.Start();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("server.log"), std::string::npos) << e.what();
+  }
+  ExpectTargetUntouched("server.log");
+}
+
+TEST_F(RootSafetyTest, AClusterDirectoryThatIsALinkOrSomeoneElsesIsRefused) {
+  std::filesystem::create_directories(dir_ / "real");
+  std::filesystem::create_symlink(dir_ / "real", dir_ / "pg");
+  EmbeddedCluster linked(OptionsFor(dir_ / "pg"));
+  try {
+    linked.Start();
+    ADD_FAILURE() << "must refuse a linked cluster directory";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("symbolic link"), std::string::npos) << e.what();
+  }
+  std::filesystem::create_directories(dir_ / "theirs");
+  ASSERT_EQ(::chown((dir_ / "theirs").c_str(), 65534, 65534), 0);  // nobody's
+  EmbeddedCluster theirs(OptionsFor(dir_ / "theirs"));
+  try {
+    theirs.Start();
+    ADD_FAILURE() << "must refuse another user's directory";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("belongs to uid 65534"), std::string::npos) << e.what();
+  }
+  // A parent that others may write: they could swap the cluster directory.
+  std::filesystem::create_directories(dir_ / "open");
+  ::chmod((dir_ / "open").c_str(), 0777);
+  EmbeddedCluster open(OptionsFor(dir_ / "open" / "pg"));
+  try {
+    open.Start();
+    ADD_FAILURE() << "must refuse a parent others can write";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("can be changed by users other than root"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "runnel/core/process.hpp"
+#include "runnel/core/safe_dir.hpp"
 
 namespace runnel::postgres {
 
@@ -99,6 +100,8 @@ class EmbeddedCluster {
   uint16_t ConfiguredPort() const;
   // Options that run a helper as the server's owner (the service user under root).
   ProcessOptions AsOwner() const;
+  void CheckRootSafe(const SafeDir& cluster) const;
+  std::optional<FileOwner> FileOwnerOf() const;  // the service user, as root
 
   ClusterOptions options_;
   std::optional<Owner> service_owner_;  // set when running as root
