@@ -129,21 +129,47 @@ bool IsNumericInputType(std::string_view sql_type) {
 
 namespace {
 
-void Bisect(std::span<const size_t> members,
-            const std::function<std::optional<RowFailure>(std::span<const size_t>)>& attempt,
-            std::vector<RowFailure>& failed) {
-  // `members` failed as a whole: a single member is the culprit, else try each half.
-  if (members.size() == 1) return;
+using Attempt = std::function<std::optional<RowFailure>(std::span<const size_t>)>;
+
+void Isolate(std::vector<size_t> part, RowFailure failure, const Attempt& attempt, std::vector<RowFailure>& failed);
+
+// `members` is not known to succeed: attempt each half, isolating within a failing one.
+void Bisect(std::span<const size_t> members, const Attempt& attempt, std::vector<RowFailure>& failed) {
   const size_t half = members.size() / 2;
   for (auto part : {members.first(half), members.subspan(half)}) {
-    auto failure = attempt(part);
-    if (!failure) continue;
+    if (part.empty()) continue;
+    if (auto failure = attempt(part)) Isolate({part.begin(), part.end()}, std::move(*failure), attempt, failed);
+  }
+}
+
+// `part` failed as a whole with `failure`.
+void Isolate(std::vector<size_t> part, RowFailure failure, const Attempt& attempt, std::vector<RowFailure>& failed) {
+  while (true) {
     if (part.size() == 1) {
-      failure->index = part[0];
-      failed.push_back(std::move(*failure));
-    } else {
-      Bisect(part, attempt, failed);
+      failure.index = part[0];
+      failure.blamed.reset();
+      failed.push_back(std::move(failure));
+      return;
     }
+    const auto culprit = failure.blamed ? std::find(part.begin(), part.end(), *failure.blamed) : part.end();
+    if (culprit == part.end()) {
+      Bisect(part, attempt, failed);
+      return;
+    }
+    const size_t blamed = *culprit;
+    part.erase(culprit);
+    auto alone = attempt(std::span<const size_t>(&blamed, 1));
+    if (!alone) {
+      // The blame was wrong (written now); nothing is known of the rest.
+      Bisect(part, attempt, failed);
+      return;
+    }
+    alone->index = blamed;
+    alone->blamed.reset();
+    failed.push_back(std::move(*alone));
+    auto rest = attempt(part);
+    if (!rest) return;
+    failure = std::move(*rest);
   }
 }
 
@@ -157,14 +183,7 @@ std::vector<RowFailure> IsolateFailures(
   chunk = std::max<size_t>(chunk, 1);
   for (size_t at = 0; at < all.size(); at += chunk) {
     const auto part = all.subspan(at, std::min(chunk, all.size() - at));
-    auto failure = attempt(part);
-    if (!failure) continue;
-    if (part.size() == 1) {
-      failure->index = part[0];
-      failed.push_back(std::move(*failure));
-    } else {
-      Bisect(part, attempt, failed);
-    }
+    if (auto failure = attempt(part)) Isolate({part.begin(), part.end()}, std::move(*failure), attempt, failed);
   }
   std::sort(failed.begin(), failed.end(), [](const RowFailure& a, const RowFailure& b) { return a.index < b.index; });
   return failed;

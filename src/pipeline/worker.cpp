@@ -183,6 +183,7 @@ struct Worker::State {
   int upsert_batches = 0;         // after a key turned out to have a result: upsert for a while
   int64_t lock_rows = 4;          // queue rows to lock per claim: adapts to their size
   double write_failure_rate = 0;  // of requests failing at write-back, decaying over batches
+  bool mark_available = false;    // pg_temp.runnel_mark exists (WorkerStatements::write_marked)
   std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
   ScoringScratch scratch;
   const std::string process = ProcessName();
@@ -213,6 +214,16 @@ struct Worker::State {
     fresh->Exec(fmt::format("SET lock_timeout = {}", config.lock_timeout_ms));
     const std::string channel = config.capture == CaptureMode::Queue ? names.channel : config.notify_channel;
     fresh->Exec("LISTEN " + QuoteIdentifier(channel));
+    // Isolating a refused row in one round trip needs a temporary sequence; without
+    // the right to create one, failing chunks are bisected.
+    try {
+      fresh->Exec(WorkerStatements::kCreateMark);
+      mark_available = true;
+    } catch (const postgres::DatabaseError& e) {
+      if (e.IsConnectionLost()) throw;
+      spdlog::debug("no temporary sequence ({}): refused rows are found by bisection", e.what());
+      mark_available = false;
+    }
     CheckSchema(*fresh);
     conn = std::move(fresh);
     CheckCatalogue();
@@ -594,8 +605,8 @@ struct Worker::State {
   // written. Throws KeyServedBefore (plain insert only) and every other error.
   std::optional<RowFailure> WriteRows(Requests& req, const Outputs& out, std::span<const size_t> rows, bool upsert,
                                       bool by_rule) {
-    const std::string& statement = by_rule ? (upsert ? sql.rule_upsert : sql.rule_results)
-                                           : (upsert ? sql.upsert[small_catalogue] : sql.results[small_catalogue]);
+    const bool marked = mark_available && !sql.write_marked.results[0].empty();
+    const std::string& statement = (marked ? sql.write_marked : sql.write).For(upsert, by_rule, small_catalogue);
     for (int round = 0;; ++round) {
       std::vector<size_t> live;
       for (size_t i : rows) {
@@ -608,11 +619,24 @@ struct Worker::State {
         return std::nullopt;
       } catch (const postgres::DatabaseError& e) {
         if (e.IsConnectionLost()) throw;
-        conn->Exec("ROLLBACK TO SAVEPOINT runnel_write; RELEASE SAVEPOINT runnel_write");
+        std::optional<int64_t> mark;
+        if (marked) {
+          mark = conn->Exec(std::string("ROLLBACK TO SAVEPOINT runnel_write; RELEASE SAVEPOINT runnel_write; ") +
+                            WorkerStatements::kReadMark)
+                     .GetOptional<int64_t>(0, 0);
+        } else {
+          conn->Exec("ROLLBACK TO SAVEPOINT runnel_write; RELEASE SAVEPOINT runnel_write");
+        }
         if (e.sqlstate() == postgres::kLockNotAvailable && round < 3 && DeferLocked(req, live)) continue;
         if (!upsert && e.sqlstate() == postgres::kUniqueViolation) throw KeyServedBefore{};
         if (e.failure_class() != postgres::FailureClass::kRow) throw;
-        return RowFailure{0, e.sqlstate(), e.primary()};
+        RowFailure failure{0, e.sqlstate(), e.primary(), std::nullopt};
+        // The row being written when PostgreSQL refused (live is in key order).
+        const auto at = mark ? std::lower_bound(live.begin(), live.end(), *mark,
+                                                [&](size_t i, int64_t key) { return req.claimed[i].key < key; })
+                             : live.end();
+        if (at != live.end() && req.claimed[*at].key == *mark) failure.blamed = *at;
+        return failure;
       }
     }
   }
@@ -621,8 +645,7 @@ struct Worker::State {
   // RowsRefused (the transaction is then lost) when PostgreSQL refuses them for a
   // row's sake or a row lock, KeyServedBefore (plain insert only), and the rest.
   void WriteWhole(Requests& req, const Outputs& out, std::span<const size_t> rows, bool upsert, bool by_rule) {
-    const std::string& statement = by_rule ? (upsert ? sql.rule_upsert : sql.rule_results)
-                                           : (upsert ? sql.upsert[small_catalogue] : sql.results[small_catalogue]);
+    const std::string& statement = sql.write.For(upsert, by_rule, small_catalogue);
     try {
       conn->ExecPrepared(statement, WriteParams(req, out, rows, by_rule));
     } catch (const postgres::DatabaseError& e) {

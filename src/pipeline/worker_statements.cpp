@@ -90,7 +90,7 @@ std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names) {
 
 // The statements that write back, record results and recommend, in their variants.
 void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names,
-                     const std::vector<size_t>& write_back_output, WorkerStatements& out) {
+                     const std::vector<size_t>& write_back_output, bool marked, WorkerStatements::Write& out) {
   const std::string table = QuoteIdentifier(config.table);
   const std::string key = QuoteIdentifier(config.key_column);
   std::string out_cols, out_types, out_aliases, out_select, out_update;
@@ -114,7 +114,13 @@ void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names,
     if (config.write_back.empty()) return std::string();
     std::string sets;
     for (size_t i = 0; i < config.write_back.size(); ++i) {
-      sets += fmt::format("{}{} = v.o{}", i ? ", " : "", QuoteIdentifier(config.write_back[i]), write_back_output[i]);
+      // Marked: the first column's value passes through setval, evaluated per row just
+      // before the row is updated (triggers and constraints run after it).
+      const std::string value =
+          marked && i == 0 ? fmt::format("CASE WHEN setval('pg_temp.runnel_mark', v.key) IS NOT NULL THEN v.o{} END",
+                                         write_back_output[i])
+                           : fmt::format("v.o{}", write_back_output[i]);
+      sets += fmt::format("{}{} = {}", i ? ", " : "", QuoteIdentifier(config.write_back[i]), value);
     }
     return fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key{})", table, sets,
                        key, returning);
@@ -207,7 +213,8 @@ WorkerStatements WorkerStatements::Build(const PipelineConfig& config, const Sch
       "v(client, n) ORDER BY v.client ON CONFLICT (client) DO UPDATE SET requests = q.requests + EXCLUDED.requests "
       "RETURNING client, requests",
       QuoteIdentifier(names.quota));
-  BuildResultsSql(config, names, write_back_output, out);
+  BuildResultsSql(config, names, write_back_output, false, out.write);
+  if (!config.write_back.empty()) BuildResultsSql(config, names, write_back_output, true, out.write_marked);
   if (config.recommend) {
     out.catalogue = fmt::format("SELECT count(*) <= {} FROM (SELECT 1 FROM {} LIMIT {}) s", small_catalogue,
                                 QuoteIdentifier(config.recommend->table), small_catalogue + 1);

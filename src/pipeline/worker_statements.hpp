@@ -42,9 +42,24 @@ struct WorkerStatements {
   // per output column, then (Runnel-evaluated rules) from, to and the product keys.
   static constexpr int kFirstOutputParam = 8;
 
+  // The write statement's variants: plain insert or upsert, [small catalogue], and
+  // with the rule's products as parameters (see Build).
+  struct Write {
+    std::string results[2], upsert[2];
+    std::string rule_results, rule_upsert;
+    const std::string& For(bool upsert_mode, bool by_rule, bool small) const {
+      return by_rule ? (upsert_mode ? rule_upsert : rule_results) : (upsert_mode ? upsert[small] : results[small]);
+    }
+  };
   std::string claim, quota_read, quota, jobs, catalogue;
-  std::string results[2], upsert[2];  // [small catalogue]: see Build
-  std::string rule_results, rule_upsert;
+  Write write;
+  // The same, marking each source row as it is updated in the session's temporary
+  // sequence pg_temp.runnel_mark (setval is not undone by a rollback): after a refusal
+  // the sequence names the row being written. Empty without write-back.
+  Write write_marked;
+  static constexpr const char* kCreateMark =
+      "CREATE TEMP SEQUENCE IF NOT EXISTS runnel_mark MINVALUE -9223372036854775808 MAXVALUE 9223372036854775807";
+  static constexpr const char* kReadMark = "SELECT last_value FROM pg_temp.runnel_mark";
   std::string defer;         // back to the queue: $1 keys, $2 jobs (text), $3 enqueued, $4 attempts
   std::string probe_locked;  // the keys of $1 whose source rows this transaction can lock now
 

@@ -575,8 +575,7 @@ struct HttpServer::Impl {
         after = ParseInt(value);
         if (!after) throw HttpError{422, "'after' must be an id (the previous page's 'next')"};
       } else if (name == "status") {
-        static const std::set<std::string> kStatuses = {"queued", "done", "throttled", "failed"};
-        if (!kStatuses.contains(value))
+        if (!pipeline::ParseRequestStatus(value))
           throw HttpError{422, fmt::format("unknown status '{}': queued, done, throttled or failed", value)};
         // Queued: never served, or re-queued by a retry (its result row says 'queued').
         where.push_back(value == "queued" ? "(r.key IS NULL OR r.status = 'queued')"

@@ -533,6 +533,12 @@ TEST_F(PipelineRunTest, AHandWrittenQueueRowTooLargeToExpandPausesServingNamingI
   error = paused_for();
   EXPECT_NE(error.find("unbounded below"), std::string::npos) << error;
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 1);
+  // The command that was to drain the queue says it did not, in its exit status.
+  auto run = RunProcess({RUNNEL_BINARY, "run", "--pipeline", (dir_ / "pipeline.toml").string(), "--model",
+                         (dir_ / "small.h5").string(), "--db", conninfo(), "--no-migrate", "--until-idle"});
+  EXPECT_EQ(run.exit_code, 1) << run.output;
+  EXPECT_NE(run.output.find("paused: "), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("request(s) are still queued"), std::string::npos) << run.output;
   // Fixed (the row deleted): serving resumes and clears its pause.
   conn_->Exec("DELETE FROM runnel_needs_queue");
   Insert({Row(1, 1)});

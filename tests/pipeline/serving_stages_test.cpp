@@ -110,10 +110,16 @@ TEST(IsolateFailures, FindsExactlyTheRowsThatFailAloneAndWritesEveryOtherOnce) {
     while (poison.size() < k) poison.insert(std::uniform_int_distribution<size_t>(0, n - 1)(rng));
     std::vector<int> written(n, 0);
     size_t attempts = 0;
+    // The database's blame: right (the first poison row written), wrong (any row), or none.
+    const int blame = round % 3;
     auto attempt = [&](std::span<const size_t> rows) -> std::optional<RowFailure> {
       ++attempts;
       for (size_t i : rows) {
-        if (poison.contains(i)) return RowFailure{0, "23514", "check"};
+        if (!poison.contains(i)) continue;
+        RowFailure failure{0, "23514", "check", std::nullopt};
+        if (blame == 1) failure.blamed = i;
+        if (blame == 2) failure.blamed = rows[std::uniform_int_distribution<size_t>(0, rows.size() - 1)(rng)];
+        return failure;
       }
       for (size_t i : rows) ++written[i];
       return std::nullopt;
@@ -129,10 +135,12 @@ TEST(IsolateFailures, FindsExactlyTheRowsThatFailAloneAndWritesEveryOtherOnce) {
     }
     ASSERT_EQ(found, poison) << "seed " << seed << " round " << round;
     for (size_t i = 0; i < n; ++i) ASSERT_EQ(written[i], poison.contains(i) ? 0 : 1) << "row " << i;
-    // Chunks, then bisection of the failing ones: never one attempt per row.
+    // Chunks, then bisection of the failing ones (or three attempts per failure with a
+    // right blame): never one attempt per row.
     const size_t chunks = (n + chunk - 1) / chunk;
-    EXPECT_LE(attempts, chunks + 2 * k * (static_cast<size_t>(std::log2(static_cast<double>(chunk))) + 2))
-        << n << " rows in chunks of " << chunk;
+    const size_t per_failure = blame == 1 ? 3 : 2 * (static_cast<size_t>(std::log2(static_cast<double>(chunk))) + 2);
+    EXPECT_LE(attempts, chunks + k * per_failure + (blame == 2 ? k * 2 * per_failure : 0))
+        << n << " rows in chunks of " << chunk << ", blame " << blame;
   }
 }
 

@@ -66,10 +66,15 @@ struct RowFailure {
   size_t index = 0;  // into the batch
   std::string sqlstate;
   std::string message;
+  // The member the database named as the one being written when it refused (a mark
+  // the write leaves per row); a hint, checked by trying that member alone.
+  std::optional<size_t> blamed;
 };
 // Finds the requests among `members` that fail on their own: writes them in chunks of
-// `chunk` members (all at once when chunk >= their number) by calling `attempt`, and
-// bisects each chunk that fails. `attempt` writes the subset (and keeps it written)
+// `chunk` members (all at once when chunk >= their number) by calling `attempt`. In a
+// chunk that fails, the member the failure blames is tried alone (recorded when it
+// fails, written when it does not) and the rest tried again; without a usable blame
+// the chunk is bisected. `attempt` writes the subset (and keeps it written)
 // and returns the failure, or nullopt on success. Every member not returned has been
 // written by some successful attempt; failures come in member order. Exceptions from
 // `attempt` pass.

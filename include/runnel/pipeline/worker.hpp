@@ -13,13 +13,16 @@
 //   4. write-back, results and recommendations in one statement. If PostgreSQL
 //      refuses it for a reason about rows (sqlstate.hpp: a CHECK constraint, a user
 //      trigger raising, a value out of range), the batch is rolled back and served
-//      again carefully: in chunks under savepoints, each failing chunk bisected
-//      (IsolateFailures), so that the requests that fail on their own are recorded
-//      failed with SQLSTATE and message and every other request of the batch is
-//      served. While recent batches had such requests, batches are written that way
-//      from the start (IsolationChunk sizes the chunks from the failure rate). When a source row stays locked past
-//      lock_timeout, the rows another transaction holds are found (SKIP LOCKED) and their requests go back to the queue
-//      (`attempts` + 1; failed after max_attempts);
+//      again carefully: in chunks under savepoints, each row marked as it is written
+//      in a temporary sequence; in a failing chunk the marked row is tried alone and
+//      the rest again, or the chunk is bisected when that blame does not hold
+//      (IsolateFailures). The requests that fail on their own are recorded failed
+//      with SQLSTATE and message; every other request of the batch is served. While
+//      recent batches had such requests, batches are written that way from the start
+//      (IsolationChunk sizes the chunks from the failure rate). When a source row
+//      stays locked past lock_timeout, the rows another transaction holds are found
+//      (SKIP LOCKED) and their requests go back to the queue (`attempts` + 1; failed
+//      after max_attempts);
 //   5. advance the counters in one upsert, in client order (two workers lock counters
 //      in the same order and cannot deadlock), check that no other worker moved them
 //      in a way that changes a request's throttling (else roll back and serve the
