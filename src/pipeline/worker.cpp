@@ -1003,8 +1003,9 @@ class ServeLoop {
           Transient(e);
         } else {
           // A row error outside the write-back cannot be pinned on a row: the
-          // pipeline's own statements failed, which is about the setup.
-          Setup(e.what());
+          // pipeline's own statements failed, which is about the setup. The reason
+          // without the statement: it is shown in /readyz and `runnel status`.
+          Setup(fmt::format("{} [SQLSTATE {}]", e.primary(), e.sqlstate()));
         }
       } catch (const Error& e) {
         Setup(e.what());
