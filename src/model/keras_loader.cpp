@@ -26,6 +26,7 @@
 #include "isolation.hpp"
 #include "loaders.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/model/model.hpp"
 
 namespace runnel::model {
 namespace {
@@ -525,13 +526,28 @@ struct ZipFileDeleter {
   void operator()(zip_file_t* file) const { zip_fclose(file); }
 };
 
-std::string ReadZipMember(zip_t* archive, const char* name, const std::string& source, size_t limit) {
+// Reads one member, refusing from the archive's directory alone (before allocating)
+// a member larger than `limit` or than what is left of `*budget` (the model's
+// inflated size so far, MaxModelBytes in all), or inflating more than kMaxInflation
+// times its stored size: a decompression bomb costs milliseconds, not memory.
+std::string ReadZipMember(zip_t* archive, const char* name, const std::string& source, size_t limit, size_t* budget) {
   zip_stat_t stat;
   zip_stat_init(&stat);
   if (zip_stat(archive, name, 0, &stat) != 0 || !(stat.valid & ZIP_STAT_SIZE)) {
     throw Error(ErrorCode::Model, fmt::format("{}: the archive has no '{}'", source, name));
   }
-  if (stat.size > limit) throw Error(ErrorCode::Model, fmt::format("{}: '{}' is too large", source, name));
+  if (stat.size > limit || stat.size > *budget) {
+    throw Error(ErrorCode::Model,
+                fmt::format("{}: '{}' inflates to {} bytes, more than the {} bytes allowed (RUNNEL_MAX_MODEL_BYTES)",
+                            source, name, stat.size, std::min<uint64_t>(limit, *budget)));
+  }
+  const uint64_t stored = (stat.valid & ZIP_STAT_COMP_SIZE) ? stat.comp_size : stat.size;
+  if (stat.size > 4096 && stat.size / std::max<uint64_t>(stored, 1) > kMaxInflation) {
+    throw Error(ErrorCode::Model,
+                fmt::format("{}: '{}' inflates {} stored bytes to {}: more than {} times, a decompression bomb", source,
+                            name, stored, stat.size, kMaxInflation));
+  }
+  *budget -= static_cast<size_t>(stat.size);
   std::unique_ptr<zip_file_t, ZipFileDeleter> file(zip_fopen(archive, name, 0));
   if (!file) throw Error(ErrorCode::Model, fmt::format("{}: cannot open '{}' in the archive", source, name));
   std::string data(static_cast<size_t>(stat.size), '\0');
@@ -621,19 +637,19 @@ LoadedGraph LoadKerasV3(std::string_view bytes, const std::string& source) {
   }
   zip_error_fini(&error);
   constexpr size_t kMaxJson = size_t{64} << 20;
-  constexpr size_t kMaxWeights = size_t{2} << 30;
+  size_t budget = MaxModelBytes();
   KerasContext ctx;
   ctx.source = source;
   std::string version;
   {
-    std::string metadata_text = ReadZipMember(archive.get(), "metadata.json", source, kMaxJson);
+    std::string metadata_text = ReadZipMember(archive.get(), "metadata.json", source, kMaxJson, &budget);
     json metadata = ParseJson(ctx, metadata_text, "metadata.json");
     if (const json* v = Find(metadata, "keras_version"); v != nullptr && v->is_string())
       version = v->get<std::string>();
   }
   ctx.keras_major = MajorVersion(version);
-  json model = ParseJson(ctx, ReadZipMember(archive.get(), "config.json", source, kMaxJson), "config.json");
-  const std::string weights_bytes = ReadZipMember(archive.get(), "model.weights.h5", source, kMaxWeights);
+  json model = ParseJson(ctx, ReadZipMember(archive.get(), "config.json", source, kMaxJson, &budget), "config.json");
+  const std::string weights_bytes = ReadZipMember(archive.get(), "model.weights.h5", source, budget, &budget);
   return ParseIsolated(source, [&] { return ParseKerasV3Weights(ctx, model, version, weights_bytes, source); });
 }
 

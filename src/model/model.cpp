@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstdlib>
+
 #include <algorithm>
 
 #include "loaders.hpp"
@@ -87,6 +89,11 @@ LoadedGraph LoadModelGraph(std::string_view bytes, const std::string& source) {
 }
 
 std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string& source, const std::string& version) {
+  if (bytes.size() > MaxModelBytes()) {
+    throw Error(ErrorCode::Model, fmt::format("{}: {} bytes is larger than the largest model Runnel loads ({} bytes; "
+                                              "RUNNEL_MAX_MODEL_BYTES)",
+                                              source, bytes.size(), MaxModelBytes()));
+  }
   if (!bytes.empty() && DetectModelFormat(bytes) == ModelFormat::Pmml) {
     auto pmml = pmml::PmmlModel::Load(bytes, source);
     ModelInfo info;
@@ -111,6 +118,15 @@ std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path) {
 std::shared_ptr<const Model> LoadModelFromBytes(std::string_view bytes, const std::string& source,
                                                 const std::string& version) {
   return MakeModel(bytes, source, version);
+}
+
+size_t MaxModelBytes() {
+  if (const char* env = std::getenv("RUNNEL_MAX_MODEL_BYTES"); env != nullptr) {
+    char* end = nullptr;
+    const unsigned long long value = std::strtoull(env, &end, 10);
+    if (end != env && *end == '\0' && value > 0) return static_cast<size_t>(value);
+  }
+  return size_t{1} << 30;
 }
 
 uint64_t ContentHash(std::string_view bytes) {

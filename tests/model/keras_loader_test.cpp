@@ -3,6 +3,10 @@
 // supported layer against a hand computation, Functional graphs, and hostile files.
 #include <gtest/gtest.h>
 #include <hdf5.h>
+#include <zip.h>
+
+#include <chrono>
+#include <cstdlib>
 
 #include <nlohmann/json.hpp>
 
@@ -239,6 +243,57 @@ TEST(KerasH5, HostileFilesGiveClearErrors) {
   EXPECT_THROW(LoadModel(dir / "trunc.h5"), Error);
   runnel::testing::WriteFile(dir / "trunc.keras", std::string("PK\x03\x04garbage", 11));
   EXPECT_THROW(LoadModel(dir / "trunc.keras"), Error);
+}
+
+// Issue #14: a .keras whose weights inflate to far more than the archive is refused
+// from the zip directory, before anything is allocated for them; so is a model over
+// the configured maximum size.
+std::string KerasZip(const std::filesystem::path& path, const std::string& weights) {
+  int error = 0;
+  zip_t* archive = zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &error);
+  EXPECT_NE(archive, nullptr);
+  const std::string metadata = R"({"keras_version": "3.0.0"})", config = "{}";
+  for (const auto& [name, content] : {std::pair<const char*, const std::string*>{"metadata.json", &metadata},
+                                      {"config.json", &config},
+                                      {"model.weights.h5", &weights}}) {
+    zip_source_t* src = zip_source_buffer(archive, content->data(), content->size(), 0);
+    const auto index = zip_file_add(archive, name, src, ZIP_FL_OVERWRITE);
+    zip_set_file_compression(archive, static_cast<zip_uint64_t>(index), ZIP_CM_DEFLATE, 9);
+  }
+  EXPECT_EQ(zip_close(archive), 0);
+  return path.string();
+}
+
+TEST(KerasV3, ADecompressionBombIsRefusedBeforeInflating) {
+  runnel::testing::TempDir dir("runnel-bomb");
+  const auto bomb = KerasZip(dir / "bomb.keras", std::string(size_t{256} << 20, '\0'));  // 256 MiB of zeros
+  ASSERT_LT(std::filesystem::file_size(bomb), size_t{2} << 20) << "a small file";
+  const auto started = std::chrono::steady_clock::now();
+  try {
+    LoadModel(bomb);
+    ADD_FAILURE() << "must refuse the bomb";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'model.weights.h5' inflates"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("decompression bomb"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(1)) << "refused without inflating";
+
+  // Incompressible weights over the configured maximum.
+  std::string noise(size_t{3} << 20, '\0');
+  uint64_t x = 88172645463325252ULL;
+  for (char& c : noise) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    c = static_cast<char>(x);
+  }
+  const auto big = KerasZip(dir / "big.keras", noise);
+  ::setenv("RUNNEL_MAX_MODEL_BYTES", "2097152", 1);
+  try {
+    LoadModel(big);
+    ADD_FAILURE() << "must refuse a model over RUNNEL_MAX_MODEL_BYTES";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("RUNNEL_MAX_MODEL_BYTES"), std::string::npos) << e.what();
+  }
+  ::unsetenv("RUNNEL_MAX_MODEL_BYTES");
 }
 
 TEST(KerasFixtures, InspectTheSharedModels) {

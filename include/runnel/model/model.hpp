@@ -70,6 +70,15 @@ std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path);
 std::shared_ptr<const Model> LoadModelFromBytes(std::string_view bytes, const std::string& source,
                                                 const std::string& version);
 
+// The largest model Runnel loads, in bytes, whole or inflated from an archive:
+// $RUNNEL_MAX_MODEL_BYTES when set to a positive number, else 1 GiB. A larger file, or
+// an archive whose members would inflate past it, is refused before anything is
+// allocated for it (Error(Model) naming the file and the member).
+size_t MaxModelBytes();
+// An archive member inflating more than this many times its stored size is refused as
+// a decompression bomb (weights compress far less).
+inline constexpr uint64_t kMaxInflation = 200;
+
 // The format LoadModel would read `bytes` as.
 ModelFormat DetectModelFormat(std::string_view bytes);
 // FNV-1a 64 of the bytes: identifies a model file's exact content.
