@@ -164,7 +164,60 @@ struct HttpServer::Impl {
 
   static void Reply(httplib::Response& res, int status, const json& body) {
     res.status = status;
-    res.set_content(body.dump(), "application/json");
+    // A message may quote a client's bytes: invalid UTF-8 becomes U+FFFD, never a throw.
+    res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+  }
+
+  // Where `text` stops being UTF-8 (overlong forms, surrogates and values past
+  // U+10FFFF included), or nullopt when it is valid.
+  static std::optional<size_t> InvalidUtf8At(std::string_view text) {
+    size_t i = 0;
+    while (i < text.size()) {
+      const auto c = static_cast<unsigned char>(text[i]);
+      size_t n = 0;
+      uint32_t cp = 0, min = 0;
+      if (c < 0x80) {
+        ++i;
+        continue;
+      } else if ((c & 0xE0) == 0xC0) {
+        n = 1, cp = c & 0x1F, min = 0x80;
+      } else if ((c & 0xF0) == 0xE0) {
+        n = 2, cp = c & 0x0F, min = 0x800;
+      } else if ((c & 0xF8) == 0xF0) {
+        n = 3, cp = c & 0x07, min = 0x10000;
+      } else {
+        return i;
+      }
+      if (i + n >= text.size()) return i;  // truncated sequence
+      for (size_t k = 1; k <= n; ++k) {
+        const auto d = static_cast<unsigned char>(text[i + k]);
+        if ((d & 0xC0) != 0x80) return i;
+        cp = (cp << 6) | (d & 0x3F);
+      }
+      if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+      i += n + 1;
+    }
+    return std::nullopt;
+  }
+
+  // Paths, query parameters and JSON bodies must be UTF-8: 400 naming the place.
+  static void CheckUtf8(const httplib::Request& req) {
+    if (auto at = InvalidUtf8At(req.path))
+      throw HttpError{400, fmt::format("invalid UTF-8 in the path at byte {}", *at)};
+    for (const auto& [name, value] : req.params) {
+      if (auto at = InvalidUtf8At(name)) {
+        throw HttpError{400, fmt::format("invalid UTF-8 in a query parameter's name at byte {}", *at)};
+      }
+      if (auto at = InvalidUtf8At(value)) {
+        throw HttpError{400, fmt::format("invalid UTF-8 in query parameter '{}' at byte {}", name, *at)};
+      }
+    }
+    const std::string type = req.get_header_value("Content-Type");
+    if (type.find("json") != std::string::npos || type.empty() || type.starts_with("application/x-www-form")) {
+      if (auto at = InvalidUtf8At(req.body)) {
+        throw HttpError{400, fmt::format("invalid UTF-8 in the body at byte {}", *at)};
+      }
+    }
   }
 
   static void ReplyError(httplib::Response& res, const HttpError& e) {
@@ -236,6 +289,7 @@ struct HttpServer::Impl {
       }
       if (found != nullptr) {
         route_name = found->name;
+        if (found->method != "PUT") CheckUtf8(req);  // model uploads are binary
         Match(*found, segments, match);
         found->handler(req, res, match);
       } else if (!allowed.empty()) {
@@ -990,11 +1044,18 @@ int HttpServer::Start() {
   s.server.set_write_timeout(s.options.io_timeout_seconds, 0);
   s.server.set_pre_routing_handler([&s](const httplib::Request& req, httplib::Response& res) {
     if (s.options.token.empty() || req.path == "/healthz") return httplib::Server::HandlerResponse::Unhandled;
+    // "Bearer" is case-insensitive (RFC 9110 section 11.1), followed by one or more spaces.
     const std::string header = req.get_header_value("Authorization");
-    constexpr std::string_view kBearer = "Bearer ";
-    if (header.starts_with(kBearer) &&
-        ConstantTimeEquals(std::string_view(header).substr(kBearer.size()), s.options.token)) {
-      return httplib::Server::HandlerResponse::Unhandled;
+    constexpr std::string_view kBearer = "bearer";
+    std::string_view credentials(header);
+    const bool bearer = credentials.size() > kBearer.size() &&
+                        std::equal(kBearer.begin(), kBearer.end(), credentials.begin(),
+                                   [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); }) &&
+                        credentials[kBearer.size()] == ' ';
+    if (bearer) {
+      credentials.remove_prefix(kBearer.size());
+      while (!credentials.empty() && credentials.front() == ' ') credentials.remove_prefix(1);
+      if (ConstantTimeEquals(credentials, s.options.token)) return httplib::Server::HandlerResponse::Unhandled;
     }
     res.set_header("WWW-Authenticate", "Bearer");
     Impl::ReplyError(res, {401, "missing or wrong bearer token (Authorization: Bearer <token>)"});
@@ -1009,8 +1070,17 @@ int HttpServer::Start() {
   s.server.Patch(".*", dispatch);
   s.server.Options(".*", dispatch);
   // Errors httplib produces itself (413, 400 on a broken request line) get a JSON body.
-  s.server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+  s.server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
+    // httplib caps form-encoded bodies at 8 KiB before any handler sees them; curl -d
+    // and --data-binary send that type unless told otherwise.
+    if (res.status == 413 && req.get_header_value("Content-Type").starts_with("application/x-www-form-urlencoded")) {
+      Impl::ReplyError(res, {415,
+                             "form-encoded bodies are not accepted: send Content-Type: application/json "
+                             "(or application/x-ndjson), or application/octet-stream for a model "
+                             "(curl -H 'Content-Type: ...' or -T FILE)"});
+      return;
+    }
     std::string message = res.status == 413   ? "the request body is larger than the limit"
                           : res.status == 400 ? "malformed HTTP request"
                                               : fmt::format("HTTP error {}", res.status);
@@ -1021,7 +1091,10 @@ int HttpServer::Start() {
   // hook sees only it) and listen again with a real backlog once bound.
   int listen_fd = -1;
   s.server.set_socket_options([&listen_fd](socket_t fd) {
-    httplib::default_socket_options(fd);
+    // SO_REUSEADDR (a restart binds at once) but not httplib's default SO_REUSEPORT,
+    // with which a second server would share the port and get half of the calls.
+    int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
     listen_fd = fd;
   });
   int port = s.options.port;

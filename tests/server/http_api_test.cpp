@@ -342,6 +342,10 @@ TEST_F(HttpApiTest, TokenIsRequiredExceptForHealth) {
   EXPECT_EQ(client_->Get("/metrics", {{"Authorization", "Bearer s3cre"}})->status, 401);
   EXPECT_EQ(client_->Get("/metrics", {{"Authorization", "Bearer s3cret!"}})->status, 401);
   EXPECT_EQ(client_->Get("/metrics", {{"Authorization", "Bearer s3cret"}})->status, 200);
+  EXPECT_EQ(client_->Get("/metrics", {{"Authorization", "bearer s3cret"}})->status, 200) << "the scheme is case-blind";
+  EXPECT_EQ(client_->Get("/metrics", {{"Authorization", "BEARER  s3cret"}})->status, 200);
+  EXPECT_EQ(client_->Get("/metrics", {{"Authorization", "Bearers3cret"}})->status, 401);
+  EXPECT_EQ(client_->Get("/metrics", {{"Authorization", "Basic s3cret"}})->status, 401);
   EXPECT_EQ(
       client_->Post("/v1/pipelines/needs/requests", {{"Authorization", "Bearer s3cret"}}, kRecord, "application/json")
           ->status,
@@ -808,6 +812,64 @@ TEST_F(HttpApiTest, APoisonRecordFailsAloneAPauseShowsInReadyzAndRetryReplays) {
   EXPECT_TRUE(Eventually([&] { return client_->Get("/readyz")->status == 200; }));
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_pauses WHERE pipeline = 'needs'"), 0);
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 8);
+}
+
+}  // namespace
+}  // namespace runnel::server
+
+namespace runnel::server {
+namespace {
+
+// Issue #13 (first fixes): what clients send wrongly gets a 4xx that says what is
+// wrong, never a 500; a second server on the same port fails at start.
+TEST_F(HttpApiTest, InvalidUtf8FormBodiesAndASecondServerOnThePort) {
+  Start(Config());
+  auto status_of = [](const httplib::Result& res) { return res ? res->status : -1; };
+  // Invalid UTF-8 in the path, a query key, a query value and a JSON body.
+  auto path = client_->Get(
+      "/v1/pipelines/ne\xff"
+      "ds/requests");
+  EXPECT_EQ(status_of(path), 400);
+  EXPECT_NE(path->body.find("invalid UTF-8 in the path"), std::string::npos) << path->body;
+  EXPECT_EQ(status_of(client_->Get("/v1/pipelines/needs/requests?st%FFatus=done")), 400);
+  auto query = client_->Get("/v1/pipelines/needs/requests?status=d%C3one");
+  EXPECT_EQ(status_of(query), 400);
+  EXPECT_NE(query->body.find("query parameter 'status'"), std::string::npos) << query->body;
+  auto body = client_->Post("/v1/pipelines/needs/requests", "{\"client_id\": \"\xc3\x28\"}", "application/json");
+  EXPECT_EQ(status_of(body), 400);
+  EXPECT_NE(body->body.find("invalid UTF-8 in the body at byte 15"), std::string::npos) << body->body;
+  // Valid multi-byte text passes the check (and is then judged on its merits).
+  EXPECT_EQ(status_of(client_->Get("/v1/pipelines/n%C3%A9eds/requests")), 404);
+
+  // curl -d's form type with a body over httplib's 8 KiB form limit: 415, not 413.
+  std::string large = fmt::format("[{}", kRecord);
+  while (large.size() < 20000) large += ", " + std::string(kRecord);
+  large += "]";
+  auto form = client_->Post("/v1/pipelines/needs/requests", large, "application/x-www-form-urlencoded");
+  EXPECT_EQ(status_of(form), 415);
+  EXPECT_NE(form->body.find("application/json"), std::string::npos) << form->body;
+  // The same body as JSON is accepted.
+  EXPECT_EQ(status_of(client_->Post("/v1/pipelines/needs/requests", large, "application/json")), 202);
+  auto metrics = client_->Get("/metrics")->body;
+  EXPECT_EQ(metrics.find("code=\"500\""), std::string::npos) << metrics;
+
+  // Another server on the port in use fails to start, naming it.
+  HttpOptions same;
+  same.host = "127.0.0.1";
+  same.port = port_;
+  ServingContext ctx;
+  const auto config = Config();
+  ctx.config = &config;
+  ctx.conninfo = conninfo();
+  ctx.models = service_->models();
+  HttpServer second(same, ctx);
+  try {
+    second.Start();
+    ADD_FAILURE() << "a second server must not share the port";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fmt::format("cannot listen on 127.0.0.1:{}", port_)), std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace
