@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <thread>
@@ -14,6 +15,7 @@
 #include "commands.hpp"
 #include "runnel/core/csv.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/core/file.hpp"
 #include "runnel/pipeline/load.hpp"
 #include "runnel/pipeline/replay.hpp"
 #include "runnel/pipeline/request_status.hpp"
@@ -38,6 +40,16 @@ void InstallStopHandler() {
   action.sa_handler = OnSignal;
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
+}
+
+// A secret kept in a file: its first line, without surrounding whitespace.
+std::string ReadTokenFile(const std::string& path) {
+  std::string text = ReadFileBytes(path, "the HTTP token file");
+  text = text.substr(0, text.find('\n'));
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.erase(text.begin());
+  if (text.empty()) throw Error(ErrorCode::Config, fmt::format("{}: the HTTP token file is empty", path));
+  return text;
 }
 
 struct Counts {
@@ -70,7 +82,8 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
 
 void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   struct Args {
-    std::string pipeline, db, model, http, http_token, input, delimiter = ",", columns, data_type, where, sqlstate;
+    std::string pipeline, db, model, http, http_token, http_token_file, input, delimiter = ",", columns, data_type,
+                                                                               where, sqlstate;
     bool loop = false, reverse = false;
     bool insecure = false;
     size_t http_threads = 0;
@@ -110,7 +123,10 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   run->add_flag("--until-idle", args->until_idle, "Exit once the queue is empty instead of waiting for more");
   run->add_option("--http", args->http, "Serve the HTTP API on HOST:PORT, e.g. 127.0.0.1:8080");
   run->add_option("--http-token", args->http_token,
-                  "Bearer token every endpoint but /healthz requires (default: $RUNNEL_HTTP_TOKEN)");
+                  "Bearer token every endpoint but /healthz requires (default: $RUNNEL_HTTP_TOKEN); visible to "
+                  "every user in the process list: prefer --http-token-file or the environment");
+  run->add_option("--http-token-file", args->http_token_file, "Read the bearer token from this file (its first line)")
+      ->excludes(run->get_option("--http-token"));
   run->add_flag("--insecure", args->insecure, "Allow --http on a non-loopback address without a token");
   run->add_option("--http-threads", args->http_threads, "HTTP handler threads (default 96)");
   commands.push_back(
@@ -126,6 +142,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
            server::HttpOptions http;
            server::ParseListenAddress(args->http, http);
            http.token = args->http_token;
+           if (!args->http_token_file.empty()) http.token = ReadTokenFile(args->http_token_file);
            if (http.token.empty()) {
              if (const char* env = std::getenv("RUNNEL_HTTP_TOKEN")) http.token = env;
            }

@@ -230,6 +230,26 @@ TEST_F(CliTest, RunRefusesAnOpenNetworkAddressWithoutAToken) {
   auto bad = Runnel({"run", "--pipeline", pipeline, "--http", "localhost"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.output.find("expected host:port"), std::string::npos) << bad.output;
+  // A token from a file, never on the command line: it satisfies the same check.
+  auto missing = Runnel({"run", "--pipeline", pipeline, "--http", "0.0.0.0:0", "--http-token-file",
+                         (home_.path() / "no-such-token").string()});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.output.find("no-such-token"), std::string::npos) << missing.output;
+  testing::WriteFile(home_.path() / "empty-token", "\n");
+  auto empty = Runnel({"run", "--pipeline", pipeline, "--http", "0.0.0.0:0", "--http-token-file",
+                       (home_.path() / "empty-token").string()});
+  EXPECT_EQ(empty.exit_code, 1);
+  EXPECT_NE(empty.output.find("the HTTP token file is empty"), std::string::npos) << empty.output;
+  testing::WriteFile(home_.path() / "token", "  s3cret \n");
+  auto from_file = Runnel({"run", "--pipeline", pipeline, "--http", "0.0.0.0:0", "--http-token-file",
+                           (home_.path() / "token").string(), "--db", "host=/nonexistent-runnel-socket"});
+  EXPECT_EQ(from_file.exit_code, 1) << "no database there";
+  EXPECT_EQ(from_file.output.find("without a token"), std::string::npos) << "the file's token counts\n"
+                                                                         << from_file.output;
+  EXPECT_NE(from_file.output.find("nonexistent-runnel-socket"), std::string::npos) << from_file.output;
+  auto both = Runnel({"run", "--pipeline", pipeline, "--http", "127.0.0.1:0", "--http-token", "x", "--http-token-file",
+                      (home_.path() / "token").string()});
+  EXPECT_NE(both.exit_code, 0);
   auto idle = Runnel({"run", "--pipeline", pipeline, "--workers", "0"});
   EXPECT_EQ(idle.exit_code, 1);
   EXPECT_NE(idle.output.find("--workers 0 serves nothing without --http"), std::string::npos) << idle.output;
