@@ -231,7 +231,8 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
            // Its job was to drain the queue: say so when it did not.
            for (const auto& reason : summary.paused) fmt::print(stderr, "paused: {}\n", reason);
            auto conn = postgres::Connection::Open(url);
-           const auto left = pipeline::ReadQueueState(conn, config).requests;
+           // Requests another process is serving are not left behind.
+           const auto left = pipeline::UnclaimedRequests(conn, config);
            if (left > 0) {
              fmt::print(stderr, "{} request(s) are still queued\n", left);
              return 1;

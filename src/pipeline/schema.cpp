@@ -52,6 +52,16 @@ QueueState ReadQueueState(postgres::Connection& conn, const PipelineConfig& conf
   return {r.Get<int64_t>(0, 0), r.Get<double>(0, 1)};
 }
 
+int64_t UnclaimedRequests(postgres::Connection& conn, const PipelineConfig& config) {
+  postgres::Transaction tx(conn);
+  auto r = conn.Exec(fmt::format("SELECT coalesce(sum(n), 0)::bigint FROM (SELECT n FROM {} FOR UPDATE SKIP LOCKED) s",
+                                 QuoteIdentifier(NamesFor(config).queue)),
+                     Params());
+  const auto n = r.Get<int64_t>(0, 0);
+  tx.Rollback();  // the locks were only a way to skip rows being served
+  return n;
+}
+
 std::map<std::string, std::string> SourceColumns(postgres::Connection& conn, const PipelineConfig& config) {
   auto columns = conn.Exec(
       "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "

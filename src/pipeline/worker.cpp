@@ -533,7 +533,8 @@ struct Worker::State {
   // ---- stage 4: write-back, results, recommendations ----
 
   // The results statement's parameters for the requests `rows`.
-  Params WriteParams(const Requests& req, const Outputs& out, std::span<const size_t> rows, bool by_rule) const {
+  Params WriteParams(const Requests& req, const Outputs& out, std::span<const size_t> rows, bool by_rule,
+                     bool lean = false) const {
     std::vector<int64_t> keys, attempts;
     std::vector<std::optional<std::string>> status, error, versions, sqlstate;
     std::vector<std::optional<double>> enqueued;
@@ -547,8 +548,8 @@ struct Worker::State {
       attempts.push_back(req.claimed[i].attempts + 1);
     }
     Params params;
-    params.AddArray(keys).AddArray(status).AddArray(error).AddArray(enqueued).AddArray(versions).AddArray(sqlstate);
-    params.AddArray(attempts);
+    params.AddArray(keys).AddArray(status).AddArray(error).AddArray(enqueued).AddArray(versions);
+    if (!lean) params.AddArray(sqlstate).AddArray(attempts);
     for (const auto& column : out.values) {
       std::vector<std::optional<double>> values;
       values.reserve(rows.size());
@@ -645,9 +646,13 @@ struct Worker::State {
   // RowsRefused (the transaction is then lost) when PostgreSQL refuses them for a
   // row's sake or a row lock, KeyServedBefore (plain insert only), and the rest.
   void WriteWhole(Requests& req, const Outputs& out, std::span<const size_t> rows, bool upsert, bool by_rule) {
-    const std::string& statement = sql.write.For(upsert, by_rule, small_catalogue);
+    // Lean when every request is a first attempt and none has failed: the columns'
+    // defaults say the same.
+    const bool lean = std::all_of(rows.begin(), rows.end(),
+                                  [&](size_t i) { return req.claimed[i].attempts == 0 && !req.sqlstate[i]; });
+    const std::string& statement = (lean ? sql.write_lean : sql.write).For(upsert, by_rule, small_catalogue);
     try {
-      conn->ExecPrepared(statement, WriteParams(req, out, rows, by_rule));
+      conn->ExecPrepared(statement, WriteParams(req, out, rows, by_rule, lean));
     } catch (const postgres::DatabaseError& e) {
       if (e.IsConnectionLost()) throw;
       if (!upsert && e.sqlstate() == postgres::kUniqueViolation) throw KeyServedBefore{};

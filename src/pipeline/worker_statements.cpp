@@ -89,15 +89,20 @@ std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names) {
 }
 
 // The statements that write back, record results and recommend, in their variants.
+// `marked`: marks each row as it is written (see write_marked). `lean`: without the
+// sqlstate and attempts parameters, which the columns' defaults (NULL, 1) then fill:
+// a batch of first attempts with no failure sends exactly what it did before them.
 void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names,
-                     const std::vector<size_t>& write_back_output, bool marked, WorkerStatements::Write& out) {
+                     const std::vector<size_t>& write_back_output, bool marked, bool lean,
+                     WorkerStatements::Write& out) {
+  const int first_output = lean ? WorkerStatements::kFirstOutputParamLean : WorkerStatements::kFirstOutputParam;
   const std::string table = QuoteIdentifier(config.table);
   const std::string key = QuoteIdentifier(config.key_column);
   std::string out_cols, out_types, out_aliases, out_select, out_update;
   for (size_t i = 0; i < config.output_columns.size(); ++i) {
     const std::string col = QuoteIdentifier(config.output_columns[i]);
     out_cols += ", " + col;
-    out_types += fmt::format(", ${}::float8[]", i + WorkerStatements::kFirstOutputParam);
+    out_types += fmt::format(", ${}::float8[]", i + static_cast<size_t>(first_output));
     out_aliases += fmt::format(", o{}", i);
     out_select += fmt::format(", v.o{}", i);
     out_update += fmt::format(", {} = EXCLUDED.{}", col, col);
@@ -107,8 +112,9 @@ void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names,
   auto batch_cte = [&](const std::string& extra_types, const std::string& extra_aliases) {
     return fmt::format(
         "WITH v AS MATERIALIZED (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], "
-        "$5::text[], $6::text[], $7::bigint[]{}{}) AS v(key, status, error, enq, version, sqlstate, attempts{}{}))",
-        out_types, extra_types, out_aliases, extra_aliases);
+        "$5::text[]{}{}{}) AS v(key, status, error, enq, version{}{}{}))",
+        lean ? "" : ", $6::text[], $7::bigint[]", out_types, extra_types, lean ? "" : ", sqlstate, attempts",
+        out_aliases, extra_aliases);
   };
   auto write_back_cte = [&](const std::string& returning) {
     if (config.write_back.empty()) return std::string();
@@ -127,10 +133,11 @@ void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names,
   };
   auto insert = [&](const std::string& with, const std::string& recommended) {
     return fmt::format(
-        "{} INSERT INTO {} AS res (key, status, error, sqlstate, attempts, model_version, enqueued_at, finished_at, "
-        "recommended{}) SELECT v.key, v.status, v.error, v.sqlstate, v.attempts, v.version, to_timestamp(v.enq), "
+        "{} INSERT INTO {} AS res (key, status, error, {}model_version, enqueued_at, finished_at, "
+        "recommended{}) SELECT v.key, v.status, v.error, {}v.version, to_timestamp(v.enq), "
         "clock_timestamp(), {}{} FROM v ",
-        with, QuoteIdentifier(names.results), out_cols, recommended, out_select);
+        with, QuoteIdentifier(names.results), lean ? "" : "sqlstate, attempts, ", out_cols,
+        lean ? "" : "v.sqlstate, v.attempts, ", recommended, out_select);
   };
   // A plain INSERT unless a key may have a result already (a batch job rescoring, a
   // retried request, or a key captured again): the upsert's conflict check costs ~20%
@@ -189,7 +196,7 @@ void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names,
   if (config.recommend) {
     // Recommendations evaluated here: each request's products are the slice
     // [from, to] of one array of product keys (no row of w is read back).
-    const size_t first = config.output_columns.size() + WorkerStatements::kFirstOutputParam;
+    const size_t first = config.output_columns.size() + static_cast<size_t>(first_output);
     const std::string rule_with =
         batch_cte(fmt::format(", ${}::bigint[], ${}::bigint[]", first, first + 1), ", rec_from, rec_to") +
         write_back_cte("");
@@ -213,8 +220,9 @@ WorkerStatements WorkerStatements::Build(const PipelineConfig& config, const Sch
       "v(client, n) ORDER BY v.client ON CONFLICT (client) DO UPDATE SET requests = q.requests + EXCLUDED.requests "
       "RETURNING client, requests",
       QuoteIdentifier(names.quota));
-  BuildResultsSql(config, names, write_back_output, false, out.write);
-  if (!config.write_back.empty()) BuildResultsSql(config, names, write_back_output, true, out.write_marked);
+  BuildResultsSql(config, names, write_back_output, false, false, out.write);
+  BuildResultsSql(config, names, write_back_output, false, true, out.write_lean);
+  if (!config.write_back.empty()) BuildResultsSql(config, names, write_back_output, true, false, out.write_marked);
   if (config.recommend) {
     out.catalogue = fmt::format("SELECT count(*) <= {} FROM (SELECT 1 FROM {} LIMIT {}) s", small_catalogue,
                                 QuoteIdentifier(config.recommend->table), small_catalogue + 1);

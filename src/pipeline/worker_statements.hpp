@@ -41,6 +41,7 @@ struct WorkerStatements {
   // enqueued (epoch s), $5 model version, $6 sqlstate, $7 attempts, then one float8[]
   // per output column, then (Runnel-evaluated rules) from, to and the product keys.
   static constexpr int kFirstOutputParam = 8;
+  static constexpr int kFirstOutputParamLean = 6;  // write_lean: no $6 sqlstate, $7 attempts
 
   // The write statement's variants: plain insert or upsert, [small catalogue], and
   // with the rule's products as parameters (see Build).
@@ -53,6 +54,9 @@ struct WorkerStatements {
   };
   std::string claim, quota_read, quota, jobs, catalogue;
   Write write;
+  // The same without the sqlstate and attempts parameters (their columns' defaults):
+  // for batches of first attempts where nothing has failed yet.
+  Write write_lean;
   // The same, marking each source row as it is updated in the session's temporary
   // sequence pg_temp.runnel_mark (setval is not undone by a rollback): after a refusal
   // the sequence names the row being written. Empty without write-back.

@@ -64,6 +64,9 @@ struct QueueState {
 };
 // Throws DatabaseError.
 QueueState ReadQueueState(postgres::Connection& conn, const PipelineConfig& config);
+// Requests waiting that no worker is serving now (queue rows nobody has locked).
+// Throws DatabaseError.
+int64_t UnclaimedRequests(postgres::Connection& conn, const PipelineConfig& config);
 
 // The source table's columns and their SQL types ("integer", "text", ...); empty when
 // the table does not exist. Throws DatabaseError.
