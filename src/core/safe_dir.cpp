@@ -22,6 +22,10 @@ namespace {
 // Closes a descriptor on scope exit.
 struct Fd {
   int fd;
+  explicit Fd(int f) : fd(f) {}
+  Fd(Fd&& other) noexcept : fd(other.fd) { other.fd = -1; }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
   ~Fd() {
     if (fd >= 0) ::close(fd);
   }
@@ -30,6 +34,28 @@ struct Fd {
 std::string TempName(std::string_view name) {
   std::random_device random;
   return fmt::format(".{}.runnel-{:08x}{:08x}", name, random(), random());
+}
+
+// Opens the entry `name` of the directory `dir` (path `path`) for `what` ("read",
+// "chown") without following a link; fd -1 when there is no such entry. Throws
+// Error(Io) unless it is a regular file with no other link: a second link to the inode
+// may be a file of someone else's, linked in here.
+Fd OpenOwnFile(int dir, const std::filesystem::path& path, std::string_view what) {
+  Fd file{::openat(dir, path.filename().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)};
+  if (file.fd < 0) {
+    if (errno == ENOENT) return file;
+    if (errno == ELOOP) {
+      throw Error(ErrorCode::Io, fmt::format("{} is a symbolic link: refusing to {} it", path.string(), what));
+    }
+    Fail(path, "cannot open");
+  }
+  struct stat st {};
+  if (::fstat(file.fd, &st) != 0) Fail(path, "cannot stat");
+  if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+    throw Error(ErrorCode::Io, fmt::format("{} is not a regular file of its own (links: {}): refusing to {} it",
+                                           path.string(), st.st_nlink, what));
+  }
+  return file;
 }
 
 }  // namespace
@@ -95,19 +121,8 @@ void SafeDir::Write(std::string_view name, std::string_view content, mode_t mode
 
 std::optional<std::string> SafeDir::Read(std::string_view name, size_t max_bytes) const {
   const auto path = path_ / name;
-  Fd file{::openat(fd_, std::string(name).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)};
-  if (file.fd < 0) {
-    if (errno == ENOENT) return std::nullopt;
-    if (errno == ELOOP)
-      throw Error(ErrorCode::Io, fmt::format("{} is a symbolic link: refusing to read it", path.string()));
-    Fail(path, "cannot open");
-  }
-  struct stat st {};
-  if (::fstat(file.fd, &st) != 0) Fail(path, "cannot stat");
-  if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
-    throw Error(ErrorCode::Io, fmt::format("{} is not a regular file of its own (links: {}): refusing to read it",
-                                           path.string(), st.st_nlink));
-  }
+  const Fd file = OpenOwnFile(fd_, path, "read");
+  if (file.fd < 0) return std::nullopt;
   std::string content;
   char buffer[65536];
   while (content.size() < max_bytes) {
@@ -124,20 +139,8 @@ std::optional<std::string> SafeDir::Read(std::string_view name, size_t max_bytes
 
 void SafeDir::ChownEntry(std::string_view name, const FileOwner& owner) const {
   const auto path = path_ / name;
-  Fd file{::openat(fd_, std::string(name).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)};
-  if (file.fd < 0) {
-    if (errno == ENOENT) return;
-    if (errno == ELOOP)
-      throw Error(ErrorCode::Io, fmt::format("{} is a symbolic link: refusing to chown it", path.string()));
-    Fail(path, "cannot open");
-  }
-  struct stat st {};
-  if (::fstat(file.fd, &st) != 0) Fail(path, "cannot stat");
-  // A second link to the inode may be a file of someone else's, linked in here.
-  if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
-    throw Error(ErrorCode::Io, fmt::format("{} is not a regular file of its own (links: {}): refusing to chown it",
-                                           path.string(), st.st_nlink));
-  }
+  const Fd file = OpenOwnFile(fd_, path, "chown");
+  if (file.fd < 0) return;
   if (::fchown(file.fd, owner.uid, owner.gid) != 0) Fail(path, "cannot hand it to its owner");
 }
 

@@ -108,6 +108,18 @@ class PipelineRunTest : public runnel::testing::PostgresTest {
 
   int64_t Count(const std::string& sql) { return conn_->Exec(sql, Params()).Get<int64_t>(0, 0); }
 
+  // Two `run` command lines at once: one is SIGKILLed after `kill_after_ms`, the other
+  // gets SIGTERM (a drain once its handler is installed, else the default action:
+  // killed as well). Fails unless the second ended by draining or by that signal.
+  static void KillRound(const std::string& run, int kill_after_ms, const std::string& what) {
+    auto outcome =
+        RunProcess({"/bin/sh", "-c",
+                    fmt::format("{r} & a=$!; {r} & b=$!; sleep {s}; kill -9 $a; kill -15 $b; wait $b; s=$?; wait $a; "
+                                "[ $s -eq 0 ] || [ $s -eq 143 ]",
+                                fmt::arg("r", run), fmt::arg("s", kill_after_ms / 1000.0))});
+    ASSERT_EQ(outcome.exit_code, 0) << what << ": no process exits by itself\n" << outcome.output;
+  }
+
   // Done requests whose stored recommendations differ from what `rule` selects in SQL
   // over the rows as they are now.
   int64_t RecommendationsUnlikeSql(const std::string& rule) {
@@ -756,15 +768,8 @@ TEST_F(PipelineRunTest, SigkilledWorkersNeverLoseOrRepeatARequest) {
     std::vector<std::vector<double>> rows;
     for (int i = 0; i < 150; ++i, ++next) rows.push_back(Row(next, next % 10 + 1));
     Insert(rows);
-    const int kill_after_ms = std::uniform_int_distribution<int>(20, 400)(rng);
-    // Two processes: one is SIGKILLed at a random moment, the other gets SIGTERM (a
-    // drain once its handler is installed, else the default action: killed as well).
-    auto outcome =
-        RunProcess({"/bin/sh", "-c",
-                    fmt::format("{r} & a=$!; {r} & b=$!; sleep {s}; kill -9 $a; kill -15 $b; wait $b; s=$?; wait $a; "
-                                "[ $s -eq 0 ] || [ $s -eq 143 ]",
-                                fmt::arg("r", run), fmt::arg("s", kill_after_ms / 1000.0))});
-    ASSERT_EQ(outcome.exit_code, 0) << "round " << round << ": " << outcome.output;
+    KillRound(run, std::uniform_int_distribution<int>(20, 400)(rng), fmt::format("round {}", round));
+    if (HasFatalFailure()) return;
   }
   // Whatever is left is served by one clean run.
   auto last = RunProcess({"/bin/sh", "-c", run + " --until-idle"});
@@ -1104,13 +1109,8 @@ TEST_F(FaultIsolationTest, PoisonRowsUnderSigkillsLeaveEveryGoodRequestServedExa
     ASSERT_EQ(kinds.size(), 7u) << "every kind of poison among the requests";
     LockHolder lock(Connect(), poison);
     for (int round = 0; round < kRounds; ++round) {
-      const int kill_after_ms = std::uniform_int_distribution<int>(300, 3000)(rng);
-      auto outcome =
-          RunProcess({"/bin/sh", "-c",
-                      fmt::format("{r} & a=$!; {r} & b=$!; sleep {s}; kill -9 $a; kill -15 $b; wait $b; s=$?; wait $a; "
-                                  "[ $s -eq 0 ] || [ $s -eq 143 ]",
-                                  fmt::arg("r", run), fmt::arg("s", kill_after_ms / 1000.0))});
-      ASSERT_EQ(outcome.exit_code, 0) << "round " << round << ": no process exits by itself\n" << outcome.output;
+      KillRound(run, std::uniform_int_distribution<int>(300, 3000)(rng), fmt::format("round {}", round));
+      if (HasFatalFailure()) return;
     }
     // Whatever is left is served by one clean run; locked rows fail after their attempts.
     auto last = RunProcess({"/bin/sh", "-c", run + " --until-idle"});
