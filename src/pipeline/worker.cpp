@@ -544,6 +544,7 @@ struct Worker::State {
       error.push_back(req.error[i]);
       enqueued.emplace_back(req.claimed[i].enqueued);
       versions.push_back(req.status[i] == RequestStatus::kDone ? out.versions[i] : std::nullopt);
+      if (lean) continue;  // the columns' defaults: nothing to send
       sqlstate.push_back(req.sqlstate[i]);
       attempts.push_back(req.claimed[i].attempts + 1);
     }
