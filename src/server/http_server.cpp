@@ -200,7 +200,8 @@ struct HttpServer::Impl {
     return std::nullopt;
   }
 
-  // Paths, query parameters and JSON bodies must be UTF-8: 400 naming the place.
+  // Paths and query parameters must be UTF-8: 400 naming the place. (JSON bodies:
+  // ParseJson.)
   static void CheckUtf8(const httplib::Request& req) {
     if (auto at = InvalidUtf8At(req.path))
       throw HttpError{400, fmt::format("invalid UTF-8 in the path at byte {}", *at)};
@@ -210,12 +211,6 @@ struct HttpServer::Impl {
       }
       if (auto at = InvalidUtf8At(value)) {
         throw HttpError{400, fmt::format("invalid UTF-8 in query parameter '{}' at byte {}", name, *at)};
-      }
-    }
-    const std::string type = req.get_header_value("Content-Type");
-    if (type.find("json") != std::string::npos || type.empty() || type.starts_with("application/x-www-form")) {
-      if (auto at = InvalidUtf8At(req.body)) {
-        throw HttpError{400, fmt::format("invalid UTF-8 in the body at byte {}", *at)};
       }
     }
   }
@@ -289,7 +284,7 @@ struct HttpServer::Impl {
       }
       if (found != nullptr) {
         route_name = found->name;
-        if (found->method != "PUT") CheckUtf8(req);  // model uploads are binary
+        CheckUtf8(req);
         Match(*found, segments, match);
         found->handler(req, res, match);
       } else if (!allowed.empty()) {
@@ -326,11 +321,19 @@ struct HttpServer::Impl {
 
   // ---- request bodies ----
 
+  // The parser refuses any byte that is not UTF-8, so the text is scanned for one
+  // only when parsing failed, to name it when it came first.
   static json ParseJson(std::string_view text, size_t offset_base) {
     try {
       return json::parse(text);
     } catch (const json::parse_error& e) {
-      const size_t offset = offset_base + (e.byte > 0 ? e.byte - 1 : 0);
+      const size_t at_error = e.byte > 0 ? e.byte - 1 : 0;
+      if (auto at = InvalidUtf8At(text); at && *at <= at_error) {
+        throw HttpError{400,
+                        fmt::format("invalid UTF-8 in the body at byte {}", offset_base + *at),
+                        {{"offset", offset_base + *at}}};
+      }
+      const size_t offset = offset_base + at_error;
       throw HttpError{400, fmt::format("malformed JSON at byte {}: {}", offset, e.what()), {{"offset", offset}}};
     }
   }
