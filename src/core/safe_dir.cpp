@@ -58,10 +58,10 @@ Fd OpenOwnFile(int dir, const std::filesystem::path& path, std::string_view what
   return file;
 }
 
-}  // namespace
-
-SafeDir SafeDir::Open(const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+// Opens `name` relative to `dir` (AT_FDCWD: the working directory), which must be a
+// directory and not a link; `path` names it in messages.
+int OpenDirectory(int dir, const char* name, const std::filesystem::path& path) {
+  const int fd = ::openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ELOOP || errno == ENOTDIR) {
       throw Error(ErrorCode::Io,
@@ -69,20 +69,18 @@ SafeDir SafeDir::Open(const std::filesystem::path& path) {
     }
     Fail(path, "cannot open the directory");
   }
-  return SafeDir(fd, path);
+  return fd;
+}
+
+}  // namespace
+
+SafeDir SafeDir::Open(const std::filesystem::path& path) {
+  return SafeDir(OpenDirectory(AT_FDCWD, path.c_str(), path), path);
 }
 
 SafeDir SafeDir::Sub(std::string_view name) const {
   const auto path = path_ / name;
-  const int fd = ::openat(fd_, std::string(name).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ELOOP || errno == ENOTDIR) {
-      throw Error(ErrorCode::Io,
-                  fmt::format("{} is a symbolic link or not a directory: refusing to use it", path.string()));
-    }
-    Fail(path, "cannot open the directory");
-  }
-  return SafeDir(fd, path);
+  return SafeDir(OpenDirectory(fd_, std::string(name).c_str(), path), path);
 }
 
 SafeDir::~SafeDir() {
