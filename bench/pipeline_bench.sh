@@ -17,35 +17,15 @@ P_ASYNC=examples/needs/.bench-async-pipeline.toml
 bench_cleanup() { rm -f "$P_ASYNC"; }
 source bench/embedded_db.sh
 sed 's/^max_batch = \(.*\)$/max_batch = \1\nsynchronous_commit = false/' $P > $P_ASYNC
-now() { date +%s.%N; }
-count() { psql "$URL" -qAt -c "SELECT count(*) FROM runnel_needs_results"; }
+source bench/burst.sh
 wait_results() { while [ "$(count)" -lt "$1" ]; do sleep 0.05; done; }
-# Once every insert has committed, an empty queue means every request is served (a
-# claim's DELETE commits with its results). One session polls it every 10 ms: a psql
-# process and a count(*) per poll would take CPU from the run being measured.
-wait_served() {
-  psql "$URL" -qAt -c "DO \$\$ BEGIN LOOP EXIT WHEN NOT EXISTS (SELECT 1 FROM runnel_needs_queue);
-                         PERFORM pg_sleep(0.01); END LOOP; END \$\$" >/dev/null
-}
 
 # (a) and (b) alternate, RUNS times each (default 5): the machine's speed drifts, and
 # the ratio is taken within each pair.
 burst_once() {  # [pipeline file]
-  local pipeline=${1:-$P}
   fresh_db
-  "$RUNNEL" --log-level warn migrate --pipeline $pipeline --db "$URL" >/dev/null
-  "$RUNNEL" --log-level warn run --pipeline $pipeline --db "$URL" --workers 2 --no-migrate > "$RUNNEL_HOME/run.log" 2>&1 &
-  RUN=$!
-  sleep 1
-  t0=$(now)
-  "$RUNNEL" load --pipeline $P --db "$URL" --rows 100000 --rows-per-txn 1000 --clients 100 --seed 1 >/dev/null 2>&1
-  t_loaded=$(now)
-  wait_served
-  t1=$(now)
-  [ "$(count)" -eq 100000 ] || { echo "burst: only $(count) of 100000 results" >&2; exit 1; }
-  kill -TERM $RUN; wait $RUN || true
-  BURST=$(echo "$t1 - $t0" | bc)
-  echo "burst: inserts took $(echo "$t_loaded - $t0" | bc) s; all 100000 served after $BURST s ($(echo "100000 / $BURST" | bc) requests/s)"
+  serve_burst "$RUNNEL" "${1:-$P}"
+  echo "burst: inserts took $INSERTS s; all 100000 served after $BURST s ($(echo "100000 / $BURST" | bc) requests/s)"
   psql "$URL" -qAt -c "SELECT 'statuses: ' || string_agg(status || ' ' || n, ', ') FROM (SELECT status, count(*) n FROM runnel_needs_results GROUP BY 1) s"
 }
 # Timed inside the session (clock_timestamp), without psql's start-up and connection.
@@ -66,7 +46,6 @@ SQL
   )
   echo "floor: $FLOOR s ($(echo "100000 / $FLOOR" | bc) requests/s)"
 }
-median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 RATIOS=()
 ASYNC_RATIOS=()
 for run in $(seq 1 "${RUNS:-5}"); do

@@ -14,34 +14,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 P=examples/needs/pipeline.toml
 source bench/embedded_db.sh
-now() { date +%s.%N; }
-count() { psql "$URL" -qAt -c "SELECT count(*) FROM runnel_needs_results"; }
-wait_served() {
-  psql "$URL" -qAt -c "DO \$\$ BEGIN LOOP EXIT WHEN NOT EXISTS (SELECT 1 FROM runnel_needs_queue);
-                         PERFORM pg_sleep(0.01); END LOOP; END \$\$" >/dev/null
-}
+source bench/burst.sh
 burst_once() {  # binary, poison (0/1)
   local runnel=$1 poison=$2
   fresh_db
   if [ "$poison" = 1 ]; then
     psql "$URL" -q -c "ALTER TABLE needs ADD CONSTRAINT poison CHECK (risk_propensity IS NULL OR id % 1000 <> 7)"
   fi
-  "$runnel" --log-level error migrate --pipeline $P --db "$URL" >/dev/null
-  "$runnel" --log-level error run --pipeline $P --db "$URL" --workers 2 --no-migrate > "$RUNNEL_HOME/run.log" 2>&1 &
-  RUN=$!
-  sleep 1
-  t0=$(now)
-  "$RUNNEL" load --pipeline $P --db "$URL" --rows 100000 --rows-per-txn 1000 --clients 100 --seed 1 >/dev/null 2>&1
-  wait_served
-  t1=$(now)
-  [ "$(count)" -eq 100000 ] || { echo "burst: only $(count) of 100000 results" >&2; exit 1; }
-  kill -TERM $RUN; wait $RUN || true
-  BURST=$(echo "$t1 - $t0" | bc)
+  serve_burst "$runnel" $P
   local failed
   failed=$(psql "$URL" -qAt -c "SELECT count(*) FROM runnel_needs_results WHERE status = 'failed'")
   echo "  $(echo "100000 / $BURST" | bc) requests/s ($BURST s; $failed failed)"
 }
-median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 POISON_RATIOS=()
 OLD_RATIOS=()
 for run in $(seq 1 "${RUNS:-5}"); do
