@@ -100,6 +100,37 @@ struct QuotaPlan {
   }
 };
 
+// What a committed batch did, request by request, into `result` (deferred requests
+// are not in it: they went back to the queue); failures are logged at warn.
+void Tally(const Requests& req, BatchResult& result) {
+  const size_t n = req.size();
+  const double now = NowEpochSeconds();
+  std::map<std::string, size_t> reasons;  // failed requests by SQLSTATE, for the log
+  for (size_t i = 0; i < n; ++i) {
+    if (req.Deferred(i)) continue;
+    switch (*req.status[i]) {
+      case RequestStatus::kDone: ++result.done; break;
+      case RequestStatus::kThrottled: ++result.throttled; break;
+      case RequestStatus::kFailed:
+        ++result.failed;
+        result.failed_sqlstates.push_back(req.sqlstate[i].value_or(kInvalidData));
+        ++reasons[result.failed_sqlstates.back()];
+        break;
+      case RequestStatus::kQueued: break;
+    }
+    result.latencies_ms.push_back((now - req.claimed[i].enqueued) * 1000.0);
+    result.keys.push_back(req.claimed[i].key);
+  }
+  if (result.failed > 0) {
+    const auto first = std::find(req.status.begin(), req.status.end(), RequestStatus::kFailed) - req.status.begin();
+    std::string states;
+    for (const auto& [state, count] : reasons)
+      states += fmt::format("{}{} x{}", states.empty() ? "" : ", ", state, count);
+    spdlog::warn("{} request(s) of a batch of {} failed (SQLSTATE {}), e.g. {}", result.failed, n, states,
+                 req.error[static_cast<size_t>(first)].value_or(""));
+  }
+}
+
 class StageClock {
  public:
   explicit StageClock(double* stage_ms) : stage_ms_(stage_ms) {}
@@ -917,31 +948,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, bool 
       "quota+jobs {:.2f}, commit {:.2f}",
       n, result.stage_ms[0], result.stage_ms[1], result.stage_ms[2], result.stage_ms[3], result.stage_ms[4],
       result.stage_ms[5]);
-  const double now = NowEpochSeconds();
-  std::map<std::string, size_t> reasons;  // failed requests by SQLSTATE, for the log
-  for (size_t i = 0; i < n; ++i) {
-    if (req.Deferred(i)) continue;
-    switch (*req.status[i]) {
-      case RequestStatus::kDone: ++result.done; break;
-      case RequestStatus::kThrottled: ++result.throttled; break;
-      case RequestStatus::kFailed:
-        ++result.failed;
-        result.failed_sqlstates.push_back(req.sqlstate[i].value_or(kInvalidData));
-        ++reasons[result.failed_sqlstates.back()];
-        break;
-      case RequestStatus::kQueued: break;
-    }
-    result.latencies_ms.push_back((now - req.claimed[i].enqueued) * 1000.0);
-    result.keys.push_back(req.claimed[i].key);
-  }
-  if (result.failed > 0) {
-    const auto first = std::find(req.status.begin(), req.status.end(), RequestStatus::kFailed) - req.status.begin();
-    std::string states;
-    for (const auto& [state, count] : reasons)
-      states += fmt::format("{}{} x{}", states.empty() ? "" : ", ", state, count);
-    spdlog::warn("{} request(s) of a batch of {} failed (SQLSTATE {}), e.g. {}", result.failed, n, states,
-                 req.error[static_cast<size_t>(first)].value_or(""));
-  }
+  Tally(req, result);
   return result;
 }
 
