@@ -1050,6 +1050,10 @@ class ServeLoop {
       spdlog::info("pipeline '{}' worker {}: {}; preparing its statements anew", config_.name, index_, what);
       return;
     }
+    ++pause_rounds_;
+    // The row for `runnel status` first: whoever sees the pause in /readyz (on_pause)
+    // finds it there too. Written every round: its seen_at says the pause is live.
+    worker_.ReportPause(what);
     if (paused_ != what) {
       spdlog::error(
           "pipeline '{}' worker {} paused: {}. Nothing is lost: requests stay queued, and serving resumes "
@@ -1058,8 +1062,6 @@ class ServeLoop {
       paused_ = what;
       if (options_.on_pause) options_.on_pause(index_, paused_);
     }
-    ++pause_rounds_;
-    worker_.ReportPause(what);
     SleepUnlessStopped(backoff_.Next(), stopping_);
   }
 
