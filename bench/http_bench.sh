@@ -7,6 +7,9 @@
 #   (b) NDJSON bulk, 1,000 records per POST, 8 connections, 10 s: the same two ways
 #   (c) ?wait round trip at a steady 1,000 requests/s for 20 s (open loop)
 #   (d) the same while a new model version is pushed every 2 s (model swaps)
+# OLD_BUILD=dir also runs (a) and (b) with the runnel binary of that build directory
+# (e.g. the code before a change), alternating which goes first in each of ROUNDS
+# rounds (default 1); AB_ONLY=1 skips (c) and (d).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 P=examples/needs/pipeline.toml
@@ -16,8 +19,8 @@ RUN=
 bench_cleanup() { [ -n "$RUN" ] && kill -TERM "$RUN" 2>/dev/null && wait "$RUN" 2>/dev/null || true; }
 source bench/embedded_db.sh
 WAIT=$B/bench/http_wait_bench
-serve() {  # serve WORKERS
-  "$RUNNEL" --log-level warn run --pipeline $P --db "$URL" --workers "$1" --http 127.0.0.1:$PORT \
+serve() {  # serve WORKERS [BINARY]
+  "${2:-$RUNNEL}" --log-level warn run --pipeline $P --db "$URL" --workers "$1" --http 127.0.0.1:$PORT \
     > "$RUNNEL_HOME/run.log" 2>&1 &
   RUN=$!
   for _ in $(seq 100); do curl -sf $H/readyz >/dev/null && return; sleep 0.1; done
@@ -57,18 +60,28 @@ wrk.body = f:read("*a")
 f:close()
 LUA
 
-for workers in 2 0; do
-  label=$([ "$workers" = 0 ] && echo "API only (--workers 0)" || echo "serving, 2 workers")
-  echo "== (a) single-record POST, 64 connections, 10 s: $label"
-  fresh_db; serve "$workers"
+ab() {  # ab WORKERS BINARY LABEL: (a) and (b) with one binary
+  echo "== (a) single-record POST, 64 connections, 10 s: $3 [$2]"
+  fresh_db; serve "$1" "$2"
   wrk -t2 -c64 -d10s --latency -s "$LUA/single.lua" $H/v1/pipelines/needs/requests | wrk_summary
   stop
-  echo "== (b) NDJSON bulk, 1,000 records per POST, 8 connections, 10 s: $label"
-  fresh_db; serve "$workers"
+  echo "== (b) NDJSON bulk, 1,000 records per POST, 8 connections, 10 s: $3 [$2]"
+  fresh_db; serve "$1" "$2"
   wrk -t2 -c8 -d10s --latency -s "$LUA/bulk.lua" $H/v1/pipelines/needs/requests | wrk_summary
   echo "   (records/s = 1,000 x Requests/sec)"
   stop
+}
+binaries=("$RUNNEL")
+[ -n "${OLD_BUILD:-}" ] && binaries+=("$OLD_BUILD/src/runnel")
+for round in $(seq "${ROUNDS:-1}"); do
+  order=("${binaries[@]}")
+  if [ $((round % 2)) -eq 0 ] && [ ${#binaries[@]} -eq 2 ]; then order=("${binaries[1]}" "${binaries[0]}"); fi
+  for workers in 2 0; do
+    label=$([ "$workers" = 0 ] && echo "API only (--workers 0)" || echo "serving, 2 workers")
+    for binary in "${order[@]}"; do ab "$workers" "$binary" "$label"; done
+  done
 done
+[ -n "${AB_ONLY:-}" ] && exit 0
 
 echo "== (c) ?wait round trip at 1,000 requests/s, 20 s, 32 connections (after a 3 s warm-up)"
 fresh_db; serve 2

@@ -154,6 +154,17 @@ int main(int argc, char** argv) {
         "<MiningField name=\"x\" missingValueReplacement=\"1\"/></MiningSchema>"
         "<RegressionTable intercept=\"1\"><NumericPredictor name=\"d\" coefficient=\"2\"/></RegressionTable>"
         "</RegressionModel></PMML>");
+  // The first byte picks the parser (request_body_fuzzer.cpp): 0 target, 1 JSON,
+  // 2 NDJSON, 3 form, 4 multipart with boundary "b".
+  Write(dir / "request_body/target",
+        std::string(1, '\x00') + std::string("/v1/pipelines/n%C3%A9eds/requests?status=done&a+b=%20&flag"));
+  Write(dir / "request_body/json",
+        std::string(1, '\x01') + std::string("[{\"age\": 40, \"name\": \"\\u00e9\"}, {\"x\": [1.5e3, null, true]}]"));
+  Write(dir / "request_body/ndjson", std::string(1, '\x02') + std::string("{\"a\": 1}\n\n{\"a\": 2}\r\n"));
+  Write(dir / "request_body/form", std::string(1, '\x03') + std::string("age=40&gender=1"));
+  Write(dir / "request_body/multipart",
+        std::string(1, '\x04') +
+            std::string("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m\"\r\n\r\nxy\r\n--b--"));
   Write(dir / "filter/simple", "age >= 18 and name = 'O''Brien'");
   Write(dir / "filter/nulls", "status is null AND wealth IS NOT NULL and client_id != -3.5e2");
   Write(

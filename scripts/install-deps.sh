@@ -11,15 +11,16 @@ build_packages=(
   g++ make cmake ninja-build pkg-config git
   postgresql libpq-dev
   libfmt-dev libspdlog-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
-  libhdf5-dev libzip-dev libprotobuf-dev protobuf-compiler libonnx-dev libcpp-httplib-dev libpugixml-dev
+  libhdf5-dev libzip-dev libprotobuf-dev protobuf-compiler libonnx-dev libpugixml-dev
+  libboost1.74-dev
 )
 test_packages=(
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev clang-format clang-tidy
 )
 
 bench_packages=(
-  libbenchmark-dev python3-torch python3-h5py python3-numpy bc wrk
+  libcpp-httplib-dev libbenchmark-dev python3-torch python3-h5py python3-numpy bc wrk
 )
 
 case "${1:-build}" in

@@ -86,7 +86,8 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                                                                                where, sqlstate;
     bool loop = false, reverse = false;
     bool insecure = false;
-    size_t http_threads = 0;
+    size_t http_threads = 0, http_max_connections = 0, http_wait_slots = 0;
+    std::string access_log;
     size_t workers = 2;
     bool no_migrate = false, until_idle = false;
     int64_t rows = 1000, clients = 100, rows_per_txn = 1000;
@@ -128,7 +129,15 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   run->add_option("--http-token-file", args->http_token_file, "Read the bearer token from this file (its first line)")
       ->excludes(run->get_option("--http-token"));
   run->add_flag("--insecure", args->insecure, "Allow --http on a non-loopback address without a token");
-  run->add_option("--http-threads", args->http_threads, "HTTP handler threads (default 96)");
+  run->add_option("--http-threads", args->http_threads,
+                  "HTTP handler threads (default 16; sockets are served by two I/O threads)");
+  run->add_option("--http-max-connections", args->http_max_connections,
+                  "Open HTTP connections at most; beyond, 503 at once (default 4096)");
+  run->add_option("--http-wait-slots", args->http_wait_slots,
+                  "HTTP requests waiting for results at once (?wait=, model pushes); beyond, 503 (default 64)");
+  run->add_option("--access-log", args->access_log,
+                  "Append one line per HTTP response (client, method, path, status, bytes, ms) to this file; "
+                  "'-' for stderr");
   commands.push_back(
       {run, [args](CliContext& ctx) {
          auto config = pipeline::LoadPipelineConfig(args->pipeline);
@@ -147,7 +156,10 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
              if (const char* env = std::getenv("RUNNEL_HTTP_TOKEN")) http.token = env;
            }
            http.insecure = args->insecure;
-           if (args->http_threads > 0) http.threads = args->http_threads;
+           if (args->http_threads > 0) http.handler_threads = args->http_threads;
+           if (args->http_max_connections > 0) http.max_connections = args->http_max_connections;
+           if (args->http_wait_slots > 0) http.wait_slots = args->http_wait_slots;
+           http.access_log = args->access_log;
            server::CheckAccess(http);  // before anything starts
            options.http = http;
          }

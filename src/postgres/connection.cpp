@@ -1,5 +1,7 @@
 #include "runnel/postgres/connection.hpp"
 
+#include <poll.h>
+
 #include <endian.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -178,6 +180,15 @@ T GetFloating(const Result& result, int row, int column, std::string_view wanted
 }
 
 }  // namespace
+
+// A server that shut down or restarted has closed the socket (after a FATAL
+// message), which makes it readable: consuming that input turns the status bad.
+bool Connection::IsAlive() {
+  if (!IsOpen()) return false;
+  pollfd fd{PQsocket(conn_.get()), POLLIN, 0};
+  if (::poll(&fd, 1, 0) == 0) return true;
+  return PQconsumeInput(conn_.get()) == 1 && IsOpen();
+}
 
 bool DatabaseError::IsConnectionLost() const {
   return sqlstate_.starts_with("08") || sqlstate_ == "57P01" || sqlstate_ == "57P02" || sqlstate_ == "57P03";

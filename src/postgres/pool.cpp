@@ -3,15 +3,23 @@
 namespace runnel::postgres {
 
 ConnectionPool::Lease ConnectionPool::Acquire() {
-  {
-    std::lock_guard lock(mutex_);
-    while (!idle_.empty()) {
-      auto conn = std::move(idle_.back());
+  while (true) {
+    std::unique_ptr<Connection> conn;
+    {
+      std::lock_guard lock(mutex_);
+      if (idle_.empty()) break;
+      conn = std::move(idle_.back());
       idle_.pop_back();
-      if (conn->IsOpen()) return Lease(this, std::move(conn));
     }
+    if (conn->IsAlive()) return Lease(this, std::move(conn));
   }
   return Lease(this, std::make_unique<Connection>(Connection::Open(conninfo_)));
+}
+
+void ConnectionPool::DropIdle() {
+  std::vector<std::unique_ptr<Connection>> dropped;
+  std::lock_guard lock(mutex_);
+  dropped.swap(idle_);
 }
 
 void ConnectionPool::Return(std::unique_ptr<Connection> conn) {

@@ -156,7 +156,7 @@ void Ingestor::Run() {
     std::map<std::vector<std::string>, std::vector<Submission*>> groups;
     for (auto& s : batch) groups[s->columns].push_back(s.get());
     try {
-      if (!conn || !conn->IsOpen())
+      if (!conn || !conn->IsAlive())
         conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
     } catch (...) {
       for (auto& s : batch) s->done.set_exception(std::current_exception());
@@ -195,7 +195,7 @@ void Ingestor::Run() {
     // Someone's records broke the shared statement: each submission on its own.
     for (auto& s : batch) {
       try {
-        if (!conn || !conn->IsOpen())
+        if (!conn || !conn->IsAlive())
           conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
         postgres::Transaction tx(*conn);
         auto own = InsertGroup(*conn, s->columns, {s.get()});

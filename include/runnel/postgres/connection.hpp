@@ -177,6 +177,9 @@ class Connection {
 
   // Whether the connection to the server is still usable.
   bool IsOpen() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
+  // IsOpen, and the server has not closed the connection meanwhile (a restart): for
+  // an idle connection about to be used. One poll(2) when nothing arrived.
+  bool IsAlive();
   int BackendPid() const { return PQbackendPID(conn_.get()); }
   // Human-readable target (host, port, database, user), for messages.
   const std::string& Describe() const { return description_; }

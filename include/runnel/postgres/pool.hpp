@@ -1,5 +1,8 @@
 // A pool of connections for request handlers: Acquire() lends one (opening it when
 // none is idle); the lease gives it back on destruction unless the connection broke.
+// An idle connection the server closed (a restart) is noticed before it is lent, and
+// Run() retries an operation once on a fresh connection when its connection is lost,
+// so a database restart costs no client a failed request once the server is back.
 //
 // Thread safety: Acquire may be called from any thread; a lease and its connection
 // belong to the thread holding it.
@@ -38,6 +41,26 @@ class ConnectionPool {
 
   // Throws DatabaseError when a new connection cannot be opened.
   Lease Acquire();
+
+  // Runs `operation(Connection&)` on a lent connection. When the connection turns out
+  // lost (DatabaseError::IsConnectionLost), every idle connection is dropped (they
+  // shared the server that went away) and the operation runs once more on a new one.
+  // Only for operations that may run twice: reads, or one transaction.
+  template <typename Operation>
+  auto Run(Operation&& operation) {
+    try {
+      auto lease = Acquire();
+      return operation(*lease);
+    } catch (const DatabaseError& e) {
+      if (!e.IsConnectionLost()) throw;
+      DropIdle();
+    }
+    auto lease = Acquire();
+    return operation(*lease);
+  }
+
+  // Closes every idle connection.
+  void DropIdle();
 
  private:
   void Return(std::unique_ptr<Connection> conn);

@@ -5,7 +5,10 @@
 // Requests posted here are inserted into the pipeline's source table (group commit,
 // see ingest.hpp), so they take the same durable path as rows inserted by anyone.
 //
-// Thread safety: Start/Stop from one thread; handlers run on the server's pool.
+// The pieces: http_transport (sockets and limits, src/server), router.hpp (routes),
+// request_body.hpp (body parsers), one file per resource under src/server.
+//
+// Thread safety: Start/Stop from one thread; handlers run on the server's pools.
 #pragma once
 
 #include <cstdint>
@@ -22,14 +25,23 @@ namespace runnel::server {
 
 struct HttpOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;        // 0: any free port (Start returns it)
-  std::string token;      // non-empty: every endpoint but /healthz needs "Bearer <token>"
-  bool insecure = false;  // allow a non-loopback address without a token
-  size_t threads = 96;    // handler threads; a keep-alive connection holds one
-  size_t max_body_bytes = 64 << 20;
-  int io_timeout_seconds = 10;  // read/write timeout per request
-  int max_wait_ms = 60000;      // cap on ?wait=
-  size_t ingest_threads = 1;    // group-commit inserters
+  int port = 8080;                // 0: any free port (Start returns it)
+  std::string token;              // non-empty: every endpoint but /healthz needs "Bearer <token>"
+  bool insecure = false;          // allow a non-loopback address without a token
+  size_t io_threads = 2;          // socket reading and writing only
+  size_t handler_threads = 16;    // handlers (database work); also the pool's idle connections
+  size_t wait_slots = 64;         // requests waiting for results at once (?wait=, model pushes)
+  size_t max_connections = 4096;  // beyond: 503 and closed at once
+  int head_timeout_ms = 10000;    // idle keep-alive time plus the whole request head
+  int body_timeout_ms = 60000;    // the whole body
+  size_t max_header_bytes = 64 << 10;
+  size_t max_header_count = 100;
+  size_t max_body_bytes = 64 << 20;        // a request's body (model pushes: max_model_bytes)
+  size_t max_model_bytes = 0;              // 0: model::MaxModelBytes() (RUNNEL_MAX_MODEL_BYTES)
+  size_t max_request_memory = 1ull << 30;  // all bodies in flight together
+  int max_wait_ms = 60000;                 // cap on ?wait=
+  size_t ingest_threads = 1;               // group-commit inserters
+  std::string access_log;                  // a file to append one line per response to; "-": stderr
 };
 
 // "host:port" or ":port" (loopback). Throws Error(InvalidInput).

@@ -1,0 +1,71 @@
+// An HTTP request and response as the API's handlers see them, independent of the
+// transport that read them off a socket (http_transport.hpp): the router and every
+// resource are tested with these values alone.
+//
+// Thread safety: plain values; one thread at a time.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace runnel::server {
+
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+struct HttpRequest {
+  std::string method;  // "GET", "POST", ...
+  std::string path;    // percent-decoded, without the query
+  Fields query;        // decoded, in order
+  Fields headers;      // names as sent
+  std::string body;
+  std::string client;  // the peer's address, for the access log
+
+  // The first header of that name (case-insensitive), if any.
+  std::optional<std::string_view> Header(std::string_view name) const;
+  std::string_view HeaderOr(std::string_view name, std::string_view fallback = "") const;
+  // The first query parameter of that name, if any.
+  std::optional<std::string_view> Query(std::string_view name) const;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  Fields headers;  // besides Content-Type and Content-Length
+
+  void SetHeader(std::string name, std::string value) { headers.emplace_back(std::move(name), std::move(value)); }
+};
+
+// An error with its HTTP status; the body is {"error": message, ...details}.
+struct HttpError {
+  int status;
+  std::string message;
+  nlohmann::json details = nlohmann::json::object();
+};
+
+// A JSON reply. A message may quote a client's bytes: invalid UTF-8 becomes U+FFFD.
+void Reply(HttpResponse& res, int status, const nlohmann::json& body);
+void ReplyError(HttpResponse& res, const HttpError& error);
+
+// Where `text` stops being UTF-8 (overlong forms, surrogates and values past U+10FFFF
+// included), or nullopt when it is valid.
+std::optional<size_t> InvalidUtf8At(std::string_view text);
+
+// Percent-decoding of a path (`plus_is_space` false) or of a query component (true).
+// Returns nullopt for a malformed escape ("%4", "%zz").
+std::optional<std::string> PercentDecode(std::string_view text, bool plus_is_space);
+
+// Splits a request target ("/a/b?x=1&y") into a decoded path and query. Throws
+// HttpError(400) for a malformed escape or invalid UTF-8, naming where.
+void ParseTarget(std::string_view target, HttpRequest& req);
+
+// Case-insensitive ASCII comparison (header names, the auth scheme).
+bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+
+}  // namespace runnel::server

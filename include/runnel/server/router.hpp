@@ -1,0 +1,68 @@
+// Routes of the HTTP API: which handler answers a method and path, how large its body
+// may be, and on which thread it may run. The transport asks Find() once the request
+// head is read (to pick the body limit and the lane) and Dispatch() once the body is
+// in; neither touches a socket, so routing is tested with plain values.
+//
+// Thread safety: Add before the transport starts; Find and Dispatch from any thread.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runnel/core/error.hpp"
+#include "runnel/server/http_message.hpp"
+#include "runnel/server/metrics.hpp"
+
+namespace runnel::server {
+
+using PathParams = std::vector<std::string>;  // the {name} segments of a route, in order
+using Handler = std::function<void(const HttpRequest&, HttpResponse&, const PathParams&)>;
+
+// Where a handler runs. Inline handlers run on the I/O thread (they must not block:
+// /healthz); the others on the handler pool; kWait handlers on a pool of their own
+// whose size caps the requests that wait at once (the excess get 503).
+enum class Lane { kInline, kHandler, kWait };
+
+struct RouteOptions {
+  size_t max_body_bytes = 0;  // 0: the transport's default
+  Lane lane = Lane::kHandler;
+  bool wait_on_query = false;  // kWait when the request has ?wait=
+};
+
+struct Route {
+  std::string method;
+  std::vector<std::string> segments;
+  std::string name;  // the template, for metrics and the access log
+  Handler handler;
+  RouteOptions options;
+
+  Lane LaneFor(const HttpRequest& req) const;
+};
+
+// Maps Runnel's errors to statuses: the client's mistakes are 4xx, never 500;
+// transient database failures are 503.
+HttpError FromError(const Error& error);
+
+class Router {
+ public:
+  void Add(std::string method, const std::string& pattern, Handler handler, RouteOptions options = {});
+
+  // The route for `req.method` and `req.path` (HEAD finds GET), or nullptr; `allow`
+  // then lists the methods the path has (empty: no such path).
+  const Route* Find(const HttpRequest& req, PathParams& params, std::string& allow) const;
+
+  // Finds the route and runs it: every exception becomes an error response (HttpError
+  // as thrown, Error by FromError, anything else 500 and logged). Returns the route's
+  // name ("unmatched" when none). Records the response in `metrics` when not null.
+  std::string Dispatch(const HttpRequest& req, HttpResponse& res, Metrics* metrics) const;
+
+  // Runs an already found route, mapping exceptions as Dispatch does.
+  static void Run(const Route& route, const HttpRequest& req, HttpResponse& res, const PathParams& params);
+
+ private:
+  std::vector<Route> routes_;
+};
+
+}  // namespace runnel::server

@@ -1,0 +1,105 @@
+#include "api.hpp"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <ctime>
+
+namespace runnel::server {
+
+using postgres::Params;
+using postgres::QuoteIdentifier;
+
+std::optional<int64_t> ParseInt(std::string_view text) {
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+int64_t IdParam(const std::string& text, const char* what) {
+  auto value = ParseInt(text);
+  if (!value) throw HttpError{404, fmt::format("{} '{}' is not an integer id", what, text)};
+  return *value;
+}
+
+std::string IsoFromEpoch(double seconds) {
+  if (seconds <= 0) return "";
+  const auto whole = static_cast<time_t>(seconds);
+  std::tm tm{};
+  gmtime_r(&whole, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  return fmt::format("{}.{:06d}Z", buf, static_cast<int>((seconds - static_cast<double>(whole)) * 1e6));
+}
+
+ColumnKind KindOf(const std::string& type) {
+  if (type == "integer" || type == "bigint" || type == "smallint") return ColumnKind::kInteger;
+  if (type == "double precision" || type == "real" || type.starts_with("numeric")) return ColumnKind::kNumber;
+  if (type == "text" || type.starts_with("character")) return ColumnKind::kText;
+  if (type == "boolean") return ColumnKind::kBool;
+  return ColumnKind::kOther;
+}
+
+Api::Api(HttpOptions o, ServingContext c)
+    : options(std::move(o)),
+      ctx(std::move(c)),
+      config(*ctx.config),
+      names(pipeline::NamesFor(config)),
+      pool(ctx.conninfo, options.handler_threads) {}
+
+namespace {
+
+// The source table's columns: name, type, NOT NULL, has a default (or is an identity
+// or serial), attidentity ('a' always, 'd' by default), attgenerated ('s' stored).
+constexpr std::string_view kColumnsSql =
+    "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null, "
+    "a.atthasdef OR a.attidentity <> '' AS has_default, a.attidentity::text AS identity, "
+    "a.attgenerated::text AS generated FROM pg_attribute a "
+    "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped";
+
+}  // namespace
+
+void Api::Load() {
+  auto lease = pool.Acquire();
+  auto r = lease->Exec(std::string(kColumnsSql), Params().Add(QuoteIdentifier(config.table)));
+  if (r.rows() == 0) throw Error(ErrorCode::NotFound, fmt::format("table '{}' does not exist", config.table));
+  const int name_col = r.ColumnIndex("name"), type_col = r.ColumnIndex("type"),
+            not_null_col = r.ColumnIndex("not_null"), default_col = r.ColumnIndex("has_default"),
+            identity_col = r.ColumnIndex("identity"), generated_col = r.ColumnIndex("generated");
+  for (int i = 0; i < r.rows(); ++i) {
+    ColumnInfo info;
+    info.type = r.Get<std::string>(i, type_col);
+    info.kind = KindOf(info.type);
+    info.not_null = r.Get<bool>(i, not_null_col);
+    info.has_default = r.Get<bool>(i, default_col);
+    const auto name = r.Get<std::string>(i, name_col);
+    if (!r.Get<std::string>(i, generated_col).empty()) {
+      info.refused = "a generated column: the database computes it";
+    } else if (r.Get<std::string>(i, identity_col) == "a") {
+      info.refused = "an identity column (GENERATED ALWAYS): the database assigns it";
+    } else if (name == config.key_column && info.has_default) {
+      info.refused = "the key: the database assigns it";
+    } else if (std::find(config.write_back.begin(), config.write_back.end(), name) != config.write_back.end()) {
+      info.refused = "written by Runnel";
+    }
+    if (info.refused.empty() && info.not_null && !info.has_default) required.insert(name);
+    columns[name] = info;
+  }
+  for (const auto& c : config.features.input_columns) required.insert(c);
+  if (config.quota_max_requests) required.insert(config.client_column);
+}
+
+void Api::CheckPipeline(const std::string& name) const {
+  if (name != config.name) throw HttpError{404, fmt::format("unknown pipeline '{}'", name)};
+}
+
+std::optional<int64_t> Api::WaitParam(const HttpRequest& req) const {
+  auto text = req.Query("wait");
+  if (!text) return std::nullopt;
+  auto wait_ms = ParseInt(*text);
+  if (!wait_ms || *wait_ms < 0) throw HttpError{422, "'wait' must be a non-negative number of milliseconds"};
+  return std::min<int64_t>(*wait_ms, options.max_wait_ms);
+}
+
+}  // namespace runnel::server

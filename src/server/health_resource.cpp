@@ -1,0 +1,108 @@
+// /healthz, /readyz, /metrics and /v1/state/clients/{id}: what operators and clients
+// read about the process and its quota state.
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "api.hpp"
+#include "runnel/pipeline/worker.hpp"
+
+namespace runnel::server {
+
+using nlohmann::json;
+using postgres::Params;
+using postgres::QuoteIdentifier;
+
+namespace {
+
+class HealthResource {
+ public:
+  explicit HealthResource(Api& api) : api_(api) {}
+
+  void Ready(const HttpRequest&, HttpResponse& res, const PathParams&) {
+    std::vector<std::string> problems;
+    if (api_.ctx.models->Current()->empty()) problems.push_back("no model loaded yet");
+    if (api_.ctx.workers_running && !api_.ctx.workers_running()) problems.push_back("workers are not running");
+    if (api_.ctx.pauses) {
+      for (const auto& reason : api_.ctx.pauses()) problems.push_back(fmt::format("paused: {}", reason));
+    }
+    try {
+      api_.pool.Run([](postgres::Connection& conn) { return conn.Exec("SELECT 1"); });
+    } catch (const Error& e) {
+      problems.push_back(fmt::format("database: {}", e.what()));
+    }
+    if (problems.empty()) {
+      Reply(res, 200, {{"status", "ready"}});
+    } else {
+      Reply(res, 503, {{"status", "not ready"}, {"problems", problems}});
+    }
+  }
+
+  void Metrics(const HttpRequest&, HttpResponse& res, const PathParams&) {
+    std::vector<std::pair<std::string, double>> gauges;
+    const std::string p = fmt::format("pipeline=\"{}\"", api_.config.name);
+    try {
+      const auto queue =
+          api_.pool.Run([&](postgres::Connection& conn) { return pipeline::ReadQueueState(conn, api_.config); });
+      gauges.emplace_back(fmt::format("runnel_queue_depth{{{}}}", p), static_cast<double>(queue.requests));
+      gauges.emplace_back(fmt::format("runnel_queue_oldest_seconds{{{}}}", p), queue.oldest_seconds);
+    } catch (const Error& e) {
+      spdlog::debug("metrics: queue depth: {}", e.what());
+    }
+    for (const auto& serving : api_.ctx.models->Current()->All()) {
+      const std::string labels = fmt::format("{},model=\"{}\",version=\"{}\"", p, serving->name, serving->label());
+      const auto& stats = *serving->stats;
+      gauges.emplace_back(fmt::format("runnel_model_invocations_total{{{}}}", labels),
+                          static_cast<double>(stats.invocations.load()));
+      gauges.emplace_back(fmt::format("runnel_model_rows_total{{{}}}", labels), static_cast<double>(stats.rows.load()));
+      gauges.emplace_back(fmt::format("runnel_model_inference_seconds_total{{{}}}", labels),
+                          static_cast<double>(stats.total_ns.load()) / 1e9);
+    }
+    res.status = 200;
+    res.content_type = "text/plain; version=0.0.4";
+    res.body = api_.ctx.metrics->Render(gauges);
+  }
+
+  void Client(const HttpRequest&, HttpResponse& res, const PathParams& m) {
+    const std::string& client = m[0];
+    const auto& config = api_.config;
+    if (!config.quota_max_requests) {
+      throw HttpError{404, fmt::format("pipeline '{}' keeps no per-client state (no [quota])", config.name)};
+    }
+    auto r = api_.pool.Run([&](postgres::Connection& conn) {
+      return conn.Exec(fmt::format("SELECT requests FROM {} WHERE client = $1", QuoteIdentifier(api_.names.quota)),
+                       Params().Add(client));
+    });
+    const int64_t requests = r.rows() > 0 ? r.Get<int64_t>(0, 0) : 0;
+    const int64_t max = *config.quota_max_requests;
+    Reply(res, 200,
+          {{"client_id", client},
+           {"pipelines",
+            {{config.name,
+              {{"requests", requests},
+               {"max_requests", max},
+               {"remaining", std::max<int64_t>(0, max - requests)},
+               {"throttled", std::max<int64_t>(0, requests - max)}}}}}});
+  }
+
+ private:
+  Api& api_;
+};
+
+}  // namespace
+
+void AddHealthRoutes(Router& router, Api& api) {
+  auto resource = std::make_shared<HealthResource>(api);
+  RouteOptions on_io_thread;
+  on_io_thread.lane = Lane::kInline;
+  router.Add(
+      "GET", "/healthz",
+      [](const HttpRequest&, HttpResponse& res, const PathParams&) {
+        Reply(res, 200, {{"status", "ok"}});
+      },
+      on_io_thread);
+  router.Add("GET", "/readyz", Bind(resource, &HealthResource::Ready));
+  router.Add("GET", "/metrics", Bind(resource, &HealthResource::Metrics));
+  router.Add("GET", "/v1/state/clients/{client_id}", Bind(resource, &HealthResource::Client));
+}
+
+}  // namespace runnel::server

@@ -1,0 +1,483 @@
+#include "http_transport.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#include "runnel/core/error.hpp"
+
+namespace runnel::server {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// A reservation of request memory, returned when destroyed.
+class MemoryBudget {
+ public:
+  explicit MemoryBudget(size_t limit) : limit_(limit) {}
+
+  bool TryReserve(size_t bytes) {
+    size_t used = used_.load();
+    do {
+      if (used + bytes > limit_) return false;
+    } while (!used_.compare_exchange_weak(used, used + bytes));
+    return true;
+  }
+  void Release(size_t bytes) { used_.fetch_sub(bytes); }
+  size_t used() const { return used_.load(); }
+
+ private:
+  const size_t limit_;
+  std::atomic<size_t> used_{0};
+};
+
+// A counter of things in use (connections, wait slots) with a cap.
+class Slots {
+ public:
+  explicit Slots(size_t limit) : limit_(limit) {}
+  bool TryTake() {
+    if (used_.fetch_add(1) < limit_) return true;
+    used_.fetch_sub(1);
+    return false;
+  }
+  void Give() { used_.fetch_sub(1); }
+  size_t used() const { return used_.load(); }
+
+ private:
+  const size_t limit_;
+  std::atomic<size_t> used_{0};
+};
+
+std::string Message(int status, const std::string& text) {
+  HttpResponse res;
+  ReplyError(res, {status, text});
+  return res.body;
+}
+
+}  // namespace
+
+struct HttpTransport::Impl {
+  Impl(TransportLimits l, const Router& r, Metrics* m, Authorizer a, std::shared_ptr<spdlog::logger> log)
+      : limits(l),
+        router(r),
+        metrics(m),
+        authorize(std::move(a)),
+        access_log(std::move(log)),
+        memory(l.max_request_memory),
+        connections(l.max_connections),
+        waits(l.wait_slots),
+        handler_pool(l.handler_threads),
+        wait_pool(l.wait_slots) {}
+
+  TransportLimits limits;
+  const Router& router;
+  Metrics* metrics;
+  Authorizer authorize;
+  std::shared_ptr<spdlog::logger> access_log;
+  MemoryBudget memory;
+  Slots connections;
+  Slots waits;
+  // Sessions hold a plain pointer to this object: the io_context below destroys the
+  // sessions it still holds when it is destroyed, while the members above still live.
+  net::io_context ioc{static_cast<int>(limits.io_threads)};
+  std::optional<tcp::acceptor> acceptor;
+  net::thread_pool handler_pool;
+  net::thread_pool wait_pool;
+  std::vector<std::thread> io_threads;
+  std::atomic<size_t> in_flight{0};  // requests read and not yet answered
+  std::atomic<bool> stopping{false};
+
+  void Accept();
+  void RefuseConnection(tcp::socket socket);
+};
+
+namespace {
+
+using ImplPtr = HttpTransport::Impl*;
+
+// One connection: reads a head, then (if the route and the limits allow) the body,
+// hands the request to a pool, writes the reply, and again while kept alive.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, ImplPtr transport)
+      : stream_(std::move(socket)), t_(transport), buffer_(t_->limits.max_header_bytes + (256 << 10)) {
+    beast::error_code ec;
+    const auto peer = stream_.socket().remote_endpoint(ec);
+    client_ = ec ? "?" : peer.address().to_string();
+  }
+  ~Session() { t_->connections.Give(); }
+
+  void Start() { ReadHead(); }
+
+ private:
+  // What one request holds between its head and its reply.
+  struct Exchange {
+    HttpRequest request;
+    HttpResponse response;
+    const Route* route = nullptr;
+    PathParams params;
+    std::string route_name = "unmatched";
+    std::string target;
+    Clock::time_point started;
+    size_t reserved = 0;  // request memory
+    bool wait_slot = false;
+    bool keep_alive = false;
+  };
+
+  void ReadHead() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<uint32_t>(t_->limits.max_header_bytes));
+    // The route's limit is set once the head names the route (AdmitBody); until then
+    // a declared length is not judged by the parser's 1 MB default.
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    stream_.expires_after(t_->limits.head_timeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&Session::OnHead, shared_from_this()));
+  }
+
+  void OnHead(beast::error_code ec, size_t) {
+    if (ec) return OnHeadError(ec);
+    BeginExchange();
+    const auto& head = parser_->get();
+    ex_->keep_alive = head.keep_alive();
+    ex_->request.method = std::string(head.method_string());
+    ex_->target = std::string(head.target());
+    size_t count = 0;
+    for (const auto& field : head) {
+      if (++count > t_->limits.max_header_count) {
+        return Fail(431, fmt::format("more than {} header fields", t_->limits.max_header_count));
+      }
+      ex_->request.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
+    try {
+      ParseTarget(ex_->target, ex_->request);
+    } catch (const HttpError& e) {
+      return Finish(e);
+    }
+    std::string allow;
+    ex_->route = t_->router.Find(ex_->request, ex_->params, allow);
+    if (ex_->route == nullptr) return Finish(NoRoute(allow));
+    ex_->route_name = ex_->route->name;
+    if (t_->authorize) {
+      if (auto refused = t_->authorize(ex_->request, *ex_->route)) {
+        ex_->route_name = "unauthorized";
+        ex_->response.SetHeader("WWW-Authenticate", "Bearer");
+        return Finish(*refused);
+      }
+    }
+    AdmitBody();
+  }
+
+  void BeginExchange() {
+    ex_ = std::make_unique<Exchange>();
+    ex_->started = Clock::now();
+    ex_->request.client = client_;
+    t_->in_flight.fetch_add(1);
+  }
+
+  void OnHeadError(beast::error_code ec) {
+    if (ec == http::error::header_limit) {
+      BeginExchange();
+      return Fail(431, fmt::format("the request head is larger than {} bytes", t_->limits.max_header_bytes));
+    }
+    if (ec == beast::error::timeout && parser_->got_some()) {
+      spdlog::debug("http {}: the request head took longer than {} ms: closed", client_,
+                    t_->limits.head_timeout.count());
+    }
+    // A head that is not HTTP is answered; end of stream, an idle keep-alive timeout,
+    // a slow head's deadline or a reset close the connection.
+    const bool malformed = ec.category() == make_error_code(http::error::bad_target).category() &&
+                           ec != http::error::end_of_stream && ec != http::error::partial_message;
+    if (!malformed) return Close();
+    BeginExchange();
+    Fail(400, fmt::format("malformed HTTP request: {}", ec.message()));
+  }
+
+  HttpError NoRoute(const std::string& allow) {
+    if (allow.empty()) return {404, fmt::format("no such endpoint: {}", ex_->request.path)};
+    ex_->response.SetHeader("Allow", allow);
+    return {405, fmt::format("{} is not allowed on {} (allowed: {})", ex_->request.method, ex_->request.path, allow)};
+  }
+
+  // Limits that can be checked before the body: its declared size, request memory,
+  // wait slots. Then 100 Continue when asked, then the body.
+  void AdmitBody() {
+    const size_t limit =
+        ex_->route->options.max_body_bytes > 0 ? ex_->route->options.max_body_bytes : t_->limits.max_body_bytes;
+    const auto length = parser_->content_length();
+    if (length && *length > limit) {
+      return Fail(413, fmt::format("the body ({} bytes) is larger than the {} bytes {} accepts", *length, limit,
+                                   ex_->route->name));
+    }
+    if (length && !Reserve(*length)) return Busy("request memory");
+    const Lane lane = ex_->route->LaneFor(ex_->request);
+    if (lane == Lane::kWait) {
+      if (!t_->waits.TryTake()) return Busy("requests waiting for results");
+      ex_->wait_slot = true;
+    }
+    parser_->body_limit(limit);
+    if (parser_->is_done()) return Dispatch();
+    const auto expect = ex_->request.Header("Expect");
+    if (expect && EqualsIgnoreCase(*expect, "100-continue")) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      stream_.expires_after(t_->limits.write_timeout);
+      net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
+                       [self = shared_from_this()](beast::error_code ec, size_t) {
+                         if (ec) return self->Abandon();
+                         self->ReadBody();
+                       });
+      return;
+    }
+    ReadBody();
+  }
+
+  bool Reserve(size_t bytes) {
+    if (!t_->memory.TryReserve(bytes)) return false;
+    ex_->reserved += bytes;
+    return true;
+  }
+
+  void ReadBody() {
+    if (body_deadline_ == Clock::time_point{}) {
+      body_deadline_ = Clock::now() + t_->limits.body_timeout;
+      stream_.expires_at(body_deadline_);
+    }
+    http::async_read_some(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::OnBody, shared_from_this()));
+  }
+
+  void OnBody(beast::error_code ec, size_t) {
+    if (ec == http::error::body_limit) {
+      return Fail(413, fmt::format("the body is larger than the {} bytes {} accepts", parser_->get().body().size(),
+                                   ex_->route->name));
+    }
+    if (ec == beast::error::timeout) return Fail(408, "the body was not received in time");
+    if (ec) return Abandon();
+    // Chunked bodies grow with no size declared: reserve as they grow.
+    const size_t size = parser_->get().body().size();
+    if (size > ex_->reserved && !Reserve(size - ex_->reserved)) return Busy("request memory");
+    if (!parser_->is_done()) return ReadBody();
+    Dispatch();
+  }
+
+  void Dispatch() {
+    body_deadline_ = {};
+    ex_->request.body = std::move(parser_->get().body());
+    stream_.expires_never();  // the handler may take long (?wait): no socket deadline meanwhile
+    const Lane lane = ex_->route->LaneFor(ex_->request);
+    auto run = [self = shared_from_this()] {
+      Router::Run(*self->ex_->route, self->ex_->request, self->ex_->response, self->ex_->params);
+      net::post(self->stream_.get_executor(), [self] { self->Write(); });
+    };
+    switch (lane) {
+      case Lane::kInline: Router::Run(*ex_->route, ex_->request, ex_->response, ex_->params); return Write();
+      case Lane::kHandler: return net::post(t_->handler_pool, std::move(run));
+      case Lane::kWait: return net::post(t_->wait_pool, std::move(run));
+    }
+  }
+
+  // 503 with Retry-After: a limit shared by all clients is reached.
+  void Busy(const std::string& what) {
+    ex_->response.SetHeader("Retry-After", "1");
+    Fail(503, fmt::format("too many {}: retry later", what));
+  }
+
+  // An answer before or instead of reading the whole body: the connection closes.
+  void Fail(int status, const std::string& message) {
+    ex_->keep_alive = false;
+    Finish({status, message});
+  }
+
+  void Finish(const HttpError& error) {
+    if (!parser_->is_done()) ex_->keep_alive = false;  // an unread body: close after the reply
+    ReplyError(ex_->response, error);
+    Write();
+  }
+
+  void Write() {
+    auto& res = ex_->response;
+    response_.emplace(static_cast<http::status>(res.status), 11);
+    response_->set(http::field::content_type, res.content_type);
+    for (const auto& [name, value] : res.headers) response_->set(name, value);
+    const bool keep_alive = ex_->keep_alive && !t_->stopping.load();
+    response_->keep_alive(keep_alive);
+    response_->body() = std::move(res.body);
+    response_->prepare_payload();
+    if (ex_->request.method == "HEAD") response_->body().clear();  // Content-Length stays that of GET
+    Record();
+    stream_.expires_after(t_->limits.write_timeout);
+    http::async_write(stream_, *response_, [self = shared_from_this(), keep_alive](beast::error_code ec, size_t) {
+      self->Done();
+      if (ec) return self->Close();
+      if (!keep_alive) return self->Linger();
+      self->ReadHead();
+    });
+  }
+
+  void Record() {
+    const double seconds = std::chrono::duration<double>(Clock::now() - ex_->started).count();
+    const int status = ex_->response.status;
+    if (t_->metrics != nullptr) t_->metrics->RecordHttp(ex_->route_name, status, seconds);
+    if (t_->access_log) {
+      t_->access_log->info("{} \"{} {}\" {} {} {:.3f}", client_, ex_->request.method, ex_->target, status,
+                           response_->body().size(), seconds * 1000);
+    }
+  }
+
+  // The exchange is over: give back what it held.
+  void Done() {
+    if (!ex_) return;
+    t_->memory.Release(ex_->reserved);
+    if (ex_->wait_slot) t_->waits.Give();
+    t_->in_flight.fetch_sub(1);
+    ex_.reset();
+    response_.reset();
+  }
+
+  // A read failed mid-body: nothing can be answered.
+  void Abandon() {
+    Done();
+    Close();
+  }
+
+  // After a reply that closes the connection while the client may still be sending:
+  // stop sending, read and drop what comes for up to a second, then close, so that
+  // the reply is not lost to a reset.
+  void Linger() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) return Close();
+    if (linger_deadline_ == Clock::time_point{}) {
+      linger_deadline_ = Clock::now() + std::chrono::seconds(1);
+      stream_.expires_at(linger_deadline_);
+    }
+    stream_.async_read_some(net::buffer(drain_), [self = shared_from_this()](beast::error_code read_error, size_t) {
+      if (read_error) return self->Close();
+      self->Linger();
+    });
+  }
+
+  void Close() {
+    if (ex_) Done();
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+  }
+
+  beast::tcp_stream stream_;
+  ImplPtr t_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::response<http::string_body>> response_;
+  std::unique_ptr<Exchange> ex_;
+  std::string client_;
+  Clock::time_point body_deadline_{};
+  Clock::time_point linger_deadline_{};
+  std::array<char, 4096> drain_{};
+};
+
+}  // namespace
+
+void HttpTransport::Impl::Accept() {
+  acceptor->async_accept(net::make_strand(ioc), [self = this](beast::error_code ec, tcp::socket socket) {
+    if (ec) {
+      if (ec == net::error::operation_aborted || self->stopping.load()) return;
+      // Out of file descriptors and the like: keep accepting once it passes.
+      spdlog::warn("http: accept: {}", ec.message());
+    } else if (!self->connections.TryTake()) {
+      self->RefuseConnection(std::move(socket));
+    } else {
+      std::make_shared<Session>(std::move(socket), self)->Start();
+    }
+    self->Accept();
+  });
+}
+
+// Over the connection limit: one non-blocking write of a complete 503 and close, on
+// the accepting thread, costing the server nothing more.
+void HttpTransport::Impl::RefuseConnection(tcp::socket socket) {
+  const std::string body = Message(503, "too many connections: retry later");
+  const std::string reply = fmt::format(
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\n"
+      "Retry-After: 1\r\nConnection: close\r\n\r\n{}",
+      body.size(), body);
+  beast::error_code ec;
+  socket.non_blocking(true, ec);
+  socket.write_some(net::buffer(reply), ec);
+  socket.shutdown(tcp::socket::shutdown_both, ec);
+  socket.close(ec);
+  if (metrics != nullptr) metrics->RecordHttp("refused", 503, 0);
+}
+
+HttpTransport::HttpTransport(TransportLimits limits, const Router& router, Metrics* metrics, Authorizer authorize,
+                             std::shared_ptr<spdlog::logger> access_log)
+    : impl_(std::make_unique<Impl>(limits, router, metrics, std::move(authorize), std::move(access_log))) {}
+
+HttpTransport::~HttpTransport() {
+  Stop();
+}
+
+int HttpTransport::Listen(const std::string& host, int port) {
+  auto& s = *impl_;
+  beast::error_code ec;
+  const auto address = net::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
+  if (ec) throw Error(ErrorCode::Unavailable, fmt::format("cannot listen on {}:{}: not an IP address", host, port));
+  const tcp::endpoint endpoint(address, static_cast<unsigned short>(port));
+  tcp::acceptor acceptor(s.ioc);
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    throw Error(ErrorCode::Unavailable,
+                fmt::format("cannot listen on {}:{}: {}{}", host, port, ec.message(),
+                            ec == net::error::address_in_use ? " (another process serves this port)" : ""));
+  }
+  s.acceptor.emplace(std::move(acceptor));
+  const int bound = s.acceptor->local_endpoint().port();
+  s.Accept();
+  for (size_t i = 0; i < s.limits.io_threads; ++i) s.io_threads.emplace_back([&s] { s.ioc.run(); });
+  return bound;
+}
+
+void HttpTransport::Stop() {
+  auto& s = *impl_;
+  if (s.stopping.exchange(true)) return;
+  net::post(s.ioc, [&s] {
+    beast::error_code ec;
+    if (s.acceptor) s.acceptor->close(ec);
+  });
+  s.handler_pool.join();
+  s.wait_pool.join();
+  const auto deadline = Clock::now() + std::chrono::seconds(1);
+  while (s.in_flight.load() > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  s.ioc.stop();
+  for (auto& t : s.io_threads) {
+    if (t.joinable()) t.join();
+  }
+}
+
+size_t HttpTransport::connections() const {
+  return impl_->connections.used();
+}
+
+size_t HttpTransport::request_memory() const {
+  return impl_->memory.used();
+}
+
+}  // namespace runnel::server

@@ -1,0 +1,410 @@
+// /v1/pipelines/{p}/requests: submit records (optionally waiting for their results),
+// read one request, list and filter them, retry a failed one.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <map>
+
+#include "api.hpp"
+#include "runnel/pipeline/replay.hpp"
+#include "runnel/pipeline/request_status.hpp"
+#include "runnel/postgres/arrays.hpp"
+#include "runnel/server/request_body.hpp"
+
+namespace runnel::server {
+
+using nlohmann::json;
+using postgres::ArrayLiteral;
+using postgres::Params;
+using postgres::QuoteIdentifier;
+
+namespace {
+
+std::optional<double> ParseDouble(const std::string& text) {
+  try {
+    size_t used = 0;
+    double value = std::stod(text, &used);
+    if (used != text.size()) return std::nullopt;
+    return value;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+std::string Iso(const std::string& column) {
+  return fmt::format("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", column);
+}
+
+// One problem with one field of one record.
+using Problems = json;  // array of {"record", "field", "error"}
+
+// A value for an integer column: whole, and within the column's range. 40.0 is
+// rewritten to 40 (integer text for COPY).
+std::optional<std::string> CheckInteger(json& value, const std::string& type) {
+  const bool whole_float = value.is_number_float() && std::trunc(value.get<double>()) == value.get<double>() &&
+                           std::abs(value.get<double>()) < 9.2e18;
+  if (!value.is_number_integer() && !whole_float) return fmt::format("must be an integer ({})", type);
+  const double v = value.get<double>();
+  if (type == "integer" && (v > 2147483647.0 || v < -2147483648.0)) return "out of range for integer";
+  if (type == "smallint" && (v > 32767 || v < -32768)) return "out of range for smallint";
+  if (value.is_number_float()) value = static_cast<int64_t>(v);
+  return std::nullopt;
+}
+
+std::optional<std::string> CheckValue(json& value, const ColumnInfo& column) {
+  switch (column.kind) {
+    case ColumnKind::kInteger: return CheckInteger(value, column.type);
+    case ColumnKind::kNumber:
+      if (!value.is_number()) return fmt::format("must be a number ({})", column.type);
+      break;
+    case ColumnKind::kText:
+      if (!value.is_string() && !value.is_number()) return fmt::format("must be a string ({})", column.type);
+      break;
+    case ColumnKind::kBool:
+      if (!value.is_boolean()) return "must be true or false";
+      break;
+    case ColumnKind::kOther:
+      if (value.is_object() || value.is_array()) return fmt::format("must be a scalar ({})", column.type);
+      break;
+  }
+  return std::nullopt;
+}
+
+class RequestsResource {
+ public:
+  explicit RequestsResource(Api& api) : api_(api), config_(api.config) {}
+
+  void Post(const HttpRequest& req, HttpResponse& res, const PathParams& m);
+  void Get(const HttpRequest& req, HttpResponse& res, const PathParams& m);
+  void Retry(const HttpRequest& req, HttpResponse& res, const PathParams& m);
+  void List(const HttpRequest& req, HttpResponse& res, const PathParams& m);
+
+ private:
+  void Validate(json& record, size_t index, Problems& problems) const;
+  std::vector<int64_t> Insert(std::vector<json> records);
+  bool WaitFor(const std::vector<int64_t>& ids, std::chrono::milliseconds wait);
+  std::string OutputSelect() const;
+  std::map<int64_t, json> Fetch(postgres::Connection& conn, const std::vector<int64_t>& keys,
+                                bool with_recommendations) const;
+  void AddRecommendations(postgres::Connection& conn, const std::vector<int64_t>& keys,
+                          std::map<int64_t, json>& out) const;
+  json RequestJson(const postgres::Result& r, int i, int key_column, int first) const;
+
+  Api& api_;
+  const pipeline::PipelineConfig& config_;
+};
+
+// Checks a record against the source table; appends one entry per problem.
+void RequestsResource::Validate(json& record, size_t index, Problems& problems) const {
+  auto problem = [&](const std::string& field, const std::string& message) {
+    problems.push_back({{"record", index}, {"field", field}, {"error", message}});
+  };
+  if (!record.is_object()) {
+    problem("", "a record must be a JSON object");
+    return;
+  }
+  for (auto& [field, value] : record.items()) {
+    auto it = api_.columns.find(field);
+    if (it == api_.columns.end()) {
+      problem(field, fmt::format("unknown column: table '{}' has no column '{}'", config_.table, field));
+    } else if (!it->second.refused.empty()) {
+      problem(field, fmt::format("cannot be submitted: {}", it->second.refused));
+    } else if (value.is_null()) {
+      if (api_.required.contains(field) || it->second.not_null) problem(field, "must not be null");
+    } else if (auto error = CheckValue(value, it->second)) {
+      problem(field, *error);
+    }
+  }
+  for (const auto& field : api_.required) {
+    if (!record.contains(field)) problem(field, "is required");
+  }
+}
+
+// One submission per column set (omitted columns take their defaults); the keys in
+// the records' order.
+std::vector<int64_t> RequestsResource::Insert(std::vector<json> records) {
+  std::map<std::vector<std::string>, std::vector<size_t>> by_columns;
+  for (size_t i = 0; i < records.size(); ++i) {
+    std::vector<std::string> cols;
+    for (const auto& [field, value] : records[i].items()) cols.push_back(field);
+    by_columns[cols].push_back(i);
+  }
+  std::vector<int64_t> ids(records.size());
+  for (auto& [cols, members] : by_columns) {
+    std::vector<json> group;
+    group.reserve(members.size());
+    for (size_t i : members) group.push_back(std::move(records[i]));
+    auto keys = api_.ingestor->Insert(cols, std::move(group));
+    if (keys.size() != members.size()) throw HttpError{500, "the database returned fewer keys than records"};
+    for (size_t j = 0; j < members.size(); ++j) ids[members[j]] = keys[j];
+  }
+  return ids;
+}
+
+void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
+  api_.CheckPipeline(m[0]);
+  const auto wait_ms = api_.WaitParam(req);
+  const std::string_view content_type = req.HeaderOr("Content-Type");
+  const bool single = IsSingleRecord(req.body, content_type);
+  auto records = ParseRecords(req.body, content_type);
+  Problems problems = json::array();
+  for (size_t i = 0; i < records.size() && problems.size() < 100; ++i) Validate(records[i], i, problems);
+  if (!problems.empty()) {
+    throw HttpError{
+        422, fmt::format("{} invalid field(s); nothing was inserted", problems.size()), {{"errors", problems}}};
+  }
+  const size_t count = records.size();
+  const auto ids = Insert(std::move(records));
+  if (api_.ctx.metrics != nullptr) api_.ctx.metrics->RecordIngested(count);
+  json body;
+  body["ids"] = ids;
+  if (single) body["id"] = ids.front();
+  if (!wait_ms) {
+    body["status"] = "queued";
+    Reply(res, 202, body);
+    return;
+  }
+  const bool complete = WaitFor(ids, std::chrono::milliseconds(*wait_ms));
+  auto found = api_.pool.Run([&](postgres::Connection& conn) { return Fetch(conn, ids, true); });
+  json results = json::array();
+  for (int64_t id : ids) results.push_back(found.contains(id) ? found[id] : json{{"id", id}, {"status", "queued"}});
+  body["results"] = results;
+  if (single) body["result"] = results.front();
+  Reply(res, complete ? 200 : 202, body);
+}
+
+// Waits for every key's result: woken by this process's workers, re-checking the
+// database every 50 ms for requests another process serves.
+bool RequestsResource::WaitFor(const std::vector<int64_t>& ids, std::chrono::milliseconds wait) {
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  auto* hub = api_.ctx.completions;
+  auto waiter = hub->Watch(ids);
+  auto check_database = [&] {
+    const auto pending = waiter->Pending();
+    auto r = api_.pool.Run([&](postgres::Connection& conn) {
+      return conn.Exec(
+          fmt::format("SELECT key FROM {} WHERE key = ANY($1::bigint[])", QuoteIdentifier(api_.names.results)),
+          Params().Add(ArrayLiteral(pending)));
+    });
+    std::vector<int64_t> done;
+    for (int i = 0; i < r.rows(); ++i) done.push_back(r.Get<int64_t>(i, 0));
+    waiter->Satisfy(done);
+  };
+  bool complete = false;
+  try {
+    check_database();
+    while (true) {
+      const auto slice = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
+      if (waiter->WaitUntil(slice)) {
+        complete = true;
+        break;
+      }
+      if (std::chrono::steady_clock::now() >= deadline || api_.stopping.load()) break;
+      check_database();
+    }
+  } catch (...) {
+    hub->Forget(waiter, ids);
+    throw;
+  }
+  hub->Forget(waiter, ids);
+  return complete;
+}
+
+std::string RequestsResource::OutputSelect() const {
+  std::string select;
+  for (const auto& column : config_.output_columns) select += ", r." + QuoteIdentifier(column);
+  return select;
+}
+
+// One JSON object per key (absent when neither the row nor a result exists).
+std::map<int64_t, json> RequestsResource::Fetch(postgres::Connection& conn, const std::vector<int64_t>& keys,
+                                                bool with_recommendations) const {
+  std::map<int64_t, json> out;
+  if (keys.empty()) return out;
+  auto r = conn.Exec(
+      fmt::format("SELECT k.key, s.{key} IS NOT NULL, r.key IS NOT NULL, coalesce(r.status, 'queued'), r.error, "
+                  "r.model_version, {enq}, {fin}, "
+                  "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs} "
+                  "FROM unnest($1::bigint[]) AS k(key) LEFT JOIN {table} s ON s.{key} = k.key "
+                  "LEFT JOIN {results} r ON r.key = k.key",
+                  fmt::arg("key", QuoteIdentifier(config_.key_column)), fmt::arg("enq", Iso("r.enqueued_at")),
+                  fmt::arg("fin", Iso("r.finished_at")), fmt::arg("outs", OutputSelect()),
+                  fmt::arg("table", QuoteIdentifier(config_.table)),
+                  fmt::arg("results", QuoteIdentifier(api_.names.results))),
+      Params().Add(ArrayLiteral(keys)));
+  for (int i = 0; i < r.rows(); ++i) {
+    if (!r.Get<bool>(i, 1) && !r.Get<bool>(i, 2)) continue;
+    out[r.Get<int64_t>(i, 0)] = RequestJson(r, i, 0, 3);
+  }
+  if (with_recommendations && config_.recommend) AddRecommendations(conn, keys, out);
+  return out;
+}
+
+void RequestsResource::AddRecommendations(postgres::Connection& conn, const std::vector<int64_t>& keys,
+                                          std::map<int64_t, json>& out) const {
+  auto recs = conn.Exec(fmt::format("SELECT request_key, product_key FROM {} WHERE request_key = ANY($1::bigint[]) "
+                                    "ORDER BY request_key, product_key",
+                                    QuoteIdentifier(api_.names.recommendations)),
+                        Params().Add(ArrayLiteral(keys)));
+  for (auto& [key, request] : out) {
+    if (request["status"] == pipeline::RequestStatusName(pipeline::RequestStatus::kDone))
+      request["recommendations"] = json::array();
+  }
+  for (int i = 0; i < recs.rows(); ++i) {
+    auto it = out.find(recs.Get<int64_t>(i, 0));
+    if (it != out.end()) it->second["recommendations"].push_back(recs.Get<int64_t>(i, 1));
+  }
+}
+
+// Column `key_column` is the key; from `first`: status, error, model_version,
+// enqueued, finished, latency, then the output columns.
+json RequestsResource::RequestJson(const postgres::Result& r, int i, int key_column, int first) const {
+  auto text_or_null = [&](int c) { return r.IsNull(i, c) ? json(nullptr) : json(r.Get<std::string>(i, c)); };
+  json request;
+  request["id"] = r.Get<int64_t>(i, key_column);
+  request["status"] = r.Get<std::string>(i, first);
+  request["error"] = text_or_null(first + 1);
+  request["model_version"] = text_or_null(first + 2);
+  json outputs = json::object();
+  for (size_t o = 0; o < config_.output_columns.size(); ++o) {
+    const int c = first + 6 + static_cast<int>(o);
+    outputs[config_.output_columns[o]] = r.IsNull(i, c) ? json(nullptr) : json(r.Get<double>(i, c));
+  }
+  request["outputs"] = outputs;
+  json timings = json::object();
+  timings["enqueued_at"] = text_or_null(first + 3);
+  timings["finished_at"] = text_or_null(first + 4);
+  timings["latency_ms"] = r.IsNull(i, first + 5) ? json(nullptr) : json(r.Get<double>(i, first + 5));
+  request["timings"] = timings;
+  return request;
+}
+
+void RequestsResource::Get(const HttpRequest&, HttpResponse& res, const PathParams& m) {
+  api_.CheckPipeline(m[0]);
+  const int64_t id = IdParam(m[1], "request id");
+  auto found = api_.pool.Run([&](postgres::Connection& conn) { return Fetch(conn, {id}, true); });
+  if (!found.contains(id)) throw HttpError{404, fmt::format("no request {} in pipeline '{}'", id, config_.name)};
+  Reply(res, 200, found[id]);
+}
+
+// Re-queues one failed request (exactly once: a second call finds it queued).
+void RequestsResource::Retry(const HttpRequest&, HttpResponse& res, const PathParams& m) {
+  api_.CheckPipeline(m[0]);
+  const int64_t id = IdParam(m[1], "request id");
+  auto lease = api_.pool.Acquire();
+  pipeline::RetryFilter filter;
+  filter.key = id;
+  auto outcome = pipeline::RetryFailed(*lease, config_, filter);
+  if (outcome.requeued == 0) {
+    auto found = Fetch(*lease, {id}, false);
+    if (!found.contains(id)) throw HttpError{404, fmt::format("no request {} in pipeline '{}'", id, config_.name)};
+    throw HttpError{409, fmt::format("request {} is {}, not failed: only failed requests are retried", id,
+                                     found[id]["status"].get<std::string>())};
+  }
+  Reply(res, 202, {{"id", id}, {"status", "queued"}, {"job", *outcome.job}});
+}
+
+// The WHERE conditions and parameters of a listing, from its query parameters.
+struct ListQuery {
+  int64_t limit = 100;
+  std::optional<int64_t> after;
+  std::vector<std::string> where;
+  Params params;
+  int next = 1;
+
+  std::string Param(const std::string& value) {
+    params.Add(value);
+    return fmt::format("${}", next++);
+  }
+};
+
+void AddOutputCondition(const pipeline::PipelineConfig& config, const std::string& name, const std::string& value,
+                        ListQuery& q) {
+  // <output>, <output>.gte/.gt/.lte/.lt
+  const auto dot = name.rfind('.');
+  const std::string column = dot == std::string::npos ? name : name.substr(0, dot);
+  const std::string op_name = dot == std::string::npos ? "" : name.substr(dot + 1);
+  static const std::map<std::string, std::string> kOps = {
+      {"", "="}, {"gte", ">="}, {"gt", ">"}, {"lte", "<="}, {"lt", "<"}};
+  const bool is_output =
+      std::find(config.output_columns.begin(), config.output_columns.end(), column) != config.output_columns.end();
+  if (!is_output || !kOps.contains(op_name)) {
+    throw HttpError{422, fmt::format("unknown query parameter '{}': use status, {}limit, after, or an output "
+                                     "column ({}) with an optional .gte/.gt/.lte/.lt",
+                                     name, config.client_column.empty() ? "" : config.client_column + ", ",
+                                     fmt::join(config.output_columns, ", "))};
+  }
+  if (!ParseDouble(value)) throw HttpError{422, fmt::format("'{}' must be a number", name)};
+  q.where.push_back(fmt::format("r.{} {} {}::float8", QuoteIdentifier(column), kOps.at(op_name), q.Param(value)));
+}
+
+ListQuery ParseListQuery(const pipeline::PipelineConfig& config, const Fields& query) {
+  ListQuery q;
+  for (const auto& [name, value] : query) {
+    if (name == "limit") {
+      auto v = ParseInt(value);
+      if (!v || *v < 1 || *v > 1000) throw HttpError{422, "'limit' must be 1..1000"};
+      q.limit = *v;
+    } else if (name == "after") {
+      q.after = ParseInt(value);
+      if (!q.after) throw HttpError{422, "'after' must be an id (the previous page's 'next')"};
+    } else if (name == "status") {
+      if (!pipeline::ParseRequestStatus(value))
+        throw HttpError{422, fmt::format("unknown status '{}': queued, done, throttled or failed", value)};
+      // Queued: never served, or re-queued by a retry (its result row says 'queued').
+      q.where.push_back(value == "queued" ? "(r.key IS NULL OR r.status = 'queued')"
+                                          : fmt::format("r.status = {}", q.Param(value)));
+    } else if (!config.client_column.empty() && name == config.client_column) {
+      q.where.push_back(fmt::format("s.{}::text = {}", QuoteIdentifier(config.client_column), q.Param(value)));
+    } else {
+      AddOutputCondition(config, name, value, q);
+    }
+  }
+  return q;
+}
+
+void RequestsResource::List(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
+  api_.CheckPipeline(m[0]);
+  ListQuery q = ParseListQuery(config_, req.query);
+  const std::string key = "s." + QuoteIdentifier(config_.key_column);
+  if (q.after) {
+    q.params.Add(*q.after);
+    q.where.push_back(fmt::format("{} > ${}", key, q.next++));
+  }
+  q.params.Add(q.limit);
+  const int limit_param = q.next++;
+  const std::string condition = q.where.empty() ? "true" : fmt::format("{}", fmt::join(q.where, " AND "));
+  // Keyset pagination on the key: new rows get larger keys (or land in a page not
+  // yet read), so no page repeats or skips a row under concurrent inserts.
+  const std::string sql = fmt::format(
+      "SELECT {key}, coalesce(r.status, 'queued'), r.error, r.model_version, {enq}, {fin}, "
+      "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs} "
+      "FROM {table} s LEFT JOIN {results} r ON r.key = {key} WHERE {cond} ORDER BY {key} LIMIT ${lim}",
+      fmt::arg("key", key), fmt::arg("enq", Iso("r.enqueued_at")), fmt::arg("fin", Iso("r.finished_at")),
+      fmt::arg("outs", OutputSelect()), fmt::arg("table", QuoteIdentifier(config_.table)),
+      fmt::arg("results", QuoteIdentifier(api_.names.results)), fmt::arg("cond", condition),
+      fmt::arg("lim", limit_param));
+  auto r = api_.pool.Run([&](postgres::Connection& conn) { return conn.Exec(sql, q.params); });
+  json items = json::array();
+  for (int i = 0; i < r.rows(); ++i) items.push_back(RequestJson(r, i, 0, 1));
+  json body;
+  body["requests"] = items;
+  body["next"] = r.rows() == q.limit ? json(r.Get<int64_t>(r.rows() - 1, 0)) : json(nullptr);
+  Reply(res, 200, body);
+}
+
+}  // namespace
+
+void AddRequestRoutes(Router& router, Api& api) {
+  auto resource = std::make_shared<RequestsResource>(api);
+  auto bind = [&resource](auto method) { return Bind(resource, method); };
+  RouteOptions post;
+  post.wait_on_query = true;
+  router.Add("POST", "/v1/pipelines/{p}/requests", bind(&RequestsResource::Post), post);
+  router.Add("GET", "/v1/pipelines/{p}/requests", bind(&RequestsResource::List));
+  router.Add("GET", "/v1/pipelines/{p}/requests/{id}", bind(&RequestsResource::Get));
+  router.Add("POST", "/v1/pipelines/{p}/requests/{id}/retry", bind(&RequestsResource::Retry));
+}
+
+}  // namespace runnel::server
