@@ -167,6 +167,14 @@ bool AdvanceJobs(postgres::Connection& conn, const PipelineConfig& config) {
 JobRunner::JobRunner(const PipelineConfig& config, std::string conninfo, std::function<void(const std::string&)> log)
     : config_(config), conninfo_(std::move(conninfo)), log_(std::move(log)) {}
 
+int64_t PruneEvents(postgres::Connection& conn, const PipelineConfig& config) {
+  auto r = conn.Exec(fmt::format("WITH d AS (DELETE FROM {} WHERE created_at < now() - make_interval(secs => $1) "
+                                 "RETURNING 1) SELECT count(*) FROM d",
+                                 postgres::QuoteIdentifier(NamesFor(config).events)),
+                     postgres::Params().Add(static_cast<double>(config.event_retention_s)));
+  return r.Get<int64_t>(0, 0);
+}
+
 JobRunner::~JobRunner() {
   Stop();
 }
@@ -176,12 +184,17 @@ void JobRunner::Start(std::chrono::milliseconds idle) {
   stop_.store(false);
   thread_ = std::thread([this, idle] {
     std::unique_ptr<postgres::Connection> conn;
+    auto pruned_at = std::chrono::steady_clock::time_point{};
     while (!stop_.load()) {
       bool worked = false;
       try {
-        if (!conn || !conn->IsOpen())
+        if (!conn || !conn->IsAlive())
           conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
         worked = AdvanceJobs(*conn, config_);
+        if (std::chrono::steady_clock::now() - pruned_at > std::chrono::minutes(1)) {
+          PruneEvents(*conn, config_);
+          pruned_at = std::chrono::steady_clock::now();
+        }
       } catch (const Error& e) {
         if (log_) log_(fmt::format("batch jobs: {}", e.what()));
         conn.reset();

@@ -201,7 +201,7 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   }
   if (root.get("serving") != nullptr) {
     const auto& serving = reader.Table(root, "serving", true);
-    reader.AllowOnly(serving, "serving.", {"lock_timeout_ms", "max_attempts"});
+    reader.AllowOnly(serving, "serving.", {"lock_timeout_ms", "max_attempts", "event_retention_s"});
     if (const toml::node* node = serving.get("lock_timeout_ms")) {
       auto value = node->value<int64_t>();
       if (!value || *value < 1 || *value > 3600000)
@@ -212,6 +212,12 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
       auto value = node->value<int64_t>();
       if (!value || *value < 1 || *value > 1000) reader.Fail(node, "'serving.max_attempts' must be 1..1000");
       config.max_attempts = static_cast<int32_t>(*value);
+    }
+    if (const toml::node* node = serving.get("event_retention_s")) {
+      auto value = node->value<int64_t>();
+      if (!value || *value < 1 || *value > 31 * 86400)
+        reader.Fail(node, "'serving.event_retention_s' must be 1..2678400 seconds");
+      config.event_retention_s = *value;
     }
   }
   if (root.get("write_back") != nullptr) {

@@ -22,7 +22,9 @@ SchemaNames NamesFor(const PipelineConfig& config) {
           prefix + "_recommendations",
           prefix + "_capture",
           prefix + "_capture",
-          prefix};
+          prefix,
+          prefix + "_events",
+          prefix + "_served"};
 }
 
 int64_t QueueChunk(const PipelineConfig& config) {
@@ -223,6 +225,17 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
         "PRIMARY KEY (pipeline, process))");
     conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 4)", Params().Add(config.name));
     done.push_back(fmt::format("failure reasons, attempts and replay in {} (schema version 4)", names.results));
+  }
+  if (version < 5) {
+    // Result events: each batch's served keys, in a total order readers can resume
+    // from: (txid, id) of rows whose transaction is older than every running one
+    // (pg_snapshot_xmin) never gain a predecessor (server/event_hub.hpp).
+    conn.Exec(
+        fmt::format("CREATE TABLE IF NOT EXISTS {} (txid xid8 NOT NULL DEFAULT pg_current_xact_id(), id bigserial, "
+                    "keys bigint[] NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (txid, id))",
+                    QuoteIdentifier(names.events)));
+    conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 5)", Params().Add(config.name));
+    done.push_back(fmt::format("result events in {} (schema version 5)", names.events));
   }
   // Idempotent on every run: output columns the pipeline gained, the capture trigger.
   for (const auto& column : config.output_columns) {

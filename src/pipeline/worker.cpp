@@ -1,6 +1,5 @@
 #include "runnel/pipeline/worker.hpp"
 
-#include <poll.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -766,6 +765,16 @@ struct Worker::State {
     }
     conn->ExecPrepared(sql.jobs, Params().AddArray(ids).AddArray(counts));
   }
+
+  // The served keys (done, throttled, failed) as a result event, in the batch's
+  // transaction: subscribers see exactly the committed batches.
+  void PublishEvents(const Requests& req) {
+    std::vector<int64_t> served;
+    for (size_t i = 0; i < req.size(); ++i) {
+      if (!req.Deferred(i)) served.push_back(req.claimed[i].key);
+    }
+    if (!served.empty()) conn->ExecPrepared(sql.publish, Params().AddArray(served));
+  }
 };
 
 Worker::Worker(const PipelineConfig& config, std::shared_ptr<ModelProvider> models, std::string conninfo)
@@ -807,32 +816,20 @@ void Worker::ReportPause(const std::optional<std::string>& reason) {
 bool Worker::WaitForWork(std::chrono::milliseconds timeout) {
   auto& s = *state_;
   if (!s.conn) s.Connect();  // a previous reconnect failed
-  PGconn* raw = s.conn->raw();
-  auto drain = [&] {
-    bool any = false;
-    while (PGnotify* n = PQnotifies(raw)) {
-      any = true;
-      if (s.config.capture == CaptureMode::Notify) {
-        // The reference trigger's payload: {"id": ..., "client_id": ...}.
-        try {
-          auto payload = nlohmann::json::parse(n->extra);
-          if (payload.contains("id") && payload["id"].is_number_integer())
-            s.notified.push_back(payload["id"].get<int64_t>());
-        } catch (const nlohmann::json::exception& e) {
-          spdlog::warn("ignoring a malformed notification on '{}': {}", s.config.notify_channel, e.what());
-        }
+  const auto notifications = s.conn->WaitForNotifications(timeout);
+  if (s.config.capture == CaptureMode::Notify) {
+    for (const auto& n : notifications) {
+      // The reference trigger's payload: {"id": ..., "client_id": ...}.
+      try {
+        auto payload = nlohmann::json::parse(n.payload);
+        if (payload.contains("id") && payload["id"].is_number_integer())
+          s.notified.push_back(payload["id"].get<int64_t>());
+      } catch (const nlohmann::json::exception& e) {
+        spdlog::warn("ignoring a malformed notification on '{}': {}", s.config.notify_channel, e.what());
       }
-      PQfreemem(n);
     }
-    return any;
-  };
-  if (PQconsumeInput(raw) == 0) throw postgres::DatabaseError(PQerrorMessage(raw), "08006");
-  if (drain()) return true;
-  pollfd p{PQsocket(raw), POLLIN, 0};
-  if (::poll(&p, 1, static_cast<int>(timeout.count())) > 0) {
-    if (PQconsumeInput(raw) == 0) throw postgres::DatabaseError(PQerrorMessage(raw), "08006");
   }
-  return drain();
+  return !notifications.empty();
 }
 
 BatchResult Worker::ServeBatch() {
@@ -940,6 +937,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, bool 
     return std::nullopt;  // rolled back by tx
   }
   s.AdvanceJobs(req);
+  s.PublishEvents(req);
   clock.Lap(4);
   tx.Commit();
   clock.Lap(5);

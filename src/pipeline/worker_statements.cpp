@@ -9,6 +9,7 @@
 namespace runnel::pipeline {
 
 using postgres::QuoteIdentifier;
+using postgres::QuoteLiteral;
 
 ClaimRows ReadClaim(const postgres::Result& rows, const ClaimColumns& columns, const std::string& queue) {
   using C = ClaimColumns;
@@ -238,6 +239,14 @@ WorkerStatements WorkerStatements::Build(const PipelineConfig& config, const Sch
       "to_timestamp(u.enq), u.attempts FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::bigint[]) AS "
       "u(k, job, enq, attempts)",
       QuoteIdentifier(names.queue), KeyRangeSql("u.k"));
+  // The batch's served keys as one event row, and on the served channel in payloads
+  // of at most kNotifyKeys keys (NOTIFY payloads stop at 8,000 bytes): $1 keys.
+  out.publish = fmt::format(
+      "WITH e AS (INSERT INTO {events} (keys) VALUES ($1::bigint[])) "
+      "SELECT pg_notify({channel}, array_to_string(($1::bigint[])[c * {n} + 1:(c + 1) * {n}], ',')) "
+      "FROM generate_series(0, (cardinality($1::bigint[]) - 1) / {n}) AS c",
+      fmt::arg("events", QuoteIdentifier(names.events)), fmt::arg("channel", QuoteLiteral(names.served_channel)),
+      fmt::arg("n", WorkerStatements::kNotifyKeys));
   out.probe_locked = fmt::format(
       "SELECT t.{key}::bigint FROM {table} t WHERE t.{key} = ANY($1::bigint[]) FOR NO KEY UPDATE SKIP LOCKED",
       fmt::arg("key", QuoteIdentifier(config.key_column)), fmt::arg("table", QuoteIdentifier(config.table)));

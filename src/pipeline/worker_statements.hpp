@@ -64,8 +64,10 @@ struct WorkerStatements {
   static constexpr const char* kCreateMark =
       "CREATE TEMP SEQUENCE IF NOT EXISTS runnel_mark MINVALUE -9223372036854775808 MAXVALUE 9223372036854775807";
   static constexpr const char* kReadMark = "SELECT last_value FROM pg_temp.runnel_mark";
-  std::string defer;         // back to the queue: $1 keys, $2 jobs (text), $3 enqueued, $4 attempts
-  std::string probe_locked;  // the keys of $1 whose source rows this transaction can lock now
+  std::string defer;                       // back to the queue: $1 keys, $2 jobs (text), $3 enqueued, $4 attempts
+  std::string probe_locked;                // the keys of $1 whose source rows this transaction can lock now
+  std::string publish;                     // $1 the served keys: an event row and NOTIFYs on the served channel
+  static constexpr int kNotifyKeys = 400;  // keys per NOTIFY payload (20 digits and a comma each)
 
   static WorkerStatements Build(const PipelineConfig& config, const SchemaNames& names,
                                 const std::vector<size_t>& write_back_output, int64_t small_catalogue);

@@ -190,6 +190,25 @@ bool Connection::IsAlive() {
   return PQconsumeInput(conn_.get()) == 1 && IsOpen();
 }
 
+std::vector<Connection::Notification> Connection::WaitForNotifications(std::chrono::milliseconds timeout) {
+  PGconn* raw = conn_.get();
+  auto drain = [raw] {
+    std::vector<Notification> out;
+    while (PGnotify* n = PQnotifies(raw)) {
+      out.push_back({n->relname, n->extra});
+      PQfreemem(n);
+    }
+    return out;
+  };
+  if (PQconsumeInput(raw) == 0) throw DatabaseError(PQerrorMessage(raw), "08006");
+  if (auto ready = drain(); !ready.empty()) return ready;
+  pollfd fd{PQsocket(raw), POLLIN, 0};
+  if (::poll(&fd, 1, static_cast<int>(timeout.count())) > 0 && PQconsumeInput(raw) == 0) {
+    throw DatabaseError(PQerrorMessage(raw), "08006");
+  }
+  return drain();
+}
+
 bool DatabaseError::IsConnectionLost() const {
   return sqlstate_.starts_with("08") || sqlstate_ == "57P01" || sqlstate_ == "57P02" || sqlstate_ == "57P03";
 }

@@ -66,6 +66,7 @@ void AddRequestRoutes(Router& router, Api& api);
 void AddJobRoutes(Router& router, Api& api);
 void AddModelRoutes(Router& router, Api& api);
 void AddHealthRoutes(Router& router, Api& api);
+void AddEventRoutes(Router& router, Api& api);
 
 // A handler calling `method` on a resource the routes share.
 template <typename Resource>

@@ -48,6 +48,10 @@ class HealthResource {
     } catch (const Error& e) {
       spdlog::debug("metrics: queue depth: {}", e.what());
     }
+    if (api_.ctx.events != nullptr) {
+      gauges.emplace_back(fmt::format("runnel_event_subscribers{{{}}}", p),
+                          static_cast<double>(api_.ctx.events->subscribers()));
+    }
     for (const auto& serving : api_.ctx.models->Current()->All()) {
       const std::string labels = fmt::format("{},model=\"{}\",version=\"{}\"", p, serving->name, serving->label());
       const auto& stats = *serving->stats;

@@ -134,6 +134,7 @@ int HttpServer::Start() {
   AddRequestRoutes(s.router, api);
   AddJobRoutes(s.router, api);
   AddModelRoutes(s.router, api);
+  AddEventRoutes(s.router, api);
   Authorizer authorize;
   if (!api.options.token.empty()) {
     authorize = [token = api.options.token](const HttpRequest& req, const Route& route) -> std::optional<HttpError> {

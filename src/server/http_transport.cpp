@@ -11,6 +11,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <deque>
 #include <limits>
 #include <thread>
 #include <vector>
@@ -310,6 +311,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Write() {
+    if (ex_->response.stream) return StartStream();
     auto& res = ex_->response;
     response_.emplace(static_cast<http::status>(res.status), 11);
     response_->set(http::field::content_type, res.content_type);
@@ -379,6 +381,97 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.close();
   }
 
+  // ---- streamed responses (Server-Sent Events) ----
+
+  class Sink : public StreamSink {
+   public:
+    Sink(std::weak_ptr<Session> session, net::any_io_executor executor)
+        : session_(std::move(session)), executor_(std::move(executor)) {}
+
+    bool Write(std::string bytes) override {
+      if (closed_.load()) return false;
+      if (backlog_.fetch_add(bytes.size()) + bytes.size() > kMaxBacklog) {
+        Close();
+        return false;
+      }
+      net::post(executor_, [session = session_, bytes = std::move(bytes)]() mutable {
+        if (auto s = session.lock()) s->QueueOut(std::move(bytes));
+      });
+      return true;
+    }
+    void Close() override {
+      if (closed_.exchange(true)) return;
+      net::post(executor_, [session = session_] {
+        if (auto s = session.lock()) s->EndStream();
+      });
+    }
+    size_t backlog() const override { return backlog_.load(); }
+    void Sent(size_t bytes) { backlog_.fetch_sub(bytes); }
+    void MarkClosed() { closed_ = true; }
+
+   private:
+    // The hard cap: streams pace themselves by backlog() well below it; a client
+    // whose stream does not is dropped rather than buffered without bound.
+    static constexpr size_t kMaxBacklog = 16 << 20;
+    std::weak_ptr<Session> session_;
+    net::any_io_executor executor_;
+    std::atomic<size_t> backlog_{0};
+    std::atomic<bool> closed_{false};
+  };
+
+  void StartStream() {
+    auto stream = std::move(ex_->response.stream);
+    std::string head = fmt::format(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nCache-Control: no-cache\r\nConnection: close\r\n", ex_->response.status,
+        std::string(http::obsolete_reason(static_cast<http::status>(ex_->response.status))),
+        ex_->response.content_type);
+    for (const auto& [name, value] : ex_->response.headers) head += fmt::format("{}: {}\r\n", name, value);
+    head += "\r\n";
+    response_.emplace();  // for Record's byte count
+    Record();
+    Done();
+    stream_.expires_never();
+    sink_ = std::make_shared<Sink>(weak_from_this(), stream_.get_executor());
+    QueueOut(std::move(head), /*counted=*/false);
+    WatchClose();
+    stream->Start(sink_);
+  }
+
+  // A streamed response's client sends nothing more: a read ends when it closes.
+  void WatchClose() {
+    stream_.async_read_some(net::buffer(drain_), [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (!ec) return self->WatchClose();
+      self->sink_->MarkClosed();
+      self->Close();
+    });
+  }
+
+  void QueueOut(std::string bytes, bool counted = true) {
+    out_.push_back({std::move(bytes), counted});
+    if (out_.size() == 1) WriteNext();
+  }
+
+  void WriteNext() {
+    stream_.expires_after(t_->limits.write_timeout);
+    net::async_write(stream_, net::buffer(out_.front().first),
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       if (self->out_.front().second) self->sink_->Sent(self->out_.front().first.size());
+                       self->out_.pop_front();
+                       if (ec) {
+                         self->sink_->MarkClosed();
+                         return self->Close();
+                       }
+                       if (!self->out_.empty()) return self->WriteNext();
+                       if (self->ending_) return self->Close();
+                       self->stream_.expires_never();
+                     });
+  }
+
+  void EndStream() {
+    ending_ = true;
+    if (out_.empty()) Close();
+  }
+
   beast::tcp_stream stream_;
   ImplPtr t_;
   beast::flat_buffer buffer_;
@@ -389,6 +482,9 @@ class Session : public std::enable_shared_from_this<Session> {
   Clock::time_point body_deadline_{};
   Clock::time_point linger_deadline_{};
   std::array<char, 4096> drain_{};
+  std::shared_ptr<Sink> sink_;                    // a streamed response's
+  std::deque<std::pair<std::string, bool>> out_;  // its pending writes (bytes, counted in the backlog)
+  bool ending_ = false;
 };
 
 }  // namespace

@@ -50,12 +50,15 @@ void Service::Start() {
     metrics_ = std::make_unique<Metrics>(config_.name);
     completions_ = std::make_unique<CompletionHub>();
     if (options_.http) {
+      events_ = std::make_unique<EventHub>(config_, conninfo_, options_.events);
+      events_->Start();
       ServingContext ctx;
       ctx.config = &config_;
       ctx.conninfo = conninfo_;
       ctx.models = models_;
       ctx.metrics = metrics_.get();
       ctx.completions = completions_.get();
+      ctx.events = events_.get();
       if (options_.workers > 0) ctx.workers_running = [this] { return workers_running_.load(); };
       ctx.pauses = [this] { return Pauses(); };
       http_ = std::make_unique<HttpServer>(*options_.http, ctx);
@@ -115,6 +118,7 @@ void Service::Stop() {
 
 void Service::StopServices() {
   if (http_) http_->Stop();
+  if (events_) events_->Stop();
   if (jobs_) jobs_->Stop();
   if (stream_) stream_->Stop();
 }

@@ -106,6 +106,7 @@ class HttpApiTest : public runnel::testing::PostgresTest {
     options.http = http;
     options.stream.poll = std::chrono::milliseconds(200);
     options.stream.heartbeat = std::chrono::milliseconds(200);
+    options.events = events_;
     service_ = std::make_unique<Service>(config, conninfo(), options);
     service_->Start();
     port_ = service_->http_port();
@@ -147,6 +148,7 @@ class HttpApiTest : public runnel::testing::PostgresTest {
 
   std::unique_ptr<postgres::Connection> conn_;
   runnel::testing::TempDir dir_{"runnel-http"};
+  EventHubOptions events_;  // the next Start's
   std::unique_ptr<Service> service_;
   std::unique_ptr<httplib::Client> client_;
   int port_ = 0;

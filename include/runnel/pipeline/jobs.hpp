@@ -56,8 +56,11 @@ std::optional<JobInfo> CancelJob(postgres::Connection& conn, int64_t id);
 // dropped) becomes `failed` with the reason.
 bool AdvanceJobs(postgres::Connection& conn, const PipelineConfig& config);
 
-// A thread calling AdvanceJobs while there is work, polling every `idle` otherwise.
-// Errors are logged and retried with a new connection.
+// Deletes result events older than config.event_retention_s. Returns how many.
+int64_t PruneEvents(postgres::Connection& conn, const PipelineConfig& config);
+
+// A thread calling AdvanceJobs while there is work, polling every `idle` otherwise,
+// and PruneEvents once a minute. Errors are logged and retried with a new connection.
 class JobRunner {
  public:
   JobRunner(const PipelineConfig& config, std::string conninfo, std::function<void(const std::string&)> log);

@@ -25,7 +25,7 @@
 //   [quota] max_requests = 1000        # per client; later requests are `throttled`
 //   [capture] mode = "queue"|"notify", channel = "table_insert", max_batch = 512,
 //             synchronous_commit = true
-//   [serving] lock_timeout_ms = 2000, max_attempts = 5
+//   [serving] lock_timeout_ms = 2000, max_attempts = 5, event_retention_s = 3600
 //   [write_back] columns = ["risk_propensity", "financial_status"]
 //   [recommend] table = "products", key = "id_product", where = "p.risk <= r.risk_propensity"
 #pragma once
@@ -70,6 +70,8 @@ struct PipelineConfig {
   // to a later batch, and failed after max_attempts deferrals.
   int64_t lock_timeout_ms = 2000;
   int32_t max_attempts = 5;
+  // Result events (GET /v1/pipelines/{p}/events, Last-Event-ID) are kept this long.
+  int64_t event_retention_s = 3600;
   std::vector<std::string> write_back;  // outputs written to same-named source columns
   std::optional<RecommendConfig> recommend;
   std::optional<std::filesystem::path> model_path;  // absolute once loaded

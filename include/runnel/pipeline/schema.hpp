@@ -37,12 +37,14 @@ struct SchemaNames {
   std::string recommendations;
   std::string capture_function;
   std::string trigger;
-  std::string channel;  // NOTIFY channel of queue mode
+  std::string channel;         // NOTIFY channel of queue mode
+  std::string events;          // one row per committed batch: the keys it served (schema v5)
+  std::string served_channel;  // NOTIFY channel carrying the served keys, for SQL clients
 };
 
 SchemaNames NamesFor(const PipelineConfig& config);
 
-inline constexpr int kSchemaVersion = 4;
+inline constexpr int kSchemaVersion = 5;
 
 // How many keys one queue row holds at most: a quarter of a batch, so that a claim
 // fills its batch from several rows.

@@ -9,6 +9,7 @@
 
 #include <libpq-fe.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -180,6 +181,14 @@ class Connection {
   // IsOpen, and the server has not closed the connection meanwhile (a restart): for
   // an idle connection about to be used. One poll(2) when nothing arrived.
   bool IsAlive();
+
+  // A NOTIFY this connection received on a channel it LISTENs to.
+  struct Notification {
+    std::string channel, payload;
+  };
+  // The notifications already received, or else those arriving within `timeout`
+  // (empty when none). Throws DatabaseError (08006) when the connection broke.
+  std::vector<Notification> WaitForNotifications(std::chrono::milliseconds timeout);
   int BackendPid() const { return PQbackendPID(conn_.get()); }
   // Human-readable target (host, port, database, user), for messages.
   const std::string& Describe() const { return description_; }

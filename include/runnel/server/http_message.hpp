@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,11 +34,37 @@ struct HttpRequest {
   std::optional<std::string_view> Query(std::string_view name) const;
 };
 
+// Where a streamed response's body goes (Server-Sent Events): the transport's end of
+// one client connection. Thread safety: every member may be called from any thread.
+class StreamSink {
+ public:
+  virtual ~StreamSink() = default;
+  // Queues bytes for the client. False once the connection is gone, or when the client
+  // reads too slowly (its backlog passed the transport's cap: the connection is then
+  // closed); the stream should stop writing.
+  virtual bool Write(std::string bytes) = 0;
+  // Ends the response (after what is queued) and closes the connection.
+  virtual void Close() = 0;
+  // Bytes queued and not yet written: a stream paces itself by it.
+  virtual size_t backlog() const = 0;
+};
+
+// A response body written over time. The transport writes the head, then calls Start
+// once, on an I/O thread (it must not block), with the sink for the body.
+class ResponseStream {
+ public:
+  virtual ~ResponseStream() = default;
+  virtual void Start(std::shared_ptr<StreamSink> sink) = 0;
+};
+
 struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
   Fields headers;  // besides Content-Type and Content-Length
+  // Set by a handler to stream the body instead (no Content-Length; the connection
+  // closes when the stream ends).
+  std::shared_ptr<ResponseStream> stream;
 
   void SetHeader(std::string name, std::string value) { headers.emplace_back(std::move(name), std::move(value)); }
 };

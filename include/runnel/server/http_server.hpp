@@ -19,6 +19,7 @@
 #include "runnel/pipeline/model_provider.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/server/completion.hpp"
+#include "runnel/server/event_hub.hpp"
 #include "runnel/server/metrics.hpp"
 
 namespace runnel::server {
@@ -56,6 +57,7 @@ struct ServingContext {
   std::shared_ptr<pipeline::ModelProvider> models;
   Metrics* metrics = nullptr;             // non-owning
   CompletionHub* completions = nullptr;   // non-owning
+  EventHub* events = nullptr;             // non-owning; null: no /events
   std::function<bool()> workers_running;  // for /readyz
   // Why this process's workers are paused (one entry per paused worker), for /readyz.
   std::function<std::vector<std::string>()> pauses;

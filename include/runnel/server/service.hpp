@@ -18,6 +18,7 @@
 #include "runnel/pipeline/jobs.hpp"
 #include "runnel/pipeline/worker.hpp"
 #include "runnel/registry/model_stream.hpp"
+#include "runnel/server/event_hub.hpp"
 #include "runnel/server/http_server.hpp"
 
 namespace runnel::server {
@@ -29,6 +30,7 @@ struct ServiceOptions {
   std::string model_file;           // non-empty: serve this file, not the registry
   std::optional<HttpOptions> http;  // serve the API too
   registry::ModelStreamOptions stream;
+  EventHubOptions events;  // result subscriptions, with the API
   std::function<void(const std::string&)> log;
 };
 
@@ -47,6 +49,10 @@ class Service {
   pipeline::RunSummary Wait();
 
   int http_port() const { return http_port_; }
+
+  // The result-subscription hub (with --http), else null.
+
+  EventHub* events() const { return events_.get(); }
   // What serves: "needs@v2", or "the model stream of 'needs'" before a model exists.
   std::string Describe() const;
   const std::shared_ptr<pipeline::ModelProvider>& models() const { return models_; }
@@ -65,6 +71,7 @@ class Service {
   std::unique_ptr<pipeline::JobRunner> jobs_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<CompletionHub> completions_;
+  std::unique_ptr<EventHub> events_;
   std::unique_ptr<HttpServer> http_;
   int http_port_ = 0;
   std::atomic<bool> stop_{false};

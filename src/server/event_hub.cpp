@@ -1,0 +1,313 @@
+#include "runnel/server/event_hub.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <charconv>
+#include <limits>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <vector>
+
+#include "runnel/pipeline/schema.hpp"
+#include "runnel/postgres/connection.hpp"
+
+namespace runnel::server {
+
+using nlohmann::json;
+using postgres::Params;
+using postgres::QuoteIdentifier;
+using Clock = std::chrono::steady_clock;
+
+std::string EventPosition::ToString() const {
+  return fmt::format("{}-{}-{}", txid, id, ord);
+}
+
+std::optional<EventPosition> EventPosition::Parse(std::string_view text) {
+  EventPosition pos;
+  const char* at = text.data();
+  const char* end = text.data() + text.size();
+  auto number = [&](auto& value, bool last) {
+    auto [next, ec] = std::from_chars(at, end, value);
+    if (ec != std::errc() || value < 0 || (last ? next != end : (next == end || *next != '-'))) return false;
+    at = last ? next : next + 1;
+    return true;
+  };
+  if (!number(pos.txid, false) || !number(pos.id, false) || !number(pos.ord, true)) return std::nullopt;
+  return pos;
+}
+
+namespace {
+
+// One event: its position, the client of its request, and its SSE frame.
+struct Event {
+  EventPosition pos;
+  std::optional<std::string> client;
+  std::string frame;
+};
+
+struct Subscriber {
+  std::shared_ptr<StreamSink> sink;
+  std::optional<std::string> client;
+  EventPosition pos;  // the last event it was given (catching up)
+  bool live = false;
+};
+
+// A subscriber with more than this queued gets no more until it has read it.
+constexpr size_t kPaceBytes = 256 << 10;
+
+constexpr EventPosition kEnd{std::numeric_limits<uint64_t>::max(), std::numeric_limits<int64_t>::max(),
+                             std::numeric_limits<int64_t>::max()};
+
+// The events after $1-$2-$3 up to $4-$5-$6 (inclusive), at most $7, whose transaction
+// is older than every running one; with each request's result and client.
+std::string ReadSql(const pipeline::PipelineConfig& config, const pipeline::SchemaNames& names) {
+  std::string outputs;
+  for (const auto& column : config.output_columns) outputs += fmt::format(", r.{}::float8", QuoteIdentifier(column));
+  const std::string client =
+      config.client_column.empty() ? "NULL::text" : fmt::format("s.{}::text", QuoteIdentifier(config.client_column));
+  return fmt::format(
+      "SELECT e.txid::text AS txid, e.id, k.ord, k.key, r.status, r.error, r.model_version, {client} AS client"
+      "{outputs} FROM {events} e CROSS JOIN LATERAL unnest(e.keys) WITH ORDINALITY AS k(key, ord) "
+      "LEFT JOIN {results} r ON r.key = k.key LEFT JOIN {table} s ON s.{key} = k.key "
+      "WHERE (e.txid, e.id) >= ($1::xid8, $2) AND (e.txid, e.id, k.ord) > ($1::xid8, $2, $3) "
+      "AND (e.txid, e.id) <= ($4::xid8, $5) AND (e.txid, e.id, k.ord) <= ($4::xid8, $5, $6) "
+      "AND e.txid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY e.txid, e.id, k.ord LIMIT $7",
+      fmt::arg("client", client), fmt::arg("outputs", outputs), fmt::arg("events", QuoteIdentifier(names.events)),
+      fmt::arg("results", QuoteIdentifier(names.results)), fmt::arg("table", QuoteIdentifier(config.table)),
+      fmt::arg("key", QuoteIdentifier(config.key_column)));
+}
+
+// Column positions of ReadSql's rows.
+constexpr int kTxid = 0, kId = 1, kOrd = 2, kKey = 3, kStatus = 4, kError = 5, kVersion = 6, kClient = 7,
+              kFirstOutput = 8;
+
+}  // namespace
+
+struct EventHub::Impl {
+  Impl(const pipeline::PipelineConfig& c, std::string info, EventHubOptions o)
+      : config(c), names(pipeline::NamesFor(c)), conninfo(std::move(info)), options(o), read_sql(ReadSql(c, names)) {}
+
+  const pipeline::PipelineConfig& config;
+  const pipeline::SchemaNames names;
+  const std::string conninfo;
+  const EventHubOptions options;
+  const std::string read_sql;
+
+  mutable std::mutex mutex;
+  std::vector<std::shared_ptr<Subscriber>> subscribers;  // guarded by mutex
+  EventPosition head;                                    // the last event read (pump thread only)
+  std::atomic<bool> stop{false};
+  std::thread thread;
+  int64_t pending_keys = 0;  // notified but not yet read (behind the xmin horizon)
+  Clock::time_point last_progress;
+  Clock::time_point last_heartbeat;
+
+  std::unique_ptr<postgres::Connection> Connect() const;
+  void Run();
+  void Step(postgres::Connection& conn);
+  std::vector<Event> Read(postgres::Connection& conn, const EventPosition& after, const EventPosition& upto) const;
+  Event ToEvent(const postgres::Result& r, int i) const;
+  void Deliver(const std::vector<Event>& events);
+  void CatchUp(postgres::Connection& conn);
+  void Heartbeat();
+  static bool Send(Subscriber& s, const Event& e);
+};
+
+std::unique_ptr<postgres::Connection> EventHub::Impl::Connect() const {
+  auto conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo));
+  conn->Exec(fmt::format("LISTEN {}", QuoteIdentifier(names.served_channel)));
+  return conn;
+}
+
+std::vector<Event> EventHub::Impl::Read(postgres::Connection& conn, const EventPosition& after,
+                                        const EventPosition& upto) const {
+  auto r = conn.Exec(read_sql, Params()
+                                   .Add(std::to_string(after.txid))
+                                   .Add(after.id)
+                                   .Add(after.ord)
+                                   .Add(std::to_string(upto.txid))
+                                   .Add(upto.id)
+                                   .Add(upto.ord)
+                                   .Add(options.read_rows));
+  std::vector<Event> events;
+  events.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) events.push_back(ToEvent(r, i));
+  return events;
+}
+
+Event EventHub::Impl::ToEvent(const postgres::Result& r, int i) const {
+  Event e;
+  e.pos.txid = std::stoull(r.Get<std::string>(i, kTxid));
+  e.pos.id = r.Get<int64_t>(i, kId);
+  e.pos.ord = r.Get<int64_t>(i, kOrd);
+  if (!r.IsNull(i, kClient)) e.client = r.Get<std::string>(i, kClient);
+  auto text_or_null = [&](int c) { return r.IsNull(i, c) ? json(nullptr) : json(r.Get<std::string>(i, c)); };
+  json data;
+  data["id"] = r.Get<int64_t>(i, kKey);
+  data["status"] = text_or_null(kStatus);
+  data["error"] = text_or_null(kError);
+  data["model_version"] = text_or_null(kVersion);
+  json outputs = json::object();
+  for (size_t o = 0; o < config.output_columns.size(); ++o) {
+    const int c = kFirstOutput + static_cast<int>(o);
+    outputs[config.output_columns[o]] = r.IsNull(i, c) ? json(nullptr) : json(r.Get<double>(i, c));
+  }
+  data["outputs"] = outputs;
+  e.frame =
+      fmt::format("id: {}\ndata: {}\n\n", e.pos.ToString(), data.dump(-1, ' ', false, json::error_handler_t::replace));
+  return e;
+}
+
+bool EventHub::Impl::Send(Subscriber& s, const Event& e) {
+  s.pos = e.pos;
+  if (s.client && e.client != s.client) return true;
+  return s.sink->Write(e.frame);
+}
+
+// New events to the live subscribers; those whose connection is gone are dropped,
+// those that read slower than events come fall back to catching up from the table
+// (at their own pace: memory per subscriber stays bounded).
+void EventHub::Impl::Deliver(const std::vector<Event>& events) {
+  std::lock_guard lock(mutex);
+  std::erase_if(subscribers, [&](const std::shared_ptr<Subscriber>& s) {
+    if (!s->live) return false;
+    if (s->sink->backlog() > kPaceBytes) {
+      s->live = false;
+      return false;
+    }
+    for (const auto& e : events) {
+      if (!Send(*s, e)) return true;
+    }
+    return false;
+  });
+}
+
+// Subscribers that resumed: from their position up to the head, then live.
+void EventHub::Impl::CatchUp(postgres::Connection& conn) {
+  std::vector<std::shared_ptr<Subscriber>> behind;
+  {
+    std::lock_guard lock(mutex);
+    for (const auto& s : subscribers) {
+      if (!s->live) behind.push_back(s);
+    }
+  }
+  for (const auto& s : behind) {
+    if (s->sink->backlog() > kPaceBytes) continue;  // not yet: it is still reading
+    const auto events = s->pos < head ? Read(conn, s->pos, head) : std::vector<Event>();
+    bool open = true;
+    for (const auto& e : events) {
+      if (!(open = Send(*s, e))) break;
+    }
+    std::lock_guard lock(mutex);
+    if (!open) {
+      std::erase(subscribers, s);
+    } else if (events.size() < static_cast<size_t>(options.read_rows)) {
+      s->live = true;  // the head cannot move meanwhile: only this thread moves it
+    }
+  }
+}
+
+void EventHub::Impl::Heartbeat() {
+  if (Clock::now() - last_heartbeat < options.heartbeat) return;
+  last_heartbeat = Clock::now();
+  std::lock_guard lock(mutex);
+  std::erase_if(subscribers, [](const std::shared_ptr<Subscriber>& s) { return !s->sink->Write(":\n\n"); });
+}
+
+// One round: wait for a notification (or the poll interval; 5 ms while notified
+// events are still behind the horizon), read what is new, catch up, heartbeat.
+void EventHub::Impl::Step(postgres::Connection& conn) {
+  const auto wait = pending_keys > 0 ? std::chrono::milliseconds(5) : options.poll;
+  for (const auto& n : conn.WaitForNotifications(wait)) {
+    pending_keys += 1 + static_cast<int64_t>(std::count(n.payload.begin(), n.payload.end(), ','));
+  }
+  while (true) {
+    const auto events = Read(conn, head, kEnd);
+    if (events.empty()) break;
+    head = events.back().pos;
+    pending_keys -= static_cast<int64_t>(events.size());
+    last_progress = Clock::now();
+    Deliver(events);
+    if (events.size() < static_cast<size_t>(options.read_rows)) break;
+  }
+  // Events of other processes' batches from before this one started, or counts that
+  // do not add up: stop hurrying after a second without progress.
+  if (pending_keys < 0 || Clock::now() - last_progress > std::chrono::seconds(1)) pending_keys = 0;
+  CatchUp(conn);
+  Heartbeat();
+}
+
+void EventHub::Impl::Run() {
+  std::unique_ptr<postgres::Connection> conn;
+  while (!stop.load()) {
+    try {
+      if (!conn) conn = Connect();
+      Step(*conn);
+    } catch (const Error& e) {
+      spdlog::warn("result events: {}; reconnecting", e.what());
+      conn.reset();
+      for (int i = 0; i < 50 && !stop.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+}
+
+EventHub::EventHub(const pipeline::PipelineConfig& config, std::string conninfo, EventHubOptions options)
+    : impl_(std::make_unique<Impl>(config, std::move(conninfo), options)) {}
+
+EventHub::~EventHub() {
+  Stop();
+}
+
+void EventHub::Start() {
+  auto& s = *impl_;
+  if (s.thread.joinable()) return;
+  // The head: the newest event no later commit can precede.
+  auto conn = s.Connect();
+  auto r =
+      conn->Exec(fmt::format("SELECT e.txid::text, e.id, cardinality(e.keys) FROM {} e "
+                             "WHERE e.txid < pg_snapshot_xmin(pg_current_snapshot()) "
+                             "ORDER BY e.txid DESC, e.id DESC LIMIT 1",
+                             QuoteIdentifier(s.names.events)));
+  if (r.rows() == 1) {
+    s.head = {std::stoull(r.Get<std::string>(0, 0)), r.Get<int64_t>(0, 1), r.Get<int64_t>(0, 2)};
+  }
+  s.last_progress = s.last_heartbeat = Clock::now();
+  s.thread = std::thread([&s] { s.Run(); });
+}
+
+void EventHub::Stop() {
+  auto& s = *impl_;
+  s.stop = true;
+  if (s.thread.joinable()) s.thread.join();
+  std::lock_guard lock(s.mutex);
+  for (const auto& sub : s.subscribers) sub->sink->Close();
+  s.subscribers.clear();
+}
+
+bool EventHub::Subscribe(std::shared_ptr<StreamSink> sink, std::optional<std::string> client,
+                         std::optional<EventPosition> after) {
+  auto& s = *impl_;
+  auto sub = std::make_shared<Subscriber>();
+  sub->sink = std::move(sink);
+  sub->client = std::move(client);
+  sub->live = !after.has_value();
+  if (after) sub->pos = *after;
+  std::lock_guard lock(s.mutex);
+  if (s.subscribers.size() >= s.options.max_subscribers || s.stop.load()) return false;
+  s.subscribers.push_back(std::move(sub));
+  return true;
+}
+
+size_t EventHub::subscribers() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->subscribers.size();
+}
+
+size_t EventHub::max_subscribers() const {
+  return impl_->options.max_subscribers;
+}
+
+}  // namespace runnel::server
