@@ -7,9 +7,13 @@
 #   (b) NDJSON bulk, 1,000 records per POST, 8 connections, 10 s: the same two ways
 #   (c) ?wait round trip at a steady 1,000 requests/s for 20 s (open loop)
 #   (d) the same while a new model version is pushed every 2 s (model swaps)
+#   (e) 1,000 SSE subscribers (GET .../events?client=i, one per client) while rows are
+#       inserted by SQL at SSE_RATE (default 10,000) requests/s and served, 20 s:
+#       event latency from the result's commit, every request arriving exactly once
 # OLD_BUILD=dir also runs (a) and (b) with the runnel binary of that build directory
 # (e.g. the code before a change), alternating which goes first in each of ROUNDS
-# rounds (default 1); AB_ONLY=1 skips (c) and (d).
+# rounds (default 1); AB_ONLY=1 runs (a) and (b) only; SSE_ONLY=1 runs (e) only;
+# WORKERS="2" or "0" runs one mode of (a) and (b) only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 P=examples/needs/pipeline.toml
@@ -71,12 +75,21 @@ ab() {  # ab WORKERS BINARY LABEL: (a) and (b) with one binary
   echo "   (records/s = 1,000 x Requests/sec)"
   stop
 }
+sse() {
+  echo "== (e) 1,000 SSE subscribers, one per client, while ${SSE_RATE:-10000} requests/s are inserted and served, 20 s"
+  fresh_db; serve 2
+  "$B/bench/sse_bench" --port $PORT --db "$URL" --subscribers 1000 --rate "${SSE_RATE:-10000}" --seconds 20
+  psql "$URL" -qAt -c "SELECT 'served: ' || count(*) FROM runnel_needs_results"
+  stop
+}
+if [ -n "${SSE_ONLY:-}" ]; then sse; exit 0; fi
+
 binaries=("$RUNNEL")
 [ -n "${OLD_BUILD:-}" ] && binaries+=("$OLD_BUILD/src/runnel")
 for round in $(seq "${ROUNDS:-1}"); do
   order=("${binaries[@]}")
   if [ $((round % 2)) -eq 0 ] && [ ${#binaries[@]} -eq 2 ]; then order=("${binaries[1]}" "${binaries[0]}"); fi
-  for workers in 2 0; do
+  for workers in ${WORKERS:-2 0}; do
     label=$([ "$workers" = 0 ] && echo "API only (--workers 0)" || echo "serving, 2 workers")
     for binary in "${order[@]}"; do ab "$workers" "$binary" "$label"; done
   done
@@ -106,3 +119,5 @@ psql "$URL" -qAt -c "SELECT 'model versions that served: ' || count(DISTINCT mod
                       || count(*) || ', not done: ' || count(*) FILTER (WHERE status <> 'done')
                       FROM runnel_needs_results"
 stop
+
+sse

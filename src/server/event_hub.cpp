@@ -69,7 +69,8 @@ std::string ReadSql(const pipeline::PipelineConfig& config, const pipeline::Sche
   const std::string client =
       config.client_column.empty() ? "NULL::text" : fmt::format("s.{}::text", QuoteIdentifier(config.client_column));
   return fmt::format(
-      "SELECT e.txid::text AS txid, e.id, k.ord, k.key, r.status, r.error, r.model_version, {client} AS client"
+      "SELECT e.txid::text AS txid, e.id, k.ord, k.key, r.status, r.error, r.model_version, {client} AS client, "
+      "to_char(r.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS finished_at"
       "{outputs} FROM {events} e CROSS JOIN LATERAL unnest(e.keys) WITH ORDINALITY AS k(key, ord) "
       "LEFT JOIN {results} r ON r.key = k.key LEFT JOIN {table} s ON s.{key} = k.key "
       "WHERE (e.txid, e.id) >= ($1::xid8, $2) AND (e.txid, e.id, k.ord) > ($1::xid8, $2, $3) "
@@ -81,8 +82,8 @@ std::string ReadSql(const pipeline::PipelineConfig& config, const pipeline::Sche
 }
 
 // Column positions of ReadSql's rows.
-constexpr int kTxid = 0, kId = 1, kOrd = 2, kKey = 3, kStatus = 4, kError = 5, kVersion = 6, kClient = 7,
-              kFirstOutput = 8;
+constexpr int kTxid = 0, kId = 1, kOrd = 2, kKey = 3, kStatus = 4, kError = 5, kVersion = 6, kClient = 7, kFinished = 8,
+              kFirstOutput = 9;
 
 }  // namespace
 
@@ -113,8 +114,24 @@ struct EventHub::Impl {
   void Deliver(const std::vector<Event>& events);
   void CatchUp(postgres::Connection& conn);
   void Heartbeat();
+  EventPosition ReadHead(postgres::Connection& conn) const;
+  size_t subscribers_count() const {
+    std::lock_guard lock(mutex);
+    return subscribers.size();
+  }
   static bool Send(Subscriber& s, const Event& e);
 };
+
+// The newest event no later commit can precede.
+EventPosition EventHub::Impl::ReadHead(postgres::Connection& conn) const {
+  auto r =
+      conn.Exec(fmt::format("SELECT e.txid::text, e.id, cardinality(e.keys) FROM {} e "
+                            "WHERE e.txid < pg_snapshot_xmin(pg_current_snapshot()) "
+                            "ORDER BY e.txid DESC, e.id DESC LIMIT 1",
+                            QuoteIdentifier(names.events)));
+  if (r.rows() == 0) return {};
+  return {std::stoull(r.Get<std::string>(0, 0)), r.Get<int64_t>(0, 1), r.Get<int64_t>(0, 2)};
+}
 
 std::unique_ptr<postgres::Connection> EventHub::Impl::Connect() const {
   auto conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo));
@@ -156,6 +173,7 @@ Event EventHub::Impl::ToEvent(const postgres::Result& r, int i) const {
     outputs[config.output_columns[o]] = r.IsNull(i, c) ? json(nullptr) : json(r.Get<double>(i, c));
   }
   data["outputs"] = outputs;
+  data["finished_at"] = text_or_null(kFinished);
   e.frame =
       fmt::format("id: {}\ndata: {}\n\n", e.pos.ToString(), data.dump(-1, ' ', false, json::error_handler_t::replace));
   return e;
@@ -221,8 +239,20 @@ void EventHub::Impl::Heartbeat() {
 // events are still behind the horizon), read what is new, catch up, heartbeat.
 void EventHub::Impl::Step(postgres::Connection& conn) {
   const auto wait = pending_keys > 0 ? std::chrono::milliseconds(5) : options.poll;
-  for (const auto& n : conn.WaitForNotifications(wait)) {
+  const auto notifications = conn.WaitForNotifications(wait);
+  for (const auto& n : notifications) {
     pending_keys += 1 + static_cast<int64_t>(std::count(n.payload.begin(), n.payload.end(), ','));
+  }
+  // Nobody listens: only move the head (one index probe) instead of reading the
+  // events (which joins results and rows). A subscriber that comes is live from the
+  // head, so nothing committed after it subscribed is missed.
+  if (subscribers_count() == 0) {
+    pending_keys = 0;
+    if (notifications.empty()) return;
+    const auto newest = ReadHead(conn);
+    // Someone subscribed while it was read: keep the older head (it may see a few
+    // events from before it came, never miss one) and serve it below.
+    if (subscribers_count() == 0) return void(head = newest);
   }
   while (true) {
     const auto events = Read(conn, head, kEnd);

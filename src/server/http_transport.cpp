@@ -283,13 +283,58 @@ class Session : public std::enable_shared_from_this<Session> {
     const Lane lane = ex_->route->LaneFor(ex_->request);
     auto run = [self = shared_from_this()] {
       Router::Run(*self->ex_->route, self->ex_->request, self->ex_->response, self->ex_->params);
-      net::post(self->stream_.get_executor(), [self] { self->Write(); });
+      self->AfterHandler(false);
     };
     switch (lane) {
-      case Lane::kInline: Router::Run(*ex_->route, ex_->request, ex_->response, ex_->params); return Write();
+      case Lane::kInline: Router::Run(*ex_->route, ex_->request, ex_->response, ex_->params); return AfterHandler(true);
       case Lane::kHandler: return net::post(t_->handler_pool, std::move(run));
       case Lane::kWait: return net::post(t_->wait_pool, std::move(run));
     }
+  }
+
+  // The reply a handler deferred, given later from any thread.
+  class Deferred final : public Responder {
+   public:
+    explicit Deferred(std::shared_ptr<Session> session) : session_(std::move(session)) {}
+    ~Deferred() override {
+      HttpResponse res;
+      ReplyError(res, {500, "internal error: the handler gave no reply"});
+      Give(std::move(res));
+    }
+    void Send(HttpResponse response) override { Give(std::move(response)); }
+
+   private:
+    void Give(HttpResponse response) {
+      if (sent_.exchange(true)) return;
+      net::post(session_->stream_.get_executor(), [s = session_, r = std::move(response)]() mutable {
+        s->ex_->response = std::move(r);
+        s->Write();
+      });
+    }
+    std::shared_ptr<Session> session_;
+    std::atomic<bool> sent_{false};
+  };
+
+  // After the handler ran (on the strand when `on_strand`): reply now, or hand the
+  // deferred step its responder (ex_ is not touched once it has it).
+  void AfterHandler(bool on_strand) {
+    if (auto deferred = std::move(ex_->response.deferred)) {
+      ex_->response.deferred = nullptr;
+      HttpRequest named;  // for the log: ex_ may be gone once the responder answered
+      named.method = ex_->request.method;
+      named.path = ex_->request.path;
+      auto responder = std::make_shared<Deferred>(shared_from_this());
+      try {
+        deferred(responder);
+      } catch (...) {
+        HttpResponse error;
+        ReplyException(error, std::current_exception(), named);
+        responder->Send(std::move(error));  // ignored when it had answered
+      }
+      return;
+    }
+    if (on_strand) return Write();
+    net::post(stream_.get_executor(), [self = shared_from_this()] { self->Write(); });
   }
 
   // 503 with Retry-After: a limit shared by all clients is reached.
@@ -430,10 +475,13 @@ class Session : public std::enable_shared_from_this<Session> {
     response_.emplace();  // for Record's byte count
     Record();
     Done();
+    // The read that notices the client leaving starts first, with no deadline: a
+    // pending read keeps the expiry it started with (the writes' deadlines below must
+    // not become its own).
     stream_.expires_never();
     sink_ = std::make_shared<Sink>(weak_from_this(), stream_.get_executor());
-    QueueOut(std::move(head), /*counted=*/false);
     WatchClose();
+    QueueOut(std::move(head), /*counted=*/false);
     stream->Start(sink_);
   }
 

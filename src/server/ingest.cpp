@@ -15,6 +15,7 @@ Ingestor::Ingestor(const pipeline::PipelineConfig& config, std::string conninfo,
                    size_t max_group_records)
     : config_(config), conninfo_(std::move(conninfo)), direct_(conninfo_), max_group_records_(max_group_records) {
   for (size_t i = 0; i < std::max<size_t>(1, threads); ++i) threads_.emplace_back([this] { Run(); });
+  for (size_t i = 0; i < kDirectThreads; ++i) threads_.emplace_back([this] { RunDirect(); });
 }
 
 Ingestor::~Ingestor() {
@@ -27,32 +28,63 @@ void Ingestor::Stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  direct_cv_.notify_all();
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
   }
 }
 
-std::vector<int64_t> Ingestor::Insert(std::vector<std::string> columns, std::vector<nlohmann::json> records) {
+void Ingestor::Submit(std::vector<std::string> columns, std::vector<nlohmann::json> records, Done done) {
   auto submission = std::make_unique<Submission>();
-  if (records.size() >= kDirectRecords) {
-    submission->columns = std::move(columns);
-    submission->records = std::move(records);
-    auto lease = direct_.Acquire();
-    postgres::Transaction tx(*lease);
-    auto keys = InsertGroup(*lease, submission->columns, {submission.get()});
-    tx.Commit();
-    return keys;
-  }
+  const bool direct = records.size() >= kDirectRecords;
   submission->columns = std::move(columns);
   submission->records = std::move(records);
-  auto future = submission->done.get_future();
+  submission->done = std::move(done);
   {
     std::lock_guard lock(mutex_);
     if (stopping_) throw Error(ErrorCode::Unavailable, "the server is shutting down");
-    waiting_.push_back(std::move(submission));
+    (direct ? direct_waiting_ : waiting_).push_back(std::move(submission));
   }
-  cv_.notify_one();
+  (direct ? direct_cv_ : cv_).notify_one();
+}
+
+std::vector<int64_t> Ingestor::Insert(std::vector<std::string> columns, std::vector<nlohmann::json> records) {
+  std::promise<std::vector<int64_t>> promise;
+  auto future = promise.get_future();
+  Submit(std::move(columns), std::move(records), [&promise](std::vector<int64_t> keys, std::exception_ptr error) {
+    if (error) {
+      promise.set_exception(error);
+    } else {
+      promise.set_value(std::move(keys));
+    }
+  });
   return future.get();
+}
+
+// Large submissions, one at a time per thread, each in its own transaction.
+void Ingestor::RunDirect() {
+  while (true) {
+    std::unique_ptr<Submission> s;
+    {
+      std::unique_lock lock(mutex_);
+      direct_cv_.wait(lock, [&] { return stopping_ || !direct_waiting_.empty(); });
+      if (direct_waiting_.empty()) return;  // stopping, nothing left
+      s = std::move(direct_waiting_.front());
+      direct_waiting_.pop_front();
+    }
+    std::vector<int64_t> keys;
+    std::exception_ptr error;
+    try {
+      // Not retried on a lost connection: the commit may have happened.
+      auto lease = direct_.Acquire();
+      postgres::Transaction tx(*lease);
+      keys = InsertGroup(*lease, s->columns, {s.get()});
+      tx.Commit();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    s->done(std::move(keys), error);
+  }
 }
 
 const std::string& Ingestor::KeySequence(postgres::Connection& conn) {
@@ -159,7 +191,7 @@ void Ingestor::Run() {
       if (!conn || !conn->IsAlive())
         conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
     } catch (...) {
-      for (auto& s : batch) s->done.set_exception(std::current_exception());
+      for (auto& s : batch) s->done({}, std::current_exception());
       continue;
     }
     std::map<Submission*, std::vector<int64_t>> keys;
@@ -181,15 +213,15 @@ void Ingestor::Run() {
     } catch (const postgres::DatabaseError& e) {
       if (e.IsConnectionLost()) {
         conn.reset();
-        for (auto& s : batch) s->done.set_exception(std::current_exception());
+        for (auto& s : batch) s->done({}, std::current_exception());
         continue;
       }
     } catch (...) {
-      for (auto& s : batch) s->done.set_exception(std::current_exception());
+      for (auto& s : batch) s->done({}, std::current_exception());
       continue;
     }
     if (grouped_ok) {
-      for (auto& s : batch) s->done.set_value(std::move(keys[s.get()]));
+      for (auto& s : batch) s->done(std::move(keys[s.get()]), nullptr);
       continue;
     }
     // Someone's records broke the shared statement: each submission on its own.
@@ -200,9 +232,9 @@ void Ingestor::Run() {
         postgres::Transaction tx(*conn);
         auto own = InsertGroup(*conn, s->columns, {s.get()});
         tx.Commit();
-        s->done.set_value(std::move(own));
+        s->done(std::move(own), nullptr);
       } catch (...) {
-        s->done.set_exception(std::current_exception());
+        s->done({}, std::current_exception());
       }
     }
   }

@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <future>
 #include <map>
+#include <mutex>
 
 #include "api.hpp"
 #include "runnel/pipeline/replay.hpp"
@@ -81,8 +83,11 @@ class RequestsResource {
   void List(const HttpRequest& req, HttpResponse& res, const PathParams& m);
 
  private:
+  using KeysDone = std::function<void(std::vector<int64_t> ids, std::exception_ptr error)>;
   void Validate(json& record, size_t index, Problems& problems) const;
+  void Submit(std::vector<json> records, KeysDone done);
   std::vector<int64_t> Insert(std::vector<json> records);
+  void SubmitLater(std::vector<json> records, bool single, const HttpRequest& req, HttpResponse& res);
   bool WaitFor(const std::vector<int64_t>& ids, std::chrono::milliseconds wait);
   std::string OutputSelect() const;
   std::map<int64_t, json> Fetch(postgres::Connection& conn, const std::vector<int64_t>& keys,
@@ -121,25 +126,55 @@ void RequestsResource::Validate(json& record, size_t index, Problems& problems) 
   }
 }
 
-// One submission per column set (omitted columns take their defaults); the keys in
-// the records' order.
-std::vector<int64_t> RequestsResource::Insert(std::vector<json> records) {
+// One submission per column set (omitted columns take their defaults); `done` gets
+// the keys in the records' order, or the first error, once every group committed.
+void RequestsResource::Submit(std::vector<json> records, KeysDone done) {
   std::map<std::vector<std::string>, std::vector<size_t>> by_columns;
   for (size_t i = 0; i < records.size(); ++i) {
     std::vector<std::string> cols;
     for (const auto& [field, value] : records[i].items()) cols.push_back(field);
     by_columns[cols].push_back(i);
   }
-  std::vector<int64_t> ids(records.size());
+  struct Join {
+    std::mutex mutex;
+    std::vector<int64_t> ids;
+    size_t remaining;
+    std::exception_ptr error;
+    KeysDone done;
+  };
+  auto join = std::make_shared<Join>();
+  join->ids.resize(records.size());
+  join->remaining = by_columns.size();
+  join->done = std::move(done);
   for (auto& [cols, members] : by_columns) {
     std::vector<json> group;
     group.reserve(members.size());
     for (size_t i : members) group.push_back(std::move(records[i]));
-    auto keys = api_.ingestor->Insert(cols, std::move(group));
-    if (keys.size() != members.size()) throw HttpError{500, "the database returned fewer keys than records"};
-    for (size_t j = 0; j < members.size(); ++j) ids[members[j]] = keys[j];
+    api_.ingestor->Submit(
+        cols, std::move(group), [join, members = members](std::vector<int64_t> keys, std::exception_ptr error) {
+          std::unique_lock lock(join->mutex);
+          if (!error && keys.size() != members.size())
+            error = std::make_exception_ptr(HttpError{500, "the database returned fewer keys than records"});
+          if (error && !join->error) join->error = error;
+          for (size_t j = 0; !error && j < members.size(); ++j) join->ids[members[j]] = keys[j];
+          if (--join->remaining > 0) return;
+          lock.unlock();
+          join->done(std::move(join->ids), join->error);
+        });
   }
-  return ids;
+}
+
+std::vector<int64_t> RequestsResource::Insert(std::vector<json> records) {
+  std::promise<std::vector<int64_t>> promise;
+  auto future = promise.get_future();
+  Submit(std::move(records), [&promise](std::vector<int64_t> ids, std::exception_ptr error) {
+    if (error) {
+      promise.set_exception(error);
+    } else {
+      promise.set_value(std::move(ids));
+    }
+  });
+  return future.get();
 }
 
 void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
@@ -155,16 +190,12 @@ void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const Pat
         422, fmt::format("{} invalid field(s); nothing was inserted", problems.size()), {{"errors", problems}}};
   }
   const size_t count = records.size();
+  if (!wait_ms) return SubmitLater(std::move(records), single, req, res);
   const auto ids = Insert(std::move(records));
   if (api_.ctx.metrics != nullptr) api_.ctx.metrics->RecordIngested(count);
   json body;
   body["ids"] = ids;
   if (single) body["id"] = ids.front();
-  if (!wait_ms) {
-    body["status"] = "queued";
-    Reply(res, 202, body);
-    return;
-  }
   const bool complete = WaitFor(ids, std::chrono::milliseconds(*wait_ms));
   auto found = api_.pool.Run([&](postgres::Connection& conn) { return Fetch(conn, ids, true); });
   json results = json::array();
@@ -172,6 +203,32 @@ void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const Pat
   body["results"] = results;
   if (single) body["result"] = results.front();
   Reply(res, complete ? 200 : 202, body);
+}
+
+// Without ?wait: answered once the group commit has the keys, no thread waiting.
+void RequestsResource::SubmitLater(std::vector<json> records, bool single, const HttpRequest& req, HttpResponse& res) {
+  auto shared = std::make_shared<std::vector<json>>(std::move(records));
+  HttpRequest named;  // for the log
+  named.method = req.method;
+  named.path = req.path;
+  res.deferred = [this, shared, single, named](std::shared_ptr<Responder> responder) {
+    const size_t count = shared->size();
+    Submit(std::move(*shared),
+           [this, responder, single, count, named](std::vector<int64_t> ids, std::exception_ptr error) {
+             HttpResponse reply;
+             if (error) {
+               ReplyException(reply, error, named);
+             } else {
+               if (api_.ctx.metrics != nullptr) api_.ctx.metrics->RecordIngested(count);
+               json body;
+               body["ids"] = ids;
+               if (single) body["id"] = ids.front();
+               body["status"] = "queued";
+               Reply(reply, 202, body);
+             }
+             responder->Send(std::move(reply));
+           });
+  };
 }
 
 // Waits for every key's result: woken by this process's workers, re-checking the
@@ -401,6 +458,9 @@ void AddRequestRoutes(Router& router, Api& api) {
   auto bind = [&resource](auto method) { return Bind(resource, method); };
   RouteOptions post;
   post.wait_on_query = true;
+  // Without ?wait the handler parses, validates and hands over: small bodies on the
+  // I/O thread itself; large ones (parsing takes long) on the handler pool.
+  post.inline_max_body = 64 << 10;
   router.Add("POST", "/v1/pipelines/{p}/requests", bind(&RequestsResource::Post), post);
   router.Add("GET", "/v1/pipelines/{p}/requests", bind(&RequestsResource::List));
   router.Add("GET", "/v1/pipelines/{p}/requests/{id}", bind(&RequestsResource::Get));

@@ -38,6 +38,7 @@ bool Match(const Route& route, const std::vector<std::string>& segments, PathPar
 
 Lane Route::LaneFor(const HttpRequest& req) const {
   if (options.wait_on_query && req.Query("wait")) return Lane::kWait;
+  if (options.inline_max_body > 0 && req.body.size() <= options.inline_max_body) return Lane::kInline;
   return options.lane;
 }
 
@@ -76,18 +77,28 @@ const Route* Router::Find(const HttpRequest& req, PathParams& params, std::strin
   return nullptr;
 }
 
-void Router::Run(const Route& route, const HttpRequest& req, HttpResponse& res, const PathParams& params) {
+void ReplyException(HttpResponse& res, std::exception_ptr error, const HttpRequest& req) {
+  res.deferred = nullptr;
+  res.stream = nullptr;
   try {
-    route.handler(req, res, params);
+    std::rethrow_exception(error);
   } catch (const HttpError& e) {
     ReplyError(res, e);
   } catch (const Error& e) {
-    const HttpError error = FromError(e);
-    if (error.status >= 500) spdlog::warn("http {} {}: {}", req.method, req.path, e.what());
-    ReplyError(res, error);
+    const HttpError mapped = FromError(e);
+    if (mapped.status >= 500) spdlog::warn("http {} {}: {}", req.method, req.path, e.what());
+    ReplyError(res, mapped);
   } catch (const std::exception& e) {
     spdlog::error("http {} {}: {}", req.method, req.path, e.what());
     ReplyError(res, {500, fmt::format("internal error: {}", e.what())});
+  }
+}
+
+void Router::Run(const Route& route, const HttpRequest& req, HttpResponse& res, const PathParams& params) {
+  try {
+    route.handler(req, res, params);
+  } catch (...) {
+    ReplyException(res, std::current_exception(), req);
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <sys/resource.h>
 
 #include <fmt/format.h>
 
@@ -44,6 +45,14 @@ INSERT INTO products VALUES (1, 0, 1, 0.55, 'balanced'), (2, 1, 0, 0.3, 'income'
 constexpr const char* kRecord =
     R"({"client_id": 7, "age": 40, "gender": 1, "family_members": 2, "financial_education": 0.5, "income": 50,
         "wealth": 100, "income_investment": 1, "accumulation_investment": 0})";
+
+// Tests holding hundreds of connections: each is a socket here and one in the server.
+inline void RaiseFileLimit() {
+  rlimit limit{};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  limit.rlim_cur = limit.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &limit);
+}
 
 inline bool Eventually(const std::function<bool()>& condition,
                        std::chrono::milliseconds within = std::chrono::seconds(20)) {

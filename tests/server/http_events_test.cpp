@@ -24,6 +24,7 @@ using nlohmann::json;
 using postgres::Params;
 using test::Eventually;
 using test::HttpApiTest;
+using test::RaiseFileLimit;
 using Clock = std::chrono::steady_clock;
 
 // One SSE subscription over a raw socket; frames are parsed as they arrive.
@@ -130,13 +131,6 @@ bool PumpUntil(std::vector<std::unique_ptr<SseClient>>& clients, const std::func
     }
   }
   return done();
-}
-
-void RaiseFileLimit() {
-  rlimit limit{};
-  ::getrlimit(RLIMIT_NOFILE, &limit);
-  limit.rlim_cur = limit.rlim_max;
-  ::setrlimit(RLIMIT_NOFILE, &limit);
 }
 
 class HttpEventsTest : public HttpApiTest {

@@ -26,6 +26,7 @@ using postgres::Params;
 using test::Eventually;
 using test::HttpApiTest;
 using test::kRecord;
+using test::RaiseFileLimit;
 using Clock = std::chrono::steady_clock;
 
 double MillisSince(Clock::time_point start) {
@@ -111,14 +112,6 @@ int StatusOf(const std::string& response) {
 
 std::string Get(const std::string& path) {
   return fmt::format("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", path);
-}
-
-// 500 connections each hold an open socket on the server and a test socket.
-void RaiseFileLimit() {
-  rlimit limit{};
-  ::getrlimit(RLIMIT_NOFILE, &limit);
-  limit.rlim_cur = limit.rlim_max;
-  ::setrlimit(RLIMIT_NOFILE, &limit);
 }
 
 class HttpLimitsTest : public HttpApiTest {

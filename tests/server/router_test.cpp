@@ -2,6 +2,7 @@
 // and the body parsers (records, multipart).
 #include <gtest/gtest.h>
 
+#include "runnel/server/event_hub.hpp"
 #include "runnel/server/http_message.hpp"
 #include "runnel/server/request_body.hpp"
 #include "runnel/server/router.hpp"
@@ -162,6 +163,25 @@ TEST(RequestBodyTest, MultipartPartsAndMalformedBodies) {
            {type, "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\nno blank line\r\n--XyZ--"},
            {type, "--XyZjunk"}}) {
     EXPECT_EQ(StatusOf([&] { ParseMultipart(bad_body, bad_type); }), 400) << bad_body;
+  }
+}
+
+}  // namespace
+}  // namespace runnel::server
+
+namespace runnel::server {
+namespace {
+
+TEST(EventPositionTest, IdsRoundTripAndOrderAndMalformedOnesAreRefused) {
+  const EventPosition pos{1042, 17, 3};
+  EXPECT_EQ(pos.ToString(), "1042-17-3");
+  EXPECT_EQ(EventPosition::Parse("1042-17-3"), pos);
+  EXPECT_LT((EventPosition{1042, 17, 3}), (EventPosition{1042, 18, 1}));
+  EXPECT_LT((EventPosition{1042, 17, 3}), (EventPosition{1043, 1, 1}));
+  EXPECT_EQ(EventPosition::Parse("18446744073709551615-9223372036854775807-1")->txid, 18446744073709551615ull);
+  for (const char* bad :
+       {"", "1-2", "1-2-3-4", "1--2-3", "-1-2-3", "1-2-x", "1-2-3 ", "a-b-c", "1-2-", "18446744073709551616-1-1"}) {
+    EXPECT_FALSE(EventPosition::Parse(bad)) << bad;
   }
 }
 

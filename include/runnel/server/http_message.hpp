@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -57,6 +58,17 @@ class ResponseStream {
   virtual void Start(std::shared_ptr<StreamSink> sink) = 0;
 };
 
+struct HttpResponse;
+
+// The transport's end of a reply that a handler gives later, after an asynchronous
+// step (a group commit). Send once, from any thread; a responder dropped without
+// sending answers 500.
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual void Send(HttpResponse response) = 0;
+};
+
 struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
@@ -65,6 +77,9 @@ struct HttpResponse {
   // Set by a handler to stream the body instead (no Content-Length; the connection
   // closes when the stream ends).
   std::shared_ptr<ResponseStream> stream;
+  // Set by a handler that answers later: the transport calls it (once, on the
+  // handler's thread, after the handler returned) with the responder to answer by.
+  std::function<void(std::shared_ptr<Responder>)> deferred;
 
   void SetHeader(std::string name, std::string value) { headers.emplace_back(std::move(name), std::move(value)); }
 };

@@ -1,9 +1,10 @@
 // Inserting API records into the pipeline's source table. Small submissions use group
-// commit: HTTP threads hand over validated records and block; an ingest thread inserts
-// everything waiting in one transaction and one commit, then hands back each
-// submission's keys. Large submissions (bulk NDJSON) are inserted by the calling
-// thread on a connection of its own, so several run in parallel. Either way the rows
-// take the same durable path as any other insert (capture trigger, queue, workers).
+// commit: handlers hand over validated records without waiting; an ingest thread
+// inserts everything waiting in one transaction and one commit, then hands each
+// submission its keys (a callback). Large submissions (bulk NDJSON) are inserted by
+// direct threads, each on a connection of its own, so several run in parallel. Either
+// way the rows take the same durable path as any other insert (capture trigger,
+// queue, workers).
 //
 // Rows are written with COPY when the key column has a sequence (keys are taken from
 // it first, so they are known without RETURNING); otherwise with INSERT ... SELECT
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -39,14 +41,22 @@ class Ingestor {
   Ingestor(const Ingestor&) = delete;
   Ingestor& operator=(const Ingestor&) = delete;
 
+  // Called once with the new rows' keys in order (error null), or with the error:
+  // DatabaseError (the submission was not inserted, or for a lost connection during
+  // commit, possibly was). Runs on an ingest thread: it must be quick.
+  using Done = std::function<void(std::vector<int64_t> keys, std::exception_ptr error)>;
+
   // `columns`: the columns every record sets, sorted; `records`: JSON objects with
-  // exactly those keys, validated against the table. Returns the new rows' keys, in
-  // order, once committed. Throws DatabaseError (the submission was not inserted, or
-  // for a lost connection during commit, possibly was), Error(Unavailable) after Stop().
+  // exactly those keys, validated against the table. Never blocks; `done` runs once
+  // committed. Throws Error(Unavailable) after Stop() (`done` is then not called).
+  void Submit(std::vector<std::string> columns, std::vector<nlohmann::json> records, Done done);
+  // Submit, waiting: returns the keys or throws the error.
   std::vector<int64_t> Insert(std::vector<std::string> columns, std::vector<nlohmann::json> records);
 
-  // Submissions of at least this many records skip the group and insert directly.
+  // Submissions of at least this many records skip the group and insert directly,
+  // on this many threads.
   static constexpr size_t kDirectRecords = 256;
+  static constexpr size_t kDirectThreads = 8;
 
   void Stop();
 
@@ -54,9 +64,10 @@ class Ingestor {
   struct Submission {
     std::vector<std::string> columns;
     std::vector<nlohmann::json> records;
-    std::promise<std::vector<int64_t>> done;
+    Done done;
   };
   void Run();
+  void RunDirect();
   std::vector<int64_t> InsertGroup(postgres::Connection& conn, const std::vector<std::string>& columns,
                                    const std::vector<Submission*>& group);
   // The key column's sequence, looked up once ("" when it has none).
@@ -70,7 +81,9 @@ class Ingestor {
   size_t max_group_records_;
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<std::unique_ptr<Submission>> waiting_;
+  std::deque<std::unique_ptr<Submission>> waiting_;         // grouped; guarded by mutex_
+  std::deque<std::unique_ptr<Submission>> direct_waiting_;  // large; guarded by mutex_
+  std::condition_variable direct_cv_;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

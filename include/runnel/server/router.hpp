@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <string>
 #include <vector>
@@ -29,6 +30,9 @@ struct RouteOptions {
   size_t max_body_bytes = 0;  // 0: the transport's default
   Lane lane = Lane::kHandler;
   bool wait_on_query = false;  // kWait when the request has ?wait=
+  // Otherwise kInline when the body is at most this long (0: never): the handler only
+  // parses and hands over (it must not block), cheaper than a thread hop.
+  size_t inline_max_body = 0;
 };
 
 struct Route {
@@ -44,6 +48,9 @@ struct Route {
 // Maps Runnel's errors to statuses: the client's mistakes are 4xx, never 500;
 // transient database failures are 503.
 HttpError FromError(const Error& error);
+// The error reply for an exception a handler threw (HttpError as thrown, Error by
+// FromError, anything else 500 and logged).
+void ReplyException(HttpResponse& res, std::exception_ptr error, const HttpRequest& req);
 
 class Router {
  public:
