@@ -46,7 +46,7 @@ Api::Api(HttpOptions o, ServingContext c)
       ctx(std::move(c)),
       config(*ctx.config),
       names(pipeline::NamesFor(config)),
-      pool(ctx.conninfo, options.handler_threads) {}
+      pool(ctx.conninfo, options.handler_threads + options.wait_slots) {}  // each may hold one
 
 namespace {
 
