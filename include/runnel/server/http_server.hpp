@@ -30,7 +30,7 @@ struct HttpOptions {
   std::string token;              // non-empty: every endpoint but /healthz needs "Bearer <token>"
   bool insecure = false;          // allow a non-loopback address without a token
   size_t io_threads = 2;          // socket reading and writing only
-  size_t handler_threads = 16;    // handlers (database work); also the pool's idle connections
+  size_t handler_threads = 16;    // handlers (database work)
   size_t wait_slots = 64;         // requests waiting for results at once (?wait=, model pushes)
   size_t max_connections = 4096;  // beyond: 503 and closed at once
   int head_timeout_ms = 10000;    // idle keep-alive time plus the whole request head
