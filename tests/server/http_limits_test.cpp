@@ -377,6 +377,11 @@ TEST_F(HttpLimitsTest, AccessLogAndContinueAndHeadAndEmptyOptionalBodies) {
   EXPECT_EQ(head->status, 200);
   EXPECT_TRUE(head->body.empty());
   EXPECT_EQ(client_->Post("/v1/pipelines/needs/jobs", "", "application/json")->status, 201);
+  // curl -XPOST without -d: no Content-Length at all, which means no body (not a 400).
+  RawConnection bare(port_);
+  ASSERT_TRUE(bare.Send("POST /v1/models/needs/rollback HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const auto rollback = bare.ReadResponse();
+  EXPECT_EQ(StatusOf(rollback), 409) << rollback;  // one version only: nothing to roll back to
   EXPECT_EQ(client_->Get("/nowhere")->status, 404);
   std::string log;
   ASSERT_TRUE(Eventually([&] {
