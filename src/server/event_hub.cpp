@@ -294,16 +294,8 @@ EventHub::~EventHub() {
 void EventHub::Start() {
   auto& s = *impl_;
   if (s.thread.joinable()) return;
-  // The head: the newest event no later commit can precede.
   auto conn = s.Connect();
-  auto r =
-      conn->Exec(fmt::format("SELECT e.txid::text, e.id, cardinality(e.keys) FROM {} e "
-                             "WHERE e.txid < pg_snapshot_xmin(pg_current_snapshot()) "
-                             "ORDER BY e.txid DESC, e.id DESC LIMIT 1",
-                             QuoteIdentifier(s.names.events)));
-  if (r.rows() == 1) {
-    s.head = {std::stoull(r.Get<std::string>(0, 0)), r.Get<int64_t>(0, 1), r.Get<int64_t>(0, 2)};
-  }
+  s.head = s.ReadHead(*conn);  // fails here, not in the pump, when the events table is missing
   s.last_progress = s.last_heartbeat = Clock::now();
   s.thread = std::thread([&s] { s.Run(); });
 }
