@@ -46,6 +46,18 @@ class Reader {
     return *value;
   }
 
+  // An optional integer key within lo..hi (`unit`, when given, ends the message).
+  std::optional<int64_t> Integer(const toml::table& t, std::string_view path, std::string_view key, int64_t lo,
+                                 int64_t hi, std::string_view unit = "") const {
+    const toml::node* node = t.get(key);
+    if (node == nullptr) return std::nullopt;
+    auto value = node->value<int64_t>();
+    if (!value || *value < lo || *value > hi) {
+      Fail(node, fmt::format("'{}{}' must be {}..{}{}{}", path, key, lo, hi, unit.empty() ? "" : " ", unit));
+    }
+    return value;
+  }
+
   std::vector<std::string> Strings(const toml::table& t, std::string_view path, std::string_view key,
                                    bool required) const {
     const toml::node* node = t.get(key);
@@ -188,11 +200,8 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
     }
     if (auto channel = reader.String(capture, "capture.", "channel", false); !channel.empty())
       config.notify_channel = channel;
-    if (const toml::node* batch = capture.get("max_batch")) {
-      auto value = batch->value<int64_t>();
-      if (!value || *value < 1 || *value > 100000) reader.Fail(batch, "'capture.max_batch' must be 1..100000");
-      config.max_batch = static_cast<size_t>(*value);
-    }
+    if (auto batch = reader.Integer(capture, "capture.", "max_batch", 1, 100000))
+      config.max_batch = static_cast<size_t>(*batch);
     if (const toml::node* sync = capture.get("synchronous_commit")) {
       auto value = sync->value<bool>();
       if (!value || !sync->is_boolean()) reader.Fail(sync, "'capture.synchronous_commit' must be true or false");
@@ -202,23 +211,12 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   if (root.get("serving") != nullptr) {
     const auto& serving = reader.Table(root, "serving", true);
     reader.AllowOnly(serving, "serving.", {"lock_timeout_ms", "max_attempts", "event_retention_s"});
-    if (const toml::node* node = serving.get("lock_timeout_ms")) {
-      auto value = node->value<int64_t>();
-      if (!value || *value < 1 || *value > 3600000)
-        reader.Fail(node, "'serving.lock_timeout_ms' must be 1..3600000 milliseconds");
-      config.lock_timeout_ms = *value;
-    }
-    if (const toml::node* node = serving.get("max_attempts")) {
-      auto value = node->value<int64_t>();
-      if (!value || *value < 1 || *value > 1000) reader.Fail(node, "'serving.max_attempts' must be 1..1000");
-      config.max_attempts = static_cast<int32_t>(*value);
-    }
-    if (const toml::node* node = serving.get("event_retention_s")) {
-      auto value = node->value<int64_t>();
-      if (!value || *value < 1 || *value > 31 * 86400)
-        reader.Fail(node, "'serving.event_retention_s' must be 1..2678400 seconds");
-      config.event_retention_s = *value;
-    }
+    if (auto timeout = reader.Integer(serving, "serving.", "lock_timeout_ms", 1, 3600000, "milliseconds"))
+      config.lock_timeout_ms = *timeout;
+    if (auto attempts = reader.Integer(serving, "serving.", "max_attempts", 1, 1000))
+      config.max_attempts = static_cast<int32_t>(*attempts);
+    if (auto retention = reader.Integer(serving, "serving.", "event_retention_s", 1, 31 * 86400, "seconds"))
+      config.event_retention_s = *retention;
   }
   if (root.get("write_back") != nullptr) {
     const auto& write_back = reader.Table(root, "write_back", true);

@@ -96,5 +96,24 @@ TEST(PipelineConfig, ErrorsNameFileLineAndKey) {
   EXPECT_NE(ErrorFor("name = \n").find("p.toml:1:"), std::string::npos);
 }
 
+TEST(PipelineConfig, RangedIntegersAreReadAndRefusedNamingKeyAndRange) {
+  TempDir dir;
+  WriteFile(dir / "serving.toml",
+            std::string(kValid) + "[serving]\nlock_timeout_ms = 50\nmax_attempts = 3\nevent_retention_s = 60\n");
+  const auto config = LoadPipelineConfig(dir / "serving.toml");
+  EXPECT_EQ(config.lock_timeout_ms, 50);
+  EXPECT_EQ(config.max_attempts, 3);
+  EXPECT_EQ(config.event_retention_s, 60);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"[capture]\nmax_batch = 0\n", "'capture.max_batch' must be 1..100000"},
+      {"[serving]\nlock_timeout_ms = 3600001\n", "'serving.lock_timeout_ms' must be 1..3600000 milliseconds"},
+      {"[serving]\nmax_attempts = \"5\"\n", "'serving.max_attempts' must be 1..1000"},
+      {"[serving]\nevent_retention_s = 0\n", "'serving.event_retention_s' must be 1..2678400 seconds"}};
+  for (const auto& [toml, message] : bad) {
+    const auto error = ErrorFor(std::string(kValid) + toml);
+    EXPECT_NE(error.find(message), std::string::npos) << toml << ": " << error;
+  }
+}
+
 }  // namespace
 }  // namespace runnel::pipeline
