@@ -90,18 +90,10 @@ void CheckInputTypes(const PipelineConfig& config, const std::map<std::string, s
   }
 }
 
-std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config) {
-  const SchemaNames names = NamesFor(config);
-  std::vector<std::string> done;
-  const std::string table = QuoteIdentifier(config.table);
-  const std::string key = QuoteIdentifier(config.key_column);
-  postgres::Transaction tx(conn);
-  conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
-  conn.Exec(
-      "CREATE TABLE IF NOT EXISTS runnel_migrations (pipeline text NOT NULL, version int NOT NULL, "
-      "applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, version))");
+namespace {
 
-  // The source table and every column the pipeline names must exist.
+// The source table and every column the pipeline names must exist, of usable types.
+void CheckSourceTable(postgres::Connection& conn, const PipelineConfig& config) {
   if (config.table.empty()) {
     throw Error(ErrorCode::InvalidInput, fmt::format("{}: [source].table is required to run", config.file.string()));
   }
@@ -127,115 +119,203 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
     throw Error(ErrorCode::InvalidInput, fmt::format("{}: key column '{}' is {}, an integer type is required",
                                                      config.file.string(), config.key_column, key_type));
   }
+}
 
+// Version 1: the queue, results, quota and recommendations tables. Returns what it did.
+std::string CreateTables(postgres::Connection& conn, const SchemaNames& names) {
+  conn.Exec(
+      fmt::format("CREATE TABLE IF NOT EXISTS {} (seq bigserial PRIMARY KEY, key bigint NOT NULL, "
+                  "enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+                  QuoteIdentifier(names.queue)));
+  conn.Exec(fmt::format(
+      "CREATE TABLE IF NOT EXISTS {} (key bigint PRIMARY KEY, "
+      "status text NOT NULL CHECK (status IN ('done', 'throttled', 'failed')), error text, model_version text, "
+      "enqueued_at timestamptz, finished_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+      QuoteIdentifier(names.results)));
+  conn.Exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (status)", QuoteIdentifier(names.results + "_status"),
+                        QuoteIdentifier(names.results)));
+  conn.Exec(fmt::format("CREATE TABLE IF NOT EXISTS {} (client text PRIMARY KEY, requests bigint NOT NULL)",
+                        QuoteIdentifier(names.quota)));
+  // No primary key: a request's rows are written once, DISTINCT, by the one worker
+  // that claimed it (rescoring deletes the old ones first), and a unique index
+  // doubles the cost of the hottest insert.
+  conn.Exec(fmt::format(
+      "CREATE TABLE IF NOT EXISTS {} (request_key bigint NOT NULL, product_key bigint NOT NULL, model_version text)",
+      QuoteIdentifier(names.recommendations)));
+  conn.Exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (request_key)",
+                        QuoteIdentifier(names.recommendations + "_request"), QuoteIdentifier(names.recommendations)));
+  return fmt::format("created {}, {}, {} and {}", names.queue, names.results, names.quota, names.recommendations);
+}
+
+// Version 2: batch jobs. Returns what it did.
+std::string AddBatchJobs(postgres::Connection& conn, const SchemaNames& names) {
+  // Batch jobs: a queue row may belong to a job (rescoring; not counted by quota).
+  conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS job bigint", QuoteIdentifier(names.queue)));
+  conn.Exec(
+      "CREATE TABLE IF NOT EXISTS runnel_jobs (id bigserial PRIMARY KEY, pipeline text NOT NULL, "
+      "filter text NOT NULL DEFAULT '', batch_size int NOT NULL, "
+      "state text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done', 'cancelled', 'failed')), "
+      "total bigint NOT NULL DEFAULT 0, enqueued bigint NOT NULL DEFAULT 0, served bigint NOT NULL DEFAULT 0, "
+      "cursor bigint, until_key bigint, enqueue_done boolean NOT NULL DEFAULT false, error text, "
+      "created_at timestamptz NOT NULL DEFAULT clock_timestamp(), updated_at timestamptz NOT NULL DEFAULT "
+      "clock_timestamp(), finished_at timestamptz)");
+  return fmt::format("added batch jobs to {}", names.queue);
+}
+
+// Version 3: one queue row per statement, recommendations in the result row. Returns what it did.
+std::string QueueStatements(postgres::Connection& conn, const SchemaNames& names) {
+  // One queue row per inserting statement (a multirange of its keys, in chunks)
+  // instead of one per request, and recommendations stored as an array in the
+  // request's result row behind a view of the old shape: per-request writes were
+  // what bounded the burst throughput (docs/performance.md).
+  const std::string queue = QuoteIdentifier(names.queue);
+  const std::string results = QuoteIdentifier(names.results);
+  const std::string recommendations = QuoteIdentifier(names.recommendations);
+  conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN keys int8multirange, ADD COLUMN n integer", queue));
+  conn.Exec(fmt::format("UPDATE {} SET keys = int8multirange({}), n = 1", queue, KeyRangeSql("key")));
+  conn.Exec(fmt::format("ALTER TABLE {q} ALTER keys SET NOT NULL, ALTER n SET NOT NULL, DROP COLUMN key",
+                        fmt::arg("q", queue)));
+  conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN recommended bigint[]", results));
+  conn.Exec(fmt::format(
+      "UPDATE {} r SET recommended = x.products FROM (SELECT request_key, array_agg(DISTINCT product_key) AS "
+      "products FROM {} GROUP BY request_key) x WHERE r.key = x.request_key",
+      results, recommendations));
+  conn.Exec(fmt::format("UPDATE {} SET recommended = '{{}}' WHERE status = 'done' AND recommended IS NULL", results));
+  conn.Exec(fmt::format("DROP TABLE {}", recommendations));
+  conn.Exec(
+      fmt::format("CREATE VIEW {} AS SELECT r.key AS request_key, p.product_key, r.model_version FROM {} r "
+                  "CROSS JOIN LATERAL unnest(r.recommended) AS p(product_key)",
+                  recommendations, results));
+  // Most results are 'done': only the others are worth an index.
+  conn.Exec(fmt::format("DROP INDEX IF EXISTS {}", QuoteIdentifier(names.results + "_status")));
+  conn.Exec(fmt::format("CREATE INDEX {} ON {} (status) WHERE status <> 'done'",
+                        QuoteIdentifier(names.results + "_unfinished"), results));
+  return fmt::format("one queue row per inserting statement in {}, recommendations in {}", names.queue, names.results);
+}
+
+// Version 4: failure reasons, attempts and pauses. Returns what it did.
+std::string IsolateFailures(postgres::Connection& conn, const SchemaNames& names) {
+  // Fault isolation: a request keeps its failure's SQLSTATE and how often it was
+  // tried; `runnel retry` re-queues failed ones (status 'queued'); a request deferred
+  // because its row stayed locked goes back to the queue with its attempts counted.
+  const std::string results = QuoteIdentifier(names.results);
+  conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 0",
+                        QuoteIdentifier(names.queue)));
+  conn.Exec(fmt::format(
+      "ALTER TABLE {} ADD COLUMN IF NOT EXISTS sqlstate text, ADD COLUMN IF NOT EXISTS attempts integer NOT NULL "
+      "DEFAULT 1",
+      results));
+  conn.Exec(fmt::format("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", results,
+                        QuoteIdentifier(names.results + "_status_check")));
+  conn.Exec(fmt::format("ALTER TABLE {} ADD CONSTRAINT {} CHECK (status IN ('queued', 'done', 'throttled', 'failed'))",
+                        results, QuoteIdentifier(names.results + "_status_check")));
+  conn.Exec(
+      "CREATE TABLE IF NOT EXISTS runnel_pauses (pipeline text NOT NULL, process text NOT NULL, reason text NOT "
+      "NULL, "
+      "since timestamptz NOT NULL DEFAULT clock_timestamp(), seen_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+      "PRIMARY KEY (pipeline, process))");
+  return fmt::format("failure reasons, attempts and replay in {}", names.results);
+}
+
+// Version 5: result events. Returns what it did.
+std::string AddResultEvents(postgres::Connection& conn, const SchemaNames& names) {
+  // Result events: each batch's served keys, in a total order readers can resume
+  // from: (txid, id) of rows whose transaction is older than every running one
+  // (pg_snapshot_xmin) never gain a predecessor (server/event_hub.hpp).
+  conn.Exec(
+      fmt::format("CREATE TABLE IF NOT EXISTS {} (txid xid8 NOT NULL DEFAULT pg_current_xact_id(), id bigserial, "
+                  "keys bigint[] NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (txid, id))",
+                  QuoteIdentifier(names.events)));
+  return fmt::format("result events in {}", names.events);
+}
+
+using MigrationStep = std::string (*)(postgres::Connection&, const SchemaNames&);
+// Step i takes the schema from version i to i + 1.
+constexpr MigrationStep kSteps[] = {CreateTables, AddBatchJobs, QueueStatements, IsolateFailures, AddResultEvents};
+static_assert(std::size(kSteps) == kSchemaVersion);
+
+// The capture function (replaced on every run) and its trigger (queue capture mode).
+// Returns what it did when it created the trigger.
+std::optional<std::string> InstallCapture(postgres::Connection& conn, const PipelineConfig& config,
+                                          const SchemaNames& names) {
+  const std::string table = QuoteIdentifier(config.table);
+  const std::string key = QuoteIdentifier(config.key_column);
+  // One queue row per chunk of a statement's keys: a 1,000-row INSERT costs a few
+  // queue rows, not 1,000. Consecutive keys collapse into one range. When the
+  // statement's keys are consecutive (a sequence's), the chunks are computed from
+  // min and max; otherwise range_agg builds them (~8x the cost per row). A chunk
+  // ending at the largest bigint is stored unbounded above (see KeyRangeSql).
+  conn.Exec(fmt::format(
+      "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
+      "DECLARE lo bigint; hi bigint; distinct_keys bigint;\n"
+      "BEGIN\n"
+      "  SELECT min(k), max(k), count(DISTINCT k) INTO lo, hi, distinct_keys\n"
+      "    FROM (SELECT {key}::bigint AS k FROM runnel_new_rows) s;\n"
+      "  IF distinct_keys = 0 THEN RETURN NULL; END IF;\n"
+      "  IF hi::numeric - lo + 1 = distinct_keys THEN\n"
+      "    INSERT INTO {queue} (keys, n)\n"
+      "      SELECT int8multirange(int8range(c, CASE WHEN u <= 9223372036854775807 THEN u::bigint END)), u - c\n"
+      "      FROM generate_series(lo, hi, {chunk}) AS c,\n"
+      "           LATERAL (SELECT least(c::numeric + {chunk}, hi::numeric + 1) AS u) b;\n"
+      "  ELSE\n"
+      "    {gaps};\n"
+      "  END IF;\n"
+      "  PERFORM pg_notify({channel}, '');\n"
+      "  RETURN NULL;\n"
+      "END $runnel$",
+      fmt::arg("fn", QuoteIdentifier(names.capture_function)), fmt::arg("queue", QuoteIdentifier(names.queue)),
+      fmt::arg("key", key), fmt::arg("chunk", QueueChunk(config)),
+      fmt::arg("channel", postgres::QuoteLiteral(names.channel)),
+      fmt::arg("gaps", QueueInsertSql(config, fmt::format("SELECT {}::bigint FROM runnel_new_rows", key), "NULL"))));
+  auto exists = conn.Exec("SELECT count(*) FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
+                          Params().Add(names.trigger).Add(table));
+  if (exists.Get<int64_t>(0, 0) == 0) {
+    conn.Exec(
+        fmt::format("CREATE TRIGGER {} AFTER INSERT ON {} REFERENCING NEW TABLE AS runnel_new_rows "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION {}()",
+                    QuoteIdentifier(names.trigger), table, QuoteIdentifier(names.capture_function)));
+    return fmt::format("installed statement-level capture trigger {} on {}", names.trigger, config.table);
+  }
+  return std::nullopt;
+}
+
+// Write-back and the recommendation join look rows up by key: an index on the key
+// column, unless there is one. Returns what it did when it created one.
+std::optional<std::string> EnsureKeyIndex(postgres::Connection& conn, const PipelineConfig& config) {
+  const std::string table = QuoteIdentifier(config.table);
+  auto indexed = conn.Exec(
+      "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+      "WHERE i.indrelid = to_regclass($1) AND a.attname = $2",
+      Params().Add(table).Add(config.key_column));
+  if (indexed.Get<int64_t>(0, 0) == 0) {
+    const std::string index = "runnel_" + config.name + "_key";
+    conn.Exec(
+        fmt::format("CREATE INDEX {} ON {} ({})", QuoteIdentifier(index), table, QuoteIdentifier(config.key_column)));
+    return fmt::format("created index {} on {} ({}): there was none on the key column", index, config.table,
+                       config.key_column);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config) {
+  const SchemaNames names = NamesFor(config);
+  std::vector<std::string> done;
+  postgres::Transaction tx(conn);
+  conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
+  conn.Exec(
+      "CREATE TABLE IF NOT EXISTS runnel_migrations (pipeline text NOT NULL, version int NOT NULL, "
+      "applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, version))");
+  CheckSourceTable(conn, config);
   const auto version = conn.Exec("SELECT coalesce(max(version), 0) FROM runnel_migrations WHERE pipeline = $1",
                                  Params().Add(config.name))
                            .Get<int32_t>(0, 0);
-  if (version < 1) {
-    conn.Exec(
-        fmt::format("CREATE TABLE IF NOT EXISTS {} (seq bigserial PRIMARY KEY, key bigint NOT NULL, "
-                    "enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp())",
-                    QuoteIdentifier(names.queue)));
-    conn.Exec(fmt::format(
-        "CREATE TABLE IF NOT EXISTS {} (key bigint PRIMARY KEY, "
-        "status text NOT NULL CHECK (status IN ('done', 'throttled', 'failed')), error text, model_version text, "
-        "enqueued_at timestamptz, finished_at timestamptz NOT NULL DEFAULT clock_timestamp())",
-        QuoteIdentifier(names.results)));
-    conn.Exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (status)", QuoteIdentifier(names.results + "_status"),
-                          QuoteIdentifier(names.results)));
-    conn.Exec(fmt::format("CREATE TABLE IF NOT EXISTS {} (client text PRIMARY KEY, requests bigint NOT NULL)",
-                          QuoteIdentifier(names.quota)));
-    // No primary key: a request's rows are written once, DISTINCT, by the one worker
-    // that claimed it (rescoring deletes the old ones first), and a unique index
-    // doubles the cost of the hottest insert.
-    conn.Exec(fmt::format(
-        "CREATE TABLE IF NOT EXISTS {} (request_key bigint NOT NULL, product_key bigint NOT NULL, model_version text)",
-        QuoteIdentifier(names.recommendations)));
-    conn.Exec(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (request_key)",
-                          QuoteIdentifier(names.recommendations + "_request"), QuoteIdentifier(names.recommendations)));
-    conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 1)", Params().Add(config.name));
-    done.push_back(fmt::format("created {}, {}, {} and {} (schema version {})", names.queue, names.results, names.quota,
-                               names.recommendations, 1));
-  }
-  if (version < 2) {
-    // Batch jobs: a queue row may belong to a job (rescoring; not counted by quota).
-    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS job bigint", QuoteIdentifier(names.queue)));
-    conn.Exec(
-        "CREATE TABLE IF NOT EXISTS runnel_jobs (id bigserial PRIMARY KEY, pipeline text NOT NULL, "
-        "filter text NOT NULL DEFAULT '', batch_size int NOT NULL, "
-        "state text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done', 'cancelled', 'failed')), "
-        "total bigint NOT NULL DEFAULT 0, enqueued bigint NOT NULL DEFAULT 0, served bigint NOT NULL DEFAULT 0, "
-        "cursor bigint, until_key bigint, enqueue_done boolean NOT NULL DEFAULT false, error text, "
-        "created_at timestamptz NOT NULL DEFAULT clock_timestamp(), updated_at timestamptz NOT NULL DEFAULT "
-        "clock_timestamp(), finished_at timestamptz)");
-    conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 2)", Params().Add(config.name));
-    done.push_back(fmt::format("added batch jobs to {} (schema version 2)", names.queue));
-  }
-  if (version < 3) {
-    // One queue row per inserting statement (a multirange of its keys, in chunks)
-    // instead of one per request, and recommendations stored as an array in the
-    // request's result row behind a view of the old shape: per-request writes were
-    // what bounded the burst throughput (docs/performance.md).
-    const std::string queue = QuoteIdentifier(names.queue);
-    const std::string results = QuoteIdentifier(names.results);
-    const std::string recommendations = QuoteIdentifier(names.recommendations);
-    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN keys int8multirange, ADD COLUMN n integer", queue));
-    conn.Exec(fmt::format("UPDATE {} SET keys = int8multirange({}), n = 1", queue, KeyRangeSql("key")));
-    conn.Exec(fmt::format("ALTER TABLE {q} ALTER keys SET NOT NULL, ALTER n SET NOT NULL, DROP COLUMN key",
-                          fmt::arg("q", queue)));
-    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN recommended bigint[]", results));
-    conn.Exec(fmt::format(
-        "UPDATE {} r SET recommended = x.products FROM (SELECT request_key, array_agg(DISTINCT product_key) AS "
-        "products FROM {} GROUP BY request_key) x WHERE r.key = x.request_key",
-        results, recommendations));
-    conn.Exec(fmt::format("UPDATE {} SET recommended = '{{}}' WHERE status = 'done' AND recommended IS NULL", results));
-    conn.Exec(fmt::format("DROP TABLE {}", recommendations));
-    conn.Exec(
-        fmt::format("CREATE VIEW {} AS SELECT r.key AS request_key, p.product_key, r.model_version FROM {} r "
-                    "CROSS JOIN LATERAL unnest(r.recommended) AS p(product_key)",
-                    recommendations, results));
-    // Most results are 'done': only the others are worth an index.
-    conn.Exec(fmt::format("DROP INDEX IF EXISTS {}", QuoteIdentifier(names.results + "_status")));
-    conn.Exec(fmt::format("CREATE INDEX {} ON {} (status) WHERE status <> 'done'",
-                          QuoteIdentifier(names.results + "_unfinished"), results));
-    conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 3)", Params().Add(config.name));
-    done.push_back(fmt::format("one queue row per inserting statement in {}, recommendations in {} (schema version 3)",
-                               names.queue, names.results));
-  }
-  if (version < 4) {
-    // Fault isolation: a request keeps its failure's SQLSTATE and how often it was
-    // tried; `runnel retry` re-queues failed ones (status 'queued'); a request deferred
-    // because its row stayed locked goes back to the queue with its attempts counted.
-    const std::string results = QuoteIdentifier(names.results);
-    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 0",
-                          QuoteIdentifier(names.queue)));
-    conn.Exec(fmt::format(
-        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS sqlstate text, ADD COLUMN IF NOT EXISTS attempts integer NOT NULL "
-        "DEFAULT 1",
-        results));
-    conn.Exec(fmt::format("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", results,
-                          QuoteIdentifier(names.results + "_status_check")));
-    conn.Exec(
-        fmt::format("ALTER TABLE {} ADD CONSTRAINT {} CHECK (status IN ('queued', 'done', 'throttled', 'failed'))",
-                    results, QuoteIdentifier(names.results + "_status_check")));
-    conn.Exec(
-        "CREATE TABLE IF NOT EXISTS runnel_pauses (pipeline text NOT NULL, process text NOT NULL, reason text NOT "
-        "NULL, "
-        "since timestamptz NOT NULL DEFAULT clock_timestamp(), seen_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
-        "PRIMARY KEY (pipeline, process))");
-    conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 4)", Params().Add(config.name));
-    done.push_back(fmt::format("failure reasons, attempts and replay in {} (schema version 4)", names.results));
-  }
-  if (version < 5) {
-    // Result events: each batch's served keys, in a total order readers can resume
-    // from: (txid, id) of rows whose transaction is older than every running one
-    // (pg_snapshot_xmin) never gain a predecessor (server/event_hub.hpp).
-    conn.Exec(
-        fmt::format("CREATE TABLE IF NOT EXISTS {} (txid xid8 NOT NULL DEFAULT pg_current_xact_id(), id bigserial, "
-                    "keys bigint[] NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (txid, id))",
-                    QuoteIdentifier(names.events)));
-    conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, 5)", Params().Add(config.name));
-    done.push_back(fmt::format("result events in {} (schema version 5)", names.events));
+  for (int step = std::max(version, 0); step < kSchemaVersion; ++step) {
+    const std::string what = kSteps[step](conn, names);
+    conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, $2)",
+              Params().Add(config.name).Add(static_cast<int32_t>(step + 1)));
+    done.push_back(fmt::format("{} (schema version {})", what, step + 1));
   }
   // Idempotent on every run: output columns the pipeline gained, the capture trigger.
   for (const auto& column : config.output_columns) {
@@ -243,54 +323,9 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
                           QuoteIdentifier(column)));
   }
   if (config.capture == CaptureMode::Queue) {
-    // One queue row per chunk of a statement's keys: a 1,000-row INSERT costs a few
-    // queue rows, not 1,000. Consecutive keys collapse into one range. When the
-    // statement's keys are consecutive (a sequence's), the chunks are computed from
-    // min and max; otherwise range_agg builds them (~8x the cost per row). A chunk
-    // ending at the largest bigint is stored unbounded above (see KeyRangeSql).
-    conn.Exec(fmt::format(
-        "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
-        "DECLARE lo bigint; hi bigint; distinct_keys bigint;\n"
-        "BEGIN\n"
-        "  SELECT min(k), max(k), count(DISTINCT k) INTO lo, hi, distinct_keys\n"
-        "    FROM (SELECT {key}::bigint AS k FROM runnel_new_rows) s;\n"
-        "  IF distinct_keys = 0 THEN RETURN NULL; END IF;\n"
-        "  IF hi::numeric - lo + 1 = distinct_keys THEN\n"
-        "    INSERT INTO {queue} (keys, n)\n"
-        "      SELECT int8multirange(int8range(c, CASE WHEN u <= 9223372036854775807 THEN u::bigint END)), u - c\n"
-        "      FROM generate_series(lo, hi, {chunk}) AS c,\n"
-        "           LATERAL (SELECT least(c::numeric + {chunk}, hi::numeric + 1) AS u) b;\n"
-        "  ELSE\n"
-        "    {gaps};\n"
-        "  END IF;\n"
-        "  PERFORM pg_notify({channel}, '');\n"
-        "  RETURN NULL;\n"
-        "END $runnel$",
-        fmt::arg("fn", QuoteIdentifier(names.capture_function)), fmt::arg("queue", QuoteIdentifier(names.queue)),
-        fmt::arg("key", key), fmt::arg("chunk", QueueChunk(config)),
-        fmt::arg("channel", postgres::QuoteLiteral(names.channel)),
-        fmt::arg("gaps", QueueInsertSql(config, fmt::format("SELECT {}::bigint FROM runnel_new_rows", key), "NULL"))));
-    auto exists = conn.Exec("SELECT count(*) FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
-                            Params().Add(names.trigger).Add(table));
-    if (exists.Get<int64_t>(0, 0) == 0) {
-      conn.Exec(
-          fmt::format("CREATE TRIGGER {} AFTER INSERT ON {} REFERENCING NEW TABLE AS runnel_new_rows "
-                      "FOR EACH STATEMENT EXECUTE FUNCTION {}()",
-                      QuoteIdentifier(names.trigger), table, QuoteIdentifier(names.capture_function)));
-      done.push_back(fmt::format("installed statement-level capture trigger {} on {}", names.trigger, config.table));
-    }
+    if (auto installed = InstallCapture(conn, config, names)) done.push_back(*installed);
   }
-  // Write-back and the recommendation join look rows up by key.
-  auto indexed = conn.Exec(
-      "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-      "WHERE i.indrelid = to_regclass($1) AND a.attname = $2",
-      Params().Add(table).Add(config.key_column));
-  if (indexed.Get<int64_t>(0, 0) == 0) {
-    const std::string index = "runnel_" + config.name + "_key";
-    conn.Exec(fmt::format("CREATE INDEX {} ON {} ({})", QuoteIdentifier(index), table, key));
-    done.push_back(fmt::format("created index {} on {} ({}): there was none on the key column", index, config.table,
-                               config.key_column));
-  }
+  if (auto created = EnsureKeyIndex(conn, config)) done.push_back(*created);
   tx.Commit();
   return done;
 }
