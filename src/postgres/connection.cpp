@@ -515,6 +515,10 @@ std::string QuoteIdentifier(std::string_view name) {
   return out + '"';
 }
 
+std::string IsoTimestampSql(std::string_view column) {
+  return fmt::format("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", column);
+}
+
 std::string QuoteLiteral(std::string_view value) {
   std::string out = "'";
   for (char c : value) {

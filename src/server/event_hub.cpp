@@ -70,13 +70,14 @@ std::string ReadSql(const pipeline::PipelineConfig& config, const pipeline::Sche
       config.client_column.empty() ? "NULL::text" : fmt::format("s.{}::text", QuoteIdentifier(config.client_column));
   return fmt::format(
       "SELECT e.txid::text AS txid, e.id, k.ord, k.key, r.status, r.error, r.model_version, {client} AS client, "
-      "to_char(r.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS finished_at"
-      "{outputs} FROM {events} e CROSS JOIN LATERAL unnest(e.keys) WITH ORDINALITY AS k(key, ord) "
+      "{finished} AS finished_at{outputs} FROM {events} e CROSS JOIN LATERAL unnest(e.keys) WITH ORDINALITY AS k(key, "
+      "ord) "
       "LEFT JOIN {results} r ON r.key = k.key LEFT JOIN {table} s ON s.{key} = k.key "
       "WHERE (e.txid, e.id) >= ($1::xid8, $2) AND (e.txid, e.id, k.ord) > ($1::xid8, $2, $3) "
       "AND (e.txid, e.id) <= ($4::xid8, $5) AND (e.txid, e.id, k.ord) <= ($4::xid8, $5, $6) "
       "AND e.txid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY e.txid, e.id, k.ord LIMIT $7",
-      fmt::arg("client", client), fmt::arg("outputs", outputs), fmt::arg("events", QuoteIdentifier(names.events)),
+      fmt::arg("client", client), fmt::arg("finished", postgres::IsoTimestampSql("r.finished_at")),
+      fmt::arg("outputs", outputs), fmt::arg("events", QuoteIdentifier(names.events)),
       fmt::arg("results", QuoteIdentifier(names.results)), fmt::arg("table", QuoteIdentifier(config.table)),
       fmt::arg("key", QuoteIdentifier(config.key_column)));
 }

@@ -34,10 +34,6 @@ std::optional<double> ParseDouble(const std::string& text) {
   }
 }
 
-std::string Iso(const std::string& column) {
-  return fmt::format("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", column);
-}
-
 // One problem with one field of one record.
 using Problems = json;  // array of {"record", "field", "error"}
 
@@ -285,8 +281,9 @@ std::map<int64_t, json> RequestsResource::Fetch(postgres::Connection& conn, cons
                   "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs} "
                   "FROM unnest($1::bigint[]) AS k(key) LEFT JOIN {table} s ON s.{key} = k.key "
                   "LEFT JOIN {results} r ON r.key = k.key",
-                  fmt::arg("key", QuoteIdentifier(config_.key_column)), fmt::arg("enq", Iso("r.enqueued_at")),
-                  fmt::arg("fin", Iso("r.finished_at")), fmt::arg("outs", OutputSelect()),
+                  fmt::arg("key", QuoteIdentifier(config_.key_column)),
+                  fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
+                  fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),
                   fmt::arg("table", QuoteIdentifier(config_.table)),
                   fmt::arg("results", QuoteIdentifier(api_.names.results))),
       Params().Add(ArrayLiteral(keys)));
@@ -438,10 +435,10 @@ void RequestsResource::List(const HttpRequest& req, HttpResponse& res, const Pat
       "SELECT {key}, coalesce(r.status, 'queued'), r.error, r.model_version, {enq}, {fin}, "
       "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs} "
       "FROM {table} s LEFT JOIN {results} r ON r.key = {key} WHERE {cond} ORDER BY {key} LIMIT ${lim}",
-      fmt::arg("key", key), fmt::arg("enq", Iso("r.enqueued_at")), fmt::arg("fin", Iso("r.finished_at")),
-      fmt::arg("outs", OutputSelect()), fmt::arg("table", QuoteIdentifier(config_.table)),
-      fmt::arg("results", QuoteIdentifier(api_.names.results)), fmt::arg("cond", condition),
-      fmt::arg("lim", limit_param));
+      fmt::arg("key", key), fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
+      fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),
+      fmt::arg("table", QuoteIdentifier(config_.table)), fmt::arg("results", QuoteIdentifier(api_.names.results)),
+      fmt::arg("cond", condition), fmt::arg("lim", limit_param));
   auto r = api_.pool.Run([&](postgres::Connection& conn) { return conn.Exec(sql, q.params); });
   json items = json::array();
   for (int i = 0; i < r.rows(); ++i) items.push_back(RequestJson(r, i, 0, 1));

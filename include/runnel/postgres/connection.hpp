@@ -223,6 +223,10 @@ class Transaction {
   bool open_ = true;
 };
 
+// An SQL expression rendering timestamptz `column` as ISO 8601 in UTC with
+// microseconds, "2026-12-02T16:41:43.819515Z", the API's timestamp form.
+std::string IsoTimestampSql(std::string_view column);
+
 // Quotes an SQL identifier ("my table" -> "\"my table\"").
 std::string QuoteIdentifier(std::string_view name);
 // Quotes an SQL string literal.
