@@ -48,19 +48,6 @@ void Ingestor::Submit(std::vector<std::string> columns, std::vector<nlohmann::js
   (direct ? direct_cv_ : cv_).notify_one();
 }
 
-std::vector<int64_t> Ingestor::Insert(std::vector<std::string> columns, std::vector<nlohmann::json> records) {
-  std::promise<std::vector<int64_t>> promise;
-  auto future = promise.get_future();
-  Submit(std::move(columns), std::move(records), [&promise](std::vector<int64_t> keys, std::exception_ptr error) {
-    if (error) {
-      promise.set_exception(error);
-    } else {
-      promise.set_value(std::move(keys));
-    }
-  });
-  return future.get();
-}
-
 // Large submissions, one at a time per thread, each in its own transaction.
 void Ingestor::RunDirect() {
   while (true) {

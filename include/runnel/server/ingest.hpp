@@ -18,7 +18,6 @@
 #include <deque>
 #include <exception>
 #include <functional>
-#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -50,8 +49,6 @@ class Ingestor {
   // exactly those keys, validated against the table. Never blocks; `done` runs once
   // committed. Throws Error(Unavailable) after Stop() (`done` is then not called).
   void Submit(std::vector<std::string> columns, std::vector<nlohmann::json> records, Done done);
-  // Submit, waiting: returns the keys or throws the error.
-  std::vector<int64_t> Insert(std::vector<std::string> columns, std::vector<nlohmann::json> records);
 
   // Submissions of at least this many records skip the group and insert directly,
   // on this many threads.
