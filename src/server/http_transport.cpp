@@ -173,7 +173,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     std::string allow;
     ex_->route = t_->router.Find(ex_->request, ex_->params, allow);
-    if (ex_->route == nullptr) return Finish(NoRoute(allow));
+    if (ex_->route == nullptr) return Finish(NoRouteError(ex_->request, allow, ex_->response));
     ex_->route_name = ex_->route->name;
     if (t_->authorize) {
       if (auto refused = t_->authorize(ex_->request, *ex_->route)) {
@@ -208,12 +208,6 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!malformed) return Close();
     BeginExchange();
     Fail(400, fmt::format("malformed HTTP request: {}", ec.message()));
-  }
-
-  HttpError NoRoute(const std::string& allow) {
-    if (allow.empty()) return {404, fmt::format("no such endpoint: {}", ex_->request.path)};
-    ex_->response.SetHeader("Allow", allow);
-    return {405, fmt::format("{} is not allowed on {} (allowed: {})", ex_->request.method, ex_->request.path, allow)};
   }
 
   // Limits that can be checked before the body: its declared size, request memory,

@@ -77,6 +77,12 @@ const Route* Router::Find(const HttpRequest& req, PathParams& params, std::strin
   return nullptr;
 }
 
+HttpError NoRouteError(const HttpRequest& req, const std::string& allow, HttpResponse& res) {
+  if (allow.empty()) return {404, fmt::format("no such endpoint: {}", req.path)};
+  res.SetHeader("Allow", allow);
+  return {405, fmt::format("{} is not allowed on {} (allowed: {})", req.method, req.path, allow)};
+}
+
 void ReplyException(HttpResponse& res, std::exception_ptr error, const HttpRequest& req) {
   res.deferred = nullptr;
   res.stream = nullptr;
@@ -110,11 +116,8 @@ std::string Router::Dispatch(const HttpRequest& req, HttpResponse& res, Metrics*
   if (const Route* route = Find(req, params, allow)) {
     name = route->name;
     Run(*route, req, res, params);
-  } else if (!allow.empty()) {
-    res.SetHeader("Allow", allow);
-    ReplyError(res, {405, fmt::format("{} is not allowed on {} (allowed: {})", req.method, req.path, allow)});
   } else {
-    ReplyError(res, {404, fmt::format("no such endpoint: {}", req.path)});
+    ReplyError(res, NoRouteError(req, allow, res));
   }
   if (metrics != nullptr) {
     metrics->RecordHttp(name, res.status,

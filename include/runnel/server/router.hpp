@@ -48,6 +48,9 @@ struct Route {
 // Maps Runnel's errors to statuses: the client's mistakes are 4xx, never 500;
 // transient database failures are 503.
 HttpError FromError(const Error& error);
+// The error for a request Find did not route: 405 with an Allow header on `res`
+// when the path has other methods (`allow`), else 404.
+HttpError NoRouteError(const HttpRequest& req, const std::string& allow, HttpResponse& res);
 // The error reply for an exception a handler threw (HttpError as thrown, Error by
 // FromError, anything else 500 and logged).
 void ReplyException(HttpResponse& res, std::exception_ptr error, const HttpRequest& req);
