@@ -39,12 +39,8 @@ struct SseClient {
   bool closed = false;
 
   SseClient(int port, const std::string& query, const std::optional<std::string>& last_event_id) {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) closed = true;
+    fd = test::ConnectLoopback(port);
+    if (fd < 0) closed = true;
     std::string request =
         fmt::format("GET /v1/pipelines/needs/events{} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n", query);
     if (last_event_id) request += fmt::format("Last-Event-ID: {}\r\n", *last_event_id);

@@ -36,20 +36,14 @@ double MillisSince(Clock::time_point start) {
 // A client socket that sends and reads raw bytes.
 class RawConnection {
  public:
-  explicit RawConnection(int port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = fd_ >= 0 && ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  }
+  explicit RawConnection(int port) : fd_(test::ConnectLoopback(port)) {}
   ~RawConnection() {
     if (fd_ >= 0) ::close(fd_);
   }
   RawConnection(const RawConnection&) = delete;
   RawConnection& operator=(const RawConnection&) = delete;
 
-  bool connected() const { return connected_; }
+  bool connected() const { return fd_ >= 0; }
 
   // False once the peer closed or reset the connection.
   bool Send(std::string_view bytes) {
@@ -102,7 +96,6 @@ class RawConnection {
 
  private:
   int fd_;
-  bool connected_ = false;
 };
 
 int StatusOf(const std::string& response) {
