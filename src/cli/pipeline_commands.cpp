@@ -128,7 +128,9 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                   "every user in the process list: prefer --http-token-file or the environment");
   run->add_option("--http-token-file", args->http_token_file, "Read the bearer token from this file (its first line)")
       ->excludes(run->get_option("--http-token"));
-  run->add_flag("--insecure", args->insecure, "Allow --http on a non-loopback address without a token");
+  run->add_flag("--insecure", args->insecure,
+                "On a non-loopback --http address, accept requests without a key while no token or API key "
+                "exists (without it, such a server answers 401 until `runnel keys create`)");
   run->add_option("--http-threads", args->http_threads,
                   "HTTP handler threads (default 16; sockets are served by two I/O threads)");
   run->add_option("--http-max-connections", args->http_max_connections,
@@ -160,7 +162,6 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
            if (args->http_max_connections > 0) http.max_connections = args->http_max_connections;
            if (args->http_wait_slots > 0) http.wait_slots = args->http_wait_slots;
            http.access_log = args->access_log;
-           server::CheckAccess(http);  // before anything starts
            options.http = http;
          }
          if (args->workers == 0 && args->http.empty()) {
@@ -174,7 +175,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                       service.Describe(), args->workers);
          if (options.http) {
            spdlog::info("HTTP API on http://{}:{}/v1 ({})", options.http->host, service.http_port(),
-                        options.http->token.empty() ? "no token" : "bearer token required");
+                        options.http->token.empty() ? "API keys: `runnel keys`" : "the token or API keys");
          }
          // Progress every 5 s. Best effort: it (re)connects on its own and never
          // throws out of the thread; the workers report real failures. It also turns

@@ -94,6 +94,22 @@ void Api::CheckPipeline(const std::string& name) const {
   if (name != config.name) throw HttpError{404, fmt::format("unknown pipeline '{}'", name)};
 }
 
+void Api::CheckOwnClient(const HttpRequest& req, std::string_view client) const {
+  if (req.access.client && *req.access.client != client) {
+    throw HttpError{403, fmt::format("this key belongs to client '{}', not '{}'", *req.access.client, client)};
+  }
+}
+
+std::optional<std::string> Api::ReadableClient(const HttpRequest& req) const {
+  if (!req.access.client) return std::nullopt;
+  if (config.client_column.empty()) {
+    throw HttpError{403, fmt::format("pipeline '{}' has no client column: a key bound to client '{}' cannot read "
+                                     "requests, which belong to no client",
+                                     config.name, *req.access.client)};
+  }
+  return req.access.client;
+}
+
 std::optional<int64_t> Api::WaitParam(const HttpRequest& req) const {
   auto text = req.Query("wait");
   if (!text) return std::nullopt;

@@ -57,6 +57,11 @@ struct Api {
 
   // Throws HttpError(404) unless `name` is this process's pipeline.
   void CheckPipeline(const std::string& name) const;
+  // Throws HttpError(403) when the caller's key is bound to a client other than `client`.
+  void CheckOwnClient(const HttpRequest& req, std::string_view client) const;
+  // The client whose requests the caller may read, or nullopt for any. Throws
+  // HttpError(403) for a client-bound key when the pipeline has no client column.
+  std::optional<std::string> ReadableClient(const HttpRequest& req) const;
   // ?wait=MS capped at options.max_wait_ms, or nullopt; 422 when malformed.
   std::optional<int64_t> WaitParam(const HttpRequest& req) const;
 };
@@ -67,6 +72,7 @@ void AddJobRoutes(Router& router, Api& api);
 void AddModelRoutes(Router& router, Api& api);
 void AddHealthRoutes(Router& router, Api& api);
 void AddEventRoutes(Router& router, Api& api);
+void AddKeyRoutes(Router& router, Api& api);
 
 // A handler calling `method` on a resource the routes share.
 template <typename Resource>

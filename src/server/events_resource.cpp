@@ -39,7 +39,9 @@ class EventsResource {
       if (api_.config.client_column.empty())
         throw HttpError{422, fmt::format("pipeline '{}' has no client column to filter on", api_.config.name)};
       client = std::string(*value);
+      api_.CheckOwnClient(req, *client);
     }
+    if (auto own = api_.ReadableClient(req)) client = std::move(own);
     std::optional<EventPosition> after;
     const auto last = req.Header("Last-Event-ID") ? req.Header("Last-Event-ID") : req.Query("after");
     if (last && !last->empty()) {
@@ -63,7 +65,8 @@ class EventsResource {
 
 void AddEventRoutes(Router& router, Api& api) {
   auto resource = std::make_shared<EventsResource>(api);
-  router.Add("GET", "/v1/pipelines/{p}/events", Bind(resource, &EventsResource::Subscribe));
+  router.Add("GET", "/v1/pipelines/{p}/events", Bind(resource, &EventsResource::Subscribe),
+             RouteOptions::For(Scope::kRead));
 }
 
 }  // namespace runnel::server

@@ -66,8 +66,9 @@ class HealthResource {
     res.body = api_.ctx.metrics->Render(gauges);
   }
 
-  void Client(const HttpRequest&, HttpResponse& res, const PathParams& m) {
+  void Client(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
     const std::string& client = m[0];
+    api_.CheckOwnClient(req, client);
     const auto& config = api_.config;
     if (!config.quota_max_requests) {
       throw HttpError{404, fmt::format("pipeline '{}' keeps no per-client state (no [quota])", config.name)};
@@ -98,15 +99,17 @@ void AddHealthRoutes(Router& router, Api& api) {
   auto resource = std::make_shared<HealthResource>(api);
   RouteOptions on_io_thread;
   on_io_thread.lane = Lane::kInline;
+  on_io_thread.open = true;
   router.Add(
       "GET", "/healthz",
       [](const HttpRequest&, HttpResponse& res, const PathParams&) {
         Reply(res, 200, {{"status", "ok"}});
       },
       on_io_thread);
-  router.Add("GET", "/readyz", Bind(resource, &HealthResource::Ready));
-  router.Add("GET", "/metrics", Bind(resource, &HealthResource::Metrics));
-  router.Add("GET", "/v1/state/clients/{client_id}", Bind(resource, &HealthResource::Client));
+  const auto read = RouteOptions::For(Scope::kRead);
+  router.Add("GET", "/readyz", Bind(resource, &HealthResource::Ready), read);
+  router.Add("GET", "/metrics", Bind(resource, &HealthResource::Metrics), read);
+  router.Add("GET", "/v1/state/clients/{client_id}", Bind(resource, &HealthResource::Client), read);
 }
 
 }  // namespace runnel::server

@@ -14,6 +14,7 @@
 #include "api.hpp"
 #include "http_transport.hpp"
 #include "runnel/model/model.hpp"
+#include "runnel/server/api_keys.hpp"
 
 namespace runnel::server {
 
@@ -37,18 +38,58 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
-// "Bearer" is case-insensitive (RFC 9110 section 11.1), followed by one or more spaces.
-bool HasToken(const HttpRequest& req, const std::string& token) {
+// The credentials of "Authorization: Bearer <credentials>", if sent. "Bearer" is
+// case-insensitive (RFC 9110 section 11.1), followed by one or more spaces.
+std::optional<std::string_view> BearerOf(const HttpRequest& req) {
   constexpr std::string_view kBearer = "bearer";
   std::string_view credentials = req.HeaderOr("Authorization");
   if (credentials.size() <= kBearer.size() || !EqualsIgnoreCase(credentials.substr(0, kBearer.size()), kBearer) ||
       credentials[kBearer.size()] != ' ') {
-    return false;
+    return std::nullopt;
   }
   credentials.remove_prefix(kBearer.size());
   while (!credentials.empty() && credentials.front() == ' ') credentials.remove_prefix(1);
-  return ConstantTimeEquals(credentials, token);
+  return credentials;
 }
+
+// Who may do what: the token is an admin key; keys come from `keys`. Authentication
+// is required once a token or a key exists, and always on a non-loopback address
+// (unless --insecure), so revoking the last key never opens the server.
+class Authorization {
+ public:
+  Authorization(const HttpOptions& options, const KeyStore& keys)
+      : token_(options.token), keys_(keys), always_(!IsLoopback(options.host) && !options.insecure) {}
+
+  std::optional<HttpError> operator()(HttpRequest& req, const Route& route) const {
+    if (route.options.open) return std::nullopt;
+    auto access = Authenticate(req);
+    if (!access) return HttpError{401, "missing, unknown, revoked or expired bearer key (Authorization: Bearer <key>)"};
+    if (access->scope < route.options.scope) {
+      return HttpError{
+          403, fmt::format("this key's scope '{}' does not allow {} {}: it needs '{}'", ScopeName(access->scope),
+                           req.method, route.name, ScopeName(route.options.scope))};
+    }
+    req.access = std::move(*access);
+    return std::nullopt;
+  }
+
+ private:
+  std::optional<Access> Authenticate(const HttpRequest& req) const {
+    auto credentials = BearerOf(req);
+    if (!credentials) {
+      if (always_ || !token_.empty() || !keys_.empty()) return std::nullopt;
+      return Access{};  // an open loopback server: everyone is admin
+    }
+    if (!token_.empty() && ConstantTimeEquals(*credentials, token_)) return Access{};
+    if (auto access = keys_.Authenticate(*credentials)) return access;
+    if (!always_ && token_.empty() && keys_.empty()) return Access{};
+    return std::nullopt;
+  }
+
+  std::string token_;
+  const KeyStore& keys_;
+  bool always_;
+};
 
 std::shared_ptr<spdlog::logger> AccessLog(const std::string& target) {
   if (target.empty()) return nullptr;
@@ -97,26 +138,18 @@ void ParseListenAddress(const std::string& address, HttpOptions& options) {
   options.port = static_cast<int>(*port);
 }
 
-void CheckAccess(const HttpOptions& options) {
-  if (!IsLoopback(options.host) && options.token.empty() && !options.insecure) {
-    throw Error(ErrorCode::Config,
-                fmt::format("refusing to serve HTTP on {} without a token: set --http-token (or RUNNEL_HTTP_TOKEN), "
-                            "or pass --insecure to accept unauthenticated requests from the network",
-                            options.host));
-  }
-}
-
 struct HttpServer::Impl {
-  Impl(HttpOptions options, ServingContext context) : api(std::move(options), std::move(context)) {}
+  Impl(HttpOptions options, ServingContext context)
+      : api(std::move(options), std::move(context)), keys(api.ctx.conninfo) {}
 
   Api api;
+  KeyStore keys;
   Router router;
   std::unique_ptr<HttpTransport> transport;
 };
 
 HttpServer::HttpServer(HttpOptions options, ServingContext context) {
   assert(context.config != nullptr);
-  CheckAccess(options);
   if (options.max_model_bytes == 0) options.max_model_bytes = model::MaxModelBytes();
   impl_ = std::make_unique<Impl>(std::move(options), std::move(context));
 }
@@ -135,15 +168,16 @@ int HttpServer::Start() {
   AddJobRoutes(s.router, api);
   AddModelRoutes(s.router, api);
   AddEventRoutes(s.router, api);
-  Authorizer authorize;
-  if (!api.options.token.empty()) {
-    authorize = [token = api.options.token](const HttpRequest& req, const Route& route) -> std::optional<HttpError> {
-      if (route.name == "/healthz" || HasToken(req, token)) return std::nullopt;
-      return HttpError{401, "missing or wrong bearer token (Authorization: Bearer <token>)"};
-    };
+  AddKeyRoutes(s.router, api);
+  s.keys.Start();
+  if (!IsLoopback(api.options.host) && !api.options.insecure && api.options.token.empty() && s.keys.empty()) {
+    spdlog::warn(
+        "HTTP on {} has no token and no API key: every request but /healthz gets 401 until an admin key "
+        "exists (`runnel keys create --scope admin`)",
+        api.options.host);
   }
-  s.transport = std::make_unique<HttpTransport>(LimitsOf(api.options), s.router, api.ctx.metrics, std::move(authorize),
-                                                AccessLog(api.options.access_log));
+  s.transport = std::make_unique<HttpTransport>(LimitsOf(api.options), s.router, api.ctx.metrics,
+                                                Authorization(api.options, s.keys), AccessLog(api.options.access_log));
   return s.transport->Listen(api.options.host, api.options.port);
 }
 
@@ -153,6 +187,7 @@ void HttpServer::Stop() {
   s.api.stopping = true;
   if (s.transport) s.transport->Stop();
   if (s.api.ingestor) s.api.ingestor->Stop();
+  s.keys.Stop();
 }
 
 }  // namespace runnel::server

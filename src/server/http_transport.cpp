@@ -177,8 +177,8 @@ class Session : public std::enable_shared_from_this<Session> {
     ex_->route_name = ex_->route->name;
     if (t_->authorize) {
       if (auto refused = t_->authorize(ex_->request, *ex_->route)) {
-        ex_->route_name = "unauthorized";
-        ex_->response.SetHeader("WWW-Authenticate", "Bearer");
+        ex_->route_name = refused->status == 401 ? "unauthorized" : "forbidden";
+        if (refused->status == 401) ex_->response.SetHeader("WWW-Authenticate", "Bearer");
         return Finish(*refused);
       }
     }
@@ -375,8 +375,9 @@ class Session : public std::enable_shared_from_this<Session> {
     const int status = ex_->response.status;
     if (t_->metrics != nullptr) t_->metrics->RecordHttp(ex_->route_name, status, seconds);
     if (t_->access_log) {
-      t_->access_log->info("{} \"{} {}\" {} {} {:.3f}", client_, ex_->request.method, ex_->target, status,
-                           response_->body().size(), seconds * 1000);
+      const std::string& key = ex_->request.access.key_id;
+      t_->access_log->info("{} \"{} {}\" {} {} {:.3f}{}{}", client_, ex_->request.method, ex_->target, status,
+                           response_->body().size(), seconds * 1000, key.empty() ? "" : " key=", key);
     }
   }
 

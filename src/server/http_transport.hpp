@@ -43,8 +43,9 @@ struct TransportLimits {
   size_t max_request_memory = 1ull << 30;  // all bodies being read or handled
 };
 
-// Returns the error to answer instead of running the route (401), or nullopt.
-using Authorizer = std::function<std::optional<HttpError>(const HttpRequest&, const Route&)>;
+// Sets `req.access`, or returns the error to answer instead of running the route
+// (401, 403). Runs on an I/O thread: it must not block.
+using Authorizer = std::function<std::optional<HttpError>(HttpRequest&, const Route&)>;
 
 class HttpTransport {
  public:

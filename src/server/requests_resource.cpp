@@ -81,6 +81,8 @@ class RequestsResource {
  private:
   using KeysDone = std::function<void(std::vector<int64_t> ids, std::exception_ptr error)>;
   void Validate(json& record, size_t index, Problems& problems) const;
+  void BindClient(json& record, size_t index, const std::string& client, Problems& problems) const;
+  void CheckReadable(postgres::Connection& conn, const HttpRequest& req, int64_t id) const;
   void Submit(std::vector<json> records, KeysDone done);
   std::vector<int64_t> Insert(std::vector<json> records);
   void SubmitLater(std::vector<json> records, bool single, const HttpRequest& req, HttpResponse& res);
@@ -120,6 +122,38 @@ void RequestsResource::Validate(json& record, size_t index, Problems& problems) 
   for (const auto& field : api_.required) {
     if (!record.contains(field)) problem(field, "is required");
   }
+}
+
+// A key bound to a client submits for that client only: its client column is filled
+// in, and a record naming another client is refused, so rotating the value in the
+// body cannot escape the quota.
+void RequestsResource::BindClient(json& record, size_t index, const std::string& client, Problems& problems) const {
+  const std::string& column = config_.client_column;
+  if (column.empty() || !record.is_object()) return;
+  auto it = record.find(column);
+  if (it == record.end()) {
+    auto info = api_.columns.find(column);
+    const bool integer = info != api_.columns.end() && info->second.kind == ColumnKind::kInteger;
+    auto number = integer ? ParseInt(client) : std::nullopt;
+    record[column] = number ? json(*number) : json(client);
+    return;
+  }
+  const std::string given = it->is_string() ? it->get<std::string>() : it->dump();
+  if (given != client) {
+    problems.push_back({{"record", index},
+                        {"field", column},
+                        {"error", fmt::format("must be '{}' (the API key's client) or omitted", client)}});
+  }
+}
+
+// Throws 404, as for a missing request, when the caller's key may not read `id`.
+void RequestsResource::CheckReadable(postgres::Connection& conn, const HttpRequest& req, int64_t id) const {
+  auto client = api_.ReadableClient(req);
+  if (!client) return;
+  auto r = conn.Exec(fmt::format("SELECT 1 FROM {} WHERE {} = $1 AND {}::text = $2", QuoteIdentifier(config_.table),
+                                 QuoteIdentifier(config_.key_column), QuoteIdentifier(config_.client_column)),
+                     Params().Add(id).Add(*client));
+  if (r.rows() == 0) throw HttpError{404, fmt::format("no request {} in pipeline '{}'", id, config_.name)};
 }
 
 // One submission per column set (omitted columns take their defaults); `done` gets
@@ -180,6 +214,10 @@ void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const Pat
   const bool single = IsSingleRecord(req.body, content_type);
   auto records = ParseRecords(req.body, content_type);
   Problems problems = json::array();
+  if (req.access.client) {
+    for (size_t i = 0; i < records.size() && problems.size() < 100; ++i)
+      BindClient(records[i], i, *req.access.client, problems);
+  }
   for (size_t i = 0; i < records.size() && problems.size() < 100; ++i) Validate(records[i], i, problems);
   if (!problems.empty()) {
     throw HttpError{
@@ -334,19 +372,23 @@ json RequestsResource::RequestJson(const postgres::Result& r, int i, int key_col
   return request;
 }
 
-void RequestsResource::Get(const HttpRequest&, HttpResponse& res, const PathParams& m) {
+void RequestsResource::Get(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
   api_.CheckPipeline(m[0]);
   const int64_t id = IdParam(m[1], "request id");
-  auto found = api_.pool.Run([&](postgres::Connection& conn) { return Fetch(conn, {id}, true); });
+  auto found = api_.pool.Run([&](postgres::Connection& conn) {
+    CheckReadable(conn, req, id);
+    return Fetch(conn, {id}, true);
+  });
   if (!found.contains(id)) throw HttpError{404, fmt::format("no request {} in pipeline '{}'", id, config_.name)};
   Reply(res, 200, found[id]);
 }
 
 // Re-queues one failed request (exactly once: a second call finds it queued).
-void RequestsResource::Retry(const HttpRequest&, HttpResponse& res, const PathParams& m) {
+void RequestsResource::Retry(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
   api_.CheckPipeline(m[0]);
   const int64_t id = IdParam(m[1], "request id");
   auto lease = api_.pool.Acquire();
+  CheckReadable(*lease, req, id);
   pipeline::RetryFilter filter;
   filter.key = id;
   auto outcome = pipeline::RetryFailed(*lease, config_, filter);
@@ -421,6 +463,9 @@ ListQuery ParseListQuery(const pipeline::PipelineConfig& config, const Fields& q
 void RequestsResource::List(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
   api_.CheckPipeline(m[0]);
   ListQuery q = ParseListQuery(config_, req.query);
+  if (auto client = api_.ReadableClient(req)) {
+    q.where.push_back(fmt::format("s.{}::text = {}", QuoteIdentifier(config_.client_column), q.Param(*client)));
+  }
   const std::string key = "s." + QuoteIdentifier(config_.key_column);
   if (q.after) {
     q.params.Add(*q.after);
@@ -458,10 +503,13 @@ void AddRequestRoutes(Router& router, Api& api) {
   // Without ?wait the handler parses, validates and hands over: small bodies on the
   // I/O thread itself; large ones (parsing takes long) on the handler pool.
   post.inline_max_body = 64 << 10;
+  post.scope = Scope::kSubmit;
+  const auto read = RouteOptions::For(Scope::kRead);
   router.Add("POST", "/v1/pipelines/{p}/requests", bind(&RequestsResource::Post), post);
-  router.Add("GET", "/v1/pipelines/{p}/requests", bind(&RequestsResource::List));
-  router.Add("GET", "/v1/pipelines/{p}/requests/{id}", bind(&RequestsResource::Get));
-  router.Add("POST", "/v1/pipelines/{p}/requests/{id}/retry", bind(&RequestsResource::Retry));
+  router.Add("GET", "/v1/pipelines/{p}/requests", bind(&RequestsResource::List), read);
+  router.Add("GET", "/v1/pipelines/{p}/requests/{id}", bind(&RequestsResource::Get), read);
+  router.Add("POST", "/v1/pipelines/{p}/requests/{id}/retry", bind(&RequestsResource::Retry),
+             RouteOptions::For(Scope::kSubmit));
 }
 
 }  // namespace runnel::server

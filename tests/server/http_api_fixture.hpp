@@ -123,7 +123,6 @@ class HttpApiTest : public runnel::testing::PostgresTest {
   }
 
   int Start(const pipeline::PipelineConfig& config, HttpOptions http = {}, int workers = 2) {
-    http.host = "127.0.0.1";
     http.port = 0;
     http.handler_threads = 4;
     ServiceOptions options;

@@ -20,6 +20,19 @@ namespace runnel::server {
 
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
+// What a caller may do, each level including the ones before: read its requests and
+// events; also submit them; everything (models, jobs, keys, every client).
+enum class Scope { kRead, kSubmit, kAdmin };
+
+// Who sent a request, as the authorizer established it (api_keys.hpp). Without
+// authentication (a loopback server with neither a token nor keys) everyone is admin.
+struct Access {
+  Scope scope = Scope::kAdmin;
+  // The one client whose requests the caller may submit and see; nullopt: any.
+  std::optional<std::string> client;
+  std::string key_id;  // for the access log; empty for the token or no authentication
+};
+
 struct HttpRequest {
   std::string method;  // "GET", "POST", ...
   std::string path;    // percent-decoded, without the query
@@ -27,6 +40,7 @@ struct HttpRequest {
   Fields headers;      // names as sent
   std::string body;
   std::string client;  // the peer's address, for the access log
+  Access access;       // set by the authorizer before the handler runs
 
   // The first header of that name (case-insensitive), if any.
   std::optional<std::string_view> Header(std::string_view name) const;

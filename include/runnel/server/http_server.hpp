@@ -27,8 +27,11 @@ namespace runnel::server {
 struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                // 0: any free port (Start returns it)
-  std::string token;              // non-empty: every endpoint but /healthz needs "Bearer <token>"
-  bool insecure = false;          // allow a non-loopback address without a token
+  // Non-empty: an admin key ("Bearer <token>"); API keys (api_keys.hpp) work besides.
+  // Every endpoint but /healthz needs a key once a token or a key exists, and always
+  // on a non-loopback address unless `insecure`.
+  std::string token;
+  bool insecure = false;          // a non-loopback address without a token or key is open
   size_t io_threads = 2;          // socket reading and writing only
   size_t handler_threads = 16;    // handlers (database work)
   size_t wait_slots = 64;         // requests waiting for results at once (?wait=, model pushes)
@@ -47,8 +50,6 @@ struct HttpOptions {
 
 // "host:port" or ":port" (loopback). Throws Error(InvalidInput).
 void ParseListenAddress(const std::string& address, HttpOptions& options);
-// Throws Error(Config) for a non-loopback host without a token unless insecure.
-void CheckAccess(const HttpOptions& options);
 
 // What the API serves. The pointed-to objects must outlive the server.
 struct ServingContext {

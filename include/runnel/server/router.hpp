@@ -33,6 +33,15 @@ struct RouteOptions {
   // Otherwise kInline when the body is at most this long (0: never): the handler only
   // parses and hands over (it must not block), cheaper than a thread hop.
   size_t inline_max_body = 0;
+  // The least scope a caller needs (http_message.hpp); admin unless a route says less.
+  Scope scope = Scope::kAdmin;
+  bool open = false;  // answered without authentication (/healthz)
+
+  static RouteOptions For(Scope scope) {
+    RouteOptions options;
+    options.scope = scope;
+    return options;
+  }
 };
 
 struct Route {
