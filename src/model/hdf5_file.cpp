@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "runnel/core/error.hpp"
+#include "runnel/model/model.hpp"
 
 namespace runnel::model {
 
@@ -159,6 +160,27 @@ std::vector<std::string> Hdf5File::StringListAttribute(const std::string& path, 
   return ReadStrings(attribute, fmt::format("attribute '{}' of '{}'", name, path));
 }
 
+// Before allocating what a dataset declares: its values must be in the file, at most
+// kMaxInflation times the bytes stored for them (compressed chunks, or nothing but a
+// fill value, could otherwise declare gigabytes in a few bytes), and all tensors read
+// from one file together stay within MaxModelBytes.
+void Hdf5File::CheckStoredSize(const Hid& dataset, const std::string& path, size_t bytes) const {
+  constexpr size_t kSmall = 64 << 10;  // below this a ratio means nothing (headers, fill values)
+  const hsize_t stored = H5Dget_storage_size(dataset.get());
+  if (bytes > kSmall && bytes / std::max<hsize_t>(stored, 1) > kMaxInflation) {
+    throw Error(ErrorCode::Model,
+                fmt::format("{}: weight '{}' declares {} bytes of values but stores {}: more than {}x, refused as a "
+                            "decompression bomb",
+                            source_, path, bytes, stored, kMaxInflation));
+  }
+  read_bytes_ += bytes;
+  if (read_bytes_ > MaxModelBytes()) {
+    throw Error(ErrorCode::Model, fmt::format("{}: the weights up to '{}' take {} bytes, more than the {} a model may "
+                                              "(RUNNEL_MAX_MODEL_BYTES)",
+                                              source_, path, read_bytes_, MaxModelBytes()));
+  }
+}
+
 Tensor Hdf5File::ReadTensor(const std::string& path) const {
   if (!Exists(path)) throw Error(ErrorCode::Model, fmt::format("{}: weight '{}' is missing", source_, path));
   std::lock_guard lock(Hdf5Mutex());
@@ -190,6 +212,7 @@ Tensor Hdf5File::ReadTensor(const std::string& path) const {
     total *= dims[i];
     tensor.dims.push_back(dims[i]);
   }
+  CheckStoredSize(dataset, path, total * sizeof(float));
   tensor.values.resize(total);
   if (total > 0 && H5Dread(dataset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, tensor.values.data()) < 0) {
     throw Error(ErrorCode::Model, fmt::format("{}: cannot read the values of '{}'", source_, path));

@@ -71,7 +71,9 @@ class Hdf5File {
   std::vector<std::string> StringListAttribute(const std::string& path, const std::string& name) const;
   bool HasAttribute(const std::string& path, const std::string& name) const;
   // A numeric dataset converted to float32. Throws Error(Model) naming the dataset for
-  // a non-numeric type, a rank above 4 or more than 2^28 elements.
+  // a non-numeric type, a rank above 4, more than 2^26 elements, values declared more
+  // than kMaxInflation times the bytes stored for them, or once the tensors read from
+  // this file pass MaxModelBytes; all checked before allocating.
   Tensor ReadTensor(const std::string& path) const;
 
   const std::string& source() const { return source_; }
@@ -79,9 +81,11 @@ class Hdf5File {
  private:
   Hid OpenObject(const std::string& path) const;
   std::vector<std::string> ReadStrings(const Hid& attribute, const std::string& what) const;
+  void CheckStoredSize(const Hid& dataset, const std::string& path, size_t bytes) const;
 
   std::string source_;
   Hid file_;
+  mutable size_t read_bytes_ = 0;  // values of the tensors read so far (MaxModelBytes)
 };
 
 }  // namespace runnel::model

@@ -264,6 +264,44 @@ std::string KerasZip(const std::filesystem::path& path, const std::string& weigh
   return path.string();
 }
 
+// HDF5 datasets may declare far more values than they store (compressed chunks of
+// zeros, or nothing but a fill value): refused before the values are allocated.
+TEST(KerasH5, DatasetsDeclaringMoreThanTheyStoreAreRefused) {
+  const auto dense = [](int inputs) {
+    return Sequential({Input("in", inputs), Layer("Dense", {{"name", "d"}, {"units", 2048}})});
+  };
+  {
+    KerasH5Writer w(dense(4096));  // 32 MiB declared, nothing written
+    w.Weights("d", {{"kernel:0", {{4096, 2048}, {}}}, {"bias:0", {{2048}, std::vector<float>(2048, 0.f)}}});
+    const auto started = std::chrono::steady_clock::now();
+    const auto error = w.LoadError();
+    EXPECT_NE(error.find("weight '/model_weights/d/d/kernel:0' declares 33554432 bytes of values but stores 0"),
+              std::string::npos)
+        << error;
+    EXPECT_NE(error.find("decompression bomb"), std::string::npos) << error;
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+  }
+  {
+    KerasH5Writer w(dense(1024));  // 8 MiB of zeros, compressed to a few kilobytes
+    w.Compress();
+    w.Weights("d", {{"kernel:0", {{1024, 2048}, std::vector<float>(size_t{1024} * 2048, 0.f)}},
+                    {"bias:0", {{2048}, std::vector<float>(2048, 0.f)}}});
+    const auto error = w.LoadError();
+    EXPECT_NE(error.find("weight '/model_weights/d/d/kernel:0' declares 8388608 bytes"), std::string::npos) << error;
+  }
+  // Compressed weights that are not a bomb load as any others.
+  KerasH5Writer ok(Sequential({Input("in", 64), Layer("Dense", {{"name", "d"}, {"units", 64}})}));
+  ok.Compress();
+  std::vector<float> kernel(64 * 64);
+  for (size_t i = 0; i < kernel.size(); ++i) kernel[i] = static_cast<float>((i * 7919) % 1000) / 1000.f;
+  ok.Weights("d", {{"kernel:0", {{64, 64}, kernel}}, {"bias:0", {{64}, std::vector<float>(64, 0.5f)}}});
+  const auto model = ok.Load();
+  const auto out = Predict(model, std::vector<float>(64, 1.f), 1);
+  float expected = 0.5f;
+  for (size_t i = 0; i < 64; ++i) expected += kernel[i * 64];
+  EXPECT_NEAR(out[0], expected, 1e-4);
+}
+
 TEST(KerasV3, ADecompressionBombIsRefusedBeforeInflating) {
   runnel::testing::TempDir dir("runnel-bomb");
   const auto bomb = KerasZip(dir / "bomb.keras", std::string(size_t{256} << 20, '\0'));  // 256 MiB of zeros

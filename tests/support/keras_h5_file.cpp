@@ -1,5 +1,6 @@
 #include "keras_h5_file.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace runnel::testing {
@@ -36,9 +37,19 @@ std::filesystem::path KerasH5File::Write(const std::filesystem::path& path) cons
       hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
       H5Pset_create_intermediate_group(lcpl, 1);
       hid_t space = H5Screate_simple(static_cast<int>(tensor.first.size()), tensor.first.data(), nullptr);
-      hid_t dataset = H5Dcreate2(group, full.c_str(), H5T_IEEE_F32LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-      H5Dwrite(dataset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, tensor.second.data());
+      hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+      if (compress_) {
+        std::vector<hsize_t> chunk = tensor.first;
+        for (auto& d : chunk) d = std::min<hsize_t>(std::max<hsize_t>(d, 1), 1024);
+        H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data());
+        H5Pset_deflate(dcpl, 9);
+      }
+      hid_t dataset = H5Dcreate2(group, full.c_str(), H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT);
+      if (!tensor.second.empty()) {
+        H5Dwrite(dataset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, tensor.second.data());
+      }
       H5Dclose(dataset);
+      H5Pclose(dcpl);
       H5Sclose(space);
       H5Pclose(lcpl);
     }

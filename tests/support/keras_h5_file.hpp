@@ -22,11 +22,16 @@ class KerasH5File {
   void Weights(const std::string& layer, std::vector<Weight> weights) {
     layers_.emplace_back(layer, std::move(weights));
   }
+  // Stores the weights gzip-compressed in chunks (a tensor of zeros then takes
+  // almost no room: the decompression bomb tests). A weight given no values is
+  // declared and never written.
+  void Compress() { compress_ = true; }
   // Writes the file (replacing it) and returns its path.
   std::filesystem::path Write(const std::filesystem::path& path) const;
 
  private:
   nlohmann::json config_;
+  bool compress_ = false;
   std::vector<std::pair<std::string, std::vector<Weight>>> layers_;
 };
 
