@@ -131,11 +131,15 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   }
 
   const auto& source = reader.Table(root, "source", true);
-  reader.AllowOnly(source, "source.", {"table", "key", "client", "columns"});
+  reader.AllowOnly(source, "source.", {"table", "key", "client", "columns", "clients_set_keys"});
   config.table = reader.String(source, "source.", "table", false);
   config.key_column = reader.String(source, "source.", "key", true);
   config.client_column = reader.String(source, "source.", "client", false);
   config.features.input_columns = reader.Strings(source, "source.", "columns", true);
+  if (const toml::node* keys = source.get("clients_set_keys")) {
+    if (!keys->is_boolean()) reader.Fail(keys, "'source.clients_set_keys' must be true or false");
+    config.clients_set_keys = *keys->value<bool>();
+  }
 
   const auto& model = reader.Table(root, "model", true);
   reader.AllowOnly(model, "model.", {"path", "outputs", "name", "type_column", "class_from_argmax"});

@@ -78,8 +78,8 @@ void Api::Load() {
       info.refused = "a generated column: the database computes it";
     } else if (r.Get<std::string>(i, identity_col) == "a") {
       info.refused = "an identity column (GENERATED ALWAYS): the database assigns it";
-    } else if (name == config.key_column && info.has_default) {
-      info.refused = "the key: the database assigns it";
+    } else if (name == config.key_column && info.has_default && !config.clients_set_keys) {
+      info.refused = "the key: the database assigns it ([source] clients_set_keys = true allows it)";
     } else if (std::find(config.write_back.begin(), config.write_back.end(), name) != config.write_back.end()) {
       info.refused = "written by Runnel";
     }

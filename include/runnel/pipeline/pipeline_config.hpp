@@ -56,6 +56,9 @@ struct PipelineConfig {
   std::string table;
   std::string key_column;
   std::string client_column;                  // empty: no per-client quota
+  // HTTP clients may submit the key column although the database assigns it (a
+  // default, identity or serial): off, as a client could take others' future keys.
+  bool clients_set_keys = false;
   std::optional<int64_t> quota_max_requests;  // per client, over all time
   CaptureMode capture = CaptureMode::Queue;
   std::string notify_channel = "table_insert";  // Notify mode only
