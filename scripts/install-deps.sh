@@ -12,7 +12,7 @@ build_packages=(
   postgresql libpq-dev
   libfmt-dev libspdlog-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   libhdf5-dev libzip-dev libprotobuf-dev protobuf-compiler libonnx-dev libpugixml-dev
-  libboost1.74-dev libssl-dev
+  libboost1.74-dev libssl-dev openssl
 )
 test_packages=(
   libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev

@@ -32,7 +32,8 @@ struct Command {
 
 void AddDbCommands(CLI::App& root, std::vector<Command>& commands);
 void AddDemoCommand(CLI::App& root, std::vector<Command>& commands);
-void AddKeysCommands(CLI::App& root, std::vector<Command>& commands);
+void AddKeysCommands(CLI::App& root, std::vector<Command>& commands);  // access_commands.cpp
+void AddGrantsCommand(CLI::App& root, std::vector<Command>& commands);
 void AddModelCommands(CLI::App& root, std::vector<Command>& commands);
 void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands);
 

@@ -12,9 +12,14 @@ void AddDbCommands(CLI::App& root, std::vector<Command>& commands) {
   auto* start = db->add_subcommand("start", "Create the cluster if needed and start it (idempotent)");
   auto port = std::make_shared<uint16_t>(0);
   start->add_option("--port", *port, "TCP port on 127.0.0.1 (default: the last one, or any free port)");
-  commands.push_back({start, [port](CliContext& ctx) {
+  auto tls = std::make_shared<bool>(false);
+  start->add_flag("--tls", *tls,
+                  "TLS on TCP, which then refuses plain connections: a certificate for 127.0.0.1 is made once "
+                  "(clients verify against $RUNNEL_HOME/pg/ca.crt; `db url --tcp` says so)");
+  commands.push_back({start, [port, tls](CliContext& ctx) {
                         auto options = EmbeddedClusterOptions(ctx.config);
                         if (*port != 0) options.port = *port;
+                        options.tls = *tls;
                         postgres::EmbeddedCluster cluster(options);
                         auto outcome = cluster.Start();
                         auto status = cluster.Status();

@@ -61,6 +61,7 @@ int Run(int argc, char** argv) {
                       }});
   AddDbCommands(app, commands);
   AddDemoCommand(app, commands);
+  AddGrantsCommand(app, commands);
   AddKeysCommands(app, commands);
   AddModelCommands(app, commands);
   AddPipelineCommands(app, commands);

@@ -22,6 +22,7 @@
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
 #include "runnel/postgres/connection.hpp"
+#include "runnel/server/grants.hpp"
 #include "runnel/server/service.hpp"
 
 namespace runnel::cli {
@@ -43,6 +44,23 @@ void InstallStopHandler() {
 }
 
 // A secret kept in a file: its first line, without surrounding whitespace.
+// The database `run` serves: --db or the configured URL as given; on the embedded
+// cluster, its superuser migrates and grants, and serving runs as the cluster's
+// non-superuser role, so SQL injected anywhere in serving cannot act as a superuser.
+std::string ServingUrl(const CliContext& ctx, const std::string& flag, const pipeline::PipelineConfig& config,
+                       server::ServiceOptions& options) {
+  const std::string url = DatabaseUrl(ctx, flag);
+  if (!flag.empty() || !ctx.config.db_url.empty()) return url;
+  auto conn = postgres::Connection::Open(url);
+  if (options.migrate) {
+    for (const auto& line : pipeline::Migrate(conn, config)) spdlog::info("migrate: {}", line);
+    options.migrate = false;
+  }
+  server::ApplyGrants(conn, config, std::string(postgres::kServeRole));
+  spdlog::info("serving as role {}: no superuser, only what `runnel grants` lists", postgres::kServeRole);
+  return postgres::EmbeddedCluster(EmbeddedClusterOptions(ctx.config)).ConnectionStringAs(postgres::kServeRole);
+}
+
 std::string ReadTokenFile(const std::string& path) {
   std::string text = ReadFileBytes(path, "the HTTP token file");
   text = text.substr(0, text.find('\n'));
@@ -87,7 +105,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
     bool loop = false, reverse = false;
     bool insecure = false;
     size_t http_threads = 0, http_max_connections = 0, http_wait_slots = 0;
-    std::string access_log;
+    std::string access_log, https_cert, https_key;
     size_t workers = 2;
     bool no_migrate = false, until_idle = false;
     int64_t rows = 1000, clients = 100, rows_per_txn = 1000;
@@ -137,6 +155,12 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                   "Open HTTP connections at most; beyond, 503 at once (default 4096)");
   run->add_option("--http-wait-slots", args->http_wait_slots,
                   "HTTP requests waiting for results at once (?wait=, model pushes); beyond, 503 (default 64)");
+  auto* cert = run->add_option("--https-cert", args->https_cert, "Serve HTTPS only, with this PEM certificate chain")
+                   ->check(CLI::ExistingFile);
+  run->add_option("--https-key", args->https_key, "The private key (PEM) of --https-cert")
+      ->check(CLI::ExistingFile)
+      ->needs(cert);
+  cert->needs(run->get_option("--https-key"));
   run->add_option("--access-log", args->access_log,
                   "Append one line per HTTP response (client, method, path, status, bytes, ms) to this file; "
                   "'-' for stderr");
@@ -162,19 +186,22 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
            if (args->http_max_connections > 0) http.max_connections = args->http_max_connections;
            if (args->http_wait_slots > 0) http.wait_slots = args->http_wait_slots;
            http.access_log = args->access_log;
+           http.https_cert = args->https_cert;
+           http.https_key = args->https_key;
            options.http = http;
          }
          if (args->workers == 0 && args->http.empty()) {
            throw Error(ErrorCode::InvalidInput, "--workers 0 serves nothing without --http");
          }
-         const std::string url = DatabaseUrl(ctx, args->db);
+         const std::string url = ServingUrl(ctx, args->db, config, options);
          InstallStopHandler();
          server::Service service(config, url, options);
          service.Start();
          spdlog::info("serving pipeline '{}' with {}, {} worker(s); Ctrl-C drains and stops", config.name,
                       service.Describe(), args->workers);
          if (options.http) {
-           spdlog::info("HTTP API on http://{}:{}/v1 ({})", options.http->host, service.http_port(),
+           spdlog::info("HTTP API on {}://{}:{}/v1 ({})", options.http->https_cert.empty() ? "http" : "https",
+                        options.http->host, service.http_port(),
                         options.http->token.empty() ? "API keys: `runnel keys`" : "the token or API keys");
          }
          // Progress every 5 s. Best effort: it (re)connects on its own and never

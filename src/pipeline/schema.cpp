@@ -8,6 +8,7 @@
 
 #include "runnel/core/error.hpp"
 #include "runnel/pipeline/serving_stages.hpp"
+#include "runnel/postgres/sqlstate.hpp"
 
 namespace runnel::pipeline {
 
@@ -328,6 +329,31 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
   if (auto created = EnsureKeyIndex(conn, config)) done.push_back(*created);
   tx.Commit();
   return done;
+}
+
+}  // namespace runnel::pipeline
+
+namespace runnel::pipeline {
+
+std::vector<std::string> MigrateIfAllowed(postgres::Connection& conn, const PipelineConfig& config) {
+  try {
+    return Migrate(conn, config);
+  } catch (const postgres::DatabaseError& e) {
+    if (e.sqlstate() != postgres::kInsufficientPrivilege) throw;
+    auto r = conn.Exec(
+        "SELECT current_user::text AS role, CASE WHEN to_regclass('runnel_migrations') IS NULL THEN 0 ELSE "
+        "(SELECT coalesce(max(version), 0) FROM runnel_migrations WHERE pipeline = $1) END AS version",
+        Params().Add(config.name));
+    const auto role = r.Get<std::string>(0, r.ColumnIndex("role"));
+    const auto version = r.Get<int32_t>(0, r.ColumnIndex("version"));
+    if (version < kSchemaVersion) {
+      throw Error(ErrorCode::Config,
+                  fmt::format("pipeline '{}' is at schema version {}, not {}, and role '{}' may not change it ({}): "
+                              "run `runnel migrate` and `runnel grants` as the table's owner",
+                              config.name, version, kSchemaVersion, role, e.what()));
+    }
+    return {fmt::format("skipped: role '{}' may not change the schema, which is current (version {})", role, version)};
+  }
 }
 
 }  // namespace runnel::pipeline

@@ -269,12 +269,6 @@ void EmbeddedCluster::Initialize() {
     throw Error(ErrorCode::Io, fmt::format("initdb failed for {}:\n{}", data.string(), result.output));
   }
   const SafeDir data_files = cluster.Sub("data");
-  // Only Runnel's role, only from this machine; the socket's mode keeps other users out.
-  data_files.Write("pg_hba.conf",
-                   fmt::format("# Written by Runnel: trust the local owner on the socket, password on loopback TCP.\n"
-                               "local all {0} trust\nhost  all {0} 127.0.0.1/32 scram-sha-256\n",
-                               kRole),
-                   0600, FileOwnerOf());
   auto conf = data_files.Read("postgresql.conf", 16 << 20);
   if (!conf) throw Error(ErrorCode::Io, fmt::format("initdb left no {}", (data / "postgresql.conf").string()));
   data_files.Write("postgresql.conf",
@@ -293,13 +287,27 @@ void EmbeddedCluster::WriteSettings(uint16_t port) {
     if (c == '\'') socket_dir += '\'';
     socket_dir += c;
   }
-  SafeDir::Open(options_.dir)
-      .Sub("data")
-      .Write("runnel.conf",
-             fmt::format("# Written by Runnel on every start.\nlisten_addresses = '127.0.0.1'\nport = {}\n"
-                         "unix_socket_directories = '{}'\nunix_socket_permissions = 0700\nmax_connections = 200\n",
-                         port, socket_dir),
-             0600, FileOwnerOf());
+  const SafeDir data_files = SafeDir::Open(options_.dir).Sub("data");
+  // Only from this machine. The socket's mode (0700) keeps other users out, so every
+  // role is trusted there: whoever reaches it could be the superuser anyway, and the
+  // serving role (kServeRole) needs no secret. Rewritten on every start, so clusters
+  // created before the serving role existed get it too.
+  // With TLS, TCP connections without it are refused (hostssl only).
+  const bool tls = TlsEnabled();
+  data_files.Write("pg_hba.conf",
+                   fmt::format("# Written by Runnel on every start: any role on the socket, password on loopback "
+                               "TCP{}.\nlocal all all trust\n{} all all 127.0.0.1/32 scram-sha-256\n",
+                               tls ? " over TLS only" : "", tls ? "hostssl" : "host "),
+                   0600, FileOwnerOf());
+  data_files.Write(
+      "runnel.conf",
+      fmt::format("# Written by Runnel on every start.\nlisten_addresses = '127.0.0.1'\nport = {}\n"
+                  "unix_socket_directories = '{}'\nunix_socket_permissions = 0700\nmax_connections = 200\n{}",
+                  port, socket_dir,
+                  tls ? "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
+                        "ssl_min_protocol_version = 'TLSv1.2'\n"
+                      : ""),
+      0600, FileOwnerOf());
 }
 
 uint16_t EmbeddedCluster::ConfiguredPort() const {
@@ -386,10 +394,18 @@ std::string EmbeddedCluster::PgCtl(const std::vector<std::string>& args, bool ch
 
 StartOutcome EmbeddedCluster::Start() {
   PrepareDirectory();
-  if (RunningPostmaster()) return StartOutcome::AlreadyRunning;
+  if (RunningPostmaster()) {
+    if (options_.tls && !TlsEnabled()) {
+      throw Error(ErrorCode::Config, fmt::format("the PostgreSQL cluster in {} runs without TLS: `runnel db stop`, "
+                                                 "then `runnel db start --tls`",
+                                                 options_.dir.string()));
+    }
+    return StartOutcome::AlreadyRunning;
+  }
   ClearStaleLockFiles();
   const bool fresh = !fs::exists(data_dir() / "PG_VERSION");
   if (fresh) Initialize();
+  if (options_.tls && !TlsEnabled()) CreateCertificate();
 
   // Another process may grab the port between the check and the server's bind: retry.
   for (int attempt = 1;; ++attempt) {
@@ -408,12 +424,10 @@ StartOutcome EmbeddedCluster::Start() {
   // pg_ctl wrote the log as the server user; an older one of root's is handed over,
   // a link is refused.
   if (service_owner_) SafeDir::Open(options_.dir).ChownEntry(log_file().filename().string(), *FileOwnerOf());
-  if (fresh) {
-    auto conn = Connection::Open(ConnectionString("postgres"));
-    conn.Exec(fmt::format("CREATE DATABASE {}", QuoteIdentifier(kRole)));
-    return StartOutcome::Initialized;
-  }
-  return StartOutcome::Started;
+  auto conn = Connection::Open(ConnectionString("postgres"));
+  if (fresh) conn.Exec(fmt::format("CREATE DATABASE {}", QuoteIdentifier(kRole)));
+  EnsureServeRole(conn);
+  return fresh ? StartOutcome::Initialized : StartOutcome::Started;
 }
 
 bool EmbeddedCluster::Stop() {
@@ -448,14 +462,68 @@ ClusterStatus EmbeddedCluster::Status() const {
   return status;
 }
 
+bool EmbeddedCluster::TlsEnabled() const {
+  return fs::exists(data_dir() / "server.crt") && fs::exists(options_.dir / "ca.crt");
+}
+
+// A self-signed certificate for 127.0.0.1 and localhost, made by the openssl tool in a
+// private temporary directory and written into the cluster through SafeDir (never
+// through a path the server user controls): the server's key and certificate in the
+// data directory, the certificate for clients to verify against as ca.crt.
+void EmbeddedCluster::CreateCertificate() {
+  const fs::path openssl = "/usr/bin/openssl";
+  if (!fs::exists(openssl)) {
+    throw Error(ErrorCode::NotFound, "TLS needs the openssl tool: apt-get install openssl");
+  }
+  std::string scratch = (fs::temp_directory_path() / "runnel-tls-XXXXXX").string();
+  if (::mkdtemp(scratch.data()) == nullptr) {
+    throw Error(ErrorCode::Io, fmt::format("cannot create a temporary directory: {}", std::strerror(errno)));
+  }
+  struct RemoveOnExit {
+    fs::path dir;
+    ~RemoveOnExit() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } cleanup{scratch};
+  const SafeDir made = SafeDir::Open(scratch);
+  auto result = RunProcess({openssl.string(), "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650", "-subj", "/CN=localhost",
+                            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", scratch + "/server.key",
+                            "-out", scratch + "/server.crt"});
+  auto key = made.Read("server.key", 64 << 10), cert = made.Read("server.crt", 64 << 10);
+  if (result.exit_code != 0 || !key || !cert) {
+    throw Error(ErrorCode::Io, fmt::format("openssl could not make a certificate:\n{}", result.output));
+  }
+  const SafeDir cluster = SafeDir::Open(options_.dir);
+  const SafeDir data_files = cluster.Sub("data");
+  data_files.Write("server.key", *key, 0600, FileOwnerOf());
+  data_files.Write("server.crt", *cert, 0600, FileOwnerOf());
+  cluster.Write("ca.crt", *cert, 0644, FileOwnerOf());
+  spdlog::info("TLS on: certificate for 127.0.0.1 and localhost in {}", (options_.dir / "ca.crt").string());
+}
+
+// The role `runnel run` serves as: no superuser, no owner, only what `runnel grants`
+// gives it.
+void EmbeddedCluster::EnsureServeRole(Connection& conn) {
+  conn.Exec(
+      fmt::format("DO $runnel$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{0}') THEN "
+                  "CREATE ROLE {0} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION; END IF; END $runnel$",
+                  kServeRole));
+}
+
 std::string EmbeddedCluster::ConnectionString(const std::string& dbname) const {
+  return ConnectionStringAs(kRole, dbname);
+}
+
+std::string EmbeddedCluster::ConnectionStringAs(std::string_view role, const std::string& dbname) const {
   auto status = Status();
   if (!status.running) {
     throw Error(
         ErrorCode::Unavailable,
         fmt::format("the embedded PostgreSQL in {} is not running: run `runnel db start`", options_.dir.string()));
   }
-  return fmt::format("host={} port={} user={} dbname={}", ConninfoValue(options_.dir.string()), status.port, kRole,
+  return fmt::format("host={} port={} user={} dbname={}", ConninfoValue(options_.dir.string()), status.port, role,
                      ConninfoValue(dbname));
 }
 
@@ -475,8 +543,12 @@ std::string EmbeddedCluster::TcpConnectionString(const std::string& dbname) cons
         ErrorCode::Unavailable,
         fmt::format("the embedded PostgreSQL in {} is not running: run `runnel db start`", options_.dir.string()));
   }
-  return fmt::format("host=127.0.0.1 port={} user={} password={} dbname={}", status.port, kRole,
-                     ConninfoValue(ReadPassword()), ConninfoValue(dbname));
+  std::string tls;
+  if (TlsEnabled()) {
+    tls = fmt::format(" sslmode=verify-full sslrootcert={}", ConninfoValue((options_.dir / "ca.crt").string()));
+  }
+  return fmt::format("host=127.0.0.1 port={} user={} password={} dbname={}{}", status.port, kRole,
+                     ConninfoValue(ReadPassword()), ConninfoValue(dbname), tls);
 }
 
 }  // namespace runnel::postgres

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "runnel/core/error.hpp"
+#include "runnel/postgres/sqlstate.hpp"
 
 namespace runnel::registry {
 
@@ -57,7 +58,9 @@ ModelVersion Insert(postgres::Connection& conn, const PushRequest& request) {
 
 }  // namespace
 
-void MigrateRegistry(postgres::Connection& conn) {
+namespace {
+
+void CreateRegistry(postgres::Connection& conn) {
   postgres::Transaction tx(conn);
   conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
   conn.Exec(
@@ -97,6 +100,21 @@ void MigrateRegistry(postgres::Connection& conn) {
       "  invocations bigint NOT NULL, rows bigint NOT NULL, total_ms float8 NOT NULL, min_ms float8 NOT NULL,"
       "  max_ms float8 NOT NULL, PRIMARY KEY (process, pipeline, name, version))");
   tx.Commit();
+}
+
+}  // namespace
+
+void MigrateRegistry(postgres::Connection& conn) {
+  try {
+    CreateRegistry(conn);
+  } catch (const postgres::DatabaseError& e) {
+    // A serving role without the right to create or replace (least privilege) uses
+    // the registry its owner set up.
+    if (e.sqlstate() != postgres::kInsufficientPrivilege) throw;
+    auto r =
+        conn.Exec("SELECT to_regclass('runnel_models') IS NOT NULL AND to_regclass('runnel_model_state') IS NOT NULL");
+    if (!r.Get<bool>(0, 0)) throw;
+  }
 }
 
 ModelVersion Push(postgres::Connection& conn, const PushRequest& request) {

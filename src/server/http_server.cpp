@@ -178,6 +178,12 @@ int HttpServer::Start() {
   }
   s.transport = std::make_unique<HttpTransport>(LimitsOf(api.options), s.router, api.ctx.metrics,
                                                 Authorization(api.options, s.keys), AccessLog(api.options.access_log));
+  if (!api.options.https_cert.empty() || !api.options.https_key.empty()) {
+    if (api.options.https_cert.empty() || api.options.https_key.empty()) {
+      throw Error(ErrorCode::Config, "HTTPS needs both a certificate (--https-cert) and its key (--https-key)");
+    }
+    s.transport->UseTls(api.options.https_cert, api.options.https_key);
+  }
   return s.transport->Listen(api.options.host, api.options.port);
 }
 

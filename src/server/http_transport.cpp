@@ -11,6 +11,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <deque>
 #include <limits>
 #include <thread>
@@ -23,7 +24,9 @@ namespace runnel::server {
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
+namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -98,6 +101,7 @@ struct HttpTransport::Impl {
   // sessions it still holds when it is destroyed, while the members above still live.
   net::io_context ioc{static_cast<int>(limits.io_threads)};
   std::optional<tcp::acceptor> acceptor;
+  std::optional<ssl::context> tls;  // set: every connection speaks HTTPS
   net::thread_pool handler_pool;
   net::thread_pool wait_pool;
   std::vector<std::thread> io_threads;
@@ -114,17 +118,34 @@ using ImplPtr = HttpTransport::Impl*;
 
 // One connection: reads a head, then (if the route and the limits allow) the body,
 // hands the request to a pool, writes the reply, and again while kept alive.
-class Session : public std::enable_shared_from_this<Session> {
+// `Stream` is beast::tcp_stream (HTTP) or TlsStream (HTTPS: a handshake first, under
+// the head's deadline).
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
  public:
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
   Session(tcp::socket socket, ImplPtr transport)
-      : stream_(std::move(socket)), t_(transport), buffer_(t_->limits.max_header_bytes + (256 << 10)) {
+      : stream_(MakeStream(std::move(socket), transport)),
+        t_(transport),
+        buffer_(t_->limits.max_header_bytes + (256 << 10)) {
     beast::error_code ec;
-    const auto peer = stream_.socket().remote_endpoint(ec);
+    const auto peer = Tcp().socket().remote_endpoint(ec);
     client_ = ec ? "?" : peer.address().to_string();
   }
   ~Session() { t_->connections.Give(); }
 
-  void Start() { ReadHead(); }
+  void Start() {
+    if constexpr (kTls) {
+      Tcp().expires_after(t_->limits.head_timeout);
+      stream_.async_handshake(ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+        if (ec) return self->Close();  // not TLS, or too slow: nothing to answer
+        self->ReadHead();
+      });
+    } else {
+      ReadHead();
+    }
+  }
 
  private:
   // What one request holds between its head and its reply.
@@ -141,15 +162,25 @@ class Session : public std::enable_shared_from_this<Session> {
     bool keep_alive = false;
   };
 
+  static Stream MakeStream(tcp::socket socket, ImplPtr transport) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), *transport->tls);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+
+  beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream_); }
+
   void ReadHead() {
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(t_->limits.max_header_bytes));
     // The route's limit is set once the head names the route (AdmitBody); until then
     // a declared length is not judged by the parser's 1 MB default.
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
-    stream_.expires_after(t_->limits.head_timeout);
+    Tcp().expires_after(t_->limits.head_timeout);
     http::async_read_header(stream_, buffer_, *parser_,
-                            beast::bind_front_handler(&Session::OnHead, shared_from_this()));
+                            beast::bind_front_handler(&Session::OnHead, this->shared_from_this()));
   }
 
   void OnHead(beast::error_code ec, size_t) {
@@ -231,9 +262,9 @@ class Session : public std::enable_shared_from_this<Session> {
     const auto expect = ex_->request.Header("Expect");
     if (expect && EqualsIgnoreCase(*expect, "100-continue")) {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      stream_.expires_after(t_->limits.write_timeout);
+      Tcp().expires_after(t_->limits.write_timeout);
       net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
-                       [self = shared_from_this()](beast::error_code ec, size_t) {
+                       [self = this->shared_from_this()](beast::error_code ec, size_t) {
                          if (ec) return self->Abandon();
                          self->ReadBody();
                        });
@@ -251,9 +282,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void ReadBody() {
     if (body_deadline_ == Clock::time_point{}) {
       body_deadline_ = Clock::now() + t_->limits.body_timeout;
-      stream_.expires_at(body_deadline_);
+      Tcp().expires_at(body_deadline_);
     }
-    http::async_read_some(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::OnBody, shared_from_this()));
+    http::async_read_some(stream_, buffer_, *parser_,
+                          beast::bind_front_handler(&Session::OnBody, this->shared_from_this()));
   }
 
   void OnBody(beast::error_code ec, size_t) {
@@ -273,9 +305,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void Dispatch() {
     body_deadline_ = {};
     ex_->request.body = std::move(parser_->get().body());
-    stream_.expires_never();  // the handler may take long (?wait): no socket deadline meanwhile
+    Tcp().expires_never();  // the handler may take long (?wait): no socket deadline meanwhile
     const Lane lane = ex_->route->LaneFor(ex_->request);
-    auto run = [self = shared_from_this()] {
+    auto run = [self = this->shared_from_this()] {
       Router::Run(*self->ex_->route, self->ex_->request, self->ex_->response, self->ex_->params);
       self->AfterHandler(false);
     };
@@ -317,7 +349,7 @@ class Session : public std::enable_shared_from_this<Session> {
       HttpRequest named;  // for the log: ex_ may be gone once the responder answered
       named.method = ex_->request.method;
       named.path = ex_->request.path;
-      auto responder = std::make_shared<Deferred>(shared_from_this());
+      auto responder = std::make_shared<Deferred>(this->shared_from_this());
       try {
         deferred(responder);
       } catch (...) {
@@ -328,7 +360,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     if (on_strand) return Write();
-    net::post(stream_.get_executor(), [self = shared_from_this()] { self->Write(); });
+    net::post(stream_.get_executor(), [self = this->shared_from_this()] { self->Write(); });
   }
 
   // 503 with Retry-After: a limit shared by all clients is reached.
@@ -361,8 +393,8 @@ class Session : public std::enable_shared_from_this<Session> {
     response_->prepare_payload();
     if (ex_->request.method == "HEAD") response_->body().clear();  // Content-Length stays that of GET
     Record();
-    stream_.expires_after(t_->limits.write_timeout);
-    http::async_write(stream_, *response_, [self = shared_from_this(), keep_alive](beast::error_code ec, size_t) {
+    Tcp().expires_after(t_->limits.write_timeout);
+    http::async_write(stream_, *response_, [self = this->shared_from_this(), keep_alive](beast::error_code ec, size_t) {
       self->Done();
       if (ec) return self->Close();
       if (!keep_alive) return self->Linger();
@@ -402,23 +434,24 @@ class Session : public std::enable_shared_from_this<Session> {
   // the reply is not lost to a reset.
   void Linger() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    Tcp().socket().shutdown(tcp::socket::shutdown_send, ec);
     if (ec) return Close();
     if (linger_deadline_ == Clock::time_point{}) {
       linger_deadline_ = Clock::now() + std::chrono::seconds(1);
-      stream_.expires_at(linger_deadline_);
+      Tcp().expires_at(linger_deadline_);
     }
-    stream_.async_read_some(net::buffer(drain_), [self = shared_from_this()](beast::error_code read_error, size_t) {
-      if (read_error) return self->Close();
-      self->Linger();
-    });
+    stream_.async_read_some(net::buffer(drain_),
+                            [self = this->shared_from_this()](beast::error_code read_error, size_t) {
+                              if (read_error) return self->Close();
+                              self->Linger();
+                            });
   }
 
   void Close() {
     if (ex_) Done();
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.close();
+    Tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
+    Tcp().close();
   }
 
   // ---- streamed responses (Server-Sent Events) ----
@@ -473,8 +506,8 @@ class Session : public std::enable_shared_from_this<Session> {
     // The read that notices the client leaving starts first, with no deadline: a
     // pending read keeps the expiry it started with (the writes' deadlines below must
     // not become its own).
-    stream_.expires_never();
-    sink_ = std::make_shared<Sink>(weak_from_this(), stream_.get_executor());
+    Tcp().expires_never();
+    sink_ = std::make_shared<Sink>(this->weak_from_this(), stream_.get_executor());
     WatchClose();
     QueueOut(std::move(head), /*counted=*/false);
     stream->Start(sink_);
@@ -482,7 +515,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // A streamed response's client sends nothing more: a read ends when it closes.
   void WatchClose() {
-    stream_.async_read_some(net::buffer(drain_), [self = shared_from_this()](beast::error_code ec, size_t) {
+    stream_.async_read_some(net::buffer(drain_), [self = this->shared_from_this()](beast::error_code ec, size_t) {
       if (!ec) return self->WatchClose();
       self->sink_->MarkClosed();
       self->Close();
@@ -495,9 +528,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void WriteNext() {
-    stream_.expires_after(t_->limits.write_timeout);
+    Tcp().expires_after(t_->limits.write_timeout);
     net::async_write(stream_, net::buffer(out_.front().first),
-                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                     [self = this->shared_from_this()](beast::error_code ec, size_t) {
                        if (self->out_.front().second) self->sink_->Sent(self->out_.front().first.size());
                        self->out_.pop_front();
                        if (ec) {
@@ -506,7 +539,7 @@ class Session : public std::enable_shared_from_this<Session> {
                        }
                        if (!self->out_.empty()) return self->WriteNext();
                        if (self->ending_) return self->Close();
-                       self->stream_.expires_never();
+                       self->Tcp().expires_never();
                      });
   }
 
@@ -515,7 +548,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (out_.empty()) Close();
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   ImplPtr t_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -541,7 +574,11 @@ void HttpTransport::Impl::Accept() {
     } else if (!self->connections.TryTake()) {
       self->RefuseConnection(std::move(socket));
     } else {
-      std::make_shared<Session>(std::move(socket), self)->Start();
+      if (self->tls) {
+        std::make_shared<Session<TlsStream>>(std::move(socket), self)->Start();
+      } else {
+        std::make_shared<Session<beast::tcp_stream>>(std::move(socket), self)->Start();
+      }
     }
     self->Accept();
   });
@@ -569,6 +606,22 @@ HttpTransport::HttpTransport(TransportLimits limits, const Router& router, Metri
 
 HttpTransport::~HttpTransport() {
   Stop();
+}
+
+void HttpTransport::UseTls(const std::string& cert_file, const std::string& key_file) {
+  ssl::context context(ssl::context::tls_server);
+  context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                      ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  beast::error_code ec;
+  context.use_certificate_chain_file(cert_file, ec);
+  if (ec) throw Error(ErrorCode::Config, fmt::format("--https-cert '{}': {}", cert_file, ec.message()));
+  context.use_private_key_file(key_file, ssl::context::pem, ec);
+  if (ec) throw Error(ErrorCode::Config, fmt::format("--https-key '{}': {}", key_file, ec.message()));
+  if (SSL_CTX_check_private_key(context.native_handle()) != 1) {
+    throw Error(ErrorCode::Config,
+                fmt::format("--https-key '{}' is not the key of the certificate in '{}'", key_file, cert_file));
+  }
+  impl_->tls.emplace(std::move(context));
 }
 
 int HttpTransport::Listen(const std::string& host, int port) {

@@ -57,6 +57,9 @@ class HttpTransport {
   HttpTransport(const HttpTransport&) = delete;
   HttpTransport& operator=(const HttpTransport&) = delete;
 
+  // Serves HTTPS with this PEM certificate chain and private key (before Listen;
+  // TLS 1.2 and later). Throws Error(Config) naming the file that cannot be used.
+  void UseTls(const std::string& cert_file, const std::string& key_file);
   // Binds (SO_REUSEADDR, never SO_REUSEPORT: a second server on the port fails here)
   // and starts the threads. Returns the bound port. Throws Error(Unavailable).
   int Listen(const std::string& host, int port);

@@ -28,7 +28,7 @@ void Service::Start() {
   {
     auto conn = postgres::Connection::Open(conninfo_);
     if (options_.migrate) {
-      for (const auto& line : pipeline::Migrate(conn, config_)) log(fmt::format("migrate: {}", line));
+      for (const auto& line : pipeline::MigrateIfAllowed(conn, config_)) log(fmt::format("migrate: {}", line));
     }
     registry::MigrateRegistry(conn);
   }

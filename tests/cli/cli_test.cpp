@@ -162,9 +162,22 @@ TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   EXPECT_NE(queued.output.find("queue 250"), std::string::npos) << queued.output;
   EXPECT_NE(queued.output.find("done 0, throttled 0, failed 0"), std::string::npos) << queued.output;
 
+  auto grants = Runnel({"grants", "--pipeline", pipeline, "--role", "analyst"});
+  ASSERT_EQ(grants.exit_code, 0) << grants.output;
+  EXPECT_NE(grants.output.find("GRANT SELECT, INSERT ON \"needs\" TO \"analyst\";\nGRANT UPDATE (\"risk_propensity\", "
+                               "\"financial_status\") ON \"needs\" TO \"analyst\";"),
+            std::string::npos)
+      << grants.output;
+  EXPECT_NE(grants.output.find("GRANT SELECT ON \"products\" TO \"analyst\";"), std::string::npos) << grants.output;
+  auto unmigrated = Runnel(
+      {"grants", "--pipeline", std::string(RUNNEL_SOURCE_DIR) + "/examples/wine/pipeline.toml", "--role", "analyst"});
+  EXPECT_EQ(unmigrated.exit_code, 1);
+  EXPECT_NE(unmigrated.output.find("is not migrated"), std::string::npos) << unmigrated.output;
+
   auto run = Runnel({"run", "--pipeline", pipeline, "--until-idle"});
   ASSERT_EQ(run.exit_code, 0) << run.output;
   EXPECT_NE(run.output.find("served 250 requests"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("serving as role runnel_serve"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("time in stages"), std::string::npos) << run.output;
   auto served = Runnel({"status", "--pipeline", pipeline});
   EXPECT_NE(served.output.find("queue 0"), std::string::npos) << served.output;

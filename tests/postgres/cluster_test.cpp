@@ -237,6 +237,58 @@ TEST_F(ClusterTest, TcpNeedsThePassword) {
   }
 }
 
+// libpq verifies the server against the cluster's own certificate (verify-full: the
+// chain and 127.0.0.1 in it); TCP without TLS is refused; TLS stays on across restarts.
+TEST_F(ClusterTest, TlsOnTcpIsVerifiedAndRequired) {
+  auto options = OptionsFor(dir_ / "pg");
+  EmbeddedCluster plain(options);
+  StopOnExit guard{plain};
+  ASSERT_EQ(plain.Start(), StartOutcome::Initialized);
+  options.tls = true;
+  EmbeddedCluster cluster(options);
+  EXPECT_THROW(cluster.Start(), Error) << "a running cluster without TLS is not switched silently";
+  ASSERT_TRUE(cluster.Stop());
+  ASSERT_EQ(cluster.Start(), StartOutcome::Started);
+  const std::string tcp = cluster.TcpConnectionString();
+  EXPECT_NE(tcp.find("sslmode=verify-full"), std::string::npos) << "the password stays out of this message";
+  EXPECT_EQ(QueryInt(tcp, "SELECT count(*) FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl"), 1);
+  const auto port = cluster.Status().port;
+  const std::string password = [&] {
+    std::ifstream in(dir_ / "pg" / "password");
+    std::string line;
+    std::getline(in, line);
+    return line;
+  }();
+  try {
+    Connection::Open(
+        fmt::format("host=127.0.0.1 port={} user=runnel dbname=runnel password={} sslmode=disable", port, password));
+    ADD_FAILURE() << "TCP without TLS must be refused";
+  } catch (const DatabaseError& e) {
+    EXPECT_NE(std::string(e.what()).find("no encryption"), std::string::npos) << e.what();
+  }
+  // A certificate that is not the cluster's fails verification.
+  auto other_options = OptionsFor(dir_ / "other");
+  other_options.tls = true;
+  EmbeddedCluster other_tls(other_options);
+  StopOnExit other_guard{other_tls};
+  ASSERT_EQ(other_tls.Start(), StartOutcome::Initialized);
+  try {
+    Connection::Open(
+        fmt::format("host=127.0.0.1 port={} user=runnel dbname=runnel password={} sslmode=verify-full "
+                    "sslrootcert={}",
+                    port, password, (dir_ / "other" / "ca.crt").string()));
+    ADD_FAILURE() << "another cluster's certificate must not verify this one";
+  } catch (const DatabaseError& e) {
+    EXPECT_NE(std::string(e.what()).find("certificate verify failed"), std::string::npos) << e.what();
+  }
+  options.tls = false;
+  EmbeddedCluster again(options);
+  ASSERT_TRUE(again.Stop());
+  ASSERT_EQ(again.Start(), StartOutcome::Started);
+  EXPECT_NE(again.TcpConnectionString().find("sslmode=verify-full"), std::string::npos) << "TLS stays on";
+  EXPECT_EQ(QueryInt(again.TcpConnectionString(), "SELECT 1"), 1);
+}
+
 TEST_F(ClusterTest, OverlongDirectoryIsRefusedUpFront) {
   EXPECT_THROW(EmbeddedCluster(OptionsFor(dir_ / std::string(120, 'x'))), Error);
 }

@@ -131,7 +131,7 @@ class HttpApiTest : public runnel::testing::PostgresTest {
     options.stream.poll = std::chrono::milliseconds(200);
     options.stream.heartbeat = std::chrono::milliseconds(200);
     options.events = events_;
-    service_ = std::make_unique<Service>(config, conninfo(), options);
+    service_ = std::make_unique<Service>(config, serve_conninfo_.empty() ? conninfo() : serve_conninfo_, options);
     service_->Start();
     port_ = service_->http_port();
     client_ = std::make_unique<httplib::Client>("127.0.0.1", port_);
@@ -172,7 +172,8 @@ class HttpApiTest : public runnel::testing::PostgresTest {
 
   std::unique_ptr<postgres::Connection> conn_;
   runnel::testing::TempDir dir_{"runnel-http"};
-  EventHubOptions events_;  // the next Start's
+  EventHubOptions events_;      // the next Start's
+  std::string serve_conninfo_;  // the next Start's database, when not conninfo()
   std::unique_ptr<Service> service_;
   std::unique_ptr<httplib::Client> client_;
   int port_ = 0;

@@ -84,4 +84,10 @@ void CheckInputTypes(const PipelineConfig& config, const std::map<std::string, s
 // Throws Error(InvalidInput) naming a missing table or column, DatabaseError otherwise.
 std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config);
 
+// Migrate for a serving process, whose role may lack the right to change the schema
+// (least privilege, grants.hpp): when PostgreSQL refuses for want of privilege, the
+// schema only has to be current already. Returns Migrate's lines, or one saying it
+// was skipped. Throws Error(Config) when it is not current, naming what to run.
+std::vector<std::string> MigrateIfAllowed(postgres::Connection& conn, const PipelineConfig& config);
+
 }  // namespace runnel::pipeline

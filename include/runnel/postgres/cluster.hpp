@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runnel/core/process.hpp"
@@ -33,12 +34,17 @@
 
 namespace runnel::postgres {
 
+class Connection;
+
 struct ClusterOptions {
   std::filesystem::path dir;               // required; created when missing
   uint16_t port = 0;                       // 0: keep the last port if free, else pick one
   std::filesystem::path bin_dir;           // empty: FindPostgresBinDir()
   std::string service_user = "runnel-pg";  // used only when running as root
   std::chrono::seconds start_timeout{60};
+  // Make the cluster speak TLS on TCP (and refuse TCP without it): a certificate is
+  // created on the first start with it; TLS then stays on.
+  bool tls = false;
 };
 
 struct ClusterStatus {
@@ -58,6 +64,10 @@ enum class StartOutcome {
 // postgres. Throws Error(NotFound) with the install command when there is none.
 std::filesystem::path FindPostgresBinDir();
 
+// The embedded cluster's non-superuser role for serving (`runnel run`), created on
+// every start; `runnel run` grants it what the pipeline needs (server/grants.hpp).
+inline constexpr std::string_view kServeRole = "runnel_serve";
+
 class EmbeddedCluster {
  public:
   explicit EmbeddedCluster(ClusterOptions options);
@@ -76,7 +86,10 @@ class EmbeddedCluster {
   // "host=/x/pg port=5433 user=runnel dbname=runnel". Throws Error(Unavailable) when
   // the cluster is not running.
   std::string ConnectionString(const std::string& dbname = "runnel") const;
-  // The same over TCP on 127.0.0.1, with the password.
+  // The same for another role, e.g. kServeRole.
+  std::string ConnectionStringAs(std::string_view role, const std::string& dbname = "runnel") const;
+  // The same over TCP on 127.0.0.1, with the password; with TLS also
+  // sslmode=verify-full against the cluster's certificate (dir()/ca.crt).
   std::string TcpConnectionString(const std::string& dbname = "runnel") const;
 
   const std::filesystem::path& dir() const { return options_.dir; }
@@ -92,6 +105,9 @@ class EmbeddedCluster {
   void PrepareDirectory();
   void Initialize();
   void WriteSettings(uint16_t port);
+  static void EnsureServeRole(Connection& conn);
+  bool TlsEnabled() const;
+  void CreateCertificate();
   uint16_t ChoosePort() const;
   void ClearStaleLockFiles() const;
   std::optional<pid_t> RunningPostmaster() const;

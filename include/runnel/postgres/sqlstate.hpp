@@ -26,6 +26,8 @@ std::string_view FailureClassName(FailureClass failure);
 // The SQLSTATE of a lock_timeout expiring (lock_not_available): transient for a
 // batch, but the worker first looks for the rows another transaction holds.
 inline constexpr std::string_view kLockNotAvailable = "55P03";
+// insufficient_privilege: also "must be owner of" a table a migration alters.
+inline constexpr std::string_view kInsufficientPrivilege = "42501";
 // unique_violation: the worker's results insert meeting a key served before.
 inline constexpr std::string_view kUniqueViolation = "23505";
 

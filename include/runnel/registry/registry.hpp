@@ -26,7 +26,9 @@
 
 namespace runnel::registry {
 
-// Creates or updates the registry tables; idempotent, safe from several processes.
+// Creates or updates the registry tables; idempotent, safe from several processes. A
+// role that may not (a least-privilege serving role) uses them as they are, when they
+// exist.
 void MigrateRegistry(postgres::Connection& conn);
 
 struct ModelVersion {

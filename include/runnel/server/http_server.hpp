@@ -46,6 +46,9 @@ struct HttpOptions {
   int max_wait_ms = 60000;                 // cap on ?wait=
   size_t ingest_threads = 1;               // group-commit inserters
   std::string access_log;                  // a file to append one line per response to; "-": stderr
+  // Both set: HTTPS only, with this PEM certificate chain and private key.
+  std::string https_cert;
+  std::string https_key;
 };
 
 // "host:port" or ":port" (loopback). Throws Error(InvalidInput).

@@ -1,4 +1,5 @@
-// `runnel keys create|list|revoke`: the HTTP API's keys (server/api_keys.hpp).
+// Who may do what: `runnel keys create|list|revoke` (the HTTP API's keys,
+// server/api_keys.hpp) and `runnel grants` (a serving role's rights, server/grants.hpp).
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -8,6 +9,7 @@
 #include "runnel/core/error.hpp"
 #include "runnel/postgres/connection.hpp"
 #include "runnel/server/api_keys.hpp"
+#include "runnel/server/grants.hpp"
 
 namespace runnel::cli {
 
@@ -86,6 +88,33 @@ void AddKeysCommands(CLI::App& root, std::vector<Command>& commands) {
                           throw Error(ErrorCode::NotFound, fmt::format("no unrevoked key {}", args->id));
                         }
                         fmt::print("revoked key {}\n", args->id);
+                        return 0;
+                      }});
+}
+
+void AddGrantsCommand(CLI::App& root, std::vector<Command>& commands) {
+  auto* grants = root.add_subcommand(
+      "grants", "Print (or --apply) the GRANTs a non-superuser role needs to serve a migrated pipeline");
+  struct GrantsArgs {
+    std::string pipeline, role, db;
+    bool apply = false;
+  };
+  auto args = std::make_shared<GrantsArgs>();
+  grants->add_option("--pipeline", args->pipeline, "Pipeline file (TOML)")->required()->check(CLI::ExistingFile);
+  grants->add_option("--role", args->role, "The role `runnel run` connects as")->required();
+  grants->add_flag("--apply", args->apply, "Run the statements (as the tables' owner) instead of printing them");
+  grants->add_option("--db", args->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
+  commands.push_back({grants, [args](CliContext& ctx) {
+                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
+                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
+                        if (args->apply) {
+                          server::ApplyGrants(conn, config, args->role);
+                          fmt::print("granted role {} what serving pipeline '{}' needs\n", args->role, config.name);
+                          return 0;
+                        }
+                        for (const auto& statement : server::GrantStatements(conn, config, args->role)) {
+                          fmt::print("{}\n", statement);
+                        }
                         return 0;
                       }});
 }

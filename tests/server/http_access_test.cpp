@@ -1,14 +1,23 @@
-// API keys against the real server and PostgreSQL: scopes, client binding (and the
-// quota it enforces), revocation, expiry and /v1/keys.
+// Access against the real server and PostgreSQL: API keys (scopes, client binding and
+// the quota it enforces, revocation, expiry, /v1/keys), serving as a role with only
+// the granted rights, and HTTPS.
 #include <fmt/format.h>
 
+#include <poll.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
 
 #include "http_api_fixture.hpp"
+#include "runnel/core/process.hpp"
+#include "runnel/pipeline/schema.hpp"
+#include "runnel/postgres/sqlstate.hpp"
 #include "runnel/server/api_keys.hpp"
+#include "runnel/server/grants.hpp"
 
 namespace runnel::server {
 namespace {
@@ -30,7 +39,7 @@ httplib::Headers Bearer(const std::string& key) {
   return {{"Authorization", "Bearer " + key}};
 }
 
-class HttpKeysTest : public HttpApiTest {
+class HttpAccessTest : public HttpApiTest {
  protected:
   std::string Key(Scope scope, std::optional<std::string> client = std::nullopt,
                   std::optional<std::chrono::seconds> lifetime = std::nullopt) {
@@ -62,7 +71,7 @@ class HttpKeysTest : public HttpApiTest {
   }
 };
 
-TEST_F(HttpKeysTest, ScopesDecideWhatAKeyMayDo) {
+TEST_F(HttpAccessTest, ScopesDecideWhatAKeyMayDo) {
   Start(Config());
   EXPECT_EQ(Status("GET", "/metrics", ""), 200) << "no token and no key: open on loopback";
   const auto admin = Key(Scope::kAdmin), submit = Key(Scope::kSubmit), read = Key(Scope::kRead);
@@ -71,7 +80,9 @@ TEST_F(HttpKeysTest, ScopesDecideWhatAKeyMayDo) {
   EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer");
   EXPECT_EQ(Status("GET", "/healthz", ""), 200);
   EXPECT_EQ(Status("GET", "/metrics", "rnl_" + std::string(64, '0')), 401) << "an unknown key";
-  EXPECT_EQ(Status("GET", "/metrics", admin.substr(0, admin.size() - 1) + "0"), 401) << "one digit off";
+  std::string off = admin;
+  off.back() = off.back() == '0' ? '1' : '0';
+  EXPECT_EQ(Status("GET", "/metrics", off), 401) << "one digit off";
 
   const std::string requests = "/v1/pipelines/needs/requests";
   const int64_t id = Submit(submit, kRecord);
@@ -93,7 +104,7 @@ TEST_F(HttpKeysTest, ScopesDecideWhatAKeyMayDo) {
 
 // The quota holds for a key bound to a client however its requests name the client,
 // and the key sees only that client's requests, results and events.
-TEST_F(HttpKeysTest, BoundKeyOwnsItsClientsQuotaAndRequests) {
+TEST_F(HttpAccessTest, BoundKeyOwnsItsClientsQuotaAndRequests) {
   auto config = Config();
   config.quota_max_requests = 3;
   Start(config);
@@ -132,7 +143,7 @@ TEST_F(HttpKeysTest, BoundKeyOwnsItsClientsQuotaAndRequests) {
   EXPECT_EQ(Status("GET", "/v1/pipelines/needs/events?client=3", seven_reads), 403);
 }
 
-TEST_F(HttpKeysTest, RevokedAndExpiredKeysStopWorking) {
+TEST_F(HttpAccessTest, RevokedAndExpiredKeysStopWorking) {
   HttpOptions http;
   http.access_log = (dir_ / "access.log").string();
   Start(Config(), http);
@@ -174,6 +185,116 @@ TEST_F(HttpKeysTest, RevokedAndExpiredKeysStopWorking) {
   EXPECT_NE(log.find("\"GET /metrics\" 200 "), std::string::npos) << log;
   EXPECT_NE(log.find(" key=1\n"), std::string::npos) << "the admin key, by id: " << log;
   EXPECT_EQ(log.find("rnl_"), std::string::npos) << "never a secret";
+}
+
+// Workers and the API serve as a role that is no superuser and owns nothing, with
+// exactly what `runnel grants` gives it; the role can do nothing else.
+TEST_F(HttpAccessTest, ServesAsARoleWithOnlyTheGrantedRights) {
+  auto config = Config();
+  pipeline::Migrate(*conn_, config);
+  const std::string role = "serve_" + conn_->Exec("SELECT current_database()").Get<std::string>(0, 0);
+  conn_->Exec(fmt::format("CREATE ROLE {} LOGIN", role));
+  EXPECT_THROW(GrantStatements(
+                   *conn_,
+                   [&] {
+                     auto other = config;
+                     other.name = "unmigrated";
+                     return other;
+                   }(),
+                   role),
+               Error);
+  ApplyGrants(*conn_, config, role);
+  serve_conninfo_ = conninfo() + " user=" + role;
+  Start(config);
+
+  auto res = client_->Post("/v1/pipelines/needs/requests?wait=20000", kRecord, "application/json");
+  ASSERT_EQ(res->status, 200) << res->body;
+  const auto served = Body(res);
+  EXPECT_EQ(served["result"]["status"], "done") << res->body;
+  InsertRows(20);  // by the owner; served by the role
+  WaitServed();
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 21);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE risk_propensity IS NULL"), 0) << "written back";
+  std::ifstream model(WriteModel("v2.h5", 0.7), std::ios::binary);
+  res = client_->Put("/v1/models/needs", std::string(std::istreambuf_iterator<char>(model), {}),
+                     "application/octet-stream");
+  EXPECT_EQ(res->status, 201) << "a model push through the API: " << res->body;
+  EXPECT_EQ(Body(res)["status"], "ready") << res->body;
+  EXPECT_EQ(Status("POST", "/v1/pipelines/needs/jobs", "", R"({"where": "client_id = 3"})"), 201);
+
+  auto as_role = postgres::Connection::Open(serve_conninfo_);
+  EXPECT_FALSE(as_role.Exec("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").Get<bool>(0, 0));
+  for (const std::string sql :
+       {"CREATE TABLE stolen (i int)", "DROP TABLE needs", "UPDATE needs SET age = 1", "DELETE FROM needs",
+        "TRUNCATE runnel_needs_results", "COPY (SELECT 1) TO PROGRAM 'true'", "SELECT pg_read_file('postgresql.conf')",
+        "CREATE ROLE sneaky SUPERUSER"}) {
+    try {
+      as_role.Exec(sql);
+      ADD_FAILURE() << "the serving role could: " << sql;
+    } catch (const postgres::DatabaseError& e) {
+      EXPECT_EQ(e.sqlstate(), postgres::kInsufficientPrivilege) << sql << ": " << e.what();
+    }
+  }
+}
+
+// A self-signed certificate for localhost and 127.0.0.1, made by the openssl tool.
+struct Certificate {
+  std::string cert, key;
+};
+
+Certificate MakeCertificate(const std::filesystem::path& dir) {
+  Certificate c{(dir / "server.crt").string(), (dir / "server.key").string()};
+  auto made = RunProcess({"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                          "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", c.key, "-out", c.cert, "-days", "2",
+                          "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"});
+  EXPECT_EQ(made.exit_code, 0) << made.output;
+  return c;
+}
+
+TEST_F(HttpAccessTest, HttpsOnlyWhenGivenACertificate) {
+  const auto certificate = MakeCertificate(dir_.path());
+  HttpOptions http;
+  http.https_cert = certificate.cert;
+  http.https_key = certificate.key;
+  http.head_timeout_ms = 500;
+  const int port = Start(Config(), http);
+
+  httplib::SSLClient tls("127.0.0.1", port);
+  tls.set_ca_cert_path(certificate.cert.c_str());
+  tls.enable_server_certificate_verification(true);
+  tls.set_read_timeout(30, 0);
+  auto res = tls.Post("/v1/pipelines/needs/requests?wait=20000", kRecord, "application/json");
+  ASSERT_TRUE(res) << "HTTPS with the certificate verified: " << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(Body(res)["result"]["status"], "done");
+  EXPECT_EQ(tls.Get("/healthz")->status, 200) << "kept alive over TLS";
+
+  auto plain = client_->Get("/healthz");
+  EXPECT_FALSE(plain) << "plain HTTP on an HTTPS port gets no answer";
+  httplib::SSLClient untrusted("127.0.0.1", port);
+  untrusted.enable_server_certificate_verification(true);
+  EXPECT_FALSE(untrusted.Get("/healthz")) << "a client that does not trust the certificate";
+
+  // A client that connects and never starts the handshake is cut at the head deadline.
+  const int fd = test::ConnectLoopback(port);
+  ASSERT_GE(fd, 0);
+  pollfd wait{fd, POLLIN, 0};
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_EQ(::poll(&wait, 1, 5000), 1) << "still open after 5 s";
+  char byte = 0;
+  EXPECT_EQ(::read(fd, &byte, 1), 0) << "closed";
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(3));
+  ::close(fd);
+
+  service_->Stop();
+  service_->Wait();
+  http.https_key = certificate.cert;  // not a key
+  try {
+    Start(Config(), http);
+    ADD_FAILURE() << "a certificate given as its own key must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--https-key '" + certificate.cert + "'"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
