@@ -44,7 +44,7 @@ postgres::ClusterOptions EmbeddedClusterOptions(const Config& config);
 char ParseDelimiter(const std::string& text);
 
 // --db when given, else RUNNEL_DB_URL / the config file, else the embedded cluster
-// (started if needed).
+// (started if needed) as its owner role, which is no superuser.
 std::string DatabaseUrl(const CliContext& ctx, const std::string& flag);
 
 }  // namespace runnel::cli

@@ -36,7 +36,7 @@ void AddDbCommands(CLI::App& root, std::vector<Command>& commands) {
                             break;
                         }
                         fmt::print("pid {}, 127.0.0.1:{}, log {}\nurl: {}\n", status.pid, status.port,
-                                   cluster.log_file().string(), cluster.ConnectionString());
+                                   cluster.log_file().string(), cluster.ConnectionStringAs(postgres::kOwnerRole));
                         return 0;
                       }});
 
@@ -70,10 +70,14 @@ void AddDbCommands(CLI::App& root, std::vector<Command>& commands) {
   auto dbname = std::make_shared<std::string>("runnel");
   url->add_flag("--tcp", *tcp, "Connect over TCP on 127.0.0.1 with the password instead of the unix socket");
   url->add_option("--dbname", *dbname, "Database name (default: runnel)");
-  commands.push_back({url, [tcp, dbname](CliContext& ctx) {
+  auto superuser = std::make_shared<bool>(false);
+  url->add_flag("--superuser", *superuser,
+                "As the superuser `runnel` (extensions, roles) instead of the owner role `runnel_owner`");
+  commands.push_back({url, [tcp, dbname, superuser](CliContext& ctx) {
                         postgres::EmbeddedCluster cluster(EmbeddedClusterOptions(ctx.config));
-                        fmt::print("{}\n",
-                                   *tcp ? cluster.TcpConnectionString(*dbname) : cluster.ConnectionString(*dbname));
+                        const auto role = *superuser ? postgres::kSuperuser : postgres::kOwnerRole;
+                        fmt::print("{}\n", *tcp ? cluster.TcpConnectionString(*dbname, role)
+                                                : cluster.ConnectionStringAs(role, *dbname));
                         return 0;
                       }});
 }

@@ -51,9 +51,9 @@ void AddDemoCommand(CLI::App& root, std::vector<Command>& commands) {
          {
            auto admin = postgres::Connection::Open(cluster.ConnectionString("postgres"));
            admin.Exec("DROP DATABASE IF EXISTS runnel_demo WITH (FORCE)");
-           admin.Exec("CREATE DATABASE runnel_demo");
+           admin.Exec(fmt::format("CREATE DATABASE runnel_demo OWNER {}", postgres::kOwnerRole));
          }
-         const std::string url = cluster.ConnectionString("runnel_demo");
+         const std::string url = cluster.ConnectionStringAs(postgres::kOwnerRole, "runnel_demo");
          auto conn = postgres::Connection::Open(url);
          const std::filesystem::path schema_file = std::filesystem::path(RUNNEL_EXAMPLES_DIR) / "needs/schema.sql";
          conn.Exec(ReadFileBytes(schema_file, "the demo schema"));

@@ -35,7 +35,7 @@ std::string DatabaseUrl(const CliContext& ctx, const std::string& flag) {
   if (cluster.Start() != postgres::StartOutcome::AlreadyRunning) {
     spdlog::info("started the embedded PostgreSQL in {}", cluster.dir().string());
   }
-  return cluster.ConnectionString();
+  return cluster.ConnectionStringAs(postgres::kOwnerRole);
 }
 
 namespace {

@@ -426,7 +426,9 @@ StartOutcome EmbeddedCluster::Start() {
   if (service_owner_) SafeDir::Open(options_.dir).ChownEntry(log_file().filename().string(), *FileOwnerOf());
   auto conn = Connection::Open(ConnectionString("postgres"));
   if (fresh) conn.Exec(fmt::format("CREATE DATABASE {}", QuoteIdentifier(kRole)));
-  EnsureServeRole(conn);
+  EnsureRoles(conn);
+  auto database = Connection::Open(ConnectionString());
+  HandOverToOwner(database);
   return fresh ? StartOutcome::Initialized : StartOutcome::Started;
 }
 
@@ -503,13 +505,44 @@ void EmbeddedCluster::CreateCertificate() {
   spdlog::info("TLS on: certificate for 127.0.0.1 and localhost in {}", (options_.dir / "ca.crt").string());
 }
 
-// The role `runnel run` serves as: no superuser, no owner, only what `runnel grants`
-// gives it.
-void EmbeddedCluster::EnsureServeRole(Connection& conn) {
-  conn.Exec(
-      fmt::format("DO $runnel$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{0}') THEN "
-                  "CREATE ROLE {0} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION; END IF; END $runnel$",
-                  kServeRole));
+// The roles of least privilege: kOwnerRole owns the database and what is in it (tables,
+// `runnel migrate`) and logs in over TCP with the cluster's password; kServeRole serves
+// (`runnel run`) with only what `runnel grants` gives it. Neither is a superuser.
+void EmbeddedCluster::EnsureRoles(Connection& conn) const {
+  for (const auto role : {kOwnerRole, kServeRole}) {
+    conn.Exec(
+        fmt::format("DO $runnel$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{0}') THEN "
+                    "CREATE ROLE {0} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION; END IF; "
+                    "END $runnel$",
+                    role));
+  }
+  std::string password;
+  for (char c : ReadPassword()) {
+    if (c == '\'') password += '\'';
+    password += c;
+  }
+  conn.Exec(fmt::format("ALTER ROLE {} PASSWORD '{}'", kOwnerRole, password));
+  conn.Exec(fmt::format("ALTER DATABASE {} OWNER TO {}", QuoteIdentifier(kRole), kOwnerRole));
+}
+
+// Clusters created before the owner role existed, and objects made since through
+// `db url --superuser`: the superuser's tables, views, sequences and functions in
+// schema public go to the owner (not those of extensions, nor sequences that belong
+// to a table, which follow it).
+void EmbeddedCluster::HandOverToOwner(Connection& conn) {
+  conn.Exec(fmt::format(
+      "DO $runnel$ DECLARE r record; BEGIN\n"
+      "FOR r IN SELECT c.oid::regclass AS name, CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' "
+      "WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind FROM pg_class c "
+      "WHERE c.relnamespace = 'public'::regnamespace AND c.relowner = '{0}'::regrole "
+      "AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = "
+      "'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i')) LOOP\n"
+      "  EXECUTE format('ALTER %s %s OWNER TO {1}', r.kind, r.name);\nEND LOOP;\n"
+      "FOR r IN SELECT p.oid::regprocedure AS name FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace "
+      "AND p.proowner = '{0}'::regrole AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = "
+      "'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') LOOP\n"
+      "  EXECUTE format('ALTER ROUTINE %s OWNER TO {1}', r.name);\nEND LOOP;\nEND $runnel$",
+      kRole, kOwnerRole));
 }
 
 std::string EmbeddedCluster::ConnectionString(const std::string& dbname) const {
@@ -536,7 +569,7 @@ std::string EmbeddedCluster::ReadPassword() const {
   return password;
 }
 
-std::string EmbeddedCluster::TcpConnectionString(const std::string& dbname) const {
+std::string EmbeddedCluster::TcpConnectionString(const std::string& dbname, std::string_view role) const {
   auto status = Status();
   if (!status.running) {
     throw Error(
@@ -547,7 +580,7 @@ std::string EmbeddedCluster::TcpConnectionString(const std::string& dbname) cons
   if (TlsEnabled()) {
     tls = fmt::format(" sslmode=verify-full sslrootcert={}", ConninfoValue((options_.dir / "ca.crt").string()));
   }
-  return fmt::format("host=127.0.0.1 port={} user={} password={} dbname={}{}", status.port, kRole,
+  return fmt::format("host=127.0.0.1 port={} user={} password={} dbname={}{}", status.port, role,
                      ConninfoValue(ReadPassword()), ConninfoValue(dbname), tls);
 }
 

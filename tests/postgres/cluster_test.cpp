@@ -15,6 +15,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "../support/temp_dir.hpp"
 #include "runnel/core/error.hpp"
@@ -235,6 +236,39 @@ TEST_F(ClusterTest, TcpNeedsThePassword) {
     EXPECT_NE(std::string(e.what()).find("password authentication failed"), std::string::npos) << e.what();
     EXPECT_EQ(std::string(e.what()).find("wrong"), std::string::npos) << "the password never appears";
   }
+}
+
+// Only the bootstrap role is a superuser: the owner role owns the database and what is
+// in it (the superuser's tables are handed over on start), the serving role nothing.
+TEST_F(ClusterTest, RolesOfLeastPrivilege) {
+  EmbeddedCluster cluster(OptionsFor(dir_ / "pg"));
+  StopOnExit guard{cluster};
+  ASSERT_EQ(cluster.Start(), StartOutcome::Initialized);
+  Connection::Open(cluster.ConnectionString()).Exec("CREATE TABLE legacy (i int)");
+  auto owner = Connection::Open(cluster.ConnectionStringAs(kOwnerRole));
+  EXPECT_EQ(QueryInt(cluster.ConnectionStringAs(kOwnerRole),
+                     "SELECT count(*) FROM pg_roles WHERE rolname = current_user AND NOT rolsuper"),
+            1);
+  owner.Exec("CREATE TABLE mine (i int)");
+  EXPECT_EQ(QueryInt(cluster.TcpConnectionString("runnel", kOwnerRole), "SELECT count(*) FROM mine"), 0);
+  for (const auto& [role, sql] :
+       std::vector<std::pair<std::string_view, std::string>>{{kOwnerRole, "COPY (SELECT 1) TO PROGRAM 'true'"},
+                                                             {kOwnerRole, "CREATE ROLE sneaky SUPERUSER"},
+                                                             {kServeRole, "CREATE TABLE stolen (i int)"},
+                                                             {kServeRole, "SELECT * FROM mine"}}) {
+    try {
+      Connection::Open(cluster.ConnectionStringAs(role)).Exec(sql);
+      ADD_FAILURE() << role << " could: " << sql;
+    } catch (const DatabaseError& e) {
+      EXPECT_EQ(e.sqlstate(), "42501") << role << ": " << sql << ": " << e.what();
+    }
+  }
+  ASSERT_TRUE(cluster.Stop());
+  ASSERT_EQ(cluster.Start(), StartOutcome::Started);
+  EXPECT_EQ(QueryInt(cluster.ConnectionString(),
+                     "SELECT count(*) FROM pg_tables WHERE tablename = 'legacy' AND tableowner = 'runnel_owner'"),
+            1)
+      << "handed over to the owner";
 }
 
 // libpq verifies the server against the cluster's own certificate (verify-full: the

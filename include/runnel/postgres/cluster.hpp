@@ -64,8 +64,12 @@ enum class StartOutcome {
 // postgres. Throws Error(NotFound) with the install command when there is none.
 std::filesystem::path FindPostgresBinDir();
 
-// The embedded cluster's non-superuser role for serving (`runnel run`), created on
-// every start; `runnel run` grants it what the pipeline needs (server/grants.hpp).
+// The embedded cluster's roles, created on every start. The bootstrap superuser
+// (kSuperuser) only administers; kOwnerRole owns database `runnel` and its tables
+// (`runnel db url`, `runnel migrate`); kServeRole serves (`runnel run` grants it what
+// the pipeline needs, server/grants.hpp). Only kSuperuser is a superuser.
+inline constexpr std::string_view kSuperuser = "runnel";
+inline constexpr std::string_view kOwnerRole = "runnel_owner";
 inline constexpr std::string_view kServeRole = "runnel_serve";
 
 class EmbeddedCluster {
@@ -82,15 +86,16 @@ class EmbeddedCluster {
   void Kill();
   ClusterStatus Status() const;
 
-  // libpq connection string over the unix socket, e.g.
+  // libpq connection string of the superuser over the unix socket, e.g.
   // "host=/x/pg port=5433 user=runnel dbname=runnel". Throws Error(Unavailable) when
   // the cluster is not running.
   std::string ConnectionString(const std::string& dbname = "runnel") const;
-  // The same for another role, e.g. kServeRole.
+  // The same for another role, e.g. kOwnerRole.
   std::string ConnectionStringAs(std::string_view role, const std::string& dbname = "runnel") const;
   // The same over TCP on 127.0.0.1, with the password; with TLS also
   // sslmode=verify-full against the cluster's certificate (dir()/ca.crt).
-  std::string TcpConnectionString(const std::string& dbname = "runnel") const;
+  // kSuperuser and kOwnerRole have the password.
+  std::string TcpConnectionString(const std::string& dbname = "runnel", std::string_view role = kSuperuser) const;
 
   const std::filesystem::path& dir() const { return options_.dir; }
   std::filesystem::path data_dir() const { return options_.dir / "data"; }
@@ -105,7 +110,8 @@ class EmbeddedCluster {
   void PrepareDirectory();
   void Initialize();
   void WriteSettings(uint16_t port);
-  static void EnsureServeRole(Connection& conn);
+  void EnsureRoles(Connection& conn) const;
+  static void HandOverToOwner(Connection& conn);
   bool TlsEnabled() const;
   void CreateCertificate();
   uint16_t ChoosePort() const;
