@@ -398,8 +398,18 @@ TEST_F(HttpApiTest, ModelPushUnderLoadRejectsCorruptFilesAndRollsBack) {
     return Count(fmt::format("SELECT count(*) FROM runnel_needs_results WHERE model_version = '{}'", v)) > 0;
   };
   ASSERT_TRUE(Eventually([&] { return has_version("needs@v1"); }));
+  // The writer stops even when an assertion below ends the test early.
+  struct JoinWriter {
+    std::atomic<bool>& stop;
+    std::thread& writer;
+    ~JoinWriter() {
+      stop = true;
+      if (writer.joinable()) writer.join();
+    }
+  } join_writer{stop, writer};
 
-  auto res = client_->Put("/v1/models/needs?wait=10000", {{"X-Model-Description", "bias ten"}},
+  // 30 s: a load retried after a hung child (10 s in tests, isolation.hpp) still answers.
+  auto res = client_->Put("/v1/models/needs?wait=30000", {{"X-Model-Description", "bias ten"}},
                           ReadFileBytes(WriteModel("v2.h5", 10.0f)), "application/octet-stream");
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 201) << res->body;
@@ -410,7 +420,7 @@ TEST_F(HttpApiTest, ModelPushUnderLoadRejectsCorruptFilesAndRollsBack) {
   // Corrupt: a truncated HDF5 file. Rejected with the loader's error; v2 keeps serving.
   std::string corrupt = ReadFileBytes(dir_ / "v2.h5");
   corrupt.resize(corrupt.size() / 3);
-  res = client_->Put("/v1/models/needs?wait=10000", corrupt, "application/octet-stream");
+  res = client_->Put("/v1/models/needs?wait=30000", corrupt, "application/octet-stream");
   ASSERT_EQ(res->status, 422) << res->body;
   EXPECT_EQ(Body(res)["status"], "rejected");
   EXPECT_NE(Body(res)["error"].get<std::string>().find("model 'needs' v3"), std::string::npos) << res->body;
@@ -421,7 +431,7 @@ TEST_F(HttpApiTest, ModelPushUnderLoadRejectsCorruptFilesAndRollsBack) {
     layers.push_back({{"class_name", "Dense"}, {"config", {{"name", "d"}, {"units", 1}}}});
     runnel::testing::KerasH5File file({{"class_name", "Sequential"}, {"config", {{"name", "s"}, {"layers", layers}}}});
     file.Weights("d", {{"kernel:0", {{4, 1}, std::vector<float>(4, 0.1f)}}, {"bias:0", {{1}, {0.0f}}}});
-    res = client_->Put("/v1/models/needs?wait=10000", ReadFileBytes(file.Write(dir_ / "narrow.h5").string()),
+    res = client_->Put("/v1/models/needs?wait=30000", ReadFileBytes(file.Write(dir_ / "narrow.h5").string()),
                        "application/octet-stream");
     ASSERT_EQ(res->status, 422) << res->body;
   }
@@ -505,7 +515,7 @@ TEST_F(HttpApiTest, KeyedServingPicksTheModelByDataType) {
       {"file", ReadFileBytes(WriteModel("white.h5", 20.0f)), "white.h5", "application/octet-stream"},
       {"description", "white wine", "", ""},
       {"data_type", "white", "", ""}};
-  auto res = client_->Put("/v1/models/needs?wait=10000", form);
+  auto res = client_->Put("/v1/models/needs?wait=30000", form);
   ASSERT_EQ(res->status, 201) << res->body;
   EXPECT_EQ(Body(res)["version"], 3);
   conn_->Exec(
