@@ -222,6 +222,21 @@ TEST_F(HttpAccessTest, ServesAsARoleWithOnlyTheGrantedRights) {
   EXPECT_EQ(Body(res)["status"], "ready") << res->body;
   EXPECT_EQ(Status("POST", "/v1/pipelines/needs/jobs", "", R"({"where": "client_id = 3"})"), 201);
 
+  // A role without the grants cannot migrate, and says what to run.
+  const std::string bare = role + "_bare";
+  conn_->Exec(fmt::format("CREATE ROLE {} LOGIN", bare));
+  auto other = config;
+  other.name = "unmigrated";
+  try {
+    Service(other, conninfo() + " user=" + bare, ServiceOptions{}).Start();
+    ADD_FAILURE() << "a role that may not migrate an unmigrated pipeline must not start";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Config) << e.what();
+    EXPECT_NE(std::string(e.what()).find("run `runnel migrate` and `runnel grants` as the table's owner"),
+              std::string::npos)
+        << e.what();
+  }
+
   auto as_role = postgres::Connection::Open(serve_conninfo_);
   EXPECT_FALSE(as_role.Exec("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").Get<bool>(0, 0));
   for (const std::string sql :
