@@ -45,6 +45,10 @@ int Run(int argc, char** argv) {
   app.name("runnel");
   app.require_subcommand(0, 1);  // none: print help; unknown words: named by CLI11
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
+  app.set_version_flag("--version", fmt::format("runnel {}", kVersion));
+  // Global options (--config, --log-level) also after the subcommand: every
+  // subcommand, created below, inherits this and hands options it lacks up.
+  app.fallthrough();
 
   CliContext context;
   app.add_option("--config", context.config_file, "TOML configuration file (default: $RUNNEL_CONFIG)")

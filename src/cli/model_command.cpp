@@ -24,6 +24,7 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
   struct RegistryArgs {
     std::string db, name, file, description, data_type;
     bool has_data_type = false;
+    int wait_s = 0;
   };
   auto reg = std::make_shared<RegistryArgs>();
 
@@ -35,6 +36,9 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
   push->add_option("--description", reg->description, "Free text shown by GET /v1/models");
   push->add_option("--data-type", reg->data_type, "Serve records of this data type (keyed pipelines)");
   push->add_option("--db", reg->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
+  push->add_flag("--wait{60}", reg->wait_s,
+                 "Wait (--wait=SECONDS, default 60) for the serving processes' verdict: exit 1 with the reason "
+                 "when they reject the version or none answers in time");
   commands.push_back({push, [reg, push](CliContext& ctx) {
                         registry::PushRequest request;
                         request.name = reg->name;
@@ -47,9 +51,24 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
                         auto conn = postgres::Connection::Open(DatabaseUrl(ctx, reg->db));
                         registry::MigrateRegistry(conn);
                         auto added = registry::Push(conn, request);
-                        fmt::print("pushed {} v{} ({} bytes){}; serving processes validate and swap to it\n",
-                                   added.name, added.version, added.size,
-                                   added.data_type ? " for data type " + *added.data_type : "");
+                        const std::string what = fmt::format("{} v{}", added.name, added.version);
+                        if (reg->wait_s <= 0) {
+                          fmt::print("pushed {} ({} bytes){}; serving processes validate and swap to it\n", what,
+                                     added.size, added.data_type ? " for data type " + *added.data_type : "");
+                          return 0;
+                        }
+                        const auto verdict = registry::AwaitVerdict(conn, added, std::chrono::seconds(reg->wait_s));
+                        if (verdict.status == "rejected") {
+                          throw Error(ErrorCode::Model, fmt::format("{} was rejected by the serving processes: {}",
+                                                                    what, verdict.error.value_or("?")));
+                        }
+                        if (verdict.status == "pending") {
+                          throw Error(ErrorCode::Unavailable,
+                                      fmt::format("{} is pushed but no serving process judged it within {} s (is "
+                                                  "`runnel run` serving a pipeline that uses it?)",
+                                                  what, reg->wait_s));
+                        }
+                        fmt::print("pushed {} ({} bytes): {}\n", what, verdict.size, verdict.status);
                         return 0;
                       }});
 

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <thread>
+
 #include "runnel/core/error.hpp"
 #include "runnel/postgres/sqlstate.hpp"
 
@@ -131,6 +133,19 @@ std::optional<ModelVersion> PushIfEmpty(postgres::Connection& conn, const PushRe
   auto version = Insert(conn, request);
   tx.Commit();
   return version;
+}
+
+ModelVersion AwaitVerdict(postgres::Connection& conn, ModelVersion pushed, std::chrono::milliseconds wait,
+                          const std::atomic<bool>* stop) {
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  while (pushed.status == "pending" && std::chrono::steady_clock::now() < deadline &&
+         (stop == nullptr || !stop->load())) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    for (auto& v : Versions(conn, pushed.name)) {
+      if (v.version == pushed.version) pushed = std::move(v);
+    }
+  }
+  return pushed;
 }
 
 std::vector<ModelVersion> Versions(postgres::Connection& conn, std::string_view name) {

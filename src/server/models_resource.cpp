@@ -3,7 +3,6 @@
 
 #include <chrono>
 #include <map>
-#include <thread>
 
 #include "api.hpp"
 #include "runnel/registry/registry.hpp"
@@ -141,14 +140,8 @@ class ModelsResource {
     const auto push = ReadPush(req, m[0]);
     const int64_t wait_ms = api_.WaitParam(req).value_or(std::min(5000, api_.options.max_wait_ms));
     auto lease = api_.pool.Acquire();
-    auto added = registry::Push(*lease, push);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
-    while (added.status == "pending" && std::chrono::steady_clock::now() < deadline && !api_.stopping.load()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      for (const auto& v : registry::Versions(*lease, push.name)) {
-        if (v.version == added.version) added = v;
-      }
-    }
+    const auto added = registry::AwaitVerdict(*lease, registry::Push(*lease, push), std::chrono::milliseconds(wait_ms),
+                                              &api_.stopping);
     json body = {{"name", added.name},     {"version", added.version},
                  {"status", added.status}, {"error", added.error ? json(*added.error) : json(nullptr)},
                  {"format", added.format}, {"size_bytes", added.size}};

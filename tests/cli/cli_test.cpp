@@ -74,6 +74,16 @@ TEST_F(CliTest, VersionAndUsageErrors) {
   EXPECT_NE(unknown.exit_code, 0);
   EXPECT_NE(unknown.output.find("frobnicate"), std::string::npos) << unknown.output;
   EXPECT_NE(Runnel({"--log-level", "loud", "version"}).exit_code, 0);
+  auto flag = Runnel({"--version"});
+  EXPECT_EQ(flag.exit_code, 0) << flag.output;
+  EXPECT_EQ(FirstLine(flag.output), std::string("runnel ") + kVersion);
+  // Global options after the subcommand, as users type them.
+  auto after = Runnel({"db", "status", "--log-level", "loud"});
+  EXPECT_NE(after.exit_code, 0);
+  EXPECT_NE(after.output.find("loud"), std::string::npos) << "checked as the global option: " << after.output;
+  auto debug = Runnel({"db", "status", "--log-level", "debug"});
+  EXPECT_EQ(debug.exit_code, 3) << "stopped: " << debug.output;
+  EXPECT_NE(Runnel({"db", "status", "--no-such-flag"}).exit_code, 0) << "unknown flags are still refused";
 }
 
 TEST_F(CliTest, DatabaseLifecycle) {

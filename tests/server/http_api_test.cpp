@@ -560,9 +560,27 @@ TEST_F(HttpApiTest, TwoProcessesConvergeOnThePushedVersion) {
   EXPECT_EQ(push.exit_code, 0) << push.output;
   EXPECT_NE(push.output.find("pushed needs v2"), std::string::npos) << push.output;
   EXPECT_TRUE(Eventually([&] { return versions_loaded(2) == 2; })) << "both processes swapped to v2";
+  // --wait: the serving processes' verdict, and a rejection is a failure with its reason.
+  json narrow_layers = json::array();
+  narrow_layers.push_back(
+      {{"class_name", "InputLayer"}, {"config", {{"name", "in"}, {"batch_input_shape", {nullptr, 4}}}}});
+  narrow_layers.push_back({{"class_name", "Dense"}, {"config", {{"name", "d"}, {"units", 1}}}});
+  runnel::testing::KerasH5File narrow(
+      {{"class_name", "Sequential"}, {"config", {{"name", "s"}, {"layers", narrow_layers}}}});
+  narrow.Weights("d", {{"kernel:0", {{4, 1}, std::vector<float>(4, 0.1f)}}, {"bias:0", {{1}, {0.f}}}});
+  auto rejected = RunProcess({RUNNEL_BINARY, "model", "push", "--name", "needs", "--file",
+                              narrow.Write(dir_ / "narrow.h5").string(), "--wait=30", "--db", conninfo()});
+  EXPECT_EQ(rejected.exit_code, 1) << rejected.output;
+  EXPECT_NE(rejected.output.find("needs v3 was rejected by the serving processes: "), std::string::npos)
+      << rejected.output;
+  auto ready = RunProcess(
+      {RUNNEL_BINARY, "model", "push", "--name", "needs", "--file", dir_ / "v2.h5", "--wait", "--db", conninfo()});
+  EXPECT_EQ(ready.exit_code, 0) << ready.output;
+  EXPECT_NE(ready.output.find("pushed needs v4 (11264 bytes): ready"), std::string::npos) << ready.output;
+  EXPECT_TRUE(Eventually([&] { return versions_loaded(4) == 2; })) << "both processes swapped to v4";
   InsertRows(40);
   WaitServed();
-  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE model_version = 'needs@v2'"), 40);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE model_version = 'needs@v4'"), 40);
   for (const auto& pid : pids) RunProcess({"/bin/sh", "-c", "kill -INT " + pid});
   EXPECT_TRUE(Eventually([&] {
     return std::all_of(pids.begin(), pids.end(), [](const std::string& pid) { return !ProcessAlive(std::stoi(pid)); });
@@ -570,7 +588,7 @@ TEST_F(HttpApiTest, TwoProcessesConvergeOnThePushedVersion) {
   std::ifstream in(log);
   std::stringstream text;
   text << in.rdbuf();
-  EXPECT_NE(text.str().find("registry: serving needs@v2"), std::string::npos) << text.str();
+  EXPECT_NE(text.str().find("registry: serving needs@v4"), std::string::npos) << text.str();
 }
 
 // The wine workload: the stream delivers each shared model in turn (seven PMML files

@@ -16,6 +16,8 @@
 // connection, which belongs to one thread.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -53,6 +55,12 @@ struct PushRequest {
 // Adds a `pending` version numbered after the newest one of that name; the model
 // stream validates and loads it. Throws Error(InvalidInput) for an empty name or file.
 ModelVersion Push(postgres::Connection& conn, const PushRequest& request);
+
+// Waits up to `wait` for the serving processes' verdict on a pushed version (its
+// status leaving `pending`), polling every 20 ms; returns the version as it stands
+// then. Stops early when `stop` becomes true. Throws DatabaseError.
+ModelVersion AwaitVerdict(postgres::Connection& conn, ModelVersion pushed, std::chrono::milliseconds wait,
+                          const std::atomic<bool>* stop = nullptr);
 
 // Push, but only when `name` has no version at all (used to seed the registry from a
 // pipeline's model file). Returns the version added, if any. Safe against a race.
