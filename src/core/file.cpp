@@ -10,6 +10,15 @@
 namespace runnel {
 
 std::string ReadFileBytes(const std::filesystem::path& path, std::string_view what) {
+  const std::string subject = what.empty() ? std::string() : fmt::format(" ({})", what);
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (status.type() == std::filesystem::file_type::not_found) {
+    throw Error(ErrorCode::NotFound, fmt::format("{}: no such file{}", path.string(), subject));
+  }
+  if (status.type() == std::filesystem::file_type::directory) {
+    throw Error(ErrorCode::InvalidInput, fmt::format("{}: is a directory, not a file{}", path.string(), subject));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw Error(ErrorCode::Io, what.empty() ? fmt::format("{}: cannot open", path.string())

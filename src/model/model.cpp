@@ -76,12 +76,27 @@ std::vector<std::string> Model::Describe() const {
 
 namespace {
 
+// ONNX is what is left once the other formats' signatures did not match: a file that
+// does not start as ONNX files do (ir_version, field 1) and does not parse as one is
+// named as no model at all rather than as a broken ONNX model.
+LoadedGraph LoadOnnxOrUnknown(std::string_view bytes, const std::string& source) {
+  if (bytes.starts_with('\x08')) return LoadOnnx(bytes, source);
+  try {
+    return LoadOnnx(bytes, source);
+  } catch (const Error&) {
+    throw Error(ErrorCode::Model,
+                fmt::format("{}: not a model file Runnel reads (Keras .h5 or .keras, ONNX, PMML, TensorFlow .pb), "
+                            "whatever its name says",
+                            source));
+  }
+}
+
 LoadedGraph LoadModelGraph(std::string_view bytes, const std::string& source) {
   if (bytes.empty()) throw Error(ErrorCode::Model, fmt::format("{}: empty file", source));
   switch (DetectModelFormat(bytes)) {
     case ModelFormat::KerasH5: return LoadKerasH5(bytes, source);
     case ModelFormat::KerasV3: return LoadKerasV3(bytes, source);
-    case ModelFormat::Onnx: return LoadOnnx(bytes, source);
+    case ModelFormat::Onnx: return LoadOnnxOrUnknown(bytes, source);
     case ModelFormat::TfGraph: return LoadTfGraph(bytes, source);
     case ModelFormat::Pmml: break;  // not a graph: see MakeModel
   }

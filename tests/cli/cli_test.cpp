@@ -336,6 +336,13 @@ TEST_F(CliTest, ModelInspect) {
   auto bad = Runnel({"model", "inspect", (home_ / "bad.onnx").string()});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.output.find("bad.onnx"), std::string::npos) << bad.output;
+  // By content, not by name: a README is no model of any kind; a missing file says so.
+  auto readme = Runnel({"model", "inspect", std::string(RUNNEL_SOURCE_DIR) + "/README.md"});
+  EXPECT_EQ(readme.exit_code, 1);
+  EXPECT_NE(readme.output.find("README.md: not a model file Runnel reads"), std::string::npos) << readme.output;
+  auto missing = Runnel({"model", "inspect", (home_ / "model.h5").string()});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.output.find("model.h5: no such file"), std::string::npos) << missing.output;
 }
 
 TEST_F(CliTest, PredictScoresEveryRowInOrder) {

@@ -21,10 +21,17 @@ TEST(FileTest, MissingFilesAreNamed) {
     ReadFileBytes("/nonexistent/model.h5", "the model file");
     ADD_FAILURE() << "must throw";
   } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::Io);
-    EXPECT_STREQ(e.what(), "/nonexistent/model.h5: cannot open the model file");
+    EXPECT_EQ(e.code(), ErrorCode::NotFound);
+    EXPECT_STREQ(e.what(), "/nonexistent/model.h5: no such file (the model file)");
   }
   EXPECT_THROW(ReadFileBytes("/nonexistent/x"), Error);
+  testing::TempDir dir("runnel-file");
+  try {
+    ReadFileBytes(dir.path());
+    ADD_FAILURE() << "a directory is no file";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is a directory"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
