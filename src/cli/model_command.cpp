@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <set>
 
 #include "commands.hpp"
 #include "runnel/core/csv.hpp"
@@ -79,13 +80,20 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
                         auto conn = postgres::Connection::Open(DatabaseUrl(ctx, reg->db));
                         registry::MigrateRegistry(conn);
                         auto names = reg->name.empty() ? registry::Names(conn) : std::vector<std::string>{reg->name};
+                        fmt::print("  {:<16} {:<5} {:<12} {:<10} {:<18} {}\n", "NAME", "VER", "STATUS", "DATA TYPE",
+                                   "FORMAT", "DESCRIPTION");
                         for (const auto& name : names) {
+                          // The current version of a (name, data type): its newest ready one.
+                          std::set<std::optional<std::string>> current_found;
                           for (const auto& v : registry::Versions(conn, name)) {
-                            fmt::print("{:<16} v{:<4} {:<12} {:<10} {:<18} {}{}\n", v.name, v.version, v.status,
-                                       v.data_type.value_or("-"), v.format.empty() ? "-" : v.format, v.description,
+                            const bool current = v.status == "ready" && current_found.insert(v.data_type).second;
+                            fmt::print("{} {:<16} v{:<4} {:<12} {:<10} {:<18} {}{}\n", current ? "*" : " ", v.name,
+                                       v.version, v.status, v.data_type.value_or("-"),
+                                       v.format.empty() ? "-" : v.format, v.description,
                                        v.error ? " (" + *v.error + ")" : "");
                           }
                         }
+                        fmt::print("(* the version serving)\n");
                         return 0;
                       }});
 

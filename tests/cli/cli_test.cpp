@@ -239,7 +239,9 @@ TEST_F(CliTest, LoadReplaysACsvFileAndModelsArePushedAndRolledBack) {
   }
   conn.Exec("UPDATE runnel_models SET status = 'ready' WHERE name = 'demo'", postgres::Params());  // no server ran
   auto list = Runnel({"model", "list", "--name", "demo"});
-  EXPECT_NE(list.output.find("demo             v2"), std::string::npos) << list.output;
+  EXPECT_NE(list.output.find("  NAME             VER   STATUS"), std::string::npos) << list.output;
+  EXPECT_NE(list.output.find("* demo             v2"), std::string::npos) << "the serving one: " << list.output;
+  EXPECT_NE(list.output.find("  demo             v1"), std::string::npos) << list.output;
   auto rollback = Runnel({"model", "rollback", "--name", "demo"});
   EXPECT_EQ(rollback.exit_code, 0) << rollback.output;
   EXPECT_NE(rollback.output.find("demo is back at v1"), std::string::npos) << rollback.output;
