@@ -243,9 +243,13 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
          finished.store(true);
          progress.join();
          const size_t served = summary.done + summary.throttled + summary.failed;
-         fmt::print("served {} requests in {:.2f} s ({:.0f}/s) in {} batches: {} done, {} throttled, {} failed\n",
-                    served, summary.seconds, summary.seconds > 0 ? static_cast<double>(served) / summary.seconds : 0.0,
-                    summary.batches, summary.done, summary.throttled, summary.failed);
+         // The rate counts the time spent serving, not the idle time before Ctrl-C.
+         fmt::print(
+             "served {} requests in {:.2f} s of serving ({:.0f}/s; {:.1f} s running) in {} batches: {} done, {} "
+             "throttled, {} failed\n",
+             served, summary.busy_seconds,
+             summary.busy_seconds > 0 ? static_cast<double>(served) / summary.busy_seconds : 0.0, summary.seconds,
+             summary.batches, summary.done, summary.throttled, summary.failed);
          if (summary.redone > 0) {
            fmt::print(
                "{} batches were rolled back and served again (quota counters moved under them, or a request "

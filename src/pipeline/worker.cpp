@@ -1104,10 +1104,18 @@ RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<Model
   std::atomic<bool> stop_all{false};
   std::exception_ptr fatal;
   const auto start = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point first_batch, last_commit;  // guarded by mutex
   auto stopping = [&] { return (options.stop != nullptr && options.stop->load()) || stop_all.load(); };
   auto record = [&](const BatchResult& batch) {
     if (options.on_batch) options.on_batch(batch);
+    const auto now = std::chrono::steady_clock::now();
+    double batch_ms = 0;
+    for (double ms : batch.stage_ms) batch_ms += ms;
+    const auto began = now - std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                 std::chrono::duration<double, std::milli>(batch_ms));
     std::lock_guard lock(mutex);
+    if (summary.batches == 0 || began < first_batch) first_batch = began;
+    last_commit = now;
     summary.done += batch.done;
     summary.throttled += batch.throttled;
     summary.failed += batch.failed;
@@ -1140,6 +1148,7 @@ RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<Model
   for (auto& t : threads) t.join();
   if (fatal) std::rethrow_exception(fatal);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (summary.batches > 0) summary.busy_seconds = std::chrono::duration<double>(last_commit - first_batch).count();
   return summary;
 }
 

@@ -278,6 +278,29 @@ TEST_F(PipelineRunTest, ServesWritesBackAndRecommends) {
       Count("SELECT count(DISTINCT model_version) FROM runnel_needs_results WHERE model_version LIKE 'small.h5@%'"), 1);
 }
 
+// The summary's serving time spans the batches, not the idle time around them (the
+// rate `runnel run` prints on Ctrl-C).
+TEST_F(PipelineRunTest, BusyTimeExcludesIdleTime) {
+  auto config = Config(1000);
+  Migrate(*conn_, config);
+  Insert({Row(1, 7), Row(2, 8)});
+  std::atomic<bool> stop{false};
+  RunOptions options;
+  options.workers = 1;
+  options.stop = &stop;
+  options.idle_wait = std::chrono::milliseconds(50);
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    stop = true;
+  });
+  const auto summary = RunPipeline(config, ModelProvider::Fixed(SmallModel()), conninfo(), options);
+  stopper.join();
+  EXPECT_EQ(summary.done, 2u);
+  EXPECT_GE(summary.seconds, 1.4);
+  EXPECT_GT(summary.busy_seconds, 0.0);
+  EXPECT_LT(summary.busy_seconds, 1.0) << "two rows are served in far less than the idle second";
+}
+
 TEST_F(PipelineRunTest, ALargeCatalogueIsQueriedPerRequestWithTheSameRecommendations) {
   auto config = Config(1000);
   Migrate(*conn_, config);

@@ -136,7 +136,8 @@ struct RunSummary {
   // may be left queued).
   std::vector<std::string> paused;
   std::vector<double> latencies_ms;
-  double seconds = 0;
+  double seconds = 0;                 // the whole run, idle time included
+  double busy_seconds = 0;            // from the first batch's start to the last batch's commit
   double stage_ms[kStageCount] = {};  // summed over batches and workers
 
   // The p-quantile (0..1) of latencies_ms; 0 when nothing was served.
