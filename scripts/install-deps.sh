@@ -17,6 +17,7 @@ build_packages=(
 test_packages=(
   libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev clang-format clang-tidy
+  prometheus  # promtool checks the /metrics exposition
 )
 
 bench_packages=(

@@ -38,32 +38,45 @@ class HealthResource {
   }
 
   void Metrics(const HttpRequest&, HttpResponse& res, const PathParams&) {
-    std::vector<std::pair<std::string, double>> gauges;
     const std::string p = fmt::format("pipeline=\"{}\"", api_.config.name);
+    std::vector<MetricFamily> families;
     try {
       const auto queue =
           api_.pool.Run([&](postgres::Connection& conn) { return pipeline::ReadQueueState(conn, api_.config); });
-      gauges.emplace_back(fmt::format("runnel_queue_depth{{{}}}", p), static_cast<double>(queue.requests));
-      gauges.emplace_back(fmt::format("runnel_queue_oldest_seconds{{{}}}", p), queue.oldest_seconds);
+      families.push_back({"runnel_queue_depth",
+                          "Requests queued and not yet served.",
+                          "gauge",
+                          {{p, static_cast<double>(queue.requests)}}});
+      families.push_back(
+          {"runnel_queue_oldest_seconds", "Age of the oldest queued request.", "gauge", {{p, queue.oldest_seconds}}});
     } catch (const Error& e) {
       spdlog::debug("metrics: queue depth: {}", e.what());
     }
     if (api_.ctx.events != nullptr) {
-      gauges.emplace_back(fmt::format("runnel_event_subscribers{{{}}}", p),
-                          static_cast<double>(api_.ctx.events->subscribers()));
+      families.push_back({"runnel_event_subscribers",
+                          "Result subscribers connected to this process.",
+                          "gauge",
+                          {{p, static_cast<double>(api_.ctx.events->subscribers())}}});
     }
+    MetricFamily invocations{
+        "runnel_model_invocations_total", "Model invocations (batches) by model version.", "counter", {}};
+    MetricFamily rows{"runnel_model_rows_total", "Rows scored by model version.", "counter", {}};
+    MetricFamily inference{
+        "runnel_model_inference_seconds_total", "Time spent in the model, by model version.", "counter", {}};
     for (const auto& serving : api_.ctx.models->Current()->All()) {
       const std::string labels = fmt::format("{},model=\"{}\",version=\"{}\"", p, serving->name, serving->label());
       const auto& stats = *serving->stats;
-      gauges.emplace_back(fmt::format("runnel_model_invocations_total{{{}}}", labels),
-                          static_cast<double>(stats.invocations.load()));
-      gauges.emplace_back(fmt::format("runnel_model_rows_total{{{}}}", labels), static_cast<double>(stats.rows.load()));
-      gauges.emplace_back(fmt::format("runnel_model_inference_seconds_total{{{}}}", labels),
-                          static_cast<double>(stats.total_ns.load()) / 1e9);
+      invocations.samples.emplace_back(labels, static_cast<double>(stats.invocations.load()));
+      rows.samples.emplace_back(labels, static_cast<double>(stats.rows.load()));
+      inference.samples.emplace_back(labels, static_cast<double>(stats.total_ns.load()) / 1e9);
     }
+    families.push_back(std::move(invocations));
+    families.push_back(std::move(rows));
+    families.push_back(std::move(inference));
+    for (auto& family : ProcessMetrics()) families.push_back(std::move(family));
     res.status = 200;
     res.content_type = "text/plain; version=0.0.4";
-    res.body = api_.ctx.metrics->Render(gauges);
+    res.body = api_.ctx.metrics->Render(families);
   }
 
   void Client(const HttpRequest& req, HttpResponse& res, const PathParams& m) {

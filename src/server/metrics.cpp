@@ -2,8 +2,16 @@
 
 #include <fmt/format.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <optional>
+#include <sstream>
 
 namespace runnel::server {
 
@@ -11,6 +19,38 @@ namespace {
 
 std::vector<double> SecondsBounds() {
   return {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+}
+
+// 1, 2, 4, ... below max_batch, then max_batch: every batch size has its bucket and
+// the largest a batch can be is a bound of its own.
+std::vector<double> BatchBounds(size_t max_batch) {
+  std::vector<double> bounds;
+  for (size_t b = 1; b < std::max<size_t>(max_batch, 1); b *= 2) bounds.push_back(static_cast<double>(b));
+  bounds.push_back(static_cast<double>(std::max<size_t>(max_batch, 1)));
+  return bounds;
+}
+
+// Field `index` (1-based, as proc(5) numbers them) of /proc/self/stat, after the
+// parenthesised command name, which may hold spaces.
+std::optional<double> ProcStatField(size_t index) {
+  std::ifstream in("/proc/self/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(text.substr(close + 2));
+  std::string field;
+  for (size_t i = 3; rest >> field; ++i) {
+    if (i == index) return std::strtod(field.c_str(), nullptr);
+  }
+  return std::nullopt;
+}
+
+std::optional<double> BootTime() {
+  std::ifstream in("/proc/stat");
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("btime ")) return std::strtod(line.c_str() + 6, nullptr);
+  }
+  return std::nullopt;
 }
 
 std::string Label(const std::string& labels, const std::string& extra) {
@@ -42,10 +82,46 @@ void Histogram::Write(std::string& out, const std::string& name, const std::stri
   out += fmt::format("{}_count{} {}\n", name, plain, count_.load(std::memory_order_relaxed));
 }
 
-Metrics::Metrics(std::string pipeline)
-    : pipeline_(std::move(pipeline)),
-      latency_(SecondsBounds()),
-      batch_size_({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096}) {
+std::vector<MetricFamily> ProcessMetrics() {
+  std::vector<MetricFamily> families;
+  auto add = [&families](std::string name, std::string help, std::string type, double value) {
+    families.push_back({std::move(name), std::move(help), std::move(type), {{"", value}}});
+  };
+  rusage usage{};
+  if (::getrusage(RUSAGE_SELF, &usage) == 0) {
+    const double cpu = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+                       static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+    add("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", "counter", cpu);
+  }
+  const double page = static_cast<double>(::sysconf(_SC_PAGESIZE));
+  std::ifstream statm("/proc/self/statm");
+  double size_pages = 0, resident_pages = 0;
+  if (statm >> size_pages >> resident_pages) {
+    add("process_virtual_memory_bytes", "Virtual memory size in bytes.", "gauge", size_pages * page);
+    add("process_resident_memory_bytes", "Resident memory size in bytes.", "gauge", resident_pages * page);
+  }
+  std::error_code ec;
+  double fds = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec); !ec && it != std::filesystem::end(it);
+       it.increment(ec)) {
+    ++fds;
+  }
+  if (!ec) add("process_open_fds", "Number of open file descriptors.", "gauge", fds);
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    add("process_max_fds", "Maximum number of open file descriptors.", "gauge", static_cast<double>(limit.rlim_cur));
+  }
+  const auto start_ticks = ProcStatField(22);
+  const auto boot = BootTime();
+  if (start_ticks && boot) {
+    add("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", "gauge",
+        *boot + *start_ticks / static_cast<double>(::sysconf(_SC_CLK_TCK)));
+  }
+  return families;
+}
+
+Metrics::Metrics(std::string pipeline, size_t max_batch)
+    : pipeline_(std::move(pipeline)), latency_(SecondsBounds()), batch_size_(BatchBounds(max_batch)) {
   for (size_t k = 0; k < stages_.size(); ++k) {
     stage_storage_.push_back(std::make_unique<Histogram>(SecondsBounds()));
     stages_[k] = stage_storage_.back().get();
@@ -79,7 +155,7 @@ void Metrics::RecordIngested(size_t records) {
   ingested_.fetch_add(static_cast<int64_t>(records), std::memory_order_relaxed);
 }
 
-std::string Metrics::Render(const std::vector<std::pair<std::string, double>>& gauges) const {
+std::string Metrics::Render(const std::vector<MetricFamily>& families) const {
   std::string out;
   const std::string p = fmt::format("pipeline=\"{}\"", pipeline_);
   out += "# HELP runnel_requests_total Requests served, by final status.\n# TYPE runnel_requests_total counter\n";
@@ -124,7 +200,14 @@ std::string Metrics::Render(const std::vector<std::pair<std::string, double>>& g
       histogram->Write(out, "runnel_http_request_seconds", fmt::format("route=\"{}\"", route));
     }
   }
-  for (const auto& [name, value] : gauges) out += fmt::format("{} {}\n", name, value);
+  for (const auto& family : families) {
+    if (family.samples.empty()) continue;
+    out += fmt::format("# HELP {0} {1}\n# TYPE {0} {2}\n", family.name, family.help, family.type);
+    for (const auto& [labels, value] : family.samples) {
+      out += labels.empty() ? fmt::format("{} {}\n", family.name, value)
+                            : fmt::format("{}{{{}}} {}\n", family.name, labels, value);
+    }
+  }
   return out;
 }
 

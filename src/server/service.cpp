@@ -47,7 +47,7 @@ void Service::Start() {
       jobs_ = std::make_unique<pipeline::JobRunner>(config_, conninfo_, options_.log);
       jobs_->Start();
     }
-    metrics_ = std::make_unique<Metrics>(config_.name);
+    metrics_ = std::make_unique<Metrics>(config_.name, config_.max_batch);
     completions_ = std::make_unique<CompletionHub>();
     if (options_.http) {
       events_ = std::make_unique<EventHub>(config_, conninfo_, options_.events);

@@ -61,6 +61,19 @@ TEST_F(HttpApiTest, PostWaitGetAndHealth) {
                                "\"needs@v1\"} 1"),
             std::string::npos);
   EXPECT_NE(metrics->body.find("runnel_ingested_records_total{pipeline=\"needs\"} 1"), std::string::npos);
+  EXPECT_NE(metrics->body.find("# TYPE runnel_queue_depth gauge\n"), std::string::npos);
+  EXPECT_NE(metrics->body.find("# TYPE process_resident_memory_bytes gauge\n"), std::string::npos);
+
+  // The whole exposition passes Prometheus's own checker (Debian's prometheus package).
+  if (!std::filesystem::exists("/usr/bin/promtool")) {
+    const char* ci = std::getenv("CI");
+    if (ci != nullptr && std::string(ci) == "true") FAIL() << "promtool is missing: apt-get install prometheus";
+    GTEST_SKIP() << "promtool is not installed (Debian package prometheus): the exposition was not checked";
+  }
+  runnel::testing::WriteFile(dir_ / "metrics.txt", metrics->body);
+  auto check = RunProcess({"/bin/sh", "-c", "/usr/bin/promtool check metrics < " + (dir_ / "metrics.txt").string()});
+  EXPECT_EQ(check.exit_code, 0) << check.output << "\n" << metrics->body;
+  EXPECT_EQ(check.output, "") << "no lint warnings";
 }
 
 TEST_F(HttpApiTest, ArraysAndNdjsonAreQueuedThenServed) {

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <ctime>
+#include <map>
+
 namespace runnel::server {
 namespace {
 
@@ -29,13 +32,44 @@ TEST(MetricsTest, BatchesAndHttpResponsesAreCounted) {
   m.RecordBatch(batch);
   m.RecordBatch(batch);
   m.RecordHttp("/v1/models", 200, 0.001);
-  const std::string out = m.Render({{"runnel_queue_depth{pipeline=\"needs\"}", 4}});
+  const std::string out = m.Render({{"runnel_queue_depth", "Queued.", "gauge", {{"pipeline=\"needs\"", 4}}}});
   EXPECT_NE(out.find("runnel_requests_total{pipeline=\"needs\",status=\"done\"} 4\n"), std::string::npos) << out;
   EXPECT_NE(out.find("runnel_requests_total{pipeline=\"needs\",status=\"failed\"} 2\n"), std::string::npos);
   EXPECT_NE(out.find("runnel_batch_size_count{pipeline=\"needs\"} 2\n"), std::string::npos);
   EXPECT_NE(out.find("runnel_request_latency_seconds_count{pipeline=\"needs\"} 6\n"), std::string::npos);
   EXPECT_NE(out.find("runnel_http_requests_total{route=\"/v1/models\",code=\"200\"} 1\n"), std::string::npos);
-  EXPECT_NE(out.find("runnel_queue_depth{pipeline=\"needs\"} 4\n"), std::string::npos);
+  EXPECT_NE(out.find("# HELP runnel_queue_depth Queued.\n# TYPE runnel_queue_depth gauge\n"
+                     "runnel_queue_depth{pipeline=\"needs\"} 4\n"),
+            std::string::npos)
+      << out;
+}
+
+TEST(MetricsTest, BatchSizeBucketsFollowMaxBatch) {
+  Metrics m("needs", 2048);
+  const std::string out = m.Render({});
+  EXPECT_NE(out.find("le=\"1024\""), std::string::npos) << out;
+  EXPECT_NE(out.find("runnel_batch_size_bucket{pipeline=\"needs\",le=\"2048\"} 0\n"), std::string::npos) << out;
+  EXPECT_EQ(out.find("le=\"4096\""), std::string::npos) << "no bucket past the largest batch";
+  Metrics odd("x", 300);
+  const std::string odd_out = odd.Render({});
+  EXPECT_NE(odd_out.find("le=\"256\""), std::string::npos);
+  EXPECT_NE(odd_out.find("le=\"300\""), std::string::npos) << odd_out;
+}
+
+TEST(MetricsTest, ProcessMetricsDescribeThisProcess) {
+  std::map<std::string, double> values;
+  for (const auto& family : ProcessMetrics()) {
+    ASSERT_EQ(family.samples.size(), 1u) << family.name;
+    values[family.name] = family.samples.front().second;
+  }
+  EXPECT_GT(values["process_resident_memory_bytes"], 1 << 20);
+  EXPECT_GE(values["process_virtual_memory_bytes"], values["process_resident_memory_bytes"]);
+  EXPECT_GE(values["process_open_fds"], 3);
+  EXPECT_GE(values["process_max_fds"], values["process_open_fds"]);
+  EXPECT_GT(values["process_cpu_seconds_total"], 0);
+  const double now = static_cast<double>(std::time(nullptr));
+  EXPECT_LE(values["process_start_time_seconds"], now + 1);
+  EXPECT_GT(values["process_start_time_seconds"], now - 3600) << "this test process started within the hour";
 }
 
 }  // namespace

@@ -32,9 +32,24 @@ class Histogram {
   std::atomic<double> sum_{0};
 };
 
+// Values read when /metrics is scraped (queue depth, model counters, the process):
+// one family, written with its HELP and TYPE lines, then one line per sample.
+struct MetricFamily {
+  std::string name;
+  std::string help;
+  std::string type = "gauge";                           // or "counter"
+  std::vector<std::pair<std::string, double>> samples;  // labels (`a="x",b="y"`, may be empty), value
+};
+
+// The standard process metrics (process_cpu_seconds_total, process_resident_memory_bytes,
+// process_virtual_memory_bytes, process_open_fds, process_max_fds,
+// process_start_time_seconds) of this process, from getrusage and /proc.
+std::vector<MetricFamily> ProcessMetrics();
+
 class Metrics {
  public:
-  explicit Metrics(std::string pipeline);
+  // Batch-size buckets are powers of two up to `max_batch`, which is the last bound.
+  explicit Metrics(std::string pipeline, size_t max_batch = 1024);
 
   // One committed batch of the real-time pipeline.
   void RecordBatch(const pipeline::BatchResult& batch);
@@ -43,8 +58,8 @@ class Metrics {
   // Records posted through the API.
   void RecordIngested(size_t records);
 
-  // The exposition text; `gauges` are appended as `name value` lines (already named).
-  std::string Render(const std::vector<std::pair<std::string, double>>& gauges) const;
+  // The exposition text, `families` appended.
+  std::string Render(const std::vector<MetricFamily>& families) const;
 
  private:
   std::string pipeline_;
