@@ -315,6 +315,17 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
            options.reverse = args->reverse;
            options.rows_per_txn = args->rows_per_txn;
            options.cancelled = &cancelled;
+           // A line every 5 s while it runs (a --loop runs until Ctrl-C).
+           const auto started = std::chrono::steady_clock::now();
+           auto last = started;
+           options.progress = [&](int64_t inserted) {
+             const auto now = std::chrono::steady_clock::now();
+             if (now - last < std::chrono::seconds(5)) return;
+             last = now;
+             const double seconds = std::chrono::duration<double>(now - started).count();
+             fmt::print(stderr, "inserted {} rows in {:.0f} s ({:.1f} rows/s); Ctrl-C stops\n", inserted, seconds,
+                        static_cast<double>(inserted) / seconds);
+           };
            std::vector<std::string> ignored;
            auto summary = pipeline::LoadCsvRequests(conn, config, options, &ignored);
            if (!ignored.empty())

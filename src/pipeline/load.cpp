@@ -205,6 +205,7 @@ LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& co
     if (summary.inserted == 0 && inserted.rows() > 0) summary.first_key = inserted.Get<int64_t>(0, 0);
     summary.inserted += static_cast<int64_t>(n);
     at += n;
+    if (options.progress) options.progress(summary.inserted);
     PaceTo(start, summary.inserted, options.rate);
   }
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

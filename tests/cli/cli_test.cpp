@@ -3,6 +3,8 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <fstream>
 
 #include "../support/shared_fixtures.hpp"
@@ -223,6 +225,19 @@ TEST_F(CliTest, LoadReplaysACsvFileAndModelsArePushedAndRolledBack) {
   EXPECT_DOUBLE_EQ(rows.Get<double>(0, 0), 11.2) << "--reverse: the last line first";
   EXPECT_EQ(rows.Get<int64_t>(0, 1), 6);
   EXPECT_EQ(rows.Get<std::string>(2, 2), "red");
+  // --loop runs until Ctrl-C and says how far it got every 5 s.
+  ProcessOptions shell;
+  shell.extra_env = {"RUNNEL_HOME=" + home_.path().string(), "RUNNEL_CONFIG=", "RUNNEL_DB_URL=", "RUNNEL_LOG_LEVEL="};
+  auto looping = RunProcess(
+      {"/bin/sh", "-c",
+       fmt::format("{} load --pipeline {} --input {} --delimiter ';' --columns 'fixed acidity,volatile acidity,citric "
+                   "acid,residual sugar,chlorides,free sulfur dioxide,total sulfur dioxide,density,pH,sulphates,"
+                   "alcohol,quality,note' --loop --rate 20 & p=$!; sleep 6; kill -INT $p; wait $p",
+                   RUNNEL_BINARY, pipeline, (home_ / "wines.csv").string())},
+      shell);
+  EXPECT_EQ(looping.exit_code, 0) << looping.output;
+  EXPECT_NE(looping.output.find(" rows/s); Ctrl-C stops"), std::string::npos) << "progress: " << looping.output;
+  EXPECT_NE(looping.output.find("inserted 1"), std::string::npos) << looping.output;
   auto bad = Runnel({"load", "--pipeline", pipeline, "--input", (home_ / "wines.csv").string(), "--delimiter", ";"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.output.find("no column matches a column of table 'wine'"), std::string::npos) << bad.output;

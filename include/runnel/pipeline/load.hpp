@@ -45,6 +45,9 @@ struct CsvLoadOptions {
   bool reverse = false;              // last row first
   int64_t rows_per_txn = 1000;       // when not rate-limited
   const std::function<bool()>* cancelled = nullptr;
+  // Called after each committed insert with the rows inserted so far (the CLI shows
+  // progress with it); may be empty.
+  std::function<void(int64_t inserted)> progress;
 };
 
 // Columns matching a column of the source table (spaces, underscores and case aside)
