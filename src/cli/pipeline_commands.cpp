@@ -342,6 +342,8 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                             ? args->seed
                             : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
          fmt::print(stderr, "loading {} rows into {} (seed {})\n", options.rows, config.table, options.seed);
+         if (auto warning = pipeline::QuotaWarning(conn, config, options))
+           fmt::print(stderr, "warning: {}\n", *warning);
          auto summary = pipeline::LoadSyntheticRequests(conn, config, options);
          fmt::print("inserted {} rows from key {} in {:.2f} s ({:.0f} rows/s)\n", summary.inserted, summary.first_key,
                     summary.seconds,

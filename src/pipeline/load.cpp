@@ -52,6 +52,38 @@ void PaceTo(std::chrono::steady_clock::time_point start, int64_t rows, double ra
 
 }  // namespace
 
+int64_t ThrottledByLoad(int64_t rows, int64_t clients, int64_t max_requests, const std::map<int64_t, int64_t>& used) {
+  if (rows <= 0 || clients <= 0) return 0;
+  int64_t throttled = 0;
+  for (int64_t c = 1; c <= clients; ++c) {
+    const int64_t share = rows / clients + (c <= rows % clients ? 1 : 0);
+    const auto it = used.find(c);
+    const int64_t before = it == used.end() ? 0 : it->second;
+    const int64_t room = std::max<int64_t>(0, max_requests - before);
+    throttled += std::max<int64_t>(0, share - room);
+  }
+  return throttled;
+}
+
+std::optional<std::string> QuotaWarning(postgres::Connection& conn, const PipelineConfig& config,
+                                        const LoadOptions& options) {
+  if (!config.quota_max_requests || config.client_column.empty()) return std::nullopt;
+  std::map<int64_t, int64_t> used;
+  const std::string quota = NamesFor(config).quota;
+  if (conn.Exec("SELECT to_regclass($1) IS NOT NULL", postgres::Params().Add(postgres::QuoteIdentifier(quota)))
+          .Get<bool>(0, 0)) {
+    auto r = conn.Exec(fmt::format("SELECT client, requests FROM {} WHERE client ~ '^[0-9]{{1,18}}$'",
+                                   postgres::QuoteIdentifier(quota)));
+    for (int i = 0; i < r.rows(); ++i) used[std::stoll(r.Get<std::string>(i, 0))] = r.Get<int64_t>(i, 1);
+  }
+  const int64_t throttled = ThrottledByLoad(options.rows, options.clients, *config.quota_max_requests, used);
+  if (throttled == 0) return std::nullopt;
+  return fmt::format(
+      "about {} of these {} requests will be throttled: [quota] max_requests is {} per client over "
+      "all time ({}), and {} clients share them",
+      throttled, options.rows, *config.quota_max_requests, config.file.string(), options.clients);
+}
+
 LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConfig& config,
                                   const LoadOptions& options) {
   if (options.rows < 0 || options.rows_per_txn < 1 || options.clients < 1) {

@@ -197,6 +197,11 @@ TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   // New requests continue after the largest key.
   auto again = Runnel({"load", "--pipeline", pipeline, "--rows", "1", "--seed", "7"});
   EXPECT_NE(again.output.find("inserted 1 rows from key 251"), std::string::npos) << again.output;
+  EXPECT_EQ(again.output.find("warning"), std::string::npos) << "within the quota: " << again.output;
+  // 5 clients have used 50 of 1,000 each: 5,000 more (1,000 each) throttle 250.
+  auto over = Runnel({"load", "--pipeline", pipeline, "--rows", "5000", "--clients", "5"});
+  EXPECT_NE(over.output.find("warning: about 250 of these 5000 requests will be throttled"), std::string::npos)
+      << over.output;
 }
 
 // `runnel load --input` replays a CSV file; then `model push`, `list`, `rollback`.

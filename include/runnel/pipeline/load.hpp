@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,16 @@ struct LoadSummary {
   int64_t first_key = 0;
   double seconds = 0;
 };
+
+// How many of `rows` synthetic requests over clients 1..`clients` (as
+// LoadSyntheticRequests spreads them, round robin) go over `max_requests` per client,
+// given what each client has used already (`used`: client -> requests).
+int64_t ThrottledByLoad(int64_t rows, int64_t clients, int64_t max_requests, const std::map<int64_t, int64_t>& used);
+
+// A warning when the pipeline's quota (counted over all time) will throttle some of the
+// requests `options` describes, reading each client's count so far; nullopt otherwise.
+std::optional<std::string> QuotaWarning(postgres::Connection& conn, const PipelineConfig& config,
+                                        const LoadOptions& options);
 
 // Throws Error(InvalidInput) for non-positive sizes, DatabaseError from the inserts.
 LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConfig& config, const LoadOptions& options);
