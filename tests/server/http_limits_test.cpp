@@ -110,6 +110,11 @@ std::string Get(const std::string& path) {
 class HttpLimitsTest : public HttpApiTest {
  protected:
   // /healthz's worst latency over `duration`, asked every 50 ms on new connections.
+  // /healthz answered within this while the server is under attack: a server the
+  // attack blocks answers after the deadlines (seconds) or never; the margin is for a
+  // loaded 2-core machine running sanitizers (104 ms seen once against 100).
+  static constexpr double kUnblockedMs = 500;
+
   double WorstHealthLatency(std::chrono::milliseconds duration) {
     double worst = 0;
     const auto end = Clock::now() + duration;
@@ -146,7 +151,7 @@ TEST_F(HttpLimitsTest, FiveHundredSlowlorisClientsNeitherBlockHealthNorOutliveTh
     }
   });
   const double worst = WorstHealthLatency(std::chrono::milliseconds(2000));
-  EXPECT_LT(worst, 100.0) << "/healthz while 500 clients trickle headers";
+  EXPECT_LT(worst, kUnblockedMs) << "/healthz while 500 clients trickle headers";
   // A real request is served meanwhile too.
   auto res = client_->Post("/v1/pipelines/needs/requests", kRecord, "application/json");
   ASSERT_TRUE(res);
@@ -172,7 +177,7 @@ TEST_F(HttpLimitsTest, IdleKeepAliveClientsDoNotLockOutAndTheConnectionCapAnswer
     ASSERT_TRUE(idle.back()->Send(Get("/healthz")));
     ASSERT_EQ(StatusOf(idle.back()->ReadResponse()), 200) << i;
   }
-  EXPECT_LT(WorstHealthLatency(std::chrono::milliseconds(300)), 100.0);
+  EXPECT_LT(WorstHealthLatency(std::chrono::milliseconds(300)), kUnblockedMs);
   // Fill up to the cap; the next connection is answered 503 at once and closed.
   while (idle.size() < 300) {
     idle.push_back(std::make_unique<RawConnection>(port_));
@@ -289,7 +294,7 @@ TEST_F(HttpLimitsTest, WaitersBeyondTheirSlotsGet503WithRetryAfterAndHealthStays
   EXPECT_EQ(Count("SELECT count(*) FROM needs"), 4) << "refused before anything was inserted";
   // Requests that do not wait are not limited by the waiters.
   EXPECT_EQ(client_->Post("/v1/pipelines/needs/requests", kRecord, "application/json")->status, 202);
-  EXPECT_LT(WorstHealthLatency(std::chrono::milliseconds(300)), 100.0);
+  EXPECT_LT(WorstHealthLatency(std::chrono::milliseconds(300)), kUnblockedMs);
   for (auto& w : waiting) EXPECT_EQ(w.get(), 202) << "timed out waiting: still queued";
   EXPECT_EQ(client_->Post("/v1/pipelines/needs/requests?wait=10", kRecord, "application/json")->status, 202);
 }
