@@ -31,7 +31,7 @@ namespace runnel::postgres {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr const char* kRole = "runnel";
+constexpr std::string_view kDatabase = "runnel";  // the owner's database, named after the superuser
 constexpr const char* kInstallHint = "install postgresql: sudo apt-get install postgresql";
 
 // Every file of the cluster directory is read without following links
@@ -261,7 +261,7 @@ void EmbeddedCluster::Initialize() {
 
   spdlog::info("initializing PostgreSQL cluster in {}", data.string());
   const fs::path password_file = options_.dir / "password";
-  auto result = RunProcess({(options_.bin_dir / "initdb").string(), "-D", data.string(), "-U", kRole,
+  auto result = RunProcess({(options_.bin_dir / "initdb").string(), "-D", data.string(), "-U", std::string(kSuperuser),
                             "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile=" + password_file.string(),
                             "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"},
                            AsOwner());
@@ -282,11 +282,6 @@ std::optional<FileOwner> EmbeddedCluster::FileOwnerOf() const {
 }
 
 void EmbeddedCluster::WriteSettings(uint16_t port) {
-  std::string socket_dir;
-  for (char c : options_.dir.string()) {
-    if (c == '\'') socket_dir += '\'';
-    socket_dir += c;
-  }
   const SafeDir data_files = SafeDir::Open(options_.dir).Sub("data");
   // Only from this machine. The socket's mode (0700) keeps other users out, so every
   // role is trusted there: whoever reaches it could be the superuser anyway, and the
@@ -302,8 +297,8 @@ void EmbeddedCluster::WriteSettings(uint16_t port) {
   data_files.Write(
       "runnel.conf",
       fmt::format("# Written by Runnel on every start.\nlisten_addresses = '127.0.0.1'\nport = {}\n"
-                  "unix_socket_directories = '{}'\nunix_socket_permissions = 0700\nmax_connections = 200\n{}",
-                  port, socket_dir,
+                  "unix_socket_directories = {}\nunix_socket_permissions = 0700\nmax_connections = 200\n{}",
+                  port, QuoteLiteral(options_.dir.string()),
                   tls ? "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
                         "ssl_min_protocol_version = 'TLSv1.2'\n"
                       : ""),
@@ -425,7 +420,7 @@ StartOutcome EmbeddedCluster::Start() {
   // a link is refused.
   if (service_owner_) SafeDir::Open(options_.dir).ChownEntry(log_file().filename().string(), *FileOwnerOf());
   auto conn = Connection::Open(ConnectionString("postgres"));
-  if (fresh) conn.Exec(fmt::format("CREATE DATABASE {}", QuoteIdentifier(kRole)));
+  if (fresh) conn.Exec(fmt::format("CREATE DATABASE {}", QuoteIdentifier(kDatabase)));
   EnsureRoles(conn);
   auto database = Connection::Open(ConnectionString());
   HandOverToOwner(database);
@@ -516,13 +511,8 @@ void EmbeddedCluster::EnsureRoles(Connection& conn) const {
                     "END $runnel$",
                     role));
   }
-  std::string password;
-  for (char c : ReadPassword()) {
-    if (c == '\'') password += '\'';
-    password += c;
-  }
-  conn.Exec(fmt::format("ALTER ROLE {} PASSWORD '{}'", kOwnerRole, password));
-  conn.Exec(fmt::format("ALTER DATABASE {} OWNER TO {}", QuoteIdentifier(kRole), kOwnerRole));
+  conn.Exec(fmt::format("ALTER ROLE {} PASSWORD {}", kOwnerRole, QuoteLiteral(ReadPassword())));
+  conn.Exec(fmt::format("ALTER DATABASE {} OWNER TO {}", QuoteIdentifier(kDatabase), kOwnerRole));
 }
 
 // Clusters created before the owner role existed, and objects made since through
@@ -542,21 +532,25 @@ void EmbeddedCluster::HandOverToOwner(Connection& conn) {
       "AND p.proowner = '{0}'::regrole AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = "
       "'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') LOOP\n"
       "  EXECUTE format('ALTER ROUTINE %s OWNER TO {1}', r.name);\nEND LOOP;\nEND $runnel$",
-      kRole, kOwnerRole));
+      kSuperuser, kOwnerRole));
 }
 
-std::string EmbeddedCluster::ConnectionString(const std::string& dbname) const {
-  return ConnectionStringAs(kRole, dbname);
-}
-
-std::string EmbeddedCluster::ConnectionStringAs(std::string_view role, const std::string& dbname) const {
+uint16_t EmbeddedCluster::RunningPort() const {
   auto status = Status();
   if (!status.running) {
     throw Error(
         ErrorCode::Unavailable,
         fmt::format("the embedded PostgreSQL in {} is not running: run `runnel db start`", options_.dir.string()));
   }
-  return fmt::format("host={} port={} user={} dbname={}", ConninfoValue(options_.dir.string()), status.port, role,
+  return status.port;
+}
+
+std::string EmbeddedCluster::ConnectionString(const std::string& dbname) const {
+  return ConnectionStringAs(kSuperuser, dbname);
+}
+
+std::string EmbeddedCluster::ConnectionStringAs(std::string_view role, const std::string& dbname) const {
+  return fmt::format("host={} port={} user={} dbname={}", ConninfoValue(options_.dir.string()), RunningPort(), role,
                      ConninfoValue(dbname));
 }
 
@@ -570,17 +564,12 @@ std::string EmbeddedCluster::ReadPassword() const {
 }
 
 std::string EmbeddedCluster::TcpConnectionString(const std::string& dbname, std::string_view role) const {
-  auto status = Status();
-  if (!status.running) {
-    throw Error(
-        ErrorCode::Unavailable,
-        fmt::format("the embedded PostgreSQL in {} is not running: run `runnel db start`", options_.dir.string()));
-  }
+  const uint16_t port = RunningPort();
   std::string tls;
   if (TlsEnabled()) {
     tls = fmt::format(" sslmode=verify-full sslrootcert={}", ConninfoValue((options_.dir / "ca.crt").string()));
   }
-  return fmt::format("host=127.0.0.1 port={} user={} password={} dbname={}{}", status.port, role,
+  return fmt::format("host=127.0.0.1 port={} user={} password={} dbname={}{}", port, role,
                      ConninfoValue(ReadPassword()), ConninfoValue(dbname), tls);
 }
 

@@ -116,6 +116,8 @@ class EmbeddedCluster {
   void CreateCertificate();
   uint16_t ChoosePort() const;
   void ClearStaleLockFiles() const;
+  // The port of the running server; throws Error(Unavailable) when it is not running.
+  uint16_t RunningPort() const;
   std::optional<pid_t> RunningPostmaster() const;
   std::string PgCtl(const std::vector<std::string>& args, bool check) const;
   std::string ReadPassword() const;
