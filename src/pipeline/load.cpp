@@ -70,8 +70,7 @@ std::optional<std::string> QuotaWarning(postgres::Connection& conn, const Pipeli
   if (!config.quota_max_requests || config.client_column.empty()) return std::nullopt;
   std::map<int64_t, int64_t> used;
   const std::string quota = NamesFor(config).quota;
-  if (conn.Exec("SELECT to_regclass($1) IS NOT NULL", postgres::Params().Add(postgres::QuoteIdentifier(quota)))
-          .Get<bool>(0, 0)) {
+  if (postgres::TableExists(conn, quota)) {
     auto r = conn.Exec(fmt::format("SELECT client, requests FROM {} WHERE client ~ '^[0-9]{{1,18}}$'",
                                    postgres::QuoteIdentifier(quota)));
     for (int i = 0; i < r.rows(); ++i) used[std::stoll(r.Get<std::string>(i, 0))] = r.Get<int64_t>(i, 1);

@@ -98,8 +98,7 @@ std::vector<FailureReason> TopFailureReasons(postgres::Connection& conn, const P
 }
 
 std::vector<PausedProcess> PausedProcesses(postgres::Connection& conn, const PipelineConfig& config) {
-  auto exists = conn.Exec("SELECT to_regclass('runnel_pauses') IS NOT NULL", Params());
-  if (!exists.Get<bool>(0, 0)) return {};
+  if (!postgres::TableExists(conn, "runnel_pauses")) return {};
   auto r = conn.Exec(
       "SELECT process, reason, extract(epoch FROM clock_timestamp() - since)::float8 FROM runnel_pauses "
       "WHERE pipeline = $1 AND seen_at > clock_timestamp() - interval '1 minute' ORDER BY process",

@@ -300,6 +300,13 @@ std::optional<std::string> EnsureKeyIndex(postgres::Connection& conn, const Pipe
 
 }  // namespace
 
+int32_t SchemaVersion(postgres::Connection& conn, const PipelineConfig& config) {
+  if (!postgres::TableExists(conn, "runnel_migrations")) return 0;
+  return conn
+      .Exec("SELECT coalesce(max(version), 0) FROM runnel_migrations WHERE pipeline = $1", Params().Add(config.name))
+      .Get<int32_t>(0, 0);
+}
+
 std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config) {
   const SchemaNames names = NamesFor(config);
   std::vector<std::string> done;
@@ -309,9 +316,7 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
       "CREATE TABLE IF NOT EXISTS runnel_migrations (pipeline text NOT NULL, version int NOT NULL, "
       "applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, version))");
   CheckSourceTable(conn, config);
-  const auto version = conn.Exec("SELECT coalesce(max(version), 0) FROM runnel_migrations WHERE pipeline = $1",
-                                 Params().Add(config.name))
-                           .Get<int32_t>(0, 0);
+  const auto version = SchemaVersion(conn, config);
   for (int step = std::max(version, 0); step < kSchemaVersion; ++step) {
     const std::string what = kSteps[step](conn, names);
     conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, $2)",
@@ -343,9 +348,7 @@ std::vector<std::string> MigrateIfAllowed(postgres::Connection& conn, const Pipe
     const auto role = conn.Exec("SELECT current_user::text").Get<std::string>(0, 0);
     int32_t version = 0;  // also when the role may not even read runnel_migrations
     try {
-      version = conn.Exec("SELECT coalesce(max(version), 0) FROM runnel_migrations WHERE pipeline = $1",
-                          Params().Add(config.name))
-                    .Get<int32_t>(0, 0);
+      version = SchemaVersion(conn, config);
     } catch (const postgres::DatabaseError&) {
     }
     if (version < kSchemaVersion) {

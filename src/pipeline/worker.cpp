@@ -278,9 +278,7 @@ struct Worker::State {
       write_back_limits.push_back(ColumnLimitFor(type->second));
     }
     if (config.recommend) {
-      auto exists =
-          c.Exec("SELECT to_regclass($1) IS NOT NULL", Params().Add(QuoteIdentifier(config.recommend->table)));
-      if (!exists.Get<bool>(0, 0)) {
+      if (!postgres::TableExists(c, config.recommend->table)) {
         throw Error(ErrorCode::InvalidInput,
                     fmt::format("recommendation catalogue '{}' does not exist", config.recommend->table));
       }

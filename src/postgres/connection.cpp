@@ -519,6 +519,10 @@ std::string IsoTimestampSql(std::string_view column) {
   return fmt::format("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", column);
 }
 
+bool TableExists(Connection& conn, std::string_view name) {
+  return conn.Exec("SELECT to_regclass($1) IS NOT NULL", Params().Add(QuoteIdentifier(name))).Get<bool>(0, 0);
+}
+
 std::string QuoteLiteral(std::string_view value) {
   std::string out = "'";
   for (char c : value) {

@@ -113,9 +113,7 @@ void MigrateRegistry(postgres::Connection& conn) {
     // A serving role without the right to create or replace (least privilege) uses
     // the registry its owner set up.
     if (e.sqlstate() != postgres::kInsufficientPrivilege) throw;
-    auto r =
-        conn.Exec("SELECT to_regclass('runnel_models') IS NOT NULL AND to_regclass('runnel_model_state') IS NOT NULL");
-    if (!r.Get<bool>(0, 0)) throw;
+    if (!postgres::TableExists(conn, "runnel_models") || !postgres::TableExists(conn, "runnel_model_state")) throw;
   }
 }
 

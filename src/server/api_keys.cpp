@@ -68,7 +68,7 @@ KeyInfo ReadKeyInfo(const postgres::Result& r, int row) {
 }
 
 bool KeyTableExists(postgres::Connection& conn) {
-  return conn.Exec("SELECT to_regclass('runnel_api_keys') IS NOT NULL").Get<bool>(0, 0);
+  return postgres::TableExists(conn, "runnel_api_keys");
 }
 
 }  // namespace

@@ -36,19 +36,11 @@ std::vector<TableRights> TablesOf(const pipeline::PipelineConfig& config) {
 }
 
 void CheckMigratedFor(postgres::Connection& conn, const pipeline::PipelineConfig& config) {
-  auto r = conn.Exec(
-      "SELECT CASE WHEN to_regclass('runnel_migrations') IS NULL THEN 0 ELSE "
-      "(SELECT coalesce(max(version), 0) FROM runnel_migrations WHERE pipeline = $1) END",
-      Params().Add(config.name));
-  if (r.Get<int32_t>(0, 0) < pipeline::kSchemaVersion) {
+  if (pipeline::SchemaVersion(conn, config) < pipeline::kSchemaVersion) {
     throw Error(ErrorCode::NotFound, fmt::format("pipeline '{}' is not migrated: run `runnel migrate --pipeline {}` as "
                                                  "the table's owner first",
                                                  config.name, config.file.string()));
   }
-}
-
-bool Exists(postgres::Connection& conn, const std::string& table) {
-  return conn.Exec("SELECT to_regclass($1) IS NOT NULL", Params().Add(QuoteIdentifier(table))).Get<bool>(0, 0);
 }
 
 // The sequences of the serial and identity columns of `table` (identity sequences need
@@ -83,7 +75,7 @@ std::vector<std::string> GrantStatements(postgres::Connection& conn, const pipel
                                          SourceTableGrant(config, role)};
   std::vector<std::string> sequences = SequencesOf(conn, config.table);
   for (const auto& [table, privileges] : TablesOf(config)) {
-    if (!Exists(conn, table)) continue;
+    if (!postgres::TableExists(conn, table)) continue;
     statements.push_back(fmt::format("GRANT {} ON {} TO {};", privileges, QuoteIdentifier(table), role));
     for (auto& sequence : SequencesOf(conn, table)) sequences.push_back(std::move(sequence));
   }

@@ -78,6 +78,10 @@ std::map<std::string, std::string> SourceColumns(postgres::Connection& conn, con
 // missing from `types` (SourceColumns) or is not of a numeric type.
 void CheckInputTypes(const PipelineConfig& config, const std::map<std::string, std::string>& types);
 
+// The pipeline's schema version (kSchemaVersion when migrated), 0 when it never was.
+// Throws DatabaseError (also when the role may not read runnel_migrations).
+int32_t SchemaVersion(postgres::Connection& conn, const PipelineConfig& config);
+
 // Creates or updates the pipeline's objects; idempotent, safe to run from several
 // processes at once (serialised by an advisory lock), all in one transaction. Returns
 // one line per change made (e.g. "created index runnel_needs_key on needs (id)").

@@ -232,4 +232,8 @@ std::string QuoteIdentifier(std::string_view name);
 // Quotes an SQL string literal.
 std::string QuoteLiteral(std::string_view value);
 
+// Whether table (or view) `name`, unquoted, exists in the search path. Throws
+// DatabaseError.
+bool TableExists(Connection& conn, std::string_view name);
+
 }  // namespace runnel::postgres
