@@ -69,15 +69,16 @@ struct ServingContext {
 
 class HttpServer {
  public:
-  // Throws Error(Config) for a non-loopback host without a token (unless insecure).
+  // Throws Error(Config) when only one of https_cert and https_key is set.
   HttpServer(HttpOptions options, ServingContext context);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Reads the source table's columns, binds and starts serving on a background
-  // thread. Returns the bound port. Throws Error(Unavailable) when the address cannot
-  // be bound, DatabaseError when the database cannot be read.
+  // Reads the source table's columns and the API keys, binds and starts serving on a
+  // background thread. Returns the bound port. Throws Error(Unavailable) when the
+  // address cannot be bound, Error(Config) for a certificate or key that cannot be
+  // used, DatabaseError when the database cannot be read.
   int Start();
   // Stops accepting, finishes requests in flight, closes. Idempotent.
   void Stop();
