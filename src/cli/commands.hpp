@@ -46,5 +46,7 @@ char ParseDelimiter(const std::string& text);
 // --db when given, else RUNNEL_DB_URL / the config file, else the embedded cluster
 // (started if needed) as its owner role, which is no superuser.
 std::string DatabaseUrl(const CliContext& ctx, const std::string& flag);
+// Whether DatabaseUrl answers with the embedded cluster (neither --db nor a configured URL).
+bool UsesEmbeddedDatabase(const CliContext& ctx, const std::string& flag);
 
 }  // namespace runnel::cli

@@ -28,6 +28,10 @@ char ParseDelimiter(const std::string& text) {
   return text[0];
 }
 
+bool UsesEmbeddedDatabase(const CliContext& ctx, const std::string& flag) {
+  return flag.empty() && ctx.config.db_url.empty();
+}
+
 std::string DatabaseUrl(const CliContext& ctx, const std::string& flag) {
   if (!flag.empty()) return flag;
   if (!ctx.config.db_url.empty()) return ctx.config.db_url;

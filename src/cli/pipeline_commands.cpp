@@ -43,14 +43,14 @@ void InstallStopHandler() {
   sigaction(SIGTERM, &action, nullptr);
 }
 
-// A secret kept in a file: its first line, without surrounding whitespace.
 // The database `run` serves: --db or the configured URL as given; on the embedded
-// cluster, its superuser migrates and grants, and serving runs as the cluster's
-// non-superuser role, so SQL injected anywhere in serving cannot act as a superuser.
+// cluster, its owner role migrates and grants, and serving runs as the cluster's
+// serving role, which owns nothing, so SQL injected anywhere in serving can do no more
+// than serve.
 std::string ServingUrl(const CliContext& ctx, const std::string& flag, const pipeline::PipelineConfig& config,
                        server::ServiceOptions& options) {
   const std::string url = DatabaseUrl(ctx, flag);
-  if (!flag.empty() || !ctx.config.db_url.empty()) return url;
+  if (!UsesEmbeddedDatabase(ctx, flag)) return url;
   auto conn = postgres::Connection::Open(url);
   if (options.migrate) {
     for (const auto& line : pipeline::Migrate(conn, config)) spdlog::info("migrate: {}", line);
@@ -61,6 +61,39 @@ std::string ServingUrl(const CliContext& ctx, const std::string& flag, const pip
   return postgres::EmbeddedCluster(EmbeddedClusterOptions(ctx.config)).ConnectionStringAs(postgres::kServeRole);
 }
 
+// What `run` prints when it ends: counts, the rate over the time spent serving (not
+// the idle time before Ctrl-C), time per stage, latency, and what to do about failures.
+void PrintRunSummary(const pipeline::RunSummary& summary) {
+  const size_t served = summary.done + summary.throttled + summary.failed;
+  fmt::print(
+      "served {} requests in {:.2f} s of serving ({:.0f}/s; {:.1f} s running) in {} batches: {} done, {} "
+      "throttled, {} failed\n",
+      served, summary.busy_seconds, summary.busy_seconds > 0 ? static_cast<double>(served) / summary.busy_seconds : 0.0,
+      summary.seconds, summary.batches, summary.done, summary.throttled, summary.failed);
+  if (summary.redone > 0) {
+    fmt::print(
+        "{} batches were rolled back and served again (quota counters moved under them, or a request "
+        "key had a result already)\n",
+        summary.redone);
+  }
+  if (summary.batches > 0) {
+    std::string stages;
+    for (size_t k = 0; k < pipeline::kStageCount; ++k) {
+      stages += fmt::format("{}{} {:.0f} ms", k ? ", " : "", pipeline::kStageNames[k], summary.stage_ms[k]);
+    }
+    fmt::print("time in stages, summed over workers: {}\n", stages);
+  }
+  if (!summary.latencies_ms.empty()) {
+    fmt::print("latency from insert to result (ms): p50 {:.2f}, p99 {:.2f}\n", summary.LatencyPercentile(0.50),
+               summary.LatencyPercentile(0.99));
+  }
+  if (summary.failed > 0) {
+    fmt::print("{} request(s) failed: `runnel status` lists the reasons, `runnel retry` replays them\n",
+               summary.failed);
+  }
+}
+
+// A secret kept in a file: its first line, without surrounding whitespace.
 std::string ReadTokenFile(const std::string& path) {
   std::string text = ReadFileBytes(path, "the HTTP token file");
   text = text.substr(0, text.find('\n'));
@@ -242,35 +275,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
          }
          finished.store(true);
          progress.join();
-         const size_t served = summary.done + summary.throttled + summary.failed;
-         // The rate counts the time spent serving, not the idle time before Ctrl-C.
-         fmt::print(
-             "served {} requests in {:.2f} s of serving ({:.0f}/s; {:.1f} s running) in {} batches: {} done, {} "
-             "throttled, {} failed\n",
-             served, summary.busy_seconds,
-             summary.busy_seconds > 0 ? static_cast<double>(served) / summary.busy_seconds : 0.0, summary.seconds,
-             summary.batches, summary.done, summary.throttled, summary.failed);
-         if (summary.redone > 0) {
-           fmt::print(
-               "{} batches were rolled back and served again (quota counters moved under them, or a request "
-               "key had a result already)\n",
-               summary.redone);
-         }
-         if (summary.batches > 0) {
-           std::string stages;
-           for (size_t k = 0; k < pipeline::kStageCount; ++k) {
-             stages += fmt::format("{}{} {:.0f} ms", k ? ", " : "", pipeline::kStageNames[k], summary.stage_ms[k]);
-           }
-           fmt::print("time in stages, summed over workers: {}\n", stages);
-         }
-         if (!summary.latencies_ms.empty()) {
-           fmt::print("latency from insert to result (ms): p50 {:.2f}, p99 {:.2f}\n", summary.LatencyPercentile(0.50),
-                      summary.LatencyPercentile(0.99));
-         }
-         if (summary.failed > 0) {
-           fmt::print("{} request(s) failed: `runnel status` lists the reasons, `runnel retry` replays them\n",
-                      summary.failed);
-         }
+         PrintRunSummary(summary);
          if (args->until_idle) {
            // Its job was to drain the queue: say so when it did not.
            for (const auto& reason : summary.paused) fmt::print(stderr, "paused: {}\n", reason);
