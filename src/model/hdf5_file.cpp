@@ -174,10 +174,10 @@ void Hdf5File::CheckStoredSize(const Hid& dataset, const std::string& path, size
                             source_, path, bytes, stored, kMaxInflation));
   }
   read_bytes_ += bytes;
-  if (read_bytes_ > MaxModelBytes()) {
+  if (const size_t max = MaxModelBytes(); read_bytes_ > max) {
     throw Error(ErrorCode::Model, fmt::format("{}: the weights up to '{}' take {} bytes, more than the {} a model may "
                                               "(RUNNEL_MAX_MODEL_BYTES)",
-                                              source_, path, read_bytes_, MaxModelBytes()));
+                                              source_, path, read_bytes_, max));
   }
 }
 

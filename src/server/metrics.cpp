@@ -111,12 +111,15 @@ std::vector<MetricFamily> ProcessMetrics() {
   if (::getrlimit(RLIMIT_NOFILE, &limit) == 0) {
     add("process_max_fds", "Maximum number of open file descriptors.", "gauge", static_cast<double>(limit.rlim_cur));
   }
-  const auto start_ticks = ProcStatField(22);
-  const auto boot = BootTime();
-  if (start_ticks && boot) {
-    add("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", "gauge",
-        *boot + *start_ticks / static_cast<double>(::sysconf(_SC_CLK_TCK)));
-  }
+  // Read once: it does not change while the process lives.
+  static const std::optional<double> started = []() -> std::optional<double> {
+    const auto ticks = ProcStatField(22);
+    const auto boot = BootTime();
+    if (!ticks || !boot) return std::nullopt;
+    return *boot + *ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  }();
+  if (started)
+    add("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", "gauge", *started);
   return families;
 }
 
