@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "commands.hpp"
+#include "runnel/core/duration.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/postgres/connection.hpp"
 #include "runnel/server/api_keys.hpp"
@@ -51,7 +52,7 @@ void AddKeysCommands(CLI::App& root, std::vector<Command>& commands) {
                         spec.scope = server::ParseScope(args->scope).value_or(server::Scope::kSubmit);
                         if (create->count("--client") > 0) spec.client = args->client;
                         if (!args->expires.empty()) {
-                          spec.lifetime = server::ParseDuration(args->expires);
+                          spec.lifetime = ParseDuration(args->expires);
                           if (!spec.lifetime) {
                             throw Error(ErrorCode::InvalidInput,
                                         fmt::format("--expires '{}': expected a number and a unit, e.g. 3600s, 30m, "

@@ -36,6 +36,7 @@ void AddKeysCommands(CLI::App& root, std::vector<Command>& commands);  // access
 void AddGrantsCommand(CLI::App& root, std::vector<Command>& commands);
 void AddModelCommands(CLI::App& root, std::vector<Command>& commands);
 void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands);
+void AddQuotaCommands(CLI::App& root, std::vector<Command>& commands);
 
 // The embedded cluster that the configuration describes.
 postgres::ClusterOptions EmbeddedClusterOptions(const Config& config);

@@ -17,6 +17,7 @@
 #include "runnel/core/error.hpp"
 #include "runnel/core/file.hpp"
 #include "runnel/pipeline/load.hpp"
+#include "runnel/pipeline/quota.hpp"
 #include "runnel/pipeline/replay.hpp"
 #include "runnel/pipeline/request_status.hpp"
 #include "runnel/pipeline/schema.hpp"
@@ -127,6 +128,16 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
     }
   }
   return c;
+}
+
+// One line: the quota, how many clients reached it in this window, when it resets.
+void PrintQuotaSummary(postgres::Connection& conn, const pipeline::PipelineConfig& config) {
+  const auto snapshot = pipeline::quota::Read(conn, config, {});
+  const auto full = std::count_if(snapshot.clients.begin(), snapshot.clients.end(),
+                                  [&](const auto& c) { return c.requests >= *config.quota_max_requests; });
+  fmt::print("quota: {}; {} of {} client(s) at the limit{}\n", pipeline::quota::Describe(config), full,
+             snapshot.clients.size(),
+             snapshot.resets_at.empty() ? "" : fmt::format(" (window resets at {})", snapshot.resets_at));
 }
 
 }  // namespace
@@ -366,6 +377,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                             "pipeline {}: queue {} (oldest waiting {:.1f} s); done {}, throttled {}, failed {}{}\n",
                             config.name, c.queued, c.oldest_seconds, c.done, c.throttled, c.failed,
                             c.requeued > 0 ? fmt::format(", re-queued {}", c.requeued) : "");
+                        if (config.quota_max_requests) PrintQuotaSummary(conn, config);
                         for (const auto& p : pipeline::PausedProcesses(conn, config)) {
                           fmt::print("paused: {} (process {}, for {:.0f} s)\n", p.reason, p.process, p.seconds);
                         }

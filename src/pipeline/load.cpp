@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "runnel/core/csv.hpp"
+#include "runnel/pipeline/quota.hpp"
 #include "runnel/pipeline/schema.hpp"
 
 #include <fmt/format.h>
@@ -69,18 +70,18 @@ std::optional<std::string> QuotaWarning(postgres::Connection& conn, const Pipeli
                                         const LoadOptions& options) {
   if (!config.quota_max_requests || config.client_column.empty()) return std::nullopt;
   std::map<int64_t, int64_t> used;
-  const std::string quota = NamesFor(config).quota;
-  if (postgres::TableExists(conn, quota)) {
-    auto r = conn.Exec(fmt::format("SELECT client, requests FROM {} WHERE client ~ '^[0-9]{{1,18}}$'",
-                                   postgres::QuoteIdentifier(quota)));
-    for (int i = 0; i < r.rows(); ++i) used[std::stoll(r.Get<std::string>(i, 0))] = r.Get<int64_t>(i, 1);
+  if (postgres::TableExists(conn, NamesFor(config).quota)) {
+    // runnel load names its clients 1..clients.
+    std::vector<std::string> clients;
+    for (int64_t c = 1; c <= options.clients; ++c) clients.push_back(std::to_string(c));
+    for (const auto& c : quota::Read(conn, config, clients).clients) used[std::stoll(c.client)] = c.requests;
   }
   const int64_t throttled = ThrottledByLoad(options.rows, options.clients, *config.quota_max_requests, used);
   if (throttled == 0) return std::nullopt;
   return fmt::format(
-      "about {} of these {} requests will be throttled: [quota] max_requests is {} per client over "
-      "all time ({}), and {} clients share them",
-      throttled, options.rows, *config.quota_max_requests, config.file.string(), options.clients);
+      "about {} of these {} requests will be throttled: the quota is {} ({}), and {} clients share them; "
+      "`runnel quota reset` starts the counts again",
+      throttled, options.rows, quota::Describe(config), config.file.string(), options.clients);
 }
 
 LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConfig& config,

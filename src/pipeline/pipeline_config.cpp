@@ -7,6 +7,7 @@
 #include <cctype>
 #include <set>
 
+#include "runnel/core/duration.hpp"
 #include "runnel/core/error.hpp"
 
 namespace runnel::pipeline {
@@ -182,11 +183,21 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
 
   if (const toml::node* node = root.get("quota")) {
     const auto& quota = reader.Table(root, "quota", true);
-    reader.AllowOnly(quota, "quota.", {"max_requests"});
+    reader.AllowOnly(quota, "quota.", {"max_requests", "window"});
     auto max = quota.get("max_requests") ? quota.get("max_requests")->value<int64_t>() : std::nullopt;
     if (!max || *max < 0) reader.Fail(node, "'quota.max_requests' must be a non-negative integer");
     if (config.client_column.empty()) reader.Fail(node, "[quota] needs 'source.client', the column to count by");
     config.quota_max_requests = *max;
+    if (auto window = reader.String(quota, "quota.", "window", false); !window.empty()) {
+      auto seconds = ParseDuration(window);
+      if (!seconds) {
+        reader.Fail(quota.get("window"),
+                    fmt::format("'quota.window' is \"{}\": expected a whole number and a unit, e.g. \"1h\" or "
+                                "\"1d\" (leave it out to count over all time)",
+                                window));
+      }
+      config.quota_window = *seconds;
+    }
   }
   if (const toml::node* shorthand = root.get("capture"); shorthand != nullptr && shorthand->is_string()) {
     // capture = "notify" | "queue": the short form of [capture] mode.

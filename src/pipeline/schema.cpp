@@ -230,9 +230,18 @@ std::string AddResultEvents(postgres::Connection& conn, const SchemaNames& names
   return fmt::format("result events in {}", names.events);
 }
 
+// Version 6: quota windows. Returns what it did.
+std::string AddQuotaWindows(postgres::Connection& conn, const SchemaNames& names) {
+  // -infinity: counters from before windows count over all time, as they did.
+  conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS window_start timestamptz NOT NULL DEFAULT '-infinity'",
+                        QuoteIdentifier(names.quota)));
+  return fmt::format("quota windows in {}", names.quota);
+}
+
 using MigrationStep = std::string (*)(postgres::Connection&, const SchemaNames&);
 // Step i takes the schema from version i to i + 1.
-constexpr MigrationStep kSteps[] = {CreateTables, AddBatchJobs, QueueStatements, IsolateFailures, AddResultEvents};
+constexpr MigrationStep kSteps[] = {CreateTables,    AddBatchJobs,    QueueStatements,
+                                    IsolateFailures, AddResultEvents, AddQuotaWindows};
 static_assert(std::size(kSteps) == kSchemaVersion);
 
 // The capture function (replaced on every run) and its trigger (queue capture mode).

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "rule_evaluator.hpp"
+#include "runnel/core/duration.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/features/features.hpp"
 #include "runnel/pipeline/outputs.hpp"
@@ -380,6 +381,8 @@ struct Worker::State {
 
   // ---- stage 2: quota ----
 
+  int64_t WindowSeconds() const { return static_cast<int64_t>(config.quota_window.count()); }
+
   QuotaPlan PlanQuota(const Requests& req) const {
     QuotaPlan plan;
     plan.counted.assign(req.size(), false);
@@ -393,7 +396,7 @@ struct Worker::State {
   }
 
   std::map<std::string, int64_t> ReadCounters(const QuotaPlan& plan) {
-    auto counters = conn->ExecPrepared(sql.quota_read, Params().AddArray(plan.Names()));
+    auto counters = conn->ExecPrepared(sql.quota_read, Params().AddArray(plan.Names()).Add(WindowSeconds()));
     std::map<std::string, int64_t> before;
     for (int r = 0; r < counters.rows(); ++r) before[counters.Get<std::string>(r, 0)] = counters.Get<int64_t>(r, 1);
     return before;
@@ -401,7 +404,8 @@ struct Worker::State {
 
   // Advances the counters by the plan; returns what they held before this batch.
   std::map<std::string, int64_t> AdvanceCounters(const QuotaPlan& plan) {
-    auto counters = conn->ExecPrepared(sql.quota, Params().AddArray(plan.Names()).AddArray(plan.Counts()));
+    auto counters =
+        conn->ExecPrepared(sql.quota, Params().AddArray(plan.Names()).AddArray(plan.Counts()).Add(WindowSeconds()));
     std::map<std::string, int64_t> before;
     for (int r = 0; r < counters.rows(); ++r) {
       const auto client = counters.Get<std::string>(r, 0);
@@ -415,7 +419,8 @@ struct Worker::State {
       if (!plan.over[i]) continue;
       req.status[i] = RequestStatus::kThrottled;
       req.error[i] =
-          fmt::format("client {} is over its quota of {} requests", *req.clients[i], *config.quota_max_requests);
+          fmt::format("client {} is over its quota of {} requests{}", *req.clients[i], *config.quota_max_requests,
+                      config.quota_window.count() > 0 ? " per " + FormatDuration(config.quota_window) : "");
     }
   }
 
@@ -435,7 +440,8 @@ struct Worker::State {
       if (!uncounted.empty()) {
         QuotaPlan correction;
         correction.per_client = std::move(uncounted);
-        conn->ExecPrepared(sql.quota, Params().AddArray(correction.Names()).AddArray(correction.Counts()));
+        conn->ExecPrepared(sql.quota,
+                           Params().AddArray(correction.Names()).AddArray(correction.Counts()).Add(WindowSeconds()));
       }
       return true;
     }

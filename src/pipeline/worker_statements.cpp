@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "runnel/core/error.hpp"
+#include "runnel/pipeline/quota.hpp"
 
 namespace runnel::pipeline {
 
@@ -214,13 +215,8 @@ WorkerStatements WorkerStatements::Build(const PipelineConfig& config, const Sch
                                          const std::vector<size_t>& write_back_output, int64_t small_catalogue) {
   WorkerStatements out;
   out.claim = ClaimSql(config, names);
-  out.quota_read =
-      fmt::format("SELECT client, requests FROM {} WHERE client = ANY($1::text[])", QuoteIdentifier(names.quota));
-  out.quota = fmt::format(
-      "INSERT INTO {} AS q (client, requests) SELECT v.client, v.n FROM unnest($1::text[], $2::bigint[]) AS "
-      "v(client, n) ORDER BY v.client ON CONFLICT (client) DO UPDATE SET requests = q.requests + EXCLUDED.requests "
-      "RETURNING client, requests",
-      QuoteIdentifier(names.quota));
+  out.quota_read = quota::ReadSql(names);
+  out.quota = quota::AdvanceSql(names);
   BuildResultsSql(config, names, write_back_output, false, false, out.write);
   BuildResultsSql(config, names, write_back_output, false, true, out.write_lean);
   if (!config.write_back.empty()) BuildResultsSql(config, names, write_back_output, true, false, out.write_marked);

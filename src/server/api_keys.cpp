@@ -6,7 +6,6 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
-#include <charconv>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -87,21 +86,6 @@ std::optional<Scope> ParseScope(std::string_view text) {
     if (text == ScopeName(s)) return s;
   }
   return std::nullopt;
-}
-
-std::optional<std::chrono::seconds> ParseDuration(std::string_view text) {
-  if (text.size() < 2) return std::nullopt;
-  int64_t n = 0;
-  const char* end = text.data() + text.size() - 1;
-  auto [stop, ec] = std::from_chars(text.data(), end, n);
-  if (ec != std::errc() || stop != end || n <= 0 || n > 100000000) return std::nullopt;
-  switch (text.back()) {
-    case 's': return std::chrono::seconds(n);
-    case 'm': return std::chrono::minutes(n);
-    case 'h': return std::chrono::hours(n);
-    case 'd': return std::chrono::hours(24 * n);
-    default: return std::nullopt;
-  }
 }
 
 nlohmann::json KeyInfo::ToJson() const {

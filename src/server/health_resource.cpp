@@ -4,13 +4,13 @@
 #include <spdlog/spdlog.h>
 
 #include "api.hpp"
+#include "runnel/core/duration.hpp"
+#include "runnel/pipeline/quota.hpp"
 #include "runnel/pipeline/worker.hpp"
 
 namespace runnel::server {
 
 using nlohmann::json;
-using postgres::Params;
-using postgres::QuoteIdentifier;
 
 namespace {
 
@@ -86,12 +86,12 @@ class HealthResource {
     if (!config.quota_max_requests) {
       throw HttpError{404, fmt::format("pipeline '{}' keeps no per-client state (no [quota])", config.name)};
     }
-    auto r = api_.pool.Run([&](postgres::Connection& conn) {
-      return conn.Exec(fmt::format("SELECT requests FROM {} WHERE client = $1", QuoteIdentifier(api_.names.quota)),
-                       Params().Add(client));
-    });
-    const int64_t requests = r.rows() > 0 ? r.Get<int64_t>(0, 0) : 0;
+    const auto state =
+        api_.pool.Run([&](postgres::Connection& conn) { return pipeline::quota::Read(conn, config, {client}); });
+    const int64_t requests = state.clients.at(0).requests;
     const int64_t max = *config.quota_max_requests;
+    const bool windowed = config.quota_window.count() > 0;
+    auto optional = [](const std::string& text) { return text.empty() ? json(nullptr) : json(text); };
     Reply(res, 200,
           {{"client_id", client},
            {"pipelines",
@@ -99,7 +99,10 @@ class HealthResource {
               {{"requests", requests},
                {"max_requests", max},
                {"remaining", std::max<int64_t>(0, max - requests)},
-               {"throttled", std::max<int64_t>(0, requests - max)}}}}}});
+               {"throttled", std::max<int64_t>(0, requests - max)},
+               {"window", windowed ? json(FormatDuration(config.quota_window)) : json(nullptr)},
+               {"window_start", optional(state.window_start)},
+               {"resets_at", optional(state.resets_at)}}}}}});
   }
 
  private:

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "api.hpp"
+#include "runnel/core/duration.hpp"
 #include "runnel/server/api_keys.hpp"
 #include "runnel/server/request_body.hpp"
 

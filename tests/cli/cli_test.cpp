@@ -202,6 +202,24 @@ TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   auto over = Runnel({"load", "--pipeline", pipeline, "--rows", "5000", "--clients", "5"});
   EXPECT_NE(over.output.find("warning: about 250 of these 5000 requests will be throttled"), std::string::npos)
       << over.output;
+  EXPECT_NE(over.output.find("the quota is 1000 requests per client over all time"), std::string::npos) << over.output;
+
+  // The counters: shown by status and `quota show`, forgotten by `quota reset`.
+  EXPECT_NE(served.output.find("quota: 1000 requests per client over all time; 0 of 5 client(s) at the limit"),
+            std::string::npos)
+      << served.output;
+  auto show = Runnel({"quota", "show", "--pipeline", pipeline, "--client", "2", "--client", "nobody"});
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  EXPECT_NE(show.output.find("2                                  50          950"), std::string::npos) << show.output;
+  EXPECT_NE(show.output.find("nobody                              0         1000"), std::string::npos) << show.output;
+  auto neither = Runnel({"quota", "reset", "--pipeline", pipeline});
+  EXPECT_EQ(neither.exit_code, 1) << neither.output;
+  EXPECT_NE(neither.output.find("--client C (one or more) or --all-clients"), std::string::npos) << neither.output;
+  auto reset = Runnel({"quota", "reset", "--pipeline", pipeline, "--all-clients"});
+  ASSERT_EQ(reset.exit_code, 0) << reset.output;
+  EXPECT_NE(reset.output.find("reset 5 counter(s) of pipeline needs"), std::string::npos) << reset.output;
+  auto fits = Runnel({"load", "--pipeline", pipeline, "--rows", "5000", "--clients", "5"});
+  EXPECT_EQ(fits.output.find("warning"), std::string::npos) << "counts start again: " << fits.output;
 }
 
 // `runnel load --input` replays a CSV file; then `model push`, `list`, `rollback`.

@@ -81,6 +81,23 @@ TEST(PipelineConfig, CaptureModeInBothSpellings) {
   EXPECT_THROW(LoadPipelineConfig(dir / "bad.toml"), Error);
 }
 
+TEST(PipelineConfig, QuotaWindowIsOptionalAndNamedWhenWrong) {
+  const std::string with_client = Replace(kValid, "key = \"id\"", "key = \"id\"\nclient = \"c\"");
+  TempDir dir;
+  WriteFile(dir / "p.toml", with_client + "[quota]\nmax_requests = 5\n");
+  auto config = LoadPipelineConfig(dir / "p.toml");
+  EXPECT_EQ(config.quota_max_requests, 5);
+  EXPECT_EQ(config.quota_window.count(), 0) << "over all time";
+  WriteFile(dir / "p.toml", with_client + "[quota]\nmax_requests = 5\nwindow = \"1h\"\n");
+  EXPECT_EQ(LoadPipelineConfig(dir / "p.toml").quota_window, std::chrono::hours(1));
+  WriteFile(dir / "p.toml", with_client + "[quota]\nmax_requests = 5\nwindow = \"1d\"\n");
+  EXPECT_EQ(LoadPipelineConfig(dir / "p.toml").quota_window, std::chrono::hours(24));
+  for (const char* bad : {"\"hourly\"", "\"0h\"", "\"1.5h\"", "3600"}) {
+    const auto error = ErrorFor(with_client + "[quota]\nmax_requests = 5\nwindow = " + bad + "\n");
+    EXPECT_NE(error.find("quota.window"), std::string::npos) << bad << ": " << error;
+  }
+}
+
 TEST(PipelineConfig, ErrorsNameFileLineAndKey) {
   auto unknown = ErrorFor(Replace(kValid, "key = \"id\"", "key = \"id\"\nkee = 1"));
   EXPECT_NE(unknown.find("p.toml:5:"), std::string::npos) << unknown;

@@ -22,6 +22,7 @@
 #include "runnel/core/file.hpp"
 #include "runnel/core/process.hpp"
 #include "runnel/pipeline/jobs.hpp"
+#include "runnel/pipeline/quota.hpp"
 #include "runnel/pipeline/replay.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
@@ -153,8 +154,8 @@ class PipelineRunTest : public runnel::testing::PostgresTest {
 TEST_F(PipelineRunTest, MigrateIsIdempotentAndNamesMissingThings) {
   auto config = Config(10);
   auto first = Migrate(*conn_, config);
-  EXPECT_EQ(first.size(), 7u)
-      << "tables, job support, statement queue rows, failure reasons, result events, trigger, and an index";
+  EXPECT_EQ(first.size(), 8u) << "tables, job support, statement queue rows, failure reasons, result events, quota "
+                                 "windows, trigger, and an index";
   EXPECT_NE(first.back().find("created index runnel_needs_key on needs (id)"), std::string::npos) << first.back();
   EXPECT_TRUE(Migrate(*conn_, config).empty()) << "a second run changes nothing";
   EXPECT_EQ(Count("SELECT count(*) FROM pg_trigger WHERE tgname = 'runnel_needs_capture'"), 1);
@@ -488,6 +489,113 @@ TEST_F(PipelineRunTest, QuotaCountersMovedByAnotherWorkerMidBatchAreHonoured) {
   EXPECT_EQ(results[2].first, "throttled") << "client 1's 4th request";
   EXPECT_EQ(Count("SELECT requests FROM runnel_needs_quota WHERE client = '1'"), 4);
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+}
+
+// A window of `seconds` on the needs pipeline's quota.
+PipelineConfig WithWindow(PipelineConfig config, int64_t seconds) {
+  config.quota_window = std::chrono::seconds(seconds);
+  return config;
+}
+
+TEST_F(PipelineRunTest, QuotaWindowsRestartTheCountAtEachBoundaryAcrossWorkers) {
+  constexpr int64_t kWindow = 2;
+  const auto config = WithWindow(Config(3), kWindow);
+  Migrate(*conn_, config);
+  // Seconds into the current window by the database's clock, which every process shares.
+  auto into_window = [&] {
+    return conn_->Exec(fmt::format("SELECT (extract(epoch FROM clock_timestamp()) % {})::float8", kWindow), Params())
+        .Get<double>(0, 0);
+  };
+  auto window_of = [&](const char* ts) {
+    return Count(fmt::format("SELECT floor(extract(epoch FROM {}) / {})::bigint", ts, kWindow));
+  };
+  // Start a round just after a boundary so that it stays in one window.
+  auto await_window_start = [&] {
+    while (into_window() > 0.25) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  };
+  int64_t next_key = 1;
+  auto round = [&] {
+    // Five requests per client, one statement each, so that both workers take some.
+    for (int i = 0; i < 5; ++i) {
+      Insert({Row(static_cast<double>(next_key), 1)});
+      Insert({Row(static_cast<double>(next_key + 1), 2)});
+      next_key += 2;
+    }
+    const auto window = window_of("now()");
+    auto summary = Serve(config, SmallModel(), 2);
+    EXPECT_EQ(window_of("now()"), window) << "the round crossed a boundary: the machine is too slow for this test";
+    return summary;
+  };
+
+  await_window_start();
+  const int64_t first = window_of("clock_timestamp()");
+  auto a = round();
+  EXPECT_EQ(a.done, 6u) << "3 per client";
+  EXPECT_EQ(a.throttled, 4u);
+  EXPECT_EQ(Count("SELECT requests FROM runnel_needs_quota WHERE client = '1'"), 5);
+
+  while (window_of("clock_timestamp()") == first) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  await_window_start();
+  auto b = round();
+  EXPECT_EQ(b.done, 6u) << "a new window: each client has 3 again";
+  EXPECT_EQ(b.throttled, 4u);
+  for (const char* client : {"1", "2"}) {
+    EXPECT_EQ(Count(fmt::format("SELECT requests FROM runnel_needs_quota WHERE client = '{}'", client)), 5)
+        << "counted from 0 in the new window, not 10";
+    EXPECT_GT(Count(fmt::format("SELECT floor(extract(epoch FROM window_start) / {})::bigint FROM runnel_needs_quota "
+                                "WHERE client = '{}'",
+                                kWindow, client)),
+              first);
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 12);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE error = 'client 1 is over its quota of 3 requests "
+                  "per 2s'"),
+            4);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+}
+
+TEST_F(PipelineRunTest, AQuotaCounterAlreadyInALaterWindowTakesTheCountAndAnOldOneRestarts) {
+  const auto config = WithWindow(Config(3), 3600);
+  Migrate(*conn_, config);
+  // Client 1's counter was moved into the next hour by another process (a batch that
+  // began before the boundary commits after it); client 2's is from an hour ago.
+  conn_->Exec(
+      "INSERT INTO runnel_needs_quota VALUES ('1', 2, to_timestamp((floor(extract(epoch FROM now()) / 3600) + 1) * "
+      "3600)), ('2', 100, to_timestamp((floor(extract(epoch FROM now()) / 3600) - 1) * 3600))");
+  Insert({Row(1, 1), Row(2, 1), Row(3, 2)});
+  auto summary = Serve(config, SmallModel(), 1);
+  EXPECT_EQ(summary.done, 2u) << "client 1's 3rd and client 2's 1st";
+  EXPECT_EQ(summary.throttled, 1u) << "client 1's 4th";
+  EXPECT_EQ(Count("SELECT requests FROM runnel_needs_quota WHERE client = '1'"), 4);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_quota WHERE client = '1' AND window_start > now()"), 1)
+      << "the later window stays";
+  EXPECT_EQ(Count("SELECT requests FROM runnel_needs_quota WHERE client = '2'"), 1) << "the old window restarted";
+}
+
+TEST_F(PipelineRunTest, QuotaResetAndReadAgreeWithTheWorker) {
+  const auto config = WithWindow(Config(3), 86400);
+  Migrate(*conn_, config);
+  Insert({Row(1, 1), Row(2, 1), Row(3, 1), Row(4, 1), Row(5, 2)});
+  Serve(config, SmallModel(), 1);
+  auto snapshot = quota::Read(*conn_, config, {"1", "2", "9"});
+  ASSERT_EQ(snapshot.clients.size(), 3u);
+  EXPECT_EQ(snapshot.clients[0].requests, 4);
+  EXPECT_EQ(snapshot.clients[1].requests, 1);
+  EXPECT_EQ(snapshot.clients[2].requests, 0) << "a client never seen";
+  EXPECT_EQ(snapshot.window_start.substr(11), "00:00:00.000000Z") << "a day window starts at midnight UTC";
+  EXPECT_EQ(snapshot.resets_at.substr(11), "00:00:00.000000Z");
+  EXPECT_NE(snapshot.window_start, snapshot.resets_at);
+  EXPECT_EQ(quota::Read(*conn_, config, {}).clients.size(), 2u) << "every client with a counter";
+
+  EXPECT_EQ(quota::Reset(*conn_, config, {"1"}), 1);
+  Insert({Row(6, 1), Row(7, 2), Row(8, 2), Row(9, 2)});
+  auto after = Serve(config, SmallModel(), 1);
+  EXPECT_EQ(after.done, 3u) << "client 1 starts again; client 2 reaches 3";
+  EXPECT_EQ(after.throttled, 1u);
+  EXPECT_EQ(Results()[9].first, "throttled");
+  EXPECT_EQ(quota::Reset(*conn_, config, {}), 2);
+  EXPECT_TRUE(quota::Read(*conn_, config, {}).clients.empty());
+  EXPECT_EQ(quota::Describe(config), "3 requests per client per 1d (UTC-aligned)");
 }
 
 TEST_F(PipelineRunTest, AKeyCapturedAgainIsServedAgainWithItsResultReplaced) {

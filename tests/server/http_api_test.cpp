@@ -237,6 +237,8 @@ TEST_F(HttpApiTest, ClientMistakesGetClearStatuses) {
   EXPECT_EQ(client_->Put("/v1/models/needs", "", "application/octet-stream")->status, 422);
   auto state = Body(client_->Get("/v1/state/clients/unknown"));
   EXPECT_EQ(state["pipelines"]["needs"]["requests"], 0);
+  EXPECT_TRUE(state["pipelines"]["needs"]["window"].is_null()) << "over all time: " << state;
+  EXPECT_TRUE(state["pipelines"]["needs"]["resets_at"].is_null()) << state;
   EXPECT_EQ(Count("SELECT count(*) FROM needs"), 0);
 }
 
@@ -329,6 +331,25 @@ TEST_F(HttpApiTest, ListingFiltersAndPagesStablyUnderConcurrentInserts) {
   auto state = Body(client_->Get("/v1/state/clients/3"));
   EXPECT_EQ(state["pipelines"]["needs"]["requests"], 150);
   EXPECT_EQ(state["pipelines"]["needs"]["remaining"], 850);
+}
+
+TEST_F(HttpApiTest, ClientStateShowsTheQuotaWindowAndWhenItResets) {
+  auto config = Config();
+  config.quota_window = std::chrono::hours(1);
+  Start(config);
+  InsertRows(4, 3);
+  WaitServed();
+  auto state = Body(client_->Get("/v1/state/clients/3"))["pipelines"]["needs"];
+  EXPECT_EQ(state["requests"], 4);
+  EXPECT_EQ(state["remaining"], 996);
+  EXPECT_EQ(state["window"], "1h");
+  const auto start = state["window_start"].get<std::string>(), resets = state["resets_at"].get<std::string>();
+  EXPECT_EQ(start.substr(13), ":00:00.000000Z") << "on the hour: " << state;
+  EXPECT_EQ(resets.substr(13), ":00:00.000000Z") << state;
+  EXPECT_EQ(
+      Count(fmt::format("SELECT extract(epoch FROM '{}'::timestamptz - '{}'::timestamptz)::bigint", resets, start)),
+      3600);
+  EXPECT_EQ(Count(fmt::format("SELECT (now() >= '{}' AND now() < '{}')::int", start, resets)), 1);
 }
 
 TEST_F(HttpApiTest, JobsRescoreWithoutQuotaAndSurviveARestart) {

@@ -37,8 +37,8 @@ struct LoadSummary {
 // given what each client has used already (`used`: client -> requests).
 int64_t ThrottledByLoad(int64_t rows, int64_t clients, int64_t max_requests, const std::map<int64_t, int64_t>& used);
 
-// A warning when the pipeline's quota (counted over all time) will throttle some of the
-// requests `options` describes, reading each client's count so far; nullopt otherwise.
+// A warning when the pipeline's quota will throttle some of the requests `options`
+// describes, reading each client's count in the current window; nullopt otherwise.
 std::optional<std::string> QuotaWarning(postgres::Connection& conn, const PipelineConfig& config,
                                         const LoadOptions& options);
 

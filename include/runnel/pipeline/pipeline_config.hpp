@@ -23,6 +23,7 @@
 //   The real-time pipeline (`runnel run`) adds:
 //   [source] client = "client_id"      # the quota key
 //   [quota] max_requests = 1000        # per client; later requests are `throttled`
+//           window = "1h"              # optional: per UTC-aligned hour ("30m", "1d"...)
 //   [capture] mode = "queue"|"notify", channel = "table_insert", max_batch = 512,
 //             synchronous_commit = true
 //   [serving] lock_timeout_ms = 2000, max_attempts = 5, event_retention_s = 3600
@@ -30,6 +31,7 @@
 //   [recommend] table = "products", key = "id_product", where = "p.risk <= r.risk_propensity"
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -59,7 +61,9 @@ struct PipelineConfig {
   // HTTP clients may submit the key column although the database assigns it (a
   // default, identity or serial): off, as a client could take others' future keys.
   bool clients_set_keys = false;
-  std::optional<int64_t> quota_max_requests;  // per client, over all time
+  std::optional<int64_t> quota_max_requests;  // per client and window
+  // The quota's window (pipeline/quota.hpp): 0 counts over all time.
+  std::chrono::seconds quota_window{0};
   CaptureMode capture = CaptureMode::Queue;
   std::string notify_channel = "table_insert";  // Notify mode only
   size_t max_batch = 512;

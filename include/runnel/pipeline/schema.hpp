@@ -9,7 +9,8 @@
 //                                  error, sqlstate, attempts, model_version, the output
 //                                  columns, recommended (product keys), enqueued_at,
 //                                  finished_at
-//   runnel_<name>_quota            per-client request counters
+//   runnel_<name>_quota            per-client request counters: client, requests,
+//                                  window_start (pipeline/quota.hpp)
 //   runnel_<name>_recommendations  view: (request_key, product_key, model_version), one
 //                                  row per element of results.recommended
 //   runnel_<name>_capture()        statement-level AFTER INSERT trigger function: writes
@@ -44,7 +45,7 @@ struct SchemaNames {
 
 SchemaNames NamesFor(const PipelineConfig& config);
 
-inline constexpr int kSchemaVersion = 5;
+inline constexpr int kSchemaVersion = 6;
 
 // How many keys one queue row holds at most: a quarter of a batch, so that a claim
 // fills its batch from several rows.

@@ -22,8 +22,6 @@ namespace runnel::server {
 
 std::string_view ScopeName(Scope scope);
 std::optional<Scope> ParseScope(std::string_view text);
-// "45s", "30m", "12h", "90d" (a positive whole number and a unit), else nullopt.
-std::optional<std::chrono::seconds> ParseDuration(std::string_view text);
 
 // What a new key may do.
 struct KeySpec {

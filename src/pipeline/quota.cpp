@@ -1,0 +1,88 @@
+#include "runnel/pipeline/quota.hpp"
+
+#include <fmt/format.h>
+
+#include "runnel/core/duration.hpp"
+
+namespace runnel::pipeline::quota {
+namespace {
+
+using postgres::Params;
+using postgres::QuoteIdentifier;
+
+// The current window's start for a window of `seconds` (a bigint parameter): aligned
+// to the epoch, in the transaction's time; -infinity (every counter's window) for 0.
+std::string WindowStartSql(std::string_view seconds) {
+  return fmt::format(
+      "CASE WHEN {0} > 0 THEN to_timestamp(floor(extract(epoch FROM now()) / {0}) * {0}) ELSE '-infinity'::timestamptz "
+      "END",
+      seconds);
+}
+
+int64_t WindowSeconds(const PipelineConfig& config) {
+  return static_cast<int64_t>(config.quota_window.count());
+}
+
+}  // namespace
+
+std::string AdvanceSql(const SchemaNames& names) {
+  // A counter from an earlier window restarts; one already in a later window (another
+  // process crossed the boundary first) takes this count too: never lost, never twice.
+  return fmt::format(
+      "INSERT INTO {} AS q (client, requests, window_start) SELECT v.client, v.n, {} FROM unnest($1::text[], "
+      "$2::bigint[]) AS v(client, n) ORDER BY v.client ON CONFLICT (client) DO UPDATE SET requests = CASE WHEN "
+      "EXCLUDED.window_start > q.window_start THEN EXCLUDED.requests ELSE q.requests + EXCLUDED.requests END, "
+      "window_start = GREATEST(q.window_start, EXCLUDED.window_start) RETURNING client, requests",
+      QuoteIdentifier(names.quota), WindowStartSql("$3::bigint"));
+}
+
+std::string ReadSql(const SchemaNames& names) {
+  return fmt::format(
+      "SELECT client, CASE WHEN window_start >= {} THEN requests ELSE 0 END FROM {} WHERE client = ANY($1::text[])",
+      WindowStartSql("$2::bigint"), QuoteIdentifier(names.quota));
+}
+
+Snapshot Read(postgres::Connection& conn, const PipelineConfig& config, const std::vector<std::string>& clients) {
+  const std::string quota = QuoteIdentifier(NamesFor(config).quota);
+  const std::string who =
+      clients.empty() ? fmt::format("SELECT client FROM {}", quota) : "SELECT DISTINCT unnest($1::text[]) AS client";
+  // One row with the window even when there is no client (client NULL).
+  const auto r = conn.Exec(
+      fmt::format("SELECT CASE WHEN $2::bigint > 0 THEN {} END AS window_start, CASE WHEN $2::bigint > 0 THEN {} END "
+                  "AS resets_at, c.client, COALESCE(CASE WHEN q.window_start >= w.start THEN q.requests END, 0) AS "
+                  "requests FROM (SELECT {} AS start) w LEFT JOIN ({}) c ON true LEFT JOIN {} q ON q.client = "
+                  "c.client ORDER BY c.client",
+                  postgres::IsoTimestampSql("w.start"),
+                  postgres::IsoTimestampSql("(w.start + $2::bigint * interval '1 second')"),
+                  WindowStartSql("$2::bigint"), who, quota),
+      Params()
+          .AddArray(std::vector<std::optional<std::string>>(clients.begin(), clients.end()))
+          .Add(WindowSeconds(config)));
+  const int start = r.ColumnIndex("window_start"), resets = r.ColumnIndex("resets_at"),
+            client = r.ColumnIndex("client"), requests = r.ColumnIndex("requests");
+  Snapshot out;
+  out.window_start = r.GetOptional<std::string>(0, start).value_or("");
+  out.resets_at = r.GetOptional<std::string>(0, resets).value_or("");
+  for (int i = 0; i < r.rows(); ++i) {
+    if (r.IsNull(i, client)) continue;
+    out.clients.push_back({r.Get<std::string>(i, client), r.Get<int64_t>(i, requests)});
+  }
+  return out;
+}
+
+int64_t Reset(postgres::Connection& conn, const PipelineConfig& config, const std::vector<std::string>& clients) {
+  const std::string quota = QuoteIdentifier(NamesFor(config).quota);
+  if (clients.empty()) return conn.Exec(fmt::format("DELETE FROM {}", quota), Params()).AffectedRows();
+  return conn
+      .Exec(fmt::format("DELETE FROM {} WHERE client = ANY($1::text[])", quota),
+            Params().AddArray(std::vector<std::optional<std::string>>(clients.begin(), clients.end())))
+      .AffectedRows();
+}
+
+std::string Describe(const PipelineConfig& config) {
+  const std::string max = config.quota_max_requests ? std::to_string(*config.quota_max_requests) : "unlimited";
+  if (config.quota_window.count() == 0) return fmt::format("{} requests per client over all time", max);
+  return fmt::format("{} requests per client per {} (UTC-aligned)", max, FormatDuration(config.quota_window));
+}
+
+}  // namespace runnel::pipeline::quota
