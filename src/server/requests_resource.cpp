@@ -87,6 +87,8 @@ class RequestsResource {
   std::vector<int64_t> Insert(std::vector<json> records);
   void SubmitLater(std::vector<json> records, bool single, const HttpRequest& req, HttpResponse& res);
   bool WaitFor(const std::vector<int64_t>& ids, std::chrono::milliseconds wait);
+  // The 202 of a POST without ?wait: {"id", "status"} for one record, {"ids", "status"}.
+  static json QueuedAnswer(const std::vector<int64_t>& ids, bool single);
   std::string OutputSelect() const;
   std::map<int64_t, json> Fetch(postgres::Connection& conn, const std::vector<int64_t>& keys,
                                 bool with_recommendations) const;
@@ -227,16 +229,17 @@ void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const Pat
   if (!wait_ms) return SubmitLater(std::move(records), single, req, res);
   const auto ids = Insert(std::move(records));
   if (api_.ctx.metrics != nullptr) api_.ctx.metrics->RecordIngested(count);
-  json body;
-  body["ids"] = ids;
-  if (single) body["id"] = ids.front();
   const bool complete = WaitFor(ids, std::chrono::milliseconds(*wait_ms));
   auto found = api_.pool.Run([&](postgres::Connection& conn) { return Fetch(conn, ids, true); });
-  json results = json::array();
-  for (int64_t id : ids) results.push_back(found.contains(id) ? found[id] : json{{"id", id}, {"status", "queued"}});
-  body["results"] = results;
-  if (single) body["result"] = results.front();
-  Reply(res, complete ? 200 : 202, body);
+  json requests = json::array();
+  for (int64_t id : ids) requests.push_back(found.contains(id) ? found[id] : json{{"id", id}, {"status", "queued"}});
+  // One record: the request as GET .../requests/{id} shows it; several: as the listing.
+  Reply(res, complete ? 200 : 202, single ? requests.front() : json{{"requests", std::move(requests)}});
+}
+
+json RequestsResource::QueuedAnswer(const std::vector<int64_t>& ids, bool single) {
+  if (single) return {{"id", ids.front()}, {"status", "queued"}};
+  return {{"ids", ids}, {"status", "queued"}};
 }
 
 // Without ?wait: answered once the group commit has the keys, no thread waiting.
@@ -254,11 +257,7 @@ void RequestsResource::SubmitLater(std::vector<json> records, bool single, const
                ReplyException(reply, error, named);
              } else {
                if (api_.ctx.metrics != nullptr) api_.ctx.metrics->RecordIngested(count);
-               json body;
-               body["ids"] = ids;
-               if (single) body["id"] = ids.front();
-               body["status"] = "queued";
-               Reply(reply, 202, body);
+               Reply(reply, 202, QueuedAnswer(ids, single));
              }
              responder->Send(std::move(reply));
            });

@@ -210,7 +210,7 @@ TEST_F(HttpAccessTest, ServesAsARoleWithOnlyTheGrantedRights) {
   auto res = client_->Post("/v1/pipelines/needs/requests?wait=20000", kRecord, "application/json");
   ASSERT_EQ(res->status, 200) << res->body;
   const auto served = Body(res);
-  EXPECT_EQ(served["result"]["status"], "done") << res->body;
+  EXPECT_EQ(served["status"], "done") << res->body;
   InsertRows(20);  // by the owner; served by the role
   WaitServed();
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 21);
@@ -281,7 +281,7 @@ TEST_F(HttpAccessTest, HttpsOnlyWhenGivenACertificate) {
   auto res = tls.Post("/v1/pipelines/needs/requests?wait=20000", kRecord, "application/json");
   ASSERT_TRUE(res) << "HTTPS with the certificate verified: " << httplib::to_string(res.error());
   EXPECT_EQ(res->status, 200) << res->body;
-  EXPECT_EQ(Body(res)["result"]["status"], "done");
+  EXPECT_EQ(Body(res)["status"], "done");
   EXPECT_EQ(tls.Get("/healthz")->status, 200) << "kept alive over TLS";
 
   auto plain = client_->Get("/healthz");
