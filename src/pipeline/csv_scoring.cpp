@@ -56,22 +56,10 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
   std::vector<size_t> input_index;
   for (const auto& column : program.input_columns()) input_index.push_back(locate(column));
 
-  // Named models (PMML) name their own outputs: the predicted value after the target
-  // and, for classifiers, one probability per class; derived outputs follow.
+  // The columns are the pipeline's [output].columns, whatever the model's format, as
+  // the live pipeline writes them (PMML outputs are matched by name, missing ones empty).
   const bool named = !model->output_names().empty();
-  std::vector<std::string> columns;
-  std::vector<size_t> derived_outputs;  // indices into config.output_columns
-  if (named) {
-    columns = model->output_names();
-    for (size_t o = 0; o < config.output_columns.size(); ++o) {
-      if (program.DerivedIndex(config.output_columns[o])) {
-        columns.push_back(config.output_columns[o]);
-        derived_outputs.push_back(o);
-      }
-    }
-  } else {
-    columns = config.output_columns;
-  }
+  const std::vector<std::string>& columns = config.output_columns;
   {
     std::string line;
     AppendCsvField(line, config.key_column, ',');
@@ -146,12 +134,7 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
         line += ',';
         if (error.empty() && !std::isnan(v)) fmt::format_to(std::back_inserter(line), "{}", static_cast<float>(v));
       };
-      if (named) {
-        for (size_t o = 0; o < model_width; ++o) put(predictions[r * model_width + o]);
-        for (size_t o : derived_outputs) put(error.empty() ? plan.Value(o, r, mapped, features) : 0.0);
-      } else {
-        for (size_t o = 0; o < plan.size(); ++o) put(error.empty() ? plan.Value(o, r, mapped, features) : 0.0);
-      }
+      for (size_t o = 0; o < plan.size(); ++o) put(error.empty() ? plan.Value(o, r, mapped, features) : 0.0);
       line += ',';
       AppendCsvField(line, error, ',');
       line += '\n';

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <fstream>
+#include <sstream>
 
 #include "../support/shared_fixtures.hpp"
 #include "../support/temp_dir.hpp"
@@ -456,16 +457,35 @@ TEST_F(CliTest, PredictWithPmmlAndTensorFlowModels) {
   ASSERT_EQ(forest.exit_code, 0) << forest.output;
   auto lines = read(home_ / "forest.csv");
   ASSERT_EQ(lines.size(), 1600u);
-  EXPECT_EQ(lines[0],
-            "id,quality,probability_5,probability_6,probability_7,probability_4,probability_8,"
-            "probability_3,error");
+  const std::string header =
+      "id,predicted_quality,probability_3,probability_4,probability_5,probability_6,probability_7,probability_8,"
+      "error";
+  EXPECT_EQ(lines[0], header) << "the pipeline's [output].columns, as the live pipeline writes them";
   EXPECT_TRUE(lines[1].starts_with("1,5,")) << lines[1];
+  for (size_t i = 1; i < lines.size(); ++i) {
+    // The probabilities follow the columns' classes: they sum to 1 and the largest is
+    // the predicted class's.
+    std::vector<std::string> fields;
+    std::stringstream line(lines[i]);
+    for (std::string f; std::getline(line, f, ',');) fields.push_back(f);
+    ASSERT_GE(fields.size(), 8u) << lines[i];
+    double sum = 0;
+    size_t best = 2;
+    for (size_t c = 2; c < 8; ++c) {
+      sum += std::stod(fields[c]);
+      if (std::stod(fields[c]) > std::stod(fields[best])) best = c;
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-5) << lines[i];
+    EXPECT_EQ(std::stoi(fields[1]), static_cast<int>(best) + 1) << "class of the largest probability: " << lines[i];
+  }
   auto linear =
       Runnel({"predict", "--pipeline", pipeline, "--model",
               (runnel::testing::SharedDir() / "models/wine/winequalityLinearRegression.pmml").string(), "--input", csv,
               "--delimiter", ";", "--columns", columns, "--output", (home_ / "linear.csv").string()});
   ASSERT_EQ(linear.exit_code, 0) << linear.output;
-  EXPECT_EQ(read(home_ / "linear.csv")[0], "id,quality,error");
+  lines = read(home_ / "linear.csv");
+  EXPECT_EQ(lines[0], header) << "a regression has no probabilities: those columns stay empty";
+  EXPECT_TRUE(lines[1].ends_with(",,,,,,")) << lines[1];
   auto graph = Runnel({"predict", "--pipeline", pipeline, "--model",
                        (runnel::testing::SharedDir() / "models/wine/optimized_WineQuality.pb").string(), "--input", csv,
                        "--delimiter", ";", "--columns", columns, "--output", (home_ / "graph.csv").string()});
