@@ -36,6 +36,7 @@ void Reply(HttpResponse& res, int status, const json& body) {
   res.status = status;
   res.content_type = "application/json";
   res.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  res.body += '\n';  // so that answers printed by curl do not run into the prompt or each other
 }
 
 void ReplyError(HttpResponse& res, const HttpError& error) {

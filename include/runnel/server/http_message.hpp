@@ -105,7 +105,8 @@ struct HttpError {
   nlohmann::json details = nlohmann::json::object();
 };
 
-// A JSON reply. A message may quote a client's bytes: invalid UTF-8 becomes U+FFFD.
+// A JSON reply, one line ending in a newline. A message may quote a client's bytes:
+// invalid UTF-8 becomes U+FFFD.
 void Reply(HttpResponse& res, int status, const nlohmann::json& body);
 void ReplyError(HttpResponse& res, const HttpError& error);
 
