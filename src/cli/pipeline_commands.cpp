@@ -65,12 +65,13 @@ std::string ServingUrl(const CliContext& ctx, const std::string& flag, const pip
 // What `run` prints when it ends: counts, the rate over the time spent serving (not
 // the idle time before Ctrl-C), time per stage, latency, and what to do about failures.
 void PrintRunSummary(const pipeline::RunSummary& summary) {
-  const size_t served = summary.done + summary.throttled + summary.failed;
+  const size_t served = summary.done + summary.throttled + summary.failed + summary.gone;
   fmt::print(
       "served {} requests in {:.2f} s of serving ({:.0f}/s; {:.1f} s running) in {} batches: {} done, {} "
-      "throttled, {} failed\n",
+      "throttled, {} failed{}\n",
       served, summary.busy_seconds, summary.busy_seconds > 0 ? static_cast<double>(served) / summary.busy_seconds : 0.0,
-      summary.seconds, summary.batches, summary.done, summary.throttled, summary.failed);
+      summary.seconds, summary.batches, summary.done, summary.throttled, summary.failed,
+      summary.gone > 0 ? fmt::format(", {} gone (rows deleted before they were served)", summary.gone) : "");
   if (summary.redone > 0) {
     fmt::print(
         "{} batches were rolled back and served again (quota counters moved under them, or a request "
@@ -105,7 +106,7 @@ std::string ReadTokenFile(const std::string& path) {
 }
 
 struct Counts {
-  int64_t queued = 0, done = 0, throttled = 0, failed = 0, requeued = 0;
+  int64_t queued = 0, done = 0, throttled = 0, failed = 0, gone = 0, requeued = 0;
   double oldest_seconds = 0;
 };
 
@@ -124,6 +125,7 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
       case pipeline::RequestStatus::kDone: c.done = count; break;
       case pipeline::RequestStatus::kThrottled: c.throttled = count; break;
       case pipeline::RequestStatus::kFailed: c.failed = count; break;
+      case pipeline::RequestStatus::kGone: c.gone = count; break;
       case pipeline::RequestStatus::kQueued: c.requeued = count; break;
     }
   }
@@ -376,7 +378,8 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                         fmt::print(
                             "pipeline {}: queue {} (oldest waiting {:.1f} s); done {}, throttled {}, failed {}{}\n",
                             config.name, c.queued, c.oldest_seconds, c.done, c.throttled, c.failed,
-                            c.requeued > 0 ? fmt::format(", re-queued {}", c.requeued) : "");
+                            (c.gone > 0 ? fmt::format(", gone {}", c.gone) : "") +
+                                (c.requeued > 0 ? fmt::format(", re-queued {}", c.requeued) : ""));
                         if (config.quota_max_requests) PrintQuotaSummary(conn, config);
                         for (const auto& p : pipeline::PausedProcesses(conn, config)) {
                           fmt::print("paused: {} (process {}, for {:.0f} s)\n", p.reason, p.process, p.seconds);

@@ -206,7 +206,7 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
     config.capture = mode == "notify" ? CaptureMode::Notify : CaptureMode::Queue;
   } else if (root.get("capture") != nullptr) {
     const auto& capture = reader.Table(root, "capture", true);
-    reader.AllowOnly(capture, "capture.", {"mode", "channel", "max_batch", "synchronous_commit"});
+    reader.AllowOnly(capture, "capture.", {"mode", "channel", "max_batch", "synchronous_commit", "on"});
     const std::string mode = reader.String(capture, "capture.", "mode", false);
     if (mode == "notify") {
       config.capture = CaptureMode::Notify;
@@ -217,6 +217,19 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
       config.notify_channel = channel;
     if (auto batch = reader.Integer(capture, "capture.", "max_batch", 1, 100000))
       config.max_batch = static_cast<size_t>(*batch);
+    if (capture.get("on") != nullptr) {
+      const auto events = reader.Strings(capture, "capture.", "on", true);
+      for (const auto& event : events) {
+        if (event != "insert" && event != "update") {
+          reader.Fail(capture.get("on"),
+                      fmt::format("'capture.on' lists \"{}\": the events are \"insert\" and \"update\"", event));
+        }
+      }
+      if (std::find(events.begin(), events.end(), "insert") == events.end()) {
+        reader.Fail(capture.get("on"), "'capture.on' must include \"insert\": new rows are always requests");
+      }
+      config.capture_updates = std::find(events.begin(), events.end(), "update") != events.end();
+    }
     if (const toml::node* sync = capture.get("synchronous_commit")) {
       auto value = sync->value<bool>();
       if (!value || !sync->is_boolean()) reader.Fail(sync, "'capture.synchronous_commit' must be true or false");
@@ -264,9 +277,34 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
       reader.Fail(nullptr, fmt::format("write_back column '{}' is not one of [output].columns", column));
     }
   }
+  if (config.capture_updates) {
+    if (config.capture == CaptureMode::Notify) {
+      reader.Fail(nullptr, "'capture.on' = [\"insert\", \"update\"] needs capture mode \"queue\"");
+    }
+    // The write-back must not change what update capture watches: it would loop.
+    for (const auto& column : CaptureUpdateColumns(config)) {
+      if (std::find(config.write_back.begin(), config.write_back.end(), column) != config.write_back.end()) {
+        reader.Fail(nullptr, fmt::format("write_back column '{}' is also an input of the model, and updates are "
+                                         "captured: each write-back would request a new prediction",
+                                         column));
+      }
+    }
+  }
   // Compile once here so expression errors surface when the file is loaded.
   features::FeatureProgram::Compile(config.features, file.string());
   return config;
+}
+
+std::vector<std::string> CaptureUpdateColumns(const PipelineConfig& config) {
+  std::vector<std::string> columns = {config.key_column};
+  for (const auto& c : config.features.input_columns) {
+    if (std::find(columns.begin(), columns.end(), c) == columns.end()) columns.push_back(c);
+  }
+  if (!config.model_type_column.empty() &&
+      std::find(columns.begin(), columns.end(), config.model_type_column) == columns.end()) {
+    columns.push_back(config.model_type_column);
+  }
+  return columns;
 }
 
 }  // namespace runnel::pipeline

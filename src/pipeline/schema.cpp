@@ -230,6 +230,18 @@ std::string AddResultEvents(postgres::Connection& conn, const SchemaNames& names
   return fmt::format("result events in {}", names.events);
 }
 
+// Version 7: a request whose row was deleted before it was served is 'gone'. Returns
+// what it did.
+std::string AddGoneStatus(postgres::Connection& conn, const SchemaNames& names) {
+  const std::string results = QuoteIdentifier(names.results);
+  const std::string check = QuoteIdentifier(names.results + "_status_check");
+  conn.Exec(fmt::format("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", results, check));
+  conn.Exec(fmt::format(
+      "ALTER TABLE {} ADD CONSTRAINT {} CHECK (status IN ('queued', 'done', 'throttled', 'failed', 'gone'))", results,
+      check));
+  return fmt::format("status 'gone' in {}", names.results);
+}
+
 // Version 6: quota windows. Returns what it did.
 std::string AddQuotaWindows(postgres::Connection& conn, const SchemaNames& names) {
   // -infinity: counters from before windows count over all time, as they did.
@@ -240,8 +252,8 @@ std::string AddQuotaWindows(postgres::Connection& conn, const SchemaNames& names
 
 using MigrationStep = std::string (*)(postgres::Connection&, const SchemaNames&);
 // Step i takes the schema from version i to i + 1.
-constexpr MigrationStep kSteps[] = {CreateTables,    AddBatchJobs,    QueueStatements,
-                                    IsolateFailures, AddResultEvents, AddQuotaWindows};
+constexpr MigrationStep kSteps[] = {CreateTables,    AddBatchJobs,    QueueStatements, IsolateFailures,
+                                    AddResultEvents, AddQuotaWindows, AddGoneStatus};
 static_assert(std::size(kSteps) == kSchemaVersion);
 
 // The capture function (replaced on every run) and its trigger (queue capture mode).
@@ -287,6 +299,59 @@ std::optional<std::string> InstallCapture(postgres::Connection& conn, const Pipe
     return fmt::format("installed statement-level capture trigger {} on {}", names.trigger, config.table);
   }
   return std::nullopt;
+}
+
+// Update capture ([capture] on = ["insert", "update"]): a row-level trigger on the
+// watched columns. A column list keeps Runnel's own write-back (which sets only output
+// columns) from firing it at all, and the WHEN clause skips updates that leave the
+// watched values as they were; each changed row is one queue entry. (A statement-level
+// trigger with transition tables cannot have a column list, so it would fire on every
+// write-back.) The watched columns are recorded in the trigger's comment: a change of
+// them recreates it. Returns what it did, if anything.
+std::optional<std::string> InstallUpdateCapture(postgres::Connection& conn, const PipelineConfig& config,
+                                                const SchemaNames& names) {
+  const std::string table = QuoteIdentifier(config.table);
+  const std::string trigger = names.trigger + "_update";
+  const std::string function = names.capture_function + "_update";
+  const auto existing = conn.Exec(
+      "SELECT coalesce(obj_description(oid, 'pg_trigger'), '') FROM pg_trigger WHERE tgname = $1 AND tgrelid = "
+      "to_regclass($2)",
+      Params().Add(trigger).Add(table));
+  if (!config.capture_updates) {
+    if (existing.rows() == 0) return std::nullopt;
+    conn.Exec(fmt::format("DROP TRIGGER {} ON {}", QuoteIdentifier(trigger), table));
+    return fmt::format("removed update capture trigger {} (capture.on has no \"update\")", trigger);
+  }
+  std::string columns, old_values, new_values;
+  for (const auto& column : CaptureUpdateColumns(config)) {
+    const std::string c = QuoteIdentifier(column);
+    columns += (columns.empty() ? "" : ", ") + c;
+    old_values += (old_values.empty() ? "OLD." : ", OLD.") + c;
+    new_values += (new_values.empty() ? "NEW." : ", NEW.") + c;
+  }
+  const std::string key = "NEW." + QuoteIdentifier(config.key_column) + "::bigint";
+  conn.Exec(fmt::format(
+      "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
+      "BEGIN\n"
+      "  INSERT INTO {queue} (keys, n)\n"
+      "    VALUES (int8multirange(int8range({key}, CASE WHEN {key} < 9223372036854775807 THEN {key} + 1 END)), 1);\n"
+      "  PERFORM pg_notify({channel}, '');\n"
+      "  RETURN NULL;\n"
+      "END $runnel$",
+      fmt::arg("fn", QuoteIdentifier(function)), fmt::arg("queue", QuoteIdentifier(names.queue)), fmt::arg("key", key),
+      fmt::arg("channel", postgres::QuoteLiteral(names.channel))));
+  const std::string watched = "runnel update capture of: " + columns;
+  if (existing.rows() > 0 && existing.Get<std::string>(0, 0) == watched) return std::nullopt;
+  conn.Exec(fmt::format("DROP TRIGGER IF EXISTS {} ON {}", QuoteIdentifier(trigger), table));
+  conn.Exec(fmt::format(
+      "CREATE TRIGGER {trigger} AFTER UPDATE OF {columns} ON {table} FOR EACH ROW WHEN (({old}) IS DISTINCT FROM "
+      "({new}) AND NEW.{key} IS NOT NULL) EXECUTE FUNCTION {fn}()",
+      fmt::arg("trigger", QuoteIdentifier(trigger)), fmt::arg("columns", columns), fmt::arg("table", table),
+      fmt::arg("old", old_values), fmt::arg("new", new_values), fmt::arg("key", QuoteIdentifier(config.key_column)),
+      fmt::arg("fn", QuoteIdentifier(function))));
+  conn.Exec(fmt::format("COMMENT ON TRIGGER {} ON {} IS {}", QuoteIdentifier(trigger), table,
+                        postgres::QuoteLiteral(watched)));
+  return fmt::format("installed update capture trigger {} on {} ({})", trigger, config.table, columns);
 }
 
 // Write-back and the recommendation join look rows up by key: an index on the key
@@ -339,6 +404,7 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
   }
   if (config.capture == CaptureMode::Queue) {
     if (auto installed = InstallCapture(conn, config, names)) done.push_back(*installed);
+    if (auto installed = InstallUpdateCapture(conn, config, names)) done.push_back(*installed);
   }
   if (auto created = EnsureKeyIndex(conn, config)) done.push_back(*created);
   tx.Commit();

@@ -17,13 +17,14 @@ std::string_view RequestStatusName(RequestStatus status) {
     case RequestStatus::kDone: return "done";
     case RequestStatus::kThrottled: return "throttled";
     case RequestStatus::kFailed: return "failed";
+    case RequestStatus::kGone: return "gone";
   }
   return "failed";
 }
 
 std::optional<RequestStatus> ParseRequestStatus(std::string_view name) {
-  for (auto status :
-       {RequestStatus::kQueued, RequestStatus::kDone, RequestStatus::kThrottled, RequestStatus::kFailed}) {
+  for (auto status : {RequestStatus::kQueued, RequestStatus::kDone, RequestStatus::kThrottled, RequestStatus::kFailed,
+                      RequestStatus::kGone}) {
     if (RequestStatusName(status) == name) return status;
   }
   return std::nullopt;

@@ -38,7 +38,6 @@ double NowEpochSeconds() {
 }
 
 // SQLSTATEs of the failures Runnel decides itself (BatchResult::failed_sqlstates).
-constexpr const char* kRowNotFound = "02000";
 constexpr const char* kNullClient = "22004";
 constexpr const char* kInvalidData = "22000";
 constexpr const char* kOutOfRange = "22003";
@@ -116,6 +115,7 @@ void Tally(const Requests& req, BatchResult& result) {
         result.failed_sqlstates.push_back(req.sqlstate[i].value_or(kInvalidData));
         ++reasons[result.failed_sqlstates.back()];
         break;
+      case RequestStatus::kGone: ++result.gone; break;
       case RequestStatus::kQueued: break;
     }
     result.latencies_ms.push_back((now - req.claimed[i].enqueued) * 1000.0);
@@ -369,8 +369,10 @@ struct Worker::State {
     for (size_t i = 0; i < req.size(); ++i) {
       if (req.status[i]) continue;
       if (!req.found[i]) {
-        req.Fail(i, kRowNotFound,
-                 fmt::format("row with {} = {} not found in {}", config.key_column, req.claimed[i].key, config.table));
+        // Deleted before it was served (or never committed): nothing to score, no failure.
+        req.status[i] = RequestStatus::kGone;
+        req.error[i] = fmt::format("row with {} = {} was deleted from {} before it was served", config.key_column,
+                                   req.claimed[i].key, config.table);
       } else if (config.quota_max_requests && !req.clients[i] && !req.claimed[i].job) {
         req.Fail(
             i, kNullClient,
@@ -1123,6 +1125,7 @@ RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<Model
     summary.done += batch.done;
     summary.throttled += batch.throttled;
     summary.failed += batch.failed;
+    summary.gone += batch.gone;
     summary.deferred += batch.deferred;
     ++summary.batches;
     if (batch.redone) ++summary.redone;

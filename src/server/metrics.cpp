@@ -135,6 +135,7 @@ void Metrics::RecordBatch(const pipeline::BatchResult& batch) {
   done_.fetch_add(static_cast<int64_t>(batch.done), std::memory_order_relaxed);
   throttled_.fetch_add(static_cast<int64_t>(batch.throttled), std::memory_order_relaxed);
   failed_.fetch_add(static_cast<int64_t>(batch.failed), std::memory_order_relaxed);
+  gone_.fetch_add(static_cast<int64_t>(batch.gone), std::memory_order_relaxed);
   batches_.fetch_add(1, std::memory_order_relaxed);
   deferred_.fetch_add(static_cast<int64_t>(batch.deferred), std::memory_order_relaxed);
   if (!batch.failed_sqlstates.empty()) {
@@ -165,6 +166,7 @@ std::string Metrics::Render(const std::vector<MetricFamily>& families) const {
   out += fmt::format("runnel_requests_total{{{},status=\"done\"}} {}\n", p, done_.load());
   out += fmt::format("runnel_requests_total{{{},status=\"throttled\"}} {}\n", p, throttled_.load());
   out += fmt::format("runnel_requests_total{{{},status=\"failed\"}} {}\n", p, failed_.load());
+  out += fmt::format("runnel_requests_total{{{},status=\"gone\"}} {}\n", p, gone_.load());
   {
     std::lock_guard lock(failure_mutex_);
     out += "# HELP runnel_requests_failed_total Failed requests by SQLSTATE class (22 data, 23 constraint, ";

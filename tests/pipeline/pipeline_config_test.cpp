@@ -98,6 +98,29 @@ TEST(PipelineConfig, QuotaWindowIsOptionalAndNamedWhenWrong) {
   }
 }
 
+TEST(PipelineConfig, UpdateCaptureIsOptInAndRefusesALoop) {
+  TempDir dir;
+  WriteFile(dir / "p.toml", std::string(kValid) + "[capture]\non = [\"insert\", \"update\"]\n");
+  auto config = LoadPipelineConfig(dir / "p.toml");
+  EXPECT_TRUE(config.capture_updates);
+  EXPECT_EQ(CaptureUpdateColumns(config), (std::vector<std::string>{"id", "a", "b"}));
+  WriteFile(dir / "p.toml", kValid);
+  EXPECT_FALSE(LoadPipelineConfig(dir / "p.toml").capture_updates) << "inserts only by default";
+  EXPECT_NE(ErrorFor(std::string(kValid) + "[capture]\non = [\"insert\", \"delete\"]\n").find("\"delete\""),
+            std::string::npos);
+  EXPECT_NE(ErrorFor(std::string(kValid) + "[capture]\non = [\"update\"]\n").find("must include \"insert\""),
+            std::string::npos);
+  EXPECT_NE(ErrorFor(std::string(kValid) + "[capture]\nmode = \"notify\"\non = [\"insert\", \"update\"]\n")
+                .find("needs capture mode \"queue\""),
+            std::string::npos);
+  // Writing back into a watched column would request a prediction per write-back.
+  const std::string loop = Replace(Replace(kValid, "columns = [\"y\", \"s\"]", "columns = [\"a\", \"s\"]"),
+                                   "outputs = [\"y\"]", "outputs = [\"a\"]");
+  EXPECT_NE(ErrorFor(loop + "[write_back]\ncolumns = [\"a\"]\n[capture]\non = [\"insert\", \"update\"]\n")
+                .find("write_back column 'a' is also an input"),
+            std::string::npos);
+}
+
 TEST(PipelineConfig, ErrorsNameFileLineAndKey) {
   auto unknown = ErrorFor(Replace(kValid, "key = \"id\"", "key = \"id\"\nkee = 1"));
   EXPECT_NE(unknown.find("p.toml:5:"), std::string::npos) << unknown;

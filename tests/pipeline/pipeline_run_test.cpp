@@ -154,8 +154,8 @@ class PipelineRunTest : public runnel::testing::PostgresTest {
 TEST_F(PipelineRunTest, MigrateIsIdempotentAndNamesMissingThings) {
   auto config = Config(10);
   auto first = Migrate(*conn_, config);
-  EXPECT_EQ(first.size(), 8u) << "tables, job support, statement queue rows, failure reasons, result events, quota "
-                                 "windows, trigger, and an index";
+  EXPECT_EQ(first.size(), 9u) << "tables, job support, statement queue rows, failure reasons, result events, quota "
+                                 "windows, status gone, trigger, and an index";
   EXPECT_NE(first.back().find("created index runnel_needs_key on needs (id)"), std::string::npos) << first.back();
   EXPECT_TRUE(Migrate(*conn_, config).empty()) << "a second run changes nothing";
   EXPECT_EQ(Count("SELECT count(*) FROM pg_trigger WHERE tgname = 'runnel_needs_capture'"), 1);
@@ -598,6 +598,122 @@ TEST_F(PipelineRunTest, QuotaResetAndReadAgreeWithTheWorker) {
   EXPECT_EQ(quota::Describe(config), "3 requests per client per 1d (UTC-aligned)");
 }
 
+PipelineConfig WithUpdates(PipelineConfig config) {
+  config.capture_updates = true;
+  return config;
+}
+
+TEST_F(PipelineRunTest, UpdatesOfWatchedColumnsAreServedAgainAndTheWriteBackDoesNotLoop) {
+  const auto config = WithUpdates(Config(1000));
+  auto changes = Migrate(*conn_, config);
+  EXPECT_EQ(std::count_if(changes.begin(), changes.end(),
+                          [](const std::string& c) {
+                            return c.starts_with(
+                                "installed update capture trigger runnel_needs_capture_update on needs (\"id\", "
+                                "\"age\"");
+                          }),
+            1)
+      << fmt::format("{}", fmt::join(changes, "\n"));
+  EXPECT_TRUE(Migrate(*conn_, config).empty()) << "installed once";
+  conn_->Exec("CREATE UNIQUE INDEX needs_id ON needs (id)");
+  Insert({Row(1, 1, 100), Row(2, 1, 100), Row(3, 2, 100)});
+  EXPECT_EQ(Serve(config, SmallModel(), 2).done, 3u);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0) << "the write-back captured nothing";
+
+  auto financial_status = [&](int64_t id) {
+    return conn_->Exec(fmt::format("SELECT financial_status::float8 FROM needs WHERE id = {}", id), Params())
+        .Get<double>(0, 0);
+  };
+  conn_->Exec("UPDATE needs SET wealth = 400 WHERE id = 1");                        // an input: served again
+  conn_->Exec("UPDATE needs SET client_id = 9, risk_propensity = 0 WHERE id = 2");  // neither input nor key
+  conn_->Exec("UPDATE needs SET wealth = wealth WHERE id = 3");                     // an input, unchanged
+  conn_->Exec(
+      "INSERT INTO needs (id, client_id, age, gender, family_members, financial_education, income, wealth, "
+      "income_investment, accumulation_investment) VALUES (3, 2, 40, 1, 2, 0.5, 50, 900, 1, 0), "
+      "(4, 2, 40, 1, 2, 0.5, 50, 100, 1, 0) ON CONFLICT (id) DO UPDATE SET wealth = EXCLUDED.wealth");  // an upsert
+  EXPECT_EQ(Count("SELECT coalesce(sum(n), 0)::bigint FROM runnel_needs_queue"), 3) << "keys 1, 3 (upsert) and 4";
+  auto summary = Serve(config, SmallModel(), 2);
+  EXPECT_EQ(summary.done, 3u);
+  EXPECT_NEAR(financial_status(1), 0.5 * std::log(400.0), 1e-5) << "re-scored from the new wealth";
+  EXPECT_NEAR(financial_status(3), 0.5 * std::log(900.0), 1e-5) << "the upsert's update re-scored it";
+  EXPECT_NEAR(financial_status(4), 0.5 * std::log(100.0), 1e-5) << "the upsert's insert";
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE id = 2 AND risk_propensity = 0"), 1) << "not watched: not served";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results"), 4) << "one result per key, replaced";
+  EXPECT_EQ(Serve(config, SmallModel(), 2).done, 0u) << "serving again finds nothing: no loop";
+
+  // Without "update" in capture.on, migrate removes the trigger.
+  changes = Migrate(*conn_, Config(1000));
+  ASSERT_FALSE(changes.empty());
+  EXPECT_NE(changes.back().find("removed update capture trigger"), std::string::npos) << changes.back();
+  conn_->Exec("UPDATE needs SET wealth = 50 WHERE id = 1");
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+}
+
+TEST_F(PipelineRunTest, AnUpdateStormWhileServingLeavesEveryRowScoredFromItsFinalInputs) {
+  const auto config = WithUpdates(Config(1000000));
+  Migrate(*conn_, config);
+  constexpr int kKeys = 1000, kRounds = 50;
+  std::vector<std::vector<double>> rows;
+  for (int k = 1; k <= kKeys; ++k) rows.push_back(Row(k, k % 10, 100));
+  Insert(rows);
+  std::mt19937_64 rng(runnel::testing::TestSeed());
+  const uint64_t seed = rng();
+  std::atomic<bool> updating{true};
+  std::atomic<int> deadlocks{0};
+  std::thread updater([&] {
+    auto conn = Connect();
+    // Each round changes every key's wealth (a random permutation of keys, in a few
+    // statements), so a key changes 50 times while workers serve it.
+    std::mt19937_64 local(seed);
+    for (int round = 0; round < kRounds; ++round) {
+      const int parts = std::uniform_int_distribution<int>(1, 4)(local);
+      for (int part = 0; part < parts; ++part) {
+        const auto update =
+            fmt::format("UPDATE needs SET wealth = 100 + {} + id % 7 WHERE id % {} = {}", round * 10, parts, part);
+        for (;;) {
+          try {
+            conn.Exec(update, Params());
+            break;
+          } catch (const postgres::DatabaseError& e) {
+            // A multi-row UPDATE and a batch's write-back can lock rows in opposite
+            // orders; PostgreSQL then aborts one, and an application retries.
+            if (e.sqlstate() != "40P01") throw;
+            ++deadlocks;
+          }
+        }
+      }
+    }
+    updating = false;
+  });
+  size_t served = 0;
+  while (updating || Count("SELECT count(*) FROM runnel_needs_queue") > 0)
+    served += Serve(config, SmallModel(), 2).done;
+  updater.join();
+  served += Serve(config, SmallModel(), 2).done;
+  std::printf("served %zu requests for %d updates of %d keys; the updater retried %d deadlocked statements\n", served,
+              kKeys * kRounds, kKeys, deadlocks.load());
+  EXPECT_GE(served, static_cast<size_t>(kKeys));
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), kKeys);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE abs(financial_status - 0.5 * ln(wealth)) > 1e-4 "
+                  "OR financial_status IS NULL"),
+            0)
+      << "every key's output follows its final input";
+  EXPECT_EQ(Count(fmt::format("SELECT count(*) FROM needs WHERE wealth <> 100 + {} + id % 7", (kRounds - 1) * 10)), 0);
+}
+
+TEST_F(PipelineRunTest, ARowDeletedBeforeItIsServedIsGoneNotFailed) {
+  const auto config = Config(1000);
+  Migrate(*conn_, config);
+  Insert({Row(1, 1), Row(2, 1), Row(3, 1)});
+  conn_->Exec("DELETE FROM needs WHERE id = 2");
+  auto summary = Serve(config, SmallModel(), 1);
+  EXPECT_EQ(summary.done, 2u);
+  EXPECT_EQ(summary.gone, 1u);
+  EXPECT_EQ(summary.failed, 0u);
+  EXPECT_EQ(Results()[2].first, "gone");
+}
+
 TEST_F(PipelineRunTest, AKeyCapturedAgainIsServedAgainWithItsResultReplaced) {
   auto config = Config(1000);
   Migrate(*conn_, config);
@@ -651,7 +767,10 @@ TEST_F(PipelineRunTest, BadRowsFailWithAReasonAndNothingIsLost) {
                      std::string("id = 2: feature 'financial_status': ln of non-positive value -5 in ln(wealth)")));
   EXPECT_EQ(results[3], std::make_pair(std::string("failed"), std::string("id = 3: column 'wealth' is NULL")));
   EXPECT_EQ(results[4], std::make_pair(std::string("failed"), std::string("id = 4: column 'client_id' is NULL")));
-  EXPECT_EQ(results[5], std::make_pair(std::string("failed"), std::string("row with id = 5 not found in needs")));
+  EXPECT_EQ(results[5], std::make_pair(std::string("gone"),
+                                       std::string("row with id = 5 was deleted from needs before it was served")))
+      << "a deleted row is not a failure";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE key = 5 AND sqlstate IS NULL"), 1);
 }
 
 TEST_F(PipelineRunTest, AHandWrittenQueueRowTooLargeToExpandPausesServingNamingIt) {

@@ -25,7 +25,7 @@
 //   [quota] max_requests = 1000        # per client; later requests are `throttled`
 //           window = "1h"              # optional: per UTC-aligned hour ("30m", "1d"...)
 //   [capture] mode = "queue"|"notify", channel = "table_insert", max_batch = 512,
-//             synchronous_commit = true
+//             synchronous_commit = true, on = ["insert", "update"]
 //   [serving] lock_timeout_ms = 2000, max_attempts = 5, event_retention_s = 3600
 //   [write_back] columns = ["risk_propensity", "financial_status"]
 //   [recommend] table = "products", key = "id_product", where = "p.risk <= r.risk_propensity"
@@ -65,6 +65,9 @@ struct PipelineConfig {
   // The quota's window (pipeline/quota.hpp): 0 counts over all time.
   std::chrono::seconds quota_window{0};
   CaptureMode capture = CaptureMode::Queue;
+  // [capture] on = ["insert", "update"]: an UPDATE (or upsert) that changes the key, an
+  // input column or the model type column requests a new prediction for the row.
+  bool capture_updates = false;
   std::string notify_channel = "table_insert";  // Notify mode only
   size_t max_batch = 512;
   // false: workers commit batches without waiting for the WAL flush (PostgreSQL's
@@ -98,5 +101,9 @@ struct PipelineConfig {
 // Reads and checks a pipeline file. Throws Error(Config) naming the file, line and
 // key; Error(Io) when it cannot be read. Expressions are checked by compiling them.
 PipelineConfig LoadPipelineConfig(const std::filesystem::path& file);
+
+// The columns whose change makes an UPDATE a request (capture_updates): the key, the
+// input columns and the model type column, each once.
+std::vector<std::string> CaptureUpdateColumns(const PipelineConfig& config);
 
 }  // namespace runnel::pipeline

@@ -11,9 +11,10 @@ enum class RequestStatus {
   kDone,       // scored; outputs written back
   kThrottled,  // over its client's quota: not scored
   kFailed,     // not scored, or its write-back refused: error and sqlstate say why
+  kGone,       // its row was deleted before it was served: nothing to score
 };
 
-// "queued", "done", "throttled", "failed": the stored spelling.
+// "queued", "done", "throttled", "failed", "gone": the stored spelling.
 std::string_view RequestStatusName(RequestStatus status);
 // The inverse of RequestStatusName; nullopt for anything else.
 std::optional<RequestStatus> ParseRequestStatus(std::string_view name);

@@ -59,9 +59,10 @@ struct BatchResult {
   size_t done = 0;
   size_t throttled = 0;
   size_t failed = 0;
+  size_t gone = 0;      // their rows were deleted before they were served
   size_t deferred = 0;  // back to the queue: their source rows stayed locked
   // Per failed request: its SQLSTATE (Runnel's own failures use PostgreSQL's codes:
-  // 02000 row not found, 22004 NULL client, 22000 features or model, 22003 out of range).
+  // 22004 NULL client, 22000 features or model, 22003 out of range).
   std::vector<std::string> failed_sqlstates;
   // Served a second time after a rollback: the quota counters moved under it, or a
   // request's key had a result already.
@@ -128,6 +129,7 @@ struct RunSummary {
   size_t done = 0;
   size_t throttled = 0;
   size_t failed = 0;
+  size_t gone = 0;
   size_t deferred = 0;
   size_t batches = 0;
   size_t redone = 0;                 // batches served a second time (BatchResult::redone)

@@ -63,7 +63,7 @@ class Metrics {
 
  private:
   std::string pipeline_;
-  std::atomic<int64_t> done_{0}, throttled_{0}, failed_{0}, batches_{0}, ingested_{0};
+  std::atomic<int64_t> done_{0}, throttled_{0}, failed_{0}, gone_{0}, batches_{0}, ingested_{0};
   Histogram latency_;                                       // insert to result commit, seconds
   Histogram batch_size_;                                    // requests per batch
   std::array<Histogram*, pipeline::kStageCount> stages_{};  // per stage, seconds (owned below)
