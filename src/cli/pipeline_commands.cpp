@@ -134,12 +134,10 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
 
 // One line: the quota, how many clients reached it in this window, when it resets.
 void PrintQuotaSummary(postgres::Connection& conn, const pipeline::PipelineConfig& config) {
-  const auto snapshot = pipeline::quota::Read(conn, config, {});
-  const auto full = std::count_if(snapshot.clients.begin(), snapshot.clients.end(),
-                                  [&](const auto& c) { return c.requests >= *config.quota_max_requests; });
-  fmt::print("quota: {}; {} of {} client(s) at the limit{}\n", pipeline::quota::Describe(config), full,
-             snapshot.clients.size(),
-             snapshot.resets_at.empty() ? "" : fmt::format(" (window resets at {})", snapshot.resets_at));
+  const auto summary = pipeline::quota::Summarize(conn, config);
+  fmt::print("quota: {}; {} of {} client(s) counted in this window at the limit{}\n", pipeline::quota::Describe(config),
+             summary.at_limit, summary.clients,
+             summary.resets_at.empty() ? "" : fmt::format(" (it resets at {})", summary.resets_at));
 }
 
 }  // namespace

@@ -70,6 +70,24 @@ Snapshot Read(postgres::Connection& conn, const PipelineConfig& config, const st
   return out;
 }
 
+Summary Summarize(postgres::Connection& conn, const PipelineConfig& config) {
+  const auto r = conn.Exec(
+      fmt::format("SELECT CASE WHEN $1::bigint > 0 THEN {} END AS window_start, CASE WHEN $1::bigint > 0 THEN {} END "
+                  "AS resets_at, count(q.client) AS clients, count(q.client) FILTER (WHERE q.requests >= $2) AS "
+                  "at_limit FROM (SELECT {} AS start) w LEFT JOIN {} q ON q.window_start >= w.start AND "
+                  "q.requests > 0 GROUP BY w.start",
+                  postgres::IsoTimestampSql("w.start"),
+                  postgres::IsoTimestampSql("(w.start + $1::bigint * interval '1 second')"),
+                  WindowStartSql("$1::bigint"), QuoteIdentifier(NamesFor(config).quota)),
+      Params().Add(WindowSeconds(config)).Add(config.quota_max_requests.value_or(0)));
+  Summary out;
+  out.window_start = r.GetOptional<std::string>(0, r.ColumnIndex("window_start")).value_or("");
+  out.resets_at = r.GetOptional<std::string>(0, r.ColumnIndex("resets_at")).value_or("");
+  out.clients = r.Get<int64_t>(0, r.ColumnIndex("clients"));
+  out.at_limit = r.Get<int64_t>(0, r.ColumnIndex("at_limit"));
+  return out;
+}
+
 int64_t Reset(postgres::Connection& conn, const PipelineConfig& config, const std::vector<std::string>& clients) {
   const std::string quota = QuoteIdentifier(NamesFor(config).quota);
   if (clients.empty()) return conn.Exec(fmt::format("DELETE FROM {}", quota), Params()).AffectedRows();

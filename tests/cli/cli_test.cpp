@@ -206,7 +206,8 @@ TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   EXPECT_NE(over.output.find("the quota is 1000 requests per client over all time"), std::string::npos) << over.output;
 
   // The counters: shown by status and `quota show`, forgotten by `quota reset`.
-  EXPECT_NE(served.output.find("quota: 1000 requests per client over all time; 0 of 5 client(s) at the limit"),
+  EXPECT_NE(served.output.find("quota: 1000 requests per client over all time; 0 of 5 client(s) counted in this "
+                               "window at the limit"),
             std::string::npos)
       << served.output;
   auto show = Runnel({"quota", "show", "--pipeline", pipeline, "--client", "2", "--client", "nobody"});

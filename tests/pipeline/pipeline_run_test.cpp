@@ -586,6 +586,10 @@ TEST_F(PipelineRunTest, QuotaResetAndReadAgreeWithTheWorker) {
   EXPECT_EQ(snapshot.resets_at.substr(11), "00:00:00.000000Z");
   EXPECT_NE(snapshot.window_start, snapshot.resets_at);
   EXPECT_EQ(quota::Read(*conn_, config, {}).clients.size(), 2u) << "every client with a counter";
+  const auto summary = quota::Summarize(*conn_, config);
+  EXPECT_EQ(summary.clients, 2);
+  EXPECT_EQ(summary.at_limit, 1) << "client 1 (4 of 3)";
+  EXPECT_EQ(summary.resets_at, snapshot.resets_at);
 
   EXPECT_EQ(quota::Reset(*conn_, config, {"1"}), 1);
   Insert({Row(6, 1), Row(7, 2), Row(8, 2), Row(9, 2)});

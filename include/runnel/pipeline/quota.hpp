@@ -50,6 +50,14 @@ struct Snapshot {
 // migrated. Throws DatabaseError.
 Snapshot Read(postgres::Connection& conn, const PipelineConfig& config, const std::vector<std::string>& clients);
 
+// The current window and how many clients have a count in it, and how many of those
+// reached max_requests: one row read, whatever the number of clients.
+struct Summary {
+  std::string window_start, resets_at;  // as in Snapshot
+  int64_t clients = 0, at_limit = 0;
+};
+Summary Summarize(postgres::Connection& conn, const PipelineConfig& config);
+
 // Forgets the counters of `clients` (every client when empty): their next request
 // starts a new count. Returns how many counters there were.
 int64_t Reset(postgres::Connection& conn, const PipelineConfig& config, const std::vector<std::string>& clients);
