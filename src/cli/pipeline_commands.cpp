@@ -1,4 +1,4 @@
-// `runnel migrate | run | load | status`: the real-time pipeline against PostgreSQL.
+// `runnel migrate | unmigrate | run | load | status | retry`: the real-time pipeline against PostgreSQL.
 #include <signal.h>
 
 #include <fmt/format.h>
@@ -8,7 +8,9 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <iostream>
 #include <thread>
 #include <tuple>
 
@@ -132,6 +134,16 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
   return c;
 }
 
+// Lists what will be removed and asks for the pipeline's name on standard input.
+bool ConfirmByName(const std::string& name, const std::vector<std::string>& plan) {
+  fmt::print("this removes, for pipeline {} (requests still queued are lost):\n", name);
+  for (const auto& line : plan) fmt::print("  {}\n", line);
+  fmt::print("type the pipeline's name ({}) to go on: ", name);
+  std::fflush(stdout);
+  std::string answer;
+  return std::getline(std::cin, answer) && answer == name;
+}
+
 // One line: the quota, how many clients reached it in this window, when it resets.
 void PrintQuotaSummary(postgres::Connection& conn, const pipeline::PipelineConfig& config) {
   const auto summary = pipeline::quota::Summarize(conn, config);
@@ -146,7 +158,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   struct Args {
     std::string pipeline, db, model, http, http_token, http_token_file, input, delimiter = ",", columns, data_type,
                                                                                where, sqlstate;
-    bool loop = false, reverse = false;
+    bool loop = false, reverse = false, yes = false;
     bool insecure = false;
     size_t http_threads = 0, http_max_connections = 0, http_wait_slots = 0;
     std::string access_log, https_cert, https_key;
@@ -387,6 +399,27 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                         for (const auto& r : reasons) {
                           fmt::print("  {:>8}  {}  {}\n", r.count, r.sqlstate.empty() ? "-----" : r.sqlstate, r.reason);
                         }
+                        return 0;
+                      }});
+
+  auto* unmigrate = root.add_subcommand(
+      "unmigrate", "Remove what migrate installed (triggers, queue, results, quota, events); the table stays");
+  add_common(unmigrate);
+  unmigrate->add_flag("--yes", args->yes, "Do not ask for confirmation");
+  commands.push_back({unmigrate, [args](CliContext& ctx) {
+                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
+                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
+                        const auto plan = pipeline::UnmigratePlan(conn, config);
+                        if (plan.empty()) {
+                          fmt::print("pipeline {}: nothing installed, nothing to remove\n", config.name);
+                          return 0;
+                        }
+                        if (!args->yes && !ConfirmByName(config.name, plan)) {
+                          fmt::print(stderr, "nothing removed\n");
+                          return 1;
+                        }
+                        for (const auto& line : pipeline::Unmigrate(conn, config)) fmt::print("{}\n", line);
+                        fmt::print("table {} and its rows are as they were\n", config.table);
                         return 0;
                       }});
 

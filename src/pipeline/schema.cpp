@@ -381,6 +381,81 @@ int32_t SchemaVersion(postgres::Connection& conn, const PipelineConfig& config) 
       .Get<int32_t>(0, 0);
 }
 
+namespace {
+
+// One object Unmigrate removes: its kind and name, and how to drop it.
+struct InstalledObject {
+  std::string what;  // e.g. "table runnel_needs_queue"
+  std::string drop;  // the DROP (or DELETE) statement
+};
+
+std::vector<InstalledObject> InstalledObjects(postgres::Connection& conn, const PipelineConfig& config) {
+  const SchemaNames names = NamesFor(config);
+  std::vector<InstalledObject> out;
+  auto exists = [&](const char* sql, const std::string& name) {
+    return conn.Exec(sql, Params().Add(name)).Get<bool>(0, 0);
+  };
+  const bool source = postgres::TableExists(conn, config.table);
+  for (const auto& trigger : {names.trigger, names.trigger + "_update"}) {
+    if (source && conn.Exec("SELECT count(*) > 0 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
+                            Params().Add(trigger).Add(QuoteIdentifier(config.table)))
+                      .Get<bool>(0, 0)) {
+      out.push_back({fmt::format("trigger {} on {}", trigger, config.table),
+                     fmt::format("DROP TRIGGER {} ON {}", QuoteIdentifier(trigger), QuoteIdentifier(config.table))});
+    }
+  }
+  for (const auto& function : {names.capture_function, names.capture_function + "_update"}) {
+    if (exists("SELECT to_regproc($1) IS NOT NULL", QuoteIdentifier(function))) {
+      out.push_back({"function " + function, fmt::format("DROP FUNCTION {}()", QuoteIdentifier(function))});
+    }
+  }
+  if (exists("SELECT to_regclass($1) IS NOT NULL AND (SELECT relkind FROM pg_class WHERE oid = to_regclass($1)) = 'v'",
+             QuoteIdentifier(names.recommendations))) {
+    out.push_back({"view " + names.recommendations, "DROP VIEW " + QuoteIdentifier(names.recommendations)});
+  }
+  for (const auto& table : {names.recommendations, names.queue, names.results, names.quota, names.events}) {
+    if (exists(
+            "SELECT to_regclass($1) IS NOT NULL AND (SELECT relkind FROM pg_class WHERE oid = to_regclass($1)) = 'r'",
+            QuoteIdentifier(table))) {
+      out.push_back({"table " + table, "DROP TABLE " + QuoteIdentifier(table)});
+    }
+  }
+  const std::string index = "runnel_" + config.name + "_key";  // EnsureKeyIndex's
+  if (exists("SELECT to_regclass($1) IS NOT NULL", QuoteIdentifier(index))) {
+    out.push_back({fmt::format("index {} on {}", index, config.table), "DROP INDEX " + QuoteIdentifier(index)});
+  }
+  const std::string name = postgres::QuoteLiteral(config.name);
+  for (const char* table : {"runnel_migrations", "runnel_pauses", "runnel_jobs"}) {
+    if (postgres::TableExists(conn, table) &&
+        conn.Exec(fmt::format("SELECT count(*) > 0 FROM {} WHERE pipeline = $1", table), Params().Add(config.name))
+            .Get<bool>(0, 0)) {
+      out.push_back({fmt::format("the pipeline's rows in {}", table),
+                     fmt::format("DELETE FROM {} WHERE pipeline = {}", table, name)});
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> UnmigratePlan(postgres::Connection& conn, const PipelineConfig& config) {
+  std::vector<std::string> out;
+  for (const auto& object : InstalledObjects(conn, config)) out.push_back(object.what);
+  return out;
+}
+
+std::vector<std::string> Unmigrate(postgres::Connection& conn, const PipelineConfig& config) {
+  postgres::Transaction tx(conn);
+  conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
+  std::vector<std::string> done;
+  for (const auto& object : InstalledObjects(conn, config)) {
+    conn.Exec(object.drop);
+    done.push_back("removed " + object.what);
+  }
+  tx.Commit();
+  return done;
+}
+
 std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config) {
   const SchemaNames names = NamesFor(config);
   std::vector<std::string> done;

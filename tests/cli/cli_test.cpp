@@ -28,6 +28,12 @@ class CliTest : public ::testing::Test {
   ProcessResult Runnel(std::vector<std::string> args, std::vector<std::string> env = {},
                        std::optional<RunAs> run_as = std::nullopt) {
     args.insert(args.begin(), RUNNEL_BINARY);
+    return RunWithHome(std::move(args), std::move(env), run_as);
+  }
+
+  // Any command line, with Runnel's environment as Runnel() sets it.
+  ProcessResult RunWithHome(std::vector<std::string> args, std::vector<std::string> env = {},
+                            std::optional<RunAs> run_as = std::nullopt) {
     ProcessOptions options;
     options.extra_env = {"RUNNEL_HOME=" + home_.path().string(),
                          "RUNNEL_CONFIG=", "RUNNEL_DB_URL=", "RUNNEL_PG_BIN=", "RUNNEL_LOG_LEVEL="};
@@ -222,6 +228,23 @@ TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   EXPECT_NE(reset.output.find("reset 5 counter(s) of pipeline needs"), std::string::npos) << reset.output;
   auto fits = Runnel({"load", "--pipeline", pipeline, "--rows", "5000", "--clients", "5"});
   EXPECT_EQ(fits.output.find("warning"), std::string::npos) << "counts start again: " << fits.output;
+
+  // unmigrate asks for the pipeline's name (read from standard input) unless --yes.
+  auto answering = [&](const std::string& answer) {
+    return RunWithHome({"/bin/sh", "-c", fmt::format("echo {} | \"$0\" unmigrate --pipeline \"$1\"", answer),
+                        RUNNEL_BINARY, pipeline});
+  };
+  auto refused = answering("wrong");
+  EXPECT_EQ(refused.exit_code, 1) << refused.output;
+  EXPECT_NE(refused.output.find("table runnel_needs_queue"), std::string::npos) << "lists what it would remove";
+  EXPECT_NE(refused.output.find("nothing removed"), std::string::npos) << refused.output;
+  EXPECT_EQ(Runnel({"status", "--pipeline", pipeline}).exit_code, 0) << "still installed";
+  auto removed = answering("needs");
+  ASSERT_EQ(removed.exit_code, 0) << removed.output;
+  EXPECT_NE(removed.output.find("removed table runnel_needs_results"), std::string::npos) << removed.output;
+  EXPECT_NE(removed.output.find("table needs and its rows are as they were"), std::string::npos) << removed.output;
+  auto nothing = Runnel({"unmigrate", "--pipeline", pipeline, "--yes"});
+  EXPECT_NE(nothing.output.find("nothing installed"), std::string::npos) << nothing.output;
 }
 
 // `runnel load --input` replays a CSV file; then `model push`, `list`, `rollback`.

@@ -718,6 +718,45 @@ TEST_F(PipelineRunTest, ARowDeletedBeforeItIsServedIsGoneNotFailed) {
   EXPECT_EQ(Results()[2].first, "gone");
 }
 
+TEST_F(PipelineRunTest, UnmigrateLeavesTheTableAsItWasAndMigrateAgainStartsClean) {
+  const auto config = WithUpdates(Config(3));
+  auto relations = [&] {
+    return Count(
+        "SELECT (SELECT count(*) FROM pg_class WHERE relname LIKE 'runnel\\_needs%') + (SELECT count(*) FROM "
+        "pg_proc WHERE proname LIKE 'runnel\\_needs%') + (SELECT count(*) FROM pg_trigger WHERE tgrelid = "
+        "'needs'::regclass AND NOT tgisinternal)");
+  };
+  auto needs_columns = [&] {
+    return Count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'needs'");
+  };
+  const int64_t columns_before = needs_columns();
+  const auto fresh = Migrate(*conn_, config);
+  const int64_t installed = relations();
+  Insert({Row(1, 1), Row(2, 1)});
+  Serve(config, SmallModel(), 1);
+  Insert({Row(3, 1)});  // still queued when the pipeline is removed
+  conn_->Exec("UPDATE needs SET wealth = 200 WHERE id = 1");
+  const auto plan = UnmigratePlan(*conn_, config);
+  EXPECT_EQ(std::count(plan.begin(), plan.end(), "table runnel_needs_queue"), 1)
+      << fmt::format("{}", fmt::join(plan, "\n"));
+  auto removed = Unmigrate(*conn_, config);
+  EXPECT_EQ(removed.size(), plan.size());
+  EXPECT_EQ(relations(), 0) << "no trigger, function, table, view, index or sequence of the pipeline is left";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_migrations WHERE pipeline = 'needs'"), 0);
+  EXPECT_EQ(needs_columns(), columns_before) << "the table keeps its columns";
+  EXPECT_EQ(Count("SELECT count(*) FROM needs"), 3) << "and its rows";
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE risk_propensity IS NOT NULL"), 2)
+      << "and their written-back values";
+  conn_->Exec("INSERT INTO needs (id, client_id, wealth) VALUES (4, 1, 10)");  // no trigger to fail or queue
+  conn_->Exec("UPDATE needs SET wealth = 300 WHERE id = 1");
+  EXPECT_TRUE(Unmigrate(*conn_, config).empty()) << "nothing left to remove";
+
+  EXPECT_EQ(Migrate(*conn_, config), fresh) << "migrating again does what it did the first time";
+  EXPECT_EQ(relations(), installed);
+  Insert({Row(5, 1)});
+  EXPECT_EQ(Serve(config, SmallModel(), 1).done, 1u) << "a fresh quota: the first request of client 1";
+}
+
 TEST_F(PipelineRunTest, AKeyCapturedAgainIsServedAgainWithItsResultReplaced) {
   auto config = Config(1000);
   Migrate(*conn_, config);

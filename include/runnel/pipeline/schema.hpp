@@ -89,6 +89,19 @@ int32_t SchemaVersion(postgres::Connection& conn, const PipelineConfig& config);
 // Throws Error(InvalidInput) naming a missing table or column, DatabaseError otherwise.
 std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config);
 
+// What Unmigrate removes (existing objects only), one line each, without changing anything.
+std::vector<std::string> UnmigratePlan(postgres::Connection& conn, const PipelineConfig& config);
+
+// Removes what Migrate installed for the pipeline, in one transaction: the capture
+// triggers and functions, the queue, results, quota and events tables, the
+// recommendations view, the key index Runnel created, and the pipeline's rows in
+// runnel_migrations, runnel_pauses and runnel_jobs. The source table, its rows and
+// their written-back columns stay as they are; requests still queued are dropped.
+// Works when the source table is gone. Returns one line per object removed. Throws
+// DatabaseError (serving processes of the pipeline should be stopped first: their
+// statements would fail).
+std::vector<std::string> Unmigrate(postgres::Connection& conn, const PipelineConfig& config);
+
 // Migrate for a serving process, whose role may lack the right to change the schema
 // (least privilege, grants.hpp): when PostgreSQL refuses for want of privilege, the
 // schema only has to be current already. Returns Migrate's lines, or one saying it
