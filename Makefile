@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo test release debug fuzz bench bench-pipeline bench-statements bench-poison bench-http deps deps-test deps-bench format lint clean
+.PHONY: demo test release debug fuzz bench bench-pipeline bench-statements bench-poison bench-capture bench-http deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -70,6 +70,12 @@ bench-poison: deps-bench
 	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
 	cmake --build build/bench -j $(JOBS)
 	bench/poison_bench.sh
+
+# Update capture's cost on the insert burst, and re-scoring updates (docs/performance.md).
+bench-capture: deps-bench
+	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
+	cmake --build build/bench -j $(JOBS)
+	bench/capture_bench.sh
 
 # The HTTP API with wrk and an open-loop ?wait client: see docs/performance.md.
 bench-http: deps-bench

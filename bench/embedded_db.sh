@@ -16,10 +16,11 @@ embedded_db_cleanup() {
 }
 trap embedded_db_cleanup EXIT
 "$RUNNEL" --log-level warn db start >/dev/null
-ADMIN=$("$RUNNEL" db url --dbname postgres)
+# The superuser creates the database; its owner (the role `db url` names) fills it.
+ADMIN=$("$RUNNEL" db url --superuser --dbname postgres)
 fresh_db() {
   PGOPTIONS='-c client_min_messages=warning' psql "$ADMIN" -qAt -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" \
-    -c "CREATE DATABASE bench" >/dev/null
+    -c "CREATE DATABASE bench OWNER runnel_owner" >/dev/null
   URL=$("$RUNNEL" db url --dbname bench)
   psql "$URL" -q -f examples/needs/schema.sql >/dev/null
 }

@@ -134,6 +134,24 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
   return c;
 }
 
+// migrate --dry-run: the statements that would change the schema, from a migration
+// run in a transaction that is rolled back (reads and locks are left out).
+int PrintMigrationSql(postgres::Connection& conn, const pipeline::PipelineConfig& config) {
+  std::vector<std::string> statements;
+  conn.ObserveStatements([&](std::string_view sql) {
+    static constexpr std::string_view kChanging[] = {"CREATE ", "ALTER ", "DROP ", "INSERT ", "UPDATE ", "COMMENT "};
+    for (auto prefix : kChanging) {
+      if (sql.starts_with(prefix)) statements.emplace_back(sql);
+    }
+  });
+  const auto changes = pipeline::Migrate(conn, config, pipeline::MigrateMode::kDryRun);
+  conn.ObserveStatements({});
+  for (const auto& sql : statements) fmt::print("{};\n", sql);
+  fmt::print("-- dry run: {} change(s) described, nothing applied{}\n", changes.size(),
+             changes.empty() ? " (the pipeline is up to date)" : "");
+  return 0;
+}
+
 // Lists what will be removed and asks for the pipeline's name on standard input.
 bool ConfirmByName(const std::string& name, const std::vector<std::string>& plan) {
   fmt::print("this removes, for pipeline {} (requests still queued are lost):\n", name);
@@ -158,7 +176,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   struct Args {
     std::string pipeline, db, model, http, http_token, http_token_file, input, delimiter = ",", columns, data_type,
                                                                                where, sqlstate;
-    bool loop = false, reverse = false, yes = false;
+    bool loop = false, reverse = false, yes = false, dry_run = false;
     bool insecure = false;
     size_t http_threads = 0, http_max_connections = 0, http_wait_slots = 0;
     std::string access_log, https_cert, https_key;
@@ -177,9 +195,11 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   auto* migrate =
       root.add_subcommand("migrate", "Install the pipeline's queue, trigger and result tables (idempotent)");
   add_common(migrate);
+  migrate->add_flag("--dry-run", args->dry_run, "Print the SQL it would run, and change nothing");
   commands.push_back({migrate, [args](CliContext& ctx) {
                         auto config = pipeline::LoadPipelineConfig(args->pipeline);
                         auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
+                        if (args->dry_run) return PrintMigrationSql(conn, config);
                         auto changes = pipeline::Migrate(conn, config);
                         for (const auto& line : changes) fmt::print("{}\n", line);
                         fmt::print("pipeline '{}' is at schema version {}{}\n", config.name, pipeline::kSchemaVersion,

@@ -456,7 +456,7 @@ std::vector<std::string> Unmigrate(postgres::Connection& conn, const PipelineCon
   return done;
 }
 
-std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config) {
+std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config, MigrateMode mode) {
   const SchemaNames names = NamesFor(config);
   std::vector<std::string> done;
   postgres::Transaction tx(conn);
@@ -482,7 +482,11 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
     if (auto installed = InstallUpdateCapture(conn, config, names)) done.push_back(*installed);
   }
   if (auto created = EnsureKeyIndex(conn, config)) done.push_back(*created);
-  tx.Commit();
+  if (mode == MigrateMode::kDryRun) {
+    tx.Rollback();
+  } else {
+    tx.Commit();
+  }
   return done;
 }
 

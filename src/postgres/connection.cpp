@@ -419,6 +419,7 @@ Result Connection::Check(PGresult* raw, std::string_view sql) {
   ExecStatusType status = result ? PQresultStatus(result.get()) : PGRES_FATAL_ERROR;
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_COPY_IN || status == PGRES_COPY_OUT ||
       status == PGRES_EMPTY_QUERY) {
+    if (observer_) observer_(sql);
     return Result(std::move(result));
   }
   std::string sqlstate;

@@ -170,6 +170,16 @@ TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   conn.Exec(std::string(std::istreambuf_iterator<char>(schema), std::istreambuf_iterator<char>()));
   const std::string pipeline = std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml";
 
+  auto dry = Runnel({"migrate", "--pipeline", pipeline, "--dry-run"});
+  ASSERT_EQ(dry.exit_code, 0) << dry.output;
+  EXPECT_NE(dry.output.find("CREATE TABLE IF NOT EXISTS \"runnel_needs_queue\""), std::string::npos) << dry.output;
+  EXPECT_NE(dry.output.find("CREATE TRIGGER \"runnel_needs_capture\" AFTER INSERT ON \"needs\""), std::string::npos)
+      << dry.output;
+  EXPECT_NE(dry.output.find("nothing applied"), std::string::npos) << dry.output;
+  EXPECT_EQ(dry.output.find("\nSELECT "), std::string::npos) << "only what changes the schema: " << dry.output;
+  EXPECT_FALSE(conn.Exec("SELECT to_regclass('runnel_needs_queue') IS NOT NULL", postgres::Params()).Get<bool>(0, 0))
+      << "a dry run changes nothing";
+
   auto migrate = Runnel({"migrate", "--pipeline", pipeline});
   ASSERT_EQ(migrate.exit_code, 0) << migrate.output;
   EXPECT_NE(migrate.output.find("installed statement-level capture trigger"), std::string::npos) << migrate.output;

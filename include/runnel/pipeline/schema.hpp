@@ -87,7 +87,11 @@ int32_t SchemaVersion(postgres::Connection& conn, const PipelineConfig& config);
 // processes at once (serialised by an advisory lock), all in one transaction. Returns
 // one line per change made (e.g. "created index runnel_needs_key on needs (id)").
 // Throws Error(InvalidInput) naming a missing table or column, DatabaseError otherwise.
-std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config);
+// With MigrateMode::kDryRun everything runs as usual in the transaction, which is then
+// rolled back: nothing changes (ObserveStatements shows what would run).
+enum class MigrateMode { kApply, kDryRun };
+std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config,
+                                 MigrateMode mode = MigrateMode::kApply);
 
 // What Unmigrate removes (existing objects only), one line each, without changing anything.
 std::vector<std::string> UnmigratePlan(postgres::Connection& conn, const PipelineConfig& config);

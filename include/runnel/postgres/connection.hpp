@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -195,6 +196,11 @@ class Connection {
 
   PGconn* raw() { return conn_.get(); }  // non-owning; stays valid while *this lives
 
+  // Calls `observer` with the SQL of each statement this connection runs, once it ran
+  // (with its $n placeholders; not COPY data): what `migrate --dry-run` shows. An empty
+  // function stops observing. Not for the hot path: one call per statement.
+  void ObserveStatements(std::function<void(std::string_view sql)> observer) { observer_ = std::move(observer); }
+
  private:
   Connection(PgConnPtr conn, std::string description) : conn_(std::move(conn)), description_(std::move(description)) {}
   Result Check(PGresult* raw, std::string_view sql);
@@ -202,6 +208,7 @@ class Connection {
   PgConnPtr conn_;
   std::string description_;
   std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
+  std::function<void(std::string_view)> observer_;
 };
 
 // BEGIN on construction; ROLLBACK on destruction unless committed. Destruction never
