@@ -19,6 +19,20 @@ std::string WindowStartSql(std::string_view seconds) {
       seconds);
 }
 
+// The current window's boundaries as ISO text columns window_start and resets_at
+// (NULL over all time), of the window `w.start` for a window of `seconds`.
+std::string WindowColumnsSql(std::string_view seconds) {
+  return fmt::format("CASE WHEN {0} > 0 THEN {1} END AS window_start, CASE WHEN {0} > 0 THEN {2} END AS resets_at",
+                     seconds, postgres::IsoTimestampSql("w.start"),
+                     postgres::IsoTimestampSql(fmt::format("(w.start + {} * interval '1 second')", seconds)));
+}
+
+// Reads WindowColumnsSql's columns from row 0 (empty over all time).
+void ReadWindow(const postgres::Result& r, std::string& window_start, std::string& resets_at) {
+  window_start = r.GetOptional<std::string>(0, r.ColumnIndex("window_start")).value_or("");
+  resets_at = r.GetOptional<std::string>(0, r.ColumnIndex("resets_at")).value_or("");
+}
+
 int64_t WindowSeconds(const PipelineConfig& config) {
   return static_cast<int64_t>(config.quota_window.count());
 }
@@ -48,21 +62,16 @@ Snapshot Read(postgres::Connection& conn, const PipelineConfig& config, const st
       clients.empty() ? fmt::format("SELECT client FROM {}", quota) : "SELECT DISTINCT unnest($1::text[]) AS client";
   // One row with the window even when there is no client (client NULL).
   const auto r = conn.Exec(
-      fmt::format("SELECT CASE WHEN $2::bigint > 0 THEN {} END AS window_start, CASE WHEN $2::bigint > 0 THEN {} END "
-                  "AS resets_at, c.client, COALESCE(CASE WHEN q.window_start >= w.start THEN q.requests END, 0) AS "
+      fmt::format("SELECT {}, c.client, COALESCE(CASE WHEN q.window_start >= w.start THEN q.requests END, 0) AS "
                   "requests FROM (SELECT {} AS start) w LEFT JOIN ({}) c ON true LEFT JOIN {} q ON q.client = "
                   "c.client ORDER BY c.client",
-                  postgres::IsoTimestampSql("w.start"),
-                  postgres::IsoTimestampSql("(w.start + $2::bigint * interval '1 second')"),
-                  WindowStartSql("$2::bigint"), who, quota),
+                  WindowColumnsSql("$2::bigint"), WindowStartSql("$2::bigint"), who, quota),
       Params()
           .AddArray(std::vector<std::optional<std::string>>(clients.begin(), clients.end()))
           .Add(WindowSeconds(config)));
-  const int start = r.ColumnIndex("window_start"), resets = r.ColumnIndex("resets_at"),
-            client = r.ColumnIndex("client"), requests = r.ColumnIndex("requests");
+  const int client = r.ColumnIndex("client"), requests = r.ColumnIndex("requests");
   Snapshot out;
-  out.window_start = r.GetOptional<std::string>(0, start).value_or("");
-  out.resets_at = r.GetOptional<std::string>(0, resets).value_or("");
+  ReadWindow(r, out.window_start, out.resets_at);
   for (int i = 0; i < r.rows(); ++i) {
     if (r.IsNull(i, client)) continue;
     out.clients.push_back({r.Get<std::string>(i, client), r.Get<int64_t>(i, requests)});
@@ -71,18 +80,15 @@ Snapshot Read(postgres::Connection& conn, const PipelineConfig& config, const st
 }
 
 Summary Summarize(postgres::Connection& conn, const PipelineConfig& config) {
-  const auto r = conn.Exec(
-      fmt::format("SELECT CASE WHEN $1::bigint > 0 THEN {} END AS window_start, CASE WHEN $1::bigint > 0 THEN {} END "
-                  "AS resets_at, count(q.client) AS clients, count(q.client) FILTER (WHERE q.requests >= $2) AS "
-                  "at_limit FROM (SELECT {} AS start) w LEFT JOIN {} q ON q.window_start >= w.start AND "
-                  "q.requests > 0 GROUP BY w.start",
-                  postgres::IsoTimestampSql("w.start"),
-                  postgres::IsoTimestampSql("(w.start + $1::bigint * interval '1 second')"),
-                  WindowStartSql("$1::bigint"), QuoteIdentifier(NamesFor(config).quota)),
-      Params().Add(WindowSeconds(config)).Add(config.quota_max_requests.value_or(0)));
+  const auto r =
+      conn.Exec(fmt::format("SELECT {}, count(q.client) AS clients, count(q.client) FILTER (WHERE q.requests >= $2) AS "
+                            "at_limit FROM (SELECT {} AS start) w LEFT JOIN {} q ON q.window_start >= w.start AND "
+                            "q.requests > 0 GROUP BY w.start",
+                            WindowColumnsSql("$1::bigint"), WindowStartSql("$1::bigint"),
+                            QuoteIdentifier(NamesFor(config).quota)),
+                Params().Add(WindowSeconds(config)).Add(config.quota_max_requests.value_or(0)));
   Summary out;
-  out.window_start = r.GetOptional<std::string>(0, r.ColumnIndex("window_start")).value_or("");
-  out.resets_at = r.GetOptional<std::string>(0, r.ColumnIndex("resets_at")).value_or("");
+  ReadWindow(r, out.window_start, out.resets_at);
   out.clients = r.Get<int64_t>(0, r.ColumnIndex("clients"));
   out.at_limit = r.Get<int64_t>(0, r.ColumnIndex("at_limit"));
   return out;
