@@ -1,4 +1,4 @@
-// `runnel migrate | unmigrate | run | load | status | retry`: the real-time pipeline against PostgreSQL.
+// `runnel migrate | unmigrate | run | load | status | retry | rescore`: the real-time pipeline against PostgreSQL.
 #include <signal.h>
 
 #include <fmt/format.h>
@@ -152,6 +152,33 @@ int PrintMigrationSql(postgres::Connection& conn, const pipeline::PipelineConfig
   return 0;
 }
 
+// rescore: prints a job's progress until it ends; 0 when it is done. Ctrl-C stops
+// watching only (the job goes on). Says once when nothing moves for 10 s.
+int FollowJob(postgres::Connection& conn, int64_t id) {
+  auto last_change = std::chrono::steady_clock::now();
+  std::tuple<int64_t, int64_t> last{-1, -1};
+  bool hinted = false;
+  for (;;) {
+    const auto job = pipeline::GetJob(conn, id);
+    if (!job) throw Error(ErrorCode::NotFound, fmt::format("job {} disappeared", id));
+    const auto now = std::chrono::steady_clock::now();
+    if (std::make_tuple(job->enqueued, job->served) != last || job->state != "running") {
+      last = {job->enqueued, job->served};
+      last_change = now;
+      fmt::print("job {}: {}, {} of {} served ({} handed to workers)\n", id, job->state, job->served, job->total,
+                 job->enqueued);
+    } else if (!hinted && now - last_change > std::chrono::seconds(10)) {
+      hinted = true;
+      fmt::print("job {}: no progress for 10 s: is `runnel run` serving this pipeline?\n", id);
+    }
+    if (job->state != "running") {
+      if (job->error) fmt::print("job {}: {}\n", id, *job->error);
+      return job->state == "done" ? 0 : 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
 // Lists what will be removed and asks for the pipeline's name on standard input.
 bool ConfirmByName(const std::string& name, const std::vector<std::string>& plan) {
   fmt::print("this removes, for pipeline {} (requests still queued are lost):\n", name);
@@ -176,7 +203,8 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   struct Args {
     std::string pipeline, db, model, http, http_token, http_token_file, input, delimiter = ",", columns, data_type,
                                                                                where, sqlstate;
-    bool loop = false, reverse = false, yes = false, dry_run = false;
+    bool loop = false, reverse = false, yes = false, dry_run = false, no_wait = false;
+    int64_t batch_size = 1000;
     bool insecure = false;
     size_t http_threads = 0, http_max_connections = 0, http_wait_slots = 0;
     std::string access_log, https_cert, https_key;
@@ -441,6 +469,24 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                         for (const auto& line : pipeline::Unmigrate(conn, config)) fmt::print("{}\n", line);
                         fmt::print("table {} and its rows are as they were\n", config.table);
                         return 0;
+                      }});
+
+  auto* rescore = root.add_subcommand(
+      "rescore", "Score existing rows again (a batch job, as POST /v1/pipelines/{p}/jobs) and follow its progress");
+  add_common(rescore);
+  rescore->add_option(
+      "--where", args->where,
+      "Only rows matching this filter, e.g. \"status is null\" or \"client_id = 7\" (docs/http-api.md)");
+  rescore->add_option("--batch-size", args->batch_size, "Rows handed to the workers per step (1..100000)");
+  rescore->add_flag("--no-wait", args->no_wait, "Print the job and return; it goes on in the serving processes");
+  commands.push_back({rescore, [args](CliContext& ctx) {
+                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
+                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
+                        const auto job = pipeline::CreateJob(conn, config, args->where, args->batch_size);
+                        fmt::print("job {}: {} row(s) to score{}; served by the pipeline's `runnel run` processes\n",
+                                   job.id, job.total, args->where.empty() ? "" : " where " + args->where);
+                        if (args->no_wait) return 0;
+                        return FollowJob(conn, job.id);
                       }});
 
   auto* retry = root.add_subcommand("retry", "Re-queue failed requests (once each) after fixing their cause");

@@ -211,6 +211,18 @@ TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   auto served = Runnel({"status", "--pipeline", pipeline});
   EXPECT_NE(served.output.find("queue 0"), std::string::npos) << served.output;
   EXPECT_NE(served.output.find("done 250, throttled 0, failed 0"), std::string::npos) << served.output;
+  // rescore starts a batch job and follows it while a `run` serves it.
+  auto rescore =
+      RunWithHome({"/bin/sh", "-c",
+                   "\"$0\" run --pipeline \"$1\" & run=$!; \"$0\" rescore --pipeline \"$1\" --where 'client_id = 1' "
+                   "--batch-size 20; status=$?; kill -INT $run; wait $run; exit $status",
+                   RUNNEL_BINARY, pipeline});
+  ASSERT_EQ(rescore.exit_code, 0) << rescore.output;
+  EXPECT_NE(rescore.output.find("job 1: 50 row(s) to score where client_id = 1"), std::string::npos) << rescore.output;
+  EXPECT_NE(rescore.output.find("job 1: done, 50 of 50 served"), std::string::npos) << rescore.output;
+  auto bad_filter = Runnel({"rescore", "--pipeline", pipeline, "--where", "nope = 1", "--no-wait"});
+  EXPECT_EQ(bad_filter.exit_code, 1) << bad_filter.output;
+  EXPECT_NE(bad_filter.output.find("nope"), std::string::npos) << bad_filter.output;
   // New requests continue after the largest key.
   auto again = Runnel({"load", "--pipeline", pipeline, "--rows", "1", "--seed", "7"});
   EXPECT_NE(again.output.find("inserted 1 rows from key 251"), std::string::npos) << again.output;
