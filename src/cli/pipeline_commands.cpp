@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <thread>
 #include <tuple>
 
@@ -25,6 +26,7 @@
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
 #include "runnel/postgres/connection.hpp"
+#include "runnel/registry/registry.hpp"
 #include "runnel/server/grants.hpp"
 #include "runnel/server/service.hpp"
 
@@ -118,12 +120,8 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
   const auto queue = pipeline::ReadQueueState(conn, config);
   c.queued = queue.requests;
   c.oldest_seconds = queue.oldest_seconds;
-  auto r = conn.Exec(
-      fmt::format("SELECT status, count(*) FROM {} GROUP BY status", postgres::QuoteIdentifier(names.results)),
-      postgres::Params());
-  for (int i = 0; i < r.rows(); ++i) {
-    const auto count = r.Get<int64_t>(i, 1);
-    switch (pipeline::ParseRequestStatus(r.Get<std::string>(i, 0)).value_or(pipeline::RequestStatus::kFailed)) {
+  for (const auto& [status, count] : pipeline::CountResults(conn, names)) {
+    switch (status) {
       case pipeline::RequestStatus::kDone: c.done = count; break;
       case pipeline::RequestStatus::kThrottled: c.throttled = count; break;
       case pipeline::RequestStatus::kFailed: c.failed = count; break;
@@ -177,6 +175,31 @@ int FollowJob(postgres::Connection& conn, int64_t id) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
+}
+
+// status without --pipeline: one line per pipeline in the database, then the processes
+// serving it (those that reported their models within 10 s) and the versions they serve.
+int PrintPipelines(postgres::Connection& conn) {
+  const auto pipelines = pipeline::ListPipelines(conn);
+  if (pipelines.empty()) fmt::print("no pipeline is installed in this database (`runnel migrate` installs one)\n");
+  using pipeline::RequestStatus;
+  for (const auto& p : pipelines) {
+    auto count = [&](RequestStatus s) { return p.results.contains(s) ? p.results.at(s) : 0; };
+    fmt::print(
+        "pipeline {} (schema {}): queue {} (oldest waiting {:.1f} s); done {}, throttled {}, failed {}, gone {}\n",
+        p.name, p.schema_version, p.queue.requests, p.queue.oldest_seconds, count(RequestStatus::kDone),
+        count(RequestStatus::kThrottled), count(RequestStatus::kFailed), count(RequestStatus::kGone));
+    std::map<std::string, std::vector<std::string>> by_process;
+    for (const auto& s : registry::ReadPipelineState(conn, p.name, 10.0)) {
+      by_process[s.process].push_back(
+          fmt::format("{}@v{}{}", s.name, s.version, s.data_type ? " (" + *s.data_type + ")" : std::string()));
+    }
+    if (by_process.empty()) fmt::print("  no process is serving it\n");
+    for (const auto& [process, models] : by_process) {
+      fmt::print("  served by {}: {}\n", process, fmt::join(models, ", "));
+    }
+  }
+  return 0;
 }
 
 // Lists what will be removed and asks for the pipeline's name on standard input.
@@ -427,11 +450,15 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
          return 0;
        }});
 
-  auto* status = root.add_subcommand("status", "Queue depth, served/throttled/failed counts and lag");
-  add_common(status);
+  auto* status = root.add_subcommand(
+      "status", "Queue depth, served/throttled/failed counts and lag; without --pipeline, every pipeline");
+  status->add_option("--pipeline", args->pipeline, "Pipeline TOML file (default: list every pipeline)")
+      ->check(CLI::ExistingFile);
+  status->add_option("--db", args->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
   commands.push_back({status, [args](CliContext& ctx) {
-                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
                         auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
+                        if (args->pipeline.empty()) return PrintPipelines(conn);
+                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
                         auto c = ReadCounts(conn, config);
                         fmt::print(
                             "pipeline {}: queue {} (oldest waiting {:.1f} s); done {}, throttled {}, failed {}{}\n",

@@ -16,7 +16,11 @@ using postgres::Params;
 using postgres::QuoteIdentifier;
 
 SchemaNames NamesFor(const PipelineConfig& config) {
-  const std::string prefix = "runnel_" + config.name;
+  return NamesFor(config.name);
+}
+
+SchemaNames NamesFor(std::string_view pipeline_name) {
+  const std::string prefix = "runnel_" + std::string(pipeline_name);
   return {prefix + "_queue",
           prefix + "_results",
           prefix + "_quota",
@@ -47,12 +51,47 @@ std::string KeyRangeSql(const std::string& key) {
   return fmt::format("int8range({k}, CASE WHEN {k} < 9223372036854775807 THEN {k} + 1 END)", fmt::arg("k", key));
 }
 
-QueueState ReadQueueState(postgres::Connection& conn, const PipelineConfig& config) {
+namespace {
+
+QueueState ReadQueue(postgres::Connection& conn, const SchemaNames& names) {
   auto r = conn.Exec(fmt::format("SELECT coalesce(sum(n), 0)::bigint, coalesce(extract(epoch FROM clock_timestamp() - "
                                  "min(enqueued_at)), 0)::float8 FROM {}",
-                                 QuoteIdentifier(NamesFor(config).queue)),
+                                 QuoteIdentifier(names.queue)),
                      Params());
   return {r.Get<int64_t>(0, 0), r.Get<double>(0, 1)};
+}
+
+}  // namespace
+
+QueueState ReadQueueState(postgres::Connection& conn, const PipelineConfig& config) {
+  return ReadQueue(conn, NamesFor(config));
+}
+
+std::map<RequestStatus, int64_t> CountResults(postgres::Connection& conn, const SchemaNames& names) {
+  auto r = conn.Exec(fmt::format("SELECT status, count(*) FROM {} GROUP BY status", QuoteIdentifier(names.results)),
+                     Params());
+  std::map<RequestStatus, int64_t> out;
+  for (int i = 0; i < r.rows(); ++i) {
+    out[ParseRequestStatus(r.Get<std::string>(i, 0)).value_or(RequestStatus::kFailed)] += r.Get<int64_t>(i, 1);
+  }
+  return out;
+}
+
+std::vector<InstalledPipeline> ListPipelines(postgres::Connection& conn) {
+  std::vector<InstalledPipeline> out;
+  if (!postgres::TableExists(conn, "runnel_migrations")) return out;
+  auto r =
+      conn.Exec("SELECT pipeline, max(version) FROM runnel_migrations GROUP BY pipeline ORDER BY pipeline", Params());
+  for (int i = 0; i < r.rows(); ++i) {
+    InstalledPipeline p;
+    p.name = r.Get<std::string>(i, 0);
+    p.schema_version = r.Get<int32_t>(i, 1);
+    const auto names = NamesFor(p.name);
+    if (postgres::TableExists(conn, names.queue)) p.queue = ReadQueue(conn, names);
+    if (postgres::TableExists(conn, names.results)) p.results = CountResults(conn, names);
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 int64_t UnclaimedRequests(postgres::Connection& conn, const PipelineConfig& config) {

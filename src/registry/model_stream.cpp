@@ -56,7 +56,16 @@ void ModelStream::Follow() {
 
 void ModelStream::Stop() {
   stop_.store(true);
-  if (thread_.joinable()) thread_.join();
+  if (!thread_.joinable()) return;
+  thread_.join();
+  // This process no longer serves: its model state goes (a process that dies instead
+  // drops out once its heartbeat is stale).
+  try {
+    registry::ReportState(*conn_, process_, config_.name, {});
+  } catch (const std::exception& e) {
+    if (options_.log)
+      options_.log(fmt::format("registry: could not withdraw this process's model state: {}", e.what()));
+  }
 }
 
 std::shared_ptr<const pipeline::ServingModel> ModelStream::Validate(postgres::Connection& conn,

@@ -233,12 +233,17 @@ void ReportState(postgres::Connection& conn, const std::string& process, const s
   tx.Commit();
 }
 
-std::vector<LoadedState> ReadState(postgres::Connection& conn, std::string_view name, double fresh_seconds) {
+namespace {
+
+// Fresh rows of runnel_model_state whose `column` (a constant: name or pipeline) is `value`.
+std::vector<LoadedState> ReadStateWhere(postgres::Connection& conn, std::string_view column, std::string_view value,
+                                        double fresh_seconds) {
   auto r = conn.Exec(
-      "SELECT process, pipeline, name, version, data_type, extract(epoch FROM loaded_at)::float8, invocations, rows, "
-      "total_ms, min_ms, max_ms FROM runnel_model_state "
-      "WHERE name = $1 AND heartbeat > clock_timestamp() - make_interval(secs => $2) ORDER BY version DESC, process",
-      Params().Add(name).Add(fresh_seconds));
+      fmt::format("SELECT process, pipeline, name, version, data_type, extract(epoch FROM loaded_at)::float8, "
+                  "invocations, rows, total_ms, min_ms, max_ms FROM runnel_model_state WHERE {} = $1 AND heartbeat > "
+                  "clock_timestamp() - make_interval(secs => $2) ORDER BY version DESC, process",
+                  column),
+      Params().Add(value).Add(fresh_seconds));
   std::vector<LoadedState> states;
   for (int i = 0; i < r.rows(); ++i) {
     LoadedState s;
@@ -256,6 +261,18 @@ std::vector<LoadedState> ReadState(postgres::Connection& conn, std::string_view 
     states.push_back(std::move(s));
   }
   return states;
+}
+
+}  // namespace
+
+std::vector<LoadedState> ReadState(postgres::Connection& conn, std::string_view name, double fresh_seconds) {
+  return ReadStateWhere(conn, "name", name, fresh_seconds);
+}
+
+std::vector<LoadedState> ReadPipelineState(postgres::Connection& conn, std::string_view pipeline,
+                                           double fresh_seconds) {
+  if (!postgres::TableExists(conn, "runnel_model_state")) return {};
+  return ReadStateWhere(conn, "pipeline", pipeline, fresh_seconds);
 }
 
 std::string ProcessId() {

@@ -215,11 +215,18 @@ TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   auto rescore =
       RunWithHome({"/bin/sh", "-c",
                    "\"$0\" run --pipeline \"$1\" & run=$!; \"$0\" rescore --pipeline \"$1\" --where 'client_id = 1' "
-                   "--batch-size 20; status=$?; kill -INT $run; wait $run; exit $status",
+                   "--batch-size 20; status=$?; \"$0\" status; kill -INT $run; wait $run; exit $status",
                    RUNNEL_BINARY, pipeline});
   ASSERT_EQ(rescore.exit_code, 0) << rescore.output;
   EXPECT_NE(rescore.output.find("job 1: 50 row(s) to score where client_id = 1"), std::string::npos) << rescore.output;
   EXPECT_NE(rescore.output.find("job 1: done, 50 of 50 served"), std::string::npos) << rescore.output;
+  // status without --pipeline: every pipeline, and the processes serving it.
+  EXPECT_NE(rescore.output.find("pipeline needs (schema 7): queue 0"), std::string::npos) << rescore.output;
+  EXPECT_NE(rescore.output.find("done 250, throttled 0, failed 0, gone 0"), std::string::npos) << rescore.output;
+  EXPECT_NE(rescore.output.find(": needs@v1\n"), std::string::npos)
+      << "the serving process and its model: " << rescore.output;
+  auto none_serving = Runnel({"status"});
+  EXPECT_NE(none_serving.output.find("no process is serving it"), std::string::npos) << none_serving.output;
   auto bad_filter = Runnel({"rescore", "--pipeline", pipeline, "--where", "nope = 1", "--no-wait"});
   EXPECT_EQ(bad_filter.exit_code, 1) << bad_filter.output;
   EXPECT_NE(bad_filter.output.find("nope"), std::string::npos) << bad_filter.output;

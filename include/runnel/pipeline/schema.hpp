@@ -24,9 +24,11 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runnel/pipeline/pipeline_config.hpp"
+#include "runnel/pipeline/request_status.hpp"
 #include "runnel/postgres/connection.hpp"
 
 namespace runnel::pipeline {
@@ -44,6 +46,7 @@ struct SchemaNames {
 };
 
 SchemaNames NamesFor(const PipelineConfig& config);
+SchemaNames NamesFor(std::string_view pipeline_name);
 
 inline constexpr int kSchemaVersion = 7;
 
@@ -67,6 +70,21 @@ struct QueueState {
 };
 // Throws DatabaseError.
 QueueState ReadQueueState(postgres::Connection& conn, const PipelineConfig& config);
+// The results table's rows by status (statuses it does not know count as failed).
+// Throws DatabaseError.
+std::map<RequestStatus, int64_t> CountResults(postgres::Connection& conn, const SchemaNames& names);
+
+// A pipeline installed in the database, as `runnel status` lists it.
+struct InstalledPipeline {
+  std::string name;
+  int32_t schema_version = 0;
+  QueueState queue;
+  std::map<RequestStatus, int64_t> results;
+};
+// Every pipeline in runnel_migrations, by name (none when nothing was migrated).
+// Throws DatabaseError.
+std::vector<InstalledPipeline> ListPipelines(postgres::Connection& conn);
+
 // Requests waiting that no worker is serving now (queue rows nobody has locked).
 // Throws DatabaseError.
 int64_t UnclaimedRequests(postgres::Connection& conn, const PipelineConfig& config);

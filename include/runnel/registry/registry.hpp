@@ -103,6 +103,9 @@ void ReportState(postgres::Connection& conn, const std::string& process, const s
                  const std::vector<LoadedState>& loaded);
 // Rows of `name` from processes that reported within `fresh_seconds`.
 std::vector<LoadedState> ReadState(postgres::Connection& conn, std::string_view name, double fresh_seconds);
+// Rows of the processes serving `pipeline` that reported within `fresh_seconds` (none
+// when the registry was never set up).
+std::vector<LoadedState> ReadPipelineState(postgres::Connection& conn, std::string_view pipeline, double fresh_seconds);
 
 // "host:pid" of this process.
 std::string ProcessId();
