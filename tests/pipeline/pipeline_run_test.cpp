@@ -757,6 +757,35 @@ TEST_F(PipelineRunTest, UnmigrateLeavesTheTableAsItWasAndMigrateAgainStartsClean
   EXPECT_EQ(Serve(config, SmallModel(), 1).done, 1u) << "a fresh quota: the first request of client 1";
 }
 
+TEST_F(PipelineRunTest, APartitionedSourceIsServedIncludingAPartitionAttachedWhileServing) {
+  conn_->Exec(
+      "DROP TABLE needs; CREATE TABLE needs (id integer, age integer, gender integer, family_members integer, "
+      "financial_education real, risk_propensity real, income real, wealth real, income_investment integer, "
+      "accumulation_investment integer, financial_status real, client_id integer) PARTITION BY RANGE (id); "
+      "CREATE TABLE needs_1 PARTITION OF needs FOR VALUES FROM (1) TO (1000); "
+      "CREATE TABLE needs_2 PARTITION OF needs FOR VALUES FROM (1000) TO (2000)");
+  const auto config = WithUpdates(Config(1000000));
+  Migrate(*conn_, config);
+  Insert({Row(1, 1), Row(999, 1), Row(1000, 2), Row(1500, 2)});
+  EXPECT_EQ(Serve(config, SmallModel(), 2).done, 4u);
+  // A partition attached while serving: its new rows are requests like any other.
+  conn_->Exec("CREATE TABLE needs_3 (LIKE needs)");
+  conn_->Exec("ALTER TABLE needs ATTACH PARTITION needs_3 FOR VALUES FROM (2000) TO (3000)");
+  Insert({Row(2000, 3), Row(2999, 3), Row(5, 1)});
+  conn_->Exec("UPDATE needs SET wealth = 400 WHERE id IN (1, 2000)");  // updates in two partitions
+  auto summary = Serve(config, SmallModel(), 2);
+  // Keys 2000, 2999, 5 inserted and 1, 2000 updated: 2000's insert and update are one
+  // request when one batch claims both.
+  EXPECT_GE(summary.done, 4u);
+  EXPECT_LE(summary.done, 5u);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 7);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE financial_status IS NULL OR "
+                  "abs(financial_status - 0.5 * ln(wealth)) > 1e-4"),
+            0)
+      << "every row, in every partition, written back from its latest inputs";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+}
+
 TEST_F(PipelineRunTest, AKeyCapturedAgainIsServedAgainWithItsResultReplaced) {
   auto config = Config(1000);
   Migrate(*conn_, config);
