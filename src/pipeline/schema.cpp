@@ -21,15 +21,10 @@ SchemaNames NamesFor(const PipelineConfig& config) {
 
 SchemaNames NamesFor(std::string_view pipeline_name) {
   const std::string prefix = "runnel_" + std::string(pipeline_name);
-  return {prefix + "_queue",
-          prefix + "_results",
-          prefix + "_quota",
-          prefix + "_recommendations",
-          prefix + "_capture",
-          prefix + "_capture",
-          prefix,
-          prefix + "_events",
-          prefix + "_served"};
+  return {prefix + "_queue",           prefix + "_results",        prefix + "_quota",
+          prefix + "_recommendations", prefix + "_capture",        prefix + "_capture",
+          prefix + "_capture_update",  prefix + "_capture_update", prefix,
+          prefix + "_events",          prefix + "_served"};
 }
 
 int64_t QueueChunk(const PipelineConfig& config) {
@@ -350,8 +345,8 @@ std::optional<std::string> InstallCapture(postgres::Connection& conn, const Pipe
 std::optional<std::string> InstallUpdateCapture(postgres::Connection& conn, const PipelineConfig& config,
                                                 const SchemaNames& names) {
   const std::string table = QuoteIdentifier(config.table);
-  const std::string trigger = names.trigger + "_update";
-  const std::string function = names.capture_function + "_update";
+  const std::string& trigger = names.update_trigger;
+  const std::string& function = names.update_function;
   const auto existing = conn.Exec(
       "SELECT coalesce(obj_description(oid, 'pg_trigger'), '') FROM pg_trigger WHERE tgname = $1 AND tgrelid = "
       "to_regclass($2)",
@@ -435,7 +430,7 @@ std::vector<InstalledObject> InstalledObjects(postgres::Connection& conn, const 
     return conn.Exec(sql, Params().Add(name)).Get<bool>(0, 0);
   };
   const bool source = postgres::TableExists(conn, config.table);
-  for (const auto& trigger : {names.trigger, names.trigger + "_update"}) {
+  for (const auto& trigger : {names.trigger, names.update_trigger}) {
     if (source && conn.Exec("SELECT count(*) > 0 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
                             Params().Add(trigger).Add(QuoteIdentifier(config.table)))
                       .Get<bool>(0, 0)) {
@@ -443,7 +438,7 @@ std::vector<InstalledObject> InstalledObjects(postgres::Connection& conn, const 
                      fmt::format("DROP TRIGGER {} ON {}", QuoteIdentifier(trigger), QuoteIdentifier(config.table))});
     }
   }
-  for (const auto& function : {names.capture_function, names.capture_function + "_update"}) {
+  for (const auto& function : {names.capture_function, names.update_function}) {
     if (exists("SELECT to_regproc($1) IS NOT NULL", QuoteIdentifier(function))) {
       out.push_back({"function " + function, fmt::format("DROP FUNCTION {}()", QuoteIdentifier(function))});
     }

@@ -40,6 +40,8 @@ struct SchemaNames {
   std::string recommendations;
   std::string capture_function;
   std::string trigger;
+  std::string update_function;  // update capture ([capture] on has "update")
+  std::string update_trigger;
   std::string channel;         // NOTIFY channel of queue mode
   std::string events;          // one row per committed batch: the keys it served (schema v5)
   std::string served_channel;  // NOTIFY channel carrying the served keys, for SQL clients
