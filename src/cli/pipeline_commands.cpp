@@ -136,6 +136,10 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
 // run in a transaction that is rolled back (reads and locks are left out).
 int PrintMigrationSql(postgres::Connection& conn, const pipeline::PipelineConfig& config) {
   std::vector<std::string> statements;
+  struct StopObserving {  // also when Migrate throws: the observer refers to `statements`
+    postgres::Connection& conn;
+    ~StopObserving() { conn.ObserveStatements({}); }
+  } stop{conn};
   conn.ObserveStatements([&](std::string_view sql) {
     static constexpr std::string_view kChanging[] = {"CREATE ", "ALTER ", "DROP ", "INSERT ", "UPDATE ", "COMMENT "};
     for (auto prefix : kChanging) {
@@ -143,7 +147,6 @@ int PrintMigrationSql(postgres::Connection& conn, const pipeline::PipelineConfig
     }
   });
   const auto changes = pipeline::Migrate(conn, config, pipeline::MigrateMode::kDryRun);
-  conn.ObserveStatements({});
   for (const auto& sql : statements) fmt::print("{};\n", sql);
   fmt::print("-- dry run: {} change(s) described, nothing applied{}\n", changes.size(),
              changes.empty() ? " (the pipeline is up to date)" : "");
