@@ -1,6 +1,7 @@
 #include "runnel/pipeline/load.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -71,10 +72,14 @@ std::optional<std::string> QuotaWarning(postgres::Connection& conn, const Pipeli
   if (!config.quota_max_requests || config.client_column.empty()) return std::nullopt;
   std::map<int64_t, int64_t> used;
   if (postgres::TableExists(conn, NamesFor(config).quota)) {
-    // runnel load names its clients 1..clients.
-    std::vector<std::string> clients;
-    for (int64_t c = 1; c <= options.clients; ++c) clients.push_back(std::to_string(c));
-    for (const auto& c : quota::Read(conn, config, clients).clients) used[std::stoll(c.client)] = c.requests;
+    // runnel load names its clients 1..clients. Every counter is read (as many as the
+    // table holds), not one per client asked for: --clients may be any number.
+    for (const auto& c : quota::Read(conn, config, {}).clients) {
+      int64_t client = 0;
+      const char* end = c.client.data() + c.client.size();
+      auto [stop, ec] = std::from_chars(c.client.data(), end, client);
+      if (ec == std::errc() && stop == end && client >= 1 && client <= options.clients) used[client] = c.requests;
+    }
   }
   const int64_t throttled = ThrottledByLoad(options.rows, options.clients, *config.quota_max_requests, used);
   if (throttled == 0) return std::nullopt;
