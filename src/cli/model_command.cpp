@@ -41,9 +41,10 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
                  "Wait (--wait=SECONDS, default 60) for the serving processes' verdict: exit 1 with the reason "
                  "when they reject the version or none answers in time");
   commands.push_back({push, [reg, push](CliContext& ctx) {
+                        const std::string bytes = ReadFileBytes(reg->file);
                         registry::PushRequest request;
                         request.name = reg->name;
-                        request.bytes = ReadFileBytes(reg->file);
+                        request.bytes = bytes;
                         request.description = reg->description;
                         if (push->count("--data-type") > 0) request.data_type = reg->data_type;
                         // Check it here too: a file this process cannot load is refused

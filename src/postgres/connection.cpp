@@ -464,13 +464,21 @@ Result Connection::ExecPrepared(const std::string& sql, const Params& params) {
 }
 
 int64_t Connection::CopyIn(std::string_view sql, std::string_view data) {
+  const std::string_view pieces[] = {data};
+  return CopyIn(sql, pieces);
+}
+
+int64_t Connection::CopyIn(std::string_view sql, std::span<const std::string_view> pieces) {
   Check(PQexec(conn_.get(), std::string(sql).c_str()), sql);  // PGRES_COPY_IN
   // Large payloads go in pieces: libpq buffers each call.
   constexpr size_t kChunk = 1 << 20;
-  for (size_t at = 0; at < data.size(); at += kChunk) {
-    const size_t n = std::min(kChunk, data.size() - at);
-    if (PQputCopyData(conn_.get(), data.data() + at, static_cast<int>(n)) != 1) {
-      throw DatabaseError(fmt::format("COPY: {}", Trimmed(PQerrorMessage(conn_.get()))), IsOpen() ? "XX000" : "08006");
+  for (const std::string_view data : pieces) {
+    for (size_t at = 0; at < data.size(); at += kChunk) {
+      const size_t n = std::min(kChunk, data.size() - at);
+      if (PQputCopyData(conn_.get(), data.data() + at, static_cast<int>(n)) != 1) {
+        throw DatabaseError(fmt::format("COPY: {}", Trimmed(PQerrorMessage(conn_.get()))),
+                            IsOpen() ? "XX000" : "08006");
+      }
     }
   }
   if (PQputCopyEnd(conn_.get(), nullptr) != 1) {

@@ -34,9 +34,10 @@ void ModelStream::Start() {
   MigrateRegistry(*conn_);
   conn_->Exec("LISTEN runnel_models");
   if (config_.model_path) {
+    const std::string bytes = ReadFileBytes(*config_.model_path, "the model file");
     PushRequest seed;
     seed.name = config_.model_name;
-    seed.bytes = ReadFileBytes(*config_.model_path, "the model file");
+    seed.bytes = bytes;
     seed.description = fmt::format("seeded from {}", config_.model_path->filename().string());
     if (auto added = PushIfEmpty(*conn_, seed)) {
       if (options_.log)

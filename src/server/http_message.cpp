@@ -1,8 +1,16 @@
 #include "runnel/server/http_message.hpp"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "runnel/core/error.hpp"
 
 namespace runnel::server {
 
@@ -12,6 +20,32 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
          });
+}
+
+BodyFile::BodyFile(int fd, size_t size) : fd_(fd), size_(size) {
+  if (size_ == 0) return;
+  data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+  if (data_ == MAP_FAILED) {
+    const int err = errno;
+    data_ = nullptr;
+    ::close(fd_);
+    throw Error(ErrorCode::Io, fmt::format("cannot map a spooled body of {} bytes: {}", size, std::strerror(err)));
+  }
+}
+
+BodyFile::~BodyFile() {
+  if (data_ != nullptr) ::munmap(data_, size_);
+  ::close(fd_);
+}
+
+int BodyFile::OpenSpool(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd;
+  // A file system without O_TMPFILE: a named file, unlinked before anyone could use it.
+  std::string path = dir + "/runnel-body-XXXXXX";
+  fd = ::mkostemp(path.data(), O_CLOEXEC);
+  if (fd >= 0) ::unlink(path.c_str());
+  return fd;
 }
 
 std::optional<std::string_view> HttpRequest::Header(std::string_view name) const {

@@ -118,6 +118,8 @@ TransportLimits LimitsOf(const HttpOptions& o) {
   limits.max_header_count = o.max_header_count;
   limits.max_body_bytes = o.max_body_bytes;
   limits.max_request_memory = o.max_request_memory;
+  limits.spool_dir = o.spool_dir;
+  limits.max_spool_bytes = o.max_spool_bytes;
   return limits;
 }
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
@@ -12,6 +13,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <limits>
 #include <thread>
@@ -68,6 +72,12 @@ class Slots {
   std::atomic<size_t> used_{0};
 };
 
+std::string SpoolDir(const std::string& configured) {
+  if (!configured.empty()) return configured;
+  const char* tmp = std::getenv("TMPDIR");
+  return tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+}
+
 std::string Message(int status, const std::string& text) {
   HttpResponse res;
   ReplyError(res, {status, text});
@@ -84,6 +94,8 @@ struct HttpTransport::Impl {
         authorize(std::move(a)),
         access_log(std::move(log)),
         memory(l.max_request_memory),
+        spool(l.max_spool_bytes),
+        spool_dir(SpoolDir(l.spool_dir)),
         connections(l.max_connections),
         waits(l.wait_slots),
         handler_pool(l.handler_threads),
@@ -95,6 +107,8 @@ struct HttpTransport::Impl {
   Authorizer authorize;
   std::shared_ptr<spdlog::logger> access_log;
   MemoryBudget memory;
+  MemoryBudget spool;  // bytes in spooled bodies (disk)
+  const std::string spool_dir;
   Slots connections;
   Slots waits;
   // Sessions hold a plain pointer to this object: the io_context below destroys the
@@ -158,6 +172,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     std::string target;
     Clock::time_point started;
     size_t reserved = 0;  // request memory
+    size_t spooled = 0;   // spool space
     bool wait_slot = false;
     bool keep_alive = false;
   };
@@ -173,6 +188,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream_); }
 
   void ReadHead() {
+    spool_parser_.reset();
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(t_->limits.max_header_bytes));
     // The route's limit is set once the head names the route (AdmitBody); until then
@@ -251,7 +267,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       return Fail(413, fmt::format("the body ({} bytes) is larger than the {} bytes {} accepts", *length, limit,
                                    ex_->route->name));
     }
-    if (length && !Reserve(*length)) return Busy("request memory");
+    const bool spool = ex_->route->options.spool_body;
+    if (length && spool && !ReserveSpool(*length)) return Busy("bodies being spooled");
+    if (length && !spool && !Reserve(*length)) return Busy("request memory");
     const Lane lane = ex_->route->LaneFor(ex_->request);
     if (lane == Lane::kWait) {
       if (!t_->waits.TryTake()) return Busy("requests waiting for results");
@@ -259,6 +277,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     }
     parser_->body_limit(limit);
     if (parser_->is_done()) return Dispatch();
+    if (spool && !StartSpool(limit)) return;
     const auto expect = ex_->request.Header("Expect");
     if (expect && EqualsIgnoreCase(*expect, "100-continue")) {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -279,32 +298,91 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     return true;
   }
 
+  bool ReserveSpool(size_t bytes) {
+    if (!t_->spool.TryReserve(bytes)) return false;
+    ex_->spooled += bytes;
+    return true;
+  }
+
+  // Moves the body's parsing to a parser that writes it to an unnamed temporary file.
+  // False when that file cannot be made (answered 500).
+  bool StartSpool(uint64_t limit) {
+    const int fd = BodyFile::OpenSpool(t_->spool_dir);
+    if (fd < 0) {
+      spdlog::error("http: cannot create a temporary file in {} for a {} body: {}", t_->spool_dir, ex_->route->name,
+                    std::strerror(errno));
+      Fail(500, "cannot store the body: no temporary file");
+      return false;
+    }
+    beast::file file;
+    file.native_handle(fd);
+    spool_parser_.emplace(std::move(*parser_));
+    beast::error_code ec;
+    spool_parser_->get().body().reset(std::move(file), ec);
+    spool_parser_->body_limit(limit);
+    return true;
+  }
+
+  bool BodyDone() const { return spool_parser_ ? spool_parser_->is_done() : parser_->is_done(); }
+
   void ReadBody() {
     if (body_deadline_ == Clock::time_point{}) {
       body_deadline_ = Clock::now() + t_->limits.body_timeout;
       Tcp().expires_at(body_deadline_);
     }
-    http::async_read_some(stream_, buffer_, *parser_,
-                          beast::bind_front_handler(&Session::OnBody, this->shared_from_this()));
+    auto on_body = beast::bind_front_handler(&Session::OnBody, this->shared_from_this());
+    if (spool_parser_) return http::async_read_some(stream_, buffer_, *spool_parser_, std::move(on_body));
+    http::async_read_some(stream_, buffer_, *parser_, std::move(on_body));
+  }
+
+  // Bytes of body read so far.
+  size_t BodySize() {
+    if (!spool_parser_) return parser_->get().body().size();
+    beast::error_code ec;
+    const auto size = spool_parser_->get().body().file().size(ec);
+    return ec ? 0 : static_cast<size_t>(size);
   }
 
   void OnBody(beast::error_code ec, size_t) {
     if (ec == http::error::body_limit) {
-      return Fail(413, fmt::format("the body is larger than the {} bytes {} accepts", parser_->get().body().size(),
-                                   ex_->route->name));
+      return Fail(413, fmt::format("the body is larger than the {} bytes {} accepts", BodySize(), ex_->route->name));
     }
     if (ec == beast::error::timeout) return Fail(408, "the body was not received in time");
     if (ec) return Abandon();
     // Chunked bodies grow with no size declared: reserve as they grow.
-    const size_t size = parser_->get().body().size();
-    if (size > ex_->reserved && !Reserve(size - ex_->reserved)) return Busy("request memory");
-    if (!parser_->is_done()) return ReadBody();
+    const size_t size = BodySize();
+    if (spool_parser_) {
+      if (size > ex_->spooled && !ReserveSpool(size - ex_->spooled)) return Busy("bodies being spooled");
+    } else if (size > ex_->reserved && !Reserve(size - ex_->reserved)) {
+      return Busy("request memory");
+    }
+    if (!BodyDone()) return ReadBody();
     Dispatch();
+  }
+
+  // The spooled body as a mapped file, or false (answered) when it cannot be.
+  bool TakeSpooledBody() {
+    auto& file = spool_parser_->get().body().file();
+    const size_t size = BodySize();
+    const int fd = ::dup(file.native_handle());
+    try {
+      if (fd < 0) throw Error(ErrorCode::Io, fmt::format("dup: {}", std::strerror(errno)));
+      ex_->request.body_file = std::make_shared<const BodyFile>(fd, size);
+    } catch (const Error& e) {
+      spdlog::error("http: a spooled {} body: {}", ex_->route->name, e.what());
+      Fail(500, "cannot read the stored body");
+      return false;
+    }
+    return true;  // spool_parser_ stays (BodyDone) until the next head; its descriptor is closed then
   }
 
   void Dispatch() {
     body_deadline_ = {};
-    ex_->request.body = std::move(parser_->get().body());
+    if (spool_parser_) {
+      if (!TakeSpooledBody()) return;
+    } else {
+      ex_->request.body = std::move(parser_->get().body());
+    }
     Tcp().expires_never();  // the handler may take long (?wait): no socket deadline meanwhile
     const Lane lane = ex_->route->LaneFor(ex_->request);
     auto run = [self = this->shared_from_this()] {
@@ -376,7 +454,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   }
 
   void Finish(const HttpError& error) {
-    if (!parser_->is_done()) ex_->keep_alive = false;  // an unread body: close after the reply
+    if (!BodyDone()) ex_->keep_alive = false;  // an unread body: close after the reply
     ReplyError(ex_->response, error);
     Write();
   }
@@ -417,6 +495,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   void Done() {
     if (!ex_) return;
     t_->memory.Release(ex_->reserved);
+    t_->spool.Release(ex_->spooled);
     if (ex_->wait_slot) t_->waits.Give();
     t_->in_flight.fetch_sub(1);
     ex_.reset();
@@ -552,6 +631,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   ImplPtr t_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::request_parser<http::file_body>> spool_parser_;  // set while a body is spooled
   std::optional<http::response<http::string_body>> response_;
   std::unique_ptr<Exchange> ex_;
   std::string client_;

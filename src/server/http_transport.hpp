@@ -5,7 +5,9 @@
 // never a thread:
 //   - one deadline for the idle time plus the whole request head, one for the body;
 //   - the head's size and header count; each route's body size (chunked included,
-//     refused before it is exceeded in memory); all bodies in flight together;
+//     refused before it is exceeded in memory); all bodies in flight together (the
+//     bodies of spooling routes, model pushes, go to a temporary file instead, under a
+//     budget of their own);
 //   - connections (the excess are answered 503 and closed at once) and concurrent
 //     waits (the excess 503 with Retry-After).
 // Authorization and routing happen once the head is read, before any body is read.
@@ -41,6 +43,10 @@ struct TransportLimits {
   size_t max_header_count = 100;
   size_t max_body_bytes = 64 << 20;        // per request, unless the route says otherwise
   size_t max_request_memory = 1ull << 30;  // all bodies being read or handled
+  // Bodies of spooling routes (RouteOptions::spool_body) go to unnamed files in this
+  // directory (empty: $TMPDIR, else /tmp), at most this many bytes together.
+  std::string spool_dir;
+  size_t max_spool_bytes = 4ull << 30;
 };
 
 // Sets `req.access`, or returns the error to answer instead of running the route

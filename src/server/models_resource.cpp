@@ -91,16 +91,17 @@ json ModelJson(postgres::Connection& conn, const std::string& name, bool with_ve
   return out;
 }
 
-// The model and its metadata from a raw body (headers) or multipart/form-data.
+// The model and its metadata from a raw body (headers) or multipart/form-data; the
+// bytes are views into the request's body (a mapped file when the transport spooled it).
 registry::PushRequest ReadPush(const HttpRequest& req, const std::string& name) {
   registry::PushRequest push;
   push.name = name;
   const std::string_view type = req.HeaderOr("Content-Type");
   if (type.starts_with("multipart/form-data")) {
     bool has_file = false;
-    for (const auto& part : ParseMultipart(req.body, type)) {
+    for (const auto& part : ParseMultipart(req.Body(), type)) {
       if (part.name == "file") {
-        push.bytes = std::string(part.content);
+        push.bytes = part.content;
         has_file = true;
       } else if (part.name == "description") {
         push.description = std::string(part.content);
@@ -110,7 +111,7 @@ registry::PushRequest ReadPush(const HttpRequest& req, const std::string& name) 
     }
     if (!has_file) throw HttpError{422, "multipart upload without a 'file' part"};
   } else {
-    push.bytes = req.body;
+    push.bytes = req.Body();
     push.description = std::string(req.HeaderOr("X-Model-Description"));
     if (auto data_type = req.Header("X-Model-Data-Type")) push.data_type = std::string(*data_type);
   }
@@ -180,6 +181,7 @@ void AddModelRoutes(Router& router, Api& api) {
   // A push always waits for the serving processes' verdict: the wait lane.
   RouteOptions put;
   put.max_body_bytes = api.options.max_model_bytes;
+  put.spool_body = true;  // models may be large: never held whole in memory here
   put.lane = Lane::kWait;
   router.Add("PUT", "/v1/models/{name}", Bind(resource, &ModelsResource::Put), put);
   router.Add("POST", "/v1/models/{name}/rollback", Bind(resource, &ModelsResource::Rollback));

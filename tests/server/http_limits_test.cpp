@@ -238,6 +238,65 @@ TEST_F(HttpLimitsTest, BodiesOverTheLimitAreRefusedBeforeTheyAreHeldWhateverThei
   EXPECT_EQ(client_->Post("/v1/pipelines/needs/requests", kRecord, "application/json")->status, 202);
 }
 
+// Sends `body` as a chunked PUT of a model, 256 KiB per chunk; returns the reply.
+std::string PutChunked(int port, const std::string& path, std::string_view type, std::string_view body) {
+  RawConnection c(port);
+  EXPECT_TRUE(
+      c.Send(fmt::format("PUT {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: "
+                         "{}\r\n\r\n",
+                         path, type)));
+  constexpr size_t kChunk = 256 << 10;
+  for (size_t at = 0; at < body.size(); at += kChunk) {
+    const auto piece = body.substr(at, kChunk);
+    if (!c.Send(fmt::format("{:x}\r\n", piece.size())) || !c.Send(piece) || !c.Send("\r\n")) break;
+  }
+  c.Send("0\r\n\r\n");
+  return c.ReadResponse(std::chrono::seconds(30));
+}
+
+TEST_F(HttpLimitsTest, ModelPushesGoToATemporaryFileNotToRequestMemory) {
+  HttpOptions http;
+  http.max_request_memory = 1 << 20;  // bodies held in memory: 1 MiB together
+  http.max_model_bytes = 100 << 20;
+  http.max_spool_bytes = 40 << 20;
+  http.spool_dir = dir_.path().string();
+  Start(Config(), http);
+  // 24 MiB, chunked (no size declared), 24 times the request memory: stored whole and
+  // intact in the registry (then rejected: it is not a model), never a 503.
+  std::string junk(24 << 20, '\0');
+  for (size_t i = 0; i < junk.size(); ++i) junk[i] = static_cast<char>((i * 2654435761u) >> 13);
+  auto reply = PutChunked(port_, "/v1/models/needs", "application/octet-stream", junk);
+  EXPECT_EQ(StatusOf(reply), 422) << reply.substr(0, 400);
+  auto stored = conn_->Exec(
+      "SELECT octet_length(bytes)::bigint, md5(bytes) = md5($1::bytea), status FROM runnel_models "
+      "WHERE name = 'needs' ORDER BY version DESC LIMIT 1",
+      Params().AddBytes(junk));
+  EXPECT_EQ(stored.Get<int64_t>(0, 0), static_cast<int64_t>(junk.size()));
+  EXPECT_TRUE(stored.Get<bool>(0, 1)) << "the stored bytes differ from those sent";
+  EXPECT_EQ(stored.Get<std::string>(0, 2), "rejected");
+  // A real model as multipart, chunked, through the same file: served.
+  const std::string model = ReadFileBytes(WriteModel("v2.h5", 0.9f));
+  const std::string multipart =
+      "--XyZ\r\nContent-Disposition: form-data; name=\"description\"\r\n\r\nspooled\r\n"
+      "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"v2.h5\"\r\n\r\n" +
+      model + "\r\n--XyZ--\r\n";
+  reply = PutChunked(port_, "/v1/models/needs", "multipart/form-data; boundary=XyZ", multipart);
+  EXPECT_EQ(StatusOf(reply), 201) << reply.substr(0, 400);
+  EXPECT_NE(reply.find("\"status\":\"ready\""), std::string::npos) << reply;
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_models WHERE description = 'spooled' AND status = 'ready'"), 1);
+  // The spool's own budget: a declared 64 MiB (within the model limit) is more than
+  // the 40 MiB it has: 503 at once, before the body.
+  RawConnection declared(port_);
+  ASSERT_TRUE(declared.Send(
+      "PUT /v1/models/needs HTTP/1.1\r\nHost: x\r\nContent-Length: 67108864\r\nExpect: 100-continue\r\n\r\n"));
+  reply = declared.ReadResponse(std::chrono::seconds(5));
+  EXPECT_EQ(StatusOf(reply), 503) << reply;
+  EXPECT_NE(reply.find("bodies being spooled"), std::string::npos) << reply;
+  // The first push's 24 MiB were given back: another fits in the 40.
+  reply = PutChunked(port_, "/v1/models/needs", "application/octet-stream", junk);
+  EXPECT_EQ(StatusOf(reply), 422) << reply.substr(0, 400);
+}
+
 TEST_F(HttpLimitsTest, HeaderFloodsAreRefusedWithoutBeingBuffered) {
   Start(Config());
   {

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -176,6 +177,9 @@ class Connection {
   // Runs `COPY ... FROM STDIN` and sends `data` (COPY text format). Returns the rows
   // copied. Throws DatabaseError; the rows are then not copied.
   int64_t CopyIn(std::string_view sql, std::string_view data);
+  // As CopyIn, the data being the concatenation of `pieces`, sent in 1 MiB chunks as
+  // they are (nothing is copied whole): a binary COPY of one large value.
+  int64_t CopyIn(std::string_view sql, std::span<const std::string_view> pieces);
 
   // Whether the connection to the server is still usable.
   bool IsOpen() const { return PQstatus(conn_.get()) == CONNECTION_OK; }

@@ -46,8 +46,8 @@ struct ModelVersion {
 };
 
 struct PushRequest {
-  std::string name;  // 1..100 characters
-  std::string bytes;
+  std::string name;        // 1..100 characters
+  std::string_view bytes;  // the model file; the caller keeps it alive during Push
   std::string description;
   std::optional<std::string> data_type;
 };

@@ -33,12 +33,38 @@ struct Access {
   std::string key_id;  // for the access log; empty for the token or no authentication
 };
 
+// A request body the transport wrote to an unnamed temporary file as it arrived
+// (routes with RouteOptions::spool_body: model pushes), mapped read-only: its pages
+// are the file's, not the process's heap. Owns the descriptor and the mapping.
+// Thread safety: immutable after construction.
+class BodyFile {
+ public:
+  // Takes `fd` (open for reading, `size` bytes long). Throws Error(Io) when it
+  // cannot be mapped.
+  BodyFile(int fd, size_t size);
+  ~BodyFile();
+  BodyFile(const BodyFile&) = delete;
+  BodyFile& operator=(const BodyFile&) = delete;
+
+  // An unnamed read-write file in `dir` (O_TMPFILE; else created and unlinked at once).
+  // Returns its descriptor, or -1 with errno set.
+  static int OpenSpool(const std::string& dir);
+
+  std::string_view View() const { return {static_cast<const char*>(data_), size_}; }
+
+ private:
+  int fd_;
+  size_t size_;
+  void* data_ = nullptr;
+};
+
 struct HttpRequest {
   std::string method;  // "GET", "POST", ...
   std::string path;    // percent-decoded, without the query
   Fields query;        // decoded, in order
   Fields headers;      // names as sent
-  std::string body;
+  std::string body;    // empty when spooled
+  std::shared_ptr<const BodyFile> body_file;  // set instead of `body` on a spooling route
   std::string client;  // the peer's address, for the access log
   Access access;       // set by the authorizer before the handler runs
 
@@ -47,6 +73,8 @@ struct HttpRequest {
   std::string_view HeaderOr(std::string_view name, std::string_view fallback = "") const;
   // The first query parameter of that name, if any.
   std::optional<std::string_view> Query(std::string_view name) const;
+  // The body, wherever it is.
+  std::string_view Body() const { return body_file ? body_file->View() : std::string_view(body); }
 };
 
 // Where a streamed response's body goes (Server-Sent Events): the transport's end of

@@ -43,6 +43,10 @@ struct HttpOptions {
   size_t max_body_bytes = 64 << 20;        // a request's body (model pushes: max_model_bytes)
   size_t max_model_bytes = 0;              // 0: model::MaxModelBytes() (RUNNEL_MAX_MODEL_BYTES)
   size_t max_request_memory = 1ull << 30;  // all bodies in flight together
+  // Model pushes are written to unnamed files here as they arrive (empty: $TMPDIR,
+  // else /tmp), at most this many bytes together.
+  std::string spool_dir;
+  size_t max_spool_bytes = 4ull << 30;
   int max_wait_ms = 60000;                 // cap on ?wait=
   size_t ingest_threads = 1;               // group-commit inserters
   std::string access_log;                  // a file to append one line per response to; "-": stderr

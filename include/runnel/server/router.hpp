@@ -28,6 +28,9 @@ enum class Lane { kInline, kHandler, kWait };
 
 struct RouteOptions {
   size_t max_body_bytes = 0;  // 0: the transport's default
+  // The body goes to a temporary file as it arrives (HttpRequest::body_file), never
+  // whole into memory: for bodies larger than request memory should hold (models).
+  bool spool_body = false;
   Lane lane = Lane::kHandler;
   bool wait_on_query = false;  // kWait when the request has ?wait=
   // Otherwise kInline when the body is at most this long (0: never): the handler only
