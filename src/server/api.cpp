@@ -38,6 +38,7 @@ ColumnKind KindOf(const std::string& type) {
   if (type == "double precision" || type == "real" || type.starts_with("numeric")) return ColumnKind::kNumber;
   if (type == "text" || type.starts_with("character")) return ColumnKind::kText;
   if (type == "boolean") return ColumnKind::kBool;
+  if (type == "json" || type == "jsonb") return ColumnKind::kJson;  // any JSON value, documents included
   return ColumnKind::kOther;
 }
 

@@ -24,7 +24,7 @@
 
 namespace runnel::server {
 
-enum class ColumnKind { kInteger, kNumber, kText, kBool, kOther };
+enum class ColumnKind { kInteger, kNumber, kText, kBool, kJson, kOther };
 
 ColumnKind KindOf(const std::string& type);
 

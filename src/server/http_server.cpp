@@ -167,7 +167,12 @@ int HttpServer::Start() {
   auto& s = *impl_;
   auto& api = s.api;
   api.Load();
-  api.ingestor = std::make_unique<Ingestor>(api.config, api.ctx.conninfo, api.options.ingest_threads);
+  std::set<std::string> json_columns;
+  for (const auto& [name, column] : api.columns) {
+    if (column.kind == ColumnKind::kJson) json_columns.insert(name);
+  }
+  api.ingestor =
+      std::make_unique<Ingestor>(api.config, api.ctx.conninfo, std::move(json_columns), api.options.ingest_threads);
   AddHealthRoutes(s.router, api);
   AddRequestRoutes(s.router, api);
   AddJobRoutes(s.router, api);

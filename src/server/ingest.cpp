@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <map>
 
 #include "runnel/core/error.hpp"
@@ -11,9 +12,13 @@ namespace runnel::server {
 
 using postgres::QuoteIdentifier;
 
-Ingestor::Ingestor(const pipeline::PipelineConfig& config, std::string conninfo, size_t threads,
-                   size_t max_group_records)
-    : config_(config), conninfo_(std::move(conninfo)), direct_(conninfo_), max_group_records_(max_group_records) {
+Ingestor::Ingestor(const pipeline::PipelineConfig& config, std::string conninfo, std::set<std::string> json_columns,
+                   size_t threads, size_t max_group_records)
+    : config_(config),
+      json_columns_(std::move(json_columns)),
+      conninfo_(std::move(conninfo)),
+      direct_(conninfo_),
+      max_group_records_(max_group_records) {
   for (size_t i = 0; i < std::max<size_t>(1, threads); ++i) threads_.emplace_back([this] { Run(); });
   for (size_t i = 0; i < kDirectThreads; ++i) threads_.emplace_back([this] { RunDirect(); });
 }
@@ -85,24 +90,40 @@ const std::string& Ingestor::KeySequence(postgres::Connection& conn) {
 
 namespace {
 
-// One value in COPY's text format.
-void AppendCopyValue(std::string& out, const nlohmann::json& value) {
-  if (value.is_null()) {
-    out += "\\N";
-  } else if (value.is_string()) {
-    for (char c : value.get_ref<const std::string&>()) {
-      switch (c) {
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default: out += c;
-      }
+// COPY's text format escapes backslash and the characters that end a field or row.
+void AppendCopyText(std::string& out, std::string_view text) {
+  while (!text.empty()) {
+    const size_t special = text.find_first_of("\\\n\r\t");
+    out.append(text.substr(0, special));
+    if (special == std::string_view::npos) return;
+    switch (text[special]) {
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      default: out += "\\t"; break;
     }
-  } else if (value.is_boolean()) {
-    out += value.get<bool>() ? 't' : 'f';
-  } else {
-    out += value.dump();
+    text.remove_prefix(special + 1);
+  }
+}
+
+template <class Number>
+void AppendNumber(std::string& out, Number number) {
+  char buf[32];
+  const auto end = std::to_chars(buf, buf + sizeof(buf), number).ptr;  // shortest form that reads back
+  out.append(buf, end);
+}
+
+// One value in COPY's text format; a json column's as JSON text.
+void AppendCopyValue(std::string& out, const nlohmann::json& value, bool as_json) {
+  if (as_json && !value.is_null()) return AppendCopyText(out, value.dump());
+  switch (value.type()) {
+    case nlohmann::json::value_t::null: out += "\\N"; break;
+    case nlohmann::json::value_t::string: AppendCopyText(out, value.get_ref<const std::string&>()); break;
+    case nlohmann::json::value_t::boolean: out += value.get<bool>() ? 't' : 'f'; break;
+    case nlohmann::json::value_t::number_integer: AppendNumber(out, value.get<int64_t>()); break;
+    case nlohmann::json::value_t::number_unsigned: AppendNumber(out, value.get<uint64_t>()); break;
+    case nlohmann::json::value_t::number_float: AppendNumber(out, value.get<double>()); break;
+    default: AppendCopyText(out, value.dump()); break;  // objects and arrays, for json columns
   }
 }
 
@@ -124,15 +145,19 @@ std::vector<int64_t> Ingestor::InsertGroup(postgres::Connection& conn, const std
     auto r = conn.Exec("SELECT nextval($1::regclass) FROM generate_series(1, $2)",
                        postgres::Params().Add(KeySequence(conn)).Add(static_cast<int64_t>(total)));
     for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
+    std::vector<bool> as_json;
+    for (const auto& c : columns) as_json.push_back(json_columns_.contains(c));
     std::string data;
     data.reserve(total * (columns.size() + 1) * 8);
     size_t k = 0;
     for (const Submission* s : group) {
       for (const auto& record : s->records) {
-        data += std::to_string(keys[k++]);
-        for (const auto& c : columns) {
+        AppendNumber(data, keys[k++]);
+        // A group's records have exactly `columns`, in the same (sorted) order.
+        size_t i = 0;
+        for (const auto& [column, value] : record.items()) {
           data += '\t';
-          AppendCopyValue(data, record.at(c));
+          AppendCopyValue(data, value, as_json[i++]);
         }
         data += '\n';
       }

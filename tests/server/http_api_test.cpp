@@ -106,11 +106,14 @@ TEST_F(HttpApiTest, ArraysAndNdjsonAreQueuedThenServed) {
 }
 
 TEST_F(HttpApiTest, BulkSpecialTextExplicitKeysAndConflicts) {
+  conn_->Exec("ALTER TABLE needs ADD COLUMN extra jsonb");
   Start(Config());
-  // 600 records: one direct COPY, not the group; text that COPY must escape.
+  // 600 records: one direct COPY, not the group; text that COPY must escape, in a text
+  // column and inside a JSON document.
   json record = json::parse(kRecord);
   record["age"] = 41.0;  // integral float into an integer column
   record["data_type"] = "tab\there\\back\nslash\r\\N";
+  record["extra"] = {{"note", "line\none\ttab\\"}, {"n", 0.1}};
   std::string ndjson;
   for (int i = 0; i < 600; ++i) ndjson += record.dump() + "\n";
   auto res = client_->Post("/v1/pipelines/needs/requests", ndjson, "application/x-ndjson");
@@ -120,6 +123,14 @@ TEST_F(HttpApiTest, BulkSpecialTextExplicitKeysAndConflicts) {
   for (size_t i = 1; i < ids.size(); ++i) ASSERT_EQ(ids[i].get<int64_t>(), ids[i - 1].get<int64_t>() + 1);
   EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE age = 41 AND data_type = E'tab\\there\\\\back\\nslash\\r\\\\N'"),
             600);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE extra->>'note' = E'line\\none\\ttab\\\\' AND "
+                  "(extra->>'n')::float8 = 0.1"),
+            600);
+  // One record (the group commit) with a JSON string in the jsonb column: a string.
+  record["extra"] = "plain\ttext";
+  ASSERT_EQ(client_->Post("/v1/pipelines/needs/requests", record.dump(), "application/json")->status, 202);
+  EXPECT_EQ(
+      Count("SELECT count(*) FROM needs WHERE jsonb_typeof(extra) = 'string' AND extra #>> '{}' = E'plain\\ttext'"), 1);
   // A key the database assigns cannot be submitted (a client could take another's).
   res = client_->Post("/v1/pipelines/needs/requests", R"({"id": 900001, "client_id": 1, "age": 40, "gender": 1,
       "family_members": 2, "financial_education": 0.5, "income": 50, "wealth": 100, "income_investment": 1,
@@ -166,7 +177,7 @@ TEST_F(HttpApiTest, BulkSpecialTextExplicitKeysAndConflicts) {
   EXPECT_EQ(conflicts.load(), 2);
   EXPECT_EQ(accepted.load(), 2);
   WaitServed();
-  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 604) << "600 + 800001 + 3";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 605) << "600 + 1 + 800001 + 3";
 }
 
 TEST_F(HttpApiTest, ApiOnlyProcessLeavesServingToOthers) {

@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,8 +35,10 @@ namespace runnel::server {
 
 class Ingestor {
  public:
-  Ingestor(const pipeline::PipelineConfig& config, std::string conninfo, size_t threads = 2,
-           size_t max_group_records = 20000);
+  // `json_columns`: columns of type json or jsonb, whose values (any JSON, documents
+  // included) are written as JSON text.
+  Ingestor(const pipeline::PipelineConfig& config, std::string conninfo, std::set<std::string> json_columns = {},
+           size_t threads = 2, size_t max_group_records = 20000);
   ~Ingestor();
   Ingestor(const Ingestor&) = delete;
   Ingestor& operator=(const Ingestor&) = delete;
@@ -71,6 +74,7 @@ class Ingestor {
   const std::string& KeySequence(postgres::Connection& conn);
 
   pipeline::PipelineConfig config_;
+  const std::set<std::string> json_columns_;
   std::string conninfo_;
   postgres::ConnectionPool direct_;  // for large submissions
   std::once_flag sequence_once_;
