@@ -154,6 +154,14 @@ int main(int argc, char** argv) {
         "<MiningField name=\"x\" missingValueReplacement=\"1\"/></MiningSchema>"
         "<RegressionTable intercept=\"1\"><NumericPredictor name=\"d\" coefficient=\"2\"/></RegressionTable>"
         "</RegressionModel></PMML>");
+  // A two-tree binary:logistic model over 2 features, as XGBoost 1.7 writes it.
+  Write(dir / "xgboost/binary.json",
+        R"({"learner":{"learner_model_param":{"base_score":"5E-1","num_class":"0","num_feature":"2",)"
+        R"("num_target":"1"},"objective":{"name":"binary:logistic"},"gradient_booster":{"name":"gbtree",)"
+        R"("model":{"tree_info":[0,0],"trees":[{"left_children":[1,-1,-1],"right_children":[2,-1,-1],)"
+        R"("split_indices":[0,0,0],"split_conditions":[0.5,-0.4,0.3],"default_left":[1,0,0],"split_type":[0,0,0]},)"
+        R"({"left_children":[1,3,-1,-1,-1],"right_children":[2,4,-1,-1,-1],"split_indices":[1,0,0,0,0],)"
+        R"("split_conditions":[1.5,-1,0.2,-0.1,0.1],"default_left":[0,1,0,0,0]}]}}},"version":[1,7,4]})");
   // The first byte picks the parser (request_body_fuzzer.cpp): 0 target, 1 JSON,
   // 2 NDJSON, 3 form, 4 multipart with boundary "b".
   Write(dir / "request_body/target",

@@ -19,6 +19,7 @@ test_packages=(
   libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev clang-format clang-tidy
   prometheus  # promtool checks the /metrics exposition
+  python3-xgboost  # trains the XGBoost models tests/model/xgboost_test.cpp checks against
 )
 
 bench_packages=(

@@ -114,7 +114,7 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
 
   auto* inspect = model->add_subcommand("inspect", "Show a model's format, layers, shapes and parameter count");
   auto file = std::make_shared<std::string>();
-  inspect->add_option("FILE", *file, "Keras .h5/.keras, ONNX, PMML or TensorFlow .pb file")->required();
+  inspect->add_option("FILE", *file, "Keras .h5/.keras, ONNX, PMML, TensorFlow .pb or XGBoost .json file")->required();
   commands.push_back({inspect, [file](CliContext&) {
                         auto m = model::LoadModel(*file);
                         const auto& graph = m->graph();
@@ -122,11 +122,11 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
                                    model::ModelFormatName(m->info().format), m->info().producer);
                         fmt::print("inputs:      {} values per row\noutputs:     {} values per row\n", m->input_width(),
                                    m->output_width());
-                        if (m->pmml() == nullptr) {
+                        if (m->is_graph()) {
                           fmt::print("parameters:  {}\nmultiply-adds per row: {}\n", graph.ParameterCount(),
                                      graph.MultiplyAdds());
                         }
-                        fmt::print("{}:\n", m->pmml() != nullptr ? "model" : "layers");
+                        fmt::print("{}:\n", m->is_graph() ? "layers" : "model");
                         for (const auto& line : m->Describe()) fmt::print("  {}\n", line);
                         return 0;
                       }});

@@ -2,11 +2,13 @@
 // zip members need no temporary files) and the name to use in messages.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "runnel/model/graph.hpp"
 #include "runnel/model/model.hpp"
+#include "runnel/model/trees.hpp"
 
 namespace runnel::model {
 
@@ -19,5 +21,12 @@ LoadedGraph LoadKerasH5(std::string_view bytes, const std::string& source);
 LoadedGraph LoadKerasV3(std::string_view bytes, const std::string& source);
 LoadedGraph LoadOnnx(std::string_view bytes, const std::string& source);
 LoadedGraph LoadTfGraph(std::string_view bytes, const std::string& source);
+
+struct LoadedTrees {
+  std::shared_ptr<const trees::TreeEnsemble> ensemble;
+  ModelInfo info;
+};
+
+LoadedTrees LoadXGBoostJson(std::string_view bytes, const std::string& source);
 
 }  // namespace runnel::model

@@ -19,6 +19,7 @@ const char* ModelFormatName(ModelFormat format) {
     case ModelFormat::Onnx: return "ONNX";
     case ModelFormat::Pmml: return "PMML";
     case ModelFormat::TfGraph: return "TensorFlow GraphDef (.pb)";
+    case ModelFormat::XGBoostJson: return "XGBoost JSON";
   }
   return "?";
 }
@@ -41,8 +42,34 @@ Model::Model(std::shared_ptr<const pmml::PmmlModel> pmml, ModelInfo info)
   output_width_ = output_names_.size();
 }
 
+Model::Model(std::shared_ptr<const trees::TreeEnsemble> trees, ModelInfo info)
+    : info_(std::move(info)), trees_(std::move(trees)) {
+  input_width_ = trees_->input_width();
+  output_width_ = trees_->output_width();
+}
+
+namespace {
+
+const char* TransformName(trees::Transform transform) {
+  switch (transform) {
+    case trees::Transform::kIdentity: return "the sum of the trees' values";
+    case trees::Transform::kSigmoid: return "a probability (sigmoid)";
+    case trees::Transform::kExp: return "exp of the sum";
+    case trees::Transform::kSoftmax: return "one probability per class (softmax)";
+    case trees::Transform::kArgMax: return "the class index (argmax)";
+  }
+  return "?";
+}
+
+}  // namespace
+
 std::vector<std::string> Model::Describe() const {
   if (pmml_) return pmml_->Describe();
+  if (trees_) {
+    return {fmt::format("{} trees, {} nodes, max depth {}, {} output group(s)", trees_->trees(), trees_->nodes(),
+                        trees_->max_depth(), trees_->groups()),
+            fmt::format("outputs: {}", TransformName(trees_->transform()))};
+  }
   std::vector<std::string> lines;
   for (int id : graph_.inputs) {
     lines.push_back(fmt::format("{:<28} Input      width {}", graph_.value_names[static_cast<size_t>(id)],
@@ -84,10 +111,12 @@ LoadedGraph LoadOnnxOrUnknown(std::string_view bytes, const std::string& source)
   try {
     return LoadOnnx(bytes, source);
   } catch (const Error&) {
-    throw Error(ErrorCode::Model,
-                fmt::format("{}: not a model file Runnel reads (Keras .h5 or .keras, ONNX, PMML, TensorFlow .pb), "
-                            "whatever its name says",
-                            source));
+    throw Error(
+        ErrorCode::Model,
+        fmt::format(
+            "{}: not a model file Runnel reads (Keras .h5 or .keras, ONNX, PMML, TensorFlow .pb, XGBoost .json), "
+            "whatever its name says",
+            source));
   }
 }
 
@@ -99,6 +128,7 @@ LoadedGraph LoadModelGraph(std::string_view bytes, const std::string& source) {
     case ModelFormat::Onnx: return LoadOnnxOrUnknown(bytes, source);
     case ModelFormat::TfGraph: return LoadTfGraph(bytes, source);
     case ModelFormat::Pmml: break;  // not a graph: see MakeModel
+    case ModelFormat::XGBoostJson: break;
   }
   throw Error(ErrorCode::Model, fmt::format("{}: unknown model format", source));
 }
@@ -117,6 +147,11 @@ std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string
     info.producer = pmml->producer();
     info.version = version;
     return std::make_shared<const Model>(std::move(pmml), std::move(info));
+  }
+  if (!bytes.empty() && DetectModelFormat(bytes) == ModelFormat::XGBoostJson) {
+    auto loaded = LoadXGBoostJson(bytes, source);
+    loaded.info.version = version;
+    return std::make_shared<const Model>(std::move(loaded.ensemble), std::move(loaded.info));
   }
   auto loaded = LoadModelGraph(bytes, source);
   loaded.info.version = version;
@@ -161,6 +196,7 @@ ModelFormat DetectModelFormat(std::string_view bytes) {
   while (!rest.empty() && (rest[0] == ' ' || rest[0] == '\n' || rest[0] == '\r' || rest[0] == '\t'))
     rest.remove_prefix(1);
   if (rest.starts_with('<')) return ModelFormat::Pmml;
+  if (rest.starts_with('{')) return ModelFormat::XGBoostJson;  // the JSON format Runnel reads
   // Protobuf: an ONNX ModelProto opens with ir_version (field 1, varint: 0x08); a
   // TensorFlow GraphDef with a node (field 1, length-delimited: 0x0A).
   if (bytes.starts_with('\x0A')) return ModelFormat::TfGraph;
@@ -170,7 +206,7 @@ ModelFormat DetectModelFormat(std::string_view bytes) {
 // ---- ModelSession ----
 
 ModelSession::ModelSession(std::shared_ptr<const Model> model) : model_(std::move(model)) {
-  if (model_->pmml() != nullptr) return;
+  if (!model_->is_graph()) return;
   const auto& graph = model_->graph();
   for (size_t width : graph.value_widths) strides_.push_back(PaddedWidth(width));
   buffers_.resize(graph.value_widths.size());
@@ -192,6 +228,10 @@ std::span<const float> ModelSession::Predict(std::span<const float> input, size_
   Reserve(rows);
   if (const auto* pmml = model_->pmml()) {
     pmml->Score(input, rows, std::span<float>(output_.data(), rows * model_->output_width()));
+    return {output_.data(), rows * model_->output_width()};
+  }
+  if (const auto* trees = model_->trees()) {
+    trees->Score(input, rows, std::span<float>(output_.data(), rows * model_->output_width()));
     return {output_.data(), rows * model_->output_width()};
   }
   // Split the input row across the model's inputs.

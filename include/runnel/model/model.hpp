@@ -13,10 +13,11 @@
 #include "runnel/model/graph.hpp"
 #include "runnel/model/kernels.hpp"
 #include "runnel/model/pmml.hpp"
+#include "runnel/model/trees.hpp"
 
 namespace runnel::model {
 
-enum class ModelFormat { KerasH5, KerasV3, Onnx, Pmml, TfGraph };
+enum class ModelFormat { KerasH5, KerasV3, Onnx, Pmml, TfGraph, XGBoostJson };
 const char* ModelFormatName(ModelFormat format);
 
 struct ModelInfo {
@@ -26,13 +27,15 @@ struct ModelInfo {
   std::string version;   // file name and a hash of its bytes, e.g. "model.h5@1f2e3d4c5b6a7988"
 };
 
-// A model is either a graph (Keras, ONNX, TensorFlow: positional inputs and outputs)
-// or a PMML document (named inputs and outputs, see pmml.hpp).
+// A model is a graph (Keras, ONNX, TensorFlow: positional inputs and outputs), a PMML
+// document (named inputs and outputs, see pmml.hpp) or a tree ensemble (XGBoost:
+// positional, see trees.hpp).
 class Model {
  public:
   // Validates the graph and packs the weights. Throws Error(Model) naming the source.
   Model(Graph graph, ModelInfo info);
   Model(std::shared_ptr<const pmml::PmmlModel> pmml, ModelInfo info);
+  Model(std::shared_ptr<const trees::TreeEnsemble> trees, ModelInfo info);
 
   const Graph& graph() const { return graph_; }
   const ModelInfo& info() const { return info_; }
@@ -48,13 +51,16 @@ class Model {
   // "probability_<class>" per class. Both empty for positional (graph) models.
   const std::vector<std::string>& input_names() const { return input_names_; }
   const std::vector<std::string>& output_names() const { return output_names_; }
-  const pmml::PmmlModel* pmml() const { return pmml_.get(); }  // non-owning; null for graphs
+  const pmml::PmmlModel* pmml() const { return pmml_.get(); }        // non-owning; null unless PMML
+  const trees::TreeEnsemble* trees() const { return trees_.get(); }  // non-owning; null unless trees
+  bool is_graph() const { return !pmml_ && !trees_; }
 
  private:
   Graph graph_;
   ModelInfo info_;
   std::vector<PackedDense> packed_;  // per node; empty unless Dense
   std::shared_ptr<const pmml::PmmlModel> pmml_;
+  std::shared_ptr<const trees::TreeEnsemble> trees_;
   std::vector<std::string> input_names_, output_names_;
   size_t input_width_ = 0;
   size_t output_width_ = 0;
