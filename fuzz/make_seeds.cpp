@@ -36,6 +36,60 @@ json Sequential() {
   return {{"class_name", "Sequential"}, {"config", {{"name", "seed"}, {"layers", layers}}}};
 }
 
+// A two-class ONNX TreeEnsembleClassifier: one split on feature 1, then ZipMap.
+void OnnxTreeSeed(const fs::path& path) {
+  onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.add_opset_import()->set_version(15);
+  auto* ml = model.add_opset_import();
+  ml->set_domain("ai.onnx.ml");
+  ml->set_version(1);
+  auto* graph = model.mutable_graph();
+  auto* input = graph->add_input();
+  input->set_name("X");
+  auto* type = input->mutable_type()->mutable_tensor_type();
+  type->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+  type->mutable_shape()->add_dim()->set_dim_param("N");
+  type->mutable_shape()->add_dim()->set_dim_value(2);
+  auto* node = graph->add_node();
+  node->set_op_type("TreeEnsembleClassifier");
+  node->set_domain("ai.onnx.ml");
+  node->add_input("X");
+  node->add_output("label");
+  node->add_output("probabilities");
+  auto attribute = [&](const char* name) {
+    auto* a = node->add_attribute();
+    a->set_name(name);
+    return a;
+  };
+  auto ints = [&](const char* name, std::vector<int64_t> values) {
+    auto* a = attribute(name);
+    for (auto v : values) a->add_ints(v);
+  };
+  ints("nodes_treeids", {0, 0, 0});
+  ints("nodes_nodeids", {0, 1, 2});
+  ints("nodes_featureids", {1, 0, 0});
+  ints("nodes_truenodeids", {1, 0, 0});
+  ints("nodes_falsenodeids", {2, 0, 0});
+  ints("nodes_missing_value_tracks_true", {1, 0, 0});
+  auto* values = attribute("nodes_values");
+  for (float v : {0.25f, 0.0f, 0.0f}) values->add_floats(v);
+  auto* modes = attribute("nodes_modes");
+  for (const char* m : {"BRANCH_LEQ", "LEAF", "LEAF"}) modes->add_strings(m);
+  ints("class_treeids", {0, 0, 0, 0});
+  ints("class_nodeids", {1, 1, 2, 2});
+  ints("class_ids", {0, 1, 0, 1});
+  auto* weights = attribute("class_weights");
+  for (float v : {0.8f, 0.2f, 0.1f, 0.9f}) weights->add_floats(v);
+  ints("classlabels_int64s", {3, 7});
+  auto* zipmap = graph->add_node();
+  zipmap->set_op_type("ZipMap");
+  zipmap->set_domain("ai.onnx.ml");
+  zipmap->add_input("probabilities");
+  zipmap->add_output("output_probability");
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << model.SerializeAsString();
+}
+
 void OnnxSeed(const fs::path& path) {
   onnx::ModelProto model;
   model.set_ir_version(7);
@@ -120,6 +174,8 @@ int main(int argc, char** argv) {
   const fs::path dir = argv[1];
   fs::create_directories(dir);
   OnnxSeed(dir / "onnx/mlp.onnx");
+  fs::create_directories(dir / "trees");
+  OnnxTreeSeed(dir / "trees/classifier.onnx");
 
   runnel::testing::KerasH5File h5(Sequential());
   h5.Weights("d1", {{"kernel:0", {{3, 4}, std::vector<float>(12, 0.25f)}}, {"bias:0", {{4}, {0, 1, 2, 3}}}});
@@ -155,7 +211,7 @@ int main(int argc, char** argv) {
         "<RegressionTable intercept=\"1\"><NumericPredictor name=\"d\" coefficient=\"2\"/></RegressionTable>"
         "</RegressionModel></PMML>");
   // A two-tree binary:logistic model over 2 features, as XGBoost 1.7 writes it.
-  Write(dir / "xgboost/binary.json",
+  Write(dir / "trees/xgboost.json",
         R"({"learner":{"learner_model_param":{"base_score":"5E-1","num_class":"0","num_feature":"2",)"
         R"("num_target":"1"},"objective":{"name":"binary:logistic"},"gradient_booster":{"name":"gbtree",)"
         R"("model":{"tree_info":[0,0],"trees":[{"left_children":[1,-1,-1],"right_children":[2,-1,-1],)"

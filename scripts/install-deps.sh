@@ -19,7 +19,8 @@ test_packages=(
   libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev clang-format clang-tidy
   prometheus  # promtool checks the /metrics exposition
-  python3-xgboost  # trains the XGBoost models tests/model/xgboost_test.cpp checks against
+  # train the tree models tests/model/trees_test.cpp checks against
+  python3-xgboost python3-sklearn python3-onnx
 )
 
 bench_packages=(

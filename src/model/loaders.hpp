@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -28,5 +29,8 @@ struct LoadedTrees {
 };
 
 LoadedTrees LoadXGBoostJson(std::string_view bytes, const std::string& source);
+// An ONNX model whose work is one ai.onnx.ml tree ensemble; nullopt for any other ONNX
+// model (LoadOnnx reads those). Throws Error(Model) for an ensemble it cannot run.
+std::optional<LoadedTrees> LoadOnnxTrees(std::string_view bytes, const std::string& source);
 
 }  // namespace runnel::model

@@ -56,6 +56,7 @@ const char* TransformName(trees::Transform transform) {
     case trees::Transform::kSigmoid: return "a probability (sigmoid)";
     case trees::Transform::kExp: return "exp of the sum";
     case trees::Transform::kSoftmax: return "one probability per class (softmax)";
+    case trees::Transform::kSoftmaxZero: return "one probability per class (softmax over non-zero margins)";
     case trees::Transform::kArgMax: return "the class index (argmax)";
   }
   return "?";
@@ -148,10 +149,12 @@ std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string
     info.version = version;
     return std::make_shared<const Model>(std::move(pmml), std::move(info));
   }
-  if (!bytes.empty() && DetectModelFormat(bytes) == ModelFormat::XGBoostJson) {
-    auto loaded = LoadXGBoostJson(bytes, source);
-    loaded.info.version = version;
-    return std::make_shared<const Model>(std::move(loaded.ensemble), std::move(loaded.info));
+  std::optional<LoadedTrees> trees;
+  if (!bytes.empty() && DetectModelFormat(bytes) == ModelFormat::XGBoostJson) trees = LoadXGBoostJson(bytes, source);
+  if (!bytes.empty() && DetectModelFormat(bytes) == ModelFormat::Onnx) trees = LoadOnnxTrees(bytes, source);
+  if (trees) {
+    trees->info.version = version;
+    return std::make_shared<const Model>(std::move(trees->ensemble), std::move(trees->info));
   }
   auto loaded = LoadModelGraph(bytes, source);
   loaded.info.version = version;

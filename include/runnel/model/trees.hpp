@@ -1,17 +1,22 @@
 // Tree ensembles (gradient boosting, random forests) compiled into one flat array of
 // nodes and scored over whole batches. Loaders (XGBoost's JSON model format,
-// xgboost_loader.cpp) build a TreeEnsemble from Trees; the ensemble checks every index
-// once, so scoring never leaves the arrays whatever the file said.
+// xgboost_loader.cpp; ONNX's ai.onnx.ml TreeEnsembleRegressor and
+// TreeEnsembleClassifier, onnx_trees.cpp) build a TreeEnsemble from Trees; the
+// ensemble checks every index once, so scoring never leaves the arrays whatever the
+// file said.
 //
-// Semantics (XGBoost's): at a split, a row goes left when its feature value is less
-// than the threshold (both float32), right otherwise; a missing value (NaN) goes the
-// node's default way. A row's margin for output group g is base_margin[g] plus the
-// leaf values of every tree of group g; the transform then turns margins into outputs.
+// Semantics: at a split, a row takes the node's true branch (`left`) when its feature
+// value compares to the threshold as the node's mode says (XGBoost: less than), its
+// false branch otherwise; a missing value (NaN) takes the node's default branch. A
+// leaf adds its weights to output groups. A row's margin for group g is base_margin[g]
+// plus (kSum) or plus the mean over the trees of (kAverage) what the leaves it reaches
+// add to g; the transform then turns margins into outputs.
 //
 // Thread safety: immutable after construction; Score and ScoreRow may run concurrently.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -20,20 +25,45 @@ namespace runnel::model::trees {
 
 // What turns a row's margins into its outputs.
 enum class Transform {
-  kIdentity,  // regression, raw margins
-  kSigmoid,   // binary:logistic, reg:logistic: one probability
-  kExp,       // count:poisson, reg:gamma, reg:tweedie
-  kSoftmax,   // multi:softprob: one probability per class
-  kArgMax,    // multi:softmax: the class index
+  kIdentity,     // regression, raw margins
+  kSigmoid,      // binary:logistic, ONNX LOGISTIC: each margin's sigmoid
+  kExp,          // count:poisson, reg:gamma, reg:tweedie
+  kSoftmax,      // multi:softprob, ONNX SOFTMAX: one probability per class
+  kSoftmaxZero,  // ONNX SOFTMAX_ZERO: softmax over the non-zero margins, zeros stay 0
+  kArgMax,       // multi:softmax: the class index
 };
 
-// One tree as a loader reads it: node i splits on feature[i] at threshold[i] (its
-// children left[i], right[i]) or, when left[i] is -1, is a leaf of value threshold[i].
+enum class Aggregate { kSum, kAverage };
+
+// How a split compares a row's value x with the threshold t to take the true branch.
+enum class Mode : uint8_t { kLess, kLessEqual, kGreater, kGreaterEqual, kEqual, kNotEqual };
+
+// One tree as a loader reads it. Node i is a leaf when left[i] is -1; otherwise it
+// splits on feature[i] at threshold[i] by mode[i] (all kLess when `mode` is empty),
+// true branch left[i], false branch right[i], a missing value to left[i] when
+// default_left[i].
 struct Tree {
   std::vector<int32_t> left, right, feature;
   std::vector<float> threshold;
   std::vector<uint8_t> default_left;
-  int32_t group = 0;  // the output group (class) it adds to
+  std::vector<Mode> mode;
+  // What leaves add: when empty, leaf i adds threshold[i] to `group` (XGBoost);
+  // otherwise every entry adds `value` to `group` at leaf `node` (ONNX).
+  struct Weight {
+    int32_t node;
+    int32_t group;
+    float value;
+  };
+  std::vector<Weight> weights;
+  int32_t group = 0;
+};
+
+// A classifier's head on top of the margins (ONNX TreeEnsembleClassifier): outputs
+// become the label, then one probability per class.
+struct ClassifierHead {
+  std::vector<float> labels;  // per class: its int64 label, or its index for string labels
+  // Binary with one score column (the positive class's): probabilities are [1 - p, p].
+  bool single_score = false;
 };
 
 class TreeEnsemble {
@@ -43,12 +73,18 @@ class TreeEnsemble {
   // `features`, groups below the number of base margins. Throws Error(Model) naming
   // `source` and the tree and node at fault.
   TreeEnsemble(const std::vector<Tree>& trees, size_t features, std::vector<float> base_margin, Transform transform,
-               const std::string& source);
+               const std::string& source, Aggregate aggregate = Aggregate::kSum,
+               std::optional<ClassifierHead> head = std::nullopt);
 
   size_t input_width() const { return features_; }
   size_t groups() const { return base_margin_.size(); }
-  // Outputs per row: one per group, except kArgMax and kSigmoid/kExp of one group: one.
-  size_t output_width() const { return transform_ == Transform::kArgMax ? 1 : groups(); }
+  // Outputs per row: one per group, except kArgMax: one; a classifier: its label,
+  // then one probability per class.
+  size_t output_width() const {
+    if (head_) return 1 + head_->labels.size();
+    return transform_ == Transform::kArgMax ? 1 : groups();
+  }
+  const std::optional<ClassifierHead>& head() const { return head_; }
   size_t trees() const { return roots_.size(); }
   size_t nodes() const { return nodes_.size(); }
   size_t max_depth() const { return max_depth_; }
@@ -64,21 +100,31 @@ class TreeEnsemble {
  private:
   struct Node {
     int32_t feature;  // -1: a leaf
-    float value;      // the threshold, or the leaf's value
-    int32_t left;     // absolute indices into nodes_
+    float value;      // the threshold
+    int32_t left;     // absolute indices into nodes_ (a leaf: its weights_ range)
     int32_t right;
     int32_t missing;  // left or right
+    Mode mode;
   };
+  struct Weight {
+    int32_t group;
+    float value;
+  };
+  void AddTree(const Tree& tree, size_t index, const std::string& source);
   int32_t Leaf(int32_t root, const float* row) const;
+  void AddLeaf(const Node& leaf, float* margins) const;
   void Finish(std::span<float> margins, float* out) const;
+  void Transformed(std::span<float> margins, float* out) const;
 
   std::vector<Node> nodes_;
+  std::vector<Weight> weights_;
   std::vector<int32_t> roots_;
-  std::vector<int32_t> groups_;  // per tree
   std::vector<float> base_margin_;
   size_t features_ = 0;
   size_t max_depth_ = 0;
   Transform transform_ = Transform::kIdentity;
+  Aggregate aggregate_ = Aggregate::kSum;
+  std::optional<ClassifierHead> head_;
 };
 
 }  // namespace runnel::model::trees

@@ -1,6 +1,7 @@
-// libFuzzer target: XGBoost JSON models (model/xgboost_loader.cpp, model/trees.cpp).
-// Load, and when it loads, score a few rows including missing values: no crash, no
-// endless walk, no leak on any bytes.
+// libFuzzer target: tree ensembles, XGBoost JSON and ONNX ai.onnx.ml
+// (model/xgboost_loader.cpp, model/onnx_trees.cpp, model/trees.cpp), through the same
+// entry as the registry. Load, and when it loads, score a few rows including missing
+// values: no crash, no endless walk, no leak on any bytes.
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -13,7 +14,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     auto model = runnel::model::LoadModelFromBytes(std::string_view(reinterpret_cast<const char*>(data), size),
-                                                   "fuzz.json", "v");
+                                                   "fuzz.model", "v");
     if (model->trees() == nullptr || model->input_width() > 1000) return 0;
     std::vector<float> input;
     for (size_t r = 0; r < 3; ++r) {
