@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo test release debug fuzz bench bench-pipeline bench-statements bench-poison bench-capture bench-http deps deps-test deps-bench format lint clean
+.PHONY: demo test release debug fuzz bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -82,6 +82,12 @@ bench-http: deps-bench
 	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
 	cmake --build build/bench -j $(JOBS)
 	bench/http_bench.sh
+
+# Tree ensembles beside XGBoost's predictor and ONNX Runtime (docs/performance.md).
+bench-trees: deps-bench
+	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
+	cmake --build build/bench -j $(JOBS) --target trees_bench
+	BENCH_CPU=$(BENCH_CPU) bench/trees_bench.sh
 
 format:
 	clang-format -i $(SOURCES)

@@ -25,6 +25,7 @@ test_packages=(
 
 bench_packages=(
   libcpp-httplib-dev libbenchmark-dev python3-torch python3-h5py python3-numpy bc wrk
+  python3-xgboost python3-sklearn python3-onnx nodejs npm  # bench-trees and its peers
 )
 
 case "${1:-build}" in

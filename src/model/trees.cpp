@@ -103,23 +103,27 @@ void TreeEnsemble::AddTree(const Tree& tree, size_t index, const std::string& so
   } else {
     for (const auto& w : tree.weights) add(w.node, w.group, w.value);
   }
+  // Breadth-first from the root, each split's two children side by side.
   const auto base = static_cast<int32_t>(nodes_.size());
   roots_.push_back(base);
   max_depth_ = std::max(max_depth_, Depth(tree));
-  for (size_t i = 0; i < n; ++i) {
+  std::vector<size_t> order = {0};
+  for (size_t k = 0; k < order.size(); ++k) {
+    const size_t i = order[k];
     Node node{};
     node.value = tree.threshold[i];
     if (tree.left[i] == -1) {
-      node.feature = -1;
+      node.feature = -1 - static_cast<int32_t>(leaf_weights[i].size());
       node.left = static_cast<int32_t>(weights_.size());
       weights_.insert(weights_.end(), leaf_weights[i].begin(), leaf_weights[i].end());
-      node.right = static_cast<int32_t>(weights_.size());
     } else {
       node.feature = tree.feature[i];
       node.mode = tree.mode.empty() ? Mode::kLess : tree.mode[i];
-      node.left = base + tree.left[i];
-      node.right = base + tree.right[i];
-      node.missing = tree.default_left[i] ? node.left : node.right;
+      any_mode_ = any_mode_ || (node.mode != Mode::kLess && node.mode != Mode::kLessEqual);
+      node.missing_left = tree.default_left[i];
+      node.left = base + static_cast<int32_t>(order.size());
+      order.push_back(static_cast<size_t>(tree.left[i]));
+      order.push_back(static_cast<size_t>(tree.right[i]));
     }
     nodes_.push_back(node);
   }
@@ -141,27 +145,37 @@ bool Holds(Mode mode, float x, float t) {
 
 }  // namespace
 
-int32_t TreeEnsemble::Leaf(int32_t at, const float* row) const {
+template <bool kAnyMode>
+void TreeEnsemble::Walk(const int32_t* starts, const float* const* rows, size_t count, int32_t* leaves) const {
   const Node* nodes = nodes_.data();
-  while (nodes[at].feature >= 0) {
-    const Node& node = nodes[at];
-    const float x = row[node.feature];
-    if (std::isnan(x)) {
-      at = node.missing;
-    } else if (node.mode == Mode::kLess) {  // XGBoost's every split, sklearn's kLessEqual next
-      at = x < node.value ? node.left : node.right;
-    } else if (node.mode == Mode::kLessEqual) {
-      at = x <= node.value ? node.left : node.right;
-    } else {
-      at = Holds(node.mode, x, node.value) ? node.left : node.right;
+  for (size_t l = 0; l < count; ++l) leaves[l] = starts[l];
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (size_t l = 0; l < count; ++l) {
+      const Node& node = nodes[leaves[l]];
+      if (node.feature < 0) continue;
+      moved = true;
+      const float x = rows[l][node.feature];
+      bool truth;
+      if constexpr (kAnyMode) {
+        truth = Holds(node.mode, x, node.value);
+      } else {  // < or <=, without a branch on the outcome
+        truth = (x < node.value) | ((node.mode == Mode::kLessEqual) & (x == node.value));
+      }
+      truth = std::isnan(x) ? node.missing_left != 0 : truth;
+      leaves[l] = node.left + (truth ? 0 : 1);
     }
   }
-  return at;
+}
+
+void TreeEnsemble::WalkLanes(const int32_t* starts, const float* const* rows, size_t count, int32_t* leaves) const {
+  if (any_mode_) return Walk<true>(starts, rows, count, leaves);
+  Walk<false>(starts, rows, count, leaves);
 }
 
 void TreeEnsemble::AddLeaf(const Node& leaf, float* margins) const {
-  for (int32_t w = leaf.left; w < leaf.right; ++w)
-    margins[weights_[static_cast<size_t>(w)].group] += weights_[static_cast<size_t>(w)].value;
+  const Weight* w = weights_.data() + leaf.left;
+  for (const Weight* end = w + (-1 - leaf.feature); w < end; ++w) margins[w->group] += w->value;
 }
 
 void TreeEnsemble::Finish(std::span<float> margins, float* out) const {
@@ -216,33 +230,54 @@ void TreeEnsemble::Transformed(std::span<float> margins, float* out) const {
 void TreeEnsemble::ScoreRow(std::span<const float> input, std::span<float> output) const {
   std::vector<float> margins(base_margin_.size(), 0.0f);
   for (int32_t root : roots_) {
-    // The plain walk, kept apart from Leaf() so that the reference shares no code
-    // with what it checks.
+    // The plain walk, one node after the other, sharing no code with Walk().
     size_t at = static_cast<size_t>(root);
     while (nodes_[at].feature >= 0) {
       const Node& node = nodes_[at];
       const float x = input[static_cast<size_t>(node.feature)];
-      const bool truth = std::isnan(x) ? node.missing == node.left : Holds(node.mode, x, node.value);
-      at = static_cast<size_t>(truth ? node.left : node.right);
+      const bool truth = std::isnan(x) ? node.missing_left != 0 : Holds(node.mode, x, node.value);
+      at = static_cast<size_t>(truth ? node.left : node.left + 1);
     }
-    for (int32_t w = nodes_[at].left; w < nodes_[at].right; ++w)
-      margins[static_cast<size_t>(weights_[static_cast<size_t>(w)].group)] += weights_[static_cast<size_t>(w)].value;
+    const auto first = static_cast<size_t>(nodes_[at].left);
+    for (size_t w = first; w < first + static_cast<size_t>(-1 - nodes_[at].feature); ++w)
+      margins[static_cast<size_t>(weights_[w].group)] += weights_[w].value;
   }
   Finish(margins, output.data());
 }
 
 void TreeEnsemble::Score(std::span<const float> input, size_t rows, std::span<float> output) const {
-  // Rows go through one tree at a time in blocks: the tree's top levels stay in cache
-  // for the whole block.
-  constexpr size_t kBlock = 64;
+  // kLanes walks go down together, one level at a time, so that their node loads and
+  // comparisons overlap instead of waiting on each other: kLanes trees of one row when
+  // rows are few, else blocks of rows through one tree at a time (its top levels stay
+  // in cache), kLanes rows of the block at once.
+  constexpr size_t kBlock = 256;
   const size_t groups = base_margin_.size();
-  std::vector<float> margins(kBlock * groups);
+  std::vector<float> margins(std::min(rows, kBlock) * groups);
+  int32_t starts[kLanes], leaves[kLanes];
+  const float* lane_rows[kLanes];
   for (size_t begin = 0; begin < rows; begin += kBlock) {
     const size_t n = std::min(kBlock, rows - begin);
     std::fill(margins.begin(), margins.begin() + static_cast<std::ptrdiff_t>(n * groups), 0.0f);
-    for (int32_t root : roots_) {
-      const float* row = input.data() + begin * features_;
-      for (size_t r = 0; r < n; ++r, row += features_) AddLeaf(nodes_[Leaf(root, row)], &margins[r * groups]);
+    if (n < kFewRows) {
+      for (size_t r = 0; r < n; ++r) {
+        std::fill_n(lane_rows, kLanes, input.data() + (begin + r) * features_);
+        for (size_t t = 0; t < roots_.size(); t += kLanes) {
+          const size_t count = std::min(kLanes, roots_.size() - t);
+          WalkLanes(roots_.data() + t, lane_rows, count, leaves);
+          for (size_t l = 0; l < count; ++l) AddLeaf(nodes_[static_cast<size_t>(leaves[l])], &margins[r * groups]);
+        }
+      }
+    } else {
+      for (int32_t root : roots_) {
+        std::fill_n(starts, kLanes, root);
+        for (size_t lane = 0; lane < n; lane += kLanes) {
+          const size_t count = std::min(kLanes, n - lane);
+          for (size_t l = 0; l < count; ++l) lane_rows[l] = input.data() + (begin + lane + l) * features_;
+          WalkLanes(starts, lane_rows, count, leaves);
+          for (size_t l = 0; l < count; ++l)
+            AddLeaf(nodes_[static_cast<size_t>(leaves[l])], &margins[(lane + l) * groups]);
+        }
+      }
     }
     for (size_t r = 0; r < n; ++r) {
       Finish(std::span<float>(&margins[r * groups], groups), output.data() + (begin + r) * output_width());

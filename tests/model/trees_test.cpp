@@ -90,16 +90,28 @@ void ExpectPredictions(const std::shared_ptr<const Model>& model, const PythonFi
     flat.insert(flat.end(), row.begin(), row.end());
   }
   ASSERT_GE(missing, min_missing) << "the fixture should exercise default directions";
+  // All rows at once (blocks of rows through each tree), then three at a time (trees
+  // side by side for each row): both walks against the plain one and the library.
   ModelSession session(model);
-  const auto out = session.Predict(flat, input.size());
-  std::vector<float> reference(model->output_width());
+  const size_t width = model->output_width();
+  const auto at_once = session.Predict(flat, input.size());
+  const std::vector<float> all(at_once.begin(), at_once.end());
+  std::vector<float> few;
+  for (size_t r = 0; r < input.size(); r += 3) {
+    const size_t n = std::min<size_t>(3, input.size() - r);
+    const auto out = session.Predict({flat.data() + r * model->input_width(), n * model->input_width()}, n);
+    few.insert(few.end(), out.begin(), out.end());
+  }
+  std::vector<float> reference(width);
   for (size_t r = 0; r < input.size(); ++r) {
     model->trees()->ScoreRow(input[r], reference);
-    for (size_t o = 0; o < model->output_width(); ++o) {
-      const float got = out[r * model->output_width() + o];
+    for (size_t o = 0; o < width; ++o) {
       const float want = expected[r][o];
-      EXPECT_NEAR(got, want, tolerance + tolerance * std::fabs(want)) << name << " row " << r << " output " << o;
-      EXPECT_EQ(got, reference[o]) << name << ": the batched walk differs from the plain one, row " << r;
+      EXPECT_NEAR(reference[o], want, tolerance + tolerance * std::fabs(want))
+          << name << " row " << r << " output " << o;
+      EXPECT_EQ(all[r * width + o], reference[o]) << name << ": the walk by rows differs from the plain one, row " << r;
+      EXPECT_EQ(few[r * width + o], reference[o])
+          << name << ": the walk by trees differs from the plain one, row " << r;
     }
   }
 }

@@ -98,12 +98,13 @@ class TreeEnsemble {
   void ScoreRow(std::span<const float> input, std::span<float> output) const;
 
  private:
+  // 16 bytes. Nodes are renumbered breadth-first with siblings side by side: a
+  // split's false branch is always left + 1.
   struct Node {
-    int32_t feature;  // -1: a leaf
+    int32_t feature;  // >= 0: a split; a leaf: -1 - (its number of weights)
     float value;      // the threshold
-    int32_t left;     // absolute indices into nodes_ (a leaf: its weights_ range)
-    int32_t right;
-    int32_t missing;  // left or right
+    int32_t left;     // the true branch (absolute index into nodes_); a leaf: its first weight
+    uint8_t missing_left;
     Mode mode;
   };
   struct Weight {
@@ -111,12 +112,20 @@ class TreeEnsemble {
     float value;
   };
   void AddTree(const Tree& tree, size_t index, const std::string& source);
-  int32_t Leaf(int32_t root, const float* row) const;
+  // Walks `count` (at most kLanes) lanes down together, one level at a time (their
+  // loads overlap): lane l starts at node starts[l] with row rows[l], and ends at the
+  // leaf leaves[l].
+  static constexpr size_t kLanes = 16;
+  static constexpr size_t kFewRows = 8;  // fewer rows: lanes are trees, not rows
+  template <bool kAnyMode>
+  void Walk(const int32_t* starts, const float* const* rows, size_t count, int32_t* leaves) const;
+  void WalkLanes(const int32_t* starts, const float* const* rows, size_t count, int32_t* leaves) const;
   void AddLeaf(const Node& leaf, float* margins) const;
   void Finish(std::span<float> margins, float* out) const;
   void Transformed(std::span<float> margins, float* out) const;
 
   std::vector<Node> nodes_;
+  bool any_mode_ = false;  // a split compares other than by < (XGBoost) or <= (scikit-learn)
   std::vector<Weight> weights_;
   std::vector<int32_t> roots_;
   std::vector<float> base_margin_;

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Tree ensembles on one core (taskset -c BENCH_CPU, default 1) beside the runtimes of
+# the libraries that made them: a 100-tree depth-6 XGBoost model against XGBoost's own
+# predictor (python3-xgboost, nthread=1) and a 500-tree scikit-learn random forest as
+# ONNX against ONNX Runtime (the npm package onnxruntime-node, one intra-op thread), at
+# batch 1, 16 and 256. ROUNDS rounds (default 2) alternate which side runs first. Run by
+# `make bench-trees`; results go to docs/performance.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+B=${BUILD:-build/bench}
+D=$ROOT/$B/trees
+mkdir -p "$D"
+[ -f "$D/rf500.onnx" ] || /usr/bin/python3 bench/trees_models.py "$D"
+if [ ! -d "$B/node/node_modules/onnxruntime-node" ]; then
+  # The CPU runtime is inside the npm package; its install script would fetch a CUDA one.
+  ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm install --prefix "$B/node" --no-save --silent \
+    --onnxruntime-node-install-cuda=skip onnxruntime-node@1.20.1
+fi
+CPU=${BENCH_CPU:-1}
+runnel() { taskset -c "$CPU" "$B/bench/trees_bench" "$D" xgb100.json rf500.onnx; }
+peers() {
+  taskset -c "$CPU" /usr/bin/python3 bench/trees_peers.py "$D"
+  (cd "$B/node" && taskset -c "$CPU" node "$ROOT/bench/trees_ort.mjs" "$D")
+}
+for round in $(seq "${ROUNDS:-2}"); do
+  echo "== round $round"
+  if [ $((round % 2)) -eq 1 ]; then runnel; peers; else peers; runnel; fi
+done
