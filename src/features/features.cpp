@@ -5,6 +5,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <map>
 
 #include "runnel/core/error.hpp"
@@ -279,6 +280,7 @@ struct EvalContext {
   const std::vector<std::vector<double>>* derived;
   std::vector<std::string>* errors;
   const std::string* feature;
+  bool missing_as_nan;
 
   void Fail(size_t row, const std::string& what) const {
     if ((*errors)[row].empty()) (*errors)[row] = fmt::format("feature '{}': {}", *feature, what);
@@ -291,8 +293,15 @@ void Eval(const ExpressionNode& node, const EvalContext& ctx, std::vector<double
   switch (node.op) {
     case ExprOp::Number: std::fill(out.begin(), out.end(), node.number); return;
     case ExprOp::Input: {
-      const auto& column = ctx.batch->values[(*ctx.input_index)[node.index]];
+      const size_t index = (*ctx.input_index)[node.index];
+      const auto& column = ctx.batch->values[index];
       std::copy(column.begin(), column.end(), out.begin());
+      if (ctx.missing_as_nan) {
+        const auto& nulls = ctx.batch->nulls[index];
+        for (size_t r = 0; r < rows; ++r) {
+          if (nulls[r]) out[r] = std::numeric_limits<double>::quiet_NaN();
+        }
+      }
       return;
     }
     case ExprOp::Derived: {
@@ -306,6 +315,7 @@ void Eval(const ExpressionNode& node, const EvalContext& ctx, std::vector<double
   for (size_t i = 0; i < node.args.size(); ++i) Eval(*node.args[i], ctx, args[i]);
   const auto& a = args[0];
   auto domain = [&](size_t r, const char* fn, const char* rule) {
+    if (ctx.missing_as_nan && std::isnan(a[r])) return;  // missing in, missing out
     ctx.Fail(r, fmt::format("{} of {} value {} in {}", fn, rule, a[r], node.text));
   };
   switch (node.op) {
@@ -453,6 +463,7 @@ void FeatureProgram::Evaluate(const ColumnBatch& batch, FeatureOutput& out) cons
     const auto& nulls = batch.nulls[*column];
     for (size_t r = 0; r < rows; ++r) {
       if (!out.errors[r].empty()) continue;
+      if (spec_.missing_as_nan && (nulls[r] || std::isnan(values[r]))) continue;  // missing
       if (nulls[r]) {
         out.errors[r] = fmt::format("column '{}' is NULL", spec_.input_columns[i]);
       } else if (!std::isfinite(values[r])) {
@@ -462,9 +473,10 @@ void FeatureProgram::Evaluate(const ColumnBatch& batch, FeatureOutput& out) cons
   }
 
   std::string feature_name;
-  EvalContext ctx{&batch, &input_index, &out.derived, &out.errors, &feature_name};
+  EvalContext ctx{&batch, &input_index, &out.derived, &out.errors, &feature_name, spec_.missing_as_nan};
   auto check_finite = [&](const std::vector<double>& values) {
     for (size_t r = 0; r < rows; ++r) {
+      if (spec_.missing_as_nan && std::isnan(values[r])) continue;  // missing, for the model
       if (!std::isfinite(values[r])) ctx.Fail(r, fmt::format("result is not finite ({})", values[r]));
     }
   };

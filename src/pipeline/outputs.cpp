@@ -13,6 +13,12 @@ namespace runnel::pipeline {
 
 OutputPlan OutputPlan::Resolve(const PipelineConfig& config, const features::FeatureProgram& program,
                                const model::Model& model) {
+  if (config.features.missing_as_nan && model.is_graph()) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("pipeline {} sets features.missing = \"nan\", but {} ({}) cannot take missing values: "
+                            "tree ensembles and PMML models can",
+                            config.file.string(), model.info().source, model::ModelFormatName(model.info().format)));
+  }
   OutputPlan plan;
   plan.model_outputs_ = config.model_outputs.size();
   plan.model_width_ = model.output_width();

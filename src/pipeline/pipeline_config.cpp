@@ -172,8 +172,16 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   }
 
   const auto& features = reader.Table(root, "features", true);
-  reader.AllowOnly(features, "features.", {"inputs", "means", "scales"});
+  reader.AllowOnly(features, "features.", {"inputs", "means", "scales", "missing"});
   config.features.features = reader.Strings(features, "features.", "inputs", true);
+  if (const auto missing = reader.String(features, "features.", "missing", false); !missing.empty()) {
+    if (missing != "fail" && missing != "nan")
+      reader.Fail(features.get("missing"), fmt::format("'features.missing' is \"{}\": expected \"fail\" (a NULL "
+                                                       "input fails the row, the default) or \"nan\" (it reaches "
+                                                       "the model as a missing value)",
+                                                       missing));
+    config.features.missing_as_nan = missing == "nan";
+  }
   config.features.means = reader.Numbers(features, "features.", "means");
   config.features.scales = reader.Numbers(features, "features.", "scales");
 

@@ -1,10 +1,13 @@
 // The `runnel` binary as a user runs it: help, version, db lifecycle, demo and errors.
 #include <gtest/gtest.h>
 #include <pwd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -551,6 +554,71 @@ TEST_F(CliTest, PredictWithPmmlAndTensorFlowModels) {
   EXPECT_EQ(inspect.exit_code, 0) << inspect.output;
   EXPECT_NE(inspect.output.find("NeuralNetwork (classification), 11 inputs, 3 layers, 36 neurons"), std::string::npos)
       << inspect.output;
+}
+
+// A tree model as its library saves it, through `runnel predict`: with
+// features.missing = "nan" an empty field reaches the model as missing and every row
+// is scored as XGBoost scores it; by default such rows fail alone.
+TEST_F(CliTest, PredictWithAnXGBoostModelAndMissingValues) {
+  const int made = std::system(
+      fmt::format("/usr/bin/python3 {}/tests/model/xgboost_fixtures.py {}", RUNNEL_SOURCE_DIR, home_.path().string())
+          .c_str());
+  if (WIFEXITED(made) && WEXITSTATUS(made) == 77 && !testing::InCi())
+    GTEST_SKIP() << "python3-xgboost is not installed (scripts/install-deps.sh test installs it)";
+  ASSERT_TRUE(WIFEXITED(made) && WEXITSTATUS(made) == 0) << "tests/model/xgboost_fixtures.py failed";
+  const std::string pipeline = R"(name = "trees"
+[source]
+table = "t"
+key = "id"
+columns = ["f0", "f1", "f2", "f3", "f4", "f5"]
+[model]
+path = "regression.json"
+outputs = ["prediction"]
+[features]
+inputs = ["f0", "f1", "f2", "f3", "f4", "f5"]
+missing = "nan"
+[output]
+columns = ["prediction"]
+)";
+  testing::WriteFile(home_ / "trees.toml", pipeline);
+  // The fixture's rows as a CSV with a key; "nan" becomes an empty field (NULL).
+  std::ifstream rows(home_ / "regression.input.csv");
+  std::string csv = "id,f0,f1,f2,f3,f4,f5\n";
+  size_t count = 0, with_missing = 0;
+  for (std::string line; std::getline(rows, line); ++count) {
+    const bool missing = line.find("nan") != std::string::npos;
+    with_missing += missing ? 1 : 0;
+    for (size_t at; (at = line.find("nan")) != std::string::npos;) line.erase(at, 3);
+    csv += std::to_string(count + 1) + "," + line + "\n";
+  }
+  testing::WriteFile(home_ / "in.csv", csv);
+  ASSERT_GT(with_missing, 50u);
+  auto run = Runnel({"predict", "--pipeline", (home_ / "trees.toml").string(), "--input", (home_ / "in.csv").string(),
+                     "--output", (home_ / "out.csv").string()});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  std::ifstream out(home_ / "out.csv"), expected(home_ / "regression.expected.csv");
+  std::string line, want;
+  std::getline(out, line);
+  EXPECT_EQ(line, "id,prediction,error");
+  for (size_t r = 1; std::getline(out, line) && std::getline(expected, want); ++r) {
+    ASSERT_TRUE(line.starts_with(std::to_string(r) + ",")) << line;
+    const double got = std::stod(line.substr(line.find(',') + 1));
+    EXPECT_NEAR(got, std::stod(want), 1e-5 + 1e-5 * std::fabs(std::stod(want))) << "row " << r << ": " << line;
+    EXPECT_TRUE(line.ends_with(",")) << "no error: " << line;
+  }
+  // The default: rows with a NULL input fail, naming the column; the others are scored.
+  std::string strict = pipeline;
+  strict.erase(strict.find("missing = \"nan\"\n"), std::string("missing = \"nan\"\n").size());
+  testing::WriteFile(home_ / "trees.toml", strict);
+  run = Runnel({"predict", "--pipeline", (home_ / "trees.toml").string(), "--input", (home_ / "in.csv").string(),
+                "--output", (home_ / "out.csv").string()});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find(fmt::format("scored {} rows, {} failed", count, with_missing)), std::string::npos)
+      << run.output;
+  auto inspect = Runnel({"model", "inspect", (home_ / "regression.json").string()});
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
+  EXPECT_NE(inspect.output.find("format:      XGBoost JSON"), std::string::npos) << inspect.output;
+  EXPECT_NE(inspect.output.find("40 trees"), std::string::npos) << inspect.output;
 }
 
 TEST_F(CliTest, PredictErrorsAreClear) {

@@ -90,6 +90,33 @@ TEST(Features, InvalidRowsFailAloneWithTheReason) {
   EXPECT_EQ(out.errors[0], "column 'wealth' is not a finite number (inf)");
 }
 
+// For models that take missing values: NULL is NaN all the way to the model, and
+// only what is missing is let through.
+TEST(Features, MissingAsNanLetsNullsReachTheModelAndStillFailsInvalidValues) {
+  FeatureSpec spec;
+  spec.input_columns = {"edu", "wealth", "d"};
+  spec.derived = {{"financial_status", "edu * ln(wealth)"}};
+  spec.features = {"financial_status", "d", "1 / d"};
+  spec.missing_as_nan = true;
+  auto program = FeatureProgram::Compile(spec, "p.toml");
+  FeatureOutput out;
+  program.Evaluate(
+      Batch({"edu", "wealth", "d"}, {{0.5, 100, 2}, {0.5, NAN, 2}, {0.5, 100, NAN}, {0.5, -3, 2}, {0.5, 100, 0}}), out);
+  EXPECT_FALSE(out.Failed(0)) << out.errors[0];
+  EXPECT_FLOAT_EQ(out.matrix[1], 2.0f);
+  EXPECT_FALSE(out.Failed(1)) << "NULL wealth is missing: " << out.errors[1];
+  EXPECT_TRUE(std::isnan(out.matrix[3 * 1 + 0])) << "ln(missing) is missing";
+  EXPECT_FLOAT_EQ(out.matrix[3 * 1 + 1], 2.0f);
+  EXPECT_FALSE(out.Failed(2)) << out.errors[2];
+  EXPECT_TRUE(std::isnan(out.matrix[3 * 2 + 1]));
+  EXPECT_TRUE(std::isnan(out.matrix[3 * 2 + 2])) << "1 / missing is missing";
+  EXPECT_EQ(out.errors[3], "feature 'financial_status': ln of non-positive value -3 in ln(wealth)");
+  EXPECT_EQ(out.errors[4], "feature '1 / d': division by zero in 1 / d");
+  ColumnBatch inf = Batch({"edu", "wealth", "d"}, {{0.5, INFINITY, 2}});
+  program.Evaluate(inf, out);
+  EXPECT_EQ(out.errors[0], "column 'wealth' is not a finite number (inf)") << "infinity is not missing";
+}
+
 TEST(Features, CompileErrorsNameFeatureAndPosition) {
   FeatureSpec spec;
   spec.input_columns = {"wealth"};

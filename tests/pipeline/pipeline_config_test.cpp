@@ -56,6 +56,17 @@ TEST(PipelineConfig, LoadsAndResolvesTheModelPath) {
   EXPECT_EQ(config.output_columns, (std::vector<std::string>{"y", "s"}));
 }
 
+TEST(PipelineConfig, MissingValuesFailByDefaultOrReachTheModel) {
+  TempDir dir;
+  WriteFile(dir / "p.toml", kValid);
+  EXPECT_FALSE(LoadPipelineConfig(dir / "p.toml").features.missing_as_nan);
+  WriteFile(dir / "p.toml", Replace(kValid, "inputs = [\"a\", \"s\"]", "inputs = [\"a\", \"s\"]\nmissing = \"nan\""));
+  EXPECT_TRUE(LoadPipelineConfig(dir / "p.toml").features.missing_as_nan);
+  const auto error =
+      ErrorFor(Replace(kValid, "inputs = [\"a\", \"s\"]", "inputs = [\"a\", \"s\"]\nmissing = \"zero\""));
+  EXPECT_NE(error.find("'features.missing' is \"zero\""), std::string::npos) << error;
+}
+
 TEST(PipelineConfig, CaptureModeInBothSpellings) {
   TempDir dir;
   WriteFile(dir / "short.toml", std::string("capture = \"notify\"\n") + kValid);

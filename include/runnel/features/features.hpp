@@ -10,7 +10,10 @@
 //
 // Invalid values (NULL or non-finite inputs, ln/log10/box_cox of x <= 0, sqrt of x < 0,
 // division by zero, a non-finite result, a one_hot code out of range) mark the row
-// failed with the feature's name and the value; the other rows proceed.
+// failed with the feature's name and the value; the other rows proceed. With
+// missing_as_nan (for models that take missing values, tree ensembles), a NULL or NaN
+// input is NaN instead, NaN flows through the expressions, and a NaN feature reaches
+// the model as missing; the other invalid values still fail the row.
 #pragma once
 
 #include <memory>
@@ -32,6 +35,7 @@ struct FeatureSpec {
   std::vector<std::string> features;       // the model's input vector, in order
   std::vector<double> means;               // standard scaling (x - mean) / scale, per
   std::vector<double> scales;              //   feature column; both empty for none
+  bool missing_as_nan = false;             // NULL inputs are missing values (NaN), not errors
 };
 
 struct ExpressionNode;  // defined in the implementation
