@@ -281,6 +281,71 @@ TEST_F(PipelineRunTest, ServesWritesBackAndRecommends) {
 
 // The summary's serving time spans the batches, not the idle time around them (the
 // rate `runnel run` prints on Ctrl-C).
+// Two pipelines on one table, two models writing different columns: each captures
+// every insert, serves it once with its own model and writes only its own columns,
+// and neither's write-back is captured by the other (no loop), even with updates on.
+TEST_F(PipelineRunTest, TwoPipelinesOnOneTableServeEveryRowEachWithItsOwnModel) {
+  auto first = Config(1000);
+  conn_->Exec("ALTER TABLE needs ADD COLUMN risk_b real", Params());
+  std::ifstream in(first.file);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string toml = text.str();
+  auto replace = [&](const std::string& from, const std::string& to) {
+    const auto at = toml.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    toml.replace(at, from.size(), to);
+  };
+  replace("name = \"needs\"\n", "name = \"needs_b\"\n");
+  replace("outputs = [\"risk_propensity\"]", "outputs = [\"risk_b\"]");
+  replace("[output]\ncolumns = [\"risk_propensity\", \"financial_status\"]", "[output]\ncolumns = [\"risk_b\"]");
+  replace("[write_back]\ncolumns = [\"risk_propensity\", \"financial_status\"]",
+          "[write_back]\ncolumns = [\"risk_b\"]");
+  replace("mode = \"queue\"", "on = [\"insert\", \"update\"]\nmode = \"queue\"");
+  toml = toml.substr(0, toml.find("[recommend]"));
+  runnel::testing::WriteFile(dir_ / "second.toml", toml);
+  auto second = LoadPipelineConfig(dir_ / "second.toml");
+  Migrate(*conn_, first);
+  Migrate(*conn_, second);
+  std::vector<std::vector<double>> rows;
+  for (int i = 1; i <= 300; ++i) rows.push_back(Row(i, i % 7));
+  Insert(rows);
+  // Model B: the same features, another bias, so each column shows its model.
+  nlohmann::json layers = nlohmann::json::array();
+  layers.push_back({{"class_name", "InputLayer"}, {"config", {{"name", "in"}, {"batch_input_shape", {nullptr, 9}}}}});
+  layers.push_back({{"class_name", "Dense"}, {"config", {{"name", "d"}, {"units", 1}, {"activation", "linear"}}}});
+  runnel::testing::KerasH5File file({{"class_name", "Sequential"}, {"config", {{"name", "s"}, {"layers", layers}}}});
+  file.Weights("d", {{"kernel:0", {{9, 1}, std::vector<float>(9, 0.1f)}}, {"bias:0", {{1}, {7.5f}}}});
+  auto model_b = model::LoadModel(file.Write(dir_ / "b.h5"));
+  std::exception_ptr failed;
+  std::thread other([&] {
+    try {
+      RunOptions options;
+      options.until_idle = true;
+      options.idle_wait = std::chrono::milliseconds(50);
+      EXPECT_EQ(RunPipeline(second, ModelProvider::Fixed(model_b), conninfo(), options).done, 300u);
+    } catch (...) {
+      failed = std::current_exception();
+    }
+  });
+  EXPECT_EQ(Serve(first, SmallModel()).done, 300u);
+  other.join();
+  if (failed) std::rethrow_exception(failed);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 300);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_b_results WHERE status = 'done'"), 300);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE risk_propensity IS NULL OR risk_b IS NULL"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE abs(risk_b - risk_propensity - 7.0) > 1e-4"), 0)
+      << "each column holds its own model's prediction";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_b_queue"), 0) << "pipeline A's write-back is not an input change";
+  // An update of an input: B (updates on) serves it again, A (inserts only) does not.
+  conn_->Exec("UPDATE needs SET age = 41 WHERE id <= 10", Params());
+  RunOptions options;
+  options.until_idle = true;
+  options.idle_wait = std::chrono::milliseconds(50);
+  EXPECT_EQ(RunPipeline(second, ModelProvider::Fixed(model_b), conninfo(), options).done, 10u);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+}
+
 TEST_F(PipelineRunTest, BusyTimeExcludesIdleTime) {
   auto config = Config(1000);
   Migrate(*conn_, config);
