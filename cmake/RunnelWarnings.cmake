@@ -1,6 +1,10 @@
 # Compile options shared by every Runnel target: warnings, optional -Werror and sanitizers.
 add_library(runnel_options INTERFACE)
 target_compile_options(runnel_options INTERFACE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  # The locking contracts of include/runnel/core/mutex.hpp, checked (the fuzz build).
+  target_compile_options(runnel_options INTERFACE -Wthread-safety)
+endif()
 if(RUNNEL_NATIVE)
   # Runnel is built where it runs (make demo, make test): use the host's vector units.
   target_compile_options(runnel_options INTERFACE -march=native)

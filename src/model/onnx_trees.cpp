@@ -203,12 +203,18 @@ Transform TransformOf(const std::string& name, const Attributes& attrs) {
   attrs.Fail(fmt::format("post_transform '{}' is not supported", name));
 }
 
+// The ensemble's trees with their leaves' `prefix`_* weights (target or class).
+std::vector<trees::Tree> TreesOf(const Attributes& attrs, const std::string& prefix) {
+  std::map<NodeKey, std::pair<size_t, int32_t>> index;
+  auto trees = BuildTrees(NodeTable(attrs), attrs, index);
+  AddWeights(attrs, prefix, trees, index);
+  return trees;
+}
+
 std::shared_ptr<const trees::TreeEnsemble> Regressor(const onnx::NodeProto& node, size_t features,
                                                      const std::string& source) {
   const Attributes attrs(node, source);
-  std::map<NodeKey, std::pair<size_t, int32_t>> index;
-  auto trees = BuildTrees(NodeTable(attrs), attrs, index);
-  AddWeights(attrs, "target", trees, index);
+  auto trees = TreesOf(attrs, "target");
   const int64_t targets = attrs.Int("n_targets", 1);
   if (targets < 1 || targets > 100000) attrs.Fail(fmt::format("n_targets is {}", targets));
   auto base = attrs.Floats("base_values");
@@ -226,9 +232,7 @@ std::shared_ptr<const trees::TreeEnsemble> Regressor(const onnx::NodeProto& node
 std::shared_ptr<const trees::TreeEnsemble> Classifier(const onnx::NodeProto& node, size_t features,
                                                       const std::string& source) {
   const Attributes attrs(node, source);
-  std::map<NodeKey, std::pair<size_t, int32_t>> index;
-  auto trees = BuildTrees(NodeTable(attrs), attrs, index);
-  AddWeights(attrs, "class", trees, index);
+  auto trees = TreesOf(attrs, "class");
   trees::ClassifierHead head;
   const auto int_labels = attrs.Ints("classlabels_int64s");
   const auto string_labels = attrs.Strings("classlabels_strings");

@@ -51,13 +51,13 @@ std::shared_ptr<ModelProvider> ModelProvider::Fixed(std::shared_ptr<const model:
 }
 
 std::shared_ptr<const ModelSet> ModelProvider::Current() const {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   return current_;
 }
 
 void ModelProvider::Publish(std::shared_ptr<const ModelSet> set) {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     current_ = std::move(set);
   }
   generation_.fetch_add(1, std::memory_order_acq_rel);

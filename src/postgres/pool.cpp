@@ -6,7 +6,7 @@ ConnectionPool::Lease ConnectionPool::Acquire() {
   while (true) {
     std::unique_ptr<Connection> conn;
     {
-      std::lock_guard lock(mutex_);
+      MutexLock lock(mutex_);
       if (idle_.empty()) break;
       conn = std::move(idle_.back());
       idle_.pop_back();
@@ -18,7 +18,7 @@ ConnectionPool::Lease ConnectionPool::Acquire() {
 
 void ConnectionPool::DropIdle() {
   std::vector<std::unique_ptr<Connection>> dropped;
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   dropped.swap(idle_);
 }
 
@@ -26,7 +26,7 @@ void ConnectionPool::Return(std::unique_ptr<Connection> conn) {
   // A connection left inside a transaction (an exception between BEGIN and the
   // Transaction's rollback cannot happen, but be safe) or broken is dropped.
   if (!conn->IsOpen() || PQtransactionStatus(conn->raw()) != PQTRANS_IDLE) return;
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   if (idle_.size() < max_idle_) idle_.push_back(std::move(conn));
 }
 

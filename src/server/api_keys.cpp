@@ -1,4 +1,5 @@
 #include "runnel/server/api_keys.hpp"
+#include "runnel/core/mutex.hpp"
 
 #include <fmt/format.h>
 #include <openssl/evp.h>
@@ -161,14 +162,14 @@ struct KeyStore::Impl {
   std::chrono::milliseconds refresh;
   std::unique_ptr<postgres::Connection> conn;  // the reloading thread's
 
-  mutable std::mutex mutex;
-  std::shared_ptr<const KeyMap> keys = std::make_shared<KeyMap>();  // guarded by mutex
-  bool stopping = false;                                            // guarded by mutex
-  std::condition_variable wake;
+  mutable Mutex mutex;
+  std::shared_ptr<const KeyMap> keys GUARDED_BY(mutex) = std::make_shared<KeyMap>();
+  bool stopping GUARDED_BY(mutex) = false;
+  std::condition_variable_any wake;
   std::thread thread;
 
   std::shared_ptr<const KeyMap> Snapshot() const {
-    std::lock_guard lock(mutex);
+    MutexLock lock(mutex);
     return keys;
   }
 
@@ -195,7 +196,7 @@ struct KeyStore::Impl {
   void Reload() {
     try {
       auto map = Read();
-      std::lock_guard lock(mutex);
+      MutexLock lock(mutex);
       keys = std::move(map);
     } catch (const std::exception& e) {
       conn.reset();
@@ -203,12 +204,17 @@ struct KeyStore::Impl {
     }
   }
 
+  // Reloads every `refresh` until Stop.
   void Loop() {
-    std::unique_lock lock(mutex);
-    while (!wake.wait_for(lock, refresh, [this] { return stopping; })) {
-      lock.unlock();
+    while (true) {
+      {
+        MutexLock lock(mutex);
+        const auto deadline = std::chrono::steady_clock::now() + refresh;
+        while (!stopping && lock.WaitUntil(wake, deadline)) {
+        }
+        if (stopping) return;
+      }
       Reload();
-      lock.lock();
     }
   }
 };
@@ -225,7 +231,7 @@ KeyStore::~KeyStore() {
 void KeyStore::Start() {
   auto map = impl_->Read();
   {
-    std::lock_guard lock(impl_->mutex);
+    MutexLock lock(impl_->mutex);
     impl_->keys = std::move(map);
   }
   impl_->thread = std::thread([this] { impl_->Loop(); });
@@ -233,7 +239,7 @@ void KeyStore::Start() {
 
 void KeyStore::Stop() {
   {
-    std::lock_guard lock(impl_->mutex);
+    MutexLock lock(impl_->mutex);
     impl_->stopping = true;
   }
   impl_->wake.notify_all();

@@ -4,8 +4,11 @@ namespace runnel::server {
 
 std::shared_ptr<CompletionHub::Waiter> CompletionHub::Watch(std::span<const int64_t> keys) {
   auto waiter = std::make_shared<Waiter>();
-  waiter->pending_.insert(keys.begin(), keys.end());
-  std::lock_guard lock(mutex_);
+  {
+    MutexLock lock(waiter->mutex_);
+    waiter->pending_.insert(keys.begin(), keys.end());
+  }
+  MutexLock lock(mutex_);
   for (int64_t key : keys) waiting_.emplace(key, waiter);
   return waiter;
 }
@@ -13,7 +16,7 @@ std::shared_ptr<CompletionHub::Waiter> CompletionHub::Watch(std::span<const int6
 void CompletionHub::Complete(std::span<const int64_t> keys) {
   std::vector<std::pair<int64_t, std::shared_ptr<Waiter>>> hits;
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     if (waiting_.empty()) return;
     for (int64_t key : keys) {
       auto [first, last] = waiting_.equal_range(key);
@@ -24,7 +27,7 @@ void CompletionHub::Complete(std::span<const int64_t> keys) {
 }
 
 void CompletionHub::Forget(const std::shared_ptr<Waiter>& waiter, std::span<const int64_t> keys) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   for (int64_t key : keys) {
     auto [first, last] = waiting_.equal_range(key);
     for (auto it = first; it != last; ++it) {
@@ -37,18 +40,21 @@ void CompletionHub::Forget(const std::shared_ptr<Waiter>& waiter, std::span<cons
 }
 
 void CompletionHub::Waiter::Satisfy(std::span<const int64_t> keys) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   for (int64_t key : keys) pending_.erase(key);
   if (pending_.empty()) cv_.notify_all();
 }
 
 bool CompletionHub::Waiter::WaitUntil(std::chrono::steady_clock::time_point until) {
-  std::unique_lock lock(mutex_);
-  return cv_.wait_until(lock, until, [&] { return pending_.empty(); });
+  MutexLock lock(mutex_);
+  while (!pending_.empty()) {
+    if (!lock.WaitUntil(cv_, until)) return pending_.empty();
+  }
+  return true;
 }
 
 std::vector<int64_t> CompletionHub::Waiter::Pending() {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   return {pending_.begin(), pending_.end()};
 }
 

@@ -1,4 +1,5 @@
 #include "runnel/server/event_hub.hpp"
+#include "runnel/core/mutex.hpp"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -98,8 +99,8 @@ struct EventHub::Impl {
   const EventHubOptions options;
   const std::string read_sql;
 
-  mutable std::mutex mutex;
-  std::vector<std::shared_ptr<Subscriber>> subscribers;  // guarded by mutex
+  mutable Mutex mutex;
+  std::vector<std::shared_ptr<Subscriber>> subscribers GUARDED_BY(mutex);
   EventPosition head;                                    // the last event read (pump thread only)
   std::atomic<bool> stop{false};
   std::thread thread;
@@ -117,7 +118,7 @@ struct EventHub::Impl {
   void Heartbeat();
   EventPosition ReadHead(postgres::Connection& conn) const;
   size_t subscribers_count() const {
-    std::lock_guard lock(mutex);
+    MutexLock lock(mutex);
     return subscribers.size();
   }
   static bool Send(Subscriber& s, const Event& e);
@@ -190,7 +191,7 @@ bool EventHub::Impl::Send(Subscriber& s, const Event& e) {
 // those that read slower than events come fall back to catching up from the table
 // (at their own pace: memory per subscriber stays bounded).
 void EventHub::Impl::Deliver(const std::vector<Event>& events) {
-  std::lock_guard lock(mutex);
+  MutexLock lock(mutex);
   std::erase_if(subscribers, [&](const std::shared_ptr<Subscriber>& s) {
     if (!s->live) return false;
     if (s->sink->backlog() > kPaceBytes) {
@@ -208,7 +209,7 @@ void EventHub::Impl::Deliver(const std::vector<Event>& events) {
 void EventHub::Impl::CatchUp(postgres::Connection& conn) {
   std::vector<std::shared_ptr<Subscriber>> behind;
   {
-    std::lock_guard lock(mutex);
+    MutexLock lock(mutex);
     for (const auto& s : subscribers) {
       if (!s->live) behind.push_back(s);
     }
@@ -220,7 +221,7 @@ void EventHub::Impl::CatchUp(postgres::Connection& conn) {
     for (const auto& e : events) {
       if (!(open = Send(*s, e))) break;
     }
-    std::lock_guard lock(mutex);
+    MutexLock lock(mutex);
     if (!open) {
       std::erase(subscribers, s);
     } else if (events.size() < static_cast<size_t>(options.read_rows)) {
@@ -232,7 +233,7 @@ void EventHub::Impl::CatchUp(postgres::Connection& conn) {
 void EventHub::Impl::Heartbeat() {
   if (Clock::now() - last_heartbeat < options.heartbeat) return;
   last_heartbeat = Clock::now();
-  std::lock_guard lock(mutex);
+  MutexLock lock(mutex);
   std::erase_if(subscribers, [](const std::shared_ptr<Subscriber>& s) { return !s->sink->Write(":\n\n"); });
 }
 
@@ -305,7 +306,7 @@ void EventHub::Stop() {
   auto& s = *impl_;
   s.stop = true;
   if (s.thread.joinable()) s.thread.join();
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   for (const auto& sub : s.subscribers) sub->sink->Close();
   s.subscribers.clear();
 }
@@ -318,14 +319,14 @@ bool EventHub::Subscribe(std::shared_ptr<StreamSink> sink, std::optional<std::st
   sub->client = std::move(client);
   sub->live = !after.has_value();
   if (after) sub->pos = *after;
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   if (s.subscribers.size() >= s.options.max_subscribers || s.stop.load()) return false;
   s.subscribers.push_back(std::move(sub));
   return true;
 }
 
 size_t EventHub::subscribers() const {
-  std::lock_guard lock(impl_->mutex);
+  MutexLock lock(impl_->mutex);
   return impl_->subscribers.size();
 }
 

@@ -29,7 +29,7 @@ Ingestor::~Ingestor() {
 
 void Ingestor::Stop() {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -46,7 +46,7 @@ void Ingestor::Submit(std::vector<std::string> columns, std::vector<nlohmann::js
   submission->records = std::move(records);
   submission->done = std::move(done);
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     if (stopping_) throw Error(ErrorCode::Unavailable, "the server is shutting down");
     (direct ? direct_waiting_ : waiting_).push_back(std::move(submission));
   }
@@ -58,8 +58,8 @@ void Ingestor::RunDirect() {
   while (true) {
     std::unique_ptr<Submission> s;
     {
-      std::unique_lock lock(mutex_);
-      direct_cv_.wait(lock, [&] { return stopping_ || !direct_waiting_.empty(); });
+      MutexLock lock(mutex_);
+      while (!stopping_ && direct_waiting_.empty()) lock.Wait(direct_cv_);
       if (direct_waiting_.empty()) return;  // stopping, nothing left
       s = std::move(direct_waiting_.front());
       direct_waiting_.pop_front();
@@ -187,8 +187,8 @@ void Ingestor::Run() {
   while (true) {
     std::vector<std::unique_ptr<Submission>> batch;
     {
-      std::unique_lock lock(mutex_);
-      cv_.wait(lock, [&] { return stopping_ || !waiting_.empty(); });
+      MutexLock lock(mutex_);
+      while (!stopping_ && waiting_.empty()) lock.Wait(cv_);
       if (waiting_.empty()) return;  // stopping, nothing left
       size_t records = 0;
       while (!waiting_.empty() && (batch.empty() || records + waiting_.front()->records.size() <= max_group_records_)) {

@@ -139,7 +139,7 @@ void Metrics::RecordBatch(const pipeline::BatchResult& batch) {
   batches_.fetch_add(1, std::memory_order_relaxed);
   deferred_.fetch_add(static_cast<int64_t>(batch.deferred), std::memory_order_relaxed);
   if (!batch.failed_sqlstates.empty()) {
-    std::lock_guard lock(failure_mutex_);
+    MutexLock lock(failure_mutex_);
     for (const auto& state : batch.failed_sqlstates) ++failures_by_class_[state.substr(0, 2)];
   }
   batch_size_.Observe(static_cast<double>(batch.claimed));
@@ -148,7 +148,7 @@ void Metrics::RecordBatch(const pipeline::BatchResult& batch) {
 }
 
 void Metrics::RecordHttp(const std::string& route, int status, double seconds) {
-  std::lock_guard lock(http_mutex_);
+  MutexLock lock(http_mutex_);
   ++http_counts_[{route, status}];
   auto& histogram = http_latency_[route];
   if (!histogram) histogram = std::make_unique<Histogram>(SecondsBounds());
@@ -168,7 +168,7 @@ std::string Metrics::Render(const std::vector<MetricFamily>& families) const {
   out += fmt::format("runnel_requests_total{{{},status=\"failed\"}} {}\n", p, failed_.load());
   out += fmt::format("runnel_requests_total{{{},status=\"gone\"}} {}\n", p, gone_.load());
   {
-    std::lock_guard lock(failure_mutex_);
+    MutexLock lock(failure_mutex_);
     out += "# HELP runnel_requests_failed_total Failed requests by SQLSTATE class (22 data, 23 constraint, ";
     out += "55 lock, P0 raised by a trigger, 02 row not found).\n# TYPE runnel_requests_failed_total counter\n";
     for (const auto& [cls, count] : failures_by_class_) {
@@ -193,7 +193,7 @@ std::string Metrics::Render(const std::vector<MetricFamily>& families) const {
     stages_[k]->Write(out, "runnel_stage_seconds", fmt::format("{},stage=\"{}\"", p, pipeline::kStageNames[k]));
   }
   {
-    std::lock_guard lock(http_mutex_);
+    MutexLock lock(http_mutex_);
     out += "# HELP runnel_http_requests_total HTTP responses by route and status.\n";
     out += "# TYPE runnel_http_requests_total counter\n";
     for (const auto& [key, count] : http_counts_) {

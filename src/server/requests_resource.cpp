@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "api.hpp"
+#include "runnel/core/mutex.hpp"
 #include "runnel/pipeline/replay.hpp"
 #include "runnel/pipeline/request_status.hpp"
 #include "runnel/postgres/arrays.hpp"
@@ -184,15 +185,18 @@ void RequestsResource::Submit(std::vector<json> records, KeysDone done) {
     group->second.push_back(i);
   }
   struct Join {
-    std::mutex mutex;
-    std::vector<int64_t> ids;
-    size_t remaining;
-    std::exception_ptr error;
-    KeysDone done;
+    Mutex mutex;
+    std::vector<int64_t> ids GUARDED_BY(mutex);
+    size_t remaining GUARDED_BY(mutex);
+    std::exception_ptr error GUARDED_BY(mutex);
+    KeysDone done;  // called once, by the last group's callback
   };
   auto join = std::make_shared<Join>();
-  join->ids.resize(records.size());
-  join->remaining = by_columns.size();
+  {
+    MutexLock lock(join->mutex);
+    join->ids.resize(records.size());
+    join->remaining = by_columns.size();
+  }
   join->done = std::move(done);
   for (auto& [cols, members] : by_columns) {
     std::vector<json> group;
@@ -200,14 +204,19 @@ void RequestsResource::Submit(std::vector<json> records, KeysDone done) {
     for (size_t i : members) group.push_back(std::move(records[i]));
     api_.ingestor->Submit(
         cols, std::move(group), [join, members = members](std::vector<int64_t> keys, std::exception_ptr error) {
-          std::unique_lock lock(join->mutex);
-          if (!error && keys.size() != members.size())
-            error = std::make_exception_ptr(HttpError{500, "the database returned fewer keys than records"});
-          if (error && !join->error) join->error = error;
-          for (size_t j = 0; !error && j < members.size(); ++j) join->ids[members[j]] = keys[j];
-          if (--join->remaining > 0) return;
-          lock.unlock();
-          join->done(std::move(join->ids), join->error);
+          std::vector<int64_t> ids;
+          std::exception_ptr first_error;
+          {
+            MutexLock lock(join->mutex);
+            if (!error && keys.size() != members.size())
+              error = std::make_exception_ptr(HttpError{500, "the database returned fewer keys than records"});
+            if (error && !join->error) join->error = error;
+            for (size_t j = 0; !error && j < members.size(); ++j) join->ids[members[j]] = keys[j];
+            if (--join->remaining > 0) return;
+            ids = std::move(join->ids);
+            first_error = join->error;
+          }
+          join->done(std::move(ids), first_error);
         });
   }
 }

@@ -70,7 +70,7 @@ void Service::Start() {
     run.stop = &stop_;
     run.log = options_.log;
     run.on_pause = [this](size_t worker, const std::optional<std::string>& reason) {
-      std::lock_guard lock(pause_mutex_);
+      MutexLock lock(pause_mutex_);
       if (reason) {
         pauses_[worker] = *reason;
       } else {
@@ -135,7 +135,7 @@ pipeline::RunSummary Service::Wait() {
 }
 
 std::vector<std::string> Service::Pauses() const {
-  std::lock_guard lock(pause_mutex_);
+  MutexLock lock(pause_mutex_);
   std::vector<std::string> out;
   for (const auto& [worker, reason] : pauses_) {
     if (std::find(out.begin(), out.end(), reason) == out.end()) out.push_back(reason);

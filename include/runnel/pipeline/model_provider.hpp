@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "runnel/core/mutex.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 
@@ -71,8 +72,8 @@ class ModelProvider {
   void Publish(std::shared_ptr<const ModelSet> set);
 
  private:
-  mutable std::mutex mutex_;
-  std::shared_ptr<const ModelSet> current_;
+  mutable Mutex mutex_;
+  std::shared_ptr<const ModelSet> current_ GUARDED_BY(mutex_);
   std::atomic<uint64_t> generation_{0};
 };
 

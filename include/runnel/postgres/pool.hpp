@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "runnel/core/mutex.hpp"
 #include "runnel/postgres/connection.hpp"
 
 namespace runnel::postgres {
@@ -67,8 +68,8 @@ class ConnectionPool {
 
   std::string conninfo_;
   size_t max_idle_;
-  std::mutex mutex_;
-  std::vector<std::unique_ptr<Connection>> idle_;
+  Mutex mutex_;
+  std::vector<std::unique_ptr<Connection>> idle_ GUARDED_BY(mutex_);
 };
 
 }  // namespace runnel::postgres

@@ -16,6 +16,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runnel/core/mutex.hpp"
+
 namespace runnel::server {
 
 class CompletionHub {
@@ -38,17 +40,17 @@ class CompletionHub {
 
    private:
     friend class CompletionHub;
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    std::set<int64_t> pending_;
+    Mutex mutex_;
+    std::condition_variable_any cv_;
+    std::set<int64_t> pending_ GUARDED_BY(mutex_);
   };
 
   // Stops watching (the waiter's destructor does not: call this when done).
   void Forget(const std::shared_ptr<Waiter>& waiter, std::span<const int64_t> keys);
 
  private:
-  std::mutex mutex_;
-  std::unordered_multimap<int64_t, std::shared_ptr<Waiter>> waiting_;
+  Mutex mutex_;
+  std::unordered_multimap<int64_t, std::shared_ptr<Waiter>> waiting_ GUARDED_BY(mutex_);
 };
 
 }  // namespace runnel::server

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include "runnel/core/mutex.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 
 #include "runnel/postgres/connection.hpp"
@@ -80,12 +81,12 @@ class Ingestor {
   std::once_flag sequence_once_;
   std::string sequence_;
   size_t max_group_records_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<std::unique_ptr<Submission>> waiting_;         // grouped; guarded by mutex_
-  std::deque<std::unique_ptr<Submission>> direct_waiting_;  // large; guarded by mutex_
-  std::condition_variable direct_cv_;
-  bool stopping_ = false;
+  Mutex mutex_;
+  std::condition_variable_any cv_;
+  std::deque<std::unique_ptr<Submission>> waiting_ GUARDED_BY(mutex_);         // grouped
+  std::deque<std::unique_ptr<Submission>> direct_waiting_ GUARDED_BY(mutex_);  // large
+  std::condition_variable_any direct_cv_;
+  bool stopping_ GUARDED_BY(mutex_) = false;
   std::vector<std::thread> threads_;
 };
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "runnel/core/mutex.hpp"
 #include "runnel/pipeline/worker.hpp"
 
 namespace runnel::server {
@@ -68,11 +69,11 @@ class Metrics {
   Histogram batch_size_;                                    // requests per batch
   std::array<Histogram*, pipeline::kStageCount> stages_{};  // per stage, seconds (owned below)
   std::vector<std::unique_ptr<Histogram>> stage_storage_;
-  mutable std::mutex http_mutex_;
-  std::map<std::pair<std::string, int>, int64_t> http_counts_;
-  std::map<std::string, std::unique_ptr<Histogram>> http_latency_;
-  mutable std::mutex failure_mutex_;
-  std::map<std::string, int64_t> failures_by_class_;  // SQLSTATE class -> failed requests; guarded by failure_mutex_
+  mutable Mutex http_mutex_;
+  std::map<std::pair<std::string, int>, int64_t> http_counts_ GUARDED_BY(http_mutex_);
+  std::map<std::string, std::unique_ptr<Histogram>> http_latency_ GUARDED_BY(http_mutex_);
+  mutable Mutex failure_mutex_;
+  std::map<std::string, int64_t> failures_by_class_ GUARDED_BY(failure_mutex_);  // SQLSTATE class -> failed requests
   std::atomic<int64_t> deferred_{0};
 };
 

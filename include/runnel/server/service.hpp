@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "runnel/core/mutex.hpp"
 #include "runnel/pipeline/jobs.hpp"
 #include "runnel/pipeline/worker.hpp"
 #include "runnel/registry/model_stream.hpp"
@@ -79,8 +80,8 @@ class Service {
   std::thread workers_;
   pipeline::RunSummary summary_;
   std::exception_ptr failure_;
-  mutable std::mutex pause_mutex_;
-  std::map<size_t, std::string> pauses_;  // worker -> reason; guarded by pause_mutex_
+  mutable Mutex pause_mutex_;
+  std::map<size_t, std::string> pauses_ GUARDED_BY(pause_mutex_);  // worker -> reason
 };
 
 }  // namespace runnel::server
