@@ -216,7 +216,11 @@ std::shared_ptr<const trees::TreeEnsemble> Regressor(const onnx::NodeProto& node
   const Attributes attrs(node, source);
   auto trees = TreesOf(attrs, "target");
   const int64_t targets = attrs.Int("n_targets", 1);
-  if (targets < 1 || targets > 100000) attrs.Fail(fmt::format("n_targets is {}", targets));
+  // Each target is some leaf's: more targets than weights is a hostile file.
+  size_t weights = 0;
+  for (const auto& tree : trees) weights += tree.weights.size();
+  if (targets < 1 || static_cast<uint64_t>(targets) > std::max<size_t>(1, weights))
+    attrs.Fail(fmt::format("n_targets is {} for {} leaf weights", targets, weights));
   auto base = attrs.Floats("base_values");
   if (base.empty()) base.assign(static_cast<size_t>(targets), 0.0f);
   if (base.size() != static_cast<size_t>(targets))

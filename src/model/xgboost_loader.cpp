@@ -5,6 +5,7 @@
 // before anything is scored.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -182,7 +183,12 @@ LoadedTrees LoadXGBoostJson(std::string_view bytes, const std::string& source) {
       Refuse(source, fmt::format("tree {}: tree_info {} is not an output group", t, group));
     trees.back().group = static_cast<int32_t>(group);
   }
+  // Every output group has trees of its own: a larger count is a hostile file (and
+  // would be allocated per row of a batch).
   const size_t groups = classes > 0 ? classes : targets;
+  if (groups == 0 || groups > std::max<size_t>(1, trees.size()))
+    Refuse(source, fmt::format("{} output groups (num_class {}, num_target {}) for {} trees", groups, classes, targets,
+                               trees.size()));
   const double base_score = Number(Member(params, "base_score", source, "learner_model_param"), source, "base_score");
   std::vector<float> base(groups, BaseMargin(base_score, objective.link, source));
   LoadedTrees out;

@@ -259,9 +259,12 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   // Limits that can be checked before the body: its declared size, request memory,
   // wait slots. Then 100 Continue when asked, then the body.
+  size_t BodyLimit() const {
+    return ex_->route->options.max_body_bytes > 0 ? ex_->route->options.max_body_bytes : t_->limits.max_body_bytes;
+  }
+
   void AdmitBody() {
-    const size_t limit =
-        ex_->route->options.max_body_bytes > 0 ? ex_->route->options.max_body_bytes : t_->limits.max_body_bytes;
+    const size_t limit = BodyLimit();
     const auto length = parser_->content_length();
     if (length && *length > limit) {
       return Fail(413, fmt::format("the body ({} bytes) is larger than the {} bytes {} accepts", *length, limit,
@@ -345,7 +348,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   void OnBody(beast::error_code ec, size_t) {
     if (ec == http::error::body_limit) {
-      return Fail(413, fmt::format("the body is larger than the {} bytes {} accepts", BodySize(), ex_->route->name));
+      return Fail(413, fmt::format("the body is larger than the {} bytes {} accepts", BodyLimit(), ex_->route->name));
     }
     if (ec == beast::error::timeout) return Fail(408, "the body was not received in time");
     if (ec) return Abandon();

@@ -187,6 +187,9 @@ TEST_F(XGBoostTest, HostileFilesAreRefusedNamingWhatIsWrong) {
       refused([&](json& d) { d["learner"]["gradient_booster"]["model"]["tree_info"][0] = 1; }).find("output group 1"),
       std::string::npos);
   EXPECT_THAT(refused([&](json& d) { d.erase("learner"); }), HasSubstr("not an XGBoost model"));
+  // A count that would be allocated per row of a batch is checked against the file.
+  EXPECT_THAT(refused([&](json& d) { d["learner"]["learner_model_param"]["num_class"] = "1000000000"; }),
+              HasSubstr("1000000000 output groups"));
   try {
     LoadModelFromBytes("{\"learner\": [1, 2", "bad.json", "v");
     ADD_FAILURE() << "loaded";
@@ -330,6 +333,8 @@ TEST(OnnxTrees, HostileEnsemblesAreRefusedNamingWhatIsWrong) {
   EXPECT_THAT(refused([&](auto& n) { Attribute(n, "aggregate_function")->set_s("MAX"); }), HasSubstr("MAX"));
   EXPECT_THAT(refused([&](auto& n) { Attribute(n, "post_transform")->set_s("PROBIT"); }), HasSubstr("PROBIT"));
   EXPECT_THAT(refused([&](auto& n) { n.set_domain(""); }), HasSubstr("outside the ai.onnx.ml domain"));
+  EXPECT_THAT(refused([&](auto& n) { Attribute(n, "n_targets")->set_i(1000000000); }),
+              HasSubstr("n_targets is 1000000000 for 2 leaf weights"));
 }
 
 }  // namespace
