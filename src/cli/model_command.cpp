@@ -60,17 +60,18 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
                           return 0;
                         }
                         const auto verdict = registry::AwaitVerdict(conn, added, std::chrono::seconds(reg->wait_s));
-                        if (verdict.status == "rejected") {
+                        if (verdict.status == registry::ModelStatus::kRejected) {
                           throw Error(ErrorCode::Model, fmt::format("{} was rejected by the serving processes: {}",
                                                                     what, verdict.error.value_or("?")));
                         }
-                        if (verdict.status == "pending") {
+                        if (verdict.status == registry::ModelStatus::kPending) {
                           throw Error(ErrorCode::Unavailable,
                                       fmt::format("{} is pushed but no serving process judged it within {} s (is "
                                                   "`runnel run` serving a pipeline that uses it?)",
                                                   what, reg->wait_s));
                         }
-                        fmt::print("pushed {} ({} bytes): {}\n", what, verdict.size, verdict.status);
+                        fmt::print("pushed {} ({} bytes): {}\n", what, verdict.size,
+                                   registry::ModelStatusName(verdict.status));
                         return 0;
                       }});
 
@@ -87,9 +88,10 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
                           // The current version of a (name, data type): its newest ready one.
                           std::set<std::optional<std::string>> current_found;
                           for (const auto& v : registry::Versions(conn, name)) {
-                            const bool current = v.status == "ready" && current_found.insert(v.data_type).second;
+                            const bool current =
+                                v.status == registry::ModelStatus::kReady && current_found.insert(v.data_type).second;
                             fmt::print("{} {:<16} v{:<4} {:<12} {:<10} {:<18} {}{}\n", current ? "*" : " ", v.name,
-                                       v.version, v.status, v.data_type.value_or("-"),
+                                       v.version, registry::ModelStatusName(v.status), v.data_type.value_or("-"),
                                        v.format.empty() ? "-" : v.format, v.description,
                                        v.error ? " (" + *v.error + ")" : "");
                           }

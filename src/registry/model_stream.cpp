@@ -69,8 +69,8 @@ void ModelStream::Stop() {
   }
 }
 
-std::shared_ptr<const pipeline::ServingModel> ModelStream::Validate(postgres::Connection& conn,
-                                                                    const std::string& status, int64_t version,
+std::shared_ptr<const pipeline::ServingModel> ModelStream::Validate(postgres::Connection& conn, ModelStatus status,
+                                                                    int64_t version,
                                                                     const std::optional<std::string>& data_type,
                                                                     const std::string& description) {
   const std::string label = fmt::format("{}@v{}", config_.model_name, version);
@@ -79,7 +79,7 @@ std::shared_ptr<const pipeline::ServingModel> ModelStream::Validate(postgres::Co
   try {
     auto model = model::LoadModelFromBytes(bytes, source, label);
     pipeline::OutputPlan::Resolve(config_, program_, *model);  // throws when it does not fit
-    if (status == "pending") {
+    if (status == ModelStatus::kPending) {
       SetValidated(conn, config_.model_name, version, true, model::ModelFormatName(model->info().format), "");
     }
     auto serving = std::make_shared<pipeline::ServingModel>();
@@ -92,7 +92,7 @@ std::shared_ptr<const pipeline::ServingModel> ModelStream::Validate(postgres::Co
   } catch (const postgres::DatabaseError&) {
     throw;
   } catch (const Error& e) {
-    if (status == "pending") {
+    if (status == ModelStatus::kPending) {
       SetValidated(conn, config_.model_name, version, false, "", e.what());
       // Warn level: visible with --log-level warn, like every failure.
       spdlog::warn("registry: rejected {}: {}", label, e.what());
@@ -127,7 +127,8 @@ bool ModelStream::Refresh() {
     if (auto it = loaded_.find(version); it != loaded_.end()) {
       serving = it->second;
     } else {
-      serving = Validate(conn, rows.Get<std::string>(r, 2), version, data_type, rows.Get<std::string>(r, 3));
+      serving = Validate(conn, ParseModelStatus(rows.Get<std::string>(r, 2)), version, data_type,
+                         rows.Get<std::string>(r, 3));
     }
     if (serving) {
       chosen[data_type] = std::move(serving);

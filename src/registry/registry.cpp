@@ -27,11 +27,32 @@ ModelVersion ReadVersion(const postgres::Result& r, int row) {
   v.description = r.Get<std::string>(row, 3);
   v.data_type = r.GetOptional<std::string>(row, 4);
   v.created_at = r.Get<double>(row, 5);
-  v.status = r.Get<std::string>(row, 6);
+  v.status = ParseModelStatus(r.Get<std::string>(row, 6));
   v.error = r.GetOptional<std::string>(row, 7);
   v.size = r.Get<int64_t>(row, 8);
   return v;
 }
+
+}  // namespace
+
+std::string_view ModelStatusName(ModelStatus status) {
+  switch (status) {
+    case ModelStatus::kPending: return "pending";
+    case ModelStatus::kReady: return "ready";
+    case ModelStatus::kRejected: return "rejected";
+    case ModelStatus::kRolledBack: return "rolled_back";
+  }
+  return "?";
+}
+
+ModelStatus ParseModelStatus(std::string_view name) {
+  for (auto status : {ModelStatus::kPending, ModelStatus::kReady, ModelStatus::kRejected, ModelStatus::kRolledBack}) {
+    if (ModelStatusName(status) == name) return status;
+  }
+  throw Error(ErrorCode::Database, fmt::format("runnel_models holds an unknown status '{}'", name));
+}
+
+namespace {
 
 void CheckRequest(const PushRequest& request) {
   if (request.name.empty() || request.name.size() > 100)
@@ -160,7 +181,7 @@ std::optional<ModelVersion> PushIfEmpty(postgres::Connection& conn, const PushRe
 ModelVersion AwaitVerdict(postgres::Connection& conn, ModelVersion pushed, std::chrono::milliseconds wait,
                           const std::atomic<bool>* stop) {
   const auto deadline = std::chrono::steady_clock::now() + wait;
-  while (pushed.status == "pending" && std::chrono::steady_clock::now() < deadline &&
+  while (pushed.status == ModelStatus::kPending && std::chrono::steady_clock::now() < deadline &&
          (stop == nullptr || !stop->load())) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     for (auto& v : Versions(conn, pushed.name)) {
@@ -192,16 +213,21 @@ std::string FetchBytes(postgres::Connection& conn, std::string_view name, int64_
   return r.Get<std::string>(0, 0);
 }
 
-std::string SetValidated(postgres::Connection& conn, std::string_view name, int64_t version, bool ok,
+ModelStatus SetValidated(postgres::Connection& conn, std::string_view name, int64_t version, bool ok,
                          std::string_view format, std::string_view error) {
   conn.Exec(
       "UPDATE runnel_models SET status = $3, format = $4, error = nullif($5, '') "
       "WHERE name = $1 AND version = $2 AND status = 'pending'",
-      Params().Add(name).Add(version).Add(ok ? "ready" : "rejected").Add(format).Add(error));
+      Params()
+          .Add(name)
+          .Add(version)
+          .Add(ModelStatusName(ok ? ModelStatus::kReady : ModelStatus::kRejected))
+          .Add(format)
+          .Add(error));
   auto r =
       conn.Exec("SELECT status FROM runnel_models WHERE name = $1 AND version = $2", Params().Add(name).Add(version));
   if (r.rows() == 0) throw Error(ErrorCode::NotFound, fmt::format("model '{}' has no version {}", name, version));
-  return r.Get<std::string>(0, 0);
+  return ParseModelStatus(r.Get<std::string>(0, 0));
 }
 
 ModelVersion Rollback(postgres::Connection& conn, std::string_view name, const std::optional<std::string>& data_type) {

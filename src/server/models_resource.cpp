@@ -16,7 +16,7 @@ namespace {
 
 json VersionJson(const registry::ModelVersion& v) {
   return json{{"version", v.version},
-              {"status", v.status},
+              {"status", registry::ModelStatusName(v.status)},
               {"error", v.error ? json(*v.error) : json(nullptr)},
               {"format", v.format},
               {"description", v.description},
@@ -64,7 +64,7 @@ json ModelJson(postgres::Connection& conn, const std::string& name, bool with_ve
   // Current: newest ready version per data type.
   std::map<std::optional<std::string>, const registry::ModelVersion*> current;
   for (const auto& v : versions) {
-    if (v.status == "ready" && !current.contains(v.data_type)) current[v.data_type] = &v;
+    if (v.status == registry::ModelStatus::kReady && !current.contains(v.data_type)) current[v.data_type] = &v;
   }
   json out;
   out["name"] = name;
@@ -143,16 +143,19 @@ class ModelsResource {
     auto lease = api_.pool.Acquire();
     const auto added = registry::AwaitVerdict(*lease, registry::Push(*lease, push), std::chrono::milliseconds(wait_ms),
                                               &api_.stopping);
-    json body = {{"name", added.name},     {"version", added.version},
-                 {"status", added.status}, {"error", added.error ? json(*added.error) : json(nullptr)},
-                 {"format", added.format}, {"size_bytes", added.size}};
+    json body = {{"name", added.name},
+                 {"version", added.version},
+                 {"status", registry::ModelStatusName(added.status)},
+                 {"error", added.error ? json(*added.error) : json(nullptr)},
+                 {"format", added.format},
+                 {"size_bytes", added.size}};
     res.SetHeader("Location", fmt::format("/v1/models/{}", added.name));
-    if (added.status == "rejected") {
+    if (added.status == registry::ModelStatus::kRejected) {
       body["error"] =
           fmt::format("model '{}' v{} was rejected: {}", added.name, added.version, added.error.value_or("?"));
       Reply(res, 422, body);
     } else {
-      Reply(res, added.status == "ready" ? 201 : 202, body);
+      Reply(res, added.status == registry::ModelStatus::kReady ? 201 : 202, body);
     }
   }
 
@@ -165,7 +168,7 @@ class ModelsResource {
           {{"name", current.name},
            {"version", current.version},
            {"data_type", current.data_type ? json(*current.data_type) : json(nullptr)},
-           {"status", current.status}});
+           {"status", registry::ModelStatusName(current.status)}});
   }
 
  private:

@@ -24,6 +24,7 @@
 #include "runnel/pipeline/model_provider.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/postgres/connection.hpp"
+#include "runnel/registry/registry.hpp"
 
 namespace runnel::registry {
 
@@ -58,7 +59,7 @@ class ModelStream {
 
  private:
   void Run();
-  std::shared_ptr<const pipeline::ServingModel> Validate(postgres::Connection& conn, const std::string& status,
+  std::shared_ptr<const pipeline::ServingModel> Validate(postgres::Connection& conn, ModelStatus status,
                                                          int64_t version, const std::optional<std::string>& data_type,
                                                          const std::string& description);
 

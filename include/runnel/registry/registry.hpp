@@ -33,6 +33,14 @@ namespace runnel::registry {
 // exist.
 void MigrateRegistry(postgres::Connection& conn);
 
+// A version's state: pushed and not yet judged; validated and served; refused by a
+// serving process (its error says why); withdrawn by a rollback.
+enum class ModelStatus { kPending, kReady, kRejected, kRolledBack };
+// The name runnel_models.status stores and the API and CLI show ("ready").
+std::string_view ModelStatusName(ModelStatus status);
+// Throws Error(Database) for a name the table's CHECK does not allow.
+ModelStatus ParseModelStatus(std::string_view name);
+
 struct ModelVersion {
   std::string name;
   int64_t version = 0;
@@ -40,7 +48,7 @@ struct ModelVersion {
   std::string description;
   std::optional<std::string> data_type;
   double created_at = 0;  // seconds since the epoch
-  std::string status;
+  ModelStatus status = ModelStatus::kPending;
   std::optional<std::string> error;
   int64_t size = 0;  // bytes
 };
@@ -75,7 +83,7 @@ std::string FetchBytes(postgres::Connection& conn, std::string_view name, int64_
 
 // Marks the result of validating a `pending` version; a no-op when another process
 // already did. Returns the status the version has afterwards.
-std::string SetValidated(postgres::Connection& conn, std::string_view name, int64_t version, bool ok,
+ModelStatus SetValidated(postgres::Connection& conn, std::string_view name, int64_t version, bool ok,
                          std::string_view format, std::string_view error);
 
 // Retires the current version of (name, data_type) so the previous ready one serves.
