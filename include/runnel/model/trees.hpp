@@ -91,7 +91,8 @@ class TreeEnsemble {
   Transform transform() const { return transform_; }
 
   // input: rows x input_width() (NaN: missing), row-major; output: rows x
-  // output_width(). Walks blocks of rows through one tree at a time.
+  // output_width(). Walks kLanes rows of a block through one tree at a time, or, for
+  // fewer than kFewRows rows, kLanes trees of one row at a time.
   void Score(std::span<const float> input, size_t rows, std::span<float> output) const;
   // One row, one tree after the other straight from the arrays: the reference that
   // Score is tested against.
