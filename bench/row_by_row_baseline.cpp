@@ -34,15 +34,15 @@ int main(int argc, char** argv) {
       select += (i ? ", " : "") + postgres::QuoteIdentifier(config.features.input_columns[i]) + "::float8";
     }
     select += fmt::format(" FROM {} WHERE {} = $1", postgres::QuoteIdentifier(config.table),
-                          postgres::QuoteIdentifier(config.key_column));
+                          postgres::QuoteIdentifier(config.key_columns.front()));
     const std::string update =
         fmt::format("UPDATE {} SET risk_propensity = $2, financial_status = $3 WHERE {} = $1",
-                    postgres::QuoteIdentifier(config.table), postgres::QuoteIdentifier(config.key_column));
+                    postgres::QuoteIdentifier(config.table), postgres::QuoteIdentifier(config.key_columns.front()));
     const std::string products =
         fmt::format("SELECT p.{} FROM {} r JOIN {} p ON ({}) WHERE r.{} = $1",
                     postgres::QuoteIdentifier(config.recommend->key_column), postgres::QuoteIdentifier(config.table),
                     postgres::QuoteIdentifier(config.recommend->table), config.recommend->where,
-                    postgres::QuoteIdentifier(config.key_column));
+                    postgres::QuoteIdentifier(config.key_columns.front()));
     ColumnBatch batch;
     features::FeatureOutput out;
     const auto start = std::chrono::steady_clock::now();

@@ -36,7 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const auto model = TinyModel();
   runnel::pipeline::PipelineConfig config;
   config.file = "fuzz.toml";
-  config.key_column = "id";
+  config.key_columns = {"id"};
   config.model_outputs = {"score"};
   config.features.input_columns = {"a", "b"};
   config.features.derived = {{"ratio", "a / b"}};

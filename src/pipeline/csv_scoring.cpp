@@ -49,9 +49,13 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
     }
     return it->second;
   };
-  // Without a key column (a bare data file), rows are numbered from 1.
-  const bool has_key = by_name.contains(NormalizeColumnName(config.key_column));
-  const size_t key_index = has_key ? locate(config.key_column) : 0;
+  // Without the key columns (a bare data file), rows are numbered from 1.
+  const bool has_key = std::all_of(config.key_columns.begin(), config.key_columns.end(),
+                                   [&](const std::string& c) { return by_name.contains(NormalizeColumnName(c)); });
+  std::vector<size_t> key_index;
+  if (has_key) {
+    for (const auto& column : config.key_columns) key_index.push_back(locate(column));
+  }
   size_t row_number = 0;
   std::vector<size_t> input_index;
   for (const auto& column : program.input_columns()) input_index.push_back(locate(column));
@@ -62,7 +66,11 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
   const std::vector<std::string>& columns = config.output_columns;
   {
     std::string line;
-    AppendCsvField(line, config.key_column, ',');
+    for (size_t k = 0; k < config.key_columns.size(); ++k) {
+      if (k > 0) line += ',';
+      AppendCsvField(line, has_key ? config.key_columns[k] : config.key_columns.front(), ',');
+      if (!has_key) break;
+    }
     for (const auto& column : columns) {
       line += ',';
       AppendCsvField(line, column, ',');
@@ -92,7 +100,16 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
       }
       if (fields.size() == 1 && fields[0].empty()) continue;  // blank line
       ++row_number;
-      keys.push_back(!has_key ? std::to_string(row_number) : key_index < fields.size() ? fields[key_index] : "");
+      if (!has_key) {
+        keys.push_back(std::to_string(row_number));
+      } else {  // the key's fields, CSV-escaped and joined: written as they are
+        std::string key;
+        for (size_t k = 0; k < key_index.size(); ++k) {
+          if (k > 0) key += ',';
+          AppendCsvField(key, key_index[k] < fields.size() ? fields[key_index[k]] : "", ',');
+        }
+        keys.push_back(std::move(key));
+      }
       std::string error;
       if (reader.malformed()) {
         error = fmt::format("line {}: unterminated quoted field", reader.line());
@@ -129,7 +146,7 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
         error = "the model made no prediction for this row (a missing or invalid input)";
       }
       line.clear();
-      AppendCsvField(line, keys[r], ',');
+      line += keys[r];
       auto put = [&](double v) {
         line += ',';
         if (error.empty() && !std::isnan(v)) fmt::format_to(std::back_inserter(line), "{}", static_cast<float>(v));

@@ -6,6 +6,7 @@
 
 #include "runnel/core/error.hpp"
 #include "runnel/pipeline/filter.hpp"
+#include "runnel/pipeline/request_keys.hpp"
 #include "runnel/pipeline/schema.hpp"
 
 namespace runnel::pipeline {
@@ -37,11 +38,25 @@ JobInfo ReadJob(const postgres::Result& r, int row) {
   return j;
 }
 
-// FROM clause shared by counting and enqueueing: source rows s with their result r.
-std::string SourceWithResults(const PipelineConfig& config) {
-  const auto names = NamesFor(config);
-  return fmt::format("{} s LEFT JOIN {} r ON r.key = s.{}", QuoteIdentifier(config.table),
-                     QuoteIdentifier(names.results), QuoteIdentifier(config.key_column));
+// FROM clause shared by counting and enqueueing: source rows s (with their request
+// id m, mapped keys) with their result r.
+std::string SourceWithResults(const PipelineConfig& config, const RequestKeys& keys) {
+  return fmt::format("{} s{} LEFT JOIN {} r ON r.key = {}", QuoteIdentifier(config.table), keys.JoinMap("s", "m"),
+                     QuoteIdentifier(NamesFor(config).results), keys.IdOf("s", "m"));
+}
+
+// Mapped keys: rows the filter picks that were never captured (inserted before the
+// pipeline was migrated) get their request ids first.
+void MapKeys(postgres::Connection& conn, const PipelineConfig& config, const RequestKeys& keys,
+             const CompiledFilter& filter, const Params& params) {
+  if (!keys.mapped()) return;
+  conn.Exec(fmt::format("INSERT INTO {map} ({cols}) SELECT {s_cols} FROM {table} s LEFT JOIN {results} r ON false "
+                        "WHERE {complete} AND {filter} ON CONFLICT ({cols}) DO NOTHING",
+                        fmt::arg("map", keys.map_table()), fmt::arg("cols", keys.ColumnList("")),
+                        fmt::arg("s_cols", keys.ColumnList("s")), fmt::arg("table", QuoteIdentifier(config.table)),
+                        fmt::arg("results", QuoteIdentifier(NamesFor(config).results)),
+                        fmt::arg("complete", keys.KeyComplete("s")), fmt::arg("filter", filter.sql)),
+            params);
 }
 
 }  // namespace
@@ -57,12 +72,15 @@ JobInfo CreateJob(postgres::Connection& conn, const PipelineConfig& config, cons
   }
   const auto columns = SourceColumns(conn, config);
   const auto compiled = CompileFilter(filter, columns, 1);
-  const std::string key = "s." + QuoteIdentifier(config.key_column);
+  const auto keys = RequestKeys::Resolve(config, columns);
+  const std::string key = keys.IdOf("s", "m");
   postgres::Transaction tx(conn);
   Params params;
   for (const auto& p : compiled.params) params.Add(p);
+  MapKeys(conn, config, keys, compiled, params);
   auto counted = conn.Exec(
-      fmt::format("SELECT count(*), max({}) FROM {} WHERE {}", key, SourceWithResults(config), compiled.sql), params);
+      fmt::format("SELECT count(*), max({}) FROM {} WHERE {}", key, SourceWithResults(config, keys), compiled.sql),
+      params);
   Params insert;
   insert.Add(config.name).Add(filter).Add(batch_size).Add(counted.Get<int64_t>(0, 0));
   insert.Add(counted.GetOptional<int64_t>(0, 1));
@@ -125,8 +143,11 @@ bool AdvanceJobs(postgres::Connection& conn, const PipelineConfig& config) {
   const auto id = job.Get<int64_t>(0, 0);
   const auto batch_size = job.Get<int64_t>(0, 2);
   CompiledFilter compiled;
+  std::optional<RequestKeys> keys;
   try {
-    compiled = CompileFilter(job.Get<std::string>(0, 1), SourceColumns(conn, config), 5);
+    const auto columns = SourceColumns(conn, config);
+    compiled = CompileFilter(job.Get<std::string>(0, 1), columns, 5);
+    keys = RequestKeys::Resolve(config, columns);
   } catch (const Error& e) {
     conn.Exec(
         "UPDATE runnel_jobs SET state = 'failed', error = $2, finished_at = clock_timestamp(), "
@@ -136,7 +157,7 @@ bool AdvanceJobs(postgres::Connection& conn, const PipelineConfig& config) {
     return true;
   }
   const auto names = NamesFor(config);
-  const std::string key = "s." + QuoteIdentifier(config.key_column);
+  const std::string key = keys->IdOf("s", "m");
   Params params;
   params.Add(id).Add(batch_size).Add(job.GetOptional<int64_t>(0, 3)).Add(job.GetOptional<int64_t>(0, 4));
   for (const auto& p : compiled.params) params.Add(p);
@@ -146,7 +167,8 @@ bool AdvanceJobs(postgres::Connection& conn, const PipelineConfig& config) {
                   "{k} <= $4::bigint AND {filter} ORDER BY {k} LIMIT $2), "
                   "queued AS ({insert} RETURNING n) "
                   "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM queued), (SELECT max(key) FROM picked)",
-                  fmt::arg("k", key), fmt::arg("from", SourceWithResults(config)), fmt::arg("filter", compiled.sql),
+                  fmt::arg("k", key), fmt::arg("from", SourceWithResults(config, *keys)),
+                  fmt::arg("filter", compiled.sql),
                   fmt::arg("insert", QueueInsertSql(config, "SELECT key FROM picked", "$1"))),
       params);
   const int64_t n = enqueued.Get<int64_t>(0, 0);

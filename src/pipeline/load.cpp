@@ -8,6 +8,7 @@
 
 #include "runnel/core/csv.hpp"
 #include "runnel/pipeline/quota.hpp"
+#include "runnel/pipeline/request_keys.hpp"
 #include "runnel/pipeline/schema.hpp"
 
 #include <fmt/format.h>
@@ -50,6 +51,73 @@ void PaceTo(std::chrono::steady_clock::time_point start, int64_t rows, double ra
   if (rate <= 0) return;
   std::this_thread::sleep_until(start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                             std::chrono::duration<double>(static_cast<double>(rows) / rate)));
+}
+
+// n rows of input values, each column's drawn from its known range (0..1 otherwise).
+std::vector<std::vector<std::optional<double>>> RandomInputs(const PipelineConfig& config, int64_t n,
+                                                             std::mt19937_64& rng) {
+  std::vector<std::vector<std::optional<double>>> values(config.features.input_columns.size());
+  for (size_t c = 0; c < values.size(); ++c) {
+    auto it = KnownRanges().find(config.features.input_columns[c]);
+    const Range range = it != KnownRanges().end() ? it->second : Range{0, 1, false};
+    for (int64_t i = 0; i < n; ++i) {
+      values[c].push_back(range.integer ? static_cast<double>(std::uniform_int_distribution<int64_t>(
+                                              static_cast<int64_t>(range.lo), static_cast<int64_t>(range.hi))(rng))
+                                        : std::uniform_real_distribution<double>(range.lo, range.hi)(rng));
+    }
+  }
+  return values;
+}
+
+// Mapped keys are made by the database: a uuid column gets gen_random_uuid(), a text
+// one a uuid's text, an integer column of a composite key the values after its
+// largest. first_key stays 0 (there is no integer key to report).
+LoadSummary LoadMappedKeys(postgres::Connection& conn, const PipelineConfig& config, const RequestKeys& keys,
+                           const LoadOptions& options) {
+  const std::string table = postgres::QuoteIdentifier(config.table);
+  std::string names, selects, types, aliases;
+  bool counted = false;  // $1 (rows inserted so far) is used
+  for (const auto& key : keys.columns()) {
+    names += (names.empty() ? "" : ", ") + postgres::QuoteIdentifier(key.name);
+    std::string value = key.type == "uuid" ? "gen_random_uuid()" : "gen_random_uuid()::text";
+    if (IsIntegerKeyType(key.type)) {
+      const auto base = conn.Exec(fmt::format("SELECT coalesce(max({}), 0)::bigint + 1 FROM {}",
+                                              postgres::QuoteIdentifier(key.name), table))
+                            .Get<int64_t>(0, 0);
+      value = fmt::format("{} + u.ord - 1 + $1", base);
+      counted = true;
+    }
+    selects += (selects.empty() ? "" : ", ") + value;
+  }
+  std::vector<std::string> data = config.features.input_columns;
+  if (!config.client_column.empty()) data.insert(data.begin(), config.client_column);
+  for (size_t i = 0; i < data.size(); ++i) {
+    names += ", " + postgres::QuoteIdentifier(data[i]);
+    selects += fmt::format(", u.c{}", i);
+    const bool client = !config.client_column.empty() && i == 0;
+    types += fmt::format("{}${}::{}", i ? ", " : "", i + (counted ? 2 : 1), client ? "bigint[]" : "float8[]");
+    aliases += fmt::format("c{}, ", i);
+  }
+  const std::string insert = fmt::format("INSERT INTO {} ({}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u({}ord)",
+                                         table, names, selects, types, aliases);
+  LoadSummary summary;
+  std::mt19937_64 rng(options.seed);
+  const auto start = std::chrono::steady_clock::now();
+  while (summary.inserted < options.rows) {
+    if (options.cancelled != nullptr && (*options.cancelled)()) break;
+    const int64_t n = std::min(options.rows_per_txn, options.rows - summary.inserted);
+    std::vector<int64_t> clients;
+    for (int64_t i = 0; i < n; ++i) clients.push_back((summary.inserted + i) % options.clients + 1);
+    postgres::Params params;
+    if (counted) params.Add(summary.inserted);
+    if (!config.client_column.empty()) params.AddArray(clients);
+    for (const auto& v : RandomInputs(config, n, rng)) params.AddArray(v);
+    conn.Exec(insert, params);
+    summary.inserted += n;
+    PaceTo(start, summary.inserted, options.rate);
+  }
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return summary;
 }
 
 }  // namespace
@@ -95,20 +163,22 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
     throw Error(ErrorCode::InvalidInput, "rows, rows per transaction and clients must be positive");
   }
   const std::string table = postgres::QuoteIdentifier(config.table);
-  const std::string key = postgres::QuoteIdentifier(config.key_column);
+  const auto request_keys = RequestKeys::Resolve(config, SourceColumns(conn, config));
+  if (request_keys.mapped()) return LoadMappedKeys(conn, config, request_keys, options);
+  const std::string& key_column = request_keys.columns().front().name;
+  const std::string key = postgres::QuoteIdentifier(key_column);
   LoadSummary summary;
   // A key with its own sequence (serial, identity) is left to it, so that rows from
   // other writers (the HTTP API) never collide; otherwise keys continue after max().
   const bool sequenced =
-      !conn.Exec("SELECT pg_get_serial_sequence($1, $2)", postgres::Params().Add(table).Add(config.key_column))
-           .IsNull(0, 0);
+      !conn.Exec("SELECT pg_get_serial_sequence($1, $2)", postgres::Params().Add(table).Add(key_column)).IsNull(0, 0);
   int64_t next = sequenced
                      ? 1
                      : conn.Exec(fmt::format("SELECT coalesce(max({}), 0) + 1 FROM {}", key, table), postgres::Params())
                            .Get<int64_t>(0, 0);
   if (!sequenced) summary.first_key = next;
   std::vector<std::string> columns;
-  if (!sequenced) columns.push_back(config.key_column);
+  if (!sequenced) columns.push_back(key_column);
   if (!config.client_column.empty()) columns.push_back(config.client_column);
   const size_t fixed = columns.size();
   for (const auto& c : config.features.input_columns) columns.push_back(c);
@@ -127,18 +197,11 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
     if (options.cancelled != nullptr && (*options.cancelled)()) break;
     const int64_t n = std::min(options.rows_per_txn, options.rows - summary.inserted);
     std::vector<int64_t> keys, clients;
-    std::vector<std::vector<std::optional<double>>> values(config.features.input_columns.size());
     for (int64_t i = 0; i < n; ++i) {
       keys.push_back(next + i);
       clients.push_back((next + i - 1) % options.clients + 1);
-      for (size_t c = 0; c < values.size(); ++c) {
-        auto it = KnownRanges().find(config.features.input_columns[c]);
-        const Range range = it != KnownRanges().end() ? it->second : Range{0, 1, false};
-        values[c].push_back(range.integer ? static_cast<double>(std::uniform_int_distribution<int64_t>(
-                                                static_cast<int64_t>(range.lo), static_cast<int64_t>(range.hi))(rng))
-                                          : std::uniform_real_distribution<double>(range.lo, range.hi)(rng));
-      }
     }
+    const auto values = RandomInputs(config, n, rng);
     postgres::Params params;
     if (!sequenced) params.AddArray(keys);
     if (!config.client_column.empty()) params.AddArray(clients);
@@ -167,12 +230,14 @@ LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& co
   if (header.empty() && !reader.Next(header))
     throw Error(ErrorCode::InvalidInput, fmt::format("{}: empty file, no header", options.input));
   const auto table_columns = SourceColumns(conn, config);
+  const auto keys = RequestKeys::Resolve(config, table_columns);
   std::map<std::string, std::string> by_normal;  // normalized -> table column
   for (const auto& [name, type] : table_columns) by_normal.emplace(NormalizeColumnName(name), name);
   std::vector<std::pair<size_t, std::string>> used;  // file column -> table column
   for (size_t i = 0; i < header.size(); ++i) {
     auto it = by_normal.find(NormalizeColumnName(header[i]));
-    if (it != by_normal.end() && it->second != config.key_column) {
+    // A direct key is the database's to assign; mapped keys (uuid, text, ...) are data.
+    if (it != by_normal.end() && (keys.mapped() || it->second != keys.columns().front().name)) {
       used.emplace_back(i, it->second);
     } else if (ignored != nullptr) {
       ignored->push_back(header[i]);
@@ -219,7 +284,7 @@ LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& co
   }
   const std::string sql = fmt::format("INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS r({}) RETURNING {}",
                                       postgres::QuoteIdentifier(config.table), names, selects, sources, aliases,
-                                      postgres::QuoteIdentifier(config.key_column));
+                                      keys.mapped() ? "0::bigint" : keys.IdOf("", ""));
   const int64_t per_txn = options.rate > 0 && options.rate <= 1000 ? 1 : std::max<int64_t>(1, options.rows_per_txn);
   LoadSummary summary;
   const auto start = std::chrono::steady_clock::now();

@@ -103,6 +103,25 @@ class Reader {
   std::filesystem::path file_;
 };
 
+constexpr size_t kMaxKeyColumns = 4;
+
+// [source] key: one column name, or an array of 1 to kMaxKeyColumns distinct names.
+std::vector<std::string> KeyColumns(const Reader& reader, const toml::table& source) {
+  const toml::node* node = source.get("key");
+  if (node != nullptr && node->is_array()) {
+    auto columns = reader.Strings(source, "source.", "key", true);
+    if (columns.empty() || columns.size() > kMaxKeyColumns)
+      reader.Fail(node, fmt::format("'source.key' must name 1 to {} columns", kMaxKeyColumns));
+    for (size_t i = 0; i < columns.size(); ++i) {
+      if (std::find(columns.begin(), columns.begin() + static_cast<std::ptrdiff_t>(i), columns[i]) !=
+          columns.begin() + static_cast<std::ptrdiff_t>(i))
+        reader.Fail(node, fmt::format("'source.key' names column '{}' twice", columns[i]));
+    }
+    return columns;
+  }
+  return {reader.String(source, "source.", "key", true)};
+}
+
 }  // namespace
 
 PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
@@ -134,7 +153,7 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   const auto& source = reader.Table(root, "source", true);
   reader.AllowOnly(source, "source.", {"table", "key", "client", "columns", "clients_set_keys"});
   config.table = reader.String(source, "source.", "table", false);
-  config.key_column = reader.String(source, "source.", "key", true);
+  config.key_columns = KeyColumns(reader, source);
   config.client_column = reader.String(source, "source.", "client", false);
   config.features.input_columns = reader.Strings(source, "source.", "columns", true);
   if (const toml::node* keys = source.get("clients_set_keys")) {
@@ -304,7 +323,7 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
 }
 
 std::vector<std::string> CaptureUpdateColumns(const PipelineConfig& config) {
-  std::vector<std::string> columns = {config.key_column};
+  std::vector<std::string> columns = config.key_columns;
   for (const auto& c : config.features.input_columns) {
     if (std::find(columns.begin(), columns.end(), c) == columns.end()) columns.push_back(c);
   }

@@ -7,6 +7,7 @@
 
 #include "runnel/core/error.hpp"
 #include "runnel/pipeline/filter.hpp"
+#include "runnel/pipeline/request_keys.hpp"
 #include "runnel/pipeline/schema.hpp"
 
 namespace runnel::pipeline {
@@ -32,7 +33,9 @@ RetryOutcome RetryFailed(postgres::Connection& conn, const PipelineConfig& confi
   const auto names = NamesFor(config);
   if (filter.sqlstate) CheckSqlState(*filter.sqlstate);
   postgres::Transaction tx(conn);
-  const auto compiled = CompileFilter(filter.where, SourceColumns(conn, config), 2);
+  const auto columns = SourceColumns(conn, config);
+  const auto compiled = CompileFilter(filter.where, columns, 2);
+  const auto keys = RequestKeys::Resolve(config, columns);
   Params params;
   std::string description =
       filter.where.empty() ? "retry failed requests" : "retry failed requests where " + filter.where;
@@ -57,14 +60,17 @@ RetryOutcome RetryFailed(postgres::Connection& conn, const PipelineConfig& confi
   }
   // FOR UPDATE: a concurrent retry waits, then sees 'queued' and takes nothing.
   auto queued = conn.Exec(
-      fmt::format("WITH picked AS (SELECT r.key FROM {results} r LEFT JOIN {table} s ON s.{key} = r.key WHERE {where} "
+      fmt::format("WITH picked AS (SELECT r.key FROM {results} r LEFT JOIN {source} ON {id} = r.key WHERE {where} "
                   "ORDER BY r.key FOR UPDATE OF r), "
                   "marked AS (UPDATE {results} r SET status = 'queued' FROM picked WHERE r.key = picked.key "
                   "RETURNING r.key), "
                   "queued AS ({insert} RETURNING n) "
                   "SELECT coalesce(sum(n), 0)::bigint FROM queued",
-                  fmt::arg("results", QuoteIdentifier(names.results)), fmt::arg("table", QuoteIdentifier(config.table)),
-                  fmt::arg("key", QuoteIdentifier(config.key_column)), fmt::arg("where", where),
+                  fmt::arg("results", QuoteIdentifier(names.results)),
+                  fmt::arg("source", keys.mapped() ? fmt::format("({} m JOIN {} s ON {})", keys.map_table(),
+                                                                 QuoteIdentifier(config.table), keys.SameKey("s", "m"))
+                                                   : QuoteIdentifier(config.table) + " s"),
+                  fmt::arg("id", keys.IdOf("s", "m")), fmt::arg("where", where),
                   fmt::arg("insert", QueueInsertSql(config, "SELECT key FROM marked", "$1::bigint"))),
       params);
   RetryOutcome outcome;

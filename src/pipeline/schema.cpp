@@ -1,12 +1,14 @@
 #include "runnel/pipeline/schema.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <map>
 #include <set>
 
 #include "runnel/core/error.hpp"
+#include "runnel/pipeline/request_keys.hpp"
 #include "runnel/pipeline/serving_stages.hpp"
 #include "runnel/postgres/sqlstate.hpp"
 
@@ -24,7 +26,7 @@ SchemaNames NamesFor(std::string_view pipeline_name) {
   return {prefix + "_queue",           prefix + "_results",        prefix + "_quota",
           prefix + "_recommendations", prefix + "_capture",        prefix + "_capture",
           prefix + "_capture_update",  prefix + "_capture_update", prefix,
-          prefix + "_events",          prefix + "_served"};
+          prefix + "_events",          prefix + "_served",         prefix + "_keys"};
 }
 
 int64_t QueueChunk(const PipelineConfig& config) {
@@ -128,7 +130,8 @@ void CheckInputTypes(const PipelineConfig& config, const std::map<std::string, s
 namespace {
 
 // The source table and every column the pipeline names must exist, of usable types.
-void CheckSourceTable(postgres::Connection& conn, const PipelineConfig& config) {
+// Returns how its rows are keyed.
+RequestKeys CheckSourceTable(postgres::Connection& conn, const PipelineConfig& config) {
   if (config.table.empty()) {
     throw Error(ErrorCode::InvalidInput, fmt::format("{}: [source].table is required to run", config.file.string()));
   }
@@ -137,7 +140,7 @@ void CheckSourceTable(postgres::Connection& conn, const PipelineConfig& config) 
     throw Error(ErrorCode::InvalidInput, fmt::format("{}: table '{}' does not exist: create it before `runnel migrate`",
                                                      config.file.string(), config.table));
   }
-  std::vector<std::string> needed = {config.key_column};
+  std::vector<std::string> needed = config.key_columns;
   if (!config.client_column.empty()) needed.push_back(config.client_column);
   for (const auto& c : config.features.input_columns) needed.push_back(c);
   for (const auto& c : config.write_back) needed.push_back(c);
@@ -149,11 +152,13 @@ void CheckSourceTable(postgres::Connection& conn, const PipelineConfig& config) 
     }
   }
   CheckInputTypes(config, types);
-  const std::string& key_type = types[config.key_column];
-  if (key_type != "integer" && key_type != "bigint" && key_type != "smallint") {
-    throw Error(ErrorCode::InvalidInput, fmt::format("{}: key column '{}' is {}, an integer type is required",
-                                                     config.file.string(), config.key_column, key_type));
+  const auto keys = RequestKeys::Resolve(config, types);
+  if (keys.mapped() && config.capture == CaptureMode::Notify) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("{}: capture mode \"notify\" carries integer keys; key ({}) needs mode \"queue\"",
+                            config.file.string(), keys.Signature()));
   }
+  return keys;
 }
 
 // Version 1: the queue, results, quota and recommendations tables. Returns what it did.
@@ -290,24 +295,55 @@ constexpr MigrationStep kSteps[] = {CreateTables,    AddBatchJobs,    QueueState
                                     AddResultEvents, AddQuotaWindows, AddGoneStatus};
 static_assert(std::size(kSteps) == kSchemaVersion);
 
+// The statements of the capture function's body that set lo, hi and distinct_keys
+// (the statement's smallest and largest request id and how many there are), and the
+// query of all its request ids for when they are not consecutive.
+struct CaptureIds {
+  std::string count, ids;
+};
+
+CaptureIds DirectCaptureIds(const RequestKeys& keys) {
+  const std::string id = keys.IdOf("", "");
+  return {fmt::format("  SELECT min(k), max(k), count(DISTINCT k) INTO lo, hi, distinct_keys\n"
+                      "    FROM (SELECT {} AS k FROM runnel_new_rows) s;\n"
+                      "  IF distinct_keys = 0 THEN RETURN NULL; END IF;\n",
+                      id),
+          fmt::format("SELECT {} FROM runnel_new_rows", id)};
+}
+
+// Mapped keys: the statement's new keys get request ids (consecutive ones, unless
+// another statement draws from the sequence at the same time); keys seen before keep
+// theirs, and then the ids are not consecutive either.
+CaptureIds MappedCaptureIds(const RequestKeys& keys) {
+  const std::string columns = keys.ColumnList("");
+  return {fmt::format("  WITH ins AS (INSERT INTO {map} ({cols}) SELECT {cols} FROM runnel_new_rows WHERE {complete}\n"
+                      "    ON CONFLICT ({cols}) DO NOTHING RETURNING {id})\n"
+                      "  SELECT min({id}), max({id}), count(*) INTO lo, hi, distinct_keys FROM ins;\n"
+                      "  SELECT count(*) INTO statement_keys FROM runnel_new_rows WHERE {complete};\n"
+                      "  IF statement_keys = 0 THEN RETURN NULL; END IF;\n"
+                      "  IF statement_keys <> distinct_keys THEN hi := NULL; END IF;\n",
+                      fmt::arg("map", keys.map_table()), fmt::arg("cols", columns),
+                      fmt::arg("complete", keys.KeyComplete("")), fmt::arg("id", RequestKeys::kIdColumn)),
+          fmt::format("SELECT DISTINCT m.{} FROM runnel_new_rows n{}", RequestKeys::kIdColumn, keys.JoinMap("n", "m"))};
+}
+
 // The capture function (replaced on every run) and its trigger (queue capture mode).
 // Returns what it did when it created the trigger.
 std::optional<std::string> InstallCapture(postgres::Connection& conn, const PipelineConfig& config,
-                                          const SchemaNames& names) {
+                                          const SchemaNames& names, const RequestKeys& keys) {
   const std::string table = QuoteIdentifier(config.table);
-  const std::string key = QuoteIdentifier(config.key_column);
-  // One queue row per chunk of a statement's keys: a 1,000-row INSERT costs a few
-  // queue rows, not 1,000. Consecutive keys collapse into one range. When the
-  // statement's keys are consecutive (a sequence's), the chunks are computed from
-  // min and max; otherwise range_agg builds them (~8x the cost per row). A chunk
-  // ending at the largest bigint is stored unbounded above (see KeyRangeSql).
+  // One queue row per chunk of a statement's request ids: a 1,000-row INSERT costs a
+  // few queue rows, not 1,000. Consecutive ids collapse into one range. When the
+  // statement's ids are consecutive (a sequence's), the chunks are computed from min
+  // and max; otherwise range_agg builds them (~8x the cost per row). A chunk ending at
+  // the largest bigint is stored unbounded above (see KeyRangeSql). hi NULL (mapped
+  // keys seen before): not consecutive.
+  const CaptureIds ids = keys.mapped() ? MappedCaptureIds(keys) : DirectCaptureIds(keys);
   conn.Exec(fmt::format(
       "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
-      "DECLARE lo bigint; hi bigint; distinct_keys bigint;\n"
+      "DECLARE lo bigint; hi bigint; distinct_keys bigint; statement_keys bigint;\n"
       "BEGIN\n"
-      "  SELECT min(k), max(k), count(DISTINCT k) INTO lo, hi, distinct_keys\n"
-      "    FROM (SELECT {key}::bigint AS k FROM runnel_new_rows) s;\n"
-      "  IF distinct_keys = 0 THEN RETURN NULL; END IF;\n"
+      "{count}"
       "  IF hi::numeric - lo + 1 = distinct_keys THEN\n"
       "    INSERT INTO {queue} (keys, n)\n"
       "      SELECT int8multirange(int8range(c, CASE WHEN u <= 9223372036854775807 THEN u::bigint END)), u - c\n"
@@ -320,9 +356,9 @@ std::optional<std::string> InstallCapture(postgres::Connection& conn, const Pipe
       "  RETURN NULL;\n"
       "END $runnel$",
       fmt::arg("fn", QuoteIdentifier(names.capture_function)), fmt::arg("queue", QuoteIdentifier(names.queue)),
-      fmt::arg("key", key), fmt::arg("chunk", QueueChunk(config)),
+      fmt::arg("count", ids.count), fmt::arg("chunk", QueueChunk(config)),
       fmt::arg("channel", postgres::QuoteLiteral(names.channel)),
-      fmt::arg("gaps", QueueInsertSql(config, fmt::format("SELECT {}::bigint FROM runnel_new_rows", key), "NULL"))));
+      fmt::arg("gaps", QueueInsertSql(config, ids.ids, "NULL"))));
   auto exists = conn.Exec("SELECT count(*) FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
                           Params().Add(names.trigger).Add(table));
   if (exists.Get<int64_t>(0, 0) == 0) {
@@ -335,6 +371,55 @@ std::optional<std::string> InstallCapture(postgres::Connection& conn, const Pipe
   return std::nullopt;
 }
 
+// The request id of the updated row NEW, into `id` (plpgsql statements).
+std::string UpdatedRowId(const RequestKeys& keys) {
+  if (!keys.mapped()) return fmt::format("  id := {};\n", keys.IdOf("NEW", ""));
+  return fmt::format(
+      "  SELECT {id} INTO id FROM {map} m WHERE {same};\n"
+      "  IF NOT FOUND THEN\n"
+      "    INSERT INTO {map} ({cols}) VALUES ({new}) ON CONFLICT ({cols}) DO UPDATE SET {first} = EXCLUDED.{first}\n"
+      "      RETURNING {id} INTO id;\n"
+      "  END IF;\n",
+      fmt::arg("id", RequestKeys::kIdColumn), fmt::arg("map", keys.map_table()),
+      fmt::arg("same", keys.SameKey("m", "NEW")), fmt::arg("cols", keys.ColumnList("")),
+      fmt::arg("new", keys.ColumnList("NEW")), fmt::arg("first", QuoteIdentifier(keys.columns().front().name)));
+}
+
+// Mapped keys: the table giving each key its request id, once. A key changed since
+// (other columns, other types) would mean other requests: refused, naming the way out.
+std::optional<std::string> EnsureKeyMap(postgres::Connection& conn, const PipelineConfig& config,
+                                        const SchemaNames& names, const RequestKeys& keys) {
+  if (!keys.mapped()) {
+    if (!postgres::TableExists(conn, names.keys)) return std::nullopt;
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("{}: pipeline '{}' was migrated with another key ({} exists); run `runnel unmigrate` "
+                            "first to serve it by {}",
+                            config.file.string(), config.name, names.keys, keys.Signature()));
+  }
+  if (postgres::TableExists(conn, names.keys)) {
+    const auto recorded =
+        conn.Exec("SELECT coalesce(obj_description(to_regclass($1), 'pg_class'), '')", Params().Add(keys.map_table()))
+            .Get<std::string>(0, 0);
+    if (recorded == keys.Signature()) return std::nullopt;
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("{}: pipeline '{}' was migrated with key ({}), not ({}); run `runnel unmigrate` first",
+                            config.file.string(), config.name, recorded, keys.Signature()));
+  }
+  if (postgres::TableExists(conn, names.results) &&
+      conn.Exec(fmt::format("SELECT EXISTS (SELECT 1 FROM {})", QuoteIdentifier(names.results))).Get<bool>(0, 0)) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("{}: pipeline '{}' has results keyed by {} and now names key ({}); run `runnel "
+                            "unmigrate` first",
+                            config.file.string(), config.name, "an integer column", keys.Signature()));
+  }
+  std::string columns;
+  for (const auto& c : keys.columns()) columns += fmt::format(", {} {} NOT NULL", QuoteIdentifier(c.name), c.type);
+  conn.Exec(fmt::format("CREATE TABLE {} ({} bigserial PRIMARY KEY{}, UNIQUE ({}))", keys.map_table(),
+                        RequestKeys::kIdColumn, columns, keys.ColumnList("")));
+  conn.Exec(fmt::format("COMMENT ON TABLE {} IS {}", keys.map_table(), postgres::QuoteLiteral(keys.Signature())));
+  return fmt::format("created {} (request ids of keys {})", names.keys, keys.Signature());
+}
+
 // Update capture ([capture] on = ["insert", "update"]): a row-level trigger on the
 // watched columns. A column list keeps Runnel's own write-back (which sets only output
 // columns) from firing it at all, and the WHEN clause skips updates that leave the
@@ -343,7 +428,7 @@ std::optional<std::string> InstallCapture(postgres::Connection& conn, const Pipe
 // write-back.) The watched columns are recorded in the trigger's comment: a change of
 // them recreates it. Returns what it did, if anything.
 std::optional<std::string> InstallUpdateCapture(postgres::Connection& conn, const PipelineConfig& config,
-                                                const SchemaNames& names) {
+                                                const SchemaNames& names, const RequestKeys& keys) {
   const std::string table = QuoteIdentifier(config.table);
   const std::string& trigger = names.update_trigger;
   const std::string& function = names.update_function;
@@ -363,25 +448,26 @@ std::optional<std::string> InstallUpdateCapture(postgres::Connection& conn, cons
     old_values += (old_values.empty() ? "OLD." : ", OLD.") + c;
     new_values += (new_values.empty() ? "NEW." : ", NEW.") + c;
   }
-  const std::string key = "NEW." + QuoteIdentifier(config.key_column) + "::bigint";
-  conn.Exec(fmt::format(
-      "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
-      "BEGIN\n"
-      "  INSERT INTO {queue} (keys, n)\n"
-      "    VALUES (int8multirange(int8range({key}, CASE WHEN {key} < 9223372036854775807 THEN {key} + 1 END)), 1);\n"
-      "  PERFORM pg_notify({channel}, '');\n"
-      "  RETURN NULL;\n"
-      "END $runnel$",
-      fmt::arg("fn", QuoteIdentifier(function)), fmt::arg("queue", QuoteIdentifier(names.queue)), fmt::arg("key", key),
-      fmt::arg("channel", postgres::QuoteLiteral(names.channel))));
+  conn.Exec(
+      fmt::format("CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
+                  "DECLARE id bigint;\n"
+                  "BEGIN\n"
+                  "{id}"
+                  "  INSERT INTO {queue} (keys, n) VALUES (int8multirange({range}), 1);\n"
+                  "  PERFORM pg_notify({channel}, '');\n"
+                  "  RETURN NULL;\n"
+                  "END $runnel$",
+                  fmt::arg("fn", QuoteIdentifier(function)), fmt::arg("queue", QuoteIdentifier(names.queue)),
+                  fmt::arg("id", UpdatedRowId(keys)), fmt::arg("range", KeyRangeSql("id")),
+                  fmt::arg("channel", postgres::QuoteLiteral(names.channel))));
   const std::string watched = "runnel update capture of: " + columns;
   if (existing.rows() > 0 && existing.Get<std::string>(0, 0) == watched) return std::nullopt;
   conn.Exec(fmt::format("DROP TRIGGER IF EXISTS {} ON {}", QuoteIdentifier(trigger), table));
   conn.Exec(fmt::format(
       "CREATE TRIGGER {trigger} AFTER UPDATE OF {columns} ON {table} FOR EACH ROW WHEN (({old}) IS DISTINCT FROM "
-      "({new}) AND NEW.{key} IS NOT NULL) EXECUTE FUNCTION {fn}()",
+      "({new}) AND {complete}) EXECUTE FUNCTION {fn}()",
       fmt::arg("trigger", QuoteIdentifier(trigger)), fmt::arg("columns", columns), fmt::arg("table", table),
-      fmt::arg("old", old_values), fmt::arg("new", new_values), fmt::arg("key", QuoteIdentifier(config.key_column)),
+      fmt::arg("old", old_values), fmt::arg("new", new_values), fmt::arg("complete", keys.KeyComplete("NEW")),
       fmt::arg("fn", QuoteIdentifier(function))));
   conn.Exec(fmt::format("COMMENT ON TRIGGER {} ON {} IS {}", QuoteIdentifier(trigger), table,
                         postgres::QuoteLiteral(watched)));
@@ -389,19 +475,20 @@ std::optional<std::string> InstallUpdateCapture(postgres::Connection& conn, cons
 }
 
 // Write-back and the recommendation join look rows up by key: an index on the key
-// column, unless there is one. Returns what it did when it created one.
-std::optional<std::string> EnsureKeyIndex(postgres::Connection& conn, const PipelineConfig& config) {
+// columns (one led by the first of them will do), unless there is one. Returns what
+// it did when it created one.
+std::optional<std::string> EnsureKeyIndex(postgres::Connection& conn, const PipelineConfig& config,
+                                          const RequestKeys& keys) {
   const std::string table = QuoteIdentifier(config.table);
   auto indexed = conn.Exec(
       "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
       "WHERE i.indrelid = to_regclass($1) AND a.attname = $2",
-      Params().Add(table).Add(config.key_column));
+      Params().Add(table).Add(keys.columns().front().name));
   if (indexed.Get<int64_t>(0, 0) == 0) {
     const std::string index = "runnel_" + config.name + "_key";
-    conn.Exec(
-        fmt::format("CREATE INDEX {} ON {} ({})", QuoteIdentifier(index), table, QuoteIdentifier(config.key_column)));
+    conn.Exec(fmt::format("CREATE INDEX {} ON {} ({})", QuoteIdentifier(index), table, keys.ColumnList("")));
     return fmt::format("created index {} on {} ({}): there was none on the key column", index, config.table,
-                       config.key_column);
+                       fmt::join(config.key_columns, ", "));
   }
   return std::nullopt;
 }
@@ -447,7 +534,7 @@ std::vector<InstalledObject> InstalledObjects(postgres::Connection& conn, const 
              QuoteIdentifier(names.recommendations))) {
     out.push_back({"view " + names.recommendations, "DROP VIEW " + QuoteIdentifier(names.recommendations)});
   }
-  for (const auto& table : {names.recommendations, names.queue, names.results, names.quota, names.events}) {
+  for (const auto& table : {names.recommendations, names.queue, names.results, names.quota, names.events, names.keys}) {
     if (exists(
             "SELECT to_regclass($1) IS NOT NULL AND (SELECT relkind FROM pg_class WHERE oid = to_regclass($1)) = 'r'",
             QuoteIdentifier(table))) {
@@ -498,7 +585,7 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
   conn.Exec(
       "CREATE TABLE IF NOT EXISTS runnel_migrations (pipeline text NOT NULL, version int NOT NULL, "
       "applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, version))");
-  CheckSourceTable(conn, config);
+  const RequestKeys keys = CheckSourceTable(conn, config);
   const auto version = SchemaVersion(conn, config);
   for (int step = std::max(version, 0); step < kSchemaVersion; ++step) {
     const std::string what = kSteps[step](conn, names);
@@ -511,11 +598,12 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
     conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} double precision", QuoteIdentifier(names.results),
                           QuoteIdentifier(column)));
   }
+  if (auto created = EnsureKeyMap(conn, config, names, keys)) done.push_back(*created);
   if (config.capture == CaptureMode::Queue) {
-    if (auto installed = InstallCapture(conn, config, names)) done.push_back(*installed);
-    if (auto installed = InstallUpdateCapture(conn, config, names)) done.push_back(*installed);
+    if (auto installed = InstallCapture(conn, config, names, keys)) done.push_back(*installed);
+    if (auto installed = InstallUpdateCapture(conn, config, names, keys)) done.push_back(*installed);
   }
-  if (auto created = EnsureKeyIndex(conn, config)) done.push_back(*created);
+  if (auto created = EnsureKeyIndex(conn, config, keys)) done.push_back(*created);
   if (mode == MigrateMode::kDryRun) {
     tx.Rollback();
   } else {

@@ -55,6 +55,7 @@ struct Requests {
   std::vector<ClaimedKey> claimed;
   std::vector<bool> found;
   std::vector<std::optional<std::string>> clients, data_types;
+  std::vector<std::string> labels;                   // mapped keys: the row's key, for messages
   std::vector<std::optional<RequestStatus>> status;  // nullopt: not decided yet
   std::vector<std::optional<std::string>> error, sqlstate;
 
@@ -63,6 +64,7 @@ struct Requests {
     found.assign(n, false);
     clients.assign(n, std::nullopt);
     data_types.assign(n, std::nullopt);
+    labels.assign(n, std::string());
     status.assign(n, std::nullopt);
     error.assign(n, std::nullopt);
     sqlstate.assign(n, std::nullopt);
@@ -206,7 +208,8 @@ struct Worker::State {
   ModelSnapshot models;
   std::vector<size_t> write_back_output;  // per write-back column: index into output_columns
   std::vector<ColumnLimit> write_back_limits;
-  WorkerStatements sql;
+  RequestKeys request_keys;  // learnt with the table's columns (CheckSchema)
+  WorkerStatements sql;      // built for `request_keys`
   std::optional<RuleEvaluator> rule;
   std::unique_ptr<postgres::Connection> conn;
   bool small_catalogue = false;  // checked on connecting and every 256 batches
@@ -230,7 +233,6 @@ struct Worker::State {
           static_cast<size_t>(std::find(config.output_columns.begin(), config.output_columns.end(), column) -
                               config.output_columns.begin()));
     }
-    sql = WorkerStatements::Build(config, names, write_back_output, RuleEvaluator::kSmallCatalogue);
   }
 
   // ---- connection and setup ----
@@ -269,6 +271,8 @@ struct Worker::State {
       throw Error(ErrorCode::InvalidInput, fmt::format("table '{}' does not exist", config.table));
     }
     CheckInputTypes(config, types);
+    request_keys = RequestKeys::Resolve(config, types);
+    sql = WorkerStatements::Build(config, names, request_keys, write_back_output, RuleEvaluator::kSmallCatalogue);
     write_back_limits.clear();
     for (const auto& column : config.write_back) {
       const auto type = types.find(column);
@@ -332,6 +336,7 @@ struct Worker::State {
       if (has_row) {
         req.clients[i] = rows.GetOptional<std::string>(r, ClaimColumns::kClient);
         req.data_types[i] = rows.GetOptional<std::string>(r, ClaimColumns::kDataType);
+        if (request_keys.mapped()) req.labels[i] = rows.Get<std::string>(r, columns.label);
       }
       for (size_t c = 0; c < input_count; ++c) {
         const int column = static_cast<int>(ClaimColumns::kFirstInput + c);
@@ -339,8 +344,8 @@ struct Worker::State {
         double value = null ? 0.0 : rows.Get<double>(r, column);
         if (!null && std::isinf(value) && rows.ColumnType(column) == postgres::type_oid::kNumeric && !req.status[i]) {
           req.Fail(i, kOutOfRange,
-                   fmt::format("{} = {}: the value of input column '{}' is out of range for double precision",
-                               config.key_column, key, config.features.input_columns[c]));
+                   fmt::format("{}: the value of input column '{}' is out of range for double precision", Label(req, i),
+                               config.features.input_columns[c]));
           value = 0.0;
         }
         scratch.batch.values[c].push_back(value);
@@ -364,6 +369,14 @@ struct Worker::State {
     }
   }
 
+  // The request's key for messages: "id = 5", "loan_id = '8f0c...'"; a mapped key
+  // whose row is gone has only its request id.
+  std::string Label(const Requests& req, size_t i) const {
+    if (!request_keys.mapped()) return request_keys.Label(req.claimed[i].key);
+    if (req.labels[i].empty()) return fmt::format("request id {} in {}", req.claimed[i].key, names.keys);
+    return req.labels[i];
+  }
+
   // Requests that cannot be served whatever the model says: no row, no client.
   void MarkUnservable(Requests& req) const {
     for (size_t i = 0; i < req.size(); ++i) {
@@ -371,12 +384,9 @@ struct Worker::State {
       if (!req.found[i]) {
         // Deleted before it was served (or never committed): nothing to score, no failure.
         req.status[i] = RequestStatus::kGone;
-        req.error[i] = fmt::format("row with {} = {} was deleted from {} before it was served", config.key_column,
-                                   req.claimed[i].key, config.table);
+        req.error[i] = fmt::format("row with {} was deleted from {} before it was served", Label(req, i), config.table);
       } else if (config.quota_max_requests && !req.clients[i] && !req.claimed[i].job) {
-        req.Fail(
-            i, kNullClient,
-            fmt::format("{} = {}: column '{}' is NULL", config.key_column, req.claimed[i].key, config.client_column));
+        req.Fail(i, kNullClient, fmt::format("{}: column '{}' is NULL", Label(req, i), config.client_column));
       }
     }
   }
@@ -469,7 +479,7 @@ struct Worker::State {
     for (size_t i = 0; i < n; ++i) {
       if (req.status[i]) continue;
       // Formatted only for a failure.
-      auto key = [&] { return fmt::format("{} = {}", config.key_column, req.claimed[i].key); };
+      auto key = [&] { return Label(req, i); };
       if (scratch.features.Failed(i)) {
         req.Fail(i, kInvalidData, fmt::format("{}: {}", key(), scratch.features.errors[i]));
         continue;
@@ -495,8 +505,8 @@ struct Worker::State {
       if (req.status[i]) continue;
       if (std::isnan(scratch.predictions[i * width])) {
         req.Fail(i, kInvalidData,
-                 fmt::format("{} = {}: {} made no prediction for this row (a missing or invalid input)",
-                             config.key_column, req.claimed[i].key, row_model[i]->label()));
+                 fmt::format("{}: {} made no prediction for this row (a missing or invalid input)", Label(req, i),
+                             row_model[i]->label()));
         continue;
       }
       req.status[i] = RequestStatus::kDone;
@@ -558,8 +568,8 @@ struct Worker::State {
         if (!value) continue;
         if (auto refusal = refusal_for(w, *value)) {
           req.Fail(i, kOutOfRange,
-                   fmt::format("{} = {}: output {} = {} cannot be written back to column '{}': {}", config.key_column,
-                               req.claimed[i].key, config.write_back[w], *value, config.write_back[w], *refusal));
+                   fmt::format("{}: output {} = {} cannot be written back to column '{}': {}", Label(req, i),
+                               config.write_back[w], *value, config.write_back[w], *refusal));
           break;
         }
       }
@@ -630,9 +640,9 @@ struct Worker::State {
         continue;
       }
       req.Fail(i, postgres::kLockNotAvailable,
-               fmt::format("{} = {}: the row stayed locked by another transaction through {} attempt(s) of {} ms "
+               fmt::format("{}: the row stayed locked by another transaction through {} attempt(s) of {} ms "
                            "(lock_timeout)",
-                           config.key_column, req.claimed[i].key, attempts, config.lock_timeout_ms));
+                           Label(req, i), attempts, config.lock_timeout_ms));
     }
     return any;
   }
@@ -727,8 +737,7 @@ struct Worker::State {
     if (failures.empty()) return;
     std::vector<size_t> failed;
     for (auto& failure : failures) {
-      req.Fail(failure.index, failure.sqlstate,
-               fmt::format("{} = {}: {}", config.key_column, req.claimed[failure.index].key, failure.message));
+      req.Fail(failure.index, failure.sqlstate, fmt::format("{}: {}", Label(req, failure.index), failure.message));
       failed.push_back(failure.index);
     }
     spdlog::debug("batch of {}: {} request(s) failed in the write-back; the others were written", n, failed.size());

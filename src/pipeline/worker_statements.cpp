@@ -47,9 +47,8 @@ ClaimRows ReadClaim(const postgres::Result& rows, const ClaimColumns& columns, c
 
 namespace {
 
-std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names) {
+std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names, const RequestKeys& keys) {
   const std::string table = QuoteIdentifier(config.table);
-  const std::string key = QuoteIdentifier(config.key_column);
   std::string select = "true AS found";
   select += config.client_column.empty() ? ", NULL::text AS client"
                                          : ", t." + QuoteIdentifier(config.client_column) + "::text AS client";
@@ -62,6 +61,20 @@ std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names) {
     select += ", t." + QuoteIdentifier(column);
     nulls += ", NULL";  // takes the column's type from the other branch
   }
+  // Mapped keys: the source rows of a range of request ids through the key map, and
+  // each row's key for messages (a direct key is its own label).
+  const std::string label = keys.mapped() ? keys.LabelSql("t") : "NULL::text";
+  const std::string id = keys.IdOf("t", "m");
+  auto rows_of = [&](const std::string& lo, const std::string& hi) {
+    if (!keys.mapped()) {
+      const std::string key = "t." + QuoteIdentifier(keys.columns().front().name);
+      return fmt::format("{table} t ON {k} >= {lo} AND {k} <= {hi}", fmt::arg("table", table), fmt::arg("k", key),
+                         fmt::arg("lo", lo), fmt::arg("hi", hi));
+    }
+    return fmt::format("{map} m ON m.{id} >= {lo} AND m.{id} <= {hi} JOIN {table} t ON {same}",
+                       fmt::arg("map", keys.map_table()), fmt::arg("id", RequestKeys::kIdColumn), fmt::arg("lo", lo),
+                       fmt::arg("hi", hi), fmt::arg("table", table), fmt::arg("same", keys.SameKey("t", "m")));
+  };
   if (config.capture == CaptureMode::Queue) {
     // $2 queue rows are locked; of those, rows are taken in order while the batch
     // stays within $1 keys (always the first); the rest are released at commit.
@@ -73,33 +86,36 @@ std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names) {
         "q.enqueued_at, q.job, q.attempts), "
         "k AS (SELECT c.seq, date_part('epoch', c.enqueued_at) AS enq, c.job, c.attempts, lower(k.keys) AS lo, "
         "upper(k.keys) AS hi FROM claimed c CROSS JOIN LATERAL unnest(c.keys) AS k(keys)) "
-        "SELECT k.lo, k.enq, k.job, {nulls}, k.seq, k.hi, k.attempts FROM k UNION ALL "
+        "SELECT k.lo, k.enq, k.job, {nulls}, k.seq, k.hi, k.attempts, NULL::text FROM k UNION ALL "
         // The source rows by key range: one index range scan per run of keys.
-        "SELECT t.{key}::bigint, k.enq, k.job, {select}, k.seq, NULL::bigint, NULL::integer FROM k JOIN {table} t "
-        "ON t.{key} >= k.lo AND t.{key} <= coalesce(k.hi - 1, 9223372036854775807)",
-        fmt::arg("q", QuoteIdentifier(names.queue)), fmt::arg("nulls", nulls), fmt::arg("key", key),
-        fmt::arg("select", select), fmt::arg("table", table));
+        "SELECT {id}, k.enq, k.job, {select}, k.seq, NULL::bigint, NULL::integer, {label} FROM k JOIN {rows}",
+        fmt::arg("q", QuoteIdentifier(names.queue)), fmt::arg("nulls", nulls), fmt::arg("id", id),
+        fmt::arg("select", select), fmt::arg("label", label),
+        fmt::arg("rows", rows_of("k.lo", "coalesce(k.hi - 1, 9223372036854775807)")));
   }
   return fmt::format(
       "WITH k AS (SELECT DISTINCT key AS lo, CASE WHEN key < 9223372036854775807 THEN key + 1 END AS hi, "
       "date_part('epoch', clock_timestamp()) AS enq "
       "FROM unnest($1::bigint[]) AS u(key)) "
-      "SELECT k.lo, k.enq, NULL::bigint, {nulls}, NULL::bigint, k.hi, 0 FROM k UNION ALL "
-      "SELECT t.{key}::bigint, k.enq, NULL::bigint, {select}, NULL::bigint, NULL::bigint, NULL::integer "
-      "FROM k JOIN {table} t ON t.{key} = k.lo",
-      fmt::arg("nulls", nulls), fmt::arg("key", key), fmt::arg("select", select), fmt::arg("table", table));
+      "SELECT k.lo, k.enq, NULL::bigint, {nulls}, NULL::bigint, k.hi, 0, NULL::text FROM k UNION ALL "
+      "SELECT {id}, k.enq, NULL::bigint, {select}, NULL::bigint, NULL::bigint, NULL::integer, {label} "
+      "FROM k JOIN {rows}",
+      fmt::arg("nulls", nulls), fmt::arg("id", id), fmt::arg("select", select), fmt::arg("label", label),
+      fmt::arg("rows", rows_of("k.lo", "k.lo")));
 }
 
 // The statements that write back, record results and recommend, in their variants.
 // `marked`: marks each row as it is written (see write_marked). `lean`: without the
 // sqlstate and attempts parameters, which the columns' defaults (NULL, 1) then fill:
 // a batch of first attempts with no failure sends exactly what it did before them.
-void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names,
+void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names, const RequestKeys& keys,
                      const std::vector<size_t>& write_back_output, bool marked, bool lean,
                      WorkerStatements::Write& out) {
   const int first_output = lean ? WorkerStatements::kFirstOutputParamLean : WorkerStatements::kFirstOutputParam;
   const std::string table = QuoteIdentifier(config.table);
-  const std::string key = QuoteIdentifier(config.key_column);
+  // Rows written back (w) and source rows (r) carry their request id in column `id`:
+  // the key column itself, or the map's id column (mapped keys).
+  const std::string id = keys.mapped() ? RequestKeys::kIdColumn : QuoteIdentifier(keys.columns().front().name);
   std::string out_cols, out_types, out_aliases, out_select, out_update;
   for (size_t i = 0; i < config.output_columns.size(); ++i) {
     const std::string col = QuoteIdentifier(config.output_columns[i]);
@@ -130,8 +146,12 @@ void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names,
                            : fmt::format("v.o{}", write_back_output[i]);
       sets += fmt::format("{}{} = {}", i ? ", " : "", QuoteIdentifier(config.write_back[i]), value);
     }
-    return fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key{})", table, sets,
-                       key, returning);
+    if (!keys.mapped()) {
+      return fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key{})", table, sets,
+                         id, returning);
+    }
+    return fmt::format(", w AS (UPDATE {} t SET {} FROM v JOIN {} m ON m.{} = v.key WHERE v.status = 'done' AND {}{})",
+                       table, sets, keys.map_table(), id, keys.SameKey("t", "m"), returning);
   };
   auto insert = [&](const std::string& with, const std::string& recommended) {
     return fmt::format(
@@ -153,20 +173,24 @@ void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names,
 
   // Recommendations evaluated in SQL: the rule sees each row as written back (the
   // UPDATE's RETURNING) without looking it up again.
-  const std::string with = batch_cte("", "") + write_back_cte(" RETURNING t.*");
+  const std::string with =
+      batch_cte("", "") + write_back_cte(keys.mapped() ? fmt::format(" RETURNING t.*, m.{}", id) : " RETURNING t.*");
   std::string row_join;  // binds r to each done request's source row
   // The upsert, used when keys may repeat, also takes one source row per key: a key
   // column that is not unique must not make one statement insert a key twice.
   std::string upsert_row_join;
+  // Source rows with their request id: the table, or (mapped) the table joined to its keys.
+  const std::string source =
+      keys.mapped() ? fmt::format("(SELECT t.*, m.{} FROM {} t{})", id, table, keys.JoinMap("t", "m")) : table;
   if (!config.write_back.empty()) {
-    row_join = fmt::format("LEFT JOIN w r ON r.{} = v.key ", key);
+    row_join = fmt::format("LEFT JOIN w r ON r.{} = v.key ", id);
     upsert_row_join = fmt::format("LEFT JOIN (SELECT DISTINCT ON ({k}) * FROM w ORDER BY {k}) r ON r.{k} = v.key ",
-                                  fmt::arg("k", key));
+                                  fmt::arg("k", id));
   } else {
-    row_join = fmt::format("LEFT JOIN {} r ON v.status = 'done' AND r.{} = v.key ", table, key);
+    row_join = fmt::format("LEFT JOIN {} r ON v.status = 'done' AND r.{} = v.key ", source, id);
     upsert_row_join = fmt::format(
-        "LEFT JOIN LATERAL (SELECT * FROM {} t WHERE v.status = 'done' AND t.{} = v.key LIMIT 1) r ON true ", table,
-        key);
+        "LEFT JOIN LATERAL (SELECT * FROM {} t WHERE v.status = 'done' AND t.{} = v.key LIMIT 1) r ON true ", source,
+        id);
   }
   std::string recommended = "NULL::bigint[]";
   // [small]: a catalogue of at most kSmallCatalogue rows is copied once per statement
@@ -181,7 +205,7 @@ void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names,
       recommend_join[small] = fmt::format(
           "LEFT JOIN LATERAL (SELECT array(SELECT p.{pkey}::bigint FROM {products} p WHERE {where}) AS products) x "
           "ON r.{key} IS NOT NULL ",
-          fmt::arg("key", key), fmt::arg("pkey", QuoteIdentifier(rec.key_column)),
+          fmt::arg("key", id), fmt::arg("pkey", QuoteIdentifier(rec.key_column)),
           fmt::arg("products", small ? std::string("runnel_catalogue") : QuoteIdentifier(rec.table)),
           fmt::arg("where", rec.where));
     }
@@ -212,14 +236,16 @@ void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names,
 }  // namespace
 
 WorkerStatements WorkerStatements::Build(const PipelineConfig& config, const SchemaNames& names,
-                                         const std::vector<size_t>& write_back_output, int64_t small_catalogue) {
+                                         const RequestKeys& keys, const std::vector<size_t>& write_back_output,
+                                         int64_t small_catalogue) {
   WorkerStatements out;
-  out.claim = ClaimSql(config, names);
+  out.claim = ClaimSql(config, names, keys);
   out.quota_read = quota::ReadSql(names);
   out.quota = quota::AdvanceSql(names);
-  BuildResultsSql(config, names, write_back_output, false, false, out.write);
-  BuildResultsSql(config, names, write_back_output, false, true, out.write_lean);
-  if (!config.write_back.empty()) BuildResultsSql(config, names, write_back_output, true, false, out.write_marked);
+  BuildResultsSql(config, names, keys, write_back_output, false, false, out.write);
+  BuildResultsSql(config, names, keys, write_back_output, false, true, out.write_lean);
+  if (!config.write_back.empty())
+    BuildResultsSql(config, names, keys, write_back_output, true, false, out.write_marked);
   if (config.recommend) {
     out.catalogue = fmt::format("SELECT count(*) <= {} FROM (SELECT 1 FROM {} LIMIT {}) s", small_catalogue,
                                 QuoteIdentifier(config.recommend->table), small_catalogue + 1);
@@ -243,9 +269,10 @@ WorkerStatements WorkerStatements::Build(const PipelineConfig& config, const Sch
       "FROM generate_series(0, (cardinality($1::bigint[]) - 1) / {n}) AS c",
       fmt::arg("events", QuoteIdentifier(names.events)), fmt::arg("channel", QuoteLiteral(names.served_channel)),
       fmt::arg("n", WorkerStatements::kNotifyKeys));
-  out.probe_locked = fmt::format(
-      "SELECT t.{key}::bigint FROM {table} t WHERE t.{key} = ANY($1::bigint[]) FOR NO KEY UPDATE SKIP LOCKED",
-      fmt::arg("key", QuoteIdentifier(config.key_column)), fmt::arg("table", QuoteIdentifier(config.table)));
+  out.probe_locked =
+      fmt::format("SELECT {id} FROM {table} t{join} WHERE {id} = ANY($1::bigint[]) FOR NO KEY UPDATE OF t SKIP LOCKED",
+                  fmt::arg("id", keys.IdOf("t", "m")), fmt::arg("table", QuoteIdentifier(config.table)),
+                  fmt::arg("join", keys.JoinMap("t", "m")));
   return out;
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "runnel/pipeline/pipeline_config.hpp"
+#include "runnel/pipeline/request_keys.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/serving_stages.hpp"
 #include "runnel/postgres/connection.hpp"
@@ -18,12 +19,13 @@ namespace runnel::pipeline {
 // keys (found NULL: key = its first key, hi = one past its last, NULL when the range
 // runs to the largest bigint, see KeyRangeSql; the queue row's enqueue time, job, seq
 // and attempts), and one per source row found in those ranges (found true: the row's
-// key, client, data type and input columns as the table stores them). Columns by
-// position, named here.
+// request id, client, data type and input columns as the table stores them, and for
+// mapped keys its key as text for messages). Columns by position, named here.
 struct ClaimColumns {
   static constexpr int kKey = 0, kEnqueued = 1, kJob = 2, kFound = 3, kClient = 4, kDataType = 5, kFirstInput = 6;
-  explicit ClaimColumns(size_t inputs) : seq(static_cast<int>(kFirstInput + inputs)), hi(seq + 1), attempts(seq + 2) {}
-  int seq, hi, attempts;
+  explicit ClaimColumns(size_t inputs)
+      : seq(static_cast<int>(kFirstInput + inputs)), hi(seq + 1), attempts(seq + 2), label(seq + 3) {}
+  int seq, hi, attempts, label;
 };
 
 // What one claim read: the claimed ranges and the source rows by key.
@@ -69,7 +71,7 @@ struct WorkerStatements {
   std::string publish;                     // $1 the served keys: an event row and NOTIFYs on the served channel
   static constexpr int kNotifyKeys = 400;  // keys per NOTIFY payload (20 digits and a comma each)
 
-  static WorkerStatements Build(const PipelineConfig& config, const SchemaNames& names,
+  static WorkerStatements Build(const PipelineConfig& config, const SchemaNames& names, const RequestKeys& keys,
                                 const std::vector<size_t>& write_back_output, int64_t small_catalogue);
 };
 

@@ -68,6 +68,9 @@ void Api::Load() {
   const int name_col = r.ColumnIndex("name"), type_col = r.ColumnIndex("type"),
             not_null_col = r.ColumnIndex("not_null"), default_col = r.ColumnIndex("has_default"),
             identity_col = r.ColumnIndex("identity"), generated_col = r.ColumnIndex("generated");
+  std::map<std::string, std::string> types;
+  for (int i = 0; i < r.rows(); ++i) types[r.Get<std::string>(i, name_col)] = r.Get<std::string>(i, type_col);
+  keys = pipeline::RequestKeys::Resolve(config, types);
   for (int i = 0; i < r.rows(); ++i) {
     ColumnInfo info;
     info.type = r.Get<std::string>(i, type_col);
@@ -79,7 +82,7 @@ void Api::Load() {
       info.refused = "a generated column: the database computes it";
     } else if (r.Get<std::string>(i, identity_col) == "a") {
       info.refused = "an identity column (GENERATED ALWAYS): the database assigns it";
-    } else if (name == config.key_column && info.has_default && !config.clients_set_keys) {
+    } else if (!keys.mapped() && name == config.key_columns.front() && info.has_default && !config.clients_set_keys) {
       info.refused = "the key: the database assigns it ([source] clients_set_keys = true allows it)";
     } else if (std::find(config.write_back.begin(), config.write_back.end(), name) != config.write_back.end()) {
       info.refused = "written by Runnel";
@@ -89,6 +92,58 @@ void Api::Load() {
   }
   for (const auto& c : config.features.input_columns) required.insert(c);
   if (config.quota_max_requests) required.insert(config.client_column);
+}
+
+std::vector<std::string> Api::SplitPathKey(const std::string& path_key) const {
+  if (keys.columns().size() == 1) return {path_key};
+  std::vector<std::string> parts;
+  for (size_t at = 0;;) {
+    const size_t comma = path_key.find(',', at);
+    parts.push_back(path_key.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+    if (comma == std::string::npos) return parts;
+    at = comma + 1;
+  }
+}
+
+std::string Api::PathKey(const nlohmann::json& id) const {
+  auto part = [](const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); };
+  if (!id.is_array()) return part(id);
+  std::string out;
+  for (const auto& v : id) out += (out.empty() ? "" : ",") + part(v);
+  return out;
+}
+
+int64_t Api::RequestIdOf(postgres::Connection& conn, const std::string& path_key) const {
+  auto not_found = [&] { return HttpError{404, fmt::format("no request {} in pipeline '{}'", path_key, config.name)}; };
+  if (!keys.mapped()) return IdParam(path_key, "request id");
+  const auto parts = SplitPathKey(path_key);
+  if (parts.size() != keys.columns().size()) throw not_found();
+  std::string where;
+  Params params;
+  for (size_t c = 0; c < parts.size(); ++c) {
+    where += fmt::format("{}{} = ${}::{}", c ? " AND " : "", QuoteIdentifier(keys.columns()[c].name), c + 1,
+                         keys.columns()[c].type);
+    params.Add(parts[c]);
+  }
+  try {
+    auto r = conn.Exec(
+        fmt::format("SELECT {} FROM {} WHERE {}", pipeline::RequestKeys::kIdColumn, keys.map_table(), where), params);
+    if (r.rows() == 0) throw not_found();
+    return r.Get<int64_t>(0, 0);
+  } catch (const postgres::DatabaseError& e) {
+    // Class 22 (data exception): not a value of the key's type ("abc" for a uuid).
+    if (e.sqlstate().starts_with("22")) throw not_found();
+    throw;
+  }
+}
+
+std::string Api::IdJsonSql(std::string_view alias, std::string_view id) const {
+  return keys.IdJsonSql(alias, id);
+}
+
+nlohmann::json Api::IdJson(const postgres::Result& r, int row, int column) const {
+  if (r.IsNull(row, column)) return nullptr;
+  return nlohmann::json::parse(r.Get<std::string>(row, column));
 }
 
 void Api::CheckPipeline(const std::string& name) const {

@@ -41,8 +41,24 @@ struct ColumnInfo {
 struct Api {
   Api(HttpOptions options, ServingContext context);
 
-  // Reads the source table's columns. Throws NotFound when the table is missing.
+  // Reads the source table's columns and how its rows are keyed. Throws NotFound when
+  // the table is missing, InvalidInput when its key cannot key requests.
   void Load();
+
+  // Request ids and the keys clients see (pipeline/request_keys.hpp). A direct key's
+  // JSON id is the integer; a mapped one's is its value (one column) or the array of
+  // its values (composite), and in a path the values joined by ',' (each part
+  // decoded before the split: a composite key with a ',' in a value, or any key with
+  // a '/', can be read in listings but not addressed by path).
+  // The request id of a path's key. Throws HttpError(404) when it names no request.
+  int64_t RequestIdOf(postgres::Connection& conn, const std::string& path_key) const;
+  // A path key's values, one per key column (split at ',' when composite).
+  std::vector<std::string> SplitPathKey(const std::string& path_key) const;
+  // The path form of a JSON id (IdJson's): the inverse of SplitPathKey.
+  std::string PathKey(const nlohmann::json& id) const;
+  // SQL for a request's JSON id as text (RequestKeys::IdJsonSql): read with IdJson.
+  std::string IdJsonSql(std::string_view map, std::string_view id) const;
+  nlohmann::json IdJson(const postgres::Result& r, int row, int column) const;
 
   HttpOptions options;
   ServingContext ctx;
@@ -52,6 +68,7 @@ struct Api {
   std::unique_ptr<Ingestor> ingestor;
   std::map<std::string, ColumnInfo> columns;  // of the source table, submittable or not
   std::set<std::string> required;             // must be present and non-null in a record
+  pipeline::RequestKeys keys;                 // how rows are keyed (Load)
   // Set when the server stops: waiting handlers answer with what they know at once.
   std::atomic<bool> stopping{false};
 

@@ -1,4 +1,5 @@
 #include "runnel/server/event_hub.hpp"
+
 #include "runnel/core/mutex.hpp"
 
 #include <fmt/format.h>
@@ -12,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "runnel/pipeline/request_keys.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/postgres/connection.hpp"
 
@@ -64,23 +66,25 @@ constexpr EventPosition kEnd{std::numeric_limits<uint64_t>::max(), std::numeric_
 
 // The events after $1-$2-$3 up to $4-$5-$6 (inclusive), at most $7, whose transaction
 // is older than every running one; with each request's result and client.
-std::string ReadSql(const pipeline::PipelineConfig& config, const pipeline::SchemaNames& names) {
+std::string ReadSql(const pipeline::PipelineConfig& config, const pipeline::SchemaNames& names,
+                    const pipeline::RequestKeys& keys) {
   std::string outputs;
   for (const auto& column : config.output_columns) outputs += fmt::format(", r.{}::float8", QuoteIdentifier(column));
   const std::string client =
       config.client_column.empty() ? "NULL::text" : fmt::format("s.{}::text", QuoteIdentifier(config.client_column));
   return fmt::format(
-      "SELECT e.txid::text AS txid, e.id, k.ord, k.key, r.status, r.error, r.model_version, {client} AS client, "
+      "SELECT e.txid::text AS txid, e.id, k.ord, {id_json}, r.status, r.error, r.model_version, {client} AS client, "
       "{finished} AS finished_at{outputs} FROM {events} e CROSS JOIN LATERAL unnest(e.keys) WITH ORDINALITY AS k(key, "
       "ord) "
-      "LEFT JOIN {results} r ON r.key = k.key LEFT JOIN {table} s ON s.{key} = k.key "
+      "LEFT JOIN {results} r ON r.key = k.key{source} "
       "WHERE (e.txid, e.id) >= ($1::xid8, $2) AND (e.txid, e.id, k.ord) > ($1::xid8, $2, $3) "
       "AND (e.txid, e.id) <= ($4::xid8, $5) AND (e.txid, e.id, k.ord) <= ($4::xid8, $5, $6) "
       "AND e.txid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY e.txid, e.id, k.ord LIMIT $7",
       fmt::arg("client", client), fmt::arg("finished", postgres::IsoTimestampSql("r.finished_at")),
       fmt::arg("outputs", outputs), fmt::arg("events", QuoteIdentifier(names.events)),
-      fmt::arg("results", QuoteIdentifier(names.results)), fmt::arg("table", QuoteIdentifier(config.table)),
-      fmt::arg("key", QuoteIdentifier(config.key_column)));
+      fmt::arg("results", QuoteIdentifier(names.results)),
+      fmt::arg("source", keys.JoinSourceById("k.key", QuoteIdentifier(config.table), "s", "m")),
+      fmt::arg("id_json", keys.IdJsonSql("m", "k.key")));
 }
 
 // Column positions of ReadSql's rows.
@@ -91,13 +95,13 @@ constexpr int kTxid = 0, kId = 1, kOrd = 2, kKey = 3, kStatus = 4, kError = 5, k
 
 struct EventHub::Impl {
   Impl(const pipeline::PipelineConfig& c, std::string info, EventHubOptions o)
-      : config(c), names(pipeline::NamesFor(c)), conninfo(std::move(info)), options(o), read_sql(ReadSql(c, names)) {}
+      : config(c), names(pipeline::NamesFor(c)), conninfo(std::move(info)), options(o) {}
 
   const pipeline::PipelineConfig& config;
   const pipeline::SchemaNames names;
   const std::string conninfo;
   const EventHubOptions options;
-  const std::string read_sql;
+  std::string read_sql;  // set by Start, which learns how rows are keyed
 
   mutable Mutex mutex;
   std::vector<std::shared_ptr<Subscriber>> subscribers GUARDED_BY(mutex);
@@ -165,7 +169,7 @@ Event EventHub::Impl::ToEvent(const postgres::Result& r, int i) const {
   if (!r.IsNull(i, kClient)) e.client = r.Get<std::string>(i, kClient);
   auto text_or_null = [&](int c) { return r.IsNull(i, c) ? json(nullptr) : json(r.Get<std::string>(i, c)); };
   json data;
-  data["id"] = r.Get<int64_t>(i, kKey);
+  data["id"] = json::parse(r.Get<std::string>(i, kKey));  // the key as clients see it (IdJsonSql)
   data["status"] = text_or_null(kStatus);
   data["error"] = text_or_null(kError);
   data["model_version"] = text_or_null(kVersion);
@@ -297,6 +301,8 @@ void EventHub::Start() {
   auto& s = *impl_;
   if (s.thread.joinable()) return;
   auto conn = s.Connect();
+  s.read_sql =
+      ReadSql(s.config, s.names, pipeline::RequestKeys::Resolve(s.config, pipeline::SourceColumns(*conn, s.config)));
   s.head = s.ReadHead(*conn);  // fails here, not in the pump, when the events table is missing
   s.last_progress = s.last_heartbeat = Clock::now();
   s.thread = std::thread([&s] { s.Run(); });

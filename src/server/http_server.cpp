@@ -171,8 +171,8 @@ int HttpServer::Start() {
   for (const auto& [name, column] : api.columns) {
     if (column.kind == ColumnKind::kJson) json_columns.insert(name);
   }
-  api.ingestor =
-      std::make_unique<Ingestor>(api.config, api.ctx.conninfo, std::move(json_columns), api.options.ingest_threads);
+  api.ingestor = std::make_unique<Ingestor>(api.config, api.keys, api.ctx.conninfo, std::move(json_columns),
+                                            api.options.ingest_threads);
   AddHealthRoutes(s.router, api);
   AddRequestRoutes(s.router, api);
   AddJobRoutes(s.router, api);

@@ -12,9 +12,10 @@ namespace runnel::server {
 
 using postgres::QuoteIdentifier;
 
-Ingestor::Ingestor(const pipeline::PipelineConfig& config, std::string conninfo, std::set<std::string> json_columns,
-                   size_t threads, size_t max_group_records)
+Ingestor::Ingestor(const pipeline::PipelineConfig& config, pipeline::RequestKeys keys, std::string conninfo,
+                   std::set<std::string> json_columns, size_t threads, size_t max_group_records)
     : config_(config),
+      keys_(std::move(keys)),
       json_columns_(std::move(json_columns)),
       conninfo_(std::move(conninfo)),
       direct_(conninfo_),
@@ -81,8 +82,9 @@ void Ingestor::RunDirect() {
 
 const std::string& Ingestor::KeySequence(postgres::Connection& conn) {
   std::call_once(sequence_once_, [&] {
+    if (keys_.mapped()) return;
     auto r = conn.Exec("SELECT pg_get_serial_sequence($1, $2)",
-                       postgres::Params().Add(QuoteIdentifier(config_.table)).Add(config_.key_column));
+                       postgres::Params().Add(QuoteIdentifier(config_.table)).Add(keys_.columns().front().name));
     if (!r.IsNull(0, 0)) sequence_ = r.Get<std::string>(0, 0);
   });
   return sequence_;
@@ -134,10 +136,11 @@ std::vector<int64_t> Ingestor::InsertGroup(postgres::Connection& conn, const std
   size_t total = 0;
   for (const Submission* s : group) total += s->records.size();
   const std::string table = QuoteIdentifier(config_.table);
-  const std::string key = QuoteIdentifier(config_.key_column);
+  const std::string& key_column = keys_.columns().front().name;
+  const std::string key = QuoteIdentifier(key_column);
   std::string list;
   for (const auto& c : columns) list += (list.empty() ? "" : ", ") + QuoteIdentifier(c);
-  const bool key_given = std::find(columns.begin(), columns.end(), config_.key_column) != columns.end();
+  const bool key_given = std::find(columns.begin(), columns.end(), key_column) != columns.end();
   std::vector<int64_t> keys;
   keys.reserve(total);
   if (!key_given && !KeySequence(conn).empty()) {
@@ -174,12 +177,46 @@ std::vector<int64_t> Ingestor::InsertGroup(postgres::Connection& conn, const std
   }
   json += ']';
   // RETURNING follows the order rows were inserted in, which is the array's order.
+  std::string returning = key;
+  if (keys_.mapped()) {
+    returning.clear();
+    for (const auto& c : keys_.columns())
+      returning += (returning.empty() ? "" : ", ") + QuoteIdentifier(c.name) + "::text";
+  }
   auto r = conn.Exec(fmt::format("INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, "
-                                 "$1::jsonb) RETURNING {key}",
-                                 fmt::arg("t", table), fmt::arg("cols", list), fmt::arg("key", key)),
+                                 "$1::jsonb) RETURNING {returning}",
+                                 fmt::arg("t", table), fmt::arg("cols", list), fmt::arg("returning", returning)),
                      postgres::Params().Add(json));
+  if (keys_.mapped()) return MappedIds(conn, r);
   for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
   return keys;
+}
+
+std::vector<int64_t> Ingestor::MappedIds(postgres::Connection& conn, const postgres::Result& inserted) const {
+  // The capture trigger gave each key its id at the end of the INSERT; a key with a
+  // NULL part is no request and has none (the caller then reports fewer ids).
+  std::string arrays, aliases, same;
+  postgres::Params params;
+  for (size_t c = 0; c < keys_.columns().size(); ++c) {
+    std::vector<std::optional<std::string>> values;
+    for (int i = 0; i < inserted.rows(); ++i)
+      values.push_back(inserted.GetOptional<std::string>(i, static_cast<int>(c)));
+    params.AddArray(values);
+    const auto& column = keys_.columns()[c];
+    arrays += fmt::format("{}${}::text[]", c ? ", " : "", c + 1);
+    aliases += fmt::format("k{}, ", c);
+    same += fmt::format("{}m.{} = u.k{}::{}", c ? " AND " : "", QuoteIdentifier(column.name), c, column.type);
+  }
+  auto r =
+      conn.Exec(fmt::format("SELECT m.{id} FROM unnest({arrays}) WITH ORDINALITY AS u({aliases}ord) JOIN {map} m "
+                            "ON {same} ORDER BY u.ord",
+                            fmt::arg("id", pipeline::RequestKeys::kIdColumn), fmt::arg("arrays", arrays),
+                            fmt::arg("aliases", aliases), fmt::arg("map", keys_.map_table()), fmt::arg("same", same)),
+                params);
+  std::vector<int64_t> ids;
+  ids.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) ids.push_back(r.Get<int64_t>(i, 0));
+  return ids;
 }
 
 void Ingestor::Run() {

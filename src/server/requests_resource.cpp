@@ -90,13 +90,13 @@ class RequestsResource {
   void SubmitLater(std::vector<json> records, bool single, const HttpRequest& req, HttpResponse& res);
   bool WaitFor(const std::vector<int64_t>& ids, std::chrono::milliseconds wait);
   // The 202 of a POST without ?wait: {"id", "status"} for one record, {"ids", "status"}.
-  static json QueuedAnswer(const std::vector<int64_t>& ids, bool single);
+  json QueuedAnswer(const std::vector<int64_t>& ids, bool single) const;
   std::string OutputSelect() const;
   std::map<int64_t, json> Fetch(postgres::Connection& conn, const std::vector<int64_t>& keys,
                                 bool with_recommendations) const;
   void AddRecommendations(postgres::Connection& conn, const std::vector<int64_t>& keys,
                           std::map<int64_t, json>& out) const;
-  json RequestJson(const postgres::Result& r, int i, int key_column, int first) const;
+  json RequestJson(const postgres::Result& r, int i, int id_column, int first) const;
 
   Api& api_;
   const pipeline::PipelineConfig& config_;
@@ -154,8 +154,9 @@ void RequestsResource::BindClient(json& record, size_t index, const std::string&
 void RequestsResource::CheckReadable(postgres::Connection& conn, const HttpRequest& req, int64_t id) const {
   auto client = api_.ReadableClient(req);
   if (!client) return;
-  auto r = conn.Exec(fmt::format("SELECT 1 FROM {} WHERE {} = $1 AND {}::text = $2", QuoteIdentifier(config_.table),
-                                 QuoteIdentifier(config_.key_column), QuoteIdentifier(config_.client_column)),
+  auto r = conn.Exec(fmt::format("SELECT 1 FROM (SELECT $1::bigint AS id) k{} WHERE s.{}::text = $2",
+                                 api_.keys.JoinSourceById("k.id", QuoteIdentifier(config_.table), "s", "m"),
+                                 QuoteIdentifier(config_.client_column)),
                      Params().Add(id).Add(*client));
   if (r.rows() == 0) throw HttpError{404, fmt::format("no request {} in pipeline '{}'", id, config_.name)};
 }
@@ -262,9 +263,23 @@ void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const Pat
   Reply(res, complete ? 200 : 202, single ? requests.front() : json{{"requests", std::move(requests)}});
 }
 
-json RequestsResource::QueuedAnswer(const std::vector<int64_t>& ids, bool single) {
-  if (single) return {{"id", ids.front()}, {"status", "queued"}};
-  return {{"ids", ids}, {"status", "queued"}};
+json RequestsResource::QueuedAnswer(const std::vector<int64_t>& ids, bool single) const {
+  json shown = json::array();
+  if (api_.keys.mapped()) {
+    // Request ids are Runnel's: clients see their keys. (One query, on the ingest thread.)
+    auto keys = api_.pool.Run([&](postgres::Connection& conn) {
+      return conn.Exec(
+          fmt::format("SELECT {} FROM unnest($1::bigint[]) WITH ORDINALITY AS k(id, ord) JOIN {} m ON "
+                      "m.{} = k.id ORDER BY k.ord",
+                      api_.IdJsonSql("m", "k.id"), api_.keys.map_table(), pipeline::RequestKeys::kIdColumn),
+          Params().Add(ArrayLiteral(ids)));
+    });
+    for (int i = 0; i < keys.rows(); ++i) shown.push_back(api_.IdJson(keys, i, 0));
+  } else {
+    shown = ids;
+  }
+  if (single) return {{"id", shown.empty() ? json(nullptr) : shown.front()}, {"status", "queued"}};
+  return {{"ids", shown}, {"status", "queued"}};
 }
 
 // Without ?wait: answered once the group commit has the keys, no thread waiting.
@@ -338,20 +353,21 @@ std::map<int64_t, json> RequestsResource::Fetch(postgres::Connection& conn, cons
   std::map<int64_t, json> out;
   if (keys.empty()) return out;
   auto r = conn.Exec(
-      fmt::format("SELECT k.key, s.{key} IS NOT NULL, r.key IS NOT NULL, coalesce(r.status, 'queued'), r.error, "
-                  "r.model_version, {enq}, {fin}, "
-                  "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs} "
-                  "FROM unnest($1::bigint[]) AS k(key) LEFT JOIN {table} s ON s.{key} = k.key "
-                  "LEFT JOIN {results} r ON r.key = k.key",
-                  fmt::arg("key", QuoteIdentifier(config_.key_column)),
-                  fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
-                  fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),
-                  fmt::arg("table", QuoteIdentifier(config_.table)),
-                  fmt::arg("results", QuoteIdentifier(api_.names.results))),
+      fmt::format(
+          "SELECT k.key, {id}, s.{key} IS NOT NULL, r.key IS NOT NULL, coalesce(r.status, 'queued'), r.error, "
+          "r.model_version, {enq}, {fin}, "
+          "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs} "
+          "FROM unnest($1::bigint[]) AS k(key){source} "
+          "LEFT JOIN {results} r ON r.key = k.key",
+          fmt::arg("key", QuoteIdentifier(config_.key_columns.front())), fmt::arg("id", api_.IdJsonSql("m", "k.key")),
+          fmt::arg("source", api_.keys.JoinSourceById("k.key", QuoteIdentifier(config_.table), "s", "m")),
+          fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
+          fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),
+          fmt::arg("table", QuoteIdentifier(config_.table)), fmt::arg("results", QuoteIdentifier(api_.names.results))),
       Params().Add(ArrayLiteral(keys)));
   for (int i = 0; i < r.rows(); ++i) {
-    if (!r.Get<bool>(i, 1) && !r.Get<bool>(i, 2)) continue;
-    out[r.Get<int64_t>(i, 0)] = RequestJson(r, i, 0, 3);
+    if (!r.Get<bool>(i, 2) && !r.Get<bool>(i, 3)) continue;
+    out[r.Get<int64_t>(i, 0)] = RequestJson(r, i, 1, 4);
   }
   if (with_recommendations && config_.recommend) AddRecommendations(conn, keys, out);
   return out;
@@ -373,12 +389,12 @@ void RequestsResource::AddRecommendations(postgres::Connection& conn, const std:
   }
 }
 
-// Column `key_column` is the key; from `first`: status, error, model_version,
+// Column `id_column` is the id as JSON text (Api::IdJsonSql); from `first`: status, error, model_version,
 // enqueued, finished, latency, then the output columns.
-json RequestsResource::RequestJson(const postgres::Result& r, int i, int key_column, int first) const {
+json RequestsResource::RequestJson(const postgres::Result& r, int i, int id_column, int first) const {
   auto text_or_null = [&](int c) { return r.IsNull(i, c) ? json(nullptr) : json(r.Get<std::string>(i, c)); };
   json request;
-  request["id"] = r.Get<int64_t>(i, key_column);
+  request["id"] = api_.IdJson(r, i, id_column);
   request["status"] = r.Get<std::string>(i, first);
   request["error"] = text_or_null(first + 1);
   request["model_version"] = text_or_null(first + 2);
@@ -398,37 +414,40 @@ json RequestsResource::RequestJson(const postgres::Result& r, int i, int key_col
 
 void RequestsResource::Get(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
   api_.CheckPipeline(m[0]);
-  const int64_t id = IdParam(m[1], "request id");
+  int64_t id = 0;
   auto found = api_.pool.Run([&](postgres::Connection& conn) {
+    id = api_.RequestIdOf(conn, m[1]);
     CheckReadable(conn, req, id);
     return Fetch(conn, {id}, true);
   });
-  if (!found.contains(id)) throw HttpError{404, fmt::format("no request {} in pipeline '{}'", id, config_.name)};
+  if (!found.contains(id)) throw HttpError{404, fmt::format("no request {} in pipeline '{}'", m[1], config_.name)};
   Reply(res, 200, found[id]);
 }
 
 // Re-queues one failed request (exactly once: a second call finds it queued).
 void RequestsResource::Retry(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
   api_.CheckPipeline(m[0]);
-  const int64_t id = IdParam(m[1], "request id");
   auto lease = api_.pool.Acquire();
+  const int64_t id = api_.RequestIdOf(*lease, m[1]);
   CheckReadable(*lease, req, id);
   pipeline::RetryFilter filter;
   filter.key = id;
   auto outcome = pipeline::RetryFailed(*lease, config_, filter);
   if (outcome.requeued == 0) {
     auto found = Fetch(*lease, {id}, false);
-    if (!found.contains(id)) throw HttpError{404, fmt::format("no request {} in pipeline '{}'", id, config_.name)};
-    throw HttpError{409, fmt::format("request {} is {}, not failed: only failed requests are retried", id,
+    if (!found.contains(id)) throw HttpError{404, fmt::format("no request {} in pipeline '{}'", m[1], config_.name)};
+    throw HttpError{409, fmt::format("request {} is {}, not failed: only failed requests are retried", m[1],
                                      found[id]["status"].get<std::string>())};
   }
-  Reply(res, 202, {{"id", id}, {"status", "queued"}, {"job", *outcome.job}});
+  auto shown = Fetch(*lease, {id}, false);
+  Reply(res, 202,
+        {{"id", shown.contains(id) ? shown[id]["id"] : json(id)}, {"status", "queued"}, {"job", *outcome.job}});
 }
 
 // The WHERE conditions and parameters of a listing, from its query parameters.
 struct ListQuery {
   int64_t limit = 100;
-  std::optional<int64_t> after;
+  std::optional<std::string> after;  // the previous page's last key, as in a path
   std::vector<std::string> where;
   Params params;
   int next = 1;
@@ -467,8 +486,7 @@ ListQuery ParseListQuery(const pipeline::PipelineConfig& config, const Fields& q
       if (!v || *v < 1 || *v > 1000) throw HttpError{422, "'limit' must be 1..1000"};
       q.limit = *v;
     } else if (name == "after") {
-      q.after = ParseInt(value);
-      if (!q.after) throw HttpError{422, "'after' must be an id (the previous page's 'next')"};
+      q.after = value;
     } else if (name == "status") {
       if (!pipeline::ParseRequestStatus(value))
         throw HttpError{422, fmt::format("unknown status '{}': queued, done, throttled or failed", value)};
@@ -490,30 +508,53 @@ void RequestsResource::List(const HttpRequest& req, HttpResponse& res, const Pat
   if (auto client = api_.ReadableClient(req)) {
     q.where.push_back(fmt::format("s.{}::text = {}", QuoteIdentifier(config_.client_column), q.Param(*client)));
   }
-  const std::string key = "s." + QuoteIdentifier(config_.key_column);
+  const auto& keys = api_.keys;
   if (q.after) {
-    q.params.Add(*q.after);
-    q.where.push_back(fmt::format("{} > ${}", key, q.next++));
+    const auto parts = api_.SplitPathKey(*q.after);
+    const bool integer = keys.mapped() || ParseInt(*q.after).has_value();
+    if (parts.size() != keys.columns().size() || !integer)
+      throw HttpError{422, "'after' must be a key (the previous page's 'next')"};
+    std::string values;
+    for (size_t c = 0; c < parts.size(); ++c) {
+      q.params.Add(parts[c]);
+      values += fmt::format("{}${}::{}", c ? ", " : "", q.next++, keys.columns()[c].type);
+    }
+    q.where.push_back(fmt::format("({}) > ({})", keys.ColumnList("s"), values));
   }
   q.params.Add(q.limit);
   const int limit_param = q.next++;
   const std::string condition = q.where.empty() ? "true" : fmt::format("{}", fmt::join(q.where, " AND "));
   // Keyset pagination on the key: new rows get larger keys (or land in a page not
   // yet read), so no page repeats or skips a row under concurrent inserts.
+  const std::string map =
+      keys.mapped() ? fmt::format(" LEFT JOIN {} m ON {}", keys.map_table(), keys.SameKey("m", "s")) : std::string();
   const std::string sql = fmt::format(
-      "SELECT {key}, coalesce(r.status, 'queued'), r.error, r.model_version, {enq}, {fin}, "
+      "SELECT {id_json}, coalesce(r.status, 'queued'), r.error, r.model_version, {enq}, {fin}, "
       "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs} "
-      "FROM {table} s LEFT JOIN {results} r ON r.key = {key} WHERE {cond} ORDER BY {key} LIMIT ${lim}",
-      fmt::arg("key", key), fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
+      "FROM {table} s{map} LEFT JOIN {results} r ON r.key = {id} WHERE {cond} ORDER BY {order} LIMIT ${lim}",
+      fmt::arg("id_json", api_.IdJsonSql("s", keys.IdOf("s", "m"))), fmt::arg("map", map),
+      fmt::arg("id", keys.IdOf("s", "m")), fmt::arg("order", keys.ColumnList("s")),
+      fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
       fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),
       fmt::arg("table", QuoteIdentifier(config_.table)), fmt::arg("results", QuoteIdentifier(api_.names.results)),
       fmt::arg("cond", condition), fmt::arg("lim", limit_param));
-  auto r = api_.pool.Run([&](postgres::Connection& conn) { return conn.Exec(sql, q.params); });
+  auto r = api_.pool.Run([&](postgres::Connection& conn) {
+    try {
+      return conn.Exec(sql, q.params);
+    } catch (const postgres::DatabaseError& e) {
+      if (e.sqlstate().starts_with("22")) throw HttpError{422, "'after' is not a key of this pipeline"};
+      throw;
+    }
+  });
   json items = json::array();
   for (int i = 0; i < r.rows(); ++i) items.push_back(RequestJson(r, i, 0, 1));
   json body;
   body["requests"] = items;
-  body["next"] = r.rows() == q.limit ? json(r.Get<int64_t>(r.rows() - 1, 0)) : json(nullptr);
+  body["next"] = nullptr;
+  if (r.rows() == q.limit) {
+    const json& last = items.back()["id"];
+    body["next"] = keys.mapped() ? json(api_.PathKey(last)) : last;
+  }
   Reply(res, 200, body);
 }
 

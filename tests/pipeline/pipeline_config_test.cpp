@@ -50,7 +50,7 @@ TEST(PipelineConfig, LoadsAndResolvesTheModelPath) {
   WriteFile(dir / "p.toml", kValid);
   auto config = LoadPipelineConfig(dir / "p.toml");
   EXPECT_EQ(config.name, "t");
-  EXPECT_EQ(config.key_column, "id");
+  EXPECT_EQ(config.key_columns, std::vector<std::string>{"id"});
   EXPECT_EQ(config.model_path, dir.path() / "m.onnx");
   EXPECT_EQ(config.features.derived.size(), 1u);
   EXPECT_EQ(config.output_columns, (std::vector<std::string>{"y", "s"}));

@@ -346,6 +346,138 @@ TEST_F(PipelineRunTest, TwoPipelinesOnOneTableServeEveryRowEachWithItsOwnModel) 
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
 }
 
+// Keys that are not one integer column: uuid, text, and composite, each given request
+// ids by the key map. Everything a direct key does: served once each (in statements
+// of many rows, with a re-inserted key), written back and recommended, failures and
+// deleted rows named by their key, updates re-scored, a batch job over rows inserted
+// before the pipeline existed.
+struct KeyKind {
+  const char* name;
+  const char* column_sql;  // ALTER TABLE needs ... to add the key
+  const char* key_toml;    // [source] key = ...
+  const char* label;       // how messages name a row's key
+};
+
+class MappedKeyTest : public PipelineRunTest, public ::testing::WithParamInterface<KeyKind> {
+ protected:
+  PipelineConfig KeyedConfig() {
+    auto config = Config(1000);
+    std::ifstream in(config.file);
+    std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    toml.replace(toml.find("key = \"id\""), 10, std::string("key = ") + GetParam().key_toml);
+    toml.replace(toml.find("mode = \"queue\""), 14, "on = [\"insert\", \"update\"]\nmode = \"queue\"");
+    runnel::testing::WriteFile(config.file, toml);
+    return LoadPipelineConfig(config.file);
+  }
+};
+
+TEST_P(MappedKeyTest, ServesEachRowOnceWritesBackAndNamesRowsByTheirKey) {
+  conn_->Exec(GetParam().column_sql, Params());
+  std::vector<std::vector<double>> early;
+  for (int i = 1; i <= 20; ++i) early.push_back(Row(i, i % 7));
+  Insert(early);  // before the pipeline: only a batch job serves these
+  auto config = KeyedConfig();
+  Migrate(*conn_, config);
+  EXPECT_TRUE(postgres::TableExists(*conn_, "runnel_needs_keys"));
+  std::vector<std::vector<double>> rows;
+  for (int i = 21; i <= 320; ++i) rows.push_back(Row(i, i % 7));
+  Insert({rows.begin(), rows.begin() + 150});
+  Insert({rows.begin() + 150, rows.end()});
+  conn_->Exec("ALTER TABLE needs ADD CONSTRAINT sane CHECK (id <> 321 OR risk_propensity IS NULL)", Params());
+  Insert({Row(321, 1)});  // its write-back is refused by the CHECK
+  Insert({Row(322, 2), Row(323, 3)});
+  conn_->Exec("DELETE FROM needs WHERE id = 323", Params());  // gone before it is served
+  auto summary = Serve(config, SmallModel());
+  EXPECT_EQ(summary.done, 301u);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 301);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE id > 20 AND id <> 321 AND risk_propensity IS NULL"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE id <= 20 AND risk_propensity IS NOT NULL"), 0)
+      << "rows from before the pipeline are not requests";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+  // Each result belongs to its row through the map: the written-back value is the
+  // result's, and the row's recommendations are the ones its risk allows.
+  EXPECT_EQ(Count(fmt::format("SELECT count(*) FROM runnel_needs_results r JOIN runnel_needs_keys m ON m.runnel_id = "
+                              "r.key JOIN needs n ON {} WHERE r.status = 'done' AND n.risk_propensity::float8 = "
+                              "r.risk_propensity::real::float8",
+                              GetParam().name == std::string("composite") ? "(n.tenant, n.id) = (m.tenant, m.id)"
+                              : GetParam().name == std::string("uuid")    ? "n.loan = m.loan"
+                                                                          : "n.code = m.code")),
+            301);
+  EXPECT_GT(Count("SELECT count(*) FROM runnel_needs_recommendations"), 0);
+  auto failed = conn_->Exec(
+      "SELECT status, error FROM runnel_needs_results WHERE status IN ('failed', 'gone') "
+      "ORDER BY status",
+      Params());
+  ASSERT_EQ(failed.rows(), 2);
+  EXPECT_EQ(failed.Get<std::string>(0, 0), "failed");
+  EXPECT_NE(failed.Get<std::string>(0, 1).find(GetParam().label), std::string::npos) << failed.Get<std::string>(0, 1);
+  EXPECT_NE(failed.Get<std::string>(0, 1).find("sane"), std::string::npos) << failed.Get<std::string>(0, 1);
+  EXPECT_EQ(failed.Get<std::string>(1, 0), "gone");
+
+  // Updates of inputs are served again; a deleted key inserted again is a request.
+  conn_->Exec("UPDATE needs SET age = 41 WHERE id BETWEEN 21 AND 30", Params());
+  EXPECT_EQ(Serve(config, SmallModel()).done, 10u);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results"), 303) << "updates re-score into the same result rows";
+  conn_->Exec(
+      "CREATE TABLE saved AS SELECT * FROM needs WHERE id = 40; DELETE FROM needs WHERE id = 40; "
+      "INSERT INTO needs SELECT * FROM saved");
+  EXPECT_EQ(Serve(config, SmallModel()).done, 1u);
+
+  // A batch job serves the rows from before the pipeline, mapping their keys.
+  auto job = CreateJob(*conn_, config, "status is null", 100);
+  EXPECT_EQ(job.total, 20) << "the rows without a result: those from before the pipeline";
+  while (AdvanceJobs(*conn_, config)) {
+  }
+  Serve(config, SmallModel());
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE id <= 20 AND risk_propensity IS NULL"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_keys"), 20 + 303);
+}
+
+// Exactly once under SIGKILL with keys that go through the map: the map, the queue
+// and the results commit together, so no key is given two ids or served twice.
+TEST_P(MappedKeyTest, SigkilledWorkersNeverLoseOrRepeatARequest) {
+  conn_->Exec(GetParam().column_sql, Params());
+  auto config = KeyedConfig();
+  Migrate(*conn_, config);
+  SmallModel();
+  std::string toml;
+  {
+    std::ifstream in(config.file);
+    toml.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  toml.replace(toml.find("max_batch = 2048"), 16, "max_batch = 8");
+  runnel::testing::WriteFile(config.file, toml);
+  std::mt19937_64 rng(runnel::testing::TestSeed());
+  const std::string run = fmt::format("{} run --pipeline {} --model {} --db '{}' --no-migrate --workers 2",
+                                      RUNNEL_BINARY, config.file.string(), (dir_ / "small.h5").string(), conninfo());
+  int next = 1;
+  for (int round = 0; round < 4; ++round) {
+    std::vector<std::vector<double>> rows;
+    for (int i = 0; i < 100; ++i, ++next) rows.push_back(Row(next, next % 10 + 1));
+    Insert(rows);
+    KillRound(run, std::uniform_int_distribution<int>(20, 400)(rng), fmt::format("round {}", round));
+    if (HasFatalFailure()) return;
+  }
+  auto last = RunProcess({"/bin/sh", "-c", run + " --until-idle"});
+  ASSERT_EQ(last.exit_code, 0) << last.output;
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), next - 1);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_keys"), next - 1) << "one request id per key";
+  EXPECT_EQ(Count("SELECT sum(requests)::bigint FROM runnel_needs_quota"), next - 1) << "each counted once";
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE risk_propensity IS NULL"), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Keys, MappedKeyTest,
+    ::testing::Values(KeyKind{"uuid",
+                              "ALTER TABLE needs ADD COLUMN loan uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE",
+                              "\"loan\"", "loan = '"},
+                      KeyKind{"text", "ALTER TABLE needs ADD COLUMN code text NOT NULL DEFAULT md5(random()::text)",
+                              "\"code\"", "code = '"},
+                      KeyKind{"composite", "ALTER TABLE needs ADD COLUMN tenant varchar(20) NOT NULL DEFAULT 'acme'",
+                              "[\"tenant\", \"id\"]", "tenant = 'acme', id = '321'"}),
+    [](const ::testing::TestParamInfo<KeyKind>& kind) { return std::string(kind.param.name); });
+
 TEST_F(PipelineRunTest, BusyTimeExcludesIdleTime) {
   auto config = Config(1000);
   Migrate(*conn_, config);

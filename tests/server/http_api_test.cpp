@@ -854,5 +854,78 @@ TEST_F(HttpApiTest, InvalidUtf8FormBodiesAndASecondServerOnThePort) {
   }
 }
 
+// A table keyed by a uuid, then by a composite key: clients see and address requests by
+// their keys (ids are Runnel's), in answers, GET, listings with their pages, and retry.
+TEST_F(HttpApiTest, RequestsOfUuidAndCompositeKeysAreAddressedByTheirKeys) {
+  conn_->Exec("ALTER TABLE needs ADD COLUMN loan uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE", Params());
+  auto config = Config();
+  {
+    std::ifstream in(config.file);
+    std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    toml.replace(toml.find("key = \"id\""), 10, "key = \"loan\"");
+    runnel::testing::WriteFile(config.file, toml);
+  }
+  pipeline::Migrate(*conn_, pipeline::LoadPipelineConfig(config.file));
+  Start(pipeline::LoadPipelineConfig(config.file));
+  auto res = client_->Post("/v1/pipelines/needs/requests?wait=10000", kRecord, "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  auto body = Body(res);
+  ASSERT_TRUE(body["id"].is_string()) << body;
+  const std::string loan = body["id"];
+  EXPECT_EQ(Count(fmt::format("SELECT count(*) FROM needs WHERE loan = '{}' AND risk_propensity IS NOT NULL", loan)),
+            1);
+  EXPECT_EQ(body["status"], "done");
+  EXPECT_EQ(Body(client_->Get("/v1/pipelines/needs/requests/" + loan)), body);
+  EXPECT_EQ(client_->Get("/v1/pipelines/needs/requests/not-a-uuid")->status, 404);
+  EXPECT_EQ(client_->Get("/v1/pipelines/needs/requests/00000000-0000-0000-0000-000000000000")->status, 404);
+  res = client_->Post("/v1/pipelines/needs/requests", fmt::format("[{}, {}]", kRecord, kRecord), "application/json");
+  ASSERT_EQ(res->status, 202) << res->body;
+  auto queued = Body(res);
+  ASSERT_EQ(queued["ids"].size(), 2u) << queued;
+  EXPECT_TRUE(queued["ids"][0].is_string() && queued["ids"][0] != queued["ids"][1]) << queued;
+  ASSERT_TRUE(
+      Eventually([&] { return Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'") == 3; }));
+  // Pages in key order, each after the last: every request once.
+  std::set<std::string> seen;
+  std::string after;
+  for (int page = 0; page < 3; ++page) {
+    auto list = Body(client_->Get("/v1/pipelines/needs/requests?limit=2" + (after.empty() ? "" : "&after=" + after)));
+    for (const auto& r : list["requests"]) EXPECT_TRUE(seen.insert(r["id"].get<std::string>()).second) << list;
+    if (list["next"].is_null()) break;
+    after = list["next"];
+  }
+  EXPECT_EQ(seen.size(), 3u);
+  EXPECT_EQ(client_->Get("/v1/pipelines/needs/requests?after=zzz")->status, 422);
+  EXPECT_EQ(client_->Post("/v1/pipelines/needs/requests/" + loan + "/retry", "", "application/json")->status, 409)
+      << "a done request is not retried, but it is found by its key";
+  service_->Stop();
+  service_->Wait();
+  service_.reset();
+
+  // Composite: (tenant, id), the id from the table's identity.
+  pipeline::Unmigrate(*conn_, config);
+  conn_->Exec("ALTER TABLE needs ADD COLUMN tenant text NOT NULL DEFAULT 'acme'", Params());
+  {
+    std::ifstream in(config.file);
+    std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    toml.replace(toml.find("key = \"loan\""), 12, "key = [\"tenant\", \"id\"]");
+    runnel::testing::WriteFile(config.file, toml);
+  }
+  pipeline::Migrate(*conn_, pipeline::LoadPipelineConfig(config.file));
+  Start(pipeline::LoadPipelineConfig(config.file));
+  json record = json::parse(kRecord);
+  record["tenant"] = "north";
+  res = client_->Post("/v1/pipelines/needs/requests?wait=10000", record.dump(), "application/json");
+  ASSERT_EQ(res->status, 200) << res->body;
+  body = Body(res);
+  ASSERT_TRUE(body["id"].is_array() && body["id"].size() == 2) << body;
+  EXPECT_EQ(body["id"][0], "north");
+  EXPECT_EQ(body["status"], "done");
+  const std::string path = fmt::format("/v1/pipelines/needs/requests/north,{}", body["id"][1].dump());
+  EXPECT_EQ(Body(client_->Get(path)), body);
+  EXPECT_EQ(client_->Get(fmt::format("/v1/pipelines/needs/requests/south,{}", body["id"][1].dump()))->status, 404);
+  EXPECT_EQ(client_->Get("/v1/pipelines/needs/requests/north")->status, 404) << "a part missing";
+}
 }  // namespace
 }  // namespace runnel::server

@@ -4,7 +4,7 @@
 //   name = "needs"
 //   [source]
 //   table   = "needs"                  # the table whose inserts are requests
-//   key     = "id"                     # the request key column
+//   key     = "id"                     # the key column, or up to 4: ["tenant", "id"]
 //   columns = ["age", "wealth", ...]   # numeric input columns
 //   [model]
 //   path    = "model.h5"               # relative to this file; --model overrides
@@ -56,7 +56,9 @@ struct PipelineConfig {
   std::filesystem::path file;  // the file read
   std::string name;            // an SQL identifier: names Runnel's tables runnel_<name>_*
   std::string table;
-  std::string key_column;
+  // The columns that identify a row, 1 to 4 ([source] key): one integer column is the
+  // request id itself; any other key is mapped to one (request_keys.hpp).
+  std::vector<std::string> key_columns;
   std::string client_column;                  // empty: no per-client quota
   // HTTP clients may submit the key column although the database assigns it (a
   // default, identity or serial): off, as a client could take others' future keys.

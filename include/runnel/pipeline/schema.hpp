@@ -13,6 +13,8 @@
 //                                  window_start (pipeline/quota.hpp)
 //   runnel_<name>_recommendations  view: (request_key, product_key, model_version), one
 //                                  row per element of results.recommended
+//   runnel_<name>_keys             mapped keys only (request_keys.hpp): runnel_id and the
+//                                  key columns; "keys" above are request ids
 //   runnel_<name>_capture()        statement-level AFTER INSERT trigger function: writes
 //                                  the new keys from the transition table into the queue,
 //                                  QueueChunk keys per row, and sends one
@@ -45,6 +47,7 @@ struct SchemaNames {
   std::string channel;         // NOTIFY channel of queue mode
   std::string events;          // one row per committed batch: the keys it served (schema v5)
   std::string served_channel;  // NOTIFY channel carrying the served keys, for SQL clients
+  std::string keys;            // request ids of mapped keys (request_keys.hpp)
 };
 
 SchemaNames NamesFor(const PipelineConfig& config);

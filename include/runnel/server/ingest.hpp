@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 #include "runnel/core/mutex.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
+#include "runnel/pipeline/request_keys.hpp"
 
 #include "runnel/postgres/connection.hpp"
 #include "runnel/postgres/pool.hpp"
@@ -36,15 +37,15 @@ namespace runnel::server {
 
 class Ingestor {
  public:
-  // `json_columns`: columns of type json or jsonb, whose values (any JSON, documents
-  // included) are written as JSON text.
-  Ingestor(const pipeline::PipelineConfig& config, std::string conninfo, std::set<std::string> json_columns = {},
-           size_t threads = 2, size_t max_group_records = 20000);
+  // `keys`: how the table's rows are keyed; `json_columns`: columns of type json or
+  // jsonb, whose values (any JSON, documents included) are written as JSON text.
+  Ingestor(const pipeline::PipelineConfig& config, pipeline::RequestKeys keys, std::string conninfo,
+           std::set<std::string> json_columns = {}, size_t threads = 2, size_t max_group_records = 20000);
   ~Ingestor();
   Ingestor(const Ingestor&) = delete;
   Ingestor& operator=(const Ingestor&) = delete;
 
-  // Called once with the new rows' keys in order (error null), or with the error:
+  // Called once with the new rows' request ids in order (error null), or with the error:
   // DatabaseError (the submission was not inserted, or for a lost connection during
   // commit, possibly was). Runs on an ingest thread: it must be quick.
   using Done = std::function<void(std::vector<int64_t> keys, std::exception_ptr error)>;
@@ -71,10 +72,14 @@ class Ingestor {
   void RunDirect();
   std::vector<int64_t> InsertGroup(postgres::Connection& conn, const std::vector<std::string>& columns,
                                    const std::vector<Submission*>& group);
-  // The key column's sequence, looked up once ("" when it has none).
+  // The key column's sequence, looked up once ("" when it has none or keys are mapped).
   const std::string& KeySequence(postgres::Connection& conn);
+  // Mapped keys: the request ids of the keys an INSERT returned (one text column per
+  // key column), in their order.
+  std::vector<int64_t> MappedIds(postgres::Connection& conn, const postgres::Result& inserted) const;
 
   pipeline::PipelineConfig config_;
+  const pipeline::RequestKeys keys_;
   const std::set<std::string> json_columns_;
   std::string conninfo_;
   postgres::ConnectionPool direct_;  // for large submissions
