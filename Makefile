@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo test release debug fuzz bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees deps deps-test deps-bench format lint clean
+.PHONY: demo test release debug fuzz bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-keys deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -76,6 +76,12 @@ bench-capture: deps-bench
 	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
 	cmake --build build/bench -j $(JOBS)
 	bench/capture_bench.sh
+
+# Bursts with uuid and text keys (the key map) against the integer key (docs/performance.md).
+bench-keys: deps-bench
+	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
+	cmake --build build/bench -j $(JOBS)
+	bench/keys_bench.sh
 
 # The HTTP API with wrk and an open-loop ?wait client: see docs/performance.md.
 bench-http: deps-bench

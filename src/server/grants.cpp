@@ -24,13 +24,20 @@ struct TableRights {
 
 std::vector<TableRights> TablesOf(const pipeline::PipelineConfig& config) {
   const auto names = pipeline::NamesFor(config);
-  std::vector<TableRights> tables = {
-      {names.queue, std::string(kReadWrite)},       {names.results, std::string(kReadWrite)},
-      {names.quota, std::string(kReadWrite)},       {names.recommendations, std::string(kReadWrite)},
-      {names.events, std::string(kReadWrite)},      {"runnel_jobs", std::string(kReadWrite)},
-      {"runnel_pauses", std::string(kReadWrite)},   {"runnel_migrations", "SELECT"},
-      {"runnel_models", "SELECT, INSERT, UPDATE"},  {"runnel_model_state", std::string(kReadWrite)},
-      {"runnel_api_keys", "SELECT, INSERT, UPDATE"}};
+  std::vector<TableRights> tables = {{names.queue, std::string(kReadWrite)},
+                                     {names.results, std::string(kReadWrite)},
+                                     {names.quota, std::string(kReadWrite)},
+                                     {names.recommendations, std::string(kReadWrite)},
+                                     {names.events, std::string(kReadWrite)},
+                                     {"runnel_jobs", std::string(kReadWrite)},
+                                     {"runnel_pauses", std::string(kReadWrite)},
+                                     {"runnel_migrations", "SELECT"},
+                                     {"runnel_models", "SELECT, INSERT, UPDATE"},
+                                     {"runnel_model_state", std::string(kReadWrite)},
+                                     {"runnel_api_keys", "SELECT, INSERT, UPDATE"},
+                                     // Mapped keys (exists only then): the capture triggers, run by whoever inserts,
+                                     // give new keys their ids; the update trigger's upsert also updates.
+                                     {names.keys, "SELECT, INSERT, UPDATE"}};
   if (config.recommend) tables.push_back({config.recommend->table, "SELECT"});
   return tables;
 }

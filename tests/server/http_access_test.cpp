@@ -189,6 +189,34 @@ TEST_F(HttpAccessTest, RevokedAndExpiredKeysStopWorking) {
 
 // Workers and the API serve as a role that is no superuser and owns nothing, with
 // exactly what `runnel grants` gives it; the role can do nothing else.
+// A uuid key goes through the key map: the granted role (the API inserting, the capture
+// trigger giving ids, the worker reading them) needs its rights on it too.
+TEST_F(HttpAccessTest, ServesUuidKeysAsARoleWithOnlyTheGrantedRights) {
+  conn_->Exec("ALTER TABLE needs ADD COLUMN loan uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE");
+  auto config = Config();
+  {
+    std::ifstream in(config.file);
+    std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    toml.replace(toml.find("key = \"id\""), 10, "key = \"loan\"");
+    runnel::testing::WriteFile(config.file, toml);
+    config = pipeline::LoadPipelineConfig(config.file);
+  }
+  pipeline::Migrate(*conn_, config);
+  const std::string role = "keyed_" + conn_->Exec("SELECT current_database()").Get<std::string>(0, 0);
+  conn_->Exec(fmt::format("CREATE ROLE {} LOGIN", role));
+  ApplyGrants(*conn_, config, role);
+  serve_conninfo_ = conninfo() + " user=" + role;
+  Start(config);
+  auto res = client_->Post("/v1/pipelines/needs/requests?wait=20000", kRecord, "application/json");
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(Body(res)["status"], "done") << res->body;
+  EXPECT_TRUE(Body(res)["id"].is_string()) << res->body;
+  InsertRows(20);  // by the owner; served by the role
+  ASSERT_TRUE(
+      test::Eventually([&] { return Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'") == 21; }));
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE risk_propensity IS NULL"), 0) << "written back";
+}
+
 TEST_F(HttpAccessTest, ServesAsARoleWithOnlyTheGrantedRights) {
   auto config = Config();
   pipeline::Migrate(*conn_, config);

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Keys that go through the key map (issue #16), on one embedded PostgreSQL: 100,000-
+# request insert bursts (1,000-row transactions, `runnel run` with 2 workers), the
+# kinds taking turns going first, RUNS rounds (default 3), since the machine drifts:
+#   (i) examples/needs/pipeline.toml as it is: the integer key `id`
+#   (u) the same table with `loan uuid DEFAULT gen_random_uuid() UNIQUE`, key = "loan"
+#   (t) the same table with `code text DEFAULT md5(random()::text) UNIQUE`, key = "code"
+# Ratios (uuid / integer, text / integer throughput) are taken within each round;
+# medians are printed. Results: docs/performance.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+P=examples/needs/pipeline.toml
+source bench/embedded_db.sh
+source bench/burst.sh
+U=examples/needs/.keys_bench_uuid.toml
+T=examples/needs/.keys_bench_text.toml
+bench_cleanup() { rm -f "$U" "$T"; }
+sed 's/^key = "id"$/key = "loan"/' $P > "$U"
+sed 's/^key = "id"$/key = "code"/' $P > "$T"
+grep -q '^key = "loan"$' "$U" || { echo "keys_bench: $P has no key = \"id\"" >&2; exit 1; }
+
+burst() {  # burst KIND: one fresh database, one burst; prints and sets RATE
+  fresh_db
+  case $1 in
+    i) serve_burst "$RUNNEL" $P ;;
+    u) psql "$URL" -q -c "ALTER TABLE needs ADD COLUMN loan uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE"
+       serve_burst "$RUNNEL" "$U" ;;
+    t) psql "$URL" -q -c "ALTER TABLE needs ADD COLUMN code text NOT NULL DEFAULT md5(random()::text) UNIQUE"
+       serve_burst "$RUNNEL" "$T" ;;
+  esac
+  RATE=$(echo "100000 / $BURST" | bc)
+  echo "($1) $RATE requests/s ($BURST s)"
+}
+
+UUID_RATIOS=()
+TEXT_RATIOS=()
+for run in $(seq 1 "${RUNS:-3}"); do
+  echo "== round $run"
+  declare -A rate=()
+  order=(i u t)
+  [ $((run % 3)) -eq 2 ] && order=(u t i)
+  [ $((run % 3)) -eq 0 ] && order=(t i u)
+  for kind in "${order[@]}"; do burst "$kind"; rate[$kind]=$RATE; done
+  UUID_RATIOS+=("$(echo "scale=3; ${rate[u]} / ${rate[i]}" | bc)")
+  TEXT_RATIOS+=("$(echo "scale=3; ${rate[t]} / ${rate[i]}" | bc)")
+done
+echo "uuid / integer key burst throughput per round: ${UUID_RATIOS[*]}; median $(median "${UUID_RATIOS[@]}")"
+echo "text / integer key burst throughput per round: ${TEXT_RATIOS[*]}; median $(median "${TEXT_RATIOS[@]}")"
