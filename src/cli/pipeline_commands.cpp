@@ -110,7 +110,7 @@ std::string ReadTokenFile(const std::string& path) {
 }
 
 struct Counts {
-  int64_t queued = 0, done = 0, throttled = 0, failed = 0, gone = 0, requeued = 0;
+  int64_t queued = 0, done = 0, throttled = 0, failed = 0, gone = 0, superseded = 0, requeued = 0;
   double oldest_seconds = 0;
 };
 
@@ -126,6 +126,7 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
       case pipeline::RequestStatus::kThrottled: c.throttled = count; break;
       case pipeline::RequestStatus::kFailed: c.failed = count; break;
       case pipeline::RequestStatus::kGone: c.gone = count; break;
+      case pipeline::RequestStatus::kSuperseded: c.superseded = count; break;
       case pipeline::RequestStatus::kQueued: c.requeued = count; break;
     }
   }
@@ -467,6 +468,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                             "pipeline {}: queue {} (oldest waiting {:.1f} s); done {}, throttled {}, failed {}{}\n",
                             config.name, c.queued, c.oldest_seconds, c.done, c.throttled, c.failed,
                             (c.gone > 0 ? fmt::format(", gone {}", c.gone) : "") +
+                                (c.superseded > 0 ? fmt::format(", superseded {}", c.superseded) : "") +
                                 (c.requeued > 0 ? fmt::format(", re-queued {}", c.requeued) : ""));
                         if (config.quota_max_requests) PrintQuotaSummary(conn, config);
                         for (const auto& p : pipeline::PausedProcesses(conn, config)) {

@@ -289,10 +289,22 @@ std::string AddQuotaWindows(postgres::Connection& conn, const SchemaNames& names
   return fmt::format("quota windows in {}", names.quota);
 }
 
+// Version 8: update capture's 'superseded' requests. Returns what it did.
+std::string AddSupersededStatus(postgres::Connection& conn, const SchemaNames& names) {
+  const std::string results = QuoteIdentifier(names.results);
+  const std::string check = QuoteIdentifier(names.results + "_status_check");
+  conn.Exec(fmt::format("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", results, check));
+  conn.Exec(
+      fmt::format("ALTER TABLE {} ADD CONSTRAINT {} CHECK (status IN ('queued', 'done', 'throttled', 'failed', "
+                  "'gone', 'superseded'))",
+                  results, check));
+  return fmt::format("status 'superseded' in {}", names.results);
+}
+
 using MigrationStep = std::string (*)(postgres::Connection&, const SchemaNames&);
 // Step i takes the schema from version i to i + 1.
 constexpr MigrationStep kSteps[] = {CreateTables,    AddBatchJobs,    QueueStatements, IsolateFailures,
-                                    AddResultEvents, AddQuotaWindows, AddGoneStatus};
+                                    AddResultEvents, AddQuotaWindows, AddGoneStatus,   AddSupersededStatus};
 static_assert(std::size(kSteps) == kSchemaVersion);
 
 // The statements of the capture function's body that set lo, hi and distinct_keys

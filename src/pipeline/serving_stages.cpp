@@ -18,13 +18,14 @@ std::string_view RequestStatusName(RequestStatus status) {
     case RequestStatus::kThrottled: return "throttled";
     case RequestStatus::kFailed: return "failed";
     case RequestStatus::kGone: return "gone";
+    case RequestStatus::kSuperseded: return "superseded";
   }
   return "failed";
 }
 
 std::optional<RequestStatus> ParseRequestStatus(std::string_view name) {
   for (auto status : {RequestStatus::kQueued, RequestStatus::kDone, RequestStatus::kThrottled, RequestStatus::kFailed,
-                      RequestStatus::kGone}) {
+                      RequestStatus::kGone, RequestStatus::kSuperseded}) {
     if (RequestStatusName(status) == name) return status;
   }
   return std::nullopt;

@@ -56,6 +56,7 @@ struct Requests {
   std::vector<bool> found;
   std::vector<std::optional<std::string>> clients, data_types;
   std::vector<std::string> labels;                   // mapped keys: the row's key, for messages
+  std::vector<int64_t> row_versions;                 // GuardsWriteBack: as claimed
   std::vector<std::optional<RequestStatus>> status;  // nullopt: not decided yet
   std::vector<std::optional<std::string>> error, sqlstate;
 
@@ -65,6 +66,7 @@ struct Requests {
     clients.assign(n, std::nullopt);
     data_types.assign(n, std::nullopt);
     labels.assign(n, std::string());
+    row_versions.assign(n, 0);
     status.assign(n, std::nullopt);
     error.assign(n, std::nullopt);
     sqlstate.assign(n, std::nullopt);
@@ -118,7 +120,8 @@ void Tally(const Requests& req, BatchResult& result) {
         ++reasons[result.failed_sqlstates.back()];
         break;
       case RequestStatus::kGone: ++result.gone; break;
-      case RequestStatus::kQueued: break;
+      case RequestStatus::kQueued:
+      case RequestStatus::kSuperseded: break;
     }
     result.latencies_ms.push_back((now - req.claimed[i].enqueued) * 1000.0);
     result.keys.push_back(req.claimed[i].key);
@@ -307,6 +310,7 @@ struct Worker::State {
       params.AddArray(taken);
     }
     const auto rows = conn->ExecPrepared(sql.claim, params);
+    const bool guarded = GuardsWriteBack(config);
     const size_t input_count = config.features.input_columns.size();
     const ClaimColumns columns(input_count);
     ClaimRows claim = ReadClaim(rows, columns, names.queue);
@@ -337,6 +341,7 @@ struct Worker::State {
         req.clients[i] = rows.GetOptional<std::string>(r, ClaimColumns::kClient);
         req.data_types[i] = rows.GetOptional<std::string>(r, ClaimColumns::kDataType);
         if (request_keys.mapped()) req.labels[i] = rows.Get<std::string>(r, columns.label);
+        if (guarded) req.row_versions[i] = rows.Get<int64_t>(r, columns.version);
       }
       for (size_t c = 0; c < input_count; ++c) {
         const int column = static_cast<int>(ClaimColumns::kFirstInput + c);
@@ -602,6 +607,11 @@ struct Worker::State {
       values.reserve(rows.size());
       for (size_t i : rows) values.push_back(column[i]);
       params.AddArray(values);
+    }
+    if (GuardsWriteBack(config)) {
+      std::vector<int64_t> versions_claimed;
+      for (size_t i : rows) versions_claimed.push_back(req.row_versions[i]);
+      params.AddArray(versions_claimed);
     }
     if (by_rule) {
       // Each request's slice of the rule's product keys, re-cut for this subset.

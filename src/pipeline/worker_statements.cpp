@@ -45,7 +45,19 @@ ClaimRows ReadClaim(const postgres::Result& rows, const ClaimColumns& columns, c
   return out;
 }
 
+bool GuardsWriteBack(const PipelineConfig& config) {
+  return config.capture_updates && !config.write_back.empty();
+}
+
 namespace {
+
+// The version of the row `alias`: a hash of its watched columns (GuardsWriteBack).
+std::string RowVersionSql(const PipelineConfig& config, std::string_view alias) {
+  std::string columns;
+  for (const auto& column : CaptureUpdateColumns(config))
+    columns += fmt::format("{}{}.{}", columns.empty() ? "" : ", ", alias, QuoteIdentifier(column));
+  return fmt::format("hashtextextended(ROW({})::text, 0)", columns);
+}
 
 std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names, const RequestKeys& keys) {
   const std::string table = QuoteIdentifier(config.table);
@@ -64,6 +76,7 @@ std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names, con
   // Mapped keys: the source rows of a range of request ids through the key map, and
   // each row's key for messages (a direct key is its own label).
   const std::string label = keys.mapped() ? keys.LabelSql("t") : "NULL::text";
+  const std::string version = GuardsWriteBack(config) ? RowVersionSql(config, "t") : "NULL::bigint";
   const std::string id = keys.IdOf("t", "m");
   auto rows_of = [&](const std::string& lo, const std::string& hi) {
     if (!keys.mapped()) {
@@ -86,22 +99,23 @@ std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names, con
         "q.enqueued_at, q.job, q.attempts), "
         "k AS (SELECT c.seq, date_part('epoch', c.enqueued_at) AS enq, c.job, c.attempts, lower(k.keys) AS lo, "
         "upper(k.keys) AS hi FROM claimed c CROSS JOIN LATERAL unnest(c.keys) AS k(keys)) "
-        "SELECT k.lo, k.enq, k.job, {nulls}, k.seq, k.hi, k.attempts, NULL::text FROM k UNION ALL "
+        "SELECT k.lo, k.enq, k.job, {nulls}, k.seq, k.hi, k.attempts, NULL::text, NULL::bigint FROM k UNION ALL "
         // The source rows by key range: one index range scan per run of keys.
-        "SELECT {id}, k.enq, k.job, {select}, k.seq, NULL::bigint, NULL::integer, {label} FROM k JOIN {rows}",
+        "SELECT {id}, k.enq, k.job, {select}, k.seq, NULL::bigint, NULL::integer, {label}, {version} FROM k JOIN "
+        "{rows}",
         fmt::arg("q", QuoteIdentifier(names.queue)), fmt::arg("nulls", nulls), fmt::arg("id", id),
-        fmt::arg("select", select), fmt::arg("label", label),
+        fmt::arg("select", select), fmt::arg("label", label), fmt::arg("version", version),
         fmt::arg("rows", rows_of("k.lo", "coalesce(k.hi - 1, 9223372036854775807)")));
   }
   return fmt::format(
       "WITH k AS (SELECT DISTINCT key AS lo, CASE WHEN key < 9223372036854775807 THEN key + 1 END AS hi, "
       "date_part('epoch', clock_timestamp()) AS enq "
       "FROM unnest($1::bigint[]) AS u(key)) "
-      "SELECT k.lo, k.enq, NULL::bigint, {nulls}, NULL::bigint, k.hi, 0, NULL::text FROM k UNION ALL "
-      "SELECT {id}, k.enq, NULL::bigint, {select}, NULL::bigint, NULL::bigint, NULL::integer, {label} "
+      "SELECT k.lo, k.enq, NULL::bigint, {nulls}, NULL::bigint, k.hi, 0, NULL::text, NULL::bigint FROM k UNION ALL "
+      "SELECT {id}, k.enq, NULL::bigint, {select}, NULL::bigint, NULL::bigint, NULL::integer, {label}, {version} "
       "FROM k JOIN {rows}",
       fmt::arg("nulls", nulls), fmt::arg("id", id), fmt::arg("select", select), fmt::arg("label", label),
-      fmt::arg("rows", rows_of("k.lo", "k.lo")));
+      fmt::arg("version", version), fmt::arg("rows", rows_of("k.lo", "k.lo")));
 }
 
 // The statements that write back, record results and recommend, in their variants.
@@ -125,6 +139,11 @@ void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names, con
     out_select += fmt::format(", v.o{}", i);
     out_update += fmt::format(", {} = EXCLUDED.{}", col, col);
   }
+  const bool guarded = GuardsWriteBack(config);
+  if (guarded) {  // the row versions, after the outputs
+    out_types += fmt::format(", ${}::bigint[]", config.output_columns.size() + static_cast<size_t>(first_output));
+    out_aliases += ", rowver";
+  }
   // One statement writes back, records results and recommends: the batch's columns
   // are sent and read once. `extra`: more unnested arrays after the outputs.
   auto batch_cte = [&](const std::string& extra_types, const std::string& extra_aliases) {
@@ -146,19 +165,32 @@ void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names, con
                            : fmt::format("v.o{}", write_back_output[i]);
       sets += fmt::format("{}{} = {}", i ? ", " : "", QuoteIdentifier(config.write_back[i]), value);
     }
+    // Guarded: only rows still as claimed; w returns each row written (by its id).
+    const std::string guard = guarded ? fmt::format(" AND {} = v.rowver", RowVersionSql(config, "t")) : "";
+    const std::string returned =
+        !guarded || !returning.empty() ? returning : fmt::format(" RETURNING {}.{}", keys.mapped() ? "m" : "t", id);
     if (!keys.mapped()) {
-      return fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key{})", table, sets,
-                         id, returning);
+      return fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key{}{})", table, sets,
+                         id, guard, returned);
     }
-    return fmt::format(", w AS (UPDATE {} t SET {} FROM v JOIN {} m ON m.{} = v.key WHERE v.status = 'done' AND {}{})",
-                       table, sets, keys.map_table(), id, keys.SameKey("t", "m"), returning);
+    return fmt::format(
+        ", w AS (UPDATE {} t SET {} FROM v JOIN {} m ON m.{} = v.key WHERE v.status = 'done' AND {}{}{})", table, sets,
+        keys.map_table(), id, keys.SameKey("t", "m"), guard, returned);
   };
+  // Guarded: a done request whose row was not written (changed since the claim) is
+  // superseded.
+  const std::string status =
+      guarded ? fmt::format(
+                    "CASE WHEN v.status = 'done' AND NOT EXISTS (SELECT 1 FROM w WHERE w.{} = v.key) THEN "
+                    "'superseded' ELSE v.status END",
+                    id)
+              : "v.status";
   auto insert = [&](const std::string& with, const std::string& recommended) {
     return fmt::format(
         "{} INSERT INTO {} AS res (key, status, error, {}model_version, enqueued_at, finished_at, "
-        "recommended{}) SELECT v.key, v.status, v.error, {}v.version, to_timestamp(v.enq), "
+        "recommended{}) SELECT v.key, {}, v.error, {}v.version, to_timestamp(v.enq), "
         "clock_timestamp(), {}{} FROM v ",
-        with, QuoteIdentifier(names.results), lean ? "" : "sqlstate, attempts, ", out_cols,
+        with, QuoteIdentifier(names.results), lean ? "" : "sqlstate, attempts, ", out_cols, status,
         lean ? "" : "v.sqlstate, v.attempts, ", recommended, out_select);
   };
   // A plain INSERT unless a key may have a result already (a batch job rescoring, a
@@ -168,8 +200,8 @@ void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names, con
       "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
       "sqlstate = EXCLUDED.sqlstate, attempts = res.attempts + EXCLUDED.attempts, "
       "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
-      "finished_at = EXCLUDED.finished_at, recommended = EXCLUDED.recommended{}",
-      out_update);
+      "finished_at = EXCLUDED.finished_at, recommended = EXCLUDED.recommended{}{}",
+      out_update, guarded ? " WHERE EXCLUDED.status <> 'superseded'" : "");
 
   // Recommendations evaluated in SQL: the rule sees each row as written back (the
   // UPDATE's RETURNING) without looking it up again.
@@ -222,7 +254,7 @@ void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names, con
   if (config.recommend) {
     // Recommendations evaluated here: each request's products are the slice
     // [from, to] of one array of product keys (no row of w is read back).
-    const size_t first = config.output_columns.size() + static_cast<size_t>(first_output);
+    const size_t first = config.output_columns.size() + static_cast<size_t>(first_output) + (guarded ? 1 : 0);
     const std::string rule_with =
         batch_cte(fmt::format(", ${}::bigint[], ${}::bigint[]", first, first + 1), ", rec_from, rec_to") +
         write_back_cte("");

@@ -19,14 +19,23 @@ namespace runnel::pipeline {
 // keys (found NULL: key = its first key, hi = one past its last, NULL when the range
 // runs to the largest bigint, see KeyRangeSql; the queue row's enqueue time, job, seq
 // and attempts), and one per source row found in those ranges (found true: the row's
-// request id, client, data type and input columns as the table stores them, and for
-// mapped keys its key as text for messages). Columns by position, named here.
+// request id, client, data type and input columns as the table stores them, for
+// mapped keys its key as text for messages, and with update capture the version of
+// its watched columns, see GuardsWriteBack). Columns by position, named here.
 struct ClaimColumns {
   static constexpr int kKey = 0, kEnqueued = 1, kJob = 2, kFound = 3, kClient = 4, kDataType = 5, kFirstInput = 6;
   explicit ClaimColumns(size_t inputs)
-      : seq(static_cast<int>(kFirstInput + inputs)), hi(seq + 1), attempts(seq + 2), label(seq + 3) {}
-  int seq, hi, attempts, label;
+      : seq(static_cast<int>(kFirstInput + inputs)), hi(seq + 1), attempts(seq + 2), label(seq + 3), version(seq + 4) {}
+  int seq, hi, attempts, label, version;
 };
+
+// With update capture and write-back, a row may change again between a batch's claim
+// and its write-back, and the newer change's request may even be served first: the
+// write-back then applies only to rows whose watched columns (CaptureUpdateColumns)
+// are still as claimed — a hash of them, the row version, read by the claim and sent
+// back with the outputs. A row changed since is left to its newer request, and this
+// one is recorded `superseded` (never over an existing result).
+bool GuardsWriteBack(const PipelineConfig& config);
 
 // What one claim read: the claimed ranges and the source rows by key.
 struct ClaimRows {
@@ -41,7 +50,8 @@ ClaimRows ReadClaim(const postgres::Result& rows, const ClaimColumns& columns, c
 struct WorkerStatements {
   // The parameters of every results statement: $1 keys, $2 status, $3 error, $4
   // enqueued (epoch s), $5 model version, $6 sqlstate, $7 attempts, then one float8[]
-  // per output column, then (Runnel-evaluated rules) from, to and the product keys.
+  // per output column, then (GuardsWriteBack) the row versions, then
+  // (Runnel-evaluated rules) from, to and the product keys.
   static constexpr int kFirstOutputParam = 8;
   static constexpr int kFirstOutputParamLean = 6;  // write_lean: no $6 sqlstate, $7 attempts
 

@@ -224,7 +224,7 @@ TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   EXPECT_NE(rescore.output.find("job 1: 50 row(s) to score where client_id = 1"), std::string::npos) << rescore.output;
   EXPECT_NE(rescore.output.find("job 1: done, 50 of 50 served"), std::string::npos) << rescore.output;
   // status without --pipeline: every pipeline, and the processes serving it.
-  EXPECT_NE(rescore.output.find("pipeline needs (schema 7): queue 0"), std::string::npos) << rescore.output;
+  EXPECT_NE(rescore.output.find("pipeline needs (schema 8): queue 0"), std::string::npos) << rescore.output;
   EXPECT_NE(rescore.output.find("done 250, throttled 0, failed 0, gone 0"), std::string::npos) << rescore.output;
   EXPECT_NE(rescore.output.find(": needs@v1\n"), std::string::npos)
       << "the serving process and its model: " << rescore.output;
