@@ -62,6 +62,10 @@ void ModelStream::Stop() {
   // This process no longer serves: its model state goes (a process that dies instead
   // drops out once its heartbeat is stale).
   try {
+    // The follower may have dropped its connection (a database restart) and not yet
+    // made a new one.
+    if (!conn_ || !conn_->IsOpen())
+      conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
     registry::ReportState(*conn_, process_, config_.name, {});
   } catch (const std::exception& e) {
     if (options_.log)

@@ -899,6 +899,17 @@ TEST_F(HttpApiTest, RequestsOfUuidAndCompositeKeysAreAddressedByTheirKeys) {
   EXPECT_EQ(client_->Get("/v1/pipelines/needs/requests?after=zzz")->status, 422);
   EXPECT_EQ(client_->Post("/v1/pipelines/needs/requests/" + loan + "/retry", "", "application/json")->status, 409)
       << "a done request is not retried, but it is found by its key";
+  // Result events name requests the same way (replayed from the first event).
+  std::string stream;
+  client_->Get("/v1/pipelines/needs/events?after=0-0-0", [&](const char* data, size_t n) {
+    stream.append(data, n);
+    const auto at = stream.find("data: ");
+    return at == std::string::npos || stream.find('\n', at) == std::string::npos;  // until one event
+  });
+  const auto at = stream.find("data: ");
+  ASSERT_NE(at, std::string::npos) << stream;
+  auto event = json::parse(stream.substr(at + 6, stream.find('\n', at) - at - 6));
+  EXPECT_TRUE(event["id"].is_string() && seen.contains(event["id"].get<std::string>())) << event;
   service_->Stop();
   service_->Wait();
   service_.reset();

@@ -389,6 +389,23 @@ TEST_F(HttpLimitsTest, ReadyzRecoversWithinASecondOfADatabaseRestartAndNoRequest
   conn_ = std::make_unique<postgres::Connection>(Connect());
 }
 
+// A process stopped while the database is down: the model stream has dropped its
+// connection and withdraws its state on a new one, or says why it cannot (it used to
+// dereference the dropped connection).
+TEST_F(HttpLimitsTest, StoppingWhileTheDatabaseIsDownEndsCleanly) {
+  Start(Config(), {}, /*workers=*/0);
+  conn_.reset();
+  auto& cluster = runnel::testing::PostgresEnvironment::Get().cluster();
+  ASSERT_TRUE(cluster.Stop());
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // the stream notices and drops its connection
+  service_->Stop();
+  service_->Wait();
+  service_.reset();
+  cluster.Start();
+  conn_ = std::make_unique<postgres::Connection>(Connect());
+  EXPECT_EQ(Count("SELECT 1::bigint"), 1);
+}
+
 TEST_F(HttpLimitsTest, GeneratedAndIdentityColumnsAreNeitherDemandedNorSent) {
   conn_->Exec(
       "ALTER TABLE needs ADD COLUMN wealth_k real GENERATED ALWAYS AS (wealth / 1000) STORED, "
