@@ -56,7 +56,7 @@ std::string RowVersionSql(const PipelineConfig& config, std::string_view alias) 
   std::string columns;
   for (const auto& column : CaptureUpdateColumns(config))
     columns += fmt::format("{}{}.{}", columns.empty() ? "" : ", ", alias, QuoteIdentifier(column));
-  return fmt::format("hashtextextended(ROW({})::text, 0)", columns);
+  return fmt::format("hash_record_extended(ROW({}), 0)", columns);  // each column by its type's hash
 }
 
 std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names, const RequestKeys& keys) {
