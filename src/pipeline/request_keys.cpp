@@ -60,6 +60,15 @@ std::string RequestKeys::SameKey(std::string_view a, std::string_view b) const {
   return fmt::format("({}) = ({})", ColumnList(a), ColumnList(b));
 }
 
+std::string RequestKeys::TypedParams(int first, bool arrays) const {
+  std::string out;
+  for (size_t c = 0; c < columns_.size(); ++c) {
+    out += fmt::format("{}${}::{}", c ? ", " : "", first + static_cast<int>(c),
+                       arrays ? fmt::format("text[]::{}[]", columns_[c].type) : columns_[c].type);
+  }
+  return out;
+}
+
 std::string RequestKeys::KeyComplete(std::string_view alias) const {
   std::string out;
   for (const auto& c : columns_) out += (out.empty() ? "" : " AND ") + Qualified(alias, c.name) + " IS NOT NULL";

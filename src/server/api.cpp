@@ -118,16 +118,12 @@ int64_t Api::RequestIdOf(postgres::Connection& conn, const std::string& path_key
   if (!keys.mapped()) return IdParam(path_key, "request id");
   const auto parts = SplitPathKey(path_key);
   if (parts.size() != keys.columns().size()) throw not_found();
-  std::string where;
   Params params;
-  for (size_t c = 0; c < parts.size(); ++c) {
-    where += fmt::format("{}{} = ${}::{}", c ? " AND " : "", QuoteIdentifier(keys.columns()[c].name), c + 1,
-                         keys.columns()[c].type);
-    params.Add(parts[c]);
-  }
+  for (const auto& part : parts) params.Add(part);
   try {
-    auto r = conn.Exec(
-        fmt::format("SELECT {} FROM {} WHERE {}", pipeline::RequestKeys::kIdColumn, keys.map_table(), where), params);
+    auto r = conn.Exec(fmt::format("SELECT {} FROM {} WHERE ({}) = ({})", pipeline::RequestKeys::kIdColumn,
+                                   keys.map_table(), keys.ColumnList(""), keys.TypedParams(1)),
+                       params);
     if (r.rows() == 0) throw not_found();
     return r.Get<int64_t>(0, 0);
   } catch (const postgres::DatabaseError& e) {
@@ -135,10 +131,6 @@ int64_t Api::RequestIdOf(postgres::Connection& conn, const std::string& path_key
     if (e.sqlstate().starts_with("22")) throw not_found();
     throw;
   }
-}
-
-std::string Api::IdJsonSql(std::string_view alias, std::string_view id) const {
-  return keys.IdJsonSql(alias, id);
 }
 
 nlohmann::json Api::IdJson(const postgres::Result& r, int row, int column) const {

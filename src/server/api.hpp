@@ -56,8 +56,7 @@ struct Api {
   std::vector<std::string> SplitPathKey(const std::string& path_key) const;
   // The path form of a JSON id (IdJson's): the inverse of SplitPathKey.
   std::string PathKey(const nlohmann::json& id) const;
-  // SQL for a request's JSON id as text (RequestKeys::IdJsonSql): read with IdJson.
-  std::string IdJsonSql(std::string_view map, std::string_view id) const;
+  // A request's JSON id from its RequestKeys::IdJsonSql column.
   nlohmann::json IdJson(const postgres::Result& r, int row, int column) const;
 
   HttpOptions options;

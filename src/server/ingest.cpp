@@ -195,24 +195,21 @@ std::vector<int64_t> Ingestor::InsertGroup(postgres::Connection& conn, const std
 std::vector<int64_t> Ingestor::MappedIds(postgres::Connection& conn, const postgres::Result& inserted) const {
   // The capture trigger gave each key its id at the end of the INSERT; a key with a
   // NULL part is no request and has none (the caller then reports fewer ids).
-  std::string arrays, aliases, same;
   postgres::Params params;
   for (size_t c = 0; c < keys_.columns().size(); ++c) {
     std::vector<std::optional<std::string>> values;
     for (int i = 0; i < inserted.rows(); ++i)
       values.push_back(inserted.GetOptional<std::string>(i, static_cast<int>(c)));
     params.AddArray(values);
-    const auto& column = keys_.columns()[c];
-    arrays += fmt::format("{}${}::text[]", c ? ", " : "", c + 1);
-    aliases += fmt::format("k{}, ", c);
-    same += fmt::format("{}m.{} = u.k{}::{}", c ? " AND " : "", QuoteIdentifier(column.name), c, column.type);
   }
-  auto r =
-      conn.Exec(fmt::format("SELECT m.{id} FROM unnest({arrays}) WITH ORDINALITY AS u({aliases}ord) JOIN {map} m "
-                            "ON {same} ORDER BY u.ord",
-                            fmt::arg("id", pipeline::RequestKeys::kIdColumn), fmt::arg("arrays", arrays),
-                            fmt::arg("aliases", aliases), fmt::arg("map", keys_.map_table()), fmt::arg("same", same)),
-                params);
+  // u's columns take the key columns' names: the map joins it like any keyed relation.
+  auto r = conn.Exec(
+      fmt::format("SELECT m.{id} FROM unnest({arrays}) WITH ORDINALITY AS u({columns}, runnel_ord) JOIN {map} m "
+                  "ON {same} ORDER BY u.runnel_ord",
+                  fmt::arg("id", pipeline::RequestKeys::kIdColumn), fmt::arg("arrays", keys_.TypedParams(1, true)),
+                  fmt::arg("columns", keys_.ColumnList("")), fmt::arg("map", keys_.map_table()),
+                  fmt::arg("same", keys_.SameKey("m", "u"))),
+      params);
   std::vector<int64_t> ids;
   ids.reserve(static_cast<size_t>(r.rows()));
   for (int i = 0; i < r.rows(); ++i) ids.push_back(r.Get<int64_t>(i, 0));

@@ -271,7 +271,7 @@ json RequestsResource::QueuedAnswer(const std::vector<int64_t>& ids, bool single
       return conn.Exec(
           fmt::format("SELECT {} FROM unnest($1::bigint[]) WITH ORDINALITY AS k(id, ord) JOIN {} m ON "
                       "m.{} = k.id ORDER BY k.ord",
-                      api_.IdJsonSql("m", "k.id"), api_.keys.map_table(), pipeline::RequestKeys::kIdColumn),
+                      api_.keys.IdJsonSql("m", "k.id"), api_.keys.map_table(), pipeline::RequestKeys::kIdColumn),
           Params().Add(ArrayLiteral(ids)));
     });
     for (int i = 0; i < keys.rows(); ++i) shown.push_back(api_.IdJson(keys, i, 0));
@@ -353,17 +353,18 @@ std::map<int64_t, json> RequestsResource::Fetch(postgres::Connection& conn, cons
   std::map<int64_t, json> out;
   if (keys.empty()) return out;
   auto r = conn.Exec(
-      fmt::format(
-          "SELECT k.key, {id}, s.{key} IS NOT NULL, r.key IS NOT NULL, coalesce(r.status, 'queued'), r.error, "
-          "r.model_version, {enq}, {fin}, "
-          "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs} "
-          "FROM unnest($1::bigint[]) AS k(key){source} "
-          "LEFT JOIN {results} r ON r.key = k.key",
-          fmt::arg("key", QuoteIdentifier(config_.key_columns.front())), fmt::arg("id", api_.IdJsonSql("m", "k.key")),
-          fmt::arg("source", api_.keys.JoinSourceById("k.key", QuoteIdentifier(config_.table), "s", "m")),
-          fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
-          fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),
-          fmt::arg("table", QuoteIdentifier(config_.table)), fmt::arg("results", QuoteIdentifier(api_.names.results))),
+      fmt::format("SELECT k.key, {id}, s.{key} IS NOT NULL, r.key IS NOT NULL, coalesce(r.status, 'queued'), r.error, "
+                  "r.model_version, {enq}, {fin}, "
+                  "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs} "
+                  "FROM unnest($1::bigint[]) AS k(key){source} "
+                  "LEFT JOIN {results} r ON r.key = k.key",
+                  fmt::arg("key", QuoteIdentifier(config_.key_columns.front())),
+                  fmt::arg("id", api_.keys.IdJsonSql("m", "k.key")),
+                  fmt::arg("source", api_.keys.JoinSourceById("k.key", QuoteIdentifier(config_.table), "s", "m")),
+                  fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
+                  fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),
+                  fmt::arg("table", QuoteIdentifier(config_.table)),
+                  fmt::arg("results", QuoteIdentifier(api_.names.results))),
       Params().Add(ArrayLiteral(keys)));
   for (int i = 0; i < r.rows(); ++i) {
     if (!r.Get<bool>(i, 2) && !r.Get<bool>(i, 3)) continue;
@@ -389,7 +390,7 @@ void RequestsResource::AddRecommendations(postgres::Connection& conn, const std:
   }
 }
 
-// Column `id_column` is the id as JSON text (Api::IdJsonSql); from `first`: status, error, model_version,
+// Column `id_column` is the id as JSON text (RequestKeys::IdJsonSql); from `first`: status, error, model_version,
 // enqueued, finished, latency, then the output columns.
 json RequestsResource::RequestJson(const postgres::Result& r, int i, int id_column, int first) const {
   auto text_or_null = [&](int c) { return r.IsNull(i, c) ? json(nullptr) : json(r.Get<std::string>(i, c)); };
@@ -514,12 +515,9 @@ void RequestsResource::List(const HttpRequest& req, HttpResponse& res, const Pat
     const bool integer = keys.mapped() || ParseInt(*q.after).has_value();
     if (parts.size() != keys.columns().size() || !integer)
       throw HttpError{422, "'after' must be a key (the previous page's 'next')"};
-    std::string values;
-    for (size_t c = 0; c < parts.size(); ++c) {
-      q.params.Add(parts[c]);
-      values += fmt::format("{}${}::{}", c ? ", " : "", q.next++, keys.columns()[c].type);
-    }
-    q.where.push_back(fmt::format("({}) > ({})", keys.ColumnList("s"), values));
+    for (const auto& part : parts) q.params.Add(part);
+    q.where.push_back(fmt::format("({}) > ({})", keys.ColumnList("s"), keys.TypedParams(q.next)));
+    q.next += static_cast<int>(parts.size());
   }
   q.params.Add(q.limit);
   const int limit_param = q.next++;
@@ -532,7 +530,7 @@ void RequestsResource::List(const HttpRequest& req, HttpResponse& res, const Pat
       "SELECT {id_json}, coalesce(r.status, 'queued'), r.error, r.model_version, {enq}, {fin}, "
       "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs} "
       "FROM {table} s{map} LEFT JOIN {results} r ON r.key = {id} WHERE {cond} ORDER BY {order} LIMIT ${lim}",
-      fmt::arg("id_json", api_.IdJsonSql("s", keys.IdOf("s", "m"))), fmt::arg("map", map),
+      fmt::arg("id_json", api_.keys.IdJsonSql("s", keys.IdOf("s", "m"))), fmt::arg("map", map),
       fmt::arg("id", keys.IdOf("s", "m")), fmt::arg("order", keys.ColumnList("s")),
       fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
       fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),

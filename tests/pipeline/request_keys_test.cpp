@@ -77,6 +77,8 @@ TEST(RequestKeys, SqlFragmentsQuoteTheirColumnsAndJoinThroughTheMap) {
   EXPECT_EQ(composite.IdJsonSql("m", "k.key"), "json_build_array(m.\"Tenant\", m.\"id\")::text");
   EXPECT_EQ(composite.LabelSql("t"), "format('Tenant = %L, id = %L', t.\"Tenant\", t.\"id\")");
   EXPECT_EQ(composite.Signature(), "Tenant text, id integer");
+  EXPECT_EQ(composite.TypedParams(3), "$3::text, $4::integer");
+  EXPECT_EQ(composite.TypedParams(1, true), "$1::text[]::text[], $2::text[]::integer[]");
 
   auto percent = RequestKeys::Resolve(WithKey("\"a%b\""), {{"a%b", "uuid"}});
   EXPECT_EQ(percent.LabelSql("t"), "format('a%%b = %L', t.\"a%b\")") << "format()'s pattern escapes %";

@@ -193,14 +193,7 @@ TEST_F(HttpAccessTest, RevokedAndExpiredKeysStopWorking) {
 // trigger giving ids, the worker reading them) needs its rights on it too.
 TEST_F(HttpAccessTest, ServesUuidKeysAsARoleWithOnlyTheGrantedRights) {
   conn_->Exec("ALTER TABLE needs ADD COLUMN loan uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE");
-  auto config = Config();
-  {
-    std::ifstream in(config.file);
-    std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    toml.replace(toml.find("key = \"id\""), 10, "key = \"loan\"");
-    runnel::testing::WriteFile(config.file, toml);
-    config = pipeline::LoadPipelineConfig(config.file);
-  }
+  const auto config = Rekeyed(Config(), "key = \"id\"", "key = \"loan\"");
   pipeline::Migrate(*conn_, config);
   const std::string role = "keyed_" + conn_->Exec("SELECT current_database()").Get<std::string>(0, 0);
   conn_->Exec(fmt::format("CREATE ROLE {} LOGIN", role));

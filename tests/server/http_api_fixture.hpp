@@ -122,6 +122,18 @@ class HttpApiTest : public runnel::testing::PostgresTest {
     return pipeline::LoadPipelineConfig(dir_ / "pipeline.toml");
   }
 
+  // `config` with its file's `[source] key` line `from` rewritten as `to`, reloaded.
+  static pipeline::PipelineConfig Rekeyed(const pipeline::PipelineConfig& config, const std::string& from,
+                                          const std::string& to) {
+    std::ifstream in(config.file);
+    std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto at = toml.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) toml.replace(at, from.size(), to);
+    runnel::testing::WriteFile(config.file, toml);
+    return pipeline::LoadPipelineConfig(config.file);
+  }
+
   int Start(const pipeline::PipelineConfig& config, HttpOptions http = {}, int workers = 2) {
     http.port = 0;
     http.handler_threads = 4;

@@ -858,15 +858,9 @@ TEST_F(HttpApiTest, InvalidUtf8FormBodiesAndASecondServerOnThePort) {
 // their keys (ids are Runnel's), in answers, GET, listings with their pages, and retry.
 TEST_F(HttpApiTest, RequestsOfUuidAndCompositeKeysAreAddressedByTheirKeys) {
   conn_->Exec("ALTER TABLE needs ADD COLUMN loan uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE", Params());
-  auto config = Config();
-  {
-    std::ifstream in(config.file);
-    std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    toml.replace(toml.find("key = \"id\""), 10, "key = \"loan\"");
-    runnel::testing::WriteFile(config.file, toml);
-  }
-  pipeline::Migrate(*conn_, pipeline::LoadPipelineConfig(config.file));
-  Start(pipeline::LoadPipelineConfig(config.file));
+  auto config = Rekeyed(Config(), "key = \"id\"", "key = \"loan\"");
+  pipeline::Migrate(*conn_, config);
+  Start(config);
   auto res = client_->Post("/v1/pipelines/needs/requests?wait=10000", kRecord, "application/json");
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
@@ -917,14 +911,9 @@ TEST_F(HttpApiTest, RequestsOfUuidAndCompositeKeysAreAddressedByTheirKeys) {
   // Composite: (tenant, id), the id from the table's identity.
   pipeline::Unmigrate(*conn_, config);
   conn_->Exec("ALTER TABLE needs ADD COLUMN tenant text NOT NULL DEFAULT 'acme'", Params());
-  {
-    std::ifstream in(config.file);
-    std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    toml.replace(toml.find("key = \"loan\""), 12, "key = [\"tenant\", \"id\"]");
-    runnel::testing::WriteFile(config.file, toml);
-  }
-  pipeline::Migrate(*conn_, pipeline::LoadPipelineConfig(config.file));
-  Start(pipeline::LoadPipelineConfig(config.file));
+  config = Rekeyed(config, "key = \"loan\"", "key = [\"tenant\", \"id\"]");
+  pipeline::Migrate(*conn_, config);
+  Start(config);
   json record = json::parse(kRecord);
   record["tenant"] = "north";
   res = client_->Post("/v1/pipelines/needs/requests?wait=10000", record.dump(), "application/json");

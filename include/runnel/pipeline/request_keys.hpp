@@ -45,6 +45,11 @@ class RequestKeys {
   std::string ColumnList(std::string_view alias) const;
   // `(a.c1, a.c2) = (b.c1, b.c2)`: the same key in two relations.
   std::string SameKey(std::string_view a, std::string_view b) const;
+  // The key's values as parameters from $first on, each cast to its column's type:
+  // `$1::uuid` or `$3::text, $4::integer` (arrays: `$1::text[]::uuid[]`, one text
+  // array per column). Throws nothing; a value not of its type fails in PostgreSQL
+  // with SQLSTATE class 22.
+  std::string TypedParams(int first, bool arrays = false) const;
   // `a.c1 IS NOT NULL AND ...`: rows whose key is complete (only those are requests).
   std::string KeyComplete(std::string_view alias) const;
   // The request id of the source row `source`, as a bigint expression: the key column
