@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <atomic>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -13,6 +15,7 @@
 #include "runnel/core/config.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/postgres/cluster.hpp"
+#include "runnel/postgres/connection.hpp"
 
 namespace runnel::cli {
 
@@ -37,6 +40,19 @@ void AddGrantsCommand(CLI::App& root, std::vector<Command>& commands);
 void AddModelCommands(CLI::App& root, std::vector<Command>& commands);
 void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands);
 void AddQuotaCommands(CLI::App& root, std::vector<Command>& commands);
+void AddRunCommand(CLI::App& root, std::vector<Command>& commands);  // run_command.cpp
+
+// Set by Ctrl-C and SIGTERM once InstallStopHandler ran (it clears it): long commands
+// drain and return.
+extern std::atomic<bool> g_stop;
+void InstallStopHandler();
+
+// A pipeline's queue and result counts, for `status` and `run`'s progress lines.
+struct Counts {
+  int64_t queued = 0, done = 0, throttled = 0, failed = 0, gone = 0, superseded = 0, requeued = 0;
+  double oldest_seconds = 0;
+};
+Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& config);
 
 // The embedded cluster that the configuration describes.
 postgres::ClusterOptions EmbeddedClusterOptions(const Config& config);

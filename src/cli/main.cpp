@@ -73,6 +73,7 @@ int Run(int argc, char** argv) {
   AddKeysCommands(app, commands);
   AddModelCommands(app, commands);
   AddPipelineCommands(app, commands);
+  AddRunCommand(app, commands);
   AddQuotaCommands(app, commands);
 
   try {

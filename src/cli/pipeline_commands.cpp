@@ -1,4 +1,5 @@
-// `runnel migrate | unmigrate | run | load | status | retry | rescore`: the real-time pipeline against PostgreSQL.
+// `runnel migrate | unmigrate | load | status | retry | rescore`: the real-time pipeline against PostgreSQL
+// (`run` is in run_command.cpp).
 #include <signal.h>
 
 #include <fmt/format.h>
@@ -31,106 +32,13 @@
 #include "runnel/server/service.hpp"
 
 namespace runnel::cli {
-namespace {
 
 std::atomic<bool> g_stop{false};
 
+namespace {
+
 void OnSignal(int) {
   g_stop.store(true);
-}
-
-// Ctrl-C and SIGTERM set g_stop (cleared here): long commands drain and return.
-void InstallStopHandler() {
-  g_stop.store(false);
-  struct sigaction action {};
-  action.sa_handler = OnSignal;
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
-}
-
-// The database `run` serves: --db or the configured URL as given; on the embedded
-// cluster, its owner role migrates and grants, and serving runs as the cluster's
-// serving role, which owns nothing, so SQL injected anywhere in serving can do no more
-// than serve.
-std::string ServingUrl(const CliContext& ctx, const std::string& flag, const pipeline::PipelineConfig& config,
-                       server::ServiceOptions& options) {
-  const std::string url = DatabaseUrl(ctx, flag);
-  if (!UsesEmbeddedDatabase(ctx, flag)) return url;
-  auto conn = postgres::Connection::Open(url);
-  if (options.migrate) {
-    for (const auto& line : pipeline::Migrate(conn, config)) spdlog::info("migrate: {}", line);
-    options.migrate = false;
-  }
-  server::ApplyGrants(conn, config, std::string(postgres::kServeRole));
-  spdlog::info("serving as role {}: no superuser, only what `runnel grants` lists", postgres::kServeRole);
-  return postgres::EmbeddedCluster(EmbeddedClusterOptions(ctx.config)).ConnectionStringAs(postgres::kServeRole);
-}
-
-// What `run` prints when it ends: counts, the rate over the time spent serving (not
-// the idle time before Ctrl-C), time per stage, latency, and what to do about failures.
-void PrintRunSummary(const pipeline::RunSummary& summary) {
-  const size_t served = summary.done + summary.throttled + summary.failed + summary.gone;
-  fmt::print(
-      "served {} requests in {:.2f} s of serving ({:.0f}/s; {:.1f} s running) in {} batches: {} done, {} "
-      "throttled, {} failed{}\n",
-      served, summary.busy_seconds, summary.busy_seconds > 0 ? static_cast<double>(served) / summary.busy_seconds : 0.0,
-      summary.seconds, summary.batches, summary.done, summary.throttled, summary.failed,
-      summary.gone > 0 ? fmt::format(", {} gone (rows deleted before they were served)", summary.gone) : "");
-  if (summary.redone > 0) {
-    fmt::print(
-        "{} batches were rolled back and served again (quota counters moved under them, or a request "
-        "key had a result already)\n",
-        summary.redone);
-  }
-  if (summary.batches > 0) {
-    std::string stages;
-    for (size_t k = 0; k < pipeline::kStageCount; ++k) {
-      stages += fmt::format("{}{} {:.0f} ms", k ? ", " : "", pipeline::kStageNames[k], summary.stage_ms[k]);
-    }
-    fmt::print("time in stages, summed over workers: {}\n", stages);
-  }
-  if (!summary.latencies_ms.empty()) {
-    fmt::print("latency from insert to result (ms): p50 {:.2f}, p99 {:.2f}\n", summary.LatencyPercentile(0.50),
-               summary.LatencyPercentile(0.99));
-  }
-  if (summary.failed > 0) {
-    fmt::print("{} request(s) failed: `runnel status` lists the reasons, `runnel retry` replays them\n",
-               summary.failed);
-  }
-}
-
-// A secret kept in a file: its first line, without surrounding whitespace.
-std::string ReadTokenFile(const std::string& path) {
-  std::string text = ReadFileBytes(path, "the HTTP token file");
-  text = text.substr(0, text.find('\n'));
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.erase(text.begin());
-  if (text.empty()) throw Error(ErrorCode::Config, fmt::format("{}: the HTTP token file is empty", path));
-  return text;
-}
-
-struct Counts {
-  int64_t queued = 0, done = 0, throttled = 0, failed = 0, gone = 0, superseded = 0, requeued = 0;
-  double oldest_seconds = 0;
-};
-
-Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& config) {
-  const auto names = pipeline::NamesFor(config);
-  Counts c;
-  const auto queue = pipeline::ReadQueueState(conn, config);
-  c.queued = queue.requests;
-  c.oldest_seconds = queue.oldest_seconds;
-  for (const auto& [status, count] : pipeline::CountResults(conn, names)) {
-    switch (status) {
-      case pipeline::RequestStatus::kDone: c.done = count; break;
-      case pipeline::RequestStatus::kThrottled: c.throttled = count; break;
-      case pipeline::RequestStatus::kFailed: c.failed = count; break;
-      case pipeline::RequestStatus::kGone: c.gone = count; break;
-      case pipeline::RequestStatus::kSuperseded: c.superseded = count; break;
-      case pipeline::RequestStatus::kQueued: c.requeued = count; break;
-    }
-  }
-  return c;
 }
 
 // migrate --dry-run: the statements that would change the schema, from a migration
@@ -226,17 +134,39 @@ void PrintQuotaSummary(postgres::Connection& conn, const pipeline::PipelineConfi
 
 }  // namespace
 
+// Ctrl-C and SIGTERM set g_stop (cleared here): long commands drain and return.
+void InstallStopHandler() {
+  g_stop.store(false);
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& config) {
+  const auto names = pipeline::NamesFor(config);
+  Counts c;
+  const auto queue = pipeline::ReadQueueState(conn, config);
+  c.queued = queue.requests;
+  c.oldest_seconds = queue.oldest_seconds;
+  for (const auto& [status, count] : pipeline::CountResults(conn, names)) {
+    switch (status) {
+      case pipeline::RequestStatus::kDone: c.done = count; break;
+      case pipeline::RequestStatus::kThrottled: c.throttled = count; break;
+      case pipeline::RequestStatus::kFailed: c.failed = count; break;
+      case pipeline::RequestStatus::kGone: c.gone = count; break;
+      case pipeline::RequestStatus::kSuperseded: c.superseded = count; break;
+      case pipeline::RequestStatus::kQueued: c.requeued = count; break;
+    }
+  }
+  return c;
+}
+
 void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   struct Args {
-    std::string pipeline, db, model, http, http_token, http_token_file, input, delimiter = ",", columns, data_type,
-                                                                               where, sqlstate;
+    std::string pipeline, db, input, delimiter = ",", columns, data_type, where, sqlstate;
     bool loop = false, reverse = false, yes = false, dry_run = false, no_wait = false;
     int64_t batch_size = 1000;
-    bool insecure = false;
-    size_t http_threads = 0, http_max_connections = 0, http_wait_slots = 0;
-    std::string access_log, https_cert, https_key;
-    size_t workers = 2;
-    bool no_migrate = false, until_idle = false;
     int64_t rows = 1000, clients = 100, rows_per_txn = 1000;
     double rate = 0;
     uint64_t seed = 0;
@@ -261,132 +191,6 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                                    changes.empty() ? " (nothing to do)" : "");
                         return 0;
                       }});
-
-  auto* run = root.add_subcommand("run", "Serve every inserted row of the pipeline's table until Ctrl-C");
-  add_common(run);
-  run->add_option("--model", args->model,
-                  "Serve this model file only (default: the registry's model stream when [model].name is set, "
-                  "else [model].path)");
-  run->add_option("--workers", args->workers,
-                  "Worker threads, each with its own connection (default 2; 0 with --http: API only)");
-  run->add_flag("--no-migrate", args->no_migrate, "Do not run `runnel migrate` first");
-  run->add_flag("--until-idle", args->until_idle, "Exit once the queue is empty instead of waiting for more");
-  run->add_option("--http", args->http, "Serve the HTTP API on HOST:PORT, e.g. 127.0.0.1:8080");
-  run->add_option("--http-token", args->http_token,
-                  "Bearer token every endpoint but /healthz requires (default: $RUNNEL_HTTP_TOKEN); visible to "
-                  "every user in the process list: prefer --http-token-file or the environment");
-  run->add_option("--http-token-file", args->http_token_file, "Read the bearer token from this file (its first line)")
-      ->excludes(run->get_option("--http-token"));
-  run->add_flag("--insecure", args->insecure,
-                "On a non-loopback --http address, accept requests without a key while no token or API key "
-                "exists (without it, such a server answers 401 until `runnel keys create`)");
-  run->add_option("--http-threads", args->http_threads,
-                  "HTTP handler threads (default 16; sockets are served by two I/O threads)");
-  run->add_option("--http-max-connections", args->http_max_connections,
-                  "Open HTTP connections at most; beyond, 503 at once (default 4096)");
-  run->add_option("--http-wait-slots", args->http_wait_slots,
-                  "HTTP requests waiting for results at once (?wait=, model pushes); beyond, 503 (default 64)");
-  auto* cert = run->add_option("--https-cert", args->https_cert, "Serve HTTPS only, with this PEM certificate chain")
-                   ->check(CLI::ExistingFile);
-  run->add_option("--https-key", args->https_key, "The private key (PEM) of --https-cert")
-      ->check(CLI::ExistingFile)
-      ->needs(cert);
-  cert->needs(run->get_option("--https-key"));
-  run->add_option("--access-log", args->access_log,
-                  "Append one line per HTTP response (client, method, path, status, bytes, ms) to this file; "
-                  "'-' for stderr");
-  commands.push_back(
-      {run, [args](CliContext& ctx) {
-         auto config = pipeline::LoadPipelineConfig(args->pipeline);
-         server::ServiceOptions options;
-         options.workers = args->workers;
-         options.until_idle = args->until_idle;
-         options.migrate = !args->no_migrate;
-         options.model_file = args->model;
-         options.log = [](const std::string& m) { spdlog::info("{}", m); };
-         if (!args->http.empty()) {
-           server::HttpOptions http;
-           server::ParseListenAddress(args->http, http);
-           http.token = args->http_token;
-           if (!args->http_token_file.empty()) http.token = ReadTokenFile(args->http_token_file);
-           if (http.token.empty()) {
-             if (const char* env = std::getenv("RUNNEL_HTTP_TOKEN")) http.token = env;
-           }
-           http.insecure = args->insecure;
-           if (args->http_threads > 0) http.handler_threads = args->http_threads;
-           if (args->http_max_connections > 0) http.max_connections = args->http_max_connections;
-           if (args->http_wait_slots > 0) http.wait_slots = args->http_wait_slots;
-           http.access_log = args->access_log;
-           http.https_cert = args->https_cert;
-           http.https_key = args->https_key;
-           options.http = http;
-         }
-         if (args->workers == 0 && args->http.empty()) {
-           throw Error(ErrorCode::InvalidInput, "--workers 0 serves nothing without --http");
-         }
-         const std::string url = ServingUrl(ctx, args->db, config, options);
-         InstallStopHandler();
-         server::Service service(config, url, options);
-         service.Start();
-         spdlog::info("serving pipeline '{}' with {}, {} worker(s); Ctrl-C drains and stops", config.name,
-                      service.Describe(), args->workers);
-         if (options.http) {
-           spdlog::info("HTTP API on {}://{}:{}/v1 ({})", options.http->https_cert.empty() ? "http" : "https",
-                        options.http->host, service.http_port(),
-                        options.http->token.empty() ? "API keys: `runnel keys`" : "the token or API keys");
-         }
-         // Progress every 5 s. Best effort: it (re)connects on its own and never
-         // throws out of the thread; the workers report real failures. It also turns
-         // Ctrl-C into a drain.
-         std::atomic<bool> finished{false};
-         std::thread progress([&] {
-           std::unique_ptr<postgres::Connection> conn;
-           std::tuple<int64_t, int64_t, int64_t, int64_t> shown{-1, -1, -1, -1};
-           auto last = std::chrono::steady_clock::now();
-           while (!finished.load()) {
-             std::this_thread::sleep_for(std::chrono::milliseconds(100));
-             if (g_stop.load()) service.Stop();
-             if (std::chrono::steady_clock::now() - last < std::chrono::seconds(5)) continue;
-             last = std::chrono::steady_clock::now();
-             try {
-               if (!conn || !conn->IsOpen())
-                 conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(url));
-               auto c = ReadCounts(*conn, config);
-               // An idle server says nothing: only a change is news.
-               const auto now = std::make_tuple(c.done, c.throttled, c.failed, c.queued);
-               if (now == shown) continue;
-               shown = now;
-               spdlog::info("done {} throttled {} failed {}; queue {} (oldest {:.1f} s)", c.done, c.throttled, c.failed,
-                            c.queued, c.oldest_seconds);
-             } catch (const Error& e) {
-               spdlog::debug("progress: {}", e.what());
-             }
-           }
-         });
-         pipeline::RunSummary summary;
-         try {
-           summary = service.Wait();
-         } catch (...) {
-           finished.store(true);
-           progress.join();
-           throw;
-         }
-         finished.store(true);
-         progress.join();
-         PrintRunSummary(summary);
-         if (args->until_idle) {
-           // Its job was to drain the queue: say so when it did not.
-           for (const auto& reason : summary.paused) fmt::print(stderr, "paused: {}\n", reason);
-           auto conn = postgres::Connection::Open(url);
-           // Requests another process is serving are not left behind.
-           const auto left = pipeline::UnclaimedRequests(conn, config);
-           if (left > 0) {
-             fmt::print(stderr, "{} request(s) are still queued\n", left);
-             return 1;
-           }
-         }
-         return 0;
-       }});
 
   auto* load = root.add_subcommand("load", "Insert synthetic requests (the reference generator's distributions)");
   add_common(load);

@@ -42,12 +42,8 @@ ColumnKind KindOf(const std::string& type) {
   return ColumnKind::kOther;
 }
 
-Api::Api(HttpOptions o, ServingContext c)
-    : options(std::move(o)),
-      ctx(std::move(c)),
-      config(*ctx.config),
-      names(pipeline::NamesFor(config)),
-      pool(ctx.conninfo, options.handler_threads + options.wait_slots) {}  // each may hold one
+Api::Api(HttpOptions o, ServingContext c, postgres::ConnectionPool& p)
+    : options(std::move(o)), ctx(std::move(c)), config(*ctx.config), names(pipeline::NamesFor(config)), pool(p) {}
 
 namespace {
 
@@ -136,10 +132,6 @@ int64_t Api::RequestIdOf(postgres::Connection& conn, const std::string& path_key
 nlohmann::json Api::IdJson(const postgres::Result& r, int row, int column) const {
   if (r.IsNull(row, column)) return nullptr;
   return nlohmann::json::parse(r.Get<std::string>(row, column));
-}
-
-void Api::CheckPipeline(const std::string& name) const {
-  if (name != config.name) throw HttpError{404, fmt::format("unknown pipeline '{}'", name)};
 }
 
 void Api::CheckOwnClient(const HttpRequest& req, std::string_view client) const {

@@ -14,6 +14,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/pipeline/schema.hpp"
@@ -38,8 +39,10 @@ struct ColumnInfo {
   std::string refused;
 };
 
+// One pipeline's API. A process serving several pipelines has one each; they share the
+// connection pool and the routes not under /v1/pipelines/{p} (http_server.cpp).
 struct Api {
-  Api(HttpOptions options, ServingContext context);
+  Api(HttpOptions options, ServingContext context, postgres::ConnectionPool& pool);
 
   // Reads the source table's columns and how its rows are keyed. Throws NotFound when
   // the table is missing, InvalidInput when its key cannot key requests.
@@ -63,7 +66,7 @@ struct Api {
   ServingContext ctx;
   const pipeline::PipelineConfig& config;
   pipeline::SchemaNames names;
-  postgres::ConnectionPool pool;
+  postgres::ConnectionPool& pool;  // the server's, shared by its pipelines
   std::unique_ptr<Ingestor> ingestor;
   std::map<std::string, ColumnInfo> columns;  // of the source table, submittable or not
   std::set<std::string> required;             // must be present and non-null in a record
@@ -71,8 +74,6 @@ struct Api {
   // Set when the server stops: waiting handlers answer with what they know at once.
   std::atomic<bool> stopping{false};
 
-  // Throws HttpError(404) unless `name` is this process's pipeline.
-  void CheckPipeline(const std::string& name) const;
   // Throws HttpError(403) when the caller's key is bound to a client other than `client`.
   void CheckOwnClient(const HttpRequest& req, std::string_view client) const;
   // The client whose requests the caller may read, or nullopt for any. Throws
@@ -82,13 +83,16 @@ struct Api {
   std::optional<int64_t> WaitParam(const HttpRequest& req) const;
 };
 
-// Route registration, one function per resource file.
+// Route registration, one function per resource file. Those taking one Api add a
+// pipeline's routes (Router::AddForPipeline), once per pipeline; the others add the
+// process's routes once (`any`: whichever pipeline's pool and options serve them).
 void AddRequestRoutes(Router& router, Api& api);
 void AddJobRoutes(Router& router, Api& api);
-void AddModelRoutes(Router& router, Api& api);
-void AddHealthRoutes(Router& router, Api& api);
 void AddEventRoutes(Router& router, Api& api);
-void AddKeyRoutes(Router& router, Api& api);
+void AddJobByIdRoutes(Router& router, Api& any);
+void AddModelRoutes(Router& router, Api& any);
+void AddKeyRoutes(Router& router, Api& any);
+void AddHealthRoutes(Router& router, const std::vector<std::unique_ptr<Api>>& apis, const Metrics& metrics);
 
 // A handler calling `method` on a resource the routes share.
 template <typename Resource>

@@ -30,8 +30,7 @@ class EventsResource {
  public:
   explicit EventsResource(Api& api) : api_(api) {}
 
-  void Subscribe(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
-    api_.CheckPipeline(m[0]);
+  void Subscribe(const HttpRequest& req, HttpResponse& res, const PathParams&) {
     EventHub* hub = api_.ctx.events;
     if (hub == nullptr) throw HttpError{404, "result events are not served by this process"};
     std::optional<std::string> client;
@@ -65,8 +64,8 @@ class EventsResource {
 
 void AddEventRoutes(Router& router, Api& api) {
   auto resource = std::make_shared<EventsResource>(api);
-  router.Add("GET", "/v1/pipelines/{p}/events", Bind(resource, &EventsResource::Subscribe),
-             RouteOptions::For(Scope::kRead));
+  router.AddForPipeline(api.config.name, "GET", "/v1/pipelines/{p}/events", Bind(resource, &EventsResource::Subscribe),
+                        RouteOptions::For(Scope::kRead));
 }
 
 }  // namespace runnel::server

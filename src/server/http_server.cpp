@@ -141,22 +141,53 @@ void ParseListenAddress(const std::string& address, HttpOptions& options) {
 }
 
 struct HttpServer::Impl {
-  Impl(HttpOptions options, ServingContext context)
-      : api(std::move(options), std::move(context)), keys(api.ctx.conninfo) {}
+  Impl(HttpOptions o, const std::string& conninfo, Metrics* m)
+      : options(std::move(o)),
+        pool(conninfo, options.handler_threads + options.wait_slots),  // each may hold one
+        keys(conninfo),
+        metrics(m != nullptr ? m : &own_metrics) {}
 
-  Api api;
+  // One pipeline's API: its columns and keys, its ingestor, its routes.
+  void StartPipeline(Api& api) {
+    api.Load();
+    std::set<std::string> json_columns;
+    for (const auto& [name, column] : api.columns) {
+      if (column.kind == ColumnKind::kJson) json_columns.insert(name);
+    }
+    api.ingestor = std::make_unique<Ingestor>(api.config, api.keys, api.ctx.conninfo, std::move(json_columns),
+                                              api.options.ingest_threads);
+    AddRequestRoutes(router, api);
+    AddJobRoutes(router, api);
+    AddEventRoutes(router, api);
+  }
+
+  HttpOptions options;
+  postgres::ConnectionPool pool;
+  std::vector<std::unique_ptr<Api>> apis;  // one per pipeline, in the order given
   KeyStore keys;
   Router router;
+  Metrics own_metrics;  // when the caller keeps none
+  Metrics* metrics;
   std::unique_ptr<HttpTransport> transport;
 };
 
-HttpServer::HttpServer(HttpOptions options, ServingContext context) {
-  assert(context.config != nullptr);
+HttpServer::HttpServer(HttpOptions options, std::vector<ServingContext> pipelines, Metrics* metrics) {
   if (options.https_cert.empty() != options.https_key.empty()) {
     throw Error(ErrorCode::Config, "HTTPS needs both a certificate (--https-cert) and its key (--https-key)");
   }
+  if (pipelines.empty()) throw Error(ErrorCode::InvalidInput, "the HTTP API needs a pipeline to serve");
+  std::set<std::string> names;
+  for (const auto& ctx : pipelines) {
+    assert(ctx.config != nullptr);
+    if (!names.insert(ctx.config->name).second) {
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("pipeline '{}' is given twice: pipelines served together need names of their own",
+                              ctx.config->name));
+    }
+  }
   if (options.max_model_bytes == 0) options.max_model_bytes = model::MaxModelBytes();
-  impl_ = std::make_unique<Impl>(std::move(options), std::move(context));
+  impl_ = std::make_unique<Impl>(options, pipelines.front().conninfo, metrics);
+  for (auto& ctx : pipelines) impl_->apis.push_back(std::make_unique<Api>(options, std::move(ctx), impl_->pool));
 }
 
 HttpServer::~HttpServer() {
@@ -165,39 +196,34 @@ HttpServer::~HttpServer() {
 
 int HttpServer::Start() {
   auto& s = *impl_;
-  auto& api = s.api;
-  api.Load();
-  std::set<std::string> json_columns;
-  for (const auto& [name, column] : api.columns) {
-    if (column.kind == ColumnKind::kJson) json_columns.insert(name);
-  }
-  api.ingestor = std::make_unique<Ingestor>(api.config, api.keys, api.ctx.conninfo, std::move(json_columns),
-                                            api.options.ingest_threads);
-  AddHealthRoutes(s.router, api);
-  AddRequestRoutes(s.router, api);
-  AddJobRoutes(s.router, api);
-  AddModelRoutes(s.router, api);
-  AddEventRoutes(s.router, api);
-  AddKeyRoutes(s.router, api);
+  for (auto& api : s.apis) s.StartPipeline(*api);
+  Api& any = *s.apis.front();
+  AddJobByIdRoutes(s.router, any);
+  AddModelRoutes(s.router, any);
+  AddKeyRoutes(s.router, any);
+  AddHealthRoutes(s.router, s.apis, *s.metrics);
   s.keys.Start();
-  if (!IsLoopback(api.options.host) && !api.options.insecure && api.options.token.empty() && s.keys.empty()) {
+  const auto& options = s.options;
+  if (!IsLoopback(options.host) && !options.insecure && options.token.empty() && s.keys.empty()) {
     spdlog::warn(
         "HTTP on {} has no token and no API key: every request but /healthz gets 401 until an admin key "
         "exists (`runnel keys create --scope admin`)",
-        api.options.host);
+        options.host);
   }
-  s.transport = std::make_unique<HttpTransport>(LimitsOf(api.options), s.router, api.ctx.metrics,
-                                                Authorization(api.options, s.keys), AccessLog(api.options.access_log));
-  if (!api.options.https_cert.empty()) s.transport->UseTls(api.options.https_cert, api.options.https_key);
-  return s.transport->Listen(api.options.host, api.options.port);
+  s.transport = std::make_unique<HttpTransport>(LimitsOf(options), s.router, s.metrics, Authorization(options, s.keys),
+                                                AccessLog(options.access_log));
+  if (!options.https_cert.empty()) s.transport->UseTls(options.https_cert, options.https_key);
+  return s.transport->Listen(options.host, options.port);
 }
 
 void HttpServer::Stop() {
   if (!impl_) return;
   auto& s = *impl_;
-  s.api.stopping = true;
+  for (auto& api : s.apis) api->stopping = true;
   if (s.transport) s.transport->Stop();
-  if (s.api.ingestor) s.api.ingestor->Stop();
+  for (auto& api : s.apis) {
+    if (api->ingestor) api->ingestor->Stop();
+  }
   s.keys.Stop();
 }
 

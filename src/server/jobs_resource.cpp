@@ -70,8 +70,7 @@ class JobsResource {
  public:
   explicit JobsResource(Api& api) : api_(api) {}
 
-  void Post(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
-    api_.CheckPipeline(m[0]);
+  void Post(const HttpRequest& req, HttpResponse& res, const PathParams&) {
     const JobSpec spec = ParseJobSpec(req.body);
     auto lease = api_.pool.Acquire();
     auto job = pipeline::CreateJob(*lease, api_.config, spec.where, spec.batch_size);
@@ -84,8 +83,7 @@ class JobsResource {
     ReplyJob(res, id, api_.pool.Run([&](postgres::Connection& conn) { return pipeline::GetJob(conn, id); }));
   }
 
-  void List(const HttpRequest&, HttpResponse& res, const PathParams& m) {
-    api_.CheckPipeline(m[0]);
+  void List(const HttpRequest&, HttpResponse& res, const PathParams&) {
     auto jobs = api_.pool.Run([&](postgres::Connection& conn) { return pipeline::ListJobs(conn, api_.config.name); });
     json list = json::array();
     for (const auto& job : jobs) list.push_back(JobJson(job));
@@ -105,8 +103,12 @@ class JobsResource {
 
 void AddJobRoutes(Router& router, Api& api) {
   auto resource = std::make_shared<JobsResource>(api);
-  router.Add("POST", "/v1/pipelines/{p}/jobs", Bind(resource, &JobsResource::Post));
-  router.Add("GET", "/v1/pipelines/{p}/jobs", Bind(resource, &JobsResource::List));
+  router.AddForPipeline(api.config.name, "POST", "/v1/pipelines/{p}/jobs", Bind(resource, &JobsResource::Post));
+  router.AddForPipeline(api.config.name, "GET", "/v1/pipelines/{p}/jobs", Bind(resource, &JobsResource::List));
+}
+
+void AddJobByIdRoutes(Router& router, Api& any) {
+  auto resource = std::make_shared<JobsResource>(any);
   router.Add("GET", "/v1/jobs/{id}", Bind(resource, &JobsResource::Get));
   router.Add("DELETE", "/v1/jobs/{id}", Bind(resource, &JobsResource::Delete));
 }

@@ -84,8 +84,8 @@ class KeysResource {
 
 }  // namespace
 
-void AddKeyRoutes(Router& router, Api& api) {
-  auto resource = std::make_shared<KeysResource>(api);
+void AddKeyRoutes(Router& router, Api& any) {
+  auto resource = std::make_shared<KeysResource>(any);
   router.Add("GET", "/v1/keys", Bind(resource, &KeysResource::List));
   router.Add("POST", "/v1/keys", Bind(resource, &KeysResource::Create));
   router.Add("DELETE", "/v1/keys/{id}", Bind(resource, &KeysResource::Revoke));

@@ -13,6 +13,8 @@
 #include <optional>
 #include <sstream>
 
+#include "runnel/core/error.hpp"
+
 namespace runnel::server {
 
 namespace {
@@ -123,7 +125,7 @@ std::vector<MetricFamily> ProcessMetrics() {
   return families;
 }
 
-Metrics::Metrics(std::string pipeline, size_t max_batch)
+PipelineMetrics::PipelineMetrics(std::string pipeline, size_t max_batch)
     : pipeline_(std::move(pipeline)), latency_(SecondsBounds()), batch_size_(BatchBounds(max_batch)) {
   for (size_t k = 0; k < stages_.size(); ++k) {
     stage_storage_.push_back(std::make_unique<Histogram>(SecondsBounds()));
@@ -131,7 +133,7 @@ Metrics::Metrics(std::string pipeline, size_t max_batch)
   }
 }
 
-void Metrics::RecordBatch(const pipeline::BatchResult& batch) {
+void PipelineMetrics::RecordBatch(const pipeline::BatchResult& batch) {
   done_.fetch_add(static_cast<int64_t>(batch.done), std::memory_order_relaxed);
   throttled_.fetch_add(static_cast<int64_t>(batch.throttled), std::memory_order_relaxed);
   failed_.fetch_add(static_cast<int64_t>(batch.failed), std::memory_order_relaxed);
@@ -147,6 +149,20 @@ void Metrics::RecordBatch(const pipeline::BatchResult& batch) {
   for (double ms : batch.latencies_ms) latency_.Observe(ms / 1000.0);
 }
 
+void PipelineMetrics::RecordIngested(size_t records) {
+  ingested_.fetch_add(static_cast<int64_t>(records), std::memory_order_relaxed);
+}
+
+PipelineMetrics& Metrics::AddPipeline(std::string pipeline, size_t max_batch) {
+  for (const auto& p : pipelines_) {
+    if (p->pipeline() == pipeline) {
+      throw Error(ErrorCode::InvalidInput, fmt::format("pipeline '{}' is served twice by one process", pipeline));
+    }
+  }
+  pipelines_.push_back(std::make_unique<PipelineMetrics>(std::move(pipeline), max_batch));
+  return *pipelines_.back();
+}
+
 void Metrics::RecordHttp(const std::string& route, int status, double seconds) {
   MutexLock lock(http_mutex_);
   ++http_counts_[{route, status}];
@@ -155,56 +171,70 @@ void Metrics::RecordHttp(const std::string& route, int status, double seconds) {
   histogram->Observe(seconds);
 }
 
-void Metrics::RecordIngested(size_t records) {
-  ingested_.fetch_add(static_cast<int64_t>(records), std::memory_order_relaxed);
+void Metrics::RenderPipelines(std::string& out) const {
+  // Each family's HELP and TYPE once, then its sample of every pipeline.
+  auto family = [&](std::string_view name, std::string_view help, std::string_view type, const auto& write) {
+    out += fmt::format("# HELP {0} {1}\n# TYPE {0} {2}\n", name, help, type);
+    for (const auto& m : pipelines_) write(*m, fmt::format("pipeline=\"{}\"", m->pipeline()));
+  };
+  family("runnel_requests_total", "Requests served, by final status.", "counter",
+         [&](const PipelineMetrics& m, const std::string& p) {
+           out += fmt::format("runnel_requests_total{{{},status=\"done\"}} {}\n", p, m.done_.load());
+           out += fmt::format("runnel_requests_total{{{},status=\"throttled\"}} {}\n", p, m.throttled_.load());
+           out += fmt::format("runnel_requests_total{{{},status=\"failed\"}} {}\n", p, m.failed_.load());
+           out += fmt::format("runnel_requests_total{{{},status=\"gone\"}} {}\n", p, m.gone_.load());
+         });
+  family("runnel_requests_failed_total",
+         "Failed requests by SQLSTATE class (22 data, 23 constraint, 55 lock, P0 raised by a trigger, 02 row not "
+         "found).",
+         "counter", [&](const PipelineMetrics& m, const std::string& p) {
+           MutexLock lock(m.failure_mutex_);
+           for (const auto& [cls, count] : m.failures_by_class_) {
+             out += fmt::format("runnel_requests_failed_total{{{},sqlstate_class=\"{}\"}} {}\n", p, cls, count);
+           }
+         });
+  auto counter = [&](std::string_view name, std::string_view help, std::atomic<int64_t> PipelineMetrics::*value) {
+    family(name, help, "counter", [&](const PipelineMetrics& m, const std::string& p) {
+      out += fmt::format("{}{{{}}} {}\n", name, p, (m.*value).load());
+    });
+  };
+  counter("runnel_requests_deferred_total", "Requests sent back to the queue: their rows stayed locked.",
+          &PipelineMetrics::deferred_);
+  counter("runnel_batches_total", "Batches committed.", &PipelineMetrics::batches_);
+  counter("runnel_ingested_records_total", "Records accepted by the HTTP API.", &PipelineMetrics::ingested_);
+  family("runnel_batch_size", "Requests per batch.", "histogram",
+         [&](const PipelineMetrics& m, const std::string& p) { m.batch_size_.Write(out, "runnel_batch_size", p); });
+  family("runnel_request_latency_seconds", "From insert to result commit.", "histogram",
+         [&](const PipelineMetrics& m, const std::string& p) {
+           m.latency_.Write(out, "runnel_request_latency_seconds", p);
+         });
+  family("runnel_stage_seconds", "Time per batch in each stage.", "histogram",
+         [&](const PipelineMetrics& m, const std::string& p) {
+           for (size_t k = 0; k < m.stages_.size(); ++k) {
+             m.stages_[k]->Write(out, "runnel_stage_seconds",
+                                 fmt::format("{},stage=\"{}\"", p, pipeline::kStageNames[k]));
+           }
+         });
+}
+
+void Metrics::RenderHttp(std::string& out) const {
+  MutexLock lock(http_mutex_);
+  out += "# HELP runnel_http_requests_total HTTP responses by route and status.\n";
+  out += "# TYPE runnel_http_requests_total counter\n";
+  for (const auto& [key, count] : http_counts_) {
+    out += fmt::format("runnel_http_requests_total{{route=\"{}\",code=\"{}\"}} {}\n", key.first, key.second, count);
+  }
+  out += "# HELP runnel_http_request_seconds HTTP handling time by route.\n";
+  out += "# TYPE runnel_http_request_seconds histogram\n";
+  for (const auto& [route, histogram] : http_latency_) {
+    histogram->Write(out, "runnel_http_request_seconds", fmt::format("route=\"{}\"", route));
+  }
 }
 
 std::string Metrics::Render(const std::vector<MetricFamily>& families) const {
   std::string out;
-  const std::string p = fmt::format("pipeline=\"{}\"", pipeline_);
-  out += "# HELP runnel_requests_total Requests served, by final status.\n# TYPE runnel_requests_total counter\n";
-  out += fmt::format("runnel_requests_total{{{},status=\"done\"}} {}\n", p, done_.load());
-  out += fmt::format("runnel_requests_total{{{},status=\"throttled\"}} {}\n", p, throttled_.load());
-  out += fmt::format("runnel_requests_total{{{},status=\"failed\"}} {}\n", p, failed_.load());
-  out += fmt::format("runnel_requests_total{{{},status=\"gone\"}} {}\n", p, gone_.load());
-  {
-    MutexLock lock(failure_mutex_);
-    out += "# HELP runnel_requests_failed_total Failed requests by SQLSTATE class (22 data, 23 constraint, ";
-    out += "55 lock, P0 raised by a trigger, 02 row not found).\n# TYPE runnel_requests_failed_total counter\n";
-    for (const auto& [cls, count] : failures_by_class_) {
-      out += fmt::format("runnel_requests_failed_total{{{},sqlstate_class=\"{}\"}} {}\n", p, cls, count);
-    }
-  }
-  out += "# HELP runnel_requests_deferred_total Requests sent back to the queue: their rows stayed locked.\n";
-  out += "# TYPE runnel_requests_deferred_total counter\n";
-  out += fmt::format("runnel_requests_deferred_total{{{}}} {}\n", p, deferred_.load());
-  out += "# HELP runnel_batches_total Batches committed.\n# TYPE runnel_batches_total counter\n";
-  out += fmt::format("runnel_batches_total{{{}}} {}\n", p, batches_.load());
-  out += "# HELP runnel_ingested_records_total Records accepted by the HTTP API.\n";
-  out += "# TYPE runnel_ingested_records_total counter\n";
-  out += fmt::format("runnel_ingested_records_total{{{}}} {}\n", p, ingested_.load());
-  out += "# HELP runnel_batch_size Requests per batch.\n# TYPE runnel_batch_size histogram\n";
-  batch_size_.Write(out, "runnel_batch_size", p);
-  out += "# HELP runnel_request_latency_seconds From insert to result commit.\n";
-  out += "# TYPE runnel_request_latency_seconds histogram\n";
-  latency_.Write(out, "runnel_request_latency_seconds", p);
-  out += "# HELP runnel_stage_seconds Time per batch in each stage.\n# TYPE runnel_stage_seconds histogram\n";
-  for (size_t k = 0; k < stages_.size(); ++k) {
-    stages_[k]->Write(out, "runnel_stage_seconds", fmt::format("{},stage=\"{}\"", p, pipeline::kStageNames[k]));
-  }
-  {
-    MutexLock lock(http_mutex_);
-    out += "# HELP runnel_http_requests_total HTTP responses by route and status.\n";
-    out += "# TYPE runnel_http_requests_total counter\n";
-    for (const auto& [key, count] : http_counts_) {
-      out += fmt::format("runnel_http_requests_total{{route=\"{}\",code=\"{}\"}} {}\n", key.first, key.second, count);
-    }
-    out += "# HELP runnel_http_request_seconds HTTP handling time by route.\n";
-    out += "# TYPE runnel_http_request_seconds histogram\n";
-    for (const auto& [route, histogram] : http_latency_) {
-      histogram->Write(out, "runnel_http_request_seconds", fmt::format("route=\"{}\"", route));
-    }
-  }
+  RenderPipelines(out);
+  RenderHttp(out);
   for (const auto& family : families) {
     if (family.samples.empty()) continue;
     out += fmt::format("# HELP {0} {1}\n# TYPE {0} {2}\n", family.name, family.help, family.type);

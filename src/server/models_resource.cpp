@@ -177,13 +177,13 @@ class ModelsResource {
 
 }  // namespace
 
-void AddModelRoutes(Router& router, Api& api) {
-  auto resource = std::make_shared<ModelsResource>(api);
+void AddModelRoutes(Router& router, Api& any) {
+  auto resource = std::make_shared<ModelsResource>(any);
   router.Add("GET", "/v1/models", Bind(resource, &ModelsResource::List));
   router.Add("GET", "/v1/models/{name}", Bind(resource, &ModelsResource::Get));
   // A push always waits for the serving processes' verdict: the wait lane.
   RouteOptions put;
-  put.max_body_bytes = api.options.max_model_bytes;
+  put.max_body_bytes = any.options.max_model_bytes;
   put.spool_body = true;  // models may be large: never held whole in memory here
   put.lane = Lane::kWait;
   router.Add("PUT", "/v1/models/{name}", Bind(resource, &ModelsResource::Put), put);

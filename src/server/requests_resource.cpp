@@ -235,8 +235,7 @@ std::vector<int64_t> RequestsResource::Insert(std::vector<json> records) {
   return future.get();
 }
 
-void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
-  api_.CheckPipeline(m[0]);
+void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const PathParams&) {
   const auto wait_ms = api_.WaitParam(req);
   const std::string_view content_type = req.HeaderOr("Content-Type");
   const bool single = IsSingleRecord(req.body, content_type);
@@ -414,7 +413,6 @@ json RequestsResource::RequestJson(const postgres::Result& r, int i, int id_colu
 }
 
 void RequestsResource::Get(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
-  api_.CheckPipeline(m[0]);
   int64_t id = 0;
   auto found = api_.pool.Run([&](postgres::Connection& conn) {
     id = api_.RequestIdOf(conn, m[1]);
@@ -427,7 +425,6 @@ void RequestsResource::Get(const HttpRequest& req, HttpResponse& res, const Path
 
 // Re-queues one failed request (exactly once: a second call finds it queued).
 void RequestsResource::Retry(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
-  api_.CheckPipeline(m[0]);
   auto lease = api_.pool.Acquire();
   const int64_t id = api_.RequestIdOf(*lease, m[1]);
   CheckReadable(*lease, req, id);
@@ -503,8 +500,7 @@ ListQuery ParseListQuery(const pipeline::PipelineConfig& config, const Fields& q
   return q;
 }
 
-void RequestsResource::List(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
-  api_.CheckPipeline(m[0]);
+void RequestsResource::List(const HttpRequest& req, HttpResponse& res, const PathParams&) {
   ListQuery q = ParseListQuery(config_, req.query);
   if (auto client = api_.ReadableClient(req)) {
     q.where.push_back(fmt::format("s.{}::text = {}", QuoteIdentifier(config_.client_column), q.Param(*client)));
@@ -568,11 +564,11 @@ void AddRequestRoutes(Router& router, Api& api) {
   post.inline_max_body = 64 << 10;
   post.scope = Scope::kSubmit;
   const auto read = RouteOptions::For(Scope::kRead);
-  router.Add("POST", "/v1/pipelines/{p}/requests", bind(&RequestsResource::Post), post);
-  router.Add("GET", "/v1/pipelines/{p}/requests", bind(&RequestsResource::List), read);
-  router.Add("GET", "/v1/pipelines/{p}/requests/{id}", bind(&RequestsResource::Get), read);
-  router.Add("POST", "/v1/pipelines/{p}/requests/{id}/retry", bind(&RequestsResource::Retry),
-             RouteOptions::For(Scope::kSubmit));
+  router.AddForPipeline(api.config.name, "POST", "/v1/pipelines/{p}/requests", bind(&RequestsResource::Post), post);
+  router.AddForPipeline(api.config.name, "GET", "/v1/pipelines/{p}/requests", bind(&RequestsResource::List), read);
+  router.AddForPipeline(api.config.name, "GET", "/v1/pipelines/{p}/requests/{id}", bind(&RequestsResource::Get), read);
+  router.AddForPipeline(api.config.name, "POST", "/v1/pipelines/{p}/requests/{id}/retry",
+                        bind(&RequestsResource::Retry), RouteOptions::For(Scope::kSubmit));
 }
 
 }  // namespace runnel::server

@@ -63,6 +63,27 @@ void Router::Add(std::string method, const std::string& pattern, Handler handler
   routes_.push_back({std::move(method), Split(pattern), pattern, std::move(handler), options});
 }
 
+void Router::AddForPipeline(const std::string& pipeline, std::string method, const std::string& pattern,
+                            Handler handler, RouteOptions options) {
+  auto& handlers = pipeline_routes_[method + " " + pattern];
+  if (!handlers) {
+    handlers = std::make_shared<PipelineHandlers>();
+    Add(
+        std::move(method), pattern,
+        [handlers](const HttpRequest& req, HttpResponse& res, const PathParams& params) {
+          const auto it = handlers->find(params.at(0));
+          if (it == handlers->end()) {
+            std::string served;
+            for (const auto& [name, _] : *handlers) served += (served.empty() ? "" : ", ") + name;
+            throw HttpError{404, fmt::format("unknown pipeline '{}' (this process serves: {})", params[0], served)};
+          }
+          it->second(req, res, params);
+        },
+        options);
+  }
+  handlers->emplace(pipeline, std::move(handler));
+}
+
 const Route* Router::Find(const HttpRequest& req, PathParams& params, std::string& allow) const {
   const auto segments = Split(req.path);
   std::set<std::string> allowed;

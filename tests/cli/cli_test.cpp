@@ -166,6 +166,64 @@ TEST_F(CliTest, DemoServesRequestsEndToEnd) {
   EXPECT_NE(second.output.find("served 100 requests"), std::string::npos) << second.output;
 }
 
+// `run --pipelines DIR` (or --pipeline repeated): one process serving two pipelines on
+// one table, two models writing different columns, the worker budget shared.
+TEST_F(CliTest, RunServesSeveralPipelinesInOneProcess) {
+  ASSERT_EQ(Runnel({"db", "start"}).exit_code, 0);
+  auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url"}).output));
+  const std::string examples = std::string(RUNNEL_SOURCE_DIR) + "/examples/needs";
+  std::ifstream schema(examples + "/schema.sql");
+  conn.Exec(std::string(std::istreambuf_iterator<char>(schema), std::istreambuf_iterator<char>()));
+  conn.Exec("ALTER TABLE needs ADD COLUMN risk_b real");
+  std::ifstream in(examples + "/pipeline.toml");
+  std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto replace = [](std::string& text, const std::string& from, const std::string& to) {
+    const auto at = text.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    text.replace(at, from.size(), to);
+  };
+  replace(toml, "path = \"model/demo_model.h5\"", "path = \"" + examples + "/model/demo_model.h5\"");
+  std::string second = toml.substr(0, toml.find("[recommend]"));
+  replace(second, "name = \"needs\"\n\n[source]", "name = \"needs_b\"\n\n[source]");
+  replace(second, "name = \"needs\"\npath", "name = \"needs_b\"\npath");
+  replace(second, "outputs = [\"risk_propensity\"]", "outputs = [\"risk_b\"]");
+  replace(second, "[output]\ncolumns = [\"risk_propensity\", \"financial_status\"]",
+          "[output]\ncolumns = [\"risk_b\"]");
+  replace(second, "[write_back]\ncolumns = [\"risk_propensity\", \"financial_status\"]",
+          "[write_back]\ncolumns = [\"risk_b\"]");
+  const auto dir = home_.path() / "pipelines";
+  std::filesystem::create_directories(dir);
+  runnel::testing::WriteFile(dir / "a.toml", toml);
+  runnel::testing::WriteFile(dir / "b.toml", second);
+  runnel::testing::WriteFile(dir / "notes.txt", "not a pipeline");
+
+  auto none = Runnel({"run", "--until-idle"});
+  EXPECT_EQ(none.exit_code, 1) << none.output;
+  EXPECT_NE(none.output.find("--pipeline FILE (repeatable) or --pipelines DIR"), std::string::npos) << none.output;
+  auto starved = Runnel({"run", "--pipelines", dir.string(), "--workers", "1", "--until-idle"});
+  EXPECT_EQ(starved.exit_code, 1) << starved.output;
+  EXPECT_NE(starved.output.find("1 worker(s) cannot serve 2 pipelines"), std::string::npos) << starved.output;
+  auto twice = Runnel({"run", "--pipeline", (dir / "a.toml").string(), "--pipeline", (dir / "a.toml").string()});
+  EXPECT_EQ(twice.exit_code, 1) << twice.output;
+  EXPECT_NE(twice.output.find("pipeline 'needs' is given twice"), std::string::npos) << twice.output;
+
+  ASSERT_EQ(Runnel({"migrate", "--pipeline", (dir / "a.toml").string()}).exit_code, 0);
+  ASSERT_EQ(Runnel({"migrate", "--pipeline", (dir / "b.toml").string()}).exit_code, 0);
+  auto load = Runnel({"load", "--pipeline", (dir / "a.toml").string(), "--rows", "200", "--clients", "4"});
+  ASSERT_EQ(load.exit_code, 0) << load.output;
+  auto run = Runnel({"run", "--pipelines", dir.string(), "--until-idle"});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("serving pipeline 'needs' with needs@v1"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("serving pipeline 'needs_b' with needs_b@v1"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("2 worker(s)"), std::string::npos) << "two per pipeline by default: " << run.output;
+  EXPECT_NE(run.output.find("pipeline needs:\nserved 200 requests"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("pipeline needs_b:\nserved 200 requests"), std::string::npos) << run.output;
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM needs WHERE risk_b IS NULL OR risk_propensity IS NULL").Get<int64_t>(0, 0),
+            0);
+  auto status = Runnel({"status"});
+  EXPECT_NE(status.output.find("pipeline needs_b (schema 8): queue 0"), std::string::npos) << status.output;
+}
+
 TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   ASSERT_EQ(Runnel({"db", "start"}).exit_code, 0);
   auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url"}).output));

@@ -135,6 +135,11 @@ class HttpApiTest : public runnel::testing::PostgresTest {
   }
 
   int Start(const pipeline::PipelineConfig& config, HttpOptions http = {}, int workers = 2) {
+    return Start(std::vector<pipeline::PipelineConfig>{config}, std::move(http), workers);
+  }
+
+  // Several pipelines in one process; `workers` is their budget together.
+  int Start(std::vector<pipeline::PipelineConfig> configs, HttpOptions http = {}, int workers = 2) {
     http.port = 0;
     http.handler_threads = 4;
     ServiceOptions options;
@@ -143,7 +148,8 @@ class HttpApiTest : public runnel::testing::PostgresTest {
     options.stream.poll = std::chrono::milliseconds(200);
     options.stream.heartbeat = std::chrono::milliseconds(200);
     options.events = events_;
-    service_ = std::make_unique<Service>(config, serve_conninfo_.empty() ? conninfo() : serve_conninfo_, options);
+    service_ =
+        std::make_unique<Service>(std::move(configs), serve_conninfo_.empty() ? conninfo() : serve_conninfo_, options);
     service_->Start();
     port_ = service_->http_port();
     client_ = std::make_unique<httplib::Client>("127.0.0.1", port_);

@@ -844,7 +844,7 @@ TEST_F(HttpApiTest, InvalidUtf8FormBodiesAndASecondServerOnThePort) {
   ctx.config = &config;
   ctx.conninfo = conninfo();
   ctx.models = service_->models();
-  HttpServer second(same, ctx);
+  HttpServer second(same, {ctx});
   try {
     second.Start();
     ADD_FAILURE() << "a second server must not share the port";

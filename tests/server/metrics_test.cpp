@@ -1,10 +1,13 @@
 // Prometheus exposition: histograms are cumulative, counters add up batches.
 #include "runnel/server/metrics.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <ctime>
 #include <map>
+
+#include "runnel/core/error.hpp"
 
 namespace runnel::server {
 namespace {
@@ -23,14 +26,15 @@ TEST(MetricsTest, HistogramBucketsAreCumulative) {
 }
 
 TEST(MetricsTest, BatchesAndHttpResponsesAreCounted) {
-  Metrics m("needs");
+  Metrics m;
+  auto& needs = m.AddPipeline("needs");
   pipeline::BatchResult batch;
   batch.claimed = 3;
   batch.done = 2;
   batch.failed = 1;
   batch.latencies_ms = {1, 2, 3};
-  m.RecordBatch(batch);
-  m.RecordBatch(batch);
+  needs.RecordBatch(batch);
+  needs.RecordBatch(batch);
   m.RecordHttp("/v1/models", 200, 0.001);
   const std::string out = m.Render({{"runnel_queue_depth", "Queued.", "gauge", {{"pipeline=\"needs\"", 4}}}});
   EXPECT_NE(out.find("runnel_requests_total{pipeline=\"needs\",status=\"done\"} 4\n"), std::string::npos) << out;
@@ -45,15 +49,43 @@ TEST(MetricsTest, BatchesAndHttpResponsesAreCounted) {
 }
 
 TEST(MetricsTest, BatchSizeBucketsFollowMaxBatch) {
-  Metrics m("needs", 2048);
+  Metrics m;
+  m.AddPipeline("needs", 2048);
   const std::string out = m.Render({});
   EXPECT_NE(out.find("le=\"1024\""), std::string::npos) << out;
   EXPECT_NE(out.find("runnel_batch_size_bucket{pipeline=\"needs\",le=\"2048\"} 0\n"), std::string::npos) << out;
   EXPECT_EQ(out.find("le=\"4096\""), std::string::npos) << "no bucket past the largest batch";
-  Metrics odd("x", 300);
+  Metrics odd;
+  odd.AddPipeline("x", 300);
   const std::string odd_out = odd.Render({});
   EXPECT_NE(odd_out.find("le=\"256\""), std::string::npos);
   EXPECT_NE(odd_out.find("le=\"300\""), std::string::npos) << odd_out;
+}
+
+// Several pipelines in one process: each family is described once (Prometheus refuses
+// a repeated HELP/TYPE), with one sample per pipeline, counted apart.
+TEST(MetricsTest, PipelinesShareFamiliesAndKeepTheirCounts) {
+  Metrics m;
+  auto& a = m.AddPipeline("a");
+  auto& b = m.AddPipeline("b");
+  pipeline::BatchResult batch;
+  batch.claimed = 2;
+  batch.done = 2;
+  a.RecordBatch(batch);
+  b.RecordIngested(5);
+  const std::string out = m.Render({});
+  for (const char* family :
+       {"runnel_requests_total", "runnel_batch_size", "runnel_stage_seconds", "runnel_ingested_records_total"}) {
+    const std::string help = fmt::format("# HELP {} ", family);
+    const auto first = out.find(help);
+    ASSERT_NE(first, std::string::npos) << family;
+    EXPECT_EQ(out.find(help, first + 1), std::string::npos) << family << " described twice:\n" << out;
+  }
+  EXPECT_NE(out.find("runnel_requests_total{pipeline=\"a\",status=\"done\"} 2\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("runnel_requests_total{pipeline=\"b\",status=\"done\"} 0\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("runnel_ingested_records_total{pipeline=\"b\"} 5\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("runnel_ingested_records_total{pipeline=\"a\"} 0\n"), std::string::npos) << out;
+  EXPECT_THROW(m.AddPipeline("a"), Error);
 }
 
 TEST(MetricsTest, ProcessMetricsDescribeThisProcess) {

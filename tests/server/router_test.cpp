@@ -1,11 +1,12 @@
 // The API's pure parts, without sockets or a database: routing, request targets,
-// and the body parsers (records, multipart).
+// the body parsers (records, multipart), and how pipelines share workers.
 #include <gtest/gtest.h>
 
 #include "runnel/server/event_hub.hpp"
 #include "runnel/server/http_message.hpp"
 #include "runnel/server/request_body.hpp"
 #include "runnel/server/router.hpp"
+#include "runnel/server/service.hpp"
 
 namespace runnel::server {
 namespace {
@@ -68,6 +69,47 @@ TEST(RouterTest, ExceptionsBecomeStatuses) {
     router.Dispatch(Request("GET", path), res, nullptr);
     EXPECT_EQ(res.status, status) << path;
     EXPECT_TRUE(json::parse(res.body).contains("error")) << res.body;
+  }
+}
+
+// Several pipelines in one process: one route per pattern, the handler picked by the
+// pipeline in the path; an unknown one is a 404 naming those served.
+TEST(RouterTest, PipelineRoutesDispatchOnThePipelineName) {
+  Router router;
+  std::string seen;
+  for (const std::string name : {"needs", "wine"}) {
+    router.AddForPipeline(name, "GET", "/v1/pipelines/{p}/requests/{id}",
+                          [&seen, name](const HttpRequest&, HttpResponse& res, const PathParams& m) {
+                            seen = name + ":" + m[1];
+                            Reply(res, 200, {{"ok", true}});
+                          });
+  }
+  HttpResponse res;
+  EXPECT_EQ(router.Dispatch(Request("GET", "/v1/pipelines/wine/requests/3"), res, nullptr),
+            "/v1/pipelines/{p}/requests/{id}");
+  EXPECT_EQ(seen, "wine:3");
+  router.Dispatch(Request("GET", "/v1/pipelines/needs/requests/4"), res, nullptr);
+  EXPECT_EQ(seen, "needs:4");
+  HttpResponse unknown;
+  router.Dispatch(Request("GET", "/v1/pipelines/other/requests/4"), unknown, nullptr);
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_EQ(json::parse(unknown.body)["error"], "unknown pipeline 'other' (this process serves: needs, wine)");
+  HttpResponse wrong;
+  router.Dispatch(Request("POST", "/v1/pipelines/needs/requests/4"), wrong, nullptr);
+  EXPECT_EQ(wrong.status, 405) << "one route per pattern, however many pipelines";
+}
+
+TEST(ServiceTest, WorkersAreSharedByThePipelines) {
+  EXPECT_EQ(WorkerShares(2, 1), (std::vector<size_t>{2}));
+  EXPECT_EQ(WorkerShares(5, 2), (std::vector<size_t>{3, 2}));
+  EXPECT_EQ(WorkerShares(6, 3), (std::vector<size_t>{2, 2, 2}));
+  EXPECT_EQ(WorkerShares(0, 3), (std::vector<size_t>{0, 0, 0})) << "the API only";
+  try {
+    WorkerShares(2, 3);
+    ADD_FAILURE() << "a pipeline without a worker is never served";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidInput);
+    EXPECT_NE(std::string(e.what()).find("--workers 3"), std::string::npos) << e.what();
   }
 }
 

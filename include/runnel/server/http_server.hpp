@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "runnel/pipeline/model_provider.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
@@ -58,12 +59,12 @@ struct HttpOptions {
 // "host:port" or ":port" (loopback). Throws Error(InvalidInput).
 void ParseListenAddress(const std::string& address, HttpOptions& options);
 
-// What the API serves. The pointed-to objects must outlive the server.
+// What the API serves of one pipeline. The pointed-to objects must outlive the server.
 struct ServingContext {
   const pipeline::PipelineConfig* config = nullptr;  // non-owning
   std::string conninfo;
   std::shared_ptr<pipeline::ModelProvider> models;
-  Metrics* metrics = nullptr;             // non-owning
+  PipelineMetrics* metrics = nullptr;     // non-owning; null: not counted
   CompletionHub* completions = nullptr;   // non-owning
   EventHub* events = nullptr;             // non-owning; null: no /events
   std::function<bool()> workers_running;  // for /readyz
@@ -73,8 +74,13 @@ struct ServingContext {
 
 class HttpServer {
  public:
-  // Throws Error(Config) when only one of https_cert and https_key is set.
-  HttpServer(HttpOptions options, ServingContext context);
+  // Serves the API of every pipeline in `pipelines` (at least one, named apart; each
+  // under /v1/pipelines/<name>), and the routes they share (models, keys, jobs by id,
+  // health, /metrics). `metrics` (non-owning, may be null) counts HTTP responses and
+  // renders /metrics; the pipelines' ServingContext::metrics should be its own.
+  // Throws Error(Config) when only one of https_cert and https_key is set,
+  // Error(InvalidInput) for no pipeline or a name given twice.
+  HttpServer(HttpOptions options, std::vector<ServingContext> pipelines, Metrics* metrics = nullptr);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -47,34 +48,54 @@ struct MetricFamily {
 // process_start_time_seconds) of this process, from getrusage and /proc.
 std::vector<MetricFamily> ProcessMetrics();
 
-class Metrics {
+// One pipeline's serving counters (labelled pipeline="<name>").
+class PipelineMetrics {
  public:
   // Batch-size buckets are powers of two up to `max_batch`, which is the last bound.
-  explicit Metrics(std::string pipeline, size_t max_batch = 1024);
+  explicit PipelineMetrics(std::string pipeline, size_t max_batch = 1024);
 
   // One committed batch of the real-time pipeline.
   void RecordBatch(const pipeline::BatchResult& batch);
-  // One HTTP response.
-  void RecordHttp(const std::string& route, int status, double seconds);
   // Records posted through the API.
   void RecordIngested(size_t records);
+
+  const std::string& pipeline() const { return pipeline_; }
+
+ private:
+  friend class Metrics;  // renders the counters
+
+  std::string pipeline_;
+  std::atomic<int64_t> done_{0}, throttled_{0}, failed_{0}, gone_{0}, batches_{0}, ingested_{0}, deferred_{0};
+  Histogram latency_;                                       // insert to result commit, seconds
+  Histogram batch_size_;                                    // requests per batch
+  std::array<Histogram*, pipeline::kStageCount> stages_{};  // per stage, seconds (owned below)
+  std::vector<std::unique_ptr<Histogram>> stage_storage_;
+  mutable Mutex failure_mutex_;
+  std::map<std::string, int64_t> failures_by_class_ GUARDED_BY(failure_mutex_);  // SQLSTATE class -> failed requests
+};
+
+// The process's metrics: every pipeline it serves and its HTTP responses. Each family
+// is written once, with one sample per pipeline.
+class Metrics {
+ public:
+  // Adds a pipeline; call before anything records. The reference lives as long as
+  // this object. Throws Error(InvalidInput) for a name added before.
+  PipelineMetrics& AddPipeline(std::string pipeline, size_t max_batch = 1024);
+
+  // One HTTP response.
+  void RecordHttp(const std::string& route, int status, double seconds);
 
   // The exposition text, `families` appended.
   std::string Render(const std::vector<MetricFamily>& families) const;
 
  private:
-  std::string pipeline_;
-  std::atomic<int64_t> done_{0}, throttled_{0}, failed_{0}, gone_{0}, batches_{0}, ingested_{0};
-  Histogram latency_;                                       // insert to result commit, seconds
-  Histogram batch_size_;                                    // requests per batch
-  std::array<Histogram*, pipeline::kStageCount> stages_{};  // per stage, seconds (owned below)
-  std::vector<std::unique_ptr<Histogram>> stage_storage_;
+  void RenderPipelines(std::string& out) const;
+  void RenderHttp(std::string& out) const;
+
+  std::vector<std::unique_ptr<PipelineMetrics>> pipelines_;  // fixed once serving starts
   mutable Mutex http_mutex_;
   std::map<std::pair<std::string, int>, int64_t> http_counts_ GUARDED_BY(http_mutex_);
   std::map<std::string, std::unique_ptr<Histogram>> http_latency_ GUARDED_BY(http_mutex_);
-  mutable Mutex failure_mutex_;
-  std::map<std::string, int64_t> failures_by_class_ GUARDED_BY(failure_mutex_);  // SQLSTATE class -> failed requests
-  std::atomic<int64_t> deferred_{0};
 };
 
 }  // namespace runnel::server

@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <exception>
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -70,6 +72,12 @@ void ReplyException(HttpResponse& res, std::exception_ptr error, const HttpReque
 class Router {
  public:
   void Add(std::string method, const std::string& pattern, Handler handler, RouteOptions options = {});
+  // A route of one pipeline (`pattern` starts /v1/pipelines/{p}/): each pipeline a
+  // process serves adds its handler; one route per method and pattern then picks the
+  // handler by the path's first parameter, and a name no pipeline has gets 404 naming
+  // the ones served. The options are the first registration's.
+  void AddForPipeline(const std::string& pipeline, std::string method, const std::string& pattern, Handler handler,
+                      RouteOptions options = {});
 
   // The route for `req.method` and `req.path` (HEAD finds GET), or nullptr; `allow`
   // then lists the methods the path has (empty: no such path).
@@ -84,7 +92,10 @@ class Router {
   static void Run(const Route& route, const HttpRequest& req, HttpResponse& res, const PathParams& params);
 
  private:
+  using PipelineHandlers = std::map<std::string, Handler>;  // pipeline -> its handler
+
   std::vector<Route> routes_;
+  std::map<std::string, std::shared_ptr<PipelineHandlers>> pipeline_routes_;  // "METHOD pattern" ->
 };
 
 }  // namespace runnel::server
