@@ -21,6 +21,7 @@ test_packages=(
   prometheus  # promtool checks the /metrics exposition
   # train the tree models tests/model/trees_test.cpp checks against
   python3-xgboost python3-sklearn python3-onnx
+  libonnx-testdata  # the ONNX backend tests the tensor runtime is held to (tests/tensor)
 )
 
 bench_packages=(

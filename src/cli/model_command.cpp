@@ -16,8 +16,29 @@
 #include "runnel/pipeline/model_provider.hpp"
 #include "runnel/postgres/connection.hpp"
 #include "runnel/registry/registry.hpp"
+#include "runnel/tensor/conformance.hpp"
 
 namespace runnel::cli {
+namespace {
+
+// One line per test (pass / FAIL / unsupported, and why), then the counts. Exit 1
+// when a test failed: a wrong answer, never just an operator not implemented.
+int RunConformance(const std::vector<std::string>& roots, bool quiet) {
+  size_t counts[3] = {0, 0, 0};
+  for (const auto& root : roots) {
+    for (const auto& dir : tensor::FindConformanceTests(root)) {
+      const auto r = tensor::RunConformanceTest(dir);
+      ++counts[static_cast<size_t>(r.verdict)];
+      if (quiet && r.verdict != tensor::Verdict::kFail) continue;
+      fmt::print("{:<12} {}{}\n", tensor::VerdictName(r.verdict), r.test, r.detail.empty() ? "" : ": " + r.detail);
+    }
+  }
+  const size_t total = counts[0] + counts[1] + counts[2];
+  fmt::print("{} test(s): {} pass, {} fail, {} unsupported\n", total, counts[0], counts[1], counts[2]);
+  return counts[static_cast<size_t>(tensor::Verdict::kFail)] > 0 ? 1 : 0;
+}
+
+}  // namespace
 
 void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
   auto* model = root.add_subcommand("model", "Inspect model files; push, list and roll back registry versions");
@@ -28,6 +49,19 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
     int wait_s = 0;
   };
   auto reg = std::make_shared<RegistryArgs>();
+
+  struct ConformanceArgs {
+    std::vector<std::string> dirs;
+    bool quiet = false;
+  };
+  auto conf = std::make_shared<ConformanceArgs>();
+  auto* conformance = model->add_subcommand(
+      "conformance", "Run ONNX backend test directories (model.onnx + test_data_set_*) through the tensor runtime");
+  conformance->add_option("dirs", conf->dirs, "Test directories, or directories holding them")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  conformance->add_flag("--quiet", conf->quiet, "Print failures and the summary only");
+  commands.push_back({conformance, [conf](CliContext&) { return RunConformance(conf->dirs, conf->quiet); }});
 
   auto* push = model->add_subcommand("push", "Add a model version to the registry: every serving process swaps to it");
   push->add_option("--name", reg->name, "Registry name (a pipeline's [model].name)")->required();

@@ -1,0 +1,100 @@
+// A general ONNX graph and its executor: nodes over named values, each run by a
+// kernel from the operator table (ops.hpp), in the file's (topological) order.
+//
+// Thread safety: a Graph is immutable once loaded and shared read-only; a Session
+// belongs to one thread.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runnel/tensor/tensor.hpp"
+
+namespace runnel::tensor {
+
+struct Attribute {
+  enum class Kind { kFloat, kInt, kString, kTensor, kFloats, kInts, kStrings, kGraph, kOther };
+  Kind kind = Kind::kOther;
+  float f = 0;
+  int64_t i = 0;
+  std::string s;
+  std::shared_ptr<const Tensor> t;
+  std::vector<float> floats;
+  std::vector<int64_t> ints;
+  std::vector<std::string> strings;
+};
+
+struct Node;
+// Runs `node`: inputs[i] is null for an omitted optional input; `outputs` has one
+// tensor per declared output, to be set. Throws Error(Model) naming what is wrong
+// with the values (shapes, types), UnsupportedError for what is not implemented.
+using Kernel = void (*)(const Node& node, std::span<const Tensor* const> inputs, std::span<Tensor> outputs);
+
+struct Node {
+  std::string name;  // for messages (may be empty: then "op #index")
+  std::string op;    // op_type
+  std::string domain;
+  int opset = 0;            // of the node's domain in the model
+  std::vector<int> inputs;  // value ids; -1 for an omitted optional input
+  std::vector<int> outputs;
+  std::map<std::string, Attribute, std::less<>> attributes;
+  Kernel kernel = nullptr;
+
+  const Attribute* Find(std::string_view key) const;
+  float Float(std::string_view key, float fallback) const;
+  int64_t Int(std::string_view key, int64_t fallback) const;
+  std::string String(std::string_view key, std::string fallback) const;
+  std::vector<int64_t> IntList(std::string_view key) const;  // empty when absent
+  std::vector<float> FloatList(std::string_view key) const;
+  // "node 'name' (Op)" for messages.
+  std::string Label() const;
+};
+
+struct ValueInfo {
+  std::string name;
+  std::optional<DataType> type;              // declared element type, when known
+  std::vector<std::optional<int64_t>> dims;  // declared dimensions (nullopt: symbolic or unknown)
+  bool has_shape = false;
+};
+
+struct Graph {
+  std::vector<std::string> value_names;                  // per value id
+  std::vector<std::shared_ptr<const Tensor>> constants;  // per value id: initializers, else null
+  std::vector<int> inputs;                               // value ids fed by the caller
+  std::vector<ValueInfo> input_info;
+  std::vector<int> outputs;
+  std::vector<ValueInfo> output_info;
+  std::vector<Node> nodes;  // in execution order
+
+  int ValueId(const std::string& name) const;  // -1 when absent
+};
+
+// Runs a graph, keeping its intermediate values between calls.
+class Session {
+ public:
+  // `max_bytes`: the most the values of one run may hold together (a hostile graph
+  // can grow tensors from data: Expand, Tile, ConstantOfShape).
+  explicit Session(std::shared_ptr<const Graph> graph, size_t max_bytes = size_t{2} << 30);
+
+  // Runs the graph on `inputs` (one per Graph::inputs, in order). Returns the outputs
+  // in order. Throws Error(Model) naming the node at fault and what was wrong, or
+  // when the values outgrow max_bytes; Error(InvalidInput) for inputs of the wrong
+  // number or element type.
+  std::vector<Tensor> Run(std::vector<Tensor> inputs);
+
+ private:
+  void Keep(int id, Tensor value, const Node& node);
+
+  std::shared_ptr<const Graph> graph_;
+  size_t max_bytes_;
+  size_t bytes_ = 0;            // held by values_ now
+  std::vector<Tensor> values_;  // per value id
+  std::vector<bool> set_;
+};
+
+}  // namespace runnel::tensor

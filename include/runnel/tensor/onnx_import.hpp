@@ -1,0 +1,22 @@
+// Reading ONNX files into the general runtime: models (onnx.ModelProto) and tensors
+// (onnx.TensorProto, as the ONNX backend test data stores them). Files are hostile:
+// every shape and length is checked against what the file holds before allocating.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "runnel/tensor/graph.hpp"
+
+namespace runnel::tensor {
+
+// Parses an ONNX model and binds every node to its kernel. Throws Error(Model) naming
+// `source` and the node for a malformed file, UnsupportedError ("unsupported: Op
+// (opset N)") for an operator, domain, element type or attribute the runtime lacks.
+std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::string& source);
+
+// Parses a serialized onnx.TensorProto. Throws Error(Model) naming `source`.
+Tensor LoadOnnxTensor(std::string_view bytes, const std::string& source);
+
+}  // namespace runnel::tensor

@@ -1,0 +1,136 @@
+// Tensors of the general runtime (ONNX graphs beyond the dense [batch, width] fast
+// path of model/graph.hpp): any rank, dynamic dimensions, eight element types.
+//
+// Thread safety: a Tensor is a value; distinct tensors may be used from distinct
+// threads, one tensor from one thread at a time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "runnel/core/error.hpp"
+
+namespace runnel::tensor {
+
+// Element types, numbered as ONNX's TensorProto.DataType numbers them.
+enum class DataType : int {
+  kFloat = 1,
+  kUint8 = 2,
+  kInt8 = 3,
+  kInt32 = 6,
+  kInt64 = 7,
+  kString = 8,
+  kBool = 9,
+  kDouble = 11,
+};
+
+// "float", "int64", ...; "type N" for a number that is not a DataType.
+std::string DataTypeName(int type);
+// Whether ONNX's element type number `type` is one of DataType's.
+bool IsSupportedType(int type);
+size_t ElementSize(DataType type);  // 0 for strings
+
+using Shape = std::vector<int64_t>;
+
+// Elements of `shape` (1 for a scalar). Throws Error(Model) for a negative
+// dimension or more than kMaxElements.
+size_t ElementCount(const Shape& shape);
+// The most elements one tensor may hold (2^26, 512 MiB of doubles): a bound every
+// loader and operator checks before it allocates.
+inline constexpr size_t kMaxElements = size_t{1} << 26;
+
+std::string ShapeText(const Shape& shape);  // "[2, 3]"
+
+// A model reached something the runtime does not implement (an operator, an
+// attribute value, an element type): "unsupported: ...". Never a wrong answer.
+class UnsupportedError : public Error {
+ public:
+  explicit UnsupportedError(const std::string& what) : Error(ErrorCode::Model, "unsupported: " + what) {}
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  // Zero-filled (empty strings). Throws as ElementCount does.
+  Tensor(DataType type, Shape shape);
+
+  template <typename T>
+  static Tensor Of(DataType type, Shape shape, std::span<const T> values) {
+    Tensor t(type, std::move(shape));
+    auto out = t.data<T>();
+    for (size_t i = 0; i < out.size() && i < values.size(); ++i) out[i] = values[i];
+    return t;
+  }
+
+  DataType type() const { return type_; }
+  const Shape& shape() const { return shape_; }
+  size_t rank() const { return shape_.size(); }
+  size_t size() const { return count_; }
+  int64_t dim(size_t axis) const { return shape_[axis]; }
+
+  // The elements as T, which must be the C++ type of type() (float, double, int64_t,
+  // int32_t, int8_t, uint8_t, bool). Asserted.
+  template <typename T>
+  std::span<T> data() {
+    return {reinterpret_cast<T*>(bytes_.data()), count_};
+  }
+  template <typename T>
+  std::span<const T> data() const {
+    return {reinterpret_cast<const T*>(bytes_.data()), count_};
+  }
+  std::vector<std::string>& strings() { return strings_; }
+  const std::vector<std::string>& strings() const { return strings_; }
+  std::span<std::byte> bytes() { return bytes_; }
+  std::span<const std::byte> bytes() const { return bytes_; }
+
+  // Same elements, another shape of as many elements. Throws Error(Model) otherwise.
+  void Reshape(Shape shape);
+
+ private:
+  DataType type_ = DataType::kFloat;
+  Shape shape_;
+  size_t count_ = 0;
+  std::vector<std::byte> bytes_;  // numeric elements, native byte order
+  std::vector<std::string> strings_;
+};
+
+// Calls f(T{}) with T the C++ type of a numeric (non-string) DataType. Throws
+// UnsupportedError for strings.
+template <typename F>
+decltype(auto) VisitNumeric(DataType type, F&& f) {
+  switch (type) {
+    case DataType::kFloat: return f(float{});
+    case DataType::kDouble: return f(double{});
+    case DataType::kInt64: return f(int64_t{});
+    case DataType::kInt32: return f(int32_t{});
+    case DataType::kInt8: return f(int8_t{});
+    case DataType::kUint8: return f(uint8_t{});
+    case DataType::kBool: return f(bool{});
+    case DataType::kString: break;
+  }
+  throw UnsupportedError("string elements here");
+}
+
+// The DataType of C++ type T.
+template <typename T>
+constexpr DataType TypeOf() {
+  if constexpr (std::is_same_v<T, float>) return DataType::kFloat;
+  if constexpr (std::is_same_v<T, double>) return DataType::kDouble;
+  if constexpr (std::is_same_v<T, int64_t>) return DataType::kInt64;
+  if constexpr (std::is_same_v<T, int32_t>) return DataType::kInt32;
+  if constexpr (std::is_same_v<T, int8_t>) return DataType::kInt8;
+  if constexpr (std::is_same_v<T, uint8_t>) return DataType::kUint8;
+  if constexpr (std::is_same_v<T, bool>) return DataType::kBool;
+  return DataType::kString;
+}
+
+// The element at `index` as a double / int64 (numeric tensors).
+double ValueAt(const Tensor& t, size_t index);
+int64_t IntAt(const Tensor& t, size_t index);
+// The elements of an integer tensor (shape inputs: Reshape, Slice, axes), as int64.
+std::vector<int64_t> Ints(const Tensor& t);
+
+}  // namespace runnel::tensor

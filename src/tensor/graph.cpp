@@ -1,0 +1,135 @@
+#include "runnel/tensor/graph.hpp"
+
+#include <fmt/format.h>
+
+namespace runnel::tensor {
+
+const Attribute* Node::Find(std::string_view key) const {
+  auto it = attributes.find(key);
+  return it == attributes.end() ? nullptr : &it->second;
+}
+
+float Node::Float(std::string_view key, float fallback) const {
+  const auto* a = Find(key);
+  return a != nullptr && a->kind == Attribute::Kind::kFloat ? a->f : fallback;
+}
+
+int64_t Node::Int(std::string_view key, int64_t fallback) const {
+  const auto* a = Find(key);
+  return a != nullptr && a->kind == Attribute::Kind::kInt ? a->i : fallback;
+}
+
+std::string Node::String(std::string_view key, std::string fallback) const {
+  const auto* a = Find(key);
+  return a != nullptr && a->kind == Attribute::Kind::kString ? a->s : fallback;
+}
+
+std::vector<int64_t> Node::IntList(std::string_view key) const {
+  const auto* a = Find(key);
+  return a != nullptr && a->kind == Attribute::Kind::kInts ? a->ints : std::vector<int64_t>{};
+}
+
+std::vector<float> Node::FloatList(std::string_view key) const {
+  const auto* a = Find(key);
+  return a != nullptr && a->kind == Attribute::Kind::kFloats ? a->floats : std::vector<float>{};
+}
+
+std::string Node::Label() const {
+  return name.empty() ? fmt::format("a {} node", op) : fmt::format("node '{}' ({})", name, op);
+}
+
+int Graph::ValueId(const std::string& name) const {
+  for (size_t i = 0; i < value_names.size(); ++i) {
+    if (value_names[i] == name) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+namespace {
+
+size_t BytesOf(const Tensor& t) {
+  if (t.type() != DataType::kString) return t.bytes().size();
+  size_t n = 0;
+  for (const auto& s : t.strings()) n += s.size() + sizeof(std::string);
+  return n;
+}
+
+}  // namespace
+
+Session::Session(std::shared_ptr<const Graph> graph, size_t max_bytes)
+    : graph_(std::move(graph)),
+      max_bytes_(max_bytes),
+      values_(graph_->value_names.size()),
+      set_(graph_->value_names.size(), false) {}
+
+void Session::Keep(int id, Tensor value, const Node& node) {
+  bytes_ -= BytesOf(values_[id]);
+  bytes_ += BytesOf(value);
+  values_[id] = std::move(value);
+  set_[id] = true;
+  if (bytes_ > max_bytes_) {
+    throw Error(ErrorCode::Model, fmt::format("{}: the model's values outgrow {} bytes", node.Label(), max_bytes_));
+  }
+}
+
+std::vector<Tensor> Session::Run(std::vector<Tensor> inputs) {
+  const Graph& g = *graph_;
+  if (inputs.size() != g.inputs.size()) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("the model takes {} input(s), {} given", g.inputs.size(), inputs.size()));
+  }
+  std::fill(set_.begin(), set_.end(), false);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const auto& info = g.input_info[i];
+    if (info.type && *info.type != inputs[i].type()) {
+      throw Error(ErrorCode::InvalidInput, fmt::format("input '{}' is {}, the model takes {}", info.name,
+                                                       DataTypeName(static_cast<int>(inputs[i].type())),
+                                                       DataTypeName(static_cast<int>(*info.type))));
+    }
+    bytes_ -= BytesOf(values_[g.inputs[i]]);
+    bytes_ += BytesOf(inputs[i]);
+    values_[g.inputs[i]] = std::move(inputs[i]);
+    set_[g.inputs[i]] = true;
+  }
+  std::vector<const Tensor*> in;
+  std::vector<Tensor> out;
+  for (const Node& node : g.nodes) {
+    in.clear();
+    for (int id : node.inputs) {
+      if (id < 0) {
+        in.push_back(nullptr);
+      } else if (g.constants[id]) {
+        in.push_back(g.constants[id].get());
+      } else if (set_[id]) {
+        in.push_back(&values_[id]);
+      } else {
+        throw Error(ErrorCode::Model,
+                    fmt::format("{}: input '{}' is not computed before it", node.Label(), g.value_names[id]));
+      }
+    }
+    out.assign(node.outputs.size(), Tensor());
+    try {
+      node.kernel(node, in, out);
+    } catch (const UnsupportedError&) {
+      throw;
+    } catch (const Error& e) {
+      throw Error(ErrorCode::Model, fmt::format("{}: {}", node.Label(), e.what()));
+    }
+    for (size_t k = 0; k < node.outputs.size(); ++k) {
+      if (node.outputs[k] >= 0) Keep(node.outputs[k], std::move(out[k]), node);
+    }
+  }
+  std::vector<Tensor> result;
+  for (int id : g.outputs) {
+    if (g.constants[id]) {
+      result.push_back(*g.constants[id]);
+    } else if (set_[id]) {
+      result.push_back(values_[id]);
+    } else {
+      throw Error(ErrorCode::Model, fmt::format("output '{}' is computed by no node", g.value_names[id]));
+    }
+  }
+  return result;
+}
+
+}  // namespace runnel::tensor

@@ -1,0 +1,66 @@
+// What the operator families share: the table they fill, axes, broadcasting.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <string_view>
+#include <vector>
+
+#include "runnel/tensor/graph.hpp"
+
+namespace runnel::tensor {
+
+struct KernelEntry {
+  std::string_view op;
+  int since = 1;  // the first opset whose semantics the kernel implements
+  Kernel kernel;
+  std::string_view domain = "";
+};
+
+// One function per family file, each adding its operators.
+void AddElementwiseKernels(std::vector<KernelEntry>& table);  // ops_elementwise.cpp
+void AddShapeKernels(std::vector<KernelEntry>& table);        // ops_shape.cpp
+void AddReduceKernels(std::vector<KernelEntry>& table);       // ops_reduce.cpp
+void AddMatrixKernels(std::vector<KernelEntry>& table);       // ops_matrix.cpp
+
+// `axis` in [-rank, rank) as [0, rank). Throws Error(Model).
+size_t NormalizeAxis(int64_t axis, size_t rank);
+
+// The NumPy broadcast of two shapes. Throws Error(Model) naming both.
+Shape BroadcastShapes(const Shape& a, const Shape& b);
+
+// Strides of `shape` read as if broadcast to `out` (0 along broadcast axes), one per
+// axis of `out`.
+std::vector<size_t> BroadcastStrides(const Shape& shape, const Shape& out);
+
+// Calls f(out_index, in_index...) for every element of `out`, in order, with the flat
+// index into each input of `strides` (BroadcastStrides of each input).
+template <typename F>
+void ForEachBroadcast(const Shape& out, const std::vector<std::vector<size_t>>& strides, F&& f) {
+  const size_t rank = out.size();
+  const size_t count = ElementCount(out);
+  std::vector<int64_t> index(rank, 0);
+  std::vector<size_t> at(strides.size(), 0);
+  for (size_t n = 0; n < count; ++n) {
+    f(n, at);
+    for (size_t axis = rank; axis-- > 0;) {
+      if (++index[axis] < out[axis]) {
+        for (size_t k = 0; k < strides.size(); ++k) at[k] += strides[k][axis];
+        break;
+      }
+      for (size_t k = 0; k < strides.size(); ++k) at[k] -= strides[k][axis] * static_cast<size_t>(out[axis] - 1);
+      index[axis] = 0;
+    }
+  }
+}
+
+// Row-major strides of `shape`.
+std::vector<size_t> Strides(const Shape& shape);
+
+// Copies element `from` of `src` to element `to` of `dst` (same type; any type).
+void CopyElement(const Tensor& src, size_t from, Tensor& dst, size_t to);
+
+// Input `i`, which must be present. Throws Error(Model).
+const Tensor& Required(const Node& node, std::span<const Tensor* const> inputs, size_t i);
+
+}  // namespace runnel::tensor

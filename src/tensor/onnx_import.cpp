@@ -1,0 +1,288 @@
+#include "runnel/tensor/onnx_import.hpp"
+
+#include <fmt/format.h>
+#include <onnx/onnx-ml.pb.h>
+
+#include <cstring>
+#include <unordered_map>
+
+#include "runnel/tensor/ops.hpp"
+
+namespace runnel::tensor {
+namespace {
+
+[[noreturn]] void Fail(const std::string& source, const std::string& what) {
+  throw Error(ErrorCode::Model, fmt::format("{}: {}", source, what));
+}
+
+DataType TypeOfProto(int type, const std::string& source, const std::string& what) {
+  if (!IsSupportedType(type))
+    throw UnsupportedError(fmt::format("{}: {} has element type {}", source, what, DataTypeName(type)));
+  return static_cast<DataType>(type);
+}
+
+// Copies `count` elements of raw little-endian data (this machine's order).
+void FromRaw(const std::string& raw, Tensor& t, const std::string& source, const std::string& what) {
+  const size_t need = t.size() * ElementSize(t.type());
+  if (raw.size() != need) {
+    Fail(source, fmt::format("{} holds {} bytes of raw data, its shape {} needs {}", what, raw.size(),
+                             ShapeText(t.shape()), need));
+  }
+  if (need > 0) std::memcpy(t.bytes().data(), raw.data(), need);
+  if (t.type() == DataType::kBool) {
+    for (auto& b : t.bytes()) b = b == std::byte{0} ? std::byte{0} : std::byte{1};
+  }
+}
+
+template <typename Field, typename T>
+void FromField(const Field& field, std::span<T> out, const std::string& source, const std::string& what) {
+  if (static_cast<size_t>(field.size()) != out.size()) {
+    Fail(source, fmt::format("{} holds {} values, its shape needs {}", what, field.size(), out.size()));
+  }
+  for (size_t i = 0; i < out.size(); ++i) {
+    if constexpr (std::is_same_v<T, bool>) {
+      out[i] = field[static_cast<int>(i)] != 0;
+    } else {
+      out[i] = static_cast<T>(field[static_cast<int>(i)]);
+    }
+  }
+}
+
+Tensor ReadTensor(const onnx::TensorProto& p, const std::string& source, const std::string& what) {
+  if (p.data_location() == onnx::TensorProto_DataLocation_EXTERNAL) {
+    throw UnsupportedError(fmt::format("{}: {} keeps its data in an external file", source, what));
+  }
+  const DataType type = TypeOfProto(p.data_type(), source, what);
+  Shape shape(p.dims().begin(), p.dims().end());
+  Tensor t;
+  try {
+    t = Tensor(type, shape);
+  } catch (const Error& e) {
+    Fail(source, fmt::format("{}: {}", what, e.what()));
+  }
+  if (type == DataType::kString) {
+    if (static_cast<size_t>(p.string_data_size()) != t.size()) {
+      Fail(source, fmt::format("{} holds {} strings, its shape needs {}", what, p.string_data_size(), t.size()));
+    }
+    t.strings().assign(p.string_data().begin(), p.string_data().end());
+    return t;
+  }
+  if (p.has_raw_data()) {
+    FromRaw(p.raw_data(), t, source, what);
+    return t;
+  }
+  switch (type) {
+    case DataType::kFloat: FromField(p.float_data(), t.data<float>(), source, what); break;
+    case DataType::kDouble: FromField(p.double_data(), t.data<double>(), source, what); break;
+    case DataType::kInt64: FromField(p.int64_data(), t.data<int64_t>(), source, what); break;
+    case DataType::kInt32: FromField(p.int32_data(), t.data<int32_t>(), source, what); break;
+    case DataType::kInt8: FromField(p.int32_data(), t.data<int8_t>(), source, what); break;
+    case DataType::kUint8: FromField(p.int32_data(), t.data<uint8_t>(), source, what); break;
+    case DataType::kBool: FromField(p.int32_data(), t.data<bool>(), source, what); break;
+    case DataType::kString: break;
+  }
+  return t;
+}
+
+ValueInfo ReadValueInfo(const onnx::ValueInfoProto& v, const std::string& source) {
+  ValueInfo info;
+  info.name = v.name();
+  if (!v.has_type()) return info;
+  if (!v.type().has_tensor_type()) {
+    throw UnsupportedError(
+        fmt::format("{}: value '{}' is not a tensor (sequences, maps and optionals)", source, v.name()));
+  }
+  const auto& tt = v.type().tensor_type();
+  if (tt.elem_type() != 0) info.type = TypeOfProto(tt.elem_type(), source, fmt::format("value '{}'", v.name()));
+  if (tt.has_shape()) {
+    info.has_shape = true;
+    for (const auto& d : tt.shape().dim()) {
+      info.dims.push_back(d.has_dim_value() ? std::optional<int64_t>(d.dim_value()) : std::nullopt);
+    }
+  }
+  return info;
+}
+
+Attribute ReadAttribute(const onnx::AttributeProto& a, const std::string& source, const std::string& node) {
+  Attribute out;
+  using A = onnx::AttributeProto;
+  switch (a.type()) {
+    case A::FLOAT:
+      out.kind = Attribute::Kind::kFloat;
+      out.f = a.f();
+      break;
+    case A::INT:
+      out.kind = Attribute::Kind::kInt;
+      out.i = a.i();
+      break;
+    case A::STRING:
+      out.kind = Attribute::Kind::kString;
+      out.s = a.s();
+      break;
+    case A::TENSOR:
+      out.kind = Attribute::Kind::kTensor;
+      out.t = std::make_shared<Tensor>(ReadTensor(a.t(), source, fmt::format("{}: attribute '{}'", node, a.name())));
+      break;
+    case A::FLOATS:
+      out.kind = Attribute::Kind::kFloats;
+      out.floats.assign(a.floats().begin(), a.floats().end());
+      break;
+    case A::INTS:
+      out.kind = Attribute::Kind::kInts;
+      out.ints.assign(a.ints().begin(), a.ints().end());
+      break;
+    case A::STRINGS:
+      out.kind = Attribute::Kind::kStrings;
+      out.strings.assign(a.strings().begin(), a.strings().end());
+      break;
+    case A::GRAPH:
+    case A::GRAPHS: out.kind = Attribute::Kind::kGraph; break;
+    default: out.kind = Attribute::Kind::kOther; break;
+  }
+  return out;
+}
+
+class GraphBuilder {
+ public:
+  GraphBuilder(const onnx::ModelProto& model, std::string source) : model_(model), source_(std::move(source)) {
+    for (const auto& op : model.opset_import()) {
+      const std::string domain = op.domain() == "ai.onnx" ? "" : op.domain();
+      opsets_[domain] = static_cast<int>(op.version());
+    }
+  }
+
+  std::shared_ptr<Graph> Build() {
+    const auto& g = model_.graph();
+    for (const auto& init : g.initializer()) {
+      const int id = Value(init.name());
+      graph_->constants[id] =
+          std::make_shared<Tensor>(ReadTensor(init, source_, fmt::format("initializer '{}'", init.name())));
+    }
+    for (const auto& input : g.input()) {
+      const int id = Value(input.name());
+      if (graph_->constants[id]) continue;  // an initializer listed as an input: a constant here
+      graph_->inputs.push_back(id);
+      graph_->input_info.push_back(ReadValueInfo(input, source_));
+    }
+    for (int i = 0; i < g.node_size(); ++i) AddNode(g.node(i));
+    for (const auto& output : g.output()) {
+      const int id = Value(output.name());
+      if (!produced_[id] && !graph_->constants[id]) {
+        Fail(source_, fmt::format("graph output '{}' is computed by no node", output.name()));
+      }
+      graph_->outputs.push_back(id);
+      graph_->output_info.push_back(ReadValueInfo(output, source_));
+    }
+    return graph_;
+  }
+
+ private:
+  int Value(const std::string& name) {
+    auto [it, added] = ids_.emplace(name, static_cast<int>(graph_->value_names.size()));
+    if (added) {
+      graph_->value_names.push_back(name);
+      graph_->constants.emplace_back();
+      produced_.push_back(false);
+    }
+    return it->second;
+  }
+
+  void AddNode(const onnx::NodeProto& p) {
+    Node node;
+    node.name = p.name();
+    node.op = p.op_type();
+    node.domain = p.domain() == "ai.onnx" ? "" : p.domain();
+    const auto opset = opsets_.find(node.domain);
+    if (opset == opsets_.end()) {
+      Fail(source_, fmt::format("{}: its domain '{}' is not imported by the model", node.Label(), node.domain));
+    }
+    node.opset = opset->second;
+    node.kernel = FindKernel(node.domain, node.op, node.opset);
+    if (node.kernel == nullptr) {
+      throw UnsupportedError(
+          fmt::format("{}{} (opset {})", node.domain.empty() ? "" : node.domain + ".", node.op, node.opset));
+    }
+    for (const auto& a : p.attribute()) node.attributes[a.name()] = ReadAttribute(a, source_, node.Label());
+    for (const auto& name : p.input()) {
+      if (name.empty()) {
+        node.inputs.push_back(-1);
+        continue;
+      }
+      const int id = Value(name);
+      if (!produced_[id] && !graph_->constants[id] && !IsInput(id)) {
+        Fail(source_, fmt::format("{}: input '{}' is computed by no node before it", node.Label(), name));
+      }
+      node.inputs.push_back(id);
+    }
+    for (const auto& name : p.output()) {
+      if (name.empty()) {
+        node.outputs.push_back(-1);
+        continue;
+      }
+      const int id = Value(name);
+      if (produced_[id] || graph_->constants[id] || IsInput(id)) {
+        Fail(source_, fmt::format("{}: output '{}' is computed twice", node.Label(), name));
+      }
+      produced_[id] = true;
+      node.outputs.push_back(id);
+    }
+    if (node.outputs.empty() || node.outputs.front() < 0) {
+      Fail(source_, fmt::format("{}: its first output is missing", node.Label()));
+    }
+    if (!Fold(node)) graph_->nodes.push_back(std::move(node));
+  }
+
+  bool IsInput(int id) const {
+    return std::find(graph_->inputs.begin(), graph_->inputs.end(), id) != graph_->inputs.end();
+  }
+
+  // Constant folding: a node whose inputs are all known at load runs now, once, and
+  // its outputs become constants (Constant nodes, shape arithmetic on initializers).
+  bool Fold(const Node& node) {
+    std::vector<const Tensor*> in;
+    for (int id : node.inputs) {
+      if (id >= 0 && !graph_->constants[id]) return false;
+      in.push_back(id >= 0 ? graph_->constants[id].get() : nullptr);
+    }
+    std::vector<Tensor> out(node.outputs.size());
+    try {
+      node.kernel(node, in, out);
+    } catch (const UnsupportedError&) {
+      throw;
+    } catch (const Error& e) {
+      Fail(source_, fmt::format("{}: {}", node.Label(), e.what()));
+    }
+    for (size_t k = 0; k < node.outputs.size(); ++k) {
+      if (node.outputs[k] >= 0) graph_->constants[node.outputs[k]] = std::make_shared<Tensor>(std::move(out[k]));
+    }
+    return true;
+  }
+
+  const onnx::ModelProto& model_;
+  std::string source_;
+  std::shared_ptr<Graph> graph_ = std::make_shared<Graph>();
+  std::unordered_map<std::string, int> ids_;
+  std::vector<bool> produced_;  // per value id: some node's output
+  std::map<std::string, int> opsets_;
+};
+
+}  // namespace
+
+std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::string& source) {
+  onnx::ModelProto model;
+  if (bytes.size() > (size_t{2} << 30) || !model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    Fail(source, "not a valid ONNX model (protobuf parse failed)");
+  }
+  if (!model.has_graph()) Fail(source, "the ONNX model has no graph");
+  return GraphBuilder(model, source).Build();
+}
+
+Tensor LoadOnnxTensor(std::string_view bytes, const std::string& source) {
+  onnx::TensorProto proto;
+  if (bytes.size() > (size_t{2} << 30) || !proto.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    Fail(source, "not a valid ONNX tensor (protobuf parse failed)");
+  }
+  return ReadTensor(proto, source, fmt::format("tensor '{}'", proto.name()));
+}
+
+}  // namespace runnel::tensor

@@ -1,0 +1,116 @@
+#include "runnel/tensor/tensor.hpp"
+
+#include <fmt/format.h>
+
+#include <cassert>
+
+namespace runnel::tensor {
+
+std::string DataTypeName(int type) {
+  switch (type) {
+    case 1: return "float";
+    case 2: return "uint8";
+    case 3: return "int8";
+    case 4: return "uint16";
+    case 5: return "int16";
+    case 6: return "int32";
+    case 7: return "int64";
+    case 8: return "string";
+    case 9: return "bool";
+    case 10: return "float16";
+    case 11: return "double";
+    case 12: return "uint32";
+    case 13: return "uint64";
+    case 16: return "bfloat16";
+    default: return fmt::format("type {}", type);
+  }
+}
+
+bool IsSupportedType(int type) {
+  switch (type) {
+    case 1:
+    case 2:
+    case 3:
+    case 6:
+    case 7:
+    case 8:
+    case 9:
+    case 11: return true;
+    default: return false;
+  }
+}
+
+size_t ElementSize(DataType type) {
+  switch (type) {
+    case DataType::kFloat:
+    case DataType::kInt32: return 4;
+    case DataType::kDouble:
+    case DataType::kInt64: return 8;
+    case DataType::kInt8:
+    case DataType::kUint8:
+    case DataType::kBool: return 1;
+    case DataType::kString: return 0;
+  }
+  return 0;
+}
+
+size_t ElementCount(const Shape& shape) {
+  // The product of the non-zero dimensions is bounded too, so that no product of
+  // dimensions overflows anywhere, even in a tensor with a zero dimension.
+  size_t count = 1;
+  bool empty = false;
+  for (int64_t d : shape) {
+    if (d < 0) throw Error(ErrorCode::Model, fmt::format("shape {} has a negative dimension", ShapeText(shape)));
+    if (d == 0) {
+      empty = true;
+      continue;
+    }
+    if (count > kMaxElements / static_cast<size_t>(d)) {
+      throw Error(ErrorCode::Model, fmt::format("shape {} holds more than {} elements, the most a tensor may",
+                                                ShapeText(shape), kMaxElements));
+    }
+    count *= static_cast<size_t>(d);
+  }
+  return empty ? 0 : count;
+}
+
+std::string ShapeText(const Shape& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
+
+Tensor::Tensor(DataType type, Shape shape) : type_(type), shape_(std::move(shape)), count_(ElementCount(shape_)) {
+  if (type_ == DataType::kString) {
+    strings_.resize(count_);
+  } else {
+    bytes_.assign(count_ * ElementSize(type_), std::byte{0});
+  }
+}
+
+void Tensor::Reshape(Shape shape) {
+  const size_t count = ElementCount(shape);
+  if (count != count_) {
+    throw Error(ErrorCode::Model, fmt::format("cannot reshape {} elements of shape {} to {}", count_, ShapeText(shape_),
+                                              ShapeText(shape)));
+  }
+  shape_ = std::move(shape);
+}
+
+double ValueAt(const Tensor& t, size_t index) {
+  return VisitNumeric(t.type(), [&](auto zero) { return static_cast<double>(t.data<decltype(zero)>()[index]); });
+}
+
+int64_t IntAt(const Tensor& t, size_t index) {
+  return VisitNumeric(t.type(), [&](auto zero) { return static_cast<int64_t>(t.data<decltype(zero)>()[index]); });
+}
+
+std::vector<int64_t> Ints(const Tensor& t) {
+  if (t.type() != DataType::kInt64 && t.type() != DataType::kInt32) {
+    throw Error(ErrorCode::Model,
+                fmt::format("expected an integer tensor, got {}", DataTypeName(static_cast<int>(t.type()))));
+  }
+  std::vector<int64_t> out(t.size());
+  for (size_t i = 0; i < t.size(); ++i) out[i] = IntAt(t, i);
+  return out;
+}
+
+}  // namespace runnel::tensor

@@ -1,0 +1,189 @@
+// The tensor runtime: shapes and broadcasting, hostile files refused before anything
+// is allocated for them, clear errors, and the ONNX backend tests (Debian's
+// libonnx-testdata, whose expected outputs ONNX's reference implementation made).
+#include <gtest/gtest.h>
+#include <onnx/onnx-ml.pb.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "kernels.hpp"
+#include "runnel/tensor/conformance.hpp"
+#include "runnel/tensor/graph.hpp"
+#include "runnel/tensor/onnx_import.hpp"
+#include "runnel/tensor/ops.hpp"
+
+namespace runnel::tensor {
+namespace {
+
+std::string MessageOf(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(TensorTest, BroadcastingFollowsNumPy) {
+  EXPECT_EQ(BroadcastShapes({2, 3, 4}, {4}), (Shape{2, 3, 4}));
+  EXPECT_EQ(BroadcastShapes({2, 1, 4}, {3, 1}), (Shape{2, 3, 4}));
+  EXPECT_EQ(BroadcastShapes({}, {5}), (Shape{5}));
+  EXPECT_EQ(BroadcastShapes({0, 1}, {1, 3}), (Shape{0, 3}));
+  EXPECT_EQ(MessageOf([] { BroadcastShapes({2, 3}, {4}); }), "shapes [2, 3] and [4] do not broadcast");
+  // Every element of a [2, 3] from a [3] and a [2, 1]: the flat index into each.
+  std::vector<std::pair<size_t, size_t>> seen;
+  const Shape out{2, 3};
+  ForEachBroadcast(out, {BroadcastStrides({3}, out), BroadcastStrides({2, 1}, out)},
+                   [&](size_t, const std::vector<size_t>& at) { seen.emplace_back(at[0], at[1]); });
+  EXPECT_EQ(seen, (std::vector<std::pair<size_t, size_t>>{{0, 0}, {1, 0}, {2, 0}, {0, 1}, {1, 1}, {2, 1}}));
+}
+
+TEST(TensorTest, SizesAreBoundedBeforeAllocation) {
+  EXPECT_EQ(ElementCount({}), 1u);
+  EXPECT_EQ(ElementCount({3, 0, 5}), 0u);
+  EXPECT_NE(MessageOf([] {
+              ElementCount({0, int64_t{1} << 40, int64_t{1} << 40});
+            }).find("more than"),
+            std::string::npos)
+      << "an empty tensor's other dimensions are bounded too: their products must not overflow";
+  EXPECT_NE(MessageOf([] { ElementCount({1 << 20, 1 << 20}); }).find("more than"), std::string::npos);
+  EXPECT_NE(MessageOf([] {
+              ElementCount({int64_t{1} << 62, 4, 4});
+            }).find("more than"),
+            std::string::npos)
+      << "no overflow of the product";
+  EXPECT_NE(MessageOf([] { Tensor(DataType::kFloat, {2, -1}); }).find("negative"), std::string::npos);
+  Tensor t(DataType::kInt64, {2, 3});
+  EXPECT_EQ(MessageOf([&] { t.Reshape({4}); }), "cannot reshape 6 elements of shape [2, 3] to [4]");
+}
+
+onnx::TensorProto FloatProto(std::vector<int64_t> dims, std::vector<float> values) {
+  onnx::TensorProto p;
+  p.set_name("t");
+  p.set_data_type(onnx::TensorProto_DataType_FLOAT);
+  for (auto d : dims) p.add_dims(d);
+  for (float v : values) p.add_float_data(v);
+  return p;
+}
+
+TEST(TensorTest, HostileTensorFilesAreRefusedNamingWhatIsWrong) {
+  auto good = FloatProto({2}, {1.5f, -2});
+  const auto t = LoadOnnxTensor(good.SerializeAsString(), "x.pb");
+  EXPECT_EQ(t.shape(), (Shape{2}));
+  EXPECT_EQ(t.data<float>()[1], -2.0f);
+  // A shape of 2^40 elements with 8 bytes of data: refused, nothing allocated.
+  auto huge = FloatProto({1 << 20, 1 << 20}, {1, 2});
+  EXPECT_NE(MessageOf([&] { LoadOnnxTensor(huge.SerializeAsString(), "huge.pb"); }).find("huge.pb: tensor 't'"),
+            std::string::npos);
+  auto short_raw = FloatProto({4}, {});
+  short_raw.set_raw_data(std::string(12, '\0'));
+  EXPECT_EQ(MessageOf([&] { LoadOnnxTensor(short_raw.SerializeAsString(), "raw.pb"); }),
+            "raw.pb: tensor 't' holds 12 bytes of raw data, its shape [4] needs 16");
+  auto fewer = FloatProto({3}, {1, 2});
+  EXPECT_EQ(MessageOf([&] { LoadOnnxTensor(fewer.SerializeAsString(), "few.pb"); }),
+            "few.pb: tensor 't' holds 2 values, its shape needs 3");
+  auto half = FloatProto({1}, {1});
+  half.set_data_type(onnx::TensorProto_DataType_FLOAT16);
+  EXPECT_EQ(MessageOf([&] { LoadOnnxTensor(half.SerializeAsString(), "h.pb"); }),
+            "unsupported: h.pb: tensor 't' has element type float16");
+  EXPECT_EQ(MessageOf([] { LoadOnnxTensor("\xff\xff\xff", "junk.pb"); }),
+            "junk.pb: not a valid ONNX tensor (protobuf parse failed)");
+}
+
+// A one-node model: y = op(x, ...).
+std::string OneNodeModel(const std::string& op, int opset, int inputs, int elem = onnx::TensorProto_DataType_FLOAT) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(opset);
+  auto* g = m.mutable_graph();
+  auto* node = g->add_node();
+  node->set_op_type(op);
+  node->set_name("the_node");
+  for (int i = 0; i < inputs; ++i) {
+    const std::string name = "x" + std::to_string(i);
+    node->add_input(name);
+    auto* in = g->add_input();
+    in->set_name(name);
+    in->mutable_type()->mutable_tensor_type()->set_elem_type(elem);
+  }
+  node->add_output("y");
+  g->add_output()->set_name("y");
+  return m.SerializeAsString();
+}
+
+TEST(TensorTest, GraphsRunAndFailNamingTheNode) {
+  auto add = LoadOnnxGraph(OneNodeModel("Add", 17, 2), "add.onnx");
+  Session session(add);
+  const std::vector<float> a{1, 2, 3, 4, 5, 6}, b{10, 20, 30};
+  auto out = session.Run({Tensor::Of<float>(DataType::kFloat, {2, 3}, a), Tensor::Of<float>(DataType::kFloat, {3}, b)});
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].shape(), (Shape{2, 3}));
+  EXPECT_EQ(out[0].data<float>()[4], 25.0f);
+  EXPECT_EQ(MessageOf([&] {
+              session.Run({Tensor(DataType::kFloat, {2, 3}), Tensor(DataType::kFloat, {2})});
+            }),
+            "node 'the_node' (Add): shapes [2, 3] and [2] do not broadcast");
+  EXPECT_EQ(MessageOf([&] {
+              session.Run({Tensor(DataType::kInt64, {1}), Tensor(DataType::kFloat, {1})});
+            }),
+            "input 'x0' is int64, the model takes float");
+
+  auto div = LoadOnnxGraph(OneNodeModel("Div", 17, 2, onnx::TensorProto_DataType_INT64), "div.onnx");
+  Session integer(div);
+  EXPECT_EQ(MessageOf([&] {
+              integer.Run({Tensor(DataType::kInt64, {1}), Tensor(DataType::kInt64, {1})});
+            }),
+            "node 'the_node' (Div): integer division by zero");
+
+  EXPECT_EQ(MessageOf([] { LoadOnnxGraph(OneNodeModel("Frobnicate", 17, 1), "f.onnx"); }),
+            "unsupported: Frobnicate (opset 17)");
+  EXPECT_EQ(FindKernel("", "Mish", 17), nullptr) << "Mish exists from opset 18";
+  EXPECT_NE(FindKernel("", "Mish", 18), nullptr);
+}
+
+TEST(TensorTest, ValuesMayNotOutgrowTheSessionBudget) {
+  // Expand a scalar to a shape given as input: the budget stops it, naming the node.
+  auto graph = LoadOnnxGraph(OneNodeModel("Expand", 13, 2, onnx::TensorProto_DataType_INT64), "expand.onnx");
+  Session session(graph, 1 << 20);
+  const std::vector<int64_t> shape{1024, 1024};
+  EXPECT_EQ(MessageOf([&] {
+              session.Run({Tensor(DataType::kInt64, {}), Tensor::Of<int64_t>(DataType::kInt64, {2}, shape)});
+            }),
+            "node 'the_node' (Expand): the model's values outgrow 1048576 bytes");
+}
+
+TEST(TensorTest, ComparisonAllowsTheBackendTolerances) {
+  const std::vector<float> want{1.0f, NAN, 100.0f}, close{1.0005f, NAN, 100.05f}, far{1.01f, NAN, 100.0f};
+  const auto w = Tensor::Of<float>(DataType::kFloat, {3}, want);
+  EXPECT_EQ(CompareTensors(Tensor::Of<float>(DataType::kFloat, {3}, close), w, 1e-3, 1e-7), "");
+  EXPECT_EQ(CompareTensors(Tensor::Of<float>(DataType::kFloat, {3}, far), w, 1e-3, 1e-7),
+            "element 0 is 1.0099999904632568, expected 1");
+  EXPECT_EQ(CompareTensors(Tensor(DataType::kFloat, {1, 3}), w, 1e-3, 1e-7), "shape [1, 3], expected [3]");
+}
+
+// ONNX's backend tests as Debian ships them: every test passes or is refused as
+// unsupported at load, never a wrong answer; the pass counts only grow.
+TEST(TensorTest, OnnxBackendTestsPassOrAreRefused) {
+  const std::filesystem::path root = "/usr/share/libonnx-testdata/data";
+  if (!std::filesystem::exists(root)) {
+    const char* ci = std::getenv("CI");
+    if (ci != nullptr && std::string(ci) == "true") FAIL() << root << " is missing: apt-get install libonnx-testdata";
+    GTEST_SKIP() << root << " is missing (Debian package libonnx-testdata): the backend tests were not run";
+  }
+  const std::vector<std::pair<std::string, size_t>> floors = {
+      {"node", 496}, {"pytorch-converted", 19}, {"pytorch-operator", 16}, {"simple", 7}};
+  for (const auto& [suite, floor] : floors) {
+    size_t pass = 0;
+    for (const auto& dir : FindConformanceTests(root / suite)) {
+      const auto r = RunConformanceTest(dir);
+      EXPECT_NE(r.verdict, Verdict::kFail) << suite << "/" << r.test << ": " << r.detail;
+      if (r.verdict == Verdict::kPass) ++pass;
+    }
+    EXPECT_GE(pass, floor) << suite;
+    std::printf("%s: %zu pass\n", suite.c_str(), pass);
+  }
+}
+
+}  // namespace
+}  // namespace runnel::tensor
