@@ -40,7 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto graph = runnel::tensor::LoadOnnxGraph(bytes, "fuzz.onnx");
     std::vector<Tensor> inputs;
     if (ZeroInputs(*graph, inputs)) {
-      runnel::tensor::Session session(graph, size_t{256} << 20);
+      runnel::tensor::Session session(graph, size_t{16} << 20);  // keeps each run short
       session.Run(std::move(inputs));
     }
   } catch (const runnel::Error&) {

@@ -93,6 +93,7 @@ std::vector<Tensor> Session::Run(std::vector<Tensor> inputs) {
   }
   std::vector<const Tensor*> in;
   std::vector<Tensor> out;
+  const ScopedTensorLimit limit(max_bytes_);
   for (const Node& node : g.nodes) {
     in.clear();
     for (int id : node.inputs) {

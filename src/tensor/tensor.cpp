@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cassert>
+#include <cstdint>
 
 namespace runnel::tensor {
 
@@ -78,7 +80,24 @@ std::string ShapeText(const Shape& shape) {
   return fmt::format("[{}]", fmt::join(shape, ", "));
 }
 
+namespace {
+thread_local size_t t_max_tensor_bytes = SIZE_MAX;
+}  // namespace
+
+ScopedTensorLimit::ScopedTensorLimit(size_t max_bytes) : previous_(t_max_tensor_bytes) {
+  t_max_tensor_bytes = std::min(previous_, max_bytes);
+}
+
+ScopedTensorLimit::~ScopedTensorLimit() {
+  t_max_tensor_bytes = previous_;
+}
+
 Tensor::Tensor(DataType type, Shape shape) : type_(type), shape_(std::move(shape)), count_(ElementCount(shape_)) {
+  const size_t bytes = count_ * std::max<size_t>(ElementSize(type_), sizeof(std::string) / 4);
+  if (bytes > t_max_tensor_bytes) {
+    throw Error(ErrorCode::Model, fmt::format("a tensor of shape {} ({} bytes) exceeds the memory budget of {} bytes",
+                                              ShapeText(shape_), bytes, t_max_tensor_bytes));
+  }
   if (type_ == DataType::kString) {
     strings_.resize(count_);
   } else {

@@ -150,7 +150,13 @@ TEST(TensorTest, ValuesMayNotOutgrowTheSessionBudget) {
   EXPECT_EQ(MessageOf([&] {
               session.Run({Tensor(DataType::kInt64, {}), Tensor::Of<int64_t>(DataType::kInt64, {2}, shape)});
             }),
-            "node 'the_node' (Expand): the model's values outgrow 1048576 bytes");
+            "node 'the_node' (Expand): a tensor of shape [1024, 1024] (8388608 bytes) exceeds the memory budget of "
+            "1048576 bytes")
+      << "refused before it is allocated";
+  const std::vector<int64_t> small{64, 1024};  // 512 KiB each: two of them outgrow the budget together
+  Session other(LoadOnnxGraph(OneNodeModel("Expand", 13, 2, onnx::TensorProto_DataType_INT64), "expand.onnx"),
+                700 << 10);
+  EXPECT_NO_THROW(other.Run({Tensor(DataType::kInt64, {}), Tensor::Of<int64_t>(DataType::kInt64, {2}, small)}));
 }
 
 TEST(TensorTest, ComparisonAllowsTheBackendTolerances) {

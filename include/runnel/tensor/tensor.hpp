@@ -51,10 +51,25 @@ class UnsupportedError : public Error {
   explicit UnsupportedError(const std::string& what) : Error(ErrorCode::Model, "unsupported: " + what) {}
 };
 
+// While it lives, no tensor made on this thread may take more than `max_bytes` (a
+// Session's budget: a hostile graph is stopped before it allocates, not after).
+// Nests; the previous limit comes back on destruction.
+class ScopedTensorLimit {
+ public:
+  explicit ScopedTensorLimit(size_t max_bytes);
+  ~ScopedTensorLimit();
+  ScopedTensorLimit(const ScopedTensorLimit&) = delete;
+  ScopedTensorLimit& operator=(const ScopedTensorLimit&) = delete;
+
+ private:
+  size_t previous_;
+};
+
 class Tensor {
  public:
   Tensor() = default;
-  // Zero-filled (empty strings). Throws as ElementCount does.
+  // Zero-filled (empty strings). Throws as ElementCount does, and Error(Model) past
+  // this thread's ScopedTensorLimit.
   Tensor(DataType type, Shape shape);
 
   template <typename T>
