@@ -9,6 +9,7 @@
 #include "loaders.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/core/file.hpp"
+#include "runnel/tensor/onnx_import.hpp"
 
 namespace runnel::model {
 
@@ -42,6 +43,12 @@ Model::Model(std::shared_ptr<const pmml::PmmlModel> pmml, ModelInfo info)
   output_width_ = output_names_.size();
 }
 
+Model::Model(std::shared_ptr<const TensorModel> tensor, ModelInfo info)
+    : info_(std::move(info)), tensor_(std::move(tensor)) {
+  input_width_ = tensor_->input_width();
+  output_width_ = tensor_->output_width();
+}
+
 Model::Model(std::shared_ptr<const trees::TreeEnsemble> trees, ModelInfo info)
     : info_(std::move(info)), trees_(std::move(trees)) {
   input_width_ = trees_->input_width();
@@ -66,6 +73,7 @@ const char* TransformName(trees::Transform transform) {
 
 std::vector<std::string> Model::Describe() const {
   if (pmml_) return pmml_->Describe();
+  if (tensor_) return tensor_->Describe();
   if (trees_) {
     return {fmt::format("{} trees, {} nodes, max depth {}, {} output group(s)", trees_->trees(), trees_->nodes(),
                         trees_->max_depth(), trees_->groups()),
@@ -134,6 +142,26 @@ LoadedGraph LoadModelGraph(std::string_view bytes, const std::string& source) {
   throw Error(ErrorCode::Model, fmt::format("{}: unknown model format", source));
 }
 
+// An ONNX graph: the dense fast path when its loader takes the graph, else the general
+// tensor runtime, whose error is the one reported when neither can run it.
+std::shared_ptr<const Model> LoadOnnxModel(std::string_view bytes, const std::string& source,
+                                           const std::string& version) {
+  try {
+    auto loaded = LoadOnnx(bytes, source);
+    loaded.info.version = version;
+    return std::make_shared<const Model>(std::move(loaded.graph), std::move(loaded.info));
+  } catch (const Error&) {
+    // Not a dense tabular graph: the general runtime below.
+  }
+  auto graph = tensor::LoadOnnxGraph(bytes, source);
+  ModelInfo info;
+  info.format = ModelFormat::Onnx;
+  info.source = source;
+  info.producer = graph->producer + " (general tensor runtime)";
+  info.version = version;
+  return std::make_shared<const Model>(TensorModel::Load(std::move(graph), source), std::move(info));
+}
+
 std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string& source, const std::string& version) {
   if (bytes.size() > MaxModelBytes()) {
     throw Error(ErrorCode::Model, fmt::format("{}: {} bytes is larger than the largest model Runnel loads ({} bytes; "
@@ -155,6 +183,9 @@ std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string
   if (trees) {
     trees->info.version = version;
     return std::make_shared<const Model>(std::move(trees->ensemble), std::move(trees->info));
+  }
+  if (!bytes.empty() && DetectModelFormat(bytes) == ModelFormat::Onnx && bytes.starts_with('\x08')) {
+    return LoadOnnxModel(bytes, source, version);
   }
   auto loaded = LoadModelGraph(bytes, source);
   loaded.info.version = version;
@@ -209,6 +240,7 @@ ModelFormat DetectModelFormat(std::string_view bytes) {
 // ---- ModelSession ----
 
 ModelSession::ModelSession(std::shared_ptr<const Model> model) : model_(std::move(model)) {
+  if (const auto* t = model_->tensor()) tensor_session_ = std::make_unique<tensor::Session>(t->graph());
   if (!model_->is_graph()) return;
   const auto& graph = model_->graph();
   for (size_t width : graph.value_widths) strides_.push_back(PaddedWidth(width));
@@ -235,6 +267,10 @@ std::span<const float> ModelSession::Predict(std::span<const float> input, size_
   }
   if (const auto* trees = model_->trees()) {
     trees->Score(input, rows, std::span<float>(output_.data(), rows * model_->output_width()));
+    return {output_.data(), rows * model_->output_width()};
+  }
+  if (const auto* t = model_->tensor()) {
+    t->Score(*tensor_session_, input, rows, std::span<float>(output_.data(), rows * model_->output_width()));
     return {output_.data(), rows * model_->output_width()};
   }
   // Split the input row across the model's inputs.

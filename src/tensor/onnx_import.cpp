@@ -199,8 +199,8 @@ class GraphBuilder {
     node.opset = opset->second;
     node.kernel = FindKernel(node.domain, node.op, node.opset);
     if (node.kernel == nullptr) {
-      throw UnsupportedError(
-          fmt::format("{}{} (opset {})", node.domain.empty() ? "" : node.domain + ".", node.op, node.opset));
+      throw UnsupportedError(fmt::format("{}{} (opset {}): {} of {}", node.domain.empty() ? "" : node.domain + ".",
+                                         node.op, node.opset, node.Label(), source_));
     }
     for (const auto& a : p.attribute()) node.attributes[a.name()] = ReadAttribute(a, source_, node.Label());
     for (const auto& name : p.input()) {
@@ -274,7 +274,10 @@ std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::st
     Fail(source, "not a valid ONNX model (protobuf parse failed)");
   }
   if (!model.has_graph()) Fail(source, "the ONNX model has no graph");
-  return GraphBuilder(model, source).Build();
+  auto graph = GraphBuilder(model, source).Build();
+  graph->producer = model.producer_name().empty() ? "ONNX" : model.producer_name();
+  if (!model.producer_version().empty()) graph->producer += " " + model.producer_version();
+  return graph;
 }
 
 Tensor LoadOnnxTensor(std::string_view bytes, const std::string& source) {

@@ -3,12 +3,17 @@
 #include <gtest/gtest.h>
 #include <onnx/onnx-ml.pb.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "../support/temp_dir.hpp"
+#include "loaders.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/model/model.hpp"
+#include "runnel/tensor/onnx_import.hpp"
 
 namespace runnel::model {
 namespace {
@@ -72,9 +77,10 @@ class OnnxBuilder {
     runnel::testing::WriteFile(dir_ / "m.onnx", bytes);
     return LoadModel(dir_ / "m.onnx");
   }
-  std::string LoadError() {
+  // The dense fast path's refusal (LoadModel then tries the general runtime).
+  std::string FastPathError() {
     try {
-      Load();
+      LoadOnnx(model_.SerializeAsString(), "m.onnx");
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::Model);
       return e.what();
@@ -184,7 +190,7 @@ TEST(OnnxLoader, ErrorsNameTheNode) {
     OnnxBuilder b(2);
     b.Node("Conv", {"x"}, "y");
     b.Output("y");
-    auto error = b.LoadError();
+    auto error = b.FastPathError();
     EXPECT_NE(error.find("node 'Conv_y'"), std::string::npos) << error;
     EXPECT_NE(error.find("operator 'Conv' is not supported"), std::string::npos) << error;
   }
@@ -193,7 +199,7 @@ TEST(OnnxLoader, ErrorsNameTheNode) {
     b.Init("W", {2, 2}, {1, 2, 3});  // 3 values for a [2, 2] tensor
     b.Node("MatMul", {"x", "W"}, "y");
     b.Output("y");
-    auto error = b.LoadError();
+    auto error = b.FastPathError();
     EXPECT_NE(error.find("initializer 'W' holds 12 bytes"), std::string::npos) << error;
   }
   {
@@ -201,7 +207,7 @@ TEST(OnnxLoader, ErrorsNameTheNode) {
     b.Init("W", {3, 2}, {1, 2, 3, 4, 5, 6});  // expects 3 inputs
     b.Node("MatMul", {"x", "W"}, "y");
     b.Output("y");
-    auto error = b.LoadError();
+    auto error = b.FastPathError();
     EXPECT_NE(error.find("weight expects 3 inputs, the node receives 2"), std::string::npos) << error;
   }
   {
@@ -209,19 +215,19 @@ TEST(OnnxLoader, ErrorsNameTheNode) {
     b.InitInt64("shape", {-1, 2, 2});
     b.Node("Reshape", {"x", "shape"}, "y");
     b.Output("y");
-    EXPECT_NE(b.LoadError().find("Reshape to [-1, 2, 2] is not supported"), std::string::npos);
+    EXPECT_NE(b.FastPathError().find("Reshape to [-1, 2, 2] is not supported"), std::string::npos);
   }
   {
     OnnxBuilder b(2);
     b.Node("Relu", {"missing"}, "y");
     b.Output("y");
-    EXPECT_NE(b.LoadError().find("'missing' is not computed before this node"), std::string::npos);
+    EXPECT_NE(b.FastPathError().find("'missing' is not computed before this node"), std::string::npos);
   }
   {
     OnnxBuilder b(2);
     b.Node("Relu", {"x"}, "y");
     b.Output("nowhere");
-    EXPECT_NE(b.LoadError().find("graph output 'nowhere'"), std::string::npos);
+    EXPECT_NE(b.FastPathError().find("graph output 'nowhere'"), std::string::npos);
   }
 }
 
@@ -236,6 +242,47 @@ TEST(OnnxLoader, GarbageIsRejected) {
     EXPECT_NE(std::string(e.what()).find("junk.onnx"), std::string::npos) << e.what();
   }
   EXPECT_THROW(LoadModel(dir / "does-not-exist.onnx"), Error);
+}
+
+// Graphs the dense fast path refuses (rank 4 with Reshape/Transpose, integer inputs to
+// an embedding, a 3-D softmax) are served by the general tensor runtime through the
+// same row interface, and agree with what PyTorch computed for them (the
+// pytorch-converted tests of Debian's libonnx-testdata: model, input and PyTorch's
+// output). Rows are scored three batches at a time: the file fixes the batch.
+TEST(OnnxLoader, GraphsPastTheFastPathRunOnTheGeneralRuntime) {
+  const std::filesystem::path root = "/usr/share/libonnx-testdata/data/pytorch-converted";
+  if (!std::filesystem::exists(root)) {
+    const char* ci = std::getenv("CI");
+    if (ci != nullptr && std::string(ci) == "true") FAIL() << root << " is missing: apt-get install libonnx-testdata";
+    GTEST_SKIP() << root << " is missing (Debian package libonnx-testdata)";
+  }
+  for (const char* test : {"test_PixelShuffle", "test_Embedding", "test_log_softmax_dim3"}) {
+    SCOPED_TRACE(test);
+    const auto dir = root / test;
+    auto model = LoadModel(dir / "model.onnx");
+    ASSERT_NE(model->tensor(), nullptr) << "the fast path would have served it";
+    EXPECT_NE(model->info().producer.find("general tensor runtime"), std::string::npos);
+    auto read = [](const std::filesystem::path& file) {
+      std::ifstream in(file, std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      return tensor::LoadOnnxTensor(bytes, file.string());
+    };
+    const auto input = read(dir / "test_data_set_0" / "input_0.pb");
+    const auto want = read(dir / "test_data_set_0" / "output_0.pb");
+    const size_t batch = static_cast<size_t>(input.dim(0));
+    std::vector<float> rows;
+    for (int copy = 0; copy < 3; ++copy) {
+      for (size_t i = 0; i < input.size(); ++i) rows.push_back(static_cast<float>(tensor::ValueAt(input, i)));
+    }
+    ASSERT_EQ(rows.size(), 3 * batch * model->input_width());
+    ModelSession session(model);
+    const auto out = session.Predict(rows, 3 * batch);
+    ASSERT_EQ(out.size(), 3 * want.size());
+    for (size_t i = 0; i < out.size(); ++i) {
+      const double w = tensor::ValueAt(want, i % want.size());
+      ASSERT_NEAR(out[i], w, 1e-5 + 1e-5 * std::abs(w)) << "value " << i;
+    }
+  }
 }
 
 }  // namespace

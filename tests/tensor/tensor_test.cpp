@@ -137,7 +137,7 @@ TEST(TensorTest, GraphsRunAndFailNamingTheNode) {
             "node 'the_node' (Div): integer division by zero");
 
   EXPECT_EQ(MessageOf([] { LoadOnnxGraph(OneNodeModel("Frobnicate", 17, 1), "f.onnx"); }),
-            "unsupported: Frobnicate (opset 17)");
+            "unsupported: Frobnicate (opset 17): node 'the_node' (Frobnicate) of f.onnx");
   EXPECT_EQ(FindKernel("", "Mish", 17), nullptr) << "Mish exists from opset 18";
   EXPECT_NE(FindKernel("", "Mish", 18), nullptr);
 }

@@ -13,6 +13,7 @@
 #include "runnel/model/graph.hpp"
 #include "runnel/model/kernels.hpp"
 #include "runnel/model/pmml.hpp"
+#include "runnel/model/tensor_model.hpp"
 #include "runnel/model/trees.hpp"
 
 namespace runnel::model {
@@ -28,14 +29,16 @@ struct ModelInfo {
 };
 
 // A model is a graph (Keras, ONNX, TensorFlow: positional inputs and outputs), a PMML
-// document (named inputs and outputs, see pmml.hpp) or a tree ensemble (XGBoost:
-// positional, see trees.hpp).
+// document (named inputs and outputs, see pmml.hpp), a tree ensemble (XGBoost:
+// positional, see trees.hpp) or, for ONNX graphs the dense fast path cannot run, a
+// graph of the general tensor runtime (tensor_model.hpp).
 class Model {
  public:
   // Validates the graph and packs the weights. Throws Error(Model) naming the source.
   Model(Graph graph, ModelInfo info);
   Model(std::shared_ptr<const pmml::PmmlModel> pmml, ModelInfo info);
   Model(std::shared_ptr<const trees::TreeEnsemble> trees, ModelInfo info);
+  Model(std::shared_ptr<const TensorModel> tensor, ModelInfo info);
 
   const Graph& graph() const { return graph_; }
   const ModelInfo& info() const { return info_; }
@@ -53,7 +56,8 @@ class Model {
   const std::vector<std::string>& output_names() const { return output_names_; }
   const pmml::PmmlModel* pmml() const { return pmml_.get(); }        // non-owning; null unless PMML
   const trees::TreeEnsemble* trees() const { return trees_.get(); }  // non-owning; null unless trees
-  bool is_graph() const { return !pmml_ && !trees_; }
+  const TensorModel* tensor() const { return tensor_.get(); }        // non-owning; null unless one
+  bool is_graph() const { return !pmml_ && !trees_ && !tensor_; }
 
  private:
   Graph graph_;
@@ -61,13 +65,15 @@ class Model {
   std::vector<PackedDense> packed_;  // per node; empty unless Dense
   std::shared_ptr<const pmml::PmmlModel> pmml_;
   std::shared_ptr<const trees::TreeEnsemble> trees_;
+  std::shared_ptr<const TensorModel> tensor_;
   std::vector<std::string> input_names_, output_names_;
   size_t input_width_ = 0;
   size_t output_width_ = 0;
 };
 
 // Reads a model file, choosing the loader by its content (HDF5 signature, zip, XML for
-// PMML, a TensorFlow GraphDef, else ONNX protobuf). Throws Error(Model) naming the file and the layer or node at fault,
+// PMML, a TensorFlow GraphDef, else ONNX protobuf: the dense fast path when it can run
+// the graph, else the general tensor runtime). Throws Error(Model) naming the file and the layer or node at fault,
 // Error(Io) when the file cannot be read. Never crashes on malformed input.
 std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path);
 
@@ -105,6 +111,7 @@ class ModelSession {
   void Reserve(size_t rows);
 
   std::shared_ptr<const Model> model_;
+  std::unique_ptr<tensor::Session> tensor_session_;  // with a TensorModel
   std::vector<size_t> strides_;              // per value: padded width
   std::vector<std::vector<float>> buffers_;  // per value
   std::vector<float> output_;

@@ -63,6 +63,7 @@ struct ValueInfo {
 };
 
 struct Graph {
+  std::string producer;                                  // "pytorch 1.12", from the file
   std::vector<std::string> value_names;                  // per value id
   std::vector<std::shared_ptr<const Tensor>> constants;  // per value id: initializers, else null
   std::vector<int> inputs;                               // value ids fed by the caller

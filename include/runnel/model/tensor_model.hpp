@@ -1,0 +1,58 @@
+// An ONNX graph past the dense fast path (convolutions, any rank, integer inputs),
+// served by the general tensor runtime (include/runnel/tensor) behind the same row
+// interface as every model: each input of shape [batch, d1, ...] (static d's, float,
+// double or integer elements) takes the next d1*... values of a row; each output is
+// flattened, in order, into the output row (converted to float).
+//
+// Thread safety: immutable, shared read-only; Score runs on the caller's Session.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "runnel/tensor/graph.hpp"
+
+namespace runnel::model {
+
+class TensorModel {
+ public:
+  // Checks the inputs' declared shapes and finds the outputs' widths with one run of
+  // a zero row. Throws Error(Model) naming `source` and what cannot be served.
+  static std::shared_ptr<const TensorModel> Load(std::shared_ptr<const tensor::Graph> graph, const std::string& source);
+
+  size_t input_width() const { return input_width_; }
+  size_t output_width() const { return output_width_; }
+  const std::shared_ptr<const tensor::Graph>& graph() const { return graph_; }
+
+  // input: rows x input_width; output: rows x output_width. Throws Error(Model) when
+  // the graph's outputs do not come out [rows, ...] as the probe run found.
+  void Score(tensor::Session& session, std::span<const float> input, size_t rows, std::span<float> output) const;
+
+  // One line per input, node and output, for `runnel model inspect`.
+  std::vector<std::string> Describe() const;
+
+ private:
+  struct Port {
+    std::string name;
+    tensor::DataType type = tensor::DataType::kFloat;
+    tensor::Shape dims;  // after the batch dimension
+    size_t width = 1;    // product of dims
+  };
+
+  TensorModel(std::shared_ptr<const tensor::Graph> graph, std::string source)
+      : graph_(std::move(graph)), source_(std::move(source)) {}
+  void ReadInputs();
+  void ProbeOutputs();
+  // Runs `rows` rows (at most fixed_batch_ when the batch is fixed) into `output`.
+  void Run(tensor::Session& session, const float* input, size_t rows, float* output) const;
+
+  std::shared_ptr<const tensor::Graph> graph_;
+  std::string source_;
+  std::vector<Port> inputs_, outputs_;
+  size_t input_width_ = 0, output_width_ = 0;
+  size_t fixed_batch_ = 0;  // the inputs' batch dimension when the file fixes it, else 0
+};
+
+}  // namespace runnel::model
