@@ -3,7 +3,10 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+#include <limits>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "runnel/tensor/graph.hpp"
@@ -22,6 +25,7 @@ void AddElementwiseKernels(std::vector<KernelEntry>& table);  // ops_elementwise
 void AddShapeKernels(std::vector<KernelEntry>& table);        // ops_shape.cpp
 void AddReduceKernels(std::vector<KernelEntry>& table);       // ops_reduce.cpp
 void AddMatrixKernels(std::vector<KernelEntry>& table);       // ops_matrix.cpp
+void AddConvKernels(std::vector<KernelEntry>& table);         // ops_conv.cpp
 
 // `axis` in [-rank, rank) as [0, rank). Throws Error(Model).
 size_t NormalizeAxis(int64_t axis, size_t rank);
@@ -51,6 +55,24 @@ void ForEachBroadcast(const Shape& out, const std::vector<std::vector<size_t>>& 
       for (size_t k = 0; k < strides.size(); ++k) at[k] -= strides[k][axis] * static_cast<size_t>(out[axis] - 1);
       index[axis] = 0;
     }
+  }
+}
+
+// A double as element type T, as a C cast would convert it but without undefined
+// behaviour: NaN and values out of T's range become 0 for integers (ONNX leaves them
+// undefined); bool is v != 0.
+template <typename T>
+T FromDouble(double v) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return v != 0;
+  } else if constexpr (std::is_floating_point_v<T>) {
+    return static_cast<T>(v);
+  } else {
+    if (!std::isfinite(v) || v < static_cast<double>(std::numeric_limits<T>::min()) ||
+        v >= static_cast<double>(std::numeric_limits<T>::max())) {
+      return T(0);
+    }
+    return static_cast<T>(v);
   }
 }
 

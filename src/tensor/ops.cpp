@@ -15,6 +15,7 @@ const std::vector<KernelEntry>& Table() {
     AddShapeKernels(t);
     AddReduceKernels(t);
     AddMatrixKernels(t);
+    AddConvKernels(t);
     return t;
   }();
   return table;

@@ -183,8 +183,8 @@ struct ShrinkOp {
   template <typename T>
   static T Apply(T x, const Params& p) {
     const double v = static_cast<double>(x);
-    if (v < -p.alpha) return static_cast<T>(v + p.beta);
-    if (v > p.alpha) return static_cast<T>(v - p.beta);
+    if (v < -p.alpha) return FromDouble<T>(v + p.beta);
+    if (v > p.alpha) return FromDouble<T>(v - p.beta);
     return T(0);
   }
 };
@@ -484,26 +484,9 @@ void Clip(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
     auto dst = out[0].data<T>();
     for (size_t i = 0; i < src.size(); ++i) {
       const double v = static_cast<double>(src[i]);
-      dst[i] = v < lo ? static_cast<T>(lo) : (v > hi ? static_cast<T>(hi) : src[i]);
+      dst[i] = v < lo ? FromDouble<T>(lo) : (v > hi ? FromDouble<T>(hi) : src[i]);
     }
   });
-}
-
-// A double converted to T as a C cast would, without undefined behaviour: NaN and
-// values out of range become 0 (ONNX leaves them undefined).
-template <typename T>
-T ConvertDouble(double v) {
-  if constexpr (std::is_same_v<T, bool>) {
-    return v != 0;
-  } else if constexpr (kIsFloat<T>) {
-    return static_cast<T>(v);
-  } else {
-    if (!std::isfinite(v) || v < static_cast<double>(std::numeric_limits<T>::min()) ||
-        v >= static_cast<double>(std::numeric_limits<T>::max())) {
-      return T(0);
-    }
-    return static_cast<T>(v);
-  }
 }
 
 void Cast(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
@@ -533,7 +516,7 @@ void Cast(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
       }
       return;
     }
-    for (size_t i = 0; i < dst.size(); ++i) dst[i] = ConvertDouble<T>(ValueAt(x, i));
+    for (size_t i = 0; i < dst.size(); ++i) dst[i] = FromDouble<T>(ValueAt(x, i));
   });
 }
 

@@ -39,7 +39,7 @@ void MatMul(const Node& node, std::span<const Tensor* const> in, std::span<Tenso
         for (int64_t j = 0; j < n; ++j) {
           double s = 0;
           for (int64_t p = 0; p < k; ++p) s += static_cast<double>(x[i * k + p]) * static_cast<double>(y[p * n + j]);
-          z[i * n + j] = static_cast<T>(s);
+          z[i * n + j] = FromDouble<T>(s);
         }
       }
     });
@@ -79,7 +79,7 @@ void Gemm(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
         }
         s *= alpha;
         if (c != nullptr) s += beta * ValueAt(*c, static_cast<size_t>(i) * cstr[0] + static_cast<size_t>(j) * cstr[1]);
-        dst[i * n + j] = static_cast<T>(s);
+        dst[i * n + j] = FromDouble<T>(s);
       }
     }
   });

@@ -89,7 +89,7 @@ void ReduceKernel(const Node& node, std::span<const Tensor* const> in, std::span
   VisitNumeric(x.type(), [&](auto zero) {
     using T = decltype(zero);
     auto dst = out[0].data<T>();
-    for (size_t i = 0; i < n_out; ++i) dst[i] = static_cast<T>(acc[i]);
+    for (size_t i = 0; i < n_out; ++i) dst[i] = FromDouble<T>(acc[i]);
   });
 }
 

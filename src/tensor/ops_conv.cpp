@@ -1,0 +1,457 @@
+// Convolutions, pooling and normalizations over [N, C, spatial...] tensors (any number
+// of spatial dimensions): Conv, MaxPool, AveragePool, GlobalAveragePool,
+// GlobalMaxPool, BatchNormalization (inference), InstanceNormalization,
+// LayerNormalization, Pad. Reference loops accumulating in double.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "kernels.hpp"
+
+namespace runnel::tensor {
+namespace {
+
+// Where windows sit along each spatial axis.
+struct Window {
+  std::vector<int64_t> in;      // input spatial sizes
+  std::vector<int64_t> kernel;  // window sizes
+  std::vector<int64_t> stride, dilation, pad_begin, pad_end;
+  std::vector<int64_t> out;  // output spatial sizes
+};
+
+std::vector<int64_t> ListOr(const Node& node, const char* name, size_t n, int64_t fallback) {
+  auto v = node.IntList(name);
+  if (v.empty()) v.assign(n, fallback);
+  if (v.size() != n) throw Error(ErrorCode::Model, fmt::format("'{}' holds {} values, expected {}", name, v.size(), n));
+  return v;
+}
+
+Window WindowOf(const Node& node, const Shape& x, std::vector<int64_t> kernel, bool ceil_mode) {
+  if (x.size() < 3)
+    throw Error(ErrorCode::Model, fmt::format("{} takes [N, C, spatial...], got {}", node.op, ShapeText(x)));
+  const size_t n = x.size() - 2;
+  Window w;
+  w.in.assign(x.begin() + 2, x.end());
+  if (kernel.size() != n) throw Error(ErrorCode::Model, "the kernel's rank does not match the input's");
+  w.kernel = std::move(kernel);
+  w.stride = ListOr(node, "strides", n, 1);
+  w.dilation = ListOr(node, "dilations", n, 1);
+  auto pads = ListOr(node, "pads", 2 * n, 0);
+  w.pad_begin.assign(pads.begin(), pads.begin() + static_cast<int64_t>(n));
+  w.pad_end.assign(pads.begin() + static_cast<int64_t>(n), pads.end());
+  const std::string auto_pad = node.String("auto_pad", "NOTSET");
+  for (size_t i = 0; i < n; ++i) {
+    if (w.kernel[i] <= 0 || w.stride[i] <= 0 || w.dilation[i] <= 0 || w.pad_begin[i] < 0 || w.pad_end[i] < 0 ||
+        w.kernel[i] > (int64_t{1} << 20) || w.stride[i] > (int64_t{1} << 20) || w.dilation[i] > (int64_t{1} << 20) ||
+        w.pad_begin[i] > (int64_t{1} << 20) || w.pad_end[i] > (int64_t{1} << 20)) {
+      throw Error(ErrorCode::Model, "kernel, strides, dilations and pads must be positive and reasonable");
+    }
+    const int64_t span = w.dilation[i] * (w.kernel[i] - 1) + 1;
+    if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+      const int64_t out = (w.in[i] + w.stride[i] - 1) / w.stride[i];
+      const int64_t total = std::max<int64_t>(0, (out - 1) * w.stride[i] + span - w.in[i]);
+      w.pad_begin[i] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+      w.pad_end[i] = total - w.pad_begin[i];
+    } else if (auto_pad == "VALID") {
+      w.pad_begin[i] = w.pad_end[i] = 0;
+    } else if (auto_pad != "NOTSET") {
+      throw Error(ErrorCode::Model, fmt::format("auto_pad '{}'", auto_pad));
+    }
+    const int64_t room = w.in[i] + w.pad_begin[i] + w.pad_end[i] - span;
+    if (room < 0)
+      throw Error(ErrorCode::Model, fmt::format("the window is larger than the padded input {}", ShapeText(x)));
+    int64_t out = (ceil_mode ? (room + w.stride[i] - 1) / w.stride[i] : room / w.stride[i]) + 1;
+    // A last window that would start in the end padding only is dropped (as PyTorch and ONNX do).
+    if (ceil_mode && (out - 1) * w.stride[i] >= w.in[i] + w.pad_begin[i]) --out;
+    w.out.push_back(out);
+  }
+  return w;
+}
+
+// Calls f(flat output index within a channel, the window's first input position per axis).
+template <typename F>
+void ForEachWindow(const Window& w, F&& f) {
+  const size_t n = w.out.size();
+  std::vector<int64_t> at(n, 0), start(n);
+  const size_t count = ElementCount(w.out);
+  for (size_t o = 0; o < count; ++o) {
+    for (size_t i = 0; i < n; ++i) start[i] = at[i] * w.stride[i] - w.pad_begin[i];
+    f(o, start);
+    for (size_t i = n; i-- > 0;) {
+      if (++at[i] < w.out[i]) break;
+      at[i] = 0;
+    }
+  }
+}
+
+// Calls f(input offset within a channel) for each window element inside the input;
+// returns how many elements of the window lie inside the padded input.
+template <typename F>
+size_t ForEachTap(const Window& w, const std::vector<int64_t>& start, const std::vector<size_t>& strides, F&& f) {
+  const size_t n = w.kernel.size();
+  std::vector<int64_t> k(n, 0);
+  const size_t taps = ElementCount(w.kernel);
+  size_t padded = 0;
+  for (size_t t = 0; t < taps; ++t) {
+    bool inside = true, in_padding = true;
+    size_t offset = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t p = start[i] + k[i] * w.dilation[i];
+      if (p < 0 || p >= w.in[i]) inside = false;
+      if (p < -w.pad_begin[i] || p >= w.in[i] + w.pad_end[i]) in_padding = false;
+      if (inside) offset += static_cast<size_t>(p) * strides[i];
+    }
+    if (in_padding) ++padded;
+    if (inside) f(t, offset);
+    for (size_t i = n; i-- > 0;) {
+      if (++k[i] < w.kernel[i]) break;
+      k[i] = 0;
+    }
+  }
+  return padded;
+}
+
+template <typename T>
+void CheckFloat(const Node& node, const Tensor& t) {
+  if constexpr (!std::is_floating_point_v<T>) {
+    throw Error(ErrorCode::Model,
+                fmt::format("{} takes float elements, not {}", node.op, DataTypeName(static_cast<int>(t.type()))));
+  }
+}
+
+void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  const Tensor& wt = Required(node, in, 1);
+  const Tensor* bias = in.size() > 2 ? in[2] : nullptr;
+  if (wt.rank() != x.rank() || wt.type() != x.type())
+    throw Error(ErrorCode::Model, "Conv's weight does not match its input");
+  const int64_t group = node.Int("group", 1);
+  const int64_t channels = x.dim(1), filters = wt.dim(0);
+  if (group <= 0 || channels % group != 0 || filters % group != 0 || wt.dim(1) != channels / group) {
+    throw Error(ErrorCode::Model, fmt::format("Conv of {} with weight {} in {} group(s)", ShapeText(x.shape()),
+                                              ShapeText(wt.shape()), group));
+  }
+  if (bias != nullptr && (bias->size() != static_cast<size_t>(filters) || bias->type() != x.type())) {
+    throw Error(ErrorCode::Model, "Conv's bias does not match its filters");
+  }
+  const Window w = WindowOf(node, x.shape(), Shape(wt.shape().begin() + 2, wt.shape().end()), false);
+  Shape shape{x.dim(0), filters};
+  shape.insert(shape.end(), w.out.begin(), w.out.end());
+  out[0] = Tensor(x.type(), shape);
+  const auto strides = Strides(w.in);
+  const size_t plane = ElementCount(w.in), out_plane = ElementCount(w.out), taps = ElementCount(w.kernel);
+  const int64_t per_group = channels / group, filters_per_group = filters / group;
+  VisitNumeric(x.type(), [&](auto zero) {
+    using T = decltype(zero);
+    CheckFloat<T>(node, x);
+    if constexpr (std::is_floating_point_v<T>) {
+      auto px = x.data<T>();
+      auto pw = wt.data<T>();
+      auto dst = out[0].data<T>();
+      for (int64_t b = 0; b < x.dim(0); ++b) {
+        for (int64_t m = 0; m < filters; ++m) {
+          const int64_t g = m / filters_per_group;
+          T* y = dst.data() + static_cast<size_t>(b * filters + m) * out_plane;
+          ForEachWindow(w, [&](size_t o, const std::vector<int64_t>& start) {
+            double s = bias != nullptr ? static_cast<double>(bias->data<T>()[static_cast<size_t>(m)]) : 0.0;
+            for (int64_t c = 0; c < per_group; ++c) {
+              const T* xc = px.data() + static_cast<size_t>(b * channels + g * per_group + c) * plane;
+              const T* wc = pw.data() + static_cast<size_t>(m * per_group + c) * taps;
+              ForEachTap(w, start, strides, [&](size_t t, size_t offset) {
+                s += static_cast<double>(xc[offset]) * static_cast<double>(wc[t]);
+              });
+            }
+            y[o] = static_cast<T>(s);
+          });
+        }
+      }
+    }
+  });
+}
+
+template <bool kMax>
+void Pool(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  const auto kernel = node.IntList("kernel_shape");
+  if (kernel.empty()) throw Error(ErrorCode::Model, fmt::format("{} needs kernel_shape", node.op));
+  const Window w = WindowOf(node, x.shape(), kernel, node.Int("ceil_mode", 0) != 0);
+  const bool include_pad = node.Int("count_include_pad", 0) != 0;
+  Shape shape{x.dim(0), x.dim(1)};
+  shape.insert(shape.end(), w.out.begin(), w.out.end());
+  out[0] = Tensor(x.type(), shape);
+  const bool indices = out.size() > 1 && node.outputs[1] >= 0;
+  if (indices && node.Int("storage_order", 0) != 0) throw UnsupportedError("MaxPool indices in column-major order");
+  if (indices) out[1] = Tensor(DataType::kInt64, shape);
+  const auto strides = Strides(w.in);
+  const size_t plane = ElementCount(w.in), out_plane = ElementCount(w.out);
+  VisitNumeric(x.type(), [&](auto zero) {
+    using T = decltype(zero);
+    if constexpr (std::is_same_v<T, bool>) {
+      throw Error(ErrorCode::Model, fmt::format("{} of bool elements", node.op));
+    } else {
+      auto px = x.data<T>();
+      auto dst = out[0].data<T>();
+      for (int64_t nc = 0; nc < x.dim(0) * x.dim(1); ++nc) {
+        const T* xc = px.data() + static_cast<size_t>(nc) * plane;
+        ForEachWindow(w, [&](size_t o, const std::vector<int64_t>& start) {
+          double acc = kMax ? -std::numeric_limits<double>::infinity() : 0.0;
+          size_t count = 0, arg = 0;
+          const size_t padded = ForEachTap(w, start, strides, [&](size_t, size_t offset) {
+            const double v = static_cast<double>(xc[offset]);
+            if (kMax) {
+              if (count == 0 || v > acc) {
+                acc = v;
+                arg = offset;
+              }
+            } else {
+              acc += v;
+            }
+            ++count;
+          });
+          if (!kMax) acc /= static_cast<double>(include_pad ? padded : std::max<size_t>(count, 1));
+          dst[static_cast<size_t>(nc) * out_plane + o] = FromDouble<T>(acc);
+          if (indices)
+            out[1].data<int64_t>()[static_cast<size_t>(nc) * out_plane + o] =
+                static_cast<int64_t>(static_cast<size_t>(nc) * plane + arg);
+        });
+      }
+    }
+  });
+}
+
+template <bool kMax>
+void GlobalPool(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  if (x.rank() < 3) throw Error(ErrorCode::Model, fmt::format("{} takes [N, C, spatial...]", node.op));
+  Shape shape{x.dim(0), x.dim(1)};
+  shape.resize(x.rank(), 1);
+  out[0] = Tensor(x.type(), shape);
+  const size_t plane = x.size() / std::max<size_t>(out[0].size(), 1);
+  VisitNumeric(x.type(), [&](auto zero) {
+    using T = decltype(zero);
+    auto px = x.data<T>();
+    auto dst = out[0].data<T>();
+    for (size_t nc = 0; nc < out[0].size(); ++nc) {
+      double acc = kMax ? -std::numeric_limits<double>::infinity() : 0.0;
+      for (size_t i = 0; i < plane; ++i) {
+        const double v = static_cast<double>(px[nc * plane + i]);
+        acc = kMax ? std::max(acc, v) : acc + v;
+      }
+      dst[nc] = FromDouble<T>(kMax ? acc : acc / static_cast<double>(std::max<size_t>(plane, 1)));
+    }
+  });
+}
+
+// Per channel c: y = (x - mean[c]) / sqrt(var[c] + epsilon) * scale[c] + bias[c].
+void BatchNormalization(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  if (node.Int("training_mode", 0) != 0) throw UnsupportedError("BatchNormalization in training mode");
+  if (x.rank() < 2) throw Error(ErrorCode::Model, "BatchNormalization takes [N, C, ...]");
+  const size_t channels = static_cast<size_t>(x.dim(1));
+  std::vector<const Tensor*> params;
+  for (size_t i = 1; i <= 4; ++i) {
+    params.push_back(&Required(node, in, i));
+    if (params.back()->size() != channels)
+      throw Error(ErrorCode::Model, "BatchNormalization's parameters do not match C");
+  }
+  const double epsilon = node.Float("epsilon", 1e-5f);
+  out[0] = Tensor(x.type(), x.shape());
+  const size_t plane = x.size() / std::max<size_t>(static_cast<size_t>(x.dim(0)) * channels, 1);
+  VisitNumeric(x.type(), [&](auto zero) {
+    using T = decltype(zero);
+    CheckFloat<T>(node, x);
+    auto px = x.data<T>();
+    auto dst = out[0].data<T>();
+    for (size_t i = 0; i < x.size(); ++i) {
+      const size_t c = (i / plane) % channels;
+      const double v =
+          (static_cast<double>(px[i]) - ValueAt(*params[2], c)) / std::sqrt(ValueAt(*params[3], c) + epsilon);
+      dst[i] = FromDouble<T>(v * ValueAt(*params[0], c) + ValueAt(*params[1], c));
+    }
+  });
+}
+
+// Normalizes each of `groups` runs of `len` elements; scale and bias by `param(i, k)`.
+template <typename T, typename Param>
+void NormalizeRuns(std::span<const T> x, std::span<T> y, size_t groups, size_t len, double epsilon, Param&& param,
+                   double* means, double* inv_std) {
+  for (size_t g = 0; g < groups; ++g) {
+    double mean = 0, var = 0;
+    for (size_t k = 0; k < len; ++k) mean += static_cast<double>(x[g * len + k]);
+    mean /= static_cast<double>(std::max<size_t>(len, 1));
+    for (size_t k = 0; k < len; ++k) {
+      const double d = static_cast<double>(x[g * len + k]) - mean;
+      var += d * d;
+    }
+    var /= static_cast<double>(std::max<size_t>(len, 1));
+    const double inv = 1.0 / std::sqrt(var + epsilon);
+    for (size_t k = 0; k < len; ++k) {
+      const auto [scale, bias] = param(g, k);
+      y[g * len + k] = static_cast<T>((static_cast<double>(x[g * len + k]) - mean) * inv * scale + bias);
+    }
+    if (means != nullptr) means[g] = mean;
+    if (inv_std != nullptr) inv_std[g] = inv;
+  }
+}
+
+void InstanceNormalization(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  const Tensor& scale = Required(node, in, 1);
+  const Tensor& bias = Required(node, in, 2);
+  if (x.rank() < 3) throw Error(ErrorCode::Model, "InstanceNormalization takes [N, C, spatial...]");
+  const size_t channels = static_cast<size_t>(x.dim(1));
+  if (scale.size() != channels || bias.size() != channels)
+    throw Error(ErrorCode::Model, "scale and B must hold C values");
+  out[0] = Tensor(x.type(), x.shape());
+  const size_t groups = static_cast<size_t>(x.dim(0)) * channels, len = x.size() / std::max<size_t>(groups, 1);
+  VisitNumeric(x.type(), [&](auto zero) {
+    using T = decltype(zero);
+    CheckFloat<T>(node, x);
+    if constexpr (std::is_floating_point_v<T>) {
+      NormalizeRuns<T>(
+          x.data<T>(), out[0].data<T>(), groups, len, node.Float("epsilon", 1e-5f),
+          [&](size_t g, size_t) { return std::pair(ValueAt(scale, g % channels), ValueAt(bias, g % channels)); },
+          nullptr, nullptr);
+    }
+  });
+}
+
+void LayerNormalization(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  const Tensor& scale = Required(node, in, 1);
+  const Tensor* bias = in.size() > 2 ? in[2] : nullptr;
+  const size_t axis = NormalizeAxis(node.Int("axis", -1), x.rank());
+  size_t groups = 1;
+  for (size_t i = 0; i < axis; ++i) groups *= static_cast<size_t>(x.dim(i));
+  const size_t len = groups == 0 ? 0 : x.size() / groups;
+  const Shape trailing(x.shape().begin() + static_cast<int64_t>(axis), x.shape().end());
+  const auto sstr = BroadcastStrides(scale.shape(), trailing);
+  const auto bstr = bias != nullptr ? BroadcastStrides(bias->shape(), trailing) : std::vector<size_t>{};
+  if (BroadcastShapes(scale.shape(), trailing) != trailing ||
+      (bias != nullptr && BroadcastShapes(bias->shape(), trailing) != trailing)) {
+    throw Error(ErrorCode::Model, "LayerNormalization's scale or bias does not broadcast to the normalized axes");
+  }
+  // Element k of the trailing block -> offset into scale and bias.
+  std::vector<size_t> soff(len), boff(len);
+  ForEachBroadcast(trailing, {sstr, bstr.empty() ? sstr : bstr}, [&](size_t k, const std::vector<size_t>& at) {
+    soff[k] = at[0];
+    boff[k] = at[1];
+  });
+  out[0] = Tensor(x.type(), x.shape());
+  Shape stat = x.shape();
+  for (size_t i = axis; i < stat.size(); ++i) stat[i] = 1;
+  std::vector<double> means(groups), inv(groups);
+  VisitNumeric(x.type(), [&](auto zero) {
+    using T = decltype(zero);
+    CheckFloat<T>(node, x);
+    if constexpr (std::is_floating_point_v<T>) {
+      NormalizeRuns<T>(
+          x.data<T>(), out[0].data<T>(), groups, len, node.Float("epsilon", 1e-5f),
+          [&](size_t, size_t k) {
+            return std::pair(ValueAt(scale, soff[k]), bias != nullptr ? ValueAt(*bias, boff[k]) : 0.0);
+          },
+          means.data(), inv.data());
+    }
+  });
+  // Mean and InvStdDev, when asked for, in the stash type (float unless told).
+  const auto stash = static_cast<DataType>(node.Int("stash_type", 1));
+  for (size_t k = 1; k < out.size() && k < 3; ++k) {
+    if (!IsSupportedType(static_cast<int>(stash)) || (stash != DataType::kFloat && stash != DataType::kDouble)) {
+      throw UnsupportedError("LayerNormalization's stash_type");
+    }
+    out[k] = Tensor(stash, stat);
+    for (size_t g = 0; g < groups; ++g) {
+      const double v = k == 1 ? means[g] : inv[g];
+      if (stash == DataType::kFloat)
+        out[k].data<float>()[g] = static_cast<float>(v);
+      else
+        out[k].data<double>()[g] = v;
+    }
+  }
+}
+
+void Pad(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  std::vector<int64_t> pads;
+  double value = 0;
+  if (node.opset < 11) {
+    pads = node.IntList("pads");
+    value = node.Float("value", 0);
+  } else {
+    pads = Ints(Required(node, in, 1));
+    if (in.size() > 2 && in[2] != nullptr && in[2]->size() > 0) value = ValueAt(*in[2], 0);
+  }
+  if (in.size() > 3 && in[3] != nullptr) throw UnsupportedError("Pad with axes");
+  const size_t rank = x.rank();
+  if (pads.size() != 2 * rank) throw Error(ErrorCode::Model, "Pad's pads must hold two values per axis");
+  const std::string mode = node.String("mode", "constant");
+  if (mode != "constant" && mode != "reflect" && mode != "edge")
+    throw Error(ErrorCode::Model, fmt::format("Pad mode '{}'", mode));
+  Shape shape(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    if (std::abs(pads[i]) > (int64_t{1} << 30) || std::abs(pads[i + rank]) > (int64_t{1} << 30)) {
+      throw Error(ErrorCode::Model, "Pad by too much");
+    }
+    shape[i] = x.dim(i) + pads[i] + pads[i + rank];
+    if (shape[i] < 0) throw Error(ErrorCode::Model, "Pad crops more than the input holds");
+    if (mode != "constant" && x.dim(i) == 0 && shape[i] > 0) throw Error(ErrorCode::Model, "Pad of an empty axis");
+    if (mode == "reflect" && (pads[i] >= x.dim(i) || pads[i + rank] >= x.dim(i)) &&
+        (pads[i] > 0 || pads[i + rank] > 0)) {
+      if (x.dim(i) < 2) throw Error(ErrorCode::Model, "reflect Pad of an axis shorter than 2");
+    }
+  }
+  out[0] = Tensor(x.type(), shape);
+  const auto src = Strides(x.shape());
+  Tensor fill(x.type(), {});
+  if (x.type() != DataType::kString) {
+    VisitNumeric(x.type(), [&](auto zero) { fill.data<decltype(zero)>()[0] = FromDouble<decltype(zero)>(value); });
+  }
+  std::vector<int64_t> index(rank, 0);
+  for (size_t n = 0; n < out[0].size(); ++n) {
+    size_t from = 0;
+    bool outside = false;
+    for (size_t i = 0; i < rank; ++i) {
+      int64_t p = index[i] - pads[i];
+      const int64_t d = x.dim(i);
+      if (p < 0 || p >= d) {
+        if (mode == "constant") {
+          outside = true;
+          break;
+        }
+        if (mode == "edge") {
+          p = std::clamp<int64_t>(p, 0, d - 1);
+        } else {  // reflect, possibly several times over
+          const int64_t period = 2 * (d - 1);
+          p = ((p % period) + period) % period;
+          if (p >= d) p = period - p;
+        }
+      }
+      from += static_cast<size_t>(p) * src[i];
+    }
+    if (outside) {
+      CopyElement(fill, 0, out[0], n);
+    } else {
+      CopyElement(x, from, out[0], n);
+    }
+    for (size_t i = rank; i-- > 0;) {
+      if (++index[i] < shape[i]) break;
+      index[i] = 0;
+    }
+  }
+}
+
+}  // namespace
+
+void AddConvKernels(std::vector<KernelEntry>& t) {
+  t.push_back({"Conv", 1, Conv});
+  t.push_back({"MaxPool", 1, Pool<true>});
+  t.push_back({"AveragePool", 1, Pool<false>});
+  t.push_back({"GlobalAveragePool", 1, GlobalPool<false>});
+  t.push_back({"GlobalMaxPool", 1, GlobalPool<true>});
+  t.push_back({"BatchNormalization", 9, BatchNormalization});
+  t.push_back({"InstanceNormalization", 6, InstanceNormalization});
+  t.push_back({"LayerNormalization", 17, LayerNormalization});
+  t.push_back({"Pad", 2, Pad});
+}
+
+}  // namespace runnel::tensor
