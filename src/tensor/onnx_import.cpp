@@ -48,38 +48,56 @@ void FromField(const Field& field, std::span<T> out, const std::string& source, 
   }
 }
 
+// How many values the proto's typed field for `type` holds.
+size_t FieldValues(const onnx::TensorProto& p, DataType type) {
+  switch (type) {
+    case DataType::kFloat: return static_cast<size_t>(p.float_data_size());
+    case DataType::kDouble: return static_cast<size_t>(p.double_data_size());
+    case DataType::kInt64: return static_cast<size_t>(p.int64_data_size());
+    case DataType::kString: return static_cast<size_t>(p.string_data_size());
+    default: return static_cast<size_t>(p.int32_data_size());
+  }
+}
+
+// The file's data is checked against the shape before the tensor is allocated: a
+// shape claiming millions of elements with a few bytes of data allocates nothing.
 Tensor ReadTensor(const onnx::TensorProto& p, const std::string& source, const std::string& what) {
   if (p.data_location() == onnx::TensorProto_DataLocation_EXTERNAL) {
     throw UnsupportedError(fmt::format("{}: {} keeps its data in an external file", source, what));
   }
   const DataType type = TypeOfProto(p.data_type(), source, what);
   Shape shape(p.dims().begin(), p.dims().end());
-  Tensor t;
+  size_t count = 0;
   try {
-    t = Tensor(type, shape);
+    count = ElementCount(shape);
   } catch (const Error& e) {
     Fail(source, fmt::format("{}: {}", what, e.what()));
   }
+  const bool raw = type != DataType::kString && p.has_raw_data();
+  if (raw && p.raw_data().size() != count * ElementSize(type)) {
+    Fail(source, fmt::format("{} holds {} bytes of raw data, its shape {} needs {}", what, p.raw_data().size(),
+                             ShapeText(shape), count * ElementSize(type)));
+  }
+  if (!raw && FieldValues(p, type) != count) {
+    Fail(source, fmt::format("{} holds {} {}, its shape needs {}", what, FieldValues(p, type),
+                             type == DataType::kString ? "strings" : "values", count));
+  }
+  Tensor t(type, std::move(shape));
   if (type == DataType::kString) {
-    if (static_cast<size_t>(p.string_data_size()) != t.size()) {
-      Fail(source, fmt::format("{} holds {} strings, its shape needs {}", what, p.string_data_size(), t.size()));
-    }
     t.strings().assign(p.string_data().begin(), p.string_data().end());
-    return t;
-  }
-  if (p.has_raw_data()) {
+  } else if (raw) {
     FromRaw(p.raw_data(), t, source, what);
-    return t;
-  }
-  switch (type) {
-    case DataType::kFloat: FromField(p.float_data(), t.data<float>(), source, what); break;
-    case DataType::kDouble: FromField(p.double_data(), t.data<double>(), source, what); break;
-    case DataType::kInt64: FromField(p.int64_data(), t.data<int64_t>(), source, what); break;
-    case DataType::kInt32: FromField(p.int32_data(), t.data<int32_t>(), source, what); break;
-    case DataType::kInt8: FromField(p.int32_data(), t.data<int8_t>(), source, what); break;
-    case DataType::kUint8: FromField(p.int32_data(), t.data<uint8_t>(), source, what); break;
-    case DataType::kBool: FromField(p.int32_data(), t.data<bool>(), source, what); break;
-    case DataType::kString: break;
+  } else {
+    switch (type) {
+      case DataType::kFloat: FromField(p.float_data(), t.data<float>(), source, what); break;
+      case DataType::kDouble: FromField(p.double_data(), t.data<double>(), source, what); break;
+      case DataType::kInt64: FromField(p.int64_data(), t.data<int64_t>(), source, what); break;
+      case DataType::kInt32: FromField(p.int32_data(), t.data<int32_t>(), source, what); break;
+      case DataType::kInt8: FromField(p.int32_data(), t.data<int8_t>(), source, what); break;
+      case DataType::kUint8: FromField(p.int32_data(), t.data<uint8_t>(), source, what); break;
+      case DataType::kBool: FromField(p.int32_data(), t.data<bool>(), source, what); break;
+      case DataType::kString: break;
+    }
   }
   return t;
 }

@@ -76,6 +76,15 @@ TEST(TensorTest, HostileTensorFilesAreRefusedNamingWhatIsWrong) {
   auto huge = FloatProto({1 << 20, 1 << 20}, {1, 2});
   EXPECT_NE(MessageOf([&] { LoadOnnxTensor(huge.SerializeAsString(), "huge.pb"); }).find("huge.pb: tensor 't'"),
             std::string::npos);
+  // 2^26 doubles claimed (512 MiB) with 16 bytes of data: refused before allocating.
+  auto claims = FloatProto({1 << 13, 1 << 13}, {});
+  claims.set_data_type(onnx::TensorProto_DataType_DOUBLE);
+  claims.set_raw_data(std::string(16, '\0'));
+  EXPECT_EQ(MessageOf([&] {
+              ScopedTensorLimit budget(1 << 20);  // an allocation would throw another message
+              LoadOnnxTensor(claims.SerializeAsString(), "claims.pb");
+            }),
+            "claims.pb: tensor 't' holds 16 bytes of raw data, its shape [8192, 8192] needs 536870912");
   auto short_raw = FloatProto({4}, {});
   short_raw.set_raw_data(std::string(12, '\0'));
   EXPECT_EQ(MessageOf([&] { LoadOnnxTensor(short_raw.SerializeAsString(), "raw.pb"); }),
