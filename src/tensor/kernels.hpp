@@ -26,6 +26,7 @@ void AddShapeKernels(std::vector<KernelEntry>& table);        // ops_shape.cpp
 void AddReduceKernels(std::vector<KernelEntry>& table);       // ops_reduce.cpp
 void AddMatrixKernels(std::vector<KernelEntry>& table);       // ops_matrix.cpp
 void AddConvKernels(std::vector<KernelEntry>& table);         // ops_conv.cpp
+void AddIndexKernels(std::vector<KernelEntry>& table);        // ops_index.cpp
 
 // `axis` in [-rank, rank) as [0, rank). Throws Error(Model).
 size_t NormalizeAxis(int64_t axis, size_t rank);

@@ -16,6 +16,7 @@ const std::vector<KernelEntry>& Table() {
     AddReduceKernels(t);
     AddMatrixKernels(t);
     AddConvKernels(t);
+    AddIndexKernels(t);
     return t;
   }();
   return table;

@@ -169,6 +169,109 @@ void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
   });
 }
 
+// The transpose of Conv: each input element spreads x * w over the output window.
+void ConvTranspose(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  const Tensor& wt = Required(node, in, 1);
+  const Tensor* bias = in.size() > 2 ? in[2] : nullptr;
+  if (x.rank() < 3 || wt.rank() != x.rank() || wt.type() != x.type()) {
+    throw Error(ErrorCode::Model, "ConvTranspose's weight does not match its input");
+  }
+  const size_t n = x.rank() - 2;
+  const int64_t group = node.Int("group", 1), channels = x.dim(1);
+  if (group <= 0 || channels % group != 0 || wt.dim(0) != channels)
+    throw Error(ErrorCode::Model, "ConvTranspose's groups");
+  const int64_t per_group_out = wt.dim(1), filters = per_group_out * group, per_group_in = channels / group;
+  if (bias != nullptr && bias->size() != static_cast<size_t>(filters))
+    throw Error(ErrorCode::Model, "ConvTranspose's bias");
+  const Shape in_sp(x.shape().begin() + 2, x.shape().end()), kernel(wt.shape().begin() + 2, wt.shape().end());
+  const auto stride = ListOr(node, "strides", n, 1), dil = ListOr(node, "dilations", n, 1);
+  const auto extra = ListOr(node, "output_padding", n, 0);
+  auto pads = ListOr(node, "pads", 2 * n, 0);
+  const auto out_shape = node.IntList("output_shape");
+  const std::string auto_pad = node.String("auto_pad", "NOTSET");
+  Shape out_sp(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (stride[i] <= 0 || dil[i] <= 0 || stride[i] > (1 << 20) || dil[i] > (1 << 20) || kernel[i] > (1 << 20) ||
+        extra[i] < 0 || extra[i] > (1 << 20) || pads[i] < 0 || pads[i + n] < 0 || pads[i] > (1 << 20) ||
+        pads[i + n] > (1 << 20)) {
+      throw Error(ErrorCode::Model, "ConvTranspose's strides, dilations, pads must be positive and reasonable");
+    }
+    const int64_t full = stride[i] * (in_sp[i] - 1) + extra[i] + (kernel[i] - 1) * dil[i] + 1;
+    int64_t want = -1;
+    if (!out_shape.empty()) {
+      want = out_shape[out_shape.size() - n + i];
+    } else if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+      want = in_sp[i] * stride[i];
+    }
+    if (want >= 0) {
+      // A negative total grows the output at its end (zeros plus the bias there).
+      const int64_t total = full - want;
+      const bool upper = auto_pad != "SAME_LOWER";
+      pads[i] = total <= 0 ? 0 : (upper ? total / 2 : total - total / 2);
+      pads[i + n] = total - pads[i];
+    }
+    out_sp[i] = full - pads[i] - pads[i + n];
+    if (out_sp[i] < 0) throw Error(ErrorCode::Model, "ConvTranspose's output would be empty");
+  }
+  Shape shape{x.dim(0), filters};
+  shape.insert(shape.end(), out_sp.begin(), out_sp.end());
+  out[0] = Tensor(x.type(), shape);
+  const size_t plane = ElementCount(in_sp), out_plane = ElementCount(out_sp), taps = ElementCount(kernel);
+  const auto ostr = Strides(out_sp);
+  VisitNumeric(x.type(), [&](auto zero) {
+    using T = decltype(zero);
+    CheckFloat<T>(node, x);
+    if constexpr (std::is_floating_point_v<T>) {
+      auto px = x.data<T>();
+      auto pw = wt.data<T>();
+      std::vector<double> acc(out[0].size(), 0.0);
+      std::vector<int64_t> pos(n), k(n);
+      for (int64_t b = 0; b < x.dim(0); ++b) {
+        for (int64_t c = 0; c < channels; ++c) {
+          const int64_t g = c / per_group_in;
+          for (size_t p = 0; p < plane; ++p) {
+            for (size_t i = 0, rest = p; i < n; ++i) {  // p's position, row-major
+              const size_t below = ElementCount(Shape(in_sp.begin() + static_cast<int64_t>(i) + 1, in_sp.end()));
+              pos[i] = static_cast<int64_t>(rest / below);
+              rest %= below;
+            }
+            const double v = static_cast<double>(px[static_cast<size_t>(b * channels + c) * plane + p]);
+            std::fill(k.begin(), k.end(), 0);
+            for (size_t t = 0; t < taps; ++t) {
+              size_t at = 0;
+              bool inside = true;
+              for (size_t i = 0; i < n; ++i) {
+                const int64_t o = pos[i] * stride[i] + k[i] * dil[i] - pads[i];
+                if (o < 0 || o >= out_sp[i])
+                  inside = false;
+                else
+                  at += static_cast<size_t>(o) * ostr[i];
+              }
+              if (inside) {
+                for (int64_t m = 0; m < per_group_out; ++m) {
+                  const int64_t f = g * per_group_out + m;
+                  acc[static_cast<size_t>(b * filters + f) * out_plane + at] +=
+                      v * static_cast<double>(pw[static_cast<size_t>(c * per_group_out + m) * taps + t]);
+                }
+              }
+              for (size_t i = n; i-- > 0;) {
+                if (++k[i] < kernel[i]) break;
+                k[i] = 0;
+              }
+            }
+          }
+        }
+      }
+      auto dst = out[0].data<T>();
+      for (size_t i = 0; i < dst.size(); ++i) {
+        const double b = bias != nullptr ? ValueAt(*bias, (i / out_plane) % static_cast<size_t>(filters)) : 0.0;
+        dst[i] = static_cast<T>(acc[i] + b);
+      }
+    }
+  });
+}
+
 template <bool kMax>
 void Pool(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& x = Required(node, in, 0);
@@ -444,6 +547,7 @@ void Pad(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> 
 
 void AddConvKernels(std::vector<KernelEntry>& t) {
   t.push_back({"Conv", 1, Conv});
+  t.push_back({"ConvTranspose", 1, ConvTranspose});
   t.push_back({"MaxPool", 1, Pool<true>});
   t.push_back({"AveragePool", 1, Pool<false>});
   t.push_back({"GlobalAveragePool", 1, GlobalPool<false>});

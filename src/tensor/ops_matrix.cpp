@@ -1,6 +1,10 @@
 // Matrix products: MatMul (NumPy semantics: 1-D operands promoted, batch dimensions
 // broadcast) and Gemm. Plain loops accumulating in double: the reference the fast
 // kernels of model/kernels.hpp are held to.
+#include <algorithm>
+#include <cctype>
+#include <map>
+
 #include "kernels.hpp"
 
 namespace runnel::tensor {
@@ -85,11 +89,85 @@ void Gemm(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
   });
 }
 
+// Einsum without ellipses: every letter of the equation is a loop; products of the
+// inputs' elements add into the output element the output letters pick.
+void Einsum(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  std::string eq;
+  for (char c : node.String("equation", "")) {
+    if (c != ' ') eq += c;
+  }
+  if (eq.find('.') != std::string::npos) throw UnsupportedError("Einsum with an ellipsis");
+  const auto arrow = eq.find("->");
+  std::vector<std::string> terms;
+  std::string lhs = eq.substr(0, arrow);
+  for (size_t start = 0;;) {
+    const auto comma = lhs.find(',', start);
+    terms.push_back(lhs.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (terms.size() != in.size()) throw Error(ErrorCode::Model, "Einsum's equation and inputs differ in number");
+  std::map<char, int64_t> dims;
+  for (size_t t = 0; t < terms.size(); ++t) {
+    const Tensor& x = Required(node, in, t);
+    if (terms[t].size() != x.rank() || x.type() != in[0]->type()) {
+      throw Error(ErrorCode::Model, fmt::format("Einsum term '{}' does not match input {}", terms[t], t));
+    }
+    for (size_t a = 0; a < terms[t].size(); ++a) {
+      const char c = terms[t][a];
+      if (!std::isalpha(static_cast<unsigned char>(c))) throw Error(ErrorCode::Model, "Einsum's letters");
+      auto [it, added] = dims.emplace(c, x.dim(a));
+      if (!added && it->second != x.dim(a))
+        throw Error(ErrorCode::Model, fmt::format("Einsum's '{}' differs in size", c));
+    }
+  }
+  std::string result;
+  if (arrow != std::string::npos) {
+    result = eq.substr(arrow + 2);
+  } else {  // implicit: the letters seen once, in alphabetical order
+    for (const auto& [c, d] : dims) {
+      if (std::count(lhs.begin(), lhs.end(), c) == 1) result += c;
+    }
+  }
+  std::string letters;
+  for (const auto& [c, d] : dims) letters += c;
+  Shape shape, loop;
+  for (char c : result) {
+    if (!dims.contains(c)) throw Error(ErrorCode::Model, fmt::format("Einsum's output letter '{}' is in no input", c));
+    shape.push_back(dims[c]);
+  }
+  for (char c : letters) loop.push_back(dims[c]);
+  out[0] = Tensor(in[0]->type(), shape);
+  ElementCount(loop);  // bounded like any tensor
+  // Per loop position: the flat index of each input and of the output.
+  auto strides_of = [&](const std::string& term, const Shape& s) {
+    const auto own = Strides(s);
+    std::vector<size_t> st(letters.size(), 0);
+    for (size_t a = 0; a < term.size(); ++a) st[letters.find(term[a])] += own[a];
+    return st;
+  };
+  std::vector<std::vector<size_t>> strides;
+  for (size_t t = 0; t < terms.size(); ++t) strides.push_back(strides_of(terms[t], in[t]->shape()));
+  strides.push_back(strides_of(result, shape));
+  std::vector<double> acc(out[0].size(), 0.0);
+  ForEachBroadcast(loop, strides, [&](size_t, const std::vector<size_t>& at) {
+    double p = 1;
+    for (size_t t = 0; t < terms.size(); ++t) p *= ValueAt(*in[t], at[t]);
+    acc[at.back()] += p;
+  });
+  VisitNumeric(out[0].type(), [&](auto zero) {
+    using T = decltype(zero);
+    auto dst = out[0].data<T>();
+    for (size_t i = 0; i < dst.size(); ++i) dst[i] = FromDouble<T>(acc[i]);
+  });
+}
+
 }  // namespace
 
 void AddMatrixKernels(std::vector<KernelEntry>& t) {
   t.push_back({"MatMul", 1, MatMul});
   t.push_back({"Gemm", 7, Gemm});
+  t.push_back({"Einsum", 12, Einsum});
 }
 
 }  // namespace runnel::tensor
