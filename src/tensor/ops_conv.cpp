@@ -348,7 +348,10 @@ void GlobalPool(const Node& node, std::span<const Tensor* const> in, std::span<T
 // Per channel c: y = (x - mean[c]) / sqrt(var[c] + epsilon) * scale[c] + bias[c].
 void BatchNormalization(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& x = Required(node, in, 0);
-  if (node.Int("training_mode", 0) != 0) throw UnsupportedError("BatchNormalization in training mode");
+  if (node.Int("training_mode", 0) != 0 || (node.opset < 7 && node.Int("is_test", 0) == 0) || out.size() > 1) {
+    throw UnsupportedError("BatchNormalization in training mode");
+  }
+  if (node.opset < 9 && node.Int("spatial", 1) == 0) throw UnsupportedError("BatchNormalization with spatial = 0");
   if (x.rank() < 2) throw Error(ErrorCode::Model, "BatchNormalization takes [N, C, ...]");
   const size_t channels = static_cast<size_t>(x.dim(1));
   std::vector<const Tensor*> params;
@@ -552,7 +555,7 @@ void AddConvKernels(std::vector<KernelEntry>& t) {
   t.push_back({"AveragePool", 1, Pool<false>});
   t.push_back({"GlobalAveragePool", 1, GlobalPool<false>});
   t.push_back({"GlobalMaxPool", 1, GlobalPool<true>});
-  t.push_back({"BatchNormalization", 9, BatchNormalization});
+  t.push_back({"BatchNormalization", 1, BatchNormalization});
   t.push_back({"InstanceNormalization", 6, InstanceNormalization});
   t.push_back({"LayerNormalization", 17, LayerNormalization});
   t.push_back({"Pad", 2, Pad});

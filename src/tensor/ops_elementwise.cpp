@@ -381,6 +381,39 @@ void Binary(const Node& node, std::span<const Tensor* const> in, std::span<Tenso
   out[0] = ApplyBinary<Op>(node, Required(node, in, 0), Required(node, in, 1));
 }
 
+// Before opset 7, `broadcast = 1` with an `axis` aligned B's shape with A's from that
+// axis on: B gets trailing ones, and NumPy broadcasting then does the rest (which also
+// covers the suffix rule and equal shapes).
+Tensor LegacyAligned(const Node& node, const Tensor& a, const Tensor& b) {
+  Tensor aligned = b;
+  const auto* axis = node.Find("axis");
+  if (node.Int("broadcast", 0) == 0 || axis == nullptr) return aligned;
+  const size_t start = NormalizeAxis(axis->i, a.rank());
+  if (start + b.rank() > a.rank()) throw Error(ErrorCode::Model, "the broadcast axis leaves too few axes for B");
+  Shape shape = b.shape();
+  shape.resize(a.rank() - start, 1);
+  aligned.Reshape(std::move(shape));
+  return aligned;
+}
+
+// Before opset 7 a PRelu slope of C values applies per channel (axis 1).
+void LegacyPRelu(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  Tensor slope = Required(node, in, 1);
+  if (slope.rank() == 1 && x.rank() >= 2 && slope.dim(0) == x.dim(1) && slope.dim(0) != 1) {
+    Shape shape{slope.dim(0)};
+    shape.resize(x.rank() - 1, 1);
+    slope.Reshape(std::move(shape));
+  }
+  out[0] = ApplyBinary<PReluOp>(node, x, slope);
+}
+
+template <typename Op>
+void LegacyBinary(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& a = Required(node, in, 0);
+  out[0] = ApplyBinary<Op>(node, a, LegacyAligned(node, a, Required(node, in, 1)));
+}
+
 void Equal(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& a = Required(node, in, 0);
   const Tensor& b = Required(node, in, 1);
@@ -565,6 +598,16 @@ void AddElementwiseKernels(std::vector<KernelEntry>& t) {
   t.push_back({"IsInf", 10, IsInf});
   t.push_back({"Not", 1, Not});
   // Binary operators broadcast from opset 7 on (before: the `broadcast` attribute).
+  t.push_back({"Add", 1, LegacyBinary<AddOp>});
+  t.push_back({"Sub", 1, LegacyBinary<SubOp>});
+  t.push_back({"Mul", 1, LegacyBinary<MulOp>});
+  t.push_back({"Div", 1, LegacyBinary<DivOp>});
+  t.push_back({"PRelu", 1, LegacyPRelu});
+  t.push_back({"Pow", 1, Pow});
+  t.push_back({"Sum", 1, Variadic<AddOp>});
+  t.push_back({"Min", 1, Variadic<MinOp>});
+  t.push_back({"Max", 1, Variadic<MaxOp>});
+  t.push_back({"Mean", 1, Mean});
   t.push_back({"Add", 7, Binary<AddOp>});
   t.push_back({"Sub", 7, Binary<SubOp>});
   t.push_back({"Mul", 7, Binary<MulOp>});

@@ -166,7 +166,7 @@ void Einsum(const Node& node, std::span<const Tensor* const> in, std::span<Tenso
 
 void AddMatrixKernels(std::vector<KernelEntry>& t) {
   t.push_back({"MatMul", 1, MatMul});
-  t.push_back({"Gemm", 7, Gemm});
+  t.push_back({"Gemm", 1, Gemm});  // C broadcasts (before opset 7: when `broadcast` says so; NumPy's rule covers it)
   t.push_back({"Einsum", 12, Einsum});
 }
 
