@@ -54,6 +54,7 @@ void Gemm(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
   const Tensor& a = Required(node, in, 0);
   const Tensor& b = Required(node, in, 1);
   if (a.rank() != 2 || b.rank() != 2) throw Error(ErrorCode::Model, "Gemm takes matrices");
+  if (a.type() != b.type()) throw Error(ErrorCode::Model, "Gemm of unlike element types");
   const bool ta = node.Int("transA", 0) != 0, tb = node.Int("transB", 0) != 0;
   const double alpha = node.Float("alpha", 1.0f), beta = node.Float("beta", 1.0f);
   const int64_t m = ta ? a.dim(1) : a.dim(0), k = ta ? a.dim(0) : a.dim(1);

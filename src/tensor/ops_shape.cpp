@@ -390,6 +390,9 @@ void Range(const Node& node, std::span<const Tensor* const> in, std::span<Tensor
   const double s = ValueAt(start, 0), limit = ValueAt(Required(node, in, 1), 0),
                delta = ValueAt(Required(node, in, 2), 0);
   if (delta == 0) throw Error(ErrorCode::Model, "Range with a delta of 0");
+  if (in[1]->type() != start.type() || in[2]->type() != start.type()) {
+    throw Error(ErrorCode::Model, "Range's start, limit and delta differ in element type");
+  }
   const double n = std::max(0.0, std::ceil((limit - s) / delta));
   if (!(n <= static_cast<double>(kMaxElements))) throw Error(ErrorCode::Model, "Range of too many elements");
   out[0] = Tensor(start.type(), {static_cast<int64_t>(n)});

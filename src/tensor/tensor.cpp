@@ -105,6 +105,13 @@ Tensor::Tensor(DataType type, Shape shape) : type_(type), shape_(std::move(shape
   }
 }
 
+void Tensor::CheckType(DataType wanted) const {
+  if (wanted != type_) {
+    throw Error(ErrorCode::Model, fmt::format("{} elements read as {}", DataTypeName(static_cast<int>(type_)),
+                                              DataTypeName(static_cast<int>(wanted))));
+  }
+}
+
 void Tensor::Reshape(Shape shape) {
   const size_t count = ElementCount(shape);
   if (count != count_) {

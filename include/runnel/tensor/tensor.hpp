@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "runnel/core/error.hpp"
@@ -43,6 +44,19 @@ size_t ElementCount(const Shape& shape);
 inline constexpr size_t kMaxElements = size_t{1} << 26;
 
 std::string ShapeText(const Shape& shape);  // "[2, 3]"
+
+// The DataType of C++ type T.
+template <typename T>
+constexpr DataType TypeOf() {
+  if constexpr (std::is_same_v<T, float>) return DataType::kFloat;
+  if constexpr (std::is_same_v<T, double>) return DataType::kDouble;
+  if constexpr (std::is_same_v<T, int64_t>) return DataType::kInt64;
+  if constexpr (std::is_same_v<T, int32_t>) return DataType::kInt32;
+  if constexpr (std::is_same_v<T, int8_t>) return DataType::kInt8;
+  if constexpr (std::is_same_v<T, uint8_t>) return DataType::kUint8;
+  if constexpr (std::is_same_v<T, bool>) return DataType::kBool;
+  return DataType::kString;
+}
 
 // A model reached something the runtime does not implement (an operator, an
 // attribute value, an element type): "unsupported: ...". Never a wrong answer.
@@ -87,13 +101,16 @@ class Tensor {
   int64_t dim(size_t axis) const { return shape_[axis]; }
 
   // The elements as T, which must be the C++ type of type() (float, double, int64_t,
-  // int32_t, int8_t, uint8_t, bool). Asserted.
+  // int32_t, int8_t, uint8_t, bool): checked, Error(Model) otherwise, so that a kernel
+  // mixing up its inputs' types fails instead of reading past a buffer.
   template <typename T>
   std::span<T> data() {
+    CheckType(TypeOf<T>());
     return {reinterpret_cast<T*>(bytes_.data()), count_};
   }
   template <typename T>
   std::span<const T> data() const {
+    CheckType(TypeOf<T>());
     return {reinterpret_cast<const T*>(bytes_.data()), count_};
   }
   std::vector<std::string>& strings() { return strings_; }
@@ -105,6 +122,8 @@ class Tensor {
   void Reshape(Shape shape);
 
  private:
+  void CheckType(DataType wanted) const;
+
   DataType type_ = DataType::kFloat;
   Shape shape_;
   size_t count_ = 0;
@@ -127,19 +146,6 @@ decltype(auto) VisitNumeric(DataType type, F&& f) {
     case DataType::kString: break;
   }
   throw UnsupportedError("string elements here");
-}
-
-// The DataType of C++ type T.
-template <typename T>
-constexpr DataType TypeOf() {
-  if constexpr (std::is_same_v<T, float>) return DataType::kFloat;
-  if constexpr (std::is_same_v<T, double>) return DataType::kDouble;
-  if constexpr (std::is_same_v<T, int64_t>) return DataType::kInt64;
-  if constexpr (std::is_same_v<T, int32_t>) return DataType::kInt32;
-  if constexpr (std::is_same_v<T, int8_t>) return DataType::kInt8;
-  if constexpr (std::is_same_v<T, uint8_t>) return DataType::kUint8;
-  if constexpr (std::is_same_v<T, bool>) return DataType::kBool;
-  return DataType::kString;
 }
 
 // The element at `index` as a double / int64 (numeric tensors).
