@@ -493,11 +493,14 @@ TEST_F(HttpApiTest, ModelPushUnderLoadRejectsCorruptFilesAndRollsBack) {
   ASSERT_EQ(res->status, 200) << res->body;
   EXPECT_EQ(Body(res)["version"], 1);
   const int64_t rolled_back_at = Count("SELECT coalesce(max(id), 0) FROM needs");
-  ASSERT_TRUE(Eventually([&] {
-    return Count(fmt::format("SELECT count(*) FROM runnel_needs_results WHERE key > {} AND model_version = "
-                             "'needs@v1'",
-                             rolled_back_at + 20)) > 0;
-  }));
+  // 30 s, as for the push: reloading v1 may meet a hung HDF5 child and retry (10 s).
+  ASSERT_TRUE(Eventually(
+      [&] {
+        return Count(fmt::format("SELECT count(*) FROM runnel_needs_results WHERE key > {} AND model_version = "
+                                 "'needs@v1'",
+                                 rolled_back_at + 20)) > 0;
+      },
+      std::chrono::seconds(30)));
   stop.store(true);
   writer.join();
   WaitServed();
