@@ -113,8 +113,31 @@ void TensorModel::ProbeOutputs() {
   }
 }
 
+// A batch whose run fails over its data (an index out of range, a value an integer
+// input cannot take) is run again row by row (fixed batch by fixed batch when the
+// file fixes it), so that only the rows at fault get no prediction (NaN: the worker
+// records them failed).
 void TensorModel::Score(tensor::Session& session, std::span<const float> input, size_t rows,
                         std::span<float> output) const {
+  try {
+    ScoreChunks(session, input, rows, output);
+  } catch (const Error&) {
+    // Again in the smallest runs the file allows: one row, or one fixed batch.
+    const size_t unit = fixed_batch_ != 0 ? fixed_batch_ : 1;
+    for (size_t r = 0; r < rows; r += unit) {
+      const size_t n = std::min(unit, rows - r);
+      auto out = output.subspan(r * output_width_, n * output_width_);
+      try {
+        ScoreChunks(session, input.subspan(r * input_width_, n * input_width_), n, out);
+      } catch (const Error&) {
+        std::fill(out.begin(), out.end(), std::numeric_limits<float>::quiet_NaN());
+      }
+    }
+  }
+}
+
+void TensorModel::ScoreChunks(tensor::Session& session, std::span<const float> input, size_t rows,
+                              std::span<float> output) const {
   const size_t step = fixed_batch_ != 0 ? fixed_batch_ : std::max<size_t>(rows, 1);
   std::vector<float> padded_in, padded_out;
   for (size_t r = 0; r < rows; r += step) {

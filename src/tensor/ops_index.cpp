@@ -195,6 +195,20 @@ void NonZero(const Node& node, std::span<const Tensor* const> in, std::span<Tens
   }
 }
 
+// The flat offset in `x` of index tuple `t` (`last` indices per tuple, negative ones
+// counted from the end). Throws Error(Model) naming `op` for one out of range.
+size_t TupleOffset(const std::vector<int64_t>& indices, size_t t, size_t last, const Tensor& x,
+                   const std::vector<size_t>& strides, const char* op) {
+  size_t base = 0;
+  for (size_t a = 0; a < last; ++a) {
+    int64_t v = indices[t * last + a];
+    if (v < 0) v += x.dim(a);
+    if (v < 0 || v >= x.dim(a)) throw Error(ErrorCode::Model, fmt::format("{} index out of range", op));
+    base += static_cast<size_t>(v) * strides[a];
+  }
+  return base;
+}
+
 void GatherND(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& x = Required(node, in, 0);
   const Tensor& idx = Required(node, in, 1);
@@ -212,13 +226,7 @@ void GatherND(const Node& node, std::span<const Tensor* const> in, std::span<Ten
   for (size_t i = last; i < x.rank(); ++i) slice *= static_cast<size_t>(x.dim(i));
   const size_t tuples = last == 0 ? idx.size() : idx.size() / last;
   for (size_t t = 0; t < tuples; ++t) {
-    size_t base = 0;
-    for (size_t a = 0; a < last; ++a) {
-      int64_t v = indices[t * last + a];
-      if (v < 0) v += x.dim(a);
-      if (v < 0 || v >= x.dim(a)) throw Error(ErrorCode::Model, "GatherND index out of range");
-      base += static_cast<size_t>(v) * strides[a];
-    }
+    const size_t base = TupleOffset(indices, t, last, x, strides, "GatherND");
     for (size_t j = 0; j < slice; ++j) CopyElement(x, base + j, out[0], t * slice + j);
   }
 }
@@ -268,13 +276,7 @@ void ScatterND(const Node& node, std::span<const Tensor* const> in, std::span<Te
   if (updates.size() != tuples * slice) throw Error(ErrorCode::Model, "ScatterND's updates do not match its indices");
   out[0] = x;
   for (size_t t = 0; t < tuples; ++t) {
-    size_t base = 0;
-    for (size_t a = 0; a < last; ++a) {
-      int64_t v = indices[t * last + a];
-      if (v < 0) v += x.dim(a);
-      if (v < 0 || v >= x.dim(a)) throw Error(ErrorCode::Model, "ScatterND index out of range");
-      base += static_cast<size_t>(v) * strides[a];
-    }
+    const size_t base = TupleOffset(indices, t, last, x, strides, "ScatterND");
     for (size_t j = 0; j < slice; ++j) CopyElement(updates, t * slice + j, out[0], base + j);
   }
 }

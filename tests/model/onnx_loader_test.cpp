@@ -285,5 +285,42 @@ TEST(OnnxLoader, GraphsPastTheFastPathRunOnTheGeneralRuntime) {
   }
 }
 
+// A row the graph cannot run (an embedding index out of range, a NaN for an integer
+// input) gets no prediction (NaN, which the worker records as a failed row); the rows
+// around it are served as PyTorch computed them.
+TEST(OnnxLoader, ARowTheGeneralRuntimeCannotRunFailsAlone) {
+  const std::filesystem::path dir = "/usr/share/libonnx-testdata/data/pytorch-converted/test_Embedding";
+  if (!std::filesystem::exists(dir)) {
+    const char* ci = std::getenv("CI");
+    if (ci != nullptr && std::string(ci) == "true") FAIL() << dir << " is missing: apt-get install libonnx-testdata";
+    GTEST_SKIP() << dir << " is missing (Debian package libonnx-testdata)";
+  }
+  auto model = LoadModel(dir / "model.onnx");
+  auto read = [](const std::filesystem::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return tensor::LoadOnnxTensor(bytes, file.string());
+  };
+  const auto input = read(dir / "test_data_set_0" / "input_0.pb");
+  const auto want = read(dir / "test_data_set_0" / "output_0.pb");
+  ASSERT_EQ(model->input_width(), input.size());
+  std::vector<float> good;
+  for (size_t i = 0; i < input.size(); ++i) good.push_back(static_cast<float>(tensor::ValueAt(input, i)));
+  std::vector<float> out_of_range = good, not_integer = good;
+  out_of_range[1] = 99;
+  not_integer[0] = NAN;
+  std::vector<float> rows;
+  for (const auto* row : {&good, &out_of_range, &not_integer, &good}) rows.insert(rows.end(), row->begin(), row->end());
+  ModelSession session(model);
+  const auto out = session.Predict(rows, 4);
+  const size_t w = model->output_width();
+  for (size_t r : {size_t{0}, size_t{3}}) {
+    for (size_t c = 0; c < w; ++c) EXPECT_NEAR(out[r * w + c], tensor::ValueAt(want, c), 1e-6) << r << "," << c;
+  }
+  for (size_t r : {size_t{1}, size_t{2}}) {
+    for (size_t c = 0; c < w; ++c) EXPECT_TRUE(std::isnan(out[r * w + c])) << r << "," << c;
+  }
+}
+
 }  // namespace
 }  // namespace runnel::model

@@ -26,8 +26,9 @@ class TensorModel {
   size_t output_width() const { return output_width_; }
   const std::shared_ptr<const tensor::Graph>& graph() const { return graph_; }
 
-  // input: rows x input_width; output: rows x output_width. Throws Error(Model) when
-  // the graph's outputs do not come out [rows, ...] as the probe run found.
+  // input: rows x input_width; output: rows x output_width. A row the graph cannot run
+  // (an index out of range, a value an integer input cannot take) gets NaN outputs,
+  // the others their predictions; never throws for the data.
   void Score(tensor::Session& session, std::span<const float> input, size_t rows, std::span<float> output) const;
 
   // One line per input, node and output, for `runnel model inspect`.
@@ -44,6 +45,7 @@ class TensorModel {
   TensorModel(std::shared_ptr<const tensor::Graph> graph, std::string source)
       : graph_(std::move(graph)), source_(std::move(source)) {}
   void ReadInputs();
+  void ScoreChunks(tensor::Session& session, std::span<const float> input, size_t rows, std::span<float> output) const;
   void ProbeOutputs();
   // Runs `rows` rows (at most fixed_batch_ when the batch is fixed) into `output`.
   void Run(tensor::Session& session, const float* input, size_t rows, float* output) const;
