@@ -123,8 +123,8 @@ void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
   const Tensor& x = Required(node, in, 0);
   const Tensor& wt = Required(node, in, 1);
   const Tensor* bias = in.size() > 2 ? in[2] : nullptr;
-  if (wt.rank() != x.rank() || wt.type() != x.type())
-    throw Error(ErrorCode::Model, "Conv's weight does not match its input");
+  if (x.rank() < 3 || wt.rank() != x.rank() || wt.type() != x.type())
+    throw Error(ErrorCode::Model, "Conv takes [N, C, spatial...] and a weight of its rank and type");
   const int64_t group = node.Int("group", 1);
   const int64_t channels = x.dim(1), filters = wt.dim(0);
   if (group <= 0 || channels % group != 0 || filters % group != 0 || wt.dim(1) != channels / group) {

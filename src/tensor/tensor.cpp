@@ -112,6 +112,10 @@ void Tensor::CheckType(DataType wanted) const {
   }
 }
 
+void Tensor::ThrowNoAxis(size_t axis) const {
+  throw Error(ErrorCode::Model, fmt::format("axis {} of a tensor of shape {}", axis, ShapeText(shape_)));
+}
+
 void Tensor::Reshape(Shape shape) {
   const size_t count = ElementCount(shape);
   if (count != count_) {

@@ -98,7 +98,12 @@ class Tensor {
   const Shape& shape() const { return shape_; }
   size_t rank() const { return shape_.size(); }
   size_t size() const { return count_; }
-  int64_t dim(size_t axis) const { return shape_[axis]; }
+  // Dimension `axis`; Error(Model) past the rank (kernels read dimensions of hostile
+  // inputs).
+  int64_t dim(size_t axis) const {
+    if (axis >= shape_.size()) ThrowNoAxis(axis);
+    return shape_[axis];
+  }
 
   // The elements as T, which must be the C++ type of type() (float, double, int64_t,
   // int32_t, int8_t, uint8_t, bool): checked, Error(Model) otherwise, so that a kernel
@@ -123,6 +128,7 @@ class Tensor {
 
  private:
   void CheckType(DataType wanted) const;
+  [[noreturn]] void ThrowNoAxis(size_t axis) const;
 
   DataType type_ = DataType::kFloat;
   Shape shape_;
