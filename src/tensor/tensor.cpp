@@ -126,11 +126,24 @@ void Tensor::Reshape(Shape shape) {
 }
 
 double ValueAt(const Tensor& t, size_t index) {
+  if (index >= t.size()) {
+    throw Error(ErrorCode::Model, fmt::format("element {} of a tensor of shape {}", index, ShapeText(t.shape())));
+  }
   return VisitNumeric(t.type(), [&](auto zero) { return static_cast<double>(t.data<decltype(zero)>()[index]); });
 }
 
 int64_t IntAt(const Tensor& t, size_t index) {
-  return VisitNumeric(t.type(), [&](auto zero) { return static_cast<int64_t>(t.data<decltype(zero)>()[index]); });
+  if (index >= t.size()) {
+    throw Error(ErrorCode::Model, fmt::format("element {} of a tensor of shape {}", index, ShapeText(t.shape())));
+  }
+  return VisitNumeric(t.type(), [&](auto zero) -> int64_t {
+    using T = decltype(zero);
+    const T v = t.data<T>()[index];
+    if constexpr (std::is_floating_point_v<T>) {
+      if (!(v > -9.2e18 && v < 9.2e18)) throw Error(ErrorCode::Model, fmt::format("{} is not an integer", v));
+    }
+    return static_cast<int64_t>(v);
+  });
 }
 
 std::vector<int64_t> Ints(const Tensor& t) {

@@ -154,7 +154,8 @@ decltype(auto) VisitNumeric(DataType type, F&& f) {
   throw UnsupportedError("string elements here");
 }
 
-// The element at `index` as a double / int64 (numeric tensors).
+// The element at `index` as a double / int64 (numeric tensors). Error(Model) past the
+// end, and for a float too large for an int64.
 double ValueAt(const Tensor& t, size_t index);
 int64_t IntAt(const Tensor& t, size_t index);
 // The elements of an integer tensor (shape inputs: Reshape, Slice, axes), as int64.
