@@ -77,6 +77,16 @@ T FromDouble(double v) {
   }
 }
 
+// Advances a row-major multi-index over `shape` (the last axis fastest), wrapping to
+// all zeros after the last position.
+template <typename Index, typename Dims>
+void NextIndex(std::vector<Index>& index, const Dims& shape) {
+  for (size_t i = index.size(); i-- > 0;) {
+    if (++index[i] < static_cast<Index>(shape[i])) return;
+    index[i] = 0;
+  }
+}
+
 // Row-major strides of `shape`.
 std::vector<size_t> Strides(const Shape& shape);
 

@@ -77,10 +77,7 @@ void ForEachWindow(const Window& w, F&& f) {
   for (size_t o = 0; o < count; ++o) {
     for (size_t i = 0; i < n; ++i) start[i] = at[i] * w.stride[i] - w.pad_begin[i];
     f(o, start);
-    for (size_t i = n; i-- > 0;) {
-      if (++at[i] < w.out[i]) break;
-      at[i] = 0;
-    }
+    NextIndex(at, w.out);
   }
 }
 
@@ -103,10 +100,7 @@ size_t ForEachTap(const Window& w, const std::vector<int64_t>& start, const std:
     }
     if (in_padding) ++padded;
     if (inside) f(t, offset);
-    for (size_t i = n; i-- > 0;) {
-      if (++k[i] < w.kernel[i]) break;
-      k[i] = 0;
-    }
+    NextIndex(k, w.kernel);
   }
   return padded;
 }
@@ -226,16 +220,11 @@ void ConvTranspose(const Node& node, std::span<const Tensor* const> in, std::spa
       auto px = x.data<T>();
       auto pw = wt.data<T>();
       std::vector<double> acc(out[0].size(), 0.0);
-      std::vector<int64_t> pos(n), k(n);
+      std::vector<int64_t> pos(n, 0), k(n);  // pos: input element p's position, row-major
       for (int64_t b = 0; b < x.dim(0); ++b) {
         for (int64_t c = 0; c < channels; ++c) {
           const int64_t g = c / per_group_in;
-          for (size_t p = 0; p < plane; ++p) {
-            for (size_t i = 0, rest = p; i < n; ++i) {  // p's position, row-major
-              const size_t below = ElementCount(Shape(in_sp.begin() + static_cast<int64_t>(i) + 1, in_sp.end()));
-              pos[i] = static_cast<int64_t>(rest / below);
-              rest %= below;
-            }
+          for (size_t p = 0; p < plane; ++p, NextIndex(pos, in_sp)) {
             const double v = static_cast<double>(px[static_cast<size_t>(b * channels + c) * plane + p]);
             std::fill(k.begin(), k.end(), 0);
             for (size_t t = 0; t < taps; ++t) {
@@ -255,10 +244,7 @@ void ConvTranspose(const Node& node, std::span<const Tensor* const> in, std::spa
                       v * static_cast<double>(pw[static_cast<size_t>(c * per_group_out + m) * taps + t]);
                 }
               }
-              for (size_t i = n; i-- > 0;) {
-                if (++k[i] < kernel[i]) break;
-                k[i] = 0;
-              }
+              NextIndex(k, kernel);
             }
           }
         }
@@ -539,10 +525,7 @@ void Pad(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> 
     } else {
       CopyElement(x, from, out[0], n);
     }
-    for (size_t i = rank; i-- > 0;) {
-      if (++index[i] < shape[i]) break;
-      index[i] = 0;
-    }
+    NextIndex(index, shape);
   }
 }
 

@@ -253,10 +253,7 @@ void ScatterElements(const Node& node, std::span<const Tensor* const> in, std::s
       at += static_cast<size_t>(v) * strides[a];
     }
     CopyElement(updates, n, out[0], at);
-    for (size_t a = idx.rank(); a-- > 0;) {
-      if (++pos[a] < idx.dim(a)) break;
-      pos[a] = 0;
-    }
+    NextIndex(pos, idx.shape());
   }
 }
 

@@ -247,10 +247,7 @@ void Slice(const Node& node, std::span<const Tensor* const> in, std::span<Tensor
     size_t from = 0;
     for (size_t i = 0; i < rank; ++i) from += static_cast<size_t>(first[i] + index[i] * step[i]) * src[i];
     CopyElement(x, from, out[0], n);
-    for (size_t i = rank; i-- > 0;) {
-      if (++index[i] < shape[i]) break;
-      index[i] = 0;
-    }
+    NextIndex(index, shape);
   }
 }
 
@@ -299,10 +296,7 @@ void GatherElements(const Node& node, std::span<const Tensor* const> in, std::sp
       from += static_cast<size_t>(v) * src[i];
     }
     CopyElement(x, from, out[0], n);
-    for (size_t i = x.rank(); i-- > 0;) {
-      if (++index[i] < idx.dim(i)) break;
-      index[i] = 0;
-    }
+    NextIndex(index, idx.shape());
   }
 }
 
@@ -332,10 +326,7 @@ void Tile(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
     size_t from = 0;
     for (size_t i = 0; i < x.rank(); ++i) from += static_cast<size_t>(index[i] % x.dim(i)) * src[i];
     CopyElement(x, from, out[0], n);
-    for (size_t i = x.rank(); i-- > 0;) {
-      if (++index[i] < shape[i]) break;
-      index[i] = 0;
-    }
+    NextIndex(index, shape);
   }
 }
 

@@ -12,6 +12,7 @@
 #include "../support/temp_dir.hpp"
 #include "loaders.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/core/file.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/tensor/onnx_import.hpp"
 
@@ -244,31 +245,38 @@ TEST(OnnxLoader, GarbageIsRejected) {
   EXPECT_THROW(LoadModel(dir / "does-not-exist.onnx"), Error);
 }
 
+// The ONNX backend's pytorch-converted tests (Debian's libonnx-testdata): models
+// exported by PyTorch with its inputs and outputs. Empty when the package is absent
+// (a failure when CI=true; the caller skips).
+std::filesystem::path PytorchConverted() {
+  const std::filesystem::path root = "/usr/share/libonnx-testdata/data/pytorch-converted";
+  if (std::filesystem::exists(root)) return root;
+  const char* ci = std::getenv("CI");
+  if (ci != nullptr && std::string(ci) == "true")
+    ADD_FAILURE() << root << " is missing: apt-get install libonnx-testdata";
+  return {};
+}
+
+tensor::Tensor ReadTensor(const std::filesystem::path& file) {
+  return tensor::LoadOnnxTensor(ReadFileBytes(file), file.string());
+}
+
 // Graphs the dense fast path refuses (rank 4 with Reshape/Transpose, integer inputs to
 // an embedding, a 3-D softmax) are served by the general tensor runtime through the
 // same row interface, and agree with what PyTorch computed for them (the
 // pytorch-converted tests of Debian's libonnx-testdata: model, input and PyTorch's
 // output). Rows are scored three batches at a time: the file fixes the batch.
 TEST(OnnxLoader, GraphsPastTheFastPathRunOnTheGeneralRuntime) {
-  const std::filesystem::path root = "/usr/share/libonnx-testdata/data/pytorch-converted";
-  if (!std::filesystem::exists(root)) {
-    const char* ci = std::getenv("CI");
-    if (ci != nullptr && std::string(ci) == "true") FAIL() << root << " is missing: apt-get install libonnx-testdata";
-    GTEST_SKIP() << root << " is missing (Debian package libonnx-testdata)";
-  }
+  const auto root = PytorchConverted();
+  if (root.empty()) GTEST_SKIP() << "libonnx-testdata is missing (Debian package libonnx-testdata)";
   for (const char* test : {"test_PixelShuffle", "test_Embedding", "test_log_softmax_dim3"}) {
     SCOPED_TRACE(test);
     const auto dir = root / test;
     auto model = LoadModel(dir / "model.onnx");
     ASSERT_NE(model->tensor(), nullptr) << "the fast path would have served it";
     EXPECT_NE(model->info().producer.find("general tensor runtime"), std::string::npos);
-    auto read = [](const std::filesystem::path& file) {
-      std::ifstream in(file, std::ios::binary);
-      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      return tensor::LoadOnnxTensor(bytes, file.string());
-    };
-    const auto input = read(dir / "test_data_set_0" / "input_0.pb");
-    const auto want = read(dir / "test_data_set_0" / "output_0.pb");
+    const auto input = ReadTensor(dir / "test_data_set_0" / "input_0.pb");
+    const auto want = ReadTensor(dir / "test_data_set_0" / "output_0.pb");
     const size_t batch = static_cast<size_t>(input.dim(0));
     std::vector<float> rows;
     for (int copy = 0; copy < 3; ++copy) {
@@ -289,20 +297,12 @@ TEST(OnnxLoader, GraphsPastTheFastPathRunOnTheGeneralRuntime) {
 // input) gets no prediction (NaN, which the worker records as a failed row); the rows
 // around it are served as PyTorch computed them.
 TEST(OnnxLoader, ARowTheGeneralRuntimeCannotRunFailsAlone) {
-  const std::filesystem::path dir = "/usr/share/libonnx-testdata/data/pytorch-converted/test_Embedding";
-  if (!std::filesystem::exists(dir)) {
-    const char* ci = std::getenv("CI");
-    if (ci != nullptr && std::string(ci) == "true") FAIL() << dir << " is missing: apt-get install libonnx-testdata";
-    GTEST_SKIP() << dir << " is missing (Debian package libonnx-testdata)";
-  }
+  const auto root = PytorchConverted();
+  if (root.empty()) GTEST_SKIP() << "libonnx-testdata is missing (Debian package libonnx-testdata)";
+  const auto dir = root / "test_Embedding";
   auto model = LoadModel(dir / "model.onnx");
-  auto read = [](const std::filesystem::path& file) {
-    std::ifstream in(file, std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return tensor::LoadOnnxTensor(bytes, file.string());
-  };
-  const auto input = read(dir / "test_data_set_0" / "input_0.pb");
-  const auto want = read(dir / "test_data_set_0" / "output_0.pb");
+  const auto input = ReadTensor(dir / "test_data_set_0" / "input_0.pb");
+  const auto want = ReadTensor(dir / "test_data_set_0" / "output_0.pb");
   ASSERT_EQ(model->input_width(), input.size());
   std::vector<float> good;
   for (size_t i = 0; i < input.size(); ++i) good.push_back(static_cast<float>(tensor::ValueAt(input, i)));
