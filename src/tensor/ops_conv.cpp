@@ -163,28 +163,29 @@ void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
   });
 }
 
-// The transpose of Conv: each input element spreads x * w over the output window.
-void ConvTranspose(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
-  const Tensor& x = Required(node, in, 0);
-  const Tensor& wt = Required(node, in, 1);
-  const Tensor* bias = in.size() > 2 ? in[2] : nullptr;
-  if (x.rank() < 3 || wt.rank() != x.rank() || wt.type() != x.type()) {
-    throw Error(ErrorCode::Model, "ConvTranspose's weight does not match its input");
-  }
-  const size_t n = x.rank() - 2;
-  const int64_t group = node.Int("group", 1), channels = x.dim(1);
-  if (group <= 0 || channels % group != 0 || wt.dim(0) != channels)
-    throw Error(ErrorCode::Model, "ConvTranspose's groups");
-  const int64_t per_group_out = wt.dim(1), filters = per_group_out * group, per_group_in = channels / group;
-  if (bias != nullptr && bias->size() != static_cast<size_t>(filters))
-    throw Error(ErrorCode::Model, "ConvTranspose's bias");
-  const Shape in_sp(x.shape().begin() + 2, x.shape().end()), kernel(wt.shape().begin() + 2, wt.shape().end());
-  const auto stride = ListOr(node, "strides", n, 1), dil = ListOr(node, "dilations", n, 1);
+// Where ConvTranspose's output lies: its spatial size and the pads cut from it (an
+// `output_shape` or SAME auto_pad sets the pads; a negative end pad grows the output).
+struct TransposeGeometry {
+  std::vector<int64_t> stride, dil, pads;  // pads: begins then ends
+  Shape out;                               // spatial
+};
+
+TransposeGeometry TransposeGeometryOf(const Node& node, const Shape& in_sp, const Shape& kernel) {
+  const size_t n = in_sp.size();
+  TransposeGeometry g;
+  g.stride = ListOr(node, "strides", n, 1);
+  g.dil = ListOr(node, "dilations", n, 1);
   const auto extra = ListOr(node, "output_padding", n, 0);
-  auto pads = ListOr(node, "pads", 2 * n, 0);
+  g.pads = ListOr(node, "pads", 2 * n, 0);
   const auto out_shape = node.IntList("output_shape");
+  if (!out_shape.empty() && out_shape.size() < n) {
+    throw Error(ErrorCode::Model, "ConvTranspose's output_shape has fewer values than spatial axes");
+  }
   const std::string auto_pad = node.String("auto_pad", "NOTSET");
-  Shape out_sp(n);
+  auto& stride = g.stride;
+  auto& dil = g.dil;
+  auto& pads = g.pads;
+  g.out.resize(n);
   for (size_t i = 0; i < n; ++i) {
     if (stride[i] <= 0 || dil[i] <= 0 || stride[i] > (1 << 20) || dil[i] > (1 << 20) || kernel[i] > (1 << 20) ||
         extra[i] < 0 || extra[i] > (1 << 20) || pads[i] < 0 || pads[i + n] < 0 || pads[i] > (1 << 20) ||
@@ -205,9 +206,33 @@ void ConvTranspose(const Node& node, std::span<const Tensor* const> in, std::spa
       pads[i] = total <= 0 ? 0 : (upper ? total / 2 : total - total / 2);
       pads[i + n] = total - pads[i];
     }
-    out_sp[i] = full - pads[i] - pads[i + n];
-    if (out_sp[i] < 0) throw Error(ErrorCode::Model, "ConvTranspose's output would be empty");
+    g.out[i] = full - pads[i] - pads[i + n];
+    if (g.out[i] < 0) throw Error(ErrorCode::Model, "ConvTranspose's output would be empty");
   }
+  return g;
+}
+
+// The transpose of Conv: each input element spreads x * w over the output window.
+void ConvTranspose(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  const Tensor& wt = Required(node, in, 1);
+  const Tensor* bias = in.size() > 2 ? in[2] : nullptr;
+  if (x.rank() < 3 || wt.rank() != x.rank() || wt.type() != x.type()) {
+    throw Error(ErrorCode::Model, "ConvTranspose's weight does not match its input");
+  }
+  const size_t n = x.rank() - 2;
+  const int64_t group = node.Int("group", 1), channels = x.dim(1);
+  if (group <= 0 || channels % group != 0 || wt.dim(0) != channels)
+    throw Error(ErrorCode::Model, "ConvTranspose's groups");
+  const int64_t per_group_out = wt.dim(1), filters = per_group_out * group, per_group_in = channels / group;
+  if (bias != nullptr && bias->size() != static_cast<size_t>(filters))
+    throw Error(ErrorCode::Model, "ConvTranspose's bias");
+  const Shape in_sp(x.shape().begin() + 2, x.shape().end()), kernel(wt.shape().begin() + 2, wt.shape().end());
+  const TransposeGeometry geometry = TransposeGeometryOf(node, in_sp, kernel);
+  const auto& stride = geometry.stride;
+  const auto& dil = geometry.dil;
+  const auto& pads = geometry.pads;
+  const Shape& out_sp = geometry.out;
   Shape shape{x.dim(0), filters};
   shape.insert(shape.end(), out_sp.begin(), out_sp.end());
   out[0] = Tensor(x.type(), shape);

@@ -151,6 +151,22 @@ TEST(TensorTest, GraphsRunAndFailNamingTheNode) {
   EXPECT_NE(FindKernel("", "Mish", 18), nullptr);
 }
 
+// A hostile attribute: an output_shape with fewer values than the spatial axes was read
+// before its start (ConvTranspose); now a clear error naming the node.
+TEST(TensorTest, ConvTransposeRefusesAShortOutputShape) {
+  onnx::ModelProto m;
+  m.ParseFromString(OneNodeModel("ConvTranspose", 17, 2));
+  auto* a = m.mutable_graph()->mutable_node(0)->add_attribute();
+  a->set_name("output_shape");
+  a->set_type(onnx::AttributeProto_AttributeType_INTS);
+  a->add_ints(5);
+  Session session(LoadOnnxGraph(m.SerializeAsString(), "ct.onnx"));
+  EXPECT_EQ(MessageOf([&] {
+              session.Run({Tensor(DataType::kFloat, {1, 1, 3, 3}), Tensor(DataType::kFloat, {1, 1, 2, 2})});
+            }),
+            "node 'the_node' (ConvTranspose): ConvTranspose's output_shape has fewer values than spatial axes");
+}
+
 TEST(TensorTest, ValuesMayNotOutgrowTheSessionBudget) {
   // Expand a scalar to a shape given as input: the budget stops it, naming the node.
   auto graph = LoadOnnxGraph(OneNodeModel("Expand", 13, 2, onnx::TensorProto_DataType_INT64), "expand.onnx");
