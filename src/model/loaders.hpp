@@ -9,7 +9,8 @@
 
 #include "runnel/model/graph.hpp"
 #include "runnel/model/model.hpp"
-#include "runnel/model/trees.hpp"
+#include "runnel/tensor/graph.hpp"
+#include "runnel/tensor/trees.hpp"
 
 namespace runnel::model {
 
@@ -29,8 +30,9 @@ struct LoadedTrees {
 };
 
 LoadedTrees LoadXGBoostJson(std::string_view bytes, const std::string& source);
-// An ONNX model whose work is one ai.onnx.ml tree ensemble; nullopt for any other ONNX
-// model (LoadOnnx reads those). Throws Error(Model) for an ensemble it cannot run.
-std::optional<LoadedTrees> LoadOnnxTrees(std::string_view bytes, const std::string& source);
+// An ONNX graph whose work is one ai.onnx.ml tree ensemble over a float [N, F] input,
+// served from the compiled ensemble; nullopt for any other graph (the general runtime
+// serves those). Throws Error(Model) for an ensemble it cannot run.
+std::optional<LoadedTrees> OnnxTrees(const tensor::Graph& graph, const std::string& source);
 
 }  // namespace runnel::model

@@ -142,8 +142,9 @@ LoadedGraph LoadModelGraph(std::string_view bytes, const std::string& source) {
   throw Error(ErrorCode::Model, fmt::format("{}: unknown model format", source));
 }
 
-// An ONNX graph: the dense fast path when its loader takes the graph, else the general
-// tensor runtime, whose error is the one reported when neither can run it.
+// An ONNX graph: the dense fast path when its loader takes the graph, else a tree
+// ensemble served from its compiled trees, else the general tensor runtime, whose
+// error is the one reported when none can run it.
 std::shared_ptr<const Model> LoadOnnxModel(std::string_view bytes, const std::string& source,
                                            const std::string& version) {
   try {
@@ -151,9 +152,13 @@ std::shared_ptr<const Model> LoadOnnxModel(std::string_view bytes, const std::st
     loaded.info.version = version;
     return std::make_shared<const Model>(std::move(loaded.graph), std::move(loaded.info));
   } catch (const Error&) {
-    // Not a dense tabular graph: the general runtime below.
+    // Not a dense tabular graph: the paths below.
   }
   auto graph = tensor::LoadOnnxGraph(bytes, source);
+  if (auto trees = OnnxTrees(*graph, source)) {
+    trees->info.version = version;
+    return std::make_shared<const Model>(std::move(trees->ensemble), std::move(trees->info));
+  }
   ModelInfo info;
   info.format = ModelFormat::Onnx;
   info.source = source;
@@ -179,7 +184,6 @@ std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string
   }
   std::optional<LoadedTrees> trees;
   if (!bytes.empty() && DetectModelFormat(bytes) == ModelFormat::XGBoostJson) trees = LoadXGBoostJson(bytes, source);
-  if (!bytes.empty() && DetectModelFormat(bytes) == ModelFormat::Onnx) trees = LoadOnnxTrees(bytes, source);
   if (trees) {
     trees->info.version = version;
     return std::make_shared<const Model>(std::move(trees->ensemble), std::move(trees->info));

@@ -30,6 +30,25 @@ T FromFloat(float v, const std::string& input) {
   }
 }
 
+// The class labels (classlabels_strings) of the classifier node that computes value
+// `id`, or none.
+std::vector<std::string> ClassLabels(const tensor::Graph& graph, int id) {
+  for (const auto& node : graph.nodes) {
+    if (std::find(node.outputs.begin(), node.outputs.end(), id) == node.outputs.end()) continue;
+    const auto* labels = node.Find("classlabels_strings");
+    return labels != nullptr ? labels->strings : std::vector<std::string>{};
+  }
+  return {};
+}
+
+// Element `i` of an output as a row value: a string label as its index among the
+// labels (NaN, so the row fails, for any other string).
+float OutputValue(const Tensor& t, size_t i, const std::vector<std::string>& labels) {
+  if (t.type() != DataType::kString) return static_cast<float>(tensor::ValueAt(t, i));
+  const auto it = std::find(labels.begin(), labels.end(), t.strings().at(i));
+  return it == labels.end() ? std::numeric_limits<float>::quiet_NaN() : static_cast<float>(it - labels.begin());
+}
+
 }  // namespace
 
 std::shared_ptr<const TensorModel> TensorModel::Load(std::shared_ptr<const tensor::Graph> graph,
@@ -100,7 +119,11 @@ void TensorModel::ProbeOutputs() {
     port.name = graph_->value_names[static_cast<size_t>(graph_->outputs[i])];
     port.type = t.type();
     if (t.type() == DataType::kString) {
-      throw Error(ErrorCode::Model, fmt::format("{}: output '{}' holds strings, not yet served", source_, port.name));
+      port.labels = ClassLabels(*graph_, graph_->outputs[i]);
+      if (port.labels.empty())
+        throw Error(ErrorCode::Model, fmt::format("{}: output '{}' holds strings that are not a classifier's labels, "
+                                                  "not yet served",
+                                                  source_, port.name));
     }
     if (t.rank() == 0 || static_cast<size_t>(t.dim(0)) != rows) {
       throw Error(ErrorCode::Model, fmt::format("{}: output '{}' has shape {}: expected [batch, ...]", source_,
@@ -184,7 +207,7 @@ void TensorModel::Run(tensor::Session& session, const float* input, size_t rows,
     }
     for (size_t r = 0; r < rows; ++r) {
       for (size_t c = 0; c < port.width; ++c) {
-        output[r * output_width_ + col + c] = static_cast<float>(tensor::ValueAt(t, r * port.width + c));
+        output[r * output_width_ + col + c] = OutputValue(t, r * port.width + c, port.labels);
       }
     }
     col += port.width;
@@ -205,7 +228,8 @@ std::vector<std::string> TensorModel::Describe() const {
   }
   for (const auto& p : outputs_) {
     lines.push_back(
-        fmt::format("{:<28} Output     {} {}", p.name, tensor::DataTypeName(static_cast<int>(p.type)), shape(p)));
+        fmt::format("{:<28} Output     {} {}{}", p.name, tensor::DataTypeName(static_cast<int>(p.type)), shape(p),
+                    p.labels.empty() ? "" : fmt::format(" (served as the index of: {})", fmt::join(p.labels, ", "))));
   }
   return lines;
 }

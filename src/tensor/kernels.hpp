@@ -18,6 +18,7 @@ struct KernelEntry {
   int since = 1;  // the first opset whose semantics the kernel implements
   Kernel kernel;
   std::string_view domain = "";
+  Prepare prepare = nullptr;  // run once at load, when the kernel needs a state
 };
 
 // One function per family file, each adding its operators.
@@ -27,6 +28,8 @@ void AddReduceKernels(std::vector<KernelEntry>& table);       // ops_reduce.cpp
 void AddMatrixKernels(std::vector<KernelEntry>& table);       // ops_matrix.cpp
 void AddConvKernels(std::vector<KernelEntry>& table);         // ops_conv.cpp
 void AddIndexKernels(std::vector<KernelEntry>& table);        // ops_index.cpp
+void AddMlKernels(std::vector<KernelEntry>& table);           // ops_ml.cpp (ai.onnx.ml)
+void AddTreeKernels(std::vector<KernelEntry>& table);         // ops_trees.cpp (ai.onnx.ml)
 
 // `axis` in [-rank, rank) as [0, rank). Throws Error(Model).
 size_t NormalizeAxis(int64_t axis, size_t rank);

@@ -102,10 +102,22 @@ Tensor ReadTensor(const onnx::TensorProto& p, const std::string& source, const s
   return t;
 }
 
+// A sequence of maps to float tensors: what ZipMap (ai.onnx.ml) makes of a
+// classifier's probabilities.
+bool IsZipMapValue(const onnx::TypeProto& type) {
+  if (!type.has_sequence_type() || !type.sequence_type().elem_type().has_map_type()) return false;
+  const auto& value = type.sequence_type().elem_type().map_type().value_type();
+  return value.has_tensor_type() && value.tensor_type().elem_type() == onnx::TensorProto_DataType_FLOAT;
+}
+
 ValueInfo ReadValueInfo(const onnx::ValueInfoProto& v, const std::string& source) {
   ValueInfo info;
   info.name = v.name();
   if (!v.has_type()) return info;
+  if (IsZipMapValue(v.type())) {
+    info.type = DataType::kFloat;  // ZipMap's maps are held as their [N, classes] probabilities
+    return info;
+  }
   if (!v.type().has_tensor_type()) {
     throw UnsupportedError(
         fmt::format("{}: value '{}' is not a tensor (sequences, maps and optionals)", source, v.name()));
@@ -121,10 +133,25 @@ ValueInfo ReadValueInfo(const onnx::ValueInfoProto& v, const std::string& source
   return info;
 }
 
+// An attribute's type: as declared, or, in files that leave it out (IR version 1 had
+// no type field), the kind of the field that holds its value.
+onnx::AttributeProto::AttributeType TypeOfAttribute(const onnx::AttributeProto& a) {
+  using A = onnx::AttributeProto;
+  if (a.type() != A::UNDEFINED) return a.type();
+  if (a.ints_size() > 0) return A::INTS;
+  if (a.floats_size() > 0) return A::FLOATS;
+  if (a.strings_size() > 0) return A::STRINGS;
+  if (a.has_t()) return A::TENSOR;
+  if (a.has_s()) return A::STRING;
+  if (a.has_i()) return A::INT;
+  if (a.has_f()) return A::FLOAT;
+  return A::UNDEFINED;
+}
+
 Attribute ReadAttribute(const onnx::AttributeProto& a, const std::string& source, const std::string& node) {
   Attribute out;
   using A = onnx::AttributeProto;
-  switch (a.type()) {
+  switch (TypeOfAttribute(a)) {
     case A::FLOAT:
       out.kind = Attribute::Kind::kFloat;
       out.f = a.f();
@@ -221,6 +248,18 @@ class GraphBuilder {
                                          node.op, node.opset, node.Label(), source_));
     }
     for (const auto& a : p.attribute()) node.attributes[a.name()] = ReadAttribute(a, source_, node.Label());
+    if (const Prepare prepare = FindPrepare(node.domain, node.op, node.opset)) {
+      try {
+        node.state = prepare(node);
+      } catch (const UnsupportedError& e) {
+        // "unsupported: Op (opset N): node 'x' of file: what"
+        const std::string_view what = std::string_view(e.what()).substr(std::string_view("unsupported: ").size());
+        throw UnsupportedError(
+            fmt::format("{} (opset {}): {} of {}: {}", node.op, node.opset, node.Label(), source_, what));
+      } catch (const Error& e) {
+        Fail(source_, fmt::format("{}: {}", node.Label(), e.what()));
+      }
+    }
     for (const auto& name : p.input()) {
       if (name.empty()) {
         node.inputs.push_back(-1);

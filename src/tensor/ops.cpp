@@ -17,22 +17,34 @@ const std::vector<KernelEntry>& Table() {
     AddMatrixKernels(t);
     AddConvKernels(t);
     AddIndexKernels(t);
+    AddMlKernels(t);
+    AddTreeKernels(t);
     return t;
   }();
   return table;
 }
 
-}  // namespace
-
-Kernel FindKernel(std::string_view domain, std::string_view op, int opset) {
+// The entry with the latest `since` not past the model's opset.
+const KernelEntry* FindEntry(std::string_view domain, std::string_view op, int opset) {
   if (domain == "ai.onnx") domain = "";
-  // The entry with the latest `since` not past the model's opset.
   const KernelEntry* best = nullptr;
   for (const auto& e : Table()) {
     if (e.op != op || e.domain != domain || e.since > opset) continue;
     if (best == nullptr || e.since > best->since) best = &e;
   }
-  return best != nullptr ? best->kernel : nullptr;
+  return best;
+}
+
+}  // namespace
+
+Kernel FindKernel(std::string_view domain, std::string_view op, int opset) {
+  const KernelEntry* e = FindEntry(domain, op, opset);
+  return e != nullptr ? e->kernel : nullptr;
+}
+
+Prepare FindPrepare(std::string_view domain, std::string_view op, int opset) {
+  const KernelEntry* e = FindEntry(domain, op, opset);
+  return e != nullptr ? e->prepare : nullptr;
 }
 
 size_t NormalizeAxis(int64_t axis, size_t rank) {

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 
 #include "kernels.hpp"
 #include "runnel/tensor/conformance.hpp"
@@ -149,6 +150,144 @@ TEST(TensorTest, GraphsRunAndFailNamingTheNode) {
             "unsupported: Frobnicate (opset 17): node 'the_node' (Frobnicate) of f.onnx");
   EXPECT_EQ(FindKernel("", "Mish", 17), nullptr) << "Mish exists from opset 18";
   EXPECT_NE(FindKernel("", "Mish", 18), nullptr);
+}
+
+// A one-node ai.onnx.ml model y = op(x) with x of element type `elem`; `set` adds the
+// node's attributes.
+std::string OneMlNodeModel(const std::string& op, int elem, int opset,
+                           const std::function<void(onnx::NodeProto&)>& set) {
+  onnx::ModelProto m;
+  m.ParseFromString(OneNodeModel(op, 17, 1, elem));
+  auto* ml = m.add_opset_import();
+  ml->set_domain("ai.onnx.ml");
+  ml->set_version(opset);
+  auto* node = m.mutable_graph()->mutable_node(0);
+  node->set_domain("ai.onnx.ml");
+  set(*node);
+  return m.SerializeAsString();
+}
+
+onnx::AttributeProto* AddAttribute(onnx::NodeProto& node, const std::string& name,
+                                   onnx::AttributeProto_AttributeType type) {
+  auto* a = node.add_attribute();
+  a->set_name(name);
+  a->set_type(type);
+  return a;
+}
+
+Tensor Strings(std::vector<std::string> values) {
+  Tensor t(DataType::kString, {static_cast<int64_t>(values.size())});
+  t.strings() = std::move(values);
+  return t;
+}
+
+// The expectations below are the operators' definitions in ONNX's ai.onnx.ml
+// specification, worked by hand on small inputs (scikit-learn checks the operators
+// it uses in tests/model/sklearn_pipeline_test.cpp).
+TEST(TensorTest, MlLookupOperatorsFollowTheSpecification) {
+  using A = onnx::AttributeProto;
+  // LabelEncoder (opset 2): strings to integers, a default for unknown keys.
+  auto encoder = LoadOnnxGraph(OneMlNodeModel("LabelEncoder", onnx::TensorProto_DataType_STRING, 2,
+                                              [](auto& n) {
+                                                auto* keys = AddAttribute(n, "keys_strings", A::STRINGS);
+                                                keys->add_strings("cat");
+                                                keys->add_strings("dog");
+                                                auto* values = AddAttribute(n, "values_int64s", A::INTS);
+                                                values->add_ints(7);
+                                                values->add_ints(9);
+                                                AddAttribute(n, "default_int64", A::INT)->set_i(-5);
+                                              }),
+                               "le.onnx");
+  auto encoded = Session(encoder).Run({Strings({"dog", "emu", "cat"})});
+  EXPECT_EQ(std::vector<int64_t>(encoded[0].data<int64_t>().begin(), encoded[0].data<int64_t>().end()),
+            (std::vector<int64_t>{9, -5, 7}));
+
+  // CategoryMapper: integers to their strings, the default string for others.
+  auto mapper = LoadOnnxGraph(OneMlNodeModel("CategoryMapper", onnx::TensorProto_DataType_INT64, 1,
+                                             [](auto& n) {
+                                               auto* strings = AddAttribute(n, "cats_strings", A::STRINGS);
+                                               strings->add_strings("low");
+                                               strings->add_strings("high");
+                                               auto* ints = AddAttribute(n, "cats_int64s", A::INTS);
+                                               ints->add_ints(1);
+                                               ints->add_ints(2);
+                                               AddAttribute(n, "default_string", A::STRING)->set_s("other");
+                                             }),
+                              "cm.onnx");
+  const std::vector<int64_t> codes{2, 3, 1};
+  auto mapped = Session(mapper).Run({Tensor::Of<int64_t>(DataType::kInt64, {3}, codes)});
+  EXPECT_EQ(mapped[0].strings(), (std::vector<std::string>{"high", "other", "low"}));
+
+  // OneHotEncoder: unknown categories are zeros, or an error naming the element.
+  auto one_hot = [](int zeros) {
+    return LoadOnnxGraph(OneMlNodeModel("OneHotEncoder", onnx::TensorProto_DataType_INT64, 1,
+                                        [zeros](auto& n) {
+                                          auto* cats = AddAttribute(n, "cats_int64s", A::INTS);
+                                          cats->add_ints(4);
+                                          cats->add_ints(8);
+                                          AddAttribute(n, "zeros", A::INT)->set_i(zeros);
+                                        }),
+                         "ohe.onnx");
+  };
+  const std::vector<int64_t> values{8, 5};
+  auto hot = Session(one_hot(1)).Run({Tensor::Of<int64_t>(DataType::kInt64, {2}, values)});
+  EXPECT_EQ(hot[0].shape(), (Shape{2, 2}));
+  EXPECT_EQ(std::vector<float>(hot[0].data<float>().begin(), hot[0].data<float>().end()),
+            (std::vector<float>{0, 1, 0, 0}));
+  Session strict(one_hot(0));
+  EXPECT_EQ(MessageOf([&] { strict.Run({Tensor::Of<int64_t>(DataType::kInt64, {2}, values)}); }),
+            "node 'the_node' (OneHotEncoder): element 1 is not one of the 2 categories");
+
+  // Binarizer: 1 above the threshold, 0 at or below it.
+  auto binarizer = LoadOnnxGraph(OneMlNodeModel("Binarizer", onnx::TensorProto_DataType_FLOAT, 1,
+                                                [](auto& n) { AddAttribute(n, "threshold", A::FLOAT)->set_f(0.5f); }),
+                                 "bin.onnx");
+  const std::vector<float> x{0.2f, 0.5f, 0.7f};
+  auto bits = Session(binarizer).Run({Tensor::Of<float>(DataType::kFloat, {3}, x)});
+  EXPECT_EQ(std::vector<float>(bits[0].data<float>().begin(), bits[0].data<float>().end()),
+            (std::vector<float>{0, 0, 1}));
+}
+
+TEST(TensorTest, MlOperatorsRefuseInconsistentAttributesNamingThem) {
+  using A = onnx::AttributeProto;
+  // LinearClassifier: 3 coefficients cannot be 2 classes of a 2-feature input.
+  auto linear = LoadOnnxGraph(OneMlNodeModel("LinearClassifier", onnx::TensorProto_DataType_FLOAT, 1,
+                                             [](auto& n) {
+                                               auto* c = AddAttribute(n, "coefficients", A::FLOATS);
+                                               for (float v : {1.0f, 2.0f, 3.0f}) c->add_floats(v);
+                                               auto* labels = AddAttribute(n, "classlabels_ints", A::INTS);
+                                               labels->add_ints(0);
+                                               labels->add_ints(1);
+                                               n.add_output("scores");
+                                             }),
+                              "lc.onnx");
+  EXPECT_EQ(MessageOf([&] {
+              Session(linear).Run({Tensor(DataType::kFloat, {1, 2})});
+            }),
+            "node 'the_node' (LinearClassifier): 3 coefficients for 2 outputs of 2 features");
+  // CategoryMapper: the two lists must pair up (checked at load).
+  EXPECT_EQ(MessageOf([] {
+              LoadOnnxGraph(
+                  OneMlNodeModel("CategoryMapper", onnx::TensorProto_DataType_INT64, 1,
+                                 [](auto& n) { AddAttribute(n, "cats_strings", A::STRINGS)->add_strings("a"); }),
+                  "cm.onnx");
+            }),
+            "cm.onnx: node 'the_node' (CategoryMapper): 1 cats_strings for 0 cats_int64s");
+  // ArrayFeatureExtractor: an index past the columns.
+  onnx::ModelProto m;
+  m.ParseFromString(OneNodeModel("ArrayFeatureExtractor", 17, 2));
+  m.mutable_graph()->mutable_input(1)->mutable_type()->mutable_tensor_type()->set_elem_type(
+      onnx::TensorProto_DataType_INT64);
+  auto* ml = m.add_opset_import();
+  ml->set_domain("ai.onnx.ml");
+  ml->set_version(1);
+  m.mutable_graph()->mutable_node(0)->set_domain("ai.onnx.ml");
+  Session extract(LoadOnnxGraph(m.SerializeAsString(), "afe.onnx"));
+  const std::vector<int64_t> index{3};
+  EXPECT_EQ(MessageOf([&] {
+              extract.Run({Tensor(DataType::kFloat, {2, 3}), Tensor::Of<int64_t>(DataType::kInt64, {1}, index)});
+            }),
+            "node 'the_node' (ArrayFeatureExtractor): index 3 is out of range for 3 columns");
 }
 
 // A hostile attribute: an output_shape with fewer values than the spatial axes was read

@@ -14,9 +14,11 @@
 #include "runnel/model/kernels.hpp"
 #include "runnel/model/pmml.hpp"
 #include "runnel/model/tensor_model.hpp"
-#include "runnel/model/trees.hpp"
+#include "runnel/tensor/trees.hpp"
 
 namespace runnel::model {
+
+namespace trees = tensor::trees;
 
 enum class ModelFormat { KerasH5, KerasV3, Onnx, Pmml, TfGraph, XGBoostJson };
 const char* ModelFormatName(ModelFormat format);

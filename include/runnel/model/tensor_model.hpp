@@ -2,7 +2,8 @@
 // served by the general tensor runtime (include/runnel/tensor) behind the same row
 // interface as every model: each input of shape [batch, d1, ...] (static d's, float,
 // double or integer elements) takes the next d1*... values of a row; each output is
-// flattened, in order, into the output row (converted to float).
+// flattened, in order, into the output row (converted to float; a classifier's string
+// label as its index among the classifier's labels, as for tree ensembles).
 //
 // Thread safety: immutable, shared read-only; Score runs on the caller's Session.
 #pragma once
@@ -40,6 +41,7 @@ class TensorModel {
     tensor::DataType type = tensor::DataType::kFloat;
     tensor::Shape dims;  // after the batch dimension
     size_t width = 1;    // product of dims
+    std::vector<std::string> labels;  // a string output's class labels: served as the label's index
   };
 
   TensorModel(std::shared_ptr<const tensor::Graph> graph, std::string source)

@@ -30,6 +30,16 @@ struct Attribute {
 };
 
 struct Node;
+
+// What a kernel prepares once at load from a node's attributes (a compiled tree
+// ensemble, a label map): kept on the node, shared read-only by every run.
+struct NodeState {
+  virtual ~NodeState() = default;
+};
+// Builds a node's state. Throws Error(Model) naming the attribute at fault,
+// UnsupportedError for an attribute value the kernel lacks.
+using Prepare = std::shared_ptr<const NodeState> (*)(const Node& node);
+
 // Runs `node`: inputs[i] is null for an omitted optional input; `outputs` has one
 // tensor per declared output, to be set. Throws Error(Model) naming what is wrong
 // with the values (shapes, types), UnsupportedError for what is not implemented.
@@ -44,7 +54,13 @@ struct Node {
   std::vector<int> outputs;
   std::map<std::string, Attribute, std::less<>> attributes;
   Kernel kernel = nullptr;
+  std::shared_ptr<const NodeState> state;  // from the kernel's Prepare, when it has one
 
+  // The node's state as the kernel's own type (which prepared it).
+  template <typename T>
+  const T& State() const {
+    return static_cast<const T&>(*state);
+  }
   const Attribute* Find(std::string_view key) const;
   float Float(std::string_view key, float fallback) const;
   int64_t Int(std::string_view key, int64_t fallback) const;

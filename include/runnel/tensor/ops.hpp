@@ -11,5 +11,7 @@ namespace runnel::tensor {
 // The kernel for `op` of `domain` ("" or "ai.onnx") at `opset`, or null when the
 // runtime has none (or the operator changed meaning past what it implements).
 Kernel FindKernel(std::string_view domain, std::string_view op, int opset);
+// What that kernel prepares at load, or null when it prepares nothing.
+Prepare FindPrepare(std::string_view domain, std::string_view op, int opset);
 
 }  // namespace runnel::tensor

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-namespace runnel::model::trees {
+namespace runnel::tensor::trees {
 
 // What turns a row's margins into its outputs.
 enum class Transform {
@@ -137,4 +137,4 @@ class TreeEnsemble {
   std::optional<ClassifierHead> head_;
 };
 
-}  // namespace runnel::model::trees
+}  // namespace runnel::tensor::trees

@@ -1,4 +1,4 @@
-#include "runnel/model/trees.hpp"
+#include "runnel/tensor/trees.hpp"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 
 #include "runnel/core/error.hpp"
 
-namespace runnel::model::trees {
+namespace runnel::tensor::trees {
 
 namespace {
 
@@ -285,4 +285,4 @@ void TreeEnsemble::Score(std::span<const float> input, size_t rows, std::span<fl
   }
 }
 
-}  // namespace runnel::model::trees
+}  // namespace runnel::tensor::trees
