@@ -4,9 +4,11 @@
 #include <onnx/onnx-ml.pb.h>
 #include <zip.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -87,7 +89,118 @@ void OnnxTreeSeed(const fs::path& path) {
   zipmap->set_domain("ai.onnx.ml");
   zipmap->add_input("probabilities");
   zipmap->add_output("output_probability");
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << model.SerializeAsString();
+  Write(path, model.SerializeAsString());
+}
+
+// A graph of ai.onnx.ml nodes over an input of `elem` [N, width]: each node
+// (op, inputs, outputs, attributes) in order, the last node's first output the graph's.
+struct MlNode {
+  const char* op;
+  std::vector<std::string> inputs, outputs;
+  std::function<void(onnx::NodeProto&)> attributes;
+};
+
+void MlSeed(const fs::path& path, int elem, int64_t width, const std::vector<MlNode>& nodes) {
+  onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.add_opset_import()->set_version(15);
+  auto* ml = model.add_opset_import();
+  ml->set_domain("ai.onnx.ml");
+  ml->set_version(2);
+  auto* graph = model.mutable_graph();
+  auto* input = graph->add_input();
+  input->set_name("X");
+  auto* type = input->mutable_type()->mutable_tensor_type();
+  type->set_elem_type(elem);
+  type->mutable_shape()->add_dim()->set_dim_value(2);
+  if (width > 0) type->mutable_shape()->add_dim()->set_dim_value(width);
+  for (const auto& n : nodes) {
+    auto* node = graph->add_node();
+    node->set_op_type(n.op);
+    node->set_domain("ai.onnx.ml");
+    for (const auto& i : n.inputs) node->add_input(i);
+    for (const auto& o : n.outputs) node->add_output(o);
+    n.attributes(*node);
+  }
+  graph->add_output()->set_name(nodes.back().outputs.front());
+  Write(path, model.SerializeAsString());
+}
+
+onnx::AttributeProto* Attr(onnx::NodeProto& node, const char* name, onnx::AttributeProto_AttributeType type) {
+  auto* a = node.add_attribute();
+  a->set_name(name);
+  a->set_type(type);
+  return a;
+}
+
+void Floats(onnx::NodeProto& node, const char* name, std::vector<float> values) {
+  auto* a = Attr(node, name, onnx::AttributeProto_AttributeType_FLOATS);
+  for (float v : values) a->add_floats(v);
+}
+
+void Strings(onnx::NodeProto& node, const char* name, std::vector<std::string> values) {
+  auto* a = Attr(node, name, onnx::AttributeProto_AttributeType_STRINGS);
+  for (const auto& v : values) a->add_strings(v);
+}
+
+void Ints(onnx::NodeProto& node, const char* name, std::vector<int64_t> values) {
+  auto* a = Attr(node, name, onnx::AttributeProto_AttributeType_INTS);
+  for (auto v : values) a->add_ints(v);
+}
+
+// scikit-learn pipelines as skl2onnx writes them: imputer, scaler, logistic
+// regression with string labels, ZipMap; and string categories encoded.
+void MlSeeds(const fs::path& dir) {
+  MlSeed(dir / "ml_logistic.onnx", onnx::TensorProto_DataType_FLOAT, 2,
+         {{"Imputer",
+           {"X"},
+           {"imputed"},
+           [](auto& n) {
+             Floats(n, "imputed_value_floats", {0.5f, 1.5f});
+             Attr(n, "replaced_value_float", onnx::AttributeProto_AttributeType_FLOAT)->set_f(NAN);
+           }},
+          {"Scaler",
+           {"imputed"},
+           {"scaled"},
+           [](auto& n) {
+             Floats(n, "offset", {0.5f, 1.0f});
+             Floats(n, "scale", {2.0f, 0.5f});
+           }},
+          {"LinearClassifier",
+           {"scaled"},
+           {"label", "raw"},
+           [](auto& n) {
+             Floats(n, "coefficients", {1, -1, 0.5f, 2, -2, 0});
+             Floats(n, "intercepts", {0.1f, 0.2f, -0.3f});
+             Strings(n, "classlabels_strings", {"a", "b", "c"});
+             Attr(n, "post_transform", onnx::AttributeProto_AttributeType_STRING)->set_s("LOGISTIC");
+           }},
+          {"Normalizer",
+           {"raw"},
+           {"probabilities"},
+           [](auto& n) { Attr(n, "norm", onnx::AttributeProto_AttributeType_STRING)->set_s("L1"); }},
+          {"ZipMap", {"probabilities"}, {"output_probability"}, [](auto& n) {
+             Strings(n, "classlabels_strings", {"a", "b", "c"});
+           }}});
+  MlSeed(dir / "ml_categories.onnx", onnx::TensorProto_DataType_STRING, 0,
+         {{"LabelEncoder",
+           {"X"},
+           {"codes"},
+           [](auto& n) {
+             Strings(n, "keys_strings", {"red", "green"});
+             Ints(n, "values_int64s", {4, 9});
+           }},
+          {"OneHotEncoder",
+           {"codes"},
+           {"hot"},
+           [](auto& n) {
+             Ints(n, "cats_int64s", {4, 9, -1});
+           }},
+          {"FeatureVectorizer", {"hot"}, {"features"}, [](auto& n) { Ints(n, "inputdimensions", {3}); }},
+          {"LinearRegressor", {"features"}, {"y"}, [](auto& n) {
+             Floats(n, "coefficients", {1, 2, 3});
+             Floats(n, "intercepts", {0.5f});
+           }}});
 }
 
 void OnnxSeed(const fs::path& path) {
@@ -174,6 +287,8 @@ int main(int argc, char** argv) {
   const fs::path dir = argv[1];
   fs::create_directories(dir);
   OnnxSeed(dir / "onnx/mlp.onnx");
+  MlSeeds(dir / "onnx");
+  OnnxTreeSeed(dir / "onnx/trees.onnx");  // the tensor runtime's tree kernels
   fs::create_directories(dir / "trees");
   OnnxTreeSeed(dir / "trees/classifier.onnx");
 
