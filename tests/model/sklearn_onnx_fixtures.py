@@ -5,7 +5,7 @@ after a classifier; skl2onnx itself is not in Debian, so the conversion is spell
 below with python3-onnx's helpers and ONNX's own checker), plus NAME.input.csv and
 NAME.expected.csv: what scikit-learn's predict() (regressors) or predict() then
 predict_proba() (classifiers; a string label as its index in classes_) answers. The
-expectations of tests/model/onnx_trees_test.cpp come from scikit-learn, never from
+expectations of tests/model/trees_test.cpp come from scikit-learn, never from
 Runnel.
 
 Usage: sklearn_onnx_fixtures.py OUTDIR. Exit 77 when sklearn or onnx is missing."""
