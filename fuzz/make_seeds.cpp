@@ -289,6 +289,10 @@ int main(int argc, char** argv) {
   OnnxSeed(dir / "onnx/mlp.onnx");
   MlSeeds(dir / "onnx");
   OnnxTreeSeed(dir / "onnx/trees.onnx");  // the tensor runtime's tree kernels
+  // A NumPy file (format 1.0) of two float32 rows: `runnel model run`'s input.
+  const std::string npy_header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), }\n";
+  Write(dir / "onnx/rows.npy", std::string("\x93NUMPY\x01\x00", 8) + static_cast<char>(npy_header.size()) + '\0' +
+                                   npy_header + std::string("\0\0\x80\x3f\0\0\0\x40", 8));
   fs::create_directories(dir / "trees");
   OnnxTreeSeed(dir / "trees/classifier.onnx");
 

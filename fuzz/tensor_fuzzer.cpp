@@ -1,6 +1,6 @@
 // libFuzzer target: arbitrary bytes as an ONNX model of the tensor runtime (then one
-// run on zero inputs of the declared shapes, when they are all known and small) and
-// as an ONNX tensor. A runnel::Error is the expected outcome for bad input; anything
+// run on zero inputs of the declared shapes, when they are all known and small), as
+// an ONNX tensor and as a .npy file. A runnel::Error is the expected outcome for bad input; anything
 // else (a crash, a leak, undefined behaviour, unbounded memory) is a bug.
 #include <cstddef>
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include "runnel/core/error.hpp"
 #include "runnel/tensor/graph.hpp"
 #include "runnel/tensor/onnx_import.hpp"
+#include "runnel/tensor/tensor_files.hpp"
 
 namespace {
 
@@ -47,6 +48,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   try {
     runnel::tensor::LoadOnnxTensor(bytes, "fuzz.pb");
+  } catch (const runnel::Error&) {
+  }
+  try {
+    const auto t = runnel::tensor::LoadNpy(bytes, "fuzz.npy");
+    runnel::tensor::SaveNpy(t);
   } catch (const runnel::Error&) {
   }
   return 0;

@@ -1,9 +1,13 @@
 // `runnel model inspect` and `runnel predict`: offline use of models and pipelines.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -17,6 +21,9 @@
 #include "runnel/postgres/connection.hpp"
 #include "runnel/registry/registry.hpp"
 #include "runnel/tensor/conformance.hpp"
+#include "runnel/tensor/graph.hpp"
+#include "runnel/tensor/onnx_import.hpp"
+#include "runnel/tensor/tensor_files.hpp"
 
 namespace runnel::cli {
 namespace {
@@ -36,6 +43,69 @@ int RunConformance(const std::vector<std::string>& roots, bool quiet) {
   const size_t total = counts[0] + counts[1] + counts[2];
   fmt::print("{} test(s): {} pass, {} fail, {} unsupported\n", total, counts[0], counts[1], counts[2]);
   return counts[static_cast<size_t>(tensor::Verdict::kFail)] > 0 ? 1 : 0;
+}
+
+struct RunArgs {
+  std::string model, output_dir;
+  std::vector<std::string> inputs;  // NAME=FILE, or FILE for a model of one input
+  bool npy = false;
+};
+
+// The graph's inputs in order, each read from the file `args` names for it.
+std::vector<tensor::Tensor> ReadRunInputs(const tensor::Graph& graph, const RunArgs& args) {
+  std::map<std::string, std::string> files;
+  for (const auto& arg : args.inputs) {
+    const size_t eq = arg.find('=');
+    std::string name = eq == std::string::npos ? "" : arg.substr(0, eq);
+    if (name.empty() && graph.inputs.size() == 1) name = graph.input_info[0].name;
+    if (!files.emplace(name, eq == std::string::npos ? arg : arg.substr(eq + 1)).second)
+      throw Error(ErrorCode::InvalidInput, fmt::format("--input {} is given twice", name));
+  }
+  std::vector<std::string> names;
+  for (const auto& info : graph.input_info) names.push_back(info.name);
+  std::vector<tensor::Tensor> inputs;
+  for (const auto& name : names) {
+    auto it = files.find(name);
+    if (it == files.end())
+      throw Error(ErrorCode::InvalidInput, fmt::format("the model's input '{}' is not given (--input {}=FILE; its "
+                                                       "inputs: {})",
+                                                       name, name, fmt::join(names, ", ")));
+    inputs.push_back(tensor::LoadTensorFile(it->second));
+    files.erase(it);
+  }
+  if (!files.empty())
+    throw Error(ErrorCode::InvalidInput, fmt::format("the model has no input '{}' (its inputs: {})",
+                                                     files.begin()->first, fmt::join(names, ", ")));
+  return inputs;
+}
+
+// A value name as a file name: only letters, digits, '.', '-' and '_' (a hostile
+// model's output named "../x" stays in the output directory).
+std::string FileNameOf(const std::string& name) {
+  std::string out;
+  for (char c : name) out += std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ? c : '_';
+  return out.empty() ? "output" : out;
+}
+
+// `runnel model run`: one run of an ONNX graph through the tensor runtime, inputs and
+// outputs as tensor files.
+int RunModel(const RunArgs& args) {
+  auto graph = tensor::LoadOnnxGraph(ReadFileBytes(args.model, "the model file"), args.model);
+  auto inputs = ReadRunInputs(*graph, args);
+  tensor::Session session(graph);
+  const auto outputs = session.Run(std::move(inputs));
+  std::filesystem::create_directories(args.output_dir);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const std::string& name = graph->output_info[i].name;
+    const auto path = std::filesystem::path(args.output_dir) / (FileNameOf(name) + (args.npy ? ".npy" : ".pb"));
+    const std::string bytes = args.npy ? tensor::SaveNpy(outputs[i]) : tensor::SaveOnnxTensor(outputs[i], name);
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << bytes;
+    if (!out.flush()) throw Error(ErrorCode::Io, fmt::format("cannot write {}", path.string()));
+    fmt::print("{}: {} {}\n", path.string(), tensor::DataTypeName(static_cast<int>(outputs[i].type())),
+               tensor::ShapeText(outputs[i].shape()));
+  }
+  return 0;
 }
 
 }  // namespace
@@ -62,6 +132,15 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
       ->check(CLI::ExistingDirectory);
   conformance->add_flag("--quiet", conf->quiet, "Print failures and the summary only");
   commands.push_back({conformance, [conf](CliContext&) { return RunConformance(conf->dirs, conf->quiet); }});
+
+  auto run_args = std::make_shared<RunArgs>();
+  auto* run = model->add_subcommand("run", "Run an ONNX model once on tensor files (.pb TensorProto or .npy)");
+  run->add_option("--model", run_args->model, "ONNX model file")->required()->check(CLI::ExistingFile);
+  run->add_option("--input", run_args->inputs, "NAME=FILE for each model input (FILE alone for a model of one input)")
+      ->required();
+  run->add_option("--output-dir", run_args->output_dir, "Directory for the outputs, one file per output")->required();
+  run->add_flag("--npy", run_args->npy, "Write outputs as .npy (default: ONNX TensorProto .pb)");
+  commands.push_back({run, [run_args](CliContext&) { return RunModel(*run_args); }});
 
   auto* push = model->add_subcommand("push", "Add a model version to the registry: every serving process swaps to it");
   push->add_option("--name", reg->name, "Registry name (a pipeline's [model].name)")->required();

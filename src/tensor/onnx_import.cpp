@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "runnel/tensor/ops.hpp"
+#include "runnel/tensor/tensor_files.hpp"
 
 namespace runnel::tensor {
 namespace {
@@ -343,6 +344,19 @@ Tensor LoadOnnxTensor(std::string_view bytes, const std::string& source) {
     Fail(source, "not a valid ONNX tensor (protobuf parse failed)");
   }
   return ReadTensor(proto, source, fmt::format("tensor '{}'", proto.name()));
+}
+
+std::string SaveOnnxTensor(const Tensor& t, const std::string& name) {
+  onnx::TensorProto proto;
+  proto.set_name(name);
+  proto.set_data_type(static_cast<int>(t.type()));
+  for (int64_t d : t.shape()) proto.add_dims(d);
+  if (t.type() == DataType::kString) {
+    for (const auto& s : t.strings()) proto.add_string_data(s);
+  } else {
+    proto.set_raw_data(reinterpret_cast<const char*>(t.bytes().data()), t.bytes().size());
+  }
+  return proto.SerializeAsString();
 }
 
 }  // namespace runnel::tensor

@@ -698,5 +698,76 @@ TEST_F(CliTest, PredictErrorsAreClear) {
   EXPECT_NE(missing.output.find("no column matches 'gender'"), std::string::npos) << missing.output;
 }
 
+// `runnel model run` on the ONNX backend's PyTorch-converted Conv2d test (Debian's
+// libonnx-testdata): the output file holds what PyTorch computed. The same run with
+// .npy files that NumPy wrote and reads back; a model's output named "../escape" is
+// written inside the output directory.
+TEST_F(CliTest, ModelRunWritesTheOutputsPyTorchComputed) {
+  const std::filesystem::path test = "/usr/share/libonnx-testdata/data/pytorch-converted/test_Conv2d";
+  if (!std::filesystem::exists(test)) {
+    if (testing::InCi()) FAIL() << test << " is missing: apt-get install libonnx-testdata";
+    GTEST_SKIP() << "libonnx-testdata is missing (Debian package libonnx-testdata)";
+  }
+  const auto out = home_ / "out";
+  auto run = Runnel({"model", "run", "--model", (test / "model.onnx").string(), "--input",
+                     (test / "test_data_set_0/input_0.pb").string(), "--output-dir", out.string()});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("3.pb: float [2, 4, 5, 4]"), std::string::npos) << run.output;
+  // NumPy and ONNX's own helpers read what was written and compare it with PyTorch's.
+  const std::string check = fmt::format(
+      "import sys, numpy as np, onnx\n"
+      "from onnx import numpy_helper as h\n"
+      "want = h.to_array(onnx.load_tensor('{0}/test_data_set_0/output_0.pb'))\n"
+      "got = h.to_array(onnx.load_tensor('{1}/3.pb'))\n"
+      "sys.exit(0 if got.shape == want.shape and np.allclose(got, want, rtol=1e-5, atol=1e-6) else 1)\n",
+      test.string(), out.string());
+  testing::WriteFile(home_ / "check.py", check);
+  const int missing = 77 << 8;
+  const int status = std::system(("/usr/bin/python3 -c 'import numpy, onnx' 2>/dev/null || exit 77; /usr/bin/python3 " +
+                                  (home_ / "check.py").string())
+                                     .c_str());
+  if (status == missing && !testing::InCi()) GTEST_SKIP() << "python3-numpy and python3-onnx are not installed";
+  ASSERT_EQ(status, 0) << "the written output differs from PyTorch's";
+
+  // .npy in and out, through NumPy.
+  const std::string npy = fmt::format(
+      "import numpy as np, onnx\n"
+      "from onnx import helper, numpy_helper as h, TensorProto as T\n"
+      "np.save('{1}/in.npy', h.to_array(onnx.load_tensor('{0}/test_data_set_0/input_0.pb')))\n"
+      "g = helper.make_graph([helper.make_node('Identity', ['x'], ['../escape'])], 'g',\n"
+      "    [helper.make_tensor_value_info('x', T.INT64, [3])], [helper.make_tensor_value_info('../escape', T.INT64, "
+      "[3])])\n"
+      "onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid('', 15)]), '{1}/identity.onnx')\n"
+      "np.save('{1}/ints.npy', np.array([7, -8, 9], dtype=np.int64))\n",
+      test.string(), home_.path().string());
+  testing::WriteFile(home_ / "npy.py", npy);
+  ASSERT_EQ(std::system(("/usr/bin/python3 " + (home_ / "npy.py").string()).c_str()), 0);
+  auto npy_run = Runnel({"model", "run", "--model", (test / "model.onnx").string(), "--input",
+                         "0=" + (home_ / "in.npy").string(), "--output-dir", (home_ / "npy").string(), "--npy"});
+  ASSERT_EQ(npy_run.exit_code, 0) << npy_run.output;
+  testing::WriteFile(home_ / "check_npy.py",
+                     fmt::format("import sys, numpy as np, onnx\n"
+                                 "from onnx import numpy_helper as h\n"
+                                 "want = h.to_array(onnx.load_tensor('{0}/test_data_set_0/output_0.pb'))\n"
+                                 "got = np.load('{1}/npy/3.npy')\n"
+                                 "ints = np.load('{1}/escaped/.._escape.npy')\n"
+                                 "sys.exit(0 if np.allclose(got, want, rtol=1e-5, atol=1e-6) and "
+                                 "ints.dtype == np.int64 and list(ints) == [7, -8, 9] else 1)\n",
+                                 test.string(), home_.path().string()));
+  auto escaped = Runnel({"model", "run", "--model", (home_ / "identity.onnx").string(), "--input",
+                         (home_ / "ints.npy").string(), "--output-dir", (home_ / "escaped").string(), "--npy"});
+  ASSERT_EQ(escaped.exit_code, 0) << escaped.output;
+  EXPECT_FALSE(std::filesystem::exists(home_.path().parent_path() / "escape.npy"));
+  ASSERT_EQ(std::system(("/usr/bin/python3 " + (home_ / "check_npy.py").string()).c_str()), 0)
+      << "NumPy does not read back what was written";
+
+  // Inputs named wrong or missing are named in the error.
+  auto wrong = Runnel({"model", "run", "--model", (test / "model.onnx").string(), "--input",
+                       "image=" + (home_ / "in.npy").string(), "--output-dir", out.string()});
+  EXPECT_EQ(wrong.exit_code, 1);
+  EXPECT_NE(wrong.output.find("the model's input '0' is not given (--input 0=FILE; its inputs: 0)"), std::string::npos)
+      << wrong.output;
+}
+
 }  // namespace
 }  // namespace runnel

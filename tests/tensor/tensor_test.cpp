@@ -13,6 +13,7 @@
 #include "runnel/tensor/graph.hpp"
 #include "runnel/tensor/onnx_import.hpp"
 #include "runnel/tensor/ops.hpp"
+#include "runnel/tensor/tensor_files.hpp"
 
 namespace runnel::tensor {
 namespace {
@@ -288,6 +289,40 @@ TEST(TensorTest, MlOperatorsRefuseInconsistentAttributesNamingThem) {
               extract.Run({Tensor(DataType::kFloat, {2, 3}), Tensor::Of<int64_t>(DataType::kInt64, {1}, index)});
             }),
             "node 'the_node' (ArrayFeatureExtractor): index 3 is out of range for 3 columns");
+}
+
+std::string Npy(const std::string& header, const std::string& data) {
+  std::string out("\x93NUMPY\x01\x00", 8);
+  out.push_back(static_cast<char>(header.size() & 0xff));
+  out.push_back(static_cast<char>(header.size() >> 8));
+  return out + header + data;
+}
+
+TEST(TensorTest, NpyFilesAreReadAndHostileOnesRefused) {
+  const auto t = LoadNpy(Npy("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }\n",
+                             std::string("\x05\0\0\0\0\0\0\0\xff\xff\xff\xff\xff\xff\xff\xff", 16)),
+                         "a.npy");
+  EXPECT_EQ(t.shape(), (Shape{2}));
+  EXPECT_EQ(t.data<int64_t>()[0], 5);
+  EXPECT_EQ(t.data<int64_t>()[1], -1);
+  EXPECT_EQ(LoadNpy(SaveNpy(t), "b.npy").data<int64_t>()[1], -1);
+  // A shape of 2^40 elements with 8 bytes of data allocates nothing.
+  EXPECT_TRUE(MessageOf([] {
+                LoadNpy(Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1048576, 1048576), }", "12345678"),
+                        "big.npy");
+              }).starts_with("big.npy: shape [1048576, 1048576] holds more than 67108864 elements"));
+  EXPECT_EQ(
+      MessageOf([] { LoadNpy(Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", "1234"), "s.npy"); }),
+      "s.npy: holds 4 bytes of data, its shape [3] needs 12");
+  EXPECT_EQ(MessageOf([] { LoadNpy(std::string("\x93NUMPY\x01\x00\xff\xff{'descr'", 16), "h.npy"); }),
+            "h.npy: its header claims 65535 bytes, the file has 6 after the preamble");
+  EXPECT_EQ(MessageOf([] { LoadNpy(Npy("{'descr': '<U5', 'fortran_order': False, 'shape': (1,), }", ""), "u.npy"); }),
+            "unsupported: u.npy: element type '<U5' (float32/64, int8/32/64, uint8 and bool are read)");
+  EXPECT_EQ(MessageOf([] { LoadNpy(Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }", ""), "n.npy"); }),
+            "n.npy: shape '(-1,)' is not a tuple of sizes");
+  EXPECT_EQ(MessageOf([] { LoadNpy(Npy("{'descr': '<f4', 'shape': (1,), }", "1234"), "f.npy"); }),
+            "f.npy: the .npy header has no 'fortran_order'");
+  EXPECT_EQ(MessageOf([] { LoadNpy("PK\x03\x04", "zip.npy"); }), "zip.npy: not a .npy file");
 }
 
 // A hostile attribute: an output_shape with fewer values than the spatial axes was read
