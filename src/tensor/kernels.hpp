@@ -31,6 +31,17 @@ void AddIndexKernels(std::vector<KernelEntry>& table);        // ops_index.cpp
 void AddMlKernels(std::vector<KernelEntry>& table);           // ops_ml.cpp (ai.onnx.ml)
 void AddTreeKernels(std::vector<KernelEntry>& table);         // ops_trees.cpp (ai.onnx.ml)
 
+// The plain reference kernels that optimized ones are tested against
+// (tests/tensor/tensor_test.cpp) and fall back to for types they do not take.
+void MatMulReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);
+void GemmReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);
+void ConvReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);
+
+struct PackedMatrix;
+// z[rows, w.out] = x[rows, w.in] · W on the packed micro-kernel; `scratch` holds the
+// padded product when w.out is not a multiple of the pack width.
+void MultiplyInto(const float* x, size_t rows, const PackedMatrix& w, float* z, std::vector<float>& scratch);
+
 // `axis` in [-rank, rank) as [0, rank). Throws Error(Model).
 size_t NormalizeAxis(int64_t axis, size_t rank);
 

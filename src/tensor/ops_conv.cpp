@@ -1,12 +1,15 @@
 // Convolutions, pooling and normalizations over [N, C, spatial...] tensors (any number
 // of spatial dimensions): Conv, MaxPool, AveragePool, GlobalAveragePool,
 // GlobalMaxPool, BatchNormalization (inference), InstanceNormalization,
-// LayerNormalization, Pad. Reference loops accumulating in double.
+// LayerNormalization, Pad. Reference loops accumulating in double; float Conv over one
+// or two spatial axes runs as im2col on the packed micro-kernel (gemm.hpp), tested
+// against the reference.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "kernels.hpp"
+#include "runnel/tensor/gemm.hpp"
 
 namespace runnel::tensor {
 namespace {
@@ -113,7 +116,9 @@ void CheckFloat(const Node& node, const Tensor& t) {
   }
 }
 
-void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+}  // namespace
+
+void ConvReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& x = Required(node, in, 0);
   const Tensor& wt = Required(node, in, 1);
   const Tensor* bias = in.size() > 2 ? in[2] : nullptr;
@@ -161,6 +166,92 @@ void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
       }
     }
   });
+}
+
+namespace {
+
+// A 1-D or 2-D convolution's geometry as 2-D (a 1-D one has height 1).
+struct Plane2d {
+  int64_t ih, iw, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow;
+};
+
+Plane2d PlaneOf(const Window& w) {
+  const bool one = w.in.size() == 1;
+  auto at = [&](const std::vector<int64_t>& v, int64_t one_d) { return one ? one_d : v[0]; };
+  auto last = [&](const std::vector<int64_t>& v) { return v.back(); };
+  return {at(w.in, 1),       last(w.in),       at(w.kernel, 1),    last(w.kernel),    at(w.stride, 1), last(w.stride),
+          at(w.dilation, 1), last(w.dilation), at(w.pad_begin, 0), last(w.pad_begin), at(w.out, 1),    last(w.out)};
+}
+
+// Rows [first, first + rows) of the im2col matrix of one image's channels [c0, c0 +
+// channels): row = output position, columns (channel, ky, kx) as the weights hold
+// them; zeros where the window lies in the padding.
+void Im2Col(const float* x, const Plane2d& p, int64_t channels, size_t first, size_t rows, float* col) {
+  const size_t k = static_cast<size_t>(channels * p.kh * p.kw);
+  for (size_t r = 0; r < rows; ++r) {
+    const auto pos = static_cast<int64_t>(first + r);
+    const int64_t y0 = (pos / p.ow) * p.sh - p.ph, x0 = (pos % p.ow) * p.sw - p.pw;
+    float* dst = col + r * k;
+    for (int64_t c = 0; c < channels; ++c) {
+      const float* plane = x + c * p.ih * p.iw;
+      for (int64_t ky = 0; ky < p.kh; ++ky) {
+        const int64_t iy = y0 + ky * p.dh;
+        const bool row_in = iy >= 0 && iy < p.ih;
+        for (int64_t kx = 0; kx < p.kw; ++kx) {
+          const int64_t ix = x0 + kx * p.dw;
+          *dst++ = row_in && ix >= 0 && ix < p.iw ? plane[iy * p.iw + ix] : 0.0f;
+        }
+      }
+    }
+  }
+}
+
+// Float Conv over one or two spatial axes as im2col + the packed product, group by
+// group, in chunks of output positions whose im2col matrix stays under 4 MiB.
+void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  const Tensor& wt = Required(node, in, 1);
+  const Tensor* bias = in.size() > 2 ? in[2] : nullptr;
+  if (x.type() != DataType::kFloat || (x.rank() != 3 && x.rank() != 4) || wt.rank() != x.rank() ||
+      wt.type() != x.type() || (bias != nullptr && bias->type() != x.type()))
+    return ConvReference(node, in, out);
+  const int64_t group = node.Int("group", 1);
+  const int64_t channels = x.dim(1), filters = wt.dim(0);
+  if (group <= 0 || channels % group != 0 || filters % group != 0 || wt.dim(1) != channels / group ||
+      (bias != nullptr && bias->size() != static_cast<size_t>(filters)))
+    return ConvReference(node, in, out);  // which names what is wrong
+  const Window w = WindowOf(node, x.shape(), Shape(wt.shape().begin() + 2, wt.shape().end()), false);
+  const Plane2d p = PlaneOf(w);
+  Shape shape{x.dim(0), filters};
+  shape.insert(shape.end(), w.out.begin(), w.out.end());
+  out[0] = Tensor(x.type(), shape);
+  const int64_t cpg = channels / group, fpg = filters / group;
+  const auto k = static_cast<size_t>(cpg * p.kh * p.kw), positions = static_cast<size_t>(p.oh * p.ow);
+  if (out[0].size() == 0 || k == 0) return ConvReference(node, in, out);
+  const size_t chunk = std::max<size_t>(1, std::min(positions, (size_t{1} << 20) / k));
+  std::vector<float> col(chunk * k), y(chunk * static_cast<size_t>(fpg)), scratch;
+  auto px = x.data<float>();
+  auto pw = wt.data<float>();
+  auto dst = out[0].data<float>();
+  for (int64_t g = 0; g < group; ++g) {
+    const std::span<const float> b =
+        bias != nullptr ? bias->data<float>().subspan(static_cast<size_t>(g * fpg), static_cast<size_t>(fpg))
+                        : std::span<const float>{};
+    const auto packed =
+        PackMatrix(pw.data() + static_cast<size_t>(g * fpg) * k, k, static_cast<size_t>(fpg), k, true, b);
+    for (int64_t n = 0; n < x.dim(0); ++n) {
+      const float* image = px.data() + static_cast<size_t>((n * channels + g * cpg) * p.ih * p.iw);
+      float* result = dst.data() + static_cast<size_t>(n * filters + g * fpg) * positions;
+      for (size_t first = 0; first < positions; first += chunk) {
+        const size_t rows = std::min(chunk, positions - first);
+        Im2Col(image, p, cpg, first, rows, col.data());
+        MultiplyInto(col.data(), rows, packed, y.data(), scratch);
+        for (size_t r = 0; r < rows; ++r) {
+          for (int64_t m = 0; m < fpg; ++m) result[static_cast<size_t>(m) * positions + first + r] = y[r * fpg + m];
+        }
+      }
+    }
+  }
 }
 
 // Where ConvTranspose's output lies: its spatial size and the pads cut from it (an

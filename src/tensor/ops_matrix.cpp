@@ -1,56 +1,123 @@
 // Matrix products: MatMul (NumPy semantics: 1-D operands promoted, batch dimensions
-// broadcast) and Gemm. Plain loops accumulating in double: the reference the fast
-// kernels of model/kernels.hpp are held to.
+// broadcast), Gemm, Einsum. The reference kernels are plain loops accumulating in
+// double; float MatMul and Gemm run on the packed micro-kernel of gemm.hpp, tested
+// against them.
 #include <algorithm>
 #include <cctype>
 #include <map>
 
 #include "kernels.hpp"
+#include "runnel/tensor/gemm.hpp"
 
 namespace runnel::tensor {
 namespace {
 
-void MatMul(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
-  const Tensor& a = Required(node, in, 0);
-  const Tensor& b = Required(node, in, 1);
+// MatMul's operands as matrices: batch dimensions broadcast, 1-D operands promoted.
+struct MatMulShape {
+  int64_t m = 0, k = 0, n = 0;
+  Shape abatch, bbatch, batch, out;
+};
+
+MatMulShape MatMulShapeOf(const Tensor& a, const Tensor& b) {
   if (a.type() != b.type()) throw Error(ErrorCode::Model, "MatMul of unlike element types");
   if (a.rank() == 0 || b.rank() == 0) throw Error(ErrorCode::Model, "MatMul of a scalar");
   Shape as = a.shape(), bs = b.shape();
   if (as.size() == 1) as.insert(as.begin(), 1);
   if (bs.size() == 1) bs.push_back(1);
-  const int64_t m = as[as.size() - 2], k = as.back(), n = bs.back();
-  if (bs[bs.size() - 2] != k) {
+  MatMulShape s;
+  s.m = as[as.size() - 2];
+  s.k = as.back();
+  s.n = bs.back();
+  if (bs[bs.size() - 2] != s.k) {
     throw Error(ErrorCode::Model, fmt::format("MatMul of {} and {}", ShapeText(a.shape()), ShapeText(b.shape())));
   }
-  const Shape abatch(as.begin(), as.end() - 2), bbatch(bs.begin(), bs.end() - 2);
-  const Shape batch = BroadcastShapes(abatch, bbatch);
-  Shape shape = batch;
-  if (a.rank() > 1) shape.push_back(m);
-  if (b.rank() > 1) shape.push_back(n);
-  out[0] = Tensor(a.type(), shape);
-  const auto astr = BroadcastStrides(abatch, batch), bstr = BroadcastStrides(bbatch, batch);
+  s.abatch.assign(as.begin(), as.end() - 2);
+  s.bbatch.assign(bs.begin(), bs.end() - 2);
+  s.batch = BroadcastShapes(s.abatch, s.bbatch);
+  s.out = s.batch;
+  if (a.rank() > 1) s.out.push_back(s.m);
+  if (b.rank() > 1) s.out.push_back(s.n);
+  return s;
+}
+
+}  // namespace
+
+void MatMulReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& a = Required(node, in, 0);
+  const Tensor& b = Required(node, in, 1);
+  const MatMulShape s = MatMulShapeOf(a, b);
+  const int64_t m = s.m, k = s.k, n = s.n;
+  out[0] = Tensor(a.type(), s.out);
+  const auto astr = BroadcastStrides(s.abatch, s.batch), bstr = BroadcastStrides(s.bbatch, s.batch);
   VisitNumeric(a.type(), [&](auto zero) {
     using T = decltype(zero);
     auto pa = a.data<T>();
     auto pb = b.data<T>();
     auto dst = out[0].data<T>();
     const size_t mk = static_cast<size_t>(m * k), kn = static_cast<size_t>(k * n), mn = static_cast<size_t>(m * n);
-    ForEachBroadcast(batch, {astr, bstr}, [&](size_t index, const std::vector<size_t>& at) {
+    ForEachBroadcast(s.batch, {astr, bstr}, [&](size_t index, const std::vector<size_t>& at) {
       const T* x = pa.data() + at[0] * mk;
       const T* y = pb.data() + at[1] * kn;
       T* z = dst.data() + index * mn;
       for (int64_t i = 0; i < m; ++i) {
         for (int64_t j = 0; j < n; ++j) {
-          double s = 0;
-          for (int64_t p = 0; p < k; ++p) s += static_cast<double>(x[i * k + p]) * static_cast<double>(y[p * n + j]);
-          z[i * n + j] = FromDouble<T>(s);
+          double sum = 0;
+          for (int64_t p = 0; p < k; ++p) sum += static_cast<double>(x[i * k + p]) * static_cast<double>(y[p * n + j]);
+          z[i * n + j] = FromDouble<T>(sum);
         }
       }
     });
   });
 }
 
-void Gemm(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+void MultiplyInto(const float* x, size_t rows, const PackedMatrix& w, float* z, std::vector<float>& scratch) {
+  if (w.out_padded == w.out) {
+    MultiplyPacked(x, w.in, rows, w, false, z, w.out);
+    return;
+  }
+  scratch.resize(rows * w.out_padded);
+  MultiplyPacked(x, w.in, rows, w, false, scratch.data(), w.out_padded);
+  for (size_t r = 0; r < rows; ++r) std::copy_n(scratch.data() + r * w.out_padded, w.out, z + r * w.out);
+}
+
+namespace {
+
+// Float MatMul on the packed micro-kernel: B packed once per distinct matrix; when B
+// has no batch dimensions, all of A's matrices are one tall matrix.
+void MatMul(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& a = Required(node, in, 0);
+  const Tensor& b = Required(node, in, 1);
+  if (a.type() != DataType::kFloat || b.type() != DataType::kFloat) return MatMulReference(node, in, out);
+  const MatMulShape s = MatMulShapeOf(a, b);
+  out[0] = Tensor(a.type(), s.out);
+  const auto m = static_cast<size_t>(s.m), k = static_cast<size_t>(s.k), n = static_cast<size_t>(s.n);
+  if (out[0].size() == 0) return;
+  auto pa = a.data<float>();
+  auto pb = b.data<float>();
+  auto dst = out[0].data<float>();
+  std::vector<float> scratch;
+  if (s.bbatch.empty() || ElementCount(s.bbatch) == 1) {
+    if (ElementCount(s.abatch) == ElementCount(s.batch)) {  // A's matrices stacked: one product
+      const auto packed = PackMatrix(pb.data(), k, n, n, false);
+      MultiplyInto(pa.data(), ElementCount(s.batch) * m, packed, dst.data(), scratch);
+      return;
+    }
+  }
+  const auto astr = BroadcastStrides(s.abatch, s.batch), bstr = BroadcastStrides(s.bbatch, s.batch);
+  PackedMatrix packed;
+  size_t packed_at = SIZE_MAX;
+  ForEachBroadcast(s.batch, {astr, bstr}, [&](size_t index, const std::vector<size_t>& at) {
+    if (at[1] != packed_at) {
+      packed = PackMatrix(pb.data() + at[1] * k * n, k, n, n, false);
+      packed_at = at[1];
+    }
+    MultiplyInto(pa.data() + at[0] * m * k, m, packed, dst.data() + index * m * n, scratch);
+  });
+}
+
+}  // namespace
+
+void GemmReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& a = Required(node, in, 0);
   const Tensor& b = Required(node, in, 1);
   if (a.rank() != 2 || b.rank() != 2) throw Error(ErrorCode::Model, "Gemm takes matrices");
@@ -88,6 +155,53 @@ void Gemm(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
       }
     }
   });
+}
+
+namespace {
+
+// Float Gemm on the packed micro-kernel: alpha * A' B' + beta * C.
+void Gemm(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& a = Required(node, in, 0);
+  const Tensor& b = Required(node, in, 1);
+  const Tensor* c = in.size() > 2 ? in[2] : nullptr;
+  if (a.type() != DataType::kFloat || b.type() != DataType::kFloat || a.rank() != 2 || b.rank() != 2 ||
+      (c != nullptr && c->type() != DataType::kFloat))
+    return GemmReference(node, in, out);
+  const bool ta = node.Int("transA", 0) != 0, tb = node.Int("transB", 0) != 0;
+  const float alpha = node.Float("alpha", 1.0f), beta = node.Float("beta", 1.0f);
+  const auto m = static_cast<size_t>(ta ? a.dim(1) : a.dim(0)), k = static_cast<size_t>(ta ? a.dim(0) : a.dim(1));
+  const auto n = static_cast<size_t>(tb ? b.dim(0) : b.dim(1));
+  if (static_cast<size_t>(tb ? b.dim(1) : b.dim(0)) != k) {
+    throw Error(ErrorCode::Model, fmt::format("Gemm of {} and {}", ShapeText(a.shape()), ShapeText(b.shape())));
+  }
+  const Shape shape{static_cast<int64_t>(m), static_cast<int64_t>(n)};
+  if (c != nullptr && BroadcastShapes(c->shape(), shape) != shape)
+    throw Error(ErrorCode::Model, "Gemm's C does not broadcast");
+  out[0] = Tensor(DataType::kFloat, shape);
+  if (out[0].size() == 0) return;
+  const auto packed = PackMatrix(b.data<float>().data(), k, n, tb ? k : n, tb);
+  std::vector<float> transposed;
+  const float* x = a.data<float>().data();
+  if (ta) {
+    transposed.resize(m * k);
+    for (size_t i = 0; i < m; ++i) {
+      for (size_t p = 0; p < k; ++p) transposed[i * k + p] = x[p * m + i];
+    }
+    x = transposed.data();
+  }
+  auto dst = out[0].data<float>();
+  std::vector<float> scratch;
+  MultiplyInto(x, m, packed, dst.data(), scratch);
+  if (alpha != 1.0f) {
+    for (float& v : dst) v *= alpha;
+  }
+  if (c != nullptr && beta != 0.0f) {
+    const auto cstr = BroadcastStrides(c->shape(), shape);
+    auto pc = c->data<float>();
+    for (size_t i = 0; i < m; ++i) {
+      for (size_t j = 0; j < n; ++j) dst[i * n + j] += beta * pc[i * cstr[0] + j * cstr[1]];
+    }
+  }
 }
 
 // Einsum without ellipses: every letter of the equation is a loop; products of the

@@ -7,7 +7,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <random>
 
+#include "../support/random.hpp"
 #include "kernels.hpp"
 #include "runnel/tensor/conformance.hpp"
 #include "runnel/tensor/graph.hpp"
@@ -323,6 +325,106 @@ TEST(TensorTest, NpyFilesAreReadAndHostileOnesRefused) {
   EXPECT_EQ(MessageOf([] { LoadNpy(Npy("{'descr': '<f4', 'shape': (1,), }", "1234"), "f.npy"); }),
             "f.npy: the .npy header has no 'fortran_order'");
   EXPECT_EQ(MessageOf([] { LoadNpy("PK\x03\x04", "zip.npy"); }), "zip.npy: not a .npy file");
+}
+
+Tensor RandomFloats(std::mt19937_64& rng, Shape shape) {
+  Tensor t(DataType::kFloat, std::move(shape));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (float& v : t.data<float>()) v = u(rng);
+  return t;
+}
+
+// Runs the registered (optimized) kernel of `node` and `reference` on the same inputs;
+// expects the same shape and values within float accumulation error.
+void ExpectLikeReference(const Node& node, Kernel reference, const std::vector<const Tensor*>& in,
+                         const std::string& what) {
+  std::vector<Tensor> fast(1), ref(1);
+  FindKernel("", node.op, 17)(node, in, fast);
+  reference(node, in, ref);
+  ASSERT_EQ(fast[0].shape(), ref[0].shape()) << what;
+  for (size_t i = 0; i < ref[0].size(); ++i) {
+    const float want = ref[0].data<float>()[i];
+    ASSERT_NEAR(fast[0].data<float>()[i], want, 1e-4f + 1e-4f * std::abs(want)) << what << " element " << i;
+  }
+}
+
+Attribute Ints(std::vector<int64_t> v) {
+  Attribute a;
+  a.kind = Attribute::Kind::kInts;
+  a.ints = std::move(v);
+  return a;
+}
+
+Attribute Int(int64_t v) {
+  Attribute a;
+  a.kind = Attribute::Kind::kInt;
+  a.i = v;
+  return a;
+}
+
+// The packed kernels (MatMul, Gemm, Conv as im2col) against the plain reference loops
+// on random shapes and attributes.
+TEST(TensorTest, FastKernelsMatchTheReferenceOnRandomShapes) {
+  std::mt19937_64 rng(runnel::testing::TestSeed());
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  for (int round = 0; round < 60; ++round) {
+    Node matmul;
+    matmul.op = "MatMul";
+    const int64_t m = pick(1, 20), k = pick(1, 40), n = pick(1, 40), batch = pick(1, 3);
+    Shape as{m, k}, bs{k, n};
+    switch (round % 4) {
+      case 0: break;
+      case 1: as.insert(as.begin(), {batch, 2}); break;  // B broadcast
+      case 2:
+        as.insert(as.begin(), batch);
+        bs.insert(bs.begin(), batch);
+        break;  // batched
+      case 3:
+        as = {k};
+        bs.insert(bs.begin(), {batch});
+        break;  // 1-D A
+    }
+    const Tensor a = RandomFloats(rng, as), b = RandomFloats(rng, bs);
+    ExpectLikeReference(matmul, MatMulReference, {&a, &b}, fmt::format("MatMul {} x {}", ShapeText(as), ShapeText(bs)));
+
+    Node gemm;
+    gemm.op = "Gemm";
+    const bool ta = pick(0, 1) == 1, tb = pick(0, 1) == 1;
+    gemm.attributes["transA"] = Int(ta);
+    gemm.attributes["transB"] = Int(tb);
+    Attribute alpha;
+    alpha.kind = Attribute::Kind::kFloat;
+    alpha.f = 0.5f;
+    gemm.attributes["alpha"] = alpha;
+    const Tensor ga = RandomFloats(rng, ta ? Shape{k, m} : Shape{m, k});
+    const Tensor gb = RandomFloats(rng, tb ? Shape{n, k} : Shape{k, n});
+    const Tensor gc = RandomFloats(rng, pick(0, 1) == 1 ? Shape{n} : Shape{m, n});
+    ExpectLikeReference(gemm, GemmReference, {&ga, &gb, &gc}, fmt::format("Gemm {} {} {}", m, k, n));
+
+    Node conv;
+    conv.op = "Conv";
+    const bool two_d = round % 3 != 0;
+    const int64_t group = pick(1, 2), cpg = pick(1, 4), fpg = pick(1, 5), kh = two_d ? pick(1, 3) : 1, kw = pick(1, 3),
+                  h = two_d ? pick(kh * 2, 9) : 1, w = pick(kw * 2, 11);
+    const int64_t stride = pick(1, 2), dilation = pick(1, 2), pad = pick(0, 1);
+    const size_t spatial = two_d ? 2 : 1;
+    conv.attributes["group"] = Int(group);
+    conv.attributes["strides"] = Ints(std::vector<int64_t>(spatial, stride));
+    conv.attributes["dilations"] = Ints(std::vector<int64_t>(spatial, dilation));
+    conv.attributes["pads"] = Ints(std::vector<int64_t>(2 * spatial, pad));
+    Shape xs{pick(1, 2), group * cpg}, ws{group * fpg, cpg};
+    if (two_d) {
+      xs.push_back(h);
+      ws.push_back(kh);
+    }
+    xs.push_back(w);
+    ws.push_back(kw);
+    const Tensor x = RandomFloats(rng, xs), wt = RandomFloats(rng, ws), bias = RandomFloats(rng, {group * fpg});
+    if ((two_d ? h : w) + 2 * pad < dilation * (std::max(kh, kw) - 1) + 1) continue;  // the window does not fit
+    ExpectLikeReference(conv, ConvReference, {&x, &wt, &bias},
+                        fmt::format("Conv {} * {} group {} stride {} dilation {} pad {}", ShapeText(xs), ShapeText(ws),
+                                    group, stride, dilation, pad));
+  }
 }
 
 // A hostile attribute: an output_shape with fewer values than the spatial axes was read

@@ -8,23 +8,16 @@
 #include <cstddef>
 
 #include "runnel/model/graph.hpp"
+#include "runnel/tensor/gemm.hpp"
 
 namespace runnel::model {
 
-// Weights of a Dense layer, packed for DenseForward: [in, out_padded], out padded with
-// zeros to a multiple of kPackWidth; bias padded likewise (zeros when absent).
-inline constexpr size_t kPackWidth = 16;
-inline size_t PaddedWidth(size_t width) {
-  return (width + kPackWidth - 1) / kPackWidth * kPackWidth;
-}
-
-struct PackedDense {
-  size_t in = 0;
-  size_t out = 0;
-  size_t out_padded = 0;
-  std::vector<float> weights;  // in * out_padded
-  std::vector<float> bias;     // out_padded
-};
+// Weights of a Dense layer, packed for DenseForward (tensor/gemm.hpp): [in,
+// out_padded], out padded with zeros to a multiple of kPackWidth; bias padded likewise
+// (zeros when absent).
+using tensor::kPackWidth;
+using tensor::PaddedWidth;
+using PackedDense = tensor::PackedMatrix;
 
 PackedDense PackDense(const Node& node);
 

@@ -1,0 +1,42 @@
+// The packed matrix product both runtimes share: the dense fast path's Dense layers
+// (model/kernels.hpp) and the tensor runtime's MatMul, Gemm and Conv (as im2col).
+// A register-blocked micro-kernel (GCC vector extensions, -march=native, FMA) over a
+// right-hand matrix packed once: [in, out_padded] row-major, out padded with zeros to
+// a multiple of kPackWidth. Tested against plain loops on random shapes
+// (tests/model/kernels_test.cpp, tests/tensor/tensor_test.cpp).
+//
+// Thread safety: a PackedMatrix is immutable once packed; MultiplyPacked may run on
+// many threads at once. Nothing here allocates except PackMatrix.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <vector>
+
+namespace runnel::tensor {
+
+inline constexpr size_t kPackWidth = 16;
+inline size_t PaddedWidth(size_t width) {
+  return (width + kPackWidth - 1) / kPackWidth * kPackWidth;
+}
+
+struct PackedMatrix {
+  size_t in = 0;
+  size_t out = 0;
+  size_t out_padded = 0;
+  std::vector<float> weights;  // in * out_padded
+  std::vector<float> bias;     // out_padded (zeros when absent)
+};
+
+// Packs w ([in, out], row stride w_stride, or its transpose [out, in] when
+// `transposed`) and an optional bias of `out` values.
+PackedMatrix PackMatrix(const float* w, size_t in, size_t out, size_t w_stride, bool transposed,
+                        std::span<const float> bias = {});
+
+// y[r, 0..out_padded) = x[r, 0..in) · W + b, then max(0, .) when `relu`.
+// Preconditions: x has `rows` rows of stride x_stride >= in; y has stride y_stride >=
+// out_padded; x and y do not overlap.
+void MultiplyPacked(const float* x, size_t x_stride, size_t rows, const PackedMatrix& w, bool relu, float* y,
+                    size_t y_stride);
+
+}  // namespace runnel::tensor
