@@ -36,6 +36,8 @@ void AddTreeKernels(std::vector<KernelEntry>& table);         // ops_trees.cpp (
 void MatMulReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);
 void GemmReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);
 void ConvReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);
+void MaxPoolReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);
+void AveragePoolReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);
 
 struct PackedMatrix;
 // z[rows, w.out] = x[rows, w.in] · W on the packed micro-kernel; `scratch` holds the

@@ -183,31 +183,50 @@ Plane2d PlaneOf(const Window& w) {
           at(w.dilation, 1), last(w.dilation), at(w.pad_begin, 0), last(w.pad_begin), at(w.out, 1),    last(w.out)};
 }
 
-// Rows [first, first + rows) of the im2col matrix of one image's channels [c0, c0 +
-// channels): row = output position, columns (channel, ky, kx) as the weights hold
-// them; zeros where the window lies in the padding.
-void Im2Col(const float* x, const Plane2d& p, int64_t channels, size_t first, size_t rows, float* col) {
-  const size_t k = static_cast<size_t>(channels * p.kh * p.kw);
-  for (size_t r = 0; r < rows; ++r) {
-    const auto pos = static_cast<int64_t>(first + r);
-    const int64_t y0 = (pos / p.ow) * p.sh - p.ph, x0 = (pos % p.ow) * p.sw - p.pw;
-    float* dst = col + r * k;
-    for (int64_t c = 0; c < channels; ++c) {
-      const float* plane = x + c * p.ih * p.iw;
-      for (int64_t ky = 0; ky < p.kh; ++ky) {
-        const int64_t iy = y0 + ky * p.dh;
-        const bool row_in = iy >= 0 && iy < p.ih;
-        for (int64_t kx = 0; kx < p.kw; ++kx) {
-          const int64_t ix = x0 + kx * p.dw;
-          *dst++ = row_in && ix >= 0 && ix < p.iw ? plane[iy * p.iw + ix] : 0.0f;
-        }
+// One row of the im2col matrix: tap (ky, kx) of one channel's plane at output
+// positions [first, first + count), zeros where the tap lies in the padding. Walks
+// the positions output row by output row, each split into the runs before, inside and
+// after the input.
+void Im2ColRow(const float* plane, const Plane2d& p, int64_t ky, int64_t kx, size_t first, size_t count, float* dst) {
+  int64_t oy = static_cast<int64_t>(first) / p.ow, ox = static_cast<int64_t>(first) % p.ow;
+  const int64_t off = kx * p.dw - p.pw;  // input column of output column o: o * sw + off
+  const int64_t lo = off >= 0 ? 0 : (-off + p.sw - 1) / p.sw;
+  const int64_t hi = p.iw - 1 - off < 0 ? 0 : (p.iw - 1 - off) / p.sw + 1;
+  for (size_t j = 0; j < count; ++oy, ox = 0) {
+    const int64_t len = std::min<int64_t>(p.ow - ox, static_cast<int64_t>(count - j));
+    const int64_t iy = oy * p.sh - p.ph + ky * p.dh;
+    float* d = dst + j;  // d[o - ox]: output column o
+    if (iy < 0 || iy >= p.ih) {
+      std::fill(d, d + len, 0.0f);
+    } else {
+      const float* row = plane + iy * p.iw;
+      const int64_t begin = std::clamp(lo, ox, ox + len), end = std::clamp(hi, begin, ox + len);
+      std::fill(d, d + (begin - ox), 0.0f);
+      if (p.sw == 1) {
+        std::copy(row + begin + off, row + end + off, d + (begin - ox));
+      } else {
+        for (int64_t o = begin; o < end; ++o) d[o - ox] = row[o * p.sw + off];
       }
+      std::fill(d + (end - ox), d + len, 0.0f);
+    }
+    j += static_cast<size_t>(len);
+  }
+}
+
+// Columns [first, first + count) of the im2col matrix of one image's channels [0,
+// channels), written packed: row (channel, ky, kx) as the weights hold them, column
+// = output position, rows `stride` floats apart.
+void Im2Col(const float* x, const Plane2d& p, int64_t channels, size_t first, size_t count, float* col, size_t stride) {
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t ky = 0; ky < p.kh; ++ky) {
+      for (int64_t kx = 0; kx < p.kw; ++kx, col += stride) Im2ColRow(x + c * p.ih * p.iw, p, ky, kx, first, count, col);
     }
   }
 }
 
-// Float Conv over one or two spatial axes as im2col + the packed product, group by
-// group, in chunks of output positions whose im2col matrix stays under 4 MiB.
+// Float Conv over one or two spatial axes as a packed product per group: the filters
+// [filters, K] times the im2col matrix [K, positions] gives the output planes in
+// place, in chunks of positions whose im2col matrix stays under 4 MiB.
 void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& x = Required(node, in, 0);
   const Tensor& wt = Required(node, in, 1);
@@ -225,29 +244,36 @@ void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
   Shape shape{x.dim(0), filters};
   shape.insert(shape.end(), w.out.begin(), w.out.end());
   out[0] = Tensor(x.type(), shape);
-  const int64_t cpg = channels / group, fpg = filters / group;
+  const int64_t cpg = channels / group;
+  const auto fpg = static_cast<size_t>(filters / group);
   const auto k = static_cast<size_t>(cpg * p.kh * p.kw), positions = static_cast<size_t>(p.oh * p.ow);
   if (out[0].size() == 0 || k == 0) return ConvReference(node, in, out);
-  const size_t chunk = std::max<size_t>(1, std::min(positions, (size_t{1} << 20) / k));
-  std::vector<float> col(chunk * k), y(chunk * static_cast<size_t>(fpg)), scratch;
+  const size_t chunk =
+      std::min(PaddedWidth(positions), std::max<size_t>(kPackWidth, (size_t{1} << 20) / k / kPackWidth * kPackWidth));
+  PackedMatrix col;
+  col.in = k;
+  col.weights.resize(k * chunk);
+  col.bias.assign(chunk, 0.0f);
+  std::vector<float> y(fpg * chunk);
   auto px = x.data<float>();
   auto pw = wt.data<float>();
   auto dst = out[0].data<float>();
-  for (int64_t g = 0; g < group; ++g) {
-    const std::span<const float> b =
-        bias != nullptr ? bias->data<float>().subspan(static_cast<size_t>(g * fpg), static_cast<size_t>(fpg))
-                        : std::span<const float>{};
-    const auto packed =
-        PackMatrix(pw.data() + static_cast<size_t>(g * fpg) * k, k, static_cast<size_t>(fpg), k, true, b);
-    for (int64_t n = 0; n < x.dim(0); ++n) {
+  for (int64_t n = 0; n < x.dim(0); ++n) {
+    for (int64_t g = 0; g < group; ++g) {
       const float* image = px.data() + static_cast<size_t>((n * channels + g * cpg) * p.ih * p.iw);
-      float* result = dst.data() + static_cast<size_t>(n * filters + g * fpg) * positions;
+      const float* filter = pw.data() + static_cast<size_t>(g) * fpg * k;
+      float* result = dst.data() + (static_cast<size_t>(n * filters) + static_cast<size_t>(g) * fpg) * positions;
       for (size_t first = 0; first < positions; first += chunk) {
-        const size_t rows = std::min(chunk, positions - first);
-        Im2Col(image, p, cpg, first, rows, col.data());
-        MultiplyInto(col.data(), rows, packed, y.data(), scratch);
-        for (size_t r = 0; r < rows; ++r) {
-          for (int64_t m = 0; m < fpg; ++m) result[static_cast<size_t>(m) * positions + first + r] = y[r * fpg + m];
+        col.out = std::min(chunk, positions - first);
+        col.out_padded = PaddedWidth(col.out);
+        Im2Col(image, p, cpg, first, col.out, col.weights.data(), col.out_padded);
+        // Columns past col.out hold stale values: their products land in y's padding.
+        MultiplyPacked(filter, k, fpg, col, false, y.data(), col.out_padded);
+        for (size_t m = 0; m < fpg; ++m) {
+          const float b = bias != nullptr ? bias->data<float>()[static_cast<size_t>(g) * fpg + m] : 0.0f;
+          const float* row = y.data() + m * col.out_padded;
+          float* dst_row = result + m * positions + first;
+          for (size_t j = 0; j < col.out; ++j) dst_row[j] = row[j] + b;
         }
       }
     }
@@ -374,8 +400,44 @@ void ConvTranspose(const Node& node, std::span<const Tensor* const> in, std::spa
   });
 }
 
+// Float pooling over one or two spatial axes: the reference's arithmetic (the first
+// value inside the window, then every greater one; or the mean of the values inside),
+// without its per-window index vectors.
 template <bool kMax>
-void Pool(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+void Pool2d(const Tensor& x, const Plane2d& p, Tensor& out) {
+  auto px = x.data<float>();
+  auto dst = out.data<float>();
+  const auto plane = static_cast<size_t>(p.ih * p.iw), out_plane = static_cast<size_t>(p.oh * p.ow);
+  for (size_t nc = 0; nc < static_cast<size_t>(x.dim(0) * x.dim(1)); ++nc) {
+    const float* xc = px.data() + nc * plane;
+    float* y = dst.data() + nc * out_plane;
+    for (int64_t oy = 0; oy < p.oh; ++oy) {
+      for (int64_t ox = 0; ox < p.ow; ++ox) {
+        float acc = kMax ? -std::numeric_limits<float>::infinity() : 0.0f;
+        size_t count = 0;
+        for (int64_t ky = 0; ky < p.kh; ++ky) {
+          const int64_t iy = oy * p.sh - p.ph + ky * p.dh;
+          if (iy < 0 || iy >= p.ih) continue;
+          for (int64_t kx = 0; kx < p.kw; ++kx) {
+            const int64_t ix = ox * p.sw - p.pw + kx * p.dw;
+            if (ix < 0 || ix >= p.iw) continue;
+            const float v = xc[iy * p.iw + ix];
+            if (kMax) {
+              if (count == 0 || v > acc) acc = v;
+            } else {
+              acc += v;
+            }
+            ++count;
+          }
+        }
+        y[oy * p.ow + ox] = kMax ? acc : acc / static_cast<float>(std::max<size_t>(count, 1));
+      }
+    }
+  }
+}
+
+template <bool kMax>
+void PoolReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& x = Required(node, in, 0);
   const auto kernel = node.IntList("kernel_shape");
   if (kernel.empty()) throw Error(ErrorCode::Model, fmt::format("{} needs kernel_shape", node.op));
@@ -423,6 +485,35 @@ void Pool(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
     }
   });
 }
+
+// Float pooling over one or two spatial axes without indices (nor padding counted
+// into a mean) runs Pool2d; everything else the reference.
+template <bool kMax>
+void Pool(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  const auto kernel = node.IntList("kernel_shape");
+  const bool indices = out.size() > 1 && node.outputs.size() > 1 && node.outputs[1] >= 0;
+  if (x.type() != DataType::kFloat || (x.rank() != 3 && x.rank() != 4) || indices || kernel.empty() ||
+      (!kMax && node.Int("count_include_pad", 0) != 0))
+    return PoolReference<kMax>(node, in, out);
+  const Window w = WindowOf(node, x.shape(), kernel, node.Int("ceil_mode", 0) != 0);
+  Shape shape{x.dim(0), x.dim(1)};
+  shape.insert(shape.end(), w.out.begin(), w.out.end());
+  out[0] = Tensor(x.type(), shape);
+  Pool2d<kMax>(x, PlaneOf(w), out[0]);
+}
+
+}  // namespace
+
+void MaxPoolReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  PoolReference<true>(node, in, out);
+}
+
+void AveragePoolReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  PoolReference<false>(node, in, out);
+}
+
+namespace {
 
 template <bool kMax>
 void GlobalPool(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {

@@ -421,6 +421,16 @@ TEST(TensorTest, FastKernelsMatchTheReferenceOnRandomShapes) {
     ws.push_back(kw);
     const Tensor x = RandomFloats(rng, xs), wt = RandomFloats(rng, ws), bias = RandomFloats(rng, {group * fpg});
     if ((two_d ? h : w) + 2 * pad < dilation * (std::max(kh, kw) - 1) + 1) continue;  // the window does not fit
+    for (const bool max : {true, false}) {
+      Node pool;
+      pool.op = max ? "MaxPool" : "AveragePool";
+      pool.attributes["kernel_shape"] = Ints(two_d ? std::vector<int64_t>{kh, kw} : std::vector<int64_t>{kw});
+      pool.attributes["strides"] = conv.attributes["strides"];
+      pool.attributes["pads"] = Ints(std::vector<int64_t>(2 * spatial, std::min(pad, std::min(kh, kw) - 1)));
+      pool.attributes["ceil_mode"] = Int(pick(0, 1));
+      ExpectLikeReference(pool, max ? MaxPoolReference : AveragePoolReference, {&x},
+                          fmt::format("{} {} kernel {}x{} stride {}", pool.op, ShapeText(xs), kh, kw, stride));
+    }
     ExpectLikeReference(conv, ConvReference, {&x, &wt, &bias},
                         fmt::format("Conv {} * {} group {} stride {} dilation {} pad {}", ShapeText(xs), ShapeText(ws),
                                     group, stride, dilation, pad));
