@@ -644,12 +644,15 @@ void LayerNormalization(const Node& node, std::span<const Tensor* const> in, std
     using T = decltype(zero);
     CheckFloat<T>(node, x);
     if constexpr (std::is_floating_point_v<T>) {
+      // Scale and bias read once, not per group.
+      std::vector<double> sv(len), bv(len, 0.0);
+      for (size_t k = 0; k < len; ++k) {
+        sv[k] = ValueAt(scale, soff[k]);
+        if (bias != nullptr) bv[k] = ValueAt(*bias, boff[k]);
+      }
       NormalizeRuns<T>(
           x.data<T>(), out[0].data<T>(), groups, len, node.Float("epsilon", 1e-5f),
-          [&](size_t, size_t k) {
-            return std::pair(ValueAt(scale, soff[k]), bias != nullptr ? ValueAt(*bias, boff[k]) : 0.0);
-          },
-          means.data(), inv.data());
+          [&](size_t, size_t k) { return std::pair(sv[k], bv[k]); }, means.data(), inv.data());
     }
   });
   // Mean and InvStdDev, when asked for, in the stash type (float unless told).

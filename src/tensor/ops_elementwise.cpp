@@ -350,6 +350,16 @@ RUNNEL_COMPARE(OrOp, a || b)
 RUNNEL_COMPARE(XorOp, static_cast<bool>(a) != static_cast<bool>(b))
 #undef RUNNEL_COMPARE
 
+// Whether `small`, without its leading 1s, is the last axes of `big` (so its elements
+// repeat, in order, every small-size elements of big).
+bool IsTrailing(const Shape& small, const Shape& big) {
+  size_t skip = 0;
+  while (skip < small.size() && small[skip] == 1) ++skip;
+  const size_t rank = small.size() - skip;
+  return rank <= big.size() && std::equal(small.begin() + static_cast<std::ptrdiff_t>(skip), small.end(),
+                                          big.end() - static_cast<std::ptrdiff_t>(rank));
+}
+
 template <typename Op>
 Tensor ApplyBinary(const Node& node, const Tensor& a, const Tensor& b) {
   if (a.type() != b.type()) {
@@ -368,9 +378,22 @@ Tensor ApplyBinary(const Node& node, const Tensor& a, const Tensor& b) {
       auto pa = a.data<T>();
       auto pb = b.data<T>();
       auto dst = out.data<R>();
-      ForEachBroadcast(shape, strides, [&](size_t n, const std::vector<size_t>& at) {
-        dst[n] = Op::template Apply<T>(pa[at[0]], pb[at[1]], node);
-      });
+      if (dst.empty()) return;
+      // The common cases without index walks: one operand whole, the other repeating
+      // (equal shapes, a scalar, a bias along the last axes).
+      if (a.size() == dst.size() && IsTrailing(b.shape(), shape)) {
+        for (size_t n = 0; n < dst.size(); n += pb.size()) {
+          for (size_t i = 0; i < pb.size(); ++i) dst[n + i] = Op::template Apply<T>(pa[n + i], pb[i], node);
+        }
+      } else if (b.size() == dst.size() && IsTrailing(a.shape(), shape)) {
+        for (size_t n = 0; n < dst.size(); n += pa.size()) {
+          for (size_t i = 0; i < pa.size(); ++i) dst[n + i] = Op::template Apply<T>(pa[i], pb[n + i], node);
+        }
+      } else {
+        ForEachBroadcast(shape, strides, [&](size_t n, const std::vector<size_t>& at) {
+          dst[n] = Op::template Apply<T>(pa[at[0]], pb[at[1]], node);
+        });
+      }
     }
   });
   return out;

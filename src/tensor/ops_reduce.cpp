@@ -141,6 +141,19 @@ void NormalizeKernel(const Node& node, std::span<const Tensor* const> in, std::s
     using T = decltype(zero);
     if constexpr (!std::is_floating_point_v<T>) {
       throw Error(ErrorCode::Model, fmt::format("{} takes float elements", node.op));
+    } else if (std::is_same_v<T, float> && kind == Normalize::kSoftmax && inner == 1) {
+      // Float softmax over contiguous runs, in float (within the backend tests' tolerance).
+      auto src = x.data<T>();
+      auto dst = out[0].data<T>();
+      for (size_t o = 0; o < outer; ++o) {
+        const T* row = src.data() + o * len;
+        T* y = dst.data() + o * len;
+        T max = -std::numeric_limits<T>::infinity();
+        for (size_t k = 0; k < len; ++k) max = row[k] > max ? row[k] : max;
+        T sum = 0;
+        for (size_t k = 0; k < len; ++k) sum += (y[k] = std::exp(row[k] - max));
+        for (size_t k = 0; k < len; ++k) y[k] /= sum;
+      }
     } else {
       auto src = x.data<T>();
       auto dst = out[0].data<T>();

@@ -128,8 +128,26 @@ void Transpose(const Node& node, std::span<const Tensor* const> in, std::span<Te
   std::vector<size_t> strides(x.rank());
   for (size_t i = 0; i < perm.size(); ++i) strides[i] = src_strides[NormalizeAxis(perm[i], x.rank())];
   out[0] = Tensor(x.type(), shape);
-  ForEachBroadcast(shape, {strides},
-                   [&](size_t n, const std::vector<size_t>& at) { CopyElement(x, at[0], out[0], n); });
+  if (x.type() == DataType::kString || x.rank() == 0 || out[0].size() == 0) {
+    ForEachBroadcast(shape, {strides},
+                     [&](size_t n, const std::vector<size_t>& at) { CopyElement(x, at[0], out[0], n); });
+    return;
+  }
+  // Numbers: the output's last axis in a tight loop, the outer axes walked by index.
+  VisitNumeric(x.type(), [&](auto zero) {
+    using T = decltype(zero);
+    auto src = x.data<T>();
+    auto dst = out[0].data<T>();
+    const size_t rank = shape.size(), inner = static_cast<size_t>(shape.back()), step = strides.back();
+    const Shape outer_shape(shape.begin(), shape.end() - 1);
+    std::vector<int64_t> index(rank - 1, 0);
+    for (size_t n = 0; n < dst.size(); n += inner) {
+      size_t base = 0;
+      for (size_t i = 0; i + 1 < rank; ++i) base += static_cast<size_t>(index[i]) * strides[i];
+      for (size_t j = 0; j < inner; ++j) dst[n + j] = src[base + j * step];
+      NextIndex(index, outer_shape);
+    }
+  });
 }
 
 void Concat(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
