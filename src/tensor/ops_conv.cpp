@@ -226,7 +226,8 @@ void Im2Col(const float* x, const Plane2d& p, int64_t channels, size_t first, si
 
 // Float Conv over one or two spatial axes as a packed product per group: the filters
 // [filters, K] times the im2col matrix [K, positions] gives the output planes in
-// place, in chunks of positions whose im2col matrix stays under 4 MiB.
+// place, in chunks of positions whose im2col matrix stays within 128 KiB (a cache
+// level, not a page apart per row).
 void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& x = Required(node, in, 0);
   const Tensor& wt = Required(node, in, 1);
@@ -249,7 +250,7 @@ void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
   const auto k = static_cast<size_t>(cpg * p.kh * p.kw), positions = static_cast<size_t>(p.oh * p.ow);
   if (out[0].size() == 0 || k == 0) return ConvReference(node, in, out);
   const size_t chunk =
-      std::min(PaddedWidth(positions), std::max<size_t>(kPackWidth, (size_t{1} << 20) / k / kPackWidth * kPackWidth));
+      std::min(PaddedWidth(positions), std::max<size_t>(kPackWidth, (size_t{1} << 15) / k / kPackWidth * kPackWidth));
   PackedMatrix col;
   col.in = k;
   col.weights.resize(k * chunk);
