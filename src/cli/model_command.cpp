@@ -90,7 +90,9 @@ std::string FileNameOf(const std::string& name) {
 // `runnel model run`: one run of an ONNX graph through the tensor runtime, inputs and
 // outputs as tensor files.
 int RunModel(const RunArgs& args) {
-  auto graph = tensor::LoadOnnxGraph(ReadFileBytes(args.model, "the model file"), args.model);
+  const std::filesystem::path model(args.model);
+  auto graph = tensor::LoadOnnxGraph(ReadFileBytes(model, "the model file"), args.model,
+                                     model.has_parent_path() ? model.parent_path() : std::filesystem::path("."));
   auto inputs = ReadRunInputs(*graph, args);
   tensor::Session session(graph);
   const auto outputs = session.Run(std::move(inputs));

@@ -146,7 +146,7 @@ LoadedGraph LoadModelGraph(std::string_view bytes, const std::string& source) {
 // ensemble served from its compiled trees, else the general tensor runtime, whose
 // error is the one reported when none can run it.
 std::shared_ptr<const Model> LoadOnnxModel(std::string_view bytes, const std::string& source,
-                                           const std::string& version) {
+                                           const std::string& version, const std::filesystem::path& dir) {
   try {
     auto loaded = LoadOnnx(bytes, source);
     loaded.info.version = version;
@@ -154,7 +154,7 @@ std::shared_ptr<const Model> LoadOnnxModel(std::string_view bytes, const std::st
   } catch (const Error&) {
     // Not a dense tabular graph: the paths below.
   }
-  auto graph = tensor::LoadOnnxGraph(bytes, source);
+  auto graph = tensor::LoadOnnxGraph(bytes, source, dir);
   if (auto trees = OnnxTrees(*graph, source)) {
     trees->info.version = version;
     return std::make_shared<const Model>(std::move(trees->ensemble), std::move(trees->info));
@@ -167,7 +167,10 @@ std::shared_ptr<const Model> LoadOnnxModel(std::string_view bytes, const std::st
   return std::make_shared<const Model>(TensorModel::Load(std::move(graph), source), std::move(info));
 }
 
-std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string& source, const std::string& version) {
+// `dir`: the model file's directory, where ONNX external data may lie (empty for
+// models that come as bytes, from the registry).
+std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string& source, const std::string& version,
+                                       const std::filesystem::path& dir = {}) {
   if (bytes.size() > MaxModelBytes()) {
     throw Error(ErrorCode::Model, fmt::format("{}: {} bytes is larger than the largest model Runnel loads ({} bytes; "
                                               "RUNNEL_MAX_MODEL_BYTES)",
@@ -189,7 +192,7 @@ std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string
     return std::make_shared<const Model>(std::move(trees->ensemble), std::move(trees->info));
   }
   if (!bytes.empty() && DetectModelFormat(bytes) == ModelFormat::Onnx && bytes.starts_with('\x08')) {
-    return LoadOnnxModel(bytes, source, version);
+    return LoadOnnxModel(bytes, source, version, dir);
   }
   auto loaded = LoadModelGraph(bytes, source);
   loaded.info.version = version;
@@ -200,7 +203,8 @@ std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string
 
 std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path) {
   const std::string bytes = ReadFileBytes(path, "the model file");
-  return MakeModel(bytes, path.string(), fmt::format("{}@{:016x}", path.filename().string(), ContentHash(bytes)));
+  const auto dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  return MakeModel(bytes, path.string(), fmt::format("{}@{:016x}", path.filename().string(), ContentHash(bytes)), dir);
 }
 
 std::shared_ptr<const Model> LoadModelFromBytes(std::string_view bytes, const std::string& source,

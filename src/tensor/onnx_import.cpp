@@ -3,7 +3,11 @@
 #include <fmt/format.h>
 #include <onnx/onnx-ml.pb.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
 #include <unordered_map>
 
 #include "runnel/tensor/ops.hpp"
@@ -60,13 +64,89 @@ size_t FieldValues(const onnx::TensorProto& p, DataType type) {
   }
 }
 
+// Where a tensor's external data lies: a file inside the model's directory, a byte
+// range of it.
+struct ExternalRange {
+  std::filesystem::path file;
+  uint64_t offset = 0;
+  std::optional<uint64_t> length;
+};
+
+uint64_t ExternalNumber(const std::string& text, const std::string& source, const std::string& what) {
+  if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string::npos)
+    Fail(source, fmt::format("{}: external data offset or length '{}' is not a number", what, text));
+  return std::stoull(text);
+}
+
+// The external data's file, which must stay inside `dir` whatever its name or symlinks
+// say (no absolute paths, no "..", no link out).
+ExternalRange ExternalRangeOf(const onnx::TensorProto& p, const std::filesystem::path& dir, const std::string& source,
+                              const std::string& what) {
+  if (dir.empty())
+    throw UnsupportedError(
+        fmt::format("{}: {} keeps its data in an external file, and this model has no directory "
+                    "(load it from a file, not from the registry)",
+                    source, what));
+  ExternalRange r;
+  std::string location;
+  for (const auto& entry : p.external_data()) {
+    if (entry.key() == "location") location = entry.value();
+    if (entry.key() == "offset") r.offset = ExternalNumber(entry.value(), source, what);
+    if (entry.key() == "length") r.length = ExternalNumber(entry.value(), source, what);
+  }
+  const std::filesystem::path relative(location);
+  bool climbs = false;
+  for (const auto& part : relative) climbs = climbs || part == "..";
+  if (location.empty() || relative.is_absolute() || climbs)
+    Fail(source, fmt::format("{}: external data location '{}' is not a file name inside the model's directory", what,
+                             location));
+  std::error_code ec;
+  const auto root = std::filesystem::canonical(dir, ec);
+  r.file = std::filesystem::canonical(dir / relative, ec);
+  const auto [end, _] = std::mismatch(root.begin(), root.end(), r.file.begin(), r.file.end());
+  if (ec || end != root.end() || !std::filesystem::is_regular_file(r.file))
+    Fail(source, fmt::format("{}: external data '{}' is not a file inside {}", what, location, dir.string()));
+  return r;
+}
+
+// Reads `need` bytes of external data, after checking the range against the file.
+std::string ReadExternal(const onnx::TensorProto& p, const std::filesystem::path& dir, size_t need,
+                         const std::string& source, const std::string& what) {
+  const ExternalRange r = ExternalRangeOf(p, dir, source, what);
+  const uint64_t size = std::filesystem::file_size(r.file);
+  if (r.length && *r.length != need)
+    Fail(source, fmt::format("{}: external data of {} bytes, its shape needs {}", what, *r.length, need));
+  if (r.offset > size || size - r.offset < need)
+    Fail(source, fmt::format("{}: external data at offset {} needs {} bytes, {} holds {}", what, r.offset, need,
+                             r.file.filename().string(), size));
+  std::ifstream in(r.file, std::ios::binary);
+  std::string bytes(need, '\0');
+  in.seekg(static_cast<std::streamoff>(r.offset));
+  if (!in.read(bytes.data(), static_cast<std::streamsize>(need)))
+    Fail(source, fmt::format("{}: cannot read external data from {}", what, r.file.string()));
+  return bytes;
+}
+
 // The file's data is checked against the shape before the tensor is allocated: a
 // shape claiming millions of elements with a few bytes of data allocates nothing.
-Tensor ReadTensor(const onnx::TensorProto& p, const std::string& source, const std::string& what) {
-  if (p.data_location() == onnx::TensorProto_DataLocation_EXTERNAL) {
-    throw UnsupportedError(fmt::format("{}: {} keeps its data in an external file", source, what));
-  }
+// `dir`: the model's directory, for external data (empty: none allowed).
+Tensor ReadTensor(const onnx::TensorProto& p, const std::string& source, const std::string& what,
+                  const std::filesystem::path& dir = {}) {
   const DataType type = TypeOfProto(p.data_type(), source, what);
+  if (p.data_location() == onnx::TensorProto_DataLocation_EXTERNAL) {
+    if (type == DataType::kString) throw UnsupportedError(fmt::format("{}: {}: external string data", source, what));
+    Shape shape(p.dims().begin(), p.dims().end());
+    size_t count = 0;
+    try {
+      count = ElementCount(shape);
+    } catch (const Error& e) {
+      Fail(source, fmt::format("{}: {}", what, e.what()));
+    }
+    const std::string raw = ReadExternal(p, dir, count * ElementSize(type), source, what);
+    Tensor t(type, std::move(shape));
+    FromRaw(raw, t, source, what);
+    return t;
+  }
   Shape shape(p.dims().begin(), p.dims().end());
   size_t count = 0;
   try {
@@ -190,7 +270,8 @@ Attribute ReadAttribute(const onnx::AttributeProto& a, const std::string& source
 
 class GraphBuilder {
  public:
-  GraphBuilder(const onnx::ModelProto& model, std::string source) : model_(model), source_(std::move(source)) {
+  GraphBuilder(const onnx::ModelProto& model, std::string source, std::filesystem::path dir)
+      : model_(model), source_(std::move(source)), dir_(std::move(dir)) {
     for (const auto& op : model.opset_import()) {
       const std::string domain = op.domain() == "ai.onnx" ? "" : op.domain();
       opsets_[domain] = static_cast<int>(op.version());
@@ -202,7 +283,7 @@ class GraphBuilder {
     for (const auto& init : g.initializer()) {
       const int id = Value(init.name());
       graph_->constants[id] =
-          std::make_shared<Tensor>(ReadTensor(init, source_, fmt::format("initializer '{}'", init.name())));
+          std::make_shared<Tensor>(ReadTensor(init, source_, fmt::format("initializer '{}'", init.name()), dir_));
     }
     for (const auto& input : g.input()) {
       const int id = Value(input.name());
@@ -318,6 +399,7 @@ class GraphBuilder {
 
   const onnx::ModelProto& model_;
   std::string source_;
+  std::filesystem::path dir_;  // the model's directory, for external data
   std::shared_ptr<Graph> graph_ = std::make_shared<Graph>();
   std::unordered_map<std::string, int> ids_;
   std::vector<bool> produced_;  // per value id: some node's output
@@ -326,13 +408,14 @@ class GraphBuilder {
 
 }  // namespace
 
-std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::string& source) {
+std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::string& source,
+                                           const std::filesystem::path& dir) {
   onnx::ModelProto model;
   if (bytes.size() > (size_t{2} << 30) || !model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     Fail(source, "not a valid ONNX model (protobuf parse failed)");
   }
   if (!model.has_graph()) Fail(source, "the ONNX model has no graph");
-  auto graph = GraphBuilder(model, source).Build();
+  auto graph = GraphBuilder(model, source, dir).Build();
   graph->producer = model.producer_name().empty() ? "ONNX" : model.producer_name();
   if (!model.producer_version().empty()) graph->producer += " " + model.producer_version();
   return graph;

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "../support/temp_dir.hpp"
 #include "loaders.hpp"
@@ -320,6 +321,110 @@ TEST(OnnxLoader, ARowTheGeneralRuntimeCannotRunFailsAlone) {
   for (size_t r : {size_t{1}, size_t{2}}) {
     for (size_t c = 0; c < w; ++c) EXPECT_TRUE(std::isnan(out[r * w + c])) << r << "," << c;
   }
+}
+
+std::string MessageOf(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// test_Conv2d with its weights moved to weights.bin beside the model, as ONNX's
+// external data keeps them (each initializer: location, offset, length).
+onnx::ModelProto WithExternalWeights(const std::filesystem::path& model, const std::filesystem::path& dir) {
+  onnx::ModelProto m;
+  const std::string bytes = ReadFileBytes(model);
+  EXPECT_TRUE(m.ParseFromString(bytes));
+  std::string blob;
+  for (auto& init : *m.mutable_graph()->mutable_initializer()) {
+    const auto t = tensor::LoadOnnxTensor(init.SerializeAsString(), init.name());
+    const size_t offset = blob.size();
+    blob.append(reinterpret_cast<const char*>(t.bytes().data()), t.bytes().size());
+    init.clear_raw_data();
+    init.clear_float_data();
+    init.set_data_location(onnx::TensorProto_DataLocation_EXTERNAL);
+    for (const auto& [key, value] :
+         std::vector<std::pair<std::string, std::string>>{{"location", "weights.bin"},
+                                                          {"offset", std::to_string(offset)},
+                                                          {"length", std::to_string(t.bytes().size())}}) {
+      auto* entry = init.add_external_data();
+      entry->set_key(key);
+      entry->set_value(value);
+    }
+  }
+  std::ofstream(dir / "weights.bin", std::ios::binary) << blob;
+  return m;
+}
+
+void SetExternal(onnx::ModelProto& m, const std::string& key, const std::string& value) {
+  for (auto& entry : *m.mutable_graph()->mutable_initializer(0)->mutable_external_data()) {
+    if (entry.key() == key) entry.set_value(value);
+  }
+}
+
+std::string LoadError(const onnx::ModelProto& m, const std::filesystem::path& path) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << m.SerializeAsString();
+  try {
+    LoadModel(path);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "loaded";
+}
+
+// ONNX external data (weights in a file beside the model, as large PyTorch exports
+// keep them) is read, and gives what PyTorch computed; a location outside the model's
+// directory (a "..", an absolute path, a symlink out) or a range the file does not
+// hold is refused naming the initializer, and a model that comes as bytes (the
+// registry) may have none.
+TEST(OnnxLoader, ExternalDataIsReadFromInsideTheModelsDirectoryOnly) {
+  const auto root = PytorchConverted();
+  if (root.empty()) GTEST_SKIP() << "libonnx-testdata is missing (Debian package libonnx-testdata)";
+  const auto test = root / "test_Conv2d";
+  testing::TempDir tmp("runnel-external");
+  auto m = WithExternalWeights(test / "model.onnx", tmp.path());
+  ASSERT_EQ(LoadError(m, tmp / "model.onnx"), "loaded");
+  auto model = LoadModel(tmp / "model.onnx");
+  const auto input = ReadTensor(test / "test_data_set_0" / "input_0.pb");
+  const auto want = ReadTensor(test / "test_data_set_0" / "output_0.pb");
+  std::vector<float> rows;
+  for (size_t i = 0; i < input.size(); ++i) rows.push_back(static_cast<float>(tensor::ValueAt(input, i)));
+  ModelSession session(model);
+  const auto out = session.Predict(rows, static_cast<size_t>(input.dim(0)));
+  ASSERT_EQ(out.size(), want.size());
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], tensor::ValueAt(want, i), 1e-5) << "value " << i;
+
+  const std::string bytes = ReadFileBytes(tmp / "model.onnx");
+  EXPECT_NE(MessageOf([&] { LoadModelFromBytes(bytes, "registry.onnx", "v1"); }).find("has no directory"),
+            std::string::npos);
+  std::filesystem::create_directories(tmp / "sub");
+  std::ofstream(tmp / "sub" / "secret.bin") << std::string(4096, 'x');
+  std::filesystem::create_symlink("/etc/passwd", tmp / "link.bin");
+  for (const char* location : {"../weights.bin", "/etc/passwd", "sub/../../weights.bin"}) {
+    auto bad = m;
+    SetExternal(bad, "location", location);
+    EXPECT_NE(LoadError(bad, tmp / "bad.onnx").find("is not a file name inside the model's directory"),
+              std::string::npos)
+        << location;
+  }
+  auto link = m;
+  SetExternal(link, "location", "link.bin");
+  EXPECT_NE(LoadError(link, tmp / "bad.onnx").find("external data 'link.bin' is not a file inside"), std::string::npos);
+  auto missing = m;
+  SetExternal(missing, "location", "nowhere.bin");
+  EXPECT_NE(LoadError(missing, tmp / "bad.onnx").find("is not a file inside"), std::string::npos);
+  auto longer = m;
+  SetExternal(longer, "length", "1000000000");
+  EXPECT_NE(LoadError(longer, tmp / "bad.onnx").find("external data of 1000000000 bytes"), std::string::npos);
+  auto past = m;
+  SetExternal(past, "offset", "99999999");
+  EXPECT_NE(LoadError(past, tmp / "bad.onnx").find("external data at offset 99999999"), std::string::npos);
+  auto nonsense = m;
+  SetExternal(nonsense, "offset", "-5");
+  EXPECT_NE(LoadError(nonsense, tmp / "bad.onnx").find("is not a number"), std::string::npos);
 }
 
 }  // namespace

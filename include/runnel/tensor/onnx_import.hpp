@@ -3,6 +3,7 @@
 // every shape and length is checked against what the file holds before allocating.
 #pragma once
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -11,10 +12,15 @@
 
 namespace runnel::tensor {
 
-// Parses an ONNX model and binds every node to its kernel. Throws Error(Model) naming
-// `source` and the node for a malformed file, UnsupportedError ("unsupported: Op
-// (opset N)") for an operator, domain, element type or attribute the runtime lacks.
-std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::string& source);
+// Parses an ONNX model and binds every node to its kernel. Initializers may keep their
+// data in external files (ONNX's external data) inside `dir`, the model's directory:
+// a location that is absolute, climbs with "..", or resolves (symlinks included)
+// outside `dir` is refused, as is any external data when `dir` is empty. Throws
+// Error(Model) naming `source` and the node for a malformed file, UnsupportedError
+// ("unsupported: Op (opset N)") for an operator, domain, element type or attribute the
+// runtime lacks.
+std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::string& source,
+                                           const std::filesystem::path& dir = {});
 
 // Parses a serialized onnx.TensorProto. Throws Error(Model) naming `source`.
 Tensor LoadOnnxTensor(std::string_view bytes, const std::string& source);
