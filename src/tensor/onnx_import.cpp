@@ -133,26 +133,19 @@ std::string ReadExternal(const onnx::TensorProto& p, const std::filesystem::path
 Tensor ReadTensor(const onnx::TensorProto& p, const std::string& source, const std::string& what,
                   const std::filesystem::path& dir = {}) {
   const DataType type = TypeOfProto(p.data_type(), source, what);
-  if (p.data_location() == onnx::TensorProto_DataLocation_EXTERNAL) {
-    if (type == DataType::kString) throw UnsupportedError(fmt::format("{}: {}: external string data", source, what));
-    Shape shape(p.dims().begin(), p.dims().end());
-    size_t count = 0;
-    try {
-      count = ElementCount(shape);
-    } catch (const Error& e) {
-      Fail(source, fmt::format("{}: {}", what, e.what()));
-    }
-    const std::string raw = ReadExternal(p, dir, count * ElementSize(type), source, what);
-    Tensor t(type, std::move(shape));
-    FromRaw(raw, t, source, what);
-    return t;
-  }
   Shape shape(p.dims().begin(), p.dims().end());
   size_t count = 0;
   try {
     count = ElementCount(shape);
   } catch (const Error& e) {
     Fail(source, fmt::format("{}: {}", what, e.what()));
+  }
+  if (p.data_location() == onnx::TensorProto_DataLocation_EXTERNAL) {
+    if (type == DataType::kString) throw UnsupportedError(fmt::format("{}: {}: external string data", source, what));
+    const std::string raw = ReadExternal(p, dir, count * ElementSize(type), source, what);
+    Tensor t(type, std::move(shape));
+    FromRaw(raw, t, source, what);
+    return t;
   }
   const bool raw = type != DataType::kString && p.has_raw_data();
   if (raw && p.raw_data().size() != count * ElementSize(type)) {

@@ -248,7 +248,9 @@ void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
   const int64_t cpg = channels / group;
   const auto fpg = static_cast<size_t>(filters / group);
   const auto k = static_cast<size_t>(cpg * p.kh * p.kw), positions = static_cast<size_t>(p.oh * p.ow);
-  if (out[0].size() == 0 || k == 0) return ConvReference(node, in, out);
+  // The im2col matrix holds k rows of at least 16 columns: a hostile filter of
+  // millions of taps stays with the reference, which allocates nothing for it.
+  if (out[0].size() == 0 || k == 0 || k * kPackWidth > (size_t{1} << 22)) return ConvReference(node, in, out);
   const size_t chunk =
       std::min(PaddedWidth(positions), std::max<size_t>(kPackWidth, (size_t{1} << 15) / k / kPackWidth * kPackWidth));
   PackedMatrix col;

@@ -75,12 +75,24 @@ void MultiplyInto(const float* x, size_t rows, const PackedMatrix& w, float* z, 
     MultiplyPacked(x, w.in, rows, w, false, z, w.out);
     return;
   }
-  scratch.resize(rows * w.out_padded);
-  MultiplyPacked(x, w.in, rows, w, false, scratch.data(), w.out_padded);
-  for (size_t r = 0; r < rows; ++r) std::copy_n(scratch.data() + r * w.out_padded, w.out, z + r * w.out);
+  // Through a scratch of at most 256 rows: a narrow product (n = 1 pads to 16) never
+  // takes 16 times its output.
+  constexpr size_t kRows = 256;
+  scratch.resize(std::min(rows, kRows) * w.out_padded);
+  for (size_t first = 0; first < rows; first += kRows) {
+    const size_t n = std::min(kRows, rows - first);
+    MultiplyPacked(x + first * w.in, w.in, n, w, false, scratch.data(), w.out_padded);
+    for (size_t r = 0; r < n; ++r) std::copy_n(scratch.data() + r * w.out_padded, w.out, z + (first + r) * w.out);
+  }
 }
 
 namespace {
+
+// Whether packing a [k, n] right-hand matrix stays within bounds: its padding (n = 1
+// pads to 16 columns) may not blow a large operand up past 16 MiB.
+bool PackFits(size_t k, size_t n) {
+  return k * PaddedWidth(n) <= std::max<size_t>(2 * k * n, size_t{1} << 22);
+}
 
 // Float MatMul on the packed micro-kernel: B packed once per distinct matrix; when B
 // has no batch dimensions, all of A's matrices are one tall matrix.
@@ -89,8 +101,9 @@ void MatMul(const Node& node, std::span<const Tensor* const> in, std::span<Tenso
   const Tensor& b = Required(node, in, 1);
   if (a.type() != DataType::kFloat || b.type() != DataType::kFloat) return MatMulReference(node, in, out);
   const MatMulShape s = MatMulShapeOf(a, b);
-  out[0] = Tensor(a.type(), s.out);
   const auto m = static_cast<size_t>(s.m), k = static_cast<size_t>(s.k), n = static_cast<size_t>(s.n);
+  if (!PackFits(k, n)) return MatMulReference(node, in, out);
+  out[0] = Tensor(a.type(), s.out);
   if (out[0].size() == 0) return;
   auto pa = a.data<float>();
   auto pb = b.data<float>();
@@ -177,6 +190,7 @@ void Gemm(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
   const Shape shape{static_cast<int64_t>(m), static_cast<int64_t>(n)};
   if (c != nullptr && BroadcastShapes(c->shape(), shape) != shape)
     throw Error(ErrorCode::Model, "Gemm's C does not broadcast");
+  if (!PackFits(k, n)) return GemmReference(node, in, out);
   out[0] = Tensor(DataType::kFloat, shape);
   if (out[0].size() == 0) return;
   const auto packed = PackMatrix(b.data<float>().data(), k, n, tb ? k : n, tb);

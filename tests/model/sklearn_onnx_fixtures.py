@@ -90,16 +90,20 @@ def classifier_node(trees_by_class, labels, post, base, weight):
     return [node, zipmap]
 
 
+def classifier_outputs(labels):
+    """A classifier's graph outputs as skl2onnx declares them: label, then ZipMap's
+    sequence of maps from label to probability."""
+    key = TensorProto.STRING if isinstance(labels[0], str) else TensorProto.INT64
+    zipped = onnx.TypeProto()
+    zipped.sequence_type.elem_type.map_type.key_type = key
+    zipped.sequence_type.elem_type.map_type.value_type.CopyFrom(helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+    return [helper.make_tensor_value_info("label", key, [None]), helper.make_value_info("output_probability", zipped)]
+
+
 def save(out, name, nodes, features, classifier, labels=None):
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, features])
     if classifier:
-        key = TensorProto.STRING if isinstance(labels[0], str) else TensorProto.INT64
-        zipped = onnx.TypeProto()  # ZipMap's output: a sequence of maps from label to probability
-        zipped.sequence_type.elem_type.map_type.key_type = key
-        zipped.sequence_type.elem_type.map_type.value_type.CopyFrom(
-            helper.make_tensor_type_proto(TensorProto.FLOAT, []))
-        outputs = [helper.make_tensor_value_info("label", key, [None]),
-                   helper.make_value_info("output_probability", zipped)]
+        outputs = classifier_outputs(labels)
     else:
         outputs = [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])]
     graph = helper.make_graph(nodes, name, [x], outputs)

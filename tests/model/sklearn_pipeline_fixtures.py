@@ -27,7 +27,7 @@ except ImportError:
     sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sklearn_onnx_fixtures import classifier_node, write  # noqa: E402
+from sklearn_onnx_fixtures import classifier_node, classifier_outputs, write  # noqa: E402
 
 SEED = 20261204
 ML = "ai.onnx.ml"
@@ -78,13 +78,7 @@ def logistic_nodes(model, source, labels):
 def save(out, name, nodes, features, labels=None, initializers=()):
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, features])
     if labels is not None:
-        key = TensorProto.STRING if isinstance(labels[0], str) else TensorProto.INT64
-        zipped = onnx.TypeProto()
-        zipped.sequence_type.elem_type.map_type.key_type = key
-        zipped.sequence_type.elem_type.map_type.value_type.CopyFrom(
-            helper.make_tensor_type_proto(TensorProto.FLOAT, []))
-        outputs = [helper.make_tensor_value_info("label", key, [None]),
-                   helper.make_value_info("output_probability", zipped)]
+        outputs = classifier_outputs(labels)
     else:
         outputs = [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])]
     graph = helper.make_graph(nodes, name, [x], outputs, initializer=list(initializers))
