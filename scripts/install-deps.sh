@@ -13,6 +13,7 @@ build_packages=(
   libfmt-dev libspdlog-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   libhdf5-dev libzip-dev libprotobuf-dev protobuf-compiler libonnx-dev libpugixml-dev
   libboost1.74-dev libssl-dev openssl
+  libicu-dev  # Unicode case mapping of the text operators (StringNormalizer)
   curl  # the README's HTTP examples
 )
 test_packages=(

@@ -29,6 +29,7 @@ void AddMatrixKernels(std::vector<KernelEntry>& table);       // ops_matrix.cpp
 void AddConvKernels(std::vector<KernelEntry>& table);         // ops_conv.cpp
 void AddIndexKernels(std::vector<KernelEntry>& table);        // ops_index.cpp
 void AddMlKernels(std::vector<KernelEntry>& table);           // ops_ml.cpp (ai.onnx.ml)
+void AddTextKernels(std::vector<KernelEntry>& table);         // ops_text.cpp
 void AddTreeKernels(std::vector<KernelEntry>& table);         // ops_trees.cpp (ai.onnx.ml)
 
 // The plain reference kernels that optimized ones are tested against

@@ -18,6 +18,7 @@ const std::vector<KernelEntry>& Table() {
     AddConvKernels(t);
     AddIndexKernels(t);
     AddMlKernels(t);
+    AddTextKernels(t);
     AddTreeKernels(t);
     return t;
   }();

@@ -1,0 +1,239 @@
+// Text operators of the default domain: StringNormalizer (stop words out, Unicode
+// case mapping by ICU, code point by code point; the `locale` attribute is not used) and TfIdfVectorizer (n-gram counts
+// over integer or string sequences, with skips; TF, IDF or TF-IDF weighting). Where the specification is open they do
+// what ONNX Runtime does.
+#include <unicode/uchar.h>
+#include <unicode/unistr.h>
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "kernels.hpp"
+
+namespace runnel::tensor {
+namespace {
+
+enum class CaseChange { kNone, kLower, kUpper };
+
+// Each code point's simple case mapping (ICU's u_tolower / u_toupper: "ß" stays one
+// letter), as ONNX Runtime maps character by character; malformed UTF-8 becomes
+// U+FFFD.
+std::string Mapped(const std::string& s, CaseChange change) {
+  if (change == CaseChange::kNone) return s;
+  const icu::UnicodeString in = icu::UnicodeString::fromUTF8(s);
+  icu::UnicodeString mapped;
+  for (int32_t i = 0; i < in.length(); i = in.moveIndex32(i, 1)) {
+    const UChar32 c = in.char32At(i);
+    mapped.append(change == CaseChange::kLower ? u_tolower(c) : u_toupper(c));
+  }
+  std::string out;
+  mapped.toUTF8String(out);
+  return out;
+}
+
+struct NormalizerState : NodeState {
+  CaseChange change = CaseChange::kNone;
+  bool case_sensitive = false;
+  std::unordered_set<std::string> stopwords;  // lower-cased unless case-sensitive
+};
+
+std::shared_ptr<const NodeState> PrepareStringNormalizer(const Node& node) {
+  auto s = std::make_shared<NormalizerState>();
+  const std::string change = node.String("case_change_action", "NONE");
+  if (change == "LOWER") {
+    s->change = CaseChange::kLower;
+  } else if (change == "UPPER") {
+    s->change = CaseChange::kUpper;
+  } else if (change != "NONE") {
+    throw Error(ErrorCode::Model, fmt::format("case_change_action '{}' (NONE, LOWER or UPPER)", change));
+  }
+  s->case_sensitive = node.Int("is_case_sensitive", 0) != 0;
+  if (const auto* words = node.Find("stopwords")) {
+    for (const auto& w : words->strings) s->stopwords.insert(s->case_sensitive ? w : Mapped(w, CaseChange::kLower));
+  }
+  return s;
+}
+
+// [C] or [1, C] strings: the stop words dropped, the rest case-mapped. Nothing left is
+// one empty string ([1] or [1, 1]), as ONNX Runtime answers.
+void StringNormalizer(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  if (x.type() != DataType::kString || x.rank() == 0 || x.rank() > 2 || (x.rank() == 2 && x.dim(0) != 1))
+    throw Error(ErrorCode::Model,
+                fmt::format("StringNormalizer takes strings of shape [C] or [1, C], not {}", ShapeText(x.shape())));
+  const auto& s = node.State<NormalizerState>();
+  std::vector<std::string> kept;
+  for (const auto& word : x.strings()) {
+    const std::string key = s.case_sensitive ? word : Mapped(word, CaseChange::kLower);
+    if (!s.stopwords.contains(key)) kept.push_back(Mapped(word, s.change));
+  }
+  if (kept.empty()) kept.emplace_back();
+  const auto n = static_cast<int64_t>(kept.size());
+  out[0] = Tensor(DataType::kString, x.rank() == 1 ? Shape{n} : Shape{1, n});
+  out[0].strings() = std::move(kept);
+}
+
+enum class Weighting { kTf, kIdf, kTfIdf };
+
+// An n-gram as one string key: each integer as its 8 bytes, each string as its
+// length then its bytes (so no two n-grams share a key).
+void AppendKey(std::string& key, const Tensor& x, size_t i) {
+  if (x.type() == DataType::kString) {
+    const std::string& s = x.strings()[i];
+    const auto len = static_cast<uint64_t>(s.size());
+    key.append(reinterpret_cast<const char*>(&len), sizeof(len));
+    key += s;
+  } else {
+    const int64_t v = IntAt(x, i);
+    key.append(reinterpret_cast<const char*>(&v), sizeof(v));
+  }
+}
+
+struct TfIdfState : NodeState {
+  Weighting weighting = Weighting::kTf;
+  size_t min_n = 1, max_n = 1, max_skip = 0, output_size = 0;
+  bool strings = false;
+  std::vector<int64_t> indexes;                 // per n-gram id: its output coordinate
+  std::vector<float> weights;                   // per output coordinate (ONNX Runtime's reading), or empty
+  std::unordered_map<std::string, size_t> ids;  // n-gram key -> id
+};
+
+int64_t RequiredInt(const Node& node, std::string_view name) {
+  const auto* a = node.Find(name);
+  if (a == nullptr || a->kind != Attribute::Kind::kInt)
+    throw Error(ErrorCode::Model, fmt::format("{} is required", name));
+  return a->i;
+}
+
+// The pool's n-grams of the lengths [min_n, max_n] into the id map; n-grams of other
+// lengths take ids too (they keep their place in ngram_indexes) but are never counted.
+void AddPool(TfIdfState& s, const Node& node, const std::vector<int64_t>& counts) {
+  const auto* strings = node.Find("pool_strings");
+  const auto ints = node.IntList("pool_int64s");
+  s.strings = strings != nullptr && !strings->strings.empty();
+  const size_t total = s.strings ? strings->strings.size() : ints.size();
+  if (total == 0) throw Error(ErrorCode::Model, "TfIdfVectorizer needs pool_strings or pool_int64s");
+  size_t id = 0;
+  for (size_t g = 0; g < counts.size(); ++g) {
+    const size_t n = g + 1;
+    const auto begin = static_cast<size_t>(counts[g]);
+    const size_t end = g + 1 < counts.size() ? static_cast<size_t>(counts[g + 1]) : total;
+    if (counts[g] < 0 || end < begin || end > total || (end - begin) % n != 0)
+      throw Error(ErrorCode::Model, fmt::format("ngram_counts do not split the pool of {} into {}-grams", total, n));
+    for (size_t at = begin; at < end; at += n, ++id) {
+      if (n < s.min_n || n > s.max_n) continue;
+      std::string key;
+      for (size_t k = at; k < at + n; ++k) {
+        if (s.strings) {
+          const auto len = static_cast<uint64_t>(strings->strings[k].size());
+          key.append(reinterpret_cast<const char*>(&len), sizeof(len));
+          key += strings->strings[k];
+        } else {
+          key.append(reinterpret_cast<const char*>(&ints[k]), sizeof(int64_t));
+        }
+      }
+      if (!s.ids.emplace(std::move(key), id).second)
+        throw Error(ErrorCode::Model, fmt::format("the pool lists a {}-gram twice", n));
+    }
+  }
+  if (id > s.indexes.size())
+    throw Error(ErrorCode::Model, fmt::format("{} n-grams in the pool, {} ngram_indexes", id, s.indexes.size()));
+}
+
+std::shared_ptr<const NodeState> PrepareTfIdf(const Node& node) {
+  auto s = std::make_shared<TfIdfState>();
+  const std::string mode = node.String("mode", "");
+  if (mode == "TF") {
+    s->weighting = Weighting::kTf;
+  } else if (mode == "IDF") {
+    s->weighting = Weighting::kIdf;
+  } else if (mode == "TFIDF") {
+    s->weighting = Weighting::kTfIdf;
+  } else {
+    throw Error(ErrorCode::Model, fmt::format("mode '{}' (TF, IDF or TFIDF)", mode));
+  }
+  const int64_t min_n = RequiredInt(node, "min_gram_length"), max_n = RequiredInt(node, "max_gram_length");
+  const int64_t skip = RequiredInt(node, "max_skip_count");
+  const auto counts = node.IntList("ngram_counts");
+  if (min_n < 1 || max_n < min_n || static_cast<size_t>(max_n) > counts.size() || skip < 0 || skip > (1 << 20))
+    throw Error(ErrorCode::Model, fmt::format("gram lengths {}..{} with {} ngram_counts and max_skip_count {}", min_n,
+                                              max_n, counts.size(), skip));
+  s->min_n = static_cast<size_t>(min_n);
+  s->max_n = static_cast<size_t>(max_n);
+  s->max_skip = static_cast<size_t>(skip);
+  s->indexes = node.IntList("ngram_indexes");
+  if (s->indexes.empty() || *std::min_element(s->indexes.begin(), s->indexes.end()) < 0 ||
+      *std::max_element(s->indexes.begin(), s->indexes.end()) >= static_cast<int64_t>(kMaxElements))
+    throw Error(ErrorCode::Model, "ngram_indexes must be non-empty output coordinates");
+  s->output_size = static_cast<size_t>(*std::max_element(s->indexes.begin(), s->indexes.end())) + 1;
+  s->weights = node.FloatList("weights");
+  if (!s->weights.empty() && s->weights.size() != s->indexes.size())
+    throw Error(ErrorCode::Model, fmt::format("{} weights for {} ngram_indexes", s->weights.size(), s->indexes.size()));
+  AddPool(*s, node, counts);
+  return s;
+}
+
+// Adds one row's n-gram counts to `counts` (output_size floats): unigrams once each;
+// longer n-grams for every skip distance 1..max_skip+1 (items that far apart).
+void CountRow(const TfIdfState& s, const Tensor& x, size_t begin, size_t len, float* counts) {
+  auto count = [&](const std::string& key) {
+    auto it = s.ids.find(key);
+    if (it != s.ids.end()) counts[s.indexes[it->second]] += 1.0f;
+  };
+  size_t start_n = s.min_n;
+  std::string key;
+  if (start_n == 1) {
+    for (size_t i = 0; i < len; ++i) {
+      key.clear();
+      AppendKey(key, x, begin + i);
+      count(key);
+    }
+    if (++start_n > s.max_n) return;
+  }
+  for (size_t distance = 1; distance <= s.max_skip + 1; ++distance) {
+    for (size_t first = 0; first + distance * (start_n - 1) < len; ++first) {
+      key.clear();
+      for (size_t n = 1, at = first; n <= s.max_n && at < len; ++n, at += distance) {
+        AppendKey(key, x, begin + at);
+        if (n >= start_n) count(key);
+      }
+    }
+  }
+}
+
+// [C] -> [output_size], [N, C] -> [N, output_size] (float).
+void TfIdfVectorizer(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  const auto& s = node.State<TfIdfState>();
+  const bool strings = x.type() == DataType::kString;
+  if (x.rank() > 2 || strings != s.strings ||
+      (!strings && x.type() != DataType::kInt64 && x.type() != DataType::kInt32))
+    throw Error(ErrorCode::Model,
+                fmt::format("TfIdfVectorizer of {} {} for a pool of {}", DataTypeName(static_cast<int>(x.type())),
+                            ShapeText(x.shape()), s.strings ? "strings" : "integers"));
+  const size_t rows = x.rank() == 2 ? static_cast<size_t>(x.dim(0)) : 1;
+  const size_t len = x.rank() == 0 ? 1 : static_cast<size_t>(x.dim(x.rank() - 1));
+  const auto size = static_cast<int64_t>(s.output_size);
+  out[0] = Tensor(DataType::kFloat, x.rank() == 2 ? Shape{x.dim(0), size} : Shape{size});
+  auto y = out[0].data<float>();
+  for (size_t r = 0; r < rows; ++r) {
+    float* row = y.data() + r * s.output_size;
+    if (len > 0) CountRow(s, x, r * len, len, row);
+    for (size_t i = 0; i < s.output_size; ++i) {
+      const float w = i < s.weights.size() ? s.weights[i] : 1.0f;  // past the weights (a sparse ngram_indexes): 1
+      if (s.weighting == Weighting::kIdf) row[i] = row[i] > 0 ? w : 0.0f;
+      if (s.weighting == Weighting::kTfIdf) row[i] *= w;
+    }
+  }
+}
+
+}  // namespace
+
+void AddTextKernels(std::vector<KernelEntry>& t) {
+  t.push_back({"StringNormalizer", 10, StringNormalizer, "", PrepareStringNormalizer});
+  t.push_back({"TfIdfVectorizer", 9, TfIdfVectorizer, "", PrepareTfIdf});
+}
+
+}  // namespace runnel::tensor
