@@ -192,7 +192,9 @@ void CountRow(const TfIdfState& s, const Tensor& x, size_t begin, size_t len, fl
     }
     if (++start_n > s.max_n) return;
   }
-  for (size_t distance = 1; distance <= s.max_skip + 1; ++distance) {
+  // A distance past the row fits no n-gram of two or more: a max_skip_count of 2^20
+  // costs nothing more than the row's length.
+  for (size_t distance = 1; distance <= std::min(s.max_skip + 1, len); ++distance) {
     for (size_t first = 0; first + distance * (start_n - 1) < len; ++first) {
       key.clear();
       for (size_t n = 1, at = first; n <= s.max_n && at < len; ++n, at += distance) {
