@@ -35,8 +35,7 @@ T FromFloat(float v, const std::string& input) {
 std::vector<std::string> ClassLabels(const tensor::Graph& graph, int id) {
   for (const auto& node : graph.nodes) {
     if (std::find(node.outputs.begin(), node.outputs.end(), id) == node.outputs.end()) continue;
-    const auto* labels = node.Find("classlabels_strings");
-    return labels != nullptr ? labels->strings : std::vector<std::string>{};
+    return node.StringList("classlabels_strings");
   }
   return {};
 }

@@ -34,6 +34,11 @@ std::vector<float> Node::FloatList(std::string_view key) const {
   return a != nullptr && a->kind == Attribute::Kind::kFloats ? a->floats : std::vector<float>{};
 }
 
+std::vector<std::string> Node::StringList(std::string_view key) const {
+  const auto* a = Find(key);
+  return a != nullptr && a->kind == Attribute::Kind::kStrings ? a->strings : std::vector<std::string>{};
+}
+
 std::string Node::Label() const {
   return name.empty() ? fmt::format("a {} node", op) : fmt::format("node '{}' ({})", name, op);
 }

@@ -119,7 +119,7 @@ struct Labels {
   static Labels Of(const Node& node, std::string_view ints_name) {
     Labels l;
     l.ints = node.IntList(ints_name);
-    if (const auto* a = node.Find("classlabels_strings")) l.strings = a->strings;
+    l.strings = node.StringList("classlabels_strings");
     return l;
   }
   size_t size() const { return strings.empty() ? ints.size() : strings.size(); }
@@ -369,16 +369,11 @@ std::vector<Key> KeysOf(const std::vector<T>& v) {
   return {v.begin(), v.end()};
 }
 
-std::vector<std::string> StringList(const Node& node, std::string_view name) {
-  const auto* a = node.Find(name);
-  return a != nullptr && a->kind == Attribute::Kind::kStrings ? a->strings : std::vector<std::string>{};
-}
-
 // LabelEncoder opset 1: classes_strings; strings map to their index, integers to the
 // class string of that index.
 std::shared_ptr<const NodeState> PrepareLabelEncoderV1(const Node& node) {
   auto s = std::make_shared<MapState>();
-  const auto classes = StringList(node, "classes_strings");
+  const auto classes = node.StringList("classes_strings");
   // Both directions are served by one map each way: the input type picks at run.
   s->values.type = DataType::kInt64;
   s->values.default_int = node.Int("default_int64", -1);
@@ -396,7 +391,7 @@ std::shared_ptr<const NodeState> PrepareLabelEncoder(const Node& node) {
   if (node.opset < 2) return PrepareLabelEncoderV1(node);
   auto s = std::make_shared<MapState>();
   auto& v = s->values;
-  v.strings = StringList(node, "values_strings");
+  v.strings = node.StringList("values_strings");
   v.ints = node.IntList("values_int64s");
   v.floats = node.FloatList("values_floats");
   v.type = !v.strings.empty() ? DataType::kString : !v.ints.empty() ? DataType::kInt64 : DataType::kFloat;
@@ -405,7 +400,7 @@ std::shared_ptr<const NodeState> PrepareLabelEncoder(const Node& node) {
   v.default_float = node.Float("default_float", -0.0f);
   if (node.Find("keys_tensor") != nullptr || node.Find("values_tensor") != nullptr)
     throw UnsupportedError("LabelEncoder keys_tensor / values_tensor");
-  const auto strings = StringList(node, "keys_strings");
+  const auto strings = node.StringList("keys_strings");
   const auto ints = node.IntList("keys_int64s");
   const auto floats = node.FloatList("keys_floats");
   s->key_type = !strings.empty() ? DataType::kString : !ints.empty() ? DataType::kInt64 : DataType::kFloat;
@@ -440,7 +435,7 @@ void LabelEncoder(const Node& node, std::span<const Tensor* const> in, std::span
 // type says.
 std::shared_ptr<const NodeState> PrepareCategoryMapper(const Node& node) {
   auto s = std::make_shared<MapState>();
-  const auto strings = StringList(node, "cats_strings");
+  const auto strings = node.StringList("cats_strings");
   const auto ints = node.IntList("cats_int64s");
   if (strings.size() != ints.size())
     throw Error(ErrorCode::Model, fmt::format("{} cats_strings for {} cats_int64s", strings.size(), ints.size()));
@@ -471,7 +466,7 @@ void CategoryMapper(const Node& node, std::span<const Tensor* const> in, std::sp
 // category is all zeros, or an error when `zeros` is 0.
 void OneHotEncoder(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& x = Required(node, in, 0);
-  const auto strings = StringList(node, "cats_strings");
+  const auto strings = node.StringList("cats_strings");
   const auto ints = node.IntList("cats_int64s");
   const size_t cats = strings.empty() ? ints.size() : strings.size();
   if (cats == 0) throw Error(ErrorCode::Model, "OneHotEncoder has no category");
@@ -502,7 +497,7 @@ void OneHotEncoder(const Node& node, std::span<const Tensor* const> in, std::spa
 void ZipMap(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& x = Required(node, in, 0);
   const size_t labels =
-      std::max(node.IntList("classlabels_int64s").size(), StringList(node, "classlabels_strings").size());
+      std::max(node.IntList("classlabels_int64s").size(), node.StringList("classlabels_strings").size());
   if (x.rank() != 2 || static_cast<size_t>(x.dim(1)) != labels)
     throw Error(ErrorCode::Model, fmt::format("ZipMap of {} for {} labels", ShapeText(x.shape()), labels));
   out[0] = x;

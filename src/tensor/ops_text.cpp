@@ -50,8 +50,8 @@ std::shared_ptr<const NodeState> PrepareStringNormalizer(const Node& node) {
     throw Error(ErrorCode::Model, fmt::format("case_change_action '{}' (NONE, LOWER or UPPER)", change));
   }
   s->case_sensitive = node.Int("is_case_sensitive", 0) != 0;
-  if (const auto* words = node.Find("stopwords")) {
-    for (const auto& w : words->strings) s->stopwords.insert(s->case_sensitive ? w : Mapped(w, CaseChange::kLower));
+  for (const auto& w : node.StringList("stopwords")) {
+    s->stopwords.insert(s->case_sensitive ? w : Mapped(w, CaseChange::kLower));
   }
   return s;
 }
@@ -78,16 +78,23 @@ void StringNormalizer(const Node& node, std::span<const Tensor* const> in, std::
 enum class Weighting { kTf, kIdf, kTfIdf };
 
 // An n-gram as one string key: each integer as its 8 bytes, each string as its
-// length then its bytes (so no two n-grams share a key).
+// length then its bytes (so no two n-grams share a key). The pool and the input are
+// encoded alike.
+void AppendKey(std::string& key, int64_t v) {
+  key.append(reinterpret_cast<const char*>(&v), sizeof(v));
+}
+
+void AppendKey(std::string& key, const std::string& s) {
+  const auto len = static_cast<uint64_t>(s.size());
+  key.append(reinterpret_cast<const char*>(&len), sizeof(len));
+  key += s;
+}
+
 void AppendKey(std::string& key, const Tensor& x, size_t i) {
   if (x.type() == DataType::kString) {
-    const std::string& s = x.strings()[i];
-    const auto len = static_cast<uint64_t>(s.size());
-    key.append(reinterpret_cast<const char*>(&len), sizeof(len));
-    key += s;
+    AppendKey(key, x.strings()[i]);
   } else {
-    const int64_t v = IntAt(x, i);
-    key.append(reinterpret_cast<const char*>(&v), sizeof(v));
+    AppendKey(key, IntAt(x, i));
   }
 }
 
@@ -110,10 +117,10 @@ int64_t RequiredInt(const Node& node, std::string_view name) {
 // The pool's n-grams of the lengths [min_n, max_n] into the id map; n-grams of other
 // lengths take ids too (they keep their place in ngram_indexes) but are never counted.
 void AddPool(TfIdfState& s, const Node& node, const std::vector<int64_t>& counts) {
-  const auto* strings = node.Find("pool_strings");
+  const auto strings = node.StringList("pool_strings");
   const auto ints = node.IntList("pool_int64s");
-  s.strings = strings != nullptr && !strings->strings.empty();
-  const size_t total = s.strings ? strings->strings.size() : ints.size();
+  s.strings = !strings.empty();
+  const size_t total = s.strings ? strings.size() : ints.size();
   if (total == 0) throw Error(ErrorCode::Model, "TfIdfVectorizer needs pool_strings or pool_int64s");
   size_t id = 0;
   for (size_t g = 0; g < counts.size(); ++g) {
@@ -127,11 +134,9 @@ void AddPool(TfIdfState& s, const Node& node, const std::vector<int64_t>& counts
       std::string key;
       for (size_t k = at; k < at + n; ++k) {
         if (s.strings) {
-          const auto len = static_cast<uint64_t>(strings->strings[k].size());
-          key.append(reinterpret_cast<const char*>(&len), sizeof(len));
-          key += strings->strings[k];
+          AppendKey(key, strings[k]);
         } else {
-          key.append(reinterpret_cast<const char*>(&ints[k]), sizeof(int64_t));
+          AppendKey(key, ints[k]);
         }
       }
       if (!s.ids.emplace(std::move(key), id).second)

@@ -33,10 +33,7 @@ class Attributes {
     for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(ValueAt(*t->t, i));
     return out;
   }
-  std::vector<std::string> Strings(std::string_view name) const {
-    const auto* a = node_.Find(name);
-    return a != nullptr && a->kind == Attribute::Kind::kStrings ? a->strings : std::vector<std::string>{};
-  }
+  std::vector<std::string> Strings(std::string_view name) const { return node_.StringList(name); }
   std::string String(std::string_view name, const std::string& fallback) const { return node_.String(name, fallback); }
   int64_t Int(std::string_view name, int64_t fallback) const { return node_.Int(name, fallback); }
 
@@ -258,7 +255,7 @@ std::shared_ptr<const NodeState> PrepareEnsemble(const Node& node) {
   auto state = std::make_shared<EnsembleState>();
   state->ensemble = OnnxTreeEnsemble(node, 0);
   state->int_labels = node.IntList("classlabels_int64s");
-  if (const auto* a = node.Find("classlabels_strings")) state->string_labels = a->strings;
+  state->string_labels = node.StringList("classlabels_strings");
   return state;
 }
 

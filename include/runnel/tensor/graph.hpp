@@ -67,6 +67,7 @@ struct Node {
   std::string String(std::string_view key, std::string fallback) const;
   std::vector<int64_t> IntList(std::string_view key) const;  // empty when absent
   std::vector<float> FloatList(std::string_view key) const;
+  std::vector<std::string> StringList(std::string_view key) const;  // empty when absent
   // "node 'name' (Op)" for messages.
   std::string Label() const;
 };
