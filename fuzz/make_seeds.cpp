@@ -92,12 +92,14 @@ void OnnxTreeSeed(const fs::path& path) {
   Write(path, model.SerializeAsString());
 }
 
-// A graph of ai.onnx.ml nodes over an input of `elem` [N, width]: each node
-// (op, inputs, outputs, attributes) in order, the last node's first output the graph's.
+// A graph of ai.onnx.ml nodes (or of `domain`) over an input of `elem` [N, width]:
+// each node (op, inputs, outputs, attributes) in order, the last node's first output
+// the graph's.
 struct MlNode {
   const char* op;
   std::vector<std::string> inputs, outputs;
   std::function<void(onnx::NodeProto&)> attributes;
+  const char* domain = "ai.onnx.ml";
 };
 
 void MlSeed(const fs::path& path, int elem, int64_t width, const std::vector<MlNode>& nodes) {
@@ -107,6 +109,9 @@ void MlSeed(const fs::path& path, int elem, int64_t width, const std::vector<MlN
   auto* ml = model.add_opset_import();
   ml->set_domain("ai.onnx.ml");
   ml->set_version(2);
+  auto* microsoft = model.add_opset_import();
+  microsoft->set_domain("com.microsoft");
+  microsoft->set_version(1);
   auto* graph = model.mutable_graph();
   auto* input = graph->add_input();
   input->set_name("X");
@@ -117,7 +122,7 @@ void MlSeed(const fs::path& path, int elem, int64_t width, const std::vector<MlN
   for (const auto& n : nodes) {
     auto* node = graph->add_node();
     node->set_op_type(n.op);
-    node->set_domain("ai.onnx.ml");
+    node->set_domain(n.domain);
     for (const auto& i : n.inputs) node->add_input(i);
     for (const auto& o : n.outputs) node->add_output(o);
     n.attributes(*node);
@@ -181,6 +186,45 @@ void MlSeeds(const fs::path& dir) {
            [](auto& n) { Attr(n, "norm", onnx::AttributeProto_AttributeType_STRING)->set_s("L1"); }},
           {"ZipMap", {"probabilities"}, {"output_probability"}, [](auto& n) {
              Strings(n, "classlabels_strings", {"a", "b", "c"});
+           }}});
+  // A TF-IDF text classifier as skl2onnx writes one: lower case, tokens by a Unicode
+  // expression, TF-IDF over uni- and bigrams, a linear classifier.
+  MlSeed(dir / "ml_text.onnx", onnx::TensorProto_DataType_STRING, 0,
+         {{"StringNormalizer",
+           {"X"},
+           {"lower"},
+           [](auto& n) { Attr(n, "case_change_action", onnx::AttributeProto_AttributeType_STRING)->set_s("LOWER"); },
+           ""},
+          {"Tokenizer",
+           {"lower"},
+           {"tokens"},
+           [](auto& n) {
+             Attr(n, "mark", onnx::AttributeProto_AttributeType_INT)->set_i(0);
+             Attr(n, "mincharnum", onnx::AttributeProto_AttributeType_INT)->set_i(2);
+             Attr(n, "pad_value", onnx::AttributeProto_AttributeType_STRING)->set_s("#");
+             Attr(n, "tokenexp", onnx::AttributeProto_AttributeType_STRING)->set_s("[\\p{L}\\p{N}_]+");
+           },
+           "com.microsoft"},
+          {"TfIdfVectorizer",
+           {"tokens"},
+           {"tfidf"},
+           [](auto& n) {
+             Attr(n, "mode", onnx::AttributeProto_AttributeType_STRING)->set_s("TFIDF");
+             Attr(n, "min_gram_length", onnx::AttributeProto_AttributeType_INT)->set_i(1);
+             Attr(n, "max_gram_length", onnx::AttributeProto_AttributeType_INT)->set_i(2);
+             Attr(n, "max_skip_count", onnx::AttributeProto_AttributeType_INT)->set_i(0);
+             Ints(n, "ngram_counts", {0, 3});
+             Ints(n, "ngram_indexes", {0, 1, 2, 3});
+             Strings(n, "pool_strings", {"disk", "full", "login", "disk", "full"});
+             Floats(n, "weights", {1.5f, 1.2f, 2.0f, 3.0f});
+           },
+           ""},
+          {"LinearClassifier", {"tfidf"}, {"label", "scores"}, [](auto& n) {
+             Floats(n, "coefficients", {1, 1, -1, 2, -1, -1, 1, -2});
+             Floats(n, "intercepts", {0.1f, -0.1f});
+             Strings(n, "classlabels_strings", {"storage", "access"});
+             Attr(n, "multi_class", onnx::AttributeProto_AttributeType_INT)->set_i(1);
+             Attr(n, "post_transform", onnx::AttributeProto_AttributeType_STRING)->set_s("SOFTMAX");
            }}});
   MlSeed(dir / "ml_categories.onnx", onnx::TensorProto_DataType_STRING, 0,
          {{"LabelEncoder",

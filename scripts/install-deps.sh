@@ -14,6 +14,7 @@ build_packages=(
   libhdf5-dev libzip-dev libprotobuf-dev protobuf-compiler libonnx-dev libpugixml-dev
   libboost1.74-dev libssl-dev openssl
   libicu-dev  # Unicode case mapping of the text operators (StringNormalizer)
+  libre2-dev  # the regular expressions of the Tokenizer operator
   curl  # the README's HTTP examples
 )
 test_packages=(

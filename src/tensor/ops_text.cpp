@@ -1,40 +1,25 @@
-// Text operators of the default domain: StringNormalizer (stop words out, Unicode
-// case mapping by ICU, code point by code point; the `locale` attribute is not used) and TfIdfVectorizer (n-gram counts
-// over integer or string sequences, with skips; TF, IDF or TF-IDF weighting). Where the specification is open they do
-// what ONNX Runtime does.
-#include <unicode/uchar.h>
-#include <unicode/unistr.h>
+// Text operators: StringNormalizer (stop words out, Unicode case mapping by ICU, code
+// point by code point; the `locale` attribute is not used), TfIdfVectorizer (n-gram
+// counts over integer or string sequences, with skips; TF, IDF or TF-IDF weighting)
+// and com.microsoft's Tokenizer (what scikit-learn text pipelines converted to ONNX
+// use; RE2 regular expressions). Where the specification is open they do what ONNX
+// Runtime does.
+#include <re2/re2.h>
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "kernels.hpp"
+#include "runnel/core/unicode.hpp"
 
 namespace runnel::tensor {
 namespace {
 
-enum class CaseChange { kNone, kLower, kUpper };
-
-// Each code point's simple case mapping (ICU's u_tolower / u_toupper: "ß" stays one
-// letter), as ONNX Runtime maps character by character; malformed UTF-8 becomes
-// U+FFFD.
-std::string Mapped(const std::string& s, CaseChange change) {
-  if (change == CaseChange::kNone) return s;
-  const icu::UnicodeString in = icu::UnicodeString::fromUTF8(s);
-  icu::UnicodeString mapped;
-  for (int32_t i = 0; i < in.length(); i = in.moveIndex32(i, 1)) {
-    const UChar32 c = in.char32At(i);
-    mapped.append(change == CaseChange::kLower ? u_tolower(c) : u_toupper(c));
-  }
-  std::string out;
-  mapped.toUTF8String(out);
-  return out;
-}
-
 struct NormalizerState : NodeState {
-  CaseChange change = CaseChange::kNone;
+  std::optional<CaseMapping> change;  // none: the case is kept
   bool case_sensitive = false;
   std::unordered_set<std::string> stopwords;  // lower-cased unless case-sensitive
 };
@@ -43,15 +28,15 @@ std::shared_ptr<const NodeState> PrepareStringNormalizer(const Node& node) {
   auto s = std::make_shared<NormalizerState>();
   const std::string change = node.String("case_change_action", "NONE");
   if (change == "LOWER") {
-    s->change = CaseChange::kLower;
+    s->change = CaseMapping::kLower;
   } else if (change == "UPPER") {
-    s->change = CaseChange::kUpper;
+    s->change = CaseMapping::kUpper;
   } else if (change != "NONE") {
     throw Error(ErrorCode::Model, fmt::format("case_change_action '{}' (NONE, LOWER or UPPER)", change));
   }
   s->case_sensitive = node.Int("is_case_sensitive", 0) != 0;
   for (const auto& w : node.StringList("stopwords")) {
-    s->stopwords.insert(s->case_sensitive ? w : Mapped(w, CaseChange::kLower));
+    s->stopwords.insert(s->case_sensitive ? w : MapCase(w, CaseMapping::kLower));
   }
   return s;
 }
@@ -66,8 +51,8 @@ void StringNormalizer(const Node& node, std::span<const Tensor* const> in, std::
   const auto& s = node.State<NormalizerState>();
   std::vector<std::string> kept;
   for (const auto& word : x.strings()) {
-    const std::string key = s.case_sensitive ? word : Mapped(word, CaseChange::kLower);
-    if (!s.stopwords.contains(key)) kept.push_back(Mapped(word, s.change));
+    const std::string key = s.case_sensitive ? word : MapCase(word, CaseMapping::kLower);
+    if (!s.stopwords.contains(key)) kept.push_back(s.change ? MapCase(word, *s.change) : word);
   }
   if (kept.empty()) kept.emplace_back();
   const auto n = static_cast<int64_t>(kept.size());
@@ -236,11 +221,157 @@ void TfIdfVectorizer(const Node& node, std::span<const Tensor* const> in, std::s
   }
 }
 
+// ---- com.microsoft Tokenizer ----
+
+struct TokenizerState : NodeState {
+  bool mark = false;  // a start (U+0002) and end (U+0003) token around each row's tokens
+  std::string pad;
+  size_t min_chars = 1;
+  bool characters = false;                            // each code point is a token
+  std::vector<std::unique_ptr<re2::RE2>> separators;  // split by each in turn
+  std::unique_ptr<re2::RE2> expression;               // or: the tokens are its matches
+};
+
+std::unique_ptr<re2::RE2> CompileRegex(const std::string& pattern, std::string_view attribute) {
+  re2::RE2::Options options;
+  options.set_longest_match(true);  // as ONNX Runtime compiles them
+  options.set_log_errors(false);
+  auto re = std::make_unique<re2::RE2>(pattern, options);
+  if (!re->ok())
+    throw Error(ErrorCode::Model,
+                fmt::format("{} '{}' is not a valid RE2 expression: {}", attribute, pattern, re->error()));
+  return re;
+}
+
+std::shared_ptr<const NodeState> PrepareTokenizer(const Node& node) {
+  auto s = std::make_shared<TokenizerState>();
+  s->mark = RequiredInt(node, "mark") != 0;
+  const auto* pad = node.Find("pad_value");
+  if (pad == nullptr || pad->kind != Attribute::Kind::kString) throw Error(ErrorCode::Model, "pad_value is required");
+  s->pad = pad->s;
+  const int64_t min_chars = RequiredInt(node, "mincharnum");
+  if (min_chars < 1) throw Error(ErrorCode::Model, fmt::format("mincharnum {} must be positive", min_chars));
+  s->min_chars = static_cast<size_t>(min_chars);
+  const auto* separators = node.Find("separators");
+  if (separators != nullptr) {
+    const auto list = node.StringList("separators");
+    if (list.empty()) throw Error(ErrorCode::Model, "separators must not be empty");
+    s->characters = list.size() == 1 && list[0].empty();
+    if (!s->characters)
+      for (const auto& sep : list) s->separators.push_back(CompileRegex(sep, "separator"));
+  } else {
+    const std::string expression = node.String("tokenexp", "");
+    if (expression.empty()) throw Error(ErrorCode::Model, "either separators or a non-empty tokenexp is required");
+    s->characters = expression == ".";
+    if (!s->characters) s->expression = CompileRegex(expression, "tokenexp");
+  }
+  if (s->characters && s->min_chars > 1)
+    throw Error(ErrorCode::Model, fmt::format("mincharnum {} is too large for tokens of one character", min_chars));
+  return s;
+}
+
+using Tokens = std::vector<std::string_view>;
+
+bool LongEnough(const TokenizerState& s, std::string_view token) {
+  return Utf8Length(token).value_or(0) >= s.min_chars;
+}
+
+void CharacterTokens(std::string_view text, Tokens& row) {
+  for (size_t at = 0; at < text.size();) {
+    const size_t n = FirstCharBytes(text.substr(at));
+    row.push_back(text.substr(at, n));
+    at += n;
+  }
+}
+
+// The pieces between the separator's matches, long enough ones only. An empty match
+// skips one character (as ONNX Runtime does).
+void SplitBy(const TokenizerState& s, const re2::RE2& separator, std::string_view text, Tokens& out) {
+  size_t start = 0;
+  re2::StringPiece match;
+  while (start <= text.size() && separator.Match(re2::StringPiece(text.data(), text.size()), start, text.size(),
+                                                 re2::RE2::UNANCHORED, &match, 1)) {
+    const auto at = static_cast<size_t>(match.data() - text.data());
+    const std::string_view token = text.substr(start, at - start);
+    if (LongEnough(s, token)) out.push_back(token);
+    start = match.empty() ? at + (at < text.size() ? FirstCharBytes(text.substr(at)) : 1) : at + match.size();
+  }
+  if (start < text.size() && LongEnough(s, text.substr(start))) out.push_back(text.substr(start));
+}
+
+// The expression's successive matches, long enough ones only; after a short one the
+// search resumes one character past where it began.
+void MatchTokens(const TokenizerState& s, std::string_view text, Tokens& row) {
+  size_t start = 0;
+  re2::StringPiece match;
+  while (start <= text.size() && s.expression->Match(re2::StringPiece(text.data(), text.size()), start, text.size(),
+                                                     re2::RE2::UNANCHORED, &match, 1)) {
+    const auto at = static_cast<size_t>(match.data() - text.data());
+    const std::string_view token(match.data(), match.size());
+    if (LongEnough(s, token)) {
+      row.push_back(token);
+      start = at + token.size();
+    } else {
+      start = at + (at < text.size() ? FirstCharBytes(text.substr(at)) : 1);
+    }
+  }
+}
+
+Tokens TokenizeOne(const TokenizerState& s, std::string_view text) {
+  if (!Utf8Length(text)) throw Error(ErrorCode::Model, "Tokenizer input is not valid UTF-8");
+  Tokens row;
+  if (s.characters) {
+    CharacterTokens(text, row);
+  } else if (s.expression) {
+    MatchTokens(s, text, row);
+  } else {
+    row.push_back(text);
+    for (const auto& separator : s.separators) {
+      Tokens split;
+      for (const auto piece : row) SplitBy(s, *separator, piece, split);
+      row = std::move(split);
+    }
+  }
+  return row;
+}
+
+// [C] -> [C, T], [N, C] -> [N, C, T]: each string's tokens, framed by the start and
+// end marks when `mark`, then padded to the longest row's T with pad_value.
+void Tokenizer(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  if (x.type() != DataType::kString || x.rank() < 1 || x.rank() > 2)
+    throw Error(ErrorCode::Model,
+                fmt::format("Tokenizer takes strings of shape [C] or [N, C], not {}", ShapeText(x.shape())));
+  const auto& s = node.State<TokenizerState>();
+  std::vector<Tokens> rows;
+  size_t longest = 0;
+  for (const auto& text : x.strings()) {
+    rows.push_back(TokenizeOne(s, text));
+    longest = std::max(longest, rows.back().size());
+  }
+  Shape shape = x.shape();
+  if (x.size() == 0) shape = x.rank() == 2 ? Shape{x.dim(0)} : Shape{};  // ONNX Runtime's [N, 0] and [0]
+  const size_t width = longest == 0 ? 0 : longest + (s.mark ? 2 : 0);
+  shape.push_back(static_cast<int64_t>(width));
+  out[0] = Tensor(DataType::kString, shape);
+  auto& y = out[0].strings();
+  size_t at = 0;
+  for (const auto& row : rows) {
+    if (width == 0) break;
+    const size_t end = at + width;
+    if (s.mark) y[at++] = "\x02";
+    for (const auto token : row) y[at++] = std::string(token);
+    if (s.mark) y[at++] = "\x03";
+    while (at < end) y[at++] = s.pad;
+  }
+}
+
 }  // namespace
 
 void AddTextKernels(std::vector<KernelEntry>& t) {
   t.push_back({"StringNormalizer", 10, StringNormalizer, "", PrepareStringNormalizer});
   t.push_back({"TfIdfVectorizer", 9, TfIdfVectorizer, "", PrepareTfIdf});
+  t.push_back({"Tokenizer", 1, Tokenizer, "com.microsoft", PrepareTokenizer});
 }
 
 }  // namespace runnel::tensor

@@ -1,6 +1,7 @@
 // The tensor runtime: shapes and broadcasting, hostile files refused before anything
 // is allocated for them, clear errors, and the ONNX backend tests (Debian's
 // libonnx-testdata, whose expected outputs ONNX's reference implementation made).
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <onnx/onnx-ml.pb.h>
 
@@ -157,17 +158,22 @@ TEST(TensorTest, GraphsRunAndFailNamingTheNode) {
 
 // A one-node ai.onnx.ml model y = op(x) with x of element type `elem`; `set` adds the
 // node's attributes.
-std::string OneMlNodeModel(const std::string& op, int elem, int opset,
-                           const std::function<void(onnx::NodeProto&)>& set) {
+std::string OneDomainNodeModel(const std::string& domain, const std::string& op, int elem, int opset,
+                               const std::function<void(onnx::NodeProto&)>& set) {
   onnx::ModelProto m;
   m.ParseFromString(OneNodeModel(op, 17, 1, elem));
-  auto* ml = m.add_opset_import();
-  ml->set_domain("ai.onnx.ml");
-  ml->set_version(opset);
+  auto* imported = m.add_opset_import();
+  imported->set_domain(domain);
+  imported->set_version(opset);
   auto* node = m.mutable_graph()->mutable_node(0);
-  node->set_domain("ai.onnx.ml");
+  node->set_domain(domain);
   set(*node);
   return m.SerializeAsString();
+}
+
+std::string OneMlNodeModel(const std::string& op, int elem, int opset,
+                           const std::function<void(onnx::NodeProto&)>& set) {
+  return OneDomainNodeModel("ai.onnx.ml", op, elem, opset, set);
 }
 
 onnx::AttributeProto* AddAttribute(onnx::NodeProto& node, const std::string& name,
@@ -268,6 +274,73 @@ TEST(TensorTest, StringNormalizerMapsUnicodeCase) {
   Session session(LoadOnnxGraph(m.SerializeAsString(), "sn.onnx"));
   const auto out = session.Run({Strings({"été", "straße", "çà", "Ωmega"})});
   EXPECT_EQ(out[0].strings(), (std::vector<std::string>{"STRAßE", "ÇÀ", "ΩMEGA"}));
+}
+
+// com.microsoft's Tokenizer against ONNX Runtime: the expected tokens below are
+// what onnxruntime-node 1.20 answered for the same nodes and inputs (RE2 semantics:
+// leftmost-longest matches, \w is ASCII; marks U+0002/U+0003 around a row's tokens,
+// then the padding; an empty separator match skips a character).
+std::string TokenizerModel(int64_t mark, const std::string& pad, int64_t min_chars, const std::string& expression,
+                           const std::vector<std::string>& separators) {
+  using A = onnx::AttributeProto;
+  return OneDomainNodeModel("com.microsoft", "Tokenizer", onnx::TensorProto_DataType_STRING, 1, [&](auto& n) {
+    AddAttribute(n, "mark", A::INT)->set_i(mark);
+    AddAttribute(n, "pad_value", A::STRING)->set_s(pad);
+    AddAttribute(n, "mincharnum", A::INT)->set_i(min_chars);
+    if (!expression.empty()) AddAttribute(n, "tokenexp", A::STRING)->set_s(expression);
+    if (!separators.empty()) {
+      auto* list = AddAttribute(n, "separators", A::STRINGS);
+      for (const auto& sep : separators) list->add_strings(sep);
+    }
+  });
+}
+
+TEST(TensorTest, TokenizerSplitsAsOnnxRuntimeDoes) {
+  const std::vector<std::string> texts = {"Hello, wörld! 42 ab_c", "a  b,c, d", "",
+                                          "İstanbul Ωμέγα 東京 🙂x"};
+  auto run = [&](const std::string& model, Shape shape, const std::vector<std::string>& in) {
+    Tensor x = Strings(in);
+    x.Reshape(std::move(shape));
+    auto out = Session(LoadOnnxGraph(model, "tok.onnx")).Run({x});
+    return std::make_pair(out[0].shape(), out[0].strings());
+  };
+  auto [shape, tokens] = run(TokenizerModel(0, "#", 2, R"([\p{L}\p{N}_]+)", {}), {4}, texts);
+  EXPECT_EQ(shape, (Shape{4, 4}));
+  EXPECT_EQ(tokens, (std::vector<std::string>{"Hello", "wörld", "42", "ab_c", "#", "#", "#", "#", "#", "#", "#", "#",
+                                              "İstanbul", "Ωμέγα", "東京", "#"}));
+  std::tie(shape, tokens) =
+      run(TokenizerModel(1, "<p>", 1, R"(\w+|[^\w\s])", {}), {2, 2}, {"one", "xxtwoxx", "a,b", "Ünïcode   spaces"});
+  EXPECT_EQ(shape, (Shape{2, 2, 7}));
+  EXPECT_EQ(tokens, (std::vector<std::string>{"\x02", "one",     "\x03", "<p>", "<p>",  "<p>",    "<p>",
+                                              "\x02", "xxtwoxx", "\x03", "<p>", "<p>",  "<p>",    "<p>",
+                                              "\x02", "a",       ",",    "b",   "\x03", "<p>",    "<p>",
+                                              "\x02", "Ü",       "n",    "ï",   "code", "spaces", "\x03"}));
+  std::tie(shape, tokens) = run(TokenizerModel(0, "", 1, "", {" ", ",\\s*"}), {4}, texts);
+  EXPECT_EQ(shape, (Shape{4, 4}));
+  EXPECT_EQ(tokens, (std::vector<std::string>{"Hello", "wörld!", "42", "ab_c", "a", "b", "c", "d", "", "", "", "",
+                                              "İstanbul", "Ωμέγα", "東京", "🙂x"}));
+  std::tie(shape, tokens) = run(TokenizerModel(1, "_", 1, "", {""}), {2, 2}, {"one", "xx", "a,b", "é 🙂"});
+  EXPECT_EQ(shape, (Shape{2, 2, 5}));
+  EXPECT_EQ(tokens, (std::vector<std::string>{"\x02", "o", "n", "e", "\x03", "\x02", "x", "x", "\x03", "_",
+                                              "\x02", "a", ",", "b", "\x03", "\x02", "é", " ", "🙂", "\x03"}));
+  // A separator matching the empty string eats every token: [N, C, 0].
+  std::tie(shape, tokens) = run(TokenizerModel(0, "#", 1, "", {"x*"}), {2, 2}, {"one", "xxtwoxx", "a,b", "z"});
+  EXPECT_EQ(shape, (Shape{2, 2, 0}));
+}
+
+TEST(TensorTest, TokenizerRefusesBadExpressionsAndInvalidUtf8) {
+  EXPECT_THAT(
+      MessageOf([] { LoadOnnxGraph(TokenizerModel(0, "#", 1, "[a-", {}), "tok.onnx"); }),
+      ::testing::HasSubstr("tok.onnx: node 'the_node' (Tokenizer): tokenexp '[a-' is not a valid RE2 expression"));
+  EXPECT_THAT(MessageOf([] { LoadOnnxGraph(TokenizerModel(0, "#", 2, "", {""}), "tok.onnx"); }),
+              ::testing::HasSubstr("mincharnum 2 is too large for tokens of one character"));
+  EXPECT_THAT(MessageOf([] { LoadOnnxGraph(TokenizerModel(0, "#", 1, "", {}), "tok.onnx"); }),
+              ::testing::HasSubstr("either separators or a non-empty tokenexp is required"));
+  auto graph = LoadOnnxGraph(TokenizerModel(0, "#", 1, "\\w+", {}), "tok.onnx");
+  EXPECT_THAT(MessageOf([&] {
+                Session(graph).Run({Strings({"ok", "bad \xff byte"})});
+              }),
+              ::testing::HasSubstr("Tokenizer input is not valid UTF-8"));
 }
 
 TEST(TensorTest, MlOperatorsRefuseInconsistentAttributesNamingThem) {
