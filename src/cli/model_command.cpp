@@ -237,7 +237,9 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
                         const auto& graph = m->graph();
                         fmt::print("file:        {}\nformat:      {}\nproducer:    {}\n", *file,
                                    model::ModelFormatName(m->info().format), m->info().producer);
-                        fmt::print("inputs:      {} values per row\noutputs:     {} values per row\n", m->input_width(),
+                        fmt::print("inputs:      {} values{} per row\noutputs:     {} values per row\n",
+                                   m->input_width(),
+                                   m->text_width() > 0 ? fmt::format(" and {} text(s)", m->text_width()) : "",
                                    m->output_width());
                         if (m->is_graph()) {
                           fmt::print("parameters:  {}\nmultiply-adds per row: {}\n", graph.ParameterCount(),

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cmath>
@@ -413,7 +414,13 @@ FeatureProgram FeatureProgram::Compile(const FeatureSpec& spec, const std::strin
     program.compiled_->derived.push_back(parser.ParseAll());
     derived.emplace(d.name, i);  // later expressions may refer to it
   }
-  if (spec.features.empty()) throw Error(ErrorCode::InvalidInput, fmt::format("{}: no features are listed", context));
+  if (spec.features.empty() && spec.text_features.empty())
+    throw Error(ErrorCode::InvalidInput, fmt::format("{}: no features are listed", context));
+  for (const auto& column : spec.text_columns) {
+    if (inputs.contains(column) || std::count(spec.text_columns.begin(), spec.text_columns.end(), column) > 1)
+      throw Error(ErrorCode::InvalidInput, fmt::format("{}: text column '{}' is listed twice", context, column));
+  }
+  program.text_ = TextProgram::Compile(spec.text_features, spec.text_columns, context);
   for (size_t i = 0; i < spec.features.size(); ++i) {
     FeatureEntry entry;
     entry.text = spec.features[i];
@@ -452,6 +459,8 @@ void FeatureProgram::Evaluate(const ColumnBatch& batch, FeatureOutput& out) cons
   out.errors.assign(rows, std::string());
   out.matrix.assign(rows * width_, 0.0f);
   out.derived.resize(spec_.derived.size());
+  out.text_width = text_width();
+  text_.Evaluate(batch, out.texts, out.errors);
 
   std::vector<size_t> input_index(spec_.input_columns.size());
   for (size_t i = 0; i < spec_.input_columns.size(); ++i) {

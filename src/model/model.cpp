@@ -262,11 +262,17 @@ void ModelSession::Reserve(size_t rows) {
   capacity_rows_ = rows;
 }
 
-std::span<const float> ModelSession::Predict(std::span<const float> input, size_t rows) {
+size_t Model::text_width() const {
+  return tensor_ ? tensor_->text_width() : 0;
+}
+
+std::span<const float> ModelSession::Predict(std::span<const float> input, size_t rows,
+                                             std::span<const std::string> texts) {
   const auto& graph = model_->graph();
-  if (input.size() != rows * model_->input_width()) {
-    throw Error(ErrorCode::InvalidInput, fmt::format("{}: expected {} x {} input values, got {}", model_->info().source,
-                                                     rows, model_->input_width(), input.size()));
+  if (input.size() != rows * model_->input_width() || texts.size() != rows * model_->text_width()) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("{}: expected {} x {} input values and {} x {} texts, got {} and {}", model_->info().source,
+                            rows, model_->input_width(), rows, model_->text_width(), input.size(), texts.size()));
   }
   Reserve(rows);
   if (const auto* pmml = model_->pmml()) {
@@ -278,7 +284,7 @@ std::span<const float> ModelSession::Predict(std::span<const float> input, size_
     return {output_.data(), rows * model_->output_width()};
   }
   if (const auto* t = model_->tensor()) {
-    t->Score(*tensor_session_, input, rows, std::span<float>(output_.data(), rows * model_->output_width()));
+    t->Score(*tensor_session_, input, texts, rows, std::span<float>(output_.data(), rows * model_->output_width()));
     return {output_.data(), rows * model_->output_width()};
   }
   // Split the input row across the model's inputs.

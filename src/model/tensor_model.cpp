@@ -14,7 +14,8 @@ using tensor::Tensor;
 namespace {
 
 bool IsServableInput(DataType type) {
-  return type == DataType::kFloat || type == DataType::kDouble || type == DataType::kInt64 || type == DataType::kInt32;
+  return type == DataType::kFloat || type == DataType::kDouble || type == DataType::kInt64 ||
+         type == DataType::kInt32 || type == DataType::kString;
 }
 
 // A row value as an input element: integers are rounded toward zero, and must fit.
@@ -66,8 +67,8 @@ void TensorModel::ReadInputs() {
     if (!info.type || !IsServableInput(*info.type)) {
       throw Error(
           ErrorCode::Model,
-          fmt::format("{}: input '{}' has element type {}: a pipeline feeds float, double or integer inputs", source_,
-                      info.name, info.type ? tensor::DataTypeName(static_cast<int>(*info.type)) : "?"));
+          fmt::format("{}: input '{}' has element type {}: a pipeline feeds float, double, integer or string inputs",
+                      source_, info.name, info.type ? tensor::DataTypeName(static_cast<int>(*info.type)) : "?"));
     }
     port.type = *info.type;
     if (!info.has_shape || info.dims.empty()) {
@@ -91,7 +92,15 @@ void TensorModel::ReadInputs() {
     }
     tensor::Shape row = port.dims;
     port.width = tensor::ElementCount(row);
-    input_width_ += port.width;
+    if (port.type == DataType::kString) {
+      if (port.width != 1)
+        throw Error(ErrorCode::Model, fmt::format("{}: string input '{}' has shape [batch, {}]: a row feeds one text "
+                                                  "per string input ([batch] or [batch, 1])",
+                                                  source_, info.name, fmt::join(port.dims, ", ")));
+      ++text_width_;
+    } else {
+      input_width_ += port.width;
+    }
     inputs_.push_back(std::move(port));
   }
 }
@@ -139,10 +148,14 @@ void TensorModel::ProbeOutputs() {
 // input cannot take) is run again row by row (fixed batch by fixed batch when the
 // file fixes it), so that only the rows at fault get no prediction (NaN: the worker
 // records them failed).
-void TensorModel::Score(tensor::Session& session, std::span<const float> input, size_t rows,
-                        std::span<float> output) const {
+void TensorModel::Score(tensor::Session& session, std::span<const float> input, std::span<const std::string> texts,
+                        size_t rows, std::span<float> output) const {
+  if (input.size() != rows * input_width_ || texts.size() != rows * text_width_)
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("{}: expected {} rows of {} values and {} texts, got {} and {}", source_, rows,
+                            input_width_, text_width_, input.size(), texts.size()));
   try {
-    ScoreChunks(session, input, rows, output);
+    ScoreChunks(session, input, texts, rows, output);
   } catch (const Error&) {
     // Again in the smallest runs the file allows: one row, or one fixed batch.
     const size_t unit = fixed_batch_ != 0 ? fixed_batch_ : 1;
@@ -150,7 +163,8 @@ void TensorModel::Score(tensor::Session& session, std::span<const float> input, 
       const size_t n = std::min(unit, rows - r);
       auto out = output.subspan(r * output_width_, n * output_width_);
       try {
-        ScoreChunks(session, input.subspan(r * input_width_, n * input_width_), n, out);
+        ScoreChunks(session, input.subspan(r * input_width_, n * input_width_),
+                    texts.subspan(r * text_width_, n * text_width_), n, out);
       } catch (const Error&) {
         std::fill(out.begin(), out.end(), std::numeric_limits<float>::quiet_NaN());
       }
@@ -158,31 +172,43 @@ void TensorModel::Score(tensor::Session& session, std::span<const float> input, 
   }
 }
 
-void TensorModel::ScoreChunks(tensor::Session& session, std::span<const float> input, size_t rows,
-                              std::span<float> output) const {
+void TensorModel::ScoreChunks(tensor::Session& session, std::span<const float> input,
+                              std::span<const std::string> texts, size_t rows, std::span<float> output) const {
   const size_t step = fixed_batch_ != 0 ? fixed_batch_ : std::max<size_t>(rows, 1);
   std::vector<float> padded_in, padded_out;
+  std::vector<std::string> padded_texts;
   for (size_t r = 0; r < rows; r += step) {
     const size_t n = std::min(step, rows - r);
     if (fixed_batch_ != 0 && n < fixed_batch_) {  // the last, short chunk of a fixed batch: zero rows after it
       padded_in.assign(fixed_batch_ * input_width_, 0.0f);
       std::copy_n(input.data() + r * input_width_, n * input_width_, padded_in.data());
+      padded_texts.assign(fixed_batch_ * text_width_, std::string());
+      std::copy_n(texts.data() + r * text_width_, n * text_width_, padded_texts.data());
       padded_out.assign(fixed_batch_ * output_width_, 0.0f);
-      Run(session, padded_in.data(), fixed_batch_, padded_out.data());
+      Run(session, padded_in.data(), padded_texts.data(), fixed_batch_, padded_out.data());
       std::copy_n(padded_out.data(), n * output_width_, output.data() + r * output_width_);
     } else {
-      Run(session, input.data() + r * input_width_, n, output.data() + r * output_width_);
+      Run(session, input.data() + r * input_width_, texts.data() + r * text_width_, n,
+          output.data() + r * output_width_);
     }
   }
 }
 
-void TensorModel::Run(tensor::Session& session, const float* input, size_t rows, float* output) const {
+void TensorModel::Run(tensor::Session& session, const float* input, const std::string* texts, size_t rows,
+                      float* output) const {
   std::vector<Tensor> inputs;
-  size_t offset = 0;
+  size_t offset = 0, text = 0;
   for (const auto& port : inputs_) {
     tensor::Shape shape{static_cast<int64_t>(rows)};
     shape.insert(shape.end(), port.dims.begin(), port.dims.end());
     Tensor t(port.type, std::move(shape));
+    if (port.type == DataType::kString) {
+      auto& dst = t.strings();
+      for (size_t r = 0; r < rows; ++r) dst[r] = texts[r * text_width_ + text];
+      ++text;
+      inputs.push_back(std::move(t));
+      continue;
+    }
     tensor::VisitNumeric(port.type, [&](auto zero) {
       using T = decltype(zero);
       auto dst = t.data<T>();

@@ -59,6 +59,8 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
   size_t row_number = 0;
   std::vector<size_t> input_index;
   for (const auto& column : program.input_columns()) input_index.push_back(locate(column));
+  std::vector<size_t> text_index;
+  for (const auto& column : program.text_columns()) text_index.push_back(locate(column));
 
   // The columns are the pipeline's [output].columns, whatever the model's format, as
   // the live pipeline writes them (PMML outputs are matched by name, missing ones empty).
@@ -89,7 +91,7 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
   std::string line;
   bool done = false;
   while (!done) {
-    batch.Reset(program.input_columns(), 0);
+    batch.Reset(program.input_columns(), 0, program.text_columns());
     keys.clear();
     parse_errors.clear();
     size_t rows = 0;
@@ -130,13 +132,18 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
               fmt::format("line {}: column '{}' is not a number: '{}'", reader.line(), header[input_index[c]], text);
         }
       }
+      for (size_t c = 0; c < text_index.size(); ++c) {  // a CSV field is never a NULL text
+        const bool present = error.empty() && text_index[c] < fields.size();
+        batch.texts[c].push_back(present ? fields[text_index[c]] : std::string());
+        batch.text_nulls[c].push_back(0);
+      }
       parse_errors.push_back(std::move(error));
       ++rows;
     }
     if (rows == 0) break;
     batch.rows = rows;
     program.Evaluate(batch, features);
-    auto predictions = session.Predict(plan.ModelInput(features.matrix, rows, model_input), rows);
+    auto predictions = session.Predict(plan.ModelInput(features.matrix, rows, model_input), rows, features.texts);
     mapped.resize(rows * config.model_outputs.size());
     plan.MapOutputs(predictions, rows, mapped.data());
     const size_t model_width = model->output_width();

@@ -19,6 +19,11 @@ OutputPlan OutputPlan::Resolve(const PipelineConfig& config, const features::Fea
                             "tree ensembles and PMML models can",
                             config.file.string(), model.info().source, model::ModelFormatName(model.info().format)));
   }
+  if (model.text_width() != program.text_width()) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("{} takes {} text input(s) but pipeline {} produces {} text feature(s) ([features] text)",
+                            model.info().source, model.text_width(), config.file.string(), program.text_width()));
+  }
   OutputPlan plan;
   plan.model_outputs_ = config.model_outputs.size();
   plan.model_width_ = model.output_width();

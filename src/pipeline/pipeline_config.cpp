@@ -151,11 +151,14 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   }
 
   const auto& source = reader.Table(root, "source", true);
-  reader.AllowOnly(source, "source.", {"table", "key", "client", "columns", "clients_set_keys"});
+  reader.AllowOnly(source, "source.", {"table", "key", "client", "columns", "text_columns", "clients_set_keys"});
   config.table = reader.String(source, "source.", "table", false);
   config.key_columns = KeyColumns(reader, source);
   config.client_column = reader.String(source, "source.", "client", false);
-  config.features.input_columns = reader.Strings(source, "source.", "columns", true);
+  config.features.input_columns = reader.Strings(source, "source.", "columns", false);
+  config.features.text_columns = reader.Strings(source, "source.", "text_columns", false);
+  if (config.features.input_columns.empty() && config.features.text_columns.empty())
+    reader.Fail(&source, "'source.columns' (numeric inputs) or 'source.text_columns' is required");
   if (const toml::node* keys = source.get("clients_set_keys")) {
     if (!keys->is_boolean()) reader.Fail(keys, "'source.clients_set_keys' must be true or false");
     config.clients_set_keys = *keys->value<bool>();
@@ -191,8 +194,13 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   }
 
   const auto& features = reader.Table(root, "features", true);
-  reader.AllowOnly(features, "features.", {"inputs", "means", "scales", "missing"});
-  config.features.features = reader.Strings(features, "features.", "inputs", true);
+  reader.AllowOnly(features, "features.", {"inputs", "text", "means", "scales", "missing"});
+  config.features.features = reader.Strings(features, "features.", "inputs", false);
+  config.features.text_features = reader.Strings(features, "features.", "text", false);
+  if (config.features.features.empty() && config.features.text_features.empty())
+    reader.Fail(&features, "'features.inputs' or 'features.text' is required");
+  if (!config.features.text_features.empty() && config.features.text_columns.empty())
+    reader.Fail(features.get("text"), "'features.text' reads text columns: list them in 'source.text_columns'");
   if (const auto missing = reader.String(features, "features.", "missing", false); !missing.empty()) {
     if (missing != "fail" && missing != "nan")
       reader.Fail(features.get("missing"), fmt::format("'features.missing' is \"{}\": expected \"fail\" (a NULL "
@@ -325,6 +333,9 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
 std::vector<std::string> CaptureUpdateColumns(const PipelineConfig& config) {
   std::vector<std::string> columns = config.key_columns;
   for (const auto& c : config.features.input_columns) {
+    if (std::find(columns.begin(), columns.end(), c) == columns.end()) columns.push_back(c);
+  }
+  for (const auto& c : config.features.text_columns) {
     if (std::find(columns.begin(), columns.end(), c) == columns.end()) columns.push_back(c);
   }
   if (!config.model_type_column.empty() &&

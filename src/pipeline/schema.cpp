@@ -125,6 +125,12 @@ void CheckInputTypes(const PipelineConfig& config, const std::map<std::string, s
                               config.file.string(), column, config.table, type->second));
     }
   }
+  for (const auto& column : config.features.text_columns) {  // any type: read as its text form
+    if (!types.contains(column)) {
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("{}: table '{}' has no text column '{}'", config.file.string(), config.table, column));
+    }
+  }
 }
 
 namespace {

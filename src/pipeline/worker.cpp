@@ -199,6 +199,7 @@ struct ScoringScratch {
   features::FeatureOutput features;
   std::vector<float> predictions;  // rows x [model].outputs, gathered from every model used
   std::vector<float> subset;       // feature rows of one model's group
+  std::vector<std::string> text_subset;  // their text features
   std::vector<float> model_input;  // a named model's input columns
   std::vector<float> mapped;       // one group's outputs in the pipeline's order
 };
@@ -312,7 +313,8 @@ struct Worker::State {
     const auto rows = conn->ExecPrepared(sql.claim, params);
     const bool guarded = GuardsWriteBack(config);
     const size_t input_count = config.features.input_columns.size();
-    const ClaimColumns columns(input_count);
+    const size_t text_count = config.features.text_columns.size();
+    const ClaimColumns columns(input_count, text_count);
     ClaimRows claim = ReadClaim(rows, columns, names.queue);
     if (claim.queue_rows > 0) {
       // Lock about as many queue rows as fill a batch at their current size.
@@ -329,7 +331,7 @@ struct Worker::State {
     const size_t n = req.size();
     req.Resize(n);
     CheckInputColumnTypes(rows, input_count);
-    scratch.batch.Reset(config.features.input_columns, 0);
+    scratch.batch.Reset(config.features.input_columns, 0, config.features.text_columns);
     auto next_source = claim.source.begin();
     for (size_t i = 0; i < n; ++i) {
       const int64_t key = req.claimed[i].key;
@@ -355,6 +357,12 @@ struct Worker::State {
         }
         scratch.batch.values[c].push_back(value);
         scratch.batch.nulls[c].push_back(null ? 1 : 0);
+      }
+      for (size_t c = 0; c < text_count; ++c) {
+        const int column = columns.first_text + static_cast<int>(c);
+        const bool null = !has_row || rows.IsNull(r, column);
+        scratch.batch.texts[c].push_back(null ? std::string() : rows.Get<std::string>(r, column));
+        scratch.batch.text_nulls[c].push_back(null ? 1 : 0);
       }
     }
     scratch.batch.rows = n;
@@ -529,18 +537,24 @@ struct Worker::State {
   void Predict(const ServingModel* serving, const std::vector<size_t>& members, size_t width) {
     const size_t feature_width = program.width();
     const auto started = std::chrono::steady_clock::now();
+    const size_t text_width = program.text_width();
     std::span<const float> rows_in = scratch.features.matrix;
+    std::span<const std::string> texts_in = scratch.features.texts;
     if (members.size() != scratch.batch.rows) {
       scratch.subset.resize(members.size() * feature_width);
+      scratch.text_subset.resize(members.size() * text_width);
       for (size_t j = 0; j < members.size(); ++j) {
         std::copy_n(scratch.features.matrix.begin() + static_cast<std::ptrdiff_t>(members[j] * feature_width),
                     feature_width, scratch.subset.begin() + static_cast<std::ptrdiff_t>(j * feature_width));
+        std::copy_n(scratch.features.texts.begin() + static_cast<std::ptrdiff_t>(members[j] * text_width), text_width,
+                    scratch.text_subset.begin() + static_cast<std::ptrdiff_t>(j * text_width));
       }
       rows_in = scratch.subset;
+      texts_in = scratch.text_subset;
     }
     const OutputPlan& plan = models.plan(serving);
-    auto out =
-        models.session(serving).Predict(plan.ModelInput(rows_in, members.size(), scratch.model_input), members.size());
+    auto out = models.session(serving).Predict(plan.ModelInput(rows_in, members.size(), scratch.model_input),
+                                               members.size(), texts_in);
     serving->stats->Record(
         static_cast<int64_t>(members.size()),
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());

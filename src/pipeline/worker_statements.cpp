@@ -73,6 +73,10 @@ std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names, con
     select += ", t." + QuoteIdentifier(column);
     nulls += ", NULL";  // takes the column's type from the other branch
   }
+  for (const auto& column : config.features.text_columns) {
+    select += ", t." + QuoteIdentifier(column) + "::text";
+    nulls += ", NULL::text";
+  }
   // Mapped keys: the source rows of a range of request ids through the key map, and
   // each row's key for messages (a direct key is its own label).
   const std::string label = keys.mapped() ? keys.LabelSql("t") : "NULL::text";

@@ -24,9 +24,15 @@ namespace runnel::pipeline {
 // its watched columns, see GuardsWriteBack). Columns by position, named here.
 struct ClaimColumns {
   static constexpr int kKey = 0, kEnqueued = 1, kJob = 2, kFound = 3, kClient = 4, kDataType = 5, kFirstInput = 6;
-  explicit ClaimColumns(size_t inputs)
-      : seq(static_cast<int>(kFirstInput + inputs)), hi(seq + 1), attempts(seq + 2), label(seq + 3), version(seq + 4) {}
-  int seq, hi, attempts, label, version;
+  // `inputs` numeric input columns, then `texts` text columns (as text).
+  ClaimColumns(size_t inputs, size_t texts)
+      : first_text(static_cast<int>(kFirstInput + inputs)),
+        seq(first_text + static_cast<int>(texts)),
+        hi(seq + 1),
+        attempts(seq + 2),
+        label(seq + 3),
+        version(seq + 4) {}
+  int first_text, seq, hi, attempts, label, version;
 };
 
 // With update capture and write-back, a row may change again between a batch's claim

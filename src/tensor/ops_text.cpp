@@ -51,6 +51,7 @@ void StringNormalizer(const Node& node, std::span<const Tensor* const> in, std::
   const auto& s = node.State<NormalizerState>();
   std::vector<std::string> kept;
   for (const auto& word : x.strings()) {
+    if (!Utf8Length(word)) throw Error(ErrorCode::Model, "StringNormalizer input is not valid UTF-8");
     const std::string key = s.case_sensitive ? word : MapCase(word, CaseMapping::kLower);
     if (!s.stopwords.contains(key)) kept.push_back(s.change ? MapCase(word, *s.change) : word);
   }

@@ -151,6 +151,65 @@ TEST(Features, CompileErrorsNameFeatureAndPosition) {
   EXPECT_NE(CompileError(spec).find("nested too deeply"), std::string::npos);
 }
 
+// Text features: SQL's NULL rules (|| propagates, concat skips, coalesce picks), case
+// mapped per Unicode code point, quotes doubled inside literals.
+TEST(TextFeatures, ConcatenateMapCaseAndFollowSqlNullRules) {
+  FeatureSpec spec;
+  spec.text_columns = {"subject", "body"};
+  spec.text_features = {"lower(subject || ' ' || body)", "concat(upper(subject), '|', body)",
+                        "coalesce(body, subject, 'none')", "trim('  it''s ' || coalesce(body, ''))"};
+  const auto program = FeatureProgram::Compile(spec, "p.toml");
+  EXPECT_EQ(program.width(), 0u);
+  EXPECT_EQ(program.text_width(), 4u);
+  ColumnBatch batch;
+  batch.Reset({}, 3, {"subject", "body"});
+  auto set = [&](size_t c, size_t r, const char* v) {
+    batch.texts[c][r] = v;
+    batch.text_nulls[c][r] = 0;
+  };
+  set(0, 0, "Disk FULL on İzmir");
+  set(1, 0, "Straße ÉTÉ");
+  set(0, 1, "Login");  // body NULL
+  // row 2: both NULL
+  FeatureOutput out;
+  program.Evaluate(batch, out);
+  ASSERT_EQ(out.texts.size(), 12u);
+  EXPECT_EQ(out.texts[0], "disk full on izmir straße été");  // simple case mapping: İ -> i
+  EXPECT_EQ(out.texts[1], "DISK FULL ON İZMIR|Straße ÉTÉ");
+  EXPECT_EQ(out.texts[2], "Straße ÉTÉ");
+  EXPECT_EQ(out.texts[3], "it's Straße ÉTÉ");
+  EXPECT_FALSE(out.Failed(0));
+  // Row 1: `subject || ' ' || body` is NULL, so the row fails naming that feature.
+  EXPECT_EQ(out.errors[1], "text feature 'lower(subject || ' ' || body)' is NULL");
+  EXPECT_EQ(out.texts[4 + 1], "LOGIN|");
+  EXPECT_EQ(out.texts[4 + 2], "Login");
+  EXPECT_TRUE(out.Failed(2));
+}
+
+TEST(TextFeatures, CompileErrorsNameFeatureAndPosition) {
+  FeatureSpec spec;
+  spec.text_columns = {"subject"};
+  spec.text_features = {"lower(subjet)"};
+  EXPECT_EQ(CompileError(spec),
+            "p.toml: text feature 1: 'subjet' is not a text column ([source] text_columns) at position 7 in "
+            "'lower(subjet)'");
+  spec.text_features = {"subject || 'open"};
+  EXPECT_NE(CompileError(spec).find("unterminated string literal"), std::string::npos);
+  spec.text_features = {"reverse(subject)"};
+  EXPECT_NE(CompileError(spec).find("unknown text function 'reverse'"), std::string::npos);
+  spec.text_features = {"lower(subject, subject)"};
+  EXPECT_NE(CompileError(spec).find("expected ')'"), std::string::npos);
+  spec.text_features = {"subject +"};
+  EXPECT_NE(CompileError(spec).find("unexpected '+'"), std::string::npos);
+  std::string nested = "subject";
+  for (int i = 0; i < 250; ++i) nested = "lower(" + nested + ")";
+  spec.text_features = {nested};
+  EXPECT_NE(CompileError(spec).find("nested too deeply"), std::string::npos);
+  spec.text_features = {"subject"};
+  spec.input_columns = {"subject"};
+  EXPECT_NE(CompileError(spec).find("text column 'subject' is listed twice"), std::string::npos);
+}
+
 TEST(Features, DerivedFeaturesMayUseEarlierOnes) {
   FeatureSpec spec;
   spec.input_columns = {"x"};

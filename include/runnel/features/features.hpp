@@ -6,7 +6,8 @@
 // Functions: ln, log10, exp, sqrt, abs (1 argument); pow(x, y); min/max (2 or more);
 //            clip(x, lo, hi); box_cox(x, lambda) = (x^lambda - 1) / lambda (ln x when
 //            lambda = 0); one_hot(x, n) expands to n columns (x == 0 .. n-1), top level only.
-// Names refer to input columns or to earlier derived features.
+// Names refer to input columns or to earlier derived features. Text columns feed
+// text features (text.hpp), a model's string inputs, beside the numeric vector.
 //
 // Invalid values (NULL or non-finite inputs, ln/log10/box_cox of x <= 0, sqrt of x < 0,
 // division by zero, a non-finite result, a one_hot code out of range) mark the row
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "runnel/core/batch.hpp"
+#include "runnel/features/text.hpp"
 
 namespace runnel::features {
 
@@ -36,6 +38,8 @@ struct FeatureSpec {
   std::vector<double> means;               // standard scaling (x - mean) / scale, per
   std::vector<double> scales;              //   feature column; both empty for none
   bool missing_as_nan = false;             // NULL inputs are missing values (NaN), not errors
+  std::vector<std::string> text_columns;   // text columns read from the source
+  std::vector<std::string> text_features;  // the model's string inputs, in order (text.hpp)
 };
 
 struct ExpressionNode;  // defined in the implementation
@@ -45,6 +49,8 @@ struct FeatureOutput {
   size_t rows = 0;
   size_t width = 0;
   std::vector<float> matrix;                 // rows x width, row-major: the model input
+  size_t text_width = 0;
+  std::vector<std::string> texts;            // rows x text_width: the model's string inputs
   std::vector<std::vector<double>> derived;  // per derived feature, per row
   std::vector<std::string> errors;           // per row; empty when the row is valid
 
@@ -62,7 +68,9 @@ class FeatureProgram {
   ~FeatureProgram();
 
   size_t width() const { return width_; }  // model input width after one_hot expansion
+  size_t text_width() const { return spec_.text_features.size(); }  // the model's string inputs
   const std::vector<std::string>& input_columns() const { return spec_.input_columns; }
+  const std::vector<std::string>& text_columns() const { return spec_.text_columns; }
   const std::vector<DerivedSpec>& derived() const { return spec_.derived; }
   std::optional<size_t> DerivedIndex(std::string_view name) const;
 
@@ -76,6 +84,7 @@ class FeatureProgram {
   struct Compiled;
   FeatureSpec spec_;
   std::unique_ptr<Compiled> compiled_;
+  TextProgram text_;
   size_t width_ = 0;
 };
 

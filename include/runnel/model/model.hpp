@@ -45,6 +45,8 @@ class Model {
   const Graph& graph() const { return graph_; }
   const ModelInfo& info() const { return info_; }
   size_t input_width() const { return input_width_; }
+  // Texts per row for the model's string inputs (general-runtime ONNX graphs only).
+  size_t text_width() const;
   size_t output_width() const { return output_width_; }
   const PackedDense& packed(size_t node_index) const { return packed_[node_index]; }
 
@@ -103,9 +105,11 @@ class ModelSession {
  public:
   explicit ModelSession(std::shared_ptr<const Model> model);
 
-  // input: rows x input_width, row-major and dense; output: rows x output_width.
-  // The returned span points into the session and stays valid until the next call.
-  std::span<const float> Predict(std::span<const float> input, size_t rows);
+  // input: rows x input_width, row-major and dense; texts: rows x text_width (the
+  // string inputs, empty for models without); output: rows x output_width. The
+  // returned span points into the session and stays valid until the next call.
+  // Throws Error(InvalidInput) when the sizes do not match the model's widths.
+  std::span<const float> Predict(std::span<const float> input, size_t rows, std::span<const std::string> texts = {});
 
   const Model& model() const { return *model_; }
 

@@ -1,7 +1,8 @@
 // An ONNX graph past the dense fast path (convolutions, any rank, integer inputs),
 // served by the general tensor runtime (include/runnel/tensor) behind the same row
 // interface as every model: each input of shape [batch, d1, ...] (static d's, float,
-// double or integer elements) takes the next d1*... values of a row; each output is
+// double or integer elements) takes the next d1*... values of a row, each string
+// input of shape [batch] or [batch, 1] the next of the row's texts; each output is
 // flattened, in order, into the output row (converted to float; a classifier's string
 // label as its index among the classifier's labels, as for tree ensembles).
 //
@@ -24,13 +25,16 @@ class TensorModel {
   static std::shared_ptr<const TensorModel> Load(std::shared_ptr<const tensor::Graph> graph, const std::string& source);
 
   size_t input_width() const { return input_width_; }
+  size_t text_width() const { return text_width_; }  // string inputs: one text each per row
   size_t output_width() const { return output_width_; }
   const std::shared_ptr<const tensor::Graph>& graph() const { return graph_; }
 
-  // input: rows x input_width; output: rows x output_width. A row the graph cannot run
-  // (an index out of range, a value an integer input cannot take) gets NaN outputs,
-  // the others their predictions; never throws for the data.
-  void Score(tensor::Session& session, std::span<const float> input, size_t rows, std::span<float> output) const;
+  // input: rows x input_width; texts: rows x text_width; output: rows x output_width.
+  // A row the graph cannot run (an index out of range, a value an integer input
+  // cannot take, text that is not UTF-8) gets NaN outputs, the others their
+  // predictions; never throws for the data.
+  void Score(tensor::Session& session, std::span<const float> input, std::span<const std::string> texts, size_t rows,
+             std::span<float> output) const;
 
   // One line per input, node and output, for `runnel model inspect`.
   std::vector<std::string> Describe() const;
@@ -47,15 +51,16 @@ class TensorModel {
   TensorModel(std::shared_ptr<const tensor::Graph> graph, std::string source)
       : graph_(std::move(graph)), source_(std::move(source)) {}
   void ReadInputs();
-  void ScoreChunks(tensor::Session& session, std::span<const float> input, size_t rows, std::span<float> output) const;
+  void ScoreChunks(tensor::Session& session, std::span<const float> input, std::span<const std::string> texts,
+                   size_t rows, std::span<float> output) const;
   void ProbeOutputs();
   // Runs `rows` rows (at most fixed_batch_ when the batch is fixed) into `output`.
-  void Run(tensor::Session& session, const float* input, size_t rows, float* output) const;
+  void Run(tensor::Session& session, const float* input, const std::string* texts, size_t rows, float* output) const;
 
   std::shared_ptr<const tensor::Graph> graph_;
   std::string source_;
   std::vector<Port> inputs_, outputs_;
-  size_t input_width_ = 0, output_width_ = 0;
+  size_t input_width_ = 0, text_width_ = 0, output_width_ = 0;
   size_t fixed_batch_ = 0;  // the inputs' batch dimension when the file fixes it, else 0
 };
 

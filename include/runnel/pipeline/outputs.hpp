@@ -22,7 +22,7 @@ namespace runnel::pipeline {
 class OutputPlan {
  public:
   // Throws Error(InvalidInput), naming both files, when the model does not fit: input
-  // width or names, or output width / names.
+  // width or names, text inputs ([features] text), or output width / names.
   static OutputPlan Resolve(const PipelineConfig& config, const features::FeatureProgram& program,
                             const model::Model& model);
 
