@@ -266,6 +266,12 @@ size_t Model::text_width() const {
   return tensor_ ? tensor_->text_width() : 0;
 }
 
+std::span<const std::string> Model::output_labels(size_t index) const {
+  if (tensor_) return tensor_->LabelsAt(index);
+  if (trees_ && trees_->head() && index == 0) return trees_->head()->label_names;
+  return {};
+}
+
 std::span<const float> ModelSession::Predict(std::span<const float> input, size_t rows,
                                              std::span<const std::string> texts) {
   const auto& graph = model_->graph();

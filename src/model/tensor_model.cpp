@@ -239,6 +239,15 @@ void TensorModel::Run(tensor::Session& session, const float* input, const std::s
   }
 }
 
+std::span<const std::string> TensorModel::LabelsAt(size_t column) const {
+  size_t start = 0;
+  for (const auto& port : outputs_) {
+    if (column < start + port.width) return port.labels;
+    start += port.width;
+  }
+  return {};
+}
+
 std::vector<std::string> TensorModel::Describe() const {
   std::vector<std::string> lines;
   auto shape = [](const Port& p) {

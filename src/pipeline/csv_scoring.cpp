@@ -158,7 +158,14 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
         line += ',';
         if (error.empty() && !std::isnan(v)) fmt::format_to(std::back_inserter(line), "{}", static_cast<float>(v));
       };
-      for (size_t o = 0; o < plan.size(); ++o) put(error.empty() ? plan.Value(o, r, mapped, features) : 0.0);
+      for (size_t o = 0; o < plan.size(); ++o) {
+        if (!plan.IsLabel(o)) {
+          put(error.empty() ? plan.Value(o, r, mapped, features) : 0.0);
+          continue;
+        }
+        line += ',';
+        if (error.empty()) AppendCsvField(line, plan.Label(o, r, mapped).value_or(""), ',');
+      }
       line += ',';
       AppendCsvField(line, error, ',');
       line += '\n';

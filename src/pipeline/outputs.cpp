@@ -78,6 +78,18 @@ OutputPlan OutputPlan::Resolve(const PipelineConfig& config, const features::Fea
                               model.output_width(), config.file.string(), config.model_outputs.size()));
     }
   }
+  plan.labels_.resize(config.model_outputs.size());
+  for (size_t o = 0; o < config.model_outputs.size(); ++o) {
+    if (!IsLabelOutput(config, config.model_outputs[o])) continue;
+    const int from = plan.output_from_[o];
+    const auto labels = from >= 0 ? model.output_labels(static_cast<size_t>(from)) : std::span<const std::string>();
+    if (labels.empty()) {
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("pipeline {} lists '{}' in model.labels, but {} gives no class labels there",
+                              config.file.string(), config.model_outputs[o], model.info().source));
+    }
+    plan.labels_[o].assign(labels.begin(), labels.end());
+  }
   for (const auto& column : config.output_columns) {
     auto it = std::find(config.model_outputs.begin(), config.model_outputs.end(), column);
     if (it != config.model_outputs.end()) {
@@ -99,6 +111,13 @@ std::span<const float> OutputPlan::ModelInput(std::span<const float> features, s
     for (size_t c = 0; c < width; ++c) scratch[r * width + c] = features[r * feature_width_ + input_columns_[c]];
   }
   return {scratch.data(), rows * width};
+}
+
+std::optional<std::string> OutputPlan::Label(size_t o, size_t r, std::span<const float> mapped) const {
+  const auto& labels = labels_[sources_[o].index];
+  const float v = mapped[r * model_outputs_ + sources_[o].index];
+  if (!(v >= 0 && v < static_cast<float>(labels.size())) || v != std::floor(v)) return std::nullopt;
+  return labels[static_cast<size_t>(v)];
 }
 
 void OutputPlan::MapOutputs(std::span<const float> model_out, size_t rows, float* dst) const {

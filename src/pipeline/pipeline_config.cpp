@@ -165,7 +165,7 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   }
 
   const auto& model = reader.Table(root, "model", true);
-  reader.AllowOnly(model, "model.", {"path", "outputs", "name", "type_column", "class_from_argmax"});
+  reader.AllowOnly(model, "model.", {"path", "outputs", "labels", "name", "type_column", "class_from_argmax"});
   if (const toml::node* argmax = model.get("class_from_argmax")) {
     if (!argmax->is_boolean()) reader.Fail(argmax, "'model.class_from_argmax' must be true or false");
     config.class_from_argmax = *argmax->value<bool>();
@@ -180,6 +180,14 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
     config.model_path = p.is_absolute() ? p : std::filesystem::absolute(file).parent_path() / p;
   }
   config.model_outputs = reader.Strings(model, "model.", "outputs", true);
+  config.label_outputs = reader.Strings(model, "model.", "labels", false);
+  for (const auto& label : config.label_outputs) {
+    if (std::find(config.model_outputs.begin(), config.model_outputs.end(), label) == config.model_outputs.end())
+      reader.Fail(model.get("labels"),
+                  fmt::format("'model.labels' names '{}', which is not one of model.outputs", label));
+    if (std::count(config.label_outputs.begin(), config.label_outputs.end(), label) > 1)
+      reader.Fail(model.get("labels"), fmt::format("'model.labels' names '{}' twice", label));
+  }
 
   if (const toml::node* derived = root.get("derived")) {
     const auto* array = derived->as_array();
@@ -328,6 +336,10 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   // Compile once here so expression errors surface when the file is loaded.
   features::FeatureProgram::Compile(config.features, file.string());
   return config;
+}
+
+bool IsLabelOutput(const PipelineConfig& config, std::string_view column) {
+  return std::find(config.label_outputs.begin(), config.label_outputs.end(), column) != config.label_outputs.end();
 }
 
 std::vector<std::string> CaptureUpdateColumns(const PipelineConfig& config) {

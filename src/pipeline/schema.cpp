@@ -101,14 +101,41 @@ int64_t UnclaimedRequests(postgres::Connection& conn, const PipelineConfig& conf
   return n;
 }
 
-std::map<std::string, std::string> SourceColumns(postgres::Connection& conn, const PipelineConfig& config) {
+namespace {
+
+std::map<std::string, std::string> ColumnTypes(postgres::Connection& conn, const std::string& table) {
   auto columns = conn.Exec(
       "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
       "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
-      Params().Add(QuoteIdentifier(config.table)));
+      Params().Add(QuoteIdentifier(table)));
   std::map<std::string, std::string> types;
   for (int r = 0; r < columns.rows(); ++r) types[columns.Get<std::string>(r, 0)] = columns.Get<std::string>(r, 1);
   return types;
+}
+
+// The results table's output columns: double precision, text for class labels. A
+// column of the other type (the file changed an output's kind) is refused, naming it.
+void EnsureOutputColumns(postgres::Connection& conn, const PipelineConfig& config, const SchemaNames& names) {
+  const auto existing = ColumnTypes(conn, names.results);
+  for (const auto& column : config.output_columns) {
+    const char* type = IsLabelOutput(config, column) ? "text" : "double precision";
+    const auto it = existing.find(column);
+    if (it == existing.end()) {
+      conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", QuoteIdentifier(names.results), QuoteIdentifier(column),
+                            type));
+    } else if (it->second != type) {
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("{}: output column '{}' of {} is {}, but the pipeline makes it {} (model.labels); "
+                              "rename the output or drop the column",
+                              config.file.string(), column, names.results, it->second, type));
+    }
+  }
+}
+
+}  // namespace
+
+std::map<std::string, std::string> SourceColumns(postgres::Connection& conn, const PipelineConfig& config) {
+  return ColumnTypes(conn, config.table);
 }
 
 void CheckInputTypes(const PipelineConfig& config, const std::map<std::string, std::string>& types) {
@@ -612,10 +639,7 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
     done.push_back(fmt::format("{} (schema version {})", what, step + 1));
   }
   // Idempotent on every run: output columns the pipeline gained, the capture trigger.
-  for (const auto& column : config.output_columns) {
-    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} double precision", QuoteIdentifier(names.results),
-                          QuoteIdentifier(column)));
-  }
+  EnsureOutputColumns(conn, config, names);
   if (auto created = EnsureKeyMap(conn, config, names, keys)) done.push_back(*created);
   if (config.capture == CaptureMode::Queue) {
     if (auto installed = InstallCapture(conn, config, names, keys)) done.push_back(*installed);

@@ -81,7 +81,8 @@ struct Requests {
 
 // What the model said per request.
 struct Outputs {
-  std::vector<std::vector<std::optional<double>>> values;  // [output column][request]
+  std::vector<std::vector<std::optional<double>>> values;       // [output column][request]; none for labels
+  std::vector<std::vector<std::optional<std::string>>> labels;  // [output column][request]: label columns only
   std::vector<std::optional<std::string>> versions;        // the model that scored it
 };
 
@@ -513,6 +514,10 @@ struct Worker::State {
     for (const auto& [serving, members] : groups) Predict(serving, members, width);
     Outputs out;
     out.values.assign(config.output_columns.size(), std::vector<std::optional<double>>(n));
+    out.labels.assign(config.output_columns.size(), {});
+    for (size_t o = 0; o < config.output_columns.size(); ++o) {
+      if (IsLabelOutput(config, config.output_columns[o])) out.labels[o].resize(n);
+    }
     out.versions.assign(n, std::nullopt);
     for (size_t i = 0; i < n; ++i) {
       if (req.status[i]) continue;
@@ -526,6 +531,10 @@ struct Worker::State {
       out.versions[i] = row_model[i]->label();
       const OutputPlan& plan = models.plan(row_model[i]);
       for (size_t o = 0; o < plan.size(); ++o) {
+        if (plan.IsLabel(o)) {
+          out.labels[o][i] = plan.Label(o, i, scratch.predictions);
+          continue;
+        }
         const double v = plan.Value(o, i, scratch.predictions, scratch.features);
         if (!std::isnan(v)) out.values[o][i] = v;  // NaN: an output this model does not give
       }
@@ -616,10 +625,17 @@ struct Worker::State {
     Params params;
     params.AddArray(keys).AddArray(status).AddArray(error).AddArray(enqueued).AddArray(versions);
     if (!lean) params.AddArray(sqlstate).AddArray(attempts);
-    for (const auto& column : out.values) {
+    for (size_t o = 0; o < out.values.size(); ++o) {
+      if (IsLabelOutput(config, config.output_columns[o])) {
+        std::vector<std::optional<std::string>> labels;
+        labels.reserve(rows.size());
+        for (size_t i : rows) labels.push_back(out.labels[o][i]);
+        params.AddArray(labels);
+        continue;
+      }
       std::vector<std::optional<double>> values;
       values.reserve(rows.size());
-      for (size_t i : rows) values.push_back(column[i]);
+      for (size_t i : rows) values.push_back(out.values[o][i]);
       params.AddArray(values);
     }
     if (GuardsWriteBack(config)) {

@@ -138,7 +138,8 @@ void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names, con
   for (size_t i = 0; i < config.output_columns.size(); ++i) {
     const std::string col = QuoteIdentifier(config.output_columns[i]);
     out_cols += ", " + col;
-    out_types += fmt::format(", ${}::float8[]", i + static_cast<size_t>(first_output));
+    out_types += fmt::format(", ${}::{}[]", i + static_cast<size_t>(first_output),
+                             IsLabelOutput(config, config.output_columns[i]) ? "text" : "float8");
     out_aliases += fmt::format(", o{}", i);
     out_select += fmt::format(", v.o{}", i);
     out_update += fmt::format(", {} = EXCLUDED.{}", col, col);

@@ -1,5 +1,6 @@
 #include "runnel/server/event_hub.hpp"
 
+#include "outputs_json.hpp"
 #include "runnel/core/mutex.hpp"
 
 #include <fmt/format.h>
@@ -69,7 +70,7 @@ constexpr EventPosition kEnd{std::numeric_limits<uint64_t>::max(), std::numeric_
 std::string ReadSql(const pipeline::PipelineConfig& config, const pipeline::SchemaNames& names,
                     const pipeline::RequestKeys& keys) {
   std::string outputs;
-  for (const auto& column : config.output_columns) outputs += fmt::format(", r.{}::float8", QuoteIdentifier(column));
+  for (const auto& column : config.output_columns) outputs += ", " + OutputSelectSql(config, column, "r");
   const std::string client =
       config.client_column.empty() ? "NULL::text" : fmt::format("s.{}::text", QuoteIdentifier(config.client_column));
   return fmt::format(
@@ -173,12 +174,7 @@ Event EventHub::Impl::ToEvent(const postgres::Result& r, int i) const {
   data["status"] = text_or_null(kStatus);
   data["error"] = text_or_null(kError);
   data["model_version"] = text_or_null(kVersion);
-  json outputs = json::object();
-  for (size_t o = 0; o < config.output_columns.size(); ++o) {
-    const int c = kFirstOutput + static_cast<int>(o);
-    outputs[config.output_columns[o]] = r.IsNull(i, c) ? json(nullptr) : json(r.Get<double>(i, c));
-  }
-  data["outputs"] = outputs;
+  data["outputs"] = OutputsJson(config, r, i, kFirstOutput);
   data["finished_at"] = text_or_null(kFinished);
   e.frame =
       fmt::format("id: {}\ndata: {}\n\n", e.pos.ToString(), data.dump(-1, ' ', false, json::error_handler_t::replace));

@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "api.hpp"
+#include "outputs_json.hpp"
 #include "runnel/core/mutex.hpp"
 #include "runnel/pipeline/replay.hpp"
 #include "runnel/pipeline/request_status.hpp"
@@ -398,12 +399,7 @@ json RequestsResource::RequestJson(const postgres::Result& r, int i, int id_colu
   request["status"] = r.Get<std::string>(i, first);
   request["error"] = text_or_null(first + 1);
   request["model_version"] = text_or_null(first + 2);
-  json outputs = json::object();
-  for (size_t o = 0; o < config_.output_columns.size(); ++o) {
-    const int c = first + 6 + static_cast<int>(o);
-    outputs[config_.output_columns[o]] = r.IsNull(i, c) ? json(nullptr) : json(r.Get<double>(i, c));
-  }
-  request["outputs"] = outputs;
+  request["outputs"] = OutputsJson(config_, r, i, first + 6);
   json timings = json::object();
   timings["enqueued_at"] = text_or_null(first + 3);
   timings["finished_at"] = text_or_null(first + 4);
@@ -471,6 +467,11 @@ void AddOutputCondition(const pipeline::PipelineConfig& config, const std::strin
                                      "column ({}) with an optional .gte/.gt/.lte/.lt",
                                      name, config.client_column.empty() ? "" : config.client_column + ", ",
                                      fmt::join(config.output_columns, ", "))};
+  }
+  if (pipeline::IsLabelOutput(config, column)) {  // a class label: text, compared as text
+    if (!op_name.empty()) throw HttpError{422, fmt::format("'{}' is a class label: filter it by equality", name)};
+    q.where.push_back(fmt::format("r.{} = {}", QuoteIdentifier(column), q.Param(value)));
+    return;
   }
   if (!ParseDouble(value)) throw HttpError{422, fmt::format("'{}' must be a number", name)};
   q.where.push_back(fmt::format("r.{} {} {}::float8", QuoteIdentifier(column), kOps.at(op_name), q.Param(value)));

@@ -218,6 +218,7 @@ std::shared_ptr<const trees::TreeEnsemble> Classifier(const Attributes& attrs, s
   const auto string_labels = attrs.Strings("classlabels_strings");
   for (int64_t label : int_labels) head.labels.push_back(static_cast<float>(label));
   for (size_t i = 0; i < string_labels.size(); ++i) head.labels.push_back(static_cast<float>(i));
+  head.label_names = string_labels;
   if (head.labels.size() < 2) attrs.Fail("a classifier needs two class labels or more");
   // One score column for two classes (every weight for the same class): binary.
   std::set<int32_t> used;

@@ -57,6 +57,9 @@ class Model {
   // of the outputs: the predicted value (named after the target), then one
   // "probability_<class>" per class. Both empty for positional (graph) models.
   const std::vector<std::string>& input_names() const { return input_names_; }
+  // The class labels output value `index` is served as the index of (a classifier's
+  // string label: ONNX graphs and tree ensembles); empty for other outputs.
+  std::span<const std::string> output_labels(size_t index) const;
   const std::vector<std::string>& output_names() const { return output_names_; }
   const pmml::PmmlModel* pmml() const { return pmml_.get(); }        // non-owning; null unless PMML
   const trees::TreeEnsemble* trees() const { return trees_.get(); }  // non-owning; null unless trees

@@ -36,6 +36,10 @@ class TensorModel {
   void Score(tensor::Session& session, std::span<const float> input, std::span<const std::string> texts, size_t rows,
              std::span<float> output) const;
 
+  // The class labels a string output at output column `column` is served as the
+  // index of; empty for other columns.
+  std::span<const std::string> LabelsAt(size_t column) const;
+
   // One line per input, node and output, for `runnel model inspect`.
   std::vector<std::string> Describe() const;
 

@@ -10,7 +10,9 @@
 // Output columns then come from those model outputs or from derived features.
 #pragma once
 
+#include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "runnel/features/features.hpp"
@@ -34,6 +36,11 @@ class OutputPlan {
   void MapOutputs(std::span<const float> model_out, size_t rows, float* dst) const;
 
   size_t size() const { return sources_.size(); }
+  // Whether output column `o` is a class label ([model].labels): read it with Label.
+  bool IsLabel(size_t o) const { return sources_[o].from_model && !labels_[sources_[o].index].empty(); }
+  // Output column `o` of row `r` as its label text, or nullopt when the model gave no
+  // valid label index. Precondition: IsLabel(o).
+  std::optional<std::string> Label(size_t o, size_t r, std::span<const float> mapped) const;
   // Output column `o` of row `r`, from the mapped predictions (rows x [model].outputs).
   // NaN for a model output this model does not give. Precondition: the row's features
   // did not fail.
@@ -55,6 +62,7 @@ class OutputPlan {
   size_t feature_width_ = 0;
   std::vector<size_t> input_columns_;  // named models: feature column per model input
   std::vector<int> output_from_;       // per pipeline model output: model output, kNone or kArgMax
+  std::vector<std::vector<std::string>> labels_;  // per pipeline model output: its labels ([model].labels)
 };
 
 }  // namespace runnel::pipeline

@@ -9,6 +9,7 @@
 //   [model]
 //   path    = "model.h5"               # relative to this file; --model overrides
 //   outputs = ["risk_propensity"]      # names of the model's output columns
+//   labels  = ["queue"]                # optional: outputs that are class labels (text)
 //   name    = "needs"                  # optional: serve the registry's model stream
 //   type_column = "data_type"          # optional: one registry model per data type
 //   [[derived]]                        # named expressions, in order
@@ -96,6 +97,9 @@ struct PipelineConfig {
   // its largest output (a classifier's class scores); the other outputs are NULL.
   bool class_from_argmax = false;
   std::vector<std::string> model_outputs;
+  // [model] labels: the model outputs that are a classifier's class label, stored and
+  // written back as text (the model must give labels there: OutputPlan checks).
+  std::vector<std::string> label_outputs;
   features::FeatureSpec features;
   std::vector<std::string> output_columns;
 };
@@ -103,6 +107,9 @@ struct PipelineConfig {
 // Reads and checks a pipeline file. Throws Error(Config) naming the file, line and
 // key; Error(Io) when it cannot be read. Expressions are checked by compiling them.
 PipelineConfig LoadPipelineConfig(const std::filesystem::path& file);
+
+// Whether output column `column` is one of [model].labels: stored as text.
+bool IsLabelOutput(const PipelineConfig& config, std::string_view column);
 
 // The columns whose change makes an UPDATE a request (capture_updates): the key, the
 // input columns and the model type column, each once.

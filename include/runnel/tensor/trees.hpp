@@ -62,6 +62,7 @@ struct Tree {
 // become the label, then one probability per class.
 struct ClassifierHead {
   std::vector<float> labels;  // per class: its int64 label, or its index for string labels
+  std::vector<std::string> label_names;  // string labels, in that order; empty for int64 labels
   // Binary with one score column (the positive class's): probabilities are [1 - p, p].
   bool single_score = false;
 };
