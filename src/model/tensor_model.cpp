@@ -106,18 +106,31 @@ void TensorModel::ReadInputs() {
 }
 
 // Output widths from one run: declared shapes are often symbolic past the batch.
-void TensorModel::ProbeOutputs() {
-  tensor::Session session(graph_);
-  const size_t rows = fixed_batch_ != 0 ? fixed_batch_ : 1;
+std::vector<Tensor> TensorModel::ZeroInputs(size_t rows) const {
   std::vector<Tensor> inputs;
   for (const auto& port : inputs_) {
     tensor::Shape shape{static_cast<int64_t>(rows)};
     shape.insert(shape.end(), port.dims.begin(), port.dims.end());
     inputs.emplace_back(port.type, std::move(shape));
   }
+  return inputs;
+}
+
+void TensorModel::MeasureRowBytes(tensor::Session& session) {
+  session.Run(ZeroInputs(1));
+  const size_t one = session.held_bytes();
+  session.Run(ZeroInputs(2));
+  const size_t per_row = session.held_bytes() > one ? session.held_bytes() - one : 1;
+  chunk_rows_ = std::max<size_t>(8, kRunBytes / per_row);
+}
+
+void TensorModel::ProbeOutputs() {
+  tensor::Session session(graph_);
+  const size_t rows = fixed_batch_ != 0 ? fixed_batch_ : 1;
   std::vector<Tensor> outputs;
   try {
-    outputs = session.Run(std::move(inputs));
+    if (fixed_batch_ == 0) MeasureRowBytes(session);
+    outputs = session.Run(ZeroInputs(rows));
   } catch (const Error& e) {
     throw Error(ErrorCode::Model, fmt::format("{}: a run on a zero row fails: {}", source_, e.what()));
   }
@@ -174,7 +187,7 @@ void TensorModel::Score(tensor::Session& session, std::span<const float> input, 
 
 void TensorModel::ScoreChunks(tensor::Session& session, std::span<const float> input,
                               std::span<const std::string> texts, size_t rows, std::span<float> output) const {
-  const size_t step = fixed_batch_ != 0 ? fixed_batch_ : std::max<size_t>(rows, 1);
+  const size_t step = fixed_batch_ != 0 ? fixed_batch_ : std::clamp<size_t>(rows, 1, chunk_rows_);
   std::vector<float> padded_in, padded_out;
   std::vector<std::string> padded_texts;
   for (size_t r = 0; r < rows; r += step) {

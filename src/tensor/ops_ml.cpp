@@ -27,6 +27,11 @@ Rows FloatRows(const Tensor& x) {
   Rows r;
   r.rows = x.rank() == 1 ? 1 : static_cast<size_t>(x.dim(0));
   r.cols = x.rank() == 1 ? x.size() : static_cast<size_t>(x.dim(1));
+  if (x.type() == DataType::kFloat) {
+    const auto values = x.data<float>();
+    r.values.assign(values.begin(), values.end());
+    return r;
+  }
   r.values.resize(x.size());
   for (size_t i = 0; i < x.size(); ++i) r.values[i] = static_cast<float>(ValueAt(x, i));
   return r;
@@ -79,21 +84,63 @@ void Transform(PostTransform transform, std::span<float> s) {
   }
 }
 
-// scores[n, t] = sum_c x[n, c] * coefficients[t * cols + c] + intercepts[t].
-std::vector<float> Linear(const Node& node, const Rows& x, size_t targets) {
-  const auto coefficients = node.FloatList("coefficients");
+// A linear model's weights, read once at load: coefficients feature-major
+// (by_feature[c * targets + t]) so that a row's zero features — most of a TF-IDF or
+// one-hot row — cost nothing.
+struct LinearState : NodeState {
+  size_t targets = 0, cols = 0;
+  std::vector<float> by_feature;
+  std::vector<float> intercepts;  // per target, or empty
+};
+
+// The number of targets: LinearRegressor's `targets`, a classifier's classes.
+size_t LinearTargets(const Node& node) {
+  if (node.op == "LinearRegressor") {
+    const int64_t targets = node.Int("targets", 1);
+    if (targets < 1) throw Error(ErrorCode::Model, fmt::format("targets is {}", targets));
+    return static_cast<size_t>(targets);
+  }
   const auto intercepts = node.FloatList("intercepts");
-  if (coefficients.size() != targets * x.cols)
+  const size_t labels =
+      std::max(node.IntList("classlabels_ints").size(), node.StringList("classlabels_strings").size());
+  const size_t classes = !intercepts.empty() ? intercepts.size() : labels;
+  if (classes == 0) throw Error(ErrorCode::Model, "the classifier has no class");
+  return classes;
+}
+
+std::shared_ptr<const NodeState> PrepareLinear(const Node& node) {
+  auto s = std::make_shared<LinearState>();
+  s->targets = LinearTargets(node);
+  const auto coefficients = node.FloatList("coefficients");
+  s->intercepts = node.FloatList("intercepts");
+  if (coefficients.empty() || coefficients.size() % s->targets != 0)
+    throw Error(ErrorCode::Model, fmt::format("{} coefficients for {} outputs", coefficients.size(), s->targets));
+  if (!s->intercepts.empty() && s->intercepts.size() != s->targets)
+    throw Error(ErrorCode::Model, fmt::format("{} intercepts for {} outputs", s->intercepts.size(), s->targets));
+  s->cols = coefficients.size() / s->targets;
+  s->by_feature.resize(coefficients.size());
+  for (size_t t = 0; t < s->targets; ++t) {
+    for (size_t c = 0; c < s->cols; ++c) s->by_feature[c * s->targets + t] = coefficients[t * s->cols + c];
+  }
+  return s;
+}
+
+// scores[n, t] = sum_c x[n, c] * coefficients[t * cols + c] + intercepts[t], summed in
+// feature order, zero features skipped.
+std::vector<float> Linear(const Node& node, const Rows& x) {
+  const auto& s = node.State<LinearState>();
+  if (x.cols != s.cols)
     throw Error(ErrorCode::Model,
-                fmt::format("{} coefficients for {} outputs of {} features", coefficients.size(), targets, x.cols));
-  if (!intercepts.empty() && intercepts.size() != targets)
-    throw Error(ErrorCode::Model, fmt::format("{} intercepts for {} outputs", intercepts.size(), targets));
-  std::vector<float> scores(x.rows * targets);
+                fmt::format("{} coefficients for {} outputs of {} features", s.by_feature.size(), s.targets, x.cols));
+  std::vector<float> scores(x.rows * s.targets);
   for (size_t n = 0; n < x.rows; ++n) {
-    for (size_t t = 0; t < targets; ++t) {
-      float acc = intercepts.empty() ? 0.0f : intercepts[t];
-      for (size_t c = 0; c < x.cols; ++c) acc += x.values[n * x.cols + c] * coefficients[t * x.cols + c];
-      scores[n * targets + t] = acc;
+    float* acc = scores.data() + n * s.targets;
+    if (!s.intercepts.empty()) std::copy(s.intercepts.begin(), s.intercepts.end(), acc);
+    const float* row = x.values.data() + n * x.cols;
+    for (size_t c = 0; c < x.cols; ++c) {
+      if (row[c] == 0.0f) continue;
+      const float* w = s.by_feature.data() + c * s.targets;
+      for (size_t t = 0; t < s.targets; ++t) acc[t] += row[c] * w[t];
     }
   }
   return scores;
@@ -101,11 +148,9 @@ std::vector<float> Linear(const Node& node, const Rows& x, size_t targets) {
 
 void LinearRegressor(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Rows x = FloatRows(Required(node, in, 0));
-  const int64_t targets = node.Int("targets", 1);
-  if (targets < 1 || static_cast<size_t>(targets) > node.FloatList("coefficients").size())
-    throw Error(ErrorCode::Model, fmt::format("targets is {}", targets));
-  const auto t = static_cast<size_t>(targets);
-  auto scores = Linear(node, x, t);
+  const size_t t = node.State<LinearState>().targets;
+  const auto targets = static_cast<int64_t>(t);
+  auto scores = Linear(node, x);
   const PostTransform transform = PostTransformOf(node);
   for (size_t n = 0; n < x.rows; ++n) Transform(transform, std::span(scores).subspan(n * t, t));
   out[0] = Tensor::Of<float>(DataType::kFloat, {static_cast<int64_t>(x.rows), targets}, scores);
@@ -142,10 +187,8 @@ struct Labels {
 void LinearClassifier(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Rows x = FloatRows(Required(node, in, 0));
   const Labels labels = Labels::Of(node, "classlabels_ints");
-  const auto intercepts = node.FloatList("intercepts");
-  const size_t classes = !intercepts.empty() ? intercepts.size() : labels.size();
-  if (classes == 0) throw Error(ErrorCode::Model, "the classifier has no class");
-  const auto scores = Linear(node, x, classes);
+  const size_t classes = node.State<LinearState>().targets;
+  const auto scores = Linear(node, x);
   const PostTransform transform = PostTransformOf(node);
   const bool binary = classes == 1 && labels.size() == 2;
   const size_t width = binary ? 2 : classes;
@@ -197,23 +240,41 @@ void Scaler(const Node& node, std::span<const Tensor* const> in, std::span<Tenso
 // Each row divided by its largest value (MAX), the sum of its absolute values (L1)
 // or its Euclidean norm (L2). A row whose divisor is 0 stays as it is.
 void Normalizer(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
-  Rows x = FloatRows(Required(node, in, 0));
-  const std::string norm = node.String("norm", "MAX");
-  if (norm != "MAX" && norm != "L1" && norm != "L2") throw UnsupportedError(fmt::format("norm '{}'", norm));
-  for (size_t n = 0; n < x.rows; ++n) {
-    auto row = std::span(x.values).subspan(n * x.cols, x.cols);
+  const Tensor& input = Required(node, in, 0);
+  const std::string name = node.String("norm", "MAX");
+  enum class Norm { kMax, kL1, kL2 } norm = Norm::kMax;
+  if (name == "L1") {
+    norm = Norm::kL1;
+  } else if (name == "L2") {
+    norm = Norm::kL2;
+  } else if (name != "MAX") {
+    throw UnsupportedError(fmt::format("norm '{}'", name));
+  }
+  if (input.rank() != 1 && input.rank() != 2)
+    throw Error(ErrorCode::Model, fmt::format("input has shape {}, expected [N, C]", ShapeText(input.shape())));
+  const size_t cols = input.rank() == 1 ? input.size() : static_cast<size_t>(input.dim(1));
+  out[0] = Tensor(DataType::kFloat, input.shape());
+  auto y = out[0].data<float>();
+  if (input.type() == DataType::kFloat) {
+    std::copy_n(input.data<float>().begin(), input.size(), y.begin());
+  } else {
+    for (size_t i = 0; i < input.size(); ++i) y[i] = static_cast<float>(ValueAt(input, i));
+  }
+  for (size_t start = 0; cols > 0 && start < y.size(); start += cols) {
+    auto row = y.subspan(start, cols);
     float d = 0;
-    if (norm == "MAX") {
+    if (norm == Norm::kMax) {
       d = row.empty() ? 0.0f : *std::max_element(row.begin(), row.end());
+    } else if (norm == Norm::kL1) {
+      for (float v : row) d += std::abs(v);
     } else {
-      for (float v : row) d += norm == "L1" ? std::abs(v) : v * v;
-      if (norm == "L2") d = std::sqrt(d);
+      for (float v : row) d += v * v;
+      d = std::sqrt(d);
     }
     if (d != 0) {
       for (float& v : row) v /= d;
     }
   }
-  out[0] = Tensor::Of<float>(DataType::kFloat, in[0]->shape(), x.values);
 }
 
 void Binarizer(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
@@ -507,8 +568,8 @@ void ZipMap(const Node& node, std::span<const Tensor* const> in, std::span<Tenso
 
 void AddMlKernels(std::vector<KernelEntry>& t) {
   constexpr std::string_view ml = "ai.onnx.ml";
-  t.push_back({"LinearRegressor", 1, LinearRegressor, ml});
-  t.push_back({"LinearClassifier", 1, LinearClassifier, ml});
+  t.push_back({"LinearRegressor", 1, LinearRegressor, ml, PrepareLinear});
+  t.push_back({"LinearClassifier", 1, LinearClassifier, ml, PrepareLinear});
   t.push_back({"Scaler", 1, Scaler, ml});
   t.push_back({"Normalizer", 1, Normalizer, ml});
   t.push_back({"Binarizer", 1, Binarizer, ml});

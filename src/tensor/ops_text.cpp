@@ -167,11 +167,16 @@ std::shared_ptr<const NodeState> PrepareTfIdf(const Node& node) {
 }
 
 // Adds one row's n-gram counts to `counts` (output_size floats): unigrams once each;
-// longer n-grams for every skip distance 1..max_skip+1 (items that far apart).
-void CountRow(const TfIdfState& s, const Tensor& x, size_t begin, size_t len, float* counts) {
+// longer n-grams for every skip distance 1..max_skip+1 (items that far apart). The
+// coordinates counted are appended to `touched` (a row's few among many).
+void CountRow(const TfIdfState& s, const Tensor& x, size_t begin, size_t len, float* counts,
+              std::vector<size_t>& touched) {
   auto count = [&](const std::string& key) {
     auto it = s.ids.find(key);
-    if (it != s.ids.end()) counts[s.indexes[it->second]] += 1.0f;
+    if (it == s.ids.end()) return;
+    const auto at = static_cast<size_t>(s.indexes[it->second]);
+    if (counts[at] == 0.0f) touched.push_back(at);
+    counts[at] += 1.0f;
   };
   size_t start_n = s.min_n;
   std::string key;
@@ -211,12 +216,14 @@ void TfIdfVectorizer(const Node& node, std::span<const Tensor* const> in, std::s
   const auto size = static_cast<int64_t>(s.output_size);
   out[0] = Tensor(DataType::kFloat, x.rank() == 2 ? Shape{x.dim(0), size} : Shape{size});
   auto y = out[0].data<float>();
+  std::vector<size_t> touched;
   for (size_t r = 0; r < rows; ++r) {
     float* row = y.data() + r * s.output_size;
-    if (len > 0) CountRow(s, x, r * len, len, row);
-    for (size_t i = 0; i < s.output_size; ++i) {
+    touched.clear();
+    if (len > 0) CountRow(s, x, r * len, len, row, touched);
+    for (const size_t i : touched) {                               // the others are 0 under every weighting
       const float w = i < s.weights.size() ? s.weights[i] : 1.0f;  // past the weights (a sparse ngram_indexes): 1
-      if (s.weighting == Weighting::kIdf) row[i] = row[i] > 0 ? w : 0.0f;
+      if (s.weighting == Weighting::kIdf) row[i] = w;
       if (s.weighting == Weighting::kTfIdf) row[i] *= w;
     }
   }

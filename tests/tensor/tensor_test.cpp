@@ -345,21 +345,27 @@ TEST(TensorTest, TokenizerRefusesBadExpressionsAndInvalidUtf8) {
 
 TEST(TensorTest, MlOperatorsRefuseInconsistentAttributesNamingThem) {
   using A = onnx::AttributeProto;
-  // LinearClassifier: 3 coefficients cannot be 2 classes of a 2-feature input.
-  auto linear = LoadOnnxGraph(OneMlNodeModel("LinearClassifier", onnx::TensorProto_DataType_FLOAT, 1,
-                                             [](auto& n) {
-                                               auto* c = AddAttribute(n, "coefficients", A::FLOATS);
-                                               for (float v : {1.0f, 2.0f, 3.0f}) c->add_floats(v);
-                                               auto* labels = AddAttribute(n, "classlabels_ints", A::INTS);
-                                               labels->add_ints(0);
-                                               labels->add_ints(1);
-                                               n.add_output("scores");
-                                             }),
-                              "lc.onnx");
+  // LinearClassifier: 3 coefficients cannot be 2 classes (checked at load), nor 4 the 2
+  // classes of a 3-feature input (at run).
+  auto linear = [](std::vector<float> coefficients) {
+    return OneMlNodeModel("LinearClassifier", onnx::TensorProto_DataType_FLOAT, 1, [&](auto& n) {
+      auto* c = AddAttribute(n, "coefficients", A::FLOATS);
+      for (float v : coefficients) c->add_floats(v);
+      auto* labels = AddAttribute(n, "classlabels_ints", A::INTS);
+      labels->add_ints(0);
+      labels->add_ints(1);
+      n.add_output("scores");
+    });
+  };
   EXPECT_EQ(MessageOf([&] {
-              Session(linear).Run({Tensor(DataType::kFloat, {1, 2})});
+              LoadOnnxGraph(linear({1, 2, 3}), "lc.onnx");
             }),
-            "node 'the_node' (LinearClassifier): 3 coefficients for 2 outputs of 2 features");
+            "lc.onnx: node 'the_node' (LinearClassifier): 3 coefficients for 2 outputs");
+  auto two_features = LoadOnnxGraph(linear({1, 2, 3, 4}), "lc.onnx");
+  EXPECT_EQ(MessageOf([&] {
+              Session(two_features).Run({Tensor(DataType::kFloat, {1, 3})});
+            }),
+            "node 'the_node' (LinearClassifier): 4 coefficients for 2 outputs of 3 features");
   // CategoryMapper: the two lists must pair up (checked at load).
   EXPECT_EQ(MessageOf([] {
               LoadOnnxGraph(

@@ -58,6 +58,9 @@ class TensorModel {
   void ScoreChunks(tensor::Session& session, std::span<const float> input, std::span<const std::string> texts,
                    size_t rows, std::span<float> output) const;
   void ProbeOutputs();
+  // The values' bytes per row, from runs of 1 and 2 zero rows: sets chunk_rows_.
+  void MeasureRowBytes(tensor::Session& session);
+  std::vector<tensor::Tensor> ZeroInputs(size_t rows) const;
   // Runs `rows` rows (at most fixed_batch_ when the batch is fixed) into `output`.
   void Run(tensor::Session& session, const float* input, const std::string* texts, size_t rows, float* output) const;
 
@@ -66,6 +69,11 @@ class TensorModel {
   std::vector<Port> inputs_, outputs_;
   size_t input_width_ = 0, text_width_ = 0, output_width_ = 0;
   size_t fixed_batch_ = 0;  // the inputs' batch dimension when the file fixes it, else 0
+  // Rows per run when the batch is free: as many as keep one run's values near
+  // kRunBytes (a TF-IDF row is 20 KB wide three times over: a batch of 1,024 would
+  // stream 60 MB through memory; runs of a few dozen rows stay in cache).
+  size_t chunk_rows_ = SIZE_MAX;
+  static constexpr size_t kRunBytes = size_t{2} << 20;
 };
 
 }  // namespace runnel::model

@@ -105,6 +105,10 @@ class Session {
   // number or element type.
   std::vector<Tensor> Run(std::vector<Tensor> inputs);
 
+  // What the values of the last run hold (they are kept until the next run replaces
+  // them), in bytes.
+  size_t held_bytes() const { return bytes_; }
+
  private:
   void Keep(int id, Tensor value, const Node& node);
 
