@@ -27,7 +27,7 @@ Writes into OUTDIR:
                         (the queues are the machine's 12 most common sections)
 and prints the test accuracy. Exit 77 when sklearn or onnx is missing.
 
-Usage: build_tickets.py OUTDIR [--index FILE] [--max-features N]"""
+Usage: build_tickets.py OUTDIR [--index FILE] [--max-features N] [--save-sklearn]"""
 import argparse
 import collections
 import csv
@@ -108,7 +108,9 @@ def onnx_model(vectorizer, classifier):
         indexes.append(vocabulary[term])
     labels = [str(c) for c in classifier.classes_]
     nodes = [
-        helper.make_node("StringNormalizer", ["text"], ["lower"], case_change_action="LOWER", is_case_sensitive=0),
+        # C.UTF-8: a locale every Debian machine has (ONNX Runtime needs the named one).
+        helper.make_node("StringNormalizer", ["text"], ["lower"], case_change_action="LOWER", is_case_sensitive=0,
+                         locale="C.UTF-8"),
         helper.make_node("Tokenizer", ["lower"], ["tokens"], domain="com.microsoft", mark=0, mincharnum=2,
                          pad_value="#", tokenexp=RE2_TOKENS),
         helper.make_node("TfIdfVectorizer", ["tokens"], ["tfidf"], mode="TFIDF", min_gram_length=1,
@@ -180,6 +182,8 @@ def main():
     parser.add_argument("outdir")
     parser.add_argument("--index", default="/var/lib/dpkg/status")
     parser.add_argument("--max-features", type=int, default=5000)
+    parser.add_argument("--save-sklearn", action="store_true",
+                        help="also pickle the fitted vectorizer and classifier (bench/tickets_peer.py)")
     args = parser.parse_args()
     os.makedirs(args.outdir, exist_ok=True)
     rows = tickets_of(read_index(args.index))
@@ -208,6 +212,10 @@ def main():
     with open(os.path.join(args.outdir, "labels.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(labels) + "\n")
     write_pipeline(os.path.join(args.outdir, "pipeline.toml"), labels)
+    if args.save_sklearn:
+        import pickle
+        with open(os.path.join(args.outdir, "tickets_sklearn.pkl"), "wb") as f:
+            pickle.dump((vectorizer, classifier), f)
     print(f"{len(rows)} tickets ({len(train)} train, {len(test)} test), {len(labels)} queues, "
           f"{len(vectorizer.vocabulary_)} terms; test accuracy {accuracy:.3f}")
 
