@@ -400,11 +400,17 @@ int main(int argc, char** argv) {
   Write(dir / "recommend_rule/logic", "NOT (p.\"Risk\" IS NULL OR r.x <> -1.5e-3) and TRUE or p.a != .5");
   Write(dir / "features/simple", "a * 2 + b\nln(a)\nbox_cox(c, 0.3)");
   Write(dir / "features/functions", "min(a, b, c)\nclip(a, 0, 1)\npow(b, 2) / sqrt(c)\none_hot(a, 3)");
+  Write(dir / "features/text", "t:lower(s || ' ' || t)\nconcat(upper(s), '|', t)\ncoalesce(t, s, 'it''s')\ntrim(s)");
   Write(
       dir / "pipeline/minimal.toml",
       "name = \"t\"\n[source]\ntable = \"t\"\nkey = \"id\"\ncolumns = [\"a\", \"b\"]\n"
       "[model]\npath = \"m.onnx\"\noutputs = [\"y\"]\n[[derived]]\nname = \"s\"\nexpr = \"a + b\"\n"
       "[features]\ninputs = [\"a\", \"ln(s)\"]\nmeans = [1, 2]\nscales = [3, 4]\n[output]\ncolumns = [\"y\", \"s\"]\n");
+  Write(dir / "pipeline/text.toml",
+        "name = \"t\"\n[source]\ntable = \"t\"\nkey = \"id\"\ntext_columns = [\"s\", \"b\"]\n"
+        "[model]\npath = \"m.onnx\"\noutputs = [\"q\", \"p\"]\nlabels = [\"q\"]\n"
+        "[features]\ntext = [\"lower(s || ' ' || coalesce(b, ''))\"]\n[output]\ncolumns = [\"q\", \"p\"]\n"
+        "[write_back]\ncolumns = [\"q\"]\n");
   Write(dir / "csv/basic", "id,a,b\n1,2,3\n2,-1,0\n3,,4\n\"4\",\"5\",x\n5,1\n");
   Write(dir / "csv/bom", "\xEF\xBB\xBFID,A,B\r\n1,1e3,2.5\r\n");
   return 0;
