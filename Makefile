@@ -100,6 +100,7 @@ bench-tickets: deps-bench
 	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
 	cmake --build build/bench -j $(JOBS) --target runnel
 	BENCH_CPU=$(BENCH_CPU) bench/tickets_bench.sh
+	bench/tickets_burst.sh
 
 # The general tensor runtime (CNN, transformer) and the needs MLP beside ONNX Runtime.
 bench-tensor: deps-bench

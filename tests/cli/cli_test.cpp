@@ -166,6 +166,24 @@ TEST_F(CliTest, DemoServesRequestsEndToEnd) {
   EXPECT_NE(second.output.find("served 100 requests"), std::string::npos) << second.output;
 }
 
+// The ticket workload: the model trained here on the machine's package descriptions,
+// every ticket routed and its queue written back as text.
+TEST_F(CliTest, DemoRoutesTicketsEndToEnd) {
+  auto demo = Runnel({"demo", "--workload", "tickets"});
+  if (demo.output.find("python3-sklearn and python3-onnx") != std::string::npos && std::getenv("CI") == nullptr)
+    GTEST_SKIP() << "python3-sklearn and python3-onnx are not installed";
+  ASSERT_EQ(demo.exit_code, 0) << demo.output;
+  EXPECT_NE(demo.output.find(" done, 0 failed"), std::string::npos) << demo.output;
+  EXPECT_NE(demo.output.find("of the tickets the model never saw"), std::string::npos) << demo.output;
+  auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url", "--dbname", "runnel_demo"}).output));
+  EXPECT_GT(conn.Exec("SELECT count(*) FROM tickets").Get<int64_t>(0, 0), 100);
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM tickets WHERE queue IS NULL").Get<int64_t>(0, 0), 0);
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM tickets t JOIN runnel_tickets_results r ON r.key = t.id WHERE r.queue "
+                      "IS DISTINCT FROM t.queue")
+                .Get<int64_t>(0, 0),
+            0);
+}
+
 // `run --pipelines DIR` (or --pipeline repeated): one process serving two pipelines on
 // one table, two models writing different columns, the worker budget shared.
 TEST_F(CliTest, RunServesSeveralPipelinesInOneProcess) {
