@@ -28,7 +28,7 @@ script = io.StringIO()
 for i in range(0, len(rows), 1000):
     script.write("COPY tickets (subject, body) FROM STDIN WITH (FORMAT csv);\n")
     buf = io.StringIO()
-    csv.writer(buf).writerows([r[1], r[2]] for r in rows[i:i + 1000])
+    csv.writer(buf, lineterminator="\n").writerows([r[1], r[2]] for r in rows[i:i + 1000])
     script.write(buf.getvalue() + "\\.\n")
 subprocess.run(["psql", sys.argv[2], "-q", "-v", "ON_ERROR_STOP=1"], input=script.getvalue().encode(), check=True)
 PY
