@@ -15,10 +15,12 @@
 namespace runnel::tensor {
 namespace {
 
-// Rows of a [N, C] (or [C]: one row) numeric input, as float.
+// Rows of a [N, C] (or [C]: one row) numeric input, as float: the tensor's own floats
+// (valid while it lives: the kernel's run), or a converted copy.
 struct Rows {
   size_t rows = 0, cols = 0;
-  std::vector<float> values;
+  const float* data = nullptr;
+  std::vector<float> converted;  // other element types
 };
 
 Rows FloatRows(const Tensor& x) {
@@ -28,12 +30,12 @@ Rows FloatRows(const Tensor& x) {
   r.rows = x.rank() == 1 ? 1 : static_cast<size_t>(x.dim(0));
   r.cols = x.rank() == 1 ? x.size() : static_cast<size_t>(x.dim(1));
   if (x.type() == DataType::kFloat) {
-    const auto values = x.data<float>();
-    r.values.assign(values.begin(), values.end());
+    r.data = x.data<float>().data();
     return r;
   }
-  r.values.resize(x.size());
-  for (size_t i = 0; i < x.size(); ++i) r.values[i] = static_cast<float>(ValueAt(x, i));
+  r.converted.resize(x.size());
+  for (size_t i = 0; i < x.size(); ++i) r.converted[i] = static_cast<float>(ValueAt(x, i));
+  r.data = r.converted.data();
   return r;
 }
 
@@ -136,7 +138,7 @@ std::vector<float> Linear(const Node& node, const Rows& x) {
   for (size_t n = 0; n < x.rows; ++n) {
     float* acc = scores.data() + n * s.targets;
     if (!s.intercepts.empty()) std::copy(s.intercepts.begin(), s.intercepts.end(), acc);
-    const float* row = x.values.data() + n * x.cols;
+    const float* row = x.data + n * x.cols;
     for (size_t c = 0; c < x.cols; ++c) {
       if (row[c] == 0.0f) continue;
       const float* w = s.by_feature.data() + c * s.targets;

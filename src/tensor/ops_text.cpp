@@ -63,35 +63,45 @@ void StringNormalizer(const Node& node, std::span<const Tensor* const> in, std::
 
 enum class Weighting { kTf, kIdf, kTfIdf };
 
-// An n-gram as one string key: each integer as its 8 bytes, each string as its
-// length then its bytes (so no two n-grams share a key). The pool and the input are
-// encoded alike.
-void AppendKey(std::string& key, int64_t v) {
-  key.append(reinterpret_cast<const char*>(&v), sizeof(v));
-}
-
-void AppendKey(std::string& key, const std::string& s) {
-  const auto len = static_cast<uint64_t>(s.size());
-  key.append(reinterpret_cast<const char*>(&len), sizeof(len));
-  key += s;
-}
-
-void AppendKey(std::string& key, const Tensor& x, size_t i) {
-  if (x.type() == DataType::kString) {
-    AppendKey(key, x.strings()[i]);
-  } else {
-    AppendKey(key, IntAt(x, i));
-  }
-}
-
+// The pool's items get small ids (a row's items are looked up once each); an n-gram is
+// then the sequence of its items' ids: unigrams index a vector, bigrams one 64-bit
+// key, longer n-grams a string of 4-byte ids.
 struct TfIdfState : NodeState {
   Weighting weighting = Weighting::kTf;
   size_t min_n = 1, max_n = 1, max_skip = 0, output_size = 0;
   bool strings = false;
-  std::vector<int64_t> indexes;                 // per n-gram id: its output coordinate
-  std::vector<float> weights;                   // per output coordinate (ONNX Runtime's reading), or empty
-  std::unordered_map<std::string, size_t> ids;  // n-gram key -> id
+  std::vector<int64_t> indexes;                           // per n-gram id: its output coordinate
+  std::vector<float> weights;                             // per output coordinate (ONNX Runtime's reading), or empty
+  std::unordered_map<std::string, int32_t> string_items;  // pool item -> item id
+  std::unordered_map<int64_t, int32_t> int_items;
+  std::vector<int64_t> unigrams;                   // per item id: its unigram's n-gram id, or -1
+  std::unordered_map<uint64_t, size_t> bigrams;    // (first << 32 | second) -> n-gram id
+  std::unordered_map<std::string, size_t> longer;  // the ids, 4 bytes each -> n-gram id
+
+  // The item id of element i of x, or -1 when the pool does not hold it.
+  int32_t ItemOf(const Tensor& x, size_t i) const {
+    if (strings) {
+      const auto it = string_items.find(x.strings()[i]);
+      return it == string_items.end() ? -1 : it->second;
+    }
+    const auto it = int_items.find(IntAt(x, i));
+    return it == int_items.end() ? -1 : it->second;
+  }
+  int32_t AddItem(const std::string& item) {
+    return string_items.emplace(item, static_cast<int32_t>(string_items.size())).first->second;
+  }
+  int32_t AddItem(int64_t item) {
+    return int_items.emplace(item, static_cast<int32_t>(int_items.size())).first->second;
+  }
 };
+
+uint64_t BigramKey(int32_t first, int32_t second) {
+  return static_cast<uint64_t>(static_cast<uint32_t>(first)) << 32 | static_cast<uint32_t>(second);
+}
+
+void AppendId(std::string& key, int32_t id) {
+  key.append(reinterpret_cast<const char*>(&id), sizeof(id));
+}
 
 int64_t RequiredInt(const Node& node, std::string_view name) {
   const auto* a = node.Find(name);
@@ -100,7 +110,7 @@ int64_t RequiredInt(const Node& node, std::string_view name) {
   return a->i;
 }
 
-// The pool's n-grams of the lengths [min_n, max_n] into the id map; n-grams of other
+// The pool's n-grams of the lengths [min_n, max_n] into the maps; n-grams of other
 // lengths take ids too (they keep their place in ngram_indexes) but are never counted.
 void AddPool(TfIdfState& s, const Node& node, const std::vector<int64_t>& counts) {
   const auto strings = node.StringList("pool_strings");
@@ -109,6 +119,7 @@ void AddPool(TfIdfState& s, const Node& node, const std::vector<int64_t>& counts
   const size_t total = s.strings ? strings.size() : ints.size();
   if (total == 0) throw Error(ErrorCode::Model, "TfIdfVectorizer needs pool_strings or pool_int64s");
   size_t id = 0;
+  std::vector<int32_t> items;
   for (size_t g = 0; g < counts.size(); ++g) {
     const size_t n = g + 1;
     const auto begin = static_cast<size_t>(counts[g]);
@@ -117,18 +128,25 @@ void AddPool(TfIdfState& s, const Node& node, const std::vector<int64_t>& counts
       throw Error(ErrorCode::Model, fmt::format("ngram_counts do not split the pool of {} into {}-grams", total, n));
     for (size_t at = begin; at < end; at += n, ++id) {
       if (n < s.min_n || n > s.max_n) continue;
-      std::string key;
-      for (size_t k = at; k < at + n; ++k) {
-        if (s.strings) {
-          AppendKey(key, strings[k]);
-        } else {
-          AppendKey(key, ints[k]);
-        }
+      items.clear();
+      for (size_t k = at; k < at + n; ++k) items.push_back(s.strings ? s.AddItem(strings[k]) : s.AddItem(ints[k]));
+      bool added = false;
+      if (n == 1) {
+        if (s.unigrams.size() <= static_cast<size_t>(items[0]))
+          s.unigrams.resize(static_cast<size_t>(items[0]) + 1, -1);
+        added = s.unigrams[static_cast<size_t>(items[0])] < 0;
+        if (added) s.unigrams[static_cast<size_t>(items[0])] = static_cast<int64_t>(id);
+      } else if (n == 2) {
+        added = s.bigrams.emplace(BigramKey(items[0], items[1]), id).second;
+      } else {
+        std::string key;
+        for (const int32_t item : items) AppendId(key, item);
+        added = s.longer.emplace(std::move(key), id).second;
       }
-      if (!s.ids.emplace(std::move(key), id).second)
-        throw Error(ErrorCode::Model, fmt::format("the pool lists a {}-gram twice", n));
+      if (!added) throw Error(ErrorCode::Model, fmt::format("the pool lists a {}-gram twice", n));
     }
   }
+  s.unigrams.resize(s.strings ? s.string_items.size() : s.int_items.size(), -1);
   if (id > s.indexes.size())
     throw Error(ErrorCode::Model, fmt::format("{} n-grams in the pool, {} ngram_indexes", id, s.indexes.size()));
 }
@@ -168,34 +186,44 @@ std::shared_ptr<const NodeState> PrepareTfIdf(const Node& node) {
 
 // Adds one row's n-gram counts to `counts` (output_size floats): unigrams once each;
 // longer n-grams for every skip distance 1..max_skip+1 (items that far apart). The
-// coordinates counted are appended to `touched` (a row's few among many).
+// coordinates counted are appended to `touched` (a row's few among many). `items`:
+// scratch for the row's item ids (an item outside the pool is in no n-gram).
 void CountRow(const TfIdfState& s, const Tensor& x, size_t begin, size_t len, float* counts,
-              std::vector<size_t>& touched) {
-  auto count = [&](const std::string& key) {
-    auto it = s.ids.find(key);
-    if (it == s.ids.end()) return;
-    const auto at = static_cast<size_t>(s.indexes[it->second]);
+              std::vector<size_t>& touched, std::vector<int32_t>& items) {
+  auto count = [&](size_t ngram) {
+    const auto at = static_cast<size_t>(s.indexes[ngram]);
     if (counts[at] == 0.0f) touched.push_back(at);
     counts[at] += 1.0f;
   };
+  items.resize(len);
+  for (size_t i = 0; i < len; ++i) items[i] = s.ItemOf(x, begin + i);
   size_t start_n = s.min_n;
-  std::string key;
   if (start_n == 1) {
-    for (size_t i = 0; i < len; ++i) {
-      key.clear();
-      AppendKey(key, x, begin + i);
-      count(key);
+    for (const int32_t item : items) {
+      if (item >= 0 && s.unigrams[static_cast<size_t>(item)] >= 0)
+        count(static_cast<size_t>(s.unigrams[static_cast<size_t>(item)]));
     }
     if (++start_n > s.max_n) return;
   }
   // A distance past the row fits no n-gram of two or more: a max_skip_count of 2^20
   // costs nothing more than the row's length.
+  std::string key;
   for (size_t distance = 1; distance <= std::min(s.max_skip + 1, len); ++distance) {
     for (size_t first = 0; first + distance * (start_n - 1) < len; ++first) {
+      if (items[first] < 0) continue;
       key.clear();
-      for (size_t n = 1, at = first; n <= s.max_n && at < len; ++n, at += distance) {
-        AppendKey(key, x, begin + at);
-        if (n >= start_n) count(key);
+      AppendId(key, items[first]);
+      for (size_t n = 2, at = first + distance; n <= s.max_n && at < len; ++n, at += distance) {
+        if (items[at] < 0) break;
+        AppendId(key, items[at]);
+        if (n < start_n) continue;
+        if (n == 2) {
+          const auto it = s.bigrams.find(BigramKey(items[first], items[at]));
+          if (it != s.bigrams.end()) count(it->second);
+        } else {
+          const auto it = s.longer.find(key);
+          if (it != s.longer.end()) count(it->second);
+        }
       }
     }
   }
@@ -217,10 +245,11 @@ void TfIdfVectorizer(const Node& node, std::span<const Tensor* const> in, std::s
   out[0] = Tensor(DataType::kFloat, x.rank() == 2 ? Shape{x.dim(0), size} : Shape{size});
   auto y = out[0].data<float>();
   std::vector<size_t> touched;
+  std::vector<int32_t> items;
   for (size_t r = 0; r < rows; ++r) {
     float* row = y.data() + r * s.output_size;
     touched.clear();
-    if (len > 0) CountRow(s, x, r * len, len, row, touched);
+    if (len > 0) CountRow(s, x, r * len, len, row, touched, items);
     for (const size_t i : touched) {                               // the others are 0 under every weighting
       const float w = i < s.weights.size() ? s.weights[i] : 1.0f;  // past the weights (a sparse ngram_indexes): 1
       if (s.weighting == Weighting::kIdf) row[i] = w;
