@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 
+#include "../support/error_message.hpp"
 #include "../support/temp_dir.hpp"
 #include "loaders.hpp"
 #include "runnel/core/error.hpp"
@@ -323,14 +324,7 @@ TEST(OnnxLoader, ARowTheGeneralRuntimeCannotRunFailsAlone) {
   }
 }
 
-std::string MessageOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using runnel::testing::MessageOf;
 
 // test_Conv2d with its weights moved to weights.bin beside the model, as ONNX's
 // external data keeps them (each initializer: location, offset, length).

@@ -10,6 +10,7 @@
 #include <functional>
 #include <random>
 
+#include "../support/error_message.hpp"
 #include "../support/random.hpp"
 #include "kernels.hpp"
 #include "runnel/tensor/conformance.hpp"
@@ -21,14 +22,7 @@
 namespace runnel::tensor {
 namespace {
 
-std::string MessageOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using runnel::testing::MessageOf;
 
 TEST(TensorTest, BroadcastingFollowsNumPy) {
   EXPECT_EQ(BroadcastShapes({2, 3, 4}, {4}), (Shape{2, 3, 4}));
