@@ -56,7 +56,10 @@ class TextParser {
   TextPtr Expr() {
     if (++depth_ > 200) Fail("expression nested too deeply");
     TextPtr lhs = Term();
+    int terms = 1;
     while (Accept("||")) {
+      // Each || nests the chain one level deeper: bounded like any nesting.
+      if (++terms > 200) Fail("more than 200 terms joined by ||");
       auto node = std::make_unique<TextNode>();
       node->op = TextOp::kConcatNullable;
       node->args.push_back(std::move(lhs));

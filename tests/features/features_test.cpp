@@ -205,6 +205,10 @@ TEST(TextFeatures, CompileErrorsNameFeatureAndPosition) {
   for (int i = 0; i < 250; ++i) nested = "lower(" + nested + ")";
   spec.text_features = {nested};
   EXPECT_NE(CompileError(spec).find("nested too deeply"), std::string::npos);
+  std::string chain = "subject";
+  for (int i = 0; i < 300; ++i) chain += " || subject";
+  spec.text_features = {chain};
+  EXPECT_NE(CompileError(spec).find("more than 200 terms joined by ||"), std::string::npos);
   spec.text_features = {"subject"};
   spec.input_columns = {"subject"};
   EXPECT_NE(CompileError(spec).find("text column 'subject' is listed twice"), std::string::npos);
