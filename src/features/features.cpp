@@ -69,6 +69,7 @@ class Parser {
       : text_(text), context_(std::move(context)), inputs_(inputs), derived_(derived) {}
 
   NodePtr ParseAll() {
+    CheckLength();
     NodePtr node = Expr();
     Skip();
     if (pos_ != text_.size()) Fail(fmt::format("unexpected '{}'", text_[pos_]));
@@ -77,6 +78,7 @@ class Parser {
 
   // Parses "name(args)" at the top level for one_hot; returns false when it is not one.
   bool TryOneHot(NodePtr& argument, size_t& count) {
+    CheckLength();
     Skip();
     if (text_.substr(pos_, 7) != "one_hot") return false;
     size_t save = pos_;
@@ -112,7 +114,14 @@ class Parser {
     if (pos_ >= text_.size() || text_[pos_] != c) Fail(fmt::format("expected '{}'", c));
     ++pos_;
   }
+  // Each node keeps its text for messages and a chain of operators nests a level per
+  // operator: both bounded, so no expression costs unbounded memory or stack.
+  void CheckLength() const {
+    if (text_.size() > kMaxExpressionLength)
+      Fail(fmt::format("expression longer than {} characters", kMaxExpressionLength));
+  }
   NodePtr Make(ExprOp op, size_t start) {
+    if (++nodes_ > kMaxNodes) Fail(fmt::format("more than {} operations in one expression", kMaxNodes));
     auto node = std::make_unique<ExpressionNode>();
     node->op = op;
     node->text = std::string(text_.substr(start, pos_ - start));
@@ -258,6 +267,9 @@ class Parser {
   const std::map<std::string, size_t, std::less<>>& derived_;
   size_t pos_ = 0;
   int depth_ = 0;
+  size_t nodes_ = 0;
+  static constexpr size_t kMaxExpressionLength = 10000;
+  static constexpr size_t kMaxNodes = 1000;
 };
 
 struct FeatureEntry {

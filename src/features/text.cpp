@@ -30,6 +30,7 @@ class TextParser {
       : text_(text), context_(std::move(context)), columns_(columns) {}
 
   TextPtr ParseAll() {
+    if (text_.size() > kMaxLength) Fail(fmt::format("expression longer than {} characters", kMaxLength));
     TextPtr node = Expr();
     Skip();
     if (pos_ != text_.size()) Fail(fmt::format("unexpected '{}'", text_[pos_]));
@@ -141,6 +142,7 @@ class TextParser {
   const std::vector<std::string>& columns_;
   size_t pos_ = 0;
   int depth_ = 0;
+  static constexpr size_t kMaxLength = 10000;
 };
 
 std::string Trimmed(const std::string& s) {

@@ -149,6 +149,13 @@ TEST(Features, CompileErrorsNameFeatureAndPosition) {
   spec.means = spec.scales = {};
   spec.features = {std::string(300, '(') + "wealth" + std::string(300, ')')};
   EXPECT_NE(CompileError(spec).find("nested too deeply"), std::string::npos);
+  // Operator chains nest too, and each node keeps its text: both are bounded.
+  std::string chain = "wealth";
+  for (int i = 0; i < 1200; ++i) chain += "+wealth";
+  spec.features = {chain};
+  EXPECT_NE(CompileError(spec).find("more than 1000 operations in one expression"), std::string::npos);
+  spec.features = {std::string(20000, ' ') + "wealth"};
+  EXPECT_NE(CompileError(spec).find("expression longer than 10000 characters"), std::string::npos);
 }
 
 // Text features: SQL's NULL rules (|| propagates, concat skips, coalesce picks), case
