@@ -9,6 +9,7 @@
 #include <limits>
 #include <map>
 
+#include "cursor.hpp"
 #include "runnel/core/error.hpp"
 
 namespace runnel::features {
@@ -62,11 +63,11 @@ const std::map<std::string, FunctionInfo, std::less<>>& Functions() {
   return kFunctions;
 }
 
-class Parser {
+class Parser : Cursor {
  public:
   Parser(std::string_view text, std::string context, const std::map<std::string, size_t, std::less<>>& inputs,
          const std::map<std::string, size_t, std::less<>>& derived)
-      : text_(text), context_(std::move(context)), inputs_(inputs), derived_(derived) {}
+      : Cursor(text, std::move(context)), inputs_(inputs), derived_(derived) {}
 
   NodePtr ParseAll() {
     CheckLength();
@@ -103,23 +104,8 @@ class Parser {
   }
 
  private:
-  [[noreturn]] void Fail(const std::string& what) const {
-    throw Error(ErrorCode::InvalidInput, fmt::format("{}: {} at position {} in '{}'", context_, what, pos_ + 1, text_));
-  }
-  void Skip() {
-    while (pos_ < text_.size() && std::isspace(static_cast<unsigned char>(text_[pos_]))) ++pos_;
-  }
-  void Expect(char c) {
-    Skip();
-    if (pos_ >= text_.size() || text_[pos_] != c) Fail(fmt::format("expected '{}'", c));
-    ++pos_;
-  }
-  // Each node keeps its text for messages and a chain of operators nests a level per
-  // operator: both bounded, so no expression costs unbounded memory or stack.
-  void CheckLength() const {
-    if (text_.size() > kMaxExpressionLength)
-      Fail(fmt::format("expression longer than {} characters", kMaxExpressionLength));
-  }
+  // A chain of operators nests a level per operator, and each node keeps its text:
+  // the nodes are bounded too, so no expression costs unbounded memory or stack.
   NodePtr Make(ExprOp op, size_t start) {
     if (++nodes_ > kMaxNodes) Fail(fmt::format("more than {} operations in one expression", kMaxNodes));
     auto node = std::make_unique<ExpressionNode>();
@@ -261,14 +247,9 @@ class Parser {
     Fail(fmt::format("unexpected '{}'", c));
   }
 
-  std::string_view text_;
-  std::string context_;
   const std::map<std::string, size_t, std::less<>>& inputs_;
   const std::map<std::string, size_t, std::less<>>& derived_;
-  size_t pos_ = 0;
-  int depth_ = 0;
   size_t nodes_ = 0;
-  static constexpr size_t kMaxExpressionLength = 10000;
   static constexpr size_t kMaxNodes = 1000;
 };
 
@@ -471,7 +452,6 @@ void FeatureProgram::Evaluate(const ColumnBatch& batch, FeatureOutput& out) cons
   out.errors.assign(rows, std::string());
   out.matrix.assign(rows * width_, 0.0f);
   out.derived.resize(spec_.derived.size());
-  out.text_width = text_width();
   text_.Evaluate(batch, out.texts, out.errors);
 
   std::vector<size_t> input_index(spec_.input_columns.size());

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <optional>
 
+#include "cursor.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/core/unicode.hpp"
 
@@ -24,13 +25,13 @@ namespace {
 
 using TextPtr = std::unique_ptr<TextNode>;
 
-class TextParser {
+class TextParser : Cursor {
  public:
   TextParser(std::string_view text, std::string context, const std::vector<std::string>& columns)
-      : text_(text), context_(std::move(context)), columns_(columns) {}
+      : Cursor(text, std::move(context)), columns_(columns) {}
 
   TextPtr ParseAll() {
-    if (text_.size() > kMaxLength) Fail(fmt::format("expression longer than {} characters", kMaxLength));
+    CheckLength();
     TextPtr node = Expr();
     Skip();
     if (pos_ != text_.size()) Fail(fmt::format("unexpected '{}'", text_[pos_]));
@@ -38,22 +39,6 @@ class TextParser {
   }
 
  private:
-  [[noreturn]] void Fail(const std::string& what) const {
-    throw Error(ErrorCode::InvalidInput, fmt::format("{}: {} at position {} in '{}'", context_, what, pos_ + 1, text_));
-  }
-  void Skip() {
-    while (pos_ < text_.size() && std::isspace(static_cast<unsigned char>(text_[pos_]))) ++pos_;
-  }
-  bool Accept(std::string_view token) {
-    Skip();
-    if (text_.substr(pos_, token.size()) != token) return false;
-    pos_ += token.size();
-    return true;
-  }
-  void Expect(char c) {
-    if (!Accept(std::string_view(&c, 1))) Fail(fmt::format("expected '{}'", c));
-  }
-
   TextPtr Expr() {
     if (++depth_ > 200) Fail("expression nested too deeply");
     TextPtr lhs = Term();
@@ -137,12 +122,7 @@ class TextParser {
     return node;
   }
 
-  std::string_view text_;
-  std::string context_;
   const std::vector<std::string>& columns_;
-  size_t pos_ = 0;
-  int depth_ = 0;
-  static constexpr size_t kMaxLength = 10000;
 };
 
 std::string Trimmed(const std::string& s) {

@@ -49,8 +49,7 @@ struct FeatureOutput {
   size_t rows = 0;
   size_t width = 0;
   std::vector<float> matrix;                 // rows x width, row-major: the model input
-  size_t text_width = 0;
-  std::vector<std::string> texts;            // rows x text_width: the model's string inputs
+  std::vector<std::string> texts;            // rows x text width: the model's string inputs
   std::vector<std::vector<double>> derived;  // per derived feature, per row
   std::vector<std::string> errors;           // per row; empty when the row is valid
 
