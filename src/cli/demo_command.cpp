@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <thread>
 
 #include "commands.hpp"
@@ -161,39 +162,70 @@ void BuildTickets(const std::filesystem::path& dir) {
   fmt::print("2. {}", built.output);
 }
 
-// Every ticket of tickets.csv (id, subject, body, queue, priority, split) into the
-// table, 1,000 a statement; returns how many.
-int64_t InsertTickets(postgres::Connection& conn, const std::filesystem::path& csv) {
+struct Ticket {
+  int64_t id = 0;
+  std::string subject, body, section, priority;
+  bool test = false;  // in the split the model never saw
+};
+
+// tickets.csv as build_tickets.py writes it: id, subject, body, queue (the package's
+// section), priority, split.
+std::vector<Ticket> ReadTickets(const std::filesystem::path& csv) {
   std::ifstream in(csv);
   CsvReader reader(in, ',');
   std::vector<std::string> fields;
   reader.Next(fields);  // the header
-  int64_t total = 0;
-  std::vector<int64_t> ids;
-  std::vector<std::optional<std::string>> subjects, bodies, priorities;
-  auto flush = [&] {
-    if (ids.empty()) return;
+  std::vector<Ticket> tickets;
+  while (reader.Next(fields)) {
+    if (fields.size() != 6)
+      throw Error(ErrorCode::Io, fmt::format("{}: line {} is malformed", csv.string(), reader.line()));
+    tickets.push_back({std::stoll(fields[0]), fields[1], fields[2], fields[3], fields[4], fields[5] == "test"});
+  }
+  return tickets;
+}
+
+// The tickets into the table, 1,000 a statement.
+void InsertTickets(postgres::Connection& conn, const std::vector<Ticket>& tickets) {
+  for (size_t start = 0; start < tickets.size(); start += 1000) {
+    std::vector<int64_t> ids;
+    std::vector<std::optional<std::string>> subjects, bodies, priorities;
+    for (size_t i = start; i < std::min(tickets.size(), start + 1000); ++i) {
+      ids.push_back(tickets[i].id);
+      subjects.emplace_back(tickets[i].subject);
+      bodies.emplace_back(tickets[i].body);
+      priorities.emplace_back(tickets[i].priority);
+    }
     conn.Exec(
         "INSERT INTO tickets (id, subject, body, priority) SELECT * FROM unnest($1::bigint[], $2::text[], "
         "$3::text[], $4::text[])",
         postgres::Params().AddArray(ids).AddArray(subjects).AddArray(bodies).AddArray(priorities));
-    total += static_cast<int64_t>(ids.size());
-    ids.clear();
-    subjects.clear();
-    bodies.clear();
-    priorities.clear();
-  };
-  while (reader.Next(fields)) {
-    if (fields.size() != 6)
-      throw Error(ErrorCode::Io, fmt::format("{}: line {} is malformed", csv.string(), reader.line()));
-    ids.push_back(std::stoll(fields[0]));
-    subjects.emplace_back(fields[1]);
-    bodies.emplace_back(fields[2]);
-    priorities.emplace_back(fields[4]);
-    if (ids.size() == 1000) flush();
   }
-  flush();
-  return total;
+}
+
+// How often the queue written back is the package's own section, over all tickets
+// and over the test split; then three examples.
+void PrintAgreement(postgres::Connection& conn, const std::vector<Ticket>& tickets) {
+  std::map<int64_t, const Ticket*> by_id;
+  for (const auto& t : tickets) by_id[t.id] = &t;
+  auto rows = conn.Exec("SELECT id, queue, subject FROM tickets ORDER BY id", postgres::Params());
+  size_t test = 0, test_right = 0, right = 0;
+  for (int i = 0; i < rows.rows(); ++i) {
+    const auto it = by_id.find(rows.Get<int64_t>(i, 0));
+    if (it == by_id.end()) continue;
+    const bool ok = rows.GetOptional<std::string>(i, 1) == it->second->section;
+    right += ok;
+    test += it->second->test;
+    test_right += ok && it->second->test;
+  }
+  fmt::print(
+      "7. queue written back = the package's section: {:.1f}% of all tickets; {:.1f}% of the tickets the "
+      "model never saw ({} of them)\n",
+      100.0 * static_cast<double>(right) / std::max<double>(1, rows.rows()),
+      100.0 * static_cast<double>(test_right) / std::max<double>(1, static_cast<double>(test)), test);
+  for (int i = 0; i < std::min(rows.rows(), 3); ++i) {
+    fmt::print("   ticket {} \"{}\" -> {}\n", rows.Get<int64_t>(i, 0), rows.Get<std::string>(i, 2),
+               rows.GetOptional<std::string>(i, 1).value_or("(none)"));
+  }
 }
 
 int TicketsDemo(const DemoArgs& args, CliContext& ctx) {
@@ -209,42 +241,17 @@ int TicketsDemo(const DemoArgs& args, CliContext& ctx) {
   conn.Exec(ReadFileBytes(kExamples / "tickets/schema.sql", "the tickets schema"));
   for (const auto& line : pipeline::Migrate(conn, config)) fmt::print("3. migrate: {}\n", line);
   fmt::print("4. serving {} ({}), {} workers\n", model->info().version, model->info().producer, args.workers);
+  const auto tickets = ReadTickets(dir / "tickets.csv");
   const auto served = ServeWhile(config, model, url, args.workers, conn, [&] {
-    const int64_t n = InsertTickets(conn, dir / "tickets.csv");
-    fmt::print("5. inserted {} tickets (subject, body)\n", n);
-    return n;
+    InsertTickets(conn, tickets);
+    fmt::print("5. inserted {} tickets (subject, body)\n", tickets.size());
+    return static_cast<int64_t>(tickets.size());
   });
   const auto& s = served.summary;
   fmt::print("6. routed {} tickets in {:.2f} s from the first insert ({:.0f} tickets/s): {} done, {} failed\n",
              s.done + s.failed, served.seconds, static_cast<double>(s.done + s.failed) / served.seconds, s.done,
              s.failed);
-  // How often the queue written back is the package's own section (tickets.csv).
-  std::ifstream in(dir / "tickets.csv");
-  CsvReader reader(in, ',');
-  std::vector<std::string> fields;
-  std::map<int64_t, std::pair<std::string, bool>> truth;  // id -> section, in the test split
-  reader.Next(fields);
-  while (reader.Next(fields)) {
-    if (fields.size() == 6) truth[std::stoll(fields[0])] = {fields[3], fields[5] == "test"};
-  }
-  auto rows = conn.Exec("SELECT id, queue, subject FROM tickets ORDER BY id", postgres::Params());
-  size_t test = 0, test_right = 0, right = 0;
-  for (int i = 0; i < rows.rows(); ++i) {
-    const auto& [section, in_test] = truth[rows.Get<int64_t>(i, 0)];
-    const bool ok = rows.GetOptional<std::string>(i, 1) == section;
-    right += ok;
-    test += in_test;
-    test_right += ok && in_test;
-  }
-  fmt::print(
-      "7. queue written back = the package's section: {:.1f}% of all tickets; {:.1f}% of the tickets the "
-      "model never saw ({} of them)\n",
-      100.0 * static_cast<double>(right) / std::max<double>(1, rows.rows()),
-      100.0 * static_cast<double>(test_right) / std::max<double>(1, static_cast<double>(test)), test);
-  for (int i = 0; i < std::min(rows.rows(), 3); ++i) {
-    fmt::print("   ticket {} \"{}\" -> {}\n", rows.Get<int64_t>(i, 0), rows.Get<std::string>(i, 2),
-               rows.GetOptional<std::string>(i, 1).value_or("(none)"));
-  }
+  PrintAgreement(conn, tickets);
   fmt::print("explore: psql \"{}\"  (tables tickets, runnel_tickets_results); the REST flow: docs/tickets.md\n", url);
   return 0;
 }
