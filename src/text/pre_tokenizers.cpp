@@ -1,0 +1,243 @@
+// Pre-tokenizers as Hugging Face's tokenizers runs them (pre_tokenizers/bert.rs,
+// byte_level.rs, whitespace.rs, punctuation.rs, sequence.rs).
+#include <fmt/format.h>
+
+#include <array>
+
+#include "tokenizer_parts.hpp"
+#include "unicode_text.hpp"
+
+namespace runnel::text {
+
+namespace {
+
+// Splits `text` into runs: `keep(c)` chars in runs, `isolate(c)` chars alone, the
+// others (separators) dropped.
+template <typename Keep, typename Isolate>
+void SplitRuns(std::u32string_view text, Keep keep, Isolate isolate, std::vector<std::u32string>& out) {
+  size_t start = 0;
+  bool in_run = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char32_t c = text[i];
+    if (isolate(c)) {
+      if (in_run) out.emplace_back(text.substr(start, i - start));
+      out.emplace_back(1, c);
+      in_run = false;
+    } else if (keep(c)) {
+      if (!in_run) start = i;
+      in_run = true;
+    } else {
+      if (in_run) out.emplace_back(text.substr(start, i - start));
+      in_run = false;
+    }
+  }
+  if (in_run) out.emplace_back(text.substr(start));
+}
+
+// Applies `split` to every piece, in order.
+template <typename Split>
+void SplitEach(std::vector<std::u32string>& pieces, Split split) {
+  std::vector<std::u32string> out;
+  out.reserve(pieces.size() * 2);
+  for (const auto& piece : pieces) split(piece, out);
+  pieces = std::move(out);
+}
+
+class BertPreTokenizer final : public PreTokenizer {
+ public:
+  void Split(std::vector<std::u32string>& pieces) const override {
+    SplitEach(pieces, [](const std::u32string& piece, std::vector<std::u32string>& out) {
+      SplitRuns(
+          piece, [](char32_t c) { return !IsWhitespace(c); }, IsPunctuation, out);
+    });
+  }
+  std::string Describe() const override { return "BertPreTokenizer"; }
+};
+
+// \w+|[^\w\s]+
+class WhitespacePreTokenizer final : public PreTokenizer {
+ public:
+  void Split(std::vector<std::u32string>& pieces) const override {
+    SplitEach(pieces, [](const std::u32string& piece, std::vector<std::u32string>& out) {
+      size_t i = 0;
+      while (i < piece.size()) {
+        const char32_t c = piece[i];
+        if (IsWhitespace(c)) {
+          ++i;
+          continue;
+        }
+        const bool word = IsWordChar(c);
+        size_t end = i + 1;
+        while (end < piece.size() && !IsWhitespace(piece[end]) && IsWordChar(piece[end]) == word) ++end;
+        out.emplace_back(piece.substr(i, end - i));
+        i = end;
+      }
+    });
+  }
+  std::string Describe() const override { return "Whitespace"; }
+};
+
+class WhitespaceSplit final : public PreTokenizer {
+ public:
+  void Split(std::vector<std::u32string>& pieces) const override {
+    SplitEach(pieces, [](const std::u32string& piece, std::vector<std::u32string>& out) {
+      SplitRuns(
+          piece, [](char32_t c) { return !IsWhitespace(c); }, [](char32_t) { return false; }, out);
+    });
+  }
+  std::string Describe() const override { return "WhitespaceSplit"; }
+};
+
+class Punctuation final : public PreTokenizer {
+ public:
+  void Split(std::vector<std::u32string>& pieces) const override {
+    SplitEach(pieces, [](const std::u32string& piece, std::vector<std::u32string>& out) {
+      SplitRuns(
+          piece, [](char32_t) { return true; }, IsPunctuation, out);
+    });
+  }
+  std::string Describe() const override { return "Punctuation(Isolated)"; }
+};
+
+// GPT-2's byte → character table (bytes_to_unicode): printable Latin-1 bytes stand for
+// themselves, the others for 256, 257, ... in byte order.
+const std::array<char32_t, 256>& ByteLevelTable() {
+  static const std::array<char32_t, 256> table = [] {
+    std::array<char32_t, 256> t{};
+    char32_t next = 256;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      t[static_cast<size_t>(b)] = printable ? static_cast<char32_t>(b) : next++;
+    }
+    return t;
+  }();
+  return table;
+}
+
+class ByteLevel final : public PreTokenizer {
+ public:
+  ByteLevel(bool add_prefix_space, bool use_regex) : add_prefix_space_(add_prefix_space), use_regex_(use_regex) {}
+
+  void Split(std::vector<std::u32string>& pieces) const override {
+    SplitEach(pieces, [this](const std::u32string& piece, std::vector<std::u32string>& out) {
+      std::u32string text = piece;
+      if (add_prefix_space_ && (text.empty() || text[0] != U' ')) text.insert(0, 1, U' ');
+      if (!use_regex_) {
+        out.push_back(ToByteChars(text));
+        return;
+      }
+      for (const auto& part : SplitGpt2(text)) out.push_back(ToByteChars(part));
+    });
+  }
+
+  std::string Describe() const override {
+    return fmt::format("ByteLevel(add_prefix_space={}, use_regex={})", add_prefix_space_, use_regex_);
+  }
+
+ private:
+  static std::u32string ToByteChars(std::u32string_view text) {
+    const std::string bytes = EncodeUtf8(text);
+    std::u32string out(bytes.size(), U'\0');
+    for (size_t i = 0; i < bytes.size(); ++i) out[i] = ByteLevelChar(static_cast<uint8_t>(bytes[i]));
+    return out;
+  }
+
+  bool add_prefix_space_, use_regex_;
+};
+
+class Sequence final : public PreTokenizer {
+ public:
+  explicit Sequence(std::vector<std::unique_ptr<PreTokenizer>> steps) : steps_(std::move(steps)) {}
+  void Split(std::vector<std::u32string>& pieces) const override {
+    for (const auto& step : steps_) step->Split(pieces);
+  }
+  std::string Describe() const override {
+    std::vector<std::string> names;
+    for (const auto& step : steps_) names.push_back(step->Describe());
+    return fmt::format("Sequence[{}]", fmt::join(names, ", "));
+  }
+
+ private:
+  std::vector<std::unique_ptr<PreTokenizer>> steps_;
+};
+
+bool IsOtherSymbol(char32_t c) {
+  return !IsWhitespace(c) && !IsLetter(c) && !IsNumber(c);
+}
+
+// The end of GPT-2's match at `i` (see SplitGpt2), alternatives tried in the regex's order.
+size_t Gpt2MatchEnd(std::u32string_view t, size_t i) {
+  const size_t n = t.size();
+  if (t[i] == U'\'' && i + 1 < n) {
+    const char32_t a = t[i + 1];
+    if (a == U's' || a == U't' || a == U'm' || a == U'd') return i + 2;
+    if (i + 2 < n) {
+      const char32_t b = t[i + 2];
+      if ((a == U'r' && b == U'e') || (a == U'v' && b == U'e') || (a == U'l' && b == U'l')) return i + 3;
+    }
+  }
+  const size_t j = (t[i] == U' ' && i + 1 < n) ? i + 1 : i;  // " ?"
+  for (bool (*cls)(char32_t) : {IsLetter, IsNumber, IsOtherSymbol}) {
+    if (cls(t[j])) {
+      size_t end = j + 1;
+      while (end < n && cls(t[end])) ++end;
+      return end;
+    }
+  }
+  size_t end = i;
+  while (end < n && IsWhitespace(t[end])) ++end;
+  // \s+(?!\S): a run before a non-space leaves its last space to the next token.
+  if (end < n && end - i >= 2) return end - 1;
+  return end;
+}
+
+}  // namespace
+
+char32_t ByteLevelChar(uint8_t b) {
+  return ByteLevelTable()[b];
+}
+
+std::vector<std::u32string> SplitGpt2(std::u32string_view text) {
+  std::vector<std::u32string> out;
+  for (size_t i = 0; i < text.size();) {
+    const size_t end = Gpt2MatchEnd(text, i);
+    out.emplace_back(text.substr(i, end - i));
+    i = end;
+  }
+  return out;
+}
+
+std::unique_ptr<PreTokenizer> MakePreTokenizer(const JsonReader& reader, const Json& j, std::string_view where,
+                                               int depth) {
+  if (j.is_null()) return nullptr;
+  reader.Object(j, where);
+  if (depth > kMaxDepth) reader.Fail(where, fmt::format("sequences nest more than {} deep", kMaxDepth));
+  const std::string type = reader.String(j, "type", where);
+  if (type == "BertPreTokenizer") return std::make_unique<BertPreTokenizer>();
+  if (type == "Whitespace") return std::make_unique<WhitespacePreTokenizer>();
+  if (type == "WhitespaceSplit") return std::make_unique<WhitespaceSplit>();
+  if (type == "ByteLevel") {
+    return std::make_unique<ByteLevel>(reader.BoolOr(j, "add_prefix_space", where, true),
+                                       reader.BoolOr(j, "use_regex", where, true));
+  }
+  if (type == "Punctuation") {
+    const std::string behavior = reader.StringOr(j, "behavior", where, "Isolated");
+    if (behavior != "Isolated") {
+      reader.Fail(fmt::format("{}.behavior", where), fmt::format("'{}' is not supported (Isolated is)", behavior));
+    }
+    return std::make_unique<Punctuation>();
+  }
+  if (type == "Sequence") {
+    const std::string list = fmt::format("{}.pretokenizers", where);
+    std::vector<std::unique_ptr<PreTokenizer>> steps;
+    const Json& items = reader.Array(reader.Member(j, "pretokenizers", where, true), list);
+    for (size_t i = 0; i < items.size(); ++i) {
+      auto step = MakePreTokenizer(reader, items[i], fmt::format("{}[{}]", list, i), depth + 1);
+      if (step) steps.push_back(std::move(step));
+    }
+    return std::make_unique<Sequence>(std::move(steps));
+  }
+  reader.Fail(where, fmt::format("pre-tokenizer type '{}' is not supported", type));
+}
+
+}  // namespace runnel::text

@@ -1,0 +1,383 @@
+// Reading tokenizer.json and running its stages over one text: added tokens split out
+// first, then normalizer, pre-tokenizer, model, truncation, post-processor.
+#include "runnel/text/tokenizer.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "runnel/core/error.hpp"
+#include "runnel/core/file.hpp"
+#include "runnel/core/unicode.hpp"
+#include "tokenizer_parts.hpp"
+#include "unicode_text.hpp"
+
+namespace runnel::text {
+
+namespace {
+
+// Bounds on what a tokenizer.json may declare (the largest public vocabularies are
+// about 260,000 tokens).
+constexpr uint64_t kMaxVocab = 4'000'000;
+constexpr uint64_t kMaxAddedTokens = 100'000;
+constexpr size_t kMaxTokenChars = 1'000;  // an added token's content
+// A text longer than this is refused rather than tokenized (it would be truncated to
+// a few hundred tokens anyway).
+constexpr size_t kMaxTextBytes = size_t{16} << 20;
+
+}  // namespace
+
+void JsonReader::Fail(std::string_view where, std::string_view what) const {
+  throw Error(ErrorCode::Model, fmt::format("{}: {}: {}", source_, where, what));
+}
+
+const Json& JsonReader::Object(const Json& j, std::string_view where) const {
+  if (!j.is_object()) Fail(where, "is not an object");
+  return j;
+}
+
+const Json& JsonReader::Array(const Json& j, std::string_view where) const {
+  if (!j.is_array()) Fail(where, "is not an array");
+  return j;
+}
+
+const Json& JsonReader::Member(const Json& j, const char* key, std::string_view where, bool required) const {
+  static const Json null_json;
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    if (required) Fail(where, fmt::format("has no '{}'", key));
+    return null_json;
+  }
+  return *it;
+}
+
+std::string JsonReader::String(const Json& j, const char* key, std::string_view where) const {
+  const Json& v = Member(j, key, where, true);
+  if (!v.is_string()) Fail(fmt::format("{}.{}", where, key), "is not a string");
+  return v.get<std::string>();
+}
+
+std::string JsonReader::StringOr(const Json& j, const char* key, std::string_view where, std::string fallback) const {
+  if (Member(j, key, where, false).is_null()) return fallback;
+  return String(j, key, where);
+}
+
+bool JsonReader::BoolOr(const Json& j, const char* key, std::string_view where, bool fallback) const {
+  const Json& v = Member(j, key, where, false);
+  if (v.is_null()) return fallback;
+  if (!v.is_boolean()) Fail(fmt::format("{}.{}", where, key), "is not true or false");
+  return v.get<bool>();
+}
+
+int64_t JsonReader::Id(const Json& j, std::string_view where) const {
+  if (!j.is_number_integer() || j.get<int64_t>() < 0 || j.get<int64_t>() > INT32_MAX)
+    Fail(where, "has an id that is not an integer from 0 to 2147483647");
+  return j.get<int64_t>();
+}
+
+uint64_t JsonReader::Count(const Json& j, const char* key, std::string_view where, uint64_t fallback,
+                           uint64_t max) const {
+  const Json& v = Member(j, key, where, false);
+  if (v.is_null()) return fallback;
+  if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<uint64_t>() > max)
+    Fail(fmt::format("{}.{}", where, key), fmt::format("is not an integer from 0 to {}", max));
+  return v.get<uint64_t>();
+}
+
+Vocab ReadVocab(const JsonReader& reader, const Json& j, std::string_view where) {
+  reader.Object(j, where);
+  if (j.size() > kMaxVocab) reader.Fail(where, fmt::format("has more than {} tokens", kMaxVocab));
+  Vocab vocab;
+  vocab.reserve(j.size());
+  for (const auto& [token, id] : j.items()) vocab.emplace(token, reader.Id(id, fmt::format("{}['{}']", where, token)));
+  return vocab;
+}
+
+int64_t FindId(const Vocab& vocab, std::string_view token) {
+  const auto it = vocab.find(token);
+  return it == vocab.end() ? -1 : it->second;
+}
+
+namespace {
+
+struct AddedToken {
+  std::u32string content;
+  int64_t id = 0;
+  bool single_word = false, lstrip = false, rstrip = false;
+};
+
+// A run of plain text, or one added token (id >= 0).
+struct Segment {
+  std::u32string text;
+  int64_t id = -1;
+};
+
+// Added tokens found by their first character, longest first (the library's
+// leftmost-longest matching).
+class AddedTokens {
+ public:
+  void Add(AddedToken token) {
+    by_first_[token.content[0]].push_back(tokens_.size());
+    tokens_.push_back(std::move(token));
+  }
+  void Sort() {
+    for (auto& [c, list] : by_first_) {
+      std::stable_sort(list.begin(), list.end(),
+                       [&](size_t a, size_t b) { return tokens_[a].content.size() > tokens_[b].content.size(); });
+    }
+  }
+  bool empty() const { return tokens_.empty(); }
+
+  std::vector<Segment> Split(std::u32string text) const {
+    std::vector<Segment> out;
+    if (tokens_.empty()) {
+      out.push_back({std::move(text)});
+      return out;
+    }
+    size_t plain = 0;
+    for (size_t i = 0; i < text.size();) {
+      const AddedToken* token = LongestAt(text, i);
+      if (token == nullptr) {
+        ++i;
+        continue;
+      }
+      size_t start = i, end = i + token->content.size();
+      if (token->single_word && !IsSingleWord(text, start, end)) {
+        i = end;  // the match is dropped, its text stays plain
+        continue;
+      }
+      if (token->lstrip)
+        while (start > plain && IsWhitespace(text[start - 1])) --start;
+      if (token->rstrip)
+        while (end < text.size() && IsWhitespace(text[end])) ++end;
+      if (start > plain) out.push_back({text.substr(plain, start - plain)});
+      out.push_back({{}, token->id});
+      plain = i = end;
+    }
+    if (plain < text.size()) out.push_back({text.substr(plain)});
+    return out;
+  }
+
+ private:
+  const AddedToken* LongestAt(std::u32string_view text, size_t i) const {
+    const auto it = by_first_.find(text[i]);
+    if (it == by_first_.end()) return nullptr;
+    for (const size_t k : it->second) {
+      if (text.substr(i).starts_with(tokens_[k].content)) return &tokens_[k];
+    }
+    return nullptr;
+  }
+  static bool IsSingleWord(std::u32string_view text, size_t start, size_t end) {
+    return (start == 0 || !IsAlphanumeric(text[start - 1])) && (end == text.size() || !IsAlphanumeric(text[end]));
+  }
+
+  std::vector<AddedToken> tokens_;
+  std::unordered_map<char32_t, std::vector<size_t>> by_first_;
+};
+
+}  // namespace
+
+struct Tokenizer::Impl {
+  std::string source;
+  AddedTokens raw_added, normalized_added;  // matched before / after normalizing
+  std::unique_ptr<Normalizer> normalizer;
+  std::unique_ptr<PreTokenizer> pre_tokenizer;
+  std::unique_ptr<TokenModel> model;
+  std::unique_ptr<PostProcessor> post_processor;
+  size_t max_length = 0;
+  bool truncate_left = false;
+  int64_t pad_id = 0;
+  size_t vocab_size = 0;
+
+  void ReadAddedTokens(const JsonReader& reader, const Json& j);
+  void ReadTruncation(const JsonReader& reader, const Json& j);
+  void ReadPadding(const JsonReader& reader, const Json& j, const std::vector<std::pair<std::string, int64_t>>& added);
+  // Appends the ids of a plain segment (normalized, pre-tokenized, modelled).
+  void EncodeSegment(std::u32string text, std::vector<int64_t>& ids, size_t limit) const;
+  void EncodeWords(std::u32string text, std::vector<int64_t>& ids, size_t limit) const;
+};
+
+void Tokenizer::Impl::ReadAddedTokens(const JsonReader& reader, const Json& j) {
+  std::vector<std::pair<std::string, int64_t>> names;
+  const Json& list = reader.Member(j, "added_tokens", "tokenizer", false);
+  if (!list.is_null()) {
+    reader.Array(list, "added_tokens");
+    if (list.size() > kMaxAddedTokens) reader.Fail("added_tokens", fmt::format("more than {}", kMaxAddedTokens));
+    for (size_t i = 0; i < list.size(); ++i) {
+      const std::string at = fmt::format("added_tokens[{}]", i);
+      reader.Object(list[i], at);
+      AddedToken token;
+      const std::string content = reader.String(list[i], "content", at);
+      token.content = DecodeUtf8(content);
+      if (token.content.empty() || token.content.size() > kMaxTokenChars)
+        reader.Fail(at + ".content", fmt::format("must have 1 to {} characters", kMaxTokenChars));
+      token.id = reader.Id(reader.Member(list[i], "id", at, true), at + ".id");
+      token.single_word = reader.BoolOr(list[i], "single_word", at, false);
+      token.lstrip = reader.BoolOr(list[i], "lstrip", at, false);
+      token.rstrip = reader.BoolOr(list[i], "rstrip", at, false);
+      const bool special = reader.BoolOr(list[i], "special", at, false);
+      vocab_size = std::max(vocab_size, static_cast<size_t>(token.id) + 1);
+      names.emplace_back(content, token.id);
+      if (reader.BoolOr(list[i], "normalized", at, !special) && normalizer) {
+        normalizer->Apply(token.content);
+        if (token.content.empty()) continue;  // normalized away: it can never match
+        normalized_added.Add(std::move(token));
+      } else {
+        raw_added.Add(std::move(token));
+      }
+    }
+  }
+  raw_added.Sort();
+  normalized_added.Sort();
+  ReadPadding(reader, j, names);
+}
+
+void Tokenizer::Impl::ReadTruncation(const JsonReader& reader, const Json& j) {
+  const Json& t = reader.Member(j, "truncation", "tokenizer", false);
+  if (t.is_null()) return;
+  reader.Object(t, "truncation");
+  max_length = reader.Count(t, "max_length", "truncation", 0, 1'000'000);
+  const std::string direction = reader.StringOr(t, "direction", "truncation", "Right");
+  if (direction != "Right" && direction != "Left")
+    reader.Fail("truncation.direction", fmt::format("'{}' is neither Right nor Left", direction));
+  truncate_left = direction == "Left";
+}
+
+void Tokenizer::Impl::ReadPadding(const JsonReader& reader, const Json& j,
+                                  const std::vector<std::pair<std::string, int64_t>>& added) {
+  const Json& p = reader.Member(j, "padding", "tokenizer", false);
+  if (!p.is_null()) {
+    reader.Object(p, "padding");
+    if (p.contains("pad_id")) {
+      pad_id = reader.Id(p["pad_id"], "padding.pad_id");
+      return;
+    }
+  }
+  for (const char* name : {"[PAD]", "<pad>"}) {
+    for (const auto& [content, id] : added) {
+      if (content == name) {
+        pad_id = id;
+        return;
+      }
+    }
+    if (const int64_t id = model->Find(name); id >= 0) {
+      pad_id = id;
+      return;
+    }
+  }
+}
+
+void Tokenizer::Impl::EncodeWords(std::u32string text, std::vector<int64_t>& ids, size_t limit) const {
+  std::vector<std::u32string> words;
+  words.push_back(std::move(text));
+  if (pre_tokenizer) pre_tokenizer->Split(words);
+  for (const auto& word : words) {
+    if (ids.size() >= limit) return;
+    if (!word.empty()) model->Tokenize(word, ids);
+  }
+}
+
+void Tokenizer::Impl::EncodeSegment(std::u32string text, std::vector<int64_t>& ids, size_t limit) const {
+  if (normalizer) normalizer->Apply(text);
+  for (auto& part : normalized_added.Split(std::move(text))) {
+    if (ids.size() >= limit) return;
+    if (part.id >= 0) {
+      ids.push_back(part.id);
+    } else {
+      EncodeWords(std::move(part.text), ids, limit);
+    }
+  }
+}
+
+Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::~Tokenizer() = default;
+
+std::shared_ptr<const Tokenizer> Tokenizer::Load(const std::filesystem::path& file) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(file, ec);
+  if (!ec && size > kMaxFileBytes)
+    throw Error(ErrorCode::Model,
+                fmt::format("{}: {} bytes: a tokenizer.json is at most {} bytes", file.string(), size, kMaxFileBytes));
+  return Parse(ReadFileBytes(file, "tokenizer"), file.string());
+}
+
+std::shared_ptr<const Tokenizer> Tokenizer::Parse(std::string_view json, const std::string& source) {
+  if (json.size() > kMaxFileBytes)
+    throw Error(ErrorCode::Model, fmt::format("{}: a tokenizer.json is at most {} bytes", source, kMaxFileBytes));
+  Json j = Json::parse(json, nullptr, false);
+  if (j.is_discarded()) throw Error(ErrorCode::Model, fmt::format("{}: is not JSON", source));
+  const JsonReader reader(source);
+  reader.Object(j, "tokenizer");
+  auto impl = std::make_unique<Impl>();
+  impl->source = source;
+  impl->normalizer = MakeNormalizer(reader, reader.Member(j, "normalizer", "tokenizer", false), "normalizer");
+  impl->pre_tokenizer =
+      MakePreTokenizer(reader, reader.Member(j, "pre_tokenizer", "tokenizer", false), "pre_tokenizer");
+  impl->model = MakeTokenModel(reader, reader.Member(j, "model", "tokenizer", true));
+  impl->vocab_size = impl->model->vocab_size();
+  impl->post_processor =
+      MakePostProcessor(reader, reader.Member(j, "post_processor", "tokenizer", false), "post_processor");
+  impl->ReadTruncation(reader, j);
+  impl->ReadAddedTokens(reader, j);
+  return std::shared_ptr<const Tokenizer>(new Tokenizer(std::move(impl)));
+}
+
+std::vector<int64_t> Tokenizer::Encode(std::string_view text, size_t max_length) const {
+  if (text.size() > kMaxTextBytes)
+    throw Error(ErrorCode::InvalidInput, fmt::format("a text of {} bytes is longer than the tokenizer takes ({} bytes)",
+                                                     text.size(), kMaxTextBytes));
+  if (!Utf8Length(text)) throw Error(ErrorCode::InvalidInput, "the text is not valid UTF-8");
+  const Impl& impl = *impl_;
+  if (max_length == 0) max_length = impl.max_length;
+  const size_t added = impl.post_processor ? impl.post_processor->added_tokens() : 0;
+  const size_t body = max_length == 0 ? SIZE_MAX : (max_length > added ? max_length - added : 0);
+  // Cut right, the words past the limit need not be tokenized at all.
+  const size_t limit = impl.truncate_left ? SIZE_MAX : body;
+  std::vector<int64_t> ids;
+  for (auto& segment : impl.raw_added.Split(DecodeUtf8(text))) {
+    if (ids.size() >= limit) break;
+    if (segment.id >= 0) {
+      ids.push_back(segment.id);
+    } else {
+      impl.EncodeSegment(std::move(segment.text), ids, limit);
+    }
+  }
+  if (ids.size() > body) {
+    if (impl.truncate_left) {
+      ids.erase(ids.begin(), ids.end() - static_cast<std::ptrdiff_t>(body));
+    } else {
+      ids.resize(body);
+    }
+  }
+  if (impl.post_processor) impl.post_processor->Process(ids);
+  return ids;
+}
+
+int64_t Tokenizer::pad_id() const {
+  return impl_->pad_id;
+}
+size_t Tokenizer::max_length() const {
+  return impl_->max_length;
+}
+size_t Tokenizer::vocab_size() const {
+  return impl_->vocab_size;
+}
+const std::string& Tokenizer::source() const {
+  return impl_->source;
+}
+
+std::vector<std::string> Tokenizer::Describe() const {
+  const Impl& impl = *impl_;
+  std::vector<std::string> lines;
+  lines.push_back(fmt::format("normalizer      {}", impl.normalizer ? impl.normalizer->Describe() : "none"));
+  lines.push_back(fmt::format("pre-tokenizer   {}", impl.pre_tokenizer ? impl.pre_tokenizer->Describe() : "none"));
+  lines.push_back(fmt::format("model           {}", impl.model->Describe()));
+  lines.push_back(fmt::format("post-processor  {}", impl.post_processor ? impl.post_processor->Describe() : "none"));
+  lines.push_back(fmt::format("truncation      {}",
+                              impl.max_length == 0 ? std::string("none") : fmt::format("{} tokens", impl.max_length)));
+  lines.push_back(fmt::format("padding id      {}", impl.pad_id));
+  return lines;
+}
+
+}  // namespace runnel::text

@@ -1,0 +1,239 @@
+// Hugging Face tokenizers (include/runnel/text/tokenizer.hpp) against the token ids a
+// Python implementation of the reference algorithms gives for the same tokenizer.json
+// and texts (tests/text/tokenizer_fixtures.py: Google's BERT tokenization, OpenAI's
+// GPT-2 encoder), and hostile tokenizer files.
+#include "runnel/text/tokenizer.hpp"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "../support/error_message.hpp"
+#include "../support/python_fixtures.hpp"
+#include "runnel/core/error.hpp"
+#include "runnel/core/file.hpp"
+
+namespace runnel::text {
+namespace {
+
+using Json = nlohmann::json;
+using testing::PythonFixtures;
+
+const PythonFixtures& Fixtures() {
+  static PythonFixtures fixtures("../text/tokenizer_fixtures.py");
+  return fixtures;
+}
+
+class TokenizerReference : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    if (!Fixtures().Ready("python3-regex")) GTEST_SKIP();
+    cases_ = Json::parse(ReadFileBytes(Fixtures() / "cases.json"));
+  }
+  Json cases_;
+};
+
+TEST_P(TokenizerReference, EveryTextGivesThePythonIds) {
+  const std::string name = GetParam();
+  const auto tokenizer = Tokenizer::Load(Fixtures() / (name + ".json"));
+  ASSERT_GT(cases_.size(), 400u);
+  size_t wrong = 0;
+  for (const auto& c : cases_) {
+    const std::string text = c["text"].get<std::string>();
+    const auto expected = c[name].get<std::vector<int64_t>>();
+    const auto ids = tokenizer->Encode(text);
+    if (ids != expected && ++wrong <= 5) {
+      ADD_FAILURE() << name << " on " << Json(text).dump() << "\n  got      " << fmt::format("{}", fmt::join(ids, " "))
+                    << "\n  expected " << fmt::format("{}", fmt::join(expected, " "));
+    }
+  }
+  EXPECT_EQ(wrong, 0u) << "of " << cases_.size() << " texts";
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokenizers, TokenizerReference, ::testing::Values("bert_uncased", "bert_cased", "bpe"));
+
+TEST_P(TokenizerReference, TruncationKeepsTheSpecialTokens) {
+  const std::string name = GetParam();
+  const auto tokenizer = Tokenizer::Load(Fixtures() / (name + ".json"));
+  for (const auto& c : cases_) {
+    const auto full = c[name].get<std::vector<int64_t>>();
+    const auto ids = tokenizer->Encode(c["text"].get<std::string>(), 8);
+    if (full.size() <= 8) {
+      EXPECT_EQ(ids, full);
+      continue;
+    }
+    ASSERT_EQ(ids.size(), 8u);
+    EXPECT_TRUE(std::equal(ids.begin(), ids.end() - 1, full.begin()));  // the first 7, then the closing token
+    EXPECT_EQ(ids.back(), full.back());
+  }
+}
+
+TEST_P(TokenizerReference, FileTruncationCutsLeftOrRight) {
+  const std::string name = GetParam();
+  Json file = Json::parse(ReadFileBytes(Fixtures() / (name + ".json")));
+  file["truncation"] = {{"max_length", 6}, {"strategy", "LongestFirst"}, {"stride", 0}, {"direction", "Left"}};
+  const auto left = Tokenizer::Parse(file.dump(), "left.json");
+  EXPECT_EQ(left->max_length(), 6u);
+  for (const auto& c : cases_) {
+    const auto full = c[name].get<std::vector<int64_t>>();
+    if (full.size() <= 6) continue;
+    const auto ids = left->Encode(c["text"].get<std::string>());
+    const std::vector<int64_t> expected{full.front(),          full[full.size() - 5], full[full.size() - 4],
+                                        full[full.size() - 3], full[full.size() - 2], full.back()};
+    EXPECT_EQ(ids, expected);
+  }
+}
+
+TEST(Tokenizer, PadIdsAndDescription) {
+  if (!Fixtures().Ready("python3-regex")) GTEST_SKIP();
+  EXPECT_EQ(Tokenizer::Load(Fixtures() / "bert_uncased.json")->pad_id(), 0);
+  const auto bpe = Tokenizer::Load(Fixtures() / "bpe.json");
+  EXPECT_EQ(bpe->pad_id(), 1);
+  EXPECT_EQ(bpe->max_length(), 0u);
+  const auto lines = bpe->Describe();
+  ASSERT_EQ(lines.size(), 6u);
+  EXPECT_NE(lines[1].find("ByteLevel"), std::string::npos);
+  EXPECT_NE(lines[2].find("600 merges"), std::string::npos);
+}
+
+// A minimal WordPiece tokenizer.json with `change` applied.
+std::string SmallTokenizer(const std::function<void(Json&)>& change) {
+  Json j = {{"version", "1.0"},
+            {"normalizer", {{"type", "BertNormalizer"}, {"lowercase", true}}},
+            {"pre_tokenizer", {{"type", "BertPreTokenizer"}}},
+            {"post_processor", {{"type", "BertProcessing"}, {"sep", {"[SEP]", 3}}, {"cls", {"[CLS]", 2}}}},
+            {"model",
+             {{"type", "WordPiece"},
+              {"unk_token", "[UNK]"},
+              {"vocab", {{"[PAD]", 0}, {"[UNK]", 1}, {"[CLS]", 2}, {"[SEP]", 3}, {"un", 4}, {"##able", 5}}}}}};
+  change(j);
+  return j.dump();
+}
+
+TEST(Tokenizer, SmallWordPiece) {
+  const auto t = Tokenizer::Parse(SmallTokenizer([](Json&) {}), "small.json");
+  EXPECT_EQ(t->Encode("UNABLE un"), (std::vector<int64_t>{2, 4, 5, 4, 3}));
+  EXPECT_EQ(t->Encode("unknown"), (std::vector<int64_t>{2, 1, 3}));
+  EXPECT_EQ(t->Encode(""), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(t->Encode("un un un", 3), (std::vector<int64_t>{2, 4, 3}));
+  EXPECT_EQ(t->Encode("un un", 1), (std::vector<int64_t>{2, 3}));  // shorter than its special tokens
+  EXPECT_EQ(t->vocab_size(), 6u);
+}
+
+TEST(Tokenizer, TextThatIsNotUtf8OrTooLongIsRefused) {
+  const auto t = Tokenizer::Parse(SmallTokenizer([](Json&) {}), "small.json");
+  EXPECT_THROW(t->Encode("ab\xff"), Error);
+  EXPECT_THROW(t->Encode(std::string(size_t{17} << 20, 'a')), Error);
+}
+
+struct HostileCase {
+  const char* name;
+  std::function<void(Json&)> change;
+  const char* message;
+};
+
+TEST(Tokenizer, HostileFilesAreRefusedNamingTheField) {
+  const std::vector<HostileCase> cases = {
+      {"no model", [](Json& j) { j.erase("model"); }, "tokenizer: has no 'model'"},
+      {"unigram", [](Json& j) { j["model"]["type"] = "Unigram"; }, "model.type: 'Unigram' is not supported"},
+      {"vocab list", [](Json& j) { j["model"]["vocab"] = Json::array({"a"}); }, "model.vocab: is not an object"},
+      {"negative id", [](Json& j) { j["model"]["vocab"]["x"] = -1; }, "model.vocab['x']: has an id that is not"},
+      {"huge id", [](Json& j) { j["model"]["vocab"]["x"] = 1LL << 40; }, "has an id that is not"},
+      {"unk missing", [](Json& j) { j["model"]["unk_token"] = "<?>"; }, "model.unk_token: '<?>' is not in the vocab"},
+      {"max chars", [](Json& j) { j["model"]["max_input_chars_per_word"] = -5; }, "max_input_chars_per_word: is not"},
+      {"normalizer",
+       [](Json& j) {
+         j["normalizer"] = {{"type", "Precompiled"}};
+       },
+       "normalizer type 'Precompiled'"},
+      {"regex replace",
+       [](Json& j) {
+         j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", "a+"}}}, {"content", ""}};
+       },
+       "normalizer.pattern: only a String pattern"},
+      {"deep sequence",
+       [](Json& j) {
+         Json n = {{"type", "Lowercase"}};
+         for (int i = 0; i < 20; ++i) n = {{"type", "Sequence"}, {"normalizers", Json::array({n})}};
+         j["normalizer"] = n;
+       },
+       "nest more than 8 deep"},
+      {"pre-tokenizer",
+       [](Json& j) {
+         j["pre_tokenizer"] = {{"type", "Metaspace"}};
+       },
+       "pre-tokenizer type 'Metaspace'"},
+      {"template without sequence",
+       [](Json& j) {
+         j["post_processor"] = {{"type", "TemplateProcessing"},
+                                {"single", Json::array({{{"SpecialToken", {{"id", "[CLS]"}}}}})},
+                                {"special_tokens", {{"[CLS]", {{"id", "[CLS]"}, {"ids", {2}}}}}}};
+       },
+       "post_processor.single: has no Sequence piece"},
+      {"template unknown special",
+       [](Json& j) {
+         j["post_processor"] = {{"type", "TemplateProcessing"},
+                                {"single", Json::array({{{"SpecialToken", {{"id", "[X]"}}}}, {{"Sequence", {}}}})},
+                                {"special_tokens", Json::object()}};
+       },
+       "special token '[X]' is not in special_tokens"},
+      {"cls not a pair", [](Json& j) { j["post_processor"]["cls"] = "[CLS]"; }, "post_processor.cls: is not an array"},
+      {"empty added",
+       [](Json& j) {
+         j["added_tokens"] = Json::array({{{"id", 1}, {"content", ""}}});
+       },
+       "added_tokens[0].content: must have 1 to 1000"},
+      {"bpe unknown merge",
+       [](Json& j) {
+         j["model"] = {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}}}, {"merges", {"a c"}}};
+       },
+       "model.merges[0]: 'c' is not in the vocabulary"},
+      {"bpe merged token missing",
+       [](Json& j) {
+         j["model"] = {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}}}, {"merges", {"a b"}}};
+       },
+       "model.merges[0]: 'ab' is not in the vocabulary"},
+      {"bpe bad merge",
+       [](Json& j) {
+         j["model"] = {{"type", "BPE"}, {"vocab", {{"a", 0}}}, {"merges", {"a  a"}}};
+       },
+       "is not two tokens separated by one space"},
+      {"bpe dropout",
+       [](Json& j) {
+         j["model"] = {{"type", "BPE"}, {"dropout", 0.1}, {"vocab", {{"a", 0}}}, {"merges", Json::array()}};
+       },
+       "model.dropout: BPE dropout is for training"},
+      {"truncation direction",
+       [](Json& j) {
+         j["truncation"] = {{"max_length", 5}, {"direction", "Up"}};
+       },
+       "truncation.direction: 'Up'"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string message = testing::MessageOf([&] { Tokenizer::Parse(SmallTokenizer(c.change), "t.json"); });
+    EXPECT_NE(message.find("t.json: "), std::string::npos) << message;
+    EXPECT_NE(message.find(c.message), std::string::npos) << message;
+  }
+  EXPECT_NE(testing::MessageOf([] { Tokenizer::Parse("{\"model\": ", "t.json"); }).find("t.json: is not JSON"),
+            std::string::npos);
+}
+
+TEST(Tokenizer, ByteLevelBpeWithoutMergesIsBytes) {
+  Json vocab = Json::object();
+  // Every byte's character, as GPT-2's table writes them: printable ASCII is itself.
+  for (int c = '!'; c <= '~'; ++c) vocab[std::string(1, static_cast<char>(c))] = c;
+  vocab["\xC4\xA0"] = 300;  // Ġ: the space byte
+  vocab["ab"] = 301;
+  const Json j = {{"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", true}}},
+                  {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b"}}}}};
+  const auto t = Tokenizer::Parse(j.dump(), "bytes.json");
+  // " ab" with the prefix space: Ġ a b -> Ġ ab.
+  EXPECT_EQ(t->Encode("ab"), (std::vector<int64_t>{300, 301}));
+  EXPECT_EQ(t->Encode("ab b"), (std::vector<int64_t>{300, 301, 300, 'b'}));
+}
+
+}  // namespace
+}  // namespace runnel::text
