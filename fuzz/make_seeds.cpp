@@ -411,6 +411,29 @@ int main(int argc, char** argv) {
         "[model]\npath = \"m.onnx\"\noutputs = [\"q\", \"p\"]\nlabels = [\"q\"]\n"
         "[features]\ntext = [\"lower(s || ' ' || coalesce(b, ''))\"]\n[output]\ncolumns = [\"q\", \"p\"]\n"
         "[write_back]\ncolumns = [\"q\"]\n");
+  // Hugging Face tokenizers: WordPiece as BERT's, byte-level BPE as RoBERTa's (small
+  // vocabularies), each followed by a NUL and a text.
+  Write(
+      dir / "tokenizer/wordpiece.json",
+      std::string(R"({"normalizer":{"type":"BertNormalizer","lowercase":true},)"
+                  R"("pre_tokenizer":{"type":"BertPreTokenizer"},)"
+                  R"("post_processor":{"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"[CLS]"}},)"
+                  R"({"Sequence":{"id":"A"}},{"SpecialToken":{"id":"[SEP]"}}],"special_tokens":{)"
+                  R"("[CLS]":{"id":"[CLS]","ids":[2]},"[SEP]":{"id":"[SEP]","ids":[3]}}},)"
+                  R"("added_tokens":[{"id":4,"content":"[MASK]","special":true,"normalized":false,"lstrip":true}],)"
+                  R"("truncation":{"max_length":8,"direction":"Left"},)"
+                  R"("model":{"type":"WordPiece","unk_token":"[UNK]","max_input_chars_per_word":12,)"
+                  R"("vocab":{"[PAD]":0,"[UNK]":1,"[CLS]":2,"[SEP]":3,"[MASK]":4,"un":5,"##able":6,"a":7,"##b":8}}})") +
+          std::string(1, '\0') + "Unable [MASK] ab Ünable");
+  Write(dir / "tokenizer/bpe.json",
+        std::string(
+            R"({"normalizer":{"type":"Sequence","normalizers":[{"type":"NFKC"},{"type":"Strip"}]},)"
+            R"("pre_tokenizer":{"type":"ByteLevel","add_prefix_space":true},)"
+            R"("post_processor":{"type":"RobertaProcessing","sep":["</s>",2],"cls":["<s>",0]},)"
+            R"("added_tokens":[{"id":0,"content":"<s>","special":true},{"id":5,"content":"<mask>","lstrip":true}],)"
+            R"("model":{"type":"BPE","unk_token":"<unk>","vocab":{"<s>":0,"<pad>":1,"</s>":2,"<unk>":3,)"
+            R"("a":4,"<mask>":5,"b":6,"ab":7,"Ġ":8,"Ġab":9},"merges":["a b",["Ġ","ab"]]}})") +
+            std::string(1, '\0') + "ab ab <mask> ba's  x");
   Write(dir / "csv/basic", "id,a,b\n1,2,3\n2,-1,0\n3,,4\n\"4\",\"5\",x\n5,1\n");
   Write(dir / "csv/bom", "\xEF\xBB\xBFID,A,B\r\n1,1e3,2.5\r\n");
   return 0;
