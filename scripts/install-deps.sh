@@ -23,6 +23,8 @@ test_packages=(
   prometheus  # promtool checks the /metrics exposition
   # train the tree models tests/model/trees_test.cpp checks against
   python3-xgboost python3-sklearn python3-onnx
+  python3-regex  # the Python tokenizers the Hugging Face tokenizers are checked against (tests/text)
+  python3-torch  # the transformer of examples/reviews and the logits it is checked against
   libonnx-testdata  # the ONNX backend tests the tensor runtime is held to (tests/tensor)
 )
 

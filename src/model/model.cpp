@@ -142,11 +142,31 @@ LoadedGraph LoadModelGraph(std::string_view bytes, const std::string& source) {
   throw Error(ErrorCode::Model, fmt::format("{}: unknown model format", source));
 }
 
+std::shared_ptr<const Model> MakeTensorModel(std::shared_ptr<const tensor::Graph> graph, const std::string& source,
+                                             const std::string& version, const LoadOptions& options) {
+  ModelInfo info;
+  info.format = ModelFormat::Onnx;
+  info.source = source;
+  info.producer = graph->producer + " (general tensor runtime)";
+  info.version = version;
+  return std::make_shared<const Model>(TensorModel::Load(std::move(graph), source, options), std::move(info));
+}
+
+// A model with a tokenizer: only the general runtime feeds token inputs.
+std::shared_ptr<const Model> LoadTensorModel(std::string_view bytes, const std::string& source,
+                                             const std::string& version, const std::filesystem::path& dir,
+                                             const LoadOptions& options) {
+  return MakeTensorModel(tensor::LoadOnnxGraph(bytes, source, dir), source, version, options);
+}
+
 // An ONNX graph: the dense fast path when its loader takes the graph, else a tree
 // ensemble served from its compiled trees, else the general tensor runtime, whose
 // error is the one reported when none can run it.
 std::shared_ptr<const Model> LoadOnnxModel(std::string_view bytes, const std::string& source,
-                                           const std::string& version, const std::filesystem::path& dir) {
+                                           const std::string& version, const std::filesystem::path& dir,
+                                           const LoadOptions& options) {
+  if (options.tokens.tokenizer || !options.logit_labels.empty())
+    return LoadTensorModel(bytes, source, version, dir, options);
   try {
     auto loaded = LoadOnnx(bytes, source);
     loaded.info.version = version;
@@ -159,22 +179,22 @@ std::shared_ptr<const Model> LoadOnnxModel(std::string_view bytes, const std::st
     trees->info.version = version;
     return std::make_shared<const Model>(std::move(trees->ensemble), std::move(trees->info));
   }
-  ModelInfo info;
-  info.format = ModelFormat::Onnx;
-  info.source = source;
-  info.producer = graph->producer + " (general tensor runtime)";
-  info.version = version;
-  return std::make_shared<const Model>(TensorModel::Load(std::move(graph), source), std::move(info));
+  return MakeTensorModel(std::move(graph), source, version, options);
 }
 
 // `dir`: the model file's directory, where ONNX external data may lie (empty for
 // models that come as bytes, from the registry).
 std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string& source, const std::string& version,
-                                       const std::filesystem::path& dir = {}) {
+                                       const std::filesystem::path& dir, const LoadOptions& options) {
   if (bytes.size() > MaxModelBytes()) {
     throw Error(ErrorCode::Model, fmt::format("{}: {} bytes is larger than the largest model Runnel loads ({} bytes; "
                                               "RUNNEL_MAX_MODEL_BYTES)",
                                               source, bytes.size(), MaxModelBytes()));
+  }
+  const bool onnx = !bytes.empty() && DetectModelFormat(bytes) == ModelFormat::Onnx && bytes.starts_with('\x08');
+  if ((options.tokens.tokenizer || !options.logit_labels.empty()) && !onnx) {
+    throw Error(ErrorCode::Model,
+                fmt::format("{}: a tokenizer or logit labels are given, but only ONNX models take them", source));
   }
   if (!bytes.empty() && DetectModelFormat(bytes) == ModelFormat::Pmml) {
     auto pmml = pmml::PmmlModel::Load(bytes, source);
@@ -191,8 +211,8 @@ std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string
     trees->info.version = version;
     return std::make_shared<const Model>(std::move(trees->ensemble), std::move(trees->info));
   }
-  if (!bytes.empty() && DetectModelFormat(bytes) == ModelFormat::Onnx && bytes.starts_with('\x08')) {
-    return LoadOnnxModel(bytes, source, version, dir);
+  if (onnx) {
+    return LoadOnnxModel(bytes, source, version, dir, options);
   }
   auto loaded = LoadModelGraph(bytes, source);
   loaded.info.version = version;
@@ -201,15 +221,16 @@ std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string
 
 }  // namespace
 
-std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path) {
+std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path, const LoadOptions& options) {
   const std::string bytes = ReadFileBytes(path, "the model file");
   const auto dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  return MakeModel(bytes, path.string(), fmt::format("{}@{:016x}", path.filename().string(), ContentHash(bytes)), dir);
+  return MakeModel(bytes, path.string(), fmt::format("{}@{:016x}", path.filename().string(), ContentHash(bytes)), dir,
+                   options);
 }
 
 std::shared_ptr<const Model> LoadModelFromBytes(std::string_view bytes, const std::string& source,
-                                                const std::string& version) {
-  return MakeModel(bytes, source, version);
+                                                const std::string& version, const LoadOptions& options) {
+  return MakeModel(bytes, source, version, {}, options);
 }
 
 size_t MaxModelBytes() {

@@ -52,10 +52,13 @@ float OutputValue(const Tensor& t, size_t i, const std::vector<std::string>& lab
 }  // namespace
 
 std::shared_ptr<const TensorModel> TensorModel::Load(std::shared_ptr<const tensor::Graph> graph,
-                                                     const std::string& source) {
+                                                     const std::string& source, LoadOptions options) {
   std::shared_ptr<TensorModel> model(new TensorModel(std::move(graph), source));
+  model->tokens_ = std::move(options.tokens);
+  model->logit_labels_ = std::move(options.logit_labels);
   model->ReadInputs();
   model->ProbeOutputs();
+  model->CheckLogits();
   return model;
 }
 
@@ -82,6 +85,12 @@ void TensorModel::ReadInputs() {
       }
       fixed_batch_ = batch;
     }
+    port.feed = TokenFeed(info);
+    if (port.feed != Feed::kValues) {
+      if (token_text_ == SIZE_MAX) token_text_ = text_width_++;
+      inputs_.push_back(std::move(port));
+      continue;
+    }
     for (size_t d = 1; d < info.dims.size(); ++d) {
       if (!info.dims[d] || *info.dims[d] <= 0) {
         throw Error(ErrorCode::Model, fmt::format("{}: input '{}' has a dimension {} that is not fixed: a row has a "
@@ -101,14 +110,54 @@ void TensorModel::ReadInputs() {
     } else {
       input_width_ += port.width;
     }
+    port.feed = port.type == DataType::kString ? Feed::kText : Feed::kValues;
     inputs_.push_back(std::move(port));
   }
+  if (tokens_.tokenizer && token_text_ == SIZE_MAX) {
+    throw Error(ErrorCode::Model, fmt::format("{}: a tokenizer is given, but the model has no token input (input_ids "
+                                              "of shape [batch, seq])",
+                                              source_));
+  }
+}
+
+TensorModel::Feed TensorModel::TokenFeed(const tensor::ValueInfo& info) {
+  static const std::pair<const char*, Feed> kNames[] = {{"input_ids", Feed::kTokenIds},
+                                                        {"attention_mask", Feed::kTokenMask},
+                                                        {"token_type_ids", Feed::kTokenTypes},
+                                                        {"position_ids", Feed::kTokenPositions}};
+  Feed feed = Feed::kValues;
+  for (const auto& [name, f] : kNames) {
+    if (info.name == name) feed = f;
+  }
+  const bool integer = info.type && (*info.type == DataType::kInt64 || *info.type == DataType::kInt32);
+  if (feed == Feed::kValues || !integer || info.dims.size() != 2) return Feed::kValues;
+  if (!tokens_.tokenizer) {
+    throw Error(ErrorCode::Model, fmt::format("{}: input '{}' takes token ids: give the model its tokenizer "
+                                              "([model] tokenizer = \"tokenizer.json\", or --tokenizer)",
+                                              source_, info.name));
+  }
+  const size_t seq = info.dims[1] && *info.dims[1] > 0 ? static_cast<size_t>(*info.dims[1]) : 0;
+  if (fixed_seq_ != 0 && seq != 0 && seq != fixed_seq_) {
+    throw Error(ErrorCode::Model, fmt::format("{}: token input '{}' has a sequence of {}, another one {}", source_,
+                                              info.name, seq, fixed_seq_));
+  }
+  if (seq != 0) fixed_seq_ = seq;
+  return feed;
 }
 
 // Output widths from one run: declared shapes are often symbolic past the batch.
 std::vector<Tensor> TensorModel::ZeroInputs(size_t rows) const {
   std::vector<Tensor> inputs;
+  // Token inputs: rows of pad ids, all attended, at most 64 long (typical texts; a
+  // longer run's chunk holds more bytes than measured, bounded by the rows it has).
+  const size_t seq = std::min<size_t>(MaxTokens(), 64);
+  const std::vector<std::vector<int64_t>> pads(
+      rows, std::vector<int64_t>(seq, tokens_.tokenizer ? tokens_.tokenizer->pad_id() : 0));
   for (const auto& port : inputs_) {
+    if (port.feed != Feed::kValues && port.feed != Feed::kText) {
+      inputs.push_back(TokenTensor(port, pads, seq));
+      continue;
+    }
     tensor::Shape shape{static_cast<int64_t>(rows)};
     shape.insert(shape.end(), port.dims.begin(), port.dims.end());
     inputs.emplace_back(port.type, std::move(shape));
@@ -207,16 +256,68 @@ void TensorModel::ScoreChunks(tensor::Session& session, std::span<const float> i
   }
 }
 
+size_t TensorModel::MaxTokens() const {
+  size_t n = tokens_.max_tokens;
+  if (n == 0 && tokens_.tokenizer) n = tokens_.tokenizer->max_length();
+  if (n == 0) n = TokenInputs::kDefaultMaxTokens;
+  return fixed_seq_ != 0 ? std::min(n, fixed_seq_) : n;
+}
+
+std::vector<std::vector<int64_t>> TensorModel::Tokenize(const std::string* texts, size_t rows, size_t& seq) const {
+  std::vector<std::vector<int64_t>> ids(rows);
+  const size_t max_tokens = MaxTokens();
+  seq = fixed_seq_;
+  for (size_t r = 0; r < rows; ++r) {
+    ids[r] = tokens_.tokenizer->Encode(texts[r * text_width_ + token_text_], max_tokens);
+    if (fixed_seq_ == 0) seq = std::max(seq, ids[r].size());
+  }
+  seq = std::max<size_t>(seq, 1);
+  return ids;
+}
+
+Tensor TensorModel::TokenTensor(const Port& port, const std::vector<std::vector<int64_t>>& ids, size_t seq) const {
+  const size_t rows = ids.size();
+  Tensor t(port.type, tensor::Shape{static_cast<int64_t>(rows), static_cast<int64_t>(seq)});
+  const int64_t pad = tokens_.tokenizer->pad_id();
+  tensor::VisitNumeric(port.type, [&](auto zero) {
+    using T = decltype(zero);
+    auto dst = t.data<T>();
+    for (size_t r = 0; r < rows; ++r) {
+      for (size_t i = 0; i < seq; ++i) {
+        const bool token = i < ids[r].size();
+        int64_t v = 0;
+        switch (port.feed) {
+          case Feed::kTokenIds: v = token ? ids[r][i] : pad; break;
+          case Feed::kTokenMask: v = token ? 1 : 0; break;
+          case Feed::kTokenPositions: v = static_cast<int64_t>(i); break;
+          case Feed::kTokenTypes:
+          case Feed::kValues:
+          case Feed::kText: break;
+        }
+        dst[r * seq + i] = static_cast<T>(v);
+      }
+    }
+  });
+  return t;
+}
+
 void TensorModel::Run(tensor::Session& session, const float* input, const std::string* texts, size_t rows,
                       float* output) const {
   std::vector<Tensor> inputs;
   size_t offset = 0, text = 0;
+  size_t seq = 0;
+  const auto ids = token_text_ == SIZE_MAX ? std::vector<std::vector<int64_t>>() : Tokenize(texts, rows, seq);
   for (const auto& port : inputs_) {
+    if (port.feed != Feed::kValues && port.feed != Feed::kText) {
+      inputs.push_back(TokenTensor(port, ids, seq));
+      continue;
+    }
     tensor::Shape shape{static_cast<int64_t>(rows)};
     shape.insert(shape.end(), port.dims.begin(), port.dims.end());
     Tensor t(port.type, std::move(shape));
     if (port.type == DataType::kString) {
       auto& dst = t.strings();
+      if (text == token_text_) ++text;
       for (size_t r = 0; r < rows; ++r) dst[r] = texts[r * text_width_ + text];
       ++text;
       inputs.push_back(std::move(t));
@@ -234,7 +335,40 @@ void TensorModel::Run(tensor::Session& session, const float* input, const std::s
     offset += port.width;
     inputs.push_back(std::move(t));
   }
-  const auto outputs = session.Run(std::move(inputs));
+  ReadOutputs(session.Run(std::move(inputs)), rows, output);
+}
+
+void TensorModel::CheckLogits() {
+  if (logit_labels_.empty()) return;
+  if (outputs_.size() != 1 || outputs_[0].type != DataType::kFloat || outputs_[0].width != logit_labels_.size()) {
+    throw Error(ErrorCode::Model,
+                fmt::format("{}: {} class labels are given, so the model must have one float output of [batch, {}] "
+                            "logits; it has {}",
+                            source_, logit_labels_.size(), logit_labels_.size(),
+                            outputs_.size() == 1 ? fmt::format("[batch, {}]", outputs_[0].width)
+                                                 : fmt::format("{} outputs", outputs_.size())));
+  }
+  output_width_ = logit_labels_.size() + 1;
+}
+
+namespace {
+
+// [label, p_1..p_k] from logits: the largest's index (the first on ties), softmax.
+void LabelAndSoftmax(const float* logits, size_t k, float* out) {
+  size_t best = 0;
+  for (size_t c = 1; c < k; ++c) {
+    if (logits[c] > logits[best]) best = c;
+  }
+  const float top = logits[best];
+  double sum = 0;
+  for (size_t c = 0; c < k; ++c) sum += std::exp(static_cast<double>(logits[c] - top));
+  out[0] = std::isfinite(top) ? static_cast<float>(best) : std::numeric_limits<float>::quiet_NaN();
+  for (size_t c = 0; c < k; ++c) out[1 + c] = static_cast<float>(std::exp(static_cast<double>(logits[c] - top)) / sum);
+}
+
+}  // namespace
+
+void TensorModel::ReadOutputs(const std::vector<Tensor>& outputs, size_t rows, float* output) const {
   size_t col = 0;
   for (size_t i = 0; i < outputs.size(); ++i) {
     const Tensor& t = outputs[i];
@@ -242,6 +376,11 @@ void TensorModel::Run(tensor::Session& session, const float* input, const std::s
     if (t.rank() == 0 || static_cast<size_t>(t.dim(0)) != rows || t.size() != rows * port.width) {
       throw Error(ErrorCode::Model, fmt::format("{}: output '{}' came out {}, not [{}, {} values]", source_, port.name,
                                                 tensor::ShapeText(t.shape()), rows, port.width));
+    }
+    if (!logit_labels_.empty()) {
+      for (size_t r = 0; r < rows; ++r)
+        LabelAndSoftmax(t.data<float>().data() + r * port.width, port.width, output + r * output_width_);
+      return;
     }
     for (size_t r = 0; r < rows; ++r) {
       for (size_t c = 0; c < port.width; ++c) {
@@ -253,6 +392,8 @@ void TensorModel::Run(tensor::Session& session, const float* input, const std::s
 }
 
 std::span<const std::string> TensorModel::LabelsAt(size_t column) const {
+  if (!logit_labels_.empty())
+    return column == 0 ? std::span<const std::string>(logit_labels_) : std::span<const std::string>();
   size_t start = 0;
   for (const auto& port : outputs_) {
     if (column < start + port.width) return port.labels;

@@ -27,9 +27,9 @@ std::vector<std::vector<float>> ReadCsv(const std::filesystem::path& path) {
   return rows;
 }
 
-PythonFixtures::PythonFixtures(const std::string& script) : dir_("runnel-fixtures") {
-  const std::string command =
-      fmt::format("/usr/bin/python3 {}/tests/model/{} {}", RUNNEL_SOURCE_DIR, script, dir_.path().string());
+PythonFixtures::PythonFixtures(const std::string& script, const std::string& arguments) : dir_("runnel-fixtures") {
+  const std::string command = fmt::format("/usr/bin/python3 {}/tests/model/{} {} {}", RUNNEL_SOURCE_DIR, script,
+                                          dir_.path().string(), arguments);
   const int status = std::system(command.c_str());
   made_ = WIFEXITED(status) && WEXITSTATUS(status) == 0;
   missing_ = WIFEXITED(status) && WEXITSTATUS(status) == 77;

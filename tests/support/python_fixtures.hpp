@@ -14,10 +14,10 @@ namespace runnel::testing {
 // Rows of floats, comma-separated ("nan" for a missing value).
 std::vector<std::vector<float>> ReadCsv(const std::filesystem::path& path);
 
-// Runs tests/model/`script` once into a temporary directory.
+// Runs tests/model/`script` once into a temporary directory (then `arguments`).
 class PythonFixtures {
  public:
-  explicit PythonFixtures(const std::string& script);
+  explicit PythonFixtures(const std::string& script, const std::string& arguments = "");
   // In SetUp: false (the test skips) without the Python packages outside CI; in CI,
   // or when the script failed, a test failure.
   bool Ready(const std::string& packages) const;

@@ -81,13 +81,15 @@ class Model {
 // Reads a model file, choosing the loader by its content (HDF5 signature, zip, XML for
 // PMML, a TensorFlow GraphDef, else ONNX protobuf: the dense fast path when it can run
 // the graph, else the general tensor runtime). Throws Error(Model) naming the file and the layer or node at fault,
-// Error(Io) when the file cannot be read. Never crashes on malformed input.
-std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path);
+// Error(Io) when the file cannot be read. Never crashes on malformed input. With a
+// tokenizer or logit labels in `options` (tensor_model.hpp), the model must be an
+// ONNX graph with token inputs / one logits output.
+std::shared_ptr<const Model> LoadModel(const std::filesystem::path& path, const LoadOptions& options = {});
 
 // The same from bytes already in memory (a model registry row): `source` names it in
 // messages, `version` becomes info().version. Same errors as LoadModel.
 std::shared_ptr<const Model> LoadModelFromBytes(std::string_view bytes, const std::string& source,
-                                                const std::string& version);
+                                                const std::string& version, const LoadOptions& options = {});
 
 // The largest model Runnel loads, in bytes, whole or inflated from an archive:
 // $RUNNEL_MAX_MODEL_BYTES when set to a positive number, else 1 GiB. A larger file, or

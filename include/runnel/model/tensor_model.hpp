@@ -6,6 +6,12 @@
 // flattened, in order, into the output row (converted to float; a classifier's string
 // label as its index among the classifier's labels, as for tree ensembles).
 //
+// A transformer's token inputs — integer [batch, seq] inputs named input_ids,
+// attention_mask, token_type_ids, position_ids — take one text per row together when
+// the model is loaded with a tokenizer: the text's ids (TokenInputs), padded with the
+// tokenizer's pad id to the chunk's longest (or to a fixed seq), the mask 1 over the
+// tokens, types 0, positions 0, 1, ...
+//
 // Thread safety: immutable, shared read-only; Score runs on the caller's Session.
 #pragma once
 
@@ -15,14 +21,35 @@
 #include <vector>
 
 #include "runnel/tensor/graph.hpp"
+#include "runnel/text/tokenizer.hpp"
 
 namespace runnel::model {
+
+// The tokenizer a transformer's token inputs take their ids from, and the most tokens
+// a text keeps (0: the tokenizer file's truncation, else kDefaultMaxTokens; a fixed
+// sequence dimension caps it too).
+struct TokenInputs {
+  std::shared_ptr<const text::Tokenizer> tokenizer;
+  size_t max_tokens = 0;
+  static constexpr size_t kDefaultMaxTokens = 512;
+};
+
+// What a model needs besides its file.
+struct LoadOptions {
+  TokenInputs tokens;
+  // A classifier whose one output is logits [batch, classes]: its classes' names. The
+  // row is then served as the label (the index of the largest logit) followed by each
+  // class's softmax probability.
+  std::vector<std::string> logit_labels;
+};
 
 class TensorModel {
  public:
   // Checks the inputs' declared shapes and finds the outputs' widths with one run of
-  // a zero row. Throws Error(Model) naming `source` and what cannot be served.
-  static std::shared_ptr<const TensorModel> Load(std::shared_ptr<const tensor::Graph> graph, const std::string& source);
+  // a zero row. Throws Error(Model) naming `source` and what cannot be served (token
+  // inputs without a tokenizer, a tokenizer without token inputs).
+  static std::shared_ptr<const TensorModel> Load(std::shared_ptr<const tensor::Graph> graph, const std::string& source,
+                                                 LoadOptions options = {});
 
   size_t input_width() const { return input_width_; }
   size_t text_width() const { return text_width_; }  // string inputs: one text each per row
@@ -44,8 +71,11 @@ class TensorModel {
   std::vector<std::string> Describe() const;
 
  private:
+  // What a port takes from a row.
+  enum class Feed { kValues, kText, kTokenIds, kTokenMask, kTokenTypes, kTokenPositions };
   struct Port {
     std::string name;
+    Feed feed = Feed::kValues;
     tensor::DataType type = tensor::DataType::kFloat;
     tensor::Shape dims;  // after the batch dimension
     size_t width = 1;    // product of dims
@@ -55,9 +85,19 @@ class TensorModel {
   TensorModel(std::shared_ptr<const tensor::Graph> graph, std::string source)
       : graph_(std::move(graph)), source_(std::move(source)) {}
   void ReadInputs();
+  // A token input ([batch, seq] integers named as a transformer's) when the model has
+  // a tokenizer: its feed, else kValues.
+  Feed TokenFeed(const tensor::ValueInfo& info);
+  // The rows' token ids, each cut to the model's length; sets the run's sequence length.
+  std::vector<std::vector<int64_t>> Tokenize(const std::string* texts, size_t rows, size_t& seq) const;
+  size_t MaxTokens() const;
+  tensor::Tensor TokenTensor(const Port& port, const std::vector<std::vector<int64_t>>& ids, size_t seq) const;
   void ScoreChunks(tensor::Session& session, std::span<const float> input, std::span<const std::string> texts,
                    size_t rows, std::span<float> output) const;
   void ProbeOutputs();
+  // With logit_labels_: the one output's port becomes label + probabilities.
+  void CheckLogits();
+  void ReadOutputs(const std::vector<tensor::Tensor>& outputs, size_t rows, float* output) const;
   // The values' bytes per row, from runs of 1 and 2 zero rows: sets chunk_rows_.
   void MeasureRowBytes(tensor::Session& session);
   std::vector<tensor::Tensor> ZeroInputs(size_t rows) const;
@@ -69,6 +109,10 @@ class TensorModel {
   std::vector<Port> inputs_, outputs_;
   size_t input_width_ = 0, text_width_ = 0, output_width_ = 0;
   size_t fixed_batch_ = 0;  // the inputs' batch dimension when the file fixes it, else 0
+  TokenInputs tokens_;
+  std::vector<std::string> logit_labels_;  // served as label + softmax when not empty
+  size_t token_text_ = SIZE_MAX;           // the row text the token inputs take (SIZE_MAX: none)
+  size_t fixed_seq_ = 0;                   // the token inputs' sequence dimension when fixed, else 0
   // Rows per run when the batch is free: as many as keep one run's values near
   // kRunBytes (a TF-IDF row is 20 KB wide three times over: a batch of 1,024 would
   // stream 60 MB through memory; runs of a few dozen rows stay in cache).
