@@ -22,6 +22,7 @@
 #include "runnel/core/process.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/pipeline/load.hpp"
+#include "runnel/pipeline/model_provider.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
 #include "runnel/postgres/connection.hpp"
@@ -108,7 +109,7 @@ int NeedsDemo(const DemoArgs& args, CliContext& ctx) {
   const std::string file = args.pipeline.empty() ? (kExamples / "needs/pipeline.toml").string() : args.pipeline;
   auto config = pipeline::LoadPipelineConfig(file);
   if (!config.model_path) throw Error(ErrorCode::InvalidInput, fmt::format("{} names no model", file));
-  auto model = model::LoadModel(*config.model_path);
+  auto model = pipeline::LoadFileModel(config, "");
   const std::string url = FreshDemoDatabase(ctx, nullptr);
   auto conn = postgres::Connection::Open(url);
   conn.Exec(ReadFileBytes(kExamples / "needs/schema.sql", "the demo schema"));
@@ -236,7 +237,7 @@ int TicketsDemo(const DemoArgs& args, CliContext& ctx) {
   const std::string file = args.pipeline.empty() ? (dir / "pipeline.toml").string() : args.pipeline;
   auto config = pipeline::LoadPipelineConfig(file);
   if (!config.model_path) throw Error(ErrorCode::InvalidInput, fmt::format("{} names no model", file));
-  auto model = model::LoadModel(*config.model_path);
+  auto model = pipeline::LoadFileModel(config, "");
   auto conn = postgres::Connection::Open(url);
   conn.Exec(ReadFileBytes(kExamples / "tickets/schema.sql", "the tickets schema"));
   for (const auto& line : pipeline::Migrate(conn, config)) fmt::print("3. migrate: {}\n", line);

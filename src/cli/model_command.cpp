@@ -15,6 +15,7 @@
 #include "runnel/core/csv.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/core/file.hpp"
+#include "runnel/model/class_labels.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/pipeline/csv_scoring.hpp"
 #include "runnel/pipeline/model_provider.hpp"
@@ -110,6 +111,24 @@ int RunModel(const RunArgs& args) {
   return 0;
 }
 
+// --tokenizer and --labels-file: what a transformer text classifier is loaded with.
+struct ModelFiles {
+  std::string tokenizer, labels_file;
+
+  void AddOptions(CLI::App* command) {
+    command->add_option("--tokenizer", tokenizer, "Hugging Face tokenizer.json of the model's token inputs")
+        ->check(CLI::ExistingFile);
+    command->add_option("--labels-file", labels_file, "Class labels of the model's logits (labels.txt or config.json)")
+        ->check(CLI::ExistingFile);
+  }
+  model::LoadOptions Options() const {
+    model::LoadOptions options;
+    if (!tokenizer.empty()) options.tokens.tokenizer = text::Tokenizer::Load(tokenizer);
+    if (!labels_file.empty()) options.logit_labels = model::ReadClassLabels(labels_file);
+    return options;
+  }
+};
+
 }  // namespace
 
 void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
@@ -119,6 +138,7 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
     std::string db, name, file, description, data_type;
     bool has_data_type = false;
     int wait_s = 0;
+    ModelFiles files;
   };
   auto reg = std::make_shared<RegistryArgs>();
 
@@ -149,6 +169,7 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
   push->add_option("--file", reg->file, "Model file (.h5, .keras, .onnx, .pmml, .pb)")
       ->required()
       ->check(CLI::ExistingFile);
+  reg->files.AddOptions(push);  // to check a transformer here as the pipeline will load it
   push->add_option("--description", reg->description, "Free text shown by GET /v1/models");
   push->add_option("--data-type", reg->data_type, "Serve records of this data type (keyed pipelines)");
   push->add_option("--db", reg->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
@@ -164,7 +185,7 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
                         if (push->count("--data-type") > 0) request.data_type = reg->data_type;
                         // Check it here too: a file this process cannot load is refused
                         // before it reaches the registry.
-                        model::LoadModel(reg->file);
+                        model::LoadModel(reg->file, reg->files.Options());
                         auto conn = postgres::Connection::Open(DatabaseUrl(ctx, reg->db));
                         registry::MigrateRegistry(conn);
                         auto added = registry::Push(conn, request);
@@ -231,9 +252,12 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
 
   auto* inspect = model->add_subcommand("inspect", "Show a model's format, layers, shapes and parameter count");
   auto file = std::make_shared<std::string>();
+  auto inspect_files = std::make_shared<ModelFiles>();
   inspect->add_option("FILE", *file, "Keras .h5/.keras, ONNX, PMML, TensorFlow .pb or XGBoost .json file")->required();
-  commands.push_back({inspect, [file](CliContext&) {
-                        auto m = model::LoadModel(*file);
+  inspect_files->AddOptions(inspect);
+  commands.push_back({inspect, [file, inspect_files](CliContext&) {
+                        const auto options = inspect_files->Options();
+                        auto m = model::LoadModel(*file, options);
                         const auto& graph = m->graph();
                         fmt::print("file:        {}\nformat:      {}\nproducer:    {}\n", *file,
                                    model::ModelFormatName(m->info().format), m->info().producer);
@@ -247,6 +271,10 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
                         }
                         fmt::print("{}:\n", m->is_graph() ? "layers" : "model");
                         for (const auto& line : m->Describe()) fmt::print("  {}\n", line);
+                        if (options.tokens.tokenizer) {
+                          fmt::print("tokenizer:   {}\n", options.tokens.tokenizer->source());
+                          for (const auto& line : options.tokens.tokenizer->Describe()) fmt::print("  {}\n", line);
+                        }
                         return 0;
                       }});
 

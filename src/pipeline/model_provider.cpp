@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "runnel/core/error.hpp"
+#include "runnel/model/class_labels.hpp"
 
 namespace runnel::pipeline {
 
@@ -32,9 +33,17 @@ std::vector<std::shared_ptr<const ServingModel>> ModelSet::All() const {
   return all;
 }
 
+model::LoadOptions ModelLoadOptions(const PipelineConfig& config) {
+  model::LoadOptions options;
+  if (config.model_tokenizer) options.tokens.tokenizer = text::Tokenizer::Load(*config.model_tokenizer);
+  options.tokens.max_tokens = config.model_max_tokens;
+  if (config.model_labels_file) options.logit_labels = model::ReadClassLabels(*config.model_labels_file);
+  return options;
+}
+
 std::shared_ptr<const model::Model> LoadFileModel(const PipelineConfig& config, const std::string& override_path) {
-  if (!override_path.empty()) return model::LoadModel(override_path);
-  if (config.model_path) return model::LoadModel(*config.model_path);
+  if (!override_path.empty()) return model::LoadModel(override_path, ModelLoadOptions(config));
+  if (config.model_path) return model::LoadModel(*config.model_path, ModelLoadOptions(config));
   throw Error(ErrorCode::InvalidInput,
               fmt::format("{} names no model: pass --model or set [model].path", config.file.string()));
 }

@@ -124,6 +124,27 @@ std::vector<std::string> KeyColumns(const Reader& reader, const toml::table& sou
 
 }  // namespace
 
+namespace {
+
+// [model] tokenizer, max_tokens, labels_file: what a transformer text classifier needs
+// besides its ONNX file (paths relative to the pipeline file).
+void ReadModelFiles(const Reader& reader, const toml::table& model, const std::filesystem::path& file,
+                    PipelineConfig& config) {
+  const auto beside = [&](const std::string& path) -> std::optional<std::filesystem::path> {
+    if (path.empty()) return std::nullopt;
+    const std::filesystem::path p(path);
+    return p.is_absolute() ? p : std::filesystem::absolute(file).parent_path() / p;
+  };
+  config.model_tokenizer = beside(reader.String(model, "model.", "tokenizer", false));
+  config.model_labels_file = beside(reader.String(model, "model.", "labels_file", false));
+  if (auto max = reader.Integer(model, "model.", "max_tokens", 1, 100000)) {
+    if (!config.model_tokenizer) reader.Fail(model.get("max_tokens"), "'model.max_tokens' needs 'model.tokenizer'");
+    config.model_max_tokens = static_cast<size_t>(*max);
+  }
+}
+
+}  // namespace
+
 PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   PipelineConfig config;
   config.file = file;
@@ -165,7 +186,9 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   }
 
   const auto& model = reader.Table(root, "model", true);
-  reader.AllowOnly(model, "model.", {"path", "outputs", "labels", "name", "type_column", "class_from_argmax"});
+  reader.AllowOnly(model, "model.",
+                   {"path", "outputs", "labels", "name", "type_column", "class_from_argmax", "tokenizer", "max_tokens",
+                    "labels_file"});
   if (const toml::node* argmax = model.get("class_from_argmax")) {
     if (!argmax->is_boolean()) reader.Fail(argmax, "'model.class_from_argmax' must be true or false");
     config.class_from_argmax = *argmax->value<bool>();
@@ -179,6 +202,7 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
     std::filesystem::path p(path);
     config.model_path = p.is_absolute() ? p : std::filesystem::absolute(file).parent_path() / p;
   }
+  ReadModelFiles(reader, model, file, config);
   config.model_outputs = reader.Strings(model, "model.", "outputs", true);
   config.label_outputs = reader.Strings(model, "model.", "labels", false);
   for (const auto& label : config.label_outputs) {

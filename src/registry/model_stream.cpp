@@ -19,6 +19,7 @@ using postgres::Params;
 ModelStream::ModelStream(const pipeline::PipelineConfig& config, std::string conninfo,
                          std::shared_ptr<pipeline::ModelProvider> provider, ModelStreamOptions options)
     : config_(config),
+      load_options_(pipeline::ModelLoadOptions(config_)),
       conninfo_(std::move(conninfo)),
       provider_(std::move(provider)),
       options_(std::move(options)),
@@ -81,7 +82,7 @@ std::shared_ptr<const pipeline::ServingModel> ModelStream::Validate(postgres::Co
   const std::string source = fmt::format("model '{}' v{}", config_.model_name, version);
   std::string bytes = FetchBytes(conn, config_.model_name, version);
   try {
-    auto model = model::LoadModelFromBytes(bytes, source, label);
+    auto model = model::LoadModelFromBytes(bytes, source, label, load_options_);
     pipeline::OutputPlan::Resolve(config_, program_, *model);  // throws when it does not fit
     if (status == ModelStatus::kPending) {
       SetValidated(conn, config_.model_name, version, true, model::ModelFormatName(model->info().format), "");

@@ -1,7 +1,9 @@
 // The ticket workload through PostgreSQL: text columns feed the TF-IDF + logistic
 // regression model of examples/tickets (trained by Debian's python3-sklearn), the
 // predicted queue is stored and written back as text, and every label and probability
-// equals scikit-learn's predict() / predict_proba().
+// equals scikit-learn's predict() / predict_proba(). And the reviews workload of
+// examples/reviews: a transformer with its Hugging Face tokenizer, whose stored emotion
+// and probabilities follow PyTorch's logits.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -15,6 +17,7 @@
 #include "runnel/core/csv.hpp"
 #include "runnel/core/file.hpp"
 #include "runnel/model/model.hpp"
+#include "runnel/pipeline/model_provider.hpp"
 #include "runnel/pipeline/outputs.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
@@ -134,6 +137,66 @@ TEST_F(TextPipelineTest, AnOutputListedAsALabelMustBeOneAndKeepsItsType) {
     EXPECT_NE(std::string(e.what()).find("lists 'p_" + labels_[0] + "' in model.labels, but"), std::string::npos)
         << e.what();
   }
+}
+
+// Random weights (--epochs 0): what is checked is the serving, not the training.
+PythonFixtures& Reviews() {
+  static PythonFixtures fixtures("../../examples/reviews/build_reviews.py", "--epochs 0 --reviews 300");
+  return fixtures;
+}
+
+class ReviewsPipelineTest : public runnel::testing::PostgresTest {
+ protected:
+  void SetUp() override {
+    if (!Reviews().Ready("python3-torch, python3-onnx and python3-regex")) GTEST_SKIP();
+    PostgresTest::SetUp();
+    conn_ = std::make_unique<postgres::Connection>(Connect());
+    conn_->Exec(ReadFileBytes(std::filesystem::path(RUNNEL_SOURCE_DIR) / "examples/reviews/schema.sql"));
+  }
+  std::unique_ptr<postgres::Connection> conn_;
+};
+
+TEST_F(ReviewsPipelineTest, EmotionsFollowPyTorchsLogitsThroughTheDatabase) {
+  const auto config = LoadPipelineConfig(Reviews() / "pipeline.toml");  // as build_reviews.py writes it
+  Migrate(*conn_, config);
+  std::ifstream in(Reviews() / "reviews.csv");
+  CsvReader reader(in, ',');
+  std::vector<std::string> fields;
+  reader.Next(fields);  // id, title, body, emotion, split
+  size_t n = 0;
+  while (reader.Next(fields)) {
+    conn_->Exec("INSERT INTO reviews (id, title, body) VALUES ($1::bigint, $2, $3)",
+                Params().Add(fields[0]).Add(fields[1]).Add(fields[2]));
+    ++n;
+  }
+  RunOptions options;
+  options.workers = 2;
+  options.until_idle = true;
+  options.idle_wait = std::chrono::milliseconds(50);
+  const auto summary = RunPipeline(config, ModelProvider::Fixed(LoadFileModel(config, "")), conninfo(), options);
+  EXPECT_EQ(summary.done, n);
+  EXPECT_EQ(summary.failed, 0u);
+
+  const auto labels = Lines(Reviews() / "labels.txt");
+  ASSERT_EQ(labels.size(), 6u);
+  size_t checked = 0;
+  for (const auto& row : runnel::testing::ReadCsv(Reviews() / "reviews_expected.csv")) {
+    auto got = conn_->Exec(
+        fmt::format("SELECT r.emotion, v.emotion, r.p_{} FROM runnel_reviews_results r JOIN reviews v ON v.id = r.key "
+                    "WHERE r.key = $1 AND r.status = 'done'",
+                    labels[0]),
+        Params().Add(static_cast<int64_t>(row[0])));
+    ASSERT_EQ(got.rows(), 1) << "review " << row[0];
+    const std::vector<float> logits(row.begin() + 1, row.end());
+    const size_t best = std::max_element(logits.begin(), logits.end()) - logits.begin();
+    EXPECT_EQ(got.Get<std::string>(0, 0), labels[best]) << "review " << row[0];
+    EXPECT_EQ(got.Get<std::string>(0, 1), labels[best]) << "written back, review " << row[0];
+    double sum = 0;
+    for (const float z : logits) sum += std::exp(z - logits[best]);
+    EXPECT_NEAR(got.Get<double>(0, 2), std::exp(logits[0] - logits[best]) / sum, 1e-5) << "review " << row[0];
+    ++checked;
+  }
+  EXPECT_EQ(checked, 64u);
 }
 
 }  // namespace

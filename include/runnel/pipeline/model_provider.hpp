@@ -77,9 +77,13 @@ class ModelProvider {
   std::atomic<uint64_t> generation_{0};
 };
 
+// What every model of the pipeline is loaded with: [model] tokenizer (read once here),
+// max_tokens, labels_file. Throws the tokenizer's and labels file's errors.
+model::LoadOptions ModelLoadOptions(const PipelineConfig& config);
+
 // The one model file a pipeline serves without the registry: `override_path` (--model)
-// when given, else [model].path. Throws Error(InvalidInput) naming the pipeline file
-// when neither names one, and LoadModel's errors.
+// when given, else [model].path, with ModelLoadOptions. Throws Error(InvalidInput)
+// naming the pipeline file when neither names one, and LoadModel's errors.
 std::shared_ptr<const model::Model> LoadFileModel(const PipelineConfig& config, const std::string& override_path);
 
 }  // namespace runnel::pipeline

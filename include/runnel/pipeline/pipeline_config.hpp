@@ -10,6 +10,9 @@
 //   path    = "model.h5"               # relative to this file; --model overrides
 //   outputs = ["risk_propensity"]      # names of the model's output columns
 //   labels  = ["queue"]                # optional: outputs that are class labels (text)
+//   tokenizer = "tokenizer.json"       # optional: a transformer's Hugging Face tokenizer
+//   max_tokens = 256                   # optional: tokens per text (default: the file's)
+//   labels_file = "labels.txt"         # optional: logits' classes (or config.json's id2label)
 //   name    = "needs"                  # optional: serve the registry's model stream
 //   type_column = "data_type"          # optional: one registry model per data type
 //   [[derived]]                        # named expressions, in order
@@ -100,6 +103,10 @@ struct PipelineConfig {
   // [model] labels: the model outputs that are a classifier's class label, stored and
   // written back as text (the model must give labels there: OutputPlan checks).
   std::vector<std::string> label_outputs;
+  // [model] tokenizer / max_tokens / labels_file (absolute once loaded): a
+  // transformer's token inputs and the classes of its logits (model::LoadOptions).
+  std::optional<std::filesystem::path> model_tokenizer, model_labels_file;
+  size_t model_max_tokens = 0;
   features::FeatureSpec features;
   std::vector<std::string> output_columns;
 };

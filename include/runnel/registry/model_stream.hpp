@@ -64,6 +64,7 @@ class ModelStream {
                                                          const std::string& description);
 
   pipeline::PipelineConfig config_;
+  model::LoadOptions load_options_;  // the pipeline's tokenizer and labels, read once
   std::string conninfo_;
   std::shared_ptr<pipeline::ModelProvider> provider_;
   ModelStreamOptions options_;
