@@ -1,11 +1,13 @@
 // libFuzzer target: Hugging Face tokenizer.json files and the tokenizers they make. The
 // input is a tokenizer.json, then (after a NUL byte, when there is one) a text; a file
-// that loads encodes that text, fixed hostile texts and the file itself.
+// that loads encodes that text, fixed hostile texts and the file itself. The input is
+// also read as a class labels file, both as lines and as a config.json.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "runnel/core/error.hpp"
+#include "runnel/model/class_labels.hpp"
 #include "runnel/text/tokenizer.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -25,6 +27,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     (void)tokenizer->Describe();
   } catch (const runnel::Error&) {
+  }
+  for (const bool json : {false, true}) {
+    try {
+      (void)runnel::model::ParseClassLabels(input, "fuzz", json);
+    } catch (const runnel::Error&) {
+    }
   }
   return 0;
 }

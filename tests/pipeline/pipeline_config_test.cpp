@@ -166,5 +166,22 @@ TEST(PipelineConfig, RangedIntegersAreReadAndRefusedNamingKeyAndRange) {
   }
 }
 
+TEST(PipelineConfig, TransformerFilesResolveBesideThePipelineFile) {
+  TempDir dir;
+  WriteFile(dir / "p.toml",
+            Replace(kValid, "path = \"m.onnx\"",
+                    "path = \"m.onnx\"\ntokenizer = \"tok/tokenizer.json\"\nmax_tokens = 64\nlabels_file = "
+                    "\"/etc/labels.txt\""));
+  const auto config = LoadPipelineConfig(dir / "p.toml");
+  EXPECT_EQ(config.model_tokenizer, dir.path() / "tok/tokenizer.json");
+  EXPECT_EQ(config.model_labels_file, std::filesystem::path("/etc/labels.txt"));
+  EXPECT_EQ(config.model_max_tokens, 64u);
+  const auto alone = ErrorFor(Replace(kValid, "path = \"m.onnx\"", "path = \"m.onnx\"\nmax_tokens = 64"));
+  EXPECT_NE(alone.find("'model.max_tokens' needs 'model.tokenizer'"), std::string::npos) << alone;
+  const auto zero =
+      ErrorFor(Replace(kValid, "path = \"m.onnx\"", "path = \"m.onnx\"\ntokenizer = \"t.json\"\nmax_tokens = 0"));
+  EXPECT_NE(zero.find("'model.max_tokens' must be 1..100000"), std::string::npos) << zero;
+}
+
 }  // namespace
 }  // namespace runnel::pipeline
