@@ -28,9 +28,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)tokenizer->Describe();
   } catch (const runnel::Error&) {
   }
-  for (const bool json : {false, true}) {
+  for (const bool as_json : {false, true}) {
     try {
-      (void)runnel::model::ParseClassLabels(input, "fuzz", json);
+      (void)runnel::model::ParseClassLabels(input, "fuzz", as_json);
     } catch (const runnel::Error&) {
     }
   }
