@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo test release debug fuzz bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-tickets bench-keys deps deps-test deps-bench format lint clean
+.PHONY: demo test release debug fuzz bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-tickets bench-reviews bench-keys deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -101,6 +101,12 @@ bench-tickets: deps-bench
 	cmake --build build/bench -j $(JOBS) --target runnel
 	BENCH_CPU=$(BENCH_CPU) bench/tickets_bench.sh
 	bench/tickets_burst.sh
+
+# The reviews transformer (tokenizer + encoder) beside ONNX Runtime, batch 1 and 32.
+bench-reviews: deps-bench
+	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
+	cmake --build build/bench -j $(JOBS) --target reviews_bench
+	BENCH_CPU=$(BENCH_CPU) bench/reviews_bench.sh
 
 # The general tensor runtime (CNN, transformer) and the needs MLP beside ONNX Runtime.
 bench-tensor: deps-bench

@@ -19,11 +19,14 @@ Writes into OUTDIR:
                          each review run alone (unpadded) on the Python tokenizer's ids
   pipeline.toml          the pipeline over examples/reviews/schema.sql: the emotion
                          written back as text, one probability column per emotion
+  reviews_ids.json       every review's token ids by the Python tokenizer (for
+                         benchmark peers that have no tokenizer)
 and prints the test accuracy. Exit 77 when torch, onnx or regex is missing.
 
 Usage: build_reviews.py OUTDIR [--epochs N] [--reviews N]"""
 import argparse
 import csv
+import json
 import math
 import os
 import random
@@ -153,7 +156,6 @@ def write_outputs(out, reviews, vocab, merges):
         w.writerow(["id", "title", "body", "emotion", "split"])
         for r in reviews:
             w.writerow([r["id"], r["title"], r["body"], r["emotion"], r["split"]])
-    import json
     with open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8") as f:
         json.dump(bpe_json(vocab, merges, MAX_TOKENS), f, ensure_ascii=False)
     with open(os.path.join(out, "labels.txt"), "w", encoding="utf-8") as f:
@@ -207,6 +209,8 @@ def main():
     train(model, [encode(r) for r in train_set], [EMOTIONS.index(r["emotion"]) for r in train_set], pad_id,
           args.epochs, rng)
     write_outputs(args.outdir, reviews, vocab, merges)
+    with open(os.path.join(args.outdir, "reviews_ids.json"), "w") as f:
+        json.dump([encode(r) for r in reviews], f)
 
     x, m = batch([encode(test_set[0]), encode(test_set[1])], pad_id)
     torch.onnx.export(model, (x, m), os.path.join(args.outdir, "reviews_model.onnx"), opset_version=17,
