@@ -76,6 +76,19 @@ void ForEachBroadcast(const Shape& out, const std::vector<std::vector<size_t>>& 
   }
 }
 
+// A broadcast split into an outer index walk and inner runs: along the last `inner`
+// output elements each input advances by one element (step) or stays (a broadcast).
+struct InnerRuns {
+  Shape outer;                                     // the output's leading axes
+  std::vector<std::vector<size_t>> outer_strides;  // per input, over `outer`
+  size_t inner = 1;
+  std::vector<bool> step;  // per input
+};
+
+// The longest inner runs of a broadcast of inputs with `strides` (BroadcastStrides of
+// each) to `out`.
+InnerRuns SplitInnerRuns(const Shape& out, const std::vector<std::vector<size_t>>& strides);
+
 // A double as element type T, as a C cast would convert it but without undefined
 // behaviour: NaN and values out of T's range become 0 for integers (ONNX leaves them
 // undefined); bool is v != 0.

@@ -75,6 +75,32 @@ std::vector<size_t> Strides(const Shape& shape) {
   return strides;
 }
 
+InnerRuns SplitInnerRuns(const Shape& out, const std::vector<std::vector<size_t>>& strides) {
+  InnerRuns runs;
+  runs.step.assign(strides.size(), true);
+  std::vector<bool> decided(strides.size(), false);
+  size_t axis = out.size();
+  for (; axis > 0; --axis) {
+    const size_t d = axis - 1;
+    if (out[d] == 1) continue;
+    bool fits = true;
+    for (size_t k = 0; k < strides.size() && fits; ++k) {
+      const bool step = decided[k] ? runs.step[k] : strides[k][d] != 0;
+      fits = strides[k][d] == (step ? runs.inner : 0);
+    }
+    if (!fits) break;
+    for (size_t k = 0; k < strides.size(); ++k) {
+      if (!decided[k]) runs.step[k] = strides[k][d] != 0;
+      decided[k] = true;
+    }
+    runs.inner *= static_cast<size_t>(out[d]);
+  }
+  runs.outer.assign(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(axis));
+  for (const auto& s : strides)
+    runs.outer_strides.emplace_back(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(axis));
+  return runs;
+}
+
 std::vector<size_t> BroadcastStrides(const Shape& shape, const Shape& out) {
   const auto own = Strides(shape);
   std::vector<size_t> strides(out.size(), 0);

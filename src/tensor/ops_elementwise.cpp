@@ -350,16 +350,6 @@ RUNNEL_COMPARE(OrOp, a || b)
 RUNNEL_COMPARE(XorOp, static_cast<bool>(a) != static_cast<bool>(b))
 #undef RUNNEL_COMPARE
 
-// Whether `small`, without its leading 1s, is the last axes of `big` (so its elements
-// repeat, in order, every small-size elements of big).
-bool IsTrailing(const Shape& small, const Shape& big) {
-  size_t skip = 0;
-  while (skip < small.size() && small[skip] == 1) ++skip;
-  const size_t rank = small.size() - skip;
-  return rank <= big.size() && std::equal(small.begin() + static_cast<std::ptrdiff_t>(skip), small.end(),
-                                          big.end() - static_cast<std::ptrdiff_t>(rank));
-}
-
 template <typename Op>
 Tensor ApplyBinary(const Node& node, const Tensor& a, const Tensor& b) {
   if (a.type() != b.type()) {
@@ -379,21 +369,31 @@ Tensor ApplyBinary(const Node& node, const Tensor& a, const Tensor& b) {
       auto pb = b.data<T>();
       auto dst = out.data<R>();
       if (dst.empty()) return;
-      // The common cases without index walks: one operand whole, the other repeating
-      // (equal shapes, a scalar, a bias along the last axes).
-      if (a.size() == dst.size() && IsTrailing(b.shape(), shape)) {
-        for (size_t n = 0; n < dst.size(); n += pb.size()) {
-          for (size_t i = 0; i < pb.size(); ++i) dst[n + i] = Op::template Apply<T>(pa[n + i], pb[i], node);
+      // Inner runs along which each operand advances by one or repeats one element
+      // (equal shapes, a scalar, a bias, an attention mask over [batch, 1, 1, seq]):
+      // plain loops the compiler vectorizes; the index walk only over the outer axes.
+      const InnerRuns runs = SplitInnerRuns(shape, strides);
+      const size_t inner = runs.inner;
+      const int mode = (runs.step[0] ? 2 : 0) + (runs.step[1] ? 1 : 0);
+      ForEachBroadcast(runs.outer, runs.outer_strides, [&](size_t n, const std::vector<size_t>& at) {
+        R* d = dst.data() + n * inner;
+        const T* x = pa.data() + at[0];
+        const T* y = pb.data() + at[1];
+        switch (mode) {
+          case 3:
+            for (size_t i = 0; i < inner; ++i) d[i] = Op::template Apply<T>(x[i], y[i], node);
+            break;
+          case 2:
+            for (size_t i = 0; i < inner; ++i) d[i] = Op::template Apply<T>(x[i], y[0], node);
+            break;
+          case 1:
+            for (size_t i = 0; i < inner; ++i) d[i] = Op::template Apply<T>(x[0], y[i], node);
+            break;
+          default:
+            for (size_t i = 0; i < inner; ++i) d[i] = Op::template Apply<T>(x[0], y[0], node);
+            break;
         }
-      } else if (b.size() == dst.size() && IsTrailing(a.shape(), shape)) {
-        for (size_t n = 0; n < dst.size(); n += pa.size()) {
-          for (size_t i = 0; i < pa.size(); ++i) dst[n + i] = Op::template Apply<T>(pa[i], pb[n + i], node);
-        }
-      } else {
-        ForEachBroadcast(shape, strides, [&](size_t n, const std::vector<size_t>& at) {
-          dst[n] = Op::template Apply<T>(pa[at[0]], pb[at[1]], node);
-        });
-      }
+      });
     }
   });
   return out;

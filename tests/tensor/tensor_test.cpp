@@ -529,6 +529,41 @@ TEST(TensorTest, FastKernelsMatchTheReferenceOnRandomShapes) {
   }
 }
 
+// Binary elementwise kernels (inner runs over broadcast axes) against the plain index
+// walk over every output element, on random shapes with broadcast axes anywhere.
+TEST(TensorTest, BinaryKernelsMatchTheIndexWalkOnRandomBroadcasts) {
+  std::mt19937_64 rng(runnel::testing::TestSeed());
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  for (int round = 0; round < 300; ++round) {
+    Shape out;
+    for (int64_t d = pick(0, 4); d > 0; --d) out.push_back(pick(1, 5));
+    // Each operand: the output's trailing axes, some broadcast to 1, some leading ones dropped.
+    auto operand = [&] {
+      Shape s(out.begin() + pick(0, static_cast<int64_t>(out.size())), out.end());
+      for (auto& d : s) d = pick(0, 2) == 0 ? 1 : d;
+      return s;
+    };
+    Shape as = operand(), bs = operand();
+    if (pick(0, 1) == 1) as = out;
+    if (BroadcastShapes(as, bs) != out) continue;
+    const Tensor a = RandomFloats(rng, as), b = RandomFloats(rng, bs);
+    for (const char* op : {"Add", "Sub", "Div"}) {
+      Node node;
+      node.op = op;
+      std::vector<Tensor> got(1);
+      FindKernel("", op, 17)(node, std::vector<const Tensor*>{&a, &b}, got);
+      ASSERT_EQ(got[0].shape(), out);
+      ForEachBroadcast(out, {BroadcastStrides(as, out), BroadcastStrides(bs, out)},
+                       [&](size_t n, const std::vector<size_t>& at) {
+                         const float x = a.data<float>()[at[0]], y = b.data<float>()[at[1]];
+                         const float want = op[0] == 'A' ? x + y : op[0] == 'S' ? x - y : x / y;
+                         ASSERT_EQ(got[0].data<float>()[n], want)
+                             << op << " " << ShapeText(as) << " and " << ShapeText(bs) << " element " << n;
+                       });
+    }
+  }
+}
+
 // A hostile attribute: an output_shape with fewer values than the spatial axes was read
 // before its start (ConvTranspose); now a clear error naming the node.
 TEST(TensorTest, ConvTransposeRefusesAShortOutputShape) {
