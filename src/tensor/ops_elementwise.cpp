@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "kernels.hpp"
+#include "vector_math.hpp"
 
 namespace runnel::tensor {
 namespace {
@@ -41,6 +42,17 @@ void Unary(const Node& node, std::span<const Tensor* const> in, std::span<Tensor
       for (size_t i = 0; i < src.size(); ++i) dst[i] = Op::template Apply<T>(src[i], p);
     }
   });
+}
+
+// Float tensors through the vectorized array function, others through Op.
+template <typename Op, void (*Vector)(std::span<float>)>
+void VectorUnary(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  if (x.type() != DataType::kFloat) return Unary<Op>(node, in, out);
+  out[0] = Tensor(x.type(), x.shape());
+  auto dst = out[0].data<float>();
+  std::copy(x.data<float>().begin(), x.data<float>().end(), dst.begin());
+  Vector(dst);
 }
 
 struct NoParams {
@@ -586,13 +598,13 @@ void AddElementwiseKernels(std::vector<KernelEntry>& t) {
   t.push_back({"Sign", 9, Unary<SignOp>});
   t.push_back({"Relu", 6, Unary<ReluOp>});
   t.push_back({"Sqrt", 6, Unary<SqrtOp>});
-  t.push_back({"Exp", 6, Unary<ExpOp>});
+  t.push_back({"Exp", 6, VectorUnary<ExpOp, ExpInPlace>});
   t.push_back({"Log", 6, Unary<LogOp>});
   t.push_back({"Reciprocal", 6, Unary<ReciprocalOp>});
   t.push_back({"Floor", 6, Unary<FloorOp>});
   t.push_back({"Ceil", 6, Unary<CeilOp>});
   t.push_back({"Round", 11, Unary<RoundOp>});
-  t.push_back({"Erf", 9, Unary<ErfOp>});
+  t.push_back({"Erf", 9, VectorUnary<ErfOp, ErfInPlace>});
   t.push_back({"Sin", 7, Unary<SinOp>});
   t.push_back({"Cos", 7, Unary<CosOp>});
   t.push_back({"Tan", 7, Unary<TanOp>});
@@ -605,7 +617,7 @@ void AddElementwiseKernels(std::vector<KernelEntry>& t) {
   t.push_back({"Acosh", 9, Unary<AcoshOp>});
   t.push_back({"Atanh", 9, Unary<AtanhOp>});
   t.push_back({"Sigmoid", 6, Unary<SigmoidOp>});
-  t.push_back({"Tanh", 6, Unary<TanhOp>});
+  t.push_back({"Tanh", 6, VectorUnary<TanhOp, TanhInPlace>});
   t.push_back({"Softplus", 1, Unary<SoftplusOp>});
   t.push_back({"Softsign", 1, Unary<SoftsignOp>});
   t.push_back({"HardSwish", 14, Unary<HardSwishOp>});

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "kernels.hpp"
+#include "vector_math.hpp"
 
 namespace runnel::tensor {
 namespace {
@@ -150,9 +151,12 @@ void NormalizeKernel(const Node& node, std::span<const Tensor* const> in, std::s
         T* y = dst.data() + o * len;
         T max = -std::numeric_limits<T>::infinity();
         for (size_t k = 0; k < len; ++k) max = row[k] > max ? row[k] : max;
+        for (size_t k = 0; k < len; ++k) y[k] = row[k] - max;
+        if constexpr (std::is_same_v<T, float>) ExpInPlace(std::span<float>(y, len));
         T sum = 0;
-        for (size_t k = 0; k < len; ++k) sum += (y[k] = std::exp(row[k] - max));
-        for (size_t k = 0; k < len; ++k) y[k] /= sum;
+        for (size_t k = 0; k < len; ++k) sum += y[k];
+        const T scale = T(1) / sum;
+        for (size_t k = 0; k < len; ++k) y[k] *= scale;
       }
     } else {
       auto src = x.data<T>();

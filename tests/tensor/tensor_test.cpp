@@ -18,6 +18,7 @@
 #include "runnel/tensor/onnx_import.hpp"
 #include "runnel/tensor/ops.hpp"
 #include "runnel/tensor/tensor_files.hpp"
+#include "vector_math.hpp"
 
 namespace runnel::tensor {
 namespace {
@@ -560,6 +561,45 @@ TEST(TensorTest, BinaryKernelsMatchTheIndexWalkOnRandomBroadcasts) {
                          ASSERT_EQ(got[0].data<float>()[n], want)
                              << op << " " << ShapeText(as) << " and " << ShapeText(bs) << " element " << n;
                        });
+    }
+  }
+}
+
+// The vectorized array functions (libmvec) against the scalar std:: ones: within a
+// few ulp, special values (NaN, infinities, under- and overflow) alike.
+TEST(TensorTest, VectorMathMatchesTheScalarFunctions) {
+  std::mt19937_64 rng(runnel::testing::TestSeed());
+  std::vector<float> x = {0.0f,
+                          -0.0f,
+                          1e-40f,
+                          -1e-40f,
+                          88.7f,
+                          89.0f,
+                          -87.0f,
+                          -104.0f,
+                          -10000.0f,
+                          1e30f,
+                          std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity(),
+                          std::numeric_limits<float>::quiet_NaN()};
+  std::uniform_real_distribution<float> wide(-20.0f, 20.0f);
+  for (int i = 0; i < 10'000; ++i) x.push_back(wide(rng));
+  const std::vector<std::pair<void (*)(std::span<float>), float (*)(float)>> functions = {
+      {ExpInPlace, [](float v) { return std::exp(v); }},
+      {ErfInPlace, [](float v) { return std::erf(v); }},
+      {TanhInPlace, [](float v) { return std::tanh(v); }}};
+  for (size_t f = 0; f < functions.size(); ++f) {
+    std::vector<float> got = x;
+    functions[f].first(got);
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float want = functions[f].second(x[i]);
+      if (std::isnan(want)) {
+        EXPECT_TRUE(std::isnan(got[i])) << "function " << f << " of " << x[i];
+      } else if (std::isinf(want) || want == 0.0f) {
+        EXPECT_EQ(got[i], want) << "function " << f << " of " << x[i];
+      } else {
+        EXPECT_NEAR(got[i], want, 4e-7f * std::abs(want) + 1e-38f) << "function " << f << " of " << x[i];
+      }
     }
   }
 }
