@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "runnel/core/csv.hpp"
+#include "runnel/core/memory.hpp"
 #include "runnel/model/model.hpp"
 
 namespace {
@@ -43,6 +44,7 @@ double Rate(size_t texts, size_t n, Run run) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  runnel::KeepFreedMemoryForReuse();  // as the runnel binary does
   if (argc != 2) {
     fmt::print(stderr, "usage: reviews_bench DIR\n");
     return 2;

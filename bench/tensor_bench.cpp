@@ -10,9 +10,11 @@
 #include <filesystem>
 #include <random>
 
+#include "runnel/core/memory.hpp"
 #include "runnel/model/model.hpp"
 
 int main(int argc, char** argv) {
+  runnel::KeepFreedMemoryForReuse();  // as the runnel binary does
   if (argc < 2) {
     fmt::print(stderr, "usage: tensor_bench MODEL...\n");
     return 2;

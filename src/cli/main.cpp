@@ -9,6 +9,7 @@
 #include "commands.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/core/logging.hpp"
+#include "runnel/core/memory.hpp"
 #include "runnel/core/version.hpp"
 
 namespace runnel::cli {
@@ -101,5 +102,6 @@ int Run(int argc, char** argv) {
 }  // namespace runnel::cli
 
 int main(int argc, char** argv) {
+  runnel::KeepFreedMemoryForReuse();
   return runnel::cli::Run(argc, argv);
 }

@@ -29,7 +29,7 @@ template <typename Op>
 void Unary(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& x = Required(node, in, 0);
   const Params p = Op::Read(node);
-  out[0] = Tensor(x.type(), x.shape());
+  out[0] = x.type() == DataType::kString ? Tensor(x.type(), x.shape()) : Tensor::Uninitialized(x.type(), x.shape());
   VisitNumeric(x.type(), [&](auto zero) {
     using T = decltype(zero);
     if constexpr (std::is_same_v<T, bool>) {
@@ -49,7 +49,7 @@ template <typename Op, void (*Vector)(std::span<float>)>
 void VectorUnary(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& x = Required(node, in, 0);
   if (x.type() != DataType::kFloat) return Unary<Op>(node, in, out);
-  out[0] = Tensor(x.type(), x.shape());
+  out[0] = Tensor::Uninitialized(x.type(), x.shape());
   auto dst = out[0].data<float>();
   std::copy(x.data<float>().begin(), x.data<float>().end(), dst.begin());
   Vector(dst);
@@ -370,7 +370,8 @@ Tensor ApplyBinary(const Node& node, const Tensor& a, const Tensor& b) {
   const Shape shape = BroadcastShapes(a.shape(), b.shape());
   const std::vector<std::vector<size_t>> strides = {BroadcastStrides(a.shape(), shape),
                                                     BroadcastStrides(b.shape(), shape)};
-  Tensor out(Op::kResult == Result::kBool ? DataType::kBool : a.type(), shape);
+  // Every element is written below (a string operand throws first).
+  Tensor out = Tensor::Uninitialized(Op::kResult == Result::kBool ? DataType::kBool : a.type(), shape);
   VisitNumeric(a.type(), [&](auto zero) {
     using T = decltype(zero);
     using R = std::conditional_t<Op::kResult == Result::kBool, bool, T>;

@@ -103,7 +103,7 @@ void MatMul(const Node& node, std::span<const Tensor* const> in, std::span<Tenso
   const MatMulShape s = MatMulShapeOf(a, b);
   const auto m = static_cast<size_t>(s.m), k = static_cast<size_t>(s.k), n = static_cast<size_t>(s.n);
   if (!PackFits(k, n)) return MatMulReference(node, in, out);
-  out[0] = Tensor(a.type(), s.out);
+  out[0] = Tensor::Uninitialized(a.type(), s.out);  // every product row is written below
   if (out[0].size() == 0) return;
   auto pa = a.data<float>();
   auto pb = b.data<float>();

@@ -137,7 +137,7 @@ void NormalizeKernel(const Node& node, std::span<const Tensor* const> in, std::s
   } else {
     for (size_t i = axis; i < x.rank(); ++i) len *= static_cast<size_t>(x.dim(i));
   }
-  out[0] = Tensor(x.type(), x.shape());
+  out[0] = Tensor::Uninitialized(x.type(), x.shape());  // each branch writes every element
   VisitNumeric(x.type(), [&](auto zero) {
     using T = decltype(zero);
     if constexpr (!std::is_floating_point_v<T>) {
@@ -151,12 +151,14 @@ void NormalizeKernel(const Node& node, std::span<const Tensor* const> in, std::s
         T* y = dst.data() + o * len;
         T max = -std::numeric_limits<T>::infinity();
         for (size_t k = 0; k < len; ++k) max = row[k] > max ? row[k] : max;
-        for (size_t k = 0; k < len; ++k) y[k] = row[k] - max;
+        // Below -87 the exponential is under FLT_MIN: 0 beside the maximum's 1, and the
+        // vector exp would take its slow path for it (masked attention scores are -1e4).
+        for (size_t k = 0; k < len; ++k) y[k] = std::max(row[k] - max, T(-87));
         if constexpr (std::is_same_v<T, float>) ExpInPlace(std::span<float>(y, len));
         T sum = 0;
         for (size_t k = 0; k < len; ++k) sum += y[k];
         const T scale = T(1) / sum;
-        for (size_t k = 0; k < len; ++k) y[k] *= scale;
+        for (size_t k = 0; k < len; ++k) y[k] = row[k] - max < T(-87) ? T(0) : y[k] * scale;
       }
     } else {
       auto src = x.data<T>();

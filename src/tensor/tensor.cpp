@@ -92,7 +92,14 @@ ScopedTensorLimit::~ScopedTensorLimit() {
   t_max_tensor_bytes = previous_;
 }
 
-Tensor::Tensor(DataType type, Shape shape) : type_(type), shape_(std::move(shape)), count_(ElementCount(shape_)) {
+Tensor::Tensor(DataType type, Shape shape) : Tensor(type, std::move(shape), true) {}
+
+Tensor Tensor::Uninitialized(DataType type, Shape shape) {
+  return Tensor(type, std::move(shape), false);
+}
+
+Tensor::Tensor(DataType type, Shape shape, bool zero)
+    : type_(type), shape_(std::move(shape)), count_(ElementCount(shape_)) {
   const size_t bytes = count_ * std::max<size_t>(ElementSize(type_), sizeof(std::string) / 4);
   if (bytes > t_max_tensor_bytes) {
     throw Error(ErrorCode::Model, fmt::format("a tensor of shape {} ({} bytes) exceeds the memory budget of {} bytes",
@@ -101,7 +108,11 @@ Tensor::Tensor(DataType type, Shape shape) : type_(type), shape_(std::move(shape
   if (type_ == DataType::kString) {
     strings_.resize(count_);
   } else {
-    bytes_.assign(count_ * ElementSize(type_), std::byte{0});
+    if (zero) {
+      bytes_.assign(count_ * ElementSize(type_), std::byte{0});
+    } else {
+      bytes_.resize(count_ * ElementSize(type_));
+    }
   }
 }
 

@@ -7,9 +7,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <new>
 #include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "runnel/core/error.hpp"
@@ -79,12 +82,33 @@ class ScopedTensorLimit {
   size_t previous_;
 };
 
+// Allocates without value-initializing: a resize leaves trivial elements as they are.
+template <typename T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  using std::allocator<T>::allocator;
+  template <typename U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
 class Tensor {
  public:
   Tensor() = default;
   // Zero-filled (empty strings). Throws as ElementCount does, and Error(Model) past
   // this thread's ScopedTensorLimit.
   Tensor(DataType type, Shape shape);
+  // The same, but numeric elements are left unspecified: for kernels that write every
+  // element of their output (no zero-fill pass over a large tensor).
+  static Tensor Uninitialized(DataType type, Shape shape);
 
   template <typename T>
   static Tensor Of(DataType type, Shape shape, std::span<const T> values) {
@@ -133,7 +157,9 @@ class Tensor {
   DataType type_ = DataType::kFloat;
   Shape shape_;
   size_t count_ = 0;
-  std::vector<std::byte> bytes_;  // numeric elements, native byte order
+  Tensor(DataType type, Shape shape, bool zero);
+
+  std::vector<std::byte, DefaultInitAllocator<std::byte>> bytes_;  // numeric elements, native byte order
   std::vector<std::string> strings_;
 };
 
