@@ -408,16 +408,22 @@ std::vector<std::string> TensorModel::Describe() const {
     return fmt::format("[batch{}{}]", p.dims.empty() ? "" : ", ", fmt::join(p.dims, ", "));
   };
   for (const auto& p : inputs_) {
-    lines.push_back(
-        fmt::format("{:<28} Input      {} {}", p.name, tensor::DataTypeName(static_cast<int>(p.type)), shape(p)));
+    const bool token = p.feed != Feed::kValues && p.feed != Feed::kText;
+    lines.push_back(fmt::format("{:<28} Input      {} {}", p.name, tensor::DataTypeName(static_cast<int>(p.type)),
+                                token ? fmt::format("[batch, {}] from the tokenizer, at most {} tokens",
+                                                    fixed_seq_ ? std::to_string(fixed_seq_) : "seq", MaxTokens())
+                                      : shape(p)));
   }
   for (const auto& node : graph_->nodes) {
     lines.push_back(fmt::format("{:<28} {}", node.name.empty() ? "-" : node.name, node.op));
   }
   for (const auto& p : outputs_) {
     lines.push_back(
-        fmt::format("{:<28} Output     {} {}{}", p.name, tensor::DataTypeName(static_cast<int>(p.type)), shape(p),
-                    p.labels.empty() ? "" : fmt::format(" (served as the index of: {})", fmt::join(p.labels, ", "))));
+        fmt::format("{:<28} Output     {} {}{}{}", p.name, tensor::DataTypeName(static_cast<int>(p.type)), shape(p),
+                    p.labels.empty() ? "" : fmt::format(" (served as the index of: {})", fmt::join(p.labels, ", ")),
+                    logit_labels_.empty() ? ""
+                                          : fmt::format(" (logits: served as the label, then a probability each: {})",
+                                                        fmt::join(logit_labels_, ", "))));
   }
   return lines;
 }
