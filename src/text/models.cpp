@@ -36,7 +36,9 @@ class WordPiece final : public TokenModel {
         unk_(unk),
         prefix_(std::move(prefix)),
         max_chars_(max_chars),
-        size_(VocabSize(vocab_)) {}
+        size_(VocabSize(vocab_)) {
+    for (const auto& [token, id] : vocab_) longest_ = std::max(longest_, token.size());
+  }
 
   void Tokenize(std::u32string_view word, std::vector<int64_t>& ids) const override {
     if (word.size() > max_chars_) {
@@ -54,7 +56,11 @@ class WordPiece final : public TokenModel {
     std::string piece;
     for (size_t start = 0; start + 1 < bounds.size();) {
       int64_t found = -1;
+      // No piece is longer than the vocabulary's longest token: a long word costs its
+      // length times that, not its length squared.
+      const size_t room = longest_ + bounds[start] - (start > 0 ? std::min(prefix_.size(), longest_) : 0);
       size_t end = bounds.size() - 1;
+      while (end > start + 1 && bounds[end] > room) --end;
       for (; end > start; --end) {
         piece.clear();
         if (start > 0) piece = prefix_;
@@ -84,6 +90,7 @@ class WordPiece final : public TokenModel {
   std::string prefix_;
   size_t max_chars_;
   size_t size_;
+  size_t longest_ = 0;  // bytes of the longest token
 };
 
 class WordLevel final : public TokenModel {

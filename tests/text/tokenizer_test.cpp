@@ -122,6 +122,20 @@ TEST(Tokenizer, SmallWordPiece) {
   EXPECT_EQ(t->vocab_size(), 6u);
 }
 
+// A hostile max_input_chars_per_word lets a 200,000-character word through: its pieces
+// are searched no longer than the longest token (else 200,000² bytes of candidates).
+TEST(Tokenizer, ALongWordCostsItsLengthTimesTheLongestToken) {
+  const auto t = Tokenizer::Parse(SmallTokenizer([](Json& j) { j["model"]["max_input_chars_per_word"] = 1'000'000; }),
+                                  "small.json");
+  std::string word = "un";
+  for (int i = 0; i < 50'000; ++i) word += "able";
+  const auto ids = t->Encode(word);
+  ASSERT_EQ(ids.size(), 50'003u);
+  EXPECT_EQ(ids[1], 4);
+  EXPECT_EQ(ids[2], 5);
+  EXPECT_EQ(ids[50'001], 5);
+}
+
 TEST(Tokenizer, TextThatIsNotUtf8OrTooLongIsRefused) {
   const auto t = Tokenizer::Parse(SmallTokenizer([](Json&) {}), "small.json");
   EXPECT_THROW(t->Encode("ab\xff"), Error);

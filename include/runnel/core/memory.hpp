@@ -6,9 +6,9 @@
 
 namespace runnel {
 
-// Large allocations come from the heap (up to 32 MiB each) and up to 128 MiB of freed
-// memory is kept for reuse instead of being returned to the system. Not thread-safe
-// against concurrent allocation: call before starting threads.
+// Large allocations come from the heap (up to 32 MiB each) and up to 64 MiB of freed
+// memory per allocation arena (glibc has one per thread at most) is kept for reuse
+// instead of being returned to the system. Call before starting threads.
 void KeepFreedMemoryForReuse();
 
 }  // namespace runnel
