@@ -59,8 +59,8 @@ class WordPiece final : public TokenModel {
       // No piece is longer than the vocabulary's longest token: a long word costs its
       // length times that, not its length squared.
       const size_t room = longest_ + bounds[start] - (start > 0 ? std::min(prefix_.size(), longest_) : 0);
-      size_t end = bounds.size() - 1;
-      while (end > start + 1 && bounds[end] > room) --end;
+      const auto past = std::upper_bound(bounds.begin() + static_cast<std::ptrdiff_t>(start) + 1, bounds.end(), room);
+      size_t end = std::max<size_t>(start + 1, static_cast<size_t>(past - bounds.begin()) - 1);
       for (; end > start; --end) {
         piece.clear();
         if (start > 0) piece = prefix_;
