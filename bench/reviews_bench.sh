@@ -11,10 +11,8 @@ B=${BUILD:-build/bench}
 D=$ROOT/$B/reviews
 mkdir -p "$D"
 [ -f "$D/reviews_ids.json" ] || /usr/bin/python3 examples/reviews/build_reviews.py "$D"
-if [ ! -d "$B/node/node_modules/onnxruntime-node" ]; then
-  ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm install --prefix "$B/node" --no-save --silent \
-    --onnxruntime-node-install-cuda=skip onnxruntime-node@1.20.1
-fi
+. bench/onnxruntime_node.sh
+install_onnxruntime_node "$B"
 CPU=${BENCH_CPU:-1}
 runnel() { taskset -c "$CPU" "$B/bench/reviews_bench" "$D"; }
 peers() { (cd "$B/node" && taskset -c "$CPU" node "$ROOT/bench/reviews_ort.mjs" "$D"); }

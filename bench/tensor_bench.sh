@@ -21,10 +21,8 @@ if [ -f "$ROOT/../shared/models/needs/deep_model.onnx" ]; then
 else
   echo "../shared/models/needs is absent: the needs MLP is not measured"
 fi
-if [ ! -d "$B/node/node_modules/onnxruntime-node" ]; then
-  ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm install --prefix "$B/node" --no-save --silent \
-    --onnxruntime-node-install-cuda=skip onnxruntime-node@1.20.1
-fi
+. bench/onnxruntime_node.sh
+install_onnxruntime_node "$B"
 CPU=${BENCH_CPU:-1}
 runnel() { taskset -c "$CPU" "$B/bench/tensor_bench" "${MODELS[@]}"; }
 peers() { (cd "$B/node" && taskset -c "$CPU" node "$ROOT/bench/tensor_ort.mjs" "${ROWS[@]}"); }

@@ -26,10 +26,8 @@ with open(sys.argv[1] + "/big.csv", "w", newline="", encoding="utf-8") as f:
 open(sys.argv[1] + "/big.count", "w").write(str(120 * len(rows)))
 PY
 fi
-if [ ! -d "$B/node/node_modules/onnxruntime-node" ]; then
-  ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm install --prefix "$B/node" --no-save --silent \
-    --onnxruntime-node-install-cuda=skip onnxruntime-node@1.20.1
-fi
+. bench/onnxruntime_node.sh
+install_onnxruntime_node "$B"
 CPU=${BENCH_CPU:-1}
 runnel() {
   local n start end

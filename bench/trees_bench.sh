@@ -12,11 +12,8 @@ B=${BUILD:-build/bench}
 D=$ROOT/$B/trees
 mkdir -p "$D"
 [ -f "$D/rf500.onnx" ] || /usr/bin/python3 bench/trees_models.py "$D"
-if [ ! -d "$B/node/node_modules/onnxruntime-node" ]; then
-  # The CPU runtime is inside the npm package; its install script would fetch a CUDA one.
-  ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm install --prefix "$B/node" --no-save --silent \
-    --onnxruntime-node-install-cuda=skip onnxruntime-node@1.20.1
-fi
+. bench/onnxruntime_node.sh
+install_onnxruntime_node "$B"
 CPU=${BENCH_CPU:-1}
 runnel() { taskset -c "$CPU" "$B/bench/trees_bench" "$D" xgb100.json rf500.onnx; }
 peers() {

@@ -152,11 +152,7 @@ class Sequence final : public Normalizer {
   void Apply(std::u32string& text) const override {
     for (const auto& step : steps_) step->Apply(text);
   }
-  std::string Describe() const override {
-    std::vector<std::string> names;
-    for (const auto& step : steps_) names.push_back(step->Describe());
-    return fmt::format("Sequence[{}]", fmt::join(names, ", "));
-  }
+  std::string Describe() const override { return DescribeSequence(steps_); }
 
  private:
   std::vector<std::unique_ptr<Normalizer>> steps_;
@@ -201,14 +197,7 @@ std::unique_ptr<Normalizer> MakeNormalizer(const JsonReader& reader, const Json&
   if (type == "Replace") return MakeReplace(reader, j, where);
   if (type == "Prepend") return std::make_unique<Prepend>(DecodeUtf8(reader.String(j, "prepend", where)));
   if (type == "Sequence") {
-    const std::string list = fmt::format("{}.normalizers", where);
-    std::vector<std::unique_ptr<Normalizer>> steps;
-    const Json& items = reader.Array(reader.Member(j, "normalizers", where, true), list);
-    for (size_t i = 0; i < items.size(); ++i) {
-      auto step = MakeNormalizer(reader, items[i], fmt::format("{}[{}]", list, i), depth + 1);
-      if (step) steps.push_back(std::move(step));
-    }
-    return std::make_unique<Sequence>(std::move(steps));
+    return std::make_unique<Sequence>(ReadSequence<Normalizer>(reader, j, where, "normalizers", depth, MakeNormalizer));
   }
   reader.Fail(where, fmt::format("normalizer type '{}' is not supported", type));
 }

@@ -40,11 +40,7 @@ class Sequence final : public PostProcessor {
     for (const auto& step : steps_) n += step->added_tokens();
     return n;
   }
-  std::string Describe() const override {
-    std::vector<std::string> names;
-    for (const auto& step : steps_) names.push_back(step->Describe());
-    return fmt::format("Sequence[{}]", fmt::join(names, ", "));
-  }
+  std::string Describe() const override { return DescribeSequence(steps_); }
 
  private:
   std::vector<std::unique_ptr<PostProcessor>> steps_;
@@ -103,14 +99,8 @@ std::unique_ptr<PostProcessor> MakePostProcessor(const JsonReader& reader, const
   if (type == "TemplateProcessing") return MakeTemplate(reader, j, where);
   if (type == "ByteLevel") return nullptr;  // it trims offsets only
   if (type == "Sequence") {
-    const std::string list = fmt::format("{}.processors", where);
-    std::vector<std::unique_ptr<PostProcessor>> steps;
-    const Json& items = reader.Array(reader.Member(j, "processors", where, true), list);
-    for (size_t i = 0; i < items.size(); ++i) {
-      auto step = MakePostProcessor(reader, items[i], fmt::format("{}[{}]", list, i), depth + 1);
-      if (step) steps.push_back(std::move(step));
-    }
-    return std::make_unique<Sequence>(std::move(steps));
+    return std::make_unique<Sequence>(
+        ReadSequence<PostProcessor>(reader, j, where, "processors", depth, MakePostProcessor));
   }
   reader.Fail(where, fmt::format("post-processor type '{}' is not supported", type));
 }

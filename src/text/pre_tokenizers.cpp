@@ -151,11 +151,7 @@ class Sequence final : public PreTokenizer {
   void Split(std::vector<std::u32string>& pieces) const override {
     for (const auto& step : steps_) step->Split(pieces);
   }
-  std::string Describe() const override {
-    std::vector<std::string> names;
-    for (const auto& step : steps_) names.push_back(step->Describe());
-    return fmt::format("Sequence[{}]", fmt::join(names, ", "));
-  }
+  std::string Describe() const override { return DescribeSequence(steps_); }
 
  private:
   std::vector<std::unique_ptr<PreTokenizer>> steps_;
@@ -228,14 +224,8 @@ std::unique_ptr<PreTokenizer> MakePreTokenizer(const JsonReader& reader, const J
     return std::make_unique<Punctuation>();
   }
   if (type == "Sequence") {
-    const std::string list = fmt::format("{}.pretokenizers", where);
-    std::vector<std::unique_ptr<PreTokenizer>> steps;
-    const Json& items = reader.Array(reader.Member(j, "pretokenizers", where, true), list);
-    for (size_t i = 0; i < items.size(); ++i) {
-      auto step = MakePreTokenizer(reader, items[i], fmt::format("{}[{}]", list, i), depth + 1);
-      if (step) steps.push_back(std::move(step));
-    }
-    return std::make_unique<Sequence>(std::move(steps));
+    return std::make_unique<Sequence>(
+        ReadSequence<PreTokenizer>(reader, j, where, "pretokenizers", depth, MakePreTokenizer));
   }
   reader.Fail(where, fmt::format("pre-tokenizer type '{}' is not supported", type));
 }

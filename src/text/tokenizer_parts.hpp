@@ -2,6 +2,8 @@
 // object in tokenizer.json. Pure functions of their input; immutable after building.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -93,5 +95,27 @@ std::unique_ptr<PostProcessor> MakePostProcessor(const JsonReader& reader, const
                                                  int depth = 0);
 
 inline constexpr int kMaxDepth = 8;
+
+// The stages of a "Sequence" stage: `make` (a Make* function) on each item of array
+// `key`, null items (a stage that does nothing) dropped.
+template <typename Stage, typename Make>
+std::vector<std::unique_ptr<Stage>> ReadSequence(const JsonReader& reader, const Json& j, std::string_view where,
+                                                 const char* key, int depth, Make make) {
+  const std::string list = fmt::format("{}.{}", where, key);
+  const Json& items = reader.Array(reader.Member(j, key, where, true), list);
+  std::vector<std::unique_ptr<Stage>> steps;
+  for (size_t i = 0; i < items.size(); ++i) {
+    auto step = make(reader, items[i], fmt::format("{}[{}]", list, i), depth + 1);
+    if (step) steps.push_back(std::move(step));
+  }
+  return steps;
+}
+
+template <typename Stage>
+std::string DescribeSequence(const std::vector<std::unique_ptr<Stage>>& steps) {
+  std::vector<std::string> names;
+  for (const auto& step : steps) names.push_back(step->Describe());
+  return fmt::format("Sequence[{}]", fmt::join(names, ", "));
+}
 
 }  // namespace runnel::text
