@@ -181,10 +181,12 @@ TEST_F(ReviewsPipelineTest, EmotionsFollowPyTorchsLogitsThroughTheDatabase) {
   ASSERT_EQ(labels.size(), 6u);
   size_t checked = 0;
   for (const auto& row : runnel::testing::ReadCsv(Reviews() / "reviews_expected.csv")) {
+    std::string probabilities;
+    for (const auto& label : labels) probabilities += ", r.p_" + label;
     auto got = conn_->Exec(
-        fmt::format("SELECT r.emotion, v.emotion, r.p_{} FROM runnel_reviews_results r JOIN reviews v ON v.id = r.key "
+        fmt::format("SELECT r.emotion, v.emotion{} FROM runnel_reviews_results r JOIN reviews v ON v.id = r.key "
                     "WHERE r.key = $1 AND r.status = 'done'",
-                    labels[0]),
+                    probabilities),
         Params().Add(static_cast<int64_t>(row[0])));
     ASSERT_EQ(got.rows(), 1) << "review " << row[0];
     const std::vector<float> logits(row.begin() + 1, row.end());
@@ -193,7 +195,9 @@ TEST_F(ReviewsPipelineTest, EmotionsFollowPyTorchsLogitsThroughTheDatabase) {
     EXPECT_EQ(got.Get<std::string>(0, 1), labels[best]) << "written back, review " << row[0];
     double sum = 0;
     for (const float z : logits) sum += std::exp(z - logits[best]);
-    EXPECT_NEAR(got.Get<double>(0, 2), std::exp(logits[0] - logits[best]) / sum, 1e-5) << "review " << row[0];
+    for (size_t c = 0; c < labels.size(); ++c)
+      EXPECT_NEAR(got.Get<double>(0, 2 + static_cast<int>(c)), std::exp(logits[c] - logits[best]) / sum, 1e-5)
+          << "review " << row[0] << ", p_" << labels[c];
     ++checked;
   }
   EXPECT_EQ(checked, 64u);
