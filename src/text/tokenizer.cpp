@@ -21,7 +21,8 @@ namespace {
 // about 260,000 tokens).
 constexpr uint64_t kMaxVocab = 4'000'000;
 constexpr uint64_t kMaxAddedTokens = 100'000;
-constexpr size_t kMaxTokenChars = 1'000;  // an added token's content
+constexpr size_t kMaxTokenChars = 1'000;      // an added token's content
+constexpr size_t kMaxAddedChars = 1'000'000;  // all added tokens' contents together
 // A text longer than this is refused rather than tokenized (it would be truncated to
 // a few hundred tokens anyway).
 constexpr size_t kMaxTextBytes = size_t{16} << 20;
@@ -113,19 +114,19 @@ struct Segment {
   int64_t id = -1;
 };
 
-// Added tokens found by their first character, longest first (the library's
-// leftmost-longest matching).
+// Added tokens in a trie (one hash map of edges), matched leftmost-longest as the
+// library does: a position costs at most the longest token's length.
 class AddedTokens {
  public:
   void Add(AddedToken token) {
-    by_first_[token.content[0]].push_back(tokens_.size());
-    tokens_.push_back(std::move(token));
-  }
-  void Sort() {
-    for (auto& [c, list] : by_first_) {
-      std::stable_sort(list.begin(), list.end(),
-                       [&](size_t a, size_t b) { return tokens_[a].content.size() > tokens_[b].content.size(); });
+    uint32_t node = 0;
+    for (const char32_t c : token.content) {
+      const auto [it, added] = edges_.try_emplace(Edge(node, c), static_cast<uint32_t>(ends_.size()));
+      if (added) ends_.push_back(-1);
+      node = it->second;
     }
+    if (ends_[node] < 0) ends_[node] = static_cast<int64_t>(tokens_.size());  // the first of equal contents
+    tokens_.push_back(std::move(token));
   }
   bool empty() const { return tokens_.empty(); }
 
@@ -160,20 +161,27 @@ class AddedTokens {
   }
 
  private:
+  // Code points are below 2^21.
+  static uint64_t Edge(uint32_t node, char32_t c) { return (static_cast<uint64_t>(node) << 21) | c; }
+
   const AddedToken* LongestAt(std::u32string_view text, size_t i) const {
-    const auto it = by_first_.find(text[i]);
-    if (it == by_first_.end()) return nullptr;
-    for (const size_t k : it->second) {
-      if (text.substr(i).starts_with(tokens_[k].content)) return &tokens_[k];
+    const AddedToken* best = nullptr;
+    uint32_t node = 0;
+    for (size_t j = i; j < text.size(); ++j) {
+      const auto it = edges_.find(Edge(node, text[j] & 0x1FFFFF));
+      if (it == edges_.end()) break;
+      node = it->second;
+      if (ends_[node] >= 0) best = &tokens_[static_cast<size_t>(ends_[node])];
     }
-    return nullptr;
+    return best;
   }
   static bool IsSingleWord(std::u32string_view text, size_t start, size_t end) {
     return (start == 0 || !IsAlphanumeric(text[start - 1])) && (end == text.size() || !IsAlphanumeric(text[end]));
   }
 
   std::vector<AddedToken> tokens_;
-  std::unordered_map<char32_t, std::vector<size_t>> by_first_;
+  std::unordered_map<uint64_t, uint32_t> edges_;  // (node, code point) -> node
+  std::vector<int64_t> ends_{-1};                 // per node: the token ending there, or -1
 };
 
 }  // namespace
@@ -200,6 +208,7 @@ struct Tokenizer::Impl {
 
 void Tokenizer::Impl::ReadAddedTokens(const JsonReader& reader, const Json& j) {
   std::vector<std::pair<std::string, int64_t>> names;
+  size_t added_chars = 0;
   const Json& list = reader.Member(j, "added_tokens", "tokenizer", false);
   if (!list.is_null()) {
     reader.Array(list, "added_tokens");
@@ -212,6 +221,8 @@ void Tokenizer::Impl::ReadAddedTokens(const JsonReader& reader, const Json& j) {
       token.content = DecodeUtf8(content);
       if (token.content.empty() || token.content.size() > kMaxTokenChars)
         reader.Fail(at + ".content", fmt::format("must have 1 to {} characters", kMaxTokenChars));
+      if ((added_chars += token.content.size()) > kMaxAddedChars)
+        reader.Fail(at, fmt::format("the added tokens have more than {} characters together", kMaxAddedChars));
       token.id = reader.Id(reader.Member(list[i], "id", at, true), at + ".id");
       token.single_word = reader.BoolOr(list[i], "single_word", at, false);
       token.lstrip = reader.BoolOr(list[i], "lstrip", at, false);
@@ -228,8 +239,6 @@ void Tokenizer::Impl::ReadAddedTokens(const JsonReader& reader, const Json& j) {
       }
     }
   }
-  raw_added.Sort();
-  normalized_added.Sort();
   ReadPadding(reader, j, names);
 }
 

@@ -136,6 +136,33 @@ TEST(Tokenizer, ALongWordCostsItsLengthTimesTheLongestToken) {
   EXPECT_EQ(ids[50'001], 5);
 }
 
+// Added tokens: the longest at the leftmost position wins; a prefix of one is plain text.
+TEST(Tokenizer, AddedTokensMatchLeftmostLongest) {
+  const auto t = Tokenizer::Parse(SmallTokenizer([](Json& j) {
+                                    j["added_tokens"] =
+                                        Json::array({{{"id", 10}, {"content", "[X]"}, {"normalized", false}},
+                                                     {{"id", 11}, {"content", "[XY]"}, {"normalized", false}},
+                                                     {{"id", 12}, {"content", "Y]"}, {"normalized", false}}});
+                                  }),
+                                  "added.json");
+  EXPECT_EQ(t->Encode("[XY][X]"), (std::vector<int64_t>{2, 11, 10, 3}));
+  EXPECT_EQ(t->Encode("[X Y]un"), (std::vector<int64_t>{2, 1, 1, 12, 4, 3}));  // "[" "x" unknown, then Y] un
+  std::string many = "[";
+  for (int i = 0; i < 1002; ++i) many += "x";
+  const std::string message = testing::MessageOf([&] {
+    Tokenizer::Parse(
+        SmallTokenizer([&](Json& j) {
+          j["added_tokens"] = Json::array();
+          for (int i = 0; i < 1001; ++i)
+            j["added_tokens"].push_back({{"id", 20 + i}, {"content", fmt::format("{}{:04d}", many.substr(0, 996), i)}});
+        }),
+        "many.json");
+  });
+  EXPECT_NE(message.find("many.json: added_tokens[1000]: the added tokens have more than 1000000 characters"),
+            std::string::npos)
+      << message;
+}
+
 TEST(Tokenizer, TextThatIsNotUtf8OrTooLongIsRefused) {
   const auto t = Tokenizer::Parse(SmallTokenizer([](Json&) {}), "small.json");
   EXPECT_THROW(t->Encode("ab\xff"), Error);
