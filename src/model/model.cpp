@@ -152,30 +152,25 @@ std::shared_ptr<const Model> MakeTensorModel(std::shared_ptr<const tensor::Graph
   return std::make_shared<const Model>(TensorModel::Load(std::move(graph), source, options), std::move(info));
 }
 
-// A model with a tokenizer: only the general runtime feeds token inputs.
-std::shared_ptr<const Model> LoadTensorModel(std::string_view bytes, const std::string& source,
-                                             const std::string& version, const std::filesystem::path& dir,
-                                             const LoadOptions& options) {
-  return MakeTensorModel(tensor::LoadOnnxGraph(bytes, source, dir), source, version, options);
-}
-
 // An ONNX graph: the dense fast path when its loader takes the graph, else a tree
 // ensemble served from its compiled trees, else the general tensor runtime, whose
-// error is the one reported when none can run it.
+// error is the one reported when none can run it. Token inputs and logit labels only
+// the general runtime serves.
 std::shared_ptr<const Model> LoadOnnxModel(std::string_view bytes, const std::string& source,
                                            const std::string& version, const std::filesystem::path& dir,
                                            const LoadOptions& options) {
-  if (options.tokens.tokenizer || !options.logit_labels.empty())
-    return LoadTensorModel(bytes, source, version, dir, options);
-  try {
-    auto loaded = LoadOnnx(bytes, source);
-    loaded.info.version = version;
-    return std::make_shared<const Model>(std::move(loaded.graph), std::move(loaded.info));
-  } catch (const Error&) {
-    // Not a dense tabular graph: the paths below.
+  const bool general_only = options.NeedsGeneralRuntime();
+  if (!general_only) {
+    try {
+      auto loaded = LoadOnnx(bytes, source);
+      loaded.info.version = version;
+      return std::make_shared<const Model>(std::move(loaded.graph), std::move(loaded.info));
+    } catch (const Error&) {
+      // Not a dense tabular graph: the paths below.
+    }
   }
   auto graph = tensor::LoadOnnxGraph(bytes, source, dir);
-  if (auto trees = OnnxTrees(*graph, source)) {
+  if (auto trees = general_only ? std::nullopt : OnnxTrees(*graph, source)) {
     trees->info.version = version;
     return std::make_shared<const Model>(std::move(trees->ensemble), std::move(trees->info));
   }
@@ -192,7 +187,7 @@ std::shared_ptr<const Model> MakeModel(std::string_view bytes, const std::string
                                               source, bytes.size(), MaxModelBytes()));
   }
   const bool onnx = !bytes.empty() && DetectModelFormat(bytes) == ModelFormat::Onnx && bytes.starts_with('\x08');
-  if ((options.tokens.tokenizer || !options.logit_labels.empty()) && !onnx) {
+  if (options.NeedsGeneralRuntime() && !onnx) {
     throw Error(ErrorCode::Model,
                 fmt::format("{}: a tokenizer or logit labels are given, but only ONNX models take them", source));
   }

@@ -151,8 +151,8 @@ std::vector<Tensor> TensorModel::ZeroInputs(size_t rows) const {
   // Token inputs: rows of pad ids, all attended, at most 64 long (typical texts; a
   // longer run's chunk holds more bytes than measured, bounded by the rows it has).
   const size_t seq = std::min<size_t>(MaxTokens(), 64);
-  const std::vector<std::vector<int64_t>> pads(
-      rows, std::vector<int64_t>(seq, tokens_.tokenizer ? tokens_.tokenizer->pad_id() : 0));
+  std::vector<std::vector<int64_t>> pads;
+  if (token_text_ != SIZE_MAX) pads.assign(rows, std::vector<int64_t>(seq, tokens_.tokenizer->pad_id()));
   for (const auto& port : inputs_) {
     if (port.feed != Feed::kValues && port.feed != Feed::kText) {
       inputs.push_back(TokenTensor(port, pads, seq));

@@ -179,10 +179,9 @@ std::unique_ptr<Normalizer> MakeReplace(const JsonReader& reader, const Json& j,
 }  // namespace
 
 std::unique_ptr<Normalizer> MakeNormalizer(const JsonReader& reader, const Json& j, std::string_view where, int depth) {
-  if (j.is_null()) return nullptr;
-  reader.Object(j, where);
-  if (depth > kMaxDepth) reader.Fail(where, fmt::format("sequences nest more than {} deep", kMaxDepth));
-  const std::string type = reader.String(j, "type", where);
+  const auto stage = StageType(reader, j, where, depth);
+  if (!stage) return nullptr;
+  const std::string& type = *stage;
   if (type == "BertNormalizer") return MakeBert(reader, j, where);
   if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
   if (type == "StripAccents") return std::make_unique<StripAccents>();

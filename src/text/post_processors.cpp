@@ -87,10 +87,9 @@ std::unique_ptr<PostProcessor> MakeTemplate(const JsonReader& reader, const Json
 
 std::unique_ptr<PostProcessor> MakePostProcessor(const JsonReader& reader, const Json& j, std::string_view where,
                                                  int depth) {
-  if (j.is_null()) return nullptr;
-  reader.Object(j, where);
-  if (depth > kMaxDepth) reader.Fail(where, fmt::format("sequences nest more than {} deep", kMaxDepth));
-  const std::string type = reader.String(j, "type", where);
+  const auto stage = StageType(reader, j, where, depth);
+  if (!stage) return nullptr;
+  const std::string& type = *stage;
   if (type == "BertProcessing" || type == "RobertaProcessing") {
     std::vector<int64_t> before{TokenPairId(reader, j, "cls", where)};
     std::vector<int64_t> after{TokenPairId(reader, j, "sep", where)};

@@ -43,15 +43,33 @@ void SplitEach(std::vector<std::u32string>& pieces, Split split) {
   pieces = std::move(out);
 }
 
-class BertPreTokenizer final : public PreTokenizer {
+bool IsNotWhitespace(char32_t c) {
+  return !IsWhitespace(c);
+}
+bool Always(char32_t) {
+  return true;
+}
+bool Never(char32_t) {
+  return false;
+}
+
+// Runs of `keep` characters, each `isolate` character alone, the others dropped:
+// BertPreTokenizer (split on spaces, punctuation alone), WhitespaceSplit, Punctuation.
+class RunSplit final : public PreTokenizer {
  public:
+  RunSplit(std::string name, bool (*keep)(char32_t), bool (*isolate)(char32_t))
+      : name_(std::move(name)), keep_(keep), isolate_(isolate) {}
   void Split(std::vector<std::u32string>& pieces) const override {
-    SplitEach(pieces, [](const std::u32string& piece, std::vector<std::u32string>& out) {
-      SplitRuns(
-          piece, [](char32_t c) { return !IsWhitespace(c); }, IsPunctuation, out);
+    SplitEach(pieces, [this](const std::u32string& piece, std::vector<std::u32string>& out) {
+      SplitRuns(piece, keep_, isolate_, out);
     });
   }
-  std::string Describe() const override { return "BertPreTokenizer"; }
+  std::string Describe() const override { return name_; }
+
+ private:
+  std::string name_;
+  bool (*keep_)(char32_t);
+  bool (*isolate_)(char32_t);
 };
 
 // \w+|[^\w\s]+
@@ -75,28 +93,6 @@ class WhitespacePreTokenizer final : public PreTokenizer {
     });
   }
   std::string Describe() const override { return "Whitespace"; }
-};
-
-class WhitespaceSplit final : public PreTokenizer {
- public:
-  void Split(std::vector<std::u32string>& pieces) const override {
-    SplitEach(pieces, [](const std::u32string& piece, std::vector<std::u32string>& out) {
-      SplitRuns(
-          piece, [](char32_t c) { return !IsWhitespace(c); }, [](char32_t) { return false; }, out);
-    });
-  }
-  std::string Describe() const override { return "WhitespaceSplit"; }
-};
-
-class Punctuation final : public PreTokenizer {
- public:
-  void Split(std::vector<std::u32string>& pieces) const override {
-    SplitEach(pieces, [](const std::u32string& piece, std::vector<std::u32string>& out) {
-      SplitRuns(
-          piece, [](char32_t) { return true; }, IsPunctuation, out);
-    });
-  }
-  std::string Describe() const override { return "Punctuation(Isolated)"; }
 };
 
 // GPT-2's byte → character table (bytes_to_unicode): printable Latin-1 bytes stand for
@@ -205,13 +201,12 @@ std::vector<std::u32string> SplitGpt2(std::u32string_view text) {
 
 std::unique_ptr<PreTokenizer> MakePreTokenizer(const JsonReader& reader, const Json& j, std::string_view where,
                                                int depth) {
-  if (j.is_null()) return nullptr;
-  reader.Object(j, where);
-  if (depth > kMaxDepth) reader.Fail(where, fmt::format("sequences nest more than {} deep", kMaxDepth));
-  const std::string type = reader.String(j, "type", where);
-  if (type == "BertPreTokenizer") return std::make_unique<BertPreTokenizer>();
+  const auto stage = StageType(reader, j, where, depth);
+  if (!stage) return nullptr;
+  const std::string& type = *stage;
+  if (type == "BertPreTokenizer") return std::make_unique<RunSplit>(type, IsNotWhitespace, IsPunctuation);
   if (type == "Whitespace") return std::make_unique<WhitespacePreTokenizer>();
-  if (type == "WhitespaceSplit") return std::make_unique<WhitespaceSplit>();
+  if (type == "WhitespaceSplit") return std::make_unique<RunSplit>(type, IsNotWhitespace, Never);
   if (type == "ByteLevel") {
     return std::make_unique<ByteLevel>(reader.BoolOr(j, "add_prefix_space", where, true),
                                        reader.BoolOr(j, "use_regex", where, true));
@@ -221,7 +216,7 @@ std::unique_ptr<PreTokenizer> MakePreTokenizer(const JsonReader& reader, const J
     if (behavior != "Isolated") {
       reader.Fail(fmt::format("{}.behavior", where), fmt::format("'{}' is not supported (Isolated is)", behavior));
     }
-    return std::make_unique<Punctuation>();
+    return std::make_unique<RunSplit>("Punctuation(Isolated)", Always, IsPunctuation);
   }
   if (type == "Sequence") {
     return std::make_unique<Sequence>(

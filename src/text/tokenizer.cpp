@@ -86,6 +86,13 @@ uint64_t JsonReader::Count(const Json& j, const char* key, std::string_view wher
   return v.get<uint64_t>();
 }
 
+std::optional<std::string> StageType(const JsonReader& reader, const Json& j, std::string_view where, int depth) {
+  if (j.is_null()) return std::nullopt;
+  reader.Object(j, where);
+  if (depth > kMaxDepth) reader.Fail(where, fmt::format("sequences nest more than {} deep", kMaxDepth));
+  return reader.String(j, "type", where);
+}
+
 Vocab ReadVocab(const JsonReader& reader, const Json& j, std::string_view where) {
   reader.Object(j, where);
   if (j.size() > kMaxVocab) reader.Fail(where, fmt::format("has more than {} tokens", kMaxVocab));
@@ -198,7 +205,8 @@ struct Tokenizer::Impl {
   int64_t pad_id = 0;
   size_t vocab_size = 0;
 
-  void ReadAddedTokens(const JsonReader& reader, const Json& j);
+  // Returns each added token's content and id (the pad token may be among them).
+  std::vector<std::pair<std::string, int64_t>> ReadAddedTokens(const JsonReader& reader, const Json& j);
   void ReadTruncation(const JsonReader& reader, const Json& j);
   void ReadPadding(const JsonReader& reader, const Json& j, const std::vector<std::pair<std::string, int64_t>>& added);
   // Appends the ids of a plain segment (normalized, pre-tokenized, modelled).
@@ -206,7 +214,7 @@ struct Tokenizer::Impl {
   void EncodeWords(std::u32string text, std::vector<int64_t>& ids, size_t limit) const;
 };
 
-void Tokenizer::Impl::ReadAddedTokens(const JsonReader& reader, const Json& j) {
+std::vector<std::pair<std::string, int64_t>> Tokenizer::Impl::ReadAddedTokens(const JsonReader& reader, const Json& j) {
   std::vector<std::pair<std::string, int64_t>> names;
   size_t added_chars = 0;
   const Json& list = reader.Member(j, "added_tokens", "tokenizer", false);
@@ -239,7 +247,7 @@ void Tokenizer::Impl::ReadAddedTokens(const JsonReader& reader, const Json& j) {
       }
     }
   }
-  ReadPadding(reader, j, names);
+  return names;
 }
 
 void Tokenizer::Impl::ReadTruncation(const JsonReader& reader, const Json& j) {
@@ -328,7 +336,7 @@ std::shared_ptr<const Tokenizer> Tokenizer::Parse(std::string_view json, const s
   impl->post_processor =
       MakePostProcessor(reader, reader.Member(j, "post_processor", "tokenizer", false), "post_processor");
   impl->ReadTruncation(reader, j);
-  impl->ReadAddedTokens(reader, j);
+  impl->ReadPadding(reader, j, impl->ReadAddedTokens(reader, j));
   return std::shared_ptr<const Tokenizer>(new Tokenizer(std::move(impl)));
 }
 

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -95,6 +96,10 @@ std::unique_ptr<PostProcessor> MakePostProcessor(const JsonReader& reader, const
                                                  int depth = 0);
 
 inline constexpr int kMaxDepth = 8;
+
+// A stage object's "type", after the checks every stage makes: an object, sequences at
+// most kMaxDepth deep. nullopt for a null stage (there is none).
+std::optional<std::string> StageType(const JsonReader& reader, const Json& j, std::string_view where, int depth);
 
 // The stages of a "Sequence" stage: `make` (a Make* function) on each item of array
 // `key`, null items (a stage that does nothing) dropped.

@@ -41,6 +41,9 @@ struct LoadOptions {
   // row is then served as the label (the index of the largest logit) followed by each
   // class's softmax probability.
   std::vector<std::string> logit_labels;
+
+  // Whether only the general runtime can serve the model so loaded.
+  bool NeedsGeneralRuntime() const { return tokens.tokenizer != nullptr || !logit_labels.empty(); }
 };
 
 class TensorModel {
