@@ -11,12 +11,9 @@ B=${BUILD:-build/bench}
 D=$ROOT/$B/reviews
 mkdir -p "$D"
 [ -f "$D/reviews_ids.json" ] || /usr/bin/python3 examples/reviews/build_reviews.py "$D"
-. bench/onnxruntime_node.sh
+. bench/peers.sh
 install_onnxruntime_node "$B"
 CPU=${BENCH_CPU:-1}
 runnel() { taskset -c "$CPU" "$B/bench/reviews_bench" "$D"; }
 peers() { (cd "$B/node" && taskset -c "$CPU" node "$ROOT/bench/reviews_ort.mjs" "$D"); }
-for round in $(seq "${ROUNDS:-2}"); do
-  echo "== round $round"
-  if [ $((round % 2)) -eq 1 ]; then runnel; peers; else peers; runnel; fi
-done
+alternate_rounds

@@ -21,12 +21,9 @@ if [ -f "$ROOT/../shared/models/needs/deep_model.onnx" ]; then
 else
   echo "../shared/models/needs is absent: the needs MLP is not measured"
 fi
-. bench/onnxruntime_node.sh
+. bench/peers.sh
 install_onnxruntime_node "$B"
 CPU=${BENCH_CPU:-1}
 runnel() { taskset -c "$CPU" "$B/bench/tensor_bench" "${MODELS[@]}"; }
 peers() { (cd "$B/node" && taskset -c "$CPU" node "$ROOT/bench/tensor_ort.mjs" "${ROWS[@]}"); }
-for round in $(seq "${ROUNDS:-2}"); do
-  echo "== round $round"
-  if [ $((round % 2)) -eq 1 ]; then runnel; peers; else peers; runnel; fi
-done
+alternate_rounds

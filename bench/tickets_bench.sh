@@ -26,7 +26,7 @@ with open(sys.argv[1] + "/big.csv", "w", newline="", encoding="utf-8") as f:
 open(sys.argv[1] + "/big.count", "w").write(str(120 * len(rows)))
 PY
 fi
-. bench/onnxruntime_node.sh
+. bench/peers.sh
 install_onnxruntime_node "$B"
 CPU=${BENCH_CPU:-1}
 runnel() {
@@ -42,7 +42,4 @@ peers() {
   taskset -c "$CPU" /usr/bin/python3 bench/tickets_peer.py "$D" "$D/big.csv"
   (cd "$B/node" && taskset -c "$CPU" node "$ROOT/bench/tickets_ort.mjs" "$D" "$D/big.csv" 2>&1 | grep -v 'RE2\|^E0000\|^WARNING')
 }
-for round in $(seq "${ROUNDS:-2}"); do
-  echo "== round $round"
-  if [ $((round % 2)) -eq 1 ]; then runnel; peers; else peers; runnel; fi
-done
+alternate_rounds

@@ -12,7 +12,7 @@ B=${BUILD:-build/bench}
 D=$ROOT/$B/trees
 mkdir -p "$D"
 [ -f "$D/rf500.onnx" ] || /usr/bin/python3 bench/trees_models.py "$D"
-. bench/onnxruntime_node.sh
+. bench/peers.sh
 install_onnxruntime_node "$B"
 CPU=${BENCH_CPU:-1}
 runnel() { taskset -c "$CPU" "$B/bench/trees_bench" "$D" xgb100.json rf500.onnx; }
@@ -20,7 +20,4 @@ peers() {
   taskset -c "$CPU" /usr/bin/python3 bench/trees_peers.py "$D"
   (cd "$B/node" && taskset -c "$CPU" node "$ROOT/bench/trees_ort.mjs" "$D")
 }
-for round in $(seq "${ROUNDS:-2}"); do
-  echo "== round $round"
-  if [ $((round % 2)) -eq 1 ]; then runnel; peers; else peers; runnel; fi
-done
+alternate_rounds

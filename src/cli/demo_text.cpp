@@ -19,60 +19,76 @@ namespace runnel::cli {
 
 namespace {
 
-struct Ticket {
-  int64_t id = 0;
-  std::string subject, body, section, priority;
-  bool test = false;  // in the split the model never saw
-};
+// A build script's CSV: a header, then rows of a fixed number of fields, the first an
+// integer id.
+using CsvRows = std::vector<std::vector<std::string>>;
 
-// tickets.csv as build_tickets.py writes it: id, subject, body, queue (the package's
-// section), priority, split.
-std::vector<Ticket> ReadTickets(const std::filesystem::path& csv) {
+CsvRows ReadWorkloadCsv(const std::filesystem::path& csv, size_t width) {
   std::ifstream in(csv);
   CsvReader reader(in, ',');
   std::vector<std::string> fields;
   reader.Next(fields);  // the header
-  std::vector<Ticket> tickets;
+  CsvRows rows;
   while (reader.Next(fields)) {
-    if (fields.size() != 6)
+    if (fields.size() != width)
       throw Error(ErrorCode::Io, fmt::format("{}: line {} is malformed", csv.string(), reader.line()));
-    tickets.push_back({std::stoll(fields[0]), fields[1], fields[2], fields[3], fields[4], fields[5] == "test"});
+    (void)std::stoll(fields[0]);  // the id: a malformed one fails here, before any insert
+    rows.push_back(fields);
   }
-  return tickets;
+  return rows;
 }
 
-// The tickets into the table, 1,000 a statement.
-void InsertTickets(postgres::Connection& conn, const std::vector<Ticket>& tickets) {
-  for (size_t start = 0; start < tickets.size(); start += 1000) {
+// The rows into `table`: field 0 into its bigint `id`, each (column, field) of
+// `texts` into a text column; 1,000 rows a statement.
+void InsertWorkloadRows(postgres::Connection& conn, const std::string& table,
+                        const std::vector<std::pair<std::string, size_t>>& texts, const CsvRows& rows) {
+  std::string columns = "id", arrays = "$1::bigint[]";
+  for (size_t k = 0; k < texts.size(); ++k) {
+    columns += ", " + postgres::QuoteIdentifier(texts[k].first);
+    arrays += fmt::format(", ${}::text[]", k + 2);
+  }
+  const std::string sql =
+      fmt::format("INSERT INTO {} ({}) SELECT * FROM unnest({})", postgres::QuoteIdentifier(table), columns, arrays);
+  for (size_t start = 0; start < rows.size(); start += 1000) {
+    const size_t end = std::min(rows.size(), start + 1000);
     std::vector<int64_t> ids;
-    std::vector<std::optional<std::string>> subjects, bodies, priorities;
-    for (size_t i = start; i < std::min(tickets.size(), start + 1000); ++i) {
-      ids.push_back(tickets[i].id);
-      subjects.emplace_back(tickets[i].subject);
-      bodies.emplace_back(tickets[i].body);
-      priorities.emplace_back(tickets[i].priority);
+    std::vector<std::vector<std::optional<std::string>>> values(texts.size());
+    for (size_t i = start; i < end; ++i) {
+      ids.push_back(std::stoll(rows[i][0]));
+      for (size_t k = 0; k < texts.size(); ++k) values[k].emplace_back(rows[i][texts[k].second]);
     }
-    conn.Exec(
-        "INSERT INTO tickets (id, subject, body, priority) SELECT * FROM unnest($1::bigint[], $2::text[], "
-        "$3::text[], $4::text[])",
-        postgres::Params().AddArray(ids).AddArray(subjects).AddArray(bodies).AddArray(priorities));
+    postgres::Params params;
+    params.AddArray(ids);
+    for (const auto& column : values) params.AddArray(column);
+    conn.Exec(sql, params);
   }
 }
+
+// tickets.csv as build_tickets.py writes it.
+enum TicketField : size_t {
+  kTicketSubject = 1,
+  kTicketBody,
+  kTicketQueue,
+  kTicketPriority,
+  kTicketSplit,
+  kTicketFields
+};
 
 // How often the queue written back is the package's own section, over all tickets
 // and over the test split; then three examples.
-void PrintAgreement(postgres::Connection& conn, const std::vector<Ticket>& tickets) {
-  std::map<int64_t, const Ticket*> by_id;
-  for (const auto& t : tickets) by_id[t.id] = &t;
+void PrintAgreement(postgres::Connection& conn, const CsvRows& tickets) {
+  std::map<int64_t, const std::vector<std::string>*> by_id;
+  for (const auto& t : tickets) by_id[std::stoll(t[0])] = &t;
   auto rows = conn.Exec("SELECT id, queue, subject FROM tickets ORDER BY id", postgres::Params());
   size_t test = 0, test_right = 0, right = 0;
   for (int i = 0; i < rows.rows(); ++i) {
     const auto it = by_id.find(rows.Get<int64_t>(i, 0));
     if (it == by_id.end()) continue;
-    const bool ok = rows.GetOptional<std::string>(i, 1) == it->second->section;
+    const bool ok = rows.GetOptional<std::string>(i, 1) == (*it->second)[kTicketQueue];
+    const bool in_test = (*it->second)[kTicketSplit] == "test";  // the split the model never saw
     right += ok;
-    test += it->second->test;
-    test_right += ok && it->second->test;
+    test += in_test;
+    test_right += ok && in_test;
   }
   fmt::print(
       "7. queue written back = the package's section: {:.1f}% of all tickets; {:.1f}% of the tickets the "
@@ -100,9 +116,10 @@ int TicketsDemo(const DemoArgs& args, CliContext& ctx) {
   conn.Exec(ReadFileBytes(kExamples / "tickets/schema.sql", "the tickets schema"));
   for (const auto& line : pipeline::Migrate(conn, config)) fmt::print("3. migrate: {}\n", line);
   fmt::print("4. serving {} ({}), {} workers\n", model->info().version, model->info().producer, args.workers);
-  const auto tickets = ReadTickets(dir / "tickets.csv");
+  const auto tickets = ReadWorkloadCsv(dir / "tickets.csv", kTicketFields);
   const auto served = ServeWhile(config, model, url, args.workers, conn, [&] {
-    InsertTickets(conn, tickets);
+    InsertWorkloadRows(conn, "tickets",
+                       {{"subject", kTicketSubject}, {"body", kTicketBody}, {"priority", kTicketPriority}}, tickets);
     fmt::print("5. inserted {} tickets (subject, body)\n", tickets.size());
     return static_cast<int64_t>(tickets.size());
   });
@@ -117,50 +134,19 @@ int TicketsDemo(const DemoArgs& args, CliContext& ctx) {
 
 namespace {
 
-struct Review {
-  int64_t id = 0;
-  std::string title, body, emotion;
-};
-
-// reviews.csv as build_reviews.py writes it: id, title, body, emotion, split.
-std::vector<Review> ReadReviews(const std::filesystem::path& csv) {
-  std::ifstream in(csv);
-  CsvReader reader(in, ',');
-  std::vector<std::string> fields;
-  reader.Next(fields);  // the header
-  std::vector<Review> reviews;
-  while (reader.Next(fields)) {
-    if (fields.size() != 5)
-      throw Error(ErrorCode::Io, fmt::format("{}: line {} is malformed", csv.string(), reader.line()));
-    reviews.push_back({std::stoll(fields[0]), fields[1], fields[2], fields[3]});
-  }
-  return reviews;
-}
-
-void InsertReviews(postgres::Connection& conn, const std::vector<Review>& reviews) {
-  for (size_t start = 0; start < reviews.size(); start += 1000) {
-    std::vector<int64_t> ids;
-    std::vector<std::optional<std::string>> titles, bodies;
-    for (size_t i = start; i < std::min(reviews.size(), start + 1000); ++i) {
-      ids.push_back(reviews[i].id);
-      titles.emplace_back(reviews[i].title);
-      bodies.emplace_back(reviews[i].body);
-    }
-    conn.Exec("INSERT INTO reviews (id, title, body) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])",
-              postgres::Params().AddArray(ids).AddArray(titles).AddArray(bodies));
-  }
-}
+// reviews.csv as build_reviews.py writes it.
+enum ReviewField : size_t { kReviewTitle = 1, kReviewBody, kReviewEmotion, kReviewSplit, kReviewFields };
 
 // How often the emotion written back is the one the review was written with; then
 // three examples.
-void PrintEmotions(postgres::Connection& conn, const std::vector<Review>& reviews) {
-  std::map<int64_t, const Review*> by_id;
-  for (const auto& r : reviews) by_id[r.id] = &r;
+void PrintEmotions(postgres::Connection& conn, const CsvRows& reviews) {
+  std::map<int64_t, const std::vector<std::string>*> by_id;
+  for (const auto& r : reviews) by_id[std::stoll(r[0])] = &r;
   auto rows = conn.Exec("SELECT id, emotion, title FROM reviews ORDER BY id", postgres::Params());
   size_t right = 0;
   for (int i = 0; i < rows.rows(); ++i) {
     const auto it = by_id.find(rows.Get<int64_t>(i, 0));
-    right += it != by_id.end() && rows.GetOptional<std::string>(i, 1) == it->second->emotion;
+    right += it != by_id.end() && rows.GetOptional<std::string>(i, 1) == (*it->second)[kReviewEmotion];
   }
   fmt::print("7. emotion written back = the one the review was written with: {:.1f}% of {} reviews\n",
              100.0 * static_cast<double>(right) / std::max<double>(1, rows.rows()), rows.rows());
@@ -187,9 +173,9 @@ int ReviewsDemo(const DemoArgs& args, CliContext& ctx) {
   for (const auto& line : pipeline::Migrate(conn, config)) fmt::print("3. migrate: {}\n", line);
   fmt::print("4. serving {} ({}) with {}, {} workers\n", model->info().version, model->info().producer,
              config.model_tokenizer ? config.model_tokenizer->filename().string() : "no tokenizer", args.workers);
-  const auto reviews = ReadReviews(dir / "reviews.csv");
+  const auto reviews = ReadWorkloadCsv(dir / "reviews.csv", kReviewFields);
   const auto served = ServeWhile(config, model, url, args.workers, conn, [&] {
-    InsertReviews(conn, reviews);
+    InsertWorkloadRows(conn, "reviews", {{"title", kReviewTitle}, {"body", kReviewBody}}, reviews);
     fmt::print("5. inserted {} reviews (title, body)\n", reviews.size());
     return static_cast<int64_t>(reviews.size());
   });

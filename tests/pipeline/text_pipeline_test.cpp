@@ -40,6 +40,15 @@ std::vector<std::string> Lines(const std::filesystem::path& path) {
   return lines;
 }
 
+// Two workers serving until the queue is empty.
+RunOptions UntilIdle() {
+  RunOptions options;
+  options.workers = 2;
+  options.until_idle = true;
+  options.idle_wait = std::chrono::milliseconds(50);
+  return options;
+}
+
 class TextPipelineTest : public runnel::testing::PostgresTest {
  protected:
   void SetUp() override {
@@ -92,10 +101,7 @@ TEST_F(TextPipelineTest, TicketsAreRoutedAsScikitLearnRoutesThemAndALabelIsWritt
   const size_t n = InsertTestSplit();
   // A ticket without a body: `subject || ' ' || body` is NULL, so it fails alone.
   conn_->Exec("INSERT INTO tickets (id, subject, body) VALUES (-1, 'no body', NULL)");
-  RunOptions options;
-  options.workers = 2;
-  options.until_idle = true;
-  options.idle_wait = std::chrono::milliseconds(50);
+  const RunOptions options = UntilIdle();
   const auto summary =
       RunPipeline(config, ModelProvider::Fixed(model::LoadModel(*config.model_path)), conninfo(), options);
   EXPECT_EQ(summary.done, n);
@@ -169,10 +175,7 @@ TEST_F(ReviewsPipelineTest, EmotionsFollowPyTorchsLogitsThroughTheDatabase) {
                 Params().Add(fields[0]).Add(fields[1]).Add(fields[2]));
     ++n;
   }
-  RunOptions options;
-  options.workers = 2;
-  options.until_idle = true;
-  options.idle_wait = std::chrono::milliseconds(50);
+  const RunOptions options = UntilIdle();
   const auto summary = RunPipeline(config, ModelProvider::Fixed(LoadFileModel(config, "")), conninfo(), options);
   EXPECT_EQ(summary.done, n);
   EXPECT_EQ(summary.failed, 0u);
