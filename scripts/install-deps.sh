@@ -15,6 +15,7 @@ build_packages=(
   libboost1.74-dev libssl-dev openssl
   libicu-dev  # Unicode case mapping of the text operators (StringNormalizer)
   libre2-dev  # the regular expressions of the Tokenizer operator
+  libabsl-dev  # flat hash maps (the n-gram lookups of TfIdfVectorizer)
   curl  # the README's HTTP examples
 )
 test_packages=(

@@ -18,13 +18,22 @@ bool CsvReader::Next(std::vector<std::string>& fields) {
       }
     }
   }
-  int c = in_.get();
+  // The stream's buffer, read directly: istream::get builds a sentry per character.
+  std::streambuf* buf = in_.rdbuf();
+  if (buf == nullptr) return false;
+  auto get = [&] {
+    const int c = buf->sbumpc();
+    if (c == EOF) in_.setstate(std::ios::eofbit);
+    return c;
+  };
+  auto peek = [&] { return buf->sgetc(); };
+  int c = get();
   if (c == EOF) return false;
   record_line_ = line_;
   std::string field;
   bool quoted = false;
   bool after_quote = false;  // inside a field that started with a quote and was closed
-  for (;; c = in_.get()) {
+  for (;; c = get()) {
     if (quoted) {
       if (c == EOF) {
         malformed_ = true;
@@ -32,9 +41,9 @@ bool CsvReader::Next(std::vector<std::string>& fields) {
         return true;
       }
       if (c == '"') {
-        if (in_.peek() == '"') {
+        if (peek() == '"') {
           field += '"';
-          in_.get();
+          get();
         } else {
           quoted = false;
           after_quote = true;
@@ -46,7 +55,7 @@ bool CsvReader::Next(std::vector<std::string>& fields) {
       continue;
     }
     if (c == EOF || c == '\n' || c == '\r') {
-      if (c == '\r' && in_.peek() == '\n') in_.get();
+      if (c == '\r' && peek() == '\n') get();
       if (c != EOF) ++line_;
       fields.push_back(std::move(field));
       return true;

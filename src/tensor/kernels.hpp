@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <span>
 #include <string_view>
 #include <type_traits>
 #include <vector>
@@ -31,6 +33,11 @@ void AddIndexKernels(std::vector<KernelEntry>& table);        // ops_index.cpp
 void AddMlKernels(std::vector<KernelEntry>& table);           // ops_ml.cpp (ai.onnx.ml)
 void AddTextKernels(std::vector<KernelEntry>& table);         // ops_text.cpp
 void AddTreeKernels(std::vector<KernelEntry>& table);         // ops_trees.cpp (ai.onnx.ml)
+
+// Replaces each TfIdfVectorizer -> Normalizer -> LinearClassifier chain whose inner
+// values nothing else reads (nor the caller) by one node that touches a row's n-grams
+// only, answering bit for bit as the three do (ops_text.cpp). Run once at load.
+void FuseSparseText(Graph& graph);
 
 // The plain reference kernels that optimized ones are tested against
 // (tests/tensor/tensor_test.cpp) and fall back to for types they do not take.
@@ -125,5 +132,36 @@ void CopyElement(const Tensor& src, size_t from, Tensor& dst, size_t to);
 
 // Input `i`, which must be present. Throws Error(Model).
 const Tensor& Required(const Node& node, std::span<const Tensor* const> inputs, size_t i);
+
+// ---- ai.onnx.ml parts (ops_ml.cpp) the fused sparse TF-IDF kernel (ops_text.cpp) shares ----
+
+// A linear model's weights, read once at load: coefficients feature-major
+// (by_feature[c * targets + t]) so that a row's zero features — most of a TF-IDF or
+// one-hot row — cost nothing.
+struct LinearState : NodeState {
+  size_t targets = 0, cols = 0;
+  std::vector<float> by_feature;
+  std::vector<float> intercepts;  // per target, or empty
+
+  // acc[t] += v * coefficient(t, c) for every target: one feature's share of the scores.
+  void Accumulate(size_t c, float v, float* acc) const {
+    const float* w = by_feature.data() + c * targets;
+    for (size_t t = 0; t < targets; ++t) acc[t] += v * w[t];
+  }
+};
+// LinearRegressor's and LinearClassifier's Prepare. Throws Error(Model).
+std::shared_ptr<const NodeState> PrepareLinear(const Node& node);
+
+// LinearClassifier's outputs from its raw scores ([rows, classes]: x·W + b): out[0] the
+// label per row, out[1] (when asked) the post-transformed scores. `node` supplies the
+// labels and post_transform attributes.
+void ClassifierOutputs(const Node& node, size_t classes, std::span<float> scores, size_t rows, std::span<Tensor> out);
+
+enum class Norm { kMax, kL1, kL2 };
+// Normalizer's `norm` (MAX by default). Throws UnsupportedError for another.
+Norm NormOf(const Node& node);
+// What Normalizer divides a `cols`-wide row by, when the row is zero but for `values` at
+// the ascending coordinates `coords`: bit for bit what the dense row gives.
+float SparseDivisor(Norm norm, std::span<const float> values, std::span<const uint32_t> coords, size_t cols);
 
 }  // namespace runnel::tensor

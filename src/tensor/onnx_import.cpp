@@ -10,6 +10,7 @@
 #include <optional>
 #include <unordered_map>
 
+#include "kernels.hpp"
 #include "runnel/tensor/ops.hpp"
 #include "runnel/tensor/tensor_files.hpp"
 
@@ -409,6 +410,7 @@ std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::st
   }
   if (!model.has_graph()) Fail(source, "the ONNX model has no graph");
   auto graph = GraphBuilder(model, source, dir).Build();
+  FuseSparseText(*graph);
   graph->producer = model.producer_name().empty() ? "ONNX" : model.producer_name();
   if (!model.producer_version().empty()) graph->producer += " " + model.producer_version();
   return graph;

@@ -87,15 +87,6 @@ void Transform(PostTransform transform, std::span<float> s) {
   }
 }
 
-// A linear model's weights, read once at load: coefficients feature-major
-// (by_feature[c * targets + t]) so that a row's zero features — most of a TF-IDF or
-// one-hot row — cost nothing.
-struct LinearState : NodeState {
-  size_t targets = 0, cols = 0;
-  std::vector<float> by_feature;
-  std::vector<float> intercepts;  // per target, or empty
-};
-
 // The number of targets: LinearRegressor's `targets`, a classifier's classes.
 size_t LinearTargets(const Node& node) {
   if (node.op == "LinearRegressor") {
@@ -109,23 +100,6 @@ size_t LinearTargets(const Node& node) {
   const size_t classes = !intercepts.empty() ? intercepts.size() : labels;
   if (classes == 0) throw Error(ErrorCode::Model, "the classifier has no class");
   return classes;
-}
-
-std::shared_ptr<const NodeState> PrepareLinear(const Node& node) {
-  auto s = std::make_shared<LinearState>();
-  s->targets = LinearTargets(node);
-  const auto coefficients = node.FloatList("coefficients");
-  s->intercepts = node.FloatList("intercepts");
-  if (coefficients.empty() || coefficients.size() % s->targets != 0)
-    throw Error(ErrorCode::Model, fmt::format("{} coefficients for {} outputs", coefficients.size(), s->targets));
-  if (!s->intercepts.empty() && s->intercepts.size() != s->targets)
-    throw Error(ErrorCode::Model, fmt::format("{} intercepts for {} outputs", s->intercepts.size(), s->targets));
-  s->cols = coefficients.size() / s->targets;
-  s->by_feature.resize(coefficients.size());
-  for (size_t t = 0; t < s->targets; ++t) {
-    for (size_t c = 0; c < s->cols; ++c) s->by_feature[c * s->targets + t] = coefficients[t * s->cols + c];
-  }
-  return s;
 }
 
 // Whether all `n` floats are ±0, 16 at a time: a TF-IDF row is mostly zero blocks, and
@@ -157,9 +131,7 @@ std::vector<float> Linear(const Node& node, const Rows& x) {
       const size_t end = std::min(x.cols, block + kZeroBlock);
       if (AllZero(row + block, end - block)) continue;
       for (size_t c = block; c < end; ++c) {
-        if (row[c] == 0.0f) continue;
-        const float* w = s.by_feature.data() + c * s.targets;
-        for (size_t t = 0; t < s.targets; ++t) acc[t] += row[c] * w[t];
+        if (row[c] != 0.0f) s.Accumulate(c, row[c], acc);
       }
     }
   }
@@ -201,38 +173,10 @@ struct Labels {
   }
 };
 
-// Outputs: Y the label per row, Z the scores per class. One score column for two
-// labels is a binary classifier: label 1 when the score is positive, scores
-// [1 - s, s].
 void LinearClassifier(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Rows x = FloatRows(Required(node, in, 0));
-  const Labels labels = Labels::Of(node, "classlabels_ints");
-  const size_t classes = node.State<LinearState>().targets;
-  const auto scores = Linear(node, x);
-  const PostTransform transform = PostTransformOf(node);
-  const bool binary = classes == 1 && labels.size() == 2;
-  const size_t width = binary ? 2 : classes;
-  out[0] = labels.Make(x.rows);
-  Tensor z(DataType::kFloat, {static_cast<int64_t>(x.rows), static_cast<int64_t>(width)});
-  auto zs = z.data<float>();
-  for (size_t n = 0; n < x.rows; ++n) {
-    auto row = std::span(scores).subspan(n * classes, classes);
-    if (classes == 1) {
-      labels.Set(out[0], n, row[0] > 0 ? 1 : 0);
-      if (binary) {
-        zs[n * 2] = 1.0f - row[0];
-        zs[n * 2 + 1] = row[0];
-      } else {
-        zs[n] = row[0];
-      }
-      continue;
-    }
-    labels.Set(out[0], n, static_cast<size_t>(std::max_element(row.begin(), row.end()) - row.begin()));
-    auto dst = zs.subspan(n * classes, classes);
-    std::copy(row.begin(), row.end(), dst.begin());
-    Transform(transform, dst);
-  }
-  if (out.size() > 1) out[1] = std::move(z);
+  auto scores = Linear(node, x);
+  ClassifierOutputs(node, node.State<LinearState>().targets, scores, x.rows, out);
 }
 
 // One value per feature, or one for all: `values[c]` or `values[0]`.
@@ -257,8 +201,6 @@ void Scaler(const Node& node, std::span<const Tensor* const> in, std::span<Tenso
   }
 }
 
-// Each row divided by its largest value (MAX), the sum of its absolute values (L1)
-// or its Euclidean norm (L2). A row whose divisor is 0 stays as it is.
 // The sum of f(v) over `row` in 8 interleaved partial sums: the compiler vectorizes it
 // (one running sum is a chain of dependent adds; a TF-IDF row is thousands wide).
 template <typename F>
@@ -274,17 +216,22 @@ float SumOf(std::span<const float> row, F f) {
   return sum;
 }
 
+// The divisor of a dense row: its largest value, the sum of its absolute values or its
+// Euclidean norm.
+float DenseDivisor(Norm norm, std::span<const float> row) {
+  switch (norm) {
+    case Norm::kMax: return row.empty() ? 0.0f : *std::max_element(row.begin(), row.end());
+    case Norm::kL1: return SumOf(row, [](float v) { return std::abs(v); });
+    case Norm::kL2: return std::sqrt(SumOf(row, [](float v) { return v * v; }));
+  }
+  return 0.0f;
+}
+
+// Each row divided by its largest value (MAX), the sum of its absolute values (L1)
+// or its Euclidean norm (L2). A row whose divisor is 0 stays as it is.
 void Normalizer(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& input = Required(node, in, 0);
-  const std::string name = node.String("norm", "MAX");
-  enum class Norm { kMax, kL1, kL2 } norm = Norm::kMax;
-  if (name == "L1") {
-    norm = Norm::kL1;
-  } else if (name == "L2") {
-    norm = Norm::kL2;
-  } else if (name != "MAX") {
-    throw UnsupportedError(fmt::format("norm '{}'", name));
-  }
+  const Norm norm = NormOf(node);
   if (input.rank() != 1 && input.rank() != 2)
     throw Error(ErrorCode::Model, fmt::format("input has shape {}, expected [N, C]", ShapeText(input.shape())));
   const size_t cols = input.rank() == 1 ? input.size() : static_cast<size_t>(input.dim(1));
@@ -297,14 +244,7 @@ void Normalizer(const Node& node, std::span<const Tensor* const> in, std::span<T
   }
   for (size_t start = 0; cols > 0 && start < y.size(); start += cols) {
     auto row = y.subspan(start, cols);
-    float d = 0;
-    if (norm == Norm::kMax) {
-      d = row.empty() ? 0.0f : *std::max_element(row.begin(), row.end());
-    } else if (norm == Norm::kL1) {
-      d = SumOf(row, [](float v) { return std::abs(v); });
-    } else {
-      d = std::sqrt(SumOf(row, [](float v) { return v * v; }));
-    }
+    const float d = DenseDivisor(norm, row);
     if (d != 0) {
       for (float& v : row) v /= d;
     }
@@ -599,6 +539,86 @@ void ZipMap(const Node& node, std::span<const Tensor* const> in, std::span<Tenso
 }
 
 }  // namespace
+
+std::shared_ptr<const NodeState> PrepareLinear(const Node& node) {
+  auto s = std::make_shared<LinearState>();
+  s->targets = LinearTargets(node);
+  const auto coefficients = node.FloatList("coefficients");
+  s->intercepts = node.FloatList("intercepts");
+  if (coefficients.empty() || coefficients.size() % s->targets != 0)
+    throw Error(ErrorCode::Model, fmt::format("{} coefficients for {} outputs", coefficients.size(), s->targets));
+  if (!s->intercepts.empty() && s->intercepts.size() != s->targets)
+    throw Error(ErrorCode::Model, fmt::format("{} intercepts for {} outputs", s->intercepts.size(), s->targets));
+  s->cols = coefficients.size() / s->targets;
+  s->by_feature.resize(coefficients.size());
+  for (size_t t = 0; t < s->targets; ++t) {
+    for (size_t c = 0; c < s->cols; ++c) s->by_feature[c * s->targets + t] = coefficients[t * s->cols + c];
+  }
+  return s;
+}
+
+// Outputs: Y the label per row, Z the scores per class. One score column for two
+// labels is a binary classifier: label 1 when the score is positive, scores
+// [1 - s, s].
+void ClassifierOutputs(const Node& node, size_t classes, std::span<float> scores, size_t rows, std::span<Tensor> out) {
+  const Labels labels = Labels::Of(node, "classlabels_ints");
+  const PostTransform transform = PostTransformOf(node);
+  const bool binary = classes == 1 && labels.size() == 2;
+  const size_t width = binary ? 2 : classes;
+  out[0] = labels.Make(rows);
+  Tensor z(DataType::kFloat, {static_cast<int64_t>(rows), static_cast<int64_t>(width)});
+  auto zs = z.data<float>();
+  for (size_t n = 0; n < rows; ++n) {
+    auto row = scores.subspan(n * classes, classes);
+    if (classes == 1) {
+      labels.Set(out[0], n, row[0] > 0 ? 1 : 0);
+      if (binary) {
+        zs[n * 2] = 1.0f - row[0];
+        zs[n * 2 + 1] = row[0];
+      } else {
+        zs[n] = row[0];
+      }
+      continue;
+    }
+    labels.Set(out[0], n, static_cast<size_t>(std::max_element(row.begin(), row.end()) - row.begin()));
+    auto dst = zs.subspan(n * classes, classes);
+    std::copy(row.begin(), row.end(), dst.begin());
+    Transform(transform, dst);
+  }
+  if (out.size() > 1) out[1] = std::move(z);
+}
+
+Norm NormOf(const Node& node) {
+  const std::string name = node.String("norm", "MAX");
+  if (name == "MAX") return Norm::kMax;
+  if (name == "L1") return Norm::kL1;
+  if (name == "L2") return Norm::kL2;
+  throw UnsupportedError(fmt::format("norm '{}'", name));
+}
+
+// SumOf's partial sums over the coordinates that hold values (a zero adds nothing, so
+// leaving it out changes no bit): partial[c % 8] up to the last whole block of 8, the
+// rest summed in order, then the partials added to that in order.
+float SparseDivisor(Norm norm, std::span<const float> values, std::span<const uint32_t> coords, size_t cols) {
+  if (norm == Norm::kMax) {
+    if (cols == 0) return 0.0f;
+    float top = values.empty() ? 0.0f : *std::max_element(values.begin(), values.end());
+    return values.size() < cols ? std::max(top, 0.0f) : top;
+  }
+  const size_t whole = cols / 8 * 8;
+  float partial[8] = {};
+  float sum = 0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    const float f = norm == Norm::kL1 ? std::abs(values[i]) : values[i] * values[i];
+    if (coords[i] < whole) {
+      partial[coords[i] % 8] += f;
+    } else {
+      sum += f;
+    }
+  }
+  for (const float p : partial) sum += p;
+  return norm == Norm::kL1 ? sum : std::sqrt(sum);
+}
 
 void AddMlKernels(std::vector<KernelEntry>& t) {
   constexpr std::string_view ml = "ai.onnx.ml";

@@ -4,6 +4,7 @@
 // and com.microsoft's Tokenizer (what scikit-learn text pipelines converted to ONNX
 // use; RE2 regular expressions). Where the specification is open they do what ONNX
 // Runtime does.
+#include <absl/container/flat_hash_map.h>
 #include <re2/re2.h>
 
 #include <algorithm>
@@ -72,11 +73,12 @@ struct TfIdfState : NodeState {
   bool strings = false;
   std::vector<int64_t> indexes;                           // per n-gram id: its output coordinate
   std::vector<float> weights;                             // per output coordinate (ONNX Runtime's reading), or empty
-  std::unordered_map<std::string, int32_t> string_items;  // pool item -> item id
-  std::unordered_map<int64_t, int32_t> int_items;
-  std::vector<int64_t> unigrams;                   // per item id: its unigram's n-gram id, or -1
-  std::unordered_map<uint64_t, size_t> bigrams;    // (first << 32 | second) -> n-gram id
-  std::unordered_map<std::string, size_t> longer;  // the ids, 4 bytes each -> n-gram id
+  // Swiss tables: a row's every item and n-gram is looked up, most of them misses.
+  absl::flat_hash_map<std::string, int32_t> string_items;  // pool item -> item id
+  absl::flat_hash_map<int64_t, int32_t> int_items;
+  std::vector<int64_t> unigrams;                    // per item id: its unigram's n-gram id, or -1
+  absl::flat_hash_map<uint64_t, size_t> bigrams;    // (first << 32 | second) -> n-gram id
+  absl::flat_hash_map<std::string, size_t> longer;  // the ids, 4 bytes each -> n-gram id
 
   // The item id of element i of x, or -1 when the pool does not hold it.
   int32_t ItemOf(const Tensor& x, size_t i) const {
@@ -86,6 +88,10 @@ struct TfIdfState : NodeState {
     }
     const auto it = int_items.find(IntAt(x, i));
     return it == int_items.end() ? -1 : it->second;
+  }
+  int32_t ItemOf(std::string_view item) const {
+    const auto it = string_items.find(absl::string_view(item.data(), item.size()));
+    return it == string_items.end() ? -1 : it->second;
   }
   int32_t AddItem(const std::string& item) {
     return string_items.emplace(item, static_cast<int32_t>(string_items.size())).first->second;
@@ -184,19 +190,23 @@ std::shared_ptr<const NodeState> PrepareTfIdf(const Node& node) {
   return s;
 }
 
-// Adds one row's n-gram counts to `counts` (output_size floats): unigrams once each;
-// longer n-grams for every skip distance 1..max_skip+1 (items that far apart). The
-// coordinates counted are appended to `touched` (a row's few among many). `items`:
-// scratch for the row's item ids (an item outside the pool is in no n-gram).
-void CountRow(const TfIdfState& s, const Tensor& x, size_t begin, size_t len, float* counts,
-              std::vector<size_t>& touched, std::vector<int32_t>& items) {
+// The item ids of elements [begin, begin + len) of x, -1 for one the pool does not hold.
+void ItemsOf(const TfIdfState& s, const Tensor& x, size_t begin, size_t len, std::vector<int32_t>& items) {
+  items.resize(len);
+  for (size_t i = 0; i < len; ++i) items[i] = s.ItemOf(x, begin + i);
+}
+
+// Adds the n-gram counts of one row, the item ids `items` (-1: in no n-gram), to
+// `counts` (output_size floats): unigrams once each; longer n-grams for every skip
+// distance 1..max_skip+1 (items that far apart). The coordinates counted are appended
+// to `touched` (a row's few among many).
+void CountRow(const TfIdfState& s, std::span<const int32_t> items, float* counts, std::vector<size_t>& touched) {
   auto count = [&](size_t ngram) {
     const auto at = static_cast<size_t>(s.indexes[ngram]);
     if (counts[at] == 0.0f) touched.push_back(at);
     counts[at] += 1.0f;
   };
-  items.resize(len);
-  for (size_t i = 0; i < len; ++i) items[i] = s.ItemOf(x, begin + i);
+  const size_t len = items.size();
   size_t start_n = s.min_n;
   if (start_n == 1) {
     for (const int32_t item : items) {
@@ -229,10 +239,9 @@ void CountRow(const TfIdfState& s, const Tensor& x, size_t begin, size_t len, fl
   }
 }
 
-// [C] -> [output_size], [N, C] -> [N, output_size] (float).
-void TfIdfVectorizer(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
-  const Tensor& x = Required(node, in, 0);
-  const auto& s = node.State<TfIdfState>();
+// The rows and length of TfIdfVectorizer's input: [C] one row, [N, C] N rows. Throws
+// Error(Model) for another rank or an element type the pool does not hold.
+std::pair<size_t, size_t> TfIdfRows(const TfIdfState& s, const Tensor& x) {
   const bool strings = x.type() == DataType::kString;
   if (x.rank() > 2 || strings != s.strings ||
       (!strings && x.type() != DataType::kInt64 && x.type() != DataType::kInt32))
@@ -241,6 +250,23 @@ void TfIdfVectorizer(const Node& node, std::span<const Tensor* const> in, std::s
                             ShapeText(x.shape()), s.strings ? "strings" : "integers"));
   const size_t rows = x.rank() == 2 ? static_cast<size_t>(x.dim(0)) : 1;
   const size_t len = x.rank() == 0 ? 1 : static_cast<size_t>(x.dim(x.rank() - 1));
+  return {rows, len};
+}
+
+// Output coordinate i's value from its n-gram count (the others are 0 under every
+// weighting). Past the weights (a sparse ngram_indexes) the weight is 1.
+float Weighted(const TfIdfState& s, size_t i, float count) {
+  const float w = i < s.weights.size() ? s.weights[i] : 1.0f;
+  if (s.weighting == Weighting::kIdf) return w;
+  if (s.weighting == Weighting::kTfIdf) return count * w;
+  return count;
+}
+
+// [C] -> [output_size], [N, C] -> [N, output_size] (float).
+void TfIdfVectorizer(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  const auto& s = node.State<TfIdfState>();
+  const auto [rows, len] = TfIdfRows(s, x);
   const auto size = static_cast<int64_t>(s.output_size);
   out[0] = Tensor(DataType::kFloat, x.rank() == 2 ? Shape{x.dim(0), size} : Shape{size});
   auto y = out[0].data<float>();
@@ -249,12 +275,9 @@ void TfIdfVectorizer(const Node& node, std::span<const Tensor* const> in, std::s
   for (size_t r = 0; r < rows; ++r) {
     float* row = y.data() + r * s.output_size;
     touched.clear();
-    if (len > 0) CountRow(s, x, r * len, len, row, touched, items);
-    for (const size_t i : touched) {                               // the others are 0 under every weighting
-      const float w = i < s.weights.size() ? s.weights[i] : 1.0f;  // past the weights (a sparse ngram_indexes): 1
-      if (s.weighting == Weighting::kIdf) row[i] = w;
-      if (s.weighting == Weighting::kTfIdf) row[i] *= w;
-    }
+    ItemsOf(s, x, r * len, len, items);
+    CountRow(s, items, row, touched);
+    for (const size_t i : touched) row[i] = Weighted(s, i, row[i]);
   }
 }
 
@@ -308,6 +331,7 @@ std::shared_ptr<const NodeState> PrepareTokenizer(const Node& node) {
 }
 
 using Tokens = std::vector<std::string_view>;
+constexpr std::string_view kStartMark = "\x02", kEndMark = "\x03";
 
 bool LongEnough(const TokenizerState& s, std::string_view token) {
   return Utf8Length(token).value_or(0) >= s.min_chars;
@@ -372,6 +396,25 @@ Tokens TokenizeOne(const TokenizerState& s, std::string_view text) {
   return row;
 }
 
+// Each string's tokens (views into x), and the width T they are padded to: the longest
+// row's, with the two marks, or 0 when every row is empty.
+struct TokenizedRows {
+  std::vector<Tokens> rows;
+  size_t width = 0;
+};
+
+TokenizedRows TokenizeRows(const TokenizerState& s, const Tensor& x) {
+  TokenizedRows t;
+  size_t longest = 0;
+  t.rows.reserve(x.size());
+  for (const auto& text : x.strings()) {
+    t.rows.push_back(TokenizeOne(s, text));
+    longest = std::max(longest, t.rows.back().size());
+  }
+  t.width = longest == 0 ? 0 : longest + (s.mark ? 2 : 0);
+  return t;
+}
+
 // [C] -> [C, T], [N, C] -> [N, C, T]: each string's tokens, framed by the start and
 // end marks when `mark`, then padded to the longest row's T with pad_value.
 void Tokenizer(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
@@ -380,30 +423,231 @@ void Tokenizer(const Node& node, std::span<const Tensor* const> in, std::span<Te
     throw Error(ErrorCode::Model,
                 fmt::format("Tokenizer takes strings of shape [C] or [N, C], not {}", ShapeText(x.shape())));
   const auto& s = node.State<TokenizerState>();
-  std::vector<Tokens> rows;
-  size_t longest = 0;
-  for (const auto& text : x.strings()) {
-    rows.push_back(TokenizeOne(s, text));
-    longest = std::max(longest, rows.back().size());
-  }
+  const TokenizedRows tokens = TokenizeRows(s, x);
   Shape shape = x.shape();
   if (x.size() == 0) shape = x.rank() == 2 ? Shape{x.dim(0)} : Shape{};  // ONNX Runtime's [N, 0] and [0]
-  const size_t width = longest == 0 ? 0 : longest + (s.mark ? 2 : 0);
+  const size_t width = tokens.width;
   shape.push_back(static_cast<int64_t>(width));
   out[0] = Tensor(DataType::kString, shape);
   auto& y = out[0].strings();
   size_t at = 0;
-  for (const auto& row : rows) {
+  for (const auto& row : tokens.rows) {
     if (width == 0) break;
     const size_t end = at + width;
-    if (s.mark) y[at++] = "\x02";
+    if (s.mark) y[at++] = kStartMark;
     for (const auto token : row) y[at++] = std::string(token);
-    if (s.mark) y[at++] = "\x03";
+    if (s.mark) y[at++] = kEndMark;
     while (at < end) y[at++] = s.pad;
   }
 }
 
+// ---- [Tokenizer ->] TfIdfVectorizer -> Normalizer -> LinearClassifier, fused ----
+// scikit-learn's text classifiers converted to ONNX score a TF-IDF row (a few dozen
+// n-grams among thousands of coordinates), normalized, by a linear model. As separate
+// kernels every row is padded to the batch's longest as strings, then written, copied
+// and scanned whole, thousands of floats three times over; fused, only a row's own
+// tokens and n-grams are touched. The answers are the separate kernels' bit for bit
+// (tests/tensor): the same items, values, divisor and sums, in the same order.
+
+struct SparseTextState : NodeState {
+  std::shared_ptr<const NodeState> tokenizer;      // a TokenizerState, when the chain starts with one
+  std::shared_ptr<const NodeState> tfidf, linear;  // a TfIdfState, a LinearState
+  Norm norm = Norm::kL2;
+  int32_t start_item = -1, end_item = -1, pad_item = -1;  // the Tokenizer's marks and pad, as pool items
+
+  const TfIdfState& TfIdf() const { return static_cast<const TfIdfState&>(*tfidf); }
+  const LinearState& Linear() const { return static_cast<const LinearState&>(*linear); }
+};
+
+// Scratch of one fused run, reused row after row.
+struct SparseRow {
+  std::vector<float> counts;  // output_size zeros, left zero
+  std::vector<size_t> touched;
+  std::vector<int32_t> items;
+  std::vector<float> values;
+  std::vector<uint32_t> coords;
+};
+
+// The item ids the Tokenizer's output row would hold: the marks around the tokens, then
+// the pad up to `width` (left out when the pool lacks it: trailing items in no n-gram
+// count nothing).
+void TokenItems(const SparseTextState& fused, const Tokens& tokens, size_t width, std::vector<int32_t>& items) {
+  const auto& tokenizer = static_cast<const TokenizerState&>(*fused.tokenizer);
+  items.clear();
+  if (width == 0) return;
+  if (tokenizer.mark) items.push_back(fused.start_item);
+  for (const auto token : tokens) items.push_back(fused.TfIdf().ItemOf(token));
+  if (tokenizer.mark) items.push_back(fused.end_item);
+  if (fused.pad_item >= 0) items.resize(width, fused.pad_item);
+}
+
+// One row's normalized TF-IDF values, from its item ids, added into its scores `acc`.
+void ScoreRow(const SparseTextState& fused, SparseRow& row, float* acc) {
+  const TfIdfState& s = fused.TfIdf();
+  row.touched.clear();
+  CountRow(s, row.items, row.counts.data(), row.touched);
+  std::sort(row.touched.begin(), row.touched.end());  // the dense kernels' order
+  row.values.clear();
+  row.coords.clear();
+  for (const size_t i : row.touched) {
+    row.values.push_back(Weighted(s, i, row.counts[i]));
+    row.coords.push_back(static_cast<uint32_t>(i));
+    row.counts[i] = 0.0f;
+  }
+  const float d = SparseDivisor(fused.norm, row.values, row.coords, s.output_size);
+  for (size_t k = 0; k < row.values.size(); ++k) {
+    const float v = d != 0 ? row.values[k] / d : row.values[k];
+    if (v != 0.0f) fused.Linear().Accumulate(row.coords[k], v, acc);
+  }
+}
+
+// The scores of the rows of x (TfIdfVectorizer's input), row by row through `score`.
+template <typename Score>
+void ScoreTfIdfInput(const SparseTextState& fused, const Tensor& x, SparseRow& row, Score score) {
+  const auto [rows, len] = TfIdfRows(fused.TfIdf(), x);
+  for (size_t r = 0; r < rows; ++r) {
+    ItemsOf(fused.TfIdf(), x, r * len, len, row.items);
+    score(r);
+  }
+}
+
+// The scores of the texts x (the Tokenizer's input: [N] strings, one row each).
+template <typename Score>
+void ScoreTexts(const SparseTextState& fused, const Tensor& x, SparseRow& row, Score score) {
+  if (x.type() != DataType::kString || x.rank() != 1)
+    throw Error(ErrorCode::Model, fmt::format("the Tokenizer feeding TfIdfVectorizer takes [N] strings, not {} {}",
+                                              DataTypeName(static_cast<int>(x.type())), ShapeText(x.shape())));
+  const TokenizedRows tokens = TokenizeRows(static_cast<const TokenizerState&>(*fused.tokenizer), x);
+  for (size_t r = 0; r < tokens.rows.size(); ++r) {
+    TokenItems(fused, tokens.rows[r], tokens.width, row.items);
+    score(r);
+  }
+  if (tokens.rows.empty()) {  // [0] strings tokenize to [0]: TfIdfVectorizer's one row of nothing
+    row.items.clear();
+    score(0);
+  }
+}
+
+void SparseTextClassifier(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  const auto& fused = node.State<SparseTextState>();
+  const LinearState& linear = fused.Linear();
+  const size_t rows = fused.tokenizer ? std::max<size_t>(x.size(), 1) : TfIdfRows(fused.TfIdf(), x).first;
+  std::vector<float> scores(rows * linear.targets);
+  SparseRow row;
+  row.counts.resize(linear.cols);
+  auto score = [&](size_t r) {
+    float* acc = scores.data() + r * linear.targets;
+    std::copy(linear.intercepts.begin(), linear.intercepts.end(), acc);
+    ScoreRow(fused, row, acc);
+  };
+  if (fused.tokenizer) {
+    ScoreTexts(fused, x, row, score);
+  } else {
+    ScoreTfIdfInput(fused, x, row, score);
+  }
+  ClassifierOutputs(node, linear.targets, scores, rows, out);
+}
+
+// The node that reads value `id`, when exactly one node does and it is not a graph
+// output; -1 otherwise.
+int SoleReader(const Graph& g, int id) {
+  if (std::find(g.outputs.begin(), g.outputs.end(), id) != g.outputs.end()) return -1;
+  int reader = -1;
+  for (size_t n = 0; n < g.nodes.size(); ++n) {
+    const auto& inputs = g.nodes[n].inputs;
+    const auto uses = std::count(inputs.begin(), inputs.end(), id);
+    if (uses == 0) continue;
+    if (uses > 1 || reader >= 0) return -1;
+    reader = static_cast<int>(n);
+  }
+  return reader;
+}
+
+// The node that computes value `id`, or -1.
+int Writer(const Graph& g, int id) {
+  for (size_t n = 0; n < g.nodes.size(); ++n) {
+    const auto& outputs = g.nodes[n].outputs;
+    if (std::find(outputs.begin(), outputs.end(), id) != outputs.end()) return static_cast<int>(n);
+  }
+  return -1;
+}
+
+bool Is(const Node& node, std::string_view domain, std::string_view op) {
+  return node.domain == domain && node.op == op;
+}
+
+// The fused node for nodes t -> n -> l, or nullopt when they do not fit together (the
+// kernels then run apart, and fail as they would).
+std::optional<Node> Fuse(const Node& t, const Node& n, const Node& l) {
+  if (!t.state || !l.state || t.inputs.size() != 1 || n.inputs.size() != 1 || n.inputs[0] != t.outputs[0] ||
+      l.inputs.size() != 1 || l.inputs[0] != n.outputs[0])
+    return std::nullopt;
+  auto state = std::make_shared<SparseTextState>();
+  state->tfidf = t.state;
+  state->linear = l.state;
+  try {
+    state->norm = NormOf(n);
+  } catch (const UnsupportedError&) {
+    return std::nullopt;
+  }
+  if (t.State<TfIdfState>().output_size != l.State<LinearState>().cols) return std::nullopt;
+  Node f = l;
+  f.op = "TfIdfVectorizer+Normalizer+LinearClassifier";
+  f.inputs = t.inputs;
+  for (const auto* part : {&t, &n}) f.attributes.insert(part->attributes.begin(), part->attributes.end());
+  f.kernel = SparseTextClassifier;
+  f.state = std::move(state);
+  return f;
+}
+
+// Folds the Tokenizer `k` (whose tokens only `f` reads) into the fused node `f`, when
+// its tokens are what f's pool holds: strings.
+bool FuseTokenizer(const Node& k, Node& f) {
+  const TfIdfState& tfidf = f.State<SparseTextState>().TfIdf();
+  if (!k.state || k.inputs.size() != 1 || !tfidf.strings) return false;
+  auto state = std::make_shared<SparseTextState>(f.State<SparseTextState>());
+  state->tokenizer = k.state;
+  state->start_item = tfidf.ItemOf(kStartMark);
+  state->end_item = tfidf.ItemOf(kEndMark);
+  state->pad_item = tfidf.ItemOf(k.State<TokenizerState>().pad);
+  f.op = "Tokenizer+" + f.op;
+  f.inputs = k.inputs;
+  f.attributes.insert(k.attributes.begin(), k.attributes.end());
+  f.state = std::move(state);
+  return true;
+}
+
+// Fuses the first chain found. Readers come after writers: k < i < n < l; the fused
+// node takes l's place.
+bool FuseOneSparseText(Graph& g) {
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    if (!Is(g.nodes[i], "", "TfIdfVectorizer")) continue;
+    const int n = SoleReader(g, g.nodes[i].outputs[0]);
+    if (n < 0 || !Is(g.nodes[n], "ai.onnx.ml", "Normalizer")) continue;
+    const int l = SoleReader(g, g.nodes[n].outputs[0]);
+    if (l < 0 || !Is(g.nodes[l], "ai.onnx.ml", "LinearClassifier")) continue;
+    auto fused = Fuse(g.nodes[i], g.nodes[n], g.nodes[l]);
+    if (!fused) continue;
+    const int k = Writer(g, g.nodes[i].inputs[0]);
+    const bool tokenizer = k >= 0 && Is(g.nodes[k], "com.microsoft", "Tokenizer") &&
+                           SoleReader(g, g.nodes[k].outputs[0]) == static_cast<int>(i) &&
+                           FuseTokenizer(g.nodes[k], *fused);
+    g.nodes[l] = std::move(*fused);
+    g.nodes.erase(g.nodes.begin() + n);
+    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
+    if (tokenizer) g.nodes.erase(g.nodes.begin() + k);
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+void FuseSparseText(Graph& g) {
+  while (FuseOneSparseText(g)) {
+  }
+}
 
 void AddTextKernels(std::vector<KernelEntry>& t) {
   t.push_back({"StringNormalizer", 10, StringNormalizer, "", PrepareStringNormalizer});

@@ -1,14 +1,17 @@
 // The tensor runtime: shapes and broadcasting, hostile files refused before anything
 // is allocated for them, clear errors, and the ONNX backend tests (Debian's
 // libonnx-testdata, whose expected outputs ONNX's reference implementation made).
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <onnx/onnx-ml.pb.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <random>
+#include <set>
 
 #include "../support/error_message.hpp"
 #include "../support/random.hpp"
@@ -336,6 +339,131 @@ TEST(TensorTest, TokenizerRefusesBadExpressionsAndInvalidUtf8) {
                 Session(graph).Run({Strings({"ok", "bad \xff byte"})});
               }),
               ::testing::HasSubstr("Tokenizer input is not valid UTF-8"));
+}
+
+// A random text classifier as scikit-learn converts one: Tokenizer -> TfIdfVectorizer
+// -> Normalizer -> LinearClassifier, its pool drawn from `words` (with the pad and the
+// marks now and then), its labels and probabilities the graph's outputs, and the
+// values named in `exposed` outputs too (which keeps the runtime from fusing over them).
+std::string TextClassifierModel(std::mt19937_64& rng, const std::vector<std::string>& words,
+                                const std::vector<std::string>& exposed) {
+  using A = onnx::AttributeProto;
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  for (const char* domain : {"ai.onnx.ml", "com.microsoft"}) {
+    auto* imported = m.add_opset_import();
+    imported->set_domain(domain);
+    imported->set_version(1);
+  }
+  auto* g = m.mutable_graph();
+  auto add = [&](const std::string& op, const std::string& domain, const std::string& in,
+                 std::vector<std::string> outs) {
+    auto* node = g->add_node();
+    node->set_op_type(op);
+    node->set_domain(domain);
+    node->add_input(in);
+    for (const auto& out : outs) node->add_output(out);
+    return node;
+  };
+  auto* input = g->add_input();
+  input->set_name("text");
+  input->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto_DataType_STRING);
+
+  auto* tokenizer = add("Tokenizer", "com.microsoft", "text", {"tokens"});
+  AddAttribute(*tokenizer, "mark", A::INT)->set_i(pick(0, 1));
+  AddAttribute(*tokenizer, "pad_value", A::STRING)->set_s(pick(0, 1) ? "#" : words[0]);
+  AddAttribute(*tokenizer, "mincharnum", A::INT)->set_i(1);
+  AddAttribute(*tokenizer, "tokenexp", A::STRING)->set_s("[a-z#]+");
+
+  // Unigrams, then bigrams (and trigrams): pool items from the words, the pad, a mark.
+  std::vector<std::string> items = words;
+  items.push_back("#");
+  items.push_back("\x02");
+  const int64_t max_n = pick(1, 3), min_n = pick(1, max_n);
+  auto* tfidf = add("TfIdfVectorizer", "", "tokens", {"tfidf"});
+  auto* pool = AddAttribute(*tfidf, "pool_strings", A::STRINGS);
+  auto* counts = AddAttribute(*tfidf, "ngram_counts", A::INTS);
+  auto* indexes = AddAttribute(*tfidf, "ngram_indexes", A::INTS);
+  auto* weights = AddAttribute(*tfidf, "weights", A::FLOATS);
+  std::set<std::vector<size_t>> grams;
+  int64_t coordinate = 0;
+  for (int64_t n = 1; n <= max_n; ++n) {
+    counts->add_ints(pool->strings_size());
+    for (int k = 0; k < 40; ++k) {
+      std::vector<size_t> gram(static_cast<size_t>(n));
+      for (auto& item : gram) item = static_cast<size_t>(pick(0, static_cast<int64_t>(items.size()) - 1));
+      if (!grams.insert(gram).second) continue;
+      for (const size_t item : gram) pool->add_strings(items[item]);
+      indexes->add_ints(coordinate++);
+      weights->add_floats(pick(0, 9) == 0 ? 0.0f : u(rng));
+    }
+  }
+  const char* modes[] = {"TF", "IDF", "TFIDF"};
+  AddAttribute(*tfidf, "mode", A::STRING)->set_s(modes[pick(0, 2)]);
+  AddAttribute(*tfidf, "min_gram_length", A::INT)->set_i(min_n);
+  AddAttribute(*tfidf, "max_gram_length", A::INT)->set_i(max_n);
+  AddAttribute(*tfidf, "max_skip_count", A::INT)->set_i(pick(0, 2));
+
+  const char* norms[] = {"MAX", "L1", "L2"};
+  AddAttribute(*add("Normalizer", "ai.onnx.ml", "tfidf", {"normalized"}), "norm", A::STRING)->set_s(norms[pick(0, 2)]);
+
+  auto* linear = add("LinearClassifier", "ai.onnx.ml", "normalized", {"label", "probabilities"});
+  const int64_t classes = pick(2, 5);
+  auto* coefficients = AddAttribute(*linear, "coefficients", A::FLOATS);
+  for (int64_t i = 0; i < classes * coordinate; ++i) coefficients->add_floats(u(rng));
+  auto* intercepts = AddAttribute(*linear, "intercepts", A::FLOATS);
+  auto* labels = AddAttribute(*linear, "classlabels_strings", A::STRINGS);
+  for (int64_t c = 0; c < classes; ++c) {
+    intercepts->add_floats(u(rng));
+    labels->add_strings("class" + std::to_string(c));
+  }
+  const char* transforms[] = {"NONE", "SOFTMAX", "LOGISTIC"};
+  AddAttribute(*linear, "post_transform", A::STRING)->set_s(transforms[pick(0, 2)]);
+
+  for (const char* out : {"label", "probabilities"}) g->add_output()->set_name(out);
+  for (const auto& out : exposed) g->add_output()->set_name(out);
+  return m.SerializeAsString();
+}
+
+// The fused sparse text kernel against the separate kernels it replaces, on random
+// classifiers and texts: the same labels, and the same probabilities bit for bit.
+TEST(TensorTest, FusedTextClassifierAnswersAsTheSeparateKernels) {
+  const uint64_t seed = runnel::testing::TestSeed();
+  std::mt19937_64 rng(seed);
+  const std::vector<std::string> words = {"ab", "cd", "ef", "gh", "ij", "kl"};
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  for (int round = 0; round < 40; ++round) {
+    std::mt19937_64 model_rng(rng());
+    const uint64_t model_seed = model_rng();
+    auto model = [&](const std::vector<std::string>& exposed) {
+      std::mt19937_64 same(model_seed);
+      return LoadOnnxGraph(TextClassifierModel(same, words, exposed), "text.onnx");
+    };
+    const auto whole = model({}), after_tokens = model({"tokens"}), apart = model({"normalized"});
+    ASSERT_EQ(whole->nodes.size(), 1u) << "Tokenizer, TfIdfVectorizer, Normalizer and LinearClassifier fused";
+    ASSERT_EQ(after_tokens->nodes.size(), 2u) << "TfIdfVectorizer, Normalizer and LinearClassifier fused";
+    ASSERT_EQ(apart->nodes.size(), 4u);
+    for (const int64_t batch : {int64_t{0}, int64_t{1}, pick(2, 9)}) {
+      std::vector<std::string> texts;
+      for (int64_t r = 0; r < batch; ++r) {
+        std::string text;
+        for (int64_t w = pick(0, 12); w > 0; --w)
+          text += (pick(0, 6) == 0 ? "# " : words[static_cast<size_t>(pick(0, 5))] + " ");
+        texts.push_back(text);
+      }
+      const auto want = Session(apart).Run({Strings(texts)});
+      for (const auto& graph : {whole, after_tokens}) {
+        const auto got = Session(graph).Run({Strings(texts)});
+        const std::string what = fmt::format("round {} batch {} ({} nodes)", round, batch, graph->nodes.size());
+        ASSERT_EQ(got[0].strings(), want[0].strings()) << what;
+        ASSERT_EQ(got[1].shape(), want[1].shape()) << what;
+        ASSERT_EQ(std::memcmp(got[1].bytes().data(), want[1].bytes().data(), want[1].bytes().size()), 0) << what;
+      }
+    }
+  }
 }
 
 TEST(TensorTest, MlOperatorsRefuseInconsistentAttributesNamingThem) {
