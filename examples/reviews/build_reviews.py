@@ -15,6 +15,10 @@ Writes into OUTDIR:
   tokenizer.json         the tokenizer (truncation at 128 tokens)
   labels.txt             the emotions, in the model's output order
   reviews_model.onnx     inputs input_ids, attention_mask [batch, seq]; output logits
+  reviews_model_labelled.onnx
+                         the same with the emotions in the ONNX metadata (id2label,
+                         as onnx.helper.set_model_props writes it): served with no
+                         labels file
   reviews_expected.csv   64 test reviews of varied lengths: id, then PyTorch's logits,
                          each review run alone (unpadded) on the Python tokenizer's ids
   pipeline.toml          the pipeline over examples/reviews/schema.sql: the emotion
@@ -36,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import torch
     from torch import nn
-    import onnx  # noqa: F401  (torch.onnx.export needs it)
+    import onnx
     from hf_tokenizers import bpe_encode, bpe_json, train_bpe
 except ImportError:
     sys.exit(77)
@@ -217,6 +221,9 @@ def main():
                       input_names=["input_ids", "attention_mask"], output_names=["logits"],
                       dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
                                     "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}})
+    labelled = onnx.load(os.path.join(args.outdir, "reviews_model.onnx"))
+    onnx.helper.set_model_props(labelled, {"id2label": json.dumps({str(i): e for i, e in enumerate(EMOTIONS)})})
+    onnx.save(labelled, os.path.join(args.outdir, "reviews_model_labelled.onnx"))
     # 64 test reviews of every length class, each run alone: no padding can hide here.
     by_length = sorted(test_set, key=lambda r: len(encode(r)))
     chosen = [by_length[i * (len(by_length) - 1) // 63] for i in range(64)]

@@ -38,15 +38,12 @@ std::vector<std::string> FromLines(std::string_view text, const std::string& sou
   return labels;
 }
 
-std::vector<std::string> FromConfigJson(std::string_view text, const std::string& source) {
-  const auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) Fail(source, "is not a JSON object");
-  const auto it = j.find("id2label");
-  if (it == j.end() || !it->is_object()) Fail(source, "has no id2label object");
-  if (it->size() > kMaxClassLabels) Fail(source, fmt::format("more than {} labels", kMaxClassLabels));
-  std::vector<std::string> labels(it->size());
-  std::vector<bool> seen(it->size());
-  for (const auto& [key, value] : it->items()) {
+// The labels of an id2label object: ids 0..k-1, each once.
+std::vector<std::string> FromId2Label(const nlohmann::json& object, const std::string& source) {
+  if (object.size() > kMaxClassLabels) Fail(source, fmt::format("more than {} labels", kMaxClassLabels));
+  std::vector<std::string> labels(object.size());
+  std::vector<bool> seen(object.size());
+  for (const auto& [key, value] : object.items()) {
     size_t id = 0;
     const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
     if (ec != std::errc() || end != key.data() + key.size() || id >= labels.size() || seen[id])
@@ -58,10 +55,15 @@ std::vector<std::string> FromConfigJson(std::string_view text, const std::string
   return labels;
 }
 
-}  // namespace
+std::vector<std::string> FromConfigJson(std::string_view text, const std::string& source) {
+  const auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) Fail(source, "is not a JSON object");
+  const auto it = j.find("id2label");
+  if (it == j.end() || !it->is_object()) Fail(source, "has no id2label object");
+  return FromId2Label(*it, source);
+}
 
-std::vector<std::string> ParseClassLabels(std::string_view text, const std::string& source, bool json) {
-  auto labels = json ? FromConfigJson(text, source) : FromLines(text, source);
+std::vector<std::string> Checked(std::vector<std::string> labels, const std::string& source) {
   if (labels.empty()) Fail(source, "holds no class label");
   std::set<std::string> unique;
   for (const auto& label : labels) {
@@ -69,6 +71,18 @@ std::vector<std::string> ParseClassLabels(std::string_view text, const std::stri
     if (!unique.insert(label).second) Fail(source, fmt::format("class label '{}' appears twice", label));
   }
   return labels;
+}
+
+}  // namespace
+
+std::vector<std::string> ParseClassLabels(std::string_view text, const std::string& source, bool json) {
+  return Checked(json ? FromConfigJson(text, source) : FromLines(text, source), source);
+}
+
+std::vector<std::string> ParseId2Label(std::string_view text, const std::string& source) {
+  const auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) Fail(source, "is not a JSON object of id -> label");
+  return Checked(FromId2Label(j, source), source);
 }
 
 std::vector<std::string> ReadClassLabels(const std::filesystem::path& path) {

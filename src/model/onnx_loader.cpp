@@ -15,6 +15,7 @@
 
 #include "loaders.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/model/class_labels.hpp"
 
 namespace runnel::model {
 namespace {
@@ -423,6 +424,11 @@ LoadedGraph LoadOnnx(std::string_view bytes, const std::string& source) {
     throw Error(ErrorCode::Model, fmt::format("{}: not a valid ONNX model (protobuf parse failed)", source));
   }
   if (!model.has_graph()) throw Error(ErrorCode::Model, fmt::format("{}: the ONNX model has no graph", source));
+  for (const auto& entry : model.metadata_props()) {
+    if (entry.key() == kId2LabelMetadata)
+      throw Error(ErrorCode::Model,
+                  fmt::format("{}: class labels in its metadata: the tensor runtime serves them", source));
+  }
   OnnxBuilder builder(model, source);
   std::string producer = model.producer_name().empty() ? "ONNX" : model.producer_name();
   if (!model.producer_version().empty()) producer += " " + model.producer_version();

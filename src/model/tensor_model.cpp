@@ -6,6 +6,8 @@
 #include <cmath>
 #include <limits>
 
+#include "runnel/model/class_labels.hpp"
+
 namespace runnel::model {
 
 using tensor::DataType;
@@ -58,8 +60,25 @@ std::shared_ptr<const TensorModel> TensorModel::Load(std::shared_ptr<const tenso
   model->logit_labels_ = std::move(options.logit_labels);
   model->ReadInputs();
   model->ProbeOutputs();
+  if (model->logit_labels_.empty()) model->logit_labels_ = model->MetadataLabels();
   model->CheckLogits();
   return model;
+}
+
+std::vector<std::string> TensorModel::MetadataLabels() const {
+  const auto it = graph_->metadata.find(kId2LabelMetadata);
+  if (it == graph_->metadata.end()) return {};
+  std::vector<std::string> labels;
+  try {
+    labels = ParseId2Label(it->second, fmt::format("{}: metadata '{}'", source_, kId2LabelMetadata));
+  } catch (const Error& e) {
+    throw Error(ErrorCode::Model, e.what());
+  }
+  // Labels for outputs that are not one row of logits (a classifier's own label and
+  // probabilities) describe them; they are served as they are.
+  const bool logits =
+      outputs_.size() == 1 && outputs_[0].type == DataType::kFloat && outputs_[0].width == labels.size();
+  return logits ? labels : std::vector<std::string>{};
 }
 
 void TensorModel::ReadInputs() {

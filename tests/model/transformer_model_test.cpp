@@ -3,6 +3,7 @@
 // python3-torch), its logits checked against PyTorch's on 64 reviews of 21 to 128
 // tokens, each of which PyTorch ran alone (so a batch's padding must change nothing).
 #include <gtest/gtest.h>
+#include <onnx/onnx-ml.pb.h>
 
 #include <cmath>
 #include <fstream>
@@ -85,6 +86,39 @@ TEST_F(TransformerModel, LabelsFileTurnsLogitsIntoLabelAndProbabilities) {
     for (size_t c = 0; c < 6; ++c)
       EXPECT_NEAR(out[r * 7 + 1 + c], std::exp(z[c] - z[best]) / sum, 1e-5) << "review " << r << " class " << c;
   }
+}
+
+// The emotions in the model's own metadata (id2label, as onnx.helper.set_model_props
+// writes it) serve as a labels file does; a malformed entry refuses the model naming
+// it; labels that do not fit the output are left unused.
+TEST_F(TransformerModel, MetadataLabelsNameTheLogits) {
+  const std::vector<std::string> labels = {"anger", "fear", "joy", "sadness", "surprise", "neutral"};
+  auto labelled = LoadModel(Reviews() / "reviews_model_labelled.onnx", {tokens_, {}});
+  ASSERT_EQ(labelled->output_width(), 7u);
+  EXPECT_EQ(std::vector<std::string>(labelled->output_labels(0).begin(), labelled->output_labels(0).end()), labels);
+  auto with_file = LoadModel(Reviews() / "reviews_model.onnx", {tokens_, labels});
+  ModelSession from_metadata(labelled), from_file(with_file);
+  const auto a = from_metadata.Predict({}, texts_.size(), texts_);
+  const auto b = from_file.Predict({}, texts_.size(), texts_);
+  EXPECT_EQ(std::vector<float>(a.begin(), a.end()), std::vector<float>(b.begin(), b.end()));
+  EXPECT_EQ(LoadModel(Reviews() / "reviews_model_labelled.onnx", {tokens_, {"a", "b", "c", "d", "e", "f"}})
+                ->output_labels(0)[0],
+            "a")
+      << "labels given override the metadata";
+
+  std::ifstream in(Reviews() / "reviews_model_labelled.onnx", std::ios::binary);
+  onnx::ModelProto proto;
+  ASSERT_TRUE(proto.ParseFromIstream(&in));
+  auto with_metadata = [&](const std::string& id2label) {
+    proto.mutable_metadata_props(0)->set_value(id2label);
+    return LoadModelFromBytes(proto.SerializeAsString(), "m.onnx", "", {tokens_, {}});
+  };
+  ASSERT_EQ(proto.metadata_props(0).key(), "id2label");
+  EXPECT_EQ(testing::MessageOf([&] { with_metadata(R"({"0": "a", "2": "b"})"); }),
+            "m.onnx: metadata 'id2label': id2label: '2' is not one of the ids 0 to 1, each once");
+  EXPECT_EQ(testing::MessageOf([&] { with_metadata("[1, 2]"); }),
+            "m.onnx: metadata 'id2label': is not a JSON object of id -> label");
+  EXPECT_EQ(with_metadata(R"({"0": "neg", "1": "pos"})")->output_width(), 6u) << "two labels for six logits: unused";
 }
 
 TEST_F(TransformerModel, ARowThatCannotBeTokenizedFailsAlone) {

@@ -39,7 +39,8 @@ struct LoadOptions {
   TokenInputs tokens;
   // A classifier whose one output is logits [batch, classes]: its classes' names. The
   // row is then served as the label (the index of the largest logit) followed by each
-  // class's softmax probability.
+  // class's softmax probability. When empty, an ONNX model's own `id2label` metadata
+  // (JSON, as onnx.helper.set_model_props writes it) names them, if it fits the output.
   std::vector<std::string> logit_labels;
 
   // Whether only the general runtime can serve the model so loaded.
@@ -100,6 +101,9 @@ class TensorModel {
   void ProbeOutputs();
   // With logit_labels_: the one output's port becomes label + probabilities.
   void CheckLogits();
+  // The labels of the graph's id2label metadata when its one output is a row of as
+  // many float logits; none otherwise. Throws Error(Model) for a malformed entry.
+  std::vector<std::string> MetadataLabels() const;
   void ReadOutputs(const std::vector<tensor::Tensor>& outputs, size_t rows, float* output) const;
   // The values' bytes per row, from runs of 1 and 2 zero rows: sets chunk_rows_.
   void MeasureRowBytes(tensor::Session& session);

@@ -81,6 +81,7 @@ struct ValueInfo {
 
 struct Graph {
   std::string producer;                                  // "pytorch 1.12", from the file
+  std::map<std::string, std::string, std::less<>> metadata;  // the file's metadata_props
   std::vector<std::string> value_names;                  // per value id
   std::vector<std::shared_ptr<const Tensor>> constants;  // per value id: initializers, else null
   std::vector<int> inputs;                               // value ids fed by the caller
