@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo test release debug fuzz bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-tickets bench-reviews bench-keys deps deps-test deps-bench format lint clean
+.PHONY: demo test release debug fuzz screenshots bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-tickets bench-reviews bench-keys deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -113,6 +113,11 @@ bench-tensor: deps-bench
 	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
 	cmake --build build/bench -j $(JOBS) --target tensor_bench
 	BENCH_CPU=$(BENCH_CPU) bench/tensor_bench.sh
+
+# The dashboard's pictures in docs/images, taken by its browser test (headless Chromium).
+screenshots: debug
+	cd build/test && RUNNEL_SCREENSHOTS_DIR=$(CURDIR)/docs/images \
+	  ./tests/server_test --gtest_filter='DashboardBrowserTest.ThePageDraws*'
 
 format:
 	clang-format -i $(SOURCES)

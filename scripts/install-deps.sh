@@ -27,6 +27,7 @@ test_packages=(
   python3-regex  # the Python tokenizers the Hugging Face tokenizers are checked against (tests/text)
   python3-torch  # the transformer of examples/reviews and the logits it is checked against
   libonnx-testdata  # the ONNX backend tests the tensor runtime is held to (tests/tensor)
+  chromium  # the dashboard's browser tests (headless)
 )
 
 bench_packages=(

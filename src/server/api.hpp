@@ -93,6 +93,8 @@ void AddJobByIdRoutes(Router& router, Api& any);
 void AddModelRoutes(Router& router, Api& any);
 void AddKeyRoutes(Router& router, Api& any);
 void AddHealthRoutes(Router& router, const std::vector<std::unique_ptr<Api>>& apis, const Metrics& metrics);
+// The dashboard's page and files (open) and its JSON (read scope, no client-bound key).
+void AddDashboardRoutes(Router& router, const std::vector<std::unique_ptr<Api>>& apis);
 
 // A handler calling `method` on a resource the routes share.
 template <typename Resource>

@@ -6,6 +6,7 @@
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/registry/registry.hpp"
 #include "runnel/server/api_keys.hpp"
+#include "runnel/server/samples.hpp"
 
 namespace runnel::server {
 
@@ -34,6 +35,7 @@ std::vector<TableRights> TablesOf(const pipeline::PipelineConfig& config) {
                                      {"runnel_migrations", "SELECT"},
                                      {"runnel_models", "SELECT, INSERT, UPDATE"},
                                      {"runnel_model_state", std::string(kReadWrite)},
+                                     {"runnel_samples", std::string(kReadWrite)},
                                      {"runnel_api_keys", "SELECT, INSERT, UPDATE"},
                                      // Mapped keys (exists only then): the capture triggers, run by whoever inserts,
                                      // give new keys their ids; the update trigger's upsert also updates.
@@ -94,6 +96,7 @@ std::vector<std::string> GrantStatements(postgres::Connection& conn, const pipel
 
 void ApplyGrants(postgres::Connection& conn, const pipeline::PipelineConfig& config, const std::string& role) {
   registry::MigrateRegistry(conn);
+  MigrateSamples(conn);
   EnsureKeyTable(conn);
   postgres::Transaction tx(conn);
   for (const auto& statement : GrantStatements(conn, config, role)) conn.Exec(statement);

@@ -202,6 +202,7 @@ int HttpServer::Start() {
   AddModelRoutes(s.router, any);
   AddKeyRoutes(s.router, any);
   AddHealthRoutes(s.router, s.apis, *s.metrics);
+  AddDashboardRoutes(s.router, s.apis);
   s.keys.Start();
   const auto& options = s.options;
   if (!IsLoopback(options.host) && !options.insecure && options.token.empty() && s.keys.empty()) {

@@ -84,6 +84,17 @@ void Histogram::Write(std::string& out, const std::string& name, const std::stri
   out += fmt::format("{}_count{} {}\n", name, plain, count_.load(std::memory_order_relaxed));
 }
 
+std::vector<int64_t> Histogram::Counts() const {
+  std::vector<int64_t> counts;
+  for (const auto& c : counts_) counts.push_back(c.load(std::memory_order_relaxed));
+  return counts;
+}
+
+const std::vector<double>& LatencyBounds() {
+  static const std::vector<double> bounds = SecondsBounds();
+  return bounds;
+}
+
 std::vector<MetricFamily> ProcessMetrics() {
   std::vector<MetricFamily> families;
   auto add = [&families](std::string name, std::string help, std::string type, double value) {
@@ -126,7 +137,7 @@ std::vector<MetricFamily> ProcessMetrics() {
 }
 
 PipelineMetrics::PipelineMetrics(std::string pipeline, size_t max_batch)
-    : pipeline_(std::move(pipeline)), latency_(SecondsBounds()), batch_size_(BatchBounds(max_batch)) {
+    : pipeline_(std::move(pipeline)), latency_(LatencyBounds()), batch_size_(BatchBounds(max_batch)) {
   for (size_t k = 0; k < stages_.size(); ++k) {
     stage_storage_.push_back(std::make_unique<Histogram>(SecondsBounds()));
     stages_[k] = stage_storage_.back().get();
@@ -147,6 +158,17 @@ void PipelineMetrics::RecordBatch(const pipeline::BatchResult& batch) {
   batch_size_.Observe(static_cast<double>(batch.claimed));
   for (size_t k = 0; k < stages_.size(); ++k) stages_[k]->Observe(batch.stage_ms[k] / 1000.0);
   for (double ms : batch.latencies_ms) latency_.Observe(ms / 1000.0);
+}
+
+MetricsSnapshot PipelineMetrics::Snapshot() const {
+  MetricsSnapshot s;
+  s.done = done_.load(std::memory_order_relaxed);
+  s.throttled = throttled_.load(std::memory_order_relaxed);
+  s.failed = failed_.load(std::memory_order_relaxed);
+  s.batches = batches_.load(std::memory_order_relaxed);
+  s.latency = latency_.Counts();
+  for (size_t k = 0; k < stages_.size(); ++k) s.stage_seconds[k] = stages_[k]->sum();
+  return s;
 }
 
 void PipelineMetrics::RecordIngested(size_t records) {

@@ -225,6 +225,7 @@ void Service::Start() {
       }
     }
     registry::MigrateRegistry(conn);
+    MigrateSamples(conn);
   }
   try {
     std::vector<PipelineMetrics*> metrics;
@@ -243,6 +244,10 @@ void Service::Start() {
     }
     const auto shares = WorkerShares(options_.workers, pipelines_.size());
     for (size_t i = 0; i < pipelines_.size(); ++i) pipelines_[i]->StartWorkers(shares[i], *metrics[i]);
+    if (options_.workers > 0) {
+      sampler_ = std::make_unique<Sampler>(
+          conninfo_, std::vector<const PipelineMetrics*>(metrics.begin(), metrics.end()), registry::ProcessId());
+    }
   } catch (...) {
     Stop();
     for (auto& p : pipelines_) p->JoinWorkers();
@@ -256,6 +261,7 @@ void Service::Stop() {
 }
 
 void Service::StopServices() {
+  sampler_.reset();
   if (http_) http_->Stop();
   for (auto& p : pipelines_) p->StopServices();
 }

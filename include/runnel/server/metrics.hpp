@@ -26,6 +26,9 @@ class Histogram {
   void Observe(double value);
   // Appends `name_bucket{labels,le=...}`, `name_sum`, `name_count` lines.
   void Write(std::string& out, const std::string& name, const std::string& labels) const;
+  // The count per bucket (not cumulative), +Inf last; the sum of the values observed.
+  std::vector<int64_t> Counts() const;
+  double sum() const { return sum_.load(std::memory_order_relaxed); }
 
  private:
   std::vector<double> bounds_;
@@ -48,6 +51,17 @@ struct MetricFamily {
 // process_start_time_seconds) of this process, from getrusage and /proc.
 std::vector<MetricFamily> ProcessMetrics();
 
+// The upper bounds of the request latency histogram, in seconds.
+const std::vector<double>& LatencyBounds();
+
+// A pipeline's counters at one moment (PipelineMetrics::Snapshot), for per-second
+// samples (samples.hpp).
+struct MetricsSnapshot {
+  int64_t done = 0, throttled = 0, failed = 0, batches = 0;
+  std::vector<int64_t> latency;  // per bucket of LatencyBounds(), +Inf last
+  std::array<double, pipeline::kStageCount> stage_seconds{};
+};
+
 // One pipeline's serving counters (labelled pipeline="<name>").
 class PipelineMetrics {
  public:
@@ -60,6 +74,7 @@ class PipelineMetrics {
   void RecordIngested(size_t records);
 
   const std::string& pipeline() const { return pipeline_; }
+  MetricsSnapshot Snapshot() const;
 
  private:
   friend class Metrics;  // renders the counters

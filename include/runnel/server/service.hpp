@@ -1,7 +1,8 @@
 // Everything `runnel run` runs in one process: for each pipeline it serves, the models
 // (a fixed file, or the registry's model stream), the batch-job runner and the
 // workers; once for all of them, optionally, the HTTP API and /metrics (labelled by
-// pipeline). Workers report committed batches to the API's waiters and to /metrics.
+// pipeline). Workers report committed batches to the API's waiters and to /metrics,
+// whose counters a Sampler stores second by second for the dashboard (samples.hpp).
 //
 // Thread safety: Start, Stop and Wait from one thread.
 #pragma once
@@ -22,6 +23,7 @@
 #include "runnel/registry/model_stream.hpp"
 #include "runnel/server/event_hub.hpp"
 #include "runnel/server/http_server.hpp"
+#include "runnel/server/samples.hpp"
 
 namespace runnel::server {
 
@@ -89,6 +91,7 @@ class Service {
   Metrics metrics_;
   std::vector<std::unique_ptr<ServedPipeline>> pipelines_;  // use the members above
   std::unique_ptr<HttpServer> http_;                        // uses the pipelines
+  std::unique_ptr<Sampler> sampler_;                        // with workers: their per-second samples
   int http_port_ = 0;
 };
 
