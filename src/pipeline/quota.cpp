@@ -79,6 +79,25 @@ Snapshot Read(postgres::Connection& conn, const PipelineConfig& config, const st
   return out;
 }
 
+Snapshot Top(postgres::Connection& conn, const PipelineConfig& config, int64_t limit) {
+  // One row with the window even when no client counted in it (client NULL).
+  const auto r = conn.Exec(
+      fmt::format("SELECT {}, q.client, q.requests FROM (SELECT {} AS start) w LEFT JOIN LATERAL (SELECT client, "
+                  "requests FROM {} WHERE window_start >= w.start AND requests > 0 ORDER BY requests DESC, client "
+                  "LIMIT $2) q ON true ORDER BY q.requests DESC, q.client",
+                  WindowColumnsSql("$1::bigint"), WindowStartSql("$1::bigint"),
+                  QuoteIdentifier(NamesFor(config).quota)),
+      Params().Add(WindowSeconds(config)).Add(limit));
+  const int client = r.ColumnIndex("client"), requests = r.ColumnIndex("requests");
+  Snapshot out;
+  ReadWindow(r, out.window_start, out.resets_at);
+  for (int i = 0; i < r.rows(); ++i) {
+    if (r.IsNull(i, client)) continue;
+    out.clients.push_back({r.Get<std::string>(i, client), r.Get<int64_t>(i, requests)});
+  }
+  return out;
+}
+
 Summary Summarize(postgres::Connection& conn, const PipelineConfig& config) {
   const auto r =
       conn.Exec(fmt::format("SELECT {}, count(q.client) AS clients, count(q.client) FILTER (WHERE q.requests >= $2) AS "

@@ -11,6 +11,7 @@
 #include "api.hpp"
 #include "dashboard.hpp"
 #include "dashboard_assets.hpp"
+#include "runnel/pipeline/quota.hpp"
 #include "runnel/pipeline/replay.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/registry/registry.hpp"
@@ -93,6 +94,7 @@ class DashboardResource {
                   {"model", api.config.model_name.empty() ? json(nullptr) : json(api.config.model_name)},
                   {"versions", VersionsJson(conn, api)},
                   {"failures", FailuresJson(conn, api)},
+                  {"clients", ClientsJson(conn, api)},
                   {"window_requests", kWindowRequests},
                   {"distributions", DistributionsJson(conn, api)},
                   {"outputs", api.config.output_columns},
@@ -184,6 +186,27 @@ class DashboardResource {
       }
     }
     return out;
+  }
+
+  // The top clients by requests in the quota's current window, with what they have
+  // left and how many were throttled; null without a [quota].
+  static json ClientsJson(postgres::Connection& conn, Api& api) {
+    const auto& config = api.config;
+    if (!config.quota_max_requests) return nullptr;
+    const auto top = pipeline::quota::Top(conn, config, 10);
+    const int64_t max = *config.quota_max_requests;
+    json clients = json::array();
+    for (const auto& c : top.clients) {
+      clients.push_back({{"client", c.client},
+                         {"requests", c.requests},
+                         {"remaining", std::max<int64_t>(0, max - c.requests)},
+                         {"throttled", std::max<int64_t>(0, c.requests - max)}});
+    }
+    auto optional = [](const std::string& text) { return text.empty() ? json(nullptr) : json(text); };
+    return {{"max_requests", max},
+            {"window_start", optional(top.window_start)},
+            {"resets_at", optional(top.resets_at)},
+            {"top", clients}};
   }
 
   static json FailuresJson(postgres::Connection& conn, Api& api) {

@@ -72,6 +72,13 @@ TEST_F(DashboardTest, JsonShowsWhatWasServedByWhomWithWhichModelAndWhatFailed) {
   ASSERT_EQ(d["failures"].size(), 1u);
   EXPECT_EQ(d["failures"][0]["count"], 1);
   EXPECT_EQ(d["failures"][0]["sqlstate"], "22003") << d["failures"].dump();
+  ASSERT_TRUE(d["clients"].is_object()) << "the needs pipeline has a [quota]";
+  ASSERT_GE(d["clients"]["top"].size(), 2u) << d["clients"].dump();
+  EXPECT_EQ(d["clients"]["top"][0]["client"], "3") << "300 requests, the most";
+  EXPECT_EQ(d["clients"]["top"][0]["requests"], 300);
+  EXPECT_EQ(d["clients"]["top"][1]["client"], "7");
+  EXPECT_EQ(d["clients"]["top"][0]["throttled"].get<int64_t>(),
+            std::max<int64_t>(0, 300 - d["clients"]["max_requests"].get<int64_t>()));
   ASSERT_EQ(d["distributions"].size(), 2u) << "risk_propensity and financial_status";
   EXPECT_EQ(d["distributions"][0]["output"], "risk_propensity");
   EXPECT_EQ(d["distributions"][0]["latest"]["total"], 302) << "the served requests, up to 1,000";
@@ -211,7 +218,7 @@ TEST_F(DashboardBrowserTest, ThePageDrawsServingSwapsFailuresAndFindsARequest) {
 
   Page page = Load("#/p/needs", "dashboard-pipeline.png");
   EXPECT_EQ(ConsoleLines(page), std::vector<std::string>{}) << page.output;
-  for (const char* section : {"Throughput", "Latency", "Queue and stages", "Processes", "Model versions",
+  for (const char* section : {"Throughput", "Latency", "Queue and stages", "Processes", "Model versions", "Clients",
                               "What the model says", "Failures", "Search"}) {
     EXPECT_NE(page.dom.find(fmt::format("data-section=\"{}\"", section)), std::string::npos) << section;
   }
@@ -221,6 +228,7 @@ TEST_F(DashboardBrowserTest, ThePageDrawsServingSwapsFailuresAndFindsARequest) {
   EXPECT_NE(page.dom.find(fmt::format("data-failed=\"{}\"", poisoned)), std::string::npos) << page.dom;
   EXPECT_NE(page.dom.find("data-version=\"1\""), std::string::npos);
   EXPECT_NE(page.dom.find("state-serving"), std::string::npos) << "the serving process is listed";
+  EXPECT_NE(page.dom.find("data-client=\"3\""), std::string::npos) << "the top client is listed";
 
   // A pushed version is on the timeline at once: the page reads the registry on each
   // refresh (every 2 s), and a load right after the push shows it.

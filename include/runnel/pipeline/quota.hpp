@@ -50,6 +50,10 @@ struct Snapshot {
 // migrated. Throws DatabaseError.
 Snapshot Read(postgres::Connection& conn, const PipelineConfig& config, const std::vector<std::string>& clients);
 
+// The `limit` clients with the most requests in the current window, most first (ties
+// by client). Precondition as Read. Throws DatabaseError.
+Snapshot Top(postgres::Connection& conn, const PipelineConfig& config, int64_t limit);
+
 // The current window and how many clients have a count in it, and how many of those
 // reached max_requests: one row read, whatever the number of clients.
 struct Summary {

@@ -308,6 +308,23 @@ function timelineSection(d) {
                     el('p', {class: 'muted'}, 'No version pushed yet.'));
 }
 
+function clientsSection(d) {
+  if (!d.clients) return section('Clients', '', el('p', {class: 'muted'}, 'This pipeline has no [quota].'));
+  const c = d.clients;
+  const window = c.window_start ? `since ${new Date(c.window_start).toLocaleString()}` : 'over all time';
+  const rows = c.top.map(
+      (t) =>
+          [el('span', {'data-client': t.client}, t.client), number(t.requests), number(t.remaining),
+           t.throttled ? el('span', {class: 'status-throttled'}, number(t.throttled)) : '0']);
+  return section(
+      'Clients', '',
+      el('p', {class: 'muted'},
+         `Top clients ${window}; ${number(c.max_requests)} ` +
+             'requests each.'),
+      rows.length ? table(['client', 'requests', 'left', 'throttled'], rows) :
+                    el('p', {class: 'muted'}, 'No request counted yet.'));
+}
+
 async function retry(pipeline, id, button) {
   button.disabled = true;
   try {
@@ -398,7 +415,9 @@ function searchSection(pipeline, d, query) {
 // its state.
 async function pipelinePage(name, search) {
   const d = await api(`/v1/pipelines/${encodeURIComponent(name)}/dashboard`);
-  const live = [...healthSections(d), timelineSection(d), distributionSection(d), await failuresSection(name, d)];
+  const live = [
+    ...healthSections(d), timelineSection(d), clientsSection(d), distributionSection(d), await failuresSection(name, d)
+  ];
   if (!search.isConnected)
     main().replaceChildren(...live, search.build(d));
   else
