@@ -87,15 +87,24 @@ RetryOutcome RetryFailed(postgres::Connection& conn, const PipelineConfig& confi
   return outcome;
 }
 
-std::vector<FailureReason> TopFailureReasons(postgres::Connection& conn, const PipelineConfig& config, int limit) {
+std::vector<FailureReason> TopFailureReasons(postgres::Connection& conn, const PipelineConfig& config, int limit,
+                                             int64_t of_latest) {
+  const std::string results = QuoteIdentifier(NamesFor(config).results);
+  Params params;
+  params.Add(static_cast<int64_t>(limit));
+  std::string failed = fmt::format("(SELECT sqlstate, error FROM {} WHERE status = 'failed')", results);
+  if (of_latest > 0) {  // the latest by key, through the index of failed requests (schema version 9)
+    failed =
+        fmt::format("(SELECT sqlstate, error FROM {} WHERE status = 'failed' ORDER BY key DESC LIMIT $2)", results);
+    params.Add(of_latest);
+  }
   // Messages start with "<key column> = <key>: "; numbers vary per request.
-  auto r =
-      conn.Exec(fmt::format("SELECT coalesce(sqlstate, ''), reason, count(*) FROM (SELECT sqlstate, "
-                            "regexp_replace(regexp_replace(coalesce(error, ''), '^[^:]* = [^:]*: ', ''), "
-                            "'-?[0-9][0-9.]*(e[+-]?[0-9]+)?', 'N', 'g') AS reason FROM {} WHERE status = 'failed') f "
-                            "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT $1",
-                            QuoteIdentifier(NamesFor(config).results)),
-                Params().Add(static_cast<int64_t>(limit)));
+  auto r = conn.Exec(fmt::format("SELECT coalesce(sqlstate, ''), reason, count(*) FROM (SELECT sqlstate, "
+                                 "regexp_replace(regexp_replace(coalesce(error, ''), '^[^:]* = [^:]*: ', ''), "
+                                 "'-?[0-9][0-9.]*(e[+-]?[0-9]+)?', 'N', 'g') AS reason FROM {} l) f "
+                                 "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT $1",
+                                 failed),
+                     params);
   std::vector<FailureReason> out;
   for (int i = 0; i < r.rows(); ++i) {
     out.push_back({r.Get<std::string>(i, 0), r.Get<std::string>(i, 1), r.Get<int64_t>(i, 2)});

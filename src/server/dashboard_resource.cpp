@@ -3,7 +3,10 @@
 // GET /v1/dashboard (every pipeline the process serves) and
 // GET /v1/pipelines/{p}/dashboard (one pipeline: per-second throughput and latency
 // from runnel_samples, stage times, the queue, the processes serving it and their
-// state, the model's versions, failures grouped by reason).
+// state, the model's versions, the top clients, each output's distribution in the
+// latest requests and those before, the latest failures and their reasons). Every
+// query reads a bounded number of rows through an index, whatever the tables hold:
+// dashboards left open must not load the database that serves.
 #include <fmt/format.h>
 
 #include <chrono>
@@ -94,6 +97,7 @@ class DashboardResource {
                   {"model", api.config.model_name.empty() ? json(nullptr) : json(api.config.model_name)},
                   {"versions", VersionsJson(conn, api)},
                   {"failures", FailuresJson(conn, api)},
+                  {"latest_failed", LatestFailedJson(conn, api)},
                   {"clients", ClientsJson(conn, api)},
                   {"window_requests", kWindowRequests},
                   {"distributions", DistributionsJson(conn, api)},
@@ -158,9 +162,10 @@ class DashboardResource {
     return out;
   }
 
-  // Each output's values in the latest kWindowRequests served requests against the
-  // kWindowRequests before them: drift at a glance. Newest by key (the results'
-  // primary key), never a scan of the table.
+  // Each output's values in the latest kWindowRequests requests against the
+  // kWindowRequests before them (served ones only: the others have no outputs): drift
+  // at a glance. Newest by key through the results' primary key: 2 * kWindowRequests
+  // rows read whatever the table holds and however few of them were served.
   static constexpr int64_t kWindowRequests = 1000;
 
   static json DistributionsJson(postgres::Connection& conn, Api& api) {
@@ -169,20 +174,25 @@ class DashboardResource {
     if (outputs.empty()) return out;
     std::vector<std::string> columns;
     for (const auto& c : outputs) columns.push_back(postgres::QuoteIdentifier(c));
-    auto r = conn.Exec(fmt::format("SELECT {} FROM {} WHERE status = 'done' ORDER BY key DESC LIMIT $1",
+    auto r = conn.Exec(fmt::format("SELECT status = 'done' AS served, {} FROM {} ORDER BY key DESC LIMIT $1",
                                    fmt::join(columns, ", "), postgres::QuoteIdentifier(api.names.results)),
                        postgres::Params().Add(2 * kWindowRequests));
-    const int latest = std::min<int>(r.rows(), static_cast<int>(kWindowRequests));
+    const int served = r.ColumnIndex("served");
     for (size_t c = 0; c < outputs.size(); ++c) {
       const int column = r.ColumnIndex(outputs[c]);
+      auto split = [&](auto read, auto& latest, auto& previous) {
+        for (int i = 0; i < r.rows(); ++i) {
+          if (r.Get<bool>(i, served)) (i < kWindowRequests ? latest : previous).push_back(read(i, column));
+        }
+      };
       if (pipeline::IsLabelOutput(api.config, outputs[c])) {
-        std::vector<std::optional<std::string>> a, b;
-        for (int i = 0; i < r.rows(); ++i) (i < latest ? a : b).push_back(r.GetOptional<std::string>(i, column));
-        out.push_back(LabelDistribution(outputs[c], a, b));
+        std::vector<std::optional<std::string>> latest, previous;
+        split([&](int i, int col) { return r.GetOptional<std::string>(i, col); }, latest, previous);
+        out.push_back(LabelDistribution(outputs[c], latest, previous));
       } else {
-        std::vector<std::optional<double>> a, b;
-        for (int i = 0; i < r.rows(); ++i) (i < latest ? a : b).push_back(r.GetOptional<double>(i, column));
-        out.push_back(NumericDistribution(outputs[c], a, b));
+        std::vector<std::optional<double>> latest, previous;
+        split([&](int i, int col) { return r.GetOptional<double>(i, col); }, latest, previous);
+        out.push_back(NumericDistribution(outputs[c], latest, previous));
       }
     }
     return out;
@@ -209,10 +219,33 @@ class DashboardResource {
             {"top", clients}};
   }
 
+  // The reasons of the latest kLatestFailures failed requests, grouped.
+  static constexpr int64_t kLatestFailures = 1000;
+
   static json FailuresJson(postgres::Connection& conn, Api& api) {
     json out = json::array();
-    for (const auto& f : pipeline::TopFailureReasons(conn, api.config, 10)) {
+    for (const auto& f : pipeline::TopFailureReasons(conn, api.config, 10, kLatestFailures)) {
       out.push_back({{"sqlstate", f.sqlstate}, {"reason", f.reason}, {"count", f.count}});
+    }
+    return out;
+  }
+
+  // The 20 latest failed requests (ids as clients see them), newest first, through the
+  // index of failed requests: never a scan, however rare or common failures are.
+  static json LatestFailedJson(postgres::Connection& conn, Api& api) {
+    const auto& keys = api.keys;
+    const std::string map = keys.mapped() ? fmt::format(" LEFT JOIN {} m ON m.{} = f.key", keys.map_table(),
+                                                        pipeline::RequestKeys::kIdColumn)
+                                          : std::string();
+    auto r =
+        conn.Exec(fmt::format("SELECT {} AS id, f.error FROM (SELECT key, error FROM {} WHERE status = 'failed' "
+                              "ORDER BY key DESC LIMIT 20) f{} ORDER BY f.key DESC",
+                              keys.IdJsonSql("m", "f.key"), postgres::QuoteIdentifier(api.names.results), map));
+    json out = json::array();
+    const int id = r.ColumnIndex("id"), error = r.ColumnIndex("error");
+    for (int i = 0; i < r.rows(); ++i) {
+      out.push_back({{"id", api.IdJson(r, i, id)},
+                     {"error", r.IsNull(i, error) ? json(nullptr) : json(r.Get<std::string>(i, error))}});
     }
     return out;
   }

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <regex>
 
+#include "../support/headless_chromium.hpp"
 #include "../support/shared_paths.hpp"
 #include "http_api_fixture.hpp"
 #include "runnel/server/api_keys.hpp"
@@ -99,7 +100,15 @@ TEST_F(DashboardTest, JsonShowsWhatWasServedByWhomWithWhichModelAndWhatFailed) {
   auto overview = Body(client_->Get("/v1/dashboard"));
   ASSERT_EQ(overview["pipelines"].size(), 1u) << overview.dump();
   EXPECT_EQ(overview["pipelines"][0]["name"], "needs");
-  (void)poisoned;
+  ASSERT_EQ(d["latest_failed"].size(), 1u) << d.dump();
+  EXPECT_EQ(d["latest_failed"][0]["id"], poisoned);
+  EXPECT_NE(d["latest_failed"][0]["error"].get<std::string>().find("financial_status"), std::string::npos);
+  // Read through the index of failed requests, not a scan of the results.
+  auto plan = conn_->Exec(
+      "EXPLAIN SELECT key, error FROM runnel_needs_results WHERE status = 'failed' ORDER BY key DESC LIMIT 20");
+  std::string text;
+  for (int i = 0; i < plan.rows(); ++i) text += plan.Get<std::string>(i, 0) + "\n";
+  EXPECT_NE(text.find("runnel_needs_results_failed"), std::string::npos) << text;
 }
 
 TEST_F(DashboardTest, ThePageIsOpenItsDataNeedsAKey) {
@@ -145,7 +154,7 @@ class DashboardBrowserTest : public DashboardTest {
  protected:
   void SetUp() override {
     DashboardTest::SetUp();
-    if (!std::filesystem::exists(kChromium)) {
+    if (!runnel::testing::HeadlessChromium::Available()) {
       if (runnel::testing::InCi()) FAIL() << "CI=true but " << kChromium << " is missing (Debian's chromium)";
       GTEST_SKIP() << kChromium << " not found: install Debian's chromium to run the browser tests";
     }
@@ -208,7 +217,7 @@ class DashboardBrowserTest : public DashboardTest {
     return points;
   }
 
-  static constexpr const char* kChromium = "/usr/bin/chromium";
+  static constexpr const char* kChromium = runnel::testing::HeadlessChromium::kBinary;
 };
 
 TEST_F(DashboardBrowserTest, ThePageDrawsServingSwapsFailuresAndFindsARequest) {
@@ -229,6 +238,34 @@ TEST_F(DashboardBrowserTest, ThePageDrawsServingSwapsFailuresAndFindsARequest) {
   EXPECT_NE(page.dom.find("data-version=\"1\""), std::string::npos);
   EXPECT_NE(page.dom.find("state-serving"), std::string::npos) << "the serving process is listed";
   EXPECT_NE(page.dom.find("data-client=\"3\""), std::string::npos) << "the top client is listed";
+
+  // An admin's click on the failed request's Retry re-queues it: a job serves it again.
+  {
+    runnel::testing::HeadlessChromium browser(fmt::format("http://127.0.0.1:{}/#/p/needs", port_), dir_ / "cdp");
+    const auto clicked = browser.Evaluate(fmt::format(R"JS((async () => {{
+        for (let i = 0; i < 400; ++i) {{
+          const cell = document.querySelector('[data-failed="{0}"]');
+          const button = cell && cell.closest("tr").querySelector("button");
+          if (button) {{
+            button.click();
+            for (let j = 0; j < 400; ++j) {{
+              const outcome = document.querySelector('[data-retried="{0}"]');
+              if (outcome) return outcome.textContent;
+              await new Promise((r) => setTimeout(r, 25));
+            }}
+            return "no outcome shown";
+          }}
+          await new Promise((r) => setTimeout(r, 25));
+        }}
+        return "no retry button";
+      }})())JS",
+                                                      poisoned));
+    EXPECT_TRUE(clicked.is_string() && clicked.get<std::string>().starts_with("re-queued (job ")) << clicked.dump();
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_jobs WHERE pipeline = 'needs'"), 1);
+  ASSERT_TRUE(Eventually([&] {
+    return Count(fmt::format("SELECT attempts FROM runnel_needs_results WHERE key = {}", poisoned)) == 2;
+  })) << "served again (and failed again: its data has not changed)";
 
   // A pushed version is on the timeline at once: the page reads the registry on each
   // refresh (every 2 s), and a load right after the push shows it.

@@ -37,7 +37,9 @@ struct FailureReason {
   std::string reason;
   int64_t count = 0;
 };
-std::vector<FailureReason> TopFailureReasons(postgres::Connection& conn, const PipelineConfig& config, int limit);
+// Over the `of_latest` latest failed requests (by key), or all of them when 0.
+std::vector<FailureReason> TopFailureReasons(postgres::Connection& conn, const PipelineConfig& config, int limit,
+                                             int64_t of_latest = 0);
 
 // Serving processes paused now (seen within the last minute), from runnel_pauses.
 struct PausedProcess {

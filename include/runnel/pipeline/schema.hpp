@@ -53,7 +53,7 @@ struct SchemaNames {
 SchemaNames NamesFor(const PipelineConfig& config);
 SchemaNames NamesFor(std::string_view pipeline_name);
 
-inline constexpr int kSchemaVersion = 8;
+inline constexpr int kSchemaVersion = 9;
 
 // How many keys one queue row holds at most: a quarter of a batch, so that a claim
 // fills its batch from several rows.

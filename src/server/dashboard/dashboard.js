@@ -325,35 +325,43 @@ function clientsSection(d) {
                     el('p', {class: 'muted'}, 'No request counted yet.'));
 }
 
+// What each retry clicked on this page answered, by request: shown in place of its
+// button across refreshes.
+const retried = new Map();
+
+function retryOutcome(id) {
+  const outcome = retried.get(id);
+  return el('span', {class: outcome.ok ? 'status-queued' : 'error', 'data-retried': id}, outcome.text);
+}
+
 async function retry(pipeline, id, button) {
   button.disabled = true;
   try {
     const r = await api(
         `/v1/pipelines/${encodeURIComponent(pipeline)}/requests/${encodeURIComponent(id)}/retry`, {method: 'POST'});
-    button.replaceWith(el('span', {class: 'status-queued'}, 're-queued (job ' + r.job + ')'));
+    retried.set(id, {ok: true, text: 're-queued (job ' + r.job + ')'});
   } catch (err) {
-    button.replaceWith(el('span', {class: 'error'}, err.message));
+    retried.set(id, {ok: false, text: err.message});
   }
+  button.replaceWith(retryOutcome(id));
 }
 
 function pathKey(id) { return Array.isArray(id) ? id.join(',') : String(id); }
 
-async function failuresSection(pipeline, d) {
+function failuresSection(pipeline, d) {
   const reasons = d.failures.length ? table(['count', 'reason'], d.failures.map((f) => [number(f.count), f.reason])) :
                                       el('p', {class: 'muted'}, 'No failed request.');
-  const latest = await api(`/v1/pipelines/${encodeURIComponent(pipeline)}/requests?status=failed&limit=20`)
-                     .catch((err) => ({requests: [], error: err.message}));
-  const rows = latest.requests.map(
+  const rows = d.latest_failed.map(
       (r) =>
           [el('span', {'data-failed': pathKey(r.id)}, pathKey(r.id)), r.error || '',
-           el('button', {type: 'button', onclick: (e) => retry(pipeline, pathKey(r.id), e.target)}, 'Retry')]);
+           retried.has(pathKey(r.id)) ?
+               retryOutcome(pathKey(r.id)) :
+               el('button', {type: 'button', onclick: (e) => retry(pipeline, pathKey(r.id), e.target)}, 'Retry')]);
   return section(
-      'Failures', 'wide', reasons, latest.error ? el('p', {class: 'error'}, latest.error) : null,
+      'Failures', 'wide', el('p', {class: 'muted'}, 'The latest failed requests, by reason:'), reasons,
       rows.length ? table(['request', 'error', ''], rows) : null);
 }
 
-// `query`: the address's search (#/p/needs?key=42, ?status=failed&output=risk&op=gte&value=0.5)
-// fills the form and runs it, so a search can be shared as a link.
 function searchSection(pipeline, d, query) {
   const out = el('div', {id: 'search-result'});
   const key = el('input', {name: 'key', placeholder: 'request key', 'aria-label': 'request key'});
