@@ -69,6 +69,51 @@ std::vector<std::vector<std::optional<double>>> RandomInputs(const PipelineConfi
   return values;
 }
 
+// n texts per text column: 3 to 60 words from a small English vocabulary (what a
+// ticket or a review costs to tokenize and score, not what it says).
+std::vector<std::vector<std::optional<std::string>>> RandomTexts(const PipelineConfig& config, int64_t n,
+                                                                 std::mt19937_64& rng) {
+  static constexpr std::string_view kWords[] = {
+      "the",     "server",  "package", "cannot",  "install", "library", "python", "network", "error",
+      "after",   "update",  "works",   "great",   "slow",    "screen",  "driver", "support", "please",
+      "printer", "crashes", "when",    "opening", "file",    "manager", "sound",  "missing", "font",
+      "kernel",  "module",  "tool",    "data",    "with",    "and",     "for",    "not",     "user"};
+  std::vector<std::vector<std::optional<std::string>>> texts(config.features.text_columns.size());
+  std::uniform_int_distribution<size_t> word(0, std::size(kWords) - 1), length(3, 60);
+  for (auto& column : texts) {
+    for (int64_t i = 0; i < n; ++i) {
+      std::string text;
+      for (size_t w = length(rng); w > 0; --w) text.append(text.empty() ? "" : " ").append(kWords[word(rng)]);
+      column.push_back(std::move(text));
+    }
+  }
+  return texts;
+}
+
+// The source columns a synthetic row fills besides its key — the client, the numeric
+// inputs, the text columns — and the array type each travels as.
+struct DataColumn {
+  std::string name;
+  const char* array_type;
+};
+
+std::vector<DataColumn> DataColumns(const PipelineConfig& config) {
+  std::vector<DataColumn> columns;
+  if (!config.client_column.empty()) columns.push_back({config.client_column, "bigint[]"});
+  for (const auto& c : config.features.input_columns) columns.push_back({c, "float8[]"});
+  for (const auto& c : config.features.text_columns) columns.push_back({c, "text[]"});
+  return columns;
+}
+
+// Adds DataColumns' arrays for n rows, the clients given.
+void AddRandomData(const PipelineConfig& config, const std::vector<int64_t>& clients, std::mt19937_64& rng,
+                   postgres::Params& params) {
+  const auto n = static_cast<int64_t>(clients.size());
+  if (!config.client_column.empty()) params.AddArray(clients);
+  for (const auto& v : RandomInputs(config, n, rng)) params.AddArray(v);
+  for (const auto& t : RandomTexts(config, n, rng)) params.AddArray(t);
+}
+
 // Mapped keys are made by the database: a uuid column gets gen_random_uuid(), a text
 // one a uuid's text, an integer column of a composite key the values after its
 // largest. first_key stays 0 (there is no integer key to report).
@@ -89,13 +134,11 @@ LoadSummary LoadMappedKeys(postgres::Connection& conn, const PipelineConfig& con
     }
     selects += (selects.empty() ? "" : ", ") + value;
   }
-  std::vector<std::string> data = config.features.input_columns;
-  if (!config.client_column.empty()) data.insert(data.begin(), config.client_column);
+  const auto data = DataColumns(config);
   for (size_t i = 0; i < data.size(); ++i) {
-    names += ", " + postgres::QuoteIdentifier(data[i]);
+    names += ", " + postgres::QuoteIdentifier(data[i].name);
     selects += fmt::format(", u.c{}", i);
-    const bool client = !config.client_column.empty() && i == 0;
-    types += fmt::format("{}${}::{}", i ? ", " : "", i + (counted ? 2 : 1), client ? "bigint[]" : "float8[]");
+    types += fmt::format("{}${}::{}", i ? ", " : "", i + (counted ? 2 : 1), data[i].array_type);
     aliases += fmt::format("c{}, ", i);
   }
   const std::string insert = fmt::format("INSERT INTO {} ({}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u({}ord)",
@@ -110,8 +153,7 @@ LoadSummary LoadMappedKeys(postgres::Connection& conn, const PipelineConfig& con
     for (int64_t i = 0; i < n; ++i) clients.push_back((summary.inserted + i) % options.clients + 1);
     postgres::Params params;
     if (counted) params.Add(summary.inserted);
-    if (!config.client_column.empty()) params.AddArray(clients);
-    for (const auto& v : RandomInputs(config, n, rng)) params.AddArray(v);
+    AddRandomData(config, clients, rng, params);
     conn.Exec(insert, params);
     summary.inserted += n;
     PaceTo(start, summary.inserted, options.rate);
@@ -162,6 +204,12 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
   if (options.rows < 0 || options.rows_per_txn < 1 || options.clients < 1) {
     throw Error(ErrorCode::InvalidInput, "rows, rows per transaction and clients must be positive");
   }
+  if (DataColumns(config).empty()) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("pipeline '{}' reads no column of '{}' (no input, text or client column): a synthetic "
+                            "row would hold nothing",
+                            config.name, config.table));
+  }
   const std::string table = postgres::QuoteIdentifier(config.table);
   const auto request_keys = RequestKeys::Resolve(config, SourceColumns(conn, config));
   if (request_keys.mapped()) return LoadMappedKeys(conn, config, request_keys, options);
@@ -177,15 +225,13 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
                      : conn.Exec(fmt::format("SELECT coalesce(max({}), 0) + 1 FROM {}", key, table), postgres::Params())
                            .Get<int64_t>(0, 0);
   if (!sequenced) summary.first_key = next;
-  std::vector<std::string> columns;
-  if (!sequenced) columns.push_back(key_column);
-  if (!config.client_column.empty()) columns.push_back(config.client_column);
-  const size_t fixed = columns.size();
-  for (const auto& c : config.features.input_columns) columns.push_back(c);
+  std::vector<DataColumn> columns;
+  if (!sequenced) columns.push_back({key_column, "bigint[]"});
+  for (auto& c : DataColumns(config)) columns.push_back(std::move(c));
   std::string names, types;
   for (size_t i = 0; i < columns.size(); ++i) {
-    names += (i ? ", " : "") + postgres::QuoteIdentifier(columns[i]);
-    types += fmt::format("{}${}::{}", i ? ", " : "", i + 1, i < fixed ? "bigint[]" : "float8[]");
+    names += (i ? ", " : "") + postgres::QuoteIdentifier(columns[i].name);
+    types += fmt::format("{}${}::{}", i ? ", " : "", i + 1, columns[i].array_type);
   }
   // Only the first statement reports its first key (for the summary).
   const std::string insert = fmt::format("INSERT INTO {} ({}) SELECT * FROM unnest({})", table, names, types);
@@ -201,11 +247,9 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
       keys.push_back(next + i);
       clients.push_back((next + i - 1) % options.clients + 1);
     }
-    const auto values = RandomInputs(config, n, rng);
     postgres::Params params;
     if (!sequenced) params.AddArray(keys);
-    if (!config.client_column.empty()) params.AddArray(clients);
-    for (const auto& v : values) params.AddArray(v);
+    AddRandomData(config, clients, rng, params);
     if (summary.inserted == 0) {
       auto inserted = conn.Exec(first_sql, params);
       if (!inserted.IsNull(0, 0)) summary.first_key = inserted.Get<int64_t>(0, 0);

@@ -154,8 +154,9 @@ class PipelineRunTest : public runnel::testing::PostgresTest {
 TEST_F(PipelineRunTest, MigrateIsIdempotentAndNamesMissingThings) {
   auto config = Config(10);
   auto first = Migrate(*conn_, config);
-  EXPECT_EQ(first.size(), 10u) << "tables, job support, statement queue rows, failure reasons, result events, quota "
-                                  "windows, status gone, status superseded, trigger, and an index";
+  EXPECT_EQ(first.size(), 11u) << "tables, job support, statement queue rows, failure reasons, result events, quota "
+                                  "windows, status gone, status superseded, the failed requests' index, trigger, "
+                                  "and an index";
   EXPECT_NE(first.back().find("created index runnel_needs_key on needs (id)"), std::string::npos) << first.back();
   EXPECT_TRUE(Migrate(*conn_, config).empty()) << "a second run changes nothing";
   EXPECT_EQ(Count("SELECT count(*) FROM pg_trigger WHERE tgname = 'runnel_needs_capture'"), 1);

@@ -17,6 +17,7 @@
 #include "runnel/core/csv.hpp"
 #include "runnel/core/file.hpp"
 #include "runnel/model/model.hpp"
+#include "runnel/pipeline/load.hpp"
 #include "runnel/pipeline/model_provider.hpp"
 #include "runnel/pipeline/outputs.hpp"
 #include "runnel/pipeline/schema.hpp"
@@ -38,6 +39,10 @@ std::vector<std::string> Lines(const std::filesystem::path& path) {
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(line);
   return lines;
+}
+
+int64_t Count(postgres::Connection& conn, const std::string& sql) {
+  return conn.Exec(sql, Params()).Get<int64_t>(0, 0);
 }
 
 // Two workers serving until the queue is empty.
@@ -127,6 +132,26 @@ TEST_F(TextPipelineTest, TicketsAreRoutedAsScikitLearnRoutesThemAndALabelIsWritt
   auto failed = conn_->Exec("SELECT error FROM runnel_tickets_results WHERE key = -1", Params());
   ASSERT_EQ(failed.rows(), 1);
   EXPECT_EQ(failed.Get<std::string>(0, 0), "id = -1: text feature 'subject || ' ' || body' is NULL");
+}
+
+// `runnel load` fills a text pipeline's text columns with words, and every synthetic
+// ticket is routed to a queue of the model's.
+TEST_F(TextPipelineTest, SyntheticTicketsHaveTextAndAreRouted) {
+  const auto config = Config();
+  Migrate(*conn_, config);
+  LoadOptions load;
+  load.rows = 250;
+  load.rows_per_txn = 100;
+  load.seed = 7;
+  EXPECT_EQ(LoadSyntheticRequests(*conn_, config, load).inserted, 250);
+  EXPECT_EQ(Count(*conn_, "SELECT count(*) FROM tickets WHERE length(subject) > 5 AND length(body) > 5"), 250);
+  EXPECT_GT(Count(*conn_, "SELECT count(DISTINCT body) FROM tickets"), 200) << "texts vary";
+  const auto summary =
+      RunPipeline(config, ModelProvider::Fixed(model::LoadModel(*config.model_path)), conninfo(), UntilIdle());
+  EXPECT_EQ(summary.done, 250u);
+  std::string queues;
+  for (const auto& label : labels_) queues += (queues.empty() ? "'" : ", '") + label + "'";
+  EXPECT_EQ(Count(*conn_, fmt::format("SELECT count(*) FROM tickets WHERE queue IN ({})", queues)), 250);
 }
 
 TEST_F(TextPipelineTest, AnOutputListedAsALabelMustBeOneAndKeepsItsType) {

@@ -288,6 +288,33 @@ TEST_F(DashboardBrowserTest, ThePageDrawsServingSwapsFailuresAndFindsARequest) {
   EXPECT_NE(page.dom.find("href=\"#/p/needs\""), std::string::npos) << page.dom;
 }
 
+// A phone's width (390 CSS pixels) scrolls nothing sideways, and the page follows the
+// system's dark or light preference.
+TEST_F(DashboardBrowserTest, ItFitsAPhoneAndFollowsTheDarkPreference) {
+  Start(Config());
+  ServeSomeAndOnePoison(20);
+  runnel::testing::HeadlessChromium browser(fmt::format("http://127.0.0.1:{}/#/p/needs", port_), dir_ / "cdp");
+  browser.Command("Emulation.setDeviceMetricsOverride",
+                  {{"width", 390}, {"height", 844}, {"deviceScaleFactor", 2}, {"mobile", true}});
+  auto prefer = [&](const char* scheme) {
+    browser.Command("Emulation.setEmulatedMedia",
+                    {{"features", json::array({{{"name", "prefers-color-scheme"}, {"value", scheme}}})}});
+    return browser.Evaluate("getComputedStyle(document.body).backgroundColor").get<std::string>();
+  };
+  const auto drawn = browser.Evaluate(R"JS((async () => {
+      for (let i = 0; i < 400; ++i) {
+        if (document.querySelector('[data-section="Failures"] [data-failed]')) return true;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      return false;
+    })())JS");
+  ASSERT_EQ(drawn, true) << "the pipeline page was drawn";
+  EXPECT_LE(browser.Evaluate("document.documentElement.scrollWidth - window.innerWidth").get<int>(), 0)
+      << "nothing wider than the phone";
+  EXPECT_EQ(prefer("dark"), "rgb(21, 23, 27)");
+  EXPECT_EQ(prefer("light"), "rgb(247, 247, 245)");
+}
+
 TEST_F(DashboardBrowserTest, WithATokenThePageAsksForItAndKeepsItForTheTab) {
   HttpOptions http;
   http.token = "s3cret-token";

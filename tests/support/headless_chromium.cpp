@@ -81,6 +81,10 @@ nlohmann::json HeadlessChromium::Evaluate(const std::string& expression, std::ch
   return result["result"].value("value", nlohmann::json());
 }
 
+nlohmann::json HeadlessChromium::Command(const std::string& method, const nlohmann::json& params) {
+  return Call(method, params, true, std::chrono::seconds(30));
+}
+
 nlohmann::json HeadlessChromium::Call(const std::string& method, const nlohmann::json& params, bool in_page,
                                       std::chrono::milliseconds timeout) {
   const int id = next_id_++;

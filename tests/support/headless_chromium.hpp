@@ -29,6 +29,9 @@ class HeadlessChromium {
   // (JSON). Throws std::runtime_error with the page's exception when it throws, or
   // when nothing answers within `timeout`.
   nlohmann::json Evaluate(const std::string& expression, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  // Sends a DevTools command to the page (Emulation.setDeviceMetricsOverride, ...) and
+  // returns its result. Throws std::runtime_error with the protocol's error.
+  nlohmann::json Command(const std::string& method, const nlohmann::json& params);
 
  private:
   nlohmann::json Call(const std::string& method, const nlohmann::json& params, bool in_page,

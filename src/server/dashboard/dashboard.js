@@ -296,16 +296,29 @@ function healthSections(d) {
   ];
 }
 
+// Per version: the processes holding it now, their invocations summed, the mean over
+// them and the largest inference time.
+function versionUse(d, version) {
+  const holders = d.processes.filter((p) => p.model === d.model && p.version === version);
+  if (!holders.length) return '';
+  const calls = holders.reduce((n, p) => n + p.invocations, 0);
+  const mean = calls ? holders.reduce((t, p) => t + p.mean_ms * p.invocations, 0) / calls : 0;
+  const max = Math.max(...holders.map((p) => p.max_ms));
+  return `${holders.map((p) => p.process).join(', ')}: ${number(calls)} calls, ${number(mean, 3)} / ${
+      number(max, 3)} ms`;
+}
+
 function timelineSection(d) {
   if (!d.model) return section('Model versions', '', el('p', {class: 'muted'}, 'This pipeline serves a model file.'));
   const rows = d.versions.map(
       (v) =>
           [el('span', {'data-version': String(v.version)}, 'v' + v.version), statusText(v.status),
-           new Date(v.created_at * 1000).toLocaleString(), v.description, v.error || '']);
+           new Date(v.created_at * 1000).toLocaleString(), v.description, versionUse(d, v.version), v.error || '']);
   return section(
       'Model versions', '',
-      rows.length ? table(['version', 'status', 'pushed', 'description', 'error'], rows) :
-                    el('p', {class: 'muted'}, 'No version pushed yet.'));
+      rows.length ?
+          table(['version', 'status', 'pushed', 'description', 'held by (calls, mean / max ms)', 'error'], rows) :
+          el('p', {class: 'muted'}, 'No version pushed yet.'));
 }
 
 function clientsSection(d) {
