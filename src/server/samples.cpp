@@ -70,11 +70,16 @@ std::optional<double> Quantile(const std::vector<double>& bounds, const std::vec
 
 void MigrateSamples(postgres::Connection& conn) {
   try {
+    // Processes starting together: CREATE ... IF NOT EXISTS alone races (one of them
+    // fails on the table's type), so they take the migration lock in turn.
+    postgres::Transaction tx(conn);
+    conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
     conn.Exec(
         "CREATE TABLE IF NOT EXISTS runnel_samples (pipeline text NOT NULL, process text NOT NULL, "
         "at timestamptz NOT NULL, done bigint NOT NULL, throttled bigint NOT NULL, failed bigint NOT NULL, "
         "batches bigint NOT NULL, latency bigint[] NOT NULL, stage_seconds float8[] NOT NULL, "
         "PRIMARY KEY (pipeline, at, process))");
+    tx.Commit();
   } catch (const postgres::DatabaseError& e) {
     // A serving role without the right to create uses the table its owner set up.
     if (e.sqlstate() != postgres::kInsufficientPrivilege || !postgres::TableExists(conn, "runnel_samples")) throw;
