@@ -339,6 +339,21 @@ TEST_F(HttpApiTest, ListingFiltersAndPagesStablyUnderConcurrentInserts) {
   for (const auto& r : body["requests"]) {
     EXPECT_EQ(Count(fmt::format("SELECT client_id FROM needs WHERE id = {}", r["id"].get<int64_t>())), 4);
   }
+  // Filtered by status, pages keep key order and together hold every such request.
+  std::vector<int64_t> done;
+  next.clear();
+  for (int page = 0; page < 100; ++page) {
+    body = Body(client_->Get("/v1/pipelines/needs/requests?status=done&limit=41" + next));
+    for (const auto& r : body["requests"]) {
+      EXPECT_EQ(r["status"], "done");
+      done.push_back(r["id"].get<int64_t>());
+    }
+    if (body["next"].is_null()) break;
+    next = fmt::format("&after={}", body["next"].get<int64_t>());
+  }
+  for (size_t i = 1; i < done.size(); ++i) ASSERT_LT(done[i - 1], done[i]) << "pages repeat or reorder rows";
+  EXPECT_EQ(static_cast<int64_t>(done.size()),
+            Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"));
   EXPECT_EQ(Body(client_->Get("/v1/pipelines/needs/requests?status=throttled"))["requests"].size(), 0u);
   const double risk = Body(client_->Get("/v1/pipelines/needs/requests/1"))["outputs"]["risk_propensity"].get<double>();
   body = Body(client_->Get(fmt::format("/v1/pipelines/needs/requests?risk_propensity.gt={}&limit=10", risk + 1)));
