@@ -3,14 +3,14 @@
 // counts over integer or string sequences, with skips; TF, IDF or TF-IDF weighting)
 // and com.microsoft's Tokenizer (what scikit-learn text pipelines converted to ONNX
 // use; RE2 regular expressions). Where the specification is open they do what ONNX
-// Runtime does.
+// Runtime does. A Tokenizer -> TfIdfVectorizer -> Normalizer -> LinearClassifier chain
+// runs fused, sparse (FuseSparseText, at the end).
 #include <absl/container/flat_hash_map.h>
 #include <re2/re2.h>
 
 #include <algorithm>
 #include <cstring>
 #include <optional>
-#include <unordered_map>
 #include <unordered_set>
 
 #include "kernels.hpp"

@@ -168,8 +168,8 @@ function barChart(names, latest, previous) {
   });
   const legend =
       el('div', {class: 'legend'},
-         el('span', {}, el('i', {style: 'background: var(--done)'}), `latest ${number(latest.total)}`),
-         el('span', {}, el('i', {style: 'background: var(--marker)'}), `the ${number(previous.total)} before`),
+         el('span', {}, el('i', {style: 'background: var(--done)'}), `latest (${number(latest.total)} served)`),
+         el('span', {}, el('i', {style: 'background: var(--marker)'}), `before (${number(previous.total)} served)`),
          latest.missing ? el('span', {}, `${number(latest.missing)} missing`) : null);
   return el('div', {'data-output': ''}, chart, legend);
 }
@@ -182,8 +182,8 @@ function distributionSection(d) {
   return section(
       'What the model says', 'wide',
       el('p', {class: 'muted'},
-         `Each output over the latest ${number(d.window_requests)} served requests ` +
-             `against the ${number(d.window_requests)} before them.`),
+         `Each output over the served ones among the latest ${number(d.window_requests)} requests, ` +
+             `against those among the ${number(d.window_requests)} before them.`),
       el('div', {class: 'distributions'}, ...charts));
 }
 
