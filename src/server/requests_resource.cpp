@@ -445,6 +445,7 @@ struct ListQuery {
   std::vector<std::string> where;
   Params params;
   int next = 1;
+  bool needs_result = false;  // a status only a result row has (not queued)
 
   std::string Param(const std::string& value) {
     params.Add(value);
@@ -477,6 +478,36 @@ void AddOutputCondition(const pipeline::PipelineConfig& config, const std::strin
   q.where.push_back(fmt::format("r.{} {} {}::float8", QuoteIdentifier(column), kOps.at(op_name), q.Param(value)));
 }
 
+// Where a listing reads its rows from and orders them by. Usually the source table, its
+// result joined. Filtered by a status only a result row has, the results themselves:
+// a `gone` request's row is no more, and walking the results (through their status
+// indexes) finds a rare status without reading every source row. The key to order and
+// page by is then the map's (mapped keys) or the request id (direct).
+struct ListSource {
+  std::string from;
+  std::string order;    // the key columns, in key order
+  std::string id_json;  // the request's id as clients see it
+};
+
+ListSource ListSourceOf(const Api& api, bool needs_result) {
+  const auto& keys = api.keys;
+  const std::string table = QuoteIdentifier(api.config.table), results = QuoteIdentifier(api.names.results);
+  if (!needs_result) {
+    const std::string map =
+        keys.mapped() ? fmt::format(" LEFT JOIN {} m ON {}", keys.map_table(), keys.SameKey("m", "s")) : std::string();
+    return {fmt::format("{} s{} LEFT JOIN {} r ON r.key = {}", table, map, results, keys.IdOf("s", "m")),
+            keys.ColumnList("s"), keys.IdJsonSql("s", keys.IdOf("s", "m"))};
+  }
+  if (!keys.mapped()) {
+    return {fmt::format("{} r LEFT JOIN {} s ON s.{} = r.key", results, table,
+                        QuoteIdentifier(keys.columns().front().name)),
+            "r.key", keys.IdJsonSql("s", "r.key")};
+  }
+  return {fmt::format("{} r JOIN {} m ON m.{} = r.key LEFT JOIN {} s ON {}", results, keys.map_table(),
+                      pipeline::RequestKeys::kIdColumn, table, keys.SameKey("m", "s")),
+          keys.ColumnList("m"), keys.IdJsonSql("m", "r.key")};
+}
+
 ListQuery ParseListQuery(const pipeline::PipelineConfig& config, const Fields& query) {
   ListQuery q;
   for (const auto& [name, value] : query) {
@@ -492,6 +523,7 @@ ListQuery ParseListQuery(const pipeline::PipelineConfig& config, const Fields& q
       // Queued: never served, or re-queued by a retry (its result row says 'queued').
       q.where.push_back(value == "queued" ? "(r.key IS NULL OR r.status = 'queued')"
                                           : fmt::format("r.status = {}", q.Param(value)));
+      q.needs_result = q.needs_result || value != "queued";
     } else if (!config.client_column.empty() && name == config.client_column) {
       q.where.push_back(fmt::format("s.{}::text = {}", QuoteIdentifier(config.client_column), q.Param(value)));
     } else {
@@ -507,13 +539,14 @@ void RequestsResource::List(const HttpRequest& req, HttpResponse& res, const Pat
     q.where.push_back(fmt::format("s.{}::text = {}", QuoteIdentifier(config_.client_column), q.Param(*client)));
   }
   const auto& keys = api_.keys;
+  const ListSource source = ListSourceOf(api_, q.needs_result);
   if (q.after) {
     const auto parts = api_.SplitPathKey(*q.after);
     const bool integer = keys.mapped() || ParseInt(*q.after).has_value();
     if (parts.size() != keys.columns().size() || !integer)
       throw HttpError{422, "'after' must be a key (the previous page's 'next')"};
     for (const auto& part : parts) q.params.Add(part);
-    q.where.push_back(fmt::format("({}) > ({})", keys.ColumnList("s"), keys.TypedParams(q.next)));
+    q.where.push_back(fmt::format("({}) > ({})", source.order, keys.TypedParams(q.next)));
     q.next += static_cast<int>(parts.size());
   }
   q.params.Add(q.limit);
@@ -521,17 +554,13 @@ void RequestsResource::List(const HttpRequest& req, HttpResponse& res, const Pat
   const std::string condition = q.where.empty() ? "true" : fmt::format("{}", fmt::join(q.where, " AND "));
   // Keyset pagination on the key: new rows get larger keys (or land in a page not
   // yet read), so no page repeats or skips a row under concurrent inserts.
-  const std::string map =
-      keys.mapped() ? fmt::format(" LEFT JOIN {} m ON {}", keys.map_table(), keys.SameKey("m", "s")) : std::string();
   const std::string sql = fmt::format(
       "SELECT {id_json}, coalesce(r.status, 'queued'), r.error, r.model_version, {enq}, {fin}, "
       "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs} "
-      "FROM {table} s{map} LEFT JOIN {results} r ON r.key = {id} WHERE {cond} ORDER BY {order} LIMIT ${lim}",
-      fmt::arg("id_json", api_.keys.IdJsonSql("s", keys.IdOf("s", "m"))), fmt::arg("map", map),
-      fmt::arg("id", keys.IdOf("s", "m")), fmt::arg("order", keys.ColumnList("s")),
+      "FROM {from} WHERE {cond} ORDER BY {order} LIMIT ${lim}",
+      fmt::arg("id_json", source.id_json), fmt::arg("from", source.from), fmt::arg("order", source.order),
       fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
       fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),
-      fmt::arg("table", QuoteIdentifier(config_.table)), fmt::arg("results", QuoteIdentifier(api_.names.results)),
       fmt::arg("cond", condition), fmt::arg("lim", limit_param));
   auto r = api_.pool.Run([&](postgres::Connection& conn) {
     try {

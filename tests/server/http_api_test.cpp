@@ -365,6 +365,29 @@ TEST_F(HttpApiTest, ListingFiltersAndPagesStablyUnderConcurrentInserts) {
   EXPECT_EQ(state["pipelines"]["needs"]["remaining"], 850);
 }
 
+// A request whose row was deleted before it was served is `gone`: listed by that status,
+// in key order, though its source row is no more.
+TEST_F(HttpApiTest, GoneRequestsAreListedByTheirStatus) {
+  auto config = Config();
+  Start(config, {}, 0);  // API only: nothing is served yet
+  InsertRows(6, 3);
+  conn_->Exec("DELETE FROM needs WHERE id IN (2, 5)", Params());
+  Restart(config);
+  ASSERT_TRUE(Eventually([&] { return Count("SELECT count(*) FROM runnel_needs_results") == 6; }));
+  auto body = Body(client_->Get("/v1/pipelines/needs/requests?status=gone"));
+  ASSERT_EQ(body["requests"].size(), 2u) << body.dump();
+  EXPECT_EQ(body["requests"][0]["id"], 2);
+  EXPECT_EQ(body["requests"][1]["id"], 5);
+  EXPECT_EQ(body["requests"][0]["status"], "gone");
+  body = Body(client_->Get("/v1/pipelines/needs/requests?status=gone&limit=1"));
+  ASSERT_EQ(body["requests"].size(), 1u);
+  body =
+      Body(client_->Get(fmt::format("/v1/pipelines/needs/requests?status=gone&after={}", body["next"].get<int64_t>())));
+  ASSERT_EQ(body["requests"].size(), 1u) << body.dump();
+  EXPECT_EQ(body["requests"][0]["id"], 5);
+  EXPECT_EQ(Body(client_->Get("/v1/pipelines/needs/requests?status=done"))["requests"].size(), 4u);
+}
+
 TEST_F(HttpApiTest, ClientStateShowsTheQuotaWindowAndWhenItResets) {
   auto config = Config();
   config.quota_window = std::chrono::hours(1);
@@ -908,7 +931,20 @@ TEST_F(HttpApiTest, RequestsOfUuidAndCompositeKeysAreAddressedByTheirKeys) {
     after = list["next"];
   }
   EXPECT_EQ(seen.size(), 3u);
+  // Filtered by a status only a result has, the listing walks the results: the same
+  // keys, the same pages.
+  std::set<std::string> done;
+  after.clear();
+  for (int page = 0; page < 3; ++page) {
+    auto list = Body(
+        client_->Get("/v1/pipelines/needs/requests?status=done&limit=2" + (after.empty() ? "" : "&after=" + after)));
+    for (const auto& r : list["requests"]) EXPECT_TRUE(done.insert(r["id"].get<std::string>()).second) << list;
+    if (list["next"].is_null()) break;
+    after = list["next"];
+  }
+  EXPECT_EQ(done, seen);
   EXPECT_EQ(client_->Get("/v1/pipelines/needs/requests?after=zzz")->status, 422);
+  EXPECT_EQ(client_->Get("/v1/pipelines/needs/requests?status=done&after=zzz")->status, 422);
   EXPECT_EQ(client_->Post("/v1/pipelines/needs/requests/" + loan + "/retry", "", "application/json")->status, 409)
       << "a done request is not retried, but it is found by its key";
   // Result events name requests the same way (replayed from the first event).
