@@ -93,6 +93,7 @@ class RequestsResource {
   // The 202 of a POST without ?wait: {"id", "status"} for one record, {"ids", "status"}.
   json QueuedAnswer(const std::vector<int64_t>& ids, bool single) const;
   std::string OutputSelect() const;
+  std::string InputsSql() const;
   std::map<int64_t, json> Fetch(postgres::Connection& conn, const std::vector<int64_t>& keys,
                                 bool with_recommendations) const;
   void AddRecommendations(postgres::Connection& conn, const std::vector<int64_t>& keys,
@@ -341,6 +342,19 @@ bool RequestsResource::WaitFor(const std::vector<int64_t>& ids, std::chrono::mil
   return complete;
 }
 
+// The request's input columns (numeric and text) as its row `s` holds them now, as
+// JSON text; NULL when the row is gone.
+std::string RequestsResource::InputsSql() const {
+  std::string pairs;
+  for (const auto* columns : {&config_.features.input_columns, &config_.features.text_columns}) {
+    for (const auto& c : *columns) {
+      pairs += fmt::format("{}{}, s.{}", pairs.empty() ? "" : ", ", postgres::QuoteLiteral(c), QuoteIdentifier(c));
+    }
+  }
+  return fmt::format("CASE WHEN s.{} IS NOT NULL THEN json_build_object({})::text END",
+                     QuoteIdentifier(config_.key_columns.front()), pairs);
+}
+
 std::string RequestsResource::OutputSelect() const {
   std::string select;
   for (const auto& column : config_.output_columns) select += ", r." + QuoteIdentifier(column);
@@ -355,7 +369,7 @@ std::map<int64_t, json> RequestsResource::Fetch(postgres::Connection& conn, cons
   auto r = conn.Exec(
       fmt::format("SELECT k.key, {id}, s.{key} IS NOT NULL, r.key IS NOT NULL, coalesce(r.status, 'queued'), r.error, "
                   "r.model_version, {enq}, {fin}, "
-                  "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs} "
+                  "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs}, {inputs} "
                   "FROM unnest($1::bigint[]) AS k(key){source} "
                   "LEFT JOIN {results} r ON r.key = k.key",
                   fmt::arg("key", QuoteIdentifier(config_.key_columns.front())),
@@ -363,12 +377,15 @@ std::map<int64_t, json> RequestsResource::Fetch(postgres::Connection& conn, cons
                   fmt::arg("source", api_.keys.JoinSourceById("k.key", QuoteIdentifier(config_.table), "s", "m")),
                   fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
                   fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),
-                  fmt::arg("table", QuoteIdentifier(config_.table)),
+                  fmt::arg("inputs", InputsSql()), fmt::arg("table", QuoteIdentifier(config_.table)),
                   fmt::arg("results", QuoteIdentifier(api_.names.results))),
       Params().Add(ArrayLiteral(keys)));
+  const int inputs = 4 + 6 + static_cast<int>(config_.output_columns.size());  // after RequestJson's columns
   for (int i = 0; i < r.rows(); ++i) {
     if (!r.Get<bool>(i, 2) && !r.Get<bool>(i, 3)) continue;
-    out[r.Get<int64_t>(i, 0)] = RequestJson(r, i, 1, 4);
+    json request = RequestJson(r, i, 1, 4);
+    request["inputs"] = r.IsNull(i, inputs) ? json(nullptr) : json::parse(r.Get<std::string>(i, inputs));
+    out[r.Get<int64_t>(i, 0)] = std::move(request);
   }
   if (with_recommendations && config_.recommend) AddRecommendations(conn, keys, out);
   return out;

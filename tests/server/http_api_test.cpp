@@ -386,6 +386,12 @@ TEST_F(HttpApiTest, GoneRequestsAreListedByTheirStatus) {
   ASSERT_EQ(body["requests"].size(), 1u) << body.dump();
   EXPECT_EQ(body["requests"][0]["id"], 5);
   EXPECT_EQ(Body(client_->Get("/v1/pipelines/needs/requests?status=done"))["requests"].size(), 4u);
+  // One request shows the inputs its row holds; a gone one has none.
+  const auto one = Body(client_->Get("/v1/pipelines/needs/requests/3"));
+  EXPECT_EQ(one["inputs"]["age"], 40) << one.dump();
+  EXPECT_DOUBLE_EQ(one["inputs"]["financial_education"].get<double>(), 0.5);
+  EXPECT_EQ(one["inputs"].size(), config.features.input_columns.size());
+  EXPECT_TRUE(Body(client_->Get("/v1/pipelines/needs/requests/2"))["inputs"].is_null());
 }
 
 TEST_F(HttpApiTest, ClientStateShowsTheQuotaWindowAndWhenItResets) {
