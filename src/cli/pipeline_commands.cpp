@@ -29,6 +29,7 @@
 #include "runnel/postgres/connection.hpp"
 #include "runnel/registry/registry.hpp"
 #include "runnel/server/grants.hpp"
+#include "runnel/server/samples.hpp"
 #include "runnel/server/service.hpp"
 
 namespace runnel::cli {
@@ -186,6 +187,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                         auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
                         if (args->dry_run) return PrintMigrationSql(conn, config);
                         auto changes = pipeline::Migrate(conn, config);
+                        server::MigrateSamples(conn);  // the dashboard's, shared by every pipeline
                         for (const auto& line : changes) fmt::print("{}\n", line);
                         fmt::print("pipeline '{}' is at schema version {}{}\n", config.name, pipeline::kSchemaVersion,
                                    changes.empty() ? " (nothing to do)" : "");

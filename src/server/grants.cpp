@@ -96,7 +96,7 @@ std::vector<std::string> GrantStatements(postgres::Connection& conn, const pipel
 
 void ApplyGrants(postgres::Connection& conn, const pipeline::PipelineConfig& config, const std::string& role) {
   registry::MigrateRegistry(conn);
-  MigrateSamples(conn);
+  MigrateSamples(conn);  // the owner may create it
   EnsureKeyTable(conn);
   postgres::Transaction tx(conn);
   for (const auto& statement : GrantStatements(conn, config, role)) conn.Exec(statement);

@@ -68,7 +68,7 @@ std::optional<double> Quantile(const std::vector<double>& bounds, const std::vec
   return bounds.empty() ? 0.0 : bounds.back();
 }
 
-void MigrateSamples(postgres::Connection& conn) {
+bool MigrateSamples(postgres::Connection& conn) {
   try {
     // Processes starting together: CREATE ... IF NOT EXISTS alone races (one of them
     // fails on the table's type), so they take the migration lock in turn.
@@ -80,9 +80,11 @@ void MigrateSamples(postgres::Connection& conn) {
         "batches bigint NOT NULL, latency bigint[] NOT NULL, stage_seconds float8[] NOT NULL, "
         "PRIMARY KEY (pipeline, at, process))");
     tx.Commit();
+    return true;
   } catch (const postgres::DatabaseError& e) {
-    // A serving role without the right to create uses the table its owner set up.
-    if (e.sqlstate() != postgres::kInsufficientPrivilege || !postgres::TableExists(conn, "runnel_samples")) throw;
+    // A serving role without the right to create uses the table its owner set up, if any.
+    if (e.sqlstate() != postgres::kInsufficientPrivilege) throw;
+    return postgres::TableExists(conn, "runnel_samples");
   }
 }
 
@@ -138,6 +140,7 @@ std::vector<T> SplitNumbers(std::string_view text) {
 }  // namespace
 
 std::vector<Sample> ReadSamples(postgres::Connection& conn, std::string_view pipeline, std::chrono::seconds window) {
+  if (!postgres::TableExists(conn, "runnel_samples")) return {};  // not migrated yet (MigrateSamples)
   const auto seconds = std::min(window, kSampleHorizon).count();
   auto r = conn.Exec(kReadSamplesSql, Params().Add(std::string(pipeline)).Add(static_cast<int64_t>(seconds)));
   const int at = r.ColumnIndex("at"), done = r.ColumnIndex("done"), throttled = r.ColumnIndex("throttled"),

@@ -225,7 +225,11 @@ void Service::Start() {
       }
     }
     registry::MigrateRegistry(conn);
-    MigrateSamples(conn);
+    samples_table_ = MigrateSamples(conn);
+    if (!samples_table_) {
+      log("runnel_samples is missing and this role may not create it: the dashboard shows no throughput or "
+          "latency until the owner runs `runnel migrate` (or `runnel grants`)");
+    }
   }
   try {
     std::vector<PipelineMetrics*> metrics;
@@ -244,7 +248,7 @@ void Service::Start() {
     }
     const auto shares = WorkerShares(options_.workers, pipelines_.size());
     for (size_t i = 0; i < pipelines_.size(); ++i) pipelines_[i]->StartWorkers(shares[i], *metrics[i]);
-    if (options_.workers > 0) {
+    if (options_.workers > 0 && samples_table_) {
       sampler_ = std::make_unique<Sampler>(
           conninfo_, std::vector<const PipelineMetrics*>(metrics.begin(), metrics.end()), registry::ProcessId());
     }

@@ -50,15 +50,16 @@ std::vector<Sample> MergeByTime(std::vector<Sample> samples);
 // does (the +Inf bucket answers its lower bound); nullopt when the histogram is empty.
 std::optional<double> Quantile(const std::vector<double>& bounds, const std::vector<int64_t>& counts, double q);
 
-// Creates runnel_samples when missing. A role that may not create it uses the one its
-// owner made. Throws DatabaseError.
-void MigrateSamples(postgres::Connection& conn);
+// Creates runnel_samples when missing. Returns whether it exists: false for a role that
+// may not create it when its owner has not (`runnel migrate` or `runnel grants` as the
+// owner do). Throws DatabaseError for anything else.
+bool MigrateSamples(postgres::Connection& conn);
 // Stores one process's sample (added to what it stored for that second already).
 void WriteSample(postgres::Connection& conn, std::string_view pipeline, std::string_view process, const Sample& s);
 // Deletes samples older than kSampleHorizon.
 void PruneSamples(postgres::Connection& conn);
 // Every process's samples of `pipeline` over the last `window` (at most kSampleHorizon),
-// summed per second, in time order.
+// summed per second, in time order; none while runnel_samples does not exist.
 std::vector<Sample> ReadSamples(postgres::Connection& conn, std::string_view pipeline, std::chrono::seconds window);
 
 // Writes each pipeline's sample once a second (nothing for a second without batches)

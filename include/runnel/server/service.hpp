@@ -92,6 +92,7 @@ class Service {
   std::vector<std::unique_ptr<ServedPipeline>> pipelines_;  // use the members above
   std::unique_ptr<HttpServer> http_;                        // uses the pipelines
   std::unique_ptr<Sampler> sampler_;                        // with workers: their per-second samples
+  bool samples_table_ = false;                              // runnel_samples exists (Start)
   int http_port_ = 0;
 };
 
