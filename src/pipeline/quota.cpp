@@ -33,6 +33,19 @@ void ReadWindow(const postgres::Result& r, std::string& window_start, std::strin
   resets_at = r.GetOptional<std::string>(0, r.ColumnIndex("resets_at")).value_or("");
 }
 
+// A Snapshot from rows of WindowColumnsSql's columns, client and requests (a row
+// with client NULL carries the window alone).
+Snapshot ReadSnapshot(const postgres::Result& r) {
+  const int client = r.ColumnIndex("client"), requests = r.ColumnIndex("requests");
+  Snapshot out;
+  ReadWindow(r, out.window_start, out.resets_at);
+  for (int i = 0; i < r.rows(); ++i) {
+    if (r.IsNull(i, client)) continue;
+    out.clients.push_back({r.Get<std::string>(i, client), r.Get<int64_t>(i, requests)});
+  }
+  return out;
+}
+
 int64_t WindowSeconds(const PipelineConfig& config) {
   return static_cast<int64_t>(config.quota_window.count());
 }
@@ -69,14 +82,7 @@ Snapshot Read(postgres::Connection& conn, const PipelineConfig& config, const st
       Params()
           .AddArray(std::vector<std::optional<std::string>>(clients.begin(), clients.end()))
           .Add(WindowSeconds(config)));
-  const int client = r.ColumnIndex("client"), requests = r.ColumnIndex("requests");
-  Snapshot out;
-  ReadWindow(r, out.window_start, out.resets_at);
-  for (int i = 0; i < r.rows(); ++i) {
-    if (r.IsNull(i, client)) continue;
-    out.clients.push_back({r.Get<std::string>(i, client), r.Get<int64_t>(i, requests)});
-  }
-  return out;
+  return ReadSnapshot(r);
 }
 
 Snapshot Top(postgres::Connection& conn, const PipelineConfig& config, int64_t limit) {
@@ -88,14 +94,7 @@ Snapshot Top(postgres::Connection& conn, const PipelineConfig& config, int64_t l
                   WindowColumnsSql("$1::bigint"), WindowStartSql("$1::bigint"),
                   QuoteIdentifier(NamesFor(config).quota)),
       Params().Add(WindowSeconds(config)).Add(limit));
-  const int client = r.ColumnIndex("client"), requests = r.ColumnIndex("requests");
-  Snapshot out;
-  ReadWindow(r, out.window_start, out.resets_at);
-  for (int i = 0; i < r.rows(); ++i) {
-    if (r.IsNull(i, client)) continue;
-    out.clients.push_back({r.Get<std::string>(i, client), r.Get<int64_t>(i, requests)});
-  }
-  return out;
+  return ReadSnapshot(r);
 }
 
 Summary Summarize(postgres::Connection& conn, const PipelineConfig& config) {

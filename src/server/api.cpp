@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <ctime>
 
@@ -31,6 +32,16 @@ std::string IsoFromEpoch(double seconds) {
   char buf[32];
   std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
   return fmt::format("{}.{:06d}Z", buf, static_cast<int>((seconds - static_cast<double>(whole)) * 1e6));
+}
+
+nlohmann::json QuotaCountJson(int64_t requests, int64_t max) {
+  return {{"requests", requests},
+          {"remaining", std::max<int64_t>(0, max - requests)},
+          {"throttled", std::max<int64_t>(0, requests - max)}};
+}
+
+nlohmann::json TextOrNull(const std::string& text) {
+  return text.empty() ? nlohmann::json(nullptr) : nlohmann::json(text);
 }
 
 ColumnKind KindOf(const std::string& type) {

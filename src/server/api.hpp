@@ -109,5 +109,10 @@ Handler Bind(const std::shared_ptr<Resource>& resource,
 std::optional<int64_t> ParseInt(std::string_view text);
 int64_t IdParam(const std::string& text, const char* what);  // 404 when not an integer
 std::string IsoFromEpoch(double seconds);
+// A client's count against a quota of `max`: requests, remaining, throttled (the
+// /v1/state and dashboard answers).
+nlohmann::json QuotaCountJson(int64_t requests, int64_t max);
+// `text`, or null when empty (quota window bounds over all time).
+nlohmann::json TextOrNull(const std::string& text);
 
 }  // namespace runnel::server

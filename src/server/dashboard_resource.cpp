@@ -207,15 +207,13 @@ class DashboardResource {
     const int64_t max = *config.quota_max_requests;
     json clients = json::array();
     for (const auto& c : top.clients) {
-      clients.push_back({{"client", c.client},
-                         {"requests", c.requests},
-                         {"remaining", std::max<int64_t>(0, max - c.requests)},
-                         {"throttled", std::max<int64_t>(0, c.requests - max)}});
+      json client = QuotaCountJson(c.requests, max);
+      client["client"] = c.client;
+      clients.push_back(std::move(client));
     }
-    auto optional = [](const std::string& text) { return text.empty() ? json(nullptr) : json(text); };
     return {{"max_requests", max},
-            {"window_start", optional(top.window_start)},
-            {"resets_at", optional(top.resets_at)},
+            {"window_start", TextOrNull(top.window_start)},
+            {"resets_at", TextOrNull(top.resets_at)},
             {"top", clients}};
   }
 

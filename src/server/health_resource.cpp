@@ -108,14 +108,12 @@ class HealthResource {
     const int64_t requests = state.clients.at(0).requests;
     const int64_t max = *config.quota_max_requests;
     const bool windowed = config.quota_window.count() > 0;
-    auto optional = [](const std::string& text) { return text.empty() ? json(nullptr) : json(text); };
-    return {{"requests", requests},
-            {"max_requests", max},
-            {"remaining", std::max<int64_t>(0, max - requests)},
-            {"throttled", std::max<int64_t>(0, requests - max)},
-            {"window", windowed ? json(FormatDuration(config.quota_window)) : json(nullptr)},
-            {"window_start", optional(state.window_start)},
-            {"resets_at", optional(state.resets_at)}};
+    json out = QuotaCountJson(requests, max);
+    out["max_requests"] = max;
+    out["window"] = windowed ? json(FormatDuration(config.quota_window)) : json(nullptr);
+    out["window_start"] = TextOrNull(state.window_start);
+    out["resets_at"] = TextOrNull(state.resets_at);
+    return out;
   }
 
   const std::vector<std::unique_ptr<Api>>& apis_;

@@ -351,7 +351,7 @@ std::string RequestsResource::InputsSql() const {
       pairs += fmt::format("{}{}, s.{}", pairs.empty() ? "" : ", ", postgres::QuoteLiteral(c), QuoteIdentifier(c));
     }
   }
-  return fmt::format("CASE WHEN s.{} IS NOT NULL THEN json_build_object({})::text END",
+  return fmt::format("CASE WHEN s.{} IS NOT NULL THEN json_build_object({})::text END AS inputs",
                      QuoteIdentifier(config_.key_columns.front()), pairs);
 }
 
@@ -380,7 +380,7 @@ std::map<int64_t, json> RequestsResource::Fetch(postgres::Connection& conn, cons
                   fmt::arg("inputs", InputsSql()), fmt::arg("table", QuoteIdentifier(config_.table)),
                   fmt::arg("results", QuoteIdentifier(api_.names.results))),
       Params().Add(ArrayLiteral(keys)));
-  const int inputs = 4 + 6 + static_cast<int>(config_.output_columns.size());  // after RequestJson's columns
+  const int inputs = r.ColumnIndex("inputs");
   for (int i = 0; i < r.rows(); ++i) {
     if (!r.Get<bool>(i, 2) && !r.Get<bool>(i, 3)) continue;
     json request = RequestJson(r, i, 1, 4);
