@@ -3,6 +3,7 @@
 #   scripts/install-deps.sh build   what building and running Runnel needs
 #   scripts/install-deps.sh test    that, plus the test, fuzz and lint tools
 #   scripts/install-deps.sh bench   that, plus Google Benchmark and PyTorch (baseline)
+# Then DuckDB's C library, which Debian does not package (scripts/install-duckdb.sh).
 # Works as root or as a user with sudo. Idempotent: with nothing missing it changes
 # nothing and needs no network.
 set -euo pipefail
@@ -17,6 +18,7 @@ build_packages=(
   libre2-dev  # the regular expressions of the Tokenizer operator
   libabsl-dev  # flat hash maps (the n-gram lookups of TfIdfVectorizer)
   curl  # the README's HTTP examples
+  nodejs npm  # fetch DuckDB's C library from the npm registry (scripts/install-duckdb.sh)
 )
 test_packages=(
   libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
@@ -44,6 +46,8 @@ esac
 
 missing=()
 for package in "${wanted[@]}"; do
+  # NodeSource's nodejs brings its own npm, which Debian's npm package conflicts with.
+  if [ "$package" = npm ] && command -v npm >/dev/null; then continue; fi
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$package")
   fi
@@ -51,7 +55,7 @@ done
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-deps: all ${#wanted[@]} packages present"
-  exit 0
+  exec "$(dirname "$0")/install-duckdb.sh"
 fi
 
 sudo=()
@@ -62,3 +66,4 @@ fi
 echo "install-deps: installing ${missing[*]}"
 "${sudo[@]}" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+"$(dirname "$0")/install-duckdb.sh"

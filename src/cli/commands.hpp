@@ -41,6 +41,7 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands);
 void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands);
 void AddQuotaCommands(CLI::App& root, std::vector<Command>& commands);
 void AddRunCommand(CLI::App& root, std::vector<Command>& commands);  // run_command.cpp
+void AddSnapshotCommands(CLI::App& root, std::vector<Command>& commands);
 
 // Set by Ctrl-C and SIGTERM once InstallStopHandler ran (it clears it): long commands
 // drain and return.

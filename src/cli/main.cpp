@@ -75,6 +75,7 @@ int Run(int argc, char** argv) {
   AddModelCommands(app, commands);
   AddPipelineCommands(app, commands);
   AddRunCommand(app, commands);
+  AddSnapshotCommands(app, commands);
   AddQuotaCommands(app, commands);
 
   try {

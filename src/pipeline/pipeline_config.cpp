@@ -126,6 +126,36 @@ std::vector<std::string> KeyColumns(const Reader& reader, const toml::table& sou
 
 namespace {
 
+// [snapshots] dir, every, keep and the query limits. `dir` is relative to the file.
+void ReadSnapshots(const Reader& reader, const toml::table& root, const std::filesystem::path& file,
+                   PipelineConfig& config) {
+  auto& snapshots = config.snapshots;
+  const std::filesystem::path beside = std::filesystem::absolute(file).parent_path();
+  snapshots.dir = beside / "snapshots";
+  if (root.get("snapshots") == nullptr) return;
+  const auto& table = reader.Table(root, "snapshots", true);
+  reader.AllowOnly(table, "snapshots.",
+                   {"dir", "every", "keep", "query_timeout_ms", "query_memory_mb", "query_max_rows"});
+  if (auto dir = reader.String(table, "snapshots.", "dir", false); !dir.empty()) {
+    const std::filesystem::path p(dir);
+    snapshots.dir = p.is_absolute() ? p : beside / p;
+  }
+  if (auto every = reader.String(table, "snapshots.", "every", false); !every.empty()) {
+    auto seconds = ParseDuration(every);
+    if (!seconds || seconds->count() < 1) {
+      reader.Fail(table.get("every"),
+                  fmt::format("'snapshots.every' is \"{}\": expected a whole number and a unit, e.g. \"10m\"", every));
+    }
+    snapshots.every = *seconds;
+  }
+  if (auto keep = reader.Integer(table, "snapshots.", "keep", 1, 1000)) snapshots.keep = static_cast<int>(*keep);
+  if (auto timeout = reader.Integer(table, "snapshots.", "query_timeout_ms", 1, 3600000, "milliseconds"))
+    snapshots.query_timeout = std::chrono::milliseconds(*timeout);
+  if (auto memory = reader.Integer(table, "snapshots.", "query_memory_mb", 16, 1 << 20, "MiB"))
+    snapshots.query_memory_mb = *memory;
+  if (auto rows = reader.Integer(table, "snapshots.", "query_max_rows", 1, 10000000)) snapshots.query_max_rows = *rows;
+}
+
 // [model] tokenizer, max_tokens, labels_file: what a transformer text classifier needs
 // besides its ONNX file (paths relative to the pipeline file).
 void ReadModelFiles(const Reader& reader, const toml::table& model, const std::filesystem::path& file,
@@ -160,7 +190,7 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   Reader reader(file);
   reader.AllowOnly(root, "",
                    {"name", "source", "model", "derived", "features", "output", "quota", "capture", "serving",
-                    "write_back", "recommend"});
+                    "write_back", "recommend", "snapshots"});
   config.name = reader.String(root, "", "name", true);
   {
     const auto& n = config.name;
@@ -357,6 +387,7 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
       }
     }
   }
+  ReadSnapshots(reader, root, file, config);
   // Compile once here so expression errors surface when the file is loaded.
   features::FeatureProgram::Compile(config.features, file.string());
   return config;

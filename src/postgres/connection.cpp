@@ -490,6 +490,30 @@ int64_t Connection::CopyIn(std::string_view sql, std::span<const std::string_vie
   return result.AffectedRows();
 }
 
+int64_t Connection::CopyOut(std::string_view sql, const std::function<void(std::string_view)>& sink) {
+  Check(PQexec(conn_.get(), std::string(sql).c_str()), sql);  // PGRES_COPY_OUT
+  std::exception_ptr failure;
+  for (;;) {
+    char* buffer = nullptr;
+    const int n = PQgetCopyData(conn_.get(), &buffer, 0);
+    if (n == -1) break;  // done: the command's result follows
+    if (n == -2) {
+      throw DatabaseError(fmt::format("COPY: {}", Trimmed(PQerrorMessage(conn_.get()))), IsOpen() ? "XX000" : "08006");
+    }
+    std::unique_ptr<char, decltype(&PQfreemem)> owned(buffer, &PQfreemem);
+    if (failure) continue;  // drain the rest so the connection stays usable
+    try {
+      sink(std::string_view(buffer, static_cast<size_t>(n)));
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }
+  Result result = Check(PQgetResult(conn_.get()), sql);
+  while (PGresult* extra = PQgetResult(conn_.get())) PQclear(extra);
+  if (failure) std::rethrow_exception(failure);
+  return result.AffectedRows();
+}
+
 // ---- Transaction ----
 
 Transaction::Transaction(Connection& conn) : conn_(conn) {

@@ -56,6 +56,16 @@ struct RecommendConfig {
   std::string where;       // SQL over p (product) and r (the scored source row)
 };
 
+// [snapshots]: read-only DuckDB copies of the pipeline's results (src/snapshot).
+struct SnapshotConfig {
+  std::filesystem::path dir;                       // absolute; a pipeline's go in dir/<name>/
+  std::chrono::seconds every{0};                   // `runnel run` takes one this often; 0: on demand only
+  int keep = 3;                                    // newest versions kept by pruning
+  std::chrono::milliseconds query_timeout{10000};  // per read-only query
+  int64_t query_memory_mb = 256;                   // DuckDB's memory limit per query
+  int64_t query_max_rows = 10000;                  // rows answered; more are cut off (truncated)
+};
+
 struct PipelineConfig {
   std::filesystem::path file;  // the file read
   std::string name;            // an SQL identifier: names Runnel's tables runnel_<name>_*
@@ -109,6 +119,7 @@ struct PipelineConfig {
   size_t model_max_tokens = 0;
   features::FeatureSpec features;
   std::vector<std::string> output_columns;
+  SnapshotConfig snapshots;
 };
 
 // Reads and checks a pipeline file. Throws Error(Config) naming the file, line and

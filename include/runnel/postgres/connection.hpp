@@ -181,6 +181,12 @@ class Connection {
   // they are (nothing is copied whole): a binary COPY of one large value.
   int64_t CopyIn(std::string_view sql, std::span<const std::string_view> pieces);
 
+  // Runs `COPY ... TO STDOUT` and hands the data to `sink` as it arrives, in pieces
+  // of any size (a row is not split across calls in text and CSV formats). Returns
+  // the rows copied. Throws DatabaseError; what `sink` throws propagates after the
+  // connection has been drained and stays usable.
+  int64_t CopyOut(std::string_view sql, const std::function<void(std::string_view)>& sink);
+
   // Whether the connection to the server is still usable.
   bool IsOpen() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
   // IsOpen, and the server has not closed the connection meanwhile (a restart): for
