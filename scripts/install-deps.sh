@@ -3,7 +3,8 @@
 #   scripts/install-deps.sh build   what building and running Runnel needs
 #   scripts/install-deps.sh test    that, plus the test, fuzz and lint tools
 #   scripts/install-deps.sh bench   that, plus Google Benchmark and PyTorch (baseline)
-# Then DuckDB's C library, which Debian does not package (scripts/install-duckdb.sh).
+# Then DuckDB's C library, which Debian does not package (scripts/install-duckdb.sh),
+# and for the tests the npm package hyparquet.
 # Works as root or as a user with sudo. Idempotent: with nothing missing it changes
 # nothing and needs no network.
 set -euo pipefail
@@ -53,9 +54,24 @@ for package in "${wanted[@]}"; do
   fi
 done
 
+# After the packages: DuckDB (every mode) and, for the tests, hyparquet, the independent
+# Parquet reader the snapshot archives are checked with (tests/snapshot).
+install_npm_deps() {
+  "$(dirname "$0")/install-duckdb.sh"
+  if [ "${1:-build}" = test ]; then
+    local prefix
+    prefix="${RUNNEL_DEPS_DIR:-$(cd "$(dirname "$0")/.." && pwd)/.deps}/node"
+    if [ ! -f "$prefix/node_modules/hyparquet/package.json" ]; then
+      npm install --silent --no-save --no-package-lock --ignore-scripts --prefix "$prefix" hyparquet@1.33.0
+      echo "install-deps: hyparquet installed in $prefix"
+    fi
+  fi
+}
+
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-deps: all ${#wanted[@]} packages present"
-  exec "$(dirname "$0")/install-duckdb.sh"
+  install_npm_deps "${1:-build}"
+  exit 0
 fi
 
 sudo=()
@@ -66,4 +82,4 @@ fi
 echo "install-deps: installing ${missing[*]}"
 "${sudo[@]}" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-"$(dirname "$0")/install-duckdb.sh"
+install_npm_deps "${1:-build}"

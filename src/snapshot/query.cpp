@@ -85,8 +85,9 @@ void CheckSelect(duck::Connection& conn, const std::string& sql, QueryAnswer& an
   }
   const idx_t columns = duckdb_prepared_statement_column_count(prepared);
   for (idx_t c = 0; c < columns; ++c) {
-    const char* name = duckdb_prepared_statement_column_name(prepared, c);
+    const char* name = duckdb_prepared_statement_column_name(prepared, c);  // ours to free
     answer.columns.emplace_back(name != nullptr ? name : "");
+    duckdb_free(const_cast<char*>(name));
     answer.kinds.push_back(KindOf(duckdb_prepared_statement_column_type(prepared, c)));
   }
 }

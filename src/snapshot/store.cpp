@@ -26,6 +26,7 @@ std::optional<int64_t> VersionOfFileName(std::string_view name) {
   if (name.size() <= 1 + kSuffix.size() || name.front() != 'v' || !name.ends_with(kSuffix)) return std::nullopt;
   const std::string_view digits = name.substr(1, name.size() - 1 - kSuffix.size());
   if (digits.empty() || digits.size() > 15 || digits.front() == '0') return std::nullopt;
+  if (!std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) return std::nullopt;
   int64_t version = 0;
   auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), version);
   if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
