@@ -89,6 +89,7 @@ struct Api {
 void AddRequestRoutes(Router& router, Api& api);
 void AddJobRoutes(Router& router, Api& api);
 void AddEventRoutes(Router& router, Api& api);
+void AddSnapshotRoutes(Router& router, Api& api);  // snapshots_resource.cpp
 void AddJobByIdRoutes(Router& router, Api& any);
 void AddModelRoutes(Router& router, Api& any);
 void AddKeyRoutes(Router& router, Api& any);

@@ -159,6 +159,7 @@ struct HttpServer::Impl {
     AddRequestRoutes(router, api);
     AddJobRoutes(router, api);
     AddEventRoutes(router, api);
+    AddSnapshotRoutes(router, api);
   }
 
   HttpOptions options;

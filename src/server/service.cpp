@@ -252,6 +252,11 @@ void Service::Start() {
       sampler_ = std::make_unique<Sampler>(
           conninfo_, std::vector<const PipelineMetrics*>(metrics.begin(), metrics.end()), registry::ProcessId());
     }
+    std::vector<pipeline::PipelineConfig> configs;
+    for (const auto& p : pipelines_) configs.push_back(p->config());
+    if (options_.workers > 0 && snapshot::Scheduler::AnyScheduled(configs)) {
+      snapshots_ = std::make_unique<snapshot::Scheduler>(conninfo_, std::move(configs));
+    }
   } catch (...) {
     Stop();
     for (auto& p : pipelines_) p->JoinWorkers();
@@ -265,6 +270,7 @@ void Service::Stop() {
 }
 
 void Service::StopServices() {
+  snapshots_.reset();
   sampler_.reset();
   if (http_) http_->Stop();
   for (auto& p : pipelines_) p->StopServices();

@@ -24,6 +24,7 @@
 #include "runnel/server/event_hub.hpp"
 #include "runnel/server/http_server.hpp"
 #include "runnel/server/samples.hpp"
+#include "runnel/snapshot/scheduler.hpp"
 
 namespace runnel::server {
 
@@ -92,6 +93,7 @@ class Service {
   std::vector<std::unique_ptr<ServedPipeline>> pipelines_;  // use the members above
   std::unique_ptr<HttpServer> http_;                        // uses the pipelines
   std::unique_ptr<Sampler> sampler_;                        // with workers: their per-second samples
+  std::unique_ptr<snapshot::Scheduler> snapshots_;          // with workers: [snapshots] every
   bool samples_table_ = false;                              // runnel_samples exists (Start)
   int http_port_ = 0;
 };
