@@ -70,7 +70,11 @@ TEST_F(CliTest, EverySubcommandHasHelp) {
                                                                 {"status", "--help"},
                                                                 {"keys", "create", "--help"},
                                                                 {"keys", "list", "--help"},
-                                                                {"keys", "revoke", "--help"}}) {
+                                                                {"keys", "revoke", "--help"},
+                                                                {"snapshot", "create", "--help"},
+                                                                {"snapshot", "list", "--help"},
+                                                                {"snapshot", "query", "--help"},
+                                                                {"snapshot", "archive", "--help"}}) {
     auto result = Runnel(args);
     EXPECT_EQ(result.exit_code, 0) << args.front() << ": " << result.output;
     EXPECT_NE(result.output.find("Usage"), std::string::npos) << result.output;
@@ -290,6 +294,32 @@ TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   auto served = Runnel({"status", "--pipeline", pipeline});
   EXPECT_NE(served.output.find("queue 0"), std::string::npos) << served.output;
   EXPECT_NE(served.output.find("done 250, throttled 0, failed 0"), std::string::npos) << served.output;
+  // Snapshots: taken, listed, queried, archived as Parquet.
+  const std::string snaps = (home_.path() / "snaps").string();
+  auto snapshot = Runnel({"snapshot", "create", "--pipeline", pipeline, "--dir", snaps});
+  ASSERT_EQ(snapshot.exit_code, 0) << snapshot.output;
+  EXPECT_NE(snapshot.output.find("snapshot needs v1: " + snaps + "/needs/v1.duckdb"), std::string::npos)
+      << snapshot.output;
+  EXPECT_NE(snapshot.output.find("250 results"), std::string::npos) << snapshot.output;
+  auto listed = Runnel({"snapshot", "list", "--pipeline", pipeline, "--dir", snaps});
+  EXPECT_NE(listed.output.find("v1  "), std::string::npos) << listed.output;
+  auto counted = Runnel({"snapshot", "query", "--pipeline", pipeline, "--dir", snaps, "--format", "csv",
+                         "SELECT client_id, count(*) AS n FROM requests GROUP BY 1 ORDER BY 1 LIMIT 2"});
+  ASSERT_EQ(counted.exit_code, 0) << counted.output;
+  EXPECT_EQ(counted.output, "client_id,n\r\n1,50\r\n2,50\r\n");
+  auto table = Runnel({"snapshot", "query", "--pipeline", pipeline, "--dir", snaps, "SELECT 1 AS one"});
+  EXPECT_NE(table.output.find("one\n---\n1  \n(1 row)"), std::string::npos) << table.output;
+  auto escape = Runnel({"snapshot", "query", "--pipeline", pipeline, "--dir", snaps, "COPY results TO '/tmp/x.csv'"});
+  EXPECT_EQ(escape.exit_code, 1) << escape.output;
+  EXPECT_NE(escape.output.find("disabled by configuration"), std::string::npos) << escape.output;
+  auto archived = Runnel({"snapshot", "archive", "--pipeline", pipeline, "--dir", snaps, "--by", "day"});
+  ASSERT_EQ(archived.exit_code, 0) << archived.output;
+  EXPECT_NE(archived.output.find("archived 250 request(s) of snapshot v1 into " + snaps + "/needs/archive-v1-by-day"),
+            std::string::npos)
+      << archived.output;
+  auto missing = Runnel({"snapshot", "query", "--pipeline", pipeline, "--dir", snaps, "--version", "7", "SELECT 1"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.output.find("no snapshot version 7"), std::string::npos) << missing.output;
   // rescore starts a batch job and follows it while a `run` serves it.
   auto rescore =
       RunWithHome({"/bin/sh", "-c",
