@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo test release debug fuzz screenshots bench-dashboard bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-tickets bench-reviews bench-keys deps deps-test deps-bench format lint clean
+.PHONY: demo test release debug fuzz screenshots bench-dashboard bench-snapshot bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-tickets bench-reviews bench-keys deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -100,6 +100,12 @@ bench-dashboard: deps-bench
 	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
 	cmake --build build/bench -j $(JOBS) --target runnel
 	bench/dashboard_bench.sh
+
+# Analytics snapshots: a million results, the cost to serving, DuckDB vs PostgreSQL.
+bench-snapshot: deps-bench
+	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
+	cmake --build build/bench -j $(JOBS) --target runnel
+	bench/snapshot_bench.sh
 
 # The ticket model (TF-IDF + logistic regression) beside scikit-learn and ONNX Runtime.
 bench-tickets: deps-bench

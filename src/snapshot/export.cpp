@@ -149,7 +149,10 @@ std::vector<TableCopy> TablesToCopy(const pipeline::PipelineConfig& config, cons
 
 std::string CopyOutSql(const std::string& select, const std::vector<ColumnPlan>& columns) {
   std::string list;
-  for (const auto& c : columns) list += (list.empty() ? "" : ", ") + c.copy_expr;
+  for (const auto& c : columns) {
+    if (!list.empty()) list += ", ";
+    list += c.copy_expr;
+  }
   if (list.empty()) list = "NULL";
   return fmt::format("COPY (SELECT {} FROM ({}) s) TO STDOUT (FORMAT csv)", list, select);
 }

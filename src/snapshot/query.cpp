@@ -237,7 +237,10 @@ std::string AnswerJson(const QueryAnswer& answer) {
 
 std::string AnswerCsv(const QueryAnswer& answer) {
   std::string out;
-  for (size_t c = 0; c < answer.columns.size(); ++c) out += (c ? "," : "") + CsvField(answer.columns[c]);
+  for (size_t c = 0; c < answer.columns.size(); ++c) {
+    if (c) out += ',';
+    out += CsvField(answer.columns[c]);
+  }
   out += "\r\n";
   for (const auto& row : answer.rows) {
     for (size_t c = 0; c < row.size(); ++c) {

@@ -73,6 +73,9 @@ void SyncPath(const fs::path& path, int flags) {
 }
 
 void PublishFile(const fs::path& dir, const fs::path& temporary, const std::string& name) {
+  if (::chmod(temporary.c_str(), 0640) != 0) {
+    throw Error(ErrorCode::Io, fmt::format("{}: chmod: {}", temporary.string(), std::strerror(errno)));
+  }
   SyncPath(temporary, O_RDONLY);
   // RENAME_NOREPLACE: a version, once published, is never replaced.
   if (::renameat2(AT_FDCWD, temporary.c_str(), AT_FDCWD, (dir / name).c_str(), RENAME_NOREPLACE) != 0) {
@@ -84,8 +87,10 @@ void PublishFile(const fs::path& dir, const fs::path& temporary, const std::stri
 
 void MakeDirectory(const fs::path& dir) {
   std::error_code ec;
-  fs::create_directories(dir, ec);
+  const bool made = fs::create_directories(dir, ec);
   if (ec) throw Error(ErrorCode::Io, fmt::format("{}: {}", dir.string(), ec.message()));
+  // Snapshots hold every client's requests: not for other local users.
+  if (made) fs::permissions(dir, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec, ec);
   if (fs::symlink_status(dir).type() != fs::file_type::directory) {
     throw Error(ErrorCode::Io, fmt::format("{}: not a directory (a symbolic link is refused)", dir.string()));
   }

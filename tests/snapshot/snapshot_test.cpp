@@ -103,6 +103,12 @@ TEST_F(SnapshotTest, TablesAndViewsHoldWhatPostgresHolds) {
   EXPECT_EQ(outcome.rows.at("results"), 500);
   EXPECT_EQ(outcome.rows.at("inputs"), 500);
   EXPECT_EQ(outcome.rows.at("quota"), 100);
+  // Not for other local users: every client's requests are in it.
+  EXPECT_EQ(std::filesystem::status(outcome.info.path).permissions(), std::filesystem::perms::owner_read |
+                                                                          std::filesystem::perms::owner_write |
+                                                                          std::filesystem::perms::group_read);
+  EXPECT_EQ(std::filesystem::status(outcome.info.path.parent_path()).permissions() & std::filesystem::perms::others_all,
+            std::filesystem::perms::none);
   const auto reader = Store().Open();
   EXPECT_EQ(One(reader, "SELECT count(*) FROM requests WHERE status = 'done' AND age IS NOT NULL"), "500");
   // Values as PostgreSQL holds them: the written-back risk, the inputs, the products.
@@ -118,6 +124,31 @@ TEST_F(SnapshotTest, TablesAndViewsHoldWhatPostgresHolds) {
   EXPECT_EQ(One(reader, "SELECT count(*) FROM requests WHERE latency_ms >= 0"), "500");
   EXPECT_EQ(One(reader, "SELECT pipeline || ' v' || version FROM snapshot"), "needs v1");
   EXPECT_EQ(One(reader, "SELECT pg_snapshot FROM snapshot"), outcome.pg_snapshot);
+}
+
+TEST_F(SnapshotTest, ATableKeyedByUuidKeepsItsKeyInTheSnapshot) {
+  pipeline::Unmigrate(*conn_, config_);  // SetUp migrated it keyed by id
+  conn_->Exec("ALTER TABLE needs ADD COLUMN uid uuid NOT NULL DEFAULT gen_random_uuid()");
+  std::ifstream in(config_.file);
+  std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string from = "key = \"id\"";
+  ASSERT_NE(toml.find(from), std::string::npos);
+  toml.replace(toml.find(from), from.size(), "key = \"uid\"");
+  runnel::testing::WriteFile(config_.file, toml);
+  config_ = pipeline::LoadPipelineConfig(config_.file);
+  pipeline::Migrate(*conn_, config_);
+  Insert(*conn_, 1, 40);
+  ASSERT_EQ(ServeAll().done, 40u);
+  Store().Create(*conn_, config_);
+  const auto reader = Store().Open();
+  EXPECT_EQ(One(reader, "SELECT typeof(uid) FROM inputs LIMIT 1"), "UUID");
+  // Each result joined to its row through the request ids of runnel_needs_keys.
+  EXPECT_EQ(One(reader, "SELECT count(DISTINCT uid) FROM requests WHERE status = 'done'"), "40");
+  auto pg = conn_->Exec(
+      "SELECT string_agg(n.uid::text, ',' ORDER BY n.uid) FROM runnel_needs_results r JOIN runnel_needs_keys k ON "
+      "k.runnel_id = r.key JOIN needs n ON n.uid = k.uid",
+      Params());
+  EXPECT_EQ(One(reader, "SELECT string_agg(uid::VARCHAR, ',' ORDER BY uid) FROM requests"), pg.Get<std::string>(0, 0));
 }
 
 TEST_F(SnapshotTest, ASnapshotTakenWhileServingHoldsExactlyTheResultsItsPostgresSnapshotSaw) {
