@@ -16,13 +16,17 @@ P=examples/needs/pipeline.toml
 ROWS=${ROWS:-1000000}
 BURST=${BURST:-200000}
 LOOP=
-bench_cleanup() {
-  [ -n "$LOOP" ] && kill -TERM "$LOOP" 2>/dev/null && wait "$LOOP" 2>/dev/null
-  true
+stop_loop() {  # the loop, then the snapshot it may be running (not to overlap the next burst)
+  [ -n "$LOOP" ] || return 0
+  kill -TERM "$LOOP" 2>/dev/null || true
+  wait "$LOOP" 2>/dev/null || true
+  while pgrep -f "snapshot create --pipeline" >/dev/null; do sleep 0.1; done
+  LOOP=
 }
+bench_cleanup() { stop_loop; }
 source bench/embedded_db.sh
 fresh_db
-SNAPS="$RUNNEL_HOME/snaps"
+SNAPS=${SNAPS:-$RUNNEL_HOME/snaps}
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc -l; }
 
@@ -59,8 +63,7 @@ beside() {
   LOOP=$!
   sleep 1  # a snapshot under way
   printf '  with snapshots    %8.0f requests/s\n' "$(serve)"
-  kill -TERM "$LOOP" 2>/dev/null; wait "$LOOP" 2>/dev/null || true
-  LOOP=
+  stop_loop
 }
 for round in $(seq "${ROUNDS:-3}"); do
   echo "round $round"

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -28,6 +29,8 @@ using postgres::QuoteIdentifier;
 using postgres::QuoteLiteral;
 
 namespace {
+
+constexpr int kBackgroundNice = 19;
 
 // PostgreSQL type OIDs (pg_type.dat).
 enum : Oid {
@@ -237,8 +240,34 @@ struct Written {
   std::string pg_snapshot;
 };
 
+// Snapshots are background work: the copying thread (and the DuckDB threads it starts,
+// which inherit its nice value) and, when PostgreSQL runs on this machine as this
+// user, the backend serving the copy run at the lowest CPU priority, so that serving
+// keeps the cores. Where the backend cannot be reniced (another host, another user),
+// nothing changes there.
+void LowerPriority(postgres::Connection& pg) {
+  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kBackgroundNice);
+  const auto pid = pg.Exec("SELECT pg_backend_pid()").Get<int64_t>(0, 0);
+  if (::setpriority(PRIO_PROCESS, static_cast<id_t>(pid), kBackgroundNice) != 0) {
+    spdlog::debug("snapshot: the backend's priority stays ({})", std::strerror(errno));
+  }
+}
+
+// Undoes LowerPriority for this thread where it may (an unprivileged thread cannot
+// raise its priority again: a scheduler thread stays background, which it is).
+class PriorityScope {
+ public:
+  PriorityScope() : before_(::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()))) {}
+  ~PriorityScope() { ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), before_); }
+
+ private:
+  int before_;
+};
+
 Written WriteSnapshot(postgres::Connection& pg, const pipeline::PipelineConfig& config, const fs::path& file,
                       int64_t version) {
+  PriorityScope priority;
+  LowerPriority(pg);
   const auto names = pipeline::NamesFor(config);
   const auto keys = pipeline::RequestKeys::Resolve(config, pipeline::SourceColumns(pg, config));
   postgres::Transaction tx(pg);
@@ -249,7 +278,7 @@ Written WriteSnapshot(postgres::Connection& pg, const pipeline::PipelineConfig& 
   written.pg_snapshot = now.Get<std::string>(0, 0);
   const auto tables = TablesToCopy(config, names, keys, postgres::TableExists(pg, "runnel_models"),
                                    postgres::TableExists(pg, "runnel_samples"));
-  duck::Database db(file.string(), {{"threads", "2"}});
+  duck::Database db(file.string(), {{"threads", "1"}});
   duck::Connection duck(db);
   std::map<std::string, std::vector<ColumnPlan>> plans;
   for (const auto& table : tables) {
