@@ -2,6 +2,8 @@
 // so a client-bound key is refused):
 //   GET  /v1/pipelines/{p}/snapshots                      the published versions
 //   GET  /v1/pipelines/{p}/snapshots/{version}            one version: its tables
+//   GET  /v1/pipelines/{p}/snapshots/{version}/analyses   the ready-made analyses the
+//        dashboard draws (snapshot::Analyses), computed once per version and kept
 //   POST /v1/pipelines/{p}/snapshots/{version}/query      {"sql": "SELECT ..."}: the answer
 //        as JSON, or CSV with ?format=csv or Accept: text/csv; {version} may be "latest".
 // Queries run sandboxed (snapshot::Query) on the handler pool, at most kConcurrentQueries
@@ -13,6 +15,7 @@
 #include <charconv>
 
 #include "api.hpp"
+#include "runnel/core/mutex.hpp"
 #include "runnel/snapshot/snapshot.hpp"
 
 namespace runnel::server {
@@ -102,6 +105,33 @@ class SnapshotsResource {
     res.body = out.dump();
   }
 
+  void Analyses(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
+    CheckUnbound(req);
+    const auto reader = store_.Open(VersionOf(m[1]));
+    const int64_t version = reader.info().version;
+    {
+      MutexLock lock(mutex_);
+      if (analyses_version_ == version) {
+        res.body = analyses_;
+        return;
+      }
+    }
+    json out = InfoJson(reader.info());
+    json analyses = json::object();
+    try {
+      for (const auto& a : snapshot::Analyses(reader, api_.config, Limits())) {
+        analyses[a.name] = json::parse(snapshot::AnswerJson(a.answer));
+      }
+    } catch (const Error& e) {
+      ThrowQueryError(e);
+    }
+    out["analyses"] = std::move(analyses);
+    res.body = out.dump();
+    MutexLock lock(mutex_);
+    analyses_version_ = version;
+    analyses_ = res.body;
+  }
+
   void Query(const HttpRequest& req, HttpResponse& res, const PathParams& m) {
     CheckUnbound(req);
     const json body = json::parse(req.Body(), nullptr, false);
@@ -144,6 +174,10 @@ class SnapshotsResource {
   Api& api_;
   snapshot::SnapshotStore store_;
   std::atomic<int> running_{0};
+  // The newest analyses answered: dashboards ask every few seconds, a version never changes.
+  Mutex mutex_;
+  int64_t analyses_version_ GUARDED_BY(mutex_) = 0;
+  std::string analyses_ GUARDED_BY(mutex_);
 };
 
 }  // namespace
@@ -155,6 +189,8 @@ void AddSnapshotRoutes(Router& router, Api& api) {
                         read);
   router.AddForPipeline(api.config.name, "GET", "/v1/pipelines/{p}/snapshots/{version}",
                         Bind(resource, &SnapshotsResource::Get), read);
+  router.AddForPipeline(api.config.name, "GET", "/v1/pipelines/{p}/snapshots/{version}/analyses",
+                        Bind(resource, &SnapshotsResource::Analyses), read);
   auto query = read;
   query.max_body_bytes = kMaxQueryBody;
   router.AddForPipeline(api.config.name, "POST", "/v1/pipelines/{p}/snapshots/{version}/query",

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -124,6 +125,57 @@ TEST_F(SnapshotTest, TablesAndViewsHoldWhatPostgresHolds) {
   EXPECT_EQ(One(reader, "SELECT count(*) FROM requests WHERE latency_ms >= 0"), "500");
   EXPECT_EQ(One(reader, "SELECT pipeline || ' v' || version FROM snapshot"), "needs v1");
   EXPECT_EQ(One(reader, "SELECT pg_snapshot FROM snapshot"), outcome.pg_snapshot);
+}
+
+TEST_F(SnapshotTest, ReadyMadeAnalysesAgreeWithPostgres) {
+  Insert(*conn_, 1, 300);
+  // Client 7 is over no quota, but 3 of its rows fail (an input out of range).
+  conn_->Exec(
+      "UPDATE needs SET financial_education = 3e38, wealth = 1e38 WHERE client_id = 7 AND id <= 300 AND id % 2 = 1");
+  ServeAll();
+  Store().Create(*conn_, config_);
+  const auto analyses = Analyses(Store().Open(), config_, QueryLimits{});
+  std::map<std::string, const QueryAnswer*> by_name;
+  for (const auto& a : analyses) by_name[a.name] = &a.answer;
+  ASSERT_TRUE(by_name.contains("clients_per_hour"));
+  ASSERT_TRUE(by_name.contains("outputs_by_version"));
+  ASSERT_TRUE(by_name.contains("latency_by_version"));
+  EXPECT_FALSE(by_name.contains("stage_ms")) << "no runnel_samples in this database: no samples table";
+
+  const auto& clients = *by_name["clients_per_hour"];
+  EXPECT_EQ(clients.columns, (std::vector<std::string>{"hour", "client", "requests", "throttled", "failed"}));
+  auto pg = conn_->Exec(
+      "SELECT n.client_id::text, count(*), count(*) FILTER (WHERE r.status = 'failed') FROM runnel_needs_results r "
+      "JOIN needs n ON n.id = r.key GROUP BY 1",
+      Params());
+  std::map<std::string, std::pair<int64_t, int64_t>> expected, found;
+  for (int i = 0; i < pg.rows(); ++i)
+    expected[pg.Get<std::string>(i, 0)] = {pg.Get<int64_t>(i, 1), pg.Get<int64_t>(i, 2)};
+  for (const auto& row : clients.rows) {
+    auto& f = found[*row[1]];
+    f.first += std::stoll(*row[2]);
+    f.second += std::stoll(*row[4]);
+  }
+  EXPECT_EQ(found, expected);
+  EXPECT_GT(expected["7"].second, 0) << "the poisoned rows of client 7 failed";
+
+  const auto& outputs = *by_name["outputs_by_version"];
+  auto avg = conn_->Exec(
+      "SELECT avg(risk_propensity)::float8, count(*) FROM runnel_needs_results WHERE status = 'done'", Params());
+  bool risk = false;
+  for (const auto& row : outputs.rows) {
+    if (*row[1] != "risk_propensity") continue;
+    risk = true;
+    EXPECT_EQ(std::stoll(*row[2]), avg.Get<int64_t>(0, 1));
+    EXPECT_NEAR(std::stod(*row[3]), avg.Get<double>(0, 0), 1e-9);
+    EXPECT_LE(std::stod(*row[4]), std::stod(*row[5]));
+    EXPECT_LE(std::stod(*row[5]), std::stod(*row[6]));
+  }
+  EXPECT_TRUE(risk) << "risk_propensity is a numeric output";
+  const auto& latency = *by_name["latency_by_version"];
+  ASSERT_EQ(latency.rows.size(), 1u);
+  EXPECT_EQ(std::stoll(*latency.rows[0][1]), avg.Get<int64_t>(0, 1));
+  EXPECT_LE(std::stod(*latency.rows[0][2]), std::stod(*latency.rows[0][4]));
 }
 
 TEST_F(SnapshotTest, ATableKeyedByUuidKeepsItsKeyInTheSnapshot) {

@@ -116,6 +116,21 @@ std::string AnswerJson(const QueryAnswer& answer);
 // RFC 4180 CSV with a header line; NULL is an empty field, an empty text is "".
 std::string AnswerCsv(const QueryAnswer& answer);
 
+// ---- ready-made analyses ----
+
+struct Analysis {
+  std::string name;  // clients_per_hour, outputs_by_version, latency_by_version, stage_ms
+  QueryAnswer answer;
+};
+
+// What the dashboard shows from a snapshot: per hour and client (when the pipeline has
+// a client column) the requests, throttled and failed; per model version each numeric
+// output's count, mean and 5/50/95th percentiles, and the latency's 50/95/99th; per
+// serving stage the 50/95/99th percentiles of its milliseconds per batch (from the
+// samples). Each runs as a sandboxed Query; a table the snapshot lacks skips its
+// analysis.
+std::vector<Analysis> Analyses(const Reader& reader, const pipeline::PipelineConfig& config, const QueryLimits& limits);
+
 // ---- Parquet archives ----
 
 enum class ArchiveBy { ModelVersion, Day };
