@@ -14,6 +14,7 @@
 #include "http_api_fixture.hpp"
 #include "runnel/server/api_keys.hpp"
 #include "runnel/server/samples.hpp"
+#include "runnel/snapshot/snapshot.hpp"
 
 namespace runnel::server::test {
 namespace {
@@ -221,16 +222,22 @@ class DashboardBrowserTest : public DashboardTest {
 };
 
 TEST_F(DashboardBrowserTest, ThePageDrawsServingSwapsFailuresAndFindsARequest) {
-  Start(Config());
+  const auto config = Config();
+  Start(config);
   const int64_t poisoned = ServeSomeAndOnePoison(300);
   ASSERT_TRUE(Eventually([&] { return Served(Dashboard()) == 302; }));
+  snapshot::SnapshotStore(config.snapshots.dir, "needs").Create(*conn_, config);
 
   Page page = Load("#/p/needs", "dashboard-pipeline.png");
   EXPECT_EQ(ConsoleLines(page), std::vector<std::string>{}) << page.output;
   for (const char* section : {"Throughput", "Latency", "Queue and stages", "Processes", "Model versions", "Clients",
-                              "What the model says", "Failures", "Search"}) {
+                              "What the model says", "Failures", "Search", "From the newest snapshot"}) {
     EXPECT_NE(page.dom.find(fmt::format("data-section=\"{}\"", section)), std::string::npos) << section;
   }
+  for (const char* analysis : {"clients_per_hour", "outputs_by_version", "latency_by_version", "stage_ms"}) {
+    EXPECT_NE(page.dom.find(fmt::format("data-analysis=\"{}\"", analysis)), std::string::npos) << analysis;
+  }
+  EXPECT_NE(page.dom.find("Snapshot v1, taken"), std::string::npos) << page.dom;
   const auto points = ChartPoints(page);
   ASSERT_EQ(points.size(), 4u) << "throughput, latency and the needs pipeline's two outputs";
   for (const int n : points) EXPECT_GT(n, 0) << page.dom;
@@ -309,6 +316,10 @@ TEST_F(DashboardBrowserTest, ItFitsAPhoneAndFollowsTheDarkPreference) {
       return false;
     })())JS");
   ASSERT_EQ(drawn, true) << "the pipeline page was drawn";
+  EXPECT_NE(browser.Evaluate("document.querySelector('[data-section=\"From the newest snapshot\"]').textContent")
+                .get<std::string>()
+                .find("No snapshot yet"),
+            std::string::npos);
   EXPECT_LE(browser.Evaluate("document.documentElement.scrollWidth - window.innerWidth").get<int>(), 0)
       << "nothing wider than the phone";
   EXPECT_EQ(prefer("dark"), "rgb(21, 23, 27)");

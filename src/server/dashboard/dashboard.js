@@ -187,6 +187,53 @@ function distributionSection(d) {
       el('div', {class: 'distributions'}, ...charts));
 }
 
+// The ready-made analyses of the newest snapshot: null when the pipeline has none yet
+// (asked through the list, which always answers, so that no 404 reaches the console).
+async function snapshotAnalyses(name) {
+  const path = `/v1/pipelines/${encodeURIComponent(name)}/snapshots`;
+  const list = await api(path);
+  if (!list.versions.length) return null;
+  return api(`${path}/${list.versions[list.versions.length - 1].version}/analyses`);
+}
+
+// One analysis as a table: its columns, numbers rounded, hours as "MM-DD HH:00", at
+// most `limit` rows.
+function analysisTable(answer, limit) {
+  if (!answer.rows.length) return el('p', {class: 'muted'}, 'Nothing in this snapshot.');
+  const cell = (v, column) => {
+    if (typeof v === 'number') return el('span', {class: 'num'}, number(v, Number.isInteger(v) ? 0 : 2));
+    if (column === 'hour' && typeof v === 'string') return v.slice(5, 16);
+    return v === null ? '' : v;
+  };
+  return table(answer.columns, answer.rows.slice(0, limit).map((row) => row.map((v, i) => cell(v, answer.columns[i]))));
+}
+
+function snapshotSection(s) {
+  if (!s) {
+    return section(
+        'From the newest snapshot', 'wide',
+        el('p', {class: 'muted'},
+           'No snapshot yet: `runnel snapshot create`, or [snapshots] every in the pipeline file.'));
+  }
+  const titles = {
+    clients_per_hour: 'Requests per client and hour',
+    outputs_by_version: 'Outputs by model version',
+    latency_by_version: 'Latency by model version (ms)',
+    stage_ms: 'Time per batch in each stage (ms)'
+  };
+  const parts = Object.entries(titles)
+                    .filter(([key]) => s.analyses[key])
+                    .map(
+                        ([key, title]) =>
+                            el('div', {'data-analysis': key}, el('h3', {}, title), analysisTable(s.analyses[key], 12)));
+  return section(
+      'From the newest snapshot', 'wide',
+      el('p', {class: 'muted'},
+         `Snapshot v${s.version}, taken ${new Date(s.created_at).toLocaleString()}: ` +
+             'read from its DuckDB file, not from the serving database.'),
+      el('div', {class: 'analyses'}, ...parts));
+}
+
 // ---- pages ----
 
 const main = () => document.getElementById('main');
@@ -437,7 +484,8 @@ function searchSection(pipeline, d, query) {
 async function pipelinePage(name, search) {
   const d = await api(`/v1/pipelines/${encodeURIComponent(name)}/dashboard`);
   const live = [
-    ...healthSections(d), timelineSection(d), clientsSection(d), distributionSection(d), await failuresSection(name, d)
+    ...healthSections(d), timelineSection(d), clientsSection(d), distributionSection(d), await failuresSection(name, d),
+    snapshotSection(await snapshotAnalyses(name))
   ];
   if (!search.isConnected)
     main().replaceChildren(...live, search.build(d));
