@@ -49,7 +49,6 @@ void ThrowResultError(duckdb_result& result, std::string_view what) {
   const duckdb_error_type type = duckdb_result_error_type(&result);
   const char* raw = duckdb_result_error(&result);
   std::string message = fmt::format("{}: {}", what, raw != nullptr ? raw : "failed");
-  duckdb_destroy_result(&result);
   switch (type) {
     case DUCKDB_ERROR_INTERRUPT:
     case DUCKDB_ERROR_OUT_OF_MEMORY: throw Error(ErrorCode::Unavailable, message);
@@ -59,13 +58,14 @@ void ThrowResultError(duckdb_result& result, std::string_view what) {
 }
 
 void Connection::Exec(const std::string& sql, std::string_view what) {
-  duckdb_result result;
+  duckdb_result result{};
+  ResultOwner owned(&result);
   if (duckdb_query(conn_, sql.c_str(), &result) == DuckDBError) ThrowResultError(result, what);
-  duckdb_destroy_result(&result);
 }
 
 std::string Connection::Scalar(const std::string& sql, std::string_view what) {
-  duckdb_result result;
+  duckdb_result result{};
+  ResultOwner owned(&result);
   if (duckdb_query(conn_, sql.c_str(), &result) == DuckDBError) ThrowResultError(result, what);
   std::string value;
   if (duckdb_column_count(&result) > 0 && duckdb_row_count(&result) > 0) {
@@ -73,26 +73,29 @@ std::string Connection::Scalar(const std::string& sql, std::string_view what) {
     if (text != nullptr) value = text;
     duckdb_free(text);
   }
-  duckdb_destroy_result(&result);
   return value;
 }
 
-std::string Literal(std::string_view text) {
-  std::string out = "'";
+namespace {
+
+// `text` between `quote`s, each `quote` in it doubled: SQL's quoting of both.
+std::string Quoted(std::string_view text, char quote) {
+  std::string out(1, quote);
   for (char c : text) {
-    if (c == '\'') out += '\'';
+    if (c == quote) out += quote;
     out += c;
   }
-  return out + "'";
+  return out + quote;
+}
+
+}  // namespace
+
+std::string Literal(std::string_view text) {
+  return Quoted(text, '\'');
 }
 
 std::string Identifier(std::string_view name) {
-  std::string out = "\"";
-  for (char c : name) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
+  return Quoted(name, '"');
 }
 
 bool ForEachTextRow(duckdb_result& result,

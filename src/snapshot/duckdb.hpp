@@ -8,6 +8,7 @@
 #include <duckdb.h>
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,8 +51,15 @@ class Connection {
   duckdb_connection conn_ = nullptr;
 };
 
-// Throws the Error that a failed result of `what` stands for.
+// Throws the Error that a failed result of `what` stands for. The result stays the
+// caller's to destroy.
 [[noreturn]] void ThrowResultError(duckdb_result& result, std::string_view what);
+
+// Destroys a result (zero-initialized, failed or not) with its owner.
+struct ResultDeleter {
+  void operator()(duckdb_result* result) const { duckdb_destroy_result(result); }
+};
+using ResultOwner = std::unique_ptr<duckdb_result, ResultDeleter>;
 
 // Quotes `text` as a DuckDB string literal / identifier.
 std::string Literal(std::string_view text);

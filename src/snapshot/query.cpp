@@ -5,12 +5,13 @@
 #include <charconv>
 #include <cmath>
 #include <condition_variable>
-#include <mutex>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "duckdb.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/core/mutex.hpp"
 #include "runnel/snapshot/snapshot.hpp"
 
 namespace runnel::snapshot {
@@ -100,37 +101,74 @@ std::string Body(std::string_view sql) {
   return std::string(sql);
 }
 
-// Interrupts `conn` once `timeout` passes, unless disarmed first.
+// Interrupts `conn` once `timeout` passes, unless destroyed first.
 class Watchdog {
  public:
   Watchdog(duck::Connection& conn, std::chrono::milliseconds timeout)
-      : thread_([this, &conn, timeout] {
-          std::unique_lock lock(mutex_);
-          if (!cv_.wait_for(lock, timeout, [this] { return done_; })) {
-            fired_ = true;
-            conn.Interrupt();
-          }
-        }) {}
+      : thread_([this, &conn, timeout] { Run(conn, timeout); }) {}
   ~Watchdog() {
     {
-      std::lock_guard lock(mutex_);
+      MutexLock lock(mutex_);
       done_ = true;
     }
-    cv_.notify_all();
+    wake_.notify_all();
     thread_.join();
   }
   bool fired() {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     return fired_;
   }
 
  private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  bool fired_ = false;
+  void Run(duck::Connection& conn, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    MutexLock lock(mutex_);
+    while (!done_) {
+      if (!lock.WaitUntil(wake_, deadline) && !done_) {
+        fired_ = true;
+        conn.Interrupt();
+        return;
+      }
+    }
+  }
+
+  Mutex mutex_;
+  std::condition_variable_any wake_;
+  bool done_ GUARDED_BY(mutex_) = false;
+  bool fired_ GUARDED_BY(mutex_) = false;
   std::thread thread_;
 };
+
+// Runs `sql` (a SELECT of text columns) into `result`, streaming; throws naming the
+// failure (`result` stays the caller's to destroy).
+void Execute(duck::Connection& conn, const std::string& sql, duckdb_result& result) {
+  duckdb_prepared_statement prepared = nullptr;
+  std::unique_ptr<duckdb_prepared_statement, PreparedDeleter> owned(&prepared);
+  if (duckdb_prepare(conn.raw(), sql.c_str(), &prepared) == DuckDBError) {
+    const char* error = duckdb_prepare_error(prepared);
+    throw Error(ErrorCode::InvalidInput, fmt::format("query: {}", error != nullptr ? error : "cannot prepare"));
+  }
+  if (duckdb_execute_prepared_streaming(prepared, &result) == DuckDBError) duck::ThrowResultError(result, "query");
+}
+
+// Copies the rows of `result` into `answer` up to the row and byte limits.
+void Collect(duckdb_result& result, const QueryLimits& limits, QueryAnswer& answer) {
+  int64_t bytes = 0;
+  duck::ForEachTextRow(result, [&](const std::vector<std::optional<std::string_view>>& values) {
+    int64_t row_bytes = 0;
+    for (const auto& v : values) row_bytes += v ? static_cast<int64_t>(v->size()) : 0;
+    if (static_cast<int64_t>(answer.rows.size()) == limits.max_rows || bytes + row_bytes > limits.max_bytes) {
+      answer.truncated = true;
+      return false;
+    }
+    bytes += row_bytes;
+    auto& row = answer.rows.emplace_back();
+    for (const auto& v : values) row.push_back(v ? std::optional<std::string>(std::string(*v)) : std::nullopt);
+    return true;
+  });
+  // A failure while streaming (an interrupt, the memory limit) ends the chunks early.
+  if (duckdb_result_error(&result) != nullptr) duck::ThrowResultError(result, "query");
+}
 
 }  // namespace
 
@@ -140,48 +178,22 @@ QueryAnswer Query(const Reader& reader, std::string_view sql, const QueryLimits&
   duck::Database db(reader.info().path.string(), SandboxSettings(limits));
   duck::Connection conn(db);
   QueryAnswer answer;
-  const std::string body = Body(sql);
-  CheckSelect(conn, body, answer);
-  // Every column as text, one row more than answered (to tell a cut-off).
-  const std::string wrapped =
-      fmt::format("SELECT COLUMNS(*)::VARCHAR FROM (\n{}\n) AS runnel_query LIMIT {}", body, limits.max_rows + 1);
-  duckdb_result result;
-  {
-    Watchdog watchdog(conn, limits.timeout);
-    duckdb_prepared_statement prepared = nullptr;
-    if (duckdb_prepare(conn.raw(), wrapped.c_str(), &prepared) == DuckDBError) {
-      std::string error = duckdb_prepare_error(prepared) ? duckdb_prepare_error(prepared) : "cannot prepare";
-      duckdb_destroy_prepare(&prepared);
-      throw Error(ErrorCode::InvalidInput, "query: " + error);
-    }
-    const auto state = duckdb_execute_prepared_streaming(prepared, &result);
-    duckdb_destroy_prepare(&prepared);
-    const auto fail = [&](duckdb_result& failed) {
-      if (watchdog.fired()) {
-        duckdb_destroy_result(&failed);
-        throw Error(ErrorCode::Unavailable,
-                    fmt::format("query: cut off after {} ms (the time limit)", limits.timeout.count()));
-      }
-      duck::ThrowResultError(failed, "query");
-    };
-    if (state == DuckDBError) fail(result);
-    try {
-      duck::ForEachTextRow(result, [&](const std::vector<std::optional<std::string_view>>& values) {
-        if (static_cast<int64_t>(answer.rows.size()) == limits.max_rows) {
-          answer.truncated = true;
-          return false;
-        }
-        auto& row = answer.rows.emplace_back();
-        for (const auto& v : values) row.push_back(v ? std::optional<std::string>(std::string(*v)) : std::nullopt);
-        return true;
-      });
-    } catch (...) {
-      duckdb_destroy_result(&result);
-      throw;
-    }
-    if (const char* error = duckdb_result_error(&result); error != nullptr) fail(result);
+  Watchdog watchdog(conn, limits.timeout);
+  try {
+    const std::string body = Body(sql);
+    CheckSelect(conn, body, answer);
+    // Every column as text, one row more than answered (to tell a cut-off).
+    duckdb_result result{};
+    duck::ResultOwner owned(&result);
+    Execute(conn,
+            fmt::format("SELECT COLUMNS(*)::VARCHAR FROM (\n{}\n) AS runnel_query LIMIT {}", body, limits.max_rows + 1),
+            result);
+    Collect(result, limits, answer);
+  } catch (const Error& e) {
+    if (!watchdog.fired()) throw;
+    throw Error(ErrorCode::Unavailable,
+                fmt::format("query: cut off after {} ms (the time limit)", limits.timeout.count()));
   }
-  duckdb_destroy_result(&result);
   answer.took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
   return answer;
 }

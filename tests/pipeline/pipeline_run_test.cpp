@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "../support/keras_h5_file.hpp"
+#include "../support/needs_fixture.hpp"
 #include "../support/pg_environment.hpp"
 #include "../support/random.hpp"
 #include "../support/shared_fixtures.hpp"
@@ -34,21 +35,12 @@ namespace {
 using postgres::ArrayLiteral;
 using postgres::Params;
 
-constexpr const char* kSchema = R"sql(
-CREATE TABLE needs (id integer, age integer, gender integer, family_members integer, financial_education real,
-                    risk_propensity real, income real, wealth real, income_investment integer,
-                    accumulation_investment integer, financial_status real, client_id integer);
-CREATE TABLE products (id_product integer, income integer, accumulation integer, risk real, description text);
-INSERT INTO products VALUES (1, 0, 1, 0.55, 'balanced'), (2, 1, 0, 0.3, 'income'), (3, 1, 0, 0.12, 'fixed income'),
-                            (4, 0, 1, 0.9, 'equity');
-)sql";
-
 class PipelineRunTest : public runnel::testing::PostgresTest {
  protected:
   void SetUp() override {
     PostgresTest::SetUp();
     conn_ = std::make_unique<postgres::Connection>(Connect());
-    conn_->Exec(kSchema);
+    conn_->Exec(runnel::testing::kNeedsSchema);
   }
 
   // The needs example pipeline with another quota, written beside a model.
@@ -64,12 +56,7 @@ class PipelineRunTest : public runnel::testing::PostgresTest {
 
   // A small Keras model: risk = 0.1 * (sum of the 9 scaled features) + 0.5.
   std::shared_ptr<const model::Model> SmallModel() {
-    nlohmann::json layers = nlohmann::json::array();
-    layers.push_back({{"class_name", "InputLayer"}, {"config", {{"name", "in"}, {"batch_input_shape", {nullptr, 9}}}}});
-    layers.push_back({{"class_name", "Dense"}, {"config", {{"name", "d"}, {"units", 1}, {"activation", "linear"}}}});
-    runnel::testing::KerasH5File file({{"class_name", "Sequential"}, {"config", {{"name", "s"}, {"layers", layers}}}});
-    file.Weights("d", {{"kernel:0", {{9, 1}, std::vector<float>(9, 0.1f)}}, {"bias:0", {{1}, {0.5f}}}});
-    return model::LoadModel(file.Write(dir_ / "small.h5"));
+    return model::LoadModel(runnel::testing::WriteLinearNeedsModel(dir_ / "small.h5"));
   }
 
   void Insert(const std::vector<std::vector<double>>& rows) {  // id, client, then the 8 inputs (NaN: NULL)

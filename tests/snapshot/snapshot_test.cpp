@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "../support/keras_h5_file.hpp"
+#include "../support/needs_fixture.hpp"
 #include "../support/pg_environment.hpp"
 #include "../support/shared_paths.hpp"
 #include "../support/temp_dir.hpp"
@@ -32,21 +33,12 @@ namespace {
 
 using postgres::Params;
 
-constexpr const char* kSchema = R"sql(
-CREATE TABLE needs (id integer, age integer, gender integer, family_members integer, financial_education real,
-                    risk_propensity real, income real, wealth real, income_investment integer,
-                    accumulation_investment integer, financial_status real, client_id integer);
-CREATE TABLE products (id_product integer, income integer, accumulation integer, risk real, description text);
-INSERT INTO products VALUES (1, 0, 1, 0.55, 'balanced'), (2, 1, 0, 0.3, 'income'), (3, 1, 0, 0.12, 'fixed income'),
-                            (4, 0, 1, 0.9, 'equity');
-)sql";
-
 class SnapshotTest : public runnel::testing::PostgresTest {
  protected:
   void SetUp() override {
     PostgresTest::SetUp();
     conn_ = std::make_unique<postgres::Connection>(Connect());
-    conn_->Exec(kSchema);
+    conn_->Exec(runnel::testing::kNeedsSchema);
     std::ifstream in(std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml");
     std::stringstream text;
     text << in.rdbuf();
@@ -57,12 +49,7 @@ class SnapshotTest : public runnel::testing::PostgresTest {
 
   // risk = 0.1 * (sum of the 9 scaled features) + 0.5.
   std::shared_ptr<const model::Model> SmallModel() {
-    nlohmann::json layers = nlohmann::json::array();
-    layers.push_back({{"class_name", "InputLayer"}, {"config", {{"name", "in"}, {"batch_input_shape", {nullptr, 9}}}}});
-    layers.push_back({{"class_name", "Dense"}, {"config", {{"name", "d"}, {"units", 1}, {"activation", "linear"}}}});
-    runnel::testing::KerasH5File file({{"class_name", "Sequential"}, {"config", {{"name", "s"}, {"layers", layers}}}});
-    file.Weights("d", {{"kernel:0", {{9, 1}, std::vector<float>(9, 0.1f)}}, {"bias:0", {{1}, {0.5f}}}});
-    return model::LoadModel(file.Write(dir_ / "small.h5"));
+    return model::LoadModel(runnel::testing::WriteLinearNeedsModel(dir_ / "small.h5"));
   }
 
   // Rows first..first+n-1, 100 clients.
@@ -394,6 +381,14 @@ TEST_F(SnapshotTest, QueriesCannotLeaveTheFileChangeItOrOutrunTheirLimits) {
   auto answer = Query(reader, "SELECT * FROM range(100);", limits);
   EXPECT_EQ(answer.rows.size(), 7u);
   EXPECT_TRUE(answer.truncated);
+  // A gigabyte of answer under the row limit is cut off by the byte limit.
+  limits.max_rows = 10000;
+  limits.max_bytes = 8 << 20;
+  answer = Query(reader, "SELECT repeat('x', 1000000) AS big FROM range(1000)", limits);
+  EXPECT_EQ(answer.rows.size(), 8u);
+  EXPECT_TRUE(answer.truncated);
+  limits = QueryLimits{};
+  limits.max_rows = 7;
   answer = Query(reader, "SELECT key FROM results ORDER BY key LIMIT 7 -- a comment", limits);
   EXPECT_EQ(answer.rows.size(), 7u);
   EXPECT_FALSE(answer.truncated);

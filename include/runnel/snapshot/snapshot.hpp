@@ -93,6 +93,7 @@ struct QueryLimits {
   std::chrono::milliseconds timeout{10000};
   int64_t memory_mb = 256;
   int64_t max_rows = 10000;
+  int64_t max_bytes = 64 << 20;  // of the answer's values: past it the answer is cut off
 };
 
 enum class ValueKind { Boolean, Integer, Real, Text };
@@ -101,13 +102,13 @@ struct QueryAnswer {
   std::vector<std::string> columns;
   std::vector<ValueKind> kinds;
   std::vector<std::vector<std::optional<std::string>>> rows;  // values as DuckDB prints them; nullopt: NULL
-  bool truncated = false;                                     // more rows than max_rows
+  bool truncated = false;                                     // cut off at max_rows or max_bytes
   std::chrono::milliseconds took{0};
 };
 
 // Runs one SELECT over the snapshot `reader` holds, sandboxed: the file opened
 // read-only, no file system or network access, no extensions, configuration locked,
-// a memory limit, a time limit (interrupted) and a row limit.
+// a memory limit, a time limit (interrupted), and row and byte limits on the answer.
 QueryAnswer Query(const Reader& reader, std::string_view sql, const QueryLimits& limits);
 
 // {"columns": [...], "rows": [[...], ...], "truncated": b, "took_ms": n}: numbers as
