@@ -109,6 +109,39 @@ TEST(PipelineConfig, QuotaWindowIsOptionalAndNamedWhenWrong) {
   }
 }
 
+TEST(PipelineConfig, SnapshotsDefaultBesideTheFileAndNameWhatIsWrong) {
+  TempDir dir;
+  WriteFile(dir / "p.toml", kValid);
+  auto config = LoadPipelineConfig(dir / "p.toml");
+  EXPECT_EQ(config.snapshots.dir, std::filesystem::absolute(dir / "p.toml").parent_path() / "snapshots");
+  EXPECT_EQ(config.snapshots.every.count(), 0) << "on demand only";
+  EXPECT_EQ(config.snapshots.keep, 3);
+  WriteFile(dir / "p.toml", std::string(kValid) +
+                                "[snapshots]\ndir = \"snaps\"\nevery = \"10m\"\nkeep = 5\nquery_timeout_ms = 500\n"
+                                "query_memory_mb = 64\nquery_max_rows = 20\n");
+  config = LoadPipelineConfig(dir / "p.toml");
+  EXPECT_EQ(config.snapshots.dir, std::filesystem::absolute(dir / "p.toml").parent_path() / "snaps");
+  EXPECT_EQ(config.snapshots.every, std::chrono::minutes(10));
+  EXPECT_EQ(config.snapshots.keep, 5);
+  EXPECT_EQ(config.snapshots.query_timeout, std::chrono::milliseconds(500));
+  EXPECT_EQ(config.snapshots.query_memory_mb, 64);
+  EXPECT_EQ(config.snapshots.query_max_rows, 20);
+  WriteFile(dir / "p.toml", std::string(kValid) + "[snapshots]\ndir = \"/srv/snaps\"\n");
+  EXPECT_EQ(LoadPipelineConfig(dir / "p.toml").snapshots.dir, "/srv/snaps");
+  const std::pair<const char*, const char*> bad[] = {
+      {"every = \"often\"", "snapshots.every"},
+      {"every = \"0m\"", "snapshots.every"},
+      {"keep = 0", "snapshots.keep"},
+      {"query_memory_mb = 1", "snapshots.query_memory_mb"},
+      {"query_max_rows = -1", "snapshots.query_max_rows"},
+      {"whenever = true", "whenever"},
+  };
+  for (const auto& [line, named] : bad) {
+    const auto error = ErrorFor(std::string(kValid) + "[snapshots]\n" + line + "\n");
+    EXPECT_NE(error.find(named), std::string::npos) << line << ": " << error;
+  }
+}
+
 TEST(PipelineConfig, UpdateCaptureIsOptInAndRefusesALoop) {
   TempDir dir;
   WriteFile(dir / "p.toml", std::string(kValid) + "[capture]\non = [\"insert\", \"update\"]\n");

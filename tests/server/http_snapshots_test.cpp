@@ -2,6 +2,8 @@
 // prunes them to `keep`; the API lists versions, describes one and runs read-only
 // SELECTs over it (JSON or CSV), refusing what leaves the sandbox, unknown versions,
 // malformed bodies and client-bound keys.
+#include <thread>
+
 #include "http_api_fixture.hpp"
 #include "runnel/server/api_keys.hpp"
 
@@ -88,6 +90,25 @@ TEST_F(SnapshotsHttpTest, ScheduledSnapshotsAreListedDescribedAndQueried) {
                        "application/json")
                 ->status,
             400);
+}
+
+// A snapshot that cannot be written (its directory is a file) is logged and tried
+// again; serving and the API go on.
+TEST_F(SnapshotsHttpTest, AFailingSnapshotDoesNotStopServing) {
+  auto config = SnapshotConfig();
+  runnel::testing::WriteFile(dir_ / "snaps", "not a directory");
+  Start(config);
+  InsertRows(50);
+  WaitServed();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // a scheduled snapshot failed meanwhile
+  InsertRows(50);
+  WaitServed();
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 100);
+  auto list = client_->Get("/v1/pipelines/needs/snapshots");
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->status, 200) << list->body;
+  EXPECT_EQ(Body(list)["versions"].size(), 0u);
+  EXPECT_EQ(client_->Get("/readyz")->status, 200);
 }
 
 TEST_F(SnapshotsHttpTest, AKeyBoundToAClientCannotReadSnapshots) {
