@@ -4,7 +4,8 @@
 #     and file size beside the PostgreSQL tables it copied.
 #  2. Its cost to serving: a burst of BURST (default 200,000) queued requests served by
 #     `runnel run --until-idle` (2 workers) alone, and while snapshots of the whole
-#     pipeline are taken back to back — alternating which goes first in each of ROUNDS
+#     pipeline are taken back to back at the default pace (0.5: the copy rests half the
+#     time) and at full speed (pace 1) — the order reversed every other of ROUNDS
 #     (default 3) rounds.
 #  3. One aggregate (per client: requests, mean risk, mean latency) on the snapshot
 #     through `runnel snapshot query` and the same on PostgreSQL through psql,
@@ -47,27 +48,29 @@ load "$ROWS"
 printf 'served at %.0f requests/s\n' "$(serve)"
 psql "$URL" -qAt -c "SELECT 'PostgreSQL: results ' || pg_size_pretty(pg_total_relation_size('runnel_needs_results'))
   || ', needs ' || pg_size_pretty(pg_total_relation_size('needs'))"
-start=$(now)
-"$RUNNEL" --log-level warn snapshot create --pipeline $P --db "$URL" --dir "$SNAPS" --keep 2
-printf 'snapshot create: %.2f s (wall, the command)\n' "$(since "$start")"
+for pace in 1 0.5; do
+  start=$(now)
+  "$RUNNEL" --log-level warn snapshot create --pipeline $P --db "$URL" --dir "$SNAPS" --keep 2 --pace $pace
+  printf 'snapshot create --pace %s: %.2f s (wall, the command)\n' $pace "$(since "$start")"
+done
 
 echo "== 2. serving a burst of $BURST alone and while snapshots are taken"
-snapshots_loop() {
+snapshots_loop() {  # $1: the pace
   while true; do "$RUNNEL" --log-level warn snapshot create --pipeline $P --db "$URL" --dir "$SNAPS" --keep 2 \
-    >/dev/null 2>&1 || true; done
+    --pace "$1" >/dev/null 2>&1 || true; done
 }
-alone() { load "$BURST"; printf '  alone             %8.0f requests/s\n' "$(serve)"; }
-beside() {
+alone() { load "$BURST"; printf '  alone                     %8.0f requests/s\n' "$(serve)"; }
+beside() {  # $1: the pace
   load "$BURST"
-  snapshots_loop &
+  snapshots_loop "$1" &
   LOOP=$!
   sleep 1  # a snapshot under way
-  printf '  with snapshots    %8.0f requests/s\n' "$(serve)"
+  printf '  with snapshots, pace %-4s %8.0f requests/s\n' "$1" "$(serve)"
   stop_loop
 }
 for round in $(seq "${ROUNDS:-3}"); do
   echo "round $round"
-  if [ $((round % 2)) -eq 1 ]; then alone; beside; else beside; alone; fi
+  if [ $((round % 2)) -eq 1 ]; then alone; beside 0.5; beside 1; else beside 1; beside 0.5; alone; fi
 done
 
 echo "== 3. one aggregate: the snapshot (DuckDB) vs PostgreSQL"

@@ -18,6 +18,7 @@ struct SnapshotArgs {
   std::string pipeline, db, dir, sql, format = "table", by = "model_version", out;
   std::optional<int64_t> version;
   std::optional<int> keep;
+  std::optional<double> pace;
 };
 
 snapshot::SnapshotStore StoreFor(const SnapshotArgs& args, const pipeline::PipelineConfig& config) {
@@ -52,6 +53,7 @@ void PrintTable(const snapshot::QueryAnswer& answer) {
 
 int Create(CliContext& ctx, const SnapshotArgs& args) {
   auto config = pipeline::LoadPipelineConfig(args.pipeline);
+  if (args.pace) config.snapshots.pace = *args.pace;
   auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args.db));
   const auto store = StoreFor(args, config);
   const auto outcome = store.Create(conn, config);
@@ -126,6 +128,11 @@ void AddSnapshotCommands(CLI::App& root, std::vector<Command>& commands) {
   create->add_option("--db", args->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
   create->add_option("--keep", args->keep, "Versions to keep (default: [snapshots] keep, 3)")
       ->check(CLI::Range(1, 1000));
+  create
+      ->add_option("--pace", args->pace,
+                   "Share of the time the copy works, resting the rest so serving keeps the cores "
+                   "(default: [snapshots] pace, 0.5; 1: as fast as it can)")
+      ->check(CLI::Range(0.05, 1.0));
   commands.push_back({create, [args](CliContext& ctx) { return Create(ctx, *args); }});
 
   auto* list = snapshot->add_subcommand("list", "List the published versions");

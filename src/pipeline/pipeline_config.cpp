@@ -135,7 +135,7 @@ void ReadSnapshots(const Reader& reader, const toml::table& root, const std::fil
   if (root.get("snapshots") == nullptr) return;
   const auto& table = reader.Table(root, "snapshots", true);
   reader.AllowOnly(table, "snapshots.",
-                   {"dir", "every", "keep", "query_timeout_ms", "query_memory_mb", "query_max_rows"});
+                   {"dir", "every", "keep", "pace", "query_timeout_ms", "query_memory_mb", "query_max_rows"});
   if (auto dir = reader.String(table, "snapshots.", "dir", false); !dir.empty()) {
     const std::filesystem::path p(dir);
     snapshots.dir = p.is_absolute() ? p : beside / p;
@@ -149,6 +149,13 @@ void ReadSnapshots(const Reader& reader, const toml::table& root, const std::fil
     snapshots.every = *seconds;
   }
   if (auto keep = reader.Integer(table, "snapshots.", "keep", 1, 1000)) snapshots.keep = static_cast<int>(*keep);
+  if (const toml::node* pace = table.get("pace")) {
+    const auto share = pace->value<double>();
+    if (!share || !(*share >= 0.05 && *share <= 1.0)) {
+      reader.Fail(pace, "'snapshots.pace' must be a number from 0.05 to 1 (the share of the time a copy works)");
+    }
+    snapshots.pace = *share;
+  }
   if (auto timeout = reader.Integer(table, "snapshots.", "query_timeout_ms", 1, 3600000, "milliseconds"))
     snapshots.query_timeout = std::chrono::milliseconds(*timeout);
   if (auto memory = reader.Integer(table, "snapshots.", "query_memory_mb", 16, 1 << 20, "MiB"))

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include "duckdb.hpp"
 #include "runnel/core/error.hpp"
@@ -199,6 +200,29 @@ std::string RequestsViewSql(const std::vector<ColumnPlan>& results, const std::v
 
 namespace {
 
+// Rests between stretches of copying so that the copy works `share` of the time: while
+// it rests, PostgreSQL's backend fills the socket and waits too, and serving has the
+// cores. Each stretch is kStep bytes.
+class Pacer {
+ public:
+  explicit Pacer(double share) : share_(share) {}
+  void Worked(size_t bytes) {
+    bytes_ += bytes;
+    if (bytes_ < kStep || share_ >= 1.0) return;
+    bytes_ = 0;
+    const auto busy = std::chrono::steady_clock::now() - since_;
+    std::this_thread::sleep_for(
+        std::chrono::duration_cast<std::chrono::microseconds>(busy * ((1.0 - share_) / share_)));
+    since_ = std::chrono::steady_clock::now();
+  }
+
+ private:
+  static constexpr size_t kStep = 4 << 20;
+  double share_;
+  size_t bytes_ = 0;
+  std::chrono::steady_clock::time_point since_ = std::chrono::steady_clock::now();
+};
+
 // The columns `select` answers, planned.
 std::vector<ColumnPlan> PlanColumns(postgres::Connection& conn, const std::string& select) {
   auto probe = conn.Exec(fmt::format("SELECT * FROM ({}) s LIMIT 0", select));
@@ -209,14 +233,16 @@ std::vector<ColumnPlan> PlanColumns(postgres::Connection& conn, const std::strin
 
 // Copies one table: PostgreSQL's COPY to a CSV file beside the snapshot, read by DuckDB.
 int64_t CopyTable(postgres::Connection& pg, duck::Connection& duck, const TableCopy& table, const fs::path& csv,
-                  std::vector<ColumnPlan>& plans) {
+                  double pace, std::vector<ColumnPlan>& plans) {
   plans = PlanColumns(pg, table.select);
   int64_t rows = 0;
   {
     std::ofstream out(csv, std::ios::binary | std::ios::trunc);
     if (!out) throw Error(ErrorCode::Io, fmt::format("{}: cannot write", csv.string()));
+    Pacer pacer(pace);
     rows = pg.CopyOut(CopyOutSql(table.select, plans), [&](std::string_view data) {
       out.write(data.data(), static_cast<std::streamsize>(data.size()));
+      pacer.Worked(data.size());
     });
     out.flush();
     if (!out) throw Error(ErrorCode::Io, fmt::format("{}: write failed (disk full?)", csv.string()));
@@ -283,7 +309,7 @@ Written WriteSnapshot(postgres::Connection& pg, const pipeline::PipelineConfig& 
   std::map<std::string, std::vector<ColumnPlan>> plans;
   for (const auto& table : tables) {
     const fs::path csv = file.parent_path() / (file.filename().string() + "." + table.name + ".csv");
-    written.rows[table.name] = CopyTable(pg, duck, table, csv, plans[table.name]);
+    written.rows[table.name] = CopyTable(pg, duck, table, csv, config.snapshots.pace, plans[table.name]);
   }
   tx.Commit();
   duck.Exec(RequestsViewSql(plans["results"], plans["inputs"]), "snapshot view requests");

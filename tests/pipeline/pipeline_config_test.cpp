@@ -116,13 +116,16 @@ TEST(PipelineConfig, SnapshotsDefaultBesideTheFileAndNameWhatIsWrong) {
   EXPECT_EQ(config.snapshots.dir, std::filesystem::absolute(dir / "p.toml").parent_path() / "snapshots");
   EXPECT_EQ(config.snapshots.every.count(), 0) << "on demand only";
   EXPECT_EQ(config.snapshots.keep, 3);
-  WriteFile(dir / "p.toml", std::string(kValid) +
-                                "[snapshots]\ndir = \"snaps\"\nevery = \"10m\"\nkeep = 5\nquery_timeout_ms = 500\n"
-                                "query_memory_mb = 64\nquery_max_rows = 20\n");
+  EXPECT_EQ(config.snapshots.pace, 0.5);
+  WriteFile(dir / "p.toml",
+            std::string(kValid) +
+                "[snapshots]\ndir = \"snaps\"\nevery = \"10m\"\nkeep = 5\npace = 1\nquery_timeout_ms = 500\n"
+                "query_memory_mb = 64\nquery_max_rows = 20\n");
   config = LoadPipelineConfig(dir / "p.toml");
   EXPECT_EQ(config.snapshots.dir, std::filesystem::absolute(dir / "p.toml").parent_path() / "snaps");
   EXPECT_EQ(config.snapshots.every, std::chrono::minutes(10));
   EXPECT_EQ(config.snapshots.keep, 5);
+  EXPECT_EQ(config.snapshots.pace, 1.0);
   EXPECT_EQ(config.snapshots.query_timeout, std::chrono::milliseconds(500));
   EXPECT_EQ(config.snapshots.query_memory_mb, 64);
   EXPECT_EQ(config.snapshots.query_max_rows, 20);
@@ -132,6 +135,8 @@ TEST(PipelineConfig, SnapshotsDefaultBesideTheFileAndNameWhatIsWrong) {
       {"every = \"often\"", "snapshots.every"},
       {"every = \"0m\"", "snapshots.every"},
       {"keep = 0", "snapshots.keep"},
+      {"pace = 0", "snapshots.pace"},
+      {"pace = \"half\"", "snapshots.pace"},
       {"query_memory_mb = 1", "snapshots.query_memory_mb"},
       {"query_max_rows = -1", "snapshots.query_max_rows"},
       {"whenever = true", "whenever"},

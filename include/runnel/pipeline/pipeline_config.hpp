@@ -61,6 +61,7 @@ struct SnapshotConfig {
   std::filesystem::path dir;                       // absolute; a pipeline's go in dir/<name>/
   std::chrono::seconds every{0};                   // `runnel run` takes one this often; 0: on demand only
   int keep = 3;                                    // newest versions kept by pruning
+  double pace = 0.5;  // share of the time a copy works; it rests the rest, so serving keeps the cores
   std::chrono::milliseconds query_timeout{10000};  // per read-only query
   int64_t query_memory_mb = 256;                   // DuckDB's memory limit per query
   int64_t query_max_rows = 10000;                  // rows answered; more are cut off (truncated)
