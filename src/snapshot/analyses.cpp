@@ -10,6 +10,8 @@ namespace runnel::snapshot {
 
 namespace {
 
+constexpr int kDriftBins = 20;
+
 std::string ClientsPerHourSql(const std::string& client) {
   return fmt::format(
       "SELECT date_trunc('hour', r.finished_at) AS hour, CAST(i.{} AS VARCHAR) AS client, count(*) AS requests, "
@@ -31,6 +33,27 @@ std::string OutputsByVersionSql(const std::vector<std::string>& outputs) {
         duck::Literal(output), fmt::arg("c", column));
   }
   return "SELECT * FROM (" + sql + ") ORDER BY model_version, output";
+}
+
+// Per model version and numeric output, a 20-bin histogram over the version's range,
+// counted over the version's first hour and over its last hour: drift at a glance.
+std::string DriftSql(const std::vector<std::string>& outputs) {
+  std::string sql;
+  for (const auto& output : outputs) {
+    if (!sql.empty()) sql += " UNION ALL ";
+    sql += fmt::format(
+        "SELECT * FROM (WITH d AS (SELECT model_version, CAST({c} AS DOUBLE) AS x, finished_at FROM results "
+        "WHERE status = 'done' AND isfinite({c})), "
+        "v AS (SELECT model_version, min(finished_at) AS first_at, max(finished_at) AS last_at, min(x) AS lo, "
+        "max(x) AS hi FROM d GROUP BY ALL), "
+        "b AS (SELECT d.model_version, v.lo, v.hi, least({n} - 1, CAST(floor((d.x - v.lo) / greatest(v.hi - v.lo, "
+        "1e-300) * {n}) AS INTEGER)) AS bin, d.finished_at < v.first_at + INTERVAL 1 HOUR AS first_hour, "
+        "d.finished_at > v.last_at - INTERVAL 1 HOUR AS last_hour FROM d JOIN v USING (model_version)) "
+        "SELECT model_version, {name} AS output, bin, lo + (hi - lo) * bin / {n} AS lower, count(*) FILTER "
+        "(WHERE first_hour) AS first_hour, count(*) FILTER (WHERE last_hour) AS last_hour FROM b GROUP BY ALL)",
+        fmt::arg("c", duck::Identifier(output)), fmt::arg("name", duck::Literal(output)), fmt::arg("n", kDriftBins));
+  }
+  return "SELECT * FROM (" + sql + ") ORDER BY model_version, output, bin";
 }
 
 constexpr const char* kLatencySql =
@@ -69,7 +92,10 @@ std::vector<Analysis> Analyses(const Reader& reader, const pipeline::PipelineCon
   for (const auto& output : config.output_columns) {
     if (!pipeline::IsLabelOutput(config, output)) numeric.push_back(output);
   }
-  if (!numeric.empty()) out.push_back({"outputs_by_version", Query(reader, OutputsByVersionSql(numeric), limits)});
+  if (!numeric.empty()) {
+    out.push_back({"outputs_by_version", Query(reader, OutputsByVersionSql(numeric), limits)});
+    out.push_back({"drift", Query(reader, DriftSql(numeric), limits)});
+  }
   out.push_back({"latency_by_version", Query(reader, kLatencySql, limits)});
   if (HasTable(reader, "samples", limits)) out.push_back({"stage_ms", Query(reader, StageSql(), limits)});
   return out;

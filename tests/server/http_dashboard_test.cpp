@@ -234,12 +234,13 @@ TEST_F(DashboardBrowserTest, ThePageDrawsServingSwapsFailuresAndFindsARequest) {
                               "What the model says", "Failures", "Search", "From the newest snapshot"}) {
     EXPECT_NE(page.dom.find(fmt::format("data-section=\"{}\"", section)), std::string::npos) << section;
   }
-  for (const char* analysis : {"clients_per_hour", "outputs_by_version", "latency_by_version", "stage_ms"}) {
+  for (const char* analysis : {"clients_per_hour", "outputs_by_version", "drift", "latency_by_version", "stage_ms"}) {
     EXPECT_NE(page.dom.find(fmt::format("data-analysis=\"{}\"", analysis)), std::string::npos) << analysis;
   }
   EXPECT_NE(page.dom.find("Snapshot v1, taken"), std::string::npos) << page.dom;
+  EXPECT_NE(page.dom.find("data-drift=\""), std::string::npos) << "a drift chart per version and output";
   const auto points = ChartPoints(page);
-  ASSERT_EQ(points.size(), 4u) << "throughput, latency and the needs pipeline's two outputs";
+  ASSERT_EQ(points.size(), 6u) << "throughput, latency, the needs pipeline's two outputs and their drift";
   for (const int n : points) EXPECT_GT(n, 0) << page.dom;
   EXPECT_NE(page.dom.find(fmt::format("data-failed=\"{}\"", poisoned)), std::string::npos) << page.dom;
   EXPECT_NE(page.dom.find("data-version=\"1\""), std::string::npos);

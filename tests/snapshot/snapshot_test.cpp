@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "../support/keras_h5_file.hpp"
 #include "../support/needs_fixture.hpp"
@@ -120,6 +121,11 @@ TEST_F(SnapshotTest, ReadyMadeAnalysesAgreeWithPostgres) {
   conn_->Exec(
       "UPDATE needs SET financial_education = 3e38, wealth = 1e38 WHERE client_id = 7 AND id <= 300 AND id % 2 = 1");
   ServeAll();
+  // The results past key 150 finished two hours later, and higher: the version's last
+  // hour is theirs, its first hour the others'.
+  conn_->Exec(
+      "UPDATE runnel_needs_results SET finished_at = finished_at + interval '2 hours', risk_propensity = "
+      "risk_propensity + 1 WHERE key > 150");
   Store().Create(*conn_, config_);
   const auto analyses = Analyses(Store().Open(), config_, QueryLimits{});
   std::map<std::string, const QueryAnswer*> by_name;
@@ -159,6 +165,34 @@ TEST_F(SnapshotTest, ReadyMadeAnalysesAgreeWithPostgres) {
     EXPECT_LE(std::stod(*row[5]), std::stod(*row[6]));
   }
   EXPECT_TRUE(risk) << "risk_propensity is a numeric output";
+  ASSERT_TRUE(by_name.contains("drift"));
+  const auto& drift = *by_name["drift"];
+  EXPECT_EQ(drift.columns,
+            (std::vector<std::string>{"model_version", "output", "bin", "lower", "first_hour", "last_hour"}));
+  // The same histogram computed by PostgreSQL: bins of (max - min) / 20 over the version.
+  auto expected_bins = conn_->Exec(
+      "WITH d AS (SELECT key, risk_propensity::float8 AS x FROM runnel_needs_results WHERE status = 'done'), "
+      "v AS (SELECT min(x) AS lo, max(x) AS hi FROM d) SELECT least(19, floor((x - lo) / greatest(hi - lo, 1e-300) "
+      "* 20)::int) AS bin, count(*) FILTER (WHERE key <= 150), count(*) FILTER (WHERE key > 150) FROM d, v "
+      "GROUP BY 1 ORDER BY 1",
+      Params());
+  std::vector<std::tuple<int64_t, int64_t, int64_t>> want, got;
+  for (int i = 0; i < expected_bins.rows(); ++i) {
+    want.emplace_back(expected_bins.Get<int64_t>(i, 0), expected_bins.Get<int64_t>(i, 1),
+                      expected_bins.Get<int64_t>(i, 2));
+  }
+  for (const auto& row : drift.rows) {
+    if (*row[1] == "risk_propensity") got.emplace_back(std::stoll(*row[2]), std::stoll(*row[4]), std::stoll(*row[5]));
+  }
+  EXPECT_EQ(got, want);
+  ASSERT_GT(want.size(), 2u);
+  int64_t first = 0, last = 0;
+  for (const auto& [bin, f, l] : want) {
+    first += f;
+    last += l;
+  }
+  EXPECT_GT(first, 0);
+  EXPECT_GT(last, 0);
   const auto& latency = *by_name["latency_by_version"];
   ASSERT_EQ(latency.rows.size(), 1u);
   EXPECT_EQ(std::stoll(*latency.rows[0][1]), avg.Get<int64_t>(0, 1));

@@ -120,13 +120,15 @@ std::string AnswerCsv(const QueryAnswer& answer);
 // ---- ready-made analyses ----
 
 struct Analysis {
-  std::string name;  // clients_per_hour, outputs_by_version, latency_by_version, stage_ms
+  std::string name;  // clients_per_hour, outputs_by_version, drift, latency_by_version, stage_ms
   QueryAnswer answer;
 };
 
 // What the dashboard shows from a snapshot: per hour and client (when the pipeline has
 // a client column) the requests, throttled and failed; per model version each numeric
-// output's count, mean and 5/50/95th percentiles, and the latency's 50/95/99th; per
+// output's count, mean and 5/50/95th percentiles, its histogram (20 bins over the
+// version's range: model_version, output, bin, lower, first_hour, last_hour) in the
+// version's first hour and in its last hour, and the latency's 50/95/99th; per
 // serving stage the 50/95/99th percentiles of its milliseconds per batch (from the
 // samples). Each runs as a sandboxed Query; a table the snapshot lacks skips its
 // analysis.

@@ -133,7 +133,7 @@ function lineChart(lines, markers, from, to, unit) {
 
 // Bars per bin (or label) of two windows, each as its share of its window so that
 // windows of different sizes compare: the latest requests against those before them.
-function barChart(names, latest, previous) {
+function barChart(names, latest, previous, labels = ['latest', 'before']) {
   const width = 600, height = 150, left = 8, right = 8, top = 8, bottom = 34;
   const share = (w) => w.counts.map((c) => (w.total ? c / w.total : 0));
   const a = share(latest), b = share(previous);
@@ -166,11 +166,11 @@ function barChart(names, latest, previous) {
       chart.append(t);
     }
   });
-  const legend =
-      el('div', {class: 'legend'},
-         el('span', {}, el('i', {style: 'background: var(--done)'}), `latest (${number(latest.total)} served)`),
-         el('span', {}, el('i', {style: 'background: var(--marker)'}), `before (${number(previous.total)} served)`),
-         latest.missing ? el('span', {}, `${number(latest.missing)} missing`) : null);
+  const legend = el(
+      'div', {class: 'legend'},
+      el('span', {}, el('i', {style: 'background: var(--done)'}), `${labels[0]} (${number(latest.total)} served)`),
+      el('span', {}, el('i', {style: 'background: var(--marker)'}), `${labels[1]} (${number(previous.total)} served)`),
+      latest.missing ? el('span', {}, `${number(latest.missing)} missing`) : null);
   return el('div', {'data-output': ''}, chart, legend);
 }
 
@@ -208,6 +208,33 @@ function analysisTable(answer, limit) {
   return table(answer.columns, answer.rows.slice(0, limit).map((row) => row.map((v, i) => cell(v, answer.columns[i]))));
 }
 
+// The drift analysis (rows: version, output, bin, lower, first_hour, last_hour) as one
+// chart per version and output: its last hour against its first.
+function driftCharts(answer) {
+  const BINS = 20;
+  const charts = new Map();
+  for (const [version, output, bin, lower, first, last] of answer.rows) {
+    const key = version + ' · ' + output;
+    if (!charts.has(key)) {
+      charts.set(key, {
+        names: Array(BINS).fill(''),
+        last: {counts: Array(BINS).fill(0), total: 0},
+        first: {counts: Array(BINS).fill(0), total: 0}
+      });
+    }
+    const c = charts.get(key);
+    c.names[bin] = number(lower, Math.abs(lower) < 10 ? 2 : 0);
+    c.last.counts[bin] = last;
+    c.last.total += last;
+    c.first.counts[bin] = first;
+    c.first.total += first;
+  }
+  return [...charts].map(
+      ([key, c]) =>
+          el('div', {'data-drift': key}, el('h3', {}, key),
+             barChart(c.names, c.last, c.first, ['last hour', 'first hour'])));
+}
+
 function snapshotSection(s) {
   if (!s) {
     return section(
@@ -226,12 +253,16 @@ function snapshotSection(s) {
                     .map(
                         ([key, title]) =>
                             el('div', {'data-analysis': key}, el('h3', {}, title), analysisTable(s.analyses[key], 12)));
+  const drift = s.analyses.drift ? el('div', {'data-analysis': 'drift'},
+                                      el('h3', {}, 'Drift: each output in its version\'s last hour against its first'),
+                                      el('div', {class: 'distributions'}, ...driftCharts(s.analyses.drift))) :
+                                   null;
   return section(
       'From the newest snapshot', 'wide',
       el('p', {class: 'muted'},
          `Snapshot v${s.version}, taken ${new Date(s.created_at).toLocaleString()}: ` +
              'read from its DuckDB file, not from the serving database.'),
-      el('div', {class: 'analyses'}, ...parts));
+      drift, el('div', {class: 'analyses'}, ...parts));
 }
 
 // ---- pages ----
