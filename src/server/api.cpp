@@ -145,6 +145,13 @@ nlohmann::json Api::IdJson(const postgres::Result& r, int row, int column) const
   return nlohmann::json::parse(r.Get<std::string>(row, column));
 }
 
+void CheckUnboundKey(const HttpRequest& req, std::string_view what) {
+  if (req.access.client) {
+    throw HttpError{403, fmt::format("{} every client's requests: a key bound to client '{}' cannot read it", what,
+                                     *req.access.client)};
+  }
+}
+
 void Api::CheckOwnClient(const HttpRequest& req, std::string_view client) const {
   if (req.access.client && *req.access.client != client) {
     throw HttpError{403, fmt::format("this key belongs to client '{}', not '{}'", *req.access.client, client)};

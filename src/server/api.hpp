@@ -107,6 +107,9 @@ Handler Bind(const std::shared_ptr<Resource>& resource,
 }
 
 // Shared by resources.
+// Throws HttpError(403) when the caller's key is bound to a client: `what` (e.g. "the
+// dashboard shows") holds every client's requests, which such a key may not read.
+void CheckUnboundKey(const HttpRequest& req, std::string_view what);
 std::optional<int64_t> ParseInt(std::string_view text);
 int64_t IdParam(const std::string& text, const char* what);  // 404 when not an integer
 std::string IsoFromEpoch(double seconds);

@@ -50,21 +50,12 @@ void ServeAsset(std::string_view name, HttpResponse& res) {
   throw HttpError{404, fmt::format("no dashboard file '{}'", name)};
 }
 
-// A client-bound key reads its own requests only; the dashboard shows everyone's.
-void CheckUnbound(const HttpRequest& req) {
-  if (req.access.client) {
-    throw HttpError{403, fmt::format("the dashboard shows every client's requests: a key bound to client '{}' "
-                                     "cannot read it",
-                                     *req.access.client)};
-  }
-}
-
 class DashboardResource {
  public:
   explicit DashboardResource(const std::vector<std::unique_ptr<Api>>& apis) : apis_(apis) {}
 
   void Overview(const HttpRequest& req, HttpResponse& res, const PathParams&) {
-    CheckUnbound(req);
+    CheckUnboundKey(req, "the dashboard shows");
     json pipelines = json::array();
     for (const auto& api : apis_) {
       api->pool.Run([&](postgres::Connection& conn) {
@@ -82,7 +73,7 @@ class DashboardResource {
   }
 
   void Pipeline(Api& api, const HttpRequest& req, HttpResponse& res) {
-    CheckUnbound(req);
+    CheckUnboundKey(req, "the dashboard shows");
     const auto window = Window(req);
     json body = api.pool.Run([&](postgres::Connection& conn) {
       const auto samples = ReadSamples(conn, api.config.name, window);

@@ -28,6 +28,7 @@
 #include "runnel/pipeline/load.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/registry/registry.hpp"
+#include "runnel/server/api_keys.hpp"
 #include "runnel/server/service.hpp"
 
 namespace runnel::server::test {
@@ -178,6 +179,23 @@ class HttpApiTest : public runnel::testing::PostgresTest {
                             "1, 0 FROM generate_series(1, {})",
                             client, n),
                 Params());
+  }
+
+  // What `path` answers a read key bound to client 7 once the server knows the key
+  // (expected: 403, as for what holds every client's requests).
+  std::string RefusedToBoundKey(const std::string& path) {
+    KeySpec bound;
+    bound.scope = Scope::kRead;
+    bound.client = "7";
+    const std::string key = CreateKey(*conn_, bound).secret;
+    std::string body;
+    EXPECT_TRUE(Eventually([&] {
+      auto res = client_->Get(path, {{"Authorization", "Bearer " + key}});
+      body = res ? res->body : "no response";
+      return res && res->status == 403;
+    })) << path
+        << ": " << body;
+    return body;
   }
 
   void WaitServed(const std::string& table = "needs") {
