@@ -434,6 +434,20 @@ int main(int argc, char** argv) {
             R"("model":{"type":"BPE","unk_token":"<unk>","vocab":{"<s>":0,"<pad>":1,"</s>":2,"<unk>":3,)"
             R"("a":4,"<mask>":5,"b":6,"ab":7,"Ġ":8,"Ġab":9},"merges":["a b",["Ġ","ab"]]}})") +
             std::string(1, '\0') + "ab ab <mask> ba's  x");
+  // SentencePiece Unigram as transformers converts it: a precompiled charsmap (one rule:
+  // "A" -> "a"), a regex Replace, Metaspace, byte fallback.
+  Write(dir / "tokenizer/unigram.json",
+        std::string(R"({"normalizer":{"type":"Sequence","normalizers":[{"type":"Precompiled","precompiled_charsmap":")"
+                    "CAEAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABBBQAAAAAAgGEA"
+                    R"("},{"type":"Replace","pattern":{"Regex":" {2,}"},"content":"\u2581"}]},)"
+                    R"("pre_tokenizer":{"type":"Metaspace","replacement":"\u2581","prepend_scheme":"first"},)"
+                    R"("added_tokens":[{"id":0,"content":"<unk>","special":true}],)"
+                    R"("model":{"type":"Unigram","unk_id":0,"byte_fallback":true,"vocab":[["<unk>",0],)"
+                    R"(["\u2581a",-1],["a",-2],["b",-2.5],["ab",-3],["<0xC3>",-9],["<0xA9>",-9]]}})") +
+            std::string(1, '\0') + "AB  ab é x");
   Write(dir / "csv/basic", "id,a,b\n1,2,3\n2,-1,0\n3,,4\n\"4\",\"5\",x\n5,1\n");
   Write(dir / "csv/bom", "\xEF\xBB\xBFID,A,B\r\n1,1e3,2.5\r\n");
   return 0;

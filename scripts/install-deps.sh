@@ -28,6 +28,7 @@ test_packages=(
   # train the tree models tests/model/trees_test.cpp checks against
   python3-xgboost python3-sklearn python3-onnx
   python3-regex  # the Python tokenizers the Hugging Face tokenizers are checked against (tests/text)
+  python3-sentencepiece  # trains the Unigram tokenizers tests/text checks, and encodes as the reference
   python3-torch  # the transformer of examples/reviews and the logits it is checked against
   libonnx-testdata  # the ONNX backend tests the tensor runtime is held to (tests/tensor)
   chromium  # the dashboard's browser tests (headless)

@@ -1,10 +1,13 @@
 // Token models as Hugging Face's tokenizers runs them (models/wordpiece, bpe,
-// wordlevel): each turns one pre-tokenized word into ids.
+// wordlevel, unigram): each turns one pre-tokenized word into ids.
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
+#include <deque>
 #include <queue>
 
+#include "runnel/core/error.hpp"
 #include "tokenizer_parts.hpp"
 #include "unicode_text.hpp"
 
@@ -298,6 +301,211 @@ std::unique_ptr<TokenModel> MakeBpe(const JsonReader& reader, const Json& j) {
   return std::make_unique<Bpe>(std::move(vocab), std::move(merges), std::move(options));
 }
 
+// The pieces of a Unigram vocabulary in a byte trie: each node's children are one
+// contiguous run of edges sorted by byte, built breadth first from the sorted pieces.
+class PieceTrie {
+ public:
+  // `pieces`: (bytes, id), sorted by bytes, no two equal, none empty.
+  explicit PieceTrie(const std::vector<std::pair<std::string_view, int32_t>>& pieces) {
+    struct Pending {
+      uint32_t node;
+      size_t lo, hi, depth;
+    };
+    nodes_.push_back({});
+    std::deque<Pending> queue{{0, 0, pieces.size(), 0}};
+    while (!queue.empty()) {
+      auto [node, lo, hi, depth] = queue.front();
+      queue.pop_front();
+      if (lo < hi && pieces[lo].first.size() == depth) nodes_[node].id = pieces[lo++].second;
+      nodes_[node].first_edge = static_cast<uint32_t>(edges_.size());
+      for (size_t i = lo; i < hi;) {
+        const char label = pieces[i].first[depth];
+        size_t end = i + 1;
+        while (end < hi && pieces[end].first[depth] == label) ++end;
+        const auto child = static_cast<uint32_t>(nodes_.size());
+        nodes_.push_back({});
+        edges_.push_back({static_cast<uint8_t>(label), child});
+        queue.push_back({child, i, end, depth + 1});
+        i = end;
+      }
+      nodes_[node].edge_count = static_cast<uint32_t>(edges_.size()) - nodes_[node].first_edge;
+    }
+  }
+
+  // Calls found(length, id) for each piece that begins `text`, shortest first.
+  template <typename Found>
+  void PrefixesOf(std::string_view text, Found found) const {
+    uint32_t node = 0;
+    for (size_t i = 0; i < text.size(); ++i) {
+      const Node& n = nodes_[node];
+      const auto begin = edges_.begin() + n.first_edge;
+      const auto end = begin + n.edge_count;
+      const auto label = static_cast<uint8_t>(text[i]);
+      const auto it = std::lower_bound(begin, end, label, [](const Edge& e, uint8_t b) { return e.label < b; });
+      if (it == end || it->label != label) return;
+      node = it->child;
+      if (nodes_[node].id >= 0) found(i + 1, nodes_[node].id);
+    }
+  }
+
+ private:
+  struct Node {
+    int32_t id = -1;
+    uint32_t first_edge = 0, edge_count = 0;
+  };
+  struct Edge {
+    uint8_t label;
+    uint32_t child;
+  };
+  std::vector<Node> nodes_;
+  std::vector<Edge> edges_;
+};
+
+// SentencePiece's unigram language model as tokenizers runs it (encode_optimized):
+// the segmentation of the word's bytes into pieces of highest total score (Viterbi),
+// a character no piece starts with costing the lowest score less 10 as the unknown
+// piece; adjacent unknown pieces fused into one; a piece the vocabulary lacks (a fused
+// run) as its <0xXX> byte pieces (byte_fallback) or the unknown id.
+class Unigram final : public TokenModel {
+ public:
+  Unigram(std::vector<std::pair<std::string, double>> pieces, int64_t unk, bool byte_fallback)
+      : pieces_(std::move(pieces)), unk_(unk), byte_fallback_(byte_fallback), trie_(SortedPieces()) {
+    for (const auto& [piece, score] : pieces_) min_score_ = std::min(min_score_, score);
+  }
+
+  void Tokenize(std::u32string_view word, std::vector<int64_t>& ids) const override {
+    const std::string text = EncodeUtf8(word);
+    for (const auto& piece : BestPieces(text)) AppendIds(piece, ids);
+  }
+
+  size_t vocab_size() const override { return pieces_.size(); }
+  int64_t Find(std::string_view token) const override { return FindId(ids_, token); }
+  std::string Describe() const override {
+    return fmt::format("Unigram({} pieces{})", pieces_.size(), byte_fallback_ ? ", byte fallback" : "");
+  }
+
+ private:
+  static constexpr double kUnkPenalty = 10.0;
+
+  // Unique pieces to their last id (as the library's map keeps), sorted for the trie.
+  std::vector<std::pair<std::string_view, int32_t>> SortedPieces() {
+    ids_.reserve(pieces_.size());
+    for (size_t i = 0; i < pieces_.size(); ++i) ids_.insert_or_assign(pieces_[i].first, static_cast<int64_t>(i));
+    std::vector<std::pair<std::string_view, int32_t>> sorted;
+    sorted.reserve(ids_.size());
+    for (const auto& [piece, id] : ids_) {
+      if (!piece.empty()) sorted.emplace_back(piece, static_cast<int32_t>(id));
+    }
+    std::sort(sorted.begin(), sorted.end());
+    return sorted;
+  }
+
+  struct Best {
+    double score = 0;
+    int64_t id = -1;
+    size_t start = SIZE_MAX;  // SIZE_MAX: no path ends here yet
+  };
+
+  // The pieces (as byte ranges of `text`) of the best path, unknown runs fused.
+  std::vector<std::string_view> BestPieces(std::string_view text) const {
+    std::vector<Best> best(text.size() + 1);
+    best[0].start = 0;
+    for (size_t start = 0; start < text.size();) {
+      const double here = best[start].score;
+      const size_t char_len = Utf8Length(static_cast<uint8_t>(text[start]), text.size() - start);
+      bool single = false;
+      trie_.PrefixesOf(text.substr(start), [&](size_t length, int32_t id) {
+        Offer(best[start + length], here + pieces_[static_cast<size_t>(id)].second, id, start);
+        single = single || length == char_len;
+      });
+      if (!single) {
+        Best& target = best[start + char_len];
+        const double score = here + min_score_ - kUnkPenalty;
+        if (unk_ < 0 && (target.start == SIZE_MAX || score > target.score))
+          throw Error(ErrorCode::InvalidInput,
+                      fmt::format("'{}' is in no piece of the Unigram vocabulary and it has no unk_id",
+                                  text.substr(start, char_len)));
+        if (unk_ >= 0) Offer(target, score, unk_, start);
+      }
+      start += char_len;
+    }
+    std::vector<std::string_view> pieces;
+    size_t fused_start = SIZE_MAX, fused_end = 0;
+    for (size_t end = text.size(); end > 0;) {
+      const Best& node = best[end];
+      if (node.id == unk_) {
+        if (fused_start == SIZE_MAX) fused_end = end;
+        fused_start = node.start;
+      } else {
+        if (fused_start != SIZE_MAX) pieces.push_back(text.substr(fused_start, fused_end - fused_start));
+        fused_start = SIZE_MAX;
+        pieces.push_back(text.substr(node.start, end - node.start));
+      }
+      end = node.start;
+    }
+    if (fused_start != SIZE_MAX) pieces.push_back(text.substr(fused_start, fused_end - fused_start));
+    std::reverse(pieces.begin(), pieces.end());
+    return pieces;
+  }
+
+  static void Offer(Best& target, double score, int64_t id, size_t start) {
+    if (target.start == SIZE_MAX || score > target.score) target = {score, id, start};
+  }
+
+  static size_t Utf8Length(uint8_t lead, size_t left) {
+    const size_t n = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : 4;
+    return std::min(n, left);
+  }
+
+  void AppendIds(std::string_view piece, std::vector<int64_t>& ids) const {
+    if (const int64_t id = FindId(ids_, piece); id >= 0) {
+      ids.push_back(id);
+      return;
+    }
+    if (byte_fallback_) {
+      const size_t first = ids.size();
+      for (const char b : piece) {
+        const int64_t id = FindId(ids_, fmt::format("<0x{:02X}>", static_cast<uint8_t>(b)));
+        if (id < 0) break;
+        ids.push_back(id);
+      }
+      if (ids.size() - first == piece.size()) return;
+      ids.resize(first);
+    }
+    ids.push_back(unk_);
+  }
+
+  std::vector<std::pair<std::string, double>> pieces_;
+  Vocab ids_;
+  int64_t unk_;
+  bool byte_fallback_;
+  double min_score_ = INFINITY;
+  PieceTrie trie_;
+};
+
+std::unique_ptr<TokenModel> MakeUnigram(const JsonReader& reader, const Json& j) {
+  const Json& list = reader.Array(reader.Member(j, "vocab", "model", true), "model.vocab");
+  if (list.empty()) reader.Fail("model.vocab", "is empty");
+  if (list.size() > kMaxVocab) reader.Fail("model.vocab", fmt::format("has more than {} pieces", kMaxVocab));
+  std::vector<std::pair<std::string, double>> pieces;
+  pieces.reserve(list.size());
+  for (size_t i = 0; i < list.size(); ++i) {
+    const Json& item = list[i];
+    if (!item.is_array() || item.size() != 2 || !item[0].is_string() || !item[1].is_number())
+      reader.Fail(fmt::format("model.vocab[{}]", i), "is not [piece, score]");
+    const double score = item[1].get<double>();
+    if (!std::isfinite(score)) reader.Fail(fmt::format("model.vocab[{}]", i), "has a score that is not finite");
+    pieces.emplace_back(item[0].get<std::string>(), score);
+  }
+  int64_t unk = -1;
+  if (const Json& id = reader.Member(j, "unk_id", "model", false); !id.is_null()) {
+    unk = reader.Id(id, "model.unk_id");
+    if (static_cast<size_t>(unk) >= pieces.size())
+      reader.Fail("model.unk_id", fmt::format("{} is not below the vocabulary's {} pieces", unk, pieces.size()));
+  }
+  return std::make_unique<Unigram>(std::move(pieces), unk, reader.BoolOr(j, "byte_fallback", "model", false));
+}
+
 }  // namespace
 
 std::unique_ptr<TokenModel> MakeTokenModel(const JsonReader& reader, const Json& j) {
@@ -317,8 +525,8 @@ std::unique_ptr<TokenModel> MakeTokenModel(const JsonReader& reader, const Json&
     const int64_t unk = OptionalToken(reader, j, vocab, "unk_token", "model");
     return std::make_unique<WordLevel>(std::move(vocab), unk);
   }
-  reader.Fail("model.type",
-              fmt::format("'{}' is not supported (WordPiece, BPE and WordLevel are; Unigram is not yet)", type));
+  if (type == "Unigram") return MakeUnigram(reader, j);
+  reader.Fail("model.type", fmt::format("'{}' is not supported (WordPiece, BPE, WordLevel and Unigram are)", type));
 }
 
 }  // namespace runnel::text

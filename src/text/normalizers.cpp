@@ -1,7 +1,9 @@
 // Normalizers as Hugging Face's tokenizers runs them (normalizers/bert.rs, strip.rs,
-// unicode.rs, replace.rs, prepend.rs, utils.rs).
+// unicode.rs, replace.rs, prepend.rs, precompiled.rs, utils.rs).
 #include <fmt/format.h>
+#include <re2/re2.h>
 
+#include "precompiled.hpp"
 #include "tokenizer_parts.hpp"
 #include "unicode_text.hpp"
 
@@ -134,6 +136,55 @@ class Replace final : public Normalizer {
   std::u32string pattern_, content_;
 };
 
+// A Regex pattern, run by RE2 (tokenizers runs Oniguruma: the patterns both read alike
+// are accepted, see MakeReplace).
+class RegexReplace final : public Normalizer {
+ public:
+  RegexReplace(std::unique_ptr<re2::RE2> pattern, std::string content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  void Apply(std::u32string& text) const override {
+    std::string utf8 = EncodeUtf8(text);
+    std::string out;
+    re2::StringPiece match;
+    size_t at = 0, search = 0;
+    while (search <= utf8.size() && pattern_->Match(utf8, search, utf8.size(), re2::RE2::UNANCHORED, &match, 1)) {
+      const auto start = static_cast<size_t>(match.data() - utf8.data());
+      out.append(utf8, at, start - at);
+      out += content_;
+      at = start + match.size();
+      // An empty match moves one character on (the character is kept).
+      search = match.empty() ? NextChar(utf8, at) : at;
+      if (match.empty() && at < utf8.size()) {
+        out.append(utf8, at, search - at);
+        at = search;
+      }
+    }
+    out.append(utf8, std::min(at, utf8.size()));
+    text = DecodeUtf8(out);
+  }
+  std::string Describe() const override { return fmt::format("Replace(/{}/ -> '{}')", pattern_->pattern(), content_); }
+
+ private:
+  static size_t NextChar(const std::string& s, size_t i) {
+    if (i >= s.size()) return s.size() + 1;
+    ++i;
+    while (i < s.size() && (static_cast<uint8_t>(s[i]) & 0xC0) == 0x80) ++i;
+    return i;
+  }
+  std::unique_ptr<re2::RE2> pattern_;
+  std::string content_;
+};
+
+class PrecompiledNormalizer final : public Normalizer {
+ public:
+  explicit PrecompiledNormalizer(PrecompiledCharsmap charsmap) : charsmap_(std::move(charsmap)) {}
+  void Apply(std::u32string& text) const override { text = DecodeUtf8(charsmap_.Normalize(EncodeUtf8(text))); }
+  std::string Describe() const override { return fmt::format("Precompiled({} trie units)", charsmap_.units()); }
+
+ private:
+  PrecompiledCharsmap charsmap_;
+};
+
 class Prepend final : public Normalizer {
  public:
   explicit Prepend(std::u32string prefix) : prefix_(std::move(prefix)) {}
@@ -166,12 +217,37 @@ std::unique_ptr<Normalizer> MakeBert(const JsonReader& reader, const Json& j, st
                                           reader.BoolOr(j, "handle_chinese_chars", where, true), strip, lowercase);
 }
 
-std::unique_ptr<Normalizer> MakeReplace(const JsonReader& reader, const Json& j, std::string_view where) {
-  const Json& pattern = reader.Object(reader.Member(j, "pattern", where, true), fmt::format("{}.pattern", where));
-  if (!pattern.contains("String")) {
-    reader.Fail(fmt::format("{}.pattern", where), "only a String pattern is supported (a Regex one is not)");
+// RE2's \s \w \d \b are ASCII-only where Oniguruma's are Unicode's: a pattern using
+// them would silently match otherwise, so it is refused.
+std::unique_ptr<re2::RE2> CompileHfRegex(const JsonReader& reader, const std::string& pattern, std::string_view where) {
+  for (size_t i = 0; i + 1 < pattern.size(); ++i) {
+    if (pattern[i] != '\\') continue;
+    if (std::string_view("sSwWdDbB").find(pattern[i + 1]) != std::string_view::npos)
+      reader.Fail(where, fmt::format("'{}': \\{} means ASCII only in RE2 and Unicode in the tokenizers library; "
+                                     "write the class out (e.g. \\p{{L}}, [\\t\\n ])",
+                                     pattern, pattern[i + 1]));
+    ++i;
   }
-  const std::string from = reader.String(pattern, "String", fmt::format("{}.pattern", where));
+  re2::RE2::Options options;
+  options.set_log_errors(false);
+  options.set_max_mem(int64_t{8} << 20);
+  auto re = std::make_unique<re2::RE2>(pattern, options);
+  if (!re->ok())
+    reader.Fail(where, fmt::format("'{}' is not a regular expression RE2 runs (look-arounds and back-references are "
+                                   "not): {}",
+                                   pattern, re->error()));
+  return re;
+}
+
+std::unique_ptr<Normalizer> MakeReplace(const JsonReader& reader, const Json& j, std::string_view where) {
+  const std::string at = fmt::format("{}.pattern", where);
+  const Json& pattern = reader.Object(reader.Member(j, "pattern", where, true), at);
+  if (pattern.contains("Regex")) {
+    auto re = CompileHfRegex(reader, reader.String(pattern, "Regex", at), at + ".Regex");
+    return std::make_unique<RegexReplace>(std::move(re), reader.String(j, "content", where));
+  }
+  if (!pattern.contains("String")) reader.Fail(at, "is neither a String nor a Regex pattern");
+  const std::string from = reader.String(pattern, "String", at);
   if (from.empty()) reader.Fail(fmt::format("{}.pattern.String", where), "is empty");
   return std::make_unique<Replace>(DecodeUtf8(from), DecodeUtf8(reader.String(j, "content", where)));
 }
@@ -194,6 +270,15 @@ std::unique_ptr<Normalizer> MakeNormalizer(const JsonReader& reader, const Json&
                                    reader.BoolOr(j, "strip_right", where, true));
   }
   if (type == "Replace") return MakeReplace(reader, j, where);
+  if (type == "Precompiled") {
+    const std::string at = fmt::format("{}.precompiled_charsmap", where);
+    const auto blob = DecodeBase64(reader.String(j, "precompiled_charsmap", where));
+    if (!blob) reader.Fail(at, "is not base64");
+    // An empty charsmap (a model without rules) changes nothing.
+    if (blob->empty()) return nullptr;
+    return std::make_unique<PrecompiledNormalizer>(
+        PrecompiledCharsmap(*blob, fmt::format("{}: {}", reader.source(), at)));
+  }
   if (type == "Prepend") return std::make_unique<Prepend>(DecodeUtf8(reader.String(j, "prepend", where)));
   if (type == "Sequence") {
     return std::make_unique<Sequence>(ReadSequence<Normalizer>(reader, j, where, "normalizers", depth, MakeNormalizer));

@@ -1,7 +1,8 @@
 // Pre-tokenizers as Hugging Face's tokenizers runs them (pre_tokenizers/bert.rs,
-// byte_level.rs, whitespace.rs, punctuation.rs, sequence.rs).
+// byte_level.rs, whitespace.rs, punctuation.rs, metaspace.rs, sequence.rs).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 
 #include "tokenizer_parts.hpp"
@@ -59,7 +60,7 @@ class RunSplit final : public PreTokenizer {
  public:
   RunSplit(std::string name, bool (*keep)(char32_t), bool (*isolate)(char32_t))
       : name_(std::move(name)), keep_(keep), isolate_(isolate) {}
-  void Split(std::vector<std::u32string>& pieces) const override {
+  void Split(std::vector<std::u32string>& pieces, bool /*at_start*/) const override {
     SplitEach(pieces, [this](const std::u32string& piece, std::vector<std::u32string>& out) {
       SplitRuns(piece, keep_, isolate_, out);
     });
@@ -75,7 +76,7 @@ class RunSplit final : public PreTokenizer {
 // \w+|[^\w\s]+
 class WhitespacePreTokenizer final : public PreTokenizer {
  public:
-  void Split(std::vector<std::u32string>& pieces) const override {
+  void Split(std::vector<std::u32string>& pieces, bool /*at_start*/) const override {
     SplitEach(pieces, [](const std::u32string& piece, std::vector<std::u32string>& out) {
       size_t i = 0;
       while (i < piece.size()) {
@@ -114,7 +115,7 @@ class ByteLevel final : public PreTokenizer {
  public:
   ByteLevel(bool add_prefix_space, bool use_regex) : add_prefix_space_(add_prefix_space), use_regex_(use_regex) {}
 
-  void Split(std::vector<std::u32string>& pieces) const override {
+  void Split(std::vector<std::u32string>& pieces, bool /*at_start*/) const override {
     SplitEach(pieces, [this](const std::u32string& piece, std::vector<std::u32string>& out) {
       std::u32string text = piece;
       if (add_prefix_space_ && (text.empty() || text[0] != U' ')) text.insert(0, 1, U' ');
@@ -141,12 +142,76 @@ class ByteLevel final : public PreTokenizer {
   bool add_prefix_space_, use_regex_;
 };
 
+enum class Prepend { kAlways, kFirst, kNever };
+
+// SentencePiece's spaces: each ' ' becomes the replacement (U+2581), which is put in
+// front of the text (prepend), and the text is split before each replacement
+// (MergedWithNext: "a▁▁b" → "a", "▁", "▁b").
+class Metaspace final : public PreTokenizer {
+ public:
+  Metaspace(char32_t replacement, Prepend prepend, bool split)
+      : replacement_(replacement), prepend_(prepend), split_(split) {}
+
+  void Split(std::vector<std::u32string>& pieces, bool at_start) const override {
+    std::vector<std::u32string> out;
+    out.reserve(pieces.size() * 2);
+    for (size_t p = 0; p < pieces.size(); ++p) {
+      std::u32string text = pieces[p];
+      std::replace(text.begin(), text.end(), U' ', replacement_);
+      const bool prepend = prepend_ == Prepend::kAlways || (prepend_ == Prepend::kFirst && at_start && p == 0);
+      if (prepend && !text.empty() && text[0] != replacement_) text.insert(0, 1, replacement_);
+      if (!split_) {
+        out.push_back(std::move(text));
+        continue;
+      }
+      size_t start = 0;
+      for (size_t i = 1; i < text.size(); ++i) {
+        if (text[i] != replacement_) continue;
+        out.emplace_back(text.substr(start, i - start));
+        start = i;
+      }
+      if (start < text.size()) out.emplace_back(text.substr(start));
+    }
+    pieces = std::move(out);
+  }
+
+  bool UsesStart() const override { return prepend_ == Prepend::kFirst; }
+  std::string Describe() const override {
+    static constexpr const char* kNames[] = {"always", "first", "never"};
+    return fmt::format("Metaspace('{}', prepend {}{})", EncodeUtf8(std::u32string(1, replacement_)),
+                       kNames[static_cast<int>(prepend_)], split_ ? "" : ", no split");
+  }
+
+ private:
+  char32_t replacement_;
+  Prepend prepend_;
+  bool split_;
+};
+
+std::unique_ptr<PreTokenizer> MakeMetaspace(const JsonReader& reader, const Json& j, std::string_view where) {
+  const std::u32string replacement = DecodeUtf8(reader.StringOr(j, "replacement", where, "\u2581"));
+  if (replacement.size() != 1) reader.Fail(fmt::format("{}.replacement", where), "must be one character");
+  // tokenizers ≤ 0.14 wrote add_prefix_space instead of prepend_scheme.
+  const bool legacy = reader.BoolOr(j, "add_prefix_space", where, true);
+  const std::string scheme = reader.StringOr(j, "prepend_scheme", where, legacy ? "always" : "never");
+  Prepend prepend = Prepend::kAlways;
+  if (scheme == "first") {
+    prepend = Prepend::kFirst;
+  } else if (scheme == "never") {
+    prepend = Prepend::kNever;
+  } else if (scheme != "always") {
+    reader.Fail(fmt::format("{}.prepend_scheme", where), fmt::format("'{}' is none of always, first, never", scheme));
+  }
+  return std::make_unique<Metaspace>(replacement[0], prepend, reader.BoolOr(j, "split", where, true));
+}
+
 class Sequence final : public PreTokenizer {
  public:
   explicit Sequence(std::vector<std::unique_ptr<PreTokenizer>> steps) : steps_(std::move(steps)) {}
-  void Split(std::vector<std::u32string>& pieces) const override {
-    for (const auto& step : steps_) step->Split(pieces);
+  void Split(std::vector<std::u32string>& pieces, bool at_start) const override {
+    for (const auto& step : steps_) step->Split(pieces, at_start);
   }
+  bool UsesStart() const override { return !steps_.empty() && steps_[0]->UsesStart(); }
   std::string Describe() const override { return DescribeSequence(steps_); }
 
  private:
@@ -218,9 +283,17 @@ std::unique_ptr<PreTokenizer> MakePreTokenizer(const JsonReader& reader, const J
     }
     return std::make_unique<RunSplit>("Punctuation(Isolated)", Always, IsPunctuation);
   }
+  if (type == "Metaspace") return MakeMetaspace(reader, j, where);
   if (type == "Sequence") {
-    return std::make_unique<Sequence>(
-        ReadSequence<PreTokenizer>(reader, j, where, "pretokenizers", depth, MakePreTokenizer));
+    auto steps = ReadSequence<PreTokenizer>(reader, j, where, "pretokenizers", depth, MakePreTokenizer);
+    // Where a piece began in the text is not kept through a split: "first" is only
+    // known before one.
+    for (size_t i = 1; i < steps.size(); ++i) {
+      if (steps[i]->UsesStart())
+        reader.Fail(fmt::format("{}.pretokenizers[{}]", where, i),
+                    "a Metaspace with prepend_scheme \"first\" is supported as the first pre-tokenizer only");
+    }
+    return std::make_unique<Sequence>(std::move(steps));
   }
   reader.Fail(where, fmt::format("pre-tokenizer type '{}' is not supported", type));
 }

@@ -17,9 +17,7 @@ namespace runnel::text {
 
 namespace {
 
-// Bounds on what a tokenizer.json may declare (the largest public vocabularies are
-// about 260,000 tokens).
-constexpr uint64_t kMaxVocab = 4'000'000;
+// Bounds on what a tokenizer.json may declare (and kMaxVocab).
 constexpr uint64_t kMaxAddedTokens = 100'000;
 constexpr size_t kMaxTokenChars = 1'000;      // an added token's content
 constexpr size_t kMaxAddedChars = 1'000'000;  // all added tokens' contents together
@@ -209,9 +207,10 @@ struct Tokenizer::Impl {
   std::vector<std::pair<std::string, int64_t>> ReadAddedTokens(const JsonReader& reader, const Json& j);
   void ReadTruncation(const JsonReader& reader, const Json& j);
   void ReadPadding(const JsonReader& reader, const Json& j, const std::vector<std::pair<std::string, int64_t>>& added);
-  // Appends the ids of a plain segment (normalized, pre-tokenized, modelled).
-  void EncodeSegment(std::u32string text, std::vector<int64_t>& ids, size_t limit) const;
-  void EncodeWords(std::u32string text, std::vector<int64_t>& ids, size_t limit) const;
+  // Appends the ids of a plain segment (normalized, pre-tokenized, modelled);
+  // `at_start`: the segment begins the text.
+  void EncodeSegment(std::u32string text, std::vector<int64_t>& ids, size_t limit, bool at_start) const;
+  void EncodeWords(std::u32string text, std::vector<int64_t>& ids, size_t limit, bool at_start) const;
 };
 
 std::vector<std::pair<std::string, int64_t>> Tokenizer::Impl::ReadAddedTokens(const JsonReader& reader, const Json& j) {
@@ -285,24 +284,25 @@ void Tokenizer::Impl::ReadPadding(const JsonReader& reader, const Json& j,
   }
 }
 
-void Tokenizer::Impl::EncodeWords(std::u32string text, std::vector<int64_t>& ids, size_t limit) const {
+void Tokenizer::Impl::EncodeWords(std::u32string text, std::vector<int64_t>& ids, size_t limit, bool at_start) const {
   std::vector<std::u32string> words;
   words.push_back(std::move(text));
-  if (pre_tokenizer) pre_tokenizer->Split(words);
+  if (pre_tokenizer) pre_tokenizer->Split(words, at_start);
   for (const auto& word : words) {
     if (ids.size() >= limit) return;
     if (!word.empty()) model->Tokenize(word, ids);
   }
 }
 
-void Tokenizer::Impl::EncodeSegment(std::u32string text, std::vector<int64_t>& ids, size_t limit) const {
+void Tokenizer::Impl::EncodeSegment(std::u32string text, std::vector<int64_t>& ids, size_t limit, bool at_start) const {
   if (normalizer) normalizer->Apply(text);
-  for (auto& part : normalized_added.Split(std::move(text))) {
+  auto parts = normalized_added.Split(std::move(text));
+  for (size_t i = 0; i < parts.size(); ++i) {
     if (ids.size() >= limit) return;
-    if (part.id >= 0) {
-      ids.push_back(part.id);
+    if (parts[i].id >= 0) {
+      ids.push_back(parts[i].id);
     } else {
-      EncodeWords(std::move(part.text), ids, limit);
+      EncodeWords(std::move(parts[i].text), ids, limit, at_start && i == 0);
     }
   }
 }
@@ -352,12 +352,13 @@ std::vector<int64_t> Tokenizer::Encode(std::string_view text, size_t max_length)
   // Cut right, the words past the limit need not be tokenized at all.
   const size_t limit = impl.truncate_left ? SIZE_MAX : body;
   std::vector<int64_t> ids;
-  for (auto& segment : impl.raw_added.Split(DecodeUtf8(text))) {
+  auto segments = impl.raw_added.Split(DecodeUtf8(text));
+  for (size_t i = 0; i < segments.size(); ++i) {
     if (ids.size() >= limit) break;
-    if (segment.id >= 0) {
-      ids.push_back(segment.id);
+    if (segments[i].id >= 0) {
+      ids.push_back(segments[i].id);
     } else {
-      impl.EncodeSegment(std::move(segment.text), ids, limit);
+      impl.EncodeSegment(std::move(segments[i].text), ids, limit, i == 0);
     }
   }
   if (ids.size() > body) {

@@ -61,8 +61,11 @@ std::unique_ptr<Normalizer> MakeNormalizer(const JsonReader& reader, const Json&
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  // Splits each piece further (in place).
-  virtual void Split(std::vector<std::u32string>& pieces) const = 0;
+  // Splits each piece further (in place). `at_start`: pieces[0] begins where the
+  // whole text begins (no added token before it).
+  virtual void Split(std::vector<std::u32string>& pieces, bool at_start) const = 0;
+  // Whether Split looks at `at_start` (Metaspace's prepend_scheme "first").
+  virtual bool UsesStart() const { return false; }
   virtual std::string Describe() const = 0;
 };
 std::unique_ptr<PreTokenizer> MakePreTokenizer(const JsonReader& reader, const Json& j, std::string_view where,
@@ -96,6 +99,8 @@ std::unique_ptr<PostProcessor> MakePostProcessor(const JsonReader& reader, const
                                                  int depth = 0);
 
 inline constexpr int kMaxDepth = 8;
+// The largest vocabulary read (the largest public ones have about 260,000 tokens).
+inline constexpr uint64_t kMaxVocab = 4'000'000;
 
 // A stage object's "type", after the checks every stage makes: an object, sequences at
 // most kMaxDepth deep. nullopt for a null stage (there is none).

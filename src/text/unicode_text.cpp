@@ -1,12 +1,16 @@
 #include "unicode_text.hpp"
 
+#include <fmt/format.h>
+#include <unicode/brkiter.h>
 #include <unicode/normalizer2.h>
 #include <unicode/uchar.h>
 #include <unicode/unistr.h>
 #include <unicode/ustring.h>
+#include <unicode/utext.h>
 #include <unicode/utf8.h>
 
 #include <cassert>
+#include <memory>
 
 #include "runnel/core/error.hpp"
 
@@ -43,6 +47,35 @@ void AppendUtf8(std::u32string_view s, std::string& out) {
       out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
     }
   }
+}
+
+std::vector<size_t> GraphemeBoundaries(std::string_view utf8) {
+  std::vector<size_t> bounds{0};
+  // Text without a byte of 0x80 or more nor a CR is one grapheme per byte (CR LF is
+  // the only pair of ASCII characters UAX #29 keeps together).
+  bool simple = true;
+  for (const char c : utf8) simple = simple && static_cast<uint8_t>(c) < 0x80 && c != '\r';
+  if (simple || utf8.empty()) {
+    for (size_t i = 1; i <= utf8.size(); ++i) bounds.push_back(i);
+    return bounds;
+  }
+  // Creating a break iterator loads ICU's rules: once per thread, then reused.
+  thread_local std::unique_ptr<icu::BreakIterator> iterator;
+  UErrorCode status = U_ZERO_ERROR;
+  if (!iterator) iterator.reset(icu::BreakIterator::createCharacterInstance(icu::Locale::getRoot(), status));
+  if (!iterator || U_FAILURE(status)) throw Error(ErrorCode::Io, "ICU's grapheme break rules cannot be loaded");
+  UText* text = utext_openUTF8(nullptr, utf8.data(), static_cast<int64_t>(utf8.size()), &status);
+  iterator->setText(text, status);
+  if (U_FAILURE(status)) {
+    utext_close(text);
+    throw Error(ErrorCode::InvalidInput, fmt::format("a text cannot be split into graphemes: {}", u_errorName(status)));
+  }
+  iterator->first();
+  for (int32_t at = iterator->next(); at != icu::BreakIterator::DONE; at = iterator->next())
+    bounds.push_back(static_cast<size_t>(at));
+  utext_close(text);
+  if (bounds.back() != utf8.size()) bounds.push_back(utf8.size());
+  return bounds;
 }
 
 std::string EncodeUtf8(std::u32string_view s) {

@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace runnel::text {
 
@@ -26,6 +27,10 @@ bool IsChineseChar(char32_t c);     // the CJK blocks BERT surrounds with spaces
 // Appends c's full lowercase mapping, taken alone (Rust's char::to_lowercase: "İ" →
 // "i̇", a final sigma is σ).
 void AppendLowercase(char32_t c, std::u32string& out);
+
+// Byte offsets of the extended grapheme cluster boundaries of `utf8` (UAX #29), 0 and
+// utf8.size() included. Precondition: well-formed UTF-8.
+std::vector<size_t> GraphemeBoundaries(std::string_view utf8);
 
 enum class NormalForm { kNfc, kNfd, kNfkc, kNfkd };
 std::u32string Normalize(std::u32string_view s, NormalForm form);

@@ -8,20 +8,30 @@ machine's Debian index (/var/lib/dpkg/status), as the `tokenizers` library write
   bert_cased.json    the same vocabulary, cased, accents kept, BertProcessing
   bpe.json           byte-level BPE as RoBERTa's: ByteLevel pre-tokenizer, merges
                      trained here, RobertaProcessing, "<mask>" with lstrip
+  unigram.json       a SentencePiece Unigram model trained here by python3-sentencepiece
+                     (nmt_nfkc rules), as transformers' converter writes it: Precompiled,
+                     Strip, Replace(Regex), Metaspace (prepend always), <s> $A </s>
+  unigram_bytes.json the same with byte fallback, no rules, Metaspace prepend "first"
 and encodes hundreds of texts with the Python implementation of each in
-examples/reviews/hf_tokenizers.py (from the reference algorithms, not from Runnel):
-  cases.json         [{"text", "bert_uncased": ids, "bert_cased": ids, "bpe": ids}]
+examples/reviews/hf_tokenizers.py and tests/text/unigram_reference.py (from the
+reference algorithms, not from Runnel):
+  cases.json         [{"text", "bert_uncased": ids, "bert_cased": ids, "bpe": ids,
+                       "unigram": ids, "unigram_bytes": ids,
+                       "unigram_spm": SentencePiece's own ids (texts without "<" only)}]
 Texts: package descriptions, and hostile ones (accents, Greek, Turkish İ, CJK, emoji,
 unusual spaces, very long words, special tokens typed literally, empty text).
 
-Usage: tokenizer_fixtures.py OUTDIR. Exit 77 when python3-regex is missing."""
+Usage: tokenizer_fixtures.py OUTDIR. Exit 77 when python3-regex or python3-sentencepiece
+is missing."""
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "reviews"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     from hf_tokenizers import bert_encode, bert_json, bpe_encode, bpe_json, build_wordpiece_vocab, train_bpe
+    import unigram_reference
 except ImportError:
     sys.exit(77)
 
@@ -83,16 +93,27 @@ def main():
     vocab = build_wordpiece_vocab(training)
     bpe_vocab, merges = train_bpe(training)
     ranks = {m: i for i, m in enumerate(merges)}
+    spm = unigram_reference.train(training, "unigram", 1500, False, "nmt_nfkc")
+    spm_bytes = unigram_reference.train(training, "unigram_bytes", 1200, True, "identity")
+    unigram = unigram_reference.Reference(spm, "always")
+    unigram_bytes = unigram_reference.Reference(spm_bytes, "first")
     files = {"bert_uncased.json": bert_json(vocab, True), "bert_cased.json": bert_json(vocab, False),
-             "bpe.json": bpe_json(bpe_vocab, merges)}
+             "bpe.json": bpe_json(bpe_vocab, merges),
+             "unigram.json": unigram_reference.tokenizer_json(spm, "always"),
+             "unigram_bytes.json": unigram_reference.tokenizer_json(spm_bytes, "first")}
     for name, content in files.items():
         with open(os.path.join(out, name), "w", encoding="utf-8") as f:
             json.dump(content, f, ensure_ascii=False)
     cases = [{"text": t, "bert_uncased": bert_encode(t, vocab, True), "bert_cased": bert_encode(t, vocab, False),
-              "bpe": bpe_encode(t, bpe_vocab, ranks)} for t in texts]
+              "bpe": bpe_encode(t, bpe_vocab, ranks), "unigram": unigram.encode(t),
+              "unigram_bytes": unigram_bytes.encode(t)} for t in texts]
+    for c in cases:
+        if "<" not in c["text"]:
+            c["unigram_spm"] = unigram_reference.spm_encode(spm, c["text"])
     with open(os.path.join(out, "cases.json"), "w", encoding="utf-8") as f:
         json.dump(cases, f, ensure_ascii=False)
-    print(f"{len(cases)} texts, WordPiece {len(vocab)} tokens, BPE {len(bpe_vocab)} tokens / {len(merges)} merges")
+    print(f"{len(cases)} texts, WordPiece {len(vocab)} tokens, BPE {len(bpe_vocab)} tokens / {len(merges)} merges, "
+          f"Unigram {len(unigram.model.pieces)} and {len(unigram_bytes.model.pieces)} pieces")
 
 
 if __name__ == "__main__":

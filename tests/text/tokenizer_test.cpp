@@ -1,7 +1,8 @@
 // Hugging Face tokenizers (include/runnel/text/tokenizer.hpp) against the token ids a
 // Python implementation of the reference algorithms gives for the same tokenizer.json
 // and texts (tests/text/tokenizer_fixtures.py: Google's BERT tokenization, OpenAI's
-// GPT-2 encoder), and hostile tokenizer files.
+// GPT-2 encoder, tokenizers' Unigram with SentencePiece's precompiled rules), against
+// SentencePiece's own encoder, and hostile tokenizer files.
 #include "runnel/text/tokenizer.hpp"
 
 #include <fmt/format.h>
@@ -9,11 +10,14 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "../support/error_message.hpp"
 #include "../support/python_fixtures.hpp"
+#include "precompiled.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/core/file.hpp"
+#include "runnel/core/unicode.hpp"
 
 namespace runnel::text {
 namespace {
@@ -29,7 +33,7 @@ const PythonFixtures& Fixtures() {
 class TokenizerReference : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    if (!Fixtures().Ready("python3-regex")) GTEST_SKIP();
+    if (!Fixtures().Ready("python3-regex and python3-sentencepiece")) GTEST_SKIP();
     cases_ = Json::parse(ReadFileBytes(Fixtures() / "cases.json"));
   }
   Json cases_;
@@ -52,7 +56,25 @@ TEST_P(TokenizerReference, EveryTextGivesThePythonIds) {
   EXPECT_EQ(wrong, 0u) << "of " << cases_.size() << " texts";
 }
 
-INSTANTIATE_TEST_SUITE_P(Tokenizers, TokenizerReference, ::testing::Values("bert_uncased", "bert_cased", "bpe"));
+INSTANTIATE_TEST_SUITE_P(Tokenizers, TokenizerReference,
+                         ::testing::Values("bert_uncased", "bert_cased", "bpe", "unigram", "unigram_bytes"));
+
+// The Unigram tokenizer.json as transformers converts a SentencePiece model gives the
+// ids SentencePiece itself gives: all but ties between equally scored segmentations,
+// which the two libraries break differently (":::" as ":" "::" or "::" ":").
+TEST(Tokenizer, UnigramAgreesWithSentencePiece) {
+  if (!Fixtures().Ready("python3-regex and python3-sentencepiece")) GTEST_SKIP();
+  const Json cases = Json::parse(ReadFileBytes(Fixtures() / "cases.json"));
+  const auto tokenizer = Tokenizer::Load(Fixtures() / "unigram.json");
+  size_t compared = 0, same = 0;
+  for (const auto& c : cases) {
+    if (!c.contains("unigram_spm")) continue;
+    ++compared;
+    same += tokenizer->Encode(c["text"].get<std::string>()) == c["unigram_spm"].get<std::vector<int64_t>>();
+  }
+  ASSERT_GT(compared, 400u);
+  EXPECT_GE(same * 100, compared * 99) << same << " of " << compared;
+}
 
 TEST_P(TokenizerReference, TruncationKeepsTheSpecialTokens) {
   const std::string name = GetParam();
@@ -87,7 +109,7 @@ TEST_P(TokenizerReference, FileTruncationCutsLeftOrRight) {
 }
 
 TEST(Tokenizer, PadIdsAndDescription) {
-  if (!Fixtures().Ready("python3-regex")) GTEST_SKIP();
+  if (!Fixtures().Ready("python3-regex and python3-sentencepiece")) GTEST_SKIP();
   EXPECT_EQ(Tokenizer::Load(Fixtures() / "bert_uncased.json")->pad_id(), 0);
   const auto bpe = Tokenizer::Load(Fixtures() / "bpe.json");
   EXPECT_EQ(bpe->pad_id(), 1);
@@ -178,7 +200,22 @@ struct HostileCase {
 TEST(Tokenizer, HostileFilesAreRefusedNamingTheField) {
   const std::vector<HostileCase> cases = {
       {"no model", [](Json& j) { j.erase("model"); }, "tokenizer: has no 'model'"},
-      {"unigram", [](Json& j) { j["model"]["type"] = "Unigram"; }, "model.type: 'Unigram' is not supported"},
+      {"model type", [](Json& j) { j["model"]["type"] = "Lattice"; }, "model.type: 'Lattice' is not supported"},
+      {"unigram piece",
+       [](Json& j) {
+         j["model"] = {{"type", "Unigram"}, {"vocab", Json::array({Json::array({"a", 0.0}), Json::array({"b"})})}};
+       },
+       "model.vocab[1]: is not [piece, score]"},
+      {"unigram unk",
+       [](Json& j) {
+         j["model"] = {{"type", "Unigram"}, {"unk_id", 1}, {"vocab", Json::array({Json::array({"a", 0.0})})}};
+       },
+       "model.unk_id: 1 is not below the vocabulary's 1 pieces"},
+      {"unigram empty",
+       [](Json& j) {
+         j["model"] = {{"type", "Unigram"}, {"vocab", Json::array()}};
+       },
+       "model.vocab: is empty"},
       {"vocab list", [](Json& j) { j["model"]["vocab"] = Json::array({"a"}); }, "model.vocab: is not an object"},
       {"negative id", [](Json& j) { j["model"]["vocab"]["x"] = -1; }, "model.vocab['x']: has an id that is not"},
       {"huge id", [](Json& j) { j["model"]["vocab"]["x"] = 1LL << 40; }, "has an id that is not"},
@@ -186,14 +223,50 @@ TEST(Tokenizer, HostileFilesAreRefusedNamingTheField) {
       {"max chars", [](Json& j) { j["model"]["max_input_chars_per_word"] = -5; }, "max_input_chars_per_word: is not"},
       {"normalizer",
        [](Json& j) {
+         j["normalizer"] = {{"type", "Nmt"}};
+       },
+       "normalizer type 'Nmt'"},
+      {"charsmap missing",
+       [](Json& j) {
          j["normalizer"] = {{"type", "Precompiled"}};
        },
-       "normalizer type 'Precompiled'"},
-      {"regex replace",
+       "normalizer: has no 'precompiled_charsmap'"},
+      {"charsmap not base64",
        [](Json& j) {
-         j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", "a+"}}}, {"content", ""}};
+         j["normalizer"] = {{"type", "Precompiled"}, {"precompiled_charsmap", "a$b="}};
        },
-       "normalizer.pattern: only a String pattern"},
+       "normalizer.precompiled_charsmap: is not base64"},
+      {"charsmap trie too long",
+       [](Json& j) {
+         j["normalizer"] = {{"type", "Precompiled"},
+                            {"precompiled_charsmap", "AAEAAAAAAAA="}};  // 256 bytes said, 4 there
+       },
+       "normalizer.precompiled_charsmap: the trie of 256 bytes is longer than the 4 bytes after its size"},
+      {"charsmap odd trie",
+       [](Json& j) {
+         j["normalizer"] = {{"type", "Precompiled"}, {"precompiled_charsmap", "AgAAAAAA"}};
+       },
+       "a trie of 2 bytes is not a whole number of 4-byte units"},
+      {"charsmap replacements",
+       [](Json& j) {
+         j["normalizer"] = {{"type", "Precompiled"}, {"precompiled_charsmap", "BAAAAAAAAAD/"}};  // then 0xFF
+       },
+       "the replacements are not UTF-8"},
+      {"regex replace \\s",
+       [](Json& j) {
+         j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", "\\s+"}}}, {"content", " "}};
+       },
+       "normalizer.pattern.Regex: '\\s+': \\s means ASCII only in RE2"},
+      {"regex replace look-ahead",
+       [](Json& j) {
+         j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", "a(?=b)"}}}, {"content", ""}};
+       },
+       "'a(?=b)' is not a regular expression RE2 runs"},
+      {"replace pattern",
+       [](Json& j) {
+         j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Glob", "a*"}}}, {"content", ""}};
+       },
+       "normalizer.pattern: is neither a String nor a Regex pattern"},
       {"deep sequence",
        [](Json& j) {
          Json n = {{"type", "Lowercase"}};
@@ -203,9 +276,26 @@ TEST(Tokenizer, HostileFilesAreRefusedNamingTheField) {
        "nest more than 8 deep"},
       {"pre-tokenizer",
        [](Json& j) {
-         j["pre_tokenizer"] = {{"type", "Metaspace"}};
+         j["pre_tokenizer"] = {{"type", "Split"}};
        },
-       "pre-tokenizer type 'Metaspace'"},
+       "pre-tokenizer type 'Split'"},
+      {"metaspace replacement",
+       [](Json& j) {
+         j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "__"}};
+       },
+       "pre_tokenizer.replacement: must be one character"},
+      {"metaspace scheme",
+       [](Json& j) {
+         j["pre_tokenizer"] = {{"type", "Metaspace"}, {"prepend_scheme", "sometimes"}};
+       },
+       "pre_tokenizer.prepend_scheme: 'sometimes' is none of always, first, never"},
+      {"metaspace first after a split",
+       [](Json& j) {
+         j["pre_tokenizer"] = {{"type", "Sequence"},
+                               {"pretokenizers", Json::array({{{"type", "WhitespaceSplit"}},
+                                                              {{"type", "Metaspace"}, {"prepend_scheme", "first"}}})}};
+       },
+       "pre_tokenizer.pretokenizers[1]: a Metaspace with prepend_scheme \"first\" is supported as the first"},
       {"template without sequence",
        [](Json& j) {
          j["post_processor"] = {{"type", "TemplateProcessing"},
@@ -260,6 +350,94 @@ TEST(Tokenizer, HostileFilesAreRefusedNamingTheField) {
   }
   EXPECT_NE(testing::MessageOf([] { Tokenizer::Parse("{\"model\": ", "t.json"); }).find("t.json: is not JSON"),
             std::string::npos);
+}
+
+// tokenizers' own example: the best total score wins, unknown characters fuse.
+TEST(Tokenizer, UnigramTakesTheBestSegmentation) {
+  const Json pieces = Json::array({Json::array({"<unk>", 0.0}), Json::array({"a", 0.0}), Json::array({"b", 0.0}),
+                                   Json::array({"c", 0.0}), Json::array({"d", 0.0}), Json::array({"cd", 1.0}),
+                                   Json::array({"ab", 2.0}), Json::array({"abc", 5.0}), Json::array({"abcd", 10.0})});
+  Json j = {{"model", {{"type", "Unigram"}, {"unk_id", 0}, {"vocab", pieces}}}};
+  const auto t = Tokenizer::Parse(j.dump(), "unigram.json");
+  EXPECT_EQ(t->Encode("abcdacdxx"), (std::vector<int64_t>{8, 1, 5, 0}));  // abcd a cd xx
+  EXPECT_EQ(t->Encode("xé😀a"), (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(t->vocab_size(), 9u);
+  j["model"].erase("unk_id");
+  const auto strict = Tokenizer::Parse(j.dump(), "strict.json");
+  EXPECT_EQ(strict->Encode("abcd"), (std::vector<int64_t>{8}));
+  EXPECT_NE(testing::MessageOf([&] { strict->Encode("abx"); }).find("'x' is in no piece"), std::string::npos);
+  EXPECT_NE(testing::MessageOf([] {
+              Tokenizer::Parse(R"({"model": {"type": "Unigram", "vocab": [["a", 1e999]]}})", "inf.json");
+            }).find("inf.json: is not JSON"),  // 1e999 overflows: refused before a score is read
+            std::string::npos);
+}
+
+// Metaspace: spaces become ▁, split before each; prepend always, or only where the
+// text begins (not after an added token); a regex Replace collapses runs of spaces.
+TEST(Tokenizer, MetaspaceSplitsBeforeEachMark) {
+  const Json pieces =
+      Json::array({Json::array({"<unk>", 0.0}), Json::array({"\u2581Hey", -1.0}), Json::array({"\u2581", -2.0}),
+                   Json::array({"\u2581friend!", -1.0}), Json::array({"Hey", -1.0}), Json::array({"<s>", 0.0})});
+  Json j = {{"normalizer", nullptr},
+            {"pre_tokenizer", {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}}},
+            {"added_tokens", Json::array({{{"id", 5}, {"content", "<s>"}, {"special", true}}})},
+            {"model", {{"type", "Unigram"}, {"unk_id", 0}, {"vocab", pieces}}}};
+  const auto always = Tokenizer::Parse(j.dump(), "always.json");
+  EXPECT_EQ(always->Encode("Hey   friend!"), (std::vector<int64_t>{1, 2, 2, 3}));
+  EXPECT_EQ(always->Encode("<s>Hey"), (std::vector<int64_t>{5, 1}));
+  j["pre_tokenizer"]["prepend_scheme"] = "first";
+  const auto first = Tokenizer::Parse(j.dump(), "first.json");
+  EXPECT_EQ(first->Encode("Hey friend!"), (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(first->Encode("<s>Hey"), (std::vector<int64_t>{5, 4}));
+  j["pre_tokenizer"]["prepend_scheme"] = "never";
+  EXPECT_EQ(Tokenizer::Parse(j.dump(), "never.json")->Encode("Hey"), (std::vector<int64_t>{4}));
+  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"add_prefix_space", true}};  // tokenizers <= 0.14
+  j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", " "}};
+  EXPECT_EQ(Tokenizer::Parse(j.dump(), "legacy.json")->Encode("Hey   friend!"), (std::vector<int64_t>{1, 3}));
+}
+
+// A charsmap with one rule, "A" -> "a" (a darts-clone trie of 66 units written by hand):
+// the rule applies to "A" alone and to a grapheme that begins with it.
+TEST(Tokenizer, PrecompiledRulesReplaceGraphemes) {
+  const PrecompiledCharsmap charsmap(
+      *DecodeBase64("CAEAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABBBQAAAAAAgGEA"),
+      "one rule");
+  EXPECT_EQ(charsmap.Normalize("ABA x"), "aBa x");
+  EXPECT_EQ(charsmap.Normalize("A\u0301B"), "aB");  // the grapheme A + acute is shorter than 6 bytes
+  EXPECT_EQ(charsmap.Normalize("\r\nA"), "\r\na");
+  EXPECT_EQ(charsmap.Transform("AB").value_or("-"), "a");
+  EXPECT_FALSE(charsmap.Transform("BA").has_value());
+  EXPECT_EQ(DecodeBase64("YWI").value_or("-"), "ab");  // padding optional
+  EXPECT_FALSE(DecodeBase64("a$b=").has_value());
+}
+
+// A charsmap is read as hostile: whatever its units say, normalizing reads nothing
+// outside it (under ASan) and gives UTF-8.
+TEST(Tokenizer, RandomCharsmapsNeverReadOutside) {
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE(fmt::format("seed {}", seed));
+  std::mt19937 random(seed);
+  const std::vector<std::string> texts = {"hello world", "Café ﬁ e\u0301 😀👍🏽", "\r\n\t ΑΘΗΝΑ 東京", ""};
+  for (int round = 0; round < 300; ++round) {
+    const size_t units = 1 + random() % 63;
+    std::string blob(4, '\0');
+    blob[0] = static_cast<char>(units * 4);
+    for (size_t i = 0; i < units * 4; ++i) blob.push_back(static_cast<char>(random()));
+    const std::string replacements("x\0é\0\0ab\0", 9);
+    blob += replacements.substr(0, random() % (replacements.size() + 1));
+    try {
+      const PrecompiledCharsmap charsmap(blob, "random");
+      for (const auto& text : texts) {
+        const std::string out = charsmap.Normalize(text);
+        EXPECT_TRUE(Utf8Length(out).has_value());
+      }
+    } catch (const Error&) {
+      // a blob whose sizes do not add up
+    }
+  }
 }
 
 TEST(Tokenizer, ByteLevelBpeWithoutMergesIsBytes) {

@@ -2,18 +2,22 @@
 // a transformer text classifier needs before its ONNX graph (input_ids and
 // attention_mask). Supported, as the `tokenizers` library runs them:
 //   normalizers     BertNormalizer, Lowercase, StripAccents, NFC/NFD/NFKC/NFKD, Strip,
-//                   Replace (plain string pattern), Prepend, Sequence, null
+//                   Replace (a string, or a regular expression RE2 reads as the library
+//                   does: no look-arounds, no \s \w \d \b), Prepend, Precompiled
+//                   (SentencePiece's compiled rules), Sequence, null
 //   pre-tokenizers  BertPreTokenizer, ByteLevel (GPT-2's split; use_regex), Whitespace,
-//                   WhitespaceSplit, Punctuation (isolated), Sequence, null
+//                   WhitespaceSplit, Punctuation (isolated), Metaspace (prepend always,
+//                   never, or first: then as the first pre-tokenizer), Sequence, null
 //   models          WordPiece (BERT), BPE (byte-level as GPT-2/RoBERTa, or with an
-//                   unk token, continuing-subword prefix, end-of-word suffix), WordLevel
+//                   unk token, continuing-subword prefix, end-of-word suffix), WordLevel,
+//                   Unigram (SentencePiece's: T5, XLM-R, ALBERT, mBART; byte fallback)
 //   post-processors BertProcessing, RobertaProcessing, TemplateProcessing (single
 //                   sequences), ByteLevel, Sequence, null
 //   added tokens    matched in the raw text (or the normalized text when `normalized`)
 //                   before everything else, with single_word, lstrip, rstrip
 //   truncation      max_length (right or left), kept when special tokens are added
-// Anything else (Unigram, Metaspace, a regex Split, dropout) is refused at load naming
-// the file and the field. Offsets and pairs of sequences are not computed.
+// Anything else (a regex Split, BPE dropout, Nmt, ...) is refused at load naming the
+// file and the field. Offsets and pairs of sequences are not computed.
 //
 // Thread safety: a Tokenizer is immutable after Load and shared read-only; Encode may
 // run on many threads at once.
