@@ -10,6 +10,7 @@
 
 #include "kernels.hpp"
 #include "runnel/tensor/gemm.hpp"
+#include "vector_math.hpp"
 
 namespace runnel::tensor {
 namespace {
@@ -578,14 +579,9 @@ template <typename T, typename Param>
 void NormalizeRuns(std::span<const T> x, std::span<T> y, size_t groups, size_t len, double epsilon, Param&& param,
                    double* means, double* inv_std) {
   for (size_t g = 0; g < groups; ++g) {
-    double mean = 0, var = 0;
-    for (size_t k = 0; k < len; ++k) mean += static_cast<double>(x[g * len + k]);
-    mean /= static_cast<double>(std::max<size_t>(len, 1));
-    for (size_t k = 0; k < len; ++k) {
-      const double d = static_cast<double>(x[g * len + k]) - mean;
-      var += d * d;
-    }
-    var /= static_cast<double>(std::max<size_t>(len, 1));
+    const T* run = x.data() + g * len;
+    const double mean = SumLanes<double>(run, len) / static_cast<double>(std::max<size_t>(len, 1));
+    const double var = SquaredDeviationLanes<double>(run, len, mean) / static_cast<double>(std::max<size_t>(len, 1));
     const double inv = 1.0 / std::sqrt(var + epsilon);
     for (size_t k = 0; k < len; ++k) {
       const auto [scale, bias] = param(g, k);

@@ -149,14 +149,13 @@ void NormalizeKernel(const Node& node, std::span<const Tensor* const> in, std::s
       for (size_t o = 0; o < outer; ++o) {
         const T* row = src.data() + o * len;
         T* y = dst.data() + o * len;
-        T max = -std::numeric_limits<T>::infinity();
-        for (size_t k = 0; k < len; ++k) max = row[k] > max ? row[k] : max;
+        if (len == 0) continue;
+        const T max = MaxLanes(row, len);
         // Below -87 the exponential is under FLT_MIN: 0 beside the maximum's 1, and the
         // vector exp would take its slow path for it (masked attention scores are -1e4).
         for (size_t k = 0; k < len; ++k) y[k] = std::max(row[k] - max, T(-87));
         if constexpr (std::is_same_v<T, float>) ExpInPlace(std::span<float>(y, len));
-        T sum = 0;
-        for (size_t k = 0; k < len; ++k) sum += y[k];
+        const T sum = SumLanes<T>(y, len);
         const T scale = T(1) / sum;
         for (size_t k = 0; k < len; ++k) y[k] = row[k] - max < T(-87) ? T(0) : y[k] * scale;
       }

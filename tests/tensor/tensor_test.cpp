@@ -733,6 +733,37 @@ TEST(TensorTest, VectorMathMatchesTheScalarFunctions) {
   }
 }
 
+// The lane reductions against plain loops: sums within a float's rounding of the sum
+// of magnitudes, maxima exact, NaNs passed over as the plain loop does.
+TEST(TensorTest, LaneReductionsMatchPlainLoops) {
+  const uint64_t seed = runnel::testing::TestSeed();
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> value(-50.0f, 50.0f);
+  for (size_t n = 1; n < 200; n += 1 + n / 8) {
+    std::vector<float> x(n);
+    for (float& v : x) v = value(rng);
+    double plain = 0, magnitude = 0, deviation = 0;
+    float max = x[0];
+    for (const float v : x) {
+      plain += v;
+      magnitude += std::abs(v);
+      max = v > max ? v : max;
+    }
+    const double mean = plain / static_cast<double>(n);
+    for (const float v : x) deviation += (v - mean) * (v - mean);
+    EXPECT_NEAR(SumLanes<float>(x.data(), n), plain, 1e-6 * magnitude + 1e-6) << n;
+    EXPECT_NEAR(SumLanes<double>(x.data(), n), plain, 1e-12 * magnitude) << n;
+    EXPECT_NEAR(SquaredDeviationLanes<double>(x.data(), n, mean), deviation, 1e-12 * deviation + 1e-12) << n;
+    EXPECT_EQ(MaxLanes(x.data(), n), max) << n;
+    x[n / 2] = std::numeric_limits<float>::quiet_NaN();
+    if (n > 1) {
+      EXPECT_FALSE(std::isnan(MaxLanes(x.data(), n))) << n;
+    }
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(MaxLanes(&nan, 1)));
+}
+
 // A hostile attribute: an output_shape with fewer values than the spatial axes was read
 // before its start (ConvTranspose); now a clear error naming the node.
 TEST(TensorTest, ConvTransposeRefusesAShortOutputShape) {
