@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
+#include "kernels.hpp"
+
 namespace runnel::tensor {
 
 const Attribute* Node::Find(std::string_view key) const {
@@ -136,6 +140,26 @@ std::vector<Tensor> Session::Run(std::vector<Tensor> inputs) {
     }
   }
   return result;
+}
+
+int SoleReader(const Graph& g, int id) {
+  if (std::find(g.outputs.begin(), g.outputs.end(), id) != g.outputs.end()) return -1;
+  int reader = -1;
+  for (size_t n = 0; n < g.nodes.size(); ++n) {
+    const auto& inputs = g.nodes[n].inputs;
+    const auto uses = std::count(inputs.begin(), inputs.end(), id);
+    if (uses == 0) continue;
+    if (uses > 1 || reader >= 0) return -1;
+    reader = static_cast<int>(n);
+  }
+  return reader;
+}
+
+bool Unread(const Graph& g, int id) {
+  if (std::find(g.outputs.begin(), g.outputs.end(), id) != g.outputs.end()) return false;
+  return std::none_of(g.nodes.begin(), g.nodes.end(), [id](const Node& node) {
+    return std::find(node.inputs.begin(), node.inputs.end(), id) != node.inputs.end();
+  });
 }
 
 }  // namespace runnel::tensor

@@ -39,6 +39,18 @@ void AddTreeKernels(std::vector<KernelEntry>& table);         // ops_trees.cpp (
 // only, answering bit for bit as the three do (ops_text.cpp). Run once at load.
 void FuseSparseText(Graph& graph);
 
+// Replaces each float MatMul whose right operand is a constant matrix by one that multiplies by it packed once, here,
+// for the micro-kernel; when the product's one reader is an Add of a constant [n] vector (a linear layer's bias), the
+// bias goes into the packed matrix and the Add away. Constants nothing reads any more are released. Run once at load
+// (ops_matrix.cpp).
+void PackConstantMatMuls(Graph& graph);
+
+// The node that reads value `id`, when exactly one node does (once) and it is not a
+// graph output; -1 otherwise.
+int SoleReader(const Graph& g, int id);
+// Whether no node reads value `id` and it is not a graph output.
+bool Unread(const Graph& g, int id);
+
 // The plain reference kernels that optimized ones are tested against
 // (tests/tensor/tensor_test.cpp) and fall back to for types they do not take.
 void MatMulReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);

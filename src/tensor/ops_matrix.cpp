@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <memory>
 
 #include "kernels.hpp"
 #include "runnel/tensor/gemm.hpp"
@@ -18,10 +19,9 @@ struct MatMulShape {
   Shape abatch, bbatch, batch, out;
 };
 
-MatMulShape MatMulShapeOf(const Tensor& a, const Tensor& b) {
-  if (a.type() != b.type()) throw Error(ErrorCode::Model, "MatMul of unlike element types");
-  if (a.rank() == 0 || b.rank() == 0) throw Error(ErrorCode::Model, "MatMul of a scalar");
-  Shape as = a.shape(), bs = b.shape();
+MatMulShape MatMulShapeOf(const Shape& a_shape, const Shape& b_shape) {
+  if (a_shape.empty() || b_shape.empty()) throw Error(ErrorCode::Model, "MatMul of a scalar");
+  Shape as = a_shape, bs = b_shape;
   if (as.size() == 1) as.insert(as.begin(), 1);
   if (bs.size() == 1) bs.push_back(1);
   MatMulShape s;
@@ -29,15 +29,20 @@ MatMulShape MatMulShapeOf(const Tensor& a, const Tensor& b) {
   s.k = as.back();
   s.n = bs.back();
   if (bs[bs.size() - 2] != s.k) {
-    throw Error(ErrorCode::Model, fmt::format("MatMul of {} and {}", ShapeText(a.shape()), ShapeText(b.shape())));
+    throw Error(ErrorCode::Model, fmt::format("MatMul of {} and {}", ShapeText(a_shape), ShapeText(b_shape)));
   }
   s.abatch.assign(as.begin(), as.end() - 2);
   s.bbatch.assign(bs.begin(), bs.end() - 2);
   s.batch = BroadcastShapes(s.abatch, s.bbatch);
   s.out = s.batch;
-  if (a.rank() > 1) s.out.push_back(s.m);
-  if (b.rank() > 1) s.out.push_back(s.n);
+  if (a_shape.size() > 1) s.out.push_back(s.m);
+  if (b_shape.size() > 1) s.out.push_back(s.n);
   return s;
+}
+
+MatMulShape MatMulShapeOf(const Tensor& a, const Tensor& b) {
+  if (a.type() != b.type()) throw Error(ErrorCode::Model, "MatMul of unlike element types");
+  return MatMulShapeOf(a.shape(), b.shape());
 }
 
 }  // namespace
@@ -128,7 +133,72 @@ void MatMul(const Node& node, std::span<const Tensor* const> in, std::span<Tenso
   });
 }
 
+// A MatMul by a constant matrix packed at load (PackConstantMatMuls), its bias in.
+struct PackedMatMulState final : NodeState {
+  Shape b_shape;
+  PackedMatrix packed;
+};
+
+void PackedMatMul(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& a = Required(node, in, 0);
+  const auto& state = node.State<PackedMatMulState>();
+  if (a.type() != DataType::kFloat) throw Error(ErrorCode::Model, "MatMul of unlike element types");
+  const MatMulShape s = MatMulShapeOf(a.shape(), state.b_shape);
+  out[0] = Tensor::Uninitialized(DataType::kFloat, s.out);  // every product row is written below
+  if (out[0].size() == 0) return;
+  // B has no batch axes: A's matrices, contiguous, are one tall matrix.
+  std::vector<float> scratch;
+  MultiplyInto(a.data<float>().data(), ElementCount(s.batch) * static_cast<size_t>(s.m), state.packed,
+               out[0].data<float>().data(), scratch);
+}
+
+const Tensor* FloatConstant(const Graph& g, int id) {
+  if (id < 0 || !g.constants[static_cast<size_t>(id)]) return nullptr;
+  const Tensor* t = g.constants[static_cast<size_t>(id)].get();
+  return t->type() == DataType::kFloat ? t : nullptr;
+}
+
+// The constant [n] vector node `add` adds to value `product`, or -1.
+int BiasOf(const Graph& g, const Node& add, int product, size_t n) {
+  if (!add.domain.empty() || add.op != "Add" || add.opset < 7 || add.inputs.size() != 2) return -1;
+  const int other = add.inputs[0] == product ? add.inputs[1] : add.inputs[0];
+  const Tensor* bias = FloatConstant(g, other);
+  return bias != nullptr && bias->rank() == 1 && bias->size() == n ? other : -1;
+}
+
 }  // namespace
+
+void PackConstantMatMuls(Graph& g) {
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& mm = g.nodes[i];
+    if (!mm.domain.empty() || mm.op != "MatMul" || mm.inputs.size() != 2 || mm.outputs.size() != 1) continue;
+    const Tensor* b = FloatConstant(g, mm.inputs[1]);
+    if (b == nullptr || b->rank() != 2 || b->size() == 0) continue;
+    const auto k = static_cast<size_t>(b->dim(0)), n = static_cast<size_t>(b->dim(1));
+    if (!PackFits(k, n)) continue;
+    const int add = SoleReader(g, mm.outputs[0]);
+    const int bias = add < 0 ? -1 : BiasOf(g, g.nodes[static_cast<size_t>(add)], mm.outputs[0], n);
+    auto state = std::make_shared<PackedMatMulState>();
+    state->b_shape = b->shape();
+    const std::span<const float> bias_values =
+        bias < 0 ? std::span<const float>() : g.constants[static_cast<size_t>(bias)]->data<float>();
+    state->packed = PackMatrix(b->data<float>().data(), k, n, n, false, bias_values);
+    Node fused = mm;
+    const int weights = mm.inputs[1];
+    fused.inputs = {mm.inputs[0]};
+    fused.kernel = PackedMatMul;
+    fused.state = std::move(state);
+    if (bias >= 0) {
+      fused.op = "MatMul+Add";
+      fused.outputs = g.nodes[static_cast<size_t>(add)].outputs;
+      g.nodes.erase(g.nodes.begin() + add);  // readers come after writers: add > i
+    }
+    g.nodes[i] = std::move(fused);
+    for (const int id : {weights, bias}) {
+      if (id >= 0 && Unread(g, id)) g.constants[static_cast<size_t>(id)].reset();
+    }
+  }
+}
 
 void GemmReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const Tensor& a = Required(node, in, 0);

@@ -71,8 +71,8 @@ struct TfIdfState : NodeState {
   Weighting weighting = Weighting::kTf;
   size_t min_n = 1, max_n = 1, max_skip = 0, output_size = 0;
   bool strings = false;
-  std::vector<int64_t> indexes;                           // per n-gram id: its output coordinate
-  std::vector<float> weights;                             // per output coordinate (ONNX Runtime's reading), or empty
+  std::vector<int64_t> indexes;  // per n-gram id: its output coordinate
+  std::vector<float> weights;    // per output coordinate (ONNX Runtime's reading), or empty
   // Swiss tables: a row's every item and n-gram is looked up, most of them misses.
   absl::flat_hash_map<std::string, int32_t> string_items;  // pool item -> item id
   absl::flat_hash_map<int64_t, int32_t> int_items;
@@ -547,21 +547,6 @@ void SparseTextClassifier(const Node& node, std::span<const Tensor* const> in, s
     ScoreTfIdfInput(fused, x, row, score);
   }
   ClassifierOutputs(node, linear.targets, scores, rows, out);
-}
-
-// The node that reads value `id`, when exactly one node does and it is not a graph
-// output; -1 otherwise.
-int SoleReader(const Graph& g, int id) {
-  if (std::find(g.outputs.begin(), g.outputs.end(), id) != g.outputs.end()) return -1;
-  int reader = -1;
-  for (size_t n = 0; n < g.nodes.size(); ++n) {
-    const auto& inputs = g.nodes[n].inputs;
-    const auto uses = std::count(inputs.begin(), inputs.end(), id);
-    if (uses == 0) continue;
-    if (uses > 1 || reader >= 0) return -1;
-    reader = static_cast<int>(n);
-  }
-  return reader;
 }
 
 // The node that computes value `id`, or -1.

@@ -466,6 +466,108 @@ TEST(TensorTest, FusedTextClassifierAnswersAsTheSeparateKernels) {
   }
 }
 
+// x [.., k] · W [k, n] + b [n] as PyTorch exports a linear layer (MatMul, then Add with
+// the bias first). `exposed`: the product is a graph output too; `weights_input`: W is
+// a graph input, not an initializer. W and b are drawn from `rng`.
+std::string LinearModel(std::mt19937_64& rng, int64_t k, int64_t n, bool exposed, bool weights_input) {
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  auto* x = g->add_input();
+  x->set_name("x");
+  x->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+  std::vector<float> w(static_cast<size_t>(k * n)), b(static_cast<size_t>(n));
+  for (float& v : w) v = value(rng);
+  for (float& v : b) v = value(rng);
+  if (!weights_input) {
+    auto* wp = g->add_initializer();
+    *wp = FloatProto({k, n}, w);
+    wp->set_name("W");
+  }
+  auto* bp = g->add_initializer();
+  *bp = FloatProto({n}, b);
+  bp->set_name("b");
+  if (weights_input) {
+    auto* in = g->add_input();
+    in->set_name("W");
+    in->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+  }
+  auto* mm = g->add_node();
+  mm->set_op_type("MatMul");
+  mm->add_input("x");
+  mm->add_input("W");
+  mm->add_output("p");
+  auto* add = g->add_node();
+  add->set_op_type("Add");
+  add->add_input("b");
+  add->add_input("p");
+  add->add_output("y");
+  g->add_output()->set_name("y");
+  if (exposed) g->add_output()->set_name("p");
+  return m.SerializeAsString();
+}
+
+// A constant MatMul is packed at load and its bias Add folded in; the answers are the
+// definition's (in double) within float rounding, fused or not.
+TEST(TensorTest, PackedMatMulWithBiasAnswersAsTheDefinition) {
+  const uint64_t seed = runnel::testing::TestSeed();
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> value(-2.0f, 2.0f);
+  for (int round = 0; round < 12; ++round) {
+    const int64_t k = 1 + static_cast<int64_t>(rng() % 70), n = 1 + static_cast<int64_t>(rng() % 40);
+    const uint64_t model_seed = rng();
+    auto load = [&](bool exposed, bool weights_input) {
+      std::mt19937_64 same(model_seed);
+      return LoadOnnxGraph(LinearModel(same, k, n, exposed, weights_input), "linear.onnx");
+    };
+    const auto fused = load(false, false), packed = load(true, false), plain = load(false, true);
+    ASSERT_EQ(fused->nodes.size(), 1u);
+    EXPECT_EQ(fused->nodes[0].op, "MatMul+Add");
+    ASSERT_EQ(packed->nodes.size(), 2u) << "the product is an output: the Add stays";
+    EXPECT_EQ(plain->nodes[0].op, "MatMul");
+    EXPECT_EQ(plain->nodes[0].state, nullptr) << "W is an input: not packed";
+    // The weights and bias as LinearModel drew them.
+    std::mt19937_64 same(model_seed);
+    std::uniform_real_distribution<float> drawn(-1.0f, 1.0f);
+    Tensor w(DataType::kFloat, {k, n}), b(DataType::kFloat, {n});
+    for (float& v : w.data<float>()) v = drawn(same);
+    for (float& v : b.data<float>()) v = drawn(same);
+    for (const Shape& shape : {Shape{k}, Shape{3, k}, Shape{2, 5, k}, Shape{0, k}}) {
+      Tensor x(DataType::kFloat, shape);
+      for (float& v : x.data<float>()) v = value(rng);
+      const size_t rows = x.size() / static_cast<size_t>(k);
+      std::vector<double> want(rows * static_cast<size_t>(n));
+      for (size_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < n; ++j) {
+          double sum = b.data<float>()[static_cast<size_t>(j)];
+          for (int64_t p = 0; p < k; ++p)
+            sum += static_cast<double>(x.data<float>()[r * static_cast<size_t>(k) + static_cast<size_t>(p)]) *
+                   w.data<float>()[static_cast<size_t>(p * n + j)];
+          want[r * static_cast<size_t>(n) + static_cast<size_t>(j)] = sum;
+        }
+      }
+      Shape out_shape = shape;
+      out_shape.back() = n;
+      for (const auto& graph : {fused, packed}) {
+        const auto got = Session(graph).Run({x});
+        ASSERT_EQ(got[0].shape(), out_shape) << round;
+        for (size_t i = 0; i < want.size(); ++i)
+          ASSERT_NEAR(got[0].data<float>()[i], want[i], 1e-5 * (1 + std::abs(want[i]))) << round << " at " << i;
+      }
+      Tensor w_input = w;
+      const auto got = Session(plain).Run({x, w_input});
+      for (size_t i = 0; i < want.size(); ++i)
+        ASSERT_NEAR(got[0].data<float>()[i], want[i], 1e-5 * (1 + std::abs(want[i])));
+    }
+    // An input of the wrong width names the node, as the unfused MatMul does.
+    Tensor wrong(DataType::kFloat, {2, k + 1});
+    EXPECT_NE(MessageOf([&] { Session(fused).Run({wrong}); }).find("MatMul of [2, " + std::to_string(k + 1)),
+              std::string::npos);
+  }
+}
+
 TEST(TensorTest, MlOperatorsRefuseInconsistentAttributesNamingThem) {
   using A = onnx::AttributeProto;
   // LinearClassifier: 3 coefficients cannot be 2 classes (checked at load), nor 4 the 2
