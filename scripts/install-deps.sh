@@ -18,6 +18,7 @@ build_packages=(
   libicu-dev  # Unicode case mapping of the text operators (StringNormalizer)
   libre2-dev  # the regular expressions of the Tokenizer operator
   libabsl-dev  # flat hash maps (the n-gram lookups of TfIdfVectorizer)
+  libnats-dev  # the NATS C client: JetStream as a request source
   curl  # the README's HTTP examples
   nodejs npm  # fetch DuckDB's C library from the npm registry (scripts/install-duckdb.sh)
 )
@@ -32,6 +33,7 @@ test_packages=(
   python3-torch  # the transformer of examples/reviews and the logits it is checked against
   libonnx-testdata  # the ONNX backend tests the tensor runtime is held to (tests/tensor)
   chromium  # the dashboard's browser tests (headless)
+  nats-server  # the JetStream the tests start (tests/nats, tests/server)
 )
 
 bench_packages=(

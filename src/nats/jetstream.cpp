@@ -1,0 +1,223 @@
+// The NATS C client's JetStream calls behind RAII (include/runnel/nats/jetstream.hpp).
+#include "runnel/nats/jetstream.hpp"
+
+#include <fmt/format.h>
+#include <nats/nats.h>
+
+#include <memory>
+#include <utility>
+
+#include "runnel/core/error.hpp"
+
+namespace runnel::nats {
+
+namespace {
+
+// Throws Error(Unavailable): what failed, the client's status text and, from
+// JetStream, its error code.
+void Check(natsStatus s, std::string_view what, jsErrCode js_error = static_cast<jsErrCode>(0)) {
+  if (s == NATS_OK) return;
+  const char* detail = nats_GetLastError(nullptr);
+  std::string message = fmt::format("NATS: {}: {}", what, natsStatus_GetText(s));
+  if (detail != nullptr && *detail != '\0' && std::string_view(detail) != natsStatus_GetText(s))
+    message += fmt::format(" ({})", detail);
+  if (js_error != 0) message += fmt::format(" (JetStream error {})", static_cast<int>(js_error));
+  throw Error(ErrorCode::Unavailable, message);
+}
+
+struct OptionsDeleter {
+  void operator()(natsOptions* o) const { natsOptions_Destroy(o); }
+};
+struct MsgDeleter {
+  void operator()(natsMsg* m) const { natsMsg_Destroy(m); }
+};
+
+std::string Join(const std::vector<std::string>& items) {
+  return fmt::format("{}", fmt::join(items, ","));
+}
+
+}  // namespace
+
+// ---- Message ----
+
+Message::Message(natsMsg* msg) : msg_(msg) {
+  jsMsgMetaData* meta = nullptr;
+  if (natsMsg_GetMetaData(&meta, msg_) == NATS_OK && meta != nullptr) {
+    sequence_ = meta->Sequence.Stream;
+    deliveries_ = meta->NumDelivered;
+    jsMsgMetaData_Destroy(meta);
+  }
+}
+
+Message::~Message() {
+  if (msg_ != nullptr) natsMsg_Destroy(msg_);
+}
+
+Message::Message(Message&& other) noexcept
+    : msg_(std::exchange(other.msg_, nullptr)), sequence_(other.sequence_), deliveries_(other.deliveries_) {}
+
+Message& Message::operator=(Message&& other) noexcept {
+  if (this != &other) {
+    if (msg_ != nullptr) natsMsg_Destroy(msg_);
+    msg_ = std::exchange(other.msg_, nullptr);
+    sequence_ = other.sequence_;
+    deliveries_ = other.deliveries_;
+  }
+  return *this;
+}
+
+std::string_view Message::data() const {
+  return {natsMsg_GetData(msg_), static_cast<size_t>(natsMsg_GetDataLength(msg_))};
+}
+
+std::string_view Message::subject() const {
+  return natsMsg_GetSubject(msg_);
+}
+
+void Message::Ack() {
+  Check(natsMsg_Ack(msg_, nullptr), fmt::format("acknowledging stream sequence {}", sequence_));
+}
+
+void Message::Nak() {
+  Check(natsMsg_Nak(msg_, nullptr), fmt::format("returning stream sequence {}", sequence_));
+}
+
+void Message::Term() {
+  Check(natsMsg_Term(msg_, nullptr), fmt::format("terminating stream sequence {}", sequence_));
+}
+
+// ---- JetStream ----
+
+JetStream::JetStream(ConnectOptions options) : options_(std::move(options)), servers_(Join(options_.servers)) {
+  if (options_.servers.empty()) throw Error(ErrorCode::Config, "NATS: no server URL given");
+  natsOptions* raw = nullptr;
+  Check(natsOptions_Create(&raw), "creating options");
+  std::unique_ptr<natsOptions, OptionsDeleter> opts(raw);
+  std::vector<const char*> urls;
+  for (const auto& s : options_.servers) urls.push_back(s.c_str());
+  Check(natsOptions_SetServers(opts.get(), urls.data(), static_cast<int>(urls.size())), "server URLs " + servers_);
+  if (!options_.name.empty()) Check(natsOptions_SetName(opts.get(), options_.name.c_str()), "the name");
+  Check(natsOptions_SetTimeout(opts.get(), options_.timeout.count()), "the timeout");
+  Check(natsOptions_SetMaxReconnect(opts.get(), -1), "reconnects");
+  Check(natsOptions_SetReconnectWait(opts.get(), options_.reconnect_wait.count()), "the reconnect wait");
+  if (!options_.credentials_file.empty()) {
+    Check(natsOptions_SetUserCredentialsFromFiles(opts.get(), options_.credentials_file.c_str(), nullptr),
+          "credentials file " + options_.credentials_file);
+  }
+  const bool tls = !options_.ca_file.empty() || !options_.cert_file.empty();
+  if (tls) Check(natsOptions_SetSecure(opts.get(), true), "TLS");
+  if (!options_.ca_file.empty())
+    Check(natsOptions_LoadCATrustedCertificates(opts.get(), options_.ca_file.c_str()), "CA file " + options_.ca_file);
+  if (!options_.cert_file.empty()) {
+    Check(natsOptions_LoadCertificatesChain(opts.get(), options_.cert_file.c_str(), options_.key_file.c_str()),
+          "certificate " + options_.cert_file);
+  }
+  Check(natsConnection_Connect(&conn_, opts.get()), "connecting to " + servers_);
+  const natsStatus s = natsConnection_JetStream(&js_, conn_, nullptr);
+  if (s != NATS_OK) {
+    natsConnection_Destroy(conn_);
+    Check(s, "JetStream at " + servers_);
+  }
+}
+
+JetStream::~JetStream() {
+  if (js_ != nullptr) jsCtx_Destroy(js_);
+  if (conn_ != nullptr) natsConnection_Destroy(conn_);
+}
+
+void JetStream::EnsureStream(const std::string& name, const std::vector<std::string>& subjects, int replicas) {
+  jsStreamInfo* info = nullptr;
+  jsErrCode error = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&info, js_, name.c_str(), nullptr, &error);
+  if (s == NATS_OK) {
+    jsStreamInfo_Destroy(info);
+    return;
+  }
+  if (s != NATS_NOT_FOUND) Check(s, fmt::format("stream '{}' at {}", name, servers_), error);
+  jsStreamConfig config;
+  jsStreamConfig_Init(&config);
+  config.Name = name.c_str();
+  std::vector<const char*> subs;
+  for (const auto& subject : subjects) subs.push_back(subject.c_str());
+  config.Subjects = subs.data();
+  config.SubjectsLen = static_cast<int>(subs.size());
+  config.Storage = js_FileStorage;
+  config.Replicas = replicas;
+  s = js_AddStream(&info, js_, &config, nullptr, &error);
+  Check(s, fmt::format("creating stream '{}' at {}", name, servers_), error);
+  jsStreamInfo_Destroy(info);
+}
+
+uint64_t JetStream::Publish(const std::string& subject, std::string_view data, const std::string& msg_id) {
+  jsPubOptions options;
+  jsPubOptions_Init(&options);
+  if (!msg_id.empty()) options.MsgId = msg_id.c_str();
+  options.MaxWait = options_.timeout.count();
+  jsPubAck* ack = nullptr;
+  jsErrCode error = static_cast<jsErrCode>(0);
+  Check(js_Publish(&ack, js_, subject.c_str(), data.data(), static_cast<int>(data.size()), &options, &error),
+        fmt::format("publishing to '{}'", subject), error);
+  const uint64_t sequence = ack->Sequence;
+  jsPubAck_Destroy(ack);
+  return sequence;
+}
+
+void JetStream::PublishCore(const std::string& subject, std::string_view data, const std::string& header,
+                            const std::string& value) {
+  natsMsg* msg = nullptr;
+  Check(natsMsg_Create(&msg, subject.c_str(), nullptr, data.data(), static_cast<int>(data.size())),
+        fmt::format("a message to '{}'", subject));
+  const std::unique_ptr<natsMsg, MsgDeleter> owned(msg);
+  if (!header.empty()) Check(natsMsgHeader_Set(msg, header.c_str(), value.c_str()), "a header");
+  Check(natsConnection_PublishMsg(conn_, msg), fmt::format("publishing to '{}'", subject));
+  Check(natsConnection_FlushTimeout(conn_, options_.timeout.count()), fmt::format("publishing to '{}'", subject));
+}
+
+std::unique_ptr<PullConsumer> JetStream::Consume(const std::string& stream, const std::string& durable,
+                                                 const std::string& filter, std::chrono::milliseconds ack_wait) {
+  jsSubOptions options;
+  jsSubOptions_Init(&options);
+  options.Stream = stream.c_str();
+  options.Config.AckPolicy = js_AckExplicit;
+  options.Config.AckWait = std::chrono::duration_cast<std::chrono::nanoseconds>(ack_wait).count();
+  natsSubscription* sub = nullptr;
+  jsErrCode error = static_cast<jsErrCode>(0);
+  Check(js_PullSubscribe(&sub, js_, filter.c_str(), durable.c_str(), nullptr, &options, &error),
+        fmt::format("consumer '{}' of stream '{}' on '{}' at {}", durable, stream, filter, servers_), error);
+  return std::unique_ptr<PullConsumer>(new PullConsumer(sub, stream));
+}
+
+ConsumerInfo JetStream::Info(const std::string& stream, const std::string& durable) {
+  jsConsumerInfo* info = nullptr;
+  jsErrCode error = static_cast<jsErrCode>(0);
+  Check(js_GetConsumerInfo(&info, js_, stream.c_str(), durable.c_str(), nullptr, &error),
+        fmt::format("consumer '{}' of stream '{}'", durable, stream), error);
+  ConsumerInfo out{info->NumPending, info->NumAckPending, info->NumRedelivered};
+  jsConsumerInfo_Destroy(info);
+  return out;
+}
+
+// ---- PullConsumer ----
+
+PullConsumer::~PullConsumer() {
+  // Destroy, not Unsubscribe: the durable consumer stays for the other processes.
+  natsSubscription_Destroy(sub_);
+}
+
+std::vector<Message> PullConsumer::Fetch(size_t max, std::chrono::milliseconds wait) {
+  natsMsgList list{};
+  jsErrCode error = static_cast<jsErrCode>(0);
+  const natsStatus s = natsSubscription_Fetch(&list, sub_, static_cast<int>(max), wait.count(), &error);
+  std::vector<Message> out;
+  if (s == NATS_TIMEOUT) return out;
+  Check(s, fmt::format("fetching from stream '{}'", stream_), error);
+  out.reserve(static_cast<size_t>(list.Count));
+  for (int i = 0; i < list.Count; ++i) {
+    out.emplace_back(list.Msgs[i]);
+    list.Msgs[i] = nullptr;  // owned by `out` now
+  }
+  natsMsgList_Destroy(&list);
+  return out;
+}
+
+}  // namespace runnel::nats

@@ -1,0 +1,135 @@
+// The JetStream wrapper (include/runnel/nats/jetstream.hpp) against a real nats-server
+// started on loopback: a durable pull consumer shared by two consumers (each message
+// to one), redelivery of what is not acknowledged, duplicate message ids, a server
+// killed and started again.
+#include "runnel/nats/jetstream.hpp"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <set>
+#include <thread>
+
+#include "../support/error_message.hpp"
+#include "../support/nats_server.hpp"
+#include "../support/shared_paths.hpp"
+#include "runnel/core/error.hpp"
+
+namespace runnel::nats {
+namespace {
+
+using std::chrono::milliseconds;
+
+class JetStreamTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!testing::NatsServer::Available()) {
+      if (testing::InCi())
+        FAIL() << "CI=true but " << testing::NatsServer::kBinary << " is missing (Debian's nats-server)";
+      GTEST_SKIP() << testing::NatsServer::kBinary << " not found: install Debian's nats-server";
+    }
+    server_ = std::make_unique<testing::NatsServer>();
+  }
+  ConnectOptions Options() const {
+    ConnectOptions options;
+    options.servers = {server_->url()};
+    options.name = "runnel-test";
+    return options;
+  }
+  std::unique_ptr<testing::NatsServer> server_;
+};
+
+TEST_F(JetStreamTest, AConsumerSharedByTwoGivesEachMessageOnce) {
+  JetStream js(Options());
+  js.EnsureStream("REQ", {"req.>"});
+  js.EnsureStream("REQ", {"req.>"});  // exists: nothing happens
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(js.Publish("req.a", fmt::format("{{\"i\": {}}}", i)), uint64_t(i + 1));
+  auto first = js.Consume("REQ", "workers", "req.>", milliseconds(30'000));
+  auto second = js.Consume("REQ", "workers", "req.>", milliseconds(30'000));
+  std::set<uint64_t> seen;
+  for (int round = 0; round < 20 && seen.size() < 100; ++round) {
+    for (auto* consumer : {first.get(), second.get()}) {
+      for (auto& m : consumer->Fetch(7, milliseconds(200))) {
+        EXPECT_TRUE(seen.insert(m.stream_sequence()).second) << "sequence " << m.stream_sequence() << " twice";
+        EXPECT_EQ(m.subject(), "req.a");
+        EXPECT_EQ(m.deliveries(), 1u);
+        EXPECT_EQ(m.data(), fmt::format("{{\"i\": {}}}", m.stream_sequence() - 1));
+        m.Ack();
+      }
+    }
+  }
+  EXPECT_EQ(seen.size(), 100u);
+  EXPECT_TRUE(first->Fetch(10, milliseconds(100)).empty());
+  const ConsumerInfo info = js.Info("REQ", "workers");
+  EXPECT_EQ(info.pending, 0u);
+}
+
+TEST_F(JetStreamTest, WhatIsNotAcknowledgedComesAgain) {
+  JetStream js(Options());
+  js.EnsureStream("REQ", {"req.>"});
+  js.Publish("req.a", "one");
+  auto consumer = js.Consume("REQ", "workers", "req.>", milliseconds(500));
+  {
+    auto got = consumer->Fetch(10, milliseconds(500));
+    ASSERT_EQ(got.size(), 1u);
+    // Dropped without an acknowledgement, as a process that died would.
+  }
+  std::this_thread::sleep_for(milliseconds(700));
+  auto again = consumer->Fetch(10, milliseconds(2000));
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].data(), "one");
+  EXPECT_EQ(again[0].deliveries(), 2u);
+  again[0].Nak();  // back at once
+  auto third = consumer->Fetch(10, milliseconds(2000));
+  ASSERT_EQ(third.size(), 1u);
+  EXPECT_EQ(third[0].deliveries(), 3u);
+  third[0].Term();
+  EXPECT_TRUE(consumer->Fetch(10, milliseconds(800)).empty()) << "terminated: never again";
+}
+
+TEST_F(JetStreamTest, AMessageIdIsStoredOnce) {
+  JetStream js(Options());
+  js.EnsureStream("RES", {"res.>"});
+  const uint64_t a = js.Publish("res.c1", "x", "needs/7");
+  EXPECT_EQ(js.Publish("res.c1", "x", "needs/7"), a) << "the duplicate window keeps the first";
+  EXPECT_EQ(js.Publish("res.c1", "y", "needs/8"), a + 1);
+}
+
+TEST_F(JetStreamTest, MessagesSurviveTheServerRestartingAndTheClientReconnects) {
+  JetStream js(Options());
+  js.EnsureStream("REQ", {"req.>"});
+  for (int i = 0; i < 10; ++i) js.Publish("req.a", std::to_string(i));
+  auto consumer = js.Consume("REQ", "workers", "req.>", milliseconds(30'000));
+  server_->Kill();
+  try {
+    EXPECT_TRUE(consumer->Fetch(5, milliseconds(300)).empty());  // nothing while it is down
+  } catch (const Error&) {
+  }
+  server_->Start();
+  size_t got = 0;
+  for (int attempt = 0; attempt < 50 && got < 10; ++attempt) {
+    try {
+      for (auto& m : consumer->Fetch(10, milliseconds(200))) {
+        m.Ack();
+        ++got;
+      }
+    } catch (const Error&) {
+      std::this_thread::sleep_for(milliseconds(100));  // reconnecting
+    }
+  }
+  EXPECT_EQ(got, 10u);
+}
+
+TEST(JetStreamErrors, AnUnreachableServerIsNamed) {
+  const std::string message = testing::MessageOf([] {
+    ConnectOptions options;
+    options.servers = {"nats://127.0.0.1:1"};
+    options.timeout = milliseconds(300);
+    JetStream js(options);
+  });
+  EXPECT_NE(message.find("connecting to nats://127.0.0.1:1"), std::string::npos) << message;
+  EXPECT_NE(testing::MessageOf([] { JetStream js(ConnectOptions{}); }).find("no server URL"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace runnel::nats

@@ -1,0 +1,37 @@
+// A NATS server with JetStream (Debian's nats-server) started by a test on a free
+// loopback port, storing into its own temporary directory: killed (SIGKILL, as a crash)
+// and started again on the same port and store when a test asks.
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <string>
+
+#include "temp_dir.hpp"
+
+namespace runnel::testing {
+
+class NatsServer {
+ public:
+  static constexpr const char* kBinary = "/usr/sbin/nats-server";
+  static bool Available();
+
+  // Starts the server and waits until it accepts connections. Throws
+  // std::runtime_error when it does not within 10 s.
+  NatsServer();
+  ~NatsServer();  // kills it
+  NatsServer(const NatsServer&) = delete;
+  NatsServer& operator=(const NatsServer&) = delete;
+
+  std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
+  void Kill();   // SIGKILL, waits for it to go
+  void Start();  // again, same port and store
+
+ private:
+  TempDir dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace runnel::testing
