@@ -44,65 +44,16 @@ nlohmann::json TextOrNull(const std::string& text) {
   return text.empty() ? nlohmann::json(nullptr) : nlohmann::json(text);
 }
 
-ColumnKind KindOf(const std::string& type) {
-  if (type == "integer" || type == "bigint" || type == "smallint") return ColumnKind::kInteger;
-  if (type == "double precision" || type == "real" || type.starts_with("numeric")) return ColumnKind::kNumber;
-  if (type == "text" || type.starts_with("character")) return ColumnKind::kText;
-  if (type == "boolean") return ColumnKind::kBool;
-  if (type == "json" || type == "jsonb") return ColumnKind::kJson;  // any JSON value, documents included
-  return ColumnKind::kOther;
-}
-
 Api::Api(HttpOptions o, ServingContext c, postgres::ConnectionPool& p)
     : options(std::move(o)), ctx(std::move(c)), config(*ctx.config), names(pipeline::NamesFor(config)), pool(p) {}
 
-namespace {
-
-// The source table's columns: name, type, NOT NULL, has a default (or is an identity
-// or serial), attidentity ('a' always, 'd' by default), attgenerated ('s' stored).
-constexpr std::string_view kColumnsSql =
-    "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null, "
-    "a.atthasdef OR a.attidentity <> '' AS has_default, a.attidentity::text AS identity, "
-    "a.attgenerated::text AS generated FROM pg_attribute a "
-    "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped";
-
-}  // namespace
-
 void Api::Load() {
   auto lease = pool.Acquire();
-  auto r = lease->Exec(std::string(kColumnsSql), Params().Add(QuoteIdentifier(config.table)));
-  if (r.rows() == 0) throw Error(ErrorCode::NotFound, fmt::format("table '{}' does not exist", config.table));
-  const int name_col = r.ColumnIndex("name"), type_col = r.ColumnIndex("type"),
-            not_null_col = r.ColumnIndex("not_null"), default_col = r.ColumnIndex("has_default"),
-            identity_col = r.ColumnIndex("identity"), generated_col = r.ColumnIndex("generated");
-  std::map<std::string, std::string> types;
-  for (int i = 0; i < r.rows(); ++i) types[r.Get<std::string>(i, name_col)] = r.Get<std::string>(i, type_col);
-  keys = pipeline::RequestKeys::Resolve(config, types);
-  for (int i = 0; i < r.rows(); ++i) {
-    ColumnInfo info;
-    info.type = r.Get<std::string>(i, type_col);
-    info.kind = KindOf(info.type);
-    info.not_null = r.Get<bool>(i, not_null_col);
-    info.has_default = r.Get<bool>(i, default_col);
-    const auto name = r.Get<std::string>(i, name_col);
-    if (!r.Get<std::string>(i, generated_col).empty()) {
-      info.refused = "a generated column: the database computes it";
-    } else if (r.Get<std::string>(i, identity_col) == "a") {
-      info.refused = "an identity column (GENERATED ALWAYS): the database assigns it";
-    } else if (!keys.mapped() && name == config.key_columns.front() && info.has_default && !config.clients_set_keys) {
-      info.refused = "the key: the database assigns it ([source] clients_set_keys = true allows it)";
-    } else if (std::find(config.write_back.begin(), config.write_back.end(), name) != config.write_back.end()) {
-      info.refused = "written by Runnel";
-    }
-    if (info.refused.empty() && info.not_null && !info.has_default) required.insert(name);
-    columns[name] = info;
-  }
-  for (const auto& c : config.features.input_columns) required.insert(c);
-  if (config.quota_max_requests) required.insert(config.client_column);
+  schema = RecordSchema::Load(*lease, config);
 }
 
 std::vector<std::string> Api::SplitPathKey(const std::string& path_key) const {
-  if (keys.columns().size() == 1) return {path_key};
+  if (schema.keys.columns().size() == 1) return {path_key};
   std::vector<std::string> parts;
   for (size_t at = 0;;) {
     const size_t comma = path_key.find(',', at);
@@ -122,14 +73,14 @@ std::string Api::PathKey(const nlohmann::json& id) const {
 
 int64_t Api::RequestIdOf(postgres::Connection& conn, const std::string& path_key) const {
   auto not_found = [&] { return HttpError{404, fmt::format("no request {} in pipeline '{}'", path_key, config.name)}; };
-  if (!keys.mapped()) return IdParam(path_key, "request id");
+  if (!schema.keys.mapped()) return IdParam(path_key, "request id");
   const auto parts = SplitPathKey(path_key);
-  if (parts.size() != keys.columns().size()) throw not_found();
+  if (parts.size() != schema.keys.columns().size()) throw not_found();
   Params params;
   for (const auto& part : parts) params.Add(part);
   try {
     auto r = conn.Exec(fmt::format("SELECT {} FROM {} WHERE ({}) = ({})", pipeline::RequestKeys::kIdColumn,
-                                   keys.map_table(), keys.ColumnList(""), keys.TypedParams(1)),
+                                   schema.keys.map_table(), schema.keys.ColumnList(""), schema.keys.TypedParams(1)),
                        params);
     if (r.rows() == 0) throw not_found();
     return r.Get<int64_t>(0, 0);

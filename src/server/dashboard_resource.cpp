@@ -222,7 +222,7 @@ class DashboardResource {
   // The 20 latest failed requests (ids as clients see them), newest first, through the
   // index of failed requests: never a scan, however rare or common failures are.
   static json LatestFailedJson(postgres::Connection& conn, Api& api) {
-    const auto& keys = api.keys;
+    const auto& keys = api.schema.keys;
     const std::string map = keys.mapped() ? fmt::format(" LEFT JOIN {} m ON m.{} = f.key", keys.map_table(),
                                                         pipeline::RequestKeys::kIdColumn)
                                           : std::string();

@@ -150,12 +150,7 @@ struct HttpServer::Impl {
   // One pipeline's API: its columns and keys, its ingestor, its routes.
   void StartPipeline(Api& api) {
     api.Load();
-    std::set<std::string> json_columns;
-    for (const auto& [name, column] : api.columns) {
-      if (column.kind == ColumnKind::kJson) json_columns.insert(name);
-    }
-    api.ingestor = std::make_unique<Ingestor>(api.config, api.keys, api.ctx.conninfo, std::move(json_columns),
-                                              api.options.ingest_threads);
+    api.ingestor = std::make_unique<Ingestor>(api.config, api.schema, api.ctx.conninfo, api.options.ingest_threads);
     AddRequestRoutes(router, api);
     AddJobRoutes(router, api);
     AddEventRoutes(router, api);

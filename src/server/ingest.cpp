@@ -12,11 +12,10 @@ namespace runnel::server {
 
 using postgres::QuoteIdentifier;
 
-Ingestor::Ingestor(const pipeline::PipelineConfig& config, pipeline::RequestKeys keys, std::string conninfo,
-                   std::set<std::string> json_columns, size_t threads, size_t max_group_records)
+Ingestor::Ingestor(const pipeline::PipelineConfig& config, const RecordSchema& schema, std::string conninfo,
+                   size_t threads, size_t max_group_records)
     : config_(config),
-      keys_(std::move(keys)),
-      json_columns_(std::move(json_columns)),
+      writer_(config_, schema),
       conninfo_(std::move(conninfo)),
       direct_(conninfo_),
       max_group_records_(max_group_records) {
@@ -80,140 +79,12 @@ void Ingestor::RunDirect() {
   }
 }
 
-const std::string& Ingestor::KeySequence(postgres::Connection& conn) {
-  std::call_once(sequence_once_, [&] {
-    if (keys_.mapped()) return;
-    auto r = conn.Exec("SELECT pg_get_serial_sequence($1, $2)",
-                       postgres::Params().Add(QuoteIdentifier(config_.table)).Add(keys_.columns().front().name));
-    if (!r.IsNull(0, 0)) sequence_ = r.Get<std::string>(0, 0);
-  });
-  return sequence_;
-}
-
-namespace {
-
-// COPY's text format escapes backslash and the characters that end a field or row.
-void AppendCopyText(std::string& out, std::string_view text) {
-  while (!text.empty()) {
-    const size_t special = text.find_first_of("\\\n\r\t");
-    out.append(text.substr(0, special));
-    if (special == std::string_view::npos) return;
-    switch (text[special]) {
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      default: out += "\\t"; break;
-    }
-    text.remove_prefix(special + 1);
-  }
-}
-
-template <class Number>
-void AppendNumber(std::string& out, Number number) {
-  char buf[32];
-  const auto end = std::to_chars(buf, buf + sizeof(buf), number).ptr;  // shortest form that reads back
-  out.append(buf, end);
-}
-
-// One value in COPY's text format; a json column's as JSON text.
-void AppendCopyValue(std::string& out, const nlohmann::json& value, bool as_json) {
-  if (as_json && !value.is_null()) return AppendCopyText(out, value.dump());
-  switch (value.type()) {
-    case nlohmann::json::value_t::null: out += "\\N"; break;
-    case nlohmann::json::value_t::string: AppendCopyText(out, value.get_ref<const std::string&>()); break;
-    case nlohmann::json::value_t::boolean: out += value.get<bool>() ? 't' : 'f'; break;
-    case nlohmann::json::value_t::number_integer: AppendNumber(out, value.get<int64_t>()); break;
-    case nlohmann::json::value_t::number_unsigned: AppendNumber(out, value.get<uint64_t>()); break;
-    case nlohmann::json::value_t::number_float: AppendNumber(out, value.get<double>()); break;
-    default: AppendCopyText(out, value.dump()); break;  // objects and arrays, for json columns
-  }
-}
-
-}  // namespace
-
 std::vector<int64_t> Ingestor::InsertGroup(postgres::Connection& conn, const std::vector<std::string>& columns,
                                            const std::vector<Submission*>& group) {
-  size_t total = 0;
-  for (const Submission* s : group) total += s->records.size();
-  const std::string table = QuoteIdentifier(config_.table);
-  const std::string& key_column = keys_.columns().front().name;
-  const std::string key = QuoteIdentifier(key_column);
-  std::string list;
-  for (const auto& c : columns) list += (list.empty() ? "" : ", ") + QuoteIdentifier(c);
-  const bool key_given = std::find(columns.begin(), columns.end(), key_column) != columns.end();
-  std::vector<int64_t> keys;
-  keys.reserve(total);
-  if (!key_given && !KeySequence(conn).empty()) {
-    // Keys first, from the column's own sequence; then COPY, the fastest way in.
-    auto r = conn.Exec("SELECT nextval($1::regclass) FROM generate_series(1, $2)",
-                       postgres::Params().Add(KeySequence(conn)).Add(static_cast<int64_t>(total)));
-    for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
-    std::vector<bool> as_json;
-    for (const auto& c : columns) as_json.push_back(json_columns_.contains(c));
-    std::string data;
-    data.reserve(total * (columns.size() + 1) * 8);
-    size_t k = 0;
-    for (const Submission* s : group) {
-      for (const auto& record : s->records) {
-        AppendNumber(data, keys[k++]);
-        // A group's records have exactly `columns`, in the same (sorted) order.
-        size_t i = 0;
-        for (const auto& [column, value] : record.items()) {
-          data += '\t';
-          AppendCopyValue(data, value, as_json[i++]);
-        }
-        data += '\n';
-      }
-    }
-    conn.CopyIn(fmt::format("COPY {} ({}{}{}) FROM STDIN", table, key, list.empty() ? "" : ", ", list), data);
-    return keys;
-  }
-  std::string json = "[";
-  for (const Submission* s : group) {
-    for (const auto& record : s->records) {
-      if (json.size() > 1) json += ',';
-      json += record.dump();
-    }
-  }
-  json += ']';
-  // RETURNING follows the order rows were inserted in, which is the array's order.
-  std::string returning = key;
-  if (keys_.mapped()) {
-    returning.clear();
-    for (const auto& c : keys_.columns())
-      returning += (returning.empty() ? "" : ", ") + QuoteIdentifier(c.name) + "::text";
-  }
-  auto r = conn.Exec(fmt::format("INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, "
-                                 "$1::jsonb) RETURNING {returning}",
-                                 fmt::arg("t", table), fmt::arg("cols", list), fmt::arg("returning", returning)),
-                     postgres::Params().Add(json));
-  if (keys_.mapped()) return MappedIds(conn, r);
-  for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
-  return keys;
-}
-
-std::vector<int64_t> Ingestor::MappedIds(postgres::Connection& conn, const postgres::Result& inserted) const {
-  // The capture trigger gave each key its id at the end of the INSERT; a key with a
-  // NULL part is no request and has none (the caller then reports fewer ids).
-  postgres::Params params;
-  for (size_t c = 0; c < keys_.columns().size(); ++c) {
-    std::vector<std::optional<std::string>> values;
-    for (int i = 0; i < inserted.rows(); ++i)
-      values.push_back(inserted.GetOptional<std::string>(i, static_cast<int>(c)));
-    params.AddArray(values);
-  }
-  // u's columns take the key columns' names: the map joins it like any keyed relation.
-  auto r = conn.Exec(
-      fmt::format("SELECT m.{id} FROM unnest({arrays}) WITH ORDINALITY AS u({columns}, runnel_ord) JOIN {map} m "
-                  "ON {same} ORDER BY u.runnel_ord",
-                  fmt::arg("id", pipeline::RequestKeys::kIdColumn), fmt::arg("arrays", keys_.TypedParams(1, true)),
-                  fmt::arg("columns", keys_.ColumnList("")), fmt::arg("map", keys_.map_table()),
-                  fmt::arg("same", keys_.SameKey("m", "u"))),
-      params);
-  std::vector<int64_t> ids;
-  ids.reserve(static_cast<size_t>(r.rows()));
-  for (int i = 0; i < r.rows(); ++i) ids.push_back(r.Get<int64_t>(i, 0));
-  return ids;
+  std::vector<std::span<const nlohmann::json>> parts;
+  parts.reserve(group.size());
+  for (const Submission* s : group) parts.emplace_back(s->records);
+  return writer_.Insert(conn, columns, parts);
 }
 
 void Ingestor::Run() {

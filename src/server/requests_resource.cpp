@@ -39,39 +39,6 @@ std::optional<double> ParseDouble(const std::string& text) {
 // One problem with one field of one record.
 using Problems = json;  // array of {"record", "field", "error"}
 
-// A value for an integer column: whole, and within the column's range. 40.0 is
-// rewritten to 40 (integer text for COPY).
-std::optional<std::string> CheckInteger(json& value, const std::string& type) {
-  const bool whole_float = value.is_number_float() && std::trunc(value.get<double>()) == value.get<double>() &&
-                           std::abs(value.get<double>()) < 9.2e18;
-  if (!value.is_number_integer() && !whole_float) return fmt::format("must be an integer ({})", type);
-  const double v = value.get<double>();
-  if (type == "integer" && (v > 2147483647.0 || v < -2147483648.0)) return "out of range for integer";
-  if (type == "smallint" && (v > 32767 || v < -32768)) return "out of range for smallint";
-  if (value.is_number_float()) value = static_cast<int64_t>(v);
-  return std::nullopt;
-}
-
-std::optional<std::string> CheckValue(json& value, const ColumnInfo& column) {
-  switch (column.kind) {
-    case ColumnKind::kInteger: return CheckInteger(value, column.type);
-    case ColumnKind::kNumber:
-      if (!value.is_number()) return fmt::format("must be a number ({})", column.type);
-      break;
-    case ColumnKind::kText:
-      if (!value.is_string() && !value.is_number()) return fmt::format("must be a string ({})", column.type);
-      break;
-    case ColumnKind::kBool:
-      if (!value.is_boolean()) return "must be true or false";
-      break;
-    case ColumnKind::kJson: break;
-    case ColumnKind::kOther:
-      if (value.is_object() || value.is_array()) return fmt::format("must be a scalar ({})", column.type);
-      break;
-  }
-  return std::nullopt;
-}
-
 class RequestsResource {
  public:
   explicit RequestsResource(Api& api) : api_(api), config_(api.config) {}
@@ -83,7 +50,6 @@ class RequestsResource {
 
  private:
   using KeysDone = std::function<void(std::vector<int64_t> ids, std::exception_ptr error)>;
-  void Validate(json& record, size_t index, Problems& problems) const;
   void BindClient(json& record, size_t index, const std::string& client, Problems& problems) const;
   void CheckReadable(postgres::Connection& conn, const HttpRequest& req, int64_t id) const;
   void Submit(std::vector<json> records, KeysDone done);
@@ -104,32 +70,6 @@ class RequestsResource {
   const pipeline::PipelineConfig& config_;
 };
 
-// Checks a record against the source table; appends one entry per problem.
-void RequestsResource::Validate(json& record, size_t index, Problems& problems) const {
-  auto problem = [&](const std::string& field, const std::string& message) {
-    problems.push_back({{"record", index}, {"field", field}, {"error", message}});
-  };
-  if (!record.is_object()) {
-    problem("", "a record must be a JSON object");
-    return;
-  }
-  for (auto& [field, value] : record.items()) {
-    auto it = api_.columns.find(field);
-    if (it == api_.columns.end()) {
-      problem(field, fmt::format("unknown column: table '{}' has no column '{}'", config_.table, field));
-    } else if (!it->second.refused.empty()) {
-      problem(field, fmt::format("cannot be submitted: {}", it->second.refused));
-    } else if (value.is_null()) {
-      if (api_.required.contains(field) || it->second.not_null) problem(field, "must not be null");
-    } else if (auto error = CheckValue(value, it->second)) {
-      problem(field, *error);
-    }
-  }
-  for (const auto& field : api_.required) {
-    if (!record.contains(field)) problem(field, "is required");
-  }
-}
-
 // A key bound to a client submits for that client only: its client column is filled
 // in, and a record naming another client is refused, so rotating the value in the
 // body cannot escape the quota.
@@ -138,8 +78,8 @@ void RequestsResource::BindClient(json& record, size_t index, const std::string&
   if (column.empty() || !record.is_object()) return;
   auto it = record.find(column);
   if (it == record.end()) {
-    auto info = api_.columns.find(column);
-    const bool integer = info != api_.columns.end() && info->second.kind == ColumnKind::kInteger;
+    auto info = api_.schema.columns.find(column);
+    const bool integer = info != api_.schema.columns.end() && info->second.kind == ColumnKind::kInteger;
     auto number = integer ? ParseInt(client) : std::nullopt;
     record[column] = number ? json(*number) : json(client);
     return;
@@ -157,7 +97,7 @@ void RequestsResource::CheckReadable(postgres::Connection& conn, const HttpReque
   auto client = api_.ReadableClient(req);
   if (!client) return;
   auto r = conn.Exec(fmt::format("SELECT 1 FROM (SELECT $1::bigint AS id) k{} WHERE s.{}::text = $2",
-                                 api_.keys.JoinSourceById("k.id", QuoteIdentifier(config_.table), "s", "m"),
+                                 api_.schema.keys.JoinSourceById("k.id", QuoteIdentifier(config_.table), "s", "m"),
                                  QuoteIdentifier(config_.client_column)),
                      Params().Add(id).Add(*client));
   if (r.rows() == 0) throw HttpError{404, fmt::format("no request {} in pipeline '{}'", id, config_.name)};
@@ -247,7 +187,7 @@ void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const Pat
     for (size_t i = 0; i < records.size() && problems.size() < 100; ++i)
       BindClient(records[i], i, *req.access.client, problems);
   }
-  for (size_t i = 0; i < records.size() && problems.size() < 100; ++i) Validate(records[i], i, problems);
+  for (size_t i = 0; i < records.size() && problems.size() < 100; ++i) api_.schema.Validate(records[i], i, problems);
   if (!problems.empty()) {
     throw HttpError{
         422, fmt::format("{} invalid field(s); nothing was inserted", problems.size()), {{"errors", problems}}};
@@ -266,14 +206,14 @@ void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const Pat
 
 json RequestsResource::QueuedAnswer(const std::vector<int64_t>& ids, bool single) const {
   json shown = json::array();
-  if (api_.keys.mapped()) {
+  if (api_.schema.keys.mapped()) {
     // Request ids are Runnel's: clients see their keys. (One query, on the ingest thread.)
     auto keys = api_.pool.Run([&](postgres::Connection& conn) {
-      return conn.Exec(
-          fmt::format("SELECT {} FROM unnest($1::bigint[]) WITH ORDINALITY AS k(id, ord) JOIN {} m ON "
-                      "m.{} = k.id ORDER BY k.ord",
-                      api_.keys.IdJsonSql("m", "k.id"), api_.keys.map_table(), pipeline::RequestKeys::kIdColumn),
-          Params().Add(ArrayLiteral(ids)));
+      return conn.Exec(fmt::format("SELECT {} FROM unnest($1::bigint[]) WITH ORDINALITY AS k(id, ord) JOIN {} m ON "
+                                   "m.{} = k.id ORDER BY k.ord",
+                                   api_.schema.keys.IdJsonSql("m", "k.id"), api_.schema.keys.map_table(),
+                                   pipeline::RequestKeys::kIdColumn),
+                       Params().Add(ArrayLiteral(ids)));
     });
     for (int i = 0; i < keys.rows(); ++i) shown.push_back(api_.IdJson(keys, i, 0));
   } else {
@@ -367,18 +307,19 @@ std::map<int64_t, json> RequestsResource::Fetch(postgres::Connection& conn, cons
   std::map<int64_t, json> out;
   if (keys.empty()) return out;
   auto r = conn.Exec(
-      fmt::format("SELECT k.key, {id}, s.{key} IS NOT NULL, r.key IS NOT NULL, coalesce(r.status, 'queued'), r.error, "
-                  "r.model_version, {enq}, {fin}, "
-                  "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs}, {inputs} "
-                  "FROM unnest($1::bigint[]) AS k(key){source} "
-                  "LEFT JOIN {results} r ON r.key = k.key",
-                  fmt::arg("key", QuoteIdentifier(config_.key_columns.front())),
-                  fmt::arg("id", api_.keys.IdJsonSql("m", "k.key")),
-                  fmt::arg("source", api_.keys.JoinSourceById("k.key", QuoteIdentifier(config_.table), "s", "m")),
-                  fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
-                  fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),
-                  fmt::arg("inputs", InputsSql()), fmt::arg("table", QuoteIdentifier(config_.table)),
-                  fmt::arg("results", QuoteIdentifier(api_.names.results))),
+      fmt::format(
+          "SELECT k.key, {id}, s.{key} IS NOT NULL, r.key IS NOT NULL, coalesce(r.status, 'queued'), r.error, "
+          "r.model_version, {enq}, {fin}, "
+          "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs}, {inputs} "
+          "FROM unnest($1::bigint[]) AS k(key){source} "
+          "LEFT JOIN {results} r ON r.key = k.key",
+          fmt::arg("key", QuoteIdentifier(config_.key_columns.front())),
+          fmt::arg("id", api_.schema.keys.IdJsonSql("m", "k.key")),
+          fmt::arg("source", api_.schema.keys.JoinSourceById("k.key", QuoteIdentifier(config_.table), "s", "m")),
+          fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
+          fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),
+          fmt::arg("inputs", InputsSql()), fmt::arg("table", QuoteIdentifier(config_.table)),
+          fmt::arg("results", QuoteIdentifier(api_.names.results))),
       Params().Add(ArrayLiteral(keys)));
   const int inputs = r.ColumnIndex("inputs");
   for (int i = 0; i < r.rows(); ++i) {
@@ -507,7 +448,7 @@ struct ListSource {
 };
 
 ListSource ListSourceOf(const Api& api, bool needs_result) {
-  const auto& keys = api.keys;
+  const auto& keys = api.schema.keys;
   const std::string table = QuoteIdentifier(api.config.table), results = QuoteIdentifier(api.names.results);
   if (!needs_result) {
     const std::string map =
@@ -555,7 +496,7 @@ void RequestsResource::List(const HttpRequest& req, HttpResponse& res, const Pat
   if (auto client = api_.ReadableClient(req)) {
     q.where.push_back(fmt::format("s.{}::text = {}", QuoteIdentifier(config_.client_column), q.Param(*client)));
   }
-  const auto& keys = api_.keys;
+  const auto& keys = api_.schema.keys;
   const ListSource source = ListSourceOf(api_, q.needs_result);
   if (q.after) {
     const auto parts = api_.SplitPathKey(*q.after);

@@ -29,6 +29,7 @@
 #include "runnel/core/mutex.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/pipeline/request_keys.hpp"
+#include "runnel/server/record_schema.hpp"
 
 #include "runnel/postgres/connection.hpp"
 #include "runnel/postgres/pool.hpp"
@@ -37,10 +38,10 @@ namespace runnel::server {
 
 class Ingestor {
  public:
-  // `keys`: how the table's rows are keyed; `json_columns`: columns of type json or
-  // jsonb, whose values (any JSON, documents included) are written as JSON text.
-  Ingestor(const pipeline::PipelineConfig& config, pipeline::RequestKeys keys, std::string conninfo,
-           std::set<std::string> json_columns = {}, size_t threads = 2, size_t max_group_records = 20000);
+  // `schema`: the source table's columns and keys (json and jsonb columns take any
+  // JSON value, documents included, written as JSON text).
+  Ingestor(const pipeline::PipelineConfig& config, const RecordSchema& schema, std::string conninfo, size_t threads = 2,
+           size_t max_group_records = 20000);
   ~Ingestor();
   Ingestor(const Ingestor&) = delete;
   Ingestor& operator=(const Ingestor&) = delete;
@@ -72,19 +73,11 @@ class Ingestor {
   void RunDirect();
   std::vector<int64_t> InsertGroup(postgres::Connection& conn, const std::vector<std::string>& columns,
                                    const std::vector<Submission*>& group);
-  // The key column's sequence, looked up once ("" when it has none or keys are mapped).
-  const std::string& KeySequence(postgres::Connection& conn);
-  // Mapped keys: the request ids of the keys an INSERT returned (one text column per
-  // key column), in their order.
-  std::vector<int64_t> MappedIds(postgres::Connection& conn, const postgres::Result& inserted) const;
 
   pipeline::PipelineConfig config_;
-  const pipeline::RequestKeys keys_;
-  const std::set<std::string> json_columns_;
+  RecordWriter writer_;
   std::string conninfo_;
   postgres::ConnectionPool direct_;  // for large submissions
-  std::once_flag sequence_once_;
-  std::string sequence_;
   size_t max_group_records_;
   Mutex mutex_;
   std::condition_variable_any cv_;

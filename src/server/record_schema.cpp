@@ -1,0 +1,283 @@
+#include "runnel/server/record_schema.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <optional>
+
+#include "runnel/core/error.hpp"
+
+namespace runnel::server {
+
+using nlohmann::json;
+using postgres::Params;
+using postgres::QuoteIdentifier;
+
+ColumnKind KindOf(const std::string& type) {
+  if (type == "integer" || type == "bigint" || type == "smallint") return ColumnKind::kInteger;
+  if (type == "double precision" || type == "real" || type.starts_with("numeric")) return ColumnKind::kNumber;
+  if (type == "text" || type.starts_with("character")) return ColumnKind::kText;
+  if (type == "boolean") return ColumnKind::kBool;
+  if (type == "json" || type == "jsonb") return ColumnKind::kJson;  // any JSON value, documents included
+  return ColumnKind::kOther;
+}
+
+namespace {
+
+// The source table's columns: name, type, NOT NULL, has a default (or is an identity
+// or serial), attidentity ('a' always, 'd' by default), attgenerated ('s' stored).
+constexpr std::string_view kColumnsSql =
+    "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null, "
+    "a.atthasdef OR a.attidentity <> '' AS has_default, a.attidentity::text AS identity, "
+    "a.attgenerated::text AS generated FROM pg_attribute a "
+    "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped";
+
+// A value for an integer column: whole, and within the column's range. 40.0 is
+// rewritten to 40 (integer text for COPY).
+std::optional<std::string> CheckInteger(json& value, const std::string& type) {
+  const bool whole_float = value.is_number_float() && std::trunc(value.get<double>()) == value.get<double>() &&
+                           std::abs(value.get<double>()) < 9.2e18;
+  if (!value.is_number_integer() && !whole_float) return fmt::format("must be an integer ({})", type);
+  const double v = value.get<double>();
+  if (type == "integer" && (v > 2147483647.0 || v < -2147483648.0)) return "out of range for integer";
+  if (type == "smallint" && (v > 32767 || v < -32768)) return "out of range for smallint";
+  if (value.is_number_float()) value = static_cast<int64_t>(v);
+  return std::nullopt;
+}
+
+std::optional<std::string> CheckValue(json& value, const ColumnInfo& column) {
+  switch (column.kind) {
+    case ColumnKind::kInteger: return CheckInteger(value, column.type);
+    case ColumnKind::kNumber:
+      if (!value.is_number()) return fmt::format("must be a number ({})", column.type);
+      break;
+    case ColumnKind::kText:
+      if (!value.is_string() && !value.is_number()) return fmt::format("must be a string ({})", column.type);
+      break;
+    case ColumnKind::kBool:
+      if (!value.is_boolean()) return "must be true or false";
+      break;
+    case ColumnKind::kJson: break;
+    case ColumnKind::kOther:
+      if (value.is_object() || value.is_array()) return fmt::format("must be a scalar ({})", column.type);
+      break;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+RecordSchema RecordSchema::Load(postgres::Connection& conn, const pipeline::PipelineConfig& config) {
+  RecordSchema schema;
+  schema.table = config.table;
+  auto& columns = schema.columns;
+  auto& required = schema.required;
+  auto& keys = schema.keys;
+  auto r = conn.Exec(std::string(kColumnsSql), Params().Add(QuoteIdentifier(config.table)));
+  if (r.rows() == 0) throw Error(ErrorCode::NotFound, fmt::format("table '{}' does not exist", config.table));
+  const int name_col = r.ColumnIndex("name"), type_col = r.ColumnIndex("type"),
+            not_null_col = r.ColumnIndex("not_null"), default_col = r.ColumnIndex("has_default"),
+            identity_col = r.ColumnIndex("identity"), generated_col = r.ColumnIndex("generated");
+  std::map<std::string, std::string> types;
+  for (int i = 0; i < r.rows(); ++i) types[r.Get<std::string>(i, name_col)] = r.Get<std::string>(i, type_col);
+  keys = pipeline::RequestKeys::Resolve(config, types);
+  for (int i = 0; i < r.rows(); ++i) {
+    ColumnInfo info;
+    info.type = r.Get<std::string>(i, type_col);
+    info.kind = KindOf(info.type);
+    info.not_null = r.Get<bool>(i, not_null_col);
+    info.has_default = r.Get<bool>(i, default_col);
+    const auto name = r.Get<std::string>(i, name_col);
+    if (!r.Get<std::string>(i, generated_col).empty()) {
+      info.refused = "a generated column: the database computes it";
+    } else if (r.Get<std::string>(i, identity_col) == "a") {
+      info.refused = "an identity column (GENERATED ALWAYS): the database assigns it";
+    } else if (!keys.mapped() && name == config.key_columns.front() && info.has_default && !config.clients_set_keys) {
+      info.refused = "the key: the database assigns it ([source] clients_set_keys = true allows it)";
+    } else if (std::find(config.write_back.begin(), config.write_back.end(), name) != config.write_back.end()) {
+      info.refused = "written by Runnel";
+    }
+    if (info.refused.empty() && info.not_null && !info.has_default) required.insert(name);
+    columns[name] = info;
+  }
+  for (const auto& c : config.features.input_columns) required.insert(c);
+  if (config.quota_max_requests) required.insert(config.client_column);
+  return schema;
+}
+
+// Checks a record against the source table; appends one entry per problem.
+void RecordSchema::Validate(json& record, size_t index, json& problems) const {
+  auto problem = [&](const std::string& field, const std::string& message) {
+    problems.push_back({{"record", index}, {"field", field}, {"error", message}});
+  };
+  if (!record.is_object()) {
+    problem("", "a record must be a JSON object");
+    return;
+  }
+  for (auto& [field, value] : record.items()) {
+    auto it = columns.find(field);
+    if (it == columns.end()) {
+      problem(field, fmt::format("unknown column: table '{}' has no column '{}'", table, field));
+    } else if (!it->second.refused.empty()) {
+      problem(field, fmt::format("cannot be submitted: {}", it->second.refused));
+    } else if (value.is_null()) {
+      if (required.contains(field) || it->second.not_null) problem(field, "must not be null");
+    } else if (auto error = CheckValue(value, it->second)) {
+      problem(field, *error);
+    }
+  }
+  for (const auto& field : required) {
+    if (!record.contains(field)) problem(field, "is required");
+  }
+}
+
+std::set<std::string> RecordSchema::JsonColumns() const {
+  std::set<std::string> out;
+  for (const auto& [name, column] : columns) {
+    if (column.kind == ColumnKind::kJson) out.insert(name);
+  }
+  return out;
+}
+
+RecordWriter::RecordWriter(const pipeline::PipelineConfig& config, const RecordSchema& schema)
+    : config_(config), keys_(schema.keys), json_columns_(schema.JsonColumns()) {}
+
+const std::string& RecordWriter::KeySequence(postgres::Connection& conn) {
+  std::call_once(sequence_once_, [&] {
+    if (keys_.mapped()) return;
+    auto r = conn.Exec("SELECT pg_get_serial_sequence($1, $2)",
+                       postgres::Params().Add(QuoteIdentifier(config_.table)).Add(keys_.columns().front().name));
+    if (!r.IsNull(0, 0)) sequence_ = r.Get<std::string>(0, 0);
+  });
+  return sequence_;
+}
+
+namespace {
+
+// COPY's text format escapes backslash and the characters that end a field or row.
+void AppendCopyText(std::string& out, std::string_view text) {
+  while (!text.empty()) {
+    const size_t special = text.find_first_of("\\\n\r\t");
+    out.append(text.substr(0, special));
+    if (special == std::string_view::npos) return;
+    switch (text[special]) {
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      default: out += "\\t"; break;
+    }
+    text.remove_prefix(special + 1);
+  }
+}
+
+template <class Number>
+void AppendNumber(std::string& out, Number number) {
+  char buf[32];
+  const auto end = std::to_chars(buf, buf + sizeof(buf), number).ptr;  // shortest form that reads back
+  out.append(buf, end);
+}
+
+// One value in COPY's text format; a json column's as JSON text.
+void AppendCopyValue(std::string& out, const nlohmann::json& value, bool as_json) {
+  if (as_json && !value.is_null()) return AppendCopyText(out, value.dump());
+  switch (value.type()) {
+    case nlohmann::json::value_t::null: out += "\\N"; break;
+    case nlohmann::json::value_t::string: AppendCopyText(out, value.get_ref<const std::string&>()); break;
+    case nlohmann::json::value_t::boolean: out += value.get<bool>() ? 't' : 'f'; break;
+    case nlohmann::json::value_t::number_integer: AppendNumber(out, value.get<int64_t>()); break;
+    case nlohmann::json::value_t::number_unsigned: AppendNumber(out, value.get<uint64_t>()); break;
+    case nlohmann::json::value_t::number_float: AppendNumber(out, value.get<double>()); break;
+    default: AppendCopyText(out, value.dump()); break;  // objects and arrays, for json columns
+  }
+}
+
+}  // namespace
+
+std::vector<int64_t> RecordWriter::Insert(postgres::Connection& conn, const std::vector<std::string>& columns,
+                                          const std::vector<std::span<const json>>& parts) {
+  size_t total = 0;
+  for (const auto& part : parts) total += part.size();
+  const std::string table = QuoteIdentifier(config_.table);
+  const std::string& key_column = keys_.columns().front().name;
+  const std::string key = QuoteIdentifier(key_column);
+  std::string list;
+  for (const auto& c : columns) list += (list.empty() ? "" : ", ") + QuoteIdentifier(c);
+  const bool key_given = std::find(columns.begin(), columns.end(), key_column) != columns.end();
+  std::vector<int64_t> keys;
+  keys.reserve(total);
+  if (!key_given && !KeySequence(conn).empty()) {
+    // Keys first, from the column's own sequence; then COPY, the fastest way in.
+    auto r = conn.Exec("SELECT nextval($1::regclass) FROM generate_series(1, $2)",
+                       postgres::Params().Add(KeySequence(conn)).Add(static_cast<int64_t>(total)));
+    for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
+    std::vector<bool> as_json;
+    for (const auto& c : columns) as_json.push_back(json_columns_.contains(c));
+    std::string data;
+    data.reserve(total * (columns.size() + 1) * 8);
+    size_t k = 0;
+    for (const auto& part : parts) {
+      for (const auto& record : part) {
+        AppendNumber(data, keys[k++]);
+        // A group's records have exactly `columns`, in the same (sorted) order.
+        size_t i = 0;
+        for (const auto& [column, value] : record.items()) {
+          data += '\t';
+          AppendCopyValue(data, value, as_json[i++]);
+        }
+        data += '\n';
+      }
+    }
+    conn.CopyIn(fmt::format("COPY {} ({}{}{}) FROM STDIN", table, key, list.empty() ? "" : ", ", list), data);
+    return keys;
+  }
+  std::string array = "[";
+  for (const auto& part : parts) {
+    for (const auto& record : part) {
+      if (array.size() > 1) array += ',';
+      array += record.dump();
+    }
+  }
+  array += ']';
+  // RETURNING follows the order rows were inserted in, which is the array's order.
+  std::string returning = key;
+  if (keys_.mapped()) {
+    returning.clear();
+    for (const auto& c : keys_.columns())
+      returning += (returning.empty() ? "" : ", ") + QuoteIdentifier(c.name) + "::text";
+  }
+  auto r = conn.Exec(fmt::format("INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, "
+                                 "$1::jsonb) RETURNING {returning}",
+                                 fmt::arg("t", table), fmt::arg("cols", list), fmt::arg("returning", returning)),
+                     postgres::Params().Add(array));
+  if (keys_.mapped()) return MappedIds(conn, r);
+  for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
+  return keys;
+}
+
+std::vector<int64_t> RecordWriter::MappedIds(postgres::Connection& conn, const postgres::Result& inserted) const {
+  // The capture trigger gave each key its id at the end of the INSERT; a key with a
+  // NULL part is no request and has none (the caller then reports fewer ids).
+  postgres::Params params;
+  for (size_t c = 0; c < keys_.columns().size(); ++c) {
+    std::vector<std::optional<std::string>> values;
+    for (int i = 0; i < inserted.rows(); ++i)
+      values.push_back(inserted.GetOptional<std::string>(i, static_cast<int>(c)));
+    params.AddArray(values);
+  }
+  // u's columns take the key columns' names: the map joins it like any keyed relation.
+  auto r = conn.Exec(
+      fmt::format("SELECT m.{id} FROM unnest({arrays}) WITH ORDINALITY AS u({columns}, runnel_ord) JOIN {map} m "
+                  "ON {same} ORDER BY u.runnel_ord",
+                  fmt::arg("id", pipeline::RequestKeys::kIdColumn), fmt::arg("arrays", keys_.TypedParams(1, true)),
+                  fmt::arg("columns", keys_.ColumnList("")), fmt::arg("map", keys_.map_table()),
+                  fmt::arg("same", keys_.SameKey("m", "u"))),
+      params);
+  std::vector<int64_t> ids;
+  ids.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) ids.push_back(r.Get<int64_t>(i, 0));
+  return ids;
+}
+
+}  // namespace runnel::server
