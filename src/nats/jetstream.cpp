@@ -74,6 +74,12 @@ std::string_view Message::subject() const {
   return natsMsg_GetSubject(msg_);
 }
 
+std::string Message::Header(const std::string& key) const {
+  const char* value = nullptr;
+  if (natsMsgHeader_Get(msg_, key.c_str(), &value) != NATS_OK || value == nullptr) return {};
+  return value;
+}
+
 void Message::Ack() {
   Check(natsMsg_Ack(msg_, nullptr), fmt::format("acknowledging stream sequence {}", sequence_));
 }

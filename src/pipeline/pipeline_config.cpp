@@ -163,6 +163,47 @@ void ReadSnapshots(const Reader& reader, const toml::table& root, const std::fil
   if (auto rows = reader.Integer(table, "snapshots.", "query_max_rows", 1, 10000000)) snapshots.query_max_rows = *rows;
 }
 
+// [jetstream]: servers, stream and subject are required; files are relative to the
+// pipeline file.
+void ReadJetStream(const Reader& reader, const toml::table& root, const std::filesystem::path& file,
+                   PipelineConfig& config) {
+  if (root.get("jetstream") == nullptr) return;
+  const auto& table = reader.Table(root, "jetstream", true);
+  reader.AllowOnly(table, "jetstream.",
+                   {"servers", "stream", "subject", "durable", "dead_letter", "batch", "ack_wait", "credentials",
+                    "ca_file", "cert_file", "key_file"});
+  JetStreamConfig js;
+  js.servers = reader.Strings(table, "jetstream.", "servers", true);
+  if (js.servers.empty()) reader.Fail(table.get("servers"), "'jetstream.servers' must name at least one server");
+  js.stream = reader.String(table, "jetstream.", "stream", true);
+  js.subject = reader.String(table, "jetstream.", "subject", true);
+  js.durable = reader.String(table, "jetstream.", "durable", false);
+  if (js.durable.empty()) js.durable = "runnel-" + config.name;
+  js.dead_letter = reader.String(table, "jetstream.", "dead_letter", false);
+  if (js.dead_letter.empty()) js.dead_letter = "runnel." + config.name + ".dead";
+  if (auto batch = reader.Integer(table, "jetstream.", "batch", 1, 100000, "messages")) js.batch = *batch;
+  if (auto wait = reader.String(table, "jetstream.", "ack_wait", false); !wait.empty()) {
+    auto seconds = ParseDuration(wait);
+    if (!seconds || seconds->count() < 1)
+      reader.Fail(
+          table.get("ack_wait"),
+          fmt::format("'jetstream.ack_wait' is \"{}\": expected a whole number and a unit, e.g. \"30s\"", wait));
+    js.ack_wait = *seconds;
+  }
+  const std::filesystem::path beside = std::filesystem::absolute(file).parent_path();
+  for (auto [key, path] : {std::pair{"credentials", &js.credentials}, std::pair{"ca_file", &js.ca_file},
+                           std::pair{"cert_file", &js.cert_file}, std::pair{"key_file", &js.key_file}}) {
+    if (auto value = reader.String(table, "jetstream.", key, false); !value.empty()) {
+      const std::filesystem::path p(value);
+      *path = p.is_absolute() ? p : beside / p;
+    }
+  }
+  if (js.cert_file.empty() != js.key_file.empty())
+    reader.Fail(table.get(js.cert_file.empty() ? "key_file" : "cert_file"),
+                "'jetstream.cert_file' and 'jetstream.key_file' go together (a client certificate and its key)");
+  config.jetstream = std::move(js);
+}
+
 // [model] tokenizer, max_tokens, labels_file: what a transformer text classifier needs
 // besides its ONNX file (paths relative to the pipeline file).
 void ReadModelFiles(const Reader& reader, const toml::table& model, const std::filesystem::path& file,
@@ -197,7 +238,7 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   Reader reader(file);
   reader.AllowOnly(root, "",
                    {"name", "source", "model", "derived", "features", "output", "quota", "capture", "serving",
-                    "write_back", "recommend", "snapshots"});
+                    "write_back", "recommend", "snapshots", "jetstream"});
   config.name = reader.String(root, "", "name", true);
   {
     const auto& n = config.name;
@@ -395,6 +436,7 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
     }
   }
   ReadSnapshots(reader, root, file, config);
+  ReadJetStream(reader, root, file, config);
   // Compile once here so expression errors surface when the file is loaded.
   features::FeatureProgram::Compile(config.features, file.string());
   return config;

@@ -26,7 +26,8 @@ SchemaNames NamesFor(std::string_view pipeline_name) {
   return {prefix + "_queue",           prefix + "_results",        prefix + "_quota",
           prefix + "_recommendations", prefix + "_capture",        prefix + "_capture",
           prefix + "_capture_update",  prefix + "_capture_update", prefix,
-          prefix + "_events",          prefix + "_served",         prefix + "_keys"};
+          prefix + "_events",          prefix + "_served",         prefix + "_keys",
+          prefix + "_jetstream"};
 }
 
 int64_t QueueChunk(const PipelineConfig& config) {
@@ -532,6 +533,19 @@ std::optional<std::string> InstallUpdateCapture(postgres::Connection& conn, cons
 // Write-back and the recommendation join look rows up by key: an index on the key
 // columns (one led by the first of them will do), unless there is one. Returns what
 // it did when it created one.
+// [jetstream]: one row per message taken in — its stream and sequence, the request it
+// became, or why it was refused — written in the transaction that inserts its row, so a
+// message delivered again is recognised.
+std::optional<std::string> EnsureJetStreamTable(postgres::Connection& conn, const PipelineConfig& config,
+                                                const SchemaNames& names) {
+  if (!config.jetstream || postgres::TableExists(conn, names.jetstream)) return std::nullopt;
+  conn.Exec(
+      fmt::format("CREATE TABLE {} (stream text NOT NULL, seq bigint NOT NULL, request_id bigint, error text, "
+                  "taken_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stream, seq))",
+                  QuoteIdentifier(names.jetstream)));
+  return "created table " + names.jetstream;
+}
+
 std::optional<std::string> EnsureKeyIndex(postgres::Connection& conn, const PipelineConfig& config,
                                           const RequestKeys& keys) {
   const std::string table = QuoteIdentifier(config.table);
@@ -589,7 +603,8 @@ std::vector<InstalledObject> InstalledObjects(postgres::Connection& conn, const 
              QuoteIdentifier(names.recommendations))) {
     out.push_back({"view " + names.recommendations, "DROP VIEW " + QuoteIdentifier(names.recommendations)});
   }
-  for (const auto& table : {names.recommendations, names.queue, names.results, names.quota, names.events, names.keys}) {
+  for (const auto& table :
+       {names.recommendations, names.queue, names.results, names.quota, names.events, names.keys, names.jetstream}) {
     if (exists(
             "SELECT to_regclass($1) IS NOT NULL AND (SELECT relkind FROM pg_class WHERE oid = to_regclass($1)) = 'r'",
             QuoteIdentifier(table))) {
@@ -656,6 +671,7 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
     if (auto installed = InstallUpdateCapture(conn, config, names, keys)) done.push_back(*installed);
   }
   if (auto created = EnsureKeyIndex(conn, config, keys)) done.push_back(*created);
+  if (auto created = EnsureJetStreamTable(conn, config, names)) done.push_back(*created);
   if (mode == MigrateMode::kDryRun) {
     tx.Rollback();
   } else {

@@ -1,5 +1,7 @@
 #include "runnel/server/service.hpp"
 
+#include "runnel/server/jetstream_ingest.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -110,7 +112,19 @@ class ServedPipeline {
     return std::exchange(failure_, nullptr);
   }
 
+  // [jetstream]: its messages become rows of the table, exactly once.
+  void StartJetStream() {
+    if (!config_.jetstream) return;
+    jetstream_ = std::make_unique<JetStreamIngest>(config_, conninfo_);
+    jetstream_->Start();
+    if (options_.log) {
+      options_.log(fmt::format("{}: taking requests from JetStream stream '{}' ({}, consumer '{}')", config_.name,
+                               config_.jetstream->stream, config_.jetstream->subject, config_.jetstream->durable));
+    }
+  }
+
   void StopServices() {
+    if (jetstream_) jetstream_->Stop();
     if (events_) events_->Stop();
     if (jobs_) jobs_->Stop();
     if (stream_) stream_->Stop();
@@ -171,6 +185,7 @@ class ServedPipeline {
   std::shared_ptr<pipeline::ModelProvider> models_;
   std::unique_ptr<registry::ModelStream> stream_;
   std::unique_ptr<pipeline::JobRunner> jobs_;
+  std::unique_ptr<JetStreamIngest> jetstream_;
   CompletionHub completions_;
   std::unique_ptr<EventHub> events_;
   std::atomic<bool> workers_running_{false};
@@ -248,6 +263,7 @@ void Service::Start() {
     }
     const auto shares = WorkerShares(options_.workers, pipelines_.size());
     for (size_t i = 0; i < pipelines_.size(); ++i) pipelines_[i]->StartWorkers(shares[i], *metrics[i]);
+    for (auto& p : pipelines_) p->StartJetStream();
     if (options_.workers > 0 && samples_table_) {
       sampler_ = std::make_unique<Sampler>(
           conninfo_, std::vector<const PipelineMetrics*>(metrics.begin(), metrics.end()), registry::ProcessId());

@@ -47,6 +47,8 @@ class Message {
   std::string_view subject() const;
   uint64_t stream_sequence() const { return sequence_; }
   uint64_t deliveries() const { return deliveries_; }  // 1 on the first delivery
+  // The value of header `key`, or "" when the message has none.
+  std::string Header(const std::string& key) const;
 
   void Ack();   // done: never delivered again
   void Nak();   // deliver again (another process may take it)

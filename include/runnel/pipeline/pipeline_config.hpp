@@ -67,6 +67,19 @@ struct SnapshotConfig {
   int64_t query_max_rows = 10000;                  // rows answered; more are cut off (truncated)
 };
 
+// [jetstream]: requests taken from a NATS JetStream stream into the source table,
+// exactly once (server/jetstream_ingest.hpp).
+struct JetStreamConfig {
+  std::vector<std::string> servers;   // nats:// or tls:// URLs
+  std::string stream;                 // the stream holding the requests
+  std::string subject;                // the consumer's filter subject
+  std::string durable;                // the durable consumer every process shares (runnel-<name>)
+  std::string dead_letter;            // where malformed messages go (runnel.<name>.dead)
+  int64_t batch = 1000;               // messages per fetch and transaction
+  std::chrono::seconds ack_wait{30};  // a message not acknowledged by then is delivered again
+  std::filesystem::path credentials, ca_file, cert_file, key_file;  // absolute; empty: none
+};
+
 struct PipelineConfig {
   std::filesystem::path file;  // the file read
   std::string name;            // an SQL identifier: names Runnel's tables runnel_<name>_*
@@ -121,6 +134,7 @@ struct PipelineConfig {
   features::FeatureSpec features;
   std::vector<std::string> output_columns;
   SnapshotConfig snapshots;
+  std::optional<JetStreamConfig> jetstream;
 };
 
 // Reads and checks a pipeline file. Throws Error(Config) naming the file, line and

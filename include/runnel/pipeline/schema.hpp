@@ -48,6 +48,7 @@ struct SchemaNames {
   std::string events;          // one row per committed batch: the keys it served (schema v5)
   std::string served_channel;  // NOTIFY channel carrying the served keys, for SQL clients
   std::string keys;            // request ids of mapped keys (request_keys.hpp)
+  std::string jetstream;       // JetStream messages taken in ([jetstream]: server/jetstream_ingest.hpp)
 };
 
 SchemaNames NamesFor(const PipelineConfig& config);

@@ -1,0 +1,92 @@
+// Requests from a NATS JetStream stream ([jetstream] in the pipeline file) inserted
+// into the pipeline's source table exactly once; from there they take the path of any
+// insert (capture trigger, queue, workers, results, write-back).
+//
+// Each round fetches up to `batch` messages from the durable pull consumer that every
+// Runnel process of the pipeline shares (a work queue), then in one transaction:
+// looks up the messages' (stream, sequence) in runnel_<p>_jetstream — a message
+// delivered again after a crash between commit and acknowledgement is found there and
+// only acknowledged —, inserts the new records (RecordWriter), and records each
+// message with the request id it became; commits; then acknowledges. Each message
+// carries one record, a JSON object of the table's columns, checked as the HTTP API
+// checks a record. A message that is not one, or whose row the database refuses for
+// the row's sake (a CHECK constraint, a value out of range: postgres/sqlstate.hpp), is
+// recorded with its reason, published to the dead-letter subject with the reason in
+// its Runnel-Error header, and terminated; the others are served.
+//
+// Thread safety: Start/Stop from one thread; RunOnce from one thread at a time.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "runnel/core/mutex.hpp"
+#include "runnel/nats/jetstream.hpp"
+#include "runnel/pipeline/pipeline_config.hpp"
+#include "runnel/pipeline/schema.hpp"
+#include "runnel/postgres/connection.hpp"
+#include "runnel/server/record_schema.hpp"
+
+namespace runnel::server {
+
+class JetStreamIngest {
+ public:
+  struct Counts {
+    uint64_t inserted = 0;    // records inserted
+    uint64_t duplicates = 0;  // messages delivered again, already taken in
+    uint64_t dead = 0;        // messages refused (dead letters)
+  };
+
+  // Precondition: config.jetstream is set; the pipeline is migrated.
+  JetStreamIngest(const pipeline::PipelineConfig& config, std::string conninfo);
+  ~JetStreamIngest();  // stops
+  JetStreamIngest(const JetStreamIngest&) = delete;
+  JetStreamIngest& operator=(const JetStreamIngest&) = delete;
+
+  // Reads the table and connects to NATS, binding the consumer. Throws Error
+  // (Unavailable: NATS or the stream cannot be reached; NotFound: no table).
+  void Connect();
+  // Runs rounds on a thread until Stop, a failed round logged and retried after a
+  // backoff (NATS reconnects by itself; PostgreSQL is reconnected). Connects first.
+  void Start();
+  void Stop();
+
+  // One round on the caller's thread, waiting up to `wait` for messages. Throws (then
+  // nothing of the round is acknowledged: its messages come again).
+  Counts RunOnce(std::chrono::milliseconds wait);
+  // Skips acknowledging (tests: a process that died after its commit).
+  void SetAcknowledge(bool acknowledge) { acknowledge_ = acknowledge; }
+
+  Counts totals() const;
+  nats::JetStream& jetstream() { return *js_; }
+
+ private:
+  struct Taken;
+  void Classify(std::vector<Taken>& taken) const;
+  void Insert(std::vector<Taken>& taken, bool careful);
+  void Record(const std::vector<Taken>& taken);
+  void Settle(std::vector<Taken>& taken, Counts& counts);
+  void Loop();
+
+  const pipeline::PipelineConfig& config_;
+  const pipeline::JetStreamConfig& js_config_;
+  std::string conninfo_;
+  pipeline::SchemaNames names_;
+  RecordSchema schema_;
+  std::unique_ptr<RecordWriter> writer_;
+  std::unique_ptr<postgres::Connection> conn_;
+  std::unique_ptr<nats::JetStream> js_;
+  std::unique_ptr<nats::PullConsumer> consumer_;
+  bool acknowledge_ = true;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  mutable Mutex mutex_;
+  Counts totals_ GUARDED_BY(mutex_);
+};
+
+}  // namespace runnel::server

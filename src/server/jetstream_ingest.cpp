@@ -1,0 +1,233 @@
+#include "runnel/server/jetstream_ingest.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <map>
+#include <optional>
+
+#include "runnel/core/error.hpp"
+#include "runnel/postgres/sqlstate.hpp"
+
+namespace runnel::server {
+
+using nlohmann::json;
+using postgres::Params;
+using postgres::QuoteIdentifier;
+
+// One fetched message and what became of it.
+struct JetStreamIngest::Taken {
+  nats::Message message;
+  std::optional<json> record;  // a valid record, not yet taken in
+  std::string error;           // why it is refused (a dead letter), when not empty
+  std::optional<int64_t> request_id;
+  bool duplicate = false;  // taken in by an earlier delivery
+};
+
+JetStreamIngest::JetStreamIngest(const pipeline::PipelineConfig& config, std::string conninfo)
+    : config_(config),
+      js_config_(*config.jetstream),
+      conninfo_(std::move(conninfo)),
+      names_(pipeline::NamesFor(config)) {}
+
+JetStreamIngest::~JetStreamIngest() {
+  Stop();
+}
+
+void JetStreamIngest::Connect() {
+  conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+  schema_ = RecordSchema::Load(*conn_, config_);
+  writer_ = std::make_unique<RecordWriter>(config_, schema_);
+  nats::ConnectOptions options;
+  options.servers = js_config_.servers;
+  options.name = "runnel " + config_.name;
+  options.credentials_file = js_config_.credentials.string();
+  options.ca_file = js_config_.ca_file.string();
+  options.cert_file = js_config_.cert_file.string();
+  options.key_file = js_config_.key_file.string();
+  js_ = std::make_unique<nats::JetStream>(options);
+  consumer_ = js_->Consume(js_config_.stream, js_config_.durable, js_config_.subject,
+                           std::chrono::duration_cast<std::chrono::milliseconds>(js_config_.ack_wait));
+}
+
+void JetStreamIngest::Start() {
+  Connect();
+  stop_ = false;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void JetStreamIngest::Stop() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+JetStreamIngest::Counts JetStreamIngest::totals() const {
+  MutexLock lock(mutex_);
+  return totals_;
+}
+
+void JetStreamIngest::Loop() {
+  std::chrono::milliseconds backoff(100);
+  while (!stop_) {
+    try {
+      RunOnce(std::chrono::milliseconds(500));
+      backoff = std::chrono::milliseconds(100);
+    } catch (const std::exception& e) {
+      spdlog::warn("{}: JetStream ingest from stream '{}': {} (retrying in {} ms)", config_.name, js_config_.stream,
+                   e.what(), backoff.count());
+      for (auto waited = std::chrono::milliseconds(0); waited < backoff && !stop_;
+           waited += std::chrono::milliseconds(50))
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+    }
+  }
+}
+
+JetStreamIngest::Counts JetStreamIngest::RunOnce(std::chrono::milliseconds wait) {
+  auto messages = consumer_->Fetch(static_cast<size_t>(js_config_.batch), wait);
+  Counts counts;
+  if (messages.empty()) return counts;
+  std::vector<Taken> taken;
+  taken.reserve(messages.size());
+  for (auto& m : messages) taken.push_back({std::move(m), std::nullopt, {}, std::nullopt, false});
+  Classify(taken);
+  if (!conn_ || !conn_->IsAlive())
+    conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+  try {
+    Insert(taken, false);
+  } catch (const postgres::DatabaseError& e) {
+    if (e.IsConnectionLost() || postgres::ClassifySqlState(e.sqlstate()) != postgres::FailureClass::kRow) throw;
+    // One record's row was refused: each on its own (under a savepoint), the refused
+    // ones become dead letters.
+    for (auto& t : taken) t.request_id.reset();
+    Insert(taken, true);
+  }
+  Settle(taken, counts);
+  MutexLock lock(mutex_);
+  totals_.inserted += counts.inserted;
+  totals_.duplicates += counts.duplicates;
+  totals_.dead += counts.dead;
+  return counts;
+}
+
+// Parses and checks each message's record; a malformed one gets its reason.
+void JetStreamIngest::Classify(std::vector<Taken>& taken) const {
+  for (size_t i = 0; i < taken.size(); ++i) {
+    Taken& t = taken[i];
+    json record = json::parse(t.message.data(), nullptr, false);
+    if (record.is_discarded()) {
+      t.error = "the message is not JSON";
+      continue;
+    }
+    if (!record.is_object()) {
+      t.error = "the message is not a JSON object (one record: column -> value)";
+      continue;
+    }
+    json problems = json::array();
+    schema_.Validate(record, 0, problems);
+    if (!problems.empty()) {
+      std::string reasons;
+      for (const auto& p : problems)
+        reasons += fmt::format("{}{}: {}", reasons.empty() ? "" : "; ", p["field"].get<std::string>(),
+                               p["error"].get<std::string>());
+      t.error = reasons;
+      continue;
+    }
+    t.record = std::move(record);
+  }
+}
+
+// In one transaction: finds the messages taken in before, inserts the other valid
+// records (each under a savepoint when `careful`), records every message, commits.
+void JetStreamIngest::Insert(std::vector<Taken>& taken, bool careful) {
+  postgres::Connection& conn = *conn_;
+  postgres::Transaction tx(conn);
+  std::vector<int64_t> seqs;
+  for (const auto& t : taken) seqs.push_back(static_cast<int64_t>(t.message.stream_sequence()));
+  auto before = conn.Exec(fmt::format("SELECT seq, error FROM {} WHERE stream = $1 AND seq = ANY($2::bigint[])",
+                                      QuoteIdentifier(names_.jetstream)),
+                          Params().Add(js_config_.stream).AddArray(seqs));
+  std::map<int64_t, std::optional<std::string>> seen;
+  const int seq_col = before.ColumnIndex("seq"), error_col = before.ColumnIndex("error");
+  for (int r = 0; r < before.rows(); ++r)
+    seen[before.Get<int64_t>(r, seq_col)] = before.GetOptional<std::string>(r, error_col);
+  for (auto& t : taken) {
+    auto it = seen.find(static_cast<int64_t>(t.message.stream_sequence()));
+    if (it == seen.end()) continue;
+    t.duplicate = true;
+    t.record.reset();
+    if (it->second) t.error = *it->second;  // refused before: a dead letter again
+  }
+  // Records of one column set go in together, in message order.
+  std::map<std::vector<std::string>, std::vector<size_t>> groups;
+  for (size_t i = 0; i < taken.size(); ++i) {
+    if (!taken[i].record) continue;
+    std::vector<std::string> columns;
+    for (const auto& [field, value] : taken[i].record->items()) columns.push_back(field);
+    groups[columns].push_back(i);
+  }
+  for (const auto& [columns, members] : groups) {
+    if (!careful) {
+      std::vector<json> records;
+      records.reserve(members.size());
+      for (size_t i : members) records.push_back(*taken[i].record);
+      const auto ids = writer_->Insert(conn, columns, {std::span<const json>(records)});
+      for (size_t j = 0; j < members.size() && j < ids.size(); ++j) taken[members[j]].request_id = ids[j];
+      continue;
+    }
+    for (size_t i : members) {
+      conn.Exec("SAVEPOINT runnel_record");
+      try {
+        const auto ids = writer_->Insert(conn, columns, {std::span<const json>(&*taken[i].record, 1)});
+        if (!ids.empty()) taken[i].request_id = ids.front();
+        conn.Exec("RELEASE SAVEPOINT runnel_record");
+      } catch (const postgres::DatabaseError& e) {
+        if (e.IsConnectionLost() || postgres::ClassifySqlState(e.sqlstate()) != postgres::FailureClass::kRow) throw;
+        conn.Exec("ROLLBACK TO SAVEPOINT runnel_record");
+        taken[i].record.reset();
+        taken[i].error = fmt::format("the database refused the row (SQLSTATE {}): {}", e.sqlstate(), e.primary());
+      }
+    }
+  }
+  Record(taken);
+  tx.Commit();
+}
+
+// Every message not seen before, with its request id or its reason.
+void JetStreamIngest::Record(const std::vector<Taken>& taken) {
+  std::vector<int64_t> seqs, ids;
+  std::vector<std::optional<std::string>> errors, id_texts;
+  for (const auto& t : taken) {
+    if (t.duplicate) continue;
+    seqs.push_back(static_cast<int64_t>(t.message.stream_sequence()));
+    id_texts.push_back(t.request_id ? std::optional<std::string>(std::to_string(*t.request_id)) : std::nullopt);
+    errors.push_back(t.error.empty() ? std::nullopt : std::optional<std::string>(t.error));
+  }
+  if (seqs.empty()) return;
+  conn_->Exec(fmt::format("INSERT INTO {} (stream, seq, request_id, error) SELECT $1, s, i::bigint, e "
+                          "FROM unnest($2::bigint[], $3::text[], $4::text[]) AS u(s, i, e)",
+                          QuoteIdentifier(names_.jetstream)),
+              Params().Add(js_config_.stream).AddArray(seqs).AddArray(id_texts).AddArray(errors));
+}
+
+// After the commit: dead letters published and terminated, the rest acknowledged.
+void JetStreamIngest::Settle(std::vector<Taken>& taken, Counts& counts) {
+  for (auto& t : taken) {
+    if (!t.error.empty()) {
+      ++counts.dead;
+      if (!acknowledge_) continue;
+      js_->PublishCore(js_config_.dead_letter, t.message.data(), "Runnel-Error", t.error);
+      t.message.Term();
+      continue;
+    }
+    if (t.duplicate) {
+      ++counts.duplicates;
+    } else {
+      ++counts.inserted;
+    }
+    if (acknowledge_) t.message.Ack();
+  }
+}
+
+}  // namespace runnel::server
