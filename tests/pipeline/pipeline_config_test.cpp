@@ -147,6 +147,48 @@ TEST(PipelineConfig, SnapshotsDefaultBesideTheFileAndNameWhatIsWrong) {
   }
 }
 
+TEST(PipelineConfig, JetStreamNeedsServersStreamAndSubject) {
+  TempDir dir;
+  WriteFile(dir / "p.toml", kValid);
+  EXPECT_FALSE(LoadPipelineConfig(dir / "p.toml").jetstream.has_value());
+  const std::string minimal = std::string(kValid) +
+                              "[jetstream]\nservers = [\"nats://a:4222\", \"nats://b:4222\"]\nstream = \"REQ\"\n"
+                              "subject = \"req.t\"\n";
+  WriteFile(dir / "p.toml", minimal);
+  auto config = LoadPipelineConfig(dir / "p.toml");
+  ASSERT_TRUE(config.jetstream.has_value());
+  EXPECT_EQ(config.jetstream->servers.size(), 2u);
+  EXPECT_EQ(config.jetstream->durable, "runnel-" + config.name);
+  EXPECT_EQ(config.jetstream->dead_letter, "runnel." + config.name + ".dead");
+  EXPECT_EQ(config.jetstream->batch, 1000);
+  EXPECT_EQ(config.jetstream->ack_wait, std::chrono::seconds(30));
+  EXPECT_TRUE(config.jetstream->credentials.empty());
+  WriteFile(dir / "p.toml", minimal +
+                                "durable = \"d\"\ndead_letter = \"dl\"\nbatch = 50\nack_wait = \"2m\"\n"
+                                "credentials = \"n.creds\"\nca_file = \"/etc/ca.pem\"\n");
+  config = LoadPipelineConfig(dir / "p.toml");
+  EXPECT_EQ(config.jetstream->durable, "d");
+  EXPECT_EQ(config.jetstream->dead_letter, "dl");
+  EXPECT_EQ(config.jetstream->batch, 50);
+  EXPECT_EQ(config.jetstream->ack_wait, std::chrono::minutes(2));
+  EXPECT_EQ(config.jetstream->credentials, std::filesystem::absolute(dir / "p.toml").parent_path() / "n.creds");
+  EXPECT_EQ(config.jetstream->ca_file, "/etc/ca.pem");
+  const std::pair<std::string, const char*> bad[] = {
+      {std::string(kValid) + "[jetstream]\nstream = \"R\"\nsubject = \"s\"\n", "jetstream.servers"},
+      {std::string(kValid) + "[jetstream]\nservers = []\nstream = \"R\"\nsubject = \"s\"\n", "at least one server"},
+      {std::string(kValid) + "[jetstream]\nservers = [\"nats://a\"]\nsubject = \"s\"\n", "jetstream.stream"},
+      {std::string(kValid) + "[jetstream]\nservers = [\"nats://a\"]\nstream = \"R\"\n", "jetstream.subject"},
+      {minimal + "batch = 0\n", "jetstream.batch"},
+      {minimal + "ack_wait = \"soon\"\n", "jetstream.ack_wait"},
+      {minimal + "cert_file = \"c.pem\"\n", "go together"},
+      {minimal + "queue = \"x\"\n", "jetstream.queue"},
+  };
+  for (const auto& [text, named] : bad) {
+    const auto error = ErrorFor(text);
+    EXPECT_NE(error.find(named), std::string::npos) << text << ": " << error;
+  }
+}
+
 TEST(PipelineConfig, UpdateCaptureIsOptInAndRefusesALoop) {
   TempDir dir;
   WriteFile(dir / "p.toml", std::string(kValid) + "[capture]\non = [\"insert\", \"update\"]\n");
