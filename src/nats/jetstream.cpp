@@ -176,7 +176,10 @@ void JetStream::PublishCore(const std::string& subject, std::string_view data, c
   const std::unique_ptr<natsMsg, MsgDeleter> owned(msg);
   if (!header.empty()) Check(natsMsgHeader_Set(msg, header.c_str(), value.c_str()), "a header");
   Check(natsConnection_PublishMsg(conn_, msg), fmt::format("publishing to '{}'", subject));
-  Check(natsConnection_FlushTimeout(conn_, options_.timeout.count()), fmt::format("publishing to '{}'", subject));
+}
+
+void JetStream::Flush() {
+  Check(natsConnection_FlushTimeout(conn_, options_.timeout.count()), "flushing to " + servers_);
 }
 
 std::unique_ptr<PullConsumer> JetStream::Consume(const std::string& stream, const std::string& durable,

@@ -170,8 +170,8 @@ void ReadJetStream(const Reader& reader, const toml::table& root, const std::fil
   if (root.get("jetstream") == nullptr) return;
   const auto& table = reader.Table(root, "jetstream", true);
   reader.AllowOnly(table, "jetstream.",
-                   {"servers", "stream", "subject", "durable", "dead_letter", "batch", "ack_wait", "credentials",
-                    "ca_file", "cert_file", "key_file"});
+                   {"servers", "stream", "subject", "durable", "dead_letter", "results", "batch", "ack_wait",
+                    "credentials", "ca_file", "cert_file", "key_file"});
   JetStreamConfig js;
   js.servers = reader.Strings(table, "jetstream.", "servers", true);
   if (js.servers.empty()) reader.Fail(table.get("servers"), "'jetstream.servers' must name at least one server");
@@ -181,6 +181,7 @@ void ReadJetStream(const Reader& reader, const toml::table& root, const std::fil
   if (js.durable.empty()) js.durable = "runnel-" + config.name;
   js.dead_letter = reader.String(table, "jetstream.", "dead_letter", false);
   if (js.dead_letter.empty()) js.dead_letter = "runnel." + config.name + ".dead";
+  js.results = reader.String(table, "jetstream.", "results", false);
   if (auto batch = reader.Integer(table, "jetstream.", "batch", 1, 100000, "messages")) js.batch = *batch;
   if (auto wait = reader.String(table, "jetstream.", "ack_wait", false); !wait.empty()) {
     auto seconds = ParseDuration(wait);

@@ -27,7 +27,7 @@ SchemaNames NamesFor(std::string_view pipeline_name) {
           prefix + "_recommendations", prefix + "_capture",        prefix + "_capture",
           prefix + "_capture_update",  prefix + "_capture_update", prefix,
           prefix + "_events",          prefix + "_served",         prefix + "_keys",
-          prefix + "_jetstream"};
+          prefix + "_jetstream",       prefix + "_published"};
 }
 
 int64_t QueueChunk(const PipelineConfig& config) {
@@ -543,7 +543,12 @@ std::optional<std::string> EnsureJetStreamTable(postgres::Connection& conn, cons
       fmt::format("CREATE TABLE {} (stream text NOT NULL, seq bigint NOT NULL, request_id bigint, error text, "
                   "taken_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stream, seq))",
                   QuoteIdentifier(names.jetstream)));
-  return "created table " + names.jetstream;
+  // The position of the last result event published (one row), for resuming.
+  conn.Exec(
+      fmt::format("CREATE TABLE IF NOT EXISTS {} (one boolean PRIMARY KEY DEFAULT true CHECK (one), "
+                  "txid xid8 NOT NULL, id bigint NOT NULL, ord bigint NOT NULL)",
+                  QuoteIdentifier(names.published)));
+  return fmt::format("created tables {} and {}", names.jetstream, names.published);
 }
 
 std::optional<std::string> EnsureKeyIndex(postgres::Connection& conn, const PipelineConfig& config,
@@ -603,8 +608,8 @@ std::vector<InstalledObject> InstalledObjects(postgres::Connection& conn, const 
              QuoteIdentifier(names.recommendations))) {
     out.push_back({"view " + names.recommendations, "DROP VIEW " + QuoteIdentifier(names.recommendations)});
   }
-  for (const auto& table :
-       {names.recommendations, names.queue, names.results, names.quota, names.events, names.keys, names.jetstream}) {
+  for (const auto& table : {names.recommendations, names.queue, names.results, names.quota, names.events, names.keys,
+                            names.jetstream, names.published}) {
     if (exists(
             "SELECT to_regclass($1) IS NOT NULL AND (SELECT relkind FROM pg_class WHERE oid = to_regclass($1)) = 'r'",
             QuoteIdentifier(table))) {

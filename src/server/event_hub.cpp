@@ -1,6 +1,6 @@
 #include "runnel/server/event_hub.hpp"
 
-#include "outputs_json.hpp"
+#include "result_events.hpp"
 #include "runnel/core/mutex.hpp"
 
 #include <fmt/format.h>
@@ -65,33 +65,6 @@ constexpr size_t kPaceBytes = 256 << 10;
 constexpr EventPosition kEnd{std::numeric_limits<uint64_t>::max(), std::numeric_limits<int64_t>::max(),
                              std::numeric_limits<int64_t>::max()};
 
-// The events after $1-$2-$3 up to $4-$5-$6 (inclusive), at most $7, whose transaction
-// is older than every running one; with each request's result and client.
-std::string ReadSql(const pipeline::PipelineConfig& config, const pipeline::SchemaNames& names,
-                    const pipeline::RequestKeys& keys) {
-  std::string outputs;
-  for (const auto& column : config.output_columns) outputs += ", " + OutputSelectSql(config, column, "r");
-  const std::string client =
-      config.client_column.empty() ? "NULL::text" : fmt::format("s.{}::text", QuoteIdentifier(config.client_column));
-  return fmt::format(
-      "SELECT e.txid::text AS txid, e.id, k.ord, {id_json}, r.status, r.error, r.model_version, {client} AS client, "
-      "{finished} AS finished_at{outputs} FROM {events} e CROSS JOIN LATERAL unnest(e.keys) WITH ORDINALITY AS k(key, "
-      "ord) "
-      "LEFT JOIN {results} r ON r.key = k.key{source} "
-      "WHERE (e.txid, e.id) >= ($1::xid8, $2) AND (e.txid, e.id, k.ord) > ($1::xid8, $2, $3) "
-      "AND (e.txid, e.id) <= ($4::xid8, $5) AND (e.txid, e.id, k.ord) <= ($4::xid8, $5, $6) "
-      "AND e.txid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY e.txid, e.id, k.ord LIMIT $7",
-      fmt::arg("client", client), fmt::arg("finished", postgres::IsoTimestampSql("r.finished_at")),
-      fmt::arg("outputs", outputs), fmt::arg("events", QuoteIdentifier(names.events)),
-      fmt::arg("results", QuoteIdentifier(names.results)),
-      fmt::arg("source", keys.JoinSourceById("k.key", QuoteIdentifier(config.table), "s", "m")),
-      fmt::arg("id_json", keys.IdJsonSql("m", "k.key")));
-}
-
-// Column positions of ReadSql's rows.
-constexpr int kTxid = 0, kId = 1, kOrd = 2, kKey = 3, kStatus = 4, kError = 5, kVersion = 6, kClient = 7, kFinished = 8,
-              kFirstOutput = 9;
-
 }  // namespace
 
 struct EventHub::Impl {
@@ -102,7 +75,7 @@ struct EventHub::Impl {
   const pipeline::SchemaNames names;
   const std::string conninfo;
   const EventHubOptions options;
-  std::string read_sql;  // set by Start, which learns how rows are keyed
+  std::unique_ptr<ResultEventReader> reader;  // set by Start, which learns how rows are keyed
 
   mutable Mutex mutex;
   std::vector<std::shared_ptr<Subscriber>> subscribers GUARDED_BY(mutex);
@@ -117,28 +90,15 @@ struct EventHub::Impl {
   void Run();
   void Step(postgres::Connection& conn);
   std::vector<Event> Read(postgres::Connection& conn, const EventPosition& after, const EventPosition& upto) const;
-  Event ToEvent(const postgres::Result& r, int i) const;
   void Deliver(const std::vector<Event>& events);
   void CatchUp(postgres::Connection& conn);
   void Heartbeat();
-  EventPosition ReadHead(postgres::Connection& conn) const;
   size_t subscribers_count() const {
     MutexLock lock(mutex);
     return subscribers.size();
   }
   static bool Send(Subscriber& s, const Event& e);
 };
-
-// The newest event no later commit can precede.
-EventPosition EventHub::Impl::ReadHead(postgres::Connection& conn) const {
-  auto r =
-      conn.Exec(fmt::format("SELECT e.txid::text, e.id, cardinality(e.keys) FROM {} e "
-                            "WHERE e.txid < pg_snapshot_xmin(pg_current_snapshot()) "
-                            "ORDER BY e.txid DESC, e.id DESC LIMIT 1",
-                            QuoteIdentifier(names.events)));
-  if (r.rows() == 0) return {};
-  return {std::stoull(r.Get<std::string>(0, 0)), r.Get<int64_t>(0, 1), r.Get<int64_t>(0, 2)};
-}
 
 std::unique_ptr<postgres::Connection> EventHub::Impl::Connect() const {
   auto conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo));
@@ -148,37 +108,13 @@ std::unique_ptr<postgres::Connection> EventHub::Impl::Connect() const {
 
 std::vector<Event> EventHub::Impl::Read(postgres::Connection& conn, const EventPosition& after,
                                         const EventPosition& upto) const {
-  auto r = conn.Exec(read_sql, Params()
-                                   .Add(std::to_string(after.txid))
-                                   .Add(after.id)
-                                   .Add(after.ord)
-                                   .Add(std::to_string(upto.txid))
-                                   .Add(upto.id)
-                                   .Add(upto.ord)
-                                   .Add(options.read_rows));
   std::vector<Event> events;
-  events.reserve(static_cast<size_t>(r.rows()));
-  for (int i = 0; i < r.rows(); ++i) events.push_back(ToEvent(r, i));
+  for (auto& e : reader->Read(conn, after, upto, options.read_rows)) {
+    events.push_back({e.pos, std::move(e.client),
+                      fmt::format("id: {}\ndata: {}\n\n", e.pos.ToString(),
+                                  e.data.dump(-1, ' ', false, json::error_handler_t::replace))});
+  }
   return events;
-}
-
-Event EventHub::Impl::ToEvent(const postgres::Result& r, int i) const {
-  Event e;
-  e.pos.txid = std::stoull(r.Get<std::string>(i, kTxid));
-  e.pos.id = r.Get<int64_t>(i, kId);
-  e.pos.ord = r.Get<int64_t>(i, kOrd);
-  if (!r.IsNull(i, kClient)) e.client = r.Get<std::string>(i, kClient);
-  auto text_or_null = [&](int c) { return r.IsNull(i, c) ? json(nullptr) : json(r.Get<std::string>(i, c)); };
-  json data;
-  data["id"] = json::parse(r.Get<std::string>(i, kKey));  // the key as clients see it (IdJsonSql)
-  data["status"] = text_or_null(kStatus);
-  data["error"] = text_or_null(kError);
-  data["model_version"] = text_or_null(kVersion);
-  data["outputs"] = OutputsJson(config, r, i, kFirstOutput);
-  data["finished_at"] = text_or_null(kFinished);
-  e.frame =
-      fmt::format("id: {}\ndata: {}\n\n", e.pos.ToString(), data.dump(-1, ' ', false, json::error_handler_t::replace));
-  return e;
 }
 
 bool EventHub::Impl::Send(Subscriber& s, const Event& e) {
@@ -251,7 +187,7 @@ void EventHub::Impl::Step(postgres::Connection& conn) {
   if (subscribers_count() == 0) {
     pending_keys = 0;
     if (notifications.empty()) return;
-    const auto newest = ReadHead(conn);
+    const auto newest = reader->Head(conn);
     // Someone subscribed while it was read: keep the older head (it may see a few
     // events from before it came, never miss one) and serve it below.
     if (subscribers_count() == 0) return void(head = newest);
@@ -297,9 +233,9 @@ void EventHub::Start() {
   auto& s = *impl_;
   if (s.thread.joinable()) return;
   auto conn = s.Connect();
-  s.read_sql =
-      ReadSql(s.config, s.names, pipeline::RequestKeys::Resolve(s.config, pipeline::SourceColumns(*conn, s.config)));
-  s.head = s.ReadHead(*conn);  // fails here, not in the pump, when the events table is missing
+  s.reader = std::make_unique<ResultEventReader>(
+      s.config, pipeline::RequestKeys::Resolve(s.config, pipeline::SourceColumns(*conn, s.config)));
+  s.head = s.reader->Head(*conn);  // fails here, not in the pump, when the events table is missing
   s.last_progress = s.last_heartbeat = Clock::now();
   s.thread = std::thread([&s] { s.Run(); });
 }

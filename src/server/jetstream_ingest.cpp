@@ -211,14 +211,20 @@ void JetStreamIngest::Record(const std::vector<Taken>& taken) {
               Params().Add(js_config_.stream).AddArray(seqs).AddArray(id_texts).AddArray(errors));
 }
 
-// After the commit: dead letters published and terminated, the rest acknowledged.
+// After the commit: dead letters published (and flushed) then terminated, the rest
+// acknowledged.
 void JetStreamIngest::Settle(std::vector<Taken>& taken, Counts& counts) {
+  bool dead = false;
+  for (auto& t : taken) {
+    if (t.error.empty()) continue;
+    ++counts.dead;
+    dead = true;
+    if (acknowledge_) js_->PublishCore(js_config_.dead_letter, t.message.data(), "Runnel-Error", t.error);
+  }
+  if (dead && acknowledge_) js_->Flush();
   for (auto& t : taken) {
     if (!t.error.empty()) {
-      ++counts.dead;
-      if (!acknowledge_) continue;
-      js_->PublishCore(js_config_.dead_letter, t.message.data(), "Runnel-Error", t.error);
-      t.message.Term();
+      if (acknowledge_) t.message.Term();
       continue;
     }
     if (t.duplicate) {

@@ -1,6 +1,7 @@
 #include "runnel/server/service.hpp"
 
 #include "runnel/server/jetstream_ingest.hpp"
+#include "runnel/server/jetstream_results.hpp"
 
 #include <fmt/format.h>
 
@@ -117,6 +118,10 @@ class ServedPipeline {
     if (!config_.jetstream) return;
     jetstream_ = std::make_unique<JetStreamIngest>(config_, conninfo_);
     jetstream_->Start();
+    if (!config_.jetstream->results.empty()) {
+      results_ = std::make_unique<JetStreamResults>(config_, conninfo_);
+      results_->Start();
+    }
     if (options_.log) {
       options_.log(fmt::format("{}: taking requests from JetStream stream '{}' ({}, consumer '{}')", config_.name,
                                config_.jetstream->stream, config_.jetstream->subject, config_.jetstream->durable));
@@ -125,6 +130,7 @@ class ServedPipeline {
 
   void StopServices() {
     if (jetstream_) jetstream_->Stop();
+    if (results_) results_->Stop();
     if (events_) events_->Stop();
     if (jobs_) jobs_->Stop();
     if (stream_) stream_->Stop();
@@ -186,6 +192,7 @@ class ServedPipeline {
   std::unique_ptr<registry::ModelStream> stream_;
   std::unique_ptr<pipeline::JobRunner> jobs_;
   std::unique_ptr<JetStreamIngest> jetstream_;
+  std::unique_ptr<JetStreamResults> results_;
   CompletionHub completions_;
   std::unique_ptr<EventHub> events_;
   std::atomic<bool> workers_running_{false};

@@ -4,11 +4,14 @@
 // or to two processes sharing the consumer; malformed messages and rows the database
 // refuses end in the dead-letter subject with their reason and stop nothing.
 #include "runnel/server/jetstream_ingest.hpp"
+#include "runnel/server/jetstream_results.hpp"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -48,7 +51,8 @@ class JetStreamIngestTest : public runnel::testing::PostgresTest {
     text << in.rdbuf();
     runnel::testing::WriteFile(dir_ / "pipeline.toml",
                                text.str() + fmt::format("\n[jetstream]\nservers = [\"{}\"]\nstream = \"REQ\"\n"
-                                                        "subject = \"req.needs\"\nbatch = 64\nack_wait = \"1s\"\n",
+                                                        "subject = \"req.needs\"\nbatch = 64\nack_wait = \"1s\"\n"
+                                                        "results = \"runnel.needs.results\"\n",
                                                         nats_->url()));
     config_ = pipeline::LoadPipelineConfig(dir_ / "pipeline.toml");
     pipeline::Migrate(*conn_, config_);
@@ -57,6 +61,30 @@ class JetStreamIngestTest : public runnel::testing::PostgresTest {
     js_ = std::make_unique<nats::JetStream>(options);
     js_->EnsureStream("REQ", {"req.>"});
     js_->EnsureStream("DEAD", {"runnel.needs.dead"});
+    js_->EnsureStream("RES", {"runnel.needs.results.>"});
+  }
+
+  pipeline::RunSummary Serve() {
+    pipeline::RunOptions options;
+    options.workers = 2;
+    options.until_idle = true;
+    options.idle_wait = milliseconds(50);
+    return pipeline::RunPipeline(
+        config_,
+        pipeline::ModelProvider::Fixed(model::LoadModel(runnel::testing::WriteLinearNeedsModel(dir_ / "m.h5"))),
+        conninfo(), options);
+  }
+
+  // Every message of stream RES, by a new consumer.
+  std::vector<nats::Message> AllResults(const std::string& consumer) {
+    auto c = js_->Consume("RES", consumer, "runnel.needs.results.>", std::chrono::seconds(30));
+    std::vector<nats::Message> out;
+    for (int round = 0; round < 20; ++round) {
+      auto got = c->Fetch(500, milliseconds(300));
+      if (got.empty()) break;
+      for (auto& m : got) out.push_back(std::move(m));
+    }
+    return out;
   }
 
   static std::string Record(int i, int age = 30) {
@@ -124,14 +152,7 @@ TEST_F(JetStreamIngestTest, EachMessageBecomesOneRowAndOneResult) {
       << letters[3].Header("Runnel-Error");
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream WHERE error IS NOT NULL AND request_id IS NULL"), 4);
   // The workers serve the rows like any others.
-  pipeline::RunOptions options;
-  options.workers = 2;
-  options.until_idle = true;
-  options.idle_wait = milliseconds(50);
-  const auto summary = pipeline::RunPipeline(
-      config_, pipeline::ModelProvider::Fixed(model::LoadModel(runnel::testing::WriteLinearNeedsModel(dir_ / "m.h5"))),
-      conninfo(), options);
-  EXPECT_EQ(summary.done, 500u);
+  EXPECT_EQ(Serve().done, 500u);
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 500);
   EXPECT_TRUE(ingest.RunOnce(milliseconds(200)).inserted == 0) << "everything was acknowledged";
 }
@@ -178,6 +199,57 @@ TEST_F(JetStreamIngestTest, TwoProcessesShareTheWork) {
   EXPECT_GT(b.totals().inserted, 0u);
   EXPECT_EQ(Count("SELECT count(*) FROM needs"), 2000);
   EXPECT_EQ(Count("SELECT count(DISTINCT wealth) FROM needs"), 2000);
+}
+
+// Each result once on its client's subject, also when a publisher that died before
+// storing its position is followed by another; one publisher at a time.
+TEST_F(JetStreamIngestTest, ResultsArePublishedOncePerClient) {
+  auto first = std::make_unique<JetStreamResults>(config_, conninfo());
+  first->Connect();
+  EXPECT_EQ(first->RunOnce(), 0u) << "nothing served yet";
+  EXPECT_TRUE(first->leading());
+  JetStreamResults second(config_, conninfo());
+  second.Connect();
+  EXPECT_EQ(second.RunOnce(), 0u);
+  EXPECT_FALSE(second.leading()) << "one publisher at a time";
+  Publish(0, 200);
+  JetStreamIngest ingest(config_, conninfo());
+  ingest.Connect();
+  EXPECT_EQ(Drain(ingest, 200).inserted, 200u);
+  EXPECT_EQ(Serve().done, 200u);
+  size_t published = 0;
+  for (int i = 0; i < 50 && published < 200; ++i) published += first->RunOnce(64);
+  EXPECT_EQ(published, 200u);
+  // As if it died after publishing, before storing how far: the one that takes over
+  // publishes the same events again, and the stream's duplicate window drops them.
+  conn_->Exec("UPDATE runnel_needs_published SET txid = '0'::xid8, id = 0, ord = 0");
+  first.reset();  // its session, and its lead, end
+  size_t again = 0;
+  for (int i = 0; i < 50 && again < 200; ++i) again += second.RunOnce(500);
+  EXPECT_TRUE(second.leading());
+  EXPECT_EQ(again, 200u);
+  const auto results = AllResults("check");
+  ASSERT_EQ(results.size(), 200u) << "each result once";
+  std::map<std::string, int> per_subject;
+  std::set<int64_t> ids;
+  for (const auto& m : results) {
+    ++per_subject[std::string(m.subject())];
+    const auto body = nlohmann::json::parse(m.data());
+    EXPECT_EQ(body["status"], "done");
+    EXPECT_TRUE(body["outputs"].contains("risk_propensity"));
+    EXPECT_EQ(m.subject(), "runnel.needs.results." + body["client"].get<std::string>());
+    ids.insert(body["id"].get<int64_t>());
+  }
+  EXPECT_EQ(ids.size(), 200u);
+  EXPECT_EQ(per_subject.size(), 10u);
+  EXPECT_EQ(per_subject["runnel.needs.results.3"], 20);
+}
+
+TEST(JetStreamResultsTokens, ClientsBecomeSafeSubjectTokens) {
+  EXPECT_EQ(JetStreamResults::SubjectToken(std::nullopt), "_");
+  EXPECT_EQ(JetStreamResults::SubjectToken(std::string()), "_");
+  EXPECT_EQ(JetStreamResults::SubjectToken(std::string("client_7-a")), "client_7-a");
+  EXPECT_EQ(JetStreamResults::SubjectToken(std::string("a.b *>é")), "a%2Eb%20%2A%3E%C3%A9");
 }
 
 TEST_F(JetStreamIngestTest, AnUnreachableServerFailsAtStartNamingIt) {

@@ -83,10 +83,13 @@ class JetStream {
   // stream sequence. A non-empty `msg_id` that the stream saw within its duplicate
   // window is not stored twice (the sequence is the first one's).
   uint64_t Publish(const std::string& subject, std::string_view data, const std::string& msg_id = "");
-  // Publishes without waiting for a stream (a subject no stream may be capturing).
-  // `header`/`value`: one header, when not empty.
+  // Publishes without waiting for a stream's acknowledgement (Flush to know the
+  // server has it). `header`/`value`: one header, when not empty ("Nats-Msg-Id" lets a
+  // stream capturing the subject drop a duplicate).
   void PublishCore(const std::string& subject, std::string_view data, const std::string& header = "",
                    const std::string& value = "");
+  // Returns once the server has received everything published before.
+  void Flush();
   // Binds (creating when absent) the durable pull consumer `durable` of `stream` on
   // `filter` (empty: every subject of the stream). A message not acknowledged within
   // `ack_wait` is delivered again.

@@ -49,6 +49,7 @@ struct SchemaNames {
   std::string served_channel;  // NOTIFY channel carrying the served keys, for SQL clients
   std::string keys;            // request ids of mapped keys (request_keys.hpp)
   std::string jetstream;       // JetStream messages taken in ([jetstream]: server/jetstream_ingest.hpp)
+  std::string published;       // how far results were published to JetStream (server/jetstream_results.hpp)
 };
 
 SchemaNames NamesFor(const PipelineConfig& config);

@@ -1,0 +1,136 @@
+#include "runnel/server/jetstream_results.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <cctype>
+
+#include "result_events.hpp"
+#include "runnel/core/error.hpp"
+
+namespace runnel::server {
+
+using postgres::Params;
+using postgres::QuoteIdentifier;
+
+JetStreamResults::JetStreamResults(const pipeline::PipelineConfig& config, std::string conninfo)
+    : config_(config),
+      js_config_(*config.jetstream),
+      conninfo_(std::move(conninfo)),
+      names_(pipeline::NamesFor(config)) {}
+
+JetStreamResults::~JetStreamResults() {
+  Stop();
+}
+
+std::string JetStreamResults::SubjectToken(const std::optional<std::string>& client) {
+  if (!client || client->empty()) return "_";
+  std::string out;
+  for (const char c : *client) {
+    const auto b = static_cast<unsigned char>(c);
+    if (std::isalnum(b) != 0 || c == '_' || c == '-') {
+      out += c;
+    } else {
+      out += fmt::format("%{:02X}", b);
+    }
+  }
+  return out;
+}
+
+void JetStreamResults::Connect() {
+  conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+  reader_ = std::make_unique<ResultEventReader>(
+      config_, pipeline::RequestKeys::Resolve(config_, pipeline::SourceColumns(*conn_, config_)));
+  leading_ = false;
+  if (!js_) {
+    nats::ConnectOptions options;
+    options.servers = js_config_.servers;
+    options.name = "runnel " + config_.name + " results";
+    options.credentials_file = js_config_.credentials.string();
+    options.ca_file = js_config_.ca_file.string();
+    options.cert_file = js_config_.cert_file.string();
+    options.key_file = js_config_.key_file.string();
+    js_ = std::make_unique<nats::JetStream>(options);
+  }
+}
+
+void JetStreamResults::Start() {
+  Connect();
+  stop_ = false;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void JetStreamResults::Stop() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+void JetStreamResults::Loop() {
+  std::chrono::milliseconds backoff(100);
+  while (!stop_) {
+    try {
+      if (!conn_ || !conn_->IsAlive()) Connect();
+      const size_t n = RunOnce();
+      backoff = std::chrono::milliseconds(100);
+      if (n == 0) {
+        // Idle, or another process leads: look again shortly (a leader's new events
+        // show within this, a takeover within a second).
+        const auto wait = leading_ ? std::chrono::milliseconds(50) : std::chrono::milliseconds(1000);
+        for (auto waited = std::chrono::milliseconds(0); waited < wait && !stop_;
+             waited += std::chrono::milliseconds(25))
+          std::this_thread::sleep_for(std::chrono::milliseconds(25));
+      }
+    } catch (const std::exception& e) {
+      spdlog::warn("{}: publishing results to JetStream: {} (retrying in {} ms)", config_.name, e.what(),
+                   backoff.count());
+      conn_.reset();  // the lead goes with the session; it is taken again after reconnecting
+      leading_ = false;
+      for (auto waited = std::chrono::milliseconds(0); waited < backoff && !stop_;
+           waited += std::chrono::milliseconds(50))
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+    }
+  }
+}
+
+// The stored position, or (first publisher) the newest event, stored.
+EventPosition JetStreamResults::StoredPosition() {
+  auto r = conn_->Exec(fmt::format("SELECT txid::text AS txid, id, ord FROM {}", QuoteIdentifier(names_.published)));
+  if (r.rows() > 0) {
+    return {std::stoull(r.Get<std::string>(0, r.ColumnIndex("txid"))), r.Get<int64_t>(0, r.ColumnIndex("id")),
+            r.Get<int64_t>(0, r.ColumnIndex("ord"))};
+  }
+  const EventPosition head = reader_->Head(*conn_);
+  conn_->Exec(fmt::format("INSERT INTO {} (txid, id, ord) VALUES ($1::xid8, $2, $3) ON CONFLICT DO NOTHING",
+                          QuoteIdentifier(names_.published)),
+              Params().Add(std::to_string(head.txid)).Add(head.id).Add(head.ord));
+  return head;
+}
+
+size_t JetStreamResults::RunOnce(int64_t limit) {
+  if (!leading_) {
+    leading_ =
+        conn_->Exec("SELECT pg_try_advisory_lock(hashtext($1))", Params().Add("runnel_published_" + config_.name))
+            .Get<bool>(0, 0);
+    if (!leading_) return 0;
+    position_ = StoredPosition();
+  }
+  constexpr EventPosition kEnd{UINT64_MAX, INT64_MAX, INT64_MAX};
+  const auto events = reader_->Read(*conn_, position_, kEnd, limit);
+  if (events.empty()) return 0;
+  for (const auto& e : events) {
+    nlohmann::json body = e.data;
+    body["client"] = e.client ? nlohmann::json(*e.client) : nlohmann::json(nullptr);
+    js_->PublishCore(js_config_.results + "." + SubjectToken(e.client),
+                     body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "Nats-Msg-Id",
+                     config_.name + ":" + e.pos.ToString());
+  }
+  js_->Flush();
+  position_ = events.back().pos;
+  conn_->Exec(fmt::format("UPDATE {} SET txid = $1::xid8, id = $2, ord = $3", QuoteIdentifier(names_.published)),
+              Params().Add(std::to_string(position_.txid)).Add(position_.id).Add(position_.ord));
+  published_ += events.size();
+  return events.size();
+}
+
+}  // namespace runnel::server
