@@ -20,6 +20,7 @@
 #include "runnel/core/csv.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/core/file.hpp"
+#include "runnel/nats/jetstream.hpp"
 #include "runnel/pipeline/load.hpp"
 #include "runnel/pipeline/quota.hpp"
 #include "runnel/pipeline/replay.hpp"
@@ -163,10 +164,59 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
   return c;
 }
 
+// `runnel load --jetstream`: synthetic requests published at --rate, flushed every
+// 1,000 (the stream's acknowledgements are not awaited: the count is what the server
+// received).
+template <typename Args>
+int PublishRequests(const pipeline::PipelineConfig& config, const Args& args) {
+  if (!config.jetstream) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("{} has no [jetstream] section: nowhere to publish", config.file.string()));
+  }
+  const std::string subject = args.subject.empty() ? config.jetstream->subject : args.subject;
+  if (subject.find_first_of("*>") != std::string::npos) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("the subject '{}' has a wildcard: give --subject to publish to", subject));
+  }
+  nats::ConnectOptions options;
+  options.servers = config.jetstream->servers;
+  options.name = "runnel load";
+  options.credentials_file = config.jetstream->credentials.string();
+  options.ca_file = config.jetstream->ca_file.string();
+  options.cert_file = config.jetstream->cert_file.string();
+  options.key_file = config.jetstream->key_file.string();
+  nats::JetStream js(options);
+  InstallStopHandler();
+  const uint64_t seed =
+      args.seed != 0 ? args.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  fmt::print(stderr, "publishing {} requests to {} (seed {})\n", args.rows, subject, seed);
+  const auto start = std::chrono::steady_clock::now();
+  constexpr int64_t kChunk = 1000;
+  int64_t published = 0;
+  while (published < args.rows && !g_stop.load()) {
+    const int64_t n = std::min(kChunk, args.rows - published);
+    for (const auto& record :
+         pipeline::SyntheticRecords(config, published, n, args.clients, seed + static_cast<uint64_t>(published)))
+      js.PublishCore(subject, record);
+    js.Flush();
+    published += n;
+    if (args.rate > 0) {
+      std::this_thread::sleep_until(start +
+                                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                        std::chrono::duration<double>(static_cast<double>(published) / args.rate)));
+    }
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  fmt::print("published {} requests to {} in {:.2f} s ({:.0f}/s)\n", published, subject, seconds,
+             seconds > 0 ? static_cast<double>(published) / seconds : 0.0);
+  return 0;
+}
+
 void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   struct Args {
     std::string pipeline, db, input, delimiter = ",", columns, data_type, where, sqlstate;
-    bool loop = false, reverse = false, yes = false, dry_run = false, no_wait = false;
+    bool loop = false, reverse = false, yes = false, dry_run = false, no_wait = false, jetstream = false;
+    std::string subject;
     int64_t batch_size = 1000;
     int64_t rows = 1000, clients = 100, rows_per_txn = 1000;
     double rate = 0;
@@ -207,9 +257,13 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   load->add_option("--data-type", args->data_type, "Set the pipeline's [model].type_column to this on every row");
   load->add_flag("--loop", args->loop, "--input: start over at the end, until Ctrl-C");
   load->add_flag("--reverse", args->reverse, "--input: last row first");
+  load->add_flag("--jetstream", args->jetstream,
+                 "Publish the synthetic requests to the pipeline's [jetstream] subject instead of inserting them");
+  load->add_option("--subject", args->subject, "--jetstream: publish to this subject (default: [jetstream] subject)");
   commands.push_back(
       {load, [args](CliContext& ctx) {
          auto config = pipeline::LoadPipelineConfig(args->pipeline);
+         if (args->jetstream) return PublishRequests(config, *args);
          auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
          if (!args->input.empty()) {
            InstallStopHandler();

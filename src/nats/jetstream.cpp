@@ -189,6 +189,9 @@ std::unique_ptr<PullConsumer> JetStream::Consume(const std::string& stream, cons
   options.Stream = stream.c_str();
   options.Config.AckPolicy = js_AckExplicit;
   options.Config.AckWait = std::chrono::duration_cast<std::chrono::nanoseconds>(ack_wait).count();
+  // Each process holds a batch until its commit: no cap on them together (the
+  // server's default, 1,000, would idle processes behind each other's batches).
+  options.Config.MaxAckPending = -1;
   natsSubscription* sub = nullptr;
   jsErrCode error = static_cast<jsErrCode>(0);
   Check(js_PullSubscribe(&sub, js_, filter.c_str(), durable.c_str(), nullptr, &options, &error),

@@ -13,6 +13,8 @@
 
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <map>
 #include <random>
@@ -197,6 +199,31 @@ std::optional<std::string> QuotaWarning(postgres::Connection& conn, const Pipeli
       "about {} of these {} requests will be throttled: the quota is {} ({}), and {} clients share them; "
       "`runnel quota reset` starts the counts again",
       throttled, options.rows, quota::Describe(config), config.file.string(), options.clients);
+}
+
+std::vector<std::string> SyntheticRecords(const PipelineConfig& config, int64_t first, int64_t n, int64_t clients,
+                                          uint64_t seed) {
+  if (DataColumns(config).empty() || clients < 1) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("pipeline '{}' reads no column of '{}' (no input, text or client column), or no client: a "
+                            "synthetic record would hold nothing",
+                            config.name, config.table));
+  }
+  std::mt19937_64 rng(seed);
+  const auto inputs = RandomInputs(config, n, rng);
+  const auto texts = RandomTexts(config, n, rng);
+  std::vector<std::string> records;
+  records.reserve(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  for (int64_t i = 0; i < n; ++i) {
+    nlohmann::json record = nlohmann::json::object();
+    if (!config.client_column.empty()) record[config.client_column] = (first + i) % clients + 1;
+    for (size_t c = 0; c < inputs.size(); ++c)
+      record[config.features.input_columns[c]] = *inputs[c][static_cast<size_t>(i)];
+    for (size_t c = 0; c < texts.size(); ++c)
+      record[config.features.text_columns[c]] = *texts[c][static_cast<size_t>(i)];
+    records.push_back(record.dump());
+  }
+  return records;
 }
 
 LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConfig& config,

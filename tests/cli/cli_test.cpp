@@ -9,12 +9,16 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
+#include "../support/nats_server.hpp"
 #include "../support/shared_fixtures.hpp"
 #include "../support/temp_dir.hpp"
 #include "runnel/core/process.hpp"
 #include "runnel/core/version.hpp"
+#include "runnel/nats/jetstream.hpp"
 #include "runnel/postgres/connection.hpp"
 #include "runnel/server/api_keys.hpp"
 
@@ -449,6 +453,52 @@ TEST_F(CliTest, LoadReplaysACsvFileAndModelsArePushedAndRolledBack) {
   auto again = Runnel({"model", "rollback", "--name", "demo"});
   EXPECT_EQ(again.exit_code, 1);
   EXPECT_NE(again.output.find("no earlier good version"), std::string::npos) << again.output;
+}
+
+// `runnel load --jetstream` publishes synthetic records to the pipeline's subject, one
+// message each, as the JetStream ingest takes them (server/jetstream_ingest_test.cpp).
+TEST_F(CliTest, LoadPublishesToJetStream) {
+  if (!testing::NatsServer::Available()) {
+    if (testing::InCi()) FAIL() << "CI=true but " << testing::NatsServer::kBinary << " is missing";
+    GTEST_SKIP() << testing::NatsServer::kBinary << " not found: install Debian's nats-server";
+  }
+  testing::NatsServer server;
+  nats::ConnectOptions options;
+  options.servers = {server.url()};
+  nats::JetStream js(options);
+  js.EnsureStream("REQ", {"req.>"});
+  std::ifstream in(std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml");
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string pipeline = (home_.path() / "p.toml").string();
+  testing::WriteFile(pipeline, text.str() + fmt::format("\n[jetstream]\nservers = [\"{}\"]\nstream = \"REQ\"\n"
+                                                        "subject = \"req.>\"\n",
+                                                        server.url()));
+  auto wildcard = Runnel({"load", "--pipeline", pipeline, "--jetstream", "--rows", "10"});
+  EXPECT_EQ(wildcard.exit_code, 1);
+  EXPECT_NE(wildcard.output.find("has a wildcard: give --subject"), std::string::npos) << wildcard.output;
+  auto load = Runnel({"load", "--pipeline", pipeline, "--jetstream", "--subject", "req.needs", "--rows", "1500",
+                      "--clients", "3", "--seed", "5"});
+  ASSERT_EQ(load.exit_code, 0) << load.output;
+  EXPECT_NE(load.output.find("published 1500 requests to req.needs"), std::string::npos) << load.output;
+  auto consumer = js.Consume("REQ", "check", "req.>", std::chrono::seconds(30));
+  size_t got = 0;
+  std::set<int> clients;
+  for (int round = 0; round < 20 && got < 1500; ++round) {
+    for (auto& m : consumer->Fetch(500, std::chrono::milliseconds(500))) {
+      const auto record = nlohmann::json::parse(m.data());
+      clients.insert(record["client_id"].get<int>());
+      EXPECT_GE(record["age"].get<double>(), 18);
+      m.Ack();  // the consumer holds at most 1,000 unacknowledged
+      ++got;
+    }
+  }
+  EXPECT_EQ(got, 1500u);
+  EXPECT_EQ(clients, (std::set<int>{1, 2, 3}));
+  auto nowhere =
+      Runnel({"load", "--pipeline", std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml", "--jetstream"});
+  EXPECT_EQ(nowhere.exit_code, 1);
+  EXPECT_NE(nowhere.output.find("has no [jetstream] section"), std::string::npos) << nowhere.output;
 }
 
 TEST_F(CliTest, RunChecksItsAddressAndTokenFileBeforeStarting) {

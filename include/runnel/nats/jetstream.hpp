@@ -91,8 +91,8 @@ class JetStream {
   // Returns once the server has received everything published before.
   void Flush();
   // Binds (creating when absent) the durable pull consumer `durable` of `stream` on
-  // `filter` (empty: every subject of the stream). A message not acknowledged within
-  // `ack_wait` is delivered again.
+  // `filter`. A message not acknowledged within `ack_wait` is delivered again; there is
+  // no cap on the messages delivered and not yet acknowledged.
   std::unique_ptr<PullConsumer> Consume(const std::string& stream, const std::string& durable,
                                         const std::string& filter, std::chrono::milliseconds ack_wait);
   ConsumerInfo Info(const std::string& stream, const std::string& durable);

@@ -42,6 +42,13 @@ int64_t ThrottledByLoad(int64_t rows, int64_t clients, int64_t max_requests, con
 std::optional<std::string> QuotaWarning(postgres::Connection& conn, const PipelineConfig& config,
                                         const LoadOptions& options);
 
+// `n` synthetic requests as JSON records — the client column (clients cycling over
+// 1..clients, from (first % clients) + 1), the numeric inputs, the text columns; no key
+// (the table assigns it) — for sources other than the table (`runnel load
+// --jetstream`). Throws Error(InvalidInput) when the pipeline reads no such column.
+std::vector<std::string> SyntheticRecords(const PipelineConfig& config, int64_t first, int64_t n, int64_t clients,
+                                          uint64_t seed);
+
 // Throws Error(InvalidInput) for non-positive sizes, DatabaseError from the inserts.
 LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConfig& config, const LoadOptions& options);
 
