@@ -37,6 +37,7 @@ void AddDbCommands(CLI::App& root, std::vector<Command>& commands);
 void AddDemoCommand(CLI::App& root, std::vector<Command>& commands);
 void AddKeysCommands(CLI::App& root, std::vector<Command>& commands);  // access_commands.cpp
 void AddGrantsCommand(CLI::App& root, std::vector<Command>& commands);
+void AddJetStreamCommands(CLI::App& root, std::vector<Command>& commands);  // jetstream_command.cpp
 void AddModelCommands(CLI::App& root, std::vector<Command>& commands);
 void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands);
 void AddQuotaCommands(CLI::App& root, std::vector<Command>& commands);

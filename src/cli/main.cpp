@@ -76,6 +76,7 @@ int Run(int argc, char** argv) {
   AddPipelineCommands(app, commands);
   AddRunCommand(app, commands);
   AddSnapshotCommands(app, commands);
+  AddJetStreamCommands(app, commands);
   AddQuotaCommands(app, commands);
 
   try {

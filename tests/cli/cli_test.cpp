@@ -78,7 +78,9 @@ TEST_F(CliTest, EverySubcommandHasHelp) {
                                                                 {"snapshot", "create", "--help"},
                                                                 {"snapshot", "list", "--help"},
                                                                 {"snapshot", "query", "--help"},
-                                                                {"snapshot", "archive", "--help"}}) {
+                                                                {"snapshot", "archive", "--help"},
+                                                                {"jetstream", "setup", "--help"},
+                                                                {"jetstream", "status", "--help"}}) {
     auto result = Runnel(args);
     EXPECT_EQ(result.exit_code, 0) << args.front() << ": " << result.output;
     EXPECT_NE(result.output.find("Usage"), std::string::npos) << result.output;
@@ -466,14 +468,18 @@ TEST_F(CliTest, LoadPublishesToJetStream) {
   nats::ConnectOptions options;
   options.servers = {server.url()};
   nats::JetStream js(options);
-  js.EnsureStream("REQ", {"req.>"});
   std::ifstream in(std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml");
   std::stringstream text;
   text << in.rdbuf();
   const std::string pipeline = (home_.path() / "p.toml").string();
   testing::WriteFile(pipeline, text.str() + fmt::format("\n[jetstream]\nservers = [\"{}\"]\nstream = \"REQ\"\n"
-                                                        "subject = \"req.>\"\n",
+                                                        "subject = \"req.>\"\nresults = \"res.needs\"\n",
                                                         server.url()));
+  auto setup = Runnel({"jetstream", "setup", "--pipeline", pipeline});
+  ASSERT_EQ(setup.exit_code, 0) << setup.output;
+  EXPECT_NE(setup.output.find("stream REQ on req.> (1 replica(s))"), std::string::npos) << setup.output;
+  EXPECT_NE(setup.output.find("stream REQ_RESULTS on res.needs.>"), std::string::npos) << setup.output;
+  EXPECT_EQ(Runnel({"jetstream", "setup", "--pipeline", pipeline}).exit_code, 0) << "again: they exist";
   auto wildcard = Runnel({"load", "--pipeline", pipeline, "--jetstream", "--rows", "10"});
   EXPECT_EQ(wildcard.exit_code, 1);
   EXPECT_NE(wildcard.output.find("has a wildcard: give --subject"), std::string::npos) << wildcard.output;
@@ -495,6 +501,11 @@ TEST_F(CliTest, LoadPublishesToJetStream) {
   }
   EXPECT_EQ(got, 1500u);
   EXPECT_EQ(clients, (std::set<int>{1, 2, 3}));
+  js.Consume("REQ", "runnel-needs", "req.>", std::chrono::seconds(30));  // the pipeline's consumer, bound
+  auto status = Runnel({"jetstream", "status", "--pipeline", pipeline});
+  ASSERT_EQ(status.exit_code, 0) << status.output;
+  EXPECT_NE(status.output.find("consumer runnel-needs of stream REQ: pending 1500"), std::string::npos)
+      << status.output;
   auto nowhere =
       Runnel({"load", "--pipeline", std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml", "--jetstream"});
   EXPECT_EQ(nowhere.exit_code, 1);
