@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo test release debug fuzz screenshots bench-dashboard bench-snapshot bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-tickets bench-reviews bench-keys deps deps-test deps-bench format lint clean
+.PHONY: demo test release debug fuzz screenshots bench-dashboard bench-snapshot bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-tickets bench-reviews bench-keys bench-jetstream deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -78,6 +78,11 @@ bench-capture: deps-bench
 	bench/capture_bench.sh
 
 # Bursts with uuid and text keys (the key map) against the integer key (docs/performance.md).
+bench-jetstream: deps-bench
+	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
+	cmake --build build/bench -j $(JOBS) --target runnel
+	bench/jetstream_bench.sh
+
 bench-keys: deps-bench
 	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
 	cmake --build build/bench -j $(JOBS)

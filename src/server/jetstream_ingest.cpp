@@ -9,6 +9,8 @@
 
 #include "runnel/core/error.hpp"
 #include "runnel/postgres/sqlstate.hpp"
+#include "runnel/server/http_message.hpp"
+#include "runnel/server/request_body.hpp"
 
 namespace runnel::server {
 
@@ -92,16 +94,29 @@ JetStreamIngest::Counts JetStreamIngest::RunOnce(std::chrono::milliseconds wait)
   taken.reserve(messages.size());
   for (auto& m : messages) taken.push_back({std::move(m), std::nullopt, {}, std::nullopt, false});
   Classify(taken);
-  if (!conn_ || !conn_->IsAlive())
-    conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
   try {
-    Insert(taken, false);
-  } catch (const postgres::DatabaseError& e) {
-    if (e.IsConnectionLost() || postgres::ClassifySqlState(e.sqlstate()) != postgres::FailureClass::kRow) throw;
-    // One record's row was refused: each on its own (under a savepoint), the refused
-    // ones become dead letters.
-    for (auto& t : taken) t.request_id.reset();
-    Insert(taken, true);
+    if (!conn_ || !conn_->IsAlive())
+      conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+    try {
+      Insert(taken, false);
+    } catch (const postgres::DatabaseError& e) {
+      if (e.IsConnectionLost() || postgres::ClassifySqlState(e.sqlstate()) != postgres::FailureClass::kRow) throw;
+      // One record's row was refused: each on its own (under a savepoint), the
+      // refused ones become dead letters.
+      for (auto& t : taken) t.request_id.reset();
+      Insert(taken, true);
+    }
+  } catch (...) {
+    // Nothing was taken in: the messages go back at once (not after ack_wait), to
+    // this process or another.
+    for (auto& t : taken) {
+      try {
+        t.message.Nak();
+      } catch (const Error&) {
+        // NATS is away too: they come back after ack_wait
+      }
+    }
+    throw;
   }
   Settle(taken, counts);
   MutexLock lock(mutex_);
@@ -115,9 +130,11 @@ JetStreamIngest::Counts JetStreamIngest::RunOnce(std::chrono::milliseconds wait)
 void JetStreamIngest::Classify(std::vector<Taken>& taken) const {
   for (size_t i = 0; i < taken.size(); ++i) {
     Taken& t = taken[i];
-    json record = json::parse(t.message.data(), nullptr, false);
-    if (record.is_discarded()) {
-      t.error = "the message is not JSON";
+    json record;
+    try {
+      record = ParseJson(t.message.data());  // names the offset of what is malformed, invalid UTF-8 too
+    } catch (const HttpError& e) {
+      t.error = "the message is not JSON: " + e.message;
       continue;
     }
     if (!record.is_object()) {
