@@ -4,8 +4,8 @@
 #   (t) the table burst of bench/burst.sh: 100,000 requests inserted by `runnel load`
 #       (1,000-row transactions) while `runnel run` (2 workers) serves them;
 #   (j) 100,000 requests published by `runnel load --jetstream` while `runnel run`
-#       (2 workers and its JetStream ingest, batches of 1,000) takes them in and serves
-#       them.
+#       (2 workers and its JetStream ingest: THREADS threads, default 1, batches of
+#       1,000) takes them in and serves them.
 # Each is timed from the first insert (publish) to the last result; the kinds take turns
 # going first, RUNS rounds (default 3). Results: docs/performance.md.
 set -euo pipefail
@@ -20,8 +20,8 @@ mkdir -p "$RUNNEL_HOME/nats"
 NATS=$!
 bench_cleanup() { kill -TERM "$NATS" 2>/dev/null || true; rm -f "$J"; }
 cp $P "$J"
-printf '\n[jetstream]\nservers = ["nats://127.0.0.1:%s"]\nstream = "REQ"\nsubject = "req.needs"\nbatch = 1000\n' \
-  "$PORT" >> "$J"
+printf '\n[jetstream]\nservers = ["nats://127.0.0.1:%s"]\nstream = "REQ"\nsubject = "req.needs"\nbatch = 1000\nthreads = %s\n' \
+  "$PORT" "${THREADS:-1}" >> "$J"
 sleep 1
 
 # Every request has a result: one session counts every 20 ms.

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <nats/nats.h>
 
+#include <algorithm>
 #include <memory>
 #include <utility>
 
@@ -216,19 +217,44 @@ PullConsumer::~PullConsumer() {
   natsSubscription_Destroy(sub_);
 }
 
+namespace {
+
+// How long a no-wait pull request may take: the client waits for the request's end
+// even when the server has sent fewer messages than asked.
+constexpr int64_t kNoWaitMs = 20;
+
+// One pull request: up to `batch` messages; `no_wait`: only those there now.
+natsStatus FetchOnce(natsSubscription* sub, natsMsgList& list, int batch, std::chrono::milliseconds wait,
+                     bool no_wait) {
+  jsFetchRequest request;
+  jsFetchRequest_Init(&request);
+  request.Batch = batch;
+  request.NoWait = no_wait;
+  request.Expires = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
+  return natsSubscription_FetchRequest(&list, sub, &request);
+}
+
+}  // namespace
+
+// What is there now, up to `max`; when nothing is, a long poll for one message (the
+// next call takes what came after it). A plain fetch of `max` would wait until `max`
+// messages came or the wait ended: consumers sharing a stream would each wait it out.
 std::vector<Message> PullConsumer::Fetch(size_t max, std::chrono::milliseconds wait) {
-  natsMsgList list{};
-  jsErrCode error = static_cast<jsErrCode>(0);
-  const natsStatus s = natsSubscription_Fetch(&list, sub_, static_cast<int>(max), wait.count(), &error);
   std::vector<Message> out;
-  if (s == NATS_TIMEOUT) return out;
-  Check(s, fmt::format("fetching from stream '{}'", stream_), error);
-  out.reserve(static_cast<size_t>(list.Count));
-  for (int i = 0; i < list.Count; ++i) {
-    out.emplace_back(list.Msgs[i]);
-    list.Msgs[i] = nullptr;  // owned by `out` now
+  const int batch = static_cast<int>(std::min<size_t>(max, 1'000'000));
+  for (const bool poll : {false, true}) {
+    natsMsgList list{};
+    const natsStatus s =
+        FetchOnce(sub_, list, poll ? 1 : batch, poll ? wait : std::chrono::milliseconds(kNoWaitMs), !poll);
+    if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) continue;  // nothing there (now, or within the wait)
+    Check(s, fmt::format("fetching from stream '{}'", stream_));
+    for (int i = 0; i < list.Count; ++i) {
+      out.emplace_back(list.Msgs[i]);
+      list.Msgs[i] = nullptr;  // owned by `out` now
+    }
+    natsMsgList_Destroy(&list);
+    if (!out.empty()) break;
   }
-  natsMsgList_Destroy(&list);
   return out;
 }
 

@@ -170,7 +170,7 @@ void ReadJetStream(const Reader& reader, const toml::table& root, const std::fil
   if (root.get("jetstream") == nullptr) return;
   const auto& table = reader.Table(root, "jetstream", true);
   reader.AllowOnly(table, "jetstream.",
-                   {"servers", "stream", "subject", "durable", "dead_letter", "results", "batch", "ack_wait",
+                   {"servers", "stream", "subject", "durable", "dead_letter", "results", "batch", "threads", "ack_wait",
                     "credentials", "ca_file", "cert_file", "key_file"});
   JetStreamConfig js;
   js.servers = reader.Strings(table, "jetstream.", "servers", true);
@@ -183,6 +183,7 @@ void ReadJetStream(const Reader& reader, const toml::table& root, const std::fil
   if (js.dead_letter.empty()) js.dead_letter = "runnel." + config.name + ".dead";
   js.results = reader.String(table, "jetstream.", "results", false);
   if (auto batch = reader.Integer(table, "jetstream.", "batch", 1, 100000, "messages")) js.batch = *batch;
+  if (auto threads = reader.Integer(table, "jetstream.", "threads", 1, 64)) js.threads = *threads;
   if (auto wait = reader.String(table, "jetstream.", "ack_wait", false); !wait.empty()) {
     auto seconds = ParseDuration(wait);
     if (!seconds || seconds->count() < 1)

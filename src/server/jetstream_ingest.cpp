@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "runnel/core/error.hpp"
 #include "runnel/postgres/sqlstate.hpp"
@@ -92,7 +93,15 @@ JetStreamIngest::Counts JetStreamIngest::RunOnce(std::chrono::milliseconds wait)
   if (messages.empty()) return counts;
   std::vector<Taken> taken;
   taken.reserve(messages.size());
-  for (auto& m : messages) taken.push_back({std::move(m), std::nullopt, {}, std::nullopt, false});
+  std::set<uint64_t> sequences;
+  std::vector<nats::Message> again;  // delivered twice in this fetch: acknowledged after the commit
+  for (auto& m : messages) {
+    if (!sequences.insert(m.stream_sequence()).second) {
+      again.push_back(std::move(m));
+      continue;
+    }
+    taken.push_back({std::move(m), std::nullopt, {}, std::nullopt, false});
+  }
   Classify(taken);
   try {
     if (!conn_ || !conn_->IsAlive())
@@ -119,6 +128,10 @@ JetStreamIngest::Counts JetStreamIngest::RunOnce(std::chrono::milliseconds wait)
     throw;
   }
   Settle(taken, counts);
+  for (auto& m : again) {
+    ++counts.duplicates;
+    if (acknowledge_) m.Ack();
+  }
   MutexLock lock(mutex_);
   totals_.inserted += counts.inserted;
   totals_.duplicates += counts.duplicates;

@@ -116,8 +116,10 @@ class ServedPipeline {
   // [jetstream]: its messages become rows of the table, exactly once.
   void StartJetStream() {
     if (!config_.jetstream) return;
-    jetstream_ = std::make_unique<JetStreamIngest>(config_, conninfo_);
-    jetstream_->Start();
+    for (int64_t i = 0; i < config_.jetstream->threads; ++i) {
+      jetstream_.push_back(std::make_unique<JetStreamIngest>(config_, conninfo_));
+      jetstream_.back()->Start();
+    }
     if (!config_.jetstream->results.empty()) {
       results_ = std::make_unique<JetStreamResults>(config_, conninfo_);
       results_->Start();
@@ -129,7 +131,7 @@ class ServedPipeline {
   }
 
   void StopServices() {
-    if (jetstream_) jetstream_->Stop();
+    for (auto& ingest : jetstream_) ingest->Stop();
     if (results_) results_->Stop();
     if (events_) events_->Stop();
     if (jobs_) jobs_->Stop();
@@ -191,7 +193,7 @@ class ServedPipeline {
   std::shared_ptr<pipeline::ModelProvider> models_;
   std::unique_ptr<registry::ModelStream> stream_;
   std::unique_ptr<pipeline::JobRunner> jobs_;
-  std::unique_ptr<JetStreamIngest> jetstream_;
+  std::vector<std::unique_ptr<JetStreamIngest>> jetstream_;  // [jetstream] threads
   std::unique_ptr<JetStreamResults> results_;
   CompletionHub completions_;
   std::unique_ptr<EventHub> events_;

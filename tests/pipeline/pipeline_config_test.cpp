@@ -161,6 +161,7 @@ TEST(PipelineConfig, JetStreamNeedsServersStreamAndSubject) {
   EXPECT_EQ(config.jetstream->durable, "runnel-" + config.name);
   EXPECT_EQ(config.jetstream->dead_letter, "runnel." + config.name + ".dead");
   EXPECT_EQ(config.jetstream->batch, 1000);
+  EXPECT_EQ(config.jetstream->threads, 1);
   EXPECT_EQ(config.jetstream->ack_wait, std::chrono::seconds(30));
   EXPECT_TRUE(config.jetstream->credentials.empty());
   WriteFile(dir / "p.toml", minimal +
@@ -179,6 +180,7 @@ TEST(PipelineConfig, JetStreamNeedsServersStreamAndSubject) {
       {std::string(kValid) + "[jetstream]\nservers = [\"nats://a\"]\nsubject = \"s\"\n", "jetstream.stream"},
       {std::string(kValid) + "[jetstream]\nservers = [\"nats://a\"]\nstream = \"R\"\n", "jetstream.subject"},
       {minimal + "batch = 0\n", "jetstream.batch"},
+      {minimal + "threads = 0\n", "jetstream.threads"},
       {minimal + "ack_wait = \"soon\"\n", "jetstream.ack_wait"},
       {minimal + "cert_file = \"c.pem\"\n", "go together"},
       {minimal + "queue = \"x\"\n", "jetstream.queue"},
