@@ -7,6 +7,7 @@
 #include "commands.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/nats/jetstream.hpp"
+#include "runnel/server/jetstream_ingest.hpp"
 
 namespace runnel::cli {
 
@@ -25,14 +26,7 @@ pipeline::PipelineConfig JetStreamPipeline(const std::string& file) {
 }
 
 std::unique_ptr<nats::JetStream> Connect(const pipeline::JetStreamConfig& js) {
-  nats::ConnectOptions options;
-  options.servers = js.servers;
-  options.name = "runnel jetstream";
-  options.credentials_file = js.credentials.string();
-  options.ca_file = js.ca_file.string();
-  options.cert_file = js.cert_file.string();
-  options.key_file = js.key_file.string();
-  return std::make_unique<nats::JetStream>(options);
+  return std::make_unique<nats::JetStream>(server::ConnectOptionsFor(js, "runnel jetstream"));
 }
 
 // The requests stream on the subject, a stream for the dead letters and, with

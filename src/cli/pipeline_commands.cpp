@@ -30,6 +30,7 @@
 #include "runnel/postgres/connection.hpp"
 #include "runnel/registry/registry.hpp"
 #include "runnel/server/grants.hpp"
+#include "runnel/server/jetstream_ingest.hpp"
 #include "runnel/server/samples.hpp"
 #include "runnel/server/service.hpp"
 
@@ -178,14 +179,7 @@ int PublishRequests(const pipeline::PipelineConfig& config, const Args& args) {
     throw Error(ErrorCode::InvalidInput,
                 fmt::format("the subject '{}' has a wildcard: give --subject to publish to", subject));
   }
-  nats::ConnectOptions options;
-  options.servers = config.jetstream->servers;
-  options.name = "runnel load";
-  options.credentials_file = config.jetstream->credentials.string();
-  options.ca_file = config.jetstream->ca_file.string();
-  options.cert_file = config.jetstream->cert_file.string();
-  options.key_file = config.jetstream->key_file.string();
-  nats::JetStream js(options);
+  nats::JetStream js(server::ConnectOptionsFor(*config.jetstream, "runnel load"));
   InstallStopHandler();
   const uint64_t seed =
       args.seed != 0 ? args.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());

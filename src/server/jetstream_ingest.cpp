@@ -28,6 +28,17 @@ struct JetStreamIngest::Taken {
   bool duplicate = false;  // taken in by an earlier delivery
 };
 
+nats::ConnectOptions ConnectOptionsFor(const pipeline::JetStreamConfig& config, const std::string& name) {
+  nats::ConnectOptions options;
+  options.servers = config.servers;
+  options.name = name;
+  options.credentials_file = config.credentials.string();
+  options.ca_file = config.ca_file.string();
+  options.cert_file = config.cert_file.string();
+  options.key_file = config.key_file.string();
+  return options;
+}
+
 JetStreamIngest::JetStreamIngest(const pipeline::PipelineConfig& config, std::string conninfo)
     : config_(config),
       js_config_(*config.jetstream),
@@ -42,14 +53,7 @@ void JetStreamIngest::Connect() {
   conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
   schema_ = RecordSchema::Load(*conn_, config_);
   writer_ = std::make_unique<RecordWriter>(config_, schema_);
-  nats::ConnectOptions options;
-  options.servers = js_config_.servers;
-  options.name = "runnel " + config_.name;
-  options.credentials_file = js_config_.credentials.string();
-  options.ca_file = js_config_.ca_file.string();
-  options.cert_file = js_config_.cert_file.string();
-  options.key_file = js_config_.key_file.string();
-  js_ = std::make_unique<nats::JetStream>(options);
+  js_ = std::make_unique<nats::JetStream>(ConnectOptionsFor(js_config_, "runnel " + config_.name));
   consumer_ = js_->Consume(js_config_.stream, js_config_.durable, js_config_.subject,
                            std::chrono::duration_cast<std::chrono::milliseconds>(js_config_.ack_wait));
 }

@@ -7,6 +7,7 @@
 
 #include "result_events.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/server/jetstream_ingest.hpp"
 
 namespace runnel::server {
 
@@ -42,16 +43,8 @@ void JetStreamResults::Connect() {
   reader_ = std::make_unique<ResultEventReader>(
       config_, pipeline::RequestKeys::Resolve(config_, pipeline::SourceColumns(*conn_, config_)));
   leading_ = false;
-  if (!js_) {
-    nats::ConnectOptions options;
-    options.servers = js_config_.servers;
-    options.name = "runnel " + config_.name + " results";
-    options.credentials_file = js_config_.credentials.string();
-    options.ca_file = js_config_.ca_file.string();
-    options.cert_file = js_config_.cert_file.string();
-    options.key_file = js_config_.key_file.string();
-    js_ = std::make_unique<nats::JetStream>(options);
-  }
+  if (!js_)
+    js_ = std::make_unique<nats::JetStream>(ConnectOptionsFor(js_config_, "runnel " + config_.name + " results"));
 }
 
 void JetStreamResults::Start() {

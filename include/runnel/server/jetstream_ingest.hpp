@@ -34,6 +34,10 @@
 
 namespace runnel::server {
 
+// How a [jetstream] pipeline reaches NATS (servers, credentials and TLS files), as the
+// client `name` shown by the server.
+nats::ConnectOptions ConnectOptionsFor(const pipeline::JetStreamConfig& config, const std::string& name);
+
 class JetStreamIngest {
  public:
   struct Counts {
