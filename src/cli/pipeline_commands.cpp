@@ -194,11 +194,7 @@ int PublishRequests(const pipeline::PipelineConfig& config, const Args& args) {
       js.PublishCore(subject, record);
     js.Flush();
     published += n;
-    if (args.rate > 0) {
-      std::this_thread::sleep_until(start +
-                                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                        std::chrono::duration<double>(static_cast<double>(published) / args.rate)));
-    }
+    pipeline::PaceTo(start, published, args.rate);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   fmt::print("published {} requests to {} in {:.2f} s ({:.0f}/s)\n", published, subject, seconds,

@@ -46,14 +46,13 @@ const std::map<std::string, Range>& KnownRanges() {
 
 }  // namespace
 
-namespace {
-
-// Sleeps until `rows` rows are due at `rate` rows per second (no-op when rate is 0).
 void PaceTo(std::chrono::steady_clock::time_point start, int64_t rows, double rate) {
   if (rate <= 0) return;
   std::this_thread::sleep_until(start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                             std::chrono::duration<double>(static_cast<double>(rows) / rate)));
 }
+
+namespace {
 
 // n rows of input values, each column's drawn from its known range (0..1 otherwise).
 std::vector<std::vector<std::optional<double>>> RandomInputs(const PipelineConfig& config, int64_t n,

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "rule_evaluator.hpp"
+#include "runnel/core/backoff.hpp"
 #include "runnel/core/duration.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/features/features.hpp"
@@ -1014,28 +1015,6 @@ double RunSummary::LatencyPercentile(double p) const {
 }
 
 namespace {
-
-// Doubling waits between retries, from 100 ms up to 5 s.
-class Backoff {
- public:
-  std::chrono::milliseconds Next() {
-    const auto now = wait_;
-    wait_ = std::min(wait_ * 2, std::chrono::milliseconds(5000));
-    return now;
-  }
-  void Reset() { wait_ = std::chrono::milliseconds(100); }
-
- private:
-  std::chrono::milliseconds wait_{100};
-};
-
-// Sleeps up to `wait`, returning early when asked to stop.
-void SleepUnlessStopped(std::chrono::milliseconds wait, const std::function<bool()>& stopping) {
-  const auto until = std::chrono::steady_clock::now() + wait;
-  while (!stopping() && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::min(wait, std::chrono::milliseconds(50)));
-  }
-}
 
 // One worker thread's loop: serve, wait for work, and ride out errors. Data never
 // stops it: lost connections are retried, errors that are not about rows pause it.

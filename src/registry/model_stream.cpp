@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "runnel/core/backoff.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/core/file.hpp"
 #include "runnel/features/features.hpp"
@@ -191,7 +192,7 @@ void ModelStream::ReportState() {
 void ModelStream::Run() {
   auto last_poll = std::chrono::steady_clock::now();
   auto last_report = last_poll;
-  auto backoff = std::chrono::milliseconds(100);
+  Backoff backoff;
   while (!stop_.load()) {
     try {
       if (!conn_ || !conn_->IsOpen()) {
@@ -216,15 +217,12 @@ void ModelStream::Run() {
         ReportState();
         last_report = now;
       }
-      backoff = std::chrono::milliseconds(100);
+      backoff.Reset();
     } catch (const Error& e) {
-      spdlog::warn("model stream: {}; retrying in {} ms", e.what(), backoff.count());
+      const auto wait = backoff.Next();
+      spdlog::warn("model stream: {}; retrying in {} ms", e.what(), wait.count());
       conn_.reset();
-      for (auto waited = std::chrono::milliseconds(0); waited < backoff && !stop_.load();
-           waited += std::chrono::milliseconds(50)) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+      SleepUnlessStopped(wait, [this] { return stop_.load(); });
     }
   }
 }

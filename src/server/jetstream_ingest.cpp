@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 
+#include "runnel/core/backoff.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/postgres/sqlstate.hpp"
 #include "runnel/server/http_message.hpp"
@@ -75,18 +76,16 @@ JetStreamIngest::Counts JetStreamIngest::totals() const {
 }
 
 void JetStreamIngest::Loop() {
-  std::chrono::milliseconds backoff(100);
+  Backoff backoff;
   while (!stop_) {
     try {
       RunOnce(std::chrono::milliseconds(500));
-      backoff = std::chrono::milliseconds(100);
+      backoff.Reset();
     } catch (const std::exception& e) {
+      const auto wait = backoff.Next();
       spdlog::warn("{}: JetStream ingest from stream '{}': {} (retrying in {} ms)", config_.name, js_config_.stream,
-                   e.what(), backoff.count());
-      for (auto waited = std::chrono::milliseconds(0); waited < backoff && !stop_;
-           waited += std::chrono::milliseconds(50))
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+                   e.what(), wait.count());
+      SleepUnlessStopped(wait, [this] { return stop_.load(); });
     }
   }
 }

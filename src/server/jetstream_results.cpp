@@ -6,6 +6,7 @@
 #include <cctype>
 
 #include "result_events.hpp"
+#include "runnel/core/backoff.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/server/jetstream_ingest.hpp"
 
@@ -59,29 +60,22 @@ void JetStreamResults::Stop() {
 }
 
 void JetStreamResults::Loop() {
-  std::chrono::milliseconds backoff(100);
+  Backoff backoff;
+  const auto stopping = [this] { return stop_.load(); };
   while (!stop_) {
     try {
       if (!conn_ || !conn_->IsAlive()) Connect();
       const size_t n = RunOnce();
-      backoff = std::chrono::milliseconds(100);
-      if (n == 0) {
-        // Idle, or another process leads: look again shortly (a leader's new events
-        // show within this, a takeover within a second).
-        const auto wait = leading_ ? std::chrono::milliseconds(50) : std::chrono::milliseconds(1000);
-        for (auto waited = std::chrono::milliseconds(0); waited < wait && !stop_;
-             waited += std::chrono::milliseconds(25))
-          std::this_thread::sleep_for(std::chrono::milliseconds(25));
-      }
+      backoff.Reset();
+      // Idle, or another process leads: look again shortly (a leader's new events
+      // show within this, a takeover within a second).
+      if (n == 0) SleepUnlessStopped(leading_ ? std::chrono::milliseconds(50) : std::chrono::seconds(1), stopping);
     } catch (const std::exception& e) {
-      spdlog::warn("{}: publishing results to JetStream: {} (retrying in {} ms)", config_.name, e.what(),
-                   backoff.count());
+      const auto wait = backoff.Next();
+      spdlog::warn("{}: publishing results to JetStream: {} (retrying in {} ms)", config_.name, e.what(), wait.count());
       conn_.reset();  // the lead goes with the session; it is taken again after reconnecting
       leading_ = false;
-      for (auto waited = std::chrono::milliseconds(0); waited < backoff && !stop_;
-           waited += std::chrono::milliseconds(50))
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+      SleepUnlessStopped(wait, stopping);
     }
   }
 }

@@ -460,10 +460,7 @@ TEST_F(CliTest, LoadReplaysACsvFileAndModelsArePushedAndRolledBack) {
 // `runnel load --jetstream` publishes synthetic records to the pipeline's subject, one
 // message each, as the JetStream ingest takes them (server/jetstream_ingest_test.cpp).
 TEST_F(CliTest, LoadPublishesToJetStream) {
-  if (!testing::NatsServer::Available()) {
-    if (testing::InCi()) FAIL() << "CI=true but " << testing::NatsServer::kBinary << " is missing";
-    GTEST_SKIP() << testing::NatsServer::kBinary << " not found: install Debian's nats-server";
-  }
+  RUNNEL_REQUIRE_NATS_SERVER();
   testing::NatsServer server;
   nats::ConnectOptions options;
   options.servers = {server.url()};

@@ -23,11 +23,7 @@ using std::chrono::milliseconds;
 class JetStreamTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!testing::NatsServer::Available()) {
-      if (testing::InCi())
-        FAIL() << "CI=true but " << testing::NatsServer::kBinary << " is missing (Debian's nats-server)";
-      GTEST_SKIP() << testing::NatsServer::kBinary << " not found: install Debian's nats-server";
-    }
+    RUNNEL_REQUIRE_NATS_SERVER();
     server_ = std::make_unique<testing::NatsServer>();
   }
   ConnectOptions Options() const {

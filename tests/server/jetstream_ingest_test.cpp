@@ -34,11 +34,7 @@ class JetStreamIngestTest : public runnel::testing::PostgresTest {
  protected:
   void SetUp() override {
     PostgresTest::SetUp();
-    if (!testing::NatsServer::Available()) {
-      if (testing::InCi())
-        FAIL() << "CI=true but " << testing::NatsServer::kBinary << " is missing (Debian's nats-server)";
-      GTEST_SKIP() << testing::NatsServer::kBinary << " not found: install Debian's nats-server";
-    }
+    RUNNEL_REQUIRE_NATS_SERVER();
     nats_ = std::make_unique<testing::NatsServer>();
     conn_ = std::make_unique<postgres::Connection>(Connect());
     conn_->Exec(runnel::testing::kNeedsSchema);

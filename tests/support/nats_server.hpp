@@ -8,7 +8,22 @@
 #include <filesystem>
 #include <string>
 
+#include <gtest/gtest.h>
+
+#include "shared_paths.hpp"
 #include "temp_dir.hpp"
+
+// Use at the top of a test (or SetUp) that starts a NatsServer: skips with a message
+// when Debian's nats-server is missing, fails under CI=true.
+#define RUNNEL_REQUIRE_NATS_SERVER()                                                                                \
+  do {                                                                                                              \
+    if (!::runnel::testing::NatsServer::Available()) {                                                              \
+      if (::runnel::testing::InCi()) {                                                                              \
+        FAIL() << "CI=true but " << ::runnel::testing::NatsServer::kBinary << " is missing (Debian's nats-server)"; \
+      }                                                                                                             \
+      GTEST_SKIP() << ::runnel::testing::NatsServer::kBinary << " not found: install Debian's nats-server";         \
+    }                                                                                                               \
+  } while (0)
 
 namespace runnel::testing {
 

@@ -5,6 +5,7 @@
 // table's largest, clients cycle over 1..clients.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -41,6 +42,10 @@ int64_t ThrottledByLoad(int64_t rows, int64_t clients, int64_t max_requests, con
 // describes, reading each client's count in the current window; nullopt otherwise.
 std::optional<std::string> QuotaWarning(postgres::Connection& conn, const PipelineConfig& config,
                                         const LoadOptions& options);
+
+// Sleeps until `rows` rows are due at `rate` rows per second since `start` (no-op
+// when rate is 0): how every load paces itself.
+void PaceTo(std::chrono::steady_clock::time_point start, int64_t rows, double rate);
 
 // `n` synthetic requests as JSON records — the client column (clients cycling over
 // 1..clients, from (first % clients) + 1), the numeric inputs, the text columns; no key
