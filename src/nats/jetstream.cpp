@@ -224,11 +224,12 @@ namespace {
 constexpr int64_t kNoWaitMs = 20;
 
 // One pull request: up to `batch` messages; `no_wait`: only those there now.
-natsStatus FetchOnce(natsSubscription* sub, natsMsgList& list, int batch, std::chrono::milliseconds wait,
-                     bool no_wait) {
+natsStatus FetchOnce(natsSubscription* sub, natsMsgList& list, int batch, int64_t max_bytes,
+                     std::chrono::milliseconds wait, bool no_wait) {
   jsFetchRequest request;
   jsFetchRequest_Init(&request);
   request.Batch = batch;
+  request.MaxBytes = max_bytes;
   request.NoWait = no_wait;
   request.Expires = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
   return natsSubscription_FetchRequest(&list, sub, &request);
@@ -239,13 +240,13 @@ natsStatus FetchOnce(natsSubscription* sub, natsMsgList& list, int batch, std::c
 // What is there now, up to `max`; when nothing is, a long poll for one message (the
 // next call takes what came after it). A plain fetch of `max` would wait until `max`
 // messages came or the wait ended: consumers sharing a stream would each wait it out.
-std::vector<Message> PullConsumer::Fetch(size_t max, std::chrono::milliseconds wait) {
+std::vector<Message> PullConsumer::Fetch(size_t max, std::chrono::milliseconds wait, int64_t max_bytes) {
   std::vector<Message> out;
   const int batch = static_cast<int>(std::min<size_t>(max, 1'000'000));
   for (const bool poll : {false, true}) {
     natsMsgList list{};
     const natsStatus s =
-        FetchOnce(sub_, list, poll ? 1 : batch, poll ? wait : std::chrono::milliseconds(kNoWaitMs), !poll);
+        FetchOnce(sub_, list, poll ? 1 : batch, max_bytes, poll ? wait : std::chrono::milliseconds(kNoWaitMs), !poll);
     if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) continue;  // nothing there (now, or within the wait)
     Check(s, fmt::format("fetching from stream '{}'", stream_));
     for (int i = 0; i < list.Count; ++i) {

@@ -83,6 +83,29 @@ TEST_F(JetStreamTest, WhatIsNotAcknowledgedComesAgain) {
   EXPECT_TRUE(consumer->Fetch(10, milliseconds(800)).empty()) << "terminated: never again";
 }
 
+// A batch of large messages is cut at the byte bound: memory per fetch stays bounded
+// whatever the batch size.
+TEST_F(JetStreamTest, AFetchHoldsAtMostItsBytes) {
+  JetStream js(Options());
+  js.EnsureStream("BIG", {"big.>"});
+  const std::string payload(100'000, 'x');
+  for (int i = 0; i < 10; ++i) js.Publish("big.a", payload);
+  auto consumer = js.Consume("BIG", "workers", "big.>", milliseconds(30'000));
+  size_t total = 0, fetches = 0;
+  for (int round = 0; round < 20 && total < 10; ++round) {
+    auto got = consumer->Fetch(10, milliseconds(500), 250'000);
+    EXPECT_LE(got.size(), 2u) << "250 kB hold two 100 kB messages";
+    for (auto& m : got) {
+      EXPECT_EQ(m.data().size(), payload.size());
+      m.Ack();
+    }
+    total += got.size();
+    fetches += got.empty() ? 0 : 1;
+  }
+  EXPECT_EQ(total, 10u);
+  EXPECT_GE(fetches, 5u);
+}
+
 TEST_F(JetStreamTest, AMessageIdIsStoredOnce) {
   JetStream js(Options());
   js.EnsureStream("RES", {"res.>"});

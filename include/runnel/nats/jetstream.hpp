@@ -113,8 +113,13 @@ class PullConsumer {
   PullConsumer(const PullConsumer&) = delete;
   PullConsumer& operator=(const PullConsumer&) = delete;
 
-  // Up to `max` messages, waiting at most `wait` for the first; empty when none came.
-  std::vector<Message> Fetch(size_t max, std::chrono::milliseconds wait);
+  // What one fetch holds at most: a batch of large messages is cut there (a message
+  // is never larger: NATS caps max_payload at 64 MB).
+  static constexpr int64_t kMaxFetchBytes = int64_t{64} << 20;
+
+  // Up to `max` messages and `max_bytes` of them, waiting at most `wait` for the
+  // first; empty when none came.
+  std::vector<Message> Fetch(size_t max, std::chrono::milliseconds wait, int64_t max_bytes = kMaxFetchBytes);
 
  private:
   friend class JetStream;
