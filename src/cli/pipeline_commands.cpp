@@ -189,10 +189,11 @@ int PublishRequests(const pipeline::PipelineConfig& config, const Args& args) {
   int64_t published = 0;
   while (published < args.rows && !g_stop.load()) {
     const int64_t n = std::min(kChunk, args.rows - published);
-    for (const auto& record :
+    std::vector<nats::OutgoingMessage> messages;
+    for (auto& record :
          pipeline::SyntheticRecords(config, published, n, args.clients, seed + static_cast<uint64_t>(published)))
-      js.PublishCore(subject, record);
-    js.Flush();
+      messages.push_back({subject, std::move(record), {}});
+    js.PublishAll(messages);  // each stored by the stream
     published += n;
     pipeline::PaceTo(start, published, args.rate);
   }

@@ -55,12 +55,23 @@ void JetStreamIngest::Connect() {
   schema_ = RecordSchema::Load(*conn_, config_);
   writer_ = std::make_unique<RecordWriter>(config_, schema_);
   js_ = std::make_unique<nats::JetStream>(ConnectOptionsFor(js_config_, "runnel " + config_.name));
+  Bind();
+}
+
+void JetStreamIngest::Bind() {
   consumer_ = js_->Consume(js_config_.stream, js_config_.durable, js_config_.subject,
                            std::chrono::duration_cast<std::chrono::milliseconds>(js_config_.ack_wait));
 }
 
 void JetStreamIngest::Start() {
-  Connect();
+  try {
+    Connect();
+  } catch (const Error& e) {
+    // Connected, but the cluster did not answer in time (a node away, a leader being
+    // elected): the rounds bind the consumer once it does.
+    if (!js_ || e.code() != ErrorCode::Unavailable) throw;
+    spdlog::warn("{}: JetStream: {} (retrying)", config_.name, e.what());
+  }
   stop_ = false;
   thread_ = std::thread([this] { Loop(); });
 }
@@ -91,6 +102,7 @@ void JetStreamIngest::Loop() {
 }
 
 JetStreamIngest::Counts JetStreamIngest::RunOnce(std::chrono::milliseconds wait) {
+  if (!consumer_) Bind();
   auto messages = consumer_->Fetch(static_cast<size_t>(js_config_.batch), wait);
   Counts counts;
   if (messages.empty()) return counts;
@@ -244,17 +256,30 @@ void JetStreamIngest::Record(const std::vector<Taken>& taken) {
               Params().Add(js_config_.stream).AddArray(seqs).AddArray(id_texts).AddArray(errors));
 }
 
-// After the commit: dead letters published (and flushed) then terminated, the rest
-// acknowledged.
+// After the commit: dead letters published (and stored by their stream) then
+// terminated, the rest acknowledged.
 void JetStreamIngest::Settle(std::vector<Taken>& taken, Counts& counts) {
-  bool dead = false;
+  std::vector<nats::OutgoingMessage> letters;
   for (auto& t : taken) {
     if (t.error.empty()) continue;
     ++counts.dead;
-    dead = true;
-    if (acknowledge_) js_->PublishCore(js_config_.dead_letter, t.message.data(), "Runnel-Error", t.error);
+    // Its id makes the letter of a message delivered again (its termination lost) one.
+    letters.push_back({js_config_.dead_letter,
+                       std::string(t.message.data()),
+                       {{"Runnel-Error", t.error},
+                        {"Nats-Msg-Id",
+                         fmt::format("{}:dead:{}:{}", config_.name, js_config_.stream, t.message.stream_sequence())}}});
   }
-  if (dead && acknowledge_) js_->Flush();
+  if (!letters.empty() && acknowledge_) {
+    try {
+      js_->PublishAll(letters);
+    } catch (const Error& e) {
+      // Nothing keeps them: their reasons are in the table all the same.
+      if (e.code() != ErrorCode::NotFound) throw;
+      spdlog::warn("{}: {} dead letter(s) not kept: {} (their reasons are in {})", config_.name, letters.size(),
+                   e.what(), names_.jetstream);
+    }
+  }
   for (auto& t : taken) {
     if (!t.error.empty()) {
       if (acknowledge_) t.message.Term();

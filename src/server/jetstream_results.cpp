@@ -105,14 +105,18 @@ size_t JetStreamResults::RunOnce(int64_t limit) {
   constexpr EventPosition kEnd{UINT64_MAX, INT64_MAX, INT64_MAX};
   const auto events = reader_->Read(*conn_, position_, kEnd, limit);
   if (events.empty()) return 0;
+  std::vector<nats::OutgoingMessage> messages;
+  messages.reserve(events.size());
   for (const auto& e : events) {
     nlohmann::json body = e.data;
     body["client"] = e.client ? nlohmann::json(*e.client) : nlohmann::json(nullptr);
-    js_->PublishCore(js_config_.results + "." + SubjectToken(e.client),
-                     body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "Nats-Msg-Id",
-                     config_.name + ":" + e.pos.ToString());
+    messages.push_back({js_config_.results + "." + SubjectToken(e.client),
+                        body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                        {{"Nats-Msg-Id", config_.name + ":" + e.pos.ToString()}}});
   }
-  js_->Flush();
+  // Stored by the stream before the position moves past them: a node failing under
+  // them means publishing them again, and the duplicate window drops what it has.
+  js_->PublishAll(messages);
   position_ = events.back().pos;
   conn_->Exec(fmt::format("UPDATE {} SET txid = $1::xid8, id = $2, ord = $3", QuoteIdentifier(names_.published)),
               Params().Add(std::to_string(position_.txid)).Add(position_.id).Add(position_.ord));

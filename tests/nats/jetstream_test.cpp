@@ -114,6 +114,41 @@ TEST_F(JetStreamTest, AMessageIdIsStoredOnce) {
   EXPECT_EQ(js.Publish("res.c1", "y", "needs/8"), a + 1);
 }
 
+// PublishAll returns once the stream stored every message; ids it saw are dropped;
+// a subject no stream captures is named, with NotFound.
+TEST_F(JetStreamTest, PublishAllWaitsForTheStreamAndDropsKnownIds) {
+  JetStream js(Options());
+  js.EnsureStream("RES", {"res.>"});
+  std::vector<OutgoingMessage> batch;
+  for (int i = 0; i < 2500; ++i)
+    batch.push_back({fmt::format("res.c{}", i % 3), std::to_string(i), {{"Nats-Msg-Id", fmt::format("id-{}", i)}}});
+  js.PublishAll(batch);
+  auto consumer = js.Consume("RES", "check", "res.>", milliseconds(30'000));
+  std::vector<std::string> got;
+  for (int round = 0; round < 20 && got.size() < 2500; ++round)
+    for (auto& m : consumer->Fetch(1000, milliseconds(300))) got.emplace_back(m.data());
+  ASSERT_EQ(got.size(), 2500u) << "every message stored when PublishAll returned";
+  EXPECT_EQ(got.front(), "0");
+  EXPECT_EQ(got.back(), "2499");
+  // Again with the same ids (a publisher that took over): nothing new is stored.
+  js.PublishAll(std::span<const OutgoingMessage>(batch).first(1000));
+  js.PublishAll(std::vector<OutgoingMessage>{{"res.c9", "new", {{"Nats-Msg-Id", "id-new"}}}});
+  const auto more = consumer->Fetch(1000, milliseconds(300));
+  ASSERT_EQ(more.size(), 1u);
+  EXPECT_EQ(more[0].data(), "new");
+  EXPECT_EQ(more[0].Header("Nats-Msg-Id"), "id-new");
+  try {
+    js.PublishAll(std::vector<OutgoingMessage>{{"nowhere.x", "lost", {}}});
+    FAIL() << "published to no stream";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::NotFound);
+    EXPECT_NE(std::string(e.what()).find("no stream captures 'nowhere.x'"), std::string::npos) << e.what();
+  }
+  js.PublishAll(std::vector<OutgoingMessage>{{"res.after", "fine", {}}});  // the failure is not carried over
+  EXPECT_EQ(js.StreamFor("res.c1"), "RES");
+  EXPECT_EQ(js.StreamFor("nowhere.x"), std::nullopt);
+}
+
 TEST_F(JetStreamTest, MessagesSurviveTheServerRestartingAndTheClientReconnects) {
   JetStream js(Options());
   js.EnsureStream("REQ", {"req.>"});

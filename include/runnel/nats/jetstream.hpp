@@ -4,22 +4,30 @@
 // JetStream's duplicate window recognises.
 //
 // Errors: Error(Unavailable) naming the servers or the stream when NATS cannot be
-// reached or refuses a request; a fetch that finds nothing is not an error.
+// reached, does not answer in time or refuses a request; Error(NotFound) when the
+// stream or consumer does not exist; a fetch that finds nothing is not an error.
 // Thread safety: a JetStream may be shared by threads (the C client locks); a
 // PullConsumer and its Messages belong to one thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
+
+#include "runnel/core/mutex.hpp"
 
 struct __natsConnection;
 struct __natsSubscription;
 struct __natsMsg;
 struct __jsCtx;
+struct jsPubAckErr;
 
 namespace runnel::nats {
 
@@ -60,6 +68,14 @@ class Message {
   uint64_t deliveries_ = 0;
 };
 
+// A message to publish: its subject, body and headers ("Nats-Msg-Id" lets the
+// stream drop a copy it stored within its duplicate window).
+struct OutgoingMessage {
+  std::string subject;
+  std::string data;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
 struct ConsumerInfo {
   uint64_t pending = 0;     // in the stream, not yet delivered to the consumer
   int64_t ack_pending = 0;  // delivered, not yet acknowledged
@@ -83,28 +99,43 @@ class JetStream {
   // stream sequence. A non-empty `msg_id` that the stream saw within its duplicate
   // window is not stored twice (the sequence is the first one's).
   uint64_t Publish(const std::string& subject, std::string_view data, const std::string& msg_id = "");
-  // Publishes without waiting for a stream's acknowledgement (Flush to know the
-  // server has it). `header`/`value`: one header, when not empty ("Nats-Msg-Id" lets a
-  // stream capturing the subject drop a duplicate).
-  void PublishCore(const std::string& subject, std::string_view data, const std::string& header = "",
-                   const std::string& value = "");
-  // Returns once the server has received everything published before.
-  void Flush();
+  // Publishes every message without waiting for each, then waits (up to the
+  // timeout) until a stream has acknowledged storing each one. Throws
+  // Error(Unavailable) naming a refusal or the missing acknowledgements; then some
+  // may have been stored: publish them again with the same Nats-Msg-Id headers and
+  // the stream drops the copies. Error(NotFound) when every refused message was one
+  // no stream captures. Thread safety: one PublishAll at a time per JetStream.
+  void PublishAll(std::span<const OutgoingMessage> messages);
+  // Messages a consumer has delivered and not yet had acknowledged, at most.
+  static constexpr int64_t kMaxAckPending = 10'000'000;
   // Binds (creating when absent) the durable pull consumer `durable` of `stream` on
-  // `filter`. A message not acknowledged within `ack_wait` is delivered again; there is
-  // no cap on the messages delivered and not yet acknowledged.
+  // `filter`. A message not acknowledged within `ack_wait` is delivered again; at most
+  // kMaxAckPending are delivered and not yet acknowledged.
   std::unique_ptr<PullConsumer> Consume(const std::string& stream, const std::string& durable,
                                         const std::string& filter, std::chrono::milliseconds ack_wait);
   ConsumerInfo Info(const std::string& stream, const std::string& durable);
+  // The stream capturing `subject`, if one does (the JetStream API's stream names
+  // filtered by subject). Throws Error(Unavailable) when JetStream does not answer.
+  std::optional<std::string> StreamFor(const std::string& subject);
 
   const std::string& servers() const { return servers_; }
 
  private:
   friend class PullConsumer;
+  static void OnPublishError(__jsCtx* js, ::jsPubAckErr* error, void* self);
+  void DropPending();
+
   ConnectOptions options_;
   std::string servers_;  // for messages
   __natsConnection* conn_ = nullptr;
   __jsCtx* js_ = nullptr;
+  // Refused or unacknowledged asynchronous publishes (the client's thread counts
+  // them), and the newest one's reason.
+  std::atomic<uint64_t> publish_failures_{0};
+  std::atomic<uint64_t> no_stream_failures_{0};  // of which: no stream captures the subject
+  Mutex error_mutex_;
+  std::string publish_error_ GUARDED_BY(error_mutex_);
+  std::string no_stream_subject_ GUARDED_BY(error_mutex_);  // the newest with no responder
 };
 
 class PullConsumer {

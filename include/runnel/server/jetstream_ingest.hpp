@@ -56,7 +56,9 @@ class JetStreamIngest {
   // (Unavailable: NATS or the stream cannot be reached; NotFound: no table).
   void Connect();
   // Runs rounds on a thread until Stop, a failed round logged and retried after a
-  // backoff (NATS reconnects by itself; PostgreSQL is reconnected). Connects first.
+  // backoff (NATS reconnects by itself; PostgreSQL is reconnected). Connects first:
+  // throws as Connect does, except when NATS was reached but did not answer in time
+  // (then the rounds bind the consumer).
   void Start();
   void Stop();
 
@@ -71,6 +73,7 @@ class JetStreamIngest {
 
  private:
   struct Taken;
+  void Bind();
   void Classify(std::vector<Taken>& taken) const;
   void Insert(std::vector<Taken>& taken, bool careful);
   void Record(const std::vector<Taken>& taken);
