@@ -1,11 +1,10 @@
 #include "nats_server.hpp"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -14,8 +13,6 @@
 #include <vector>
 
 namespace runnel::testing {
-
-namespace {
 
 int FreePort() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -31,6 +28,8 @@ int FreePort() {
   close(fd);
   return ntohs(addr.sin_port);
 }
+
+namespace {
 
 bool Accepts(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -53,44 +52,54 @@ NatsServer::NatsServer() : port_(FreePort()) {
   Start();
 }
 
+NatsServer::NatsServer(ClusterNode node) : port_(FreePort()), node_(std::move(node)) {
+  Start();
+}
+
 NatsServer::~NatsServer() {
   Kill();
 }
 
 void NatsServer::Start() {
-  const std::string port = std::to_string(port_);
   const std::string store = (dir_.path() / "store").string();
   const std::string log = (dir_.path() / "server.log").string();
-  pid_ = fork();
-  if (pid_ < 0) throw std::runtime_error("fork failed");
-  if (pid_ == 0) {
-    const int out = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (out >= 0) {
-      dup2(out, STDOUT_FILENO);
-      dup2(out, STDERR_FILENO);
-    }
-    execl(kBinary, kBinary, "-js", "-a", "127.0.0.1", "-p", port.c_str(), "-sd", store.c_str(), "--server_name",
-          "runnel-test", static_cast<char*>(nullptr));
-    _exit(127);
+  std::vector<std::string> argv = {kBinary, "-js", "-a", "127.0.0.1", "-p", std::to_string(port_), "-sd", store};
+  if (node_.name.empty()) {
+    argv.insert(argv.end(), {"--server_name", "runnel-test"});
+  } else {
+    std::string routes;
+    for (const int p : node_.routes) routes += (routes.empty() ? "" : ",") + fmt::format("nats://127.0.0.1:{}", p);
+    argv.insert(argv.end(), {"--server_name", node_.name, "--cluster_name", "runnel-test", "--cluster",
+                             fmt::format("nats://127.0.0.1:{}", node_.route_port), "--routes", routes});
   }
+  process_ = ChildProcess(argv, log);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!Accepts(port_)) {
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      throw std::runtime_error("nats-server exited at start (see " + log + ")");
-    }
+    if (!process_.Running()) throw std::runtime_error("nats-server exited at start (see " + log + ")");
     if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("nats-server did not start in 10 s");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }
 
 void NatsServer::Kill() {
-  if (pid_ <= 0) return;
-  kill(pid_, SIGKILL);
-  int status = 0;
-  waitpid(pid_, &status, 0);
-  pid_ = -1;
+  process_.Stop(SIGKILL);
+}
+
+NatsCluster::NatsCluster(int size) {
+  std::vector<int> route_ports;
+  for (int i = 0; i < size; ++i) route_ports.push_back(FreePort());
+  for (int i = 0; i < size; ++i) {
+    NatsServer::ClusterNode node{fmt::format("n{}", i + 1), route_ports[static_cast<size_t>(i)], {}};
+    for (int j = 0; j < size; ++j)
+      if (j != i) node.routes.push_back(route_ports[static_cast<size_t>(j)]);
+    nodes_.push_back(std::make_unique<NatsServer>(std::move(node)));
+  }
+}
+
+std::vector<std::string> NatsCluster::urls() const {
+  std::vector<std::string> out;
+  for (const auto& n : nodes_) out.push_back(n->url());
+  return out;
 }
 
 }  // namespace runnel::testing

@@ -1,15 +1,17 @@
 // A NATS server with JetStream (Debian's nats-server) started by a test on a free
 // loopback port, storing into its own temporary directory: killed (SIGKILL, as a crash)
-// and started again on the same port and store when a test asks.
+// and started again on the same port and store when a test asks. A NatsCluster is
+// three of them routed to each other (a JetStream cluster, streams with replicas).
 #pragma once
 
-#include <sys/types.h>
-
 #include <filesystem>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
+#include "child_process.hpp"
 #include "shared_paths.hpp"
 #include "temp_dir.hpp"
 
@@ -32,9 +34,17 @@ class NatsServer {
   static constexpr const char* kBinary = "/usr/sbin/nats-server";
   static bool Available();
 
-  // Starts the server and waits until it accepts connections. Throws
-  // std::runtime_error when it does not within 10 s.
+  // A node of a cluster: its name, its route port, the other nodes' route ports.
+  struct ClusterNode {
+    std::string name;
+    int route_port = 0;
+    std::vector<int> routes;
+  };
+
+  // Starts the server (alone, or as `node` of a cluster) and waits until it accepts
+  // connections. Throws std::runtime_error when it does not within 10 s.
   NatsServer();
+  explicit NatsServer(ClusterNode node);
   ~NatsServer();  // kills it
   NatsServer(const NatsServer&) = delete;
   NatsServer& operator=(const NatsServer&) = delete;
@@ -46,7 +56,23 @@ class NatsServer {
  private:
   TempDir dir_;
   int port_ = 0;
-  pid_t pid_ = -1;
+  ClusterNode node_;
+  ChildProcess process_;
 };
+
+class NatsCluster {
+ public:
+  // Starts `size` nodes and waits until each accepts connections (JetStream elects
+  // its leader shortly after: retry the first stream's creation).
+  explicit NatsCluster(int size = 3);
+  NatsServer& node(size_t i) { return *nodes_.at(i); }
+  std::vector<std::string> urls() const;
+
+ private:
+  std::vector<std::unique_ptr<NatsServer>> nodes_;
+};
+
+// A free TCP port on loopback (free when asked).
+int FreePort();
 
 }  // namespace runnel::testing
