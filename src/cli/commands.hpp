@@ -38,6 +38,9 @@ void AddDemoCommand(CLI::App& root, std::vector<Command>& commands);
 void AddKeysCommands(CLI::App& root, std::vector<Command>& commands);  // access_commands.cpp
 void AddGrantsCommand(CLI::App& root, std::vector<Command>& commands);
 void AddJetStreamCommands(CLI::App& root, std::vector<Command>& commands);  // jetstream_command.cpp
+// One line: the [jetstream] consumer's pending, unacknowledged and redelivered
+// messages. Throws Error when NATS cannot be reached or has no such consumer.
+std::string DescribeConsumer(const pipeline::JetStreamConfig& js);
 void AddModelCommands(CLI::App& root, std::vector<Command>& commands);
 void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands);
 void AddQuotaCommands(CLI::App& root, std::vector<Command>& commands);

@@ -49,14 +49,17 @@ int Setup(const JetStreamArgs& args) {
 
 int Status(const JetStreamArgs& args) {
   const auto config = JetStreamPipeline(args.pipeline);
-  const auto& js = *config.jetstream;
-  const auto info = Connect(js)->Info(js.stream, js.durable);
-  fmt::print("consumer {} of stream {}: pending {}, delivered and not acknowledged {}, redelivered {}\n", js.durable,
-             js.stream, info.pending, info.ack_pending, info.redelivered);
+  fmt::print("{}\n", DescribeConsumer(*config.jetstream));
   return 0;
 }
 
 }  // namespace
+
+std::string DescribeConsumer(const pipeline::JetStreamConfig& js) {
+  const auto info = Connect(js)->Info(js.stream, js.durable);
+  return fmt::format("consumer {} of stream {}: pending {}, delivered and not acknowledged {}, redelivered {}",
+                     js.durable, js.stream, info.pending, info.ack_pending, info.redelivered);
+}
 
 void AddJetStreamCommands(CLI::App& root, std::vector<Command>& commands) {
   auto args = std::make_shared<JetStreamArgs>();

@@ -135,6 +135,16 @@ void PrintQuotaSummary(postgres::Connection& conn, const pipeline::PipelineConfi
              summary.resets_at.empty() ? "" : fmt::format(" (it resets at {})", summary.resets_at));
 }
 
+// One line on the [jetstream] consumer; NATS away is said, not fatal (the rest of the
+// status is the database's).
+void PrintJetStreamStatus(const pipeline::JetStreamConfig& js) {
+  try {
+    fmt::print("jetstream: {}\n", DescribeConsumer(js));
+  } catch (const Error& e) {
+    fmt::print("jetstream: {}\n", e.what());
+  }
+}
+
 }  // namespace
 
 // Ctrl-C and SIGTERM set g_stop (cleared here): long commands drain and return.
@@ -330,6 +340,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                         for (const auto& r : reasons) {
                           fmt::print("  {:>8}  {}  {}\n", r.count, r.sqlstate.empty() ? "-----" : r.sqlstate, r.reason);
                         }
+                        if (config.jetstream) PrintJetStreamStatus(*config.jetstream);
                         return 0;
                       }});
 

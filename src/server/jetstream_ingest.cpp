@@ -86,11 +86,33 @@ JetStreamIngest::Counts JetStreamIngest::totals() const {
   return totals_;
 }
 
+void JetStreamIngest::SetMetrics(PipelineMetrics* metrics, bool read_consumer) {
+  metrics_ = metrics;
+  read_consumer_ = read_consumer;
+}
+
+// The consumer's state into the metrics, at most once a second; a failure to read
+// it is only logged (the rounds go on).
+void JetStreamIngest::ReportConsumer(std::chrono::steady_clock::time_point& next) {
+  const auto now = std::chrono::steady_clock::now();
+  if (metrics_ == nullptr || !read_consumer_ || !consumer_ || now < next) return;
+  next = now + std::chrono::seconds(1);
+  try {
+    const auto info = js_->Info(js_config_.stream, js_config_.durable);
+    metrics_->SetJetStreamConsumer(info.pending, info.ack_pending, info.redelivered);
+  } catch (const Error& e) {
+    spdlog::debug("{}: reading JetStream consumer '{}': {}", config_.name, js_config_.durable, e.what());
+  }
+}
+
 void JetStreamIngest::Loop() {
   Backoff backoff;
+  auto next_report = std::chrono::steady_clock::now();
   while (!stop_) {
     try {
-      RunOnce(std::chrono::milliseconds(500));
+      const auto counts = RunOnce(std::chrono::milliseconds(500));
+      if (metrics_ != nullptr) metrics_->RecordJetStreamRound(counts.inserted, counts.duplicates, counts.dead);
+      ReportConsumer(next_report);
       backoff.Reset();
     } catch (const std::exception& e) {
       const auto wait = backoff.Next();

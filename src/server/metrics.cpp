@@ -175,6 +175,20 @@ void PipelineMetrics::RecordIngested(size_t records) {
   ingested_.fetch_add(static_cast<int64_t>(records), std::memory_order_relaxed);
 }
 
+void PipelineMetrics::RecordJetStreamRound(uint64_t inserted, uint64_t duplicates, uint64_t dead) {
+  jetstream_.active.store(true);
+  jetstream_.inserted.fetch_add(static_cast<int64_t>(inserted), std::memory_order_relaxed);
+  jetstream_.duplicates.fetch_add(static_cast<int64_t>(duplicates), std::memory_order_relaxed);
+  jetstream_.dead.fetch_add(static_cast<int64_t>(dead), std::memory_order_relaxed);
+}
+
+void PipelineMetrics::SetJetStreamConsumer(uint64_t pending, int64_t ack_pending, int64_t redelivered) {
+  jetstream_.active.store(true);
+  jetstream_.pending.store(static_cast<int64_t>(pending));
+  jetstream_.ack_pending.store(ack_pending);
+  jetstream_.redelivered.store(redelivered);
+}
+
 PipelineMetrics& Metrics::AddPipeline(std::string pipeline, size_t max_batch) {
   for (const auto& p : pipelines_) {
     if (p->pipeline() == pipeline) {
@@ -239,6 +253,40 @@ void Metrics::RenderPipelines(std::string& out) const {
          });
 }
 
+// Only pipelines taking requests from JetStream; nothing when none does.
+void Metrics::RenderJetStream(std::string& out) const {
+  const auto active = [](const PipelineMetrics& m) { return m.jetstream_.active.load(); };
+  if (std::none_of(pipelines_.begin(), pipelines_.end(), [&](const auto& m) { return active(*m); })) return;
+  auto family = [&](std::string_view name, std::string_view help, std::string_view type, const auto& write) {
+    out += fmt::format("# HELP {0} {1}\n# TYPE {0} {2}\n", name, help, type);
+    for (const auto& m : pipelines_)
+      if (active(*m)) write(*m, fmt::format("pipeline=\"{}\"", m->pipeline()));
+  };
+  family(
+      "runnel_jetstream_messages_total",
+      "JetStream messages by outcome: inserted (a row), duplicate (taken in by an earlier delivery), dead (refused: a "
+      "dead letter).",
+      "counter", [&](const PipelineMetrics& m, const std::string& p) {
+        const auto& j = m.jetstream_;
+        out += fmt::format("runnel_jetstream_messages_total{{{},outcome=\"inserted\"}} {}\n", p, j.inserted.load());
+        out += fmt::format("runnel_jetstream_messages_total{{{},outcome=\"duplicate\"}} {}\n", p, j.duplicates.load());
+        out += fmt::format("runnel_jetstream_messages_total{{{},outcome=\"dead\"}} {}\n", p, j.dead.load());
+      });
+  using Gauge = std::atomic<int64_t> PipelineMetrics::JetStreamCounters::*;
+  auto gauge = [&](std::string_view name, std::string_view help, Gauge value) {
+    family(name, help, "gauge", [&](const PipelineMetrics& m, const std::string& p) {
+      const int64_t v = (m.jetstream_.*value).load();
+      if (v >= 0) out += fmt::format("{}{{{}}} {}\n", name, p, v);
+    });
+  };
+  gauge("runnel_jetstream_consumer_pending", "Messages in the stream not yet delivered to the consumer.",
+        &PipelineMetrics::JetStreamCounters::pending);
+  gauge("runnel_jetstream_consumer_ack_pending", "Messages delivered and not yet acknowledged.",
+        &PipelineMetrics::JetStreamCounters::ack_pending);
+  gauge("runnel_jetstream_consumer_redelivered", "Messages delivered more than once and not yet acknowledged.",
+        &PipelineMetrics::JetStreamCounters::redelivered);
+}
+
 void Metrics::RenderHttp(std::string& out) const {
   MutexLock lock(http_mutex_);
   out += "# HELP runnel_http_requests_total HTTP responses by route and status.\n";
@@ -256,6 +304,7 @@ void Metrics::RenderHttp(std::string& out) const {
 std::string Metrics::Render(const std::vector<MetricFamily>& families) const {
   std::string out;
   RenderPipelines(out);
+  RenderJetStream(out);
   RenderHttp(out);
   for (const auto& family : families) {
     if (family.samples.empty()) continue;

@@ -114,10 +114,11 @@ class ServedPipeline {
   }
 
   // [jetstream]: its messages become rows of the table, exactly once.
-  void StartJetStream() {
+  void StartJetStream(PipelineMetrics& metrics) {
     if (!config_.jetstream) return;
     for (int64_t i = 0; i < config_.jetstream->threads; ++i) {
       jetstream_.push_back(std::make_unique<JetStreamIngest>(config_, conninfo_));
+      jetstream_.back()->SetMetrics(&metrics, i == 0);
       jetstream_.back()->Start();
     }
     if (!config_.jetstream->results.empty()) {
@@ -272,7 +273,7 @@ void Service::Start() {
     }
     const auto shares = WorkerShares(options_.workers, pipelines_.size());
     for (size_t i = 0; i < pipelines_.size(); ++i) pipelines_[i]->StartWorkers(shares[i], *metrics[i]);
-    for (auto& p : pipelines_) p->StartJetStream();
+    for (size_t i = 0; i < pipelines_.size(); ++i) pipelines_[i]->StartJetStream(*metrics[i]);
     if (options_.workers > 0 && samples_table_) {
       sampler_ = std::make_unique<Sampler>(
           conninfo_, std::vector<const PipelineMetrics*>(metrics.begin(), metrics.end()), registry::ProcessId());

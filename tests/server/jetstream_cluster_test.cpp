@@ -24,6 +24,7 @@
 #include "../support/random.hpp"
 #include "../support/temp_dir.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/core/process.hpp"
 #include "runnel/nats/jetstream.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/pipeline/schema.hpp"
@@ -222,6 +223,14 @@ TEST_F(JetStreamClusterTest, ANodeAndAProcessKilledLoseAndRepeatNothing) {
   for (const auto& m : letters)
     EXPECT_NE(m.Header("Runnel-Error").find("shoe_size: unknown column"), std::string::npos)
         << m.Header("Runnel-Error");
+  // `runnel status` shows the consumer, drained.
+  const auto status =
+      RunProcess({RUNNEL_BINARY, "status", "--pipeline", (dir_ / "pipeline.toml").string(), "--db", conninfo()});
+  EXPECT_EQ(status.exit_code, 0) << status.output;
+  EXPECT_NE(status.output.find("jetstream: consumer runnel-needs of stream REQ: pending 0, delivered and not "
+                               "acknowledged 0"),
+            std::string::npos)
+      << status.output;
   EXPECT_EQ(b.Stop(SIGTERM), 0) << b.Log();
   EXPECT_EQ(a.Stop(SIGTERM), 0) << a.Log();
 }

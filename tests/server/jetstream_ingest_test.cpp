@@ -200,6 +200,33 @@ TEST_F(JetStreamIngestTest, TwoProcessesShareTheWork) {
   EXPECT_EQ(Count("SELECT count(DISTINCT wealth) FROM needs"), 2000);
 }
 
+// The ingest thread counts its messages and reads the consumer into the metrics.
+TEST_F(JetStreamIngestTest, MetricsCountMessagesAndShowTheConsumer) {
+  Publish(0, 300);
+  js_->Publish("req.needs", "{not json");
+  Metrics metrics;
+  auto& needs = metrics.AddPipeline("needs");
+  JetStreamIngest ingest(config_, conninfo());
+  ingest.SetMetrics(&needs, true);
+  ingest.Start();
+  std::string out;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  const std::string want = "runnel_jetstream_consumer_ack_pending{pipeline=\"needs\"} 0\n";
+  while (std::chrono::steady_clock::now() < deadline) {
+    out = metrics.Render({});
+    if (out.find("outcome=\"inserted\"} 300\n") != std::string::npos && out.find(want) != std::string::npos) break;
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  ingest.Stop();
+  EXPECT_NE(out.find("runnel_jetstream_messages_total{pipeline=\"needs\",outcome=\"inserted\"} 300\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("runnel_jetstream_messages_total{pipeline=\"needs\",outcome=\"dead\"} 1\n"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("runnel_jetstream_consumer_pending{pipeline=\"needs\"} 0\n"), std::string::npos) << out;
+  EXPECT_NE(out.find(want), std::string::npos) << out;
+}
+
 // Each result once on its client's subject, also when a publisher that died before
 // storing its position is followed by another; one publisher at a time.
 TEST_F(JetStreamIngestTest, ResultsArePublishedOncePerClient) {

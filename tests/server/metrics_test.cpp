@@ -25,6 +25,31 @@ TEST(MetricsTest, HistogramBucketsAreCumulative) {
   EXPECT_NE(out.find("x_count{a=\"b\"} 5\n"), std::string::npos) << out;
 }
 
+// JetStream families only for pipelines with an ingest; consumer gauges once read.
+TEST(MetricsTest, JetStreamMessagesAndTheConsumerAreShownForItsPipelinesOnly) {
+  Metrics m;
+  auto& needs = m.AddPipeline("needs");
+  m.AddPipeline("wine");
+  EXPECT_EQ(m.Render({}).find("runnel_jetstream"), std::string::npos) << "no pipeline takes JetStream requests";
+  needs.RecordJetStreamRound(250, 3, 1);
+  needs.RecordJetStreamRound(6, 0, 0);
+  std::string out = m.Render({});
+  EXPECT_NE(out.find("runnel_jetstream_messages_total{pipeline=\"needs\",outcome=\"inserted\"} 256\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("runnel_jetstream_messages_total{pipeline=\"needs\",outcome=\"duplicate\"} 3\n"),
+            std::string::npos);
+  EXPECT_NE(out.find("runnel_jetstream_messages_total{pipeline=\"needs\",outcome=\"dead\"} 1\n"), std::string::npos);
+  EXPECT_EQ(out.find("pipeline=\"wine\",outcome"), std::string::npos) << out;
+  EXPECT_EQ(out.find("runnel_jetstream_consumer_pending{"), std::string::npos) << "not read yet: no sample";
+  needs.SetJetStreamConsumer(40, 7, 2);
+  out = m.Render({});
+  EXPECT_NE(out.find("runnel_jetstream_consumer_pending{pipeline=\"needs\"} 40\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("runnel_jetstream_consumer_ack_pending{pipeline=\"needs\"} 7\n"), std::string::npos);
+  EXPECT_NE(out.find("runnel_jetstream_consumer_redelivered{pipeline=\"needs\"} 2\n"), std::string::npos);
+  EXPECT_EQ(out.find("# HELP runnel_jetstream_messages_total"), out.rfind("# HELP runnel_jetstream_messages_total"));
+}
+
 TEST(MetricsTest, BatchesAndHttpResponsesAreCounted) {
   Metrics m;
   auto& needs = m.AddPipeline("needs");

@@ -30,6 +30,7 @@
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/postgres/connection.hpp"
+#include "runnel/server/metrics.hpp"
 #include "runnel/server/record_schema.hpp"
 
 namespace runnel::server {
@@ -65,6 +66,10 @@ class JetStreamIngest {
   // One round on the caller's thread, waiting up to `wait` for messages. Throws (then
   // nothing of the round is acknowledged: its messages come again).
   Counts RunOnce(std::chrono::milliseconds wait);
+  // Where the rounds of Start's thread are counted (may be null), and whether they read
+  // the consumer's state into it too (once a second; one thread of a process does).
+  // Call before Start; `metrics` outlives this object.
+  void SetMetrics(PipelineMetrics* metrics, bool read_consumer);
   // Skips acknowledging (tests: a process that died after its commit).
   void SetAcknowledge(bool acknowledge) { acknowledge_ = acknowledge; }
 
@@ -79,6 +84,7 @@ class JetStreamIngest {
   void Record(const std::vector<Taken>& taken);
   void Settle(std::vector<Taken>& taken, Counts& counts);
   void Loop();
+  void ReportConsumer(std::chrono::steady_clock::time_point& next);
 
   const pipeline::PipelineConfig& config_;
   const pipeline::JetStreamConfig& js_config_;
@@ -90,6 +96,8 @@ class JetStreamIngest {
   std::unique_ptr<nats::JetStream> js_;
   std::unique_ptr<nats::PullConsumer> consumer_;
   bool acknowledge_ = true;
+  PipelineMetrics* metrics_ = nullptr;
+  bool read_consumer_ = false;
   std::atomic<bool> stop_{false};
   std::thread thread_;
   mutable Mutex mutex_;
