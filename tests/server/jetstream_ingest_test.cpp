@@ -20,6 +20,7 @@
 #include "../support/pg_environment.hpp"
 #include "../support/shared_paths.hpp"
 #include "../support/temp_dir.hpp"
+#include "runnel/core/process.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/pipeline/model_provider.hpp"
 #include "runnel/pipeline/schema.hpp"
@@ -214,7 +215,9 @@ TEST_F(JetStreamIngestTest, MetricsCountMessagesAndShowTheConsumer) {
   const std::string want = "runnel_jetstream_consumer_ack_pending{pipeline=\"needs\"} 0\n";
   while (std::chrono::steady_clock::now() < deadline) {
     out = metrics.Render({});
-    if (out.find("outcome=\"inserted\"} 300\n") != std::string::npos && out.find(want) != std::string::npos) break;
+    if (out.find("outcome=\"inserted\"} 300\n") != std::string::npos && out.find(want) != std::string::npos &&
+        out.find("consumer_pending{pipeline=\"needs\"} 0\n") != std::string::npos)
+      break;
     std::this_thread::sleep_for(milliseconds(100));
   }
   ingest.Stop();
@@ -225,6 +228,12 @@ TEST_F(JetStreamIngestTest, MetricsCountMessagesAndShowTheConsumer) {
       << out;
   EXPECT_NE(out.find("runnel_jetstream_consumer_pending{pipeline=\"needs\"} 0\n"), std::string::npos) << out;
   EXPECT_NE(out.find(want), std::string::npos) << out;
+  if (std::filesystem::exists("/usr/bin/promtool")) {  // HttpApiTest requires it in CI
+    runnel::testing::WriteFile(dir_ / "metrics.txt", out);
+    auto check = RunProcess({"/bin/sh", "-c", "/usr/bin/promtool check metrics < " + (dir_ / "metrics.txt").string()});
+    EXPECT_EQ(check.exit_code, 0) << check.output;
+    EXPECT_EQ(check.output, "") << "no lint warnings";
+  }
 }
 
 // Each result once on its client's subject, also when a publisher that died before
