@@ -49,6 +49,7 @@ Message::Message(natsMsg* msg) : msg_(msg) {
   if (natsMsg_GetMetaData(&meta, msg_) == NATS_OK && meta != nullptr) {
     sequence_ = meta->Sequence.Stream;
     deliveries_ = meta->NumDelivered;
+    stored_at_ns_ = meta->Timestamp;
     jsMsgMetaData_Destroy(meta);
   }
 }
@@ -58,7 +59,10 @@ Message::~Message() {
 }
 
 Message::Message(Message&& other) noexcept
-    : msg_(std::exchange(other.msg_, nullptr)), sequence_(other.sequence_), deliveries_(other.deliveries_) {}
+    : msg_(std::exchange(other.msg_, nullptr)),
+      sequence_(other.sequence_),
+      deliveries_(other.deliveries_),
+      stored_at_ns_(other.stored_at_ns_) {}
 
 Message& Message::operator=(Message&& other) noexcept {
   if (this != &other) {
@@ -66,6 +70,7 @@ Message& Message::operator=(Message&& other) noexcept {
     msg_ = std::exchange(other.msg_, nullptr);
     sequence_ = other.sequence_;
     deliveries_ = other.deliveries_;
+    stored_at_ns_ = other.stored_at_ns_;
   }
   return *this;
 }

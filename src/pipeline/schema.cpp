@@ -538,10 +538,22 @@ std::optional<std::string> InstallUpdateCapture(postgres::Connection& conn, cons
 // message delivered again is recognised.
 std::optional<std::string> EnsureJetStreamTable(postgres::Connection& conn, const PipelineConfig& config,
                                                 const SchemaNames& names) {
-  if (!config.jetstream || postgres::TableExists(conn, names.jetstream)) return std::nullopt;
+  if (!config.jetstream) return std::nullopt;
+  if (postgres::TableExists(conn, names.jetstream)) {
+    // Tables made before published_at was recorded (asked first: ALTER needs the owner).
+    const bool has = conn.Exec(
+                             "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = "
+                             "'published_at' AND NOT attisdropped",
+                             Params().Add(QuoteIdentifier(names.jetstream)))
+                         .Get<int64_t>(0, 0) > 0;
+    if (has) return std::nullopt;
+    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN published_at timestamptz", QuoteIdentifier(names.jetstream)));
+    return fmt::format("added column published_at to {}", names.jetstream);
+  }
+  // published_at: when the stream stored the message (the request's start, end to end).
   conn.Exec(
       fmt::format("CREATE TABLE {} (stream text NOT NULL, seq bigint NOT NULL, request_id bigint, error text, "
-                  "taken_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stream, seq))",
+                  "taken_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz, PRIMARY KEY (stream, seq))",
                   QuoteIdentifier(names.jetstream)));
   // The position of the last result event published (one row), for resuming.
   conn.Exec(

@@ -263,19 +263,21 @@ void JetStreamIngest::Insert(std::vector<Taken>& taken, bool careful) {
 
 // Every message not seen before, with its request id or its reason.
 void JetStreamIngest::Record(const std::vector<Taken>& taken) {
-  std::vector<int64_t> seqs, ids;
+  std::vector<int64_t> seqs, ids, stored_us;
   std::vector<std::optional<std::string>> errors, id_texts;
   for (const auto& t : taken) {
     if (t.duplicate) continue;
     seqs.push_back(static_cast<int64_t>(t.message.stream_sequence()));
+    stored_us.push_back(t.message.stored_at_ns() / 1000);
     id_texts.push_back(t.request_id ? std::optional<std::string>(std::to_string(*t.request_id)) : std::nullopt);
     errors.push_back(t.error.empty() ? std::nullopt : std::optional<std::string>(t.error));
   }
   if (seqs.empty()) return;
-  conn_->Exec(fmt::format("INSERT INTO {} (stream, seq, request_id, error) SELECT $1, s, i::bigint, e "
-                          "FROM unnest($2::bigint[], $3::text[], $4::text[]) AS u(s, i, e)",
+  conn_->Exec(fmt::format("INSERT INTO {} (stream, seq, request_id, error, published_at) "
+                          "SELECT $1, s, i::bigint, e, timestamptz 'epoch' + p * interval '1 microsecond' "
+                          "FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[]) AS u(s, i, e, p)",
                           QuoteIdentifier(names_.jetstream)),
-              Params().Add(js_config_.stream).AddArray(seqs).AddArray(id_texts).AddArray(errors));
+              Params().Add(js_config_.stream).AddArray(seqs).AddArray(id_texts).AddArray(errors).AddArray(stored_us));
 }
 
 // After the commit: dead letters published (and stored by their stream) then

@@ -137,6 +137,10 @@ TEST_F(JetStreamIngestTest, EachMessageBecomesOneRowAndOneResult) {
                   "WHERE n.wealth = 100 + j.seq - 1 - CASE WHEN j.seq > 300 THEN 5 ELSE 0 END"),
             500)
       << "each row is its message's record";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream WHERE published_at BETWEEN now() - interval '1 minute' "
+                  "AND taken_at + interval '10 ms'"),
+            505)
+      << "when the stream stored each message";
   // The dead letters: the message as sent, the reason in a header and in the table.
   auto dead = js_->Consume("DEAD", "check", "runnel.needs.dead", std::chrono::seconds(30));
   auto letters = dead->Fetch(10, milliseconds(2000));
@@ -281,6 +285,19 @@ TEST_F(JetStreamIngestTest, ResultsArePublishedOncePerClient) {
   EXPECT_EQ(ids.size(), 200u);
   EXPECT_EQ(per_subject.size(), 10u);
   EXPECT_EQ(per_subject["runnel.needs.results.3"], 20);
+}
+
+// A table from before published_at was recorded gets the column from migrate.
+TEST_F(JetStreamIngestTest, MigrateAddsPublishedAtToAnOlderTable) {
+  conn_->Exec("ALTER TABLE runnel_needs_jetstream DROP COLUMN published_at");
+  const auto done = pipeline::Migrate(*conn_, config_);
+  EXPECT_NE(std::find(done.begin(), done.end(), "added column published_at to runnel_needs_jetstream"), done.end());
+  EXPECT_TRUE(pipeline::Migrate(*conn_, config_).empty()) << "once";
+  Publish(0, 3);
+  JetStreamIngest ingest(config_, conninfo());
+  ingest.Connect();
+  EXPECT_EQ(Drain(ingest, 3).inserted, 3u);
+  EXPECT_EQ(Count("SELECT count(published_at) FROM runnel_needs_jetstream"), 3);
 }
 
 TEST(JetStreamResultsTokens, ClientsBecomeSafeSubjectTokens) {

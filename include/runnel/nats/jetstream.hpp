@@ -55,6 +55,7 @@ class Message {
   std::string_view subject() const;
   uint64_t stream_sequence() const { return sequence_; }
   uint64_t deliveries() const { return deliveries_; }  // 1 on the first delivery
+  int64_t stored_at_ns() const { return stored_at_ns_; }  // when the stream stored it, ns since the epoch
   // The value of header `key`, or "" when the message has none.
   std::string Header(const std::string& key) const;
 
@@ -66,6 +67,7 @@ class Message {
   __natsMsg* msg_;
   uint64_t sequence_ = 0;
   uint64_t deliveries_ = 0;
+  int64_t stored_at_ns_ = 0;
 };
 
 // A message to publish: its subject, body and headers ("Nats-Msg-Id" lets the
