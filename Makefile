@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo test release debug fuzz screenshots bench-dashboard bench-snapshot bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-tickets bench-reviews bench-keys bench-jetstream deps deps-test deps-bench format lint clean
+.PHONY: demo demo-jetstream test release debug fuzz screenshots bench-dashboard bench-snapshot bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-tickets bench-reviews bench-keys bench-jetstream deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -19,6 +19,10 @@ release: deps
 
 demo: release
 	./build/release/src/runnel demo
+
+# The needs workload from a 3-node NATS JetStream cluster on this machine.
+demo-jetstream: release
+	PATH="$(CURDIR)/build/release/src:$$PATH" examples/needs-jetstream/run.sh
 
 debug: deps-test
 	cmake -S . -B build/test -G Ninja -DCMAKE_BUILD_TYPE=Debug -DRUNNEL_SANITIZE=ON -DRUNNEL_WERROR=ON \

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Requests from NATS JetStream (issue #20) against the same requests inserted into the
-# table, on one embedded PostgreSQL and one nats-server (Debian's), 2-core machine:
+# table, on one embedded PostgreSQL and Debian's nats-server, 2-core machine:
 #   (t) the table burst of bench/burst.sh: 100,000 requests inserted by `runnel load`
 #       (1,000-row transactions) while `runnel run` (2 workers) serves them;
 #   (j) 100,000 requests published by `runnel load --jetstream` while `runnel run`
 #       (2 workers and its JetStream ingest: THREADS threads, default 1, batches of
 #       1,000) takes them in and serves them.
 # Each is timed from the first insert (publish) to the last result; the kinds take turns
-# going first, RUNS rounds (default 3). Results: docs/performance.md.
+# going first, RUNS rounds (default 3). CLUSTER=1: three nats-server nodes on this
+# machine and R3 streams instead of one node. LATENCY=1: instead of bursts, both kinds
+# at 10,000 requests/s (RATE) for 100,000 requests, and the latency of each request from
+# its insert (t) or from when the stream stored its message (j) to its result's commit,
+# p50 and p99. Results: docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 P=examples/needs/pipeline.toml
@@ -15,14 +19,27 @@ source bench/embedded_db.sh
 source bench/burst.sh
 J=examples/needs/.jetstream_bench.toml
 PORT=${NATS_PORT:-14222}
-mkdir -p "$RUNNEL_HOME/nats"
-/usr/sbin/nats-server -js -a 127.0.0.1 -p "$PORT" -sd "$RUNNEL_HOME/nats" > "$RUNNEL_HOME/nats.log" 2>&1 &
-NATS=$!
-bench_cleanup() { kill -TERM "$NATS" 2>/dev/null || true; rm -f "$J"; }
+NODES=1
+[ "${CLUSTER:-0}" = 1 ] && NODES=3
+NATS=()
+SERVERS=""
+for i in $(seq 1 $NODES); do
+  mkdir -p "$RUNNEL_HOME/nats$i"
+  args=(-js -a 127.0.0.1 -p $((PORT + i - 1)) -sd "$RUNNEL_HOME/nats$i" --server_name "n$i")
+  if [ $NODES -gt 1 ]; then
+    routes=""
+    for j in $(seq 1 $NODES); do [ "$j" != "$i" ] && routes+="${routes:+,}nats://127.0.0.1:$((PORT + 100 + j))"; done
+    args+=(--cluster_name bench --cluster "nats://127.0.0.1:$((PORT + 100 + i))" --routes "$routes")
+  fi
+  /usr/sbin/nats-server "${args[@]}" > "$RUNNEL_HOME/nats$i.log" 2>&1 &
+  NATS+=($!)
+  SERVERS+="${SERVERS:+, }\"nats://127.0.0.1:$((PORT + i - 1))\""
+done
+bench_cleanup() { kill -TERM "${NATS[@]}" 2>/dev/null || true; rm -f "$J"; }
 cp $P "$J"
-printf '\n[jetstream]\nservers = ["nats://127.0.0.1:%s"]\nstream = "REQ"\nsubject = "req.needs"\nbatch = 1000\nthreads = %s\n' \
-  "$PORT" "${THREADS:-1}" >> "$J"
-sleep 1
+printf '\n[jetstream]\nservers = [%s]\nstream = "REQ"\nsubject = "req.needs"\nbatch = 1000\nthreads = %s\n' \
+  "$SERVERS" "${THREADS:-1}" >> "$J"
+sleep 2  # a cluster elects its JetStream leader
 
 # Every request has a result: one session counts every 20 ms.
 wait_results() {
@@ -32,7 +49,7 @@ wait_results() {
 
 jetstream_burst() {
   "$RUNNEL" --log-level warn migrate --pipeline "$J" --db "$URL" >/dev/null
-  "$RUNNEL" jetstream setup --pipeline "$J" >/dev/null
+  until "$RUNNEL" jetstream setup --pipeline "$J" --replicas $NODES >/dev/null 2>&1; do sleep 1; done
   "$RUNNEL" --log-level warn run --pipeline "$J" --db "$URL" --workers 2 --no-migrate > "$RUNNEL_HOME/run.log" 2>&1 &
   local run=$!
   sleep 1
@@ -58,6 +75,46 @@ burst() {  # burst KIND: one fresh database, one burst; sets RATE
   echo "($1) $RATE requests/s ($BURST s; publishing or inserting took $INSERTS s)"
 }
 
+# latency KIND: 100,000 requests at RATE per second, served as they come; sets P50/P99
+# (ms), from the insert (t) or from the stream storing the message (j) to the result.
+latency() {
+  fresh_db
+  local rate=${RATE:-10000} pipeline=$P load=(--db "$URL" --rows-per-txn 100)
+  if [ "$1" = j ]; then
+    pipeline=$J load=(--jetstream)
+    "$RUNNEL" --log-level warn migrate --pipeline "$J" --db "$URL" >/dev/null
+    until "$RUNNEL" jetstream setup --pipeline "$J" --replicas $NODES >/dev/null 2>&1; do sleep 1; done
+  else
+    "$RUNNEL" --log-level warn migrate --pipeline $P --db "$URL" >/dev/null
+  fi
+  "$RUNNEL" --log-level warn run --pipeline "$pipeline" --db "$URL" --workers 2 --no-migrate \
+    > "$RUNNEL_HOME/run.log" 2>&1 &
+  local run=$!
+  sleep 1
+  "$RUNNEL" load --pipeline "$pipeline" "${load[@]}" --rows 100000 --rate "$rate" --clients 100 --seed 1 \
+    >/dev/null 2>&1
+  wait_results 100000
+  kill -TERM $run; wait $run || true
+  local start="r.enqueued_at" from="runnel_needs_results r"
+  if [ "$1" = j ]; then
+    start="j.published_at" from="runnel_needs_results r JOIN runnel_needs_jetstream j ON j.request_id = r.key"
+  fi
+  read -r P50 P99 < <(psql "$URL" -qAt -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+      round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1)
+      FROM (SELECT extract(epoch FROM r.finished_at - $start) * 1000 AS ms FROM $from) x")
+  echo "($1) at $rate requests/s: p50 $P50 ms, p99 $P99 ms"
+}
+
+if [ "${LATENCY:-0}" = 1 ]; then
+  for run in $(seq 1 "${RUNS:-3}"); do
+    echo "== round $run"
+    order=(t j)
+    [ $((run % 2)) -eq 0 ] && order=(j t)
+    for kind in "${order[@]}"; do latency "$kind"; done
+  done
+  exit 0
+fi
+
 RATIOS=()
 for run in $(seq 1 "${RUNS:-3}"); do
   echo "== round $run"
@@ -67,4 +124,4 @@ for run in $(seq 1 "${RUNS:-3}"); do
   for kind in "${order[@]}"; do burst "$kind"; rate[$kind]=$RATE; done
   RATIOS+=("$(echo "scale=3; ${rate[j]} / ${rate[t]}" | bc)")
 done
-echo "JetStream / table burst throughput per round: ${RATIOS[*]}; median $(median "${RATIOS[@]}")"
+echo "JetStream$([ $NODES -gt 1 ] && echo " (3-node cluster, R3)") / table burst throughput per round: ${RATIOS[*]}; median $(median "${RATIOS[@]}")"

@@ -175,9 +175,9 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
   return c;
 }
 
-// `runnel load --jetstream`: synthetic requests published at --rate, flushed every
-// 1,000 (the stream's acknowledgements are not awaited: the count is what the server
-// received).
+// `runnel load --jetstream`: synthetic requests published at --rate in chunks of up to
+// 1,000 (a hundredth of a second's worth at a rate), each chunk stored by the stream
+// before the next.
 template <typename Args>
 int PublishRequests(const pipeline::PipelineConfig& config, const Args& args) {
   if (!config.jetstream) {
@@ -195,10 +195,10 @@ int PublishRequests(const pipeline::PipelineConfig& config, const Args& args) {
       args.seed != 0 ? args.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   fmt::print(stderr, "publishing {} requests to {} (seed {})\n", args.rows, subject, seed);
   const auto start = std::chrono::steady_clock::now();
-  constexpr int64_t kChunk = 1000;
+  const int64_t chunk = args.rate > 0 ? std::clamp<int64_t>(static_cast<int64_t>(args.rate / 100), 1, 1000) : 1000;
   int64_t published = 0;
   while (published < args.rows && !g_stop.load()) {
-    const int64_t n = std::min(kChunk, args.rows - published);
+    const int64_t n = std::min(chunk, args.rows - published);
     std::vector<nats::OutgoingMessage> messages;
     for (auto& record :
          pipeline::SyntheticRecords(config, published, n, args.clients, seed + static_cast<uint64_t>(published)))

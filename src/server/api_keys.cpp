@@ -111,7 +111,13 @@ std::string HashKey(std::string_view secret) {
 }
 
 void EnsureKeyTable(postgres::Connection& conn) {
-  if (!KeyTableExists(conn)) conn.Exec(kCreateTableSql);
+  if (KeyTableExists(conn)) return;
+  // Processes starting together: CREATE ... IF NOT EXISTS alone races (one of them
+  // fails on the sequence's or the table's name), so they take the migration lock.
+  postgres::Transaction tx(conn);
+  conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
+  conn.Exec(kCreateTableSql);
+  tx.Commit();
 }
 
 CreatedKey CreateKey(postgres::Connection& conn, const KeySpec& spec) {

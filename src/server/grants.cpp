@@ -39,7 +39,11 @@ std::vector<TableRights> TablesOf(const pipeline::PipelineConfig& config) {
                                      {"runnel_api_keys", "SELECT, INSERT, UPDATE"},
                                      // Mapped keys (exists only then): the capture triggers, run by whoever inserts,
                                      // give new keys their ids; the update trigger's upsert also updates.
-                                     {names.keys, "SELECT, INSERT, UPDATE"}};
+                                     {names.keys, "SELECT, INSERT, UPDATE"},
+                                     // [jetstream] (exists only then): messages taken in; how far results
+                                     // were published.
+                                     {names.jetstream, "SELECT, INSERT"},
+                                     {names.published, "SELECT, INSERT, UPDATE"}};
   if (config.recommend) tables.push_back({config.recommend->table, "SELECT"});
   return tables;
 }

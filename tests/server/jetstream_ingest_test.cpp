@@ -4,6 +4,7 @@
 // or to two processes sharing the consumer; malformed messages and rows the database
 // refuses end in the dead-letter subject with their reason and stop nothing.
 #include "runnel/server/jetstream_ingest.hpp"
+#include "runnel/server/grants.hpp"
 #include "runnel/server/jetstream_results.hpp"
 
 #include <fmt/format.h>
@@ -285,6 +286,29 @@ TEST_F(JetStreamIngestTest, ResultsArePublishedOncePerClient) {
   EXPECT_EQ(ids.size(), 200u);
   EXPECT_EQ(per_subject.size(), 10u);
   EXPECT_EQ(per_subject["runnel.needs.results.3"], 20);
+}
+
+// `runnel run` serves as a role with only what ApplyGrants gives it: the ingest and
+// the results publisher work with those rights.
+TEST_F(JetStreamIngestTest, IngestAndPublisherWorkAsTheGrantedRole) {
+  const std::string role = "js_" + conn_->Exec("SELECT current_database()").Get<std::string>(0, 0);
+  conn_->Exec(fmt::format("CREATE ROLE {} LOGIN", role));
+  ApplyGrants(*conn_, config_, role);
+  const std::string as_role = conninfo() + " user=" + role;
+  JetStreamResults results(config_, as_role);
+  results.Connect();
+  EXPECT_EQ(results.RunOnce(), 0u);
+  Publish(0, 20);
+  js_->Publish("req.needs", "{not json");
+  JetStreamIngest ingest(config_, as_role);
+  ingest.Connect();
+  const auto counts = Drain(ingest, 21);
+  EXPECT_EQ(counts.inserted, 20u);
+  EXPECT_EQ(counts.dead, 1u);
+  EXPECT_EQ(Serve().done, 20u);
+  size_t published = 0;
+  for (int i = 0; i < 50 && published < 20; ++i) published += results.RunOnce(64);
+  EXPECT_EQ(published, 20u);
 }
 
 // A table from before published_at was recorded gets the column from migrate.
