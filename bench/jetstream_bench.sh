@@ -103,6 +103,16 @@ latency() {
       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1)
       FROM (SELECT extract(epoch FROM r.finished_at - $start) * 1000 AS ms FROM $from) x")
   echo "($1) at $rate requests/s: p50 $P50 ms, p99 $P99 ms"
+  if [ "$1" = j ]; then  # of which: from the stream storing it to the ingest's transaction
+    psql "$URL" -qAt -c "SELECT 'p50 of: stream to ingest ' ||
+        round(percentile_cont(0.5) WITHIN GROUP (ORDER BY a)::numeric, 1) || ' ms, ingest to queue ' ||
+        round(percentile_cont(0.5) WITHIN GROUP (ORDER BY b)::numeric, 1) || ' ms, queue to result ' ||
+        round(percentile_cont(0.5) WITHIN GROUP (ORDER BY c)::numeric, 1) || ' ms'
+      FROM (SELECT extract(epoch FROM j.taken_at - j.published_at) * 1000 AS a,
+                   extract(epoch FROM r.enqueued_at - j.taken_at) * 1000 AS b,
+                   extract(epoch FROM r.finished_at - r.enqueued_at) * 1000 AS c
+            FROM runnel_needs_results r JOIN runnel_needs_jetstream j ON j.request_id = r.key) x"
+  fi
 }
 
 if [ "${LATENCY:-0}" = 1 ]; then
