@@ -143,14 +143,27 @@ JetStreamIngest::Counts JetStreamIngest::RunOnce(std::chrono::milliseconds wait)
   try {
     if (!conn_ || !conn_->IsAlive())
       conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+    // Only a message delivered before can have been taken in before: a round of first
+    // deliveries skips the lookup (a consumer made anew counts again from one: the
+    // table's primary key then says so, and the round is done again with the lookup).
+    bool look_up = std::any_of(taken.begin(), taken.end(), [](const Taken& t) { return t.message.deliveries() != 1; });
+    const auto insert = [&](bool careful) {
+      try {
+        Insert(taken, careful, look_up);
+      } catch (const SeenBefore&) {
+        for (auto& t : taken) t.request_id.reset();
+        look_up = true;
+        Insert(taken, careful, true);
+      }
+    };
     try {
-      Insert(taken, false);
+      insert(false);
     } catch (const postgres::DatabaseError& e) {
       if (e.IsConnectionLost() || postgres::ClassifySqlState(e.sqlstate()) != postgres::FailureClass::kRow) throw;
       // One record's row was refused: each on its own (under a savepoint), the
       // refused ones become dead letters.
       for (auto& t : taken) t.request_id.reset();
-      Insert(taken, true);
+      insert(true);
     }
   } catch (...) {
     // Nothing was taken in: the messages go back at once (not after ack_wait), to
@@ -205,27 +218,15 @@ void JetStreamIngest::Classify(std::vector<Taken>& taken) const {
   }
 }
 
-// In one transaction: finds the messages taken in before, inserts the other valid
-// records (each under a savepoint when `careful`), records every message, commits.
-void JetStreamIngest::Insert(std::vector<Taken>& taken, bool careful) {
+// In one transaction: finds the messages taken in before (with `look_up`), inserts the
+// other valid records (each under a savepoint when `careful`), records every message,
+// commits. Throws SeenBefore when, without `look_up`, a message was taken in before
+// (nothing is committed then).
+void JetStreamIngest::Insert(std::vector<Taken>& taken, bool careful, bool look_up) {
   postgres::Connection& conn = *conn_;
   postgres::Transaction tx(conn);
-  std::vector<int64_t> seqs;
-  for (const auto& t : taken) seqs.push_back(static_cast<int64_t>(t.message.stream_sequence()));
-  auto before = conn.Exec(fmt::format("SELECT seq, error FROM {} WHERE stream = $1 AND seq = ANY($2::bigint[])",
-                                      QuoteIdentifier(names_.jetstream)),
-                          Params().Add(js_config_.stream).AddArray(seqs));
-  std::map<int64_t, std::optional<std::string>> seen;
-  const int seq_col = before.ColumnIndex("seq"), error_col = before.ColumnIndex("error");
-  for (int r = 0; r < before.rows(); ++r)
-    seen[before.Get<int64_t>(r, seq_col)] = before.GetOptional<std::string>(r, error_col);
-  for (auto& t : taken) {
-    auto it = seen.find(static_cast<int64_t>(t.message.stream_sequence()));
-    if (it == seen.end()) continue;
-    t.duplicate = true;
-    t.record.reset();
-    if (it->second) t.error = *it->second;  // refused before: a dead letter again
-  }
+  if (look_up) LookUp(taken);
+
   // Records of one column set go in together, in message order.
   std::map<std::vector<std::string>, std::vector<size_t>> groups;
   for (size_t i = 0; i < taken.size(); ++i) {
@@ -257,8 +258,35 @@ void JetStreamIngest::Insert(std::vector<Taken>& taken, bool careful) {
       }
     }
   }
-  Record(taken);
+  try {
+    Record(taken);
+  } catch (const postgres::DatabaseError& e) {
+    if (!look_up && e.sqlstate() == postgres::kUniqueViolation) throw SeenBefore{};
+    throw;
+  }
   tx.Commit();
+}
+
+// Marks the messages recorded in runnel_<p>_jetstream by an earlier delivery: taken in
+// (a duplicate), or refused (a dead letter again).
+void JetStreamIngest::LookUp(std::vector<Taken>& taken) {
+  postgres::Connection& conn = *conn_;
+  std::vector<int64_t> seqs;
+  for (const auto& t : taken) seqs.push_back(static_cast<int64_t>(t.message.stream_sequence()));
+  auto before = conn.Exec(fmt::format("SELECT seq, error FROM {} WHERE stream = $1 AND seq = ANY($2::bigint[])",
+                                      QuoteIdentifier(names_.jetstream)),
+                          Params().Add(js_config_.stream).AddArray(seqs));
+  std::map<int64_t, std::optional<std::string>> seen;
+  const int seq_col = before.ColumnIndex("seq"), error_col = before.ColumnIndex("error");
+  for (int r = 0; r < before.rows(); ++r)
+    seen[before.Get<int64_t>(r, seq_col)] = before.GetOptional<std::string>(r, error_col);
+  for (auto& t : taken) {
+    auto it = seen.find(static_cast<int64_t>(t.message.stream_sequence()));
+    if (it == seen.end()) continue;
+    t.duplicate = true;
+    t.record.reset();
+    if (it->second) t.error = *it->second;  // refused before: a dead letter again
+  }
 }
 
 // Every message not seen before, with its request id or its reason.

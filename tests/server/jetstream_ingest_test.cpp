@@ -188,6 +188,29 @@ TEST_F(JetStreamIngestTest, ADeliveryAfterACommitIsRecognised) {
   EXPECT_EQ(pending, 0);
 }
 
+// First deliveries skip the lookup; a consumer made anew (another durable name)
+// delivers every message a first time again: the table's key says they were taken in.
+TEST_F(JetStreamIngestTest, AConsumerMadeAnewDoesNotTakeInTwice) {
+  Publish(0, 150);
+  js_->Publish("req.needs", "{not json");
+  {
+    JetStreamIngest first(config_, conninfo());
+    first.Connect();
+    const auto counts = Drain(first, 151);
+    EXPECT_EQ(counts.inserted, 150u);
+    EXPECT_EQ(counts.dead, 1u);
+  }
+  config_.jetstream->durable = "runnel-needs-again";
+  JetStreamIngest second(config_, conninfo());
+  second.Connect();
+  const auto counts = Drain(second, 151);
+  EXPECT_EQ(counts.duplicates, 150u);
+  EXPECT_EQ(counts.dead, 1u) << "refused again, as recorded";
+  EXPECT_EQ(counts.inserted, 0u);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs"), 150);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream"), 151);
+}
+
 // Two processes share the consumer: every message is taken in once between them.
 TEST_F(JetStreamIngestTest, TwoProcessesShareTheWork) {
   Publish(0, 2000);

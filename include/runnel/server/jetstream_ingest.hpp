@@ -80,7 +80,9 @@ class JetStreamIngest {
   struct Taken;
   void Bind();
   void Classify(std::vector<Taken>& taken) const;
-  void Insert(std::vector<Taken>& taken, bool careful);
+  struct SeenBefore {};  // thrown by Insert without its lookup: a message was taken in before
+  void Insert(std::vector<Taken>& taken, bool careful, bool look_up);
+  void LookUp(std::vector<Taken>& taken);
   void Record(const std::vector<Taken>& taken);
   void Settle(std::vector<Taken>& taken, Counts& counts);
   void Loop();
