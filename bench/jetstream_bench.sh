@@ -5,7 +5,7 @@
 #       (1,000-row transactions) while `runnel run` (2 workers) serves them;
 #   (j) 100,000 requests published by `runnel load --jetstream` while `runnel run`
 #       (2 workers and its JetStream ingest: THREADS threads, default 1, batches of
-#       1,000) takes them in and serves them.
+#       BATCH, default 2,000) takes them in and serves them.
 # Each is timed from the first insert (publish) to the last result; the kinds take turns
 # going first, RUNS rounds (default 3). CLUSTER=1: three nats-server nodes on this
 # machine and R3 streams instead of one node. LATENCY=1: instead of bursts, both kinds
@@ -37,8 +37,8 @@ for i in $(seq 1 $NODES); do
 done
 bench_cleanup() { kill -TERM "${NATS[@]}" 2>/dev/null || true; rm -f "$J"; }
 cp $P "$J"
-printf '\n[jetstream]\nservers = [%s]\nstream = "REQ"\nsubject = "req.needs"\nbatch = 1000\nthreads = %s\n' \
-  "$SERVERS" "${THREADS:-1}" >> "$J"
+printf '\n[jetstream]\nservers = [%s]\nstream = "REQ"\nsubject = "req.needs"\nbatch = %s\nthreads = %s\n' \
+  "$SERVERS" "${BATCH:-2000}" "${THREADS:-1}" >> "$J"
 sleep 2  # a cluster elects its JetStream leader
 
 # Every request has a result: one session counts every 20 ms.

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <future>
 #include <map>
 #include <optional>
 #include <set>
@@ -105,12 +106,24 @@ void JetStreamIngest::ReportConsumer(std::chrono::steady_clock::time_point& next
   }
 }
 
+// Rounds with the next fetch under way while a batch is taken in (the consumer is used
+// by one fetch at a time: each starts after the one before has returned).
 void JetStreamIngest::Loop() {
   Backoff backoff;
   auto next_report = std::chrono::steady_clock::now();
+  const auto fetch = [this] {
+    return std::async(std::launch::async, [this] {
+      if (!consumer_) Bind();
+      return consumer_->Fetch(static_cast<size_t>(js_config_.batch), std::chrono::milliseconds(500));
+    });
+  };
+  std::future<std::vector<nats::Message>> next;
   while (!stop_) {
     try {
-      const auto counts = RunOnce(std::chrono::milliseconds(500));
+      if (!next.valid()) next = fetch();
+      auto messages = next.get();  // a failed fetch throws here, and the next starts anew
+      next = fetch();
+      const auto counts = Take(std::move(messages));
       if (metrics_ != nullptr) metrics_->RecordJetStreamRound(counts.inserted, counts.duplicates, counts.dead);
       ReportConsumer(next_report);
       backoff.Reset();
@@ -121,11 +134,21 @@ void JetStreamIngest::Loop() {
       SleepUnlessStopped(wait, [this] { return stop_.load(); });
     }
   }
+  // A batch fetched ahead goes back at once (not after ack_wait), to another process.
+  if (!next.valid()) return;
+  try {
+    for (auto& m : next.get()) m.Nak();
+  } catch (const std::exception&) {
+    // NATS is away: they come back after ack_wait
+  }
 }
 
 JetStreamIngest::Counts JetStreamIngest::RunOnce(std::chrono::milliseconds wait) {
   if (!consumer_) Bind();
-  auto messages = consumer_->Fetch(static_cast<size_t>(js_config_.batch), wait);
+  return Take(consumer_->Fetch(static_cast<size_t>(js_config_.batch), wait));
+}
+
+JetStreamIngest::Counts JetStreamIngest::Take(std::vector<nats::Message> messages) {
   Counts counts;
   if (messages.empty()) return counts;
   std::vector<Taken> taken;

@@ -160,7 +160,7 @@ TEST(PipelineConfig, JetStreamNeedsServersStreamAndSubject) {
   EXPECT_EQ(config.jetstream->servers.size(), 2u);
   EXPECT_EQ(config.jetstream->durable, "runnel-" + config.name);
   EXPECT_EQ(config.jetstream->dead_letter, "runnel." + config.name + ".dead");
-  EXPECT_EQ(config.jetstream->batch, 1000);
+  EXPECT_EQ(config.jetstream->batch, 2000);
   EXPECT_EQ(config.jetstream->threads, 1);
   EXPECT_EQ(config.jetstream->ack_wait, std::chrono::seconds(30));
   EXPECT_TRUE(config.jetstream->credentials.empty());

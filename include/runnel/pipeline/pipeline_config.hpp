@@ -76,7 +76,7 @@ struct JetStreamConfig {
   std::string durable;                // the durable consumer every process shares (runnel-<name>)
   std::string dead_letter;            // where malformed messages go (runnel.<name>.dead)
   std::string results;                // results published to <results>.<client>; empty: not published
-  int64_t batch = 1000;               // messages per fetch and transaction
+  int64_t batch = 2000;               // messages per fetch and transaction
   int64_t threads = 1;                // ingest threads per process, each with its connections
   std::chrono::seconds ack_wait{30};  // a message not acknowledged by then is delivered again
   std::filesystem::path credentials, ca_file, cert_file, key_file;  // absolute; empty: none

@@ -14,6 +14,11 @@
 // recorded with its reason, published to the dead-letter subject with the reason in
 // its Runnel-Error header, and terminated; the others are served.
 //
+// Start's rounds fetch the next batch while they take one in (a second thread, the
+// consumer used by one fetch at a time); a round of first deliveries skips the lookup
+// (only a message delivered before can have been taken in before; the table's primary
+// key catches a consumer made anew, and the round is done again with it).
+//
 // Thread safety: Start/Stop from one thread; RunOnce from one thread at a time.
 #pragma once
 
@@ -79,6 +84,8 @@ class JetStreamIngest {
  private:
   struct Taken;
   void Bind();
+  // The rest of a round: classify, insert and record in one transaction, settle.
+  Counts Take(std::vector<nats::Message> messages);
   void Classify(std::vector<Taken>& taken) const;
   struct SeenBefore {};  // thrown by Insert without its lookup: a message was taken in before
   void Insert(std::vector<Taken>& taken, bool careful, bool look_up);
