@@ -21,8 +21,11 @@ rows=${ROWS:-20000}
 rate=${RATE:-5000}
 work=$(mktemp -d /tmp/runnel-jetstream-example.XXXXXX)
 pids=()
-cleanup() {
-  [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null && wait "${pids[@]}" 2>/dev/null
+cleanup() {  # keeps the script's own exit status (set -e applies in the trap too)
+  if [ ${#pids[@]} -gt 0 ]; then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
