@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "../support/nats_server.hpp"
+#include "../support/needs_fixture.hpp"
 #include "../support/shared_fixtures.hpp"
 #include "../support/temp_dir.hpp"
 #include "runnel/core/process.hpp"
@@ -465,13 +466,11 @@ TEST_F(CliTest, LoadPublishesToJetStream) {
   nats::ConnectOptions options;
   options.servers = {server.url()};
   nats::JetStream js(options);
-  std::ifstream in(std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml");
-  std::stringstream text;
-  text << in.rdbuf();
   const std::string pipeline = (home_.path() / "p.toml").string();
-  testing::WriteFile(pipeline, text.str() + fmt::format("\n[jetstream]\nservers = [\"{}\"]\nstream = \"REQ\"\n"
-                                                        "subject = \"req.>\"\nresults = \"res.needs\"\n",
-                                                        server.url()));
+  testing::WriteFile(
+      pipeline, testing::ExampleNeedsPipeline() + fmt::format("\n[jetstream]\nservers = [\"{}\"]\nstream = \"REQ\"\n"
+                                                              "subject = \"req.>\"\nresults = \"res.needs\"\n",
+                                                              server.url()));
   auto setup = Runnel({"jetstream", "setup", "--pipeline", pipeline});
   ASSERT_EQ(setup.exit_code, 0) << setup.output;
   EXPECT_NE(setup.output.find("stream REQ on req.> (1 replica(s))"), std::string::npos) << setup.output;
