@@ -96,7 +96,8 @@ void JetStreamIngest::SetMetrics(PipelineMetrics* metrics, bool read_consumer) {
 // it is only logged (the rounds go on).
 void JetStreamIngest::ReportConsumer(std::chrono::steady_clock::time_point& next) {
   const auto now = std::chrono::steady_clock::now();
-  if (metrics_ == nullptr || !read_consumer_ || !consumer_ || now < next) return;
+  // (consumer_ belongs to the fetch thread: a consumer not bound yet fails to be read.)
+  if (metrics_ == nullptr || !read_consumer_ || now < next) return;
   next = now + std::chrono::seconds(1);
   try {
     const auto info = js_->Info(js_config_.stream, js_config_.durable);
