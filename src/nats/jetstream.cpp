@@ -191,12 +191,9 @@ void JetStream::OnPublishError(jsCtx* /*js*/, jsPubAckErr* error, void* self) {
   {
     MutexLock lock(js->error_mutex_);
     js->publish_error_ = std::move(reason);
+    if (error->Err == NATS_NO_RESPONDERS) js->no_stream_subject_ = subject;
   }
-  if (error->Err == NATS_NO_RESPONDERS) {
-    js->no_stream_failures_.fetch_add(1);
-    MutexLock lock(js->error_mutex_);
-    js->no_stream_subject_ = subject;
-  }
+  if (error->Err == NATS_NO_RESPONDERS) js->no_stream_failures_.fetch_add(1);
   js->publish_failures_.fetch_add(1);
 }
 
@@ -326,6 +323,15 @@ natsStatus FetchOnce(natsSubscription* sub, natsMsgList& list, int batch, int64_
   return natsSubscription_FetchRequest(&list, sub, &request);
 }
 
+// Moves the messages of `list` into `out`, then frees the list.
+void MoveInto(natsMsgList& list, std::vector<Message>& out) {
+  for (int i = 0; i < list.Count; ++i) {
+    out.emplace_back(list.Msgs[i]);
+    list.Msgs[i] = nullptr;  // owned by `out` now
+  }
+  natsMsgList_Destroy(&list);
+}
+
 // Takes messages of earlier pull requests that came after the client stopped waiting
 // for them, one per call: libnats 3.4.1's fetch writes past its array when such
 // leftovers fill more than half of a larger batch (fixed upstream, nats.c #749; not in
@@ -336,11 +342,7 @@ void TakeLeftovers(natsSubscription* sub, size_t max, int64_t max_bytes, std::ve
   while (out.size() < max && natsSubscription_GetPending(sub, &pending, &bytes) == NATS_OK && pending > 0) {
     natsMsgList list{};
     if (FetchOnce(sub, list, 1, max_bytes, std::chrono::milliseconds(kNoWaitMs), true) != NATS_OK) break;
-    for (int i = 0; i < list.Count; ++i) {
-      out.emplace_back(list.Msgs[i]);
-      list.Msgs[i] = nullptr;  // owned by `out` now
-    }
-    natsMsgList_Destroy(&list);
+    MoveInto(list, out);
   }
 }
 
@@ -362,12 +364,7 @@ std::vector<Message> PullConsumer::Fetch(size_t max, std::chrono::milliseconds w
         FetchOnce(sub_, list, poll ? 1 : batch, max_bytes, poll ? wait : std::chrono::milliseconds(kNoWaitMs), !poll);
     if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) continue;  // nothing there (now, or within the wait)
     Check(s, fmt::format("fetching from stream '{}'", stream_));
-    for (int i = 0; i < list.Count; ++i) {
-      out.emplace_back(list.Msgs[i]);
-      list.Msgs[i] = nullptr;  // owned by `out` now
-    }
-    natsMsgList_Destroy(&list);
-    if (!out.empty()) break;
+    MoveInto(list, out);
   }
   return out;
 }

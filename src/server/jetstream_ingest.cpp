@@ -113,10 +113,7 @@ void JetStreamIngest::Loop() {
   Backoff backoff;
   auto next_report = std::chrono::steady_clock::now();
   const auto fetch = [this] {
-    return std::async(std::launch::async, [this] {
-      if (!consumer_) Bind();
-      return consumer_->Fetch(static_cast<size_t>(js_config_.batch), std::chrono::milliseconds(500));
-    });
+    return std::async(std::launch::async, [this] { return Fetch(std::chrono::milliseconds(500)); });
   };
   std::future<std::vector<nats::Message>> next;
   while (!stop_) {
@@ -145,8 +142,13 @@ void JetStreamIngest::Loop() {
 }
 
 JetStreamIngest::Counts JetStreamIngest::RunOnce(std::chrono::milliseconds wait) {
+  return Take(Fetch(wait));
+}
+
+// Up to `batch` messages, binding the consumer first when it is not bound yet.
+std::vector<nats::Message> JetStreamIngest::Fetch(std::chrono::milliseconds wait) {
   if (!consumer_) Bind();
-  return Take(consumer_->Fetch(static_cast<size_t>(js_config_.batch), wait));
+  return consumer_->Fetch(static_cast<size_t>(js_config_.batch), wait);
 }
 
 JetStreamIngest::Counts JetStreamIngest::Take(std::vector<nats::Message> messages) {

@@ -84,6 +84,7 @@ class JetStreamIngest {
  private:
   struct Taken;
   void Bind();
+  std::vector<nats::Message> Fetch(std::chrono::milliseconds wait);
   // The rest of a round: classify, insert and record in one transaction, settle.
   Counts Take(std::vector<nats::Message> messages);
   void Classify(std::vector<Taken>& taken) const;
