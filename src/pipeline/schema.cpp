@@ -654,7 +654,7 @@ std::vector<std::string> UnmigratePlan(postgres::Connection& conn, const Pipelin
 
 std::vector<std::string> Unmigrate(postgres::Connection& conn, const PipelineConfig& config) {
   postgres::Transaction tx(conn);
-  conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
+  postgres::LockMigrations(conn);
   std::vector<std::string> done;
   for (const auto& object : InstalledObjects(conn, config)) {
     conn.Exec(object.drop);
@@ -668,7 +668,7 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
   const SchemaNames names = NamesFor(config);
   std::vector<std::string> done;
   postgres::Transaction tx(conn);
-  conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
+  postgres::LockMigrations(conn);
   conn.Exec(
       "CREATE TABLE IF NOT EXISTS runnel_migrations (pipeline text NOT NULL, version int NOT NULL, "
       "applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, version))");

@@ -556,6 +556,10 @@ bool TableExists(Connection& conn, std::string_view name) {
   return conn.Exec("SELECT to_regclass($1) IS NOT NULL", Params().Add(QuoteIdentifier(name))).Get<bool>(0, 0);
 }
 
+void LockMigrations(Connection& conn) {
+  conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
+}
+
 std::string QuoteLiteral(std::string_view value) {
   std::string out = "'";
   for (char c : value) {

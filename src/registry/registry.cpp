@@ -106,7 +106,7 @@ namespace {
 
 void CreateRegistry(postgres::Connection& conn) {
   postgres::Transaction tx(conn);
-  conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
+  postgres::LockMigrations(conn);
   conn.Exec(
       "CREATE TABLE IF NOT EXISTS runnel_models ("
       "  name text NOT NULL, version bigint NOT NULL, format text NOT NULL DEFAULT '', bytes bytea NOT NULL,"

@@ -115,7 +115,7 @@ void EnsureKeyTable(postgres::Connection& conn) {
   // Processes starting together: CREATE ... IF NOT EXISTS alone races (one of them
   // fails on the sequence's or the table's name), so they take the migration lock.
   postgres::Transaction tx(conn);
-  conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
+  postgres::LockMigrations(conn);
   conn.Exec(kCreateTableSql);
   tx.Commit();
 }

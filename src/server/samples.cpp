@@ -73,7 +73,7 @@ bool MigrateSamples(postgres::Connection& conn) {
     // Processes starting together: CREATE ... IF NOT EXISTS alone races (one of them
     // fails on the table's type), so they take the migration lock in turn.
     postgres::Transaction tx(conn);
-    conn.Exec("SELECT pg_advisory_xact_lock(hashtext('runnel_migrate'))");
+    postgres::LockMigrations(conn);
     conn.Exec(
         "CREATE TABLE IF NOT EXISTS runnel_samples (pipeline text NOT NULL, process text NOT NULL, "
         "at timestamptz NOT NULL, done bigint NOT NULL, throttled bigint NOT NULL, failed bigint NOT NULL, "

@@ -253,4 +253,11 @@ std::string QuoteLiteral(std::string_view value);
 // DatabaseError.
 bool TableExists(Connection& conn, std::string_view name);
 
+// Takes the advisory lock under which Runnel creates and alters its shared tables
+// (migrate, unmigrate, the registry, samples, API keys), so that processes starting
+// together take turns instead of racing on CREATE ... IF NOT EXISTS. Precondition: a
+// transaction is open on `conn`; the lock is released when it ends. Throws
+// DatabaseError.
+void LockMigrations(Connection& conn);
+
 }  // namespace runnel::postgres
