@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "runnel/core/config.hpp"
+#include "runnel/nats/jetstream.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/postgres/cluster.hpp"
 #include "runnel/postgres/connection.hpp"
@@ -38,8 +39,9 @@ void AddDemoCommand(CLI::App& root, std::vector<Command>& commands);
 void AddKeysCommands(CLI::App& root, std::vector<Command>& commands);  // access_commands.cpp
 void AddGrantsCommand(CLI::App& root, std::vector<Command>& commands);
 void AddJetStreamCommands(CLI::App& root, std::vector<Command>& commands);  // jetstream_command.cpp
-// One line: the [jetstream] consumer's pending, unacknowledged and redelivered
-// messages. Throws Error when NATS cannot be reached or has no such consumer.
+// The [jetstream] consumer's state, and as one line its pending, unacknowledged and
+// redelivered messages. Throw Error when NATS cannot be reached or has no such consumer.
+nats::ConsumerInfo ReadConsumer(const pipeline::JetStreamConfig& js);
 std::string DescribeConsumer(const pipeline::JetStreamConfig& js);
 void AddModelCommands(CLI::App& root, std::vector<Command>& commands);
 void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands);

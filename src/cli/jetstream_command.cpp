@@ -55,8 +55,12 @@ int Status(const JetStreamArgs& args) {
 
 }  // namespace
 
+nats::ConsumerInfo ReadConsumer(const pipeline::JetStreamConfig& js) {
+  return Connect(js)->Info(js.stream, js.durable);
+}
+
 std::string DescribeConsumer(const pipeline::JetStreamConfig& js) {
-  const auto info = Connect(js)->Info(js.stream, js.durable);
+  const auto info = ReadConsumer(js);
   return fmt::format("consumer {} of stream {}: pending {}, delivered and not acknowledged {}, redelivered {}",
                      js.durable, js.stream, info.pending, info.ack_pending, info.redelivered);
 }

@@ -194,7 +194,21 @@ class ProgressReporter {
   std::thread thread_;  // last: starts once the members above exist
 };
 
-// Requests another process is serving are not left behind. Returns the exit code.
+// Whether a [jetstream] consumer is drained (every message taken in); says why not.
+bool JetStreamDrained(const pipeline::JetStreamConfig& js, const std::string& of) {
+  try {
+    const auto info = ReadConsumer(js);
+    if (info.pending == 0 && info.ack_pending == 0) return true;
+    fmt::print(stderr, "{}{} message(s) of JetStream stream '{}' are still to be taken in\n", of,
+               info.pending + static_cast<uint64_t>(std::max<int64_t>(info.ack_pending, 0)), js.stream);
+  } catch (const Error& e) {
+    fmt::print(stderr, "{}JetStream consumer '{}': {}\n", of, js.durable, e.what());
+  }
+  return false;
+}
+
+// Requests another process is serving, and messages its JetStream consumer still
+// holds, are not left behind. Returns the exit code.
 int CheckDrained(const std::string& url, const std::vector<pipeline::PipelineConfig>& configs,
                  const std::vector<pipeline::RunSummary>& summaries) {
   int code = 0;
@@ -207,6 +221,7 @@ int CheckDrained(const std::string& url, const std::vector<pipeline::PipelineCon
       fmt::print(stderr, "{}{} request(s) are still queued\n", of, left);
       code = 1;
     }
+    if (configs[i].jetstream && !JetStreamDrained(*configs[i].jetstream, of)) code = 1;
   }
   return code;
 }

@@ -1033,10 +1033,12 @@ class ServeLoop {
           reconnect_ = false;
           worker_.Reconnect();  // checks the tables: throws naming what is still wrong
         }
+        // Asked before looking at the queue: settled sources have put in it all they will.
+        const bool settled = !options_.until_idle || !options_.sources_settled || options_.sources_settled();
         BatchResult batch = worker_.ServeBatch();
         Resumed();
         if (batch.claimed == 0) {
-          if (options_.until_idle && ++idle_rounds >= 2) break;
+          if (options_.until_idle && settled && ++idle_rounds >= 2) break;
           worker_.WaitForWork(options_.idle_wait);
           continue;
         }

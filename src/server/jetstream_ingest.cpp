@@ -107,6 +107,19 @@ void JetStreamIngest::ReportConsumer(std::chrono::steady_clock::time_point& next
   }
 }
 
+// After an empty fetch. Messages the fetch under way holds count as delivered and
+// unacknowledged, so they keep the consumer from looking drained. A failure to ask
+// only leaves it undrained.
+void JetStreamIngest::CheckDrained() {
+  try {
+    const auto info = js_->Info(js_config_.stream, js_config_.durable);
+    drained_ = info.pending == 0 && info.ack_pending == 0;
+  } catch (const Error& e) {
+    drained_ = false;
+    spdlog::debug("{}: reading JetStream consumer '{}': {}", config_.name, js_config_.durable, e.what());
+  }
+}
+
 // Rounds with the next fetch under way while a batch is taken in (the consumer is used
 // by one fetch at a time: each starts after the one before has returned).
 void JetStreamIngest::Loop() {
@@ -121,11 +134,16 @@ void JetStreamIngest::Loop() {
       if (!next.valid()) next = fetch();
       auto messages = next.get();  // a failed fetch throws here, and the next starts anew
       next = fetch();
+      const bool empty = messages.empty();
+      if (!empty) drained_ = false;
       const auto counts = Take(std::move(messages));
       if (metrics_ != nullptr) metrics_->RecordJetStreamRound(counts.inserted, counts.duplicates, counts.dead);
       ReportConsumer(next_report);
+      if (empty) CheckDrained();
+      failed_rounds_ = 0;
       backoff.Reset();
     } catch (const std::exception& e) {
+      ++failed_rounds_;
       const auto wait = backoff.Next();
       spdlog::warn("{}: JetStream ingest from stream '{}': {} (retrying in {} ms)", config_.name, js_config_.stream,
                    e.what(), wait.count());

@@ -50,6 +50,7 @@ void JetStreamResults::Connect() {
 
 void JetStreamResults::Start() {
   Connect();
+  Anchor();
   stop_ = false;
   thread_ = std::thread([this] { Loop(); });
 }
@@ -57,6 +58,15 @@ void JetStreamResults::Start() {
 void JetStreamResults::Stop() {
   stop_ = true;
   if (thread_.joinable()) thread_.join();
+}
+
+void JetStreamResults::Finish(std::chrono::milliseconds limit) {
+  finish_ = true;
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (thread_.joinable() && !ended_ && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  Stop();
 }
 
 void JetStreamResults::Loop() {
@@ -67,6 +77,7 @@ void JetStreamResults::Loop() {
       if (!conn_ || !conn_->IsAlive()) Connect();
       const size_t n = RunOnce();
       backoff.Reset();
+      if (n == 0 && finish_) break;
       // Idle, or another process leads: look again shortly (a leader's new events
       // show within this, a takeover within a second).
       if (n == 0) SleepUnlessStopped(leading_ ? std::chrono::milliseconds(50) : std::chrono::seconds(1), stopping);
@@ -78,20 +89,25 @@ void JetStreamResults::Loop() {
       SleepUnlessStopped(wait, stopping);
     }
   }
+  ended_ = true;
 }
 
-// The stored position, or (first publisher) the newest event, stored.
-EventPosition JetStreamResults::StoredPosition() {
-  auto r = conn_->Exec(fmt::format("SELECT txid::text AS txid, id, ord FROM {}", QuoteIdentifier(names_.published)));
-  if (r.rows() > 0) {
-    return {std::stoull(r.Get<std::string>(0, r.ColumnIndex("txid"))), r.Get<int64_t>(0, r.ColumnIndex("id")),
-            r.Get<int64_t>(0, r.ColumnIndex("ord"))};
-  }
+// The first process publishing (any, not only the leader: before its workers serve)
+// stores the newest event as the position to start after.
+void JetStreamResults::Anchor() {
+  const auto stored = conn_->Exec(fmt::format("SELECT EXISTS (SELECT 1 FROM {})", QuoteIdentifier(names_.published)));
+  if (stored.Get<bool>(0, 0)) return;
   const EventPosition head = reader_->Head(*conn_);
   conn_->Exec(fmt::format("INSERT INTO {} (txid, id, ord) VALUES ($1::xid8, $2, $3) ON CONFLICT DO NOTHING",
                           QuoteIdentifier(names_.published)),
               Params().Add(std::to_string(head.txid)).Add(head.id).Add(head.ord));
-  return head;
+}
+
+EventPosition JetStreamResults::StoredPosition() {
+  Anchor();
+  auto r = conn_->Exec(fmt::format("SELECT txid::text AS txid, id, ord FROM {}", QuoteIdentifier(names_.published)));
+  return {std::stoull(r.Get<std::string>(0, r.ColumnIndex("txid"))), r.Get<int64_t>(0, r.ColumnIndex("id")),
+          r.Get<int64_t>(0, r.ColumnIndex("ord"))};
 }
 
 size_t JetStreamResults::RunOnce(int64_t limit) {

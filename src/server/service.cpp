@@ -113,18 +113,24 @@ class ServedPipeline {
     return std::exchange(failure_, nullptr);
   }
 
-  // [jetstream]: its messages become rows of the table, exactly once.
-  void StartJetStream(PipelineMetrics& metrics) {
+  // [jetstream]: the ingests, made before the workers ask whether they are settled, and
+  // the results publisher, started.
+  void PrepareJetStream(PipelineMetrics& metrics) {
     if (!config_.jetstream) return;
     for (int64_t i = 0; i < config_.jetstream->threads; ++i) {
       jetstream_.push_back(std::make_unique<JetStreamIngest>(config_, conninfo_));
       jetstream_.back()->SetMetrics(&metrics, i == 0);
-      jetstream_.back()->Start();
     }
     if (!config_.jetstream->results.empty()) {
       results_ = std::make_unique<JetStreamResults>(config_, conninfo_);
-      results_->Start();
+      results_->Start();  // before the workers: their first results are published
     }
+  }
+
+  // [jetstream]: its messages become rows of the table, exactly once.
+  void StartJetStream() {
+    if (!config_.jetstream) return;
+    for (auto& ingest : jetstream_) ingest->Start();
     if (options_.log) {
       options_.log(fmt::format("{}: taking requests from JetStream stream '{}' ({}, consumer '{}')", config_.name,
                                config_.jetstream->stream, config_.jetstream->subject, config_.jetstream->durable));
@@ -133,6 +139,8 @@ class ServedPipeline {
 
   void StopServices() {
     for (auto& ingest : jetstream_) ingest->Stop();
+    // A run that drained its queue by itself publishes the last results before it ends.
+    if (results_ && options_.until_idle) results_->Finish(std::chrono::seconds(10));
     if (results_) results_->Stop();
     if (events_) events_->Stop();
     if (jobs_) jobs_->Stop();
@@ -169,6 +177,11 @@ class ServedPipeline {
     pipeline::RunOptions run;
     run.workers = workers;
     run.until_idle = options_.until_idle;
+    if (!jetstream_.empty()) {
+      run.sources_settled = [this] {
+        return std::all_of(jetstream_.begin(), jetstream_.end(), [](const auto& in) { return in->settled(); });
+      };
+    }
     run.stop = &stop_;
     run.log = options_.log;
     run.on_pause = [this](size_t worker, const std::optional<std::string>& reason) {
@@ -272,8 +285,9 @@ void Service::Start() {
       http_port_ = http_->Start();
     }
     const auto shares = WorkerShares(options_.workers, pipelines_.size());
+    for (size_t i = 0; i < pipelines_.size(); ++i) pipelines_[i]->PrepareJetStream(*metrics[i]);
     for (size_t i = 0; i < pipelines_.size(); ++i) pipelines_[i]->StartWorkers(shares[i], *metrics[i]);
-    for (size_t i = 0; i < pipelines_.size(); ++i) pipelines_[i]->StartJetStream(*metrics[i]);
+    for (auto& p : pipelines_) p->StartJetStream();
     if (options_.workers > 0 && samples_table_) {
       sampler_ = std::make_unique<Sampler>(
           conninfo_, std::vector<const PipelineMetrics*>(metrics.begin(), metrics.end()), registry::ProcessId());

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -506,6 +507,76 @@ TEST_F(CliTest, LoadPublishesToJetStream) {
       Runnel({"load", "--pipeline", std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml", "--jetstream"});
   EXPECT_EQ(nowhere.exit_code, 1);
   EXPECT_NE(nowhere.output.find("has no [jetstream] section"), std::string::npos) << nowhere.output;
+}
+
+// `runnel run --until-idle` on a [jetstream] pipeline ends once every message of the
+// stream is in the table and served, and every result published: its workers do not
+// take an empty queue for the end while the consumer still has messages.
+TEST_F(CliTest, RunUntilIdleTakesInTheWholeStream) {
+  RUNNEL_REQUIRE_NATS_SERVER();
+  testing::NatsServer server;
+  ASSERT_EQ(Runnel({"db", "start"}).exit_code, 0);
+  auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url"}).output));
+  std::ifstream schema(std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/schema.sql");
+  conn.Exec(std::string(std::istreambuf_iterator<char>(schema), std::istreambuf_iterator<char>()));
+  const std::string pipeline = (home_.path() / "p.toml").string();
+  testing::WriteFile(pipeline, std::regex_replace(testing::ExampleNeedsPipeline(), std::regex("path = \"model/"),
+                                                  "path = \"" RUNNEL_SOURCE_DIR "/examples/needs/model/") +
+                                   fmt::format("\n[jetstream]\nservers = [\"{}\"]\nstream = \"REQ\"\n"
+                                               "subject = \"req.>\"\nresults = \"res.needs\"\n"
+                                               "batch = 300\n",
+                                               server.url()));
+  ASSERT_EQ(Runnel({"jetstream", "setup", "--pipeline", pipeline}).exit_code, 0);
+  ASSERT_EQ(Runnel({"migrate", "--pipeline", pipeline}).exit_code, 0);
+  auto load = Runnel({"load", "--pipeline", pipeline, "--jetstream", "--subject", "req.needs", "--rows", "2000",
+                      "--clients", "4", "--seed", "3"});
+  ASSERT_EQ(load.exit_code, 0) << load.output;
+
+  // Each insert of the ingest takes a while: the queue stays empty meanwhile.
+  conn.Exec(
+      "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; "
+      "END $$");
+  conn.Exec("CREATE TRIGGER slow BEFORE INSERT ON needs FOR EACH STATEMENT EXECUTE FUNCTION slow()");
+  auto run = Runnel({"run", "--pipeline", pipeline, "--until-idle", "--no-migrate"});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("served 2000 requests"), std::string::npos) << run.output;
+  conn.Exec("DROP TRIGGER slow ON needs");
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'").Get<int64_t>(0, 0), 2000);
+  auto status = Runnel({"jetstream", "status", "--pipeline", pipeline});
+  EXPECT_NE(status.output.find("consumer runnel-needs of stream REQ: pending 0, delivered and not acknowledged 0"),
+            std::string::npos)
+      << status.output;
+  nats::ConnectOptions options;
+  options.servers = {server.url()};
+  nats::JetStream js(options);
+  auto results = js.Consume("REQ_RESULTS", "check", "res.needs.>", std::chrono::seconds(30));
+  std::set<std::string> ids;
+  for (int round = 0; round < 10; ++round) {
+    auto got = results->Fetch(1000, std::chrono::milliseconds(300));
+    if (got.empty()) break;
+    for (auto& m : got) {
+      ids.insert(nlohmann::json::parse(m.data())["id"].dump());
+      m.Ack();
+    }
+  }
+  EXPECT_EQ(ids.size(), 2000u) << "each result published before the run ended";
+
+  // Messages it cannot take in (its inserts refused, not for a row's sake) end the run
+  // after a few rounds, said, with a failure; once they can be, the next run takes them.
+  auto more = Runnel({"load", "--pipeline", pipeline, "--jetstream", "--subject", "req.needs", "--rows", "5"});
+  ASSERT_EQ(more.exit_code, 0) << more.output;
+  conn.Exec(
+      "CREATE FUNCTION closed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'closed' USING "
+      "ERRCODE = '42501'; END $$");
+  conn.Exec("CREATE TRIGGER closed BEFORE INSERT ON needs FOR EACH ROW EXECUTE FUNCTION closed()");
+  auto stuck = Runnel({"run", "--pipeline", pipeline, "--until-idle", "--no-migrate"});
+  EXPECT_EQ(stuck.exit_code, 1) << stuck.output;
+  EXPECT_NE(stuck.output.find("5 message(s) of JetStream stream 'REQ' are still to be taken in"), std::string::npos)
+      << stuck.output;
+  conn.Exec("DROP TRIGGER closed ON needs");
+  auto open = Runnel({"run", "--pipeline", pipeline, "--until-idle", "--no-migrate"});
+  EXPECT_EQ(open.exit_code, 0) << open.output;
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'").Get<int64_t>(0, 0), 2005);
 }
 
 TEST_F(CliTest, RunChecksItsAddressAndTokenFileBeforeStarting) {

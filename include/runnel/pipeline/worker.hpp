@@ -113,6 +113,11 @@ class Worker {
 struct RunOptions {
   size_t workers = 1;
   bool until_idle = false;                   // return once the queue stays empty (or a pause lasts: RunSummary::paused)
+  // until_idle: whether what feeds the queue besides inserts (a JetStream consumer) has
+  // nothing more for it now (drained, or failing); workers return only after seeing
+  // the queue empty twice with this true before each look. Unset: nothing else feeds
+  // it. Must be thread-safe.
+  std::function<bool()> sources_settled;
   std::chrono::milliseconds idle_wait{250};  // how long an idle worker waits for a wake-up
   const std::atomic<bool>* stop = nullptr;   // set to drain and return
   std::function<void(const std::string&)> log;  // progress messages (errors go to spdlog at warn)

@@ -79,6 +79,13 @@ class JetStreamIngest {
   void SetAcknowledge(bool acknowledge) { acknowledge_ = acknowledge; }
 
   Counts totals() const;
+  // Whether Start's rounds expect nothing more for now (for `runnel run --until-idle`):
+  // they last found the consumer drained — a fetch came back empty, then every message
+  // of the stream was acknowledged (none pending, none delivered and unacknowledged),
+  // so every message published before is in the table — or their last kFailedRounds
+  // rounds failed (what is left is said by the caller). Any thread.
+  static constexpr int kFailedRounds = 3;
+  bool settled() const { return drained_.load() || failed_rounds_.load() >= kFailedRounds; }
   nats::JetStream& jetstream() { return *js_; }
 
  private:
@@ -95,6 +102,7 @@ class JetStreamIngest {
   void Settle(std::vector<Taken>& taken, Counts& counts);
   void Loop();
   void ReportConsumer(std::chrono::steady_clock::time_point& next);
+  void CheckDrained();
 
   const pipeline::PipelineConfig& config_;
   const pipeline::JetStreamConfig& js_config_;
@@ -109,6 +117,8 @@ class JetStreamIngest {
   PipelineMetrics* metrics_ = nullptr;
   bool read_consumer_ = false;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> drained_{false};
+  std::atomic<int> failed_rounds_{0};  // in a row
   std::thread thread_;
   mutable Mutex mutex_;
   Counts totals_ GUARDED_BY(mutex_);

@@ -10,8 +10,8 @@
 // in runnel_<p>_published; a process that takes over, or starts again, resumes after
 // it: the events published after the stored position come again and the duplicate
 // window drops them (it must outlast a takeover: JetStream's default is 2 minutes). The
-// first publisher starts at the newest event: results from before publishing was
-// configured are not sent.
+// first publisher starts at the newest event when it starts (before its workers serve):
+// results from before publishing was configured are not sent.
 //
 // Thread safety: Start/Stop from one thread; RunOnce from one thread at a time.
 #pragma once
@@ -44,8 +44,14 @@ class JetStreamResults {
 
   // Connects to PostgreSQL and NATS. Throws Error (Unavailable, Database).
   void Connect();
-  void Start();  // connects, then rounds on a thread until Stop (failures logged, retried)
+  // Connects; the first publisher of the pipeline stores where to start (results from
+  // now on: call before serving); then rounds on a thread until Stop (failures logged,
+  // retried). Throws as Connect does.
+  void Start();
   void Stop();
+  // For a run that ends by itself (until-idle): once Start's rounds find nothing new to
+  // publish (or another process leads) they end; then, or after `limit`, stops.
+  void Finish(std::chrono::milliseconds limit);
 
   // One round: takes the lead when free, then publishes up to `limit` new events.
   // Returns how many it published (0 when another process leads or nothing is new).
@@ -59,6 +65,7 @@ class JetStreamResults {
 
  private:
   void Loop();
+  void Anchor();
   EventPosition StoredPosition();
 
   const pipeline::PipelineConfig& config_;
@@ -72,6 +79,8 @@ class JetStreamResults {
   EventPosition position_;
   std::atomic<uint64_t> published_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> finish_{false};  // end the rounds once nothing is new
+  std::atomic<bool> ended_{false};   // the rounds have ended
   std::thread thread_;
 };
 

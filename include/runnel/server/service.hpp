@@ -32,7 +32,8 @@ struct ServiceOptions {
   // Workers of all pipelines together (WorkerShares); 0: API only (other processes
   // run the workers).
   size_t workers = 2;
-  bool until_idle = false;          // workers return once the queue stays empty
+  bool until_idle = false;          // workers return once the queue stays empty and [jetstream] consumers are
+                                    // drained (then the last results are published)
   bool migrate = true;              // run pipeline::Migrate first
   std::string model_file;           // non-empty: serve this file, not the registry (one pipeline only)
   std::optional<HttpOptions> http;  // serve the API too
