@@ -45,6 +45,12 @@ void FuseSparseText(Graph& graph);
 // (ops_matrix.cpp).
 void PackConstantMatMuls(Graph& graph);
 
+// Replaces each erf GELU written out as five nodes (Div by √2, Erf, Add 1, Mul by x,
+// Mul by ½, as PyTorch and Hugging Face export it) whose inner values nothing else
+// reads by one node computing the same float operations in one pass
+// (ops_elementwise.cpp). Run once at load.
+void FuseErfGelu(Graph& graph);
+
 // The node that reads value `id`, when exactly one node does (once) and it is not a
 // graph output; -1 otherwise.
 int SoleReader(const Graph& g, int id);

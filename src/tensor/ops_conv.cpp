@@ -635,7 +635,7 @@ void LayerNormalization(const Node& node, std::span<const Tensor* const> in, std
     soff[k] = at[0];
     boff[k] = at[1];
   });
-  out[0] = Tensor(x.type(), x.shape());
+  out[0] = Tensor::Uninitialized(x.type(), x.shape());  // NormalizeRuns writes each element
   Shape stat = x.shape();
   for (size_t i = axis; i < stat.size(); ++i) stat[i] = 1;
   std::vector<double> means(groups), inv(groups);

@@ -1,6 +1,8 @@
 // Elementwise operators: unary math and activations, binary arithmetic, comparisons
 // and logic with NumPy broadcasting, variadic Sum/Mean/Min/Max, Where, Clip, Cast.
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <type_traits>
 
@@ -589,9 +591,167 @@ void Cast(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
   });
 }
 
+// ---- GELU ----
+
+// ONNX's Gelu (opset 20): x/2 (1 + erf(x/√2)), or with approximate = "tanh"
+// x/2 (1 + tanh(√(2/π) (x + 0.044715 x³))). Floats through the vectorized erf/tanh.
+void Gelu(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  const std::string approximate = node.String("approximate", "none");
+  if (approximate != "none" && approximate != "tanh")
+    throw Error(ErrorCode::Model,
+                fmt::format("Gelu's approximate must be \"none\" or \"tanh\", not \"{}\"", approximate));
+  const bool tanh = approximate == "tanh";
+  out[0] = Tensor::Uninitialized(x.type(), x.shape());
+  if (x.type() == DataType::kFloat) {
+    auto src = x.data<float>();
+    auto dst = out[0].data<float>();
+    const float k = tanh ? static_cast<float>(std::sqrt(2.0 / M_PI)) : static_cast<float>(M_SQRT1_2);
+    for (size_t i = 0; i < src.size(); ++i)
+      dst[i] = tanh ? k * (src[i] + 0.044715f * src[i] * src[i] * src[i]) : k * src[i];
+    tanh ? TanhInPlace(dst) : ErfInPlace(dst);
+    for (size_t i = 0; i < src.size(); ++i) dst[i] = 0.5f * src[i] * (1.0f + dst[i]);
+    return;
+  }
+  if (x.type() != DataType::kDouble)
+    throw Error(ErrorCode::Model, fmt::format("Gelu takes floats, not {}", TypeText(x)));
+  auto src = x.data<double>();
+  auto dst = out[0].data<double>();
+  for (size_t i = 0; i < src.size(); ++i) {
+    const double v = src[i];
+    dst[i] = 0.5 * v *
+             (1 + (tanh ? std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)) : std::erf(v * M_SQRT1_2)));
+  }
+}
+
+// The erf GELU as exporters write it out — Div(x, a) → Erf → Add(·, b) → Mul(x, ·) →
+// Mul(·, c), or with x·c first — fused (FuseErfGelu): one pass, one value, the same
+// float operations in the same order as the five nodes.
+struct ErfGeluState final : NodeState {
+  float divisor = 0, add = 0, scale = 0;
+  bool scale_first = false;  // (x·c)·(erf(x/a) + b) rather than (x·(erf(x/a) + b))·c
+  size_t rank = 0;           // of the constants' broadcast: the output has at least this rank
+};
+
+void ErfGelu(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const Tensor& x = Required(node, in, 0);
+  if (x.type() != DataType::kFloat) throw Error(ErrorCode::Model, fmt::format("Div of float and {}", TypeText(x)));
+  const auto& s = node.State<ErfGeluState>();
+  Shape shape = x.shape();
+  if (shape.size() < s.rank) shape.insert(shape.begin(), s.rank - shape.size(), 1);
+  out[0] = Tensor::Uninitialized(DataType::kFloat, std::move(shape));
+  auto src = x.data<float>();
+  auto dst = out[0].data<float>();
+  for (size_t i = 0; i < src.size(); ++i) dst[i] = src[i] / s.divisor;
+  ErfInPlace(dst);
+  for (size_t i = 0; i < src.size(); ++i) {
+    const float sum = dst[i] + s.add;
+    dst[i] = s.scale_first ? (src[i] * s.scale) * sum : (src[i] * sum) * s.scale;
+  }
+}
+
+// A one-element float constant, or null.
+const Tensor* ScalarConstant(const Graph& g, int id) {
+  if (id < 0 || !g.constants[static_cast<size_t>(id)]) return nullptr;
+  const Tensor* t = g.constants[static_cast<size_t>(id)].get();
+  return t->type() == DataType::kFloat && t->size() == 1 ? t : nullptr;
+}
+
+// Node n when it is `op` of the default domain (opset ≥ 7: broadcasting binaries).
+const Node* NodeIs(const Graph& g, int n, std::string_view op) {
+  if (n < 0) return nullptr;
+  const Node& node = g.nodes[static_cast<size_t>(n)];
+  return node.domain.empty() && node.op == op && node.opset >= 7 && node.outputs.size() == 1 ? &node : nullptr;
+}
+
+// The input of binary `node` other than value `id` when it is a scalar constant, or null.
+const Tensor* OtherScalar(const Graph& g, const Node& node, int id) {
+  if (node.inputs.size() != 2) return nullptr;
+  if (node.inputs[0] == id) return ScalarConstant(g, node.inputs[1]);
+  if (node.inputs[1] == id) return ScalarConstant(g, node.inputs[0]);
+  return nullptr;
+}
+
+// The erf GELU starting at Div node `d`, fused in its place; returns whether it was.
+bool FuseErfGeluAt(Graph& g, size_t d) {
+  const Node* div = NodeIs(g, static_cast<int>(d), "Div");
+  if (div == nullptr || div->inputs.size() != 2) return false;
+  const int x = div->inputs[0];
+  const Tensor* a = ScalarConstant(g, div->inputs[1]);
+  const int e = SoleReader(g, div->outputs[0]);
+  if (a == nullptr || e < 0 || g.nodes[static_cast<size_t>(e)].op != "Erf" ||
+      !g.nodes[static_cast<size_t>(e)].domain.empty())
+    return false;
+  const int erf_out = g.nodes[static_cast<size_t>(e)].outputs[0];
+  const int ad = SoleReader(g, erf_out);
+  const Node* add = NodeIs(g, ad, "Add");
+  const Tensor* b = add == nullptr ? nullptr : OtherScalar(g, *add, erf_out);
+  if (b == nullptr) return false;
+  const int m1 = SoleReader(g, add->outputs[0]);
+  const Node* mul = NodeIs(g, m1, "Mul");
+  if (mul == nullptr || mul->inputs.size() != 2) return false;
+  const int other = mul->inputs[0] == add->outputs[0] ? mul->inputs[1] : mul->inputs[0];
+  auto state = std::make_shared<ErfGeluState>();
+  std::vector<int> gone{e, ad, m1};
+  int y = -1;
+  const Tensor* c = nullptr;
+  if (other == x) {  // (x·(erf + b))·c
+    const int m2 = SoleReader(g, mul->outputs[0]);
+    const Node* scale = NodeIs(g, m2, "Mul");
+    c = scale == nullptr ? nullptr : OtherScalar(g, *scale, mul->outputs[0]);
+    if (c == nullptr) return false;
+    gone.push_back(m2);
+    y = scale->outputs[0];
+  } else {  // (x·c)·(erf + b)
+    int h = -1;
+    for (size_t n = 0; n < g.nodes.size() && h < 0; ++n) {
+      if (!g.nodes[n].outputs.empty() && g.nodes[n].outputs[0] == other) h = static_cast<int>(n);
+    }
+    const Node* first = NodeIs(g, h, "Mul");
+    c = first == nullptr ? nullptr : OtherScalar(g, *first, x);
+    if (c == nullptr || SoleReader(g, other) != m1) return false;
+    state->scale_first = true;
+    gone.push_back(h);
+    y = mul->outputs[0];
+  }
+  state->divisor = a->data<float>()[0];
+  state->add = b->data<float>()[0];
+  state->scale = c->data<float>()[0];
+  state->rank = std::max({a->rank(), b->rank(), c->rank()});
+  // In the place of the first of them (each reads only x or their own values; the
+  // readers of y come after the last).
+  const size_t at = std::min(d, static_cast<size_t>(*std::min_element(gone.begin(), gone.end())));
+  Node fused = *div;
+  fused.op = "Gelu(erf)";
+  fused.inputs = {x};
+  fused.outputs = {y};
+  fused.kernel = ErfGelu;
+  fused.state = std::move(state);
+  gone.push_back(static_cast<int>(d));
+  std::sort(gone.begin(), gone.end(), std::greater<>());
+  std::vector<int> constants;
+  for (const int n : gone) {
+    for (const int id : g.nodes[static_cast<size_t>(n)].inputs) constants.push_back(id);
+  }
+  for (const int n : gone) {
+    if (static_cast<size_t>(n) != at) g.nodes.erase(g.nodes.begin() + n);
+  }
+  // `at` is the smallest: the erasures above it left it where it was.
+  g.nodes[at] = std::move(fused);
+  for (const int id : constants) {
+    if (id >= 0 && g.constants[static_cast<size_t>(id)] && Unread(g, id)) g.constants[static_cast<size_t>(id)].reset();
+  }
+  return true;
+}
+
 }  // namespace
 
+void FuseErfGelu(Graph& g) {
+  for (size_t d = 0; d < g.nodes.size(); ++d) FuseErfGeluAt(g, d);
+}
+
 void AddElementwiseKernels(std::vector<KernelEntry>& t) {
+  t.push_back({"Gelu", 20, Gelu});
   t.push_back({"Identity", 1, Identity});
   t.push_back({"Dropout", 1, Dropout});
   t.push_back({"Abs", 6, Unary<AbsOp>});

@@ -202,6 +202,7 @@ struct Tokenizer::Impl {
   bool truncate_left = false;
   int64_t pad_id = 0;
   size_t vocab_size = 0;
+  mutable WordCache word_cache;  // what `model` made of words seen before
 
   // Returns each added token's content and id (the pad token may be among them).
   std::vector<std::pair<std::string, int64_t>> ReadAddedTokens(const JsonReader& reader, const Json& j);
@@ -284,13 +285,35 @@ void Tokenizer::Impl::ReadPadding(const JsonReader& reader, const Json& j,
   }
 }
 
+bool WordCache::Find(std::u32string_view word, std::vector<int64_t>& ids) const {
+  MutexLock lock(mutex_);
+  const auto it = words_.find(word);
+  if (it == words_.end()) return false;
+  ids.insert(ids.end(), it->second.begin(), it->second.end());
+  return true;
+}
+
+void WordCache::Add(std::u32string_view word, std::span<const int64_t> ids) {
+  if (word.size() > kMaxWordChars) return;
+  MutexLock lock(mutex_);
+  if (words_.size() < kMaxWords) words_.emplace(std::u32string(word), std::vector<int64_t>(ids.begin(), ids.end()));
+}
+
+size_t WordCache::size() const {
+  MutexLock lock(mutex_);
+  return words_.size();
+}
+
 void Tokenizer::Impl::EncodeWords(std::u32string text, std::vector<int64_t>& ids, size_t limit, bool at_start) const {
   std::vector<std::u32string> words;
   words.push_back(std::move(text));
   if (pre_tokenizer) pre_tokenizer->Split(words, at_start);
   for (const auto& word : words) {
     if (ids.size() >= limit) return;
-    if (!word.empty()) model->Tokenize(word, ids);
+    if (word.empty() || word_cache.Find(word, ids)) continue;
+    const size_t first = ids.size();
+    model->Tokenize(word, ids);
+    word_cache.Add(word, std::span(ids).subspan(first));
   }
 }
 

@@ -9,10 +9,13 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include "runnel/core/mutex.hpp"
 
 namespace runnel::text {
 
@@ -87,6 +90,30 @@ class TokenModel {
   virtual std::string Describe() const = 0;
 };
 std::unique_ptr<TokenModel> MakeTokenModel(const JsonReader& reader, const Json& j);
+
+// Words tokenized before and their ids, as Hugging Face's tokenizers keep them (its
+// BPE's cache): words recur, and merging them again is most of a tokenizer's time.
+// Bounded: up to kMaxWords words of up to kMaxWordChars characters; once full, no more
+// are added (the library does the same). Thread safety: any thread.
+class WordCache {
+ public:
+  static constexpr size_t kMaxWords = 10'000;
+  static constexpr size_t kMaxWordChars = 64;
+
+  // Appends the ids of `word` and returns true when it is kept here.
+  bool Find(std::u32string_view word, std::vector<int64_t>& ids) const EXCLUDES(mutex_);
+  // Keeps `word`'s ids unless it is too long or the cache is full.
+  void Add(std::u32string_view word, std::span<const int64_t> ids) EXCLUDES(mutex_);
+  size_t size() const EXCLUDES(mutex_);
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::u32string_view s) const { return std::hash<std::u32string_view>{}(s); }
+  };
+  mutable Mutex mutex_;
+  std::unordered_map<std::u32string, std::vector<int64_t>, Hash, std::equal_to<>> words_ GUARDED_BY(mutex_);
+};
 
 class PostProcessor {
  public:

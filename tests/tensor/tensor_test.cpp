@@ -466,6 +466,101 @@ TEST(TensorTest, FusedTextClassifierAnswersAsTheSeparateKernels) {
   }
 }
 
+// ONNX's Gelu (opset 20) against its definition in double, both forms.
+TEST(TensorTest, GeluAnswersAsItsDefinition) {
+  std::vector<float> xs{0.0f, -0.0f, 1.0f, -1.0f, 3.5f, -3.5f, 10.0f, -10.0f, 1e-8f, -40.0f};
+  std::mt19937_64 rng(runnel::testing::TestSeed());
+  std::uniform_real_distribution<float> value(-6.0f, 6.0f);
+  for (int i = 0; i < 1000; ++i) xs.push_back(value(rng));
+  const Tensor x = Tensor::Of<float>(DataType::kFloat, {static_cast<int64_t>(xs.size())}, xs);
+  for (const std::string approximate : {"none", "tanh", ""}) {
+    onnx::ModelProto m;
+    m.ParseFromString(OneNodeModel("Gelu", 20, 1));
+    if (!approximate.empty())
+      AddAttribute(*m.mutable_graph()->mutable_node(0), "approximate", onnx::AttributeProto::STRING)
+          ->set_s(approximate);
+    const auto got = Session(LoadOnnxGraph(m.SerializeAsString(), "gelu.onnx")).Run({x})[0];
+    for (size_t i = 0; i < xs.size(); ++i) {
+      const double v = xs[i];
+      const double want = approximate == "tanh"
+                              ? 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)))
+                              : 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+      ASSERT_NEAR(got.data<float>()[i], want, 2e-6 * (1 + std::abs(want))) << approximate << " at x = " << v;
+    }
+  }
+  onnx::ModelProto m;
+  m.ParseFromString(OneNodeModel("Gelu", 20, 1));
+  AddAttribute(*m.mutable_graph()->mutable_node(0), "approximate", onnx::AttributeProto::STRING)->set_s("fast");
+  EXPECT_EQ(MessageOf([&] { Session(LoadOnnxGraph(m.SerializeAsString(), "g.onnx")).Run({x}); }),
+            "node 'the_node' (Gelu): Gelu's approximate must be \"none\" or \"tanh\", not \"fast\"");
+  EXPECT_EQ(FindKernel("", "Gelu", 19), nullptr) << "Gelu exists from opset 20";
+}
+
+// The erf GELU as exporters write it out: y = Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5)
+// (PyTorch's nn.GELU), or with `scale_first` y = Mul(Mul(x, 0.5), Add(Erf(...), 1))
+// (Hugging Face's). `exposed`: the Erf's output is a graph output too.
+std::string ErfGeluModel(bool scale_first, bool exposed) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  auto* x = g->add_input();
+  x->set_name("x");
+  x->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+  for (const auto& [name, v] :
+       std::vector<std::pair<std::string, float>>{{"sqrt2", 1.4142135f}, {"one", 1.0f}, {"half", 0.5f}}) {
+    auto* c = g->add_initializer();
+    *c = FloatProto({}, {v});
+    c->set_name(name);
+  }
+  auto node = [&](const std::string& op, std::vector<std::string> in, const std::string& out) {
+    auto* n = g->add_node();
+    n->set_op_type(op);
+    for (const auto& i : in) n->add_input(i);
+    n->add_output(out);
+  };
+  if (scale_first) node("Mul", {"x", "half"}, "h");
+  node("Div", {"x", "sqrt2"}, "d");
+  node("Erf", {"d"}, "e");
+  node("Add", {"one", "e"}, "a");
+  if (scale_first) {
+    node("Mul", {"h", "a"}, "y");
+  } else {
+    node("Mul", {"a", "x"}, "m");
+    node("Mul", {"m", "half"}, "y");
+  }
+  g->add_output()->set_name("y");
+  if (exposed) g->add_output()->set_name("e");
+  return m.SerializeAsString();
+}
+
+// Fused at load into one node answering bit for bit as the nodes it replaces, unless a
+// value inside is read from outside.
+TEST(TensorTest, ErfGeluWrittenOutIsFusedAndAnswersTheSame) {
+  std::mt19937_64 rng(runnel::testing::TestSeed());
+  std::uniform_real_distribution<float> value(-6.0f, 6.0f);
+  for (const bool scale_first : {false, true}) {
+    const auto fused = LoadOnnxGraph(ErfGeluModel(scale_first, false), "gelu.onnx");
+    const auto plain = LoadOnnxGraph(ErfGeluModel(scale_first, true), "gelu.onnx");
+    ASSERT_EQ(fused->nodes.size(), 1u) << scale_first;
+    EXPECT_EQ(fused->nodes[0].op, "Gelu(erf)");
+    EXPECT_EQ(plain->nodes.size(), 5u) << "Erf's output is read outside: not fused";
+    for (const Shape& shape : {Shape{}, Shape{7}, Shape{3, 67, 128}, Shape{0, 4}}) {
+      Tensor x(DataType::kFloat, shape);
+      for (float& v : x.data<float>()) v = value(rng);
+      const auto got = Session(fused).Run({x})[0];
+      const auto want = Session(plain).Run({x})[0];
+      ASSERT_EQ(got.shape(), want.shape());
+      ASSERT_EQ(got.size(), x.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_EQ(got.data<float>()[i], want.data<float>()[i]) << scale_first << " at x = " << x.data<float>()[i];
+        const double v = x.data<float>()[i];
+        ASSERT_NEAR(got.data<float>()[i], 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))), 2e-6 * (1 + std::abs(v)));
+      }
+    }
+  }
+}
+
 // x [.., k] · W [k, n] + b [n] as PyTorch exports a linear layer (MatMul, then Add with
 // the bias first). `exposed`: the product is a graph output too; `weights_input`: W is
 // a graph input, not an initializer. W and b are drawn from `rng`.
