@@ -11,13 +11,13 @@ wait_served() {
                          PERFORM pg_sleep(0.01); END LOOP; END \$\$" >/dev/null
 }
 median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
-# serve_burst BINARY PIPELINE: on the database fresh_db made (and the caller set up),
-# migrates and serves PIPELINE with BINARY while the load is inserted with this build's
-# `runnel load` (examples/needs/pipeline.toml). Sets BURST (first insert to the last
-# result, s) and INSERTS (how long the inserts took, s); exits unless every request got
-# a result.
+# serve_burst BINARY PIPELINE [LOAD_PIPELINE]: on the database fresh_db made (and the
+# caller set up), migrates and serves PIPELINE with BINARY while the load is inserted
+# with this build's `runnel load` (LOAD_PIPELINE, default examples/needs/pipeline.toml).
+# Sets BURST (first insert to the last result, s) and INSERTS (how long the inserts
+# took, s); exits unless every request got a result.
 serve_burst() {
-  local binary=$1 pipeline=$2
+  local binary=$1 pipeline=$2 load=${3:-examples/needs/pipeline.toml}
   "$binary" --log-level warn migrate --pipeline "$pipeline" --db "$URL" >/dev/null
   "$binary" --log-level warn run --pipeline "$pipeline" --db "$URL" --workers 2 --no-migrate \
     > "$RUNNEL_HOME/run.log" 2>&1 &
@@ -25,7 +25,7 @@ serve_burst() {
   sleep 1
   local t0 t_loaded t1
   t0=$(now)
-  "$RUNNEL" load --pipeline examples/needs/pipeline.toml --db "$URL" --rows 100000 --rows-per-txn 1000 \
+  "$RUNNEL" load --pipeline "$load" --db "$URL" --rows 100000 --rows-per-txn 1000 \
     --clients 100 --seed 1 >/dev/null 2>&1
   t_loaded=$(now)
   wait_served

@@ -245,7 +245,7 @@ void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
   const Plane2d p = PlaneOf(w);
   Shape shape{x.dim(0), filters};
   shape.insert(shape.end(), w.out.begin(), w.out.end());
-  out[0] = Tensor(x.type(), shape);
+  out[0] = Tensor::Uninitialized(x.type(), shape);  // each output plane is written below
   const int64_t cpg = channels / group;
   const auto fpg = static_cast<size_t>(filters / group);
   const auto k = static_cast<size_t>(cpg * p.kh * p.kw), positions = static_cast<size_t>(p.oh * p.ow);
@@ -404,38 +404,82 @@ void ConvTranspose(const Node& node, std::span<const Tensor* const> in, std::spa
   });
 }
 
+// One window of Pool2d at output (oy, ox), bounds checked.
+template <bool kMax>
+float PoolWindow(const float* xc, const Plane2d& p, int64_t oy, int64_t ox) {
+  float acc = kMax ? -std::numeric_limits<float>::infinity() : 0.0f;
+  size_t count = 0;
+  for (int64_t ky = 0; ky < p.kh; ++ky) {
+    const int64_t iy = oy * p.sh - p.ph + ky * p.dh;
+    if (iy < 0 || iy >= p.ih) continue;
+    for (int64_t kx = 0; kx < p.kw; ++kx) {
+      const int64_t ix = ox * p.sw - p.pw + kx * p.dw;
+      if (ix < 0 || ix >= p.iw) continue;
+      const float v = xc[iy * p.iw + ix];
+      if (kMax) {
+        if (count == 0 || v > acc) acc = v;
+      } else {
+        acc += v;
+      }
+      ++count;
+    }
+  }
+  return kMax ? acc : acc / static_cast<float>(std::max<size_t>(count, 1));
+}
+
+// Windows [lo, hi) of output row oy, all inside the plane: no bounds to check, the same
+// arithmetic in the same order (KH, KW: the window when known at compile time, else 0).
+template <bool kMax, int KH, int KW>
+void PoolInterior(const float* xc, const Plane2d& p, int64_t oy, int64_t lo, int64_t hi, float* y) {
+  const int64_t kh = KH > 0 ? KH : p.kh, kw = KW > 0 ? KW : p.kw;
+  const float* top = xc + (oy * p.sh - p.ph) * p.iw - p.pw;
+  for (int64_t ox = lo; ox < hi; ++ox) {
+    const float* w = top + ox * p.sw;
+    float acc = kMax ? w[0] : 0.0f;
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      for (int64_t kx = 0; kx < kw; ++kx) {
+        const float v = w[ky * p.dh * p.iw + kx * p.dw];
+        if (kMax) {
+          acc = v > acc ? v : acc;  // the first value too: v > v is false
+        } else {
+          acc += v;
+        }
+      }
+    }
+    y[ox] = kMax ? acc : acc / static_cast<float>(kh * kw);
+  }
+}
+
 // Float pooling over one or two spatial axes: the reference's arithmetic (the first
 // value inside the window, then every greater one; or the mean of the values inside),
-// without its per-window index vectors.
+// without its per-window index vectors; windows wholly inside the plane unchecked.
 template <bool kMax>
 void Pool2d(const Tensor& x, const Plane2d& p, Tensor& out) {
   auto px = x.data<float>();
   auto dst = out.data<float>();
   const auto plane = static_cast<size_t>(p.ih * p.iw), out_plane = static_cast<size_t>(p.oh * p.ow);
+  // Output columns [lo, hi) and rows [top, bottom) whose windows lie inside the plane.
+  const int64_t lo = std::min(p.ow, (p.pw + p.sw - 1) / p.sw);
+  const int64_t span_x = p.iw - 1 - (p.kw - 1) * p.dw + p.pw;
+  const int64_t hi = span_x < 0 ? lo : std::clamp(span_x / p.sw + 1, lo, p.ow);
+  const int64_t top = std::min(p.oh, (p.ph + p.sh - 1) / p.sh);
+  const int64_t span_y = p.ih - 1 - (p.kh - 1) * p.dh + p.ph;
+  const int64_t bottom = span_y < 0 ? top : std::clamp(span_y / p.sh + 1, top, p.oh);
+  const auto interior = p.kh == 2 && p.kw == 2   ? PoolInterior<kMax, 2, 2>
+                        : p.kh == 3 && p.kw == 3 ? PoolInterior<kMax, 3, 3>
+                                                 : PoolInterior<kMax, 0, 0>;
   for (size_t nc = 0; nc < static_cast<size_t>(x.dim(0) * x.dim(1)); ++nc) {
     const float* xc = px.data() + nc * plane;
     float* y = dst.data() + nc * out_plane;
     for (int64_t oy = 0; oy < p.oh; ++oy) {
-      for (int64_t ox = 0; ox < p.ow; ++ox) {
-        float acc = kMax ? -std::numeric_limits<float>::infinity() : 0.0f;
-        size_t count = 0;
-        for (int64_t ky = 0; ky < p.kh; ++ky) {
-          const int64_t iy = oy * p.sh - p.ph + ky * p.dh;
-          if (iy < 0 || iy >= p.ih) continue;
-          for (int64_t kx = 0; kx < p.kw; ++kx) {
-            const int64_t ix = ox * p.sw - p.pw + kx * p.dw;
-            if (ix < 0 || ix >= p.iw) continue;
-            const float v = xc[iy * p.iw + ix];
-            if (kMax) {
-              if (count == 0 || v > acc) acc = v;
-            } else {
-              acc += v;
-            }
-            ++count;
-          }
-        }
-        y[oy * p.ow + ox] = kMax ? acc : acc / static_cast<float>(std::max<size_t>(count, 1));
+      float* row = y + oy * p.ow;
+      if (oy < top || oy >= bottom) {
+        for (int64_t ox = 0; ox < p.ow; ++ox) row[ox] = PoolWindow<kMax>(xc, p, oy, ox);
+        continue;
       }
+      for (int64_t ox = 0; ox < lo; ++ox) row[ox] = PoolWindow<kMax>(xc, p, oy, ox);
+      interior(xc, p, oy, lo, hi, row);
+      for (int64_t ox = hi; ox < p.ow; ++ox) row[ox] = PoolWindow<kMax>(xc, p, oy, ox);
     }
   }
 }
@@ -503,7 +547,7 @@ void Pool(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
   const Window w = WindowOf(node, x.shape(), kernel, node.Int("ceil_mode", 0) != 0);
   Shape shape{x.dim(0), x.dim(1)};
   shape.insert(shape.end(), w.out.begin(), w.out.end());
-  out[0] = Tensor(x.type(), shape);
+  out[0] = Tensor::Uninitialized(x.type(), shape);  // Pool2d writes each element
   Pool2d<kMax>(x, PlaneOf(w), out[0]);
 }
 

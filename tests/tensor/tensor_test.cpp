@@ -847,8 +847,10 @@ TEST(TensorTest, FastKernelsMatchTheReferenceOnRandomShapes) {
       pool.attributes["strides"] = conv.attributes["strides"];
       pool.attributes["pads"] = Ints(std::vector<int64_t>(2 * spatial, std::min(pad, std::min(kh, kw) - 1)));
       pool.attributes["ceil_mode"] = Int(pick(0, 1));
+      if (max) pool.attributes["dilations"] = conv.attributes["dilations"];  // AveragePool's: opset 19
       ExpectLikeReference(pool, max ? MaxPoolReference : AveragePoolReference, {&x},
-                          fmt::format("{} {} kernel {}x{} stride {}", pool.op, ShapeText(xs), kh, kw, stride));
+                          fmt::format("{} {} kernel {}x{} stride {} dilation {}", pool.op, ShapeText(xs), kh, kw,
+                                      stride, max ? dilation : 1));
     }
     ExpectLikeReference(conv, ConvReference, {&x, &wt, &bias},
                         fmt::format("Conv {} * {} group {} stride {} dilation {} pad {}", ShapeText(xs), ShapeText(ws),
