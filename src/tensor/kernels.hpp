@@ -51,6 +51,10 @@ void PackConstantMatMuls(Graph& graph);
 // (ops_elementwise.cpp). Run once at load.
 void FuseErfGelu(Graph& graph);
 
+// Replaces each Conv whose one reader is a Relu by one node applying the Relu as it
+// writes the output (ops_conv.cpp). Run once at load.
+void FuseConvRelu(Graph& graph);
+
 // The node that reads value `id`, when exactly one node does (once) and it is not a
 // graph output; -1 otherwise.
 int SoleReader(const Graph& g, int id);

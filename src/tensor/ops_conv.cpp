@@ -229,18 +229,31 @@ void Im2Col(const float* x, const Plane2d& p, int64_t channels, size_t first, si
 // [filters, K] times the im2col matrix [K, positions] gives the output planes in
 // place, in chunks of positions whose im2col matrix stays within 128 KiB (a cache
 // level, not a page apart per row).
-void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+// Negative (and NaN) elements to 0, as Relu does.
+void ReluInPlace(Tensor& t) {
+  VisitNumeric(t.type(), [&](auto zero) {
+    using T = decltype(zero);
+    for (T& v : t.data<T>()) v = v > 0 ? v : T(0);
+  });
+}
+
+// Conv, then with `relu` its Relu (FuseConvRelu).
+void ConvWith(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out, bool relu) {
+  const auto reference = [&] {
+    ConvReference(node, in, out);
+    if (relu) ReluInPlace(out[0]);
+  };
   const Tensor& x = Required(node, in, 0);
   const Tensor& wt = Required(node, in, 1);
   const Tensor* bias = in.size() > 2 ? in[2] : nullptr;
   if (x.type() != DataType::kFloat || (x.rank() != 3 && x.rank() != 4) || wt.rank() != x.rank() ||
       wt.type() != x.type() || (bias != nullptr && bias->type() != x.type()))
-    return ConvReference(node, in, out);
+    return reference();
   const int64_t group = node.Int("group", 1);
   const int64_t channels = x.dim(1), filters = wt.dim(0);
   if (group <= 0 || channels % group != 0 || filters % group != 0 || wt.dim(1) != channels / group ||
       (bias != nullptr && bias->size() != static_cast<size_t>(filters)))
-    return ConvReference(node, in, out);  // which names what is wrong
+    return reference();  // which names what is wrong
   const Window w = WindowOf(node, x.shape(), Shape(wt.shape().begin() + 2, wt.shape().end()), false);
   const Plane2d p = PlaneOf(w);
   Shape shape{x.dim(0), filters};
@@ -251,7 +264,7 @@ void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
   const auto k = static_cast<size_t>(cpg * p.kh * p.kw), positions = static_cast<size_t>(p.oh * p.ow);
   // The im2col matrix holds k rows of at least 16 columns: a hostile filter of
   // millions of taps stays with the reference, which allocates nothing for it.
-  if (out[0].size() == 0 || k == 0 || k * kPackWidth > (size_t{1} << 22)) return ConvReference(node, in, out);
+  if (out[0].size() == 0 || k == 0 || k * kPackWidth > (size_t{1} << 22)) return reference();
   const size_t chunk =
       std::min(PaddedWidth(positions), std::max<size_t>(kPackWidth, (size_t{1} << 15) / k / kPackWidth * kPackWidth));
   PackedMatrix col;
@@ -277,11 +290,23 @@ void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
           const float b = bias != nullptr ? bias->data<float>()[static_cast<size_t>(g) * fpg + m] : 0.0f;
           const float* row = y.data() + m * col.out_padded;
           float* dst_row = result + m * positions + first;
-          for (size_t j = 0; j < col.out; ++j) dst_row[j] = row[j] + b;
+          if (relu) {
+            for (size_t j = 0; j < col.out; ++j) dst_row[j] = row[j] + b > 0 ? row[j] + b : 0.0f;
+          } else {
+            for (size_t j = 0; j < col.out; ++j) dst_row[j] = row[j] + b;
+          }
         }
       }
     }
   }
+}
+
+void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  ConvWith(node, in, out, false);
+}
+
+void ConvRelu(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  ConvWith(node, in, out, true);
 }
 
 // Where ConvTranspose's output lies: its spatial size and the pads cut from it (an
@@ -552,6 +577,23 @@ void Pool(const Node& node, std::span<const Tensor* const> in, std::span<Tensor>
 }
 
 }  // namespace
+
+void FuseConvRelu(Graph& g) {
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& conv = g.nodes[i];
+    if (!conv.domain.empty() || conv.op != "Conv" || conv.outputs.size() != 1) continue;
+    const int r = SoleReader(g, conv.outputs[0]);
+    if (r < 0) continue;
+    const Node& relu = g.nodes[static_cast<size_t>(r)];
+    if (!relu.domain.empty() || relu.op != "Relu" || relu.outputs.size() != 1) continue;
+    Node fused = conv;
+    fused.op = "Conv+Relu";
+    fused.kernel = ConvRelu;
+    fused.outputs = relu.outputs;
+    g.nodes.erase(g.nodes.begin() + r);  // readers come after writers: r > i
+    g.nodes[i] = std::move(fused);
+  }
+}
 
 void MaxPoolReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   PoolReference<true>(node, in, out);

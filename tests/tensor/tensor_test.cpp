@@ -858,6 +858,67 @@ TEST(TensorTest, FastKernelsMatchTheReferenceOnRandomShapes) {
   }
 }
 
+// y = Relu(Conv(x, W, b)) with 3x3 filters, W and b drawn from `rng`; `exposed`: the
+// Conv's output is a graph output too.
+std::string ConvReluModel(std::mt19937_64& rng, int64_t channels, int64_t filters, bool exposed) {
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  auto* x = g->add_input();
+  x->set_name("x");
+  x->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+  std::vector<float> w(static_cast<size_t>(filters * channels * 9)), b(static_cast<size_t>(filters));
+  for (float& v : w) v = value(rng);
+  for (float& v : b) v = value(rng);
+  *g->add_initializer() = FloatProto({filters, channels, 3, 3}, w);
+  g->mutable_initializer(0)->set_name("W");
+  *g->add_initializer() = FloatProto({filters}, b);
+  g->mutable_initializer(1)->set_name("b");
+  auto* conv = g->add_node();
+  conv->set_op_type("Conv");
+  conv->add_input("x");
+  conv->add_input("W");
+  conv->add_input("b");
+  conv->add_output("c");
+  AddAttribute(*conv, "pads", onnx::AttributeProto::INTS);
+  for (int i = 0; i < 4; ++i) conv->mutable_attribute(0)->add_ints(1);
+  auto* relu = g->add_node();
+  relu->set_op_type("Relu");
+  relu->add_input("c");
+  relu->add_output("y");
+  g->add_output()->set_name("y");
+  if (exposed) g->add_output()->set_name("c");
+  return m.SerializeAsString();
+}
+
+// Fused at load into the Conv (the Relu applied as it writes), answering bit for bit as
+// the two nodes do; not when the Conv's output is read from outside.
+TEST(TensorTest, ConvThenReluIsFusedAndAnswersTheSame) {
+  const uint64_t seed = runnel::testing::TestSeed();
+  for (int round = 0; round < 4; ++round) {
+    const int64_t channels = 1 + round, filters = 3 + 5 * round;
+    std::mt19937_64 a(seed + static_cast<uint64_t>(round)), b(seed + static_cast<uint64_t>(round));
+    const auto fused = LoadOnnxGraph(ConvReluModel(a, channels, filters, false), "conv.onnx");
+    const auto plain = LoadOnnxGraph(ConvReluModel(b, channels, filters, true), "conv.onnx");
+    ASSERT_EQ(fused->nodes.size(), 1u);
+    EXPECT_EQ(fused->nodes[0].op, "Conv+Relu");
+    ASSERT_EQ(plain->nodes.size(), 2u) << "the Conv's output is read outside: not fused";
+    std::mt19937_64 rng(seed ^ 0x5eed);
+    const Tensor x = RandomFloats(rng, {2, channels, 7 + round, 9});
+    const auto got = Session(fused).Run({x})[0];
+    const auto want = Session(plain).Run({x})[0];
+    ASSERT_EQ(got.shape(), want.shape());
+    size_t zeros = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_EQ(got.data<float>()[i], want.data<float>()[i]) << round << " at " << i;
+      zeros += got.data<float>()[i] == 0.0f;
+    }
+    EXPECT_GT(zeros, 0u) << "some outputs were negative before the Relu";
+  }
+}
+
 // Binary elementwise kernels (inner runs over broadcast axes) against the plain index
 // walk over every output element, on random shapes with broadcast axes anywhere.
 TEST(TensorTest, BinaryKernelsMatchTheIndexWalkOnRandomBroadcasts) {
