@@ -177,7 +177,7 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
 
 // `runnel load --jetstream`: synthetic requests published at --rate in chunks of up to
 // 1,000 (a hundredth of a second's worth at a rate), each chunk stored by the stream
-// before the next.
+// before the next; --per-message N > 1 puts N records in each message, as NDJSON.
 template <typename Args>
 int PublishRequests(const pipeline::PipelineConfig& config, const Args& args) {
   if (!config.jetstream) {
@@ -195,14 +195,24 @@ int PublishRequests(const pipeline::PipelineConfig& config, const Args& args) {
       args.seed != 0 ? args.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   fmt::print(stderr, "publishing {} requests to {} (seed {})\n", args.rows, subject, seed);
   const auto start = std::chrono::steady_clock::now();
-  const int64_t chunk = args.rate > 0 ? std::clamp<int64_t>(static_cast<int64_t>(args.rate / 100), 1, 1000) : 1000;
+  const int64_t chunk = std::max(
+      args.per_message, args.rate > 0 ? std::clamp<int64_t>(static_cast<int64_t>(args.rate / 100), 1, 1000) : 1000);
   int64_t published = 0;
   while (published < args.rows && !g_stop.load()) {
     const int64_t n = std::min(chunk, args.rows - published);
     std::vector<nats::OutgoingMessage> messages;
+    int64_t in_message = 0;
     for (auto& record :
-         pipeline::SyntheticRecords(config, published, n, args.clients, seed + static_cast<uint64_t>(published)))
-      messages.push_back({subject, std::move(record), {}});
+         pipeline::SyntheticRecords(config, published, n, args.clients, seed + static_cast<uint64_t>(published))) {
+      if (args.per_message == 1) {
+        messages.push_back({subject, std::move(record), {}});
+        continue;
+      }
+      if (in_message++ % args.per_message == 0) {
+        messages.push_back({subject, "", {{"Content-Type", "application/x-ndjson"}}});
+      }
+      messages.back().data += record + "\n";
+    }
     js.PublishAll(messages);  // each stored by the stream
     published += n;
     pipeline::PaceTo(start, published, args.rate);
@@ -219,7 +229,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
     bool loop = false, reverse = false, yes = false, dry_run = false, no_wait = false, jetstream = false;
     std::string subject;
     int64_t batch_size = 1000;
-    int64_t rows = 1000, clients = 100, rows_per_txn = 1000;
+    int64_t rows = 1000, clients = 100, rows_per_txn = 1000, per_message = 1;
     double rate = 0;
     uint64_t seed = 0;
   };
@@ -261,6 +271,9 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   load->add_flag("--jetstream", args->jetstream,
                  "Publish the synthetic requests to the pipeline's [jetstream] subject instead of inserting them");
   load->add_option("--subject", args->subject, "--jetstream: publish to this subject (default: [jetstream] subject)");
+  load->add_option("--per-message", args->per_message,
+                   "--jetstream: records per message (default 1; more: NDJSON, Content-Type: application/x-ndjson)")
+      ->check(CLI::Range(int64_t{1}, int64_t{100000}));
   commands.push_back(
       {load, [args](CliContext& ctx) {
          auto config = pipeline::LoadPipelineConfig(args->pipeline);

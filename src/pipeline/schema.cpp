@@ -530,31 +530,51 @@ std::optional<std::string> InstallUpdateCapture(postgres::Connection& conn, cons
   return fmt::format("installed update capture trigger {} on {} ({})", trigger, config.table, columns);
 }
 
-// Write-back and the recommendation join look rows up by key: an index on the key
-// columns (one led by the first of them will do), unless there is one. Returns what
-// it did when it created one.
-// [jetstream]: one row per message taken in — its stream and sequence, the request it
-// became, or why it was refused — written in the transaction that inserts its row, so a
-// message delivered again is recognised.
+bool HasColumn(postgres::Connection& conn, const std::string& table, const char* column) {
+  return conn.Exec(
+                 "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT "
+                 "attisdropped",
+                 Params().Add(QuoteIdentifier(table)).Add(column))
+             .Get<int64_t>(0, 0) > 0;
+}
+
+// A [jetstream] table made by an earlier version: published_at, then the record's place
+// in its message (`item`, in the primary key) added. What it did, if anything. Asked
+// first: ALTER needs the owner.
+std::optional<std::string> UpgradeJetStreamTable(postgres::Connection& conn, const SchemaNames& names) {
+  const std::string table = QuoteIdentifier(names.jetstream);
+  std::vector<std::string> done;
+  if (!HasColumn(conn, names.jetstream, "published_at")) {
+    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN published_at timestamptz", table));
+    done.push_back("column published_at");
+  }
+  if (!HasColumn(conn, names.jetstream, "item")) {
+    const auto key = conn.Exec("SELECT conname FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'p'",
+                               Params().Add(table));
+    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN item integer NOT NULL DEFAULT 0", table));
+    if (key.rows() > 0)
+      conn.Exec(fmt::format("ALTER TABLE {} DROP CONSTRAINT {}", table, QuoteIdentifier(key.Get<std::string>(0, 0))));
+    conn.Exec(fmt::format("ALTER TABLE {} ADD PRIMARY KEY (stream, seq, item)", table));
+    done.push_back("column item (in the primary key)");
+  }
+  if (done.empty()) return std::nullopt;
+  return fmt::format("added {} to {}", fmt::join(done, " and "), names.jetstream);
+}
+
+// [jetstream]: one row per record taken in — its message's stream and sequence, its
+// place in the message (0 unless the message is a batch), the request it became, or why
+// it was refused — written in the transaction that inserts its row, so a message
+// delivered again is recognised.
 std::optional<std::string> EnsureJetStreamTable(postgres::Connection& conn, const PipelineConfig& config,
                                                 const SchemaNames& names) {
   if (!config.jetstream) return std::nullopt;
-  if (postgres::TableExists(conn, names.jetstream)) {
-    // Tables made before published_at was recorded (asked first: ALTER needs the owner).
-    const bool has = conn.Exec(
-                             "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = "
-                             "'published_at' AND NOT attisdropped",
-                             Params().Add(QuoteIdentifier(names.jetstream)))
-                         .Get<int64_t>(0, 0) > 0;
-    if (has) return std::nullopt;
-    conn.Exec(fmt::format("ALTER TABLE {} ADD COLUMN published_at timestamptz", QuoteIdentifier(names.jetstream)));
-    return fmt::format("added column published_at to {}", names.jetstream);
-  }
+  if (postgres::TableExists(conn, names.jetstream)) return UpgradeJetStreamTable(conn, names);
   // published_at: when the stream stored the message (the request's start, end to end).
-  conn.Exec(
-      fmt::format("CREATE TABLE {} (stream text NOT NULL, seq bigint NOT NULL, request_id bigint, error text, "
-                  "taken_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz, PRIMARY KEY (stream, seq))",
-                  QuoteIdentifier(names.jetstream)));
+  conn.Exec(fmt::format(
+      "CREATE TABLE {} (stream text NOT NULL, seq bigint NOT NULL, item integer NOT NULL DEFAULT 0, request_id bigint, "
+      "error text, taken_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz, "
+      "PRIMARY KEY (stream, seq, item))",
+      QuoteIdentifier(names.jetstream)));
   // The position of the last result event published (one row), for resuming.
   conn.Exec(
       fmt::format("CREATE TABLE IF NOT EXISTS {} (one boolean PRIMARY KEY DEFAULT true CHECK (one), "
@@ -563,6 +583,9 @@ std::optional<std::string> EnsureJetStreamTable(postgres::Connection& conn, cons
   return fmt::format("created tables {} and {}", names.jetstream, names.published);
 }
 
+// Write-back and the recommendation join look rows up by key: an index on the key
+// columns (one led by the first of them will do), unless there is one. Returns what
+// it did when it created one.
 std::optional<std::string> EnsureKeyIndex(postgres::Connection& conn, const PipelineConfig& config,
                                           const RequestKeys& keys) {
   const std::string table = QuoteIdentifier(config.table);

@@ -21,13 +21,27 @@ using nlohmann::json;
 using postgres::Params;
 using postgres::QuoteIdentifier;
 
-// One fetched message and what became of it.
+// One fetched message and what became of it: its records (a batch — NDJSON or a JSON
+// array — has several; a message refused whole has one item with the reason).
 struct JetStreamIngest::Taken {
+  struct Item {
+    std::optional<json> record;  // a valid record, not yet taken in
+    std::string error;           // why it is refused (a dead letter), when not empty
+    std::optional<int64_t> request_id;
+    std::string where;  // "record N of the message: " in a batch, before its reason
+  };
   nats::Message message;
-  std::optional<json> record;  // a valid record, not yet taken in
-  std::string error;           // why it is refused (a dead letter), when not empty
-  std::optional<int64_t> request_id;
+  std::vector<Item> items;
+  bool batch = false;      // its items are the records of a batch (dead letters one per record)
   bool duplicate = false;  // taken in by an earlier delivery
+
+  void ResetIds() {
+    for (auto& item : items) item.request_id.reset();
+  }
+  // Every item refused: the message is a dead letter as a whole (terminated).
+  bool Refused() const {
+    return std::all_of(items.begin(), items.end(), [](const Item& i) { return !i.error.empty(); });
+  }
 };
 
 nats::ConnectOptions ConnectOptionsFor(const pipeline::JetStreamConfig& config, const std::string& name) {
@@ -181,7 +195,7 @@ JetStreamIngest::Counts JetStreamIngest::Take(std::vector<nats::Message> message
       again.push_back(std::move(m));
       continue;
     }
-    taken.push_back({std::move(m), std::nullopt, {}, std::nullopt, false});
+    taken.push_back({std::move(m), {}, false, false});
   }
   Classify(taken);
   try {
@@ -195,7 +209,7 @@ JetStreamIngest::Counts JetStreamIngest::Take(std::vector<nats::Message> message
       try {
         Insert(taken, careful, look_up);
       } catch (const SeenBefore&) {
-        for (auto& t : taken) t.request_id.reset();
+        for (auto& t : taken) t.ResetIds();
         look_up = true;
         Insert(taken, careful, true);
       }
@@ -206,7 +220,7 @@ JetStreamIngest::Counts JetStreamIngest::Take(std::vector<nats::Message> message
       if (e.IsConnectionLost() || postgres::ClassifySqlState(e.sqlstate()) != postgres::FailureClass::kRow) throw;
       // One record's row was refused: each on its own (under a savepoint), the
       // refused ones become dead letters.
-      for (auto& t : taken) t.request_id.reset();
+      for (auto& t : taken) t.ResetIds();
       insert(true);
     }
   } catch (...) {
@@ -233,37 +247,49 @@ JetStreamIngest::Counts JetStreamIngest::Take(std::vector<nats::Message> message
   return counts;
 }
 
-// Parses and checks each message's record; a malformed one gets its reason.
+// Parses and checks each message's records; a malformed message, or record, gets its
+// reason. A message is one record (a JSON object), or a batch: a JSON array of them, or
+// NDJSON under the header Content-Type: application/x-ndjson.
 void JetStreamIngest::Classify(std::vector<Taken>& taken) const {
-  for (size_t i = 0; i < taken.size(); ++i) {
-    Taken& t = taken[i];
-    json record;
+  for (Taken& t : taken) {
+    std::vector<json> records;
     try {
-      record = ParseJson(t.message.data());  // names the offset of what is malformed, invalid UTF-8 too
+      // names the offset of what is malformed, invalid UTF-8 too
+      records = ParseRecords(t.message.data(), t.message.Header("Content-Type"));
     } catch (const HttpError& e) {
-      t.error = "the message is not JSON: " + e.message;
+      // 400: malformed; otherwise no records, or too many ("request" is the API's word)
+      t.items = {{std::nullopt, e.status == 400 ? "the message is not JSON: " + e.message : "the message: " + e.message,
+                  std::nullopt, ""}};
       continue;
     }
-    if (!record.is_object()) {
-      t.error = "the message is not a JSON object (one record: column -> value)";
-      continue;
+    t.batch = records.size() > 1;
+    t.items.resize(records.size());
+    for (size_t i = 0; i < records.size(); ++i) {
+      if (t.batch) t.items[i].where = fmt::format("record {} of the message: ", i + 1);
+      std::string error = CheckRecord(records[i]);
+      if (!error.empty()) {
+        t.items[i].error = t.items[i].where + error;
+      } else {
+        t.items[i].record = std::move(records[i]);
+      }
     }
-    json problems = json::array();
-    schema_.Validate(record, 0, problems);
-    if (!problems.empty()) {
-      std::string reasons;
-      for (const auto& p : problems)
-        reasons += fmt::format("{}{}: {}", reasons.empty() ? "" : "; ", p["field"].get<std::string>(),
-                               p["error"].get<std::string>());
-      t.error = reasons;
-      continue;
-    }
-    t.record = std::move(record);
   }
 }
 
+// Why `record` cannot be a row of the table ("" when it can).
+std::string JetStreamIngest::CheckRecord(json& record) const {
+  if (!record.is_object()) return "not a JSON object (one record: column -> value)";
+  json problems = json::array();
+  schema_.Validate(record, 0, problems);
+  std::string reasons;
+  for (const auto& p : problems)
+    reasons += fmt::format("{}{}: {}", reasons.empty() ? "" : "; ", p["field"].get<std::string>(),
+                           p["error"].get<std::string>());
+  return reasons;
+}
+
 // In one transaction: finds the messages taken in before (with `look_up`), inserts the
-// other valid records (each under a savepoint when `careful`), records every message,
+// other valid records (each under a savepoint when `careful`), records every record,
 // commits. Throws SeenBefore when, without `look_up`, a message was taken in before
 // (nothing is committed then).
 void JetStreamIngest::Insert(std::vector<Taken>& taken, bool careful, bool look_up) {
@@ -272,33 +298,36 @@ void JetStreamIngest::Insert(std::vector<Taken>& taken, bool careful, bool look_
   if (look_up) LookUp(taken);
 
   // Records of one column set go in together, in message order.
-  std::map<std::vector<std::string>, std::vector<size_t>> groups;
-  for (size_t i = 0; i < taken.size(); ++i) {
-    if (!taken[i].record) continue;
-    std::vector<std::string> columns;
-    for (const auto& [field, value] : taken[i].record->items()) columns.push_back(field);
-    groups[columns].push_back(i);
+  std::map<std::vector<std::string>, std::vector<Taken::Item*>> groups;
+  for (auto& t : taken) {
+    for (auto& item : t.items) {
+      if (!item.record) continue;
+      std::vector<std::string> columns;
+      for (const auto& [field, value] : item.record->items()) columns.push_back(field);
+      groups[columns].push_back(&item);
+    }
   }
   for (const auto& [columns, members] : groups) {
     if (!careful) {
       std::vector<json> records;
       records.reserve(members.size());
-      for (size_t i : members) records.push_back(*taken[i].record);
+      for (const Taken::Item* item : members) records.push_back(*item->record);
       const auto ids = writer_->Insert(conn, columns, {std::span<const json>(records)});
-      for (size_t j = 0; j < members.size() && j < ids.size(); ++j) taken[members[j]].request_id = ids[j];
+      for (size_t j = 0; j < members.size() && j < ids.size(); ++j) members[j]->request_id = ids[j];
       continue;
     }
-    for (size_t i : members) {
+    for (Taken::Item* item : members) {
       conn.Exec("SAVEPOINT runnel_record");
       try {
-        const auto ids = writer_->Insert(conn, columns, {std::span<const json>(&*taken[i].record, 1)});
-        if (!ids.empty()) taken[i].request_id = ids.front();
+        const auto ids = writer_->Insert(conn, columns, {std::span<const json>(&*item->record, 1)});
+        if (!ids.empty()) item->request_id = ids.front();
         conn.Exec("RELEASE SAVEPOINT runnel_record");
       } catch (const postgres::DatabaseError& e) {
         if (e.IsConnectionLost() || postgres::ClassifySqlState(e.sqlstate()) != postgres::FailureClass::kRow) throw;
         conn.Exec("ROLLBACK TO SAVEPOINT runnel_record");
-        taken[i].record.reset();
-        taken[i].error = fmt::format("the database refused the row (SQLSTATE {}): {}", e.sqlstate(), e.primary());
+        item->record.reset();
+        item->error =
+            fmt::format("{}the database refused the row (SQLSTATE {}): {}", item->where, e.sqlstate(), e.primary());
       }
     }
   }
@@ -311,61 +340,91 @@ void JetStreamIngest::Insert(std::vector<Taken>& taken, bool careful, bool look_
   tx.Commit();
 }
 
-// Marks the messages recorded in runnel_<p>_jetstream by an earlier delivery: taken in
-// (a duplicate), or refused (a dead letter again).
+// Marks the messages recorded in runnel_<p>_jetstream by an earlier delivery: each
+// record taken in (a duplicate), or refused (a dead letter again).
 void JetStreamIngest::LookUp(std::vector<Taken>& taken) {
   postgres::Connection& conn = *conn_;
   std::vector<int64_t> seqs;
   for (const auto& t : taken) seqs.push_back(static_cast<int64_t>(t.message.stream_sequence()));
-  auto before = conn.Exec(fmt::format("SELECT seq, error FROM {} WHERE stream = $1 AND seq = ANY($2::bigint[])",
+  auto before = conn.Exec(fmt::format("SELECT seq, item, error FROM {} WHERE stream = $1 AND seq = ANY($2::bigint[])",
                                       QuoteIdentifier(names_.jetstream)),
                           Params().Add(js_config_.stream).AddArray(seqs));
-  std::map<int64_t, std::optional<std::string>> seen;
-  const int seq_col = before.ColumnIndex("seq"), error_col = before.ColumnIndex("error");
-  for (int r = 0; r < before.rows(); ++r)
-    seen[before.Get<int64_t>(r, seq_col)] = before.GetOptional<std::string>(r, error_col);
+  std::map<int64_t, std::map<int64_t, std::optional<std::string>>> seen;  // seq -> item -> error
+  const int seq_col = before.ColumnIndex("seq"), item_col = before.ColumnIndex("item"),
+            error_col = before.ColumnIndex("error");
+  for (int r = 0; r < before.rows(); ++r) {
+    seen[before.Get<int64_t>(r, seq_col)][before.Get<int64_t>(r, item_col)] =
+        before.GetOptional<std::string>(r, error_col);
+  }
   for (auto& t : taken) {
     auto it = seen.find(static_cast<int64_t>(t.message.stream_sequence()));
     if (it == seen.end()) continue;
     t.duplicate = true;
-    t.record.reset();
-    if (it->second) t.error = *it->second;  // refused before: a dead letter again
+    for (size_t i = 0; i < t.items.size(); ++i) {
+      t.items[i].record.reset();
+      const auto error = it->second.find(static_cast<int64_t>(i));
+      if (error != it->second.end() && error->second) t.items[i].error = *error->second;  // a dead letter again
+    }
   }
 }
 
-// Every message not seen before, with its request id or its reason.
+// Every record of the messages not seen before, with its request id or its reason.
 void JetStreamIngest::Record(const std::vector<Taken>& taken) {
-  std::vector<int64_t> seqs, ids, stored_us;
+  std::vector<int64_t> seqs, items, ids, stored_us;
   std::vector<std::optional<std::string>> errors, id_texts;
   for (const auto& t : taken) {
     if (t.duplicate) continue;
-    seqs.push_back(static_cast<int64_t>(t.message.stream_sequence()));
-    stored_us.push_back(t.message.stored_at_ns() / 1000);
-    id_texts.push_back(t.request_id ? std::optional<std::string>(std::to_string(*t.request_id)) : std::nullopt);
-    errors.push_back(t.error.empty() ? std::nullopt : std::optional<std::string>(t.error));
+    for (size_t i = 0; i < t.items.size(); ++i) {
+      const auto& item = t.items[i];
+      seqs.push_back(static_cast<int64_t>(t.message.stream_sequence()));
+      items.push_back(static_cast<int64_t>(i));
+      stored_us.push_back(t.message.stored_at_ns() / 1000);
+      id_texts.push_back(item.request_id ? std::optional<std::string>(std::to_string(*item.request_id)) : std::nullopt);
+      errors.push_back(item.error.empty() ? std::nullopt : std::optional<std::string>(item.error));
+    }
   }
   if (seqs.empty()) return;
-  conn_->Exec(fmt::format("INSERT INTO {} (stream, seq, request_id, error, published_at) "
-                          "SELECT $1, s, i::bigint, e, timestamptz 'epoch' + p * interval '1 microsecond' "
-                          "FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[]) AS u(s, i, e, p)",
+  conn_->Exec(fmt::format("INSERT INTO {} (stream, seq, item, request_id, error, published_at) "
+                          "SELECT $1, s, n, i::bigint, e, timestamptz 'epoch' + p * interval '1 microsecond' "
+                          "FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[]) "
+                          "AS u(s, n, i, e, p)",
                           QuoteIdentifier(names_.jetstream)),
-              Params().Add(js_config_.stream).AddArray(seqs).AddArray(id_texts).AddArray(errors).AddArray(stored_us));
+              Params()
+                  .Add(js_config_.stream)
+                  .AddArray(seqs)
+                  .AddArray(items)
+                  .AddArray(id_texts)
+                  .AddArray(errors)
+                  .AddArray(stored_us));
 }
 
-// After the commit: dead letters published (and stored by their stream) then
-// terminated, the rest acknowledged.
+// The dead letters of a message: the message as sent when it is refused whole, else
+// each refused record of its batch (its id names the record: one letter each however
+// often the message comes).
+void JetStreamIngest::DeadLetters(const Taken& t, std::vector<nats::OutgoingMessage>& letters) const {
+  const std::string id = fmt::format("{}:dead:{}:{}", config_.name, js_config_.stream, t.message.stream_sequence());
+  if (!t.batch) {
+    if (!t.items.empty() && !t.items[0].error.empty())
+      letters.push_back({js_config_.dead_letter,
+                         std::string(t.message.data()),
+                         {{"Runnel-Error", t.items[0].error}, {"Nats-Msg-Id", id}}});
+    return;
+  }
+  const auto records = ParseRecords(t.message.data(), t.message.Header("Content-Type"));  // parsed before
+  for (size_t i = 0; i < t.items.size() && i < records.size(); ++i) {
+    if (t.items[i].error.empty()) continue;
+    letters.push_back({js_config_.dead_letter,
+                       records[i].dump(-1, ' ', false, json::error_handler_t::replace),
+                       {{"Runnel-Error", t.items[i].error}, {"Nats-Msg-Id", fmt::format("{}:{}", id, i)}}});
+  }
+}
+
+// After the commit: dead letters published (and stored by their stream); messages
+// refused whole terminated, the rest acknowledged.
 void JetStreamIngest::Settle(std::vector<Taken>& taken, Counts& counts) {
   std::vector<nats::OutgoingMessage> letters;
-  for (auto& t : taken) {
-    if (t.error.empty()) continue;
-    ++counts.dead;
-    // Its id makes the letter of a message delivered again (its termination lost) one.
-    letters.push_back({js_config_.dead_letter,
-                       std::string(t.message.data()),
-                       {{"Runnel-Error", t.error},
-                        {"Nats-Msg-Id",
-                         fmt::format("{}:dead:{}:{}", config_.name, js_config_.stream, t.message.stream_sequence())}}});
-  }
+  for (const auto& t : taken) DeadLetters(t, letters);
+  counts.dead += letters.size();
   if (!letters.empty() && acknowledge_) {
     try {
       js_->PublishAll(letters);
@@ -377,16 +436,17 @@ void JetStreamIngest::Settle(std::vector<Taken>& taken, Counts& counts) {
     }
   }
   for (auto& t : taken) {
-    if (!t.error.empty()) {
-      if (acknowledge_) t.message.Term();
-      continue;
-    }
     if (t.duplicate) {
-      ++counts.duplicates;
+      counts.duplicates += t.Refused() ? 0 : 1;  // a refused one counts as its dead letter again
     } else {
-      ++counts.inserted;
+      for (const auto& item : t.items) counts.inserted += item.request_id ? 1 : 0;
     }
-    if (acknowledge_) t.message.Ack();
+    if (!acknowledge_) continue;
+    if (t.Refused()) {
+      t.message.Term();
+    } else {
+      t.message.Ack();
+    }
   }
 }
 

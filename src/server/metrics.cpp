@@ -264,8 +264,8 @@ void Metrics::RenderJetStream(std::string& out) const {
   };
   family(
       "runnel_jetstream_messages_total",
-      "JetStream messages by outcome: inserted (a row), duplicate (taken in by an earlier delivery), dead (refused: a "
-      "dead letter).",
+      "JetStream messages and their records by outcome: inserted (a record became a row), duplicate (a message taken "
+      "in by an earlier delivery), dead (a dead letter: a message refused whole, or a record of a batch).",
       "counter", [&](const PipelineMetrics& m, const std::string& p) {
         const auto& j = m.jetstream_;
         out += fmt::format("runnel_jetstream_messages_total{{{},outcome=\"inserted\"}} {}\n", p, j.inserted.load());

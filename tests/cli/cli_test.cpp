@@ -498,10 +498,25 @@ TEST_F(CliTest, LoadPublishesToJetStream) {
   }
   EXPECT_EQ(got, 1500u);
   EXPECT_EQ(clients, (std::set<int>{1, 2, 3}));
+  // Batches: NDJSON messages of --per-message records.
+  auto batched = Runnel({"load", "--pipeline", pipeline, "--jetstream", "--subject", "req.batch", "--rows", "250",
+                         "--per-message", "100", "--seed", "5"});
+  ASSERT_EQ(batched.exit_code, 0) << batched.output;
+  auto batches = js.Consume("REQ", "check-batch", "req.batch", std::chrono::seconds(30));
+  std::vector<size_t> lines;
+  for (auto& m : batches->Fetch(10, std::chrono::milliseconds(1000))) {
+    EXPECT_EQ(m.Header("Content-Type"), "application/x-ndjson");
+    std::istringstream in{std::string(m.data())};
+    size_t n = 0;
+    for (std::string line; std::getline(in, line);) n += nlohmann::json::parse(line).is_object();
+    lines.push_back(n);
+    m.Ack();
+  }
+  EXPECT_EQ(lines, (std::vector<size_t>{100, 100, 50}));
   js.Consume("REQ", "runnel-needs", "req.>", std::chrono::seconds(30));  // the pipeline's consumer, bound
   auto status = Runnel({"jetstream", "status", "--pipeline", pipeline});
   ASSERT_EQ(status.exit_code, 0) << status.output;
-  EXPECT_NE(status.output.find("consumer runnel-needs of stream REQ: pending 1500"), std::string::npos)
+  EXPECT_NE(status.output.find("consumer runnel-needs of stream REQ: pending 1503"), std::string::npos)
       << status.output;
   auto nowhere =
       Runnel({"load", "--pipeline", std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml", "--jetstream"});

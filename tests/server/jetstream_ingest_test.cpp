@@ -116,7 +116,7 @@ class JetStreamIngestTest : public runnel::testing::PostgresTest {
 TEST_F(JetStreamIngestTest, EachMessageBecomesOneRowAndOneResult) {
   Publish(0, 300);
   js_->Publish("req.needs", "{not json");
-  js_->Publish("req.needs", "[1, 2]");
+  js_->Publish("req.needs", "[1]");  // one record, not an object
   js_->Publish("req.needs", R"({"client_id": 1, "shoe_size": 44})");
   js_->Publish("req.needs", Record(999, -1));  // the table's CHECK refuses it
   js_->Publish("req.needs", "{\"client_id\": \"\xff\"}");  // not UTF-8
@@ -329,17 +329,84 @@ TEST_F(JetStreamIngestTest, IngestAndPublisherWorkAsTheGrantedRole) {
   EXPECT_EQ(published, 20u);
 }
 
-// A table from before published_at was recorded gets the column from migrate.
-TEST_F(JetStreamIngestTest, MigrateAddsPublishedAtToAnOlderTable) {
+// A table from before published_at and item were recorded (its key (stream, seq)) gets
+// them from migrate.
+TEST_F(JetStreamIngestTest, MigrateUpgradesAnOlderTable) {
   conn_->Exec("ALTER TABLE runnel_needs_jetstream DROP COLUMN published_at");
+  conn_->Exec("ALTER TABLE runnel_needs_jetstream DROP COLUMN item");  // and the primary key with it
+  conn_->Exec("ALTER TABLE runnel_needs_jetstream ADD PRIMARY KEY (stream, seq)");
   const auto done = pipeline::Migrate(*conn_, config_);
-  EXPECT_NE(std::find(done.begin(), done.end(), "added column published_at to runnel_needs_jetstream"), done.end());
+  EXPECT_NE(std::find(done.begin(), done.end(),
+                      "added column published_at and column item (in the primary key) to runnel_needs_jetstream"),
+            done.end())
+      << fmt::format("{}", fmt::join(done, "; "));
   EXPECT_TRUE(pipeline::Migrate(*conn_, config_).empty()) << "once";
+  EXPECT_EQ(conn_
+                ->Exec("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = "
+                       "'runnel_needs_jetstream'::regclass AND contype = 'p'")
+                .Get<std::string>(0, 0),
+            "PRIMARY KEY (stream, seq, item)");
   Publish(0, 3);
   JetStreamIngest ingest(config_, conninfo());
   ingest.Connect();
   EXPECT_EQ(Drain(ingest, 3).inserted, 3u);
   EXPECT_EQ(Count("SELECT count(published_at) FROM runnel_needs_jetstream"), 3);
+}
+
+// A message may be a batch: NDJSON (Content-Type: application/x-ndjson) or a JSON array.
+// Its records are taken in one by one — a refused record is its own dead letter, the
+// others are served — and exactly once when the message comes again.
+TEST_F(JetStreamIngestTest, ABatchMessageIsTakenInRecordByRecord) {
+  const std::vector<std::pair<std::string, std::string>> ndjson{{"Content-Type", "application/x-ndjson"}};
+  std::vector<nats::OutgoingMessage> messages{
+      {"req.needs",
+       Record(0) + "\n" + Record(1) + "\n\n" + Record(2) + "\n" + Record(3, -1) + "\n" +
+           R"({"client_id": 1, "shoe_size": 44})" + "\n",
+       ndjson},
+      {"req.needs", "[" + Record(4) + ", " + Record(5) + "]", {}},
+      {"req.needs", Record(6) + "\n{not json\n", ndjson},
+      {"req.needs", "[]", {}},
+  };
+  js_->PublishAll(messages);
+  {
+    JetStreamIngest first(config_, conninfo());
+    first.Connect();
+    first.SetAcknowledge(false);  // it dies after its commit
+    const auto counts = Drain(first, 9);
+    EXPECT_EQ(counts.inserted, 5u);
+    EXPECT_EQ(counts.dead, 4u);
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM needs"), 5);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream"), 9) << "a row per record, one per message refused";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream j JOIN needs n ON n.id = j.request_id "
+                  "WHERE n.wealth = 100 + CASE j.seq WHEN 1 THEN j.item ELSE 4 + j.item END"),
+            5)
+      << "each row is its record";
+  std::this_thread::sleep_for(milliseconds(1200));  // ack_wait
+  JetStreamIngest second(config_, conninfo());
+  second.Connect();
+  const auto again = Drain(second, 6);
+  EXPECT_EQ(again.duplicates, 2u);
+  EXPECT_EQ(again.dead, 4u) << "the letters again (the stream drops them: same ids)";
+  EXPECT_EQ(again.inserted, 0u);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs"), 5);
+  auto dead = js_->Consume("DEAD", "check", "runnel.needs.dead", std::chrono::seconds(30));
+  auto letters = dead->Fetch(10, milliseconds(1000));
+  ASSERT_EQ(letters.size(), 4u);
+  EXPECT_EQ(nlohmann::json::parse(letters[0].data())["age"], -1) << "the refused record itself";
+  EXPECT_NE(letters[0].Header("Runnel-Error").find("record 4 of the message: the database refused the row"),
+            std::string::npos)
+      << letters[0].Header("Runnel-Error");
+  EXPECT_EQ(letters[0].Header("Nats-Msg-Id"), "needs:dead:REQ:1:3");
+  EXPECT_NE(letters[1].Header("Runnel-Error").find("record 5 of the message: shoe_size: unknown column"),
+            std::string::npos)
+      << letters[1].Header("Runnel-Error");
+  EXPECT_EQ(letters[2].data(), Record(6) + "\n{not json\n") << "refused whole: the message as sent";
+  EXPECT_NE(letters[2].Header("Runnel-Error").find("the message is not JSON: malformed JSON at byte"),
+            std::string::npos)
+      << letters[2].Header("Runnel-Error");
+  EXPECT_EQ(letters[3].Header("Runnel-Error"), "the message: the body holds no records");
+  EXPECT_EQ(Serve().done, 5u);
 }
 
 TEST(JetStreamResultsTokens, ClientsBecomeSafeSubjectTokens) {

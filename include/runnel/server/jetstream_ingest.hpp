@@ -7,12 +7,15 @@
 // looks up the messages' (stream, sequence) in runnel_<p>_jetstream — a message
 // delivered again after a crash between commit and acknowledgement is found there and
 // only acknowledged —, inserts the new records (RecordWriter), and records each
-// message with the request id it became; commits; then acknowledges. Each message
-// carries one record, a JSON object of the table's columns, checked as the HTTP API
-// checks a record. A message that is not one, or whose row the database refuses for
-// the row's sake (a CHECK constraint, a value out of range: postgres/sqlstate.hpp), is
-// recorded with its reason, published to the dead-letter subject with the reason in
-// its Runnel-Error header, and terminated; the others are served.
+// record with the request id it became; commits; then acknowledges. A message carries
+// one record, a JSON object of the table's columns checked as the HTTP API checks a
+// record, or a batch of them: a JSON array, or NDJSON under the header Content-Type:
+// application/x-ndjson (ParseRecords: at most kMaxRecordsPerRequest). A record that is
+// not one, or whose row the database refuses for the row's sake (a CHECK constraint, a
+// value out of range: postgres/sqlstate.hpp), is recorded with its reason and
+// published to the dead-letter subject with the reason in its Runnel-Error header (a
+// batch's record as its own letter); the others are served. A message refused whole
+// (malformed, or every record refused) is terminated, the others acknowledged.
 //
 // Start's rounds fetch the next batch while they take one in (a second thread, the
 // consumer used by one fetch at a time); a round of first deliveries skips the lookup
@@ -49,7 +52,7 @@ class JetStreamIngest {
   struct Counts {
     uint64_t inserted = 0;    // records inserted
     uint64_t duplicates = 0;  // messages delivered again, already taken in
-    uint64_t dead = 0;        // messages refused (dead letters)
+    uint64_t dead = 0;        // dead letters: messages refused whole, records of a batch refused
   };
 
   // Precondition: config.jetstream is set; the pipeline is migrated.
@@ -95,10 +98,12 @@ class JetStreamIngest {
   // The rest of a round: classify, insert and record in one transaction, settle.
   Counts Take(std::vector<nats::Message> messages);
   void Classify(std::vector<Taken>& taken) const;
+  std::string CheckRecord(nlohmann::json& record) const;
   struct SeenBefore {};  // thrown by Insert without its lookup: a message was taken in before
   void Insert(std::vector<Taken>& taken, bool careful, bool look_up);
   void LookUp(std::vector<Taken>& taken);
   void Record(const std::vector<Taken>& taken);
+  void DeadLetters(const Taken& t, std::vector<nats::OutgoingMessage>& letters) const;
   void Settle(std::vector<Taken>& taken, Counts& counts);
   void Loop();
   void ReportConsumer(std::chrono::steady_clock::time_point& next);
