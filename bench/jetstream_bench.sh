@@ -11,7 +11,8 @@
 # machine and R3 streams instead of one node. LATENCY=1: instead of bursts, both kinds
 # at 10,000 requests/s (RATE) for 100,000 requests, and the latency of each request from
 # its insert (t) or from when the stream stored its message (j) to its result's commit,
-# p50 and p99. Results: docs/performance.md.
+# p50 and p99. PER_MESSAGE=N (default 1): N records in each message, as NDJSON.
+# Results: docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 P=examples/needs/pipeline.toml
@@ -55,7 +56,8 @@ jetstream_burst() {
   sleep 1
   local t0 t_loaded t1
   t0=$(now)
-  "$RUNNEL" load --pipeline "$J" --jetstream --rows 100000 --clients 100 --seed 1 >/dev/null 2>&1
+  "$RUNNEL" load --pipeline "$J" --jetstream --per-message "${PER_MESSAGE:-1}" --rows 100000 --clients 100 --seed 1 \
+    >/dev/null 2>&1
   t_loaded=$(now)
   wait_results 100000
   t1=$(now)
