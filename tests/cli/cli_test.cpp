@@ -547,11 +547,14 @@ TEST_F(CliTest, RunUntilIdleTakesInTheWholeStream) {
                       "--clients", "4", "--seed", "3"});
   ASSERT_EQ(load.exit_code, 0) << load.output;
 
+  // A BEFORE INSERT trigger `name` on needs running `body` (plpgsql) for each `level`.
+  const auto trigger = [&](const std::string& name, const std::string& body, const std::string& level) {
+    conn.Exec(fmt::format("CREATE FUNCTION {0}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {1} END $$", name, body));
+    conn.Exec(
+        fmt::format("CREATE TRIGGER {0} BEFORE INSERT ON needs FOR EACH {1} EXECUTE FUNCTION {0}()", name, level));
+  };
   // Each insert of the ingest takes a while: the queue stays empty meanwhile.
-  conn.Exec(
-      "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; "
-      "END $$");
-  conn.Exec("CREATE TRIGGER slow BEFORE INSERT ON needs FOR EACH STATEMENT EXECUTE FUNCTION slow()");
+  trigger("slow", "PERFORM pg_sleep(0.5); RETURN NULL;", "STATEMENT");
   auto run = Runnel({"run", "--pipeline", pipeline, "--until-idle", "--no-migrate"});
   ASSERT_EQ(run.exit_code, 0) << run.output;
   EXPECT_NE(run.output.find("served 2000 requests"), std::string::npos) << run.output;
@@ -580,10 +583,7 @@ TEST_F(CliTest, RunUntilIdleTakesInTheWholeStream) {
   // after a few rounds, said, with a failure; once they can be, the next run takes them.
   auto more = Runnel({"load", "--pipeline", pipeline, "--jetstream", "--subject", "req.needs", "--rows", "5"});
   ASSERT_EQ(more.exit_code, 0) << more.output;
-  conn.Exec(
-      "CREATE FUNCTION closed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'closed' USING "
-      "ERRCODE = '42501'; END $$");
-  conn.Exec("CREATE TRIGGER closed BEFORE INSERT ON needs FOR EACH ROW EXECUTE FUNCTION closed()");
+  trigger("closed", "RAISE EXCEPTION 'closed' USING ERRCODE = '42501';", "ROW");
   auto stuck = Runnel({"run", "--pipeline", pipeline, "--until-idle", "--no-migrate"});
   EXPECT_EQ(stuck.exit_code, 1) << stuck.output;
   EXPECT_NE(stuck.output.find("5 message(s) of JetStream stream 'REQ' are still to be taken in"), std::string::npos)

@@ -70,6 +70,16 @@ onnx::TensorProto FloatProto(std::vector<int64_t> dims, std::vector<float> value
   return p;
 }
 
+// A node `op` of graph g reading `inputs`, writing `output`.
+onnx::NodeProto* AddNode(onnx::GraphProto* g, const std::string& op, const std::vector<std::string>& inputs,
+                         const std::string& output) {
+  auto* n = g->add_node();
+  n->set_op_type(op);
+  for (const auto& i : inputs) n->add_input(i);
+  n->add_output(output);
+  return n;
+}
+
 TEST(TensorTest, HostileTensorFilesAreRefusedNamingWhatIsWrong) {
   auto good = FloatProto({2}, {1.5f, -2});
   const auto t = LoadOnnxTensor(good.SerializeAsString(), "x.pb");
@@ -513,21 +523,15 @@ std::string ErfGeluModel(bool scale_first, bool exposed) {
     *c = FloatProto({}, {v});
     c->set_name(name);
   }
-  auto node = [&](const std::string& op, std::vector<std::string> in, const std::string& out) {
-    auto* n = g->add_node();
-    n->set_op_type(op);
-    for (const auto& i : in) n->add_input(i);
-    n->add_output(out);
-  };
-  if (scale_first) node("Mul", {"x", "half"}, "h");
-  node("Div", {"x", "sqrt2"}, "d");
-  node("Erf", {"d"}, "e");
-  node("Add", {"one", "e"}, "a");
+  if (scale_first) AddNode(g, "Mul", {"x", "half"}, "h");
+  AddNode(g, "Div", {"x", "sqrt2"}, "d");
+  AddNode(g, "Erf", {"d"}, "e");
+  AddNode(g, "Add", {"one", "e"}, "a");
   if (scale_first) {
-    node("Mul", {"h", "a"}, "y");
+    AddNode(g, "Mul", {"h", "a"}, "y");
   } else {
-    node("Mul", {"a", "x"}, "m");
-    node("Mul", {"m", "half"}, "y");
+    AddNode(g, "Mul", {"a", "x"}, "m");
+    AddNode(g, "Mul", {"m", "half"}, "y");
   }
   g->add_output()->set_name("y");
   if (exposed) g->add_output()->set_name("e");
@@ -589,16 +593,8 @@ std::string LinearModel(std::mt19937_64& rng, int64_t k, int64_t n, bool exposed
     in->set_name("W");
     in->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto_DataType_FLOAT);
   }
-  auto* mm = g->add_node();
-  mm->set_op_type("MatMul");
-  mm->add_input("x");
-  mm->add_input("W");
-  mm->add_output("p");
-  auto* add = g->add_node();
-  add->set_op_type("Add");
-  add->add_input("b");
-  add->add_input("p");
-  add->add_output("y");
+  AddNode(g, "MatMul", {"x", "W"}, "p");
+  AddNode(g, "Add", {"b", "p"}, "y");
   g->add_output()->set_name("y");
   if (exposed) g->add_output()->set_name("p");
   return m.SerializeAsString();
@@ -876,18 +872,9 @@ std::string ConvReluModel(std::mt19937_64& rng, int64_t channels, int64_t filter
   g->mutable_initializer(0)->set_name("W");
   *g->add_initializer() = FloatProto({filters}, b);
   g->mutable_initializer(1)->set_name("b");
-  auto* conv = g->add_node();
-  conv->set_op_type("Conv");
-  conv->add_input("x");
-  conv->add_input("W");
-  conv->add_input("b");
-  conv->add_output("c");
-  AddAttribute(*conv, "pads", onnx::AttributeProto::INTS);
-  for (int i = 0; i < 4; ++i) conv->mutable_attribute(0)->add_ints(1);
-  auto* relu = g->add_node();
-  relu->set_op_type("Relu");
-  relu->add_input("c");
-  relu->add_output("y");
+  auto* pads = AddAttribute(*AddNode(g, "Conv", {"x", "W", "b"}, "c"), "pads", onnx::AttributeProto::INTS);
+  for (int i = 0; i < 4; ++i) pads->add_ints(1);
+  AddNode(g, "Relu", {"c"}, "y");
   g->add_output()->set_name("y");
   if (exposed) g->add_output()->set_name("c");
   return m.SerializeAsString();
