@@ -11,8 +11,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
+#include <limits>
 #include <map>
+#include <memory>
 #include <thread>
 #include <tuple>
 
@@ -175,11 +178,16 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
   return c;
 }
 
-// `runnel load --jetstream`: synthetic requests published at --rate in chunks of up to
-// 1,000 (a hundredth of a second's worth at a rate), each chunk stored by the stream
-// before the next; --per-message N > 1 puts N records in each message, as NDJSON.
+// What `runnel load --jetstream` publishes: records [first, first + n) of its source.
+using RecordBatches = std::function<std::vector<std::string>(int64_t first, int64_t n)>;
+
+// `runnel load --jetstream`: requests — synthetic, or a CSV file's rows (--input, read
+// against the table's columns: the database is asked for them) — published at --rate
+// in chunks of up to 1,000 (a hundredth of a second's worth at a rate), each chunk
+// stored by the stream before the next; --per-message N > 1 puts N records in each
+// message, as NDJSON.
 template <typename Args>
-int PublishRequests(const pipeline::PipelineConfig& config, const Args& args) {
+int PublishRequests(CliContext& ctx, const pipeline::PipelineConfig& config, const Args& args) {
   if (!config.jetstream) {
     throw Error(ErrorCode::InvalidInput,
                 fmt::format("{} has no [jetstream] section: nowhere to publish", config.file.string()));
@@ -189,21 +197,57 @@ int PublishRequests(const pipeline::PipelineConfig& config, const Args& args) {
     throw Error(ErrorCode::InvalidInput,
                 fmt::format("the subject '{}' has a wildcard: give --subject to publish to", subject));
   }
+  RecordBatches batches;
+  int64_t total = args.rows;
+  std::string from;
+  if (!args.input.empty()) {
+    pipeline::CsvLoadOptions options;
+    options.input = args.input;
+    options.delimiter = ParseDelimiter(args.delimiter);
+    if (!args.columns.empty()) options.columns = SplitAt(args.columns, ',');
+    options.reverse = args.reverse;
+    if (!args.data_type.empty() && config.model_type_column.empty()) {
+      throw Error(ErrorCode::InvalidInput, fmt::format("--data-type needs a pipeline with [model].type_column ({} "
+                                                       "has none)",
+                                                       config.file.string()));
+    }
+    auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args.db));
+    auto types = std::make_shared<const std::map<std::string, std::string>>(pipeline::SourceColumns(conn, config));
+    std::vector<std::string> ignored;
+    auto csv = std::make_shared<const pipeline::CsvRows>(pipeline::ReadCsvRows(config, *types, options, &ignored));
+    if (!ignored.empty()) fmt::print(stderr, "ignored columns not in {}: {}\n", config.table, fmt::join(ignored, ", "));
+    if (csv->rows.empty()) throw Error(ErrorCode::InvalidInput, fmt::format("{}: no rows", args.input));
+    total = args.loop ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(csv->rows.size());
+    from = " from " + args.input;
+    batches = [csv, types, &config, data_type = args.data_type](int64_t first, int64_t n) {
+      std::vector<std::string> out;
+      for (int64_t i = first; i < first + n; ++i)
+        out.push_back(
+            pipeline::CsvRecordJson(*csv, static_cast<size_t>(i) % csv->rows.size(), *types, config, data_type));
+      return out;
+    };
+  } else {
+    const uint64_t seed =
+        args.seed != 0 ? args.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    from = fmt::format(" (seed {})", seed);
+    batches = [&config, clients = args.clients, seed](int64_t first, int64_t n) {
+      return pipeline::SyntheticRecords(config, first, n, clients, seed + static_cast<uint64_t>(first));
+    };
+  }
   nats::JetStream js(server::ConnectOptionsFor(*config.jetstream, "runnel load"));
   InstallStopHandler();
-  const uint64_t seed =
-      args.seed != 0 ? args.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  fmt::print(stderr, "publishing {} requests to {} (seed {})\n", args.rows, subject, seed);
+  fmt::print(stderr, "publishing {} requests to {}{}\n",
+             total == std::numeric_limits<int64_t>::max() ? std::string("looped") : std::to_string(total), subject,
+             from);
   const auto start = std::chrono::steady_clock::now();
   const int64_t chunk = std::max(
       args.per_message, args.rate > 0 ? std::clamp<int64_t>(static_cast<int64_t>(args.rate / 100), 1, 1000) : 1000);
   int64_t published = 0;
-  while (published < args.rows && !g_stop.load()) {
-    const int64_t n = std::min(chunk, args.rows - published);
+  while (published < total && !g_stop.load()) {
+    const int64_t n = std::min(chunk, total - published);
     std::vector<nats::OutgoingMessage> messages;
     int64_t in_message = 0;
-    for (auto& record :
-         pipeline::SyntheticRecords(config, published, n, args.clients, seed + static_cast<uint64_t>(published))) {
+    for (auto& record : batches(published, n)) {
       if (args.per_message == 1) {
         messages.push_back({subject, std::move(record), {}});
         continue;
@@ -269,7 +313,8 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   load->add_flag("--loop", args->loop, "--input: start over at the end, until Ctrl-C");
   load->add_flag("--reverse", args->reverse, "--input: last row first");
   load->add_flag("--jetstream", args->jetstream,
-                 "Publish the synthetic requests to the pipeline's [jetstream] subject instead of inserting them");
+                 "Publish the requests (synthetic, or --input's rows) to the pipeline's [jetstream] subject instead of "
+                 "inserting them");
   load->add_option("--subject", args->subject, "--jetstream: publish to this subject (default: [jetstream] subject)");
   load->add_option("--per-message", args->per_message,
                    "--jetstream: records per message (default 1; more: NDJSON, Content-Type: application/x-ndjson)")
@@ -277,7 +322,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   commands.push_back(
       {load, [args](CliContext& ctx) {
          auto config = pipeline::LoadPipelineConfig(args->pipeline);
-         if (args->jetstream) return PublishRequests(config, *args);
+         if (args->jetstream) return PublishRequests(ctx, config, *args);
          auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
          if (!args->input.empty()) {
            InstallStopHandler();

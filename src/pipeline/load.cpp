@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -290,8 +292,8 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
   return summary;
 }
 
-LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& config, const CsvLoadOptions& options,
-                            std::vector<std::string>* ignored) {
+CsvRows ReadCsvRows(const PipelineConfig& config, const std::map<std::string, std::string>& table_columns,
+                    const CsvLoadOptions& options, std::vector<std::string>* ignored) {
   std::ifstream in(options.input, std::ios::binary);
   if (!in) throw Error(ErrorCode::Io, fmt::format("{}: cannot open", options.input));
   CsvReader reader(in, options.delimiter);
@@ -299,16 +301,17 @@ LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& co
   std::vector<std::string> fields;
   if (header.empty() && !reader.Next(header))
     throw Error(ErrorCode::InvalidInput, fmt::format("{}: empty file, no header", options.input));
-  const auto table_columns = SourceColumns(conn, config);
   const auto keys = RequestKeys::Resolve(config, table_columns);
   std::map<std::string, std::string> by_normal;  // normalized -> table column
   for (const auto& [name, type] : table_columns) by_normal.emplace(NormalizeColumnName(name), name);
-  std::vector<std::pair<size_t, std::string>> used;  // file column -> table column
+  std::vector<size_t> used;  // file columns, in order
+  CsvRows out;
   for (size_t i = 0; i < header.size(); ++i) {
     auto it = by_normal.find(NormalizeColumnName(header[i]));
     // A direct key is the database's to assign; mapped keys (uuid, text, ...) are data.
     if (it != by_normal.end() && (keys.mapped() || it->second != keys.columns().front().name)) {
-      used.emplace_back(i, it->second);
+      used.push_back(i);
+      out.columns.push_back(it->second);
     } else if (ignored != nullptr) {
       ignored->push_back(header[i]);
     }
@@ -318,7 +321,6 @@ LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& co
                                                      options.input, config.table, fmt::join(header, ", ")));
   }
   // All rows first: files replayed as streams are small, and --reverse needs them.
-  std::vector<std::vector<std::optional<std::string>>> rows;
   while (reader.Next(fields)) {
     if (fields.size() == 1 && fields[0].empty()) continue;
     if (reader.malformed() || fields.size() != header.size()) {
@@ -326,17 +328,63 @@ LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& co
                                                        fields.size(), header.size()));
     }
     std::vector<std::optional<std::string>> row;
-    for (const auto& [file_column, table_column] : used) {
+    for (const size_t file_column : used) {
       const std::string& v = fields[file_column];
       row.push_back(v.empty() ? std::nullopt : std::optional<std::string>(v));
     }
-    rows.push_back(std::move(row));
+    out.rows.push_back(std::move(row));
   }
-  if (options.reverse) std::reverse(rows.begin(), rows.end());
+  if (options.reverse) std::reverse(out.rows.begin(), out.rows.end());
+  return out;
+}
+
+namespace {
+
+// A CSV field as the JSON value a column of `type` takes; a field that is not one
+// stays a string (the record's checks name it).
+nlohmann::json FieldJson(const std::string& field, const std::string& type) {
+  if (type == "smallint" || type == "integer" || type == "bigint") {
+    int64_t v = 0;
+    const auto [end, ec] = std::from_chars(field.data(), field.data() + field.size(), v);
+    if (ec == std::errc() && end == field.data() + field.size()) return v;
+  } else if (type == "real" || type == "double precision" || type == "numeric" || type.starts_with("numeric(")) {
+    char* end = nullptr;
+    const double v = std::strtod(field.c_str(), &end);
+    if (!field.empty() && end == field.c_str() + field.size() && std::isfinite(v)) return v;
+  } else if (type == "boolean") {
+    if (field == "true" || field == "t" || field == "1") return true;
+    if (field == "false" || field == "f" || field == "0") return false;
+  } else if (type == "json" || type == "jsonb") {
+    auto parsed = nlohmann::json::parse(field, nullptr, false);
+    if (!parsed.is_discarded()) return parsed;
+  }
+  return field;
+}
+
+}  // namespace
+
+std::string CsvRecordJson(const CsvRows& rows, size_t row, const std::map<std::string, std::string>& table_columns,
+                          const PipelineConfig& config, const std::string& data_type) {
+  nlohmann::json record = nlohmann::json::object();
+  for (size_t c = 0; c < rows.columns.size(); ++c) {
+    const auto& field = rows.rows.at(row)[c];
+    record[rows.columns[c]] = field ? FieldJson(*field, table_columns.at(rows.columns[c])) : nlohmann::json(nullptr);
+  }
+  if (!data_type.empty()) record[config.model_type_column] = data_type;
+  return record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& config, const CsvLoadOptions& options,
+                            std::vector<std::string>* ignored) {
+  const auto table_columns = SourceColumns(conn, config);
+  const auto keys = RequestKeys::Resolve(config, table_columns);
+  CsvRows csv = ReadCsvRows(config, table_columns, options, ignored);
+  auto& rows = csv.rows;
+  const auto& used = csv.columns;  // table columns, the file's order
   std::string names, selects;
   for (size_t c = 0; c < used.size(); ++c) {
-    names += (c ? ", " : "") + postgres::QuoteIdentifier(used[c].second);
-    selects += fmt::format("{}v{}::{}", c ? ", " : "", c, table_columns.at(used[c].second));
+    names += (c ? ", " : "") + postgres::QuoteIdentifier(used[c]);
+    selects += fmt::format("{}v{}::{}", c ? ", " : "", c, table_columns.at(used[c]));
   }
   std::string sources;
   for (size_t c = 0; c < used.size(); ++c) sources += fmt::format("{}${}::text[]", c ? ", " : "", c + 1);

@@ -581,8 +581,17 @@ TEST_F(CliTest, RunUntilIdleTakesInTheWholeStream) {
 
   // Messages it cannot take in (its inserts refused, not for a row's sake) end the run
   // after a few rounds, said, with a failure; once they can be, the next run takes them.
-  auto more = Runnel({"load", "--pipeline", pipeline, "--jetstream", "--subject", "req.needs", "--rows", "5"});
+  // They come from a CSV file (typed by the table's columns; one it lacks is ignored).
+  std::string csv =
+      "age,gender,family_members,financial_education,income,wealth,income_investment,"
+      "accumulation_investment,client_id,note\n";
+  for (int i = 1; i <= 5; ++i) csv += fmt::format("4{},1,2,0.5,60.5,100{}.5,1,0,7,n{}\n", i, i, i);
+  testing::WriteFile(home_.path() / "more.csv", csv);
+  auto more = Runnel({"load", "--pipeline", pipeline, "--jetstream", "--subject", "req.needs", "--input",
+                      (home_.path() / "more.csv").string()});
   ASSERT_EQ(more.exit_code, 0) << more.output;
+  EXPECT_NE(more.output.find("ignored columns not in needs: note"), std::string::npos) << more.output;
+  EXPECT_NE(more.output.find("published 5 requests to req.needs"), std::string::npos) << more.output;
   trigger("closed", "RAISE EXCEPTION 'closed' USING ERRCODE = '42501';", "ROW");
   auto stuck = Runnel({"run", "--pipeline", pipeline, "--until-idle", "--no-migrate"});
   EXPECT_EQ(stuck.exit_code, 1) << stuck.output;
@@ -592,6 +601,11 @@ TEST_F(CliTest, RunUntilIdleTakesInTheWholeStream) {
   auto open = Runnel({"run", "--pipeline", pipeline, "--until-idle", "--no-migrate"});
   EXPECT_EQ(open.exit_code, 0) << open.output;
   EXPECT_EQ(conn.Exec("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'").Get<int64_t>(0, 0), 2005);
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM needs WHERE client_id = 7 AND wealth = 1000.5 + (age - 40) AND age "
+                      "BETWEEN 41 AND 45 AND risk_propensity IS NOT NULL")
+                .Get<int64_t>(0, 0),
+            5)
+      << "the CSV's rows, served";
 }
 
 TEST_F(CliTest, RunChecksItsAddressAndTokenFileBeforeStarting) {

@@ -74,6 +74,24 @@ struct CsvLoadOptions {
   std::function<void(int64_t inserted)> progress;
 };
 
+// The rows of a CSV file for the source table: the file's columns matching a table
+// column (spaces, underscores and case aside; a direct integer key is the database's
+// to assign, so not taken; the others named in `ignored`), each row's fields in their
+// order (empty: NULL), reversed with options.reverse. Throws as LoadCsvRequests.
+struct CsvRows {
+  std::vector<std::string> columns;  // table columns
+  std::vector<std::vector<std::optional<std::string>>> rows;
+};
+CsvRows ReadCsvRows(const PipelineConfig& config, const std::map<std::string, std::string>& table_columns,
+                    const CsvLoadOptions& options, std::vector<std::string>* ignored = nullptr);
+// Row `row` as the JSON record the HTTP API and the JetStream ingest take (`runnel load
+// --jetstream --input`): integers and numbers for numeric columns, true/false for
+// boolean, the JSON value for json/jsonb, strings otherwise, null for NULL — a field
+// that is not what its column's type needs stays a string, for the record's checks to
+// name; `data_type` non-empty: the pipeline's [model].type_column set to it.
+std::string CsvRecordJson(const CsvRows& rows, size_t row, const std::map<std::string, std::string>& table_columns,
+                          const PipelineConfig& config, const std::string& data_type);
+
 // Columns matching a column of the source table (spaces, underscores and case aside)
 // are inserted; the others are ignored (and named in `ignored`). Empty fields are NULL.
 // Throws Error(InvalidInput) naming the file and line for a malformed record or a
