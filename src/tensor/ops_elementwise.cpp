@@ -679,10 +679,11 @@ bool FuseErfGeluAt(Graph& g, size_t d) {
   const int x = div->inputs[0];
   const Tensor* a = ScalarConstant(g, div->inputs[1]);
   const int e = SoleReader(g, div->outputs[0]);
-  if (a == nullptr || e < 0 || g.nodes[static_cast<size_t>(e)].op != "Erf" ||
-      !g.nodes[static_cast<size_t>(e)].domain.empty())
-    return false;
-  const int erf_out = g.nodes[static_cast<size_t>(e)].outputs[0];
+  if (a == nullptr || e < 0) return false;
+  const Node& erf = g.nodes[static_cast<size_t>(e)];
+  // (the loader gives every node its first output; an Erf of other arity is not this)
+  if (erf.op != "Erf" || !erf.domain.empty() || erf.inputs.size() != 1 || erf.outputs.size() != 1) return false;
+  const int erf_out = erf.outputs[0];
   const int ad = SoleReader(g, erf_out);
   const Node* add = NodeIs(g, ad, "Add");
   const Tensor* b = add == nullptr ? nullptr : OtherScalar(g, *add, erf_out);
