@@ -258,15 +258,18 @@ std::optional<LoadedGraph> ParseInChild(const std::string& source, const std::fu
 
 LoadedGraph ParseIsolated(const std::string& source, const std::function<LoadedGraph()>& parse) {
   // A child forked from a multithreaded process can, rarely, inherit a lock another
-  // thread held (seen with the sanitizers' allocator) and hang on a good file: a hang
-  // is tried once more before the file is called corrupt.
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  // thread held (seen with the sanitizers' allocator while other threads allocate
+  // busily: twice in a row once, in CI) and hang on a good file: a hang is tried again,
+  // kAttempts times in all, before the file is called corrupt.
+  constexpr int kAttempts = 3;
+  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
     if (auto graph = ParseInChild(source, parse)) return std::move(*graph);
-    if (attempt == 0)
-      spdlog::warn("{}: the HDF5 reader did not answer within {} ms; trying once more", source, DeadlineMs());
+    if (attempt < kAttempts)
+      spdlog::warn("{}: the HDF5 reader did not answer within {} ms; trying again", source, DeadlineMs());
   }
-  throw Error(ErrorCode::Model, fmt::format("{}: reading the file took longer than {} ms, twice (a corrupt HDF5 file?)",
-                                            source, DeadlineMs()));
+  throw Error(ErrorCode::Model, fmt::format("{}: reading the file took longer than {} ms, {} times (a corrupt HDF5 "
+                                            "file?)",
+                                            source, DeadlineMs(), kAttempts));
 }
 
 }  // namespace runnel::model
