@@ -70,6 +70,30 @@ onnx::TensorProto FloatProto(std::vector<int64_t> dims, std::vector<float> value
   return p;
 }
 
+// A float graph input `name` of g.
+void AddFloatInput(onnx::GraphProto* g, const std::string& name) {
+  auto* in = g->add_input();
+  in->set_name(name);
+  in->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+}
+
+// A float initializer `name` of g.
+void AddInitializer(onnx::GraphProto* g, const std::string& name, std::vector<int64_t> dims,
+                    std::vector<float> values) {
+  auto* t = g->add_initializer();
+  *t = FloatProto(std::move(dims), std::move(values));
+  t->set_name(name);
+}
+
+// The graph of `m` (IR 8, opset 17) with its float input "x".
+onnx::GraphProto* GraphOfX(onnx::ModelProto& m) {
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  AddFloatInput(g, "x");
+  return g;
+}
+
 // A node `op` of graph g reading `inputs`, writing `output`.
 onnx::NodeProto* AddNode(onnx::GraphProto* g, const std::string& op, const std::vector<std::string>& inputs,
                          const std::string& output) {
@@ -511,17 +535,10 @@ TEST(TensorTest, GeluAnswersAsItsDefinition) {
 // (Hugging Face's). `exposed`: the Erf's output is a graph output too.
 std::string ErfGeluModel(bool scale_first, bool exposed) {
   onnx::ModelProto m;
-  m.set_ir_version(8);
-  m.add_opset_import()->set_version(17);
-  auto* g = m.mutable_graph();
-  auto* x = g->add_input();
-  x->set_name("x");
-  x->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+  auto* g = GraphOfX(m);
   for (const auto& [name, v] :
        std::vector<std::pair<std::string, float>>{{"sqrt2", 1.4142135f}, {"one", 1.0f}, {"half", 0.5f}}) {
-    auto* c = g->add_initializer();
-    *c = FloatProto({}, {v});
-    c->set_name(name);
+    AddInitializer(g, name, {}, {v});
   }
   if (scale_first) AddNode(g, "Mul", {"x", "half"}, "h");
   AddNode(g, "Div", {"x", "sqrt2"}, "d");
@@ -571,28 +588,13 @@ TEST(TensorTest, ErfGeluWrittenOutIsFusedAndAnswersTheSame) {
 std::string LinearModel(std::mt19937_64& rng, int64_t k, int64_t n, bool exposed, bool weights_input) {
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
   onnx::ModelProto m;
-  m.set_ir_version(8);
-  m.add_opset_import()->set_version(17);
-  auto* g = m.mutable_graph();
-  auto* x = g->add_input();
-  x->set_name("x");
-  x->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+  auto* g = GraphOfX(m);
   std::vector<float> w(static_cast<size_t>(k * n)), b(static_cast<size_t>(n));
   for (float& v : w) v = value(rng);
   for (float& v : b) v = value(rng);
-  if (!weights_input) {
-    auto* wp = g->add_initializer();
-    *wp = FloatProto({k, n}, w);
-    wp->set_name("W");
-  }
-  auto* bp = g->add_initializer();
-  *bp = FloatProto({n}, b);
-  bp->set_name("b");
-  if (weights_input) {
-    auto* in = g->add_input();
-    in->set_name("W");
-    in->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto_DataType_FLOAT);
-  }
+  if (!weights_input) AddInitializer(g, "W", {k, n}, w);
+  AddInitializer(g, "b", {n}, b);
+  if (weights_input) AddFloatInput(g, "W");
   AddNode(g, "MatMul", {"x", "W"}, "p");
   AddNode(g, "Add", {"b", "p"}, "y");
   g->add_output()->set_name("y");
@@ -859,19 +861,12 @@ TEST(TensorTest, FastKernelsMatchTheReferenceOnRandomShapes) {
 std::string ConvReluModel(std::mt19937_64& rng, int64_t channels, int64_t filters, bool exposed) {
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
   onnx::ModelProto m;
-  m.set_ir_version(8);
-  m.add_opset_import()->set_version(17);
-  auto* g = m.mutable_graph();
-  auto* x = g->add_input();
-  x->set_name("x");
-  x->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+  auto* g = GraphOfX(m);
   std::vector<float> w(static_cast<size_t>(filters * channels * 9)), b(static_cast<size_t>(filters));
   for (float& v : w) v = value(rng);
   for (float& v : b) v = value(rng);
-  *g->add_initializer() = FloatProto({filters, channels, 3, 3}, w);
-  g->mutable_initializer(0)->set_name("W");
-  *g->add_initializer() = FloatProto({filters}, b);
-  g->mutable_initializer(1)->set_name("b");
+  AddInitializer(g, "W", {filters, channels, 3, 3}, w);
+  AddInitializer(g, "b", {filters}, b);
   auto* pads = AddAttribute(*AddNode(g, "Conv", {"x", "W", "b"}, "c"), "pads", onnx::AttributeProto::INTS);
   for (int i = 0; i < 4; ++i) pads->add_ints(1);
   AddNode(g, "Relu", {"c"}, "y");
