@@ -181,11 +181,78 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
 // What `runnel load --jetstream` publishes: records [first, first + n) of its source.
 using RecordBatches = std::function<std::vector<std::string>(int64_t first, int64_t n)>;
 
-// `runnel load --jetstream`: requests — synthetic, or a CSV file's rows (--input, read
-// against the table's columns: the database is asked for them) — published at --rate
-// in chunks of up to 1,000 (a hundredth of a second's worth at a rate), each chunk
-// stored by the stream before the next; --per-message N > 1 puts N records in each
-// message, as NDJSON.
+// Where `runnel load --jetstream` takes its records, how many (INT64_MAX: until
+// Ctrl-C), and "from ..." for its first line.
+struct RecordSource {
+  RecordBatches batches;
+  int64_t total = 0;
+  std::string from;
+};
+
+// --input: the file's rows, read against the table's columns (the database is asked for
+// them), each field typed by its column; --loop repeats them.
+template <typename Args>
+RecordSource CsvSource(CliContext& ctx, const pipeline::PipelineConfig& config, const Args& args) {
+  pipeline::CsvLoadOptions options;
+  options.input = args.input;
+  options.delimiter = ParseDelimiter(args.delimiter);
+  if (!args.columns.empty()) options.columns = SplitAt(args.columns, ',');
+  options.reverse = args.reverse;
+  options.data_type = args.data_type;
+  auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args.db));
+  auto types = std::make_shared<const std::map<std::string, std::string>>(pipeline::SourceColumns(conn, config));
+  std::vector<std::string> ignored;
+  auto csv = std::make_shared<const pipeline::CsvRows>(pipeline::ReadCsvRows(config, *types, options, &ignored));
+  if (!ignored.empty()) fmt::print(stderr, "ignored columns not in {}: {}\n", config.table, fmt::join(ignored, ", "));
+  if (csv->rows.empty()) throw Error(ErrorCode::InvalidInput, fmt::format("{}: no rows", args.input));
+  RecordSource source;
+  source.total = args.loop ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(csv->rows.size());
+  source.from = " from " + args.input;
+  source.batches = [csv, types, &config, data_type = args.data_type](int64_t first, int64_t n) {
+    std::vector<std::string> out;
+    for (int64_t i = first; i < first + n; ++i)
+      out.push_back(
+          pipeline::CsvRecordJson(*csv, static_cast<size_t>(i) % csv->rows.size(), *types, config, data_type));
+    return out;
+  };
+  return source;
+}
+
+// --rows synthetic records, the demo's distributions.
+template <typename Args>
+RecordSource SyntheticSource(const pipeline::PipelineConfig& config, const Args& args) {
+  const uint64_t seed =
+      args.seed != 0 ? args.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  RecordSource source;
+  source.total = args.rows;
+  source.from = fmt::format(" (seed {})", seed);
+  source.batches = [&config, clients = args.clients, seed](int64_t first, int64_t n) {
+    return pipeline::SyntheticRecords(config, first, n, clients, seed + static_cast<uint64_t>(first));
+  };
+  return source;
+}
+
+// `records` as messages to `subject`: one each, or (per_message > 1) NDJSON of up to
+// per_message.
+std::vector<nats::OutgoingMessage> AsMessages(const std::string& subject, std::vector<std::string> records,
+                                              int64_t per_message) {
+  std::vector<nats::OutgoingMessage> messages;
+  int64_t in_message = 0;
+  for (auto& record : records) {
+    if (per_message == 1) {
+      messages.push_back({subject, std::move(record), {}});
+      continue;
+    }
+    if (in_message++ % per_message == 0) messages.push_back({subject, "", {{"Content-Type", "application/x-ndjson"}}});
+    messages.back().data += record + "\n";
+  }
+  return messages;
+}
+
+// `runnel load --jetstream`: requests — synthetic, or a CSV file's rows — published at
+// --rate in chunks of up to 1,000 (a hundredth of a second's worth at a rate), each
+// chunk stored by the stream before the next; --per-message N > 1 puts N records in
+// each message, as NDJSON.
 template <typename Args>
 int PublishRequests(CliContext& ctx, const pipeline::PipelineConfig& config, const Args& args) {
   if (!config.jetstream) {
@@ -197,67 +264,19 @@ int PublishRequests(CliContext& ctx, const pipeline::PipelineConfig& config, con
     throw Error(ErrorCode::InvalidInput,
                 fmt::format("the subject '{}' has a wildcard: give --subject to publish to", subject));
   }
-  RecordBatches batches;
-  int64_t total = args.rows;
-  std::string from;
-  if (!args.input.empty()) {
-    pipeline::CsvLoadOptions options;
-    options.input = args.input;
-    options.delimiter = ParseDelimiter(args.delimiter);
-    if (!args.columns.empty()) options.columns = SplitAt(args.columns, ',');
-    options.reverse = args.reverse;
-    if (!args.data_type.empty() && config.model_type_column.empty()) {
-      throw Error(ErrorCode::InvalidInput, fmt::format("--data-type needs a pipeline with [model].type_column ({} "
-                                                       "has none)",
-                                                       config.file.string()));
-    }
-    auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args.db));
-    auto types = std::make_shared<const std::map<std::string, std::string>>(pipeline::SourceColumns(conn, config));
-    std::vector<std::string> ignored;
-    auto csv = std::make_shared<const pipeline::CsvRows>(pipeline::ReadCsvRows(config, *types, options, &ignored));
-    if (!ignored.empty()) fmt::print(stderr, "ignored columns not in {}: {}\n", config.table, fmt::join(ignored, ", "));
-    if (csv->rows.empty()) throw Error(ErrorCode::InvalidInput, fmt::format("{}: no rows", args.input));
-    total = args.loop ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(csv->rows.size());
-    from = " from " + args.input;
-    batches = [csv, types, &config, data_type = args.data_type](int64_t first, int64_t n) {
-      std::vector<std::string> out;
-      for (int64_t i = first; i < first + n; ++i)
-        out.push_back(
-            pipeline::CsvRecordJson(*csv, static_cast<size_t>(i) % csv->rows.size(), *types, config, data_type));
-      return out;
-    };
-  } else {
-    const uint64_t seed =
-        args.seed != 0 ? args.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-    from = fmt::format(" (seed {})", seed);
-    batches = [&config, clients = args.clients, seed](int64_t first, int64_t n) {
-      return pipeline::SyntheticRecords(config, first, n, clients, seed + static_cast<uint64_t>(first));
-    };
-  }
+  const RecordSource source = args.input.empty() ? SyntheticSource(config, args) : CsvSource(ctx, config, args);
   nats::JetStream js(server::ConnectOptionsFor(*config.jetstream, "runnel load"));
   InstallStopHandler();
   fmt::print(stderr, "publishing {} requests to {}{}\n",
-             total == std::numeric_limits<int64_t>::max() ? std::string("looped") : std::to_string(total), subject,
-             from);
+             source.total == std::numeric_limits<int64_t>::max() ? std::string("looped") : std::to_string(source.total),
+             subject, source.from);
   const auto start = std::chrono::steady_clock::now();
   const int64_t chunk = std::max(
       args.per_message, args.rate > 0 ? std::clamp<int64_t>(static_cast<int64_t>(args.rate / 100), 1, 1000) : 1000);
   int64_t published = 0;
-  while (published < total && !g_stop.load()) {
-    const int64_t n = std::min(chunk, total - published);
-    std::vector<nats::OutgoingMessage> messages;
-    int64_t in_message = 0;
-    for (auto& record : batches(published, n)) {
-      if (args.per_message == 1) {
-        messages.push_back({subject, std::move(record), {}});
-        continue;
-      }
-      if (in_message++ % args.per_message == 0) {
-        messages.push_back({subject, "", {{"Content-Type", "application/x-ndjson"}}});
-      }
-      messages.back().data += record + "\n";
-    }
-    js.PublishAll(messages);  // each stored by the stream
+  while (published < source.total && !g_stop.load()) {
+    const int64_t n = std::min(chunk, source.total - published);
+    js.PublishAll(AsMessages(subject, source.batches(published, n), args.per_message));  // each stored by the stream
     published += n;
     pipeline::PaceTo(start, published, args.rate);
   }

@@ -294,6 +294,11 @@ LoadSummary LoadSyntheticRequests(postgres::Connection& conn, const PipelineConf
 
 CsvRows ReadCsvRows(const PipelineConfig& config, const std::map<std::string, std::string>& table_columns,
                     const CsvLoadOptions& options, std::vector<std::string>* ignored) {
+  if (!options.data_type.empty() && config.model_type_column.empty()) {
+    throw Error(
+        ErrorCode::InvalidInput,
+        fmt::format("--data-type needs a pipeline with [model].type_column ({} has none)", config.file.string()));
+  }
   std::ifstream in(options.input, std::ios::binary);
   if (!in) throw Error(ErrorCode::Io, fmt::format("{}: cannot open", options.input));
   CsvReader reader(in, options.delimiter);
@@ -390,12 +395,7 @@ LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& co
   for (size_t c = 0; c < used.size(); ++c) sources += fmt::format("{}${}::text[]", c ? ", " : "", c + 1);
   std::string aliases;
   for (size_t c = 0; c < used.size(); ++c) aliases += fmt::format("{}v{}", c ? ", " : "", c);
-  const bool typed = !options.data_type.empty() && !config.model_type_column.empty();
-  if (!options.data_type.empty() && config.model_type_column.empty()) {
-    throw Error(
-        ErrorCode::InvalidInput,
-        fmt::format("--data-type needs a pipeline with [model].type_column ({} has none)", config.file.string()));
-  }
+  const bool typed = !options.data_type.empty();  // ReadCsvRows checked the pipeline has the column
   if (typed) {
     names += ", " + postgres::QuoteIdentifier(config.model_type_column);
     selects += fmt::format(", ${}", used.size() + 1);

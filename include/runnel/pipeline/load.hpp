@@ -77,7 +77,8 @@ struct CsvLoadOptions {
 // The rows of a CSV file for the source table: the file's columns matching a table
 // column (spaces, underscores and case aside; a direct integer key is the database's
 // to assign, so not taken; the others named in `ignored`), each row's fields in their
-// order (empty: NULL), reversed with options.reverse. Throws as LoadCsvRequests.
+// order (empty: NULL), reversed with options.reverse. Throws as LoadCsvRequests, and
+// Error(InvalidInput) for options.data_type when the pipeline has no [model].type_column.
 struct CsvRows {
   std::vector<std::string> columns;  // table columns
   std::vector<std::vector<std::optional<std::string>>> rows;
