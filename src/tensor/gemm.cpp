@@ -20,8 +20,12 @@ inline V16 Load(const float* p) {
 inline void Store(float* p, V16 v) {
   std::memcpy(p, &v, sizeof(v));
 }
+// Every lane f. Not `V16{} + f`: adding zero is not the identity for -0.0, so GCC
+// keeps a scalar add before each broadcast, and then broadcasts from a register (an
+// extra shuffle-port µop per broadcast on Intel, on the port of the second FMA unit)
+// instead of from memory.
 inline V16 Broadcast(float f) {
-  return V16{} + f;
+  return V16{f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f};
 }
 
 // MR rows x NV*16 columns of y, accumulated over all of k in registers.
@@ -51,37 +55,38 @@ inline void MicroKernel(const float* x, size_t x_stride, size_t k_count, const f
 }
 
 #ifdef __AVX512F__
-constexpr int kRowBlock = 6;  // 12 accumulators of 32 zmm registers
+constexpr int kRowBlock = 6;   // 24 accumulators of 32 zmm registers
+constexpr size_t kPanel = 64;  // columns per panel: 4 registers
 #else
-constexpr int kRowBlock = 4;
+constexpr int kRowBlock = 4;  // 16 ymm registers: a V16 takes two
+constexpr size_t kPanel = 32;
 #endif
 
+// MR rows of one panel of W: `width` (a multiple of 16, at most kPanel) columns from
+// column n.
 template <int MR>
-void RowBlock(const float* x, size_t x_stride, const PackedMatrix& d, bool relu, float* y, size_t y_stride) {
-  size_t n = 0;
-  // Few rows leave FMA latency exposed: use more columns per pass to keep chains busy.
-  if constexpr (MR <= 2) {
-    for (; n + 64 <= d.out_padded; n += 64) {
-      MicroKernel<MR, 4>(x, x_stride, d.in, d.weights.data() + n, d.out_padded, d.bias.data() + n, relu, y + n,
-                         y_stride);
-    }
-  }
-  for (; n + 32 <= d.out_padded; n += 32) {
-    MicroKernel<MR, 2>(x, x_stride, d.in, d.weights.data() + n, d.out_padded, d.bias.data() + n, relu, y + n, y_stride);
-  }
-  for (; n < d.out_padded; n += 16) {
-    MicroKernel<MR, 1>(x, x_stride, d.in, d.weights.data() + n, d.out_padded, d.bias.data() + n, relu, y + n, y_stride);
+void Panel(size_t width, const float* x, size_t x_stride, const PackedMatrix& d, size_t n, bool relu, float* y,
+           size_t y_stride) {
+  const float* w = d.weights.data() + n;
+  const float* bias = d.bias.data() + n;
+  switch (width / kPackWidth) {
+    case 4: return MicroKernel<MR, 4>(x, x_stride, d.in, w, d.out_padded, bias, relu, y + n, y_stride);
+    case 3: return MicroKernel<MR, 3>(x, x_stride, d.in, w, d.out_padded, bias, relu, y + n, y_stride);
+    case 2: return MicroKernel<MR, 2>(x, x_stride, d.in, w, d.out_padded, bias, relu, y + n, y_stride);
+    default: return MicroKernel<MR, 1>(x, x_stride, d.in, w, d.out_padded, bias, relu, y + n, y_stride);
   }
 }
 
+// The last rows (fewer than kRowBlock) of one panel. With few rows, FMA latency is
+// hidden by the panel's several columns.
 template <int MR>
-void RowTail(size_t rows, const float* x, size_t x_stride, const PackedMatrix& d, bool relu, float* y,
-             size_t y_stride) {
+void PanelTail(size_t rows, size_t width, const float* x, size_t x_stride, const PackedMatrix& d, size_t n, bool relu,
+               float* y, size_t y_stride) {
   if constexpr (MR > 0) {
     if (rows == MR) {
-      RowBlock<MR>(x, x_stride, d, relu, y, y_stride);
+      Panel<MR>(width, x, x_stride, d, n, relu, y, y_stride);
     } else {
-      RowTail<MR - 1>(rows, x, x_stride, d, relu, y, y_stride);
+      PanelTail<MR - 1>(rows, width, x, x_stride, d, n, relu, y, y_stride);
     }
   }
 }
@@ -111,11 +116,17 @@ PackedMatrix PackMatrix(const float* w, size_t in, size_t out, size_t w_stride, 
 void MultiplyPacked(const float* x, size_t x_stride, size_t rows, const PackedMatrix& w, bool relu, float* y,
                     size_t y_stride) {
   assert(y_stride >= w.out_padded && x_stride >= w.in);
-  size_t r = 0;
-  for (; r + kRowBlock <= rows; r += kRowBlock) {
-    RowBlock<kRowBlock>(x + r * x_stride, x_stride, w, relu, y + r * y_stride, y_stride);
+  // Columns outer, rows inner: one panel of W (k rows of kPanel columns) stays in L1
+  // while every row block passes over it; x is read a broadcast at a time.
+  for (size_t n = 0; n < w.out_padded; n += kPanel) {
+    const size_t width = std::min(kPanel, w.out_padded - n);
+    size_t r = 0;
+    for (; r + kRowBlock <= rows; r += kRowBlock) {
+      Panel<kRowBlock>(width, x + r * x_stride, x_stride, w, n, relu, y + r * y_stride, y_stride);
+    }
+    if (r < rows)
+      PanelTail<kRowBlock - 1>(rows - r, width, x + r * x_stride, x_stride, w, n, relu, y + r * y_stride, y_stride);
   }
-  if (r < rows) RowTail<kRowBlock - 1>(rows - r, x + r * x_stride, x_stride, w, relu, y + r * y_stride, y_stride);
 }
 
 }  // namespace runnel::tensor
