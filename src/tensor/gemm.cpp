@@ -28,18 +28,33 @@ inline V16 Broadcast(float f) {
   return V16{f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f};
 }
 
-// MR rows x NV*16 columns of y, accumulated over all of k in registers.
-template <int MR, int NV>
-inline void MicroKernel(const float* x, size_t x_stride, size_t k_count, const float* w, size_t w_stride,
-                        const float* bias, bool relu, float* y, size_t y_stride) {
+// Where row k of the right-hand matrix starts: a packed matrix's rows lie `stride`
+// floats apart; a gathered one's (MultiplyGathered) at offsets from a base.
+struct StridedRows {
+  const float* base;
+  size_t stride;
+  const float* operator()(size_t k) const { return base + k * stride; }
+};
+struct OffsetRows {
+  const float* base;
+  const size_t* offsets;
+  const float* operator()(size_t k) const { return base + offsets[k]; }
+};
+
+// MR rows x NV*16 columns of y, accumulated over all of k in registers, starting from
+// `bias` (zeros when null).
+template <int MR, int NV, typename Rows>
+inline void MicroKernel(const float* x, size_t x_stride, size_t k_count, Rows w, const float* bias, bool relu, float* y,
+                        size_t y_stride) {
   V16 acc[MR][NV];
   for (int v = 0; v < NV; ++v) {
-    const V16 b = Load(bias + v * 16);
+    const V16 b = bias != nullptr ? Load(bias + v * 16) : V16{};
     for (int r = 0; r < MR; ++r) acc[r][v] = b;
   }
   for (size_t k = 0; k < k_count; ++k) {
+    const float* row = w(k);
     V16 wv[NV];
-    for (int v = 0; v < NV; ++v) wv[v] = Load(w + k * w_stride + v * 16);
+    for (int v = 0; v < NV; ++v) wv[v] = Load(row + v * 16);
     for (int r = 0; r < MR; ++r) {
       const V16 xb = Broadcast(x[r * x_stride + k]);
       for (int v = 0; v < NV; ++v) acc[r][v] += xb * wv[v];
@@ -62,32 +77,60 @@ constexpr int kRowBlock = 4;  // 16 ymm registers: a V16 takes two
 constexpr size_t kPanel = 32;
 #endif
 
-// MR rows of one panel of W: `width` (a multiple of 16, at most kPanel) columns from
-// column n.
-template <int MR>
-void Panel(size_t width, const float* x, size_t x_stride, const PackedMatrix& d, size_t n, bool relu, float* y,
+// The right-hand side of one product: k rows, columns [0, columns) (a multiple of 16),
+// an optional bias per column.
+template <typename Rows>
+struct RightHand {
+  Rows rows;
+  size_t k;
+  size_t columns;
+  const float* bias;  // null: none
+};
+
+// MR rows of y over one panel of the right-hand side: `width` (a multiple of 16, at
+// most kPanel) columns from column n.
+template <int MR, typename Rows>
+void Panel(size_t width, const float* x, size_t x_stride, const RightHand<Rows>& b, size_t n, bool relu, float* y,
            size_t y_stride) {
-  const float* w = d.weights.data() + n;
-  const float* bias = d.bias.data() + n;
+  Rows w = b.rows;
+  w.base += n;
+  const float* bias = b.bias != nullptr ? b.bias + n : nullptr;
   switch (width / kPackWidth) {
-    case 4: return MicroKernel<MR, 4>(x, x_stride, d.in, w, d.out_padded, bias, relu, y + n, y_stride);
-    case 3: return MicroKernel<MR, 3>(x, x_stride, d.in, w, d.out_padded, bias, relu, y + n, y_stride);
-    case 2: return MicroKernel<MR, 2>(x, x_stride, d.in, w, d.out_padded, bias, relu, y + n, y_stride);
-    default: return MicroKernel<MR, 1>(x, x_stride, d.in, w, d.out_padded, bias, relu, y + n, y_stride);
+    case 4: return MicroKernel<MR, 4>(x, x_stride, b.k, w, bias, relu, y + n, y_stride);
+    case 3: return MicroKernel<MR, 3>(x, x_stride, b.k, w, bias, relu, y + n, y_stride);
+    case 2: return MicroKernel<MR, 2>(x, x_stride, b.k, w, bias, relu, y + n, y_stride);
+    default: return MicroKernel<MR, 1>(x, x_stride, b.k, w, bias, relu, y + n, y_stride);
   }
 }
 
 // The last rows (fewer than kRowBlock) of one panel. With few rows, FMA latency is
 // hidden by the panel's several columns.
-template <int MR>
-void PanelTail(size_t rows, size_t width, const float* x, size_t x_stride, const PackedMatrix& d, size_t n, bool relu,
-               float* y, size_t y_stride) {
+template <int MR, typename Rows>
+void PanelTail(size_t rows, size_t width, const float* x, size_t x_stride, const RightHand<Rows>& b, size_t n,
+               bool relu, float* y, size_t y_stride) {
   if constexpr (MR > 0) {
     if (rows == MR) {
-      Panel<MR>(width, x, x_stride, d, n, relu, y, y_stride);
+      Panel<MR>(width, x, x_stride, b, n, relu, y, y_stride);
     } else {
-      PanelTail<MR - 1>(rows, width, x, x_stride, d, n, relu, y, y_stride);
+      PanelTail<MR - 1>(rows, width, x, x_stride, b, n, relu, y, y_stride);
     }
+  }
+}
+
+// Columns outer, rows inner: one panel of the right-hand side (k rows of kPanel
+// columns) stays in L1 while every row block passes over it; x is read a broadcast at
+// a time.
+template <typename Rows>
+void Multiply(const float* x, size_t x_stride, size_t rows, const RightHand<Rows>& b, bool relu, float* y,
+              size_t y_stride) {
+  for (size_t n = 0; n < b.columns; n += kPanel) {
+    const size_t width = std::min(kPanel, b.columns - n);
+    size_t r = 0;
+    for (; r + kRowBlock <= rows; r += kRowBlock) {
+      Panel<kRowBlock>(width, x + r * x_stride, x_stride, b, n, relu, y + r * y_stride, y_stride);
+    }
+    if (r < rows)
+      PanelTail<kRowBlock - 1>(rows - r, width, x + r * x_stride, x_stride, b, n, relu, y + r * y_stride, y_stride);
   }
 }
 
@@ -116,17 +159,15 @@ PackedMatrix PackMatrix(const float* w, size_t in, size_t out, size_t w_stride, 
 void MultiplyPacked(const float* x, size_t x_stride, size_t rows, const PackedMatrix& w, bool relu, float* y,
                     size_t y_stride) {
   assert(y_stride >= w.out_padded && x_stride >= w.in);
-  // Columns outer, rows inner: one panel of W (k rows of kPanel columns) stays in L1
-  // while every row block passes over it; x is read a broadcast at a time.
-  for (size_t n = 0; n < w.out_padded; n += kPanel) {
-    const size_t width = std::min(kPanel, w.out_padded - n);
-    size_t r = 0;
-    for (; r + kRowBlock <= rows; r += kRowBlock) {
-      Panel<kRowBlock>(width, x + r * x_stride, x_stride, w, n, relu, y + r * y_stride, y_stride);
-    }
-    if (r < rows)
-      PanelTail<kRowBlock - 1>(rows - r, width, x + r * x_stride, x_stride, w, n, relu, y + r * y_stride, y_stride);
-  }
+  const RightHand<StridedRows> b{{w.weights.data(), w.out_padded}, w.in, w.out_padded, w.bias.data()};
+  Multiply(x, x_stride, rows, b, relu, y, y_stride);
+}
+
+void MultiplyGathered(const float* x, size_t x_stride, size_t rows, const float* b, std::span<const size_t> offsets,
+                      size_t columns, float* y, size_t y_stride) {
+  assert(columns % kPackWidth == 0 && y_stride >= columns && x_stride >= offsets.size());
+  const RightHand<OffsetRows> right{{b, offsets.data()}, offsets.size(), columns, nullptr};
+  Multiply(x, x_stride, rows, right, false, y, y_stride);
 }
 
 }  // namespace runnel::tensor

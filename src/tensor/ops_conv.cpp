@@ -225,10 +225,6 @@ void Im2Col(const float* x, const Plane2d& p, int64_t channels, size_t first, si
   }
 }
 
-// Float Conv over one or two spatial axes as a packed product per group: the filters
-// [filters, K] times the im2col matrix [K, positions] gives the output planes in
-// place, in chunks of positions whose im2col matrix stays within 128 KiB (a cache
-// level, not a page apart per row).
 // Negative (and NaN) elements to 0, as Relu does.
 void ReluInPlace(Tensor& t) {
   VisitNumeric(t.type(), [&](auto zero) {
@@ -237,7 +233,164 @@ void ReluInPlace(Tensor& t) {
   });
 }
 
-// Conv, then with `relu` its Relu (FuseConvRelu).
+// One Conv's sizes per group: its plane, channels and filters per group, taps per
+// filter (k) and output positions per plane.
+struct ConvShape {
+  Plane2d p;
+  int64_t group, cpg;
+  size_t fpg, k, positions;
+};
+
+// How products become output planes: plus each filter's bias (none when null), then
+// Relu when fused.
+struct OutputPlanes {
+  const float* bias;
+  bool relu;
+
+  // dst[j] = f(row[j] + bias[filter]) for j in [0, count).
+  void Write(const float* row, size_t filter, size_t count, float* dst) const {
+    const float b = bias != nullptr ? bias[filter] : 0.0f;
+    if (relu) {
+      for (size_t j = 0; j < count; ++j) dst[j] = row[j] + b > 0 ? row[j] + b : 0.0f;
+    } else {
+      for (size_t j = 0; j < count; ++j) dst[j] = row[j] + b;
+    }
+  }
+};
+
+// Im2col in chunks of positions whose matrix stays within 128 KiB (a cache level, not
+// a page apart per row): the filters [fpg, k] times the chunk's [k, positions].
+void ConvIm2Col(const Tensor& x, const Tensor& wt, const ConvShape& c, const OutputPlanes& planes, Tensor& out) {
+  const Plane2d& p = c.p;
+  const size_t chunk = std::min(PaddedWidth(c.positions),
+                                std::max<size_t>(kPackWidth, (size_t{1} << 15) / c.k / kPackWidth * kPackWidth));
+  PackedMatrix col;
+  col.in = c.k;
+  col.weights.resize(c.k * chunk);
+  col.bias.assign(chunk, 0.0f);
+  std::vector<float> y(c.fpg * chunk);
+  auto px = x.data<float>();
+  auto pw = wt.data<float>();
+  auto dst = out.data<float>();
+  const int64_t channels = x.dim(1);
+  const auto filters = static_cast<size_t>(wt.dim(0));
+  for (int64_t n = 0; n < x.dim(0); ++n) {
+    for (int64_t g = 0; g < c.group; ++g) {
+      const float* image = px.data() + static_cast<size_t>((n * channels + g * c.cpg) * p.ih * p.iw);
+      const float* filter = pw.data() + static_cast<size_t>(g) * c.fpg * c.k;
+      float* result = dst.data() + (static_cast<size_t>(n) * filters + static_cast<size_t>(g) * c.fpg) * c.positions;
+      for (size_t first = 0; first < c.positions; first += chunk) {
+        col.out = std::min(chunk, c.positions - first);
+        col.out_padded = PaddedWidth(col.out);
+        Im2Col(image, p, c.cpg, first, col.out, col.weights.data(), col.out_padded);
+        // Columns past col.out hold stale values: their products land in y's padding.
+        MultiplyPacked(filter, c.k, c.fpg, col, false, y.data(), col.out_padded);
+        for (size_t m = 0; m < c.fpg; ++m) {
+          planes.Write(y.data() + m * col.out_padded, static_cast<size_t>(g) * c.fpg + m, col.out,
+                       result + m * c.positions + first);
+        }
+      }
+    }
+  }
+}
+
+// A stride-1 Conv reads its taps straight from the image padded once: over a padded
+// plane of [hp, wp], tap (ky, kx) of output (oy, ox) is element (oy + ky·dh) · wp + ox +
+// kx·dw, so row (c, ky, kx) of the im2col matrix is the padded planes from one offset
+// on, if the output is computed on the padded width (wp columns per output row, the
+// last wp − ow of them discarded). No im2col matrix is written.
+struct GatheredPlane {
+  int64_t hp, wp;       // padded plane
+  size_t columns;       // oh · wp rounded up to 16
+  size_t image_floats;  // channels · hp · wp, plus slack for the last panel's reads
+};
+
+// Whether a Conv runs gathered: stride 1, at most a quarter of the computed columns
+// discarded, and a padded image of at most four times the input (hostile pads and
+// dilations stay with im2col, whose memory is bounded by its chunks).
+bool GatheredFits(const Plane2d& p) {
+  const int64_t hp = p.oh + (p.kh - 1) * p.dh, wp = p.ow + (p.kw - 1) * p.dw;
+  return p.sh == 1 && p.sw == 1 && p.ow * 4 >= wp * 3 && hp * wp <= 4 * p.ih * p.iw + (1 << 16);
+}
+
+GatheredPlane GatheredPlaneOf(const Plane2d& p, int64_t channels) {
+  GatheredPlane g;
+  g.hp = p.oh + (p.kh - 1) * p.dh;
+  g.wp = p.ow + (p.kw - 1) * p.dw;
+  g.columns = PaddedWidth(static_cast<size_t>(p.oh * g.wp));
+  // The last tap's offset is below channels·hp·wp − (oh − 1)·wp, and a panel reads
+  // `columns` < oh·wp + 16 floats from it.
+  g.image_floats = static_cast<size_t>(channels * g.hp * g.wp + g.wp) + kPackWidth;
+  return g;
+}
+
+// Row (c, ky, kx) of the implicit im2col matrix: where it starts in the padded image.
+std::vector<size_t> TapOffsets(const Plane2d& p, const GatheredPlane& g, int64_t channels) {
+  std::vector<size_t> offsets;
+  offsets.reserve(static_cast<size_t>(channels * p.kh * p.kw));
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t ky = 0; ky < p.kh; ++ky) {
+      for (int64_t kx = 0; kx < p.kw; ++kx) {
+        offsets.push_back(static_cast<size_t>((c * g.hp + ky * p.dh) * g.wp + kx * p.dw));
+      }
+    }
+  }
+  return offsets;
+}
+
+// One image's channels into planes of [hp, wp]: input (iy, ix) at (iy + ph, ix + pw),
+// zeros around (and in the slack after the last plane, written once by the caller).
+void PadImage(const float* image, const Plane2d& p, const GatheredPlane& g, int64_t channels, float* padded) {
+  const int64_t x_begin = std::max<int64_t>(0, -p.pw), x_end = std::min(p.iw, g.wp - p.pw);
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* plane = image + c * p.ih * p.iw;
+    for (int64_t y = 0; y < g.hp; ++y) {
+      float* row = padded + (c * g.hp + y) * g.wp;
+      const int64_t iy = y - p.ph;
+      if (iy < 0 || iy >= p.ih || x_begin >= x_end) {
+        std::fill(row, row + g.wp, 0.0f);
+        continue;
+      }
+      std::fill(row, row + x_begin + p.pw, 0.0f);
+      std::copy(plane + iy * p.iw + x_begin, plane + iy * p.iw + x_end, row + x_begin + p.pw);
+      std::fill(row + x_end + p.pw, row + g.wp, 0.0f);
+    }
+  }
+}
+
+void ConvGathered(const Tensor& x, const Tensor& wt, const ConvShape& c, const OutputPlanes& planes, Tensor& out) {
+  const Plane2d& p = c.p;
+  const GatheredPlane g = GatheredPlaneOf(p, c.cpg);
+  const std::vector<size_t> offsets = TapOffsets(p, g, c.cpg);
+  std::vector<float> padded(g.image_floats, 0.0f);
+  std::vector<float> y(c.fpg * g.columns);
+  auto px = x.data<float>();
+  auto pw = wt.data<float>();
+  auto dst = out.data<float>();
+  const int64_t channels = x.dim(1);
+  const auto filters = static_cast<size_t>(wt.dim(0));
+  for (int64_t n = 0; n < x.dim(0); ++n) {
+    for (int64_t group = 0; group < c.group; ++group) {
+      PadImage(px.data() + static_cast<size_t>((n * channels + group * c.cpg) * p.ih * p.iw), p, g, c.cpg,
+               padded.data());
+      const float* filter = pw.data() + static_cast<size_t>(group) * c.fpg * c.k;
+      MultiplyGathered(filter, c.k, c.fpg, padded.data(), offsets, g.columns, y.data(), g.columns);
+      float* result =
+          dst.data() + (static_cast<size_t>(n) * filters + static_cast<size_t>(group) * c.fpg) * c.positions;
+      for (size_t m = 0; m < c.fpg; ++m) {
+        for (int64_t oy = 0; oy < p.oh; ++oy) {
+          planes.Write(y.data() + m * g.columns + static_cast<size_t>(oy * g.wp),
+                       static_cast<size_t>(group) * c.fpg + m, static_cast<size_t>(p.ow),
+                       result + m * c.positions + static_cast<size_t>(oy * p.ow));
+        }
+      }
+    }
+  }
+}
+
+// Conv, then with `relu` its Relu (FuseConvRelu). Float Conv over one or two spatial
+// axes is a packed product per group, the filters [filters, k] times the im2col matrix
+// [k, positions]: gathered from the padded image when the stride is 1, else written.
 void ConvWith(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out, bool relu) {
   const auto reference = [&] {
     ConvReference(node, in, out);
@@ -259,45 +412,20 @@ void ConvWith(const Node& node, std::span<const Tensor* const> in, std::span<Ten
   Shape shape{x.dim(0), filters};
   shape.insert(shape.end(), w.out.begin(), w.out.end());
   out[0] = Tensor::Uninitialized(x.type(), shape);  // each output plane is written below
-  const int64_t cpg = channels / group;
-  const auto fpg = static_cast<size_t>(filters / group);
-  const auto k = static_cast<size_t>(cpg * p.kh * p.kw), positions = static_cast<size_t>(p.oh * p.ow);
+  const ConvShape c{p,
+                    group,
+                    channels / group,
+                    static_cast<size_t>(filters / group),
+                    static_cast<size_t>(channels / group * p.kh * p.kw),
+                    static_cast<size_t>(p.oh * p.ow)};
   // The im2col matrix holds k rows of at least 16 columns: a hostile filter of
   // millions of taps stays with the reference, which allocates nothing for it.
-  if (out[0].size() == 0 || k == 0 || k * kPackWidth > (size_t{1} << 22)) return reference();
-  const size_t chunk =
-      std::min(PaddedWidth(positions), std::max<size_t>(kPackWidth, (size_t{1} << 15) / k / kPackWidth * kPackWidth));
-  PackedMatrix col;
-  col.in = k;
-  col.weights.resize(k * chunk);
-  col.bias.assign(chunk, 0.0f);
-  std::vector<float> y(fpg * chunk);
-  auto px = x.data<float>();
-  auto pw = wt.data<float>();
-  auto dst = out[0].data<float>();
-  for (int64_t n = 0; n < x.dim(0); ++n) {
-    for (int64_t g = 0; g < group; ++g) {
-      const float* image = px.data() + static_cast<size_t>((n * channels + g * cpg) * p.ih * p.iw);
-      const float* filter = pw.data() + static_cast<size_t>(g) * fpg * k;
-      float* result = dst.data() + (static_cast<size_t>(n * filters) + static_cast<size_t>(g) * fpg) * positions;
-      for (size_t first = 0; first < positions; first += chunk) {
-        col.out = std::min(chunk, positions - first);
-        col.out_padded = PaddedWidth(col.out);
-        Im2Col(image, p, cpg, first, col.out, col.weights.data(), col.out_padded);
-        // Columns past col.out hold stale values: their products land in y's padding.
-        MultiplyPacked(filter, k, fpg, col, false, y.data(), col.out_padded);
-        for (size_t m = 0; m < fpg; ++m) {
-          const float b = bias != nullptr ? bias->data<float>()[static_cast<size_t>(g) * fpg + m] : 0.0f;
-          const float* row = y.data() + m * col.out_padded;
-          float* dst_row = result + m * positions + first;
-          if (relu) {
-            for (size_t j = 0; j < col.out; ++j) dst_row[j] = row[j] + b > 0 ? row[j] + b : 0.0f;
-          } else {
-            for (size_t j = 0; j < col.out; ++j) dst_row[j] = row[j] + b;
-          }
-        }
-      }
-    }
+  if (out[0].size() == 0 || c.k == 0 || c.k * kPackWidth > (size_t{1} << 22)) return reference();
+  const OutputPlanes planes{bias != nullptr ? bias->data<float>().data() : nullptr, relu};
+  if (GatheredFits(p)) {
+    ConvGathered(x, wt, c, planes, out[0]);
+  } else {
+    ConvIm2Col(x, wt, c, planes, out[0]);
   }
 }
 

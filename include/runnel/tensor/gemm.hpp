@@ -39,4 +39,13 @@ PackedMatrix PackMatrix(const float* w, size_t in, size_t out, size_t w_stride, 
 void MultiplyPacked(const float* x, size_t x_stride, size_t rows, const PackedMatrix& w, bool relu, float* y,
                     size_t y_stride);
 
+// The same product over a right-hand matrix that is not packed but gathered: row k is
+// the `columns` floats from b + offsets[k] (rows may overlap, as the taps of a
+// convolution over one padded image do: an implicit im2col).
+// y[r, 0..columns) = sum over k of x[r, k] * b[offsets[k] + 0..columns).
+// Preconditions: columns is a multiple of kPackWidth; every b + offsets[k] + columns
+// is readable; x has stride x_stride >= offsets.size(); y has stride y_stride >= columns.
+void MultiplyGathered(const float* x, size_t x_stride, size_t rows, const float* b, std::span<const size_t> offsets,
+                      size_t columns, float* y, size_t y_stride);
+
 }  // namespace runnel::tensor
