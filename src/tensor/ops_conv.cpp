@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 
 #include "kernels.hpp"
 #include "runnel/tensor/gemm.hpp"
@@ -362,8 +363,12 @@ void ConvGathered(const Tensor& x, const Tensor& wt, const ConvShape& c, const O
   const Plane2d& p = c.p;
   const GatheredPlane g = GatheredPlaneOf(p, c.cpg);
   const std::vector<size_t> offsets = TapOffsets(p, g, c.cpg);
-  std::vector<float> padded(g.image_floats, 0.0f);
-  std::vector<float> y(c.fpg * g.columns);
+  // Neither is zero-filled: PadImage writes every plane (the slack after them is
+  // zeroed here), the product every column of y.
+  const auto padded = std::make_unique_for_overwrite<float[]>(g.image_floats);
+  const size_t planes_floats = static_cast<size_t>(c.cpg * g.hp * g.wp);
+  std::fill(padded.get() + planes_floats, padded.get() + g.image_floats, 0.0f);
+  const auto y = std::make_unique_for_overwrite<float[]>(c.fpg * g.columns);
   auto px = x.data<float>();
   auto pw = wt.data<float>();
   auto dst = out.data<float>();
@@ -372,16 +377,15 @@ void ConvGathered(const Tensor& x, const Tensor& wt, const ConvShape& c, const O
   for (int64_t n = 0; n < x.dim(0); ++n) {
     for (int64_t group = 0; group < c.group; ++group) {
       PadImage(px.data() + static_cast<size_t>((n * channels + group * c.cpg) * p.ih * p.iw), p, g, c.cpg,
-               padded.data());
+               padded.get());
       const float* filter = pw.data() + static_cast<size_t>(group) * c.fpg * c.k;
-      MultiplyGathered(filter, c.k, c.fpg, padded.data(), offsets, g.columns, y.data(), g.columns);
+      MultiplyGathered(filter, c.k, c.fpg, padded.get(), offsets, g.columns, y.get(), g.columns);
       float* result =
           dst.data() + (static_cast<size_t>(n) * filters + static_cast<size_t>(group) * c.fpg) * c.positions;
       for (size_t m = 0; m < c.fpg; ++m) {
         for (int64_t oy = 0; oy < p.oh; ++oy) {
-          planes.Write(y.data() + m * g.columns + static_cast<size_t>(oy * g.wp),
-                       static_cast<size_t>(group) * c.fpg + m, static_cast<size_t>(p.ow),
-                       result + m * c.positions + static_cast<size_t>(oy * p.ow));
+          planes.Write(y.get() + m * g.columns + static_cast<size_t>(oy * g.wp), static_cast<size_t>(group) * c.fpg + m,
+                       static_cast<size_t>(p.ow), result + m * c.positions + static_cast<size_t>(oy * p.ow));
         }
       }
     }
@@ -603,6 +607,26 @@ void PoolInterior(const float* xc, const Plane2d& p, int64_t oy, int64_t lo, int
   }
 }
 
+// The most common pooling, 2x2 windows two columns apart without dilation: the same
+// arithmetic in the same order as PoolInterior, with constant offsets so that it
+// vectorizes.
+template <bool kMax>
+void HalvingInterior(const float* xc, const Plane2d& p, int64_t oy, int64_t lo, int64_t hi, float* y) {
+  const float* top = xc + (oy * p.sh - p.ph) * p.iw - p.pw;
+  const float* bottom = top + p.iw;
+  for (int64_t ox = lo; ox < hi; ++ox) {
+    const float a = top[2 * ox], b = top[2 * ox + 1], c = bottom[2 * ox], d = bottom[2 * ox + 1];
+    if constexpr (kMax) {
+      float acc = a;
+      acc = b > acc ? b : acc;
+      acc = c > acc ? c : acc;
+      y[ox] = d > acc ? d : acc;
+    } else {
+      y[ox] = (((0.0f + a) + b) + c + d) / 4.0f;
+    }
+  }
+}
+
 // Float pooling over one or two spatial axes: the reference's arithmetic (the first
 // value inside the window, then every greater one; or the mean of the values inside),
 // without its per-window index vectors; windows wholly inside the plane unchecked.
@@ -618,7 +642,9 @@ void Pool2d(const Tensor& x, const Plane2d& p, Tensor& out) {
   const int64_t top = std::min(p.oh, (p.ph + p.sh - 1) / p.sh);
   const int64_t span_y = p.ih - 1 - (p.kh - 1) * p.dh + p.ph;
   const int64_t bottom = span_y < 0 ? top : std::clamp(span_y / p.sh + 1, top, p.oh);
-  const auto interior = p.kh == 2 && p.kw == 2   ? PoolInterior<kMax, 2, 2>
+  const bool halving = p.kh == 2 && p.kw == 2 && p.sw == 2 && p.dh == 1 && p.dw == 1;
+  const auto interior = halving                  ? HalvingInterior<kMax>
+                        : p.kh == 2 && p.kw == 2 ? PoolInterior<kMax, 2, 2>
                         : p.kh == 3 && p.kw == 3 ? PoolInterior<kMax, 3, 3>
                                                  : PoolInterior<kMax, 0, 0>;
   for (size_t nc = 0; nc < static_cast<size_t>(x.dim(0) * x.dim(1)); ++nc) {

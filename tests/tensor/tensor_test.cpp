@@ -861,6 +861,17 @@ TEST(TensorTest, FastKernelsMatchTheReferenceOnRandomShapes) {
                           fmt::format("{} {} kernel {}x{} stride {} dilation {}", pool.op, ShapeText(xs), kh, kw,
                                       stride, max ? dilation : 1));
     }
+    if (two_d) {  // 2x2 windows two apart, the CNNs' pooling (HalvingInterior), every round
+      for (const bool max : {true, false}) {
+        Node pool;
+        pool.op = max ? "MaxPool" : "AveragePool";
+        pool.attributes["kernel_shape"] = Ints({2, 2});
+        pool.attributes["strides"] = Ints({2, 2});
+        pool.attributes["pads"] = Ints({pick(0, 1), pick(0, 1), pick(0, 1), pick(0, 1)});
+        ExpectLikeReference(pool, max ? MaxPoolReference : AveragePoolReference, {&x},
+                            fmt::format("{} {} kernel 2x2 stride 2", pool.op, ShapeText(xs)));
+      }
+    }
     ExpectLikeReference(conv, ConvReference, {&x, &wt, &bias},
                         fmt::format("Conv {} * {} group {} stride {} dilation {} pads {}", ShapeText(xs), ShapeText(ws),
                                     group, stride, dilation, fmt::join(pads, ",")));
