@@ -1,9 +1,11 @@
 // The packed matrix product both runtimes share: the dense fast path's Dense layers
-// (model/kernels.hpp) and the tensor runtime's MatMul, Gemm and Conv (as im2col).
-// A register-blocked micro-kernel (GCC vector extensions, -march=native, FMA) over a
-// right-hand matrix packed once: [in, out_padded] row-major, out padded with zeros to
-// a multiple of kPackWidth. Tested against plain loops on random shapes
-// (tests/model/kernels_test.cpp, tests/tensor/tensor_test.cpp).
+// (model/kernels.hpp) and the tensor runtime's MatMul, Gemm and Conv. A register-
+// blocked micro-kernel (GCC vector extensions, -march=native, FMA; 6 rows x 64 columns
+// with AVX-512, 4 x 32 elsewhere) over a right-hand matrix packed once: [in,
+// out_padded] row-major, out padded with zeros to a multiple of kPackWidth; or gathered
+// from rows at offsets (a stride-1 convolution's taps over its padded image). Tested
+// against plain loops on random shapes (tests/model/kernels_test.cpp, and through
+// MatMul, Gemm and Conv in tests/tensor/tensor_test.cpp).
 //
 // Thread safety: a PackedMatrix is immutable once packed; MultiplyPacked may run on
 // many threads at once. Nothing here allocates except PackMatrix.
