@@ -33,6 +33,8 @@ Model::Model(Graph graph, ModelInfo info) : graph_(std::move(graph)), info_(std:
   }
   input_width_ = graph_.InputWidth();
   output_width_ = graph_.OutputWidth();
+  for (int id : graph_.inputs) input_ports_.push_back({graph_.value_names[id], graph_.value_widths[id]});
+  for (int id : graph_.outputs) output_ports_.push_back({graph_.value_names[id], graph_.value_widths[id]});
 }
 
 Model::Model(std::shared_ptr<const pmml::PmmlModel> pmml, ModelInfo info)
@@ -47,10 +49,12 @@ Model::Model(std::shared_ptr<const TensorModel> tensor, ModelInfo info)
     : info_(std::move(info)), tensor_(std::move(tensor)) {
   input_width_ = tensor_->input_width();
   output_width_ = tensor_->output_width();
+  input_ports_ = tensor_->ValuePorts();
+  output_ports_ = tensor_->OutputPorts();
 }
 
-Model::Model(std::shared_ptr<const trees::TreeEnsemble> trees, ModelInfo info)
-    : info_(std::move(info)), trees_(std::move(trees)) {
+Model::Model(std::shared_ptr<const trees::TreeEnsemble> trees, ModelInfo info, std::vector<ModelPort> outputs)
+    : info_(std::move(info)), trees_(std::move(trees)), output_ports_(std::move(outputs)) {
   input_width_ = trees_->input_width();
   output_width_ = trees_->output_width();
 }
@@ -75,9 +79,12 @@ std::vector<std::string> Model::Describe() const {
   if (pmml_) return pmml_->Describe();
   if (tensor_) return tensor_->Describe();
   if (trees_) {
-    return {fmt::format("{} trees, {} nodes, max depth {}, {} output group(s)", trees_->trees(), trees_->nodes(),
-                        trees_->max_depth(), trees_->groups()),
-            fmt::format("outputs: {}", TransformName(trees_->transform()))};
+    std::vector<std::string> lines{fmt::format("{} trees, {} nodes, max depth {}, {} output group(s)", trees_->trees(),
+                                               trees_->nodes(), trees_->max_depth(), trees_->groups()),
+                                   fmt::format("outputs: {}", TransformName(trees_->transform()))};
+    for (const auto& port : output_ports_)
+      lines.push_back(fmt::format("{:<28} Output     {} value(s) a row", port.name, port.width));
+    return lines;
   }
   std::vector<std::string> lines;
   for (int id : graph_.inputs) {
@@ -152,6 +159,17 @@ std::shared_ptr<const Model> MakeTensorModel(std::shared_ptr<const tensor::Graph
   return std::make_shared<const Model>(TensorModel::Load(std::move(graph), source, options), std::move(info));
 }
 
+// An ONNX tree ensemble's outputs by the graph's names: a classifier's label, then its
+// probabilities (ZipMap's too); a regressor's one output. Empty when the graph's
+// outputs are not these two or this one.
+std::vector<ModelPort> TreeOutputPorts(const tensor::Graph& graph, const trees::TreeEnsemble& ensemble) {
+  const size_t width = ensemble.output_width();
+  const auto& outputs = graph.output_info;
+  if (outputs.size() == 2 && width >= 2) return {{outputs[0].name, 1}, {outputs[1].name, width - 1}};
+  if (outputs.size() == 1) return {{outputs[0].name, width}};
+  return {};
+}
+
 // An ONNX graph: the dense fast path when its loader takes the graph, else a tree
 // ensemble served from its compiled trees, else the general tensor runtime, whose
 // error is the one reported when none can run it. Token inputs and logit labels only
@@ -172,7 +190,8 @@ std::shared_ptr<const Model> LoadOnnxModel(std::string_view bytes, const std::st
   auto graph = tensor::LoadOnnxGraph(bytes, source, dir);
   if (auto trees = general_only ? std::nullopt : OnnxTrees(*graph, source)) {
     trees->info.version = version;
-    return std::make_shared<const Model>(std::move(trees->ensemble), std::move(trees->info));
+    auto ports = TreeOutputPorts(*graph, *trees->ensemble);
+    return std::make_shared<const Model>(std::move(trees->ensemble), std::move(trees->info), std::move(ports));
   }
   return MakeTensorModel(std::move(graph), source, version, options);
 }

@@ -81,6 +81,22 @@ std::vector<std::string> TensorModel::MetadataLabels() const {
   return logits ? labels : std::vector<std::string>{};
 }
 
+std::vector<ModelPort> TensorModel::ValuePorts() const {
+  std::vector<ModelPort> ports;
+  for (const auto& port : inputs_) {
+    if (port.feed == Feed::kValues) ports.push_back({port.name, port.width});
+  }
+  return ports;
+}
+
+std::vector<ModelPort> TensorModel::OutputPorts() const {
+  // Logits served as label + probabilities (CheckLogits): two ports.
+  if (!logit_labels_.empty()) return {{"label", 1}, {outputs_[0].name, logit_labels_.size()}};
+  std::vector<ModelPort> ports;
+  for (const auto& port : outputs_) ports.push_back({port.name, port.width});
+  return ports;
+}
+
 void TensorModel::ReadInputs() {
   if (graph_->inputs.empty()) throw Error(ErrorCode::Model, fmt::format("{}: the graph has no input", source_));
   for (const auto& info : graph_->input_info) {

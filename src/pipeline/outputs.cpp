@@ -10,6 +10,103 @@
 #include "runnel/core/error.hpp"
 
 namespace runnel::pipeline {
+namespace {
+
+std::string PortList(const std::vector<model::ModelPort>& ports) {
+  std::string out;
+  for (const auto& port : ports)
+    out += fmt::format("{}{} ({} value{})", out.empty() ? "" : ", ", port.name, port.width, port.width == 1 ? "" : "s");
+  return out;
+}
+
+// The feature column of a feature named in [model] inputs or by a PMML field: the
+// [features] inputs entry of that name (spaces, underscores and case aside).
+std::optional<size_t> FeatureNamed(const PipelineConfig& config, const std::string& name) {
+  const std::string want = NormalizeColumnName(name);
+  for (size_t f = 0; f < config.features.features.size(); ++f) {
+    if (NormalizeColumnName(config.features.features[f]) == want) return f;
+  }
+  return std::nullopt;
+}
+
+// [model] inputs: the feature column of each of the model's input values, input by
+// input in the model's order.
+std::vector<size_t> BindInputs(const PipelineConfig& config, const features::FeatureProgram& program,
+                               const model::Model& model) {
+  const auto& source = model.info().source;
+  const auto& ports = model.input_ports();
+  if (ports.empty())
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("pipeline {} sets model.inputs, but {} ({}) does not name its "
+                            "inputs that way",
+                            config.file.string(), source, model::ModelFormatName(model.info().format)));
+  if (program.width() != config.features.features.size())
+    throw Error(ErrorCode::InvalidInput, fmt::format("pipeline {} feeds the model's inputs by name (model.inputs), so "
+                                                     "it cannot expand features with one_hot",
+                                                     config.file.string()));
+  for (const auto& binding : config.model_inputs) {
+    if (std::none_of(ports.begin(), ports.end(), [&](const model::ModelPort& p) { return p.name == binding.input; }))
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("pipeline {}: model.inputs names '{}', which {} does not take (its inputs: {})",
+                              config.file.string(), binding.input, source, PortList(ports)));
+  }
+  std::vector<size_t> columns;
+  for (const auto& port : ports) {
+    auto binding = std::find_if(config.model_inputs.begin(), config.model_inputs.end(),
+                                [&](const ModelInputBinding& b) { return b.input == port.name; });
+    if (binding == config.model_inputs.end())
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("pipeline {}: model.inputs gives nothing for input '{}' of {} (its inputs: {})",
+                              config.file.string(), port.name, source, PortList(ports)));
+    if (binding->features.size() != port.width)
+      throw Error(
+          ErrorCode::InvalidInput,
+          fmt::format("pipeline {}: model.inputs.{} names {} feature(s), but input '{}' of {} takes {} "
+                      "value(s) a row",
+                      config.file.string(), port.name, binding->features.size(), port.name, source, port.width));
+    for (const auto& feature : binding->features) {
+      const auto column = FeatureNamed(config, feature);
+      if (!column)
+        throw Error(ErrorCode::InvalidInput,
+                    fmt::format("pipeline {}: model.inputs.{} names '{}', which is not one of [features] inputs ({})",
+                                config.file.string(), port.name, feature, fmt::join(config.features.features, ", ")));
+      columns.push_back(*column);
+    }
+  }
+  return columns;
+}
+
+// [model] output_from: the model output value each of [model] outputs is taken from.
+std::vector<int> BindOutputs(const PipelineConfig& config, const model::Model& model) {
+  const auto& ports = model.output_ports();
+  if (ports.empty())
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("pipeline {} sets model.output_from, but {} ({}) does not name its outputs that way",
+                            config.file.string(), model.info().source, model::ModelFormatName(model.info().format)));
+  std::vector<int> from;
+  for (const auto& column : config.model_outputs) {
+    const auto& bindings = config.model_output_from;
+    auto binding =
+        std::find_if(bindings.begin(), bindings.end(), [&](const ModelOutputBinding& b) { return b.column == column; });
+    // LoadPipelineConfig checked that every model output has a binding.
+    size_t offset = 0;
+    auto port = ports.begin();
+    for (; port != ports.end() && port->name != binding->output; ++port) offset += port->width;
+    if (port == ports.end())
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("pipeline {}: model.output_from.{} names '{}', which {} does not give (its outputs: {})",
+                              config.file.string(), column, binding->output, model.info().source, PortList(ports)));
+    if (binding->element >= port->width)
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("pipeline {}: model.output_from.{} takes element {} of '{}', which has {} value(s) a "
+                              "row (from 0)",
+                              config.file.string(), column, binding->element, binding->output, port->width));
+    from.push_back(static_cast<int>(offset + binding->element));
+  }
+  return from;
+}
+
+}  // namespace
 
 OutputPlan OutputPlan::Resolve(const PipelineConfig& config, const features::FeatureProgram& program,
                                const model::Model& model) {
@@ -24,72 +121,29 @@ OutputPlan OutputPlan::Resolve(const PipelineConfig& config, const features::Fea
                 fmt::format("{} takes {} text input(s) but pipeline {} produces {} text feature(s) ([features] text)",
                             model.info().source, model.text_width(), config.file.string(), program.text_width()));
   }
+  const bool pmml = !model.input_names().empty();
+  if (pmml && (!config.model_inputs.empty() || !config.model_output_from.empty()))
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("pipeline {} sets model.inputs or model.output_from, but {} is PMML, whose fields are "
+                            "matched by name to the features and outputs themselves",
+                            config.file.string(), model.info().source));
   OutputPlan plan;
   plan.model_outputs_ = config.model_outputs.size();
   plan.model_width_ = model.output_width();
   plan.feature_width_ = program.width();
-  const bool named = !model.input_names().empty();
-  if (named) {
-    if (program.width() != config.features.features.size()) {
-      throw Error(ErrorCode::InvalidInput,
-                  fmt::format("{} names its inputs, so pipeline {} cannot expand features with one_hot",
-                              model.info().source, config.file.string()));
-    }
-    for (const auto& input : model.input_names()) {
-      const std::string want = NormalizeColumnName(input);
-      size_t found = config.features.features.size();
-      for (size_t f = 0; f < config.features.features.size(); ++f) {
-        if (NormalizeColumnName(config.features.features[f]) == want) found = f;
-      }
-      if (found == config.features.features.size()) {
-        throw Error(
-            ErrorCode::InvalidInput,
-            fmt::format("{} needs the field '{}', which no feature of pipeline {} provides (features: {})",
-                        model.info().source, input, config.file.string(), fmt::join(config.features.features, ", ")));
-      }
-      plan.input_columns_.push_back(found);
-    }
-    for (size_t o = 0; o < config.model_outputs.size(); ++o) {
-      int from = kNone;
-      if (o == 0) {
-        from = 0;  // the predicted value, whatever the target is called
-      } else {
-        const std::string want = NormalizeColumnName(config.model_outputs[o]);
-        for (size_t m = 1; m < model.output_names().size(); ++m) {
-          if (NormalizeColumnName(model.output_names()[m]) == want) from = static_cast<int>(m);
-        }
-      }
-      plan.output_from_.push_back(from);
-    }
-  } else {
-    if (model.input_width() != program.width()) {
-      throw Error(ErrorCode::InvalidInput,
-                  fmt::format("{} takes {} inputs but pipeline {} produces {} features", model.info().source,
-                              model.input_width(), config.file.string(), program.width()));
-    }
-    if (model.output_width() == config.model_outputs.size()) {
-      for (size_t o = 0; o < config.model_outputs.size(); ++o) plan.output_from_.push_back(static_cast<int>(o));
-    } else if (config.class_from_argmax && model.output_width() > 1) {
-      plan.output_from_.assign(config.model_outputs.size(), kNone);
-      plan.output_from_[0] = kArgMax;
-    } else {
-      throw Error(ErrorCode::InvalidInput,
-                  fmt::format("{} produces {} outputs but pipeline {} names {} (model.outputs)", model.info().source,
-                              model.output_width(), config.file.string(), config.model_outputs.size()));
-    }
+  if (!config.model_inputs.empty()) {
+    plan.input_columns_ = BindInputs(config, program, model);
+  } else if (pmml) {
+    plan.input_columns_ = PmmlInputs(config, program, model);
+  } else if (model.input_width() != program.width()) {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("{} takes {} inputs but pipeline {} produces {} features", model.info().source,
+                            model.input_width(), config.file.string(), program.width()));
   }
-  plan.labels_.resize(config.model_outputs.size());
-  for (size_t o = 0; o < config.model_outputs.size(); ++o) {
-    if (!IsLabelOutput(config, config.model_outputs[o])) continue;
-    const int from = plan.output_from_[o];
-    const auto labels = from >= 0 ? model.output_labels(static_cast<size_t>(from)) : std::span<const std::string>();
-    if (labels.empty()) {
-      throw Error(ErrorCode::InvalidInput,
-                  fmt::format("pipeline {} lists '{}' in model.labels, but {} gives no class labels there",
-                              config.file.string(), config.model_outputs[o], model.info().source));
-    }
-    plan.labels_[o].assign(labels.begin(), labels.end());
-  }
+  plan.output_from_ = !config.model_output_from.empty() ? BindOutputs(config, model)
+                      : pmml                            ? PmmlOutputs(config, model)
+                                                        : PositionalOutputs(config, model);
+  plan.labels_ = LabelsOf(config, model, plan.output_from_);
   for (const auto& column : config.output_columns) {
     auto it = std::find(config.model_outputs.begin(), config.model_outputs.end(), column);
     if (it != config.model_outputs.end()) {
@@ -100,6 +154,76 @@ OutputPlan OutputPlan::Resolve(const PipelineConfig& config, const features::Fea
     }
   }
   return plan;
+}
+
+std::vector<size_t> OutputPlan::PmmlInputs(const PipelineConfig& config, const features::FeatureProgram& program,
+                                           const model::Model& model) {
+  if (program.width() != config.features.features.size()) {
+    throw Error(ErrorCode::InvalidInput, fmt::format("{} names its inputs, so pipeline {} cannot expand features with "
+                                                     "one_hot",
+                                                     model.info().source, config.file.string()));
+  }
+  std::vector<size_t> columns;
+  for (const auto& input : model.input_names()) {
+    const auto found = FeatureNamed(config, input);
+    if (!found) {
+      throw Error(
+          ErrorCode::InvalidInput,
+          fmt::format("{} needs the field '{}', which no feature of pipeline {} provides (features: {})",
+                      model.info().source, input, config.file.string(), fmt::join(config.features.features, ", ")));
+    }
+    columns.push_back(*found);
+  }
+  return columns;
+}
+
+std::vector<int> OutputPlan::PmmlOutputs(const PipelineConfig& config, const model::Model& model) {
+  std::vector<int> from;
+  for (size_t o = 0; o < config.model_outputs.size(); ++o) {
+    int index = kNone;
+    if (o == 0) {
+      index = 0;  // the predicted value, whatever the target is called
+    } else {
+      const std::string want = NormalizeColumnName(config.model_outputs[o]);
+      for (size_t m = 1; m < model.output_names().size(); ++m) {
+        if (NormalizeColumnName(model.output_names()[m]) == want) index = static_cast<int>(m);
+      }
+    }
+    from.push_back(index);
+  }
+  return from;
+}
+
+std::vector<int> OutputPlan::PositionalOutputs(const PipelineConfig& config, const model::Model& model) {
+  std::vector<int> from;
+  if (model.output_width() == config.model_outputs.size()) {
+    for (size_t o = 0; o < config.model_outputs.size(); ++o) from.push_back(static_cast<int>(o));
+  } else if (config.class_from_argmax && model.output_width() > 1) {
+    from.assign(config.model_outputs.size(), kNone);
+    from[0] = kArgMax;
+  } else {
+    throw Error(ErrorCode::InvalidInput,
+                fmt::format("{} produces {} outputs but pipeline {} names {} (model.outputs)", model.info().source,
+                            model.output_width(), config.file.string(), config.model_outputs.size()));
+  }
+  return from;
+}
+
+std::vector<std::vector<std::string>> OutputPlan::LabelsOf(const PipelineConfig& config, const model::Model& model,
+                                                           const std::vector<int>& output_from) {
+  std::vector<std::vector<std::string>> labels(config.model_outputs.size());
+  for (size_t o = 0; o < config.model_outputs.size(); ++o) {
+    if (!IsLabelOutput(config, config.model_outputs[o])) continue;
+    const int from = output_from[o];
+    const auto given = from >= 0 ? model.output_labels(static_cast<size_t>(from)) : std::span<const std::string>();
+    if (given.empty()) {
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("pipeline {} lists '{}' in model.labels, but {} gives no class labels there",
+                              config.file.string(), config.model_outputs[o], model.info().source));
+    }
+    labels[o].assign(given.begin(), given.end());
+  }
+  return labels;
 }
 
 std::span<const float> OutputPlan::ModelInput(std::span<const float> features, size_t rows,

@@ -5,6 +5,7 @@
 #include <toml++/toml.h>
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <set>
 
 #include "runnel/core/duration.hpp"
@@ -223,7 +224,64 @@ void ReadModelFiles(const Reader& reader, const toml::table& model, const std::f
   }
 }
 
+// [model] inputs and output_from (ModelInputBinding, ModelOutputBinding): inline
+// tables naming the model's inputs and outputs. Whether the model has them is the
+// OutputPlan's check, when the model is known.
+void ReadModelBindings(const Reader& reader, const toml::table& model, PipelineConfig& config) {
+  const toml::table& inputs = reader.Table(model, "inputs", false);
+  for (const auto& [name, node] : inputs) {
+    const std::string key(name.str());
+    ModelInputBinding binding{key, reader.Strings(inputs, "model.inputs.", key, true)};
+    if (binding.features.empty())
+      reader.Fail(&node, fmt::format("'model.inputs.{}' must name at least one feature", key));
+    config.model_inputs.push_back(std::move(binding));
+  }
+  const toml::table& outputs = reader.Table(model, "output_from", false);
+  for (const auto& [name, node] : outputs) {
+    const std::string column(name.str());
+    if (std::find(config.model_outputs.begin(), config.model_outputs.end(), column) == config.model_outputs.end())
+      reader.Fail(&node, fmt::format("'model.output_from' names '{}', which is not one of model.outputs", column));
+    const std::string text = reader.String(outputs, "model.output_from.", column, true);
+    try {
+      config.model_output_from.push_back(ParseOutputReference(column, text));
+    } catch (const Error& e) {
+      reader.Fail(&node, e.what());
+    }
+  }
+  if (!config.model_output_from.empty() && config.model_output_from.size() != config.model_outputs.size()) {
+    for (const auto& column : config.model_outputs) {
+      const auto& from = config.model_output_from;
+      if (std::none_of(from.begin(), from.end(), [&](const ModelOutputBinding& b) { return b.column == column; }))
+        reader.Fail(&outputs, fmt::format("'model.output_from' gives no source for '{}' (of model.outputs): with "
+                                          "output_from, every model output is taken by name",
+                                          column));
+    }
+  }
+  if (!config.model_output_from.empty() && config.class_from_argmax)
+    reader.Fail(model.get("class_from_argmax"), "'model.class_from_argmax' and 'model.output_from' exclude each other");
+}
+
 }  // namespace
+
+ModelOutputBinding ParseOutputReference(std::string column, std::string_view text) {
+  ModelOutputBinding binding{std::move(column), std::string(text), 0};
+  const auto open = text.find('[');
+  if (open != std::string_view::npos) {
+    const std::string_view index = text.substr(open + 1);
+    size_t element = 0;
+    const auto [end, ec] = std::from_chars(index.data(), index.data() + index.size(), element);
+    if (ec != std::errc() || end == index.data() || std::string_view(end, index.data() + index.size() - end) != "]")
+      throw Error(ErrorCode::Config, fmt::format("'model.output_from.{}' = \"{}\": write \"name\" or \"name[index]\", "
+                                                 "the index a whole number from 0",
+                                                 binding.column, text));
+    binding.output = std::string(text.substr(0, open));
+    binding.element = element;
+  }
+  if (binding.output.empty())
+    throw Error(ErrorCode::Config,
+                fmt::format("'model.output_from.{}' = \"{}\" names no model output", binding.column, text));
+  return binding;
+}
 
 PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   PipelineConfig config;
@@ -268,7 +326,7 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   const auto& model = reader.Table(root, "model", true);
   reader.AllowOnly(model, "model.",
                    {"path", "outputs", "labels", "name", "type_column", "class_from_argmax", "tokenizer", "max_tokens",
-                    "labels_file"});
+                    "labels_file", "inputs", "output_from"});
   if (const toml::node* argmax = model.get("class_from_argmax")) {
     if (!argmax->is_boolean()) reader.Fail(argmax, "'model.class_from_argmax' must be true or false");
     config.class_from_argmax = *argmax->value<bool>();
@@ -284,6 +342,7 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   }
   ReadModelFiles(reader, model, file, config);
   config.model_outputs = reader.Strings(model, "model.", "outputs", true);
+  ReadModelBindings(reader, model, config);
   config.label_outputs = reader.Strings(model, "model.", "labels", false);
   for (const auto& label : config.label_outputs) {
     if (std::find(config.model_outputs.begin(), config.model_outputs.end(), label) == config.model_outputs.end())

@@ -179,6 +179,38 @@ def main(out):
     save(out, "onehot_linear", nodes, features, initializers=[cat_index, num_index, flat])
     write(out, "onehot_linear", tc, pipe.predict(tc))
 
+    # A table's columns as separate named inputs, as skl2onnx converts a pipeline fitted
+    # on a DataFrame: "region" (int64), "income", "age" (float), each [None, 1]; the
+    # region one-hot encoded, the numbers scaled, then a binary LogisticRegression.
+    # input.csv holds the columns in the graph's input order; the pipeline test feeds
+    # them by name from features in another order ([model] inputs, output_from).
+    region = rng.integers(0, 4, size=len(x))
+    test_region = rng.integers(0, 4, size=len(test))
+    xr = np.column_stack([region, x[:, 1], x[:, 0]]).astype(np.float64)
+    tr = np.column_stack([test_region, test[:, 1], test[:, 0]]).astype(np.float64)
+    approved = ((x[:, 0] - (x[:, 1] - 50) / 10 + np.array([1.0, -1.0, 0.5, 0.0])[region]) > 0).astype(np.int64)
+    pipe = make_pipeline(ColumnTransformer([("cat", OneHotEncoder(), [0]), ("num", StandardScaler(), [1, 2])]),
+                         LogisticRegression()).fit(xr, approved)
+    encoder, standard = pipe[0].named_transformers_["cat"], pipe[0].named_transformers_["num"]
+    categories = [int(c) for c in encoder.categories_[0]]
+    flat = helper.make_tensor("flat", TensorProto.INT64, [2], [-1, len(categories)])
+    nodes = [
+        helper.make_node("OneHotEncoder", ["region"], ["onehot3"], domain=ML, cats_int64s=categories, zeros=1),
+        helper.make_node("Reshape", ["onehot3", "flat"], ["onehot"]),
+        helper.make_node("Concat", ["income", "age"], ["numbers"], axis=1),
+        standard_scaler(standard, "numbers", "numbers_scaled"),
+        helper.make_node("Concat", ["onehot", "numbers_scaled"], ["features"], axis=1),
+    ] + logistic_nodes(pipe[1], "features", [0, 1])
+    inputs = [helper.make_tensor_value_info("region", TensorProto.INT64, [None, 1]),
+              helper.make_tensor_value_info("income", TensorProto.FLOAT, [None, 1]),
+              helper.make_tensor_value_info("age", TensorProto.FLOAT, [None, 1])]
+    graph = helper.make_graph(nodes, "column_inputs", inputs, classifier_outputs([0, 1]), initializer=[flat])
+    model = helper.make_model(graph, producer_name="skl2onnx-like", producer_version="test",
+                              opset_imports=[helper.make_opsetid("", 15), helper.make_opsetid(ML, 1)])
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(out, "column_inputs.onnx"))
+    write(out, "column_inputs", tr, classified(pipe, tr))
+
 
 if __name__ == "__main__":
     main(sys.argv[1])

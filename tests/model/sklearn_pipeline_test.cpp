@@ -55,7 +55,7 @@ TEST_P(SklearnPipelines, PredictAsScikitLearnDoes) {
 
 INSTANTIATE_TEST_SUITE_P(Pipelines, SklearnPipelines,
                          ::testing::Values("scaled_logistic", "imputed_multinomial", "ovr_logistic", "minmax_ridge",
-                                           "scaled_forest", "onehot_linear"));
+                                           "scaled_forest", "onehot_linear", "column_inputs"));
 
 }  // namespace
 }  // namespace runnel::model

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include "../support/temp_dir.hpp"
 #include "runnel/core/error.hpp"
 
@@ -263,6 +265,41 @@ TEST(PipelineConfig, TransformerFilesResolveBesideThePipelineFile) {
   const auto zero =
       ErrorFor(Replace(kValid, "path = \"m.onnx\"", "path = \"m.onnx\"\ntokenizer = \"t.json\"\nmax_tokens = 0"));
   EXPECT_NE(zero.find("'model.max_tokens' must be 1..100000"), std::string::npos) << zero;
+}
+
+TEST(PipelineConfig, ModelInputsAndOutputsByNameAreReadAndCheckedForForm) {
+  TempDir dir;
+  const std::string bound = Replace(kValid, "outputs = [\"y\"]",
+                                    "outputs = [\"y\", \"p\"]\ninputs = { numbers = [\"a\", \"s\"], extra = [\"a\"] }\n"
+                                    "output_from = { y = \"label\", p = \"probabilities[12]\" }");
+  WriteFile(dir / "p.toml", bound);
+  const auto config = LoadPipelineConfig(dir / "p.toml");
+  ASSERT_EQ(config.model_inputs.size(), 2u);
+  for (const auto& binding : config.model_inputs) {
+    const std::vector<std::string> want =
+        binding.input == "numbers" ? std::vector<std::string>{"a", "s"} : std::vector<std::string>{"a"};
+    EXPECT_EQ(binding.features, want) << binding.input;
+  }
+  ASSERT_EQ(config.model_output_from.size(), 2u);
+  for (const auto& binding : config.model_output_from) {
+    EXPECT_EQ(binding.output, binding.column == "y" ? "label" : "probabilities");
+    EXPECT_EQ(binding.element, binding.column == "y" ? 0u : 12u);
+  }
+
+  for (const char* bad : {"p[x]", "p[1", "p[-1]", "[1]", "p[1]x", "p[]"}) {
+    const auto error = ErrorFor(Replace(bound, "\"probabilities[12]\"", fmt::format("\"{}\"", bad)));
+    EXPECT_NE(error.find(fmt::format("'model.output_from.p' = \"{}\"", bad)), std::string::npos) << error;
+  }
+  const auto partial = ErrorFor(Replace(bound, "y = \"label\", ", ""));
+  EXPECT_NE(partial.find("'model.output_from' gives no source for 'y'"), std::string::npos) << partial;
+  const auto stranger = ErrorFor(Replace(bound, "y = \"label\"", "y = \"label\", z = \"label\""));
+  EXPECT_NE(stranger.find("'model.output_from' names 'z', which is not one of model.outputs"), std::string::npos)
+      << stranger;
+  const auto empty = ErrorFor(Replace(bound, "extra = [\"a\"]", "extra = []"));
+  EXPECT_NE(empty.find("'model.inputs.extra' must name at least one feature"), std::string::npos) << empty;
+  const auto argmax = ErrorFor(Replace(bound, "path = \"m.onnx\"", "path = \"m.onnx\"\nclass_from_argmax = true"));
+  EXPECT_NE(argmax.find("'model.class_from_argmax' and 'model.output_from' exclude each other"), std::string::npos)
+      << argmax;
 }
 
 }  // namespace

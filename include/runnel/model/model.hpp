@@ -39,7 +39,8 @@ class Model {
   // Validates the graph and packs the weights. Throws Error(Model) naming the source.
   Model(Graph graph, ModelInfo info);
   Model(std::shared_ptr<const pmml::PmmlModel> pmml, ModelInfo info);
-  Model(std::shared_ptr<const trees::TreeEnsemble> trees, ModelInfo info);
+  // `outputs`: the ensemble's outputs by name (an ONNX graph's), empty when unnamed.
+  Model(std::shared_ptr<const trees::TreeEnsemble> trees, ModelInfo info, std::vector<ModelPort> outputs = {});
   Model(std::shared_ptr<const TensorModel> tensor, ModelInfo info);
 
   const Graph& graph() const { return graph_; }
@@ -61,6 +62,12 @@ class Model {
   // string label: ONNX graphs and tree ensembles); empty for other outputs.
   std::span<const std::string> output_labels(size_t index) const;
   const std::vector<std::string>& output_names() const { return output_names_; }
+  // Graph models (Keras, ONNX, TensorFlow, the general runtime; ONNX tree ensembles'
+  // outputs): their inputs and outputs by name, in the order input_width and
+  // output_width concatenate them, for [model] inputs and output_from. Empty for a
+  // model that does not name them (PMML names its fields its own way, above).
+  const std::vector<ModelPort>& input_ports() const { return input_ports_; }
+  const std::vector<ModelPort>& output_ports() const { return output_ports_; }
   const pmml::PmmlModel* pmml() const { return pmml_.get(); }        // non-owning; null unless PMML
   const trees::TreeEnsemble* trees() const { return trees_.get(); }  // non-owning; null unless trees
   const TensorModel* tensor() const { return tensor_.get(); }        // non-owning; null unless one
@@ -74,6 +81,7 @@ class Model {
   std::shared_ptr<const trees::TreeEnsemble> trees_;
   std::shared_ptr<const TensorModel> tensor_;
   std::vector<std::string> input_names_, output_names_;
+  std::vector<ModelPort> input_ports_, output_ports_;
   size_t input_width_ = 0;
   size_t output_width_ = 0;
 };

@@ -34,6 +34,12 @@ struct TokenInputs {
   static constexpr size_t kDefaultMaxTokens = 512;
 };
 
+// A model input or output by name: how many values of a row it takes or gives.
+struct ModelPort {
+  std::string name;
+  size_t width = 0;
+};
+
 // What a model needs besides its file.
 struct LoadOptions {
   TokenInputs tokens;
@@ -66,6 +72,11 @@ class TensorModel {
   // predictions; never throws for the data.
   void Score(tensor::Session& session, std::span<const float> input, std::span<const std::string> texts, size_t rows,
              std::span<float> output) const;
+
+  // The inputs that take values (not texts, not token ids), in the order input_width
+  // concatenates them; the outputs, in the order output_width does.
+  std::vector<ModelPort> ValuePorts() const;
+  std::vector<ModelPort> OutputPorts() const;
 
   // The class labels a string output at output column `column` is served as the
   // index of; empty for other columns.

@@ -2,11 +2,14 @@
 //   inputs  — positional models take the feature vector as it is; named models (PMML)
 //             take the features whose names match their input fields (spaces,
 //             underscores and case aside: "fixed acidity" is feature fixed_acidity);
+//             with [model].inputs a graph model's inputs take the features named
+//             there, input by input;
 //   outputs — the pipeline's [model].outputs: positional models give them in order;
 //             named models give the first (the predicted value) from their target and
 //             the others by name ("probability_5"), NULL where the model has none;
 //             with [model].class_from_argmax a positional model's predicted value is
-//             the index of its largest output (a classifier's raw scores).
+//             the index of its largest output (a classifier's raw scores); with
+//             [model].output_from each comes from a named output's element.
 // Output columns then come from those model outputs or from derived features.
 #pragma once
 
@@ -54,6 +57,16 @@ class OutputPlan {
     bool from_model;
     size_t index;  // pipeline model output or derived feature
   };
+  // The stages of Resolve, each for one kind of model: PMML fields matched to features
+  // by name and outputs by name; positional outputs (or the argmax); [model].labels.
+  // ([model] inputs and output_from are bound in outputs.cpp.)
+  static std::vector<size_t> PmmlInputs(const PipelineConfig& config, const features::FeatureProgram& program,
+                                        const model::Model& model);
+  static std::vector<int> PmmlOutputs(const PipelineConfig& config, const model::Model& model);
+  static std::vector<int> PositionalOutputs(const PipelineConfig& config, const model::Model& model);
+  static std::vector<std::vector<std::string>> LabelsOf(const PipelineConfig& config, const model::Model& model,
+                                                        const std::vector<int>& output_from);
+
   static constexpr int kNone = -1;
   static constexpr int kArgMax = -2;
   std::vector<Source> sources_;

@@ -82,6 +82,25 @@ struct JetStreamConfig {
   std::filesystem::path credentials, ca_file, cert_file, key_file;  // absolute; empty: none
 };
 
+// `[model] inputs = { region = ["region"], numbers = ["income", "age"] }`: the model
+// input named `input` takes these features, in order.
+struct ModelInputBinding {
+  std::string input;
+  std::vector<std::string> features;
+};
+
+// `[model] output_from = { p_yes = "probabilities[1]" }`: output column `column` is
+// element `element` (0 when not written) of the model output named `output`.
+struct ModelOutputBinding {
+  std::string column;
+  std::string output;
+  size_t element = 0;
+};
+
+// "probabilities[1]" -> {"probabilities", 1}; "label" -> {"label", 0}. Throws
+// Error(Config) for an empty name, a malformed or negative index.
+ModelOutputBinding ParseOutputReference(std::string column, std::string_view text);
+
 struct PipelineConfig {
   std::filesystem::path file;  // the file read
   std::string name;            // an SQL identifier: names Runnel's tables runnel_<name>_*
@@ -126,6 +145,12 @@ struct PipelineConfig {
   // its largest output (a classifier's class scores); the other outputs are NULL.
   bool class_from_argmax = false;
   std::vector<std::string> model_outputs;
+  // [model] inputs: a model's inputs fed by name, each from features of [features]
+  // inputs, in order (empty: the feature vector in the model's input order).
+  std::vector<ModelInputBinding> model_inputs;
+  // [model] output_from: each of model_outputs from a named model output's element
+  // (empty: the model's outputs in order).
+  std::vector<ModelOutputBinding> model_output_from;
   // [model] labels: the model outputs that are a classifier's class label, stored and
   // written back as text (the model must give labels there: OutputPlan checks).
   std::vector<std::string> label_outputs;
