@@ -13,6 +13,7 @@
 #include "../support/error_message.hpp"
 #include "../support/nats_server.hpp"
 #include "../support/shared_paths.hpp"
+#include "../support/temp_dir.hpp"
 #include "runnel/core/error.hpp"
 
 namespace runnel::nats {
@@ -183,6 +184,51 @@ TEST(JetStreamErrors, AnUnreachableServerIsNamed) {
   });
   EXPECT_NE(message.find("connecting to nats://127.0.0.1:1"), std::string::npos) << message;
   EXPECT_NE(testing::MessageOf([] { JetStream js(ConnectOptions{}); }).find("no server URL"), std::string::npos);
+}
+
+// TLS as a pipeline's [jetstream] ca_file, cert_file and key_file pass it: a server
+// that speaks only TLS and wants a client certificate its CA signed. The client given
+// the CA and its certificate publishes and fetches; one without its certificate, one
+// that does not trust the server's CA and one without TLS are refused, naming the
+// server they were connecting to.
+TEST(JetStreamTls, ACertifiedClientIsServedAndOthersAreRefused) {
+  RUNNEL_REQUIRE_NATS_SERVER();
+  testing::TempDir dir("runnel-tls"), other_dir("runnel-tls-other");
+  const testing::TestCertificates certs(dir.path()), other(other_dir.path());
+  testing::NatsServer server(testing::NatsServer::Tls{certs.server_cert, certs.server_key, certs.ca});
+  ConnectOptions options;
+  options.servers = {server.url()};
+  options.ca_file = certs.ca.string();
+  options.cert_file = certs.client_cert.string();
+  options.key_file = certs.client_key.string();
+  {
+    JetStream js(options);
+    js.EnsureStream("TLS", {"tls.>"});
+    EXPECT_EQ(js.Publish("tls.a", "{\"over\": \"tls\"}"), 1u);
+    auto consumer = js.Consume("TLS", "tls", "tls.>", milliseconds(30'000));
+    auto got = consumer->Fetch(10, milliseconds(2000));
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].data(), "{\"over\": \"tls\"}");
+    got[0].Ack();
+  }
+  const auto refused = [&](ConnectOptions o) {
+    o.timeout = milliseconds(1000);
+    return testing::MessageOf([&] { JetStream js(o); });
+  };
+  ConnectOptions no_certificate = options;
+  no_certificate.cert_file.clear();
+  no_certificate.key_file.clear();
+  ConnectOptions other_authority = options;
+  other_authority.ca_file = other.ca.string();
+  other_authority.cert_file = other.client_cert.string();
+  other_authority.key_file = other.client_key.string();
+  ConnectOptions plain;
+  plain.servers = options.servers;
+  for (const auto& o : {no_certificate, other_authority, plain}) {
+    const std::string message = refused(o);
+    EXPECT_NE(message.find("connecting to " + server.url()), std::string::npos)
+        << "ca " << o.ca_file << " cert " << o.cert_file << ": " << message;
+  }
 }
 
 }  // namespace

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -56,6 +58,10 @@ NatsServer::NatsServer(ClusterNode node) : port_(FreePort()), node_(std::move(no
   Start();
 }
 
+NatsServer::NatsServer(Tls tls) : port_(FreePort()), tls_(std::move(tls)) {
+  Start();
+}
+
 NatsServer::~NatsServer() {
   Kill();
 }
@@ -64,6 +70,10 @@ void NatsServer::Start() {
   const std::string store = (dir_.path() / "store").string();
   const std::string log = (dir_.path() / "server.log").string();
   std::vector<std::string> argv = {kBinary, "-js", "-a", "127.0.0.1", "-p", std::to_string(port_), "-sd", store};
+  if (!tls_.cert.empty()) {
+    argv.insert(argv.end(), {"--tls", "--tlscert", tls_.cert.string(), "--tlskey", tls_.key.string()});
+    if (!tls_.ca.empty()) argv.insert(argv.end(), {"--tlsverify", "--tlscacert", tls_.ca.string()});
+  }
   if (node_.name.empty()) {
     argv.insert(argv.end(), {"--server_name", "runnel-test"});
   } else {
@@ -100,6 +110,36 @@ std::vector<std::string> NatsCluster::urls() const {
   std::vector<std::string> out;
   for (const auto& n : nodes_) out.push_back(n->url());
   return out;
+}
+
+namespace {
+
+void Openssl(const std::filesystem::path& dir, const std::string& arguments) {
+  const std::string command = fmt::format("cd '{}' && openssl {} >> openssl.log 2>&1", dir.string(), arguments);
+  if (std::system(command.c_str()) != 0)
+    throw std::runtime_error("openssl failed: " + arguments + " (see " + (dir / "openssl.log").string() + ")");
+}
+
+}  // namespace
+
+TestCertificates::TestCertificates(const std::filesystem::path& dir)
+    : ca(dir / "ca.pem"),
+      ca_key(dir / "ca.key"),
+      server_cert(dir / "server.pem"),
+      server_key(dir / "server.key"),
+      client_cert(dir / "client.pem"),
+      client_key(dir / "client.key") {
+  const std::string key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  Openssl(dir, fmt::format("req -x509 {} -keyout ca.key -out ca.pem -days 2 -subj /CN=runnel-test-ca", key));
+  std::FILE* ext = std::fopen((dir / "server.ext").c_str(), "w");
+  if (ext == nullptr) throw std::runtime_error("cannot write server.ext");
+  std::fputs("subjectAltName=IP:127.0.0.1,DNS:localhost\n", ext);
+  std::fclose(ext);
+  for (const std::string who : {"server", "client"}) {
+    Openssl(dir, fmt::format("req {} -keyout {}.key -out {}.csr -subj /CN=runnel-test-{}", key, who, who, who));
+    Openssl(dir, fmt::format("x509 -req -in {0}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {0}.pem -days 2{1}",
+                             who, who == "server" ? " -extfile server.ext" : ""));
+  }
 }
 
 }  // namespace runnel::testing

@@ -41,10 +41,17 @@ class NatsServer {
     std::vector<int> routes;
   };
 
-  // Starts the server (alone, or as `node` of a cluster) and waits until it accepts
-  // connections. Throws std::runtime_error when it does not within 10 s.
+  // A server that speaks only TLS, with its certificate and key, and, when `ca` is
+  // given, requires clients to present a certificate that CA signed.
+  struct Tls {
+    std::filesystem::path cert, key, ca;
+  };
+
+  // Starts the server (alone, or as `node` of a cluster, or with TLS) and waits until
+  // it accepts connections. Throws std::runtime_error when it does not within 10 s.
   NatsServer();
   explicit NatsServer(ClusterNode node);
+  explicit NatsServer(Tls tls);
   ~NatsServer();  // kills it
   NatsServer(const NatsServer&) = delete;
   NatsServer& operator=(const NatsServer&) = delete;
@@ -57,7 +64,16 @@ class NatsServer {
   TempDir dir_;
   int port_ = 0;
   ClusterNode node_;
+  Tls tls_;
   ChildProcess process_;
+};
+
+// A certificate authority, and a server certificate (for 127.0.0.1 and localhost) and
+// a client certificate it signed, made by Debian's openssl in `dir`. Throws
+// std::runtime_error when openssl fails.
+struct TestCertificates {
+  explicit TestCertificates(const std::filesystem::path& dir);
+  std::filesystem::path ca, ca_key, server_cert, server_key, client_cert, client_key;
 };
 
 class NatsCluster {
