@@ -202,9 +202,9 @@ std::vector<Tensor> TensorModel::ZeroInputs(size_t rows) const {
 
 void TensorModel::MeasureRowBytes(tensor::Session& session) {
   session.Run(ZeroInputs(1));
-  const size_t one = session.held_bytes();
+  const size_t one = session.peak_bytes();
   session.Run(ZeroInputs(2));
-  const size_t per_row = session.held_bytes() > one ? session.held_bytes() - one : 1;
+  const size_t per_row = session.peak_bytes() > one ? session.peak_bytes() - one : 1;
   chunk_rows_ = std::max<size_t>(8, kRunBytes / per_row);
 }
 
@@ -339,6 +339,7 @@ Tensor TensorModel::TokenTensor(const Port& port, const std::vector<std::vector<
 void TensorModel::Run(tensor::Session& session, const float* input, const std::string* texts, size_t rows,
                       float* output) const {
   std::vector<Tensor> inputs;
+  const tensor::ScopedBufferPool pool(&session.buffers());  // the inputs are the plan's too
   size_t offset = 0, text = 0;
   size_t seq = 0;
   const auto ids = token_text_ == SIZE_MAX ? std::vector<std::vector<int64_t>>() : Tokenize(texts, rows, seq);
@@ -370,7 +371,9 @@ void TensorModel::Run(tensor::Session& session, const float* input, const std::s
     offset += port.width;
     inputs.push_back(std::move(t));
   }
-  ReadOutputs(session.Run(std::move(inputs)), rows, output);
+  auto outputs = session.Run(std::move(inputs));
+  ReadOutputs(outputs, rows, output);
+  session.Recycle(std::move(outputs));
 }
 
 void TensorModel::CheckLogits() {

@@ -69,13 +69,42 @@ Session::Session(std::shared_ptr<const Graph> graph, size_t max_bytes)
     : graph_(std::move(graph)),
       max_bytes_(max_bytes),
       values_(graph_->value_names.size()),
-      set_(graph_->value_names.size(), false) {}
+      set_(graph_->value_names.size(), false),
+      released_after_(LastReaders(*graph_)),
+      pool_(max_bytes) {}
+
+std::vector<std::vector<int>> Session::LastReaders(const Graph& g) {
+  constexpr size_t kNever = SIZE_MAX;
+  std::vector<size_t> last(g.value_names.size(), kNever);
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    for (int id : g.nodes[i].outputs) {
+      if (id >= 0) last[static_cast<size_t>(id)] = i;  // unread: released after its producer
+    }
+    for (int id : g.nodes[i].inputs) {
+      if (id >= 0 && !g.constants[id]) last[static_cast<size_t>(id)] = i;
+    }
+  }
+  for (int id : g.outputs) last[static_cast<size_t>(id)] = kNever;
+  std::vector<std::vector<int>> released(g.nodes.size());
+  for (size_t id = 0; id < last.size(); ++id) {
+    if (last[id] != kNever) released[last[id]].push_back(static_cast<int>(id));
+  }
+  return released;
+}
+
+void Session::Release(int id) {
+  bytes_ -= BytesOf(values_[id]);
+  pool_.Give(values_[id].ReleaseBytes());
+  set_[id] = false;
+}
 
 void Session::Keep(int id, Tensor value, const Node& node) {
   bytes_ -= BytesOf(values_[id]);
   bytes_ += BytesOf(value);
+  pool_.Give(values_[id].ReleaseBytes());
   values_[id] = std::move(value);
   set_[id] = true;
+  peak_ = std::max(peak_, bytes_);
   if (bytes_ > max_bytes_) {
     throw Error(ErrorCode::Model, fmt::format("{}: the model's values outgrow {} bytes", node.Label(), max_bytes_));
   }
@@ -87,7 +116,11 @@ std::vector<Tensor> Session::Run(std::vector<Tensor> inputs) {
     throw Error(ErrorCode::InvalidInput,
                 fmt::format("the model takes {} input(s), {} given", g.inputs.size(), inputs.size()));
   }
-  std::fill(set_.begin(), set_.end(), false);
+  const ScopedBufferPool pool(&pool_);
+  for (size_t id = 0; id < values_.size(); ++id) {
+    if (set_[id]) Release(static_cast<int>(id));  // the last run's outputs and unread inputs
+  }
+  peak_ = 0;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const auto& info = g.input_info[i];
     if (info.type && *info.type != inputs[i].type()) {
@@ -95,11 +128,11 @@ std::vector<Tensor> Session::Run(std::vector<Tensor> inputs) {
                                                        DataTypeName(static_cast<int>(inputs[i].type())),
                                                        DataTypeName(static_cast<int>(*info.type))));
     }
-    bytes_ -= BytesOf(values_[g.inputs[i]]);
     bytes_ += BytesOf(inputs[i]);
     values_[g.inputs[i]] = std::move(inputs[i]);
     set_[g.inputs[i]] = true;
   }
+  peak_ = bytes_;
   std::vector<const Tensor*> in;
   std::vector<Tensor> out;
   const ScopedTensorLimit limit(max_bytes_);
@@ -128,18 +161,29 @@ std::vector<Tensor> Session::Run(std::vector<Tensor> inputs) {
     for (size_t k = 0; k < node.outputs.size(); ++k) {
       if (node.outputs[k] >= 0) Keep(node.outputs[k], std::move(out[k]), node);
     }
+    for (int id : released_after_[static_cast<size_t>(&node - g.nodes.data())]) Release(id);
   }
   std::vector<Tensor> result;
-  for (int id : g.outputs) {
+  for (size_t o = 0; o < g.outputs.size(); ++o) {
+    const int id = g.outputs[o];
+    const auto earlier = std::find(g.outputs.begin(), g.outputs.begin() + static_cast<ptrdiff_t>(o), id);
     if (g.constants[id]) {
       result.push_back(*g.constants[id]);
+    } else if (earlier != g.outputs.begin() + static_cast<ptrdiff_t>(o)) {
+      result.push_back(result[static_cast<size_t>(earlier - g.outputs.begin())]);  // the same value twice
     } else if (set_[id]) {
-      result.push_back(values_[id]);
+      bytes_ -= BytesOf(values_[id]);
+      result.push_back(std::move(values_[id]));
+      set_[id] = false;
     } else {
       throw Error(ErrorCode::Model, fmt::format("output '{}' is computed by no node", g.value_names[id]));
     }
   }
   return result;
+}
+
+void Session::Recycle(std::vector<Tensor> outputs) {
+  for (auto& t : outputs) pool_.Give(t.ReleaseBytes());
 }
 
 int SoleReader(const Graph& g, int id) {

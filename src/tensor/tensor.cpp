@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cstdint>
+#include <cstring>
 
 namespace runnel::tensor {
 
@@ -82,7 +83,69 @@ std::string ShapeText(const Shape& shape) {
 
 namespace {
 thread_local size_t t_max_tensor_bytes = SIZE_MAX;
+thread_local BufferPool* t_buffer_pool = nullptr;
+
+// `bytes` bytes (contents unspecified), from this thread's pool when there is one.
+BufferPool::Bytes NewBytes(size_t bytes) {
+  if (t_buffer_pool != nullptr && bytes >= BufferPool::kMinBytes) return t_buffer_pool->Take(bytes);
+  BufferPool::Bytes out;
+  out.resize(bytes);
+  return out;
+}
 }  // namespace
+
+BufferPool::Bytes BufferPool::Take(size_t bytes) {
+  auto it = free_.lower_bound(bytes);
+  if (it != free_.end() && it->first / 2 <= bytes) {
+    Bytes out = std::move(it->second);
+    pooled_ -= it->first;
+    free_.erase(it);
+    out.resize(bytes);
+    return out;
+  }
+  ++misses_;
+  Bytes out;
+  out.resize(bytes);
+  return out;
+}
+
+void BufferPool::Give(Bytes bytes) {
+  const size_t capacity = bytes.capacity();
+  if (capacity < kMinBytes || capacity > max_bytes_) return;  // freed here
+  // Full: the smallest buffers go first (left from smaller batches, they fit fewer
+  // requests than the one given back).
+  while (pooled_ + capacity > max_bytes_) {
+    pooled_ -= free_.begin()->first;
+    free_.erase(free_.begin());
+  }
+  pooled_ += capacity;
+  free_.emplace(capacity, std::move(bytes));
+}
+
+ScopedBufferPool::ScopedBufferPool(BufferPool* pool) : previous_(t_buffer_pool) {
+  t_buffer_pool = pool;
+}
+
+ScopedBufferPool::~ScopedBufferPool() {
+  t_buffer_pool = previous_;
+}
+
+Tensor::Tensor(const Tensor& other)
+    : type_(other.type_), shape_(other.shape_), count_(other.count_), strings_(other.strings_) {
+  bytes_ = NewBytes(other.bytes_.size());
+  if (!other.bytes_.empty()) std::memcpy(bytes_.data(), other.bytes_.data(), other.bytes_.size());
+}
+
+Tensor& Tensor::operator=(const Tensor& other) {
+  if (this != &other) *this = Tensor(other);
+  return *this;
+}
+
+BufferPool::Bytes Tensor::ReleaseBytes() {
+  BufferPool::Bytes out = std::move(bytes_);
+  *this = Tensor();
+  return out;
+}
 
 ScopedTensorLimit::ScopedTensorLimit(size_t max_bytes) : previous_(t_max_tensor_bytes) {
   t_max_tensor_bytes = std::min(previous_, max_bytes);
@@ -108,11 +171,8 @@ Tensor::Tensor(DataType type, Shape shape, bool zero)
   if (type_ == DataType::kString) {
     strings_.resize(count_);
   } else {
-    if (zero) {
-      bytes_.assign(count_ * ElementSize(type_), std::byte{0});
-    } else {
-      bytes_.resize(count_ * ElementSize(type_));
-    }
+    bytes_ = NewBytes(count_ * ElementSize(type_));
+    if (zero) std::fill(bytes_.begin(), bytes_.end(), std::byte{0});
   }
 }
 

@@ -897,6 +897,58 @@ std::string ConvReluModel(std::mt19937_64& rng, int64_t channels, int64_t filter
   return m.SerializeAsString();
 }
 
+// x -> Neg -> Neg ... (`n` nodes) -> y; the first node's value "v1" is an output too.
+std::string NegChainModel(int n) {
+  onnx::ModelProto m;
+  auto* g = GraphOfX(m);
+  for (int i = 1; i <= n; ++i) AddNode(g, "Neg", {i == 1 ? "x" : fmt::format("v{}", i - 1)}, fmt::format("v{}", i));
+  g->add_output()->set_name(fmt::format("v{}", n));
+  g->add_output()->set_name("v1");
+  return m.SerializeAsString();
+}
+
+// The memory plan: a value's buffer goes back to the session's pool once the last node
+// reading it has run, so a chain of ten 256 KiB values holds three at a time (two
+// links and the exposed first one: eleven would outgrow the 1.75 MiB budget);
+// once a run has filled the pool, runs of the same or a smaller batch, their inputs
+// made from it and their outputs given back, allocate no buffer.
+TEST(TensorTest, TheMemoryPlanReleasesValuesAfterTheirLastReaderAndReusesBuffers) {
+  std::mt19937_64 rng(runnel::testing::TestSeed());
+  constexpr size_t kValueBytes = 64 * 1024 * sizeof(float);
+  Session session(LoadOnnxGraph(NegChainModel(10), "chain.onnx"), 7 * kValueBytes);
+  const auto run = [&](int64_t rows) {
+    std::vector<Tensor> inputs;
+    {
+      const ScopedBufferPool pool(&session.buffers());
+      inputs.push_back(RandomFloats(rng, {rows, 1024}));
+    }
+    const Tensor x = inputs[0];
+    auto out = session.Run(std::move(inputs));
+    ASSERT_EQ(out.size(), 2u);
+    const std::span<const float> y = out[0].data<float>(), v1 = out[1].data<float>(), in = x.data<float>();
+    ASSERT_EQ(y.size(), in.size());
+    for (size_t i = 0; i < in.size(); ++i) {
+      ASSERT_EQ(y[i], in[i]) << i;  // ten negations
+      ASSERT_EQ(v1[i], -in[i]) << i;
+    }
+    session.Recycle(std::move(out));
+  };
+  run(64);
+  EXPECT_LE(session.peak_bytes(), 3 * kValueBytes) << "values not released after their last reader";
+  const size_t misses = session.buffers().misses();
+  EXPECT_GE(misses, 3u);
+  run(64);
+  run(48);
+  run(64);
+  EXPECT_EQ(session.buffers().misses(), misses) << "a run in steady state allocated";
+  run(96);  // a larger batch needs larger buffers, once (they replace the smaller ones)
+  const size_t larger = session.buffers().misses();
+  EXPECT_GT(larger, misses);
+  run(96);
+  run(96);
+  EXPECT_EQ(session.buffers().misses(), larger);
+}
+
 // Fused at load into the Conv (the Relu applied as it writes), answering bit for bit as
 // the two nodes do; not when the Conv's output is read from outside.
 TEST(TensorTest, ConvThenReluIsFusedAndAnswersTheSame) {

@@ -116,7 +116,7 @@ class TensorModel {
   // many float logits; none otherwise. Throws Error(Model) for a malformed entry.
   std::vector<std::string> MetadataLabels() const;
   void ReadOutputs(const std::vector<tensor::Tensor>& outputs, size_t rows, float* output) const;
-  // The values' bytes per row, from runs of 1 and 2 zero rows: sets chunk_rows_.
+  // The values' peak bytes per row, from runs of 1 and 2 zero rows: sets chunk_rows_.
   void MeasureRowBytes(tensor::Session& session);
   std::vector<tensor::Tensor> ZeroInputs(size_t rows) const;
   // Runs `rows` rows (at most fixed_batch_ when the batch is fixed) into `output`.

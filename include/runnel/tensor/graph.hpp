@@ -105,19 +105,33 @@ class Session {
   // when the values outgrow max_bytes; Error(InvalidInput) for inputs of the wrong
   // number or element type.
   std::vector<Tensor> Run(std::vector<Tensor> inputs);
+  // Gives a run's outputs, once read, back to the memory plan.
+  void Recycle(std::vector<Tensor> outputs);
 
-  // What the values of the last run hold (they are kept until the next run replaces
-  // them), in bytes.
-  size_t held_bytes() const { return bytes_; }
+  // The most the values of the last run held at once, in bytes.
+  size_t peak_bytes() const { return peak_; }
+
+  // The memory plan: a value's buffer goes back to this pool once the last node that
+  // reads it has run (a graph output's, and an input's no node reads, when the next
+  // run starts), and the tensors a run makes draw on it. Make a run's inputs under a
+  // ScopedBufferPool of it to draw them from it too.
+  BufferPool& buffers() { return pool_; }
 
  private:
+  // Per node (in order): the values no later node reads and no output is, released
+  // once it has run.
+  static std::vector<std::vector<int>> LastReaders(const Graph& g);
   void Keep(int id, Tensor value, const Node& node);
+  void Release(int id);
 
   std::shared_ptr<const Graph> graph_;
   size_t max_bytes_;
   size_t bytes_ = 0;            // held by values_ now
+  size_t peak_ = 0;             // the most bytes_ was during the last run
   std::vector<Tensor> values_;  // per value id
   std::vector<bool> set_;
+  std::vector<std::vector<int>> released_after_;  // per node: LastReaders
+  BufferPool pool_;
 };
 
 }  // namespace runnel::tensor

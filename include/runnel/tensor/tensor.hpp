@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <new>
 #include <span>
@@ -100,9 +101,54 @@ struct DefaultInitAllocator : std::allocator<T> {
   }
 };
 
+// Buffers a Session's values no longer need, for the next tensors made while it runs
+// (its memory plan, graph.hpp): while a ScopedBufferPool names it on a thread, a
+// numeric tensor of at least kMinBytes made or copied there takes a pooled buffer that
+// fits, so that in steady state a run allocates nothing for its values.
+// Thread safety: none; a Session's own, used by the thread running it.
+class BufferPool {
+ public:
+  using Bytes = std::vector<std::byte, DefaultInitAllocator<std::byte>>;
+  static constexpr size_t kMinBytes = 1024;  // smaller buffers are left to malloc
+
+  // Holds at most `max_bytes` of buffers; a buffer beyond that is freed.
+  explicit BufferPool(size_t max_bytes) : max_bytes_(max_bytes) {}
+  // A pooled buffer of capacity at least `bytes` and at most twice that (best fit),
+  // resized to `bytes` (contents unspecified); else a new one, counted as a miss.
+  Bytes Take(size_t bytes);
+  void Give(Bytes bytes);
+  size_t misses() const { return misses_; }        // buffers of >= kMinBytes allocated anew
+  size_t pooled_bytes() const { return pooled_; }  // capacity held for reuse
+
+ private:
+  std::multimap<size_t, Bytes> free_;  // by capacity
+  size_t pooled_ = 0;
+  size_t max_bytes_;
+  size_t misses_ = 0;
+};
+
+// While it lives, numeric tensors made on this thread draw on `pool` (nullptr: none).
+// Nests; the previous pool comes back on destruction.
+class ScopedBufferPool {
+ public:
+  explicit ScopedBufferPool(BufferPool* pool);
+  ~ScopedBufferPool();
+  ScopedBufferPool(const ScopedBufferPool&) = delete;
+  ScopedBufferPool& operator=(const ScopedBufferPool&) = delete;
+
+ private:
+  BufferPool* previous_;
+};
+
 class Tensor {
  public:
   Tensor() = default;
+  // Copies take their buffer as new tensors do (from this thread's BufferPool).
+  Tensor(const Tensor& other);
+  Tensor& operator=(const Tensor& other);
+  Tensor(Tensor&&) noexcept = default;
+  Tensor& operator=(Tensor&&) noexcept = default;
+  ~Tensor() = default;
   // Zero-filled (empty strings). Throws as ElementCount does, and Error(Model) past
   // this thread's ScopedTensorLimit.
   Tensor(DataType type, Shape shape);
@@ -149,6 +195,9 @@ class Tensor {
 
   // Same elements, another shape of as many elements. Throws Error(Model) otherwise.
   void Reshape(Shape shape);
+
+  // Gives up its numeric buffer (for a BufferPool) and becomes an empty tensor.
+  BufferPool::Bytes ReleaseBytes();
 
  private:
   void CheckType(DataType wanted) const;
