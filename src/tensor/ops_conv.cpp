@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <memory>
 
 #include "kernels.hpp"
 #include "runnel/tensor/gemm.hpp"
@@ -269,7 +268,7 @@ void ConvIm2Col(const Tensor& x, const Tensor& wt, const ConvShape& c, const Out
   col.in = c.k;
   col.weights.resize(c.k * chunk);
   col.bias.assign(chunk, 0.0f);
-  std::vector<float> y(c.fpg * chunk);
+  ScratchFloats y(c.fpg * chunk);
   auto px = x.data<float>();
   auto pw = wt.data<float>();
   auto dst = out.data<float>();
@@ -365,10 +364,9 @@ void ConvGathered(const Tensor& x, const Tensor& wt, const ConvShape& c, const O
   const std::vector<size_t> offsets = TapOffsets(p, g, c.cpg);
   // Neither is zero-filled: PadImage writes every plane (the slack after them is
   // zeroed here), the product every column of y.
-  const auto padded = std::make_unique_for_overwrite<float[]>(g.image_floats);
+  ScratchFloats padded(g.image_floats), y(c.fpg * g.columns);
   const size_t planes_floats = static_cast<size_t>(c.cpg * g.hp * g.wp);
-  std::fill(padded.get() + planes_floats, padded.get() + g.image_floats, 0.0f);
-  const auto y = std::make_unique_for_overwrite<float[]>(c.fpg * g.columns);
+  std::fill(padded.data() + planes_floats, padded.data() + g.image_floats, 0.0f);
   auto px = x.data<float>();
   auto pw = wt.data<float>();
   auto dst = out.data<float>();
@@ -377,15 +375,16 @@ void ConvGathered(const Tensor& x, const Tensor& wt, const ConvShape& c, const O
   for (int64_t n = 0; n < x.dim(0); ++n) {
     for (int64_t group = 0; group < c.group; ++group) {
       PadImage(px.data() + static_cast<size_t>((n * channels + group * c.cpg) * p.ih * p.iw), p, g, c.cpg,
-               padded.get());
+               padded.data());
       const float* filter = pw.data() + static_cast<size_t>(group) * c.fpg * c.k;
-      MultiplyGathered(filter, c.k, c.fpg, padded.get(), offsets, g.columns, y.get(), g.columns);
+      MultiplyGathered(filter, c.k, c.fpg, padded.data(), offsets, g.columns, y.data(), g.columns);
       float* result =
           dst.data() + (static_cast<size_t>(n) * filters + static_cast<size_t>(group) * c.fpg) * c.positions;
       for (size_t m = 0; m < c.fpg; ++m) {
         for (int64_t oy = 0; oy < p.oh; ++oy) {
-          planes.Write(y.get() + m * g.columns + static_cast<size_t>(oy * g.wp), static_cast<size_t>(group) * c.fpg + m,
-                       static_cast<size_t>(p.ow), result + m * c.positions + static_cast<size_t>(oy * p.ow));
+          planes.Write(y.data() + m * g.columns + static_cast<size_t>(oy * g.wp),
+                       static_cast<size_t>(group) * c.fpg + m, static_cast<size_t>(p.ow),
+                       result + m * c.positions + static_cast<size_t>(oy * p.ow));
         }
       }
     }

@@ -130,6 +130,12 @@ ScopedBufferPool::~ScopedBufferPool() {
   t_buffer_pool = previous_;
 }
 
+ScratchFloats::ScratchFloats(size_t count) : pool_(t_buffer_pool), bytes_(NewBytes(count * sizeof(float))) {}
+
+ScratchFloats::~ScratchFloats() {
+  if (pool_ != nullptr) pool_->Give(std::move(bytes_));
+}
+
 Tensor::Tensor(const Tensor& other)
     : type_(other.type_), shape_(other.shape_), count_(other.count_), strings_(other.strings_) {
   bytes_ = NewBytes(other.bytes_.size());

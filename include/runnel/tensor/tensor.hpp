@@ -140,6 +140,22 @@ class ScopedBufferPool {
   BufferPool* previous_;
 };
 
+// A kernel's scratch floats for one call: from this thread's BufferPool while a
+// Session runs (and given back to it when destroyed), else from the heap. Contents
+// unspecified.
+class ScratchFloats {
+ public:
+  explicit ScratchFloats(size_t count);
+  ~ScratchFloats();
+  ScratchFloats(const ScratchFloats&) = delete;
+  ScratchFloats& operator=(const ScratchFloats&) = delete;
+  float* data() { return reinterpret_cast<float*>(bytes_.data()); }
+
+ private:
+  BufferPool* pool_;
+  BufferPool::Bytes bytes_;
+};
+
 class Tensor {
  public:
   Tensor() = default;
