@@ -350,7 +350,9 @@ void TensorModel::Run(tensor::Session& session, const float* input, const std::s
     }
     tensor::Shape shape{static_cast<int64_t>(rows)};
     shape.insert(shape.end(), port.dims.begin(), port.dims.end());
-    Tensor t(port.type, std::move(shape));
+    // Every element is written below.
+    Tensor t = port.type == DataType::kString ? Tensor(port.type, std::move(shape))
+                                              : Tensor::Uninitialized(port.type, std::move(shape));
     if (port.type == DataType::kString) {
       auto& dst = t.strings();
       if (text == token_text_) ++text;

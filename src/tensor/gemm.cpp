@@ -41,15 +41,23 @@ struct OffsetRows {
   const float* operator()(size_t k) const { return base + offsets[k]; }
 };
 
+// What is added to the products and how they are stored: a bias per column and one
+// per row (each null: none; already offset to the block), then max(0, .) when `relu`.
+struct Epilogue {
+  const float* column_bias;
+  const float* row_bias;
+  bool relu;
+};
+
 // MR rows x NV*16 columns of y, accumulated over all of k in registers, starting from
-// `bias` (zeros when null).
+// the biases.
 template <int MR, int NV, typename Rows>
-inline void MicroKernel(const float* x, size_t x_stride, size_t k_count, Rows w, const float* bias, bool relu, float* y,
+inline void MicroKernel(const float* x, size_t x_stride, size_t k_count, Rows w, const Epilogue& e, float* y,
                         size_t y_stride) {
   V16 acc[MR][NV];
   for (int v = 0; v < NV; ++v) {
-    const V16 b = bias != nullptr ? Load(bias + v * 16) : V16{};
-    for (int r = 0; r < MR; ++r) acc[r][v] = b;
+    const V16 b = e.column_bias != nullptr ? Load(e.column_bias + v * 16) : V16{};
+    for (int r = 0; r < MR; ++r) acc[r][v] = e.row_bias != nullptr ? b + Broadcast(e.row_bias[r]) : b;
   }
   for (size_t k = 0; k < k_count; ++k) {
     const float* row = w(k);
@@ -63,7 +71,7 @@ inline void MicroKernel(const float* x, size_t x_stride, size_t k_count, Rows w,
   for (int r = 0; r < MR; ++r) {
     for (int v = 0; v < NV; ++v) {
       V16 out = acc[r][v];
-      if (relu) out = out > 0 ? out : 0;
+      if (e.relu) out = out > 0 ? out : 0;
       Store(y + r * y_stride + v * 16, out);
     }
   }
@@ -89,17 +97,18 @@ struct RightHand {
 
 // MR rows of y over one panel of the right-hand side: `width` (a multiple of 16, at
 // most kPanel) columns from column n.
+// `row_bias`: the block's first row's (null: none).
 template <int MR, typename Rows>
-void Panel(size_t width, const float* x, size_t x_stride, const RightHand<Rows>& b, size_t n, bool relu, float* y,
-           size_t y_stride) {
+void Panel(size_t width, const float* x, size_t x_stride, const RightHand<Rows>& b, size_t n, const float* row_bias,
+           bool relu, float* y, size_t y_stride) {
   Rows w = b.rows;
   w.base += n;
-  const float* bias = b.bias != nullptr ? b.bias + n : nullptr;
+  const Epilogue e{b.bias != nullptr ? b.bias + n : nullptr, row_bias, relu};
   switch (width / kPackWidth) {
-    case 4: return MicroKernel<MR, 4>(x, x_stride, b.k, w, bias, relu, y + n, y_stride);
-    case 3: return MicroKernel<MR, 3>(x, x_stride, b.k, w, bias, relu, y + n, y_stride);
-    case 2: return MicroKernel<MR, 2>(x, x_stride, b.k, w, bias, relu, y + n, y_stride);
-    default: return MicroKernel<MR, 1>(x, x_stride, b.k, w, bias, relu, y + n, y_stride);
+    case 4: return MicroKernel<MR, 4>(x, x_stride, b.k, w, e, y + n, y_stride);
+    case 3: return MicroKernel<MR, 3>(x, x_stride, b.k, w, e, y + n, y_stride);
+    case 2: return MicroKernel<MR, 2>(x, x_stride, b.k, w, e, y + n, y_stride);
+    default: return MicroKernel<MR, 1>(x, x_stride, b.k, w, e, y + n, y_stride);
   }
 }
 
@@ -107,12 +116,12 @@ void Panel(size_t width, const float* x, size_t x_stride, const RightHand<Rows>&
 // hidden by the panel's several columns.
 template <int MR, typename Rows>
 void PanelTail(size_t rows, size_t width, const float* x, size_t x_stride, const RightHand<Rows>& b, size_t n,
-               bool relu, float* y, size_t y_stride) {
+               const float* row_bias, bool relu, float* y, size_t y_stride) {
   if constexpr (MR > 0) {
     if (rows == MR) {
-      Panel<MR>(width, x, x_stride, b, n, relu, y, y_stride);
+      Panel<MR>(width, x, x_stride, b, n, row_bias, relu, y, y_stride);
     } else {
-      PanelTail<MR - 1>(rows, width, x, x_stride, b, n, relu, y, y_stride);
+      PanelTail<MR - 1>(rows, width, x, x_stride, b, n, row_bias, relu, y, y_stride);
     }
   }
 }
@@ -121,16 +130,21 @@ void PanelTail(size_t rows, size_t width, const float* x, size_t x_stride, const
 // columns) stays in L1 while every row block passes over it; x is read a broadcast at
 // a time.
 template <typename Rows>
-void Multiply(const float* x, size_t x_stride, size_t rows, const RightHand<Rows>& b, bool relu, float* y,
-              size_t y_stride) {
-  for (size_t n = 0; n < b.columns; n += kPanel) {
-    const size_t width = std::min(kPanel, b.columns - n);
+void Multiply(const float* x, size_t x_stride, size_t rows, const RightHand<Rows>& b, const float* row_bias, bool relu,
+              float* y, size_t y_stride) {
+  for (size_t n = 0, width = 0; n < b.columns; n += width) {
+    // The last kPanel + 16 columns as two panels of at least 32: a lone 16-column panel
+    // has too few accumulators to hide the FMA latency.
+    const size_t left = b.columns - n;
+    width = left == kPanel + kPackWidth && kPanel > 2 * kPackWidth ? kPanel - kPackWidth : std::min(kPanel, left);
     size_t r = 0;
+    const auto bias_at = [&](size_t row) { return row_bias != nullptr ? row_bias + row : nullptr; };
     for (; r + kRowBlock <= rows; r += kRowBlock) {
-      Panel<kRowBlock>(width, x + r * x_stride, x_stride, b, n, relu, y + r * y_stride, y_stride);
+      Panel<kRowBlock>(width, x + r * x_stride, x_stride, b, n, bias_at(r), relu, y + r * y_stride, y_stride);
     }
     if (r < rows)
-      PanelTail<kRowBlock - 1>(rows - r, width, x + r * x_stride, x_stride, b, n, relu, y + r * y_stride, y_stride);
+      PanelTail<kRowBlock - 1>(rows - r, width, x + r * x_stride, x_stride, b, n, bias_at(r), relu, y + r * y_stride,
+                               y_stride);
   }
 }
 
@@ -160,14 +174,14 @@ void MultiplyPacked(const float* x, size_t x_stride, size_t rows, const PackedMa
                     size_t y_stride) {
   assert(y_stride >= w.out_padded && x_stride >= w.in);
   const RightHand<StridedRows> b{{w.weights.data(), w.out_padded}, w.in, w.out_padded, w.bias.data()};
-  Multiply(x, x_stride, rows, b, relu, y, y_stride);
+  Multiply(x, x_stride, rows, b, nullptr, relu, y, y_stride);
 }
 
 void MultiplyGathered(const float* x, size_t x_stride, size_t rows, const float* b, std::span<const size_t> offsets,
-                      size_t columns, float* y, size_t y_stride) {
+                      size_t columns, float* y, size_t y_stride, const float* row_bias, bool relu) {
   assert(columns % kPackWidth == 0 && y_stride >= columns && x_stride >= offsets.size());
   const RightHand<OffsetRows> right{{b, offsets.data()}, offsets.size(), columns, nullptr};
-  Multiply(x, x_stride, rows, right, false, y, y_stride);
+  Multiply(x, x_stride, rows, right, row_bias, relu, y, y_stride);
 }
 
 }  // namespace runnel::tensor

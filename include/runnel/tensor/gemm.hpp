@@ -44,10 +44,12 @@ void MultiplyPacked(const float* x, size_t x_stride, size_t rows, const PackedMa
 // The same product over a right-hand matrix that is not packed but gathered: row k is
 // the `columns` floats from b + offsets[k] (rows may overlap, as the taps of a
 // convolution over one padded image do: an implicit im2col).
-// y[r, 0..columns) = sum over k of x[r, k] * b[offsets[k] + 0..columns).
+// y[r, 0..columns) = row_bias[r] + sum over k of x[r, k] * b[offsets[k] + 0..columns),
+// then max(0, .) when `relu` (row_bias null: no bias).
 // Preconditions: columns is a multiple of kPackWidth; every b + offsets[k] + columns
-// is readable; x has stride x_stride >= offsets.size(); y has stride y_stride >= columns.
+// is readable; x has stride x_stride >= offsets.size(); y has stride y_stride >= columns;
+// row_bias, when given, has `rows` values.
 void MultiplyGathered(const float* x, size_t x_stride, size_t rows, const float* b, std::span<const size_t> offsets,
-                      size_t columns, float* y, size_t y_stride);
+                      size_t columns, float* y, size_t y_stride, const float* row_bias = nullptr, bool relu = false);
 
 }  // namespace runnel::tensor
