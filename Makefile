@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo demo-jetstream test release debug fuzz screenshots bench-dashboard bench-snapshot bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-tickets bench-reviews bench-keys bench-jetstream deps deps-test deps-bench format lint clean
+.PHONY: demo demo-jetstream test release debug fuzz screenshots bench-dashboard bench-snapshot bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-onednn bench-tickets bench-reviews bench-keys bench-jetstream deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -130,6 +130,11 @@ bench-reviews: deps-bench
 	BENCH_CPU=$(BENCH_CPU) bench/reviews_bench.sh
 
 # The general tensor runtime (CNN, transformer) and the needs MLP beside ONNX Runtime.
+bench-onednn: deps-bench
+	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
+	cmake --build build/bench -j $(JOBS) --target onednn_bench
+	BENCH_CPU=$(BENCH_CPU) bench/onednn_bench.sh
+
 bench-tensor: deps-bench
 	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
 	cmake --build build/bench -j $(JOBS) --target tensor_bench

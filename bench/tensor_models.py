@@ -5,7 +5,8 @@ accuracy, is measured; correctness is tests/tensor's job): cnn.onnx, a small CNN
 pooling, a dense head), and transformer.onnx, a 2-layer transformer encoder over
 [N, 32, 64] token embeddings (4 heads, feed-forward 256 with GELU, layer norms,
 mean pooling, a dense head), as PyTorch exports them (opset 17). Usage:
-tensor_models.py OUTDIR."""
+tensor_models.py OUTDIR; tensor_models.py --convs OUTDIR writes the CNN's convolutions
+alone (bench/onednn_bench.sh)."""
 import os
 import sys
 
@@ -98,6 +99,22 @@ def transformer(path):
          helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]))
 
 
+def convs(out):
+    """The CNN's three convolutions alone (3x3, pads 1, bias, Relu), one model each, for
+    bench/onednn_bench.sh: conv3x32to16.onnx, conv16x16to32.onnx, conv32x8to64.onnx."""
+    for channels, size, filters in [(3, 32, 16), (16, 16, 32), (32, 8, 64)]:
+        name = f"conv{channels}x{size}to{filters}"
+        n = [helper.make_node("Conv", ["x", weight("w", filters, channels, 3, 3), weight("b", filters)], ["c"],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+        save(os.path.join(out, name + ".onnx"), n,
+             helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, size, size]),
+             helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", filters, size, size]))
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--convs"]:
+        convs(sys.argv[2])
+        sys.exit(0)
     cnn(os.path.join(sys.argv[1], "cnn.onnx"))
     transformer(os.path.join(sys.argv[1], "transformer.onnx"))

@@ -40,6 +40,7 @@ bench_packages=(
   libcpp-httplib-dev libbenchmark-dev python3-torch python3-h5py python3-numpy bc wrk python3-regex
   python3-xgboost python3-sklearn python3-onnx nodejs npm  # bench-trees and its peers
   nats-server  # bench-jetstream
+  libdnnl-dev  # bench-onednn: oneDNN's kernels beside the tensor runtime's
 )
 
 case "${1:-build}" in

@@ -28,8 +28,9 @@ inline V16 Broadcast(float f) {
   return V16{f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f};
 }
 
-// Where row k of the right-hand matrix starts: a packed matrix's rows lie `stride`
-// floats apart; a gathered one's (MultiplyGathered) at offsets from a base.
+// Where row k of one panel of the right-hand matrix starts: `stride` floats apart (a
+// packed panel's rows are contiguous; a row-major matrix's a whole row apart), or at
+// offsets from a base (MultiplyGathered).
 struct StridedRows {
   const float* base;
   size_t stride;
@@ -39,6 +40,24 @@ struct OffsetRows {
   const float* base;
   const size_t* offsets;
   const float* operator()(size_t k) const { return base + offsets[k]; }
+};
+
+// The right-hand matrices, each giving the rows of its panel of `width` columns from
+// column n: packed panel by panel (PackMatrix), row-major, or gathered.
+struct PackedSide {
+  const float* weights;
+  size_t k;
+  StridedRows At(size_t n, size_t width) const { return {weights + k * n, width}; }
+};
+struct RowMajorSide {
+  const float* b;
+  size_t stride;
+  StridedRows At(size_t n, size_t) const { return {b + n, stride}; }
+};
+struct GatheredSide {
+  const float* b;
+  const size_t* offsets;
+  OffsetRows At(size_t n, size_t) const { return {b + n, offsets}; }
 };
 
 // What is added to the products and how they are stored: a bias per column and one
@@ -85,11 +104,19 @@ constexpr int kRowBlock = 4;  // 16 ymm registers: a V16 takes two
 constexpr size_t kPanel = 32;
 #endif
 
+// The width of the panel that starts `left` columns before the end (a multiple of
+// 16): kPanel, but the last kPanel + 16 columns as two panels of at least 32 (a lone
+// 16-column panel has too few accumulators to hide the FMA latency). PackMatrix lays
+// its panels out by the same rule.
+size_t PanelWidth(size_t left) {
+  return left == kPanel + kPackWidth && kPanel > 2 * kPackWidth ? kPanel - kPackWidth : std::min(kPanel, left);
+}
+
 // The right-hand side of one product: k rows, columns [0, columns) (a multiple of 16),
 // an optional bias per column.
-template <typename Rows>
+template <typename Side>
 struct RightHand {
-  Rows rows;
+  Side side;
   size_t k;
   size_t columns;
   const float* bias;  // null: none
@@ -98,11 +125,10 @@ struct RightHand {
 // MR rows of y over one panel of the right-hand side: `width` (a multiple of 16, at
 // most kPanel) columns from column n.
 // `row_bias`: the block's first row's (null: none).
-template <int MR, typename Rows>
-void Panel(size_t width, const float* x, size_t x_stride, const RightHand<Rows>& b, size_t n, const float* row_bias,
+template <int MR, typename Side>
+void Panel(size_t width, const float* x, size_t x_stride, const RightHand<Side>& b, size_t n, const float* row_bias,
            bool relu, float* y, size_t y_stride) {
-  Rows w = b.rows;
-  w.base += n;
+  const auto w = b.side.At(n, width);
   const Epilogue e{b.bias != nullptr ? b.bias + n : nullptr, row_bias, relu};
   switch (width / kPackWidth) {
     case 4: return MicroKernel<MR, 4>(x, x_stride, b.k, w, e, y + n, y_stride);
@@ -114,8 +140,8 @@ void Panel(size_t width, const float* x, size_t x_stride, const RightHand<Rows>&
 
 // The last rows (fewer than kRowBlock) of one panel. With few rows, FMA latency is
 // hidden by the panel's several columns.
-template <int MR, typename Rows>
-void PanelTail(size_t rows, size_t width, const float* x, size_t x_stride, const RightHand<Rows>& b, size_t n,
+template <int MR, typename Side>
+void PanelTail(size_t rows, size_t width, const float* x, size_t x_stride, const RightHand<Side>& b, size_t n,
                const float* row_bias, bool relu, float* y, size_t y_stride) {
   if constexpr (MR > 0) {
     if (rows == MR) {
@@ -129,16 +155,13 @@ void PanelTail(size_t rows, size_t width, const float* x, size_t x_stride, const
 // Columns outer, rows inner: one panel of the right-hand side (k rows of kPanel
 // columns) stays in L1 while every row block passes over it; x is read a broadcast at
 // a time.
-template <typename Rows>
-void Multiply(const float* x, size_t x_stride, size_t rows, const RightHand<Rows>& b, const float* row_bias, bool relu,
+template <typename Side>
+void Multiply(const float* x, size_t x_stride, size_t rows, const RightHand<Side>& b, const float* row_bias, bool relu,
               float* y, size_t y_stride) {
+  const auto bias_at = [&](size_t row) { return row_bias != nullptr ? row_bias + row : nullptr; };
   for (size_t n = 0, width = 0; n < b.columns; n += width) {
-    // The last kPanel + 16 columns as two panels of at least 32: a lone 16-column panel
-    // has too few accumulators to hide the FMA latency.
-    const size_t left = b.columns - n;
-    width = left == kPanel + kPackWidth && kPanel > 2 * kPackWidth ? kPanel - kPackWidth : std::min(kPanel, left);
+    width = PanelWidth(b.columns - n);
     size_t r = 0;
-    const auto bias_at = [&](size_t row) { return row_bias != nullptr ? row_bias + row : nullptr; };
     for (; r + kRowBlock <= rows; r += kRowBlock) {
       Panel<kRowBlock>(width, x + r * x_stride, x_stride, b, n, bias_at(r), relu, y + r * y_stride, y_stride);
     }
@@ -158,12 +181,16 @@ PackedMatrix PackMatrix(const float* w, size_t in, size_t out, size_t w_stride, 
   packed.out_padded = PaddedWidth(out);
   packed.weights.assign(in * packed.out_padded, 0.0f);
   packed.bias.assign(packed.out_padded, 0.0f);
-  for (size_t k = 0; k < in; ++k) {
-    float* row = packed.weights.data() + k * packed.out_padded;
-    if (transposed) {
-      for (size_t n = 0; n < out; ++n) row[n] = w[n * w_stride + k];
-    } else {
-      std::copy_n(w + k * w_stride, out, row);
+  // Panel by panel (PanelWidth), each k rows of its width one after the other: a panel
+  // is read as one contiguous stream (rows a whole matrix row apart map to a few L1
+  // sets and evict each other).
+  for (size_t n = 0, width = 0; n < packed.out_padded; n += width) {
+    width = PanelWidth(packed.out_padded - n);
+    float* panel = packed.weights.data() + in * n;
+    for (size_t k = 0; k < in; ++k) {
+      for (size_t j = 0; j < width && n + j < out; ++j) {
+        panel[k * width + j] = transposed ? w[(n + j) * w_stride + k] : w[k * w_stride + n + j];
+      }
     }
   }
   std::copy(bias.begin(), bias.end(), packed.bias.begin());
@@ -173,14 +200,21 @@ PackedMatrix PackMatrix(const float* w, size_t in, size_t out, size_t w_stride, 
 void MultiplyPacked(const float* x, size_t x_stride, size_t rows, const PackedMatrix& w, bool relu, float* y,
                     size_t y_stride) {
   assert(y_stride >= w.out_padded && x_stride >= w.in);
-  const RightHand<StridedRows> b{{w.weights.data(), w.out_padded}, w.in, w.out_padded, w.bias.data()};
+  const RightHand<PackedSide> b{{w.weights.data(), w.in}, w.in, w.out_padded, w.bias.data()};
   Multiply(x, x_stride, rows, b, nullptr, relu, y, y_stride);
+}
+
+void MultiplyRowMajor(const float* x, size_t x_stride, size_t rows, const float* b, size_t k, size_t columns,
+                      size_t b_stride, float* y, size_t y_stride) {
+  assert(columns % kPackWidth == 0 && b_stride >= columns && y_stride >= columns && x_stride >= k);
+  const RightHand<RowMajorSide> right{{b, b_stride}, k, columns, nullptr};
+  Multiply(x, x_stride, rows, right, nullptr, false, y, y_stride);
 }
 
 void MultiplyGathered(const float* x, size_t x_stride, size_t rows, const float* b, std::span<const size_t> offsets,
                       size_t columns, float* y, size_t y_stride, const float* row_bias, bool relu) {
   assert(columns % kPackWidth == 0 && y_stride >= columns && x_stride >= offsets.size());
-  const RightHand<OffsetRows> right{{b, offsets.data()}, offsets.size(), columns, nullptr};
+  const RightHand<GatheredSide> right{{b, offsets.data()}, offsets.size(), columns, nullptr};
   Multiply(x, x_stride, rows, right, row_bias, relu, y, y_stride);
 }
 

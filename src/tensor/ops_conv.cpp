@@ -264,10 +264,7 @@ void ConvIm2Col(const Tensor& x, const Tensor& wt, const ConvShape& c, const Out
   const Plane2d& p = c.p;
   const size_t chunk = std::min(PaddedWidth(c.positions),
                                 std::max<size_t>(kPackWidth, (size_t{1} << 15) / c.k / kPackWidth * kPackWidth));
-  PackedMatrix col;
-  col.in = c.k;
-  col.weights.resize(c.k * chunk);
-  col.bias.assign(chunk, 0.0f);
+  ScratchFloats col(c.k * chunk);
   ScratchFloats y(c.fpg * chunk);
   auto px = x.data<float>();
   auto pw = wt.data<float>();
@@ -280,13 +277,15 @@ void ConvIm2Col(const Tensor& x, const Tensor& wt, const ConvShape& c, const Out
       const float* filter = pw.data() + static_cast<size_t>(g) * c.fpg * c.k;
       float* result = dst.data() + (static_cast<size_t>(n) * filters + static_cast<size_t>(g) * c.fpg) * c.positions;
       for (size_t first = 0; first < c.positions; first += chunk) {
-        col.out = std::min(chunk, c.positions - first);
-        col.out_padded = PaddedWidth(col.out);
-        Im2Col(image, p, c.cpg, first, col.out, col.weights.data(), col.out_padded);
-        // Columns past col.out hold stale values: their products land in y's padding.
-        MultiplyPacked(filter, c.k, c.fpg, col, false, y.data(), col.out_padded);
+        const size_t count = std::min(chunk, c.positions - first), padded = PaddedWidth(count);
+        Im2Col(image, p, c.cpg, first, count, col.data(), padded);
+        // Columns past `count` are zeros (a pooled buffer holds anything, even values
+        // that are slow to multiply): their products land in y's padding.
+        for (size_t r = 0; count < padded && r < c.k; ++r)
+          std::fill_n(col.data() + r * padded + count, padded - count, 0.0f);
+        MultiplyRowMajor(filter, c.k, c.fpg, col.data(), c.k, padded, padded, y.data(), padded);
         for (size_t m = 0; m < c.fpg; ++m) {
-          planes.Write(y.data() + m * col.out_padded, static_cast<size_t>(g) * c.fpg + m, col.out,
+          planes.Write(y.data() + m * padded, static_cast<size_t>(g) * c.fpg + m, count,
                        result + m * c.positions + first);
         }
       }

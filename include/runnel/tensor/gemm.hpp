@@ -26,7 +26,7 @@ struct PackedMatrix {
   size_t in = 0;
   size_t out = 0;
   size_t out_padded = 0;
-  std::vector<float> weights;  // in * out_padded
+  std::vector<float> weights;  // in * out_padded, in panels of columns (gemm.cpp); opaque
   std::vector<float> bias;     // out_padded (zeros when absent)
 };
 
@@ -40,6 +40,13 @@ PackedMatrix PackMatrix(const float* w, size_t in, size_t out, size_t w_stride, 
 // out_padded; x and y do not overlap.
 void MultiplyPacked(const float* x, size_t x_stride, size_t rows, const PackedMatrix& w, bool relu, float* y,
                     size_t y_stride);
+
+// The same product over a row-major right-hand matrix b ([k, columns], rows b_stride
+// floats apart: an im2col matrix written per call), without bias.
+// Preconditions: columns is a multiple of kPackWidth; b_stride, y_stride >= columns;
+// x_stride >= k.
+void MultiplyRowMajor(const float* x, size_t x_stride, size_t rows, const float* b, size_t k, size_t columns,
+                      size_t b_stride, float* y, size_t y_stride);
 
 // The same product over a right-hand matrix that is not packed but gathered: row k is
 // the `columns` floats from b + offsets[k] (rows may overlap, as the taps of a

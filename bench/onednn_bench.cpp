@@ -1,0 +1,177 @@
+// The tensor runtime's own Conv kernel beside oneDNN's (Debian's libdnnl 2.6), one
+// core, on the convolutions of bench/tensor_models.py's CNN: a 3x3 Conv with bias and
+// Relu over [batch, C, H, H] float NCHW. Runnel: a one-node graph (Conv fused with its
+// Relu, as a model's is) through tensor::Session, the input built once. oneDNN:
+// convolution_forward with the same NCHW source and destination, its weights in the
+// layout it prefers (reordered once, as a runtime would at load), the Relu as a
+// post-op, and the same again with the blocked layout it prefers for source and
+// destination too (what it is best at; a runtime would pay reorders around it).
+// Then matrix products with a constant right-hand side, ours (gemm.hpp) against
+// oneDNN's matmul. Prints "<kernel> conv<C>x<H>to<F> batch=<b> <images/s>" and
+// "<kernel> matmul<M>x<K>x<N> <products/s>"; bench/onednn_bench.sh runs it.
+// Usage: onednn_bench CONV.onnx... (made by tensor_models.py --convs)
+#include <fmt/format.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <random>
+#include <sstream>
+
+#include "runnel/core/memory.hpp"
+#include "runnel/tensor/gemm.hpp"
+#include "runnel/tensor/graph.hpp"
+#include "runnel/tensor/onnx_import.hpp"
+
+namespace {
+
+using runnel::tensor::DataType;
+using runnel::tensor::Tensor;
+
+// Calls per second of `run`, each `batch` images, for at least a second.
+double ImagesPerSecond(size_t batch, const std::function<void()>& run) {
+  run();  // warm up
+  size_t done = 0;
+  const auto start = std::chrono::steady_clock::now();
+  double seconds = 0;
+  while (seconds < 1.0) {
+    run();
+    done += batch;
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  return static_cast<double>(done) / seconds;
+}
+
+struct ConvShape {
+  int64_t channels, size, filters;
+};
+
+// The conv's shape from its weight initializer [F, C, 3, 3] and input [N, C, H, H].
+ConvShape ShapeOf(const runnel::tensor::Graph& graph) {
+  const auto& x = graph.input_info.at(0);
+  for (size_t id = 0; id < graph.constants.size(); ++id) {
+    const auto& c = graph.constants[id];
+    if (c && c->rank() == 4) return {c->dim(1), *x.dims.at(2), c->dim(0)};
+  }
+  throw std::runtime_error("no 4-D weight");
+}
+
+double Runnel(const std::shared_ptr<const runnel::tensor::Graph>& graph, const ConvShape& s, int64_t batch,
+              const std::vector<float>& image) {
+  runnel::tensor::Session session(graph);
+  Tensor x = Tensor::Uninitialized(DataType::kFloat, {batch, s.channels, s.size, s.size});
+  auto px = x.data<float>();
+  std::copy_n(image.begin(), px.size(), px.begin());
+  return ImagesPerSecond(static_cast<size_t>(batch), [&] {
+    std::vector<Tensor> inputs{x};
+    session.Recycle(session.Run(std::move(inputs)));
+  });
+}
+
+double OneDnn(const ConvShape& s, int64_t batch, const std::vector<float>& image, bool blocked) {
+  using dnnl::memory;
+  dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  const memory::dims src_dims{batch, s.channels, s.size, s.size}, w_dims{s.filters, s.channels, 3, 3},
+      b_dims{s.filters}, dst_dims{batch, s.filters, s.size, s.size};
+  const auto f32 = memory::data_type::f32;
+  const auto io_tag = blocked ? memory::format_tag::any : memory::format_tag::nchw;
+  const memory::desc src_md(src_dims, f32, io_tag), w_md(w_dims, f32, memory::format_tag::any),
+      b_md(b_dims, f32, memory::format_tag::a), dst_md(dst_dims, f32, io_tag);
+  dnnl::post_ops ops;
+  ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);  // oneDNN 2.x
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(ops);
+  const dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                             src_md, w_md, b_md, dst_md, {1, 1}, {1, 1}, {1, 1});
+  const dnnl::convolution_forward::primitive_desc pd(desc, attr, engine);
+  std::vector<float> weights(static_cast<size_t>(s.filters * s.channels * 9), 0.01f), bias(s.filters, 0.1f);
+  memory w_plain({w_dims, f32, memory::format_tag::oihw}, engine, weights.data());
+  memory w_mem(pd.weights_desc(), engine);
+  dnnl::reorder(w_plain, w_mem).execute(stream, w_plain, w_mem);
+  memory b_mem(b_md, engine, bias.data());
+  std::vector<float> src(image.begin(), image.begin() + batch * s.channels * s.size * s.size);
+  memory src_plain({src_dims, f32, memory::format_tag::nchw}, engine, src.data());
+  memory src_mem(pd.src_desc(), engine), dst_mem(pd.dst_desc(), engine);
+  dnnl::reorder(src_plain, src_mem).execute(stream, src_plain, src_mem);
+  dnnl::convolution_forward conv(pd);
+  const double rate = ImagesPerSecond(static_cast<size_t>(batch), [&] {
+    conv.execute(stream,
+                 {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_BIAS, b_mem}, {DNNL_ARG_DST, dst_mem}});
+    stream.wait();
+  });
+  fmt::print(stderr, "onednn {} conv{}x{}to{}: {}\n", blocked ? "blocked" : "nchw", s.channels, s.size, s.filters,
+             pd.impl_info_str());
+  return rate;
+}
+
+// [m, k] x [k, n] with a constant right-hand side (a MatMul or Dense layer's weights,
+// packed once): Runnel's packed GEMM against oneDNN's matmul with the weights in the
+// layout it prefers. Products per second.
+void MatMuls() {
+  struct Size {
+    int64_t m, k, n;
+  };
+  // The transformer encoder's feed-forward at batch 16 (16 x 32 tokens), its attention
+  // projections, and the needs MLP's widest layers at batch 256.
+  for (const Size& z :
+       {Size{512, 64, 256}, Size{512, 256, 64}, Size{512, 64, 64}, Size{256, 128, 256}, Size{256, 256, 128}}) {
+    std::vector<float> a(static_cast<size_t>(z.m * z.k), 0.5f), b(static_cast<size_t>(z.k * z.n), 0.25f),
+        c(static_cast<size_t>(z.m * z.n));
+    const auto packed = runnel::tensor::PackMatrix(b.data(), static_cast<size_t>(z.k), static_cast<size_t>(z.n),
+                                                   static_cast<size_t>(z.n), false);
+    const double ours = ImagesPerSecond(1, [&] {
+      runnel::tensor::MultiplyPacked(a.data(), static_cast<size_t>(z.k), static_cast<size_t>(z.m), packed, false,
+                                     c.data(), static_cast<size_t>(z.n));
+    });
+    using dnnl::memory;
+    dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+    dnnl::stream stream(engine);
+    const auto f32 = memory::data_type::f32;
+    const memory::desc a_md({z.m, z.k}, f32, memory::format_tag::ab), b_any({z.k, z.n}, f32, memory::format_tag::any),
+        c_md({z.m, z.n}, f32, memory::format_tag::ab);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_any, c_md), engine);
+    memory b_plain({{z.k, z.n}, f32, memory::format_tag::ab}, engine, b.data()), b_mem(pd.weights_desc(), engine);
+    dnnl::reorder(b_plain, b_mem).execute(stream, b_plain, b_mem);
+    memory a_mem(a_md, engine, a.data()), c_mem(c_md, engine, c.data());
+    dnnl::matmul mm(pd);
+    const double theirs = ImagesPerSecond(1, [&] {
+      mm.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+      stream.wait();
+    });
+    fmt::print(stderr, "onednn matmul {}x{}x{}: {}\n", z.m, z.k, z.n, pd.impl_info_str());
+    fmt::print("runnel matmul{}x{}x{} {:.0f}\nonednn matmul{}x{}x{} {:.0f}\n", z.m, z.k, z.n, ours, z.m, z.k, z.n,
+               theirs);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  runnel::KeepFreedMemoryForReuse();  // as the runnel binary does
+  if (argc < 2) {
+    fmt::print(stderr, "usage: onednn_bench CONV.onnx...\n");
+    return 2;
+  }
+  MatMuls();
+  for (int m = 1; m < argc; ++m) {
+    std::ifstream in(argv[m], std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    const auto graph = runnel::tensor::LoadOnnxGraph(bytes.str(), argv[m]);
+    const ConvShape s = ShapeOf(*graph);
+    const std::string name = fmt::format("conv{}x{}to{}", s.channels, s.size, s.filters);
+    std::vector<float> image(static_cast<size_t>(256 * s.channels * s.size * s.size));
+    std::mt19937 rng(20261205);
+    std::normal_distribution<float> normal;
+    for (float& v : image) v = normal(rng);
+    for (int64_t batch : {1, 16, 256}) {
+      fmt::print("runnel {} batch={} {:.0f}\n", name, batch, Runnel(graph, s, batch, image));
+      fmt::print("onednn-nchw {} batch={} {:.0f}\n", name, batch, OneDnn(s, batch, image, false));
+      fmt::print("onednn-blocked {} batch={} {:.0f}\n", name, batch, OneDnn(s, batch, image, true));
+    }
+  }
+  return 0;
+}
