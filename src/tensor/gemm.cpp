@@ -123,8 +123,7 @@ struct RightHand {
 };
 
 // MR rows of y over one panel of the right-hand side: `width` (a multiple of 16, at
-// most kPanel) columns from column n.
-// `row_bias`: the block's first row's (null: none).
+// most kPanel) columns from column n; `row_bias` from the block's first row (or null).
 template <int MR, typename Side>
 void Panel(size_t width, const float* x, size_t x_stride, const RightHand<Side>& b, size_t n, const float* row_bias,
            bool relu, float* y, size_t y_stride) {
@@ -153,8 +152,8 @@ void PanelTail(size_t rows, size_t width, const float* x, size_t x_stride, const
 }
 
 // Columns outer, rows inner: one panel of the right-hand side (k rows of kPanel
-// columns) stays in L1 while every row block passes over it; x is read a broadcast at
-// a time.
+// columns, contiguous when packed) stays in cache while every row block passes over
+// it; x is read a broadcast at a time.
 template <typename Side>
 void Multiply(const float* x, size_t x_stride, size_t rows, const RightHand<Side>& b, const float* row_bias, bool relu,
               float* y, size_t y_stride) {
