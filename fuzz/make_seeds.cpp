@@ -411,6 +411,12 @@ int main(int argc, char** argv) {
         "[model]\npath = \"m.onnx\"\noutputs = [\"q\", \"p\"]\nlabels = [\"q\"]\n"
         "[features]\ntext = [\"lower(s || ' ' || coalesce(b, ''))\"]\n[output]\ncolumns = [\"q\", \"p\"]\n"
         "[write_back]\ncolumns = [\"q\"]\n");
+  Write(dir / "pipeline/ports.toml",
+        "name = \"t\"\n[source]\ntable = \"t\"\nkey = \"id\"\ncolumns = [\"a\", \"b\", \"c\"]\n"
+        "[model]\npath = \"m.onnx\"\noutputs = [\"y\", \"p\"]\n"
+        "inputs = { numbers = [\"a\", \"b\"], kind = [\"c\"] }\n"
+        "output_from = { y = \"label\", p = \"probabilities[1]\" }\n"
+        "[features]\ninputs = [\"a\", \"b\", \"c\"]\n[output]\ncolumns = [\"y\", \"p\"]\n");
   // Hugging Face tokenizers: WordPiece as BERT's, byte-level BPE as RoBERTa's (small
   // vocabularies), each followed by a NUL and a text.
   Write(

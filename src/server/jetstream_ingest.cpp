@@ -370,7 +370,7 @@ void JetStreamIngest::LookUp(std::vector<Taken>& taken) {
 
 // Every record of the messages not seen before, with its request id or its reason.
 void JetStreamIngest::Record(const std::vector<Taken>& taken) {
-  std::vector<int64_t> seqs, items, ids, stored_us;
+  std::vector<int64_t> seqs, items, stored_us;
   std::vector<std::optional<std::string>> errors, id_texts;
   for (const auto& t : taken) {
     if (t.duplicate) continue;

@@ -258,14 +258,10 @@ struct OutputPlanes {
   }
 };
 
-// Im2col in chunks of positions whose matrix stays within 128 KiB (a cache level, not
-// a page apart per row): the filters [fpg, k] times the chunk's [k, positions].
-void ConvIm2Col(const Tensor& x, const Tensor& wt, const ConvShape& c, const OutputPlanes& planes, Tensor& out) {
-  const Plane2d& p = c.p;
-  const size_t chunk = std::min(PaddedWidth(c.positions),
-                                std::max<size_t>(kPackWidth, (size_t{1} << 15) / c.k / kPackWidth * kPackWidth));
-  ScratchFloats col(c.k * chunk);
-  ScratchFloats y(c.fpg * chunk);
+// Calls f(image, filter, result, group) for each image of the batch and each group:
+// the group's input planes, its filters [fpg, k] and its output planes.
+template <typename F>
+void ForEachGroup(const Tensor& x, const Tensor& wt, const ConvShape& c, Tensor& out, F&& f) {
   auto px = x.data<float>();
   auto pw = wt.data<float>();
   auto dst = out.data<float>();
@@ -273,24 +269,35 @@ void ConvIm2Col(const Tensor& x, const Tensor& wt, const ConvShape& c, const Out
   const auto filters = static_cast<size_t>(wt.dim(0));
   for (int64_t n = 0; n < x.dim(0); ++n) {
     for (int64_t g = 0; g < c.group; ++g) {
-      const float* image = px.data() + static_cast<size_t>((n * channels + g * c.cpg) * p.ih * p.iw);
-      const float* filter = pw.data() + static_cast<size_t>(g) * c.fpg * c.k;
-      float* result = dst.data() + (static_cast<size_t>(n) * filters + static_cast<size_t>(g) * c.fpg) * c.positions;
-      for (size_t first = 0; first < c.positions; first += chunk) {
-        const size_t count = std::min(chunk, c.positions - first), padded = PaddedWidth(count);
-        Im2Col(image, p, c.cpg, first, count, col.data(), padded);
-        // Columns past `count` are zeros (a pooled buffer holds anything, even values
-        // that are slow to multiply): their products land in y's padding.
-        for (size_t r = 0; count < padded && r < c.k; ++r)
-          std::fill_n(col.data() + r * padded + count, padded - count, 0.0f);
-        MultiplyRowMajor(filter, c.k, c.fpg, col.data(), c.k, padded, padded, y.data(), padded);
-        for (size_t m = 0; m < c.fpg; ++m) {
-          planes.Write(y.data() + m * padded, static_cast<size_t>(g) * c.fpg + m, count,
-                       result + m * c.positions + first);
-        }
-      }
+      f(px.data() + static_cast<size_t>((n * channels + g * c.cpg) * c.p.ih * c.p.iw),
+        pw.data() + static_cast<size_t>(g) * c.fpg * c.k,
+        dst.data() + (static_cast<size_t>(n) * filters + static_cast<size_t>(g) * c.fpg) * c.positions,
+        static_cast<size_t>(g));
     }
   }
+}
+
+// Im2col in chunks of positions whose matrix stays within 128 KiB (a cache level, not
+// a page apart per row): the filters [fpg, k] times the chunk's [k, positions].
+void ConvIm2Col(const Tensor& x, const Tensor& wt, const ConvShape& c, const OutputPlanes& planes, Tensor& out) {
+  const size_t chunk = std::min(PaddedWidth(c.positions),
+                                std::max<size_t>(kPackWidth, (size_t{1} << 15) / c.k / kPackWidth * kPackWidth));
+  ScratchFloats col(c.k * chunk);
+  ScratchFloats y(c.fpg * chunk);
+  ForEachGroup(x, wt, c, out, [&](const float* image, const float* filter, float* result, size_t group) {
+    for (size_t first = 0; first < c.positions; first += chunk) {
+      const size_t count = std::min(chunk, c.positions - first), padded = PaddedWidth(count);
+      Im2Col(image, c.p, c.cpg, first, count, col.data(), padded);
+      // Columns past `count` are zeros (a pooled buffer holds anything, even values
+      // that are slow to multiply): their products land in y's padding.
+      for (size_t r = 0; count < padded && r < c.k; ++r)
+        std::fill_n(col.data() + r * padded + count, padded - count, 0.0f);
+      MultiplyRowMajor(filter, c.k, c.fpg, col.data(), c.k, padded, padded, y.data(), padded);
+      for (size_t m = 0; m < c.fpg; ++m) {
+        planes.Write(y.data() + m * padded, group * c.fpg + m, count, result + m * c.positions + first);
+      }
+    }
+  });
 }
 
 // A stride-1 Conv reads its taps straight from the image padded once: over a padded
@@ -366,30 +373,18 @@ void ConvGathered(const Tensor& x, const Tensor& wt, const ConvShape& c, const O
   ScratchFloats padded(g.image_floats), y(c.fpg * g.columns);
   const size_t planes_floats = static_cast<size_t>(c.cpg * g.hp * g.wp);
   std::fill(padded.data() + planes_floats, padded.data() + g.image_floats, 0.0f);
-  auto px = x.data<float>();
-  auto pw = wt.data<float>();
-  auto dst = out.data<float>();
-  const int64_t channels = x.dim(1);
-  const auto filters = static_cast<size_t>(wt.dim(0));
-  for (int64_t n = 0; n < x.dim(0); ++n) {
-    for (int64_t group = 0; group < c.group; ++group) {
-      PadImage(px.data() + static_cast<size_t>((n * channels + group * c.cpg) * p.ih * p.iw), p, g, c.cpg,
-               padded.data());
-      const float* filter = pw.data() + static_cast<size_t>(group) * c.fpg * c.k;
-      // The bias and Relu are applied as the product is stored; the planes are copied.
-      MultiplyGathered(filter, c.k, c.fpg, padded.data(), offsets, g.columns, y.data(), g.columns,
-                       planes.bias != nullptr ? planes.bias + static_cast<size_t>(group) * c.fpg : nullptr,
-                       planes.relu);
-      float* result =
-          dst.data() + (static_cast<size_t>(n) * filters + static_cast<size_t>(group) * c.fpg) * c.positions;
-      for (size_t m = 0; m < c.fpg; ++m) {
-        for (int64_t oy = 0; oy < p.oh; ++oy) {
-          std::copy_n(y.data() + m * g.columns + static_cast<size_t>(oy * g.wp), p.ow,
-                      result + m * c.positions + static_cast<size_t>(oy * p.ow));
-        }
+  ForEachGroup(x, wt, c, out, [&](const float* image, const float* filter, float* result, size_t group) {
+    PadImage(image, p, g, c.cpg, padded.data());
+    // The bias and Relu are applied as the product is stored; the planes are copied.
+    MultiplyGathered(filter, c.k, c.fpg, padded.data(), offsets, g.columns, y.data(), g.columns,
+                     planes.bias != nullptr ? planes.bias + group * c.fpg : nullptr, planes.relu);
+    for (size_t m = 0; m < c.fpg; ++m) {
+      for (int64_t oy = 0; oy < p.oh; ++oy) {
+        std::copy_n(y.data() + m * g.columns + static_cast<size_t>(oy * g.wp), p.ow,
+                    result + m * c.positions + static_cast<size_t>(oy * p.ow));
       }
     }
-  }
+  });
 }
 
 // Conv, then with `relu` its Relu (FuseConvRelu). Float Conv over one or two spatial

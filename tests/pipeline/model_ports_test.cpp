@@ -108,33 +108,22 @@ TEST_F(ModelPortsTest, NamedInputsAndOutputsAnswerAsScikitLearn) {
 
 TEST_F(ModelPortsTest, ABindingThatDoesNotFitTheModelIsRefusedNamingIt) {
   EXPECT_EQ(ResolveError(kBindings), "");
-  const std::string outputs =
-      "outputs = [\"approved\", \"p_yes\"]\n"
-      "output_from = { approved = \"label\", p_yes = \"output_probability[1]\" }\n";
-  EXPECT_NE(ResolveError(outputs + "inputs = { region = [\"region\"], income = [\"income\"] }\n")
-                .find("model.inputs gives nothing for input 'age' of"),
-            std::string::npos);
-  EXPECT_NE(ResolveError(outputs + "inputs = { region = [\"region\"], income = [\"income\"], age = [\"age\"], "
-                                   "height = [\"age\"] }\n")
-                .find("model.inputs names 'height', which"),
-            std::string::npos);
-  EXPECT_NE(ResolveError(outputs + "inputs = { region = [\"region\"], income = [\"income\", \"age\"], age = "
-                                   "[\"age\"] }\n")
-                .find("model.inputs.income names 2 feature(s), but input 'income' of"),
-            std::string::npos);
-  EXPECT_NE(ResolveError(outputs + "inputs = { region = [\"region\"], income = [\"salary\"], age = [\"age\"] }\n")
-                .find("model.inputs.income names 'salary', which is not one of [features] inputs (age, income, "
-                      "region)"),
-            std::string::npos);
-  const std::string inputs = "inputs = { region = [\"region\"], income = [\"income\"], age = [\"age\"] }\n";
-  EXPECT_NE(ResolveError(inputs + "outputs = [\"approved\", \"p_yes\"]\n"
-                                  "output_from = { approved = \"label\", p_yes = \"probability[1]\" }\n")
-                .find("names 'probability', which"),
-            std::string::npos);
-  EXPECT_NE(ResolveError(inputs + "outputs = [\"approved\", \"p_yes\"]\n"
-                                  "output_from = { approved = \"label\", p_yes = \"output_probability[2]\" }\n")
-                .find("takes element 2 of 'output_probability', which has 2 value(s) a row"),
-            std::string::npos);
+  const auto refused = [&](const std::string& inputs, const std::string& output_from, const std::string& expected) {
+    const std::string error = ResolveError("outputs = [\"approved\", \"p_yes\"]\ninputs = { " + inputs +
+                                           " }\noutput_from = { " + output_from + " }\n");
+    EXPECT_NE(error.find(expected), std::string::npos) << "inputs " << inputs << ": " << error;
+  };
+  const std::string inputs = "region = [\"region\"], income = [\"income\"], age = [\"age\"]";
+  const std::string outputs = "approved = \"label\", p_yes = \"output_probability[1]\"";
+  refused("region = [\"region\"], income = [\"income\"]", outputs, "model.inputs gives nothing for input 'age' of");
+  refused(inputs + ", height = [\"age\"]", outputs, "model.inputs names 'height', which");
+  refused("region = [\"region\"], income = [\"income\", \"age\"], age = [\"age\"]", outputs,
+          "model.inputs.income names 2 feature(s), but input 'income' of");
+  refused("region = [\"region\"], income = [\"salary\"], age = [\"age\"]", outputs,
+          "model.inputs.income names 'salary', which is not one of [features] inputs (age, income, region)");
+  refused(inputs, "approved = \"label\", p_yes = \"probability[1]\"", "names 'probability', which");
+  refused(inputs, "approved = \"label\", p_yes = \"output_probability[2]\"",
+          "takes element 2 of 'output_probability', which has 2 value(s) a row");
 }
 
 }  // namespace
