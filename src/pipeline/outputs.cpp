@@ -88,7 +88,9 @@ std::vector<int> BindOutputs(const PipelineConfig& config, const model::Model& m
     const auto& bindings = config.model_output_from;
     auto binding =
         std::find_if(bindings.begin(), bindings.end(), [&](const ModelOutputBinding& b) { return b.column == column; });
-    // LoadPipelineConfig checked that every model output has a binding.
+    if (binding == bindings.end())  // LoadPipelineConfig refuses this; a config built in code may not
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("pipeline {}: model.output_from gives no source for '{}'", config.file.string(), column));
     size_t offset = 0;
     auto port = ports.begin();
     for (; port != ports.end() && port->name != binding->output; ++port) offset += port->width;
