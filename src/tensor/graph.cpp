@@ -92,10 +92,16 @@ std::vector<std::vector<int>> Session::LastReaders(const Graph& g) {
   return released;
 }
 
-void Session::Release(int id) {
+Tensor Session::TakeValue(int id) {
   bytes_ -= BytesOf(values_[id]);
-  pool_.Give(values_[id].ReleaseBytes());
   set_[id] = false;
+  Tensor value = std::move(values_[id]);
+  values_[id] = Tensor();  // not a moved-from tensor that still states its count
+  return value;
+}
+
+void Session::Release(int id) {
+  pool_.Give(TakeValue(id).ReleaseBytes());
 }
 
 void Session::Keep(int id, Tensor value, const Node& node) {
@@ -172,9 +178,7 @@ std::vector<Tensor> Session::Run(std::vector<Tensor> inputs) {
     } else if (earlier != g.outputs.begin() + static_cast<ptrdiff_t>(o)) {
       result.push_back(result[static_cast<size_t>(earlier - g.outputs.begin())]);  // the same value twice
     } else if (set_[id]) {
-      bytes_ -= BytesOf(values_[id]);
-      result.push_back(std::move(values_[id]));
-      set_[id] = false;
+      result.push_back(TakeValue(id));
     } else {
       throw Error(ErrorCode::Model, fmt::format("output '{}' is computed by no node", g.value_names[id]));
     }

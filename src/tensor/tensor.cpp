@@ -85,12 +85,17 @@ namespace {
 thread_local size_t t_max_tensor_bytes = SIZE_MAX;
 thread_local BufferPool* t_buffer_pool = nullptr;
 
-// `bytes` bytes (contents unspecified), from this thread's pool when there is one.
-BufferPool::Bytes NewBytes(size_t bytes) {
-  if (t_buffer_pool != nullptr && bytes >= BufferPool::kMinBytes) return t_buffer_pool->Take(bytes);
+// `bytes` bytes from the heap (contents unspecified).
+BufferPool::Bytes HeapBytes(size_t bytes) {
   BufferPool::Bytes out;
   out.resize(bytes);
   return out;
+}
+
+// `bytes` bytes (contents unspecified), from this thread's pool when there is one.
+BufferPool::Bytes NewBytes(size_t bytes) {
+  if (t_buffer_pool != nullptr && bytes >= BufferPool::kMinBytes) return t_buffer_pool->Take(bytes);
+  return HeapBytes(bytes);
 }
 }  // namespace
 
@@ -104,9 +109,7 @@ BufferPool::Bytes BufferPool::Take(size_t bytes) {
     return out;
   }
   ++misses_;
-  Bytes out;
-  out.resize(bytes);
-  return out;
+  return HeapBytes(bytes);
 }
 
 void BufferPool::Give(Bytes bytes) {

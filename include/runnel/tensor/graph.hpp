@@ -122,6 +122,9 @@ class Session {
   // once it has run.
   static std::vector<std::vector<int>> LastReaders(const Graph& g);
   void Keep(int id, Tensor value, const Node& node);
+  // Value `id` out of the session (no longer set, no longer counted).
+  Tensor TakeValue(int id);
+  // Its buffer back to the pool.
   void Release(int id);
 
   std::shared_ptr<const Graph> graph_;

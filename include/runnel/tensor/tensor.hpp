@@ -117,8 +117,7 @@ class BufferPool {
   // resized to `bytes` (contents unspecified); else a new one, counted as a miss.
   Bytes Take(size_t bytes);
   void Give(Bytes bytes);
-  size_t misses() const { return misses_; }        // buffers of >= kMinBytes allocated anew
-  size_t pooled_bytes() const { return pooled_; }  // capacity held for reuse
+  size_t misses() const { return misses_; }  // buffers of >= kMinBytes allocated anew
 
  private:
   std::multimap<size_t, Bytes> free_;  // by capacity
