@@ -12,6 +12,9 @@
 # at 10,000 requests/s (RATE) for 100,000 requests, and the latency of each request from
 # its insert (t) or from when the stream stored its message (j) to its result's commit,
 # p50 and p99. PER_MESSAGE=N (default 1): N records in each message, as NDJSON.
+# DIRECT=1: a third kind, (d) the same as (j) with [jetstream] mode = "direct" (scored
+# without rows); every kind then serves the needs pipeline without [recommend], which
+# direct mode does not take.
 # Results: docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,32 +39,44 @@ for i in $(seq 1 $NODES); do
   NATS+=($!)
   SERVERS+="${SERVERS:+, }\"nats://127.0.0.1:$((PORT + i - 1))\""
 done
-bench_cleanup() { kill -TERM "${NATS[@]}" 2>/dev/null || true; rm -f "$J"; }
+D=examples/needs/.jetstream_bench_direct.toml
+KINDS=(t j)
+bench_cleanup() { kill -TERM "${NATS[@]}" 2>/dev/null || true; rm -f "$J" "$D" examples/needs/.jetstream_bench_plain.toml; }
+if [ "${DIRECT:-0}" = 1 ]; then
+  KINDS=(t j d)
+  P=examples/needs/.jetstream_bench_plain.toml
+  sed '/^\[recommend\]/,$d' examples/needs/pipeline.toml > "$P"
+fi
 cp $P "$J"
 printf '\n[jetstream]\nservers = [%s]\nstream = "REQ"\nsubject = "req.needs"\nbatch = %s\nthreads = %s\n' \
   "$SERVERS" "${BATCH:-2000}" "${THREADS:-1}" >> "$J"
+sed 's/^\[jetstream\]$/[jetstream]\nmode = "direct"/' "$J" > "$D"
 sleep 2  # a cluster elects its JetStream leader
 
-# Every request has a result: one session counts every 20 ms.
+# Every request has a result (in RESULTS: the direct kind's are beside their messages):
+# one session counts every 20 ms.
+RESULTS=runnel_needs_results
 wait_results() {
-  psql "$URL" -qAt -c "DO \$\$ BEGIN LOOP EXIT WHEN (SELECT count(*) FROM runnel_needs_results) >= $1;
+  psql "$URL" -qAt -c "DO \$\$ BEGIN LOOP EXIT WHEN (SELECT count(*) FROM $RESULTS) >= $1;
                          PERFORM pg_sleep(0.02); END LOOP; END \$\$" >/dev/null
 }
 
-jetstream_burst() {
-  "$RUNNEL" --log-level warn migrate --pipeline "$J" --db "$URL" >/dev/null
-  until "$RUNNEL" jetstream setup --pipeline "$J" --replicas $NODES >/dev/null 2>&1; do sleep 1; done
-  "$RUNNEL" --log-level warn run --pipeline "$J" --db "$URL" --workers 2 --no-migrate > "$RUNNEL_HOME/run.log" 2>&1 &
+jetstream_burst() {  # jetstream_burst PIPELINE
+  "$RUNNEL" --log-level warn migrate --pipeline "$1" --db "$URL" >/dev/null
+  until "$RUNNEL" jetstream setup --pipeline "$1" --replicas $NODES >/dev/null 2>&1; do sleep 1; done
+  "$RUNNEL" --log-level warn run --pipeline "$1" --db "$URL" --workers 2 --no-migrate > "$RUNNEL_HOME/run.log" 2>&1 &
   local run=$!
   sleep 1
   local t0 t_loaded t1
   t0=$(now)
-  "$RUNNEL" load --pipeline "$J" --jetstream --per-message "${PER_MESSAGE:-1}" --rows 100000 --clients 100 --seed 1 \
+  "$RUNNEL" load --pipeline "$1" --jetstream --per-message "${PER_MESSAGE:-1}" --rows 100000 --clients 100 --seed 1 \
     >/dev/null 2>&1
   t_loaded=$(now)
   wait_results 100000
   t1=$(now)
-  [ "$(count)" -eq 100000 ] || { echo "jetstream: $(count) results, not 100000" >&2; exit 1; }
+  local n
+  n=$(psql "$URL" -qAt -c "SELECT count(*) FROM $RESULTS")
+  [ "$n" -eq 100000 ] || { echo "jetstream: $n results, not 100000" >&2; exit 1; }
   kill -TERM $run; wait $run || true
   BURST=$(echo "$t1 - $t0" | bc)
   INSERTS=$(echo "$t_loaded - $t0" | bc)
@@ -71,7 +86,8 @@ burst() {  # burst KIND: one fresh database, one burst; sets RATE
   fresh_db
   case $1 in
     t) serve_burst "$RUNNEL" $P ;;
-    j) jetstream_burst ;;
+    j) RESULTS=runnel_needs_results; jetstream_burst "$J" ;;
+    d) RESULTS="runnel_needs_jetstream WHERE status IS NOT NULL"; jetstream_burst "$D" ;;
   esac
   RATE=$(echo "100000 / $BURST" | bc)
   echo "($1) $RATE requests/s ($BURST s; publishing or inserting took $INSERTS s)"
@@ -128,12 +144,17 @@ if [ "${LATENCY:-0}" = 1 ]; then
 fi
 
 RATIOS=()
+DIRECT_RATIOS=()
 for run in $(seq 1 "${RUNS:-3}"); do
   echo "== round $run"
   declare -A rate=()
-  order=(t j)
-  [ $((run % 2)) -eq 0 ] && order=(j t)
+  order=("${KINDS[@]}")
+  [ $((run % 2)) -eq 0 ] && order=($(printf '%s\n' "${KINDS[@]}" | tac))
   for kind in "${order[@]}"; do burst "$kind"; rate[$kind]=$RATE; done
   RATIOS+=("$(echo "scale=3; ${rate[j]} / ${rate[t]}" | bc)")
+  [ -n "${rate[d]:-}" ] && DIRECT_RATIOS+=("$(echo "scale=3; ${rate[d]} / ${rate[t]}" | bc)")
 done
 echo "JetStream$([ $NODES -gt 1 ] && echo " (3-node cluster, R3)") / table burst throughput per round: ${RATIOS[*]}; median $(median "${RATIOS[@]}")"
+if [ ${#DIRECT_RATIOS[@]} -gt 0 ]; then
+  echo "JetStream direct / table burst throughput per round: ${DIRECT_RATIOS[*]}; median $(median "${DIRECT_RATIOS[@]}")"
+fi

@@ -171,9 +171,18 @@ void ReadJetStream(const Reader& reader, const toml::table& root, const std::fil
   if (root.get("jetstream") == nullptr) return;
   const auto& table = reader.Table(root, "jetstream", true);
   reader.AllowOnly(table, "jetstream.",
-                   {"servers", "stream", "subject", "durable", "dead_letter", "results", "batch", "threads", "ack_wait",
-                    "credentials", "ca_file", "cert_file", "key_file"});
+                   {"mode", "servers", "stream", "subject", "durable", "dead_letter", "results", "batch", "threads",
+                    "ack_wait", "credentials", "ca_file", "cert_file", "key_file"});
   JetStreamConfig js;
+  if (auto mode = reader.String(table, "jetstream.", "mode", false); mode == "direct") {
+    js.mode = JetStreamMode::kDirect;
+    if (config.recommend)
+      reader.Fail(table.get("mode"),
+                  "'jetstream.mode' \"direct\" scores records without making rows: [recommend], which joins a row's "
+                  "products, needs \"table\"");
+  } else if (!mode.empty() && mode != "table") {
+    reader.Fail(table.get("mode"), fmt::format("'jetstream.mode' is \"{}\": expected \"table\" or \"direct\"", mode));
+  }
   js.servers = reader.Strings(table, "jetstream.", "servers", true);
   if (js.servers.empty()) reader.Fail(table.get("servers"), "'jetstream.servers' must name at least one server");
   js.stream = reader.String(table, "jetstream.", "stream", true);

@@ -63,6 +63,30 @@ std::string AdvanceSql(const SchemaNames& names) {
       QuoteIdentifier(names.quota), WindowStartSql("$3::bigint"));
 }
 
+std::map<std::string, int64_t> Advance(postgres::Connection& conn, const PipelineConfig& config,
+                                       const std::map<std::string, int64_t>& per_client) {
+  std::vector<std::optional<std::string>> clients;
+  std::vector<int64_t> counts;
+  for (const auto& [client, count] : per_client) {
+    clients.emplace_back(client);
+    counts.push_back(count);
+  }
+  auto r =
+      conn.Exec(AdvanceSql(NamesFor(config)), Params().AddArray(clients).AddArray(counts).Add(WindowSeconds(config)));
+  std::map<std::string, int64_t> before;
+  const int client_col = r.ColumnIndex("client"), requests_col = r.ColumnIndex("requests");
+  for (int i = 0; i < r.rows(); ++i) {
+    const auto client = r.Get<std::string>(i, client_col);
+    before[client] = r.Get<int64_t>(i, requests_col) - per_client.at(client);
+  }
+  return before;
+}
+
+std::string OverQuotaMessage(const PipelineConfig& config, const std::string& client) {
+  return fmt::format("client {} is over its quota of {} requests{}", client, config.quota_max_requests.value_or(0),
+                     config.quota_window.count() > 0 ? " per " + FormatDuration(config.quota_window) : "");
+}
+
 std::string ReadSql(const SchemaNames& names) {
   return fmt::format(
       "SELECT client, CASE WHEN window_start >= {} THEN requests ELSE 0 END FROM {} WHERE client = ANY($1::text[])",

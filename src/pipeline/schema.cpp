@@ -538,8 +538,14 @@ bool HasColumn(postgres::Connection& conn, const std::string& table, const char*
              .Get<int64_t>(0, 0) > 0;
 }
 
+// The result of a record scored without becoming a row ([jetstream] mode "direct"):
+// status NULL on every other row (a record that became a row, or a dead letter).
+constexpr const char* kDirectResultColumns =
+    "ADD COLUMN status text, ADD COLUMN sqlstate text, ADD COLUMN model_version text, ADD COLUMN client text, "
+    "ADD COLUMN outputs jsonb";
+
 // A [jetstream] table made by an earlier version: published_at, then the record's place
-// in its message (`item`, in the primary key) added. What it did, if anything. Asked
+// in its message (`item`, in the primary key), then the direct results' columns added. What it did, if anything. Asked
 // first: ALTER needs the owner.
 std::optional<std::string> UpgradeJetStreamTable(postgres::Connection& conn, const SchemaNames& names) {
   const std::string table = QuoteIdentifier(names.jetstream);
@@ -557,14 +563,18 @@ std::optional<std::string> UpgradeJetStreamTable(postgres::Connection& conn, con
     conn.Exec(fmt::format("ALTER TABLE {} ADD PRIMARY KEY (stream, seq, item)", table));
     done.push_back("column item (in the primary key)");
   }
+  if (!HasColumn(conn, names.jetstream, "status")) {
+    conn.Exec(fmt::format("ALTER TABLE {} {}", table, kDirectResultColumns));
+    done.push_back("the columns of results scored directly");
+  }
   if (done.empty()) return std::nullopt;
   return fmt::format("added {} to {}", fmt::join(done, " and "), names.jetstream);
 }
 
 // [jetstream]: one row per record taken in — its message's stream and sequence, its
-// place in the message (0 unless the message is a batch), the request it became, or why
-// it was refused — written in the transaction that inserts its row, so a message
-// delivered again is recognised.
+// place in the message (0 unless the message is a batch), the request it became, its
+// result when scored directly, or why it was refused — written in the transaction that
+// inserts its row (or stores its result), so a message delivered again is recognised.
 std::optional<std::string> EnsureJetStreamTable(postgres::Connection& conn, const PipelineConfig& config,
                                                 const SchemaNames& names) {
   if (!config.jetstream) return std::nullopt;
@@ -575,6 +585,7 @@ std::optional<std::string> EnsureJetStreamTable(postgres::Connection& conn, cons
       "error text, taken_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz, "
       "PRIMARY KEY (stream, seq, item))",
       QuoteIdentifier(names.jetstream)));
+  conn.Exec(fmt::format("ALTER TABLE {} {}", QuoteIdentifier(names.jetstream), kDirectResultColumns));
   // The position of the last result event published (one row), for resuming.
   conn.Exec(
       fmt::format("CREATE TABLE IF NOT EXISTS {} (one boolean PRIMARY KEY DEFAULT true CHECK (one), "

@@ -21,8 +21,10 @@
 #include "runnel/core/error.hpp"
 #include "runnel/features/features.hpp"
 #include "runnel/pipeline/outputs.hpp"
+#include "runnel/pipeline/quota.hpp"
 #include "runnel/pipeline/request_status.hpp"
 #include "runnel/pipeline/schema.hpp"
+#include "runnel/pipeline/scorer.hpp"
 #include "runnel/pipeline/serving_stages.hpp"
 #include "runnel/postgres/connection.hpp"
 #include "worker_statements.hpp"
@@ -38,11 +40,6 @@ double NowEpochSeconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// SQLSTATEs of the failures Runnel decides itself (BatchResult::failed_sqlstates).
-constexpr const char* kNullClient = "22004";
-constexpr const char* kInvalidData = "22000";
-constexpr const char* kOutOfRange = "22003";
-
 // Thrown inside a batch when its plain results insert met a key that has a result
 // already: the batch is served again with an upsert.
 struct KeyServedBefore {};
@@ -52,39 +49,23 @@ struct KeyServedBefore {};
 struct RowsRefused {};
 
 // The requests of one batch, index i for the i-th distinct key in key order.
-struct Requests {
+struct Requests : Verdicts {
   std::vector<ClaimedKey> claimed;
   std::vector<bool> found;
   std::vector<std::optional<std::string>> clients, data_types;
-  std::vector<std::string> labels;                   // mapped keys: the row's key, for messages
-  std::vector<int64_t> row_versions;                 // GuardsWriteBack: as claimed
-  std::vector<std::optional<RequestStatus>> status;  // nullopt: not decided yet
-  std::vector<std::optional<std::string>> error, sqlstate;
+  std::vector<std::string> labels;    // mapped keys: the row's key, for messages
+  std::vector<int64_t> row_versions;  // GuardsWriteBack: as claimed
 
   size_t size() const { return claimed.size(); }
   void Resize(size_t n) {
+    Verdicts::Resize(n);
     found.assign(n, false);
     clients.assign(n, std::nullopt);
     data_types.assign(n, std::nullopt);
     labels.assign(n, std::string());
     row_versions.assign(n, 0);
-    status.assign(n, std::nullopt);
-    error.assign(n, std::nullopt);
-    sqlstate.assign(n, std::nullopt);
-  }
-  void Fail(size_t i, std::string_view state, std::string message) {
-    status[i] = RequestStatus::kFailed;
-    sqlstate[i] = std::string(state);
-    error[i] = std::move(message);
   }
   bool Deferred(size_t i) const { return status[i] == RequestStatus::kQueued; }
-};
-
-// What the model said per request.
-struct Outputs {
-  std::vector<std::vector<std::optional<double>>> values;       // [output column][request]; none for labels
-  std::vector<std::vector<std::optional<std::string>>> labels;  // [output column][request]: label columns only
-  std::vector<std::optional<std::string>> versions;        // the model that scored it
 };
 
 // Which requests count against their client's quota, and the decisions.
@@ -118,7 +99,7 @@ void Tally(const Requests& req, BatchResult& result) {
       case RequestStatus::kThrottled: ++result.throttled; break;
       case RequestStatus::kFailed:
         ++result.failed;
-        result.failed_sqlstates.push_back(req.sqlstate[i].value_or(kInvalidData));
+        result.failed_sqlstates.push_back(req.sqlstate[i].value_or(kInvalidDataState));
         ++reasons[result.failed_sqlstates.back()];
         break;
       case RequestStatus::kGone: ++result.gone; break;
@@ -160,58 +141,11 @@ std::string ProcessName() {
 
 }  // namespace
 
-// The model snapshot serving now, with one session per model; replaced between
-// batches when the provider's generation moves.
-class ModelSnapshot {
- public:
-  explicit ModelSnapshot(std::shared_ptr<ModelProvider> provider) : provider_(std::move(provider)) {}
-
-  // Picks up a newly published model set. Every model was checked to fit the
-  // pipeline before publication (or is checked here, for fixed files).
-  void Sync(const PipelineConfig& config, const features::FeatureProgram& program) {
-    const uint64_t now = provider_->generation();
-    if (now == generation_) return;
-    generation_ = now;
-    models_ = provider_->Current();
-    std::map<const ServingModel*, std::unique_ptr<model::ModelSession>> next;
-    plans_.clear();
-    for (const auto& serving : models_->All()) {
-      plans_.emplace(serving.get(), OutputPlan::Resolve(config, program, *serving->model));
-      auto it = sessions_.find(serving.get());
-      next[serving.get()] =
-          it != sessions_.end() ? std::move(it->second) : std::make_unique<model::ModelSession>(serving->model);
-    }
-    sessions_ = std::move(next);
-  }
-  const ModelSet& set() const { return *models_; }
-  model::ModelSession& session(const ServingModel* serving) { return *sessions_.at(serving); }
-  const OutputPlan& plan(const ServingModel* serving) const { return plans_.at(serving); }
-
- private:
-  std::shared_ptr<ModelProvider> provider_;
-  uint64_t generation_ = UINT64_MAX;
-  std::shared_ptr<const ModelSet> models_;
-  std::map<const ServingModel*, std::unique_ptr<model::ModelSession>> sessions_;
-  std::map<const ServingModel*, OutputPlan> plans_;  // how each model plugs in
-};
-
-// Buffers reused from batch to batch.
-struct ScoringScratch {
-  ColumnBatch batch;  // the batch's input columns
-  features::FeatureOutput features;
-  std::vector<float> predictions;  // rows x [model].outputs, gathered from every model used
-  std::vector<float> subset;       // feature rows of one model's group
-  std::vector<std::string> text_subset;  // their text features
-  std::vector<float> model_input;  // a named model's input columns
-  std::vector<float> mapped;       // one group's outputs in the pipeline's order
-};
-
 struct Worker::State {
   PipelineConfig config;
   SchemaNames names;
   std::string conninfo;
-  features::FeatureProgram program;
-  ModelSnapshot models;
+  BatchScorer scorer;
   std::vector<size_t> write_back_output;  // per write-back column: index into output_columns
   std::vector<ColumnLimit> write_back_limits;
   RequestKeys request_keys;  // learnt with the table's columns (CheckSchema)
@@ -225,15 +159,10 @@ struct Worker::State {
   double write_failure_rate = 0;  // of requests failing at write-back, decaying over batches
   bool mark_available = false;    // pg_temp.runnel_mark exists (WorkerStatements::write_marked)
   std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
-  ScoringScratch scratch;
   const std::string process = ProcessName();
 
   State(const PipelineConfig& c, std::shared_ptr<ModelProvider> p, std::string info)
-      : config(c),
-        names(NamesFor(c)),
-        conninfo(std::move(info)),
-        program(features::FeatureProgram::Compile(c.features, c.file.string())),
-        models(std::move(p)) {
+      : config(c), names(NamesFor(c)), conninfo(std::move(info)), scorer(config, std::move(p)) {
     for (const auto& column : config.write_back) {
       write_back_output.push_back(
           static_cast<size_t>(std::find(config.output_columns.begin(), config.output_columns.end(), column) -
@@ -304,7 +233,7 @@ struct Worker::State {
 
   // ---- stage 1: claim ----
 
-  // Claims a batch and reads its requests and their inputs (into scratch.batch).
+  // Claims a batch and reads its requests and their inputs (into scorer.inputs()).
   Requests Claim(const std::vector<int64_t>& taken) {
     Params params;
     if (config.capture == CaptureMode::Queue) {
@@ -333,7 +262,8 @@ struct Worker::State {
     const size_t n = req.size();
     req.Resize(n);
     CheckInputColumnTypes(rows, input_count);
-    scratch.batch.Reset(config.features.input_columns, 0, config.features.text_columns);
+    ColumnBatch& batch = scorer.inputs();
+    batch.Reset(config.features.input_columns, 0, config.features.text_columns);
     auto next_source = claim.source.begin();
     for (size_t i = 0; i < n; ++i) {
       const int64_t key = req.claimed[i].key;
@@ -352,22 +282,22 @@ struct Worker::State {
         const bool null = !has_row || rows.IsNull(r, column);
         double value = null ? 0.0 : rows.Get<double>(r, column);
         if (!null && std::isinf(value) && rows.ColumnType(column) == postgres::type_oid::kNumeric && !req.status[i]) {
-          req.Fail(i, kOutOfRange,
+          req.Fail(i, kOutOfRangeState,
                    fmt::format("{}: the value of input column '{}' is out of range for double precision", Label(req, i),
                                config.features.input_columns[c]));
           value = 0.0;
         }
-        scratch.batch.values[c].push_back(value);
-        scratch.batch.nulls[c].push_back(null ? 1 : 0);
+        batch.values[c].push_back(value);
+        batch.nulls[c].push_back(null ? 1 : 0);
       }
       for (size_t c = 0; c < text_count; ++c) {
         const int column = columns.first_text + static_cast<int>(c);
         const bool null = !has_row || rows.IsNull(r, column);
-        scratch.batch.texts[c].push_back(null ? std::string() : rows.Get<std::string>(r, column));
-        scratch.batch.text_nulls[c].push_back(null ? 1 : 0);
+        batch.texts[c].push_back(null ? std::string() : rows.Get<std::string>(r, column));
+        batch.text_nulls[c].push_back(null ? 1 : 0);
       }
     }
-    scratch.batch.rows = n;
+    batch.rows = n;
     return req;
   }
 
@@ -401,7 +331,7 @@ struct Worker::State {
         req.status[i] = RequestStatus::kGone;
         req.error[i] = fmt::format("row with {} was deleted from {} before it was served", Label(req, i), config.table);
       } else if (config.quota_max_requests && !req.clients[i] && !req.claimed[i].job) {
-        req.Fail(i, kNullClient, fmt::format("{}: column '{}' is NULL", Label(req, i), config.client_column));
+        req.Fail(i, kNullClientState, fmt::format("{}: column '{}' is NULL", Label(req, i), config.client_column));
       }
     }
   }
@@ -445,9 +375,7 @@ struct Worker::State {
     for (size_t i = 0; i < req.size(); ++i) {
       if (!plan.over[i]) continue;
       req.status[i] = RequestStatus::kThrottled;
-      req.error[i] =
-          fmt::format("client {} is over its quota of {} requests{}", *req.clients[i], *config.quota_max_requests,
-                      config.quota_window.count() > 0 ? " per " + FormatDuration(config.quota_window) : "");
+      req.error[i] = quota::OverQuotaMessage(config, *req.clients[i]);
     }
   }
 
@@ -484,102 +412,14 @@ struct Worker::State {
 
   // ---- stage 3: features, model, write-back limits ----
 
-  Outputs Score(Requests& req) {
-    const size_t n = req.size();
-    program.Evaluate(scratch.batch, scratch.features);
-    // Each row's model (keyed serving: by its data type), then one Predict per model
-    // over its rows, gathered into one rows x outputs matrix.
-    std::vector<const ServingModel*> row_model(n, nullptr);
-    std::map<const ServingModel*, std::vector<size_t>> groups;
-    for (size_t i = 0; i < n; ++i) {
-      if (req.status[i]) continue;
-      // Formatted only for a failure.
-      auto key = [&] { return Label(req, i); };
-      if (scratch.features.Failed(i)) {
-        req.Fail(i, kInvalidData, fmt::format("{}: {}", key(), scratch.features.errors[i]));
-        continue;
-      }
-      row_model[i] = models.set().For(req.data_types[i]);
-      if (row_model[i] == nullptr) {
-        req.Fail(i, kInvalidData,
-                 req.data_types[i] ? fmt::format("{}: no model serves data type '{}' and there is no default model",
-                                                 key(), *req.data_types[i])
-                                   : fmt::format("{}: column '{}' is NULL and there is no default model", key(),
-                                                 config.model_type_column));
-        continue;
-      }
-      groups[row_model[i]].push_back(i);
-    }
-    const size_t width = config.model_outputs.size();
-    scratch.predictions.assign(n * width, 0.0f);
-    for (const auto& [serving, members] : groups) Predict(serving, members, width);
-    Outputs out;
-    out.values.assign(config.output_columns.size(), std::vector<std::optional<double>>(n));
-    out.labels.assign(config.output_columns.size(), {});
-    for (size_t o = 0; o < config.output_columns.size(); ++o) {
-      if (IsLabelOutput(config, config.output_columns[o])) out.labels[o].resize(n);
-    }
-    out.versions.assign(n, std::nullopt);
-    for (size_t i = 0; i < n; ++i) {
-      if (req.status[i]) continue;
-      if (std::isnan(scratch.predictions[i * width])) {
-        req.Fail(i, kInvalidData,
-                 fmt::format("{}: {} made no prediction for this row (a missing or invalid input)", Label(req, i),
-                             row_model[i]->label()));
-        continue;
-      }
-      req.status[i] = RequestStatus::kDone;
-      out.versions[i] = row_model[i]->label();
-      const OutputPlan& plan = models.plan(row_model[i]);
-      for (size_t o = 0; o < plan.size(); ++o) {
-        if (plan.IsLabel(o)) {
-          out.labels[o][i] = plan.Label(o, i, scratch.predictions);
-          continue;
-        }
-        const double v = plan.Value(o, i, scratch.predictions, scratch.features);
-        if (!std::isnan(v)) out.values[o][i] = v;  // NaN: an output this model does not give
-      }
-    }
-    return out;
-  }
-
-  // One Predict over the rows `members` of one model, into scratch.predictions.
-  void Predict(const ServingModel* serving, const std::vector<size_t>& members, size_t width) {
-    const size_t feature_width = program.width();
-    const auto started = std::chrono::steady_clock::now();
-    const size_t text_width = program.text_width();
-    std::span<const float> rows_in = scratch.features.matrix;
-    std::span<const std::string> texts_in = scratch.features.texts;
-    if (members.size() != scratch.batch.rows) {
-      scratch.subset.resize(members.size() * feature_width);
-      scratch.text_subset.resize(members.size() * text_width);
-      for (size_t j = 0; j < members.size(); ++j) {
-        std::copy_n(scratch.features.matrix.begin() + static_cast<std::ptrdiff_t>(members[j] * feature_width),
-                    feature_width, scratch.subset.begin() + static_cast<std::ptrdiff_t>(j * feature_width));
-        std::copy_n(scratch.features.texts.begin() + static_cast<std::ptrdiff_t>(members[j] * text_width), text_width,
-                    scratch.text_subset.begin() + static_cast<std::ptrdiff_t>(j * text_width));
-      }
-      rows_in = scratch.subset;
-      texts_in = scratch.text_subset;
-    }
-    const OutputPlan& plan = models.plan(serving);
-    auto out = models.session(serving).Predict(plan.ModelInput(rows_in, members.size(), scratch.model_input),
-                                               members.size(), texts_in);
-    serving->stats->Record(
-        static_cast<int64_t>(members.size()),
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
-    scratch.mapped.resize(members.size() * width);
-    plan.MapOutputs(out, members.size(), scratch.mapped.data());
-    for (size_t j = 0; j < members.size(); ++j) {
-      std::copy_n(scratch.mapped.begin() + static_cast<std::ptrdiff_t>(j * width), width,
-                  scratch.predictions.begin() + static_cast<std::ptrdiff_t>(members[j] * width));
-    }
+  ScoredOutputs Score(Requests& req) {
+    return scorer.Score(req, req.data_types, [&](size_t i) { return Label(req, i); });
   }
 
   // Outputs their write-back column cannot hold fail here, as PostgreSQL would refuse
   // them, without costing the batch a failed statement. The columns' types are read
   // again before the first refusal is recorded: they may have been altered.
-  void CheckWriteBack(Requests& req, const Outputs& out) {
+  void CheckWriteBack(Requests& req, const ScoredOutputs& out) {
     bool fresh = false;
     auto refusal_for = [&](size_t w, double value) {
       auto refusal = RefusalFor(write_back_limits[w], value);
@@ -596,7 +436,7 @@ struct Worker::State {
         const auto& value = out.values[write_back_output[w]][i];
         if (!value) continue;
         if (auto refusal = refusal_for(w, *value)) {
-          req.Fail(i, kOutOfRange,
+          req.Fail(i, kOutOfRangeState,
                    fmt::format("{}: output {} = {} cannot be written back to column '{}': {}", Label(req, i),
                                config.write_back[w], *value, config.write_back[w], *refusal));
           break;
@@ -608,7 +448,7 @@ struct Worker::State {
   // ---- stage 4: write-back, results, recommendations ----
 
   // The results statement's parameters for the requests `rows`.
-  Params WriteParams(const Requests& req, const Outputs& out, std::span<const size_t> rows, bool by_rule,
+  Params WriteParams(const Requests& req, const ScoredOutputs& out, std::span<const size_t> rows, bool by_rule,
                      bool lean = false) const {
     std::vector<int64_t> keys, attempts;
     std::vector<std::optional<std::string>> status, error, versions, sqlstate;
@@ -692,8 +532,8 @@ struct Worker::State {
   // database's reason when it refuses them for a reason about rows; the savepoint is
   // then rolled back. Row locks held elsewhere defer their requests and the rest is
   // written. Throws KeyServedBefore (plain insert only) and every other error.
-  std::optional<RowFailure> WriteRows(Requests& req, const Outputs& out, std::span<const size_t> rows, bool upsert,
-                                      bool by_rule) {
+  std::optional<RowFailure> WriteRows(Requests& req, const ScoredOutputs& out, std::span<const size_t> rows,
+                                      bool upsert, bool by_rule) {
     const bool marked = mark_available && !sql.write_marked.results[0].empty();
     const std::string& statement = (marked ? sql.write_marked : sql.write).For(upsert, by_rule, small_catalogue);
     for (int round = 0;; ++round) {
@@ -733,7 +573,7 @@ struct Worker::State {
   // Writes the requests `rows` in one statement, without a savepoint. Throws
   // RowsRefused (the transaction is then lost) when PostgreSQL refuses them for a
   // row's sake or a row lock, KeyServedBefore (plain insert only), and the rest.
-  void WriteWhole(Requests& req, const Outputs& out, std::span<const size_t> rows, bool upsert, bool by_rule) {
+  void WriteWhole(Requests& req, const ScoredOutputs& out, std::span<const size_t> rows, bool upsert, bool by_rule) {
     // Lean when every request is a first attempt and none has failed: the columns'
     // defaults say the same.
     const bool lean = std::all_of(rows.begin(), rows.end(),
@@ -756,11 +596,11 @@ struct Worker::State {
   // Stage 4: writes the batch; requests whose own write fails are recorded failed.
   // While recent batches had such requests, it is written in chunks from the start
   // (IsolationChunk), so that a failure wastes a chunk, not the whole batch.
-  void Write(Requests& req, const Outputs& out, bool upsert, bool careful, BatchResult& result) {
+  void Write(Requests& req, const ScoredOutputs& out, bool upsert, bool careful, BatchResult& result) {
     const bool rescoring =
         std::any_of(req.claimed.begin(), req.claimed.end(), [](const ClaimedKey& k) { return k.job.has_value(); });
     upsert = upsert || rescoring;
-    const bool by_rule = rule && rule->Recommend(*conn, req.status, out.values, scratch.batch);
+    const bool by_rule = rule && rule->Recommend(*conn, req.status, out.values, scorer.inputs());
     result.recommended_by_runnel = by_rule;
     const size_t n = req.size();
     std::vector<size_t> all(n);
@@ -835,7 +675,7 @@ struct Worker::State {
 
 Worker::Worker(const PipelineConfig& config, std::shared_ptr<ModelProvider> models, std::string conninfo)
     : state_(std::make_unique<State>(config, std::move(models), std::move(conninfo))) {
-  state_->models.Sync(state_->config, state_->program);
+  state_->scorer.Sync();
   state_->Connect();
   state_->rule = RuleEvaluator::Prepare(*state_->conn, state_->config, state_->write_back_output);
 }
@@ -927,8 +767,8 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, bool 
   auto& s = *state_;
   BatchResult result;
   if (!s.conn) s.Connect();                   // a previous reconnect failed
-  s.models.Sync(s.config, s.program);         // between batches only: one batch, one model snapshot
-  if (s.models.set().empty()) return result;  // nothing to serve with yet: requests wait queued
+  s.scorer.Sync();                            // between batches only: one batch, one model snapshot
+  if (s.scorer.empty()) return result;        // nothing to serve with yet: requests wait queued
   std::vector<int64_t> taken;
   if (s.config.capture == CaptureMode::Notify) {
     if (s.notified.empty()) WaitForWork(std::chrono::milliseconds(0));
@@ -965,7 +805,7 @@ std::optional<BatchResult> Worker::ServeOnce(bool optimistic, bool upsert, bool 
   }
   clock.Lap(1);
 
-  const Outputs out = s.Score(req);
+  const ScoredOutputs out = s.Score(req);
   s.CheckWriteBack(req, out);
   clock.Lap(2);
 

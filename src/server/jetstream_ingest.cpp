@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cassert>
 #include <future>
 #include <map>
 #include <optional>
@@ -13,6 +14,7 @@
 #include "runnel/core/error.hpp"
 #include "runnel/postgres/sqlstate.hpp"
 #include "runnel/server/http_message.hpp"
+#include "runnel/server/jetstream_results.hpp"
 #include "runnel/server/request_body.hpp"
 
 namespace runnel::server {
@@ -28,6 +30,7 @@ struct JetStreamIngest::Taken {
     std::optional<json> record;  // a valid record, not yet taken in
     std::string error;           // why it is refused (a dead letter), when not empty
     std::optional<int64_t> request_id;
+    bool scored = false;  // mode "direct": its result is stored
     std::string where;  // "record N of the message: " in a batch, before its reason
   };
   nats::Message message;
@@ -36,7 +39,10 @@ struct JetStreamIngest::Taken {
   bool duplicate = false;  // taken in by an earlier delivery
 
   void ResetIds() {
-    for (auto& item : items) item.request_id.reset();
+    for (auto& item : items) {
+      item.request_id.reset();
+      item.scored = false;
+    }
   }
   // Every item refused: the message is a dead letter as a whole (terminated).
   bool Refused() const {
@@ -55,11 +61,15 @@ nats::ConnectOptions ConnectOptionsFor(const pipeline::JetStreamConfig& config, 
   return options;
 }
 
-JetStreamIngest::JetStreamIngest(const pipeline::PipelineConfig& config, std::string conninfo)
+JetStreamIngest::JetStreamIngest(const pipeline::PipelineConfig& config, std::string conninfo,
+                                 std::shared_ptr<pipeline::ModelProvider> models)
     : config_(config),
       js_config_(*config.jetstream),
       conninfo_(std::move(conninfo)),
-      names_(pipeline::NamesFor(config)) {}
+      names_(pipeline::NamesFor(config)),
+      models_(std::move(models)) {
+  assert(js_config_.mode != pipeline::JetStreamMode::kDirect || models_);
+}
 
 JetStreamIngest::~JetStreamIngest() {
   Stop();
@@ -69,6 +79,7 @@ void JetStreamIngest::Connect() {
   conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
   schema_ = RecordSchema::Load(*conn_, config_);
   writer_ = std::make_unique<RecordWriter>(config_, schema_);
+  if (js_config_.mode == pipeline::JetStreamMode::kDirect) direct_ = std::make_unique<DirectScoring>(config_, models_);
   js_ = std::make_unique<nats::JetStream>(ConnectOptionsFor(js_config_, "runnel " + config_.name));
   Bind();
 }
@@ -151,7 +162,8 @@ void JetStreamIngest::Loop() {
       const bool empty = messages.empty();
       if (!empty) drained_ = false;
       const auto counts = Take(std::move(messages));
-      if (metrics_ != nullptr) metrics_->RecordJetStreamRound(counts.inserted, counts.duplicates, counts.dead);
+      if (metrics_ != nullptr)
+        metrics_->RecordJetStreamRound(counts.inserted, counts.scored, counts.duplicates, counts.dead);
       ReportConsumer(next_report);
       if (empty) CheckDrained();
       failed_rounds_ = 0;
@@ -242,6 +254,7 @@ JetStreamIngest::Counts JetStreamIngest::Take(std::vector<nats::Message> message
   }
   MutexLock lock(mutex_);
   totals_.inserted += counts.inserted;
+  totals_.scored += counts.scored;
   totals_.duplicates += counts.duplicates;
   totals_.dead += counts.dead;
   return counts;
@@ -259,7 +272,7 @@ void JetStreamIngest::Classify(std::vector<Taken>& taken) const {
     } catch (const HttpError& e) {
       // 400: malformed; otherwise no records, or too many ("request" is the API's word)
       t.items = {{std::nullopt, e.status == 400 ? "the message is not JSON: " + e.message : "the message: " + e.message,
-                  std::nullopt, ""}};
+                  std::nullopt, false, ""}};
       continue;
     }
     t.batch = records.size() > 1;
@@ -295,8 +308,26 @@ std::string JetStreamIngest::CheckRecord(json& record) const {
 void JetStreamIngest::Insert(std::vector<Taken>& taken, bool careful, bool look_up) {
   postgres::Connection& conn = *conn_;
   postgres::Transaction tx(conn);
+  results_.clear();
   if (look_up) LookUp(taken);
+  try {
+    if (direct_) {
+      ScoreRecords(taken);
+    } else {
+      InsertRows(taken, careful);
+    }
+    Record(taken);
+  } catch (const postgres::DatabaseError& e) {
+    if (!look_up && e.sqlstate() == postgres::kUniqueViolation) throw SeenBefore{};
+    throw;
+  }
+  tx.Commit();
+}
 
+// The valid records into the table (each under a savepoint when `careful`: a record
+// whose row is refused for its own sake becomes a dead letter).
+void JetStreamIngest::InsertRows(std::vector<Taken>& taken, bool careful) {
+  postgres::Connection& conn = *conn_;
   // Records of one column set go in together, in message order.
   std::map<std::vector<std::string>, std::vector<Taken::Item*>> groups;
   for (auto& t : taken) {
@@ -331,13 +362,24 @@ void JetStreamIngest::Insert(std::vector<Taken>& taken, bool careful, bool look_
       }
     }
   }
-  try {
-    Record(taken);
-  } catch (const postgres::DatabaseError& e) {
-    if (!look_up && e.sqlstate() == postgres::kUniqueViolation) throw SeenBefore{};
-    throw;
+}
+
+// Mode "direct": the valid records scored and their results stored (DirectScoring).
+void JetStreamIngest::ScoreRecords(std::vector<Taken>& taken) {
+  std::vector<DirectRecord> records;
+  std::vector<Taken::Item*> items;
+  for (auto& t : taken) {
+    for (size_t i = 0; i < t.items.size(); ++i) {
+      if (!t.items[i].record) continue;
+      records.push_back({&*t.items[i].record, static_cast<int64_t>(t.message.stream_sequence()),
+                         static_cast<int64_t>(i), t.message.stored_at_ns() / 1000});
+      items.push_back(&t.items[i]);
+    }
   }
-  tx.Commit();
+  if (records.empty()) return;
+  auto results = direct_->Serve(*conn_, js_config_.stream, records);
+  for (Taken::Item* item : items) item->scored = true;
+  results_.insert(results_.end(), std::make_move_iterator(results.begin()), std::make_move_iterator(results.end()));
 }
 
 // Marks the messages recorded in runnel_<p>_jetstream by an earlier delivery: each
@@ -346,7 +388,9 @@ void JetStreamIngest::LookUp(std::vector<Taken>& taken) {
   postgres::Connection& conn = *conn_;
   std::vector<int64_t> seqs;
   for (const auto& t : taken) seqs.push_back(static_cast<int64_t>(t.message.stream_sequence()));
-  auto before = conn.Exec(fmt::format("SELECT seq, item, error FROM {} WHERE stream = $1 AND seq = ANY($2::bigint[])",
+  // (A direct result's error is its request's, not a dead letter's.)
+  auto before = conn.Exec(fmt::format("SELECT seq, item, CASE WHEN status IS NULL THEN error END AS error FROM {} "
+                                      "WHERE stream = $1 AND seq = ANY($2::bigint[])",
                                       QuoteIdentifier(names_.jetstream)),
                           Params().Add(js_config_.stream).AddArray(seqs));
   std::map<int64_t, std::map<int64_t, std::optional<std::string>>> seen;  // seq -> item -> error
@@ -356,16 +400,20 @@ void JetStreamIngest::LookUp(std::vector<Taken>& taken) {
     seen[before.Get<int64_t>(r, seq_col)][before.Get<int64_t>(r, item_col)] =
         before.GetOptional<std::string>(r, error_col);
   }
+  std::vector<int64_t> again;
   for (auto& t : taken) {
     auto it = seen.find(static_cast<int64_t>(t.message.stream_sequence()));
     if (it == seen.end()) continue;
     t.duplicate = true;
+    again.push_back(it->first);
     for (size_t i = 0; i < t.items.size(); ++i) {
       t.items[i].record.reset();
       const auto error = it->second.find(static_cast<int64_t>(i));
       if (error != it->second.end() && error->second) t.items[i].error = *error->second;  // a dead letter again
     }
   }
+  // Their results may not have reached the results stream: published again.
+  if (direct_ && !again.empty()) results_ = direct_->Stored(conn, js_config_.stream, again);
 }
 
 // Every record of the messages not seen before, with its request id or its reason.
@@ -376,6 +424,7 @@ void JetStreamIngest::Record(const std::vector<Taken>& taken) {
     if (t.duplicate) continue;
     for (size_t i = 0; i < t.items.size(); ++i) {
       const auto& item = t.items[i];
+      if (item.scored) continue;  // stored with its result
       seqs.push_back(static_cast<int64_t>(t.message.stream_sequence()));
       items.push_back(static_cast<int64_t>(i));
       stored_us.push_back(t.message.stored_at_ns() / 1000);
@@ -419,6 +468,21 @@ void JetStreamIngest::DeadLetters(const Taken& t, std::vector<nats::OutgoingMess
   }
 }
 
+// Mode "direct" with `results`: the round's results (and those of messages delivered
+// again), stored by the results stream before their messages are acknowledged.
+void JetStreamIngest::PublishResults() {
+  if (js_config_.results.empty() || results_.empty()) return;
+  std::vector<nats::OutgoingMessage> messages;
+  messages.reserve(results_.size());
+  for (auto& r : results_) {
+    messages.push_back({js_config_.results + "." + JetStreamResults::SubjectToken(r.client),
+                        std::move(r.body),
+                        {{"Nats-Msg-Id", r.id}}});
+  }
+  results_.clear();
+  js_->PublishAll(messages);
+}
+
 // After the commit: dead letters published (and stored by their stream); messages
 // refused whole terminated, the rest acknowledged.
 void JetStreamIngest::Settle(std::vector<Taken>& taken, Counts& counts) {
@@ -435,11 +499,15 @@ void JetStreamIngest::Settle(std::vector<Taken>& taken, Counts& counts) {
                    e.what(), names_.jetstream);
     }
   }
+  if (acknowledge_) PublishResults();
   for (auto& t : taken) {
     if (t.duplicate) {
       counts.duplicates += t.Refused() ? 0 : 1;  // a refused one counts as its dead letter again
     } else {
-      for (const auto& item : t.items) counts.inserted += item.request_id ? 1 : 0;
+      for (const auto& item : t.items) {
+        counts.inserted += item.request_id ? 1 : 0;
+        counts.scored += item.scored ? 1 : 0;
+      }
     }
     if (!acknowledge_) continue;
     if (t.Refused()) {

@@ -175,9 +175,10 @@ void PipelineMetrics::RecordIngested(size_t records) {
   ingested_.fetch_add(static_cast<int64_t>(records), std::memory_order_relaxed);
 }
 
-void PipelineMetrics::RecordJetStreamRound(uint64_t inserted, uint64_t duplicates, uint64_t dead) {
+void PipelineMetrics::RecordJetStreamRound(uint64_t inserted, uint64_t scored, uint64_t duplicates, uint64_t dead) {
   jetstream_.active.store(true);
   jetstream_.inserted.fetch_add(static_cast<int64_t>(inserted), std::memory_order_relaxed);
+  jetstream_.scored.fetch_add(static_cast<int64_t>(scored), std::memory_order_relaxed);
   jetstream_.duplicates.fetch_add(static_cast<int64_t>(duplicates), std::memory_order_relaxed);
   jetstream_.dead.fetch_add(static_cast<int64_t>(dead), std::memory_order_relaxed);
 }
@@ -262,16 +263,18 @@ void Metrics::RenderJetStream(std::string& out) const {
     for (const auto& m : pipelines_)
       if (active(*m)) write(*m, fmt::format("pipeline=\"{}\"", m->pipeline()));
   };
-  family(
-      "runnel_jetstream_messages_total",
-      "JetStream messages and their records by outcome: inserted (a record became a row), duplicate (a message taken "
-      "in by an earlier delivery), dead (a dead letter: a message refused whole, or a record of a batch).",
-      "counter", [&](const PipelineMetrics& m, const std::string& p) {
-        const auto& j = m.jetstream_;
-        out += fmt::format("runnel_jetstream_messages_total{{{},outcome=\"inserted\"}} {}\n", p, j.inserted.load());
-        out += fmt::format("runnel_jetstream_messages_total{{{},outcome=\"duplicate\"}} {}\n", p, j.duplicates.load());
-        out += fmt::format("runnel_jetstream_messages_total{{{},outcome=\"dead\"}} {}\n", p, j.dead.load());
-      });
+  family("runnel_jetstream_messages_total",
+         "JetStream messages and their records by outcome: inserted (a record became a row), scored (a record scored "
+         "without a row, mode direct), duplicate (a message taken "
+         "in by an earlier delivery), dead (a dead letter: a message refused whole, or a record of a batch).",
+         "counter", [&](const PipelineMetrics& m, const std::string& p) {
+           const auto& j = m.jetstream_;
+           out += fmt::format("runnel_jetstream_messages_total{{{},outcome=\"inserted\"}} {}\n", p, j.inserted.load());
+           out += fmt::format("runnel_jetstream_messages_total{{{},outcome=\"scored\"}} {}\n", p, j.scored.load());
+           out +=
+               fmt::format("runnel_jetstream_messages_total{{{},outcome=\"duplicate\"}} {}\n", p, j.duplicates.load());
+           out += fmt::format("runnel_jetstream_messages_total{{{},outcome=\"dead\"}} {}\n", p, j.dead.load());
+         });
   using Gauge = std::atomic<int64_t> PipelineMetrics::JetStreamCounters::*;
   auto gauge = [&](std::string_view name, std::string_view help, Gauge value) {
     family(name, help, "gauge", [&](const PipelineMetrics& m, const std::string& p) {

@@ -118,7 +118,7 @@ class ServedPipeline {
   void PrepareJetStream(PipelineMetrics& metrics) {
     if (!config_.jetstream) return;
     for (int64_t i = 0; i < config_.jetstream->threads; ++i) {
-      jetstream_.push_back(std::make_unique<JetStreamIngest>(config_, conninfo_));
+      jetstream_.push_back(std::make_unique<JetStreamIngest>(config_, conninfo_, models_));
       jetstream_.back()->SetMetrics(&metrics, i == 0);
     }
     if (!config_.jetstream->results.empty()) {
@@ -127,7 +127,8 @@ class ServedPipeline {
     }
   }
 
-  // [jetstream]: its messages become rows of the table, exactly once.
+  // [jetstream]: its messages become rows of the table (or are scored: mode "direct"),
+  // exactly once.
   void StartJetStream() {
     if (!config_.jetstream) return;
     for (auto& ingest : jetstream_) ingest->Start();

@@ -176,7 +176,14 @@ TEST(PipelineConfig, JetStreamNeedsServersStreamAndSubject) {
   EXPECT_EQ(config.jetstream->ack_wait, std::chrono::minutes(2));
   EXPECT_EQ(config.jetstream->credentials, std::filesystem::absolute(dir / "p.toml").parent_path() / "n.creds");
   EXPECT_EQ(config.jetstream->ca_file, "/etc/ca.pem");
+  EXPECT_EQ(config.jetstream->mode, JetStreamMode::kTable);
+  WriteFile(dir / "p.toml", minimal + "mode = \"direct\"\n");
+  EXPECT_EQ(LoadPipelineConfig(dir / "p.toml").jetstream->mode, JetStreamMode::kDirect);
   const std::pair<std::string, const char*> bad[] = {
+      {minimal + "mode = \"rows\"\n", "expected \"table\" or \"direct\""},
+      {Replace(minimal, "[jetstream]", "[recommend]\ntable = \"p\"\nkey = \"id\"\nwhere = \"p.x < r.y\"\n[jetstream]") +
+           "mode = \"direct\"\n",
+       "[recommend], which joins a row's products, needs \"table\""},
       {std::string(kValid) + "[jetstream]\nstream = \"R\"\nsubject = \"s\"\n", "jetstream.servers"},
       {std::string(kValid) + "[jetstream]\nservers = []\nstream = \"R\"\nsubject = \"s\"\n", "at least one server"},
       {std::string(kValid) + "[jetstream]\nservers = [\"nats://a\"]\nsubject = \"s\"\n", "jetstream.stream"},

@@ -31,11 +31,13 @@ TEST(MetricsTest, JetStreamMessagesAndTheConsumerAreShownForItsPipelinesOnly) {
   auto& needs = m.AddPipeline("needs");
   m.AddPipeline("wine");
   EXPECT_EQ(m.Render({}).find("runnel_jetstream"), std::string::npos) << "no pipeline takes JetStream requests";
-  needs.RecordJetStreamRound(250, 3, 1);
-  needs.RecordJetStreamRound(6, 0, 0);
+  needs.RecordJetStreamRound(250, 7, 3, 1);
+  needs.RecordJetStreamRound(6, 2, 0, 0);
   std::string out = m.Render({});
   EXPECT_NE(out.find("runnel_jetstream_messages_total{pipeline=\"needs\",outcome=\"inserted\"} 256\n"),
             std::string::npos)
+      << out;
+  EXPECT_NE(out.find("runnel_jetstream_messages_total{pipeline=\"needs\",outcome=\"scored\"} 9\n"), std::string::npos)
       << out;
   EXPECT_NE(out.find("runnel_jetstream_messages_total{pipeline=\"needs\",outcome=\"duplicate\"} 3\n"),
             std::string::npos);

@@ -69,7 +69,13 @@ struct SnapshotConfig {
 
 // [jetstream]: requests taken from a NATS JetStream stream into the source table,
 // exactly once (server/jetstream_ingest.hpp).
+// What becomes of a JetStream record: a row of the table, which the workers then
+// serve like any insert (kTable); or scored at once and its result stored keyed by
+// its stream sequence, never a row (kDirect: server/jetstream_direct.hpp).
+enum class JetStreamMode { kTable, kDirect };
+
 struct JetStreamConfig {
+  JetStreamMode mode = JetStreamMode::kTable;
   std::vector<std::string> servers;   // nats:// or tls:// URLs
   std::string stream;                 // the stream holding the requests
   std::string subject;                // the consumer's filter subject

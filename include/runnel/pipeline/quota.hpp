@@ -30,6 +30,13 @@ namespace runnel::pipeline::quota {
 // may be negative to take counts back in the same transaction), $3 the window in
 // seconds (0: all time). Returns (client, requests in the window after this).
 std::string AdvanceSql(const SchemaNames& names);
+// Advances the counters of `per_client` (counts) by AdvanceSql in the caller's
+// transaction, locking them until it ends; returns what each held before. Throws
+// DatabaseError.
+std::map<std::string, int64_t> Advance(postgres::Connection& conn, const PipelineConfig& config,
+                                       const std::map<std::string, int64_t>& per_client);
+// Why a throttled request of `client` was not served, as its result says it.
+std::string OverQuotaMessage(const PipelineConfig& config, const std::string& client);
 // Reads counters without locking: $1 clients, $2 the window in seconds. Returns
 // (client, requests in the current window) for clients that have a counter.
 std::string ReadSql(const SchemaNames& names);

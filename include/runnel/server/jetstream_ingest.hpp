@@ -22,6 +22,11 @@
 // (only a message delivered before can have been taken in before; the table's primary
 // key catches a consumer made anew, and the round is done again with it).
 //
+// With [jetstream] mode = "direct" the valid records are not inserted: they are scored
+// in the round's transaction and their results stored in runnel_<p>_jetstream
+// (DirectScoring, jetstream_direct.hpp), published after the commit (with `results`)
+// and before the acknowledgements, and published again when a message comes again.
+//
 // Thread safety: Start/Stop from one thread; RunOnce from one thread at a time.
 #pragma once
 
@@ -38,6 +43,7 @@
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/postgres/connection.hpp"
+#include "runnel/server/jetstream_direct.hpp"
 #include "runnel/server/metrics.hpp"
 #include "runnel/server/record_schema.hpp"
 
@@ -51,12 +57,15 @@ class JetStreamIngest {
  public:
   struct Counts {
     uint64_t inserted = 0;    // records inserted
+    uint64_t scored = 0;      // records scored without a row (mode "direct")
     uint64_t duplicates = 0;  // messages delivered again, already taken in
     uint64_t dead = 0;        // dead letters: messages refused whole, records of a batch refused
   };
 
-  // Precondition: config.jetstream is set; the pipeline is migrated.
-  JetStreamIngest(const pipeline::PipelineConfig& config, std::string conninfo);
+  // Precondition: config.jetstream is set; the pipeline is migrated. `models` scores
+  // the records in mode "direct" (required there; unused otherwise).
+  JetStreamIngest(const pipeline::PipelineConfig& config, std::string conninfo,
+                  std::shared_ptr<pipeline::ModelProvider> models = nullptr);
   ~JetStreamIngest();  // stops
   JetStreamIngest(const JetStreamIngest&) = delete;
   JetStreamIngest& operator=(const JetStreamIngest&) = delete;
@@ -101,9 +110,12 @@ class JetStreamIngest {
   std::string CheckRecord(nlohmann::json& record) const;
   struct SeenBefore {};  // thrown by Insert without its lookup: a message was taken in before
   void Insert(std::vector<Taken>& taken, bool careful, bool look_up);
+  void InsertRows(std::vector<Taken>& taken, bool careful);
+  void ScoreRecords(std::vector<Taken>& taken);
   void LookUp(std::vector<Taken>& taken);
   void Record(const std::vector<Taken>& taken);
   void DeadLetters(const Taken& t, std::vector<nats::OutgoingMessage>& letters) const;
+  void PublishResults();
   void Settle(std::vector<Taken>& taken, Counts& counts);
   void Loop();
   void ReportConsumer(std::chrono::steady_clock::time_point& next);
@@ -115,6 +127,9 @@ class JetStreamIngest {
   pipeline::SchemaNames names_;
   RecordSchema schema_;
   std::unique_ptr<RecordWriter> writer_;
+  std::shared_ptr<pipeline::ModelProvider> models_;
+  std::unique_ptr<DirectScoring> direct_;  // mode "direct"
+  std::vector<DirectResult> results_;      // of the round's transaction, published after its commit
   std::unique_ptr<postgres::Connection> conn_;
   std::unique_ptr<nats::JetStream> js_;
   std::unique_ptr<nats::PullConsumer> consumer_;

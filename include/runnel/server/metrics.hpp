@@ -72,9 +72,9 @@ class PipelineMetrics {
   void RecordBatch(const pipeline::BatchResult& batch);
   // Records posted through the API.
   void RecordIngested(size_t records);
-  // One round of the JetStream ingest: messages taken in, found taken in before,
-  // refused (dead letters).
-  void RecordJetStreamRound(uint64_t inserted, uint64_t duplicates, uint64_t dead);
+  // One round of the JetStream ingest: records inserted, records scored without a row
+  // (mode "direct"), messages found taken in before, refused (dead letters).
+  void RecordJetStreamRound(uint64_t inserted, uint64_t scored, uint64_t duplicates, uint64_t dead);
   // The JetStream consumer as last read: messages not yet delivered, delivered and not
   // acknowledged, delivered more than once and not acknowledged.
   void SetJetStreamConsumer(uint64_t pending, int64_t ack_pending, int64_t redelivered);
@@ -89,7 +89,7 @@ class PipelineMetrics {
   std::atomic<int64_t> done_{0}, throttled_{0}, failed_{0}, gone_{0}, batches_{0}, ingested_{0}, deferred_{0};
   struct JetStreamCounters {
     std::atomic<bool> active{false};  // rendered only once the pipeline has a JetStream ingest
-    std::atomic<int64_t> inserted{0}, duplicates{0}, dead{0};
+    std::atomic<int64_t> inserted{0}, scored{0}, duplicates{0}, dead{0};
     std::atomic<int64_t> pending{-1}, ack_pending{-1}, redelivered{-1};  // -1: not read yet
   } jetstream_;
   Histogram latency_;                                       // insert to result commit, seconds

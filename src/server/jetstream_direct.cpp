@@ -1,0 +1,190 @@
+#include "runnel/server/jetstream_direct.hpp"
+
+#include <fmt/format.h>
+
+#include <map>
+
+#include "runnel/core/error.hpp"
+#include "runnel/pipeline/quota.hpp"
+#include "runnel/pipeline/schema.hpp"
+#include "runnel/pipeline/serving_stages.hpp"
+
+namespace runnel::server {
+
+using nlohmann::json;
+using pipeline::RequestStatus;
+using postgres::Params;
+
+namespace {
+
+// A JSON value as a text input, client or data type: a string as it is, a number as
+// its JSON text; nullopt for anything else.
+std::optional<std::string> TextOf(const json& record, const std::string& column) {
+  const auto it = record.find(column);
+  if (it == record.end()) return std::nullopt;
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_number()) return it->dump();
+  return std::nullopt;
+}
+
+// The columns of a stored result, its message body built by PostgreSQL (one form for
+// the results served now and those published again).
+std::string ResultColumnsSql() {
+  return fmt::format(
+      "client, seq, item, json_build_object('stream', stream, 'seq', seq, 'item', item, 'status', status, 'error', "
+      "error, 'model_version', model_version, 'outputs', outputs, 'finished_at', {}, 'client', client)::text AS body",
+      postgres::IsoTimestampSql("taken_at"));
+}
+
+}  // namespace
+
+DirectInputs ReadDirectInputs(const pipeline::PipelineConfig& config, std::span<const DirectRecord> records,
+                              ColumnBatch& batch) {
+  const auto& numeric = config.features.input_columns;
+  const auto& text = config.features.text_columns;
+  batch.Reset(numeric, records.size(), text);
+  DirectInputs out;
+  out.clients.resize(records.size());
+  out.data_types.resize(records.size());
+  for (size_t r = 0; r < records.size(); ++r) {
+    const json& record = *records[r].record;
+    for (size_t c = 0; c < numeric.size(); ++c) {
+      const auto it = record.find(numeric[c]);
+      if (it != record.end() && it->is_number()) batch.Set(c, r, it->get<double>());
+    }
+    for (size_t c = 0; c < text.size(); ++c) {
+      if (auto value = TextOf(record, text[c])) {
+        batch.texts[c][r] = std::move(*value);
+        batch.text_nulls[c][r] = 0;
+      }
+    }
+    if (!config.client_column.empty()) out.clients[r] = TextOf(record, config.client_column);
+    if (!config.model_type_column.empty()) out.data_types[r] = TextOf(record, config.model_type_column);
+  }
+  return out;
+}
+
+std::vector<std::optional<std::string>> OutputsJson(const pipeline::PipelineConfig& config,
+                                                    const pipeline::Verdicts& verdicts,
+                                                    const pipeline::ScoredOutputs& outputs) {
+  std::vector<std::optional<std::string>> out(verdicts.status.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (verdicts.status[i] != RequestStatus::kDone) continue;
+    json object = json::object();
+    for (size_t o = 0; o < config.output_columns.size(); ++o) {
+      const auto& column = config.output_columns[o];
+      if (!outputs.labels[o].empty()) {
+        if (outputs.labels[o][i]) object[column] = *outputs.labels[o][i];
+      } else if (outputs.values[o][i]) {
+        object[column] = *outputs.values[o][i];
+      }
+    }
+    out[i] = object.dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+  return out;
+}
+
+DirectScoring::DirectScoring(const pipeline::PipelineConfig& config, std::shared_ptr<pipeline::ModelProvider> models)
+    : config_(config),
+      table_(postgres::QuoteIdentifier(pipeline::NamesFor(config).jetstream)),
+      scorer_(config, std::move(models)) {}
+
+std::vector<DirectResult> DirectScoring::Serve(postgres::Connection& conn, const std::string& stream,
+                                               std::span<const DirectRecord> records) {
+  scorer_.Sync();  // between batches only: one batch, one model snapshot
+  if (scorer_.empty())
+    throw Error(ErrorCode::Unavailable,
+                fmt::format("no model of pipeline '{}' is ready yet: the messages wait in the stream", config_.name));
+  const size_t n = records.size();
+  const DirectInputs inputs = ReadDirectInputs(config_, records, scorer_.inputs());
+  pipeline::Verdicts verdicts;
+  verdicts.Resize(n);
+  const auto label = [&](size_t i) {
+    return fmt::format("stream {} sequence {} record {}", stream, records[i].seq, records[i].item + 1);
+  };
+  if (config_.quota_max_requests) {
+    for (size_t i = 0; i < n; ++i) {
+      if (!inputs.clients[i])
+        verdicts.Fail(i, pipeline::kNullClientState,
+                      fmt::format("{}: field '{}' is missing or null", label(i), config_.client_column));
+    }
+    ApplyQuota(verdicts, inputs, conn);
+  }
+  const auto outputs = scorer_.Score(verdicts, inputs.data_types, label);
+  const auto objects = OutputsJson(config_, verdicts, outputs);
+
+  std::vector<int64_t> seqs, items, stored_us;
+  std::vector<std::optional<std::string>> status, errors, sqlstates;
+  for (size_t i = 0; i < n; ++i) {
+    seqs.push_back(records[i].seq);
+    items.push_back(records[i].item);
+    stored_us.push_back(records[i].stored_us);
+    status.emplace_back(pipeline::RequestStatusName(*verdicts.status[i]));
+    errors.push_back(verdicts.error[i]);
+    sqlstates.push_back(verdicts.sqlstate[i]);
+  }
+  auto rows = conn.Exec(
+      fmt::format("INSERT INTO {} (stream, seq, item, published_at, status, error, sqlstate, model_version, client, "
+                  "outputs) SELECT $1, s, n, timestamptz 'epoch' + p * interval '1 microsecond', st, e, ss, v, c, "
+                  "o::jsonb FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], "
+                  "$8::text[], $9::text[], $10::text[]) AS u(s, n, p, st, e, ss, v, c, o) RETURNING {}",
+                  table_, ResultColumnsSql()),
+      Params()
+          .Add(stream)
+          .AddArray(seqs)
+          .AddArray(items)
+          .AddArray(stored_us)
+          .AddArray(status)
+          .AddArray(errors)
+          .AddArray(sqlstates)
+          .AddArray(outputs.versions)
+          .AddArray(inputs.clients)
+          .AddArray(objects));
+  return ReadResults(rows, stream);
+}
+
+// Quota: each request not decided yet counts for its client; those past max_requests
+// are throttled. The counters stay locked until the transaction ends.
+void DirectScoring::ApplyQuota(pipeline::Verdicts& verdicts, const DirectInputs& inputs,
+                               postgres::Connection& conn) const {
+  const size_t n = verdicts.status.size();
+  std::vector<bool> counted(n, false);
+  std::map<std::string, int64_t> per_client;
+  for (size_t i = 0; i < n; ++i) {
+    counted[i] = !verdicts.status[i];
+    if (counted[i]) ++per_client[*inputs.clients[i]];
+  }
+  if (per_client.empty()) return;
+  const auto over = pipeline::Throttle(inputs.clients, counted, pipeline::quota::Advance(conn, config_, per_client),
+                                       *config_.quota_max_requests);
+  for (size_t i = 0; i < n; ++i) {
+    if (!over[i]) continue;
+    verdicts.status[i] = RequestStatus::kThrottled;
+    verdicts.error[i] = pipeline::quota::OverQuotaMessage(config_, *inputs.clients[i]);
+  }
+}
+
+std::vector<DirectResult> DirectScoring::Stored(postgres::Connection& conn, const std::string& stream,
+                                                const std::vector<int64_t>& seqs) const {
+  auto rows = conn.Exec(fmt::format("SELECT {} FROM {} WHERE stream = $1 AND seq = ANY($2::bigint[]) AND status IS "
+                                    "NOT NULL ORDER BY seq, item",
+                                    ResultColumnsSql(), table_),
+                        Params().Add(stream).AddArray(seqs));
+  return ReadResults(rows, stream);
+}
+
+std::vector<DirectResult> DirectScoring::ReadResults(const postgres::Result& rows, const std::string& stream) const {
+  const int client = rows.ColumnIndex("client"), seq = rows.ColumnIndex("seq"), item = rows.ColumnIndex("item"),
+            body = rows.ColumnIndex("body");
+  std::vector<DirectResult> out;
+  out.reserve(static_cast<size_t>(rows.rows()));
+  for (int r = 0; r < rows.rows(); ++r) {
+    out.push_back(
+        {rows.GetOptional<std::string>(r, client),
+         fmt::format("{}:{}:{}:{}", config_.name, stream, rows.Get<int64_t>(r, seq), rows.Get<int64_t>(r, item)),
+         rows.Get<std::string>(r, body)});
+  }
+  return out;
+}
+
+}  // namespace runnel::server
