@@ -98,10 +98,12 @@ burst() {  # burst KIND: one fresh database, one burst; sets RATE
 latency() {
   fresh_db
   local rate=${RATE:-10000} pipeline=$P load=(--db "$URL" --rows-per-txn 100)
-  if [ "$1" = j ]; then
+  RESULTS=runnel_needs_results
+  if [ "$1" != t ]; then
     pipeline=$J load=(--jetstream)
-    "$RUNNEL" --log-level warn migrate --pipeline "$J" --db "$URL" >/dev/null
-    until "$RUNNEL" jetstream setup --pipeline "$J" --replicas $NODES >/dev/null 2>&1; do sleep 1; done
+    [ "$1" = d ] && pipeline=$D RESULTS="runnel_needs_jetstream WHERE status IS NOT NULL"
+    "$RUNNEL" --log-level warn migrate --pipeline "$pipeline" --db "$URL" >/dev/null
+    until "$RUNNEL" jetstream setup --pipeline "$pipeline" --replicas $NODES >/dev/null 2>&1; do sleep 1; done
   else
     "$RUNNEL" --log-level warn migrate --pipeline $P --db "$URL" >/dev/null
   fi
@@ -116,6 +118,9 @@ latency() {
   local start="r.enqueued_at" from="runnel_needs_results r"
   if [ "$1" = j ]; then
     start="j.published_at" from="runnel_needs_results r JOIN runnel_needs_jetstream j ON j.request_id = r.key"
+  elif [ "$1" = d ]; then  # scored in the ingest's transaction: its result's time is taken_at
+    start="r.published_at" from="(SELECT published_at, taken_at AS finished_at FROM runnel_needs_jetstream
+                                  WHERE status IS NOT NULL) r"
   fi
   read -r P50 P99 < <(psql "$URL" -qAt -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1)
@@ -136,8 +141,8 @@ latency() {
 if [ "${LATENCY:-0}" = 1 ]; then
   for run in $(seq 1 "${RUNS:-3}"); do
     echo "== round $run"
-    order=(t j)
-    [ $((run % 2)) -eq 0 ] && order=(j t)
+    order=("${KINDS[@]}")
+    [ $((run % 2)) -eq 0 ] && order=($(printf '%s\n' "${KINDS[@]}" | tac))
     for kind in "${order[@]}"; do latency "$kind"; done
   done
   exit 0

@@ -417,6 +417,11 @@ int main(int argc, char** argv) {
         "inputs = { numbers = [\"a\", \"b\"], kind = [\"c\"] }\n"
         "output_from = { y = \"label\", p = \"probabilities[1]\" }\n"
         "[features]\ninputs = [\"a\", \"b\", \"c\"]\n[output]\ncolumns = [\"y\", \"p\"]\n");
+  Write(dir / "pipeline/jetstream.toml",
+        "name = \"t\"\n[source]\ntable = \"t\"\nkey = \"id\"\nclient = \"c\"\ncolumns = [\"a\"]\n"
+        "[model]\npath = \"m.onnx\"\noutputs = [\"y\"]\n[features]\ninputs = [\"a\"]\n[output]\ncolumns = [\"y\"]\n"
+        "[quota]\nmax_requests = 5\n[jetstream]\nmode = \"direct\"\nservers = [\"nats://a:4222\"]\nstream = \"R\"\n"
+        "subject = \"r.t\"\nresults = \"res\"\nbatch = 10\nack_wait = \"5s\"\n");
   // Hugging Face tokenizers: WordPiece as BERT's, byte-level BPE as RoBERTa's (small
   // vocabularies), each followed by a NUL and a text.
   Write(

@@ -28,7 +28,8 @@ std::optional<std::string> TextOf(const json& record, const std::string& column)
 }
 
 // The columns of a stored result, its message body built by PostgreSQL (one form for
-// the results served now and those published again).
+// the results served now and those published again). finished_at is taken_at: the
+// time the result was written (clock_timestamp(), as the workers' results take it).
 std::string ResultColumnsSql() {
   return fmt::format(
       "client, seq, item, json_build_object('stream', stream, 'seq', seq, 'item', item, 'status', status, 'error', "
@@ -124,9 +125,10 @@ std::vector<DirectResult> DirectScoring::Serve(postgres::Connection& conn, const
     sqlstates.push_back(verdicts.sqlstate[i]);
   }
   auto rows = conn.Exec(
-      fmt::format("INSERT INTO {} (stream, seq, item, published_at, status, error, sqlstate, model_version, client, "
-                  "outputs) SELECT $1, s, n, timestamptz 'epoch' + p * interval '1 microsecond', st, e, ss, v, c, "
-                  "o::jsonb FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], "
+      fmt::format("INSERT INTO {} (stream, seq, item, taken_at, published_at, status, error, sqlstate, model_version, "
+                  "client, outputs) SELECT $1, s, n, clock_timestamp(), timestamptz 'epoch' + p * interval "
+                  "'1 microsecond', st, e, ss, v, c, o::jsonb FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], "
+                  "$5::text[], $6::text[], $7::text[], "
                   "$8::text[], $9::text[], $10::text[]) AS u(s, n, p, st, e, ss, v, c, o) RETURNING {}",
                   table_, ResultColumnsSql()),
       Params()
