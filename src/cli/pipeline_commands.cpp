@@ -33,6 +33,7 @@
 #include "runnel/postgres/connection.hpp"
 #include "runnel/registry/registry.hpp"
 #include "runnel/server/grants.hpp"
+#include "runnel/server/jetstream_direct.hpp"
 #include "runnel/server/jetstream_ingest.hpp"
 #include "runnel/server/samples.hpp"
 #include "runnel/server/service.hpp"
@@ -139,10 +140,15 @@ void PrintQuotaSummary(postgres::Connection& conn, const pipeline::PipelineConfi
 }
 
 // One line on the [jetstream] consumer; NATS away is said, not fatal (the rest of the
-// status is the database's).
-void PrintJetStreamStatus(const pipeline::JetStreamConfig& js) {
+// status is the database's). In mode "direct", a line on the records scored.
+void PrintJetStreamStatus(postgres::Connection& conn, const pipeline::PipelineConfig& config) {
+  if (config.jetstream->mode == pipeline::JetStreamMode::kDirect) {
+    const auto c = server::ReadDirectCounts(conn, config);
+    fmt::print("jetstream records scored without rows: done {}, throttled {}, failed {} (in {})\n", c.done, c.throttled,
+               c.failed, pipeline::NamesFor(config).jetstream);
+  }
   try {
-    fmt::print("jetstream: {}\n", DescribeConsumer(js));
+    fmt::print("jetstream: {}\n", DescribeConsumer(*config.jetstream));
   } catch (const Error& e) {
     fmt::print("jetstream: {}\n", e.what());
   }
@@ -417,7 +423,7 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
                         for (const auto& r : reasons) {
                           fmt::print("  {:>8}  {}  {}\n", r.count, r.sqlstate.empty() ? "-----" : r.sqlstate, r.reason);
                         }
-                        if (config.jetstream) PrintJetStreamStatus(*config.jetstream);
+                        if (config.jetstream) PrintJetStreamStatus(conn, config);
                         return 0;
                       }});
 

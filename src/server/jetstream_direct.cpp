@@ -85,6 +85,16 @@ std::vector<std::optional<std::string>> OutputsJson(const pipeline::PipelineConf
   return out;
 }
 
+DirectCounts ReadDirectCounts(postgres::Connection& conn, const pipeline::PipelineConfig& config) {
+  auto r =
+      conn.Exec(fmt::format("SELECT count(*) FILTER (WHERE status = 'done') AS done, count(*) FILTER (WHERE "
+                            "status = 'throttled') AS throttled, count(*) FILTER (WHERE status = 'failed') AS "
+                            "failed FROM {} WHERE status IS NOT NULL",
+                            postgres::QuoteIdentifier(pipeline::NamesFor(config).jetstream)));
+  return {r.Get<int64_t>(0, r.ColumnIndex("done")), r.Get<int64_t>(0, r.ColumnIndex("throttled")),
+          r.Get<int64_t>(0, r.ColumnIndex("failed"))};
+}
+
 DirectScoring::DirectScoring(const pipeline::PipelineConfig& config, std::shared_ptr<pipeline::ModelProvider> models)
     : config_(config),
       table_(postgres::QuoteIdentifier(pipeline::NamesFor(config).jetstream)),

@@ -524,6 +524,61 @@ TEST_F(CliTest, LoadPublishesToJetStream) {
   EXPECT_NE(nowhere.output.find("has no [jetstream] section"), std::string::npos) << nowhere.output;
 }
 
+// mode "direct" end to end: `runnel run --until-idle` scores every message of the
+// stream without making a row, publishes each result once, and `runnel status` says
+// how many were scored.
+TEST_F(CliTest, RunUntilIdleScoresADirectStreamWithoutRows) {
+  RUNNEL_REQUIRE_NATS_SERVER();
+  testing::NatsServer server;
+  ASSERT_EQ(Runnel({"db", "start"}).exit_code, 0);
+  auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url"}).output));
+  std::ifstream schema(std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/schema.sql");
+  conn.Exec(std::string(std::istreambuf_iterator<char>(schema), std::istreambuf_iterator<char>()));
+  std::string text = std::regex_replace(testing::ExampleNeedsPipeline(), std::regex("path = \"model/"),
+                                        "path = \"" RUNNEL_SOURCE_DIR "/examples/needs/model/");
+  text = text.substr(0, text.find("[recommend]"));  // a row's products: table mode only
+  const std::string pipeline = (home_.path() / "p.toml").string();
+  testing::WriteFile(pipeline, text + fmt::format("\n[jetstream]\nmode = \"direct\"\nservers = [\"{}\"]\n"
+                                                  "stream = \"REQ\"\nsubject = \"req.>\"\nresults = \"res.needs\"\n"
+                                                  "batch = 300\n",
+                                                  server.url()));
+  ASSERT_EQ(Runnel({"jetstream", "setup", "--pipeline", pipeline}).exit_code, 0);
+  ASSERT_EQ(Runnel({"migrate", "--pipeline", pipeline}).exit_code, 0);
+  auto load = Runnel({"load", "--pipeline", pipeline, "--jetstream", "--subject", "req.needs", "--rows", "1200",
+                      "--clients", "4", "--seed", "3"});
+  ASSERT_EQ(load.exit_code, 0) << load.output;
+  auto run = Runnel({"run", "--pipeline", pipeline, "--until-idle", "--no-migrate"});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM needs").Get<int64_t>(0, 0), 0) << "no row made";
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM runnel_needs_jetstream WHERE status = 'done' AND "
+                      "(outputs->>'risk_propensity')::float8 BETWEEN 0 AND 1")
+                .Get<int64_t>(0, 0),
+            1200);
+  auto status = Runnel({"status", "--pipeline", pipeline});
+  ASSERT_EQ(status.exit_code, 0) << status.output;
+  EXPECT_NE(status.output.find("jetstream records scored without rows: done 1200, throttled 0, failed 0"),
+            std::string::npos)
+      << status.output;
+  EXPECT_NE(status.output.find("pending 0, delivered and not acknowledged 0"), std::string::npos) << status.output;
+  nats::ConnectOptions options;
+  options.servers = {server.url()};
+  nats::JetStream js(options);
+  auto results = js.Consume("REQ_RESULTS", "check", "res.needs.>", std::chrono::seconds(30));
+  std::set<std::string> ids;
+  size_t messages = 0;
+  for (int round = 0; round < 10; ++round) {
+    auto got = results->Fetch(1000, std::chrono::milliseconds(300));
+    if (got.empty()) break;
+    for (auto& m : got) {
+      ids.insert(m.Header("Nats-Msg-Id"));
+      ++messages;
+      m.Ack();
+    }
+  }
+  EXPECT_EQ(messages, 1200u);
+  EXPECT_EQ(ids.size(), 1200u);
+}
+
 // `runnel run --until-idle` on a [jetstream] pipeline ends once every message of the
 // stream is in the table and served, and every result published: its workers do not
 // take an empty queue for the end while the consumer still has messages.

@@ -66,6 +66,13 @@ std::vector<std::optional<std::string>> OutputsJson(const pipeline::PipelineConf
                                                     const pipeline::Verdicts& verdicts,
                                                     const pipeline::ScoredOutputs& outputs);
 
+// How many records were scored directly, by status (for `runnel status`).
+struct DirectCounts {
+  int64_t done = 0, throttled = 0, failed = 0;
+};
+// Precondition: the pipeline is migrated with [jetstream]. Throws DatabaseError.
+DirectCounts ReadDirectCounts(postgres::Connection& conn, const pipeline::PipelineConfig& config);
+
 class DirectScoring {
  public:
   // Precondition: config.jetstream is set. `models` is shared with the model stream.
