@@ -312,7 +312,7 @@ void JetStreamIngest::Insert(std::vector<Taken>& taken, bool careful, bool look_
   if (look_up) LookUp(taken);
   try {
     if (direct_) {
-      ScoreRecords(taken);
+      ScoreRecords(taken, careful);
     } else {
       InsertRows(taken, careful);
     }
@@ -364,8 +364,10 @@ void JetStreamIngest::InsertRows(std::vector<Taken>& taken, bool careful) {
   }
 }
 
-// Mode "direct": the valid records scored and their results stored (DirectScoring).
-void JetStreamIngest::ScoreRecords(std::vector<Taken>& taken) {
+// Mode "direct": the valid records scored and their results stored (DirectScoring) —
+// each on its own under a savepoint when `careful`: a record whose result the database
+// refuses for the record's sake (a NUL in its client's text) becomes a dead letter.
+void JetStreamIngest::ScoreRecords(std::vector<Taken>& taken, bool careful) {
   std::vector<DirectRecord> records;
   std::vector<Taken::Item*> items;
   for (auto& t : taken) {
@@ -377,9 +379,32 @@ void JetStreamIngest::ScoreRecords(std::vector<Taken>& taken) {
     }
   }
   if (records.empty()) return;
-  auto results = direct_->Serve(*conn_, js_config_.stream, records);
-  for (Taken::Item* item : items) item->scored = true;
-  results_.insert(results_.end(), std::make_move_iterator(results.begin()), std::make_move_iterator(results.end()));
+  const auto keep = [this](std::vector<DirectResult> results) {
+    results_.insert(results_.end(), std::make_move_iterator(results.begin()), std::make_move_iterator(results.end()));
+  };
+  if (!careful) {
+    keep(direct_->Serve(*conn_, js_config_.stream, records));
+    for (Taken::Item* item : items) item->scored = true;
+    return;
+  }
+  postgres::Connection& conn = *conn_;
+  for (size_t i = 0; i < records.size(); ++i) {
+    conn.Exec("SAVEPOINT runnel_record");
+    try {
+      keep(direct_->Serve(conn, js_config_.stream, {&records[i], 1}));
+      items[i]->scored = true;
+      conn.Exec("RELEASE SAVEPOINT runnel_record");
+    } catch (const postgres::DatabaseError& e) {
+      // (A unique violation is a message taken in before, not the record's fault.)
+      if (e.IsConnectionLost() || e.sqlstate() == postgres::kUniqueViolation ||
+          postgres::ClassifySqlState(e.sqlstate()) != postgres::FailureClass::kRow)
+        throw;
+      conn.Exec("ROLLBACK TO SAVEPOINT runnel_record");
+      items[i]->record.reset();
+      items[i]->error = fmt::format("{}the database refused its result (SQLSTATE {}): {}", items[i]->where,
+                                    e.sqlstate(), e.primary());
+    }
+  }
 }
 
 // Marks the messages recorded in runnel_<p>_jetstream by an earlier delivery: each

@@ -222,6 +222,41 @@ TEST_F(JetStreamDirectTest, ARecordDeliveredAgainIsNotScoredOrCountedAgain) {
   EXPECT_EQ(ids.size(), 100u);
 }
 
+// A record whose result the database refuses for the record's sake (a NUL in its
+// client's text; a constraint) is a dead letter with the reason; the others of its
+// round are scored, and the stream goes on.
+TEST_F(JetStreamDirectTest, ARecordWhoseResultIsRefusedIsADeadLetterAndStopsNothing) {
+  conn_->Exec("ALTER TABLE needs ALTER COLUMN client_id TYPE text");
+  conn_->Exec("ALTER TABLE runnel_needs_jetstream ADD CONSTRAINT no_13 CHECK (client IS DISTINCT FROM '13')");
+  for (int i = 0; i < 30; ++i) {
+    auto record = json::parse(Record(i, 10 + i % 5));
+    record["client_id"] = std::to_string(10 + i % 5);
+    if (i == 7) record["client_id"] = std::string("a\0b", 3);
+    js_->Publish("req.needs", record.dump());
+  }
+  JetStreamIngest ingest(config_, conninfo(), models_);
+  ingest.Connect();
+  const auto counts = Drain(ingest, 30);
+  EXPECT_EQ(counts.scored, 23u) << "30 less the six of client 13 and the NUL";
+  EXPECT_EQ(counts.dead, 7u);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream WHERE status = 'done'"), 23);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream WHERE status IS NULL AND error LIKE "
+                  "'the database refused its result (SQLSTATE 23514)%'"),
+            6);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream WHERE seq = 8 AND status IS NULL AND error LIKE "
+                  "'the database refused its result (SQLSTATE 22%'"),
+            1)
+      << conn_->Exec("SELECT error FROM runnel_needs_jetstream WHERE seq = 8")
+             .GetOptional<std::string>(0, 0)
+             .value_or("");
+  auto dead = js_->Consume("DEAD", "check", "runnel.needs.dead", std::chrono::seconds(30));
+  EXPECT_EQ(dead->Fetch(20, milliseconds(1000)).size(), 7u);
+  EXPECT_EQ(AllResults("check").size(), 23u);
+  // Every message was settled: nothing comes again.
+  std::this_thread::sleep_for(milliseconds(1200));  // ack_wait
+  EXPECT_EQ(ingest.RunOnce(milliseconds(300)).scored + ingest.RunOnce(milliseconds(300)).dead, 0u);
+}
+
 // Until a model is ready nothing is scored: the round fails and its messages come again.
 TEST_F(JetStreamDirectTest, WithoutAModelTheMessagesWait) {
   js_->Publish("req.needs", Record(0, 1));

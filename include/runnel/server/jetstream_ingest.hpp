@@ -111,7 +111,7 @@ class JetStreamIngest {
   struct SeenBefore {};  // thrown by Insert without its lookup: a message was taken in before
   void Insert(std::vector<Taken>& taken, bool careful, bool look_up);
   void InsertRows(std::vector<Taken>& taken, bool careful);
-  void ScoreRecords(std::vector<Taken>& taken);
+  void ScoreRecords(std::vector<Taken>& taken, bool careful);
   void LookUp(std::vector<Taken>& taken);
   void Record(const std::vector<Taken>& taken);
   void DeadLetters(const Taken& t, std::vector<nats::OutgoingMessage>& letters) const;
