@@ -4,7 +4,9 @@
 // on the results subjects; malformed messages end in the dead-letter stream with a row
 // saying why; a subscriber of one client's subject receives exactly that client's
 // results. RUNNEL_CHAOS_REQUESTS sets how many requests (default 100,000: about 50 s
-// under ASan on 2 cores).
+// under ASan on 2 cores). The same with [jetstream] mode = "direct" (no rows: each
+// record's result once in runnel_<p>_jetstream, its quota counted once):
+// RUNNEL_CHAOS_DIRECT_REQUESTS, default 30,000.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -12,6 +14,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -76,8 +79,8 @@ class JetStreamClusterTest : public runnel::testing::PostgresTest {
     js_->EnsureStream("RES", {"runnel.needs.results.>"}, 3);
   }
 
-  testing::ChildProcess StartRunnel(const std::string& name) {
-    return testing::ChildProcess({RUNNEL_BINARY, "run", "--pipeline", (dir_ / "pipeline.toml").string(), "--model",
+  testing::ChildProcess StartRunnel(const std::string& name, const std::string& pipeline = "pipeline.toml") {
+    return testing::ChildProcess({RUNNEL_BINARY, "run", "--pipeline", (dir_ / pipeline).string(), "--model",
                                   (dir_ / "m.h5").string(), "--db", conninfo(), "--no-migrate", "--workers", "1"},
                                  dir_ / (name + ".log"));
   }
@@ -227,6 +230,73 @@ TEST_F(JetStreamClusterTest, ANodeAndAProcessKilledLoseAndRepeatNothing) {
                                "acknowledged 0"),
             std::string::npos)
       << status.output;
+  EXPECT_EQ(b.Stop(SIGTERM), 0) << b.Log();
+  EXPECT_EQ(a.Stop(SIGTERM), 0) << a.Log();
+}
+
+// Mode "direct": the same failures while the records are scored without rows.
+TEST_F(JetStreamClusterTest, ADirectStreamKilledScoresAndCountsEachRecordOnce) {
+  const char* env = std::getenv("RUNNEL_CHAOS_DIRECT_REQUESTS");
+  const int n = env != nullptr ? std::atoi(env) : 30'000;
+  ASSERT_GT(n, 1000);
+  const int bad = n / kBadEvery;
+  const int good = n - bad;
+  std::string text;
+  {
+    std::ifstream in(dir_ / "pipeline.toml");
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const auto jetstream = text.find("[jetstream]");
+  text = text.substr(0, text.find("[recommend]")) + text.substr(jetstream) + "mode = \"direct\"\n";
+  runnel::testing::WriteFile(dir_ / "direct.toml", text);
+  std::mt19937_64 rng(runnel::testing::TestSeed());
+  const size_t victim_node = std::uniform_int_distribution<size_t>(0, 2)(rng);
+  auto a = StartRunnel("a", "direct.toml");
+  auto b = StartRunnel("b", "direct.toml");
+  std::atomic<int> published{0};
+  std::thread publisher([&] { PublishAll(n, published); });
+  const std::string scored = "SELECT count(*) FROM runnel_needs_jetstream WHERE status IS NOT NULL";
+  const auto await_scored = [&](int count) {
+    const auto deadline = std::chrono::steady_clock::now() + seconds(120);
+    while (Count(scored) < count && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(milliseconds(20));
+  };
+  await_scored(n / 10);
+  cluster_->node(victim_node).Kill();
+  EXPECT_EQ(a.Stop(SIGKILL), 128 + SIGKILL);
+  std::this_thread::sleep_for(seconds(2));
+  cluster_->node(victim_node).Start();
+  a = StartRunnel("a2", "direct.toml");
+  await_scored(n / 4);
+  EXPECT_EQ(b.Stop(SIGKILL), 128 + SIGKILL);
+  b = StartRunnel("b2", "direct.toml");
+  await_scored(2 * n / 5);
+  EXPECT_EQ(a.Stop(SIGKILL), 128 + SIGKILL);
+  a = StartRunnel("a3", "direct.toml");
+  publisher.join();
+  EXPECT_EQ(AwaitCount(scored, good, seconds(240)), good) << a.Log() << b.Log();
+  EXPECT_EQ(AwaitCount("SELECT count(*) FROM runnel_needs_jetstream WHERE status IS NULL", bad, seconds(30)), bad);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream"), n) << "each stream sequence recorded once";
+  EXPECT_EQ(Count("SELECT count(*) FROM needs"), 0) << "no row made";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream WHERE status NOT IN ('done', 'throttled')"), 0);
+  // The demo's quota, 1,000 per client: each record counted once, whoever scored it.
+  EXPECT_EQ(Count("SELECT sum(requests)::bigint FROM runnel_needs_quota"), good);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream WHERE status = 'done'"),
+            Count("SELECT sum(least(requests, 1000))::bigint FROM runnel_needs_quota"));
+  // Each result one message, whatever was published again after the kills.
+  std::vector<nats::Message> results;
+  for (int attempt = 0; attempt < 40 && results.size() < static_cast<size_t>(good); ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(milliseconds(500));
+    results = All("RES", "runnel.needs.results.>", fmt::format("check{}", attempt));
+  }
+  ASSERT_EQ(results.size(), static_cast<size_t>(good)) << "exactly one message per result";
+  std::set<std::string> ids;
+  for (const auto& m : results) ids.insert(m.Header("Nats-Msg-Id"));
+  EXPECT_EQ(ids.size(), static_cast<size_t>(good));
+  const auto mine = All("RES", "runnel.needs.results.3", "client3");
+  EXPECT_EQ(static_cast<int64_t>(mine.size()),
+            Count("SELECT count(*) FROM runnel_needs_jetstream WHERE client = '3' AND status IS NOT NULL"));
+  EXPECT_EQ(All("DEAD", "runnel.needs.dead", "letters").size(), static_cast<size_t>(bad));
   EXPECT_EQ(b.Stop(SIGTERM), 0) << b.Log();
   EXPECT_EQ(a.Stop(SIGTERM), 0) << a.Log();
 }
