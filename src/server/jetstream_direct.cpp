@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <map>
 
 #include "runnel/core/error.hpp"
@@ -101,7 +102,7 @@ DirectScoring::DirectScoring(const pipeline::PipelineConfig& config, std::shared
       scorer_(config, std::move(models)) {}
 
 std::vector<DirectResult> DirectScoring::Serve(postgres::Connection& conn, const std::string& stream,
-                                               std::span<const DirectRecord> records) {
+                                               std::span<const DirectRecord> records, pipeline::BatchResult& tally) {
   scorer_.Sync();  // between batches only: one batch, one model snapshot
   if (scorer_.empty())
     throw Error(ErrorCode::Unavailable,
@@ -152,7 +153,27 @@ std::vector<DirectResult> DirectScoring::Serve(postgres::Connection& conn, const
           .AddArray(outputs.versions)
           .AddArray(inputs.clients)
           .AddArray(objects));
+  Tally(verdicts, records, tally);
   return ReadResults(rows, stream);
+}
+
+void DirectScoring::Tally(const pipeline::Verdicts& verdicts, std::span<const DirectRecord> records,
+                          pipeline::BatchResult& tally) const {
+  const auto now_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  for (size_t i = 0; i < records.size(); ++i) {
+    switch (*verdicts.status[i]) {
+      case RequestStatus::kDone: ++tally.done; break;
+      case RequestStatus::kThrottled: ++tally.throttled; break;
+      case RequestStatus::kFailed:
+        ++tally.failed;
+        tally.failed_sqlstates.push_back(verdicts.sqlstate[i].value_or(pipeline::kInvalidDataState));
+        break;
+      default: break;  // never decided otherwise here
+    }
+    tally.latencies_ms.push_back(static_cast<double>(now_us - records[i].stored_us) / 1000.0);
+  }
 }
 
 // Quota: each request not decided yet counts for its client; those past max_requests

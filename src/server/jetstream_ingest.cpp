@@ -162,8 +162,10 @@ void JetStreamIngest::Loop() {
       const bool empty = messages.empty();
       if (!empty) drained_ = false;
       const auto counts = Take(std::move(messages));
-      if (metrics_ != nullptr)
+      if (metrics_ != nullptr) {
         metrics_->RecordJetStreamRound(counts.inserted, counts.scored, counts.duplicates, counts.dead);
+        if (counts.scored > 0) metrics_->RecordScoredDirectly(direct_tally_);
+      }
       ReportConsumer(next_report);
       if (empty) CheckDrained();
       failed_rounds_ = 0;
@@ -309,6 +311,7 @@ void JetStreamIngest::Insert(std::vector<Taken>& taken, bool careful, bool look_
   postgres::Connection& conn = *conn_;
   postgres::Transaction tx(conn);
   results_.clear();
+  direct_tally_ = {};
   if (look_up) LookUp(taken);
   try {
     if (direct_) {
@@ -383,7 +386,7 @@ void JetStreamIngest::ScoreRecords(std::vector<Taken>& taken, bool careful) {
     results_.insert(results_.end(), std::make_move_iterator(results.begin()), std::make_move_iterator(results.end()));
   };
   if (!careful) {
-    keep(direct_->Serve(*conn_, js_config_.stream, records));
+    keep(direct_->Serve(*conn_, js_config_.stream, records, direct_tally_));
     for (Taken::Item* item : items) item->scored = true;
     return;
   }
@@ -391,7 +394,7 @@ void JetStreamIngest::ScoreRecords(std::vector<Taken>& taken, bool careful) {
   for (size_t i = 0; i < records.size(); ++i) {
     conn.Exec("SAVEPOINT runnel_record");
     try {
-      keep(direct_->Serve(conn, js_config_.stream, {&records[i], 1}));
+      keep(direct_->Serve(conn, js_config_.stream, {&records[i], 1}, direct_tally_));
       items[i]->scored = true;
       conn.Exec("RELEASE SAVEPOINT runnel_record");
     } catch (const postgres::DatabaseError& e) {

@@ -160,6 +160,17 @@ void PipelineMetrics::RecordBatch(const pipeline::BatchResult& batch) {
   for (double ms : batch.latencies_ms) latency_.Observe(ms / 1000.0);
 }
 
+void PipelineMetrics::RecordScoredDirectly(const pipeline::BatchResult& scored) {
+  done_.fetch_add(static_cast<int64_t>(scored.done), std::memory_order_relaxed);
+  throttled_.fetch_add(static_cast<int64_t>(scored.throttled), std::memory_order_relaxed);
+  failed_.fetch_add(static_cast<int64_t>(scored.failed), std::memory_order_relaxed);
+  if (!scored.failed_sqlstates.empty()) {
+    MutexLock lock(failure_mutex_);
+    for (const auto& state : scored.failed_sqlstates) ++failures_by_class_[state.substr(0, 2)];
+  }
+  for (double ms : scored.latencies_ms) latency_.Observe(ms / 1000.0);
+}
+
 MetricsSnapshot PipelineMetrics::Snapshot() const {
   MetricsSnapshot s;
   s.done = done_.load(std::memory_order_relaxed);

@@ -23,6 +23,7 @@
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
 #include "runnel/server/jetstream_ingest.hpp"
+#include "runnel/server/metrics.hpp"
 
 namespace runnel::server {
 namespace {
@@ -255,6 +256,31 @@ TEST_F(JetStreamDirectTest, ARecordWhoseResultIsRefusedIsADeadLetterAndStopsNoth
   // Every message was settled: nothing comes again.
   std::this_thread::sleep_for(milliseconds(1200));  // ack_wait
   EXPECT_EQ(ingest.RunOnce(milliseconds(300)).scored + ingest.RunOnce(milliseconds(300)).dead, 0u);
+}
+
+// The ingest thread counts what it scored as requests by status, with their latency.
+TEST_F(JetStreamDirectTest, MetricsCountTheScoredRecordsAsRequests) {
+  for (int i = 0; i < 45; ++i) js_->Publish("req.needs", Record(i, 1));  // quota 40: 5 throttled
+  js_->Publish("req.needs", Record(45, 2, -5));                          // failed: no Box-Cox of -5
+  Metrics metrics;
+  auto& needs = metrics.AddPipeline("needs");
+  JetStreamIngest ingest(config_, conninfo(), models_);
+  ingest.SetMetrics(&needs, false);
+  ingest.Start();
+  std::string out;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    out = metrics.Render({});
+    if (out.find("outcome=\"scored\"} 46\n") != std::string::npos) break;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  ingest.Stop();
+  EXPECT_NE(out.find("runnel_jetstream_messages_total{pipeline=\"needs\",outcome=\"scored\"} 46\n"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("runnel_requests_total{pipeline=\"needs\",status=\"done\"} 40\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("runnel_requests_total{pipeline=\"needs\",status=\"throttled\"} 5\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("runnel_requests_total{pipeline=\"needs\",status=\"failed\"} 1\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("runnel_request_latency_seconds_count{pipeline=\"needs\"} 46\n"), std::string::npos) << out;
 }
 
 // Until a model is ready nothing is scored: the round fails and its messages come again.

@@ -31,6 +31,7 @@
 #include "runnel/pipeline/model_provider.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/pipeline/scorer.hpp"
+#include "runnel/pipeline/worker.hpp"
 #include "runnel/postgres/connection.hpp"
 
 namespace runnel::server {
@@ -79,17 +80,20 @@ class DirectScoring {
   DirectScoring(const pipeline::PipelineConfig& config, std::shared_ptr<pipeline::ModelProvider> models);
 
   // Serves `records` of stream `stream` and stores their results, in the caller's
-  // transaction; returns them as published. Throws Error(Unavailable) while no model
-  // is ready (nothing done), DatabaseError (a unique violation: a record stored
-  // before).
+  // transaction; returns them as published and adds each record's status (done,
+  // throttled, failed with its SQLSTATE) and latency from the stream to now to
+  // `tally`. Throws Error(Unavailable) while no model is ready (nothing done),
+  // DatabaseError (a unique violation: a record stored before).
   std::vector<DirectResult> Serve(postgres::Connection& conn, const std::string& stream,
-                                  std::span<const DirectRecord> records);
+                                  std::span<const DirectRecord> records, pipeline::BatchResult& tally);
   // The results stored for messages `seqs` of `stream` (delivered again).
   std::vector<DirectResult> Stored(postgres::Connection& conn, const std::string& stream,
                                    const std::vector<int64_t>& seqs) const;
 
  private:
   std::vector<DirectResult> ReadResults(const postgres::Result& rows, const std::string& stream) const;
+  void Tally(const pipeline::Verdicts& verdicts, std::span<const DirectRecord> records,
+             pipeline::BatchResult& tally) const;
   void ApplyQuota(pipeline::Verdicts& verdicts, const DirectInputs& inputs, postgres::Connection& conn) const;
 
   const pipeline::PipelineConfig& config_;

@@ -130,6 +130,7 @@ class JetStreamIngest {
   std::shared_ptr<pipeline::ModelProvider> models_;
   std::unique_ptr<DirectScoring> direct_;  // mode "direct"
   std::vector<DirectResult> results_;      // of the round's transaction, published after its commit
+  pipeline::BatchResult direct_tally_;     // what the round's transaction scored, for the metrics
   std::unique_ptr<postgres::Connection> conn_;
   std::unique_ptr<nats::JetStream> js_;
   std::unique_ptr<nats::PullConsumer> consumer_;

@@ -70,6 +70,10 @@ class PipelineMetrics {
 
   // One committed batch of the real-time pipeline.
   void RecordBatch(const pipeline::BatchResult& batch);
+  // Records scored by a JetStream ingest without rows (mode "direct"): counted as
+  // requests by status, failures and latency, as a batch's are; not in the batch and
+  // stage histograms (no worker served them).
+  void RecordScoredDirectly(const pipeline::BatchResult& scored);
   // Records posted through the API.
   void RecordIngested(size_t records);
   // One round of the JetStream ingest: records inserted, records scored without a row
