@@ -313,12 +313,10 @@ void JetStreamIngest::Insert(std::vector<Taken>& taken, bool careful, bool look_
   results_.clear();
   direct_tally_ = {};
   if (look_up) LookUp(taken);
+  if (!direct_) InsertRows(taken, careful);
   try {
-    if (direct_) {
-      ScoreRecords(taken, careful);
-    } else {
-      InsertRows(taken, careful);
-    }
+    // The key of runnel_<p>_jetstream catches a message taken in before.
+    if (direct_) ScoreRecords(taken, careful);
     Record(taken);
   } catch (const postgres::DatabaseError& e) {
     if (!look_up && e.sqlstate() == postgres::kUniqueViolation) throw SeenBefore{};
@@ -497,7 +495,9 @@ void JetStreamIngest::DeadLetters(const Taken& t, std::vector<nats::OutgoingMess
 }
 
 // Mode "direct" with `results`: the round's results (and those of messages delivered
-// again), stored by the results stream before their messages are acknowledged.
+// again), stored by the results stream before their messages are acknowledged (any
+// other failure fails the round: the messages come again and their results are
+// published then).
 void JetStreamIngest::PublishResults() {
   if (js_config_.results.empty() || results_.empty()) return;
   std::vector<nats::OutgoingMessage> messages;
@@ -508,7 +508,17 @@ void JetStreamIngest::PublishResults() {
                         {{"Nats-Msg-Id", r.id}}});
   }
   results_.clear();
-  js_->PublishAll(messages);
+  try {
+    js_->PublishAll(messages);
+  } catch (const Error& e) {
+    // No stream captures the subjects (not set up): holding the messages back would
+    // stop the pipeline for good, and the results are in the table.
+    if (e.code() != ErrorCode::NotFound) throw;
+    spdlog::warn(
+        "{}: {} result(s) not published: {} (they are in {}; `runnel jetstream setup` makes the results "
+        "stream)",
+        config_.name, messages.size(), e.what(), names_.jetstream);
+  }
 }
 
 // After the commit: dead letters published (and stored by their stream); messages

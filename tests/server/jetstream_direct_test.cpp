@@ -283,6 +283,19 @@ TEST_F(JetStreamDirectTest, MetricsCountTheScoredRecordsAsRequests) {
   EXPECT_NE(out.find("runnel_request_latency_seconds_count{pipeline=\"needs\"} 46\n"), std::string::npos) << out;
 }
 
+// Results on subjects no stream captures are not published (said) and stop nothing:
+// the messages are acknowledged, their results in the table.
+TEST_F(JetStreamDirectTest, ResultsNoStreamCapturesDoNotHoldTheMessagesBack) {
+  config_.jetstream->results = "nowhere.results";
+  for (int i = 0; i < 20; ++i) js_->Publish("req.needs", Record(i, 1));
+  JetStreamIngest ingest(config_, conninfo(), models_);
+  ingest.Connect();
+  EXPECT_EQ(Drain(ingest, 20).scored, 20u);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream WHERE status = 'done'"), 20);
+  std::this_thread::sleep_for(milliseconds(1200));  // ack_wait
+  EXPECT_EQ(ingest.RunOnce(milliseconds(300)).duplicates, 0u) << "acknowledged";
+}
+
 // Until a model is ready nothing is scored: the round fails and its messages come again.
 TEST_F(JetStreamDirectTest, WithoutAModelTheMessagesWait) {
   js_->Publish("req.needs", Record(0, 1));
