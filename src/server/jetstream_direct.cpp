@@ -66,15 +66,16 @@ DirectInputs ReadDirectInputs(const pipeline::PipelineConfig& config, std::span<
   return out;
 }
 
-std::vector<std::optional<std::string>> OutputsJson(const pipeline::PipelineConfig& config,
-                                                    const pipeline::Verdicts& verdicts,
-                                                    const pipeline::ScoredOutputs& outputs) {
+std::vector<std::optional<std::string>> ScoredOutputsJson(const pipeline::PipelineConfig& config,
+                                                          const pipeline::Verdicts& verdicts,
+                                                          const pipeline::ScoredOutputs& outputs) {
   std::vector<std::optional<std::string>> out(verdicts.status.size());
   for (size_t i = 0; i < out.size(); ++i) {
     if (verdicts.status[i] != RequestStatus::kDone) continue;
     json object = json::object();
     for (size_t o = 0; o < config.output_columns.size(); ++o) {
       const auto& column = config.output_columns[o];
+      object[column] = nullptr;
       if (!outputs.labels[o].empty()) {
         if (outputs.labels[o][i]) object[column] = *outputs.labels[o][i];
       } else if (outputs.values[o][i]) {
@@ -123,7 +124,7 @@ std::vector<DirectResult> DirectScoring::Serve(postgres::Connection& conn, const
     ApplyQuota(verdicts, inputs, conn);
   }
   const auto outputs = scorer_.Score(verdicts, inputs.data_types, label);
-  const auto objects = OutputsJson(config_, verdicts, outputs);
+  const auto objects = ScoredOutputsJson(config_, verdicts, outputs);
 
   std::vector<int64_t> seqs, items, stored_us;
   std::vector<std::optional<std::string>> status, errors, sqlstates;

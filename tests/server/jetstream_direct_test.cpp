@@ -341,5 +341,23 @@ TEST(DirectInputs, RecordsBecomeColumnsAndMissingValuesNull) {
   EXPECT_EQ(inputs.data_types[1], std::nullopt);
 }
 
+// The pure stage: a done request's outputs as the API shows them; none otherwise.
+TEST(DirectInputs, OutputsAreAnObjectOfTheOutputColumnsForDoneRequests) {
+  pipeline::PipelineConfig config;
+  config.output_columns = {"p", "label", "extra"};
+  pipeline::Verdicts verdicts;
+  verdicts.Resize(2);
+  verdicts.status[0] = pipeline::RequestStatus::kDone;
+  verdicts.Fail(1, pipeline::kInvalidDataState, "bad");
+  pipeline::ScoredOutputs outputs;
+  outputs.values = {{0.25, 9.0}, {std::nullopt, std::nullopt}, {std::nullopt, std::nullopt}};
+  outputs.labels = {{}, {std::string("yes"), std::nullopt}, {}};
+  const auto objects = ScoredOutputsJson(config, verdicts, outputs);
+  ASSERT_EQ(objects.size(), 2u);
+  ASSERT_TRUE(objects[0].has_value());
+  EXPECT_EQ(json::parse(*objects[0]), json::parse(R"({"p": 0.25, "label": "yes", "extra": null})"));
+  EXPECT_FALSE(objects[1].has_value()) << "failed: no outputs";
+}
+
 }  // namespace
 }  // namespace runnel::server

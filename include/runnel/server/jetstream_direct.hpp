@@ -61,11 +61,12 @@ struct DirectInputs {
 DirectInputs ReadDirectInputs(const pipeline::PipelineConfig& config, std::span<const DirectRecord> records,
                               ColumnBatch& batch);
 
-// Each done request's outputs as a JSON object of the pipeline's output columns (a
-// label column as text; an output the model does not give left out); null otherwise.
-std::vector<std::optional<std::string>> OutputsJson(const pipeline::PipelineConfig& config,
-                                                    const pipeline::Verdicts& verdicts,
-                                                    const pipeline::ScoredOutputs& outputs);
+// Each done request's outputs as the API shows a result's (outputs_json.hpp): a JSON
+// object of the pipeline's output columns, a label column as text, null for an output
+// the model does not give; no object (SQL NULL) for a request not done.
+std::vector<std::optional<std::string>> ScoredOutputsJson(const pipeline::PipelineConfig& config,
+                                                          const pipeline::Verdicts& verdicts,
+                                                          const pipeline::ScoredOutputs& outputs);
 
 // How many records were scored directly, by status (for `runnel status`).
 struct DirectCounts {
