@@ -17,6 +17,7 @@
 #include "../support/needs_fixture.hpp"
 #include "../support/pg_environment.hpp"
 #include "../support/temp_dir.hpp"
+#include "jetstream_fixture.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/pipeline/model_provider.hpp"
@@ -33,36 +34,20 @@ using std::chrono::milliseconds;
 
 // The needs pipeline without [recommend] (a row's products: table mode only), with a
 // quota small enough to reach and records taken by mode "direct".
-std::string DirectPipeline(const std::string& url) {
-  std::string text = runnel::testing::ExampleNeedsPipeline();
-  text = text.substr(0, text.find("[recommend]"));
-  const auto quota = text.find("max_requests = 1000");
-  text.replace(quota, std::string("max_requests = 1000").size(), "max_requests = 40");
-  return text + fmt::format(
-                    "\n[jetstream]\nmode = \"direct\"\nservers = [\"{}\"]\nstream = \"REQ\"\nsubject = \"req.needs\"\n"
-                    "batch = 64\nack_wait = \"1s\"\nresults = \"runnel.needs.results\"\n",
-                    url);
-}
-
-class JetStreamDirectTest : public runnel::testing::PostgresTest {
+class JetStreamDirectTest : public JetStreamFixture {
  protected:
+  std::string PipelineText(const std::string& url) const override {
+    std::string text = runnel::testing::ExampleNeedsPipeline();
+    text = text.substr(0, text.find("[recommend]"));
+    const std::string quota = "max_requests = 1000";
+    text.replace(text.find(quota), quota.size(), "max_requests = 40");
+    return text + JetStreamSection(url, "mode = \"direct\"\n");
+  }
+
   void SetUp() override {
-    PostgresTest::SetUp();
-    RUNNEL_REQUIRE_NATS_SERVER();
-    nats_ = std::make_unique<testing::NatsServer>();
-    conn_ = std::make_unique<postgres::Connection>(Connect());
-    conn_->Exec(runnel::testing::kNeedsSchema);
-    conn_->Exec(runnel::testing::kNeedsTableKeysAndCheck);
-    runnel::testing::WriteFile(dir_ / "pipeline.toml", DirectPipeline(nats_->url()));
-    config_ = pipeline::LoadPipelineConfig(dir_ / "pipeline.toml");
-    pipeline::Migrate(*conn_, config_);
+    JetStreamFixture::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     models_ = pipeline::ModelProvider::Fixed(model::LoadModel(runnel::testing::WriteLinearNeedsModel(dir_ / "m.h5")));
-    nats::ConnectOptions options;
-    options.servers = {nats_->url()};
-    js_ = std::make_unique<nats::JetStream>(options);
-    js_->EnsureStream("REQ", {"req.>"});
-    js_->EnsureStream("DEAD", {"runnel.needs.dead"});
-    js_->EnsureStream("RES", {"runnel.needs.results.>"});
   }
 
   static std::string Record(int i, int client, double income = 50) {
@@ -86,25 +71,6 @@ class JetStreamDirectTest : public runnel::testing::PostgresTest {
     return total;
   }
 
-  // Every message of stream RES, by a new consumer.
-  std::vector<nats::Message> AllResults(const std::string& consumer) {
-    auto c = js_->Consume("RES", consumer, "runnel.needs.results.>", std::chrono::seconds(30));
-    std::vector<nats::Message> out;
-    for (int round = 0; round < 20; ++round) {
-      auto got = c->Fetch(500, milliseconds(300));
-      if (got.empty()) break;
-      for (auto& m : got) out.push_back(std::move(m));
-    }
-    return out;
-  }
-
-  int64_t Count(const std::string& sql) { return conn_->Exec(sql).Get<int64_t>(0, 0); }
-
-  runnel::testing::TempDir dir_{"runnel-jetstream-direct"};
-  std::unique_ptr<testing::NatsServer> nats_;
-  std::unique_ptr<postgres::Connection> conn_;
-  std::unique_ptr<nats::JetStream> js_;
-  pipeline::PipelineConfig config_;
   std::shared_ptr<pipeline::ModelProvider> models_;
 };
 

@@ -21,6 +21,7 @@
 #include "../support/pg_environment.hpp"
 #include "../support/shared_paths.hpp"
 #include "../support/temp_dir.hpp"
+#include "jetstream_fixture.hpp"
 #include "runnel/core/process.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/pipeline/model_provider.hpp"
@@ -32,29 +33,10 @@ namespace {
 
 using std::chrono::milliseconds;
 
-class JetStreamIngestTest : public runnel::testing::PostgresTest {
+class JetStreamIngestTest : public JetStreamFixture {
  protected:
-  void SetUp() override {
-    PostgresTest::SetUp();
-    RUNNEL_REQUIRE_NATS_SERVER();
-    nats_ = std::make_unique<testing::NatsServer>();
-    conn_ = std::make_unique<postgres::Connection>(Connect());
-    conn_->Exec(runnel::testing::kNeedsSchema);
-    conn_->Exec(runnel::testing::kNeedsTableKeysAndCheck);
-    runnel::testing::WriteFile(
-        dir_ / "pipeline.toml",
-        runnel::testing::ExampleNeedsPipeline() + fmt::format("\n[jetstream]\nservers = [\"{}\"]\nstream = \"REQ\"\n"
-                                                              "subject = \"req.needs\"\nbatch = 64\nack_wait = \"1s\"\n"
-                                                              "results = \"runnel.needs.results\"\n",
-                                                              nats_->url()));
-    config_ = pipeline::LoadPipelineConfig(dir_ / "pipeline.toml");
-    pipeline::Migrate(*conn_, config_);
-    nats::ConnectOptions options;
-    options.servers = {nats_->url()};
-    js_ = std::make_unique<nats::JetStream>(options);
-    js_->EnsureStream("REQ", {"req.>"});
-    js_->EnsureStream("DEAD", {"runnel.needs.dead"});
-    js_->EnsureStream("RES", {"runnel.needs.results.>"});
+  std::string PipelineText(const std::string& url) const override {
+    return runnel::testing::ExampleNeedsPipeline() + JetStreamSection(url);
   }
 
   pipeline::RunSummary Serve() {
@@ -66,18 +48,6 @@ class JetStreamIngestTest : public runnel::testing::PostgresTest {
         config_,
         pipeline::ModelProvider::Fixed(model::LoadModel(runnel::testing::WriteLinearNeedsModel(dir_ / "m.h5"))),
         conninfo(), options);
-  }
-
-  // Every message of stream RES, by a new consumer.
-  std::vector<nats::Message> AllResults(const std::string& consumer) {
-    auto c = js_->Consume("RES", consumer, "runnel.needs.results.>", std::chrono::seconds(30));
-    std::vector<nats::Message> out;
-    for (int round = 0; round < 20; ++round) {
-      auto got = c->Fetch(500, milliseconds(300));
-      if (got.empty()) break;
-      for (auto& m : got) out.push_back(std::move(m));
-    }
-    return out;
   }
 
   static std::string Record(int i, int age = 30) {
@@ -103,14 +73,6 @@ class JetStreamIngestTest : public runnel::testing::PostgresTest {
     }
     return total;
   }
-
-  int64_t Count(const std::string& sql) { return conn_->Exec(sql).Get<int64_t>(0, 0); }
-
-  runnel::testing::TempDir dir_{"runnel-jetstream"};
-  std::unique_ptr<testing::NatsServer> nats_;
-  std::unique_ptr<postgres::Connection> conn_;
-  std::unique_ptr<nats::JetStream> js_;
-  pipeline::PipelineConfig config_;
 };
 
 TEST_F(JetStreamIngestTest, EachMessageBecomesOneRowAndOneResult) {
