@@ -34,6 +34,7 @@ test_packages=(
   libonnx-testdata  # the ONNX backend tests the tensor runtime is held to (tests/tensor)
   chromium  # the dashboard's browser tests (headless)
   nats-server  # the JetStream the tests start (tests/nats, tests/server)
+  python3-cryptography  # signs the NATS operator, account and user JWTs of tests/support/nats_credentials.py
 )
 
 bench_packages=(

@@ -231,5 +231,40 @@ TEST(JetStreamTls, ACertifiedClientIsServedAndOthersAreRefused) {
   }
 }
 
+// A server in decentralized-auth mode (an operator's JWTs, as `nsc` makes them): a
+// client with its account's user credentials file publishes and fetches; one without
+// credentials, or with a user of an account the server does not know, is refused at
+// start naming the server.
+TEST(JetStreamCredentials, AUserWithItsCredentialsIsServedAndOthersAreRefused) {
+  RUNNEL_REQUIRE_NATS_SERVER();
+  testing::TempDir dir("runnel-creds");
+  const testing::TestCredentials credentials(dir.path());
+  testing::NatsServer server(testing::NatsServer::Operator{credentials.server_config});
+  ConnectOptions options;
+  options.servers = {server.url()};
+  options.credentials_file = credentials.user_creds.string();
+  {
+    JetStream js(options);
+    js.EnsureStream("CREDS", {"creds.>"});
+    EXPECT_EQ(js.Publish("creds.a", "{\"signed\": true}"), 1u);
+    auto consumer = js.Consume("CREDS", "creds", "creds.>", milliseconds(30'000));
+    auto got = consumer->Fetch(10, milliseconds(2000));
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].data(), "{\"signed\": true}");
+    got[0].Ack();
+  }
+  ConnectOptions stranger = options;
+  stranger.credentials_file = credentials.stranger_creds.string();
+  ConnectOptions none;
+  none.servers = options.servers;
+  for (auto o : {stranger, none}) {
+    o.timeout = milliseconds(1000);
+    const std::string message = testing::MessageOf([&] { JetStream js(o); });
+    EXPECT_NE(message.find("connecting to " + server.url()), std::string::npos)
+        << "credentials '" << o.credentials_file << "': " << message;
+    EXPECT_NE(message.find("Authorization Violation"), std::string::npos) << message;
+  }
+}
+
 }  // namespace
 }  // namespace runnel::nats

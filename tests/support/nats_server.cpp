@@ -62,6 +62,10 @@ NatsServer::NatsServer(Tls tls) : port_(FreePort()), tls_(std::move(tls)) {
   Start();
 }
 
+NatsServer::NatsServer(Operator op) : port_(FreePort()), operator_(std::move(op)) {
+  Start();
+}
+
 NatsServer::~NatsServer() {
   Kill();
 }
@@ -70,6 +74,7 @@ void NatsServer::Start() {
   const std::string store = (dir_.path() / "store").string();
   const std::string log = (dir_.path() / "server.log").string();
   std::vector<std::string> argv = {kBinary, "-js", "-a", "127.0.0.1", "-p", std::to_string(port_), "-sd", store};
+  if (!operator_.config.empty()) argv.insert(argv.end(), {"-c", operator_.config.string()});
   if (!tls_.cert.empty()) {
     argv.insert(argv.end(), {"--tls", "--tlscert", tls_.cert.string(), "--tlskey", tls_.key.string()});
     if (!tls_.ca.empty()) argv.insert(argv.end(), {"--tlsverify", "--tlscacert", tls_.ca.string()});
@@ -140,6 +145,14 @@ TestCertificates::TestCertificates(const std::filesystem::path& dir)
     Openssl(dir, fmt::format("x509 -req -in {0}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {0}.pem -days 2{1}",
                              who, who == "server" ? " -extfile server.ext" : ""));
   }
+}
+
+TestCredentials::TestCredentials(const std::filesystem::path& dir)
+    : server_config(dir / "server.conf"), user_creds(dir / "user.creds"), stranger_creds(dir / "stranger.creds") {
+  const std::string command = fmt::format("/usr/bin/python3 '{}/tests/support/nats_credentials.py' '{}' > '{}' 2>&1",
+                                          RUNNEL_SOURCE_DIR, dir.string(), (dir / "credentials.log").string());
+  if (std::system(command.c_str()) != 0)
+    throw std::runtime_error("nats_credentials.py failed (see " + (dir / "credentials.log").string() + ")");
 }
 
 }  // namespace runnel::testing

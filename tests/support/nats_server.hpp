@@ -47,11 +47,19 @@ class NatsServer {
     std::filesystem::path cert, key, ca;
   };
 
-  // Starts the server (alone, or as `node` of a cluster, or with TLS) and waits until
-  // it accepts connections. Throws std::runtime_error when it does not within 10 s.
+  // A server that trusts an operator (decentralized auth: JWTs), its configuration
+  // file as TestCredentials writes it.
+  struct Operator {
+    std::filesystem::path config;
+  };
+
+  // Starts the server (alone, or as `node` of a cluster, with TLS, or trusting an
+  // operator) and waits until it accepts connections. Throws std::runtime_error when it
+  // does not within 10 s.
   NatsServer();
   explicit NatsServer(ClusterNode node);
   explicit NatsServer(Tls tls);
+  explicit NatsServer(Operator op);
   ~NatsServer();  // kills it
   NatsServer(const NatsServer&) = delete;
   NatsServer& operator=(const NatsServer&) = delete;
@@ -65,6 +73,7 @@ class NatsServer {
   int port_ = 0;
   ClusterNode node_;
   Tls tls_;
+  Operator operator_;
   ChildProcess process_;
 };
 
@@ -74,6 +83,15 @@ class NatsServer {
 struct TestCertificates {
   explicit TestCertificates(const std::filesystem::path& dir);
   std::filesystem::path ca, ca_key, server_cert, server_key, client_cert, client_key;
+};
+
+// An operator, its system account, an account with JetStream and a user of it, as
+// `nsc` makes them (tests/support/nats_credentials.py, python3-cryptography): the
+// server's configuration, the user's credentials file, and one of a user of an
+// account the server does not know. Throws std::runtime_error when the script fails.
+struct TestCredentials {
+  explicit TestCredentials(const std::filesystem::path& dir);
+  std::filesystem::path server_config, user_creds, stranger_creds;
 };
 
 class NatsCluster {
