@@ -91,6 +91,10 @@ void PrintRunSummary(const pipeline::RunSummary& summary) {
       served, summary.busy_seconds, summary.busy_seconds > 0 ? static_cast<double>(served) / summary.busy_seconds : 0.0,
       summary.seconds, summary.batches, summary.done, summary.throttled, summary.failed,
       summary.gone > 0 ? fmt::format(", {} gone (rows deleted before they were served)", summary.gone) : "");
+  if (summary.scored_directly > 0) {
+    fmt::print("scored {} JetStream records without rows (`runnel status` counts them by status)\n",
+               summary.scored_directly);
+  }
   if (summary.redone > 0) {
     fmt::print(
         "{} batches were rolled back and served again (quota counters moved under them, or a request "

@@ -148,7 +148,12 @@ class ServedPipeline {
     if (stream_) stream_->Stop();
   }
 
-  const pipeline::RunSummary& summary() const { return summary_; }
+  // The workers' summary, and what the JetStream ingests scored themselves.
+  pipeline::RunSummary summary() const {
+    pipeline::RunSummary out = summary_;
+    for (const auto& ingest : jetstream_) out.scored_directly += ingest->totals().scored;
+    return out;
+  }
 
   std::vector<std::string> Pauses() const {
     MutexLock lock(pause_mutex_);

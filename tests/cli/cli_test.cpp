@@ -549,6 +549,7 @@ TEST_F(CliTest, RunUntilIdleScoresADirectStreamWithoutRows) {
   ASSERT_EQ(load.exit_code, 0) << load.output;
   auto run = Runnel({"run", "--pipeline", pipeline, "--until-idle", "--no-migrate"});
   ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("scored 1200 JetStream records without rows"), std::string::npos) << run.output;
   EXPECT_EQ(conn.Exec("SELECT count(*) FROM needs").Get<int64_t>(0, 0), 0) << "no row made";
   EXPECT_EQ(conn.Exec("SELECT count(*) FROM runnel_needs_jetstream WHERE status = 'done' AND "
                       "(outputs->>'risk_propensity')::float8 BETWEEN 0 AND 1")

@@ -143,6 +143,7 @@ struct RunSummary {
   // may be left queued).
   std::vector<std::string> paused;
   std::vector<double> latencies_ms;
+  size_t scored_directly = 0;         // records a JetStream ingest scored without rows (mode "direct")
   double seconds = 0;                 // the whole run, idle time included
   double busy_seconds = 0;            // from the first batch's start to the last batch's commit
   double stage_ms[kStageCount] = {};  // summed over batches and workers
