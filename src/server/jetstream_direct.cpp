@@ -108,15 +108,14 @@ std::vector<DirectResult> DirectScoring::Serve(postgres::Connection& conn, const
   if (scorer_.empty())
     throw Error(ErrorCode::Unavailable,
                 fmt::format("no model of pipeline '{}' is ready yet: the messages wait in the stream", config_.name));
-  const size_t n = records.size();
   const DirectInputs inputs = ReadDirectInputs(config_, records, scorer_.inputs());
   pipeline::Verdicts verdicts;
-  verdicts.Resize(n);
+  verdicts.Resize(records.size());
   const auto label = [&](size_t i) {
     return fmt::format("stream {} sequence {} record {}", stream, records[i].seq, records[i].item + 1);
   };
   if (config_.quota_max_requests) {
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = 0; i < records.size(); ++i) {
       if (!inputs.clients[i])
         verdicts.Fail(i, pipeline::kNullClientState,
                       fmt::format("{}: field '{}' is missing or null", label(i), config_.client_column));
@@ -124,24 +123,31 @@ std::vector<DirectResult> DirectScoring::Serve(postgres::Connection& conn, const
     ApplyQuota(verdicts, inputs, conn);
   }
   const auto outputs = scorer_.Score(verdicts, inputs.data_types, label);
-  const auto objects = ScoredOutputsJson(config_, verdicts, outputs);
+  auto stored = Store(conn, stream, records, verdicts, inputs, outputs);
+  Tally(verdicts, records, tally);
+  return stored;
+}
 
+// Each record's result into runnel_<p>_jetstream (finished_at: when it is written);
+// returns them as published.
+std::vector<DirectResult> DirectScoring::Store(postgres::Connection& conn, const std::string& stream,
+                                               std::span<const DirectRecord> records,
+                                               const pipeline::Verdicts& verdicts, const DirectInputs& inputs,
+                                               const pipeline::ScoredOutputs& outputs) const {
   std::vector<int64_t> seqs, items, stored_us;
-  std::vector<std::optional<std::string>> status, errors, sqlstates;
-  for (size_t i = 0; i < n; ++i) {
+  std::vector<std::optional<std::string>> status;
+  for (size_t i = 0; i < records.size(); ++i) {
     seqs.push_back(records[i].seq);
     items.push_back(records[i].item);
     stored_us.push_back(records[i].stored_us);
     status.emplace_back(pipeline::RequestStatusName(*verdicts.status[i]));
-    errors.push_back(verdicts.error[i]);
-    sqlstates.push_back(verdicts.sqlstate[i]);
   }
   auto rows = conn.Exec(
       fmt::format("INSERT INTO {} (stream, seq, item, taken_at, published_at, status, error, sqlstate, model_version, "
                   "client, outputs) SELECT $1, s, n, clock_timestamp(), timestamptz 'epoch' + p * interval "
                   "'1 microsecond', st, e, ss, v, c, o::jsonb FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], "
-                  "$5::text[], $6::text[], $7::text[], "
-                  "$8::text[], $9::text[], $10::text[]) AS u(s, n, p, st, e, ss, v, c, o) RETURNING {}",
+                  "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) "
+                  "AS u(s, n, p, st, e, ss, v, c, o) RETURNING {}",
                   table_, ResultColumnsSql()),
       Params()
           .Add(stream)
@@ -149,12 +155,11 @@ std::vector<DirectResult> DirectScoring::Serve(postgres::Connection& conn, const
           .AddArray(items)
           .AddArray(stored_us)
           .AddArray(status)
-          .AddArray(errors)
-          .AddArray(sqlstates)
+          .AddArray(verdicts.error)
+          .AddArray(verdicts.sqlstate)
           .AddArray(outputs.versions)
           .AddArray(inputs.clients)
-          .AddArray(objects));
-  Tally(verdicts, records, tally);
+          .AddArray(ScoredOutputsJson(config_, verdicts, outputs)));
   return ReadResults(rows, stream);
 }
 

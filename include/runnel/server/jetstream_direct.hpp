@@ -92,6 +92,9 @@ class DirectScoring {
                                    const std::vector<int64_t>& seqs) const;
 
  private:
+  std::vector<DirectResult> Store(postgres::Connection& conn, const std::string& stream,
+                                  std::span<const DirectRecord> records, const pipeline::Verdicts& verdicts,
+                                  const DirectInputs& inputs, const pipeline::ScoredOutputs& outputs) const;
   std::vector<DirectResult> ReadResults(const postgres::Result& rows, const std::string& stream) const;
   void Tally(const pipeline::Verdicts& verdicts, std::span<const DirectRecord> records,
              pipeline::BatchResult& tally) const;
