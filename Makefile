@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp' '*.hpp.in')
 
-.PHONY: demo demo-jetstream test release debug fuzz screenshots bench-dashboard bench-snapshot bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-onednn bench-tickets bench-reviews bench-keys bench-jetstream deps deps-test deps-bench format lint clean
+.PHONY: demo demo-jetstream test release debug fuzz screenshots bench-dashboard bench-snapshot bench bench-pipeline bench-statements bench-poison bench-capture bench-http bench-trees bench-tensor bench-onednn bench-vector-math bench-tickets bench-reviews bench-keys bench-jetstream deps deps-test deps-bench format lint clean
 
 deps:
 	scripts/install-deps.sh build
@@ -129,12 +129,19 @@ bench-reviews: deps-bench
 	cmake --build build/bench -j $(JOBS) --target reviews_bench
 	BENCH_CPU=$(BENCH_CPU) bench/reviews_bench.sh
 
-# The general tensor runtime (CNN, transformer) and the needs MLP beside ONNX Runtime.
+# The tensor runtime's Conv and GEMM beside oneDNN's.
 bench-onednn: deps-bench
 	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
 	cmake --build build/bench -j $(JOBS) --target onednn_bench
 	BENCH_CPU=$(BENCH_CPU) bench/onednn_bench.sh
 
+# The runtime's array exp/erf/tanh (libmvec) beside SLEEF's.
+bench-vector-math: deps-bench
+	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
+	cmake --build build/bench -j $(JOBS) --target vector_math_bench
+	BENCH_CPU=$(BENCH_CPU) bench/vector_math_bench.sh
+
+# The general tensor runtime (CNN, transformer) and the needs MLP beside ONNX Runtime.
 bench-tensor: deps-bench
 	cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNNEL_BUILD_TESTS=OFF -DRUNNEL_BUILD_BENCHMARKS=ON
 	cmake --build build/bench -j $(JOBS) --target tensor_bench

@@ -42,6 +42,7 @@ bench_packages=(
   python3-xgboost python3-sklearn python3-onnx nodejs npm  # bench-trees and its peers
   nats-server  # bench-jetstream
   libdnnl-dev  # bench-onednn: oneDNN's kernels beside the tensor runtime's
+  libsleef-dev  # bench-vector-math: SLEEF's exp/erf/tanh beside the runtime's
 )
 
 case "${1:-build}" in
