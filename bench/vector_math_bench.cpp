@@ -1,5 +1,6 @@
 // The tensor runtime's array exp, erf and tanh (src/tensor/vector_math.cpp: glibc's
-// libmvec through -ffast-math and `omp simd`) beside SLEEF's (Debian's libsleef 3.5,
+// libmvec through -ffast-math and `omp simd`; exp from SLEEF itself since this bench
+// showed it faster, when built with libsleef on AVX-512) beside SLEEF's (Debian's libsleef 3.5,
 // the AVX-512 16-lane functions with 1.0-ulp bounds, `Sleef_*f16_u10`), as issue #17
 // asks: one core, arrays of 65,536 floats over each function's working range, the two
 // alternating three times each; and each one's largest error in ulps against the

@@ -19,6 +19,7 @@ build_packages=(
   libre2-dev  # the regular expressions of the Tokenizer operator
   libabsl-dev  # flat hash maps (the n-gram lookups of TfIdfVectorizer)
   libnats-dev  # the NATS C client: JetStream as a request source
+  libsleef-dev  # SLEEF's vectorized expf (the tensor runtime's Exp, Softmax on AVX-512)
   curl  # the README's HTTP examples
   nodejs npm  # fetch DuckDB's C library from the npm registry (scripts/install-duckdb.sh)
 )
@@ -42,7 +43,6 @@ bench_packages=(
   python3-xgboost python3-sklearn python3-onnx nodejs npm  # bench-trees and its peers
   nats-server  # bench-jetstream
   libdnnl-dev  # bench-onednn: oneDNN's kernels beside the tensor runtime's
-  libsleef-dev  # bench-vector-math: SLEEF's exp/erf/tanh beside the runtime's
 )
 
 case "${1:-build}" in

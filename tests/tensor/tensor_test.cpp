@@ -1010,7 +1010,7 @@ TEST(TensorTest, BinaryKernelsMatchTheIndexWalkOnRandomBroadcasts) {
   }
 }
 
-// The vectorized array functions (libmvec) against the scalar std:: ones: within a
+// The vectorized array functions (libmvec; exp from SLEEF) against the scalar std:: ones: within a
 // few ulp, special values (NaN, infinities, under- and overflow) alike.
 TEST(TensorTest, VectorMathMatchesTheScalarFunctions) {
   std::mt19937_64 rng(runnel::testing::TestSeed());
