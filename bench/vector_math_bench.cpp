@@ -96,7 +96,7 @@ int main() {
     std::sort(a.begin(), a.end());
     std::sort(b.begin(), b.end());
     fmt::print(
-        "{:<5} over [{}, {}]: runnel (libmvec) {:.0f}-{:.0f} M/s, max {} ulp; SLEEF u10 {:.0f}-{:.0f} M/s, "
+        "{:<5} over [{}, {}]: runnel {:.0f}-{:.0f} M/s, max {} ulp; SLEEF u10 {:.0f}-{:.0f} M/s, "
         "max {} ulp; runnel / SLEEF {:.2f}\n",
         f.name, f.low, f.high, a.front(), a.back(), MaxUlps(ours, in, f.reference), b.front(), b.back(),
         MaxUlps(sleef, in, f.reference), a[1] / b[1]);
