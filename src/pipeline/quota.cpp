@@ -50,8 +50,8 @@ int64_t WindowSeconds(const PipelineConfig& config) {
   return static_cast<int64_t>(config.quota_window.count());
 }
 
-}  // namespace
-
+// Advances counters: $1 clients (text[], sorted), $2 counts (bigint[]), $3 the window
+// in seconds (0: all time). Returns (client, requests in the window after this).
 std::string AdvanceSql(const SchemaNames& names) {
   // A counter from an earlier window restarts; one already in a later window (another
   // process crossed the boundary first) takes this count too: never lost, never twice.
@@ -63,6 +63,8 @@ std::string AdvanceSql(const SchemaNames& names) {
       QuoteIdentifier(names.quota), WindowStartSql("$3::bigint"));
 }
 
+}  // namespace
+
 std::map<std::string, int64_t> Advance(postgres::Connection& conn, const PipelineConfig& config,
                                        const std::map<std::string, int64_t>& per_client) {
   std::vector<std::optional<std::string>> clients;
@@ -71,8 +73,8 @@ std::map<std::string, int64_t> Advance(postgres::Connection& conn, const Pipelin
     clients.emplace_back(client);
     counts.push_back(count);
   }
-  auto r =
-      conn.Exec(AdvanceSql(NamesFor(config)), Params().AddArray(clients).AddArray(counts).Add(WindowSeconds(config)));
+  auto r = conn.ExecPrepared(AdvanceSql(NamesFor(config)),
+                             Params().AddArray(clients).AddArray(counts).Add(WindowSeconds(config)));
   std::map<std::string, int64_t> before;
   const int client_col = r.ColumnIndex("client"), requests_col = r.ColumnIndex("requests");
   for (int i = 0; i < r.rows(); ++i) {

@@ -545,8 +545,8 @@ constexpr const char* kDirectResultColumns =
     "ADD COLUMN outputs jsonb";
 
 // A [jetstream] table made by an earlier version: published_at, then the record's place
-// in its message (`item`, in the primary key), then the direct results' columns added. What it did, if anything. Asked
-// first: ALTER needs the owner.
+// in its message (`item`, in the primary key), then the direct results' columns added.
+// What it did, if anything. Asked first: ALTER needs the owner.
 std::optional<std::string> UpgradeJetStreamTable(postgres::Connection& conn, const SchemaNames& names) {
   const std::string table = QuoteIdentifier(names.jetstream);
   std::vector<std::string> done;

@@ -79,11 +79,6 @@ struct QuotaPlan {
     for (const auto& [client, count] : per_client) names.emplace_back(client);
     return names;
   }
-  std::vector<int64_t> Counts() const {
-    std::vector<int64_t> counts;
-    for (const auto& [client, count] : per_client) counts.push_back(count);
-    return counts;
-  }
 };
 
 // What a committed batch did, request by request, into `result` (deferred requests
@@ -94,18 +89,8 @@ void Tally(const Requests& req, BatchResult& result) {
   std::map<std::string, size_t> reasons;  // failed requests by SQLSTATE, for the log
   for (size_t i = 0; i < n; ++i) {
     if (req.Deferred(i)) continue;
-    switch (*req.status[i]) {
-      case RequestStatus::kDone: ++result.done; break;
-      case RequestStatus::kThrottled: ++result.throttled; break;
-      case RequestStatus::kFailed:
-        ++result.failed;
-        result.failed_sqlstates.push_back(req.sqlstate[i].value_or(kInvalidDataState));
-        ++reasons[result.failed_sqlstates.back()];
-        break;
-      case RequestStatus::kGone: ++result.gone; break;
-      case RequestStatus::kQueued:
-      case RequestStatus::kSuperseded: break;
-    }
+    CountVerdict(req, i, result);
+    if (req.status[i] == RequestStatus::kFailed) ++reasons[result.failed_sqlstates.back()];
     result.latencies_ms.push_back((now - req.claimed[i].enqueued) * 1000.0);
     result.keys.push_back(req.claimed[i].key);
   }
@@ -140,6 +125,20 @@ std::string ProcessName() {
 }
 
 }  // namespace
+
+void CountVerdict(const Verdicts& verdicts, size_t i, BatchResult& result) {
+  switch (*verdicts.status[i]) {
+    case RequestStatus::kDone: ++result.done; break;
+    case RequestStatus::kThrottled: ++result.throttled; break;
+    case RequestStatus::kFailed:
+      ++result.failed;
+      result.failed_sqlstates.push_back(verdicts.sqlstate[i].value_or(kInvalidDataState));
+      break;
+    case RequestStatus::kGone: ++result.gone; break;
+    case RequestStatus::kQueued:
+    case RequestStatus::kSuperseded: break;
+  }
+}
 
 struct Worker::State {
   PipelineConfig config;
@@ -361,14 +360,7 @@ struct Worker::State {
 
   // Advances the counters by the plan; returns what they held before this batch.
   std::map<std::string, int64_t> AdvanceCounters(const QuotaPlan& plan) {
-    auto counters =
-        conn->ExecPrepared(sql.quota, Params().AddArray(plan.Names()).AddArray(plan.Counts()).Add(WindowSeconds()));
-    std::map<std::string, int64_t> before;
-    for (int r = 0; r < counters.rows(); ++r) {
-      const auto client = counters.Get<std::string>(r, 0);
-      before[client] = counters.Get<int64_t>(r, 1) - plan.per_client.at(client);
-    }
-    return before;
+    return quota::Advance(*conn, config, plan.per_client);
   }
 
   void ApplyThrottling(Requests& req, const QuotaPlan& plan) const {
@@ -393,10 +385,7 @@ struct Worker::State {
     }
     if (!optimistic) {
       if (!uncounted.empty()) {
-        QuotaPlan correction;
-        correction.per_client = std::move(uncounted);
-        conn->ExecPrepared(sql.quota,
-                           Params().AddArray(correction.Names()).AddArray(correction.Counts()).Add(WindowSeconds()));
+        quota::Advance(*conn, config, uncounted);
       }
       return true;
     }

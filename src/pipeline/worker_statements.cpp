@@ -278,7 +278,6 @@ WorkerStatements WorkerStatements::Build(const PipelineConfig& config, const Sch
   WorkerStatements out;
   out.claim = ClaimSql(config, names, keys);
   out.quota_read = quota::ReadSql(names);
-  out.quota = quota::AdvanceSql(names);
   BuildResultsSql(config, names, keys, write_back_output, false, false, out.write);
   BuildResultsSql(config, names, keys, write_back_output, false, true, out.write_lean);
   if (!config.write_back.empty())

@@ -169,15 +169,7 @@ void DirectScoring::Tally(const pipeline::Verdicts& verdicts, std::span<const Di
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
           .count();
   for (size_t i = 0; i < records.size(); ++i) {
-    switch (*verdicts.status[i]) {
-      case RequestStatus::kDone: ++tally.done; break;
-      case RequestStatus::kThrottled: ++tally.throttled; break;
-      case RequestStatus::kFailed:
-        ++tally.failed;
-        tally.failed_sqlstates.push_back(verdicts.sqlstate[i].value_or(pipeline::kInvalidDataState));
-        break;
-      default: break;  // never decided otherwise here
-    }
+    pipeline::CountVerdict(verdicts, i, tally);
     tally.latencies_ms.push_back(static_cast<double>(now_us - records[i].stored_us) / 1000.0);
   }
 }

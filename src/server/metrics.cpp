@@ -145,30 +145,28 @@ PipelineMetrics::PipelineMetrics(std::string pipeline, size_t max_batch)
 }
 
 void PipelineMetrics::RecordBatch(const pipeline::BatchResult& batch) {
-  done_.fetch_add(static_cast<int64_t>(batch.done), std::memory_order_relaxed);
-  throttled_.fetch_add(static_cast<int64_t>(batch.throttled), std::memory_order_relaxed);
-  failed_.fetch_add(static_cast<int64_t>(batch.failed), std::memory_order_relaxed);
+  RecordRequests(batch);
   gone_.fetch_add(static_cast<int64_t>(batch.gone), std::memory_order_relaxed);
   batches_.fetch_add(1, std::memory_order_relaxed);
   deferred_.fetch_add(static_cast<int64_t>(batch.deferred), std::memory_order_relaxed);
-  if (!batch.failed_sqlstates.empty()) {
-    MutexLock lock(failure_mutex_);
-    for (const auto& state : batch.failed_sqlstates) ++failures_by_class_[state.substr(0, 2)];
-  }
   batch_size_.Observe(static_cast<double>(batch.claimed));
   for (size_t k = 0; k < stages_.size(); ++k) stages_[k]->Observe(batch.stage_ms[k] / 1000.0);
-  for (double ms : batch.latencies_ms) latency_.Observe(ms / 1000.0);
 }
 
 void PipelineMetrics::RecordScoredDirectly(const pipeline::BatchResult& scored) {
-  done_.fetch_add(static_cast<int64_t>(scored.done), std::memory_order_relaxed);
-  throttled_.fetch_add(static_cast<int64_t>(scored.throttled), std::memory_order_relaxed);
-  failed_.fetch_add(static_cast<int64_t>(scored.failed), std::memory_order_relaxed);
-  if (!scored.failed_sqlstates.empty()) {
+  RecordRequests(scored);
+}
+
+// The requests' part of a batch: counts by status, failures by class, latencies.
+void PipelineMetrics::RecordRequests(const pipeline::BatchResult& requests) {
+  done_.fetch_add(static_cast<int64_t>(requests.done), std::memory_order_relaxed);
+  throttled_.fetch_add(static_cast<int64_t>(requests.throttled), std::memory_order_relaxed);
+  failed_.fetch_add(static_cast<int64_t>(requests.failed), std::memory_order_relaxed);
+  if (!requests.failed_sqlstates.empty()) {
     MutexLock lock(failure_mutex_);
-    for (const auto& state : scored.failed_sqlstates) ++failures_by_class_[state.substr(0, 2)];
+    for (const auto& state : requests.failed_sqlstates) ++failures_by_class_[state.substr(0, 2)];
   }
-  for (double ms : scored.latencies_ms) latency_.Observe(ms / 1000.0);
+  for (double ms : requests.latencies_ms) latency_.Observe(ms / 1000.0);
 }
 
 MetricsSnapshot PipelineMetrics::Snapshot() const {
@@ -276,8 +274,8 @@ void Metrics::RenderJetStream(std::string& out) const {
   };
   family("runnel_jetstream_messages_total",
          "JetStream messages and their records by outcome: inserted (a record became a row), scored (a record scored "
-         "without a row, mode direct), duplicate (a message taken "
-         "in by an earlier delivery), dead (a dead letter: a message refused whole, or a record of a batch).",
+         "without a row, mode direct), duplicate (a message taken in by an earlier delivery), dead (a dead letter: a "
+         "message refused whole, or a record of a batch).",
          "counter", [&](const PipelineMetrics& m, const std::string& p) {
            const auto& j = m.jetstream_;
            out += fmt::format("runnel_jetstream_messages_total{{{},outcome=\"inserted\"}} {}\n", p, j.inserted.load());

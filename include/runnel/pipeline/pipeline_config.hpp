@@ -67,13 +67,13 @@ struct SnapshotConfig {
   int64_t query_max_rows = 10000;                  // rows answered; more are cut off (truncated)
 };
 
-// [jetstream]: requests taken from a NATS JetStream stream into the source table,
-// exactly once (server/jetstream_ingest.hpp).
 // What becomes of a JetStream record: a row of the table, which the workers then
 // serve like any insert (kTable); or scored at once and its result stored keyed by
 // its stream sequence, never a row (kDirect: server/jetstream_direct.hpp).
 enum class JetStreamMode { kTable, kDirect };
 
+// [jetstream]: requests taken from a NATS JetStream stream, exactly once
+// (server/jetstream_ingest.hpp).
 struct JetStreamConfig {
   JetStreamMode mode = JetStreamMode::kTable;
   std::vector<std::string> servers;   // nats:// or tls:// URLs

@@ -11,7 +11,7 @@
 // boundary that another process has already crossed counts into the newer window.
 //
 // The SQL and the readers of its rows live here; the worker advances counters with
-// AdvanceSql/ReadSql, the API and the CLI read them with ReadQuota.
+// Advance (and reads them with ReadSql), the API and the CLI read them with ReadQuota.
 #pragma once
 
 #include <cstdint>
@@ -26,13 +26,11 @@
 
 namespace runnel::pipeline::quota {
 
-// Advances counters: $1 clients (text[], sorted: one lock order), $2 counts (bigint[],
-// may be negative to take counts back in the same transaction), $3 the window in
-// seconds (0: all time). Returns (client, requests in the window after this).
-std::string AdvanceSql(const SchemaNames& names);
-// Advances the counters of `per_client` (counts) by AdvanceSql in the caller's
-// transaction, locking them until it ends; returns what each held before. Throws
-// DatabaseError.
+// Advances the counters of `per_client` by its counts (negative ones take counts back
+// in the same transaction), in client order (two transactions lock counters in the
+// same order and cannot deadlock), in the caller's transaction, locking them until it
+// ends (a statement prepared once per connection); returns what each held before in
+// the current window. Throws DatabaseError.
 std::map<std::string, int64_t> Advance(postgres::Connection& conn, const PipelineConfig& config,
                                        const std::map<std::string, int64_t>& per_client);
 // Why a throttled request of `client` was not served, as its result says it.

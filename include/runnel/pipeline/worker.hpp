@@ -46,6 +46,7 @@
 #include "runnel/pipeline/model_provider.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/pipeline/schema.hpp"
+#include "runnel/pipeline/scorer.hpp"
 
 namespace runnel::pipeline {
 
@@ -74,6 +75,11 @@ struct BatchResult {
   // Milliseconds per stage (kStageNames).
   double stage_ms[kStageCount] = {};
 };
+
+// Counts request i's verdict into `result`: done, throttled, failed (with its SQLSTATE,
+// kInvalidDataState when it has none), gone; queued and superseded count nothing.
+// Precondition: the verdict is decided.
+void CountVerdict(const Verdicts& verdicts, size_t i, BatchResult& result);
 
 // One worker: one connection, one model session. Not thread-safe: one per thread.
 class Worker {

@@ -48,8 +48,8 @@ struct DirectRecord {
 struct DirectResult {
   std::optional<std::string> client;
   std::string id;  // Nats-Msg-Id: <pipeline>:<stream>:<seq>:<item>
-  std::string
-      body;  // {"stream", "seq", "item", "status", "error", "model_version", "outputs", "finished_at", "client"}
+  // {"stream", "seq", "item", "status", "error", "model_version", "outputs", "finished_at", "client"}
+  std::string body;
 };
 
 // The records' values as the features and the quota read them (pure). Numeric input

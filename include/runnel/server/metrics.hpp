@@ -88,6 +88,7 @@ class PipelineMetrics {
 
  private:
   friend class Metrics;  // renders the counters
+  void RecordRequests(const pipeline::BatchResult& requests);
 
   std::string pipeline_;
   std::atomic<int64_t> done_{0}, throttled_{0}, failed_{0}, gone_{0}, batches_{0}, ingested_{0}, deferred_{0};
