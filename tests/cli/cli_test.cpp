@@ -53,6 +53,20 @@ class CliTest : public ::testing::Test {
 
   static std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
 
+  // A connection to the started embedded database, with the needs example's tables made.
+  postgres::Connection ConnectWithNeedsTables() {
+    auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url"}).output));
+    std::ifstream schema(std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/schema.sql");
+    conn.Exec(std::string(std::istreambuf_iterator<char>(schema), std::istreambuf_iterator<char>()));
+    return conn;
+  }
+
+  // examples/needs/pipeline.toml with its model path made absolute (usable anywhere).
+  static std::string NeedsPipelineAnywhere() {
+    return std::regex_replace(testing::ExampleNeedsPipeline(), std::regex("path = \"model/"),
+                              "path = \"" RUNNEL_SOURCE_DIR "/examples/needs/model/");
+  }
+
   TempDir home_{"runnel-cli"};
 };
 
@@ -256,9 +270,7 @@ TEST_F(CliTest, RunServesSeveralPipelinesInOneProcess) {
 
 TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   ASSERT_EQ(Runnel({"db", "start"}).exit_code, 0);
-  auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url"}).output));
-  std::ifstream schema(std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/schema.sql");
-  conn.Exec(std::string(std::istreambuf_iterator<char>(schema), std::istreambuf_iterator<char>()));
+  auto conn = ConnectWithNeedsTables();
   const std::string pipeline = std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml";
 
   auto dry = Runnel({"migrate", "--pipeline", pipeline, "--dry-run"});
@@ -531,11 +543,8 @@ TEST_F(CliTest, RunUntilIdleScoresADirectStreamWithoutRows) {
   RUNNEL_REQUIRE_NATS_SERVER();
   testing::NatsServer server;
   ASSERT_EQ(Runnel({"db", "start"}).exit_code, 0);
-  auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url"}).output));
-  std::ifstream schema(std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/schema.sql");
-  conn.Exec(std::string(std::istreambuf_iterator<char>(schema), std::istreambuf_iterator<char>()));
-  std::string text = std::regex_replace(testing::ExampleNeedsPipeline(), std::regex("path = \"model/"),
-                                        "path = \"" RUNNEL_SOURCE_DIR "/examples/needs/model/");
+  auto conn = ConnectWithNeedsTables();
+  std::string text = NeedsPipelineAnywhere();
   text = text.substr(0, text.find("[recommend]"));  // a row's products: table mode only
   const std::string pipeline = (home_.path() / "p.toml").string();
   testing::WriteFile(pipeline, text + fmt::format("\n[jetstream]\nmode = \"direct\"\nservers = [\"{}\"]\n"
@@ -587,16 +596,13 @@ TEST_F(CliTest, RunUntilIdleTakesInTheWholeStream) {
   RUNNEL_REQUIRE_NATS_SERVER();
   testing::NatsServer server;
   ASSERT_EQ(Runnel({"db", "start"}).exit_code, 0);
-  auto conn = postgres::Connection::Open(FirstLine(Runnel({"db", "url"}).output));
-  std::ifstream schema(std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/schema.sql");
-  conn.Exec(std::string(std::istreambuf_iterator<char>(schema), std::istreambuf_iterator<char>()));
+  auto conn = ConnectWithNeedsTables();
   const std::string pipeline = (home_.path() / "p.toml").string();
-  testing::WriteFile(pipeline, std::regex_replace(testing::ExampleNeedsPipeline(), std::regex("path = \"model/"),
-                                                  "path = \"" RUNNEL_SOURCE_DIR "/examples/needs/model/") +
-                                   fmt::format("\n[jetstream]\nservers = [\"{}\"]\nstream = \"REQ\"\n"
-                                               "subject = \"req.>\"\nresults = \"res.needs\"\n"
-                                               "batch = 300\n",
-                                               server.url()));
+  testing::WriteFile(pipeline,
+                     NeedsPipelineAnywhere() + fmt::format("\n[jetstream]\nservers = [\"{}\"]\nstream = \"REQ\"\n"
+                                                           "subject = \"req.>\"\nresults = \"res.needs\"\n"
+                                                           "batch = 300\n",
+                                                           server.url()));
   ASSERT_EQ(Runnel({"jetstream", "setup", "--pipeline", pipeline}).exit_code, 0);
   ASSERT_EQ(Runnel({"migrate", "--pipeline", pipeline}).exit_code, 0);
   auto load = Runnel({"load", "--pipeline", pipeline, "--jetstream", "--subject", "req.needs", "--rows", "2000",

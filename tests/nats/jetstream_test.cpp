@@ -186,6 +186,26 @@ TEST(JetStreamErrors, AnUnreachableServerIsNamed) {
   EXPECT_NE(testing::MessageOf([] { JetStream js(ConnectOptions{}); }).find("no server URL"), std::string::npos);
 }
 
+// A client connecting with `options` makes stream `stream` on `<prefix>.>`, publishes
+// one message and fetches it back.
+void ExpectServed(const ConnectOptions& options, const std::string& stream, const std::string& prefix) {
+  JetStream js(options);
+  js.EnsureStream(stream, {prefix + ".>"});
+  const std::string body = "{\"stream\": \"" + stream + "\"}";
+  EXPECT_EQ(js.Publish(prefix + ".a", body), 1u);
+  auto consumer = js.Consume(stream, prefix, prefix + ".>", milliseconds(30'000));
+  auto got = consumer->Fetch(10, milliseconds(2000));
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].data(), body);
+  got[0].Ack();
+}
+
+// The error of a client connecting with `options` (within 1 s), "" when it connects.
+std::string Refusal(ConnectOptions options) {
+  options.timeout = milliseconds(1000);
+  return testing::MessageOf([&] { JetStream js(options); });
+}
+
 // TLS as a pipeline's [jetstream] ca_file, cert_file and key_file pass it: a server
 // that speaks only TLS and wants a client certificate its CA signed. The client given
 // the CA and its certificate publishes and fetches; one without its certificate, one
@@ -201,20 +221,7 @@ TEST(JetStreamTls, ACertifiedClientIsServedAndOthersAreRefused) {
   options.ca_file = certs.ca.string();
   options.cert_file = certs.client_cert.string();
   options.key_file = certs.client_key.string();
-  {
-    JetStream js(options);
-    js.EnsureStream("TLS", {"tls.>"});
-    EXPECT_EQ(js.Publish("tls.a", "{\"over\": \"tls\"}"), 1u);
-    auto consumer = js.Consume("TLS", "tls", "tls.>", milliseconds(30'000));
-    auto got = consumer->Fetch(10, milliseconds(2000));
-    ASSERT_EQ(got.size(), 1u);
-    EXPECT_EQ(got[0].data(), "{\"over\": \"tls\"}");
-    got[0].Ack();
-  }
-  const auto refused = [&](ConnectOptions o) {
-    o.timeout = milliseconds(1000);
-    return testing::MessageOf([&] { JetStream js(o); });
-  };
+  ExpectServed(options, "TLS", "tls");
   ConnectOptions no_certificate = options;
   no_certificate.cert_file.clear();
   no_certificate.key_file.clear();
@@ -225,7 +232,7 @@ TEST(JetStreamTls, ACertifiedClientIsServedAndOthersAreRefused) {
   ConnectOptions plain;
   plain.servers = options.servers;
   for (const auto& o : {no_certificate, other_authority, plain}) {
-    const std::string message = refused(o);
+    const std::string message = Refusal(o);
     EXPECT_NE(message.find("connecting to " + server.url()), std::string::npos)
         << "ca " << o.ca_file << " cert " << o.cert_file << ": " << message;
   }
@@ -243,23 +250,13 @@ TEST(JetStreamCredentials, AUserWithItsCredentialsIsServedAndOthersAreRefused) {
   ConnectOptions options;
   options.servers = {server.url()};
   options.credentials_file = credentials.user_creds.string();
-  {
-    JetStream js(options);
-    js.EnsureStream("CREDS", {"creds.>"});
-    EXPECT_EQ(js.Publish("creds.a", "{\"signed\": true}"), 1u);
-    auto consumer = js.Consume("CREDS", "creds", "creds.>", milliseconds(30'000));
-    auto got = consumer->Fetch(10, milliseconds(2000));
-    ASSERT_EQ(got.size(), 1u);
-    EXPECT_EQ(got[0].data(), "{\"signed\": true}");
-    got[0].Ack();
-  }
+  ExpectServed(options, "CREDS", "creds");
   ConnectOptions stranger = options;
   stranger.credentials_file = credentials.stranger_creds.string();
   ConnectOptions none;
   none.servers = options.servers;
-  for (auto o : {stranger, none}) {
-    o.timeout = milliseconds(1000);
-    const std::string message = testing::MessageOf([&] { JetStream js(o); });
+  for (const auto& o : {stranger, none}) {
+    const std::string message = Refusal(o);
     EXPECT_NE(message.find("connecting to " + server.url()), std::string::npos)
         << "credentials '" << o.credentials_file << "': " << message;
     EXPECT_NE(message.find("Authorization Violation"), std::string::npos) << message;

@@ -133,6 +133,53 @@ class JetStreamClusterTest : public runnel::testing::PostgresTest {
 
   int64_t Count(const std::string& sql) { return conn_->Exec(sql).Get<int64_t>(0, 0); }
 
+  struct Processes {
+    testing::ChildProcess a, b;
+  };
+  // Two `runnel run` processes serve `pipeline` while messages 0..n-1 are published.
+  // Once `progress` (a count query) reaches a tenth, the publisher still running, a
+  // NATS node (picked by the test's seed) and process a die; they come back 2 s later.
+  // At a quarter and at two fifths, b then a die again. The processes are busy with a
+  // backlog then: each dies with a batch in hand. Returns once every message is
+  // published, with both processes running.
+  Processes ServeThroughKills(const std::string& pipeline, const std::string& progress, int n) {
+    std::mt19937_64 rng(runnel::testing::TestSeed());
+    const size_t victim_node = std::uniform_int_distribution<size_t>(0, 2)(rng);
+    Processes p{StartRunnel("a", pipeline), StartRunnel("b", pipeline)};
+    std::atomic<int> published{0};
+    std::thread publisher([&] { PublishAll(n, published); });
+    const auto await = [&](int count) {
+      const auto deadline = std::chrono::steady_clock::now() + seconds(120);
+      while (Count(progress) < count && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(milliseconds(20));
+    };
+    await(n / 10);
+    cluster_->node(victim_node).Kill();
+    EXPECT_EQ(p.a.Stop(SIGKILL), 128 + SIGKILL);
+    std::this_thread::sleep_for(seconds(2));
+    cluster_->node(victim_node).Start();
+    p.a = StartRunnel("a2", pipeline);
+    await(n / 4);
+    EXPECT_EQ(p.b.Stop(SIGKILL), 128 + SIGKILL);
+    p.b = StartRunnel("b2", pipeline);
+    await(2 * n / 5);
+    EXPECT_EQ(p.a.Stop(SIGKILL), 128 + SIGKILL);
+    p.a = StartRunnel("a3", pipeline);
+    publisher.join();
+    return p;
+  }
+
+  // Every result message, once `expected` are there (or 20 s passed): the last ones
+  // are published shortly after they are served.
+  std::vector<nats::Message> AllResults(size_t expected) {
+    std::vector<nats::Message> results;
+    for (int attempt = 0; attempt < 40 && results.size() < expected; ++attempt) {
+      if (attempt > 0) std::this_thread::sleep_for(milliseconds(500));
+      results = All("RES", "runnel.needs.results.>", fmt::format("check{}", attempt));
+    }
+    return results;
+  }
+
   // Waits until `sql` counts `expected` (or `limit` passed); returns the last count.
   int64_t AwaitCount(const std::string& sql, int64_t expected, seconds limit) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
@@ -157,33 +204,7 @@ TEST_F(JetStreamClusterTest, ANodeAndAProcessKilledLoseAndRepeatNothing) {
   ASSERT_GT(n, 1000);
   const int bad = n / kBadEvery;
   const int good = n - bad;
-  std::mt19937_64 rng(runnel::testing::TestSeed());
-  const size_t victim_node = std::uniform_int_distribution<size_t>(0, 2)(rng);
-  auto a = StartRunnel("a");
-  auto b = StartRunnel("b");
-  std::atomic<int> published{0};
-  std::thread publisher([&] { PublishAll(n, published); });
-  const auto await_rows = [&](int count) {
-    const auto deadline = std::chrono::steady_clock::now() + seconds(120);
-    while (Count("SELECT count(*) FROM needs") < count && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(milliseconds(20));
-  };
-  // A tenth taken in (the publisher still running): a NATS node and process a die;
-  // they come back 2 s later. At a quarter and at two fifths, b then a die again.
-  // The processes are busy with a backlog then: each dies with a batch in hand.
-  await_rows(n / 10);
-  cluster_->node(victim_node).Kill();
-  EXPECT_EQ(a.Stop(SIGKILL), 128 + SIGKILL);
-  std::this_thread::sleep_for(seconds(2));
-  cluster_->node(victim_node).Start();
-  a = StartRunnel("a2");
-  await_rows(n / 4);
-  EXPECT_EQ(b.Stop(SIGKILL), 128 + SIGKILL);
-  b = StartRunnel("b2");
-  await_rows(2 * n / 5);
-  EXPECT_EQ(a.Stop(SIGKILL), 128 + SIGKILL);
-  a = StartRunnel("a3");
-  publisher.join();
+  auto [a, b] = ServeThroughKills("pipeline.toml", "SELECT count(*) FROM needs", n);
   // Served (done, or throttled by the demo's quota of 1,000 per client).
   EXPECT_EQ(AwaitCount("SELECT count(*) FROM runnel_needs_results", good, seconds(240)), good) << a.Log() << b.Log();
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status NOT IN ('done', 'throttled')"), 0);
@@ -193,12 +214,8 @@ TEST_F(JetStreamClusterTest, ANodeAndAProcessKilledLoseAndRepeatNothing) {
   EXPECT_EQ(Count("SELECT count(DISTINCT wealth) FROM needs"), good);
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream"), n) << "each stream sequence recorded once";
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream WHERE error LIKE '%shoe_size: unknown column%'"), bad);
-  // Each result one message; the last ones are published shortly after they are served.
-  std::vector<nats::Message> results;
-  for (int attempt = 0; attempt < 40 && results.size() < static_cast<size_t>(good); ++attempt) {
-    if (attempt > 0) std::this_thread::sleep_for(milliseconds(500));
-    results = All("RES", "runnel.needs.results.>", fmt::format("check{}", attempt));
-  }
+  // Each result one message.
+  const auto results = AllResults(static_cast<size_t>(good));
   ASSERT_EQ(results.size(), static_cast<size_t>(good)) << "exactly one message per result";
   std::set<int64_t> ids;
   std::map<std::string, int64_t> per_client;
@@ -249,31 +266,8 @@ TEST_F(JetStreamClusterTest, ADirectStreamKilledScoresAndCountsEachRecordOnce) {
   const auto jetstream = text.find("[jetstream]");
   text = text.substr(0, text.find("[recommend]")) + text.substr(jetstream) + "mode = \"direct\"\n";
   runnel::testing::WriteFile(dir_ / "direct.toml", text);
-  std::mt19937_64 rng(runnel::testing::TestSeed());
-  const size_t victim_node = std::uniform_int_distribution<size_t>(0, 2)(rng);
-  auto a = StartRunnel("a", "direct.toml");
-  auto b = StartRunnel("b", "direct.toml");
-  std::atomic<int> published{0};
-  std::thread publisher([&] { PublishAll(n, published); });
   const std::string scored = "SELECT count(*) FROM runnel_needs_jetstream WHERE status IS NOT NULL";
-  const auto await_scored = [&](int count) {
-    const auto deadline = std::chrono::steady_clock::now() + seconds(120);
-    while (Count(scored) < count && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(milliseconds(20));
-  };
-  await_scored(n / 10);
-  cluster_->node(victim_node).Kill();
-  EXPECT_EQ(a.Stop(SIGKILL), 128 + SIGKILL);
-  std::this_thread::sleep_for(seconds(2));
-  cluster_->node(victim_node).Start();
-  a = StartRunnel("a2", "direct.toml");
-  await_scored(n / 4);
-  EXPECT_EQ(b.Stop(SIGKILL), 128 + SIGKILL);
-  b = StartRunnel("b2", "direct.toml");
-  await_scored(2 * n / 5);
-  EXPECT_EQ(a.Stop(SIGKILL), 128 + SIGKILL);
-  a = StartRunnel("a3", "direct.toml");
-  publisher.join();
+  auto [a, b] = ServeThroughKills("direct.toml", scored, n);
   EXPECT_EQ(AwaitCount(scored, good, seconds(240)), good) << a.Log() << b.Log();
   EXPECT_EQ(AwaitCount("SELECT count(*) FROM runnel_needs_jetstream WHERE status IS NULL", bad, seconds(30)), bad);
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream"), n) << "each stream sequence recorded once";
@@ -284,11 +278,7 @@ TEST_F(JetStreamClusterTest, ADirectStreamKilledScoresAndCountsEachRecordOnce) {
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_jetstream WHERE status = 'done'"),
             Count("SELECT sum(least(requests, 1000))::bigint FROM runnel_needs_quota"));
   // Each result one message, whatever was published again after the kills.
-  std::vector<nats::Message> results;
-  for (int attempt = 0; attempt < 40 && results.size() < static_cast<size_t>(good); ++attempt) {
-    if (attempt > 0) std::this_thread::sleep_for(milliseconds(500));
-    results = All("RES", "runnel.needs.results.>", fmt::format("check{}", attempt));
-  }
+  const auto results = AllResults(static_cast<size_t>(good));
   ASSERT_EQ(results.size(), static_cast<size_t>(good)) << "exactly one message per result";
   std::set<std::string> ids;
   for (const auto& m : results) ids.insert(m.Header("Nats-Msg-Id"));
