@@ -60,6 +60,13 @@ class Reader {
     return value;
   }
 
+  std::optional<bool> Boolean(const toml::table& t, std::string_view path, std::string_view key) const {
+    const toml::node* node = t.get(key);
+    if (node == nullptr) return std::nullopt;
+    if (!node->is_boolean()) Fail(node, fmt::format("'{}{}' must be true or false", path, key));
+    return node->value<bool>();
+  }
+
   std::vector<std::string> Strings(const toml::table& t, std::string_view path, std::string_view key,
                                    bool required) const {
     const toml::node* node = t.get(key);
@@ -292,33 +299,30 @@ ModelOutputBinding ParseOutputReference(std::string column, std::string_view tex
   return binding;
 }
 
-PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
-  PipelineConfig config;
-  config.file = file;
-  toml::table root;
+namespace {
+
+toml::table ParseFile(const std::filesystem::path& file) {
   try {
-    root = toml::parse_file(file.string());
+    return toml::parse_file(file.string());
   } catch (const toml::parse_error& e) {
     const auto& src = e.source();
     if (src.begin.line == 0) throw Error(ErrorCode::Io, fmt::format("{}: {}", file.string(), e.description()));
     throw Error(ErrorCode::Config,
                 fmt::format("{}:{}:{}: {}", file.string(), src.begin.line, src.begin.column, e.description()));
   }
-  Reader reader(file);
-  reader.AllowOnly(root, "",
-                   {"name", "source", "model", "derived", "features", "output", "quota", "capture", "serving",
-                    "write_back", "recommend", "snapshots", "jetstream"});
-  config.name = reader.String(root, "", "name", true);
-  {
-    const auto& n = config.name;
-    const bool identifier =
-        !n.empty() && n.size() <= 40 && (std::islower(static_cast<unsigned char>(n[0])) || n[0] == '_') &&
-        std::all_of(n.begin(), n.end(), [](unsigned char c) { return std::islower(c) || std::isdigit(c) || c == '_'; });
-    if (!identifier)
-      reader.Fail(root.get("name"), "'name' must be a lower-case SQL identifier of at most 40 characters");
-  }
+}
 
-  const auto& source = reader.Table(root, "source", true);
+// name: what the pipeline's tables and the API are named by.
+std::string ReadName(const Reader& reader, const toml::table& root) {
+  std::string n = reader.String(root, "", "name", true);
+  const bool identifier =
+      n.size() <= 40 && (std::islower(static_cast<unsigned char>(n[0])) || n[0] == '_') &&
+      std::all_of(n.begin(), n.end(), [](unsigned char c) { return std::islower(c) || std::isdigit(c) || c == '_'; });
+  if (!identifier) reader.Fail(root.get("name"), "'name' must be a lower-case SQL identifier of at most 40 characters");
+  return n;
+}
+
+void ReadSource(const Reader& reader, const toml::table& source, PipelineConfig& config) {
   reader.AllowOnly(source, "source.", {"table", "key", "client", "columns", "text_columns", "clients_set_keys"});
   config.table = reader.String(source, "source.", "table", false);
   config.key_columns = KeyColumns(reader, source);
@@ -327,19 +331,15 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   config.features.text_columns = reader.Strings(source, "source.", "text_columns", false);
   if (config.features.input_columns.empty() && config.features.text_columns.empty())
     reader.Fail(&source, "'source.columns' (numeric inputs) or 'source.text_columns' is required");
-  if (const toml::node* keys = source.get("clients_set_keys")) {
-    if (!keys->is_boolean()) reader.Fail(keys, "'source.clients_set_keys' must be true or false");
-    config.clients_set_keys = *keys->value<bool>();
-  }
+  if (auto set_keys = reader.Boolean(source, "source.", "clients_set_keys")) config.clients_set_keys = *set_keys;
+}
 
-  const auto& model = reader.Table(root, "model", true);
+void ReadModel(const Reader& reader, const toml::table& model, const std::filesystem::path& file,
+               PipelineConfig& config) {
   reader.AllowOnly(model, "model.",
                    {"path", "outputs", "labels", "name", "type_column", "class_from_argmax", "tokenizer", "max_tokens",
                     "labels_file", "inputs", "output_from"});
-  if (const toml::node* argmax = model.get("class_from_argmax")) {
-    if (!argmax->is_boolean()) reader.Fail(argmax, "'model.class_from_argmax' must be true or false");
-    config.class_from_argmax = *argmax->value<bool>();
-  }
+  if (auto argmax = reader.Boolean(model, "model.", "class_from_argmax")) config.class_from_argmax = *argmax;
   config.model_name = reader.String(model, "model.", "name", false);
   config.model_type_column = reader.String(model, "model.", "type_column", false);
   if (!config.model_type_column.empty() && config.model_name.empty())
@@ -360,20 +360,24 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
     if (std::count(config.label_outputs.begin(), config.label_outputs.end(), label) > 1)
       reader.Fail(model.get("labels"), fmt::format("'model.labels' names '{}' twice", label));
   }
+}
 
-  if (const toml::node* derived = root.get("derived")) {
-    const auto* array = derived->as_array();
-    if (array == nullptr) reader.Fail(derived, "'derived' must be an array of tables ([[derived]])");
-    for (const auto& item : *array) {
-      const auto* table = item.as_table();
-      if (table == nullptr) reader.Fail(&item, "each [[derived]] must be a table");
-      reader.AllowOnly(*table, "derived.", {"name", "expr"});
-      config.features.derived.push_back(
-          {reader.String(*table, "derived.", "name", true), reader.String(*table, "derived.", "expr", true)});
-    }
+// [[derived]]: named expressions over the inputs.
+void ReadDerived(const Reader& reader, const toml::table& root, PipelineConfig& config) {
+  const toml::node* derived = root.get("derived");
+  if (derived == nullptr) return;
+  const auto* array = derived->as_array();
+  if (array == nullptr) reader.Fail(derived, "'derived' must be an array of tables ([[derived]])");
+  for (const auto& item : *array) {
+    const auto* table = item.as_table();
+    if (table == nullptr) reader.Fail(&item, "each [[derived]] must be a table");
+    reader.AllowOnly(*table, "derived.", {"name", "expr"});
+    config.features.derived.push_back(
+        {reader.String(*table, "derived.", "name", true), reader.String(*table, "derived.", "expr", true)});
   }
+}
 
-  const auto& features = reader.Table(root, "features", true);
+void ReadFeatures(const Reader& reader, const toml::table& features, PipelineConfig& config) {
   reader.AllowOnly(features, "features.", {"inputs", "text", "means", "scales", "missing"});
   config.features.features = reader.Strings(features, "features.", "inputs", false);
   config.features.text_features = reader.Strings(features, "features.", "text", false);
@@ -391,66 +395,71 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
   }
   config.features.means = reader.Numbers(features, "features.", "means");
   config.features.scales = reader.Numbers(features, "features.", "scales");
+}
 
-  const auto& output = reader.Table(root, "output", true);
-  reader.AllowOnly(output, "output.", {"columns"});
-  config.output_columns = reader.Strings(output, "output.", "columns", true);
+void ReadQuota(const Reader& reader, const toml::table& root, PipelineConfig& config) {
+  const toml::node* node = root.get("quota");
+  if (node == nullptr) return;
+  const auto& quota = reader.Table(root, "quota", true);
+  reader.AllowOnly(quota, "quota.", {"max_requests", "window"});
+  auto max = quota.get("max_requests") ? quota.get("max_requests")->value<int64_t>() : std::nullopt;
+  if (!max || *max < 0) reader.Fail(node, "'quota.max_requests' must be a non-negative integer");
+  if (config.client_column.empty()) reader.Fail(node, "[quota] needs 'source.client', the column to count by");
+  config.quota_max_requests = *max;
+  if (auto window = reader.String(quota, "quota.", "window", false); !window.empty()) {
+    auto seconds = ParseDuration(window);
+    if (!seconds) {
+      reader.Fail(quota.get("window"),
+                  fmt::format("'quota.window' is \"{}\": expected a whole number and a unit, e.g. \"1h\" or "
+                              "\"1d\" (leave it out to count over all time)",
+                              window));
+    }
+    config.quota_window = *seconds;
+  }
+}
 
-  if (const toml::node* node = root.get("quota")) {
-    const auto& quota = reader.Table(root, "quota", true);
-    reader.AllowOnly(quota, "quota.", {"max_requests", "window"});
-    auto max = quota.get("max_requests") ? quota.get("max_requests")->value<int64_t>() : std::nullopt;
-    if (!max || *max < 0) reader.Fail(node, "'quota.max_requests' must be a non-negative integer");
-    if (config.client_column.empty()) reader.Fail(node, "[quota] needs 'source.client', the column to count by");
-    config.quota_max_requests = *max;
-    if (auto window = reader.String(quota, "quota.", "window", false); !window.empty()) {
-      auto seconds = ParseDuration(window);
-      if (!seconds) {
-        reader.Fail(quota.get("window"),
-                    fmt::format("'quota.window' is \"{}\": expected a whole number and a unit, e.g. \"1h\" or "
-                                "\"1d\" (leave it out to count over all time)",
-                                window));
-      }
-      config.quota_window = *seconds;
+// [capture] on: "insert" always, "update" to re-score changed rows.
+bool ReadCaptureEvents(const Reader& reader, const toml::table& capture) {
+  const auto events = reader.Strings(capture, "capture.", "on", true);
+  for (const auto& event : events) {
+    if (event != "insert" && event != "update") {
+      reader.Fail(capture.get("on"),
+                  fmt::format("'capture.on' lists \"{}\": the events are \"insert\" and \"update\"", event));
     }
   }
-  if (const toml::node* shorthand = root.get("capture"); shorthand != nullptr && shorthand->is_string()) {
-    // capture = "notify" | "queue": the short form of [capture] mode.
-    const std::string mode = *shorthand->value<std::string>();
-    if (mode != "notify" && mode != "queue") reader.Fail(shorthand, "'capture' must be \"queue\" or \"notify\"");
+  if (std::find(events.begin(), events.end(), "insert") == events.end())
+    reader.Fail(capture.get("on"), "'capture.on' must include \"insert\": new rows are always requests");
+  return std::find(events.begin(), events.end(), "update") != events.end();
+}
+
+// capture = "notify" | "queue" (the short form), or a [capture] table.
+void ReadCapture(const Reader& reader, const toml::table& root, PipelineConfig& config) {
+  const toml::node* node = root.get("capture");
+  if (node == nullptr) return;
+  if (node->is_string()) {
+    const std::string mode = *node->value<std::string>();
+    if (mode != "notify" && mode != "queue") reader.Fail(node, "'capture' must be \"queue\" or \"notify\"");
     config.capture = mode == "notify" ? CaptureMode::Notify : CaptureMode::Queue;
-  } else if (root.get("capture") != nullptr) {
-    const auto& capture = reader.Table(root, "capture", true);
-    reader.AllowOnly(capture, "capture.", {"mode", "channel", "max_batch", "synchronous_commit", "on"});
-    const std::string mode = reader.String(capture, "capture.", "mode", false);
-    if (mode == "notify") {
-      config.capture = CaptureMode::Notify;
-    } else if (!mode.empty() && mode != "queue") {
-      reader.Fail(capture.get("mode"), "'capture.mode' must be \"queue\" or \"notify\"");
-    }
-    if (auto channel = reader.String(capture, "capture.", "channel", false); !channel.empty())
-      config.notify_channel = channel;
-    if (auto batch = reader.Integer(capture, "capture.", "max_batch", 1, 100000))
-      config.max_batch = static_cast<size_t>(*batch);
-    if (capture.get("on") != nullptr) {
-      const auto events = reader.Strings(capture, "capture.", "on", true);
-      for (const auto& event : events) {
-        if (event != "insert" && event != "update") {
-          reader.Fail(capture.get("on"),
-                      fmt::format("'capture.on' lists \"{}\": the events are \"insert\" and \"update\"", event));
-        }
-      }
-      if (std::find(events.begin(), events.end(), "insert") == events.end()) {
-        reader.Fail(capture.get("on"), "'capture.on' must include \"insert\": new rows are always requests");
-      }
-      config.capture_updates = std::find(events.begin(), events.end(), "update") != events.end();
-    }
-    if (const toml::node* sync = capture.get("synchronous_commit")) {
-      auto value = sync->value<bool>();
-      if (!value || !sync->is_boolean()) reader.Fail(sync, "'capture.synchronous_commit' must be true or false");
-      config.synchronous_commit = *value;
-    }
+    return;
   }
+  const auto& capture = reader.Table(root, "capture", true);
+  reader.AllowOnly(capture, "capture.", {"mode", "channel", "max_batch", "synchronous_commit", "on"});
+  const std::string mode = reader.String(capture, "capture.", "mode", false);
+  if (mode == "notify") {
+    config.capture = CaptureMode::Notify;
+  } else if (!mode.empty() && mode != "queue") {
+    reader.Fail(capture.get("mode"), "'capture.mode' must be \"queue\" or \"notify\"");
+  }
+  if (auto channel = reader.String(capture, "capture.", "channel", false); !channel.empty())
+    config.notify_channel = channel;
+  if (auto batch = reader.Integer(capture, "capture.", "max_batch", 1, 100000))
+    config.max_batch = static_cast<size_t>(*batch);
+  if (capture.get("on") != nullptr) config.capture_updates = ReadCaptureEvents(reader, capture);
+  if (auto sync = reader.Boolean(capture, "capture.", "synchronous_commit")) config.synchronous_commit = *sync;
+}
+
+// [serving], [write_back] and [recommend]: each optional.
+void ReadServing(const Reader& reader, const toml::table& root, PipelineConfig& config) {
   if (root.get("serving") != nullptr) {
     const auto& serving = reader.Table(root, "serving", true);
     reader.AllowOnly(serving, "serving.", {"lock_timeout_ms", "max_attempts", "event_retention_s"});
@@ -473,8 +482,11 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
                                        reader.String(recommend, "recommend.", "key", true),
                                        reader.String(recommend, "recommend.", "where", true)};
   }
+}
 
-  // Every output is a model output or a derived feature; names are unique.
+// Every output is a model output or a derived feature; names are unique; what is
+// written back is an output.
+void CheckOutputs(const Reader& reader, const toml::table& output, const PipelineConfig& config) {
   std::set<std::string> known(config.model_outputs.begin(), config.model_outputs.end());
   if (known.size() != config.model_outputs.size()) reader.Fail(nullptr, "model.outputs repeats a name");
   for (const auto& d : config.features.derived) known.insert(d.name);
@@ -492,19 +504,46 @@ PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
       reader.Fail(nullptr, fmt::format("write_back column '{}' is not one of [output].columns", column));
     }
   }
-  if (config.capture_updates) {
-    if (config.capture == CaptureMode::Notify) {
-      reader.Fail(nullptr, "'capture.on' = [\"insert\", \"update\"] needs capture mode \"queue\"");
-    }
-    // The write-back must not change what update capture watches: it would loop.
-    for (const auto& column : CaptureUpdateColumns(config)) {
-      if (std::find(config.write_back.begin(), config.write_back.end(), column) != config.write_back.end()) {
-        reader.Fail(nullptr, fmt::format("write_back column '{}' is also an input of the model, and updates are "
-                                         "captured: each write-back would request a new prediction",
-                                         column));
-      }
+}
+
+// Update capture needs the queue, and the write-back must not change what it watches:
+// each write-back would request a new prediction.
+void CheckCaptureUpdates(const Reader& reader, const PipelineConfig& config) {
+  if (!config.capture_updates) return;
+  if (config.capture == CaptureMode::Notify)
+    reader.Fail(nullptr, "'capture.on' = [\"insert\", \"update\"] needs capture mode \"queue\"");
+  for (const auto& column : CaptureUpdateColumns(config)) {
+    if (std::find(config.write_back.begin(), config.write_back.end(), column) != config.write_back.end()) {
+      reader.Fail(nullptr, fmt::format("write_back column '{}' is also an input of the model, and updates are "
+                                       "captured: each write-back would request a new prediction",
+                                       column));
     }
   }
+}
+
+}  // namespace
+
+PipelineConfig LoadPipelineConfig(const std::filesystem::path& file) {
+  PipelineConfig config;
+  config.file = file;
+  const toml::table root = ParseFile(file);
+  Reader reader(file);
+  reader.AllowOnly(root, "",
+                   {"name", "source", "model", "derived", "features", "output", "quota", "capture", "serving",
+                    "write_back", "recommend", "snapshots", "jetstream"});
+  config.name = ReadName(reader, root);
+  ReadSource(reader, reader.Table(root, "source", true), config);
+  ReadModel(reader, reader.Table(root, "model", true), file, config);
+  ReadDerived(reader, root, config);
+  ReadFeatures(reader, reader.Table(root, "features", true), config);
+  const auto& output = reader.Table(root, "output", true);
+  reader.AllowOnly(output, "output.", {"columns"});
+  config.output_columns = reader.Strings(output, "output.", "columns", true);
+  ReadQuota(reader, root, config);
+  ReadCapture(reader, root, config);
+  ReadServing(reader, root, config);
+  CheckOutputs(reader, output, config);
+  CheckCaptureUpdates(reader, config);
   ReadSnapshots(reader, root, file, config);
   ReadJetStream(reader, root, file, config);
   // Compile once here so expression errors surface when the file is loaded.

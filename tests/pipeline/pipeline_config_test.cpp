@@ -94,6 +94,42 @@ TEST(PipelineConfig, CaptureModeInBothSpellings) {
   EXPECT_THROW(LoadPipelineConfig(dir / "bad.toml"), Error);
 }
 
+TEST(PipelineConfig, SwitchesAreBooleansAndNamedWhenNot) {
+  // Each file with its switch set to @.
+  const std::string set_keys = Replace(kValid, "key = \"id\"", "key = \"id\"\nclients_set_keys = @");
+  const std::string argmax = Replace(kValid, "outputs = [\"y\"]", "outputs = [\"y\"]\nclass_from_argmax = @");
+  const std::string sync = std::string(kValid) + "[capture]\nsynchronous_commit = @\n";
+  for (const auto& [text, key] :
+       {std::pair{set_keys, "source.clients_set_keys"}, std::pair{argmax, "model.class_from_argmax"},
+        std::pair{sync, "capture.synchronous_commit"}}) {
+    TempDir dir;
+    WriteFile(dir / "p.toml", Replace(text, "@", "true"));
+    EXPECT_NO_THROW(LoadPipelineConfig(dir / "p.toml")) << key;
+    for (const char* bad : {"1", "\"yes\""}) {
+      const auto error = ErrorFor(Replace(text, "@", bad));
+      EXPECT_NE(error.find(fmt::format("'{}' must be true or false", key)), std::string::npos) << bad << ": " << error;
+    }
+  }
+  TempDir dir;
+  WriteFile(dir / "p.toml", Replace(set_keys, "@", "true"));
+  EXPECT_TRUE(LoadPipelineConfig(dir / "p.toml").clients_set_keys);
+  EXPECT_FALSE(LoadPipelineConfig(dir / "p.toml").class_from_argmax) << "the default";
+}
+
+TEST(PipelineConfig, CapturedEventsAreInsertAndOptionallyUpdate) {
+  TempDir dir;
+  WriteFile(dir / "p.toml", std::string(kValid) + "[capture]\non = [\"insert\", \"update\"]\n");
+  EXPECT_TRUE(LoadPipelineConfig(dir / "p.toml").capture_updates);
+  WriteFile(dir / "p.toml", std::string(kValid) + "[capture]\non = [\"insert\"]\n");
+  EXPECT_FALSE(LoadPipelineConfig(dir / "p.toml").capture_updates);
+  auto error = ErrorFor(std::string(kValid) + "[capture]\non = [\"update\"]\n");
+  EXPECT_NE(error.find("must include \"insert\""), std::string::npos) << error;
+  error = ErrorFor(std::string(kValid) + "[capture]\non = [\"insert\", \"delete\"]\n");
+  EXPECT_NE(error.find("lists \"delete\""), std::string::npos) << error;
+  error = ErrorFor(std::string(kValid) + "[capture]\nmode = \"notify\"\non = [\"insert\", \"update\"]\n");
+  EXPECT_NE(error.find("needs capture mode \"queue\""), std::string::npos) << error;
+}
+
 TEST(PipelineConfig, QuotaWindowIsOptionalAndNamedWhenWrong) {
   const std::string with_client = Replace(kValid, "key = \"id\"", "key = \"id\"\nclient = \"c\"");
   TempDir dir;
