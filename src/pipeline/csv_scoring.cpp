@@ -24,6 +24,140 @@ std::optional<double> ParseNumber(std::string_view text) {
   return value;
 }
 
+// Where the pipeline's columns are in the input's header (matched as NormalizeColumnName
+// matches them). Without the key columns (a bare data file), rows are numbered from 1.
+struct CsvColumns {
+  std::vector<std::string> header;
+  bool has_key = false;
+  std::vector<size_t> key, inputs, texts;
+
+  CsvColumns(std::vector<std::string> names, const PipelineConfig& config, const features::FeatureProgram& program,
+             const std::string& input_name)
+      : header(std::move(names)) {
+    std::map<std::string, size_t> by_name;
+    for (size_t i = 0; i < header.size(); ++i) by_name.emplace(NormalizeColumnName(header[i]), i);
+    auto locate = [&](const std::string& column) {
+      auto it = by_name.find(NormalizeColumnName(column));
+      if (it == by_name.end()) {
+        throw Error(ErrorCode::InvalidInput, fmt::format("{}: no column matches '{}' (columns: {})", input_name, column,
+                                                         fmt::join(header, ", ")));
+      }
+      return it->second;
+    };
+    has_key = std::all_of(config.key_columns.begin(), config.key_columns.end(),
+                          [&](const std::string& c) { return by_name.contains(NormalizeColumnName(c)); });
+    if (has_key) {
+      for (const auto& column : config.key_columns) key.push_back(locate(column));
+    }
+    for (const auto& column : program.input_columns()) inputs.push_back(locate(column));
+    for (const auto& column : program.text_columns()) texts.push_back(locate(column));
+  }
+};
+
+// The header line: the key columns (or the first, for row numbers), the pipeline's
+// [output].columns whatever the model's format, as the live pipeline writes them, and
+// `error`.
+std::string HeaderLine(const PipelineConfig& config, bool has_key) {
+  std::string line;
+  for (size_t k = 0; k < config.key_columns.size(); ++k) {
+    if (k > 0) line += ',';
+    AppendCsvField(line, has_key ? config.key_columns[k] : config.key_columns.front(), ',');
+    if (!has_key) break;
+  }
+  for (const auto& column : config.output_columns) {
+    line += ',';
+    AppendCsvField(line, column, ',');
+  }
+  line += ",error\n";
+  return line;
+}
+
+// One batch of input rows: their keys as written out, their columns, and the reason a
+// row could not be read (empty: it could).
+struct CsvBatch {
+  ColumnBatch columns;
+  std::vector<std::string> keys;
+  std::vector<std::string> errors;
+};
+
+// The key's fields, CSV-escaped and joined: written out as they are.
+std::string KeyText(const CsvColumns& columns, const std::vector<std::string>& fields, size_t row_number) {
+  if (!columns.has_key) return std::to_string(row_number);
+  std::string key;
+  for (size_t k = 0; k < columns.key.size(); ++k) {
+    if (k > 0) key += ',';
+    AppendCsvField(key, columns.key[k] < fields.size() ? fields[columns.key[k]] : "", ',');
+  }
+  return key;
+}
+
+// Appends one row's inputs to the batch. A field that is not a number fails the row
+// (the first such field is named); an empty one is a NULL, reported by the features.
+void AppendRow(const CsvColumns& columns, const std::vector<std::string>& fields, size_t line, std::string& error,
+               ColumnBatch& batch) {
+  for (size_t c = 0; c < columns.inputs.size(); ++c) {
+    batch.values[c].push_back(0.0);
+    batch.nulls[c].push_back(1);
+    if (!error.empty() || columns.inputs[c] >= fields.size()) continue;
+    const std::string& text = fields[columns.inputs[c]];
+    if (text.empty()) continue;
+    if (auto value = ParseNumber(text)) {
+      batch.values[c].back() = *value;
+      batch.nulls[c].back() = 0;
+    } else {
+      error = fmt::format("line {}: column '{}' is not a number: '{}'", line, columns.header[columns.inputs[c]], text);
+    }
+  }
+  for (size_t c = 0; c < columns.texts.size(); ++c) {  // a CSV field is never a NULL text
+    const bool present = error.empty() && columns.texts[c] < fields.size();
+    batch.texts[c].push_back(present ? fields[columns.texts[c]] : std::string());
+    batch.text_nulls[c].push_back(0);
+  }
+}
+
+// Reads up to `limit` rows (blank lines skipped) into `batch`; false at the end of the
+// input.
+bool ReadBatch(CsvReader& reader, const CsvColumns& columns, const features::FeatureProgram& program, size_t limit,
+               size_t& row_number, CsvBatch& batch) {
+  batch.columns.Reset(program.input_columns(), 0, program.text_columns());
+  batch.keys.clear();
+  batch.errors.clear();
+  std::vector<std::string> fields;
+  while (batch.keys.size() < limit) {
+    if (!reader.Next(fields)) return false;
+    if (fields.size() == 1 && fields[0].empty()) continue;
+    batch.keys.push_back(KeyText(columns, fields, ++row_number));
+    std::string error;
+    if (reader.malformed()) {
+      error = fmt::format("line {}: unterminated quoted field", reader.line());
+    } else if (fields.size() != columns.header.size()) {
+      error = fmt::format("line {}: {} fields, the header has {}", reader.line(), fields.size(), columns.header.size());
+    }
+    AppendRow(columns, fields, reader.line(), error, batch.columns);
+    batch.errors.push_back(std::move(error));
+  }
+  return true;
+}
+
+// One output row: the key, each output (empty when the row failed), the error.
+std::string OutputLine(const OutputPlan& plan, const std::string& key, const std::string& error, size_t r,
+                       const std::vector<float>& mapped, const features::FeatureOutput& features) {
+  std::string line = key;
+  for (size_t o = 0; o < plan.size(); ++o) {
+    line += ',';
+    if (!error.empty()) continue;
+    if (plan.IsLabel(o)) {
+      AppendCsvField(line, plan.Label(o, r, mapped).value_or(""), ',');
+    } else if (const double v = plan.Value(o, r, mapped, features); !std::isnan(v)) {
+      fmt::format_to(std::back_inserter(line), "{}", static_cast<float>(v));
+    }
+  }
+  line += ',';
+  AppendCsvField(line, error, ',');
+  line += '\n';
+  return line;
+}
+
 }  // namespace
 
 CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const model::Model> model, std::istream& in,
@@ -34,142 +168,32 @@ CsvScoringSummary ScoreCsv(const PipelineConfig& config, std::shared_ptr<const m
 
   CsvReader reader(in, options.delimiter);
   std::vector<std::string> header = options.columns;
-  std::vector<std::string> fields;
-  if (header.empty()) {
-    if (!reader.Next(header))
-      throw Error(ErrorCode::InvalidInput, fmt::format("{}: empty input, no header", options.input_name));
-  }
-  std::map<std::string, size_t> by_name;
-  for (size_t i = 0; i < header.size(); ++i) by_name.emplace(NormalizeColumnName(header[i]), i);
-  auto locate = [&](const std::string& column) {
-    auto it = by_name.find(NormalizeColumnName(column));
-    if (it == by_name.end()) {
-      throw Error(ErrorCode::InvalidInput, fmt::format("{}: no column matches '{}' (columns: {})", options.input_name,
-                                                       column, fmt::join(header, ", ")));
-    }
-    return it->second;
-  };
-  // Without the key columns (a bare data file), rows are numbered from 1.
-  const bool has_key = std::all_of(config.key_columns.begin(), config.key_columns.end(),
-                                   [&](const std::string& c) { return by_name.contains(NormalizeColumnName(c)); });
-  std::vector<size_t> key_index;
-  if (has_key) {
-    for (const auto& column : config.key_columns) key_index.push_back(locate(column));
-  }
-  size_t row_number = 0;
-  std::vector<size_t> input_index;
-  for (const auto& column : program.input_columns()) input_index.push_back(locate(column));
-  std::vector<size_t> text_index;
-  for (const auto& column : program.text_columns()) text_index.push_back(locate(column));
+  if (header.empty() && !reader.Next(header))
+    throw Error(ErrorCode::InvalidInput, fmt::format("{}: empty input, no header", options.input_name));
+  const CsvColumns columns(std::move(header), config, program, options.input_name);
+  out << HeaderLine(config, columns.has_key);
 
-  // The columns are the pipeline's [output].columns, whatever the model's format, as
-  // the live pipeline writes them (PMML outputs are matched by name, missing ones empty).
   const bool named = !model->output_names().empty();
-  const std::vector<std::string>& columns = config.output_columns;
-  {
-    std::string line;
-    for (size_t k = 0; k < config.key_columns.size(); ++k) {
-      if (k > 0) line += ',';
-      AppendCsvField(line, has_key ? config.key_columns[k] : config.key_columns.front(), ',');
-      if (!has_key) break;
-    }
-    for (const auto& column : columns) {
-      line += ',';
-      AppendCsvField(line, column, ',');
-    }
-    line += ",error\n";
-    out << line;
-  }
-  std::vector<float> model_input, mapped;
-
   model::ModelSession session(model);
-  ColumnBatch batch;
+  std::vector<float> model_input, mapped;
   features::FeatureOutput features;
-  std::vector<std::string> keys;
-  std::vector<std::string> parse_errors;
+  CsvBatch batch;
   CsvScoringSummary summary;
-  std::string line;
-  bool done = false;
-  while (!done) {
-    batch.Reset(program.input_columns(), 0, program.text_columns());
-    keys.clear();
-    parse_errors.clear();
-    size_t rows = 0;
-    while (rows < options.batch_size) {
-      if (!reader.Next(fields)) {
-        done = true;
-        break;
-      }
-      if (fields.size() == 1 && fields[0].empty()) continue;  // blank line
-      ++row_number;
-      if (!has_key) {
-        keys.push_back(std::to_string(row_number));
-      } else {  // the key's fields, CSV-escaped and joined: written as they are
-        std::string key;
-        for (size_t k = 0; k < key_index.size(); ++k) {
-          if (k > 0) key += ',';
-          AppendCsvField(key, key_index[k] < fields.size() ? fields[key_index[k]] : "", ',');
-        }
-        keys.push_back(std::move(key));
-      }
-      std::string error;
-      if (reader.malformed()) {
-        error = fmt::format("line {}: unterminated quoted field", reader.line());
-      } else if (fields.size() != header.size()) {
-        error = fmt::format("line {}: {} fields, the header has {}", reader.line(), fields.size(), header.size());
-      }
-      for (size_t c = 0; c < input_index.size(); ++c) {
-        batch.values[c].push_back(0.0);
-        batch.nulls[c].push_back(1);
-        if (!error.empty() || input_index[c] >= fields.size()) continue;
-        const std::string& text = fields[input_index[c]];
-        if (text.empty()) continue;  // NULL: reported by the features
-        if (auto value = ParseNumber(text)) {
-          batch.values[c].back() = *value;
-          batch.nulls[c].back() = 0;
-        } else {
-          error =
-              fmt::format("line {}: column '{}' is not a number: '{}'", reader.line(), header[input_index[c]], text);
-        }
-      }
-      for (size_t c = 0; c < text_index.size(); ++c) {  // a CSV field is never a NULL text
-        const bool present = error.empty() && text_index[c] < fields.size();
-        batch.texts[c].push_back(present ? fields[text_index[c]] : std::string());
-        batch.text_nulls[c].push_back(0);
-      }
-      parse_errors.push_back(std::move(error));
-      ++rows;
-    }
+  size_t row_number = 0;
+  for (bool more = true; more;) {
+    more = ReadBatch(reader, columns, program, options.batch_size, row_number, batch);
+    const size_t rows = batch.keys.size();
     if (rows == 0) break;
-    batch.rows = rows;
-    program.Evaluate(batch, features);
+    batch.columns.rows = rows;
+    program.Evaluate(batch.columns, features);
     auto predictions = session.Predict(plan.ModelInput(features.matrix, rows, model_input), rows, features.texts);
     mapped.resize(rows * config.model_outputs.size());
     plan.MapOutputs(predictions, rows, mapped.data());
-    const size_t model_width = model->output_width();
     for (size_t r = 0; r < rows; ++r) {
-      std::string error = !parse_errors[r].empty() ? parse_errors[r] : features.errors[r];
-      if (error.empty() && std::isnan(predictions[r * model_width]) && named) {
+      std::string error = !batch.errors[r].empty() ? batch.errors[r] : features.errors[r];
+      if (error.empty() && std::isnan(predictions[r * model->output_width()]) && named)
         error = "the model made no prediction for this row (a missing or invalid input)";
-      }
-      line.clear();
-      line += keys[r];
-      auto put = [&](double v) {
-        line += ',';
-        if (error.empty() && !std::isnan(v)) fmt::format_to(std::back_inserter(line), "{}", static_cast<float>(v));
-      };
-      for (size_t o = 0; o < plan.size(); ++o) {
-        if (!plan.IsLabel(o)) {
-          put(error.empty() ? plan.Value(o, r, mapped, features) : 0.0);
-          continue;
-        }
-        line += ',';
-        if (error.empty()) AppendCsvField(line, plan.Label(o, r, mapped).value_or(""), ',');
-      }
-      line += ',';
-      AppendCsvField(line, error, ',');
-      line += '\n';
-      out << line;
+      out << OutputLine(plan, batch.keys[r], error, r, mapped, features);
       ++summary.rows;
       if (!error.empty()) ++summary.failed;
     }
