@@ -126,149 +126,194 @@ std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names, con
 // `marked`: marks each row as it is written (see write_marked). `lean`: without the
 // sqlstate and attempts parameters, which the columns' defaults (NULL, 1) then fill:
 // a batch of first attempts with no failure sends exactly what it did before them.
-void BuildResultsSql(const PipelineConfig& config, const SchemaNames& names, const RequestKeys& keys,
-                     const std::vector<size_t>& write_back_output, bool marked, bool lean,
-                     WorkerStatements::Write& out) {
-  const int first_output = lean ? WorkerStatements::kFirstOutputParamLean : WorkerStatements::kFirstOutputParam;
-  const std::string table = QuoteIdentifier(config.table);
-  // Rows written back (w) and source rows (r) carry their request id in column `id`:
-  // the key column itself, or the map's id column (mapped keys).
-  const std::string id = keys.mapped() ? RequestKeys::kIdColumn : QuoteIdentifier(keys.columns().front().name);
-  std::string out_cols, out_types, out_aliases, out_select, out_update;
-  for (size_t i = 0; i < config.output_columns.size(); ++i) {
-    const std::string col = QuoteIdentifier(config.output_columns[i]);
-    out_cols += ", " + col;
-    out_types += fmt::format(", ${}::{}[]", i + static_cast<size_t>(first_output),
-                             IsLabelOutput(config, config.output_columns[i]) ? "text" : "float8");
-    out_aliases += fmt::format(", o{}", i);
-    out_select += fmt::format(", v.o{}", i);
-    out_update += fmt::format(", {} = EXCLUDED.{}", col, col);
+class ResultsSql {
+ public:
+  ResultsSql(const PipelineConfig& config, const SchemaNames& names, const RequestKeys& keys,
+             const std::vector<size_t>& write_back_output, bool marked, bool lean)
+      : config_(config),
+        names_(names),
+        keys_(keys),
+        write_back_output_(write_back_output),
+        marked_(marked),
+        lean_(lean),
+        first_output_(lean ? WorkerStatements::kFirstOutputParamLean : WorkerStatements::kFirstOutputParam),
+        table_(QuoteIdentifier(config.table)),
+        // Rows written back (w) and source rows (r) carry their request id in column
+        // `id`: the key column itself, or the map's id column (mapped keys).
+        id_(keys.mapped() ? RequestKeys::kIdColumn : QuoteIdentifier(keys.columns().front().name)),
+        guarded_(GuardsWriteBack(config)) {
+    for (size_t i = 0; i < config.output_columns.size(); ++i) {
+      const std::string col = QuoteIdentifier(config.output_columns[i]);
+      out_cols_ += ", " + col;
+      out_types_ += fmt::format(", ${}::{}[]", i + static_cast<size_t>(first_output_),
+                                IsLabelOutput(config, config.output_columns[i]) ? "text" : "float8");
+      out_aliases_ += fmt::format(", o{}", i);
+      out_select_ += fmt::format(", v.o{}", i);
+      out_update_ += fmt::format(", {} = EXCLUDED.{}", col, col);
+    }
+    if (guarded_) {  // the row versions, after the outputs
+      out_types_ += fmt::format(", ${}::bigint[]", config.output_columns.size() + static_cast<size_t>(first_output_));
+      out_aliases_ += ", rowver";
+    }
   }
-  const bool guarded = GuardsWriteBack(config);
-  if (guarded) {  // the row versions, after the outputs
-    out_types += fmt::format(", ${}::bigint[]", config.output_columns.size() + static_cast<size_t>(first_output));
-    out_aliases += ", rowver";
+
+  void Build(WorkerStatements::Write& out) const {
+    // Recommendations evaluated in SQL: the rule sees each row as written back (the
+    // UPDATE's RETURNING) without looking it up again.
+    const std::string with =
+        BatchCte("", "") + WriteBackCte(keys_.mapped() ? fmt::format(" RETURNING t.*, m.{}", id_) : " RETURNING t.*");
+    const Joins joins = config_.recommend ? RecommendJoins() : Joins{};
+    for (const bool small : {false, true}) {
+      out.results[small] =
+          Insert(with + joins.catalogue[small], joins.recommended) + joins.row + joins.recommend[small];
+      out.upsert[small] = Insert(with + joins.catalogue[small], joins.recommended) + joins.upsert_row +
+                          joins.recommend[small] + OnConflict();
+    }
+    if (config_.recommend) BuildRuleStatements(out);
   }
+
+ private:
+  // What the results insert joins: each done request's source row (r) and its
+  // recommended products (x), in the plain and the [small] catalogue variants.
+  struct Joins {
+    std::string row, upsert_row, recommend[2], catalogue[2];
+    std::string recommended = "NULL::bigint[]";
+  };
+
   // One statement writes back, records results and recommends: the batch's columns
   // are sent and read once. `extra`: more unnested arrays after the outputs.
-  auto batch_cte = [&](const std::string& extra_types, const std::string& extra_aliases) {
+  std::string BatchCte(const std::string& extra_types, const std::string& extra_aliases) const {
     return fmt::format(
         "WITH v AS MATERIALIZED (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], "
         "$5::text[]{}{}{}) AS v(key, status, error, enq, version{}{}{}))",
-        lean ? "" : ", $6::text[], $7::bigint[]", out_types, extra_types, lean ? "" : ", sqlstate, attempts",
-        out_aliases, extra_aliases);
-  };
-  auto write_back_cte = [&](const std::string& returning) {
-    if (config.write_back.empty()) return std::string();
+        lean_ ? "" : ", $6::text[], $7::bigint[]", out_types_, extra_types, lean_ ? "" : ", sqlstate, attempts",
+        out_aliases_, extra_aliases);
+  }
+
+  std::string WriteBackCte(const std::string& returning) const {
+    if (config_.write_back.empty()) return std::string();
     std::string sets;
-    for (size_t i = 0; i < config.write_back.size(); ++i) {
+    for (size_t i = 0; i < config_.write_back.size(); ++i) {
       // Marked: the first column's value passes through setval, evaluated per row just
       // before the row is updated (triggers and constraints run after it).
       const std::string value =
-          marked && i == 0 ? fmt::format("CASE WHEN setval('pg_temp.runnel_mark', v.key) IS NOT NULL THEN v.o{} END",
-                                         write_back_output[i])
-                           : fmt::format("v.o{}", write_back_output[i]);
-      sets += fmt::format("{}{} = {}", i ? ", " : "", QuoteIdentifier(config.write_back[i]), value);
+          marked_ && i == 0 ? fmt::format("CASE WHEN setval('pg_temp.runnel_mark', v.key) IS NOT NULL THEN v.o{} END",
+                                          write_back_output_[i])
+                            : fmt::format("v.o{}", write_back_output_[i]);
+      sets += fmt::format("{}{} = {}", i ? ", " : "", QuoteIdentifier(config_.write_back[i]), value);
     }
     // Guarded: only rows still as claimed; w returns each row written (by its id).
-    const std::string guard = guarded ? fmt::format(" AND {} = v.rowver", RowVersionSql(config, "t")) : "";
+    const std::string guard = guarded_ ? fmt::format(" AND {} = v.rowver", RowVersionSql(config_, "t")) : "";
     const std::string returned =
-        !guarded || !returning.empty() ? returning : fmt::format(" RETURNING {}.{}", keys.mapped() ? "m" : "t", id);
-    if (!keys.mapped()) {
-      return fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key{}{})", table, sets,
-                         id, guard, returned);
+        !guarded_ || !returning.empty() ? returning : fmt::format(" RETURNING {}.{}", keys_.mapped() ? "m" : "t", id_);
+    if (!keys_.mapped()) {
+      return fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key{}{})", table_,
+                         sets, id_, guard, returned);
     }
     return fmt::format(
-        ", w AS (UPDATE {} t SET {} FROM v JOIN {} m ON m.{} = v.key WHERE v.status = 'done' AND {}{}{})", table, sets,
-        keys.map_table(), id, keys.SameKey("t", "m"), guard, returned);
-  };
+        ", w AS (UPDATE {} t SET {} FROM v JOIN {} m ON m.{} = v.key WHERE v.status = 'done' AND {}{}{})", table_, sets,
+        keys_.map_table(), id_, keys_.SameKey("t", "m"), guard, returned);
+  }
+
   // Guarded: a done request whose row was not written (changed since the claim) is
   // superseded.
-  const std::string status =
-      guarded ? fmt::format(
-                    "CASE WHEN v.status = 'done' AND NOT EXISTS (SELECT 1 FROM w WHERE w.{} = v.key) THEN "
-                    "'superseded' ELSE v.status END",
-                    id)
-              : "v.status";
-  auto insert = [&](const std::string& with, const std::string& recommended) {
+  std::string Status() const {
+    if (!guarded_) return "v.status";
+    return fmt::format(
+        "CASE WHEN v.status = 'done' AND NOT EXISTS (SELECT 1 FROM w WHERE w.{} = v.key) THEN "
+        "'superseded' ELSE v.status END",
+        id_);
+  }
+
+  std::string Insert(const std::string& with, const std::string& recommended) const {
     return fmt::format(
         "{} INSERT INTO {} AS res (key, status, error, {}model_version, enqueued_at, finished_at, "
         "recommended{}) SELECT v.key, {}, v.error, {}v.version, to_timestamp(v.enq), "
         "clock_timestamp(), {}{} FROM v ",
-        with, QuoteIdentifier(names.results), lean ? "" : "sqlstate, attempts, ", out_cols, status,
-        lean ? "" : "v.sqlstate, v.attempts, ", recommended, out_select);
-  };
+        with, QuoteIdentifier(names_.results), lean_ ? "" : "sqlstate, attempts, ", out_cols_, Status(),
+        lean_ ? "" : "v.sqlstate, v.attempts, ", recommended, out_select_);
+  }
+
   // A plain INSERT unless a key may have a result already (a batch job rescoring, a
   // retried request, or a key captured again): the upsert's conflict check costs ~20%
   // of the statement.
-  const std::string on_conflict = fmt::format(
-      "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
-      "sqlstate = EXCLUDED.sqlstate, attempts = res.attempts + EXCLUDED.attempts, "
-      "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
-      "finished_at = EXCLUDED.finished_at, recommended = EXCLUDED.recommended{}{}",
-      out_update, guarded ? " WHERE EXCLUDED.status <> 'superseded'" : "");
-
-  // Recommendations evaluated in SQL: the rule sees each row as written back (the
-  // UPDATE's RETURNING) without looking it up again.
-  const std::string with =
-      batch_cte("", "") + write_back_cte(keys.mapped() ? fmt::format(" RETURNING t.*, m.{}", id) : " RETURNING t.*");
-  std::string row_join;  // binds r to each done request's source row
-  // The upsert, used when keys may repeat, also takes one source row per key: a key
-  // column that is not unique must not make one statement insert a key twice.
-  std::string upsert_row_join;
-  // Source rows with their request id: the table, or (mapped) the table joined to its keys.
-  const std::string source =
-      keys.mapped() ? fmt::format("(SELECT t.*, m.{} FROM {} t{})", id, table, keys.JoinMap("t", "m")) : table;
-  if (!config.write_back.empty()) {
-    row_join = fmt::format("LEFT JOIN w r ON r.{} = v.key ", id);
-    upsert_row_join = fmt::format("LEFT JOIN (SELECT DISTINCT ON ({k}) * FROM w ORDER BY {k}) r ON r.{k} = v.key ",
-                                  fmt::arg("k", id));
-  } else {
-    row_join = fmt::format("LEFT JOIN {} r ON v.status = 'done' AND r.{} = v.key ", source, id);
-    upsert_row_join = fmt::format(
-        "LEFT JOIN LATERAL (SELECT * FROM {} t WHERE v.status = 'done' AND t.{} = v.key LIMIT 1) r ON true ", source,
-        id);
+  std::string OnConflict() const {
+    return fmt::format(
+        "ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, "
+        "sqlstate = EXCLUDED.sqlstate, attempts = res.attempts + EXCLUDED.attempts, "
+        "model_version = EXCLUDED.model_version, enqueued_at = EXCLUDED.enqueued_at, "
+        "finished_at = EXCLUDED.finished_at, recommended = EXCLUDED.recommended{}{}",
+        out_update_, guarded_ ? " WHERE EXCLUDED.status <> 'superseded'" : "");
   }
-  std::string recommended = "NULL::bigint[]";
+
+  // Binds r to each done request's source row: the row written back, or the source
+  // table (mapped: joined to its keys). The upsert, used when keys may repeat, takes
+  // one source row per key: a key column that is not unique must not make one
+  // statement insert a key twice.
+  void SourceJoins(Joins& joins) const {
+    if (!config_.write_back.empty()) {
+      joins.row = fmt::format("LEFT JOIN w r ON r.{} = v.key ", id_);
+      joins.upsert_row = fmt::format("LEFT JOIN (SELECT DISTINCT ON ({k}) * FROM w ORDER BY {k}) r ON r.{k} = v.key ",
+                                     fmt::arg("k", id_));
+      return;
+    }
+    const std::string source =
+        keys_.mapped() ? fmt::format("(SELECT t.*, m.{} FROM {} t{})", id_, table_, keys_.JoinMap("t", "m")) : table_;
+    joins.row = fmt::format("LEFT JOIN {} r ON v.status = 'done' AND r.{} = v.key ", source, id_);
+    joins.upsert_row = fmt::format(
+        "LEFT JOIN LATERAL (SELECT * FROM {} t WHERE v.status = 'done' AND t.{} = v.key LIMIT 1) r ON true ", source,
+        id_);
+  }
+
   // [small]: a catalogue of at most kSmallCatalogue rows is copied once per statement
   // (a materialised CTE) and the rule scans the copy per request: no buffer pins and
   // visibility checks per product and request (~8% of the statement). A larger one
   // is queried per request, where its indexes can serve the rule.
-  std::string recommend_join[2], catalogue[2];
-  if (config.recommend) {
-    const auto& rec = *config.recommend;
-    recommended = "x.products";
+  Joins RecommendJoins() const {
+    const auto& rec = *config_.recommend;
+    Joins joins;
+    SourceJoins(joins);
+    joins.recommended = "x.products";
     for (const bool small : {false, true}) {
-      recommend_join[small] = fmt::format(
+      joins.recommend[small] = fmt::format(
           "LEFT JOIN LATERAL (SELECT array(SELECT p.{pkey}::bigint FROM {products} p WHERE {where}) AS products) x "
           "ON r.{key} IS NOT NULL ",
-          fmt::arg("key", id), fmt::arg("pkey", QuoteIdentifier(rec.key_column)),
+          fmt::arg("key", id_), fmt::arg("pkey", QuoteIdentifier(rec.key_column)),
           fmt::arg("products", small ? std::string("runnel_catalogue") : QuoteIdentifier(rec.table)),
           fmt::arg("where", rec.where));
     }
-    catalogue[true] = fmt::format(", runnel_catalogue AS MATERIALIZED (SELECT * FROM {})", QuoteIdentifier(rec.table));
-  } else {
-    row_join.clear();  // nothing reads r
-    upsert_row_join.clear();
+    joins.catalogue[true] =
+        fmt::format(", runnel_catalogue AS MATERIALIZED (SELECT * FROM {})", QuoteIdentifier(rec.table));
+    return joins;
   }
-  for (const bool small : {false, true}) {
-    out.results[small] = insert(with + catalogue[small], recommended) + row_join + recommend_join[small];
-    out.upsert[small] =
-        insert(with + catalogue[small], recommended) + upsert_row_join + recommend_join[small] + on_conflict;
-  }
-  if (config.recommend) {
-    // Recommendations evaluated here: each request's products are the slice
-    // [from, to] of one array of product keys (no row of w is read back).
-    const size_t first = config.output_columns.size() + static_cast<size_t>(first_output) + (guarded ? 1 : 0);
+
+  // Recommendations evaluated here: each request's products are the slice [from, to]
+  // of one array of product keys (no row of w is read back).
+  void BuildRuleStatements(WorkerStatements::Write& out) const {
+    const size_t first = config_.output_columns.size() + static_cast<size_t>(first_output_) + (guarded_ ? 1 : 0);
     const std::string rule_with =
-        batch_cte(fmt::format(", ${}::bigint[], ${}::bigint[]", first, first + 1), ", rec_from, rec_to") +
-        write_back_cte("");
+        BatchCte(fmt::format(", ${}::bigint[], ${}::bigint[]", first, first + 1), ", rec_from, rec_to") +
+        WriteBackCte("");
     const std::string sliced =
         fmt::format("CASE WHEN v.status = 'done' THEN (${}::bigint[])[v.rec_from:v.rec_to] END", first + 2);
-    out.rule_results = insert(rule_with, sliced);
-    out.rule_upsert = insert(rule_with, sliced) + on_conflict;
+    out.rule_results = Insert(rule_with, sliced);
+    out.rule_upsert = Insert(rule_with, sliced) + OnConflict();
   }
-}
+
+  const PipelineConfig& config_;
+  const SchemaNames& names_;
+  const RequestKeys& keys_;
+  const std::vector<size_t>& write_back_output_;
+  const bool marked_;
+  const bool lean_;
+  const int first_output_;
+  const std::string table_;
+  const std::string id_;
+  const bool guarded_;
+  // Per output column: the column list, the parameters' types, the batch's aliases,
+  // their selection and the upsert's assignments.
+  std::string out_cols_, out_types_, out_aliases_, out_select_, out_update_;
+};
 
 }  // namespace
 
@@ -278,10 +323,10 @@ WorkerStatements WorkerStatements::Build(const PipelineConfig& config, const Sch
   WorkerStatements out;
   out.claim = ClaimSql(config, names, keys);
   out.quota_read = quota::ReadSql(names);
-  BuildResultsSql(config, names, keys, write_back_output, false, false, out.write);
-  BuildResultsSql(config, names, keys, write_back_output, false, true, out.write_lean);
+  ResultsSql(config, names, keys, write_back_output, false, false).Build(out.write);
+  ResultsSql(config, names, keys, write_back_output, false, true).Build(out.write_lean);
   if (!config.write_back.empty())
-    BuildResultsSql(config, names, keys, write_back_output, true, false, out.write_marked);
+    ResultsSql(config, names, keys, write_back_output, true, false).Build(out.write_marked);
   if (config.recommend) {
     out.catalogue = fmt::format("SELECT count(*) <= {} FROM (SELECT 1 FROM {} LIMIT {}) s", small_catalogue,
                                 QuoteIdentifier(config.recommend->table), small_catalogue + 1);
