@@ -129,159 +129,211 @@ struct ModelFiles {
   }
 };
 
-}  // namespace
+// `runnel model push`: a file this process cannot load is refused before it reaches
+// the registry; with --wait, the serving processes' verdict is the exit status.
+struct PushArgs {
+  std::string db, name, file, description, data_type;
+  int wait_s = 0;
+  ModelFiles files;
+};
 
-void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
-  auto* model = root.add_subcommand("model", "Inspect model files; push, list and roll back registry versions");
-  model->require_subcommand(1);
-  struct RegistryArgs {
-    std::string db, name, file, description, data_type;
-    bool has_data_type = false;
-    int wait_s = 0;
-    ModelFiles files;
-  };
-  auto reg = std::make_shared<RegistryArgs>();
+int PushModel(CliContext& ctx, const PushArgs& args, bool has_data_type) {
+  const std::string bytes = ReadFileBytes(args.file);
+  registry::PushRequest request;
+  request.name = args.name;
+  request.bytes = bytes;  // a view
+  request.description = args.description;
+  if (has_data_type) request.data_type = args.data_type;
+  model::LoadModel(args.file, args.files.Options());
+  auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args.db));
+  registry::MigrateRegistry(conn);
+  auto added = registry::Push(conn, request);
+  const std::string what = fmt::format("{} v{}", added.name, added.version);
+  if (args.wait_s <= 0) {
+    fmt::print("pushed {} ({} bytes){}; serving processes validate and swap to it\n", what, added.size,
+               added.data_type ? " for data type " + *added.data_type : "");
+    return 0;
+  }
+  const auto verdict = registry::AwaitVerdict(conn, added, std::chrono::seconds(args.wait_s));
+  if (verdict.status == registry::ModelStatus::kRejected) {
+    throw Error(ErrorCode::Model,
+                fmt::format("{} was rejected by the serving processes: {}", what, verdict.error.value_or("?")));
+  }
+  if (verdict.status == registry::ModelStatus::kPending) {
+    throw Error(ErrorCode::Unavailable, fmt::format("{} is pushed but no serving process judged it within {} s (is "
+                                                    "`runnel run` serving a pipeline that uses it?)",
+                                                    what, args.wait_s));
+  }
+  fmt::print("pushed {} ({} bytes): {}\n", what, verdict.size, registry::ModelStatusName(verdict.status));
+  return 0;
+}
 
+// `runnel model list`: each name's versions; the current version of a (name, data
+// type) is its newest ready one.
+int ListModels(CliContext& ctx, const std::string& db, const std::string& only) {
+  auto conn = postgres::Connection::Open(DatabaseUrl(ctx, db));
+  registry::MigrateRegistry(conn);
+  auto names = only.empty() ? registry::Names(conn) : std::vector<std::string>{only};
+  fmt::print("  {:<16} {:<5} {:<12} {:<10} {:<18} {}\n", "NAME", "VER", "STATUS", "DATA TYPE", "FORMAT", "DESCRIPTION");
+  for (const auto& name : names) {
+    std::set<std::optional<std::string>> current_found;
+    for (const auto& v : registry::Versions(conn, name)) {
+      const bool current = v.status == registry::ModelStatus::kReady && current_found.insert(v.data_type).second;
+      fmt::print("{} {:<16} v{:<4} {:<12} {:<10} {:<18} {}{}\n", current ? "*" : " ", v.name, v.version,
+                 registry::ModelStatusName(v.status), v.data_type.value_or("-"), v.format.empty() ? "-" : v.format,
+                 v.description, v.error ? " (" + *v.error + ")" : "");
+    }
+  }
+  fmt::print("(* the version serving)\n");
+  return 0;
+}
+
+// `runnel model inspect`: format, widths, parameters, layers, tokenizer.
+int InspectModel(const std::string& file, const ModelFiles& files) {
+  const auto options = files.Options();
+  auto m = model::LoadModel(file, options);
+  fmt::print("file:        {}\nformat:      {}\nproducer:    {}\n", file, model::ModelFormatName(m->info().format),
+             m->info().producer);
+  fmt::print("inputs:      {} values{} per row\noutputs:     {} values per row\n", m->input_width(),
+             m->text_width() > 0 ? fmt::format(" and {} text(s)", m->text_width()) : "", m->output_width());
+  if (m->is_graph()) {
+    fmt::print("parameters:  {}\nmultiply-adds per row: {}\n", m->graph().ParameterCount(), m->graph().MultiplyAdds());
+  }
+  fmt::print("{}:\n", m->is_graph() ? "layers" : "model");
+  for (const auto& line : m->Describe()) fmt::print("  {}\n", line);
+  if (options.tokens.tokenizer) {
+    fmt::print("tokenizer:   {}\n", options.tokens.tokenizer->source());
+    for (const auto& line : options.tokens.tokenizer->Describe()) fmt::print("  {}\n", line);
+  }
+  return 0;
+}
+
+struct PredictArgs {
+  std::string pipeline, model, input, output, columns, delimiter = ",";
+};
+
+// `runnel predict`: progress every 100,000 rows on stderr; exit 1 when every row
+// failed (some failed rows are data; all of them failing is a failed job).
+int Predict(const PredictArgs& args) {
+  auto config = pipeline::LoadPipelineConfig(args.pipeline);
+  auto m = pipeline::LoadFileModel(config, args.model);
+  pipeline::CsvScoringOptions options;
+  options.delimiter = ParseDelimiter(args.delimiter);
+  if (!args.columns.empty()) options.columns = SplitAt(args.columns, ',');
+  options.input_name = args.input;
+  std::ifstream file_in;
+  std::istream* in = &std::cin;
+  if (args.input != "-") {
+    file_in.open(args.input, std::ios::binary);
+    if (!file_in) throw Error(ErrorCode::Io, fmt::format("{}: cannot open the input", args.input));
+    in = &file_in;
+  }
+  std::ofstream file_out;
+  std::ostream* out = &std::cout;
+  if (!args.output.empty() && args.output != "-") {
+    file_out.open(args.output, std::ios::binary | std::ios::trunc);
+    if (!file_out) throw Error(ErrorCode::Io, fmt::format("{}: cannot create the output", args.output));
+    out = &file_out;
+  }
+  const bool tty = ::isatty(2) != 0;
+  size_t next_report = 100000;
+  auto summary = pipeline::ScoreCsv(config, m, *in, *out, options, [&](const auto& s) {
+    if (s.rows < next_report) return;
+    fmt::print(stderr, "{}scored {} rows ({} failed)", tty ? "\r" : "", s.rows, s.failed);
+    if (!tty) fmt::print(stderr, "\n");
+    next_report += 100000;
+  });
+  fmt::print(stderr, "{}scored {} rows, {} failed\n", tty && summary.rows >= 100000 ? "\n" : "", summary.rows,
+             summary.failed);
+  if (summary.rows > 0 && summary.failed == summary.rows) {
+    fmt::print(stderr, "every row failed: see the error column\n");
+    return 1;
+  }
+  return 0;
+}
+
+constexpr const char* kDbHelp = "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)";
+
+void AddConformanceCommand(CLI::App& model, std::vector<Command>& commands) {
   struct ConformanceArgs {
     std::vector<std::string> dirs;
     bool quiet = false;
   };
-  auto conf = std::make_shared<ConformanceArgs>();
-  auto* conformance = model->add_subcommand(
+  auto args = std::make_shared<ConformanceArgs>();
+  auto* conformance = model.add_subcommand(
       "conformance", "Run ONNX backend test directories (model.onnx + test_data_set_*) through the tensor runtime");
-  conformance->add_option("dirs", conf->dirs, "Test directories, or directories holding them")
+  conformance->add_option("dirs", args->dirs, "Test directories, or directories holding them")
       ->required()
       ->check(CLI::ExistingDirectory);
-  conformance->add_flag("--quiet", conf->quiet, "Print failures and the summary only");
-  commands.push_back({conformance, [conf](CliContext&) { return RunConformance(conf->dirs, conf->quiet); }});
+  conformance->add_flag("--quiet", args->quiet, "Print failures and the summary only");
+  commands.push_back({conformance, [args](CliContext&) { return RunConformance(args->dirs, args->quiet); }});
+}
 
-  auto run_args = std::make_shared<RunArgs>();
-  auto* run = model->add_subcommand("run", "Run an ONNX model once on tensor files (.pb TensorProto or .npy)");
-  run->add_option("--model", run_args->model, "ONNX model file")->required()->check(CLI::ExistingFile);
-  run->add_option("--input", run_args->inputs, "NAME=FILE for each model input (FILE alone for a model of one input)")
+void AddModelRunCommand(CLI::App& model, std::vector<Command>& commands) {
+  auto args = std::make_shared<RunArgs>();
+  auto* run = model.add_subcommand("run", "Run an ONNX model once on tensor files (.pb TensorProto or .npy)");
+  run->add_option("--model", args->model, "ONNX model file")->required()->check(CLI::ExistingFile);
+  run->add_option("--input", args->inputs, "NAME=FILE for each model input (FILE alone for a model of one input)")
       ->required();
-  run->add_option("--output-dir", run_args->output_dir, "Directory for the outputs, one file per output")->required();
-  run->add_flag("--npy", run_args->npy, "Write outputs as .npy (default: ONNX TensorProto .pb)");
-  commands.push_back({run, [run_args](CliContext&) { return RunModel(*run_args); }});
+  run->add_option("--output-dir", args->output_dir, "Directory for the outputs, one file per output")->required();
+  run->add_flag("--npy", args->npy, "Write outputs as .npy (default: ONNX TensorProto .pb)");
+  commands.push_back({run, [args](CliContext&) { return RunModel(*args); }});
+}
 
-  auto* push = model->add_subcommand("push", "Add a model version to the registry: every serving process swaps to it");
-  push->add_option("--name", reg->name, "Registry name (a pipeline's [model].name)")->required();
-  push->add_option("--file", reg->file, "Model file (.h5, .keras, .onnx, .pmml, .pb)")
+void AddRegistryCommands(CLI::App& model, std::vector<Command>& commands) {
+  auto push_args = std::make_shared<PushArgs>();
+  auto* push = model.add_subcommand("push", "Add a model version to the registry: every serving process swaps to it");
+  push->add_option("--name", push_args->name, "Registry name (a pipeline's [model].name)")->required();
+  push->add_option("--file", push_args->file, "Model file (.h5, .keras, .onnx, .pmml, .pb)")
       ->required()
       ->check(CLI::ExistingFile);
-  reg->files.AddOptions(push);  // to check a transformer here as the pipeline will load it
-  push->add_option("--description", reg->description, "Free text shown by GET /v1/models");
-  push->add_option("--data-type", reg->data_type, "Serve records of this data type (keyed pipelines)");
-  push->add_option("--db", reg->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
-  push->add_flag("--wait{60}", reg->wait_s,
+  push_args->files.AddOptions(push);  // to check a transformer here as the pipeline will load it
+  push->add_option("--description", push_args->description, "Free text shown by GET /v1/models");
+  push->add_option("--data-type", push_args->data_type, "Serve records of this data type (keyed pipelines)");
+  push->add_option("--db", push_args->db, kDbHelp);
+  push->add_flag("--wait{60}", push_args->wait_s,
                  "Wait (--wait=SECONDS, default 60) for the serving processes' verdict: exit 1 with the reason "
                  "when they reject the version or none answers in time");
-  commands.push_back({push, [reg, push](CliContext& ctx) {
-                        const std::string bytes = ReadFileBytes(reg->file);
-                        registry::PushRequest request;
-                        request.name = reg->name;
-                        request.bytes = bytes;
-                        request.description = reg->description;
-                        if (push->count("--data-type") > 0) request.data_type = reg->data_type;
-                        // Check it here too: a file this process cannot load is refused
-                        // before it reaches the registry.
-                        model::LoadModel(reg->file, reg->files.Options());
-                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, reg->db));
-                        registry::MigrateRegistry(conn);
-                        auto added = registry::Push(conn, request);
-                        const std::string what = fmt::format("{} v{}", added.name, added.version);
-                        if (reg->wait_s <= 0) {
-                          fmt::print("pushed {} ({} bytes){}; serving processes validate and swap to it\n", what,
-                                     added.size, added.data_type ? " for data type " + *added.data_type : "");
-                          return 0;
-                        }
-                        const auto verdict = registry::AwaitVerdict(conn, added, std::chrono::seconds(reg->wait_s));
-                        if (verdict.status == registry::ModelStatus::kRejected) {
-                          throw Error(ErrorCode::Model, fmt::format("{} was rejected by the serving processes: {}",
-                                                                    what, verdict.error.value_or("?")));
-                        }
-                        if (verdict.status == registry::ModelStatus::kPending) {
-                          throw Error(ErrorCode::Unavailable,
-                                      fmt::format("{} is pushed but no serving process judged it within {} s (is "
-                                                  "`runnel run` serving a pipeline that uses it?)",
-                                                  what, reg->wait_s));
-                        }
-                        fmt::print("pushed {} ({} bytes): {}\n", what, verdict.size,
-                                   registry::ModelStatusName(verdict.status));
-                        return 0;
+  commands.push_back({push, [push_args, push](CliContext& ctx) {
+                        return PushModel(ctx, *push_args, push->count("--data-type") > 0);
                       }});
 
-  auto* list = model->add_subcommand("list", "List a registry model's versions with their status");
-  list->add_option("--name", reg->name, "Registry name (default: every model)");
-  list->add_option("--db", reg->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
-  commands.push_back({list, [reg](CliContext& ctx) {
-                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, reg->db));
-                        registry::MigrateRegistry(conn);
-                        auto names = reg->name.empty() ? registry::Names(conn) : std::vector<std::string>{reg->name};
-                        fmt::print("  {:<16} {:<5} {:<12} {:<10} {:<18} {}\n", "NAME", "VER", "STATUS", "DATA TYPE",
-                                   "FORMAT", "DESCRIPTION");
-                        for (const auto& name : names) {
-                          // The current version of a (name, data type): its newest ready one.
-                          std::set<std::optional<std::string>> current_found;
-                          for (const auto& v : registry::Versions(conn, name)) {
-                            const bool current =
-                                v.status == registry::ModelStatus::kReady && current_found.insert(v.data_type).second;
-                            fmt::print("{} {:<16} v{:<4} {:<12} {:<10} {:<18} {}{}\n", current ? "*" : " ", v.name,
-                                       v.version, registry::ModelStatusName(v.status), v.data_type.value_or("-"),
-                                       v.format.empty() ? "-" : v.format, v.description,
-                                       v.error ? " (" + *v.error + ")" : "");
-                          }
-                        }
-                        fmt::print("(* the version serving)\n");
-                        return 0;
-                      }});
+  struct NameArgs {
+    std::string db, name, data_type;
+  };
+  auto list_args = std::make_shared<NameArgs>();
+  auto* list = model.add_subcommand("list", "List a registry model's versions with their status");
+  list->add_option("--name", list_args->name, "Registry name (default: every model)");
+  list->add_option("--db", list_args->db, kDbHelp);
+  commands.push_back({list, [list_args](CliContext& ctx) { return ListModels(ctx, list_args->db, list_args->name); }});
 
-  auto* rollback = model->add_subcommand("rollback", "Return a registry model to its previous good version");
-  rollback->add_option("--name", reg->name, "Registry name")->required();
-  rollback->add_option("--data-type", reg->data_type, "The data type's model (keyed pipelines)");
-  rollback->add_option("--db", reg->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
-  commands.push_back({rollback, [reg, rollback](CliContext& ctx) {
-                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, reg->db));
+  auto back_args = std::make_shared<NameArgs>();
+  auto* rollback = model.add_subcommand("rollback", "Return a registry model to its previous good version");
+  rollback->add_option("--name", back_args->name, "Registry name")->required();
+  rollback->add_option("--data-type", back_args->data_type, "The data type's model (keyed pipelines)");
+  rollback->add_option("--db", back_args->db, kDbHelp);
+  commands.push_back({rollback, [back_args, rollback](CliContext& ctx) {
+                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, back_args->db));
                         registry::MigrateRegistry(conn);
                         std::optional<std::string> type;
-                        if (rollback->count("--data-type") > 0) type = reg->data_type;
-                        auto current = registry::Rollback(conn, reg->name, type);
+                        if (rollback->count("--data-type") > 0) type = back_args->data_type;
+                        auto current = registry::Rollback(conn, back_args->name, type);
                         fmt::print("{} is back at v{}\n", current.name, current.version);
                         return 0;
                       }});
+}
 
-  auto* inspect = model->add_subcommand("inspect", "Show a model's format, layers, shapes and parameter count");
+void AddInspectCommand(CLI::App& model, std::vector<Command>& commands) {
+  auto* inspect = model.add_subcommand("inspect", "Show a model's format, layers, shapes and parameter count");
   auto file = std::make_shared<std::string>();
-  auto inspect_files = std::make_shared<ModelFiles>();
+  auto files = std::make_shared<ModelFiles>();
   inspect->add_option("FILE", *file, "Keras .h5/.keras, ONNX, PMML, TensorFlow .pb or XGBoost .json file")->required();
-  inspect_files->AddOptions(inspect);
-  commands.push_back({inspect, [file, inspect_files](CliContext&) {
-                        const auto options = inspect_files->Options();
-                        auto m = model::LoadModel(*file, options);
-                        const auto& graph = m->graph();
-                        fmt::print("file:        {}\nformat:      {}\nproducer:    {}\n", *file,
-                                   model::ModelFormatName(m->info().format), m->info().producer);
-                        fmt::print("inputs:      {} values{} per row\noutputs:     {} values per row\n",
-                                   m->input_width(),
-                                   m->text_width() > 0 ? fmt::format(" and {} text(s)", m->text_width()) : "",
-                                   m->output_width());
-                        if (m->is_graph()) {
-                          fmt::print("parameters:  {}\nmultiply-adds per row: {}\n", graph.ParameterCount(),
-                                     graph.MultiplyAdds());
-                        }
-                        fmt::print("{}:\n", m->is_graph() ? "layers" : "model");
-                        for (const auto& line : m->Describe()) fmt::print("  {}\n", line);
-                        if (options.tokens.tokenizer) {
-                          fmt::print("tokenizer:   {}\n", options.tokens.tokenizer->source());
-                          for (const auto& line : options.tokens.tokenizer->Describe()) fmt::print("  {}\n", line);
-                        }
-                        return 0;
-                      }});
+  files->AddOptions(inspect);
+  commands.push_back({inspect, [file, files](CliContext&) { return InspectModel(*file, *files); }});
+}
 
+void AddPredictCommand(CLI::App& root, std::vector<Command>& commands) {
   auto* predict = root.add_subcommand("predict", "Score a CSV file with a pipeline's features and a model");
-  struct PredictArgs {
-    std::string pipeline, model, input, output, columns, delimiter = ",";
-  };
   auto args = std::make_shared<PredictArgs>();
   predict->add_option("--pipeline", args->pipeline, "Pipeline TOML file")->required()->check(CLI::ExistingFile);
   predict->add_option("--model", args->model, "Model file (default: the pipeline's [model].path)");
@@ -289,47 +341,19 @@ void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
   predict->add_option("--output", args->output, "Output CSV ('-' or omitted: standard output)");
   predict->add_option("--columns", args->columns, "Column names of a headerless input, comma-separated");
   predict->add_option("--delimiter", args->delimiter, "Input field delimiter (default ','; 'tab' for tabs)");
-  commands.push_back({predict, [args](CliContext&) {
-                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
-                        auto m = pipeline::LoadFileModel(config, args->model);
-                        pipeline::CsvScoringOptions options;
-                        options.delimiter = ParseDelimiter(args->delimiter);
-                        if (!args->columns.empty()) options.columns = SplitAt(args->columns, ',');
-                        options.input_name = args->input;
-                        std::ifstream file_in;
-                        std::istream* in = &std::cin;
-                        if (args->input != "-") {
-                          file_in.open(args->input, std::ios::binary);
-                          if (!file_in)
-                            throw Error(ErrorCode::Io, fmt::format("{}: cannot open the input", args->input));
-                          in = &file_in;
-                        }
-                        std::ofstream file_out;
-                        std::ostream* out = &std::cout;
-                        if (!args->output.empty() && args->output != "-") {
-                          file_out.open(args->output, std::ios::binary | std::ios::trunc);
-                          if (!file_out)
-                            throw Error(ErrorCode::Io, fmt::format("{}: cannot create the output", args->output));
-                          out = &file_out;
-                        }
-                        const bool tty = ::isatty(2) != 0;
-                        size_t next_report = 100000;
-                        auto summary = pipeline::ScoreCsv(config, m, *in, *out, options, [&](const auto& s) {
-                          if (s.rows >= next_report) {
-                            fmt::print(stderr, "{}scored {} rows ({} failed)", tty ? "\r" : "", s.rows, s.failed);
-                            if (!tty) fmt::print(stderr, "\n");
-                            next_report += 100000;
-                          }
-                        });
-                        fmt::print(stderr, "{}scored {} rows, {} failed\n", tty && summary.rows >= 100000 ? "\n" : "",
-                                   summary.rows, summary.failed);
-                        // Some failed rows are data; all of them failing is a failed job.
-                        if (summary.rows > 0 && summary.failed == summary.rows) {
-                          fmt::print(stderr, "every row failed: see the error column\n");
-                          return 1;
-                        }
-                        return 0;
-                      }});
+  commands.push_back({predict, [args](CliContext&) { return Predict(*args); }});
+}
+
+}  // namespace
+
+void AddModelCommands(CLI::App& root, std::vector<Command>& commands) {
+  auto* model = root.add_subcommand("model", "Inspect model files; push, list and roll back registry versions");
+  model->require_subcommand(1);
+  AddConformanceCommand(*model, commands);
+  AddModelRunCommand(*model, commands);
+  AddRegistryCommands(*model, commands);
+  AddInspectCommand(*model, commands);
+  AddPredictCommand(root, commands);
 }
 
 }  // namespace runnel::cli
