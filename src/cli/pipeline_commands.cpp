@@ -184,6 +184,17 @@ Counts ReadCounts(postgres::Connection& conn, const pipeline::PipelineConfig& co
   return c;
 }
 
+namespace {
+
+// The options of `runnel load`.
+struct LoadArgs {
+  std::string pipeline, db, input, delimiter = ",", columns, data_type, subject;
+  bool loop = false, reverse = false, jetstream = false;
+  int64_t rows = 1000, clients = 100, rows_per_txn = 1000, per_message = 1;
+  double rate = 0;
+  uint64_t seed = 0;
+};
+
 // What `runnel load --jetstream` publishes: records [first, first + n) of its source.
 using RecordBatches = std::function<std::vector<std::string>(int64_t first, int64_t n)>;
 
@@ -197,8 +208,7 @@ struct RecordSource {
 
 // --input: the file's rows, read against the table's columns (the database is asked for
 // them), each field typed by its column; --loop repeats them.
-template <typename Args>
-RecordSource CsvSource(CliContext& ctx, const pipeline::PipelineConfig& config, const Args& args) {
+RecordSource CsvSource(CliContext& ctx, const pipeline::PipelineConfig& config, const LoadArgs& args) {
   pipeline::CsvLoadOptions options;
   options.input = args.input;
   options.delimiter = ParseDelimiter(args.delimiter);
@@ -225,8 +235,7 @@ RecordSource CsvSource(CliContext& ctx, const pipeline::PipelineConfig& config, 
 }
 
 // --rows synthetic records, the demo's distributions.
-template <typename Args>
-RecordSource SyntheticSource(const pipeline::PipelineConfig& config, const Args& args) {
+RecordSource SyntheticSource(const pipeline::PipelineConfig& config, const LoadArgs& args) {
   const uint64_t seed =
       args.seed != 0 ? args.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   RecordSource source;
@@ -259,8 +268,7 @@ std::vector<nats::OutgoingMessage> AsMessages(const std::string& subject, std::v
 // --rate in chunks of up to 1,000 (a hundredth of a second's worth at a rate), each
 // chunk stored by the stream before the next; --per-message N > 1 puts N records in
 // each message, as NDJSON.
-template <typename Args>
-int PublishRequests(CliContext& ctx, const pipeline::PipelineConfig& config, const Args& args) {
+int PublishRequests(CliContext& ctx, const pipeline::PipelineConfig& config, const LoadArgs& args) {
   if (!config.jetstream) {
     throw Error(ErrorCode::InvalidInput,
                 fmt::format("{} has no [jetstream] section: nowhere to publish", config.file.string()));
@@ -292,40 +300,155 @@ int PublishRequests(CliContext& ctx, const pipeline::PipelineConfig& config, con
   return 0;
 }
 
-void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
-  struct Args {
-    std::string pipeline, db, input, delimiter = ",", columns, data_type, where, sqlstate;
-    bool loop = false, reverse = false, yes = false, dry_run = false, no_wait = false, jetstream = false;
-    std::string subject;
-    int64_t batch_size = 1000;
-    int64_t rows = 1000, clients = 100, rows_per_txn = 1000, per_message = 1;
-    double rate = 0;
-    uint64_t seed = 0;
-  };
-  auto args = std::make_shared<Args>();
-  auto add_common = [&](CLI::App* app) {
-    app->add_option("--pipeline", args->pipeline, "Pipeline TOML file")->required()->check(CLI::ExistingFile);
-    app->add_option("--db", args->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
-  };
+// The options of the pipeline commands other than load.
+struct PipelineArgs {
+  std::string pipeline, db, where, sqlstate;
+  bool yes = false, dry_run = false, no_wait = false;
+  int64_t batch_size = 1000;
+};
 
-  auto* migrate =
-      root.add_subcommand("migrate", "Install the pipeline's queue, trigger and result tables (idempotent)");
-  add_common(migrate);
-  migrate->add_flag("--dry-run", args->dry_run, "Print the SQL it would run, and change nothing");
-  commands.push_back({migrate, [args](CliContext& ctx) {
-                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
-                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
-                        if (args->dry_run) return PrintMigrationSql(conn, config);
-                        auto changes = pipeline::Migrate(conn, config);
-                        server::MigrateSamples(conn);  // the dashboard's, shared by every pipeline
-                        for (const auto& line : changes) fmt::print("{}\n", line);
-                        fmt::print("pipeline '{}' is at schema version {}{}\n", config.name, pipeline::kSchemaVersion,
-                                   changes.empty() ? " (nothing to do)" : "");
-                        return 0;
-                      }});
+void AddCommonOptions(CLI::App* app, std::string& pipeline, std::string& db) {
+  app->add_option("--pipeline", pipeline, "Pipeline TOML file")->required()->check(CLI::ExistingFile);
+  app->add_option("--db", db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
+}
 
+int RunMigrate(CliContext& ctx, const PipelineArgs& args) {
+  auto config = pipeline::LoadPipelineConfig(args.pipeline);
+  auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args.db));
+  if (args.dry_run) return PrintMigrationSql(conn, config);
+  auto changes = pipeline::Migrate(conn, config);
+  server::MigrateSamples(conn);  // the dashboard's, shared by every pipeline
+  for (const auto& line : changes) fmt::print("{}\n", line);
+  fmt::print("pipeline '{}' is at schema version {}{}\n", config.name, pipeline::kSchemaVersion,
+             changes.empty() ? " (nothing to do)" : "");
+  return 0;
+}
+
+// `runnel load --input`: a CSV file's rows at --rate, a line every 5 s while it runs
+// (a --loop runs until Ctrl-C).
+int LoadCsv(postgres::Connection& conn, const pipeline::PipelineConfig& config, const LoadArgs& args) {
+  InstallStopHandler();
+  const std::function<bool()> cancelled = [] { return g_stop.load(); };
+  pipeline::CsvLoadOptions options;
+  options.input = args.input;
+  options.delimiter = ParseDelimiter(args.delimiter);
+  if (!args.columns.empty()) options.columns = SplitAt(args.columns, ',');
+  options.data_type = args.data_type;
+  options.rate = args.rate;
+  options.loop = args.loop;
+  options.reverse = args.reverse;
+  options.rows_per_txn = args.rows_per_txn;
+  options.cancelled = &cancelled;
+  const auto started = std::chrono::steady_clock::now();
+  auto last = started;
+  options.progress = [&](int64_t inserted) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last < std::chrono::seconds(5)) return;
+    last = now;
+    const double seconds = std::chrono::duration<double>(now - started).count();
+    fmt::print(stderr, "inserted {} rows in {:.0f} s ({:.1f} rows/s); Ctrl-C stops\n", inserted, seconds,
+               static_cast<double>(inserted) / seconds);
+  };
+  std::vector<std::string> ignored;
+  auto summary = pipeline::LoadCsvRequests(conn, config, options, &ignored);
+  if (!ignored.empty()) fmt::print(stderr, "ignored columns not in {}: {}\n", config.table, fmt::join(ignored, ", "));
+  fmt::print("inserted {} rows from {} in {:.2f} s\n", summary.inserted, args.input, summary.seconds);
+  return 0;
+}
+
+// `runnel load`: synthetic rows, the demo's distributions (the seed printed).
+int LoadSynthetic(postgres::Connection& conn, const pipeline::PipelineConfig& config, const LoadArgs& args) {
+  pipeline::LoadOptions options;
+  options.rows = args.rows;
+  options.clients = args.clients;
+  options.rows_per_txn = args.rows_per_txn;
+  options.rate = args.rate;
+  options.seed =
+      args.seed != 0 ? args.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  fmt::print(stderr, "loading {} rows into {} (seed {})\n", options.rows, config.table, options.seed);
+  if (auto warning = pipeline::QuotaWarning(conn, config, options)) fmt::print(stderr, "warning: {}\n", *warning);
+  auto summary = pipeline::LoadSyntheticRequests(conn, config, options);
+  fmt::print("inserted {} rows from key {} in {:.2f} s ({:.0f} rows/s)\n", summary.inserted, summary.first_key,
+             summary.seconds, summary.seconds > 0 ? static_cast<double>(summary.inserted) / summary.seconds : 0.0);
+  return 0;
+}
+
+int LoadRequests(CliContext& ctx, const LoadArgs& args) {
+  auto config = pipeline::LoadPipelineConfig(args.pipeline);
+  if (args.jetstream) return PublishRequests(ctx, config, args);
+  auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args.db));
+  return args.input.empty() ? LoadSynthetic(conn, config, args) : LoadCsv(conn, config, args);
+}
+
+// `runnel status --pipeline`: counts, quota, paused processes, failures by reason,
+// JetStream; without --pipeline, every pipeline in the database.
+int PrintStatus(CliContext& ctx, const PipelineArgs& args) {
+  auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args.db));
+  if (args.pipeline.empty()) return PrintPipelines(conn);
+  auto config = pipeline::LoadPipelineConfig(args.pipeline);
+  auto c = ReadCounts(conn, config);
+  fmt::print("pipeline {}: queue {} (oldest waiting {:.1f} s); done {}, throttled {}, failed {}{}\n", config.name,
+             c.queued, c.oldest_seconds, c.done, c.throttled, c.failed,
+             (c.gone > 0 ? fmt::format(", gone {}", c.gone) : "") +
+                 (c.superseded > 0 ? fmt::format(", superseded {}", c.superseded) : "") +
+                 (c.requeued > 0 ? fmt::format(", re-queued {}", c.requeued) : ""));
+  if (config.quota_max_requests) PrintQuotaSummary(conn, config);
+  for (const auto& p : pipeline::PausedProcesses(conn, config))
+    fmt::print("paused: {} (process {}, for {:.0f} s)\n", p.reason, p.process, p.seconds);
+  const auto reasons = pipeline::TopFailureReasons(conn, config, 5);
+  if (!reasons.empty()) fmt::print("failures by reason:\n");
+  for (const auto& r : reasons)
+    fmt::print("  {:>8}  {}  {}\n", r.count, r.sqlstate.empty() ? "-----" : r.sqlstate, r.reason);
+  if (config.jetstream) PrintJetStreamStatus(conn, config);
+  return 0;
+}
+
+int RunUnmigrate(CliContext& ctx, const PipelineArgs& args) {
+  auto config = pipeline::LoadPipelineConfig(args.pipeline);
+  auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args.db));
+  const auto plan = pipeline::UnmigratePlan(conn, config);
+  if (plan.empty()) {
+    fmt::print("pipeline {}: nothing installed, nothing to remove\n", config.name);
+    return 0;
+  }
+  if (!args.yes && !ConfirmByName(config.name, plan)) {
+    fmt::print(stderr, "nothing removed\n");
+    return 1;
+  }
+  for (const auto& line : pipeline::Unmigrate(conn, config)) fmt::print("{}\n", line);
+  fmt::print("table {} and its rows are as they were\n", config.table);
+  return 0;
+}
+
+int RunRescore(CliContext& ctx, const PipelineArgs& args) {
+  auto config = pipeline::LoadPipelineConfig(args.pipeline);
+  auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args.db));
+  const auto job = pipeline::CreateJob(conn, config, args.where, args.batch_size);
+  fmt::print("job {}: {} row(s) to score{}; served by the pipeline's `runnel run` processes\n", job.id, job.total,
+             args.where.empty() ? "" : " where " + args.where);
+  if (args.no_wait) return 0;
+  return FollowJob(conn, job.id);
+}
+
+int RunRetry(CliContext& ctx, const PipelineArgs& args) {
+  auto config = pipeline::LoadPipelineConfig(args.pipeline);
+  auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args.db));
+  pipeline::RetryFilter filter;
+  filter.where = args.where;
+  if (!args.sqlstate.empty()) filter.sqlstate = args.sqlstate;
+  auto outcome = pipeline::RetryFailed(conn, config, filter);
+  if (outcome.job) {
+    fmt::print("re-queued {} failed request(s) as job {}\n", outcome.requeued, *outcome.job);
+  } else {
+    fmt::print("no failed request matches: nothing re-queued\n");
+  }
+  return 0;
+}
+
+void AddLoadCommand(CLI::App& root, std::vector<Command>& commands) {
+  auto args = std::make_shared<LoadArgs>();
   auto* load = root.add_subcommand("load", "Insert synthetic requests (the reference generator's distributions)");
-  add_common(load);
+  AddCommonOptions(load, args->pipeline, args->db);
   load->add_option("--rows", args->rows, "Rows to insert (default 1000)");
   load->add_option("--clients", args->clients, "Client ids cycle over 1..N (default 100)");
   load->add_option("--rate", args->rate, "Rows per second (default: as fast as possible)");
@@ -344,147 +467,63 @@ void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
   load->add_option("--per-message", args->per_message,
                    "--jetstream: records per message (default 1; more: NDJSON, Content-Type: application/x-ndjson)")
       ->check(CLI::Range(int64_t{1}, int64_t{100000}));
-  commands.push_back(
-      {load, [args](CliContext& ctx) {
-         auto config = pipeline::LoadPipelineConfig(args->pipeline);
-         if (args->jetstream) return PublishRequests(ctx, config, *args);
-         auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
-         if (!args->input.empty()) {
-           InstallStopHandler();
-           const std::function<bool()> cancelled = [] { return g_stop.load(); };
-           pipeline::CsvLoadOptions options;
-           options.input = args->input;
-           options.delimiter = ParseDelimiter(args->delimiter);
-           if (!args->columns.empty()) options.columns = SplitAt(args->columns, ',');
-           options.data_type = args->data_type;
-           options.rate = args->rate;
-           options.loop = args->loop;
-           options.reverse = args->reverse;
-           options.rows_per_txn = args->rows_per_txn;
-           options.cancelled = &cancelled;
-           // A line every 5 s while it runs (a --loop runs until Ctrl-C).
-           const auto started = std::chrono::steady_clock::now();
-           auto last = started;
-           options.progress = [&](int64_t inserted) {
-             const auto now = std::chrono::steady_clock::now();
-             if (now - last < std::chrono::seconds(5)) return;
-             last = now;
-             const double seconds = std::chrono::duration<double>(now - started).count();
-             fmt::print(stderr, "inserted {} rows in {:.0f} s ({:.1f} rows/s); Ctrl-C stops\n", inserted, seconds,
-                        static_cast<double>(inserted) / seconds);
-           };
-           std::vector<std::string> ignored;
-           auto summary = pipeline::LoadCsvRequests(conn, config, options, &ignored);
-           if (!ignored.empty())
-             fmt::print(stderr, "ignored columns not in {}: {}\n", config.table, fmt::join(ignored, ", "));
-           fmt::print("inserted {} rows from {} in {:.2f} s\n", summary.inserted, args->input, summary.seconds);
-           return 0;
-         }
-         pipeline::LoadOptions options;
-         options.rows = args->rows;
-         options.clients = args->clients;
-         options.rows_per_txn = args->rows_per_txn;
-         options.rate = args->rate;
-         options.seed = args->seed != 0
-                            ? args->seed
-                            : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-         fmt::print(stderr, "loading {} rows into {} (seed {})\n", options.rows, config.table, options.seed);
-         if (auto warning = pipeline::QuotaWarning(conn, config, options))
-           fmt::print(stderr, "warning: {}\n", *warning);
-         auto summary = pipeline::LoadSyntheticRequests(conn, config, options);
-         fmt::print("inserted {} rows from key {} in {:.2f} s ({:.0f} rows/s)\n", summary.inserted, summary.first_key,
-                    summary.seconds,
-                    summary.seconds > 0 ? static_cast<double>(summary.inserted) / summary.seconds : 0.0);
-         return 0;
-       }});
+  commands.push_back({load, [args](CliContext& ctx) { return LoadRequests(ctx, *args); }});
+}
 
+void AddStatusCommand(CLI::App& root, std::vector<Command>& commands) {
+  auto args = std::make_shared<PipelineArgs>();
   auto* status = root.add_subcommand(
       "status", "Queue depth, served/throttled/failed counts and lag; without --pipeline, every pipeline");
   status->add_option("--pipeline", args->pipeline, "Pipeline TOML file (default: list every pipeline)")
       ->check(CLI::ExistingFile);
   status->add_option("--db", args->db, "libpq connection string (default: RUNNEL_DB_URL, else the embedded database)");
-  commands.push_back({status, [args](CliContext& ctx) {
-                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
-                        if (args->pipeline.empty()) return PrintPipelines(conn);
-                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
-                        auto c = ReadCounts(conn, config);
-                        fmt::print(
-                            "pipeline {}: queue {} (oldest waiting {:.1f} s); done {}, throttled {}, failed {}{}\n",
-                            config.name, c.queued, c.oldest_seconds, c.done, c.throttled, c.failed,
-                            (c.gone > 0 ? fmt::format(", gone {}", c.gone) : "") +
-                                (c.superseded > 0 ? fmt::format(", superseded {}", c.superseded) : "") +
-                                (c.requeued > 0 ? fmt::format(", re-queued {}", c.requeued) : ""));
-                        if (config.quota_max_requests) PrintQuotaSummary(conn, config);
-                        for (const auto& p : pipeline::PausedProcesses(conn, config)) {
-                          fmt::print("paused: {} (process {}, for {:.0f} s)\n", p.reason, p.process, p.seconds);
-                        }
-                        const auto reasons = pipeline::TopFailureReasons(conn, config, 5);
-                        if (!reasons.empty()) fmt::print("failures by reason:\n");
-                        for (const auto& r : reasons) {
-                          fmt::print("  {:>8}  {}  {}\n", r.count, r.sqlstate.empty() ? "-----" : r.sqlstate, r.reason);
-                        }
-                        if (config.jetstream) PrintJetStreamStatus(conn, config);
-                        return 0;
-                      }});
+  commands.push_back({status, [args](CliContext& ctx) { return PrintStatus(ctx, *args); }});
+}
+
+void AddMigrateCommand(CLI::App& root, std::vector<Command>& commands) {
+  auto args = std::make_shared<PipelineArgs>();
+  auto* migrate =
+      root.add_subcommand("migrate", "Install the pipeline's queue, trigger and result tables (idempotent)");
+  AddCommonOptions(migrate, args->pipeline, args->db);
+  migrate->add_flag("--dry-run", args->dry_run, "Print the SQL it would run, and change nothing");
+  commands.push_back({migrate, [args](CliContext& ctx) { return RunMigrate(ctx, *args); }});
+}
+
+// unmigrate, rescore and retry.
+void AddJobCommands(CLI::App& root, std::vector<Command>& commands) {
+  auto args = std::make_shared<PipelineArgs>();
 
   auto* unmigrate = root.add_subcommand(
       "unmigrate", "Remove what migrate installed (triggers, queue, results, quota, events); the table stays");
-  add_common(unmigrate);
+  AddCommonOptions(unmigrate, args->pipeline, args->db);
   unmigrate->add_flag("--yes", args->yes, "Do not ask for confirmation");
-  commands.push_back({unmigrate, [args](CliContext& ctx) {
-                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
-                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
-                        const auto plan = pipeline::UnmigratePlan(conn, config);
-                        if (plan.empty()) {
-                          fmt::print("pipeline {}: nothing installed, nothing to remove\n", config.name);
-                          return 0;
-                        }
-                        if (!args->yes && !ConfirmByName(config.name, plan)) {
-                          fmt::print(stderr, "nothing removed\n");
-                          return 1;
-                        }
-                        for (const auto& line : pipeline::Unmigrate(conn, config)) fmt::print("{}\n", line);
-                        fmt::print("table {} and its rows are as they were\n", config.table);
-                        return 0;
-                      }});
+  commands.push_back({unmigrate, [args](CliContext& ctx) { return RunUnmigrate(ctx, *args); }});
 
   auto* rescore = root.add_subcommand(
       "rescore", "Score existing rows again (a batch job, as POST /v1/pipelines/{p}/jobs) and follow its progress");
-  add_common(rescore);
+  AddCommonOptions(rescore, args->pipeline, args->db);
   rescore->add_option(
       "--where", args->where,
       "Only rows matching this filter, e.g. \"status is null\" or \"client_id = 7\" (docs/http-api.md)");
   rescore->add_option("--batch-size", args->batch_size, "Rows handed to the workers per step (1..100000)");
   rescore->add_flag("--no-wait", args->no_wait, "Print the job and return; it goes on in the serving processes");
-  commands.push_back({rescore, [args](CliContext& ctx) {
-                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
-                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
-                        const auto job = pipeline::CreateJob(conn, config, args->where, args->batch_size);
-                        fmt::print("job {}: {} row(s) to score{}; served by the pipeline's `runnel run` processes\n",
-                                   job.id, job.total, args->where.empty() ? "" : " where " + args->where);
-                        if (args->no_wait) return 0;
-                        return FollowJob(conn, job.id);
-                      }});
+  commands.push_back({rescore, [args](CliContext& ctx) { return RunRescore(ctx, *args); }});
 
   auto* retry = root.add_subcommand("retry", "Re-queue failed requests (once each) after fixing their cause");
-  add_common(retry);
+  AddCommonOptions(retry, args->pipeline, args->db);
   retry->add_option("--where", args->where,
                     "Only failed requests whose row matches this filter, e.g. \"client_id = 7\" (docs/http-api.md)");
   retry->add_option("--sqlstate", args->sqlstate, "Only failures with this SQLSTATE (23514) or class (23)");
-  commands.push_back({retry, [args](CliContext& ctx) {
-                        auto config = pipeline::LoadPipelineConfig(args->pipeline);
-                        auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args->db));
-                        pipeline::RetryFilter filter;
-                        filter.where = args->where;
-                        if (!args->sqlstate.empty()) filter.sqlstate = args->sqlstate;
-                        auto outcome = pipeline::RetryFailed(conn, config, filter);
-                        if (outcome.job) {
-                          fmt::print("re-queued {} failed request(s) as job {}\n", outcome.requeued, *outcome.job);
-                        } else {
-                          fmt::print("no failed request matches: nothing re-queued\n");
-                        }
-                        return 0;
-                      }});
+  commands.push_back({retry, [args](CliContext& ctx) { return RunRetry(ctx, *args); }});
+}
+
+}  // namespace
+
+void AddPipelineCommands(CLI::App& root, std::vector<Command>& commands) {
+  AddMigrateCommand(root, commands);
+  AddLoadCommand(root, commands);
+  AddStatusCommand(root, commands);
+  AddJobCommands(root, commands);
 }
 
 }  // namespace runnel::cli
