@@ -309,7 +309,6 @@ std::span<const std::string> Model::output_labels(size_t index) const {
 
 std::span<const float> ModelSession::Predict(std::span<const float> input, size_t rows,
                                              std::span<const std::string> texts) {
-  const auto& graph = model_->graph();
   if (input.size() != rows * model_->input_width() || texts.size() != rows * model_->text_width()) {
     throw Error(ErrorCode::InvalidInput,
                 fmt::format("{}: expected {} x {} input values and {} x {} texts, got {} and {}", model_->info().source,
@@ -328,7 +327,15 @@ std::span<const float> ModelSession::Predict(std::span<const float> input, size_
     t->Score(*tensor_session_, input, texts, rows, std::span<float>(output_.data(), rows * model_->output_width()));
     return {output_.data(), rows * model_->output_width()};
   }
-  // Split the input row across the model's inputs.
+  ScatterInputs(input, rows);
+  for (size_t n = 0; n < model_->graph().nodes.size(); ++n) RunNode(n, rows);
+  GatherOutputs(rows);
+  return {output_.data(), rows * model_->output_width()};
+}
+
+// Each input row split across the graph's inputs, into their buffers.
+void ModelSession::ScatterInputs(std::span<const float> input, size_t rows) {
+  const auto& graph = model_->graph();
   size_t offset = 0;
   for (int id : graph.inputs) {
     const size_t width = graph.value_widths[static_cast<size_t>(id)];
@@ -339,70 +346,83 @@ std::span<const float> ModelSession::Predict(std::span<const float> input, size_
     }
     offset += width;
   }
-  for (size_t n = 0; n < graph.nodes.size(); ++n) {
-    const Node& node = graph.nodes[n];
-    const auto out_id = static_cast<size_t>(node.output);
-    float* y = buffers_[out_id].data();
-    const size_t ys = strides_[out_id];
-    const size_t width = graph.value_widths[out_id];
-    auto in = [&](size_t i) { return buffers_[static_cast<size_t>(node.inputs[i])].data(); };
-    auto in_stride = [&](size_t i) { return strides_[static_cast<size_t>(node.inputs[i])]; };
-    auto in_width = [&](size_t i) { return graph.value_widths[static_cast<size_t>(node.inputs[i])]; };
-    switch (node.kind) {
-      case OpKind::Dense: {
-        const Activation kind = node.activation.kind;
-        const bool fused = kind == Activation::Linear || kind == Activation::Relu;
-        DenseForward(in(0), in_stride(0), rows, model_->packed(n), fused ? kind : Activation::Linear, y, ys);
-        if (!fused) ApplyActivation(node.activation, y, ys, rows, width);
-        break;
+}
+
+namespace {
+
+// y = a op b over rows x width, either side a scalar per row or (one input) a constant,
+// which comes first when `swap`.
+void BinaryForward(BinaryOp op, const float* a, size_t as, bool a_scalar, const float* b, size_t bs, bool b_scalar,
+                   bool swap, size_t rows, size_t width, float* y, size_t ys) {
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t c = 0; c < width; ++c) {
+      float lhs = a[r * as + (a_scalar ? 0 : c)];
+      float rhs = b[r * bs + (b_scalar ? 0 : c)];
+      if (swap) std::swap(lhs, rhs);
+      float v = 0;
+      switch (op) {
+        case BinaryOp::Add: v = lhs + rhs; break;
+        case BinaryOp::Sub: v = lhs - rhs; break;
+        case BinaryOp::Mul: v = lhs * rhs; break;
+        case BinaryOp::Div: v = lhs / rhs; break;
       }
-      case OpKind::Binary: {
-        const float* a = in(0);
-        const size_t as = in_stride(0);
-        const bool two = node.inputs.size() == 2;
-        const float* b = two ? in(1) : node.constant.data();
-        const size_t bs = two ? in_stride(1) : 0;
-        const bool a_scalar = in_width(0) == 1;
-        const bool b_scalar = two ? in_width(1) == 1 : node.constant.size() == 1;
-        const bool swap = !two && node.constant_first;
-        for (size_t r = 0; r < rows; ++r) {
-          for (size_t c = 0; c < width; ++c) {
-            float lhs = a[r * as + (a_scalar ? 0 : c)];
-            float rhs = b[r * bs + (b_scalar ? 0 : c)];
-            if (swap) std::swap(lhs, rhs);
-            float v = 0;
-            switch (node.binary) {
-              case BinaryOp::Add: v = lhs + rhs; break;
-              case BinaryOp::Sub: v = lhs - rhs; break;
-              case BinaryOp::Mul: v = lhs * rhs; break;
-              case BinaryOp::Div: v = lhs / rhs; break;
-            }
-            y[r * ys + c] = v;
-          }
-        }
-        break;
-      }
-      case OpKind::Affine:
-        for (size_t r = 0; r < rows; ++r) {
-          const float* x = in(0) + r * in_stride(0);
-          for (size_t c = 0; c < width; ++c) y[r * ys + c] = x[c] * node.scale[c] + node.shift[c];
-        }
-        break;
-      case OpKind::Activate:
-      case OpKind::Identity:
-        for (size_t r = 0; r < rows; ++r) std::copy_n(in(0) + r * in_stride(0), width, y + r * ys);
-        if (node.kind == OpKind::Activate) ApplyActivation(node.activation, y, ys, rows, width);
-        break;
-      case OpKind::Concat: {
-        size_t col = 0;
-        for (size_t i = 0; i < node.inputs.size(); ++i) {
-          for (size_t r = 0; r < rows; ++r) std::copy_n(in(i) + r * in_stride(i), in_width(i), y + r * ys + col);
-          col += in_width(i);
-        }
-        break;
-      }
+      y[r * ys + c] = v;
     }
   }
+}
+
+}  // namespace
+
+void ModelSession::RunNode(size_t n, size_t rows) {
+  const auto& graph = model_->graph();
+  const Node& node = graph.nodes[n];
+  const auto out_id = static_cast<size_t>(node.output);
+  float* y = buffers_[out_id].data();
+  const size_t ys = strides_[out_id];
+  const size_t width = graph.value_widths[out_id];
+  auto in = [&](size_t i) { return buffers_[static_cast<size_t>(node.inputs[i])].data(); };
+  auto in_stride = [&](size_t i) { return strides_[static_cast<size_t>(node.inputs[i])]; };
+  auto in_width = [&](size_t i) { return graph.value_widths[static_cast<size_t>(node.inputs[i])]; };
+  switch (node.kind) {
+    case OpKind::Dense: {
+      const Activation kind = node.activation.kind;
+      const bool fused = kind == Activation::Linear || kind == Activation::Relu;
+      DenseForward(in(0), in_stride(0), rows, model_->packed(n), fused ? kind : Activation::Linear, y, ys);
+      if (!fused) ApplyActivation(node.activation, y, ys, rows, width);
+      break;
+    }
+    case OpKind::Binary: {
+      const bool two = node.inputs.size() == 2;
+      BinaryForward(node.binary, in(0), in_stride(0), in_width(0) == 1, two ? in(1) : node.constant.data(),
+                    two ? in_stride(1) : 0, two ? in_width(1) == 1 : node.constant.size() == 1,
+                    !two && node.constant_first, rows, width, y, ys);
+      break;
+    }
+    case OpKind::Affine:
+      for (size_t r = 0; r < rows; ++r) {
+        const float* x = in(0) + r * in_stride(0);
+        for (size_t c = 0; c < width; ++c) y[r * ys + c] = x[c] * node.scale[c] + node.shift[c];
+      }
+      break;
+    case OpKind::Activate:
+    case OpKind::Identity:
+      for (size_t r = 0; r < rows; ++r) std::copy_n(in(0) + r * in_stride(0), width, y + r * ys);
+      if (node.kind == OpKind::Activate) ApplyActivation(node.activation, y, ys, rows, width);
+      break;
+    case OpKind::Concat: {
+      size_t col = 0;
+      for (size_t i = 0; i < node.inputs.size(); ++i) {
+        for (size_t r = 0; r < rows; ++r) std::copy_n(in(i) + r * in_stride(i), in_width(i), y + r * ys + col);
+        col += in_width(i);
+      }
+      break;
+    }
+  }
+}
+
+// The graph's outputs side by side in each output row.
+void ModelSession::GatherOutputs(size_t rows) {
+  const auto& graph = model_->graph();
   const size_t out_width = model_->output_width();
   size_t col = 0;
   for (int id : graph.outputs) {
@@ -413,7 +433,6 @@ std::span<const float> ModelSession::Predict(std::span<const float> input, size_
     }
     col += width;
   }
-  return {output_.data(), rows * out_width};
 }
 
 }  // namespace runnel::model

@@ -128,6 +128,10 @@ class ModelSession {
 
  private:
   void Reserve(size_t rows);
+  // The dense graph's run, in stages: inputs into their buffers, each node, outputs.
+  void ScatterInputs(std::span<const float> input, size_t rows);
+  void RunNode(size_t node, size_t rows);
+  void GatherOutputs(size_t rows);
 
   std::shared_ptr<const Model> model_;
   std::unique_ptr<tensor::Session> tensor_session_;  // with a TensorModel
