@@ -228,6 +228,100 @@ class GraphBuilder {
     return id;
   }
 
+  // Dense: units, activation, kernel [in, units] and (use_bias) bias [units].
+  void DenseNode(const LayerSpec& layer, size_t in_width, Node& node) {
+    const json& config = *layer.config;
+    const std::string& name = layer.name;
+    const double units = GetNumber(ctx_, name, config, "units", -1);
+    if (units < 1 || units > (1 << 20) || units != std::floor(units))
+      Fail(ctx_, name, "'units' must be a positive integer");
+    node.kind = OpKind::Dense;
+    node.in_width = in_width;
+    node.out_width = static_cast<size_t>(units);
+    node.activation = ParseActivation(ctx_, name, Find(config, "activation") ? config["activation"] : json("linear"));
+    auto weights = ctx_.weights(name, layer.class_name);
+    node.weights = Expect(ctx_, name, weights, 0, "kernel", {node.in_width, node.out_width}).values;
+    if (GetBool(config, "use_bias", true)) node.bias = Expect(ctx_, name, weights, 1, "bias", {node.out_width}).values;
+  }
+
+  // BatchNormalization at inference: an affine map from gamma, beta and the moving
+  // statistics (gamma and beta optional: scale, center).
+  void BatchNormalizationNode(const LayerSpec& layer, size_t n, Node& node) {
+    const json& config = *layer.config;
+    const std::string& name = layer.name;
+    CheckLastAxis(name, config);
+    const bool scale = GetBool(config, "scale", true);
+    const bool center = GetBool(config, "center", true);
+    const double epsilon = GetNumber(ctx_, name, config, "epsilon", 1e-3);
+    auto weights = ctx_.weights(name, layer.class_name);
+    size_t index = 0;
+    std::vector<float> gamma(n, 1.0f), beta(n, 0.0f);
+    if (scale) gamma = Expect(ctx_, name, weights, index++, "gamma", {n}).values;
+    if (center) beta = Expect(ctx_, name, weights, index++, "beta", {n}).values;
+    const auto& mean = Expect(ctx_, name, weights, index++, "moving_mean", {n}).values;
+    const auto& variance = Expect(ctx_, name, weights, index++, "moving_variance", {n}).values;
+    node.kind = OpKind::Affine;
+    for (size_t c = 0; c < n; ++c) {
+      const double s = gamma[c] / std::sqrt(static_cast<double>(variance[c]) + epsilon);
+      node.scale.push_back(static_cast<float>(s));
+      node.shift.push_back(static_cast<float>(beta[c] - mean[c] * s));
+    }
+  }
+
+  // Normalization: an affine map from mean and variance (weights, or the config's
+  // lists); `invert` undoes it.
+  void NormalizationNode(const LayerSpec& layer, size_t n, Node& node) {
+    const json& config = *layer.config;
+    const std::string& name = layer.name;
+    CheckLastAxis(name, config);
+    std::vector<float> mean, variance;
+    auto weights = ctx_.weights(name, layer.class_name);
+    if (weights.size() >= 2) {
+      mean = Expect(ctx_, name, weights, 0, "mean",
+                    weights[0].dims.size() == 2 ? std::vector<size_t>{1, n} : std::vector<size_t>{n})
+                 .values;
+      variance = Expect(ctx_, name, weights, 1, "variance", weights[1].dims).values;
+    } else {
+      mean = ConfigVector(name, config, "mean", n);
+      variance = ConfigVector(name, config, "variance", n);
+    }
+    if (variance.size() != n)
+      Fail(ctx_, name, fmt::format("variance holds {} values, expected {}", variance.size(), n));
+    const bool invert = GetBool(config, "invert", false);
+    node.kind = OpKind::Affine;
+    for (size_t c = 0; c < n; ++c) {
+      // Keras: (x - mean) / max(sqrt(variance), epsilon), epsilon = 1e-7.
+      const double sd = std::max(std::sqrt(static_cast<double>(variance[c])), 1e-7);
+      node.scale.push_back(static_cast<float>(invert ? sd : 1.0 / sd));
+      node.shift.push_back(static_cast<float>(invert ? mean[c] : -mean[c] / sd));
+    }
+  }
+
+  // Add, Subtract, Multiply of two or more inputs as a chain ((a op b) op c) ...;
+  // returns the last node's value.
+  int AddBinaryChain(const LayerSpec& layer, const std::vector<int>& inputs) {
+    const std::string& name = layer.name;
+    const std::string& cls = layer.class_name;
+    if (inputs.size() < 2 || (cls == "Subtract" && inputs.size() != 2))
+      Fail(ctx_, name, fmt::format("{} needs two inputs, got {}", cls, inputs.size()));
+    const BinaryOp op = cls == "Add" ? BinaryOp::Add : cls == "Subtract" ? BinaryOp::Sub : BinaryOp::Mul;
+    int acc = inputs[0];
+    for (size_t i = 1; i < inputs.size(); ++i) {
+      Node step;
+      step.kind = OpKind::Binary;
+      step.binary = op;
+      step.name = name;
+      step.inputs = {acc, inputs[i]};
+      const size_t w =
+          std::max(graph_.value_widths[static_cast<size_t>(acc)], graph_.value_widths[static_cast<size_t>(inputs[i])]);
+      step.output = i + 1 == inputs.size() ? graph_.AddValue(name, w) : graph_.AddValue(name + "/partial", w);
+      acc = step.output;
+      graph_.nodes.push_back(std::move(step));
+    }
+    values_[name] = acc;
+    return acc;
+  }
+
   // Translates one layer applied to `inputs` (value ids); returns its output value.
   int AddLayer(const LayerSpec& layer, const std::vector<int>& inputs) {
     const json& config = *layer.config;
@@ -244,17 +338,7 @@ class GraphBuilder {
 
     if (cls == "Dense") {
       single();
-      const double units = GetNumber(ctx_, name, config, "units", -1);
-      if (units < 1 || units > (1 << 20) || units != std::floor(units))
-        Fail(ctx_, name, "'units' must be a positive integer");
-      node.kind = OpKind::Dense;
-      node.in_width = width(0);
-      node.out_width = static_cast<size_t>(units);
-      node.activation = ParseActivation(ctx_, name, Find(config, "activation") ? config["activation"] : json("linear"));
-      auto weights = ctx_.weights(name, cls);
-      node.weights = Expect(ctx_, name, weights, 0, "kernel", {node.in_width, node.out_width}).values;
-      if (GetBool(config, "use_bias", true))
-        node.bias = Expect(ctx_, name, weights, 1, "bias", {node.out_width}).values;
+      DenseNode(layer, width(0), node);
       out_width = node.out_width;
     } else if (cls == "Activation") {
       single();
@@ -287,69 +371,12 @@ class GraphBuilder {
       node.kind = OpKind::Identity;
     } else if (cls == "BatchNormalization") {
       single();
-      CheckLastAxis(name, config);
-      const size_t n = width(0);
-      const bool scale = GetBool(config, "scale", true);
-      const bool center = GetBool(config, "center", true);
-      const double epsilon = GetNumber(ctx_, name, config, "epsilon", 1e-3);
-      auto weights = ctx_.weights(name, cls);
-      size_t index = 0;
-      std::vector<float> gamma(n, 1.0f), beta(n, 0.0f);
-      if (scale) gamma = Expect(ctx_, name, weights, index++, "gamma", {n}).values;
-      if (center) beta = Expect(ctx_, name, weights, index++, "beta", {n}).values;
-      const auto& mean = Expect(ctx_, name, weights, index++, "moving_mean", {n}).values;
-      const auto& variance = Expect(ctx_, name, weights, index++, "moving_variance", {n}).values;
-      node.kind = OpKind::Affine;
-      for (size_t c = 0; c < n; ++c) {
-        const double s = gamma[c] / std::sqrt(static_cast<double>(variance[c]) + epsilon);
-        node.scale.push_back(static_cast<float>(s));
-        node.shift.push_back(static_cast<float>(beta[c] - mean[c] * s));
-      }
+      BatchNormalizationNode(layer, width(0), node);
     } else if (cls == "Normalization") {
       single();
-      CheckLastAxis(name, config);
-      const size_t n = width(0);
-      std::vector<float> mean, variance;
-      auto weights = ctx_.weights(name, cls);
-      if (weights.size() >= 2) {
-        mean = Expect(ctx_, name, weights, 0, "mean",
-                      weights[0].dims.size() == 2 ? std::vector<size_t>{1, n} : std::vector<size_t>{n})
-                   .values;
-        variance = Expect(ctx_, name, weights, 1, "variance", weights[1].dims).values;
-      } else {
-        mean = ConfigVector(name, config, "mean", n);
-        variance = ConfigVector(name, config, "variance", n);
-      }
-      if (variance.size() != n)
-        Fail(ctx_, name, fmt::format("variance holds {} values, expected {}", variance.size(), n));
-      const bool invert = GetBool(config, "invert", false);
-      node.kind = OpKind::Affine;
-      for (size_t c = 0; c < n; ++c) {
-        // Keras: (x - mean) / max(sqrt(variance), epsilon), epsilon = 1e-7.
-        const double sd = std::max(std::sqrt(static_cast<double>(variance[c])), 1e-7);
-        node.scale.push_back(static_cast<float>(invert ? sd : 1.0 / sd));
-        node.shift.push_back(static_cast<float>(invert ? mean[c] : -mean[c] / sd));
-      }
+      NormalizationNode(layer, width(0), node);
     } else if (cls == "Add" || cls == "Subtract" || cls == "Multiply") {
-      if (inputs.size() < 2 || (cls == "Subtract" && inputs.size() != 2)) {
-        Fail(ctx_, name, fmt::format("{} needs two inputs, got {}", cls, inputs.size()));
-      }
-      const BinaryOp op = cls == "Add" ? BinaryOp::Add : cls == "Subtract" ? BinaryOp::Sub : BinaryOp::Mul;
-      // Chain: ((a op b) op c) ...
-      int acc = inputs[0];
-      for (size_t i = 1; i < inputs.size(); ++i) {
-        Node step;
-        step.kind = OpKind::Binary;
-        step.binary = op;
-        step.name = name;
-        step.inputs = {acc, inputs[i]};
-        const size_t w = std::max(graph_.value_widths[static_cast<size_t>(acc)], width(i));
-        step.output = i + 1 == inputs.size() ? graph_.AddValue(name, w) : graph_.AddValue(name + "/partial", w);
-        acc = step.output;
-        graph_.nodes.push_back(std::move(step));
-      }
-      values_[name] = acc;
-      return acc;
+      return AddBinaryChain(layer, inputs);
     } else if (cls == "Concatenate") {
       const double axis = GetNumber(ctx_, name, config, "axis", -1);
       if (axis != -1 && axis != 1) Fail(ctx_, name, "Concatenate is supported along the last axis only");
