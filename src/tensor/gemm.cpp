@@ -35,26 +35,32 @@ struct StridedRows {
   const float* base;
   size_t stride;
   const float* operator()(size_t k) const { return base + k * stride; }
+  StridedRows From(size_t k) const { return {base + k * stride, stride}; }
 };
 struct OffsetRows {
   const float* base;
   const size_t* offsets;
   const float* operator()(size_t k) const { return base + offsets[k]; }
+  OffsetRows From(size_t k) const { return {base, offsets + k}; }
 };
 
 // The right-hand matrices, each giving the rows of its panel of `width` columns from
 // column n: packed panel by panel (PackMatrix), row-major, or gathered.
 struct PackedSide {
+  static constexpr bool kBlocksK = true;
   const float* weights;
   size_t k;
   StridedRows At(size_t n, size_t width) const { return {weights + k * n, width}; }
 };
 struct RowMajorSide {
+  static constexpr bool kBlocksK = true;
   const float* b;
   size_t stride;
   StridedRows At(size_t n, size_t) const { return {b + n, stride}; }
 };
 struct GatheredSide {
+  // A convolution's taps: measured no faster in blocks of k (bench/onednn_bench).
+  static constexpr bool kBlocksK = false;
   const float* b;
   const size_t* offsets;
   OffsetRows At(size_t n, size_t) const { return {b + n, offsets}; }
@@ -62,10 +68,12 @@ struct GatheredSide {
 
 // What is added to the products and how they are stored: a bias per column and one
 // per row (each null: none; already offset to the block), then max(0, .) when `relu`.
+// `accumulate`: the products add to what y holds (a later block of k) instead.
 struct Epilogue {
   const float* column_bias;
   const float* row_bias;
   bool relu;
+  bool accumulate = false;
 };
 
 // MR rows x NV*16 columns of y, accumulated over all of k in registers, starting from
@@ -76,7 +84,13 @@ inline void MicroKernel(const float* x, size_t x_stride, size_t k_count, Rows w,
   V16 acc[MR][NV];
   for (int v = 0; v < NV; ++v) {
     const V16 b = e.column_bias != nullptr ? Load(e.column_bias + v * 16) : V16{};
-    for (int r = 0; r < MR; ++r) acc[r][v] = e.row_bias != nullptr ? b + Broadcast(e.row_bias[r]) : b;
+    for (int r = 0; r < MR; ++r) {
+      if (e.accumulate) {
+        acc[r][v] = Load(y + r * y_stride + v * 16);
+      } else {
+        acc[r][v] = e.row_bias != nullptr ? b + Broadcast(e.row_bias[r]) : b;
+      }
+    }
   }
   for (size_t k = 0; k < k_count; ++k) {
     const float* row = w(k);
@@ -122,18 +136,38 @@ struct RightHand {
   const float* bias;  // null: none
 };
 
+// The rows [first, first + count) of k that one pass of the micro-kernel sums; the
+// first pass adds the biases, later ones add to y, the last applies the Relu.
+struct KBlock {
+  size_t first;
+  size_t count;
+  bool last;
+};
+
+// Blocks of k of at most kKBlock rows, so that a panel's block of the right-hand side
+// (kKBlock x kPanel floats: 32 KiB) stays in L1 while the row blocks pass over it; a
+// k up to 1.5 kKBlock is one block (a short last pass costs a load and store of y).
+constexpr size_t kKBlock = 128;
+size_t KBlocks(size_t k) {
+  return k <= kKBlock + kKBlock / 2 ? 1 : (k + kKBlock - 1) / kKBlock;
+}
+
 // MR rows of y over one panel of the right-hand side: `width` (a multiple of 16, at
-// most kPanel) columns from column n; `row_bias` from the block's first row (or null).
+// most kPanel) columns from column n, over the rows of k in `kb`; `row_bias` from the
+// block's first row (or null).
 template <int MR, typename Side>
-void Panel(size_t width, const float* x, size_t x_stride, const RightHand<Side>& b, size_t n, const float* row_bias,
-           bool relu, float* y, size_t y_stride) {
-  const auto w = b.side.At(n, width);
-  const Epilogue e{b.bias != nullptr ? b.bias + n : nullptr, row_bias, relu};
+void Panel(size_t width, const float* x, size_t x_stride, const RightHand<Side>& b, size_t n, const KBlock& kb,
+           const float* row_bias, bool relu, float* y, size_t y_stride) {
+  const auto w = b.side.At(n, width).From(kb.first);
+  const bool first = kb.first == 0;
+  const Epilogue e{first && b.bias != nullptr ? b.bias + n : nullptr, first ? row_bias : nullptr, relu && kb.last,
+                   !first};
+  x += kb.first;
   switch (width / kPackWidth) {
-    case 4: return MicroKernel<MR, 4>(x, x_stride, b.k, w, e, y + n, y_stride);
-    case 3: return MicroKernel<MR, 3>(x, x_stride, b.k, w, e, y + n, y_stride);
-    case 2: return MicroKernel<MR, 2>(x, x_stride, b.k, w, e, y + n, y_stride);
-    default: return MicroKernel<MR, 1>(x, x_stride, b.k, w, e, y + n, y_stride);
+    case 4: return MicroKernel<MR, 4>(x, x_stride, kb.count, w, e, y + n, y_stride);
+    case 3: return MicroKernel<MR, 3>(x, x_stride, kb.count, w, e, y + n, y_stride);
+    case 2: return MicroKernel<MR, 2>(x, x_stride, kb.count, w, e, y + n, y_stride);
+    default: return MicroKernel<MR, 1>(x, x_stride, kb.count, w, e, y + n, y_stride);
   }
 }
 
@@ -141,32 +175,37 @@ void Panel(size_t width, const float* x, size_t x_stride, const RightHand<Side>&
 // hidden by the panel's several columns.
 template <int MR, typename Side>
 void PanelTail(size_t rows, size_t width, const float* x, size_t x_stride, const RightHand<Side>& b, size_t n,
-               const float* row_bias, bool relu, float* y, size_t y_stride) {
+               const KBlock& kb, const float* row_bias, bool relu, float* y, size_t y_stride) {
   if constexpr (MR > 0) {
     if (rows == MR) {
-      Panel<MR>(width, x, x_stride, b, n, row_bias, relu, y, y_stride);
+      Panel<MR>(width, x, x_stride, b, n, kb, row_bias, relu, y, y_stride);
     } else {
-      PanelTail<MR - 1>(rows, width, x, x_stride, b, n, row_bias, relu, y, y_stride);
+      PanelTail<MR - 1>(rows, width, x, x_stride, b, n, kb, row_bias, relu, y, y_stride);
     }
   }
 }
 
-// Columns outer, rows inner: one panel of the right-hand side (k rows of kPanel
-// columns, contiguous when packed) stays in cache while every row block passes over
-// it; x is read a broadcast at a time.
+// Columns outer, then blocks of k, rows inner: one block of a panel of the right-hand
+// side (contiguous when packed) stays in cache while every row block passes over it;
+// x is read a broadcast at a time.
 template <typename Side>
 void Multiply(const float* x, size_t x_stride, size_t rows, const RightHand<Side>& b, const float* row_bias, bool relu,
               float* y, size_t y_stride) {
   const auto bias_at = [&](size_t row) { return row_bias != nullptr ? row_bias + row : nullptr; };
+  const size_t blocks = Side::kBlocksK ? KBlocks(b.k) : 1;
   for (size_t n = 0, width = 0; n < b.columns; n += width) {
     width = PanelWidth(b.columns - n);
-    size_t r = 0;
-    for (; r + kRowBlock <= rows; r += kRowBlock) {
-      Panel<kRowBlock>(width, x + r * x_stride, x_stride, b, n, bias_at(r), relu, y + r * y_stride, y_stride);
+    for (size_t block = 0; block < blocks; ++block) {
+      const size_t first = b.k * block / blocks;
+      const KBlock kb{first, b.k * (block + 1) / blocks - first, block + 1 == blocks};
+      size_t r = 0;
+      for (; r + kRowBlock <= rows; r += kRowBlock) {
+        Panel<kRowBlock>(width, x + r * x_stride, x_stride, b, n, kb, bias_at(r), relu, y + r * y_stride, y_stride);
+      }
+      if (r < rows)
+        PanelTail<kRowBlock - 1>(rows - r, width, x + r * x_stride, x_stride, b, n, kb, bias_at(r), relu,
+                                 y + r * y_stride, y_stride);
     }
-    if (r < rows)
-      PanelTail<kRowBlock - 1>(rows - r, width, x + r * x_stride, x_stride, b, n, bias_at(r), relu, y + r * y_stride,
-                               y_stride);
   }
 }
 

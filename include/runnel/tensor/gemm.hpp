@@ -3,7 +3,9 @@
 // blocked micro-kernel (GCC vector extensions, -march=native, FMA; 6 rows x 64 columns
 // with AVX-512, 4 x 32 elsewhere) over a right-hand matrix packed once: [in,
 // out_padded] row-major, out padded with zeros to a multiple of kPackWidth; or gathered
-// from rows at offsets (a stride-1 convolution's taps over its padded image). Tested
+// from rows at offsets (a stride-1 convolution's taps over its padded image). Packed
+// and row-major products with k > 192 run in blocks of k (cache blocking; the same sums
+// in the same order). Tested
 // against plain loops on random shapes (tests/model/kernels_test.cpp, and through
 // MatMul, Gemm and Conv in tests/tensor/tensor_test.cpp).
 //
