@@ -195,6 +195,20 @@ struct LoadArgs {
   uint64_t seed = 0;
 };
 
+// --input and the options that go with it.
+pipeline::CsvLoadOptions CsvOptions(const LoadArgs& args) {
+  pipeline::CsvLoadOptions options;
+  options.input = args.input;
+  options.delimiter = ParseDelimiter(args.delimiter);
+  if (!args.columns.empty()) options.columns = SplitAt(args.columns, ',');
+  options.data_type = args.data_type;
+  options.rate = args.rate;
+  options.loop = args.loop;
+  options.reverse = args.reverse;
+  options.rows_per_txn = args.rows_per_txn;
+  return options;
+}
+
 // What `runnel load --jetstream` publishes: records [first, first + n) of its source.
 using RecordBatches = std::function<std::vector<std::string>(int64_t first, int64_t n)>;
 
@@ -209,12 +223,7 @@ struct RecordSource {
 // --input: the file's rows, read against the table's columns (the database is asked for
 // them), each field typed by its column; --loop repeats them.
 RecordSource CsvSource(CliContext& ctx, const pipeline::PipelineConfig& config, const LoadArgs& args) {
-  pipeline::CsvLoadOptions options;
-  options.input = args.input;
-  options.delimiter = ParseDelimiter(args.delimiter);
-  if (!args.columns.empty()) options.columns = SplitAt(args.columns, ',');
-  options.reverse = args.reverse;
-  options.data_type = args.data_type;
+  const pipeline::CsvLoadOptions options = CsvOptions(args);
   auto conn = postgres::Connection::Open(DatabaseUrl(ctx, args.db));
   auto types = std::make_shared<const std::map<std::string, std::string>>(pipeline::SourceColumns(conn, config));
   std::vector<std::string> ignored;
@@ -329,15 +338,7 @@ int RunMigrate(CliContext& ctx, const PipelineArgs& args) {
 int LoadCsv(postgres::Connection& conn, const pipeline::PipelineConfig& config, const LoadArgs& args) {
   InstallStopHandler();
   const std::function<bool()> cancelled = [] { return g_stop.load(); };
-  pipeline::CsvLoadOptions options;
-  options.input = args.input;
-  options.delimiter = ParseDelimiter(args.delimiter);
-  if (!args.columns.empty()) options.columns = SplitAt(args.columns, ',');
-  options.data_type = args.data_type;
-  options.rate = args.rate;
-  options.loop = args.loop;
-  options.reverse = args.reverse;
-  options.rows_per_txn = args.rows_per_txn;
+  pipeline::CsvLoadOptions options = CsvOptions(args);
   options.cancelled = &cancelled;
   const auto started = std::chrono::steady_clock::now();
   auto last = started;
