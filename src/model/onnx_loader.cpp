@@ -16,6 +16,7 @@
 #include "loaders.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/model/class_labels.hpp"
+#include "runnel/tensor/onnx_import.hpp"
 
 namespace runnel::model {
 namespace {
@@ -424,6 +425,7 @@ LoadedGraph LoadOnnx(std::string_view bytes, const std::string& source) {
     throw Error(ErrorCode::Model, fmt::format("{}: not a valid ONNX model (protobuf parse failed)", source));
   }
   if (!model.has_graph()) throw Error(ErrorCode::Model, fmt::format("{}: the ONNX model has no graph", source));
+  tensor::CheckOnnxNodes(model, source);
   for (const auto& entry : model.metadata_props()) {
     if (entry.key() == kId2LabelMetadata)
       throw Error(ErrorCode::Model,

@@ -409,6 +409,7 @@ std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::st
     Fail(source, "not a valid ONNX model (protobuf parse failed)");
   }
   if (!model.has_graph()) Fail(source, "the ONNX model has no graph");
+  CheckOnnxNodes(model, source);
   auto graph = GraphBuilder(model, source, dir).Build();
   FuseSparseText(*graph);
   PackConstantMatMuls(*graph);

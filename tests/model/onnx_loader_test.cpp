@@ -1,5 +1,6 @@
 // ONNX models built in the test with the protobuf API: every supported operator
 // against a hand computation, both initializer encodings, and clear errors.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <onnx/onnx-ml.pb.h>
 
@@ -20,6 +21,8 @@
 
 namespace runnel::model {
 namespace {
+
+using ::testing::HasSubstr;
 
 class OnnxBuilder {
  public:
@@ -73,6 +76,7 @@ class OnnxBuilder {
     a->set_i(v);
   }
   void Output(const std::string& name) { model_.mutable_graph()->add_output()->set_name(name); }
+  void Opset(int64_t version) { model_.mutable_opset_import(0)->set_version(version); }
 
   std::shared_ptr<const Model> Load() {
     std::string bytes;
@@ -142,7 +146,7 @@ TEST(OnnxLoader, ElementwiseOperatorsAndActivations) {
   b.Node("Identity", {"l"}, "i");
   b.Node("Sigmoid", {"i"}, "sg");
   b.Node("Tanh", {"i"}, "th");
-  b.Node("Concat", {"sg", "th", "i"}, "c");
+  OnnxBuilder::AttrI(b.Node("Concat", {"sg", "th", "i"}, "c"), "axis", -1);
   b.Node("Softmax", {"i"}, "sm");
   b.Output("c");
   b.Output("sm");
@@ -181,6 +185,7 @@ TEST(OnnxLoader, ShapeOpsCastClipAndBatchNorm) {
 
 TEST(OnnxLoader, ClipWithOldStyleAttributes) {
   OnnxBuilder b(2);
+  b.Opset(6);  // Clip's bounds are attributes before opset 11
   auto* clip = b.Node("Clip", {"x"}, "y");
   OnnxBuilder::AttrF(clip, "min", -1);
   OnnxBuilder::AttrF(clip, "max", 1);
@@ -191,7 +196,8 @@ TEST(OnnxLoader, ClipWithOldStyleAttributes) {
 TEST(OnnxLoader, ErrorsNameTheNode) {
   {
     OnnxBuilder b(2);
-    b.Node("Conv", {"x"}, "y");
+    b.Init("W", {1, 1, 1}, {1});
+    b.Node("Conv", {"x", "W"}, "y");
     b.Output("y");
     auto error = b.FastPathError();
     EXPECT_NE(error.find("node 'Conv_y'"), std::string::npos) << error;
@@ -231,6 +237,48 @@ TEST(OnnxLoader, ErrorsNameTheNode) {
     b.Node("Relu", {"x"}, "y");
     b.Output("nowhere");
     EXPECT_NE(b.FastPathError().find("graph output 'nowhere'"), std::string::npos);
+  }
+}
+
+// ONNX's own schema of each operator (libonnx) is checked at load, by both paths: an
+// attribute the operator does not have (a typo would otherwise leave the default in
+// force: a silently wrong answer), a missing required one, a wrong input count.
+TEST(OnnxLoader, NodesAreCheckedAgainstOnnxsSchemas) {
+  const auto load_error = [](OnnxBuilder& b) -> std::string {
+    try {
+      b.Load();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Model) << e.what();
+      return e.what();
+    }
+    return "loaded";
+  };
+  {
+    OnnxBuilder b(2);
+    OnnxBuilder::AttrF(b.Node("LeakyRelu", {"x"}, "y"), "alpah", 0.5f);
+    b.Output("y");
+    EXPECT_THAT(b.FastPathError(), HasSubstr("node 'LeakyRelu_y' (LeakyRelu of opset 13): Unrecognized attribute: "
+                                             "alpah for operator LeakyRelu"));
+    EXPECT_THAT(load_error(b), HasSubstr("Unrecognized attribute: alpah"));
+  }
+  {
+    OnnxBuilder b(2);
+    b.Node("Concat", {"x", "x"}, "y");
+    b.Output("y");
+    EXPECT_THAT(load_error(b), HasSubstr("node 'Concat_y' (Concat of opset 13): Required attribute 'axis' is missing"));
+  }
+  {
+    OnnxBuilder b(2);
+    b.Node("Add", {"x"}, "y");
+    b.Output("y");
+    EXPECT_THAT(load_error(b), HasSubstr("node 'Add_y' (Add of opset 13)"));
+  }
+  {  // a later opset than libonnx knows is left to the loaders: Relu is the same there
+    OnnxBuilder b(2);
+    b.Opset(18);
+    b.Node("Relu", {"x"}, "y");
+    b.Output("y");
+    EXPECT_EQ(Predict(b.Load(), {-1, 2}, 1), (std::vector<float>{0, 2}));
   }
 }
 

@@ -197,6 +197,22 @@ onnx::AttributeProto* Attribute(onnx::NodeProto& node, const std::string& name) 
   return a;
 }
 
+// Each attribute's type from the field it fills, as exporters write it (ONNX's schema
+// check refuses an attribute without one).
+std::string Serialized(onnx::ModelProto proto) {
+  for (auto& node : *proto.mutable_graph()->mutable_node()) {
+    for (auto& a : *node.mutable_attribute()) {
+      a.set_type(a.ints_size() > 0      ? onnx::AttributeProto::INTS
+                 : a.floats_size() > 0  ? onnx::AttributeProto::FLOATS
+                 : a.strings_size() > 0 ? onnx::AttributeProto::STRINGS
+                 : a.has_s()            ? onnx::AttributeProto::STRING
+                 : a.has_f()            ? onnx::AttributeProto::FLOAT
+                                        : onnx::AttributeProto::INT);
+    }
+  }
+  return proto.SerializeAsString();
+}
+
 // One split on feature 0 at 0.5 (BRANCH_LEQ), leaves 10 (true) and 20 (false).
 onnx::ModelProto Stump(bool tracks_true) {
   onnx::ModelProto model;
@@ -237,7 +253,7 @@ onnx::ModelProto Stump(bool tracks_true) {
 }
 
 float PredictOne(const onnx::ModelProto& proto, std::vector<float> row) {
-  auto model = LoadModelFromBytes(proto.SerializeAsString(), "stump.onnx", "v");
+  auto model = LoadModelFromBytes(Serialized(proto), "stump.onnx", "v");
   ModelSession session(model);
   return session.Predict(row, 1)[0];
 }
@@ -269,7 +285,7 @@ TEST(OnnxTrees, HostileEnsemblesAreRefusedNamingWhatIsWrong) {
     auto proto = Stump(true);
     corrupt(*proto.mutable_graph()->mutable_node(0));
     try {
-      LoadModelFromBytes(proto.SerializeAsString(), "bad.onnx", "v");
+      LoadModelFromBytes(Serialized(proto), "bad.onnx", "v");
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("bad.onnx"), std::string::npos) << e.what();
       return e.what();

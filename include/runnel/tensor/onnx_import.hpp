@@ -10,7 +10,19 @@
 
 #include "runnel/tensor/graph.hpp"
 
+namespace onnx {
+class ModelProto;
+}
+
 namespace runnel::tensor {
+
+// Checks every node of the model's graph against ONNX's schema of its operator at the
+// model's opset (libonnx's OpSchema::Verify: input and output counts, required and
+// unknown attributes, attribute fields), for the opsets libonnx knows (the default
+// domain up to 17, ai.onnx.ml up to 3); nodes of later opsets and other domains are
+// left to the loaders. Throws Error(Model) naming `source`, the node and ONNX's reason.
+// Thread safety: any number of calls at once.
+void CheckOnnxNodes(const onnx::ModelProto& model, const std::string& source);
 
 // Parses an ONNX model and binds every node to its kernel. Initializers may keep their
 // data in external files (ONNX's external data) inside `dir`, the model's directory:
@@ -18,7 +30,7 @@ namespace runnel::tensor {
 // outside `dir` is refused, as is any external data when `dir` is empty. Throws
 // Error(Model) naming `source` and the node for a malformed file, UnsupportedError
 // ("unsupported: Op (opset N)") for an operator, domain, element type or attribute the
-// runtime lacks.
+// runtime lacks; every node is first checked by CheckOnnxNodes.
 std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::string& source,
                                            const std::filesystem::path& dir = {});
 
