@@ -7,8 +7,10 @@
 // post-op, and the same again with the blocked layout it prefers for source and
 // destination too (what it is best at; a runtime would pay reorders around it).
 // Then matrix products with a constant right-hand side, ours (gemm.hpp) against
-// oneDNN's matmul. Prints "<kernel> conv<C>x<H>to<F> batch=<b> <images/s>" and
-// "<kernel> matmul<M>x<K>x<N> <products/s>"; bench/onednn_bench.sh runs it.
+// oneDNN's matmul, and a layer norm and a batch norm (the models beside the convs).
+// Prints "<kernel> conv<C>x<H>to<F> batch=<b> <images/s>", "<kernel> matmul<M>x<K>x<N>
+// <products/s>" and "<kernel> layernorm|batchnorm batch=<b> <rows/s>";
+// bench/onednn_bench.sh runs it.
 // Usage: onednn_bench CONV.onnx... (made by tensor_models.py --convs)
 #include <fmt/format.h>
 
@@ -147,6 +149,90 @@ void MatMuls() {
   }
 }
 
+// A one-input graph through tensor::Session, `batch` rows of `row_shape` from `data`.
+double RunnelGraph(const std::string& path, std::vector<int64_t> row_shape, int64_t batch,
+                   const std::vector<float>& data) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  runnel::tensor::Session session(runnel::tensor::LoadOnnxGraph(bytes.str(), path));
+  row_shape.insert(row_shape.begin(), batch);
+  Tensor x = Tensor::Uninitialized(DataType::kFloat, row_shape);
+  auto px = x.data<float>();
+  std::copy_n(data.begin(), px.size(), px.begin());
+  return ImagesPerSecond(static_cast<size_t>(batch), [&] {
+    std::vector<Tensor> inputs{x};
+    session.Recycle(session.Run(std::move(inputs)));
+  });
+}
+
+// oneDNN's layer normalization over the last axis of [batch, 32, 64] (statistics
+// computed, scale and shift), and its inference batch normalization over [batch, 16,
+// 32, 32] NCHW (given statistics, scale and shift).
+double OneDnnNorm(bool layer, int64_t batch, const std::vector<float>& data) {
+  using dnnl::memory;
+  dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  const auto f32 = memory::data_type::f32;
+  const memory::dims dims = layer ? memory::dims{batch, 32, 64} : memory::dims{batch, 16, 32, 32};
+  const memory::desc md(dims, f32, layer ? memory::format_tag::abc : memory::format_tag::nchw);
+  const int64_t channels = layer ? 64 : 16;
+  std::vector<float> src(data.begin(), data.begin() + batch * (layer ? 32 * 64 : 16 * 32 * 32));
+  std::vector<float> dst(src.size()), scale(static_cast<size_t>(channels), 1.1f),
+      shift(static_cast<size_t>(channels), 0.1f), mean(static_cast<size_t>(channels), 0.05f),
+      variance(static_cast<size_t>(channels), 1.5f);
+  const memory::desc c_md({channels}, f32, memory::format_tag::a);
+  memory src_mem(md, engine, src.data()), dst_mem(md, engine, dst.data()), scale_mem(c_md, engine, scale.data()),
+      shift_mem(c_md, engine, shift.data()), mean_mem(c_md, engine, mean.data()),
+      var_mem(c_md, engine, variance.data());
+  const auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+  std::function<void()> run;
+  std::string impl;
+  if (layer) {
+    const dnnl::layer_normalization_forward::primitive_desc pd({dnnl::prop_kind::forward_inference, md, 1e-5f, flags},
+                                                               engine);
+    impl = pd.impl_info_str();
+    run = [=, prim = dnnl::layer_normalization_forward(pd)]() mutable {
+      prim.execute(
+          stream,
+          {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_DST, dst_mem}, {DNNL_ARG_SCALE, scale_mem}, {DNNL_ARG_SHIFT, shift_mem}});
+      stream.wait();
+    };
+  } else {
+    const dnnl::batch_normalization_forward::primitive_desc pd(
+        {dnnl::prop_kind::forward_inference, md, 1e-5f, flags | dnnl::normalization_flags::use_global_stats}, engine);
+    impl = pd.impl_info_str();
+    run = [=, prim = dnnl::batch_normalization_forward(pd)]() mutable {
+      prim.execute(stream, {{DNNL_ARG_SRC, src_mem},
+                            {DNNL_ARG_DST, dst_mem},
+                            {DNNL_ARG_SCALE, scale_mem},
+                            {DNNL_ARG_SHIFT, shift_mem},
+                            {DNNL_ARG_MEAN, mean_mem},
+                            {DNNL_ARG_VARIANCE, var_mem}});
+      stream.wait();
+    };
+  }
+  fmt::print(stderr, "onednn {}: {}\n", layer ? "layernorm" : "batchnorm", impl);
+  return ImagesPerSecond(static_cast<size_t>(batch), run);
+}
+
+// The normalizations of layernorm.onnx and batchnorm.onnx (tensor_models.py --convs)
+// in `dir`, ours then oneDNN's, at batch 1, 16 and 256 (rows: sequences or images).
+void Norms(const std::filesystem::path& dir) {
+  std::vector<float> data(static_cast<size_t>(256 * 16 * 32 * 32));
+  std::mt19937 rng(20261205);
+  std::normal_distribution<float> normal;
+  for (float& v : data) v = normal(rng);
+  for (int64_t batch : {1, 16, 256}) {
+    fmt::print("runnel layernorm batch={} {:.0f}\n", batch,
+               RunnelGraph((dir / "layernorm.onnx").string(), {32, 64}, batch, data));
+    fmt::print("onednn layernorm batch={} {:.0f}\n", batch, OneDnnNorm(true, batch, data));
+    fmt::print("runnel batchnorm batch={} {:.0f}\n", batch,
+               RunnelGraph((dir / "batchnorm.onnx").string(), {16, 32, 32}, batch, data));
+    fmt::print("onednn batchnorm batch={} {:.0f}\n", batch, OneDnnNorm(false, batch, data));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -156,6 +242,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   MatMuls();
+  Norms(std::filesystem::path(argv[1]).parent_path());
   for (int m = 1; m < argc; ++m) {
     std::ifstream in(argv[m], std::ios::binary);
     std::stringstream bytes;

@@ -6,7 +6,7 @@ pooling, a dense head), and transformer.onnx, a 2-layer transformer encoder over
 [N, 32, 64] token embeddings (4 heads, feed-forward 256 with GELU, layer norms,
 mean pooling, a dense head), as PyTorch exports them (opset 17). Usage:
 tensor_models.py OUTDIR; tensor_models.py --convs OUTDIR writes the CNN's convolutions
-alone (bench/onednn_bench.sh)."""
+alone, and a layer norm and a batch norm (bench/onednn_bench.sh)."""
 import os
 import sys
 
@@ -112,9 +112,27 @@ def convs(out):
              helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", filters, size, size]))
 
 
+def norms(out):
+    """The transformer's layer norm ([N, 32, 64] over its last axis, scale and bias) and
+    a batch norm over the CNN's first feature maps ([N, 16, 32, 32], inference), alone,
+    for bench/onednn_bench.sh: layernorm.onnx, batchnorm.onnx."""
+    n = [helper.make_node("LayerNormalization", ["x", weight("g", 64), weight("b", 64)], ["y"], axis=-1,
+                          epsilon=1e-5)]
+    save(os.path.join(out, "layernorm.onnx"), n, helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32, 64]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32, 64]))
+    var = numpy_helper.from_array((rng.uniform(0.5, 2.0, size=16)).astype(np.float32), "var")
+    n = [helper.make_node("BatchNormalization", ["x", weight("s", 16), weight("b", 16), weight("m", 16), "var"],
+                          ["y"], epsilon=1e-5)]
+    inits.append(var)
+    save(os.path.join(out, "batchnorm.onnx"), n,
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16, 32, 32]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16, 32, 32]))
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--convs"]:
         convs(sys.argv[2])
+        norms(sys.argv[2])
         sys.exit(0)
     cnn(os.path.join(sys.argv[1], "cnn.onnx"))
     transformer(os.path.join(sys.argv[1], "transformer.onnx"))

@@ -68,6 +68,8 @@ void GemmReference(const Node& node, std::span<const Tensor* const> in, std::spa
 void ConvReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);
 void MaxPoolReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);
 void AveragePoolReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);
+void BatchNormalizationReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);
+void LayerNormalizationReference(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out);
 
 struct PackedMatrix;
 // z[rows, w.out] = x[rows, w.in] · W on the packed micro-kernel; `scratch` holds the

@@ -779,6 +779,13 @@ Attribute Int(int64_t v) {
   return a;
 }
 
+Attribute Float(float v) {
+  Attribute a;
+  a.kind = Attribute::Kind::kFloat;
+  a.f = v;
+  return a;
+}
+
 // The packed kernels (MatMul, Gemm, Conv as im2col) against the plain reference loops
 // on random shapes and attributes.
 TEST(TensorTest, FastKernelsMatchTheReferenceOnRandomShapes) {
@@ -877,6 +884,46 @@ TEST(TensorTest, FastKernelsMatchTheReferenceOnRandomShapes) {
     ExpectLikeReference(conv, ConvReference, {&x, &wt, &bias},
                         fmt::format("Conv {} * {} group {} stride {} dilation {} pads {}", ShapeText(xs), ShapeText(ws),
                                     group, stride, dilation, fmt::join(pads, ",")));
+  }
+}
+
+// The float BatchNormalization and LayerNormalization against their double references
+// on random shapes: batch norms of rank 2 to 4, layer norms over any axis with scale
+// and bias of the whole normalized shape or broadcast from its last axis, bias or none.
+TEST(TensorTest, NormalizationsMatchTheReferenceOnRandomShapes) {
+  const uint64_t seed = runnel::testing::TestSeed();
+  std::mt19937_64 rng(seed);
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  for (int round = 0; round < 60; ++round) {
+    Node bn;
+    bn.op = "BatchNormalization";
+    bn.opset = 15;
+    bn.attributes["epsilon"] = Float(round % 2 == 0 ? 1e-5f : 0.1f);
+    Shape xs{pick(1, 3), pick(1, 9)};
+    for (int64_t d = pick(0, 2); d > 0; --d) xs.push_back(pick(1, 13));
+    const Tensor x = RandomFloats(rng, xs);
+    const Shape cs{xs[1]};
+    const Tensor scale = RandomFloats(rng, cs), bias = RandomFloats(rng, cs), mean = RandomFloats(rng, cs);
+    Tensor var = RandomFloats(rng, cs);
+    for (float& v : var.data<float>()) v = std::abs(v) + 0.01f;
+    ExpectLikeReference(bn, BatchNormalizationReference, {&x, &scale, &bias, &mean, &var},
+                        fmt::format("BatchNormalization {} (seed {})", ShapeText(xs), seed));
+
+    Node ln;
+    ln.op = "LayerNormalization";
+    ln.opset = 17;
+    Shape ls;
+    for (int64_t d = pick(1, 4); d > 0; --d) ls.push_back(pick(1, round % 5 == 0 ? 70 : 9));
+    const auto axis = static_cast<size_t>(pick(0, static_cast<int64_t>(ls.size()) - 1));
+    ln.attributes["axis"] = Int(round % 2 == 0 ? static_cast<int64_t>(axis) : static_cast<int64_t>(axis - ls.size()));
+    const Shape trailing(ls.begin() + static_cast<int64_t>(axis), ls.end());
+    const Shape ps = round % 3 == 0 ? Shape{ls.back()} : trailing;
+    const Tensor lx = RandomFloats(rng, ls), lscale = RandomFloats(rng, ps), lbias = RandomFloats(rng, ps);
+    std::vector<const Tensor*> inputs{&lx, &lscale};
+    if (round % 4 != 1) inputs.push_back(&lbias);
+    ExpectLikeReference(
+        ln, LayerNormalizationReference, inputs,
+        fmt::format("LayerNormalization {} axis {} params {} (seed {})", ShapeText(ls), axis, ShapeText(ps), seed));
   }
 }
 
