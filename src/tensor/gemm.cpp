@@ -76,39 +76,50 @@ struct Epilogue {
   bool accumulate = false;
 };
 
+// Loops over a tile's rows and registers, unrolled whole: only then are the
+// accumulators registers from the first load to the last store (an array indexed in
+// a loop the compiler leaves rolled goes through the stack before and after the k loop).
+#define RUNNEL_UNROLL _Pragma("GCC unroll 16")
+
 // MR rows x NV*16 columns of y, accumulated over all of k in registers, starting from
-// the biases.
+// the biases (or, accumulating, from y).
 template <int MR, int NV, typename Rows>
 inline void MicroKernel(const float* x, size_t x_stride, size_t k_count, Rows w, const Epilogue& e, float* y,
                         size_t y_stride) {
+  // Read once: y may alias e as far as the compiler knows.
+  const float* column_bias = e.column_bias;
+  const float* row_bias = e.row_bias;
+  const bool relu = e.relu;
   V16 acc[MR][NV];
-  for (int v = 0; v < NV; ++v) {
-    const V16 b = e.column_bias != nullptr ? Load(e.column_bias + v * 16) : V16{};
-    for (int r = 0; r < MR; ++r) {
-      if (e.accumulate) {
-        acc[r][v] = Load(y + r * y_stride + v * 16);
-      } else {
-        acc[r][v] = e.row_bias != nullptr ? b + Broadcast(e.row_bias[r]) : b;
-      }
+  if (e.accumulate) {
+    RUNNEL_UNROLL for (int r = 0; r < MR; ++r) {
+      RUNNEL_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = Load(y + r * y_stride + v * 16);
+    }
+  } else {
+    RUNNEL_UNROLL for (int v = 0; v < NV; ++v) {
+      const V16 b = column_bias != nullptr ? Load(column_bias + v * 16) : V16{};
+      RUNNEL_UNROLL for (int r = 0; r < MR; ++r) acc[r][v] = row_bias != nullptr ? b + Broadcast(row_bias[r]) : b;
     }
   }
   for (size_t k = 0; k < k_count; ++k) {
     const float* row = w(k);
     V16 wv[NV];
-    for (int v = 0; v < NV; ++v) wv[v] = Load(row + v * 16);
-    for (int r = 0; r < MR; ++r) {
+    RUNNEL_UNROLL for (int v = 0; v < NV; ++v) wv[v] = Load(row + v * 16);
+    RUNNEL_UNROLL for (int r = 0; r < MR; ++r) {
       const V16 xb = Broadcast(x[r * x_stride + k]);
-      for (int v = 0; v < NV; ++v) acc[r][v] += xb * wv[v];
+      RUNNEL_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] += xb * wv[v];
     }
   }
-  for (int r = 0; r < MR; ++r) {
-    for (int v = 0; v < NV; ++v) {
+  RUNNEL_UNROLL for (int r = 0; r < MR; ++r) {
+    RUNNEL_UNROLL for (int v = 0; v < NV; ++v) {
       V16 out = acc[r][v];
-      if (e.relu) out = out > 0 ? out : 0;
+      if (relu) out = out > 0 ? out : 0;
       Store(y + r * y_stride + v * 16, out);
     }
   }
 }
+
+#undef RUNNEL_UNROLL
 
 #ifdef __AVX512F__
 constexpr int kRowBlock = 6;   // 24 accumulators of 32 zmm registers
