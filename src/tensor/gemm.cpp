@@ -2,31 +2,18 @@
 
 #include <algorithm>
 #include <cassert>
-#include <cstring>
+
+#include "simd.hpp"
 
 namespace runnel::tensor {
 namespace {
 
-// 16 floats: one zmm register with AVX-512, two ymm with AVX2; GCC lowers it to what
-// the target has. This file is built with -ffp-contract=fast so a*b+c becomes an FMA.
-typedef float V16 __attribute__((vector_size(64)));
+// This file is built with -ffp-contract=fast so a*b+c becomes an FMA.
+using simd::Broadcast;
+using simd::Load;
+using simd::Store;
+using simd::V16;
 static_assert(sizeof(V16) == kPackWidth * sizeof(float));
-
-inline V16 Load(const float* p) {
-  V16 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void Store(float* p, V16 v) {
-  std::memcpy(p, &v, sizeof(v));
-}
-// Every lane f. Not `V16{} + f`: adding zero is not the identity for -0.0, so GCC
-// keeps a scalar add before each broadcast, and then broadcasts from a register (an
-// extra shuffle-port µop per broadcast on Intel, on the port of the second FMA unit)
-// instead of from memory.
-inline V16 Broadcast(float f) {
-  return V16{f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f};
-}
 
 // Where row k of one panel of the right-hand matrix starts: `stride` floats apart (a
 // packed panel's rows are contiguous; a row-major matrix's a whole row apart), or at

@@ -8,11 +8,11 @@
 // against its reference.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 
 #include "kernels.hpp"
 #include "runnel/tensor/gemm.hpp"
+#include "simd.hpp"
 #include "vector_math.hpp"
 
 namespace runnel::tensor {
@@ -935,62 +935,40 @@ LayerNormRuns LayerNormParams(const Node& node, std::span<const Tensor* const> i
   return runs;
 }
 
-// 16 floats: one zmm register with AVX-512, two ymm with AVX2 (GCC lowers it).
-typedef float V16 __attribute__((vector_size(64)));
-typedef float V8 __attribute__((vector_size(32)));
-typedef float V4 __attribute__((vector_size(16)));
-
-V16 Load16(const float* p) {
-  V16 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-// The sum of a register's lanes as a tree of halves (a chain of 15 dependent adds is
-// 60 cycles).
-float HorizontalSum(V16 v) {
-  const V8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const V4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-  return (b[0] + b[2]) + (b[1] + b[3]);
+// The sum of f(v) over x[0..len): f of 16-float registers, two at a time (their adds
+// independent), and of the floats past the last whole register. f takes a V16 or a
+// float alike.
+template <typename F>
+float SumOfRuns(const float* x, size_t len, F f) {
+  const size_t whole = len / 16 * 16;
+  simd::V16 s0{}, s1{};
+  size_t i = 0;
+  for (; i + 32 <= whole; i += 32) {
+    s0 += f(simd::Load(x + i));
+    s1 += f(simd::Load(x + i + 16));
+  }
+  if (i < whole) s0 += f(simd::Load(x + i));
+  float sum = simd::HorizontalSum(s0 + s1);
+  for (i = whole; i < len; ++i) sum += f(x[i]);
+  return sum;
 }
 
 // One run of LayerNormalization in float: the mean, then the variance (two passes: no
-// cancellation) summed in 16 lanes of two registers, as ONNX's stash type float says;
-// then y = (x - mean) * inv_std * scale + bias.
+// cancellation), as ONNX's stash type float says; then y = (x - mean) * inv_std *
+// scale + bias a register at a time.
 void NormalizeRunFloat(const float* x, float* y, size_t len, const float* scale, const float* bias, double epsilon) {
-  const size_t whole = len / 16 * 16;
-  V16 s0{}, s1{};
-  size_t i = 0;
-  for (; i + 32 <= whole; i += 32) {
-    s0 += Load16(x + i);
-    s1 += Load16(x + i + 16);
-  }
-  if (i < whole) s0 += Load16(x + i);
-  float sum = HorizontalSum(s0 + s1);
-  for (i = whole; i < len; ++i) sum += x[i];
   const float n = static_cast<float>(std::max<size_t>(len, 1));
-  const float mean = sum / n;
-  const V16 m = V16{} + mean;
-  V16 q0{}, q1{};
-  for (i = 0; i + 32 <= whole; i += 32) {
-    const V16 d0 = Load16(x + i) - m, d1 = Load16(x + i + 16) - m;
-    q0 += d0 * d0;
-    q1 += d1 * d1;
-  }
-  if (i < whole) {
-    const V16 d = Load16(x + i) - m;
-    q0 += d * d;
-  }
-  float squares = HorizontalSum(q0 + q1);
-  for (i = whole; i < len; ++i) squares += (x[i] - mean) * (x[i] - mean);
+  const float mean = SumOfRuns(x, len, [](auto v) { return v; }) / n;
+  const float squares = SumOfRuns(x, len, [mean](auto v) {
+    const auto d = v - mean;
+    return d * d;
+  });
   const float inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(squares / n) + epsilon));
-  const V16 vinv = V16{} + inv;
-  for (i = 0; i < whole; i += 16) {
-    const V16 out = (Load16(x + i) - m) * vinv * Load16(scale + i) + Load16(bias + i);
-    std::memcpy(y + i, &out, sizeof(out));
-  }
-  for (i = whole; i < len; ++i) y[i] = (x[i] - mean) * inv * scale[i] + bias[i];
+  const simd::V16 m = simd::Broadcast(mean), vinv = simd::Broadcast(inv);
+  const size_t whole = len / 16 * 16;
+  for (size_t i = 0; i < whole; i += 16)
+    simd::Store(y + i, (simd::Load(x + i) - m) * vinv * simd::Load(scale + i) + simd::Load(bias + i));
+  for (size_t i = whole; i < len; ++i) y[i] = (x[i] - mean) * inv * scale[i] + bias[i];
 }
 
 // Float x, Y only: each run by NormalizeRunFloat.
