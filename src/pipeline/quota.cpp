@@ -89,10 +89,19 @@ std::string OverQuotaMessage(const PipelineConfig& config, const std::string& cl
                      config.quota_window.count() > 0 ? " per " + FormatDuration(config.quota_window) : "");
 }
 
-std::string ReadSql(const SchemaNames& names) {
-  return fmt::format(
-      "SELECT client, CASE WHEN window_start >= {} THEN requests ELSE 0 END FROM {} WHERE client = ANY($1::text[])",
-      WindowStartSql("$2::bigint"), QuoteIdentifier(names.quota));
+std::map<std::string, int64_t> Counted(postgres::Connection& conn, const PipelineConfig& config,
+                                       const std::map<std::string, int64_t>& per_client) {
+  std::vector<std::optional<std::string>> clients;
+  for (const auto& [client, count] : per_client) clients.emplace_back(client);
+  const auto r = conn.ExecPrepared(
+      fmt::format("SELECT client, CASE WHEN window_start >= {} THEN requests ELSE 0 END AS requests FROM {} WHERE "
+                  "client = ANY($1::text[])",
+                  WindowStartSql("$2::bigint"), QuoteIdentifier(NamesFor(config).quota)),
+      Params().AddArray(clients).Add(WindowSeconds(config)));
+  std::map<std::string, int64_t> counted;
+  const int client_col = r.ColumnIndex("client"), requests_col = r.ColumnIndex("requests");
+  for (int i = 0; i < r.rows(); ++i) counted[r.Get<std::string>(i, client_col)] = r.Get<int64_t>(i, requests_col);
+  return counted;
 }
 
 Snapshot Read(postgres::Connection& conn, const PipelineConfig& config, const std::vector<std::string>& clients) {

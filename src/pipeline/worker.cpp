@@ -73,12 +73,6 @@ struct QuotaPlan {
   std::vector<bool> counted;
   std::map<std::string, int64_t> per_client;  // counted requests per client
   std::vector<bool> over;
-
-  std::vector<std::optional<std::string>> Names() const {
-    std::vector<std::optional<std::string>> names;
-    for (const auto& [client, count] : per_client) names.emplace_back(client);
-    return names;
-  }
 };
 
 // What a committed batch did, request by request, into `result` (deferred requests
@@ -337,8 +331,6 @@ struct Worker::State {
 
   // ---- stage 2: quota ----
 
-  int64_t WindowSeconds() const { return static_cast<int64_t>(config.quota_window.count()); }
-
   QuotaPlan PlanQuota(const Requests& req) const {
     QuotaPlan plan;
     plan.counted.assign(req.size(), false);
@@ -352,10 +344,7 @@ struct Worker::State {
   }
 
   std::map<std::string, int64_t> ReadCounters(const QuotaPlan& plan) {
-    auto counters = conn->ExecPrepared(sql.quota_read, Params().AddArray(plan.Names()).Add(WindowSeconds()));
-    std::map<std::string, int64_t> before;
-    for (int r = 0; r < counters.rows(); ++r) before[counters.Get<std::string>(r, 0)] = counters.Get<int64_t>(r, 1);
-    return before;
+    return quota::Counted(*conn, config, plan.per_client);
   }
 
   // Advances the counters by the plan; returns what they held before this batch.

@@ -5,7 +5,6 @@
 #include <algorithm>
 
 #include "runnel/core/error.hpp"
-#include "runnel/pipeline/quota.hpp"
 
 namespace runnel::pipeline {
 
@@ -322,7 +321,6 @@ WorkerStatements WorkerStatements::Build(const PipelineConfig& config, const Sch
                                          int64_t small_catalogue) {
   WorkerStatements out;
   out.claim = ClaimSql(config, names, keys);
-  out.quota_read = quota::ReadSql(names);
   ResultsSql(config, names, keys, write_back_output, false, false).Build(out.write);
   ResultsSql(config, names, keys, write_back_output, false, true).Build(out.write_lean);
   if (!config.write_back.empty())

@@ -70,7 +70,7 @@ struct WorkerStatements {
       return by_rule ? (upsert_mode ? rule_upsert : rule_results) : (upsert_mode ? upsert[small] : results[small]);
     }
   };
-  std::string claim, quota_read, jobs, catalogue;
+  std::string claim, jobs, catalogue;
   Write write;
   // The same without the sqlstate and attempts parameters (their columns' defaults):
   // for batches of first attempts where nothing has failed yet.

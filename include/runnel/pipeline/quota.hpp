@@ -11,7 +11,7 @@
 // boundary that another process has already crossed counts into the newer window.
 //
 // The SQL and the readers of its rows live here; the worker advances counters with
-// Advance (and reads them with ReadSql), the API and the CLI read them with ReadQuota.
+// Advance (and reads them with Counted), the API and the CLI read them with ReadQuota.
 #pragma once
 
 #include <cstdint>
@@ -35,9 +35,11 @@ std::map<std::string, int64_t> Advance(postgres::Connection& conn, const Pipelin
                                        const std::map<std::string, int64_t>& per_client);
 // Why a throttled request of `client` was not served, as its result says it.
 std::string OverQuotaMessage(const PipelineConfig& config, const std::string& client);
-// Reads counters without locking: $1 clients, $2 the window in seconds. Returns
-// (client, requests in the current window) for clients that have a counter.
-std::string ReadSql(const SchemaNames& names);
+// The current window's counts of the clients of `per_client` (its keys), read without
+// locking (a statement prepared once per connection); a client without a counter is
+// absent. Throws DatabaseError.
+std::map<std::string, int64_t> Counted(postgres::Connection& conn, const PipelineConfig& config,
+                                       const std::map<std::string, int64_t>& per_client);
 
 // The current window and the clients' counts in it.
 struct Snapshot {
