@@ -75,7 +75,11 @@ class OnnxBuilder {
     a->set_type(onnx::AttributeProto_AttributeType_INT);
     a->set_i(v);
   }
-  void Output(const std::string& name) { model_.mutable_graph()->add_output()->set_name(name); }
+  onnx::ValueInfoProto* Output(const std::string& name) {
+    auto* output = model_.mutable_graph()->add_output();
+    output->set_name(name);
+    return output;
+  }
   void Opset(int64_t version) { model_.mutable_opset_import(0)->set_version(version); }
 
   std::shared_ptr<const Model> Load() {
@@ -279,6 +283,61 @@ TEST(OnnxLoader, NodesAreCheckedAgainstOnnxsSchemas) {
     b.Node("Relu", {"x"}, "y");
     b.Output("y");
     EXPECT_EQ(Predict(b.Load(), {-1, 2}, 1), (std::vector<float>{0, 2}));
+  }
+}
+
+// ONNX's shape inference (libonnx, strict) and ONNX Runtime's check of input types run
+// at load: types or shapes an operator cannot take are refused naming the node (before,
+// the fast path added an int64 constant to floats, and a run on a zero row failed); a declared output shape that
+// disagrees with the inferred one is not an error (ONNX Runtime warns); `model inspect` shows the shapes found,
+// initializers too large to be read by inference included.
+TEST(OnnxLoader, ShapesAndTypesAreCheckedByOnnxsInference) {
+  const auto load_error = [](OnnxBuilder& b) -> std::string {
+    try {
+      b.Load();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Model) << e.what();
+      return e.what();
+    }
+    return "loaded";
+  };
+  {
+    OnnxBuilder b(2);
+    b.InitInt64("k", {1, 2});
+    b.Node("Add", {"x", "k"}, "y");
+    b.Output("y");
+    EXPECT_THAT(load_error(b), HasSubstr("node 'Add_y' (Add of opset 13): input 'x' is tensor(float) and input 'k' is "
+                                         "tensor(int64): Add takes one type for both (T)"));
+  }
+  {
+    OnnxBuilder b(2);
+    b.Init("W", {3, 4}, std::vector<float>(12, 1.0f));
+    b.InitInt64("shape", {-1, 2, 2, 1});
+    b.Node("Reshape", {"x", "shape"}, "r");  // past the fast path
+    b.Node("MatMul", {"r", "W"}, "y");
+    b.Output("y");
+    const std::string error = load_error(b);
+    EXPECT_THAT(error, HasSubstr("ONNX shape inference"));
+    EXPECT_THAT(error, HasSubstr("MatMul_y"));
+    EXPECT_THAT(error, ::testing::Not(HasSubstr("zero row")));
+  }
+  {
+    OnnxBuilder b(1100);
+    b.Init("B", {1100}, std::vector<float>(1100, 1.0f));  // set aside as an input while inferring
+    b.InitInt64("shape", {-1, 11, 10, 10});
+    b.Node("Add", {"x", "B"}, "a");
+    b.Node("Reshape", {"a", "shape"}, "y");
+    auto* out = b.Output("y");
+    auto* dims = out->mutable_type()->mutable_tensor_type();
+    dims->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+    dims->mutable_shape()->add_dim()->set_dim_value(7);  // declared wrong: ONNX Runtime warns and runs
+    auto model = b.Load();
+    std::vector<float> row(1100, 2.0f);
+    EXPECT_EQ(Predict(model, row, 1), std::vector<float>(1100, 3.0f));
+    const auto lines = model->Describe();
+    EXPECT_THAT(lines, ::testing::Contains(::testing::AllOf(HasSubstr("Add_a"), HasSubstr("-> float [batch, 1100]"))));
+    EXPECT_THAT(lines,
+                ::testing::Contains(::testing::AllOf(HasSubstr("Reshape_y"), HasSubstr("-> float [?, 11, 10, 10]"))));
   }
 }
 
