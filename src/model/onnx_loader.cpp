@@ -426,17 +426,16 @@ LoadedGraph LoadOnnx(std::string_view bytes, const std::string& source) {
   }
   if (!model.has_graph()) throw Error(ErrorCode::Model, fmt::format("{}: the ONNX model has no graph", source));
   tensor::CheckOnnxNodes(model, source);
+  tensor::CheckOnnxInputTypes(model, source);
   for (const auto& entry : model.metadata_props()) {
     if (entry.key() == kId2LabelMetadata)
       throw Error(ErrorCode::Model,
                   fmt::format("{}: class labels in its metadata: the tensor runtime serves them", source));
   }
   OnnxBuilder builder(model, source);
-  Graph graph = builder.Build();
-  tensor::InferOnnxShapes(model, source);  // after the builder's checks of every size
   std::string producer = model.producer_name().empty() ? "ONNX" : model.producer_name();
   if (!model.producer_version().empty()) producer += " " + model.producer_version();
-  return {std::move(graph), {ModelFormat::Onnx, source, producer, ""}};
+  return {builder.Build(), {ModelFormat::Onnx, source, producer, ""}};
 }
 
 }  // namespace runnel::model

@@ -4,11 +4,15 @@
 // operator does not have, each attribute's value in its field. An attribute with a typo
 // would otherwise be ignored and its default used: a silently wrong answer.
 //
-// Then ONNX's shape inference (InferShapes, strict), as ONNX Runtime runs it at load,
-// and ONNX Runtime's check of each node's input types against its operator's type
-// constraints: a node whose inputs' types or shapes its operator cannot take (Add of
-// float and int64, MatMul of [2, 3] and [4, 5]) is refused at load, naming it, and the
-// shapes inference finds are kept for `runnel model inspect`.
+// Then ONNX Runtime's check of each node's input types against its operator's type
+// constraints, for the inputs whose types the file states (graph inputs, initializers,
+// Constants, declared values): an Add of a float input and an int64 constant is
+// refused at load, naming the node.
+//
+// Not ONNX's shape inference (onnx::shape_inference::InferShapes): libonnx 1.12's
+// inference functions trust their inputs' ranks, and a hostile file crashes the process
+// (a Gemm of opset 6 with a one-dimensional B: SEGV, found by fuzz_tensor; Python's
+// onnx.shape_inference crashes on it too).
 //
 // Not onnx::checker::check_model as a whole: it refuses graphs ONNX Runtime runs (no
 // graph name, an input or output whose type declares no shape), and its tensor check
@@ -18,9 +22,7 @@
 #include <fmt/format.h>
 #include <onnx/defs/data_type_utils.h>
 #include <onnx/defs/schema.h>
-#include <onnx/shape_inference/implementation.h>
 
-#include <algorithm>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -65,107 +67,8 @@ Error NodeError(const std::string& source, const onnx::NodeProto& node, int64_t 
                fmt::format("{}: node '{}' ({} of opset {}): {}", source, node.name(), node.op_type(), opset, reason));
 }
 
-// Whether libonnx knows every opset the model imports of the domains it knows: a later
-// opset's operators may take other inputs (ReduceSum's axes became an input at 13),
-// which the earlier schema's inference would wrongly refuse.
-bool KnowsOpsets(const onnx::ModelProto& model) {
-  for (const auto& op : model.opset_import()) {
-    const std::string domain = op.domain() == "ai.onnx" ? "" : op.domain();
-    const int known = KnownOpset(domain);
-    if (known != 0 && op.version() > known) return false;
-  }
-  return true;
-}
-
-// Shape inference reads the data of the initializers that carry shapes, axes, pads
-// and counts, all small; larger ones, and those whose data lies in external files
-// (which inference must not open), are given to it as graph inputs of their type and
-// shape instead.
-constexpr int64_t kInferredDataElements = 1024;
-
-bool InlineAndSmall(const onnx::TensorProto& t) {
-  if (t.data_location() == onnx::TensorProto_DataLocation_EXTERNAL) return false;
-  int64_t n = 1;
-  for (int64_t d : t.dims()) {
-    if (d < 0 || d > kInferredDataElements) return false;
-    n *= d;
-    if (n > kInferredDataElements) return false;
-  }
-  return true;
-}
-
-// The initializers set aside while inference runs, and the inputs that stand for them.
-class SetAsideInitializers {
- public:
-  explicit SetAsideInitializers(onnx::GraphProto& g) : g_(g), inputs_before_(g.input_size()) {
-    std::set<std::string> listed;
-    for (const auto& input : g.input()) listed.insert(input.name());
-    g.mutable_initializer()->Swap(&kept_);
-    for (const auto& t : kept_) {
-      if (InlineAndSmall(t)) {
-        *g.add_initializer() = t;
-      } else if (!listed.contains(t.name())) {
-        auto* input = g.add_input();
-        input->set_name(t.name());
-        auto* type = input->mutable_type()->mutable_tensor_type();
-        type->set_elem_type(t.data_type());
-        auto* shape = type->mutable_shape();
-        for (int64_t d : t.dims()) shape->add_dim()->set_dim_value(d);
-      }
-    }
-  }
-  ~SetAsideInitializers() {
-    g_.mutable_initializer()->Swap(&kept_);
-    g_.mutable_input()->DeleteSubrange(inputs_before_, g_.input_size() - inputs_before_);
-  }
-  SetAsideInitializers(const SetAsideInitializers&) = delete;
-  SetAsideInitializers& operator=(const SetAsideInitializers&) = delete;
-
- private:
-  onnx::GraphProto& g_;
-  const int inputs_before_;
-  google::protobuf::RepeatedPtrField<onnx::TensorProto> kept_;
-};
-
-// ZipMap's nodes, set aside while inference runs: libonnx 1.12's inference fails on any
-// value of a map type ("type case unsupported for symbolic shape inference"), and
-// ZipMap (a classifier's probabilities as a sequence of maps) ends most scikit-learn
-// classifiers. Their outputs are then not inferred (the runtime checks them itself).
-class SetAsideZipMaps {
- public:
-  explicit SetAsideZipMaps(onnx::GraphProto& g) : g_(g) {
-    g.mutable_node()->Swap(&all_);
-    for (int i = 0; i < all_.size(); ++i) {
-      if (all_.Get(i).op_type() == "ZipMap") continue;
-      g.add_node()->Swap(all_.Mutable(i));
-      kept_.push_back(i);
-    }
-  }
-  ~SetAsideZipMaps() {
-    for (size_t j = 0; j < kept_.size(); ++j) all_.Mutable(kept_[j])->Swap(g_.mutable_node(static_cast<int>(j)));
-    g_.mutable_node()->Swap(&all_);
-  }
-  SetAsideZipMaps(const SetAsideZipMaps&) = delete;
-  SetAsideZipMaps& operator=(const SetAsideZipMaps&) = delete;
-
- private:
-  onnx::GraphProto& g_;
-  google::protobuf::RepeatedPtrField<onnx::NodeProto> all_;
-  std::vector<int> kept_;  // the positions in all_ of the nodes inference sees, in order
-};
-
-// The shapes the file declares for intermediate values and outputs are dropped before
-// inference (ONNX Runtime warns and keeps the inferred one when they disagree; ONNX's
-// strict inference would refuse the file); declared element types are kept, and
-// checked. The Graph keeps what the file declared (GraphBuilder read it before).
-void DropDeclaredShapes(onnx::GraphProto& g) {
-  g.clear_value_info();
-  for (auto& output : *g.mutable_output()) {
-    if (output.type().has_tensor_type()) output.mutable_type()->mutable_tensor_type()->clear_shape();
-  }
-}
-
-// The type of each value the inferred graph knows ("tensor(float)", interned by libonnx).
+// The type of each value whose type the file states ("tensor(float)", interned by
+// libonnx): graph inputs and outputs, declared values, initializers, Constants.
 using KnownTypes = std::unordered_map<std::string, onnx::DataType>;
 
 KnownTypes TypesOf(const onnx::GraphProto& g) {
@@ -181,10 +84,17 @@ KnownTypes TypesOf(const onnx::GraphProto& g) {
   for (const auto& v : g.input()) add(v.name(), v.type());
   for (const auto& v : g.value_info()) add(v.name(), v.type());
   for (const auto& v : g.output()) add(v.name(), v.type());
-  for (const auto& t : g.initializer()) {
+  auto add_tensor = [&](const std::string& name, int element_type) {
     onnx::TypeProto type;
-    type.mutable_tensor_type()->set_elem_type(t.data_type());
-    add(t.name(), type);
+    type.mutable_tensor_type()->set_elem_type(element_type);
+    add(name, type);
+  };
+  for (const auto& t : g.initializer()) add_tensor(t.name(), t.data_type());
+  for (const auto& node : g.node()) {
+    if (node.op_type() != "Constant" || !node.domain().empty() || node.output_size() != 1) continue;
+    for (const auto& a : node.attribute()) {
+      if (a.name() == "value" && a.has_t()) add_tensor(node.output(0), a.t().data_type());
+    }
   }
   return types;
 }
@@ -221,61 +131,14 @@ void CheckInputTypes(const onnx::NodeProto& node, const NodeSchema& known, const
   }
 }
 
-void CheckInputTypes(const onnx::ModelProto& model, const std::string& source) {
+}  // namespace
+
+void CheckOnnxInputTypes(const onnx::ModelProto& model, const std::string& source) {
   const auto opsets = Opsets(model);
   const KnownTypes types = TypesOf(model.graph());
   for (const auto& node : model.graph().node()) {
     const NodeSchema known = SchemaOf(node, opsets);
     if (known.schema != nullptr) CheckInputTypes(node, known, types, source);
-  }
-}
-
-// The outputs of operators without an inference function in libonnx (OneHotEncoder,
-// Imputer...) get the one type their schema allows, as ONNX Runtime gives them;
-// otherwise strict inference would refuse the next node for an input of no type.
-void DeclareFixedOutputTypes(onnx::GraphProto& g, const std::map<std::string, int64_t>& opsets) {
-  std::set<std::string> typed;
-  for (const auto& output : g.output()) {
-    if (output.type().value_case() != onnx::TypeProto::VALUE_NOT_SET) typed.insert(output.name());
-  }
-  for (int n = 0; n < g.node_size(); ++n) {
-    const auto& node = g.node(n);
-    const NodeSchema known = SchemaOf(node, opsets);
-    if (known.schema == nullptr || known.schema->has_type_and_shape_inference_function() ||
-        known.schema->HasFunction() || known.schema->outputs().empty()) {
-      continue;
-    }
-    const auto& formals = known.schema->outputs();
-    for (int i = 0; i < node.output_size(); ++i) {
-      const auto& formal = formals[std::min(static_cast<size_t>(i), formals.size() - 1)];
-      if (node.output(i).empty() || typed.contains(node.output(i)) || formal.GetTypes().size() != 1) continue;
-      auto* info = g.add_value_info();
-      info->set_name(node.output(i));
-      *info->mutable_type() = onnx::Utils::DataTypeUtils::ToTypeProto(*formal.GetTypes().begin());
-    }
-  }
-}
-
-}  // namespace
-
-void InferOnnxShapes(onnx::ModelProto& model, const std::string& source) {
-  if (!KnowsOpsets(model)) return;
-  auto& g = *model.mutable_graph();
-  DropDeclaredShapes(g);
-  DeclareFixedOutputTypes(g, Opsets(model));
-  try {
-    const SetAsideInitializers aside(g);
-    const SetAsideZipMaps zipmaps(g);
-    const onnx::ShapeInferenceOptions options(/*check_type_val=*/false, /*strict_mode_val=*/1,
-                                              /*data_prop_val=*/false);
-    onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(), options);
-    CheckInputTypes(model, source);
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    std::string reason = e.what();
-    while (!reason.empty() && reason.back() == '\n') reason.pop_back();
-    throw Error(ErrorCode::Model, fmt::format("{}: ONNX shape inference: {}", source, reason));
   }
 }
 

@@ -286,12 +286,12 @@ TEST(OnnxLoader, NodesAreCheckedAgainstOnnxsSchemas) {
   }
 }
 
-// ONNX's shape inference (libonnx, strict) and ONNX Runtime's check of input types run
-// at load: types or shapes an operator cannot take are refused naming the node (before,
-// the fast path added an int64 constant to floats, and a run on a zero row failed); a declared output shape that
-// disagrees with the inferred one is not an error (ONNX Runtime warns); `model inspect` shows the shapes found,
-// initializers too large to be read by inference included.
-TEST(OnnxLoader, ShapesAndTypesAreCheckedByOnnxsInference) {
+// Each node's input types are checked at load against its operator's type constraints,
+// as ONNX Runtime does: the fast path used to add an int64 constant to floats. And a
+// file that crashes libonnx 1.12's shape inference (a Gemm of opset 6 with a
+// one-dimensional B, found by fuzz_tensor: why that inference is not run in-process)
+// is refused with an error naming the node.
+TEST(OnnxLoader, InputTypesAreCheckedAsOnnxRuntimeDoes) {
   const auto load_error = [](OnnxBuilder& b) -> std::string {
     try {
       b.Load();
@@ -310,34 +310,13 @@ TEST(OnnxLoader, ShapesAndTypesAreCheckedByOnnxsInference) {
                                          "tensor(int64): Add takes one type for both (T)"));
   }
   {
-    OnnxBuilder b(2);
-    b.Init("W", {3, 4}, std::vector<float>(12, 1.0f));
-    b.InitInt64("shape", {-1, 2, 2, 1});
-    b.Node("Reshape", {"x", "shape"}, "r");  // past the fast path
-    b.Node("MatMul", {"r", "W"}, "y");
+    OnnxBuilder b(3);
+    b.Opset(6);
+    b.Init("c", {1}, {0.0f});
+    auto* gemm = b.Node("Gemm", {"x", "c", "c"}, "y");
+    OnnxBuilder::AttrI(gemm, "broadcast", 1);
     b.Output("y");
-    const std::string error = load_error(b);
-    EXPECT_THAT(error, HasSubstr("ONNX shape inference"));
-    EXPECT_THAT(error, HasSubstr("MatMul_y"));
-    EXPECT_THAT(error, ::testing::Not(HasSubstr("zero row")));
-  }
-  {
-    OnnxBuilder b(1100);
-    b.Init("B", {1100}, std::vector<float>(1100, 1.0f));  // set aside as an input while inferring
-    b.InitInt64("shape", {-1, 11, 10, 10});
-    b.Node("Add", {"x", "B"}, "a");
-    b.Node("Reshape", {"a", "shape"}, "y");
-    auto* out = b.Output("y");
-    auto* dims = out->mutable_type()->mutable_tensor_type();
-    dims->set_elem_type(onnx::TensorProto_DataType_FLOAT);
-    dims->mutable_shape()->add_dim()->set_dim_value(7);  // declared wrong: ONNX Runtime warns and runs
-    auto model = b.Load();
-    std::vector<float> row(1100, 2.0f);
-    EXPECT_EQ(Predict(model, row, 1), std::vector<float>(1100, 3.0f));
-    const auto lines = model->Describe();
-    EXPECT_THAT(lines, ::testing::Contains(::testing::AllOf(HasSubstr("Add_a"), HasSubstr("-> float [batch, 1100]"))));
-    EXPECT_THAT(lines,
-                ::testing::Contains(::testing::AllOf(HasSubstr("Reshape_y"), HasSubstr("-> float [?, 11, 10, 10]"))));
+    EXPECT_THAT(load_error(b), HasSubstr("Gemm_y"));
   }
 }
 

@@ -24,16 +24,13 @@ namespace runnel::tensor {
 // Thread safety: any number of calls at once.
 void CheckOnnxNodes(const onnx::ModelProto& model, const std::string& source);
 
-// Runs ONNX's shape inference (libonnx's InferShapes, strict) over the model as ONNX
-// Runtime does at load, when libonnx knows the model's opsets, then checks each node's
-// input types against its operator's type constraints (as ONNX Runtime does; inputs
-// sharing a type parameter must have one type). Afterwards the model's graph holds the
-// inferred type and shape of each value in its value_info and outputs. Shapes the file declares for them are dropped
-// first (ONNX Runtime too keeps the inferred ones when they disagree); declared types are checked. Initializers larger
-// than 1,024 elements and external ones are not read (their data stays where it is). Throws Error(Model) naming
-// `source` and ONNX's reason (which names the node) for types or shapes an operator cannot take. Thread safety: any
-// number of calls at once on different models.
-void InferOnnxShapes(onnx::ModelProto& model, const std::string& source);
+// Checks each node's input types against its operator's type constraints at the
+// model's opset, as ONNX Runtime does at load (each input's type one the operator
+// takes; inputs sharing a type parameter, as Add's two, of one type), for the inputs
+// whose types the file states: graph inputs, declared values, initializers, Constants.
+// Nodes libonnx has no schema for are left to the loaders. Throws Error(Model) naming
+// `source`, the node and the inputs. Thread safety: any number of calls at once.
+void CheckOnnxInputTypes(const onnx::ModelProto& model, const std::string& source);
 
 // Parses an ONNX model and binds every node to its kernel. Initializers may keep their
 // data in external files (ONNX's external data) inside `dir`, the model's directory:
@@ -41,8 +38,8 @@ void InferOnnxShapes(onnx::ModelProto& model, const std::string& source);
 // outside `dir` is refused, as is any external data when `dir` is empty. Throws
 // Error(Model) naming `source` and the node for a malformed file, UnsupportedError
 // ("unsupported: Op (opset N)") for an operator, domain, element type or attribute the
-// runtime lacks; every node is first checked by CheckOnnxNodes, the graph then by
-// InferOnnxShapes, whose shapes fill Graph::inferred.
+// runtime lacks; every node is first checked by CheckOnnxNodes and
+// CheckOnnxInputTypes.
 std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::string& source,
                                            const std::filesystem::path& dir = {});
 
