@@ -5,15 +5,21 @@
 // convolution_forward with the same NCHW source and destination, its weights in the
 // layout it prefers (reordered once, as a runtime would at load), the Relu as a
 // post-op, and the same again with the blocked layout it prefers for source and
-// destination too (what it is best at; a runtime would pay reorders around it).
+// destination too (what it is best at), and that again with the reorders from and to
+// NCHW around each call a runtime keeping NCHW between nodes would pay.
 // Then matrix products with a constant right-hand side, ours (gemm.hpp) against
 // oneDNN's matmul, and a layer norm and a batch norm (the models beside the convs).
+// XNNPACK (Debian's libxnnpack-dev, when found at build time) runs the same
+// convolutions over NHWC, the only layout it takes (its weights packed at creation, as
+// a runtime would at load, Relu as its output clamp), and the same products as its
+// fully-connected operator; one thread (no thread pool).
 // Prints "<kernel> conv<C>x<H>to<F> batch=<b> <images/s>", "<kernel> matmul<M>x<K>x<N>
 // <products/s>" and "<kernel> layernorm|batchnorm batch=<b> <rows/s>";
 // bench/onednn_bench.sh runs it.
 // Usage: onednn_bench CONV.onnx... (made by tensor_models.py --convs)
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +27,11 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <random>
 #include <sstream>
+#ifdef RUNNEL_BENCH_XNNPACK
+#include <xnnpack.h>
+
+#include <limits>
+#endif
 
 #include "runnel/core/memory.hpp"
 #include "runnel/tensor/gemm.hpp"
@@ -72,7 +83,13 @@ double Runnel(const std::shared_ptr<const runnel::tensor::Graph>& graph, const C
   });
 }
 
-double OneDnn(const ConvShape& s, int64_t batch, const std::vector<float>& image, bool blocked) {
+// How the peer's convolution meets the NCHW tensors a runtime holds between nodes: its
+// own layout with no conversion (its best case), or converted on the way in and out of
+// every call (what it costs a runtime that keeps NCHW, as ours and ONNX's do).
+enum class Layout { kNchw, kBlocked, kBlockedReordered };
+
+double OneDnn(const ConvShape& s, int64_t batch, const std::vector<float>& image, Layout layout) {
+  const bool blocked = layout != Layout::kNchw;
   using dnnl::memory;
   dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   dnnl::stream stream(engine);
@@ -97,17 +114,92 @@ double OneDnn(const ConvShape& s, int64_t batch, const std::vector<float>& image
   std::vector<float> src(image.begin(), image.begin() + batch * s.channels * s.size * s.size);
   memory src_plain({src_dims, f32, memory::format_tag::nchw}, engine, src.data());
   memory src_mem(pd.src_desc(), engine), dst_mem(pd.dst_desc(), engine);
-  dnnl::reorder(src_plain, src_mem).execute(stream, src_plain, src_mem);
+  std::vector<float> out(static_cast<size_t>(batch * s.filters * s.size * s.size));
+  memory dst_plain({dst_dims, f32, memory::format_tag::nchw}, engine, out.data());
+  dnnl::reorder to_blocked(src_plain, src_mem), from_blocked(dst_mem, dst_plain);
+  to_blocked.execute(stream, src_plain, src_mem);
   dnnl::convolution_forward conv(pd);
+  const bool reorders = layout == Layout::kBlockedReordered;
   const double rate = ImagesPerSecond(static_cast<size_t>(batch), [&] {
+    if (reorders) to_blocked.execute(stream, src_plain, src_mem);
     conv.execute(stream,
                  {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_BIAS, b_mem}, {DNNL_ARG_DST, dst_mem}});
+    if (reorders) from_blocked.execute(stream, dst_mem, dst_plain);
     stream.wait();
   });
   fmt::print(stderr, "onednn {} conv{}x{}to{}: {}\n", blocked ? "blocked" : "nchw", s.channels, s.size, s.filters,
              pd.impl_info_str());
   return rate;
 }
+
+#ifdef RUNNEL_BENCH_XNNPACK
+// Fails the bench when an XNNPACK call does not succeed.
+void Check(xnn_status status, const char* what) {
+  if (status != xnn_status_success) throw std::runtime_error(fmt::format("XNNPACK {}: status {}", what, int(status)));
+}
+
+// Deletes the operator on scope exit.
+struct XnnOperator {
+  xnn_operator_t op = nullptr;
+  ~XnnOperator() {
+    if (op != nullptr) xnn_delete_operator(op);
+  }
+};
+
+// [n, c, hw] <-> [n, hw, c]: NCHW to NHWC (and back with c and hw swapped), in 8x8
+// tiles (a plain loop writes a column of rows 4 KiB apart: the same few cache sets).
+void SwapInnerAxes(const float* in, float* out, int64_t n, int64_t rows, int64_t cols) {
+  constexpr int64_t kTile = 8;
+  for (int64_t b = 0; b < n; ++b, in += rows * cols, out += rows * cols) {
+    for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+        for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r) {
+          for (int64_t c = c0; c < std::min(cols, c0 + kTile); ++c) out[c * rows + r] = in[r * cols + c];
+        }
+      }
+    }
+  }
+}
+
+// XNNPACK's 3x3 stride-1 "same" convolution with bias and Relu over NHWC images;
+// `transposes`: from and back to NCHW around every call.
+double Xnnpack(const ConvShape& s, int64_t batch, const std::vector<float>& image, bool transposes) {
+  std::vector<float> weights(static_cast<size_t>(s.filters * s.channels * 9), 0.01f), bias(s.filters, 0.1f);
+  XnnOperator conv;
+  Check(xnn_create_convolution2d_nhwc_f32(1, 1, 1, 1, 3, 3, 1, 1, 1, 1, 1, static_cast<size_t>(s.channels),
+                                          static_cast<size_t>(s.filters), static_cast<size_t>(s.channels),
+                                          static_cast<size_t>(s.filters), weights.data(), bias.data(), 0.0f,
+                                          std::numeric_limits<float>::infinity(), 0, &conv.op),
+        "create convolution");
+  std::vector<float> src(image.begin(), image.begin() + batch * s.channels * s.size * s.size);
+  std::vector<float> dst(static_cast<size_t>(batch * s.filters * s.size * s.size));
+  Check(xnn_setup_convolution2d_nhwc_f32(conv.op, static_cast<size_t>(batch), static_cast<size_t>(s.size),
+                                         static_cast<size_t>(s.size), src.data(), dst.data(), nullptr),
+        "setup convolution");
+  const int64_t hw = s.size * s.size;
+  std::vector<float> nchw_in(src), nchw_out(dst.size());
+  return ImagesPerSecond(static_cast<size_t>(batch), [&] {
+    if (transposes) SwapInnerAxes(nchw_in.data(), src.data(), batch, s.channels, hw);
+    Check(xnn_run_operator(conv.op, nullptr), "run");
+    if (transposes) SwapInnerAxes(dst.data(), nchw_out.data(), batch, hw, s.filters);
+  });
+}
+
+// XNNPACK's fully-connected operator: [m, k] x the constant [k, n] (given transposed,
+// [n, k], as it takes it), products per second.
+double XnnpackMatMul(int64_t m, int64_t k, int64_t n, const std::vector<float>& a, std::vector<float>& c) {
+  std::vector<float> weights(static_cast<size_t>(n * k), 0.25f);
+  XnnOperator fc;
+  Check(xnn_create_fully_connected_nc_f32(static_cast<size_t>(k), static_cast<size_t>(n), static_cast<size_t>(k),
+                                          static_cast<size_t>(n), weights.data(), nullptr,
+                                          -std::numeric_limits<float>::infinity(),
+                                          std::numeric_limits<float>::infinity(), 0, &fc.op),
+        "create fully connected");
+  Check(xnn_setup_fully_connected_nc_f32(fc.op, static_cast<size_t>(m), a.data(), c.data(), nullptr),
+        "setup fully connected");
+  return ImagesPerSecond(1, [&] { Check(xnn_run_operator(fc.op, nullptr), "run"); });
+}
+#endif
 
 // [m, k] x [k, n] with a constant right-hand side (a MatMul or Dense layer's weights,
 // packed once): Runnel's packed GEMM against oneDNN's matmul with the weights in the
@@ -146,6 +238,9 @@ void MatMuls() {
     fmt::print(stderr, "onednn matmul {}x{}x{}: {}\n", z.m, z.k, z.n, pd.impl_info_str());
     fmt::print("runnel matmul{}x{}x{} {:.0f}\nonednn matmul{}x{}x{} {:.0f}\n", z.m, z.k, z.n, ours, z.m, z.k, z.n,
                theirs);
+#ifdef RUNNEL_BENCH_XNNPACK
+    fmt::print("xnnpack matmul{}x{}x{} {:.0f}\n", z.m, z.k, z.n, XnnpackMatMul(z.m, z.k, z.n, a, c));
+#endif
   }
 }
 
@@ -238,6 +333,9 @@ void Norms(const std::filesystem::path& dir) {
 
 int main(int argc, char** argv) {
   runnel::KeepFreedMemoryForReuse();  // as the runnel binary does
+#ifdef RUNNEL_BENCH_XNNPACK
+  Check(xnn_initialize(nullptr), "initialize");
+#endif
   if (argc < 2) {
     fmt::print(stderr, "usage: onednn_bench CONV.onnx...\n");
     return 2;
@@ -257,8 +355,14 @@ int main(int argc, char** argv) {
     for (float& v : image) v = normal(rng);
     for (int64_t batch : {1, 16, 256}) {
       fmt::print("runnel {} batch={} {:.0f}\n", name, batch, Runnel(graph, s, batch, image));
-      fmt::print("onednn-nchw {} batch={} {:.0f}\n", name, batch, OneDnn(s, batch, image, false));
-      fmt::print("onednn-blocked {} batch={} {:.0f}\n", name, batch, OneDnn(s, batch, image, true));
+      fmt::print("onednn-nchw {} batch={} {:.0f}\n", name, batch, OneDnn(s, batch, image, Layout::kNchw));
+      fmt::print("onednn-blocked {} batch={} {:.0f}\n", name, batch, OneDnn(s, batch, image, Layout::kBlocked));
+      fmt::print("onednn-blocked+reorders {} batch={} {:.0f}\n", name, batch,
+                 OneDnn(s, batch, image, Layout::kBlockedReordered));
+#ifdef RUNNEL_BENCH_XNNPACK
+      fmt::print("xnnpack-nhwc {} batch={} {:.0f}\n", name, batch, Xnnpack(s, batch, image, false));
+      fmt::print("xnnpack-nhwc+transposes {} batch={} {:.0f}\n", name, batch, Xnnpack(s, batch, image, true));
+#endif
     }
   }
   return 0;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The tensor runtime's own kernels beside oneDNN's (Debian's libdnnl 2.6), one core
+# The tensor runtime's own kernels beside oneDNN's (Debian's libdnnl 2.6) and, when
+# libxnnpack-dev was found at build time, XNNPACK's (convolutions and products), one core
 # (taskset -c BENCH_CPU, default 1; OMP_NUM_THREADS=1): the CNN's three convolutions
 # (bench/tensor_models.py --convs) at batch 1, 16 and 256, matrix products with
 # constant weights of the transformer's and the needs MLP's sizes, and a layer norm and

@@ -20,6 +20,7 @@ build_packages=(
   libabsl-dev  # flat hash maps (the n-gram lookups of TfIdfVectorizer)
   libnats-dev  # the NATS C client: JetStream as a request source
   libsleef-dev  # SLEEF's vectorized expf (the tensor runtime's Exp, Softmax on AVX-512)
+  libdnnl-dev  # oneDNN: the tensor runtime's 3x3 convolutions of 16 channels or more (tensor/onednn_conv.cpp)
   curl  # the README's HTTP examples
   nodejs npm  # fetch DuckDB's C library from the npm registry (scripts/install-duckdb.sh)
 )
@@ -42,7 +43,7 @@ bench_packages=(
   libcpp-httplib-dev libbenchmark-dev python3-torch python3-h5py python3-numpy bc wrk python3-regex
   python3-xgboost python3-sklearn python3-onnx nodejs npm  # bench-trees and its peers
   nats-server  # bench-jetstream
-  libdnnl-dev  # bench-onednn: oneDNN's kernels beside the tensor runtime's
+  libxnnpack-dev libpthreadpool-dev  # bench-onednn: XNNPACK's convolutions and products too (its header needs pthreadpool.h, which the package does not pull in)
 )
 
 case "${1:-build}" in

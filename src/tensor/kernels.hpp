@@ -55,6 +55,16 @@ void FuseErfGelu(Graph& graph);
 // writes the output (ops_conv.cpp). Run once at load.
 void FuseConvRelu(Graph& graph);
 
+// Gives each float 3x3 Conv (or Conv+Relu) with stride 1, pads 1, one group, at least
+// 16 input channels and constant weights to oneDNN, where it is faster than ours with
+// the layout conversions counted (onednn_conv.cpp; docs/performance.md). Its op becomes
+// "Conv/oneDNN". Run once at load, after FuseConvRelu.
+void UseOneDnnConvs(Graph& graph);
+
+// Float Conv over one or two spatial axes on our kernels, then with `relu` its Relu
+// (FuseConvRelu); other types and shapes go to ConvReference (ops_conv.cpp).
+void ConvFloat(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out, bool relu);
+
 // The node that reads value `id`, when exactly one node does (once) and it is not a
 // graph output; -1 otherwise.
 int SoleReader(const Graph& g, int id);

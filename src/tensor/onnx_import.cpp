@@ -416,6 +416,7 @@ std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::st
   PackConstantMatMuls(*graph);
   FuseErfGelu(*graph);
   FuseConvRelu(*graph);
+  UseOneDnnConvs(*graph);
   graph->producer = model.producer_name().empty() ? "ONNX" : model.producer_name();
   if (!model.producer_version().empty()) graph->producer += " " + model.producer_version();
   for (const auto& entry : model.metadata_props()) graph->metadata[entry.key()] = entry.value();

@@ -390,10 +390,12 @@ void ConvGathered(const Tensor& x, const Tensor& wt, const ConvShape& c, const O
   });
 }
 
+}  // namespace
+
 // Conv, then with `relu` its Relu (FuseConvRelu). Float Conv over one or two spatial
 // axes is a packed product per group, the filters [filters, k] times the im2col matrix
 // [k, positions]: gathered from the padded image when the stride is 1, else written.
-void ConvWith(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out, bool relu) {
+void ConvFloat(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out, bool relu) {
   const auto reference = [&] {
     ConvReference(node, in, out);
     if (relu) ReluInPlace(out[0]);
@@ -431,12 +433,14 @@ void ConvWith(const Node& node, std::span<const Tensor* const> in, std::span<Ten
   }
 }
 
+namespace {
+
 void Conv(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
-  ConvWith(node, in, out, false);
+  ConvFloat(node, in, out, false);
 }
 
 void ConvRelu(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
-  ConvWith(node, in, out, true);
+  ConvFloat(node, in, out, true);
 }
 
 // Where ConvTranspose's output lies: its spatial size and the pads cut from it (an

@@ -13,6 +13,7 @@
 #include <functional>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "../support/error_message.hpp"
 #include "../support/random.hpp"
@@ -1021,6 +1022,64 @@ TEST(TensorTest, ConvThenReluIsFusedAndAnswersTheSame) {
       zeros += got.data<float>()[i] == 0.0f;
     }
     EXPECT_GT(zeros, 0u) << "some outputs were negative before the Relu";
+  }
+}
+
+// 3x3 convolutions of 16 channels or more go to oneDNN at load (where it is faster than
+// ours with the conversions counted), fused Relu or not, and answer as the reference
+// does within float rounding (oneDNN sums in another order): images of several sizes
+// (a plan each) and batches, from two threads at once.
+TEST(TensorTest, WideThreeByThreeConvsRunOnOneDnnLikeTheReference) {
+  const uint64_t seed = runnel::testing::TestSeed();
+  std::mt19937_64 rng(seed);
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  for (int round = 0; round < 6; ++round) {
+    const int64_t channels = pick(16, 40), filters = pick(1, 40);
+    const bool exposed = round % 2 == 1;  // the Conv's output read outside: Relu not fused
+    const auto graph = LoadOnnxGraph(ConvReluModel(rng, channels, filters, exposed), "conv.onnx");
+    ASSERT_EQ(graph->nodes[0].op, exposed ? "Conv/oneDNN" : "Conv+Relu/oneDNN") << round;
+    const Node& node = graph->nodes[0];
+    const Tensor& wt = *graph->constants[static_cast<size_t>(node.inputs[1])];
+    const Tensor& bias = *graph->constants[static_cast<size_t>(node.inputs[2])];
+    Node reference;
+    reference.op = "Conv";
+    reference.attributes["pads"] = Ints({1, 1, 1, 1});
+    struct Case {
+      Tensor x, conv, relu;  // an input, and the reference's Conv and Conv + Relu of it
+    };
+    std::vector<Case> cases;
+    for (int size = 0; size < 3; ++size) {
+      Tensor x = RandomFloats(rng, {pick(1, 3), channels, pick(1, 20), pick(1, 20)});
+      std::vector<Tensor> conv(1);
+      const Tensor* in[] = {&x, &wt, &bias};
+      ConvReference(reference, in, conv);
+      Tensor relu = conv[0];
+      for (float& v : relu.data<float>()) v = std::max(v, 0.0f);
+      cases.push_back({std::move(x), std::move(conv[0]), std::move(relu)});
+    }
+    auto check = [&](int thread) {
+      Session session(graph);
+      for (int pass = 0; pass < 2; ++pass) {
+        for (const auto& c : cases) {
+          const auto got = session.Run({c.x});
+          ASSERT_EQ(got.size(), exposed ? 2u : 1u);
+          for (size_t o = 0; o < got.size(); ++o) {
+            const Tensor& y = got[o];
+            const Tensor& want = o == 0 ? c.relu : c.conv;
+            ASSERT_EQ(y.shape(), want.shape());
+            for (size_t i = 0; i < y.size(); ++i) {
+              const float g = y.data<float>()[i], w = want.data<float>()[i];
+              ASSERT_NEAR(g, w, 1e-4f + 1e-4f * std::abs(w))
+                  << "seed " << seed << " round " << round << " thread " << thread << " " << ShapeText(c.x.shape())
+                  << " output " << o << " at " << i;
+            }
+          }
+        }
+      }
+    };
+    std::thread other(check, 1);
+    check(0);
+    other.join();
   }
 }
 
