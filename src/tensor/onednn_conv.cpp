@@ -6,13 +6,15 @@
 // reordered from NCHW into the blocked layout oneDNN picks, convolved (bias and Relu
 // in the same primitive) and reordered back; one set of primitives per image size,
 // made on first use and kept on the node.
-#include <oneapi/dnnl/dnnl.hpp>
+#include <fmt/format.h>
 
 #include <map>
 #include <memory>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <utility>
 
 #include "kernels.hpp"
+#include "runnel/core/error.hpp"
 #include "runnel/core/mutex.hpp"
 
 // libgomp's, which libdnnl runs its parallel regions on: one thread per calling thread
@@ -189,7 +191,11 @@ void ConvOneDnnKernel(const Node& node, std::span<const Tensor* const> in, std::
   }
   if (plan == nullptr) return ConvFloat(node, in, out, state.relu());
   out[0] = Tensor::Uninitialized(DataType::kFloat, {x.dim(0), state.filters(), x.dim(2), x.dim(3)});
-  RunPlan(*plan, x, out[0]);
+  try {
+    RunPlan(*plan, x, out[0]);
+  } catch (const dnnl::error& e) {  // one of our error family, as every kernel's
+    throw Error(ErrorCode::Model, fmt::format("{}: oneDNN: {}", node.Label(), e.what()));
+  }
 }
 
 }  // namespace
