@@ -4,13 +4,14 @@
 // input channels (1.3-1.6x ours with the reorders counted; with 3 input channels,
 // the first layer of a CNN, ours is faster and stays). Each image of a batch is
 // reordered from NCHW into the blocked layout oneDNN picks, convolved (bias and Relu
-// in the same primitive) and reordered back; one set of primitives per image size,
-// made on first use and kept on the node.
+// in the same primitive) and reordered back, eight images at a time and the rest one by
+// one; the primitives for each image size are made on first use and kept on the node.
 #include <fmt/format.h>
 
 #include <map>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <tuple>
 #include <utility>
 
 #include "kernels.hpp"
@@ -45,11 +46,13 @@ dnnl::engine& Engine() {
   return engine;
 }
 
-// One image size's primitives: a [1, C, H, W] image into the blocked layout, the
-// convolution with its weights (and bias) in the layouts it chose, and back.
+// One image size's primitives for `images` images at a time: [images, C, H, W] into the
+// blocked layout, the convolution with its weights (and bias) in the layouts it chose,
+// and back.
 // Made with scratchpad_mode::user: each run brings its scratchpad (a primitive's own
 // would be shared by the threads running it at once: wrong answers, seen in the test).
 struct Plan {
+  int64_t images = 1;
   dnnl::memory::desc plain_src, plain_dst, src, dst;
   dnnl::memory::desc conv_scratch, to_scratch, from_scratch;
   dnnl::reorder to_blocked, from_blocked;
@@ -57,7 +60,7 @@ struct Plan {
   dnnl::memory weights, bias;
 };
 
-// What the node keeps: its constant weights and bias, and a plan per image size.
+// What the node keeps: its constant weights and bias, and plans per image size.
 class OneDnnConv : public NodeState {
  public:
   OneDnnConv(std::shared_ptr<const Tensor> weights, std::shared_ptr<const Tensor> bias, bool relu)
@@ -67,17 +70,18 @@ class OneDnnConv : public NodeState {
   int64_t filters() const { return weights_->dim(0); }
   bool relu() const { return relu_; }
 
-  // The plan for h x w images, made on first use; null when oneDNN cannot make one or
-  // this node already holds kMaxPlans (then our kernel runs). Thread safety: any
-  // number of calls at once; a plan is never changed or freed while the node lives.
-  const Plan* PlanFor(int64_t h, int64_t w) const EXCLUDES(mu_) {
+  // The plan for `images` h x w images at a time, made on first use; null when oneDNN
+  // cannot make one or this node already holds kMaxPlans (then our kernel runs).
+  // Thread safety: any number of calls at once; a plan is never changed or freed while
+  // the node lives.
+  const Plan* PlanFor(int64_t images, int64_t h, int64_t w) const EXCLUDES(mu_) {
     MutexLock lock(mu_);
-    const auto key = std::pair{h, w};
+    const auto key = std::tuple{images, h, w};
     if (const auto it = plans_.find(key); it != plans_.end()) return it->second.get();
     if (plans_.size() >= kMaxPlans) return nullptr;
     std::unique_ptr<Plan> plan;
     try {
-      plan = Make(h, w);
+      plan = Make(images, h, w);
     } catch (const dnnl::error&) {
       plan = nullptr;  // remembered: not tried again for this size
     }
@@ -85,12 +89,13 @@ class OneDnnConv : public NodeState {
   }
 
  private:
-  static constexpr size_t kMaxPlans = 16;  // image sizes per node (a model's are few)
+  static constexpr size_t kMaxPlans = 32;  // two per image size (a model's are few)
 
-  std::unique_ptr<Plan> Make(int64_t h, int64_t w) const {
+  std::unique_ptr<Plan> Make(int64_t images, int64_t h, int64_t w) const {
     using dnnl::memory;
     const auto f32 = memory::data_type::f32;
-    const memory::dims src_dims{1, channels(), h, w}, w_dims{filters(), channels(), 3, 3}, dst_dims{1, filters(), h, w};
+    const memory::dims src_dims{images, channels(), h, w}, w_dims{filters(), channels(), 3, 3},
+        dst_dims{images, filters(), h, w};
     const memory::desc src_any(src_dims, f32, memory::format_tag::any), w_any(w_dims, f32, memory::format_tag::any),
         dst_any(dst_dims, f32, memory::format_tag::any), b_md({filters()}, f32, memory::format_tag::a);
     dnnl::primitive_attr attr;
@@ -107,6 +112,7 @@ class OneDnnConv : public NodeState {
                                                 src_any, w_any, dst_any, {1, 1}, {1, 1}, {1, 1});
     const dnnl::convolution_forward::primitive_desc pd(desc, attr, Engine());
     auto plan = std::make_unique<Plan>();
+    plan->images = images;
     plan->plain_src = memory::desc(src_dims, f32, memory::format_tag::nchw);
     plan->plain_dst = memory::desc(dst_dims, f32, memory::format_tag::nchw);
     plan->src = pd.src_desc();
@@ -140,7 +146,7 @@ class OneDnnConv : public NodeState {
   const std::shared_ptr<const Tensor> weights_, bias_;
   const bool relu_;
   mutable Mutex mu_;
-  mutable std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Plan>> plans_ GUARDED_BY(mu_);
+  mutable std::map<std::tuple<int64_t, int64_t, int64_t>, std::unique_ptr<Plan>> plans_ GUARDED_BY(mu_);
 };
 
 // A run's scratch memory for `md`, from the thread's pool (none when it needs none).
@@ -152,31 +158,53 @@ struct Scratch {
   dnnl::memory memory;
 };
 
-// Runs the plan over each image of x into out, through blocked scratch images.
-void RunPlan(const Plan& plan, const Tensor& x, Tensor& out) {
-  omp_set_num_threads(1);
+// Runs `plan` `times` times over consecutive images of x from `first` on, into out,
+// through blocked scratch images.
+void RunPlan(const Plan& plan, const Tensor& x, int64_t first, int64_t times, Tensor& out) {
   dnnl::stream stream(Engine());
   Scratch src(plan.src), dst(plan.dst), conv_scratch(plan.conv_scratch), to_scratch(plan.to_scratch),
       from_scratch(plan.from_scratch);
-  const size_t in_floats = static_cast<size_t>(x.dim(1) * x.dim(2) * x.dim(3));
-  const size_t out_floats = static_cast<size_t>(out.dim(1) * out.dim(2) * out.dim(3));
-  const float* px = x.data<float>().data();
-  float* py = out.data<float>().data();
+  const size_t in_floats = static_cast<size_t>(plan.images * x.dim(1) * x.dim(2) * x.dim(3));
+  const size_t out_floats = static_cast<size_t>(plan.images * out.dim(1) * out.dim(2) * out.dim(3));
+  const float* px = x.data<float>().data() + static_cast<size_t>(first) * (in_floats / plan.images);
+  float* py = out.data<float>().data() + static_cast<size_t>(first) * (out_floats / plan.images);
   std::unordered_map<int, dnnl::memory> conv_args{{DNNL_ARG_SRC, src.memory},
                                                   {DNNL_ARG_WEIGHTS, plan.weights},
                                                   {DNNL_ARG_DST, dst.memory},
                                                   {DNNL_ARG_SCRATCHPAD, conv_scratch.memory}};
   if (plan.bias) conv_args.emplace(DNNL_ARG_BIAS, plan.bias);
-  for (int64_t n = 0; n < x.dim(0); ++n) {
-    dnnl::memory image(plan.plain_src, Engine(), const_cast<float*>(px + static_cast<size_t>(n) * in_floats));
-    dnnl::memory result(plan.plain_dst, Engine(), py + static_cast<size_t>(n) * out_floats);
+  for (int64_t t = 0; t < times; ++t) {
+    dnnl::memory images(plan.plain_src, Engine(), const_cast<float*>(px + static_cast<size_t>(t) * in_floats));
+    dnnl::memory results(plan.plain_dst, Engine(), py + static_cast<size_t>(t) * out_floats);
     plan.to_blocked.execute(
-        stream, {{DNNL_ARG_FROM, image}, {DNNL_ARG_TO, src.memory}, {DNNL_ARG_SCRATCHPAD, to_scratch.memory}});
+        stream, {{DNNL_ARG_FROM, images}, {DNNL_ARG_TO, src.memory}, {DNNL_ARG_SCRATCHPAD, to_scratch.memory}});
     plan.conv.execute(stream, conv_args);
     plan.from_blocked.execute(
-        stream, {{DNNL_ARG_FROM, dst.memory}, {DNNL_ARG_TO, result}, {DNNL_ARG_SCRATCHPAD, from_scratch.memory}});
+        stream, {{DNNL_ARG_FROM, dst.memory}, {DNNL_ARG_TO, results}, {DNNL_ARG_SCRATCHPAD, from_scratch.memory}});
   }
   stream.wait();
+}
+
+// Images go kChunk at a time (fewer calls into oneDNN per image), the rest one by one.
+constexpr int64_t kChunk = 8;
+
+// The plans a batch of `batch` h x w images needs: chunks, then single images; a null
+// `single` means oneDNN does not run this batch.
+struct BatchPlans {
+  const Plan* chunk = nullptr;
+  const Plan* single = nullptr;
+};
+
+BatchPlans PlansFor(const OneDnnConv& state, int64_t batch, int64_t h, int64_t w) {
+  BatchPlans plans;
+  if (batch >= kChunk) plans.chunk = state.PlanFor(kChunk, h, w);
+  const int64_t left = plans.chunk != nullptr ? batch % kChunk : batch;
+  if (left > 0) {
+    plans.single = state.PlanFor(1, h, w);
+  } else {
+    plans.single = plans.chunk;  // nothing left over: chunks alone
+  }
+  return plans;
 }
 
 // The kernel of a Conv (or Conv+Relu) given to oneDNN: inputs of another shape than
@@ -184,15 +212,19 @@ void RunPlan(const Plan& plan, const Tensor& x, Tensor& out) {
 void ConvOneDnnKernel(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const auto& state = node.State<OneDnnConv>();
   const Tensor& x = Required(node, in, 0);
-  const Plan* plan = nullptr;
+  BatchPlans plans;
   if (x.type() == DataType::kFloat && x.rank() == 4 && x.dim(1) == state.channels() && x.dim(0) > 0 && x.dim(2) > 0 &&
       x.dim(3) > 0) {
-    plan = state.PlanFor(x.dim(2), x.dim(3));
+    plans = PlansFor(state, x.dim(0), x.dim(2), x.dim(3));
   }
-  if (plan == nullptr) return ConvFloat(node, in, out, state.relu());
+  if (plans.single == nullptr) return ConvFloat(node, in, out, state.relu());
   out[0] = Tensor::Uninitialized(DataType::kFloat, {x.dim(0), state.filters(), x.dim(2), x.dim(3)});
+  omp_set_num_threads(1);
   try {
-    RunPlan(*plan, x, out[0]);
+    const int64_t chunks = plans.chunk != nullptr ? x.dim(0) / kChunk : 0;
+    if (chunks > 0) RunPlan(*plans.chunk, x, 0, chunks, out[0]);
+    const int64_t done = chunks * kChunk;
+    if (done < x.dim(0)) RunPlan(*plans.single, x, done, x.dim(0) - done, out[0]);
   } catch (const dnnl::error& e) {  // one of our error family, as every kernel's
     throw Error(ErrorCode::Model, fmt::format("{}: oneDNN: {}", node.Label(), e.what()));
   }
