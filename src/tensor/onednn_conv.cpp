@@ -212,6 +212,7 @@ BatchPlans PlansFor(const OneDnnConv& state, int64_t batch, int64_t h, int64_t w
 void ConvOneDnnKernel(const Node& node, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const auto& state = node.State<OneDnnConv>();
   const Tensor& x = Required(node, in, 0);
+  omp_set_num_threads(1);  // before any oneDNN call: making a plan reorders the weights
   BatchPlans plans;
   if (x.type() == DataType::kFloat && x.rank() == 4 && x.dim(1) == state.channels() && x.dim(0) > 0 && x.dim(2) > 0 &&
       x.dim(3) > 0) {
@@ -219,7 +220,6 @@ void ConvOneDnnKernel(const Node& node, std::span<const Tensor* const> in, std::
   }
   if (plans.single == nullptr) return ConvFloat(node, in, out, state.relu());
   out[0] = Tensor::Uninitialized(DataType::kFloat, {x.dim(0), state.filters(), x.dim(2), x.dim(3)});
-  omp_set_num_threads(1);
   try {
     const int64_t chunks = plans.chunk != nullptr ? x.dim(0) / kChunk : 0;
     if (chunks > 0) RunPlan(*plans.chunk, x, 0, chunks, out[0]);

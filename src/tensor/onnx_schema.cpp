@@ -24,9 +24,7 @@
 #include <onnx/defs/schema.h>
 
 #include <map>
-#include <set>
 #include <unordered_map>
-#include <vector>
 
 #include "runnel/core/error.hpp"
 
