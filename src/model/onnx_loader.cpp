@@ -426,7 +426,6 @@ LoadedGraph LoadOnnx(std::string_view bytes, const std::string& source) {
   }
   if (!model.has_graph()) throw Error(ErrorCode::Model, fmt::format("{}: the ONNX model has no graph", source));
   tensor::CheckOnnxNodes(model, source);
-  tensor::CheckOnnxInputTypes(model, source);
   for (const auto& entry : model.metadata_props()) {
     if (entry.key() == kId2LabelMetadata)
       throw Error(ErrorCode::Model,

@@ -188,22 +188,24 @@ void RunPlan(const Plan& plan, const Tensor& x, int64_t first, int64_t times, Te
 // Images go kChunk at a time (fewer calls into oneDNN per image), the rest one by one.
 constexpr int64_t kChunk = 8;
 
-// The plans a batch of `batch` h x w images needs: chunks, then single images; a null
-// `single` means oneDNN does not run this batch.
+// How a batch runs on oneDNN: `chunks` runs of kChunk images, then `singles` images one
+// by one, each part with its plan (null where the part is empty, or where oneDNN has no
+// plan: then the batch does not run on oneDNN).
 struct BatchPlans {
   const Plan* chunk = nullptr;
+  int64_t chunks = 0;
   const Plan* single = nullptr;
+  int64_t singles = 0;
+
+  bool Runs() const { return chunks + singles > 0 && (singles == 0 || single != nullptr); }
 };
 
 BatchPlans PlansFor(const OneDnnConv& state, int64_t batch, int64_t h, int64_t w) {
   BatchPlans plans;
   if (batch >= kChunk) plans.chunk = state.PlanFor(kChunk, h, w);
-  const int64_t left = plans.chunk != nullptr ? batch % kChunk : batch;
-  if (left > 0) {
-    plans.single = state.PlanFor(1, h, w);
-  } else {
-    plans.single = plans.chunk;  // nothing left over: chunks alone
-  }
+  plans.chunks = plans.chunk != nullptr ? batch / kChunk : 0;
+  plans.singles = batch - plans.chunks * kChunk;
+  if (plans.singles > 0) plans.single = state.PlanFor(1, h, w);
   return plans;
 }
 
@@ -218,13 +220,11 @@ void ConvOneDnnKernel(const Node& node, std::span<const Tensor* const> in, std::
       x.dim(3) > 0) {
     plans = PlansFor(state, x.dim(0), x.dim(2), x.dim(3));
   }
-  if (plans.single == nullptr) return ConvFloat(node, in, out, state.relu());
+  if (!plans.Runs()) return ConvFloat(node, in, out, state.relu());
   out[0] = Tensor::Uninitialized(DataType::kFloat, {x.dim(0), state.filters(), x.dim(2), x.dim(3)});
   try {
-    const int64_t chunks = plans.chunk != nullptr ? x.dim(0) / kChunk : 0;
-    if (chunks > 0) RunPlan(*plans.chunk, x, 0, chunks, out[0]);
-    const int64_t done = chunks * kChunk;
-    if (done < x.dim(0)) RunPlan(*plans.single, x, done, x.dim(0) - done, out[0]);
+    if (plans.chunks > 0) RunPlan(*plans.chunk, x, 0, plans.chunks, out[0]);
+    if (plans.singles > 0) RunPlan(*plans.single, x, plans.chunks * kChunk, plans.singles, out[0]);
   } catch (const dnnl::error& e) {  // one of our error family, as every kernel's
     throw Error(ErrorCode::Model, fmt::format("{}: oneDNN: {}", node.Label(), e.what()));
   }

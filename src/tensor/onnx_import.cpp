@@ -410,7 +410,6 @@ std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::st
   }
   if (!model.has_graph()) Fail(source, "the ONNX model has no graph");
   CheckOnnxNodes(model, source);
-  CheckOnnxInputTypes(model, source);
   auto graph = GraphBuilder(model, source, dir).Build();
   FuseSparseText(*graph);
   PackConstantMatMuls(*graph);

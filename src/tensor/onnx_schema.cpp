@@ -25,6 +25,7 @@
 
 #include <map>
 #include <unordered_map>
+#include <vector>
 
 #include "runnel/core/error.hpp"
 
@@ -105,11 +106,12 @@ void CheckInputTypes(const onnx::NodeProto& node, const NodeSchema& known, const
                      const std::string& source) {
   const auto& formals = known.schema->inputs();
   std::map<std::string, std::pair<onnx::DataType, std::string>> bound;  // type parameter -> type, input
+  if (formals.empty()) return;
+  const bool variadic = formals.back().GetOption() == onnx::OpSchema::Variadic;
   for (int i = 0; i < node.input_size(); ++i) {
-    if (formals.empty() || node.input(i).empty()) continue;
+    if (node.input(i).empty()) continue;
     const auto type = types.find(node.input(i));
     if (type == types.end()) continue;
-    const bool variadic = formals.back().GetOption() == onnx::OpSchema::Variadic;
     const size_t f = static_cast<size_t>(i) < formals.size() ? static_cast<size_t>(i) : formals.size() - 1;
     if (static_cast<size_t>(i) >= formals.size() && !variadic) continue;
     const auto& formal = formals[f];
@@ -131,25 +133,24 @@ void CheckInputTypes(const onnx::NodeProto& node, const NodeSchema& known, const
 
 }  // namespace
 
-void CheckOnnxInputTypes(const onnx::ModelProto& model, const std::string& source) {
-  const auto opsets = Opsets(model);
-  const KnownTypes types = TypesOf(model.graph());
-  for (const auto& node : model.graph().node()) {
-    const NodeSchema known = SchemaOf(node, opsets);
-    if (known.schema != nullptr) CheckInputTypes(node, known, types, source);
-  }
-}
-
 void CheckOnnxNodes(const onnx::ModelProto& model, const std::string& source) {
   const auto opsets = Opsets(model);
+  std::vector<NodeSchema> schemas;
+  schemas.reserve(static_cast<size_t>(model.graph().node_size()));
   for (const auto& node : model.graph().node()) {
-    const NodeSchema known = SchemaOf(node, opsets);
-    if (known.schema == nullptr) continue;  // the loader's own checks decide
+    schemas.push_back(SchemaOf(node, opsets));
+    if (schemas.back().schema == nullptr) continue;  // the loader's own checks decide
     try {
-      known.schema->Verify(node);
+      schemas.back().schema->Verify(node);
     } catch (const std::exception& e) {
-      throw NodeError(source, node, known.opset, e.what());
+      throw NodeError(source, node, schemas.back().opset, e.what());
     }
+  }
+  // Types only once every node is known well formed (input counts within its schema).
+  const KnownTypes types = TypesOf(model.graph());
+  for (int i = 0; i < model.graph().node_size(); ++i) {
+    const NodeSchema& known = schemas[static_cast<size_t>(i)];
+    if (known.schema != nullptr) CheckInputTypes(model.graph().node(i), known, types, source);
   }
 }
 

@@ -88,6 +88,16 @@ class OnnxBuilder {
     runnel::testing::WriteFile(dir_ / "m.onnx", bytes);
     return LoadModel(dir_ / "m.onnx");
   }
+  // LoadModel's refusal (an Error(Model)), "loaded" when it loads.
+  std::string LoadError() {
+    try {
+      Load();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Model) << e.what();
+      return e.what();
+    }
+    return "loaded";
+  }
   // The dense fast path's refusal (LoadModel then tries the general runtime).
   std::string FastPathError() {
     try {
@@ -248,34 +258,25 @@ TEST(OnnxLoader, ErrorsNameTheNode) {
 // attribute the operator does not have (a typo would otherwise leave the default in
 // force: a silently wrong answer), a missing required one, a wrong input count.
 TEST(OnnxLoader, NodesAreCheckedAgainstOnnxsSchemas) {
-  const auto load_error = [](OnnxBuilder& b) -> std::string {
-    try {
-      b.Load();
-    } catch (const Error& e) {
-      EXPECT_EQ(e.code(), ErrorCode::Model) << e.what();
-      return e.what();
-    }
-    return "loaded";
-  };
   {
     OnnxBuilder b(2);
     OnnxBuilder::AttrF(b.Node("LeakyRelu", {"x"}, "y"), "alpah", 0.5f);
     b.Output("y");
     EXPECT_THAT(b.FastPathError(), HasSubstr("node 'LeakyRelu_y' (LeakyRelu of opset 13): Unrecognized attribute: "
                                              "alpah for operator LeakyRelu"));
-    EXPECT_THAT(load_error(b), HasSubstr("Unrecognized attribute: alpah"));
+    EXPECT_THAT(b.LoadError(), HasSubstr("Unrecognized attribute: alpah"));
   }
   {
     OnnxBuilder b(2);
     b.Node("Concat", {"x", "x"}, "y");
     b.Output("y");
-    EXPECT_THAT(load_error(b), HasSubstr("node 'Concat_y' (Concat of opset 13): Required attribute 'axis' is missing"));
+    EXPECT_THAT(b.LoadError(), HasSubstr("node 'Concat_y' (Concat of opset 13): Required attribute 'axis' is missing"));
   }
   {
     OnnxBuilder b(2);
     b.Node("Add", {"x"}, "y");
     b.Output("y");
-    EXPECT_THAT(load_error(b), HasSubstr("node 'Add_y' (Add of opset 13)"));
+    EXPECT_THAT(b.LoadError(), HasSubstr("node 'Add_y' (Add of opset 13)"));
   }
   {  // a later opset than libonnx knows is left to the loaders: Relu is the same there
     OnnxBuilder b(2);
@@ -292,21 +293,12 @@ TEST(OnnxLoader, NodesAreCheckedAgainstOnnxsSchemas) {
 // one-dimensional B, found by fuzz_tensor: why that inference is not run in-process)
 // is refused with an error naming the node.
 TEST(OnnxLoader, InputTypesAreCheckedAsOnnxRuntimeDoes) {
-  const auto load_error = [](OnnxBuilder& b) -> std::string {
-    try {
-      b.Load();
-    } catch (const Error& e) {
-      EXPECT_EQ(e.code(), ErrorCode::Model) << e.what();
-      return e.what();
-    }
-    return "loaded";
-  };
   {
     OnnxBuilder b(2);
     b.InitInt64("k", {1, 2});
     b.Node("Add", {"x", "k"}, "y");
     b.Output("y");
-    EXPECT_THAT(load_error(b), HasSubstr("node 'Add_y' (Add of opset 13): input 'x' is tensor(float) and input 'k' is "
+    EXPECT_THAT(b.LoadError(), HasSubstr("node 'Add_y' (Add of opset 13): input 'x' is tensor(float) and input 'k' is "
                                          "tensor(int64): Add takes one type for both (T)"));
   }
   {
@@ -316,7 +308,7 @@ TEST(OnnxLoader, InputTypesAreCheckedAsOnnxRuntimeDoes) {
     auto* gemm = b.Node("Gemm", {"x", "c", "c"}, "y");
     OnnxBuilder::AttrI(gemm, "broadcast", 1);
     b.Output("y");
-    EXPECT_THAT(load_error(b), HasSubstr("Gemm_y"));
+    EXPECT_THAT(b.LoadError(), HasSubstr("Gemm_y"));
   }
 }
 

@@ -20,17 +20,12 @@ namespace runnel::tensor {
 // model's opset (libonnx's OpSchema::Verify: input and output counts, required and
 // unknown attributes, attribute fields), for the opsets libonnx knows (the default
 // domain up to 17, ai.onnx.ml up to 3); nodes of later opsets and other domains are
-// left to the loaders. Throws Error(Model) naming `source`, the node and ONNX's reason.
-// Thread safety: any number of calls at once.
+// left to the loaders. Then, as ONNX Runtime does at load, each node's inputs whose
+// types the file states (graph inputs, declared values, initializers, Constants)
+// against its operator's type constraints: each a type the operator takes, inputs
+// sharing a type parameter (Add's two) of one type. Throws Error(Model) naming
+// `source`, the node and the reason. Thread safety: any number of calls at once.
 void CheckOnnxNodes(const onnx::ModelProto& model, const std::string& source);
-
-// Checks each node's input types against its operator's type constraints at the
-// model's opset, as ONNX Runtime does at load (each input's type one the operator
-// takes; inputs sharing a type parameter, as Add's two, of one type), for the inputs
-// whose types the file states: graph inputs, declared values, initializers, Constants.
-// Nodes libonnx has no schema for are left to the loaders. Throws Error(Model) naming
-// `source`, the node and the inputs. Thread safety: any number of calls at once.
-void CheckOnnxInputTypes(const onnx::ModelProto& model, const std::string& source);
 
 // Parses an ONNX model and binds every node to its kernel. Initializers may keep their
 // data in external files (ONNX's external data) inside `dir`, the model's directory:
@@ -38,8 +33,7 @@ void CheckOnnxInputTypes(const onnx::ModelProto& model, const std::string& sourc
 // outside `dir` is refused, as is any external data when `dir` is empty. Throws
 // Error(Model) naming `source` and the node for a malformed file, UnsupportedError
 // ("unsupported: Op (opset N)") for an operator, domain, element type or attribute the
-// runtime lacks; every node is first checked by CheckOnnxNodes and
-// CheckOnnxInputTypes.
+// runtime lacks; every node is first checked by CheckOnnxNodes.
 std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::string& source,
                                            const std::filesystem::path& dir = {});
 
