@@ -1,21 +1,10 @@
 #include "isolation.hpp"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
-
-#include <chrono>
 #include <cstring>
 #include <mutex>
-#include <optional>
 
 #include "runnel/core/error.hpp"
+#include "runnel/core/isolation.hpp"
 
 namespace runnel::model {
 
@@ -150,126 +139,11 @@ LoadedGraph Decode(const std::string& bytes) {
   return loaded;
 }
 
-void WriteAll(int fd, const std::string& data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    done += static_cast<size_t>(n);
-  }
-}
-
-int DeadlineMs() {
-  if (const char* env = std::getenv("RUNNEL_MODEL_LOAD_TIMEOUT_MS"); env != nullptr && std::atoi(env) > 0) {
-    return std::atoi(env);
-  }
-  return 60000;
-}
-
-}  // namespace
-
-namespace {
-
-// One parse in a child process; nullopt when it timed out (the child is killed).
-std::optional<LoadedGraph> ParseInChild(const std::string& source, const std::function<LoadedGraph()>& parse) {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw Error(ErrorCode::Io, fmt::format("{}: cannot create a pipe", source));
-  pid_t pid;
-  {
-    std::lock_guard lock(Hdf5Mutex());
-    pid = ::fork();
-  }
-  if (pid < 0) {
-    ::close(fds[0]);
-    ::close(fds[1]);
-    throw Error(ErrorCode::Io, fmt::format("{}: cannot fork the model reader", source));
-  }
-  if (pid == 0) {
-    // Never outlive the parent: an orphan would hold its pipes (and a test runner's)
-    // open. The parent may already be gone.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() == 1) ::_exit(1);
-    ::close(fds[0]);
-    std::string message;
-    try {
-      message = Encode(parse());
-    } catch (const Error& e) {
-      Writer w;
-      w.Pod<char>('E');
-      w.Pod(static_cast<int>(e.code()));
-      w.Str(e.what());
-      message = std::move(w.bytes());
-    } catch (const std::exception& e) {
-      Writer w;
-      w.Pod<char>('E');
-      w.Pod(static_cast<int>(ErrorCode::Model));
-      w.Str(fmt::format("{}: {}", source, e.what()));
-      message = std::move(w.bytes());
-    }
-    WriteAll(fds[1], message);
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  std::string data;
-  bool timed_out = false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(DeadlineMs());
-  char buffer[1 << 16];
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      timed_out = true;
-      break;
-    }
-    pollfd p{fds[0], POLLIN, 0};
-    int ready = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready == 0) {
-      timed_out = true;
-      break;
-    }
-    ssize_t n = ::read(fds[0], buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    data.append(buffer, static_cast<size_t>(n));
-  }
-  ::close(fds[0]);
-  if (timed_out) ::kill(pid, SIGKILL);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (timed_out) return std::nullopt;
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || data.empty()) {
-    throw Error(ErrorCode::Model,
-                fmt::format("{}: the HDF5 reader failed on this file ({}): the file is corrupt", source,
-                            WIFSIGNALED(status) ? fmt::format("signal {}", WTERMSIG(status))
-                                                : fmt::format("exit status {}", WEXITSTATUS(status))));
-  }
-  if (data[0] == 'E') {
-    Reader r(data);
-    r.Pod<char>();
-    auto code = static_cast<ErrorCode>(r.Pod<int>());
-    throw Error(code, r.Str());
-  }
-  return Decode(data);
-}
-
 }  // namespace
 
 LoadedGraph ParseIsolated(const std::string& source, const std::function<LoadedGraph()>& parse) {
-  // A child forked from a multithreaded process can, rarely, inherit a lock another
-  // thread held (seen with the sanitizers' allocator while other threads allocate
-  // busily: twice in a row once, in CI) and hang on a good file: a hang is tried again,
-  // kAttempts times in all, before the file is called corrupt.
-  constexpr int kAttempts = 3;
-  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
-    if (auto graph = ParseInChild(source, parse)) return std::move(*graph);
-    if (attempt < kAttempts)
-      spdlog::warn("{}: the HDF5 reader did not answer within {} ms; trying again", source, DeadlineMs());
-  }
-  throw Error(ErrorCode::Model, fmt::format("{}: reading the file took longer than {} ms, {} times (a corrupt HDF5 "
-                                            "file?)",
-                                            source, DeadlineMs(), kAttempts));
+  const IsolatedCall call{source, "the HDF5 reader", &Hdf5Mutex()};
+  return Decode(RunIsolated(call, [&] { return Encode(parse()); }));
 }
 
 }  // namespace runnel::model

@@ -432,9 +432,11 @@ LoadedGraph LoadOnnx(std::string_view bytes, const std::string& source) {
                   fmt::format("{}: class labels in its metadata: the tensor runtime serves them", source));
   }
   OnnxBuilder builder(model, source);
+  Graph graph = builder.Build();
+  tensor::InferOnnxShapes(model, source);  // after the builder's checks of every size
   std::string producer = model.producer_name().empty() ? "ONNX" : model.producer_name();
   if (!model.producer_version().empty()) producer += " " + model.producer_version();
-  return {builder.Build(), {ModelFormat::Onnx, source, producer, ""}};
+  return {std::move(graph), {ModelFormat::Onnx, source, producer, ""}};
 }
 
 }  // namespace runnel::model

@@ -442,6 +442,23 @@ std::span<const std::string> TensorModel::LabelsAt(size_t column) const {
   return {};
 }
 
+namespace {
+
+// "conv1   Conv   -> float [N, 16, 32, 32]": a node and the shapes ONNX's inference
+// found for its outputs, where it found them.
+std::string DescribeNode(const tensor::Graph& graph, const tensor::Node& node) {
+  std::vector<std::string> shapes;
+  for (int id : node.outputs) {
+    const size_t i = static_cast<size_t>(id);
+    if (id >= 0 && i < graph.inferred.size() && graph.inferred[i].type) shapes.push_back(graph.inferred[i].Text());
+  }
+  std::string line = fmt::format("{:<28} {}", node.name.empty() ? "-" : node.name, node.op);
+  if (shapes.empty()) return line;
+  return fmt::format("{:<39} -> {}", line, fmt::join(shapes, ", "));
+}
+
+}  // namespace
+
 std::vector<std::string> TensorModel::Describe() const {
   std::vector<std::string> lines;
   auto shape = [](const Port& p) {
@@ -454,9 +471,7 @@ std::vector<std::string> TensorModel::Describe() const {
                                                     fixed_seq_ ? std::to_string(fixed_seq_) : "seq", MaxTokens())
                                       : shape(p)));
   }
-  for (const auto& node : graph_->nodes) {
-    lines.push_back(fmt::format("{:<28} {}", node.name.empty() ? "-" : node.name, node.op));
-  }
+  for (const auto& node : graph_->nodes) lines.push_back(DescribeNode(*graph_, node));
   for (const auto& p : outputs_) {
     lines.push_back(
         fmt::format("{:<28} Output     {} {}{}{}", p.name, tensor::DataTypeName(static_cast<int>(p.type)), shape(p),

@@ -47,6 +47,23 @@ std::string Node::Label() const {
   return name.empty() ? fmt::format("a {} node", op) : fmt::format("node '{}' ({})", name, op);
 }
 
+std::string ValueInfo::Text() const {
+  if (!type) return "";
+  std::string text = DataTypeName(static_cast<int>(*type));
+  if (!has_shape) return text;
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (dims[i]) {
+      parts.push_back(std::to_string(*dims[i]));
+    } else {
+      // ONNX's inference names the dimensions it cannot know "unk__N": unknown too
+      const bool named = i < symbols.size() && !symbols[i].empty() && !symbols[i].starts_with("unk__");
+      parts.push_back(named ? symbols[i] : "?");
+    }
+  }
+  return fmt::format("{} [{}]", text, fmt::join(parts, ", "));
+}
+
 int Graph::ValueId(const std::string& name) const {
   for (size_t i = 0; i < value_names.size(); ++i) {
     if (value_names[i] == name) return static_cast<int>(i);

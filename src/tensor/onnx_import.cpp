@@ -203,9 +203,31 @@ ValueInfo ReadValueInfo(const onnx::ValueInfoProto& v, const std::string& source
     info.has_shape = true;
     for (const auto& d : tt.shape().dim()) {
       info.dims.push_back(d.has_dim_value() ? std::optional<int64_t>(d.dim_value()) : std::nullopt);
+      info.symbols.push_back(d.has_dim_param() ? d.dim_param() : "");
     }
   }
   return info;
+}
+
+// What shape inference found for each value the graph has (inputs, outputs and
+// value_info of the inferred model); values of types the runtime does not hold (float16,
+// sequences) are left unknown.
+void KeepInferredShapes(Graph& graph, const onnx::GraphProto& g, const std::string& source) {
+  graph.inferred.assign(graph.value_names.size(), ValueInfo{});
+  std::unordered_map<std::string_view, size_t> ids;
+  for (size_t i = 0; i < graph.value_names.size(); ++i) ids.emplace(graph.value_names[i], i);
+  auto keep = [&](const onnx::ValueInfoProto& v) {
+    const auto id = ids.find(v.name());
+    if (id == ids.end() || !v.type().has_tensor_type()) return;
+    try {
+      graph.inferred[id->second] = ReadValueInfo(v, source);
+    } catch (const Error&) {
+      graph.inferred[id->second] = ValueInfo{};
+    }
+  };
+  for (const auto& v : g.input()) keep(v);
+  for (const auto& v : g.value_info()) keep(v);
+  for (const auto& v : g.output()) keep(v);
 }
 
 // An attribute's type: as declared, or, in files that leave it out (IR version 1 had
@@ -411,11 +433,13 @@ std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::st
   if (!model.has_graph()) Fail(source, "the ONNX model has no graph");
   CheckOnnxNodes(model, source);
   auto graph = GraphBuilder(model, source, dir).Build();
+  InferOnnxShapes(model, source);  // after the builder's checks of every size
   FuseSparseText(*graph);
   PackConstantMatMuls(*graph);
   FuseErfGelu(*graph);
   FuseConvRelu(*graph);
   UseOneDnnConvs(*graph);
+  KeepInferredShapes(*graph, model.graph(), source);
   graph->producer = model.producer_name().empty() ? "ONNX" : model.producer_name();
   if (!model.producer_version().empty()) graph->producer += " " + model.producer_version();
   for (const auto& entry : model.metadata_props()) graph->metadata[entry.key()] = entry.value();

@@ -1,12 +1,10 @@
-// Untrusted-file parsing in a child process: a crash or a hang there is an error in
-// the caller, never a crash of the caller.
+// Keras HDF5 parsing in a child process: the graph comes back whole, and a crash there
+// is an error naming the reader (the child itself: tests/core/isolation_test.cpp).
 #include "isolation.hpp"
 
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
-
-#include <cstdlib>
 
 #include "runnel/core/error.hpp"
 
@@ -52,28 +50,12 @@ TEST(Isolation, ReturnsTheGraphBuiltInTheChild) {
   EXPECT_EQ(loaded.graph.value_names[1], "y");
 }
 
-TEST(Isolation, ErrorsKeepTheirMessage) {
-  auto error = ErrorOf([]() -> LoadedGraph { throw Error(ErrorCode::Model, "bad.h5: layer 'd': weight missing"); });
-  EXPECT_EQ(error, "bad.h5: layer 'd': weight missing");
-}
-
 TEST(Isolation, ACrashIsAnError) {
   auto error = ErrorOf([]() -> LoadedGraph {
-    ::signal(SIGSEGV, SIG_DFL);
     ::raise(SIGSEGV);
     return {};
   });
   EXPECT_NE(error.find("bad.h5: the HDF5 reader failed on this file (signal 11)"), std::string::npos) << error;
-}
-
-TEST(Isolation, AHangIsAnError) {
-  ::setenv("RUNNEL_MODEL_LOAD_TIMEOUT_MS", "300", 1);
-  auto error = ErrorOf([]() -> LoadedGraph {
-    ::sleep(30);
-    return {};
-  });
-  ::unsetenv("RUNNEL_MODEL_LOAD_TIMEOUT_MS");
-  EXPECT_NE(error.find("took longer than 300 ms, 3 times"), std::string::npos) << error;
 }
 
 }  // namespace

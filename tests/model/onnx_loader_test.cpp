@@ -287,12 +287,15 @@ TEST(OnnxLoader, NodesAreCheckedAgainstOnnxsSchemas) {
   }
 }
 
-// Each node's input types are checked at load against its operator's type constraints,
-// as ONNX Runtime does: the fast path used to add an int64 constant to floats. And a
-// file that crashes libonnx 1.12's shape inference (a Gemm of opset 6 with a
-// one-dimensional B, found by fuzz_tensor: why that inference is not run in-process)
-// is refused with an error naming the node.
-TEST(OnnxLoader, InputTypesAreCheckedAsOnnxRuntimeDoes) {
+// ONNX's shape inference (libonnx, strict) and ONNX Runtime's check of input types run
+// at load: types or shapes an operator cannot take are refused naming the node (before,
+// the fast path added an int64 constant to floats, and a run on a zero row failed); a
+// declared output shape that disagrees with the inferred one is not an error (ONNX
+// Runtime warns); `model inspect` shows the shapes found, initializers too large to be
+// read by inference included. A file that crashes libonnx 1.12's inference (a Gemm of
+// opset 6 with a one-dimensional B, found by fuzz_tensor) is refused, and only the
+// child process that ran inference dies.
+TEST(OnnxLoader, ShapesAndTypesAreCheckedByOnnxsInference) {
   {
     OnnxBuilder b(2);
     b.InitInt64("k", {1, 2});
@@ -308,7 +311,37 @@ TEST(OnnxLoader, InputTypesAreCheckedAsOnnxRuntimeDoes) {
     auto* gemm = b.Node("Gemm", {"x", "c", "c"}, "y");
     OnnxBuilder::AttrI(gemm, "broadcast", 1);
     b.Output("y");
-    EXPECT_THAT(b.LoadError(), HasSubstr("Gemm_y"));
+    EXPECT_THAT(b.LoadError(), HasSubstr("m.onnx: ONNX's shape inference failed on this file (signal 11)"));
+  }
+  {
+    OnnxBuilder b(2);
+    b.Init("W", {3, 4}, std::vector<float>(12, 1.0f));
+    b.InitInt64("shape", {-1, 2, 2, 1});
+    b.Node("Reshape", {"x", "shape"}, "r");  // past the fast path
+    b.Node("MatMul", {"r", "W"}, "y");
+    b.Output("y");
+    const std::string error = b.LoadError();
+    EXPECT_THAT(error, HasSubstr("ONNX shape inference"));
+    EXPECT_THAT(error, HasSubstr("MatMul_y"));
+    EXPECT_THAT(error, ::testing::Not(HasSubstr("zero row")));
+  }
+  {
+    OnnxBuilder b(1100);
+    b.Init("B", {1100}, std::vector<float>(1100, 1.0f));  // given as an input while inferring
+    b.InitInt64("shape", {-1, 11, 10, 10});
+    b.Node("Add", {"x", "B"}, "a");
+    b.Node("Reshape", {"a", "shape"}, "y");
+    auto* out = b.Output("y");
+    auto* dims = out->mutable_type()->mutable_tensor_type();
+    dims->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+    dims->mutable_shape()->add_dim()->set_dim_value(7);  // declared wrong: ONNX Runtime warns and runs
+    auto model = b.Load();
+    std::vector<float> row(1100, 2.0f);
+    EXPECT_EQ(Predict(model, row, 1), std::vector<float>(1100, 3.0f));
+    const auto lines = model->Describe();
+    EXPECT_THAT(lines, ::testing::Contains(::testing::AllOf(HasSubstr("Add_a"), HasSubstr("-> float [batch, 1100]"))));
+    EXPECT_THAT(lines,
+                ::testing::Contains(::testing::AllOf(HasSubstr("Reshape_y"), HasSubstr("-> float [?, 11, 10, 10]"))));
   }
 }
 

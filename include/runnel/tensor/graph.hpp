@@ -76,7 +76,11 @@ struct ValueInfo {
   std::string name;
   std::optional<DataType> type;              // declared element type, when known
   std::vector<std::optional<int64_t>> dims;  // declared dimensions (nullopt: symbolic or unknown)
+  std::vector<std::string> symbols;          // per dimension: its symbolic name ("batch"), else empty
   bool has_shape = false;
+
+  // "float [batch, 16, 32, 32]" ("?" for a dimension nothing names), "" when nothing is known.
+  std::string Text() const;
 };
 
 struct Graph {
@@ -89,6 +93,9 @@ struct Graph {
   std::vector<int> outputs;
   std::vector<ValueInfo> output_info;
   std::vector<Node> nodes;  // in execution order
+  // Per value id: its type and shape as ONNX's shape inference found them at load
+  // (type unset when it found nothing, as for opsets libonnx does not know).
+  std::vector<ValueInfo> inferred;
 
   int ValueId(const std::string& name) const;  // -1 when absent
 };

@@ -27,13 +27,28 @@ namespace runnel::tensor {
 // `source`, the node and the reason. Thread safety: any number of calls at once.
 void CheckOnnxNodes(const onnx::ModelProto& model, const std::string& source);
 
+// Runs ONNX's shape inference (libonnx's InferShapes, strict) over the model as ONNX
+// Runtime does at load, when libonnx knows the model's opsets, then checks each node's
+// input types, now including the inferred ones, as CheckOnnxNodes does. Afterwards the
+// model's graph holds the inferred type and shape of each value in its value_info and
+// outputs. Shapes the file declares for them are dropped first (ONNX Runtime too keeps
+// the inferred ones when they disagree); declared types are checked. Initializers larger
+// than 1,024 elements and external ones are not read (inference sees their type and
+// shape). libonnx's inference trusts what it reads (a hostile file crashed it), so it
+// runs in a child process (RunIsolated; a crash or a hang there is an error here).
+// Throws Error(Model) naming `source` and ONNX's reason (which names the node) for types
+// or shapes an operator cannot take. Thread safety: any number of calls at once on
+// different models.
+void InferOnnxShapes(onnx::ModelProto& model, const std::string& source);
+
 // Parses an ONNX model and binds every node to its kernel. Initializers may keep their
 // data in external files (ONNX's external data) inside `dir`, the model's directory:
 // a location that is absolute, climbs with "..", or resolves (symlinks included)
 // outside `dir` is refused, as is any external data when `dir` is empty. Throws
 // Error(Model) naming `source` and the node for a malformed file, UnsupportedError
 // ("unsupported: Op (opset N)") for an operator, domain, element type or attribute the
-// runtime lacks; every node is first checked by CheckOnnxNodes.
+// runtime lacks; every node is first checked by CheckOnnxNodes, the graph then by
+// InferOnnxShapes, whose shapes fill Graph::inferred.
 std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::string& source,
                                            const std::filesystem::path& dir = {});
 
