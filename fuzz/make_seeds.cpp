@@ -285,6 +285,48 @@ void OnnxSeed(const fs::path& path) {
   Write(path, bytes);
 }
 
+// A 3x3 convolution of 16 channels with Relu: the shape the tensor runtime hands to
+// oneDNN (tensor/onednn_conv.cpp).
+void ConvSeed(const fs::path& path) {
+  constexpr int64_t kChannels = 16;
+  onnx::ModelProto model;
+  model.set_ir_version(7);
+  model.add_opset_import()->set_version(13);
+  auto* graph = model.mutable_graph();
+  auto* input = graph->add_input();
+  input->set_name("x");
+  auto* type = input->mutable_type()->mutable_tensor_type();
+  type->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+  for (int64_t d : {int64_t{1}, kChannels, int64_t{5}, int64_t{5}}) type->mutable_shape()->add_dim()->set_dim_value(d);
+  auto init = [&](const char* name, std::vector<int64_t> dims, float step) {
+    auto* t = graph->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto_DataType_FLOAT);
+    int64_t n = 1;
+    for (auto d : dims) {
+      t->add_dims(d);
+      n *= d;
+    }
+    for (int64_t i = 0; i < n; ++i) t->add_float_data(static_cast<float>(i % 7) * step - 0.1f);
+  };
+  init("W", {kChannels, kChannels, 3, 3}, 0.03f);
+  init("B", {kChannels}, 0.05f);
+  auto* conv = graph->add_node();
+  conv->set_op_type("Conv");
+  conv->set_name("conv");
+  for (const char* i : {"x", "W", "B"}) conv->add_input(i);
+  conv->add_output("c");
+  Ints(*conv, "kernel_shape", {3, 3});
+  Ints(*conv, "pads", {1, 1, 1, 1});
+  auto* relu = graph->add_node();
+  relu->set_op_type("Relu");
+  relu->set_name("y");
+  relu->add_input("c");
+  relu->add_output("y");
+  graph->add_output()->set_name("y");
+  Write(path, model.SerializeAsString());
+}
+
 void KerasV3Seed(const fs::path& dir, const fs::path& path) {
   const fs::path weights = dir / "model.weights.h5";
   hid_t file = H5Fcreate(weights.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -333,6 +375,7 @@ int main(int argc, char** argv) {
   OnnxSeed(dir / "onnx/mlp.onnx");
   MlSeeds(dir / "onnx");
   OnnxTreeSeed(dir / "onnx/trees.onnx");  // the tensor runtime's tree kernels
+  ConvSeed(dir / "onnx/conv16.onnx");
   // A NumPy file (format 1.0) of two float32 rows: `runnel model run`'s input.
   const std::string npy_header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), }\n";
   Write(dir / "onnx/rows.npy", std::string("\x93NUMPY\x01\x00", 8) + static_cast<char>(npy_header.size()) + '\0' +
