@@ -87,9 +87,15 @@ std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names, con
       return fmt::format("{table} t ON {k} >= {lo} AND {k} <= {hi}", fmt::arg("table", table), fmt::arg("k", key),
                          fmt::arg("lo", lo), fmt::arg("hi", hi));
     }
-    return fmt::format("{map} m ON m.{id} >= {lo} AND m.{id} <= {hi} JOIN {table} t ON {same}",
-                       fmt::arg("map", keys.map_table()), fmt::arg("id", RequestKeys::kIdColumn), fmt::arg("lo", lo),
-                       fmt::arg("hi", hi), fmt::arg("table", table), fmt::arg("same", keys.SameKey("t", "m")));
+    // Each mapped key's row looked up by its key (a lateral subquery, OFFSET 0 so it is
+    // not flattened into a join): the planner, guessing 200 ranges of 2,000 ids, chose
+    // a hash join over a scan of the whole source table for every claim: 15 us a
+    // request in a 100,000-row uuid burst (1.5 s in all), 4.7 us this way.
+    return fmt::format(
+        "{map} m ON m.{id} >= {lo} AND m.{id} <= {hi} JOIN LATERAL (SELECT * FROM {table} s WHERE {same} OFFSET 0) t "
+        "ON true",
+        fmt::arg("map", keys.map_table()), fmt::arg("id", RequestKeys::kIdColumn), fmt::arg("lo", lo),
+        fmt::arg("hi", hi), fmt::arg("table", table), fmt::arg("same", keys.SameKey("s", "m")));
   };
   if (config.capture == CaptureMode::Queue) {
     // $2 queue rows are locked; of those, rows are taken in order while the batch
