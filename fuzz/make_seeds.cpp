@@ -247,8 +247,9 @@ void MlSeeds(const fs::path& dir) {
            }}});
 }
 
-void OnnxSeed(const fs::path& path) {
-  onnx::ModelProto model;
+// A model of opset 13 (IR 7) whose graph takes one float input "x" of shape `dims`
+// (a negative dimension: the symbolic "N"); returns its graph.
+onnx::GraphProto* FloatInputModel(onnx::ModelProto& model, const std::vector<int64_t>& dims) {
   model.set_ir_version(7);
   model.add_opset_import()->set_version(13);
   auto* graph = model.mutable_graph();
@@ -256,8 +257,19 @@ void OnnxSeed(const fs::path& path) {
   input->set_name("x");
   auto* type = input->mutable_type()->mutable_tensor_type();
   type->set_elem_type(onnx::TensorProto_DataType_FLOAT);
-  type->mutable_shape()->add_dim()->set_dim_param("N");
-  type->mutable_shape()->add_dim()->set_dim_value(3);
+  for (int64_t d : dims) {
+    if (d < 0) {
+      type->mutable_shape()->add_dim()->set_dim_param("N");
+    } else {
+      type->mutable_shape()->add_dim()->set_dim_value(d);
+    }
+  }
+  return graph;
+}
+
+void OnnxSeed(const fs::path& path) {
+  onnx::ModelProto model;
+  auto* graph = FloatInputModel(model, {-1, 3});
   auto init = [&](const char* name, std::vector<int64_t> dims, std::vector<float> values) {
     auto* t = graph->add_initializer();
     t->set_name(name);
@@ -290,14 +302,7 @@ void OnnxSeed(const fs::path& path) {
 void ConvSeed(const fs::path& path) {
   constexpr int64_t kChannels = 16;
   onnx::ModelProto model;
-  model.set_ir_version(7);
-  model.add_opset_import()->set_version(13);
-  auto* graph = model.mutable_graph();
-  auto* input = graph->add_input();
-  input->set_name("x");
-  auto* type = input->mutable_type()->mutable_tensor_type();
-  type->set_elem_type(onnx::TensorProto_DataType_FLOAT);
-  for (int64_t d : {int64_t{1}, kChannels, int64_t{5}, int64_t{5}}) type->mutable_shape()->add_dim()->set_dim_value(d);
+  auto* graph = FloatInputModel(model, {1, kChannels, 5, 5});
   auto init = [&](const char* name, std::vector<int64_t> dims, float step) {
     auto* t = graph->add_initializer();
     t->set_name(name);
