@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +20,8 @@
 
 namespace runnel {
 namespace {
+
+std::atomic<uint64_t> children_forked{0};
 
 // The child's answer: 'R' and the result's bytes, or 'E', the error code (an int in
 // this machine's byte order: same binary, same machine) and the message.
@@ -119,6 +122,7 @@ std::optional<std::string> RunInChild(const IsolatedCall& call, const std::funct
   } else {
     pid = ::fork();
   }
+  if (pid > 0) children_forked.fetch_add(1, std::memory_order_relaxed);
   if (pid < 0) {
     ::close(fds[0]);
     ::close(fds[1]);
@@ -150,6 +154,10 @@ std::string RunIsolated(const IsolatedCall& call, const std::function<std::strin
   }
   throw Error(ErrorCode::Model, fmt::format("{}: {} took longer than {} ms, {} times (a corrupt file?)", call.source,
                                             call.what, DeadlineMs(), kAttempts));
+}
+
+uint64_t IsolatedChildrenForked() {
+  return children_forked.load(std::memory_order_relaxed);
 }
 
 }  // namespace runnel

@@ -12,6 +12,10 @@
 #include "runnel/tensor/graph.hpp"
 #include "runnel/tensor/trees.hpp"
 
+namespace onnx {
+class ModelProto;
+}
+
 namespace runnel::model {
 
 struct LoadedGraph {
@@ -21,7 +25,11 @@ struct LoadedGraph {
 
 LoadedGraph LoadKerasH5(std::string_view bytes, const std::string& source);
 LoadedGraph LoadKerasV3(std::string_view bytes, const std::string& source);
+// The dense fast path's ONNX loader: parses, builds, then runs ONNX's shape inference.
 LoadedGraph LoadOnnx(std::string_view bytes, const std::string& source);
+// Builds the dense graph of a parsed model without shape inference (the caller runs it
+// once). Throws Error(Model) for a graph the dense path does not take.
+LoadedGraph BuildDenseOnnx(const onnx::ModelProto& model, const std::string& source);
 LoadedGraph LoadTfGraph(std::string_view bytes, const std::string& source);
 
 struct LoadedTrees {

@@ -1,10 +1,12 @@
 #include "runnel/model/model.hpp"
 
 #include <fmt/format.h>
+#include <onnx/onnx-ml.pb.h>
 
 #include <cstdlib>
 
 #include <algorithm>
+#include <optional>
 
 #include "loaders.hpp"
 #include "runnel/core/error.hpp"
@@ -170,24 +172,31 @@ std::vector<ModelPort> TreeOutputPorts(const tensor::Graph& graph, const trees::
   return {};
 }
 
-// An ONNX graph: the dense fast path when its loader takes the graph, else a tree
+// The dense fast path's graph, or nullopt when its builder does not take the graph.
+std::optional<LoadedGraph> TryBuildDense(const onnx::ModelProto& model, const std::string& source) {
+  try {
+    return BuildDenseOnnx(model, source);
+  } catch (const Error&) {
+    return std::nullopt;  // not a dense tabular graph
+  }
+}
+
+// An ONNX graph: the dense fast path when its builder takes the graph, else a tree
 // ensemble served from its compiled trees, else the general tensor runtime, whose
 // error is the one reported when none can run it. Token inputs and logit labels only
-// the general runtime serves.
+// the general runtime serves. The file is parsed once and ONNX's shape inference (a
+// child process) runs once: its refusal refuses the file on every path.
 std::shared_ptr<const Model> LoadOnnxModel(std::string_view bytes, const std::string& source,
                                            const std::string& version, const std::filesystem::path& dir,
                                            const LoadOptions& options) {
-  const bool general_only = options.NeedsGeneralRuntime();
-  if (!general_only) {
-    try {
-      auto loaded = LoadOnnx(bytes, source);
-      loaded.info.version = version;
-      return std::make_shared<const Model>(std::move(loaded.graph), std::move(loaded.info));
-    } catch (const Error&) {
-      // Not a dense tabular graph: the paths below.
-    }
+  onnx::ModelProto model = tensor::ParseOnnxModel(bytes, source);
+  if (auto dense = options.NeedsGeneralRuntime() ? std::nullopt : TryBuildDense(model, source)) {
+    tensor::InferOnnxShapes(model, source);  // after the builder's checks of every size
+    dense->info.version = version;
+    return std::make_shared<const Model>(std::move(dense->graph), std::move(dense->info));
   }
-  auto graph = tensor::LoadOnnxGraph(bytes, source, dir);
+  const bool general_only = options.NeedsGeneralRuntime();
+  auto graph = tensor::LoadOnnxGraph(std::move(model), source, dir);
   if (auto trees = general_only ? std::nullopt : OnnxTrees(*graph, source)) {
     trees->info.version = version;
     auto ports = TreeOutputPorts(*graph, *trees->ensemble);

@@ -419,13 +419,7 @@ class OnnxBuilder {
 
 }  // namespace
 
-LoadedGraph LoadOnnx(std::string_view bytes, const std::string& source) {
-  onnx::ModelProto model;
-  if (bytes.size() > (size_t{2} << 30) || !model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    throw Error(ErrorCode::Model, fmt::format("{}: not a valid ONNX model (protobuf parse failed)", source));
-  }
-  if (!model.has_graph()) throw Error(ErrorCode::Model, fmt::format("{}: the ONNX model has no graph", source));
-  tensor::CheckOnnxNodes(model, source);
+LoadedGraph BuildDenseOnnx(const onnx::ModelProto& model, const std::string& source) {
   for (const auto& entry : model.metadata_props()) {
     if (entry.key() == kId2LabelMetadata)
       throw Error(ErrorCode::Model,
@@ -433,10 +427,16 @@ LoadedGraph LoadOnnx(std::string_view bytes, const std::string& source) {
   }
   OnnxBuilder builder(model, source);
   Graph graph = builder.Build();
-  tensor::InferOnnxShapes(model, source);  // after the builder's checks of every size
   std::string producer = model.producer_name().empty() ? "ONNX" : model.producer_name();
   if (!model.producer_version().empty()) producer += " " + model.producer_version();
   return {std::move(graph), {ModelFormat::Onnx, source, producer, ""}};
+}
+
+LoadedGraph LoadOnnx(std::string_view bytes, const std::string& source) {
+  onnx::ModelProto model = tensor::ParseOnnxModel(bytes, source);
+  LoadedGraph loaded = BuildDenseOnnx(model, source);
+  tensor::InferOnnxShapes(model, source);  // after the builder's checks of every size
+  return loaded;
 }
 
 }  // namespace runnel::model

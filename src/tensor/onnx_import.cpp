@@ -424,14 +424,23 @@ class GraphBuilder {
 
 }  // namespace
 
-std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::string& source,
-                                           const std::filesystem::path& dir) {
+onnx::ModelProto ParseOnnxModel(std::string_view bytes, const std::string& source) {
   onnx::ModelProto model;
   if (bytes.size() > (size_t{2} << 30) || !model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     Fail(source, "not a valid ONNX model (protobuf parse failed)");
   }
   if (!model.has_graph()) Fail(source, "the ONNX model has no graph");
   CheckOnnxNodes(model, source);
+  return model;
+}
+
+std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::string& source,
+                                           const std::filesystem::path& dir) {
+  return LoadOnnxGraph(ParseOnnxModel(bytes, source), source, dir);
+}
+
+std::shared_ptr<const Graph> LoadOnnxGraph(onnx::ModelProto model, const std::string& source,
+                                           const std::filesystem::path& dir) {
   auto graph = GraphBuilder(model, source, dir).Build();
   InferOnnxShapes(model, source);  // after the builder's checks of every size
   FuseSparseText(*graph);

@@ -16,6 +16,7 @@
 #include "loaders.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/core/file.hpp"
+#include "runnel/core/isolation.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/tensor/onnx_import.hpp"
 
@@ -343,6 +344,24 @@ TEST(OnnxLoader, ShapesAndTypesAreCheckedByOnnxsInference) {
     EXPECT_THAT(lines,
                 ::testing::Contains(::testing::AllOf(HasSubstr("Reshape_y"), HasSubstr("-> float [?, 11, 10, 10]"))));
   }
+}
+
+// A file is parsed once and ONNX's inference (a child process) runs once per load: a
+// graph the dense path builds but inference refuses is refused, not tried again on the
+// general runtime (which would fork again: for a file that hangs inference, twice the
+// time before the error).
+TEST(OnnxLoader, InferenceRunsOnceAndItsRefusalIsFinal) {
+  OnnxBuilder b(2);
+  b.Node("Relu", {"x"}, "y");
+  auto* out = b.Output("y");
+  out->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto_DataType_INT64);  // Relu gives float
+  const uint64_t before = runnel::IsolatedChildrenForked();
+  EXPECT_THAT(b.LoadError(), HasSubstr("m.onnx"));
+  EXPECT_EQ(runnel::IsolatedChildrenForked() - before, 1u);
+  out->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+  const uint64_t good = runnel::IsolatedChildrenForked();
+  EXPECT_EQ(Predict(b.Load(), {-1, 2}, 1), (std::vector<float>{0, 2}));
+  EXPECT_EQ(runnel::IsolatedChildrenForked() - good, 1u);
 }
 
 TEST(OnnxLoader, GarbageIsRejected) {

@@ -5,6 +5,7 @@
 // one Error in the parent, naming the file.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -30,5 +31,9 @@ struct IsolatedCall {
 // N ms, 3 times". Throws Error(Io) when no pipe or process can be made.
 // Thread safety: may be called from several threads at once.
 std::string RunIsolated(const IsolatedCall& call, const std::function<std::string()>& work);
+
+// How many child processes RunIsolated has forked in this process so far (each try
+// counts). Thread safety: any thread.
+uint64_t IsolatedChildrenForked();
 
 }  // namespace runnel

@@ -41,6 +41,10 @@ void CheckOnnxNodes(const onnx::ModelProto& model, const std::string& source);
 // different models.
 void InferOnnxShapes(onnx::ModelProto& model, const std::string& source);
 
+// Parses an ONNX model and checks its nodes (CheckOnnxNodes). Throws Error(Model) naming
+// `source` for bytes that are not an ONNX model with a graph.
+onnx::ModelProto ParseOnnxModel(std::string_view bytes, const std::string& source);
+
 // Parses an ONNX model and binds every node to its kernel. Initializers may keep their
 // data in external files (ONNX's external data) inside `dir`, the model's directory:
 // a location that is absolute, climbs with "..", or resolves (symlinks included)
@@ -50,6 +54,10 @@ void InferOnnxShapes(onnx::ModelProto& model, const std::string& source);
 // runtime lacks; every node is first checked by CheckOnnxNodes, the graph then by
 // InferOnnxShapes, whose shapes fill Graph::inferred.
 std::shared_ptr<const Graph> LoadOnnxGraph(std::string_view bytes, const std::string& source,
+                                           const std::filesystem::path& dir = {});
+
+// LoadOnnxGraph over a model ParseOnnxModel returned (its nodes already checked).
+std::shared_ptr<const Graph> LoadOnnxGraph(onnx::ModelProto model, const std::string& source,
                                            const std::filesystem::path& dir = {});
 
 // Parses a serialized onnx.TensorProto. Throws Error(Model) naming `source`.
