@@ -622,6 +622,16 @@ int32_t SchemaVersion(postgres::Connection& conn, const PipelineConfig& config) 
       .Get<int32_t>(0, 0);
 }
 
+void CheckNotNewer(postgres::Connection& conn, const PipelineConfig& config) {
+  const int32_t version = SchemaVersion(conn, config);
+  if (version <= kSchemaVersion) return;
+  throw Error(
+      ErrorCode::Config,
+      fmt::format("pipeline '{}' was migrated by a newer Runnel (schema version {}; this build knows up to {}): "
+                  "upgrade this runnel binary (it neither changes nor serves the pipeline)",
+                  config.name, version, kSchemaVersion));
+}
+
 namespace {
 
 // One object Unmigrate removes: its kind and name, and how to drop it.
@@ -706,6 +716,7 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
   conn.Exec(
       "CREATE TABLE IF NOT EXISTS runnel_migrations (pipeline text NOT NULL, version int NOT NULL, "
       "applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, version))");
+  CheckNotNewer(conn, config);
   const RequestKeys keys = CheckSourceTable(conn, config);
   const auto version = SchemaVersion(conn, config);
   for (int step = std::max(version, 0); step < kSchemaVersion; ++step) {

@@ -192,8 +192,10 @@ struct Worker::State {
 
   // The tables as serving needs them: input columns of numeric types, write-back
   // columns and the catalogue present. Learns the write-back columns' limits.
-  // Throws Error(InvalidInput) naming what is wrong.
+  // Throws Error(InvalidInput) naming what is wrong, Error(Config) for a schema a newer
+  // Runnel migrated (CheckNotNewer).
   void CheckSchema(postgres::Connection& c) {
+    CheckNotNewer(c, config);
     const auto types = SourceColumns(c, config);
     if (types.empty()) {
       throw Error(ErrorCode::InvalidInput, fmt::format("table '{}' does not exist", config.table));

@@ -1103,6 +1103,42 @@ TEST_F(PipelineRunTest, AHandWrittenQueueRowTooLargeToExpandPausesServingNamingI
   EXPECT_EQ(summary.done, 1u);
 }
 
+// A pipeline a newer Runnel migrated (its capture may queue what this build's claim
+// cannot read) is neither migrated back nor served by this build: migrate refuses and
+// serving does not start, naming the versions; nothing queued is claimed.
+TEST_F(PipelineRunTest, APipelineANewerRunnelMigratedIsNeitherChangedNorServed) {
+  auto config = Config(1000);
+  Migrate(*conn_, config);
+  Insert({Row(1, 1)});
+  conn_->Exec(
+      fmt::format("INSERT INTO runnel_migrations (pipeline, version) VALUES ('needs', {})", kSchemaVersion + 1));
+  const std::string expected = fmt::format(
+      "pipeline 'needs' was migrated by a newer Runnel (schema version {}; this "
+      "build knows up to {})",
+      kSchemaVersion + 1, kSchemaVersion);
+  const auto capture = [&] {
+    return conn_->Exec("SELECT prosrc FROM pg_proc WHERE proname = 'runnel_needs_capture'").Get<std::string>(0, 0);
+  };
+  conn_->Exec(
+      "CREATE OR REPLACE FUNCTION runnel_needs_capture() RETURNS trigger LANGUAGE plpgsql AS "
+      "$$ BEGIN RETURN NULL; END $$");  // as a newer build might have it
+  try {
+    Migrate(*conn_, config);
+    ADD_FAILURE() << "migrated a newer schema";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Config);
+    EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(capture(), " BEGIN RETURN NULL; END ") << "the newer capture left as it was";
+  try {
+    Serve(config, SmallModel(), 1);  // a running worker would pause (its schema check on reconnecting)
+    ADD_FAILURE() << "served a newer schema";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(Count("SELECT coalesce(sum(n), 0)::bigint FROM runnel_needs_queue"), 1) << "nothing claimed";
+}
+
 TEST_F(PipelineRunTest, TheLargestBigintKeyIsCapturedAndServed) {
   // [k, k + 1) overflows for k = 2^63 - 1: such a key is queued unbounded above.
   conn_->Exec("ALTER TABLE needs ALTER COLUMN id TYPE bigint");

@@ -108,10 +108,16 @@ void CheckInputTypes(const PipelineConfig& config, const std::map<std::string, s
 // Throws DatabaseError (also when the role may not read runnel_migrations).
 int32_t SchemaVersion(postgres::Connection& conn, const PipelineConfig& config);
 
+// Throws Error(Config) when the pipeline was migrated by a newer Runnel (a schema
+// version above kSchemaVersion): this build's capture and claim may not match what
+// that one queues, so it neither changes nor serves the pipeline.
+void CheckNotNewer(postgres::Connection& conn, const PipelineConfig& config);
+
 // Creates or updates the pipeline's objects; idempotent, safe to run from several
 // processes at once (serialised by an advisory lock), all in one transaction. Returns
 // one line per change made (e.g. "created index runnel_needs_key on needs (id)").
-// Throws Error(InvalidInput) naming a missing table or column, DatabaseError otherwise.
+// Throws Error(InvalidInput) naming a missing table or column, Error(Config) for a
+// schema a newer Runnel migrated (CheckNotNewer), DatabaseError otherwise.
 // With MigrateMode::kDryRun everything runs as usual in the transaction, which is then
 // rolled back: nothing changes (ObserveStatements shows what would run).
 enum class MigrateMode { kApply, kDryRun };
