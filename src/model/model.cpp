@@ -189,13 +189,13 @@ std::optional<LoadedGraph> TryBuildDense(const onnx::ModelProto& model, const st
 std::shared_ptr<const Model> LoadOnnxModel(std::string_view bytes, const std::string& source,
                                            const std::string& version, const std::filesystem::path& dir,
                                            const LoadOptions& options) {
+  const bool general_only = options.NeedsGeneralRuntime();
   onnx::ModelProto model = tensor::ParseOnnxModel(bytes, source);
-  if (auto dense = options.NeedsGeneralRuntime() ? std::nullopt : TryBuildDense(model, source)) {
+  if (auto dense = general_only ? std::nullopt : TryBuildDense(model, source)) {
     tensor::InferOnnxShapes(model, source);  // after the builder's checks of every size
     dense->info.version = version;
     return std::make_shared<const Model>(std::move(dense->graph), std::move(dense->info));
   }
-  const bool general_only = options.NeedsGeneralRuntime();
   auto graph = tensor::LoadOnnxGraph(std::move(model), source, dir);
   if (auto trees = general_only ? std::nullopt : OnnxTrees(*graph, source)) {
     trees->info.version = version;
