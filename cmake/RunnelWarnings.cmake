@@ -9,13 +9,11 @@ if(RUNNEL_NATIVE)
   # Runnel is built where it runs (make demo, make test): use the host's vector units.
   target_compile_options(runnel_options INTERFACE -march=native)
 endif()
-if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
-  # GCC notes that passing a 64-byte vector (src/tensor/simd.hpp's V16) by value has
-  # another ABI where AVX-512 is off (an AVX2 host). Every Runnel object is built with
-  # the same flags and the functions that take them are internal, so the note is moot;
-  # under -Werror it stopped the build on AVX2-only machines.
-  target_compile_options(runnel_options INTERFACE -Wno-psabi)
-endif()
+# GCC and Clang note that passing a 64-byte vector (src/tensor/simd.hpp's V16) by value
+# has another ABI where AVX-512 is off (an AVX2 host). Every Runnel object is built with
+# the same flags and the functions that take them are internal, so the note is moot;
+# under -Werror it stopped the build on AVX2-only machines.
+target_compile_options(runnel_options INTERFACE -Wno-psabi)
 if(RUNNEL_WERROR)
   target_compile_options(runnel_options INTERFACE -Werror)
 endif()
