@@ -622,14 +622,22 @@ int32_t SchemaVersion(postgres::Connection& conn, const PipelineConfig& config) 
       .Get<int32_t>(0, 0);
 }
 
-void CheckNotNewer(postgres::Connection& conn, const PipelineConfig& config) {
-  const int32_t version = SchemaVersion(conn, config);
+namespace {
+
+// The check of CheckNotNewer on a version already read (Migrate reads it once for both).
+void CheckNotNewer(const PipelineConfig& config, int32_t version) {
   if (version <= kSchemaVersion) return;
   throw Error(
       ErrorCode::Config,
       fmt::format("pipeline '{}' was migrated by a newer Runnel (schema version {}; this build knows up to {}): "
                   "upgrade this runnel binary (it neither changes nor serves the pipeline)",
                   config.name, version, kSchemaVersion));
+}
+
+}  // namespace
+
+void CheckNotNewer(postgres::Connection& conn, const PipelineConfig& config) {
+  CheckNotNewer(config, SchemaVersion(conn, config));
 }
 
 namespace {
@@ -716,9 +724,9 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
   conn.Exec(
       "CREATE TABLE IF NOT EXISTS runnel_migrations (pipeline text NOT NULL, version int NOT NULL, "
       "applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, version))");
-  CheckNotNewer(conn, config);
-  const RequestKeys keys = CheckSourceTable(conn, config);
   const auto version = SchemaVersion(conn, config);
+  CheckNotNewer(config, version);
+  const RequestKeys keys = CheckSourceTable(conn, config);
   for (int step = std::max(version, 0); step < kSchemaVersion; ++step) {
     const std::string what = kSteps[step](conn, names);
     conn.Exec("INSERT INTO runnel_migrations (pipeline, version) VALUES ($1, $2)",
