@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Keys that go through the key map (issue #16), on one embedded PostgreSQL: 100,000-
+# Keys that need request ids (issue #16), on one embedded PostgreSQL: 100,000-
 # request insert bursts (1,000-row transactions, `runnel run` with 2 workers), the
 # kinds taking turns going first, RUNS rounds (default 3), since the machine drifts:
 #   (i) examples/needs/pipeline.toml as it is: the table's key is the integer `id`

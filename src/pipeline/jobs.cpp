@@ -38,25 +38,10 @@ JobInfo ReadJob(const postgres::Result& r, int row) {
   return j;
 }
 
-// FROM clause shared by counting and enqueueing: source rows s (with their request
-// id m, mapped keys) with their result r.
+// FROM clause shared by counting and enqueueing: source rows s with their result r.
 std::string SourceWithResults(const PipelineConfig& config, const RequestKeys& keys) {
-  return fmt::format("{} s{} LEFT JOIN {} r ON r.key = {}", QuoteIdentifier(config.table), keys.JoinMap("s", "m"),
-                     QuoteIdentifier(NamesFor(config).results), keys.IdOf("s", "m"));
-}
-
-// Mapped keys: rows the filter picks that were never captured (inserted before the
-// pipeline was migrated) get their request ids first.
-void MapKeys(postgres::Connection& conn, const PipelineConfig& config, const RequestKeys& keys,
-             const CompiledFilter& filter, const Params& params) {
-  if (!keys.mapped()) return;
-  conn.Exec(fmt::format("INSERT INTO {map} ({cols}) SELECT {s_cols} FROM {table} s LEFT JOIN {results} r ON false "
-                        "WHERE {complete} AND {filter} ON CONFLICT ({cols}) DO NOTHING",
-                        fmt::arg("map", keys.map_table()), fmt::arg("cols", keys.ColumnList("")),
-                        fmt::arg("s_cols", keys.ColumnList("s")), fmt::arg("table", QuoteIdentifier(config.table)),
-                        fmt::arg("results", QuoteIdentifier(NamesFor(config).results)),
-                        fmt::arg("complete", keys.KeyComplete("s")), fmt::arg("filter", filter.sql)),
-            params);
+  return fmt::format("{} s LEFT JOIN {} r ON r.key = {}", QuoteIdentifier(config.table),
+                     QuoteIdentifier(NamesFor(config).results), keys.IdOf("s"));
 }
 
 }  // namespace
@@ -73,11 +58,10 @@ JobInfo CreateJob(postgres::Connection& conn, const PipelineConfig& config, cons
   const auto columns = SourceColumns(conn, config);
   const auto compiled = CompileFilter(filter, columns, 1);
   const auto keys = RequestKeys::Resolve(config, columns);
-  const std::string key = keys.IdOf("s", "m");
+  const std::string key = keys.IdOf("s");
   postgres::Transaction tx(conn);
   Params params;
   for (const auto& p : compiled.params) params.Add(p);
-  MapKeys(conn, config, keys, compiled, params);
   auto counted = conn.Exec(
       fmt::format("SELECT count(*), max({}) FROM {} WHERE {}", key, SourceWithResults(config, keys), compiled.sql),
       params);
@@ -157,7 +141,7 @@ bool AdvanceJobs(postgres::Connection& conn, const PipelineConfig& config) {
     return true;
   }
   const auto names = NamesFor(config);
-  const std::string key = keys->IdOf("s", "m");
+  const std::string key = keys->IdOf("s");
   Params params;
   params.Add(id).Add(batch_size).Add(job.GetOptional<int64_t>(0, 3)).Add(job.GetOptional<int64_t>(0, 4));
   for (const auto& p : compiled.params) params.Add(p);

@@ -402,7 +402,7 @@ LoadSummary LoadCsvRequests(postgres::Connection& conn, const PipelineConfig& co
   }
   const std::string sql = fmt::format("INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS r({}) RETURNING {}",
                                       postgres::QuoteIdentifier(config.table), names, selects, sources, aliases,
-                                      keys.mapped() ? "0::bigint" : keys.IdOf("", ""));
+                                      keys.mapped() ? "0::bigint" : keys.IdOf(""));
   const int64_t per_txn = options.rate > 0 && options.rate <= 1000 ? 1 : std::max<int64_t>(1, options.rows_per_txn);
   LoadSummary summary;
   const auto start = std::chrono::steady_clock::now();

@@ -67,10 +67,8 @@ RetryOutcome RetryFailed(postgres::Connection& conn, const PipelineConfig& confi
                   "queued AS ({insert} RETURNING n) "
                   "SELECT coalesce(sum(n), 0)::bigint FROM queued",
                   fmt::arg("results", QuoteIdentifier(names.results)),
-                  fmt::arg("source", keys.mapped() ? fmt::format("({} m JOIN {} s ON {})", keys.map_table(),
-                                                                 QuoteIdentifier(config.table), keys.SameKey("s", "m"))
-                                                   : QuoteIdentifier(config.table) + " s"),
-                  fmt::arg("id", keys.IdOf("s", "m")), fmt::arg("where", where),
+                  fmt::arg("source", QuoteIdentifier(config.table) + " s"), fmt::arg("id", keys.IdOf("s")),
+                  fmt::arg("where", where),
                   fmt::arg("insert", QueueInsertSql(config, "SELECT key FROM marked", "$1::bigint"))),
       params);
   RetryOutcome outcome;

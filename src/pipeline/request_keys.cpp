@@ -36,7 +36,9 @@ RequestKeys RequestKeys::Resolve(const PipelineConfig& config, const std::map<st
     keys.columns_.push_back({name, type->second});
   }
   keys.mapped_ = keys.columns_.size() != 1 || !IsIntegerKeyType(keys.columns_.front().type);
-  keys.map_table_ = QuoteIdentifier(NamesFor(config).keys);
+  const SchemaNames names = NamesFor(config);
+  keys.map_table_ = QuoteIdentifier(names.keys);
+  keys.id_column_ = keys.mapped_ ? names.ids : keys.columns_.front().name;
   return keys;
 }
 
@@ -75,25 +77,16 @@ std::string RequestKeys::KeyComplete(std::string_view alias) const {
   return out;
 }
 
-std::string RequestKeys::IdOf(std::string_view source, std::string_view map) const {
-  if (mapped_) return fmt::format("{}.{}", map, kIdColumn);
-  return Qualified(source, columns_[0].name) + "::bigint";
-}
-
-std::string RequestKeys::JoinMap(std::string_view source, std::string_view map) const {
-  if (!mapped_) return "";
-  return fmt::format(" JOIN {} {} ON {}", map_table_, map, SameKey(map, source));
+std::string RequestKeys::IdOf(std::string_view source) const {
+  if (mapped_) return Qualified(source, id_column_);
+  return Qualified(source, id_column_) + "::bigint";
 }
 
 std::string RequestKeys::JoinSourceById(std::string_view id, std::string_view table, std::string_view source,
                                         std::string_view map) const {
-  if (!mapped_) {
-    return fmt::format(" LEFT JOIN {} {} ON {}.{} = {}", table, source, source, QuoteIdentifier(columns_[0].name), id);
-  }
-  return fmt::format(" LEFT JOIN {map_table} {map} ON {map}.{id_column} = {id} LEFT JOIN {table} {source} ON {same}",
-                     fmt::arg("map_table", map_table_), fmt::arg("map", map), fmt::arg("id_column", kIdColumn),
-                     fmt::arg("id", id), fmt::arg("table", table), fmt::arg("source", source),
-                     fmt::arg("same", SameKey(source, map)));
+  std::string out = fmt::format(" LEFT JOIN {} {} ON {} = {}", table, source, Qualified(source, id_column_), id);
+  if (!mapped_) return out;
+  return fmt::format(" LEFT JOIN {} {} ON {}.{} = {}", map_table_, map, map, kIdColumn, id) + out;
 }
 
 std::string RequestKeys::IdJsonSql(std::string_view alias, std::string_view id) const {

@@ -27,7 +27,8 @@ SchemaNames NamesFor(std::string_view pipeline_name) {
           prefix + "_recommendations", prefix + "_capture",        prefix + "_capture",
           prefix + "_capture_update",  prefix + "_capture_update", prefix,
           prefix + "_events",          prefix + "_served",         prefix + "_keys",
-          prefix + "_jetstream",       prefix + "_published"};
+          prefix + "_jetstream",       prefix + "_published",      prefix + "_id",
+          prefix + "_id_seq",          prefix + "_gone_keys",      prefix + "_capture_delete"};
 }
 
 int64_t QueueChunk(const PipelineConfig& config) {
@@ -344,11 +345,19 @@ std::string IndexFailedRequests(postgres::Connection& conn, const SchemaNames& n
   return fmt::format("an index of the failed requests of {}", names.results);
 }
 
+// Version 10: request ids of mapped keys in a column of the source table, the key map
+// replaced by a view (KeyIds, run by every migrate, makes and converts them: it needs
+// the key). A version of its own so that an older runnel neither migrates nor serves
+// the pipeline (CheckNotNewer). Returns what it did.
+std::string RequestIdsInSourceTable(postgres::Connection&, const SchemaNames&) {
+  return "request ids of uuid, text and composite keys in a column of the source table";
+}
+
 using MigrationStep = std::string (*)(postgres::Connection&, const SchemaNames&);
 // Step i takes the schema from version i to i + 1.
-constexpr MigrationStep kSteps[] = {CreateTables,    AddBatchJobs,        QueueStatements,
-                                    IsolateFailures, AddResultEvents,     AddQuotaWindows,
-                                    AddGoneStatus,   AddSupersededStatus, IndexFailedRequests};
+constexpr MigrationStep kSteps[] = {CreateTables,        AddBatchJobs,           QueueStatements, IsolateFailures,
+                                    AddResultEvents,     AddQuotaWindows,        AddGoneStatus,   AddSupersededStatus,
+                                    IndexFailedRequests, RequestIdsInSourceTable};
 static_assert(std::size(kSteps) == kSchemaVersion);
 
 // The statements of the capture function's body that set lo, hi and distinct_keys
@@ -358,29 +367,18 @@ struct CaptureIds {
   std::string count, ids;
 };
 
-CaptureIds DirectCaptureIds(const RequestKeys& keys) {
-  const std::string id = keys.IdOf("", "");
+// The statement's request ids: the key column's values (direct), or the id column's
+// of rows whose key is complete (mapped: only those are requests). Ids a sequence gave
+// one statement are consecutive unless another statement drew from it meanwhile.
+CaptureIds StatementCaptureIds(const RequestKeys& keys) {
+  const std::string id = keys.IdOf("");
+  const std::string rows =
+      keys.mapped() ? fmt::format("runnel_new_rows WHERE {}", keys.KeyComplete("")) : std::string("runnel_new_rows");
   return {fmt::format("  SELECT min(k), max(k), count(DISTINCT k) INTO lo, hi, distinct_keys\n"
-                      "    FROM (SELECT {} AS k FROM runnel_new_rows) s;\n"
+                      "    FROM (SELECT {} AS k FROM {}) s;\n"
                       "  IF distinct_keys = 0 THEN RETURN NULL; END IF;\n",
-                      id),
-          fmt::format("SELECT {} FROM runnel_new_rows", id)};
-}
-
-// Mapped keys: the statement's new keys get request ids (consecutive ones, unless
-// another statement draws from the sequence at the same time); keys seen before keep
-// theirs, and then the ids are not consecutive either.
-CaptureIds MappedCaptureIds(const RequestKeys& keys) {
-  const std::string columns = keys.ColumnList("");
-  return {fmt::format("  WITH ins AS (INSERT INTO {map} ({cols}) SELECT {cols} FROM runnel_new_rows WHERE {complete}\n"
-                      "    ON CONFLICT ({cols}) DO NOTHING RETURNING {id})\n"
-                      "  SELECT min({id}), max({id}), count(*) INTO lo, hi, distinct_keys FROM ins;\n"
-                      "  SELECT count(*) INTO statement_keys FROM runnel_new_rows WHERE {complete};\n"
-                      "  IF statement_keys = 0 THEN RETURN NULL; END IF;\n"
-                      "  IF statement_keys <> distinct_keys THEN hi := NULL; END IF;\n",
-                      fmt::arg("map", keys.map_table()), fmt::arg("cols", columns),
-                      fmt::arg("complete", keys.KeyComplete("")), fmt::arg("id", RequestKeys::kIdColumn)),
-          fmt::format("SELECT DISTINCT m.{} FROM runnel_new_rows n{}", RequestKeys::kIdColumn, keys.JoinMap("n", "m"))};
+                      id, rows),
+          fmt::format("SELECT {} FROM {}", id, rows)};
 }
 
 // The capture function (replaced on every run) and its trigger (queue capture mode).
@@ -392,12 +390,11 @@ std::optional<std::string> InstallCapture(postgres::Connection& conn, const Pipe
   // few queue rows, not 1,000. Consecutive ids collapse into one range. When the
   // statement's ids are consecutive (a sequence's), the chunks are computed from min
   // and max; otherwise range_agg builds them (~8x the cost per row). A chunk ending at
-  // the largest bigint is stored unbounded above (see KeyRangeSql). hi NULL (mapped
-  // keys seen before): not consecutive.
-  const CaptureIds ids = keys.mapped() ? MappedCaptureIds(keys) : DirectCaptureIds(keys);
+  // the largest bigint is stored unbounded above (see KeyRangeSql).
+  const CaptureIds ids = StatementCaptureIds(keys);
   conn.Exec(fmt::format(
       "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
-      "DECLARE lo bigint; hi bigint; distinct_keys bigint; statement_keys bigint;\n"
+      "DECLARE lo bigint; hi bigint; distinct_keys bigint;\n"
       "BEGIN\n"
       "{count}"
       "  IF hi::numeric - lo + 1 = distinct_keys THEN\n"
@@ -427,53 +424,147 @@ std::optional<std::string> InstallCapture(postgres::Connection& conn, const Pipe
   return std::nullopt;
 }
 
-// The request id of the updated row NEW, into `id` (plpgsql statements).
-std::string UpdatedRowId(const RequestKeys& keys) {
-  if (!keys.mapped()) return fmt::format("  id := {};\n", keys.IdOf("NEW", ""));
-  return fmt::format(
-      "  SELECT {id} INTO id FROM {map} m WHERE {same};\n"
-      "  IF NOT FOUND THEN\n"
-      "    INSERT INTO {map} ({cols}) VALUES ({new}) ON CONFLICT ({cols}) DO UPDATE SET {first} = EXCLUDED.{first}\n"
-      "      RETURNING {id} INTO id;\n"
-      "  END IF;\n",
-      fmt::arg("id", RequestKeys::kIdColumn), fmt::arg("map", keys.map_table()),
-      fmt::arg("same", keys.SameKey("m", "NEW")), fmt::arg("cols", keys.ColumnList("")),
-      fmt::arg("new", keys.ColumnList("NEW")), fmt::arg("first", QuoteIdentifier(keys.columns().front().name)));
-}
+// The schema objects of mapped keys (request_keys.hpp), made or converted from the
+// key map of schema version 9, and checked: a key changed since (other columns, other
+// types) would mean other requests: refused, naming the way out.
+class KeyIds {
+ public:
+  KeyIds(postgres::Connection& conn, const PipelineConfig& config, const SchemaNames& names, const RequestKeys& keys)
+      : conn_(conn), config_(config), names_(names), keys_(keys), table_(QuoteIdentifier(config.table)) {}
 
-// Mapped keys: the table giving each key its request id, once. A key changed since
-// (other columns, other types) would mean other requests: refused, naming the way out.
-std::optional<std::string> EnsureKeyMap(postgres::Connection& conn, const PipelineConfig& config,
-                                        const SchemaNames& names, const RequestKeys& keys) {
-  if (!keys.mapped()) {
-    if (!postgres::TableExists(conn, names.keys)) return std::nullopt;
-    throw Error(ErrorCode::InvalidInput,
-                fmt::format("{}: pipeline '{}' was migrated with another key ({} exists); run `runnel unmigrate` "
-                            "first to serve it by {}",
-                            config.file.string(), config.name, names.keys, keys.Signature()));
+  // Returns what it did, if anything.
+  std::optional<std::string> Ensure() {
+    const std::string kind = MapKind();
+    if (!keys_.mapped()) {
+      if (kind.empty()) return std::nullopt;
+      throw Error(ErrorCode::InvalidInput,
+                  fmt::format("{}: pipeline '{}' was migrated with another key ({} exists); run `runnel unmigrate` "
+                              "first to serve it by {}",
+                              config_.file.string(), config_.name, names_.keys, keys_.Signature()));
+    }
+    if (!kind.empty()) CheckSignature();
+    if (kind == "v") return std::nullopt;
+    if (kind.empty()) RefuseIntegerResults();
+    const bool converted = !kind.empty();
+    AddIdColumn(converted);
+    CreateGoneKeys(converted);
+    CreateView();
+    InstallDeleteCapture();
+    if (converted) {
+      return fmt::format("moved the request ids of {} into {}.{} (deleted rows' into {})", names_.keys, config_.table,
+                         names_.ids, names_.gone_keys);
+    }
+    return fmt::format("added request id column {} to {}, view {} of ids and keys {}", names_.ids, config_.table,
+                       names_.keys, keys_.Signature());
   }
-  if (postgres::TableExists(conn, names.keys)) {
+
+ private:
+  // "r": the key map of schema version 9; "v": the view of version 10; "": none.
+  std::string MapKind() {
+    auto r = conn_.Exec("SELECT coalesce((SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)), '')",
+                        Params().Add(keys_.map_table()));
+    return r.Get<std::string>(0, 0);
+  }
+
+  void CheckSignature() {
     const auto recorded =
-        conn.Exec("SELECT coalesce(obj_description(to_regclass($1), 'pg_class'), '')", Params().Add(keys.map_table()))
+        conn_.Exec("SELECT coalesce(obj_description(to_regclass($1), 'pg_class'), '')", Params().Add(keys_.map_table()))
             .Get<std::string>(0, 0);
-    if (recorded == keys.Signature()) return std::nullopt;
+    if (recorded == keys_.Signature()) return;
     throw Error(ErrorCode::InvalidInput,
                 fmt::format("{}: pipeline '{}' was migrated with key ({}), not ({}); run `runnel unmigrate` first",
-                            config.file.string(), config.name, recorded, keys.Signature()));
+                            config_.file.string(), config_.name, recorded, keys_.Signature()));
   }
-  if (postgres::TableExists(conn, names.results) &&
-      conn.Exec(fmt::format("SELECT EXISTS (SELECT 1 FROM {})", QuoteIdentifier(names.results))).Get<bool>(0, 0)) {
+
+  void RefuseIntegerResults() {
+    if (!postgres::TableExists(conn_, names_.results) ||
+        !conn_.Exec(fmt::format("SELECT EXISTS (SELECT 1 FROM {})", QuoteIdentifier(names_.results))).Get<bool>(0, 0))
+      return;
     throw Error(ErrorCode::InvalidInput,
                 fmt::format("{}: pipeline '{}' has results keyed by {} and now names key ({}); run `runnel "
                             "unmigrate` first",
-                            config.file.string(), config.name, "an integer column", keys.Signature()));
+                            config_.file.string(), config_.name, "an integer column", keys_.Signature()));
   }
-  std::string columns;
-  for (const auto& c : keys.columns()) columns += fmt::format(", {} {} NOT NULL", QuoteIdentifier(c.name), c.type);
-  conn.Exec(fmt::format("CREATE TABLE {} ({} bigserial PRIMARY KEY{}, UNIQUE ({}))", keys.map_table(),
-                        RequestKeys::kIdColumn, columns, keys.ColumnList("")));
-  conn.Exec(fmt::format("COMMENT ON TABLE {} IS {}", keys.map_table(), postgres::QuoteLiteral(keys.Signature())));
-  return fmt::format("created {} (request ids of keys {})", names.keys, keys.Signature());
+
+  // The id column, its sequence and index; existing rows get ids: a converted map's
+  // where it had one (the sequence continues after them), new ones otherwise. The
+  // default is set after the backfill: ADD COLUMN with a volatile default would
+  // rewrite the table, then the map's ids would rewrite it again.
+  void AddIdColumn(bool converted) {
+    const std::string column = QuoteIdentifier(names_.ids);
+    const std::string sequence = QuoteIdentifier(names_.ids_sequence);
+    const std::string next = fmt::format("nextval({})", postgres::QuoteLiteral(sequence));
+    conn_.Exec(fmt::format("CREATE SEQUENCE {}", sequence));
+    conn_.Exec(fmt::format("ALTER TABLE {} ADD COLUMN {} bigint", table_, column));
+    if (converted) {
+      conn_.Exec(fmt::format("SELECT setval({}, max({})) FROM {} HAVING count(*) > 0", postgres::QuoteLiteral(sequence),
+                             RequestKeys::kIdColumn, keys_.map_table()));
+      conn_.Exec(fmt::format("UPDATE {} s SET {} = m.{} FROM {} m WHERE {}", table_, column, RequestKeys::kIdColumn,
+                             keys_.map_table(), keys_.SameKey("s", "m")));
+    }
+    conn_.Exec(fmt::format("UPDATE {} SET {} = {} WHERE {} IS NULL AND {}", table_, column, next, column,
+                           keys_.KeyComplete("")));
+    conn_.Exec(fmt::format("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}", table_, column, next));
+    conn_.Exec(fmt::format("ALTER SEQUENCE {} OWNED BY {}.{}", sequence, table_, column));
+    conn_.Exec(fmt::format("CREATE INDEX {} ON {} ({})", QuoteIdentifier(names_.ids), table_, column));
+  }
+
+  // Request ids and keys of deleted rows; a converted map's keys no row has any more.
+  void CreateGoneKeys(bool converted) {
+    std::string columns;
+    for (const auto& c : keys_.columns()) columns += fmt::format(", {} {} NOT NULL", QuoteIdentifier(c.name), c.type);
+    const std::string gone = QuoteIdentifier(names_.gone_keys);
+    conn_.Exec(fmt::format("CREATE TABLE {} ({} bigint PRIMARY KEY{})", gone, RequestKeys::kIdColumn, columns));
+    conn_.Exec(fmt::format("CREATE INDEX ON {} ({})", gone, keys_.ColumnList("")));
+    if (!converted) return;
+    conn_.Exec(
+        fmt::format("INSERT INTO {gone} SELECT m.* FROM {map} m WHERE NOT EXISTS (SELECT 1 FROM {table} s "
+                    "WHERE s.{id} = m.{map_id})",
+                    fmt::arg("gone", gone), fmt::arg("map", keys_.map_table()), fmt::arg("table", table_),
+                    fmt::arg("id", QuoteIdentifier(names_.ids)), fmt::arg("map_id", RequestKeys::kIdColumn)));
+    conn_.Exec(fmt::format("DROP TABLE {}", keys_.map_table()));
+  }
+
+  void CreateView() {
+    conn_.Exec(fmt::format(
+        "CREATE VIEW {map} AS SELECT {id} AS {map_id}, {cols} FROM {table} WHERE {id} IS NOT NULL AND {complete} "
+        "UNION ALL SELECT {map_id}, {cols} FROM {gone}",
+        fmt::arg("map", keys_.map_table()), fmt::arg("id", QuoteIdentifier(names_.ids)),
+        fmt::arg("map_id", RequestKeys::kIdColumn), fmt::arg("cols", keys_.ColumnList("")), fmt::arg("table", table_),
+        fmt::arg("complete", keys_.KeyComplete("")), fmt::arg("gone", QuoteIdentifier(names_.gone_keys))));
+    conn_.Exec(fmt::format("COMMENT ON VIEW {} IS {}", keys_.map_table(), postgres::QuoteLiteral(keys_.Signature())));
+  }
+
+  // Run by whoever deletes (as the insert capture is by whoever inserts).
+  void InstallDeleteCapture() {
+    const std::string function = QuoteIdentifier(names_.delete_function);
+    conn_.Exec(fmt::format(
+        "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
+        "BEGIN\n"
+        "  INSERT INTO {gone} SELECT {id}, {cols} FROM runnel_old_rows WHERE {id} IS NOT NULL AND {complete}\n"
+        "    ON CONFLICT DO NOTHING;\n"
+        "  RETURN NULL;\n"
+        "END $runnel$",
+        fmt::arg("fn", function), fmt::arg("gone", QuoteIdentifier(names_.gone_keys)),
+        fmt::arg("id", QuoteIdentifier(names_.ids)), fmt::arg("cols", keys_.ColumnList("")),
+        fmt::arg("complete", keys_.KeyComplete(""))));
+    conn_.Exec(
+        fmt::format("CREATE TRIGGER {} AFTER DELETE ON {} REFERENCING OLD TABLE AS runnel_old_rows FOR EACH "
+                    "STATEMENT EXECUTE FUNCTION {}()",
+                    function, table_, function));
+  }
+
+  postgres::Connection& conn_;
+  const PipelineConfig& config_;
+  const SchemaNames& names_;
+  const RequestKeys& keys_;
+  const std::string table_;
+};
+
+// The request id of the updated row NEW, into `id` (plpgsql statements).
+std::string UpdatedRowId(const RequestKeys& keys) {
+  // A mapped key's id column is NULL only where a client set it so: no request.
+  return fmt::format("  id := {};\n  IF id IS NULL THEN RETURN NULL; END IF;\n", keys.IdOf("NEW"));
 }
 
 // Update capture ([capture] on = ["insert", "update"]): a row-level trigger on the
@@ -655,7 +746,7 @@ std::vector<InstalledObject> InstalledObjects(postgres::Connection& conn, const 
     return conn.Exec(sql, Params().Add(name)).Get<bool>(0, 0);
   };
   const bool source = postgres::TableExists(conn, config.table);
-  for (const auto& trigger : {names.trigger, names.update_trigger}) {
+  for (const auto& trigger : {names.trigger, names.update_trigger, names.delete_function}) {
     if (source && conn.Exec("SELECT count(*) > 0 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
                             Params().Add(trigger).Add(QuoteIdentifier(config.table)))
                       .Get<bool>(0, 0)) {
@@ -663,22 +754,31 @@ std::vector<InstalledObject> InstalledObjects(postgres::Connection& conn, const 
                      fmt::format("DROP TRIGGER {} ON {}", QuoteIdentifier(trigger), QuoteIdentifier(config.table))});
     }
   }
-  for (const auto& function : {names.capture_function, names.update_function}) {
+  for (const auto& function : {names.capture_function, names.update_function, names.delete_function}) {
     if (exists("SELECT to_regproc($1) IS NOT NULL", QuoteIdentifier(function))) {
       out.push_back({"function " + function, fmt::format("DROP FUNCTION {}()", QuoteIdentifier(function))});
     }
   }
-  if (exists("SELECT to_regclass($1) IS NOT NULL AND (SELECT relkind FROM pg_class WHERE oid = to_regclass($1)) = 'v'",
-             QuoteIdentifier(names.recommendations))) {
-    out.push_back({"view " + names.recommendations, "DROP VIEW " + QuoteIdentifier(names.recommendations)});
+  for (const auto& view : {names.recommendations, names.keys}) {
+    if (exists(
+            "SELECT to_regclass($1) IS NOT NULL AND (SELECT relkind FROM pg_class WHERE oid = to_regclass($1)) = 'v'",
+            QuoteIdentifier(view))) {
+      out.push_back({"view " + view, "DROP VIEW " + QuoteIdentifier(view)});
+    }
   }
   for (const auto& table : {names.recommendations, names.queue, names.results, names.quota, names.events, names.keys,
-                            names.jetstream, names.published}) {
+                            names.gone_keys, names.jetstream, names.published}) {
     if (exists(
             "SELECT to_regclass($1) IS NOT NULL AND (SELECT relkind FROM pg_class WHERE oid = to_regclass($1)) = 'r'",
             QuoteIdentifier(table))) {
       out.push_back({"table " + table, "DROP TABLE " + QuoteIdentifier(table)});
     }
+  }
+  // Mapped keys' request id column (its index and sequence go with it).
+  if (source && HasColumn(conn, config.table, names.ids.c_str())) {
+    out.push_back(
+        {fmt::format("column {} of {}", names.ids, config.table),
+         fmt::format("ALTER TABLE {} DROP COLUMN {}", QuoteIdentifier(config.table), QuoteIdentifier(names.ids))});
   }
   const std::string index = "runnel_" + config.name + "_key";  // EnsureKeyIndex's
   if (exists("SELECT to_regclass($1) IS NOT NULL", QuoteIdentifier(index))) {
@@ -735,7 +835,7 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
   }
   // Idempotent on every run: output columns the pipeline gained, the capture trigger.
   EnsureOutputColumns(conn, config, names);
-  if (auto created = EnsureKeyMap(conn, config, names, keys)) done.push_back(*created);
+  if (auto created = KeyIds(conn, config, names, keys).Ensure()) done.push_back(*created);
   if (config.capture == CaptureMode::Queue) {
     if (auto installed = InstallCapture(conn, config, names, keys)) done.push_back(*installed);
     if (auto installed = InstallUpdateCapture(conn, config, names, keys)) done.push_back(*installed);

@@ -76,26 +76,15 @@ std::string ClaimSql(const PipelineConfig& config, const SchemaNames& names, con
     select += ", t." + QuoteIdentifier(column) + "::text";
     nulls += ", NULL::text";
   }
-  // Mapped keys: the source rows of a range of request ids through the key map, and
-  // each row's key for messages (a direct key is its own label).
+  // Each row's key for messages (a direct key is its own label; a mapped key's
+  // request id is its id column, and the rows of a range of ids an index range scan).
   const std::string label = keys.mapped() ? keys.LabelSql("t") : "NULL::text";
   const std::string version = GuardsWriteBack(config) ? RowVersionSql(config, "t") : "NULL::bigint";
-  const std::string id = keys.IdOf("t", "m");
+  const std::string id = keys.IdOf("t");
   auto rows_of = [&](const std::string& lo, const std::string& hi) {
-    if (!keys.mapped()) {
-      const std::string key = "t." + QuoteIdentifier(keys.columns().front().name);
-      return fmt::format("{table} t ON {k} >= {lo} AND {k} <= {hi}", fmt::arg("table", table), fmt::arg("k", key),
-                         fmt::arg("lo", lo), fmt::arg("hi", hi));
-    }
-    // Each mapped key's row looked up by its key (a lateral subquery, OFFSET 0 so it is
-    // not flattened into a join): the planner, guessing 200 ranges of 2,000 ids, chose
-    // a hash join over a scan of the whole source table for every claim: 15 us a
-    // request in a 100,000-row uuid burst (1.5 s in all), 4.7 us this way.
-    return fmt::format(
-        "{map} m ON m.{id} >= {lo} AND m.{id} <= {hi} JOIN LATERAL (SELECT * FROM {table} s WHERE {same} OFFSET 0) t "
-        "ON true",
-        fmt::arg("map", keys.map_table()), fmt::arg("id", RequestKeys::kIdColumn), fmt::arg("lo", lo),
-        fmt::arg("hi", hi), fmt::arg("table", table), fmt::arg("same", keys.SameKey("s", "m")));
+    const std::string key = "t." + QuoteIdentifier(keys.id_column());
+    return fmt::format("{table} t ON {k} >= {lo} AND {k} <= {hi}", fmt::arg("table", table), fmt::arg("k", key),
+                       fmt::arg("lo", lo), fmt::arg("hi", hi));
   };
   if (config.capture == CaptureMode::Queue) {
     // $2 queue rows are locked; of those, rows are taken in order while the batch
@@ -137,15 +126,14 @@ class ResultsSql {
              const std::vector<size_t>& write_back_output, bool marked, bool lean)
       : config_(config),
         names_(names),
-        keys_(keys),
         write_back_output_(write_back_output),
         marked_(marked),
         lean_(lean),
         first_output_(lean ? WorkerStatements::kFirstOutputParamLean : WorkerStatements::kFirstOutputParam),
         table_(QuoteIdentifier(config.table)),
         // Rows written back (w) and source rows (r) carry their request id in column
-        // `id`: the key column itself, or the map's id column (mapped keys).
-        id_(keys.mapped() ? RequestKeys::kIdColumn : QuoteIdentifier(keys.columns().front().name)),
+        // `id`: the key column itself, or the id column (mapped keys).
+        id_(QuoteIdentifier(keys.id_column())),
         guarded_(GuardsWriteBack(config)) {
     for (size_t i = 0; i < config.output_columns.size(); ++i) {
       const std::string col = QuoteIdentifier(config.output_columns[i]);
@@ -165,8 +153,7 @@ class ResultsSql {
   void Build(WorkerStatements::Write& out) const {
     // Recommendations evaluated in SQL: the rule sees each row as written back (the
     // UPDATE's RETURNING) without looking it up again.
-    const std::string with =
-        BatchCte("", "") + WriteBackCte(keys_.mapped() ? fmt::format(" RETURNING t.*, m.{}", id_) : " RETURNING t.*");
+    const std::string with = BatchCte("", "") + WriteBackCte(" RETURNING t.*");
     const Joins joins = config_.recommend ? RecommendJoins() : Joins{};
     for (const bool small : {false, true}) {
       out.results[small] =
@@ -209,15 +196,9 @@ class ResultsSql {
     }
     // Guarded: only rows still as claimed; w returns each row written (by its id).
     const std::string guard = guarded_ ? fmt::format(" AND {} = v.rowver", RowVersionSql(config_, "t")) : "";
-    const std::string returned =
-        !guarded_ || !returning.empty() ? returning : fmt::format(" RETURNING {}.{}", keys_.mapped() ? "m" : "t", id_);
-    if (!keys_.mapped()) {
-      return fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key{}{})", table_,
-                         sets, id_, guard, returned);
-    }
-    return fmt::format(
-        ", w AS (UPDATE {} t SET {} FROM v JOIN {} m ON m.{} = v.key WHERE v.status = 'done' AND {}{}{})", table_, sets,
-        keys_.map_table(), id_, keys_.SameKey("t", "m"), guard, returned);
+    const std::string returned = !guarded_ || !returning.empty() ? returning : fmt::format(" RETURNING t.{}", id_);
+    return fmt::format(", w AS (UPDATE {} t SET {} FROM v WHERE v.status = 'done' AND t.{} = v.key{}{})", table_, sets,
+                       id_, guard, returned);
   }
 
   // Guarded: a done request whose row was not written (changed since the claim) is
@@ -262,8 +243,7 @@ class ResultsSql {
                                      fmt::arg("k", id_));
       return;
     }
-    const std::string source =
-        keys_.mapped() ? fmt::format("(SELECT t.*, m.{} FROM {} t{})", id_, table_, keys_.JoinMap("t", "m")) : table_;
+    const std::string& source = table_;
     joins.row = fmt::format("LEFT JOIN {} r ON v.status = 'done' AND r.{} = v.key ", source, id_);
     joins.upsert_row = fmt::format(
         "LEFT JOIN LATERAL (SELECT * FROM {} t WHERE v.status = 'done' AND t.{} = v.key LIMIT 1) r ON true ", source,
@@ -307,7 +287,6 @@ class ResultsSql {
 
   const PipelineConfig& config_;
   const SchemaNames& names_;
-  const RequestKeys& keys_;
   const std::vector<size_t>& write_back_output_;
   const bool marked_;
   const bool lean_;
@@ -355,9 +334,8 @@ WorkerStatements WorkerStatements::Build(const PipelineConfig& config, const Sch
       fmt::arg("events", QuoteIdentifier(names.events)), fmt::arg("channel", QuoteLiteral(names.served_channel)),
       fmt::arg("n", WorkerStatements::kNotifyKeys));
   out.probe_locked =
-      fmt::format("SELECT {id} FROM {table} t{join} WHERE {id} = ANY($1::bigint[]) FOR NO KEY UPDATE OF t SKIP LOCKED",
-                  fmt::arg("id", keys.IdOf("t", "m")), fmt::arg("table", QuoteIdentifier(config.table)),
-                  fmt::arg("join", keys.JoinMap("t", "m")));
+      fmt::format("SELECT {id} FROM {table} t WHERE {id} = ANY($1::bigint[]) FOR NO KEY UPDATE OF t SKIP LOCKED",
+                  fmt::arg("id", keys.IdOf("t")), fmt::arg("table", QuoteIdentifier(config.table)));
   return out;
 }
 

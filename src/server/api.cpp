@@ -79,9 +79,11 @@ int64_t Api::RequestIdOf(postgres::Connection& conn, const std::string& path_key
   Params params;
   for (const auto& part : parts) params.Add(part);
   try {
-    auto r = conn.Exec(fmt::format("SELECT {} FROM {} WHERE ({}) = ({})", pipeline::RequestKeys::kIdColumn,
-                                   schema.keys.map_table(), schema.keys.ColumnList(""), schema.keys.TypedParams(1)),
-                       params);
+    // A key deleted and inserted again has had several requests: its newest is meant.
+    auto r = conn.Exec(
+        fmt::format("SELECT max({}) FROM {} WHERE ({}) = ({}) HAVING count(*) > 0", pipeline::RequestKeys::kIdColumn,
+                    schema.keys.map_table(), schema.keys.ColumnList(""), schema.keys.TypedParams(1)),
+        params);
     if (r.rows() == 0) throw not_found();
     return r.Get<int64_t>(0, 0);
   } catch (const postgres::DatabaseError& e) {

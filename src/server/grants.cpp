@@ -37,9 +37,10 @@ std::vector<TableRights> TablesOf(const pipeline::PipelineConfig& config) {
                                      {"runnel_model_state", std::string(kReadWrite)},
                                      {"runnel_samples", std::string(kReadWrite)},
                                      {"runnel_api_keys", "SELECT, INSERT, UPDATE"},
-                                     // Mapped keys (exists only then): the capture triggers, run by whoever inserts,
-                                     // give new keys their ids; the update trigger's upsert also updates.
-                                     {names.keys, "SELECT, INSERT, UPDATE"},
+                                     // Mapped keys (exist only then): the view of request ids and keys; the delete
+                                     // trigger, run by whoever deletes, keeps deleted rows' keys.
+                                     {names.keys, "SELECT"},
+                                     {names.gone_keys, "SELECT, INSERT"},
                                      // [jetstream] (exists only then): messages taken in; how far results
                                      // were published.
                                      {names.jetstream, "SELECT, INSERT"},

@@ -94,6 +94,8 @@ RecordSchema RecordSchema::Load(postgres::Connection& conn, const pipeline::Pipe
       info.refused = "a generated column: the database computes it";
     } else if (r.Get<std::string>(i, identity_col) == "a") {
       info.refused = "an identity column (GENERATED ALWAYS): the database assigns it";
+    } else if (keys.mapped() && name == keys.id_column()) {
+      info.refused = "Runnel's request id: the database assigns it";
     } else if (!keys.mapped() && name == config.key_columns.front() && info.has_default && !config.clients_set_keys) {
       info.refused = "the key: the database assigns it ([source] clients_set_keys = true allows it)";
     } else if (std::find(config.write_back.begin(), config.write_back.end(), name) != config.write_back.end()) {
@@ -241,43 +243,18 @@ std::vector<int64_t> RecordWriter::Insert(postgres::Connection& conn, const std:
   }
   array += ']';
   // RETURNING follows the order rows were inserted in, which is the array's order.
-  std::string returning = key;
-  if (keys_.mapped()) {
-    returning.clear();
-    for (const auto& c : keys_.columns())
-      returning += (returning.empty() ? "" : ", ") + QuoteIdentifier(c.name) + "::text";
-  }
+  // A mapped key with a NULL part is no request and has no id (the caller then
+  // reports fewer ids).
+  const std::string returning =
+      keys_.mapped() ? fmt::format("CASE WHEN {} THEN {} END", keys_.KeyComplete(""), keys_.IdOf("")) : key;
   auto r = conn.Exec(fmt::format("INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, "
                                  "$1::jsonb) RETURNING {returning}",
                                  fmt::arg("t", table), fmt::arg("cols", list), fmt::arg("returning", returning)),
                      postgres::Params().Add(array));
-  if (keys_.mapped()) return MappedIds(conn, r);
-  for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
-  return keys;
-}
-
-std::vector<int64_t> RecordWriter::MappedIds(postgres::Connection& conn, const postgres::Result& inserted) const {
-  // The capture trigger gave each key its id at the end of the INSERT; a key with a
-  // NULL part is no request and has none (the caller then reports fewer ids).
-  postgres::Params params;
-  for (size_t c = 0; c < keys_.columns().size(); ++c) {
-    std::vector<std::optional<std::string>> values;
-    for (int i = 0; i < inserted.rows(); ++i)
-      values.push_back(inserted.GetOptional<std::string>(i, static_cast<int>(c)));
-    params.AddArray(values);
+  for (int i = 0; i < r.rows(); ++i) {
+    if (!r.IsNull(i, 0)) keys.push_back(r.Get<int64_t>(i, 0));
   }
-  // u's columns take the key columns' names: the map joins it like any keyed relation.
-  auto r = conn.Exec(
-      fmt::format("SELECT m.{id} FROM unnest({arrays}) WITH ORDINALITY AS u({columns}, runnel_ord) JOIN {map} m "
-                  "ON {same} ORDER BY u.runnel_ord",
-                  fmt::arg("id", pipeline::RequestKeys::kIdColumn), fmt::arg("arrays", keys_.TypedParams(1, true)),
-                  fmt::arg("columns", keys_.ColumnList("")), fmt::arg("map", keys_.map_table()),
-                  fmt::arg("same", keys_.SameKey("m", "u"))),
-      params);
-  std::vector<int64_t> ids;
-  ids.reserve(static_cast<size_t>(r.rows()));
-  for (int i = 0; i < r.rows(); ++i) ids.push_back(r.Get<int64_t>(i, 0));
-  return ids;
+  return keys;
 }
 
 }  // namespace runnel::server

@@ -451,18 +451,16 @@ ListSource ListSourceOf(const Api& api, bool needs_result) {
   const auto& keys = api.schema.keys;
   const std::string table = QuoteIdentifier(api.config.table), results = QuoteIdentifier(api.names.results);
   if (!needs_result) {
-    const std::string map =
-        keys.mapped() ? fmt::format(" LEFT JOIN {} m ON {}", keys.map_table(), keys.SameKey("m", "s")) : std::string();
-    return {fmt::format("{} s{} LEFT JOIN {} r ON r.key = {}", table, map, results, keys.IdOf("s", "m")),
-            keys.ColumnList("s"), keys.IdJsonSql("s", keys.IdOf("s", "m"))};
+    return {fmt::format("{} s LEFT JOIN {} r ON r.key = {}", table, results, keys.IdOf("s")), keys.ColumnList("s"),
+            keys.IdJsonSql("s", keys.IdOf("s"))};
   }
   if (!keys.mapped()) {
     return {fmt::format("{} r LEFT JOIN {} s ON s.{} = r.key", results, table,
                         QuoteIdentifier(keys.columns().front().name)),
             "r.key", keys.IdJsonSql("s", "r.key")};
   }
-  return {fmt::format("{} r JOIN {} m ON m.{} = r.key LEFT JOIN {} s ON {}", results, keys.map_table(),
-                      pipeline::RequestKeys::kIdColumn, table, keys.SameKey("m", "s")),
+  return {fmt::format("{} r JOIN {} m ON m.{} = r.key LEFT JOIN {} s ON s.{} = r.key", results, keys.map_table(),
+                      pipeline::RequestKeys::kIdColumn, table, QuoteIdentifier(keys.id_column())),
           keys.ColumnList("m"), keys.IdJsonSql("m", "r.key")};
 }
 

@@ -131,10 +131,10 @@ std::vector<TableCopy> TablesToCopy(const pipeline::PipelineConfig& config, cons
   for (const auto& column : config.features.input_columns) add(column);
   for (const auto& column : config.features.text_columns) add(column);
   add(config.model_type_column);
-  std::string select = fmt::format("SELECT {} AS request_id", keys.IdOf("s", "m"));
+  std::string select = fmt::format("SELECT {} AS request_id", keys.IdOf("s"));
   for (const auto& column : inputs) select += ", s." + QuoteIdentifier(column);
-  select += fmt::format(" FROM {} s{} WHERE {}", QuoteIdentifier(config.table), keys.JoinMap("s", "m"),
-                        keys.KeyComplete("s"));
+  select += fmt::format(" FROM {} s WHERE {} AND {} IS NOT NULL", QuoteIdentifier(config.table), keys.KeyComplete("s"),
+                        keys.IdOf("s"));
   tables.push_back({"inputs", select});
   tables.push_back({"quota", "SELECT * FROM " + QuoteIdentifier(names.quota)});
   if (with_models) {

@@ -21,6 +21,7 @@
 #include "runnel/core/process.hpp"
 #include "runnel/core/version.hpp"
 #include "runnel/nats/jetstream.hpp"
+#include "runnel/pipeline/schema.hpp"
 #include "runnel/postgres/connection.hpp"
 #include "runnel/server/api_keys.hpp"
 
@@ -265,7 +266,9 @@ TEST_F(CliTest, RunServesSeveralPipelinesInOneProcess) {
   EXPECT_EQ(conn.Exec("SELECT count(*) FROM needs WHERE risk_b IS NULL OR risk_propensity IS NULL").Get<int64_t>(0, 0),
             0);
   auto status = Runnel({"status"});
-  EXPECT_NE(status.output.find("pipeline needs_b (schema 9): queue 0"), std::string::npos) << status.output;
+  EXPECT_NE(status.output.find(fmt::format("pipeline needs_b (schema {}): queue 0", pipeline::kSchemaVersion)),
+            std::string::npos)
+      << status.output;
 }
 
 TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
@@ -350,7 +353,9 @@ TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   EXPECT_NE(rescore.output.find("job 1: 50 row(s) to score where client_id = 1"), std::string::npos) << rescore.output;
   EXPECT_NE(rescore.output.find("job 1: done, 50 of 50 served"), std::string::npos) << rescore.output;
   // status without --pipeline: every pipeline, and the processes serving it.
-  EXPECT_NE(rescore.output.find("pipeline needs (schema 9): queue 0"), std::string::npos) << rescore.output;
+  EXPECT_NE(rescore.output.find(fmt::format("pipeline needs (schema {}): queue 0", pipeline::kSchemaVersion)),
+            std::string::npos)
+      << rescore.output;
   EXPECT_NE(rescore.output.find("done 250, throttled 0, failed 0, gone 0"), std::string::npos) << rescore.output;
   EXPECT_NE(rescore.output.find(": needs@v1\n"), std::string::npos)
       << "the serving process and its model: " << rescore.output;

@@ -141,9 +141,9 @@ class PipelineRunTest : public runnel::testing::PostgresTest {
 TEST_F(PipelineRunTest, MigrateIsIdempotentAndNamesMissingThings) {
   auto config = Config(10);
   auto first = Migrate(*conn_, config);
-  EXPECT_EQ(first.size(), 11u) << "tables, job support, statement queue rows, failure reasons, result events, quota "
-                                  "windows, status gone, status superseded, the failed requests' index, trigger, "
-                                  "and an index";
+  EXPECT_EQ(first.size(), 12u) << "tables, job support, statement queue rows, failure reasons, result events, quota "
+                                  "windows, status gone, status superseded, the failed requests' index, request "
+                                  "ids of other keys, trigger, and an index";
   EXPECT_NE(first.back().find("created index runnel_needs_key on needs (id)"), std::string::npos) << first.back();
   EXPECT_TRUE(Migrate(*conn_, config).empty()) << "a second run changes nothing";
   EXPECT_EQ(Count("SELECT count(*) FROM pg_trigger WHERE tgname = 'runnel_needs_capture'"), 1);
@@ -334,11 +334,11 @@ TEST_F(PipelineRunTest, TwoPipelinesOnOneTableServeEveryRowEachWithItsOwnModel) 
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
 }
 
-// Keys that are not one integer column: uuid, text, and composite, each given request
-// ids by the key map. Everything a direct key does: served once each (in statements
-// of many rows, with a re-inserted key), written back and recommended, failures and
-// deleted rows named by their key, updates re-scored, a batch job over rows inserted
-// before the pipeline existed.
+// Keys that are not one integer column: uuid, text, and composite, each row given a
+// request id in the id column. Everything a direct key does: served once each (in
+// statements of many rows, with a re-inserted key), written back and recommended,
+// failures and deleted rows named by their key, updates re-scored, a batch job over
+// rows inserted before the pipeline existed.
 struct KeyKind {
   const char* name;
   const char* column_sql;  // ALTER TABLE needs ... to add the key
@@ -367,6 +367,7 @@ TEST_P(MappedKeyTest, ServesEachRowOnceWritesBackAndNamesRowsByTheirKey) {
   auto config = KeyedConfig();
   Migrate(*conn_, config);
   EXPECT_TRUE(postgres::TableExists(*conn_, "runnel_needs_keys"));
+  EXPECT_EQ(Count("SELECT count(DISTINCT runnel_needs_id) FROM needs"), 20) << "rows from before get ids at migrate";
   std::vector<std::vector<double>> rows;
   for (int i = 21; i <= 320; ++i) rows.push_back(Row(i, i % 7));
   Insert({rows.begin(), rows.begin() + 150});
@@ -382,8 +383,8 @@ TEST_P(MappedKeyTest, ServesEachRowOnceWritesBackAndNamesRowsByTheirKey) {
   EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE id <= 20 AND risk_propensity IS NOT NULL"), 0)
       << "rows from before the pipeline are not requests";
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
-  // Each result belongs to its row through the map: the written-back value is the
-  // result's, and the row's recommendations are the ones its risk allows.
+  // Each result belongs to its row through the view of keys: the written-back value is
+  // the result's, and the row's recommendations are the ones its risk allows.
   EXPECT_EQ(Count(fmt::format("SELECT count(*) FROM runnel_needs_results r JOIN runnel_needs_keys m ON m.runnel_id = "
                               "r.key JOIN needs n ON {} WHERE r.status = 'done' AND n.risk_propensity::float8 = "
                               "r.risk_propensity::real::float8",
@@ -402,27 +403,88 @@ TEST_P(MappedKeyTest, ServesEachRowOnceWritesBackAndNamesRowsByTheirKey) {
   EXPECT_NE(failed.Get<std::string>(0, 1).find("sane"), std::string::npos) << failed.Get<std::string>(0, 1);
   EXPECT_EQ(failed.Get<std::string>(1, 0), "gone");
 
-  // Updates of inputs are served again; a deleted key inserted again is a request.
+  // Updates of inputs are served again; a deleted key inserted again is a new request.
   conn_->Exec("UPDATE needs SET age = 41 WHERE id BETWEEN 21 AND 30", Params());
   EXPECT_EQ(Serve(config, SmallModel()).done, 10u);
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results"), 303) << "updates re-score into the same result rows";
+  const int64_t old_id = Count("SELECT runnel_needs_id FROM needs WHERE id = 40");
+  // Copied back without its id (the last column: added at migrate), the row gets a new one.
   conn_->Exec(
-      "CREATE TABLE saved AS SELECT * FROM needs WHERE id = 40; DELETE FROM needs WHERE id = 40; "
-      "INSERT INTO needs SELECT * FROM saved");
+      "CREATE TABLE saved AS SELECT * FROM needs WHERE id = 40; ALTER TABLE saved DROP COLUMN runnel_needs_id; "
+      "DELETE FROM needs WHERE id = 40; INSERT INTO needs SELECT * FROM saved");
   EXPECT_EQ(Serve(config, SmallModel()).done, 1u);
+  EXPECT_GT(Count("SELECT runnel_needs_id FROM needs WHERE id = 40"), old_id);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results"), 304);
+  EXPECT_EQ(
+      Count(fmt::format("SELECT count(*) FROM runnel_needs_keys m JOIN runnel_needs_gone_keys g USING (runnel_id) "
+                        "WHERE m.runnel_id IN (SELECT key FROM runnel_needs_results WHERE status = 'gone') OR "
+                        "m.runnel_id = {}",
+                        old_id)),
+      2)
+      << "deleted rows keep their keys: the request of 323 (gone) and the first of 40";
 
-  // A batch job serves the rows from before the pipeline, mapping their keys.
+  // A batch job serves the rows from before the pipeline.
   auto job = CreateJob(*conn_, config, "status is null", 100);
   EXPECT_EQ(job.total, 20) << "the rows without a result: those from before the pipeline";
   while (AdvanceJobs(*conn_, config)) {
   }
   Serve(config, SmallModel());
   EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE id <= 20 AND risk_propensity IS NULL"), 0);
-  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_keys"), 20 + 303);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_keys"), 322 + 2) << "322 rows and 2 deleted ones";
 }
 
-// Exactly once under SIGKILL with keys that go through the map: the map, the queue
-// and the results commit together, so no key is given two ids or served twice.
+// A pipeline migrated by a Runnel of schema version 9 had a key map (a table giving
+// each key its request id). Migrating converts it: each row keeps its request id (in
+// its id column), a deleted row's key stays in runnel_<p>_gone_keys, new rows get ids
+// after the map's, and serving goes on.
+TEST_P(MappedKeyTest, AKeyMapOfSchemaVersion9IsConvertedKeepingItsRequestIds) {
+  conn_->Exec(GetParam().column_sql, Params());
+  auto config = KeyedConfig();
+  Migrate(*conn_, config);
+  std::vector<std::vector<double>> rows;
+  for (int i = 1; i <= 30; ++i) rows.push_back(Row(i, i % 7));
+  Insert(rows);
+  EXPECT_EQ(Serve(config, SmallModel()).done, 30u);
+  // The version 9 schema, by hand: a key map table with the same ids, ids 1000 on
+  // (a map's ids need not be the sequence's), the key of row 5 mapped but the row gone.
+  const auto signature =
+      conn_->Exec("SELECT obj_description('runnel_needs_keys'::regclass, 'pg_class')", Params()).Get<std::string>(0, 0);
+  conn_->Exec(
+      "UPDATE runnel_needs_results SET key = key + 1000; UPDATE needs SET runnel_needs_id = runnel_needs_id + 1000;"
+      "CREATE TABLE v9_map AS SELECT * FROM runnel_needs_keys; DROP VIEW runnel_needs_keys;"
+      "DROP TRIGGER runnel_needs_capture_delete ON needs; DROP FUNCTION runnel_needs_capture_delete();"
+      "DROP TABLE runnel_needs_gone_keys; DELETE FROM needs WHERE id = 5; CREATE TABLE v9_ids AS SELECT * FROM v9_map;"
+      "ALTER TABLE needs DROP COLUMN runnel_needs_id; ALTER TABLE v9_map RENAME TO runnel_needs_keys;"
+      "ALTER TABLE runnel_needs_keys ADD PRIMARY KEY (runnel_id);"
+      "DELETE FROM runnel_migrations WHERE pipeline = 'needs' AND version = 10");
+  conn_->Exec(fmt::format("COMMENT ON TABLE runnel_needs_keys IS {}", postgres::QuoteLiteral(signature)));
+  ASSERT_EQ(SchemaVersion(*conn_, config), 9);
+
+  Migrate(*conn_, config);
+  EXPECT_EQ(SchemaVersion(*conn_, config), kSchemaVersion);
+  const std::string same = GetParam().name == std::string("composite") ? "(n.tenant, n.id) = (v.tenant, v.id)"
+                           : GetParam().name == std::string("uuid")    ? "n.loan = v.loan"
+                                                                       : "n.code = v.code";
+  EXPECT_EQ(Count(fmt::format("SELECT count(*) FROM needs n JOIN v9_ids v ON {} WHERE n.runnel_needs_id = v.runnel_id",
+                              same)),
+            29)
+      << "each row keeps its request id";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_gone_keys g JOIN v9_ids v USING (runnel_id)"), 1)
+      << "the key of the deleted row";
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results r JOIN runnel_needs_keys m ON m.runnel_id = r.key"), 30);
+
+  rows.clear();
+  for (int i = 31; i <= 40; ++i) rows.push_back(Row(i, i % 7));
+  Insert(rows);
+  EXPECT_EQ(Serve(config, SmallModel()).done, 10u);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE id > 30 AND runnel_needs_id > 1030 AND risk_propensity IS NOT "
+                  "NULL"),
+            10)
+      << "new rows' ids follow the map's";
+}
+
+// Exactly once under SIGKILL with keys that need request ids: the rows' ids, the
+// queue and the results commit together, so no key is given two ids or served twice.
 TEST_P(MappedKeyTest, SigkilledWorkersNeverLoseOrRepeatARequest) {
   conn_->Exec(GetParam().column_sql, Params());
   auto config = KeyedConfig();

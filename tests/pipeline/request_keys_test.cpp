@@ -60,19 +60,23 @@ TEST(RequestKeys, OneIntegerColumnIsDirectAnyOtherKeyIsMapped) {
   EXPECT_THROW(RequestKeys::Resolve(composite, {{"tenant", "text"}}), Error) << "a missing key column";
 }
 
-TEST(RequestKeys, SqlFragmentsQuoteTheirColumnsAndJoinThroughTheMap) {
+TEST(RequestKeys, SqlFragmentsQuoteTheirColumnsAndFindRequestsByTheirIdColumn) {
   auto direct = RequestKeys::Resolve(WithKey("\"id\""), {{"id", "integer"}});
-  EXPECT_EQ(direct.IdOf("t", "m"), "t.\"id\"::bigint");
-  EXPECT_EQ(direct.JoinMap("t", "m"), "");
+  EXPECT_EQ(direct.id_column(), "id");
+  EXPECT_EQ(direct.IdOf("t"), "t.\"id\"::bigint");
+  EXPECT_EQ(direct.IdOf(""), "\"id\"::bigint");
+  EXPECT_EQ(direct.JoinSourceById("k.key", "\"t\"", "s", "m"), " LEFT JOIN \"t\" s ON s.\"id\" = k.key");
   EXPECT_EQ(direct.IdJsonSql("m", "k.key"), "(k.key)::text");
   EXPECT_EQ(direct.Label(42), "id = 42");
 
   auto composite = RequestKeys::Resolve(WithKey("[\"Tenant\", \"id\"]"), {{"Tenant", "text"}, {"id", "integer"}});
   EXPECT_EQ(composite.map_table(), "\"runnel_t_keys\"");
-  EXPECT_EQ(composite.IdOf("t", "m"), "m.runnel_id");
+  EXPECT_EQ(composite.id_column(), "runnel_t_id");
+  EXPECT_EQ(composite.IdOf("t"), "t.\"runnel_t_id\"");
   EXPECT_EQ(composite.SameKey("a", "b"), "(a.\"Tenant\", a.\"id\") = (b.\"Tenant\", b.\"id\")");
-  EXPECT_EQ(composite.JoinMap("t", "m"),
-            " JOIN \"runnel_t_keys\" m ON (m.\"Tenant\", m.\"id\") = (t.\"Tenant\", t.\"id\")");
+  EXPECT_EQ(composite.JoinSourceById("k.key", "\"t\"", "s", "m"),
+            " LEFT JOIN \"runnel_t_keys\" m ON m.runnel_id = k.key LEFT JOIN \"t\" s ON s.\"runnel_t_id\" = k.key")
+      << "the view of keys has the key of a deleted row";
   EXPECT_EQ(composite.KeyComplete("n"), "n.\"Tenant\" IS NOT NULL AND n.\"id\" IS NOT NULL");
   EXPECT_EQ(composite.IdJsonSql("m", "k.key"), "json_build_array(m.\"Tenant\", m.\"id\")::text");
   EXPECT_EQ(composite.LabelSql("t"), "format('Tenant = %L, id = %L', t.\"Tenant\", t.\"id\")");

@@ -4,9 +4,13 @@
 // key that is one integer column (smallint, integer, bigint) is its own request id
 // (direct: queue rows hold ranges of key values, the fast path). Any other key — uuid,
 // text, varchar, char, or a composite of up to 4 such or integer columns — is mapped:
-// the capture triggers give each key they see a request id in runnel_<p>_keys
-// (runnel_id bigserial, the key columns, unique together), so everything downstream
-// stays integer, and key values are shown wherever users see a request.
+// the source table gets a column runnel_<p>_id (bigint, defaulting to its own sequence,
+// indexed) that is the row's request id, so that capture, claim and write-back are
+// those of an integer key. runnel_<p>_keys is a view of every request id with its key
+// (runnel_id and the key columns): the source rows', and those of rows deleted since
+// (runnel_<p>_gone_keys, written by a delete trigger), so key values are shown wherever
+// users see a request, also after the row is gone. A row is one request: a key deleted
+// and inserted again is a new request; a key updated keeps the row's request.
 //
 // All SQL fragments below quote identifiers; aliases are the caller's.
 #pragma once
@@ -28,7 +32,7 @@ struct KeyColumn {
 
 class RequestKeys {
  public:
-  // The column of runnel_<p>_keys that holds the request id.
+  // The column of the view runnel_<p>_keys that holds the request id.
   static constexpr const char* kIdColumn = "runnel_id";
 
   // `types`: the source table's columns and their types (SourceColumns). Throws
@@ -38,8 +42,11 @@ class RequestKeys {
 
   bool mapped() const { return mapped_; }
   const std::vector<KeyColumn>& columns() const { return columns_; }
-  // runnel_<p>_keys, quoted (meaningful when mapped).
+  // runnel_<p>_keys, quoted (meaningful when mapped): the view of request ids and keys.
   const std::string& map_table() const { return map_table_; }
+  // The source table's column that is the request id, unquoted: the key column
+  // (direct) or runnel_<p>_id (mapped).
+  const std::string& id_column() const { return id_column_; }
 
   // `alias.c1, alias.c2` (alias empty: bare column names).
   std::string ColumnList(std::string_view alias) const;
@@ -52,13 +59,12 @@ class RequestKeys {
   std::string TypedParams(int first, bool arrays = false) const;
   // `a.c1 IS NOT NULL AND ...`: rows whose key is complete (only those are requests).
   std::string KeyComplete(std::string_view alias) const;
-  // The request id of the source row `source`, as a bigint expression: the key column
-  // cast (direct), or `map.runnel_id` (mapped; `map` must be joined, see JoinMap).
-  std::string IdOf(std::string_view source, std::string_view map) const;
-  // ` JOIN runnel_<p>_keys map ON <same key as source>` when mapped, "" when direct.
-  std::string JoinMap(std::string_view source, std::string_view map) const;
-  // ` LEFT JOIN` of the source table (as `source`) to the request id `id`, through
-  // the map (as `map`) when mapped: the row (NULL when gone) of each request.
+  // The request id of the source row `source` (an alias, or "" for bare column
+  // names), as a bigint expression: the key column cast (direct), or its id column.
+  std::string IdOf(std::string_view source) const;
+  // ` LEFT JOIN` of the source table (as `source`) to the request id `id`: the row
+  // (NULL when gone) of each request; when mapped, the view of keys (as `map`) too,
+  // which has the key of a deleted row.
   std::string JoinSourceById(std::string_view id, std::string_view table, std::string_view source,
                              std::string_view map) const;
   // The key as JSON text, as clients see it: the request id (direct), the key value
@@ -77,6 +83,7 @@ class RequestKeys {
   bool mapped_ = false;
   std::vector<KeyColumn> columns_;
   std::string map_table_;
+  std::string id_column_;
 };
 
 // Whether a column of this type (format_type's spelling) can be one of a key's columns;

@@ -13,8 +13,13 @@
 //                                  window_start (pipeline/quota.hpp)
 //   runnel_<name>_recommendations  view: (request_key, product_key, model_version), one
 //                                  row per element of results.recommended
-//   runnel_<name>_keys             mapped keys only (request_keys.hpp): runnel_id and the
-//                                  key columns; "keys" above are request ids
+//   runnel_<name>_keys             mapped keys only (request_keys.hpp): a view of each
+//                                  request id (runnel_id) and its key columns: the
+//                                  source rows' (their column runnel_<name>_id, of
+//                                  sequence runnel_<name>_id_seq) and deleted rows'
+//                                  (runnel_<name>_gone_keys, written by the trigger
+//                                  runnel_<name>_capture_delete); "keys" above are
+//                                  request ids
 //   runnel_<name>_capture()        statement-level AFTER INSERT trigger function: writes
 //                                  the new keys from the transition table into the queue,
 //                                  QueueChunk keys per row, and sends one
@@ -47,15 +52,19 @@ struct SchemaNames {
   std::string channel;         // NOTIFY channel of queue mode
   std::string events;          // one row per committed batch: the keys it served (schema v5)
   std::string served_channel;  // NOTIFY channel carrying the served keys, for SQL clients
-  std::string keys;            // request ids of mapped keys (request_keys.hpp)
+  std::string keys;            // view: request ids of mapped keys and their keys (request_keys.hpp)
   std::string jetstream;       // JetStream messages taken in ([jetstream]: server/jetstream_ingest.hpp)
   std::string published;       // how far results were published to JetStream (server/jetstream_results.hpp)
+  std::string ids;             // mapped keys: the source table's request id column (schema v10)
+  std::string ids_sequence;    // ... and its sequence
+  std::string gone_keys;       // mapped keys: request ids and keys of deleted rows
+  std::string delete_function;  // ... written by this statement-level AFTER DELETE trigger
 };
 
 SchemaNames NamesFor(const PipelineConfig& config);
 SchemaNames NamesFor(std::string_view pipeline_name);
 
-inline constexpr int kSchemaVersion = 9;
+inline constexpr int kSchemaVersion = 10;
 
 // How many keys one queue row holds at most: a quarter of a batch, so that a claim
 // fills its batch from several rows.

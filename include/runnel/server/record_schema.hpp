@@ -68,7 +68,6 @@ class RecordWriter {
 
  private:
   const std::string& KeySequence(postgres::Connection& conn);
-  std::vector<int64_t> MappedIds(postgres::Connection& conn, const postgres::Result& inserted) const;
 
   const pipeline::PipelineConfig& config_;
   pipeline::RequestKeys keys_;
