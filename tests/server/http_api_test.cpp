@@ -920,6 +920,12 @@ TEST_F(HttpApiTest, RequestsOfUuidAndCompositeKeysAreAddressedByTheirKeys) {
   EXPECT_EQ(Body(client_->Get("/v1/pipelines/needs/requests/" + loan)), body);
   EXPECT_EQ(client_->Get("/v1/pipelines/needs/requests/not-a-uuid")->status, 404);
   EXPECT_EQ(client_->Get("/v1/pipelines/needs/requests/00000000-0000-0000-0000-000000000000")->status, 404);
+  json with_id = json::parse(kRecord);
+  with_id["runnel_needs_id"] = 5;  // a client could take another's request id
+  res = client_->Post("/v1/pipelines/needs/requests", with_id.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 422) << res->body;
+  EXPECT_NE(res->body.find("runnel_needs_id"), std::string::npos) << res->body;
   res = client_->Post("/v1/pipelines/needs/requests", fmt::format("[{}, {}]", kRecord, kRecord), "application/json");
   ASSERT_EQ(res->status, 202) << res->body;
   auto queued = Body(res);
@@ -964,6 +970,23 @@ TEST_F(HttpApiTest, RequestsOfUuidAndCompositeKeysAreAddressedByTheirKeys) {
   ASSERT_NE(at, std::string::npos) << stream;
   auto event = json::parse(stream.substr(at + 6, stream.find('\n', at) - at - 6));
   EXPECT_TRUE(event["id"].is_string() && seen.contains(event["id"].get<std::string>())) << event;
+  // A deleted row's request keeps its key; the key inserted again is a new request,
+  // and the key names the newest. (The id column, added at migrate, is the last: the
+  // copy without it gets a new one.)
+  conn_->Exec(
+      fmt::format("CREATE TABLE saved AS SELECT * FROM needs WHERE loan = '{0}'; ALTER TABLE saved DROP "
+                  "COLUMN runnel_needs_id; DELETE FROM needs WHERE loan = '{0}'",
+                  loan));
+  json gone_row = body;
+  gone_row["inputs"] = nullptr;  // the row's values are no more
+  EXPECT_EQ(Body(client_->Get("/v1/pipelines/needs/requests/" + loan)), gone_row) << "the deleted row's request";
+  conn_->Exec("INSERT INTO needs SELECT * FROM saved");
+  ASSERT_TRUE(
+      Eventually([&] { return Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'") == 4; }));
+  auto newest = Body(client_->Get("/v1/pipelines/needs/requests/" + loan));
+  EXPECT_EQ(newest["id"], loan) << newest;
+  EXPECT_EQ(newest["status"], "done") << newest;
+  EXPECT_NE(newest["timings"]["finished_at"], body["timings"]["finished_at"]) << "the newest request, " << newest;
   service_->Stop();
   service_->Wait();
   service_.reset();
