@@ -1033,7 +1033,7 @@ TEST_F(PipelineRunTest, APartitionedSourceIsServedIncludingAPartitionAttachedWhi
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
 }
 
-// A list-partitioned table keyed by (region, id): the key map and the triggers sit on
+// A list-partitioned table keyed by (region, id): the request id column and the triggers sit on
 // the parent, so a partition attached while serving is covered as well.
 TEST_F(PipelineRunTest, APartitionedSourceWithACompositeKeyIsServedIncludingAnAttachedPartition) {
   conn_->Exec(

@@ -189,8 +189,9 @@ TEST_F(HttpAccessTest, RevokedAndExpiredKeysStopWorking) {
 
 // Workers and the API serve as a role that is no superuser and owns nothing, with
 // exactly what `runnel grants` gives it; the role can do nothing else.
-// A uuid key goes through the key map: the granted role (the API inserting, the capture
-// trigger giving ids, the worker reading them) needs its rights on it too.
+// A uuid key's rows get request ids from the sequence of runnel_needs_id: the granted
+// role (the API inserting, the worker reading the view of keys) needs its rights on it
+// and on the view too.
 TEST_F(HttpAccessTest, ServesUuidKeysAsARoleWithOnlyTheGrantedRights) {
   conn_->Exec("ALTER TABLE needs ADD COLUMN loan uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE");
   const auto config = Rekeyed(Config(), "key = \"id\"", "key = \"loan\"");

@@ -137,8 +137,9 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
 std::vector<std::string> UnmigratePlan(postgres::Connection& conn, const PipelineConfig& config);
 
 // Removes what Migrate installed for the pipeline, in one transaction: the capture
-// triggers and functions, the queue, results, quota, events and key map tables, the
-// recommendations view, the key index Runnel created, and the pipeline's rows in
+// triggers and functions, the queue, results, quota, events and gone keys tables, the
+// recommendations and keys views, the key index Runnel created, the request id column
+// of mapped keys (with its index and sequence), and the pipeline's rows in
 // runnel_migrations, runnel_pauses and runnel_jobs. The source table, its rows and
 // their written-back columns stay as they are; requests still queued are dropped.
 // Works when the source table is gone. Returns one line per object removed. Throws
