@@ -144,13 +144,17 @@ std::set<std::string> RecordSchema::JsonColumns() const {
 }
 
 RecordWriter::RecordWriter(const pipeline::PipelineConfig& config, const RecordSchema& schema)
-    : config_(config), keys_(schema.keys), json_columns_(schema.JsonColumns()) {}
+    : config_(config), keys_(schema.keys), json_columns_(schema.JsonColumns()) {
+  for (const auto& key : keys_.columns()) {
+    const auto info = schema.columns.find(key.name);
+    if (info != schema.columns.end() && info->second.has_default) key_defaults_.insert(key.name);
+  }
+}
 
 const std::string& RecordWriter::KeySequence(postgres::Connection& conn) {
   std::call_once(sequence_once_, [&] {
-    if (keys_.mapped()) return;
     auto r = conn.Exec("SELECT pg_get_serial_sequence($1, $2)",
-                       postgres::Params().Add(QuoteIdentifier(config_.table)).Add(keys_.columns().front().name));
+                       postgres::Params().Add(QuoteIdentifier(config_.table)).Add(keys_.id_column()));
     if (!r.IsNull(0, 0)) sequence_ = r.Get<std::string>(0, 0);
   });
   return sequence_;
@@ -197,20 +201,37 @@ void AppendCopyValue(std::string& out, const nlohmann::json& value, bool as_json
 
 }  // namespace
 
+bool RecordWriter::KeysComplete(const std::vector<std::string>& columns,
+                                const std::vector<std::span<const json>>& parts) const {
+  if (!keys_.mapped()) return true;
+  for (const auto& key : keys_.columns()) {
+    if (std::find(columns.begin(), columns.end(), key.name) == columns.end()) {
+      if (!key_defaults_.contains(key.name)) return false;
+      continue;
+    }
+    for (const auto& part : parts) {
+      for (const auto& record : part) {
+        if (record.at(key.name).is_null()) return false;
+      }
+    }
+  }
+  return true;
+}
+
 std::vector<int64_t> RecordWriter::Insert(postgres::Connection& conn, const std::vector<std::string>& columns,
                                           const std::vector<std::span<const json>>& parts) {
   size_t total = 0;
   for (const auto& part : parts) total += part.size();
   const std::string table = QuoteIdentifier(config_.table);
-  const std::string& key_column = keys_.columns().front().name;
-  const std::string key = QuoteIdentifier(key_column);
+  const std::string& id_column = keys_.id_column();
+  const std::string key = QuoteIdentifier(id_column);
   std::string list;
   for (const auto& c : columns) list += (list.empty() ? "" : ", ") + QuoteIdentifier(c);
-  const bool key_given = std::find(columns.begin(), columns.end(), key_column) != columns.end();
+  const bool id_given = std::find(columns.begin(), columns.end(), id_column) != columns.end();
   std::vector<int64_t> keys;
   keys.reserve(total);
-  if (!key_given && !KeySequence(conn).empty()) {
-    // Keys first, from the column's own sequence; then COPY, the fastest way in.
+  if (!id_given && !KeySequence(conn).empty() && KeysComplete(columns, parts)) {
+    // Request ids first, from the id column's own sequence; then COPY, the fastest way in.
     auto r = conn.Exec("SELECT nextval($1::regclass) FROM generate_series(1, $2)",
                        postgres::Params().Add(KeySequence(conn)).Add(static_cast<int64_t>(total)));
     for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));

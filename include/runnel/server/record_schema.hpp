@@ -54,8 +54,9 @@ struct RecordSchema {
 };
 
 // Inserts validated records into the source table within the caller's transaction:
-// COPY with keys drawn first from the key column's sequence when it has one, else
-// INSERT ... SELECT FROM jsonb_populate_recordset ... RETURNING the key.
+// COPY with request ids drawn first from the sequence of the key column (direct) or of
+// the request id column (mapped keys, when every record's key is complete), else
+// INSERT ... SELECT FROM jsonb_populate_recordset ... RETURNING the request id.
 class RecordWriter {
  public:
   RecordWriter(const pipeline::PipelineConfig& config, const RecordSchema& schema);
@@ -68,12 +69,17 @@ class RecordWriter {
 
  private:
   const std::string& KeySequence(postgres::Connection& conn);
+  // Mapped keys: whether each record's key is complete (no NULL part): its columns
+  // given and not null, or not given and with a default. Direct keys: true.
+  bool KeysComplete(const std::vector<std::string>& columns,
+                    const std::vector<std::span<const nlohmann::json>>& parts) const;
 
   const pipeline::PipelineConfig& config_;
   pipeline::RequestKeys keys_;
   std::set<std::string> json_columns_;
+  std::set<std::string> key_defaults_;  // key columns with a default
   std::once_flag sequence_once_;
-  std::string sequence_;  // the key column's sequence; "" when none or mapped
+  std::string sequence_;  // the id column's sequence; "" when none
 };
 
 }  // namespace runnel::server
