@@ -243,10 +243,9 @@ class ResultsSql {
                                      fmt::arg("k", id_));
       return;
     }
-    const std::string& source = table_;
-    joins.row = fmt::format("LEFT JOIN {} r ON v.status = 'done' AND r.{} = v.key ", source, id_);
+    joins.row = fmt::format("LEFT JOIN {} r ON v.status = 'done' AND r.{} = v.key ", table_, id_);
     joins.upsert_row = fmt::format(
-        "LEFT JOIN LATERAL (SELECT * FROM {} t WHERE v.status = 'done' AND t.{} = v.key LIMIT 1) r ON true ", source,
+        "LEFT JOIN LATERAL (SELECT * FROM {} t WHERE v.status = 'done' AND t.{} = v.key LIMIT 1) r ON true ", table_,
         id_);
   }
 

@@ -101,7 +101,9 @@ RecordSchema RecordSchema::Load(postgres::Connection& conn, const pipeline::Pipe
     } else if (std::find(config.write_back.begin(), config.write_back.end(), name) != config.write_back.end()) {
       info.refused = "written by Runnel";
     }
-    if (info.refused.empty() && info.not_null && !info.has_default) required.insert(name);
+    info.key_part = std::find(config.key_columns.begin(), config.key_columns.end(), name) != config.key_columns.end();
+    // A key part the database does not fill in must be given (else the row is no request).
+    if (info.refused.empty() && (info.not_null || info.key_part) && !info.has_default) required.insert(name);
     columns[name] = info;
   }
   for (const auto& c : config.features.input_columns) required.insert(c);
@@ -125,7 +127,11 @@ void RecordSchema::Validate(json& record, size_t index, json& problems) const {
     } else if (!it->second.refused.empty()) {
       problem(field, fmt::format("cannot be submitted: {}", it->second.refused));
     } else if (value.is_null()) {
-      if (required.contains(field) || it->second.not_null) problem(field, "must not be null");
+      if (it->second.key_part) {
+        problem(field, "must not be null: part of the request's key");
+      } else if (required.contains(field) || it->second.not_null) {
+        problem(field, "must not be null");
+      }
     } else if (auto error = CheckValue(value, it->second)) {
       problem(field, *error);
     }
@@ -144,12 +150,7 @@ std::set<std::string> RecordSchema::JsonColumns() const {
 }
 
 RecordWriter::RecordWriter(const pipeline::PipelineConfig& config, const RecordSchema& schema)
-    : config_(config), keys_(schema.keys), json_columns_(schema.JsonColumns()) {
-  for (const auto& key : keys_.columns()) {
-    const auto info = schema.columns.find(key.name);
-    if (info != schema.columns.end() && info->second.has_default) key_defaults_.insert(key.name);
-  }
-}
+    : config_(config), keys_(schema.keys), json_columns_(schema.JsonColumns()) {}
 
 const std::string& RecordWriter::KeySequence(postgres::Connection& conn) {
   std::call_once(sequence_once_, [&] {
@@ -201,23 +202,6 @@ void AppendCopyValue(std::string& out, const nlohmann::json& value, bool as_json
 
 }  // namespace
 
-bool RecordWriter::KeysComplete(const std::vector<std::string>& columns,
-                                const std::vector<std::span<const json>>& parts) const {
-  if (!keys_.mapped()) return true;
-  for (const auto& key : keys_.columns()) {
-    if (std::find(columns.begin(), columns.end(), key.name) == columns.end()) {
-      if (!key_defaults_.contains(key.name)) return false;
-      continue;
-    }
-    for (const auto& part : parts) {
-      for (const auto& record : part) {
-        if (record.at(key.name).is_null()) return false;
-      }
-    }
-  }
-  return true;
-}
-
 std::vector<int64_t> RecordWriter::Insert(postgres::Connection& conn, const std::vector<std::string>& columns,
                                           const std::vector<std::span<const json>>& parts) {
   size_t total = 0;
@@ -230,7 +214,7 @@ std::vector<int64_t> RecordWriter::Insert(postgres::Connection& conn, const std:
   const bool id_given = std::find(columns.begin(), columns.end(), id_column) != columns.end();
   std::vector<int64_t> keys;
   keys.reserve(total);
-  if (!id_given && !KeySequence(conn).empty() && KeysComplete(columns, parts)) {
+  if (!id_given && !KeySequence(conn).empty()) {
     // Request ids first, from the id column's own sequence; then COPY, the fastest way in.
     auto r = conn.Exec("SELECT nextval($1::regclass) FROM generate_series(1, $2)",
                        postgres::Params().Add(KeySequence(conn)).Add(static_cast<int64_t>(total)));
@@ -264,17 +248,11 @@ std::vector<int64_t> RecordWriter::Insert(postgres::Connection& conn, const std:
   }
   array += ']';
   // RETURNING follows the order rows were inserted in, which is the array's order.
-  // A mapped key with a NULL part is no request and has no id (the caller then
-  // reports fewer ids).
-  const std::string returning =
-      keys_.mapped() ? fmt::format("CASE WHEN {} THEN {} END", keys_.KeyComplete(""), keys_.IdOf("")) : key;
   auto r = conn.Exec(fmt::format("INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, "
                                  "$1::jsonb) RETURNING {returning}",
-                                 fmt::arg("t", table), fmt::arg("cols", list), fmt::arg("returning", returning)),
+                                 fmt::arg("t", table), fmt::arg("cols", list), fmt::arg("returning", key)),
                      postgres::Params().Add(array));
-  for (int i = 0; i < r.rows(); ++i) {
-    if (!r.IsNull(i, 0)) keys.push_back(r.Get<int64_t>(i, 0));
-  }
+  for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
   return keys;
 }
 

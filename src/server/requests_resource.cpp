@@ -455,8 +455,7 @@ ListSource ListSourceOf(const Api& api, bool needs_result) {
             keys.IdJsonSql("s", keys.IdOf("s"))};
   }
   if (!keys.mapped()) {
-    return {fmt::format("{} r LEFT JOIN {} s ON s.{} = r.key", results, table,
-                        QuoteIdentifier(keys.columns().front().name)),
+    return {fmt::format("{} r LEFT JOIN {} s ON s.{} = r.key", results, table, QuoteIdentifier(keys.id_column())),
             "r.key", keys.IdJsonSql("s", "r.key")};
   }
   return {fmt::format("{} r JOIN {} m ON m.{} = r.key LEFT JOIN {} s ON s.{} = r.key", results, keys.map_table(),

@@ -1009,6 +1009,50 @@ TEST_F(HttpApiTest, RequestsOfUuidAndCompositeKeysAreAddressedByTheirKeys) {
   EXPECT_EQ(Body(client_->Get(path)), body);
   EXPECT_EQ(client_->Get(fmt::format("/v1/pipelines/needs/requests/south,{}", body["id"][1].dump()))->status, 404);
   EXPECT_EQ(client_->Get("/v1/pipelines/needs/requests/north")->status, 404) << "a part missing";
+
+  // A key part may be left to its default, never given as null (a row with a null key
+  // part is no request): a 422 naming the field, nothing inserted, and a batch with
+  // it refused whole, so no other record's id is misplaced.
+  conn_->Exec("ALTER TABLE needs ALTER COLUMN tenant DROP NOT NULL", Params());
+  json defaulted = json::parse(kRecord);
+  res = client_->Post("/v1/pipelines/needs/requests?wait=10000", defaulted.dump(), "application/json");
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(Body(res)["id"][0], "acme") << res->body;
+  const int64_t rows = Count("SELECT count(*) FROM needs");
+  json null_key = json::parse(kRecord);
+  null_key["tenant"] = nullptr;
+  json batch = json::array({record, null_key, record});
+  res = client_->Post("/v1/pipelines/needs/requests", batch.dump(), "application/json");
+  ASSERT_EQ(res->status, 422) << res->body;
+  const json errors = Body(res)["errors"];
+  ASSERT_EQ(errors.size(), 1u) << res->body;
+  EXPECT_EQ(errors[0]["record"], 1);
+  EXPECT_EQ(errors[0]["field"], "tenant");
+  EXPECT_NE(errors[0]["error"].get<std::string>().find("part of the request's key"), std::string::npos) << res->body;
+  EXPECT_EQ(Count("SELECT count(*) FROM needs"), rows);
+  // Concurrent submissions, one of them refused, the others each get their own ids.
+  std::vector<std::thread> clients;
+  std::vector<int> statuses(6);
+  std::vector<json> answers(6);
+  for (int i = 0; i < 6; ++i) {
+    clients.emplace_back([&, i] {
+      httplib::Client c("127.0.0.1", port_);
+      json r = json::parse(kRecord);
+      r["tenant"] = i == 3 ? json(nullptr) : json(fmt::format("t{}", i));
+      auto answer = c.Post("/v1/pipelines/needs/requests", r.dump(), "application/json");
+      statuses[i] = answer ? answer->status : 0;
+      if (answer && answer->status == 202) answers[i] = json::parse(answer->body);
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < 6; ++i) {
+    if (i == 3) {
+      EXPECT_EQ(statuses[i], 422);
+      continue;
+    }
+    ASSERT_EQ(statuses[i], 202) << i;
+    EXPECT_EQ(answers[i]["id"][0], fmt::format("t{}", i)) << answers[i];
+  }
 }
 }  // namespace
 }  // namespace runnel::server
