@@ -393,6 +393,12 @@ int PrintStatus(CliContext& ctx, const PipelineArgs& args) {
              (c.gone > 0 ? fmt::format(", gone {}", c.gone) : "") +
                  (c.superseded > 0 ? fmt::format(", superseded {}", c.superseded) : "") +
                  (c.requeued > 0 ? fmt::format(", re-queued {}", c.requeued) : ""));
+  for (const auto& partition : pipeline::UncapturedPartitions(conn, config)) {
+    fmt::print(
+        "not captured: partition {} (attached since the last migrate): rows inserted straight into it are "
+        "no requests until `runnel migrate` runs again; rows inserted through {} are\n",
+        partition, config.table);
+  }
   if (config.quota_max_requests) PrintQuotaSummary(conn, config);
   for (const auto& p : pipeline::PausedProcesses(conn, config))
     fmt::print("paused: {} (process {}, for {:.0f} s)\n", p.reason, p.process, p.seconds);

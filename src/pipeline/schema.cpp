@@ -381,6 +381,66 @@ CaptureIds StatementCaptureIds(const RequestKeys& keys) {
           fmt::format("SELECT {} FROM {}", id, rows)};
 }
 
+// A statement-level trigger fires only on the table its statement names: rows
+// inserted or deleted straight into a partition fire that partition's triggers, not
+// the parent's. So the capture's statement-level triggers are on every partition too
+// (at every level), as the parent's: a statement through the parent fires the
+// parent's only, so each row is captured once. The statements that find the
+// partitions missing a trigger, and the tables holding one that are no longer
+// partitions of the source (detached), live here.
+class PartitionTriggers {
+ public:
+  PartitionTriggers(postgres::Connection& conn, const PipelineConfig& config)
+      : conn_(conn), table_(QuoteIdentifier(config.table)), source_(config.table) {}
+
+  // Partitions of the source without trigger `name`, in a form usable in SQL.
+  std::vector<std::string> Missing(const std::string& name) {
+    return Names(conn_.Exec(
+        "SELECT p.relid::regclass::text FROM pg_partition_tree(to_regclass($1)) p WHERE p.level > 0 AND NOT EXISTS "
+        "(SELECT 1 FROM pg_trigger t WHERE t.tgrelid = p.relid AND t.tgname = $2) ORDER BY p.level, 1",
+        Params().Add(table_).Add(name)));
+  }
+
+  // Puts trigger `name` (`event`: "AFTER INSERT ON {} REFERENCING ...", {} for the
+  // table) on each partition missing it, and removes it from tables that left the
+  // source's partition tree. Returns what it did.
+  std::vector<std::string> Cover(const std::string& name, const std::string& function, const std::string& event) {
+    std::vector<std::string> done;
+    for (const auto& partition : Missing(name)) {
+      conn_.Exec(fmt::format("CREATE TRIGGER {} {} FOR EACH STATEMENT EXECUTE FUNCTION {}()", QuoteIdentifier(name),
+                             fmt::format(fmt::runtime(event), partition), QuoteIdentifier(function)));
+      done.push_back(fmt::format("installed trigger {} on partition {} of {}", name, partition, source_));
+    }
+    for (const auto& table : Stale(name, function)) {
+      conn_.Exec(fmt::format("DROP TRIGGER {} ON {}", QuoteIdentifier(name), table));
+      done.push_back(fmt::format("removed trigger {} from {}: no longer a partition of {}", name, table, source_));
+    }
+    return done;
+  }
+
+ private:
+  std::vector<std::string> Stale(const std::string& name, const std::string& function) {
+    return Names(conn_.Exec(
+        "SELECT t.tgrelid::regclass::text FROM pg_trigger t WHERE t.tgname = $2 AND t.tgfoid = to_regproc($3) AND "
+        "t.tgparentid = 0 AND t.tgrelid <> to_regclass($1) AND t.tgrelid NOT IN (SELECT relid FROM "
+        "pg_partition_tree(to_regclass($1))) ORDER BY 1",
+        Params().Add(table_).Add(name).Add(QuoteIdentifier(function))));
+  }
+
+  static std::vector<std::string> Names(const postgres::Result& r) {
+    std::vector<std::string> out;
+    for (int i = 0; i < r.rows(); ++i) out.push_back(r.Get<std::string>(i, 0));
+    return out;
+  }
+
+  postgres::Connection& conn_;
+  const std::string table_;
+  const std::string source_;
+};
+
+constexpr const char* kInsertCaptureEvent = "AFTER INSERT ON {} REFERENCING NEW TABLE AS runnel_new_rows";
+constexpr const char* kDeleteCaptureEvent = "AFTER DELETE ON {} REFERENCING OLD TABLE AS runnel_old_rows";
+
 // The capture function (replaced on every run) and its trigger (queue capture mode).
 // Returns what it did when it created the trigger.
 std::optional<std::string> InstallCapture(postgres::Connection& conn, const PipelineConfig& config,
@@ -415,10 +475,9 @@ std::optional<std::string> InstallCapture(postgres::Connection& conn, const Pipe
   auto exists = conn.Exec("SELECT count(*) FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
                           Params().Add(names.trigger).Add(table));
   if (exists.Get<int64_t>(0, 0) == 0) {
-    conn.Exec(
-        fmt::format("CREATE TRIGGER {} AFTER INSERT ON {} REFERENCING NEW TABLE AS runnel_new_rows "
-                    "FOR EACH STATEMENT EXECUTE FUNCTION {}()",
-                    QuoteIdentifier(names.trigger), table, QuoteIdentifier(names.capture_function)));
+    conn.Exec(fmt::format("CREATE TRIGGER {} {} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
+                          QuoteIdentifier(names.trigger), fmt::format(fmt::runtime(kInsertCaptureEvent), table),
+                          QuoteIdentifier(names.capture_function)));
     return fmt::format("installed statement-level capture trigger {} on {}", names.trigger, config.table);
   }
   return std::nullopt;
@@ -548,10 +607,8 @@ class KeyIds {
         fmt::arg("fn", function), fmt::arg("gone", QuoteIdentifier(names_.gone_keys)),
         fmt::arg("id", QuoteIdentifier(names_.ids)), fmt::arg("cols", keys_.ColumnList("")),
         fmt::arg("complete", keys_.KeyComplete(""))));
-    conn_.Exec(
-        fmt::format("CREATE TRIGGER {} AFTER DELETE ON {} REFERENCING OLD TABLE AS runnel_old_rows FOR EACH "
-                    "STATEMENT EXECUTE FUNCTION {}()",
-                    function, table_, function));
+    conn_.Exec(fmt::format("CREATE TRIGGER {} {} FOR EACH STATEMENT EXECUTE FUNCTION {}()", function,
+                           fmt::format(fmt::runtime(kDeleteCaptureEvent), table_), function));
   }
 
   postgres::Connection& conn_;
@@ -746,12 +803,20 @@ std::vector<InstalledObject> InstalledObjects(postgres::Connection& conn, const 
     return conn.Exec(sql, Params().Add(name)).Get<bool>(0, 0);
   };
   const bool source = postgres::TableExists(conn, config.table);
-  for (const auto& trigger : {names.trigger, names.update_trigger, names.delete_function}) {
-    if (source && conn.Exec("SELECT count(*) > 0 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
-                            Params().Add(trigger).Add(QuoteIdentifier(config.table)))
-                      .Get<bool>(0, 0)) {
-      out.push_back({fmt::format("trigger {} on {}", trigger, config.table),
-                     fmt::format("DROP TRIGGER {} ON {}", QuoteIdentifier(trigger), QuoteIdentifier(config.table))});
+  // On the source and, for statement-level ones, on its partitions (PartitionTriggers);
+  // a row-level trigger's clones on partitions go with it.
+  const std::pair<std::string, std::string> triggers[] = {{names.trigger, names.capture_function},
+                                                          {names.update_trigger, names.update_function},
+                                                          {names.delete_function, names.delete_function}};
+  for (const auto& [trigger, function] : triggers) {
+    auto r = conn.Exec(
+        "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = $1 AND tgfoid = to_regproc($2) AND "
+        "tgparentid = 0 ORDER BY tgrelid IS DISTINCT FROM to_regclass($3), 1",
+        Params().Add(trigger).Add(QuoteIdentifier(function)).Add(QuoteIdentifier(config.table)));
+    for (int i = 0; i < r.rows(); ++i) {
+      const auto table = r.Get<std::string>(i, 0);
+      out.push_back({fmt::format("trigger {} on {}", trigger, table),
+                     fmt::format("DROP TRIGGER {} ON {}", QuoteIdentifier(trigger), table)});
     }
   }
   for (const auto& function : {names.capture_function, names.update_function, names.delete_function}) {
@@ -798,6 +863,20 @@ std::vector<InstalledObject> InstalledObjects(postgres::Connection& conn, const 
 
 }  // namespace
 
+std::vector<std::string> UncapturedPartitions(postgres::Connection& conn, const PipelineConfig& config) {
+  const SchemaNames names = NamesFor(config);
+  PartitionTriggers partitions(conn, config);
+  std::set<std::string> out;
+  if (config.capture == CaptureMode::Queue) {
+    for (auto& p : partitions.Missing(names.trigger)) out.insert(std::move(p));
+  }
+  if (conn.Exec("SELECT to_regproc($1) IS NOT NULL", Params().Add(QuoteIdentifier(names.delete_function)))
+          .Get<bool>(0, 0)) {
+    for (auto& p : partitions.Missing(names.delete_function)) out.insert(std::move(p));
+  }
+  return {out.begin(), out.end()};
+}
+
 std::vector<std::string> UnmigratePlan(postgres::Connection& conn, const PipelineConfig& config) {
   std::vector<std::string> out;
   for (const auto& object : InstalledObjects(conn, config)) out.push_back(object.what);
@@ -836,8 +915,12 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
   // Idempotent on every run: output columns the pipeline gained, the capture trigger.
   EnsureOutputColumns(conn, config, names);
   if (auto created = KeyIds(conn, config, names, keys).Ensure()) done.push_back(*created);
+  PartitionTriggers partitions(conn, config);
+  auto append = [&done](std::vector<std::string> lines) { done.insert(done.end(), lines.begin(), lines.end()); };
+  if (keys.mapped()) append(partitions.Cover(names.delete_function, names.delete_function, kDeleteCaptureEvent));
   if (config.capture == CaptureMode::Queue) {
     if (auto installed = InstallCapture(conn, config, names, keys)) done.push_back(*installed);
+    append(partitions.Cover(names.trigger, names.capture_function, kInsertCaptureEvent));
     if (auto installed = InstallUpdateCapture(conn, config, names, keys)) done.push_back(*installed);
   }
   if (auto created = EnsureKeyIndex(conn, config, keys)) done.push_back(*created);

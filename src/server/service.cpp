@@ -268,6 +268,15 @@ void Service::Start() {
         }
       }
     }
+    for (const auto& p : pipelines_) {
+      for (const auto& partition : pipeline::UncapturedPartitions(conn, p->config())) {
+        log(
+            fmt::format("pipeline {}: partition {} is not captured (this role may not add the capture's trigger): "
+                        "rows inserted straight into it are no requests until the table's owner runs `runnel "
+                        "migrate`; rows inserted through {} are",
+                        p->config().name, partition, p->config().table));
+      }
+    }
     registry::MigrateRegistry(conn);
     samples_table_ = MigrateSamples(conn);
     if (!samples_table_) {

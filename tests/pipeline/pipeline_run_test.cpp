@@ -59,7 +59,8 @@ class PipelineRunTest : public runnel::testing::PostgresTest {
     return model::LoadModel(runnel::testing::WriteLinearNeedsModel(dir_ / "small.h5"));
   }
 
-  void Insert(const std::vector<std::vector<double>>& rows) {  // id, client, then the 8 inputs (NaN: NULL)
+  // Rows of id, client, then the 8 inputs (NaN: NULL), into `table` (a partition, say).
+  void Insert(const std::vector<std::vector<double>>& rows, const std::string& table = "needs") {
     std::vector<std::vector<std::optional<double>>> cols(10);
     for (const auto& row : rows) {
       for (size_t c = 0; c < 10; ++c) {
@@ -68,11 +69,12 @@ class PipelineRunTest : public runnel::testing::PostgresTest {
     }
     Params p;
     for (const auto& c : cols) p.Add(ArrayLiteral(c));
-    conn_->Exec(
-        "INSERT INTO needs (id, client_id, age, gender, family_members, financial_education, income, wealth, "
-        "income_investment, accumulation_investment) SELECT * FROM unnest($1::float8[], $2::float8[], $3::float8[], "
-        "$4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[])",
-        p);
+    conn_->Exec("INSERT INTO " + table +
+                    " (id, client_id, age, gender, family_members, financial_education, income, wealth, "
+                    "income_investment, accumulation_investment) SELECT * FROM unnest($1::float8[], $2::float8[], "
+                    "$3::float8[], $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::float8[], "
+                    "$10::float8[])",
+                p);
   }
 
   static std::vector<double> Row(double id, double client, double wealth = 100) {
@@ -1013,11 +1015,15 @@ TEST_F(PipelineRunTest, APartitionedSourceIsServedIncludingAPartitionAttachedWhi
       "CREATE TABLE needs_2 PARTITION OF needs FOR VALUES FROM (1000) TO (2000)");
   const auto config = WithUpdates(Config(1000000));
   Migrate(*conn_, config);
-  Insert({Row(1, 1), Row(999, 1), Row(1000, 2), Row(1500, 2)});
+  EXPECT_TRUE(UncapturedPartitions(*conn_, config).empty());
+  Insert({Row(1, 1), Row(999, 1), Row(1000, 2)});
+  Insert({Row(1500, 2)}, "needs_2");  // straight into a partition: its own statement-level trigger
   EXPECT_EQ(Serve(config, SmallModel(), 2).done, 4u);
-  // A partition attached while serving: its new rows are requests like any other.
+  // A partition attached while serving: rows inserted through the parent are requests
+  // like any other; those inserted straight into it once migrate has run again.
   conn_->Exec("CREATE TABLE needs_3 (LIKE needs)");
   conn_->Exec("ALTER TABLE needs ATTACH PARTITION needs_3 FOR VALUES FROM (2000) TO (3000)");
+  EXPECT_EQ(UncapturedPartitions(*conn_, config), std::vector<std::string>{"needs_3"});
   Insert({Row(2000, 3), Row(2999, 3), Row(5, 1)});
   conn_->Exec("UPDATE needs SET wealth = 400 WHERE id IN (1, 2000)");  // updates in two partitions
   auto summary = Serve(config, SmallModel(), 2);
@@ -1026,11 +1032,33 @@ TEST_F(PipelineRunTest, APartitionedSourceIsServedIncludingAPartitionAttachedWhi
   EXPECT_GE(summary.done, 4u);
   EXPECT_LE(summary.done, 5u);
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 7);
+  const auto done = Migrate(*conn_, config);
+  EXPECT_NE(std::find(done.begin(), done.end(), "installed trigger runnel_needs_capture on partition needs_3 of needs"),
+            done.end())
+      << fmt::format("{}", fmt::join(done, "; "));
+  EXPECT_TRUE(UncapturedPartitions(*conn_, config).empty());
+  Insert({Row(2500, 3)}, "needs_3");
+  EXPECT_EQ(Serve(config, SmallModel(), 2).done, 1u);
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 8);
   EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE financial_status IS NULL OR "
                   "abs(financial_status - 0.5 * ln(wealth)) > 1e-4"),
             0)
       << "every row, in every partition, written back from its latest inputs";
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
+
+  // A detached partition loses Runnel's trigger at the next migrate; unmigrate removes
+  // the partitions' triggers with the parent's.
+  conn_->Exec("ALTER TABLE needs DETACH PARTITION needs_1");
+  const auto again = Migrate(*conn_, config);
+  EXPECT_NE(std::find(again.begin(), again.end(),
+                      "removed trigger runnel_needs_capture from needs_1: no longer a partition of needs"),
+            again.end())
+      << fmt::format("{}", fmt::join(again, "; "));
+  EXPECT_EQ(Count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'needs_1'::regclass"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'runnel%' AND tgparentid = 0"), 4)
+      << "insert capture on needs, needs_2 and needs_3, update capture on needs (cloned to its partitions)";
+  Unmigrate(*conn_, config);
+  EXPECT_EQ(Count("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'runnel%'"), 0);
 }
 
 // A list-partitioned table keyed by (region, id): the request id column and the triggers sit on
@@ -1052,6 +1080,9 @@ TEST_F(PipelineRunTest, APartitionedSourceWithACompositeKeyIsServedIncludingAnAt
       "risk_propensity, income, wealth, income_investment, accumulation_investment, financial_status, "
       "client_id FROM needs) s");  // the same ids in us: other keys
   EXPECT_EQ(Serve(config, SmallModel(), 2).done, 4u);
+  // Deleted straight from a partition: the request keeps its key (gone keys).
+  conn_->Exec("DELETE FROM needs_us WHERE id = 2");
+  EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_gone_keys"), 1);
   conn_->Exec("CREATE TABLE needs_apac (LIKE needs)");
   conn_->Exec("ALTER TABLE needs ATTACH PARTITION needs_apac FOR VALUES IN ('apac')");
   conn_->Exec(

@@ -133,6 +133,13 @@ enum class MigrateMode { kApply, kDryRun };
 std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfig& config,
                                  MigrateMode mode = MigrateMode::kApply);
 
+// Partitions of the source table (at any level) missing one of the capture's
+// statement-level triggers, which Migrate puts on each: attached since it last ran.
+// Rows inserted or deleted straight into such a partition are not captured until
+// Migrate runs again (statements through the parent table are). Empty for a table
+// without partitions. Throws DatabaseError.
+std::vector<std::string> UncapturedPartitions(postgres::Connection& conn, const PipelineConfig& config);
+
 // What Unmigrate removes (existing objects only), one line each, without changing anything.
 std::vector<std::string> UnmigratePlan(postgres::Connection& conn, const PipelineConfig& config);
 
