@@ -28,7 +28,8 @@ SchemaNames NamesFor(std::string_view pipeline_name) {
           prefix + "_capture_update",  prefix + "_capture_update", prefix,
           prefix + "_events",          prefix + "_served",         prefix + "_keys",
           prefix + "_jetstream",       prefix + "_published",      prefix + "_id",
-          prefix + "_id_seq",          prefix + "_gone_keys",      prefix + "_capture_delete"};
+          prefix + "_id_seq",          prefix + "_gone_keys",      prefix + "_capture_delete",
+          prefix + "_capture_truncate"};
 }
 
 int64_t QueueChunk(const PipelineConfig& config) {
@@ -440,6 +441,7 @@ class PartitionTriggers {
 
 constexpr const char* kInsertCaptureEvent = "AFTER INSERT ON {} REFERENCING NEW TABLE AS runnel_new_rows";
 constexpr const char* kDeleteCaptureEvent = "AFTER DELETE ON {} REFERENCING OLD TABLE AS runnel_old_rows";
+constexpr const char* kTruncateCaptureEvent = "BEFORE TRUNCATE ON {}";
 
 // The capture function (replaced on every run) and its trigger (queue capture mode).
 // Returns what it did when it created the trigger.
@@ -617,6 +619,42 @@ class KeyIds {
   const RequestKeys& keys_;
   const std::string table_;
 };
+
+// Mapped keys: TRUNCATE fires no DELETE trigger, so this BEFORE TRUNCATE one keeps the
+// keys of the rows about to go, as the delete capture does (on every run: installs
+// made before it existed get it). It reads the table the trigger fires on, so the same
+// function serves the partitions' triggers. Returns what it did, if anything.
+std::optional<std::string> EnsureTruncateCapture(postgres::Connection& conn, const PipelineConfig& config,
+                                                 const SchemaNames& names, const RequestKeys& keys) {
+  const std::string function = QuoteIdentifier(names.truncate_function);
+  const std::string id = QuoteIdentifier(names.ids);
+  // format()'s template: %s for the table, every % of our (quoted) names doubled.
+  auto escaped = [](std::string text) {
+    for (size_t at = text.find('%'); at != std::string::npos; at = text.find('%', at + 2)) text.insert(at, 1, '%');
+    return text;
+  };
+  const std::string insert =
+      escaped(fmt::format("INSERT INTO {} SELECT {}, {} FROM ", QuoteIdentifier(names.gone_keys), id,
+                          keys.ColumnList(""))) +
+      "%s" + escaped(fmt::format(" WHERE {} IS NOT NULL AND {} ON CONFLICT DO NOTHING", id, keys.KeyComplete("")));
+  conn.Exec(
+      fmt::format("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $runnel$\n"
+                  "BEGIN\n"
+                  "  EXECUTE format({}, TG_RELID::regclass);\n"
+                  "  RETURN NULL;\n"
+                  "END $runnel$",
+                  function, postgres::QuoteLiteral(insert)));
+  const std::string table = QuoteIdentifier(config.table);
+  if (conn.Exec("SELECT count(*) > 0 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
+                Params().Add(names.truncate_function).Add(table))
+          .Get<bool>(0, 0)) {
+    return std::nullopt;
+  }
+  conn.Exec(fmt::format("CREATE TRIGGER {} {} FOR EACH STATEMENT EXECUTE FUNCTION {}()", function,
+                        fmt::format(fmt::runtime(kTruncateCaptureEvent), table), function));
+  return fmt::format("installed trigger {} on {}: a truncated row's request keeps its key", names.truncate_function,
+                     config.table);
+}
 
 // The request id of the updated row NEW, into `id` (plpgsql statements).
 std::string UpdatedRowId(const RequestKeys& keys) {
@@ -807,7 +845,8 @@ std::vector<InstalledObject> InstalledObjects(postgres::Connection& conn, const 
   // a row-level trigger's clones on partitions go with it.
   const std::pair<std::string, std::string> triggers[] = {{names.trigger, names.capture_function},
                                                           {names.update_trigger, names.update_function},
-                                                          {names.delete_function, names.delete_function}};
+                                                          {names.delete_function, names.delete_function},
+                                                          {names.truncate_function, names.truncate_function}};
   for (const auto& [trigger, function] : triggers) {
     auto r = conn.Exec(
         "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = $1 AND tgfoid = to_regproc($2) AND "
@@ -819,7 +858,8 @@ std::vector<InstalledObject> InstalledObjects(postgres::Connection& conn, const 
                      fmt::format("DROP TRIGGER {} ON {}", QuoteIdentifier(trigger), table)});
     }
   }
-  for (const auto& function : {names.capture_function, names.update_function, names.delete_function}) {
+  for (const auto& function :
+       {names.capture_function, names.update_function, names.delete_function, names.truncate_function}) {
     if (exists("SELECT to_regproc($1) IS NOT NULL", QuoteIdentifier(function))) {
       out.push_back({"function " + function, fmt::format("DROP FUNCTION {}()", QuoteIdentifier(function))});
     }
@@ -873,6 +913,7 @@ std::vector<std::string> UncapturedPartitions(postgres::Connection& conn, const 
   if (conn.Exec("SELECT to_regproc($1) IS NOT NULL", Params().Add(QuoteIdentifier(names.delete_function)))
           .Get<bool>(0, 0)) {
     for (auto& p : partitions.Missing(names.delete_function)) out.insert(std::move(p));
+    for (auto& p : partitions.Missing(names.truncate_function)) out.insert(std::move(p));
   }
   return {out.begin(), out.end()};
 }
@@ -917,7 +958,11 @@ std::vector<std::string> Migrate(postgres::Connection& conn, const PipelineConfi
   if (auto created = KeyIds(conn, config, names, keys).Ensure()) done.push_back(*created);
   PartitionTriggers partitions(conn, config);
   auto append = [&done](std::vector<std::string> lines) { done.insert(done.end(), lines.begin(), lines.end()); };
-  if (keys.mapped()) append(partitions.Cover(names.delete_function, names.delete_function, kDeleteCaptureEvent));
+  if (keys.mapped()) {
+    append(partitions.Cover(names.delete_function, names.delete_function, kDeleteCaptureEvent));
+    if (auto installed = EnsureTruncateCapture(conn, config, names, keys)) done.push_back(*installed);
+    append(partitions.Cover(names.truncate_function, names.truncate_function, kTruncateCaptureEvent));
+  }
   if (config.capture == CaptureMode::Queue) {
     if (auto installed = InstallCapture(conn, config, names, keys)) done.push_back(*installed);
     append(partitions.Cover(names.trigger, names.capture_function, kInsertCaptureEvent));

@@ -59,6 +59,7 @@ struct SchemaNames {
   std::string ids_sequence;    // ... and its sequence
   std::string gone_keys;       // mapped keys: request ids and keys of deleted rows
   std::string delete_function;  // ... written by this statement-level AFTER DELETE trigger
+  std::string truncate_function;  // ... and by this BEFORE TRUNCATE one (no DELETE trigger fires)
 };
 
 SchemaNames NamesFor(const PipelineConfig& config);
