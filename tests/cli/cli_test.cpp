@@ -410,6 +410,37 @@ TEST_F(CliTest, MigrateLoadStatusRunAsAUserWould) {
   EXPECT_NE(nothing.output.find("nothing installed"), std::string::npos) << nothing.output;
 }
 
+// A partition attached after migrate is captured through the parent only: status names
+// it until migrate runs again, which puts the capture's trigger on it.
+TEST_F(CliTest, StatusNamesAPartitionAttachedSinceTheLastMigrate) {
+  ASSERT_EQ(Runnel({"db", "start"}).exit_code, 0);
+  auto conn = ConnectWithNeedsTables();
+  conn.Exec(
+      "DROP TABLE needs; CREATE TABLE needs (id integer, age integer, gender integer, family_members integer, "
+      "financial_education real, risk_propensity real, income real, wealth real, income_investment integer, "
+      "accumulation_investment integer, financial_status real, client_id integer) PARTITION BY RANGE (id); "
+      "CREATE TABLE needs_low PARTITION OF needs FOR VALUES FROM (1) TO (1000)");
+  const std::string pipeline = std::string(RUNNEL_SOURCE_DIR) + "/examples/needs/pipeline.toml";
+  auto migrate = Runnel({"migrate", "--pipeline", pipeline});
+  ASSERT_EQ(migrate.exit_code, 0) << migrate.output;
+  EXPECT_NE(migrate.output.find("installed trigger runnel_needs_capture on partition needs_low of needs"),
+            std::string::npos)
+      << migrate.output;
+  EXPECT_EQ(Runnel({"status", "--pipeline", pipeline}).output.find("not captured"), std::string::npos);
+
+  conn.Exec("CREATE TABLE needs_high PARTITION OF needs FOR VALUES FROM (1000) TO (2000)");
+  auto status = Runnel({"status", "--pipeline", pipeline});
+  EXPECT_NE(status.output.find("not captured: partition needs_high (attached since the last migrate): rows inserted "
+                               "straight into it are no requests until `runnel migrate` runs again"),
+            std::string::npos)
+      << status.output;
+  auto again = Runnel({"migrate", "--pipeline", pipeline});
+  EXPECT_NE(again.output.find("installed trigger runnel_needs_capture on partition needs_high of needs"),
+            std::string::npos)
+      << again.output;
+  EXPECT_EQ(Runnel({"status", "--pipeline", pipeline}).output.find("not captured"), std::string::npos);
+}
+
 // `runnel load --input` replays a CSV file; then `model push`, `list`, `rollback`.
 TEST_F(CliTest, LoadReplaysACsvFileAndModelsArePushedAndRolledBack) {
   ASSERT_EQ(Runnel({"db", "start"}).exit_code, 0);
