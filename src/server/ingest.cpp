@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <map>
+#include <optional>
 
 #include "runnel/core/error.hpp"
 
@@ -19,6 +20,7 @@ Ingestor::Ingestor(const pipeline::PipelineConfig& config, const RecordSchema& s
       conninfo_(std::move(conninfo)),
       direct_(conninfo_),
       max_group_records_(max_group_records) {
+  completion_ = std::thread([this] { RunCompletion(); });
   for (size_t i = 0; i < std::max<size_t>(1, threads); ++i) threads_.emplace_back([this] { Run(); });
   for (size_t i = 0; i < kDirectThreads; ++i) threads_.emplace_back([this] { RunDirect(); });
 }
@@ -36,6 +38,30 @@ void Ingestor::Stop() {
   direct_cv_.notify_all();
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
+  }
+  {
+    MutexLock lock(completion_mutex_);
+    completion_stopping_ = true;
+  }
+  completion_cv_.notify_all();
+  if (completion_.joinable()) completion_.join();
+}
+
+// Answers committed groups in order, off the ingest thread, which meanwhile inserts
+// the next group: the submissions of a group waited for one cycle, not for one cycle
+// and the answering of the group before.
+void Ingestor::RunCompletion() {
+  while (true) {
+    std::deque<Committed> ready;
+    {
+      MutexLock lock(completion_mutex_);
+      while (!completion_stopping_ && committed_.empty()) lock.Wait(completion_cv_);
+      if (committed_.empty()) return;  // stopping, nothing left
+      ready.swap(committed_);
+    }
+    for (auto& c : ready) {
+      for (auto& s : c.batch) s->done(std::move(c.keys[s.get()]), nullptr);
+    }
   }
 }
 
@@ -114,7 +140,10 @@ void Ingestor::Run() {
     std::map<Submission*, std::vector<int64_t>> keys;
     bool grouped_ok = false;
     try {
-      postgres::Transaction tx(*conn);
+      // One column set (nearly always): its one statement commits by itself, without
+      // the round trips of BEGIN and COMMIT (the group commit's cycle is its latency).
+      std::optional<postgres::Transaction> tx;
+      if (groups.size() > 1) tx.emplace(*conn);
       for (const auto& [columns, group] : groups) {
         auto all = InsertGroup(*conn, columns, group);
         size_t at = 0;
@@ -125,7 +154,7 @@ void Ingestor::Run() {
           at += n;
         }
       }
-      tx.Commit();
+      if (tx) tx->Commit();
       grouped_ok = true;
     } catch (const postgres::DatabaseError& e) {
       if (e.IsConnectionLost()) {
@@ -138,7 +167,11 @@ void Ingestor::Run() {
       continue;
     }
     if (grouped_ok) {
-      for (auto& s : batch) s->done(std::move(keys[s.get()]), nullptr);
+      {
+        MutexLock lock(completion_mutex_);
+        committed_.push_back({std::move(batch), std::move(keys)});
+      }
+      completion_cv_.notify_one();
       continue;
     }
     // Someone's records broke the shared statement: each submission on its own.

@@ -18,6 +18,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -48,7 +49,8 @@ class Ingestor {
 
   // Called once with the new rows' request ids in order (error null), or with the error:
   // DatabaseError (the submission was not inserted, or for a lost connection during
-  // commit, possibly was). Runs on an ingest thread: it must be quick.
+  // commit, possibly was). Runs on an ingest thread or on the completion thread, which
+  // answers a committed group while the next one is inserted: it must be quick.
   using Done = std::function<void(std::vector<int64_t> keys, std::exception_ptr error)>;
 
   // `columns`: the columns every record sets, sorted; `records`: JSON objects with
@@ -69,8 +71,14 @@ class Ingestor {
     std::vector<nlohmann::json> records;
     Done done;
   };
+  // A committed group, its submissions and their request ids, to be answered.
+  struct Committed {
+    std::vector<std::unique_ptr<Submission>> batch;
+    std::map<Submission*, std::vector<int64_t>> keys;
+  };
   void Run();
   void RunDirect();
+  void RunCompletion();
   std::vector<int64_t> InsertGroup(postgres::Connection& conn, const std::vector<std::string>& columns,
                                    const std::vector<Submission*>& group);
 
@@ -86,6 +94,11 @@ class Ingestor {
   std::condition_variable_any direct_cv_;
   bool stopping_ GUARDED_BY(mutex_) = false;
   std::vector<std::thread> threads_;
+  Mutex completion_mutex_;  // never held with mutex_
+  std::condition_variable_any completion_cv_;
+  std::deque<Committed> committed_ GUARDED_BY(completion_mutex_);
+  bool completion_stopping_ GUARDED_BY(completion_mutex_) = false;
+  std::thread completion_;  // started before threads_, stopped after them
 };
 
 }  // namespace runnel::server

@@ -54,7 +54,7 @@ struct RecordSchema {
   pipeline::RequestKeys keys;
 };
 
-// Inserts validated records into the source table within the caller's transaction:
+// Inserts validated records into the source table (within the caller's transaction, if any):
 // COPY with request ids drawn first from the sequence of the key column (direct) or of
 // the request id column (mapped keys), else (a client-set key, a key without a
 // sequence) INSERT ... SELECT FROM jsonb_populate_recordset ... RETURNING the request id.
