@@ -1,7 +1,8 @@
 // Inserting API records into the pipeline's source table. Small submissions use group
 // commit: handlers hand over validated records without waiting; an ingest thread
-// inserts everything waiting in one transaction and one commit, then hands each
-// submission its keys (a callback). Large submissions (bulk NDJSON) are inserted by
+// inserts everything waiting in one commit (one statement, or a transaction when the
+// records have several column sets), and a completion thread hands each submission its
+// keys (a callback) while the ingest thread inserts the next group. Large submissions (bulk NDJSON) are inserted by
 // direct threads, each on a connection of its own, so several run in parallel. Either
 // way the rows take the same durable path as any other insert (capture trigger,
 // queue, workers).
