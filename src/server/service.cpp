@@ -271,8 +271,8 @@ void Service::Start() {
     for (const auto& p : pipelines_) {
       for (const auto& partition : pipeline::UncapturedPartitions(conn, p->config())) {
         log(
-            fmt::format("pipeline {}: partition {} is not captured (this role may not add the capture's trigger): "
-                        "rows inserted straight into it are no requests until the table's owner runs `runnel "
+            fmt::format("pipeline {}: partition {} is not captured (attached since the last migrate): rows "
+                        "inserted straight into it are no requests until the table's owner runs `runnel "
                         "migrate`; rows inserted through {} are",
                         p->config().name, partition, p->config().table));
       }
