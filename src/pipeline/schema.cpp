@@ -439,6 +439,14 @@ class PartitionTriggers {
   const std::string source_;
 };
 
+// Whether `table` (quoted) has a trigger named `name`.
+bool HasTrigger(postgres::Connection& conn, const std::string& name, const std::string& table) {
+  return conn
+      .Exec("SELECT count(*) > 0 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
+            Params().Add(name).Add(table))
+      .Get<bool>(0, 0);
+}
+
 constexpr const char* kInsertCaptureEvent = "AFTER INSERT ON {} REFERENCING NEW TABLE AS runnel_new_rows";
 constexpr const char* kDeleteCaptureEvent = "AFTER DELETE ON {} REFERENCING OLD TABLE AS runnel_old_rows";
 constexpr const char* kTruncateCaptureEvent = "BEFORE TRUNCATE ON {}";
@@ -474,9 +482,7 @@ std::optional<std::string> InstallCapture(postgres::Connection& conn, const Pipe
       fmt::arg("count", ids.count), fmt::arg("chunk", QueueChunk(config)),
       fmt::arg("channel", postgres::QuoteLiteral(names.channel)),
       fmt::arg("gaps", QueueInsertSql(config, ids.ids, "NULL"))));
-  auto exists = conn.Exec("SELECT count(*) FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
-                          Params().Add(names.trigger).Add(table));
-  if (exists.Get<int64_t>(0, 0) == 0) {
+  if (!HasTrigger(conn, names.trigger, table)) {
     conn.Exec(fmt::format("CREATE TRIGGER {} {} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
                           QuoteIdentifier(names.trigger), fmt::format(fmt::runtime(kInsertCaptureEvent), table),
                           QuoteIdentifier(names.capture_function)));
@@ -645,11 +651,7 @@ std::optional<std::string> EnsureTruncateCapture(postgres::Connection& conn, con
                   "END $runnel$",
                   function, postgres::QuoteLiteral(insert)));
   const std::string table = QuoteIdentifier(config.table);
-  if (conn.Exec("SELECT count(*) > 0 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
-                Params().Add(names.truncate_function).Add(table))
-          .Get<bool>(0, 0)) {
-    return std::nullopt;
-  }
+  if (HasTrigger(conn, names.truncate_function, table)) return std::nullopt;
   conn.Exec(fmt::format("CREATE TRIGGER {} {} FOR EACH STATEMENT EXECUTE FUNCTION {}()", function,
                         fmt::format(fmt::runtime(kTruncateCaptureEvent), table), function));
   return fmt::format("installed trigger {} on {}: a truncated row's request keeps its key", names.truncate_function,
