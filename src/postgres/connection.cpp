@@ -454,6 +454,9 @@ Result Connection::Exec(std::string_view sql, const Params& params) {
 Result Connection::ExecPrepared(const std::string& sql, const Params& params) {
   auto it = prepared_.find(sql);
   if (it == prepared_.end()) {
+    // Callers may build statements from input (a column set per record shape): past the
+    // bound the server's and our memory stay as they are and the rest run unprepared.
+    if (prepared_.size() >= kMaxPrepared) return Exec(sql, params);
     std::string name = fmt::format("runnel_{}", prepared_.size());
     Check(PQprepare(conn_.get(), name.c_str(), sql.c_str(), params.size(), params.types()), sql);
     it = prepared_.emplace(sql, std::move(name)).first;

@@ -29,7 +29,8 @@ namespace {
 // The source table's columns: name, type, NOT NULL, has a default (or is an identity
 // or serial), attidentity ('a' always, 'd' by default), attgenerated ('s' stored).
 constexpr std::string_view kColumnsSql =
-    "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null, "
+    "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, "
+    "format_type(a.atttypid, NULL) AS base_type, a.attnotnull AS not_null, "
     "a.atthasdef OR a.attidentity <> '' AS has_default, a.attidentity::text AS identity, "
     "a.attgenerated::text AS generated FROM pg_attribute a "
     "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped";
@@ -77,7 +78,7 @@ RecordSchema RecordSchema::Load(postgres::Connection& conn, const pipeline::Pipe
   auto& keys = schema.keys;
   auto r = conn.Exec(std::string(kColumnsSql), Params().Add(QuoteIdentifier(config.table)));
   if (r.rows() == 0) throw Error(ErrorCode::NotFound, fmt::format("table '{}' does not exist", config.table));
-  const int name_col = r.ColumnIndex("name"), type_col = r.ColumnIndex("type"),
+  const int name_col = r.ColumnIndex("name"), type_col = r.ColumnIndex("type"), base_col = r.ColumnIndex("base_type"),
             not_null_col = r.ColumnIndex("not_null"), default_col = r.ColumnIndex("has_default"),
             identity_col = r.ColumnIndex("identity"), generated_col = r.ColumnIndex("generated");
   std::map<std::string, std::string> types;
@@ -86,6 +87,7 @@ RecordSchema RecordSchema::Load(postgres::Connection& conn, const pipeline::Pipe
   for (int i = 0; i < r.rows(); ++i) {
     ColumnInfo info;
     info.type = r.Get<std::string>(i, type_col);
+    info.base_type = r.Get<std::string>(i, base_col);
     info.kind = KindOf(info.type);
     info.not_null = r.Get<bool>(i, not_null_col);
     info.has_default = r.Get<bool>(i, default_col);
@@ -150,7 +152,9 @@ std::set<std::string> RecordSchema::JsonColumns() const {
 }
 
 RecordWriter::RecordWriter(const pipeline::PipelineConfig& config, const RecordSchema& schema)
-    : config_(config), keys_(schema.keys), json_columns_(schema.JsonColumns()) {}
+    : config_(config), keys_(schema.keys), json_columns_(schema.JsonColumns()) {
+  for (const auto& [name, column] : schema.columns) cast_types_[name] = column.base_type;
+}
 
 const std::string& RecordWriter::KeySequence(postgres::Connection& conn) {
   std::call_once(sequence_once_, [&] {
@@ -186,59 +190,134 @@ void AppendNumber(std::string& out, Number number) {
   out.append(buf, end);
 }
 
-// One value in COPY's text format; a json column's as JSON text.
-void AppendCopyValue(std::string& out, const nlohmann::json& value, bool as_json) {
-  if (as_json && !value.is_null()) return AppendCopyText(out, value.dump());
-  switch (value.type()) {
-    case nlohmann::json::value_t::null: out += "\\N"; break;
-    case nlohmann::json::value_t::string: AppendCopyText(out, value.get_ref<const std::string&>()); break;
-    case nlohmann::json::value_t::boolean: out += value.get<bool>() ? 't' : 'f'; break;
-    case nlohmann::json::value_t::number_integer: AppendNumber(out, value.get<int64_t>()); break;
-    case nlohmann::json::value_t::number_unsigned: AppendNumber(out, value.get<uint64_t>()); break;
-    case nlohmann::json::value_t::number_float: AppendNumber(out, value.get<double>()); break;
-    default: AppendCopyText(out, value.dump()); break;  // objects and arrays, for json columns
+// Calls `sink` with `value` as the text its column's input function reads (a json
+// column's as JSON text); returns false, without calling it, for null.
+template <class Sink>
+bool WithValueText(const nlohmann::json& value, bool as_json, Sink&& sink) {
+  if (value.is_null()) return false;
+  if (as_json) {
+    sink(value.dump());
+    return true;
   }
+  char buf[32];
+  auto number = [&](auto n) { return std::string_view(buf, std::to_chars(buf, buf + sizeof(buf), n).ptr); };
+  switch (value.type()) {
+    case nlohmann::json::value_t::string: sink(std::string_view(value.get_ref<const std::string&>())); break;
+    case nlohmann::json::value_t::boolean: sink(std::string_view(value.get<bool>() ? "t" : "f")); break;
+    // to_chars: the shortest form that reads back
+    case nlohmann::json::value_t::number_integer: sink(number(value.get<int64_t>())); break;
+    case nlohmann::json::value_t::number_unsigned: sink(number(value.get<uint64_t>())); break;
+    case nlohmann::json::value_t::number_float: sink(number(value.get<double>())); break;
+    default: sink(value.dump()); break;  // objects and arrays, for json columns
+  }
+  return true;
+}
+
+// One value in COPY's text format.
+void AppendCopyValue(std::string& out, const nlohmann::json& value, bool as_json) {
+  if (!WithValueText(value, as_json, [&](std::string_view text) { AppendCopyText(out, text); })) out += "\\N";
 }
 
 }  // namespace
+
+std::string UnnestInsertSql(const std::string& table, const std::string& id_column,
+                            const std::vector<std::string>& columns, const std::vector<std::string>& cast_types) {
+  std::string given, names, casts, list;
+  for (size_t i = 0; i < columns.size(); ++i) {
+    given += fmt::format("{}${}::text[]", i == 0 ? "" : ", ", i + 2);
+    names += fmt::format("c{}, ", i);
+    casts += fmt::format(", c{}::{}", i, cast_types[i]);
+    list += ", " + QuoteIdentifier(columns[i]);
+  }
+  // `given` is read twice, so PostgreSQL computes it once: each record's id is the one
+  // inserted with it. OVERRIDING SYSTEM VALUE: an identity id column takes the
+  // sequence's value as COPY would.
+  return fmt::format(
+      "WITH given AS (SELECT nextval($1::regclass) AS id, g.* FROM unnest({given}) WITH ORDINALITY "
+      "AS g({names}n)), inserted AS (INSERT INTO {table} ({id}{list}) OVERRIDING SYSTEM VALUE "
+      "SELECT id{casts} FROM given) SELECT id FROM given ORDER BY n",
+      fmt::arg("given", given), fmt::arg("names", names), fmt::arg("table", QuoteIdentifier(table)),
+      fmt::arg("id", QuoteIdentifier(id_column)), fmt::arg("list", list), fmt::arg("casts", casts));
+}
 
 std::vector<int64_t> RecordWriter::Insert(postgres::Connection& conn, const std::vector<std::string>& columns,
                                           const std::vector<std::span<const json>>& parts) {
   size_t total = 0;
   for (const auto& part : parts) total += part.size();
-  const std::string table = QuoteIdentifier(config_.table);
-  const std::string& id_column = keys_.id_column();
-  const std::string key = QuoteIdentifier(id_column);
-  std::string list;
-  for (const auto& c : columns) list += (list.empty() ? "" : ", ") + QuoteIdentifier(c);
-  const bool id_given = std::find(columns.begin(), columns.end(), id_column) != columns.end();
-  std::vector<int64_t> keys;
-  keys.reserve(total);
-  if (!id_given && !KeySequence(conn).empty()) {
-    // Request ids first, from the id column's own sequence; then COPY, the fastest way in.
-    auto r = conn.Exec("SELECT nextval($1::regclass) FROM generate_series(1, $2)",
-                       postgres::Params().Add(KeySequence(conn)).Add(static_cast<int64_t>(total)));
-    for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
-    std::vector<bool> as_json;
-    for (const auto& c : columns) as_json.push_back(json_columns_.contains(c));
-    std::string data;
-    data.reserve(total * (columns.size() + 1) * 8);
-    size_t k = 0;
-    for (const auto& part : parts) {
-      for (const auto& record : part) {
-        AppendNumber(data, keys[k++]);
-        // A group's records have exactly `columns`, in the same (sorted) order.
-        size_t i = 0;
-        for (const auto& [column, value] : record.items()) {
-          data += '\t';
-          AppendCopyValue(data, value, as_json[i++]);
-        }
-        data += '\n';
+  const bool id_given = std::find(columns.begin(), columns.end(), keys_.id_column()) != columns.end();
+  if (id_given || KeySequence(conn).empty()) return InsertReturning(conn, columns, parts);
+  if (total <= kStatementRecords && !columns.empty()) return InsertUnnest(conn, columns, parts, total);
+  return InsertCopy(conn, columns, parts, total);
+}
+
+// A small group in one statement (one round trip), ids and rows together.
+std::vector<int64_t> RecordWriter::InsertUnnest(postgres::Connection& conn, const std::vector<std::string>& columns,
+                                                const Parts& parts, size_t total) {
+  std::vector<std::string> cast_types;
+  std::vector<std::vector<std::optional<std::string>>> texts(columns.size());
+  for (const auto& c : columns) cast_types.push_back(cast_types_.at(c));
+  for (auto& t : texts) t.reserve(total);
+  for (const auto& part : parts) {
+    for (const auto& record : part) {
+      // A group's records have exactly `columns`, in the same (sorted) order.
+      size_t i = 0;
+      for (const auto& [column, value] : record.items()) {
+        auto& text = texts[i].emplace_back();
+        WithValueText(value, json_columns_.contains(column), [&](std::string_view v) { text.emplace(v); });
+        ++i;
       }
     }
-    conn.CopyIn(fmt::format("COPY {} ({}{}{}) FROM STDIN", table, key, list.empty() ? "" : ", ", list), data);
-    return keys;
   }
+  postgres::Params params;
+  params.Add(KeySequence(conn));
+  for (const auto& t : texts) params.AddArray(t);
+  auto r = conn.ExecPrepared(UnnestInsertSql(config_.table, keys_.id_column(), columns, cast_types), params);
+  std::vector<int64_t> keys;
+  keys.reserve(total);
+  for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
+  return keys;
+}
+
+// Request ids first, from the id column's own sequence; then COPY, the fastest way in.
+std::vector<int64_t> RecordWriter::InsertCopy(postgres::Connection& conn, const std::vector<std::string>& columns,
+                                              const Parts& parts, size_t total) {
+  std::vector<int64_t> keys;
+  keys.reserve(total);
+  auto r = conn.Exec("SELECT nextval($1::regclass) FROM generate_series(1, $2)",
+                     postgres::Params().Add(KeySequence(conn)).Add(static_cast<int64_t>(total)));
+  for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
+  std::vector<bool> as_json;
+  std::string list;
+  for (const auto& c : columns) {
+    as_json.push_back(json_columns_.contains(c));
+    list += ", " + QuoteIdentifier(c);
+  }
+  std::string data;
+  data.reserve(total * (columns.size() + 1) * 8);
+  size_t k = 0;
+  for (const auto& part : parts) {
+    for (const auto& record : part) {
+      AppendNumber(data, keys[k++]);
+      // A group's records have exactly `columns`, in the same (sorted) order.
+      size_t i = 0;
+      for (const auto& [column, value] : record.items()) {
+        data += '\t';
+        AppendCopyValue(data, value, as_json[i++]);
+      }
+      data += '\n';
+    }
+  }
+  conn.CopyIn(fmt::format("COPY {} ({}{}) FROM STDIN", QuoteIdentifier(config_.table),
+                          QuoteIdentifier(keys_.id_column()), list),
+              data);
+  return keys;
+}
+
+// A client-set key or a key without a sequence: the database's RETURNING gives the ids.
+std::vector<int64_t> RecordWriter::InsertReturning(postgres::Connection& conn, const std::vector<std::string>& columns,
+                                                   const Parts& parts) {
+  std::string list;
+  for (const auto& c : columns) list += (list.empty() ? "" : ", ") + QuoteIdentifier(c);
   std::string array = "[";
   for (const auto& part : parts) {
     for (const auto& record : part) {
@@ -250,8 +329,11 @@ std::vector<int64_t> RecordWriter::Insert(postgres::Connection& conn, const std:
   // RETURNING follows the order rows were inserted in, which is the array's order.
   auto r = conn.Exec(fmt::format("INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, "
                                  "$1::jsonb) RETURNING {returning}",
-                                 fmt::arg("t", table), fmt::arg("cols", list), fmt::arg("returning", key)),
+                                 fmt::arg("t", QuoteIdentifier(config_.table)), fmt::arg("cols", list),
+                                 fmt::arg("returning", QuoteIdentifier(keys_.id_column()))),
                      postgres::Params().Add(array));
+  std::vector<int64_t> keys;
+  keys.reserve(r.rows());
   for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
   return keys;
 }

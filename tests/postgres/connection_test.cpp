@@ -2,6 +2,7 @@
 // every error path (bad URL, unreachable server, SQL errors, server gone mid-query).
 #include "runnel/postgres/connection.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -198,6 +199,20 @@ TEST_F(ConnectionTest, PreparedStatementsArePreparedOncePerConnection) {
                 .Get<int64_t>(0, 0),
             42)
       << "a failed prepare leaves the connection and the other statements usable";
+}
+
+TEST_F(ConnectionTest, PreparedStatementsAreBoundedPerConnection) {
+  auto conn = Connect();
+  const size_t n = Connection::kMaxPrepared + 20;
+  for (size_t i = 0; i < n; ++i) {
+    EXPECT_EQ(conn.ExecPrepared(fmt::format("SELECT $1::bigint + {}", i), Params().Add(int64_t{1})).Get<int64_t>(0, 0),
+              static_cast<int64_t>(i) + 1);
+  }
+  EXPECT_EQ(conn.Exec("SELECT count(*) FROM pg_prepared_statements", Params()).Get<int64_t>(0, 0),
+            static_cast<int64_t>(Connection::kMaxPrepared))
+      << "statements past the bound ran unprepared";
+  EXPECT_EQ(conn.ExecPrepared("SELECT $1::bigint + 1", Params().Add(int64_t{5})).Get<int64_t>(0, 0), 6)
+      << "those prepared before still are";
 }
 
 TEST_F(ConnectionTest, NumericAndSpecialFloatsDecode) {

@@ -240,8 +240,9 @@ TEST_F(HttpEventsTest, ServedKeysAreNotifiedOnThePipelinesChannelAndBadIdsAreRef
   // Events past their retention are pruned (the job runner does it once a minute).
   auto config = Config();
   config.event_retention_s = 60;
+  // One events row per served batch; a worker may have served all 1,200 in one.
   const auto events = Count("SELECT count(*) FROM runnel_needs_events");
-  ASSERT_GT(events, 1);
+  ASSERT_GE(events, 1);
   conn_->Exec(
       "UPDATE runnel_needs_events SET created_at = now() - interval '61 seconds' WHERE id = (SELECT min(id) "
       "FROM runnel_needs_events)",

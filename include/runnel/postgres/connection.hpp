@@ -171,8 +171,10 @@ class Connection {
   Result Exec(std::string_view sql, const Params& params);
   // As Exec, through a server-side prepared statement made on first use of `sql` on
   // this connection (parsed and analysed once; the server may also keep a generic
-  // plan). Every call with the same `sql` must pass parameters of the same types.
+  // plan). Every call with the same `sql` must pass parameters of the same types. At
+  // most kMaxPrepared statements are prepared per connection; others run as Exec.
   Result ExecPrepared(const std::string& sql, const Params& params);
+  static constexpr size_t kMaxPrepared = 64;
 
   // Runs `COPY ... FROM STDIN` and sends `data` (COPY text format). Returns the rows
   // copied. Throws DatabaseError; the rows are then not copied.

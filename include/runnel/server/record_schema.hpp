@@ -29,7 +29,8 @@ ColumnKind KindOf(const std::string& type);
 // A column of the source table as clients may submit it.
 struct ColumnInfo {
   ColumnKind kind = ColumnKind::kOther;
-  std::string type;
+  std::string type;       // with its modifier: "character varying(20)"
+  std::string base_type;  // without: "character varying", what a value's text is cast to
   bool not_null = false;
   bool has_default = false;  // a default, an identity or a serial
   bool key_part = false;     // one of the pipeline's key columns: never null in a record
@@ -54,10 +55,17 @@ struct RecordSchema {
   pipeline::RequestKeys keys;
 };
 
-// Inserts validated records into the source table (within the caller's transaction, if any):
-// COPY with request ids drawn first from the sequence of the key column (direct) or of
-// the request id column (mapped keys), else (a client-set key, a key without a
-// sequence) INSERT ... SELECT FROM jsonb_populate_recordset ... RETURNING the request id.
+// The INSERT of InsertUnnest: $1 the id column's sequence, then one text[] per column.
+// Each value's text is cast to its column's type without modifier, so that the column's
+// assignment cast checks a length or precision as COPY does.
+std::string UnnestInsertSql(const std::string& table, const std::string& id_column,
+                            const std::vector<std::string>& columns, const std::vector<std::string>& cast_types);
+
+// Inserts validated records into the source table (within the caller's transaction, if
+// any), with request ids from the sequence of the key column (direct) or of the request
+// id column (mapped keys): up to kStatementRecords in one INSERT ... SELECT FROM unnest
+// (one round trip), more by COPY after drawing their ids. Else (a client-set key, a key
+// without a sequence) INSERT ... SELECT FROM jsonb_populate_recordset ... RETURNING the id.
 class RecordWriter {
  public:
   RecordWriter(const pipeline::PipelineConfig& config, const RecordSchema& schema);
@@ -70,12 +78,23 @@ class RecordWriter {
   std::vector<int64_t> Insert(postgres::Connection& conn, const std::vector<std::string>& columns,
                               const std::vector<std::span<const nlohmann::json>>& parts);
 
+  // Up to this many records go in one statement; COPY's extra round trips pay off above.
+  static constexpr size_t kStatementRecords = 128;
+
  private:
+  using Parts = std::vector<std::span<const nlohmann::json>>;
   const std::string& KeySequence(postgres::Connection& conn);
+  std::vector<int64_t> InsertUnnest(postgres::Connection& conn, const std::vector<std::string>& columns,
+                                    const Parts& parts, size_t total);
+  std::vector<int64_t> InsertCopy(postgres::Connection& conn, const std::vector<std::string>& columns,
+                                  const Parts& parts, size_t total);
+  std::vector<int64_t> InsertReturning(postgres::Connection& conn, const std::vector<std::string>& columns,
+                                       const Parts& parts);
 
   const pipeline::PipelineConfig& config_;
   pipeline::RequestKeys keys_;
   std::set<std::string> json_columns_;
+  std::map<std::string, std::string> cast_types_;  // column -> ColumnInfo::base_type
   std::once_flag sequence_once_;
   std::string sequence_;  // the id column's sequence; "" when none
 };
