@@ -254,16 +254,20 @@ std::vector<int64_t> RecordWriter::Insert(postgres::Connection& conn, const std:
 std::vector<int64_t> RecordWriter::InsertUnnest(postgres::Connection& conn, const std::vector<std::string>& columns,
                                                 const Parts& parts, size_t total) {
   std::vector<std::string> cast_types;
+  std::vector<bool> as_json;
+  for (const auto& c : columns) {
+    cast_types.push_back(cast_types_.at(c));
+    as_json.push_back(json_columns_.contains(c));
+  }
   std::vector<std::vector<std::optional<std::string>>> texts(columns.size());
-  for (const auto& c : columns) cast_types.push_back(cast_types_.at(c));
   for (auto& t : texts) t.reserve(total);
   for (const auto& part : parts) {
     for (const auto& record : part) {
       // A group's records have exactly `columns`, in the same (sorted) order.
       size_t i = 0;
-      for (const auto& [column, value] : record.items()) {
+      for (const auto& value : record) {
         auto& text = texts[i].emplace_back();
-        WithValueText(value, json_columns_.contains(column), [&](std::string_view v) { text.emplace(v); });
+        WithValueText(value, as_json[i], [&](std::string_view v) { text.emplace(v); });
         ++i;
       }
     }
