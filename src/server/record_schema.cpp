@@ -241,7 +241,7 @@ std::string UnnestInsertSql(const std::string& table, const std::string& id_colu
 }
 
 std::vector<int64_t> RecordWriter::Insert(postgres::Connection& conn, const std::vector<std::string>& columns,
-                                          const std::vector<std::span<const json>>& parts) {
+                                          const Parts& parts) {
   size_t total = 0;
   for (const auto& part : parts) total += part.size();
   const bool id_given = std::find(columns.begin(), columns.end(), keys_.id_column()) != columns.end();
@@ -304,7 +304,7 @@ std::vector<int64_t> RecordWriter::InsertCopy(postgres::Connection& conn, const 
       AppendNumber(data, keys[k++]);
       // A group's records have exactly `columns`, in the same (sorted) order.
       size_t i = 0;
-      for (const auto& [column, value] : record.items()) {
+      for (const auto& value : record) {
         data += '\t';
         AppendCopyValue(data, value, as_json[i++]);
       }

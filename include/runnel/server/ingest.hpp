@@ -2,16 +2,16 @@
 // commit: handlers hand over validated records without waiting; an ingest thread
 // inserts everything waiting in one commit (one statement, or a transaction when the
 // records have several column sets), and a completion thread hands each submission its
-// keys (a callback) while the ingest thread inserts the next group. Large submissions (bulk NDJSON) are inserted by
-// direct threads, each on a connection of its own, so several run in parallel. Either
-// way the rows take the same durable path as any other insert (capture trigger,
-// queue, workers).
+// keys (a callback) while the ingest thread inserts the next group. Large submissions
+// (bulk NDJSON) are inserted by direct threads, each on a connection of its own, so
+// several run in parallel. Either way the rows take the same durable path as any other
+// insert (capture trigger, queue, workers).
 //
-// Rows are written with COPY when the key column has a sequence (keys are taken from
-// it first, so they are known without RETURNING); otherwise with INSERT ... SELECT
-// FROM jsonb_populate_recordset ... RETURNING key. A submission that makes a shared
-// statement fail (a constraint) is retried on its own so that only it fails.
-// Thread safety: Insert may be called from any thread.
+// How rows are written is RecordWriter's (record_schema.hpp): when the key column has
+// a sequence, up to 128 records in one INSERT that draws their ids, more by COPY after
+// drawing them; otherwise INSERT ... RETURNING the key. A submission that makes a
+// shared statement fail (a constraint) is retried on its own so that only it fails.
+// Thread safety: Submit may be called from any thread.
 #pragma once
 
 #include <condition_variable>

@@ -75,14 +75,13 @@ class RecordWriter {
   // Precondition: RecordSchema::Validate passed each record, so no key part is null (a
   // key part's default that yields NULL still makes a row that is no request).
   // Throws DatabaseError.
-  std::vector<int64_t> Insert(postgres::Connection& conn, const std::vector<std::string>& columns,
-                              const std::vector<std::span<const nlohmann::json>>& parts);
+  using Parts = std::vector<std::span<const nlohmann::json>>;
+  std::vector<int64_t> Insert(postgres::Connection& conn, const std::vector<std::string>& columns, const Parts& parts);
 
   // Up to this many records go in one statement; COPY's extra round trips pay off above.
   static constexpr size_t kStatementRecords = 128;
 
  private:
-  using Parts = std::vector<std::span<const nlohmann::json>>;
   const std::string& KeySequence(postgres::Connection& conn);
   std::vector<int64_t> InsertUnnest(postgres::Connection& conn, const std::vector<std::string>& columns,
                                     const Parts& parts, size_t total);
