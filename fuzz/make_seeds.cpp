@@ -440,6 +440,16 @@ int main(int argc, char** argv) {
   Write(dir / "request_body/multipart",
         std::string(1, '\x04') +
             std::string("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m\"\r\n\r\nxy\r\n--b--"));
+  // The first byte picks the content type (record_parser_fuzzer.cpp): even JSON, odd
+  // NDJSON; the table is tests/support/records_reference.hpp's ExampleSchema.
+  Write(dir / "record_parser/array",
+        std::string(1, '\x00') + std::string("[{\"client\": 1, \"note\": \"a\\tb\", \"amount\": 12.5, \"flag\": true},"
+                                             " {\"flag\": null, \"client\": 40.0}, {\"client\": 2, \"doc\": \"s\"}]"));
+  Write(dir / "record_parser/object",
+        std::string(1, '\x00') + std::string("{\"at\": \"2026-12-06\", \"client\": -7, \"label\": \"\\u00e9\"}"));
+  Write(dir / "record_parser/ndjson",
+        std::string(1, '\x01') +
+            std::string("{\"client\": 1, \"amount\": 1e2}\n\r\n {\"amount\": -0.5, \"client\": 2} \n"));
   Write(dir / "filter/simple", "age >= 18 and name = 'O''Brien'");
   Write(dir / "filter/nulls", "status is null AND wealth IS NOT NULL and client_id != -3.5e2");
   Write(

@@ -13,6 +13,7 @@ build_packages=(
   g++ make cmake ninja-build pkg-config git
   postgresql libpq-dev
   libfmt-dev libspdlog-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
+  libsimdjson-dev  # On-Demand parsing of submitted records (src/server/record_parser.cpp)
   libhdf5-dev libzip-dev libprotobuf-dev protobuf-compiler libonnx-dev libpugixml-dev
   libboost1.74-dev libssl-dev openssl
   libicu-dev  # Unicode case mapping of the text operators (StringNormalizer)

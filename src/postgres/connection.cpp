@@ -304,18 +304,28 @@ Params& Params::AddArray(const std::vector<std::optional<double>>& values) {
               false);
 }
 
+namespace {
+
+template <class Text>
+std::string BinaryTextArray(const std::vector<std::optional<Text>>& values) {
+  return BinaryArray(type_oid::kText, values, [](std::string& out, const std::optional<Text>& v) {
+    if (!v) {
+      out += BigEndianBytes<int32_t>(-1);
+      return;
+    }
+    out += BigEndianBytes<int32_t>(static_cast<int32_t>(v->size()));
+    out += *v;
+  });
+}
+
+}  // namespace
+
 Params& Params::AddArray(const std::vector<std::optional<std::string>>& values) {
-  return Push(type_oid::kTextArray,
-              BinaryArray(type_oid::kText, values,
-                          [](std::string& out, const std::optional<std::string>& v) {
-                            if (!v) {
-                              out += BigEndianBytes<int32_t>(-1);
-                              return;
-                            }
-                            out += BigEndianBytes<int32_t>(static_cast<int32_t>(v->size()));
-                            out += *v;
-                          }),
-              false);
+  return Push(type_oid::kTextArray, BinaryTextArray(values), false);
+}
+
+Params& Params::AddArray(const std::vector<std::optional<std::string_view>>& values) {
+  return Push(type_oid::kTextArray, BinaryTextArray(values), false);
 }
 
 const char* const* Params::values() const {

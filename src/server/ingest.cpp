@@ -65,9 +65,9 @@ void Ingestor::RunCompletion() {
   }
 }
 
-void Ingestor::Submit(std::vector<std::string> columns, std::vector<nlohmann::json> records, Done done) {
+void Ingestor::Submit(std::vector<std::string> columns, RecordRows records, Done done) {
   auto submission = std::make_unique<Submission>();
-  const bool direct = records.size() >= kDirectRecords;
+  const bool direct = records.rows() >= kDirectRecords;
   submission->columns = std::move(columns);
   submission->records = std::move(records);
   submission->done = std::move(done);
@@ -107,9 +107,9 @@ void Ingestor::RunDirect() {
 
 std::vector<int64_t> Ingestor::InsertGroup(postgres::Connection& conn, const std::vector<std::string>& columns,
                                            const std::vector<Submission*>& group) {
-  std::vector<std::span<const nlohmann::json>> parts;
+  RecordWriter::Parts parts;
   parts.reserve(group.size());
-  for (const Submission* s : group) parts.emplace_back(s->records);
+  for (const Submission* s : group) parts.push_back(&s->records);
   return writer_.Insert(conn, columns, parts);
 }
 
@@ -122,8 +122,8 @@ void Ingestor::Run() {
       while (!stopping_ && waiting_.empty()) lock.Wait(cv_);
       if (waiting_.empty()) return;  // stopping, nothing left
       size_t records = 0;
-      while (!waiting_.empty() && (batch.empty() || records + waiting_.front()->records.size() <= max_group_records_)) {
-        records += waiting_.front()->records.size();
+      while (!waiting_.empty() && (batch.empty() || records + waiting_.front()->records.rows() <= max_group_records_)) {
+        records += waiting_.front()->records.rows();
         batch.push_back(std::move(waiting_.front()));
         waiting_.pop_front();
       }
@@ -148,7 +148,7 @@ void Ingestor::Run() {
         auto all = InsertGroup(*conn, columns, group);
         size_t at = 0;
         for (Submission* s : group) {
-          const size_t n = std::min(s->records.size(), all.size() - at);
+          const size_t n = std::min(s->records.rows(), all.size() - at);
           keys[s].assign(all.begin() + static_cast<std::ptrdiff_t>(at),
                          all.begin() + static_cast<std::ptrdiff_t>(at + n));
           at += n;

@@ -341,17 +341,20 @@ void JetStreamIngest::InsertRows(std::vector<Taken>& taken, bool careful) {
   }
   for (const auto& [columns, members] : groups) {
     if (!careful) {
-      std::vector<json> records;
+      std::vector<const json*> records;
       records.reserve(members.size());
-      for (const Taken::Item* item : members) records.push_back(*item->record);
-      const auto ids = writer_->Insert(conn, columns, {std::span<const json>(records)});
+      for (const Taken::Item* item : members) records.push_back(&*item->record);
+      const RecordRows rows = schema_.Render(columns, records);
+      const auto ids = writer_->Insert(conn, columns, {&rows});
       for (size_t j = 0; j < members.size() && j < ids.size(); ++j) members[j]->request_id = ids[j];
       continue;
     }
     for (Taken::Item* item : members) {
       conn.Exec("SAVEPOINT runnel_record");
       try {
-        const auto ids = writer_->Insert(conn, columns, {std::span<const json>(&*item->record, 1)});
+        const json* record = &*item->record;
+        const RecordRows rows = schema_.Render(columns, {&record, 1});
+        const auto ids = writer_->Insert(conn, columns, {&rows});
         if (!ids.empty()) item->request_id = ids.front();
         conn.Exec("RELEASE SAVEPOINT runnel_record");
       } catch (const postgres::DatabaseError& e) {

@@ -113,6 +113,21 @@ RecordSchema RecordSchema::Load(postgres::Connection& conn, const pipeline::Pipe
   return schema;
 }
 
+std::optional<std::string> RecordSchema::FieldProblem(std::string_view field, const ColumnInfo* column,
+                                                      json& value) const {
+  if (column == nullptr) return fmt::format("unknown column: table '{}' has no column '{}'", table, field);
+  if (!column->refused.empty()) return fmt::format("cannot be submitted: {}", column->refused);
+  if (!value.is_null()) return CheckValue(value, *column);
+  if (column->key_part) return "must not be null: part of the request's key";
+  if (column->not_null || required.contains(field)) return "must not be null";
+  return std::nullopt;
+}
+
+const ColumnInfo* RecordSchema::Column(std::string_view name) const {
+  auto it = columns.find(name);
+  return it == columns.end() ? nullptr : &it->second;
+}
+
 // Checks a record against the source table; appends one entry per problem.
 void RecordSchema::Validate(json& record, size_t index, json& problems) const {
   auto problem = [&](const std::string& field, const std::string& message) {
@@ -123,36 +138,15 @@ void RecordSchema::Validate(json& record, size_t index, json& problems) const {
     return;
   }
   for (auto& [field, value] : record.items()) {
-    auto it = columns.find(field);
-    if (it == columns.end()) {
-      problem(field, fmt::format("unknown column: table '{}' has no column '{}'", table, field));
-    } else if (!it->second.refused.empty()) {
-      problem(field, fmt::format("cannot be submitted: {}", it->second.refused));
-    } else if (value.is_null()) {
-      if (it->second.key_part) {
-        problem(field, "must not be null: part of the request's key");
-      } else if (required.contains(field) || it->second.not_null) {
-        problem(field, "must not be null");
-      }
-    } else if (auto error = CheckValue(value, it->second)) {
-      problem(field, *error);
-    }
+    if (auto error = FieldProblem(field, Column(field), value)) problem(field, *error);
   }
   for (const auto& field : required) {
     if (!record.contains(field)) problem(field, "is required");
   }
 }
 
-std::set<std::string> RecordSchema::JsonColumns() const {
-  std::set<std::string> out;
-  for (const auto& [name, column] : columns) {
-    if (column.kind == ColumnKind::kJson) out.insert(name);
-  }
-  return out;
-}
-
 RecordWriter::RecordWriter(const pipeline::PipelineConfig& config, const RecordSchema& schema)
-    : config_(config), keys_(schema.keys), json_columns_(schema.JsonColumns()) {
+    : config_(config), keys_(schema.keys) {
   for (const auto& [name, column] : schema.columns) cast_types_[name] = column.base_type;
 }
 
@@ -190,42 +184,75 @@ void AppendNumber(std::string& out, Number number) {
   out.append(buf, end);
 }
 
-// Calls `sink` with `value` as the text its column's input function reads (a json
-// column's as JSON text); returns false, without calling it, for null.
-template <class Sink>
-bool WithValueText(const nlohmann::json& value, bool as_json, Sink&& sink) {
-  if (value.is_null()) return false;
-  if (as_json) {
-    sink(value.dump());
-    return true;
+// The columns' values as text[] parameters, one per column.
+void AddColumnArrays(postgres::Params& params, const RecordWriter::Parts& parts, size_t width, size_t total) {
+  std::vector<std::optional<std::string_view>> column;
+  column.reserve(total);
+  for (size_t c = 0; c < width; ++c) {
+    column.clear();
+    for (const RecordRows* part : parts) {
+      for (size_t r = 0; r < part->rows(); ++r) column.push_back(part->At(r, c));
+    }
+    params.AddArray(column);
   }
-  char buf[32];
-  auto number = [&](auto n) { return std::string_view(buf, std::to_chars(buf, buf + sizeof(buf), n).ptr); };
-  switch (value.type()) {
-    case nlohmann::json::value_t::string: sink(std::string_view(value.get_ref<const std::string&>())); break;
-    case nlohmann::json::value_t::boolean: sink(std::string_view(value.get<bool>() ? "t" : "f")); break;
-    // to_chars: the shortest form that reads back
-    case nlohmann::json::value_t::number_integer: sink(number(value.get<int64_t>())); break;
-    case nlohmann::json::value_t::number_unsigned: sink(number(value.get<uint64_t>())); break;
-    case nlohmann::json::value_t::number_float: sink(number(value.get<double>())); break;
-    default: sink(value.dump()); break;  // objects and arrays, for json columns
-  }
-  return true;
 }
 
-// One value in COPY's text format.
-void AppendCopyValue(std::string& out, const nlohmann::json& value, bool as_json) {
-  if (!WithValueText(value, as_json, [&](std::string_view text) { AppendCopyText(out, text); })) out += "\\N";
+// "unnest($k::text[], ...) WITH ORDINALITY AS g(c0, ..., n)" for arrays from $`first`;
+// with no columns, `total` rows of nothing.
+std::string UnnestSource(size_t width, int first) {
+  if (width == 0) return fmt::format("generate_series(1, ${}) AS g(n)", first);
+  std::string given, names;
+  for (size_t i = 0; i < width; ++i) {
+    given += fmt::format("{}${}::text[]", i == 0 ? "" : ", ", first + static_cast<int>(i));
+    names += fmt::format("c{}, ", i);
+  }
+  return fmt::format("unnest({}) WITH ORDINALITY AS g({}n)", given, names);
 }
 
 }  // namespace
 
+void AddValue(RecordRows& rows, const json& value, bool as_json) {
+  if (value.is_null()) {
+    rows.AddNull();
+    return;
+  }
+  if (as_json) {
+    rows.Add(value.dump());
+    return;
+  }
+  char buf[32];
+  auto number = [&](auto n) { return std::string_view(buf, std::to_chars(buf, buf + sizeof(buf), n).ptr); };
+  switch (value.type()) {
+    case json::value_t::string: rows.Add(value.get_ref<const std::string&>()); break;
+    case json::value_t::boolean: rows.Add(value.get<bool>() ? "t" : "f"); break;
+    // to_chars: the shortest form that reads back
+    case json::value_t::number_integer: rows.Add(number(value.get<int64_t>())); break;
+    case json::value_t::number_unsigned: rows.Add(number(value.get<uint64_t>())); break;
+    case json::value_t::number_float: rows.Add(number(value.get<double>())); break;
+    default: rows.Add(value.dump()); break;  // objects and arrays, for json columns
+  }
+}
+
+RecordRows RecordSchema::Render(const std::vector<std::string>& names, std::span<const json* const> records) const {
+  std::vector<bool> as_json;
+  for (const auto& name : names) {
+    const ColumnInfo* column = Column(name);
+    as_json.push_back(column != nullptr && column->kind == ColumnKind::kJson);
+  }
+  RecordRows rows(names.size());
+  for (const json* record : records) {
+    // A group's records have exactly `names`, in the same (sorted) order.
+    size_t i = 0;
+    for (const auto& value : *record) AddValue(rows, value, as_json[i++]);
+    rows.EndRecord();
+  }
+  return rows;
+}
+
 std::string UnnestInsertSql(const std::string& table, const std::string& id_column,
                             const std::vector<std::string>& columns, const std::vector<std::string>& cast_types) {
-  std::string given, names, casts, list;
+  std::string casts, list;
   for (size_t i = 0; i < columns.size(); ++i) {
-    given += fmt::format("{}${}::text[]", i == 0 ? "" : ", ", i + 2);
-    names += fmt::format("c{}, ", i);
     casts += fmt::format(", c{}::{}", i, cast_types[i]);
     list += ", " + QuoteIdentifier(columns[i]);
   }
@@ -233,49 +260,50 @@ std::string UnnestInsertSql(const std::string& table, const std::string& id_colu
   // inserted with it. OVERRIDING SYSTEM VALUE: an identity id column takes the
   // sequence's value as COPY would.
   return fmt::format(
-      "WITH given AS (SELECT nextval($1::regclass) AS id, g.* FROM unnest({given}) WITH ORDINALITY "
-      "AS g({names}n)), inserted AS (INSERT INTO {table} ({id}{list}) OVERRIDING SYSTEM VALUE "
-      "SELECT id{casts} FROM given) SELECT id FROM given ORDER BY n",
-      fmt::arg("given", given), fmt::arg("names", names), fmt::arg("table", QuoteIdentifier(table)),
+      "WITH given AS (SELECT nextval($1::regclass) AS id, g.* FROM {source}), inserted AS (INSERT INTO {table} "
+      "({id}{list}) OVERRIDING SYSTEM VALUE SELECT id{casts} FROM given) SELECT id FROM given ORDER BY n",
+      fmt::arg("source", UnnestSource(columns.size(), 2)), fmt::arg("table", QuoteIdentifier(table)),
       fmt::arg("id", QuoteIdentifier(id_column)), fmt::arg("list", list), fmt::arg("casts", casts));
+}
+
+std::string ReturningInsertSql(const std::string& table, const std::string& returning,
+                               const std::vector<std::string>& columns, const std::vector<std::string>& cast_types) {
+  std::string casts, list;
+  for (size_t i = 0; i < columns.size(); ++i) {
+    casts += fmt::format("{}c{}::{}", i == 0 ? "" : ", ", i, cast_types[i]);
+    list += (i == 0 ? "" : ", ") + QuoteIdentifier(columns[i]);
+  }
+  // RETURNING follows the order rows were inserted in, which is the records' order.
+  return fmt::format("INSERT INTO {table}{list} SELECT {casts} FROM {source} ORDER BY n RETURNING {returning}",
+                     fmt::arg("table", QuoteIdentifier(table)), fmt::arg("list", list.empty() ? "" : " (" + list + ")"),
+                     fmt::arg("casts", casts), fmt::arg("source", UnnestSource(columns.size(), 1)),
+                     fmt::arg("returning", QuoteIdentifier(returning)));
 }
 
 std::vector<int64_t> RecordWriter::Insert(postgres::Connection& conn, const std::vector<std::string>& columns,
                                           const Parts& parts) {
   size_t total = 0;
-  for (const auto& part : parts) total += part.size();
+  for (const RecordRows* part : parts) total += part->rows();
   const bool id_given = std::find(columns.begin(), columns.end(), keys_.id_column()) != columns.end();
-  if (id_given || KeySequence(conn).empty()) return InsertReturning(conn, columns, parts);
+  if (id_given || KeySequence(conn).empty()) return InsertReturning(conn, columns, parts, total);
   if (total <= kStatementRecords && !columns.empty()) return InsertUnnest(conn, columns, parts, total);
   return InsertCopy(conn, columns, parts, total);
+}
+
+std::vector<std::string> RecordWriter::CastTypes(const std::vector<std::string>& columns) const {
+  std::vector<std::string> types;
+  types.reserve(columns.size());
+  for (const auto& c : columns) types.push_back(cast_types_.at(c));
+  return types;
 }
 
 // A small group in one statement (one round trip), ids and rows together.
 std::vector<int64_t> RecordWriter::InsertUnnest(postgres::Connection& conn, const std::vector<std::string>& columns,
                                                 const Parts& parts, size_t total) {
-  std::vector<std::string> cast_types;
-  std::vector<bool> as_json;
-  for (const auto& c : columns) {
-    cast_types.push_back(cast_types_.at(c));
-    as_json.push_back(json_columns_.contains(c));
-  }
-  std::vector<std::vector<std::optional<std::string>>> texts(columns.size());
-  for (auto& t : texts) t.reserve(total);
-  for (const auto& part : parts) {
-    for (const auto& record : part) {
-      // A group's records have exactly `columns`, in the same (sorted) order.
-      size_t i = 0;
-      for (const auto& value : record) {
-        auto& text = texts[i].emplace_back();
-        WithValueText(value, as_json[i], [&](std::string_view v) { text.emplace(v); });
-        ++i;
-      }
-    }
-  }
   postgres::Params params;
   params.Add(KeySequence(conn));
-  for (const auto& t : texts) params.AddArray(t);
-  auto r = conn.ExecPrepared(UnnestInsertSql(config_.table, keys_.id_column(), columns, cast_types), params);
+  AddColumnArrays(params, parts, columns.size(), total);
+  auto r = conn.ExecPrepared(UnnestInsertSql(config_.table, keys_.id_column(), columns, CastTypes(columns)), params);
   std::vector<int64_t> keys;
   keys.reserve(total);
   for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
@@ -290,23 +318,21 @@ std::vector<int64_t> RecordWriter::InsertCopy(postgres::Connection& conn, const 
   auto r = conn.Exec("SELECT nextval($1::regclass) FROM generate_series(1, $2)",
                      postgres::Params().Add(KeySequence(conn)).Add(static_cast<int64_t>(total)));
   for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
-  std::vector<bool> as_json;
   std::string list;
-  for (const auto& c : columns) {
-    as_json.push_back(json_columns_.contains(c));
-    list += ", " + QuoteIdentifier(c);
-  }
+  for (const auto& c : columns) list += ", " + QuoteIdentifier(c);
   std::string data;
   data.reserve(total * (columns.size() + 1) * 8);
   size_t k = 0;
-  for (const auto& part : parts) {
-    for (const auto& record : part) {
+  for (const RecordRows* part : parts) {
+    for (size_t row = 0; row < part->rows(); ++row) {
       AppendNumber(data, keys[k++]);
-      // A group's records have exactly `columns`, in the same (sorted) order.
-      size_t i = 0;
-      for (const auto& value : record) {
+      for (size_t c = 0; c < part->width(); ++c) {
         data += '\t';
-        AppendCopyValue(data, value, as_json[i++]);
+        if (auto text = part->At(row, c)) {
+          AppendCopyText(data, *text);
+        } else {
+          data += "\\N";
+        }
       }
       data += '\n';
     }
@@ -319,23 +345,11 @@ std::vector<int64_t> RecordWriter::InsertCopy(postgres::Connection& conn, const 
 
 // A client-set key or a key without a sequence: the database's RETURNING gives the ids.
 std::vector<int64_t> RecordWriter::InsertReturning(postgres::Connection& conn, const std::vector<std::string>& columns,
-                                                   const Parts& parts) {
-  std::string list;
-  for (const auto& c : columns) list += (list.empty() ? "" : ", ") + QuoteIdentifier(c);
-  std::string array = "[";
-  for (const auto& part : parts) {
-    for (const auto& record : part) {
-      if (array.size() > 1) array += ',';
-      array += record.dump();
-    }
-  }
-  array += ']';
-  // RETURNING follows the order rows were inserted in, which is the array's order.
-  auto r = conn.Exec(fmt::format("INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, "
-                                 "$1::jsonb) RETURNING {returning}",
-                                 fmt::arg("t", QuoteIdentifier(config_.table)), fmt::arg("cols", list),
-                                 fmt::arg("returning", QuoteIdentifier(keys_.id_column()))),
-                     postgres::Params().Add(array));
+                                                   const Parts& parts, size_t total) {
+  postgres::Params params;
+  if (columns.empty()) params.Add(static_cast<int64_t>(total));
+  AddColumnArrays(params, parts, columns.size(), total);
+  auto r = conn.Exec(ReturningInsertSql(config_.table, keys_.id_column(), columns, CastTypes(columns)), params);
   std::vector<int64_t> keys;
   keys.reserve(r.rows());
   for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));

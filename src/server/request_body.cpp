@@ -8,11 +8,11 @@ namespace runnel::server {
 
 using nlohmann::json;
 
-namespace {
-
 bool IsNdjson(std::string_view content_type) {
   return content_type.starts_with("application/x-ndjson") || content_type.starts_with("application/jsonl");
 }
+
+namespace {
 
 std::vector<json> ParseNdjson(std::string_view body) {
   std::vector<json> records;

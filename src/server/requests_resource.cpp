@@ -14,6 +14,7 @@
 #include "runnel/pipeline/replay.hpp"
 #include "runnel/pipeline/request_status.hpp"
 #include "runnel/postgres/arrays.hpp"
+#include "runnel/server/record_parser.hpp"
 #include "runnel/server/request_body.hpp"
 
 namespace runnel::server {
@@ -52,9 +53,10 @@ class RequestsResource {
   using KeysDone = std::function<void(std::vector<int64_t> ids, std::exception_ptr error)>;
   void BindClient(json& record, size_t index, const std::string& client, Problems& problems) const;
   void CheckReadable(postgres::Connection& conn, const HttpRequest& req, int64_t id) const;
-  void Submit(std::vector<json> records, KeysDone done);
-  std::vector<int64_t> Insert(std::vector<json> records);
-  void SubmitLater(std::vector<json> records, bool single, const HttpRequest& req, HttpResponse& res);
+  RecordGroups ReadRecords(const HttpRequest& req) const;
+  void Submit(RecordGroups records, KeysDone done);
+  std::vector<int64_t> Insert(RecordGroups records);
+  void SubmitLater(RecordGroups records, bool single, const HttpRequest& req, HttpResponse& res);
   bool WaitFor(const std::vector<int64_t>& ids, std::chrono::milliseconds wait);
   // The 202 of a POST without ?wait: {"id", "status"} for one record, {"ids", "status"}.
   json QueuedAnswer(const std::vector<int64_t>& ids, bool single) const;
@@ -105,28 +107,7 @@ void RequestsResource::CheckReadable(postgres::Connection& conn, const HttpReque
 
 // One submission per column set (omitted columns take their defaults); `done` gets
 // the keys in the records' order, or the first error, once every group committed.
-void RequestsResource::Submit(std::vector<json> records, KeysDone done) {
-  // Records of one body nearly always share their columns: each is compared with the
-  // groups so far (in place, no allocation) before a new group is made.
-  std::vector<std::pair<std::vector<std::string>, std::vector<size_t>>> by_columns;
-  auto same_columns = [](const json& record, const std::vector<std::string>& cols) {
-    if (record.size() != cols.size()) return false;
-    size_t i = 0;
-    for (const auto& [field, value] : record.items()) {
-      if (field != cols[i++]) return false;
-    }
-    return true;
-  };
-  for (size_t i = 0; i < records.size(); ++i) {
-    auto group = std::find_if(by_columns.begin(), by_columns.end(),
-                              [&](const auto& g) { return same_columns(records[i], g.first); });
-    if (group == by_columns.end()) {
-      std::vector<std::string> cols;
-      for (const auto& [field, value] : records[i].items()) cols.push_back(field);
-      group = by_columns.emplace(by_columns.end(), std::move(cols), std::vector<size_t>{});
-    }
-    group->second.push_back(i);
-  }
+void RequestsResource::Submit(RecordGroups records, KeysDone done) {
   struct Join {
     Mutex mutex;
     std::vector<int64_t> ids GUARDED_BY(mutex);
@@ -137,16 +118,14 @@ void RequestsResource::Submit(std::vector<json> records, KeysDone done) {
   auto join = std::make_shared<Join>();
   {
     MutexLock lock(join->mutex);
-    join->ids.resize(records.size());
-    join->remaining = by_columns.size();
+    join->ids.resize(records.records);
+    join->remaining = records.groups.size();
   }
   join->done = std::move(done);
-  for (auto& [cols, members] : by_columns) {
-    std::vector<json> group;
-    group.reserve(members.size());
-    for (size_t i : members) group.push_back(std::move(records[i]));
+  for (auto& group : records.groups) {
     api_.ingestor->Submit(
-        cols, std::move(group), [join, members = members](std::vector<int64_t> keys, std::exception_ptr error) {
+        std::move(group.columns), std::move(group.rows),
+        [join, members = std::move(group.members)](std::vector<int64_t> keys, std::exception_ptr error) {
           std::vector<int64_t> ids;
           std::exception_ptr first_error;
           {
@@ -164,7 +143,7 @@ void RequestsResource::Submit(std::vector<json> records, KeysDone done) {
   }
 }
 
-std::vector<int64_t> RequestsResource::Insert(std::vector<json> records) {
+std::vector<int64_t> RequestsResource::Insert(RecordGroups records) {
   std::promise<std::vector<int64_t>> promise;
   auto future = promise.get_future();
   Submit(std::move(records), [&promise](std::vector<int64_t> ids, std::exception_ptr error) {
@@ -177,10 +156,15 @@ std::vector<int64_t> RequestsResource::Insert(std::vector<json> records) {
   return future.get();
 }
 
-void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const PathParams&) {
-  const auto wait_ms = api_.WaitParam(req);
+// The body's records, validated and grouped: straight from the body when they are
+// plain (ParseValidRecords), else through JSON values, which names every problem (and
+// fills in the client column of a key bound to a client).
+// Throws HttpError: 400 malformed, 413, 415, 422 (no records, or invalid fields).
+RecordGroups RequestsResource::ReadRecords(const HttpRequest& req) const {
   const std::string_view content_type = req.HeaderOr("Content-Type");
-  const bool single = IsSingleRecord(req.body, content_type);
+  if (!req.access.client) {
+    if (auto groups = ParseValidRecords(req.body, content_type, api_.schema)) return std::move(*groups);
+  }
   auto records = ParseRecords(req.body, content_type);
   Problems problems = json::array();
   if (req.access.client) {
@@ -192,7 +176,14 @@ void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const Pat
     throw HttpError{
         422, fmt::format("{} invalid field(s); nothing was inserted", problems.size()), {{"errors", problems}}};
   }
-  const size_t count = records.size();
+  return GroupRecords(api_.schema, records);
+}
+
+void RequestsResource::Post(const HttpRequest& req, HttpResponse& res, const PathParams&) {
+  const auto wait_ms = api_.WaitParam(req);
+  const bool single = IsSingleRecord(req.body, req.HeaderOr("Content-Type"));
+  auto records = ReadRecords(req);
+  const size_t count = records.records;
   if (!wait_ms) return SubmitLater(std::move(records), single, req, res);
   const auto ids = Insert(std::move(records));
   if (api_.ctx.metrics != nullptr) api_.ctx.metrics->RecordIngested(count);
@@ -224,13 +215,13 @@ json RequestsResource::QueuedAnswer(const std::vector<int64_t>& ids, bool single
 }
 
 // Without ?wait: answered once the group commit has the keys, no thread waiting.
-void RequestsResource::SubmitLater(std::vector<json> records, bool single, const HttpRequest& req, HttpResponse& res) {
-  auto shared = std::make_shared<std::vector<json>>(std::move(records));
+void RequestsResource::SubmitLater(RecordGroups records, bool single, const HttpRequest& req, HttpResponse& res) {
+  auto shared = std::make_shared<RecordGroups>(std::move(records));
   HttpRequest named;  // for the log
   named.method = req.method;
   named.path = req.path;
   res.deferred = [this, shared, single, named](std::shared_ptr<Responder> responder) {
-    const size_t count = shared->size();
+    const size_t count = shared->records;
     Submit(std::move(*shared),
            [this, responder, single, count, named](std::vector<int64_t> ids, std::exception_ptr error) {
              HttpResponse reply;

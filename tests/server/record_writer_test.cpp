@@ -1,6 +1,7 @@
 // RecordWriter against a real PostgreSQL: a small group goes in one INSERT ... FROM
-// unnest, a large one by COPY. Both must store the same values, refuse the same values
-// with the same SQLSTATE, and give each record the id of its own row.
+// unnest, a large one by COPY, records with their own keys by INSERT ... RETURNING.
+// All must store the same values, refuse the same values with the same SQLSTATE, and
+// give each record the id of its own row.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -53,18 +54,39 @@ class RecordWriterTest : public runnel::testing::PostgresTest {
     writer_ = std::make_unique<RecordWriter>(config_, schema_);
   }
 
-  // `records` each `times` over, inserted as one group; their ids.
+  // `records` each `times` over, inserted as one group (in two parts); their ids.
   std::vector<int64_t> Insert(const std::vector<json>& records, size_t times = 1) {
+    return InsertWith(*writer_, schema_, records, times);
+  }
+
+  std::vector<int64_t> InsertWith(RecordWriter& writer, const RecordSchema& schema, const std::vector<json>& records,
+                                  size_t times) {
     std::vector<json> all;
     for (size_t i = 0; i < times; ++i) all.insert(all.end(), records.begin(), records.end());
     std::vector<std::string> columns;
     for (const auto& [column, value] : all.front().items()) columns.push_back(column);
-    return writer_->Insert(*conn_, columns, {std::span<const json>(all)});
+    std::vector<const json*> pointers;
+    for (const auto& record : all) pointers.push_back(&record);
+    const size_t half = all.size() / 2;
+    const RecordRows first = schema.Render(columns, std::span<const json* const>(pointers).first(half));
+    const RecordRows second = schema.Render(columns, std::span<const json* const>(pointers).subspan(half));
+    return writer.Insert(*conn_, columns, {&first, &second});
   }
 
-  // The row of `id` as text, column by column.
-  std::vector<std::string> Row(int64_t id) {
-    auto r = conn_->Exec(fmt::format("SELECT {} FROM t WHERE id = $1", kColumnsRead), Params().Add(id));
+  // A table like t whose ids clients give (no sequence): the RETURNING path.
+  void MakeKeyedTable() {
+    conn_->Exec("CREATE TABLE k (LIKE t)");
+    conn_->Exec("ALTER TABLE k ADD PRIMARY KEY (id)");
+    keyed_config_ = config_;
+    keyed_config_.name = keyed_config_.table = "k";
+    keyed_config_.clients_set_keys = true;
+    keyed_schema_ = RecordSchema::Load(*conn_, keyed_config_);
+    keyed_writer_ = std::make_unique<RecordWriter>(keyed_config_, keyed_schema_);
+  }
+
+  // The row of `id` (in `table`) as text, column by column.
+  std::vector<std::string> Row(int64_t id, const char* table = "t") {
+    auto r = conn_->Exec(fmt::format("SELECT {} FROM {} WHERE id = $1", kColumnsRead, table), Params().Add(id));
     EXPECT_EQ(r.rows(), 1) << id;
     std::vector<std::string> row;
     for (int c = 0; c < r.columns(); ++c) row.push_back(r.IsNull(0, c) ? "<null>" : r.Get<std::string>(0, c));
@@ -72,18 +94,24 @@ class RecordWriterTest : public runnel::testing::PostgresTest {
   }
 
   // The SQLSTATE with which inserting `record` `times` over is refused; "" if it is not.
-  std::string Refusal(const json& record, size_t times) {
+  std::string Refusal(const json& record, size_t times, bool keyed = false) {
     try {
-      Insert({record}, times);
+      if (keyed) {
+        std::vector<json> records(times, record);
+        for (size_t i = 0; i < times; ++i) records[i]["id"] = 1000000 + i;
+        InsertWith(*keyed_writer_, keyed_schema_, records, 1);
+      } else {
+        Insert({record}, times);
+      }
     } catch (const postgres::DatabaseError& e) {
       return e.sqlstate();
     }
     return "";
   }
 
-  pipeline::PipelineConfig config_;
-  RecordSchema schema_;
-  std::unique_ptr<RecordWriter> writer_;
+  pipeline::PipelineConfig config_, keyed_config_;
+  RecordSchema schema_, keyed_schema_;
+  std::unique_ptr<RecordWriter> writer_, keyed_writer_;
   std::unique_ptr<postgres::Connection> conn_;
 };
 
@@ -102,9 +130,31 @@ TEST_F(RecordWriterTest, OneStatementAndCopyStoreTheSameValuesUnderEachRecordsId
   }
   EXPECT_EQ(Row(small[0])[2], "12.35") << "numeric(6,2) rounds as its input does";
   EXPECT_EQ(Row(small[1])[3], "\"just text\"");
+
+  MakeKeyedTable();
+  std::vector<json> keyed = records;
+  for (size_t i = 0; i < keyed.size(); ++i) keyed[i]["id"] = 100 - static_cast<int64_t>(i);  // not in id order
+  const auto given = InsertWith(*keyed_writer_, keyed_schema_, keyed, 1);
+  ASSERT_EQ(given.size(), keyed.size());
+  for (size_t i = 0; i < given.size(); ++i) {
+    EXPECT_EQ(given[i], 100 - static_cast<int64_t>(i)) << "RETURNING in the records' order";
+    EXPECT_EQ(Row(given[i], "k"), Row(small[i])) << "record " << i << " by INSERT ... RETURNING";
+  }
+}
+
+TEST_F(RecordWriterTest, RecordsOfDefaultsOnlyGetRowsOfTheirOwnOnEachPath) {
+  conn_->Exec("CREATE TABLE d (id bigint PRIMARY KEY DEFAULT (random() * 1e15)::bigint, label text DEFAULT 'x')");
+  pipeline::PipelineConfig config = config_;
+  config.name = config.table = "d";
+  const auto schema = RecordSchema::Load(*conn_, config);
+  RecordWriter without_sequence(config, schema);
+  EXPECT_EQ(InsertWith(without_sequence, schema, std::vector<json>(3, json::object()), 1).size(), 3u);
+  EXPECT_EQ(Insert({json::object()}, 3).size(), 3u) << "with a sequence: COPY of the ids alone";
+  EXPECT_EQ(conn_->Exec("SELECT count(*) FROM d WHERE label = 'x'", Params()).Get<int64_t>(0, 0), 3);
 }
 
 TEST_F(RecordWriterTest, OneStatementAndCopyRefuseTheSameValues) {
+  MakeKeyedTable();
   const json good = json::parse(kRecords[0]);
   struct Case {
     const char* column;
@@ -124,6 +174,7 @@ TEST_F(RecordWriterTest, OneStatementAndCopyRefuseTheSameValues) {
     record[c.column] = c.value;
     EXPECT_EQ(Refusal(record, 1), c.sqlstate) << c.column << " in one statement";
     EXPECT_EQ(Refusal(record, 2 * RecordWriter::kStatementRecords), c.sqlstate) << c.column << " by COPY";
+    EXPECT_EQ(Refusal(record, 2, true), c.sqlstate) << c.column << " by INSERT ... RETURNING";
   }
   const int64_t rows = conn_->Exec("SELECT count(*) FROM t", Params()).Get<int64_t>(0, 0);
   EXPECT_EQ(rows, 1 + 2 * static_cast<int64_t>(RecordWriter::kStatementRecords))

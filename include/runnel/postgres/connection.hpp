@@ -100,6 +100,7 @@ class Params {
   Params& AddArray(const std::vector<int64_t>& values);
   Params& AddArray(const std::vector<std::optional<double>>& values);
   Params& AddArray(const std::vector<std::optional<std::string>>& values);
+  Params& AddArray(const std::vector<std::optional<std::string_view>>& values);
   template <typename T>
   Params& Add(const std::optional<T>& value) {
     return value ? Add(*value) : AddNull();

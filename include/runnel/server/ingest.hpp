@@ -27,7 +27,6 @@
 #include <thread>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include "runnel/core/mutex.hpp"
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/pipeline/request_keys.hpp"
@@ -54,10 +53,10 @@ class Ingestor {
   // answers a committed group while the next one is inserted: it must be quick.
   using Done = std::function<void(std::vector<int64_t> keys, std::exception_ptr error)>;
 
-  // `columns`: the columns every record sets, sorted; `records`: JSON objects with
-  // exactly those keys, validated against the table. Never blocks; `done` runs once
-  // committed. Throws Error(Unavailable) after Stop() (`done` is then not called).
-  void Submit(std::vector<std::string> columns, std::vector<nlohmann::json> records, Done done);
+  // `columns`: the columns every record sets, sorted; `records`: their values,
+  // validated against the table. Never blocks; `done` runs once committed. Throws
+  // Error(Unavailable) after Stop() (`done` is then not called).
+  void Submit(std::vector<std::string> columns, RecordRows records, Done done);
 
   // Submissions of at least this many records skip the group and insert directly,
   // on this many threads.
@@ -69,7 +68,7 @@ class Ingestor {
  private:
   struct Submission {
     std::vector<std::string> columns;
-    std::vector<nlohmann::json> records;
+    RecordRows records;
     Done done;
   };
   // A committed group, its submissions and their request ids, to be answered.

@@ -11,14 +11,17 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runnel/pipeline/pipeline_config.hpp"
 #include "runnel/pipeline/request_keys.hpp"
 #include "runnel/postgres/connection.hpp"
+#include "runnel/server/record_rows.hpp"
 
 namespace runnel::server {
 
@@ -46,14 +49,27 @@ struct RecordSchema {
   // Checks record `index` against the table (rewriting 40.0 to 40 for an integer
   // column); appends {"record", "field", "error"} to the array `problems` per problem.
   void Validate(nlohmann::json& record, size_t index, nlohmann::json& problems) const;
-  // The columns of type json or jsonb (written as JSON text).
-  std::set<std::string> JsonColumns() const;
+  // What Validate says of one field given `value`, or nullopt when it may be given (an
+  // integer column's 40.0 is then rewritten to 40). `column`: Column(field).
+  std::optional<std::string> FieldProblem(std::string_view field, const ColumnInfo* column,
+                                          nlohmann::json& value) const;
+  // The column named `name`, or nullptr when the table has none.
+  const ColumnInfo* Column(std::string_view name) const;
+
+  // Validated `records`, each with exactly `columns` (sorted, as a JSON object keeps its
+  // keys), as the text RecordWriter writes.
+  RecordRows Render(const std::vector<std::string>& columns, std::span<const nlohmann::json* const> records) const;
 
   std::string table;
-  std::map<std::string, ColumnInfo> columns;  // submittable or not
-  std::set<std::string> required;             // must be present and non-null in a record
+  std::map<std::string, ColumnInfo, std::less<>> columns;  // submittable or not
+  std::set<std::string, std::less<>> required;             // must be present and non-null in a record
   pipeline::RequestKeys keys;
 };
+
+// Adds `value` to the record being added to `rows`, as its column's input function
+// reads it: a string's own text, a number in the shortest form that reads back, a
+// boolean as t or f, null as null; a json column's value (`as_json`) as JSON text.
+void AddValue(RecordRows& rows, const nlohmann::json& value, bool as_json);
 
 // The INSERT of InsertUnnest: $1 the id column's sequence, then one text[] per column.
 // Each value's text is cast to its column's type without modifier, so that the column's
@@ -61,21 +77,25 @@ struct RecordSchema {
 std::string UnnestInsertSql(const std::string& table, const std::string& id_column,
                             const std::vector<std::string>& columns, const std::vector<std::string>& cast_types);
 
+// The INSERT of InsertReturning: one text[] per column from $1 (none: $1 the number of
+// records), cast as in UnnestInsertSql; RETURNING `returning` in the records' order.
+std::string ReturningInsertSql(const std::string& table, const std::string& returning,
+                               const std::vector<std::string>& columns, const std::vector<std::string>& cast_types);
+
 // Inserts validated records into the source table (within the caller's transaction, if
 // any), with request ids from the sequence of the key column (direct) or of the request
 // id column (mapped keys): up to kStatementRecords in one INSERT ... SELECT FROM unnest
 // (one round trip), more by COPY after drawing their ids. Else (a client-set key, a key
-// without a sequence) INSERT ... SELECT FROM jsonb_populate_recordset ... RETURNING the id.
+// without a sequence) INSERT ... SELECT FROM unnest ... RETURNING the id.
 class RecordWriter {
  public:
   RecordWriter(const pipeline::PipelineConfig& config, const RecordSchema& schema);
 
-  // Inserts `parts`' records, which all have exactly `columns` (sorted, as a JSON
-  // object keeps its keys); returns their request ids, one per record, in order.
-  // Precondition: RecordSchema::Validate passed each record, so no key part is null (a
-  // key part's default that yields NULL still makes a row that is no request).
-  // Throws DatabaseError.
-  using Parts = std::vector<std::span<const nlohmann::json>>;
+  // Inserts `parts`' records, which all have exactly `columns` (sorted); returns their
+  // request ids, one per record, in order. Precondition: RecordSchema::Validate passed
+  // each record, so no key part is null (a key part's default that yields NULL still
+  // makes a row that is no request). Throws DatabaseError.
+  using Parts = std::vector<const RecordRows*>;
   std::vector<int64_t> Insert(postgres::Connection& conn, const std::vector<std::string>& columns, const Parts& parts);
 
   // Up to this many records go in one statement; COPY's extra round trips pay off above.
@@ -88,11 +108,11 @@ class RecordWriter {
   std::vector<int64_t> InsertCopy(postgres::Connection& conn, const std::vector<std::string>& columns,
                                   const Parts& parts, size_t total);
   std::vector<int64_t> InsertReturning(postgres::Connection& conn, const std::vector<std::string>& columns,
-                                       const Parts& parts);
+                                       const Parts& parts, size_t total);
+  std::vector<std::string> CastTypes(const std::vector<std::string>& columns) const;
 
   const pipeline::PipelineConfig& config_;
   pipeline::RequestKeys keys_;
-  std::set<std::string> json_columns_;
   std::map<std::string, std::string> cast_types_;  // column -> ColumnInfo::base_type
   std::once_flag sequence_once_;
   std::string sequence_;  // the id column's sequence; "" when none

@@ -19,6 +19,9 @@ constexpr size_t kMaxRecordsPerRequest = 100000;
 // (`offset_base` + position) of malformed JSON or of invalid UTF-8.
 nlohmann::json ParseJson(std::string_view text, size_t offset_base = 0);
 
+// Whether a body of this Content-Type is NDJSON (application/x-ndjson, application/jsonl).
+bool IsNdjson(std::string_view content_type);
+
 // The records of a body. NDJSON when `content_type` is application/x-ndjson or
 // application/jsonl (blank lines skipped), otherwise JSON: an array gives its
 // elements, anything else one record (form-encoded bodies too, as curl -d sends
