@@ -433,8 +433,9 @@ Result Connection::Check(PGresult* raw, std::string_view sql) {
     return Result(std::move(result));
   }
   std::string sqlstate;
-  std::string message, primary_message;
+  std::string message, primary_message, context;
   if (result) {
+    if (const char* where = PQresultErrorField(result.get(), PG_DIAG_CONTEXT)) context = where;
     const char* state = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
     if (state != nullptr) sqlstate = state;
     const char* primary = PQresultErrorField(result.get(), PG_DIAG_MESSAGE_PRIMARY);
@@ -448,7 +449,7 @@ Result Connection::Check(PGresult* raw, std::string_view sql) {
   if (primary_message.empty()) primary_message = message;
   if (sqlstate.empty()) sqlstate = IsOpen() ? "XX000" : "08006";
   throw DatabaseError(fmt::format("{} [SQLSTATE {}] in: {}", message, sqlstate, SqlExcerpt(sql)), sqlstate,
-                      std::move(primary_message));
+                      std::move(primary_message), std::move(context));
 }
 
 Result Connection::Exec(std::string_view sql) {

@@ -1,5 +1,7 @@
 #include "runnel/server/ingest.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -95,14 +97,37 @@ void Ingestor::RunDirect() {
     try {
       // Not retried on a lost connection: the commit may have happened.
       auto lease = direct_.Acquire();
-      postgres::Transaction tx(*lease);
-      keys = InsertGroup(*lease, s->columns, {s.get()});
-      tx.Commit();
+      try {
+        postgres::Transaction tx(*lease);
+        keys = InsertGroup(*lease, s->columns, {s.get()});
+        tx.Commit();
+      } catch (...) {
+        error = Explain(*lease, *s, std::current_exception());
+      }
     } catch (...) {
       error = std::current_exception();
     }
     s->done(std::move(keys), error);
   }
+}
+
+// A row's refusal placed on its record and column (RecordRefused) when a COPY of the
+// submission, rolled back, says where; else `error` as it is.
+std::exception_ptr Ingestor::Explain(postgres::Connection& conn, const Submission& s, std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const postgres::DatabaseError& e) {
+    if (e.IsConnectionLost() || e.failure_class() != postgres::FailureClass::kRow) return error;
+  } catch (...) {
+    return error;
+  }
+  try {
+    postgres::Transaction tx(conn);  // rolled back: only the error is wanted
+    if (auto refused = writer_.Locate(conn, s.columns, s.records)) return std::make_exception_ptr(*refused);
+  } catch (const std::exception& e) {
+    spdlog::debug("ingest: could not place a refused record: {}", e.what());
+  }
+  return error;
 }
 
 std::vector<int64_t> Ingestor::InsertGroup(postgres::Connection& conn, const std::vector<std::string>& columns,
@@ -179,9 +204,15 @@ void Ingestor::Run() {
       try {
         if (!conn || !conn->IsAlive())
           conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
-        postgres::Transaction tx(*conn);
-        auto own = InsertGroup(*conn, s->columns, {s.get()});
-        tx.Commit();
+        std::vector<int64_t> own;
+        try {
+          postgres::Transaction tx(*conn);
+          own = InsertGroup(*conn, s->columns, {s.get()});
+          tx.Commit();
+        } catch (...) {
+          s->done({}, Explain(*conn, *s, std::current_exception()));
+          continue;
+        }
         s->done(std::move(own), nullptr);
       } catch (...) {
         s->done({}, std::current_exception());

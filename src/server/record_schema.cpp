@@ -184,6 +184,19 @@ void AppendNumber(std::string& out, Number number) {
   out.append(buf, end);
 }
 
+// Record `row` of `rows` as a line of COPY's text format (tab-separated, \N for null).
+void AppendCopyRow(std::string& out, const RecordRows& rows, size_t row) {
+  for (size_t c = 0; c < rows.width(); ++c) {
+    if (c > 0) out += '\t';
+    if (auto text = rows.At(row, c)) {
+      AppendCopyText(out, *text);
+    } else {
+      out += "\\N";
+    }
+  }
+  out += '\n';
+}
+
 // The columns' values as text[] parameters, one per column.
 void AddColumnArrays(postgres::Params& params, const RecordWriter::Parts& parts, size_t width, size_t total) {
   std::vector<std::optional<std::string_view>> column;
@@ -210,6 +223,25 @@ std::string UnnestSource(size_t width, int first) {
 }
 
 }  // namespace
+
+std::optional<CopyPlace> CopyErrorPlace(std::string_view context, const std::vector<std::string>& columns) {
+  // The context's last line is the outermost: the COPY's (a trigger's lines come first).
+  size_t at = context.rfind("COPY ");
+  while (at != std::string_view::npos && at > 0 && context[at - 1] != '\n') at = context.rfind("COPY ", at - 1);
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string_view rest = context.substr(at);
+  const size_t line_at = rest.find(", line ");
+  if (line_at == std::string_view::npos) return std::nullopt;
+  rest.remove_prefix(line_at + 7);
+  CopyPlace place;
+  const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), place.line);
+  if (ec != std::errc() || end == rest.data()) return std::nullopt;
+  rest.remove_prefix(static_cast<size_t>(end - rest.data()));
+  for (const auto& column : columns) {
+    if (rest.starts_with(", column " + column + ":")) place.column = column;
+  }
+  return place;
+}
 
 void AddValue(RecordRows& rows, const json& value, bool as_json) {
   if (value.is_null()) {
@@ -326,21 +358,33 @@ std::vector<int64_t> RecordWriter::InsertCopy(postgres::Connection& conn, const 
   for (const RecordRows* part : parts) {
     for (size_t row = 0; row < part->rows(); ++row) {
       AppendNumber(data, keys[k++]);
-      for (size_t c = 0; c < part->width(); ++c) {
-        data += '\t';
-        if (auto text = part->At(row, c)) {
-          AppendCopyText(data, *text);
-        } else {
-          data += "\\N";
-        }
-      }
-      data += '\n';
+      if (part->width() > 0) data += '\t';
+      AppendCopyRow(data, *part, row);
     }
   }
   conn.CopyIn(fmt::format("COPY {} ({}{}) FROM STDIN", QuoteIdentifier(config_.table),
                           QuoteIdentifier(keys_.id_column()), list),
               data);
   return keys;
+}
+
+std::optional<RecordRefused> RecordWriter::Locate(postgres::Connection& conn, const std::vector<std::string>& columns,
+                                                  const RecordRows& rows) {
+  if (columns.empty()) return std::nullopt;  // records of defaults only: no value to blame
+  std::string list;
+  for (const auto& c : columns) list += (list.empty() ? "" : ", ") + QuoteIdentifier(c);
+  std::string data;
+  for (size_t row = 0; row < rows.rows(); ++row) AppendCopyRow(data, rows, row);
+  try {
+    conn.CopyIn(fmt::format("COPY {} ({}) FROM STDIN", QuoteIdentifier(config_.table), list), data);
+  } catch (const postgres::DatabaseError& e) {
+    if (e.IsConnectionLost()) throw;
+    const auto place = CopyErrorPlace(e.context(), columns);
+    if (e.failure_class() != postgres::FailureClass::kRow || !place || place->line == 0 || place->line > rows.rows())
+      return std::nullopt;
+    return RecordRefused(e, place->line - 1, place->column);
+  }
+  return std::nullopt;
 }
 
 // A client-set key or a key without a sequence: the database's RETURNING gives the ids.

@@ -105,6 +105,25 @@ void RequestsResource::CheckReadable(postgres::Connection& conn, const HttpReque
   if (r.rows() == 0) throw HttpError{404, fmt::format("no request {} in pipeline '{}'", id, config_.name)};
 }
 
+// A record the table refused, named by its place in the body (`members`: the group's
+// records' indices there) as validation names a problem; any other error as it is.
+std::exception_ptr PlacedInBody(std::exception_ptr error, const std::vector<size_t>& members) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const RecordRefused& e) {
+    if (e.row() >= members.size()) return error;
+    const size_t record = members[e.row()];
+    const std::string reason = fmt::format("{} (SQLSTATE {})", e.primary(), e.sqlstate());
+    return std::make_exception_ptr(
+        HttpError{422,
+                  fmt::format("the database refused record {}{}: {}", record,
+                              e.column().empty() ? "" : fmt::format(", field '{}'", e.column()), reason),
+                  {{"errors", json::array({{{"record", record}, {"field", e.column()}, {"error", reason}}})}}});
+  } catch (...) {
+    return error;
+  }
+}
+
 // One submission per column set (omitted columns take their defaults); `done` gets
 // the keys in the records' order, or the first error, once every group committed.
 void RequestsResource::Submit(RecordGroups records, KeysDone done) {
@@ -129,6 +148,7 @@ void RequestsResource::Submit(RecordGroups records, KeysDone done) {
           std::vector<int64_t> ids;
           std::exception_ptr first_error;
           {
+            if (error) error = PlacedInBody(error, members);
             MutexLock lock(join->mutex);
             if (!error && keys.size() != members.size())
               error = std::make_exception_ptr(HttpError{500, "the database returned fewer keys than records"});

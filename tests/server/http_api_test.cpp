@@ -180,6 +180,47 @@ TEST_F(HttpApiTest, BulkSpecialTextExplicitKeysAndConflicts) {
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_results WHERE status = 'done'"), 605) << "600 + 1 + 800001 + 3";
 }
 
+// A value that passes the API's checks but that its column's type refuses: answered 422
+// naming the record and field, on each path (the group's statement, and the direct
+// COPY of a bulk body), and nothing of that submission is inserted.
+TEST_F(HttpApiTest, AValueItsColumnRefusesIsNamedByRecordAndField) {
+  conn_->Exec(
+      "ALTER TABLE needs ADD COLUMN note varchar(5), ADD COLUMN seen timestamptz, "
+      "ADD CONSTRAINT adult CHECK (age >= 18)");
+  Start(Config());
+  auto record = [](const char* field, json value) {
+    json r = json::parse(kRecord);
+    r[field] = std::move(value);
+    return r;
+  };
+  auto refused = [&](const std::string& body, const char* type, size_t record_index, const std::string& field,
+                     const char* sqlstate) {
+    auto res = client_->Post("/v1/pipelines/needs/requests", body, type);
+    ASSERT_EQ(res->status, 422) << res->body;
+    const json errors = Body(res)["errors"];
+    ASSERT_EQ(errors.size(), 1u) << res->body;
+    EXPECT_EQ(errors[0]["record"], record_index) << res->body;
+    EXPECT_EQ(errors[0]["field"], field) << res->body;
+    EXPECT_NE(errors[0]["error"].get<std::string>().find(sqlstate), std::string::npos) << res->body;
+  };
+  refused(record("seen", "not a time").dump(), "application/json", 0, "seen", "22007");
+  refused(json::array({record("note", "fine"), record("note", "toolong")}).dump(), "application/json", 1, "note",
+          "22001");
+  refused(json::array({record("age", 40), record("age", 12)}).dump(), "application/json", 1, "", "23514");
+  std::string ndjson;
+  for (int i = 0; i < 300; ++i) ndjson += record("seen", i == 250 ? "yesterday-ish" : "2026-12-06").dump() + "\n";
+  refused(ndjson, "application/x-ndjson", 250, "seen", "22007");
+  EXPECT_EQ(Count("SELECT count(*) FROM needs"), 0) << "nothing of a refused submission";
+  // With ?wait too; and a good record still goes in.
+  auto res =
+      client_->Post("/v1/pipelines/needs/requests?wait=1000", record("note", "toolong").dump(), "application/json");
+  ASSERT_EQ(res->status, 422) << res->body;
+  EXPECT_EQ(Body(res)["errors"][0]["field"], "note") << res->body;
+  res = client_->Post("/v1/pipelines/needs/requests", record("note", "short").dump(), "application/json");
+  ASSERT_EQ(res->status, 202) << res->body;
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE note = 'short'"), 1);
+}
+
 TEST_F(HttpApiTest, ApiOnlyProcessLeavesServingToOthers) {
   auto config = Config();
   ServiceOptions options;

@@ -152,5 +152,26 @@ TEST_F(RecordParserTest, MoreRecordsThanOneRequestTakesAreDeclined) {
   EXPECT_EQ(groups->records, kMaxRecordsPerRequest);
 }
 
+TEST(CopyErrorPlaceTest, TheLineAndColumnOfACopysContextAreRead) {
+  const std::vector<std::string> columns = {"a", "ab", "note"};
+  auto place = CopyErrorPlace("COPY t, line 3, column note: \"toolong\"", columns);
+  ASSERT_TRUE(place.has_value());
+  EXPECT_EQ(place->line, 3u);
+  EXPECT_EQ(place->column, "note");
+  place = CopyErrorPlace("COPY t, line 12, column ab: null input", columns);
+  ASSERT_TRUE(place.has_value());
+  EXPECT_EQ(place->line, 12u);
+  EXPECT_EQ(place->column, "ab") << "not its prefix a";
+  // A trigger's lines come first; the COPY's is the last.
+  place = CopyErrorPlace("PL/pgSQL function f() line 3 at RAISE\nCOPY t, line 7: \"1\t2\"", columns);
+  ASSERT_TRUE(place.has_value());
+  EXPECT_EQ(place->line, 7u);
+  EXPECT_EQ(place->column, "") << "a row's fault, no column's";
+  EXPECT_FALSE(CopyErrorPlace("", columns).has_value());
+  EXPECT_FALSE(CopyErrorPlace("SQL function \"f\" statement 1", columns).has_value());
+  EXPECT_FALSE(CopyErrorPlace("COPY t, line x", columns).has_value());
+  EXPECT_EQ(CopyErrorPlace("COPY t, line 2, column other: \"x\"", columns)->column, "") << "not a given column";
+}
+
 }  // namespace
 }  // namespace runnel::server

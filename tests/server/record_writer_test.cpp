@@ -175,6 +175,19 @@ TEST_F(RecordWriterTest, OneStatementAndCopyRefuseTheSameValues) {
     EXPECT_EQ(Refusal(record, 1), c.sqlstate) << c.column << " in one statement";
     EXPECT_EQ(Refusal(record, 2 * RecordWriter::kStatementRecords), c.sqlstate) << c.column << " by COPY";
     EXPECT_EQ(Refusal(record, 2, true), c.sqlstate) << c.column << " by INSERT ... RETURNING";
+    if (*c.sqlstate != '\0') {
+      // Which record and column: record 2 of [good, good, refused].
+      std::vector<const json*> three = {&good, &good, &record};
+      std::vector<std::string> columns;
+      for (const auto& [column, value] : record.items()) columns.push_back(column);
+      const RecordRows rows = schema_.Render(columns, three);
+      postgres::Transaction tx(*conn_);
+      auto refused = writer_->Locate(*conn_, columns, rows);
+      ASSERT_TRUE(refused.has_value()) << c.column;
+      EXPECT_EQ(refused->row(), 2u) << c.column;
+      EXPECT_EQ(refused->column(), c.column);
+      EXPECT_EQ(refused->sqlstate(), c.sqlstate) << c.column;
+    }
   }
   const int64_t rows = conn_->Exec("SELECT count(*) FROM t", Params()).Get<int64_t>(0, 0);
   EXPECT_EQ(rows, 1 + 2 * static_cast<int64_t>(RecordWriter::kStatementRecords))

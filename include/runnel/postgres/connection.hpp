@@ -27,10 +27,11 @@ namespace runnel::postgres {
 
 class DatabaseError : public Error {
  public:
-  DatabaseError(const std::string& message, std::string sqlstate, std::string primary = {})
+  DatabaseError(const std::string& message, std::string sqlstate, std::string primary = {}, std::string context = {})
       : Error(ErrorCode::Database, message),
         sqlstate_(std::move(sqlstate)),
-        primary_(primary.empty() ? message : std::move(primary)) {}
+        primary_(primary.empty() ? message : std::move(primary)),
+        context_(std::move(context)) {}
 
   // Five characters, e.g. "42P01". "08001" when no connection could be made, "08006"
   // when an open connection broke without the server saying why.
@@ -42,12 +43,16 @@ class DatabaseError : public Error {
   // The server's primary message alone (no detail, no statement), e.g. for a failed
   // request's stored reason.
   const std::string& primary() const { return primary_; }
+  // The server's CONTEXT, where the error arose (e.g. `COPY t, line 3, column c: "x"`);
+  // may be empty.
+  const std::string& context() const { return context_; }
   // What the error means for the caller (sqlstate.hpp): one policy everywhere.
   FailureClass failure_class() const { return ClassifySqlState(sqlstate_); }
 
  private:
   std::string sqlstate_;
   std::string primary_;
+  std::string context_;
 };
 
 struct PgConnDeleter {

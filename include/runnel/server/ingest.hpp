@@ -49,7 +49,8 @@ class Ingestor {
 
   // Called once with the new rows' request ids in order (error null), or with the error:
   // DatabaseError (the submission was not inserted, or for a lost connection during
-  // commit, possibly was). Runs on an ingest thread or on the completion thread, which
+  // commit, possibly was); RecordRefused when the table refused one of its records and
+  // a COPY could say which. Runs on an ingest thread or on the completion thread, which
   // answers a committed group while the next one is inserted: it must be quick.
   using Done = std::function<void(std::vector<int64_t> keys, std::exception_ptr error)>;
 
@@ -81,6 +82,7 @@ class Ingestor {
   void RunCompletion();
   std::vector<int64_t> InsertGroup(postgres::Connection& conn, const std::vector<std::string>& columns,
                                    const std::vector<Submission*>& group);
+  std::exception_ptr Explain(postgres::Connection& conn, const Submission& s, std::exception_ptr error);
 
   pipeline::PipelineConfig config_;
   RecordWriter writer_;

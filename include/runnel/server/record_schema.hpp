@@ -77,6 +77,29 @@ void AddValue(RecordRows& rows, const nlohmann::json& value, bool as_json);
 std::string UnnestInsertSql(const std::string& table, const std::string& id_column,
                             const std::vector<std::string>& columns, const std::vector<std::string>& cast_types);
 
+// Where a COPY's error arose, from the server's CONTEXT (`COPY t, line 3, column c: ...`):
+// the line (1 for the first row) and the column when it is one of `columns`, or "".
+// nullopt when the context names no COPY line.
+struct CopyPlace {
+  size_t line = 0;
+  std::string column;
+};
+std::optional<CopyPlace> CopyErrorPlace(std::string_view context, const std::vector<std::string>& columns);
+
+// A record the table refused (FailureClass::kRow), placed: its index among the rows
+// written, and the column when the server names one ("" otherwise).
+class RecordRefused : public postgres::DatabaseError {
+ public:
+  RecordRefused(const postgres::DatabaseError& cause, size_t row, std::string column)
+      : DatabaseError(cause), row_(row), column_(std::move(column)) {}
+  size_t row() const { return row_; }
+  const std::string& column() const { return column_; }
+
+ private:
+  size_t row_;
+  std::string column_;
+};
+
 // The INSERT of InsertReturning: one text[] per column from $1 (none: $1 the number of
 // records), cast as in UnnestInsertSql; RETURNING `returning` in the records' order.
 std::string ReturningInsertSql(const std::string& table, const std::string& returning,
@@ -97,6 +120,13 @@ class RecordWriter {
   // makes a row that is no request). Throws DatabaseError.
   using Parts = std::vector<const RecordRows*>;
   std::vector<int64_t> Insert(postgres::Connection& conn, const std::vector<std::string>& columns, const Parts& parts);
+
+  // Which of `rows` (with `columns`) the table refuses, and in which column: COPYs them
+  // within the caller's transaction, which the caller must roll back, because COPY's
+  // error names the line and column. nullopt when COPY takes them, or its error is not
+  // about a row or names no line. Throws DatabaseError when the connection fails.
+  std::optional<RecordRefused> Locate(postgres::Connection& conn, const std::vector<std::string>& columns,
+                                      const RecordRows& rows);
 
   // Up to this many records go in one statement; COPY's extra round trips pay off above.
   static constexpr size_t kStatementRecords = 128;
