@@ -13,8 +13,6 @@
 
 namespace runnel::server {
 
-using postgres::QuoteIdentifier;
-
 Ingestor::Ingestor(const pipeline::PipelineConfig& config, const RecordSchema& schema, std::string conninfo,
                    size_t threads, size_t max_group_records)
     : config_(config),

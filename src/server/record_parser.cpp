@@ -270,8 +270,7 @@ bool ReadJson(od::parser& parser, const simdjson::padded_string& body, FastReade
   if (type != od::json_type::array || doc.get_array().get(array)) return false;
   for (auto item : array) {
     od::object record;
-    if (std::move(item).get_object().get(record) || !reader.Add(record) || reader.records() > kMaxRecordsPerRequest)
-      return false;
+    if (item.get_object().get(record) || !reader.Add(record) || reader.records() > kMaxRecordsPerRequest) return false;
   }
   return AtEnd(doc);
 }

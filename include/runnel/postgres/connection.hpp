@@ -30,7 +30,7 @@ class DatabaseError : public Error {
   DatabaseError(const std::string& message, std::string sqlstate, std::string primary = {}, std::string context = {})
       : Error(ErrorCode::Database, message),
         sqlstate_(std::move(sqlstate)),
-        primary_(primary.empty() ? message : std::move(primary)),
+        primary_(primary.empty() ? std::string(message) : std::move(primary)),
         context_(std::move(context)) {}
 
   // Five characters, e.g. "42P01". "08001" when no connection could be made, "08006"
