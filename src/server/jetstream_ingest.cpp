@@ -350,19 +350,24 @@ void JetStreamIngest::InsertRows(std::vector<Taken>& taken, bool careful) {
       continue;
     }
     for (Taken::Item* item : members) {
+      const json* record = &*item->record;
+      const RecordRows rows = schema_.Render(columns, {&record, 1});
       conn.Exec("SAVEPOINT runnel_record");
       try {
-        const json* record = &*item->record;
-        const RecordRows rows = schema_.Render(columns, {&record, 1});
         const auto ids = writer_->Insert(conn, columns, {&rows});
         if (!ids.empty()) item->request_id = ids.front();
         conn.Exec("RELEASE SAVEPOINT runnel_record");
       } catch (const postgres::DatabaseError& e) {
         if (e.IsConnectionLost() || postgres::ClassifySqlState(e.sqlstate()) != postgres::FailureClass::kRow) throw;
         conn.Exec("ROLLBACK TO SAVEPOINT runnel_record");
+        // Which field, when a COPY of the record (undone) names it.
+        const auto refused = writer_->Locate(conn, columns, rows);
+        conn.Exec("ROLLBACK TO SAVEPOINT runnel_record");
+        const std::string field =
+            refused && !refused->column().empty() ? fmt::format(" at field '{}'", refused->column()) : "";
         item->record.reset();
-        item->error =
-            fmt::format("{}the database refused the row (SQLSTATE {}): {}", item->where, e.sqlstate(), e.primary());
+        item->error = fmt::format("{}the database refused the row{} (SQLSTATE {}): {}", item->where, field,
+                                  e.sqlstate(), e.primary());
       }
     }
   }

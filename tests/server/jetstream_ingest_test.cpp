@@ -315,6 +315,33 @@ TEST_F(JetStreamIngestTest, MigrateUpgradesAnOlderTable) {
   EXPECT_EQ(Count("SELECT count(published_at) FROM runnel_needs_jetstream"), 3);
 }
 
+// A value its column's type refuses: the record is a dead letter whose reason names
+// the field (a COPY of it, undone, says which); the message's other records go in.
+TEST_F(JetStreamIngestTest, ARecordItsColumnRefusesIsADeadLetterNamingTheField) {
+  conn_->Exec("ALTER TABLE needs ADD COLUMN note varchar(5)");
+  auto with_note = [](int i, const char* note) {
+    auto record = nlohmann::json::parse(Record(i));
+    record["note"] = note;
+    return record.dump();
+  };
+  const std::vector<nats::OutgoingMessage> message{
+      {"req.needs", with_note(0, "fine") + "\n" + with_note(1, "toolong"), {{"Content-Type", "application/x-ndjson"}}}};
+  js_->PublishAll(message);
+  JetStreamIngest ingest(config_, conninfo());
+  ingest.Connect();
+  const auto counts = Drain(ingest, 2);
+  EXPECT_EQ(counts.inserted, 1u);
+  EXPECT_EQ(counts.dead, 1u);
+  EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE note = 'fine'"), 1);
+  auto dead = js_->Consume("DEAD", "check", "runnel.needs.dead", std::chrono::seconds(30));
+  auto letters = dead->Fetch(10, milliseconds(2000));
+  ASSERT_EQ(letters.size(), 1u);
+  const std::string reason = letters[0].Header("Runnel-Error");
+  EXPECT_NE(reason.find("record 2 of the message: the database refused the row at field 'note' (SQLSTATE 22001)"),
+            std::string::npos)
+      << reason;
+}
+
 // A message may be a batch: NDJSON (Content-Type: application/x-ndjson) or a JSON array.
 // Its records are taken in one by one — a refused record is its own dead letter, the
 // others are served — and exactly once when the message comes again.
