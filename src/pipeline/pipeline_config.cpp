@@ -443,7 +443,7 @@ void ReadCapture(const Reader& reader, const toml::table& root, PipelineConfig& 
     return;
   }
   const auto& capture = reader.Table(root, "capture", true);
-  reader.AllowOnly(capture, "capture.", {"mode", "channel", "max_batch", "synchronous_commit", "on"});
+  reader.AllowOnly(capture, "capture.", {"mode", "channel", "max_batch", "gather_ms", "synchronous_commit", "on"});
   const std::string mode = reader.String(capture, "capture.", "mode", false);
   if (mode == "notify") {
     config.capture = CaptureMode::Notify;
@@ -454,6 +454,8 @@ void ReadCapture(const Reader& reader, const toml::table& root, PipelineConfig& 
     config.notify_channel = channel;
   if (auto batch = reader.Integer(capture, "capture.", "max_batch", 1, 100000))
     config.max_batch = static_cast<size_t>(*batch);
+  if (auto gather = reader.Integer(capture, "capture.", "gather_ms", 0, 1000, "milliseconds"))
+    config.gather_ms = *gather;
   if (capture.get("on") != nullptr) config.capture_updates = ReadCaptureEvents(reader, capture);
   if (auto sync = reader.Boolean(capture, "capture.", "synchronous_commit")) config.synchronous_commit = *sync;
 }

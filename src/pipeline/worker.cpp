@@ -864,6 +864,7 @@ class ServeLoop {
         }
         idle_rounds = 0;
         record(batch);
+        Gather(batch);
       } catch (const postgres::DatabaseError& e) {
         // Rolled back: the claimed requests are back in the queue.
         if (e.failure_class() == postgres::FailureClass::kTransient) {
@@ -887,6 +888,13 @@ class ServeLoop {
   const std::optional<std::string>& paused() const { return paused_; }
 
  private:
+  // A batch smaller than max_batch emptied the queue: under a steady stream, waiting a
+  // little lets the next one be larger ([capture] gather_ms).
+  void Gather(const BatchResult& batch) {
+    if (config_.gather_ms > 0 && batch.claimed < config_.max_batch)
+      SleepUnlessStopped(std::chrono::milliseconds(config_.gather_ms), stopping_);
+  }
+
   void Transient(const postgres::DatabaseError& e) {
     const auto wait = backoff_.Next();
     spdlog::warn("pipeline '{}' worker {}: {} (SQLSTATE {}); retrying in {} ms", config_.name, index_, e.what(),

@@ -80,6 +80,9 @@ TEST(PipelineConfig, CaptureModeInBothSpellings) {
   EXPECT_EQ(config.max_batch, 7u);
   EXPECT_EQ(LoadPipelineConfig(dir / "short.toml").max_batch, 512u) << "the default";
   EXPECT_TRUE(config.synchronous_commit) << "the default";
+  EXPECT_EQ(config.gather_ms, 0) << "the default: claim again at once";
+  WriteFile(dir / "gather.toml", std::string(kValid) + "[capture]\ngather_ms = 3\n");
+  EXPECT_EQ(LoadPipelineConfig(dir / "gather.toml").gather_ms, 3);
   WriteFile(dir / "async.toml", std::string(kValid) + "[capture]\nsynchronous_commit = false\n");
   EXPECT_FALSE(LoadPipelineConfig(dir / "async.toml").synchronous_commit);
   WriteFile(dir / "async_bad.toml", std::string(kValid) + "[capture]\nsynchronous_commit = \"off\"\n");
@@ -284,6 +287,8 @@ TEST(PipelineConfig, RangedIntegersAreReadAndRefusedNamingKeyAndRange) {
   EXPECT_EQ(config.event_retention_s, 60);
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"[capture]\nmax_batch = 0\n", "'capture.max_batch' must be 1..100000"},
+      {"[capture]\ngather_ms = 1001\n", "'capture.gather_ms' must be 0..1000 milliseconds"},
+      {"[capture]\ngather_ms = -1\n", "'capture.gather_ms' must be 0..1000 milliseconds"},
       {"[serving]\nlock_timeout_ms = 3600001\n", "'serving.lock_timeout_ms' must be 1..3600000 milliseconds"},
       {"[serving]\nmax_attempts = \"5\"\n", "'serving.max_attempts' must be 1..1000"},
       {"[serving]\nevent_retention_s = 0\n", "'serving.event_retention_s' must be 1..2678400 seconds"}};

@@ -673,6 +673,44 @@ TEST_F(PipelineRunTest, AsynchronousCommitsServeTheSame) {
   EXPECT_EQ(Count("SELECT count(*) FROM runnel_needs_queue"), 0);
 }
 
+// [capture] gather_ms: after a batch that emptied the queue, the worker waits before
+// claiming again, so requests that trickle in meanwhile are served as one batch.
+TEST_F(PipelineRunTest, AGatheringWorkerServesATrickleInFewerBatches) {
+  auto config = Config(1000);
+  Migrate(*conn_, config);
+  auto trickle = [&](int first) {
+    std::atomic<bool> stop{false}, started{false};
+    std::atomic<int> batches{0};
+    RunOptions options;
+    options.workers = 1;
+    options.stop = &stop;
+    options.idle_wait = std::chrono::milliseconds(20);
+    options.on_started = [&] { started = true; };
+    options.on_batch = [&](const BatchResult&) { ++batches; };
+    std::thread run([&] { RunPipeline(config, ModelProvider::Fixed(SmallModel()), conninfo(), options); });
+    while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    for (int i = 0; i < 6; ++i) {
+      Insert({Row(first + i, 1)});
+      std::this_thread::sleep_for(std::chrono::milliseconds(40));
+    }
+    for (int i = 0; i < 300 && Count("SELECT count(*) FROM runnel_needs_queue") > 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the last batch commits
+    stop = true;
+    run.join();
+    EXPECT_EQ(
+        Count(fmt::format("SELECT count(*) FROM runnel_needs_results WHERE key >= {} AND key < {}", first, first + 6)),
+        6);
+    return batches.load();
+  };
+  // Six single-row inserts 40 ms apart: served as they come, each its own batch (at
+  // least four: a slow machine may find two queued at once)...
+  EXPECT_GE(trickle(1), 4);
+  // ...or, gathering for 1 s after each batch, as the first row and then the other five.
+  config.gather_ms = 1000;
+  EXPECT_EQ(trickle(101), 2);
+}
+
 TEST_F(PipelineRunTest, QuotaBoundariesAreExact) {
   auto config = Config(3);
   Migrate(*conn_, config);

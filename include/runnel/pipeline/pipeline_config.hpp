@@ -28,7 +28,7 @@
 //   [source] client = "client_id"      # the quota key
 //   [quota] max_requests = 1000        # per client; later requests are `throttled`
 //           window = "1h"              # optional: per UTC-aligned hour ("30m", "1d"...)
-//   [capture] mode = "queue"|"notify", channel = "table_insert", max_batch = 512,
+//   [capture] mode = "queue"|"notify", channel = "table_insert", max_batch = 512, gather_ms = 0,
 //             synchronous_commit = true, on = ["insert", "update"]
 //   [serving] lock_timeout_ms = 2000, max_attempts = 5, event_retention_s = 3600
 //   [write_back] columns = ["risk_propensity", "financial_status"]
@@ -127,6 +127,11 @@ struct PipelineConfig {
   bool capture_updates = false;
   std::string notify_channel = "table_insert";  // Notify mode only
   size_t max_batch = 512;
+  // After a batch that emptied the queue (fewer than max_batch requests), a worker
+  // waits this long before claiming again, so that under a steady stream batches grow
+  // and each statement's fixed cost is spread over more requests. Costs up to this
+  // much latency; 0 (the default) claims again at once.
+  int64_t gather_ms = 0;
   // false: workers commit batches without waiting for the WAL flush (PostgreSQL's
   // synchronous_commit = off). A database crash can then undo the last fraction of a
   // second of serving — claims, results, quota and write-back together, so those
