@@ -61,6 +61,8 @@ struct Subscriber {
 
 // A subscriber with more than this queued gets no more until it has read it.
 constexpr size_t kPaceBytes = 256 << 10;
+// While nobody subscribes, the head moves at most this often (one query each).
+constexpr std::chrono::milliseconds kIdleHeadEvery{100};
 
 constexpr EventPosition kEnd{std::numeric_limits<uint64_t>::max(), std::numeric_limits<int64_t>::max(),
                              std::numeric_limits<int64_t>::max()};
@@ -83,6 +85,8 @@ struct EventHub::Impl {
   std::atomic<bool> stop{false};
   std::thread thread;
   int64_t pending_keys = 0;  // notified but not yet read (behind the xmin horizon)
+  bool head_stale = false;   // notified while nobody listened; head not yet moved
+  Clock::time_point last_head;
   Clock::time_point last_progress;
   Clock::time_point last_heartbeat;
 
@@ -182,12 +186,16 @@ void EventHub::Impl::Step(postgres::Connection& conn) {
     pending_keys += 1 + static_cast<int64_t>(std::count(n.payload.begin(), n.payload.end(), ','));
   }
   // Nobody listens: only move the head (one index probe) instead of reading the
-  // events (which joins results and rows). A subscriber that comes is live from the
-  // head, so nothing committed after it subscribed is missed.
+  // events (which joins results and rows), and at most every kIdleHeadEvery, not per
+  // batch. A subscriber that comes is live from the head, so nothing committed after
+  // it subscribed is missed; it may first get events of up to that long before it.
   if (subscribers_count() == 0) {
     pending_keys = 0;
-    if (notifications.empty()) return;
+    head_stale = head_stale || !notifications.empty();
+    if (!head_stale || Clock::now() - last_head < kIdleHeadEvery) return;
     const auto newest = reader->Head(conn);
+    last_head = Clock::now();
+    head_stale = false;
     // Someone subscribed while it was read: keep the older head (it may see a few
     // events from before it came, never miss one) and serve it below.
     if (subscribers_count() == 0) return void(head = newest);

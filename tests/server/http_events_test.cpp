@@ -112,7 +112,7 @@ struct SseClient {
 
 // Reads every open client until `done` or the deadline.
 bool PumpUntil(std::vector<std::unique_ptr<SseClient>>& clients, const std::function<bool()>& done,
-               std::chrono::seconds within) {
+               std::chrono::milliseconds within) {
   const auto deadline = Clock::now() + within;
   std::vector<pollfd> fds;
   while (Clock::now() < deadline) {
@@ -220,6 +220,59 @@ TEST_F(HttpEventsTest, AThousandSubscribersGetEachServedRequestOnceInOrderAcross
   }
   for (const auto& s : clients[kAll]->statuses) EXPECT_EQ(s, "done");
   EXPECT_GT(clients[kAll]->heartbeats, 0) << "heartbeats every 300 ms";
+}
+
+// While nobody subscribes, the pump moves its head at most every 100 ms, not per
+// batch. A subscriber that comes mid-stream still gets every request served after it
+// came, exactly once (and at most the last 100 ms or so of those before it).
+TEST_F(HttpEventsTest, ASubscriberWhoComesMidStreamMissesNothingServedAfterIt) {
+  Start(Config());
+  InsertForClients(3000);  // served while nobody listens
+  ASSERT_TRUE(Eventually([&] { return Count("SELECT count(*) FROM runnel_needs_results") == 3000; }));
+  std::vector<std::unique_ptr<SseClient>> clients;
+  // Batches keep committing while it subscribes: rows in statements of 20, for 1 s.
+  std::atomic<bool> stop_inserting{false};
+  std::thread inserter([&] {
+    auto conn = postgres::Connection::Open(conninfo());
+    for (int i = 0; i < 100 && !stop_inserting; ++i) {
+      conn.Exec(
+          "INSERT INTO needs (client_id, age, gender, family_members, financial_education, income, wealth, "
+          "income_investment, accumulation_investment) SELECT 5, 40, 1, 2, 0.5, 50, 100, 1, 0 FROM "
+          "generate_series(1, 20)",
+          Params());
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  clients.push_back(std::make_unique<SseClient>(port_, "", std::nullopt));
+  ASSERT_TRUE(PumpUntil(
+      clients, [&] { return clients[0]->head_ok; }, std::chrono::seconds(10)));
+  ASSERT_TRUE(Eventually([&] { return service_->events()->subscribers() == 1; }));
+  // Requests inserted from now on are certainly served after it subscribed.
+  const int64_t first_after = Count("SELECT coalesce(max(id), 0) FROM needs") + 1;
+  inserter.join();
+  InsertForClients(500);
+  const auto after = KeysWhere(fmt::format("id >= {}", first_after));
+  ASSERT_TRUE(PumpUntil(
+      clients,
+      [&] {
+        return std::count_if(clients[0]->keys.begin(), clients[0]->keys.end(),
+                             [&](int64_t k) { return k >= first_after; }) >= static_cast<int64_t>(after.size());
+      },
+      std::chrono::seconds(60)))
+      << "got " << clients[0]->keys.size() << " events";
+  PumpUntil(
+      clients, [] { return false; }, std::chrono::milliseconds(500));  // nothing more may come
+  std::vector<int64_t> got_after;
+  for (int64_t k : clients[0]->keys) {
+    if (k >= first_after) got_after.push_back(k);
+  }
+  std::sort(got_after.begin(), got_after.end());
+  EXPECT_EQ(got_after, after) << "each request served after it subscribed, once";
+  std::set<int64_t> distinct(clients[0]->keys.begin(), clients[0]->keys.end());
+  EXPECT_EQ(distinct.size(), clients[0]->keys.size()) << "no event twice";
+  EXPECT_LT(clients[0]->keys.size(), after.size() + 1000) << "not the backlog served before it came";
+  for (size_t i = 1; i < clients[0]->ids.size(); ++i) ASSERT_LT(clients[0]->ids[i - 1], clients[0]->ids[i]);
 }
 
 TEST_F(HttpEventsTest, ServedKeysAreNotifiedOnThePipelinesChannelAndBadIdsAreRefused) {
