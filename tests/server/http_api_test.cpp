@@ -578,14 +578,17 @@ TEST_F(HttpApiTest, ModelPushUnderLoadRejectsCorruptFilesAndRollsBack) {
   ASSERT_EQ(res->status, 200) << res->body;
   EXPECT_EQ(Body(res)["version"], 1);
   const int64_t rolled_back_at = Count("SELECT coalesce(max(id), 0) FROM needs");
-  // 30 s, as for the push: reloading v1 may meet a hung HDF5 child and retry (10 s).
+  // Reloading v1 may meet a hung HDF5 child and retry (10 s each). Under ASan on a
+  // loaded machine v1's first results have once taken longer than 30 s, with no hang
+  // of its load logged (cause not found; the workers' backlog after v4's 10 s hang is
+  // the likely one): 60 s, still far from never.
   ASSERT_TRUE(Eventually(
       [&] {
         return Count(fmt::format("SELECT count(*) FROM runnel_needs_results WHERE key > {} AND model_version = "
                                  "'needs@v1'",
                                  rolled_back_at + 20)) > 0;
       },
-      std::chrono::seconds(30)));
+      std::chrono::seconds(60)));
   stop.store(true);
   writer.join();
   WaitServed();
