@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "runnel/core/error.hpp"
+#include "runnel/core/thread_name.hpp"
 #include "runnel/pipeline/filter.hpp"
 #include "runnel/pipeline/request_keys.hpp"
 #include "runnel/pipeline/schema.hpp"
@@ -189,6 +190,7 @@ void JobRunner::Start(std::chrono::milliseconds idle) {
   if (thread_.joinable()) return;
   stop_.store(false);
   thread_ = std::thread([this, idle] {
+    NameThisThread("jobs:" + config_.name);
     std::unique_ptr<postgres::Connection> conn;
     auto pruned_at = std::chrono::steady_clock::time_point{};
     while (!stop_.load()) {

@@ -19,6 +19,7 @@
 #include "runnel/core/backoff.hpp"
 #include "runnel/core/duration.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/core/thread_name.hpp"
 #include "runnel/features/features.hpp"
 #include "runnel/pipeline/outputs.hpp"
 #include "runnel/pipeline/quota.hpp"
@@ -994,6 +995,7 @@ RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<Model
   std::vector<std::thread> threads;
   for (size_t i = 0; i < workers; ++i) {
     threads.emplace_back([&, i] {
+      NameThisThread(fmt::format("w{}:{}", i, config.name));
       try {
         ServeLoop loop(*pool[i], i, config, options, stopping);
         loop.Run(record);

@@ -8,6 +8,7 @@
 #include "runnel/core/backoff.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/core/file.hpp"
+#include "runnel/core/thread_name.hpp"
 #include "runnel/features/features.hpp"
 #include "runnel/model/model.hpp"
 #include "runnel/pipeline/outputs.hpp"
@@ -54,7 +55,10 @@ void ModelStream::Start() {
 void ModelStream::Follow() {
   if (thread_.joinable()) return;
   stop_.store(false);
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("models:" + config_.name);
+    Run();
+  });
 }
 
 void ModelStream::Stop() {

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "runnel/core/error.hpp"
+#include "runnel/core/thread_name.hpp"
 
 namespace runnel::server {
 
@@ -240,7 +241,10 @@ void KeyStore::Start() {
     MutexLock lock(impl_->mutex);
     impl_->keys = std::move(map);
   }
-  impl_->thread = std::thread([this] { impl_->Loop(); });
+  impl_->thread = std::thread([this] {
+    NameThisThread("api-keys");
+    impl_->Loop();
+  });
 }
 
 void KeyStore::Stop() {

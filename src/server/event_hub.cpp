@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "runnel/core/thread_name.hpp"
 #include "runnel/pipeline/request_keys.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/postgres/connection.hpp"
@@ -245,7 +246,10 @@ void EventHub::Start() {
       s.config, pipeline::RequestKeys::Resolve(s.config, pipeline::SourceColumns(*conn, s.config)));
   s.head = s.reader->Head(*conn);  // fails here, not in the pump, when the events table is missing
   s.last_progress = s.last_heartbeat = Clock::now();
-  s.thread = std::thread([&s] { s.Run(); });
+  s.thread = std::thread([&s] {
+    NameThisThread("events:" + s.config.name);
+    s.Run();
+  });
 }
 
 void EventHub::Stop() {

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "runnel/core/error.hpp"
+#include "runnel/core/thread_name.hpp"
 
 namespace runnel::server {
 
@@ -726,7 +727,12 @@ int HttpTransport::Listen(const std::string& host, int port) {
   s.acceptor.emplace(std::move(acceptor));
   const int bound = s.acceptor->local_endpoint().port();
   s.Accept();
-  for (size_t i = 0; i < s.limits.io_threads; ++i) s.io_threads.emplace_back([&s] { s.ioc.run(); });
+  for (size_t i = 0; i < s.limits.io_threads; ++i) {
+    s.io_threads.emplace_back([&s, i] {
+      NameThisThread(fmt::format("http-io-{}", i));
+      s.ioc.run();
+    });
+  }
   return bound;
 }
 

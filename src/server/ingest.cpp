@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "runnel/core/error.hpp"
+#include "runnel/core/thread_name.hpp"
 
 namespace runnel::server {
 
@@ -20,9 +21,22 @@ Ingestor::Ingestor(const pipeline::PipelineConfig& config, const RecordSchema& s
       conninfo_(std::move(conninfo)),
       direct_(conninfo_),
       max_group_records_(max_group_records) {
-  completion_ = std::thread([this] { RunCompletion(); });
-  for (size_t i = 0; i < std::max<size_t>(1, threads); ++i) threads_.emplace_back([this] { Run(); });
-  for (size_t i = 0; i < kDirectThreads; ++i) threads_.emplace_back([this] { RunDirect(); });
+  completion_ = std::thread([this] {
+    NameThisThread("done:" + config_.name);
+    RunCompletion();
+  });
+  for (size_t i = 0; i < std::max<size_t>(1, threads); ++i) {
+    threads_.emplace_back([this] {
+      NameThisThread("ingest:" + config_.name);
+      Run();
+    });
+  }
+  for (size_t i = 0; i < kDirectThreads; ++i) {
+    threads_.emplace_back([this] {
+      NameThisThread("copy:" + config_.name);
+      RunDirect();
+    });
+  }
 }
 
 Ingestor::~Ingestor() {

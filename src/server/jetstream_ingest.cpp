@@ -12,6 +12,7 @@
 
 #include "runnel/core/backoff.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/core/thread_name.hpp"
 #include "runnel/postgres/sqlstate.hpp"
 #include "runnel/server/http_message.hpp"
 #include "runnel/server/jetstream_results.hpp"
@@ -99,7 +100,10 @@ void JetStreamIngest::Start() {
     spdlog::warn("{}: JetStream: {} (retrying)", config_.name, e.what());
   }
   stop_ = false;
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    NameThisThread("js-in:" + config_.name);
+    Loop();
+  });
 }
 
 void JetStreamIngest::Stop() {

@@ -8,6 +8,7 @@
 #include "result_events.hpp"
 #include "runnel/core/backoff.hpp"
 #include "runnel/core/error.hpp"
+#include "runnel/core/thread_name.hpp"
 #include "runnel/server/jetstream_ingest.hpp"
 
 namespace runnel::server {
@@ -52,7 +53,10 @@ void JetStreamResults::Start() {
   Connect();
   Anchor();
   stop_ = false;
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    NameThisThread("js-out:" + config_.name);
+    Loop();
+  });
 }
 
 void JetStreamResults::Stop() {

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "runnel/core/error.hpp"
+#include "runnel/core/thread_name.hpp"
 #include "runnel/postgres/sqlstate.hpp"
 
 namespace runnel::server {
@@ -166,7 +167,10 @@ std::vector<Sample> ReadSamples(postgres::Connection& conn, std::string_view pip
 Sampler::Sampler(std::string conninfo, std::vector<const PipelineMetrics*> metrics, std::string process)
     : conninfo_(std::move(conninfo)), metrics_(std::move(metrics)), process_(std::move(process)) {
   for (const auto* m : metrics_) written_.push_back(m->Snapshot());
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("sampler");
+    Run();
+  });
 }
 
 Sampler::~Sampler() {

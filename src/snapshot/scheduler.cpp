@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "runnel/core/error.hpp"
+#include "runnel/core/thread_name.hpp"
 #include "runnel/postgres/connection.hpp"
 #include "runnel/snapshot/snapshot.hpp"
 
@@ -32,7 +33,10 @@ Scheduler::Scheduler(std::string conninfo, std::vector<pipeline::PipelineConfig>
   for (auto& p : pipelines) {
     if (p.snapshots.every.count() > 0) pipelines_.push_back(std::move(p));
   }
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("snapshots");
+    Run();
+  });
 }
 
 Scheduler::~Scheduler() {

@@ -80,6 +80,23 @@ TEST_F(HttpApiTest, PostWaitGetAndHealth) {
   EXPECT_EQ(check.output, "") << "no lint warnings";
 }
 
+// `top -H` and perf show which thread is busy: each of the serving process's threads
+// is named for its part and pipeline (/proc/<pid>/task/<tid>/comm).
+TEST_F(HttpApiTest, TheServingThreadsAreNamedForTheirPart) {
+  Start(Config());
+  std::multiset<std::string> names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(task.path() / "comm");
+    std::string comm;
+    std::getline(in, comm);
+    names.insert(comm);
+  }
+  for (const char* name : {"http-io-0", "http-io-1", "w0:needs", "w1:needs", "ingest:needs", "done:needs", "copy:needs",
+                           "events:needs", "sampler"}) {
+    EXPECT_TRUE(names.contains(name)) << name;
+  }
+}
+
 TEST_F(HttpApiTest, ArraysAndNdjsonAreQueuedThenServed) {
   Start(Config());
   std::string array = fmt::format("[{}, {}, {}]", kRecord, kRecord, kRecord);
