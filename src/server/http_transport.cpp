@@ -17,7 +17,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <latch>
 #include <limits>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -85,6 +87,20 @@ std::string Message(int status, const std::string& text) {
   return res.body;
 }
 
+// Names each of a pool's `threads` threads: one task per thread, each held until all
+// have started, so that no thread takes two. (Asio's pools have no per-thread start
+// hook.)
+void NameThreads(net::thread_pool& pool, size_t threads, std::string_view name) {
+  auto started = std::make_shared<std::latch>(static_cast<std::ptrdiff_t>(threads));
+  for (size_t i = 0; i < threads; ++i) {
+    net::post(pool, [started, name] {
+      NameThisThread(name);
+      started->arrive_and_wait();
+    });
+  }
+  started->wait();
+}
+
 }  // namespace
 
 struct HttpTransport::Impl {
@@ -100,7 +116,10 @@ struct HttpTransport::Impl {
         connections(l.max_connections),
         waits(l.wait_slots),
         handler_pool(l.handler_threads),
-        wait_pool(l.wait_slots) {}
+        wait_pool(l.wait_slots) {
+    NameThreads(handler_pool, l.handler_threads, "http-handler");
+    NameThreads(wait_pool, l.wait_slots, "http-wait");
+  }
 
   TransportLimits limits;
   const Router& router;

@@ -91,8 +91,8 @@ TEST_F(HttpApiTest, TheServingThreadsAreNamedForTheirPart) {
     std::getline(in, comm);
     names.insert(comm);
   }
-  for (const char* name : {"http-io-0", "http-io-1", "w0:needs", "w1:needs", "ingest:needs", "done:needs", "copy:needs",
-                           "events:needs", "sampler"}) {
+  for (const char* name : {"http-io-0", "http-io-1", "http-handler", "http-wait", "w0:needs", "w1:needs",
+                           "ingest:needs", "done:needs", "copy:needs", "events:needs", "sampler"}) {
     EXPECT_TRUE(names.contains(name)) << name;
   }
 }
