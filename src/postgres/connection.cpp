@@ -7,11 +7,14 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstring>
 #include <limits>
+
+#include "runnel/core/thread_name.hpp"
 
 namespace runnel::postgres {
 namespace {
@@ -413,7 +416,12 @@ Connection Connection::Open(const std::string& conninfo) {
   std::string description = DescribeConninfo(options);
   PQconninfoFree(options);
 
-  PgConnPtr conn(PQconnectdb(conninfo.c_str()));
+  // The connection string is expanded as dbname's value; the fallback name yields to an
+  // application_name it (or PGAPPNAME) sets.
+  const std::string application = ApplicationName();
+  const std::array<const char*, 3> keywords{"dbname", "fallback_application_name", nullptr};
+  const std::array<const char*, 3> values{conninfo.c_str(), application.c_str(), nullptr};
+  PgConnPtr conn(PQconnectdbParams(keywords.data(), values.data(), /*expand_dbname=*/1));
   if (!conn) throw DatabaseError("cannot connect: out of memory", "08001");
   if (PQstatus(conn.get()) != CONNECTION_OK) {
     throw DatabaseError(
@@ -422,6 +430,11 @@ Connection Connection::Open(const std::string& conninfo) {
   }
   PQsetNoticeProcessor(conn.get(), NoticeToLog, nullptr);
   return Connection(std::move(conn), std::move(description));
+}
+
+std::string Connection::ApplicationName() {
+  const std::string thread = ThisThreadName();
+  return thread.empty() || thread == "runnel" ? "runnel" : "runnel " + thread;
 }
 
 Result Connection::Check(PGresult* raw, std::string_view sql) {

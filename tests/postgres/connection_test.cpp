@@ -7,10 +7,12 @@
 
 #include <chrono>
 #include <cmath>
+#include <future>
 #include <limits>
 #include <thread>
 
 #include "../support/pg_environment.hpp"
+#include "runnel/core/thread_name.hpp"
 
 namespace runnel::postgres {
 namespace {
@@ -109,6 +111,26 @@ TEST_F(ConnectionTest, ServerGoneMidQuery) {
   } catch (const DatabaseError& e) {
     EXPECT_TRUE(e.IsConnectionLost()) << e.sqlstate() << " " << e.what();
   }
+}
+
+// pg_stat_activity and the server's log name each session for the thread that opened
+// it; an application_name the connection string gives wins.
+TEST_F(ConnectionTest, SessionsAreNamedForTheThreadThatOpensThem) {
+  auto application_name = [](Connection conn) {
+    return conn.Exec("SELECT current_setting('application_name')").Get<std::string>(0, 0);
+  };
+  const std::string named = std::async(std::launch::async, [&] {
+                              NameThisThread("w0:needs");
+                              return application_name(Connect());
+                            }).get();
+  EXPECT_EQ(named, "runnel w0:needs");
+  std::string own = conninfo();
+  if (own.find("://") == std::string::npos) {
+    own += " application_name=mine";
+  } else {
+    own += own.find('?') == std::string::npos ? "?application_name=mine" : "&application_name=mine";
+  }
+  EXPECT_EQ(application_name(Connection::Open(own)), "mine");
 }
 
 TEST_F(ConnectionTest, BinaryParametersRoundTrip) {

@@ -167,8 +167,13 @@ class Result {
 class Connection {
  public:
   // Connects with a libpq connection string (key=value or postgresql:// URL). Throws
-  // DatabaseError naming host, port, database and user (never the password).
+  // DatabaseError naming host, port, database and user (never the password). Unless the
+  // string (or PGAPPNAME) names one, the session's application_name, which
+  // pg_stat_activity and the server's log show, is ApplicationName().
   static Connection Open(const std::string& conninfo);
+  // "runnel <the calling thread's name>" (say "runnel w0:needs"), or "runnel" on a
+  // thread not named for a part.
+  static std::string ApplicationName();
 
   // Runs one or more statements with the simple protocol (text results). Returns the
   // last statement's result.
