@@ -132,15 +132,16 @@ int NeedsDemo(const DemoArgs& args, CliContext& ctx) {
   fmt::print("   latency from insert commit to result commit: p50 {:.1f} ms, p99 {:.1f} ms\n",
              s.LatencyPercentile(0.50), s.LatencyPercentile(0.99));
   auto recs = conn.Exec(
-      "SELECT n.id, n.client_id, n.risk_propensity::float8, coalesce(string_agg(p.description, '; ' ORDER BY "
-      "p.risk), '(no product matches)') FROM needs n JOIN runnel_needs_results r ON r.key = n.id AND r.status = "
+      "SELECT n.id, n.client_id, n.risk_propensity::float8 AS risk, coalesce(string_agg(p.description, '; ' ORDER BY "
+      "p.risk), '(no product matches)') AS products FROM needs n JOIN runnel_needs_results r ON r.key = n.id AND "
+      "r.status = "
       "'done' LEFT JOIN runnel_needs_recommendations x ON x.request_key = n.id LEFT JOIN products p ON "
       "p.id_product = x.product_key GROUP BY n.id ORDER BY n.id LIMIT 3",
       postgres::Params());
   fmt::print("7. recommendations (risk propensity predicted by the model):\n");
   for (int i = 0; i < recs.rows(); ++i) {
-    fmt::print("   request {} (client {}, risk {:.3f}): {}\n", recs.Get<int64_t>(i, 0), recs.Get<int64_t>(i, 1),
-               recs.Get<double>(i, 2), recs.Get<std::string>(i, 3));
+    fmt::print("   request {} (client {}, risk {:.3f}): {}\n", recs.Get<int64_t>(i, "id"),
+               recs.Get<int64_t>(i, "client_id"), recs.Get<double>(i, "risk"), recs.Get<std::string>(i, "products"));
   }
   fmt::print("explore: psql \"{}\"  (tables needs, runnel_needs_results; view runnel_needs_recommendations)\n", url);
   return 0;

@@ -82,9 +82,9 @@ void PrintAgreement(postgres::Connection& conn, const CsvRows& tickets) {
   auto rows = conn.Exec("SELECT id, queue, subject FROM tickets ORDER BY id", postgres::Params());
   size_t test = 0, test_right = 0, right = 0;
   for (int i = 0; i < rows.rows(); ++i) {
-    const auto it = by_id.find(rows.Get<int64_t>(i, 0));
+    const auto it = by_id.find(rows.Get<int64_t>(i, "id"));
     if (it == by_id.end()) continue;
-    const bool ok = rows.GetOptional<std::string>(i, 1) == (*it->second)[kTicketQueue];
+    const bool ok = rows.GetOptional<std::string>(i, "queue") == (*it->second)[kTicketQueue];
     const bool in_test = (*it->second)[kTicketSplit] == "test";  // the split the model never saw
     right += ok;
     test += in_test;
@@ -96,8 +96,8 @@ void PrintAgreement(postgres::Connection& conn, const CsvRows& tickets) {
       100.0 * static_cast<double>(right) / std::max<double>(1, rows.rows()),
       100.0 * static_cast<double>(test_right) / std::max<double>(1, static_cast<double>(test)), test);
   for (int i = 0; i < std::min(rows.rows(), 3); ++i) {
-    fmt::print("   ticket {} \"{}\" -> {}\n", rows.Get<int64_t>(i, 0), rows.Get<std::string>(i, 2),
-               rows.GetOptional<std::string>(i, 1).value_or("(none)"));
+    fmt::print("   ticket {} \"{}\" -> {}\n", rows.Get<int64_t>(i, "id"), rows.Get<std::string>(i, "subject"),
+               rows.GetOptional<std::string>(i, "queue").value_or("(none)"));
   }
 }
 
@@ -145,14 +145,14 @@ void PrintEmotions(postgres::Connection& conn, const CsvRows& reviews) {
   auto rows = conn.Exec("SELECT id, emotion, title FROM reviews ORDER BY id", postgres::Params());
   size_t right = 0;
   for (int i = 0; i < rows.rows(); ++i) {
-    const auto it = by_id.find(rows.Get<int64_t>(i, 0));
-    right += it != by_id.end() && rows.GetOptional<std::string>(i, 1) == (*it->second)[kReviewEmotion];
+    const auto it = by_id.find(rows.Get<int64_t>(i, "id"));
+    right += it != by_id.end() && rows.GetOptional<std::string>(i, "emotion") == (*it->second)[kReviewEmotion];
   }
   fmt::print("7. emotion written back = the one the review was written with: {:.1f}% of {} reviews\n",
              100.0 * static_cast<double>(right) / std::max<double>(1, rows.rows()), rows.rows());
   for (int i = 0; i < std::min(rows.rows(), 3); ++i) {
-    fmt::print("   review {} \"{}\" -> {}\n", rows.Get<int64_t>(i, 0), rows.Get<std::string>(i, 2),
-               rows.GetOptional<std::string>(i, 1).value_or("(none)"));
+    fmt::print("   review {} \"{}\" -> {}\n", rows.Get<int64_t>(i, "id"), rows.Get<std::string>(i, "title"),
+               rows.GetOptional<std::string>(i, "emotion").value_or("(none)"));
   }
 }
 

@@ -18,24 +18,24 @@ using postgres::QuoteIdentifier;
 namespace {
 
 constexpr const char* kJobColumns =
-    "id, pipeline, filter, batch_size::bigint, state, total, enqueued, served, error, "
-    "extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8, "
-    "extract(epoch FROM finished_at)::float8";
+    "id, pipeline, filter, batch_size::bigint AS batch_size, state, total, enqueued, served, error, "
+    "extract(epoch FROM created_at)::float8 AS created_at, extract(epoch FROM updated_at)::float8 AS updated_at, "
+    "extract(epoch FROM finished_at)::float8 AS finished_at";
 
 JobInfo ReadJob(const postgres::Result& r, int row) {
   JobInfo j;
-  j.id = r.Get<int64_t>(row, 0);
-  j.pipeline = r.Get<std::string>(row, 1);
-  j.filter = r.Get<std::string>(row, 2);
-  j.batch_size = r.Get<int64_t>(row, 3);
-  j.state = r.Get<std::string>(row, 4);
-  j.total = r.Get<int64_t>(row, 5);
-  j.enqueued = r.Get<int64_t>(row, 6);
-  j.served = r.Get<int64_t>(row, 7);
-  j.error = r.GetOptional<std::string>(row, 8);
-  j.created_at = r.Get<double>(row, 9);
-  j.updated_at = r.Get<double>(row, 10);
-  j.finished_at = r.GetOptional<double>(row, 11);
+  j.id = r.Get<int64_t>(row, "id");
+  j.pipeline = r.Get<std::string>(row, "pipeline");
+  j.filter = r.Get<std::string>(row, "filter");
+  j.batch_size = r.Get<int64_t>(row, "batch_size");
+  j.state = r.Get<std::string>(row, "state");
+  j.total = r.Get<int64_t>(row, "total");
+  j.enqueued = r.Get<int64_t>(row, "enqueued");
+  j.served = r.Get<int64_t>(row, "served");
+  j.error = r.GetOptional<std::string>(row, "error");
+  j.created_at = r.Get<double>(row, "created_at");
+  j.updated_at = r.Get<double>(row, "updated_at");
+  j.finished_at = r.GetOptional<double>(row, "finished_at");
   return j;
 }
 
@@ -63,13 +63,13 @@ JobInfo CreateJob(postgres::Connection& conn, const PipelineConfig& config, cons
   postgres::Transaction tx(conn);
   Params params;
   for (const auto& p : compiled.params) params.Add(p);
-  auto counted = conn.Exec(
-      fmt::format("SELECT count(*), max({}) FROM {} WHERE {}", key, SourceWithResults(config, keys), compiled.sql),
-      params);
+  auto counted = conn.Exec(fmt::format("SELECT count(*) AS n, max({}) AS last FROM {} WHERE {}", key,
+                                       SourceWithResults(config, keys), compiled.sql),
+                           params);
   Params insert;
-  insert.Add(config.name).Add(filter).Add(batch_size).Add(counted.Get<int64_t>(0, 0));
-  insert.Add(counted.GetOptional<int64_t>(0, 1));
-  const bool empty = counted.Get<int64_t>(0, 0) == 0;
+  insert.Add(config.name).Add(filter).Add(batch_size).Add(counted.Get<int64_t>(0, "n"));
+  insert.Add(counted.GetOptional<int64_t>(0, "last"));
+  const bool empty = counted.Get<int64_t>(0, "n") == 0;
   auto r = conn.Exec(
       fmt::format("INSERT INTO runnel_jobs (pipeline, filter, batch_size, total, until_key, enqueue_done, state, "
                   "finished_at) VALUES ($1, $2, $3, $4, $5::bigint, {}, {}, {}) RETURNING {}",
@@ -100,8 +100,8 @@ std::optional<JobInfo> CancelJob(postgres::Connection& conn, int64_t id) {
   postgres::Transaction tx(conn);
   auto r = conn.Exec("SELECT pipeline, state FROM runnel_jobs WHERE id = $1 FOR UPDATE", Params().Add(id));
   if (r.rows() == 0) return std::nullopt;
-  if (r.Get<std::string>(0, 1) == "running") {
-    const std::string queue = "runnel_" + r.Get<std::string>(0, 0) + "_queue";
+  if (r.Get<std::string>(0, "state") == "running") {
+    const std::string queue = "runnel_" + r.Get<std::string>(0, "pipeline") + "_queue";
     // Requests a worker holds right now stay claimed and finish; the rest go.
     auto withdrawn = conn.Exec(fmt::format("WITH gone AS (DELETE FROM {} WHERE seq IN (SELECT seq FROM {} WHERE "
                                            "job = $1 FOR UPDATE SKIP LOCKED) RETURNING n) "
@@ -121,17 +121,17 @@ std::optional<JobInfo> CancelJob(postgres::Connection& conn, int64_t id) {
 bool AdvanceJobs(postgres::Connection& conn, const PipelineConfig& config) {
   postgres::Transaction tx(conn);
   auto job = conn.Exec(
-      "SELECT id, filter, batch_size::bigint, cursor, until_key FROM runnel_jobs WHERE pipeline = $1 AND "
+      "SELECT id, filter, batch_size::bigint AS batch_size, cursor, until_key FROM runnel_jobs WHERE pipeline = $1 AND "
       "state = 'running' AND NOT enqueue_done ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
       Params().Add(config.name));
   if (job.rows() == 0) return false;
-  const auto id = job.Get<int64_t>(0, 0);
-  const auto batch_size = job.Get<int64_t>(0, 2);
+  const auto id = job.Get<int64_t>(0, "id");
+  const auto batch_size = job.Get<int64_t>(0, "batch_size");
   CompiledFilter compiled;
   std::optional<RequestKeys> keys;
   try {
     const auto columns = SourceColumns(conn, config);
-    compiled = CompileFilter(job.Get<std::string>(0, 1), columns, 5);
+    compiled = CompileFilter(job.Get<std::string>(0, "filter"), columns, 5);
     keys = RequestKeys::Resolve(config, columns);
   } catch (const Error& e) {
     conn.Exec(
@@ -144,21 +144,24 @@ bool AdvanceJobs(postgres::Connection& conn, const PipelineConfig& config) {
   const auto names = NamesFor(config);
   const std::string key = keys->IdOf("s");
   Params params;
-  params.Add(id).Add(batch_size).Add(job.GetOptional<int64_t>(0, 3)).Add(job.GetOptional<int64_t>(0, 4));
+  params.Add(id)
+      .Add(batch_size)
+      .Add(job.GetOptional<int64_t>(0, "cursor"))
+      .Add(job.GetOptional<int64_t>(0, "until_key"));
   for (const auto& p : compiled.params) params.Add(p);
   // Queue rows like the capture trigger's, tagged with the job.
   auto enqueued = conn.Exec(
       fmt::format("WITH picked AS (SELECT {k}::bigint AS key FROM {from} WHERE ($3::bigint IS NULL OR {k} > $3) AND "
                   "{k} <= $4::bigint AND {filter} ORDER BY {k} LIMIT $2), "
                   "queued AS ({insert} RETURNING n) "
-                  "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM queued), (SELECT max(key) FROM picked)",
+                  "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM queued) AS n, (SELECT max(key) FROM picked) AS last",
                   fmt::arg("k", key), fmt::arg("from", SourceWithResults(config, *keys)),
                   fmt::arg("filter", compiled.sql),
                   fmt::arg("insert", QueueInsertSql(config, "SELECT key FROM picked", "$1"))),
       params);
-  const int64_t n = enqueued.Get<int64_t>(0, 0);
-  std::optional<int64_t> cursor = job.GetOptional<int64_t>(0, 3);
-  if (!enqueued.IsNull(0, 1)) cursor = std::max(cursor.value_or(INT64_MIN), enqueued.Get<int64_t>(0, 1));
+  const int64_t n = enqueued.Get<int64_t>(0, "n");
+  std::optional<int64_t> cursor = job.GetOptional<int64_t>(0, "cursor");
+  if (const auto last = enqueued.GetOptional<int64_t>(0, "last")) cursor = std::max(cursor.value_or(INT64_MIN), *last);
   const bool last = n < batch_size;
   conn.Exec(
       "UPDATE runnel_jobs SET cursor = $2, enqueued = enqueued + $3, enqueue_done = $4, "

@@ -97,15 +97,16 @@ std::vector<FailureReason> TopFailureReasons(postgres::Connection& conn, const P
     params.Add(of_latest);
   }
   // Messages start with "<key column> = <key>: "; numbers vary per request.
-  auto r = conn.Exec(fmt::format("SELECT coalesce(sqlstate, ''), reason, count(*) FROM (SELECT sqlstate, "
-                                 "regexp_replace(regexp_replace(coalesce(error, ''), '^[^:]* = [^:]*: ', ''), "
-                                 "'-?[0-9][0-9.]*(e[+-]?[0-9]+)?', 'N', 'g') AS reason FROM {} l) f "
-                                 "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT $1",
-                                 failed),
-                     params);
+  auto r =
+      conn.Exec(fmt::format("SELECT coalesce(sqlstate, '') AS sqlstate, reason, count(*) AS n FROM (SELECT sqlstate, "
+                            "regexp_replace(regexp_replace(coalesce(error, ''), '^[^:]* = [^:]*: ', ''), "
+                            "'-?[0-9][0-9.]*(e[+-]?[0-9]+)?', 'N', 'g') AS reason FROM {} l) f "
+                            "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT $1",
+                            failed),
+                params);
   std::vector<FailureReason> out;
   for (int i = 0; i < r.rows(); ++i) {
-    out.push_back({r.Get<std::string>(i, 0), r.Get<std::string>(i, 1), r.Get<int64_t>(i, 2)});
+    out.push_back({r.Get<std::string>(i, "sqlstate"), r.Get<std::string>(i, "reason"), r.Get<int64_t>(i, "n")});
   }
   return out;
 }
@@ -113,12 +114,12 @@ std::vector<FailureReason> TopFailureReasons(postgres::Connection& conn, const P
 std::vector<PausedProcess> PausedProcesses(postgres::Connection& conn, const PipelineConfig& config) {
   if (!postgres::TableExists(conn, "runnel_pauses")) return {};
   auto r = conn.Exec(
-      "SELECT process, reason, extract(epoch FROM clock_timestamp() - since)::float8 FROM runnel_pauses "
+      "SELECT process, reason, extract(epoch FROM clock_timestamp() - since)::float8 AS seconds FROM runnel_pauses "
       "WHERE pipeline = $1 AND seen_at > clock_timestamp() - interval '1 minute' ORDER BY process",
       Params().Add(config.name));
   std::vector<PausedProcess> out;
   for (int i = 0; i < r.rows(); ++i) {
-    out.push_back({r.Get<std::string>(i, 0), r.Get<std::string>(i, 1), r.Get<double>(i, 2)});
+    out.push_back({r.Get<std::string>(i, "process"), r.Get<std::string>(i, "reason"), r.Get<double>(i, "seconds")});
   }
   return out;
 }

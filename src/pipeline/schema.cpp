@@ -54,11 +54,11 @@ std::string KeyRangeSql(const std::string& key) {
 namespace {
 
 QueueState ReadQueue(postgres::Connection& conn, const SchemaNames& names) {
-  auto r = conn.Exec(fmt::format("SELECT coalesce(sum(n), 0)::bigint, coalesce(extract(epoch FROM clock_timestamp() - "
-                                 "min(enqueued_at)), 0)::float8 FROM {}",
+  auto r = conn.Exec(fmt::format("SELECT coalesce(sum(n), 0)::bigint AS requests, coalesce(extract(epoch FROM "
+                                 "clock_timestamp() - min(enqueued_at)), 0)::float8 AS oldest_seconds FROM {}",
                                  QuoteIdentifier(names.queue)),
                      Params());
-  return {r.Get<int64_t>(0, 0), r.Get<double>(0, 1)};
+  return {r.Get<int64_t>(0, "requests"), r.Get<double>(0, "oldest_seconds")};
 }
 
 }  // namespace
@@ -68,11 +68,11 @@ QueueState ReadQueueState(postgres::Connection& conn, const PipelineConfig& conf
 }
 
 std::map<RequestStatus, int64_t> CountResults(postgres::Connection& conn, const SchemaNames& names) {
-  auto r = conn.Exec(fmt::format("SELECT status, count(*) FROM {} GROUP BY status", QuoteIdentifier(names.results)),
-                     Params());
+  auto r = conn.Exec(
+      fmt::format("SELECT status, count(*) AS n FROM {} GROUP BY status", QuoteIdentifier(names.results)), Params());
   std::map<RequestStatus, int64_t> out;
   for (int i = 0; i < r.rows(); ++i) {
-    out[ParseRequestStatus(r.Get<std::string>(i, 0)).value_or(RequestStatus::kFailed)] += r.Get<int64_t>(i, 1);
+    out[ParseRequestStatus(r.Get<std::string>(i, "status")).value_or(RequestStatus::kFailed)] += r.Get<int64_t>(i, "n");
   }
   return out;
 }
@@ -80,12 +80,12 @@ std::map<RequestStatus, int64_t> CountResults(postgres::Connection& conn, const 
 std::vector<InstalledPipeline> ListPipelines(postgres::Connection& conn) {
   std::vector<InstalledPipeline> out;
   if (!postgres::TableExists(conn, "runnel_migrations")) return out;
-  auto r =
-      conn.Exec("SELECT pipeline, max(version) FROM runnel_migrations GROUP BY pipeline ORDER BY pipeline", Params());
+  auto r = conn.Exec(
+      "SELECT pipeline, max(version) AS version FROM runnel_migrations GROUP BY pipeline ORDER BY pipeline", Params());
   for (int i = 0; i < r.rows(); ++i) {
     InstalledPipeline p;
-    p.name = r.Get<std::string>(i, 0);
-    p.schema_version = r.Get<int32_t>(i, 1);
+    p.name = r.Get<std::string>(i, "pipeline");
+    p.schema_version = r.Get<int32_t>(i, "version");
     const auto names = NamesFor(p.name);
     if (postgres::TableExists(conn, names.queue)) p.queue = ReadQueue(conn, names);
     if (postgres::TableExists(conn, names.results)) p.results = CountResults(conn, names);
@@ -108,11 +108,12 @@ namespace {
 
 std::map<std::string, std::string> ColumnTypes(postgres::Connection& conn, const std::string& table) {
   auto columns = conn.Exec(
-      "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+      "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type FROM pg_attribute a "
       "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
       Params().Add(QuoteIdentifier(table)));
   std::map<std::string, std::string> types;
-  for (int r = 0; r < columns.rows(); ++r) types[columns.Get<std::string>(r, 0)] = columns.Get<std::string>(r, 1);
+  for (int r = 0; r < columns.rows(); ++r)
+    types[columns.Get<std::string>(r, "name")] = columns.Get<std::string>(r, "type");
   return types;
 }
 

@@ -129,16 +129,16 @@ bool ModelStream::Refresh() {
   std::map<std::optional<std::string>, std::shared_ptr<const pipeline::ServingModel>> chosen;
   std::map<std::optional<std::string>, bool> settled;
   for (int r = 0; r < rows.rows(); ++r) {
-    const auto version = rows.Get<int64_t>(r, 0);
-    const auto data_type = rows.GetOptional<std::string>(r, 1);
+    const auto version = rows.Get<int64_t>(r, "version");
+    const auto data_type = rows.GetOptional<std::string>(r, "data_type");
     if (data_type && !keyed) continue;  // typed models serve keyed pipelines only
     if (settled[data_type]) continue;
     std::shared_ptr<const pipeline::ServingModel> serving;
     if (auto it = loaded_.find(version); it != loaded_.end()) {
       serving = it->second;
     } else {
-      serving = Validate(conn, ParseModelStatus(rows.Get<std::string>(r, 2)), version, data_type,
-                         rows.Get<std::string>(r, 3));
+      serving = Validate(conn, ParseModelStatus(rows.Get<std::string>(r, "status")), version, data_type,
+                         rows.Get<std::string>(r, "description"));
     }
     if (serving) {
       chosen[data_type] = std::move(serving);

@@ -16,20 +16,20 @@ using postgres::Params;
 namespace {
 
 constexpr const char* kVersionColumns =
-    "name, version, format, description, data_type, extract(epoch FROM created_at)::float8, status, error, "
-    "octet_length(bytes)::bigint";
+    "name, version, format, description, data_type, extract(epoch FROM created_at)::float8 AS created_at, status, "
+    "error, octet_length(bytes)::bigint AS size";
 
 ModelVersion ReadVersion(const postgres::Result& r, int row) {
   ModelVersion v;
-  v.name = r.Get<std::string>(row, 0);
-  v.version = r.Get<int64_t>(row, 1);
-  v.format = r.Get<std::string>(row, 2);
-  v.description = r.Get<std::string>(row, 3);
-  v.data_type = r.GetOptional<std::string>(row, 4);
-  v.created_at = r.Get<double>(row, 5);
-  v.status = ParseModelStatus(r.Get<std::string>(row, 6));
-  v.error = r.GetOptional<std::string>(row, 7);
-  v.size = r.Get<int64_t>(row, 8);
+  v.name = r.Get<std::string>(row, "name");
+  v.version = r.Get<int64_t>(row, "version");
+  v.format = r.Get<std::string>(row, "format");
+  v.description = r.Get<std::string>(row, "description");
+  v.data_type = r.GetOptional<std::string>(row, "data_type");
+  v.created_at = r.Get<double>(row, "created_at");
+  v.status = ParseModelStatus(r.Get<std::string>(row, "status"));
+  v.error = r.GetOptional<std::string>(row, "error");
+  v.size = r.Get<int64_t>(row, "size");
   return v;
 }
 
@@ -289,25 +289,26 @@ namespace {
 std::vector<LoadedState> ReadStateWhere(postgres::Connection& conn, std::string_view column, std::string_view value,
                                         double fresh_seconds) {
   auto r = conn.Exec(
-      fmt::format("SELECT process, pipeline, name, version, data_type, extract(epoch FROM loaded_at)::float8, "
-                  "invocations, rows, total_ms, min_ms, max_ms FROM runnel_model_state WHERE {} = $1 AND heartbeat > "
+      fmt::format("SELECT process, pipeline, name, version, data_type, extract(epoch FROM loaded_at)::float8 AS "
+                  "loaded_at, invocations, rows, total_ms, min_ms, max_ms FROM runnel_model_state WHERE {} = $1 AND "
+                  "heartbeat > "
                   "clock_timestamp() - make_interval(secs => $2) ORDER BY version DESC, process",
                   column),
       Params().Add(value).Add(fresh_seconds));
   std::vector<LoadedState> states;
   for (int i = 0; i < r.rows(); ++i) {
     LoadedState s;
-    s.process = r.Get<std::string>(i, 0);
-    s.pipeline = r.Get<std::string>(i, 1);
-    s.name = r.Get<std::string>(i, 2);
-    s.version = r.Get<int64_t>(i, 3);
-    s.data_type = r.GetOptional<std::string>(i, 4);
-    s.loaded_at = r.Get<double>(i, 5);
-    s.invocations = r.Get<int64_t>(i, 6);
-    s.rows = r.Get<int64_t>(i, 7);
-    s.total_ms = r.Get<double>(i, 8);
-    s.min_ms = r.Get<double>(i, 9);
-    s.max_ms = r.Get<double>(i, 10);
+    s.process = r.Get<std::string>(i, "process");
+    s.pipeline = r.Get<std::string>(i, "pipeline");
+    s.name = r.Get<std::string>(i, "name");
+    s.version = r.Get<int64_t>(i, "version");
+    s.data_type = r.GetOptional<std::string>(i, "data_type");
+    s.loaded_at = r.Get<double>(i, "loaded_at");
+    s.invocations = r.Get<int64_t>(i, "invocations");
+    s.rows = r.Get<int64_t>(i, "rows");
+    s.total_ms = r.Get<double>(i, "total_ms");
+    s.min_ms = r.Get<double>(i, "min_ms");
+    s.max_ms = r.Get<double>(i, "max_ms");
     states.push_back(std::move(s));
   }
   return states;

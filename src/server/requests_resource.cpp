@@ -37,6 +37,16 @@ std::optional<double> ParseDouble(const std::string& text) {
   }
 }
 
+// What RequestJson reads of a request (r: its result, if any), by these names; the
+// id as clients see it is `id_json` (JSON text). The output columns come right after.
+std::string RequestColumns(const std::string& id_json) {
+  return fmt::format(
+      "{} AS id, coalesce(r.status, 'queued') AS status, r.error AS error, r.model_version AS model_version, "
+      "{} AS enqueued_at, {} AS finished_at, "
+      "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 AS latency_ms",
+      id_json, postgres::IsoTimestampSql("r.enqueued_at"), postgres::IsoTimestampSql("r.finished_at"));
+}
+
 // One problem with one field of one record.
 using Problems = json;  // array of {"record", "field", "error"}
 
@@ -66,7 +76,8 @@ class RequestsResource {
                                 bool with_recommendations) const;
   void AddRecommendations(postgres::Connection& conn, const std::vector<int64_t>& keys,
                           std::map<int64_t, json>& out) const;
-  json RequestJson(const postgres::Result& r, int i, int id_column, int first) const;
+  // Row i of a statement selecting RequestColumns() then the output columns.
+  json RequestJson(const postgres::Result& r, int i) const;
 
   Api& api_;
   const pipeline::PipelineConfig& config_;
@@ -319,25 +330,22 @@ std::map<int64_t, json> RequestsResource::Fetch(postgres::Connection& conn, cons
   if (keys.empty()) return out;
   auto r = conn.Exec(
       fmt::format(
-          "SELECT k.key, {id}, s.{key} IS NOT NULL, r.key IS NOT NULL, coalesce(r.status, 'queued'), r.error, "
-          "r.model_version, {enq}, {fin}, "
-          "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs}, {inputs} "
-          "FROM unnest($1::bigint[]) AS k(key){source} "
+          "SELECT k.key AS key, s.{key} IS NOT NULL AS has_row, r.key IS NOT NULL AS has_result, {inputs}, "
+          "{columns}{outs} FROM unnest($1::bigint[]) AS k(key){source} "
           "LEFT JOIN {results} r ON r.key = k.key",
           fmt::arg("key", QuoteIdentifier(config_.key_columns.front())),
-          fmt::arg("id", api_.schema.keys.IdJsonSql("m", "k.key")),
+          fmt::arg("columns", RequestColumns(api_.schema.keys.IdJsonSql("m", "k.key"))),
           fmt::arg("source", api_.schema.keys.JoinSourceById("k.key", QuoteIdentifier(config_.table), "s", "m")),
-          fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
-          fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),
-          fmt::arg("inputs", InputsSql()), fmt::arg("table", QuoteIdentifier(config_.table)),
-          fmt::arg("results", QuoteIdentifier(api_.names.results))),
+          fmt::arg("outs", OutputSelect()), fmt::arg("inputs", InputsSql()),
+          fmt::arg("table", QuoteIdentifier(config_.table)), fmt::arg("results", QuoteIdentifier(api_.names.results))),
       Params().Add(ArrayLiteral(keys)));
+  const int key = r.ColumnIndex("key"), has_row = r.ColumnIndex("has_row"), has_result = r.ColumnIndex("has_result");
   const int inputs = r.ColumnIndex("inputs");
   for (int i = 0; i < r.rows(); ++i) {
-    if (!r.Get<bool>(i, 2) && !r.Get<bool>(i, 3)) continue;
-    json request = RequestJson(r, i, 1, 4);
+    if (!r.Get<bool>(i, has_row) && !r.Get<bool>(i, has_result)) continue;
+    json request = RequestJson(r, i);
     request["inputs"] = r.IsNull(i, inputs) ? json(nullptr) : json::parse(r.Get<std::string>(i, inputs));
-    out[r.Get<int64_t>(i, 0)] = std::move(request);
+    out[r.Get<int64_t>(i, key)] = std::move(request);
   }
   if (with_recommendations && config_.recommend) AddRecommendations(conn, keys, out);
   return out;
@@ -354,25 +362,29 @@ void RequestsResource::AddRecommendations(postgres::Connection& conn, const std:
       request["recommendations"] = json::array();
   }
   for (int i = 0; i < recs.rows(); ++i) {
-    auto it = out.find(recs.Get<int64_t>(i, 0));
-    if (it != out.end()) it->second["recommendations"].push_back(recs.Get<int64_t>(i, 1));
+    auto it = out.find(recs.Get<int64_t>(i, "request_key"));
+    if (it != out.end()) it->second["recommendations"].push_back(recs.Get<int64_t>(i, "product_key"));
   }
 }
 
 // Column `id_column` is the id as JSON text (RequestKeys::IdJsonSql); from `first`: status, error, model_version,
 // enqueued, finished, latency, then the output columns.
-json RequestsResource::RequestJson(const postgres::Result& r, int i, int id_column, int first) const {
-  auto text_or_null = [&](int c) { return r.IsNull(i, c) ? json(nullptr) : json(r.Get<std::string>(i, c)); };
+json RequestsResource::RequestJson(const postgres::Result& r, int i) const {
+  auto text_or_null = [&](std::string_view c) {
+    return r.IsNull(i, c) ? json(nullptr) : json(r.Get<std::string>(i, c));
+  };
   json request;
-  request["id"] = api_.IdJson(r, i, id_column);
-  request["status"] = r.Get<std::string>(i, first);
-  request["error"] = text_or_null(first + 1);
-  request["model_version"] = text_or_null(first + 2);
-  request["outputs"] = OutputsJson(config_, r, i, first + 6);
+  request["id"] = api_.IdJson(r, i, r.ColumnIndex("id"));
+  request["status"] = r.Get<std::string>(i, "status");
+  request["error"] = text_or_null("error");
+  request["model_version"] = text_or_null("model_version");
+  // The outputs follow RequestColumns' last (their names are the pipeline's).
+  request["outputs"] = OutputsJson(config_, r, i, r.ColumnIndex("latency_ms") + 1);
   json timings = json::object();
-  timings["enqueued_at"] = text_or_null(first + 3);
-  timings["finished_at"] = text_or_null(first + 4);
-  timings["latency_ms"] = r.IsNull(i, first + 5) ? json(nullptr) : json(r.Get<double>(i, first + 5));
+  timings["enqueued_at"] = text_or_null("enqueued_at");
+  timings["finished_at"] = text_or_null("finished_at");
+  const auto latency = r.GetOptional<double>(i, "latency_ms");
+  timings["latency_ms"] = latency ? json(*latency) : json(nullptr);
   request["timings"] = timings;
   return request;
 }
@@ -520,14 +532,11 @@ void RequestsResource::List(const HttpRequest& req, HttpResponse& res, const Pat
   const std::string condition = q.where.empty() ? "true" : fmt::format("{}", fmt::join(q.where, " AND "));
   // Keyset pagination on the key: new rows get larger keys (or land in a page not
   // yet read), so no page repeats or skips a row under concurrent inserts.
-  const std::string sql = fmt::format(
-      "SELECT {id_json}, coalesce(r.status, 'queued'), r.error, r.model_version, {enq}, {fin}, "
-      "(extract(epoch FROM r.finished_at - r.enqueued_at) * 1000)::float8 {outs} "
-      "FROM {from} WHERE {cond} ORDER BY {order} LIMIT ${lim}",
-      fmt::arg("id_json", source.id_json), fmt::arg("from", source.from), fmt::arg("order", source.order),
-      fmt::arg("enq", postgres::IsoTimestampSql("r.enqueued_at")),
-      fmt::arg("fin", postgres::IsoTimestampSql("r.finished_at")), fmt::arg("outs", OutputSelect()),
-      fmt::arg("cond", condition), fmt::arg("lim", limit_param));
+  const std::string sql =
+      fmt::format("SELECT {columns}{outs} FROM {from} WHERE {cond} ORDER BY {order} LIMIT ${lim}",
+                  fmt::arg("columns", RequestColumns(source.id_json)), fmt::arg("from", source.from),
+                  fmt::arg("order", source.order), fmt::arg("outs", OutputSelect()), fmt::arg("cond", condition),
+                  fmt::arg("lim", limit_param));
   auto r = api_.pool.Run([&](postgres::Connection& conn) {
     try {
       return conn.Exec(sql, q.params);
@@ -537,7 +546,7 @@ void RequestsResource::List(const HttpRequest& req, HttpResponse& res, const Pat
     }
   });
   json items = json::array();
-  for (int i = 0; i < r.rows(); ++i) items.push_back(RequestJson(r, i, 0, 1));
+  for (int i = 0; i < r.rows(); ++i) items.push_back(RequestJson(r, i));
   json body;
   body["requests"] = items;
   body["next"] = nullptr;

@@ -80,12 +80,12 @@ ResultEvent ResultEventReader::ToEvent(const postgres::Result& r, int i) const {
 // The newest event no later commit can precede.
 EventPosition ResultEventReader::Head(postgres::Connection& conn) const {
   auto r =
-      conn.Exec(fmt::format("SELECT e.txid::text, e.id, cardinality(e.keys) FROM {} e "
+      conn.Exec(fmt::format("SELECT e.txid::text AS txid, e.id, cardinality(e.keys) AS n FROM {} e "
                             "WHERE e.txid < pg_snapshot_xmin(pg_current_snapshot()) "
                             "ORDER BY e.txid DESC, e.id DESC LIMIT 1",
                             QuoteIdentifier(names_.events)));
   if (r.rows() == 0) return {};
-  return {std::stoull(r.Get<std::string>(0, 0)), r.Get<int64_t>(0, 1), r.Get<int64_t>(0, 2)};
+  return {std::stoull(r.Get<std::string>(0, "txid")), r.Get<int64_t>(0, "id"), r.Get<int64_t>(0, "n")};
 }
 
 }  // namespace runnel::server

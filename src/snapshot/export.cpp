@@ -299,9 +299,9 @@ Written WriteSnapshot(postgres::Connection& pg, const pipeline::PipelineConfig& 
   postgres::Transaction tx(pg);
   pg.Exec("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
   pg.Exec("SET LOCAL TimeZone = 'UTC'");
-  auto now = pg.Exec("SELECT pg_current_snapshot()::text, now()::text");
+  auto now = pg.Exec("SELECT pg_current_snapshot()::text AS snapshot, now()::text AS taken_at");
   Written written;
-  written.pg_snapshot = now.Get<std::string>(0, 0);
+  written.pg_snapshot = now.Get<std::string>(0, "snapshot");
   const auto tables = TablesToCopy(config, names, keys, postgres::TableExists(pg, "runnel_models"),
                                    postgres::TableExists(pg, "runnel_samples"));
   duck::Database db(file.string(), {{"threads", "1"}});
@@ -319,7 +319,7 @@ Written WriteSnapshot(postgres::Connection& pg, const pipeline::PipelineConfig& 
       "snapshot view recommendations");
   duck.Exec(fmt::format("CREATE TABLE snapshot AS SELECT {} AS pipeline, {}::BIGINT AS version, "
                         "CAST({} AS TIMESTAMPTZ) AS taken_at, {} AS pg_snapshot, {} AS runnel_version",
-                        duck::Literal(config.name), version, duck::Literal(now.Get<std::string>(0, 1)),
+                        duck::Literal(config.name), version, duck::Literal(now.Get<std::string>(0, "taken_at")),
                         duck::Literal(written.pg_snapshot), duck::Literal(kVersion)),
             "snapshot table snapshot");
   duck.Exec("CHECKPOINT", "snapshot checkpoint");

@@ -261,6 +261,24 @@ TEST_F(ConnectionTest, TextResultsDecodeToo) {
   EXPECT_TRUE(std::isnan(r.Get<double>(0, r.ColumnIndex("e"))));
 }
 
+TEST_F(ConnectionTest, ValuesAreReadByColumnName) {
+  auto conn = Connect();
+  auto r = conn.Exec("SELECT 7::int8 AS id, NULL::text AS error, 'done' AS \"State\", 2.5::float8 AS at", Params());
+  EXPECT_EQ(r.Get<int64_t>(0, "id"), 7);
+  EXPECT_EQ(r.Get<double>(0, "at"), 2.5);
+  EXPECT_TRUE(r.IsNull(0, "error"));
+  EXPECT_EQ(r.GetOptional<std::string>(0, "error"), std::nullopt);
+  EXPECT_EQ(r.GetOptional<double>(0, "at"), 2.5);
+  EXPECT_EQ(r.Get<std::string>(0, "State"), "done") << "the name as the statement spells it";
+  try {
+    r.Get<int64_t>(0, "state");
+    ADD_FAILURE() << "must throw";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "42703");
+    EXPECT_NE(Message(e).find("no column 'state'"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(ConnectionTest, DecodingErrorsNameTheColumn) {
   auto conn = Connect();
   auto r = conn.Exec("SELECT 'abc'::text AS label, NULL::int4 AS empty, 70000::int4 AS big", Params());

@@ -157,6 +157,18 @@ class Result {
     if (IsNull(row, column)) return std::nullopt;
     return Get<T>(row, column);
   }
+  // By column name (as the statement's select list or alias spells it): for readers
+  // off the hot path, where a name keeps statement and reader in step. Throws
+  // DatabaseError (42703) when the result has no such column.
+  bool IsNull(int row, std::string_view column) const { return IsNull(row, ColumnIndex(column)); }
+  template <typename T>
+  T Get(int row, std::string_view column) const {
+    return Get<T>(row, ColumnIndex(column));
+  }
+  template <typename T>
+  std::optional<T> GetOptional(int row, std::string_view column) const {
+    return GetOptional<T>(row, ColumnIndex(column));
+  }
 
   const PGresult* raw() const { return result_.get(); }  // non-owning
 
