@@ -222,6 +222,13 @@ std::string UnnestSource(size_t width, int first) {
   return fmt::format("unnest({}) WITH ORDINALITY AS g({}n)", given, names);
 }
 
+// "COPY table (first, columns...) FROM STDIN"; `first` may be empty.
+std::string CopyInSql(const std::string& table, const std::string& first, const std::vector<std::string>& columns) {
+  std::string list = first.empty() ? std::string() : QuoteIdentifier(first);
+  for (const auto& c : columns) list += (list.empty() ? "" : ", ") + QuoteIdentifier(c);
+  return fmt::format("COPY {} ({}) FROM STDIN", QuoteIdentifier(table), list);
+}
+
 }  // namespace
 
 std::optional<CopyPlace> CopyErrorPlace(std::string_view context, const std::vector<std::string>& columns) {
@@ -350,8 +357,6 @@ std::vector<int64_t> RecordWriter::InsertCopy(postgres::Connection& conn, const 
   auto r = conn.Exec("SELECT nextval($1::regclass) FROM generate_series(1, $2)",
                      postgres::Params().Add(KeySequence(conn)).Add(static_cast<int64_t>(total)));
   for (int i = 0; i < r.rows(); ++i) keys.push_back(r.Get<int64_t>(i, 0));
-  std::string list;
-  for (const auto& c : columns) list += ", " + QuoteIdentifier(c);
   std::string data;
   data.reserve(total * (columns.size() + 1) * 8);
   size_t k = 0;
@@ -362,21 +367,17 @@ std::vector<int64_t> RecordWriter::InsertCopy(postgres::Connection& conn, const 
       AppendCopyRow(data, *part, row);
     }
   }
-  conn.CopyIn(fmt::format("COPY {} ({}{}) FROM STDIN", QuoteIdentifier(config_.table),
-                          QuoteIdentifier(keys_.id_column()), list),
-              data);
+  conn.CopyIn(CopyInSql(config_.table, keys_.id_column(), columns), data);
   return keys;
 }
 
 std::optional<RecordRefused> RecordWriter::Locate(postgres::Connection& conn, const std::vector<std::string>& columns,
                                                   const RecordRows& rows) {
   if (columns.empty()) return std::nullopt;  // records of defaults only: no value to blame
-  std::string list;
-  for (const auto& c : columns) list += (list.empty() ? "" : ", ") + QuoteIdentifier(c);
   std::string data;
   for (size_t row = 0; row < rows.rows(); ++row) AppendCopyRow(data, rows, row);
   try {
-    conn.CopyIn(fmt::format("COPY {} ({}) FROM STDIN", QuoteIdentifier(config_.table), list), data);
+    conn.CopyIn(CopyInSql(config_.table, std::string(), columns), data);
   } catch (const postgres::DatabaseError& e) {
     if (e.IsConnectionLost()) throw;
     const auto place = CopyErrorPlace(e.context(), columns);

@@ -269,8 +269,6 @@ TEST_F(PipelineRunTest, ServesWritesBackAndRecommends) {
       Count("SELECT count(DISTINCT model_version) FROM runnel_needs_results WHERE model_version LIKE 'small.h5@%'"), 1);
 }
 
-// The summary's serving time spans the batches, not the idle time around them (the
-// rate `runnel run` prints on Ctrl-C).
 // Two pipelines on one table, two models writing different columns: each captures
 // every insert, serves it once with its own model and writes only its own columns,
 // and neither's write-back is captured by the other (no loop), even with updates on.
@@ -532,6 +530,8 @@ INSTANTIATE_TEST_SUITE_P(
                               "[\"tenant\", \"id\"]", "tenant = 'acme', id = '321'"}),
     [](const ::testing::TestParamInfo<KeyKind>& kind) { return std::string(kind.param.name); });
 
+// The summary's serving time spans the batches, not the idle time around them (the
+// rate `runnel run` prints on Ctrl-C).
 TEST_F(PipelineRunTest, BusyTimeExcludesIdleTime) {
   auto config = Config(1000);
   Migrate(*conn_, config);

@@ -73,6 +73,11 @@ class JetStreamIngestTest : public JetStreamFixture {
     }
     return total;
   }
+  // The dead letters published so far, in order (at most `max`, waiting up to `wait`).
+  std::vector<nats::Message> DeadLetters(size_t max, milliseconds wait) {
+    auto dead = js_->Consume("DEAD", "check", "runnel.needs.dead", std::chrono::seconds(30));
+    return dead->Fetch(max, wait);
+  }
 };
 
 TEST_F(JetStreamIngestTest, EachMessageBecomesOneRowAndOneResult) {
@@ -100,8 +105,7 @@ TEST_F(JetStreamIngestTest, EachMessageBecomesOneRowAndOneResult) {
             505)
       << "when the stream stored each message";
   // The dead letters: the message as sent, the reason in a header and in the table.
-  auto dead = js_->Consume("DEAD", "check", "runnel.needs.dead", std::chrono::seconds(30));
-  auto letters = dead->Fetch(10, milliseconds(2000));
+  const auto letters = DeadLetters(10, milliseconds(2000));
   ASSERT_EQ(letters.size(), 5u);
   EXPECT_EQ(letters[0].data(), "{not json");
   EXPECT_NE(letters[0].Header("Runnel-Error").find("the message is not JSON"), std::string::npos)
@@ -333,8 +337,7 @@ TEST_F(JetStreamIngestTest, ARecordItsColumnRefusesIsADeadLetterNamingTheField) 
   EXPECT_EQ(counts.inserted, 1u);
   EXPECT_EQ(counts.dead, 1u);
   EXPECT_EQ(Count("SELECT count(*) FROM needs WHERE note = 'fine'"), 1);
-  auto dead = js_->Consume("DEAD", "check", "runnel.needs.dead", std::chrono::seconds(30));
-  auto letters = dead->Fetch(10, milliseconds(2000));
+  const auto letters = DeadLetters(10, milliseconds(2000));
   ASSERT_EQ(letters.size(), 1u);
   const std::string reason = letters[0].Header("Runnel-Error");
   EXPECT_NE(reason.find("record 2 of the message: the database refused the row at field 'note' (SQLSTATE 22001)"),
@@ -379,8 +382,7 @@ TEST_F(JetStreamIngestTest, ABatchMessageIsTakenInRecordByRecord) {
   EXPECT_EQ(again.dead, 4u) << "the letters again (the stream drops them: same ids)";
   EXPECT_EQ(again.inserted, 0u);
   EXPECT_EQ(Count("SELECT count(*) FROM needs"), 5);
-  auto dead = js_->Consume("DEAD", "check", "runnel.needs.dead", std::chrono::seconds(30));
-  auto letters = dead->Fetch(10, milliseconds(1000));
+  const auto letters = DeadLetters(10, milliseconds(1000));
   ASSERT_EQ(letters.size(), 4u);
   EXPECT_EQ(nlohmann::json::parse(letters[0].data())["age"], -1) << "the refused record itself";
   EXPECT_NE(letters[0].Header("Runnel-Error").find("record 4 of the message: the database refused the row"),
