@@ -4,7 +4,9 @@
 // serving, and two processes converging on one model version.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -81,20 +83,29 @@ TEST_F(HttpApiTest, PostWaitGetAndHealth) {
 }
 
 // `top -H` and perf show which thread is busy: each of the serving process's threads
-// is named for its part and pipeline (/proc/<pid>/task/<tid>/comm).
+// is named for its part and pipeline (/proc/<pid>/task/<tid>/comm). The workers and
+// the sampler start once the model is loaded, after the API answers.
 TEST_F(HttpApiTest, TheServingThreadsAreNamedForTheirPart) {
   Start(Config());
-  std::multiset<std::string> names;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream in(task.path() / "comm");
-    std::string comm;
-    std::getline(in, comm);
-    names.insert(comm);
+  const std::vector<std::string> expected{"http-io-0",  "http-io-1",    "http-handler", "http-wait",
+                                          "w0:needs",   "w1:needs",     "ingest:needs", "done:needs",
+                                          "copy:needs", "events:needs", "sampler"};
+  std::set<std::string> names;
+  auto all_named = [&] {
+    names.clear();
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+      std::ifstream in(task.path() / "comm");
+      std::string comm;
+      std::getline(in, comm);
+      names.insert(comm);
+    }
+    return std::ranges::all_of(expected, [&](const std::string& name) { return names.contains(name); });
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!all_named() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  for (const char* name : {"http-io-0", "http-io-1", "http-handler", "http-wait", "w0:needs", "w1:needs",
-                           "ingest:needs", "done:needs", "copy:needs", "events:needs", "sampler"}) {
-    EXPECT_TRUE(names.contains(name)) << name;
-  }
+  for (const auto& name : expected) EXPECT_TRUE(names.contains(name)) << name;
 }
 
 TEST_F(HttpApiTest, ArraysAndNdjsonAreQueuedThenServed) {
