@@ -92,6 +92,7 @@ std::vector<JobInfo> ListJobs(postgres::Connection& conn, const std::string& pip
       conn.Exec(fmt::format("SELECT {} FROM runnel_jobs WHERE pipeline = $1 ORDER BY id DESC LIMIT 100", kJobColumns),
                 Params().Add(pipeline));
   std::vector<JobInfo> jobs;
+  jobs.reserve(static_cast<size_t>(r.rows()));
   for (int i = 0; i < r.rows(); ++i) jobs.push_back(ReadJob(r, i));
   return jobs;
 }

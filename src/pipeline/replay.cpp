@@ -105,6 +105,7 @@ std::vector<FailureReason> TopFailureReasons(postgres::Connection& conn, const P
                             failed),
                 params);
   std::vector<FailureReason> out;
+  out.reserve(static_cast<size_t>(r.rows()));
   for (int i = 0; i < r.rows(); ++i) {
     out.push_back({r.Get<std::string>(i, "sqlstate"), r.Get<std::string>(i, "reason"), r.Get<int64_t>(i, "n")});
   }
@@ -118,6 +119,7 @@ std::vector<PausedProcess> PausedProcesses(postgres::Connection& conn, const Pip
       "WHERE pipeline = $1 AND seen_at > clock_timestamp() - interval '1 minute' ORDER BY process",
       Params().Add(config.name));
   std::vector<PausedProcess> out;
+  out.reserve(static_cast<size_t>(r.rows()));
   for (int i = 0; i < r.rows(); ++i) {
     out.push_back({r.Get<std::string>(i, "process"), r.Get<std::string>(i, "reason"), r.Get<double>(i, "seconds")});
   }

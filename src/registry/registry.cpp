@@ -195,6 +195,7 @@ std::vector<ModelVersion> Versions(postgres::Connection& conn, std::string_view 
   auto r = conn.Exec(fmt::format("SELECT {} FROM runnel_models WHERE name = $1 ORDER BY version DESC", kVersionColumns),
                      Params().Add(name));
   std::vector<ModelVersion> versions;
+  versions.reserve(static_cast<size_t>(r.rows()));
   for (int i = 0; i < r.rows(); ++i) versions.push_back(ReadVersion(r, i));
   return versions;
 }
@@ -202,6 +203,7 @@ std::vector<ModelVersion> Versions(postgres::Connection& conn, std::string_view 
 std::vector<std::string> Names(postgres::Connection& conn) {
   auto r = conn.Exec("SELECT DISTINCT name FROM runnel_models ORDER BY name", Params());
   std::vector<std::string> names;
+  names.reserve(static_cast<size_t>(r.rows()));
   for (int i = 0; i < r.rows(); ++i) names.push_back(r.Get<std::string>(i, 0));
   return names;
 }
