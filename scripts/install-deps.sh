@@ -22,6 +22,7 @@ build_packages=(
   libnats-dev  # the NATS C client: JetStream as a request source
   libsleef-dev  # SLEEF's vectorized expf (the tensor runtime's Exp, Softmax on AVX-512)
   libdnnl-dev  # oneDNN: the tensor runtime's 3x3 convolutions of 16 channels or more (tensor/onednn_conv.cpp)
+  libjemalloc-dev  # the runnel executable's allocator in Release builds (CMake option RUNNEL_JEMALLOC)
   curl  # the README's HTTP examples
   nodejs npm  # fetch DuckDB's C library from the npm registry (scripts/install-duckdb.sh)
 )
