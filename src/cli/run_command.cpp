@@ -17,6 +17,7 @@
 #include "commands.hpp"
 #include "runnel/core/error.hpp"
 #include "runnel/core/file.hpp"
+#include "runnel/core/thread_name.hpp"
 #include "runnel/pipeline/schema.hpp"
 #include "runnel/pipeline/worker.hpp"
 #include "runnel/postgres/connection.hpp"
@@ -153,7 +154,10 @@ std::optional<server::HttpOptions> HttpOptionsOf(const RunArgs& args) {
 class ProgressReporter {
  public:
   ProgressReporter(server::Service& service, std::string url, std::vector<pipeline::PipelineConfig> configs)
-      : service_(service), url_(std::move(url)), configs_(std::move(configs)), thread_([this] { Loop(); }) {}
+      : service_(service), url_(std::move(url)), configs_(std::move(configs)), thread_([this] {
+          NameThisThread("progress");
+          Loop();
+        }) {}
   ~ProgressReporter() {
     finished_.store(true);
     thread_.join();

@@ -119,6 +119,11 @@ std::string ProcessName() {
   return fmt::format("{}:{}", host, getpid());
 }
 
+// Worker `index` of `pipeline`, as its thread and its session are named.
+std::string WorkerName(size_t index, const std::string& pipeline) {
+  return fmt::format("w{}:{}", index, pipeline);
+}
+
 }  // namespace
 
 void CountVerdict(const Verdicts& verdicts, size_t i, BatchResult& result) {
@@ -154,9 +159,14 @@ struct Worker::State {
   bool mark_available = false;    // pg_temp.runnel_mark exists (WorkerStatements::write_marked)
   std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
   const std::string process = ProcessName();
+  std::string session_name;  // the connection's application_name
 
-  State(const PipelineConfig& c, std::shared_ptr<ModelProvider> p, std::string info)
-      : config(c), names(NamesFor(c)), conninfo(std::move(info)), scorer(config, std::move(p)) {
+  State(const PipelineConfig& c, std::shared_ptr<ModelProvider> p, std::string info, size_t index)
+      : config(c),
+        names(NamesFor(c)),
+        conninfo(std::move(info)),
+        scorer(config, std::move(p)),
+        session_name("runnel " + WorkerName(index, c.name)) {
     for (const auto& column : config.write_back) {
       write_back_output.push_back(
           static_cast<size_t>(std::find(config.output_columns.begin(), config.output_columns.end(), column) -
@@ -168,7 +178,8 @@ struct Worker::State {
 
   void Connect() {
     conn.reset();
-    auto fresh = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo));
+    // Opened by RunPipeline's thread at first, so named explicitly.
+    auto fresh = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo, session_name));
     // Short statements over one batch: JIT compilation (triggered by the planner's
     // guesses for unnest/generate_series) would cost more than it saves.
     fresh->Exec("SET jit = off");
@@ -654,8 +665,8 @@ struct Worker::State {
   }
 };
 
-Worker::Worker(const PipelineConfig& config, std::shared_ptr<ModelProvider> models, std::string conninfo)
-    : state_(std::make_unique<State>(config, std::move(models), std::move(conninfo))) {
+Worker::Worker(const PipelineConfig& config, std::shared_ptr<ModelProvider> models, std::string conninfo, size_t index)
+    : state_(std::make_unique<State>(config, std::move(models), std::move(conninfo), index)) {
   state_->scorer.Sync();
   state_->Connect();
   state_->rule = RuleEvaluator::Prepare(*state_->conn, state_->config, state_->write_back_output);
@@ -961,7 +972,7 @@ RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<Model
   }
   // Start every worker first so that a bad model or database fails the run at once.
   std::vector<std::unique_ptr<Worker>> pool;
-  for (size_t i = 0; i < workers; ++i) pool.push_back(std::make_unique<Worker>(config, models, conninfo));
+  for (size_t i = 0; i < workers; ++i) pool.push_back(std::make_unique<Worker>(config, models, conninfo, i));
   if (options.on_started) options.on_started();
 
   RunSummary summary;
@@ -995,7 +1006,7 @@ RunSummary RunPipeline(const PipelineConfig& config, const std::shared_ptr<Model
   std::vector<std::thread> threads;
   for (size_t i = 0; i < workers; ++i) {
     threads.emplace_back([&, i] {
-      NameThisThread(fmt::format("w{}:{}", i, config.name));
+      NameThisThread(WorkerName(i, config.name));
       try {
         ServeLoop loop(*pool[i], i, config, options, stopping);
         loop.Run(record);

@@ -406,6 +406,10 @@ std::string Result::Get<std::string>(int row, int column) const {
 // ---- Connection ----
 
 Connection Connection::Open(const std::string& conninfo) {
+  return Open(conninfo, ApplicationName());
+}
+
+Connection Connection::Open(const std::string& conninfo, const std::string& application_name) {
   char* parse_error = nullptr;
   PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &parse_error);
   if (options == nullptr) {
@@ -418,9 +422,8 @@ Connection Connection::Open(const std::string& conninfo) {
 
   // The connection string is expanded as dbname's value; the fallback name yields to an
   // application_name it (or PGAPPNAME) sets.
-  const std::string application = ApplicationName();
   const std::array<const char*, 3> keywords{"dbname", "fallback_application_name", nullptr};
-  const std::array<const char*, 3> values{conninfo.c_str(), application.c_str(), nullptr};
+  const std::array<const char*, 3> values{conninfo.c_str(), application_name.c_str(), nullptr};
   PgConnPtr conn(PQconnectdbParams(keywords.data(), values.data(), /*expand_dbname=*/1));
   if (!conn) throw DatabaseError("cannot connect: out of memory", "08001");
   if (PQstatus(conn.get()) != CONNECTION_OK) {

@@ -32,8 +32,13 @@ ModelStream::~ModelStream() {
   Stop();
 }
 
+// Opened by Start's caller at first, then by the models thread: named for the latter.
+std::unique_ptr<postgres::Connection> ModelStream::Open() const {
+  return std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_, "runnel models:" + config_.name));
+}
+
 void ModelStream::Start() {
-  conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+  conn_ = Open();
   MigrateRegistry(*conn_);
   conn_->Exec("LISTEN runnel_models");
   if (config_.model_path) {
@@ -70,8 +75,7 @@ void ModelStream::Stop() {
   try {
     // The follower may have dropped its connection (a database restart) and not yet
     // made a new one.
-    if (!conn_ || !conn_->IsOpen())
-      conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+    if (!conn_ || !conn_->IsOpen()) conn_ = Open();
     registry::ReportState(*conn_, process_, config_.name, {});
   } catch (const std::exception& e) {
     if (options_.log)
@@ -116,7 +120,7 @@ std::shared_ptr<const pipeline::ServingModel> ModelStream::Validate(postgres::Co
 
 bool ModelStream::Refresh() {
   if (!conn_ || !conn_->IsOpen()) {
-    conn_ = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_));
+    conn_ = Open();
     conn_->Exec("LISTEN runnel_models");
   }
   auto& conn = *conn_;

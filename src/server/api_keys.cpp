@@ -181,7 +181,9 @@ struct KeyStore::Impl {
   }
 
   std::shared_ptr<const KeyMap> Read() {
-    if (!conn || !conn->IsOpen()) conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo));
+    // The first read runs on Start's caller: named for the reloading thread.
+    if (!conn || !conn->IsOpen())
+      conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo, "runnel api-keys"));
     auto map = std::make_shared<KeyMap>();
     if (!KeyTableExists(*conn)) return map;
     auto r = conn->Exec(

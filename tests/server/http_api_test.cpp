@@ -108,6 +108,24 @@ TEST_F(HttpApiTest, TheServingThreadsAreNamedForTheirPart) {
   for (const auto& name : expected) EXPECT_TRUE(names.contains(name)) << name;
 }
 
+// pg_stat_activity tells the process's database sessions apart in the same words,
+// though several are opened by the thread that starts the service.
+TEST_F(HttpApiTest, EachDatabaseSessionIsNamedForItsPart) {
+  Start(Config());
+  ASSERT_EQ(client_->Post("/v1/pipelines/needs/requests?wait=10000", kRecord, "application/json")->status, 200);
+  ASSERT_EQ(client_->Get("/v1/pipelines/needs/requests?limit=1")->status, 200);
+  std::set<std::string> sessions;
+  const auto r = conn_->Exec(
+      "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database() AND pid <> "
+      "pg_backend_pid()",
+      Params());
+  for (int i = 0; i < r.rows(); ++i) sessions.insert(r.Get<std::string>(i, "application_name"));
+  for (const char* name : {"runnel w0:needs", "runnel w1:needs", "runnel ingest:needs", "runnel http",
+                           "runnel models:needs", "runnel events:needs", "runnel api-keys"}) {
+    EXPECT_TRUE(sessions.contains(name)) << name << " among " << fmt::format("{}", fmt::join(sessions, ", "));
+  }
+}
+
 TEST_F(HttpApiTest, ArraysAndNdjsonAreQueuedThenServed) {
   Start(Config());
   std::string array = fmt::format("[{}, {}, {}]", kRecord, kRecord, kRecord);

@@ -87,8 +87,9 @@ class Worker {
   // Connects and LISTENs. Throws DatabaseError when the database is unreachable.
   // `models` is shared with the model stream; the worker takes its current set before
   // each batch, and claims nothing while the set is empty. Throws Error(InvalidInput)
-  // when a model does not fit the pipeline.
-  Worker(const PipelineConfig& config, std::shared_ptr<ModelProvider> models, std::string conninfo);
+  // when a model does not fit the pipeline. `index` names it: its thread and its
+  // database session (application_name) are named "wN:<pipeline>".
+  Worker(const PipelineConfig& config, std::shared_ptr<ModelProvider> models, std::string conninfo, size_t index = 0);
   ~Worker();
 
   // Serves up to max_batch waiting requests in one transaction; claimed == 0 when

@@ -183,6 +183,9 @@ class Connection {
   // string (or PGAPPNAME) names one, the session's application_name, which
   // pg_stat_activity and the server's log show, is ApplicationName().
   static Connection Open(const std::string& conninfo);
+  // As Open, with `application_name` (say "runnel w0:needs") for a session opened on
+  // behalf of a thread that is not the caller.
+  static Connection Open(const std::string& conninfo, const std::string& application_name);
   // "runnel <the calling thread's name>" (say "runnel w0:needs"), or "runnel" on a
   // thread not named for a part.
   static std::string ApplicationName();

@@ -20,9 +20,10 @@ namespace runnel::postgres {
 
 class ConnectionPool {
  public:
-  // `max_idle`: connections kept open between uses.
-  explicit ConnectionPool(std::string conninfo, size_t max_idle = 16)
-      : conninfo_(std::move(conninfo)), max_idle_(max_idle) {}
+  // `max_idle`: connections kept open between uses. `application_name` names every
+  // session the pool opens (any thread may use one).
+  explicit ConnectionPool(std::string conninfo, size_t max_idle = 16, std::string application_name = "runnel")
+      : conninfo_(std::move(conninfo)), max_idle_(max_idle), application_name_(std::move(application_name)) {}
 
   class Lease {
    public:
@@ -68,6 +69,7 @@ class ConnectionPool {
 
   std::string conninfo_;
   size_t max_idle_;
+  std::string application_name_;
   Mutex mutex_;
   std::vector<std::unique_ptr<Connection>> idle_ GUARDED_BY(mutex_);
 };
