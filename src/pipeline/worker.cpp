@@ -159,14 +159,14 @@ struct Worker::State {
   bool mark_available = false;    // pg_temp.runnel_mark exists (WorkerStatements::write_marked)
   std::vector<int64_t> notified;  // notify mode: keys announced and not yet served
   const std::string process = ProcessName();
-  std::string session_name;  // the connection's application_name
+  std::string worker_name;  // WorkerName: its thread's, and its session's (application_name)
 
   State(const PipelineConfig& c, std::shared_ptr<ModelProvider> p, std::string info, size_t index)
       : config(c),
         names(NamesFor(c)),
         conninfo(std::move(info)),
         scorer(config, std::move(p)),
-        session_name("runnel " + WorkerName(index, c.name)) {
+        worker_name(WorkerName(index, c.name)) {
     for (const auto& column : config.write_back) {
       write_back_output.push_back(
           static_cast<size_t>(std::find(config.output_columns.begin(), config.output_columns.end(), column) -
@@ -179,7 +179,7 @@ struct Worker::State {
   void Connect() {
     conn.reset();
     // Opened by RunPipeline's thread at first, so named explicitly.
-    auto fresh = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo, session_name));
+    auto fresh = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo, worker_name));
     // Short statements over one batch: JIT compilation (triggered by the planner's
     // guesses for unnest/generate_series) would cost more than it saves.
     fresh->Exec("SET jit = off");

@@ -406,10 +406,10 @@ std::string Result::Get<std::string>(int row, int column) const {
 // ---- Connection ----
 
 Connection Connection::Open(const std::string& conninfo) {
-  return Open(conninfo, ApplicationName());
+  return Open(conninfo, ThisThreadName());
 }
 
-Connection Connection::Open(const std::string& conninfo, const std::string& application_name) {
+Connection Connection::Open(const std::string& conninfo, std::string_view part) {
   char* parse_error = nullptr;
   PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &parse_error);
   if (options == nullptr) {
@@ -423,6 +423,7 @@ Connection Connection::Open(const std::string& conninfo, const std::string& appl
   // The connection string is expanded as dbname's value; the fallback name yields to an
   // application_name it (or PGAPPNAME) sets.
   const std::array<const char*, 3> keywords{"dbname", "fallback_application_name", nullptr};
+  const std::string application_name = ApplicationName(part);
   const std::array<const char*, 3> values{conninfo.c_str(), application_name.c_str(), nullptr};
   PgConnPtr conn(PQconnectdbParams(keywords.data(), values.data(), /*expand_dbname=*/1));
   if (!conn) throw DatabaseError("cannot connect: out of memory", "08001");
@@ -435,9 +436,8 @@ Connection Connection::Open(const std::string& conninfo, const std::string& appl
   return Connection(std::move(conn), std::move(description));
 }
 
-std::string Connection::ApplicationName() {
-  const std::string thread = ThisThreadName();
-  return thread.empty() || thread == "runnel" ? "runnel" : "runnel " + thread;
+std::string Connection::ApplicationName(std::string_view part) {
+  return part.empty() || part == "runnel" ? std::string("runnel") : fmt::format("runnel {}", part);
 }
 
 Result Connection::Check(PGresult* raw, std::string_view sql) {

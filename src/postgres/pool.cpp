@@ -13,7 +13,7 @@ ConnectionPool::Lease ConnectionPool::Acquire() {
     }
     if (conn->IsAlive()) return Lease(this, std::move(conn));
   }
-  return Lease(this, std::make_unique<Connection>(Connection::Open(conninfo_, application_name_)));
+  return Lease(this, std::make_unique<Connection>(Connection::Open(conninfo_, part_)));
 }
 
 void ConnectionPool::DropIdle() {

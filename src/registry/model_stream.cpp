@@ -32,9 +32,14 @@ ModelStream::~ModelStream() {
   Stop();
 }
 
-// Opened by Start's caller at first, then by the models thread: named for the latter.
+// The following thread's name, and its session's.
+std::string ModelStream::ThreadName() const {
+  return "models:" + config_.name;
+}
+
+// Opened by Start's caller at first, then by the following thread: named for the latter.
 std::unique_ptr<postgres::Connection> ModelStream::Open() const {
-  return std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_, "runnel models:" + config_.name));
+  return std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo_, ThreadName()));
 }
 
 void ModelStream::Start() {
@@ -61,7 +66,7 @@ void ModelStream::Follow() {
   if (thread_.joinable()) return;
   stop_.store(false);
   thread_ = std::thread([this] {
-    NameThisThread("models:" + config_.name);
+    NameThisThread(ThreadName());
     Run();
   });
 }

@@ -23,6 +23,7 @@ namespace {
 
 constexpr std::string_view kSecretPrefix = "rnl_";
 constexpr size_t kShownChars = 12;  // "rnl_" and 8 hex digits: 32 of the 256 bits
+constexpr std::string_view kThreadName = "api-keys";  // the reloading thread's, and its session's
 
 std::string Hex(const unsigned char* bytes, size_t n) {
   static constexpr char kDigits[] = "0123456789abcdef";
@@ -183,7 +184,7 @@ struct KeyStore::Impl {
   std::shared_ptr<const KeyMap> Read() {
     // The first read runs on Start's caller: named for the reloading thread.
     if (!conn || !conn->IsOpen())
-      conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo, "runnel api-keys"));
+      conn = std::make_unique<postgres::Connection>(postgres::Connection::Open(conninfo, kThreadName));
     auto map = std::make_shared<KeyMap>();
     if (!KeyTableExists(*conn)) return map;
     auto r = conn->Exec(
@@ -244,7 +245,7 @@ void KeyStore::Start() {
     impl_->keys = std::move(map);
   }
   impl_->thread = std::thread([this] {
-    NameThisThread("api-keys");
+    NameThisThread(kThreadName);
     impl_->Loop();
   });
 }

@@ -143,7 +143,7 @@ void ParseListenAddress(const std::string& address, HttpOptions& options) {
 struct HttpServer::Impl {
   Impl(HttpOptions o, const std::string& conninfo, Metrics* m)
       : options(std::move(o)),
-        pool(conninfo, options.handler_threads + options.wait_slots, "runnel http"),  // each may hold one
+        pool(conninfo, options.handler_threads + options.wait_slots, "http"),  // each may hold one
         keys(conninfo),
         metrics(m != nullptr ? m : &own_metrics) {}
 

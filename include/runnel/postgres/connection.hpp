@@ -181,14 +181,14 @@ class Connection {
   // Connects with a libpq connection string (key=value or postgresql:// URL). Throws
   // DatabaseError naming host, port, database and user (never the password). Unless the
   // string (or PGAPPNAME) names one, the session's application_name, which
-  // pg_stat_activity and the server's log show, is ApplicationName().
+  // pg_stat_activity and the server's log show, is ApplicationName(`part`): by default
+  // the calling thread's name; a session opened on behalf of another thread passes
+  // that thread's name (say "w0:needs").
   static Connection Open(const std::string& conninfo);
-  // As Open, with `application_name` (say "runnel w0:needs") for a session opened on
-  // behalf of a thread that is not the caller.
-  static Connection Open(const std::string& conninfo, const std::string& application_name);
-  // "runnel <the calling thread's name>" (say "runnel w0:needs"), or "runnel" on a
-  // thread not named for a part.
-  static std::string ApplicationName();
+  static Connection Open(const std::string& conninfo, std::string_view part);
+  // "runnel <part>" (say "runnel w0:needs"), or "runnel" for no part (a thread not
+  // named for one).
+  static std::string ApplicationName(std::string_view part);
 
   // Runs one or more statements with the simple protocol (text results). Returns the
   // last statement's result.

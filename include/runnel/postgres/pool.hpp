@@ -20,10 +20,10 @@ namespace runnel::postgres {
 
 class ConnectionPool {
  public:
-  // `max_idle`: connections kept open between uses. `application_name` names every
-  // session the pool opens (any thread may use one).
-  explicit ConnectionPool(std::string conninfo, size_t max_idle = 16, std::string application_name = "runnel")
-      : conninfo_(std::move(conninfo)), max_idle_(max_idle), application_name_(std::move(application_name)) {}
+  // `max_idle`: connections kept open between uses. `part` names every session the
+  // pool opens (Connection::ApplicationName), whichever thread opens it.
+  explicit ConnectionPool(std::string conninfo, size_t max_idle = 16, std::string part = "")
+      : conninfo_(std::move(conninfo)), max_idle_(max_idle), part_(std::move(part)) {}
 
   class Lease {
    public:
@@ -69,7 +69,7 @@ class ConnectionPool {
 
   std::string conninfo_;
   size_t max_idle_;
-  std::string application_name_;
+  std::string part_;
   Mutex mutex_;
   std::vector<std::unique_ptr<Connection>> idle_ GUARDED_BY(mutex_);
 };

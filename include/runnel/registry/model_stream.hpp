@@ -59,6 +59,7 @@ class ModelStream {
 
  private:
   void Run();
+  std::string ThreadName() const;
   std::unique_ptr<postgres::Connection> Open() const;
   std::shared_ptr<const pipeline::ServingModel> Validate(postgres::Connection& conn, ModelStatus status,
                                                          int64_t version, const std::optional<std::string>& data_type,
